@@ -1,0 +1,61 @@
+# The few differences between CPython and MicroPython that device code must not see.
+#
+# Everything a device imports runs on both interpreters; the differences live here and
+# nowhere else: a millisecond tick clock, timeout errors, and which interpreter this is.
+import sys
+import time
+
+MICROPYTHON = sys.implementation.name == "micropython"
+
+if MICROPYTHON:
+    ticks_ms = time.ticks_ms
+    ticks_us = time.ticks_us
+    ticks_add = time.ticks_add
+    ticks_diff = time.ticks_diff
+    sleep_ms = time.sleep_ms
+else:
+    # CPython has no wrapping tick counter; monotonic nanoseconds never wrap, so plain
+    # arithmetic gives the same answers ticks_add/ticks_diff give on MicroPython.
+    _mono = time.monotonic_ns
+
+    def ticks_ms():
+        return _mono() // 1000000
+
+    def ticks_us():
+        return _mono() // 1000
+
+    def ticks_add(t, delta):
+        return t + delta
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def sleep_ms(ms):
+        time.sleep(ms / 1000)
+
+
+def unix_time():
+    """Seconds since 1970, on every port (the ESP32 epoch is 2000)."""
+    t = time.time()
+    if MICROPYTHON and time.gmtime(0)[0] == 2000:
+        t += 946684800
+    return t
+
+
+# errno values for "would block" / "in progress" / timeouts, shared by both interpreters
+# on Linux; ESP32 lwIP reports EINPROGRESS as 119 and timeouts as 110.
+EAGAIN = 11
+EINPROGRESS = 115
+ETIMEDOUT = 110
+WOULD_BLOCK = (11, 115, 119, 110, 36)
+
+
+def errno_of(exc):
+    e = getattr(exc, "errno", None)
+    if e is None and exc.args:
+        e = exc.args[0]
+    return e
+
+
+def implementation():
+    return "micropython" if MICROPYTHON else "cpython"

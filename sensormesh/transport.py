@@ -1,0 +1,480 @@
+# Sockets and the event loop: the only module that touches a socket.
+#
+# One single-threaded loop per process over select.poll, which both CPython and MicroPython
+# have. It sleeps in poll() until a socket is ready or the next timer is due, so an idle device
+# uses no CPU. Output is appended to a per-connection buffer and flushed once per loop turn:
+# many small frames leave in one send() call, which is what makes unbatched streams fast.
+import select
+import socket
+
+from sensormesh import codec
+from sensormesh.compat import MICROPYTHON, WOULD_BLOCK, errno_of, ticks_diff, ticks_ms
+
+POLLIN = select.POLLIN
+POLLOUT = select.POLLOUT
+POLLERR = select.POLLERR
+POLLHUP = select.POLLHUP
+
+# Bytes taken from a socket per recv(). Bounds what one peer can make us buffer per turn.
+RECV_CHUNK = 4096 if MICROPYTHON else 262144
+# Producers pause while a connection holds more than this much unsent output, and resume when
+# it drains: a slow reader slows its producer down instead of growing our memory.
+HIGH_WATER = 8192 if MICROPYTHON else 1048576
+
+
+def _key(sock):
+    # CPython's poll reports file descriptors, MicroPython's reports the socket object.
+    return sock if MICROPYTHON else sock.fileno()
+
+
+def unix_address(path):
+    """A Unix socket address both interpreters accept (MicroPython wants a raw sockaddr_un)."""
+    if MICROPYTHON:
+        import struct
+        return struct.pack("H", socket.AF_UNIX) + path.encode() + b"\0"
+    return path
+
+
+def parse_address(text):
+    """'host:port', ':port', 'port' or 'unix:/path' -> ('tcp', host, port) or ('unix', path)."""
+    if text.startswith("unix:"):
+        return ("unix", text[5:])
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    try:
+        port = int(port)
+    except ValueError:
+        raise ValueError("bad address %r: expected HOST:PORT or unix:PATH" % text)
+    return ("tcp", host or "127.0.0.1", port)
+
+
+class Timer:
+    __slots__ = ("when", "fn", "cancelled")
+
+    def __init__(self, when, fn):
+        self.when = when
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class Loop:
+    """poll() over sockets plus millisecond timers; now() never wraps."""
+
+    def __init__(self):
+        self._poll = select.poll()
+        self._handlers = {}
+        self._timers = []  # sorted by when; a handful per process, so a list is enough
+        self._dirty = []   # connections with output to flush at the end of this turn
+        self._soon = []
+        self._t0 = ticks_ms()
+        self._now = 0
+        self.running = False
+        self.on_error = None  # fn(exc, where) for errors raised by handlers
+
+    def now(self):
+        """Milliseconds since the loop was made. Monotonic, never wraps."""
+        t = ticks_ms()
+        self._now += ticks_diff(t, self._t0)
+        self._t0 = t
+        return self._now
+
+    # -- sockets ------------------------------------------------------------------------
+    def register(self, sock, handler, mask=POLLIN):
+        self._poll.register(sock, mask)
+        self._handlers[_key(sock)] = handler
+
+    def modify(self, sock, mask):
+        self._poll.modify(sock, mask)
+
+    def unregister(self, sock):
+        try:
+            self._poll.unregister(sock)
+        except (OSError, KeyError, ValueError):
+            pass
+        self._handlers.pop(_key(sock), None)
+
+    # -- timers -------------------------------------------------------------------------
+    def call_later(self, ms, fn):
+        t = Timer(self.now() + ms, fn)
+        timers = self._timers
+        i = len(timers)
+        while i and timers[i - 1].when > t.when:
+            i -= 1
+        timers.insert(i, t)
+        return t
+
+    def call_soon(self, fn):
+        self._soon.append(fn)
+
+    def mark_dirty(self, conn):
+        self._dirty.append(conn)
+
+    # -- running ------------------------------------------------------------------------
+    def _timeout(self):
+        if self._soon or self._dirty:
+            return 0
+        timers = self._timers
+        while timers and timers[0].cancelled:
+            timers.pop(0)
+        if not timers:
+            return -1 if self.running else 0
+        d = timers[0].when - self.now()
+        return d if d > 0 else 0
+
+    def run_once(self, max_wait=-1):
+        timeout = self._timeout()
+        if max_wait >= 0 and (timeout < 0 or timeout > max_wait):
+            timeout = max_wait
+        events = self._poll.poll(timeout)
+        handlers = self._handlers
+        for ev in events:
+            h = handlers.get(ev[0])
+            if h is not None:
+                self._guard(h.on_poll, ev[1])
+        if self._timers:
+            now = self.now()
+            timers = self._timers
+            while timers and timers[0].when <= now:
+                t = timers.pop(0)
+                if not t.cancelled:
+                    self._guard(t.fn, None)
+        if self._soon:
+            soon = self._soon
+            self._soon = []
+            for fn in soon:
+                self._guard(fn, None)
+        if self._dirty:
+            dirty = self._dirty
+            self._dirty = []
+            for c in dirty:
+                c.flush()
+
+    def _guard(self, fn, arg):
+        try:
+            if arg is None:
+                fn()
+            else:
+                fn(arg)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # one broken handler must not stop the device
+            if self.on_error:
+                self.on_error(e, fn)
+            else:
+                raise
+
+    def run(self):
+        self.running = True
+        while self.running:
+            self.run_once()
+
+    def stop(self):
+        self.running = False
+
+    def run_until(self, predicate, timeout_ms):
+        """Turn the loop until predicate() is true or timeout_ms pass; returns predicate()."""
+        deadline = self.now() + timeout_ms
+        while not predicate():
+            left = deadline - self.now()
+            if left <= 0:
+                return predicate()
+            self.run_once(min(left, 50))
+        return True
+
+
+class Connection:
+    """One framed stream socket: a Decoder for input, a bytearray for output.
+
+    The owner (a protocol object) gets on_message(conn, msg), on_close(conn, reason) and,
+    when output drains below HIGH_WATER after having been above it, on_drain(conn).
+    wrap/unwrap, when set (by a secure session), transform each payload on its way out/in.
+    """
+
+    def __init__(self, loop, sock, protocol, max_frame=codec.DEFAULT_MAX_FRAME, peer=None):
+        self.loop = loop
+        self.sock = sock
+        self.protocol = protocol
+        self.peer = peer
+        self.decoder = codec.Decoder(max_frame)
+        self.out = bytearray()
+        self.peer_max_frame = codec.MIN_MAX_FRAME
+        self.closed = False
+        self.connecting = False
+        self._dirty = False
+        self._blocked = False
+        self._mask = POLLIN
+        self.wrap = None
+        self.unwrap = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        sock.setblocking(False)
+        loop.register(sock, self, POLLIN)
+
+    # -- output -------------------------------------------------------------------------
+    def send(self, msg):
+        """Queue one message (split if it is data larger than the peer's frame limit)."""
+        if self.closed:
+            return
+        if self.wrap is None:
+            codec.encode_into(self.out, msg, self.peer_max_frame)
+        else:
+            self.send_payload(codec.dumps(msg))
+            return
+        self._queued()
+
+    def send_payload(self, payload):
+        import struct
+        if self.wrap is not None:
+            payload = self.wrap(payload)
+        self.out += struct.pack("!I", len(payload))
+        self.out += payload
+        self._queued()
+
+    def _queued(self):
+        if not self._dirty:
+            self._dirty = True
+            self.loop.mark_dirty(self)
+
+    def backlog(self):
+        return len(self.out)
+
+    def writable(self):
+        """True while the producer may add more output."""
+        return len(self.out) < HIGH_WATER and not self.closed
+
+    def flush(self):
+        self._dirty = False
+        if self.closed or self.connecting or not self.out:
+            return
+        try:
+            n = self.sock.send(self.out)
+        except OSError as e:
+            if errno_of(e) in WOULD_BLOCK:
+                n = 0
+            else:
+                self.close("send failed: %s" % e)
+                return
+        if n:
+            self.bytes_out += n
+            if MICROPYTHON:
+                self.out = self.out[n:]
+            else:
+                del self.out[:n]
+        if self.out:
+            if len(self.out) >= HIGH_WATER:
+                self._blocked = True
+            self._set_mask(POLLIN | POLLOUT)
+        else:
+            self._set_mask(POLLIN)
+            if self._blocked:
+                self._blocked = False
+                h = getattr(self.protocol, "on_drain", None)
+                if h:
+                    h(self)
+
+    def _set_mask(self, mask):
+        if mask != self._mask and not self.closed:
+            self._mask = mask
+            self.loop.modify(self.sock, mask)
+
+    # -- input --------------------------------------------------------------------------
+    def on_poll(self, ev):
+        if self.closed:
+            return
+        if self.connecting:
+            if ev & (POLLERR | POLLHUP):
+                self.close("connection refused or unreachable: %s" % (self.peer,))
+                return
+            if ev & POLLOUT:
+                self.connecting = False
+                self._set_mask(POLLIN | (POLLOUT if self.out else 0))
+                h = getattr(self.protocol, "on_connect", None)
+                if h:
+                    h(self)
+                self.flush()
+            return
+        if ev & POLLIN:
+            self._read()
+            if self.closed:
+                return
+        if ev & POLLOUT:
+            self.flush()
+        if ev & (POLLERR | POLLHUP) and not ev & POLLIN:
+            self.close("connection lost")
+
+    def _read(self):
+        try:
+            data = self.sock.recv(RECV_CHUNK)
+        except OSError as e:
+            if errno_of(e) in WOULD_BLOCK:
+                return
+            self.close("receive failed: %s" % e)
+            return
+        if not data:
+            try:
+                self.decoder.close()
+            except codec.ProtocolError as e:
+                self.close("end of stream: %s" % e.args[0])
+                return
+            self.close("closed by peer")
+            return
+        self.bytes_in += len(data)
+        dec = self.decoder
+        proto = self.protocol
+        try:
+            dec.feed(data)
+            if self.unwrap is None:
+                while not self.closed:
+                    msg = dec.next()
+                    if msg is None:
+                        break
+                    proto.on_message(self, msg)
+            else:
+                while not self.closed:
+                    payload = dec.next_payload()
+                    if payload is None:
+                        break
+                    proto.on_message(self, codec.decode_payload(self.unwrap(payload)))
+        except codec.ProtocolError as e:
+            self.protocol_error(e.args[0])
+
+    def protocol_error(self, text):
+        """Tell the peer what it did wrong, then close (the stream is out of step)."""
+        h = getattr(self.protocol, "on_protocol_error", None)
+        if h:
+            h(self, text)
+        if not self.closed:
+            self.send({"error": {"code": "protocol", "message": text}})
+            self.close_after_flush("protocol error: " + text)
+
+    # -- closing ------------------------------------------------------------------------
+    def close_after_flush(self, reason="closed"):
+        """Send what is queued (best effort, without blocking), then close."""
+        if self.out and not self.closed:
+            try:
+                self.sock.setblocking(True)
+                if hasattr(self.sock, "settimeout"):
+                    self.sock.settimeout(0.2)
+                self.sock.send(self.out)
+            except OSError:
+                pass
+            self.out = bytearray()
+        self.close(reason)
+
+    def close(self, reason="closed"):
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.unregister(self.sock)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        h = getattr(self.protocol, "on_close", None)
+        if h:
+            h(self, reason)
+
+
+class Listener:
+    """Accepts connections; make_protocol(conn_peer) returns the protocol for each new one."""
+
+    def __init__(self, loop, sock, make_protocol, max_frame=codec.DEFAULT_MAX_FRAME, max_conns=0):
+        self.loop = loop
+        self.sock = sock
+        self.make_protocol = make_protocol
+        self.max_frame = max_frame
+        self.max_conns = max_conns
+        self.conns = []
+        sock.setblocking(False)
+        loop.register(sock, self, POLLIN)
+
+    def on_poll(self, ev):
+        try:
+            s, addr = self.sock.accept()
+        except OSError as e:
+            if errno_of(e) in WOULD_BLOCK:
+                return
+            raise
+        proto = self.make_protocol()
+        conn = Connection(self.loop, s, proto, self.max_frame, addr)
+        if self.max_conns and len(self.conns) >= self.max_conns:
+            conn.send({"error": {"code": "busy", "message": "too many connections (limit %d)" % self.max_conns}})
+            conn.close_after_flush("connection limit reached")
+            return
+        self.conns.append(conn)
+        orig = getattr(proto, "on_close", None)
+
+        def on_close(c, reason, _orig=orig):
+            if c in self.conns:
+                self.conns.remove(c)
+            if _orig:
+                _orig(c, reason)
+        proto.on_close = on_close
+        h = getattr(proto, "on_open", None)
+        if h:
+            h(conn)
+
+    def close(self):
+        self.loop.unregister(self.sock)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        for c in list(self.conns):
+            c.close("listener closed")
+
+
+def listen_tcp(loop, host, port, make_protocol, backlog=8, **kw):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(socket.getaddrinfo(host, port)[0][-1])
+    s.listen(backlog)
+    return Listener(loop, s, make_protocol, **kw)
+
+
+def listen_unix(loop, path, make_protocol, backlog=8, **kw):
+    import os
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(unix_address(path))
+    s.listen(backlog)
+    return Listener(loop, s, make_protocol, **kw)
+
+
+def bound_port(listener):
+    """The TCP port a listener got (useful after binding port 0)."""
+    if MICROPYTHON:
+        raise OSError("bound_port is not available on MicroPython")
+    return listener.sock.getsockname()[1]
+
+
+def dial(loop, address, protocol, max_frame=codec.DEFAULT_MAX_FRAME):
+    """Open a non-blocking connection to 'host:port' or 'unix:/path'.
+
+    Returns the Connection at once; protocol.on_connect(conn) runs when it is up and
+    protocol.on_close(conn, reason) if it fails. Messages sent before then are queued.
+    """
+    addr = parse_address(address) if isinstance(address, str) else address
+    if addr[0] == "unix":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target = unix_address(addr[1])
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        target = socket.getaddrinfo(addr[1], addr[2])[0][-1]
+    s.setblocking(False)
+    conn = Connection(loop, s, protocol, max_frame, address)
+    conn.connecting = True
+    conn._set_mask(POLLOUT)
+    try:
+        s.connect(target)
+    except OSError as e:
+        if errno_of(e) not in WOULD_BLOCK:
+            loop.call_soon(lambda: conn.close("cannot connect to %s: %s" % (address, e)))
+    return conn
