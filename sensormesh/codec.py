@@ -45,13 +45,13 @@ def dumps(msg):
         t = type(msg)
         if t is not dict and t is not list:
             raise ProtocolError("a message must be a dict (control) or list (data), not %s" % t.__name__)
-        payload = json.dumps(msg, _SEP).encode()
+        payload = json.dumps(msg, separators=_SEP).encode()
         _check_finite(payload, msg)
         return payload
     if not isinstance(msg, (dict, list)):
         raise ProtocolError("a message must be a dict (control) or list (data), not %s" % type(msg).__name__)
     try:
-        return json.dumps(msg, separators=_SEP, allow_nan=False).encode()
+        return json.dumps(msg, separators=_SEP, allow_nan=False, ensure_ascii=False).encode()
     except (TypeError, ValueError) as e:
         raise ProtocolError("message is not JSON-serialisable: %s" % e)
 
@@ -82,6 +82,21 @@ def encode_into(buf, msg, max_frame=MIN_MAX_FRAME):
     half = len(msg) // 2
     encode_into(buf, msg[:half], max_frame)
     encode_into(buf, msg[half:], max_frame)
+
+
+def payloads(msg, max_frame=MIN_MAX_FRAME):
+    """The payload(s) for msg, split like encode_into splits them; a list of bytes."""
+    payload = dumps(msg)
+    n = len(payload)
+    if n <= max_frame:
+        return [payload]
+    if type(msg) is not list:
+        raise ProtocolError("control message of %d bytes exceeds the frame limit of %d" % (n, max_frame))
+    if len(msg) < 2:
+        raise ProtocolError("a single value of %d bytes exceeds the frame limit of %d" % (n, max_frame))
+    payload = None
+    half = len(msg) // 2
+    return payloads(msg[:half], max_frame) + payloads(msg[half:], max_frame)
 
 
 def decode_payload(payload):

@@ -6,6 +6,7 @@
 # many small frames leave in one send() call, which is what makes unbatched streams fast.
 import select
 import socket
+import struct
 
 from sensormesh import codec
 from sensormesh.compat import MICROPYTHON, WOULD_BLOCK, errno_of, ticks_diff, ticks_ms
@@ -19,7 +20,7 @@ POLLHUP = select.POLLHUP
 RECV_CHUNK = 4096 if MICROPYTHON else 262144
 # Producers pause while a connection holds more than this much unsent output, and resume when
 # it drains: a slow reader slows its producer down instead of growing our memory.
-HIGH_WATER = 8192 if MICROPYTHON else 1048576
+HIGH_WATER = 4096 if MICROPYTHON else 1048576
 
 
 def _key(sock):
@@ -201,6 +202,9 @@ class Connection:
         self.peer = peer
         self.decoder = codec.Decoder(max_frame)
         self.out = bytearray()
+        self.chunks = []
+        self.chunk_off = 0
+        self.queued = 0
         self.peer_max_frame = codec.MIN_MAX_FRAME
         self.closed = False
         self.connecting = False
@@ -215,23 +219,46 @@ class Connection:
         loop.register(sock, self, POLLIN)
 
     # -- output -------------------------------------------------------------------------
+    # CPython appends frames to one bytearray and sends it in large pieces. MicroPython keeps a
+    # list of frames instead: growing one buffer would reallocate and fragment a board's small
+    # heap, while each frame is allocated once and freed once it is sent.
     def send(self, msg):
         """Queue one message (split if it is data larger than the peer's frame limit)."""
         if self.closed:
             return
-        if self.wrap is None:
+        if self.wrap is None and not MICROPYTHON:
             codec.encode_into(self.out, msg, self.peer_max_frame)
-        else:
-            self.send_payload(codec.dumps(msg))
+            self._queued()
             return
-        self._queued()
+        for p in codec.payloads(msg, self.peer_max_frame):
+            self.send_payload(p)
 
     def send_payload(self, payload):
-        import struct
+        if self.closed:
+            return
         if self.wrap is not None:
             payload = self.wrap(payload)
-        self.out += struct.pack("!I", len(payload))
-        self.out += payload
+        hdr = struct.pack("!I", len(payload))
+        if MICROPYTHON:
+            chunks = self.chunks
+            n = len(payload)
+            if n <= 256:
+                # small frames share a chunk: one allocation per ~512 bytes, not per frame
+                last = chunks[-1] if chunks else None
+                if last is not None and type(last) is bytearray and len(last) < 512 and (len(chunks) > 1 or not self.chunk_off):
+                    last += hdr
+                    last += payload
+                else:
+                    b = bytearray(hdr)
+                    b += payload
+                    chunks.append(b)
+            else:
+                chunks.append(hdr)
+                chunks.append(payload)
+            self.queued += 4 + n
+        else:
+            self.out += hdr
+            self.out += payload
         self._queued()
 
     def _queued(self):
@@ -240,41 +267,62 @@ class Connection:
             self.loop.mark_dirty(self)
 
     def backlog(self):
-        return len(self.out)
+        """Bytes queued but not yet sent."""
+        return self.queued if MICROPYTHON else len(self.out)
 
     def writable(self):
-        """True while the producer may add more output."""
-        return len(self.out) < HIGH_WATER and not self.closed
+        """True while the producer may add more output. After a False, on_drain(conn) follows
+        once the backlog is down to half of HIGH_WATER."""
+        if self.backlog() < HIGH_WATER:
+            return not self.closed
+        self._blocked = True
+        return False
+
+    def _send_some(self):
+        """One send() of queued output; returns False if the connection failed."""
+        try:
+            if MICROPYTHON:
+                c = self.chunks[0]
+                n = self.sock.send(memoryview(c)[self.chunk_off:] if self.chunk_off else c)
+                if n is None:
+                    n = 0
+                self.chunk_off += n
+                if self.chunk_off >= len(c):
+                    self.chunks.pop(0)
+                    self.chunk_off = 0
+                self.queued -= n
+            else:
+                n = self.sock.send(self.out)
+                del self.out[:n]
+        except OSError as e:
+            en = errno_of(e)
+            if en in WOULD_BLOCK:
+                return True
+            self.close("closed by peer" if en in (32, 104) else "send failed: %s" % e)
+            return False
+        self.bytes_out += n
+        return True
 
     def flush(self):
         self._dirty = False
-        if self.closed or self.connecting or not self.out:
+        if self.closed or self.connecting:
             return
-        try:
-            n = self.sock.send(self.out)
-        except OSError as e:
-            if errno_of(e) in WOULD_BLOCK:
-                n = 0
-            else:
-                self.close("send failed: %s" % e)
+        if MICROPYTHON:
+            before = -1
+            while self.chunks and self.queued != before:
+                before = self.queued
+                if not self._send_some():
+                    return
+        elif self.out:
+            if not self._send_some():
                 return
-        if n:
-            self.bytes_out += n
-            if MICROPYTHON:
-                self.out = self.out[n:]
-            else:
-                del self.out[:n]
-        if self.out:
-            if len(self.out) >= HIGH_WATER:
-                self._blocked = True
-            self._set_mask(POLLIN | POLLOUT)
-        else:
-            self._set_mask(POLLIN)
-            if self._blocked:
-                self._blocked = False
-                h = getattr(self.protocol, "on_drain", None)
-                if h:
-                    h(self)
+        left = self.backlog()
+        self._set_mask(POLLIN | POLLOUT if left else POLLIN)
+        if self._blocked and left <= HIGH_WATER // 2:
+            self._blocked = False
+            h = getattr(self.protocol, "on_drain", None)
+            if h:
+                h(self)
 
     def _set_mask(self, mask):
         if mask != self._mask and not self.closed:
@@ -291,7 +339,7 @@ class Connection:
                 return
             if ev & POLLOUT:
                 self.connecting = False
-                self._set_mask(POLLIN | (POLLOUT if self.out else 0))
+                self._set_mask(POLLIN | (POLLOUT if self.backlog() else 0))
                 h = getattr(self.protocol, "on_connect", None)
                 if h:
                     h(self)
@@ -310,9 +358,10 @@ class Connection:
         try:
             data = self.sock.recv(RECV_CHUNK)
         except OSError as e:
-            if errno_of(e) in WOULD_BLOCK:
+            en = errno_of(e)
+            if en in WOULD_BLOCK:
                 return
-            self.close("receive failed: %s" % e)
+            self.close("closed by peer" if en in (32, 104) else "receive failed: %s" % e)
             return
         if not data:
             try:
@@ -354,15 +403,18 @@ class Connection:
     # -- closing ------------------------------------------------------------------------
     def close_after_flush(self, reason="closed"):
         """Send what is queued (best effort, without blocking), then close."""
-        if self.out and not self.closed:
+        if self.backlog() and not self.closed:
             try:
                 self.sock.setblocking(True)
                 if hasattr(self.sock, "settimeout"):
                     self.sock.settimeout(0.2)
-                self.sock.send(self.out)
+                data = self.out if not MICROPYTHON else b"".join(self.chunks)
+                self.sock.send(data)
             except OSError:
                 pass
             self.out = bytearray()
+            self.chunks = []
+            self.queued = 0
         self.close(reason)
 
     def close(self, reason="closed"):
@@ -400,6 +452,8 @@ class Listener:
                 return
             raise
         proto = self.make_protocol()
+        if MICROPYTHON:
+            addr = "peer"  # a raw sockaddr here; nothing readable to log
         conn = Connection(self.loop, s, proto, self.max_frame, addr)
         if self.max_conns and len(self.conns) >= self.max_conns:
             conn.send({"error": {"code": "busy", "message": "too many connections (limit %d)" % self.max_conns}})

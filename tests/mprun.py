@@ -6,7 +6,9 @@ import os
 import sys
 
 HERE = __file__.rpartition("/")[0] or "."
-ROOT = HERE.rpartition("/")[0] or ".."
+if not HERE.startswith("/"):
+    HERE = os.getcwd() + "/" + HERE
+ROOT = HERE.rpartition("/")[0]
 for p in (ROOT, HERE + "/device"):
     if p not in sys.path:
         sys.path.insert(0, p)

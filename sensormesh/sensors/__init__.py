@@ -84,9 +84,9 @@ def make(spec):
         mod = _import(modname)
     except ImportError as e:
         raise SensorError("no %s driver for sensor %r (%s)" % (driver, kind, e))
-    cls = getattr(mod, kind.capitalize(), None)
+    cls = getattr(mod, kind[0].upper() + kind[1:], None)
     if cls is None:
-        raise SensorError("driver module %s has no class %s" % (modname, kind.capitalize()))
+        raise SensorError("driver module %s has no class %s" % (modname, kind[0].upper() + kind[1:]))
     try:
         return cls(**params)
     except TypeError as e:

@@ -1,0 +1,751 @@
+# The built-in step types: how many inputs each takes, its parameters, and the estimates
+# placement needs (output rate and value size given the inputs, CPU and memory cost).
+#
+# Parameter names and meanings are the device-side contract (sensormesh/steps.py implements
+# them with these names); docs/pipelines.md is the reference for users. The controller fills
+# in every default before it sends an assignment, so a device never has to guess.
+#
+# Cost model (see docs/pipelines.md, "Cost model"): CPU is counted in *units*; one unit is
+# roughly 100 us of an ESP32 running MicroPython, about the time one value takes to pass a
+# trivial step. A device's `cpu` is how many such cores it is worth, so cpu=1 can do about
+# CPU_UNITS_PER_S units per second. Traffic is JSON bytes per value on a pipe (values are sent
+# as JSON arrays, see docs/protocol.md). Memory is bytes of heap a step keeps while it runs.
+import json
+import math
+import re
+
+NOTHING = object()      # "no default": the parameter is required or optional-and-omitted
+
+# One cpu = one ESP32 core running MicroPython ~ 10,000 trivial step calls per second.
+CPU_UNITS_PER_S = 10000.0
+
+# A source with rate 0 ("as fast as the reader takes them") is estimated at this rate.
+FAST_RATE_HZ = 1000.0
+
+# Heap a step object costs on a device before any buffers (closures, dict of params, the
+# chain link). Measured ballpark on the MicroPython unix port, halved for 32-bit ESP32.
+STEP_MEMORY = 600
+
+# Heap a shipped function costs per byte of source once compiled (bytecode + names).
+CODE_MEMORY_PER_BYTE = 2
+
+# Default value size when nothing better is known (a float as JSON plus a comma).
+DEFAULT_VALUE_BYTES = 8
+
+# A representative value per sensor kind (docs/architecture.md, "Sensors"): used to estimate
+# JSON bytes per value and to check `field` keys and numeric aggregates before deployment.
+SENSOR_SAMPLES = {
+    "temperature": 23.4567,
+    "hall": -123,
+    "poti": {"raw": 32768, "fraction": 0.50001},
+    "gyro": {"accel": [0.0123, -0.9812, 0.0345], "gyro": [1.2512, -0.5034, 0.0211], "temp": 24.312},
+    "dht11": {"temperature": 23.0, "humidity": 41.0},
+    "ultrasonic": 123.45,
+    "co2": 612,
+    "touch": False,
+    "touchpad": 412,
+    "rotary": 17,
+    "counter": 123456,
+    "clock": 1234567890,
+}
+
+# Native sample rates (Hz) per kind, the sensors' RATE_HZ.
+SENSOR_RATES = {
+    "temperature": 10, "hall": 100, "poti": 100, "gyro": 100, "dht11": 1, "ultrasonic": 20,
+    "co2": 1, "touch": 50, "touchpad": 50, "rotary": 100, "counter": 1000, "clock": 1000,
+}
+
+# CPU units one read costs. DHT11 bit-bangs for about 20 ms, HC-SR04 waits for its echo,
+# the MPU-6050 reads 14 bytes over I2C; the rest are a register or an ADC read.
+SENSOR_READ_COST = {"dht11": 200.0, "ultrasonic": 20.0, "gyro": 5.0}
+
+AGGREGATES = ("mean", "min", "max", "sum", "count", "list")
+NUMERIC_AGGREGATES = ("mean", "min", "max", "sum")
+
+_FN_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def json_bytes(value):
+    """Bytes `value` takes inside a JSON data array (its text plus the separating comma)."""
+    return len(json.dumps(value, separators=(",", ":"))) + 1
+
+
+def ram_bytes(value_bytes):
+    """Rough heap cost of holding one value whose JSON form is `value_bytes` long."""
+    return 16 + 2 * value_bytes
+
+
+def dig(value, key):
+    """Apply a `field` key (int index, dict key or dotted path "accel.0") to a value.
+
+    Returns (found, result). Used on sample values, so it never raises."""
+    parts = [key] if isinstance(key, int) else str(key).split(".")
+    for part in parts:
+        if isinstance(value, dict):
+            if part not in value:
+                return False, None
+            value = value[part]
+        elif isinstance(value, (list, tuple)):
+            try:
+                i = int(part)
+                value = value[i]
+            except (ValueError, IndexError):
+                return False, None
+        else:
+            return False, None
+    return True, value
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def describe_value(v):
+    if isinstance(v, dict):
+        return "dicts (keys: %s)" % ", ".join(sorted(map(str, v)))
+    if isinstance(v, (list, tuple)):
+        return "lists of %d" % len(v)
+    if isinstance(v, bool):
+        return "booleans"
+    if _is_number(v):
+        return "numbers"
+    return type(v).__name__
+
+
+class Param:
+    """One step parameter: its device-side name, kind, default and limits."""
+
+    def __init__(self, name, kind, required=False, default=NOTHING, choices=(), minimum=None,
+                 above=None, doc="", hint=False):
+        self.name = name            # the device-side name, e.g. "time-frame"
+        self.kind = kind            # number | int | str | bool | choice | key | fn | columns
+        self.required = required
+        self.default = default      # NOTHING: omitted from the assignment when not given
+        self.choices = choices
+        self.minimum = minimum      # value >= minimum
+        self.above = above          # value > above
+        self.doc = doc
+        self.hint = hint            # a placement hint: used by the controller, never sent
+
+    def check(self, value):
+        """None if `value` is acceptable, else a message saying what is wrong."""
+        k = self.kind
+        if k in ("number", "int"):
+            if k == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+                return "must be an integer, not %s" % _show(value)
+            if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
+                return "must be a number, not %s" % _show(value)
+            if self.minimum is not None and value < self.minimum:
+                return "must be >= %s, not %s" % (self.minimum, value)
+            if self.above is not None and value <= self.above:
+                return "must be > %s, not %s" % (self.above, value)
+        elif k == "str":
+            if not isinstance(value, str) or not value:
+                return "must be a non-empty string, not %s" % _show(value)
+        elif k == "bool":
+            if not isinstance(value, bool):
+                return "must be true or false, not %s" % _show(value)
+        elif k == "choice":
+            if value not in self.choices:
+                return "must be one of %s, not %s" % ("|".join(self.choices), _show(value))
+        elif k == "key":
+            if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+                return "must be a dict key, a list index or a dotted path like \"accel.0\", not %s" % _show(value)
+        elif k == "fn":
+            if not isinstance(value, str) or not _FN_REF.match(value):
+                return "must name shipped code as \"module:name\", not %s" % _show(value)
+        elif k == "columns":
+            if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
+                return "must be a list of column names, not %s" % _show(value)
+        return None
+
+
+def _show(v):
+    if isinstance(v, str):
+        return repr(v)
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return "a %s" % type(v).__name__
+
+
+class Flow:
+    """What leaves a step: values per second, JSON bytes per value, a representative value."""
+
+    __slots__ = ("rate", "bytes", "sample")
+
+    def __init__(self, rate, nbytes, sample=None):
+        self.rate = float(rate)
+        self.bytes = float(nbytes)
+        self.sample = sample
+
+    @property
+    def traffic(self):
+        """Bytes per second this flow puts on a pipe."""
+        return self.rate * self.bytes
+
+    def __repr__(self):
+        return "Flow(rate=%.3g/s, bytes=%.3g)" % (self.rate, self.bytes)
+
+
+def flow_of_sample(rate, sample):
+    return Flow(rate, json_bytes(sample) if sample is not None else DEFAULT_VALUE_BYTES, sample)
+
+
+class Cost:
+    """What a step costs where it runs: CPU units per second and bytes of heap."""
+
+    __slots__ = ("cpu", "memory")
+
+    def __init__(self, cpu, memory):
+        self.cpu = float(cpu)
+        self.memory = float(memory)
+
+    def __repr__(self):
+        return "Cost(cpu=%.3g/s, memory=%d)" % (self.cpu, self.memory)
+
+
+# Hints every user step accepts: they refine the controller's estimates, nothing is sent.
+COMMON_HINTS = (
+    Param("bytes", "number", above=0, hint=True, doc="JSON bytes per output value (overrides the estimate)"),
+    Param("cpu", "number", minimum=0, hint=True, doc="CPU units per input value (overrides the estimate)"),
+    Param("memory", "number", minimum=0, hint=True, doc="heap bytes the step keeps (overrides the estimate)"),
+    Param("batch", "int", minimum=0, hint=True,
+          doc="time-frame (ms) of pipes carrying this step's output to other devices"),
+)
+
+SELECTIVITY = Param("selectivity", "number", above=0, minimum=0, hint=True,
+                    doc="fraction of input values that produce an output (estimate)")
+
+
+class StepType:
+    """A step type: arity, parameters, and its rate/cost estimates. Subclasses refine."""
+
+    name = None
+    min_inputs = 1
+    max_inputs = 1          # None = any number
+    outputs = 1             # 0 for sinks
+    user = True             # False: runtime-only, inserted by the controller
+    cpu_per_value = 1.0     # CPU units per input value
+    default_selectivity = None
+    doc = ""
+    params = ()
+
+    def __init__(self):
+        own = list(self.params)
+        if self.default_selectivity is not None:
+            own.append(SELECTIVITY)
+        if self.user:
+            own.extend(COMMON_HINTS)
+        self.param_map = {p.name: p for p in own}
+
+    # -- validation --------------------------------------------------------------------
+
+    def arity_text(self):
+        lo, hi = self.min_inputs, self.max_inputs
+        if hi is None:
+            return "at least %d input%s" % (lo, "" if lo == 1 else "s")
+        if lo == hi:
+            return "%d input%s" % (lo, "" if lo == 1 else "s")
+        return "%d to %d inputs" % (lo, hi)
+
+    def check_arity(self, n):
+        return n >= self.min_inputs and (self.max_inputs is None or n <= self.max_inputs)
+
+    def check_params(self, params, n_inputs):
+        """[(key, message)] for every problem in `params` (already canonical names)."""
+        problems = []
+        for key, value in params.items():
+            p = self.param_map.get(key)
+            if p is None:
+                problems.append((key, unknown_param_message(key, self)))
+                continue
+            msg = p.check(value)
+            if msg:
+                problems.append((key, msg))
+        for p in self.param_map.values():
+            if p.required and p.name not in params:
+                problems.append((p.name, "is required (%s)" % p.doc if p.doc else "is required"))
+        if not problems:
+            problems.extend(self.check_rules(params, n_inputs))
+        return problems
+
+    def check_rules(self, params, n_inputs):
+        """Rules that involve several parameters or the number of inputs."""
+        return []
+
+    def split(self, params, n_inputs=None):
+        """(device params with defaults filled in, placement hints)."""
+        device, hints = {}, {}
+        for p in self.param_map.values():
+            if p.name in params:
+                (hints if p.hint else device)[p.name] = params[p.name]
+            elif not p.hint and p.default is not NOTHING:
+                device[p.name] = p.default
+        if self.default_selectivity is not None:
+            hints.setdefault("selectivity", self.default_selectivity)
+        return device, hints
+
+    # -- estimates ---------------------------------------------------------------------
+
+    def flow(self, params, hints, ins, ctx=None):
+        """The output Flow given the input flows (list, port order)."""
+        f = ins[0]
+        sel = hints.get("selectivity", 1.0)
+        return Flow(f.rate * sel, f.bytes, f.sample)
+
+    def check_values(self, params, ins):
+        """[(key, message)] about what the inputs carry, when a representative value is known."""
+        return []
+
+    def buffer_memory(self, params, ins, out):
+        return 0.0
+
+    def cost(self, params, hints, ins, out):
+        cpu_per = hints.get("cpu", self.cpu_per_value)
+        rate_in = sum(f.rate for f in ins) if ins else out.rate
+        mem = hints.get("memory")
+        if mem is None:
+            mem = STEP_MEMORY + self.buffer_memory(params, ins, out)
+        return Cost(cpu_per * rate_in, mem)
+
+
+def unknown_param_message(key, stype):
+    import difflib
+    names = sorted(stype.param_map)
+    close = difflib.get_close_matches(key, names, n=1)
+    tail = " (did you mean %r?)" % close[0] if close else ""
+    if not names:
+        return "unknown parameter: %s takes no parameters" % stype.name
+    return "unknown parameter for %s%s; known: %s" % (stype.name, tail, ", ".join(names))
+
+
+def _apply_bytes_hint(flow, hints):
+    if "bytes" in hints:
+        flow.bytes = float(hints["bytes"])
+    return flow
+
+
+# -- sources -------------------------------------------------------------------------------
+
+class Source(StepType):
+    name = "source"
+    min_inputs = max_inputs = 0
+    doc = "reads a sensor of the device it runs on"
+    params = (
+        Param("sensor", "str", required=True, doc="a sensor kind or a configured sensor name"),
+        Param("rate", "number", minimum=0, doc="samples per second (default: the sensor's; 0 = as fast as read)"),
+    )
+
+    def flow(self, params, hints, ins, ctx=None):
+        spec = (ctx or {}).get("sensor") or {}
+        kind = spec.get("kind", params.get("sensor"))
+        rate = params.get("rate", spec.get("rate"))
+        if rate is None:
+            rate = SENSOR_RATES.get(kind, 10)
+        if not rate:
+            rate = FAST_RATE_HZ
+        return _apply_bytes_hint(flow_of_sample(rate, SENSOR_SAMPLES.get(kind)), hints)
+
+    def cost(self, params, hints, ins, out, ctx=None):
+        kind = params.get("sensor")
+        per = hints.get("cpu", SENSOR_READ_COST.get(kind, 1.0))
+        return Cost(per * out.rate, hints.get("memory", STEP_MEMORY))
+
+
+# -- one-input transforms ------------------------------------------------------------------
+
+class MapStep(StepType):
+    name = "map"
+    cpu_per_value = 2.0
+    doc = "applies a shipped user function to every value"
+    params = (Param("fn", "fn", required=True, doc="shipped code, \"module:name\""),)
+
+    def flow(self, params, hints, ins, ctx=None):
+        # The function's result is unknown: assume it is about the size of its input.
+        f = ins[0]
+        return _apply_bytes_hint(Flow(f.rate, f.bytes, None), hints)
+
+
+class FilterStep(StepType):
+    name = "filter"
+    cpu_per_value = 2.0
+    default_selectivity = 0.5
+    doc = "keeps the values for which a shipped user function returns true"
+    params = (Param("fn", "fn", required=True, doc="shipped code, \"module:name\""),)
+
+    def flow(self, params, hints, ins, ctx=None):
+        f = ins[0]
+        return _apply_bytes_hint(Flow(f.rate * hints.get("selectivity", 0.5), f.bytes, f.sample), hints)
+
+
+class FieldStep(StepType):
+    name = "field"
+    cpu_per_value = 0.5
+    doc = "picks one part of a dict or list value"
+    params = (Param("key", "key", required=True, doc="dict key, list index or dotted path \"accel.0\""),)
+
+    def check_values(self, params, ins):
+        s = ins[0].sample
+        if s is None or "key" not in params:
+            return []
+        found, _ = dig(s, params["key"])
+        if not found:
+            return [("key", "%r is not in the input's values, which are %s"
+                     % (params["key"], describe_value(s)))]
+        return []
+
+    def flow(self, params, hints, ins, ctx=None):
+        f = ins[0]
+        if f.sample is not None:
+            found, v = dig(f.sample, params["key"])
+            if found:
+                return _apply_bytes_hint(flow_of_sample(f.rate, v), hints)
+        return _apply_bytes_hint(Flow(f.rate, min(f.bytes, DEFAULT_VALUE_BYTES), None), hints)
+
+
+def _aggregate_sample(agg, sample, n):
+    if agg == "count":
+        return int(max(1, n))
+    if agg == "list":
+        return [sample] * max(1, int(round(n)))
+    if agg == "mean":
+        return 23.4567 if sample is None or _is_number(sample) else None
+    return sample if _is_number(sample) else None
+
+
+def _check_agg(agg, ins):
+    s = ins[0].sample
+    if agg in NUMERIC_AGGREGATES and s is not None and not _is_number(s):
+        return [("agg", "%s needs numbers but the input values are %s; pick one with a field step first"
+                 % (agg, describe_value(s)))]
+    return []
+
+
+class WindowStep(StepType):
+    name = "window"
+    doc = ("tumbling window: emits the aggregate when `values` values are gathered or `time-frame` ms "
+           "have passed since the window's first value")
+    params = (
+        Param("time-frame", "int", minimum=0, default=0, doc="ms from the window's first value, 0 = none"),
+        Param("values", "int", minimum=0, default=0, doc="values per window, 0 = none"),
+        Param("agg", "choice", choices=AGGREGATES, default="mean", doc="aggregate"),
+    )
+
+    def check_rules(self, params, n_inputs):
+        if not params.get("time-frame", 0) and not params.get("values", 0):
+            return [("time-frame", "window needs time-frame > 0 or values > 0 (both are 0)")]
+        return []
+
+    def check_values(self, params, ins):
+        return _check_agg(params.get("agg", "mean"), ins)
+
+    def per_window(self, params, rate):
+        """(windows per second, values per window)."""
+        n, t = params.get("values", 0), params.get("time-frame", 0)
+        if rate <= 0:
+            return 0.0, 1.0
+        periods = []
+        if n:
+            periods.append(n / rate)
+        if t:
+            periods.append(t / 1000.0)
+        period = max(min(periods), 1.0 / rate)   # a window holds at least one value
+        return 1.0 / period, rate * period
+
+    def flow(self, params, hints, ins, ctx=None):
+        f = ins[0]
+        wr, n = self.per_window(params, f.rate)
+        agg = params.get("agg", "mean")
+        sample = _aggregate_sample(agg, f.sample, n)
+        if sample is not None:
+            out = flow_of_sample(wr, sample)
+        elif agg == "list":
+            out = Flow(wr, 2 + n * f.bytes)
+        else:
+            out = Flow(wr, DEFAULT_VALUE_BYTES)
+        return _apply_bytes_hint(out, hints)
+
+    def buffer_memory(self, params, ins, out):
+        if params.get("agg", "mean") != "list":
+            return 64.0
+        _, n = self.per_window(params, ins[0].rate)
+        return n * ram_bytes(ins[0].bytes)
+
+
+class SlidingStep(StepType):
+    name = "sliding"
+    doc = "sliding window over the last `size` values, emitted every `slide` values once full"
+    params = (
+        Param("size", "int", required=True, minimum=1, doc="values in the window"),
+        Param("slide", "int", minimum=1, default=1, doc="emit every this many values"),
+        Param("agg", "choice", choices=AGGREGATES, default="mean", doc="aggregate"),
+    )
+
+    def check_rules(self, params, n_inputs):
+        if params.get("slide", 1) > params["size"]:
+            return [("slide", "must be <= size (%s), or values would be skipped; use window for that"
+                     % params["size"])]
+        return []
+
+    def check_values(self, params, ins):
+        return _check_agg(params.get("agg", "mean"), ins)
+
+    def flow(self, params, hints, ins, ctx=None):
+        f = ins[0]
+        size, slide = params["size"], params.get("slide", 1)
+        agg = params.get("agg", "mean")
+        sample = _aggregate_sample(agg, f.sample, size)
+        rate = f.rate / slide
+        if sample is not None:
+            out = flow_of_sample(rate, sample)
+        elif agg == "list":
+            out = Flow(rate, 2 + size * f.bytes)
+        else:
+            out = Flow(rate, DEFAULT_VALUE_BYTES)
+        return _apply_bytes_hint(out, hints)
+
+    def cost(self, params, hints, ins, out):
+        c = StepType.cost(self, params, hints, ins, out)
+        if "cpu" not in hints:
+            # every emission aggregates over the whole buffer
+            c.cpu += out.rate * 0.05 * params["size"]
+        return c
+
+    def buffer_memory(self, params, ins, out):
+        return params["size"] * ram_bytes(ins[0].bytes)
+
+
+class ThrottleStep(StepType):
+    name = "throttle"
+    cpu_per_value = 0.3
+    doc = "at most one value per `interval` ms: the first of each interval or the latest"
+    params = (
+        Param("interval", "int", required=True, above=0, doc="ms"),
+        Param("mode", "choice", choices=("first", "latest"), default="latest", doc="which value of an interval"),
+    )
+
+    def flow(self, params, hints, ins, ctx=None):
+        f = ins[0]
+        return _apply_bytes_hint(Flow(min(f.rate, 1000.0 / params["interval"]), f.bytes, f.sample), hints)
+
+
+class ChangesStep(StepType):
+    name = "changes"
+    cpu_per_value = 0.5
+    default_selectivity = 0.5
+    doc = "emits a value only when it differs from the last one emitted"
+    params = (Param("tolerance", "number", minimum=0, default=0,
+                    doc="numbers closer than this to the last emitted count as unchanged"),)
+
+
+class AlarmStep(StepType):
+    name = "alarm"
+    max_inputs = 2
+    default_selectivity = 0.01
+    doc = ("threshold with hysteresis; emits {\"alarm\": bool, \"value\": v, \"threshold\": t} when the "
+           "state changes")
+    params = (
+        Param("high", "number", doc="alarm on above this (one input)"),
+        Param("low", "number", doc="alarm off below this (one input; default: high)"),
+        Param("hysteresis", "number", minimum=0, doc="band below a dynamic threshold (two inputs; default 0)"),
+        Param("key", "key", doc="compare this part of the value (dict key / index / dotted path)"),
+    )
+
+    def check_rules(self, params, n_inputs):
+        out = []
+        if n_inputs == 2:
+            for k in ("high", "low"):
+                if k in params:
+                    out.append((k, "is for a fixed threshold; with a threshold input (port 1) use hysteresis"))
+        else:
+            if "high" not in params:
+                out.append(("high", "is required (with one input the threshold is fixed: high, low)"))
+            if "hysteresis" in params:
+                out.append(("hysteresis", "needs a threshold input on port 1; with one input use high and low"))
+            if "high" in params and "low" in params and params["low"] > params["high"]:
+                out.append(("low", "must be <= high (%s), not %s" % (params["high"], params["low"])))
+        return out
+
+    def split(self, params, n_inputs=None):
+        device, hints = StepType.split(self, params, n_inputs)
+        if n_inputs == 2:
+            device.setdefault("hysteresis", 0)
+        elif "high" in device:
+            device.setdefault("low", device["high"])
+        return device, hints
+
+    def check_values(self, params, ins):
+        s = ins[0].sample
+        if s is None:
+            return []
+        if "key" in params:
+            found, v = dig(s, params["key"])
+            if not found:
+                return [("key", "%r is not in the input's values, which are %s" % (params["key"], describe_value(s)))]
+            s = v
+        if not _is_number(s):
+            return [("key" if "key" in params else "inputs",
+                     "alarm compares numbers but the input values are %s%s"
+                     % (describe_value(s), "" if "key" in params else "; set key to pick one"))]
+        return []
+
+    def flow(self, params, hints, ins, ctx=None):
+        f = ins[0]
+        v = f.sample
+        if v is not None and "key" in params:
+            v = dig(v, params["key"])[1]
+        sample = {"alarm": True, "value": v if v is not None else 23.4567, "threshold": 30.0}
+        rate = f.rate * hints.get("selectivity", self.default_selectivity)
+        return _apply_bytes_hint(flow_of_sample(rate, sample), hints)
+
+    def buffer_memory(self, params, ins, out):
+        return 64.0
+
+
+# -- joins ---------------------------------------------------------------------------------
+
+class ZipStep(StepType):
+    name = "zip"
+    min_inputs = max_inputs = 2
+    doc = "pairs values in arrival order: [a, b]"
+    params = (Param("max-pending", "int", minimum=1, default=1000,
+                    doc="values kept waiting for a partner per input"),)
+
+    def flow(self, params, hints, ins, ctx=None):
+        a, b = ins
+        sample = [a.sample, b.sample] if a.sample is not None and b.sample is not None else None
+        out = flow_of_sample(min(a.rate, b.rate), sample) if sample is not None else \
+            Flow(min(a.rate, b.rate), a.bytes + b.bytes + 2)
+        return _apply_bytes_hint(out, hints)
+
+    def buffer_memory(self, params, ins, out):
+        a, b = ins
+        # Equal rates keep the queues short; unequal rates fill the faster side's queue
+        # up to max-pending and keep it there.
+        hi, lo = max(a.rate, b.rate), min(a.rate, b.rate)
+        pending = 4 if hi <= lo * 1.01 else params.get("max-pending", 1000)
+        return pending * ram_bytes(max(a.bytes, b.bytes))
+
+
+class CombineLatestStep(StepType):
+    name = "combine_latest"
+    min_inputs = max_inputs = 2
+    doc = "[latest a, latest b] on every update once both inputs have had a value"
+
+    def flow(self, params, hints, ins, ctx=None):
+        a, b = ins
+        sample = [a.sample, b.sample] if a.sample is not None and b.sample is not None else None
+        out = flow_of_sample(a.rate + b.rate, sample) if sample is not None else \
+            Flow(a.rate + b.rate, a.bytes + b.bytes + 2)
+        return _apply_bytes_hint(out, hints)
+
+    def buffer_memory(self, params, ins, out):
+        return sum(ram_bytes(f.bytes) for f in ins)
+
+
+class MergeStep(StepType):
+    name = "merge"
+    max_inputs = None
+    cpu_per_value = 0.3
+    doc = "passes on the values of all its inputs as they come"
+
+    def flow(self, params, hints, ins, ctx=None):
+        rate = sum(f.rate for f in ins)
+        nbytes = sum(f.rate * f.bytes for f in ins) / rate if rate else max(f.bytes for f in ins)
+        samples = [f.sample for f in ins]
+        same = samples[0] if all(s is not None and type(s) is type(samples[0]) for s in samples) else None
+        return _apply_bytes_hint(Flow(rate, nbytes, same), hints)
+
+
+# -- sinks -------------------------------------------------------------------------------
+
+class SinkStep(StepType):
+    outputs = 0
+    cpu_per_value = 3.0
+
+    def flow(self, params, hints, ins, ctx=None):
+        return Flow(0, 0)
+
+
+class PrintSink(SinkStep):
+    name = "print"
+    doc = "prints every value on the device's standard output"
+
+
+class CsvSink(SinkStep):
+    name = "csv"
+    doc = "appends every value as a CSV row to a file on the device"
+    params = (
+        Param("path", "str", required=True, doc="file path on the device"),
+        Param("columns", "columns", doc="dict keys to write, in order (default: all, sorted)"),
+    )
+
+    def buffer_memory(self, params, ins, out):
+        return 512.0
+
+
+class CallbackSink(SinkStep):
+    name = "callback"
+    cpu_per_value = 2.0
+    doc = "delivers every value to a function of the user's program on the controller"
+    params = (Param("name", "str", required=True, doc="the callback's name in the pipeline"),)
+
+
+# -- runtime-only steps (the controller inserts these) --------------------------------------
+
+class PipeOut(StepType):
+    name = "pipe_out"
+    outputs = 0
+    user = False
+    doc = "sends its input to another device, batched per time frame"
+    params = (
+        Param("edge", "str", required=True, doc="pipe id, the same on both ends"),
+        Param("to", "str", required=True, doc="receiving device: host:port or unix:PATH"),
+        Param("time-frame", "int", minimum=0, default=0, doc="ms of values per frame, 0 = every value"),
+    )
+
+
+class PipeIn(StepType):
+    name = "pipe_in"
+    min_inputs = max_inputs = 0
+    user = False
+    doc = "the values of a pipe from another device"
+    params = (Param("edge", "str", required=True, doc="pipe id"),)
+
+
+class Relay(StepType):
+    name = "relay"
+    min_inputs = max_inputs = 0
+    outputs = 0
+    user = False
+    doc = "gateway pass-through: forwards a pipe's frames to the next hop unchanged"
+    params = (
+        Param("edge", "str", required=True, doc="pipe id"),
+        Param("to", "str", required=True, doc="next hop: host:port or unix:PATH"),
+    )
+
+
+CATALOG = {}
+for _cls in (Source, MapStep, FilterStep, FieldStep, WindowStep, SlidingStep, ZipStep,
+             CombineLatestStep, MergeStep, ThrottleStep, ChangesStep, AlarmStep,
+             PrintSink, CsvSink, CallbackSink, PipeOut, PipeIn, Relay):
+    CATALOG[_cls.name] = _cls()
+del _cls
+
+USER_TYPES = tuple(n for n, t in CATALOG.items() if t.user)
+SINK_TYPES = tuple(n for n, t in CATALOG.items() if t.user and t.outputs == 0)
+RUNTIME_TYPES = tuple(n for n, t in CATALOG.items() if not t.user)
+
+
+def get(name):
+    """The StepType called `name`, or None."""
+    return CATALOG.get(name)
+
+
+def canonical_param(name):
+    """Python keyword spelling -> device spelling: time_frame -> time-frame."""
+    return name.replace("_", "-") if name not in ("combine_latest",) else name

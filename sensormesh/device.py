@@ -1,0 +1,336 @@
+# The device process: one event loop, the configured sensors, and everyone who connects to it.
+#
+# A connection's first message says what it is for:
+#   {"data-request": {...}}   the seed's sensor stream (datarequest.py) until the socket closes
+#   {"hello": {...}}          a control session (controller, tools): info, status, deploy, stop...
+#   {"pipe": {...}}           data from another device's pipe_out into one of our pipe_in steps
+# Control messages that do not need a session ("info", "status", "ping") are answered on any
+# connection that has not started streaming. Bad input gets an {"error": ...} naming the problem;
+# it never stops the device or disturbs other connections.
+#
+# Run it:  micropython -m sensormesh.device --port 7000 --sensors dht11,co2
+#          sensormesh worker --port 7000          (CPython, same code)
+import sys
+
+from sensormesh import codec, sensors, transport
+from sensormesh.compat import MICROPYTHON, implementation
+from sensormesh.datarequest import RequestError, Stream, parse
+
+VERSION = "0.1.0"
+
+# Connections a device accepts at once. An ESP32 has about 8 sockets in all (lwIP), one of which
+# is the listener; CPython devices can afford many more.
+DEFAULT_MAX_CONNS = 6 if MICROPYTHON else 256
+
+
+def log(name, text):
+    sys.stderr.write("[%s] %s\n" % (name, text))
+
+
+class Session:
+    """The protocol object of one accepted connection."""
+
+    def __init__(self, device):
+        self.device = device
+        self.conn = None
+        self.kind = None      # None until the first message: "stream", "control", "pipe"
+        self.stream = None
+        self.handler = None   # a pipe_in or other runtime object receiving this connection's data
+
+    def on_open(self, conn):
+        self.conn = conn
+
+    def on_message(self, conn, msg):
+        if self.handler is not None:
+            self.handler.on_message(conn, msg)
+            return
+        if type(msg) is list:
+            self.fail(conn, "unexpected-data", "data message received before any request on this connection")
+            return
+        if len(msg) != 1:
+            self.fail(conn, "bad-request", "a control message must have exactly one key, got %d (%s)"
+                      % (len(msg), ", ".join(sorted(msg)) or "none"))
+            return
+        for key in msg:
+            body = msg[key]
+        if self.kind == "stream":
+            self.fail(conn, "bad-request", "this connection is streaming; open another connection for %r" % key)
+            return
+        self.device.dispatch(self, key, body)
+
+    def fail(self, conn, code, message, extra=None):
+        err = {"code": code, "message": message}
+        if extra:
+            for k in extra:
+                err[k] = extra[k]
+        conn.send({"error": err})
+        conn.close_after_flush(code + ": " + message)
+
+    def on_drain(self, conn):
+        if self.stream:
+            self.stream.on_drain()
+        elif self.handler is not None and hasattr(self.handler, "on_drain"):
+            self.handler.on_drain(conn)
+
+    def on_close(self, conn, reason):
+        if self.stream:
+            self.stream.stop()
+            self.device.streams.remove(self.stream)
+            self.stream = None
+        if self.handler is not None and hasattr(self.handler, "on_close"):
+            self.handler.on_close(conn, reason)
+        if reason not in ("closed by peer", "closed"):
+            self.device.log("connection %s closed: %s" % (conn.peer, reason))
+
+
+class Device:
+    """A device: its sensors, its listeners, and the handlers of every control message."""
+
+    def __init__(self, name="device", sensor_specs=None, max_conns=DEFAULT_MAX_CONNS,
+                 max_frame=codec.DEFAULT_MAX_FRAME, loop=None):
+        self.name = name
+        self.loop = loop or transport.Loop()
+        self.loop.on_error = self._on_loop_error
+        self.max_conns = max_conns
+        self.max_frame = max_frame
+        self.listeners = []
+        self.streams = []
+        self.sensors = {}     # name -> (sensor object, rate Hz)
+        self.sensor_kinds = {}
+        self.runtime = None   # the assignment runtime, imported on first deploy
+        self.errors = 0
+        if sensor_specs is None:
+            sensor_specs = [k for k in sensors.SIM_KINDS if k not in ("counter", "clock")]
+        for spec in sensor_specs:
+            self.add_sensor(spec)
+        self.handlers = {
+            "data-request": self.on_data_request,
+            "hello": self.on_hello,
+            "info": self.on_info,
+            "status": self.on_status,
+            "ping": self.on_ping,
+        }
+
+    def log(self, text):
+        log(self.name, text)
+
+    def _on_loop_error(self, exc, where):
+        self.errors += 1
+        self.log("error in %s: %s: %s" % (getattr(where, "__name__", where), type(exc).__name__, exc))
+        if hasattr(sys, "print_exception"):
+            sys.print_exception(exc)
+        else:
+            import traceback
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
+
+    def add_sensor(self, spec):
+        if type(spec) is str:
+            spec = sensors.parse_spec(spec)
+        obj = sensors.make(spec)
+        name = spec.get("name") or spec["kind"]
+        if name in self.sensors:
+            raise sensors.SensorError("sensor name %r is configured twice" % name)
+        self.sensors[name] = (obj, sensors.rate_of(obj, spec))
+        self.sensor_kinds[name] = spec.get("kind", name)
+
+    def sensor_names(self):
+        return sorted(self.sensors)
+
+    # -- listening ----------------------------------------------------------------------
+    def _make_session(self):
+        return Session(self)
+
+    def listen_tcp(self, host, port):
+        lst = transport.listen_tcp(self.loop, host, port, self._make_session,
+                                   max_frame=self.max_frame, max_conns=self.max_conns)
+        self.listeners.append(lst)
+        return lst
+
+    def listen_unix(self, path):
+        lst = transport.listen_unix(self.loop, path, self._make_session,
+                                    max_frame=self.max_frame, max_conns=self.max_conns)
+        self.listeners.append(lst)
+        return lst
+
+    def close(self):
+        for s in self.streams:
+            s.stop()
+        if self.runtime is not None:
+            self.runtime.shutdown()
+        for lst in self.listeners:
+            lst.close()
+        self.listeners = []
+
+    # -- control messages ---------------------------------------------------------------
+    def dispatch(self, session, key, body):
+        h = self.handlers.get(key)
+        if h is None and self.runtime_handles(key):
+            h = self.runtime_handler(key)
+        if h is None:
+            known = sorted(self.handlers) + list(RUNTIME_MESSAGES)
+            session.fail(session.conn, "unknown-message", "unknown control message %r (known: %s)"
+                         % (key, ", ".join(sorted(known))))
+            return
+        h(session, body)
+
+    def runtime_handles(self, key):
+        return key in RUNTIME_MESSAGES
+
+    def runtime_handler(self, key):
+        if self.runtime is None:
+            from sensormesh.assignment import Runtime
+            self.runtime = Runtime(self)
+        return self.runtime.handler(key)
+
+    def info(self):
+        sens = {}
+        for n in self.sensors:
+            s, rate = self.sensors[n]
+            sens[n] = {"kind": self.sensor_kinds[n], "rate": rate, "unit": getattr(s, "UNIT", "")}
+        return {"name": self.name, "version": VERSION, "implementation": implementation(),
+                "sensors": sens, "unix": not sys.platform.startswith("esp")}
+
+    def on_info(self, session, body):
+        session.conn.send({"info": self.info()})
+
+    def on_hello(self, session, body):
+        session.kind = "control"
+        session.conn.send({"info": self.info()})
+
+    def on_ping(self, session, body):
+        session.conn.send({"pong": body})
+
+    def on_status(self, session, body):
+        st = {"name": self.name, "streams": [s.stats() for s in self.streams],
+              "connections": sum(len(lst.conns) for lst in self.listeners), "errors": self.errors}
+        try:
+            import gc
+            st["mem_free"] = gc.mem_free() if MICROPYTHON else None
+        except (ImportError, AttributeError):
+            pass
+        if self.runtime is not None:
+            st["assignment"] = self.runtime.status()
+        session.conn.send({"status": st})
+
+    def on_data_request(self, session, body):
+        try:
+            name, tf, vpf, mf = parse(body, self.sensor_names())
+        except RequestError as e:
+            session.conn.send(e.to_message())
+            session.conn.close_after_flush(e.code + ": " + e.message)
+            self.log("refused data request from %s: %s" % (session.conn.peer, e.message))
+            return
+        sensor, rate = self.sensors[name]
+        if mf:
+            session.conn.peer_max_frame = mf if mf < codec.DEFAULT_MAX_FRAME * 4 else codec.DEFAULT_MAX_FRAME * 4
+        session.kind = "stream"
+        stream = Stream(self.loop, session.conn, sensor, rate, tf, vpf)
+        session.stream = stream
+        self.streams.append(stream)
+        stream.start()
+
+    def run(self):
+        try:
+            self.loop.run()
+        finally:
+            self.close()
+
+
+# Control messages the assignment runtime (sensormesh/assignment.py) answers.
+RUNTIME_MESSAGES = ("deploy", "start", "stop", "pipe", "undeploy")
+
+
+OPTIONS = {"--port": int, "--host": str, "--unix": str, "--name": str, "--sensors": str,
+           "--max-conns": int, "--config": str}
+
+USAGE = ("usage: python -m sensormesh.device [--port P] [--host H] [--unix PATH] [--name NAME]\n"
+         "                                   [--sensors KIND[@HZ],...] [--max-conns N] [--config FILE.json]")
+
+
+def parse_args(argv):
+    """--option value pairs -> dict (argparse is not on every MicroPython port)."""
+    out = {}
+    i = 0
+    while i < len(argv):
+        opt = argv[i]
+        if opt in ("-h", "--help"):
+            print(USAGE)
+            sys.exit(0)
+        conv = OPTIONS.get(opt)
+        if conv is None or i + 1 >= len(argv):
+            raise ValueError("%s %r\n%s" % ("missing value for" if conv else "unknown option", opt, USAGE))
+        try:
+            out[opt[2:].replace("-", "_")] = conv(argv[i + 1])
+        except ValueError:
+            raise ValueError("option %s wants a number, got %r" % (opt, argv[i + 1]))
+        i += 2
+    return out
+
+
+def config_from_args(a):
+    cfg = {}
+    if a.get("config"):
+        import json
+        with open(a["config"]) as f:
+            cfg = json.load(f)
+    if a.get("name"):
+        cfg["name"] = a["name"]
+    if a.get("sensors") is not None:
+        cfg["sensors"] = [s for s in a["sensors"].split(",") if s]
+    for k in ("port", "host", "unix", "max_conns"):
+        if a.get(k) is not None:
+            cfg[k] = a[k]
+    cfg.setdefault("port", 7000)
+    cfg.setdefault("host", "0.0.0.0")
+    return cfg
+
+
+def start(cfg):
+    """Build a device from a configuration dict and start listening; returns it."""
+    dev = Device(cfg.get("name") or "device", cfg.get("sensors"), cfg.get("max_conns", DEFAULT_MAX_CONNS))
+    if cfg.get("port") is not None and cfg.get("port") >= 0:
+        lst = dev.listen_tcp(cfg.get("host", "0.0.0.0"), cfg["port"])
+        port = cfg["port"]
+        if port == 0 and not MICROPYTHON:
+            port = transport.bound_port(lst)
+        announce(dev, "tcp %s:%d" % (cfg.get("host", "0.0.0.0"), port))
+    if cfg.get("unix"):
+        dev.listen_unix(cfg["unix"])
+        announce(dev, "unix %s" % cfg["unix"])
+    return dev
+
+
+def announce(dev, where):
+    # One line on stdout per listener: tools and tests wait for it instead of sleeping.
+    print("sensormesh device %s listening on %s" % (dev.name, where))
+    try:
+        sys.stdout.flush()
+    except AttributeError:
+        pass
+
+
+def run(cfg):
+    dev = start(cfg)
+    try:
+        dev.run()
+    except KeyboardInterrupt:
+        dev.log("stopped")
+    return dev
+
+
+def main(argv=None):
+    if argv is None:
+        argv = sys.argv[1:]
+    try:
+        cfg = config_from_args(parse_args(argv))
+        run(cfg)
+    except (sensors.SensorError, ValueError) as e:
+        log("device", "configuration error: %s" % e)
+        sys.exit(2)
+    except OSError as e:
+        log("device", "cannot start: %s" % e)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

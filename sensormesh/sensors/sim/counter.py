@@ -1,0 +1,12 @@
+# A sensor that counts: 0, 1, 2, ... For tests (sequence numbers) and benchmarks (cheap reads).
+class Counter:
+    RATE_HZ = 1000
+    UNIT = "sequence number (int)"
+
+    def __init__(self, start=0, seed=None):
+        self.n = start
+
+    def get(self):
+        n = self.n
+        self.n = n + 1
+        return n

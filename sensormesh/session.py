@@ -1,0 +1,439 @@
+# The secure session of one connection, sans-IO: handshake state machines fed with control
+# messages (dicts), returning the messages to send; no sockets, no clock of their own.
+#
+#   client -> server  {"hello": {"v": 1, "from": C, "to": S, "ts": T, "nonce": Nc,
+#                                "share": OAEP(S's key, K), "sig": PKCS1(C's key, transcript)}}
+#   server -> client  {"welcome": {"v": 1, "from": S, "nonce": Ns, "proof": HMAC(kc, "server")}}
+#                  or {"error": {"code": CODE, "message": TEXT}}
+#
+# The client proves itself by its signature (over both names, the time, its nonce and the
+# encrypted key share); the server proves itself by showing it could decrypt K. Session keys
+# come from K and both nonces (HKDF-SHA256), one Fernet key per direction; every later frame
+# payload is a Fernet token of an 8-byte frame counter plus the payload. Each side does one
+# RSA private-key operation per handshake. docs/security.md explains the choices.
+import hashlib
+import json
+import os
+import struct
+
+from sensormesh import codec, rsa
+from sensormesh.compat import unix_time
+from sensormesh.fernet import Fernet, InvalidToken, b64decode, b64encode, equal, hmac_sha256
+
+VERSION = 1
+DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
+DEFAULT_REPLAY_SIZE = 64   # nonces remembered per device (about 1.5 KB on an ESP32)
+ROLES = ("controller", "device", "reader")
+CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
+         "malformed", "plaintext-refused")
+
+# Control messages each role may send once authenticated; None = all of them.
+PERMISSIONS = {
+    "controller": None,
+    "device": ("pipe", "info", "ping"),
+    "reader": ("data-request", "info", "ping", "status"),
+}
+
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+_NONCE = 16
+_SHARE = 32
+_COUNTER = 8
+
+
+class HandshakeError(Exception):
+    """The handshake failed; code is one of CODES, message says why in words."""
+
+    def __init__(self, code, message):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self):
+        return "%s: %s" % (self.code, self.message)
+
+    def to_message(self):
+        """The control message that tells the peer why (safe to send: no secrets in it)."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def check_permission(role, command):
+    """Raise HandshakeError('wrong-role') unless a peer of this role may send this command."""
+    allowed = PERMISSIONS.get(role, ())
+    if allowed is not None and command not in allowed:
+        raise HandshakeError("wrong-role", "a %s key may not send %r (allowed: %s)"
+                             % (role, command, ", ".join(allowed) or "nothing"))
+
+
+def valid_name(name):
+    if type(name) is not str or not 0 < len(name) <= 64:
+        return False
+    for c in name:
+        if c not in _NAME_CHARS:
+            return False
+    return True
+
+
+# -- key files ----------------------------------------------------------------------------------
+class Identity:
+    """This side's name, role and private key."""
+
+    def __init__(self, name, role, key):
+        self.name = name
+        self.role = role
+        self.key = key
+
+
+class TrustStore:
+    """The public keys this side trusts (name -> role, key) and the revoked fingerprints.
+
+    Devices trust nothing else. Replace or update it (e.g. after `sensormesh keys revoke`)
+    and the next handshake sees the change.
+    """
+
+    def __init__(self, keys=None, revoked=None):
+        self.keys = keys if keys is not None else {}
+        self.revoked = set(revoked or ())
+
+    def add(self, name, role, key):
+        self.keys[name] = (role, key)
+
+    def revoke(self, fp):
+        self.revoked.add(fp)
+
+    def lookup(self, name, who):
+        """(role, key) of a trusted, unrevoked name, else HandshakeError."""
+        ent = self.keys.get(name)
+        if ent is None:
+            raise HandshakeError("unknown-key", "%s %r is not in this side's trust store" % (who, name))
+        if ent[1].fingerprint() in self.revoked:
+            raise HandshakeError("revoked", "the key of %s %r (%s) has been revoked"
+                                 % (who, name, ent[1].fingerprint()))
+        return ent
+
+
+def _read_json(src):
+    if type(src) is dict:
+        return src
+    with open(src) as f:
+        return json.load(f)
+
+
+def load_identity(src, native=None):
+    """Identity from a dict or a JSON file: {"name", "role", "n", "e", "d", "p", "q", ...}."""
+    obj = _read_json(src)
+    return Identity(obj["name"], obj["role"], rsa.private_from_json(obj, native))
+
+
+def load_trust(src):
+    """TrustStore from a dict or a JSON file: {"keys": {name: {"role", "n", "e"}}, "revoked": [fp]}."""
+    obj = _read_json(src)
+    ts = TrustStore(revoked=obj.get("revoked", ()))
+    keys = obj.get("keys", {})
+    for name in keys:
+        ent = keys[name]
+        ts.add(name, ent["role"], rsa.public_from_json(ent))
+    return ts
+
+
+# -- replay protection ---------------------------------------------------------------------------
+class ReplayCache:
+    """Nonces of accepted hellos, one cache per device (shared by all its connections).
+
+    Bounded: when full of nonces that are still inside the window, the oldest is forgotten and
+    every hello at or before its timestamp is refused from then on, so no replay gets through
+    while memory stays fixed.
+    """
+
+    def __init__(self, window=DEFAULT_WINDOW, size=DEFAULT_REPLAY_SIZE):
+        self.window = window
+        self.size = size
+        self.seen = {}   # nonce -> timestamp
+        self.floor = -1  # hellos with ts <= floor are refused
+
+    def check(self, nonce, ts, now):
+        if ts <= self.floor:
+            raise HandshakeError("replay", "hello timestamp %d is older than the replay cache "
+                                 "remembers (too many handshakes within %d s); retry"
+                                 % (ts, self.window))
+        if nonce in self.seen:
+            raise HandshakeError("replay", "this hello's nonce was already used: replayed message")
+
+    def add(self, nonce, ts, now):
+        seen = self.seen
+        if len(seen) >= self.size:
+            limit = now - self.window
+            for k in list(seen):
+                if seen[k] < limit:
+                    del seen[k]
+            while len(seen) >= self.size:
+                old = None
+                for k in seen:
+                    if old is None or seen[k] < seen[old]:
+                        old = k
+                if seen[old] > self.floor:
+                    self.floor = seen[old]
+                del seen[old]
+        seen[nonce] = ts
+
+
+# -- the pieces both sides compute ---------------------------------------------------------------
+def _field(b):
+    if type(b) is str:
+        b = b.encode()
+    return struct.pack("!H", len(b)) + b
+
+
+def _transcript(client, server, ts, nonce, share):
+    return (b"sensormesh-hello-v1" + _field(client) + _field(server) + _field(str(ts))
+            + _field(nonce) + _field(share))
+
+
+def _keys(share, cnonce, snonce, transcript, sig, server):
+    th = hashlib.sha256(transcript + _field(sig) + _field(server) + _field(snonce)).digest()
+    prk = hmac_sha256(cnonce + snonce, share)
+    info = b"sensormesh session v1" + th
+    t1 = hmac_sha256(prk, info + b"\x01")
+    t2 = hmac_sha256(prk, t1 + info + b"\x02")
+    t3 = hmac_sha256(prk, t2 + info + b"\x03")
+    return t1, t2, hmac_sha256(t3, b"server")  # client->server key, server->client key, proof
+
+
+def _bin(body, field, size):
+    v = body.get(field)
+    # b64 of size bytes is 4 * ceil(size / 3) characters: check before decoding anything.
+    if type(v) is not str or len(v) != (size + 2) // 3 * 4:
+        raise HandshakeError("malformed", "%r must be %d bytes in url-safe base64" % (field, size))
+    try:
+        b = b64decode(v)
+    except (ValueError, UnicodeError):
+        raise HandshakeError("malformed", "%r is not url-safe base64" % field)
+    if len(b) != size:
+        raise HandshakeError("malformed", "%r must be %d bytes" % (field, size))
+    return b
+
+
+def _body(msg, key):
+    if type(msg) is not dict or key not in msg:
+        return None
+    body = msg[key]
+    if type(body) is not dict:
+        raise HandshakeError("malformed", "%r must be an object" % key)
+    if body.get("v") != VERSION or type(body.get("v")) is not int:
+        raise HandshakeError("malformed", "unsupported handshake version %r (this side speaks %d)"
+                             % (body.get("v"), VERSION))
+    return body
+
+
+def _name(body, field):
+    v = body.get(field)
+    if not valid_name(v):
+        raise HandshakeError("malformed", "%r must be a name of 1-64 letters, digits, '.', '_' or '-'" % field)
+    return v
+
+
+def _check_role(role, roles, who, name):
+    if roles is not None and role not in roles:
+        raise HandshakeError("wrong-role", "%s %r has role %r; this side accepts %s"
+                             % (who, name, role, ", ".join(roles)))
+
+
+def plain_limit(max_frame):
+    """Largest payload whose token still fits a frame of max_frame bytes."""
+    raw = max_frame // 4 * 3 - 57   # base64 of version + time + IV + blocks + HMAC
+    raw = raw - raw % 16 - 1 - _COUNTER  # the blocks: counter, payload and 1-16 bytes of padding
+    return raw if raw > 0 else 0
+
+
+class Channel:
+    """Payload wrap/unwrap after the handshake: Fernet tokens with a frame counter inside.
+
+    The counter stops an attacker on the path from replaying, reordering or dropping frames
+    within the connection; a separate key per direction stops reflecting frames back.
+    """
+
+    def __init__(self, send_key, recv_key):
+        self._tx = Fernet(b64encode(send_key))
+        self._rx = Fernet(b64encode(recv_key))
+        self._sent = 0
+        self._recv = 0
+
+    def wrap(self, payload):
+        n = self._sent
+        self._sent = n + 1
+        return self._tx.encrypt_prefixed(struct.pack("!Q", n), payload)
+
+    def unwrap(self, token):
+        try:
+            p = self._rx.decrypt(token)
+        except (InvalidToken, TypeError, ValueError):
+            raise codec.ProtocolError("frame is not a valid token of this session (plaintext, "
+                                      "tampered, or from another connection)")
+        if len(p) < _COUNTER or struct.unpack("!Q", p[:_COUNTER])[0] != self._recv:
+            raise codec.ProtocolError("frame %d of this session is missing or out of order "
+                                      "(replayed, reordered or dropped)" % self._recv)
+        self._recv += 1
+        return p[_COUNTER:]
+
+
+class _Side:
+    def __init__(self, identity, trust, roles, clock):
+        self.identity = identity
+        self.trust = trust
+        self.roles = roles
+        self.clock = clock or unix_time
+        self.done = False
+        self.failed = None
+        self.peer = None       # the authenticated peer's name
+        self.role = None       # and its role
+        self.channel = None
+        self.wrap = None       # payload -> token, for Connection.wrap
+        self.unwrap = None     # token -> payload (codec.ProtocolError if bad), Connection.unwrap
+
+    def _finish(self, send_key, recv_key):
+        self.channel = Channel(send_key, recv_key)
+        self.wrap = self.channel.wrap
+        self.unwrap = self.channel.unwrap
+        self.done = True
+
+    def _fail(self, e):
+        self.failed = e
+        raise e
+
+    def _check_state(self):
+        if self.failed is not None:
+            raise HandshakeError(self.failed.code, "handshake already failed: " + self.failed.message)
+        if self.done:
+            raise HandshakeError("malformed", "handshake already complete")
+
+
+class ServerSession(_Side):
+    """Accepting side. receive(first message) -> welcome message to send, or HandshakeError.
+
+    roles: the client roles this listener accepts (None: any role in the trust store).
+    """
+
+    def __init__(self, identity, trust, replay=None, roles=None, window=None, clock=None):
+        _Side.__init__(self, identity, trust, roles, clock)
+        self.replay = replay if replay is not None else ReplayCache()
+        self.window = window if window is not None else self.replay.window
+
+    def receive(self, msg):
+        self._check_state()
+        try:
+            return self._hello(msg)
+        except HandshakeError as e:
+            self._fail(e)
+
+    def _hello(self, msg):
+        body = _body(msg, "hello")
+        if body is None:
+            if type(msg) is dict:
+                what = "a control message %r" % ",".join(sorted(msg))
+            else:
+                what = "a data message"
+            raise HandshakeError("plaintext-refused", "this side only talks over an authenticated session: "
+                                 "the first message must be a hello, got %s" % what)
+        me = self.identity.name
+        client = _name(body, "from")
+        to = _name(body, "to")
+        ts = body.get("ts")
+        if type(ts) is not int:
+            raise HandshakeError("malformed", "'ts' must be an integer (Unix seconds)")
+        role, key = self.trust.lookup(client, "client")
+        if to != me:
+            raise HandshakeError("unknown-key", "hello is addressed to %r but this is %r" % (to, me))
+        _check_role(role, self.roles, "client", client)
+        nonce = _bin(body, "nonce", _NONCE)
+        share = _bin(body, "share", self.identity.key.k)
+        sig = _bin(body, "sig", key.k)
+        now = int(self.clock())
+        if ts < now - self.window or ts > now + self.window:
+            raise HandshakeError("stale-timestamp", "hello timestamp %d is %d s from this side's clock %d "
+                                 "(window %d s): replayed, or a clock is not set" % (ts, ts - now, now, self.window))
+        transcript = _transcript(client, me, ts, nonce, share)
+        if not key.verify(transcript, sig):
+            raise HandshakeError("bad-signature", "hello signature does not verify with the key of %r" % client)
+        self.replay.check(nonce, ts, now)
+        try:
+            k = self.identity.key.decrypt(share)
+        except rsa.RSAError:
+            k = b""
+        if len(k) != _SHARE:
+            raise HandshakeError("unknown-key", "the key share does not decrypt with this side's key: "
+                                 "%r holds an outdated public key for %r" % (client, me))
+        self.replay.add(nonce, ts, now)
+        snonce = os.urandom(_NONCE)
+        c2s, s2c, proof = _keys(k, nonce, snonce, transcript, sig, me)
+        self.peer = client
+        self.role = role
+        self._finish(s2c, c2s)
+        return {"welcome": {"v": VERSION, "from": me, "nonce": b64encode(snonce).decode(),
+                            "proof": b64encode(proof).decode()}}
+
+
+class ClientSession(_Side):
+    """Connecting side. start() -> hello to send; receive(reply) -> None when done, or HandshakeError.
+
+    server: the name of the side we connect to (its public key must be in our trust store).
+    roles: the server roles we accept (None: any).
+    """
+
+    def __init__(self, identity, trust, server, roles=None, clock=None):
+        _Side.__init__(self, identity, trust, roles, clock)
+        self.server = server
+        self._pending = None
+
+    def start(self):
+        self._check_state()
+        if self._pending is not None:
+            raise HandshakeError("malformed", "hello already sent")
+        try:
+            role, key = self.trust.lookup(self.server, "server")
+            _check_role(role, self.roles, "server", self.server)
+        except HandshakeError as e:
+            self._fail(e)
+        me = self.identity.name
+        ts = int(self.clock())
+        nonce = os.urandom(_NONCE)
+        k = os.urandom(_SHARE)
+        share = key.encrypt(k)
+        transcript = _transcript(me, self.server, ts, nonce, share)
+        sig = self.identity.key.sign(transcript)
+        self._pending = (k, nonce, transcript, sig, role)
+        return {"hello": {"v": VERSION, "from": me, "to": self.server, "ts": ts,
+                          "nonce": b64encode(nonce).decode(), "share": b64encode(share).decode(),
+                          "sig": b64encode(sig).decode()}}
+
+    def receive(self, msg):
+        self._check_state()
+        try:
+            self._welcome(msg)
+        except HandshakeError as e:
+            self._fail(e)
+
+    def _welcome(self, msg):
+        if self._pending is None:
+            raise HandshakeError("malformed", "start() the handshake before receiving")
+        if type(msg) is dict and "error" in msg:
+            err = msg["error"]
+            code = err.get("code") if type(err) is dict else None
+            text = err.get("message") if type(err) is dict else None
+            if code not in CODES:
+                code = "malformed"
+            raise HandshakeError(code, "refused by %s: %s" % (self.server, text if type(text) is str else err))
+        body = _body(msg, "welcome")
+        if body is None:
+            raise HandshakeError("malformed", "expected a welcome from %r" % self.server)
+        if _name(body, "from") != self.server:
+            raise HandshakeError("unknown-key", "welcome comes from %r, expected %r" % (body["from"], self.server))
+        snonce = _bin(body, "nonce", _NONCE)
+        proof = _bin(body, "proof", 32)
+        k, nonce, transcript, sig, role = self._pending
+        c2s, s2c, expect = _keys(k, nonce, snonce, transcript, sig, self.server)
+        if not equal(proof, expect):
+            raise HandshakeError("bad-signature", "%r could not prove it holds its private key "
+                                 "(wrong key-confirmation proof)" % self.server)
+        self._pending = None
+        self.peer = self.server
+        self.role = role
+        self._finish(c2s, s2c)

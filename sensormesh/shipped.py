@@ -1,0 +1,115 @@
+# User code shipped inside an assignment: loading it on the device and finding names in it.
+#
+# An assignment's "code" maps a module name to its Python source. The device runs each source
+# once into a fresh namespace and steps refer to what it defines as "module:name". Namespaces
+# are plain dicts, not module objects: MicroPython cannot construct a module on every port, and
+# a dict is all exec() needs. Consequences, documented in docs/steps.md:
+#   - shipped modules cannot import each other (they are not in sys.modules); each one may
+#     import what the device itself has (math, json, time, ...);
+#   - every module's __name__ is its shipped name, so classes report it as __module__.
+# Errors name the module and, where the interpreter tells us, the line of the shipped source.
+import sys
+
+try:
+    import builtins
+    _compile = getattr(builtins, "compile", None)
+except ImportError:  # a port without the builtins module: fall back to exec on the source
+    _compile = None
+
+
+class ShippedError(Exception):
+    """Shipped source that does not compile or run, or a reference to a name it lacks."""
+
+
+def _filename(module):
+    # What tracebacks show for shipped code; also how we find the line in them.
+    return "<shipped %s>" % module
+
+
+def _line(exc, filename):
+    """The line of `filename` an exception points at, or None when it cannot be told."""
+    lineno = getattr(exc, "lineno", None)  # CPython SyntaxError
+    if lineno and getattr(exc, "filename", filename) == filename:
+        return lineno
+    line = None
+    tb = getattr(exc, "__traceback__", None)  # CPython: walk to the innermost shipped frame
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    if line is not None or not hasattr(sys, "print_exception"):
+        return line
+    # MicroPython keeps the traceback only in printable form: 'File "<shipped m>", line 3'.
+    import io
+    buf = io.StringIO()
+    sys.print_exception(exc, buf)
+    mark = 'File "%s", line ' % filename
+    for text in buf.getvalue().split("\n"):
+        i = text.find(mark)
+        if i >= 0:
+            digits = text[i + len(mark):].split(",")[0].strip()
+            if digits.isdigit():
+                line = int(digits)
+    return line
+
+
+def _fail(module, exc, filename, what):
+    line = _line(exc, filename)
+    where = "shipped module '%s'" % module
+    if line is not None:
+        where += ", line %d" % line
+    return ShippedError("%s: %s: %s: %s" % (where, what, type(exc).__name__, exc))
+
+
+def load_module(name, source):
+    """Run one shipped source into a fresh namespace dict and return it."""
+    if type(name) is not str or not name or ":" in name:
+        raise ShippedError("bad shipped module name %r" % (name,))
+    if type(source) is not str:
+        raise ShippedError("shipped module '%s': source must be a string, got %s"
+                           % (name, type(source).__name__))
+    filename = _filename(name)
+    namespace = {"__name__": name}
+    code = source
+    if _compile is not None:
+        try:
+            code = _compile(source, filename, "exec")
+        except SyntaxError as e:
+            raise _fail(name, e, filename, "does not compile")
+    try:
+        exec(code, namespace)
+    except SyntaxError as e:  # only reached without compile()
+        raise _fail(name, e, filename, "does not compile")
+    except Exception as e:
+        raise _fail(name, e, filename, "failed while loading")
+    return namespace
+
+
+def load_code(code):
+    """An assignment's {"module": "source"} -> registry {"module": namespace dict}.
+
+    Modules load in sorted name order, so a failure is reported the same way every time."""
+    if code is None:
+        return {}
+    if type(code) is not dict:
+        raise ShippedError("assignment code must map module names to sources, got %s"
+                           % type(code).__name__)
+    registry = {}
+    for name in sorted(code):
+        registry[name] = load_module(name, code[name])
+    return registry
+
+
+def resolve(registry, ref):
+    """'module:name' -> the object the shipped module defines under that name."""
+    if type(ref) is not str or ref.count(":") != 1:
+        raise ShippedError("bad reference %r: expected 'module:name'" % (ref,))
+    module, _, name = ref.partition(":")
+    namespace = registry.get(module)
+    if namespace is None:
+        have = ", ".join(sorted(registry)) or "none"
+        raise ShippedError("no shipped module '%s' for '%s' (shipped: %s)" % (module, ref, have))
+    try:
+        return namespace[name]
+    except KeyError:
+        raise ShippedError("shipped module '%s' defines no '%s'" % (module, name))

@@ -1,0 +1,119 @@
+# The device runtime in one process: a Device and a dialing client share one Loop. Runs on
+# CPython and on the MicroPython unix port, so the device's own event loop is proven on both.
+from sensormesh import transport
+from sensormesh.device import Device
+
+PORTS = [47310]
+
+
+def next_port():
+    PORTS[0] += 1
+    return PORTS[0]
+
+
+class Collector:
+    def __init__(self):
+        self.messages = []
+        self.closed = None
+        self.connected = False
+
+    def on_connect(self, conn):
+        self.connected = True
+
+    def on_message(self, conn, msg):
+        self.messages.append(msg)
+
+    def on_close(self, conn, reason):
+        self.closed = reason
+
+
+def setup(sensors):
+    dev = Device("t", sensors)
+    port = next_port()
+    while True:
+        try:
+            dev.listen_tcp("127.0.0.1", port)
+            break
+        except OSError:
+            port = next_port()
+    return dev, "127.0.0.1:%d" % port
+
+
+def request(dev, addr, body):
+    c = Collector()
+    conn = transport.dial(dev.loop, addr, c)
+    conn.send({"data-request": body})
+    return c, conn
+
+
+def test_batched_counter_stream_in_order():
+    dev, addr = setup(["counter@0"])
+    c, conn = request(dev, addr, {"sensor": "counter", "time-frame": 20})
+    assert dev.loop.run_until(lambda: sum(len(m) for m in c.messages) >= 2000, 5000)
+    values = []
+    for m in c.messages:
+        values += m
+    assert values[:2000] == list(range(2000))
+    conn.close()
+    dev.close()
+
+
+def test_values_per_frame_are_counted():
+    dev, addr = setup(["counter@0"])
+    c, conn = request(dev, addr, {"sensor": "counter", "time-frame": 50, "values-per-time-frame": 5})
+    assert dev.loop.run_until(lambda: len(c.messages) >= 4, 5000)
+    for m in c.messages[:4]:
+        assert len(m) == 5, m
+    conn.close()
+    dev.close()
+
+
+def test_unknown_sensor_then_other_client_unharmed():
+    dev, addr = setup(["counter@200", "dht11"])
+    good, gconn = request(dev, addr, {"sensor": "counter"})
+    bad, bconn = request(dev, addr, {"sensor": "nope"})
+    assert dev.loop.run_until(lambda: bad.closed is not None and len(good.messages) >= 10, 5000)
+    assert bad.messages[0]["error"]["code"] == "unknown-sensor"
+    assert "counter, dht11" in bad.messages[0]["error"]["message"]
+    n = len(good.messages)
+    assert dev.loop.run_until(lambda: len(good.messages) >= n + 5, 5000)
+    assert good.closed is None
+    gconn.close()
+    dev.close()
+
+
+def test_malformed_frame_gets_protocol_error():
+    dev, addr = setup(["counter@100"])
+    c = Collector()
+    conn = transport.dial(dev.loop, addr, c)
+    conn.send_payload(b"{\"x\":")
+    assert dev.loop.run_until(lambda: c.closed is not None, 5000)
+    err = c.messages[-1]["error"]
+    assert err["code"] == "protocol" and "not valid JSON" in err["message"], err
+    dev.close()
+
+
+def test_info_lists_sensors_and_implementation():
+    dev, addr = setup(["dht11", "co2@2"])
+    c = Collector()
+    conn = transport.dial(dev.loop, addr, c)
+    conn.send({"info": {}})
+    assert dev.loop.run_until(lambda: c.messages, 5000)
+    info = c.messages[0]["info"]
+    assert sorted(info["sensors"]) == ["co2", "dht11"]
+    assert info["sensors"]["co2"]["rate"] == 2
+    import sys
+    assert info["implementation"] == sys.implementation.name
+    conn.close()
+    dev.close()
+
+
+def test_unknown_control_message_is_named():
+    dev, addr = setup(["dht11"])
+    c = Collector()
+    conn = transport.dial(dev.loop, addr, c)
+    conn.send({"frobnicate": 1})
+    assert dev.loop.run_until(lambda: c.closed is not None, 5000)
+    err = c.messages[0]["error"]
+    assert err["code"] == "unknown-message" and "'frobnicate'" in err["message"], err
+    dev.close()

