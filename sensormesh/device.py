@@ -237,7 +237,7 @@ class Device:
 
 
 # Control messages the assignment runtime (sensormesh/assignment.py) answers.
-RUNTIME_MESSAGES = ("deploy", "start", "stop", "pipe", "undeploy")
+RUNTIME_MESSAGES = ("deploy", "start", "stop", "pipe", "pull", "undeploy", "subscribe")
 
 
 OPTIONS = {"--port": int, "--host": str, "--unix": str, "--name": str, "--sensors": str,

@@ -1,0 +1,150 @@
+# Two devices in one process and one loop, a controller connection deploying to both: the
+# assignment runtime (sources, local chains, pipes, callback deliveries) on both interpreters.
+from sensormesh import transport
+from sensormesh.device import Device
+
+PORTS = [47400]
+
+
+class Ctl:
+    def __init__(self):
+        self.messages = []
+        self.closed = None
+
+    def on_message(self, conn, msg):
+        self.messages.append(msg)
+
+    def on_close(self, conn, reason):
+        self.closed = reason
+
+    def replies(self, key):
+        return [m[key] for m in self.messages if key in m]
+
+
+def listen(dev):
+    while True:
+        PORTS[0] += 1
+        try:
+            dev.listen_tcp("127.0.0.1", PORTS[0])
+            return "127.0.0.1:%d" % PORTS[0]
+        except OSError:
+            pass
+
+
+def control(loop, addr):
+    c = Ctl()
+    conn = transport.dial(loop, addr, c)
+    conn.send({"hello": {}})
+    return c, conn
+
+
+CODE = {"user": "def double(x):\n    return x * 2\n\nclass Tag:\n    def __init__(self):\n        self.n = 0\n"
+                "    def __call__(self, x):\n        self.n += 1\n        return [self.n, x]\n"}
+
+
+def two_devices():
+    loop = transport.Loop()
+    a = Device("a", ["counter@0"], loop=loop)
+    b = Device("b", [], loop=loop)
+    return loop, a, listen(a), b, listen(b)
+
+
+def test_pipeline_across_two_devices_exactly_once_in_order():
+    loop, a, aaddr, b, baddr = two_devices()
+    asg_b = {"pipeline": "p", "epoch": 1, "code": CODE, "steps": [
+        {"id": "in", "type": "pipe_in", "params": {"edge": "e1"}},
+        {"id": "w", "type": "window", "params": {"values": 10, "agg": "list"}, "inputs": ["in"]},
+        {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["w"]}]}
+    asg_a = {"pipeline": "p", "epoch": 1, "code": CODE, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "count": 500}},
+        {"id": "m", "type": "map", "params": {"fn": "user:double"}, "inputs": ["s"]},
+        {"id": "o", "type": "pipe_out", "params": {"edge": "e1", "to": baddr, "time-frame": 5}, "inputs": ["m"]}]}
+    cb, connb = control(loop, baddr)
+    ca, conna = control(loop, aaddr)
+    connb.send({"deploy": {"assignment": asg_b}})
+    conna.send({"deploy": {"assignment": asg_a}})
+    assert loop.run_until(lambda: cb.replies("deployed") and ca.replies("deployed"), 5000), cb.messages + ca.messages
+    connb.send({"start": {}})
+    assert loop.run_until(lambda: cb.replies("started"), 5000)
+    conna.send({"start": {}})
+
+    def got():
+        vals = []
+        for d in cb.replies("deliver"):
+            for w in d["values"]:
+                vals += w
+        return vals
+    assert loop.run_until(lambda: len(got()) >= 500, 10000), got()[-5:]
+    assert got() == [2 * i for i in range(500)]
+    conna.send({"status": {}})
+    assert loop.run_until(lambda: ca.replies("status"), 5000)
+    st = ca.replies("status")[0]["assignment"]["steps"]
+    assert st["s"]["out"] == 500 and st["o"]["out"] == 500 and st["o"]["dropped"] == 0
+    a.close()
+    b.close()
+
+
+def test_stateful_user_class_and_pull_direction():
+    # the receiving end dials the sender (pipe_in "from"), data flows against the dial direction
+    loop, a, aaddr, b, baddr = two_devices()
+    asg_a = {"pipeline": "p", "epoch": 2, "code": CODE, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "count": 50}},
+        {"id": "o", "type": "pipe_out", "params": {"edge": "e2", "time-frame": 0}, "inputs": ["s"]}]}
+    asg_b = {"pipeline": "p", "epoch": 2, "code": CODE, "steps": [
+        {"id": "in", "type": "pipe_in", "params": {"edge": "e2", "from": aaddr}},
+        {"id": "t", "type": "map", "params": {"fn": "user:Tag"}, "inputs": ["in"]},
+        {"id": "k", "type": "callback", "params": {}, "inputs": ["t"]}]}
+    ca, conna = control(loop, aaddr)
+    cb, connb = control(loop, baddr)
+    conna.send({"deploy": {"assignment": asg_a}})
+    connb.send({"deploy": {"assignment": asg_b}})
+    assert loop.run_until(lambda: cb.replies("deployed") and ca.replies("deployed"), 5000), cb.messages
+    connb.send({"start": {}})
+    conna.send({"start": {}})
+
+    def got():
+        return [v for d in cb.replies("deliver") for v in d["values"]]
+    assert loop.run_until(lambda: len(got()) >= 50, 10000), got()
+    assert got() == [[i + 1, i] for i in range(50)]
+    a.close()
+    b.close()
+
+
+def test_bad_assignment_named_and_old_one_keeps_running():
+    loop, a, aaddr, b, baddr = two_devices()
+    ca, conna = control(loop, aaddr)
+    good = {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "rate": 200}},
+        {"id": "k", "type": "callback", "params": {}, "inputs": ["s"]}]}
+    conna.send({"deploy": {"assignment": good}})
+    conna.send({"start": {}})
+    assert loop.run_until(lambda: ca.replies("deliver"), 5000)
+    bads = [
+        ({"steps": [{"id": "s", "type": "source", "params": {"sensor": "radar"}}]}, "no sensor 'radar'"),
+        ({"steps": [{"id": "x", "type": "teleport"}]}, "unknown step type"),
+        ({"steps": [{"id": "m", "type": "map", "params": {"fn": "user:nope"}, "inputs": []}]}, "m"),
+        ({"steps": [{"id": "k", "type": "print", "inputs": ["ghost"]}]}, "'ghost'"),
+        ({"code": {"user": "def f(:\n"}, "steps": []}, "user"),
+    ]
+    for asg, words in bads:
+        conna.send({"deploy": {"assignment": asg}})
+        n = len(ca.replies("error"))
+        assert loop.run_until(lambda: len(ca.replies("error")) > n, 5000)
+        err = ca.replies("error")[-1]
+        assert err["code"] == "bad-assignment" and words in err["message"], (words, err)
+    before = len(ca.replies("deliver"))
+    assert loop.run_until(lambda: len(ca.replies("deliver")) > before + 2, 5000)
+    assert ca.closed is None
+    a.close()
+    b.close()
+
+
+def test_pipe_to_unknown_edge_is_refused():
+    loop, a, aaddr, b, baddr = two_devices()
+    c = Ctl()
+    conn = transport.dial(loop, baddr, c)
+    conn.send({"pipe": {"edge": "nowhere", "epoch": 1}})
+    assert loop.run_until(lambda: c.closed is not None, 5000)
+    assert c.messages[0]["error"]["code"] == "unknown-edge"
+    a.close()
+    b.close()
