@@ -205,7 +205,9 @@ class Device:
               "connections": sum(len(lst.conns) for lst in self.listeners), "errors": self.errors}
         try:
             import gc
-            st["mem_free"] = gc.mem_free() if MICROPYTHON else None
+            if MICROPYTHON:
+                st["mem_free"] = gc.mem_free()
+                st["mem_alloc"] = gc.mem_alloc()
         except (ImportError, AttributeError):
             pass
         if self.runtime is not None:
