@@ -1,0 +1,215 @@
+"""Deployment: sending each device its assignment, starting, watching and stopping pipelines.
+
+The controller opens one control session per device (`{"hello": {}}`), sends every device its
+assignment, and only when all of them accepted it starts them, downstream first, so a sender
+never starts before its receiver is ready and the first values are not lost. If any device is
+down or refuses its assignment, the devices already deployed are stopped again: nothing is left
+half-started. Callback sinks deliver their values over the same sessions.
+"""
+from __future__ import annotations
+
+import selectors
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import networkx as nx
+
+from sensormesh import codec
+from sensormesh.client import Client, DeviceError
+
+
+class DeployError(Exception):
+    """A device could not be reached, or refused its assignment."""
+
+
+@dataclass
+class DeviceSession:
+    name: str
+    address: str
+    client: Client
+    info: dict = field(default_factory=dict)
+
+
+def device_order(assignments: dict[str, dict], addresses: dict[str, str]) -> list[str]:
+    """Devices ordered downstream first: a device comes after every device its pipes send to.
+
+    A pipe_out with `to` sends to the device at that address; a pipe_in with `from` receives
+    from it. Cycles between devices (possible with several pipelines) fall back to name order.
+    """
+    by_addr = {}
+    for name, addr in addresses.items():
+        by_addr[addr] = name
+    g = nx.DiGraph()
+    g.add_nodes_from(assignments)
+    for name, a in assignments.items():
+        for step in a.get("steps", []):
+            p = step.get("params") or {}
+            if step.get("type") == "pipe_out" and p.get("to") in by_addr:
+                g.add_edge(by_addr[p["to"]], name)   # receiver before sender
+            elif step.get("type") == "pipe_in" and p.get("from") in by_addr:
+                g.add_edge(name, by_addr[p["from"]])
+    try:
+        return list(nx.lexicographical_topological_sort(g))
+    except nx.NetworkXUnfeasible:
+        return sorted(assignments)
+
+
+def connect(name: str, address: str, timeout: float = 5.0) -> DeviceSession:
+    try:
+        c = Client(address, timeout=timeout)
+    except OSError as e:
+        raise DeployError(f"device {name} at {address} is not reachable: {e}") from None
+    try:
+        info = c.call({"hello": {}})["info"]
+    except (DeviceError, OSError, codec.ProtocolError) as e:
+        c.close()
+        raise DeployError(f"device {name} at {address} did not answer hello: {e}") from None
+    return DeviceSession(name, address, c, info)
+
+
+class Deployment:
+    """The sessions of one deployed pipeline."""
+
+    def __init__(self, sessions: dict[str, DeviceSession], order: list[str]):
+        self.sessions = sessions
+        self.order = order
+        self.pending: list[tuple[str, dict]] = []
+
+    def stop(self) -> dict[str, dict]:
+        """Stop every device (sources first is the device's own business); returns final stats."""
+        final = {}
+        for name in reversed(self.order):  # upstream first: senders flush before receivers stop
+            s = self.sessions[name]
+            try:
+                s.client.send({"stop": {}})
+                while True:
+                    m = s.client.recv()
+                    if m is None:
+                        break
+                    if "stopped" in m:
+                        final[name] = m["stopped"]
+                        break
+                    self.pending.append((name, m))
+            except (OSError, codec.ProtocolError) as e:
+                final[name] = {"error": str(e)}
+        return final
+
+    def close(self):
+        for s in self.sessions.values():
+            s.client.close()
+
+    def watch(self, on_deliver: Callable[[str, str, list], None], until: Callable[[], bool],
+              timeout: float | None = None) -> None:
+        """Read deliveries from every device until until() is true (or timeout seconds pass)."""
+        for name, m in self.pending:
+            self._dispatch(name, m, on_deliver)
+        self.pending = []
+        sel = selectors.DefaultSelector()
+        for name, s in self.sessions.items():
+            s.client.sock.settimeout(None)
+            sel.register(s.client.sock, selectors.EVENT_READ, name)
+            # messages already decoded but not yet read
+            while True:
+                m = s.client.decoder.next()
+                if m is None:
+                    break
+                self._dispatch(name, m, on_deliver)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not until():
+                wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+                if wait <= 0:
+                    return
+                for key, _ in sel.select(wait):
+                    name = key.data
+                    s = self.sessions[name]
+                    data = s.client.sock.recv(1 << 16)
+                    if not data:
+                        sel.unregister(s.client.sock)
+                        on_deliver(name, "", [{"error": "device %s closed its control session" % name}])
+                        continue
+                    s.client.decoder.feed(data)
+                    while True:
+                        m = s.client.decoder.next()
+                        if m is None:
+                            break
+                        self._dispatch(name, m, on_deliver)
+        finally:
+            sel.close()
+            for s in self.sessions.values():
+                s.client.sock.settimeout(5.0)
+
+    @staticmethod
+    def _dispatch(name, m, on_deliver):
+        if isinstance(m, dict) and "deliver" in m:
+            d = m["deliver"]
+            on_deliver(name, d.get("step"), d.get("values", []))
+        elif isinstance(m, dict) and "error" in m:
+            on_deliver(name, "", [m])
+
+
+def deploy(assignments: dict[str, dict], addresses: dict[str, str], timeout: float = 5.0) -> Deployment:
+    """Deploy and start every assignment; all or nothing.
+
+    assignments: device name -> assignment; addresses: device name -> "host:port" / "unix:PATH".
+    """
+    missing = [n for n in assignments if n not in addresses]
+    if missing:
+        raise DeployError("no address for device(s): " + ", ".join(sorted(missing)))
+    order = device_order(assignments, addresses)
+    sessions: dict[str, DeviceSession] = {}
+    try:
+        for name in order:
+            sessions[name] = connect(name, addresses[name], timeout)
+        for name in order:
+            s = sessions[name]
+            try:
+                reply = s.client.call({"deploy": {"assignment": assignments[name]}})
+            except DeviceError as e:
+                raise DeployError(f"device {name} refused its assignment: {e.message}") from None
+            if "deployed" not in reply:
+                raise DeployError(f"device {name} answered deploy with {reply}")
+        for name in order:  # downstream first
+            try:
+                s = sessions[name]
+                reply = s.client.call({"start": {}})
+            except DeviceError as e:
+                raise DeployError(f"device {name} did not start: {e.message}") from None
+    except (DeployError, OSError, codec.ProtocolError) as e:
+        for s in sessions.values():
+            try:
+                s.client.call({"stop": {}})
+            except Exception:
+                pass
+            s.client.close()
+        if isinstance(e, DeployError):
+            raise
+        raise DeployError(f"deployment failed: {e}") from None
+    return Deployment(sessions, order)
+
+
+def status(addresses: dict[str, str], timeout: float = 3.0) -> dict[str, dict]:
+    """Each device's status, or {"error": ...} for a device that does not answer."""
+    out = {}
+    for name, addr in addresses.items():
+        try:
+            c = Client(addr, timeout=timeout)
+            out[name] = c.call({"status": {}})["status"]
+            c.close()
+        except (OSError, DeviceError, codec.ProtocolError) as e:
+            out[name] = {"error": f"not reachable at {addr}: {e}"}
+    return out
+
+
+def stop(addresses: dict[str, str], timeout: float = 3.0) -> dict[str, dict]:
+    out = {}
+    for name, addr in addresses.items():
+        try:
+            c = Client(addr, timeout=timeout)
+            c.call({"hello": {}})
+            out[name] = c.call({"stop": {}}).get("stopped", {})
+            c.close()
+        except (OSError, DeviceError, codec.ProtocolError) as e:
+            out[name] = {"error": f"not reachable at {addr}: {e}"}
+    return out
