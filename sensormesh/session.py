@@ -17,7 +17,7 @@ import os
 import struct
 
 from sensormesh import codec, rsa
-from sensormesh.compat import unix_time
+from sensormesh.compat import MICROPYTHON, unix_time
 from sensormesh.fernet import Fernet, InvalidToken, b64decode, b64encode, equal, hmac_sha256
 
 VERSION = 1
@@ -92,18 +92,23 @@ class TrustStore:
 
     def __init__(self, keys=None, revoked=None):
         self.keys = keys if keys is not None else {}
-        self.revoked = set(revoked or ())
+        self.revoked = set(revoked or ())   # fingerprints
+        self.revoked_names = set()          # names whose only key was revoked
 
     def add(self, name, role, key):
         self.keys[name] = (role, key)
 
-    def revoke(self, fp):
+    def revoke(self, fp, name=None):
         self.revoked.add(fp)
+        if name is not None:
+            self.revoked_names.add(name)
 
     def lookup(self, name, who):
         """(role, key) of a trusted, unrevoked name, else HandshakeError."""
         ent = self.keys.get(name)
         if ent is None:
+            if name in self.revoked_names:
+                raise HandshakeError("revoked", "the key of %s %r has been revoked" % (who, name))
             raise HandshakeError("unknown-key", "%s %r is not in this side's trust store" % (who, name))
         if ent[1].fingerprint() in self.revoked:
             raise HandshakeError("revoked", "the key of %s %r (%s) has been revoked"
@@ -125,9 +130,17 @@ def load_identity(src, native=None):
 
 
 def load_trust(src):
-    """TrustStore from a dict or a JSON file: {"keys": {name: {"role", "n", "e"}}, "revoked": [fp]}."""
+    """TrustStore from a dict or a JSON file (written by `sensormesh keys`):
+
+    {"keys": {name: {"role", "n", "e"}}, "revoked": [{"name", "fingerprint"} or fingerprint]}
+    """
     obj = _read_json(src)
-    ts = TrustStore(revoked=obj.get("revoked", ()))
+    ts = TrustStore()
+    for r in obj.get("revoked", ()):
+        if type(r) is dict:
+            ts.revoke(r["fingerprint"], r.get("name"))
+        else:
+            ts.revoke(r)
     keys = obj.get("keys", {})
     for name in keys:
         ent = keys[name]
@@ -176,6 +189,68 @@ class ReplayCache:
         seen[nonce] = ts
 
 
+class TicketStore:
+    """Server side of session resumption: ticket id -> (peer, key fingerprint, role, secret, expiry).
+
+    A full handshake leaves both sides a resumption secret; the server hands out a ticket (an
+    opaque random id) for it. A later hello with the ticket and an HMAC made with that secret
+    skips the RSA operations. Tickets are single-use (each resumption issues a new one), live
+    `life` seconds, and every resumption checks the trust store again, so revocation still
+    applies from the next connection on. Bounded: the oldest ticket goes first.
+    """
+
+    def __init__(self, life=3600, size=16):
+        self.life = life
+        self.size = size
+        self.tickets = {}
+
+    def issue(self, peer, fp, role, secret, now):
+        t = self.tickets
+        if len(t) >= self.size:
+            for k in list(t):
+                if t[k][4] < now:
+                    del t[k]
+        while len(t) >= self.size:
+            old = None
+            for k in t:
+                if old is None or t[k][4] < t[old][4]:
+                    old = k
+            del t[old]
+        tid = os.urandom(_NONCE)
+        t[tid] = (peer, fp, role, secret, now + self.life)
+        return tid
+
+    def get(self, tid, now):
+        ent = self.tickets.get(tid)
+        if ent is not None and ent[4] < now:
+            del self.tickets[tid]
+            ent = None
+        return ent
+
+    def drop(self, tid):
+        self.tickets.pop(tid, None)
+
+
+class ResumeCache:
+    """Client side of session resumption: server name -> (ticket id, secret, server fp, expiry)."""
+
+    def __init__(self):
+        self.entries = {}
+
+    def get(self, server, now):
+        ent = self.entries.get(server)
+        if ent is not None and ent[3] <= now:
+            del self.entries[server]
+            ent = None
+        return ent
+
+    def put(self, server, tid, secret, fp, expiry):
+        self.entries[server] = (tid, secret, fp, expiry)
+
+    def drop(self, server):
+        self.entries.pop(server, None)
+
+
 # -- the pieces both sides compute ---------------------------------------------------------------
 def _field(b):
     if type(b) is str:
@@ -188,14 +263,25 @@ def _transcript(client, server, ts, nonce, share):
             + _field(nonce) + _field(share))
 
 
-def _keys(share, cnonce, snonce, transcript, sig, server):
+def _resume_transcript(client, server, ts, nonce, ticket):
+    return (b"sensormesh-resume-v1" + _field(client) + _field(server) + _field(str(ts))
+            + _field(nonce) + _field(ticket))
+
+
+def _keys(secret, cnonce, snonce, transcript, sig, server):
+    """HKDF-SHA256 (RFC 5869) of the secret, salted with both nonces, bound to the transcript.
+
+    -> (client->server Fernet key, server->client Fernet key, server proof, resumption secret)
+    """
     th = hashlib.sha256(transcript + _field(sig) + _field(server) + _field(snonce)).digest()
-    prk = hmac_sha256(cnonce + snonce, share)
+    prk = hmac_sha256(cnonce + snonce, secret)
     info = b"sensormesh session v1" + th
-    t1 = hmac_sha256(prk, info + b"\x01")
-    t2 = hmac_sha256(prk, t1 + info + b"\x02")
-    t3 = hmac_sha256(prk, t2 + info + b"\x03")
-    return t1, t2, hmac_sha256(t3, b"server")  # client->server key, server->client key, proof
+    out = []
+    t = b""
+    for i in (1, 2, 3, 4):
+        t = hmac_sha256(prk, t + info + bytes([i]))
+        out.append(t)
+    return out[0], out[1], hmac_sha256(out[2], b"server"), out[3]
 
 
 def _bin(body, field, size):
@@ -235,6 +321,11 @@ def _check_role(role, roles, who, name):
     if roles is not None and role not in roles:
         raise HandshakeError("wrong-role", "%s %r has role %r; this side accepts %s"
                              % (who, name, role, ", ".join(roles)))
+
+
+# Largest plaintext a sender should wrap at once: on MicroPython a token is built with a few
+# copies of its size (buffer, base64, url-safe alphabet), so keep frames small on a board.
+SEND_PLAIN_MAX = 3072 if MICROPYTHON else 1 << 30
 
 
 def plain_limit(max_frame):
@@ -309,13 +400,17 @@ class _Side:
 class ServerSession(_Side):
     """Accepting side. receive(first message) -> welcome message to send, or HandshakeError.
 
-    roles: the client roles this listener accepts (None: any role in the trust store).
+    replay:  the device's ReplayCache (share one across connections)
+    tickets: the device's TicketStore, to offer session resumption (None: never resume)
+    roles:   the client roles this listener accepts (None: any role in the trust store)
     """
 
-    def __init__(self, identity, trust, replay=None, roles=None, window=None, clock=None):
+    def __init__(self, identity, trust, replay=None, roles=None, window=None, clock=None, tickets=None):
         _Side.__init__(self, identity, trust, roles, clock)
         self.replay = replay if replay is not None else ReplayCache()
         self.window = window if window is not None else self.replay.window
+        self.tickets = tickets
+        self.resumed = False
 
     def receive(self, msg):
         self._check_state()
@@ -339,21 +434,22 @@ class ServerSession(_Side):
         ts = body.get("ts")
         if type(ts) is not int:
             raise HandshakeError("malformed", "'ts' must be an integer (Unix seconds)")
-        role, key = self.trust.lookup(client, "client")
         if to != me:
             raise HandshakeError("unknown-key", "hello is addressed to %r but this is %r" % (to, me))
+        now = int(self.clock())
+        if "ticket" in body:
+            return self._resume(body, client, ts, now)
+        role, key = self.trust.lookup(client, "client")
         _check_role(role, self.roles, "client", client)
         nonce = _bin(body, "nonce", _NONCE)
         share = _bin(body, "share", self.identity.key.k)
         sig = _bin(body, "sig", key.k)
-        now = int(self.clock())
-        if ts < now - self.window or ts > now + self.window:
-            raise HandshakeError("stale-timestamp", "hello timestamp %d is %d s from this side's clock %d "
-                                 "(window %d s): replayed, or a clock is not set" % (ts, ts - now, now, self.window))
+        self._check_time(ts, now)
         transcript = _transcript(client, me, ts, nonce, share)
         if not key.verify(transcript, sig):
             raise HandshakeError("bad-signature", "hello signature does not verify with the key of %r" % client)
         self.replay.check(nonce, ts, now)
+        # The only RSA private-key operation on this side, reached only with a valid signature.
         try:
             k = self.identity.key.decrypt(share)
         except rsa.RSAError:
@@ -361,26 +457,64 @@ class ServerSession(_Side):
         if len(k) != _SHARE:
             raise HandshakeError("unknown-key", "the key share does not decrypt with this side's key: "
                                  "%r holds an outdated public key for %r" % (client, me))
+        return self._accept(client, role, key.fingerprint(), k, nonce, ts, now, transcript, sig)
+
+    def _resume(self, body, client, ts, now):
+        tid = _bin(body, "ticket", _NONCE)
+        nonce = _bin(body, "nonce", _NONCE)
+        mac = _bin(body, "mac", 32)
+        ent = self.tickets.get(tid, now) if self.tickets is not None else None
+        if ent is None or ent[0] != client:
+            raise HandshakeError("unknown-key", "unknown or expired session ticket: "
+                                 "reconnect with a full handshake")
+        role, key = self.trust.lookup(client, "client")
+        if key.fingerprint() != ent[1]:
+            raise HandshakeError("revoked", "the key of client %r changed since its ticket was issued" % client)
+        _check_role(role, self.roles, "client", client)
+        self._check_time(ts, now)
+        transcript = _resume_transcript(client, self.identity.name, ts, nonce, tid)
+        if not equal(hmac_sha256(ent[3], transcript), mac):
+            raise HandshakeError("bad-signature", "resumption MAC does not verify for %r" % client)
+        self.replay.check(nonce, ts, now)
+        self.tickets.drop(tid)
+        self.resumed = True
+        return self._accept(client, role, ent[1], ent[3], nonce, ts, now, transcript, mac)
+
+    def _check_time(self, ts, now):
+        if ts < now - self.window or ts > now + self.window:
+            raise HandshakeError("stale-timestamp", "hello timestamp %d is %d s from this side's clock %d "
+                                 "(window %d s): replayed, or a clock is not set" % (ts, ts - now, now, self.window))
+
+    def _accept(self, client, role, fp, secret, nonce, ts, now, transcript, sig):
+        me = self.identity.name
         self.replay.add(nonce, ts, now)
         snonce = os.urandom(_NONCE)
-        c2s, s2c, proof = _keys(k, nonce, snonce, transcript, sig, me)
+        c2s, s2c, proof, rms = _keys(secret, nonce, snonce, transcript, sig, me)
         self.peer = client
         self.role = role
         self._finish(s2c, c2s)
-        return {"welcome": {"v": VERSION, "from": me, "nonce": b64encode(snonce).decode(),
-                            "proof": b64encode(proof).decode()}}
+        body = {"v": VERSION, "from": me, "nonce": b64encode(snonce).decode(), "proof": b64encode(proof).decode()}
+        if self.tickets is not None:
+            body["ticket"] = b64encode(self.tickets.issue(client, fp, role, rms, now)).decode()
+            body["life"] = self.tickets.life
+        return {"welcome": body}
 
 
 class ClientSession(_Side):
     """Connecting side. start() -> hello to send; receive(reply) -> None when done, or HandshakeError.
 
     server: the name of the side we connect to (its public key must be in our trust store).
-    roles: the server roles we accept (None: any).
+    roles:  the server roles we accept (None: any).
+    resume: a ResumeCache shared by this process's connections: with a ticket from an earlier
+            session with this server, start() sends a resumption hello (no RSA at all). If the
+            server refuses it, the ticket is dropped and the next connection does a full handshake.
     """
 
-    def __init__(self, identity, trust, server, roles=None, clock=None):
+    def __init__(self, identity, trust, server, roles=None, clock=None, resume=None):
         _Side.__init__(self, identity, trust, roles, clock)
         self.server = server
+        self.resume = resume
+        self.resumed = False
         self._pending = None
 
     def start(self):
@@ -395,11 +529,23 @@ class ClientSession(_Side):
         me = self.identity.name
         ts = int(self.clock())
         nonce = os.urandom(_NONCE)
+        fp = key.fingerprint()
+        ent = self.resume.get(self.server, ts) if self.resume is not None else None
+        if ent is not None and ent[2] == fp:
+            tid, secret = ent[0], ent[1]
+            self.resume.drop(self.server)   # single-use
+            transcript = _resume_transcript(me, self.server, ts, nonce, tid)
+            mac = hmac_sha256(secret, transcript)
+            self.resumed = True
+            self._pending = (secret, nonce, transcript, mac, role, fp)
+            return {"hello": {"v": VERSION, "from": me, "to": self.server, "ts": ts,
+                              "nonce": b64encode(nonce).decode(), "ticket": b64encode(tid).decode(),
+                              "mac": b64encode(mac).decode()}}
         k = os.urandom(_SHARE)
         share = key.encrypt(k)
         transcript = _transcript(me, self.server, ts, nonce, share)
         sig = self.identity.key.sign(transcript)
-        self._pending = (k, nonce, transcript, sig, role)
+        self._pending = (k, nonce, transcript, sig, role, fp)
         return {"hello": {"v": VERSION, "from": me, "to": self.server, "ts": ts,
                           "nonce": b64encode(nonce).decode(), "share": b64encode(share).decode(),
                           "sig": b64encode(sig).decode()}}
@@ -428,12 +574,20 @@ class ClientSession(_Side):
             raise HandshakeError("unknown-key", "welcome comes from %r, expected %r" % (body["from"], self.server))
         snonce = _bin(body, "nonce", _NONCE)
         proof = _bin(body, "proof", 32)
-        k, nonce, transcript, sig, role = self._pending
-        c2s, s2c, expect = _keys(k, nonce, snonce, transcript, sig, self.server)
+        secret, nonce, transcript, sig, role, fp = self._pending
+        c2s, s2c, expect, rms = _keys(secret, nonce, snonce, transcript, sig, self.server)
         if not equal(proof, expect):
             raise HandshakeError("bad-signature", "%r could not prove it holds its private key "
                                  "(wrong key-confirmation proof)" % self.server)
+        ticket = None
+        if "ticket" in body and self.resume is not None:
+            ticket = _bin(body, "ticket", _NONCE)
+            life = body.get("life")
+            if type(life) is not int or life <= 0:
+                raise HandshakeError("malformed", "'life' must be a positive integer (seconds)")
         self._pending = None
         self.peer = self.server
         self.role = role
         self._finish(c2s, s2c)
+        if ticket is not None:
+            self.resume.put(self.server, ticket, rms, fp, int(self.clock()) + life)

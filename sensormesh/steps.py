@@ -1,15 +1,15 @@
 # The built-in steps every device runs between its sources and its sinks.
 #
 # A device builds its assignment into a chain of step objects that call each other directly,
-# value by value: a step's push() does its work and hands the result to self.emit, which is
-# the downstream step's own push (bound once at wiring) when there is one downstream, a small
-# fan-out function when there are several. A chain of one-output steps therefore costs one
-# Python call per step per value. Timing (window time frames, throttling) uses the loop's
-# timers through ctx.call_later; no step reads the clock per value.
+# value by value: a step's put(value) does its work and hands the result to self.emit, which
+# is the downstream step's own put (bound once at wiring) when there is one downstream, a
+# small fan-out function when there are several. A chain of one-output steps therefore costs
+# one Python call per step per value. Timing (window time frames, throttling) uses the
+# loop's timers through ctx.call_later; no step reads the clock per value.
 #
 # Step protocol (the runtime relies on exactly this):
-#   push(value, port=0)        feed one value into input `port`
-#   inlet(port) -> fn(value)   the callable an upstream should call for that port
+#   inlet(port) -> fn(value)   the callable an upstream calls for input `port` (the hot path)
+#   push(value, port=0)        the same for one value, looked up per call (tests, odd callers)
 #   connect(target, port=0)    send output to a step (its inlet(port)) or to a callable
 #   flush()                    emit what is held back (partial windows, throttled value);
 #                              the runtime calls it upstream-first when it stops a chain
@@ -24,10 +24,20 @@
 # through ctx.log at the 1st, 2nd, 4th, 8th... occurrence. Values a step leaves out by
 # design (filter, throttle, changes) show as in - out and are not "dropped".
 # Parameters and semantics: docs/steps.md.
+#
+# MicroPython shapes the hot methods (put, put1 and the _put_* variants). The VM keeps a
+# function's state (arguments, locals, value stack, exception handlers) on the C stack only
+# up to 11 words; a bigger one is allocated on the heap and freed on every call, and each
+# free moves the allocator's next-free hint back to that block, so the values allocated
+# next scan the used heap again: 20 to 60 times slower on the unix port with a busy heap. So hot methods take (self, value) only, keep few
+# locals, catch with a bare "except Exception:" (no "as e") and call self.failed(value) with
+# one argument; failed() gets the exception from sys.exc_info where the port has it.
+# benchmarks/bench_steps.py shows the regression as a rate that falls on longer runs.
 import json
 import sys
 
 _dumps = json.dumps
+_exc_info = getattr(sys, "exc_info", None)  # missing on some MicroPython ports (ESP32)
 
 
 class StepError(Exception):
@@ -154,10 +164,17 @@ class Step:
 
     # -- wiring ---------------------------------------------------------------------------------
     def inlet(self, port):
+        """The callable fn(value) for input `port`: bound once, called per value."""
         lo, hi = self.INPUTS
         if type(port) is not int or port < 0 or (hi is not None and port >= hi):
             raise self.bad("%s has no input port %r" % (self.TYPE, port))
-        return self.push
+        return self.put1 if port == 1 and hi == 2 else self.put
+
+    def push(self, value, port=0):
+        if port == 0:
+            self.put(value)
+        else:
+            self.inlet(port)(value)
 
     def connect(self, target, port=0):
         """Send this step's output to `target`: a step (its input `port`) or a callable."""
@@ -184,7 +201,7 @@ class Step:
         if not outs:
             self.emit = _nowhere
         elif len(outs) == 1:
-            self.emit = outs[0]  # one call per step per value: straight to downstream's push
+            self.emit = outs[0]  # one call per step per value: straight to downstream's put
         else:
             outs = tuple(outs)
 
@@ -194,17 +211,25 @@ class Step:
             self.emit = fan_out
 
     # -- running --------------------------------------------------------------------------------
-    def push(self, value, port=0):
+    def put(self, value):
         raise NotImplementedError
 
-    def failed(self, value, exc, what):
-        """Count and (at 1, 2, 4, 8... errors) log a value this step could not process."""
+    what = "failed"
+
+    def failed(self, value, what=None):
+        """Count and (at the 1st, 2nd, 4th, 8th... error) log a value this step could not
+        process, `what` (default self.what) saying why. Call it from the except block that
+        caught the error; hot paths call it with the value only (see the MicroPython note)."""
         self.dropped += 1
         n = self.errors = self.errors + 1
-        self.last_error = "%s: %s" % (type(exc).__name__, exc)
+        exc = _exc_info()[1] if _exc_info is not None else None
+        if exc is None:
+            self.last_error = "an exception (this port does not say which)"
+        else:
+            self.last_error = "%s: %s" % (type(exc).__name__, exc)
         if n & (n - 1) == 0:
             self.ctx.log("step '%s': %s, dropped %s: %s (%d so far)"
-                         % (self.id, what, _short(value), self.last_error, n))
+                         % (self.id, what or self.what, _short(value), self.last_error, n))
 
     def flush(self):
         pass
@@ -245,7 +270,7 @@ class _UserStep(Step):
         if not callable(fn):
             raise self.bad("fn '%s' is not callable" % ref)
         self.fn = fn
-        self.ref = ref
+        self.what = "fn '%s' raised" % ref
 
     def close(self):
         close = getattr(self.instance, "close", None)
@@ -257,12 +282,12 @@ class _UserStep(Step):
 class Map(_UserStep):
     TYPE = "map"
 
-    def push(self, value, port=0):
+    def put(self, value):
         self.n_in += 1
         try:
             value = self.fn(value)
-        except Exception as e:
-            self.failed(value, e, "fn '%s' raised" % self.ref)
+        except Exception:
+            self.failed(value)
             return
         self.emit(value)
 
@@ -273,12 +298,12 @@ class Map(_UserStep):
 class Filter(_UserStep):
     TYPE = "filter"
 
-    def push(self, value, port=0):
+    def put(self, value):
         self.n_in += 1
         try:
             keep = self.fn(value)
-        except Exception as e:
-            self.failed(value, e, "fn '%s' raised" % self.ref)
+        except Exception:
+            self.failed(value)
             return
         if keep:
             self.n_out += 1
@@ -292,25 +317,26 @@ class Field(Step):
 
     def setup(self, params, n_inputs):
         self.path = _path(self, params.get("key"))
+        self.what = "no field %r" % (params.get("key"),)
         if len(self.path) == 1 and type(self.path[0]) is not int:
             self.key = self.path[0]
-            self.push = self._push_key
+            self.put = self._put_key
 
-    def _push_key(self, value, port=0):
+    def _put_key(self, value):
         self.n_in += 1
         try:
             value = value[self.key]
-        except Exception as e:
-            self.failed(value, e, "no field %r" % self.key)
+        except Exception:
+            self.failed(value)
             return
         self.emit(value)
 
-    def push(self, value, port=0):
+    def put(self, value):
         self.n_in += 1
         try:
             value = _dig(value, self.path)
-        except Exception as e:
-            self.failed(value, e, "no field %r" % self.params.get("key"))
+        except Exception:
+            self.failed(value)
             return
         self.emit(value)
 
@@ -347,83 +373,67 @@ class Window(Step):
         self.n = self.int_param("values", 0, 0)
         if not (self.frame or self.n):
             raise self.bad("window needs time-frame or values > 0")
-        self.agg = self.choice_param("agg", "list", AGGS)
+        self.agg = agg = self.choice_param("agg", "mean", AGGS)
+        self.what = "window %s needs numbers" % agg
         self.k = 0          # values in the open window
         self.closed = 0     # values in windows already closed
         self.timer = None
         self._reset()
-        agg = self.agg
+        # One put per aggregate, chosen here: no per-value dispatch on agg.
         if agg == "sum" or agg == "mean":
-            self.push = self._push_sum
+            self.put = self._put_sum
         elif agg == "min":
-            self.push = self._push_min
+            self.put = self._put_min
         elif agg == "max":
-            self.push = self._push_max
+            self.put = self._put_max
         elif agg == "count":
-            self.push = self._push_count
+            self.put = self._put_count
         else:
-            self.push = self._push_list
+            self.put = self._put_list
 
     def _reset(self):
         agg = self.agg
         self.acc = 0 if (agg == "sum" or agg == "mean") else ([] if agg == "list" else None)
 
-    # One push per aggregate, chosen at build time: no per-value dispatch on agg.
-    def _push_sum(self, value, port=0):
+    def _put_sum(self, value):
         try:
             self.acc += value
-        except Exception as e:
-            self.failed(value, e, "window %s needs numbers" % self.agg)
+        except Exception:
+            self.failed(value)
             return
-        k = self.k = self.k + 1
-        if k == self.n:
-            self._close()
-        elif k == 1 and self.frame:
-            self.timer = self.ctx.call_later(self.frame, self._expire)
+        self._count()
 
-    def _push_min(self, value, port=0):
-        k = self.k
+    def _put_min(self, value):
         try:
-            if k == 0:
-                value + 0  # numbers only, as for sum
-                self.acc = value
+            if self.k == 0:
+                self.acc = value + 0  # numbers only, as for sum
             elif value < self.acc:
                 self.acc = value
-        except Exception as e:
-            self.failed(value, e, "window min needs numbers")
+        except Exception:
+            self.failed(value)
             return
-        self._counted(k + 1)
+        self._count()
 
-    def _push_max(self, value, port=0):
-        k = self.k
+    def _put_max(self, value):
         try:
-            if k == 0:
-                value + 0
-                self.acc = value
+            if self.k == 0:
+                self.acc = value + 0
             elif value > self.acc:
                 self.acc = value
-        except Exception as e:
-            self.failed(value, e, "window max needs numbers")
+        except Exception:
+            self.failed(value)
             return
-        self._counted(k + 1)
+        self._count()
 
-    def _push_count(self, value, port=0):
-        k = self.k = self.k + 1
-        if k == self.n:
-            self._close()
-        elif k == 1 and self.frame:
-            self.timer = self.ctx.call_later(self.frame, self._expire)
-
-    def _push_list(self, value, port=0):
+    def _put_list(self, value):
         self.acc.append(value)
-        k = self.k = self.k + 1
-        if k == self.n:
-            self._close()
-        elif k == 1 and self.frame:
-            self.timer = self.ctx.call_later(self.frame, self._expire)
+        self._count()
 
-    def _counted(self, k):
-        self.k = k
+    def _put_count(self, value):
+        self._count()
+
+    def _count(self):
+        k = self.k = self.k + 1
         if k == self.n:
             self._close()
         elif k == 1 and self.frame:
@@ -440,11 +450,10 @@ class Window(Step):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        agg = self.agg
         out = self.acc
-        if agg == "mean":
+        if self.agg == "mean":
             out = out / k
-        elif agg == "count":
+        elif self.agg == "count":
             out = k
         self.k = 0
         self.closed += k
@@ -461,7 +470,7 @@ class Window(Step):
             self.timer = None
 
     def stats(self):
-        self.n_in = self.closed + self.k
+        self.n_in = self.closed + self.k + self.dropped  # counted here, not per value
         s = Step.stats(self)
         s["open"] = self.k
         return s
@@ -475,37 +484,38 @@ class Sliding(Step):
     def setup(self, params, n_inputs):
         self.size = self.int_param("size", None, 1)
         self.slide = self.int_param("slide", 1, 1)
-        self.agg = self.choice_param("agg", "list", AGGS)
+        self.agg = self.choice_param("agg", "mean", AGGS)
+        self.what = "sliding %s needs numbers" % self.agg
         self.buf = [None] * self.size  # ring buffer, allocated once
         self.i = 0                     # where the next value goes
         self.due = self.size           # values until the next emission
 
-    def push(self, value, port=0):
+    def put(self, value):
         self.n_in += 1
         i = self.i
         self.buf[i] = value
         i += 1
         self.i = 0 if i == self.size else i
-        due = self.due - 1
-        if due:
-            self.due = due
-            return
-        self.due = self.slide
-        self._emit(self.buf, self.size)
+        self.due -= 1
+        if not self.due:
+            self.due = self.slide
+            self._emit(self.size)
 
-    def _emit(self, buf, n):
-        i = self.i
-        agg = self.agg
-        if agg == "list":
-            out = buf[i:] + buf[:i] if n == self.size else buf[:n]  # oldest first
-        else:
-            try:
-                out = _aggregate(agg, buf if n == self.size else buf[:n], n)
-            except Exception as e:
-                self.failed(buf[i - 1], e, "sliding %s needs numbers" % agg)
-                return
+    def _emit(self, n):
+        try:
+            out = self._window(n)
+        except Exception:
+            self.failed(self.buf[self.i - 1])
+            return
         self.n_out += 1
         self.emit(out)
+
+    def _window(self, n):
+        buf = self.buf
+        i = self.i
+        if self.agg == "list":
+            return buf[i:] + buf[:i] if n == self.size else buf[:n]  # oldest first
+        return _aggregate(self.agg, buf if n == self.size else buf[:n], n)
 
     def flush(self):
         # values arrived since the last emission: emit the window as it stands
@@ -513,7 +523,7 @@ class Sliding(Step):
         fresh = (self.slide if n >= self.size else self.size) - self.due
         if fresh > 0:
             self.due = self.slide
-            self._emit(self.buf, n if n < self.size else self.size)
+            self._emit(n if n < self.size else self.size)
 
 
 # -- joins -------------------------------------------------------------------------------------
@@ -530,17 +540,7 @@ class Zip(Step):
         self.q = []
         self.side = 0  # the port whose values wait in q (when q is not empty)
 
-    def inlet(self, port):
-        Step.inlet(self, port)
-        return self.push1 if port else self.push0
-
-    def push(self, value, port=0):
-        if port:
-            self.push1(value)
-        else:
-            self.push0(value)
-
-    def push0(self, value):
+    def put(self, value):
         self.n_in += 1
         q = self.q
         if q and self.side:
@@ -549,7 +549,7 @@ class Zip(Step):
         else:
             self._wait(value, 0)
 
-    def push1(self, value):
+    def put1(self, value):
         self.n_in += 1
         q = self.q
         if q and not self.side:
@@ -594,31 +594,19 @@ class CombineLatest(Step):
         self.a = _NONE
         self.b = _NONE
 
-    def inlet(self, port):
-        Step.inlet(self, port)
-        return self.push1 if port else self.push0
-
-    def push(self, value, port=0):
-        if port:
-            self.push1(value)
-        else:
-            self.push0(value)
-
-    def push0(self, value):
+    def put(self, value):
         self.n_in += 1
         self.a = value
-        b = self.b
-        if b is not _NONE:
+        if self.b is not _NONE:
             self.n_out += 1
-            self.emit([value, b])
+            self.emit([value, self.b])
 
-    def push1(self, value):
+    def put1(self, value):
         self.n_in += 1
         self.b = value
-        a = self.a
-        if a is not _NONE:
+        if self.a is not _NONE:
             self.n_out += 1
-            self.emit([a, value])
+            self.emit([self.a, value])
 
 
 class Merge(Step):
@@ -626,7 +614,7 @@ class Merge(Step):
     TYPE = "merge"
     INPUTS = (1, None)
 
-    def push(self, value, port=0):
+    def put(self, value):
         self.n_in += 1
         self.emit(value)
 
@@ -636,19 +624,18 @@ class Merge(Step):
 
 # -- rate and change ---------------------------------------------------------------------------
 class Throttle(Step):
-    """At most one value per `interval` ms: the first of each interval, or the latest at its end."""
+    """At most one value per `interval` ms: the first of an interval, or the latest at its end."""
     TYPE = "throttle"
     ARGS = ("interval", "mode")
 
     def setup(self, params, n_inputs):
         self.interval = self.int_param("interval", None, 1)
-        self.mode = self.choice_param("mode", "first", ("first", "latest"))
+        self.mode = self.choice_param("mode", "latest", ("first", "latest"))
         self.timer = None
         self.last = _NONE
-        if self.mode == "latest":
-            self.push = self._push_latest
+        self.put = self._put_latest if self.mode == "latest" else self._put_first
 
-    def push(self, value, port=0):  # mode first
+    def _put_first(self, value):
         self.n_in += 1
         if self.timer is None:
             self.timer = self.ctx.call_later(self.interval, self._reopen)
@@ -658,7 +645,7 @@ class Throttle(Step):
     def _reopen(self):
         self.timer = None
 
-    def _push_latest(self, value, port=0):
+    def _put_latest(self, value):
         self.n_in += 1
         self.last = value
         if self.timer is None:
@@ -692,23 +679,22 @@ class Changes(Step):
         self.tolerance = self.num_param("tolerance", 0, 0)
         self.last = _NONE
         if self.tolerance:
-            self.push = self._push_tolerance
+            self.put = self._put_tolerance
 
-    def push(self, value, port=0):
+    def put(self, value):
         self.n_in += 1
         if value != self.last:
             self.last = value
             self.n_out += 1
             self.emit(value)
 
-    def _push_tolerance(self, value, port=0):
+    def _put_tolerance(self, value):
         self.n_in += 1
-        last = self.last
         try:
-            if abs(value - last) <= self.tolerance:
+            if abs(value - self.last) <= self.tolerance:
                 return
         except Exception:  # the first value, or not numbers: plain equality
-            if value == last:
+            if value == self.last:
                 return
         self.last = value
         self.n_out += 1
@@ -738,31 +724,29 @@ class Alarm(Step):
             if "hysteresis" in params:
                 raise self.bad("alarm with 1 input takes high and low, not 'hysteresis'")
             self.hi = self.num_param("high", None)
-            self.lo = self.num_param("low", None)
+            self.lo = self.num_param("low", self.hi)
             if self.lo > self.hi:
                 raise self.bad("alarm low (%r) must be <= high (%r)" % (self.lo, self.hi))
         key = params.get("key")
         self.path = None if key is None else _path(self, key)
+        self.what = "alarm needs a number"
         self.unarmed = 0   # values dropped before the first threshold
         self.on = None     # unknown until the first value
         self.x = _NONE     # the last value compared
 
     def inlet(self, port):
-        Step.inlet(self, port)
+        fn = Step.inlet(self, port)
         if port and not self.dynamic:
             raise self.bad("alarm with high/low has one input")
-        return self._threshold if port else self.push
+        return fn
 
-    def push(self, value, port=0):
-        if port:
-            self.inlet(port)(value)
-            return
+    def put(self, value):
         self.n_in += 1
         try:
             x = value if self.path is None else _dig(value, self.path)
             x + 0
-        except Exception as e:
-            self.failed(value, e, "alarm needs a number")
+        except Exception:
+            self.failed(value)
             return
         if self.hi is None:
             # no threshold yet: counted, logged once, not an error
@@ -775,17 +759,20 @@ class Alarm(Step):
         self.x = x
         self._check(x)
 
-    def _threshold(self, t):
+    def put1(self, t):
         self.n_in += 1
         try:
             t + 0
-        except Exception as e:
-            self.failed(t, e, "alarm threshold needs a number")
+        except Exception:
+            self._bad_threshold(t)
             return
         self.hi = t
         self.lo = t - self.hysteresis
         if self.x is not _NONE:
             self._check(self.x)
+
+    def _bad_threshold(self, t):
+        self.failed(t, "alarm threshold needs a number")
 
     def _check(self, x):
         on = self.on
@@ -823,7 +810,7 @@ class Print(Step):
             self.str_param("label", None)
         self.write = sys.stdout.write  # tests replace it
 
-    def push(self, value, port=0):
+    def put(self, value):
         self.n_in += 1
         if self.label is not None:
             value = {"label": self.label, "value": value}
@@ -839,8 +826,7 @@ class Print(Step):
 
 
 def _cell(x):
-    t = type(x)
-    if t is str:
+    if type(x) is str:
         s = x
     elif x is None:
         return ""
@@ -863,6 +849,7 @@ class Csv(Step):
 
     def setup(self, params, n_inputs):
         self.path = self.str_param("path", None)
+        self.what = "csv write to '%s' failed" % self.path
         cols = params.get("columns")
         if cols is not None:
             if type(cols) is not list or not cols:
@@ -881,12 +868,12 @@ class Csv(Step):
         except OSError as e:
             raise self.bad("csv cannot open path '%s': %s" % (self.path, e))
 
-    def push(self, value, port=0):
+    def put(self, value):
         self.n_in += 1
         try:
             self._row(value)
-        except Exception as e:
-            self.failed(value, e, "csv write to '%s' failed" % self.path)
+        except Exception:
+            self.failed(value)
 
     def _row(self, value):
         if self.f is None:
@@ -932,7 +919,7 @@ class Callback(Step):
         self.name = self.str_param("name", self.id)
         self.deliver = self.ctx.deliver
 
-    def push(self, value, port=0):
+    def put(self, value):
         self.n_in += 1
         self.deliver(self.id, value)
 
@@ -948,7 +935,7 @@ TYPES = {
 
 
 def build(spec, ctx):
-    """{"id", "type", "params", "inputs"} -> a connected-to-nothing step object.
+    """{"id", "type", "params", "inputs"} -> a step object connected to nothing yet.
 
     Raises StepError naming the step, and the parameter when one is wrong."""
     sid = spec.get("id") if type(spec) is dict else None
@@ -971,7 +958,12 @@ def build(spec, ctx):
         n = len(inputs)
         lo, hi = cls.INPUTS
         if n < lo or (hi is not None and n > hi):
-            want = str(lo) if lo == hi else ("%d or more" % lo if hi is None else "%d or %d" % (lo, hi))
+            if lo == hi:
+                want = str(lo)
+            elif hi is None:
+                want = "%d or more" % lo
+            else:
+                want = "%d or %d" % (lo, hi)
             raise StepError("step '%s': %s takes %s input%s, got %d"
                             % (sid, kind, want, "" if want == "1" else "s", n))
     return cls(sid, params, ctx, n)

@@ -100,7 +100,7 @@ def preflight():
     if missing:
         raise NetLabUnavailable("the network lab needs %s: apt-get install -y %s" % (
             ", ".join("`%s`" % t for t, _ in missing), " ".join(p for _, p in missing)))
-    probe = "%s%dr-probe" % (FAMILY, os.getpid())
+    probe = "%s%dr999999-probe" % (FAMILY, os.getpid())   # matches _STALE if left behind
     res = _cmd(["ip", "netns", "add", probe], check=False)
     if res.returncode != 0:
         raise NetLabUnavailable("cannot create a network namespace (`ip netns add`): %s"
@@ -345,6 +345,7 @@ class NetLab:
             ok = _IFNAME.match(d) and d not in ("lo", "all", "default")
             self._ifnames[d] = d if ok else "d%d" % (i + 1)
         self._procs = {h: [] for h in self.hosts}
+        self._outbuf = {}
         self._started = False
 
     # --- names and addresses ------------------------------------------------------------------
@@ -376,7 +377,9 @@ class NetLab:
 
     def addr(self, host, domain=None):
         """Address of `host` in `domain` (may be omitted when the host is in one domain)."""
-        doms = self.host_domains[host] if host in self.host_domains else self.ns(host)
+        doms = self.host_domains.get(host)
+        if doms is None:
+            raise KeyError("no host %r in this lab" % (host,))
         if domain is None:
             if len(doms) != 1:
                 raise ValueError("%s is in %s: say which domain" % (host, ", ".join(doms)))
@@ -532,13 +535,13 @@ class NetLab:
     # --- processes ----------------------------------------------------------------------------
 
     def run(self, host, argv, **popen):
-        """Start `argv` inside the host's namespace; returns the Popen (text mode, stdout and
-        stderr piped unless given). The lab ends it on kill(host) or close()."""
+        """Start `argv` inside the host's namespace; returns the Popen (text mode; stdout piped
+        with stderr merged into it, unless given). The lab ends it on kill(host) or close()."""
         if not self._started:
             raise NetLabError("the lab is not started")
         popen.setdefault("stdin", subprocess.DEVNULL)
         popen.setdefault("stdout", subprocess.PIPE)
-        popen.setdefault("stderr", subprocess.PIPE)
+        popen.setdefault("stderr", subprocess.STDOUT)
         popen.setdefault("text", True)
         proc = subprocess.Popen(["ip", "netns", "exec", self.ns(host)] + [str(a) for a in argv],
                                 **popen)
@@ -587,23 +590,31 @@ class NetLab:
 
     def wait_line(self, proc, needle, timeout=10.0):
         """Read the process's stdout until a line containing `needle`; return that line.
-        Raises NetLabError on timeout or end of output, with what was read."""
+        Raises NetLabError on timeout or end of output, with what was read. Reads the pipe's
+        file descriptor directly (a buffered readline could hide lines from select)."""
         deadline = time.monotonic() + timeout
+        buf = self._outbuf.setdefault(proc.pid, bytearray())
         seen = []
-        while True:
+        fd = proc.stdout.fileno()
+        for _ in range(100000):
+            while b"\n" in buf:
+                line, _, rest = bytes(buf).partition(b"\n")
+                buf[:] = rest
+                text = line.decode(errors="replace")
+                seen.append(text)
+                if needle in text:
+                    return text
             left = deadline - time.monotonic()
             if left <= 0:
-                raise NetLabError("no line with %r within %gs; got: %r" % (needle, timeout, seen))
-            ready, _, _ = select.select([proc.stdout], [], [], left)
-            if not ready:
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                err = proc.stderr.read() if proc.poll() is not None and proc.stderr else ""
-                raise NetLabError("output ended before %r; got: %r %s" % (needle, seen, err))
-            seen.append(line.rstrip("\n"))
-            if needle in line:
-                return line.rstrip("\n")
+                break
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise NetLabError("output ended before a line with %r; got: %r"
+                                      % (needle, seen + [buf.decode(errors="replace")]))
+                buf += chunk
+        raise NetLabError("no line with %r within %gs; got: %r" % (needle, timeout, seen))
 
     # --- TCP helpers --------------------------------------------------------------------------
 

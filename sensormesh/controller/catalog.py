@@ -116,7 +116,7 @@ class Param:
     """One step parameter: its device-side name, kind, default and limits."""
 
     def __init__(self, name, kind, required=False, default=NOTHING, choices=(), minimum=None,
-                 above=None, doc="", hint=False):
+                 above=None, maximum=None, doc="", hint=False):
         self.name = name            # the device-side name, e.g. "time-frame"
         self.kind = kind            # number | int | str | bool | choice | key | fn | columns
         self.required = required
@@ -124,6 +124,7 @@ class Param:
         self.choices = choices
         self.minimum = minimum      # value >= minimum
         self.above = above          # value > above
+        self.maximum = maximum      # value <= maximum
         self.doc = doc
         self.hint = hint            # a placement hint: used by the controller, never sent
 
@@ -139,6 +140,8 @@ class Param:
                 return "must be >= %s, not %s" % (self.minimum, value)
             if self.above is not None and value <= self.above:
                 return "must be > %s, not %s" % (self.above, value)
+            if self.maximum is not None and value > self.maximum:
+                return "must be <= %s, not %s" % (self.maximum, value)
         elif k == "str":
             if not isinstance(value, str) or not value:
                 return "must be a non-empty string, not %s" % _show(value)
@@ -217,7 +220,7 @@ COMMON_HINTS = (
           doc="time-frame (ms) of pipes carrying this step's output to other devices"),
 )
 
-SELECTIVITY = Param("selectivity", "number", above=0, minimum=0, hint=True,
+SELECTIVITY = Param("selectivity", "number", above=0, maximum=1, hint=True,
                     doc="fraction of input values that produce an output (estimate)")
 
 
@@ -748,4 +751,4 @@ def get(name):
 
 def canonical_param(name):
     """Python keyword spelling -> device spelling: time_frame -> time-frame."""
-    return name.replace("_", "-") if name not in ("combine_latest",) else name
+    return name.replace("_", "-")

@@ -22,8 +22,8 @@ CPython only.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Mapping
 
 import networkx as nx
 
@@ -414,6 +414,30 @@ class Topology:
             self._route_cache[key] = r
         return self._route_cache[key]
 
+    def data_islands(self):
+        """Groups of devices that can exchange data within but not between groups (one group
+        in a well-joined network). Each is a tuple in device order; largest first."""
+        view = nx.subgraph_view(self._graph, filter_node=lambda n: n != CONTROLLER)
+        groups, done = [], set()
+        for dev in self.devices:
+            if dev not in done:
+                comp = nx.descendants(view, dev) | {dev}
+                group = tuple(d for d in self.devices if d in comp)
+                done.update(group)
+                groups.append(group)
+        return sorted(groups, key=len, reverse=True)
+
+    def explain_no_route(self, src, dst):
+        """A sentence for a placement error when route(src, dst) is None (else None)."""
+        if self.route(src, dst) is not None:
+            return None
+        def where(d):
+            doms = sorted(self.domains_of(d))
+            return "%s (domain%s %s)" % (d, "s" if len(doms) > 1 else "", ", ".join(doms))
+        return ("no route from %s to %s: no gateway (a device in two domains) or link joins "
+                "their domains, directly or through other domains; the controller does not "
+                "relay data" % (where(src), where(dst)))
+
     def link(self, a, b):
         """The placement's pluggable link function: (cost, Route) or None if a cannot send to b.
         cost = sum of hop costs (= hop count with default costs); 0 on the same device."""
@@ -492,7 +516,8 @@ class Topology:
         rerouted_control = {}
         old_routes = self.control_routes()
         for dev, r in degraded.control_routes().items():
-            if set(old_routes[dev].relays) & set(failed):
+            old = old_routes.get(dev)
+            if old is not None and set(old.relays) & set(failed):
                 rerouted_control[dev] = r
         edge_impacts = []
         for item in edges:
@@ -552,6 +577,10 @@ class Topology:
         if self.gateways:
             lines.append("gateways: " + ", ".join(
                 "%s (%s)" % (g, ", ".join(sorted(self._member_of[g]))) for g in self.gateways))
+        islands = self.data_islands()
+        if len(islands) > 1:
+            lines.append("data islands (no data route between them): " + "; ".join(
+                ", ".join(group) for group in islands))
         lines.append("control:")
         routes = self.control_routes()
         for dev in self.devices:

@@ -343,3 +343,84 @@ def test_trust_store_from_file_shape():
     assert isinstance(st, TrustStore)
     if MICROPYTHON:
         assert isinstance(fixture()["dev-a"].key, rsa.PrivateKey)
+
+
+def resumable(client="controller", server="dev-a", tickets=None, cache=None, trust=None, sclock=NOW):
+    f = fixture()
+    t = trust or load_trust(trust_json())
+    c = ClientSession(f[client], t, server, clock=lambda: NOW, resume=cache)
+    s = ServerSession(f[server], t, replay=ReplayCache(), tickets=tickets, clock=lambda: sclock)
+    return c, s
+
+
+def test_resumption_skips_rsa_and_rotates_tickets():
+    tickets, cache = session.TicketStore(life=600), session.ResumeCache()
+    c, s = resumable(tickets=tickets, cache=cache)
+    hello, welcome = handshake(c, s)
+    assert "sig" in hello["hello"] and "ticket" in welcome["welcome"] and not c.resumed
+    first = welcome["welcome"]["ticket"]
+    for i in range(2):
+        c, s = resumable(tickets=tickets, cache=cache)
+        hello, welcome = handshake(c, s)
+        h = hello["hello"]
+        assert "sig" not in h and "share" not in h and "mac" in h
+        assert c.resumed and s.resumed and c.done and s.done
+        assert s.peer == "controller" and s.role == "controller" and c.role == "device"
+        assert welcome["welcome"]["ticket"] != first
+        assert len(tickets.tickets) == 1                     # the used ticket is gone
+        assert s.unwrap(c.wrap(b"[%d]" % i)) == b"[%d]" % i
+        assert c.unwrap(s.wrap(b"ok")) == b"ok"
+    # A replayed resumption hello finds its ticket used up.
+    _, s = resumable(tickets=tickets)
+    assert code_of(s.receive, hello) == "unknown-key"
+
+
+def test_resumption_failures_fall_back_to_full_handshake():
+    tickets, cache = session.TicketStore(life=600), session.ResumeCache()
+    handshake(*resumable(tickets=tickets, cache=cache))
+    # A forged MAC is refused and does not use up the real client's ticket.
+    cache2 = session.ResumeCache()
+    ent = cache.entries["dev-a"]
+    cache2.put("dev-a", ent[0], b"\x00" * 32, ent[2], ent[3])
+    c, s = resumable(tickets=tickets, cache=cache2)
+    assert code_of(s.receive, c.start()) == "bad-signature"
+    assert len(tickets.tickets) == 1
+    # The server restarted (tickets lost): refused, and the client's next try is a full handshake.
+    c, s = resumable(tickets=session.TicketStore(), cache=cache)
+    hello = c.start()
+    assert "ticket" in hello["hello"]
+    try:
+        s.receive(hello)
+        raise AssertionError("accepted")
+    except HandshakeError as e:
+        assert e.code == "unknown-key"
+        assert code_of(c.receive, e.to_message()) == "unknown-key"
+    c, s = resumable(tickets=tickets, cache=cache)
+    hello, _ = handshake(c, s)
+    assert "sig" in hello["hello"] and not c.resumed
+
+
+def test_resumption_expiry_and_revocation():
+    tickets, cache = session.TicketStore(life=100), session.ResumeCache()
+    handshake(*resumable(tickets=tickets, cache=cache))
+    # Expired on the server although the client still holds it.
+    c, s = resumable(tickets=tickets, cache=cache, sclock=NOW + 101)
+    s.window = 1000
+    assert code_of(s.receive, c.start()) == "unknown-key"
+    # Revoked after the ticket was issued: refused from the next connection on.
+    tickets, cache = session.TicketStore(life=600), session.ResumeCache()
+    t = load_trust(trust_json())
+    handshake(*resumable(tickets=tickets, cache=cache, trust=t))
+    t2 = load_trust(trust_json(revoked=("dev-old", "controller")))
+    c = ClientSession(fixture()["controller"], t, "dev-a", clock=lambda: NOW, resume=cache)
+    s = ServerSession(fixture()["dev-a"], t2, tickets=tickets, clock=lambda: NOW)
+    assert code_of(s.receive, c.start()) == "revoked"
+    assert "dev-a" not in cache.entries        # the next try is a full handshake (and refused too)
+
+
+def test_ticket_store_bounded():
+    ts = session.TicketStore(life=10, size=3)
+    ids = [ts.issue("p%d" % i, "fp", "device", b"s", NOW + i) for i in range(5)]
+    assert len(ts.tickets) == 3
+    assert ts.get(ids[0], NOW) is None and ts.get(ids[4], NOW + 4) is not None
+    assert ts.get(ids[4], NOW + 15) is None

@@ -1,0 +1,139 @@
+# Micro-benchmark of step chains (sensormesh/steps.py), on CPython and MicroPython alike:
+#     python3 benchmarks/bench_steps.py [values]
+#     micropython benchmarks/bench_steps.py [values]
+# A loop pushes 0, 1, 2... into map -> <step> -> callback, the map being shipped user code
+# (v * 0.5 + 1.0). The baseline is a plain Python loop doing the same arithmetic inline,
+# measured in the same run; the ratio says what the step machinery costs on top of the work.
+# Prints one table; best of 3 runs per row.
+import gc
+import sys
+
+HERE = __file__.rpartition("/")[0] or "."
+ROOT = HERE + "/.."
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from sensormesh import shipped, steps  # noqa: E402
+from sensormesh.compat import MICROPYTHON, implementation, ticks_diff, ticks_us  # noqa: E402
+
+USER = "def scale(v):\n    return v * 0.5 + 1.0\n"
+
+
+class Ctx:
+    def __init__(self, registry):
+        self.registry = registry
+        self.delivered = 0
+
+    def now(self):
+        return 0
+
+    def call_later(self, ms, fn):
+        raise RuntimeError("no timers in this benchmark")
+
+    def resolve(self, ref):
+        return shipped.resolve(self.registry, ref)
+
+    def deliver(self, step_id, value):
+        self.delivered += 1
+
+    def log(self, text):
+        print("log:", text)
+
+
+def chain(middle_type, middle_params):
+    ctx = Ctx(shipped.load_code({"user": USER}))
+    m = steps.build({"id": "m", "type": "map", "params": {"fn": "user:scale"},
+                     "inputs": ["src"]}, ctx)
+    last = m
+    if middle_type:
+        mid = steps.build({"id": "w", "type": middle_type, "params": middle_params,
+                           "inputs": ["m"]}, ctx)
+        m.connect(mid)
+        last = mid
+    cb = steps.build({"id": "cb", "type": "callback", "params": {"name": "out"},
+                      "inputs": [last.id]}, ctx)
+    last.connect(cb)
+    return m.inlet(0), ctx
+
+
+def run_chain(n, middle_type, middle_params):
+    push, ctx = chain(middle_type, middle_params)
+    t0 = ticks_us()
+    for i in range(n):
+        push(i)
+    return ticks_diff(ticks_us(), t0), ctx.delivered
+
+
+def run_baseline(n, size):
+    # the same arithmetic as map(scale) -> window(values=size, agg=mean) -> deliver, inline
+    out = []
+    deliver = out.append
+    acc = 0
+    k = 0
+    t0 = ticks_us()
+    for i in range(n):
+        x = i * 0.5 + 1.0
+        acc += x
+        k += 1
+        if k == size:
+            deliver(acc / k)
+            acc = 0
+            k = 0
+    return ticks_diff(ticks_us(), t0), len(out)
+
+
+CASES = [
+    ("map -> window(values=100, mean) -> callback", "window", {"values": 100, "agg": "mean"}),
+    ("map -> window(values=100, max) -> callback", "window", {"values": 100, "agg": "max"}),
+    ("map -> window(values=100, list) -> callback", "window", {"values": 100, "agg": "list"}),
+    ("map -> sliding(size=10, slide=10, sum) -> callback", "sliding",
+     {"size": 10, "slide": 10, "agg": "sum"}),
+    ("map -> changes -> callback (all change)", "changes", {}),
+    ("map -> callback (every value)", None, None),
+]
+
+
+def best(fn, *args):
+    t = None
+    for _ in range(3):
+        gc.collect()
+        us, count = fn(*args)
+        if t is None or us < t:
+            t = us
+    return max(t, 1), count
+
+
+def main(argv):
+    n = int(argv[0]) if argv else (30000 if MICROPYTHON else 300000)
+    print("sensormesh step chains, %s %s, %d values per run, best of 3"
+          % (implementation(), ".".join([str(x) for x in sys.implementation.version[:3]]), n))
+    base_us, base_out = best(run_baseline, n, 100)
+    base_rate = n * 1000000 // base_us
+    print("%-52s %12s %9s" % ("chain", "values/s", "vs base"))
+    print("%-52s %12d %9s" % ("baseline: inline loop, same math as window mean", base_rate,
+                              "1.00"))
+    for name, kind, params in CASES:
+        us, delivered = best(run_chain, n, kind, params)
+        rate = n * 1000000 // us
+        print("%-52s %12d %8.2fx" % (name, rate, base_us / us))
+    # A hot method whose frame the VM puts on the heap (see the note in steps.py) shows up
+    # as a rate that falls as the run gets longer: compare a short run with the full one.
+    short, _ = best(run_chain, n // 10, "window", {"values": 100, "agg": "mean"})
+    full, _ = best(run_chain, n, "window", {"values": 100, "agg": "mean"})
+    short_rate = (n // 10) * 1000000 // short
+    full_rate = n * 1000000 // full
+    print("map -> window(mean) -> callback, %d vs %d values: %d vs %d values/s%s"
+          % (n // 10, n, short_rate, full_rate,
+             "  <- SLOWER WHEN LONGER: heap-allocated frames?" if full_rate * 10 < short_rate * 6
+             else ""))
+    if MICROPYTHON:
+        gc.collect()
+        before = gc.mem_alloc()
+        keep = chain("window", {"values": 100, "agg": "mean"})
+        gc.collect()
+        print("heap held by one map -> window -> callback chain: %d bytes"
+              % (gc.mem_alloc() - before))
+        del keep
+
+
+main(sys.argv[1:])

@@ -1,0 +1,496 @@
+# Deployment to a MicroPython board (CPython only): `sensormesh board deploy`.
+#
+# 1. build: every device module (DEVICE_MODULES, the one list of what runs on a device) is
+#    precompiled with mpy-cross into BUILD/fs/ (a .mpy imports in a fraction of the heap the
+#    compiler needs for a .py), next to the board's device.json, boot.py and main.py.
+# 2. copy: mpremote removes the old sensormesh/ folder from the board (a stale .py would
+#    shadow the new .mpy), makes the folders, copies the files, and resets the board.
+# `--dry-run` prints every command of both steps and runs none. The device configuration
+# format and the wiring of each sensor are in docs/boards.md.
+#
+# package.json at the repository root (MicroPython's mip format) lists the same modules, so
+# `mpremote mip install package.json` installs the source instead; `sensormesh board
+# package-json --check` says whether it is up to date with DEVICE_MODULES.
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import click
+
+# The directory holding the sensormesh package (the repository root in a checkout).
+BASE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# What runs on a device: paths relative to BASE; a trailing "/" takes every .py file in the
+# folder and below. Everything a device module imports from sensormesh must be in here.
+DEVICE_MODULES = (
+    "sensormesh/__init__.py",
+    "sensormesh/compat.py",
+    "sensormesh/codec.py",
+    "sensormesh/session.py",
+    "sensormesh/fernet.py",
+    "sensormesh/rsa.py",
+    "sensormesh/transport.py",
+    "sensormesh/device.py",
+    "sensormesh/datarequest.py",
+    "sensormesh/steps.py",
+    "sensormesh/shipped.py",
+    "sensormesh/assignment.py",
+    "sensormesh/pipes.py",
+    "sensormesh/sensors/",
+)
+
+# What never goes onto a device: CPython-only code and test tooling. Every module of the
+# package is in exactly one of the two lists (tests/test_board.py checks it).
+HOST_MODULES = (
+    "sensormesh/controller/",
+    "sensormesh/cli.py",
+    "sensormesh/api.py",
+    "sensormesh/board.py",
+    "sensormesh/client.py",
+    "sensormesh/rsa_native.py",
+    "sensormesh/fakehw/",
+)
+
+# Where things go on the board's filesystem.
+CONFIG_FILE = "device.json"
+KEYS_DIR = "keys"
+DEFAULT_PORT = 7000
+
+# Keys of a device configuration file (see docs/boards.md) and their defaults.
+CONFIG_DEFAULTS = {"port": DEFAULT_PORT, "host": "0.0.0.0", "controller": None,
+                   "restart_after_s": 10}
+CONFIG_KEYS = ("name", "wifi", "controller", "port", "host", "max_conns", "keys", "sensors",
+               "restart_after_s")
+PIN_PARAMS = ("pin", "trigger", "echo", "pin_a", "pin_b", "scl", "sda")
+SHARED_PIN_PARAMS = ("scl", "sda")     # an I2C bus may carry several sensors
+INPUT_ONLY_GPIOS = (34, 35, 36, 37, 38, 39)
+
+
+class BoardError(Exception):
+    """A device configuration or a build step that cannot work; the message says why."""
+
+
+# -- the device modules ----------------------------------------------------------------
+
+def _expand(entries, base):
+    out = []
+    for e in entries:
+        path = os.path.join(base, e)
+        if e.endswith("/"):
+            for d, dirs, files in os.walk(path):
+                dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+                for f in sorted(files):
+                    if f.endswith(".py"):
+                        out.append(os.path.relpath(os.path.join(d, f), base).replace(os.sep, "/"))
+        elif os.path.exists(path):
+            out.append(e)
+    return sorted(out)
+
+
+def device_files(base=BASE):
+    """The device modules that exist, as sorted paths relative to base."""
+    return _expand(DEVICE_MODULES, base)
+
+
+def missing_device_modules(base=BASE):
+    """DEVICE_MODULES entries that are not there (yet)."""
+    return [e for e in DEVICE_MODULES if not os.path.exists(os.path.join(base, e))]
+
+
+def host_files(base=BASE):
+    return _expand(HOST_MODULES, base)
+
+
+def package_json(base=BASE):
+    """MicroPython mip package description of the device modules (the source files)."""
+    from sensormesh.device import VERSION
+    return {"urls": [[f, f] for f in device_files(base)], "deps": [], "version": VERSION}
+
+
+def package_json_text(base=BASE):
+    """package.json as written to the repository: one module per line."""
+    pj = package_json(base)
+    urls = ",\n".join("  " + json.dumps(u) for u in pj["urls"])
+    return ('{\n "urls": [\n%s\n ],\n "deps": %s,\n "version": %s\n}\n'
+            % (urls, json.dumps(pj["deps"]), json.dumps(pj["version"])))
+
+
+# -- device configuration --------------------------------------------------------------
+
+def driver_params(kind, base=BASE):
+    """Constructor parameter names of the esp32 driver for kind, read from its source."""
+    path = os.path.join(base, "sensormesh", "sensors", "esp32", kind + ".py")
+    if not os.path.exists(path):
+        return None
+    cls_name = kind[0].upper() + kind[1:]
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == cls_name:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    return [a.arg for a in item.args.args[1:]] + [a.arg for a in item.args.kwonlyargs]
+            return []
+    return None
+
+
+def esp32_kinds(base=BASE):
+    d = os.path.join(base, "sensormesh", "sensors", "esp32")
+    return sorted(f[:-3] for f in os.listdir(d) if f.endswith(".py") and not f.startswith("_"))
+
+
+def check_sensors(sensors, base=BASE):
+    """Normalised copies of the sensor specs: driver defaults to esp32; unknown kinds and
+    parameters and two sensors on one GPIO are BoardErrors."""
+    if not isinstance(sensors, list):
+        raise BoardError("\"sensors\" must be a list of sensor specs")
+    out = []
+    names = set()
+    used = {}
+    for i, spec in enumerate(sensors):
+        if isinstance(spec, str):
+            spec = {"kind": spec}
+        if not isinstance(spec, dict) or not spec.get("kind"):
+            raise BoardError("sensor %d: a sensor spec is an object with at least \"kind\"" % (i + 1))
+        spec = dict(spec)
+        spec.setdefault("driver", "esp32")
+        spec.setdefault("name", spec["kind"])
+        name = spec["name"]
+        if name in names:
+            raise BoardError("sensor name %r is used twice" % name)
+        names.add(name)
+        if spec["driver"] == "esp32":
+            params = driver_params(spec["kind"], base)
+            if params is None:
+                raise BoardError("sensor %r: no esp32 driver for kind %r (there are: %s)"
+                                 % (name, spec["kind"], ", ".join(esp32_kinds(base))))
+            for k in spec:
+                if k not in ("name", "kind", "driver", "rate") and k not in params:
+                    raise BoardError("sensor %r: the %s driver has no parameter %r (it takes: %s)"
+                                     % (name, spec["kind"], k, ", ".join(params) or "none"))
+            for k in PIN_PARAMS:
+                if k not in spec:
+                    continue
+                gpio = spec[k]
+                if type(gpio) is not int:
+                    raise BoardError("sensor %r: %s must be a GPIO number, not %r" % (name, k, gpio))
+                if k == "trigger" and gpio in INPUT_ONLY_GPIOS:
+                    raise BoardError("sensor %r: GPIO %d is input only and cannot drive the trigger"
+                                     % (name, gpio))
+                other = used.get(gpio)
+                if other is not None and not (k in SHARED_PIN_PARAMS and other[1] == k):
+                    raise BoardError("GPIO %d is used twice: %s of sensor %r and %s of sensor %r"
+                                     % (gpio, other[1], other[0], k, name))
+                used[gpio] = (name, k)
+        out.append(spec)
+    return out
+
+
+def device_config(cfg, base=BASE):
+    """The configuration file written to the board, from the user's device configuration."""
+    if not isinstance(cfg, dict):
+        raise BoardError("a device configuration is a JSON object")
+    unknown = [k for k in cfg if k not in CONFIG_KEYS]
+    if unknown:
+        raise BoardError("unknown configuration key(s): %s (known: %s)"
+                         % (", ".join(sorted(unknown)), ", ".join(CONFIG_KEYS)))
+    if not cfg.get("name"):
+        raise BoardError("the device configuration needs a \"name\"")
+    out = {"name": cfg["name"]}
+    for k in ("port", "host", "controller", "restart_after_s"):
+        out[k] = cfg.get(k, CONFIG_DEFAULTS[k])
+    if "max_conns" in cfg:
+        out["max_conns"] = cfg["max_conns"]
+    wifi = cfg.get("wifi") or {}
+    if not isinstance(wifi, dict):
+        raise BoardError("\"wifi\" must be an object {\"ssid\", \"password\"}")
+    password = wifi.get("password")
+    if password is None:
+        password = os.environ.get("SENSORMESH_WIFI_PASSWORD", "")
+    out["wifi"] = {"ssid": wifi.get("ssid") or "", "password": password}
+    keys = cfg.get("keys") or {}
+    out["keys"] = {"identity": keys.get("identity", KEYS_DIR + "/identity.json"),
+                   "trust": keys.get("trust", KEYS_DIR + "/trust.json")}
+    out["sensors"] = check_sensors(cfg.get("sensors", []), base)
+    return out
+
+
+def load_config(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError as e:
+        raise BoardError("cannot read %s: %s" % (path, e.strerror or e))
+    except ValueError as e:
+        raise BoardError("%s is not valid JSON: %s" % (path, e))
+
+
+# -- the board's boot.py and main.py ---------------------------------------------------
+
+BOOT_PY = """\
+# sensormesh board boot, written by `sensormesh board deploy`: runs before main.py.
+import gc
+
+try:
+    import esp
+    esp.osdebug(None)       # no ESP-IDF log lines on the REPL's UART
+except ImportError:
+    pass
+gc.collect()
+"""
+
+MAIN_PY = """\
+# sensormesh board entry point, written by `sensormesh board deploy`: reads device.json,
+# joins the WiFi and runs the device (sensormesh.device.run(config)) until reset. When that
+# fails it prints why, waits restart_after_s seconds (Ctrl-C here gets the REPL) and resets.
+import json
+import sys
+import time
+
+CONFIG = "device.json"
+
+
+def wifi_up(wifi, timeout_ms=20000):
+    import network
+    sta = network.WLAN(network.STA_IF)
+    sta.active(True)
+    if not sta.isconnected():
+        sta.connect(wifi["ssid"], wifi.get("password") or "")
+        t0 = time.ticks_ms()
+        while not sta.isconnected():
+            if time.ticks_diff(time.ticks_ms(), t0) > timeout_ms:
+                raise OSError("WiFi %r: not connected after %d ms" % (wifi["ssid"], timeout_ms))
+            time.sleep_ms(100)
+    return sta.ifconfig()[0]
+
+
+def main():
+    with open(CONFIG) as f:
+        cfg = json.load(f)
+    wifi = cfg.get("wifi") or {}
+    if wifi.get("ssid"):
+        print("sensormesh: WiFi %s up, address %s" % (wifi["ssid"], wifi_up(wifi)))
+    from sensormesh import device
+    device.run(cfg)
+
+
+def restart_after_s():
+    try:
+        with open(CONFIG) as f:
+            return json.load(f).get("restart_after_s", 10)
+    except Exception:
+        return 10
+
+
+try:
+    main()
+except KeyboardInterrupt:
+    print("sensormesh: stopped")
+except Exception as e:
+    print("sensormesh: device failed:", repr(e))
+    if hasattr(sys, "print_exception"):
+        sys.print_exception(e)
+    wait = restart_after_s()
+    if wait is not None and wait >= 0:
+        try:
+            time.sleep(wait)
+            import machine
+            machine.reset()
+        except KeyboardInterrupt:
+            print("sensormesh: reset cancelled")
+"""
+
+
+# -- build and copy ------------------------------------------------------------------------
+
+def compiled_name(path):
+    return path[:-3] + ".mpy" if path.endswith(".py") else path
+
+
+def plan(cfg, port, build_dir, base=BASE, compile=True, mpy_cross="mpy-cross",
+         mpremote="mpremote", keys_dir=None):
+    """Every step of a deployment, in order, without running any:
+    ("write", local path, text) | ("compile", argv) | ("copy", local, local) |
+    ("board", argv, may_fail). Returns (steps, board configuration)."""
+    board_cfg = device_config(cfg, base)
+    fs = os.path.join(build_dir, "fs")
+    steps = []
+    files = device_files(base)
+    if not files:
+        raise BoardError("no device modules found under %s" % base)
+    remote = []
+    for f in files:
+        target = compiled_name(f) if compile else f
+        local = os.path.join(fs, target)
+        if compile:
+            steps.append(("compile", [mpy_cross, "-o", local, "-s", f, os.path.join(base, f)]))
+        else:
+            steps.append(("copy", os.path.join(base, f), local))
+        remote.append(target)
+    steps.append(("write", os.path.join(fs, CONFIG_FILE), json.dumps(board_cfg, indent=1) + "\n"))
+    steps.append(("write", os.path.join(fs, "boot.py"), BOOT_PY))
+    steps.append(("write", os.path.join(fs, "main.py"), MAIN_PY))
+    root_files = [CONFIG_FILE, "boot.py", "main.py"]
+    key_files = []
+    if keys_dir:
+        for k in ("identity.json", "trust.json"):
+            src = os.path.join(keys_dir, k)
+            if not os.path.exists(src):
+                raise BoardError("%s is missing (write it with `sensormesh keys export NAME %s`)"
+                                 % (src, keys_dir))
+            key_files.append(src)
+
+    conn = [mpremote, "connect", port]
+    steps.append(("board", conn + ["fs", "rm", "-r", ":sensormesh"], True))
+    dirs = sorted(set(r.rpartition("/")[0] for r in remote if "/" in r))
+    for d in _with_parents(dirs):
+        steps.append(("board", conn + ["fs", "mkdir", ":" + d], True))
+    for d in dirs:
+        here = [os.path.join(fs, r) for r in remote if r.rpartition("/")[0] == d]
+        steps.append(("board", conn + ["fs", "cp"] + here + [":" + d + "/"], False))
+    steps.append(("board", conn + ["fs", "cp"] + [os.path.join(fs, r) for r in root_files] + [":"], False))
+    if key_files:
+        steps.append(("board", conn + ["fs", "mkdir", ":" + KEYS_DIR], True))
+        steps.append(("board", conn + ["fs", "cp"] + key_files + [":" + KEYS_DIR + "/"], False))
+    steps.append(("board", conn + ["reset"], False))
+    return steps, board_cfg
+
+
+def _with_parents(dirs):
+    out = []
+    for d in dirs:
+        parts = d.split("/")
+        for i in range(1, len(parts) + 1):
+            p = "/".join(parts[:i])
+            if p not in out:
+                out.append(p)
+    return out
+
+
+def run_command(argv):
+    """Default runner: the command's exit status (output goes to the terminal)."""
+    try:
+        return subprocess.call(argv)
+    except OSError as e:
+        raise BoardError("cannot run %s: %s (is it installed? pip install %s)"
+                         % (argv[0], e.strerror or e, os.path.basename(argv[0])))
+
+
+def execute(steps, runner=run_command, echo=print):
+    """Run a plan: writes and copies locally, compile and board commands through runner."""
+    for step in steps:
+        what = step[0]
+        if what == "write":
+            os.makedirs(os.path.dirname(step[1]), exist_ok=True)
+            with open(step[1], "w") as f:
+                f.write(step[2])
+        elif what == "copy":
+            os.makedirs(os.path.dirname(step[2]), exist_ok=True)
+            shutil.copyfile(step[1], step[2])
+        elif what == "compile":
+            os.makedirs(os.path.dirname(step[1][2]), exist_ok=True)
+            if runner(step[1]) != 0:
+                raise BoardError("compiling failed: %s" % " ".join(step[1]))
+        elif what == "board":
+            echo("$ " + " ".join(step[1]))
+            rc = runner(step[1])
+            if rc != 0 and not step[2]:
+                raise BoardError("board command failed (exit %d): %s" % (rc, " ".join(step[1])))
+
+
+def describe(steps):
+    """The plan as shell-like lines, for --dry-run."""
+    lines = []
+    for step in steps:
+        if step[0] == "write":
+            lines.append("write %s (%d bytes)" % (step[1], len(step[2])))
+        elif step[0] == "copy":
+            lines.append("cp %s %s" % (step[1], step[2]))
+        elif step[0] == "compile":
+            lines.append(" ".join(step[1]))
+        else:
+            lines.append(" ".join(step[1]) + ("    # may fail: nothing to remove / exists" if step[2] else ""))
+    return lines
+
+
+def build(cfg, build_dir, base=BASE, compile=True, mpy_cross="mpy-cross", runner=run_command):
+    """Only the local part: the board's filesystem in build_dir/fs. Returns that folder."""
+    steps, _ = plan(cfg, "-", build_dir, base, compile, mpy_cross)
+    execute([s for s in steps if s[0] != "board"], runner)
+    return os.path.join(build_dir, "fs")
+
+
+def _find_tool(name):
+    found = shutil.which(name)
+    if found:
+        return found
+    here = os.path.join(os.path.dirname(sys.executable), name)
+    return here if os.path.exists(here) else name
+
+
+# -- command line ----------------------------------------------------------------------
+
+@click.group("board")
+def board():
+    """Put the device runtime on a MicroPython board (ESP32)."""
+
+
+@board.command()
+@click.option("--port", required=True, help="Serial port of the board, e.g. /dev/ttyUSB0.")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Device configuration (JSON; see docs/boards.md).")
+@click.option("--build-dir", default=None, help="Where to build (default: build/board/NAME).")
+@click.option("--keys", "keys_dir", default=None, type=click.Path(file_okay=False),
+              help="Folder with identity.json and trust.json (`sensormesh keys export`) to copy to :keys/.")
+@click.option("--source", is_flag=True, help="Copy .py source instead of precompiled .mpy files.")
+@click.option("--mpy-cross", "mpy_cross", default=None, help="mpy-cross to compile with (match the firmware's version).")
+@click.option("--mpremote", default=None, help="mpremote command to use.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; build and copy nothing.")
+def deploy(port, config_path, build_dir, keys_dir, source, mpy_cross, mpremote, dry_run):
+    """Build the device package and copy it with its configuration onto the board at PORT."""
+    try:
+        cfg = load_config(config_path)
+        name = cfg.get("name") if isinstance(cfg, dict) else None
+        build_dir = build_dir or os.path.join("build", "board", str(name or "device"))
+        steps, board_cfg = plan(cfg, port, build_dir, compile=not source,
+                                mpy_cross=mpy_cross or _find_tool("mpy-cross"),
+                                mpremote=mpremote or _find_tool("mpremote"), keys_dir=keys_dir)
+        if dry_run:
+            for line in describe(steps):
+                click.echo(line)
+            click.echo("# device %s: %d sensors, listening on port %s, WiFi %r"
+                       % (board_cfg["name"], len(board_cfg["sensors"]), board_cfg["port"],
+                          board_cfg["wifi"]["ssid"]))
+            return
+        execute(steps, echo=click.echo)
+        click.echo("deployed %s to %s; the board restarts into sensormesh" % (board_cfg["name"], port))
+    except BoardError as e:
+        raise click.ClickException(str(e))
+
+
+@board.command("package-json")
+@click.option("--check", is_flag=True, help="Only check that package.json is up to date (exit 1 if not).")
+@click.option("--path", default=os.path.join(BASE, "package.json"), show_default=True)
+def package_json_cmd(check, path):
+    """Write (or --check) the mip package.json listing the device modules."""
+    want = package_json_text()
+    if check:
+        try:
+            with open(path) as f:
+                have = f.read()
+        except OSError:
+            have = None
+        if have != want:
+            raise click.ClickException("%s is out of date: run `sensormesh board package-json`" % path)
+        click.echo("%s lists the %d device modules" % (path, len(package_json()["urls"])))
+        return
+    with open(path, "w") as f:
+        f.write(want)
+    click.echo("wrote %s (%d device modules)" % (path, len(package_json()["urls"])))
+
+
+if __name__ == "__main__":
+    board()

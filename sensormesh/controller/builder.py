@@ -1,0 +1,354 @@
+# The Python API: a pipeline reads as a sentence (streamz style).
+#
+#   p = Pipeline("alarm")
+#   p.device("esp-1", interpreter="micropython", cpu=1, memory=96_000, sensors=["temperature"],
+#            address="192.168.1.20:7001")
+#   t = p.source("temperature", on="esp-1", rate=10)
+#   t.map(to_f).window(time_frame=1000, agg="mean").alarm(high=86, low=82).sink.print()
+#
+# Every call adds one Step; its parameters are checked at once against the catalogue, so a
+# mistake points at the line that made it. The whole graph (inventory, sensors, shipped code)
+# is checked when the model is built: p.model(), p.plan() or p.assignments(). sensormesh.api
+# re-exports what users import.
+import os
+import sys
+
+from sensormesh.controller import catalog
+from sensormesh.controller.errors import ModelError, Problem
+from sensormesh.controller.model import Device, Model, Step
+from sensormesh.controller.shipping import CodeShipper
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_API = os.path.join(os.path.dirname(_HERE), "api.py")
+
+
+def _caller():
+    """'file.py:line' of the first frame outside the controller: where the user wrote the call."""
+    f = sys._getframe(1)
+    while f is not None:
+        fn = os.path.abspath(f.f_code.co_filename)
+        if not fn.startswith(_HERE + os.sep) and fn != _API:
+            return "%s:%d" % (os.path.basename(fn), f.f_lineno), os.path.dirname(fn)
+        f = f.f_back
+    return None, None
+
+
+def _params(kw):
+    """Python keywords -> device parameter names, dropping the ones left at None."""
+    return {catalog.canonical_param(k): v for k, v in kw.items() if v is not None}
+
+
+class Pipeline:
+    """A processing sequence under construction, plus its device inventory."""
+
+    def __init__(self, name):
+        self.name = name
+        self._steps = []
+        self._ids = set()
+        self._devices = []
+        self.callbacks = {}
+        self.network = None
+        self.topology = None
+        self._shipper = CodeShipper()
+        self._model = None
+        self._model_checked_devices = None
+
+    # -- inventory ---------------------------------------------------------------------------
+
+    def device(self, name, interpreter="cpython", cpu=None, memory=None, sensors=(), address=None,
+               unix=None, local=False, description=None):
+        """Add a device to the inventory; returns the Device."""
+        if any(d.name == name for d in self._devices):
+            raise ModelError(Problem("two devices with this name", device=name))
+        where, _ = _caller()
+        d = Device(name, interpreter=interpreter, cpu=cpu, memory=memory, sensors=sensors, address=address,
+                   unix=unix, local=local, description=description, origin=where)
+        probs = d.problems()
+        if probs:
+            raise ModelError([Problem("%s (%s)" % (m, where) if where else m, device=name, key=k)
+                              for k, m in probs])
+        self._devices.append(d)
+        self._model = None
+        return d
+
+    def devices_from(self, path):
+        """Add the devices (and network) of a YAML file: a pipeline file or an inventory file."""
+        from sensormesh.controller.pipeline_file import load_inventory
+        devices, network, topology = load_inventory(path)
+        for d in devices:
+            if any(x.name == d.name for x in self._devices):
+                raise ModelError(Problem("two devices with this name (one from %s)" % path, device=d.name))
+            self._devices.append(d)
+        if network is not None:
+            self.network, self.topology = network, topology
+        self._model = None
+        return self
+
+    @property
+    def devices(self):
+        return list(self._devices)
+
+    # -- graph -------------------------------------------------------------------------------
+
+    def source(self, sensor, on=None, rate=None, id=None, requires=None, **hints):
+        """A stream of a sensor's values: `sensor` is a kind or a configured sensor name."""
+        return self._add("source", [], dict(sensor=sensor, rate=rate), id, on, requires, hints,
+                         default_id=sensor if isinstance(sensor, str) else "source")
+
+    def merge(self, *streams, **kw):
+        """One stream of the values of all `streams` as they come."""
+        return merge(*streams, **kw)
+
+    def _add(self, type_, inputs, params, id, on, requires, hints, default_id=None, fn=None):
+        where, base = _caller()
+        for s in inputs:
+            if not isinstance(s, Stream):
+                raise ModelError(Problem("expected a stream, got %r (%s)" % (s, where), key="inputs"))
+            if s.pipeline is not self:
+                raise ModelError(Problem("cannot join streams of two pipelines (%r and %r) (%s)"
+                                         % (self.name, s.pipeline.name, where), key="inputs"))
+        sid = id if id is not None else self._new_id(default_id or type_)
+        if sid in self._ids:
+            raise ModelError(Problem("two steps with this id (%s)" % where, step=sid, key="id"))
+        p = _params(params)
+        p.update(_params(hints))
+        t = catalog.get(type_)
+        if fn is not None and not isinstance(fn, str):
+            p["fn"] = "user:placeholder"      # replaced by the shipped reference later
+        elif isinstance(fn, str):
+            p["fn"] = fn if ".py:" not in fn else "user:placeholder"
+        probs = t.check_params(p, len(inputs))
+        if probs:
+            raise ModelError([Problem("%s (%s)" % (m, where), step=sid, key=k) for k, m in probs])
+        if fn is not None:
+            del p["fn"]
+            if isinstance(fn, str) and ".py:" in fn and not os.path.isabs(fn.rpartition(":")[0]):
+                fn = os.path.join(base or os.getcwd(), fn)     # relative to the caller's file
+            self._check_fn(fn, sid, where)
+        step = Step(sid, type_, p, [s.id for s in inputs], on=on, requires=requires, origin=where, fn=fn)
+        self._steps.append(step)
+        self._ids.add(sid)
+        self._model = None
+        return Stream(self, sid) if t.outputs else SinkStep(self, sid)
+
+    def _check_fn(self, fn, sid, where):
+        """Cheap checks at the call: a lambda fails here, not at deployment."""
+        import types
+        if isinstance(fn, types.FunctionType) and fn.__name__ == "<lambda>":
+            raise ModelError(Problem(
+                "a lambda cannot be shipped to a device (%s); write a module-level function, "
+                "e.g. `def my_step(x): return ...`" % where, step=sid, key="fn"))
+        if not (isinstance(fn, str) or callable(fn)):
+            raise ModelError(Problem("fn must be a function or \"module:name\", not %r (%s)" % (fn, where),
+                                     step=sid, key="fn"))
+
+    def _new_id(self, base):
+        base = "".join(c if c.isalnum() or c in "_.-" else "_" for c in str(base)) or "step"
+        if not (base[0].isalpha() or base[0] == "_"):
+            base = "s_" + base
+        sid, n = base, 2
+        while sid in self._ids:
+            sid, n = "%s_%d" % (base, n), n + 1
+        return sid
+
+    # -- results -------------------------------------------------------------------------------
+
+    def model(self, require_devices=True):
+        """The validated Model (raises ModelError naming every problem)."""
+        if self._model is None or self._model_checked_devices != require_devices:
+            try:
+                m = Model(self.name, [Step(s.id, s.type, s.params, s.inputs, s.on, s.requires, s.origin, s.fn)
+                                      for s in self._steps],
+                          self._devices, callbacks=self.callbacks, network=self.network,
+                          topology=self.topology, shipper=self._shipper, require_devices=require_devices)
+            except ModelError as e:
+                origins = {s.id: s.origin for s in self._steps}
+                for p in e.problems:
+                    if p.step in origins and origins[p.step]:
+                        p.message = "%s (%s)" % (p.message, origins[p.step])
+                raise ModelError(e.problems)
+            self._model, self._model_checked_devices = m, require_devices
+        return self._model
+
+    def validate(self):
+        """Check the graph without an inventory; returns the warnings."""
+        return self.model(require_devices=bool(self._devices)).warnings
+
+    def plan(self, strategy="optimal", **options):
+        """Place the steps on the devices: a placement.Placement."""
+        return self.model().place(strategy, **options)
+
+    def assignments(self, strategy="optimal", epoch=0, **options):
+        """{device: assignment dict} for the given strategy."""
+        return self.plan(strategy, **options).assignments(epoch=epoch)
+
+    def __repr__(self):
+        return "Pipeline(%r, %d steps, %d devices)" % (self.name, len(self._steps), len(self._devices))
+
+
+class Stream:
+    """The output of a step; every method adds a step reading it and returns that step's stream."""
+
+    def __init__(self, pipeline, id):
+        self.pipeline = pipeline
+        self.id = id
+
+    def _then(self, type_, inputs, params, id, on, requires, hints, default_id=None, fn=None):
+        return self.pipeline._add(type_, [self] + list(inputs), params, id, on, requires, hints,
+                                  default_id=default_id, fn=fn)
+
+    def then(self, type_, *others, id=None, on=None, requires=None, **params):
+        """Any step type by name: s.then("window", values=10) == s.window(values=10)."""
+        t = catalog.get(type_)
+        if t is None or not t.user:
+            raise ModelError(Problem("unknown step type %r; known: %s" % (type_, ", ".join(catalog.USER_TYPES)),
+                                     key="type"))
+        fn = params.pop("fn", None)
+        return self._then(type_, others, params, id, on, requires, {}, fn=fn,
+                          default_id=getattr(fn, "__name__", type_) if fn is not None else type_)
+
+    # one input ---------------------------------------------------------------------------------
+
+    def map(self, fn, id=None, on=None, requires=None, **hints):
+        """fn(value) -> new value, shipped to wherever the step runs."""
+        return self._then("map", [], {}, id, on, requires, hints, default_id=_fn_name(fn, "map"), fn=fn)
+
+    def filter(self, fn, id=None, on=None, requires=None, **hints):
+        """Keep the values for which fn(value) is true (hint: selectivity=fraction kept)."""
+        return self._then("filter", [], {}, id, on, requires, hints, default_id=_fn_name(fn, "filter"), fn=fn)
+
+    def field(self, key, id=None, on=None, requires=None, **hints):
+        """value[key]; key may be a dotted path such as "accel.0"."""
+        return self._then("field", [], dict(key=key), id, on, requires, hints,
+                          default_id=str(key).replace(".", "_") if isinstance(key, str) else "field")
+
+    def window(self, time_frame=0, values=0, agg="mean", id=None, on=None, requires=None, **hints):
+        """Tumbling window: aggregate `values` values or `time_frame` ms, whichever comes first."""
+        return self._then("window", [], dict(time_frame=time_frame, values=values, agg=agg),
+                          id, on, requires, hints)
+
+    def sliding(self, size, slide=1, agg="mean", id=None, on=None, requires=None, **hints):
+        """Aggregate over the last `size` values, every `slide` values."""
+        return self._then("sliding", [], dict(size=size, slide=slide, agg=agg), id, on, requires, hints)
+
+    def throttle(self, interval, mode="latest", id=None, on=None, requires=None, **hints):
+        """At most one value per `interval` ms (the first or the latest of each interval)."""
+        return self._then("throttle", [], dict(interval=interval, mode=mode), id, on, requires, hints)
+
+    def changes(self, tolerance=0, id=None, on=None, requires=None, **hints):
+        """Only values that differ from the last one emitted (numbers: by more than tolerance)."""
+        return self._then("changes", [], dict(tolerance=tolerance), id, on, requires, hints)
+
+    def alarm(self, high=None, low=None, threshold=None, hysteresis=None, key=None, id=None, on=None,
+              requires=None, **hints):
+        """Alarm state changes: fixed `high`/`low`, or a `threshold` stream and `hysteresis`."""
+        others = []
+        if threshold is not None:
+            if not isinstance(threshold, Stream):
+                raise ModelError(Problem("threshold must be a stream (use high/low for fixed numbers), "
+                                         "not %r" % (threshold,), key="threshold"))
+            others = [threshold]
+            if hysteresis is None:
+                hysteresis = 0
+        return self._then("alarm", others, dict(high=high, low=low, hysteresis=hysteresis, key=key),
+                          id, on, requires, hints)
+
+    # joins ---------------------------------------------------------------------------------
+
+    def zip(self, other, max_pending=1000, id=None, on=None, requires=None, **hints):
+        """[a, b] pairs in arrival order."""
+        return self._then("zip", [other], dict(max_pending=max_pending), id, on, requires, hints)
+
+    def combine_latest(self, other, id=None, on=None, requires=None, **hints):
+        """[latest a, latest b] on every update once both have a value."""
+        return self._then("combine_latest", [other], {}, id, on, requires, hints)
+
+    def merge(self, *others, id=None, on=None, requires=None, **hints):
+        """This stream's values and the others', as they come."""
+        return self._then("merge", others, {}, id, on, requires, hints)
+
+    # sinks ---------------------------------------------------------------------------------
+
+    @property
+    def sink(self):
+        """s.sink.print() == s.print(): the sinks, for sentences that read that way."""
+        return Sinks(self)
+
+    def print(self, id=None, on=None, requires=None, **hints):
+        """Print every value on the device that runs the sink."""
+        return self._then("print", [], {}, id, on, requires, hints)
+
+    def csv(self, path, columns=None, id=None, on=None, requires=None, **hints):
+        """Append values as CSV rows to `path` on the device that runs the sink."""
+        return self._then("csv", [], dict(path=path, columns=list(columns) if columns is not None else None),
+                          id, on, requires, hints)
+
+    def callback(self, fn, name=None, id=None, on=None, requires=None, **hints):
+        """Call fn(value) in this program (on the controller) for every value."""
+        if not callable(fn):
+            raise ModelError(Problem("callback needs a function, not %r" % (fn,), key="fn"))
+        name = name or getattr(fn, "__name__", None) or "callback"
+        known = self.pipeline.callbacks.get(name)
+        if known is not None and known is not fn:
+            raise ModelError(Problem("two different callbacks named %r; pass name=" % name, key="name"))
+        sink = self._then("callback", [], dict(name=name), id, on, requires, hints, default_id=name)
+        self.pipeline.callbacks[name] = fn
+        return sink
+
+    def __repr__(self):
+        return "Stream(%r)" % self.id
+
+
+class Sinks:
+    """s.sink: the sink constructors of a stream."""
+
+    def __init__(self, stream):
+        self._s = stream
+
+    def print(self, **kw):
+        return self._s.print(**kw)
+
+    def csv(self, path, **kw):
+        return self._s.csv(path, **kw)
+
+    def callback(self, fn, **kw):
+        return self._s.callback(fn, **kw)
+
+
+class SinkStep:
+    """A sink: the end of a sentence. It has an id and no output."""
+
+    def __init__(self, pipeline, id):
+        self.pipeline = pipeline
+        self.id = id
+
+    def __getattr__(self, name):
+        if name in ("map", "filter", "window", "field", "zip", "print", "csv", "sink"):
+            raise ModelError(Problem("a sink has no output to %s" % name, step=self.id))
+        raise AttributeError(name)
+
+    def __repr__(self):
+        return "SinkStep(%r)" % self.id
+
+
+def merge(*streams, id=None, on=None, requires=None, **hints):
+    """merge(a, b, c): one stream of the values of all inputs as they come."""
+    if not streams:
+        raise ModelError(Problem("merge needs at least one stream", key="inputs"))
+    first = streams[0]
+    if not isinstance(first, Stream):
+        raise ModelError(Problem("merge takes streams, not %r" % (first,), key="inputs"))
+    return first.merge(*streams[1:], id=id, on=on, requires=requires, **hints)
+
+
+def _fn_name(fn, default):
+    if isinstance(fn, str):
+        return fn.rpartition(":")[2] or default
+    name = getattr(fn, "__name__", None)
+    return name if name and name != "<lambda>" else default
+
+
+def load(path, callbacks=None):
+    """A Model from a pipeline file; `callbacks` maps callback sink names to functions."""
+    from sensormesh.controller.pipeline_file import load_model
+    return load_model(path, callbacks=callbacks)

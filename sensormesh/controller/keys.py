@@ -1,0 +1,186 @@
+"""Key management on the controller (CPython only).
+
+The controller makes every key pair: an ESP32 cannot generate an RSA-2048 key in reasonable
+time. A key store is one directory (mode 0700):
+
+    registry.json            public half of every key ever issued: name, role, n, e,
+                             fingerprint, created, revoked (Unix time or null)
+    private/NAME.json        identity files (0600): what a device or reader loads with
+                             sensormesh.session.load_identity
+    trust.json               the trust store every side loads (sensormesh.session.load_trust):
+                             unrevoked public keys with roles, plus the revoked keys' names
+                             and fingerprints (so a device can say "revoked", not "unknown")
+
+Private key material is only ever written to private/ with mode 0600 and never printed.
+"""
+import json
+import os
+import time
+
+from sensormesh import rsa
+from sensormesh.rsa_native import generate
+from sensormesh.session import ROLES, valid_name
+
+DEFAULT_DIR = os.path.join(".sensormesh", "keys")
+ISSUABLE_ROLES = ("device", "reader")
+
+
+class KeyStoreError(Exception):
+    """A key-management request that cannot be done; the message says why."""
+
+
+def write_json(path, obj, mode):
+    """Write obj as JSON to path atomically, with the file mode set before any byte is written."""
+    d = os.path.dirname(path) or "."
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as f:
+            fd = None
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.write("\n")
+    finally:
+        if fd is not None:
+            os.close(fd)
+    os.replace(tmp, path)
+
+
+class KeyStore:
+    def __init__(self, root=DEFAULT_DIR, bits=2048):
+        self.root = root
+        self.bits = bits
+
+    # -- paths and files -------------------------------------------------------------------
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def identity_path(self, name):
+        return self.path("private", name + ".json")
+
+    def trust_path(self):
+        return self.path("trust.json")
+
+    def _load(self):
+        try:
+            with open(self.path("registry.json")) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {"version": 1, "controller": None, "keys": {}}
+
+    def _save(self, reg):
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        write_json(self.path("registry.json"), reg, 0o600)
+        write_json(self.trust_path(), self._trust(reg), 0o644)
+
+    # -- operations ------------------------------------------------------------------------
+    def init(self, name="controller", force=False):
+        """Create the controller's identity. force: replace it (the old key is revoked)."""
+        reg = self._load()
+        cur = reg.get("controller")
+        if cur and not force:
+            raise KeyStoreError("%s already holds the controller identity %r; use --force to replace it"
+                                % (self.root, cur))
+        other = reg["keys"].get(name)
+        if other is not None and other["role"] != "controller":
+            raise KeyStoreError("%r is already the name of a %s key" % (name, other["role"]))
+        if cur and cur != name and not reg["keys"][cur].get("revoked"):
+            reg["keys"][cur]["revoked"] = int(time.time())
+        entry = self._new(reg, name, "controller", force=True)
+        reg["controller"] = name
+        self._save(reg)
+        return entry
+
+    def issue(self, name, role, force=False):
+        """Make a key pair for a device or reader. force: re-key an existing name."""
+        if role not in ISSUABLE_ROLES:
+            raise KeyStoreError("role must be one of %s, not %r" % (", ".join(ISSUABLE_ROLES), role))
+        reg = self._load()
+        if not reg.get("controller"):
+            raise KeyStoreError("no controller identity in %s: run `sensormesh keys init` first" % self.root)
+        if name == reg["controller"]:
+            raise KeyStoreError("%r is the controller's name" % name)
+        entry = self._new(reg, name, role, force)
+        self._save(reg)
+        return entry
+
+    def _new(self, reg, name, role, force):
+        if not valid_name(name):
+            raise KeyStoreError("bad name %r: use 1-64 letters, digits, '.', '_' or '-'" % name)
+        old = reg["keys"].get(name)
+        if old is not None and not force:
+            state = "revoked" if old.get("revoked") else "issued"
+            raise KeyStoreError("a key named %r was already %s; use --force to issue a new one "
+                                "(the old one is then revoked)" % (name, state))
+        key = generate(self.bits)
+        if old is not None and not old.get("revoked"):
+            old["revoked"] = int(time.time())
+        if old is not None:
+            reg.setdefault("retired", []).append(old)
+        ident = dict(key, name=name, role=role, version=1)
+        write_json(self.identity_path(name), ident, 0o600)
+        entry = {"name": name, "role": role, "n": key["n"], "e": key["e"],
+                 "fingerprint": rsa.fingerprint(int(key["n"], 16), key["e"]),
+                 "created": int(time.time()), "revoked": None}
+        reg["keys"][name] = entry
+        return entry
+
+    def revoke(self, name):
+        reg = self._load()
+        ent = reg["keys"].get(name)
+        if ent is None:
+            raise KeyStoreError("no key named %r in %s" % (name, self.root))
+        if name == reg.get("controller"):
+            raise KeyStoreError("the controller key cannot be revoked; replace it with `keys init --force`")
+        if ent.get("revoked"):
+            raise KeyStoreError("the key of %r was already revoked" % name)
+        ent["revoked"] = int(time.time())
+        self._save(reg)
+        try:
+            os.remove(self.identity_path(name))
+        except FileNotFoundError:
+            pass
+        return ent
+
+    def entries(self):
+        """Every current key (public data only), sorted by name."""
+        reg = self._load()
+        return [dict(reg["keys"][n], controller=(n == reg.get("controller"))) for n in sorted(reg["keys"])]
+
+    def _trust(self, reg):
+        keys = {}
+        revoked = {}
+        for ent in list(reg["keys"].values()) + reg.get("retired", []):
+            if ent.get("revoked"):
+                revoked[ent["fingerprint"]] = ent["name"]
+        for name, ent in reg["keys"].items():
+            if not ent.get("revoked"):
+                keys[name] = {"role": ent["role"], "n": ent["n"], "e": ent["e"]}
+        return {"version": 1, "keys": keys,
+                "revoked": [{"name": revoked[fp], "fingerprint": fp} for fp in sorted(revoked)]}
+
+    def trust(self):
+        """The trust store every side loads (public data only)."""
+        return self._trust(self._load())
+
+    def export(self, name, outdir):
+        """Write what one device or reader needs into outdir: identity.json (0600) + trust.json."""
+        reg = self._load()
+        ent = reg["keys"].get(name)
+        if ent is None or ent.get("revoked"):
+            raise KeyStoreError("no current key named %r in %s" % (name, self.root))
+        src = self.identity_path(name)
+        if not os.path.exists(src):
+            raise KeyStoreError("the private key of %r is no longer in %s (deleted after provisioning?)"
+                                % (name, self.root))
+        with open(src) as f:
+            ident = json.load(f)
+        os.makedirs(outdir, mode=0o700, exist_ok=True)
+        write_json(os.path.join(outdir, "identity.json"), ident, 0o600)
+        write_json(os.path.join(outdir, "trust.json"), self._trust(reg), 0o644)
+        return [os.path.join(outdir, "identity.json"), os.path.join(outdir, "trust.json")]
+
+
+assert set(ISSUABLE_ROLES) < set(ROLES)

@@ -1,0 +1,489 @@
+# The pipeline graph and the device inventory, validated: what the Python API and the YAML
+# file both produce, and what placement consumes.
+#
+# A Model is built once and checked as a whole: every problem found (unknown step types,
+# dangling inputs, cycles, wrong arity, bad parameters, unknown devices or sensors, code that
+# cannot be shipped) is collected and raised together as one ModelError, each Problem naming
+# the step or device and the key. After validation the model also holds the estimates
+# placement needs: per step the output flow (values/s, bytes/value), CPU and memory cost, the
+# interpreters it can run on, and for sources the device that has the sensor.
+import difflib
+import os
+import re
+import tempfile
+
+import networkx as nx
+
+from sensormesh.controller import catalog
+from sensormesh.controller.errors import ModelError, Problem, ShippingError
+from sensormesh.controller.shipping import INTERPRETERS, CodeShipper, pack
+
+STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+DEVICE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+# Defaults for devices that do not say: an ESP32-WROOM-32 with WiFi running (about 96 KB of
+# heap left for steps), and a desktop core (cpu in ESP32-core units, see catalog.py).
+DEVICE_DEFAULTS = {
+    "micropython": {"cpu": 1, "memory": 96000},
+    "cpython": {"cpu": 20, "memory": 256 * 1024 * 1024},
+}
+
+DEVICE_KEYS = ("interpreter", "cpu", "memory", "sensors", "address", "unix", "local", "description")
+LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost")
+
+
+def default_unix_path(device_name):
+    """Where a `local: true` device listens for pipes when its entry gives no `unix` path.
+
+    `sensormesh up` starts local devices with this path; assignments address same-host peers
+    with "unix:" + this path."""
+    return os.path.join(tempfile.gettempdir(), "sensormesh-%s.sock" % device_name)
+
+
+def _suggest(word, options):
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return " (did you mean %r?)" % close[0] if close else ""
+
+
+class Device:
+    """One device of the inventory: what it runs, what it can take, where it is reached."""
+
+    def __init__(self, name, interpreter="cpython", cpu=None, memory=None, sensors=(), address=None,
+                 unix=None, local=False, description=None, origin=None):
+        self.name = name
+        self.interpreter = interpreter
+        defaults = DEVICE_DEFAULTS.get(interpreter, DEVICE_DEFAULTS["cpython"])
+        self.cpu = defaults["cpu"] if cpu is None else cpu
+        self.memory = defaults["memory"] if memory is None else memory
+        self.raw_sensors = list(sensors) if isinstance(sensors, (list, tuple)) else sensors
+        self.sensors = []           # normalised specs: {"name", "kind", ...}
+        self.address = address
+        self.unix = unix
+        self.local = local
+        self.description = description
+        self.origin = origin
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def problems(self):
+        """[(key, message)] for everything wrong with this entry; normalises sensors."""
+        out = []
+        if not isinstance(self.name, str) or not DEVICE_NAME.match(self.name):
+            out.append(("name", "device names are letters, digits, '_', '.', '-'; not %r" % (self.name,)))
+        if self.interpreter not in INTERPRETERS:
+            out.append(("interpreter", "must be cpython or micropython, not %r" % (self.interpreter,)))
+        for key in ("cpu", "memory"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+                out.append((key, "must be a positive number, not %r" % (v,)))
+        if not isinstance(self.local, bool):
+            out.append(("local", "must be true or false, not %r" % (self.local,)))
+        if self.unix is not None and (not isinstance(self.unix, str) or not self.unix):
+            out.append(("unix", "must be a socket path, not %r" % (self.unix,)))
+        if self.address is None:
+            if not self.local:
+                out.append(("address", "is required (host:port) unless the device is local: true"))
+        else:
+            msg = _address_problem(self.address)
+            if msg:
+                out.append(("address", msg))
+        out.extend(self._normalise_sensors())
+        return out
+
+    def _normalise_sensors(self):
+        from sensormesh.sensors import SensorError, parse_spec
+        out, specs, names = [], [], set()
+        if not isinstance(self.raw_sensors, list):
+            return [("sensors", "must be a list of sensors, not %r" % (self.raw_sensors,))]
+        for i, s in enumerate(self.raw_sensors):
+            key = "sensors[%d]" % i
+            if isinstance(s, str):
+                try:
+                    spec = parse_spec(s)
+                except SensorError as e:
+                    out.append((key, str(e)))
+                    continue
+            elif isinstance(s, dict):
+                spec = dict(s)
+                if not isinstance(spec.get("kind"), str):
+                    out.append((key, "a sensor needs a kind (one of %s)" % ", ".join(sorted(catalog.SENSOR_RATES))))
+                    continue
+                spec.setdefault("name", spec["kind"])
+            else:
+                out.append((key, "must be a sensor kind, 'name=kind@rate' or a mapping, not %r" % (s,)))
+                continue
+            kind = spec["kind"]
+            if kind not in catalog.SENSOR_RATES and kind != "csv":
+                out.append((key, "unknown sensor kind %r%s; known: %s"
+                            % (kind, _suggest(kind, catalog.SENSOR_RATES), ", ".join(sorted(catalog.SENSOR_RATES)))))
+                continue
+            rate = spec.get("rate")
+            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0):
+                out.append((key, "rate must be a number >= 0, not %r" % (rate,)))
+                continue
+            if spec["name"] in names:
+                out.append((key, "two sensors named %r on one device" % spec["name"]))
+                continue
+            names.add(spec["name"])
+            specs.append(spec)
+        self.sensors = specs
+        return out
+
+    # -- facts ----------------------------------------------------------------------------
+
+    def find_sensor(self, ref):
+        """The sensor spec called `ref`, or else the first of kind `ref`, or None."""
+        for s in self.sensors:
+            if s["name"] == ref:
+                return s
+        for s in self.sensors:
+            if s["kind"] == ref:
+                return s
+        return None
+
+    @property
+    def host(self):
+        if not isinstance(self.address, str):
+            return None
+        host = self.address.rpartition(":")[0]
+        return "localhost" if host in LOOPBACK else host
+
+    @property
+    def unix_path(self):
+        """The Unix socket path this device listens on for pipes, or None."""
+        if self.unix:
+            return self.unix
+        if self.local:
+            return default_unix_path(self.name)
+        return None
+
+    @property
+    def cpu_units(self):
+        """CPU units per second this device can give (see catalog.CPU_UNITS_PER_S)."""
+        return self.cpu * catalog.CPU_UNITS_PER_S
+
+    def same_host(self, other):
+        """Both on one machine: both local, or both CPython at the same address host."""
+        if self.local and other.local:
+            return True
+        return (self.interpreter == other.interpreter == "cpython" and self.host is not None
+                and self.host == other.host)
+
+    def to_dict(self):
+        d = {"interpreter": self.interpreter, "cpu": self.cpu, "memory": self.memory,
+             "sensors": list(self.raw_sensors)}
+        for k in ("address", "unix", "description"):
+            if getattr(self, k) is not None:
+                d[k] = getattr(self, k)
+        if self.local:
+            d["local"] = True
+        return d
+
+    def __repr__(self):
+        return "Device(%r, %s, cpu=%s, memory=%s)" % (self.name, self.interpreter, self.cpu, self.memory)
+
+
+def _address_problem(addr):
+    if not isinstance(addr, str):
+        return "must be a string host:port, not %r" % (addr,)
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host:
+        return "must be host:port, not %r" % addr
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return "port must be 1..65535, not %r" % port
+    return None
+
+
+class Step:
+    """One step of the graph as the user wrote it (params use device names: "time-frame")."""
+
+    def __init__(self, id, type, params=None, inputs=(), on=None, requires=None, origin=None, fn=None):
+        self.id = id
+        self.type = type
+        self.params = dict(params or {})
+        self.inputs = list(inputs) if isinstance(inputs, (list, tuple)) else inputs
+        self.on = on
+        self.requires = requires
+        self.origin = origin        # "app.py:12" for API steps, for messages
+        self.fn = fn                # map/filter: the function object before it is shipped
+
+    @property
+    def stype(self):
+        return catalog.get(self.type)
+
+    @property
+    def is_sink(self):
+        t = self.stype
+        return t is not None and t.user and t.outputs == 0
+
+    def to_dict(self):
+        d = {"type": self.type}
+        d.update(self.params)
+        if len(self.inputs) == 1:
+            d["input"] = self.inputs[0]
+        elif self.inputs:
+            d["inputs"] = list(self.inputs)
+        if self.on:
+            d["on"] = self.on
+        if self.requires:
+            d["requires"] = self.requires
+        return d
+
+    def __repr__(self):
+        return "Step(%r, %r, inputs=%r)" % (self.id, self.type, self.inputs)
+
+
+class Model:
+    """A validated pipeline: steps (topologically ordered), devices and estimates.
+
+    Raises ModelError listing every problem found. `require_devices=False` checks the graph
+    alone (an inventory is needed before placement, not before the graph is written)."""
+
+    def __init__(self, name, steps, devices=(), callbacks=None, network=None, topology=None,
+                 shipper=None, base_dir=None, require_devices=True):
+        self.name = name
+        self.step_list = list(steps)
+        self.device_list = list(devices)
+        self.callbacks = dict(callbacks or {})
+        self.network = network          # the raw `network:` section, if any
+        self.topology = topology        # topology.Topology built from it, if that module exists
+        self.shipper = shipper or CodeShipper()
+        self.base_dir = base_dir        # where "file.py:name" references are looked up
+        self.warnings = []
+        self.steps = {}
+        self.devices = {}
+        self.order = []
+        self.consumers = {}
+        self.device_params = {}
+        self.hints = {}
+        self.code = {}
+        self.interpreters = {}
+        self.interpreter_reasons = {}
+        self.source_device = {}
+        self.sensor_spec = {}
+        self.flows = {}
+        self.costs = {}
+        self._validate(require_devices)
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def _validate(self, require_devices):
+        problems = []
+        if not isinstance(self.name, str) or not self.name:
+            problems.append(Problem("the pipeline needs a name (a non-empty string)", key="pipeline"))
+        self._check_devices(problems, require_devices)
+        self._check_steps(problems)
+        if not problems:
+            self._check_cycles(problems)
+        if not problems:
+            self._ship_code(problems)
+            self._resolve_sources(problems, require_devices)
+        if not problems:
+            self._estimate(problems)
+        if problems:
+            raise ModelError(problems)
+        sinks = [s for s in self.step_list if s.is_sink]
+        if not sinks:
+            self.warnings.append("the pipeline has no sink: its results go nowhere")
+        for s in self.step_list:
+            if not s.is_sink and not self.consumers[s.id]:
+                self.warnings.append("step %r: its output is not used by any step or sink" % s.id)
+
+    def _check_devices(self, problems, require_devices):
+        for d in self.device_list:
+            for key, msg in d.problems():
+                problems.append(Problem(msg, device=d.name, key=key, section="devices"))
+            if d.name in self.devices:
+                problems.append(Problem("two devices with this name", device=d.name, section="devices"))
+            self.devices[d.name] = d
+        if require_devices and not self.device_list:
+            problems.append(Problem("the inventory is empty: add devices (p.device(...) or devices: in the file)",
+                                    key="devices", section="devices"))
+
+    def _check_steps(self, problems):
+        def bad(msg, step, key=None):
+            problems.append(Problem(msg, step=step.id, key=key, section="steps"))
+
+        for s in self.step_list:
+            if not isinstance(s.id, str) or not STEP_ID.match(s.id):
+                problems.append(Problem("step ids start with a letter or '_' and hold letters, digits, "
+                                        "'_', '.', '-'; not %r" % (s.id,), step=s.id, key="id"))
+                continue
+            if s.id in self.steps:
+                bad("two steps with this id", s)
+                continue
+            self.steps[s.id] = s
+        for s in self.steps.values():
+            t = catalog.get(s.type)
+            if t is None:
+                bad("unknown step type %r%s; known: %s" % (s.type, _suggest(s.type, catalog.USER_TYPES),
+                                                           ", ".join(catalog.USER_TYPES)), s, "type")
+                continue
+            if not t.user:
+                bad("%s steps are inserted by the controller on cross-device edges; a pipeline "
+                    "cannot use them directly" % s.type, s, "type")
+                continue
+            if not isinstance(s.inputs, list) or not all(isinstance(i, str) for i in s.inputs):
+                bad("inputs must be a list of step ids, not %r" % (s.inputs,), s, "inputs")
+                continue
+            if not t.check_arity(len(s.inputs)):
+                bad("%s takes %s, got %d%s" % (s.type, t.arity_text(), len(s.inputs),
+                                               " (%s)" % ", ".join(s.inputs) if s.inputs else ""), s, "inputs")
+            for i, ref in enumerate(s.inputs):
+                up = self.steps.get(ref)
+                if up is None:
+                    bad("input %r does not exist%s" % (ref, _suggest(ref, self.steps)), s, "inputs")
+                elif up.is_sink:
+                    bad("input %r is a sink (%s), which has no output" % (ref, up.type), s, "inputs")
+            for key, msg in t.check_params(s.params, len(s.inputs)):
+                bad(msg, s, key)
+            if s.on is not None and s.on not in self.devices:
+                if self.devices:
+                    bad("unknown device %r%s; devices: %s" % (s.on, _suggest(s.on, self.devices),
+                                                              ", ".join(self.devices)), s, "on")
+                elif self.device_list or not isinstance(s.on, str):
+                    bad("unknown device %r" % (s.on,), s, "on")
+            if s.requires is not None and s.requires not in INTERPRETERS:
+                bad("must be cpython or micropython, not %r" % (s.requires,), s, "requires")
+        self.consumers = {sid: [] for sid in self.steps}
+        for s in self.steps.values():
+            if isinstance(s.inputs, list):
+                for ref in s.inputs:
+                    if ref in self.consumers and s.id not in self.consumers[ref]:
+                        self.consumers[ref].append(s.id)
+
+    def _check_cycles(self, problems):
+        g = nx.DiGraph()
+        g.add_nodes_from(self.steps)
+        for s in self.steps.values():
+            for ref in s.inputs:
+                g.add_edge(ref, s.id)
+        for comp in nx.strongly_connected_components(g):
+            first = next(sid for sid in self.steps if sid in comp)
+            if len(comp) == 1 and not g.has_edge(first, first):
+                continue
+            cycle = [first]
+            for u, v in nx.find_cycle(g.subgraph(comp), source=first):
+                cycle.append(v)
+            problems.append(Problem("cycle: %s (a pipeline must be acyclic)" % " -> ".join(cycle),
+                                    step=first, key="inputs", section="steps"))
+        if not problems:
+            pos = {sid: i for i, sid in enumerate(self.steps)}
+            self.order = list(nx.lexicographical_topological_sort(g, key=pos.__getitem__))
+
+    def _ship_code(self, problems):
+        for s in self.steps.values():
+            if s.type not in ("map", "filter"):
+                continue
+            fn = s.fn if s.fn is not None else s.params.get("fn")
+            try:
+                shipped = self.shipper.ship(fn, base_dir=self.base_dir)
+            except ShippingError as e:
+                problems.append(Problem(str(e.problems[0].message), step=s.id, key="fn", section="steps"))
+                continue
+            s.params["fn"] = shipped.ref
+            self.code[s.id] = shipped
+
+    def _resolve_sources(self, problems, require_devices):
+        for s in self.steps.values():
+            allowed = INTERPRETERS
+            reasons = []
+            if s.requires:
+                allowed = allowed & {s.requires}
+                reasons.append("requires %s" % s.requires)
+            shipped = self.code.get(s.id)
+            if shipped is not None:
+                allowed = allowed & shipped.interpreters
+                reasons.extend(shipped.reasons)
+            self.interpreters[s.id] = frozenset(allowed)
+            self.interpreter_reasons[s.id] = reasons
+            if s.type != "source":
+                continue
+            ref = s.params["sensor"]
+            if s.on is not None:
+                dev = self.devices[s.on]
+                spec = dev.find_sensor(ref)
+                if spec is None:
+                    have = ", ".join(x["name"] for x in dev.sensors) or "none"
+                    problems.append(Problem("device %r has no sensor %r (its sensors: %s)" % (s.on, ref, have),
+                                            step=s.id, key="sensor", section="steps"))
+                    continue
+                self.source_device[s.id] = s.on
+                self.sensor_spec[s.id] = spec
+                continue
+            if not self.devices:
+                if require_devices:
+                    problems.append(Problem("no device has sensor %r" % ref, step=s.id, key="sensor"))
+                continue
+            found = [(d, d.find_sensor(ref)) for d in self.devices.values()]
+            found = [(d, spec) for d, spec in found if spec is not None]
+            if not found:
+                kinds = sorted({x["name"] for d in self.devices.values() for x in d.sensors}
+                               | {x["kind"] for d in self.devices.values() for x in d.sensors})
+                problems.append(Problem("no device has sensor %r%s (sensors in the inventory: %s)"
+                                        % (ref, _suggest(ref, kinds), ", ".join(kinds) or "none"),
+                                        step=s.id, key="sensor", section="steps"))
+            elif len(found) > 1:
+                problems.append(Problem("sensor %r is on %d devices (%s); say which with on:"
+                                        % (ref, len(found), ", ".join(d.name for d, _ in found)),
+                                        step=s.id, key="sensor", section="steps"))
+            else:
+                self.source_device[s.id] = found[0][0].name
+                self.sensor_spec[s.id] = found[0][1]
+
+    def _estimate(self, problems):
+        for sid in self.order:
+            s = self.steps[sid]
+            t = s.stype
+            params, hints = t.split(s.params, len(s.inputs))
+            self.device_params[sid] = params
+            self.hints[sid] = hints
+            ins = [self.flows[i] for i in s.inputs]
+            for key, msg in t.check_values(params, ins):
+                problems.append(Problem(msg, step=sid, key=key, section="steps"))
+            if s.type == "source":
+                spec = self.sensor_spec.get(sid) or {"kind": params["sensor"]}
+                out = t.flow(params, hints, ins, {"sensor": spec})
+                cost = t.cost(dict(params, sensor=spec["kind"]), hints, ins, out)
+            else:
+                out = t.flow(params, hints, ins)
+                cost = t.cost(params, hints, ins, out)
+            shipped = self.code.get(sid)
+            if shipped is not None and "memory" not in hints:
+                cost.memory += catalog.CODE_MEMORY_PER_BYTE * shipped.size()
+            self.flows[sid] = out
+            self.costs[sid] = cost
+
+    # -- use -----------------------------------------------------------------------------------
+
+    def fixed_device(self, sid):
+        """The device a step must run on (source with the sensor, or pinned), else None."""
+        s = self.steps[sid]
+        return self.source_device.get(sid) or s.on
+
+    def edges(self):
+        """[(producer, consumer)] in topological order of the consumer."""
+        return [(i, sid) for sid in self.order for i in dict.fromkeys(self.steps[sid].inputs)]
+
+    def code_for(self, step_ids):
+        """{module: source} for the shipped code the given steps use."""
+        return pack([self.code[sid] for sid in step_ids if sid in self.code])
+
+    def to_dict(self):
+        """The model as the data of a pipeline file (devices, steps, sinks)."""
+        d = {"pipeline": self.name}
+        if self.devices:
+            d["devices"] = {n: dev.to_dict() for n, dev in self.devices.items()}
+        if self.network is not None:
+            d["network"] = self.network
+        d["steps"] = {s.id: s.to_dict() for s in self.step_list if not s.is_sink}
+        d["sinks"] = {s.id: s.to_dict() for s in self.step_list if s.is_sink}
+        return d
+
+    def place(self, strategy="optimal", **options):
+        """Placement of this model on its devices; see placement.place."""
+        from sensormesh.controller.placement import place
+        return place(self, strategy=strategy, **options)
+
+    def __repr__(self):
+        return "Model(%r, %d steps, %d devices)" % (self.name, len(self.steps), len(self.devices))
