@@ -1,164 +1,96 @@
 # Heap of a device on the MicroPython unix port, from the precompiled (.mpy) bundle that
 # `sensormesh board deploy` puts on a board:
-#   1. import: heap after importing the device package and every ESP32 driver (simulated
-#      hardware, itself precompiled and counted apart: a real board has machine built in);
-#   2. serving: peak and live heap while the device serves two sensor streams (a poti
-#      batched in 100 ms time frames and an MPU-6050 sending every value, 100 Hz each) to
-#      two clients for a few seconds.
+#   1. imports: heap taken by the device runtime, all ESP32 drivers (on simulated hardware,
+#      counted apart: a real board has `machine` built in), the assignment runtime and the
+#      secure session; each group in a fresh interpreter under the heap cap, then everything
+#      in one interpreter (under the cap, and uncapped for the total);
+#   2. serving: heap while the device serves two sensor streams (a poti batched in 100 ms
+#      time frames and an MPU-6050 sending every value, 100 Hz each) to two TCP clients.
 #     python3 benchmarks/bench_heap.py [--heap 96K] [--seconds 3]
-# builds the bundle with mpy-cross into a temporary folder and runs the measuring half under
-# `micropython -X heapsize=96K` (the unix port is 64-bit: its objects are about twice the
-# size they are on the 32-bit ESP32, so these figures are an upper bound for a board).
-# Prints one table.
-import gc
+# Builds the bundle with mpy-cross into a temporary folder and runs the measuring half
+# (benchmarks/heap_probe.py, precompiled too) with `micropython -X heapsize=96K`. The unix
+# port is 64-bit: objects take about twice the memory they take on the 32-bit ESP32, so the
+# figures are an upper bound for a board. Prints one table.
+import os
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
 
-MICROPYTHON = sys.implementation.name == "micropython"
+ROOMY = "128K"    # the second heap size the serving part runs with
 
-DRIVERS = ("temperature", "hall", "poti", "gyro", "dht11", "ultrasonic", "co2", "touchpad",
-           "touch", "rotary")
-DEVICE_MODULES = ("sensormesh.compat", "sensormesh.codec", "sensormesh.transport",
-                  "sensormesh.sensors", "sensormesh.datarequest", "sensormesh.device",
-                  "sensormesh.shipped", "sensormesh.steps", "sensormesh.pipes",
-                  "sensormesh.assignment", "sensormesh.fernet", "sensormesh.rsa",
-                  "sensormesh.session")
-FAKE_HW = ("machine", "esp32", "dht", "fakeparts")
-STREAMS = ({"sensor": "knob", "time-frame": 100}, {"sensor": "imu", "time-frame": 0})
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
 
-
-# -- the measuring half (MicroPython) --------------------------------------------------
-
-def used():
-    gc.collect()
-    return gc.mem_alloc()
+from heap_probe import GROUPS, STREAMS  # noqa: E402
+from sensormesh import board  # noqa: E402
+from sensormesh.client import Client  # noqa: E402
 
 
-def measure_imports(rows):
-    base = used()
-    rows.append(("interpreter, nothing imported", base, ""))
-    t = used()
-    for m in FAKE_HW:
-        __import__(m)
-    fake = used() - t
-    rows.append(("simulated hardware (not on a board)", fake, "machine, esp32, dht, fakeparts"))
-    start = used()
-    for m in DEVICE_MODULES:
-        t = used()
-        __import__(m)
-        rows.append(("  + " + m, used() - t, ""))
-    runtime = used() - start
-    t = used()
-    for d in DRIVERS:
-        __import__("sensormesh.sensors.esp32." + d)
-    drivers = used() - t
-    rows.append(("  + all 10 esp32 drivers", drivers, "sensormesh.sensors.esp32.*"))
-    total = used() - base - fake
-    rows.append(("device package + all drivers", total, "excluding the simulated hardware"))
-    return total
+def parse(text):
+    out = {}
+    for line in text.splitlines():
+        k, sep, v = line.partition("|")
+        if sep:
+            out[k] = v
+    return out
 
 
-def make_board():
-    import fakeparts
-    import machine
-    machine.fake_reset()
-    mpu = machine.fake_i2c(0).attach(0x68, fakeparts.MPU6050())
-    machine.Pin(34).fake_analog(40000)
-    return mpu
+def kb(v):
+    if v is None:
+        return "-"
+    v = int(v)
+    return "does not fit" if v < 0 else "%.1f KB" % (v / 1024.0)
 
 
-def serve(port, seconds, rows):
-    """Serve STREAMS to the clients the CPython half connects; sample the heap each turn."""
-    from sensormesh.device import Device
-    mpu = make_board()
-    before = used()
-    dev = Device("bench", [{"name": "knob", "kind": "poti", "driver": "esp32", "pin": 34},
-                           {"name": "imu", "kind": "gyro", "driver": "esp32"}])
-    mpu.set_physical((0.0, 0.0, 1.0), (1.0, 2.0, 3.0), 25.0)
-    dev.listen_tcp("127.0.0.1", port)
-    print("sensormesh bench listening")
-    loop = dev.loop
-    peak = 0
-    low_free = gc.mem_free()
-    turns = 0
-    t_end = None
-    while True:
-        loop.run_once(50)
-        turns += 1
-        a = gc.mem_alloc()
-        if a > peak:
-            peak = a
-        f = gc.mem_free()
-        if f < low_free:
-            low_free = f
-        if t_end is None and len(dev.streams) == len(STREAMS):
-            t_end = loop.now() + seconds * 1000
-        if dev.errors:
-            rows.append(("serving FAILED", 0, "%d loop errors (see stderr)" % dev.errors))
-            break
-        if t_end is not None and loop.now() >= t_end:
-            break
-    stats = [s.stats() for s in dev.streams]
-    live = used()
-    dev.close()
-    rows.append(("device with 2 board sensors, idle", 0, ""))
-    rows[-1] = ("device + 2 board sensors, before serving", before, "after gc")
-    rows.append(("peak while serving 2 streams", peak, "max gc.mem_alloc() over %d loop turns" % turns))
-    rows.append(("lowest free heap while serving", low_free, "gc.mem_free()"))
-    rows.append(("live heap at the end of serving", live, "after gc"))
-    vals = sum(s["values"] for s in stats)
-    rows.append(("values sent", vals, "%s in %d s" % (", ".join("%d" % s["values"] for s in stats), seconds)))
+class Probe:
+    def __init__(self, heap):
+        self.heap = heap
+        self.mp = board._find_tool("micropython")
+        mpy_cross = board._find_tool("mpy-cross")
+        self.tmp = tempfile.mkdtemp(prefix="sensormesh-bench-")
+        fs = board.build({"name": "bench"}, self.tmp, ROOT, mpy_cross=mpy_cross)
+        extra = os.path.join(self.tmp, "extra")        # simulated hardware + the probe, precompiled
+        os.makedirs(extra)
+        for src in ("machine", "esp32", "dht", "fakeparts"):
+            subprocess.check_call([mpy_cross, "-o", os.path.join(extra, src + ".mpy"),
+                                   os.path.join(ROOT, "sensormesh", "fakehw", src + ".py")])
+        subprocess.check_call([mpy_cross, "-o", os.path.join(extra, "heap_probe.mpy"),
+                               os.path.join(HERE, "heap_probe.py")])
+        self.env = dict(os.environ, MICROPYPATH=fs + ":" + extra)
+
+    def start(self, args, heap=None):
+        code = "import heap_probe; heap_probe.main(%r)" % (list(args),)
+        return subprocess.Popen([self.mp, "-X", "heapsize=" + (heap or self.heap), "-c", code], env=self.env,
+                                cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def run(self, args, heap=None):
+        out, err = self.start(args, heap).communicate(timeout=120)
+        return parse(out)
+
+    def close(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def inner(argv):
-    rows = []
-    measure_imports(rows)
-    port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 0
-    if port:
-        serve(port, int(argv[argv.index("--seconds") + 1]), rows)
-    print("RESULTS")
-    for name, value, note in rows:
-        print("%s|%d|%s" % (name, value, note))
-
-
-# -- the driving half (CPython) ----------------------------------------------------------
-
-def outer(argv):
-    import os
-    import socket
-    import subprocess
-    import tempfile
-    import threading
-    import time
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.dirname(here)
-    sys.path.insert(0, root)
-    from sensormesh import board
-    from sensormesh.client import Client
-
-    heap = argv[argv.index("--heap") + 1] if "--heap" in argv else "96K"
-    seconds = int(argv[argv.index("--seconds") + 1]) if "--seconds" in argv else 3
-    mp = board._find_tool("micropython")
-    tmp = tempfile.mkdtemp(prefix="sensormesh-bench-")
-    fs = board.build({"name": "bench"}, tmp, root, mpy_cross=board._find_tool("mpy-cross"))
-    fake = os.path.join(tmp, "fakehw")
-    os.makedirs(fake)
-    for m in FAKE_HW:
-        subprocess.check_call([board._find_tool("mpy-cross"), "-o", os.path.join(fake, m + ".mpy"),
-                               os.path.join(root, "sensormesh", "fakehw", m + ".py")])
+def serve(probe, seconds, heap=None):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    env = dict(os.environ, MICROPYPATH=":" + fs + ":" + fake)
-    p = subprocess.Popen([mp, "-X", "heapsize=" + heap, os.path.abspath(__file__), "--inner", "--port", str(port),
-                          "--seconds", str(seconds)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
-    out = []
+    p = probe.start(["serve", str(port), str(seconds)], heap)
     got = {}
 
-    def read(name, req):
-        c = Client("127.0.0.1:%d" % port, timeout=seconds + 10)
+    def read(req):
+        name = req["sensor"]
+        try:
+            c = Client("127.0.0.1:%d" % port, timeout=seconds + 10)
+        except OSError:
+            got[name] = -1
+            return
         try:
             c.send({"data-request": req})
             n = 0
@@ -171,45 +103,106 @@ def outer(argv):
         finally:
             c.close()
 
+    lines = []
     threads = []
+    err = ""
     try:
         for line in p.stdout:
-            out.append(line)
+            lines.append(line)
             if "listening" in line:
                 for req in STREAMS:
-                    t = threading.Thread(target=read, args=(req["sensor"], req), daemon=True)
+                    t = threading.Thread(target=read, args=(req,), daemon=True)
                     t.start()
                     threads.append(t)
                 break
-        deadline = time.monotonic() + seconds + 30
-        rest, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-        out.append(rest)
+        rest, err = p.communicate(timeout=seconds + 60)
+        lines.append(rest)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
     for t in threads:
         t.join(5)
-    text = "".join(out)
-    if "RESULTS" not in text:
-        print(text[-3000:])
-        print(err[-3000:])
-        raise SystemExit("benchmark failed (exit %s)" % p.returncode)
-    rows = [line.split("|") for line in text.split("RESULTS", 1)[1].strip().splitlines()]
-    print("Device heap on the MicroPython unix port (64-bit), -X heapsize=%s, bundle precompiled with mpy-cross"
-          % heap)
-    print("%-44s %10s  %s" % ("what", "bytes", "note"))
-    print("-" * 100)
-    for name, value, note in rows:
-        print("%-44s %10s  %s" % (name, value, note))
-    if err.strip():
-        first = err.strip().splitlines()
-        print("stderr (%d lines), first: %s" % (len(first), first[0][:200]))
-    print("received by the clients: %s" % ", ".join("%s %d values" % (k, got[k]) for k in sorted(got)))
+    return parse("".join(lines)), got, err
+
+
+def ok(result):
+    return "failed" not in result[0] and "live" in result[0]
+
+
+def smallest_heap(probe, low, high, step=4):
+    """The smallest heap (KB, to step) between low (fails) and high (works) that serves."""
+    lo, hi = int(low[:-1]), int(high[:-1])
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        if ok(serve(probe, 1, "%dK" % mid)):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def main(argv):
+    heap = argv[argv.index("--heap") + 1] if "--heap" in argv else "96K"
+    seconds = int(argv[argv.index("--seconds") + 1]) if "--seconds" in argv else 3
+    probe = Probe(heap)
+    try:
+        alone = [probe.run(["imports", str(i)]) for i in range(len(GROUPS))]
+        every = [str(i) for i in range(len(GROUPS))]
+        together = probe.run(["imports"] + every)
+        uncapped = probe.run(["imports"] + every, heap="4M")
+        served = [serve(probe, seconds), serve(probe, seconds, ROOMY)]
+        smallest = smallest_heap(probe, heap, ROOMY) if not ok(served[0]) and ok(served[1]) else None
+    finally:
+        probe.close()
+
+    w = 44
+    print("Device heap on the MicroPython unix port (64-bit: objects about twice their ESP32 size);")
+    print("modules precompiled with mpy-cross; bytes = gc.mem_alloc() growth after gc.collect()")
+    print()
+    print("%-*s %14s %14s %14s" % (w, "imports", "alone, " + heap, "all, " + heap, "all, uncapped"))
+    print("-" * (w + 45))
+    print("%-*s %14s %14s %14s" % (w, "interpreter + probe code", kb(alone[0].get("base")), kb(together.get("base")),
+                                   kb(uncapped.get("base"))))
+    print("%-*s %14s %14s %14s" % (w, "simulated machine/esp32/dht (not on a board)", kb(alone[0].get("fake")),
+                                   kb(together.get("fake")), kb(uncapped.get("fake"))))
+    for i, (name, _) in enumerate(GROUPS):
+        print("%-*s %14s %14s %14s" % (w, "+ " + name, kb(alone[i].get("g%d" % i)), kb(together.get("g%d" % i)),
+                                       kb(uncapped.get("g%d" % i))))
+    fits = all(int(together.get("g%d" % i, -1)) >= 0 for i in range(len(GROUPS)))
+    print("%-*s %14s %14s %14s" % (w, "= whole device package + all drivers", "",
+                                   kb(together.get("total")) if fits else "does not fit", kb(uncapped.get("total"))))
+    runtime_drivers = sum(int(alone[i].get("g%d" % i, 0)) for i in (0, 1))
+    print("%-*s %14s" % (w, "= runtime + all drivers (sum of the above)", kb(runtime_drivers)))
+    print("%-*s %14s %14s" % (w, "free heap after the imports", kb(alone[0].get("free")), kb(together.get("free"))))
+    print()
+    print("serving for %d s: poti at 100 Hz in 100 ms frames + MPU-6050 at 100 Hz, every value alone;" % seconds)
+    print("two clients over TCP; heap sampled between loop turns; live figures include the simulated")
+    print("hardware and the probe code (see above)")
+    print("%-*s %14s %14s" % (w, "serving", "heap " + heap, "heap " + ROOMY))
+    print("-" * (w + 45))
+
+    def row(label, fn):
+        print("%-*s %14s %14s" % (w, label, fn(served[0]), fn(served[1])))
+
+    row("device + 2 board sensors, ready (live)", lambda r: kb(r[0].get("ready")))
+    row("peak gc.mem_alloc() while serving", lambda r: kb(r[0].get("peak")))
+    row("max live heap (gc every 10th turn)", lambda r: kb(r[0].get("live_max")))
+    row("lowest gc.mem_free() while serving", lambda r: kb(r[0].get("low_free")))
+    row("live heap after serving", lambda r: kb(r[0].get("live")))
+    row("loop turns", lambda r: r[0].get("turns", "-"))
+    row("values sent (knob, imu)", lambda r: r[0].get("values") or "-")
+    row("values received (imu, knob)", lambda r: ", ".join("%d" % r[1][k] for k in sorted(r[1])) or "-")
+    row("result", lambda r: "FAILED" if "failed" in r[0] or "live" not in r[0] else "ok")
+    if smallest:
+        print("%-*s %14s" % (w, "smallest heap that serves (4 KB steps)", "%d KB" % smallest))
+    for r, h in zip(served, (heap, ROOMY)):
+        if not ok(r):
+            errs = [line for line in r[2].splitlines() if "Error" in line]
+            print("serving under %s failed: %s" % (h, errs[0][:150] if errs else "(no error line)"))
+    # a device that does not fit the cap is a finding, not a broken benchmark
+    return 0 if ok(served[1]) else 1
 
 
 if __name__ == "__main__":
-    if MICROPYTHON:
-        inner(sys.argv[1:])
-    else:
-        outer(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -34,6 +34,7 @@ DEVICE_MODULES = (
     "sensormesh/rsa.py",
     "sensormesh/transport.py",
     "sensormesh/device.py",
+    "sensormesh/forward.py",
     "sensormesh/datarequest.py",
     "sensormesh/steps.py",
     "sensormesh/shipped.py",
@@ -62,7 +63,7 @@ DEFAULT_PORT = 7000
 # Keys of a device configuration file (see docs/boards.md) and their defaults.
 CONFIG_DEFAULTS = {"port": DEFAULT_PORT, "host": "0.0.0.0", "controller": None,
                    "restart_after_s": 10}
-CONFIG_KEYS = ("name", "wifi", "controller", "port", "host", "max_conns", "keys", "sensors",
+CONFIG_KEYS = ("name", "wifi", "controller", "port", "host", "max_conns", "register", "keys", "sensors",
                "restart_after_s")
 PIN_PARAMS = ("pin", "trigger", "echo", "pin_a", "pin_b", "scl", "sda")
 SHARED_PIN_PARAMS = ("scl", "sda")     # an I2C bus may carry several sensors
@@ -202,8 +203,9 @@ def device_config(cfg, base=BASE):
     out = {"name": cfg["name"]}
     for k in ("port", "host", "controller", "restart_after_s"):
         out[k] = cfg.get(k, CONFIG_DEFAULTS[k])
-    if "max_conns" in cfg:
-        out["max_conns"] = cfg["max_conns"]
+    for k in ("max_conns", "register"):
+        if k in cfg:
+            out[k] = cfg[k]
     wifi = cfg.get("wifi") or {}
     if not isinstance(wifi, dict):
         raise BoardError("\"wifi\" must be an object {\"ssid\", \"password\"}")

@@ -109,6 +109,8 @@ class Device:
             "info": self.on_info,
             "status": self.on_status,
             "ping": self.on_ping,
+            "forward": lambda s, b: self.on_forward(s, "forward", b),
+            "register": lambda s, b: self.on_forward(s, "register", b),
         }
 
     def log(self, text):
@@ -197,6 +199,10 @@ class Device:
         session.kind = "control"
         session.conn.send({"info": self.info()})
 
+    def on_forward(self, session, key, body):
+        from sensormesh import forward   # control forwarding through gateways
+        forward.handle(self, session, key, body)
+
     def on_ping(self, session, body):
         session.conn.send({"pong": body})
 
@@ -243,7 +249,7 @@ RUNTIME_MESSAGES = ("deploy", "start", "stop", "pipe", "pull", "undeploy", "subs
 
 
 OPTIONS = {"--port": int, "--host": str, "--unix": str, "--name": str, "--sensors": str,
-           "--max-conns": int, "--config": str}
+           "--max-conns": int, "--config": str, "--register": str}
 
 USAGE = ("usage: python -m sensormesh.device [--port P] [--host H] [--unix PATH] [--name NAME]\n"
          "                                   [--sensors KIND[@HZ],...] [--max-conns N] [--config FILE.json]")
@@ -279,7 +285,7 @@ def config_from_args(a):
         cfg["name"] = a["name"]
     if a.get("sensors") is not None:
         cfg["sensors"] = [s for s in a["sensors"].split(",") if s]
-    for k in ("port", "host", "unix", "max_conns"):
+    for k in ("port", "host", "unix", "max_conns", "register"):
         if a.get(k) is not None:
             cfg[k] = a[k]
     cfg.setdefault("port", 7000)
@@ -299,6 +305,9 @@ def start(cfg):
     if cfg.get("unix"):
         dev.listen_unix(cfg["unix"])
         announce(dev, "unix %s" % cfg["unix"])
+    if cfg.get("register"):
+        from sensormesh import forward   # dial out to a controller or gateway and be controlled
+        forward.register(dev, cfg["register"])
     return dev
 
 

@@ -3,12 +3,14 @@ and the compiled bundle running on the MicroPython unix port with simulated hard
 import ast
 import json
 import os
+import queue
 import subprocess
+import threading
 
 import pytest
 from click.testing import CliRunner
 
-from procs import MICROPYTHON, ROOT, Proc, free_port, need_micropython
+from procs import ROOT, free_port, need_micropython
 from sensormesh import board
 from sensormesh.client import Client
 
@@ -335,10 +337,19 @@ def test_board_main_joins_wifi_and_serves_sensors_on_micropython(tmp_path):
             "exec(open('main.py').read())\n")
     (tmp_path / "fs" / "start.py").write_text(boot)
     # no heap cap here: this is the boot sequence; heap figures are benchmarks/bench_heap.py's job
-    p = Proc([mp, "start.py"], cwd=fs, env={"MICROPYPATH": ":" + os.path.join(PKG, "fakehw")})
+    p = subprocess.Popen([mp, "start.py"], cwd=fs, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, MICROPYPATH=":" + os.path.join(PKG, "fakehw")))
+    lines = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in p.stdout], daemon=True)
+    reader.start()
     try:
-        assert "WiFi lab up, address 192.168.4.23" in p.wait_line("WiFi")
-        p.wait_line("listening on")
+        seen = []
+        while not seen or "listening on" not in seen[-1]:
+            try:
+                seen.append(lines.get(timeout=20))
+            except queue.Empty:
+                raise AssertionError("board did not start: %r" % seen)
+        assert seen[0] == "sensormesh: WiFi lab up, address 192.168.4.23\n", seen
         c = Client("127.0.0.1:%d" % port)
         try:
             c.request_data("knob", time_frame=0)
@@ -354,7 +365,11 @@ def test_board_main_joins_wifi_and_serves_sensors_on_micropython(tmp_path):
         finally:
             c.close()
     finally:
-        p.stop()
+        p.terminate()
+        p.wait(10)
+        reader.join(10)
+        p.stdout.close()
+        p.stderr.close()
 
 
 @pytest.mark.micropython

@@ -62,7 +62,7 @@ SENSOR_READ_COST = {"dht11": 200.0, "ultrasonic": 20.0, "gyro": 5.0}
 AGGREGATES = ("mean", "min", "max", "sum", "count", "list")
 NUMERIC_AGGREGATES = ("mean", "min", "max", "sum")
 
-_FN_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
+_FN_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*|.+\.py):[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def json_bytes(value):
@@ -79,12 +79,15 @@ def dig(value, key):
     """Apply a `field` key (int index, dict key or dotted path "accel.0") to a value.
 
     Returns (found, result). Used on sample values, so it never raises."""
-    parts = [key] if isinstance(key, int) else str(key).split(".")
+    if isinstance(key, list):
+        parts = key
+    else:
+        parts = [key] if isinstance(key, int) else str(key).split(".")
     for part in parts:
         if isinstance(value, dict):
-            if part not in value:
+            if part not in value and str(part) not in value:
                 return False, None
-            value = value[part]
+            value = value[part] if part in value else value[str(part)]
         elif isinstance(value, (list, tuple)):
             try:
                 i = int(part)
@@ -152,11 +155,13 @@ class Param:
             if value not in self.choices:
                 return "must be one of %s, not %s" % ("|".join(self.choices), _show(value))
         elif k == "key":
-            if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
-                return "must be a dict key, a list index or a dotted path like \"accel.0\", not %s" % _show(value)
+            parts = value if isinstance(value, list) else [value]
+            if not parts or any(isinstance(v, bool) or not isinstance(v, (str, int)) or v == "" for v in parts):
+                return ("must be a dict key, a list index, a dotted path like \"accel.0\" or a list of "
+                        "keys, not %s" % _show(value))
         elif k == "fn":
             if not isinstance(value, str) or not _FN_REF.match(value):
-                return "must name shipped code as \"module:name\", not %s" % _show(value)
+                return "must name code as \"module:name\" or \"path/to/file.py:name\", not %s" % _show(value)
         elif k == "columns":
             if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
                 return "must be a list of column names, not %s" % _show(value)
@@ -341,6 +346,7 @@ class Source(StepType):
     params = (
         Param("sensor", "str", required=True, doc="a sensor kind or a configured sensor name"),
         Param("rate", "number", minimum=0, doc="samples per second (default: the sensor's; 0 = as fast as read)"),
+        Param("count", "int", minimum=0, doc="stop after this many values (tests, demos; 0 = never)"),
     )
 
     def flow(self, params, hints, ins, ctx=None):
@@ -676,7 +682,8 @@ class SinkStep(StepType):
 
 class PrintSink(SinkStep):
     name = "print"
-    doc = "prints every value on the device's standard output"
+    doc = "prints every value on the device's standard output as a JSON line"
+    params = (Param("label", "str", doc="print {\"label\": label, \"value\": value} instead of the value"),)
 
 
 class CsvSink(SinkStep):
@@ -695,10 +702,13 @@ class CallbackSink(SinkStep):
     name = "callback"
     cpu_per_value = 2.0
     doc = "delivers every value to a function of the user's program on the controller"
-    params = (Param("name", "str", required=True, doc="the callback's name in the pipeline"),)
+    params = (Param("name", "str", doc="the callback's name in the user's program (default: the step id)"),)
 
 
 # -- runtime-only steps (the controller inserts these) --------------------------------------
+
+# A relay on a gateway is not a type of its own: it is the pipe_in of one hop feeding the
+# pipe_out of the next (the device runtime's pipes.py; routing.py and placement.py emit it).
 
 class PipeOut(StepType):
     name = "pipe_out"
@@ -706,8 +716,8 @@ class PipeOut(StepType):
     user = False
     doc = "sends its input to another device, batched per time frame"
     params = (
-        Param("edge", "str", required=True, doc="pipe id, the same on both ends"),
-        Param("to", "str", required=True, doc="receiving device: host:port or unix:PATH"),
+        Param("edge", "str", required=True, doc="pipe (hop) id, the same on both ends"),
+        Param("to", "str", doc="receiver to dial: host:port or unix:PATH (absent: the receiver dials)"),
         Param("time-frame", "int", minimum=0, default=0, doc="ms of values per frame, 0 = every value"),
     )
 
@@ -717,25 +727,16 @@ class PipeIn(StepType):
     min_inputs = max_inputs = 0
     user = False
     doc = "the values of a pipe from another device"
-    params = (Param("edge", "str", required=True, doc="pipe id"),)
-
-
-class Relay(StepType):
-    name = "relay"
-    min_inputs = max_inputs = 0
-    outputs = 0
-    user = False
-    doc = "gateway pass-through: forwards a pipe's frames to the next hop unchanged"
     params = (
-        Param("edge", "str", required=True, doc="pipe id"),
-        Param("to", "str", required=True, doc="next hop: host:port or unix:PATH"),
+        Param("edge", "str", required=True, doc="pipe (hop) id"),
+        Param("from", "str", doc="sender to dial: host:port or unix:PATH (absent: the sender dials)"),
     )
 
 
 CATALOG = {}
 for _cls in (Source, MapStep, FilterStep, FieldStep, WindowStep, SlidingStep, ZipStep,
              CombineLatestStep, MergeStep, ThrottleStep, ChangesStep, AlarmStep,
-             PrintSink, CsvSink, CallbackSink, PipeOut, PipeIn, Relay):
+             PrintSink, CsvSink, CallbackSink, PipeOut, PipeIn):
     CATALOG[_cls.name] = _cls()
 del _cls
 

@@ -8,10 +8,11 @@
 class Problem:
     """One thing wrong: a message plus where it is (step id, device name, parameter key)."""
 
-    __slots__ = ("message", "step", "device", "key", "section")
+    __slots__ = ("message", "step", "device", "key", "section", "item")
 
-    def __init__(self, message, step=None, device=None, key=None, section=None):
+    def __init__(self, message, step=None, device=None, key=None, section=None, item=None):
         self.message = message
+        self.item = item          # index into a list-valued key (inputs[1]), if it is one entry
         self.step = step          # step id the problem is about, if any
         self.device = device      # device name the problem is about, if any
         self.key = key            # parameter / field name inside that step or device
@@ -99,10 +100,13 @@ class PipelineFileError(PipelineError):
         PipelineError.__init__(self, problems)
 
     def _text(self):
-        lines = ["%s:%s" % (self.filename, p) if not isinstance(p, FileProblem) or not p.line
-                 else "%s:%d:%d: %s: %s" % (self.filename, p.line, p.column,
-                                            ".".join(str(x) for x in p.path) or "(top)", p.message)
-                 for p in self.problems]
+        lines = []
+        for p in self.problems:
+            if not isinstance(p, FileProblem) or not p.line:
+                lines.append("%s: %s" % (self.filename, p))
+                continue
+            key = ".".join(str(x) for x in p.path)
+            lines.append("%s:%d:%d: %s%s" % (self.filename, p.line, p.column, key + ": " if key else "", p.message))
         if len(lines) == 1:
             return lines[0]
         return "%d problems in %s:\n  %s" % (len(lines), self.filename, "\n  ".join(lines))

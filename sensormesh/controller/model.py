@@ -28,7 +28,7 @@ DEVICE_DEFAULTS = {
     "cpython": {"cpu": 20, "memory": 256 * 1024 * 1024},
 }
 
-DEVICE_KEYS = ("interpreter", "cpu", "memory", "sensors", "address", "unix", "local", "description")
+DEVICE_KEYS = ("interpreter", "cpu", "memory", "sensors", "address", "addresses", "unix", "local", "description")
 LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost")
 
 
@@ -49,7 +49,7 @@ class Device:
     """One device of the inventory: what it runs, what it can take, where it is reached."""
 
     def __init__(self, name, interpreter="cpython", cpu=None, memory=None, sensors=(), address=None,
-                 unix=None, local=False, description=None, origin=None):
+                 unix=None, local=False, description=None, origin=None, addresses=None):
         self.name = name
         self.interpreter = interpreter
         defaults = DEVICE_DEFAULTS.get(interpreter, DEVICE_DEFAULTS["cpython"])
@@ -58,6 +58,7 @@ class Device:
         self.raw_sensors = list(sensors) if isinstance(sensors, (list, tuple)) else sensors
         self.sensors = []           # normalised specs: {"name", "kind", ...}
         self.address = address
+        self.addresses = addresses  # {domain: "host:port"} when it listens on several networks
         self.unix = unix
         self.local = local
         self.description = description
@@ -80,13 +81,21 @@ class Device:
             out.append(("local", "must be true or false, not %r" % (self.local,)))
         if self.unix is not None and (not isinstance(self.unix, str) or not self.unix):
             out.append(("unix", "must be a socket path, not %r" % (self.unix,)))
-        if self.address is None:
+        if self.address is None and not self.addresses:
             if not self.local:
                 out.append(("address", "is required (host:port) unless the device is local: true"))
-        else:
+        elif self.address is not None:
             msg = _address_problem(self.address)
             if msg:
                 out.append(("address", msg))
+        if self.addresses is not None:
+            if not isinstance(self.addresses, dict) or not self.addresses:
+                out.append(("addresses", "must map domain names to host:port, not %r" % (self.addresses,)))
+            else:
+                for dom, addr in self.addresses.items():
+                    msg = _address_problem(addr)
+                    if msg:
+                        out.append(("addresses", "%s: %s" % (dom, msg)))
         out.extend(self._normalise_sensors())
         return out
 
@@ -142,10 +151,20 @@ class Device:
         return None
 
     @property
+    def main_address(self):
+        """The address peers dial without a topology: `address`, or the only one of `addresses`."""
+        if self.address is not None:
+            return self.address
+        if isinstance(self.addresses, dict) and len(self.addresses) == 1:
+            return next(iter(self.addresses.values()))
+        return None
+
+    @property
     def host(self):
-        if not isinstance(self.address, str):
+        addr = self.main_address
+        if not isinstance(addr, str):
             return None
-        host = self.address.rpartition(":")[0]
+        host = addr.rpartition(":")[0]
         return "localhost" if host in LOOPBACK else host
 
     @property
@@ -172,7 +191,7 @@ class Device:
     def to_dict(self):
         d = {"interpreter": self.interpreter, "cpu": self.cpu, "memory": self.memory,
              "sensors": list(self.raw_sensors)}
-        for k in ("address", "unix", "description"):
+        for k in ("address", "addresses", "unix", "description"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         if self.local:
@@ -273,11 +292,10 @@ class Model:
             problems.append(Problem("the pipeline needs a name (a non-empty string)", key="pipeline"))
         self._check_devices(problems, require_devices)
         self._check_steps(problems)
-        if not problems:
-            self._check_cycles(problems)
-        if not problems:
-            self._ship_code(problems)
-            self._resolve_sources(problems, require_devices)
+        # These work on whatever part of the graph is valid, so one run reports them all.
+        self._check_cycles(problems)
+        self._ship_code(problems)
+        self._resolve_sources(problems, require_devices)
         if not problems:
             self._estimate(problems)
         if problems:
@@ -332,10 +350,13 @@ class Model:
             for i, ref in enumerate(s.inputs):
                 up = self.steps.get(ref)
                 if up is None:
-                    bad("input %r does not exist%s" % (ref, _suggest(ref, self.steps)), s, "inputs")
+                    problems.append(Problem("input %r does not exist%s" % (ref, _suggest(ref, self.steps)),
+                                            step=s.id, key="inputs", section="steps", item=i))
                 elif up.is_sink:
-                    bad("input %r is a sink (%s), which has no output" % (ref, up.type), s, "inputs")
-            for key, msg in t.check_params(s.params, len(s.inputs)):
+                    problems.append(Problem("input %r is a sink (%s), which has no output" % (ref, up.type),
+                                            step=s.id, key="inputs", section="steps", item=i))
+            params = s.params if s.fn is None else dict(s.params, fn="user:pending")
+            for key, msg in t.check_params(params, len(s.inputs)):
                 bad(msg, s, key)
             if s.on is not None and s.on not in self.devices:
                 if self.devices:
@@ -356,8 +377,11 @@ class Model:
         g = nx.DiGraph()
         g.add_nodes_from(self.steps)
         for s in self.steps.values():
-            for ref in s.inputs:
-                g.add_edge(ref, s.id)
+            if isinstance(s.inputs, list):
+                for ref in s.inputs:
+                    if ref in self.steps:
+                        g.add_edge(ref, s.id)
+        cycles = 0
         for comp in nx.strongly_connected_components(g):
             first = next(sid for sid in self.steps if sid in comp)
             if len(comp) == 1 and not g.has_edge(first, first):
@@ -367,7 +391,8 @@ class Model:
                 cycle.append(v)
             problems.append(Problem("cycle: %s (a pipeline must be acyclic)" % " -> ".join(cycle),
                                     step=first, key="inputs", section="steps"))
-        if not problems:
+            cycles += 1
+        if not cycles:
             pos = {sid: i for i, sid in enumerate(self.steps)}
             self.order = list(nx.lexicographical_topological_sort(g, key=pos.__getitem__))
 
@@ -376,6 +401,8 @@ class Model:
             if s.type not in ("map", "filter"):
                 continue
             fn = s.fn if s.fn is not None else s.params.get("fn")
+            if fn is None or (isinstance(fn, str) and catalog.get("map").param_map["fn"].check(fn)):
+                continue        # already reported by the parameter check
             try:
                 shipped = self.shipper.ship(fn, base_dir=self.base_dir)
             except ShippingError as e:
@@ -397,9 +424,11 @@ class Model:
                 reasons.extend(shipped.reasons)
             self.interpreters[s.id] = frozenset(allowed)
             self.interpreter_reasons[s.id] = reasons
-            if s.type != "source":
+            if s.type != "source" or not isinstance(s.params.get("sensor"), str):
                 continue
             ref = s.params["sensor"]
+            if s.on is not None and s.on not in self.devices:
+                continue        # reported as an unknown device
             if s.on is not None:
                 dev = self.devices[s.on]
                 spec = dev.find_sensor(ref)
@@ -476,8 +505,19 @@ class Model:
             d["devices"] = {n: dev.to_dict() for n, dev in self.devices.items()}
         if self.network is not None:
             d["network"] = self.network
-        d["steps"] = {s.id: s.to_dict() for s in self.step_list if not s.is_sink}
-        d["sinks"] = {s.id: s.to_dict() for s in self.step_list if s.is_sink}
+        d["steps"] = {s.id: self._step_dict(s) for s in self.step_list if not s.is_sink}
+        d["sinks"] = {s.id: self._step_dict(s) for s in self.step_list if s.is_sink}
+        return d
+
+    def _step_dict(self, s):
+        """A step with its defaults filled in (so API and file spellings compare equal)."""
+        d = s.to_dict()
+        params = dict(self.device_params.get(s.id, {}))
+        params.update((k, v) for k, v in s.params.items() if s.stype.param_map[k].hint)
+        for k in list(d):
+            if k not in ("type", "input", "inputs", "on", "requires"):
+                del d[k]
+        d.update(params)
         return d
 
     def place(self, strategy="optimal", **options):

@@ -121,33 +121,28 @@ class Shipped:
         return "Shipped(%s, %s)" % (self.ref, "|".join(sorted(self.interpreters)))
 
 
-class ModuleRef:
-    """A "module:name" reference to code the device already has (math:sqrt, a library)."""
+class ModuleRef(Shipped):
+    """A function the device already has (math:sqrt, statistics:mean, a library's function).
+
+    Devices resolve "module:name" in shipped code only, so this ships a one-line module that
+    imports it: {"lib_math": "from math import sqrt"} and the step refers to "lib_math:sqrt"."""
 
     def __init__(self, module, name):
-        self.module = module
-        self.name = name
-        self.interpreters, reason = interpreters_for_module(module)
-        self.reasons = [reason] if reason else []
-        self.helpers = []
-        self.source = ""
-
-    @property
-    def ref(self):
-        return "%s:%s" % (self.module, self.name)
-
-    def closure(self):
-        return []
+        Shipped.__init__(self, "lib_" + module.replace(".", "_"), name, "", "%s:%s" % (module, name))
+        self.target = "%s:%s" % (module, name)
+        self.imports = ["from %s import %s" % (module, name)]
+        interps, reason = interpreters_for_module(module)
+        self.restrict(interps, reason)
 
     def size(self):
-        return 0
+        return len(self.imports[0])
 
     def __repr__(self):
-        return "ModuleRef(%s)" % self.ref
+        return "ModuleRef(%s)" % self.target
 
 
 def pack(shipped):
-    """{module: source} for a collection of Shipped (and ModuleRef, which ship nothing).
+    """{module: source} for a collection of Shipped (ModuleRef included: a one-line import).
 
     Each module holds only what these functions need: the import lines, the constants, the
     definitions (helpers before the code that uses them, in case a class derives from one)."""
@@ -171,7 +166,8 @@ def pack(shipped):
         if m["constants"]:
             chunks.append("\n".join("%s = %s" % kv for kv in sorted(m["constants"].items())))
         for d in m["defs"]:
-            chunks.append("# %s\n%s" % (d.origin, d.source))
+            if d.source:
+                chunks.append("# %s\n%s" % (d.origin, d.source))
         out[name] = "\n\n".join(chunks) + "\n"
     return out
 
@@ -338,7 +334,9 @@ class CodeShipper:
         real = os.path.realpath(src)
         m = self._modules.get(real)
         if m is None:
-            base = "user_" + _sanitize(os.path.splitext(os.path.basename(real))[0])
+            stem = _sanitize(os.path.splitext(os.path.basename(real))[0])
+            # a prefix keeps user files from shadowing device modules (main, boot, json...)
+            base = stem if stem.startswith("user_") else "user_" + stem
             m, n = base, 2
             while m in self._modules.values():
                 m, n = "%s_%d" % (base, n), n + 1
@@ -476,7 +474,8 @@ class CodeShipper:
                     raise ShippingError("%s%s calls %r, a lambda; make it a def" % (where, label, gname))
                 helper = self._ship_object(value, where, stack)
                 if helper.name != gname:
-                    raise ShippingError("%s%s refers to %s as %r; use its own name" % (where, label, helper.name, gname))
+                    raise ShippingError("%s%s refers to %s as %r; use its own name"
+                                        % (where, label, helper.name, gname))
                 shipped.helpers.append(helper)
                 shipped.restrict(helper.interpreters, "; ".join(helper.reasons) or None)
                 return

@@ -45,7 +45,15 @@ def parse_spec(text):
     if rest.startswith("csv:"):
         spec["kind"] = "csv"
         spec["driver"] = "csv"
-        spec["path"] = rest[4:]
+        path, sep, rate = rest[4:].rpartition("@")
+        if sep:
+            try:
+                spec["rate"] = float(rate)
+            except ValueError:
+                path = rest[4:]
+        else:
+            path = rest[4:]
+        spec["path"] = path
         spec["name"] = name or "csv"
         return spec
     kind, sep, rate = rest.partition("@")

@@ -1,0 +1,105 @@
+# The measuring half of benchmarks/bench_heap.py, run on the MicroPython unix port from the
+# precompiled bundle; kept apart and small, so that its own code takes little of the heap it
+# measures. Prints "name|value" lines (bytes; -1: did not fit), then "END".
+#     micropython -X heapsize=96K -c "import heap_probe; heap_probe.main(['imports', '0', '1'])"
+#     micropython -X heapsize=96K -c "import heap_probe; heap_probe.main(['serve', PORT, SECONDS])"
+import gc
+
+DRIVERS = ("temperature", "hall", "poti", "gyro", "dht11", "ultrasonic", "co2", "touchpad",
+           "touch", "rotary")
+# The simulated board modules the drivers import (not on a real board: machine is built in).
+FAKE_HW = ("machine", "esp32", "dht")
+# What a device imports, in the order it needs it: the runtime that serves data requests, the
+# drivers, then (lazily, on the first deployment) the assignment runtime, the secure session.
+GROUPS = (
+    ("runtime: device + data requests", ("sensormesh.compat", "sensormesh.codec", "sensormesh.transport",
+                                         "sensormesh.sensors", "sensormesh.datarequest", "sensormesh.device")),
+    ("all 10 esp32 drivers", tuple("sensormesh.sensors.esp32." + d for d in DRIVERS)),
+    ("assignment runtime (first deploy)", ("sensormesh.shipped", "sensormesh.steps", "sensormesh.pipes",
+                                           "sensormesh.assignment")),
+    ("secure session", ("sensormesh.fernet", "sensormesh.rsa", "sensormesh.session")),
+)
+STREAMS = ({"sensor": "knob", "time-frame": 100}, {"sensor": "imu", "time-frame": 0})
+
+
+def used():
+    gc.collect()
+    return gc.mem_alloc()
+
+
+def imports(groups):
+    print("base|%d" % used())
+    t = used()
+    for m in FAKE_HW:
+        __import__(m)
+    print("fake|%d" % (used() - t))
+    start = used()
+    for i in groups:
+        name, mods = GROUPS[i]
+        t = used()
+        try:
+            for m in mods:
+                __import__(m)
+        except MemoryError:
+            print("g%d|-1" % i)
+            break
+        print("g%d|%d" % (i, used() - t))
+    print("total|%d" % (used() - start))
+    print("free|%d" % gc.mem_free())
+
+
+def serve(port, seconds):
+    """Serve STREAMS to the clients bench_heap.py connects; sample the heap every loop turn."""
+    import fakeparts
+    import machine
+    from sensormesh.device import Device
+    machine.fake_reset()
+    mpu = machine.fake_i2c(0).attach(0x68, fakeparts.MPU6050())
+    machine.Pin(34).fake_analog(40000)
+    dev = Device("bench", [{"name": "knob", "kind": "poti", "driver": "esp32", "pin": 34},
+                           {"name": "imu", "kind": "gyro", "driver": "esp32"}])
+    mpu.set_physical((0.0, 0.0, 1.0), (1.0, 2.0, 3.0), 25.0)
+    dev.listen_tcp("127.0.0.1", port)
+    print("ready|%d" % used())
+    print("sensormesh bench listening")
+    loop = dev.loop
+    peak = 0
+    low_free = gc.mem_free()
+    turns = 0
+    live_max = 0
+    t_end = None
+    while True:
+        loop.run_once(50)
+        turns += 1
+        a = gc.mem_alloc()
+        if a > peak:
+            peak = a
+        f = gc.mem_free()
+        if f < low_free:
+            low_free = f
+        if turns % 10 == 0:
+            a = used()
+            if a > live_max:
+                live_max = a
+        if t_end is None and len(dev.streams) == len(STREAMS):
+            t_end = loop.now() + seconds * 1000
+        if dev.errors:
+            print("failed|%d" % dev.errors)
+            break
+        if t_end is not None and loop.now() >= t_end:
+            break
+    print("values|%s" % ",".join("%d" % s.stats()["values"] for s in dev.streams))
+    print("peak|%d" % peak)
+    print("live_max|%d" % live_max)
+    print("low_free|%d" % low_free)
+    print("live|%d" % used())
+    print("turns|%d" % turns)
+    dev.close()
+
+
+def main(argv):
+    if argv[0] == "imports":
+        imports([int(a) for a in argv[1:]])
+    else:
+        serve(int(argv[1]), int(argv[2]))
+    print("END")

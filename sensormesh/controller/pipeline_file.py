@@ -1,0 +1,333 @@
+# The pipeline file: YAML describing the same graph the Python API builds, plus the inventory.
+#
+#   pipeline: alarm
+#   devices:
+#     esp-1: {interpreter: micropython, cpu: 1, memory: 96000, sensors: [dht11], address: "10.0.0.5:7001"}
+#     laptop: {interpreter: cpython, cpu: 20, address: "127.0.0.1:7002", local: true}
+#   network: ...                 # topology (domains, gateways, links): topology.py reads it
+#   steps:
+#     t: {type: source, sensor: dht11}
+#     c: {type: field, key: temperature, input: t}
+#     f: {type: map, fn: "user_steps.py:fahrenheit", input: c}
+#     w: {type: window, time-frame: 1000, agg: mean, input: f}
+#     a: {type: alarm, high: 86, low: 82, input: w}
+#   sinks:
+#     out: {type: print, input: a, on: laptop}
+#
+# Why YAML and not TOML: PyYAML's composer gives every node a start mark (line, column), so an
+# error names the line of the exact key that is wrong, also for model errors found after
+# parsing (cycles, unknown sensors); a graph of steps keyed by id, each a small mapping, reads
+# as one block per step, where TOML needs a [steps.<id>] table per step or long inline tables.
+#
+# Every error is a PipelineFileError naming the file, line and column, the key path and what
+# is wrong; validation reports all problems at once.
+import difflib
+import importlib
+import importlib.util
+import os
+import sys
+
+import yaml
+
+from sensormesh.controller import catalog
+from sensormesh.controller.errors import FileProblem, ModelError, PipelineFileError
+from sensormesh.controller.model import DEVICE_KEYS, Device, Model, Step
+
+TOP_KEYS = ("pipeline", "devices", "network", "steps", "sinks")
+STEP_KEYS = ("type", "input", "inputs", "on", "requires")   # everything else is a parameter
+
+
+class _Doc:
+    """Parsed YAML with the start mark of every key and value, by key path."""
+
+    def __init__(self, filename):
+        self.filename = filename
+        self.key_marks = {}     # path -> mark of the key (mappings) or item (sequences)
+        self.value_marks = {}   # path -> mark of the value
+        self.problems = []
+
+    def where(self, path, prefer_value=False):
+        path = tuple(path)
+        exact = True
+        while True:
+            # a missing key is reported at its parent's key, a bad value at the value
+            marks = (self.value_marks, self.key_marks) if prefer_value and exact else (self.key_marks, self.value_marks)
+            for table in marks:
+                if path in table:
+                    m = table[path]
+                    return m.line + 1, m.column + 1
+            if not path:
+                return None, None
+            path = path[:-1]
+            exact = False
+
+    def problem(self, message, path, prefer_value=False, **kw):
+        line, col = self.where(path, prefer_value)
+        self.problems.append(FileProblem(message, line, col, path, **kw))
+
+    def fail(self):
+        if self.problems:
+            raise PipelineFileError(self.filename, self.problems)
+
+    def parse(self, text):
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            return self._convert(loader, node, ())
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            what = " ".join(x for x in (e.context, e.problem) if x)
+            raise PipelineFileError(self.filename, [FileProblem(
+                "YAML syntax error: %s" % what, mark.line + 1 if mark else None,
+                mark.column + 1 if mark else None)])
+        except yaml.YAMLError as e:
+            raise PipelineFileError(self.filename, [FileProblem("YAML error: %s" % e)])
+        finally:
+            loader.dispose()
+
+    def _convert(self, loader, node, path):
+        self.value_marks[path] = node.start_mark
+        if isinstance(node, yaml.ScalarNode):
+            return loader.construct_object(node, deep=True)
+        if isinstance(node, yaml.SequenceNode):
+            out = []
+            for i, item in enumerate(node.value):
+                self.key_marks[path + (i,)] = item.start_mark
+                out.append(self._convert(loader, item, path + (i,)))
+            return out
+        loader.flatten_mapping(node)        # YAML merge keys (<<: *defaults)
+        out = {}
+        for knode, vnode in node.value:
+            if not isinstance(knode, yaml.ScalarNode):
+                m = knode.start_mark
+                raise PipelineFileError(self.filename, [FileProblem(
+                    "a key must be a plain name, not a list or mapping", m.line + 1, m.column + 1, path)])
+            # Keys are names: take the text as written. (YAML 1.1 would read the key `on:`
+            # as the boolean true, and `1:` as an integer.)
+            key = knode.value
+            if key in out:
+                m = knode.start_mark
+                raise PipelineFileError(self.filename, [FileProblem(
+                    "duplicate key %r (first on line %d)" % (key, self.key_marks[path + (key,)].line + 1),
+                    m.line + 1, m.column + 1, path + (key,))])
+            self.key_marks[path + (key,)] = knode.start_mark
+            out[key] = self._convert(loader, vnode, path + (key,))
+        return out
+
+
+def _suggest(word, options):
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1)
+    return " (did you mean %r?)" % close[0] if close else ""
+
+
+def _read(path):
+    doc = _Doc(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise PipelineFileError(path, [FileProblem("cannot read the file: %s" % (e.strerror or e))])
+    except UnicodeDecodeError as e:
+        raise PipelineFileError(path, [FileProblem("not UTF-8 text: %s" % e)])
+    data = doc.parse(text)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        doc.problem("a pipeline file is a mapping with %s, not a %s" % (", ".join(TOP_KEYS), type(data).__name__), ())
+        doc.fail()
+    for key in data:
+        if key not in TOP_KEYS:
+            doc.problem("unknown top-level key %r%s; known: %s" % (key, _suggest(key, TOP_KEYS), ", ".join(TOP_KEYS)),
+                        (key,))
+    return doc, data
+
+
+def _devices(doc, data):
+    devices = []
+    raw = data.get("devices")
+    if raw is None:
+        return devices
+    if not isinstance(raw, dict):
+        doc.problem("devices must be a mapping of device name -> settings", ("devices",), True)
+        return devices
+    for name, entry in raw.items():
+        path = ("devices", name)
+        if entry is None:
+            entry = {}
+        if not isinstance(entry, dict):
+            doc.problem("a device is a mapping (interpreter, cpu, memory, sensors, address, ...), not %r"
+                        % (entry,), path, True, device=name)
+            continue
+        bad = False
+        for k in entry:
+            if k not in DEVICE_KEYS:
+                doc.problem("unknown device key %r%s; known: %s"
+                            % (k, _suggest(k, DEVICE_KEYS), ", ".join(DEVICE_KEYS)),
+                            path + (k,), device=name, key=k)
+                bad = True
+        if bad:
+            continue
+        line, _ = doc.where(path)
+        devices.append(Device(str(name), origin="%s:%s" % (os.path.basename(doc.filename), line), **entry))
+    return devices
+
+
+def _topology(doc, data, devices):
+    """HOOK: the `network:` section -> topology.Topology, when sensormesh/controller/topology.py
+    exists and offers Topology.from_dict(data, device_names). Without it the raw section is
+    kept on the model (Model.network) and placement treats every device pair as one hop."""
+    network = data.get("network")
+    if network is None:
+        return None, None
+    topo_mod = _topology_module()
+    cls = getattr(topo_mod, "Topology", None)
+    build = getattr(cls, "from_dict", None)
+    if not callable(build):
+        return network, None
+    try:
+        return network, build(network, [d.name for d in devices])
+    except (ValueError, TypeError, KeyError) as e:
+        path = getattr(e, "path", None) or getattr(e, "key_path", None) or getattr(e, "key", None) or ()
+        if isinstance(path, str):
+            path = tuple(int(p) if p.isdigit() else p for p in path.split(".") if p)
+        path = tuple(path)
+        if not path or path[0] != "network":
+            path = ("network",) + path
+        msg = getattr(e, "message", None) or (e.args[0] if e.args else str(e))
+        doc.problem(str(msg), path)
+        return network, None
+
+
+def _topology_module():
+    """sensormesh.controller.topology if it exists (it is written separately), else None."""
+    name = "sensormesh.controller.topology"
+    if name not in sys.modules and importlib.util.find_spec(name) is None:
+        return None
+    return importlib.import_module(name)
+
+
+def _steps(doc, data):
+    steps, section_of, aliases = [], {}, {}
+    for section in ("steps", "sinks"):
+        raw = data.get(section)
+        if raw is None:
+            continue
+        if not isinstance(raw, dict):
+            doc.problem("%s must be a mapping of step id -> step" % section, (section,), True)
+            continue
+        for sid, entry in raw.items():
+            path = (section, sid)
+            if not isinstance(sid, str):
+                doc.problem("step ids must be names, not %r" % (sid,), path, step=sid)
+                continue
+            if sid in section_of:
+                doc.problem("step id %r is used in steps and in sinks" % sid, path, step=sid)
+                continue
+            if not isinstance(entry, dict):
+                doc.problem("a step is a mapping with a type (e.g. {type: map, fn: ..., input: ...}), not %r"
+                            % (entry,), path, True, step=sid)
+                continue
+            t = entry.get("type")
+            if t is None:
+                doc.problem("needs a type (one of %s)" % ", ".join(catalog.USER_TYPES), path, step=sid, key="type")
+                continue
+            if section == "sinks" and t in catalog.CATALOG and t not in catalog.SINK_TYPES:
+                doc.problem("%s is not a sink (sinks: %s); put it under steps:" % (t, ", ".join(catalog.SINK_TYPES)),
+                            path + ("type",), True, step=sid, key="type")
+                continue
+            if section == "steps" and t in catalog.SINK_TYPES:
+                doc.problem("%s is a sink; put it under sinks:" % t, path + ("type",), True, step=sid, key="type")
+                continue
+            if "input" in entry and "inputs" in entry:
+                doc.problem("give input (one) or inputs (a list), not both", path + ("inputs",), step=sid, key="inputs")
+                continue
+            if "input" in entry:
+                inputs = entry["input"]
+                if not isinstance(inputs, str):
+                    doc.problem("input is one step id; use inputs: [a, b] for several", path + ("input",), True,
+                                step=sid, key="input")
+                    continue
+                inputs = [inputs]
+                aliases.setdefault(sid, {})["inputs"] = "input"
+            else:
+                inputs = entry.get("inputs", [])
+                if isinstance(inputs, str):
+                    inputs = [inputs]
+            params = {}
+            for k, v in entry.items():
+                if k in STEP_KEYS:
+                    continue
+                canon = catalog.canonical_param(str(k))
+                if canon != k:
+                    aliases.setdefault(sid, {})[canon] = k
+                params[canon] = v
+            on = entry.get("on")
+            if on is not None and not isinstance(on, str):
+                on = str(on)
+            steps.append(Step(sid, t, params, inputs, on=on, requires=entry.get("requires"),
+                              origin="%s:%s" % (os.path.basename(doc.filename), doc.where(path)[0])))
+            section_of[sid] = section
+    return steps, section_of, aliases
+
+
+def _file_problem(doc, p, section_of, aliases):
+    """A model Problem -> the key path in the file, and its mark."""
+    if p.step is not None and p.step in section_of:
+        key = p.key
+        path = (section_of[p.step], p.step)
+        if key is not None and key != "id":
+            fkey = aliases.get(p.step, {}).get(key, key)
+            path = path + (fkey,)
+            if p.item is not None and fkey == "inputs":
+                path = path + (p.item,)
+        doc.problem(p.message, path, prefer_value=key is not None and key not in ("inputs",),
+                    step=p.step, key=p.key)
+    elif p.device is not None:
+        path = ("devices", p.device)
+        if p.key and p.key != "name":
+            k = p.key
+            if k.startswith("sensors[") and k.endswith("]"):
+                path = path + ("sensors", int(k[8:-1]))
+            else:
+                path = path + (k,)
+        doc.problem(p.message, path, prefer_value=True, device=p.device, key=p.key)
+    else:
+        doc.problem(p.message, (p.key,) if p.key in TOP_KEYS else (), key=p.key)
+
+
+def load_model(path, callbacks=None, require_devices=True):
+    """The validated Model of a pipeline file; raises PipelineFileError."""
+    doc, data = _read(path)
+    name = data.get("pipeline", os.path.splitext(os.path.basename(path))[0])
+    if not isinstance(name, str) or not name:
+        doc.problem("the pipeline name must be a non-empty string, not %r" % (name,), ("pipeline",), True)
+    devices = _devices(doc, data)
+    network, topology = _topology(doc, data, devices)
+    steps, section_of, aliases = _steps(doc, data)
+    if not steps and not doc.problems:
+        doc.problem("the file defines no steps (add steps: and sinks:)", ())
+    doc.fail()
+    try:
+        return Model(name, steps, devices, callbacks=callbacks, network=network, topology=topology,
+                     base_dir=os.path.dirname(os.path.abspath(path)), require_devices=require_devices)
+    except ModelError as e:
+        for p in e.problems:
+            _file_problem(doc, p, section_of, aliases)
+        doc.fail()
+        raise
+
+
+def load_inventory(path):
+    """(devices, raw network section, topology) of a file with devices: (a pipeline file or not)."""
+    doc, data = _read(path)
+    doc.problems = [p for p in doc.problems if p.path[:1] in (("devices",), ("network",))]
+    devices = _devices(doc, data)
+    for d in devices:
+        for key, msg in d.problems():
+            from sensormesh.controller.errors import Problem
+            _file_problem(doc, Problem(msg, device=d.name, key=key), {}, {})
+    network, topology = _topology(doc, data, devices)
+    doc.fail()
+    return devices, network, topology

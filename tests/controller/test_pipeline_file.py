@@ -1,0 +1,310 @@
+# The pipeline file: a good file gives the same model as the API; every bad file gets a
+# PipelineFileError naming the file, the line, the key path and what is wrong.
+import os
+import textwrap
+import types
+
+import pytest
+
+from sensormesh.api import Pipeline, PipelineFileError
+from sensormesh.controller import pipeline_file
+from sensormesh.controller.pipeline_file import load_inventory, load_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLE = os.path.join(ROOT, "examples", "pipelines", "alarm.yaml")
+
+DEVICES = """\
+pipeline: t
+devices:
+  esp-1:
+    interpreter: micropython
+    sensors: [dht11, temperature]
+    address: "10.0.0.1:7000"
+  laptop: {interpreter: cpython, address: "127.0.0.1:7001", local: true}
+"""
+
+
+@pytest.fixture
+def write(tmp_path):
+    def write(body, name="p.yaml", devices=True):
+        path = tmp_path / name
+        path.write_text((DEVICES if devices else "") + textwrap.dedent(body))
+        return str(path)
+    return write
+
+
+def error(path):
+    with pytest.raises(PipelineFileError) as e:
+        load_model(path)
+    return e.value
+
+
+def test_example_file_loads():
+    m = load_model(EXAMPLE)
+    assert m.name == "greenhouse"
+    assert len(m.steps) == 15 and set(m.devices) == {"esp-1", "esp-2", "pi", "laptop"}
+    assert m.steps["both"].inputs == ["inside", "outside"]
+    assert m.steps["inside_f"].params["fn"] == "user_alarm_steps:fahrenheit"
+    assert m.devices["pi"].memory == 500_000_000
+    assert m.steps["alarms"].on == "laptop"          # `on:` is a key, not YAML 1.1's true
+
+
+def test_file_and_api_give_the_same_graph(write, tmp_path):
+    path = write("""\
+        steps:
+          t: {type: source, sensor: dht11}
+          c: {type: field, key: temperature, input: t}
+          w: {type: window, time_frame: 1000, agg: max, input: c}
+        sinks:
+          out: {type: print, input: w, on: laptop}
+        """)
+    fm = load_model(path)
+    p = Pipeline("t")
+    p.device("esp-1", interpreter="micropython", sensors=["dht11", "temperature"], address="10.0.0.1:7000")
+    p.device("laptop", interpreter="cpython", address="127.0.0.1:7001", local=True)
+    p.source("dht11", id="t").field("temperature", id="c").window(time_frame=1000, agg="max", id="w") \
+        .print(id="out", on="laptop")
+    am = p.model()
+    assert fm.to_dict() == am.to_dict()
+    assert fm.place("optimal").device_of == am.place("optimal").device_of
+
+
+def test_yaml_syntax_error_has_line(write):
+    e = error(write("""\
+        steps:
+          t: {type: source, sensor: dht11
+        """))
+    assert "YAML syntax error" in str(e) and e.line == 10 and e.filename.endswith("p.yaml")
+
+
+@pytest.mark.parametrize("body, line, path, text", [
+    # unknown step type, with a suggestion
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+       w: {type: windw, values: 3, input: t}
+     """, 10, "steps.w.type", "unknown step type 'windw' (did you mean 'window'?)"),
+    # dangling input: the line of the input
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+       j:
+         type: zip
+         inputs:
+           - t
+           - tt
+     """, 14, "steps.j.inputs.1", "input 'tt' does not exist"),
+    # cycle
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+       a: {type: merge, inputs: [t, b]}
+       b: {type: throttle, interval: 10, input: a}
+     """, 10, "steps.a.inputs", "cycle: a -> b -> a"),
+    # type mistake in a parameter: the line of the value
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+       w:
+         type: window
+         input: t
+         values: ten
+     """, 13, "steps.w.values", "must be an integer, not 'ten'"),
+    # alias spelling is reported as the user wrote it
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+       w: {type: window, time_frame: -5, input: t}
+     """, 10, "steps.w.time_frame", "must be >= 0"),
+    # unknown device in on:
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+     sinks:
+       out: {type: print, input: t, on: laptp}
+     """, 11, "sinks.out.on", "unknown device 'laptp' (did you mean 'laptop'?)"),
+    # sensor not on the pinned device
+    ("""\
+     steps:
+       t: {type: source, sensor: gyro, on: esp-1}
+     """, 9, "steps.t.sensor", "device 'esp-1' has no sensor 'gyro' (its sensors: dht11, temperature)"),
+    # sensor on no device
+    ("""\
+     steps:
+       t: {type: source, sensor: co2}
+     """, 9, "steps.t.sensor", "no device has sensor 'co2'"),
+    # missing type
+    ("""\
+     steps:
+       t: {sensor: co2}
+     """, 9, "steps.t", "needs a type"),
+    # a sink under steps:
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+       o: {type: print, input: t}
+     """, 10, "steps.o.type", "print is a sink; put it under sinks:"),
+    # input and inputs
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+       o: {type: merge, input: t, inputs: [t]}
+     """, 10, "steps.o.inputs", "not both"),
+    # duplicate key
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+       t: {type: source, sensor: temperature}
+     """, 10, "steps.t", "duplicate key 't' (first on line 9)"),
+    # unknown top-level key
+    ("""\
+     step:
+       t: {type: source, sensor: dht11}
+     """, 8, "step", "unknown top-level key 'step' (did you mean 'steps'?)"),
+    # runtime-only type
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+       o: {type: pipe_out, edge: x, to: "a:1", input: t}
+     """, 10, "steps.o.type", "inserted by the controller"),
+    # bad user code reference
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+       f: {type: map, fn: "nothere.py:f", input: t}
+     """, 10, "steps.f.fn", "nothere.py not found"),
+])
+def test_bad_files_name_line_and_key(write, body, line, path, text):
+    e = error(write(body))
+    p = e.problems[0]
+    assert text in p.message, str(e)
+    assert ".".join(map(str, p.path)) == path, str(e)
+    assert p.line == line, str(e)
+    assert str(e).startswith(e.filename + ":%d:" % line)
+
+
+def test_device_errors_point_into_devices(write):
+    e = error(write("""\
+        devices:
+          esp:
+            interpreter: micropython
+            memory: lots
+            sensors: [dht11, thermo]
+          pc: {interpreter: cpython, adress: "1.2.3.4:5"}
+        steps:
+          t: {type: source, sensor: dht11}
+        """, devices=False))
+    msgs = {".".join(map(str, p.path)): (p.line, p.message) for p in e.problems}
+    assert msgs["devices.pc.adress"][0] == 6 and "did you mean 'address'" in msgs["devices.pc.adress"][1]
+    assert len(e.problems) == 1            # the unknown key stops before model checks
+    e = error(write("""\
+        devices:
+          esp:
+            interpreter: micropython
+            memory: lots
+            sensors: [dht11, thermo]
+        steps:
+          t: {type: source, sensor: dht11}
+        """, devices=False))
+    msgs = {".".join(map(str, p.path)): (p.line, p.message) for p in e.problems}
+    assert msgs["devices.esp.memory"] == (4, "must be a positive number, not 'lots'")
+    assert msgs["devices.esp.sensors.1"][0] == 5 and "unknown sensor kind 'thermo'" in msgs["devices.esp.sensors.1"][1]
+    assert msgs["devices.esp.address"][0] == 2 and "required" in msgs["devices.esp.address"][1]
+
+
+def test_all_problems_reported_at_once(write):
+    e = error(write("""\
+        steps:
+          t: {type: source, sensor: dht11}
+          a: {type: window, values: 3, agg: median, input: t}
+          b: {type: zip, input: t}
+        """))
+    assert len(e.problems) == 2 and "2 problems in" in str(e)
+
+
+def test_missing_file_and_not_a_mapping(tmp_path):
+    with pytest.raises(PipelineFileError, match="cannot read"):
+        load_model(str(tmp_path / "nope.yaml"))
+    p = tmp_path / "list.yaml"
+    p.write_text("- a\n- b\n")
+    with pytest.raises(PipelineFileError, match="a pipeline file is a mapping"):
+        load_model(str(p))
+
+
+def test_fn_path_is_relative_to_the_pipeline_file(tmp_path):
+    sub = tmp_path / "conf"
+    (sub / "steps").mkdir(parents=True)
+    (sub / "steps" / "mine.py").write_text("def half(x):\n    return x / 2\n")
+    (sub / "p.yaml").write_text(DEVICES + textwrap.dedent("""\
+        steps:
+          t: {type: source, sensor: temperature}
+          h: {type: map, fn: steps/mine.py:half, input: t}
+        sinks:
+          o: {type: print, input: h}
+        """))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)          # not the file's directory
+    try:
+        m = load_model(str(sub / "p.yaml"))
+    finally:
+        os.chdir(cwd)
+    assert m.steps["h"].params["fn"] == "user_mine:half"
+    assert "def half(x):" in m.code_for(["h"])["user_mine"]
+
+
+def test_inventory_from_file_for_the_api(write):
+    path = write("")
+    p = Pipeline("api")
+    p.devices_from(path)
+    p.source("dht11").print(on="laptop")
+    assert p.plan("edge").device_of["dht11"] == "esp-1"
+    devices, network, topo = load_inventory(path)
+    assert [d.name for d in devices] == ["esp-1", "laptop"] and network is None
+
+
+def test_network_without_topology_module_is_kept(write, monkeypatch):
+    monkeypatch.setattr(pipeline_file, "_topology_module", lambda: None)
+    m = load_model(write("""\
+        network: {domains: {lab: [esp-1, laptop]}}
+        steps:
+          t: {type: source, sensor: dht11}
+        sinks:
+          o: {type: print, input: t}
+        """))
+    assert m.network == {"domains": {"lab": ["esp-1", "laptop"]}} and m.topology is None
+
+
+def test_network_goes_to_topology_and_its_errors_get_lines(write, monkeypatch):
+    seen = {}
+
+    class TopologyError(ValueError):
+        def __init__(self, msg, path):
+            ValueError.__init__(self, msg)
+            self.path = path
+
+    class Topology:
+        @classmethod
+        def from_dict(cls, data, device_names):
+            seen["args"] = (data, list(device_names))
+            if "bad" in data:
+                raise TopologyError("unknown device 'x' in domain lab", ("domains", "lab"))
+            t = cls()
+            t.link = lambda a, b: (0, [a]) if a == b else (2, [a, b])
+            return t
+
+    fake = types.SimpleNamespace(Topology=Topology)
+    monkeypatch.setattr(pipeline_file, "_topology_module", lambda: fake)
+    body = """\
+        network:
+          domains:
+            lab: [esp-1, laptop]
+        steps:
+          t: {type: source, sensor: dht11}
+        sinks:
+          o: {type: print, input: t, on: laptop}
+        """
+    m = load_model(write(body))
+    assert seen["args"] == ({"domains": {"lab": ["esp-1", "laptop"]}}, ["esp-1", "laptop"])
+    assert m.place("central").objective == 2 * m.flows["t"].traffic   # the topology's link is used
+    e = error(write(body.replace("network:", "network:\n          bad: 1")))
+    assert e.line == 11 and e.path == ("network", "domains", "lab") and "unknown device 'x'" in str(e)
