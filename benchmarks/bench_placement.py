@@ -125,7 +125,7 @@ def main():
             base = pl.total_traffic
         s = pl.solver
         rows.append((strategy, "%.2f" % dt, format_rate(pl.total_traffic),
-                     "%.2f" % (pl.total_traffic / base) if base else "-",
+                     "%.3g" % (pl.total_traffic / base) if base else "-",
                      "%.3g%%" % (100 * s["gap"]) if s.get("gap") is not None else "-",
                      format_rate(s["bound"]) if s.get("bound") is not None else "-",
                      "%d/%d/%d" % (s["binaries"], s["variables"], s["constraints"]) if s else "-",

@@ -47,27 +47,27 @@ class Proc:
         self.p = subprocess.Popen(argv, cwd=cwd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True)
         self.lines = []
+        self._partial = ""
 
     def wait_line(self, needle, timeout=20.0):
-        import selectors
-        sel = selectors.DefaultSelector()
-        sel.register(self.p.stdout, selectors.EVENT_READ)
+        """Wait for a stdout line containing needle. Reads the raw pipe with our own line
+        buffer, so lines that arrive together are all seen."""
+        import select
+        fd = self.p.stdout.fileno()
         deadline = time.monotonic() + timeout
-        try:
+        while True:
             for line in self.lines:
                 if needle in line:
                     return line
-            while time.monotonic() < deadline:
-                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                    break
-                line = self.p.stdout.readline()
-                if not line:
-                    break
-                self.lines.append(line)
-                if needle in line:
-                    return line
-        finally:
-            sel.close()
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                break
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            self._partial += data.decode(errors="replace")
+            *done, self._partial = self._partial.split("\n")
+            self.lines += [ln + "\n" for ln in done]
         raise AssertionError("no %r from %s within %ss; exit=%s stderr=%s"
                              % (needle, self.argv, timeout, self.p.poll(), self.stderr_text()))
 

@@ -99,7 +99,8 @@ def test_simulated_dht11_format(worker):
 @pytest.mark.parametrize("interp", INTERPS)
 def test_unix_socket(devices, port, tmp_path, interp):
     path = str(tmp_path / "dev.sock")
-    devices(interp, ["--port", str(port), "--unix", path, "--sensors", "counter@0"])
+    p = devices(interp, ["--port", str(port), "--unix", path, "--sensors", "counter@0"])
+    p.wait_line("listening on unix")
     got = frames("unix:" + path, {"sensor": "counter", "time-frame": 10}, 5)
     allv = [v for _, m in got for v in m]
     assert allv == list(range(allv[0], allv[0] + len(allv))) and len(allv) > 100

@@ -362,7 +362,7 @@ def evaluate(model, device_of, link=default_link):
                 raise PlacementError(Problem("%s on %s cannot reach %s on %s (no route)%s"
                                              % (u, src, ", ".join(vs), dst, why), step=u, device=src))
             cost, route = r
-            p = Pipe(u, src, dst, vs, list(route), cost, f.rate, f.bytes)
+            p = Pipe(u, src, dst, vs, route, cost, f.rate, f.bytes)
             pipes.append(p)
             total += p.traffic * cost
     return pipes, total

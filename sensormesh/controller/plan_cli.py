@@ -38,6 +38,11 @@ def plan(file, strategy, show_assignments, time_limit, headroom):
         click.echo("warning: %s" % w)
     click.echo("")
     click.echo(placement.table())
+    describe = getattr(model.topology, "describe", None)
+    if callable(describe):
+        text = describe()
+        click.echo("")
+        click.echo("\n".join(text) if isinstance(text, (list, tuple)) else text)
     if assignments is not None:
         click.echo("")
         click.echo(json.dumps(assignments, indent=2))

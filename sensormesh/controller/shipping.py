@@ -438,7 +438,7 @@ class CodeShipper:
                     raise ShippingError("%s%s closes over %r, which has no value yet" % (where, label, var))
                 if not is_literal(v):
                     raise ShippingError(
-                        "%s%s closes over %r (a %s); only closures over literal values can be "
+                        "%s%s closes over %r (of type %s); only closures over literal values can be "
                         "shipped. Make it a module-level def that takes what it needs from "
                         "module-level constants" % (where, label, var, type(v).__name__))
                 values[var] = v
@@ -489,7 +489,7 @@ class CodeShipper:
                 "%s%s uses %r from %s, another file of the user's; devices only get the "
                 "functions of one file per module: move it into the same file" % (where, label, gname, vmod))
         raise ShippingError(
-            "%s%s uses the global %r (a %s), which is not a literal constant, a module or a "
+            "%s%s uses the global %r (of type %s), which is not a literal constant, a module or a "
             "function of the same file, so it cannot be rebuilt on a device. Make it a literal "
             "or compute it inside a module-level def" % (where, label, gname, type(value).__name__))
 

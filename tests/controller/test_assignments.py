@@ -201,3 +201,75 @@ def test_plan_command_reports_file_errors(tmp_path):
     r = CliRunner().invoke(plan, [str(bad)])
     assert r.exit_code == 1
     assert "bad.yaml:3:" in r.output and "steps.w.type" in r.output and "windw" in r.output
+
+
+def test_catalog_params_are_the_devices():
+    """The catalogue's device parameters are exactly what the device's steps accept."""
+    from sensormesh import steps
+    from sensormesh.controller import catalog
+    for name, cls in steps.TYPES.items():
+        t = catalog.get(name)
+        assert {p.name for p in t.param_map.values() if not p.hint} == set(cls.ARGS), name
+
+
+TOPOLOGY_FILE = """\
+pipeline: gw
+devices:
+  esp-1: {interpreter: micropython, sensors: [gyro], address: "10.1.0.1:7000"}
+  gw: {interpreter: cpython, cpu: 4, addresses: {field: "10.1.0.2:7000", office: "10.2.0.2:7000"}}
+  pc: {interpreter: cpython, cpu: 20, address: "10.2.0.3:7000"}
+  cloud: {interpreter: cpython, cpu: 20, address: "10.3.0.1:7000"}
+network:
+  controller: [office]
+  domains:
+    field: [esp-1, gw]
+    office: [gw, pc]
+    cloud: [cloud]
+  links:
+    - {from: office, to: cloud}
+steps:
+  g: {type: source, sensor: gyro}
+  w: {type: window, values: 10, agg: count, input: g}
+sinks:
+  out: {type: print, input: g, on: pc}
+  up: {type: print, input: w, on: cloud}
+"""
+
+
+def test_topology_routes_become_relays_with_dial_directions(tmp_path):
+    pytest.importorskip("sensormesh.controller.topology")
+    from sensormesh.controller.pipeline_file import load_model
+    path = tmp_path / "gw.yaml"
+    path.write_text(TOPOLOGY_FILE)
+    m = load_model(str(path))
+    assert m.topology is not None
+    for strategy in ("central", "edge", "optimal"):
+        pl = m.place(strategy)
+        a = pl.assignments(epoch=3)
+        for pp in pl.pipes:
+            if {pp.src, pp.dst} == {"esp-1", "pc"}:
+                assert pp.route == ["esp-1", "gw", "pc"]
+        # hop 1 esp-1 -> gw in the field domain, hop 2 gw -> pc in the office
+        outs = {s["params"]["edge"]: s for d in a for s in a[d]["steps"] if s["type"] == "pipe_out"}
+        assert outs["g->pc@1"]["params"]["to"] == "10.1.0.2:7000"
+        assert outs["g->pc@2"]["params"]["to"] == "10.2.0.3:7000"
+        assert outs["g->pc@2"]["inputs"] == ["in:g->pc@1"]
+        assert pl.loads["gw"][0] > 0                 # relaying is work for the gateway
+        json.loads(json.dumps(a))
+        check_device_accepts(a)
+    # data for the cloud crosses the one-way link office -> cloud: the office end dials
+    pl = m.place("optimal")
+    to_cloud = [pp for pp in pl.pipes if pp.dst == "cloud"]
+    assert to_cloud and all(pp.route[-2] in ("gw", "pc") for pp in to_cloud)
+
+
+def test_one_domain_topology_uses_the_uniform_formulation(tmp_path):
+    pytest.importorskip("sensormesh.controller.topology")
+    from sensormesh.controller.pipeline_file import load_model
+    path = tmp_path / "one.yaml"
+    path.write_text(TOPOLOGY_FILE.split("network:")[0] + "network:\n  domains:\n    lan: {devices: [esp-1, gw, pc, cloud], cost: 3}\n"
+                    + "steps:" + TOPOLOGY_FILE.split("steps:")[1])
+    m = load_model(str(path))
+    pl = m.place("optimal")
+    assert pl.solver["variables"] < 40               # no pair variables
+    assert pl.objective == pytest.approx(3 * sum(pp.traffic for pp in pl.pipes))

@@ -8,7 +8,7 @@ import pytest
 import shipping_samples as S
 from sensormesh.api import Pipeline, PlacementError
 from sensormesh.controller.model import Device, Model, Step
-from sensormesh.controller.placement import CPU_HEADROOM, default_link, evaluate, place
+from sensormesh.controller.placement import CPU_HEADROOM, default_link, device_loads, evaluate, place
 
 
 def greenhouse(esp_cpu=1, heavy_cpu=None):
@@ -240,16 +240,13 @@ def brute_force(m, link=default_link):
         device_of = dict(fixed, **dict(zip(free, combo)))
         if any(m.devices[device_of[s]].interpreter not in m.interpreters[s] for s in m.order):
             continue
-        cpu, mem = {}, {}
-        for s, d in device_of.items():
-            cpu[d] = cpu.get(d, 0) + m.costs[s].cpu
-            mem[d] = mem.get(d, 0) + m.costs[s].memory
-        if any(cpu[d] > m.devices[d].cpu_units * CPU_HEADROOM + 1e-9 or mem[d] > m.devices[d].memory + 1e-9
-               for d in cpu):
-            continue
         try:
-            _, obj = evaluate(m, device_of, link)
+            pipes, obj = evaluate(m, device_of, link)
         except PlacementError:
+            continue
+        loads = device_loads(m, device_of, pipes)       # steps and relays
+        if any(cpu > m.devices[d].cpu_units * CPU_HEADROOM + 1e-9 or mem > m.devices[d].memory + 1e-9
+               for d, (cpu, mem) in loads.items()):
             continue
         if best is None or obj < best - 1e-12:
             best = obj
@@ -257,11 +254,13 @@ def brute_force(m, link=default_link):
 
 
 def hop_link(a, b):
-    """d3 is only reachable from d2; other pairs cost 1 or 2 hops."""
+    """d3 sits behind gateway d2 (d1 cannot send to it at all); other pairs cost 1 or 2."""
     if a == b:
         return 0, [a]
     if "d3" in (a, b) and "d2" not in (a, b):
-        return None
+        if (a, b) == ("d1", "d3"):
+            return None
+        return 2, [a, "d2", b]
     cost = 1 + (int(a[1:]) + int(b[1:])) % 2
     return cost, [a, b]
 
