@@ -14,6 +14,7 @@
 from sensormesh import shipped, steps
 from sensormesh.compat import MICROPYTHON
 from sensormesh.pipes import PipeIn, PipeOut
+from sensormesh.steps import Outlet, _nowhere
 
 BURST = 64 if MICROPYTHON else 256
 # Callback-sink values wait at most this long before they leave for the controller.
@@ -25,7 +26,7 @@ class AssignmentError(Exception):
     pass
 
 
-class Source:
+class Source(Outlet):
     """Reads one sensor on its schedule and pushes each value into the chain."""
 
     SINK = False
@@ -59,8 +60,6 @@ class Source:
         self.n_out = 0
         self.errors = 0
         self.last_error = None
-
-    connect = None  # set below (shared with PipeIn)
 
     def start(self):
         self.running = True
@@ -130,9 +129,6 @@ class Source:
         if self.last_error:
             s["last_error"] = self.last_error
         return s
-
-
-Source.connect = PipeIn.connect
 
 
 class Runtime:
@@ -325,19 +321,18 @@ class Runtime:
             return None
         return node
 
-    def on_pipe(self, session, body):
-        node = self._edge_conn(session, body, self.pipe_ins, "pipe_in")
+    def _attach(self, session, body, table, what):
+        node = self._edge_conn(session, body, table, what)
         if node is not None:
             session.kind = "pipe"
             session.handler = node
             node.attach(session.conn)
 
+    def on_pipe(self, session, body):
+        self._attach(session, body, self.pipe_ins, "pipe_in")
+
     def on_pull(self, session, body):
-        node = self._edge_conn(session, body, self.pipe_outs, "pipe_out")
-        if node is not None:
-            session.kind = "pipe"
-            session.handler = node
-            node.attach(session.conn)
+        self._attach(session, body, self.pipe_outs, "pipe_out")
 
     # -- running ------------------------------------------------------------------------
     def backlogged(self):
@@ -388,7 +383,3 @@ class Runtime:
         if self.lost_deliveries:
             st["lost_deliveries"] = self.lost_deliveries
         return st
-
-
-def _nowhere(value):
-    pass

@@ -10,6 +10,7 @@
 # counted as dropped and reported in status, never lost silently.
 from sensormesh import transport
 from sensormesh.compat import MICROPYTHON
+from sensormesh.steps import Outlet, _nowhere
 
 # Values a pipe_out holds while it has no connection (or the connection is backed up).
 MAX_PENDING = 2000 if MICROPYTHON else 1000000
@@ -179,7 +180,7 @@ class PipeOut:
         return s
 
 
-class PipeIn:
+class PipeIn(Outlet):
     """Receives one edge's arrays and pushes every value downstream, in order."""
 
     def __init__(self, runtime, sid, params):
@@ -196,18 +197,6 @@ class PipeIn:
         self.n_in = 0
         self.frames = 0
         self.last_error = None
-
-    def connect(self, target, port=0):
-        fn = target.inlet(port) if hasattr(target, "inlet") else target
-        self.outputs.append(fn)
-        outs = tuple(self.outputs)
-        if len(outs) == 1:
-            self.emit = outs[0]
-        else:
-            def fan_out(v):
-                for f in outs:
-                    f(v)
-            self.emit = fan_out
 
     def start(self):
         self.running = True
@@ -261,7 +250,3 @@ class PipeIn:
         if self.last_error:
             s["last_error"] = self.last_error
         return s
-
-
-def _nowhere(value):
-    pass

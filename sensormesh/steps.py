@@ -56,6 +56,29 @@ def _nowhere(value):
     pass
 
 
+def emitter(outs):
+    """The emit function for a list of downstream callables: with one downstream it *is* that
+    callable (one call per step per value), with several a small fan-out."""
+    if not outs:
+        return _nowhere
+    if len(outs) == 1:
+        return outs[0]
+    outs = tuple(outs)
+
+    def fan_out(value):
+        for fn in outs:
+            fn(value)
+    return fan_out
+
+
+class Outlet:
+    """connect() for runtime objects that produce values but are not steps (sources, pipe_in)."""
+
+    def connect(self, target, port=0):
+        self.outputs.append(target.inlet(port) if hasattr(target, "inlet") else target)
+        self.emit = emitter(self.outputs)
+
+
 def _short(value):
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -197,18 +220,7 @@ class Step:
         self._wire()
 
     def _wire(self):
-        outs = self.outputs
-        if not outs:
-            self.emit = _nowhere
-        elif len(outs) == 1:
-            self.emit = outs[0]  # one call per step per value: straight to downstream's put
-        else:
-            outs = tuple(outs)
-
-            def fan_out(value):
-                for fn in outs:
-                    fn(value)
-            self.emit = fan_out
+        self.emit = emitter(self.outputs)
 
     # -- running --------------------------------------------------------------------------------
     def put(self, value):

@@ -31,7 +31,6 @@ def _key(sock):
 def unix_address(path):
     """A Unix socket address both interpreters accept (MicroPython wants a raw sockaddr_un)."""
     if MICROPYTHON:
-        import struct
         return struct.pack("H", socket.AF_UNIX) + path.encode() + b"\0"
     return path
 
@@ -75,6 +74,10 @@ class Loop:
         self._now = 0
         self.running = False
         self.on_error = None  # fn(exc, where) for errors raised by handlers
+        # MicroPython: one receive buffer for every connection of this loop, allocated once.
+        # Allocating a fresh chunk per recv() fragments a board's heap until a read fails; the
+        # decoder copies what it needs before the next read, so one buffer is enough.
+        self.rbuf = bytearray(RECV_CHUNK) if MICROPYTHON else None
 
     def now(self):
         """Milliseconds since the loop was made. Monotonic, never wraps."""
@@ -356,7 +359,13 @@ class Connection:
 
     def _read(self):
         try:
-            data = self.sock.recv(RECV_CHUNK)
+            if MICROPYTHON:
+                n = self.sock.readinto(self.loop.rbuf)
+                if n is None:
+                    return  # nothing there after all (non-blocking)
+                data = memoryview(self.loop.rbuf)[:n]
+            else:
+                data = self.sock.recv(RECV_CHUNK)
         except OSError as e:
             en = errno_of(e)
             if en in WOULD_BLOCK:
