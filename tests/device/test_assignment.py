@@ -3,36 +3,10 @@
 from sensormesh import transport
 from sensormesh.device import Device
 
-PORTS = [47400]
-
-
-class Ctl:
-    def __init__(self):
-        self.messages = []
-        self.closed = None
-
-    def on_message(self, conn, msg):
-        self.messages.append(msg)
-
-    def on_close(self, conn, reason):
-        self.closed = reason
-
-    def replies(self, key):
-        return [m[key] for m in self.messages if key in m]
-
-
-def listen(dev):
-    while True:
-        PORTS[0] += 1
-        try:
-            dev.listen_tcp("127.0.0.1", PORTS[0])
-            return "127.0.0.1:%d" % PORTS[0]
-        except OSError:
-            pass
-
+from loopkit import Collector, listen
 
 def control(loop, addr):
-    c = Ctl()
+    c = Collector()
     conn = transport.dial(loop, addr, c)
     conn.send({"hello": {}})
     return c, conn
@@ -141,7 +115,7 @@ def test_bad_assignment_named_and_old_one_keeps_running():
 
 def test_pipe_to_unknown_edge_is_refused():
     loop, a, aaddr, b, baddr = two_devices()
-    c = Ctl()
+    c = Collector()
     conn = transport.dial(loop, baddr, c)
     conn.send({"pipe": {"edge": "nowhere", "epoch": 1}})
     assert loop.run_until(lambda: c.closed is not None, 5000)

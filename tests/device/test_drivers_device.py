@@ -9,7 +9,7 @@ import machine
 from sensormesh import transport
 from sensormesh.device import Device
 
-PORTS = [47640]
+from loopkit import Collector, listen
 
 BOARD = [
     {"name": "t", "kind": "co2", "driver": "esp32", "pin": 4},
@@ -19,37 +19,12 @@ BOARD = [
 ]
 
 
-class Collector:
-    def __init__(self):
-        self.messages = []
-        self.closed = None
-
-    def on_connect(self, conn):
-        pass
-
-    def on_message(self, conn, msg):
-        self.messages.append(msg)
-
-    def on_close(self, conn, reason):
-        self.closed = reason
-
-
 def _board():
     fresh()
     mpu = machine.fake_i2c(0).attach(0x68, fakeparts.MPU6050())
     fakeparts.MHZ19B(4, ppm=950, range_ppm=5000).schedule(2)
     machine.Pin(34).fake_analog(49151)
     return mpu
-
-
-def _listen(dev):
-    while True:
-        PORTS[0] += 1
-        try:
-            dev.listen_tcp("127.0.0.1", PORTS[0])
-            return "127.0.0.1:%d" % PORTS[0]
-        except OSError:
-            pass
 
 
 def _values(dev, addr, body, n):
@@ -84,7 +59,7 @@ def test_device_streams_board_sensor_values():
     mpu.set_physical((0.0, 0.0, 1.0), (0.0, 90.0, 0.0), 24.0)   # at the ranges the driver set
     machine.fake_clock.run_all()            # two PWM cycles reach the CO2 driver's IRQ
     try:
-        addr = _listen(dev)
+        addr = listen(dev)
         co2 = _values(dev, addr, {"sensor": "t"}, 1)
         assert co2[0] == 950
         poti = _values(dev, addr, {"sensor": "p", "time-frame": 50}, 3)

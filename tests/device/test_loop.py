@@ -3,40 +3,11 @@
 from sensormesh import transport
 from sensormesh.device import Device
 
-PORTS = [47310]
-
-
-def next_port():
-    PORTS[0] += 1
-    return PORTS[0]
-
-
-class Collector:
-    def __init__(self):
-        self.messages = []
-        self.closed = None
-        self.connected = False
-
-    def on_connect(self, conn):
-        self.connected = True
-
-    def on_message(self, conn, msg):
-        self.messages.append(msg)
-
-    def on_close(self, conn, reason):
-        self.closed = reason
-
+from loopkit import Collector, listen
 
 def setup(sensors):
     dev = Device("t", sensors)
-    port = next_port()
-    while True:
-        try:
-            dev.listen_tcp("127.0.0.1", port)
-            break
-        except OSError:
-            port = next_port()
-    return dev, "127.0.0.1:%d" % port
+    return dev, listen(dev)
 
 
 def request(dev, addr, body):

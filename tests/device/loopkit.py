@@ -1,0 +1,36 @@
+# Helpers for device tests that run a Device and its peers in one process and one loop
+# (CPython and the MicroPython unix port alike).
+
+PORTS = [47300]
+
+
+class Collector:
+    """A protocol object that keeps every message and the close reason."""
+
+    def __init__(self):
+        self.messages = []
+        self.closed = None
+        self.connected = False
+
+    def on_connect(self, conn):
+        self.connected = True
+
+    def on_message(self, conn, msg):
+        self.messages.append(msg)
+
+    def on_close(self, conn, reason):
+        self.closed = reason
+
+    def replies(self, key):
+        return [m[key] for m in self.messages if type(m) is dict and key in m]
+
+
+def listen(dev):
+    """Make dev listen on the next free loopback port; returns "127.0.0.1:PORT"."""
+    while True:
+        PORTS[0] += 1
+        try:
+            dev.listen_tcp("127.0.0.1", PORTS[0])
+            return "127.0.0.1:%d" % PORTS[0]
+        except OSError:
+            pass
