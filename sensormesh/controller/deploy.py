@@ -31,24 +31,32 @@ class DeviceSession:
     info: dict = field(default_factory=dict)
 
 
-def device_order(assignments: dict[str, dict], addresses: dict[str, str]) -> list[str]:
+def device_order(assignments: dict[str, dict], addresses: dict[str, str] | None = None) -> list[str]:
     """Devices ordered downstream first: a device comes after every device its pipes send to.
 
-    A pipe_out with `to` sends to the device at that address; a pipe_in with `from` receives
-    from it. Cycles between devices (possible with several pipelines) fall back to name order.
+    The pipe_out and pipe_in of one hop share an `edge` id, so the sender and receiver of every
+    hop are known whichever end dials and whatever address (host:port or unix:PATH) it uses.
+    Cycles between devices (possible with several pipelines) fall back to name order.
+    `addresses` is accepted for compatibility and not needed.
     """
-    by_addr = {}
-    for name, addr in addresses.items():
-        by_addr[addr] = name
-    g = nx.DiGraph()
-    g.add_nodes_from(assignments)
+    senders: dict[str, set] = {}
+    receivers: dict[str, set] = {}
     for name, a in assignments.items():
         for step in a.get("steps", []):
-            p = step.get("params") or {}
-            if step.get("type") == "pipe_out" and p.get("to") in by_addr:
-                g.add_edge(by_addr[p["to"]], name)   # receiver before sender
-            elif step.get("type") == "pipe_in" and p.get("from") in by_addr:
-                g.add_edge(name, by_addr[p["from"]])
+            edge = (step.get("params") or {}).get("edge")
+            if edge is None:
+                continue
+            if step.get("type") == "pipe_out":
+                senders.setdefault(edge, set()).add(name)
+            elif step.get("type") == "pipe_in":
+                receivers.setdefault(edge, set()).add(name)
+    g = nx.DiGraph()
+    g.add_nodes_from(assignments)
+    for edge, outs in senders.items():
+        for snd in outs:
+            for rcv in receivers.get(edge, ()):
+                if rcv != snd:
+                    g.add_edge(rcv, snd)   # receiver before sender
     try:
         return list(nx.lexicographical_topological_sort(g))
     except nx.NetworkXUnfeasible:
