@@ -108,10 +108,15 @@ class Deployment:
             s.client.close()
 
     def watch(self, on_deliver: Callable[[str, str, list], None], until: Callable[[], bool],
-              timeout: float | None = None) -> None:
-        """Read deliveries from every device until until() is true (or timeout seconds pass)."""
+              timeout: float | None = None, on_event: Callable[[str], None] | None = None) -> None:
+        """Read deliveries from every device until until() is true (or timeout seconds pass).
+
+        on_deliver(device, step, values) gets callback-sink values; on_event(text) gets what
+        the operator should know (a device reported an error, a session closed)."""
+        if on_event is None:
+            on_event = lambda text: on_deliver("", "", [{"error": text}])  # noqa: E731
         for name, m in self.pending:
-            self._dispatch(name, m, on_deliver)
+            self._dispatch(name, m, on_deliver, on_event)
         self.pending = []
         sel = selectors.DefaultSelector()
         for name, s in self.sessions.items():
@@ -122,7 +127,7 @@ class Deployment:
                 m = s.client.decoder.next()
                 if m is None:
                     break
-                self._dispatch(name, m, on_deliver)
+                self._dispatch(name, m, on_deliver, on_event)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while not until():
@@ -135,26 +140,27 @@ class Deployment:
                     data = s.client.sock.recv(1 << 16)
                     if not data:
                         sel.unregister(s.client.sock)
-                        on_deliver(name, "", [{"error": "device %s closed its control session" % name}])
+                        on_event("device %s closed its control session" % name)
                         continue
                     s.client.decoder.feed(data)
                     while True:
                         m = s.client.decoder.next()
                         if m is None:
                             break
-                        self._dispatch(name, m, on_deliver)
+                        self._dispatch(name, m, on_deliver, on_event)
         finally:
             sel.close()
             for s in self.sessions.values():
                 s.client.sock.settimeout(5.0)
 
     @staticmethod
-    def _dispatch(name, m, on_deliver):
+    def _dispatch(name, m, on_deliver, on_event):
         if isinstance(m, dict) and "deliver" in m:
             d = m["deliver"]
             on_deliver(name, d.get("step"), d.get("values", []))
         elif isinstance(m, dict) and "error" in m:
-            on_deliver(name, "", [m])
+            e = m["error"]
+            on_event("device %s: %s" % (name, e.get("message", e) if isinstance(e, dict) else e))
 
 
 def deploy(assignments: dict[str, dict], addresses: dict[str, str], timeout: float = 5.0) -> Deployment:
