@@ -293,9 +293,8 @@ class Runtime:
         session.conn.send({"started": {"pipeline": self.pipeline, "epoch": self.epoch}})
 
     def on_stop(self, session, body):
-        final = self.status()
-        self.teardown()
-        session.conn.send({"stopped": final})
+        final = self.teardown()
+        session.conn.send({"stopped": final if final is not None else self.status()})
 
     def on_undeploy(self, session, body):
         self.on_stop(session, body)
@@ -346,9 +345,10 @@ class Runtime:
             s.resume()
 
     def teardown(self):
-        """Stop sources, flush every step upstream-first, close everything."""
+        """Stop sources, flush every step upstream-first, close everything. Returns the status
+        taken after the flushes (so the counts include the last frames), or None if empty."""
         if not self.nodes:
-            return
+            return None
         for s in self.sources:
             s.close()
         for i in self.order:
@@ -358,6 +358,7 @@ class Runtime:
                 self.log("flush of %s failed: %s" % (i, e))
         if self.n_undelivered:
             self._send_deliveries()
+        final = self.status()
         for i in self.order:
             try:
                 self.nodes[i].close()
@@ -369,6 +370,8 @@ class Runtime:
         self.pipe_outs = {}
         self.pipe_ins = {}
         self.state = "empty"
+        final["state"] = "stopped"
+        return final
 
     def shutdown(self):
         self.teardown()

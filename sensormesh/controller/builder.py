@@ -182,6 +182,16 @@ class Pipeline:
         """{device: assignment dict} for the given strategy."""
         return self.plan(strategy, **options).assignments(epoch=epoch)
 
+    def up(self, strategy="optimal", duration=None, count=None, until=None, on_event=None, **options):
+        """Run the pipeline on this machine: start the devices marked local=True (MicroPython
+        ones on the unix port when `micropython` is installed), deploy, call the callback
+        functions as values arrive, and stop everything after `duration` seconds, `count`
+        callback values, when until() is true, or on Ctrl-C. Returns each device's final
+        counts. Devices that are not local must already run (`sensormesh worker`)."""
+        from sensormesh.controller import runner
+        return runner.up(self.model(), strategy, duration=duration, count=count, until=until,
+                         on_event=on_event, **options)
+
     def __repr__(self):
         return "Pipeline(%r, %d steps, %d devices)" % (self.name, len(self._steps), len(self._devices))
 

@@ -1,0 +1,174 @@
+# `sensormesh up|deploy|status|stop FILE`: run a pipeline file's steps on its devices.
+#
+#   up FILE       start the file's local devices, deploy, show sink values live, Ctrl-C stops all
+#   deploy FILE   deploy to running devices (replacing what they ran); --watch shows sink values
+#   status FILE   what every device of the file runs, with per-step counts
+#   stop FILE     stop the pipeline on every device of the file (upstream first)
+#
+# Registered in sensormesh/cli.py. The work is done by runner.py, shared with the Python API.
+import sys
+
+import click
+
+from sensormesh.controller import deploy as deploying
+from sensormesh.controller import runner
+from sensormesh.controller.errors import PipelineError
+from sensormesh.controller.placement import STRATEGIES
+
+_strategy = click.option("--strategy", "-s", type=click.Choice(STRATEGIES), default="optimal", show_default=True,
+                         help="Placement strategy (see `sensormesh plan`).")
+_timeout = click.option("--timeout", type=float, default=5.0, show_default=True,
+                        help="Seconds to wait for each device's answers.")
+
+
+def _load(file):
+    from sensormesh.controller.pipeline_file import load_model
+    try:
+        return load_model(file)
+    except PipelineError as e:
+        raise click.ClickException(str(e))
+
+
+def _show_plan(placement, asg, out):
+    steps = {d: [s["id"] for s in a["steps"] if s["type"] not in ("pipe_in", "pipe_out")] for d, a in asg.items()}
+    out("placement (%s): %s" % (placement.strategy, "; ".join(
+        "%s runs %s" % (d, ", ".join(ids) if ids else "relays only") for d, ids in sorted(steps.items()))))
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_strategy
+@click.option("--duration", type=float, default=0, help="Stop after this many seconds (0 = until Ctrl-C).")
+@click.option("--count", type=int, default=0, help="Stop after this many callback values (0 = no limit).")
+@click.option("--quiet-devices", is_flag=True, help="Do not show the local devices' own output.")
+@click.option("--heap", default=None, help="Heap size for MicroPython devices, e.g. 96K (default: the port's).")
+@_timeout
+def up(file, strategy, duration, count, quiet_devices, heap, timeout):
+    """Start FILE's local devices, deploy the pipeline, show sink values live; Ctrl-C stops everything."""
+    from sensormesh.controller.local import LocalError
+    model = _load(file)
+    printer = runner.Printer(click.echo, model)
+    local = [d for d in model.devices.values() if d.local]
+    if not local:
+        raise click.ClickException("%s marks no device `local: true`; `sensormesh up` starts local devices "
+                                   "(use `sensormesh deploy` for devices that already run)" % file)
+    printer.line("starting %d local device(s): %s" % (len(local), ", ".join(
+        "%s (%s)" % (d.name, d.interpreter) for d in local)))
+
+    def deployed(placement, asg):
+        _show_plan(placement, asg, printer.line)
+        printer.line("running; values from callback sinks follow%s" % ("" if duration else " (Ctrl-C stops)"))
+    try:
+        final = runner.up(model, strategy, duration=duration or None, count=count or None,
+                          on_event=printer.event, on_line=None if quiet_devices else printer.device_line,
+                          on_deliver=printer.deliver, on_deployed=deployed, heap=heap, timeout=timeout)
+    except (PipelineError, LocalError, deploying.DeployError) as e:
+        raise click.ClickException(str(e))
+    except KeyboardInterrupt:
+        printer.line("interrupted while starting; every local device was stopped")
+        sys.exit(130)
+    if final:
+        printer.line("stopped; per device (step in>out):")
+        for line in runner.summary(final):
+            printer.line("  " + line)
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_strategy
+@click.option("--watch", "watch_", is_flag=True, help="Stay and show callback-sink values; Ctrl-C detaches.")
+@click.option("--duration", type=float, default=0, help="With --watch: detach after this many seconds.")
+@_timeout
+def deploy(file, strategy, watch_, duration, timeout):
+    """Deploy FILE's pipeline to its running devices (replacing what they ran before)."""
+    model = _load(file)
+    printer = runner.Printer(click.echo, model)
+    try:
+        placement, asg, dep = runner.deploy(model, strategy, timeout=timeout)
+    except (PipelineError, deploying.DeployError) as e:
+        raise click.ClickException(str(e))
+    _show_plan(placement, asg, printer.line)
+    if not watch_:
+        dep.close()
+        printer.line("deployed and started on %d device(s); `sensormesh status %s` shows them, "
+                     "`sensormesh stop %s` stops them" % (len(asg), file, file))
+        return
+    printer.line("running; values from callback sinks follow (Ctrl-C detaches, the pipeline keeps running)")
+    why = runner.watch(dep, runner.dispatcher(model, printer.deliver), printer.event, duration=duration or None)
+    dep.close()
+    printer.line("detached (%s); the pipeline keeps running" % why)
+
+
+def _step_line(sid, s):
+    if not isinstance(s, dict):
+        return "%s: %r" % (sid, s)
+    if "error" in s:
+        return "%s: ERROR %s" % (sid, s["error"])
+    keys = [k for k in ("in", "out", "dropped", "pending", "connected", "lag") if k in s]
+    return "%s: %s" % (sid, ", ".join("%s %s" % (k, s[k]) for k in keys) or "-")
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_timeout
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status of every device as JSON.")
+def status(file, timeout, as_json):
+    """Show what every device of FILE runs, with per-step counts. Exit code 1 if a device is unreachable."""
+    import json
+    model = _load(file)
+    st = deploying.status(runner.control_addresses(model), timeout=timeout)
+    if as_json:
+        click.echo(json.dumps(st, indent=2, sort_keys=True))
+    unreachable = []
+    for name in sorted(st):
+        s = st[name]
+        if as_json:
+            if "error" in s:
+                unreachable.append(name)
+            continue
+        if "error" in s:
+            unreachable.append(name)
+            click.echo("%s: UNREACHABLE (%s)" % (name, s["error"]))
+            continue
+        a = s.get("assignment") or {}
+        state = a.get("state", "empty")
+        head = "%s: %s" % (name, state)
+        if a.get("pipeline"):
+            head += " pipeline %s epoch %s" % (a["pipeline"], a.get("epoch"))
+        if s.get("errors"):
+            head += ", %s error(s)" % s["errors"]
+        if a.get("lost_deliveries"):
+            head += ", %d callback values lost while no controller listened" % a["lost_deliveries"]
+        click.echo(head)
+        for sid, step in (a.get("steps") or {}).items():
+            click.echo("    " + _step_line(sid, step))
+    if unreachable:
+        topo = model.topology
+        if topo is not None and hasattr(topo, "affected_by"):
+            try:
+                impact = topo.affected_by(unreachable, steps={})
+                for line in str(impact).splitlines():
+                    click.echo(line)
+            except Exception as e:  # the failure analysis must not hide the status itself
+                click.echo("(no failure analysis: %s)" % e)
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_timeout
+def stop(file, timeout):
+    """Stop the pipeline on every device of FILE (upstream first) and show the final counts."""
+    model = _load(file)
+    addresses = runner.control_addresses(model)
+    try:
+        _, asg = runner.plan(model)
+        order = list(reversed(deploying.device_order(asg)))
+    except PipelineError:
+        order = []
+    order += sorted(d for d in addresses if d not in order)
+    final = deploying.stop({d: addresses[d] for d in order if d in addresses}, timeout=timeout)
+    for line in runner.summary(final):
+        click.echo(line)
+    if any("error" in v for v in final.values()):
+        sys.exit(1)

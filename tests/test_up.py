@@ -1,0 +1,204 @@
+"""`sensormesh up|deploy|status|stop` and Pipeline.up() with real processes on real sockets.
+
+`up` starts the file's local devices (one on the MicroPython unix port), deploys, prints callback
+values as they arrive and stops everything; every value arrives exactly once and in order."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from procs import ROOT, free_port, need_micropython
+
+N = 200
+STEPS_PY = "def double(x):\n    return 2 * x\n"
+
+
+def counting_file(tmp_path, local=True, ports=None, name="count"):
+    """a (MicroPython) and b count to N; c zips them (a doubled by shipped code), windows of 10."""
+    (tmp_path / "user_steps.py").write_text(STEPS_PY)
+
+    def where(dev):
+        if local:
+            return "local: true"
+        return 'address: "127.0.0.1:%d"' % ports[dev]
+    text = textwrap.dedent("""\
+        pipeline: %s
+        devices:
+          a: {interpreter: micropython, sensors: ["counter@1000"], %s}
+          b: {interpreter: cpython, sensors: ["counter@1000"], %s}
+          c: {interpreter: cpython, cpu: 4, %s}
+        steps:
+          sa: {type: source, sensor: counter, count: %d, on: a}
+          da: {type: map, fn: "user_steps.py:double", input: sa, on: a}
+          sb: {type: source, sensor: counter, count: %d, on: b}
+          z:  {type: zip, inputs: [da, sb], on: c}
+          w:  {type: window, values: 10, agg: list, input: z, on: c}
+        sinks:
+          windows: {type: callback, input: w, on: c}
+        """) % (name, where("a"), where("b"), where("c"), N, N)
+    path = tmp_path / ("%s.yaml" % name)
+    path.write_text(text)
+    return str(path)
+
+
+def cli(*args, timeout=90, cwd=ROOT):
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "sensormesh.cli"] + list(args), cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def windows_from(out):
+    return [json.loads(line.split(None, 1)[1]) for line in out.splitlines() if line.startswith("windows ")]
+
+
+def unix_paths(names):
+    from sensormesh.controller.model import default_unix_path
+    return [default_unix_path(n) for n in names]
+
+
+def assert_exact(windows):
+    pairs = [p for w in windows for p in w]
+    assert pairs == [[2 * i, i] for i in range(N)], "values lost, repeated or out of order"
+
+
+def test_up_runs_local_devices_delivers_every_value_once_and_stops_them(tmp_path):
+    need_micropython()
+    path = counting_file(tmp_path)
+    r = cli("up", path, "--count", str(N // 10), "--timeout", "10")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "a (micropython)" in r.stdout and "(count)" in r.stdout
+    assert_exact(windows_from(r.stdout))
+    assert "stopped; per device" in r.stdout
+    # shipped code ran on the MicroPython device, and the device said it was deployed
+    assert "a | [a] deployed count" in r.stdout
+    for p in unix_paths("abc"):
+        assert not os.path.exists(p), "up left its socket %s behind" % p
+
+
+def test_up_ctrl_c_stops_the_pipeline_then_the_devices(tmp_path):
+    need_micropython()
+    path = counting_file(tmp_path, name="endless").replace("count: %d" % N, "count: 0")
+    text = open(path).read().replace("count: %d" % N, "count: 0")
+    open(path, "w").write(text)
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, "-m", "sensormesh.cli", "up", path, "--quiet-devices"], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = []
+    try:
+        deadline = time.monotonic() + 60
+        windows = 0
+        while windows < 3 and time.monotonic() < deadline:   # wait for values, then press Ctrl-C
+            line = p.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            windows += line.startswith("windows ")
+        assert windows >= 3, "".join(lines)
+        p.send_signal(signal.SIGINT)
+        watchdog = threading.Timer(60, p.kill)   # bounds the read below if `up` hangs
+        watchdog.start()
+        try:
+            for line in p.stdout:                # to the end of its output
+                lines.append(line)
+        finally:
+            watchdog.cancel()
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    out = "".join(lines)
+    assert p.returncode == 0, out
+    assert "stopping (interrupted)" in out and "stopped; per device" in out
+    got = [x for w in windows_from(out) for x in w]
+    assert got == [[2 * i, i] for i in range(len(got))]
+    for path_ in unix_paths("abc"):
+        assert not os.path.exists(path_)
+
+
+def test_deploy_status_stop_on_running_devices(tmp_path, devices):
+    ports = {n: free_port() for n in "abc"}
+    devices("micropython", ["--port", str(ports["a"]), "--name", "a", "--sensors", "counter@1000"])
+    devices("cpython", ["--port", str(ports["b"]), "--name", "b", "--sensors", "counter@1000"])
+    devices("cpython", ["--port", str(ports["c"]), "--name", "c", "--sensors", ""])
+    path = counting_file(tmp_path, local=False, ports=ports)
+    r = cli("deploy", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "deployed and started on 3 device(s)" in r.stdout
+    # wait for the sources to finish: status shows every value through the zip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        st = cli("status", path, "--json")
+        assert st.returncode == 0, st.stdout + st.stderr
+        raw = json.loads(st.stdout)
+        if raw["c"]["assignment"]["steps"]["z"]["out"] == N:
+            break
+    assert raw["c"]["assignment"]["steps"]["w"]["out"] == N // 10
+    assert raw["a"]["assignment"]["state"] == "running"
+    text = cli("status", path).stdout
+    assert "c: running pipeline count" in text and "z: in %d, out %d" % (2 * N, N) in text
+    r = cli("stop", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "c: " in r.stdout and "w %d>%d" % (N, N // 10) in r.stdout
+    after = json.loads(cli("status", path, "--json").stdout)
+    assert all(after[d].get("assignment", {}).get("state", "empty") == "empty" for d in "abc")
+
+
+def test_deploy_to_a_down_device_names_it_and_starts_nothing(tmp_path, devices):
+    ports = {n: free_port() for n in "abc"}
+    devices("cpython", ["--port", str(ports["b"]), "--name", "b", "--sensors", "counter@1000"])
+    devices("cpython", ["--port", str(ports["c"]), "--name", "c", "--sensors", ""])
+    path = counting_file(tmp_path, local=False, ports=ports)
+    r = cli("deploy", path)
+    assert r.returncode == 1
+    assert "device a at 127.0.0.1:%d is not reachable" % ports["a"] in r.stderr
+    st = cli("status", path)
+    assert st.returncode == 1 and "a: UNREACHABLE" in st.stdout
+    assert "b: empty" in st.stdout and "c: empty" in st.stdout
+
+
+def test_up_names_a_local_device_that_cannot_start(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(textwrap.dedent("""\
+        pipeline: bad
+        devices:
+          pc: {interpreter: cpython, local: true, sensors: ["t=csv:missing.csv@10"]}
+        steps:
+          s: {type: source, sensor: t}
+        sinks:
+          k: {type: callback, input: s}
+        """))
+    r = cli("up", str(path))
+    assert r.returncode == 1
+    assert "local device pc (cpython) exited" in r.stderr and "missing.csv" in r.stderr
+    assert not os.path.exists(unix_paths(["pc"])[0])
+
+
+def test_up_refuses_a_file_without_local_devices(tmp_path):
+    path = counting_file(tmp_path, local=False, ports={"a": 1, "b": 2, "c": 3})
+    r = cli("up", path)
+    assert r.returncode == 1 and "marks no device `local: true`" in r.stderr
+
+
+def plus_one(x):
+    return x + 1
+
+
+def test_python_api_up_calls_the_users_callback(tmp_path):
+    from sensormesh.api import Pipeline
+    p = Pipeline("api-up")
+    p.device("edge", interpreter="micropython", sensors=["counter@1000"], local=True)
+    p.device("hub", interpreter="cpython", cpu=4, local=True)
+    got = []
+    p.source("counter", on="edge", count=N).map(plus_one, on="edge") \
+        .window(values=20, agg="sum", on="hub").callback(got.append)
+    final = p.up(count=N // 20, timeout=10)
+    assert got == [sum(range(i * 20 + 1, i * 20 + 21)) for i in range(N // 20)]
+    assert final["hub"]["state"] == "stopped"
