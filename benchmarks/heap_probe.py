@@ -1,25 +1,39 @@
 # The measuring half of benchmarks/bench_heap.py, run on the MicroPython unix port from the
 # precompiled bundle; kept apart and small, so that its own code takes little of the heap it
-# measures. Prints "name|value" lines (bytes; -1: did not fit), then "END".
+# measures (bench_heap.py reports what it takes). Prints "name|value" lines (bytes; -1: did not
+# fit), then "END".
 #     micropython -X heapsize=96K -c "import heap_probe; heap_probe.main(['imports', '0', '1'])"
 #     micropython -X heapsize=96K -c "import heap_probe; heap_probe.main(['serve', PORT, SECONDS])"
 import gc
 
 DRIVERS = ("temperature", "hall", "poti", "gyro", "dht11", "ultrasonic", "co2", "touchpad",
            "touch", "rotary")
-# The simulated board modules the drivers import (not on a real board: machine is built in).
-FAKE_HW = ("machine", "esp32", "dht")
+# The simulated board modules the drivers import; not on a real board, where machine, esp32
+# and dht are built into the firmware.
+FAKE_HW = ("machine", "esp32", "dht", "fakeparts")
 # What a device imports, in the order it needs it: the runtime that serves data requests, the
 # drivers, then (lazily, on the first deployment) the assignment runtime, the secure session.
 GROUPS = (
-    ("runtime: device + data requests", ("sensormesh.compat", "sensormesh.codec", "sensormesh.transport",
-                                         "sensormesh.sensors", "sensormesh.datarequest", "sensormesh.device")),
+    ("device package (runtime, data requests)", ("sensormesh.compat", "sensormesh.codec", "sensormesh.transport",
+                                                 "sensormesh.sensors", "sensormesh.datarequest",
+                                                 "sensormesh.device")),
     ("all 10 esp32 drivers", tuple("sensormesh.sensors.esp32." + d for d in DRIVERS)),
     ("assignment runtime (first deploy)", ("sensormesh.shipped", "sensormesh.steps", "sensormesh.pipes",
                                            "sensormesh.assignment")),
     ("secure session", ("sensormesh.fernet", "sensormesh.rsa", "sensormesh.session")),
 )
+# The two streams: a potentiometer batched in 100 ms time frames and an MPU-6050 sending every
+# value on its own, both read at 100 Hz.
+SENSORS = [{"name": "knob", "kind": "poti", "driver": "esp32", "pin": 34},
+           {"name": "imu", "kind": "gyro", "driver": "esp32"}]
 STREAMS = ({"sensor": "knob", "time-frame": 100}, {"sensor": "imu", "time-frame": 0})
+
+# The simulated parts behind the two sensors. bench_heap.py also runs these lines on their own
+# (-c) in front of a plain device.run(), to find the smallest heap without this module loaded.
+BOARD = ("import machine, fakeparts\n"
+         "machine.fake_reset()\n"
+         "machine.fake_i2c(0).attach(0x68, fakeparts.MPU6050()).set_physical((0.0, 0.0, 1.0), (1.0, 2.0, 3.0), 25.0)\n"
+         "machine.Pin(34).fake_analog(40000)\n")
 
 
 def used():
@@ -30,15 +44,15 @@ def used():
 def imports(groups):
     print("base|%d" % used())
     t = used()
-    for m in FAKE_HW:
-        __import__(m)
+    if 1 in groups:   # the drivers need the simulated board modules: counted apart
+        for m in FAKE_HW:
+            __import__(m)
     print("fake|%d" % (used() - t))
     start = used()
     for i in groups:
-        name, mods = GROUPS[i]
         t = used()
         try:
-            for m in mods:
+            for m in GROUPS[i][1]:
                 __import__(m)
         except MemoryError:
             print("g%d|-1" % i)
@@ -49,24 +63,21 @@ def imports(groups):
 
 
 def serve(port, seconds):
-    """Serve STREAMS to the clients bench_heap.py connects; sample the heap every loop turn."""
-    import fakeparts
-    import machine
-    from sensormesh.device import Device
-    machine.fake_reset()
-    mpu = machine.fake_i2c(0).attach(0x68, fakeparts.MPU6050())
-    machine.Pin(34).fake_analog(40000)
-    dev = Device("bench", [{"name": "knob", "kind": "poti", "driver": "esp32", "pin": 34},
-                           {"name": "imu", "kind": "gyro", "driver": "esp32"}])
-    mpu.set_physical((0.0, 0.0, 1.0), (1.0, 2.0, 3.0), 25.0)
-    dev.listen_tcp("127.0.0.1", port)
+    """Set up the simulated parts (counted apart), start the device the way a board's main.py
+    does (device.start(config)), serve STREAMS to the clients bench_heap.py connects, and
+    sample the heap between loop turns."""
+    print("base|%d" % used())
+    t = used()
+    exec(BOARD, {})
+    print("fake|%d" % (used() - t))
+    t = used()
+    from sensormesh import device
+    dev = device.start({"name": "bench", "host": "127.0.0.1", "port": port, "sensors": SENSORS})
+    print("device|%d" % (used() - t))
     print("ready|%d" % used())
-    print("sensormesh bench listening")
     loop = dev.loop
-    peak = 0
     low_free = gc.mem_free()
-    turns = 0
-    live_max = 0
+    peak = turns = live_max = 0
     t_end = None
     while True:
         loop.run_once(50)
@@ -74,9 +85,9 @@ def serve(port, seconds):
         a = gc.mem_alloc()
         if a > peak:
             peak = a
-        f = gc.mem_free()
-        if f < low_free:
-            low_free = f
+        a = gc.mem_free()
+        if a < low_free:
+            low_free = a
         if turns % 10 == 0:
             a = used()
             if a > live_max:

@@ -7,6 +7,20 @@ import time
 
 MICROPYTHON = sys.implementation.name == "micropython"
 
+# On a small MicroPython heap (a board without PSRAM: about 100 KB), collect garbage after every
+# 1/12 of the heap has been allocated instead of only when an allocation fails. Long-lived
+# objects (modules, connections, timers) then stay packed at the bottom of the heap instead of
+# being spread between the garbage of imports and streams, which leaves free blocks large
+# enough for a frame. Measured (benchmarks/bench_heap.py, docs/performance.md): the two-stream
+# device needs about 14 KB less heap. This module is the first one every device module
+# imports, so it runs before the runtime's imports. Big heaps keep MicroPython's default.
+GC_THRESHOLD_HEAP = 512 * 1024
+if MICROPYTHON:
+    import gc
+    _heap = gc.mem_free() + gc.mem_alloc()
+    if _heap <= GC_THRESHOLD_HEAP:
+        gc.threshold(_heap // 12)
+
 if MICROPYTHON:
     ticks_ms = time.ticks_ms
     ticks_us = time.ticks_us

@@ -104,6 +104,7 @@ class Stream:
         self.period = period
         self.frame = []
         self.timer = None
+        self._tick_cb = self._tick   # one bound method for every reschedule, not one per tick
         self.running = False
         self.sent_values = 0
         self.sent_frames = 0
@@ -177,7 +178,7 @@ class Stream:
                 if self.deadline <= now:
                     self.deadline = now + self.tf
         if conn.writable():
-            self.timer = self.loop.call_later(0, self._tick)
+            self.timer = self.loop.call_later(0, self._tick_cb)
         # else: wait for on_drain
 
     def _periodic(self):
@@ -225,4 +226,4 @@ class Stream:
         ms = int(wait)
         if ms < wait:
             ms += 1  # round up: waking early would only find nothing due and spin
-        self.timer = self.loop.call_later(ms if ms > 0 else 0, self._tick)
+        self.timer = self.loop.call_later(ms if ms > 0 else 0, self._tick_cb)

@@ -126,7 +126,6 @@ def sleep_ms(ms):
 _GPIOS = (0, 1, 2, 3, 4, 5, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 23, 25, 26, 27,
           32, 33, 34, 35, 36, 37, 38, 39)
 _INPUT_ONLY = (34, 35, 36, 37, 38, 39)
-_TOUCH_PINS = (0, 2, 4, 12, 13, 14, 15, 27, 32, 33)
 _ADC_PINS = (32, 33, 34, 35, 36, 37, 38, 39, 0, 2, 4, 12, 13, 14, 15, 25, 26, 27)
 
 
@@ -272,39 +271,6 @@ class _Irq:
         return 0
 
 
-class Signal:
-    def __init__(self, pin, invert=False):
-        self._p = pin
-        self._inv = invert
-
-    def value(self, v=None):
-        if v is None:
-            return self._p.value() ^ (1 if self._inv else 0)
-        self._p.value((1 if v else 0) ^ (1 if self._inv else 0))
-
-
-def time_pulse_us(pin, pulse_level, timeout_us=1000000):
-    """Like the firmware's: wait for the pin to reach pulse_level (-2 on timeout), then time
-    how long it stays there (-1 on timeout). Waiting runs the simulated clock's events."""
-    s = pin._s
-    c = fake_clock
-    start = c.now
-    while s.level != pulse_level:
-        t = c.next_time()
-        if t is None or t - start >= timeout_us:
-            c.run_until(start + timeout_us)
-            return -2
-        c.step()
-    start = c.now
-    while s.level == pulse_level:
-        t = c.next_time()
-        if t is None or t - start >= timeout_us:
-            c.run_until(start + timeout_us)
-            return -1
-        c.step()
-    return c.now - start
-
-
 # -- ADC, TouchPad --------------------------------------------------------------------------
 
 class ADC:
@@ -340,21 +306,6 @@ class ADC:
 
     def read_uv(self):
         return self._s.analog * ADC._FULL_UV[self._atten] // 65535
-
-
-class TouchPad:
-    def __init__(self, pin):
-        gpio = _gpio_of(pin)
-        if gpio not in _TOUCH_PINS:
-            raise ValueError("invalid pin for touchpad")
-        self._s = _pin_state(gpio)
-        self.threshold = 0
-
-    def read(self):
-        return self._s.touch
-
-    def config(self, value):
-        self.threshold = value
 
 
 # -- I2C ------------------------------------------------------------------------------------
@@ -423,50 +374,6 @@ class SoftI2C(I2C):
         I2C.__init__(self, "soft:%d:%d" % (_gpio_of(scl), _gpio_of(sda)), freq=freq)
 
 
-# -- hardware quadrature counter (MicroPython 1.26+ on ESP32) -------------------------------
-
-# (previous AB state << 2 | new AB state) -> count change; 2 = both inputs changed (invalid)
-_QUAD = (0, -1, 1, 2, 1, 0, 2, -1, -1, 2, 0, 1, 2, 1, -1, 0)
-
-
-class Encoder:
-    """PCNT-style counter: counts every valid quadrature transition (phases=4)."""
-
-    def __init__(self, id, phase_a=None, phase_b=None, phases=1, filter_ns=0, **kwargs):
-        self.id = id
-        self._count = 0
-        self._a = _pin_state(_gpio_of(phase_a))
-        self._b = _pin_state(_gpio_of(phase_b))
-        self._div = 4 // phases
-        self._state = (self._a.level << 1) | self._b.level
-        self._a.watchers.append(self._edge)
-        self._b.watchers.append(self._edge)
-        self.invalid = 0
-
-    def _edge(self, state, level):
-        cur = (self._a.level << 1) | self._b.level
-        d = _QUAD[(self._state << 2) | cur]
-        self._state = cur
-        if d == 2:
-            self.invalid += 1
-        else:
-            self._count += d
-
-    def value(self, v=None):
-        old = self._count // self._div
-        if v is not None:
-            self._count = v * self._div
-        return old
-
-    def deinit(self):
-        for s in (self._a, self._b):
-            if self._edge in s.watchers:
-                s.watchers.remove(self._edge)
-
-
-_Encoder = Encoder
-
-
 # -- the rest of machine ------------------------------------------------------------------
 
 _resets = []
@@ -478,52 +385,28 @@ def fake_on_reset(fn):
 
 
 def fake_reset(start_us=0, encoder=True):
+    global _encoder
     _pins.clear()
     _buses.clear()
     fake_clock.reset(start_us)
-    g = globals()
-    if encoder:
-        g["Encoder"] = _Encoder
-    elif "Encoder" in g:
-        del g["Encoder"]
+    _encoder = encoder
     for fn in _resets:
         fn()
 
 
-resets = 0
+# The rest of the simulated machine (TouchPad, Signal, time_pulse_us, Encoder, reset, freq...)
+# is in machine_extra.py, loaded on first use: a test or benchmark that needs only pins, ADC
+# and I2C does not pay the heap for the rest. Module __getattr__ (PEP 562) works on CPython and
+# on the MicroPython unix port alike.
+_EXTRA = ("TouchPad", "Signal", "time_pulse_us", "Encoder", "resets", "reset", "soft_reset",
+          "unique_id", "freq", "idle", "lightsleep", "disable_irq", "enable_irq")
+_encoder = True     # False: this firmware has no machine.Encoder (fake_reset(encoder=False))
 
 
-def reset():
-    global resets
-    resets += 1
-    raise SystemExit("machine.reset()")
+def __getattr__(name):
+    if name in _EXTRA and (_encoder or name != "Encoder"):
+        import machine_extra
+        return getattr(machine_extra, name)
+    raise AttributeError(name)
 
-
-def soft_reset():
-    reset()
-
-
-def unique_id():
-    return b"\x24\x0a\xc4\x00\x00\x01"
-
-
-def freq(hz=None):
-    return 240000000
-
-
-def idle():
-    pass
-
-
-def lightsleep(ms=None):
-    if ms:
-        fake_clock.advance(ms * 1000)
-
-
-def disable_irq():
-    return 0
-
-
-def enable_irq(state=0):
-    pass
 
