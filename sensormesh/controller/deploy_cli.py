@@ -113,10 +113,16 @@ def _step_line(sid, s):
 @_timeout
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status of every device as JSON.")
 def status(file, timeout, as_json):
-    """Show what every device of FILE runs, with per-step counts. Exit code 1 if a device is unreachable."""
+    """Show what every device of FILE runs, with per-step counts, and in words what a failed device
+    cuts off (the affected area). Exit code 1 if a device is unreachable."""
     import json
+    from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
-    st = deploying.status(runner.control_addresses(model), timeout=timeout)
+    sup = Supervisor(model, "optimal", timeout=timeout)     # asks each device along its control route
+    try:
+        st, areas = sup.status()
+    finally:
+        sup.close()
     if as_json:
         click.echo(json.dumps(st, indent=2, sort_keys=True))
     unreachable = []
@@ -143,14 +149,10 @@ def status(file, timeout, as_json):
         for sid, step in (a.get("steps") or {}).items():
             click.echo("    " + _step_line(sid, step))
     if unreachable:
-        topo = model.topology
-        if topo is not None and hasattr(topo, "affected_by"):
-            try:
-                impact = topo.affected_by(unreachable, steps={})
-                for line in str(impact).splitlines():
-                    click.echo(line)
-            except Exception as e:  # the failure analysis must not hide the status itself
-                click.echo("(no failure analysis: %s)" % e)
+        if areas and not as_json:
+            click.echo("affected area:")
+            for line in areas:
+                click.echo("  " + line)
         sys.exit(1)
 
 
@@ -159,15 +161,13 @@ def status(file, timeout, as_json):
 @_timeout
 def stop(file, timeout):
     """Stop the pipeline on every device of FILE (upstream first) and show the final counts."""
+    from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
-    addresses = runner.control_addresses(model)
+    sup = Supervisor(model, "optimal", timeout=timeout)     # reaches each device along its control route
     try:
-        _, asg = runner.plan(model)
-        order = list(reversed(deploying.device_order(asg)))
-    except PipelineError:
-        order = []
-    order += sorted(d for d in addresses if d not in order)
-    final = deploying.stop({d: addresses[d] for d in order if d in addresses}, timeout=timeout)
+        final = sup.stop()
+    finally:
+        sup.close()
     for line in runner.summary(final):
         click.echo(line)
     if any("error" in v for v in final.values()):

@@ -94,7 +94,10 @@ class LocalProcess:
 
     def wait_listening(self, timeout):
         if not self.listening.wait(timeout) or self._want > 0:
-            code = self.proc.poll()
+            try:   # its output ended: the process is exiting, give it a moment to be reaped
+                code = self.proc.wait(2 if self.listening.is_set() else 0.01)
+            except subprocess.TimeoutExpired:
+                code = None
             tail = "\n".join("    " + ln for ln in self.lines[-8:]) or "    (no output)"
             what = "exited with code %s" % code if code is not None else \
                 "did not report listening within %g s" % timeout

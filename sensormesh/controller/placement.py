@@ -182,6 +182,8 @@ class Placement:
             out.append(_table(("from", "to", "traffic", "pipes"), rows))
         else:
             out.append("no traffic between devices")
+        if any(getattr(p.route_obj, "hops", None) for p in self.pipes):
+            out.append(_table(("pipe", "route", "who dials (through)", "relays"), self.route_rows()))
         rows = []
         for d, (cpu, mem) in self.loads.items():
             dev = self.model.devices[d]
@@ -195,6 +197,22 @@ class Placement:
                 100 * self.solver["gap"], format_rate(self.solver["bound"]), self.solver["seconds"])
         out.append(tail)
         return "\n\n".join(out)
+
+    def route_rows(self):
+        """[(pipe, route, who dials each hop, relays)] for every cross-device pipe: the route its
+        values take, which end opens each hop's connection and through which domain or link
+        (noting when data flows against the dial direction), and the gateways that relay it."""
+        rows = []
+        for p in self.pipes:
+            hops = getattr(p.route_obj, "hops", None)
+            if hops:
+                dials = "; ".join("%s dials %s (%s)%s" % (h.dialer, h.listener, h.via,
+                                                          ", data flows back" if h.against_dial else "")
+                                  for h in hops)
+            else:
+                dials = "; ".join("%s dials %s" % (a, b) for a, b in zip(p.route, p.route[1:]))
+            rows.append((p.edge, " -> ".join(p.route), dials, ", ".join(p.route[1:-1]) or "-"))
+        return rows
 
     def assignments(self, epoch=0, include_empty=True):
         """One assignment per inventory device, in the JSON format of docs/architecture.md.
@@ -247,6 +265,8 @@ class Placement:
                     entry["address"] = dev.address
                 if dev.addresses:
                     entry["addresses"] = dict(dev.addresses)
+                if not entry and dev.unix_path:     # a local device without a TCP address
+                    entry["address"] = "unix:" + dev.unix_path
                 inventory[name] = entry
             try:
                 frag = routing.edge_fragments(p.edge, p.src, p.dst, None, inventory, time_frame=p.time_frame,

@@ -119,8 +119,13 @@ def summary(final: dict[str, dict]) -> list[str]:
 
 
 def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeout=5.0, **options):
-    """Plan and deploy (all or nothing); returns (placement, assignments, Deployment)."""
-    placement, asg = plan(model, strategy, **options)
+    """Plan and deploy (all or nothing) along the controller's control routes (direct, forwarded
+    through gateways, or registered); returns (placement, assignments, Supervisor). The
+    Supervisor's watch() re-routes around failed gateways (controller/supervisor.py)."""
+    from sensormesh.controller.supervisor import Supervisor
+    sup = Supervisor(model, strategy, addresses=local or {}, timeout=timeout, place_options=options)
+    placement = sup.place()
+    asg = placement.assignments(epoch=sup.epoch, include_empty=False)
     if not asg:
         raise PipelineError("nothing to deploy: the placement gives no device a step")
     addresses = control_addresses(model, local)
@@ -128,8 +133,8 @@ def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeo
     if missing:
         raise PipelineError("no address for device(s) %s: give them address: host:port or local: true"
                             % ", ".join(missing))
-    dep = deploying.deploy(asg, {d: addresses[d] for d in asg}, timeout=timeout)
-    return placement, asg, dep
+    sup.deploy()
+    return placement, sup.assignments, sup
 
 
 def watch(dep, on_deliver, on_event, duration=None):
@@ -146,72 +151,12 @@ def watch(dep, on_deliver, on_event, duration=None):
     return "interrupted" if signals.hit else "duration"
 
 
-def _request(dep, name, msg, key):
-    """Send msg on device `name`'s control session and return the reply's `key` part; messages
-    that arrive first (callback deliveries) are kept in dep.pending for the caller to show."""
-    c = dep.sessions[name].client
-    c.send(msg)
-    for _ in range(100000):
-        m = c.recv()
-        if m is None:
-            raise OSError("device %s closed its control session" % name)
-        if isinstance(m, dict) and key in m:
-            return m[key]
-        if isinstance(m, dict) and "error" in m and "deliver" not in m:
-            e = m["error"]
-            raise OSError("device %s: %s" % (name, e.get("message", e) if isinstance(e, dict) else e))
-        dep.pending.append((name, m))
-    raise OSError("device %s sent no %r reply" % (name, key))
-
-
-def _pipe_ends(asg):
-    """({edge: (sender, pipe_out id)}, {edge: (receiver, pipe_in id)})."""
-    outs, ins = {}, {}
-    for dev, a in asg.items():
-        for s in a.get("steps", []):
-            edge = (s.get("params") or {}).get("edge")
-            if s.get("type") == "pipe_out" and edge is not None:
-                outs[edge] = (dev, s["id"])
-            elif s.get("type") == "pipe_in" and edge is not None:
-                ins[edge] = (dev, s["id"])
-    return outs, ins
-
-
-def stop(dep, asg, drain_timeout=3.0):
-    """Stop a deployment without losing what is in flight: devices stop upstream first (each
-    flushes its last frames), and before a device stops, the controller waits (at most
-    drain_timeout seconds per device) until each of its pipe_ins has received everything the
-    already-stopped sender sent. Returns {device: final stats}; values still missing after the
-    wait show up as the difference between a pipe_out's "out" and its pipe_in's "in"."""
-    outs, ins = _pipe_ends(asg)
-    sent = {}        # edge -> values its stopped sender wrote
-    final = {}
-    for name in reversed(dep.order):
-        waits = [(edge, pin) for edge, (dev, pin) in ins.items() if dev == name and edge in sent]
-        deadline = time.monotonic() + drain_timeout
-        try:
-            while waits and time.monotonic() < deadline:
-                st = _request(dep, name, {"status": {}}, "status")
-                steps = (st.get("assignment") or {}).get("steps") or {}
-                waits = [(e, p) for e, p in waits if (steps.get(p) or {}).get("in", 0) < sent[e]]
-                if waits:
-                    dep.sessions[name].client.sock.settimeout(0.02)
-                    try:   # let the frames arrive: wait on the session for a delivery, briefly
-                        m = dep.sessions[name].client.recv()
-                        if m is not None:
-                            dep.pending.append((name, m))
-                    except (TimeoutError, OSError):
-                        pass
-                    finally:
-                        dep.sessions[name].client.sock.settimeout(5.0)
-            final[name] = _request(dep, name, {"stop": {}}, "stopped")
-        except OSError as e:
-            final[name] = {"error": str(e)}
-            continue
-        for edge, (dev, pout) in outs.items():
-            if dev == name:
-                sent[edge] = ((final[name].get("steps") or {}).get(pout) or {}).get("out", 0)
-    return final
+def stop(sup, asg=None, drain_timeout=3.0):
+    """Stop a deployment without losing what is in flight (Supervisor.stop): devices stop
+    upstream first, each flushing its last frames, and before a device stops the controller
+    waits (at most drain_timeout seconds) until its pipe_ins received what their stopped
+    senders sent. Returns {device: final stats}."""
+    return sup.stop(drain_timeout=drain_timeout)
 
 
 class _Interrupts:
@@ -274,6 +219,17 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
 
         def dead():
             return [n for n, code in cluster.alive().items() if code is not None]
+        noted = set()
+
+        def all_local_gone():
+            # The Supervisor routes around a device that exited (or reports what it cut off),
+            # so up goes on; it ends when every local device is gone.
+            gone = dead()
+            for n in gone:
+                if n not in noted:
+                    noted.add(n)
+                    on_event("local device %s exited (code %s)" % (n, cluster.alive().get(n)))
+            return gone if gone and len(gone) == len(cluster.alive()) else []
 
         def done():
             if signals.hit:
@@ -284,8 +240,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
                 why["why"] = "count"
             elif deadline is not None and time.monotonic() >= deadline:
                 why["why"] = "duration"
-            elif dead():
-                why["why"] = "local device exited: " + ", ".join(dead())
+            elif all_local_gone():
+                why["why"] = "local devices exited: " + ", ".join(dead())
             return bool(why)
         signals.mode = "flag"      # from here a Ctrl-C ends the watch between two messages
         try:

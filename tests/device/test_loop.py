@@ -88,3 +88,13 @@ def test_unknown_control_message_is_named():
     err = c.messages[0]["error"]
     assert err["code"] == "unknown-message" and "'frobnicate'" in err["message"], err
     dev.close()
+
+
+def test_dial_to_a_missing_unix_socket_closes_with_the_reason():
+    from loopkit import Collector
+    loop = transport.Loop()
+    box = Collector()
+    conn = transport.dial(loop, "unix:/tmp/sensormesh-test-nobody-listens.sock", box)
+    assert loop.run_until(lambda: box.closed is not None, 2000)
+    assert "unix:/tmp/sensormesh-test-nobody-listens.sock" in box.closed, box.closed
+    assert conn.closed

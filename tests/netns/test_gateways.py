@@ -1,25 +1,28 @@
-"""Gateways in real namespaces: relays carry a pipeline across domains, a one-way link carries
-data against its dial direction, control reaches devices through gateways, and a failed
-gateway is routed around (the loss reported) or reported as the affected area.
+"""Gateways in real namespaces, driven by the product's Supervisor (controller/supervisor.py):
+relays carry a pipeline across domains, a one-way link carries data against its dial direction,
+control reaches devices through gateways or by the device registering, and a failed gateway is
+routed around automatically (the loss reported) or reported as the affected area.
 
-The test process is the controller. Its sockets are opened inside the lab's controller
-namespace (setns on this thread while a socket is created), so it reaches exactly what the
-topology says the controller reaches. Devices are real processes in their namespaces: CPython
-workers and a MicroPython unix-port device."""
+The test process is the controller. The Supervisor runs on this thread while the thread is in
+the lab's controller namespace (setns), so every socket it opens or listens on belongs there and
+it reaches exactly what the topology says the controller reaches. Devices are real processes in
+their namespaces: CPython workers and MicroPython unix-port devices."""
 
 import contextlib
 import ctypes
+import json
 import os
 import sys
 
 import pytest
 
 from procs import ROOT, need_micropython
-from sensormesh import transport
-from sensormesh.controller.routing import edge_fragments
-from sensormesh.controller.topology import Topology
+from sensormesh.client import Client
+from sensormesh.controller.pipeline_file import load_model
+from sensormesh.controller.supervisor import Supervisor
 
 PORT = 7410
+CTL_PORT = 7499
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -31,6 +34,9 @@ ONE_GW = {"controller": ["office"],
 # pc (office) may dial srv (cloud), never the reverse; srv's data flows to pc.
 ONE_WAY = {"controller": ["office"], "domains": {"office": ["pc"], "cloud": ["srv"]},
            "links": [{"from": "office", "to": "cloud"}]}
+# esp-9 sits behind a one-way link: it may dial into the office, nobody may dial it.
+DIAL_OUT = {"controller": ["office"], "domains": {"office": ["pc"], "edge": ["esp-9"]},
+            "links": [{"from": "edge", "to": "office"}]}
 
 
 @contextlib.contextmanager
@@ -49,108 +55,13 @@ def in_ns(name):
         os.close(here)
 
 
-class Inbox:
-    def __init__(self):
-        self.messages = []
-        self.closed = None
-
-    def on_message(self, conn, msg):
-        self.messages.append(msg)
-
-    def on_close(self, conn, reason):
-        self.closed = reason
-
-
-def unwrap(msg, path):
-    """Peel one {"forwarded": {"from": hop}} per forwarding hop; None if it is not from path."""
-    for hop in path:
-        f = msg.get("forwarded") if type(msg) is dict else None
-        if f is None or f.get("from") != hop:
-            return None
-        msg = f["message"]
-    return msg
-
-
-class Controller:
-    """Control sessions opened from the controller namespace; requests along a path of
-    addresses (gateways first, the device last), forwarded as nested "forward" messages."""
-
-    def __init__(self, lab, topo):
-        self.lab = lab
-        self.topo = topo
-        self.loop = transport.Loop()
-        self.sessions = {}
-
-    def addr(self, dialer, target):
-        ip = self.lab.dial_addr(dialer, target)
-        assert ip is not None, "%s cannot dial %s" % (dialer, target)
-        return "%s:%d" % (ip, PORT)
-
-    def path(self, device, topo=None):
-        """Addresses along the controller's control route to device (forwarding gateways)."""
-        r = (topo or self.topo).control_route(device)
-        assert r is not None, "the controller has no control route to %s" % device
-        out = []
-        for hop in r.hops:
-            assert hop.dialer == hop.src, "%s must register (dial out): %s" % (hop.dst, hop)
-            out.append(self.addr(hop.src if hop.src != "controller" else self.lab.controller_host,
-                                 hop.dst))
-        return out
-
-    def session(self, addr):
-        s = self.sessions.get(addr)
-        if s is None or s[0].closed:
-            box = Inbox()
-            with in_ns(self.lab.ns(self.lab.controller_host)):
-                conn = transport.dial(self.loop, addr, box)
-            conn.send({"hello": {}})
-            s = self.sessions[addr] = (box, conn)
-        return s
-
-    def replies(self, path, key):
-        box = self.session(path[0])[0]
-        out = []
-        for m in box.messages:
-            inner = unwrap(m, path[1:])
-            if type(inner) is dict and key in inner:
-                out.append(inner[key])
-        return out
-
-    def request(self, path, msg, key, timeout=10.0):
-        before = len(self.replies(path, key))
-        errors = len(self.replies(path, "error"))
-        for hop in reversed(path[1:]):
-            msg = {"forward": {"to": hop, "message": msg, "timeout": 3000}}
-        box, conn = self.session(path[0])
-        conn.send(msg)
-
-        def done():
-            return len(self.replies(path, key)) > before or (
-                key != "error" and len(self.replies(path, "error")) > errors) or box.closed
-        assert self.loop.run_until(done, int(timeout * 1000)), \
-            "no %r from %s within %gs: %r" % (key, path, timeout, box.messages[-5:])
-        got = self.replies(path, key)
-        assert len(got) > before, "asked %s for %r, got %r (closed: %s)" % (
-            path, key, box.messages[-3:], box.closed)
-        return got[-1]
-
-    def deploy(self, path, asg):
-        return self.request(path, {"deploy": {"assignment": asg}}, "deployed")
-
-    def wait(self, pred, timeout, what):
-        assert self.loop.run_until(pred, int(timeout * 1000)), what()
-
-    def close(self):
-        for box, conn in self.sessions.values():
-            conn.close()
-
-
-def start_devices(lab, specs):
+def start_devices(lab, specs, extra=None):
     """specs: {host: (interp, sensors)}; starts each and waits for its 'listening' line."""
     procs = {}
     env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
     for host, (interp, sens) in specs.items():
         args = ["--host", "0.0.0.0", "--port", PORT, "--name", host, "--sensors", sens]
+        args += (extra or {}).get(host, [])
         if interp == "micropython":
             argv = [need_micropython(), "-m", "sensormesh.device"] + args
         else:
@@ -161,244 +72,248 @@ def start_devices(lab, specs):
     return procs
 
 
-def inventory(lab, hosts):
-    return {h: {"addresses": {d: "%s:%d" % (ip, PORT) for d, ip in lab.addrs(h).items()}}
-            for h in hosts}
+def pipeline_file(tmp_path, lab, network, interpreters, steps, sinks):
+    """A pipeline file for the lab: every device listens on PORT in each of its domains."""
+    devices = {}
+    for host, interp in interpreters.items():
+        devices[host] = {"interpreter": interp, "sensors": ["counter"],
+                         "addresses": {d: "%s:%d" % (ip, PORT) for d, ip in lab.addrs(host).items()}}
+    doc = {"pipeline": "lab", "devices": devices, "network": network, "steps": steps, "sinks": sinks}
+    f = tmp_path / "lab.yaml"
+    f.write_text(json.dumps(doc))          # JSON is YAML
+    return load_model(str(f))
 
 
-def assignments(frag, epoch, source_params, pipeline="p"):
-    """{device: assignment} for source on frag's first device -> relays -> callback sink."""
-    src_dev, dst_dev = frag.route.src, frag.route.dst
-    out = {}
-    for dev, steps in frag.steps.items():
-        steps = [dict(s) for s in steps]
-        if dev == src_dev:
-            steps.insert(0, {"id": "s", "type": "source", "params": source_params})
-            for s in steps:
-                if s["id"] == frag.out_id:
-                    s["inputs"] = ["s"]
-        if dev == dst_dev:
-            steps.append({"id": "k", "type": "callback", "params": {"name": "out"},
-                          "inputs": [frag.in_id]})
-        out[dev] = {"pipeline": pipeline, "epoch": epoch, "steps": steps}
-    return out
+class Recorder:
+    def __init__(self):
+        self.values = {}
+        self.events = []
 
+    def deliver(self, device, step, values):
+        self.values.setdefault(step, []).extend(values)
 
-def delivered(ctl, path):
-    vals = []
-    for d in ctl.replies(path, "deliver"):
-        vals += d["values"]
-    return vals
+    def event(self, text):
+        self.events.append(text)
 
+    def got(self, step):
+        return self.values.get(step, [])
 
-def deploy_and_start(ctl, asgs, order):
-    for dev in order:
-        ctl.deploy(ctl.path(dev), asgs[dev])
-    for dev in order:
-        ctl.request(ctl.path(dev), {"start": {}}, "started")
+    def text(self):
+        return "\n".join(self.events)
 
 
 @pytest.mark.netns
-def test_source_and_sink_in_two_domains_through_a_gateway(make_lab):
-    """(a) the relay on the gateway carries every value once, in order; (c) the controller
+def test_source_and_sink_in_two_domains_through_a_gateway(make_lab, tmp_path):
+    """(a) the relay on the gateway carries every value once, in order; (c) the Supervisor
     reaches the MicroPython field device only through the gateway (forwarded control)."""
     lab = make_lab(ONE_GW, blocked="reject")
-    topo = Topology.from_dict(ONE_GW, ["esp-1", "gw-1", "pc"])
     start_devices(lab, {"esp-1": ("micropython", "counter@0"), "gw-1": ("cpython", "counter@0"),
                         "pc": ("cpython", "counter@0")})
-    ctl = Controller(lab, topo)
-    try:
-        # (c) no direct way in: the lab refuses it, the control route goes through gw-1
-        assert lab.dial_addr("controller", "esp-1") is None
-        assert lab.probe("controller", lab.addr("esp-1"), PORT)["result"] != "ok"
-        esp = ctl.path("esp-1")
-        assert len(esp) == 2 and esp[0] == ctl.addr("controller", "gw-1")
-        info = ctl.request(esp, {"info": {}}, "info")
-        assert info["name"] == "esp-1" and info["implementation"] == "micropython"
-        # an address the gateway cannot reach is reported as unreachable, named
-        err = ctl.request([esp[0]], {"forward": {"to": "198.18.1.1:1", "message": {"ping": 1},
-                                                 "timeout": 3000}}, "error")
-        assert err["code"] == "unreachable" and err["to"] == "198.18.1.1:1"
-
-        n = 3000
-        frag = edge_fragments("e1", "esp-1", "pc", topo, inventory(lab, ["esp-1", "gw-1", "pc"]),
-                              time_frame=10)
-        assert frag.relays == ("gw-1",)
-        asgs = assignments(frag, 1, {"sensor": "counter", "count": n})
-        deploy_and_start(ctl, asgs, ["pc", "gw-1", "esp-1"])
-        pc = ctl.path("pc")
-        ctl.wait(lambda: len(delivered(ctl, pc)) >= n, 60,
-                 lambda: "pc got %d of %d" % (len(delivered(ctl, pc)), n))
-        got = delivered(ctl, pc)
-        assert got == list(range(n)), "values lost, repeated or out of order"
-        st = ctl.request(esp, {"status": {}}, "status")["assignment"]["steps"]
-        assert st["s"]["out"] == n and st[frag.out_id]["out"] == n
-        assert st[frag.out_id]["dropped"] == 0 and st[frag.out_id]["pending"] == 0
-        relay = ctl.request(ctl.path("gw-1"), {"status": {}}, "status")["assignment"]["steps"]
-        assert relay["out:e1@2"]["out"] == n and relay["out:e1@2"]["dropped"] == 0
-    finally:
-        ctl.close()
+    n = 3000
+    model = pipeline_file(tmp_path, lab, ONE_GW,
+                          {"esp-1": "micropython", "gw-1": "cpython", "pc": "cpython"},
+                          {"s": {"type": "source", "sensor": "counter", "count": n, "on": "esp-1",
+                                 "batch": 10}},
+                          {"k": {"type": "callback", "input": "s", "on": "pc", "name": "out"}})
+    # no direct way in: the lab refuses it, so control must go through gw-1
+    assert lab.dial_addr("controller", "esp-1") is None
+    assert lab.probe("controller", lab.addr("esp-1"), PORT)["result"] != "ok"
+    rec = Recorder()
+    with in_ns(lab.ns("controller")):
+        sup = Supervisor(model, "edge", timeout=5.0, interval=0.5, epoch=1)
+        try:
+            path = sup.paths["esp-1"]
+            assert path.route.mode == "forwarded" and path.route.forwarders == ("gw-1",)
+            assert path.first == "%s:%d" % (lab.addr("gw-1", "office"), PORT)
+            assert path.targets == ("%s:%d" % (lab.addr("esp-1"), PORT),)
+            sup.deploy()
+            assert sup.placement.pipes[0].route == ["esp-1", "gw-1", "pc"]
+            sup.watch(rec.deliver, lambda: len(rec.got("k")) >= n, timeout=60, on_event=rec.event)
+            assert rec.got("k") == list(range(n)), "values lost, repeated or out of order"
+            per, areas = sup.status()
+            assert per["esp-1"]["name"] == "esp-1" and areas == []
+            st = per["esp-1"]["assignment"]["steps"]
+            assert st["s"]["out"] == n and st["out:s->pc@1"]["out"] == n
+            assert st["out:s->pc@1"]["dropped"] == 0 and st["out:s->pc@1"]["pending"] == 0
+            relay = per["gw-1"]["assignment"]["steps"]
+            assert relay["out:s->pc@2"]["out"] == n and relay["out:s->pc@2"]["dropped"] == 0
+            assert not [e for e in rec.events if "failed" in e], rec.text()
+            # a forward to an address the gateway cannot reach is answered, named
+            c = Client(path.first, timeout=10)
+            try:
+                c.send({"forward": {"to": "198.18.1.1:1", "message": {"ping": 1}, "timeout": 3000}})
+                err = c.recv()["error"]
+                assert err["code"] == "unreachable" and err["to"] == "198.18.1.1:1"
+            finally:
+                c.close()
+            sup.stop()
+        finally:
+            sup.close()
 
 
 @pytest.mark.netns
-def test_one_way_link_data_flows_against_the_dial_direction(make_lab):
+def test_one_way_link_data_flows_against_the_dial_direction(make_lab, tmp_path):
     """(b) srv in the cloud cannot dial pc; pc's pipe_in dials srv and pulls srv's data."""
     lab = make_lab(ONE_WAY, blocked="reject")
-    topo = Topology.from_dict(ONE_WAY, ["pc", "srv"])
     start_devices(lab, {"srv": ("micropython", "counter@0"), "pc": ("cpython", "counter@0")})
-    ctl = Controller(lab, topo)
-    try:
-        assert lab.probe("srv", lab.addr("pc"), PORT)["result"] != "ok"
-        n = 2000
-        frag = edge_fragments("up", "srv", "pc", topo, inventory(lab, ["pc", "srv"]), time_frame=5)
-        hop = frag.route.hops[0]
-        assert hop.dialer == "pc" and hop.against_dial
-        asgs = assignments(frag, 1, {"sensor": "counter", "count": n})
-        pin = [s for s in asgs["pc"]["steps"] if s["id"] == frag.in_id][0]
-        assert pin["params"]["from"] == "%s:%d" % (lab.addr("srv"), PORT)
-        deploy_and_start(ctl, asgs, ["srv", "pc"])
-        pc = ctl.path("pc")
-        ctl.wait(lambda: len(delivered(ctl, pc)) >= n, 60,
-                 lambda: "pc got %d of %d" % (len(delivered(ctl, pc)), n))
-        got = delivered(ctl, pc)
-        assert got == list(range(n))
-        st = ctl.request(ctl.path("srv"), {"status": {}}, "status")["assignment"]["steps"]
-        assert st[frag.out_id]["out"] == n and st[frag.out_id]["connects"] == 1
-    finally:
-        ctl.close()
+    assert lab.probe("srv", lab.addr("pc"), PORT)["result"] != "ok"
+    n = 2000
+    model = pipeline_file(tmp_path, lab, ONE_WAY, {"pc": "cpython", "srv": "micropython"},
+                          {"s": {"type": "source", "sensor": "counter", "count": n, "on": "srv"}},
+                          {"k": {"type": "callback", "input": "s", "on": "pc"}})
+    rec = Recorder()
+    with in_ns(lab.ns("controller")):
+        sup = Supervisor(model, "edge", timeout=5.0, epoch=1)
+        try:
+            sup.deploy()
+            hop = sup.placement.pipes[0].route_obj.hops[0]
+            assert hop.dialer == "pc" and hop.against_dial
+            pin = [s for s in sup.assignments["pc"]["steps"] if s["type"] == "pipe_in"][0]
+            assert pin["params"]["from"] == "%s:%d" % (lab.addr("srv"), PORT)
+            sup.watch(rec.deliver, lambda: len(rec.got("k")) >= n, timeout=60, on_event=rec.event)
+            assert rec.got("k") == list(range(n))
+            per, _ = sup.status()
+            out = [v for k, v in per["srv"]["assignment"]["steps"].items() if k.startswith("out:")][0]
+            assert out["out"] == n and out["connects"] == 1
+        finally:
+            sup.close()
 
 
 @pytest.mark.netns
-def test_gateway_killed_mid_stream_rerouted_through_the_other_and_loss_reported(make_lab):
-    """(d) the relay's gateway dies; the controller asks affected_by for the new route,
-    redeploys through the second gateway; the stream resumes where the source left off and
-    the values lost in between equal what the pipe stats report."""
+def test_gateway_killed_mid_stream_rerouted_automatically_and_loss_reported(make_lab, tmp_path):
+    """(d) the gateway carrying the relay dies mid-stream; the Supervisor notices, says what is
+    affected, re-places over the second gateway and redeploys at a new epoch by itself; the
+    stream from the MicroPython device resumes, and the loss it reports is exactly what the
+    sink is missing."""
     lab = make_lab(TWO_GW, blocked="reject")
-    hosts = ["esp-1", "gw-1", "gw-2", "pc"]
-    topo = Topology.from_dict(TWO_GW, hosts)
-    inv = inventory(lab, hosts)
     start_devices(lab, {"esp-1": ("micropython", "counter@0"), "gw-1": ("cpython", "counter@0"),
                         "gw-2": ("cpython", "counter@0"), "pc": ("cpython", "counter@0")})
-    ctl = Controller(lab, topo)
-    try:
-        n = 2000
-        frag = edge_fragments("e1", "esp-1", "pc", topo, inv, time_frame=10)
-        used = frag.relays[0]
-        deploy_and_start(ctl, assignments(frag, 1, {"sensor": "counter", "count": n, "rate": 400}),
-                         ["pc", used, "esp-1"])
-        pc = ctl.path("pc")
-        ctl.wait(lambda: len(delivered(ctl, pc)) >= 200, 30,
-                 lambda: "pc got %d values before the kill" % len(delivered(ctl, pc)))
-        lab.kill(used)
+    model = pipeline_file(tmp_path, lab, TWO_GW,
+                          {"esp-1": "micropython", "gw-1": "cpython", "gw-2": "cpython", "pc": "cpython"},
+                          {"s": {"type": "source", "sensor": "counter", "rate": 400, "on": "esp-1",
+                                 "batch": 10}},
+                          {"k": {"type": "callback", "input": "s", "on": "pc", "name": "out"}})
+    rec = Recorder()
+    with in_ns(lab.ns("controller")):
+        sup = Supervisor(model, "edge", timeout=4.0, interval=0.5, epoch=1)
+        try:
+            sup.deploy()
+            used = sup.placement.pipes[0].route[1]
+            other = "gw-2" if used == "gw-1" else "gw-1"
+            assert sup.paths["esp-1"].route.forwarders == (used,)
+            state = {"killed_at": None}
 
-        impact = topo.affected_by([used], edges=[("e1", "esp-1", "pc", frag.route)],
-                                  steps={"s": "esp-1", "k": "pc"})
-        edge = impact.edges[0]
-        assert edge.status == "rerouted" and impact.unreachable == ()
-        other = edge.new_route.relays[0]
-        assert other != used and "alternative route" in edge.sentence
-        degraded = topo.without([used])
-        esp = ctl.path("esp-1", degraded)
-        assert esp[0] == ctl.addr("controller", other)
-        # stop the sender (through the surviving gateway): its pipe stats say what is lost
-        old = ctl.request(esp, {"stop": {}}, "stopped")["steps"]
-        sent_old, pout = old["s"]["out"], old[frag.out_id]
-        assert sent_old < n, "the source finished before the gateway died; nothing was tested"
-        pc_in = ctl.request(pc, {"status": {}}, "status")["assignment"]["steps"][frag.in_id]["in"]
-        ctl.wait(lambda: len(delivered(ctl, pc)) >= pc_in, 10, lambda: "deliveries from pc lag")
-        # lost: what the pipe_out took in and pc never got. The stats break it down into values
-        # written into the dead gateway, values waiting for a connection (pending), values
-        # dropped on overflow, and the unshipped rest of the current time frame.
-        assert pout["in"] == sent_old
-        into_dead = pout["out"] - pc_in
-        unshipped = pout["in"] - pout["out"] - pout["pending"] - pout["dropped"]
-        assert into_dead >= 0 and unshipped >= 0
-        reported_loss = into_dead + pout["pending"] + pout["dropped"] + unshipped
-        assert reported_loss == pout["in"] - pc_in
-
-        # redeploy the affected pipes over the new route; the source carries on counting
-        new = edge_fragments("e1", "esp-1", "pc", degraded, inv, time_frame=10,
-                             route=edge.new_route)
-        assert new.relays == (other,)
-        asgs = assignments(new, 2, {"sensor": "counter", "count": n - sent_old, "rate": 400})
-        for dev in ["pc", other, "esp-1"]:
-            ctl.deploy(ctl.path(dev, degraded), asgs[dev])
-        for dev in ["pc", other, "esp-1"]:
-            ctl.request(ctl.path(dev, degraded), {"start": {}}, "started")
-        expect = n - reported_loss
-        ctl.wait(lambda: len(delivered(ctl, pc)) >= expect, 60,
-                 lambda: "pc got %d of %d after the reroute" % (len(delivered(ctl, pc)), expect))
-        got = delivered(ctl, pc)
-        assert len(got) == expect and got == sorted(set(got)), "repeated or out of order"
-        missing = sorted(set(range(n)) - set(got))
-        assert len(missing) == reported_loss
-        assert all(pc_in <= v < sent_old for v in missing)
-        assert got[-1] == n - 1
-        st = ctl.request(ctl.path("esp-1", degraded), {"status": {}}, "status")["assignment"]["steps"]
-        assert st[new.out_id]["dropped"] == 0
-    finally:
-        ctl.close()
+            def until():
+                got = rec.got("k")
+                if state["killed_at"] is None and len(got) >= 300:
+                    lab.kill(used)                   # its processes, by PID, mid-stream
+                    state["killed_at"] = got[-1]
+                return sup.reroutes >= 1 and got and got[-1] >= (state["killed_at"] or 0) + 800
+            sup.watch(rec.deliver, until, timeout=90, on_event=rec.event)
+            text = rec.text()
+            assert sup.reroutes == 1, text
+            assert "%s is down" % used in rec.events
+            assert ("edge s->pc (esp-1 -> pc) went through %s, which is down; alternative route: "
+                    "esp-1 -> %s -> pc" % (used, other)) in text
+            assert "control of esp-1 now goes forwarded: controller -> %s -> esp-1" % other in text
+            assert sup.paths["esp-1"].route.forwarders == (other,)
+            assert sup.placement.pipes[0].route == ["esp-1", other, "pc"] and sup.epoch == 2
+            # the stream resumed through the other gateway, in order, without repeats
+            got = rec.got("k")
+            assert got == sorted(set(got)) and got[-1] >= state["killed_at"] + 800
+            missing = sorted(set(range(got[-1] + 1)) - set(got))
+            assert len(sup.losses) == 1, sup.losses
+            loss = sup.losses[0]
+            assert loss["lost"] == len(missing), (loss, missing[:20])
+            assert loss["lost"] == loss["in_transit"] + loss["pending"] + loss["unshipped"] + loss["dropped"]
+            assert all(v > state["killed_at"] - 400 for v in missing), "a gap long before the kill"
+            assert "edge s->pc (esp-1 -> pc): %d value" % loss["lost"] in text
+            per, areas = sup.status()
+            assert per[used]["error"].startswith("%s is down" % used)
+            assert per["esp-1"]["assignment"]["epoch"] == 2 and sup.info["esp-1"]["implementation"] == "micropython"
+            assert per[other]["assignment"]["steps"]["out:s->pc@2"]["dropped"] == 0
+            assert areas[0] == "%s is down" % used
+        finally:
+            sup.close()
 
 
 @pytest.mark.netns
-def test_only_gateway_killed_reports_the_affected_area(make_lab):
-    """(e) with no second gateway, the field is cut off: affected_by says so in words, and the
-    controller indeed loses its forwarded control of the field device."""
+def test_only_gateway_killed_reports_the_affected_area_and_keeps_the_rest(make_lab, tmp_path):
+    """(e) with no second gateway, the field is cut off: the Supervisor says so in words, in its
+    events and in status(), and pc's own part of the pipeline keeps running."""
     lab = make_lab(ONE_GW, blocked="reject")
-    hosts = ["esp-1", "gw-1", "pc"]
-    topo = Topology.from_dict(ONE_GW, hosts)
     start_devices(lab, {"esp-1": ("micropython", "counter@0"), "gw-1": ("cpython", "counter@0"),
                         "pc": ("cpython", "counter@0")})
-    ctl = Controller(lab, topo)
-    try:
-        esp = ctl.path("esp-1")
-        assert ctl.request(esp, {"ping": 7}, "pong") == 7
-        lab.kill("gw-1")
-        box = ctl.session(esp[0])[0]
-        ctl.wait(lambda: box.closed is not None, 10, lambda: "the gateway's session did not close")
-        impact = topo.affected_by(["gw-1"], edges=[("e1", "esp-1", "pc")], steps={"s": "esp-1", "k": "pc"})
-        text = str(impact)
-        assert impact.unreachable == ("esp-1",)
-        assert "esp-1 in domain field is unreachable from the controller: its only gateway gw-1 is down" in text
-        assert "no alternative route: esp-1 can no longer reach pc" in text
-        assert "s (esp-1)" in text
-        assert impact.edges[0].status == "cut"
-        # and the network agrees: the gateway is gone, nobody else leads into the field
-        again = ctl.session(esp[0])[0]
-        ctl.wait(lambda: again.closed is not None, 10, lambda: "a dead gateway accepted a connection")
-        assert topo.without(["gw-1"]).control_route("esp-1") is None
-    finally:
-        ctl.close()
+    model = pipeline_file(tmp_path, lab, ONE_GW,
+                          {"esp-1": "micropython", "gw-1": "cpython", "pc": "cpython"},
+                          {"s": {"type": "source", "sensor": "counter", "rate": 200, "on": "esp-1"},
+                           "t": {"type": "source", "sensor": "counter", "rate": 100, "on": "pc"}},
+                          {"k": {"type": "callback", "input": "s", "on": "pc", "name": "field"},
+                           "h": {"type": "callback", "input": "t", "on": "pc", "name": "office"}})
+    rec = Recorder()
+    with in_ns(lab.ns("controller")):
+        sup = Supervisor(model, "edge", timeout=4.0, interval=0.5, epoch=1)
+        try:
+            sup.deploy()
+            state = {"killed": False, "office_then": None}
 
-
-# esp-9 sits behind a one-way link: it may dial into the office, nobody may dial it.
-DIAL_OUT = {"controller": ["office"], "domains": {"office": ["gw-1", "pc"], "edge": ["esp-9"]},
-            "links": [{"from": "edge", "to": "office"}]}
+            def until():
+                if not state["killed"] and len(rec.got("k")) >= 100:
+                    lab.kill("gw-1")
+                    state["killed"] = True
+                if sup.failed and state["office_then"] is None:
+                    state["office_then"] = len(rec.got("h"))
+                return state["office_then"] is not None and len(rec.got("h")) >= state["office_then"] + 100
+            sup.watch(rec.deliver, until, timeout=60, on_event=rec.event)
+            text = rec.text()
+            assert sup.failed == {"gw-1"} and sup.cut_off == {"esp-1"}, text
+            assert "esp-1 in domain field is unreachable from the controller: its only gateway gw-1 is down" in text
+            assert "edge s->pc (esp-1 -> pc) went through gw-1, which is down; no alternative route: " \
+                   "esp-1 can no longer reach pc" in text
+            assert "steps the controller can no longer reach (they may still run): s (esp-1)" in text
+            assert sup.reroutes == 0
+            per, areas = sup.status()
+            assert "its only gateway gw-1 is down" in per["esp-1"]["error"]
+            assert per["pc"]["assignment"]["state"] == "running" and per["pc"]["assignment"]["epoch"] == 1
+            assert "esp-1 in domain field is unreachable from the controller: its only gateway gw-1 is down" in areas
+        finally:
+            sup.close()
+        # a new controller (what `sensormesh status FILE` does) finds the same area
+        fresh = Supervisor(model, "edge", timeout=3.0)
+        try:
+            per, areas = fresh.status()
+            assert per["gw-1"]["error"].startswith("gw-1 is down")
+            assert "esp-1 in domain field is unreachable from the controller: its only gateway gw-1 is down" in areas
+        finally:
+            fresh.close()
 
 
 @pytest.mark.netns
-def test_device_behind_one_way_link_registers_and_is_controlled(make_lab, tmp_path):
-    """A MicroPython device that can only dial out registers with the gateway (config
-    `register`), and the controller reaches it by forwarding to its name."""
+def test_device_behind_one_way_link_registers_and_is_deployed(make_lab, tmp_path):
+    """A MicroPython device that can only dial out registers with the controller (the device's
+    `register` config, the Supervisor's `listen`), gets its assignment over that connection, and
+    sends its data into the office over the link."""
     lab = make_lab(DIAL_OUT, blocked="reject")
-    topo = Topology.from_dict(DIAL_OUT, ["gw-1", "pc", "esp-9"])
-    assert "esp-9" in topo.registrations()   # it must dial out to be controlled
-    procs = start_devices(lab, {"gw-1": ("cpython", "counter@0")})
+    ctl = "%s:%d" % (lab.addr("controller"), CTL_PORT)
     cfg = tmp_path / "esp-9.json"
-    cfg.write_text('{"register": "%s:%d"}' % (lab.addr("gw-1"), PORT))
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    p = lab.run("esp-9", [need_micropython(), "-m", "sensormesh.device", "--port", PORT, "--name",
-                          "esp-9", "--sensors", "counter@0", "--config", str(cfg)], cwd=ROOT, env=env)
-    lab.wait_line(p, "listening on", timeout=30)
-    lab.wait_line(procs["gw-1"], "device esp-9 registered", timeout=30)
-    assert lab.probe("gw-1", lab.addr("esp-9"), PORT)["result"] != "ok"
-    ctl = Controller(lab, topo)
-    try:
-        path = [ctl.addr("controller", "gw-1"), "esp-9"]
-        st = ctl.request(path, {"status": {}}, "status")
-        assert st["name"] == "esp-9"
-        assert ctl.request(path, {"ping": 3}, "pong") == 3
-        info = ctl.request(path, {"info": {}}, "info")
-        assert info["implementation"] == "micropython"
-    finally:
-        ctl.close()
+    cfg.write_text(json.dumps({"register": ctl}))
+    start_devices(lab, {"pc": ("cpython", "counter@0")})
+    assert lab.probe("pc", lab.addr("esp-9"), PORT)["result"] != "ok"
+    n = 500
+    model = pipeline_file(tmp_path, lab, DIAL_OUT, {"pc": "cpython", "esp-9": "micropython"},
+                          {"s": {"type": "source", "sensor": "counter", "count": n, "on": "esp-9"}},
+                          {"k": {"type": "callback", "input": "s", "on": "pc"}})
+    assert model.topology.control_route("esp-9").mode == "register"
+    rec = Recorder()
+    with in_ns(lab.ns("controller")):
+        sup = Supervisor(model, "edge", timeout=20.0, listen="0.0.0.0:%d" % CTL_PORT, epoch=1)
+        try:
+            start_devices(lab, {"esp-9": ("micropython", "counter@0")},
+                          extra={"esp-9": ["--config", str(cfg)]})
+            sup.deploy()
+            sup.watch(rec.deliver, lambda: len(rec.got("k")) >= n, timeout=60, on_event=rec.event)
+            assert rec.got("k") == list(range(n))
+            per, areas = sup.status()
+            assert per["esp-9"]["name"] == "esp-9" and areas == []
+        finally:
+            sup.close()

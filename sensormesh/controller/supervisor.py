@@ -1,0 +1,946 @@
+"""The supervisor: deploys a placement along the controller's control routes and keeps it running.
+
+    sup = Supervisor(model, "optimal", timeout=5.0)      # or Supervisor(model, placement)
+    sup.deploy()                                          # all or nothing, downstream first
+    sup.watch(on_deliver, until, on_event=print)          # deliveries, failures, re-routes
+    per_device, areas = sup.status()
+    final = sup.stop(); sup.close()
+
+How it reaches a device follows `topology.control_routes()` (docs/topology.md):
+
+  * direct / local: the controller dials the device and opens a control session (`hello`);
+  * forwarded: the controller's session with the first gateway carries
+    `{"forward": {"to": ADDR, "message": M}}` (nested once per further gateway); replies come
+    back wrapped in `{"forwarded": {"from": ADDR, "message": ...}}` (sensormesh/forward.py);
+  * register: the device dials out. To a gateway: the gateway forwards to its name. To the
+    controller: give `listen="host:port"` and configure the device with `register:` that address.
+
+Everything runs on one `transport.Loop` in the calling thread; every wait is bounded by
+`timeout` seconds. While watching, each device gets a `status` request every `interval`
+seconds; a device whose session closes, that does not answer within `timeout`, or that a
+gateway reports unreachable is checked once more and, failing that, counted as failed. Then:
+
+  1. `topology.affected_by(failed, pipes, steps)` describes the damage; its sentences go to
+     `on_event` (and stay in `status()`);
+  2. control of devices behind the failed gateway moves to their new control route (and their
+     callback deliveries are subscribed again there);
+  3. the placement is redone on the degraded network: steps stay where they are and broken
+     pipes take another route (`re-routed`); when steps were lost with a failed device the
+     whole pipeline is placed again on what is left. Devices whose assignment changed, and every
+     device piped to them (pipes check the epoch), are stopped (their final pipe counts give
+     the values lost), then deployed at a new epoch and started downstream first;
+  4. what has no route left is reported as a cut-off area and left alone; the rest keeps
+     running.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from collections import deque
+from typing import Callable
+
+from sensormesh import transport
+from sensormesh.controller.deploy import DeployError, Deployment, device_order
+from sensormesh.controller.errors import PipelineError
+from sensormesh.controller.routing import RoutingError, dial_address, hop_domain, hop_edge_id
+from sensormesh.controller.topology import CONTROLLER, Route, Topology
+
+DEFAULT_TIMEOUT = 5.0
+PING_INTERVAL = 1.0
+REGISTERED = "registered:"        # link key prefix of a device that dialed in to register
+
+
+class SupervisorError(DeployError):
+    """Deployment along the control routes failed (a device unreachable or refusing)."""
+
+
+class Request:
+    """One control message sent to one device, waiting for a reply with one of `keys`."""
+
+    __slots__ = ("device", "keys", "deadline", "reply", "error", "done", "link_lost")
+
+    def __init__(self, device, keys, deadline):
+        self.device = device
+        self.keys = keys
+        self.deadline = deadline
+        self.reply = None
+        self.error = None
+        self.done = False
+        self.link_lost = False      # failed because the controller's connection (to a gateway) closed
+
+    def finish(self, reply=None, error=None, link_lost=False):
+        if not self.done:
+            self.done = True
+            self.reply = reply
+            self.error = error
+            self.link_lost = link_lost
+
+
+class ControlPath:
+    """How the controller talks to one device: the link it sends on (an address it dialed, or
+    "registered:NAME") and the forward targets after it (addresses, or names registered with a
+    gateway), with the ControlRoute it follows."""
+
+    def __init__(self, device, first, targets, route):
+        self.device = device
+        self.first = first
+        self.targets = tuple(targets)
+        self.route = route
+
+    @property
+    def key(self):
+        return (self.first, self.targets)
+
+    def wrap(self, msg, timeout_ms):
+        for target in reversed(self.targets):
+            msg = {"forward": {"to": target, "message": msg, "timeout": timeout_ms}}
+        return msg
+
+    def describe(self):
+        return self.route.explain() if self.route is not None else "%s at %s" % (self.device, self.first)
+
+    def __eq__(self, other):
+        return isinstance(other, ControlPath) and self.key == other.key and self.device == other.device
+
+    def __repr__(self):
+        return "ControlPath(%s: %s)" % (self.device, " -> ".join((self.first,) + self.targets))
+
+
+class _Link:
+    """Protocol object of one connection the controller holds."""
+
+    def __init__(self, sup, key):
+        self.sup = sup
+        self.key = key
+        self.conn = None
+        self.closed = None
+
+    def on_connect(self, conn):
+        pass
+
+    def on_open(self, conn):            # accepted (a device registering with the controller)
+        self.conn = conn
+
+    def on_message(self, conn, msg):
+        self.sup._link_message(self, msg)
+
+    def on_drain(self, conn):
+        pass
+
+    def on_close(self, conn, reason):
+        self.closed = reason
+        self.sup._link_closed(self, reason)
+
+
+def _strip_epoch(asg):
+    if asg is None:
+        return None
+    return {k: v for k, v in asg.items() if k != "epoch"}
+
+
+def _hop_edges(asg):
+    """Edge ids of every pipe end in an assignment."""
+    out = set()
+    for s in (asg or {}).get("steps", []):
+        if s.get("type") in ("pipe_in", "pipe_out"):
+            e = (s.get("params") or {}).get("edge")
+            if e is not None:
+                out.add(e)
+    return out
+
+
+class Supervisor:
+    """Deploys a model's placement along the control routes, watches it, re-routes on failure.
+
+    model: a controller Model (its `topology`, or one domain when it has no `network:`).
+    placement: a Placement, or a strategy name ("central", "edge", "optimal") to place with.
+    addresses: {device: "host:port" | "unix:PATH"} the controller dials for that device's own
+        control session (overrides the inventory, e.g. ports chosen by `sensormesh up`).
+    timeout: seconds any one wait may take. interval: seconds between status requests while
+    watching. listen: "host:port" where devices that must dial out register with the controller.
+    epoch: the first deployment's epoch (default: seconds since 1970, so a redeploy is newer)."""
+
+    def __init__(self, model, placement="optimal", addresses=None, timeout=DEFAULT_TIMEOUT,
+                 interval=PING_INTERVAL, listen=None, epoch=None, place_options=None):
+        self.model = model
+        self.topology = model.topology if model.topology is not None else \
+            Topology.single_domain(list(model.devices))
+        self._place_options = dict(place_options or {})
+        if isinstance(placement, str):
+            self.strategy = placement
+            self.placement = None
+        else:
+            self.strategy = placement.strategy
+            self.placement = placement
+        self.overrides = dict(addresses or {})
+        self.timeout = float(timeout)
+        self.interval = float(interval)
+        self.epoch = int(time.time()) if epoch is None else int(epoch)
+        self.loop = transport.Loop()
+        self.links = {}          # link key -> _Link
+        self.queues = {}         # device -> deque of Requests
+        self.by_key = {}         # (link key, targets) -> device
+        self.paths = {}          # device -> ControlPath
+        self.lost_paths = {}     # device -> the ControlPath it had before a failure cut it off
+        self.assignments = {}    # device -> assignment it runs (as deployed)
+        self.deployed = set()    # devices running our assignment
+        self.failed = set()      # devices found down
+        self.cut_off = set()     # devices the controller cannot reach any more
+        self.impact = None       # topology.Impact of the failures so far
+        self.events = []         # every event text, in order
+        self.losses = []         # one dict per pipe that lost values in a re-route
+        self.reroutes = 0
+        self.last_status = {}    # device -> last status reply
+        self.info = {}           # device -> its answer to hello (name, implementation, sensors)
+        self.pending = []        # (device, message) delivered before watch() had a callback
+        self._suspects = {}      # device -> why
+        self._pings = {}         # device -> outstanding status Request
+        self._on_deliver = None
+        self._on_event = None
+        self._handling = False
+        self._listener = None
+        self._registered = {}    # name -> _Link of devices that registered with the controller
+        if listen:
+            kind, host, port = transport.parse_address(listen)
+            self._listener = transport.listen_tcp(self.loop, host, port, self._accept)
+        self._set_paths(self.topology)
+
+    # -- addresses and control paths -----------------------------------------------------------
+
+    def _inventory(self):
+        inv = {}
+        for name, dev in self.model.devices.items():
+            entry = {}
+            if dev.address:
+                entry["address"] = dev.address
+            if dev.addresses:
+                entry["addresses"] = dict(dev.addresses)
+            if not entry and dev.unix_path:
+                entry["address"] = "unix:" + dev.unix_path
+            inv[name] = entry
+        return inv
+
+    def _set_paths(self, topo):
+        """Control paths for every device topo's controller reaches; returns {device: path}."""
+        inv = self._inventory()
+        paths = {}
+        self.path_errors = {}
+        for dev, route in topo.control_routes().items():
+            first, targets = None, []
+            for i, hop in enumerate(route.hops):
+                if hop.dialer == hop.dst:          # the device dials out: it registered
+                    if hop.src == CONTROLLER:
+                        first = REGISTERED + hop.dst
+                    else:
+                        targets.append(hop.dst)
+                    continue
+                if i == 0 and hop.dst in self.overrides:
+                    addr = self.overrides[hop.dst]
+                else:
+                    try:
+                        addr = dial_address(hop.dst, hop_domain(hop), inv)
+                    except RoutingError as e:
+                        self.path_errors[dev] = "no address to reach it for control: %s" % e
+                        break
+                if i == 0:
+                    first = addr
+                else:
+                    targets.append(addr)
+            if dev not in self.path_errors:
+                paths[dev] = ControlPath(dev, first, targets, route)
+        for dev, p in paths.items():
+            old = self.paths.get(dev)
+            if old is not None and self.by_key.get(old.key) == dev:
+                del self.by_key[old.key]
+            self.paths[dev] = p
+            self.by_key[p.key] = dev
+        for dev in list(self.paths):
+            if dev not in paths:
+                old = self.paths.pop(dev)
+                self.lost_paths[dev] = old
+                if self.by_key.get(old.key) == dev:
+                    del self.by_key[old.key]
+        return paths
+
+    def _accept(self):
+        return _Link(self, None)
+
+    def _link(self, key):
+        """The open link for key, dialing it when needed (registered links cannot be dialed)."""
+        link = self.links.get(key)
+        if link is not None and link.closed is None:
+            return link
+        if key.startswith(REGISTERED):
+            link = self._registered.get(key[len(REGISTERED):])
+            if link is None or link.closed is not None:
+                return None
+            return link
+        link = _Link(self, key)
+        try:
+            link.conn = self._dial(key, link)
+        except (OSError, ValueError, IndexError) as e:
+            link.closed = "cannot connect to %s: %s" % (key, e)
+            self.links[key] = link
+            return None
+        self.links[key] = link
+        return link
+
+    def _dial(self, address, protocol):
+        """A connection to address. Unix sockets connect at once (blocking, bounded): a refused
+        local connect then raises here, where the caller reports it."""
+        kind = transport.parse_address(address)
+        if kind[0] != "unix":
+            return transport.dial(self.loop, address, protocol)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(kind[1])
+        except OSError:
+            sock.close()
+            raise
+        return transport.Connection(self.loop, sock, protocol, peer=address)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _send(self, device, msg, keys, timeout=None):
+        """Send msg to device along its control path; returns the Request for its reply."""
+        t = self.timeout if timeout is None else timeout
+        req = Request(device, keys, time.monotonic() + t)
+        path = self.paths.get(device)
+        if path is None or device in self.cut_off:
+            req.finish(error="the controller has no control route to %s" % device)
+            return req
+        link = self._link(path.first)
+        if link is None:
+            why = self.links[path.first].closed if path.first in self.links else \
+                "%s has not registered with the controller" % device
+            req.finish(error="cannot reach %s (%s): %s" % (device, path.describe(), why))
+            return req
+        self.queues.setdefault(device, deque()).append(req)
+        link.conn.send(path.wrap(msg, int(t * 1000)))
+        return req
+
+    def _wait(self, reqs, timeout=None):
+        """Run the loop until every request is answered or its time is up (then: timeout)."""
+        reqs = [r for r in reqs if r is not None]
+        if not reqs:
+            return reqs
+        deadline = max(r.deadline for r in reqs)
+        t = self.timeout if timeout is None else timeout
+        deadline = min(deadline, time.monotonic() + t)
+        while not all(r.done for r in reqs):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.loop.run_once(min(int(left * 1000) + 1, 50))
+            self._expire()
+        for r in reqs:
+            if not r.done:
+                self._drop_request(r, "no answer from %s within %gs" % (r.device, t))
+        return reqs
+
+    def _call(self, device, msg, keys, timeout=None):
+        req = self._wait([self._send(device, msg, keys, timeout)], timeout)[0]
+        if req.error is not None:
+            raise SupervisorError(req.error)
+        return req.reply
+
+    def _drop_request(self, req, error):
+        q = self.queues.get(req.device)
+        if q is not None and req in q:
+            q.remove(req)
+        req.finish(error=error)
+
+    def _expire(self):
+        now = time.monotonic()
+        for dev, q in self.queues.items():
+            while q and q[0].deadline < now and not q[0].done:
+                r = q.popleft()
+                r.finish(error="no answer from %s within %gs" % (dev, self.timeout))
+
+    # -- incoming --------------------------------------------------------------------------------
+
+    def _link_message(self, link, msg):
+        if link.key is None:                      # an accepted connection: must register first
+            body = msg.get("register") if type(msg) is dict else None
+            name = body.get("name") if type(body) is dict else None
+            if not isinstance(name, str) or not name:
+                link.conn.send({"error": {"code": "bad-request",
+                                          "message": "this is a controller: register first"}})
+                link.conn.close_after_flush("not a registration")
+                return
+            old = self._registered.get(name)
+            link.key = REGISTERED + name
+            self._registered[name] = link
+            self.links[link.key] = link
+            link.conn.send({"registered": {"name": name, "by": CONTROLLER}})
+            if old is not None and old.conn is not None and old is not link:
+                old.conn.close("replaced by a new registration")
+            return
+        chain = []
+        while type(msg) is dict and len(msg) == 1 and "forwarded" in msg:
+            f = msg["forwarded"]
+            if type(f) is not dict:
+                break
+            chain.append(f.get("from"))
+            msg = f.get("message")
+        if type(msg) is dict and "error" in msg and type(msg["error"]) is dict \
+                and msg["error"].get("code") == "unreachable" and msg["error"].get("to"):
+            dev = self.by_key.get((link.key, tuple(chain) + (msg["error"]["to"],)))
+            if dev is not None:
+                self._fail_queue(dev, msg["error"].get("message") or "unreachable")
+                self._suspect(dev, msg["error"].get("message") or "unreachable")
+                return
+        dev = self.by_key.get((link.key, tuple(chain)))
+        if dev is None:
+            return                                # a late reply over a path no longer in use
+        if type(msg) is dict and "deliver" in msg:
+            if self._on_deliver is None:
+                self.pending.append((dev, msg))
+            else:
+                d = msg["deliver"]
+                self._on_deliver(dev, d.get("step"), d.get("values", []))
+            return
+        q = self.queues.get(dev)
+        if type(msg) is dict and "status" in msg and type(msg["status"]) is dict:
+            self.last_status[dev] = msg["status"]
+        if q:
+            head = q[0]
+            if type(msg) is dict and ("error" in msg or any(k in msg for k in head.keys)):
+                q.popleft()
+                if "error" in msg:
+                    e = msg["error"]
+                    head.finish(error="%s: %s" % (dev, e.get("message", e) if isinstance(e, dict) else e))
+                else:
+                    head.finish(reply=msg)
+                return
+        if type(msg) is dict and "error" in msg:
+            e = msg["error"]
+            self._event("device %s: %s" % (dev, e.get("message", e) if isinstance(e, dict) else e))
+
+    def _fail_queue(self, dev, why, link_lost=False):
+        q = self.queues.get(dev)
+        while q:
+            q.popleft().finish(error="%s: %s" % (dev, why), link_lost=link_lost)
+
+    def _link_closed(self, link, reason):
+        if link.key is None:
+            return
+        if link.key.startswith(REGISTERED):
+            name = link.key[len(REGISTERED):]
+            if self._registered.get(name) is link:
+                del self._registered[name]
+        for (key, targets), dev in list(self.by_key.items()):
+            if key == link.key:
+                self._fail_queue(dev, "control connection %s closed: %s" % (link.key, reason), True)
+                if not targets:
+                    self._suspect(dev, "its control session closed (%s)" % reason)
+
+    def _suspect(self, dev, why):
+        if dev in self.failed or dev in self.cut_off:
+            return
+        if self._on_event is not None and (dev in self.deployed or self._forwards_for_deployed(dev)):
+            self._suspects.setdefault(dev, why)
+
+    def _forwards_for_deployed(self, dev):
+        for d in self.deployed:
+            p = self.paths.get(d)
+            if p is not None and p.route is not None and dev in p.route.relays:
+                return True
+        return False
+
+    def _event(self, text):
+        self.events.append(text)
+        if self._on_event is not None:
+            self._on_event(text)
+
+    # -- deployment ------------------------------------------------------------------------------
+
+    def place(self):
+        """The placement in use (placed now if the Supervisor was given a strategy)."""
+        if self.placement is None:
+            self.placement = self.model.place(self.strategy, **self._place_options)
+        return self.placement
+
+    def _hello(self, devices, timeout=None):
+        """Open control sessions (parents first); returns {device: error text} for failures."""
+        errors = {}
+        depth = lambda d: len(self.paths[d].targets) if d in self.paths else 0  # noqa: E731
+        for d in devices:
+            if d not in self.paths:
+                errors[d] = "the controller has no control route to %s: %s" % (
+                    d, self._why_unreachable(d))
+        waiting = [d for d in devices if d in self.paths and self.paths[d].first.startswith(REGISTERED)]
+        if waiting:      # devices that dial the controller: wait (bounded) until they registered
+            t = self.timeout if timeout is None else timeout
+            self.loop.run_until(lambda: all(self._link(self.paths[d].first) is not None for d in waiting),
+                                int(t * 1000))
+        for level in sorted({depth(d) for d in devices if d in self.paths}):
+            batch = []
+            for d in devices:
+                if d in self.paths and depth(d) == level:
+                    p = self.paths[d]
+                    down = [g for g in (p.route.relays if p.route is not None else ()) if g in errors]
+                    if down:
+                        errors[d] = "device %s (%s) is not reachable: its gateway %s is not" % (
+                            d, p.describe(), down[0])
+                    else:
+                        batch.append(d)
+            reqs = {d: self._send(d, {"hello": {}}, ("info",), timeout) for d in batch}
+            self._wait(list(reqs.values()), timeout)
+            for d, r in reqs.items():
+                if r.error is not None:
+                    p = self.paths[d]
+                    where = "at %s" % p.first if not p.targets else "(%s)" % p.describe()
+                    errors[d] = "device %s %s is not reachable: %s" % (d, where, r.error)
+                else:
+                    self.info[d] = r.reply["info"]
+        return errors
+
+    def _why_unreachable(self, d):
+        if d in getattr(self, "path_errors", {}):
+            return self.path_errors[d]
+        if self.topology.control_route(d) is None:
+            return "the network: section gives it no control route"
+        return "it is behind %s, which failed" % ", ".join(sorted(self.failed)) if self.failed else "unknown"
+
+    def control_devices(self, devices):
+        """devices plus every gateway their control goes through, parents first."""
+        out = []
+        for d in devices:
+            p = self.paths.get(d)
+            for r in (p.route.relays if p is not None and p.route is not None else ()):
+                if r not in out:
+                    out.append(r)
+        for d in devices:
+            if d not in out:
+                out.append(d)
+        return out
+
+    def deploy(self, epoch=None):
+        """Place (if given a strategy), deploy every assignment and start them downstream first.
+        All or nothing: if a device is unreachable or refuses, the ones already deployed are
+        stopped again and SupervisorError (a DeployError) names the device and its route."""
+        pl = self.place()
+        if epoch is not None:
+            self.epoch = int(epoch)
+        asg = pl.assignments(epoch=self.epoch, include_empty=False)
+        if not asg:
+            raise SupervisorError("nothing to deploy: the placement gives no device a step")
+        errors = self._hello(self.control_devices(list(asg)))
+        if errors:
+            self.close()
+            raise SupervisorError("; ".join(errors[d] for d in sorted(errors)))
+        if epoch is None:
+            # newer than whatever the devices run, even for two deployments in one second:
+            # pipes refuse peers of another epoch, so old connections never join the new one
+            running = []
+            for d in asg:
+                try:
+                    st = self._call(d, {"status": {}}, ("status",))
+                except SupervisorError:
+                    continue
+                e = (st.get("assignment") or {}).get("epoch")
+                if isinstance(e, int):
+                    running.append(e)
+            if running and max(running) >= self.epoch:
+                self.epoch = max(running) + 1
+                asg = pl.assignments(epoch=self.epoch, include_empty=False)
+        order = device_order(asg)
+        done = []
+        try:
+            for phase, msg_of, key in (("deploy", lambda d: {"deploy": {"assignment": asg[d]}}, "deployed"),
+                                       ("start", lambda d: {"start": {}}, "started")):
+                for d in order:
+                    try:
+                        self._call(d, msg_of(d), (key,))
+                    except SupervisorError as e:
+                        verb = "refused its assignment" if phase == "deploy" else "did not start"
+                        raise SupervisorError("device %s (%s) %s: %s" % (
+                            d, self.paths[d].describe(), verb, e)) from None
+                    if phase == "deploy":
+                        done.append(d)
+        except SupervisorError:
+            for d in reversed(done):
+                self._wait([self._send(d, {"stop": {}}, ("stopped",))])
+            self.close()
+            raise
+        self.assignments = dict(asg)
+        self.deployed = set(asg)
+        return order
+
+    # -- watching --------------------------------------------------------------------------------
+
+    def watch(self, on_deliver: Callable[[str, str, list], None], until: Callable[[], bool],
+              timeout: float | None = None, on_event: Callable[[str], None] | None = None) -> None:
+        """Read deliveries and watch the devices until until() is true (or timeout seconds pass).
+
+        on_deliver(device, step, values): callback-sink values. on_event(text): failures, the
+        affected area, re-routes and the values they lost (also kept in self.events)."""
+        if on_event is None:
+            on_event = lambda text: on_deliver("", "", [{"error": text}])  # noqa: E731
+        self._on_deliver, self._on_event = on_deliver, on_event
+        try:
+            for dev, m in self.pending:
+                Deployment._dispatch(dev, m, on_deliver, on_event)
+            self.pending = []
+            deadline = None if timeout is None else time.monotonic() + timeout
+            next_ping = time.monotonic() + self.interval
+            while not until():
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    return
+                if now >= next_ping:
+                    self._ping()
+                    next_ping = now + self.interval
+                wait = min(next_ping - now, 0.05)
+                if deadline is not None:
+                    wait = min(wait, deadline - now)
+                self.loop.run_once(max(0, int(wait * 1000)))
+                self._expire()
+                self._check_pings()
+                if self._suspects and not self._handling:
+                    self._handle_suspects()
+        finally:
+            self._on_deliver, self._on_event = None, None
+
+    def _watched(self):
+        return [d for d in self.control_devices(sorted(self.deployed))
+                if d not in self.failed and d not in self.cut_off]
+
+    def _ping(self):
+        for d in self._watched():
+            r = self._pings.get(d)
+            if r is None or r.done:
+                self._pings[d] = self._send(d, {"status": {}}, ("status",))
+
+    def _check_pings(self):
+        for d, r in list(self._pings.items()):
+            if r.done:
+                del self._pings[d]
+                if r.error is not None and not r.link_lost:   # a closed link suspects its own end
+                    self._suspect(d, r.error)
+
+    def _handle_suspects(self):
+        """Check the suspects once more (gateways first); the ones that stay silent failed."""
+        self._handling = True
+        try:
+            for _ in range(len(self.model.devices) + 1):
+                suspects, self._suspects = self._suspects, {}
+                suspects = {d: w for d, w in suspects.items() if d not in self.failed and d not in self.cut_off}
+                if not suspects:
+                    return
+                order = sorted(suspects, key=lambda d: len(self.paths[d].targets) if d in self.paths else 0)
+                down = {}
+                for d in order:
+                    p = self.paths.get(d)
+                    if p is not None and p.route is not None and set(p.route.relays) & set(down):
+                        continue          # behind a gateway that failed: handled by its re-route
+                    if self._hello([d]):
+                        down[d] = suspects[d]
+                    else:
+                        self._event("%s answered again after %s" % (d, suspects[d]))
+                if down:
+                    for d, why in down.items():
+                        self._event("%s failed: %s" % (d, why))
+                    self._on_failure(set(down))
+        finally:
+            self._handling = False
+
+    # -- failures --------------------------------------------------------------------------------
+
+    def _pipes(self, placement):
+        return [(p.edge, p.src, p.dst, p.route_obj if isinstance(p.route_obj, Route) else tuple(p.route))
+                for p in placement.pipes]
+
+    def _on_failure(self, new_failed):
+        self.failed |= set(new_failed)
+        pl = self.place()
+        for _ in range(len(self.model.devices) + 1):
+            impact = self.topology.affected_by(sorted(self.failed), self._pipes(pl), dict(pl.device_of))
+            degraded = self.topology.without(self.failed)
+            old_paths = dict(self.paths)
+            self._set_paths(degraded)
+            self.cut_off = set(impact.unreachable)
+            # control moves to the new routes: reopen the session, subscribe to deliveries again
+            moved = [d for d in self.control_devices(sorted(self.deployed))
+                     if d not in self.failed and d not in self.cut_off
+                     and old_paths.get(d) != self.paths.get(d)]
+            errors = self._hello(moved)
+            if errors:
+                for d, e in errors.items():
+                    self._event("%s failed: %s" % (d, e))
+                self.failed |= set(errors)
+                continue
+            for d in moved:
+                if d in self.deployed:
+                    self._wait([self._send(d, {"subscribe": {}}, ("subscribed",))])
+            break
+        self.impact = impact
+        for line in impact.lines():
+            self._event(line)
+        self._reroute(impact)
+
+    def _replan(self):
+        """(new placement, how) on the network without the failed devices."""
+        from sensormesh.controller.placement import Placement, place
+        old = self.place()
+        failed = set(self.failed)
+        degraded = self.topology.without(failed)
+
+        def link(a, b):
+            if a == b:
+                return 0, Route((a,))
+            if a in failed or b in failed:
+                return None
+            return degraded.link(a, b)
+
+        note = ""
+        if any(d in failed for d in old.device_of.values()):
+            try:
+                opts = dict(self._place_options)
+                opts.setdefault("cpu_headroom", old.cpu_headroom)
+                pl = place(self.model, old.strategy, link=link, **opts)
+                if not any(d in failed for d in pl.device_of.values()):
+                    return pl, "placed again without %s" % ", ".join(sorted(failed))
+                note = "placing the lost steps again would still need %s" % ", ".join(sorted(failed))
+            except PipelineError as e:
+                note = "the lost steps cannot be placed again: %s" % e
+
+        def keep(a, b):
+            # steps stay; a pipe with no route left keeps its old one (its ends are cut off)
+            r = link(a, b)
+            return r if r is not None else old.link(a, b)
+
+        pl = Placement(self.model, old.strategy, old.device_of, old.reasons, keep, old.cpu_headroom,
+                       old.solver)
+        return pl, note or "steps stay where they are"
+
+    def _reroute(self, impact):
+        try:
+            new_pl, how = self._replan()
+        except PipelineError as e:
+            self._event("no re-routing: %s; the rest keeps running" % e)
+            return
+        epoch = self.epoch + 1
+        new_asg = new_pl.assignments(epoch=epoch, include_empty=False)
+        alive = [d for d in self.paths if d not in self.failed and d not in self.cut_off]
+        changed = {d for d in alive
+                   if _strip_epoch(new_asg.get(d)) != _strip_epoch(self.assignments.get(d))}
+        if impact.lost_steps and not how.startswith("placed again"):
+            self._event("steps lost with %s stay down: %s" % (", ".join(sorted(self.failed)), how))
+        if not changed:
+            if impact.areas or any(e.status == "cut" for e in impact.edges):
+                self._event("nothing can be re-routed; the cut-off area stays down until a device "
+                            "named above is back; the rest keeps running")
+            return
+        # pipes check the epoch: everything piped to a changed device moves to the new epoch too
+        group = set(changed)
+        grow = True
+        while grow:
+            grow = False
+            edges = set()
+            for d in group:
+                edges |= _hop_edges(self.assignments.get(d)) | _hop_edges(new_asg.get(d))
+            for d in alive:
+                if d not in group and (_hop_edges(self.assignments.get(d)) | _hop_edges(new_asg.get(d))) & edges:
+                    group.add(d)
+                    grow = True
+        old_run = {d: self.assignments[d] for d in group if d in self.assignments and d in self.deployed}
+        final = {}
+        for d in reversed(device_order(old_run)):          # upstream first: senders flush first
+            r = self._wait([self._send(d, {"stop": {}}, ("stopped",))])[0]
+            final[d] = r.reply["stopped"] if r.error is None else {"error": r.error}
+        self._report_losses(self.place(), final)
+        new_run = {d: new_asg[d] for d in group if d in new_asg}
+        order = device_order(new_run)
+        for phase, msg_of, key in (("deploy", lambda d: {"deploy": {"assignment": new_run[d]}}, "deployed"),
+                                   ("start", lambda d: {"start": {}}, "started")):
+            for d in order:
+                r = self._wait([self._send(d, msg_of(d), (key,))])[0]
+                if r.error is not None:
+                    self._event("re-route at epoch %d: %s failed on %s: %s" % (epoch, phase, d, r.error))
+                    self._suspect(d, r.error)
+                    return
+        for d in group:
+            if d in new_run:
+                self.assignments[d] = new_run[d]
+                self.deployed.add(d)
+            else:
+                self.assignments.pop(d, None)
+                self.deployed.discard(d)
+        self.epoch = epoch
+        self.placement = new_pl
+        self.reroutes += 1
+        moved = [e for e in impact.edges if e.status == "rerouted"]
+        for e in moved:
+            self._event("re-routed edge %s: %s" % (e.edge, e.new_route.explain()))
+        self._event("redeployed %s at epoch %d (%s; downstream first)"
+                    % (", ".join(order), epoch, how))
+
+    def _report_losses(self, placement, final):
+        """Per pipe whose both ends were stopped: what the sender took in and the receiver never got."""
+        for p in placement.pipes:
+            snd, rcv = final.get(p.src), final.get(p.dst)
+            if not snd or not rcv or "error" in snd or "error" in rcv:
+                if p.src in self.failed or p.dst in self.failed:
+                    self._event("edge %s (%s -> %s): values lost with %s are not known (it failed)"
+                                % (p.edge, p.src, p.dst, p.src if p.src in self.failed else p.dst))
+                continue
+            n = len(p.route) - 1
+            out_id = "out:" + hop_edge_id(p.edge, 0, n)
+            in_id = "in:" + hop_edge_id(p.edge, n - 1, n)
+            o = (snd.get("steps") or {}).get(out_id)
+            i = (rcv.get("steps") or {}).get(in_id)
+            if not isinstance(o, dict) or not isinstance(i, dict):
+                continue
+            sent, got = o.get("in", 0), i.get("in", 0)
+            pending, dropped = o.get("pending", 0), o.get("dropped", 0)
+            unshipped = o.get("unshipped", sent - o.get("out", 0) - pending - dropped)
+            transit = o.get("out", 0) - got
+            loss = {"edge": p.edge, "src": p.src, "dst": p.dst, "route": list(p.route),
+                    "sent": sent, "received": got, "lost": sent - got, "in_transit": transit,
+                    "pending": pending, "unshipped": unshipped, "dropped": dropped}
+            if loss["lost"] == 0 and not set(p.route[1:-1]) & self.failed:
+                continue
+            self.losses.append(loss)
+            via = " through %s" % ", ".join(p.route[1:-1]) if len(p.route) > 2 else ""
+            self._event(
+                "edge %s (%s -> %s): %d value%s lost: %d sent into the old route%s and never arrived, "
+                "%d waiting at %s for a connection (pending), %d in the unshipped rest of the current "
+                "time frame, %d dropped on overflow" % (
+                    p.edge, p.src, p.dst, loss["lost"], "" if loss["lost"] == 1 else "s", transit, via,
+                    pending, p.src, unshipped, dropped))
+
+    # -- status and stop -------------------------------------------------------------------------
+
+    def status(self):
+        """(per-device status dicts, affected-area sentences).
+
+        Devices are asked gateways first; one that does not answer while its gateways do is
+        counted as failed, and the devices behind it are asked again over their new control
+        routes. So a fresh Supervisor (e.g. `sensormesh status FILE`) finds the same areas as a
+        watching one. A device the controller cannot reach gets {"error": "..."} saying why."""
+        devices = list(self.model.devices)
+        out = {}
+        for _ in range(len(devices) + 1):
+            todo = [d for d in self.control_devices(devices)
+                    if d in self.paths and d not in out and d not in self.failed]
+            new_failed = set()
+            depth = lambda d: len(self.paths[d].targets)  # noqa: E731
+            for level in sorted({depth(d) for d in todo}):
+                reqs = {}
+                for d in todo:
+                    behind = set(self.paths[d].route.relays) if self.paths[d].route is not None else set()
+                    if depth(d) == level and not behind & (new_failed | self.failed):
+                        reqs[d] = self._send(d, {"status": {}}, ("status",))
+                self._wait(list(reqs.values()))
+                for d, r in reqs.items():
+                    if r.error is None:
+                        out[d] = r.reply["status"]
+                    else:
+                        new_failed.add(d)
+                        out.pop(d, None)
+            if not new_failed:
+                break
+            self.failed |= new_failed
+            self._set_paths(self.topology.without(self.failed))
+        self.cut_off = set(self.topology.without(self.failed).unreachable()) if self.failed else set()
+        lines = []
+        if self.failed:
+            try:
+                pl = self.place()
+                pipes, steps = self._pipes(pl), dict(pl.device_of)
+            except PipelineError:
+                pipes, steps = [], {}
+            self.impact = self.topology.affected_by(sorted(self.failed), pipes, steps)
+            self.cut_off = set(self.impact.unreachable)
+            lines = self.impact.lines()
+        for d in devices:
+            if d in self.failed:
+                p = self.paths.get(d) or self.lost_paths.get(d)
+                out[d] = {"error": "%s is down: it does not answer over %s" % (
+                    d, p.describe() if p is not None else "its control route")}
+            elif d not in out:
+                out[d] = {"error": "unreachable: " + (self._area_of(d) if d in self.cut_off
+                                                       else self._why_unreachable(d))}
+        return out, lines
+
+    def _area_of(self, d):
+        if self.impact is not None:
+            for a in self.impact.areas:
+                if d in a.devices:
+                    return a.sentence
+        return "the controller has no control route to %s" % d
+
+    def stop(self, devices=None, drain_timeout=3.0):
+        """Stop the pipeline without losing what is in flight; returns {device: final stats or
+        {"error": ...}}.
+
+        devices: the ones to stop (default: the deployed ones; a Supervisor that did not deploy,
+        e.g. `sensormesh stop FILE`, stops every device of the model it reaches). Devices stop
+        upstream first (each flushes its last frames); before a device stops, the controller
+        waits (at most drain_timeout seconds) until each of its pipe_ins has received what the
+        already stopped sender sent."""
+        if devices is None:
+            devices = sorted(self.deployed) if self.deployed else list(self.model.devices)
+        known = dict(self.assignments)
+        if not known:
+            try:
+                known = self.place().assignments(epoch=self.epoch, include_empty=False)
+            except PipelineError:
+                known = {}
+        planned = [d for d in reversed(device_order({d: a for d, a in known.items() if d in devices}))]
+        order = planned + sorted(d for d in devices if d not in planned)
+        outs, ins = {}, {}
+        for dev, a in known.items():
+            for st in a.get("steps", []):
+                edge = (st.get("params") or {}).get("edge")
+                if st.get("type") == "pipe_out" and edge is not None:
+                    outs[edge] = (dev, st["id"])
+                elif st.get("type") == "pipe_in" and edge is not None:
+                    ins[edge] = (dev, st["id"])
+        sent = {}
+        final = {}
+        for d in order:
+            if d in self.failed or d in self.cut_off:
+                final[d] = {"error": "not stopped: %s" % (
+                    "it failed" if d in self.failed else self._area_of(d))}
+                continue
+            waits = [(e, pin) for e, (dev, pin) in ins.items() if dev == d and e in sent]
+            deadline = time.monotonic() + drain_timeout
+            while waits and time.monotonic() < deadline:
+                r = self._wait([self._send(d, {"status": {}}, ("status",))])[0]
+                if r.error is not None:
+                    break
+                steps = (r.reply["status"].get("assignment") or {}).get("steps") or {}
+                waits = [(e, p) for e, p in waits if (steps.get(p) or {}).get("in", 0) < sent[e]]
+                if waits:            # let the last frames arrive (and deliveries come in)
+                    self.loop.run_once(20)
+            r = self._wait([self._send(d, {"stop": {}}, ("stopped",))])[0]
+            if r.error is not None:
+                final[d] = {"error": r.error}
+                continue
+            final[d] = r.reply["stopped"]
+            self.deployed.discard(d)
+            for e, (dev, pout) in outs.items():
+                if dev == d:
+                    sent[e] = ((final[d].get("steps") or {}).get(pout) or {}).get("out", 0)
+        return final
+
+    def close(self):
+        for link in list(self.links.values()) + list(self._registered.values()):
+            if link.conn is not None and not link.conn.closed:
+                link.conn.close("controller done")
+        self.links = {}
+        self._registered = {}
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
