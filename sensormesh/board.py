@@ -32,6 +32,7 @@ DEVICE_MODULES = (
     "sensormesh/session.py",
     "sensormesh/fernet.py",
     "sensormesh/rsa.py",
+    "sensormesh/secure.py",
     "sensormesh/transport.py",
     "sensormesh/device.py",
     "sensormesh/forward.py",

@@ -25,8 +25,24 @@ def main():
 @click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Device configuration JSON (name, sensors, port, ...); options override it.")
 @click.option("--max-conns", type=int, default=None, help="Connections accepted at once.")
-def worker(port, host, unix_path, name, sensors, config_path, max_conns):
-    """Start a device (the seed's test server) with simulated or configured sensors."""
+@click.option("--identity", "identity", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="This device's identity.json (sensormesh keys export): require authenticated, encrypted "
+                   "sessions. The device is named after it.")
+@click.option("--trust", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="The trust store (trust.json) with the keys this device accepts; re-read when it changes.")
+@click.option("--revoked", default=None, type=click.Path(dir_okay=False),
+              help="Optional extra list of revoked keys (JSON); re-read when it changes.")
+@click.option("--max-handshakes", type=int, default=None, help="Handshakes in progress at once (with keys).")
+@click.option("--handshake-timeout", type=int, default=None, help="ms a new connection has to complete its hello.")
+@click.option("--insecure", is_flag=True,
+              help="Accept unauthenticated plaintext connections even if keys are configured. Anyone who "
+                   "reaches the device may then read it and deploy code to it.")
+def worker(port, host, unix_path, name, sensors, config_path, max_conns, identity, trust, revoked,
+           max_handshakes, handshake_timeout, insecure):
+    """Start a device (the seed's test server) with simulated or configured sensors.
+
+    With --identity and --trust (or "identity"/"trust" in the config) the device accepts only
+    authenticated, encrypted sessions (docs/security.md)."""
     from sensormesh import device
     from sensormesh.sensors import SensorError
     cfg = {}
@@ -39,7 +55,14 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns):
         cfg["unix"] = unix_path
     if name:
         cfg["name"] = name
-    cfg.setdefault("name", "worker-%d" % port)
+    for k, v in (("identity", identity), ("trust", trust), ("revoked", revoked),
+                 ("max_handshakes", max_handshakes), ("handshake_ms", handshake_timeout)):
+        if v is not None:
+            cfg[k] = v
+    if insecure:
+        cfg["insecure"] = True
+    if cfg.get("identity") is None or cfg.get("insecure"):
+        cfg.setdefault("name", "worker-%d" % port)
     if sensors is not None:
         cfg["sensors"] = [s.strip() for s in sensors.split(",") if s.strip()]
     if max_conns:
@@ -48,6 +71,8 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns):
         dev = device.start(cfg)
     except SensorError as e:
         raise click.ClickException("sensor configuration: %s" % e)
+    except ValueError as e:
+        raise click.ClickException("configuration: %s" % e)
     except OSError as e:
         raise click.ClickException("cannot listen: %s" % e)
 
@@ -71,11 +96,28 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns):
               help="Evenly spaced values per frame; 0 = as many as the sensor gives.")
 @click.option("--count", type=int, default=0, help="Stop after this many data messages (0 = until the device closes).")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the device.")
-def client(address, sensor, time_frame, values_per_time_frame, count, timeout):
+@click.option("--identity", default=None, type=click.Path(exists=True),
+              help="Connect with this identity: a directory from `sensormesh keys export` or an identity.json "
+                   "(trust.json is taken from next to it unless --trust is given).")
+@click.option("--trust", default=None, type=click.Path(exists=True, dir_okay=False), help="Trust store (trust.json).")
+@click.option("--device", "device_name", default=None,
+              help="The device's name (its key in the trust store); needed with --identity.")
+def client(address, sensor, time_frame, values_per_time_frame, count, timeout, identity, trust, device_name):
     """Request a sensor stream from a device (HOST:PORT or unix:PATH) and print it as JSON lines."""
     from sensormesh.client import Client, DeviceError
+    creds = None
+    if identity:
+        if not device_name:
+            raise click.UsageError("--identity needs --device NAME: the name of the device to authenticate")
+        from sensormesh import session
+        try:
+            creds = session.load_credentials(identity, trust)
+        except (OSError, ValueError, KeyError) as e:
+            raise click.ClickException("cannot load the identity %s: %s" % (identity, e))
     try:
-        c = Client(address, timeout=timeout)
+        c = Client(address, timeout=timeout, identity=creds, server=device_name)
+    except DeviceError as e:
+        raise click.ClickException("handshake with %s refused: %s" % (address, e))
     except OSError as e:
         raise click.ClickException("cannot connect to %s: %s" % (address, e))
     req = {"sensor": sensor}

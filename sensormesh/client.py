@@ -4,6 +4,12 @@
 #   c = Client("127.0.0.1:7000")
 #   c.send({"data-request": {"sensor": "dht11", "time-frame": 1000}})
 #   for msg in c.messages(): ...
+#
+# With an identity (a device that has keys), the constructor runs the handshake first (blocking)
+# and every later frame is a Fernet token:
+#   c = Client("127.0.0.1:7000", identity=session.load_credentials("prov-reader"), server="dev-a")
+# identity: session.Credentials, or a path that load_credentials takes (a `sensormesh keys
+# export` directory or an identity.json next to its trust.json). server: the device's name.
 import socket
 
 from sensormesh import codec
@@ -20,24 +26,114 @@ class DeviceError(Exception):
         self.body = err
 
 
+class AuthError(DeviceError):
+    """The secure handshake failed; code is one of session.CODES (or "plaintext")."""
+
+
+class _SecureDecoder:
+    """A codec.Decoder whose payloads are the session's tokens: feed()/next() as before."""
+
+    def __init__(self, dec, unwrap):
+        self.dec = dec
+        self.unwrap = unwrap
+        self.max_frame = dec.max_frame
+
+    def feed(self, data):
+        self.dec.feed(data)
+
+    def next_payload(self):
+        p = self.dec.next_payload()
+        return None if p is None else self.unwrap(p)
+
+    def next(self):
+        p = self.dec.next_payload()
+        if p is None:
+            return None
+        return codec.decode_payload(self.unwrap(p))
+
+    def pending(self):
+        return self.dec.pending()
+
+    def close(self):
+        self.dec.close()
+
+
 class Client:
-    def __init__(self, address, timeout=10.0, max_frame=codec.DEFAULT_MAX_FRAME):
-        addr = parse_address(address)
+    def __init__(self, address, timeout=10.0, max_frame=codec.DEFAULT_MAX_FRAME, identity=None, server=None):
+        self.address = address
+        self.timeout = timeout
+        self.max_frame = max_frame
+        self.session = None
+        self._connect()
+        if identity is not None:
+            try:
+                self._secure(identity, server)
+            except BaseException:
+                self.close()
+                raise
+
+    def _connect(self):
+        addr = parse_address(self.address)
         if addr[0] == "unix":
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             target = unix_address(addr[1])
         else:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             target = socket.getaddrinfo(addr[1], addr[2])[0][-1]
-        if timeout:
-            self.sock.settimeout(timeout)
+        if self.timeout:
+            self.sock.settimeout(self.timeout)
         self.sock.connect(target)
-        self.decoder = codec.Decoder(max_frame)
-        self.max_frame = max_frame
+        self.decoder = codec.Decoder(self.max_frame)
         self.eof = False
 
+    def _secure(self, creds, server):
+        from sensormesh import session   # crypto only for clients that use it
+        if type(creds) is str:
+            creds = session.load_credentials(creds)
+        if type(server) is not str:
+            raise ValueError("a secure connection needs the device's name (server=...)")
+        cs = creds.client(server)
+        try:
+            self._handshake(session, cs)
+        except AuthError as e:
+            # A resumption ticket the device no longer knows (it restarted): the ticket is gone
+            # from the cache, so one more connection makes a full handshake.
+            if not (cs.resumed and e.code == "unknown-key"):
+                raise
+            self.close()
+            self._connect()
+            cs = creds.client(server)
+            self._handshake(session, cs)
+        self.session = cs
+        self.peer_role = cs.role
+        self.wrap_limit = session.wrap_limit(codec.MIN_MAX_FRAME)
+        self.decoder = _SecureDecoder(self.decoder, cs.unwrap)
+
+    def _handshake(self, session, cs):
+        server = cs.server
+        try:
+            self._sendall(codec.encode(cs.start()))
+            reply = self.recv()
+            if reply is None:
+                raise session.HandshakeError("malformed", "%s closed the connection during the handshake" % server)
+            if type(reply) is dict and "info" in reply:
+                raise AuthError({"code": "plaintext", "message": "device at %s answered without authentication: it "
+                                 "runs without keys or with --insecure; not continuing in plaintext" % self.address})
+            cs.receive(reply)
+        except session.HandshakeError as e:
+            raise AuthError({"code": e.code, "message": e.message})
+
     def send(self, msg):
-        self._sendall(codec.encode(msg))
+        s = self.session
+        if s is None:
+            self._sendall(codec.encode(msg))
+            return
+        buf = bytearray()
+        for p in codec.payloads(msg, self.wrap_limit):
+            tok = s.wrap(p)
+            buf += len(tok).to_bytes(4, "big")
+            buf += tok
+        self._sendall(buf)
 
     def _sendall(self, data):
         mv = memoryview(data)

@@ -4,6 +4,9 @@
 #   {"data-request": {...}}   the seed's sensor stream (datarequest.py) until the socket closes
 #   {"hello": {...}}          a control session (controller, tools): info, status, deploy, stop...
 #   {"pipe": {...}}           data from another device's pipe_out into one of our pipe_in steps
+# A device with keys (config "identity" + "trust"; sensormesh/secure.py) first runs the handshake
+# of sensormesh/session.py on every connection: the first message must be a hello, every later
+# frame is a Fernet token, and each control message is checked against the peer's role.
 # Control messages that do not need a session ("info", "status", "ping") are answered on any
 # connection that has not started streaming. Bad input gets an {"error": ...} naming the problem;
 # it never stops the device or disturbs other connections.
@@ -36,13 +39,24 @@ class Session:
         self.kind = None      # None until the first message: "stream", "control", "pipe"
         self.stream = None
         self.handler = None   # a pipe_in or other runtime object receiving this connection's data
+        self.role = None      # devices with keys: the authenticated peer's role, name, key fingerprint
+        self.peer_name = None
+        self.peer_fp = None
+        self.hs = None        # devices with keys: the handshake deadline while waiting for the hello
 
     def on_open(self, conn):
         self.conn = conn
+        sec = self.device.security
+        if sec is not None:
+            sec.on_open(self, conn)
 
     def on_message(self, conn, msg):
         if self.handler is not None:
             self.handler.on_message(conn, msg)
+            return
+        sec = self.device.security
+        if sec is not None and self.role is None:
+            sec.handshake(self, conn, msg)
             return
         if type(msg) is list:
             self.fail(conn, "unexpected-data", "data message received before any request on this connection")
@@ -53,6 +67,8 @@ class Session:
             return
         for key in msg:
             body = msg[key]
+        if sec is not None and not sec.permit(self, key):
+            return
         if self.kind == "stream":
             self.fail(conn, "bad-request", "this connection is streaming; open another connection for %r" % key)
             return
@@ -73,6 +89,8 @@ class Session:
             self.handler.on_drain(conn)
 
     def on_close(self, conn, reason):
+        if self.hs is not None:
+            self.device.security.release(self)
         if self.stream:
             self.stream.stop()
             self.device.streams.remove(self.stream)
@@ -98,6 +116,7 @@ class Device:
         self.sensors = {}     # name -> (sensor object, rate Hz)
         self.sensor_kinds = {}
         self.runtime = None   # the assignment runtime, imported on first deploy
+        self.security = None  # secure.Security once keys are configured (secure())
         self.errors = 0
         if sensor_specs is None:
             sensor_specs = [k for k in sensors.SIM_KINDS if k not in ("counter", "clock")]
@@ -137,6 +156,22 @@ class Device:
 
     def sensor_names(self):
         return sorted(self.sensors)
+
+    def secure(self, cfg):
+        """Require authenticated, encrypted sessions: cfg has "identity" and "trust" (files or
+        dicts), optionally "revoked", "max_handshakes", "handshake_ms" (docs/security.md)."""
+        from sensormesh.secure import Security   # crypto is loaded only by devices with keys
+        self.security = Security(self, cfg)
+        return self.security
+
+    def dial(self, address, protocol, peer, first):
+        """Open a connection to another device and send `first`; with keys, as this device's
+        identity to the device named `peer` (first leaves once the session is up)."""
+        if self.security is not None:
+            return self.security.dial(address, protocol, peer, first)
+        conn = transport.dial(self.loop, address, protocol)
+        conn.send(first)
+        return conn
 
     # -- listening ----------------------------------------------------------------------
     def _make_session(self):
@@ -190,7 +225,8 @@ class Device:
             s, rate = self.sensors[n]
             sens[n] = {"kind": self.sensor_kinds[n], "rate": rate, "unit": getattr(s, "UNIT", "")}
         return {"name": self.name, "version": VERSION, "implementation": implementation(),
-                "sensors": sens, "unix": not sys.platform.startswith("esp")}
+                "sensors": sens, "unix": not sys.platform.startswith("esp"),
+                "secure": self.security is not None}
 
     def on_info(self, session, body):
         session.conn.send({"info": self.info()})
@@ -218,6 +254,8 @@ class Device:
             pass
         if self.runtime is not None:
             st["assignment"] = self.runtime.status()
+        if self.security is not None:
+            st["security"] = self.security.status()
         session.conn.send({"status": st})
 
     def on_data_request(self, session, body):
@@ -231,6 +269,8 @@ class Device:
         sensor, rate = self.sensors[name]
         if mf:
             session.conn.peer_max_frame = mf if mf < codec.DEFAULT_MAX_FRAME * 4 else codec.DEFAULT_MAX_FRAME * 4
+            if session.conn.wrap is not None:
+                session.conn.wrap_limit = self.security.wrap_limit(session.conn.peer_max_frame)
         session.kind = "stream"
         stream = Stream(self.loop, session.conn, sensor, rate, tf, vpf)
         session.stream = stream
@@ -249,10 +289,14 @@ RUNTIME_MESSAGES = ("deploy", "start", "stop", "pipe", "pull", "undeploy", "subs
 
 
 OPTIONS = {"--port": int, "--host": str, "--unix": str, "--name": str, "--sensors": str,
-           "--max-conns": int, "--config": str, "--register": str}
+           "--max-conns": int, "--config": str, "--register": str, "--identity": str, "--trust": str,
+           "--revoked": str, "--max-handshakes": int, "--handshake-timeout": int}
+FLAGS = ("--insecure",)
 
 USAGE = ("usage: python -m sensormesh.device [--port P] [--host H] [--unix PATH] [--name NAME]\n"
-         "                                   [--sensors KIND[@HZ],...] [--max-conns N] [--config FILE.json]")
+         "                                   [--sensors KIND[@HZ],...] [--max-conns N] [--config FILE.json]\n"
+         "                                   [--identity FILE --trust FILE [--revoked FILE]]\n"
+         "                                   [--max-handshakes N] [--handshake-timeout MS] [--insecure]")
 
 
 def parse_args(argv):
@@ -264,6 +308,10 @@ def parse_args(argv):
         if opt in ("-h", "--help"):
             print(USAGE)
             sys.exit(0)
+        if opt in FLAGS:
+            out[opt[2:]] = True
+            i += 1
+            continue
         conv = OPTIONS.get(opt)
         if conv is None or i + 1 >= len(argv):
             raise ValueError("%s %r\n%s" % ("missing value for" if conv else "unknown option", opt, USAGE))
@@ -285,9 +333,12 @@ def config_from_args(a):
         cfg["name"] = a["name"]
     if a.get("sensors") is not None:
         cfg["sensors"] = [s for s in a["sensors"].split(",") if s]
-    for k in ("port", "host", "unix", "max_conns", "register"):
+    for k in ("port", "host", "unix", "max_conns", "register", "identity", "trust", "revoked",
+              "max_handshakes", "insecure"):
         if a.get(k) is not None:
             cfg[k] = a[k]
+    if a.get("handshake_timeout") is not None:
+        cfg["handshake_ms"] = a["handshake_timeout"]
     cfg.setdefault("port", 7000)
     cfg.setdefault("host", "0.0.0.0")
     return cfg
@@ -296,6 +347,22 @@ def config_from_args(a):
 def start(cfg):
     """Build a device from a configuration dict and start listening; returns it."""
     dev = Device(cfg.get("name") or "device", cfg.get("sensors"), cfg.get("max_conns", DEFAULT_MAX_CONNS))
+    keyed = cfg.get("identity") is not None or cfg.get("trust") is not None
+    if cfg.get("insecure"):
+        dev.log("WARNING: insecure mode: anyone who reaches this device may read it and deploy code to it"
+                + (" (its keys are ignored)" if keyed else ""))
+    elif keyed:
+        if cfg.get("identity") is None:
+            raise ValueError("a trust store is configured but no identity: add 'identity' (--identity FILE), "
+                             "or run without keys with --insecure")
+        sec = dev.secure(cfg)
+        if cfg.get("name") and cfg["name"] != sec.identity.name:
+            raise ValueError("device name %r differs from its identity's name %r: clients address the "
+                             "identity's name" % (cfg["name"], sec.identity.name))
+        dev.name = sec.identity.name
+        if cfg.get("register"):
+            raise ValueError("register (dialing out to be controlled) does not support keys yet; "
+                             "use --insecure for such a device")
     if cfg.get("port") is not None and cfg.get("port") >= 0:
         lst = dev.listen_tcp(cfg.get("host", "0.0.0.0"), cfg["port"])
         port = cfg["port"]
@@ -313,7 +380,8 @@ def start(cfg):
 
 def announce(dev, where):
     # One line on stdout per listener: tools and tests wait for it instead of sleeping.
-    print("sensormesh device %s listening on %s" % (dev.name, where))
+    print("sensormesh device %s listening on %s%s" % (dev.name, where,
+                                                    " (authenticated)" if dev.security else ""))
     try:
         sys.stdout.flush()
     except AttributeError:

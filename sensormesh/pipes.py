@@ -6,9 +6,10 @@
 # connection (the controller decides who can reach whom):
 #   pipe_out with "to": it dials the receiver and says {"pipe": {"edge", "epoch"}}
 #   pipe_in with "from": it dials the sender and says {"pull": {"edge", "epoch"}}
+# The dialing end names the other device in "peer"; a device with keys dials as its own identity
+# and authenticates that device (device.dial, sensormesh/secure.py) before the first message.
 # Values wait in the pipe_out while there is no connection, up to a bound; what overflows is
 # counted as dropped and reported in status, never lost silently.
-from sensormesh import transport
 from sensormesh.compat import MICROPYTHON
 from sensormesh.steps import Outlet, _nowhere
 
@@ -19,6 +20,18 @@ MAX_FRAME_VALUES = 256 if MICROPYTHON else 65536
 RETRY_MS = (100, 200, 500, 1000, 2000)
 
 
+def _peer(runtime, sid, params, address):
+    """The name of the device a pipe dials ("peer"). A device with keys authenticates the other
+    end by that name, so it needs one whenever it dials."""
+    peer = params.get("peer")
+    if peer is not None and type(peer) is not str:
+        raise ValueError("step '%s': peer must be a device name" % sid)
+    if address and peer is None and getattr(runtime.device, "security", None) is not None:
+        raise ValueError("step '%s': a device with keys needs the pipe's 'peer' (the name of the device at %s) "
+                         "to authenticate it" % (sid, address))
+    return peer
+
+
 class PipeOut:
     SINK = True
 
@@ -27,6 +40,7 @@ class PipeOut:
         self.id = sid
         self.edge = params.get("edge") or sid
         self.to = params.get("to")
+        self.peer = _peer(runtime, sid, params, self.to)
         tf = params.get("time-frame", 0)
         if type(tf) is not int or tf < 0:
             raise ValueError("step '%s': time-frame must be a non-negative integer" % sid)
@@ -117,8 +131,8 @@ class PipeOut:
         if not self.running:
             return
         self.conn = None
-        c = transport.dial(self.rt.loop, self.to, self)
-        c.send({"pipe": {"edge": self.edge, "epoch": self.rt.epoch, "from": self.rt.device.name}})
+        self.rt.device.dial(self.to, self, self.peer,
+                            {"pipe": {"edge": self.edge, "epoch": self.rt.epoch, "from": self.rt.device.name}})
 
     def attach(self, conn):
         """A pipe_in dialed us and pulled this edge: its connection becomes ours."""
@@ -173,7 +187,9 @@ class PipeOut:
             self.conn = None
 
     def stats(self):
+        # in = out + pending + unshipped + dropped: unshipped is the current time frame's rest
         s = {"in": self.n_in, "out": self.n_out, "dropped": self.dropped, "pending": self.pending_values,
+             "unshipped": len(self.frame),
              "connected": self.conn is not None and not self.conn.connecting, "connects": self.connects}
         if self.last_error:
             s["last_error"] = self.last_error
@@ -188,6 +204,7 @@ class PipeIn(Outlet):
         self.id = sid
         self.edge = params.get("edge") or sid
         self.frm = params.get("from")
+        self.peer = _peer(runtime, sid, params, self.frm)
         self.emit = _nowhere
         self.outputs = []
         self.conn = None
@@ -207,9 +224,8 @@ class PipeIn(Outlet):
         self.retry_timer = None
         if not self.running:
             return
-        c = transport.dial(self.rt.loop, self.frm, self)
-        c.send({"pull": {"edge": self.edge, "epoch": self.rt.epoch, "from": self.rt.device.name}})
-        self.conn = c
+        self.conn = self.rt.device.dial(self.frm, self, self.peer,
+                                        {"pull": {"edge": self.edge, "epoch": self.rt.epoch, "from": self.rt.device.name}})
 
     def attach(self, conn):
         self.conn = conn

@@ -25,12 +25,12 @@ DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the ser
 DEFAULT_REPLAY_SIZE = 64   # nonces remembered per device (about 1.5 KB on an ESP32)
 ROLES = ("controller", "device", "reader")
 CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
-         "malformed", "plaintext-refused")
+         "malformed", "plaintext-refused", "busy", "timeout")
 
 # Control messages each role may send once authenticated; None = all of them.
 PERMISSIONS = {
     "controller": None,
-    "device": ("pipe", "info", "ping"),
+    "device": ("pipe", "pull", "info", "ping"),
     "reader": ("data-request", "info", "ping", "status"),
 }
 
@@ -146,6 +146,39 @@ def load_trust(src):
         ent = keys[name]
         ts.add(name, ent["role"], rsa.public_from_json(ent))
     return ts
+
+
+class Credentials:
+    """What a client side needs to open sessions: its identity, its trust store, and a cache of
+    resumption tickets (so reconnecting to the same server skips RSA)."""
+
+    def __init__(self, identity, trust, resume=None):
+        self.identity = identity
+        self.trust = trust
+        self.resume = resume if resume is not None else ResumeCache()
+
+    def client(self, server, roles=None):
+        """A ClientSession to the server of that name."""
+        return ClientSession(self.identity, self.trust, server, roles=roles, resume=self.resume)
+
+
+def load_credentials(identity, trust=None, native=None):
+    """Credentials from an identity file (or dict) and a trust file (or dict).
+
+    identity may also be a directory as `sensormesh keys export` writes it (identity.json and
+    trust.json); trust defaults to trust.json next to the identity file.
+    """
+    if type(identity) is str:
+        if identity.endswith(".json"):
+            d = identity.rpartition("/")[0] or "."
+        else:
+            d = identity.rstrip("/") or "/"
+            identity = d + "/identity.json"
+        if trust is None:
+            trust = d + "/trust.json"
+    if trust is None:
+        raise ValueError("a trust store is needed with an identity given as a dict")
+    return Credentials(load_identity(identity, native), load_trust(trust))
 
 
 # -- replay protection ---------------------------------------------------------------------------
@@ -304,6 +337,10 @@ def _body(msg, key):
     body = msg[key]
     if type(body) is not dict:
         raise HandshakeError("malformed", "%r must be an object" % key)
+    if not body and key == "hello":
+        # the plain control-session hello of a client without keys
+        raise HandshakeError("plaintext-refused", "this device only accepts authenticated sessions, and the "
+                             "hello carries no credentials: give the client an identity (--identity)")
     if body.get("v") != VERSION or type(body.get("v")) is not int:
         raise HandshakeError("malformed", "unsupported handshake version %r (this side speaks %d)"
                              % (body.get("v"), VERSION))
@@ -335,6 +372,12 @@ def plain_limit(max_frame):
     return raw if raw > 0 else 0
 
 
+def wrap_limit(max_frame):
+    """Largest payload a sender wraps into one token for a peer accepting max_frame bytes."""
+    n = plain_limit(max_frame)
+    return n if n < SEND_PLAIN_MAX else SEND_PLAIN_MAX
+
+
 class Channel:
     """Payload wrap/unwrap after the handshake: Fernet tokens with a frame counter inside.
 
@@ -355,7 +398,7 @@ class Channel:
 
     def unwrap(self, token):
         try:
-            p = self._rx.decrypt(token)
+            p = self._rx.decrypt_frame(token)
         except (InvalidToken, TypeError, ValueError):
             raise codec.ProtocolError("frame is not a valid token of this session (plaintext, "
                                       "tampered, or from another connection)")

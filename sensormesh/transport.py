@@ -216,6 +216,8 @@ class Connection:
         self._mask = POLLIN
         self.wrap = None
         self.unwrap = None
+        self.wrap_limit = 0   # largest payload to wrap at once (set with wrap; 0 = peer_max_frame)
+        self.held = None      # a list while a secure dial waits for its handshake: send() keeps messages
         self.bytes_in = 0
         self.bytes_out = 0
         sock.setblocking(False)
@@ -229,11 +231,21 @@ class Connection:
         """Queue one message (split if it is data larger than the peer's frame limit)."""
         if self.closed:
             return
-        if self.wrap is None and not MICROPYTHON:
-            codec.encode_into(self.out, msg, self.peer_max_frame)
-            self._queued()
+        if self.held is not None:
+            self.held.append(msg)
             return
-        for p in codec.payloads(msg, self.peer_max_frame):
+        if self.wrap is None:
+            if not MICROPYTHON:
+                codec.encode_into(self.out, msg, self.peer_max_frame)
+                self._queued()
+                return
+            limit = self.peer_max_frame
+        else:
+            # A token is larger than its payload: split so that every token fits the peer's limit.
+            limit = self.wrap_limit
+            if limit <= 0 or limit > self.peer_max_frame:
+                limit = self.peer_max_frame
+        for p in codec.payloads(msg, limit):
             self.send_payload(p)
 
     def send_payload(self, payload):
@@ -255,6 +267,14 @@ class Connection:
                     b = bytearray(hdr)
                     b += payload
                     chunks.append(b)
+            elif self.wrap is not None:
+                # A token is made fresh per frame anyway: one chunk with its header, so a reply
+                # does not leave as a 4-byte segment that Nagle holds the token behind (~40 ms).
+                b = bytearray(4 + n)
+                b[0:4] = hdr
+                b[4:] = payload
+                payload = None
+                chunks.append(b)
             else:
                 chunks.append(hdr)
                 chunks.append(payload)
@@ -337,17 +357,21 @@ class Connection:
         if self.closed:
             return
         if self.connecting:
-            if ev & (POLLERR | POLLHUP):
+            # A peer that answered and closed at once (e.g. "busy") shows POLLIN with POLLHUP:
+            # connected, so read its answer. Without POLLIN, POLLERR/POLLHUP means refused.
+            if ev & POLLERR or (ev & POLLHUP and not ev & POLLIN):
                 self.close("connection refused or unreachable: %s" % (self.peer,))
                 return
-            if ev & POLLOUT:
-                self.connecting = False
-                self._set_mask(POLLIN | (POLLOUT if self.backlog() else 0))
-                h = getattr(self.protocol, "on_connect", None)
-                if h:
-                    h(self)
-                self.flush()
-            return
+            if not ev & (POLLOUT | POLLIN):
+                return
+            self.connecting = False
+            self._set_mask(POLLIN | (POLLOUT if self.backlog() else 0))
+            h = getattr(self.protocol, "on_connect", None)
+            if h:
+                h(self)
+            self.flush()
+            if self.closed or not ev & POLLIN:
+                return
         if ev & POLLIN:
             self._read()
             if self.closed:
@@ -385,18 +409,21 @@ class Connection:
         proto = self.protocol
         try:
             dec.feed(data)
-            if self.unwrap is None:
-                while not self.closed:
+            # unwrap is looked up per frame: a handshake switches it on between two frames that
+            # may have arrived in one read. The decoder checks each length against max_frame
+            # before buffering the payload, so the limit applies before any decryption.
+            while not self.closed:
+                unwrap = self.unwrap
+                if unwrap is None:
                     msg = dec.next()
                     if msg is None:
                         break
-                    proto.on_message(self, msg)
-            else:
-                while not self.closed:
+                else:
                     payload = dec.next_payload()
                     if payload is None:
                         break
-                    proto.on_message(self, codec.decode_payload(self.unwrap(payload)))
+                    msg = codec.decode_payload(unwrap(payload))
+                proto.on_message(self, msg)
         except codec.ProtocolError as e:
             self.protocol_error(e.args[0])
 
@@ -424,7 +451,26 @@ class Connection:
             self.out = bytearray()
             self.chunks = []
             self.queued = 0
+        self._discard_input()
         self.close(reason)
+
+    def _discard_input(self):
+        # Closing a socket with unread input makes the kernel send a reset, which can destroy
+        # the error message just sent before the peer reads it. Drop what has already arrived
+        # (bounded, without waiting) so the close is an orderly one.
+        if self.closed:
+            return
+        try:
+            self.sock.setblocking(False)
+            for _ in range(16):
+                if MICROPYTHON:
+                    n = self.sock.readinto(self.loop.rbuf)
+                else:
+                    n = len(self.sock.recv(RECV_CHUNK))
+                if not n:
+                    return
+        except OSError:
+            pass
 
     def close(self, reason="closed"):
         if self.closed:
@@ -539,5 +585,6 @@ def dial(loop, address, protocol, max_frame=codec.DEFAULT_MAX_FRAME):
         s.connect(target)
     except OSError as e:
         if errno_of(e) not in WOULD_BLOCK:
-            loop.call_soon(lambda: conn.close("cannot connect to %s: %s" % (address, e)))
+            why = "cannot connect to %s: %s" % (address, e)   # `e` is unbound after the except
+            loop.call_soon(lambda: conn.close(why))
     return conn

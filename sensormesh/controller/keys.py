@@ -184,3 +184,72 @@ class KeyStore:
 
 
 assert set(ISSUABLE_ROLES) < set(ROLES)
+
+
+# -- wiring for deployment (deploy.connect, `sensormesh up`) -----------------------------------------
+def provision_local(device_names, directory=DEFAULT_DIR):
+    """Keys for local device processes, made without the user doing anything.
+
+    Creates the controller identity if the store has none, and a device identity for every name
+    that has no current one (missing, revoked, or its private file gone: a new key; the old one
+    stays revoked). Returns {name: config fragment} to merge into each device's configuration:
+    {"identity": abs path of private/NAME.json, "trust": abs path of the store's trust.json}.
+    The devices read the store's trust.json itself, so `sensormesh keys revoke X` reaches every
+    local device from its next connection on.
+    """
+    st = KeyStore(directory)
+    if not st._load().get("controller"):
+        st.init()
+    out = {}
+    for name in device_names:
+        ent = st._load()["keys"].get(name)
+        if ent is not None and ent["role"] != "device":
+            raise KeyStoreError("%r is the name of a %s key, not a device" % (name, ent["role"]))
+        if ent is None or ent.get("revoked") or not os.path.exists(st.identity_path(name)):
+            st.issue(name, "device", force=ent is not None)
+        out[name] = {"identity": os.path.abspath(st.identity_path(name)),
+                     "trust": os.path.abspath(st.trust_path())}
+    return out
+
+
+def load_controller(directory=DEFAULT_DIR):
+    """The controller's credentials (session.Credentials) for client.Client(identity=...)."""
+    from sensormesh.session import load_credentials
+    st = KeyStore(directory)
+    name = st._load().get("controller")
+    if not name:
+        raise KeyStoreError("no controller identity in %s: run `sensormesh keys init`" % directory)
+    return load_credentials(st.identity_path(name), st.trust_path())
+
+
+def add_pipe_peers(assignments):
+    """Name the other device of every dialing pipe end ("peer"), which a device with keys needs
+    to authenticate it. The pipe_out and pipe_in of one hop share an edge id, so the names come
+    from the assignments themselves. Returns new assignments; existing "peer" values are kept."""
+    senders, receivers = {}, {}
+    for name, a in assignments.items():
+        for step in a.get("steps", []):
+            edge = (step.get("params") or {}).get("edge")
+            if step.get("type") == "pipe_out":
+                senders[edge] = name
+            elif step.get("type") == "pipe_in":
+                receivers[edge] = name
+    out = {}
+    for name, a in assignments.items():
+        a = dict(a)
+        steps = []
+        for step in a.get("steps", []):
+            params = step.get("params") or {}
+            edge = params.get("edge")
+            other = None
+            if step.get("type") == "pipe_out" and params.get("to"):
+                other = receivers.get(edge)
+            elif step.get("type") == "pipe_in" and params.get("from"):
+                other = senders.get(edge)
+            if other is not None and "peer" not in params:
+                step = dict(step, params=dict(params, peer=other))
+            steps.append(step)
+        if "steps" in a:
+            a["steps"] = steps
+        out[name] = a
+    return out

@@ -1,0 +1,260 @@
+# Devices with keys in one process and one loop (pytest, and: micropython tests/mprun.py
+# test_secure_device): handshake on every connection, roles, refusals, limits, and a pipeline
+# whose pipe authenticates with the devices' own identities. Keys: security_keys.json (test only).
+from sensormesh import codec, session, transport
+from sensormesh.device import Device
+
+from loopkit import Collector, listen
+from test_session import fixture, trust_json
+
+
+def keyed(name, sensors, loop, **extra):
+    d = Device(name, sensors, loop=loop)
+    cfg = {"identity": fixture()["ids"][name], "trust": trust_json()}
+    for k in extra:
+        cfg[k] = extra[k]
+    d.secure(cfg)
+    return d
+
+
+class SecureClient(Collector):
+    """The client side of the handshake over the device's own loop (what a controller does)."""
+
+    def __init__(self, loop, addr, who, server):
+        Collector.__init__(self)
+        self.cs = session.ClientSession(fixture()[who], session.load_trust(trust_json()), server)
+        self.error = None
+        self.conn = transport.dial(loop, addr, self)
+        self.conn.send(self.cs.start())
+
+    def on_message(self, conn, msg):
+        if self.cs.done:
+            self.messages.append(msg)
+            return
+        try:
+            self.cs.receive(msg)
+        except session.HandshakeError as e:
+            self.error = e
+            return
+        conn.wrap = self.cs.wrap
+        conn.unwrap = self.cs.unwrap
+        conn.wrap_limit = session.wrap_limit(conn.peer_max_frame)
+
+    def ready(self):
+        return self.cs.done or self.error is not None
+
+    def errors(self):
+        return [m["error"] for m in self.messages if type(m) is dict and "error" in m]
+
+
+def test_secure_pipeline_between_two_devices():
+    loop = transport.Loop()
+    a = keyed("dev-a", ["counter@0"], loop)
+    b = keyed("dev-b", [], loop)
+    aaddr, baddr = listen(a), listen(b)
+    asg_b = {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "in", "type": "pipe_in", "params": {"edge": "e1"}},
+        {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["in"]}]}
+    asg_a = {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "count": 300}},
+        {"id": "o", "type": "pipe_out", "params": {"edge": "e1", "to": baddr, "peer": "dev-b", "time-frame": 5},
+         "inputs": ["s"]}]}
+    cb = SecureClient(loop, baddr, "controller", "dev-b")
+    ca = SecureClient(loop, aaddr, "controller", "dev-a")
+    assert loop.run_until(lambda: cb.ready() and ca.ready(), 5000)
+    assert cb.error is None and ca.error is None, (cb.error, ca.error)
+    cb.conn.send({"deploy": {"assignment": asg_b}})
+    ca.conn.send({"deploy": {"assignment": asg_a}})
+    assert loop.run_until(lambda: cb.replies("deployed") and ca.replies("deployed"), 5000), cb.messages + ca.messages
+    cb.conn.send({"start": {}})
+    assert loop.run_until(lambda: cb.replies("started"), 5000)
+    ca.conn.send({"start": {}})
+
+    def got():
+        vals = []
+        for d in cb.replies("deliver"):
+            vals += d["values"]
+        return vals
+    assert loop.run_until(lambda: len(got()) >= 300, 10000), (len(got()), a.runtime.status())
+    assert got() == list(range(300))
+    # b accepted two sessions: the controller's and dev-a's pipe, as a device key
+    st = b.security.status()
+    assert st["accepted"] == 2 and st["refused"] == {}, st
+    roles = sorted(c.protocol.role for c in b.listeners[0].conns)
+    assert roles == ["controller", "device"], roles
+    a.close()
+    b.close()
+
+
+def test_plaintext_and_wrong_role_refused_device_keeps_serving():
+    loop = transport.Loop()
+    a = keyed("dev-a", ["counter@100"], loop)
+    addr = listen(a)
+    plain = []
+    for msg in ({"hello": {}}, {"data-request": {"sensor": "counter"}}, [1, 2], {"deploy": {}}):
+        c = Collector()
+        conn = transport.dial(loop, addr, c)
+        conn.send(msg)
+        plain.append(c)
+    dev = SecureClient(loop, addr, "dev-b", "dev-a")
+    rdr = SecureClient(loop, addr, "reader-1", "dev-a")
+    assert loop.run_until(lambda: all(c.closed for c in plain) and dev.ready() and rdr.ready(), 5000)
+    for c in plain:
+        assert c.replies("error")[0]["code"] == "plaintext-refused", c.messages
+    assert "no credentials" in plain[0].replies("error")[0]["message"]
+    dev.conn.send({"deploy": {"assignment": {"steps": []}}})
+    rdr.conn.send({"data-request": {"sensor": "counter", "time-frame": 50}})
+    assert loop.run_until(lambda: dev.closed and len([m for m in rdr.messages if type(m) is list]) >= 3, 5000)
+    err = dev.errors()[0]
+    assert err["code"] == "wrong-role" and "'deploy'" in err["message"] and "dev-b" in err["message"], err
+    vals = [v for m in rdr.messages if type(m) is list for v in m]
+    assert vals == list(range(vals[0], vals[0] + len(vals)))
+    assert a.runtime is None          # nothing was deployed
+    st = a.security.status()
+    assert st["refused"] == {"plaintext-refused": 4, "wrong-role": 1}, st
+    a.close()
+
+
+def test_pipe_without_peer_refused_on_keyed_device():
+    loop = transport.Loop()
+    a = keyed("dev-a", ["counter@0"], loop)
+    addr = listen(a)
+    c = SecureClient(loop, addr, "controller", "dev-a")
+    assert loop.run_until(c.ready, 5000) and c.error is None
+    c.conn.send({"deploy": {"assignment": {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter"}},
+        {"id": "o", "type": "pipe_out", "params": {"edge": "e", "to": "127.0.0.1:9"}, "inputs": ["s"]}]}}})
+    assert loop.run_until(lambda: c.errors(), 5000)
+    err = c.errors()[0]
+    assert err["code"] == "bad-assignment" and "peer" in err["message"], err
+    a.close()
+
+
+def test_busy_and_handshake_timeout_bound_half_open_connections():
+    loop = transport.Loop()
+    a = keyed("dev-a", ["counter@100"], loop, max_handshakes=2, handshake_ms=300)
+    addr = listen(a)
+    ok = SecureClient(loop, addr, "reader-1", "dev-a")   # completes before the flood
+    assert loop.run_until(ok.ready, 5000) and ok.error is None
+    ok.conn.send({"data-request": {"sensor": "counter", "time-frame": 50}})
+    idle = []
+    for i in range(6):
+        c = Collector()
+        transport.dial(loop, addr, c)
+        idle.append(c)
+    assert loop.run_until(lambda: sum(1 for c in idle if c.closed) >= 4, 5000)
+    assert a.security.pending == 2
+    busy = [c for c in idle if c.closed]
+    for c in busy:
+        assert c.replies("error")[0]["code"] == "busy", c.messages
+    # the two held ones are closed by the handshake timeout, with a reason
+    assert loop.run_until(lambda: all(c.closed for c in idle), 5000)
+    assert a.security.pending == 0
+    codes = sorted(c.replies("error")[0]["code"] for c in idle)
+    assert codes == ["busy"] * 4 + ["timeout"] * 2, codes
+    # a frame larger than a hello could be is refused before the handshake
+    big = Collector()
+    conn = transport.dial(loop, addr, big)
+    conn.send([1] * 3000)
+    assert loop.run_until(lambda: big.closed, 5000)
+    e = big.replies("error")[0]
+    assert e["code"] == "protocol" and "exceeds the limit" in e["message"], e
+    # the stream went on without a gap, and new handshakes are accepted again
+    late = SecureClient(loop, addr, "controller", "dev-a")
+    assert loop.run_until(late.ready, 5000) and late.error is None
+    assert loop.run_until(lambda: len([m for m in ok.messages if type(m) is list]) >= 4, 5000)
+    vals = [v for m in ok.messages if type(m) is list for v in m]
+    assert vals == list(range(vals[0], vals[0] + len(vals)))
+    a.close()
+
+
+class _Server:
+    """Sends a plaintext frame, switches wrap on, and sends two tokens, all in one loop turn."""
+
+    def __init__(self, ch):
+        self.ch = ch
+
+    def on_open(self, conn):
+        conn.send({"welcome": 1})
+        conn.wrap = self.ch.wrap
+        conn.send([1, 2])
+        conn.send({"x": 3})
+
+    def on_message(self, conn, msg):
+        pass
+
+
+class _Client(Collector):
+    def __init__(self, ch):
+        Collector.__init__(self)
+        self.ch = ch
+
+    def on_message(self, conn, msg):
+        self.messages.append(msg)
+        if msg == {"welcome": 1}:
+            conn.unwrap = self.ch.unwrap
+
+
+def test_transport_switches_unwrap_between_frames_of_one_read():
+    k1, k2 = b"1" * 32, b"2" * 32
+    loop = transport.Loop()
+    port = 47250
+    while True:
+        port += 1
+        try:
+            lst = transport.listen_tcp(loop, "127.0.0.1", port, lambda: _Server(session.Channel(k1, k2)))
+            break
+        except OSError:
+            pass
+    cli = _Client(session.Channel(k2, k1))
+    conn = transport.dial(loop, "127.0.0.1:%d" % port, cli)
+    assert loop.run_until(lambda: len(cli.messages) >= 3 or cli.closed, 5000)
+    assert cli.messages == [{"welcome": 1}, [1, 2], {"x": 3}], (cli.messages, cli.closed)
+    assert conn.bytes_in > 0 and not cli.closed
+    conn.close()
+    lst.close()
+
+
+def test_wrapped_output_split_within_peer_limit():
+    # A reader that accepts frames of at most 2048 bytes gets the batched stream as tokens that
+    # each fit (the device splits by session.wrap_limit); a larger one would be a protocol error.
+    loop = transport.Loop()
+    a = keyed("dev-a", ["counter@0"], loop)
+    addr = listen(a)
+    c = SecureClient(loop, addr, "reader-1", "dev-a")
+    c.conn.decoder.max_frame = 2048
+    assert loop.run_until(c.ready, 5000) and c.error is None
+    c.conn.send({"data-request": {"sensor": "counter", "time-frame": 50, "max-frame": 2048}})
+
+    def data():
+        return [m for m in c.messages if type(m) is list]
+    assert loop.run_until(lambda: len(data()) >= 12 or c.closed, 10000), (c.closed, c.messages[-1:])
+    assert not c.closed, c.closed
+    vals = [v for m in data() for v in m]
+    assert vals == list(range(len(vals))), vals[:5]
+    assert max(len(m) for m in data()) > 50       # batched: many values per token
+    c.conn.close()
+    a.close()
+
+
+def test_secure_dial_holds_messages_until_the_session_is_up():
+    # What a controller on a loop uses (secure.dial): messages sent at once leave encrypted later.
+    from sensormesh import secure
+    loop = transport.Loop()
+    a = keyed("dev-a", ["counter@0"], loop)
+    addr = listen(a)
+    creds = session.Credentials(fixture()["controller"], session.load_trust(trust_json()))
+    got = Collector()
+    conn = secure.dial(loop, addr, got, creds, "dev-a")
+    conn.send({"hello": {}})
+    conn.send({"ping": 3})
+    assert loop.run_until(lambda: got.replies("pong") or got.closed, 5000), got.messages
+    assert got.connected and got.replies("info")[0]["secure"] is True and got.replies("pong") == [3]
+    # a server name it does not trust: refused before anything is sent, reported, closed
+    bad = Collector()
+    secure.dial(loop, addr, bad, creds, "dev-zz").send({"ping": 1})
+    assert loop.run_until(lambda: bad.closed, 5000)
+    assert bad.replies("error")[0]["code"] == "unknown-key" and not bad.replies("pong")
+    assert a.security.status()["refused"] == {}
+    conn.close()
+    a.close()
