@@ -101,6 +101,11 @@ def test_up_ctrl_c_stops_the_pipeline_then_the_devices(tmp_path):
             lines.append(line)
             windows += line.startswith("windows ")
         assert windows >= 3, "".join(lines)
+        # secure by default: a plaintext client is refused, the controller's key is accepted
+        plain = cli("client", "unix:" + unix_paths("a")[0], "--sensor", "counter", "--count", "1", timeout=30)
+        assert plain.returncode == 1 and "plaintext-refused" in plain.stderr, plain.stderr
+        st = cli("status", path, timeout=60)
+        assert st.returncode == 0 and "c: running pipeline endless" in st.stdout, st.stdout + st.stderr
         p.send_signal(signal.SIGINT)
         watchdog = threading.Timer(60, p.kill)   # bounds the read below if `up` hangs
         watchdog.start()
@@ -116,6 +121,7 @@ def test_up_ctrl_c_stops_the_pipeline_then_the_devices(tmp_path):
             p.wait()
     out = "".join(lines)
     assert p.returncode == 0, out
+    assert "secure: the local devices use keys" in out
     assert "stopping (interrupted)" in out and "stopped; per device" in out
     got = [x for w in windows_from(out) for x in w]
     assert got == [[2 * i, i] for i in range(len(got))]

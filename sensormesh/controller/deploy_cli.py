@@ -29,6 +29,29 @@ def _load(file):
         raise click.ClickException(str(e))
 
 
+_keys = click.option("--keys", "keys_dir", default=None, type=click.Path(file_okay=False),
+                     help="Key store whose controller key authenticates to the devices (default: "
+                          ".sensormesh/keys when FILE's devices are all local: true and it exists; "
+                          "otherwise plaintext).")
+
+
+def _creds(model, keys_dir):
+    """The controller's credentials for deploy/status/stop: from --keys, or from the store `up`
+    provisions when every device of the file is local (those devices run with its keys)."""
+    from sensormesh.controller.keys import DEFAULT_DIR
+    import os
+    if keys_dir is None:
+        if all(d.local for d in model.devices.values()) and os.path.exists(os.path.join(DEFAULT_DIR, "registry.json")) \
+                and not runner.needs_forwarding(model):
+            keys_dir = DEFAULT_DIR
+        else:
+            return None
+    try:
+        return runner.credentials(keys_dir)
+    except PipelineError as e:
+        raise click.ClickException(str(e))
+
+
 def _show_plan(placement, asg, out):
     steps = {d: [s["id"] for s in a["steps"] if s["type"] not in ("pipe_in", "pipe_out")] for d, a in asg.items()}
     out("placement (%s): %s" % (placement.strategy, "; ".join(
@@ -42,8 +65,12 @@ def _show_plan(placement, asg, out):
 @click.option("--count", type=int, default=0, help="Stop after this many callback values (0 = no limit).")
 @click.option("--quiet-devices", is_flag=True, help="Do not show the local devices' own output.")
 @click.option("--heap", default=None, help="Heap size for MicroPython devices, e.g. 96K (default: the port's).")
+@click.option("--keys", "keys_dir", default=None, type=click.Path(file_okay=False),
+              help="Key store for the local devices' and the controller's keys (default: .sensormesh/keys).")
+@click.option("--insecure", is_flag=True,
+              help="Run the local devices without keys: plaintext, anyone who can connect may deploy code.")
 @_timeout
-def up(file, strategy, duration, count, quiet_devices, heap, timeout):
+def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure, timeout):
     """Start FILE's local devices, deploy the pipeline, show sink values live; Ctrl-C stops everything."""
     from sensormesh.controller.local import LocalError
     model = _load(file)
@@ -61,7 +88,8 @@ def up(file, strategy, duration, count, quiet_devices, heap, timeout):
     try:
         final = runner.up(model, strategy, duration=duration or None, count=count or None,
                           on_event=printer.event, on_line=None if quiet_devices else printer.device_line,
-                          on_deliver=printer.deliver, on_deployed=deployed, heap=heap, timeout=timeout)
+                          on_deliver=printer.deliver, on_deployed=deployed, heap=heap, timeout=timeout,
+                          keys_dir=keys_dir, insecure=insecure)
     except (PipelineError, LocalError, deploying.DeployError) as e:
         raise click.ClickException(str(e))
     except KeyboardInterrupt:
@@ -78,13 +106,14 @@ def up(file, strategy, duration, count, quiet_devices, heap, timeout):
 @_strategy
 @click.option("--watch", "watch_", is_flag=True, help="Stay and show callback-sink values; Ctrl-C detaches.")
 @click.option("--duration", type=float, default=0, help="With --watch: detach after this many seconds.")
+@_keys
 @_timeout
-def deploy(file, strategy, watch_, duration, timeout):
+def deploy(file, strategy, watch_, duration, keys_dir, timeout):
     """Deploy FILE's pipeline to its running devices (replacing what they ran before)."""
     model = _load(file)
     printer = runner.Printer(click.echo, model)
     try:
-        placement, asg, dep = runner.deploy(model, strategy, timeout=timeout)
+        placement, asg, dep = runner.deploy(model, strategy, timeout=timeout, creds=_creds(model, keys_dir))
     except (PipelineError, deploying.DeployError) as e:
         raise click.ClickException(str(e))
     _show_plan(placement, asg, printer.line)
@@ -112,13 +141,14 @@ def _step_line(sid, s):
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_timeout
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status of every device as JSON.")
-def status(file, timeout, as_json):
+@_keys
+def status(file, timeout, as_json, keys_dir):
     """Show what every device of FILE runs, with per-step counts, and in words what a failed device
     cuts off (the affected area). Exit code 1 if a device is unreachable."""
     import json
     from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
-    sup = Supervisor(model, "optimal", timeout=timeout)     # asks each device along its control route
+    sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir))  # along control routes
     try:
         st, areas = sup.status()
     finally:
@@ -159,11 +189,12 @@ def status(file, timeout, as_json):
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_timeout
-def stop(file, timeout):
+@_keys
+def stop(file, timeout, keys_dir):
     """Stop the pipeline on every device of FILE (upstream first) and show the final counts."""
     from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
-    sup = Supervisor(model, "optimal", timeout=timeout)     # reaches each device along its control route
+    sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir))  # along control routes
     try:
         final = sup.stop()
     finally:

@@ -121,8 +121,9 @@ class LocalCluster:
 
     def __init__(self, model, on_line: Callable[[str, str], None] | None = None,
                  micropython: str | None = None, python: str | None = None,
-                 heap: str | None = None, workdir: str | None = None):
+                 heap: str | None = None, workdir: str | None = None, config: dict | None = None):
         self.model = model
+        self.config = config or {}   # device -> extra configuration (e.g. its keys from keys.provision_local)
         self.on_line = on_line or (lambda name, line: None)
         self.micropython = micropython if micropython is not None else shutil.which("micropython")
         self.python = python or sys.executable
@@ -159,6 +160,7 @@ class LocalCluster:
         host, port = listen_port(dev)
         cfg = {"name": dev.name, "sensors": [self._sensor(s) for s in dev.sensors],
                "host": host, "port": port, "unix": path}
+        cfg.update(self.config.get(dev.name) or {})
         cfg_path = os.path.join(self._tmp, dev.name + ".json")
         with open(cfg_path, "w") as f:
             json.dump(cfg, f)

@@ -192,9 +192,13 @@ class Placement:
                              "%.0f%%" % (100.0 * mem / dev.memory)))
         out.append(_table(("device", "interpreter", "cpu", "memory"), rows))
         tail = "strategy %s: %s between devices" % (self.strategy, format_rate(self.total_traffic))
+        weighted = abs(self.objective - self.total_traffic) > 1e-6 * max(1.0, self.total_traffic)
+        if weighted:   # link costs other than 1: the objective weighs each hop's bytes by its cost
+            tail += ", cost %s" % _num(self.objective)
         if self.solver.get("gap") is not None:
+            bound = self.solver["bound"]
             tail += " (MIP gap %.2g%%, bound %s, %.2f s)" % (
-                100 * self.solver["gap"], format_rate(self.solver["bound"]), self.solver["seconds"])
+                100 * self.solver["gap"], _num(bound) if weighted else format_rate(bound), self.solver["seconds"])
         out.append(tail)
         return "\n\n".join(out)
 
@@ -319,6 +323,10 @@ class Placement:
 
     def __repr__(self):
         return "Placement(%s, %.1f B/s)" % (self.strategy, self.total_traffic)
+
+
+def _num(x):
+    return "%.4g" % x
 
 
 def _table(header, rows):

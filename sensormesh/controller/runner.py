@@ -118,12 +118,34 @@ def summary(final: dict[str, dict]) -> list[str]:
     return lines
 
 
-def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeout=5.0, **options):
+def needs_forwarding(model):
+    """Devices whose control goes through a gateway or a registration (not a direct link)."""
+    from sensormesh.controller.topology import Topology
+    topo = model.topology if model.topology is not None else Topology.single_domain(list(model.devices))
+    out = []
+    for name in model.devices:
+        r = topo.control_route(name)
+        if r is None or len(r.hops) > 1 or any(h.dialer == h.dst for h in r.hops):
+            out.append(name)
+    return out
+
+
+def credentials(keys_dir):
+    """The controller's credentials from a key store (controller/keys.py)."""
+    from sensormesh.controller import keys
+    try:
+        return keys.load_controller(keys_dir)
+    except (keys.KeyStoreError, OSError, ValueError) as e:
+        raise PipelineError("cannot use the key store %s: %s" % (keys_dir, e))
+
+
+def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeout=5.0, creds=None,
+           **options):
     """Plan and deploy (all or nothing) along the controller's control routes (direct, forwarded
     through gateways, or registered); returns (placement, assignments, Supervisor). The
     Supervisor's watch() re-routes around failed gateways (controller/supervisor.py)."""
     from sensormesh.controller.supervisor import Supervisor
-    sup = Supervisor(model, strategy, addresses=local or {}, timeout=timeout, place_options=options)
+    sup = Supervisor(model, strategy, addresses=local or {}, timeout=timeout, place_options=options, creds=creds)
     placement = sup.place()
     asg = placement.assignments(epoch=sup.epoch, include_empty=False)
     if not asg:
@@ -187,7 +209,8 @@ class _Interrupts:
 
 
 def up(model, strategy="optimal", duration=None, count=None, until=None, on_event=None, on_line=None,
-       on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, **options):
+       on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, keys_dir=None,
+       insecure=False, **options):
     """Start the model's local devices, deploy, call the user's callback functions with the
     values that arrive, stop everything (upstream first, draining) and return the final stats.
 
@@ -195,7 +218,12 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     local device exits, or on Ctrl-C (KeyboardInterrupt is not re-raised). on_event(text) gets
     notes and failures; on_line(device, line) the local devices' output (default: discarded);
     on_deliver(device, step, values) the values of callback sinks without a function in
-    model.callbacks; on_deployed(placement, assignments) is called once everything runs."""
+    model.callbacks; on_deployed(placement, assignments) is called once everything runs.
+
+    Secure by default: the local devices get keys from the key store `keys_dir` (default
+    .sensormesh/keys, made on first use) and refuse plaintext; the controller authenticates with
+    its own key. insecure=True runs them without keys. Control through gateways is not secured
+    yet, so a pipeline that needs it runs without keys, with a note saying so."""
     from sensormesh.controller.local import LocalCluster
     on_event = on_event or (lambda text: None)
     got = {"n": 0}
@@ -204,14 +232,30 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     def counted(device, step, values):
         got["n"] += len(values)
         deliver(device, step, values)
-    cluster = LocalCluster(model, on_line=on_line, micropython=micropython, heap=heap)
+    creds, config = None, {}
+    forwarded = needs_forwarding(model)
+    if not insecure and forwarded:
+        on_event("running without keys: the controller reaches %s through gateways or registrations, "
+                 "and secure sessions are not carried through those yet" % ", ".join(forwarded))
+    elif not insecure:
+        from sensormesh.controller import keys
+        keys_dir = keys_dir or keys.DEFAULT_DIR
+        try:
+            config = keys.provision_local([d.name for d in model.devices.values() if d.local], keys_dir)
+        except (keys.KeyStoreError, OSError) as e:
+            raise PipelineError("cannot provision keys in %s: %s" % (keys_dir, e))
+        creds = credentials(keys_dir)
+        on_event("secure: the local devices use keys from %s and refuse plaintext connections "
+                 "(--insecure runs them without keys)" % keys_dir)
+    cluster = LocalCluster(model, on_line=on_line, micropython=micropython, heap=heap, config=config)
     dep = None
     signals = _Interrupts()
     try:
         cluster.start(timeout=max(30.0, timeout))
         for note in cluster.notes:
             on_event(note)
-        placement, asg, dep = deploy(model, strategy, local=cluster.addresses, timeout=timeout, **options)
+        placement, asg, dep = deploy(model, strategy, local=cluster.addresses, timeout=timeout, creds=creds,
+                                     **options)
         if on_deployed is not None:
             on_deployed(placement, asg)
         deadline = None if not duration else time.monotonic() + duration

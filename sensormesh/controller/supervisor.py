@@ -42,6 +42,7 @@ from typing import Callable
 from sensormesh import transport
 from sensormesh.controller.deploy import DeployError, Deployment, device_order
 from sensormesh.controller.errors import PipelineError
+from sensormesh.controller.keys import add_pipe_peers
 from sensormesh.controller.routing import RoutingError, dial_address, hop_domain, hop_edge_id
 from sensormesh.controller.topology import CONTROLLER, Route, Topology
 
@@ -158,11 +159,17 @@ class Supervisor:
         control session (overrides the inventory, e.g. ports chosen by `sensormesh up`).
     timeout: seconds any one wait may take. interval: seconds between status requests while
     watching. listen: "host:port" where devices that must dial out register with the controller.
-    epoch: the first deployment's epoch (default: seconds since 1970, so a redeploy is newer)."""
+    epoch: the first deployment's epoch (default: seconds since 1970, so a redeploy is newer).
+    creds: the controller's credentials (controller/keys.load_controller): every control link
+        then runs the handshake and carries Fernet tokens (devices with keys refuse anything else).
+        Control forwarding through gateways and registered devices are not secured yet, so with
+        creds a device whose control goes through a gateway is a SupervisorError."""
 
     def __init__(self, model, placement="optimal", addresses=None, timeout=DEFAULT_TIMEOUT,
-                 interval=PING_INTERVAL, listen=None, epoch=None, place_options=None):
+                 interval=PING_INTERVAL, listen=None, epoch=None, place_options=None, creds=None):
         self.model = model
+        self.creds = creds       # session.Credentials of the controller: authenticated, encrypted links
+        self.server_of = {}      # link address -> the device listening there (whom the handshake expects)
         self.topology = model.topology if model.topology is not None else \
             Topology.single_domain(list(model.devices))
         self._place_options = dict(place_options or {})
@@ -244,8 +251,14 @@ class Supervisor:
                         break
                 if i == 0:
                     first = addr
+                    self.server_of[addr] = hop.dst
                 else:
                     targets.append(addr)
+            if dev not in self.path_errors and self.creds is not None and \
+                    (targets or (first or "").startswith(REGISTERED)):
+                self.path_errors[dev] = ("its control goes %s, and secure sessions are not carried through "
+                                         "gateways or registrations yet; deploy it without keys (--insecure)"
+                                         % route.explain())
             if dev not in self.path_errors:
                 paths[dev] = ControlPath(dev, first, targets, route)
         for dev, p in paths.items():
@@ -289,6 +302,11 @@ class Supervisor:
         """A connection to address. Unix sockets connect at once (blocking, bounded): a refused
         local connect then raises here, where the caller reports it."""
         kind = transport.parse_address(address)
+        server = self.server_of.get(address)
+        if self.creds is not None and server is not None:
+            from sensormesh import secure
+            if kind[0] != "unix":
+                return secure.dial(self.loop, address, protocol, self.creds, server)
         if kind[0] != "unix":
             return transport.dial(self.loop, address, protocol)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -298,6 +316,13 @@ class Supervisor:
         except OSError:
             sock.close()
             raise
+        if self.creds is not None and server is not None:
+            from sensormesh import codec, secure
+            d = secure.Dialer(secure.ClientKeys(self.creds, secure.DEFAULT_HANDSHAKE_MS), self.loop, protocol,
+                              server, None, None, codec.DEFAULT_MAX_FRAME, None)
+            conn = transport.Connection(self.loop, sock, d, peer=address)
+            d.start(conn)
+            return conn
         return transport.Connection(self.loop, sock, protocol, peer=address)
 
     # -- requests ------------------------------------------------------------------------------
@@ -524,7 +549,7 @@ class Supervisor:
         pl = self.place()
         if epoch is not None:
             self.epoch = int(epoch)
-        asg = pl.assignments(epoch=self.epoch, include_empty=False)
+        asg = add_pipe_peers(pl.assignments(epoch=self.epoch, include_empty=False))
         if not asg:
             raise SupervisorError("nothing to deploy: the placement gives no device a step")
         errors = self._hello(self.control_devices(list(asg)))
@@ -545,7 +570,7 @@ class Supervisor:
                     running.append(e)
             if running and max(running) >= self.epoch:
                 self.epoch = max(running) + 1
-                asg = pl.assignments(epoch=self.epoch, include_empty=False)
+                asg = add_pipe_peers(pl.assignments(epoch=self.epoch, include_empty=False))
         order = device_order(asg)
         done = []
         try:
@@ -723,7 +748,7 @@ class Supervisor:
             self._event("no re-routing: %s; the rest keeps running" % e)
             return
         epoch = self.epoch + 1
-        new_asg = new_pl.assignments(epoch=epoch, include_empty=False)
+        new_asg = add_pipe_peers(new_pl.assignments(epoch=epoch, include_empty=False))
         alive = [d for d in self.paths if d not in self.failed and d not in self.cut_off]
         changed = {d for d in alive
                    if _strip_epoch(new_asg.get(d)) != _strip_epoch(self.assignments.get(d))}
@@ -887,7 +912,7 @@ class Supervisor:
         known = dict(self.assignments)
         if not known:
             try:
-                known = self.place().assignments(epoch=self.epoch, include_empty=False)
+                known = add_pipe_peers(self.place().assignments(epoch=self.epoch, include_empty=False))
             except PipelineError:
                 known = {}
         planned = [d for d in reversed(device_order({d: a for d, a in known.items() if d in devices}))]
