@@ -214,9 +214,12 @@ def device_config(cfg, base=BASE):
     if password is None:
         password = os.environ.get("SENSORMESH_WIFI_PASSWORD", "")
     out["wifi"] = {"ssid": wifi.get("ssid") or "", "password": password}
-    keys = cfg.get("keys") or {}
-    out["keys"] = {"identity": keys.get("identity", KEYS_DIR + "/identity.json"),
-                   "trust": keys.get("trust", KEYS_DIR + "/trust.json")}
+    keys = cfg.get("keys")
+    if keys:   # key files already on the board: the device reads "identity" and "trust"
+        if not isinstance(keys, dict):
+            raise BoardError("\"keys\" must be an object {\"identity\", \"trust\"} of paths on the board")
+        out["identity"] = keys.get("identity", KEYS_DIR + "/identity.json")
+        out["trust"] = keys.get("trust", KEYS_DIR + "/trust.json")
     out["sensors"] = check_sensors(cfg.get("sensors", []), base)
     return out
 
@@ -333,9 +336,6 @@ def plan(cfg, port, build_dir, base=BASE, compile=True, mpy_cross="mpy-cross",
         else:
             steps.append(("copy", os.path.join(base, f), local))
         remote.append(target)
-    steps.append(("write", os.path.join(fs, CONFIG_FILE), json.dumps(board_cfg, indent=1) + "\n"))
-    steps.append(("write", os.path.join(fs, "boot.py"), BOOT_PY))
-    steps.append(("write", os.path.join(fs, "main.py"), MAIN_PY))
     root_files = [CONFIG_FILE, "boot.py", "main.py"]
     key_files = []
     if keys_dir:
@@ -345,7 +345,12 @@ def plan(cfg, port, build_dir, base=BASE, compile=True, mpy_cross="mpy-cross",
                 raise BoardError("%s is missing (write it with `sensormesh keys export NAME %s`)"
                                  % (src, keys_dir))
             key_files.append(src)
+        board_cfg["identity"] = KEYS_DIR + "/identity.json"   # where the copy below puts them
+        board_cfg["trust"] = KEYS_DIR + "/trust.json"
 
+    steps.append(("write", os.path.join(fs, CONFIG_FILE), json.dumps(board_cfg, indent=1) + "\n"))
+    steps.append(("write", os.path.join(fs, "boot.py"), BOOT_PY))
+    steps.append(("write", os.path.join(fs, "main.py"), MAIN_PY))
     conn = [mpremote, "connect", port]
     steps.append(("board", conn + ["fs", "rm", "-r", ":sensormesh"], True))
     dirs = sorted(set(r.rpartition("/")[0] for r in remote if "/" in r))
@@ -419,11 +424,18 @@ def describe(steps):
     return lines
 
 
-def build(cfg, build_dir, base=BASE, compile=True, mpy_cross="mpy-cross", runner=run_command):
-    """Only the local part: the board's filesystem in build_dir/fs. Returns that folder."""
-    steps, _ = plan(cfg, "-", build_dir, base, compile, mpy_cross)
+def build(cfg, build_dir, base=BASE, compile=True, mpy_cross="mpy-cross", runner=run_command, keys_dir=None):
+    """Only the local part: the board's filesystem in build_dir/fs (with keys_dir's key files in
+    fs/keys, where `deploy` copies them on the board). Returns that folder."""
+    steps, _ = plan(cfg, "-", build_dir, base, compile, mpy_cross, keys_dir=keys_dir)
     execute([s for s in steps if s[0] != "board"], runner)
-    return os.path.join(build_dir, "fs")
+    fs = os.path.join(build_dir, "fs")
+    if keys_dir:
+        import shutil
+        os.makedirs(os.path.join(fs, KEYS_DIR), exist_ok=True)
+        for k in ("identity.json", "trust.json"):
+            shutil.copy(os.path.join(keys_dir, k), os.path.join(fs, KEYS_DIR, k))
+    return fs
 
 
 def _find_tool(name):

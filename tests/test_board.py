@@ -134,7 +134,7 @@ def test_device_config_fills_defaults_and_placeholders(monkeypatch):
     assert cfg["name"] == "kitchen" and cfg["port"] == 7000 and cfg["host"] == "0.0.0.0"
     assert cfg["wifi"] == {"ssid": "lab", "password": "hunter2"}
     assert cfg["controller"] == "192.168.1.10:7100"
-    assert cfg["keys"] == {"identity": "keys/identity.json", "trust": "keys/trust.json"}
+    assert "identity" not in cfg and "trust" not in cfg   # no keys given: a plaintext device
     assert [s["driver"] for s in cfg["sensors"]] == ["esp32"] * 6
     assert cfg["sensors"][3] == {"name": "dist", "kind": "ultrasonic", "driver": "esp32",
                                  "trigger": 5, "echo": 18, "rate": 10}
@@ -217,6 +217,10 @@ def test_plan_with_keys_and_source(tmp_path):
     assert ["mpremote", "connect", "COM3", "fs", "cp", str(keys / "identity.json"), str(keys / "trust.json"),
             ":keys/"] in cmds
     assert cmds[-1] == ["mpremote", "connect", "COM3", "reset"]
+    # the device reads its keys from the top level of device.json, where the copy puts them
+    written = json.loads(dict((s[1], s[2]) for s in steps if s[0] == "write")[
+        os.path.join(str(tmp_path / "b"), "fs", "device.json")])
+    assert written["identity"] == "keys/identity.json" and written["trust"] == "keys/trust.json"
 
 
 def _capturing_runner(calls, fail=()):
@@ -370,6 +374,52 @@ def test_board_main_joins_wifi_and_serves_sensors_on_micropython(tmp_path):
         reader.join(10)
         p.stdout.close()
         p.stderr.close()
+
+
+@pytest.mark.micropython
+def test_board_deployed_with_keys_refuses_plaintext_and_serves_the_controller(tmp_path):
+    """The keys `board deploy --keys` copies are the ones main.py's device uses: secure by default."""
+    from sensormesh.client import DeviceError
+    from sensormesh.controller.keys import KeyStore, load_controller
+    mp = need_micropython()
+    store = KeyStore(str(tmp_path / "store"))
+    store.init()
+    store.issue("keyed-board", "device")
+    store.export("keyed-board", str(tmp_path / "export"))
+    port = free_port()
+    cfg = {"name": "keyed-board", "port": port, "host": "127.0.0.1", "restart_after_s": -1,
+           "sensors": [{"name": "chip", "kind": "temperature"}]}
+    fs = board.build(cfg, str(tmp_path / "b"), ROOT, compile=False, keys_dir=str(tmp_path / "export"))
+    (tmp_path / "b" / "fs" / "start.py").write_text("exec(open('boot.py').read())\nexec(open('main.py').read())\n")
+    p = subprocess.Popen([mp, "start.py"], cwd=fs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=dict(os.environ, MICROPYPATH=":" + os.path.join(PKG, "fakehw")))
+    lines = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in p.stdout], daemon=True)
+    reader.start()
+    try:
+        seen = []
+        while not seen or "listening on" not in seen[-1]:
+            try:
+                seen.append(lines.get(timeout=30))
+            except queue.Empty:
+                raise AssertionError("board did not start: %r" % seen)
+        c = Client("127.0.0.1:%d" % port)
+        try:
+            c.request_data("chip")
+            with pytest.raises(DeviceError, match="plaintext-refused"):
+                next(c.messages())
+        finally:
+            c.close()
+        c = Client("127.0.0.1:%d" % port, identity=load_controller(str(tmp_path / "store")), server="keyed-board")
+        try:
+            assert c.call({"hello": {}})["info"]["secure"] is True
+        finally:
+            c.close()
+    finally:
+        p.terminate()
+        p.wait(10)
+        reader.join(10)
+        p.stdout.close()
 
 
 @pytest.mark.micropython
