@@ -83,12 +83,12 @@ def throughput(label, placement, n, interp_a="cpython", tcp=False):
     p = build("tp", placement, interp_a, "throughput", n)
     with Run(p, tcp) as r:
         got = []
-        _, asg, dep = runner.deploy(r.model, "optimal", local=r.cluster.addresses)
+        _, _, dep = runner.deploy(r.model, "optimal", local=r.cluster.addresses)
         t0 = time.perf_counter()
         try:
             dep.watch(lambda dev, step, vals: got.extend(vals), lambda: len(got) >= n // WINDOW, timeout=120)
             t1 = time.perf_counter()
-            runner.stop(dep, asg)
+            dep.stop()
         finally:
             dep.close()
     if len(got) < n // WINDOW:
@@ -100,10 +100,10 @@ def latencies(label, placement, count, interp_a="cpython", tcp=False):
     p = build("lat", placement, interp_a, "latency")
     with Run(p, tcp) as r:
         got = []
-        _, asg, dep = runner.deploy(r.model, "optimal", local=r.cluster.addresses)
+        _, _, dep = runner.deploy(r.model, "optimal", local=r.cluster.addresses)
         try:
             dep.watch(lambda dev, step, vals: got.extend(vals), lambda: len(got) >= count + 200, timeout=60)
-            runner.stop(dep, asg)
+            dep.stop()
         finally:
             dep.close()
     got = sorted(got[200:])      # the first values include connection setup

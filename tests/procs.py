@@ -95,3 +95,23 @@ def start_device(interp, args, heap=None, cwd=ROOT):
     p = Proc(device_argv(interp, args, heap), cwd=cwd)
     p.wait_line("listening on")
     return p
+
+
+class Recorder:
+    """What a Supervisor watch delivers (callback values by step) and reports (events)."""
+
+    def __init__(self):
+        self.values = {}
+        self.events = []
+
+    def deliver(self, device, step, values):
+        self.values.setdefault(step, []).extend(values)
+
+    def event(self, text):
+        self.events.append(text)
+
+    def got(self, step):
+        return self.values.get(step, [])
+
+    def text(self):
+        return "\n".join(self.events)

@@ -9,7 +9,7 @@ half-started. Callback sinks deliver their values over the same sessions.
 These functions connect to every device directly. `controller/supervisor.py` (what `sensormesh
 up|deploy|status|stop` use) deploys along the topology's control routes instead (forwarded
 through gateways, or over a registration), watches the devices and re-routes around a failed
-gateway; it reuses `device_order`, `DeployError` and `Deployment._dispatch` from here.
+gateway; it reuses `device_order`, `DeployError` and `dispatch` from here.
 """
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ class Deployment:
         if on_event is None:
             on_event = lambda text: on_deliver("", "", [{"error": text}])  # noqa: E731
         for name, m in self.pending:
-            self._dispatch(name, m, on_deliver, on_event)
+            dispatch(name, m, on_deliver, on_event)
         self.pending = []
         sel = selectors.DefaultSelector()
         for name, s in self.sessions.items():
@@ -132,7 +132,7 @@ class Deployment:
                 m = s.client.decoder.next()
                 if m is None:
                     break
-                self._dispatch(name, m, on_deliver, on_event)
+                dispatch(name, m, on_deliver, on_event)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while not until():
@@ -152,20 +152,22 @@ class Deployment:
                         m = s.client.decoder.next()
                         if m is None:
                             break
-                        self._dispatch(name, m, on_deliver, on_event)
+                        dispatch(name, m, on_deliver, on_event)
         finally:
             sel.close()
             for s in self.sessions.values():
                 s.client.sock.settimeout(5.0)
 
-    @staticmethod
-    def _dispatch(name, m, on_deliver, on_event):
-        if isinstance(m, dict) and "deliver" in m:
-            d = m["deliver"]
-            on_deliver(name, d.get("step"), d.get("values", []))
-        elif isinstance(m, dict) and "error" in m:
-            e = m["error"]
-            on_event("device %s: %s" % (name, e.get("message", e) if isinstance(e, dict) else e))
+
+def dispatch(name, m, on_deliver, on_event):
+    """Hand one control message from device `name` to on_deliver (callback-sink values) or
+    on_event (an error the device reported); other messages are not for the watcher."""
+    if isinstance(m, dict) and "deliver" in m:
+        d = m["deliver"]
+        on_deliver(name, d.get("step"), d.get("values", []))
+    elif isinstance(m, dict) and "error" in m:
+        e = m["error"]
+        on_event("device %s: %s" % (name, e.get("message", e) if isinstance(e, dict) else e))
 
 
 def deploy(assignments: dict[str, dict], addresses: dict[str, str], timeout: float = 5.0) -> Deployment:

@@ -485,6 +485,21 @@ class Model:
 
     # -- use -----------------------------------------------------------------------------------
 
+    def routing_inventory(self):
+        """{device: {"address"?, "addresses"?}} as routing.py reads it; a local device without
+        a TCP address is reached on its Unix socket."""
+        inv = {}
+        for name, dev in self.devices.items():
+            entry = {}
+            if dev.address:
+                entry["address"] = dev.address
+            if dev.addresses:
+                entry["addresses"] = dict(dev.addresses)
+            if not entry and dev.unix_path:
+                entry["address"] = "unix:" + dev.unix_path
+            inv[name] = entry
+        return inv
+
     def fixed_device(self, sid):
         """The device a step must run on (source with the sensor, or pinned), else None."""
         s = self.steps[sid]

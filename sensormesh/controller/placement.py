@@ -262,16 +262,7 @@ class Placement:
         if getattr(route, "hops", None):
             # a topology Route: routing.py knows who dials each hop and which address to use
             from sensormesh.controller import routing
-            inventory = {}
-            for name, dev in self.model.devices.items():
-                entry = {}
-                if dev.address:
-                    entry["address"] = dev.address
-                if dev.addresses:
-                    entry["addresses"] = dict(dev.addresses)
-                if not entry and dev.unix_path:     # a local device without a TCP address
-                    entry["address"] = "unix:" + dev.unix_path
-                inventory[name] = entry
+            inventory = self.model.routing_inventory()
             try:
                 frag = routing.edge_fragments(p.edge, p.src, p.dst, None, inventory, time_frame=p.time_frame,
                                               route=route, inputs=[p.producer])

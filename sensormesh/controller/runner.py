@@ -13,36 +13,6 @@ from sensormesh.controller import deploy as deploying
 from sensormesh.controller.errors import PipelineError
 
 
-def control_addresses(model, local: dict[str, str] | None = None) -> dict[str, str]:
-    """{device: address the controller dials} for every device of the inventory.
-
-    Local devices started by `up` are reached on their Unix socket; a device with one address
-    by it; a device listening on several networks (`addresses:`) by its address in a domain the
-    controller is in, else its first."""
-    local = local or {}
-    out = {}
-    for name, dev in model.devices.items():
-        if name in local:
-            out[name] = local[name]
-        elif dev.main_address:
-            out[name] = dev.main_address
-        elif dev.local and dev.unix_path:
-            out[name] = "unix:" + dev.unix_path
-        elif dev.addresses:
-            ctl = set(getattr(model.topology, "controller_domains", ()) or ())
-            mine = [a for dom, a in dev.addresses.items() if dom in ctl]
-            out[name] = mine[0] if mine else next(iter(dev.addresses.values()))
-    return out
-
-
-def plan(model, strategy="optimal", epoch=None, **options):
-    """(placement, assignments of the devices that run something)."""
-    placement = model.place(strategy, **options)
-    if epoch is None:
-        epoch = int(time.time())
-    return placement, placement.assignments(epoch=epoch, include_empty=False)
-
-
 def callback_names(model) -> dict[str, str]:
     """{callback step id: the name the user's program knows it by}."""
     out = {}
@@ -142,21 +112,13 @@ def credentials(keys_dir):
 def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeout=5.0, creds=None,
            **options):
     """Plan and deploy (all or nothing) along the controller's control routes (direct, forwarded
-    through gateways, or registered); returns (placement, assignments, Supervisor). The
-    Supervisor's watch() re-routes around failed gateways (controller/supervisor.py)."""
+    through gateways, or registered); returns (placement, assignments, Supervisor). `local`:
+    {device: address} of devices `up` started. The Supervisor's watch() re-routes around failed
+    gateways and its stop() drains the pipes (controller/supervisor.py)."""
     from sensormesh.controller.supervisor import Supervisor
     sup = Supervisor(model, strategy, addresses=local or {}, timeout=timeout, place_options=options, creds=creds)
-    placement = sup.place()
-    asg = placement.assignments(epoch=sup.epoch, include_empty=False)
-    if not asg:
-        raise PipelineError("nothing to deploy: the placement gives no device a step")
-    addresses = control_addresses(model, local)
-    missing = sorted(d for d in asg if d not in addresses)
-    if missing:
-        raise PipelineError("no address for device(s) %s: give them address: host:port or local: true"
-                            % ", ".join(missing))
     sup.deploy()
-    return placement, sup.assignments, sup
+    return sup.placement, sup.assignments, sup
 
 
 def watch(dep, on_deliver, on_event, duration=None):
@@ -171,14 +133,6 @@ def watch(dep, on_deliver, on_event, duration=None):
     finally:
         signals.restore()
     return "interrupted" if signals.hit else "duration"
-
-
-def stop(sup, asg=None, drain_timeout=3.0):
-    """Stop a deployment without losing what is in flight (Supervisor.stop): devices stop
-    upstream first, each flushing its last frames, and before a device stops the controller
-    waits (at most drain_timeout seconds) until its pipe_ins received what their stopped
-    senders sent. Returns {device: final stats}."""
-    return sup.stop(drain_timeout=drain_timeout)
 
 
 class _Interrupts:
@@ -294,12 +248,12 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
             signals.mode = "raise"
         on_event("stopping (%s)" % why.get("why", "?"))
         try:
-            final = stop(dep, asg)
+            final = dep.stop()
         except KeyboardInterrupt:
             on_event("interrupted again: stopping the devices without their final counts")
             return {}
         for name, m in dep.pending:
-            deploying.Deployment._dispatch(name, m, counted, on_event)
+            deploying.dispatch(name, m, counted, on_event)
         dep.pending = []
         return final
     finally:

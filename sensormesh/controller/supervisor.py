@@ -40,7 +40,7 @@ from collections import deque
 from typing import Callable
 
 from sensormesh import transport
-from sensormesh.controller.deploy import DeployError, Deployment, device_order
+from sensormesh.controller.deploy import DeployError, device_order, dispatch
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.keys import add_pipe_peers
 from sensormesh.controller.routing import RoutingError, dial_address, hop_domain, hop_edge_id
@@ -214,22 +214,9 @@ class Supervisor:
 
     # -- addresses and control paths -----------------------------------------------------------
 
-    def _inventory(self):
-        inv = {}
-        for name, dev in self.model.devices.items():
-            entry = {}
-            if dev.address:
-                entry["address"] = dev.address
-            if dev.addresses:
-                entry["addresses"] = dict(dev.addresses)
-            if not entry and dev.unix_path:
-                entry["address"] = "unix:" + dev.unix_path
-            inv[name] = entry
-        return inv
-
     def _set_paths(self, topo):
         """Control paths for every device topo's controller reaches; returns {device: path}."""
-        inv = self._inventory()
+        inv = self.model.routing_inventory()
         paths = {}
         self.path_errors = {}
         for dev, route in topo.control_routes().items():
@@ -607,7 +594,7 @@ class Supervisor:
         self._on_deliver, self._on_event = on_deliver, on_event
         try:
             for dev, m in self.pending:
-                Deployment._dispatch(dev, m, on_deliver, on_event)
+                dispatch(dev, m, on_deliver, on_event)
             self.pending = []
             deadline = None if timeout is None else time.monotonic() + timeout
             next_ping = time.monotonic() + self.interval

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from procs import free_port
+from procs import Recorder, free_port
 from sensormesh.controller.pipeline_file import load_model
 from sensormesh.controller.supervisor import Supervisor, SupervisorError
 
@@ -59,21 +59,6 @@ def start(devices, tmp_path, text, names):
     f = tmp_path / "p.yaml"
     f.write_text(textwrap.dedent(text % ports))
     return load_model(str(f)), procs
-
-
-class Recorder:
-    def __init__(self):
-        self.values = {}
-        self.events = []
-
-    def deliver(self, device, step, values):
-        self.values.setdefault(step, []).extend(values)
-
-    def event(self, text):
-        self.events.append(text)
-
-    def got(self, step):
-        return self.values.get(step, [])
 
 
 def test_forwarded_control_relay_and_reroute_after_gateway_killed(devices, tmp_path):

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from procs import ROOT, need_micropython
+from procs import ROOT, Recorder, need_micropython
 from sensormesh.client import Client
 from sensormesh.controller.pipeline_file import load_model
 from sensormesh.controller.supervisor import Supervisor
@@ -82,24 +82,6 @@ def pipeline_file(tmp_path, lab, network, interpreters, steps, sinks):
     f = tmp_path / "lab.yaml"
     f.write_text(json.dumps(doc))          # JSON is YAML
     return load_model(str(f))
-
-
-class Recorder:
-    def __init__(self):
-        self.values = {}
-        self.events = []
-
-    def deliver(self, device, step, values):
-        self.values.setdefault(step, []).extend(values)
-
-    def event(self, text):
-        self.events.append(text)
-
-    def got(self, step):
-        return self.values.get(step, [])
-
-    def text(self):
-        return "\n".join(self.events)
 
 
 @pytest.mark.netns
