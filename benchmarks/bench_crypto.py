@@ -5,16 +5,21 @@
 # Keys: tests/device/security_keys.json (test keys). Best of a few runs per row; short on purpose.
 #
 # ESP32 estimate. Two factors, applied to the MicroPython unix-port time:
-#   BIGINT = 100 for RSA private-key operations (big-integer pow). MicroPython's mpz uses 32-bit
-#     digits on x86-64 and 16-bit digits on 32-bit ports such as the ESP32: a 1024-bit number has
-#     twice the digits, so schoolbook multiply and divide do 4x the digit steps; the clock is
+#   BIGINT = 100 for big-integer work (the X25519 ladder; the RSA baseline). MicroPython's mpz
+#     uses 32-bit digits on x86-64 and 16-bit digits on 32-bit ports such as the ESP32: a number
+#     has twice the digits, so schoolbook multiply and divide do 4x the digit steps; the clock is
 #     ~11x slower (2.6 GHz here vs 240 MHz) and the in-order LX6 needs ~2-3x the cycles per step
-#     of an out-of-order x86 core: 4 x 11 x 2.3 = ~100 (range 65-130).
+#     of an out-of-order x86 core: 4 x 11 x 2.3 = ~100 (range 65-130). For X25519 (255-bit
+#     numbers, much of the time in bytecode) this is on the high side: an upper estimate.
 #   OTHER = 40 for everything else (bytecode, hashing, AES, base64, JSON): clock 11x and IPC
 #     ~3-4x, no digit-size penalty.
+# Baseline of the same run: the big-integer work of one RSA-2048 private-key operation with the
+# CRT (two 1024-bit modular exponentiations with the built-in pow), what the handshake's first
+# design (the seed's RSA sketch) cost each side per connection.
 # Re-measure on a board when one is at hand (copy sensormesh/ and the keys file, run with
 # --json under mpremote): these factors are the weakest number in this table.
 import gc
+import hashlib
 import json
 import sys
 
@@ -48,27 +53,34 @@ def best(fn, runs=3, n=1):
 def load(native):
     with open(KEYS) as f:
         ids = json.load(f)["identities"]
-    trust = {"version": 1, "keys": {}, "revoked": []}
+    trust = {"version": 2, "keys": {}, "revoked": []}
     for name in ("controller", "dev-a", "dev-b"):
-        trust["keys"][name] = {"role": ids[name]["role"], "n": ids[name]["n"], "e": ids[name]["e"]}
+        trust["keys"][name] = {"role": ids[name]["role"], "x25519": ids[name]["x25519"]}
     ts = session.load_trust(trust)
     return {n: session.load_identity(ids[n], native) for n in ("controller", "dev-a", "dev-b")}, ts
+
+
+def _odd(bits, seed):
+    x = int.from_bytes(hashlib.sha256(seed).digest() * (bits // 256), "big")
+    return x | (1 << (bits - 1)) | 1
 
 
 def measure(native=None):
     ids, trust = load(native)
     r = {}
     key = ids["dev-a"].key
-    key.sign(b"warm-up")   # makes the blinding pair once
-    r["rsa_private_us"] = best(lambda: key.sign(b"x"))
-    pub = key.public()
-    sig = key.sign(b"x")
-    r["rsa_verify_us"] = best(lambda: pub.verify(b"x", sig), n=5)
+    peer = ids["dev-b"].key.public
+    r["x25519_us"] = best(lambda: key.exchange(peer))
+    # Baseline: an RSA-2048 CRT private op is two 1024-bit exponentiations (same cost whatever
+    # the numbers, so odd 1024-bit ones stand in for the primes).
+    p, q, c = _odd(1024, b"p"), _odd(1024, b"q"), _odd(1024, b"c")
+    r["rsa_private_us"] = best(lambda: (pow(c, p - 2, p), pow(c, q - 2, q)))
 
-    # One full handshake, each side's share timed on its own.
-    def full(client, server, tickets=None, cache=None):
-        c = session.ClientSession(ids[client], trust, server, resume=cache)
-        s = session.ServerSession(ids[server], trust, replay=session.ReplayCache(), tickets=tickets)
+    # One handshake, each side's share timed on its own. First contact: empty pair-key caches
+    # (each side does its one X25519 step); later connections: caches kept.
+    def hs(client, server, cpairs, spairs):
+        c = session.ClientSession(ids[client], trust, server, pairs=cpairs)
+        s = session.ServerSession(ids[server], trust, replay=session.ReplayCache(), pairs=spairs)
         t0 = ticks_us()
         hello = c.start()
         t1 = ticks_us()
@@ -79,14 +91,14 @@ def measure(native=None):
         assert c.done and s.done
         return ticks_diff(t1, t0) + ticks_diff(t3, t2), ticks_diff(t2, t1)
 
-    runs = [full("controller", "dev-a") for _ in range(3)]
+    runs = [hs("controller", "dev-a", session.PairCache(), session.PairCache()) for _ in range(3)]
     r["hs_client_us"] = min(x[0] for x in runs)
     r["hs_server_us"] = min(x[1] for x in runs)
-    tickets, cache = session.TicketStore(), session.ResumeCache()
-    full("dev-b", "dev-a", tickets, cache)
-    runs = [full("dev-b", "dev-a", tickets, cache) for _ in range(3)]
-    r["resume_client_us"] = min(x[0] for x in runs)
-    r["resume_server_us"] = min(x[1] for x in runs)
+    cp, sp = session.PairCache(), session.PairCache()
+    hs("dev-b", "dev-a", cp, sp)
+    runs = [hs("dev-b", "dev-a", cp, sp) for _ in range(5)]
+    r["cached_client_us"] = min(x[0] for x in runs)
+    r["cached_server_us"] = min(x[1] for x in runs)
 
     # Payloads: one value per frame, and a batched time frame.
     small = b"[21.5]"
@@ -107,15 +119,15 @@ def measure(native=None):
 
 def esp32(mp):
     """Estimated ESP32 milliseconds for the handshake rows, from the unix-port figures."""
-    priv = mp["rsa_private_us"]
+    x = mp["x25519_us"]
     est = {}
     for side in ("hs_client_us", "hs_server_us"):
-        rest = max(mp[side] - priv, 0)
-        est[side] = (priv * BIGINT + rest * OTHER) / 1000
-    for side in ("resume_client_us", "resume_server_us"):
+        rest = max(mp[side] - x, 0)
+        est[side] = (x * BIGINT + rest * OTHER) / 1000
+    for side in ("cached_client_us", "cached_server_us"):
         est[side] = mp[side] * OTHER / 1000
-    est["rsa_private_us"] = priv * BIGINT / 1000
-    est["rsa_verify_us"] = mp["rsa_verify_us"] * BIGINT / 1000
+    est["x25519_us"] = x * BIGINT / 1000
+    est["rsa_private_us"] = mp["rsa_private_us"] * BIGINT / 1000
     for k in mp:
         if k.startswith(("fernet_", "channel_")):
             est[k] = mp[k] * OTHER / 1000
@@ -144,15 +156,15 @@ def main():
     def ms(v):
         return "%9.2f" % (v / 1000.0) if v is not None else "        -"
 
-    print("secure session cost, milliseconds (best of 3); ESP32 = unix-port x %d (RSA private ops) "
+    print("secure session cost, milliseconds (best of 3); ESP32 = unix-port x %d (big-integer work) "
           "or x %d (the rest), an estimate" % (BIGINT, OTHER))
     print("%-44s %9s %9s %9s %9s" % ("", "CPython", "CPy pure", "MP unix", "ESP32 est"))
-    rows = [("RSA-2048 private op (sign/decrypt, CRT)", "rsa_private_us"),
-            ("RSA-2048 public op (verify, e=65537)", "rsa_verify_us"),
-            ("full handshake, client side (1 private op)", "hs_client_us"),
-            ("full handshake, server side (1 private op)", "hs_server_us"),
-            ("resumed handshake, client side (no RSA)", "resume_client_us"),
-            ("resumed handshake, server side (no RSA)", "resume_server_us")]
+    rows = [("baseline: RSA-2048 private op (CRT pow)", "rsa_private_us"),
+            ("X25519 shared secret (1 scalar mult)", "x25519_us"),
+            ("handshake, first contact, client side", "hs_client_us"),
+            ("handshake, first contact, server side", "hs_server_us"),
+            ("handshake, pair key cached, client side", "cached_client_us"),
+            ("handshake, pair key cached, server side", "cached_server_us")]
     for label, k in rows:
         print("%-44s %s %s %s %s" % (label, ms(py[k]), ms(pure[k]), ms(mp[k] if mp else None),
                                      "%9.0f" % est[k] if k in est else "        -"))
@@ -174,12 +186,18 @@ def main():
                     " %4.0f/%4.2f" % (est[k] * 1000, mp["%s_bytes" % name] / (est[k] * 1000))
             print(line)
     if mp:
-        print("(MicroPython batch payload: %d B; CPython: %d B; 'CPy pure' uses the pure RSA, "
+        print("(MicroPython batch payload: %d B; CPython: %d B; 'CPy pure' uses the pure X25519, "
               "Fernet always via cryptography)" % (mp["batch_bytes"], py["batch_bytes"]))
-        full = est["hs_client_us"] + est["hs_server_us"]
-        print("ESP32 estimate, one full handshake between two ESP32s: %.1f s; ESP32 server with a "
-              "CPython client: %.1f s; resumed: %.0f ms" % (full / 1000, est["hs_server_us"] / 1000,
-                                                           (est["resume_client_us"] + est["resume_server_us"])))
+        print("X25519 step / RSA-2048 private op, same run: CPython %.2f, MP unix %.2f"
+              % (py["x25519_us"] / py["rsa_private_us"], mp["x25519_us"] / mp["rsa_private_us"]))
+        lo, hi = 65.0 / BIGINT, 130.0 / BIGINT
+        srv = est["hs_server_us"]
+        print("ESP32 estimate, device (server) side of a handshake with a CPython client: first contact "
+              "%.2f s (range %.2f-%.2f s), pair key cached %.0f ms; first contact between two ESP32s "
+              "%.2f s for the server side; the seed's RSA design: %.1f s per private op"
+              % (srv / 1000, (est["x25519_us"] * lo + srv - est["x25519_us"]) / 1000,
+                 (est["x25519_us"] * hi + srv - est["x25519_us"]) / 1000, est["cached_server_us"],
+                 est["hs_client_us"] / 1000, est["rsa_private_us"] / 1000))
 
 
 main()

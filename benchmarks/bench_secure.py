@@ -4,9 +4,10 @@ For each worker interpreter (CPython, MicroPython unix port): the counter stream
 over loopback TCP, plaintext (a device without keys) and encrypted (the same device with keys,
 a reader key on the client), per value (time-frame 0) and batched (time-frame 10 ms); the ratio
 encrypted / plaintext is of figures taken in this run. Then the handshake as a client sees it
-(connect + handshake, median of several): full (RSA) and resumed (ticket), against each worker,
-next to a plaintext connect + info round trip; and an ESP32 estimate of the device's share of a
-full handshake from the unix-port measurement (factors of benchmarks/bench_crypto.py).
+(connect + handshake, median of several): first contact (a reader key the device has not seen:
+both sides do their X25519 step) and later connections (pair key cached on both sides), against
+each worker, next to a plaintext connect + info round trip; and an ESP32 estimate of the device's
+share of a handshake from the unix-port measurement (factors of benchmarks/bench_crypto.py).
 
     python benchmarks/bench_secure.py [--seconds 2]
 """
@@ -81,18 +82,19 @@ def stream(interp, keys, creds, tf, seconds):
         p.stop()
 
 
-def handshakes(interp, keys, creds_dir, n=15):
-    """Median ms of: plaintext connect + info; full handshake; resumed handshake (client's view)."""
+def handshakes(interp, keys, readers):
+    """Median ms of: plaintext connect + info; first-contact handshake; cached handshake (client's
+    view). readers: one credentials directory per first contact (keys the device has not met)."""
     from sensormesh import session
     from sensormesh.client import Client
     out = {}
+    n = len(readers)
     for secure in (False, True):
         port = free_port()
         p = Proc(worker_argv(interp, port, keys if secure else None))
         try:
             p.wait_line("listening on")
             addr = "127.0.0.1:%d" % port
-            base = session.load_credentials(creds_dir)
             if not secure:
                 t = []
                 for _ in range(n):
@@ -103,41 +105,46 @@ def handshakes(interp, keys, creds_dir, n=15):
                     c.close()
                 out["plain"] = statistics.median(t) * 1000
                 continue
-            full, resumed = [], []
-            for _ in range(n):
-                creds = session.Credentials(base.identity, base.trust)   # empty ticket cache
+            first, cached = [], []
+            for r in readers:
+                creds = session.load_credentials(r)    # a new key, an empty pair-key cache
                 t0 = time.perf_counter()
                 c = Client(addr, identity=creds, server="dev-a")
                 c.call({"info": {}})
-                full.append(time.perf_counter() - t0)
+                first.append(time.perf_counter() - t0)
                 c.close()
                 t0 = time.perf_counter()
                 c = Client(addr, identity=creds, server="dev-a")
                 c.call({"info": {}})
-                resumed.append(time.perf_counter() - t0)
-                assert c.session.resumed
+                cached.append(time.perf_counter() - t0)
+                assert creds.pairs.computed == 1
                 c.close()
-            out["full"] = statistics.median(full) * 1000
-            out["resumed"] = statistics.median(resumed) * 1000
+            c = Client(addr, identity=creds, server="dev-a")
+            st = c.call({"status": {}})["status"]["security"]
+            c.close()
+            assert st["key_agreements"] == n, st      # one X25519 step per new key, none for the rest
+            out["first"] = statistics.median(first) * 1000
+            out["cached"] = statistics.median(cached) * 1000
         finally:
             p.stop()
     return out
 
 
 def esp32_estimate():
-    """The device (server) side of one full handshake on an ESP32, from the unix-port figures."""
+    """The device (server) side of one handshake on an ESP32, from the unix-port figures."""
     src = open(os.path.join(ROOT, "benchmarks", "bench_crypto.py")).read()
     bigint = int(re.search(r"^BIGINT = (\d+)", src, re.M).group(1))
     other = int(re.search(r"^OTHER = (\d+)", src, re.M).group(1))
     r = subprocess.run(["micropython", os.path.join(ROOT, "benchmarks", "bench_crypto.py"), "--json"],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     mp = json.loads(r.stdout.strip().splitlines()[-1])
-    priv = mp["rsa_private_us"]
-    server = (priv * bigint + max(mp["hs_server_us"] - priv, 0) * other) / 1e6
-    low = (priv * 65 + max(mp["hs_server_us"] - priv, 0) * other) / 1e6
-    high = (priv * 130 + max(mp["hs_server_us"] - priv, 0) * other) / 1e6
-    resumed = mp["resume_server_us"] * other / 1e3
-    return mp, bigint, other, server, low, high, resumed
+    x = mp["x25519_us"]
+    rest = max(mp["hs_server_us"] - x, 0) * other
+    server = (x * bigint + rest) / 1e6
+    low = (x * 65 + rest) / 1e6
+    high = (x * 130 + rest) / 1e6
+    cached = mp["cached_server_us"] * other / 1e3
+    return mp, bigint, other, server, low, high, cached
 
 
 def main():
@@ -158,6 +165,11 @@ def main():
         ks.issue("bench-reader", "reader")
         creds = os.path.join(tmp, "reader")
         ks.export("bench-reader", creds)
+        readers = []
+        for i in range(15):
+            ks.issue("bench-first-%d" % i, "reader")
+            readers.append(os.path.join(tmp, "first-%d" % i))
+            ks.export("bench-first-%d" % i, readers[-1])
         interps = ["cpython"] + (["micropython"] if shutil.which("micropython") else [])
         rows = []
         for interp in interps:
@@ -165,7 +177,7 @@ def main():
                 plain = stream(interp, None, creds, tf, a.seconds)
                 enc = stream(interp, keys, creds, tf, a.seconds)
                 rows.append((interp, label, plain, enc))
-        hs = {interp: handshakes(interp, keys, creds) for interp in interps}
+        hs = {interp: handshakes(interp, keys, readers) for interp in interps}
         print()
         print("encrypted vs plaintext, counter stream over loopback TCP, %.0f s each" % a.seconds)
         print("%-12s %-28s %14s %14s %8s" % ("worker", "mode", "plain val/s", "encrypted val/s", "ratio"))
@@ -174,18 +186,17 @@ def main():
                                                    "{:,.0f}".format(enc["values"]), enc["values"] / plain["values"]))
         print()
         print("connection set-up as the client sees it (median of 15, ms): connect + first reply")
-        print("%-12s %12s %16s %16s" % ("worker", "plaintext", "full handshake", "resumed"))
+        print("%-12s %12s %16s %16s" % ("worker", "plaintext", "first contact", "pair key cached"))
         for interp in interps:
             h = hs[interp]
-            print("%-12s %12.2f %16.2f %16.2f" % (interp, h["plain"], h["full"], h["resumed"]))
+            print("%-12s %12.2f %16.2f %16.2f" % (interp, h["plain"], h["first"], h["cached"]))
         if "micropython" in interps:
-            mp, bigint, other, server, low, high, resumed = esp32_estimate()
+            mp, bigint, other, server, low, high, cached = esp32_estimate()
             print()
-            print("ESP32 estimate, device side of one full handshake with a CPython client: %.1f s "
-                  "(range %.1f-%.1f s; unix port: server side %.1f ms, RSA private op alone %.1f ms (x%d), the rest x%d; "
-                  "separate best-of-3 runs); "
-                  "resumed: %.0f ms" % (server, low, high, mp["hs_server_us"] / 1000, mp["rsa_private_us"] / 1000,
-                                        bigint, other, resumed))
+            print("ESP32 estimate, device side of a first-contact handshake with a CPython client: %.2f s "
+                  "(range %.2f-%.2f s; unix port: server side %.1f ms, X25519 step alone %.1f ms (x%d), the rest x%d; "
+                  "separate best-of-3 runs); pair key cached: %.0f ms"
+                  % (server, low, high, mp["hs_server_us"] / 1000, mp["x25519_us"] / 1000, bigint, other, cached))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -20,7 +20,7 @@ GROUPS = (
     ("all 10 esp32 drivers", tuple("sensormesh.sensors.esp32." + d for d in DRIVERS)),
     ("assignment runtime (first deploy)", ("sensormesh.shipped", "sensormesh.steps", "sensormesh.pipes",
                                            "sensormesh.assignment")),
-    ("secure session", ("sensormesh.fernet", "sensormesh.rsa", "sensormesh.session")),
+    ("secure session", ("sensormesh.fernet", "sensormesh.x25519", "sensormesh.session")),
 )
 # The two streams: a potentiometer batched in 100 ms time frames and an MPU-6050 sending every
 # value on its own, both read at 100 Hz.

@@ -31,7 +31,7 @@ DEVICE_MODULES = (
     "sensormesh/codec.py",
     "sensormesh/session.py",
     "sensormesh/fernet.py",
-    "sensormesh/rsa.py",
+    "sensormesh/x25519.py",
     "sensormesh/secure.py",
     "sensormesh/transport.py",
     "sensormesh/device.py",
@@ -52,7 +52,7 @@ HOST_MODULES = (
     "sensormesh/api.py",
     "sensormesh/board.py",
     "sensormesh/client.py",
-    "sensormesh/rsa_native.py",
+    "sensormesh/x25519_native.py",
     "sensormesh/fakehw/",
 )
 

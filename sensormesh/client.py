@@ -93,17 +93,7 @@ class Client:
         if type(server) is not str:
             raise ValueError("a secure connection needs the device's name (server=...)")
         cs = creds.client(server)
-        try:
-            self._handshake(session, cs)
-        except AuthError as e:
-            # A resumption ticket the device no longer knows (it restarted): the ticket is gone
-            # from the cache, so one more connection makes a full handshake.
-            if not (cs.resumed and e.code == "unknown-key"):
-                raise
-            self.close()
-            self._connect()
-            cs = creds.client(server)
-            self._handshake(session, cs)
+        self._handshake(session, cs)
         self.session = cs
         self.peer_role = cs.role
         self.wrap_limit = session.wrap_limit(codec.MIN_MAX_FRAME)

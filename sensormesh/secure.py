@@ -19,7 +19,7 @@ from sensormesh import session as S
 from sensormesh.compat import MICROPYTHON
 from sensormesh.session import HandshakeError
 
-# Largest frame accepted before the handshake: a hello with RSA-2048 fields is about 1 KB.
+# Largest frame accepted before the handshake: a hello is about 250 bytes.
 HELLO_MAX_FRAME = 4096
 DEFAULT_MAX_HANDSHAKES = 2 if MICROPYTHON else 16
 DEFAULT_HANDSHAKE_MS = 10000 if MICROPYTHON else 5000
@@ -44,7 +44,7 @@ def _bounded(v, what, default):
 
 
 class Security:
-    """A device's identity, trust store, replay cache, tickets and connection limits."""
+    """A device's identity, trust store, replay cache, pair keys and connection limits."""
 
     def __init__(self, dev, cfg):
         self.dev = dev
@@ -66,8 +66,7 @@ class Security:
         self._stamps = None
         self.trust()
         self.replay = S.ReplayCache()
-        self.tickets = S.TicketStore(size=8 if MICROPYTHON else 64)
-        self.resume = S.ResumeCache()
+        self.pairs = S.PairCache(8 if MICROPYTHON else 256)   # ~100 bytes each
         self.pending = 0      # accepted connections waiting for their hello
         self.accepted = 0     # handshakes completed
         self.refused = {}     # code -> count
@@ -156,7 +155,7 @@ class Security:
     def handshake(self, session, conn, msg):
         """The first message of an accepted connection: a hello, or a refusal."""
         self.release(session)
-        ss = S.ServerSession(self.identity, self.trust(), replay=self.replay, tickets=self.tickets)
+        ss = S.ServerSession(self.identity, self.trust(), replay=self.replay, pairs=self.pairs)
         try:
             welcome = ss.receive(msg)
         except HandshakeError as e:
@@ -169,7 +168,7 @@ class Security:
         conn.wrap_limit = S.wrap_limit(conn.peer_max_frame)
         session.role = ss.role
         session.peer_name = ss.peer
-        session.peer_fp = self._trust.keys[ss.peer][1].fingerprint()
+        session.peer_fp = ss.peer_fp
         self.accepted += 1
 
     def permit(self, session, key):
@@ -194,7 +193,8 @@ class Security:
 
     def status(self):
         return {"identity": self.identity.name, "handshakes": self.pending, "accepted": self.accepted,
-                "refused": dict(self.refused), "max_handshakes": self.max_handshakes}
+                "refused": dict(self.refused), "max_handshakes": self.max_handshakes,
+                "key_agreements": self.pairs.computed}
 
     # -- dialed connections ----------------------------------------------------------------
     def dial(self, address, protocol, peer, first):
@@ -209,7 +209,7 @@ class ClientKeys:
     def __init__(self, creds, handshake_ms=DEFAULT_HANDSHAKE_MS):
         self.identity = creds.identity
         self._trust = creds.trust
-        self.resume = creds.resume
+        self.pairs = creds.pairs
         self.handshake_ms = handshake_ms
 
     def trust(self):
@@ -256,7 +256,7 @@ class Dialer:
         try:
             if type(self.peer) is not str:
                 raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")
-            self.cs = S.ClientSession(keys.identity, keys.trust(), self.peer, roles=self.roles, resume=keys.resume)
+            self.cs = S.ClientSession(keys.identity, keys.trust(), self.peer, roles=self.roles, pairs=keys.pairs)
             hello = self.cs.start()
         except HandshakeError as e:
             self._failed(conn, e)

@@ -1,26 +1,29 @@
 # The secure session of one connection, sans-IO: handshake state machines fed with control
 # messages (dicts), returning the messages to send; no sockets, no clock of their own.
 #
-#   client -> server  {"hello": {"v": 1, "from": C, "to": S, "ts": T, "nonce": Nc,
-#                                "share": OAEP(S's key, K), "sig": PKCS1(C's key, transcript)}}
-#   server -> client  {"welcome": {"v": 1, "from": S, "nonce": Ns, "proof": HMAC(kc, "server")}}
+#   client -> server  {"hello": {"v": 2, "from": C, "to": S, "ts": T, "nonce": Nc,
+#                                "mac": HMAC(pair key of C and S, transcript)}}
+#   server -> client  {"welcome": {"v": 2, "from": S, "nonce": Ns, "proof": HMAC(kc, "server")}}
 #                  or {"error": {"code": CODE, "message": TEXT}}
 #
-# The client proves itself by its signature (over both names, the time, its nonce and the
-# encrypted key share); the server proves itself by showing it could decrypt K. Session keys
-# come from K and both nonces (HKDF-SHA256), one Fernet key per direction; every later frame
-# payload is a Fernet token of an 8-byte frame counter plus the payload. Each side does one
-# RSA private-key operation per handshake. docs/security.md explains the choices.
+# Every side has an X25519 key pair and trusts the public keys in its trust store. The pair key
+# of C and S comes from the X25519 shared secret of their static keys: only C's or S's private
+# key can make it. The client proves itself with the MAC over both names, the time and its
+# nonce; the server proves itself with the key-confirmation proof. Session keys come from the
+# pair key and both nonces (HKDF-SHA256), one Fernet key per direction; every later frame
+# payload is a Fernet token of an 8-byte frame counter plus the payload. The only costly step,
+# the scalar multiplication, happens once per peer: the pair key is cached (PairCache).
+# docs/security.md explains the choices (and why not the seed's RSA sketch: ESP32 cost).
 import hashlib
 import json
 import os
 import struct
 
-from sensormesh import codec, rsa
+from sensormesh import codec, x25519
 from sensormesh.compat import MICROPYTHON, unix_time
 from sensormesh.fernet import Fernet, InvalidToken, b64decode, b64encode, equal, hmac_sha256
 
-VERSION = 1
+VERSION = 2
 DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
 DEFAULT_REPLAY_SIZE = 64   # nonces remembered per device (about 1.5 KB on an ESP32)
 ROLES = ("controller", "device", "reader")
@@ -36,7 +39,6 @@ PERMISSIONS = {
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 _NONCE = 16
-_SHARE = 32
 _COUNTER = 8
 
 
@@ -124,15 +126,15 @@ def _read_json(src):
 
 
 def load_identity(src, native=None):
-    """Identity from a dict or a JSON file: {"name", "role", "n", "e", "d", "p", "q", ...}."""
+    """Identity from a dict or a JSON file: {"name", "role", "secret": hex, "x25519": hex}."""
     obj = _read_json(src)
-    return Identity(obj["name"], obj["role"], rsa.private_from_json(obj, native))
+    return Identity(obj["name"], obj["role"], x25519.private_from_json(obj, native))
 
 
 def load_trust(src):
     """TrustStore from a dict or a JSON file (written by `sensormesh keys`):
 
-    {"keys": {name: {"role", "n", "e"}}, "revoked": [{"name", "fingerprint"} or fingerprint]}
+    {"keys": {name: {"role", "x25519"}}, "revoked": [{"name", "fingerprint"} or fingerprint]}
     """
     obj = _read_json(src)
     ts = TrustStore()
@@ -144,22 +146,22 @@ def load_trust(src):
     keys = obj.get("keys", {})
     for name in keys:
         ent = keys[name]
-        ts.add(name, ent["role"], rsa.public_from_json(ent))
+        ts.add(name, ent["role"], x25519.public_from_json(ent))
     return ts
 
 
 class Credentials:
-    """What a client side needs to open sessions: its identity, its trust store, and a cache of
-    resumption tickets (so reconnecting to the same server skips RSA)."""
+    """What a client side needs to open sessions: its identity, its trust store, and its cache
+    of pair keys (so only the first connection to each server does the X25519 step)."""
 
-    def __init__(self, identity, trust, resume=None):
+    def __init__(self, identity, trust, pairs=None):
         self.identity = identity
         self.trust = trust
-        self.resume = resume if resume is not None else ResumeCache()
+        self.pairs = pairs if pairs is not None else PairCache(256)
 
     def client(self, server, roles=None):
         """A ClientSession to the server of that name."""
-        return ClientSession(self.identity, self.trust, server, roles=roles, resume=self.resume)
+        return ClientSession(self.identity, self.trust, server, roles=roles, pairs=self.pairs)
 
 
 def load_credentials(identity, trust=None, native=None):
@@ -222,66 +224,35 @@ class ReplayCache:
         seen[nonce] = ts
 
 
-class TicketStore:
-    """Server side of session resumption: ticket id -> (peer, key fingerprint, role, secret, expiry).
+class PairCache:
+    """Pair keys per peer key: the X25519 shared secret with a peer, hashed with both public
+    keys. Computing one costs a scalar multiplication (the only expensive step of a
+    handshake), so a side keeps the last `size` of them; a changed or revoked peer key never
+    reaches the cache (the trust store is checked first, and the key itself is the cache key)."""
 
-    A full handshake leaves both sides a resumption secret; the server hands out a ticket (an
-    opaque random id) for it. A later hello with the ticket and an HMAC made with that secret
-    skips the RSA operations. Tickets are single-use (each resumption issues a new one), live
-    `life` seconds, and every resumption checks the trust store again, so revocation still
-    applies from the next connection on. Bounded: the oldest ticket goes first.
-    """
-
-    def __init__(self, life=3600, size=16):
-        self.life = life
+    def __init__(self, size=16):
         self.size = size
-        self.tickets = {}
+        self.keys = {}     # peer public key bytes -> pair key
+        self.order = []    # oldest first
+        self.computed = 0  # scalar multiplications done (for status and tests)
 
-    def issue(self, peer, fp, role, secret, now):
-        t = self.tickets
-        if len(t) >= self.size:
-            for k in list(t):
-                if t[k][4] < now:
-                    del t[k]
-        while len(t) >= self.size:
-            old = None
-            for k in t:
-                if old is None or t[k][4] < t[old][4]:
-                    old = k
-            del t[old]
-        tid = os.urandom(_NONCE)
-        t[tid] = (peer, fp, role, secret, now + self.life)
-        return tid
-
-    def get(self, tid, now):
-        ent = self.tickets.get(tid)
-        if ent is not None and ent[4] < now:
-            del self.tickets[tid]
-            ent = None
-        return ent
-
-    def drop(self, tid):
-        self.tickets.pop(tid, None)
-
-
-class ResumeCache:
-    """Client side of session resumption: server name -> (ticket id, secret, server fp, expiry)."""
-
-    def __init__(self):
-        self.entries = {}
-
-    def get(self, server, now):
-        ent = self.entries.get(server)
-        if ent is not None and ent[3] <= now:
-            del self.entries[server]
-            ent = None
-        return ent
-
-    def put(self, server, tid, secret, fp, expiry):
-        self.entries[server] = (tid, secret, fp, expiry)
-
-    def drop(self, server):
-        self.entries.pop(server, None)
+    def get(self, identity, peer):
+        k = self.keys.get(peer.pub)
+        if k is not None:
+            return k
+        try:
+            ss = identity.key.exchange(peer)
+        except ValueError as e:
+            raise HandshakeError("unknown-key", "cannot agree on a key with this peer: %s" % e)
+        mine = identity.key.public.pub
+        lo, hi = (mine, peer.pub) if mine < peer.pub else (peer.pub, mine)
+        k = hmac_sha256(b"sensormesh-pair-v2" + lo + hi, ss)
+        self.computed += 1
+        if len(self.order) >= self.size:
+            self.keys.pop(self.order.pop(0), None)
+        self.keys[peer.pub] = k
+        self.order.append(peer.pub)
+        return k
 
 
 # -- the pieces both sides compute ---------------------------------------------------------------
@@ -291,30 +262,24 @@ def _field(b):
     return struct.pack("!H", len(b)) + b
 
 
-def _transcript(client, server, ts, nonce, share):
-    return (b"sensormesh-hello-v1" + _field(client) + _field(server) + _field(str(ts))
-            + _field(nonce) + _field(share))
+def _transcript(client, server, ts, nonce):
+    return b"sensormesh-hello-v2" + _field(client) + _field(server) + _field(str(ts)) + _field(nonce)
 
 
-def _resume_transcript(client, server, ts, nonce, ticket):
-    return (b"sensormesh-resume-v1" + _field(client) + _field(server) + _field(str(ts))
-            + _field(nonce) + _field(ticket))
+def _keys(pair, cnonce, snonce, transcript, mac, server):
+    """HKDF-SHA256 (RFC 5869) of the pair key, salted with both nonces, bound to the transcript.
 
-
-def _keys(secret, cnonce, snonce, transcript, sig, server):
-    """HKDF-SHA256 (RFC 5869) of the secret, salted with both nonces, bound to the transcript.
-
-    -> (client->server Fernet key, server->client Fernet key, server proof, resumption secret)
+    -> (client->server Fernet key, server->client Fernet key, server proof)
     """
-    th = hashlib.sha256(transcript + _field(sig) + _field(server) + _field(snonce)).digest()
-    prk = hmac_sha256(cnonce + snonce, secret)
-    info = b"sensormesh session v1" + th
+    th = hashlib.sha256(transcript + _field(mac) + _field(server) + _field(snonce)).digest()
+    prk = hmac_sha256(cnonce + snonce, pair)
+    info = b"sensormesh session v2" + th
     out = []
     t = b""
-    for i in (1, 2, 3, 4):
+    for i in (1, 2, 3):
         t = hmac_sha256(prk, t + info + bytes([i]))
         out.append(t)
-    return out[0], out[1], hmac_sha256(out[2], b"server"), out[3]
+    return out[0], out[1], hmac_sha256(out[2], b"server")
 
 
 def _bin(body, field, size):
@@ -444,16 +409,16 @@ class ServerSession(_Side):
     """Accepting side. receive(first message) -> welcome message to send, or HandshakeError.
 
     replay:  the device's ReplayCache (share one across connections)
-    tickets: the device's TicketStore, to offer session resumption (None: never resume)
+    pairs:   the device's PairCache (share one across connections)
     roles:   the client roles this listener accepts (None: any role in the trust store)
     """
 
-    def __init__(self, identity, trust, replay=None, roles=None, window=None, clock=None, tickets=None):
+    def __init__(self, identity, trust, replay=None, roles=None, window=None, clock=None, pairs=None):
         _Side.__init__(self, identity, trust, roles, clock)
         self.replay = replay if replay is not None else ReplayCache()
         self.window = window if window is not None else self.replay.window
-        self.tickets = tickets
-        self.resumed = False
+        self.pairs = pairs if pairs is not None else PairCache(1)
+        self.peer_fp = None
 
     def receive(self, msg):
         self._check_state()
@@ -480,67 +445,32 @@ class ServerSession(_Side):
         if to != me:
             raise HandshakeError("unknown-key", "hello is addressed to %r but this is %r" % (to, me))
         now = int(self.clock())
-        if "ticket" in body:
-            return self._resume(body, client, ts, now)
         role, key = self.trust.lookup(client, "client")
         _check_role(role, self.roles, "client", client)
-        nonce = _bin(body, "nonce", _NONCE)
-        share = _bin(body, "share", self.identity.key.k)
-        sig = _bin(body, "sig", key.k)
-        self._check_time(ts, now)
-        transcript = _transcript(client, me, ts, nonce, share)
-        if not key.verify(transcript, sig):
-            raise HandshakeError("bad-signature", "hello signature does not verify with the key of %r" % client)
-        self.replay.check(nonce, ts, now)
-        # The only RSA private-key operation on this side, reached only with a valid signature.
-        try:
-            k = self.identity.key.decrypt(share)
-        except rsa.RSAError:
-            k = b""
-        if len(k) != _SHARE:
-            raise HandshakeError("unknown-key", "the key share does not decrypt with this side's key: "
-                                 "%r holds an outdated public key for %r" % (client, me))
-        return self._accept(client, role, key.fingerprint(), k, nonce, ts, now, transcript, sig)
-
-    def _resume(self, body, client, ts, now):
-        tid = _bin(body, "ticket", _NONCE)
         nonce = _bin(body, "nonce", _NONCE)
         mac = _bin(body, "mac", 32)
-        ent = self.tickets.get(tid, now) if self.tickets is not None else None
-        if ent is None or ent[0] != client:
-            raise HandshakeError("unknown-key", "unknown or expired session ticket: "
-                                 "reconnect with a full handshake")
-        role, key = self.trust.lookup(client, "client")
-        if key.fingerprint() != ent[1]:
-            raise HandshakeError("revoked", "the key of client %r changed since its ticket was issued" % client)
-        _check_role(role, self.roles, "client", client)
         self._check_time(ts, now)
-        transcript = _resume_transcript(client, self.identity.name, ts, nonce, tid)
-        if not equal(hmac_sha256(ent[3], transcript), mac):
-            raise HandshakeError("bad-signature", "resumption MAC does not verify for %r" % client)
+        transcript = _transcript(client, me, ts, nonce)
+        pair = self.pairs.get(self.identity, key)
+        if not equal(hmac_sha256(pair, transcript), mac):
+            raise HandshakeError("bad-signature", "the hello's MAC does not verify with the key this side holds "
+                                 "for %r: the client used another key, holds an outdated key for %r, "
+                                 "or the hello was altered" % (client, me))
         self.replay.check(nonce, ts, now)
-        self.tickets.drop(tid)
-        self.resumed = True
-        return self._accept(client, role, ent[1], ent[3], nonce, ts, now, transcript, mac)
+        self.replay.add(nonce, ts, now)
+        snonce = os.urandom(_NONCE)
+        c2s, s2c, proof = _keys(pair, nonce, snonce, transcript, mac, me)
+        self.peer = client
+        self.role = role
+        self.peer_fp = key.fingerprint()
+        self._finish(s2c, c2s)
+        return {"welcome": {"v": VERSION, "from": me, "nonce": b64encode(snonce).decode(),
+                            "proof": b64encode(proof).decode()}}
 
     def _check_time(self, ts, now):
         if ts < now - self.window or ts > now + self.window:
             raise HandshakeError("stale-timestamp", "hello timestamp %d is %d s from this side's clock %d "
                                  "(window %d s): replayed, or a clock is not set" % (ts, ts - now, now, self.window))
-
-    def _accept(self, client, role, fp, secret, nonce, ts, now, transcript, sig):
-        me = self.identity.name
-        self.replay.add(nonce, ts, now)
-        snonce = os.urandom(_NONCE)
-        c2s, s2c, proof, rms = _keys(secret, nonce, snonce, transcript, sig, me)
-        self.peer = client
-        self.role = role
-        self._finish(s2c, c2s)
-        body = {"v": VERSION, "from": me, "nonce": b64encode(snonce).decode(), "proof": b64encode(proof).decode()}
-        if self.tickets is not None:
-            body["ticket"] = b64encode(self.tickets.issue(client, fp, role, rms, now)).decode()
-            body["life"] = self.tickets.life
-        return {"welcome": body}
 
 
 class ClientSession(_Side):
@@ -548,16 +478,14 @@ class ClientSession(_Side):
 
     server: the name of the side we connect to (its public key must be in our trust store).
     roles:  the server roles we accept (None: any).
-    resume: a ResumeCache shared by this process's connections: with a ticket from an earlier
-            session with this server, start() sends a resumption hello (no RSA at all). If the
-            server refuses it, the ticket is dropped and the next connection does a full handshake.
+    pairs:  a PairCache shared by this process's connections.
     """
 
-    def __init__(self, identity, trust, server, roles=None, clock=None, resume=None):
+    def __init__(self, identity, trust, server, roles=None, clock=None, pairs=None):
         _Side.__init__(self, identity, trust, roles, clock)
         self.server = server
-        self.resume = resume
-        self.resumed = False
+        self.pairs = pairs if pairs is not None else PairCache(1)
+        self.peer_fp = None
         self._pending = None
 
     def start(self):
@@ -567,31 +495,17 @@ class ClientSession(_Side):
         try:
             role, key = self.trust.lookup(self.server, "server")
             _check_role(role, self.roles, "server", self.server)
+            pair = self.pairs.get(self.identity, key)
         except HandshakeError as e:
             self._fail(e)
         me = self.identity.name
         ts = int(self.clock())
         nonce = os.urandom(_NONCE)
-        fp = key.fingerprint()
-        ent = self.resume.get(self.server, ts) if self.resume is not None else None
-        if ent is not None and ent[2] == fp:
-            tid, secret = ent[0], ent[1]
-            self.resume.drop(self.server)   # single-use
-            transcript = _resume_transcript(me, self.server, ts, nonce, tid)
-            mac = hmac_sha256(secret, transcript)
-            self.resumed = True
-            self._pending = (secret, nonce, transcript, mac, role, fp)
-            return {"hello": {"v": VERSION, "from": me, "to": self.server, "ts": ts,
-                              "nonce": b64encode(nonce).decode(), "ticket": b64encode(tid).decode(),
-                              "mac": b64encode(mac).decode()}}
-        k = os.urandom(_SHARE)
-        share = key.encrypt(k)
-        transcript = _transcript(me, self.server, ts, nonce, share)
-        sig = self.identity.key.sign(transcript)
-        self._pending = (k, nonce, transcript, sig, role, fp)
+        transcript = _transcript(me, self.server, ts, nonce)
+        mac = hmac_sha256(pair, transcript)
+        self._pending = (pair, nonce, transcript, mac, role, key.fingerprint())
         return {"hello": {"v": VERSION, "from": me, "to": self.server, "ts": ts,
-                          "nonce": b64encode(nonce).decode(), "share": b64encode(share).decode(),
-                          "sig": b64encode(sig).decode()}}
+                          "nonce": b64encode(nonce).decode(), "mac": b64encode(mac).decode()}}
 
     def receive(self, msg):
         self._check_state()
@@ -617,20 +531,13 @@ class ClientSession(_Side):
             raise HandshakeError("unknown-key", "welcome comes from %r, expected %r" % (body["from"], self.server))
         snonce = _bin(body, "nonce", _NONCE)
         proof = _bin(body, "proof", 32)
-        secret, nonce, transcript, sig, role, fp = self._pending
-        c2s, s2c, expect, rms = _keys(secret, nonce, snonce, transcript, sig, self.server)
+        pair, nonce, transcript, mac, role, fp = self._pending
+        c2s, s2c, expect = _keys(pair, nonce, snonce, transcript, mac, self.server)
         if not equal(proof, expect):
             raise HandshakeError("bad-signature", "%r could not prove it holds its private key "
                                  "(wrong key-confirmation proof)" % self.server)
-        ticket = None
-        if "ticket" in body and self.resume is not None:
-            ticket = _bin(body, "ticket", _NONCE)
-            life = body.get("life")
-            if type(life) is not int or life <= 0:
-                raise HandshakeError("malformed", "'life' must be a positive integer (seconds)")
         self._pending = None
         self.peer = self.server
         self.role = role
+        self.peer_fp = fp
         self._finish(c2s, s2c)
-        if ticket is not None:
-            self.resume.put(self.server, ticket, rms, fp, int(self.clock()) + life)

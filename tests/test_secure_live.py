@@ -53,8 +53,7 @@ def keys(tmp_path_factory):
 
 
 def fresh(keys, who):
-    """Credentials with an empty resumption cache: tickets from devices of earlier tests (same
-    names, other processes) would be refused and cost a reconnect."""
+    """Credentials with an empty pair-key cache, so each test counts its own key agreements."""
     c = keys[who]
     return session.Credentials(c.identity, c.trust)
 
@@ -160,7 +159,7 @@ def test_controller_deploys_over_secure_session(devices, port, keys, tmp_path, i
     _, addr = start_secure(devices, keys, tmp_path, interp, port)
     creds = fresh(keys, "controller")
     c = Client(addr, timeout=20, identity=creds, server="dev-a")
-    assert c.peer_role == "device" and not c.session.resumed
+    assert c.peer_role == "device"
     info = c.call({"hello": {}})["info"]
     assert info["name"] == "dev-a" and info["secure"] is True and info["implementation"] == interp
     asg = {"pipeline": "p", "epoch": 1, "steps": [
@@ -176,10 +175,12 @@ def test_controller_deploys_over_secure_session(devices, port, keys, tmp_path, i
             break
     assert vals == list(range(200))
     st = c.call({"status": {}})["status"]["security"]
-    assert st["accepted"] == 1 and st["handshakes"] == 0, st
-    # a second connection resumes (no RSA) and still is the controller
+    assert st["accepted"] == 1 and st["handshakes"] == 0 and st["key_agreements"] == 1, st
+    # a second connection reuses the pair key on both sides (no X25519 step) and still is the controller
     c2 = Client(addr, timeout=20, identity=creds, server="dev-a")
-    assert c2.session.resumed
+    assert creds.pairs.computed == 1
+    st = c2.call({"status": {}})["status"]["security"]
+    assert st["accepted"] == 2 and st["key_agreements"] == 1, st
     assert "stopped" in c2.call({"stop": {}})
     c.close()
     c2.close()

@@ -1,9 +1,9 @@
 """Key management on the controller (CPython only).
 
-The controller makes every key pair: an ESP32 cannot generate an RSA-2048 key in reasonable
-time. A key store is one directory (mode 0700):
+The controller makes every key pair (X25519, sensormesh/x25519.py), so no device needs a good
+random source of its own for its identity. A key store is one directory (mode 0700):
 
-    registry.json            public half of every key ever issued: name, role, n, e,
+    registry.json            public half of every key ever issued: name, role, x25519 (hex),
                              fingerprint, created, revoked (Unix time or null)
     private/NAME.json        identity files (0600): what a device or reader loads with
                              sensormesh.session.load_identity
@@ -17,11 +17,12 @@ import json
 import os
 import time
 
-from sensormesh import rsa
-from sensormesh.rsa_native import generate
+from sensormesh import x25519
+from sensormesh.x25519_native import generate
 from sensormesh.session import ROLES, valid_name
 
 DEFAULT_DIR = os.path.join(".sensormesh", "keys")
+REGISTRY_VERSION = 2
 ISSUABLE_ROLES = ("device", "reader")
 
 
@@ -48,9 +49,8 @@ def write_json(path, obj, mode):
 
 
 class KeyStore:
-    def __init__(self, root=DEFAULT_DIR, bits=2048):
+    def __init__(self, root=DEFAULT_DIR):
         self.root = root
-        self.bits = bits
 
     # -- paths and files -------------------------------------------------------------------
     def path(self, *parts):
@@ -65,9 +65,15 @@ class KeyStore:
     def _load(self):
         try:
             with open(self.path("registry.json")) as f:
-                return json.load(f)
+                reg = json.load(f)
         except FileNotFoundError:
-            return {"version": 1, "controller": None, "keys": {}}
+            return {"version": REGISTRY_VERSION, "controller": None, "keys": {}}
+        if reg.get("version") != REGISTRY_VERSION:
+            raise KeyStoreError("%s was made by an older sensormesh (RSA keys, registry version %r); the "
+                                "handshake now uses X25519 keys: move that directory away and create the "
+                                "keys again (sensormesh keys init; sensormesh up does it by itself), then "
+                                "re-provision the boards" % (self.root, reg.get("version")))
+        return reg
 
     def _save(self, reg):
         os.makedirs(self.root, mode=0o700, exist_ok=True)
@@ -114,15 +120,15 @@ class KeyStore:
             state = "revoked" if old.get("revoked") else "issued"
             raise KeyStoreError("a key named %r was already %s; use --force to issue a new one "
                                 "(the old one is then revoked)" % (name, state))
-        key = generate(self.bits)
+        key = generate()
         if old is not None and not old.get("revoked"):
             old["revoked"] = int(time.time())
         if old is not None:
             reg.setdefault("retired", []).append(old)
-        ident = dict(key, name=name, role=role, version=1)
+        ident = dict(key, name=name, role=role, version=REGISTRY_VERSION)
         write_json(self.identity_path(name), ident, 0o600)
-        entry = {"name": name, "role": role, "n": key["n"], "e": key["e"],
-                 "fingerprint": rsa.fingerprint(int(key["n"], 16), key["e"]),
+        entry = {"name": name, "role": role, "x25519": key["x25519"],
+                 "fingerprint": x25519.fingerprint(bytes.fromhex(key["x25519"])),
                  "created": int(time.time()), "revoked": None}
         reg["keys"][name] = entry
         return entry
@@ -157,8 +163,8 @@ class KeyStore:
                 revoked[ent["fingerprint"]] = ent["name"]
         for name, ent in reg["keys"].items():
             if not ent.get("revoked"):
-                keys[name] = {"role": ent["role"], "n": ent["n"], "e": ent["e"]}
-        return {"version": 1, "keys": keys,
+                keys[name] = {"role": ent["role"], "x25519": ent["x25519"]}
+        return {"version": REGISTRY_VERSION, "keys": keys,
                 "revoked": [{"name": revoked[fp], "fingerprint": fp} for fp in sorted(revoked)]}
 
     def trust(self):

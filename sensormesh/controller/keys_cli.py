@@ -42,7 +42,7 @@ def keys(ctx, store_dir):
 @click.option("--force", is_flag=True, help="Replace an existing controller identity (the old key is revoked).")
 @click.pass_context
 def init(ctx, name, force):
-    """Create the controller's identity (an RSA-2048 key pair)."""
+    """Create the controller's identity (an X25519 key pair)."""
     st = _store(ctx)
     ent = _run(st.init, name, force)
     click.echo("controller %s  fingerprint %s" % (ent["name"], ent["fingerprint"]))
@@ -71,7 +71,7 @@ def issue(ctx, name, role, force):
 @click.pass_context
 def list_(ctx, as_json):
     """List every key: name, role, fingerprint, created, revoked."""
-    ents = _store(ctx).entries()
+    ents = _run(_store(ctx).entries)
     if as_json:
         click.echo(json.dumps([{k: e[k] for k in ("name", "role", "fingerprint", "created", "revoked")}
                                for e in ents], indent=1))

@@ -2,7 +2,7 @@
 # (pytest, and: micropython tests/mprun.py test_session). Keys: security_keys.json (test only).
 import json
 
-from sensormesh import codec, rsa, session
+from sensormesh import codec, session, x25519
 from sensormesh.compat import MICROPYTHON
 from sensormesh.fernet import b64decode, b64encode
 from sensormesh.session import (ClientSession, HandshakeError, ReplayCache, ServerSession,
@@ -29,9 +29,9 @@ def trust_json(revoked=("dev-old",)):
     keys = {}
     for name in ("controller", "dev-a", "dev-b", "reader-1", "dev-old"):
         i = ids[name]
-        keys[name] = {"role": i["role"], "n": i["n"], "e": i["e"]}
-    rev = [rsa.fingerprint(int(ids[n]["n"], 16), ids[n]["e"]) for n in revoked]
-    return {"version": 1, "keys": keys, "revoked": rev}
+        keys[name] = {"role": i["role"], "x25519": i["x25519"]}
+    rev = [x25519.fingerprint(bytes.fromhex(ids[n]["x25519"])) for n in revoked]
+    return {"version": 2, "keys": keys, "revoked": rev}
 
 
 def pair(client="controller", server="dev-a", clock=NOW, sclock=None, replay=None, roles=None,
@@ -61,33 +61,54 @@ def handshake(c, s):
     return hello, welcome
 
 
-def test_rsa_sign_verify_encrypt_decrypt():
-    k = fixture()["dev-a"].key
-    pub = rsa.public_from_json(fixture()["ids"]["dev-a"])
-    sig = k.sign(b"message")
-    assert len(sig) == 256 and pub.verify(b"message", sig)
-    assert not pub.verify(b"messagE", sig)
-    assert not pub.verify(b"message", sig[:-1] + bytes([sig[-1] ^ 1]))
-    assert not pub.verify(b"message", bytes(256))
-    ct = pub.encrypt(b"secret 32 bytes.................")
-    assert k.decrypt(ct) == b"secret 32 bytes................."
-    for bad in (ct[:-1] + bytes([ct[-1] ^ 1]), ct[:-1], bytes(256), b"\xff" * 256):
+# RFC 7748 section 5.2 (one scalar multiplication each) and section 6.1 (Diffie-Hellman).
+_RFC7748 = (
+    ("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4",
+     "e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c",
+     "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552"),
+    ("4b66e9d4d1b4673c5ad22691957d6af5c11b6421e0ea01d42ca4169e7918ba0d",
+     "e5210f12786811d3f4b7959d0538ae2c31dbe7106fc03c3efc4cd549c715a493",
+     "95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957"),
+)
+_ALICE = ("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
+          "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+_BOB = ("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
+        "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
+_SHARED = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
+
+
+def test_x25519_rfc7748_vectors():
+    for k, u, out in _RFC7748:
+        assert x25519.scalarmult(bytes.fromhex(k), bytes.fromhex(u)) == bytes.fromhex(out)
+    alice = x25519.PrivateKey(bytes.fromhex(_ALICE[0]))
+    bob = x25519.PrivateKey(bytes.fromhex(_BOB[0]))
+    assert alice.public.pub == bytes.fromhex(_ALICE[1]) and bob.public.pub == bytes.fromhex(_BOB[1])
+    assert alice.exchange(bob.public) == bob.exchange(alice.public) == bytes.fromhex(_SHARED)
+    # Section 5.2's iteration (k = u = 9; k, u = X25519(k, u), k) after one step; the
+    # 1,000-step value is checked on CPython (tests/test_security.py).
+    nine = b"\x09" + bytes(31)
+    assert x25519.scalarmult(nine, nine) == bytes.fromhex(
+        "422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079")
+
+
+def test_x25519_low_order_point_refused():
+    k = x25519.PrivateKey(bytes(range(32)))
+    for low in (bytes(32), b"\x01" + bytes(31)):
         try:
-            k.decrypt(bad)
-            raise AssertionError("tampered ciphertext decrypted")
-        except rsa.RSAError:
-            pass
+            k.exchange(x25519.PublicKey(low))
+            raise AssertionError("all-zero shared secret accepted")
+        except ValueError as e:
+            assert "low-order" in str(e)
 
 
-def test_pure_rsa_matches_encodings():
+def test_pure_x25519_matches_loaded_key():
     # The pure key (what MicroPython uses) against whatever load_identity chose here.
     ids = fixture()["ids"]
-    pure = rsa.private_from_json(ids["dev-b"], native=False)
+    pure = x25519.private_from_json(ids["dev-b"], native=False)
     other = fixture()["dev-b"].key
-    assert pure.sign(b"abc") == other.sign(b"abc")          # PKCS#1 v1.5 is deterministic
-    assert pure.decrypt(other.public().encrypt(b"k" * 32)) == b"k" * 32
-    assert other.decrypt(pure.public().encrypt(b"j" * 32)) == b"j" * 32
-    assert pure.sign(b"abc") == pure.sign(b"abc")          # blinding does not change the result
+    a = fixture()["dev-a"].key.public
+    assert pure.public.pub == other.public.pub == bytes.fromhex(ids["dev-b"]["x25519"])
+    assert pure.exchange(a) == other.exchange(a) == fixture()["dev-a"].key.exchange(pure.public)
 
 
 def test_handshake_and_channel():
@@ -141,7 +162,7 @@ def test_unknown_key():
     c, s = pair("stranger", "dev-a", trust=load_trust(trust_json()))
     # The stranger's own trust store knows dev-a, so it can build a hello; dev-a does not know it.
     st = load_trust(trust_json())
-    st.add("stranger", "device", fixture()["stranger"].key.public())
+    st.add("stranger", "device", fixture()["stranger"].key.public)
     c = ClientSession(fixture()["stranger"], st, "dev-a", clock=lambda: NOW)
     assert code_of(s.receive, c.start()) == "unknown-key"
     # Client side: a server name we have no key for.
@@ -185,22 +206,33 @@ def test_bad_signature():
     c, s = pair()
     hello = c.start()
     h = hello["hello"]
-    sig = bytearray(b64decode(h["sig"]))
-    sig[10] ^= 1
-    h["sig"] = b64encode(bytes(sig)).decode()
+    mac = bytearray(b64decode(h["mac"]))
+    mac[10] ^= 1
+    h["mac"] = b64encode(bytes(mac)).decode()
     assert code_of(s.receive, hello) == "bad-signature"
-    # Signed by another key (dev-b's) but claiming to be the controller.
+    # Made with another key (dev-b's) but claiming to be the controller.
     st = load_trust(trust_json())
     fake = session.Identity("controller", "controller", fixture()["dev-b"].key)
     c = ClientSession(fake, st, "dev-a", clock=lambda: NOW)
     _, s = pair()
     assert code_of(s.receive, c.start()) == "bad-signature"
-    # A field changed after signing: the key share swapped for another one.
-    c, s = pair()
-    c2, _ = pair()
-    hello = c.start()
-    hello["hello"]["share"] = c2.start()["hello"]["share"]
-    assert code_of(s.receive, hello) == "bad-signature"
+    # A field changed after the MAC was made: the nonce, or the time inside the window.
+    for field, value in (("nonce", b64encode(bytes(16)).decode()), ("ts", NOW + 1)):
+        c, s = pair()
+        hello = c.start()
+        hello["hello"][field] = value
+        assert code_of(s.receive, hello) == "bad-signature"
+    # The client holds an outdated key for the server (here: dev-b's key under dev-a's name).
+    st = load_trust(trust_json())
+    st.add("dev-a", "device", fixture()["dev-b"].key.public)
+    c = ClientSession(fixture()["controller"], st, "dev-a", clock=lambda: NOW)
+    _, s = pair()
+    e = None
+    try:
+        s.receive(c.start())
+    except HandshakeError as x:
+        e = x
+    assert e.code == "bad-signature" and "outdated" in e.message
 
 
 def test_stale_timestamp():
@@ -267,10 +299,10 @@ def test_malformed():
         d = dict(good)
         del d[k]
         cases.append(d)
-    for k, v in (("v", 2), ("v", True), ("v", "1"), ("ts", "1700000000"), ("ts", 1.7e9), ("ts", True),
+    for k, v in (("v", 1), ("v", True), ("v", "2"), ("ts", "1700000000"), ("ts", 1.7e9), ("ts", True),
                  ("from", ""), ("from", "a b"), ("from", 5), ("from", "x" * 65), ("to", None),
-                 ("nonce", "AAAA"), ("nonce", "%" * 24), ("share", good["share"][:-4]),
-                 ("sig", good["sig"] + "AAAA"), ("sig", 7)):
+                 ("nonce", "AAAA"), ("nonce", "%" * 24), ("mac", good["mac"][:-4]),
+                 ("mac", good["mac"] + "AAAA"), ("mac", 7)):
         d = dict(good)
         d[k] = v
         cases.append(d)
@@ -307,13 +339,13 @@ def test_client_sees_server_refusal_and_forged_welcome():
     # Someone without dev-a's private key answering in its name cannot make the proof.
     c, _ = pair()
     c.start()
-    forged = {"welcome": {"v": 1, "from": "dev-a", "nonce": b64encode(bytes(16)).decode(),
+    forged = {"welcome": {"v": 2, "from": "dev-a", "nonce": b64encode(bytes(16)).decode(),
                           "proof": b64encode(bytes(32)).decode()}}
     assert code_of(c.receive, forged) == "bad-signature"
     assert not c.done and c.wrap is None
     c, _ = pair()
     c.start()
-    assert code_of(c.receive, {"welcome": {"v": 1, "from": "dev-b", "nonce": "", "proof": ""}}) == "unknown-key"
+    assert code_of(c.receive, {"welcome": {"v": 2, "from": "dev-b", "nonce": "", "proof": ""}}) == "unknown-key"
     c, _ = pair()
     c.start()
     assert code_of(c.receive, [1, 2]) == "malformed"
@@ -342,85 +374,28 @@ def test_trust_store_from_file_shape():
     assert len(st.revoked) == 1
     assert isinstance(st, TrustStore)
     if MICROPYTHON:
-        assert isinstance(fixture()["dev-a"].key, rsa.PrivateKey)
+        assert isinstance(fixture()["dev-a"].key, x25519.PrivateKey)
 
 
-def resumable(client="controller", server="dev-a", tickets=None, cache=None, trust=None, sclock=NOW):
+def test_pair_key_computed_once_per_peer():
     f = fixture()
-    t = trust or load_trust(trust_json())
-    c = ClientSession(f[client], t, server, clock=lambda: NOW, resume=cache)
-    s = ServerSession(f[server], t, replay=ReplayCache(), tickets=tickets, clock=lambda: sclock)
-    return c, s
-
-
-def test_resumption_skips_rsa_and_rotates_tickets():
-    tickets, cache = session.TicketStore(life=600), session.ResumeCache()
-    c, s = resumable(tickets=tickets, cache=cache)
-    hello, welcome = handshake(c, s)
-    assert "sig" in hello["hello"] and "ticket" in welcome["welcome"] and not c.resumed
-    first = welcome["welcome"]["ticket"]
-    for i in range(2):
-        c, s = resumable(tickets=tickets, cache=cache)
-        hello, welcome = handshake(c, s)
-        h = hello["hello"]
-        assert "sig" not in h and "share" not in h and "mac" in h
-        assert c.resumed and s.resumed and c.done and s.done
-        assert s.peer == "controller" and s.role == "controller" and c.role == "device"
-        assert welcome["welcome"]["ticket"] != first
-        assert len(tickets.tickets) == 1                     # the used ticket is gone
-        assert s.unwrap(c.wrap(b"[%d]" % i)) == b"[%d]" % i
-        assert c.unwrap(s.wrap(b"ok")) == b"ok"
-    # A replayed resumption hello finds its ticket used up.
-    _, s = resumable(tickets=tickets)
-    assert code_of(s.receive, hello) == "unknown-key"
-
-
-def test_resumption_failures_fall_back_to_full_handshake():
-    tickets, cache = session.TicketStore(life=600), session.ResumeCache()
-    handshake(*resumable(tickets=tickets, cache=cache))
-    # A forged MAC is refused and does not use up the real client's ticket.
-    cache2 = session.ResumeCache()
-    ent = cache.entries["dev-a"]
-    cache2.put("dev-a", ent[0], b"\x00" * 32, ent[2], ent[3])
-    c, s = resumable(tickets=tickets, cache=cache2)
-    assert code_of(s.receive, c.start()) == "bad-signature"
-    assert len(tickets.tickets) == 1
-    # The server restarted (tickets lost): refused, and the client's next try is a full handshake.
-    c, s = resumable(tickets=session.TicketStore(), cache=cache)
-    hello = c.start()
-    assert "ticket" in hello["hello"]
-    try:
-        s.receive(hello)
-        raise AssertionError("accepted")
-    except HandshakeError as e:
-        assert e.code == "unknown-key"
-        assert code_of(c.receive, e.to_message()) == "unknown-key"
-    c, s = resumable(tickets=tickets, cache=cache)
-    hello, _ = handshake(c, s)
-    assert "sig" in hello["hello"] and not c.resumed
-
-
-def test_resumption_expiry_and_revocation():
-    tickets, cache = session.TicketStore(life=100), session.ResumeCache()
-    handshake(*resumable(tickets=tickets, cache=cache))
-    # Expired on the server although the client still holds it.
-    c, s = resumable(tickets=tickets, cache=cache, sclock=NOW + 101)
-    s.window = 1000
-    assert code_of(s.receive, c.start()) == "unknown-key"
-    # Revoked after the ticket was issued: refused from the next connection on.
-    tickets, cache = session.TicketStore(life=600), session.ResumeCache()
     t = load_trust(trust_json())
-    handshake(*resumable(tickets=tickets, cache=cache, trust=t))
-    t2 = load_trust(trust_json(revoked=("dev-old", "controller")))
-    c = ClientSession(fixture()["controller"], t, "dev-a", clock=lambda: NOW, resume=cache)
-    s = ServerSession(fixture()["dev-a"], t2, tickets=tickets, clock=lambda: NOW)
-    assert code_of(s.receive, c.start()) == "revoked"
-    assert "dev-a" not in cache.entries        # the next try is a full handshake (and refused too)
-
-
-def test_ticket_store_bounded():
-    ts = session.TicketStore(life=10, size=3)
-    ids = [ts.issue("p%d" % i, "fp", "device", b"s", NOW + i) for i in range(5)]
-    assert len(ts.tickets) == 3
-    assert ts.get(ids[0], NOW) is None and ts.get(ids[4], NOW + 4) is not None
-    assert ts.get(ids[4], NOW + 15) is None
+    cp, sp = session.PairCache(4), session.PairCache(2)
+    for i in range(3):
+        c = ClientSession(f["controller"], t, "dev-a", clock=lambda: NOW, pairs=cp)
+        s = ServerSession(f["dev-a"], t, replay=ReplayCache(), clock=lambda: NOW, pairs=sp)
+        handshake(c, s)
+        assert c.done and s.done
+    assert cp.computed == 1 and sp.computed == 1        # one scalar multiplication each side
+    # Bounded: a third peer pushes the oldest out of a 2-entry cache.
+    for name in ("dev-b", "reader-1", "controller"):
+        c = ClientSession(f[name], t, "dev-a", clock=lambda: NOW)
+        s = ServerSession(f["dev-a"], t, replay=ReplayCache(), clock=lambda: NOW, pairs=sp)
+        handshake(c, s)
+    assert len(sp.keys) == 2 and sp.computed == 4
+    # A replaced key for a name is a different cache entry: the old pair key is never used.
+    t2 = load_trust(trust_json())
+    t2.add("dev-b", "device", f["stranger"].key.public)
+    c = ClientSession(f["dev-b"], t, "dev-a", clock=lambda: NOW)
+    s = ServerSession(f["dev-a"], t2, replay=ReplayCache(), clock=lambda: NOW, pairs=sp)
+    assert code_of(s.receive, c.start()) == "bad-signature"
