@@ -8,6 +8,7 @@
 #
 # Big-integer arithmetic is not constant-time on either interpreter: see docs/security.md. On
 # CPython the private half comes from sensormesh/x25519_native.py (OpenSSL) unless asked not to.
+import binascii
 import hashlib
 
 from sensormesh.compat import MICROPYTHON
@@ -69,7 +70,7 @@ def fingerprint(pub):
 def _unhex(v, what):
     if type(v) is not str or len(v) != 2 * SIZE:
         raise ValueError("%s must be %d hex digits" % (what, 2 * SIZE))
-    return bytes.fromhex(v)
+    return binascii.unhexlify(v)   # bytes.fromhex is not in every MicroPython build
 
 
 class PublicKey:
