@@ -11,7 +11,7 @@
 #   {"pipe": {"edge", "epoch"}}        data for one of our pipe_in steps follows
 #   {"pull": {"edge", "epoch"}}        a pipe_in elsewhere wants one of our pipe_out's data
 # The assignment format is in docs/architecture.md; steps in steps.py; pipes in pipes.py.
-from sensormesh import shipped, steps
+from sensormesh import codec, shipped, steps
 from sensormesh.compat import MICROPYTHON
 from sensormesh.pipes import PipeIn, PipeOut
 from sensormesh.steps import Outlet, _nowhere
@@ -20,6 +20,10 @@ BURST = 64 if MICROPYTHON else 256
 # Callback-sink values wait at most this long before they leave for the controller.
 DELIVER_MS = 50
 MAX_UNDELIVERED = 1000 if MICROPYTHON else 200000
+# Largest JSON of one deliver message; more values leave in several. Control messages are not
+# split, and each must fit every link on its way: a keyed link wraps at most 3 KB at once on
+# MicroPython (12 KB on CPython), and each gateway relaying it adds about a third.
+DELIVER_MAX = 1536 if MICROPYTHON else 4096
 
 
 class AssignmentError(Exception):
@@ -194,13 +198,39 @@ class Runtime:
             if self.n_undelivered:
                 self.deliver_timer = self.loop.call_later(DELIVER_MS * 4, self._send_deliveries)
             return
-        for sid in self.undelivered:
-            vals = self.undelivered[sid]
-            if vals:
-                for s in live:
-                    s.conn.send({"deliver": {"step": sid, "epoch": self.epoch, "values": vals}})
+        waiting = self.undelivered
         self.undelivered = {}
         self.n_undelivered = 0
+        for sid in waiting:
+            vals = waiting[sid]
+            if not vals:
+                continue
+            try:
+                msgs = self._deliveries(sid, vals)
+            except codec.ProtocolError as e:         # e.g. a value JSON cannot carry
+                self.lost_deliveries += len(vals)
+                self.log("callback values of %s not delivered: %s" % (sid, e))
+                continue
+            for msg in msgs:
+                for s in live:
+                    try:
+                        s.conn.send(msg)
+                    except codec.ProtocolError as e:   # one value too large for the link
+                        self.lost_deliveries += len(msg["deliver"]["values"])
+                        self.log("callback values of %s not delivered: %s" % (sid, e))
+
+    def _deliveries(self, sid, vals):
+        """deliver messages for vals, each within DELIVER_MAX bytes (unless one value is larger)."""
+        msg = {"deliver": {"step": sid, "epoch": self.epoch, "values": vals}}
+        n = len(codec.dumps(msg))
+        if n <= DELIVER_MAX or len(vals) < 2:
+            return [msg]
+        k = n // DELIVER_MAX + 1
+        step = (len(vals) + k - 1) // k
+        out = []
+        for i in range(0, len(vals), step):
+            out += self._deliveries(sid, vals[i:i + step])
+        return out
 
     # -- building -------------------------------------------------------------------------
     def build(self, a):

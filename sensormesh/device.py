@@ -6,7 +6,9 @@
 #   {"pipe": {...}}           data from another device's pipe_out into one of our pipe_in steps
 # A device with keys (config "identity" + "trust"; sensormesh/secure.py) first runs the handshake
 # of sensormesh/session.py on every connection: the first message must be a hello, every later
-# frame is a Fernet token, and each control message is checked against the peer's role.
+# frame is a Fernet token, and each control message is checked against the peer's role. The
+# one plaintext exception is {"register": ...} from a device behind a one-way link (forward.py):
+# its secure session is with the controller, end to end, through this device as a gateway.
 # Control messages that do not need a session ("info", "status", "ping") are answered on any
 # connection that has not started streaming. Bad input gets an {"error": ...} naming the problem;
 # it never stops the device or disturbs other connections.
@@ -56,6 +58,13 @@ class Session:
             return
         sec = self.device.security
         if sec is not None and self.role is None:
+            if self.kind is None and type(msg) is dict and len(msg) == 1 and "register" in msg:
+                # A device behind a one-way link registers in plaintext: its secure session is
+                # with the controller, end to end, relayed by this gateway (forward.py).
+                sec.release(self)
+                conn.decoder.max_frame = self.device.max_frame
+                self.device.dispatch(self, "register", msg["register"])
+                return
             sec.handshake(self, conn, msg)
             return
         if type(msg) is list:
@@ -256,6 +265,9 @@ class Device:
             st["assignment"] = self.runtime.status()
         if self.security is not None:
             st["security"] = self.security.status()
+        fw = getattr(self, "forwarder", None)
+        if fw is not None:
+            st["registered"] = sorted(fw.registered)   # devices that registered with this gateway
         session.conn.send({"status": st})
 
     def on_data_request(self, session, body):
@@ -296,7 +308,8 @@ FLAGS = ("--insecure",)
 USAGE = ("usage: python -m sensormesh.device [--port P] [--host H] [--unix PATH] [--name NAME]\n"
          "                                   [--sensors KIND[@HZ],...] [--max-conns N] [--config FILE.json]\n"
          "                                   [--identity FILE --trust FILE [--revoked FILE]]\n"
-         "                                   [--max-handshakes N] [--handshake-timeout MS] [--insecure]")
+         "                                   [--max-handshakes N] [--handshake-timeout MS] [--insecure]\n"
+         "                                   [--register HOST:PORT]")
 
 
 def parse_args(argv):
@@ -360,9 +373,6 @@ def start(cfg):
             raise ValueError("device name %r differs from its identity's name %r: clients address the "
                              "identity's name" % (cfg["name"], sec.identity.name))
         dev.name = sec.identity.name
-        if cfg.get("register"):
-            raise ValueError("register (dialing out to be controlled) does not support keys yet; "
-                             "use --insecure for such a device")
     if cfg.get("port") is not None and cfg.get("port") >= 0:
         lst = dev.listen_tcp(cfg.get("host", "0.0.0.0"), cfg["port"])
         port = cfg["port"]

@@ -10,6 +10,9 @@
 #                         against the peer's role (check_permission).
 #   dialed connections    pipes to other devices: Dialer does the client side of the handshake,
 #                         then hands the connection to the pipe.
+#   registrations         a device behind a one-way link dials out to register (forward.py) and
+#                         is the server of the handshake on that connection: after the
+#                         upstream's answer the first message must be a hello (await_hello).
 # The trust store (and an optional extra revoked list) is re-read when its file changes, checked
 # at every new handshake: a revoked key is refused from the next connection on, and the device
 # closes the sessions it still has with that key.
@@ -112,18 +115,20 @@ class Security:
 
     def _cut_untrusted(self, t):
         # Close open sessions whose peer key is no longer trusted.
-        for lst in self.dev.listeners:
-            for conn in list(lst.conns):
-                s = conn.protocol
-                name = getattr(s, "peer_name", None)
-                if name is None or conn.closed:
-                    continue
-                try:
-                    role, key = t.lookup(name, "peer")
-                    if key.fingerprint() != s.peer_fp:
-                        raise HandshakeError("revoked", "the key of %r was replaced" % name)
-                except HandshakeError as e:
-                    self.refuse(s, conn, e.code, "session closed: " + e.message)
+        sessions = [(conn.protocol, conn) for lst in self.dev.listeners for conn in lst.conns]
+        reg = getattr(self.dev, "registration", None)   # the connection it dialed to register
+        if reg is not None and reg.conn is not None:
+            sessions.append((reg.session, reg.conn))
+        for s, conn in sessions:
+            name = getattr(s, "peer_name", None)
+            if name is None or conn.closed:
+                continue
+            try:
+                role, key = t.lookup(name, "peer")
+                if key.fingerprint() != s.peer_fp:
+                    raise HandshakeError("revoked", "the key of %r was replaced" % name)
+            except HandshakeError as e:
+                self.refuse(s, conn, e.code, "session closed: " + e.message)
 
     # -- accepted connections --------------------------------------------------------------
     def on_open(self, session, conn):
@@ -134,6 +139,15 @@ class Security:
         self.pending += 1
         conn.decoder.max_frame = HELLO_MAX_FRAME
         session.hs = self.dev.loop.call_later(self.handshake_ms, lambda: self._expire(session))
+
+    def await_hello(self, session, conn):
+        """A connection this device dialed to register (forward.Registration): after the
+        upstream's answer, the first message it serves must be a hello, checked by handshake()
+        like an accepted connection's (trust, replay, roles; then permit() per message), with
+        the same small frame limit until then. It takes no handshake slot and has no deadline:
+        the controller's hello may come long after the device registered, and only the upstream
+        the device chose to dial can hold this connection (which it could cut anyway)."""
+        conn.decoder.max_frame = HELLO_MAX_FRAME
 
     def _expire(self, session):
         if session.hs is None:

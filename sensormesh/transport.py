@@ -196,6 +196,8 @@ class Connection:
     The owner (a protocol object) gets on_message(conn, msg), on_close(conn, reason) and,
     when output drains below HIGH_WATER after having been above it, on_drain(conn).
     wrap/unwrap, when set (by a secure session), transform each payload on its way out/in.
+    relay, when true (a gateway carrying someone else's secure session), hands each frame's
+    payload to on_message as bytes, undecoded; send_payload(bytes) sends one such frame.
     """
 
     def __init__(self, loop, sock, protocol, max_frame=codec.DEFAULT_MAX_FRAME, peer=None):
@@ -218,6 +220,7 @@ class Connection:
         self.unwrap = None
         self.wrap_limit = 0   # largest payload to wrap at once (set with wrap; 0 = peer_max_frame)
         self.held = None      # a list while a secure dial waits for its handshake: send() keeps messages
+        self.relay = False    # True: frames reach on_message as raw payload bytes (forward.py)
         self.bytes_in = 0
         self.bytes_out = 0
         sock.setblocking(False)
@@ -409,10 +412,17 @@ class Connection:
         proto = self.protocol
         try:
             dec.feed(data)
-            # unwrap is looked up per frame: a handshake switches it on between two frames that
-            # may have arrived in one read. The decoder checks each length against max_frame
-            # before buffering the payload, so the limit applies before any decryption.
+            # unwrap and relay are looked up per frame: a handshake switches them on between two
+            # frames that may have arrived in one read. The decoder checks each length against
+            # max_frame before buffering the payload, so the limit applies before any decryption
+            # (and before a relay passes a payload on).
             while not self.closed:
+                if self.relay:
+                    payload = dec.next_payload()
+                    if payload is None:
+                        break
+                    proto.on_message(self, payload)
+                    continue
                 unwrap = self.unwrap
                 if unwrap is None:
                     msg = dec.next()

@@ -41,8 +41,7 @@ def _creds(model, keys_dir):
     from sensormesh.controller.keys import DEFAULT_DIR
     import os
     if keys_dir is None:
-        if all(d.local for d in model.devices.values()) and os.path.exists(os.path.join(DEFAULT_DIR, "registry.json")) \
-                and not runner.needs_forwarding(model):
+        if all(d.local for d in model.devices.values()) and os.path.exists(os.path.join(DEFAULT_DIR, "registry.json")):
             keys_dir = DEFAULT_DIR
         else:
             return None

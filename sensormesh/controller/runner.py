@@ -88,18 +88,6 @@ def summary(final: dict[str, dict]) -> list[str]:
     return lines
 
 
-def needs_forwarding(model):
-    """Devices whose control goes through a gateway or a registration (not a direct link)."""
-    from sensormesh.controller.topology import Topology
-    topo = model.topology if model.topology is not None else Topology.single_domain(list(model.devices))
-    out = []
-    for name in model.devices:
-        r = topo.control_route(name)
-        if r is None or len(r.hops) > 1 or any(h.dialer == h.dst for h in r.hops):
-            out.append(name)
-    return out
-
-
 def credentials(keys_dir):
     """The controller's credentials from a key store (controller/keys.py)."""
     from sensormesh.controller import keys
@@ -176,8 +164,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
 
     Secure by default: the local devices get keys from the key store `keys_dir` (default
     .sensormesh/keys, made on first use) and refuse plaintext; the controller authenticates with
-    its own key. insecure=True runs them without keys. Control through gateways is not secured
-    yet, so a pipeline that needs it runs without keys, with a note saying so."""
+    its own key, also with the devices it reaches through gateways (end-to-end sessions the
+    gateways only relay). insecure=True runs them without keys."""
     from sensormesh.controller.local import LocalCluster
     on_event = on_event or (lambda text: None)
     got = {"n": 0}
@@ -187,11 +175,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
         got["n"] += len(values)
         deliver(device, step, values)
     creds, config = None, {}
-    forwarded = needs_forwarding(model)
-    if not insecure and forwarded:
-        on_event("running without keys: the controller reaches %s through gateways or registrations, "
-                 "and secure sessions are not carried through those yet" % ", ".join(forwarded))
-    elif not insecure:
+    if not insecure:
         from sensormesh.controller import keys
         keys_dir = keys_dir or keys.DEFAULT_DIR
         try:

@@ -11,9 +11,13 @@ How it reaches a device follows `topology.control_routes()` (docs/topology.md):
   * direct / local: the controller dials the device and opens a control session (`hello`);
   * forwarded: the controller's session with the first gateway carries
     `{"forward": {"to": ADDR, "message": M}}` (nested once per further gateway); replies come
-    back wrapped in `{"forwarded": {"from": ADDR, "message": ...}}` (sensormesh/forward.py);
+    back wrapped in `{"forwarded": {"from": ADDR, "message": ...}}` (sensormesh/forward.py).
+    With keys (`creds`) the controller runs a session of its own with every device, end to end:
+    the hello and the welcome travel as "message", then each level is a "token" of the
+    controller's session with that hop's device, which the gateways relay without reading;
   * register: the device dials out. To a gateway: the gateway forwards to its name. To the
-    controller: give `listen="host:port"` and configure the device with `register:` that address.
+    controller: give `listen="host:port"` and configure the device with `register:` that address
+    (with keys the controller then runs the client side of the handshake on that connection).
 
 Everything runs on one `transport.Loop` in the calling thread; every wait is bounded by
 `timeout` seconds. While watching, each device gets a `status` request every `interval`
@@ -39,12 +43,17 @@ import time
 from collections import deque
 from typing import Callable
 
-from sensormesh import transport
+from sensormesh import codec, transport
 from sensormesh.controller.deploy import DeployError, device_order, dispatch
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.keys import add_pipe_peers
 from sensormesh.controller.routing import RoutingError, dial_address, hop_domain, hop_edge_id
 from sensormesh.controller.topology import CONTROLLER, Route, Topology
+from sensormesh.session import HandshakeError
+
+# Refusals of a secure session (session.CODES but the connection limits): reported with their code.
+HANDSHAKE_CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
+                   "malformed", "plaintext-refused")
 
 DEFAULT_TIMEOUT = 5.0
 PING_INTERVAL = 1.0
@@ -82,20 +91,19 @@ class ControlPath:
     "registered:NAME") and the forward targets after it (addresses, or names registered with a
     gateway), with the ControlRoute it follows."""
 
-    def __init__(self, device, first, targets, route):
+    def __init__(self, device, first, targets, route, names=None):
         self.device = device
         self.first = first
         self.targets = tuple(targets)
         self.route = route
+        # the device at first and at each target, whom a secure session there authenticates
+        if names is None:
+            names = [h.dst for h in route.hops] if route is not None else [device]
+        self.names = tuple(names)
 
     @property
     def key(self):
         return (self.first, self.targets)
-
-    def wrap(self, msg, timeout_ms):
-        for target in reversed(self.targets):
-            msg = {"forward": {"to": target, "message": msg, "timeout": timeout_ms}}
-        return msg
 
     def describe(self):
         return self.route.explain() if self.route is not None else "%s at %s" % (self.device, self.first)
@@ -105,6 +113,26 @@ class ControlPath:
 
     def __repr__(self):
         return "ControlPath(%s: %s)" % (self.device, " -> ".join((self.first,) + self.targets))
+
+
+class _E2E:
+    """The controller's own secure session with a device behind gateways (end to end): the
+    gateways relay its hello and welcome as messages, then its tokens, which they cannot read."""
+
+    __slots__ = ("cs", "up", "held", "deadline", "link", "names")
+
+    def __init__(self, cs, deadline, link, names):
+        self.cs = cs                # session.ClientSession
+        self.up = False             # welcome received
+        self.held = []              # (message, timeout ms) to send once it is up
+        self.deadline = deadline    # time.monotonic() by which the welcome must come
+        self.link = link
+        self.names = names
+
+
+def session_failed(code, message):
+    """The words for a secure session that could not be opened (the caller names the device)."""
+    return "secure session failed (%s): %s" % (code, message)
 
 
 class _Link:
@@ -161,9 +189,10 @@ class Supervisor:
     watching. listen: "host:port" where devices that must dial out register with the controller.
     epoch: the first deployment's epoch (default: seconds since 1970, so a redeploy is newer).
     creds: the controller's credentials (controller/keys.load_controller): every control link
-        then runs the handshake and carries Fernet tokens (devices with keys refuse anything else).
-        Control forwarding through gateways and registered devices are not secured yet, so with
-        creds a device whose control goes through a gateway is a SupervisorError."""
+        then runs the handshake and carries Fernet tokens (devices with keys refuse anything else);
+        a device behind gateways gets a session of its own with the controller, end to end, the
+        gateways relaying its tokens; a device that registers with the controller is the server
+        of the handshake on the connection it opened."""
 
     def __init__(self, model, placement="optimal", addresses=None, timeout=DEFAULT_TIMEOUT,
                  interval=PING_INTERVAL, listen=None, epoch=None, place_options=None, creds=None):
@@ -207,6 +236,7 @@ class Supervisor:
         self._handling = False
         self._listener = None
         self._registered = {}    # name -> _Link of devices that registered with the controller
+        self.e2e = {}            # (link key, targets) -> _E2E: sessions with devices behind gateways
         if listen:
             kind, host, port = transport.parse_address(listen)
             self._listener = transport.listen_tcp(self.loop, host, port, self._accept)
@@ -241,11 +271,6 @@ class Supervisor:
                     self.server_of[addr] = hop.dst
                 else:
                     targets.append(addr)
-            if dev not in self.path_errors and self.creds is not None and \
-                    (targets or (first or "").startswith(REGISTERED)):
-                self.path_errors[dev] = ("its control goes %s, and secure sessions are not carried through "
-                                         "gateways or registrations yet; deploy it without keys (--insecure)"
-                                         % route.explain())
             if dev not in self.path_errors:
                 paths[dev] = ControlPath(dev, first, targets, route)
         for dev, p in paths.items():
@@ -260,6 +285,9 @@ class Supervisor:
                 self.lost_paths[dev] = old
                 if self.by_key.get(old.key) == dev:
                     del self.by_key[old.key]
+        used = {(p.first, p.targets[:i]) for p in self.paths.values() for i in range(1, len(p.targets) + 1)}
+        for key in [k for k in self.e2e if k not in used]:     # sessions over routes given up
+            del self.e2e[key]
         return paths
 
     def _accept(self):
@@ -329,8 +357,95 @@ class Supervisor:
             req.finish(error="cannot reach %s (%s): %s" % (device, path.describe(), why))
             return req
         self.queues.setdefault(device, deque()).append(req)
-        link.conn.send(path.wrap(msg, int(t * 1000)))
+        try:
+            self._forward(link, path.first, path.targets, path.names, msg, int(t * 1000))
+        except HandshakeError as e:
+            self._drop_request(req, "%s: %s" % (device, session_failed(e.code, e.message)))
+        except codec.ProtocolError as e:
+            self._drop_request(req, "cannot send to %s (%s): %s" % (device, path.describe(), e))
         return req
+
+    def _forward(self, link, first, targets, names, msg, ms):
+        """Send msg over link to the device at the end of (first, targets): one forward per
+        gateway. With creds each level carries a token of the controller's own session with that
+        level's device, so every gateway relays what only that device can read; a device's first
+        forwarded message is that session's hello, and what is sent before its welcome waits."""
+        if not targets:
+            link.conn.send(msg)
+            return
+        fw = {"to": targets[-1], "timeout": ms}
+        if self.creds is None:
+            fw["message"] = msg
+        else:
+            key = (first, targets)
+            st = self.e2e.get(key)
+            if st is not None and not st.up and time.monotonic() > st.deadline:
+                st = None                       # no welcome in time: start again
+            if st is None:
+                cs = self.creds.client(names[-1])
+                fw["message"] = cs.start()      # HandshakeError if the controller does not trust it
+                st = self.e2e[key] = _E2E(cs, time.monotonic() + ms / 1000.0, link, names)
+                st.held.append((msg, ms))
+            elif not st.up:
+                st.held.append((msg, ms))
+                return
+            else:
+                fw["token"] = st.cs.wrap(codec.dumps(msg)).decode()
+        self._forward(link, first, targets[:-1], names[:-1], {"forward": fw}, ms)
+
+    def _open(self, first, targets, f):
+        """The message inside one level of "forwarded" from the device at (first, targets),
+        opened with the controller's session with it; None when there is nothing more to do
+        (a handshake reply handled here, or something refused)."""
+        key = (first, targets)
+        st = self.e2e.get(key)
+        dev = self.by_key.get(key) or str(targets[-1])
+        if st is None:
+            return None                         # no session of ours: a late reply
+        token = f.get("token")
+        if not st.up:
+            if token is None:
+                self._welcome(key, st, dev, f.get("message"))
+            return None
+        if type(token) is not str:
+            self._e2e_failed(key, dev, "a plaintext message came through the gateway inside the secure "
+                                       "session (refused)")
+            return None
+        try:
+            return codec.decode_payload(st.cs.unwrap(token.encode()))
+        except (codec.ProtocolError, UnicodeError) as e:
+            self._e2e_failed(key, dev, "%s" % (e.args[0] if e.args else e))
+            return None
+
+    def _welcome(self, key, st, dev, msg):
+        try:
+            st.cs.receive(msg)
+        except HandshakeError as e:
+            why = e.message
+            if isinstance(msg, dict) and "info" in msg:
+                why = "it answered in plaintext: it runs without keys (or with --insecure)"
+            self.e2e.pop(key, None)
+            self._fail_queue(dev, session_failed(e.code, why))
+            return
+        st.up = True
+        held, st.held = st.held, []
+        for m, ms in held:
+            if st.link.conn is None or st.link.conn.closed:
+                break
+            try:
+                self._forward(st.link, key[0], key[1], st.names, m, ms)
+            except (HandshakeError, codec.ProtocolError) as e:
+                self._fail_queue(dev, "cannot send: %s" % e)
+
+    def _e2e_failed(self, key, dev, why):
+        self._drop_e2e(key[0], key[1])
+        self._fail_queue(dev, "secure session broken: %s" % why)
+
+    def _drop_e2e(self, first, prefix=()):
+        """Forget the sessions over link `first` with the device at prefix and those behind it."""
+        n = len(prefix)
+        for k in [k for k in self.e2e if k[0] == first and k[1][:n] == prefix]:
+            del self.e2e[k]
 
     def _wait(self, reqs, timeout=None):
         """Run the loop until every request is answered or its time is up (then: timeout)."""
@@ -386,6 +501,12 @@ class Supervisor:
             self._registered[name] = link
             self.links[link.key] = link
             link.conn.send({"registered": {"name": name, "by": CONTROLLER}})
+            if self.creds is not None:       # the device is the server of the handshake
+                from sensormesh import secure
+                d = secure.Dialer(secure.ClientKeys(self.creds, secure.DEFAULT_HANDSHAKE_MS), self.loop, link,
+                                  name, None, None, codec.DEFAULT_MAX_FRAME, None)
+                link.conn.protocol = d
+                d.start(link.conn)
             if old is not None and old.conn is not None and old is not link:
                 old.conn.close("replaced by a new registration")
             return
@@ -396,8 +517,13 @@ class Supervisor:
                 break
             chain.append(f.get("from"))
             msg = f.get("message")
+            if self.creds is not None:
+                msg = self._open(link.key, tuple(chain), f)
+                if msg is None:
+                    return
         if type(msg) is dict and "error" in msg and type(msg["error"]) is dict \
                 and msg["error"].get("code") == "unreachable" and msg["error"].get("to"):
+            self._drop_e2e(link.key, tuple(chain) + (msg["error"]["to"],))
             dev = self.by_key.get((link.key, tuple(chain) + (msg["error"]["to"],)))
             if dev is not None:
                 self._fail_queue(dev, msg["error"].get("message") or "unreachable")
@@ -422,7 +548,10 @@ class Supervisor:
                 q.popleft()
                 if "error" in msg:
                     e = msg["error"]
-                    head.finish(error="%s: %s" % (dev, e.get("message", e) if isinstance(e, dict) else e))
+                    if isinstance(e, dict) and e.get("code") in HANDSHAKE_CODES:
+                        head.finish(error="%s: %s" % (dev, session_failed(e["code"], e.get("message"))))
+                    else:
+                        head.finish(error="%s: %s" % (dev, e.get("message", e) if isinstance(e, dict) else e))
                 else:
                     head.finish(reply=msg)
                 return
@@ -438,6 +567,7 @@ class Supervisor:
     def _link_closed(self, link, reason):
         if link.key is None:
             return
+        self._drop_e2e(link.key)
         if link.key.startswith(REGISTERED):
             name = link.key[len(REGISTERED):]
             if self._registered.get(name) is link:
@@ -835,6 +965,7 @@ class Supervisor:
         watching one. A device the controller cannot reach gets {"error": "..."} saying why."""
         devices = list(self.model.devices)
         out = {}
+        refused = {}                  # device -> why it refused the controller's secure session
         for _ in range(len(devices) + 1):
             todo = [d for d in self.control_devices(devices)
                     if d in self.paths and d not in out and d not in self.failed]
@@ -853,6 +984,8 @@ class Supervisor:
                     else:
                         new_failed.add(d)
                         out.pop(d, None)
+                        if "secure session failed" in r.error:
+                            refused[d] = r.error
             if not new_failed:
                 break
             self.failed |= new_failed
@@ -871,8 +1004,11 @@ class Supervisor:
         for d in devices:
             if d in self.failed:
                 p = self.paths.get(d) or self.lost_paths.get(d)
-                out[d] = {"error": "%s is down: it does not answer over %s" % (
-                    d, p.describe() if p is not None else "its control route")}
+                how = p.describe() if p is not None else "its control route"
+                if d in refused:
+                    out[d] = {"error": "%s does not accept the controller over %s: %s" % (d, how, refused[d])}
+                else:
+                    out[d] = {"error": "%s is down: it does not answer over %s" % (d, how)}
             elif d not in out:
                 out[d] = {"error": "unreachable: " + (self._area_of(d) if d in self.cut_off
                                                        else self._why_unreachable(d))}
@@ -946,6 +1082,7 @@ class Supervisor:
                 link.conn.close("controller done")
         self.links = {}
         self._registered = {}
+        self.e2e = {}
         if self._listener is not None:
             self._listener.close()
             self._listener = None

@@ -1,6 +1,6 @@
 """examples/pipelines/two_domains.yaml: plan shows each cross-device pipe's route (who dials
 each hop, the relays on the gateway, data against a one-way link) and the control routes; `up`
-runs it on this machine with control of the field board forwarded through the gateway."""
+runs it on this machine, with keys, control of the field board forwarded through the gateway."""
 import os
 import subprocess
 import sys
@@ -53,6 +53,8 @@ def test_up_runs_the_example_on_this_machine():
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "esp-1 (micropython), gw (cpython), pc (cpython), srv (cpython)" in r.stdout
+    # secure by default, also for esp-1, whose control is forwarded through gw (end to end)
+    assert "secure: the local devices use keys" in r.stdout and "running without keys" not in r.stdout
     values = [ln for ln in r.stdout.splitlines() if ln.startswith("climate ")]
     assert len(values) >= 3 and '"warmer"' in values[0]
     relay = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("gw:")][0]

@@ -51,19 +51,38 @@ sinks:
 """
 
 
-def start(devices, tmp_path, text, names):
+@pytest.fixture(scope="module")
+def keyring(tmp_path_factory):
+    """Keys for the devices of these pipelines (made once): {"store": dir, "frags": {name: config}}."""
+    from sensormesh.controller.keys import provision_local
+    store = str(tmp_path_factory.mktemp("supervisor-keys") / "store")
+    return {"store": store, "frags": provision_local(["esp", "gwa", "gwb", "pc"], store)}
+
+
+def start(devices, tmp_path, text, names, keys=None):
+    """Devices `names` on free ports (with keys from `keys`, a keyring, if given), and the model."""
     ports = {n: free_port() for n in names}
     procs = {}
     for n in names:
-        procs[n] = devices("cpython", ["--port", str(ports[n]), "--name", n, "--sensors", "counter@0"])
+        extra = []
+        if keys is not None:
+            extra = ["--identity", keys["frags"][n]["identity"], "--trust", keys["frags"][n]["trust"]]
+        procs[n] = devices("cpython", ["--port", str(ports[n]), "--name", n, "--sensors", "counter@0"] + extra)
     f = tmp_path / "p.yaml"
     f.write_text(textwrap.dedent(text % ports))
     return load_model(str(f)), procs
 
 
-def test_forwarded_control_relay_and_reroute_after_gateway_killed(devices, tmp_path):
-    model, procs = start(devices, tmp_path, TWO_GW, ["esp", "gwa", "gwb", "pc"])
-    sup = Supervisor(model, "edge", timeout=3.0, interval=0.3, epoch=1)
+@pytest.mark.parametrize("keyed", [False, True], ids=["plaintext", "keys"])
+def test_forwarded_control_relay_and_reroute_after_gateway_killed(devices, tmp_path, keyring, keyed):
+    """With keys, every device runs keys and the controller's session with esp is end to end
+    through the gateway; after the re-route it opens a new one through the other gateway."""
+    creds = None
+    if keyed:
+        from sensormesh.controller.keys import load_controller
+        creds = load_controller(keyring["store"])
+    model, procs = start(devices, tmp_path, TWO_GW, ["esp", "gwa", "gwb", "pc"], keyring if keyed else None)
+    sup = Supervisor(model, "edge", timeout=3.0, interval=0.3, epoch=1, creds=creds)
     rec = Recorder()
     try:
         # control of esp goes through a gateway: the first hop is a gateway's address
@@ -105,6 +124,8 @@ def test_forwarded_control_relay_and_reroute_after_gateway_killed(devices, tmp_p
         assert per["esp"]["assignment"]["epoch"] == 2 and per[other]["assignment"]["state"] == "running"
         final = sup.stop()
         assert final["esp"]["steps"]["s"]["out"] > 0
+        if keyed:     # one session through each gateway in turn
+            assert per["esp"]["security"]["accepted"] == 2 and per["esp"]["security"]["refused"] == {}
     finally:
         sup.close()
 

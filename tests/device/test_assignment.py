@@ -122,3 +122,32 @@ def test_pipe_to_unknown_edge_is_refused():
     assert c.messages[0]["error"]["code"] == "unknown-edge"
     a.close()
     b.close()
+
+
+def test_a_burst_of_callback_values_leaves_in_messages_that_fit_any_link():
+    # A source that gives all its values at once: they wait DELIVER_MS, then leave as several
+    # deliver messages, each within DELIVER_MAX bytes (a keyed link or a gateway's relay could
+    # not carry one message with all of them), in order, none lost.
+    from sensormesh import codec
+    from sensormesh.assignment import DELIVER_MAX
+    loop = transport.Loop()
+    a = Device("a", ["counter@0"], loop=loop)
+    addr = listen(a)
+    from sensormesh.compat import MICROPYTHON
+    n = 800 if MICROPYTHON else 3000      # within what a device keeps for the controller (MAX_UNDELIVERED)
+    asg = {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "count": n}},
+        {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["s"]}]}
+    c, conn = control(loop, addr)
+    conn.send({"deploy": {"assignment": asg}})
+    assert loop.run_until(lambda: c.replies("deployed"), 5000), c.messages
+    conn.send({"start": {}})
+
+    def got():
+        return [v for d in c.replies("deliver") for v in d["values"]]
+    assert loop.run_until(lambda: len(got()) >= n, 10000), len(got())
+    assert got() == list(range(n))
+    sizes = [len(codec.dumps({"deliver": d})) for d in c.replies("deliver")]
+    assert len(sizes) > 1 and max(sizes) <= DELIVER_MAX, sizes
+    conn.close()
+    a.close()

@@ -258,3 +258,98 @@ def test_secure_dial_holds_messages_until_the_session_is_up():
     assert a.security.status()["refused"] == {}
     conn.close()
     a.close()
+
+
+# -- control through a gateway, end to end (forward.py) -----------------------------------------
+def _e2e(server):
+    """The controller's own session with a device behind a gateway."""
+    return session.ClientSession(fixture()["controller"], session.load_trust(trust_json()), server)
+
+
+def _token(cs, msg):
+    return cs.wrap(codec.dumps(msg)).decode()
+
+
+def _opened(cs, fwd):
+    assert "message" not in fwd, fwd           # after the welcome: tokens only
+    return codec.decode_payload(cs.unwrap(fwd["token"].encode()))
+
+
+def test_gateway_relays_an_end_to_end_session_it_cannot_read():
+    loop = transport.Loop()
+    gw = keyed("dev-b", [], loop)
+    target = keyed("dev-a", ["counter@0"], loop)
+    gw_addr, t_addr = listen(gw), listen(target)
+    c = SecureClient(loop, gw_addr, "controller", "dev-b")
+    assert loop.run_until(c.ready, 5000) and c.error is None
+    cs = _e2e("dev-a")
+    c.conn.send({"forward": {"to": t_addr, "message": cs.start(), "timeout": 5000}})
+    assert loop.run_until(lambda: c.replies("forwarded") or c.closed, 5000), c.messages
+    f = c.replies("forwarded")[0]
+    assert f["from"] == t_addr and "welcome" in f["message"], f
+    cs.receive(f["message"])
+    up = gw.forwarder.ups[0]
+    assert up.conn.relay                       # from the welcome on, the gateway relays raw frames
+    c.conn.send({"forward": {"to": t_addr, "token": _token(cs, {"ping": 7}), "timeout": 5000}})
+    c.conn.send({"forward": {"to": t_addr, "token": _token(cs, {"status": {}}), "timeout": 5000}})
+    assert loop.run_until(lambda: len(c.replies("forwarded")) >= 3 or c.closed, 5000), c.messages
+    f = c.replies("forwarded")
+    assert _opened(cs, f[1]) == {"pong": 7}
+    st = _opened(cs, f[2])["status"]
+    assert st["name"] == "dev-a" and st["security"]["accepted"] == 1
+    # a plaintext message for the target does not enter that session: the gateway opens a new
+    # connection for it, where the target refuses it
+    c.conn.send({"forward": {"to": t_addr, "message": {"ping": 8}, "timeout": 5000}})
+    assert loop.run_until(lambda: len(c.replies("forwarded")) >= 4 or c.closed, 5000), c.messages
+    assert up.conn.closed
+    assert c.replies("forwarded")[3]["message"]["error"]["code"] == "plaintext-refused"
+    # a token for a target without a session here is not sent on
+    n = len(c.errors())
+    c.conn.send({"forward": {"to": t_addr, "token": _token(cs, {"ping": 9}), "timeout": 5000}})
+    assert loop.run_until(lambda: [e for e in c.errors()[n:] if "no secure session" in e["message"]], 5000)
+    c.conn.close()
+    gw.close()
+    target.close()
+
+
+def test_keyed_device_registers_with_a_gateway_and_serves_the_controllers_hello():
+    from sensormesh import forward
+    loop = transport.Loop()
+    gw = keyed("dev-b", [], loop)
+    gw_addr = listen(gw)
+    dev = keyed("dev-a", ["counter@0"], loop)
+    reg = forward.register(dev, gw_addr)       # plaintext "register", then it waits for a hello
+    assert loop.run_until(lambda: "dev-a" in forward.forwarder(gw).registered, 5000)
+    assert dev.security.status()["handshakes"] == 0 and gw.security.status()["handshakes"] == 0
+    c = SecureClient(loop, gw_addr, "controller", "dev-b")
+    assert loop.run_until(c.ready, 5000) and c.error is None
+    # anything but a hello is refused by the registered device; it registers again at once
+    first = reg.conn
+    c.conn.send({"forward": {"to": "dev-a", "message": {"ping": 1}, "timeout": 5000}})
+    assert loop.run_until(lambda: c.replies("forwarded") or c.closed, 5000), c.messages
+    assert c.replies("forwarded")[0]["message"]["error"]["code"] == "plaintext-refused"
+    # the hello waits (within its timeout) for the registration, then reaches the device
+    cs = _e2e("dev-a")
+    c.conn.send({"forward": {"to": "dev-a", "message": cs.start(), "timeout": 5000}})
+    assert loop.run_until(lambda: len(c.replies("forwarded")) >= 2 or c.closed, 5000), c.messages
+    assert reg.conn is not first
+    cs.receive(c.replies("forwarded")[1]["message"])
+    c.conn.send({"forward": {"to": "dev-a", "token": _token(cs, {"ping": 2}), "timeout": 5000}})
+    assert loop.run_until(lambda: len(c.replies("forwarded")) >= 3 or c.closed, 5000), c.messages
+    assert _opened(cs, c.replies("forwarded")[2]) == {"pong": 2}
+    # a second controller session takes the registration over: the first is told it lost it
+    c2 = SecureClient(loop, gw_addr, "controller", "dev-b")
+    assert loop.run_until(c2.ready, 5000) and c2.error is None
+    cs2 = _e2e("dev-a")
+    c2.conn.send({"forward": {"to": "dev-a", "message": cs2.start(), "timeout": 5000}})
+    assert loop.run_until(lambda: c2.replies("forwarded") or c2.closed, 5000), c2.messages
+    cs2.receive(c2.replies("forwarded")[0]["message"])
+    c2.conn.send({"forward": {"to": "dev-a", "token": _token(cs2, {"ping": 3}), "timeout": 5000}})
+    assert loop.run_until(lambda: len(c2.replies("forwarded")) >= 2 or c2.closed, 5000), c2.messages
+    assert _opened(cs2, c2.replies("forwarded")[1]) == {"pong": 3}
+    assert [e for e in c.errors() if e["code"] == "unreachable" and e["to"] == "dev-a"], c.messages
+    assert dev.security.status()["accepted"] == 2
+    for x in (c.conn, c2.conn, reg.conn):
+        x.close()
+    gw.close()
+    dev.close()

@@ -55,6 +55,15 @@ def in_ns(name):
         os.close(here)
 
 
+def keyring(tmp_path, names):
+    """Keys for `names` and the controller: ({host: ["--identity", F, "--trust", F]}, creds)."""
+    from sensormesh.controller.keys import load_controller, provision_local
+    store = str(tmp_path / "keys")
+    frags = provision_local(names, store)
+    args = {n: ["--identity", f["identity"], "--trust", f["trust"]] for n, f in frags.items()}
+    return args, load_controller(store)
+
+
 def start_devices(lab, specs, extra=None):
     """specs: {host: (interp, sensors)}; starts each and waits for its 'listening' line."""
     procs = {}
@@ -85,12 +94,16 @@ def pipeline_file(tmp_path, lab, network, interpreters, steps, sinks):
 
 
 @pytest.mark.netns
-def test_source_and_sink_in_two_domains_through_a_gateway(make_lab, tmp_path):
+@pytest.mark.parametrize("keyed", [False, True], ids=["plaintext", "keys"])
+def test_source_and_sink_in_two_domains_through_a_gateway(make_lab, tmp_path, keyed):
     """(a) the relay on the gateway carries every value once, in order; (c) the Supervisor
-    reaches the MicroPython field device only through the gateway (forwarded control)."""
+    reaches the MicroPython field device only through the gateway (forwarded control). With
+    keys every device has keys, the relay's pipes are secure and the controller's session with
+    esp-1 runs end to end through gw-1, which relays tokens it cannot read."""
     lab = make_lab(ONE_GW, blocked="reject")
+    extra, creds = keyring(tmp_path, ["esp-1", "gw-1", "pc"]) if keyed else ({}, None)
     start_devices(lab, {"esp-1": ("micropython", "counter@0"), "gw-1": ("cpython", "counter@0"),
-                        "pc": ("cpython", "counter@0")})
+                        "pc": ("cpython", "counter@0")}, extra)
     n = 3000
     model = pipeline_file(tmp_path, lab, ONE_GW,
                           {"esp-1": "micropython", "gw-1": "cpython", "pc": "cpython"},
@@ -102,7 +115,7 @@ def test_source_and_sink_in_two_domains_through_a_gateway(make_lab, tmp_path):
     assert lab.probe("controller", lab.addr("esp-1"), PORT)["result"] != "ok"
     rec = Recorder()
     with in_ns(lab.ns("controller")):
-        sup = Supervisor(model, "edge", timeout=5.0, interval=0.5, epoch=1)
+        sup = Supervisor(model, "edge", timeout=5.0, interval=0.5, epoch=1, creds=creds)
         try:
             path = sup.paths["esp-1"]
             assert path.route.mode == "forwarded" and path.route.forwarders == ("gw-1",)
@@ -111,7 +124,7 @@ def test_source_and_sink_in_two_domains_through_a_gateway(make_lab, tmp_path):
             sup.deploy()
             assert sup.placement.pipes[0].route == ["esp-1", "gw-1", "pc"]
             sup.watch(rec.deliver, lambda: len(rec.got("k")) >= n, timeout=60, on_event=rec.event)
-            assert rec.got("k") == list(range(n)), "values lost, repeated or out of order"
+            assert rec.got("k") == list(range(n)), "values lost, repeated or out of order: " + rec.text()
             per, areas = sup.status()
             assert per["esp-1"]["name"] == "esp-1" and areas == []
             st = per["esp-1"]["assignment"]["steps"]
@@ -120,8 +133,10 @@ def test_source_and_sink_in_two_domains_through_a_gateway(make_lab, tmp_path):
             relay = per["gw-1"]["assignment"]["steps"]
             assert relay["out:s->pc@2"]["out"] == n and relay["out:s->pc@2"]["dropped"] == 0
             assert not [e for e in rec.events if "failed" in e], rec.text()
+            if keyed:
+                assert per["esp-1"]["security"]["accepted"] >= 1 and per["esp-1"]["security"]["refused"] == {}
             # a forward to an address the gateway cannot reach is answered, named
-            c = Client(path.first, timeout=10)
+            c = Client(path.first, timeout=10, identity=creds, server="gw-1" if keyed else None)
             try:
                 c.send({"forward": {"to": "198.18.1.1:1", "message": {"ping": 1}, "timeout": 3000}})
                 err = c.recv()["error"]
@@ -271,15 +286,18 @@ def test_only_gateway_killed_reports_the_affected_area_and_keeps_the_rest(make_l
 
 
 @pytest.mark.netns
-def test_device_behind_one_way_link_registers_and_is_deployed(make_lab, tmp_path):
+@pytest.mark.parametrize("keyed", [False, True], ids=["plaintext", "keys"])
+def test_device_behind_one_way_link_registers_and_is_deployed(make_lab, tmp_path, keyed):
     """A MicroPython device that can only dial out registers with the controller (the device's
     `register` config, the Supervisor's `listen`), gets its assignment over that connection, and
-    sends its data into the office over the link."""
+    sends its data into the office over the link. With keys the device is the server of the
+    controller's handshake on the connection it opened."""
     lab = make_lab(DIAL_OUT, blocked="reject")
     ctl = "%s:%d" % (lab.addr("controller"), CTL_PORT)
     cfg = tmp_path / "esp-9.json"
     cfg.write_text(json.dumps({"register": ctl}))
-    start_devices(lab, {"pc": ("cpython", "counter@0")})
+    extra, creds = keyring(tmp_path, ["esp-9", "pc"]) if keyed else ({}, None)
+    start_devices(lab, {"pc": ("cpython", "counter@0")}, extra)
     assert lab.probe("pc", lab.addr("esp-9"), PORT)["result"] != "ok"
     n = 500
     model = pipeline_file(tmp_path, lab, DIAL_OUT, {"pc": "cpython", "esp-9": "micropython"},
@@ -288,14 +306,17 @@ def test_device_behind_one_way_link_registers_and_is_deployed(make_lab, tmp_path
     assert model.topology.control_route("esp-9").mode == "register"
     rec = Recorder()
     with in_ns(lab.ns("controller")):
-        sup = Supervisor(model, "edge", timeout=20.0, listen="0.0.0.0:%d" % CTL_PORT, epoch=1)
+        sup = Supervisor(model, "edge", timeout=20.0, listen="0.0.0.0:%d" % CTL_PORT, epoch=1, creds=creds)
         try:
             start_devices(lab, {"esp-9": ("micropython", "counter@0")},
-                          extra={"esp-9": ["--config", str(cfg)]})
+                          extra={"esp-9": ["--config", str(cfg)] + extra.get("esp-9", [])})
             sup.deploy()
             sup.watch(rec.deliver, lambda: len(rec.got("k")) >= n, timeout=60, on_event=rec.event)
             assert rec.got("k") == list(range(n))
             per, areas = sup.status()
             assert per["esp-9"]["name"] == "esp-9" and areas == []
+            if keyed:
+                assert sup._registered["esp-9"].conn.wrap is not None, "not a secure session"
+                assert per["esp-9"]["security"]["accepted"] == 1
         finally:
             sup.close()
