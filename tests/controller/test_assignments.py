@@ -15,7 +15,7 @@ EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
                        "examples", "pipelines", "alarm.yaml")
 
 
-def mesh():
+def mesh(csv_path="x.csv"):
     p = Pipeline("mesh")
     p.device("esp-1", interpreter="micropython", sensors=["temperature", "gyro"], address="10.0.0.1:7000")
     p.device("esp-2", interpreter="micropython", sensors=["temperature"], address="10.0.0.2:7000")
@@ -28,7 +28,7 @@ def mesh():
     z = t1.zip(t2, id="z", on="a")
     z.map(S.uses_statistics, id="stat").print(id="p1", on="b")
     z.window(values=5, agg="list", id="zw").print(id="p2", on="b")     # fan-out of z to b
-    merge(g.field("accel.0", id="ax"), t1, id="mg", on="c").csv("x.csv", id="out")
+    merge(g.field("accel.0", id="ax"), t1, id="mg", on="c").csv(csv_path, id="out")
     return p
 
 
@@ -116,8 +116,8 @@ def check_device_accepts(a):
 
 
 @pytest.mark.parametrize("strategy", ["central", "edge", "optimal"])
-def test_assignments_are_consistent(strategy):
-    p = mesh()
+def test_assignments_are_consistent(strategy, tmp_path):
+    p = mesh(str(tmp_path / "out.csv"))   # check_consistent builds the steps: the csv sink opens it
     pl = p.plan(strategy)
     check_consistent(p, pl, pl.assignments(epoch=3))
 
