@@ -32,9 +32,14 @@
 #     connection. So does anything forwarded to a name that was registered here and is
 #     momentarily not (the device is redialing).
 from sensormesh import codec, transport
+from sensormesh.compat import MICROPYTHON
 
 CONNECT_MS = 5000
 RETRY_MS = (200, 500, 1000, 2000, 5000)
+# Registration names are chosen by whoever registers: bounded in length, and the gateway
+# remembers at most SEEN_MAX of the names that registered at some time (oldest forgotten).
+NAME_MAX = 64
+SEEN_MAX = 16 if MICROPYTHON else 1024
 
 
 def secure_hello(msg):
@@ -132,7 +137,7 @@ class Forwarder:
         self.dev = dev
         self.ups = []          # Upstream objects
         self.registered = {}   # name -> Registered
-        self.seen = {}         # names that registered here at some time -> True
+        self.seen = []         # names that registered here at some time, oldest first (SEEN_MAX)
         self.waiting = {}      # name -> [session, message, timer]: waits for the name to register
 
     def drop(self, up):
@@ -229,8 +234,8 @@ class Forwarder:
 
     def register(self, session, body):
         name = body.get("name") if type(body) is dict else None
-        if type(name) is not str or not name:
-            session.fail(session.conn, "bad-request", "register needs {\"name\": NAME}")
+        if type(name) is not str or not name or len(name) > NAME_MAX:
+            session.fail(session.conn, "bad-request", "register needs {\"name\": NAME} (1-%d characters)" % NAME_MAX)
             return
         old = self.registered.get(name)
         reg = Registered(self, name, session.conn)
@@ -238,7 +243,10 @@ class Forwarder:
             reg.requester = old.requester
             old.conn.close("replaced by a new registration")
         self.registered[name] = reg
-        self.seen[name] = True
+        if name not in self.seen:
+            self.seen.append(name)
+            if len(self.seen) > SEEN_MAX:
+                self.seen.pop(0)
         session.kind = "registered"
         session.handler = reg
         session.conn.send({"registered": {"name": name, "by": self.dev.name}})

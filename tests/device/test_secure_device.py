@@ -353,3 +353,33 @@ def test_keyed_device_registers_with_a_gateway_and_serves_the_controllers_hello(
         x.close()
     gw.close()
     dev.close()
+
+
+def test_gateway_bounds_what_strangers_register():
+    # Registration is not authenticated: whatever names strangers register, the gateway keeps a
+    # bounded list of them, and refuses overlong names.
+    from sensormesh import forward
+    loop = transport.Loop()
+    gw = keyed("dev-b", [], loop)
+    gw_addr = listen(gw)
+    keep = forward.SEEN_MAX
+    forward.SEEN_MAX = 3
+    try:
+        for i in range(6):
+            c = Collector()
+            conn = transport.dial(loop, gw_addr, c)
+            conn.send({"register": {"name": "stranger-%d" % i}})
+            assert loop.run_until(lambda: c.replies("registered") or c.closed, 5000), c.messages
+            conn.close()
+            assert loop.run_until(lambda: "stranger-%d" % i not in gw.forwarder.registered, 5000)
+        assert gw.forwarder.seen == ["stranger-3", "stranger-4", "stranger-5"]
+        c = Collector()
+        conn = transport.dial(loop, gw_addr, c)
+        conn.send({"register": {"name": "x" * (forward.NAME_MAX + 1)}})
+        assert loop.run_until(lambda: c.closed is not None, 5000)
+        err = c.replies("error")[0]
+        assert err["code"] == "bad-request" and "characters" in err["message"], err
+        assert len(gw.forwarder.seen) == 3
+    finally:
+        forward.SEEN_MAX = keep
+        gw.close()
