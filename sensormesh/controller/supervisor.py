@@ -226,6 +226,9 @@ class Supervisor:
         self.events = []         # every event text, in order
         self.losses = []         # one dict per pipe that lost values in a re-route
         self.reroutes = 0
+        self.recoveries = 0      # redeployments after failed devices answered again
+        self.recover_every = 5 * self.interval   # seconds between probes of the failed devices
+        self._original = None    # the placement of the first deployment (restored once all are back)
         self.last_status = {}    # device -> last status reply
         self.info = {}           # device -> its answer to hello (name, implementation, sensors)
         self.pending = []        # (device, message) delivered before watch() had a callback
@@ -250,29 +253,9 @@ class Supervisor:
         paths = {}
         self.path_errors = {}
         for dev, route in topo.control_routes().items():
-            first, targets = None, []
-            for i, hop in enumerate(route.hops):
-                if hop.dialer == hop.dst:          # the device dials out: it registered
-                    if hop.src == CONTROLLER:
-                        first = REGISTERED + hop.dst
-                    else:
-                        targets.append(hop.dst)
-                    continue
-                if i == 0 and hop.dst in self.overrides:
-                    addr = self.overrides[hop.dst]
-                else:
-                    try:
-                        addr = dial_address(hop.dst, hop_domain(hop), inv)
-                    except RoutingError as e:
-                        self.path_errors[dev] = "no address to reach it for control: %s" % e
-                        break
-                if i == 0:
-                    first = addr
-                    self.server_of[addr] = hop.dst
-                else:
-                    targets.append(addr)
-            if dev not in self.path_errors:
-                paths[dev] = ControlPath(dev, first, targets, route)
+            p = self._path(dev, route, inv)
+            if p is not None:
+                paths[dev] = p
         for dev, p in paths.items():
             old = self.paths.get(dev)
             if old is not None and self.by_key.get(old.key) == dev:
@@ -289,6 +272,31 @@ class Supervisor:
         for key in [k for k in self.e2e if k not in used]:     # sessions over routes given up
             del self.e2e[key]
         return paths
+
+    def _path(self, dev, route, inv):
+        """The ControlPath along route, or None (the reason in path_errors[dev])."""
+        first, targets = None, []
+        for i, hop in enumerate(route.hops):
+            if hop.dialer == hop.dst:          # the device dials out: it registered
+                if hop.src == CONTROLLER:
+                    first = REGISTERED + hop.dst
+                else:
+                    targets.append(hop.dst)
+                continue
+            if i == 0 and hop.dst in self.overrides:
+                addr = self.overrides[hop.dst]
+            else:
+                try:
+                    addr = dial_address(hop.dst, hop_domain(hop), inv)
+                except RoutingError as e:
+                    self.path_errors[dev] = "no address to reach it for control: %s" % e
+                    return None
+            if i == 0:
+                first = addr
+                self.server_of[addr] = hop.dst
+            else:
+                targets.append(addr)
+        return ControlPath(dev, first, targets, route)
 
     def _accept(self):
         return _Link(self, None)
@@ -679,7 +687,7 @@ class Supervisor:
             running = []
             for d in asg:
                 try:
-                    st = self._call(d, {"status": {}}, ("status",))
+                    st = self._call(d, {"status": {}}, ("status",)).get("status") or {}
                 except SupervisorError:
                     continue
                 e = (st.get("assignment") or {}).get("epoch")
@@ -709,6 +717,8 @@ class Supervisor:
             raise
         self.assignments = dict(asg)
         self.deployed = set(asg)
+        if self._original is None:
+            self._original = pl
         return order
 
     # -- watching --------------------------------------------------------------------------------
@@ -728,6 +738,7 @@ class Supervisor:
             self.pending = []
             deadline = None if timeout is None else time.monotonic() + timeout
             next_ping = time.monotonic() + self.interval
+            next_probe = time.monotonic() + self.recover_every
             while not until():
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
@@ -743,6 +754,9 @@ class Supervisor:
                 self._check_pings()
                 if self._suspects and not self._handling:
                     self._handle_suspects()
+                if self.failed and not self._handling and time.monotonic() >= next_probe:
+                    self._probe_failed()
+                    next_probe = time.monotonic() + self.recover_every
         finally:
             self._on_deliver, self._on_event = None, None
 
@@ -864,15 +878,28 @@ class Supervisor:
         except PipelineError as e:
             self._event("no re-routing: %s; the rest keeps running" % e)
             return
+        self._redeploy(new_pl, how, impact)
+
+    def _redeploy(self, new_pl, how, impact=None):
+        """Move the running pipeline to new_pl at a new epoch: the devices whose assignment
+        changes, and every device piped to them, are stopped (upstream first, losses reported)
+        and deployed again (downstream first). impact: the failure that led here, if any."""
         epoch = self.epoch + 1
         new_asg = add_pipe_peers(new_pl.assignments(epoch=epoch, include_empty=False))
         alive = [d for d in self.paths if d not in self.failed and d not in self.cut_off]
         changed = {d for d in alive
                    if _strip_epoch(new_asg.get(d)) != _strip_epoch(self.assignments.get(d))}
-        if impact.lost_steps and not how.startswith("placed again"):
+        # Pipes join only ends of one epoch: a device that was cut off while its neighbours moved
+        # to a newer epoch still runs the old one, so such pairs move too.
+        running = {d: (self.assignments.get(d) or {}).get("epoch") for d in alive if d in self.deployed}
+        for d in running:
+            for e in running:
+                if running[d] != running[e] and _hop_edges(new_asg.get(d)) & _hop_edges(new_asg.get(e)):
+                    changed |= {d, e}
+        if impact is not None and impact.lost_steps and not how.startswith("placed again"):
             self._event("steps lost with %s stay down: %s" % (", ".join(sorted(self.failed)), how))
         if not changed:
-            if impact.areas or any(e.status == "cut" for e in impact.edges):
+            if impact is not None and (impact.areas or any(e.status == "cut" for e in impact.edges)):
                 self._event("nothing can be re-routed; the cut-off area stays down until a device "
                             "named above is back; the rest keeps running")
             return
@@ -913,12 +940,102 @@ class Supervisor:
                 self.deployed.discard(d)
         self.epoch = epoch
         self.placement = new_pl
-        self.reroutes += 1
-        moved = [e for e in impact.edges if e.status == "rerouted"]
+        if impact is None:
+            self.recoveries += 1
+        else:
+            self.reroutes += 1
+        moved = [e for e in impact.edges if e.status == "rerouted"] if impact is not None else []
         for e in moved:
             self._event("re-routed edge %s: %s" % (e.edge, e.new_route.explain()))
         self._event("redeployed %s at epoch %d (%s; downstream first)"
                     % (", ".join(order), epoch, how))
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def _probe_failed(self):
+        """Ask each failed device (briefly, over the network without the other failed ones)
+        whether it answers again; the ones that do are taken back into the pipeline."""
+        self._handling = True
+        try:
+            before = dict(self.paths)
+            back = []
+            probe = min(self.timeout, max(1.0, self.interval))
+            inv = self.model.routing_inventory()
+            for d in sorted(self.failed):
+                # only d gets a path for the probe: the others' paths (and replies) stay as they are
+                route = self.topology.without(self.failed - {d} - set(back)).control_routes().get(d)
+                p = self._path(d, route, inv) if route is not None else None
+                if p is None or self.by_key.get(p.key, d) != d:
+                    continue
+                self.paths[d] = p
+                self.by_key[p.key] = d
+                if self._hello([d], probe):
+                    del self.paths[d]
+                    self.by_key.pop(p.key, None)
+                else:
+                    back.append(d)
+            if back:
+                self._set_paths(self.topology.without(self.failed - set(back)))
+                self._on_recovery(back, before)
+        finally:
+            self._handling = False
+
+    def _on_recovery(self, back, before):
+        self.failed -= set(back)
+        for d in back:
+            self._event("%s answers again" % d)
+        degraded = self.topology.without(self.failed)
+        self.cut_off = set(degraded.unreachable()) if self.failed else set()
+        # control of the devices behind a device that is back moves to the old routes again
+        moved = [d for d in self.control_devices(sorted(self.deployed))
+                 if d not in self.failed and d not in self.cut_off and d not in back
+                 and before.get(d) != self.paths.get(d)]
+        errors = self._hello(moved)
+        for d in moved:
+            if d in self.deployed and d not in errors:
+                self._wait([self._send(d, {"subscribe": {}}, ("subscribed",))])
+        for d, e in errors.items():
+            self._suspect(d, e)
+        # a device that is back restarted (it runs nothing) or was cut off (it runs an old epoch):
+        # either way it starts afresh
+        for d in back:
+            if d in self.deployed:
+                self._wait([self._send(d, {"stop": {}}, ("stopped",))])
+                self.deployed.discard(d)
+                self.assignments.pop(d, None)
+        self.impact = self.topology.affected_by(sorted(self.failed), self._pipes(self.place()),
+                                                dict(self.place().device_of)) if self.failed else None
+        try:
+            new_pl, how = self._recovery_plan(back)
+        except PipelineError as e:
+            self._event("%s is back but the pipeline cannot be placed again: %s; the rest keeps running"
+                        % (", ".join(back), e))
+            return
+        self._redeploy(new_pl, how)
+
+    def _recovery_plan(self, back):
+        """(placement, how) for the network with the devices that came back."""
+        names = ", ".join(back)
+        if not self.failed and self._original is not None:
+            return self._original, "%s back: the placement before the failures" % names
+        from sensormesh.controller.placement import place
+        failed = set(self.failed)
+        degraded = self.topology.without(failed)
+
+        def link(a, b):
+            if a == b:
+                return 0, Route((a,))
+            if a in failed or b in failed:
+                return None
+            return degraded.link(a, b)
+
+        opts = dict(self._place_options)
+        opts.setdefault("cpu_headroom", self.place().cpu_headroom)
+        pl = place(self.model, self.place().strategy, link=link, **opts)
+        if any(d in failed for d in pl.device_of.values()):
+            return self.place(), "%s back; steps stay where they are (placing them again would need %s)" % (
+                names, ", ".join(sorted(failed)))
+        return pl, "%s back: placed again without %s" % (names, ", ".join(sorted(failed)))
 
     def _report_losses(self, placement, final):
         """Per pipe whose both ends were stopped: what the sender took in and the receiver never got."""

@@ -104,7 +104,7 @@ def test_forwarded_control_relay_and_reroute_after_gateway_killed(devices, tmp_p
         sup.watch(rec.deliver, until, timeout=40, on_event=rec.event)
         assert sup.reroutes == 1, rec.events
         text = "\n".join(rec.events)
-        assert "%s failed" % used in text and "%s is down" % used in text
+        assert "%s failed" % used in text and "%s is down" % used in text, text
         assert sum(1 for e in rec.events if e == "%s is down" % used) == 1, "reported twice"
         assert "alternative route: esp -> %s -> pc" % other in text
         assert "control of esp now goes forwarded: controller -> %s -> esp" % other in text
@@ -318,3 +318,66 @@ def test_steps_lost_with_a_failed_device_are_placed_again(devices, tmp_path):
         assert got == sorted(set(got)) and got[-1] >= killed[0] + 300
     finally:
         sup.close()
+
+
+def test_device_that_comes_back_gets_its_steps_again(devices, tmp_path):
+    """mid dies, d moves to what is left; mid comes back (same address, a fresh process): the
+    supervisor finds it answering, returns to the placement before the failure and the stream
+    goes on, in order, through mid again."""
+    from sensormesh.controller.placement import Placement, default_link
+    model, procs = start(devices, tmp_path, FLAT, ["esp", "mid", "pc"])
+    where = {"s": "esp", "d": "mid", "k": "pc"}
+    pl = Placement(model, "optimal", where, {s: "test" for s in where}, default_link, 0.8)
+    sup = Supervisor(model, pl, timeout=3.0, interval=0.3, epoch=1)
+    rec = Recorder()
+    port = model.devices["mid"].address.rpartition(":")[2]
+    try:
+        sup.deploy()
+        marks = {}
+
+        def until():
+            got = rec.got("k")
+            if "killed" not in marks and len(got) >= 100:
+                procs["mid"].p.kill()
+                procs["mid"].p.wait(10)
+                marks["killed"] = got[-1]
+            if "killed" in marks and "back" not in marks and sup.reroutes and got[-1] >= marks["killed"] + 100:
+                assert sup.placement.device_of["d"] in ("esp", "pc")
+                devices("cpython", ["--port", port, "--name", "mid", "--sensors", "counter@0"]).wait_line("listening on")
+                marks["back"] = got[-1]
+            return "back" in marks and sup.recoveries and got[-1] >= marks["back"] + 300
+        sup.watch(rec.deliver, until, timeout=60, on_event=rec.event)
+        text = "\n".join(rec.events)
+        assert "mid failed" in text and "mid answers again" in text, text
+        assert "mid back: the placement before the failures" in text, text
+        assert sup.placement.device_of["d"] == "mid" and "mid" in sup.deployed and not sup.failed
+        assert sup.assignments["mid"]["epoch"] == sup.epoch == 3      # deploy 1, re-route 2, back 3
+        got = rec.got("k")
+        assert got == sorted(set(got)) and got[-1] >= marks["back"] + 300
+        st = sup._call("mid", {"status": {}}, ("status",))["status"]
+        assert st["assignment"]["epoch"] == 3 and st["assignment"]["state"] == "running", st
+    finally:
+        sup.close()
+
+
+def test_a_new_deployment_is_newer_than_what_the_devices_run(devices, tmp_path):
+    """Two controllers that would pick the same epoch (e.g. two deploys within one second): the
+    second asks the devices and goes one past the newest epoch they run."""
+    from sensormesh.controller.placement import Placement, default_link
+    model, procs = start(devices, tmp_path, FLAT, ["esp", "mid", "pc"])
+    where = {"s": "esp", "d": "mid", "k": "pc"}
+    pl = Placement(model, "optimal", where, {s: "test" for s in where}, default_link, 0.8)
+    first = Supervisor(model, pl, timeout=3.0, epoch=7)
+    try:
+        first.deploy()
+    finally:
+        first.close()
+    second = Supervisor(model, pl, timeout=3.0, epoch=7)
+    try:
+        second.deploy()
+        assert second.epoch == 8
+        for d in ("esp", "mid", "pc"):
+            st = second._call(d, {"status": {}}, ("status",))["status"]
+            assert st["assignment"]["epoch"] == 8, st
+    finally:
+        second.close()
