@@ -28,34 +28,16 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from procs import Proc, free_port  # noqa: E402
 
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from bench_stream import count  # noqa: E402
+
 
 def reader(addr, tf, seconds, creds):
     """Child process: request the counter stream and count what arrives."""
     from sensormesh.client import Client
     c = Client(addr, timeout=10, identity=creds or None, server="dev-a" if creds else None)
     c.request_data("counter", tf)
-    dec = c.decoder
-    sock = c.sock
-    values = frames = 0
-    start = None
-    while True:
-        data = sock.recv(1 << 20)
-        if not data:
-            break
-        if start is None:
-            start = time.perf_counter()
-        dec.feed(data)
-        while True:
-            m = dec.next()
-            if m is None:
-                break
-            values += len(m)
-            frames += 1
-        if time.perf_counter() - start >= seconds:
-            break
-    el = time.perf_counter() - start
-    c.close()
-    print(json.dumps({"values": values / el, "frames": frames / el}))
+    count(c, seconds)
 
 
 def worker_argv(interp, port, keys):

@@ -34,11 +34,16 @@ DEVICE_MODULES = ["sensormesh/__init__.py", "sensormesh/compat.py", "sensormesh/
 
 def reader(addr, tf, seconds):
     """Child process: request the counter stream and count what arrives."""
-    from sensormesh import codec
     from sensormesh.client import Client
     c = Client(addr, timeout=10)
     if tf >= 0:
         c.request_data("counter", tf)
+    count(c, seconds)
+
+
+def count(c, seconds):
+    """Count the values and frames arriving on client c for `seconds` (from the first byte),
+    close it and print {"values": per second, "frames": per second} as JSON."""
     dec = c.decoder
     sock = c.sock
     values = frames = 0

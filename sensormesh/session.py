@@ -384,6 +384,7 @@ class _Side:
         self.failed = None
         self.peer = None       # the authenticated peer's name
         self.role = None       # and its role
+        self.peer_fp = None    # and its key's fingerprint
         self.channel = None
         self.wrap = None       # payload -> token, for Connection.wrap
         self.unwrap = None     # token -> payload (codec.ProtocolError if bad), Connection.unwrap
@@ -418,7 +419,6 @@ class ServerSession(_Side):
         self.replay = replay if replay is not None else ReplayCache()
         self.window = window if window is not None else self.replay.window
         self.pairs = pairs if pairs is not None else PairCache(1)
-        self.peer_fp = None
 
     def receive(self, msg):
         self._check_state()
@@ -485,7 +485,6 @@ class ClientSession(_Side):
         _Side.__init__(self, identity, trust, roles, clock)
         self.server = server
         self.pairs = pairs if pairs is not None else PairCache(1)
-        self.peer_fp = None
         self._pending = None
 
     def start(self):

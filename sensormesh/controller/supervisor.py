@@ -819,29 +819,22 @@ class Supervisor:
             self._set_paths(degraded)
             self.cut_off = set(impact.unreachable)
             # control moves to the new routes: reopen the session, subscribe to deliveries again
-            moved = [d for d in self.control_devices(sorted(self.deployed))
-                     if d not in self.failed and d not in self.cut_off
-                     and old_paths.get(d) != self.paths.get(d)]
+            moved = self._moved_control(old_paths)
             errors = self._hello(moved)
             if errors:
                 for d, e in errors.items():
                     self._event("%s failed: %s" % (d, e))
                 self.failed |= set(errors)
                 continue
-            for d in moved:
-                if d in self.deployed:
-                    self._wait([self._send(d, {"subscribe": {}}, ("subscribed",))])
+            self._subscribe(moved)
             break
         self.impact = impact
         for line in impact.lines():
             self._event(line)
         self._reroute(impact)
 
-    def _replan(self):
-        """(new placement, how) on the network without the failed devices."""
-        from sensormesh.controller.placement import Placement, place
-        old = self.place()
-        failed = set(self.failed)
+    def _degraded_link(self, failed):
+        """link(a, b) of the network without the failed devices (None: no route)."""
         degraded = self.topology.without(failed)
 
         def link(a, b):
@@ -850,13 +843,38 @@ class Supervisor:
             if a in failed or b in failed:
                 return None
             return degraded.link(a, b)
+        return link
 
+    def _place_with(self, link, old):
+        """The whole pipeline placed again with old's strategy and headroom over link."""
+        from sensormesh.controller.placement import place
+        opts = dict(self._place_options)
+        opts.setdefault("cpu_headroom", old.cpu_headroom)
+        return place(self.model, old.strategy, link=link, **opts)
+
+    def _moved_control(self, before, skip=()):
+        """Deployed devices (and their gateways) still reachable whose control path is no
+        longer the one in before."""
+        return [d for d in self.control_devices(sorted(self.deployed))
+                if d not in self.failed and d not in self.cut_off and d not in skip
+                and before.get(d) != self.paths.get(d)]
+
+    def _subscribe(self, devices):
+        """Callback deliveries of these devices come to the controller over their (new) paths."""
+        for d in devices:
+            if d in self.deployed:
+                self._wait([self._send(d, {"subscribe": {}}, ("subscribed",))])
+
+    def _replan(self):
+        """(new placement, how) on the network without the failed devices."""
+        from sensormesh.controller.placement import Placement
+        old = self.place()
+        failed = set(self.failed)
+        link = self._degraded_link(failed)
         note = ""
         if any(d in failed for d in old.device_of.values()):
             try:
-                opts = dict(self._place_options)
-                opts.setdefault("cpu_headroom", old.cpu_headroom)
-                pl = place(self.model, old.strategy, link=link, **opts)
+                pl = self._place_with(link, old)
                 if not any(d in failed for d in pl.device_of.values()):
                     return pl, "placed again without %s" % ", ".join(sorted(failed))
                 note = "placing the lost steps again would still need %s" % ", ".join(sorted(failed))
@@ -987,13 +1005,9 @@ class Supervisor:
         degraded = self.topology.without(self.failed)
         self.cut_off = set(degraded.unreachable()) if self.failed else set()
         # control of the devices behind a device that is back moves to the old routes again
-        moved = [d for d in self.control_devices(sorted(self.deployed))
-                 if d not in self.failed and d not in self.cut_off and d not in back
-                 and before.get(d) != self.paths.get(d)]
+        moved = self._moved_control(before, skip=back)
         errors = self._hello(moved)
-        for d in moved:
-            if d in self.deployed and d not in errors:
-                self._wait([self._send(d, {"subscribe": {}}, ("subscribed",))])
+        self._subscribe([d for d in moved if d not in errors])
         for d, e in errors.items():
             self._suspect(d, e)
         # a device that is back restarted (it runs nothing) or was cut off (it runs an old epoch):
@@ -1003,8 +1017,9 @@ class Supervisor:
                 self._wait([self._send(d, {"stop": {}}, ("stopped",))])
                 self.deployed.discard(d)
                 self.assignments.pop(d, None)
-        self.impact = self.topology.affected_by(sorted(self.failed), self._pipes(self.place()),
-                                                dict(self.place().device_of)) if self.failed else None
+        pl = self.place()
+        self.impact = self.topology.affected_by(sorted(self.failed), self._pipes(pl),
+                                                dict(pl.device_of)) if self.failed else None
         try:
             new_pl, how = self._recovery_plan(back)
         except PipelineError as e:
@@ -1018,20 +1033,8 @@ class Supervisor:
         names = ", ".join(back)
         if not self.failed and self._original is not None:
             return self._original, "%s back: the placement before the failures" % names
-        from sensormesh.controller.placement import place
         failed = set(self.failed)
-        degraded = self.topology.without(failed)
-
-        def link(a, b):
-            if a == b:
-                return 0, Route((a,))
-            if a in failed or b in failed:
-                return None
-            return degraded.link(a, b)
-
-        opts = dict(self._place_options)
-        opts.setdefault("cpu_headroom", self.place().cpu_headroom)
-        pl = place(self.model, self.place().strategy, link=link, **opts)
+        pl = self._place_with(self._degraded_link(failed), self.place())
         if any(d in failed for d in pl.device_of.values()):
             return self.place(), "%s back; steps stay where they are (placing them again would need %s)" % (
                 names, ", ".join(sorted(failed)))
