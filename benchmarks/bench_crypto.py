@@ -28,8 +28,9 @@ ROOT = HERE + "/.."
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from sensormesh import fernet, session  # noqa: E402
-from sensormesh.compat import MICROPYTHON, ticks_diff, ticks_us  # noqa: E402
+from sensormesh.device.secure import fernet  # noqa: E402
+from sensormesh.device.secure import handshake as session
+from sensormesh.device.compat import MICROPYTHON, ticks_diff, ticks_us  # noqa: E402
 
 BIGINT = 100
 OTHER = 40

@@ -94,7 +94,7 @@ class Probe:
 
 def baseline(probe):
     bare = probe.run_code("import gc\ngc.collect()\nprint('bare|%d' % gc.mem_alloc())", "4M")
-    codec = probe.run_code("import gc\ngc.collect()\na = gc.mem_alloc()\nimport sensormesh.codec\ngc.collect()\n"
+    codec = probe.run_code("import gc\ngc.collect()\na = gc.mem_alloc()\nimport sensormesh.device.codec\ngc.collect()\n"
                            "print('codec|%d' % (gc.mem_alloc() - a))", "4M")
     return int(bare["bare"]), int(codec["codec"])
 
@@ -218,12 +218,12 @@ def main(argv):
     w = 52
     print("Device heap on the MicroPython unix port (64-bit: objects up to twice their ESP32 size);")
     print("modules precompiled with mpy-cross; bytes = gc.mem_alloc() growth after gc.collect();")
-    print("ratio = against the heap importing only sensormesh.codec takes (same run)")
+    print("ratio = against the heap importing only sensormesh.device.codec takes (same run)")
     print()
     print("%-*s %12s %8s" % (w, "baseline", "heap", "ratio"))
     print("-" * (w + 22))
     print("%-*s %12s %8s" % (w, "bare interpreter (micropython -c, after gc)", kb(bare), x(bare)))
-    print("%-*s %12s %8s" % (w, "import sensormesh.codec only", kb(codec), "1.0x"))
+    print("%-*s %12s %8s" % (w, "import sensormesh.device.codec only", kb(codec), "1.0x"))
     print()
     print("%-*s %12s %8s %12s" % (w, "imports (each line: growth, fresh interpreter)", "heap", "ratio", "under " + heap))
     print("-" * (w + 35))

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from sensormesh.api import Pipeline  # noqa: E402
 from sensormesh.controller import runner  # noqa: E402
 from sensormesh.controller.local import LocalCluster  # noqa: E402
-from sensormesh.compat import ticks_us  # noqa: E402,F401  (shipped code imports it on devices)
+from sensormesh.device.compat import ticks_us  # noqa: E402,F401  (shipped code imports it on devices)
 
 WINDOW = 100
 
@@ -36,7 +36,7 @@ def passthrough(t):
 
 
 def latency(t):
-    from sensormesh.compat import ticks_us
+    from sensormesh.device.compat import ticks_us
     return ticks_us() - t
 
 

@@ -67,7 +67,7 @@ def stream(interp, keys, creds, tf, seconds):
 def handshakes(interp, keys, readers):
     """Median ms of: plaintext connect + info; first-contact handshake; cached handshake (client's
     view). readers: one credentials directory per first contact (keys the device has not met)."""
-    from sensormesh import session
+    from sensormesh.device.secure import handshake as session
     from sensormesh.client import Client
     out = {}
     n = len(readers)

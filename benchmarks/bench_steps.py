@@ -13,8 +13,9 @@ ROOT = HERE + "/.."
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from sensormesh import shipped, steps  # noqa: E402
-from sensormesh.compat import MICROPYTHON, implementation, ticks_diff, ticks_us  # noqa: E402
+from sensormesh.device.runtime import shipped  # noqa: E402
+from sensormesh.device import steps
+from sensormesh.device.compat import MICROPYTHON, implementation, ticks_diff, ticks_us  # noqa: E402
 
 USER = "def scale(v):\n    return v * 0.5 + 1.0\n"
 

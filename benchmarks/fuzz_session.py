@@ -33,7 +33,8 @@ TARGETS = ("frames", "handshake", "channel")
 
 
 def make_target(name):
-    from sensormesh import codec, session
+    from sensormesh.device import codec
+    from sensormesh.device.secure import handshake as session
     if name == "frames":
         def run(data):
             dec = codec.Decoder(4096)
@@ -82,7 +83,8 @@ def make_target(name):
 
 def seeds(name, directory):
     """Valid inputs to start from, so the search begins past the JSON and base64 checks."""
-    from sensormesh import codec, session
+    from sensormesh.device import codec
+    from sensormesh.device.secure import handshake as session
     import test_session as fx
     f = fx.fixture()
     trust = session.load_trust(fx.trust_json())
@@ -106,7 +108,10 @@ def child(name, runs, corpus):
     """One target in this process (atheris takes over the process and exits it)."""
     import atheris
     with atheris.instrument_imports():
-        from sensormesh import codec, fernet, session, x25519  # noqa: F401
+        from sensormesh.device import codec  # noqa: F401
+        from sensormesh.device.secure import fernet
+        from sensormesh.device.secure import handshake as session
+        from sensormesh.device.secure import x25519
     run = make_target(name)
     seeds(name, corpus)
     atheris.Setup([sys.argv[0], "-atheris_runs=%d" % runs, "-print_final_stats=1", corpus], run)

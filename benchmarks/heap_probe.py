@@ -14,13 +14,13 @@ FAKE_HW = ("machine", "esp32", "dht", "fakeparts")
 # What a device imports, in the order it needs it: the runtime that serves data requests, the
 # drivers, then (lazily, on the first deployment) the assignment runtime, the secure session.
 GROUPS = (
-    ("device package (runtime, data requests)", ("sensormesh.compat", "sensormesh.codec", "sensormesh.transport",
-                                                 "sensormesh.sensors", "sensormesh.datarequest",
-                                                 "sensormesh.device")),
-    ("all 10 esp32 drivers", tuple("sensormesh.sensors.esp32." + d for d in DRIVERS)),
-    ("assignment runtime (first deploy)", ("sensormesh.shipped", "sensormesh.steps", "sensormesh.pipes",
-                                           "sensormesh.assignment")),
-    ("secure session", ("sensormesh.fernet", "sensormesh.x25519", "sensormesh.session")),
+    ("device package (runtime, data requests)", ("sensormesh.device.compat", "sensormesh.device.codec", "sensormesh.device.transport",
+                                                 "sensormesh.device.sensors", "sensormesh.device.datarequest",
+                                                 "sensormesh.device.core")),
+    ("all 10 esp32 drivers", tuple("sensormesh.device.sensors.esp32." + d for d in DRIVERS)),
+    ("assignment runtime (first deploy)", ("sensormesh.device.runtime.shipped", "sensormesh.device.steps", "sensormesh.device.runtime.pipes",
+                                           "sensormesh.device.runtime")),
+    ("secure session", ("sensormesh.device.secure.fernet", "sensormesh.device.secure.x25519", "sensormesh.device.secure.handshake")),
 )
 # The two streams: a potentiometer batched in 100 ms time frames and an MPU-6050 sending every
 # value on its own, both read at 100 Hz.
@@ -71,7 +71,7 @@ def serve(port, seconds):
     exec(BOARD, {})
     print("fake|%d" % (used() - t))
     t = used()
-    from sensormesh import device
+    from sensormesh.device import core as device
     dev = device.start({"name": "bench", "host": "127.0.0.1", "port": port, "sensors": SENSORS})
     print("device|%d" % (used() - t))
     print("ready|%d" % used())

@@ -23,25 +23,12 @@ import click
 # The directory holding the sensormesh package (the repository root in a checkout).
 BASE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# What runs on a device: paths relative to BASE; a trailing "/" takes every .py file in the
-# folder and below. Everything a device module imports from sensormesh must be in here.
+# What runs on a device: the device folder (paths relative to BASE; a trailing "/" takes every
+# .py file in the folder and below). A device module imports nothing of sensormesh outside
+# sensormesh/device/ (tests/test_device_imports.py checks it on both interpreters).
 DEVICE_MODULES = (
     "sensormesh/__init__.py",
-    "sensormesh/compat.py",
-    "sensormesh/codec.py",
-    "sensormesh/session.py",
-    "sensormesh/fernet.py",
-    "sensormesh/x25519.py",
-    "sensormesh/secure.py",
-    "sensormesh/transport.py",
-    "sensormesh/device.py",
-    "sensormesh/forward.py",
-    "sensormesh/datarequest.py",
-    "sensormesh/steps.py",
-    "sensormesh/shipped.py",
-    "sensormesh/assignment.py",
-    "sensormesh/pipes.py",
-    "sensormesh/sensors/",
+    "sensormesh/device/",
 )
 
 # What never goes onto a device: CPython-only code and test tooling. Every module of the
@@ -52,7 +39,6 @@ HOST_MODULES = (
     "sensormesh/api.py",
     "sensormesh/board.py",
     "sensormesh/client.py",
-    "sensormesh/x25519_native.py",
     "sensormesh/fakehw/",
 )
 
@@ -108,7 +94,7 @@ def host_files(base=BASE):
 
 def package_json(base=BASE):
     """MicroPython mip package description of the device modules (the source files)."""
-    from sensormesh.device import VERSION
+    from sensormesh.device.core import VERSION
     return {"urls": [[f, f] for f in device_files(base)], "deps": [], "version": VERSION}
 
 
@@ -124,7 +110,7 @@ def package_json_text(base=BASE):
 
 def driver_params(kind, base=BASE):
     """Constructor parameter names of the esp32 driver for kind, read from its source."""
-    path = os.path.join(base, "sensormesh", "sensors", "esp32", kind + ".py")
+    path = os.path.join(base, "sensormesh", "device", "sensors", "esp32", kind + ".py")
     if not os.path.exists(path):
         return None
     cls_name = kind[0].upper() + kind[1:]
@@ -140,7 +126,7 @@ def driver_params(kind, base=BASE):
 
 
 def esp32_kinds(base=BASE):
-    d = os.path.join(base, "sensormesh", "sensors", "esp32")
+    d = os.path.join(base, "sensormesh", "device", "sensors", "esp32")
     return sorted(f[:-3] for f in os.listdir(d) if f.endswith(".py") and not f.startswith("_"))
 
 
@@ -250,7 +236,7 @@ gc.collect()
 
 MAIN_PY = """\
 # sensormesh board entry point, written by `sensormesh board deploy`: reads device.json,
-# joins the WiFi and runs the device (sensormesh.device.run(config)) until reset. When that
+# joins the WiFi and runs the device (sensormesh.device.core.run(config)) until reset. When that
 # fails it prints why, waits restart_after_s seconds (Ctrl-C here gets the REPL) and resets.
 import json
 import sys
@@ -279,8 +265,8 @@ def main():
     wifi = cfg.get("wifi") or {}
     if wifi.get("ssid"):
         print("sensormesh: WiFi %s up, address %s" % (wifi["ssid"], wifi_up(wifi)))
-    from sensormesh import device
-    device.run(cfg)
+    from sensormesh.device.core import run
+    run(cfg)
 
 
 def restart_after_s():

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from sensormesh import codec
+from sensormesh.device import codec
 
 
 @click.group()
@@ -43,8 +43,8 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns, identit
 
     With --identity and --trust (or "identity"/"trust" in the config) the device accepts only
     authenticated, encrypted sessions (docs/security.md)."""
-    from sensormesh import device
-    from sensormesh.sensors import SensorError
+    from sensormesh.device import core as device
+    from sensormesh.device.sensors import SensorError
     cfg = {}
     if config_path:
         with open(config_path) as f:
@@ -109,7 +109,7 @@ def client(address, sensor, time_frame, values_per_time_frame, count, timeout, i
     if identity:
         if not device_name:
             raise click.UsageError("--identity needs --device NAME: the name of the device to authenticate")
-        from sensormesh import session
+        from sensormesh.device.secure import handshake as session
         try:
             creds = session.load_credentials(identity, trust)
         except (OSError, ValueError, KeyError) as e:

@@ -12,8 +12,8 @@
 # export` directory or an identity.json next to its trust.json). server: the device's name.
 import socket
 
-from sensormesh import codec
-from sensormesh.transport import parse_address, unix_address
+from sensormesh.device import codec
+from sensormesh.device.transport import parse_address, unix_address
 
 
 class DeviceError(Exception):
@@ -87,7 +87,7 @@ class Client:
         self.eof = False
 
     def _secure(self, creds, server):
-        from sensormesh import session   # crypto only for clients that use it
+        from sensormesh.device.secure import handshake as session   # crypto only for clients that use it
         if type(creds) is str:
             creds = session.load_credentials(creds)
         if type(server) is not str:

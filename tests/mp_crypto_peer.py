@@ -12,7 +12,8 @@ import sys
 HERE = __file__.rpartition("/")[0] or "."
 sys.path.insert(0, (HERE.rpartition("/")[0] or ".."))
 
-from sensormesh import fernet, session  # noqa: E402
+from sensormesh.device.secure import fernet  # noqa: E402
+from sensormesh.device.secure import handshake as session
 
 
 def out(line):

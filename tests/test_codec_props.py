@@ -3,8 +3,8 @@ import struct
 
 from hypothesis import given, settings, strategies as st
 
-from sensormesh import codec
-from sensormesh.codec import Decoder, ProtocolError
+from sensormesh.device import codec
+from sensormesh.device.codec import Decoder, ProtocolError
 
 json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**53, 2**53),
                       st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))

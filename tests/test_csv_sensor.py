@@ -1,6 +1,6 @@
 """The CSV replay sensor, through a live worker."""
 from sensormesh.client import Client
-from sensormesh.sensors import make
+from sensormesh.device.sensors import make
 
 
 def test_csv_replay_columns_and_loop(tmp_path):

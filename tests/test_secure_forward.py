@@ -19,7 +19,7 @@ import time
 import pytest
 
 from procs import Recorder, free_port
-from sensormesh import codec
+from sensormesh.device import codec
 from sensormesh.client import Client
 from sensormesh.controller.keys import load_controller, provision_local
 from sensormesh.controller.pipeline_file import load_model

@@ -18,11 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from procs import ROOT, need_micropython
-from sensormesh import codec, session, transport
+from sensormesh.device import codec
+from sensormesh.device.secure import handshake as session
+from sensormesh.device import transport
 from sensormesh.client import AuthError, Client, DeviceError
 from sensormesh.controller.keys import KeyStore, add_pipe_peers, load_controller, provision_local
-from sensormesh.device import Device
-from sensormesh.session import ClientSession, load_credentials, load_identity, load_trust
+from sensormesh.device.core import Device
+from sensormesh.device.secure.handshake import ClientSession, load_credentials, load_identity, load_trust
 
 INTERPS = ["cpython", "micropython"]
 STREAM = {"sensor": "c100", "time-frame": 50}

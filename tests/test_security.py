@@ -21,10 +21,13 @@ from hypothesis import strategies as st
 
 import test_session as devtests
 from procs import ROOT, need_micropython
-from sensormesh import codec, fernet, session, x25519
+from sensormesh.device import codec
+from sensormesh.device.secure import fernet
+from sensormesh.device.secure import handshake as session
+from sensormesh.device.secure import x25519
 from sensormesh.controller.keys import KeyStore
 from sensormesh.controller.keys_cli import keys as keys_cli
-from sensormesh.session import ClientSession, HandshakeError, ServerSession, load_identity, load_trust
+from sensormesh.device.secure.handshake import ClientSession, HandshakeError, ServerSession, load_identity, load_trust
 
 HELPER = os.path.join(ROOT, "tests", "mp_crypto_peer.py")
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

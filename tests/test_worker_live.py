@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from sensormesh import codec
+from sensormesh.device import codec
 from sensormesh.client import Client, DeviceError
 
 INTERPS = ["cpython", "micropython"]

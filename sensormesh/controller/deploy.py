@@ -20,7 +20,7 @@ from typing import Callable
 
 import networkx as nx
 
-from sensormesh import codec
+from sensormesh.device import codec
 from sensormesh.client import Client, DeviceError
 
 

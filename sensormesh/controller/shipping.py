@@ -558,7 +558,7 @@ def _syntax_needs(node):
         elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in ("time", "utime"):
             need = _TIME_ONLY.get(n.attr)
             if need:
-                out.append((need, "uses time.%s, which only %s has (sensormesh.compat has both)"
+                out.append((need, "uses time.%s, which only %s has (sensormesh.device.compat has both)"
                             % (n.attr, "MicroPython" if need == "micropython" else "CPython")))
     return out
 

@@ -43,13 +43,14 @@ import time
 from collections import deque
 from typing import Callable
 
-from sensormesh import codec, transport
+from sensormesh.device import codec
+from sensormesh.device import transport
 from sensormesh.controller.deploy import DeployError, device_order, dispatch
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.keys import add_pipe_peers
 from sensormesh.controller.routing import RoutingError, dial_address, hop_domain, hop_edge_id
 from sensormesh.controller.topology import CONTROLLER, Route, Topology
-from sensormesh.session import HandshakeError
+from sensormesh.device.secure.handshake import HandshakeError
 
 # Refusals of a secure session (session.CODES but the connection limits): reported with their code.
 HANDSHAKE_CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
@@ -327,7 +328,7 @@ class Supervisor:
         kind = transport.parse_address(address)
         server = self.server_of.get(address)
         if self.creds is not None and server is not None:
-            from sensormesh import secure
+            from sensormesh.device import secure
             if kind[0] != "unix":
                 return secure.dial(self.loop, address, protocol, self.creds, server)
         if kind[0] != "unix":
@@ -340,7 +341,8 @@ class Supervisor:
             sock.close()
             raise
         if self.creds is not None and server is not None:
-            from sensormesh import codec, secure
+            from sensormesh.device import codec
+            from sensormesh.device import secure
             d = secure.Dialer(secure.ClientKeys(self.creds, secure.DEFAULT_HANDSHAKE_MS), self.loop, protocol,
                               server, None, None, codec.DEFAULT_MAX_FRAME, None)
             conn = transport.Connection(self.loop, sock, d, peer=address)
@@ -510,7 +512,7 @@ class Supervisor:
             self.links[link.key] = link
             link.conn.send({"registered": {"name": name, "by": CONTROLLER}})
             if self.creds is not None:       # the device is the server of the handshake
-                from sensormesh import secure
+                from sensormesh.device import secure
                 d = secure.Dialer(secure.ClientKeys(self.creds, secure.DEFAULT_HANDSHAKE_MS), self.loop, link,
                                   name, None, None, codec.DEFAULT_MAX_FRAME, None)
                 link.conn.protocol = d

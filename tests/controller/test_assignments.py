@@ -86,7 +86,8 @@ def check_consistent(p, pl, a, epoch=3):
 
 def check_device_accepts(a):
     """Every step the device builds itself is accepted by the device's own steps.build."""
-    from sensormesh import shipped, steps
+    from sensormesh.device.runtime import shipped
+    from sensormesh.device import steps
 
     for dev, asg in a.items():
         registry = shipped.load_code(asg["code"])
@@ -205,7 +206,7 @@ def test_plan_command_reports_file_errors(tmp_path):
 
 def test_catalog_params_are_the_devices():
     """The catalogue's device parameters are exactly what the device's steps accept."""
-    from sensormesh import steps
+    from sensormesh.device import steps
     from sensormesh.controller import catalog
     for name, cls in steps.TYPES.items():
         t = catalog.get(name)

@@ -1,7 +1,7 @@
 # Two devices in one process and one loop, a controller connection deploying to both: the
 # assignment runtime (sources, local chains, pipes, callback deliveries) on both interpreters.
-from sensormesh import transport
-from sensormesh.device import Device
+from sensormesh.device import transport
+from sensormesh.device.core import Device
 
 from loopkit import Collector, listen
 
@@ -128,12 +128,12 @@ def test_a_burst_of_callback_values_leaves_in_messages_that_fit_any_link():
     # A source that gives all its values at once: they wait DELIVER_MS, then leave as several
     # deliver messages, each within DELIVER_MAX bytes (a keyed link or a gateway's relay could
     # not carry one message with all of them), in order, none lost.
-    from sensormesh import codec
-    from sensormesh.assignment import DELIVER_MAX
+    from sensormesh.device import codec
+    from sensormesh.device.runtime import DELIVER_MAX
     loop = transport.Loop()
     a = Device("a", ["counter@0"], loop=loop)
     addr = listen(a)
-    from sensormesh.compat import MICROPYTHON
+    from sensormesh.device.compat import MICROPYTHON
     n = 800 if MICROPYTHON else 3000      # within what a device keeps for the controller (MAX_UNDELIVERED)
     asg = {"pipeline": "p", "epoch": 1, "steps": [
         {"id": "s", "type": "source", "params": {"sensor": "counter", "count": n}},

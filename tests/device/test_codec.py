@@ -1,8 +1,8 @@
 # Codec tests that run on CPython (pytest) and on the MicroPython unix port (tests/mprun.py).
 import struct
 
-from sensormesh import codec
-from sensormesh.codec import Decoder, ProtocolError
+from sensormesh.device import codec
+from sensormesh.device.codec import Decoder, ProtocolError
 
 
 def frame(payload):

@@ -1,5 +1,5 @@
 # Validation of the seed's data request, on both interpreters.
-from sensormesh.datarequest import RequestError, parse
+from sensormesh.device.datarequest import RequestError, parse
 
 SENSORS = ["co2", "dht11", "temperature"]
 

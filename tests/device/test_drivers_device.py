@@ -6,8 +6,8 @@ from drivers_support import fresh
 import fakeparts
 import machine
 
-from sensormesh import transport
-from sensormesh.device import Device
+from sensormesh.device import transport
+from sensormesh.device.core import Device
 
 from loopkit import Collector, listen
 

@@ -4,7 +4,7 @@ from drivers_support import close, fresh, raises
 import fakeparts
 import machine
 
-from sensormesh.sensors import SensorError, make
+from sensormesh.device.sensors import SensorError, make
 
 ACCEL = ((2, 16384, 0), (4, 8192, 1), (8, 4096, 2), (16, 2048, 3))
 GYRO = ((250, 131.0, 0), (500, 65.5, 1), (1000, 32.8, 2), (2000, 16.4, 3))

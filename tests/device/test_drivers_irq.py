@@ -6,7 +6,7 @@ from drivers_support import call_heap_locked, fresh, heap_lock_available
 
 import machine
 
-from sensormesh.sensors import make
+from sensormesh.device.sensors import make
 
 
 def _allocates(_):

@@ -4,7 +4,7 @@ from drivers_support import fresh, raises
 import fakeparts
 import machine
 
-from sensormesh.sensors import make
+from sensormesh.device.sensors import make
 
 
 def _irq_encoder(**params):

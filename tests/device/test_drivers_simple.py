@@ -4,7 +4,7 @@ from drivers_support import close, fresh, raises
 import esp32
 import machine
 
-from sensormesh.sensors import SensorError, make
+from sensormesh.device.sensors import SensorError, make
 
 
 def test_classic_esp32_temperature_is_converted_from_fahrenheit():
@@ -90,7 +90,7 @@ def test_every_driver_has_rate_unit_get():
     rates = {"temperature": 10, "hall": 100, "poti": 100, "gyro": 100, "dht11": 1,
              "ultrasonic": 20, "co2": 1, "touchpad": 50, "touch": 50, "rotary": 100}
     for kind in names:
-        mod = __import__("sensormesh.sensors.esp32." + kind, None, None, [kind])
+        mod = __import__("sensormesh.device.sensors.esp32." + kind, None, None, [kind])
         cls = getattr(mod, kind[0].upper() + kind[1:])
         assert cls.RATE_HZ == rates[kind], kind
         assert type(cls.UNIT) is str and cls.UNIT, kind

@@ -5,8 +5,8 @@ import dht
 import fakeparts
 import machine
 
-from sensormesh.sensors import make
-from sensormesh.sensors.esp32.co2 import ppm_of
+from sensormesh.device.sensors import make
+from sensormesh.device.sensors.esp32.co2 import ppm_of
 
 
 # -- HC-SR04 -----------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 # Fernet on both interpreters (run with pytest, and with: micropython tests/mprun.py test_fernet).
 # The vectors are the Fernet spec's published generate.json, verify.json and invalid.json
 # (https://github.com/fernet/spec), written out here; "now" is converted to Unix seconds.
-from sensormesh import fernet
-from sensormesh.fernet import Fernet, InvalidToken, PureFernet
+from sensormesh.device.secure import fernet
+from sensormesh.device.secure.fernet import Fernet, InvalidToken, PureFernet
 
 SECRET = "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4="
 T0 = 499162800   # 1985-10-26T01:20:00-07:00

@@ -1,7 +1,7 @@
 # The device runtime in one process: a Device and a dialing client share one Loop. Runs on
 # CPython and on the MicroPython unix port, so the device's own event loop is proven on both.
-from sensormesh import transport
-from sensormesh.device import Device
+from sensormesh.device import transport
+from sensormesh.device.core import Device
 
 from loopkit import Collector, listen
 

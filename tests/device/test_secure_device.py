@@ -1,8 +1,10 @@
 # Devices with keys in one process and one loop (pytest, and: micropython tests/mprun.py
 # test_secure_device): handshake on every connection, roles, refusals, limits, and a pipeline
 # whose pipe authenticates with the devices' own identities. Keys: security_keys.json (test only).
-from sensormesh import codec, session, transport
-from sensormesh.device import Device
+from sensormesh.device import codec
+from sensormesh.device.secure import handshake as session
+from sensormesh.device import transport
+from sensormesh.device.core import Device
 
 from loopkit import Collector, listen
 from test_session import fixture, trust_json
@@ -239,7 +241,7 @@ def test_wrapped_output_split_within_peer_limit():
 
 def test_secure_dial_holds_messages_until_the_session_is_up():
     # What a controller on a loop uses (secure.dial): messages sent at once leave encrypted later.
-    from sensormesh import secure
+    from sensormesh.device import secure
     loop = transport.Loop()
     a = keyed("dev-a", ["counter@0"], loop)
     addr = listen(a)
@@ -313,7 +315,7 @@ def test_gateway_relays_an_end_to_end_session_it_cannot_read():
 
 
 def test_keyed_device_registers_with_a_gateway_and_serves_the_controllers_hello():
-    from sensormesh import forward
+    from sensormesh.device import forward
     loop = transport.Loop()
     gw = keyed("dev-b", [], loop)
     gw_addr = listen(gw)
@@ -358,7 +360,7 @@ def test_keyed_device_registers_with_a_gateway_and_serves_the_controllers_hello(
 def test_gateway_bounds_what_strangers_register():
     # Registration is not authenticated: whatever names strangers register, the gateway keeps a
     # bounded list of them, and refuses overlong names.
-    from sensormesh import forward
+    from sensormesh.device import forward
     loop = transport.Loop()
     gw = keyed("dev-b", [], loop)
     gw_addr = listen(gw)

@@ -2,10 +2,12 @@
 # (pytest, and: micropython tests/mprun.py test_session). Keys: security_keys.json (test only).
 import json
 
-from sensormesh import codec, session, x25519
-from sensormesh.compat import MICROPYTHON
-from sensormesh.fernet import b64decode, b64encode
-from sensormesh.session import (ClientSession, HandshakeError, ReplayCache, ServerSession,
+from sensormesh.device import codec
+from sensormesh.device.secure import handshake as session
+from sensormesh.device.secure import x25519
+from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.secure.fernet import b64decode, b64encode
+from sensormesh.device.secure.handshake import (ClientSession, HandshakeError, ReplayCache, ServerSession,
                                 TrustStore, check_permission, load_identity, load_trust)
 
 HERE = __file__.rpartition("/")[0] or "."

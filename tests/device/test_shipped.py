@@ -1,5 +1,5 @@
 # Tests of loading shipped user code (sensormesh/shipped.py), on CPython and MicroPython.
-from sensormesh.shipped import ShippedError, load_code, load_module, resolve
+from sensormesh.device.runtime.shipped import ShippedError, load_code, load_module, resolve
 
 USER_STEPS = """\
 import math
@@ -88,7 +88,7 @@ def test_errors_at_run_time_show_the_shipped_name_in_tracebacks():
     try:
         f(0)
     except ZeroDivisionError as e:
-        from sensormesh import shipped
+        from sensormesh.device.runtime import shipped
         assert shipped._line(e, "<shipped m>") == 2
     else:
         raise AssertionError("no error")
@@ -113,7 +113,7 @@ def test_bad_code_dict():
 
 def test_shipped_function_in_a_map_step():
     # the runtime's ctx.resolve is resolve() over the assignment's registry
-    from sensormesh.steps import build
+    from sensormesh.device.steps import build
     reg = load_code({"user_steps": USER_STEPS})
 
     class Ctx:

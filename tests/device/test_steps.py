@@ -3,8 +3,8 @@
 # Time is a manual clock in FakeCtx: timers fire only when a test advances it.
 import os
 
-from sensormesh import steps
-from sensormesh.steps import StepError, build
+from sensormesh.device import steps
+from sensormesh.device.steps import StepError, build
 
 
 class FakeTimer:

@@ -1,0 +1,229 @@
+# The seed's data request: a client asks for one sensor, the device streams arrays of values.
+#
+#   {"data-request": {"sensor": "dht11", "time-frame": 1000, "values-per-time-frame": 10}}
+#
+# time-frame (ms): send what was gathered every x ms; 0 or missing = send every value on its own.
+# values-per-time-frame: gather x evenly spaced values per frame (one every time-frame/x ms);
+#   0 or missing = as many as the sensor gives. The time frame has precedence: when it expires,
+#   what was gathered is sent even if fewer than x. With time-frame 0 it has no effect.
+# Frames are laid on a fixed grid (start + k * time-frame), so they do not drift.
+from sensormesh.device.compat import MICROPYTHON
+
+# Free-running sensors (rate 0) are read in bursts of this many values per loop turn, so the
+# loop still serves other sockets between bursts.
+BURST = 64 if MICROPYTHON else 512
+# A time frame holding more values than this leaves as several consecutive arrays (in order).
+# Keeps the frame list and its JSON within a board's largest free heap block.
+MAX_FRAME_VALUES = 256 if MICROPYTHON else 65536
+# A stalled loop does not try to catch up more than this many samples at once; the rest of the
+# missed slots are counted in the stream's stats ("missed") instead of being read late in a rush.
+MAX_CATCH_UP = 100
+
+FIELDS = ("sensor", "time-frame", "values-per-time-frame", "max-frame")
+
+
+class RequestError(Exception):
+    """A data request the device cannot serve. code is a short machine-readable word."""
+
+    def __init__(self, code, message, extra=None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+    def to_message(self):
+        err = {"code": self.code, "message": self.message}
+        if self.extra:
+            for k in self.extra:
+                err[k] = self.extra[k]
+        return {"error": err}
+
+
+def _nonneg_int(req, key):
+    v = req.get(key, 0)
+    if v is None:
+        return 0
+    if type(v) is bool or type(v) is not int:
+        if type(v) is float and v == int(v) and v >= 0:
+            return int(v)
+        raise RequestError("bad-field", "%s must be a non-negative integer, got %s" % (key, _show(v)))
+    if v < 0:
+        raise RequestError("bad-field", "%s must not be negative, got %d" % (key, v))
+    return v
+
+
+def _show(v):
+    if type(v) is str:
+        return "the string %r" % v
+    if type(v) is bool:
+        return "a boolean"
+    if v is None:
+        return "null"
+    if type(v) in (list, dict):
+        return "a JSON " + ("array" if type(v) is list else "object")
+    return repr(v)
+
+
+def parse(req, sensor_names):
+    """Validate the body of a data-request; returns (sensor, time_frame, values_per_frame, max_frame)."""
+    if type(req) is not dict:
+        raise RequestError("bad-request", "data-request must be a JSON object, got %s" % _show(req))
+    for k in req:
+        if k not in FIELDS:
+            raise RequestError("bad-field", "unknown field %r in data-request (fields: %s)" % (k, ", ".join(FIELDS)))
+    sensor = req.get("sensor")
+    if sensor is None:
+        raise RequestError("bad-request", "data-request has no sensor", {"sensors": sensor_names})
+    if type(sensor) is not str:
+        raise RequestError("bad-field", "sensor must be a string, got %s" % _show(sensor))
+    if sensor not in sensor_names:
+        raise RequestError("unknown-sensor", "unknown sensor %r; this device has: %s"
+                           % (sensor, ", ".join(sensor_names) or "no sensors"), {"sensors": sensor_names})
+    tf = _nonneg_int(req, "time-frame")
+    vpf = _nonneg_int(req, "values-per-time-frame")
+    mf = _nonneg_int(req, "max-frame")
+    return sensor, tf, vpf, mf
+
+
+class Stream:
+    """Reads one sensor on a schedule and sends time frames to one connection."""
+
+    def __init__(self, loop, conn, sensor, rate, time_frame, values_per_frame):
+        self.loop = loop
+        self.conn = conn
+        self.read = sensor.get
+        self.tf = time_frame
+        self.vpf = values_per_frame if time_frame else 0
+        # Sampling period in ms: evenly spaced values within a frame, never faster than the
+        # sensor gives them. 0 = free-running (read as fast as the connection takes values).
+        period = 1000.0 / rate if rate else 0.0
+        if time_frame and self.vpf:
+            even = time_frame / self.vpf
+            if even > period:
+                period = even
+        self.period = period
+        self.frame = []
+        self.timer = None
+        self._tick_cb = self._tick   # one bound method for every reschedule, not one per tick
+        self.running = False
+        self.sent_values = 0
+        self.sent_frames = 0
+        self.skipped = 0   # slots not read because the reader was too slow (back-pressure)
+        self.missed = 0    # slots not read because the loop was stalled
+
+    def start(self):
+        now = self.loop.now()
+        self.t0 = now
+        self.taken = 0
+        self.deadline = now + self.tf if self.tf else 0
+        self.running = True
+        self._tick()
+
+    def stop(self):
+        self.running = False
+        if self.timer:
+            self.timer.cancel()
+            self.timer = None
+
+    def stats(self):
+        return {"values": self.sent_values, "frames": self.sent_frames,
+                "skipped": self.skipped, "missed": self.missed}
+
+    def _send_frame(self):
+        frame = self.frame
+        if frame:
+            self.frame = []
+            self.conn.send(frame)
+            self.sent_values += len(frame)
+            self.sent_frames += 1
+
+    def on_drain(self):
+        if self.running and self.period == 0 and self.timer is None:
+            self._tick()
+
+    def _tick(self):
+        self.timer = None
+        if not self.running or self.conn.closed:
+            return
+        if self.period:
+            self._periodic()
+        else:
+            self._free_run()
+
+    def _free_run(self):
+        conn = self.conn
+        read = self.read
+        if not self.tf:
+            # One value per frame: the seed's "send every value individually".
+            send = conn.send
+            n = 0
+            while n < BURST and conn.writable():
+                send([read()])
+                n += 1
+            self.sent_values += n
+            self.sent_frames += n
+        elif conn.writable():
+            frame = self.frame
+            append = frame.append
+            n = 0
+            while n < BURST:
+                append(read())
+                n += 1
+            if len(frame) >= MAX_FRAME_VALUES:
+                self._send_frame()
+            now = self.loop.now()
+            if now >= self.deadline:
+                self._send_frame()
+                self.deadline += self.tf
+                if self.deadline <= now:
+                    self.deadline = now + self.tf
+        if conn.writable():
+            self.timer = self.loop.call_later(0, self._tick_cb)
+        # else: wait for on_drain
+
+    def _periodic(self):
+        now = self.loop.now()
+        period = self.period
+        tf = self.tf
+        due = int((now - self.t0) / period) + 1 - self.taken
+        if due > MAX_CATCH_UP:
+            self.missed += due - 1
+            self.taken += due - 1
+            due = 1
+        conn = self.conn
+        read = self.read
+        while due > 0:
+            slot = self.t0 + self.taken * period
+            if tf and slot >= self.deadline:
+                self._send_frame()
+                self.deadline += tf
+                if self.deadline <= slot:
+                    # no slot fell into one or more whole frames: move on to the frame holding slot
+                    self.deadline += ((slot - self.deadline) // tf + 1) * tf
+            self.taken += 1
+            due -= 1
+            if not conn.writable():
+                self.skipped += 1
+                continue
+            if tf:
+                self.frame.append(read())
+                n = len(self.frame)
+                if n >= MAX_FRAME_VALUES or (self.vpf and n >= self.vpf):
+                    self._send_frame()
+            else:
+                conn.send([read()])
+                self.sent_values += 1
+                self.sent_frames += 1
+        if tf and now >= self.deadline:
+            self._send_frame()
+            self.deadline += tf
+            if self.deadline <= now:
+                self.deadline = now + tf
+        nxt = self.t0 + self.taken * period
+        if tf and self.deadline < nxt:
+            nxt = self.deadline
+        wait = nxt - self.loop.now()
+        ms = int(wait)
+        if ms < wait:
+            ms += 1  # round up: waking early would only find nothing due and spin
+        self.timer = self.loop.call_later(ms if ms > 0 else 0, self._tick_cb)

@@ -1,0 +1,420 @@
+# The assignment runtime: what a device runs when the controller deploys a pipeline to it.
+#
+# Control messages (on a control session, see device.py):
+#   {"deploy": {"assignment": {...}}}  build and check everything; replaces the running one only
+#                                      when the new one is complete (nothing half-built runs)
+#   {"start": {}}                      start pipe receivers, then pipe senders, then sources
+#   {"stop": {}}                       flush upstream-first, stop, report final stats
+#   {"status": {}}                     (device.py) includes this runtime's status()
+#   {"subscribe": {}}                  this session receives callback-sink deliveries
+# Connections from other devices:
+#   {"pipe": {"edge", "epoch"}}        data for one of our pipe_in steps follows
+#   {"pull": {"edge", "epoch"}}        a pipe_in elsewhere wants one of our pipe_out's data
+# The assignment format is in docs/architecture.md; steps in steps.py; pipes in pipes.py.
+from sensormesh.device import codec
+from sensormesh.device.runtime import shipped
+from sensormesh.device import steps
+from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.runtime.pipes import PipeIn, PipeOut
+from sensormesh.device.steps import Outlet, nowhere
+
+BURST = 64 if MICROPYTHON else 256
+# Callback-sink values wait at most this long before they leave for the controller.
+DELIVER_MS = 50
+MAX_UNDELIVERED = 1000 if MICROPYTHON else 200000
+# Largest JSON of one deliver message; more values leave in several. Control messages are not
+# split, and each must fit every link on its way: a keyed link wraps at most 3 KB at once on
+# MicroPython (12 KB on CPython), and each gateway relaying it adds about a third.
+DELIVER_MAX = 1536 if MICROPYTHON else 4096
+
+
+class AssignmentError(Exception):
+    pass
+
+
+class Source(Outlet):
+    """Reads one sensor on its schedule and pushes each value into the chain."""
+
+    SINK = False
+
+    def __init__(self, runtime, sid, params):
+        self.rt = runtime
+        self.id = sid
+        name = params.get("sensor")
+        dev = runtime.device
+        if name not in dev.sensors:
+            # the spec may name a kind; take the first configured sensor of that kind
+            for n in dev.sensor_names():
+                if dev.sensor_kinds.get(n) == name:
+                    name = n
+                    break
+        if name not in dev.sensors:
+            raise AssignmentError("step '%s': this device has no sensor %r (it has: %s)"
+                                  % (sid, params.get("sensor"), ", ".join(dev.sensor_names())))
+        sensor, rate = dev.sensors[name]
+        if params.get("rate") is not None:
+            rate = params["rate"]
+            if type(rate) not in (int, float) or rate < 0:
+                raise AssignmentError("step '%s': rate must be a non-negative number" % sid)
+        self.read = sensor.get
+        self.period = 1000.0 / rate if rate else 0.0
+        self.limit = params.get("count") or 0   # stop after this many values (tests, demos)
+        self.emit = nowhere
+        self.outputs = []
+        self.timer = None
+        self.running = False
+        self.n_out = 0
+        self.errors = 0
+        self.last_error = None
+
+    def start(self):
+        self.running = True
+        self.t0 = self.rt.loop.now()
+        self.taken = 0
+        self._tick()
+
+    def _tick(self):
+        self.timer = None
+        if not self.running:
+            return
+        if self.period:
+            now = self.rt.loop.now()
+            due = int((now - self.t0) / self.period) + 1 - self.taken
+            if due > 100:
+                self.taken += due - 1
+                due = 1
+            while due > 0 and self.running:
+                self.taken += 1
+                due -= 1
+                self._one()
+            wait = self.t0 + self.taken * self.period - self.rt.loop.now()
+            ms = int(wait)
+            if ms < wait:
+                ms += 1
+            if self.running:
+                self.timer = self.rt.loop.call_later(ms if ms > 0 else 0, self._tick)
+        else:
+            if self.rt.backlogged():
+                return  # resume_sources() calls us again when the pipes drain
+            n = 0
+            while n < BURST and self.running:
+                self._one()
+                n += 1
+            if self.running:
+                self.timer = self.rt.loop.call_later(0, self._tick)
+
+    def _one(self):
+        try:
+            v = self.read()
+        except Exception as e:
+            self.errors += 1
+            self.last_error = "%s: %s" % (type(e).__name__, e)
+            if self.errors & (self.errors - 1) == 0:
+                self.rt.log("source %s: sensor read failed: %s (%d so far)" % (self.id, self.last_error, self.errors))
+            return
+        self.n_out += 1
+        self.emit(v)
+        if self.limit and self.n_out >= self.limit:
+            self.running = False
+
+    def resume(self):
+        if self.running and not self.period and self.timer is None:
+            self._tick()
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.running = False
+        if self.timer:
+            self.timer.cancel()
+            self.timer = None
+
+    def stats(self):
+        s = {"out": self.n_out, "errors": self.errors}
+        if self.last_error:
+            s["last_error"] = self.last_error
+        return s
+
+
+class Runtime:
+    """The device's current assignment, and the handlers of the messages that manage it."""
+
+    def __init__(self, device):
+        self.device = device
+        self.loop = device.loop
+        self.pipeline = None
+        self.epoch = 0
+        self.state = "empty"
+        self.nodes = {}       # id -> step / source / pipe object
+        self.order = []       # ids, upstream first
+        self.sources = []
+        self.pipe_outs = {}   # edge -> PipeOut
+        self.pipe_ins = {}    # edge -> PipeIn
+        self.code = {}
+        self.subscribers = []
+        self.undelivered = {}  # step id -> values waiting for the controller
+        self.n_undelivered = 0
+        self.lost_deliveries = 0
+        self.deliver_timer = None
+
+    def handler(self, key):
+        return getattr(self, "on_" + key)
+
+    # -- ctx for steps --------------------------------------------------------------------
+    def now(self):
+        return self.loop.now()
+
+    def call_later(self, ms, fn):
+        return self.loop.call_later(ms, fn)
+
+    def resolve(self, ref):
+        return shipped.resolve(self.code, ref)
+
+    def log(self, text):
+        self.device.log(text)
+
+    def deliver(self, sid, value):
+        q = self.undelivered.get(sid)
+        if q is None:
+            q = self.undelivered[sid] = []
+        q.append(value)
+        self.n_undelivered += 1
+        if self.n_undelivered > MAX_UNDELIVERED:
+            # nobody is collecting: keep the newest, count what goes
+            for k in self.undelivered:
+                lst = self.undelivered[k]
+                if lst:
+                    lst.pop(0)
+                    self.n_undelivered -= 1
+                    self.lost_deliveries += 1
+                    break
+        if self.deliver_timer is None:
+            self.deliver_timer = self.loop.call_later(DELIVER_MS, self._send_deliveries)
+
+    def _send_deliveries(self):
+        self.deliver_timer = None
+        live = [s for s in self.subscribers if not s.conn.closed]
+        self.subscribers = live
+        if not live:
+            if self.n_undelivered:
+                self.deliver_timer = self.loop.call_later(DELIVER_MS * 4, self._send_deliveries)
+            return
+        waiting = self.undelivered
+        self.undelivered = {}
+        self.n_undelivered = 0
+        for sid in waiting:
+            vals = waiting[sid]
+            if not vals:
+                continue
+            try:
+                msgs = self._deliveries(sid, vals)
+            except codec.ProtocolError as e:         # e.g. a value JSON cannot carry
+                self.lost_deliveries += len(vals)
+                self.log("callback values of %s not delivered: %s" % (sid, e))
+                continue
+            for msg in msgs:
+                for s in live:
+                    try:
+                        s.conn.send(msg)
+                    except codec.ProtocolError as e:   # one value too large for the link
+                        self.lost_deliveries += len(msg["deliver"]["values"])
+                        self.log("callback values of %s not delivered: %s" % (sid, e))
+
+    def _deliveries(self, sid, vals):
+        """deliver messages for vals, each within DELIVER_MAX bytes (unless one value is larger)."""
+        msg = {"deliver": {"step": sid, "epoch": self.epoch, "values": vals}}
+        n = len(codec.dumps(msg))
+        if n <= DELIVER_MAX or len(vals) < 2:
+            return [msg]
+        k = n // DELIVER_MAX + 1
+        step = (len(vals) + k - 1) // k
+        out = []
+        for i in range(0, len(vals), step):
+            out += self._deliveries(sid, vals[i:i + step])
+        return out
+
+    # -- building -------------------------------------------------------------------------
+    def build(self, a):
+        """Build every node of assignment a; raises AssignmentError / StepError naming the step."""
+        if type(a) is not dict:
+            raise AssignmentError("assignment must be an object")
+        specs = a.get("steps")
+        if type(specs) is not list:
+            raise AssignmentError("assignment needs a list of steps")
+        code = shipped.load_code(a.get("code") or {})
+        self.code = code  # resolve() of the steps being built looks here
+        nodes = {}
+        order = []
+        for spec in specs:
+            if type(spec) is not dict or type(spec.get("id")) is not str:
+                raise AssignmentError("every step needs a string id: %r" % (spec,))
+            sid = spec["id"]
+            if sid in nodes:
+                raise AssignmentError("step id %r is used twice" % sid)
+            t = spec.get("type")
+            params = spec.get("params") or {}
+            if t == "source":
+                node = Source(self, sid, params)
+            elif t == "pipe_out":
+                node = PipeOut(self, sid, params)
+            elif t == "pipe_in":
+                node = PipeIn(self, sid, params)
+            else:
+                node = steps.build(spec, self)
+            nodes[sid] = node
+            order.append(sid)
+        for spec in specs:
+            inputs = spec.get("inputs") or []
+            for port in range(len(inputs)):
+                up = inputs[port]
+                if up not in nodes:
+                    raise AssignmentError("step '%s': input %r is not a step of this assignment" % (spec["id"], up))
+                src = nodes[up]
+                if getattr(src, "SINK", False):
+                    raise AssignmentError("step '%s': input %r is a sink or pipe_out and has no output"
+                                          % (spec["id"], up))
+                src.connect(nodes[spec["id"]], port)
+        return code, nodes, order
+
+    def on_deploy(self, session, body):
+        a = body.get("assignment") if type(body) is dict and "assignment" in body else body
+        old_code = self.code
+        try:
+            code, nodes, order = self.build(a)
+        except (AssignmentError, steps.StepError, shipped.ShippedError, ValueError, TypeError) as e:
+            self.code = old_code
+            self.log("deploy refused: %s" % e)
+            session.conn.send({"error": {"code": "bad-assignment", "message": str(e)}})
+            return
+        self.teardown()
+        self.code = code
+        self.nodes = nodes
+        self.order = order
+        self.pipeline = a.get("pipeline")
+        self.epoch = a.get("epoch", 0)
+        self.sources = [nodes[i] for i in order if isinstance(nodes[i], Source)]
+        self.pipe_outs = {}
+        self.pipe_ins = {}
+        for i in order:
+            n = nodes[i]
+            if isinstance(n, PipeOut):
+                self.pipe_outs[n.edge] = n
+            elif isinstance(n, PipeIn):
+                self.pipe_ins[n.edge] = n
+        self.state = "deployed"
+        if session not in self.subscribers:
+            self.subscribers.append(session)
+        self.log("deployed %s epoch %s: %d steps" % (self.pipeline, self.epoch, len(order)))
+        session.conn.send({"deployed": {"pipeline": self.pipeline, "epoch": self.epoch, "steps": len(order)}})
+
+    def on_start(self, session, body):
+        if self.state == "empty":
+            session.conn.send({"error": {"code": "not-deployed", "message": "nothing is deployed on this device"}})
+            return
+        if self.state != "running":
+            for group in (PipeIn, PipeOut, None):
+                for i in self.order:
+                    n = self.nodes[i]
+                    if group is None:
+                        if isinstance(n, Source):
+                            n.start()
+                    elif isinstance(n, group):
+                        n.start()
+            self.state = "running"
+        session.conn.send({"started": {"pipeline": self.pipeline, "epoch": self.epoch}})
+
+    def on_stop(self, session, body):
+        final = self.teardown()
+        session.conn.send({"stopped": final if final is not None else self.status()})
+
+    def on_undeploy(self, session, body):
+        self.on_stop(session, body)
+
+    def on_subscribe(self, session, body):
+        if session not in self.subscribers:
+            self.subscribers.append(session)
+        session.conn.send({"subscribed": {"pipeline": self.pipeline, "epoch": self.epoch}})
+        if self.n_undelivered:
+            self._send_deliveries()
+
+    def _edge_conn(self, session, body, table, what):
+        edge = body.get("edge") if type(body) is dict else None
+        node = table.get(edge)
+        if node is None:
+            session.fail(session.conn, "unknown-edge", "no %s for edge %r on device %s (pipeline %s epoch %s)"
+                         % (what, edge, self.device.name, self.pipeline, self.epoch))
+            return None
+        ep = body.get("epoch")
+        if ep is not None and ep != self.epoch:
+            session.fail(session.conn, "stale-epoch", "edge %r belongs to epoch %s; this device runs epoch %s"
+                         % (edge, ep, self.epoch))
+            return None
+        return node
+
+    def _attach(self, session, body, table, what):
+        node = self._edge_conn(session, body, table, what)
+        if node is not None:
+            session.kind = "pipe"
+            session.handler = node
+            node.attach(session.conn)
+
+    def on_pipe(self, session, body):
+        self._attach(session, body, self.pipe_ins, "pipe_in")
+
+    def on_pull(self, session, body):
+        self._attach(session, body, self.pipe_outs, "pipe_out")
+
+    # -- running ------------------------------------------------------------------------
+    def backlogged(self):
+        for p in self.pipe_outs.values():
+            if p.backlogged():
+                return True
+        return False
+
+    def resume_sources(self):
+        for s in self.sources:
+            s.resume()
+
+    def teardown(self):
+        """Stop sources, flush every step upstream-first, close everything. Returns the status
+        taken after the flushes (so the counts include the last frames), or None if empty."""
+        if not self.nodes:
+            return None
+        for s in self.sources:
+            s.close()
+        for i in self.order:
+            try:
+                self.nodes[i].flush()
+            except Exception as e:
+                self.log("flush of %s failed: %s" % (i, e))
+        if self.n_undelivered:
+            self._send_deliveries()
+        final = self.status()
+        for i in self.order:
+            try:
+                self.nodes[i].close()
+            except Exception as e:
+                self.log("close of %s failed: %s" % (i, e))
+        self.nodes = {}
+        self.order = []
+        self.sources = []
+        self.pipe_outs = {}
+        self.pipe_ins = {}
+        self.state = "empty"
+        final["state"] = "stopped"
+        return final
+
+    def shutdown(self):
+        self.teardown()
+
+    def status(self):
+        st = {"pipeline": self.pipeline, "epoch": self.epoch, "state": self.state, "steps": {}}
+        for i in self.order:
+            try:
+                st["steps"][i] = self.nodes[i].stats()
+            except Exception as e:
+                st["steps"][i] = {"error": str(e)}
+        if self.lost_deliveries:
+            st["lost_deliveries"] = self.lost_deliveries
+        return st

@@ -1,0 +1,338 @@
+# Secure sessions on a live device (CPython and MicroPython, same code).
+#
+# Imported only by a device that has keys (config "identity" + "trust"), so a board that runs
+# without keys never loads the crypto modules. sensormesh/session.py is the sans-IO handshake;
+# this module puts it on the device's connections:
+#   accepted connections  the first message must be a hello; anything else is refused
+#                         (plaintext-refused). Until it arrives the connection counts as a
+#                         handshake in progress (bounded: busy), has a deadline (timeout) and may
+#                         only send small frames. Afterwards every control message is checked
+#                         against the peer's role (check_permission).
+#   dialed connections    pipes to other devices: Dialer does the client side of the handshake,
+#                         then hands the connection to the pipe.
+#   registrations         a device behind a one-way link dials out to register (forward.py) and
+#                         is the server of the handshake on that connection: after the
+#                         upstream's answer the first message must be a hello (await_hello).
+# The trust store (and an optional extra revoked list) is re-read when its file changes, checked
+# at every new handshake: a revoked key is refused from the next connection on, and the device
+# closes the sessions it still has with that key.
+import os
+
+from sensormesh.device.secure import handshake as S
+from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.secure.handshake import HandshakeError
+
+# Largest frame accepted before the handshake: a hello is about 250 bytes.
+HELLO_MAX_FRAME = 4096
+DEFAULT_MAX_HANDSHAKES = 2 if MICROPYTHON else 16
+DEFAULT_HANDSHAKE_MS = 10000 if MICROPYTHON else 5000
+
+
+def _stamp(src):
+    if type(src) is not str:
+        return None
+    try:
+        st = os.stat(src)
+    except OSError:
+        return None
+    return (st[6], getattr(st, "st_mtime_ns", st[8]))
+
+
+def _bounded(v, what, default):
+    if v is None:
+        return default
+    if type(v) is not int or v <= 0:
+        raise ValueError("%s must be a positive integer, got %r" % (what, v))
+    return v
+
+
+class Security:
+    """A device's identity, trust store, replay cache, pair keys and connection limits."""
+
+    def __init__(self, dev, cfg):
+        self.dev = dev
+        src = cfg.get("identity")
+        try:
+            self.identity = S.load_identity(src)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError("cannot load the device identity %s: %s" % (src if type(src) is str else "(inline)", e))
+        if self.identity.role != "device":
+            raise ValueError("identity %r has role %r; a device needs a device key (sensormesh keys issue NAME "
+                             "--role device)" % (self.identity.name, self.identity.role))
+        self.trust_src = cfg.get("trust")
+        if self.trust_src is None:
+            raise ValueError("a device with an identity needs a trust store: config 'trust' or --trust FILE")
+        self.revoked_src = cfg.get("revoked")
+        self.max_handshakes = _bounded(cfg.get("max_handshakes"), "max_handshakes", DEFAULT_MAX_HANDSHAKES)
+        self.handshake_ms = _bounded(cfg.get("handshake_ms"), "handshake_ms", DEFAULT_HANDSHAKE_MS)
+        self._trust = None
+        self._stamps = None
+        self.trust()
+        self.replay = S.ReplayCache()
+        self.pairs = S.PairCache(8 if MICROPYTHON else 256)   # ~100 bytes each
+        self.pending = 0      # accepted connections waiting for their hello
+        self.accepted = 0     # handshakes completed
+        self.refused = {}     # code -> count
+
+    # -- trust store -----------------------------------------------------------------------
+    def trust(self):
+        """The current trust store, re-read if its file (or the revoked file) changed."""
+        stamps = (_stamp(self.trust_src), _stamp(self.revoked_src))
+        if self._trust is not None and stamps == self._stamps:
+            return self._trust
+        try:
+            t = S.load_trust(self.trust_src)
+            self._add_revoked(t)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            what = self.trust_src if type(self.trust_src) is str else "(inline)"
+            if self._trust is None:
+                raise ValueError("cannot load the trust store %s: %s" % (what, e))
+            self.dev.log("trust store %s not reloaded, keeping the previous one: %s: %s"
+                         % (what, type(e).__name__, e))
+            return self._trust
+        if self._trust is not None:
+            self.dev.log("trust store reloaded: %d keys, %d revoked" % (len(t.keys), len(t.revoked)))
+        self._trust = t
+        self._stamps = stamps
+        self._cut_untrusted(t)
+        return t
+
+    def _add_revoked(self, t):
+        src = self.revoked_src
+        if src is None:
+            return
+        if type(src) is str:
+            import json
+            with open(src) as f:
+                src = json.load(f)
+        if type(src) is dict:
+            src = src.get("revoked", ())
+        for r in src:
+            if type(r) is dict:
+                t.revoke(r["fingerprint"], r.get("name"))
+            else:
+                t.revoke(r)
+
+    def _cut_untrusted(self, t):
+        # Close open sessions whose peer key is no longer trusted.
+        sessions = [(conn.protocol, conn) for lst in self.dev.listeners for conn in lst.conns]
+        reg = getattr(self.dev, "registration", None)   # the connection it dialed to register
+        if reg is not None and reg.conn is not None:
+            sessions.append((reg.session, reg.conn))
+        for s, conn in sessions:
+            name = getattr(s, "peer_name", None)
+            if name is None or conn.closed:
+                continue
+            try:
+                role, key = t.lookup(name, "peer")
+                if key.fingerprint() != s.peer_fp:
+                    raise HandshakeError("revoked", "the key of %r was replaced" % name)
+            except HandshakeError as e:
+                self.refuse(s, conn, e.code, "session closed: " + e.message)
+
+    # -- accepted connections --------------------------------------------------------------
+    def on_open(self, session, conn):
+        if self.pending >= self.max_handshakes:
+            self.refuse(session, conn, "busy", "too many handshakes in progress on device %s (limit %d); "
+                        "try again later" % (self.dev.name, self.max_handshakes))
+            return
+        self.pending += 1
+        conn.decoder.max_frame = HELLO_MAX_FRAME
+        session.hs = self.dev.loop.call_later(self.handshake_ms, lambda: self._expire(session))
+
+    def await_hello(self, session, conn):
+        """A connection this device dialed to register (forward.Registration): after the
+        upstream's answer, the first message it serves must be a hello, checked by handshake()
+        like an accepted connection's (trust, replay, roles; then permit() per message), with
+        the same small frame limit until then. It takes no handshake slot and has no deadline:
+        the controller's hello may come long after the device registered, and only the upstream
+        the device chose to dial can hold this connection (which it could cut anyway)."""
+        conn.decoder.max_frame = HELLO_MAX_FRAME
+
+    def _expire(self, session):
+        if session.hs is None:
+            return
+        self.release(session)
+        conn = session.conn
+        if conn is not None and not conn.closed:
+            self.refuse(session, conn, "timeout", "no valid hello within %d ms of connecting"
+                        % self.handshake_ms)
+
+    def release(self, session):
+        """The connection is no longer a handshake in progress (done, refused or closed)."""
+        t = session.hs
+        if t is not None:
+            session.hs = None
+            t.cancel()
+            self.pending -= 1
+
+    def handshake(self, session, conn, msg):
+        """The first message of an accepted connection: a hello, or a refusal."""
+        self.release(session)
+        ss = S.ServerSession(self.identity, self.trust(), replay=self.replay, pairs=self.pairs)
+        try:
+            welcome = ss.receive(msg)
+        except HandshakeError as e:
+            self.refuse(session, conn, e.code, e.message)
+            return
+        conn.decoder.max_frame = self.dev.max_frame
+        conn.send(welcome)           # the last plaintext frame of this connection
+        conn.wrap = ss.wrap
+        conn.unwrap = ss.unwrap
+        conn.wrap_limit = S.wrap_limit(conn.peer_max_frame)
+        session.role = ss.role
+        session.peer_name = ss.peer
+        session.peer_fp = ss.peer_fp
+        self.accepted += 1
+
+    def permit(self, session, key):
+        """May this session's peer send control message `key`? Refuses (and closes) if not."""
+        try:
+            S.check_permission(session.role, key)
+            return True
+        except HandshakeError as e:
+            self.refuse(session, session.conn, e.code, "%s (key %r)" % (e.message, session.peer_name))
+            return False
+
+    def refuse(self, session, conn, code, message):
+        n = self.refused.get(code, 0) + 1
+        self.refused[code] = n
+        if n & (n - 1) == 0:   # 1st, 2nd, 4th, ... of each kind: a flood cannot flood the log
+            self.dev.log("refused connection from %s: %s: %s (%d so far)"
+                         % (getattr(session, "peer_name", None) or conn.peer, code, message, n))
+        session.fail(conn, code, message)
+
+    def wrap_limit(self, max_frame):
+        return S.wrap_limit(max_frame)
+
+    def status(self):
+        return {"identity": self.identity.name, "handshakes": self.pending, "accepted": self.accepted,
+                "refused": dict(self.refused), "max_handshakes": self.max_handshakes,
+                "key_agreements": self.pairs.computed}
+
+    # -- dialed connections ----------------------------------------------------------------
+    def dial(self, address, protocol, peer, first):
+        """Dial another device as this device's identity; `first` goes out once the session is up."""
+        return _dial(self, self.dev.loop, address, protocol, peer, first, ("device",), self.dev.max_frame,
+                     self.dev.log)
+
+
+class ClientKeys:
+    """What Dialer needs, for a process that is not a device (e.g. the controller's loop)."""
+
+    def __init__(self, creds, handshake_ms=DEFAULT_HANDSHAKE_MS):
+        self.identity = creds.identity
+        self._trust = creds.trust
+        self.pairs = creds.pairs
+        self.handshake_ms = handshake_ms
+
+    def trust(self):
+        return self._trust
+
+
+def dial(loop, address, protocol, creds, server, roles=None, handshake_ms=DEFAULT_HANDSHAKE_MS,
+         max_frame=None, log=None):
+    """transport.dial with the client side of the handshake in front (session.Credentials as
+    `creds`, the device's name as `server`). Messages sent on the returned connection before the
+    session is up are held and leave, encrypted, once it is; protocol.on_connect(conn) runs
+    then. A refusal reaches protocol.on_message as {"error": ...}, then the connection closes."""
+    from sensormesh.device import codec
+    return _dial(ClientKeys(creds, handshake_ms), loop, address, protocol, server, None, roles,
+                 max_frame or codec.DEFAULT_MAX_FRAME, log)
+
+
+def _dial(keys, loop, address, protocol, peer, first, roles, max_frame, log):
+    from sensormesh.device import transport
+    d = Dialer(keys, loop, protocol, peer, first, roles, max_frame, log)
+    conn = transport.dial(loop, address, d, max_frame)
+    d.start(conn)
+    return conn
+
+
+class Dialer:
+    """The client side of the handshake in front of another protocol object (a pipe's)."""
+
+    def __init__(self, keys, loop, inner, peer, first, roles, max_frame, log):
+        self.keys = keys
+        self.loop = loop
+        self.inner = inner
+        self.peer = peer
+        self.first = first
+        self.roles = roles
+        self.max_frame = max_frame
+        self.log = log
+        self.cs = None
+        self.timer = None
+        self.up = False
+
+    def start(self, conn):
+        keys = self.keys
+        try:
+            if type(self.peer) is not str:
+                raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")
+            self.cs = S.ClientSession(keys.identity, keys.trust(), self.peer, roles=self.roles, pairs=keys.pairs)
+            hello = self.cs.start()
+        except HandshakeError as e:
+            self._failed(conn, e)
+            return
+        conn.decoder.max_frame = HELLO_MAX_FRAME
+        conn.send(hello)
+        conn.held = []
+        self.timer = self.loop.call_later(keys.handshake_ms, lambda: self._expire(conn))
+
+    def _failed(self, conn, e):
+        conn.held = None
+        if self.log:
+            self.log("handshake with %s failed: %s" % (self.peer, e))
+        h = getattr(self.inner, "on_message", None)
+        if h:
+            h(conn, e.to_message())
+        self.loop.call_soon(lambda: conn.close("handshake with %s failed: %s" % (self.peer, e)))
+
+    def _expire(self, conn):
+        self.timer = None
+        if not self.up and not conn.closed:
+            conn.held = None
+            conn.close("no welcome from %s within %d ms" % (self.peer, self.keys.handshake_ms))
+
+    def on_message(self, conn, msg):
+        if self.up:
+            self.inner.on_message(conn, msg)
+            return
+        if self.cs is None:
+            return
+        if self.timer:
+            self.timer.cancel()
+            self.timer = None
+        try:
+            self.cs.receive(msg)
+        except HandshakeError as e:
+            self._failed(conn, e)
+            return
+        self.up = True
+        conn.decoder.max_frame = self.max_frame
+        conn.wrap = self.cs.wrap
+        conn.unwrap = self.cs.unwrap
+        conn.wrap_limit = S.wrap_limit(conn.peer_max_frame)
+        held = conn.held or ()
+        conn.held = None
+        if self.first is not None:
+            conn.send(self.first)
+        for m in held:
+            conn.send(m)
+        h = getattr(self.inner, "on_connect", None)
+        if h:
+            h(conn)
+
+    def on_drain(self, conn):
+        h = getattr(self.inner, "on_drain", None)
+        if self.up and h:
+            h(conn)
+
+    def on_close(self, conn, reason):
+        if self.timer:
+            self.timer.cancel()
+            self.timer = None
+        h = getattr(self.inner, "on_close", None)
+        if h:
+            h(conn, reason)

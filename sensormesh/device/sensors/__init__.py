@@ -1,0 +1,109 @@
+# Sensors: one module per sensor, one class per module, one get() per class (the seed's rule).
+#
+# A device is configured with the sensors it has. Each entry names a kind (the seed's sensor
+# names), a driver ("sim" for the simulated ones, "esp32" for the board drivers, "csv" for a
+# replay) and the driver's parameters (pins, seed, rate...). Modules are imported only when a
+# sensor of that kind is configured, so a board never loads drivers it does not use.
+#
+# Every sensor class has:
+#   RATE_HZ    how many values per second the sensor can give (0 = as fast as it is read)
+#   UNIT       what get() returns, in words
+#   get()      the current value, JSON-serialisable (number, bool, None, list or dict)
+# and may have close().
+
+# kind -> default sample rate is the class's RATE_HZ; "rate" in a spec overrides it.
+SIM_KINDS = ("temperature", "hall", "poti", "gyro", "dht11", "ultrasonic", "co2",
+             "touch", "touchpad", "rotary", "counter", "clock")
+
+# The seed calls the capacitive touch sensor both "touch" and "touchpad". "touchpad" is the
+# ESP32's internal TouchPad (a raw reading that drops when touched); "touch" is an external
+# module wired as a digital input (touched or not).
+
+_DRIVER_PACKAGES = {
+    "sim": "sensormesh.device.sensors.sim",
+    "esp32": "sensormesh.device.sensors.esp32",
+}
+
+
+class SensorError(Exception):
+    """A sensor spec names a kind, driver or parameter that does not exist."""
+
+
+def _import(modname):
+    mod = __import__(modname)
+    for part in modname.split(".")[1:]:
+        mod = getattr(mod, part)
+    return mod
+
+
+def parse_spec(text):
+    """'kind', 'kind@RATE', 'name=kind@RATE' or 'csv:PATH' from the command line -> spec dict."""
+    spec = {}
+    name, sep, rest = text.partition("=")
+    if not sep:
+        name, rest = None, text
+    if rest.startswith("csv:"):
+        spec["kind"] = "csv"
+        spec["driver"] = "csv"
+        path, sep, rate = rest[4:].rpartition("@")
+        if sep:
+            try:
+                spec["rate"] = float(rate)
+            except ValueError:
+                path = rest[4:]
+        else:
+            path = rest[4:]
+        spec["path"] = path
+        spec["name"] = name or "csv"
+        return spec
+    kind, sep, rate = rest.partition("@")
+    spec["kind"] = kind
+    spec["name"] = name or kind
+    if sep:
+        try:
+            spec["rate"] = float(rate)
+        except ValueError:
+            raise SensorError("bad rate %r in sensor spec %r" % (rate, text))
+    return spec
+
+
+def make(spec):
+    """Build a sensor object from a spec dict: {"name", "kind", "driver"?, ...params}."""
+    if type(spec) is str:
+        spec = parse_spec(spec)
+    kind = spec.get("kind")
+    if not kind:
+        raise SensorError("sensor spec %r has no kind" % (spec,))
+    driver = spec.get("driver", "sim")
+    params = {}
+    for k in spec:
+        if k not in ("name", "kind", "driver", "rate"):
+            params[k] = spec[k]
+    if driver == "csv" or kind == "csv":
+        from sensormesh.device.sensors.csvreplay import CsvReplay
+        return CsvReplay(**params)
+    pkg = _DRIVER_PACKAGES.get(driver)
+    if pkg is None:
+        raise SensorError("unknown sensor driver %r (known: %s)" % (driver, ", ".join(sorted(_DRIVER_PACKAGES) + ["csv"])))
+    if driver == "sim" and kind not in SIM_KINDS:
+        raise SensorError("unknown simulated sensor %r (known: %s)" % (kind, ", ".join(SIM_KINDS)))
+    modname = pkg + "." + kind
+    try:
+        mod = _import(modname)
+    except ImportError as e:
+        raise SensorError("no %s driver for sensor %r (%s)" % (driver, kind, e))
+    cls = getattr(mod, kind[0].upper() + kind[1:], None)
+    if cls is None:
+        raise SensorError("driver module %s has no class %s" % (modname, kind[0].upper() + kind[1:]))
+    try:
+        return cls(**params)
+    except TypeError as e:
+        raise SensorError("bad parameters for %s sensor %r: %s" % (driver, kind, e))
+
+
+def rate_of(sensor, spec):
+    """Samples per second to read this sensor at: the spec's "rate" or the class's RATE_HZ."""
+    r = spec.get("rate") if type(spec) is dict else None
+    if r is None:
+        r = getattr(sensor, "RATE_HZ", 10)
+    return r

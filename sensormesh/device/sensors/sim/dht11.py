@@ -1,0 +1,12 @@
+# Simulated DHT11: whole degrees C and whole percent relative humidity, as the sensor reports.
+from sensormesh.device.sensors.sim import Simulated, wave
+
+
+class Dht11(Simulated):
+    RATE_HZ = 1
+    UNIT = '{"temperature": degrees C (int), "humidity": % RH (int)}'
+
+    def value(self, n):
+        t = 22 + wave(n, 3600, 4.0) + self.noise.gauss() * 0.4
+        h = 45 - wave(n, 3600, 8.0) + self.noise.gauss() * 1.0
+        return {"temperature": int(round(t)), "humidity": int(round(h))}

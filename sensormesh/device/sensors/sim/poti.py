@@ -1,0 +1,12 @@
+# Simulated potentiometer on a 16-bit ADC: someone turning the knob back and forth.
+from sensormesh.device.sensors.sim import Simulated, wave
+
+
+class Poti(Simulated):
+    RATE_HZ = 100
+    UNIT = '{"raw": 0..65535, "fraction": 0.0..1.0}'
+
+    def value(self, n):
+        raw = int(32768 + wave(n, 1000, 30000) + self.noise.gauss() * 60)
+        raw = 0 if raw < 0 else 65535 if raw > 65535 else raw
+        return {"raw": raw, "fraction": round(raw / 65535, 4)}

@@ -1,0 +1,600 @@
+# Sockets and the event loop: the only module that touches a socket.
+#
+# One single-threaded loop per process over select.poll, which both CPython and MicroPython
+# have. It sleeps in poll() until a socket is ready or the next timer is due, so an idle device
+# uses no CPU. Output is appended to a per-connection buffer and flushed once per loop turn:
+# many small frames leave in one send() call, which is what makes unbatched streams fast.
+import select
+import socket
+import struct
+
+from sensormesh.device import codec
+from sensormesh.device.compat import MICROPYTHON, WOULD_BLOCK, errno_of, ticks_diff, ticks_ms
+
+POLLIN = select.POLLIN
+POLLOUT = select.POLLOUT
+POLLERR = select.POLLERR
+POLLHUP = select.POLLHUP
+
+# Bytes taken from a socket per recv(). Bounds what one peer can make us buffer per turn.
+RECV_CHUNK = 4096 if MICROPYTHON else 262144
+# Producers pause while a connection holds more than this much unsent output, and resume when
+# it drains: a slow reader slows its producer down instead of growing our memory.
+HIGH_WATER = 4096 if MICROPYTHON else 1048576
+
+
+def _key(sock):
+    # CPython's poll reports file descriptors, MicroPython's reports the socket object.
+    return sock if MICROPYTHON else sock.fileno()
+
+
+def unix_address(path):
+    """A Unix socket address both interpreters accept (MicroPython wants a raw sockaddr_un)."""
+    if MICROPYTHON:
+        return struct.pack("H", socket.AF_UNIX) + path.encode() + b"\0"
+    return path
+
+
+def parse_address(text):
+    """'host:port', ':port', 'port' or 'unix:/path' -> ('tcp', host, port) or ('unix', path)."""
+    if text.startswith("unix:"):
+        return ("unix", text[5:])
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    try:
+        port = int(port)
+    except ValueError:
+        raise ValueError("bad address %r: expected HOST:PORT or unix:PATH" % text)
+    return ("tcp", host or "127.0.0.1", port)
+
+
+class Timer:
+    __slots__ = ("when", "fn", "cancelled")
+
+    def __init__(self, when, fn):
+        self.when = when
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class Loop:
+    """poll() over sockets plus millisecond timers; now() never wraps."""
+
+    def __init__(self):
+        self._poll = select.poll()
+        self._handlers = {}
+        self._timers = []  # sorted by when; a handful per process, so a list is enough
+        self._dirty = []   # connections with output to flush at the end of this turn
+        self._soon = []
+        self._t0 = ticks_ms()
+        self._now = 0
+        self.running = False
+        self.on_error = None  # fn(exc, where) for errors raised by handlers
+        # MicroPython: one receive buffer for every connection of this loop, allocated once.
+        # Allocating a fresh chunk per recv() fragments a board's heap until a read fails; the
+        # decoder copies what it needs before the next read, so one buffer is enough.
+        self.rbuf = bytearray(RECV_CHUNK) if MICROPYTHON else None
+
+    def now(self):
+        """Milliseconds since the loop was made. Monotonic, never wraps."""
+        t = ticks_ms()
+        self._now += ticks_diff(t, self._t0)
+        self._t0 = t
+        return self._now
+
+    # -- sockets ------------------------------------------------------------------------
+    def register(self, sock, handler, mask=POLLIN):
+        self._poll.register(sock, mask)
+        self._handlers[_key(sock)] = handler
+
+    def modify(self, sock, mask):
+        self._poll.modify(sock, mask)
+
+    def unregister(self, sock):
+        try:
+            self._poll.unregister(sock)
+        except (OSError, KeyError, ValueError):
+            pass
+        self._handlers.pop(_key(sock), None)
+
+    # -- timers -------------------------------------------------------------------------
+    def call_later(self, ms, fn):
+        t = Timer(self.now() + ms, fn)
+        timers = self._timers
+        i = len(timers)
+        while i and timers[i - 1].when > t.when:
+            i -= 1
+        timers.insert(i, t)
+        return t
+
+    def call_soon(self, fn):
+        self._soon.append(fn)
+
+    def mark_dirty(self, conn):
+        self._dirty.append(conn)
+
+    # -- running ------------------------------------------------------------------------
+    def _timeout(self):
+        if self._soon or self._dirty:
+            return 0
+        timers = self._timers
+        while timers and timers[0].cancelled:
+            timers.pop(0)
+        if not timers:
+            return -1 if self.running else 0
+        d = timers[0].when - self.now()
+        return d if d > 0 else 0
+
+    def run_once(self, max_wait=-1):
+        timeout = self._timeout()
+        if max_wait >= 0 and (timeout < 0 or timeout > max_wait):
+            timeout = max_wait
+        events = self._poll.poll(timeout)
+        handlers = self._handlers
+        for ev in events:
+            h = handlers.get(ev[0])
+            if h is not None:
+                self._guard(h.on_poll, ev[1])
+        if self._timers:
+            now = self.now()
+            timers = self._timers
+            while timers and timers[0].when <= now:
+                t = timers.pop(0)
+                if not t.cancelled:
+                    self._guard(t.fn, None)
+        if self._soon:
+            soon = self._soon
+            self._soon = []
+            for fn in soon:
+                self._guard(fn, None)
+        if self._dirty:
+            dirty = self._dirty
+            self._dirty = []
+            for c in dirty:
+                c.flush()
+
+    def _guard(self, fn, arg):
+        try:
+            if arg is None:
+                fn()
+            else:
+                fn(arg)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # one broken handler must not stop the device
+            if self.on_error:
+                self.on_error(e, fn)
+            else:
+                raise
+
+    def run(self):
+        self.running = True
+        while self.running:
+            self.run_once()
+
+    def stop(self):
+        self.running = False
+
+    def run_until(self, predicate, timeout_ms):
+        """Turn the loop until predicate() is true or timeout_ms pass; returns predicate()."""
+        deadline = self.now() + timeout_ms
+        while not predicate():
+            left = deadline - self.now()
+            if left <= 0:
+                return predicate()
+            self.run_once(min(left, 50))
+        return True
+
+
+class Connection:
+    """One framed stream socket: a Decoder for input, a bytearray for output.
+
+    The owner (a protocol object) gets on_message(conn, msg), on_close(conn, reason) and,
+    when output drains below HIGH_WATER after having been above it, on_drain(conn).
+    wrap/unwrap, when set (by a secure session), transform each payload on its way out/in.
+    relay, when true (a gateway carrying someone else's secure session), hands each frame's
+    payload to on_message as bytes, undecoded; send_payload(bytes) sends one such frame.
+    """
+
+    def __init__(self, loop, sock, protocol, max_frame=codec.DEFAULT_MAX_FRAME, peer=None):
+        self.loop = loop
+        self.sock = sock
+        self.protocol = protocol
+        self.peer = peer
+        self.decoder = codec.Decoder(max_frame)
+        self.out = bytearray()
+        self.chunks = []
+        self.chunk_off = 0
+        self.queued = 0
+        self.peer_max_frame = codec.MIN_MAX_FRAME
+        self.closed = False
+        self.connecting = False
+        self._dirty = False
+        self._blocked = False
+        self._mask = POLLIN
+        self.wrap = None
+        self.unwrap = None
+        self.wrap_limit = 0   # largest payload to wrap at once (set with wrap; 0 = peer_max_frame)
+        self.held = None      # a list while a secure dial waits for its handshake: send() keeps messages
+        self.relay = False    # True: frames reach on_message as raw payload bytes (forward.py)
+        self.bytes_in = 0
+        self.bytes_out = 0
+        sock.setblocking(False)
+        loop.register(sock, self, POLLIN)
+
+    # -- output -------------------------------------------------------------------------
+    # CPython appends frames to one bytearray and sends it in large pieces. MicroPython keeps a
+    # list of frames instead: growing one buffer would reallocate and fragment a board's small
+    # heap, while each frame is allocated once and freed once it is sent.
+    def send(self, msg):
+        """Queue one message (split if it is data larger than the peer's frame limit)."""
+        if self.closed:
+            return
+        if self.held is not None:
+            self.held.append(msg)
+            return
+        if self.wrap is None:
+            if not MICROPYTHON:
+                codec.encode_into(self.out, msg, self.peer_max_frame)
+                self._queued()
+                return
+            limit = self.peer_max_frame
+        else:
+            # A token is larger than its payload: split so that every token fits the peer's limit.
+            limit = self.wrap_limit
+            if limit <= 0 or limit > self.peer_max_frame:
+                limit = self.peer_max_frame
+        for p in codec.payloads(msg, limit):
+            self.send_payload(p)
+
+    def send_payload(self, payload):
+        if self.closed:
+            return
+        if self.wrap is not None:
+            payload = self.wrap(payload)
+        hdr = struct.pack("!I", len(payload))
+        if MICROPYTHON:
+            chunks = self.chunks
+            n = len(payload)
+            if n <= 256:
+                # small frames share a chunk: one allocation per ~512 bytes, not per frame
+                last = chunks[-1] if chunks else None
+                if last is not None and type(last) is bytearray and len(last) < 512 and (len(chunks) > 1 or not self.chunk_off):
+                    last += hdr
+                    last += payload
+                else:
+                    b = bytearray(hdr)
+                    b += payload
+                    chunks.append(b)
+            elif self.wrap is not None:
+                # A token is made fresh per frame anyway: one chunk with its header, so a reply
+                # does not leave as a 4-byte segment that Nagle holds the token behind (~40 ms).
+                b = bytearray(4 + n)
+                b[0:4] = hdr
+                b[4:] = payload
+                payload = None
+                chunks.append(b)
+            else:
+                chunks.append(hdr)
+                chunks.append(payload)
+            self.queued += 4 + n
+        else:
+            self.out += hdr
+            self.out += payload
+        self._queued()
+
+    def _queued(self):
+        if not self._dirty:
+            self._dirty = True
+            self.loop.mark_dirty(self)
+
+    def backlog(self):
+        """Bytes queued but not yet sent."""
+        return self.queued if MICROPYTHON else len(self.out)
+
+    def writable(self):
+        """True while the producer may add more output. After a False, on_drain(conn) follows
+        once the backlog is down to half of HIGH_WATER."""
+        if self.backlog() < HIGH_WATER:
+            return not self.closed
+        self._blocked = True
+        return False
+
+    def _send_some(self):
+        """One send() of queued output; returns False if the connection failed."""
+        try:
+            if MICROPYTHON:
+                c = self.chunks[0]
+                n = self.sock.send(memoryview(c)[self.chunk_off:] if self.chunk_off else c)
+                if n is None:
+                    n = 0
+                self.chunk_off += n
+                if self.chunk_off >= len(c):
+                    self.chunks.pop(0)
+                    self.chunk_off = 0
+                self.queued -= n
+            else:
+                n = self.sock.send(self.out)
+                del self.out[:n]
+        except OSError as e:
+            en = errno_of(e)
+            if en in WOULD_BLOCK:
+                return True
+            self.close("closed by peer" if en in (32, 104) else "send failed: %s" % e)
+            return False
+        self.bytes_out += n
+        return True
+
+    def flush(self):
+        self._dirty = False
+        if self.closed or self.connecting:
+            return
+        if MICROPYTHON:
+            before = -1
+            while self.chunks and self.queued != before:
+                before = self.queued
+                if not self._send_some():
+                    return
+        elif self.out:
+            if not self._send_some():
+                return
+        left = self.backlog()
+        self._set_mask(POLLIN | POLLOUT if left else POLLIN)
+        if self._blocked and left <= HIGH_WATER // 2:
+            self._blocked = False
+            h = getattr(self.protocol, "on_drain", None)
+            if h:
+                h(self)
+
+    def _set_mask(self, mask):
+        if mask != self._mask and not self.closed:
+            self._mask = mask
+            self.loop.modify(self.sock, mask)
+
+    # -- input --------------------------------------------------------------------------
+    def on_poll(self, ev):
+        if self.closed:
+            return
+        if self.connecting:
+            # A peer that answered and closed at once (e.g. "busy") shows POLLIN with POLLHUP:
+            # connected, so read its answer. Without POLLIN, POLLERR/POLLHUP means refused.
+            if ev & POLLERR or (ev & POLLHUP and not ev & POLLIN):
+                self.close("connection refused or unreachable: %s" % (self.peer,))
+                return
+            if not ev & (POLLOUT | POLLIN):
+                return
+            self.connecting = False
+            self._set_mask(POLLIN | (POLLOUT if self.backlog() else 0))
+            h = getattr(self.protocol, "on_connect", None)
+            if h:
+                h(self)
+            self.flush()
+            if self.closed or not ev & POLLIN:
+                return
+        if ev & POLLIN:
+            self._read()
+            if self.closed:
+                return
+        if ev & POLLOUT:
+            self.flush()
+        if ev & (POLLERR | POLLHUP) and not ev & POLLIN:
+            self.close("connection lost")
+
+    def _read(self):
+        try:
+            if MICROPYTHON:
+                n = self.sock.readinto(self.loop.rbuf)
+                if n is None:
+                    return  # nothing there after all (non-blocking)
+                data = memoryview(self.loop.rbuf)[:n]
+            else:
+                data = self.sock.recv(RECV_CHUNK)
+        except OSError as e:
+            en = errno_of(e)
+            if en in WOULD_BLOCK:
+                return
+            self.close("closed by peer" if en in (32, 104) else "receive failed: %s" % e)
+            return
+        if not data:
+            try:
+                self.decoder.close()
+            except codec.ProtocolError as e:
+                self.close("end of stream: %s" % e.args[0])
+                return
+            self.close("closed by peer")
+            return
+        self.bytes_in += len(data)
+        dec = self.decoder
+        proto = self.protocol
+        try:
+            dec.feed(data)
+            # unwrap and relay are looked up per frame: a handshake switches them on between two
+            # frames that may have arrived in one read. The decoder checks each length against
+            # max_frame before buffering the payload, so the limit applies before any decryption
+            # (and before a relay passes a payload on).
+            while not self.closed:
+                if self.relay:
+                    payload = dec.next_payload()
+                    if payload is None:
+                        break
+                    proto.on_message(self, payload)
+                    continue
+                unwrap = self.unwrap
+                if unwrap is None:
+                    msg = dec.next()
+                    if msg is None:
+                        break
+                else:
+                    payload = dec.next_payload()
+                    if payload is None:
+                        break
+                    msg = codec.decode_payload(unwrap(payload))
+                proto.on_message(self, msg)
+        except codec.ProtocolError as e:
+            self.protocol_error(e.args[0])
+
+    def protocol_error(self, text):
+        """Tell the peer what it did wrong, then close (the stream is out of step)."""
+        h = getattr(self.protocol, "on_protocol_error", None)
+        if h:
+            h(self, text)
+        if not self.closed:
+            self.send({"error": {"code": "protocol", "message": text}})
+            self.close_after_flush("protocol error: " + text)
+
+    # -- closing ------------------------------------------------------------------------
+    def close_after_flush(self, reason="closed"):
+        """Send what is queued (best effort, without blocking), then close."""
+        if self.backlog() and not self.closed:
+            try:
+                self.sock.setblocking(True)
+                if hasattr(self.sock, "settimeout"):
+                    self.sock.settimeout(0.2)
+                data = self.out if not MICROPYTHON else b"".join(self.chunks)
+                self.sock.send(data)
+            except OSError:
+                pass
+            self.out = bytearray()
+            self.chunks = []
+            self.queued = 0
+        self._discard_input()
+        self.close(reason)
+
+    def _discard_input(self):
+        # Closing a socket with unread input makes the kernel send a reset, which can destroy
+        # the error message just sent before the peer reads it. Drop what has already arrived
+        # (bounded, without waiting) so the close is an orderly one.
+        if self.closed:
+            return
+        try:
+            self.sock.setblocking(False)
+            for _ in range(16):
+                if MICROPYTHON:
+                    n = self.sock.readinto(self.loop.rbuf)
+                else:
+                    n = len(self.sock.recv(RECV_CHUNK))
+                if not n:
+                    return
+        except OSError:
+            pass
+
+    def close(self, reason="closed"):
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.unregister(self.sock)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        h = getattr(self.protocol, "on_close", None)
+        if h:
+            h(self, reason)
+
+
+class Listener:
+    """Accepts connections; make_protocol(conn_peer) returns the protocol for each new one."""
+
+    def __init__(self, loop, sock, make_protocol, max_frame=codec.DEFAULT_MAX_FRAME, max_conns=0):
+        self.loop = loop
+        self.sock = sock
+        self.make_protocol = make_protocol
+        self.max_frame = max_frame
+        self.max_conns = max_conns
+        self.conns = []
+        sock.setblocking(False)
+        loop.register(sock, self, POLLIN)
+
+    def on_poll(self, ev):
+        try:
+            s, addr = self.sock.accept()
+        except OSError as e:
+            if errno_of(e) in WOULD_BLOCK:
+                return
+            raise
+        proto = self.make_protocol()
+        if MICROPYTHON:
+            addr = "peer"  # a raw sockaddr here; nothing readable to log
+        conn = Connection(self.loop, s, proto, self.max_frame, addr)
+        if self.max_conns and len(self.conns) >= self.max_conns:
+            conn.send({"error": {"code": "busy", "message": "too many connections (limit %d)" % self.max_conns}})
+            conn.close_after_flush("connection limit reached")
+            return
+        self.conns.append(conn)
+        orig = getattr(proto, "on_close", None)
+
+        def on_close(c, reason, _orig=orig):
+            if c in self.conns:
+                self.conns.remove(c)
+            if _orig:
+                _orig(c, reason)
+        proto.on_close = on_close
+        h = getattr(proto, "on_open", None)
+        if h:
+            h(conn)
+
+    def close(self):
+        self.loop.unregister(self.sock)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        for c in list(self.conns):
+            c.close("listener closed")
+
+
+def listen_tcp(loop, host, port, make_protocol, backlog=8, **kw):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(socket.getaddrinfo(host, port)[0][-1])
+    s.listen(backlog)
+    return Listener(loop, s, make_protocol, **kw)
+
+
+def listen_unix(loop, path, make_protocol, backlog=8, **kw):
+    import os
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(unix_address(path))
+    s.listen(backlog)
+    return Listener(loop, s, make_protocol, **kw)
+
+
+def bound_port(listener):
+    """The TCP port a listener got (useful after binding port 0)."""
+    if MICROPYTHON:
+        raise OSError("bound_port is not available on MicroPython")
+    return listener.sock.getsockname()[1]
+
+
+def dial(loop, address, protocol, max_frame=codec.DEFAULT_MAX_FRAME):
+    """Open a non-blocking connection to 'host:port' or 'unix:/path'.
+
+    Returns the Connection at once; protocol.on_connect(conn) runs when it is up and
+    protocol.on_close(conn, reason) if it fails. Messages sent before then are queued.
+    """
+    addr = parse_address(address) if isinstance(address, str) else address
+    if addr[0] == "unix":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target = unix_address(addr[1])
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        target = socket.getaddrinfo(addr[1], addr[2])[0][-1]
+    s.setblocking(False)
+    conn = Connection(loop, s, protocol, max_frame, address)
+    conn.connecting = True
+    conn._set_mask(POLLOUT)
+    try:
+        s.connect(target)
+    except OSError as e:
+        if errno_of(e) not in WOULD_BLOCK:
+            why = "cannot connect to %s: %s" % (address, e)   # `e` is unbound after the except
+            loop.call_soon(lambda: conn.close(why))
+    return conn
