@@ -74,7 +74,7 @@ def test_device_modules_listed_are_there_or_reported():
     assert "sensormesh/device/" in board.DEVICE_MODULES
     files = board.device_files(ROOT)
     for name in ("__main__", "compat", "codec", "transport", "core", "datarequest", "forward",
-                 "steps/__init__", "runtime/__init__", "runtime/pipes",
+                 "steps/__init__", "steps/windows", "runtime/__init__", "runtime/pipes",
                  "runtime/shipped", "secure/__init__", "secure/handshake", "secure/fernet",
                  "secure/x25519", "sensors/__init__"):
         assert "sensormesh/device/%s.py" % name in files, name

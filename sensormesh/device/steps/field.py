@@ -1,0 +1,41 @@
+# Steps: field: one value out of a structured one, by key, index or dotted path.
+# Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
+# protocol and the MicroPython notes on hot methods are in steps/__init__.py.
+from sensormesh.device.steps import Step, dig, key_path
+
+
+class Field(Step):
+    TYPE = "field"
+    ARGS = ("key",)
+
+    def setup(self, params, n_inputs):
+        self.path = key_path(self, params.get("key"))
+        self.what = "no field %r" % (params.get("key"),)
+        if len(self.path) == 1 and type(self.path[0]) is not int:
+            self.key = self.path[0]
+            self.put = self._put_key
+
+    def _put_key(self, value):
+        self.n_in += 1
+        try:
+            value = value[self.key]
+        except Exception:
+            self.failed(value)
+            return
+        self.emit(value)
+
+    def put(self, value):
+        self.n_in += 1
+        try:
+            value = dig(value, self.path)
+        except Exception:
+            self.failed(value)
+            return
+        self.emit(value)
+
+    def out_count(self):
+        return self.n_in - self.dropped
+
+
+# type name -> class, read by steps.step_class()
+CLASSES = {"field": Field}

@@ -1,0 +1,103 @@
+# Steps: zip, combine_latest and merge: steps with more than one input.
+# Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
+# protocol and the MicroPython notes on hot methods are in steps/__init__.py.
+from sensormesh.device.steps import NONE, Step
+
+
+class Zip(Step):
+    """Pairs the i-th value of port 0 with the i-th value of port 1 -> [a, b].
+
+    Only one side can be ahead, so one queue holds the waiting values of that side."""
+    TYPE = "zip"
+    ARGS = ("max-pending",)
+    INPUTS = (2, 2)
+
+    def setup(self, params, n_inputs):
+        self.max_pending = self.int_param("max-pending", 1000, 1)
+        self.q = []
+        self.side = 0  # the port whose values wait in q (when q is not empty)
+
+    def put(self, value):
+        self.n_in += 1
+        q = self.q
+        if q and self.side:
+            self.n_out += 1
+            self.emit([value, q.pop(0)])
+        else:
+            self._wait(value, 0)
+
+    def put1(self, value):
+        self.n_in += 1
+        q = self.q
+        if q and not self.side:
+            self.n_out += 1
+            self.emit([q.pop(0), value])
+        else:
+            self._wait(value, 1)
+
+    def _wait(self, value, side):
+        q = self.q
+        if not q:
+            self.side = side
+        elif len(q) >= self.max_pending:
+            q.pop(0)
+            n = self.dropped = self.dropped + 1
+            if n & (n - 1) == 0:
+                self.ctx.log("step '%s': zip port %d is more than %d values ahead, dropped its "
+                             "oldest (%d so far)" % (self.id, side, self.max_pending, n))
+        q.append(value)
+
+    def close(self):
+        n = len(self.q)
+        if n:
+            self.dropped += n
+            self.ctx.log("step '%s': zip closed with %d unpaired values on port %d, dropped"
+                         % (self.id, n, self.side))
+            self.q = []
+
+    def stats(self):
+        s = Step.stats(self)
+        s["pending"] = [0, 0]
+        s["pending"][self.side] = len(self.q)
+        return s
+
+
+class CombineLatest(Step):
+    """[latest of port 0, latest of port 1] on every value, once both ports gave one."""
+    TYPE = "combine_latest"
+    INPUTS = (2, 2)
+
+    def setup(self, params, n_inputs):
+        self.a = NONE
+        self.b = NONE
+
+    def put(self, value):
+        self.n_in += 1
+        self.a = value
+        if self.b is not NONE:
+            self.n_out += 1
+            self.emit([value, self.b])
+
+    def put1(self, value):
+        self.n_in += 1
+        self.b = value
+        if self.a is not NONE:
+            self.n_out += 1
+            self.emit([self.a, value])
+
+
+class Merge(Step):
+    """Every value of every input, in arrival order."""
+    TYPE = "merge"
+    INPUTS = (1, None)
+
+    def put(self, value):
+        self.n_in += 1
+        self.emit(value)
+
+    def out_count(self):
+        return self.n_in
+
+
+# type name -> class, read by steps.step_class()
+CLASSES = {"zip": Zip, "combine_latest": CombineLatest, "merge": Merge}

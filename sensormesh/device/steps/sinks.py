@@ -1,0 +1,140 @@
+# Steps: print, csv and callback: the ends of a chain.
+# Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
+# protocol and the MicroPython notes on hot methods are in steps/__init__.py.
+import sys
+from json import dumps as _dumps
+
+from sensormesh.device.steps import Step
+
+
+class Print(Step):
+    """One JSON line per value on stdout; with `label`: {"label": label, "value": value}."""
+    TYPE = "print"
+    ARGS = ("label",)
+    SINK = True
+
+    def setup(self, params, n_inputs):
+        self.label = params.get("label")
+        if self.label is not None:
+            self.str_param("label", None)
+        self.write = sys.stdout.write  # tests replace it
+
+    def put(self, value):
+        self.n_in += 1
+        if self.label is not None:
+            value = {"label": self.label, "value": value}
+        self.write(_dumps(value) + "\n")
+
+    def flush(self):
+        f = getattr(sys.stdout, "flush", None)
+        if f is not None:
+            f()
+
+    def out_count(self):
+        return self.n_in
+
+
+def _cell(x):
+    if type(x) is str:
+        s = x
+    elif x is None:
+        return ""
+    else:
+        s = _dumps(x)  # numbers, true/false, nested lists/objects as JSON
+    if '"' in s or "," in s or "\n" in s or "\r" in s:
+        return '"' + s.replace('"', '""') + '"'
+    return s
+
+
+class Csv(Step):
+    """Appends one row per value to `path`.
+
+    dict values: one column per key, `columns` or else the sorted keys of the first value;
+    list values: one column per item; anything else: one column. A header row (the columns)
+    is written once, and only into an empty file, so a restarted device appends."""
+    TYPE = "csv"
+    ARGS = ("path", "columns")
+    SINK = True
+
+    def setup(self, params, n_inputs):
+        self.path = self.str_param("path", None)
+        self.what = "csv write to '%s' failed" % self.path
+        cols = params.get("columns")
+        if cols is not None:
+            if type(cols) is not list or not cols:
+                raise self.bad("columns must be a non-empty list of names, got %r" % (cols,))
+            for c in cols:
+                if type(c) is not str or not c:
+                    raise self.bad("columns must be a non-empty list of names, got %r" % (cols,))
+        self.columns = cols
+        import os
+        try:
+            self.header_due = os.stat(self.path)[6] == 0
+        except OSError:
+            self.header_due = True
+        try:
+            self.f = open(self.path, "a")
+        except OSError as e:
+            raise self.bad("csv cannot open path '%s': %s" % (self.path, e))
+
+    def put(self, value):
+        self.n_in += 1
+        try:
+            self._row(value)
+        except Exception:
+            self.failed(value)
+
+    def _row(self, value):
+        if self.f is None:
+            raise OSError("file closed")
+        cols = self.columns
+        if type(value) is dict:
+            if cols is None:
+                cols = self.columns = sorted(value)
+            cells = [_cell(value.get(c)) for c in cols]
+        elif type(value) is list or type(value) is tuple:
+            cells = [_cell(x) for x in value]
+        else:
+            cells = [_cell(value)]
+        if self.header_due:
+            self.header_due = False
+            if cols is not None:
+                self.f.write(",".join([_cell(c) for c in cols]) + "\n")
+        self.f.write(",".join(cells) + "\n")
+
+    def flush(self):
+        if self.f is not None:
+            self.f.flush()
+
+    def close(self):
+        f = self.f
+        self.f = None
+        if f is not None:
+            f.flush()
+            f.close()
+
+    def out_count(self):
+        return self.n_in - self.dropped
+
+
+class Callback(Step):
+    """Hands every value to ctx.deliver(step_id, value); the runtime batches them to the
+    controller, which calls the user's callback registered under `name`."""
+    TYPE = "callback"
+    ARGS = ("name",)
+    SINK = True
+
+    def setup(self, params, n_inputs):
+        self.name = self.str_param("name", self.id)
+        self.deliver = self.ctx.deliver
+
+    def put(self, value):
+        self.n_in += 1
+        self.deliver(self.id, value)
+
+    def out_count(self):
+        return self.n_in
+
+
+# type name -> class, read by steps.step_class()
+CLASSES = {"print": Print, "csv": Csv, "callback": Callback}

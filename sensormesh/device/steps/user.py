@@ -1,0 +1,69 @@
+# Steps: map and filter: a user function the controller shipped (runtime/shipped.py) per value.
+# Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
+# protocol and the MicroPython notes on hot methods are in steps/__init__.py.
+from sensormesh.device.steps import Step
+
+
+class _UserStep(Step):
+    ARGS = ("fn",)
+
+    def setup(self, params, n_inputs):
+        ref = self.str_param("fn", None)
+        try:
+            fn = self.ctx.resolve(ref)
+        except Exception as e:
+            raise self.bad("fn '%s': %s" % (ref, e))
+        self.instance = None
+        if isinstance(fn, type):
+            # A class is a stateful step: one instance per step, made here, called per value.
+            try:
+                fn = fn()
+            except Exception as e:
+                raise self.bad("fn '%s': making an instance failed: %s: %s"
+                               % (ref, type(e).__name__, e))
+            self.instance = fn
+        if not callable(fn):
+            raise self.bad("fn '%s' is not callable" % ref)
+        self.fn = fn
+        self.what = "fn '%s' raised" % ref
+
+    def close(self):
+        close = getattr(self.instance, "close", None)
+        self.instance = None
+        if close is not None:
+            close()
+
+
+class Map(_UserStep):
+    TYPE = "map"
+
+    def put(self, value):
+        self.n_in += 1
+        try:
+            value = self.fn(value)
+        except Exception:
+            self.failed(value)
+            return
+        self.emit(value)
+
+    def out_count(self):
+        return self.n_in - self.errors
+
+
+class Filter(_UserStep):
+    TYPE = "filter"
+
+    def put(self, value):
+        self.n_in += 1
+        try:
+            keep = self.fn(value)
+        except Exception:
+            self.failed(value)
+            return
+        if keep:
+            self.n_out += 1
+            self.emit(value)
+
+
+# type name -> class, read by steps.step_class()
+CLASSES = {"map": Map, "filter": Filter}
