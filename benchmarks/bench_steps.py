@@ -1,4 +1,4 @@
-# Micro-benchmark of step chains (sensormesh/steps.py), on CPython and MicroPython alike:
+# Micro-benchmark of step chains (sensormesh/device/steps/), on CPython and MicroPython alike:
 #     python3 benchmarks/bench_steps.py [values]
 #     micropython benchmarks/bench_steps.py [values]
 # A loop pushes 0, 1, 2... into map -> <step> -> callback, the map being shipped user code

@@ -26,10 +26,10 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from procs import Proc, free_port  # noqa: E402
 
-DEVICE_MODULES = ["sensormesh/__init__.py", "sensormesh/compat.py", "sensormesh/codec.py",
-                  "sensormesh/transport.py", "sensormesh/datarequest.py", "sensormesh/device.py",
-                  "sensormesh/sensors/__init__.py", "sensormesh/sensors/sim/__init__.py",
-                  "sensormesh/sensors/sim/counter.py", "sensormesh/sensors/sim/dht11.py"]
+DEVICE_MODULES = ["sensormesh/__init__.py", "sensormesh/device/compat.py", "sensormesh/device/codec.py",
+                  "sensormesh/device/transport.py", "sensormesh/device/datarequest.py", "sensormesh/device/core.py",
+                  "sensormesh/device/sensors/__init__.py", "sensormesh/device/sensors/sim/__init__.py",
+                  "sensormesh/device/sensors/sim/counter.py", "sensormesh/device/sensors/sim/dht11.py"]
 
 
 def reader(addr, tf, seconds):

@@ -306,3 +306,23 @@ def test_a_local_cpython_device_imports_the_device_folder_only(tmp_path, monkeyp
     libs = sorted(m for m in mods if m.split(".")[0] in ("click", "scipy", "numpy", "networkx", "yaml"))
     assert not libs, "a CPython device imported %s" % libs
     print("CPython device: %d modules imported, VmRSS %s kB" % (len(mods), rss))
+
+
+def test_micropython_runs_the_device_from_any_directory_after_setup(tmp_path):
+    """`bash scripts/dev setup` links the package into .venv/lib/micropython and the activate
+    script exports MICROPYPATH with it: then `micropython -m sensormesh.device` works anywhere."""
+    mp = need_micropython()
+    venv = os.path.join(ROOT, ".venv")
+    if not os.path.islink(os.path.join(venv, "lib", "micropython", "sensormesh")):
+        pytest.skip("bash scripts/dev setup has not run in this checkout")
+    with open(os.path.join(venv, "bin", "activate")) as f:
+        exports = [ln for ln in f if ln.startswith("export MICROPYPATH=")]
+    assert exports, "setup did not add MICROPYPATH to the activate script"
+    mppath = exports[-1].split("=", 1)[1].strip().strip('"')
+    r = subprocess.run([mp, "-m", "sensormesh.device", "--help"], cwd=str(tmp_path), capture_output=True,
+                       text=True, timeout=60, env=clean_env(MICROPYPATH=mppath))
+    assert r.returncode == 0 and "usage: python -m sensormesh.device" in r.stdout, r.stdout + r.stderr
+    if not os.path.exists(os.path.expanduser("~/.micropython/lib/sensormesh")):
+        r = subprocess.run([mp, "-m", "sensormesh.device", "--help"], cwd=str(tmp_path), capture_output=True,
+                           text=True, timeout=60, env=clean_env())
+        assert "usage:" not in r.stdout   # what the setting changes: without it, no package here

@@ -1,7 +1,7 @@
 # The built-in step types: how many inputs each takes, its parameters, and the estimates
 # placement needs (output rate and value size given the inputs, CPU and memory cost).
 #
-# Parameter names and meanings are the device-side contract (sensormesh/steps.py implements
+# Parameter names and meanings are the device-side contract (sensormesh/device/steps/ implements
 # them with these names); docs/pipelines.md is the reference for users. The controller fills
 # in every default before it sends an assignment, so a device never has to guess.
 #

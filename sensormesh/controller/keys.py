@@ -1,6 +1,6 @@
 """Key management on the controller (CPython only).
 
-The controller makes every key pair (X25519, sensormesh/x25519.py), so no device needs a good
+The controller makes every key pair (X25519, sensormesh/device/secure/x25519.py), so no device needs a good
 random source of its own for its identity. A key store is one directory (mode 0700):
 
     registry.json            public half of every key ever issued: name, role, x25519 (hex),

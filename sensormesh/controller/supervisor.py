@@ -11,7 +11,7 @@ How it reaches a device follows `topology.control_routes()` (docs/topology.md):
   * direct / local: the controller dials the device and opens a control session (`hello`);
   * forwarded: the controller's session with the first gateway carries
     `{"forward": {"to": ADDR, "message": M}}` (nested once per further gateway); replies come
-    back wrapped in `{"forwarded": {"from": ADDR, "message": ...}}` (sensormesh/forward.py).
+    back wrapped in `{"forwarded": {"from": ADDR, "message": ...}}` (sensormesh/device/forward.py).
     With keys (`creds`) the controller runs a session of its own with every device, end to end:
     the hello and the welcome travel as "message", then each level is a "token" of the
     controller's session with that hop's device, which the gateways relay without reading;

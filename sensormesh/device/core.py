@@ -4,8 +4,8 @@
 #   {"data-request": {...}}   the seed's sensor stream (datarequest.py) until the socket closes
 #   {"hello": {...}}          a control session (controller, tools): info, status, deploy, stop...
 #   {"pipe": {...}}           data from another device's pipe_out into one of our pipe_in steps
-# A device with keys (config "identity" + "trust"; sensormesh/secure.py) first runs the handshake
-# of sensormesh/session.py on every connection: the first message must be a hello, every later
+# A device with keys (config "identity" + "trust"; sensormesh/device/secure/__init__.py) first runs the handshake
+# of sensormesh/device/secure/handshake.py on every connection: the first message must be a hello, every later
 # frame is a Fernet token, and each control message is checked against the peer's role. The
 # one plaintext exception is {"register": ...} from a device behind a one-way link (forward.py):
 # its secure session is with the controller, end to end, through this device as a gateway.
@@ -300,7 +300,7 @@ class Device:
             self.close()
 
 
-# Control messages the assignment runtime (sensormesh/assignment.py) answers.
+# Control messages the assignment runtime (sensormesh/device/runtime/__init__.py) answers.
 RUNTIME_MESSAGES = ("deploy", "start", "stop", "pipe", "pull", "undeploy", "subscribe")
 
 

@@ -3,7 +3,7 @@
 # The modules in this folder (machine.py, esp32.py, dht.py, network.py) stand in for the
 # board's own modules when the folder is first on sys.path; fakeparts.py holds models of the
 # parts wired to the pins (MPU-6050, HC-SR04, MH-Z19B, rotary encoder). The drivers in
-# sensormesh/sensors/esp32 import `machine` as usual and never see the difference.
+# sensormesh/device/sensors/esp32 import `machine` as usual and never see the difference.
 # machine_extra.py and fakeparts_pins.py hold the less used halves of machine and fakeparts,
 # loaded on first use (module __getattr__) so that simulated hardware costs a MicroPython
 # heap only what a test or benchmark touches.

@@ -1,4 +1,4 @@
-# Tests of loading shipped user code (sensormesh/shipped.py), on CPython and MicroPython.
+# Tests of loading shipped user code (sensormesh/device/runtime/shipped.py), on CPython and MicroPython.
 from sensormesh.device.runtime.shipped import ShippedError, load_code, load_module, resolve
 
 USER_STEPS = """\

@@ -1,4 +1,4 @@
-# Tests of the built-in steps (sensormesh/steps.py). Plain assert functions: they run under
+# Tests of the built-in steps (sensormesh/device/steps/). Plain assert functions: they run under
 # pytest on CPython and with `micropython tests/mprun.py test_steps` on the unix port.
 # Time is a manual clock in FakeCtx: timers fire only when a test advances it.
 import os

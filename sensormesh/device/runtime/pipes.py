@@ -7,7 +7,7 @@
 #   pipe_out with "to": it dials the receiver and says {"pipe": {"edge", "epoch"}}
 #   pipe_in with "from": it dials the sender and says {"pull": {"edge", "epoch"}}
 # The dialing end names the other device in "peer"; a device with keys dials as its own identity
-# and authenticates that device (device.dial, sensormesh/secure.py) before the first message.
+# and authenticates that device (device.dial, sensormesh/device/secure/__init__.py) before the first message.
 # Values wait in the pipe_out while there is no connection, up to a bound; what overflows is
 # counted as dropped and reported in status, never lost silently.
 from sensormesh.device.compat import MICROPYTHON

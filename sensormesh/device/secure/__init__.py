@@ -1,7 +1,7 @@
 # Secure sessions on a live device (CPython and MicroPython, same code).
 #
 # Imported only by a device that has keys (config "identity" + "trust"), so a board that runs
-# without keys never loads the crypto modules. sensormesh/session.py is the sans-IO handshake;
+# without keys never loads the crypto modules. sensormesh/device/secure/handshake.py is the sans-IO handshake;
 # this module puts it on the device's connections:
 #   accepted connections  the first message must be a hello; anything else is refused
 #                         (plaintext-refused). Until it arrives the connection counts as a
