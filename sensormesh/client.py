@@ -27,7 +27,7 @@ class DeviceError(Exception):
 
 
 class AuthError(DeviceError):
-    """The secure handshake failed; code is one of session.CODES (or "plaintext")."""
+    """The secure handshake failed; code is one of handshake.CODES (or "plaintext")."""
 
 
 class _SecureDecoder:

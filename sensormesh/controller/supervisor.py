@@ -43,8 +43,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from sensormesh.device import codec
-from sensormesh.device import transport
+from sensormesh.device import codec, transport
 from sensormesh.controller.deploy import DeployError, device_order, dispatch
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.keys import add_pipe_peers
@@ -52,7 +51,7 @@ from sensormesh.controller.routing import RoutingError, dial_address, hop_domain
 from sensormesh.controller.topology import CONTROLLER, Route, Topology
 from sensormesh.device.secure.handshake import HandshakeError
 
-# Refusals of a secure session (session.CODES but the connection limits): reported with their code.
+# Refusals of a secure session (handshake.CODES but the connection limits): reported with their code.
 HANDSHAKE_CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
                    "malformed", "plaintext-refused")
 
@@ -123,7 +122,7 @@ class _E2E:
     __slots__ = ("cs", "up", "held", "deadline", "link", "names")
 
     def __init__(self, cs, deadline, link, names):
-        self.cs = cs                # session.ClientSession
+        self.cs = cs                # handshake.ClientSession
         self.up = False             # welcome received
         self.held = []              # (message, timeout ms) to send once it is up
         self.deadline = deadline    # time.monotonic() by which the welcome must come
@@ -341,8 +340,7 @@ class Supervisor:
             sock.close()
             raise
         if self.creds is not None and server is not None:
-            from sensormesh.device import codec
-            from sensormesh.device import secure
+            from sensormesh.device import codec, secure
             d = secure.Dialer(secure.ClientKeys(self.creds, secure.DEFAULT_HANDSHAKE_MS), self.loop, protocol,
                               server, None, None, codec.DEFAULT_MAX_FRAME, None)
             conn = transport.Connection(self.loop, sock, d, peer=address)

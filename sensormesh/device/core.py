@@ -18,9 +18,7 @@
 #          sensormesh worker --port 7000             (the CLI's wrapper around start())
 import sys
 
-from sensormesh.device import codec
-from sensormesh.device import sensors
-from sensormesh.device import transport
+from sensormesh.device import codec, sensors, transport
 from sensormesh.device.compat import MICROPYTHON, implementation
 from sensormesh.device.datarequest import RequestError, Stream, parse
 

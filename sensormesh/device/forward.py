@@ -31,8 +31,7 @@
 #     the hello waits (within its timeout) for the device to register again on a fresh
 #     connection. So does anything forwarded to a name that was registered here and is
 #     momentarily not (the device is redialing).
-from sensormesh.device import codec
-from sensormesh.device import transport
+from sensormesh.device import codec, transport
 from sensormesh.device.compat import MICROPYTHON
 
 CONNECT_MS = 5000

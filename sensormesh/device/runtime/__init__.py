@@ -1,20 +1,19 @@
 # The assignment runtime: what a device runs when the controller deploys a pipeline to it.
 #
-# Control messages (on a control session, see device.py):
+# Control messages (on a control session, see core.py):
 #   {"deploy": {"assignment": {...}}}  build and check everything; replaces the running one only
 #                                      when the new one is complete (nothing half-built runs)
 #   {"start": {}}                      start pipe receivers, then pipe senders, then sources
 #   {"stop": {}}                       flush upstream-first, stop, report final stats
-#   {"status": {}}                     (device.py) includes this runtime's status()
+#   {"status": {}}                     (core.py) includes this runtime's status()
 #   {"subscribe": {}}                  this session receives callback-sink deliveries
 # Connections from other devices:
 #   {"pipe": {"edge", "epoch"}}        data for one of our pipe_in steps follows
 #   {"pull": {"edge", "epoch"}}        a pipe_in elsewhere wants one of our pipe_out's data
-# The assignment format is in docs/architecture.md; steps in steps.py; pipes in pipes.py.
-from sensormesh.device import codec
-from sensormesh.device.runtime import shipped
-from sensormesh.device import steps
+# The assignment format is in docs/architecture.md; steps in ../steps/; pipes in pipes.py.
+from sensormesh.device import codec, steps
 from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.runtime import shipped
 from sensormesh.device.runtime.pipes import PipeIn, PipeOut
 from sensormesh.device.steps import Outlet, nowhere
 

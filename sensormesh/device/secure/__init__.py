@@ -18,8 +18,8 @@
 # closes the sessions it still has with that key.
 import os
 
-from sensormesh.device.secure import handshake as S
 from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.secure import handshake as S
 from sensormesh.device.secure.handshake import HandshakeError
 
 # Largest frame accepted before the handshake: a hello is about 250 bytes.

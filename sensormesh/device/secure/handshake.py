@@ -20,8 +20,8 @@ import os
 import struct
 
 from sensormesh.device import codec
-from sensormesh.device.secure import x25519
 from sensormesh.device.compat import MICROPYTHON, unix_time
+from sensormesh.device.secure import x25519
 from sensormesh.device.secure.fernet import Fernet, InvalidToken, b64decode, b64encode, equal, hmac_sha256
 
 VERSION = 2
