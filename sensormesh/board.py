@@ -1,10 +1,14 @@
 # Deployment to a MicroPython board (CPython only): `sensormesh board deploy`.
 #
+# 0. check (with .mpy files): the board's firmware must load the .mpy version mpy-cross makes
+#    (board_mpy.py asks both; a mismatch stops here, before the board is touched further).
 # 1. build: every device module (DEVICE_MODULES, the one list of what runs on a device) is
 #    precompiled with mpy-cross into BUILD/fs/ (a .mpy imports in a fraction of the heap the
 #    compiler needs for a .py), next to the board's device.json, boot.py and main.py.
 # 2. copy: mpremote removes the old sensormesh/ folder from the board (a stale .py would
-#    shadow the new .mpy), makes the folders, copies the files, and resets the board.
+#    shadow the new .mpy), makes the folders, copies the files, removes keys an earlier
+#    deployment left in :keys (unless the configuration names key files already on the board),
+#    copies --keys, and resets the board.
 # `--dry-run` prints every command of both steps and runs none. The device configuration
 # format and the wiring of each sensor are in docs/boards.md.
 #
@@ -38,6 +42,7 @@ HOST_MODULES = (
     "sensormesh/cli.py",
     "sensormesh/api.py",
     "sensormesh/board.py",
+    "sensormesh/board_mpy.py",
     "sensormesh/client.py",
     "sensormesh/fakehw/",
 )
@@ -346,6 +351,9 @@ def plan(cfg, port, build_dir, base=BASE, compile=True, mpy_cross="mpy-cross",
         here = [os.path.join(fs, r) for r in remote if r.rpartition("/")[0] == d]
         steps.append(("board", conn + ["fs", "cp"] + here + [":" + d + "/"], False))
     steps.append(("board", conn + ["fs", "cp"] + [os.path.join(fs, r) for r in root_files] + [":"], False))
+    if key_files or not cfg.get("keys"):
+        # keys of an earlier deployment must not outlive it (cfg "keys" names files put there by hand)
+        steps.append(("board", conn + ["fs", "rm", "-r", ":" + KEYS_DIR], True))
     if key_files:
         steps.append(("board", conn + ["fs", "mkdir", ":" + KEYS_DIR], True))
         steps.append(("board", conn + ["fs", "cp"] + key_files + [":" + KEYS_DIR + "/"], False))
@@ -459,9 +467,19 @@ def deploy(port, config_path, build_dir, keys_dir, source, mpy_cross, mpremote, 
         steps, board_cfg = plan(cfg, port, build_dir, compile=not source,
                                 mpy_cross=mpy_cross or _find_tool("mpy-cross"),
                                 mpremote=mpremote or _find_tool("mpremote"), keys_dir=keys_dir)
+        mpy_check = not source and not dry_run
+        if mpy_check:
+            from sensormesh import board_mpy
+            try:
+                board_mpy.probe(port, mpremote or _find_tool("mpremote"), mpy_cross or _find_tool("mpy-cross"))
+            except board_mpy.MpyMismatch as e:
+                raise BoardError(str(e))
         if dry_run:
             for line in describe(steps):
                 click.echo(line)
+            if not source:
+                click.echo("# before all of this: ask the board for the .mpy version it loads "
+                           "(mpremote exec) and compare with mpy-cross's")
             click.echo("# device %s: %d sensors, listening on port %s, WiFi %r"
                        % (board_cfg["name"], len(board_cfg["sensors"]), board_cfg["port"],
                           board_cfg["wifi"]["ssid"]))

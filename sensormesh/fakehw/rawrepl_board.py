@@ -1,0 +1,266 @@
+# A simulated board's REPL, run by the MicroPython unix port (started by serialboard.py, which
+# puts it behind a pseudo-terminal). Not a device module: never deployed.
+#
+#     micropython rawrepl_board.py FLASH_DIR MODE        MODE: power | soft | raw
+#
+# What a board does, and so does this:
+# - its flash is the filesystem root: FLASH_DIR is mounted at "/" (os.VfsPosix), the working
+#   directory is "/", sys.path is ["", ".frozen", "/lib", FIRMWARE]; FIRMWARE is this folder
+#   (the simulated machine, esp32, dht, network), mounted read-only at /.fw like modules built
+#   into the firmware;
+# - at start it runs boot.py, then main.py unless the reset came from the raw REPL (MODE raw),
+#   then it waits in the friendly REPL (or in the raw REPL after a raw-mode soft reset);
+# - REPL code, boot.py and main.py share one globals dict (the board's __main__).
+#
+# Console: stdin is a non-blocking pipe, stdout the console output (serialboard.py relays both
+# to the pseudo-terminal). Protocol, as MicroPython's pyexec.c speaks it:
+#   friendly REPL: a line is evaluated/executed on CR; Ctrl-A raw REPL, Ctrl-B banner,
+#                  Ctrl-C clears the line, Ctrl-D on an empty line soft reset.
+#   raw REPL:      "raw REPL; CTRL-B to exit\r\n" then ">"; bytes up to Ctrl-D are the program:
+#                  "OK", its output, "\x04", its error text, "\x04", ">" again. Ctrl-D alone:
+#                  soft reset. Ctrl-A: raw REPL again. Ctrl-B: friendly REPL. Ctrl-C: clear.
+#   raw paste:     "\x05A\x01" in the raw REPL: "R\x01", the window size (2 bytes LE) and
+#                  "\x01"; a "\x01" after every window of bytes consumed; the host's "\x04"
+#                  ends the program and is answered "\x04", then output "\x04" error "\x04".
+# A reset ends this process with an exit status naming the next start (serialboard.py starts
+# it again): machine.reset() is a hard reset (pending input is lost), Ctrl-D or SystemExit a
+# soft reset. A Ctrl-C while code runs reaches it as SIGINT from serialboard.py, which is told
+# on stderr when code starts and stops running ("~busy" / "~idle").
+import os
+import select
+import sys
+
+EXIT_SOFT = 10          # soft reset from the friendly REPL: next start runs main.py
+EXIT_SOFT_RAW = 11      # soft reset in the raw REPL: next start skips main.py, stays raw
+EXIT_HARD = 12          # machine.reset(): power-on start, pending console input dropped
+EXIT_EOF = 13           # the console went away (serialboard.py stopped)
+
+RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+PASTE_WINDOW = 128      # as boards with the default 256-byte stdin buffer (half of it)
+FIRMWARE_MOUNT = "/.fw"
+
+_out = sys.stdout.buffer
+_in = sys.stdin.buffer
+_poll = select.poll()
+_poll.register(_in, select.POLLIN)
+_buf = bytearray(512)
+_pending = []           # bytes read but not consumed yet (a list used as a queue)
+
+
+class Reset(Exception):
+    def __init__(self, status):
+        self.status = status
+
+
+def write(b):
+    _out.write(b)
+
+
+def state(busy):
+    sys.stderr.write("~busy\n" if busy else "~idle\n")
+
+
+def getc():
+    """The next console byte (blocks until one arrives)."""
+    while not _pending:
+        _poll.poll(1000)
+        n = _in.readinto(_buf)
+        if n == 0:
+            raise Reset(EXIT_EOF)
+        if n:
+            _pending.extend(_buf[:n])
+            _pending.reverse()   # pop() takes the oldest
+            break
+    return _pending.pop()
+
+
+def setup(flash):
+    fw = __file__.rpartition("/")[0] or "."
+    if not fw.startswith("/"):
+        fw = os.getcwd() + "/" + fw
+    os.umount("/")
+    os.mount(os.VfsPosix(fw), FIRMWARE_MOUNT, readonly=True)
+    os.mount(os.VfsPosix(flash), "/")
+    os.chdir("/")
+    sys.path[:] = ["", ".frozen", "/lib", FIRMWARE_MOUNT]
+
+
+def execute(g, code, name):
+    """Run code (source text or bytes) in the board's globals; the exception or None.
+    SystemExit and machine.reset() become Reset."""
+    state(True)
+    try:
+        exec(compile(code, name, "exec"), g)
+        err = None
+    except SystemExit as e:
+        if e.args and e.args[0] == "machine.reset()":   # how the simulated machine resets
+            raise Reset(EXIT_HARD)
+        err = e
+    except BaseException as e:
+        err = e
+    state(False)
+    return err
+
+
+def run_file(g, name):
+    try:
+        with open(name) as f:
+            src = f.read()
+    except OSError:
+        return
+    err = execute(g, src, name)
+    if isinstance(err, SystemExit):
+        raise Reset(EXIT_SOFT)
+    if err is not None:
+        sys.print_exception(err)
+
+
+def soft_reset(status):
+    write(b"MPY: soft reboot\r\n")
+    raise Reset(status)
+
+
+def raw_repl(g):
+    """Raw REPL until Ctrl-B (returns) or a reset (raises Reset)."""
+    write(RAW_BANNER)
+    while True:
+        write(b">")
+        line = bytearray()
+        while True:
+            c = getc()
+            if c == 1:
+                if line == b"\x05A":
+                    raw_paste(g)
+                    break
+                write(b"\r\n" + RAW_BANNER)
+                line = None
+                break
+            if c == 2:
+                write(b"\r\n")
+                return
+            if c == 3:
+                line = bytearray()
+            elif c == 4:
+                write(b"OK")
+                if not line:
+                    write(b"\r\n")
+                    soft_reset(EXIT_SOFT_RAW)
+                report(execute(g, bytes(line), "<stdin>"))
+                break
+            else:
+                line.append(c)
+        if line is None:
+            continue
+
+
+def raw_paste(g):
+    write(b"R\x01" + bytes((PASTE_WINDOW & 0xFF, PASTE_WINDOW >> 8, 1)))
+    src = bytearray()
+    left = PASTE_WINDOW
+    while True:
+        c = getc()
+        if c == 4 or c == 3:
+            write(b"\x04")
+            if c == 3:
+                write(b"\x04Traceback (most recent call last):\r\nKeyboardInterrupt: \r\n\x04")
+                return
+            break
+        src.append(c)
+        left -= 1
+        if left == 0:
+            write(b"\x01")
+            left = PASTE_WINDOW
+    report(execute(g, bytes(src), "<stdin>"))
+
+
+def report(err):
+    write(b"\x04")
+    if isinstance(err, SystemExit):
+        write(b"\x04")
+        soft_reset(EXIT_SOFT_RAW)
+    if err is not None:
+        sys.print_exception(err, sys.stdout)
+    write(b"\x04")
+
+
+def banner():
+    v = sys.implementation.version
+    write(("MicroPython v%d.%d.%d on the unix port; simulated sensormesh board\r\n"
+           "Type \"help()\" for more information.\r\n" % (v[0], v[1], v[2])).encode())
+
+
+def friendly_repl(g):
+    """Friendly REPL (one line at a time) until Ctrl-A (returns) or a reset (raises Reset)."""
+    banner()
+    line = bytearray()
+    write(b">>> ")
+    while True:
+        c = getc()
+        if c == 1:
+            write(b"\r\n")
+            return
+        if c == 2:
+            write(b"\r\n")
+            banner()
+            line = bytearray()
+        elif c == 3:
+            write(b"\r\n")
+            line = bytearray()
+        elif c == 4:
+            if not line:
+                write(b"\r\n")
+                soft_reset(EXIT_SOFT)
+            continue
+        elif c == 13 or c == 10:
+            write(b"\r\n")
+            if line:
+                run_line(g, bytes(line).decode())
+            line = bytearray()
+        elif c == 8 or c == 127:
+            if line:
+                line.pop()
+                write(b"\x08 \x08")
+            continue
+        else:
+            line.append(c)
+            write(bytes((c,)))
+            continue
+        write(b">>> ")
+
+
+def run_line(g, text):
+    try:
+        code = compile(text, "<stdin>", "eval")
+        text = "_ = " + text + "\nif _ is not None: print(repr(_))"
+    except SyntaxError:
+        pass
+    err = execute(g, text, "<stdin>")
+    if isinstance(err, SystemExit):
+        soft_reset(EXIT_SOFT)
+    if err is not None:
+        sys.print_exception(err, sys.stdout)
+
+
+def main():
+    flash, mode = sys.argv[1], sys.argv[2]
+    setup(flash)
+    g = {"__name__": "__main__"}
+    raw = mode == "raw"
+    try:
+        run_file(g, "boot.py")
+        if not raw:
+            run_file(g, "main.py")
+        while True:
+            try:
+                if raw:
+                    raw_repl(g)
+                else:
+                    friendly_repl(g)
+                raw = not raw
+            except KeyboardInterrupt:    # a Ctrl-C that came after the code it was meant for
+                write(b"\r\n")
+    except Reset as r:
+        sys.exit(r.status)
+
+
+main()
