@@ -69,6 +69,7 @@ class SerialBoard:
         self._last_interrupt = 0.0
         self._to_board = bytearray()
         self._to_line = bytearray()
+        self._err_partial = b""
         self._crashes = []
         self.starts = []                # start mode of every board process, in order
 
@@ -157,12 +158,14 @@ class SerialBoard:
             del self._to_line[:len(self._to_line) - CONSOLE_BUFFER]
 
     def _board_says(self, line):
-        if line == "~busy":
+        """A line the board wrote to stderr: the run state, or text a board prints on its
+        console like everything else (the device's log)."""
+        if line == b"~busy":
             self.busy = True
-        elif line == "~idle":
+        elif line == b"~idle":
             self.busy = False
-        elif line:
-            self.echo("board stderr: " + line)
+        else:
+            self._from_board(line + b"\r\n")
 
     def run(self, timeout=None):
         """Relay until timeout seconds passed (None: until stopped); BoardGone if the board
@@ -208,9 +211,10 @@ class SerialBoard:
                 else:
                     exited = True
             elif key.fileobj is err:
-                data = os.read(err.fileno(), 65536)
-                for line in data.decode(errors="replace").splitlines():
-                    self._board_says(line.strip())
+                self._err_partial += os.read(err.fileno(), 65536)
+                *lines, self._err_partial = self._err_partial.split(b"\n")
+                for line in lines:
+                    self._board_says(line)
             elif key.fileobj == self._in_w:
                 try:
                     n = os.write(self._in_w, self._to_board)
@@ -218,8 +222,10 @@ class SerialBoard:
                 except BlockingIOError:
                     pass
         if exited:
-            for line in self.proc.stderr.read().decode(errors="replace").splitlines():
-                self._board_says(line.strip())
+            for line in (self._err_partial + self.proc.stderr.read()).split(b"\n"):
+                if line:
+                    self._board_says(line)
+            self._err_partial = b""
             try:
                 status = self.proc.wait(STOP_WAIT_S)
             except subprocess.TimeoutExpired:   # closed its stdout but still runs: power-cycle it
