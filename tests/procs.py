@@ -115,3 +115,26 @@ class Recorder:
 
     def text(self):
         return "\n".join(self.events)
+
+
+def keyed_client(port, store_dir, name):
+    """A keyed device at 127.0.0.1:port refuses a plaintext data request and accepts the
+    controller of the key store at store_dir: returns that controller's open Client (the
+    caller closes it)."""
+    import pytest
+    from sensormesh.client import Client, DeviceError
+    from sensormesh.controller.keys import load_controller
+    c = Client("127.0.0.1:%d" % port)
+    try:
+        c.request_data("chip")
+        with pytest.raises(DeviceError, match="plaintext-refused"):
+            next(c.messages())
+    finally:
+        c.close()
+    c = Client("127.0.0.1:%d" % port, identity=load_controller(store_dir), server=name)
+    try:
+        assert c.call({"hello": {}})["info"]["secure"] is True
+    except BaseException:
+        c.close()
+        raise
+    return c

@@ -10,7 +10,7 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from procs import ROOT, free_port, need_micropython
+from procs import ROOT, free_port, keyed_client, need_micropython
 from sensormesh import board
 from sensormesh.client import Client
 
@@ -384,8 +384,7 @@ def test_board_main_joins_wifi_and_serves_sensors_on_micropython(tmp_path):
 @pytest.mark.micropython
 def test_board_deployed_with_keys_refuses_plaintext_and_serves_the_controller(tmp_path):
     """The keys `board deploy --keys` copies are the ones main.py's device uses: secure by default."""
-    from sensormesh.client import DeviceError
-    from sensormesh.controller.keys import KeyStore, load_controller
+    from sensormesh.controller.keys import KeyStore
     mp = need_micropython()
     store = KeyStore(str(tmp_path / "store"))
     store.init()
@@ -408,18 +407,7 @@ def test_board_deployed_with_keys_refuses_plaintext_and_serves_the_controller(tm
                 seen.append(lines.get(timeout=30))
             except queue.Empty:
                 raise AssertionError("board did not start: %r" % seen)
-        c = Client("127.0.0.1:%d" % port)
-        try:
-            c.request_data("chip")
-            with pytest.raises(DeviceError, match="plaintext-refused"):
-                next(c.messages())
-        finally:
-            c.close()
-        c = Client("127.0.0.1:%d" % port, identity=load_controller(str(tmp_path / "store")), server="keyed-board")
-        try:
-            assert c.call({"hello": {}})["info"]["secure"] is True
-        finally:
-            c.close()
+        keyed_client(port, str(tmp_path / "store"), "keyed-board").close()
     finally:
         p.terminate()
         p.wait(10)

@@ -12,9 +12,8 @@ import time
 
 import pytest
 
-from procs import ROOT, free_port
+from procs import ROOT, free_port, keyed_client
 from sensormesh import board, board_mpy
-from sensormesh.client import Client, DeviceError
 
 BIN = os.path.dirname(sys.executable)
 
@@ -216,7 +215,7 @@ def test_friendly_repl_evaluates_lines(simboard):
 def test_board_deploy_with_real_mpremote_boots_and_serves(simboard, tmp_path):
     """Deploy with keys onto a board with leftovers, then again without keys while the first
     deployment runs: each time the board boots from its flash and serves."""
-    from sensormesh.controller.keys import KeyStore, load_controller
+    from sensormesh.controller.keys import KeyStore
     flash = simboard.flash
     for stale in ("sensormesh/old_module.py", "sensormesh/sensors/gone.mpy", "keys/old_identity.json"):
         os.makedirs(os.path.dirname(os.path.join(flash, stale)), exist_ok=True)
@@ -246,16 +245,8 @@ def test_board_deploy_with_real_mpremote_boots_and_serves(simboard, tmp_path):
             assert a.read() == b.read(), f
     assert json.loads(open(os.path.join(flash, "device.json")).read())["identity"] == "keys/identity.json"
 
-    c = Client("127.0.0.1:%d" % port)
+    c = keyed_client(port, str(tmp_path / "store"), "sim-board")
     try:
-        c.request_data("chip")
-        with pytest.raises(DeviceError, match="plaintext-refused"):
-            next(c.messages())
-    finally:
-        c.close()
-    c = Client("127.0.0.1:%d" % port, identity=load_controller(str(tmp_path / "store")), server="sim-board")
-    try:
-        assert c.call({"hello": {}})["info"]["secure"] is True
         c.request_data("chip")
         value = next(c.messages())
     finally:
