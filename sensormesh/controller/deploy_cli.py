@@ -68,8 +68,16 @@ def _show_plan(placement, asg, out):
               help="Key store for the local devices' and the controller's keys (default: .sensormesh/keys).")
 @click.option("--insecure", is_flag=True,
               help="Run the local devices without keys: plaintext, anyone who can connect may deploy code.")
+@click.option("--network", "network", multiple=True, metavar="SPEC",
+              help="Emulate network conditions, e.g. \"boards:delay=20ms,jitter=5ms,loss=1%,rate=1mbit\" "
+                   "for a domain of FILE or \"office->cloud:delay=80ms\" for a link (repeatable; "
+                   "see docs/experiments.md).")
+@click.option("--network-mode", type=click.Choice(["auto", "loopback", "namespaces"]), default="auto",
+              show_default=True,
+              help="Where the emulated network runs: Linux network namespaces (root), loopback, or "
+                   "namespaces when possible.")
 @_timeout
-def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure, timeout):
+def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure, network, network_mode, timeout):
     """Start FILE's local devices, deploy the pipeline, show sink values live; Ctrl-C stops everything."""
     from sensormesh.controller.local import LocalError
     model = _load(file)
@@ -88,7 +96,7 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
         final = runner.up(model, strategy, duration=duration or None, count=count or None,
                           on_event=printer.event, on_line=None if quiet_devices else printer.device_line,
                           on_deliver=printer.deliver, on_deployed=deployed, heap=heap, timeout=timeout,
-                          keys_dir=keys_dir, insecure=insecure)
+                          keys_dir=keys_dir, insecure=insecure, network=list(network), network_mode=network_mode)
     except (PipelineError, LocalError, deploying.DeployError) as e:
         raise click.ClickException(str(e))
     except KeyboardInterrupt:

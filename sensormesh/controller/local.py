@@ -122,8 +122,12 @@ class LocalCluster:
 
     def __init__(self, model, on_line: Callable[[str, str], None] | None = None,
                  micropython: str | None = None, python: str | None = None,
-                 heap: str | None = None, workdir: str | None = None, config: dict | None = None):
+                 heap: str | None = None, workdir: str | None = None, config: dict | None = None,
+                 network=None):
         self.model = model
+        # an emulated network (sensormesh/netlab/emulation.py): where each device listens, the
+        # command that puts it into its part of the network, and a record of its PID
+        self.network = network
         self.config = config or {}   # device -> extra configuration (e.g. its keys from keys.provision_local)
         self.on_line = on_line or (lambda name, line: None)
         self.micropython = micropython if micropython is not None else shutil.which("micropython")
@@ -154,11 +158,11 @@ class LocalCluster:
         return self.addresses
 
     def _start_one(self, dev):
-        path = dev.unix_path
+        path = self.network.unix_path(dev) if self.network else dev.unix_path
         if os.path.exists(path) and _answers(path):
             raise LocalError("local device %s: something already listens on %s (another `sensormesh up`?); "
                              "stop it, or give the device another `unix:` path" % (dev.name, path))
-        host, port = listen_port(dev)
+        host, port = self.network.listen_address(dev) if self.network else listen_port(dev)
         cfg = {"name": dev.name, "sensors": [self._sensor(s) for s in dev.sensors],
                "host": host, "port": port, "unix": path}
         cfg.update(self.config.get(dev.name) or {})
@@ -182,7 +186,11 @@ class LocalCluster:
             # scipy or networkx, so it costs what the device code costs.
             argv = [self.python, "-m", "sensormesh.device", "--config", cfg_path]
             env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        if self.network is not None:
+            argv = self.network.command(dev, argv)
         self.procs[dev.name] = LocalProcess(dev.name, argv, env, self.workdir or os.getcwd(), interp, self.on_line)
+        if self.network is not None:
+            self.network.started(dev, self.procs[dev.name].proc.pid)
         self.addresses[dev.name] = "unix:" + path
         self.tcp[dev.name] = "%s:%d" % (host, port)
 
@@ -205,7 +213,7 @@ class LocalCluster:
         for dev in self.devices():
             if dev.name in self.procs:
                 try:
-                    os.remove(dev.unix_path)
+                    os.remove(self.addresses[dev.name][len("unix:"):])
                 except OSError:
                     pass
         if self._tmp:

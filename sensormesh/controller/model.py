@@ -268,6 +268,10 @@ class Model:
         self.topology = topology        # topology.Topology built from it, if that module exists
         self.shipper = shipper or CodeShipper()
         self.base_dir = base_dir        # where "file.py:name" references are looked up
+        # {device: {"addresses": {domain or "A->B" link: "host:port"}}} set by an emulated
+        # network (sensormesh/netlab/emulation.py): every device is then its own host, reached
+        # at these addresses only (no Unix sockets between local devices).
+        self.address_plan = None
         self.warnings = []
         self.steps = {}
         self.devices = {}
@@ -498,6 +502,8 @@ class Model:
             if not entry and dev.unix_path:
                 entry["address"] = "unix:" + dev.unix_path
             inv[name] = entry
+        for name, entry in (self.address_plan or {}).items():
+            inv[name] = {"addresses": dict(entry["addresses"])}
         return inv
 
     def fixed_device(self, sid):

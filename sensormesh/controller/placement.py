@@ -298,13 +298,16 @@ class Placement:
 
     def _prefer_unix(self, dialer, listener, addr):
         a, b = self.model.devices[dialer], self.model.devices[listener]
-        if a.same_host(b) and b.unix_path:
+        if self.model.address_plan is None and a.same_host(b) and b.unix_path:
             return "unix:" + b.unix_path
         return addr
 
     def address(self, sender, receiver):
         """How `sender` reaches `receiver`: unix:PATH on one host when possible, else host:port."""
         a, b = self.model.devices[sender], self.model.devices[receiver]
+        if self.model.address_plan is not None and receiver in self.model.address_plan:
+            from sensormesh.controller import routing     # an emulated network's address
+            return routing.dial_address(receiver, None, self.model.routing_inventory())
         if a.same_host(b) and b.unix_path:
             return "unix:" + b.unix_path
         if b.main_address is None:

@@ -71,6 +71,18 @@ def dial_address(device, domain, inventory):
                        % (device, domain, ", ".join(sorted(str(d) for d in addrs))))
 
 
+def hop_address(device, hop, inventory):
+    """The address the dialer of `hop` dials `device` at: an address kept for the hop's link
+    ("A->B", an emulated network's shaped link) if the inventory has one, else the address in
+    the hop's domain (dial_address)."""
+    if hop.via.startswith("link "):
+        addrs = addresses_of(inventory.get(device) or {})
+        key = hop.via[len("link "):]
+        if key in addrs:
+            return addrs[key]
+    return dial_address(device, hop_domain(hop), inventory)
+
+
 @dataclass
 class EdgeRoute:
     """The pipe steps of one edge over its route.
@@ -120,14 +132,13 @@ def edge_fragments(edge, src, dst, topology, inventory, time_frame=0, route=None
     for i, hop in enumerate(hops):
         eid = hop_edge_id(edge, i, n)
         out.hop_edges.append(eid)
-        dom = hop_domain(hop)
         pout = {"id": "out:" + eid, "type": "pipe_out",
                 "params": {"edge": eid, "time-frame": time_frame if i == 0 else 0}}
         pin = {"id": "in:" + eid, "type": "pipe_in", "params": {"edge": eid}}
         if hop.dialer == hop.src:
-            pout["params"]["to"] = dial_address(hop.dst, dom, inventory)
+            pout["params"]["to"] = hop_address(hop.dst, hop, inventory)
         else:
-            pin["params"]["from"] = dial_address(hop.src, dom, inventory)
+            pin["params"]["from"] = hop_address(hop.src, hop, inventory)
         if i == 0:
             pout["inputs"] = list(inputs)
             out.out_id = pout["id"]

@@ -152,7 +152,7 @@ class _Interrupts:
 
 def up(model, strategy="optimal", duration=None, count=None, until=None, on_event=None, on_line=None,
        on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, keys_dir=None,
-       insecure=False, **options):
+       insecure=False, network=None, network_mode="auto", **options):
     """Start the model's local devices, deploy, call the user's callback functions with the
     values that arrive, stop everything (upstream first, draining) and return the final stats.
 
@@ -165,8 +165,22 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     Secure by default: the local devices get keys from the key store `keys_dir` (default
     .sensormesh/keys, made on first use) and refuse plaintext; the controller authenticates with
     its own key, also with the devices it reaches through gateways (end-to-end sessions the
-    gateways only relay). insecure=True runs them without keys."""
+    gateways only relay). insecure=True runs them without keys.
+
+    network: `--network` specs ("boards:delay=20ms,loss=1%", "a->b:rate=1mbit"): the local
+    devices then run in an emulated network laid out from the file's `network:` section, every
+    connection over a shaped domain or link through a shaping relay (sensormesh/netlab/).
+    network_mode: "auto" (namespaces as root, else loopback), "loopback" or "namespaces".
+    Everything it creates is removed on return, and by the next run after a crash."""
+    import contextlib
     from sensormesh.controller.local import LocalCluster
+    emulation = None
+    if network:
+        from sensormesh.netlab.emulation import Emulation, EmulationError
+        try:
+            emulation = Emulation(model, network, mode=network_mode, on_event=on_event)
+        except EmulationError as e:
+            raise PipelineError(str(e)) from None
     on_event = on_event or (lambda text: None)
     got = {"n": 0}
     deliver = dispatcher(model, on_deliver or (lambda device, step, values: None))
@@ -185,15 +199,27 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
         creds = credentials(keys_dir)
         on_event("secure: the local devices use keys from %s and refuse plaintext connections "
                  "(--insecure runs them without keys)" % keys_dir)
-    cluster = LocalCluster(model, on_line=on_line, micropython=micropython, heap=heap, config=config)
+    cluster = LocalCluster(model, on_line=on_line, micropython=micropython, heap=heap, config=config,
+                           network=emulation)
     dep = None
     signals = _Interrupts()
+    place = contextlib.ExitStack()      # the controller's place in an emulated network
     try:
+        if emulation is not None:
+            try:
+                emulation.start()
+            except EmulationError as e:
+                raise PipelineError(str(e)) from None
+            for line in emulation.describe():
+                on_event(line)
         cluster.start(timeout=max(30.0, timeout))
         for note in cluster.notes:
             on_event(note)
-        placement, asg, dep = deploy(model, strategy, local=cluster.addresses, timeout=timeout, creds=creds,
-                                     **options)
+        if emulation is not None:
+            place.enter_context(emulation.controller_context())
+        # in an emulated network the controller reaches the devices at the network's addresses
+        placement, asg, dep = deploy(model, strategy, local=None if emulation else cluster.addresses,
+                                     timeout=timeout, creds=creds, **options)
         if on_deployed is not None:
             on_deployed(placement, asg)
         deadline = None if not duration else time.monotonic() + duration
@@ -244,7 +270,10 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
         signals.restore()
         if dep is not None:
             dep.close()
+        place.close()
         codes = cluster.stop()
+        if emulation is not None:
+            emulation.close()
         bad = {n: c for n, c in codes.items() if c not in (0, None, -15)}
         if bad:
             on_event("local device(s) ended with errors: %s" % ", ".join(

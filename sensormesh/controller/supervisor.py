@@ -47,7 +47,7 @@ from sensormesh.device import codec, transport
 from sensormesh.controller.deploy import DeployError, device_order, dispatch
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.keys import add_pipe_peers
-from sensormesh.controller.routing import RoutingError, dial_address, hop_domain, hop_edge_id
+from sensormesh.controller.routing import RoutingError, hop_address, hop_edge_id
 from sensormesh.controller.topology import CONTROLLER, Route, Topology
 from sensormesh.device.secure.handshake import HandshakeError
 
@@ -287,7 +287,7 @@ class Supervisor:
                 addr = self.overrides[hop.dst]
             else:
                 try:
-                    addr = dial_address(hop.dst, hop_domain(hop), inv)
+                    addr = hop_address(hop.dst, hop, inv)
                 except RoutingError as e:
                     self.path_errors[dev] = "no address to reach it for control: %s" % e
                     return None
