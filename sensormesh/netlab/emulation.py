@@ -285,6 +285,12 @@ class Emulation:
 
     def _build_namespaces(self):
         from sensormesh.netlab import namespaces
+        remote = sorted(d.name for d in self.model.devices.values() if not d.local)
+        if remote:
+            raise EmulationError("in network namespaces every device runs here, so every device "
+                                 "of the file must be local: true (not: %s); --network-mode "
+                                 "loopback keeps the others at their addresses, unshaped"
+                                 % ", ".join(remote))
         self.lab = namespaces.NetLab(self.topology, on_create=self.state.add_namespace)
         self.lab.start()
         for dev in self.local_devices():

@@ -1,0 +1,132 @@
+"""Emulated networks in Linux network namespaces (`sensormesh up --network`, root): the
+namespaces are laid out exactly as the file says, one-way links hold, a 50 ms delay shows in a
+round trip between two devices (within 10%), and nothing is left afterwards, also after the
+controller was killed with SIGKILL (the next run removes it)."""
+import json
+import os
+import signal
+import sys
+
+import pytest
+
+import netlab
+from emulated import gone, measure_rtt, median, recorded, rtt_file, start_up
+from sensormesh.controller.pipeline_file import load_model
+from sensormesh.netlab.emulation import DEVICE_PORT, Emulation
+
+PING = r"""
+import json, socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.create_connection((host, port), timeout=10)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+out = []
+for i in range(n):
+    t0 = time.monotonic()
+    s.sendall(b"ping%04d" % i)
+    got = b""
+    while len(got) < 8:
+        chunk = s.recv(8 - len(got))
+        if not chunk:
+            raise SystemExit("closed")
+        got += chunk
+    out.append(time.monotonic() - t0)
+print(json.dumps(out))
+"""
+
+
+def probe(lab, host, ip, port, timeout=1.0):
+    res = lab.exec(host, [sys.executable, "-c", netlab.PROBE, ip, port, timeout, "", 0, "0"],
+                   timeout=timeout + 20)
+    return json.loads(res.stdout.strip().splitlines()[-1])["result"]
+
+
+@pytest.mark.netns
+def test_layout_follows_the_file_and_links_are_one_way(tmp_path, monkeypatch):
+    netlab.require()
+    monkeypatch.chdir(tmp_path)
+    model = load_model(rtt_file(tmp_path, with_cloud=True))
+    with Emulation(model, ["lan:delay=50ms", "lan->cloud:rate=10mbit"], mode="namespaces") as emu:
+        lab = emu.lab
+        # a namespace per device and one for the controller (in lan), a switch, a router
+        assert sorted(lab.hosts) == ["a", "b", "controller", "srv"]
+        assert sorted(n[len(lab.prefix) + 1:] for n in lab.own_namespaces()) == \
+            ["h-a", "h-b", "h-controller", "h-srv", "rt", "sw"]
+        assert lab.host_domains == {"a": ["lan"], "b": ["lan"], "srv": ["cloud"],
+                                    "controller": ["lan"]}
+        assert sorted(recorded(str(tmp_path))["namespaces"]) == sorted(lab.own_namespaces())
+        # the devices' addresses: relays on their own addresses in 198.18.0.0/15
+        plan = model.address_plan
+        assert plan["a"]["addresses"] == {"lan": "%s:7100" % lab.addr("a")}
+        assert plan["srv"]["addresses"] == {"cloud": "%s:%d" % (lab.addr("srv"), DEVICE_PORT),
+                                            "lan->cloud": "%s:7101" % lab.addr("srv")}
+        for host in lab.hosts:
+            for ip in lab.addrs(host).values():
+                assert ip.startswith("198.18.") or ip.startswith("198.19.")
+        # one-way: lan dials into cloud, cloud cannot dial lan
+        for host, port in (("srv", DEVICE_PORT), ("b", DEVICE_PORT)):
+            lab.wait_line(lab.python(host, netlab.ECHO_SERVER, "0.0.0.0", port, ""), "LISTENING")
+        assert probe(lab, "a", lab.addr("srv"), DEVICE_PORT, timeout=5) == "ok"
+        assert probe(lab, "a", lab.addr("b"), DEVICE_PORT, timeout=5) == "ok"
+        assert probe(lab, "srv", lab.addr("b"), DEVICE_PORT) in ("timeout", "unreachable")
+        # a TCP round trip from a to b through b's relay: 2 x 50 ms
+        host, port = plan["b"]["addresses"]["lan"].split(":")
+        res = lab.exec("a", [sys.executable, "-c", PING, host, port, 20], timeout=30)
+        rtts = json.loads(res.stdout)[2:]
+        assert median(rtts) == pytest.approx(0.100, rel=0.10)
+        rec = recorded(str(tmp_path))
+    assert gone(rec) == []
+    assert not [n for n in netlab.namespaces() if n.startswith(lab.prefix)]
+
+
+@pytest.mark.netns
+def test_round_trip_between_two_devices_in_namespaces(tmp_path, monkeypatch):
+    netlab.require()
+    monkeypatch.chdir(tmp_path)
+    base, _, _ = measure_rtt(tmp_path, ["lan:rate=1gbit"], "namespaces")
+    rtts, events, seen = measure_rtt(tmp_path, ["lan:delay=50ms"], "namespaces", insecure=False)
+    assert "emulated network (namespaces): lan delay=50ms" in events
+    assert len(seen["namespaces"]) == 4           # a, b, controller, switch
+    assert median(rtts) - median(base) == pytest.approx(0.100, rel=0.10), (median(rtts), median(base))
+    assert gone(seen) == []
+
+
+@pytest.mark.netns
+def test_ctrl_c_removes_namespaces_and_processes(tmp_path):
+    netlab.require()
+    path = rtt_file(tmp_path)
+    run = start_up(tmp_path, path, "--network", "lan:delay=5ms", "--network-mode", "namespaces")
+    try:
+        rec = recorded(str(tmp_path))
+        assert len(rec["namespaces"]) == 4 and len(rec["processes"]) == 4   # 2 devices, 2 relays
+        os.kill(run.p.pid, signal.SIGINT)
+        assert run.p.wait(60) == 0
+    finally:
+        run.stop()
+    assert gone(rec) == []
+    assert recorded(str(tmp_path)) == {"namespaces": [], "processes": [], "files": []}
+
+
+@pytest.mark.netns
+def test_after_sigkill_the_next_run_removes_namespaces_and_processes(tmp_path):
+    netlab.require()
+    path = rtt_file(tmp_path)
+    first = start_up(tmp_path, path, "--network", "lan:delay=5ms", "--network-mode", "namespaces")
+    try:
+        rec = recorded(str(tmp_path))
+        assert len(rec["namespaces"]) == 4
+        os.kill(first.p.pid, signal.SIGKILL)
+        first.p.wait(10)
+    finally:
+        first.stop()
+    left = gone(rec)
+    assert any(x.startswith("namespace") for x in left)
+    assert any(x.startswith("process") and "device" in x for x in left)
+    second = start_up(tmp_path, path, "--network", "lan:delay=5ms", "--network-mode", "namespaces",
+                      "--duration", "1")
+    try:
+        second.wait_line("removed what an earlier run left behind")
+        assert second.p.wait(60) == 0
+    finally:
+        second.stop()
+    assert gone(rec) == []
+    assert recorded(str(tmp_path)) == {"namespaces": [], "processes": [], "files": []}

@@ -1,0 +1,116 @@
+"""Emulated networks on loopback (no root): `sensormesh up --network` puts a shaping relay on
+every connection over a shaped domain, two devices' round trip grows by the emulated delay
+(within 10%), everything started is removed on exit and, after the controller was killed with
+SIGKILL, by the next run in the same directory."""
+import os
+import signal
+
+import pytest
+
+from emulated import gone, measure_rtt, median, recorded, rtt_file, start_up
+from sensormesh.controller.pipeline_file import load_model
+from sensormesh.netlab.emulation import Emulation, EmulationError
+
+
+def test_address_plan_relays_where_shaped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = load_model(rtt_file(tmp_path, with_cloud=True))
+    with Emulation(model, ["lan->cloud:delay=5ms"], mode="loopback") as emu:
+        plan = model.address_plan
+        # lan is not shaped: a and b are dialed at their own ports; srv has an address for the
+        # link (a relay) and one in cloud (direct)
+        for dev in ("a", "b"):
+            assert plan[dev]["addresses"] == {"lan": "127.0.0.1:%d" % emu.listen[dev][1]}
+        srv = plan["srv"]["addresses"]
+        assert srv["cloud"] == "127.0.0.1:%d" % emu.listen["srv"][1]
+        assert srv["lan->cloud"] != srv["cloud"]
+        assert [(d, k) for d, k, _, _ in emu.shaped] == [("srv", "lan->cloud")]
+        inv = model.routing_inventory()
+        assert inv["srv"]["addresses"]["lan->cloud"] == srv["lan->cloud"]
+        # the placement's pipe from srv to b dials srv over the link, through the relay
+        asg = model.place("optimal").assignments()
+        pulls = [s["params"]["from"] for s in asg["b"]["steps"]
+                 if s["type"] == "pipe_in" and "from" in s["params"]]
+        assert pulls == [srv["lan->cloud"]]
+        rec = recorded(str(tmp_path))
+        assert [p["what"] for p in rec["processes"]] == ["shaping relay on loopback"]
+        assert gone(rec)                 # the relay runs
+    assert gone(rec) == []
+    assert model.address_plan is None
+    assert recorded(str(tmp_path)) == {"namespaces": [], "processes": [], "files": []}
+
+
+def test_bad_specs_are_refused_before_anything_starts(tmp_path):
+    model = load_model(rtt_file(tmp_path))
+    with pytest.raises(EmulationError, match="no domain 'boards' \\(domains: lan\\)"):
+        Emulation(model, ["boards:delay=1ms"], mode="loopback")
+    with pytest.raises(EmulationError, match="network mode must be one of"):
+        Emulation(model, ["lan:delay=1ms"], mode="wifi")
+
+
+def test_round_trip_between_two_devices_grows_by_the_delay(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base, _, _ = measure_rtt(tmp_path, ["lan:rate=100mbit"], "loopback")
+    rtts, events, seen = measure_rtt(tmp_path, ["lan:delay=50ms"], "loopback")
+    assert "emulated network (loopback): lan delay=50ms" in events
+    # a -> b and b -> a each cross one relay: 2 x 50 ms, plus what the pipeline takes itself
+    assert median(rtts) - median(base) == pytest.approx(0.100, rel=0.10), (median(rtts), median(base))
+    assert min(rtts) >= 0.100
+    assert seen["processes"] and gone(seen) == []
+
+
+def test_secure_sessions_pass_the_relays(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rtts, events, seen = measure_rtt(tmp_path, ["lan:delay=10ms,jitter=2ms"], "loopback",
+                                     count=15, insecure=False)
+    assert any(e.startswith("secure:") for e in events)
+    assert min(rtts) >= 0.016
+    assert gone(seen) == []
+
+
+def test_cli_refuses_a_bad_spec(tmp_path):
+    from test_up import cli
+    path = rtt_file(tmp_path)
+    res = cli("up", path, "--network", "lan:delay=20", "--duration", "1", cwd=str(tmp_path))
+    assert res.returncode == 1
+    assert "--network 'lan:delay=20': delay=20: give a time such as 20ms" in res.stderr
+    assert not (tmp_path / ".sensormesh" / "keys").exists()     # refused before anything ran
+
+
+def test_ctrl_c_removes_everything(tmp_path):
+    path = rtt_file(tmp_path)
+    run = start_up(tmp_path, path, "--network", "lan:delay=5ms", "--network-mode", "loopback")
+    try:
+        rec = recorded(str(tmp_path))
+        assert len(rec["processes"]) == 3 and gone(rec)
+        os.kill(run.p.pid, signal.SIGINT)
+        assert run.p.wait(60) == 0
+    finally:
+        run.stop()
+    assert gone(rec) == []
+    assert recorded(str(tmp_path)) == {"namespaces": [], "processes": [], "files": []}
+
+
+def test_after_sigkill_the_next_run_removes_the_leftovers(tmp_path):
+    path = rtt_file(tmp_path)
+    first = start_up(tmp_path, path, "--network", "lan:delay=5ms", "--network-mode", "loopback")
+    try:
+        rec = recorded(str(tmp_path))
+        kinds = sorted(p["what"] for p in rec["processes"])
+        assert kinds == ["device a", "device b", "shaping relay on loopback"]
+        os.kill(first.p.pid, signal.SIGKILL)
+        first.p.wait(10)
+    finally:
+        first.stop()
+    left = gone(rec)
+    assert any(x.startswith("process") and "device" in x for x in left)  # orphaned devices run on
+    second = start_up(tmp_path, path, "--network", "lan:delay=5ms", "--network-mode", "loopback",
+                      "--duration", "1")
+    try:
+        second.wait_line("removed what an earlier run left behind")
+        assert second.p.wait(60) == 0
+    finally:
+        second.stop()
+    assert gone(rec) == []
+    assert recorded(str(tmp_path)) == {"namespaces": [], "processes": [], "files": []}
+
