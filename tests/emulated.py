@@ -4,11 +4,12 @@ tests/netns/test_emulated_network.py): a round-trip pipeline between two devices
 import glob
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 
-from procs import ROOT, Proc
+from procs import Proc
 from sensormesh.controller import runner
 from sensormesh.controller.pipeline_file import load_model
 from sensormesh.netlab import state
@@ -95,8 +96,37 @@ def start_up(tmp_path, file, *args):
     return p
 
 
+NOTHING = {"namespaces": [], "processes": [], "files": []}
+
+
+def stop_with(tmp_path, mode, sig):
+    """Start `sensormesh up --network` in mode, send it `sig` once it runs; returns what the
+    run had recorded (read while it ran)."""
+    run = start_up(tmp_path, rtt_file(tmp_path), "--network", "lan:delay=5ms", "--network-mode", mode)
+    try:
+        rec = recorded(str(tmp_path))
+        run.wait_line("rtt  ")           # values flow: the controller is watching
+        os.kill(run.p.pid, sig)
+        code = run.p.wait(60)
+    finally:
+        run.stop()
+    assert code == (0 if sig == signal.SIGINT else -sig)
+    return rec
+
+
+def next_run_cleans(tmp_path, mode, rec):
+    """A second run in the same directory removes what the first one left; nothing remains."""
+    second = start_up(tmp_path, rtt_file(tmp_path), "--network", "lan:delay=5ms", "--network-mode",
+                      mode, "--duration", "1")
+    try:
+        second.wait_line("removed what an earlier run left behind")
+        assert second.p.wait(60) == 0
+    finally:
+        second.stop()
+    assert gone(rec) == []
+    assert recorded(str(tmp_path)) == NOTHING
+
+
 def median(xs):
     return statistics.median(xs)
 
-
-__all__ = ["ROOT"]

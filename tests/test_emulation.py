@@ -2,12 +2,12 @@
 every connection over a shaped domain, two devices' round trip grows by the emulated delay
 (within 10%), everything started is removed on exit and, after the controller was killed with
 SIGKILL, by the next run in the same directory."""
-import os
 import signal
 
 import pytest
 
-from emulated import gone, measure_rtt, median, recorded, rtt_file, start_up
+from emulated import (NOTHING, gone, measure_rtt, median, next_run_cleans, recorded, rtt_file,
+                      stop_with)
 from sensormesh.controller.pipeline_file import load_model
 from sensormesh.netlab.emulation import Emulation, EmulationError
 
@@ -37,7 +37,7 @@ def test_address_plan_relays_where_shaped(tmp_path, monkeypatch):
         assert gone(rec)                 # the relay runs
     assert gone(rec) == []
     assert model.address_plan is None
-    assert recorded(str(tmp_path)) == {"namespaces": [], "processes": [], "files": []}
+    assert recorded(str(tmp_path)) == NOTHING
 
 
 def test_bad_specs_are_refused_before_anything_starts(tmp_path):
@@ -78,39 +78,16 @@ def test_cli_refuses_a_bad_spec(tmp_path):
 
 
 def test_ctrl_c_removes_everything(tmp_path):
-    path = rtt_file(tmp_path)
-    run = start_up(tmp_path, path, "--network", "lan:delay=5ms", "--network-mode", "loopback")
-    try:
-        rec = recorded(str(tmp_path))
-        assert len(rec["processes"]) == 3 and gone(rec)
-        os.kill(run.p.pid, signal.SIGINT)
-        assert run.p.wait(60) == 0
-    finally:
-        run.stop()
+    rec = stop_with(tmp_path, "loopback", signal.SIGINT)
+    assert len(rec["processes"]) == 3
     assert gone(rec) == []
-    assert recorded(str(tmp_path)) == {"namespaces": [], "processes": [], "files": []}
+    assert recorded(str(tmp_path)) == NOTHING
 
 
 def test_after_sigkill_the_next_run_removes_the_leftovers(tmp_path):
-    path = rtt_file(tmp_path)
-    first = start_up(tmp_path, path, "--network", "lan:delay=5ms", "--network-mode", "loopback")
-    try:
-        rec = recorded(str(tmp_path))
-        kinds = sorted(p["what"] for p in rec["processes"])
-        assert kinds == ["device a", "device b", "shaping relay on loopback"]
-        os.kill(first.p.pid, signal.SIGKILL)
-        first.p.wait(10)
-    finally:
-        first.stop()
+    rec = stop_with(tmp_path, "loopback", signal.SIGKILL)
+    assert sorted(p["what"] for p in rec["processes"]) == \
+        ["device a", "device b", "shaping relay on loopback"]
     left = gone(rec)
     assert any(x.startswith("process") and "device" in x for x in left)  # orphaned devices run on
-    second = start_up(tmp_path, path, "--network", "lan:delay=5ms", "--network-mode", "loopback",
-                      "--duration", "1")
-    try:
-        second.wait_line("removed what an earlier run left behind")
-        assert second.p.wait(60) == 0
-    finally:
-        second.stop()
-    assert gone(rec) == []
-    assert recorded(str(tmp_path)) == {"namespaces": [], "processes": [], "files": []}
-
+    next_run_cleans(tmp_path, "loopback", rec)

@@ -32,14 +32,12 @@ import contextlib
 import ctypes
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import zlib
 
 from sensormesh.controller.topology import Topology

@@ -3,14 +3,14 @@ namespaces are laid out exactly as the file says, one-way links hold, a 50 ms de
 round trip between two devices (within 10%), and nothing is left afterwards, also after the
 controller was killed with SIGKILL (the next run removes it)."""
 import json
-import os
 import signal
 import sys
 
 import pytest
 
 import netlab
-from emulated import gone, measure_rtt, median, recorded, rtt_file, start_up
+from emulated import (NOTHING, gone, measure_rtt, median, next_run_cleans, recorded, rtt_file,
+                      stop_with)
 from sensormesh.controller.pipeline_file import load_model
 from sensormesh.netlab.emulation import DEVICE_PORT, Emulation
 
@@ -93,40 +93,17 @@ def test_round_trip_between_two_devices_in_namespaces(tmp_path, monkeypatch):
 @pytest.mark.netns
 def test_ctrl_c_removes_namespaces_and_processes(tmp_path):
     netlab.require()
-    path = rtt_file(tmp_path)
-    run = start_up(tmp_path, path, "--network", "lan:delay=5ms", "--network-mode", "namespaces")
-    try:
-        rec = recorded(str(tmp_path))
-        assert len(rec["namespaces"]) == 4 and len(rec["processes"]) == 4   # 2 devices, 2 relays
-        os.kill(run.p.pid, signal.SIGINT)
-        assert run.p.wait(60) == 0
-    finally:
-        run.stop()
+    rec = stop_with(tmp_path, "namespaces", signal.SIGINT)
+    assert len(rec["namespaces"]) == 4 and len(rec["processes"]) == 4   # 2 devices, 2 relays
     assert gone(rec) == []
-    assert recorded(str(tmp_path)) == {"namespaces": [], "processes": [], "files": []}
+    assert recorded(str(tmp_path)) == NOTHING
 
 
 @pytest.mark.netns
 def test_after_sigkill_the_next_run_removes_namespaces_and_processes(tmp_path):
     netlab.require()
-    path = rtt_file(tmp_path)
-    first = start_up(tmp_path, path, "--network", "lan:delay=5ms", "--network-mode", "namespaces")
-    try:
-        rec = recorded(str(tmp_path))
-        assert len(rec["namespaces"]) == 4
-        os.kill(first.p.pid, signal.SIGKILL)
-        first.p.wait(10)
-    finally:
-        first.stop()
+    rec = stop_with(tmp_path, "namespaces", signal.SIGKILL)
     left = gone(rec)
     assert any(x.startswith("namespace") for x in left)
     assert any(x.startswith("process") and "device" in x for x in left)
-    second = start_up(tmp_path, path, "--network", "lan:delay=5ms", "--network-mode", "namespaces",
-                      "--duration", "1")
-    try:
-        second.wait_line("removed what an earlier run left behind")
-        assert second.p.wait(60) == 0
-    finally:
-        second.stop()
-    assert gone(rec) == []
-    assert recorded(str(tmp_path)) == {"namespaces": [], "processes": [], "files": []}
+    next_run_cleans(tmp_path, "namespaces", rec)
