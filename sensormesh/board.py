@@ -39,6 +39,7 @@ DEVICE_MODULES = (
 # package is in exactly one of the two lists (tests/test_board.py checks it).
 HOST_MODULES = (
     "sensormesh/controller/",
+    "sensormesh/netlab/",
     "sensormesh/cli.py",
     "sensormesh/api.py",
     "sensormesh/board.py",
