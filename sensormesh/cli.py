@@ -161,6 +161,7 @@ def _register():
                           ("sensormesh.controller.deploy_cli", "status"),
                           ("sensormesh.controller.deploy_cli", "stop"),
                           ("sensormesh.controller.deploy_cli", "up"),
+                          ("sensormesh.controller.observe.cli", "top"),
                           ("sensormesh.controller.keys_cli", "keys"),
                           ("sensormesh.board", "board")):
         try:

@@ -7,12 +7,14 @@
 #
 # Registered in sensormesh/cli.py. The work is done by runner.py, shared with the Python API.
 import sys
+import time
 
 import click
 
 from sensormesh.controller import deploy as deploying
 from sensormesh.controller import runner
 from sensormesh.controller.errors import PipelineError
+from sensormesh.controller.observe.cli import metrics_options, observation, poll_rounds
 from sensormesh.controller.placement import STRATEGIES
 
 _strategy = click.option("--strategy", "-s", type=click.Choice(STRATEGIES), default="optimal", show_default=True,
@@ -77,8 +79,15 @@ def _show_plan(placement, asg, out):
               help="Where the emulated network runs: Linux network namespaces (root), loopback, or "
                    "namespaces when possible.")
 @_timeout
-def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure, network, network_mode, timeout):
-    """Start FILE's local devices, deploy the pipeline, show sink values live; Ctrl-C stops everything."""
+@metrics_options
+@click.option("--rates-every", type=float, default=5.0, show_default=True,
+              help="Seconds between two lines of rates (0 = none).")
+def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure, network, network_mode, timeout,
+       metrics_out, no_metrics_file, rates_every):
+    """Start FILE's local devices, deploy the pipeline, show sink values live; Ctrl-C stops everything.
+
+    Metrics are collected while it runs (a line of rates every few seconds; every sample in
+    .sensormesh/metrics-<pipeline>-<time>.sqlite unless --metrics-out/--no-metrics-file)."""
     from sensormesh.controller.local import LocalError
     model = _load(file)
     printer = runner.Printer(click.echo, model)
@@ -86,6 +95,8 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
     if not local:
         raise click.ClickException("%s marks no device `local: true`; `sensormesh up` starts local devices "
                                    "(use `sensormesh deploy` for devices that already run)" % file)
+    obs = observation(model, metrics_out, no_metrics_file, echo=printer.line if rates_every > 0 else None,
+                      line_every=rates_every)
     printer.line("starting %d local device(s): %s" % (len(local), ", ".join(
         "%s (%s)" % (d.name, d.interpreter) for d in local)))
 
@@ -96,12 +107,17 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
         final = runner.up(model, strategy, duration=duration or None, count=count or None,
                           on_event=printer.event, on_line=None if quiet_devices else printer.device_line,
                           on_deliver=printer.deliver, on_deployed=deployed, heap=heap, timeout=timeout,
-                          keys_dir=keys_dir, insecure=insecure, network=list(network), network_mode=network_mode)
+                          keys_dir=keys_dir, insecure=insecure, network=list(network), network_mode=network_mode,
+                          observe=obs)
     except (PipelineError, LocalError, deploying.DeployError) as e:
         raise click.ClickException(str(e))
     except KeyboardInterrupt:
         printer.line("interrupted while starting; every local device was stopped")
         sys.exit(130)
+    finally:
+        obs.close()
+    if obs.path:
+        printer.line("metrics written to %s" % obs.path)
     if final:
         printer.line("stopped; per device (step in>out):")
         for line in runner.summary(final):
@@ -149,17 +165,49 @@ def _step_line(sid, s):
 @_timeout
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status of every device as JSON.")
 @_keys
-def status(file, timeout, as_json, keys_dir):
+@click.option("--watch", "watch_", is_flag=True,
+              help="Ask again every --interval seconds and collect the metrics (Ctrl-C ends).")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="With --watch: seconds between polls.")
+@click.option("--duration", type=float, default=0, help="With --watch: stop after this many seconds.")
+@metrics_options
+def status(file, timeout, as_json, keys_dir, watch_, interval, duration, metrics_out, no_metrics_file):
     """Show what every device of FILE runs, with per-step counts, and in words what a failed device
     cuts off (the affected area). Exit code 1 if a device is unreachable."""
-    import json
     from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
     sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir))  # along control routes
+    if watch_:
+        if interval <= 0:
+            raise click.BadParameter("must be more than 0", param_hint="--interval")
+        obs = observation(model, metrics_out, no_metrics_file)
+        from sensormesh.controller.observe.top import rates_line
+        seen = {"unreachable": False}
+
+        def show(st, areas):
+            click.echo("-- %s" % time.strftime("%H:%M:%S"))
+            seen["unreachable"] = _show_status(st, areas, as_json)
+            click.echo(rates_line(obs.store.view()))
+        try:
+            poll_rounds(sup, obs, interval, duration, show)
+        finally:
+            sup.close()
+            obs.close()
+        if obs.path:
+            click.echo("metrics written to %s" % obs.path)
+        if seen["unreachable"]:
+            sys.exit(1)
+        return
     try:
         st, areas = sup.status()
     finally:
         sup.close()
+    if _show_status(st, areas, as_json):
+        sys.exit(1)
+
+
+def _show_status(st, areas, as_json):
+    """Print one status round; True if a device was unreachable."""
+    import json
     if as_json:
         click.echo(json.dumps(st, indent=2, sort_keys=True))
     unreachable = []
@@ -190,7 +238,8 @@ def status(file, timeout, as_json, keys_dir):
             click.echo("affected area:")
             for line in areas:
                 click.echo("  " + line)
-        sys.exit(1)
+        return True
+    return False
 
 
 @click.command()

@@ -152,7 +152,7 @@ class _Interrupts:
 
 def up(model, strategy="optimal", duration=None, count=None, until=None, on_event=None, on_line=None,
        on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, keys_dir=None,
-       insecure=False, network=None, network_mode="auto", **options):
+       insecure=False, network=None, network_mode="auto", observe=None, **options):
     """Start the model's local devices, deploy, call the user's callback functions with the
     values that arrive, stop everything (upstream first, draining) and return the final stats.
 
@@ -171,7 +171,9 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     devices then run in an emulated network laid out from the file's `network:` section, every
     connection over a shaped domain or link through a shaping relay (sensormesh/netlab/).
     network_mode: "auto" (namespaces as root, else loopback), "loopback" or "namespaces".
-    Everything it creates is removed on return, and by the next run after a crash."""
+    Everything it creates is removed on return, and by the next run after a crash.
+
+    observe: an observe.run.Observation to feed while watching (metrics, sink values, events)."""
     import contextlib
     from sensormesh.controller.local import LocalCluster
     emulation = None
@@ -182,11 +184,19 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
         except EmulationError as e:
             raise PipelineError(str(e)) from None
     on_event = on_event or (lambda text: None)
+    if observe is not None:
+        shown = on_event
+
+        def on_event(text):
+            observe.event(text)
+            shown(text)
     got = {"n": 0}
     deliver = dispatcher(model, on_deliver or (lambda device, step, values: None))
 
     def counted(device, step, values):
         got["n"] += len(values)
+        if observe is not None:
+            observe.deliver(device, step, values)
         deliver(device, step, values)
     creds, config = None, {}
     if not insecure:
@@ -222,6 +232,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
                                      timeout=timeout, creds=creds, **options)
         if on_deployed is not None:
             on_deployed(placement, asg)
+        if observe is not None:
+            observe.attach(dep)
         deadline = None if not duration else time.monotonic() + duration
         why = {}
 
@@ -240,6 +252,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
             return gone if gone and len(gone) == len(cluster.alive()) else []
 
         def done():
+            if observe is not None:
+                observe.tick()
             if signals.hit:
                 why["why"] = "interrupted"
             elif until is not None and until():

@@ -1,0 +1,86 @@
+"""`sensormesh top FILE` and the options `up` and `status --watch` share for collecting metrics.
+
+Registered in sensormesh/cli.py; the store, its file and the views live beside this module."""
+import time
+
+import click
+
+from sensormesh.controller.errors import PipelineError
+
+
+def metrics_options(f):
+    f = click.option("--no-metrics-file", is_flag=True,
+                     help="Keep the metrics in memory only (the live views still work).")(f)
+    f = click.option("--metrics-out", default=None, metavar="FILE.sqlite|FILE.csv",
+                     help="Write every metrics sample to this SQLite (.sqlite/.db) or CSV (.csv) file "
+                          "[default: .sensormesh/metrics-<pipeline>-<time>.sqlite].")(f)
+    return f
+
+
+def observation(model, metrics_out, no_file, echo=None, line_every=None):
+    from sensormesh.controller.observe import files
+    from sensormesh.controller.observe.run import LINE_EVERY, Observation
+    try:
+        return Observation(model, out=False if no_file else metrics_out, echo=echo,
+                           line_every=line_every or LINE_EVERY)
+    except files.FileError as e:
+        raise click.ClickException(str(e))
+
+
+def poll_rounds(sup, obs, interval, duration, on_round):
+    """Ask every device for its status each `interval` s (feeding obs), call on_round(st, areas)
+    after each round, until `duration` s pass (0: until Ctrl-C). Returns why it ended."""
+    obs.attach(sup)
+    end = time.monotonic() + duration if duration else None
+    try:
+        while True:
+            st, areas = sup.status()
+            obs.tick()
+            on_round(st, areas)
+            nxt = time.monotonic() + interval
+            if end is not None and nxt > end:
+                return "duration"
+            while time.monotonic() < nxt:           # keep the control links served meanwhile
+                sup.loop.run_once(max(1, int((nxt - time.monotonic()) * 1000)))
+                obs.tick()
+    except KeyboardInterrupt:
+        return "interrupted"
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between two polls.")
+@click.option("--duration", type=float, default=0, help="Stop after this many seconds (0 = until Ctrl-C).")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for each device.")
+@click.option("--keys", "keys_dir", default=None, type=click.Path(file_okay=False),
+              help="Key store whose controller key authenticates to the devices (as for `status`).")
+@metrics_options
+def top(file, interval, duration, timeout, keys_dir, metrics_out, no_metrics_file):
+    """Live view of FILE's deployed pipeline: load, memory and rates per device, step and pipe,
+    end-to-end latency p50/p99. Ctrl-C quits (the pipeline keeps running)."""
+    from rich.console import Console
+    from rich.live import Live
+    from sensormesh.controller.deploy_cli import _creds, _load
+    from sensormesh.controller.observe.top import render
+    from sensormesh.controller.supervisor import Supervisor
+    if interval <= 0:
+        raise click.BadParameter("must be more than 0", param_hint="--interval")
+    model = _load(file)
+    obs = observation(model, metrics_out, no_metrics_file)
+    sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    try:
+        if console.is_terminal:
+            with Live(render(obs.store.view()), console=console, refresh_per_second=4, screen=False,
+                      vertical_overflow="visible") as live:
+                poll_rounds(sup, obs, interval, duration, lambda st, areas: live.update(render(obs.store.view())))
+        else:             # output to a file or pipe: the last view once, whole
+            poll_rounds(sup, obs, interval, duration, lambda st, areas: None)
+            console.print(render(obs.store.view()))
+    finally:
+        sup.close()
+        obs.close()
+    if obs.path:
+        click.echo("metrics written to %s" % obs.path)

@@ -1,0 +1,88 @@
+"""One observed run: the store, its file, the poller that feeds it and the views that read it.
+
+`sensormesh up`, `status --watch` and `top` make one Observation, attach() it to their Supervisor
+once it knows the placement, and call tick() from the controller's loop (several times a second);
+tick() asks the poller for new snapshots and, under `up`, prints a line of rates every few seconds.
+"""
+import time
+
+from sensormesh.controller.observe import files
+from sensormesh.controller.observe.fromstatus import StatusPoller
+from sensormesh.controller.observe.store import Store
+
+LINE_EVERY = 5.0     # seconds between two lines of rates under `up`
+
+
+def placement_info(model, placement):
+    """What the views draw: devices, which step runs where, and each pipe's route (relays)."""
+    info = {"devices": sorted(model.devices),
+            "interp": {n: d.interpreter for n, d in model.devices.items()},
+            "steps": {sid: {"type": s.type, "inputs": list(dict.fromkeys(s.inputs))} for sid, s in model.steps.items()},
+            "order": list(model.order), "device_of": {}, "pipes": [], "strategy": None}
+    if placement is not None:
+        info["device_of"] = dict(placement.device_of)
+        info["strategy"] = placement.strategy
+        info["pipes"] = [{"edge": p.edge, "producer": p.producer, "src": p.src, "dst": p.dst,
+                          "consumers": list(p.consumers), "route": list(p.route)} for p in placement.pipes]
+    return info
+
+
+def make_poller(sup, model):
+    """The poller that feeds the store for this Supervisor."""
+    return StatusPoller(sup, {n: d.interpreter for n, d in model.devices.items()})
+
+
+class Observation:
+    """out: a .sqlite/.db/.csv path, None for .sensormesh/metrics-<pipeline>-<time>.sqlite, or
+    False for no file. echo(text): where the line of rates goes (None: no line)."""
+
+    def __init__(self, model, out=None, echo=None, line_every=LINE_EVERY, ring=None):
+        self.model = model
+        self.path = None
+        writer = None
+        if out is not False:
+            self.path = out or files.default_path(model.name)
+            writer = files.open_writer(self.path)
+        self.store = Store(writer, **({"ring": ring} if ring else {}))
+        self.echo = echo
+        self.line_every = line_every
+        self.next_line = time.monotonic() + line_every
+        self.sup = None
+        self.poller = None
+        self._placement = None
+        self.names = {sid: (s.params or {}).get("name") or sid for sid, s in model.steps.items()}
+        self.store.set_info(pipeline=model.name, started=time.time(), file=self.path or "",
+                            placement=placement_info(model, None))
+
+    def attach(self, sup):
+        self.sup = sup
+        self.poller = make_poller(sup, self.model)
+        self.poller.subscribe(self.store.feed)
+        self._placement_changed()
+
+    def _placement_changed(self):
+        pl = getattr(self.sup, "placement", None)
+        if pl is not None and pl is not self._placement:
+            self._placement = pl
+            self.store.set_info(placement=placement_info(self.model, pl))
+
+    def tick(self):
+        """Called from the controller's loop: take new snapshots, print the line when it is due."""
+        if self.poller is None:
+            return False
+        self.poller.poll()
+        self._placement_changed()
+        if self.echo is not None and time.monotonic() >= self.next_line:
+            self.next_line = time.monotonic() + self.line_every
+            from sensormesh.controller.observe.top import rates_line
+            self.echo(rates_line(self.store.view()))
+        return False
+
+    def deliver(self, device, step, values):
+        self.store.sink_values(self.names.get(step, step), values)
+
+    def event(self, text):
+        self.store.event(text)
+
+    def close(self):
+        self.store.close()

@@ -1,0 +1,144 @@
+"""The metrics store: rates from monotonic counters (resets included), rings, latency percentiles,
+the SQLite and CSV files, and `sensormesh top` drawn once into text."""
+import csv
+import sqlite3
+
+import pytest
+
+from sensormesh.controller.observe import files
+from sensormesh.controller.observe.store import Store, percentile
+from sensormesh.controller.observe.top import rates_line, render_text
+
+from fakepoll import FakePoller, pipe, step
+
+
+def fed(writer=None, ring=600):
+    store = Store(writer, ring=ring)
+    poll = FakePoller()
+    poll.subscribe(store.feed)
+    return store, poll
+
+
+def test_rates_from_counters_and_a_reset():
+    store, poll = fed()
+    poll.snapshot("board", 10.0, 0, 0, {"avg": step(0, 0, 0)}, {"avg->pc": pipe(0, 0)})
+    poll.snapshot("board", 12.0, 500_000, 2_000_000, {"avg": step(200, 20, 100_000)}, {"avg->pc": pipe(20, 4000)})
+    v = store.view()
+    assert v["devices"]["board"]["busy"] == pytest.approx(0.25)
+    assert v["steps"]["avg"]["in_per_s"] == pytest.approx(100.0)
+    assert v["steps"]["avg"]["out_per_s"] == pytest.approx(10.0)
+    assert v["steps"]["avg"]["time_per_value_s"] == pytest.approx(0.0005)
+    (p,) = v["pipes"]
+    assert (p["values_per_s"], p["bytes_per_s"], p["delay_s"]) == pytest.approx((10.0, 2000.0, 0.0004))
+    # the device restarted: counters begin again at zero; the increase is the new value itself
+    poll.snapshot("board", 13.0, 100_000, 1_000_000, {"avg": step(30, 3, 0)}, {"avg->pc": pipe(3, 600)})
+    v = store.view()
+    assert v["steps"]["avg"]["in_per_s"] == pytest.approx(30.0)
+    assert v["pipes"][0]["values_per_s"] == pytest.approx(3.0)
+    assert v["devices"]["board"]["busy"] == pytest.approx(0.1)
+    assert v["devices"]["board"]["resets"] >= 1
+    assert store.totals[("pipe", "board", "avg->pc", "values")] == 23      # monotonic across the reset
+    assert store.totals[("step", "board", "avg", "in")] == 230
+    assert any("reset" in text for _, text in store.events)
+
+
+def test_first_snapshot_has_no_rate_and_rings_are_bounded():
+    store, poll = fed(ring=5)
+    for i in range(20):
+        poll.snapshot("a", 100.0 + i, i * 1000, i * 10_000, {"s": step(i * 7, i * 7)}, {})
+        if i == 0:
+            assert store.view()["steps"]["s"]["in_per_s"] is None
+    hist = store.history("step", "a", "s", "in_per_s")
+    assert len(hist) == 5 and hist[-1] == (119.0, pytest.approx(7.0))
+
+
+def test_latency_percentiles_per_sink():
+    store, poll = fed()
+    for i in range(100):
+        poll.latency(50.0 + i * 0.1, "alarms", (i + 1) / 1000.0)
+    poll.latency(60.0, "log", 0.25, 0.002)
+    lat = store.latency_stats()
+    assert lat["alarms"]["p50"] == pytest.approx(0.050)
+    assert lat["alarms"]["p99"] == pytest.approx(0.099)
+    assert lat["alarms"]["n"] == 100
+    assert lat["log"] == {"p50": 0.25, "p99": 0.25, "n": 1, "bound": 0.002}
+    assert percentile([], 50) is None
+
+
+def test_snapshots_that_are_not_metrics_are_ignored():
+    store, poll = fed()
+    poll.send({"t": 1, "device": "x", "metrics": "nope"})
+    poll.send(["not", "a", "dict"])
+    poll.send({"t": 1, "sink": "s", "latency_s": "slow"})
+    assert store.view()["devices"] == {} and store.latency_stats() == {}
+
+
+def feed_two(poll):
+    for k in range(3):
+        t = 10.0 + k
+        poll.snapshot("board-1", t, k * 100_000, k * 1_000_000, {"temp": step(0, k * 20), "smooth": step(k * 20, k * 2)},
+                      {"smooth->pc": pipe(k * 2, k * 80)}, interp="micropython",
+                      mem={"heap_free": 60_000 - k, "heap_largest": 30_000})
+        poll.snapshot("pc", t, k * 10_000, k * 1_000_000, {"alarm": step(k * 2, k)},
+                      {"smooth->pc": pipe(k * 2, k * 80, direction="in", peer="board-1")})
+        poll.latency(t, "alarms", 0.002 + k / 1000.0)
+
+
+def test_sqlite_file_holds_every_sample(tmp_path):
+    path = str(tmp_path / "m.sqlite")
+    store, poll = fed(files.open_writer(path))
+    store.set_info(pipeline="demo")
+    feed_two(poll)
+    store.event("a note")
+    store.close()
+    db = sqlite3.connect(path)
+    rate = db.execute("SELECT t, value FROM samples WHERE kind='pipe' AND device='board-1' AND entity='smooth->pc' "
+                      "AND metric='values_per_s' ORDER BY t").fetchall()
+    assert rate == [(11.0, 2.0), (12.0, 2.0)]
+    raw = db.execute("SELECT value FROM samples WHERE kind='step' AND entity='temp' AND metric='out' ORDER BY t")
+    assert [r[0] for r in raw] == [0, 20, 40]
+    heap = db.execute("SELECT value FROM samples WHERE metric='heap_free_bytes' ORDER BY t").fetchall()
+    assert [r[0] for r in heap] == [60_000, 59_999, 59_998]
+    assert db.execute("SELECT count(*), max(latency_s) FROM latency").fetchone() == (3, pytest.approx(0.004))
+    assert db.execute("SELECT value FROM run WHERE key='pipeline'").fetchone() == ("demo",)
+    assert db.execute("SELECT text FROM events").fetchall() == [("a note",)]
+
+
+def test_csv_file(tmp_path):
+    path = str(tmp_path / "m.csv")
+    store, poll = fed(files.open_writer(path))
+    feed_two(poll)
+    store.close()
+    rows = list(csv.DictReader(open(path)))
+    assert set(rows[0]) == set(files.CSV_COLUMNS)
+    busy = [float(r["value"]) for r in rows if r["kind"] == "device" and r["device"] == "board-1"
+            and r["metric"] == "busy"]
+    assert busy == [pytest.approx(0.1), pytest.approx(0.1)]
+    assert len([r for r in rows if r["kind"] == "latency" and r["metric"] == "latency_s"]) == 3
+
+
+def test_bad_file_names_are_refused_clearly(tmp_path):
+    with pytest.raises(files.FileError, match=r"\.sqlite.*\.csv"):
+        files.open_writer(str(tmp_path / "m.parquet"))
+    assert files.default_path("my pipe", now=0) == ".sensormesh/metrics-my_pipe-19700101-000000.sqlite"
+
+
+def test_top_renders_the_rows():
+    store, poll = fed()
+    feed_two(poll)
+    store.set_info(pipeline="demo", placement={"devices": ["board-1", "pc", "spare"],
+                                               "device_of": {"temp": "board-1", "smooth": "board-1", "alarm": "pc"}})
+    text = render_text(store.view())
+    lines = text.splitlines()
+    row = lambda first: next(l for l in lines if l.split() and l.split()[0] == first)  # noqa: E731
+    assert "sensormesh top: demo" in text
+    b1 = row("board-1")
+    assert "micropython" in b1 and "10.0%" in b1 and "heap 60 kB free, 30 kB block" in b1 and "smooth, temp" in b1
+    assert "1.0%" in row("pc") and "RSS 20 MB" in row("pc")
+    assert row("spare").split()[1:3] == ["-", "-"]
+    assert row("smooth").split()[1:4] == ["board-1", "20", "2"]
+    pipes = [l for l in lines if l.strip().startswith("smooth->pc")]
+    assert len(pipes) == 2 and "80 B" in pipes[0] and "400 us" in pipes[0]
+    assert row("alarms").split()[1:] == ["3", "ms", "4", "ms", "500", "us", "3"]
+    line = rates_line(store.view())
+    assert "board-1 10.0%" in line and "smooth->pc 2/s" in line and "alarms e2e p50 3 ms" in line
