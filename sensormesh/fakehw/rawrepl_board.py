@@ -1,7 +1,7 @@
 # A simulated board's REPL, run by the MicroPython unix port (started by serialboard.py, which
 # puts it behind a pseudo-terminal). Not a device module: never deployed.
 #
-#     micropython rawrepl_board.py FLASH_DIR MODE        MODE: power | soft | raw
+#     micropython rawrepl_board.py FLASH_DIR MODE [HEAP]   MODE: power | soft | raw
 #
 # What a board does, and so does this:
 # - its flash is the filesystem root: FLASH_DIR is mounted at "/" (os.VfsPosix), the working
@@ -10,7 +10,9 @@
 #   into the firmware;
 # - at start it runs boot.py, then main.py unless the reset came from the raw REPL (MODE raw),
 #   then it waits in the friendly REPL (or in the raw REPL after a raw-mode soft reset);
-# - REPL code, boot.py and main.py share one globals dict (the board's __main__).
+# - REPL code, boot.py and main.py share one globals dict (the board's __main__);
+# - with HEAP (bytes), the board's code finds that much heap free after boot, however much
+#   this program and the simulated firmware modules take (see limit_heap).
 #
 # Console: stdin is a non-blocking pipe, stdout the console output (serialboard.py relays both
 # to the pseudo-terminal). Protocol, as MicroPython's pyexec.c speaks it:
@@ -38,6 +40,11 @@ EXIT_EOF = 13           # the console went away (serialboard.py stopped)
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 PASTE_WINDOW = 128      # as boards with the default 256-byte stdin buffer (half of it)
 FIRMWARE_MOUNT = "/.fw"
+# Modules a board has in its firmware (C or frozen, no Python heap): here they are Python, so
+# they are loaded before the heap is measured, and do not count against the board's heap.
+FIRMWARE = ("machine", "machine_extra", "esp32", "dht", "network")
+BALLAST_MIN = 64
+_ballast = []
 
 _out = sys.stdout.buffer
 _in = sys.stdin.buffer
@@ -83,6 +90,30 @@ def setup(flash):
     os.mount(os.VfsPosix(flash), "/")
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib", FIRMWARE_MOUNT]
+
+
+def limit_heap(heap):
+    """Leave the board's code heap bytes free, as a board has after boot: load the firmware's
+    modules, then hold the rest of the process's heap (serialboard.py gives it some extra) in
+    ballast blocks. Blocks halve when a size does not fit (the heap has holes); bounded."""
+    import gc
+    for name in FIRMWARE:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    gc.collect()
+    left = gc.mem_free() - heap
+    if left < 0:
+        sys.stderr.write("heap: %d bytes short of %d after loading the REPL and firmware\n" % (-left, heap))
+    size = left
+    while left >= BALLAST_MIN and size >= BALLAST_MIN:
+        try:
+            _ballast.append(bytearray(min(size, left)))
+            left -= min(size, left)
+        except MemoryError:
+            size //= 2
+    gc.collect()
 
 
 def execute(g, code, name):
@@ -244,6 +275,8 @@ def run_line(g, text):
 def main():
     flash, mode = sys.argv[1], sys.argv[2]
     setup(flash)
+    if len(sys.argv) > 3:
+        limit_heap(int(sys.argv[3]))
     g = {"__name__": "__main__"}
     raw = mode == "raw"
     try:

@@ -36,6 +36,21 @@ CRASH_LIMIT = 5                # unexpected board exits within CRASH_WINDOW_S be
 CRASH_WINDOW_S = 30.0
 INTERRUPT_GAP_S = 0.5          # at most one SIGINT per this long (a second pending one kills)
 STOP_WAIT_S = 3.0
+# A board's REPL and firmware modules are C and take none of its Python heap; here they are
+# Python (about 9 KB for rawrepl_board.py, more with the simulated machine). The process gets
+# this much on top of --heap, and rawrepl_board.py holds what is left over --heap as ballast,
+# so the board's own code finds the heap asked for free (tests/test_board_mpremote.py checks).
+REPL_HEAP = 64 * 1024
+
+
+def heap_bytes(text):
+    """"96K", "1M" or "98304" -> bytes; ValueError naming the problem otherwise."""
+    t = str(text).strip().upper()
+    scale = {"K": 1024, "M": 1024 * 1024}.get(t[-1:], 1)
+    digits = t[:-1] if scale > 1 else t
+    if not digits.isdigit() or int(digits) <= 0:
+        raise ValueError("heap size %r: give a number of bytes, optionally with K or M (e.g. 96K)" % text)
+    return int(digits) * scale
 
 
 class BoardGone(Exception):
@@ -78,8 +93,10 @@ class SerialBoard:
     def start(self, mode="power"):
         argv = [self.micropython]
         if self.heap:
-            argv += ["-X", "heapsize=" + self.heap]
+            argv += ["-X", "heapsize=%d" % (heap_bytes(self.heap) + REPL_HEAP)]
         argv += [BOARD_PROGRAM, self.flash, mode]
+        if self.heap:
+            argv.append(str(heap_bytes(self.heap)))
         r, w = os.pipe()
         os.set_blocking(r, False)       # the board reads what is there, never waits for a count
         os.set_blocking(w, False)
@@ -241,13 +258,20 @@ def main(argv=None):
                                  description="A simulated MicroPython board on a pseudo-terminal: prints "
                                              "its serial port, then serves mpremote until stopped.")
     ap.add_argument("--flash", required=True, help="folder standing for the board's flash (made if missing)")
-    ap.add_argument("--heap", default=None, help="MicroPython heap size, e.g. 256K (default: the unix port's)")
+    ap.add_argument("--heap", default=None,
+                    help="the MicroPython heap the board's code finds free after boot, e.g. 96K (default: the "
+                         "unix port's, with the simulated REPL and firmware in it)")
     ap.add_argument("--micropython", default=None, help="the MicroPython unix port to run (default: micropython)")
     ap.add_argument("--console", default=None,
                     help="append everything the board prints to this file (-: to stdout, after the port line)")
     ap.add_argument("--timeout", type=float, default=0, help="stop after this many seconds (0: never)")
     ap.add_argument("--quiet", action="store_true", help="no board events on stderr")
     a = ap.parse_args(argv)
+    if a.heap:
+        try:
+            heap_bytes(a.heap)
+        except ValueError as e:
+            ap.error(str(e))
     os.makedirs(a.flash, exist_ok=True)
     mp = a.micropython or _find_micropython()
     console = None
