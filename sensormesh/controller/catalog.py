@@ -223,6 +223,9 @@ COMMON_HINTS = (
     Param("memory", "number", minimum=0, hint=True, doc="heap bytes the step keeps (overrides the estimate)"),
     Param("batch", "int", minimum=0, hint=True,
           doc="time-frame (ms) of pipes carrying this step's output to other devices"),
+    Param("buffer", "int", minimum=1, hint=True,
+          doc="replay buffer (values kept until acknowledged) of pipes carrying this step's output; "
+              "default 100000 on CPython, 1000 on MicroPython"),
 )
 
 SELECTIVITY = Param("selectivity", "number", above=0, maximum=1, hint=True,
@@ -719,6 +722,8 @@ class PipeOut(StepType):
         Param("edge", "str", required=True, doc="pipe (hop) id, the same on both ends"),
         Param("to", "str", doc="receiver to dial: host:port or unix:PATH (absent: the receiver dials)"),
         Param("time-frame", "int", minimum=0, default=0, doc="ms of values per frame, 0 = every value"),
+        Param("buffer", "int", minimum=1, doc="values kept until acknowledged (default: fitted to the device)"),
+        Param("acks", "bool", default=True, doc="false: no acknowledgements and no replay (at most once)"),
     )
 
 

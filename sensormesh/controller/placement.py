@@ -107,6 +107,10 @@ def route_devices(route):
     return tuple(getattr(route, "devices", route))
 
 
+# Hints of a producer that become parameters of every pipe_out carrying its output (every hop).
+PIPE_HINTS = ("buffer",)
+
+
 def default_time_frame(rate, nbytes, interpreter):
     """ms of batching for a pipe carrying `rate` values/s of `nbytes` from `interpreter`."""
     limit = PIPE_FRAMES_PER_S.get(interpreter, 20)
@@ -134,6 +138,7 @@ class Pipe:
         self.bytes = nbytes             # bytes/value
         self.edge = "%s->%s" % (producer, dst)
         self.time_frame = 0
+        self.options = {}               # pipe_out parameters from the producer's hints (buffer)
 
     @property
     def traffic(self):
@@ -161,6 +166,7 @@ class Placement:
                 self.traffic[(a, b)] = self.traffic.get((a, b), 0.0) + p.traffic
             p.time_frame = model.hints[p.producer].get("batch") if "batch" in model.hints[p.producer] else \
                 default_time_frame(p.rate, p.bytes, model.devices[p.src].interpreter)
+            p.options = {k: model.hints[p.producer][k] for k in PIPE_HINTS if k in model.hints[p.producer]}
         self.loads = device_loads(model, self.device_of, self.pipes)
 
     @property
@@ -258,6 +264,15 @@ class Placement:
 
     def _pipe_steps(self, p):
         """({device: [pipe steps]}, id of the first pipe_out, id of the last pipe_in) for a pipe."""
+        steps, out_id, in_id = self._pipe_hops(p)
+        if p.options:
+            for lst in steps.values():
+                for st in lst:
+                    if st["type"] == "pipe_out":
+                        st["params"].update(p.options)
+        return steps, out_id, in_id
+
+    def _pipe_hops(self, p):
         route = p.route_obj
         if getattr(route, "hops", None):
             # a topology Route: routing.py knows who dials each hop and which address to use

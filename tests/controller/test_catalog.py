@@ -22,7 +22,7 @@ CONTRACT = {
     "print": (1, 1, {"label"}),
     "csv": (1, 1, {"path", "columns"}),
     "callback": (1, 1, {"name"}),
-    "pipe_out": (1, 1, {"edge", "to", "time-frame"}),
+    "pipe_out": (1, 1, {"edge", "to", "time-frame", "buffer", "acks"}),
     "pipe_in": (0, 0, {"edge", "from"}),
 }
 

@@ -156,6 +156,12 @@ class Runtime:
         self.n_undelivered = 0
         self.lost_deliveries = 0
         self.deliver_timer = None
+        # acknowledged pipes (pipes.py, replay.py)
+        self.carry = {}       # edge -> sender/receiver state kept from the previous deployment
+        self.holders = 0      # steps that may hold values back (windows, zips)
+        self.holding = 0      # of those, how many hold some right now
+        self.feeding = False  # a pipe_in is pushing a frame through the steps
+        self.settled = False  # during that: the last holder let go of its values
 
     def handler(self, key):
         return getattr(self, "on_" + key)
@@ -172,6 +178,22 @@ class Runtime:
 
     def log(self, text):
         self.device.log(text)
+
+    def hold(self):
+        """A window or join starts holding values back (ctx for steps; see checkpoints)."""
+        self.holding += 1
+
+    def release(self):
+        """A window or join emitted or dropped everything it held."""
+        self.holding -= 1
+        if self.holding <= 0:
+            self.holding = 0
+            if self.feeding:
+                self.settled = True    # the pipe_in pushing values checkpoints after this one
+            else:
+                for p in self.pipe_ins.values():
+                    if p.rx.run is not None:
+                        p.checkpoint(p.rx.expect)
 
     def deliver(self, sid, value):
         q = self.undelivered.get(sid)
@@ -274,7 +296,40 @@ class Runtime:
                     raise AssignmentError("step '%s': input %r is a sink or pipe_out and has no output"
                                           % (spec["id"], up))
                 src.connect(nodes[spec["id"]], port)
+        self._pipe_paths(specs, nodes)
         return code, nodes, order
+
+    def _pipe_paths(self, specs, nodes):
+        """Tell each pipe_in which pipe_outs its values reach (its checkpoints wait for their
+        acknowledgements), and each pipe_out fed by one pipe_in alone which one that is."""
+        inputs = {}
+        consumers = {}
+        for spec in specs:
+            ins = spec.get("inputs") or []
+            inputs[spec["id"]] = ins
+            for up in ins:
+                consumers.setdefault(up, []).append(spec["id"])
+
+        def reach(start, links):
+            seen = {}
+            todo = [start]
+            while todo:
+                i = todo.pop()
+                for j in links.get(i, ()):
+                    if j not in seen:
+                        seen[j] = True
+                        todo.append(j)
+            return seen
+        for sid in nodes:
+            n = nodes[sid]
+            if isinstance(n, PipeIn):
+                down = reach(sid, consumers)
+                n.feeds = [nodes[j] for j in down if isinstance(nodes[j], PipeOut)]
+            elif isinstance(n, PipeOut):
+                up = reach(sid, inputs)
+                roots = [j for j in up if not inputs.get(j)]
+                if len(roots) == 1 and isinstance(nodes[roots[0]], PipeIn):
+                    n.fed_by = nodes[roots[0]]
 
     def on_deploy(self, session, body):
         a = body.get("assignment") if type(body) is dict and "assignment" in body else body
@@ -286,21 +341,37 @@ class Runtime:
             self.log("deploy refused: %s" % e)
             session.conn.send({"error": {"code": "bad-assignment", "message": str(e)}})
             return
-        self.teardown()
+        self.teardown(keep=True)
         self.code = code
         self.nodes = nodes
         self.order = order
+        self.holding = 0
+        self.holders = 0
         self.pipeline = a.get("pipeline")
         self.epoch = a.get("epoch", 0)
         self.sources = [nodes[i] for i in order if isinstance(nodes[i], Source)]
         self.pipe_outs = {}
         self.pipe_ins = {}
+        carry = self.carry
+        self.carry = {}
         for i in order:
             n = nodes[i]
             if isinstance(n, PipeOut):
                 self.pipe_outs[n.edge] = n
+                old = carry.pop("out " + n.edge, None)
+                if old is not None:
+                    n.take_over(old)
             elif isinstance(n, PipeIn):
                 self.pipe_ins[n.edge] = n
+                old = carry.pop("in " + n.edge, None)
+                if old is not None:
+                    n.take_over(old)
+            elif getattr(n, "HOLDS", False):
+                self.holders += 1
+        for k in carry:
+            if k.startswith("out ") and carry[k].held():
+                self.log("pipe %s is not in the new deployment: %d unacknowledged values dropped"
+                         % (k[4:], carry[k].held()))
         self.state = "deployed"
         if session not in self.subscribers:
             self.subscribers.append(session)
@@ -356,7 +427,11 @@ class Runtime:
         if node is not None:
             session.kind = "pipe"
             session.handler = node
-            node.attach(session.conn)
+            try:
+                node.attach(session.conn, body)
+            except ValueError as e:
+                session.handler = None
+                session.fail(session.conn, "bad-request", "edge %r: %s" % (node.edge, e))
 
     def on_pipe(self, session, body):
         self._attach(session, body, self.pipe_ins, "pipe_in")
@@ -375,9 +450,35 @@ class Runtime:
         for s in self.sources:
             s.resume()
 
-    def teardown(self):
+    def acked_of(self, edge):
+        """How far the receiver of one of our pipe_outs has acknowledged (a pipe no longer
+        deployed counts as acknowledged: nothing waits for it any more)."""
+        p = self.pipe_outs.get(edge)
+        return p.tx.base if p is not None else 1 << 60
+
+    def outputs_acked(self):
+        for p in self.pipe_ins.values():
+            p.settle()
+
+    def adopt_marks(self, pipe_in, mark):
+        """pipe_in's first values since this device started come with the mark stored upstream:
+        where our pipe_outs stood. A pipe_out it alone feeds that has numbered nothing yet
+        continues there, so its receiver drops what it already had."""
+        for edge in mark:
+            p = self.pipe_outs.get(edge)
+            m = mark[edge]
+            if p is None or p.fed_by is not pipe_in or not p.fresh():
+                continue
+            if type(m) is list and len(m) == 2 and type(m[0]) is int and m[0] >= 0:
+                p.adopt(m[0], m[1])
+
+    def teardown(self, keep=False):
         """Stop sources, flush every step upstream-first, close everything. Returns the status
-        taken after the flushes (so the counts include the last frames), or None if empty."""
+        taken after the flushes (so the counts include the last frames), or None if empty.
+        keep: a new deployment follows; the pipes' numbering and replay buffers carry over to the
+        pipes of the same edges in it."""
+        if not keep:
+            self.carry = {}
         if not self.nodes:
             return None
         for s in self.sources:
@@ -390,6 +491,11 @@ class Runtime:
         if self.n_undelivered:
             self._send_deliveries()
         final = self.status()
+        if keep:
+            for e in self.pipe_outs:
+                self.carry["out " + e] = self.pipe_outs[e].tx
+            for e in self.pipe_ins:
+                self.carry["in " + e] = self.pipe_ins[e].rx
         for i in self.order:
             try:
                 self.nodes[i].close()

@@ -4,20 +4,39 @@
 # time frame (time-frame 0: every value on its own). A pipe_in receives those arrays and
 # pushes each value into its downstream steps, in order. Either end may open the TCP
 # connection (the controller decides who can reach whom):
-#   pipe_out with "to": it dials the receiver and says {"pipe": {"edge", "epoch"}}
-#   pipe_in with "from": it dials the sender and says {"pull": {"edge", "epoch"}}
+#   pipe_out with "to": it dials the receiver and says {"pipe": {"edge", "epoch", "seq", "run"}}
+#   pipe_in with "from": it dials the sender and says {"pull": {"edge", "epoch", "expect"}}
 # The dialing end names the other device in "peer"; a device with keys dials as its own identity
 # and authenticates that device (device.dial, sensormesh/device/secure/__init__.py) before the first message.
-# Values wait in the pipe_out while there is no connection, up to a bound; what overflows is
-# counted as dropped and reported in status, never lost silently.
+#
+# Pipes are acknowledged (replay.py has the rules, docs/reliability.md the guarantees): values
+# are numbered implicitly, the receiver acknowledges in batches ({"ack": N}) once they have taken
+# effect, and the pipe_out keeps what is not acknowledged in a bounded replay buffer that it sends
+# again on every new connection. What overflows the buffer is counted ("dropped" at the sender,
+# "lost" at the receiver, exactly the gap) and logged, never lost silently.
+# Control objects on a pipe that a side does not know are ignored (newer peers may send more).
+import os
+
 from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.runtime.replay import Receiver, Sender
 from sensormesh.device.steps import Outlet, nowhere
 
-# Values a pipe_out holds while it has no connection (or the connection is backed up).
-MAX_PENDING = 2000 if MICROPYTHON else 1000000
+# Values a pipe_out keeps unacknowledged (its replay buffer) unless the pipeline sets `buffer`.
+# A board's heap holds about 100 KB in all: 1000 small values are about 16 KB there.
+DEFAULT_BUFFER = 1000 if MICROPYTHON else 100000
 # Values per array at most; a larger time frame leaves as several consecutive arrays.
 MAX_FRAME_VALUES = 256 if MICROPYTHON else 65536
 RETRY_MS = (100, 200, 500, 1000, 2000)
+# A receiver acknowledges after this many values have taken effect, or this long after the first
+# unacknowledged one: one small message per many values, and the sender's buffer stays short.
+ACK_EVERY = 64 if MICROPYTHON else 1024
+ACK_MS = 50
+
+
+def new_run():
+    """A random name for a new numbering of a pipe's values (30 bits: a small int on a board)."""
+    b = os.urandom(4)
+    return ((b[0] & 0x3F) << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
 
 
 def _peer(runtime, sid, params, address):
@@ -30,6 +49,20 @@ def _peer(runtime, sid, params, address):
         raise ValueError("step '%s': a device with keys needs the pipe's 'peer' (the name of the device at %s) "
                          "to authenticate it" % (sid, address))
     return peer
+
+
+def _buffer_param(sid, params):
+    cap = params.get("buffer")
+    if cap is None:
+        return DEFAULT_BUFFER
+    if type(cap) is not int or cap < 1:
+        raise ValueError("step '%s': buffer must be a positive number of values, got %r" % (sid, cap))
+    return cap
+
+
+def _log_count(n):
+    # log the 1st, 2nd, 4th, 8th... occurrence
+    return n & (n - 1) == 0
 
 
 class PipeOut:
@@ -45,18 +78,23 @@ class PipeOut:
         if type(tf) is not int or tf < 0:
             raise ValueError("step '%s': time-frame must be a non-negative integer" % sid)
         self.tf = tf
-        self.frame = []
-        self.pending = []   # frames waiting for a connection, oldest first
-        self.pending_values = 0
+        acks = params.get("acks", True)
+        if acks is not True and acks is not False:
+            raise ValueError("step '%s': acks must be true or false" % sid)
+        self.tx = Sender(_buffer_param(sid, params), new_run(), acks)
+        self.carried = False   # True: the numbering and buffer came from the previous deployment
+        self.fed_by = None     # the pipe_in that alone feeds this pipe (runtime: may adopt its marks)
         self.conn = None
+        self.dialing = None    # the connection being set up (its handshake already queued)
         self.timer = None
         self.retry_timer = None
         self.retries = 0
         self.running = False
         self.n_in = 0
-        self.n_out = 0
-        self.dropped = 0
+        self.first = 0         # values the edge's sender had sent before this deployment
+        self.resent = 0
         self.connects = 0
+        self.logged_drops = 0
         self.last_error = None
 
     def inlet(self, port):
@@ -65,58 +103,78 @@ class PipeOut:
     # -- values -------------------------------------------------------------------------
     def push(self, value, port=0):
         self.n_in += 1
+        tx = self.tx
+        tx.add(value)
         if self.tf:
-            f = self.frame
-            f.append(value)
-            if len(f) >= MAX_FRAME_VALUES:
-                self._ship()
-        else:
-            conn = self.conn
-            if conn is not None and conn.writable() and not self.pending:
-                conn.send([value])
-                self.n_out += 1
-            else:
-                self.frame.append(value)
-                self._ship()
+            if tx.unsent() >= MAX_FRAME_VALUES:
+                self._send()
+        elif self.conn is not None:
+            self._send()
+        if tx.dropped != self.logged_drops:
+            self._dropped()
 
-    def _ship(self):
-        frame = self.frame
-        if not frame:
-            return
-        self.frame = []
-        conn = self.conn
-        if conn is not None and not self.pending and conn.writable():
-            conn.send(frame)
-            self.n_out += len(frame)
-            return
-        self.pending.append(frame)
-        self.pending_values += len(frame)
-        while self.pending_values > MAX_PENDING and self.pending:
-            lost = self.pending.pop(0)
-            self.pending_values -= len(lost)
-            self.dropped += len(lost)
-            self.rt.log("pipe %s: receiver unavailable, dropped %d values (%d so far)"
-                        % (self.edge, len(lost), self.dropped))
+    def _dropped(self):
+        tx = self.tx
+        if tx.jumped:
+            tx.jumped = False
+            c = self.conn or self.dialing
+            if c is not None and not c.closed:
+                c.send({"seq": tx.announce()})
+        n = tx.dropped
+        if _log_count(n) or n - self.logged_drops >= 1000:
+            self.rt.log("pipe %s: receiver unavailable and the replay buffer (%d values) is full: "
+                        "%d unacknowledged values dropped so far" % (self.edge, self.tx.cap, n))
+        self.logged_drops = n
 
-    def _drain_pending(self):
+    def _send(self):
+        """Send what is not sent yet, while the connection takes it."""
         conn = self.conn
-        while self.pending and conn is not None and conn.writable():
-            frame = self.pending.pop(0)
-            self.pending_values -= len(frame)
-            conn.send(frame)
-            self.n_out += len(frame)
+        tx = self.tx
+        while conn is not None and conn.writable():
+            first = tx.sent
+            high = tx.high
+            vals = tx.take(MAX_FRAME_VALUES)
+            if vals is None:
+                return
+            if first < high:
+                self.resent += (high if high < tx.sent else tx.sent) - first
+            conn.send(vals)
 
     def _on_frame_timer(self):
         self.timer = None
         if not self.running:
             return
-        self._ship()
+        self._send()
         self.timer = self.rt.loop.call_later(self.tf, self._on_frame_timer)
 
     def backlogged(self):
         """True when this pipe cannot take values at full speed (free-running sources wait)."""
         c = self.conn
-        return c is None or self.pending_values > 0 or not c.writable()
+        tx = self.tx
+        return c is None or tx.unsent() > 0 or tx.full() or not c.writable()
+
+    # -- numbering ------------------------------------------------------------------------
+    def take_over(self, tx):
+        """The previous deployment's sender of this edge: keep its numbering and replay buffer."""
+        tx.cap = self.tx.cap
+        tx.acks = self.tx.acks
+        self.tx = tx
+        self.carried = True
+        self.first = tx.once
+        if tx.held() > tx.cap:
+            tx.evict(tx.held() - tx.cap)
+
+    def fresh(self):
+        return not self.carried and self.tx.next_seq() == 0
+
+    def adopt(self, seq, run):
+        """Continue the numbering the upstream's mark hands back (this device restarted)."""
+        self.tx.adopt(seq, run)
+        self.carried = True
+        self.rt.log("pipe %s: continues at value %d of its earlier run" % (self.edge, seq))
+        c = self.conn or self.dialing
+        if c is not None and not c.closed:
+            c.send({"seq": self.tx.announce()})
 
     # -- connection ---------------------------------------------------------------------
     def start(self):
@@ -131,38 +189,70 @@ class PipeOut:
         if not self.running:
             return
         self.conn = None
-        self.rt.device.dial(self.to, self, self.peer,
-                            {"pipe": {"edge": self.edge, "epoch": self.rt.epoch, "from": self.rt.device.name}})
+        self.tx.restart()
+        hs = {"edge": self.edge, "epoch": self.rt.epoch, "from": self.rt.device.name}
+        if self.tx.acks:
+            a = self.tx.announce()
+            hs["seq"] = a[0]
+            hs["run"] = a[1]
+            if a[2]:
+                hs["mark"] = a[2]
+            hs["buffer"] = a[3]
+        self.dialing = self.rt.device.dial(self.to, self, self.peer, {"pipe": hs})
 
-    def attach(self, conn):
+    def attach(self, conn, body=None):
         """A pipe_in dialed us and pulled this edge: its connection becomes ours."""
         if self.conn is not None and not self.conn.closed:
             self.conn.close("replaced by a new pull")
         self.conn = conn
         self.connects += 1
-        self._drain_pending()
+        tx = self.tx
+        tx.restart()
+        if tx.acks:
+            exp = body.get("expect") if type(body) is dict else None
+            if type(exp) is list and len(exp) == 2:
+                tx.skip_to(exp[0], exp[1])
+            conn.send({"seq": tx.announce()})
+        self._send()
         self.rt.resume_sources()
 
     def on_connect(self, conn):
         self.conn = conn
+        self.dialing = None
         self.connects += 1
         self.retries = 0
-        self._drain_pending()
+        self._send()
         self.rt.resume_sources()
 
     def on_message(self, conn, msg):
-        if type(msg) is dict and "error" in msg:
-            self.last_error = msg["error"].get("message")
+        if type(msg) is not dict:
+            return
+        if "ack" in msg:
+            if self.tx.ack(msg["ack"], msg.get("mark")):
+                self.rt.outputs_acked()
+                self.rt.resume_sources()
+        elif "expect" in msg:
+            e = msg["expect"]
+            tx = self.tx
+            if type(e) is list and len(e) == 2 and tx.unsent():
+                was = tx.sent
+                tx.skip_to(e[0], e[1])
+                if tx.sent != was:
+                    conn.send({"seq": tx.announce()})   # the next array starts further on
+        elif "error" in msg:
+            err = msg["error"]
+            self.last_error = err.get("message") if type(err) is dict else str(err)
             self.rt.log("pipe %s to %s refused: %s" % (self.edge, self.to, self.last_error))
 
     def on_drain(self, conn):
-        self._drain_pending()
+        self._send()
         self.rt.resume_sources()
 
     def on_close(self, conn, reason):
         if conn is not self.conn and self.conn is not None:
             return
         self.conn = None
+        self.dialing = None
         if not self.running:
             return
         self.last_error = reason
@@ -174,8 +264,7 @@ class PipeOut:
             self.retry_timer = self.rt.loop.call_later(delay, self._dial)
 
     def flush(self):
-        self._ship()
-        self._drain_pending()
+        self._send()
 
     def close(self):
         self.running = False
@@ -187,9 +276,16 @@ class PipeOut:
             self.conn = None
 
     def stats(self):
-        # in = out + pending + unshipped + dropped: unshipped is the current time frame's rest
-        s = {"in": self.n_in, "out": self.n_out, "dropped": self.dropped, "pending": self.pending_values,
-             "unshipped": len(self.frame),
+        # in = out + pending + dropped: out = values sent at least once, pending = never sent yet,
+        # dropped = left the full replay buffer before being sent (evicted: also those sent but not
+        # acknowledged). Counts of a deployment that carried over an edge's buffer start from its
+        # first value; "seq" and "acked" are positions in the edge's numbering.
+        tx = self.tx
+        out = tx.once - self.first
+        pending = tx.next_seq() - (tx.high if tx.high > tx.base else tx.base)
+        s = {"in": self.n_in, "out": out if out > 0 else 0, "pending": pending, "unshipped": 0,
+             "dropped": tx.dropped, "evicted": tx.evicted, "resent": self.resent,
+             "acked": tx.base, "unacked": tx.held(), "seq": tx.next_seq(),
              "connected": self.conn is not None and not self.conn.connecting, "connects": self.connects}
         if self.last_error:
             s["last_error"] = self.last_error
@@ -197,7 +293,7 @@ class PipeOut:
 
 
 class PipeIn(Outlet):
-    """Receives one edge's arrays and pushes every value downstream, in order."""
+    """Receives one edge's arrays and pushes every value downstream, in order, exactly once."""
 
     def __init__(self, runtime, sid, params):
         self.rt = runtime
@@ -207,13 +303,23 @@ class PipeIn(Outlet):
         self.peer = _peer(runtime, sid, params, self.frm)
         self.emit = nowhere
         self.outputs = []
+        self.rx = Receiver()
+        self.feeds = []        # the pipe_outs of this device this pipe's values reach (runtime)
         self.conn = None
         self.running = False
         self.retry_timer = None
+        self.ack_timer = None
         self.retries = 0
+        self.every = ACK_EVERY   # acknowledge after this many values (less for a small sender buffer)
         self.n_in = 0
         self.frames = 0
         self.last_error = None
+
+    def take_over(self, rx):
+        """The previous deployment's receiver of this edge: keep what it knows (its checkpoints
+        name pipes by edge; the new deployment's pipes of those edges carry their numbering)."""
+        self.rx = rx
+        rx.acked = None
 
     def start(self):
         self.running = True
@@ -224,22 +330,127 @@ class PipeIn(Outlet):
         self.retry_timer = None
         if not self.running:
             return
-        self.conn = self.rt.device.dial(self.frm, self, self.peer,
-                                        {"pull": {"edge": self.edge, "epoch": self.rt.epoch, "from": self.rt.device.name}})
+        hs = {"edge": self.edge, "epoch": self.rt.epoch, "from": self.rt.device.name}
+        rx = self.rx
+        if rx.run is not None:
+            hs["expect"] = [rx.expect, rx.run]
+        rx.acked = None   # say again on this connection how far we are
+        self.conn = self.rt.device.dial(self.frm, self, self.peer, {"pull": hs})
 
-    def attach(self, conn):
+    def attach(self, conn, body=None):
         self.conn = conn
+        rx = self.rx
+        rx.acked = None
+        if type(body) is dict and "seq" in body:
+            self._announce([body.get("seq"), body.get("run"), body.get("mark"), body.get("buffer")])
+            if rx.run is not None and rx.run == rx.rx_run:
+                conn.send({"expect": [rx.expect, rx.run]})
+            self._maybe_ack()
+
+    def _announce(self, s):
+        if type(s) is not list or len(s) < 2:
+            raise ValueError("a seq announcement is [seq, run, mark, buffer], got %r" % (s,))
+        first = self.rx.announce(s[0], s[1])
+        mark = s[2] if len(s) > 2 else None
+        cap = s[3] if len(s) > 3 else None
+        if type(cap) is int and cap > 0:
+            self.every = cap // 4 if cap // 4 < ACK_EVERY else ACK_EVERY
+            if self.every < 1:
+                self.every = 1
+        if first and type(mark) is dict:
+            self.rt.adopt_marks(self, mark)
 
     def on_message(self, conn, msg):
         if type(msg) is list:
-            self.frames += 1
-            self.n_in += len(msg)
-            emit = self.emit
+            self._values(msg)
+        elif "seq" in msg:
+            try:
+                self._announce(msg["seq"])
+            except ValueError as e:
+                self.last_error = str(e)
+                self.rt.log("pipe %s: %s" % (self.edge, e))
+                return
+            self._maybe_ack()
+        elif "error" in msg:
+            err = msg["error"]
+            self.last_error = err.get("message") if type(err) is dict else str(err)
+            self.rt.log("pipe %s: peer says %s" % (self.edge, self.last_error))
+
+    def _values(self, msg):
+        self.frames += 1
+        rx = self.rx
+        n = len(msg)
+        skip, gap = rx.arrive(n)
+        if gap:
+            self.rt.log("pipe %s: %d values lost (the sender's replay buffer overflowed; %d lost so far)"
+                        % (self.edge, gap, rx.lost))
+        if skip >= n:
+            return
+        self.n_in += n - skip
+        rt = self.rt
+        emit = self.emit
+        if not rt.holders:
+            # no step of this device holds values back: the frame's end is a checkpoint
+            if skip:
+                msg = msg[skip:]
             for v in msg:
                 emit(v)
-        elif "error" in msg:
-            self.last_error = msg["error"].get("message")
-            self.rt.log("pipe %s: peer says %s" % (self.edge, self.last_error))
+        else:
+            # windows and joins hold values: a checkpoint is where none of them holds anything
+            seq = rx.expect - n
+            rt.feeding = True
+            rt.settled = False
+            i = skip
+            try:
+                while i < n:
+                    emit(msg[i])
+                    i += 1
+                    if rt.settled:
+                        rt.settled = False
+                        if not rt.holding:
+                            self.checkpoint(seq + i)
+            finally:
+                rt.feeding = False
+        if not rt.holding:
+            self.checkpoint(rx.expect)
+
+    def checkpoint(self, seq):
+        """Every value before seq has left this device's steps (into sinks or pipe_outs)."""
+        feeds = self.feeds
+        if feeds:
+            marks = {}
+            for po in feeds:
+                marks[po.edge] = po.tx.position()
+            self.rx.checkpoint(seq, marks)
+            self.rx.settle(self.rt.acked_of)
+        else:
+            self.rx.checkpoint(seq, None)
+        self._maybe_ack()
+
+    def settle(self):
+        """Our pipe_outs got acknowledgements: acknowledge what they complete."""
+        if self.rx.settle(self.rt.acked_of):
+            self._maybe_ack()
+
+    def _maybe_ack(self):
+        rx = self.rx
+        if rx.run is None or rx.run != rx.rx_run:
+            return   # the connection's sender numbers another run: our acknowledgements would mislead it
+        if rx.ack_due(self.every):
+            self._send_ack()
+        elif self.ack_timer is None and rx.ack_due(0):
+            self.ack_timer = self.rt.loop.call_later(ACK_MS, self._on_ack_timer)
+
+    def _on_ack_timer(self):
+        self.ack_timer = None
+        rx = self.rx
+        if rx.ack_due(0) and rx.run == rx.rx_run:
+            self._send_ack()
+
+    def _send_ack(self):
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            conn.send(self.rx.ack())
 
     def on_close(self, conn, reason):
         if conn is not self.conn:
@@ -255,14 +466,20 @@ class PipeIn(Outlet):
 
     def close(self):
         self.running = False
-        if self.retry_timer:
-            self.retry_timer.cancel()
+        for t in (self.retry_timer, self.ack_timer):
+            if t:
+                t.cancel()
+        self.ack_timer = None
         if self.conn is not None:
-            self.conn.close("pipeline stopped")
+            if self.rx.ack_due(0) and self.rx.run == self.rx.rx_run:
+                self._send_ack()
+            self.conn.close_after_flush("pipeline stopped")
             self.conn = None
 
     def stats(self):
-        s = {"in": self.n_in, "out": self.n_in, "frames": self.frames, "connected": self.conn is not None}
+        rx = self.rx
+        s = {"in": self.n_in, "out": self.n_in, "frames": self.frames, "connected": self.conn is not None,
+             "seq": rx.expect, "done": rx.done, "duplicates": rx.dups, "lost": rx.lost}
         if self.last_error:
             s["last_error"] = self.last_error
         return s

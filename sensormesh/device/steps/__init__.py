@@ -18,7 +18,9 @@
 #   close()                    cancel timers, close files; emits nothing
 #   stats() -> dict            "in", "out", "dropped", "errors" and per-type extras
 # ctx, given by the runtime: now() ms, call_later(ms, fn) -> handle with cancel(),
-# resolve("module:name") -> object, deliver(step_id, value), log(text).
+# resolve("module:name") -> object, deliver(step_id, value), log(text); hold() and release()
+# around the time a step with HOLDS = True keeps values back (windows, zip): acknowledged pipes
+# acknowledge an input only once nothing derived from it is held (runtime/pipes.py).
 #
 # Losses are never silent: a value a step cannot process (user function raised, field
 # missing, non-number in a numeric window) or has to discard (zip overflow, closing with
@@ -53,6 +55,11 @@ NONE = _Missing()  # "no value yet": unequal to every value a sensor can produce
 
 def nowhere(value):
     # emit target of a step nobody has connected
+    pass
+
+
+def no_ctx_call():
+    # hold()/release() of a ctx that has none (steps run outside a runtime, in tests)
     pass
 
 

@@ -1,7 +1,7 @@
 # Steps: zip, combine_latest and merge: steps with more than one input.
 # Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
-from sensormesh.device.steps import NONE, Step
+from sensormesh.device.steps import NONE, Step, no_ctx_call
 
 
 class Zip(Step):
@@ -11,9 +11,12 @@ class Zip(Step):
     TYPE = "zip"
     ARGS = ("max-pending",)
     INPUTS = (2, 2)
+    HOLDS = True   # unpaired values wait: the runtime's checkpoints wait until they pair (pipes.py)
 
     def setup(self, params, n_inputs):
         self.max_pending = self.int_param("max-pending", 1000, 1)
+        self._hold = getattr(self.ctx, "hold", no_ctx_call)
+        self._release = getattr(self.ctx, "release", no_ctx_call)
         self.q = []
         self.side = 0  # the port whose values wait in q (when q is not empty)
 
@@ -23,6 +26,8 @@ class Zip(Step):
         if q and self.side:
             self.n_out += 1
             self.emit([value, q.pop(0)])
+            if not q:
+                self._release()
         else:
             self._wait(value, 0)
 
@@ -32,6 +37,8 @@ class Zip(Step):
         if q and not self.side:
             self.n_out += 1
             self.emit([q.pop(0), value])
+            if not q:
+                self._release()
         else:
             self._wait(value, 1)
 
@@ -39,6 +46,7 @@ class Zip(Step):
         q = self.q
         if not q:
             self.side = side
+            self._hold()
         elif len(q) >= self.max_pending:
             q.pop(0)
             n = self.dropped = self.dropped + 1

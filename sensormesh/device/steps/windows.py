@@ -1,7 +1,7 @@
 # Steps: window and sliding: values gathered by count or time, then aggregated (AGGS).
 # Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
-from sensormesh.device.steps import Step
+from sensormesh.device.steps import Step, no_ctx_call
 
 
 AGGS = ("mean", "min", "max", "sum", "count", "list")
@@ -29,6 +29,7 @@ class Window(Step):
     costs no memory; only agg=list holds the values."""
     TYPE = "window"
     ARGS = ("time-frame", "values", "agg")
+    HOLDS = True   # holds values back: the runtime's checkpoints wait until it emits (pipes.py)
 
     def setup(self, params, n_inputs):
         self.frame = self.int_param("time-frame", 0, 0)
@@ -40,6 +41,8 @@ class Window(Step):
         self.k = 0          # values in the open window
         self.closed = 0     # values in windows already closed
         self.timer = None
+        self._hold = getattr(self.ctx, "hold", no_ctx_call)
+        self._release = getattr(self.ctx, "release", no_ctx_call)
         self._reset()
         # One put per aggregate, chosen here: no per-value dispatch on agg.
         if agg == "sum" or agg == "mean":
@@ -97,9 +100,13 @@ class Window(Step):
     def _count(self):
         k = self.k = self.k + 1
         if k == self.n:
+            if k == 1:
+                self._hold()
             self._close()
-        elif k == 1 and self.frame:
-            self.timer = self.ctx.call_later(self.frame, self._expire)
+        elif k == 1:
+            self._hold()
+            if self.frame:
+                self.timer = self.ctx.call_later(self.frame, self._expire)
 
     def _expire(self):
         self.timer = None
@@ -122,6 +129,7 @@ class Window(Step):
         self._reset()
         self.n_out += 1
         self.emit(out)
+        self._release()
 
     def flush(self):
         self._close()

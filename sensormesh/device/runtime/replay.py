@@ -1,0 +1,254 @@
+# Acknowledged pipes without sockets or clocks: the sequence numbers, acknowledgements and replay
+# buffer of one pipe. pipes.py drives these objects; tests/device/test_replay.py pins them down on
+# both interpreters. The guarantees they give are stated in docs/reliability.md.
+#
+# The rules, in one place:
+# - Sequence numbers are implicit. A sender numbers the values of a pipe 0, 1, 2... It states the
+#   number of the next value (and its run, below) when a connection starts: in the handshake
+#   {"pipe": {..., "seq": S, "run": R, "mark": M, "buffer": B}} or, on a pulled connection or
+#   after a jump, in a control object {"seq": [S, R, M, B]} sent just before data (M may be null;
+#   B is the sender's buffer size, so the receiver acknowledges at least every B/4 values). Every value after that counts one
+#   more: TCP keeps order, so nothing per value travels on the wire.
+# - A run names one numbering. A sender that lost its state (a restarted device) starts a new run;
+#   a receiver that sees data of a new run starts counting afresh (nothing lost, nothing dropped).
+# - The receiver acknowledges cumulatively and in batches: {"ack": N} says every value before N
+#   has taken effect on this device: written by a local sink, or, for what it fed into pipes of
+#   its own, acknowledged by their receivers in turn (checkpoints, below). {"ack": N, "mark": M}
+#   adds the positions its outgoing pipes had reached when input N was next: M = {edge: [seq, run]}.
+# - The sender keeps every value not yet acknowledged (the replay buffer, at most `cap` values)
+#   and sends again from the oldest on each new connection; the receiver drops the values it has
+#   already had (duplicates). After a reconnect the receiver may say {"expect": [E, R]}: the next
+#   value it wants, so a sender still holding unsent values skips those.
+# - A restarted device in the middle of a chain gets its input replayed from the last
+#   acknowledgement, together with the mark stored there: an outgoing pipe fed only by that input
+#   and holding no state of its own (fresh) takes the numbering back from the mark, so its
+#   receiver drops what it already had and the chain stays exactly once.
+# - Beyond the bound the oldest unacknowledged values leave the buffer (counted by the sender as
+#   "evicted", and "dropped" for those never sent at all); a receiver that then gets a value beyond the one it expects counts the gap as
+#   "lost" (exactly the values it never had) and reports it.
+
+# Checkpoints a receiver remembers while its outputs wait for acknowledgements; more are merged
+# into the newest (acknowledgements then come later, never wrongly).
+MAX_CHECKPOINTS = 32
+
+
+class Sender:
+    """The sending end of one pipe: its numbering and its replay buffer."""
+
+    def __init__(self, cap, run, acks=True):
+        self.cap = cap if cap > 0 else 1
+        self.run = run
+        self.acks = acks      # False: values leave the buffer when sent (no replay, no acks)
+        self.buf = []         # values from seq `base` on, oldest first
+        self.base = 0         # everything before base is acknowledged (or evicted)
+        self.sent = 0         # seq of the next value to send on the current connection
+        self.mark = None      # the receiver's mark for base (see the rules)
+        self.high = 0         # every value before this seq has been sent (or dropped)
+        self.once = 0         # values sent at least once
+        self.evicted = 0      # values that left the buffer unacknowledged (beyond the bound)
+        self.dropped = 0      # of those, values never sent at all
+        self.jumped = False   # values announced on the connection left unsent: announce again
+
+    def next_seq(self):
+        return self.base + len(self.buf)
+
+    def unsent(self):
+        return self.base + len(self.buf) - self.sent
+
+    def held(self):
+        return len(self.buf)
+
+    def full(self):
+        return len(self.buf) >= self.cap
+
+    def add(self, value):
+        buf = self.buf
+        buf.append(value)
+        if len(buf) > self.cap:
+            self.evict(len(buf) - self.cap)
+
+    def evict(self, k):
+        """Drop the k oldest values (beyond the bound); returns how many were never sent."""
+        if k > len(self.buf):
+            k = len(self.buf)
+        del self.buf[:k]
+        old = self.base if self.base > self.high else self.high
+        self.base += k
+        if self.base > old:
+            self.dropped += self.base - old
+        self.evicted += k
+        self.mark = None      # the mark belonged to the old base
+        unsent = 0
+        if self.sent < self.base:
+            unsent = self.base - self.sent
+            self.sent = self.base
+            self.jumped = True    # the connection's next value is not the one announced
+        return unsent
+
+    def take(self, limit):
+        """The next values to send (at most `limit`), now counted as sent."""
+        i = self.sent - self.base
+        n = len(self.buf) - i
+        if n > limit:
+            n = limit
+        if n <= 0:
+            return None
+        if i == 0 and n == len(self.buf) and not self.acks:
+            out = self.buf
+            self.buf = []
+        else:
+            out = self.buf[i:i + n]
+            if not self.acks:
+                del self.buf[:n]
+        lo = self.sent if self.sent > self.high else self.high
+        self.sent += n
+        if self.sent > lo:
+            self.once += self.sent - lo
+            self.high = self.sent
+        if not self.acks:
+            self.base = self.sent
+        return out
+
+    def restart(self):
+        """A new connection: everything unacknowledged goes again. Returns the first seq."""
+        self.jumped = False
+        self.sent = self.base
+        return self.base
+
+    def skip_to(self, expect, run):
+        """The receiver says it wants `expect` next: skip what it has that is not sent yet."""
+        if run == self.run and type(expect) is int and self.sent < expect <= self.next_seq():
+            self.sent = expect
+
+    def ack(self, n, mark=None):
+        """The receiver acknowledges every value before n; returns how many left the buffer."""
+        if type(n) is not int or n <= self.base:
+            return 0
+        top = self.next_seq()
+        if n > top:
+            n = top     # an acknowledgement beyond what was sent: take it as "everything"
+        k = n - self.base
+        del self.buf[:k]
+        self.base = n
+        if self.sent < n:
+            self.sent = n
+        self.mark = mark if type(mark) is dict else None
+        return k
+
+    def adopt(self, seq, run):
+        """Take over a numbering handed back by the upstream's mark (a fresh sender only)."""
+        self.base = self.sent = self.high = seq
+        self.run = run
+        self.buf = []
+        self.mark = None
+
+    def position(self):
+        return [self.next_seq(), self.run]
+
+    def announce(self):
+        """The body of the seq announcement for the current connection: [seq, run, mark, cap]
+        (the receiver acknowledges often enough for a buffer of cap values)."""
+        return [self.sent, self.run, self.mark or None, self.cap]
+
+
+class Receiver:
+    """The receiving end of one pipe: duplicates, gaps, checkpoints and the acknowledgements due."""
+
+    def __init__(self):
+        self.run = None       # run of the values received so far (None: none yet)
+        self.expect = 0       # seq of the next value wanted in that run
+        self.rx_run = None    # run and seq of the next value arriving on this connection
+        self.rx = 0
+        self.lost = 0         # values never received (gaps), counted when the next one arrives
+        self.dups = 0         # values received twice and dropped
+        self.runs = 0         # numberings seen (more than one: a sender lost its state)
+        self.done = None      # every value before this seq has taken effect
+        self.done_mark = None
+        self.acked = None     # the last acknowledgement sent
+        self.cps = []         # [seq, marks]: seq is done once every pipe in marks is acked that far
+
+    def announce(self, seq, run):
+        """The sender says its next value is `seq` of `run`. Returns True when this receiver has
+        never had a value (the first announcement after a start: marks may be adopted)."""
+        if type(seq) is not int or seq < 0:
+            raise ValueError("seq must be a non-negative integer, got %r" % (seq,))
+        self.rx = seq
+        self.rx_run = run
+        return self.run is None
+
+    def arrive(self, n):
+        """n values arrive. Returns (skip, gap): drop the first `skip` (duplicates); `gap` values
+        before them never arrived and are counted as lost."""
+        rx = self.rx
+        self.rx = rx + n
+        if self.run != self.rx_run or self.run is None:
+            # a new numbering (or the first values ever): start counting from here
+            self.run = self.rx_run
+            self.runs += 1
+            self.expect = rx
+            self.cps = []
+            self.done = None
+            self.done_mark = None
+            self.acked = None
+        exp = self.expect
+        gap = 0
+        if rx > exp:
+            gap = rx - exp
+            self.lost += gap
+            exp = rx
+        skip = exp - rx
+        if skip >= n:
+            self.dups += n
+            return n, gap
+        self.dups += skip
+        self.expect = rx + n
+        return skip, gap
+
+    def checkpoint(self, seq, marks):
+        """Inputs before seq have left this device's steps: into local sinks, and into the pipes
+        of marks ({edge: [next seq, run]}; None when it feeds none, so seq is done at once)."""
+        if not marks:
+            self.cps = []
+            self.done = seq
+            self.done_mark = None
+            return
+        cps = self.cps
+        if cps and cps[-1][1] == marks:
+            cps[-1][0] = seq
+        else:
+            cps.append([seq, marks])
+            if len(cps) > MAX_CHECKPOINTS:
+                del cps[-2]     # merge into the newest: later acknowledgement, never a wrong one
+
+    def settle(self, acked_of):
+        """Move `done` over every checkpoint whose outputs are acknowledged; acked_of(edge) gives
+        an outgoing pipe's acknowledged seq. Returns True if `done` moved."""
+        cps = self.cps
+        moved = False
+        while cps:
+            seq, marks = cps[0]
+            for e in marks:
+                if acked_of(e) < marks[e][0]:
+                    return moved
+            cps.pop(0)
+            self.done = seq
+            self.done_mark = marks
+            moved = True
+        return moved
+
+    def ack_due(self, every):
+        """True when at least `every` values wait for an acknowledgement (0: any)."""
+        d = self.done
+        if d is None:
+            return False
+        a = self.acked
+        if a is None:
+            return True
+        return d - a >= every and d > a
+
+    def ack(self):
+        """The acknowledgement to send now (and remember as sent)."""
+        self.acked = self.done
+        if self.done_mark:
+            return {"ack": self.done, "mark": self.done_mark}
+        return {"ack": self.done}

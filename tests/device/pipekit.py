@@ -1,0 +1,326 @@
+# A network without sockets or clocks for the device runtime: devices with real Runtimes,
+# pipes and steps, connected by queues on a simulated clock. Tests cut links, stop and restart
+# devices at exact moments and check the values at the sink (CPython and MicroPython alike).
+import json
+
+from sensormesh.device.runtime import Runtime
+
+
+class Timer:
+    def __init__(self, loop, when, fn):
+        self.when = when
+        self.fn = fn
+        self.cancelled = False
+        self.dev = None
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class FakeLoop:
+    def __init__(self):
+        self.t = 0
+        self.timers = []
+
+    def now(self):
+        return self.t
+
+    def call_later(self, ms, fn):
+        tm = Timer(self, self.t + (ms if ms > 0 else 0), fn)
+        self.timers.append(tm)
+        return tm
+
+    def call_soon(self, fn):
+        return self.call_later(0, fn)
+
+    def next_due(self):
+        best = None
+        self.timers = [tm for tm in self.timers if not tm.cancelled]
+        for tm in self.timers:
+            if not tm.cancelled and (best is None or tm.when < best.when):
+                best = tm
+        return best
+
+
+class DeviceLoop:
+    """One device's view of the shared clock: its timers die with it."""
+
+    def __init__(self, loop, dev):
+        self.loop = loop
+        self.dev = dev
+
+    def now(self):
+        return self.loop.t
+
+    def call_later(self, ms, fn):
+        tm = self.loop.call_later(ms, fn)
+        tm.dev = self.dev
+        return tm
+
+    def call_soon(self, fn):
+        return self.call_later(0, fn)
+
+
+class Counter:
+    """A sensor that reads 0, 1, 2, ..."""
+
+    def __init__(self):
+        self.n = 0
+
+    def get(self):
+        n = self.n
+        self.n = n + 1
+        return n
+
+
+class Conn:
+    def __init__(self, net, protocol, name):
+        self.net = net
+        self.protocol = protocol
+        self.peer = None      # the other end
+        self.closed = False
+        self.connecting = False
+        self.name = name
+        self.writable_ = True
+
+    def send(self, msg):
+        if not self.closed:
+            self.net.queue.append((self.peer, json.loads(json.dumps(msg))))
+
+    def writable(self):
+        return not self.closed and self.writable_
+
+    def close(self, reason="closed"):
+        self.net.cut_conn(self, reason)
+
+    def close_after_flush(self, reason="closed"):
+        self.close(reason)
+
+
+class Session:
+    """The accepting end of a connection: what device.Inbound does for pipes."""
+
+    def __init__(self, dev):
+        self.dev = dev
+        self.conn = None
+        self.kind = None
+        self.handler = None
+        self.errors = []
+
+    def fail(self, conn, code, message, extra=None):
+        self.errors.append((code, message))
+        conn.send({"error": {"code": code, "message": message}})
+        conn.close()
+
+    def on_message(self, conn, msg):
+        if self.handler is not None:
+            self.handler.on_message(conn, msg)
+            return
+        for key in msg:
+            self.dev.runtime.handler(key)(self, msg[key])
+
+    def on_close(self, conn, reason):
+        if self.handler is not None:
+            self.handler.on_close(conn, reason)
+
+
+class Control:
+    """A controller's session on a device: keeps every reply and the delivered values."""
+
+    def __init__(self):
+        self.messages = []
+        self.conn = self
+        self.closed = False
+
+    def send(self, msg):
+        self.messages.append(json.loads(json.dumps(msg)))
+
+    def close_after_flush(self, reason=""):
+        pass
+
+    def values(self, step=None):
+        out = []
+        for m in self.messages:
+            if type(m) is dict and "deliver" in m and (step is None or m["deliver"]["step"] == step):
+                out += m["deliver"]["values"]
+        return out
+
+
+class Device:
+    def __init__(self, net, name, counter=False, rate=1000):
+        self.net = net
+        self.name = name
+        self.loop = DeviceLoop(net.loop, self)
+        self.security = None
+        self.logs = []
+        self.sensors = {}
+        self.sensor_kinds = {}
+        if counter:
+            self.sensors["counter"] = (Counter(), rate)
+            self.sensor_kinds["counter"] = "counter"
+        self.runtime = Runtime(self)
+        self.control = Control()
+        self.alive = True
+
+    def sensor_names(self):
+        return sorted(self.sensors)
+
+    def log(self, text):
+        self.logs.append(text)
+
+    def dial(self, address, protocol, peer, first):
+        return self.net.dial(self, address, protocol, first)
+
+    def deploy(self, assignment):
+        self.runtime.on_deploy(self.control, {"assignment": assignment})
+        errs = [m for m in self.control.messages if "error" in m]
+        assert not errs, errs
+
+    def start(self):
+        self.runtime.on_start(self.control, {})
+
+    def status(self):
+        return self.runtime.status()["steps"]
+
+
+class Net:
+    def __init__(self):
+        self.loop = FakeLoop()
+        self.devices = {}     # address (= name) -> Device
+        self.queue = []       # (destination conn, message)
+        self.conns = []
+        self.down = {}        # device names whose links are cut: dials fail, nothing passes
+
+    def device(self, name, **kw):
+        d = Device(self, name, **kw)
+        self.devices[name] = d
+        return d
+
+    def dial(self, dev, address, protocol, first):
+        c = Conn(self, protocol, dev.name)
+        if not dev.alive:
+            c.closed = True
+            return c
+        target = self.devices.get(address)
+        if target is None or not target.alive or address in self.down or dev.name in self.down:
+            c.closed = True
+            dev.loop.call_later(1, lambda: protocol.on_close(c, "connection refused"))
+            return c
+        sess = Session(target)
+        s = Conn(self, sess, address)
+        sess.conn = s
+        c.peer = s
+        s.peer = c
+        self.conns.append(c)
+        self.conns.append(s)
+        c.send(first)
+        if hasattr(protocol, "on_connect"):
+            dev.loop.call_later(0, lambda: None if c.closed else protocol.on_connect(c))
+        return c
+
+    def cut_conn(self, conn, reason="link cut"):
+        for c in (conn, conn.peer):
+            if c is None or c.closed:
+                continue
+            c.closed = True
+            self.queue = [q for q in self.queue if q[0] is not c]
+            if c in self.conns:
+                self.conns.remove(c)
+            c.protocol.on_close(c, reason)
+
+    def cut(self, name):
+        """Cut every link of a device until heal(name): connections close, dials fail."""
+        self.down[name] = True
+        for c in list(self.conns):
+            if c.name == name or (c.peer is not None and c.peer.name == name):
+                self.cut_conn(c)
+
+    def heal(self, name):
+        self.down.pop(name, None)
+
+    def kill(self, name):
+        """The device's process dies: its state is gone, its connections close."""
+        dev = self.devices[name]
+        dev.alive = False
+        for c in list(self.conns):
+            if c.name == name or (c.peer is not None and c.peer.name == name):
+                self.cut_conn(c, "connection reset")
+        for tm in self.loop.timers:
+            if getattr(tm, "dev", None) is dev:
+                tm.cancelled = True
+        return dev
+
+    def pump(self):
+        n = 0
+        while self.queue:
+            dst, msg = self.queue.pop(0)
+            if not dst.closed:
+                dst.protocol.on_message(dst, msg)
+            n += 1
+        return n
+
+    def run(self, ms, until=None):
+        """Deliver messages and fire timers in time order for `ms` simulated ms (or until
+        until() is true). Returns True if until() became true."""
+        end = self.loop.t + ms
+        loop = self.loop
+        while True:
+            self.pump()
+            if until is not None and until():
+                return True
+            tm = loop.next_due()
+            if tm is None or tm.when > end:
+                loop.t = end
+                return until is None
+            loop.timers.remove(tm)
+            if tm.when > loop.t:
+                loop.t = tm.when
+            tm.fn()
+
+
+def _linear(steps, more):
+    """steps + more, each of more taking the previous step as its input."""
+    for st in more or []:
+        st = dict(st)
+        st["inputs"] = [steps[-1]["id"]]
+        steps.append(st)
+    return steps
+
+
+def chain(net, middle_steps=None, tf=0, count=0, buffer=None, rate=1000, sink_steps=None):
+    """counter source on a -> pipe e1 -> m (middle steps) -> pipe e2 -> callback sink on c
+    (buffer: the replay buffer of e1)."""
+    a = net.device("a", counter=True, rate=rate)
+    m = net.device("m")
+    c = net.device("c")
+    po = {"edge": "e1", "to": "m", "time-frame": tf}
+    if buffer:
+        po["buffer"] = buffer
+    src = {"sensor": "counter"}
+    if count:
+        src["count"] = count
+    asg = {"a": {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "s", "type": "source", "params": src},
+        {"id": "o1", "type": "pipe_out", "params": po, "inputs": ["s"]}]}}
+    mid = _linear([{"id": "i1", "type": "pipe_in", "params": {"edge": "e1"}}], middle_steps)
+    po2 = {"edge": "e2", "to": "c", "time-frame": tf}
+    mid.append({"id": "o2", "type": "pipe_out", "params": po2, "inputs": [mid[-1]["id"]]})
+    asg["m"] = {"pipeline": "p", "epoch": 1, "steps": mid}
+    sink = _linear([{"id": "i2", "type": "pipe_in", "params": {"edge": "e2"}}], sink_steps)
+    sink.append({"id": "k", "type": "callback", "params": {}, "inputs": [sink[-1]["id"]]})
+    asg["c"] = {"pipeline": "p", "epoch": 1, "steps": sink}
+    for name in ("c", "m", "a"):
+        net.devices[name].deploy(asg[name])
+    for name in ("c", "m", "a"):
+        net.devices[name].start()
+    return asg
+
+
+def restart(net, name, assignment):
+    """A new process for device `name` (nothing of the old one's memory), same assignment."""
+    old = net.kill(name)
+    dev = Device(net, name, counter=bool(old.sensors), rate=old.sensors["counter"][1] if old.sensors else 0)
+    net.devices[name] = dev
+    dev.deploy(assignment)
+    dev.start()
+    return dev

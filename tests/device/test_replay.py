@@ -1,0 +1,217 @@
+# Acknowledged pipes with replay, without sockets: the sans-IO Sender/Receiver state machines
+# (runtime/replay.py), and real runtimes, pipes and steps on a simulated network (pipekit.py)
+# whose links are cut and whose devices are restarted at exact moments. Every test checks the
+# sequence-numbered values at the sink. Runs under pytest and micropython tests/mprun.py.
+from sensormesh.device.runtime.replay import Receiver, Sender
+
+from pipekit import Net, chain, restart
+
+
+# -- the state machines ------------------------------------------------------------------
+def test_sender_numbers_keeps_unacked_and_replays_from_the_oldest():
+    tx = Sender(100, 7)
+    for v in range(10):
+        tx.add(v)
+    assert tx.take(4) == [0, 1, 2, 3] and tx.take(100) == [4, 5, 6, 7, 8, 9]
+    assert tx.take(100) is None
+    assert tx.ack(3, {"x": [30, 1]}) == 3 and tx.base == 3 and tx.held() == 7
+    assert tx.mark == {"x": [30, 1]}
+    assert tx.restart() == 3 and tx.announce() == [3, 7, {"x": [30, 1]}, 100]
+    assert tx.take(100) == [3, 4, 5, 6, 7, 8, 9]
+    assert tx.ack(2) == 0 and tx.ack(3) == 0          # old or repeated acknowledgements change nothing
+    assert tx.ack(99) == 7 and tx.held() == 0 and tx.base == 10   # beyond what exists: everything
+
+
+def test_sender_bound_evicts_oldest_and_counts():
+    tx = Sender(5, 1)
+    for v in range(8):
+        tx.add(v)
+    assert tx.held() == 5 and tx.base == 3 and tx.dropped == 3 and tx.sent == 3
+    assert tx.take(10) == [3, 4, 5, 6, 7]
+
+
+def test_sender_without_acks_forgets_what_it_sent():
+    tx = Sender(5, 1, acks=False)
+    for v in range(3):
+        tx.add(v)
+    assert tx.take(10) == [0, 1, 2] and tx.held() == 0 and tx.base == 3
+
+
+def test_sender_skips_what_the_receiver_already_has_same_run_only():
+    tx = Sender(100, 5)
+    for v in range(10):
+        tx.add(v)
+    tx.restart()
+    tx.skip_to(6, 4)
+    assert tx.sent == 0
+    tx.skip_to(6, 5)
+    assert tx.sent == 6 and tx.take(10) == [6, 7, 8, 9]
+    tx.skip_to(50, 5)        # more than it has: ignored
+    assert tx.sent == 10
+
+
+def test_receiver_drops_duplicates_and_counts_gaps_exactly():
+    rx = Receiver()
+    rx.announce(0, 9)
+    assert rx.arrive(5) == (0, 0) and rx.expect == 5
+    rx.announce(3, 9)                  # replay from 3: 3 and 4 are duplicates
+    assert rx.arrive(4) == (2, 0) and rx.expect == 7 and rx.dups == 2
+    rx.announce(4, 9)
+    assert rx.arrive(2) == (2, 0) and rx.expect == 7 and rx.dups == 4
+    rx.announce(12, 9)                 # 7..11 never came
+    assert rx.arrive(3) == (0, 5) and rx.lost == 5 and rx.expect == 15
+
+
+def test_receiver_of_a_new_run_starts_afresh_without_loss_or_duplicates():
+    rx = Receiver()
+    rx.announce(0, 1)
+    rx.arrive(10)
+    rx.checkpoint(10, None)
+    assert rx.ack_due(0) and rx.ack() == {"ack": 10}
+    rx.announce(0, 2)                  # the sender restarted: a new numbering
+    assert rx.expect == 10             # nothing forgotten before data of the new run arrives
+    assert rx.arrive(3) == (0, 0) and rx.expect == 3 and rx.lost == 0 and rx.dups == 0
+    assert rx.runs == 2 and rx.done is None and not rx.ack_due(0)
+
+
+def test_checkpoints_wait_for_downstream_acknowledgements():
+    acked = {"o": 0}
+    rx = Receiver()
+    rx.announce(0, 1)
+    rx.arrive(4)
+    rx.checkpoint(4, {"o": [2, 8]})
+    rx.arrive(4)
+    rx.checkpoint(8, {"o": [5, 8]})
+    assert not rx.settle(acked.get) and rx.done is None
+    acked["o"] = 3
+    assert rx.settle(acked.get) and rx.done == 4 and rx.done_mark == {"o": [2, 8]}
+    assert rx.ack() == {"ack": 4, "mark": {"o": [2, 8]}}
+    acked["o"] = 5
+    assert rx.settle(acked.get) and rx.done == 8 and not rx.cps
+    assert not rx.ack_due(64) and rx.ack_due(4)
+
+
+def test_checkpoints_are_bounded_and_merge_into_later_ones():
+    rx = Receiver()
+    rx.announce(0, 1)
+    for i in range(1, 200):
+        rx.arrive(1)
+        rx.checkpoint(i, {"o": [i, 3]})
+    assert len(rx.cps) <= 32
+    assert rx.settle({"o": 500}.get) and rx.done == 199
+
+
+# -- real runtimes on a simulated network -------------------------------------------------
+def _exactly_once(values, n):
+    assert len(values) >= n, (len(values), values[-5:])
+    assert values == list(range(len(values))), _first_wrong(values)
+
+
+def _first_wrong(values):
+    for i in range(len(values)):
+        if values[i] != i:
+            return "value %d is %r (around: %r)" % (i, values[i], values[max(0, i - 3):i + 4])
+    return "ok"
+
+
+def test_chain_delivers_in_order_and_acknowledges():
+    net = Net()
+    chain(net)
+    c = net.devices["c"]
+    assert net.run(5000, lambda: len(c.control.values()) >= 2000)
+    _exactly_once(c.control.values(), 2000)
+    net.run(200)
+    st = net.devices["a"].status()["o1"]
+    assert st["unacked"] < 200 and st["acked"] > 1500, st     # the buffer is trimmed by acks
+
+
+def test_link_cut_replays_exactly_once():
+    net = Net()
+    chain(net, tf=20)
+    c = net.devices["c"]
+    assert net.run(5000, lambda: len(c.control.values()) >= 300)
+    net.cut("m")
+    net.run(700)
+    net.heal("m")
+    assert net.run(10000, lambda: len(c.control.values()) >= 2500)
+    _exactly_once(c.control.values(), 2500)
+    a = net.devices["a"].status()["o1"]
+    assert a["dropped"] == 0 and a["connects"] >= 2, a
+
+
+def test_middle_device_restart_loses_and_repeats_nothing():
+    for steps in ([], [{"id": "w", "type": "window", "params": {"values": 4, "agg": "list"}}]):
+        net = Net()
+        asg = chain(net, middle_steps=steps, tf=10)
+        c = net.devices["c"]
+
+        def got():
+            vals = c.control.values()
+            if steps:
+                vals = [v for w in vals for v in w]
+            return vals
+        assert net.run(5000, lambda: len(got()) >= 400)
+        # values in flight on both sides of m, some of them inside its window
+        restart(net, "m", asg["m"])
+        assert net.run(20000, lambda: len(got()) >= 3000)
+        _exactly_once(got(), 3000)
+        if steps:
+            assert all(len(w) == 4 for w in c.control.values())   # count windows regroup the same
+        st = net.devices["c"].status()["i2"]
+        assert st["lost"] == 0, st
+
+
+def test_restart_of_middle_device_twice_in_a_row_and_with_cuts():
+    net = Net()
+    asg = chain(net, tf=5)
+    c = net.devices["c"]
+    for k in range(3):
+        assert net.run(5000, lambda: len(c.control.values()) >= 300 * (k + 1))
+        restart(net, "m", asg["m"])
+        net.run(37)
+        net.cut("c")
+        net.run(120)
+        net.heal("c")
+    assert net.run(20000, lambda: len(c.control.values()) >= 2000)
+    _exactly_once(c.control.values(), 2000)
+
+
+def test_redeploy_with_a_new_epoch_keeps_the_numbering():
+    net = Net()
+    asg = chain(net, tf=10)
+    c = net.devices["c"]
+    assert net.run(5000, lambda: len(c.control.values()) >= 500)
+    for name in ("c", "m", "a"):
+        a = dict(asg[name])
+        a["epoch"] = 2
+        net.devices[name].deploy(a)
+    for name in ("c", "m", "a"):
+        net.devices[name].start()
+    assert net.run(10000, lambda: len(c.control.values()) >= 2000)
+    # the source itself restarts with the new deployment (a counter from 0 again): what the
+    # pipes must show is that every value of each deployment arrives once, in order
+    vals = c.control.values()
+    first = vals[:vals.index(0, 1)] if 0 in vals[1:] else vals
+    assert first == list(range(len(first))) and len(first) >= 500
+    st = net.devices["m"].status()["i1"]
+    assert st["lost"] == 0
+
+
+def test_overflow_beyond_the_buffer_is_counted_exactly_where_it_happens():
+    net = Net()
+    chain(net, tf=10, buffer=200, rate=1000)
+    c = net.devices["c"]
+    assert net.run(5000, lambda: len(c.control.values()) >= 300)
+    net.cut("m")
+    net.run(1000)             # about 1000 values while the buffer holds 200
+    net.heal("m")
+    assert net.run(10000, lambda: len(c.control.values()) >= 2500)
+    vals = c.control.values()
+    missing = vals[-1] + 1 - len(vals)
+    assert vals == sorted(vals) and len(set(vals)) == len(vals)       # in order, no duplicates
+    m_in = net.devices["m"].status()["i1"]
+    a_out = net.devices["a"].status()["o1"]
+    assert missing > 600 and m_in["lost"] == missing, (missing, m_in)
+    assert a_out["evicted"] >= missing and a_out["in"] == a_out["out"] + a_out["pending"] + a_out["dropped"]
+    assert any("values lost" in t for t in net.devices["m"].logs)
+    assert any("dropped" in t for t in net.devices["a"].logs)
