@@ -6,7 +6,7 @@ never starts before its receiver is ready and the first values are not lost. If 
 down or refuses its assignment, the devices already deployed are stopped again: nothing is left
 half-started. Callback sinks deliver their values over the same sessions.
 
-These functions connect to every device directly. `controller/supervisor.py` (what `sensormesh
+These functions connect to every device directly. `controller/supervisor/` (what `sensormesh
 up|deploy|status|stop` use) deploys along the topology's control routes instead (forwarded
 through gateways, or over a registration), watches the devices and re-routes around a failed
 gateway; it reuses `device_order`, `DeployError` and `dispatch` from here.

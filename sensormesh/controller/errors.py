@@ -8,10 +8,11 @@
 class Problem:
     """One thing wrong: a message plus where it is (step id, device name, parameter key)."""
 
-    __slots__ = ("message", "step", "device", "key", "section", "item")
+    __slots__ = ("message", "step", "device", "key", "section", "item", "origin")
 
-    def __init__(self, message, step=None, device=None, key=None, section=None, item=None):
+    def __init__(self, message, step=None, device=None, key=None, section=None, item=None, origin=None):
         self.message = message
+        self.origin = origin      # where the step is defined: "file.yaml:12:5" or "app.py:12"
         self.item = item          # index into a list-valued key (inputs[1]), if it is one entry
         self.step = step          # step id the problem is about, if any
         self.device = device      # device name the problem is about, if any
@@ -29,7 +30,8 @@ class Problem:
     def __str__(self):
         parts = [p for p in (self.subject(), self.key) if p]
         where = ", ".join(parts)
-        return "%s: %s" % (where, self.message) if where else self.message
+        text = "%s: %s" % (where, self.message) if where else self.message
+        return "%s: %s" % (self.origin, text) if self.origin else text
 
     def __repr__(self):
         return "Problem(%r)" % str(self)

@@ -77,8 +77,7 @@ class _Doc:
                 return None
             return self._convert(loader, node, ())
         except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            what = " ".join(x for x in (e.context, e.problem) if x)
+            mark, what = _syntax_error(e)
             raise PipelineFileError(self.filename, [FileProblem(
                 "YAML syntax error: %s" % what, mark.line + 1 if mark else None,
                 mark.column + 1 if mark else None)])
@@ -115,6 +114,23 @@ class _Doc:
             self.key_marks[path + (key,)] = knode.start_mark
             out[key] = self._convert(loader, vnode, path + (key,))
         return out
+
+
+def _syntax_error(e):
+    """(mark, words) for a PyYAML syntax error. PyYAML notices an unclosed bracket or quote
+    only where the next token does not fit (often the next line); its context mark is where
+    the unclosed thing starts, so that is where the error points, with the place it was noticed
+    in the words. Other errors point where PyYAML found the problem."""
+    ctx, prob = e.context_mark, e.problem_mark
+    opened = e.context and (e.context.startswith("while parsing a flow") or e.context.startswith("while scanning"))
+    if opened and ctx is not None:
+        what = e.context.split(" ", 2)[2]                     # "a flow sequence"
+        opener = {"a flow sequence": "'['", "a flow mapping": "'{'", "a quoted scalar": "quote"}.get(what)
+        words = "%s here is not closed: %s" % ("the " + opener if opener else what + " that starts", e.problem)
+        if prob is not None and (prob.line, prob.column) != (ctx.line, ctx.column):
+            words += " (noticed at line %d, column %d)" % (prob.line + 1, prob.column + 1)
+        return ctx, words
+    return prob or ctx, " ".join(x for x in (e.context, e.problem) if x)
 
 
 def _suggest(word, options):
@@ -267,7 +283,7 @@ def _steps(doc, data):
             if on is not None and not isinstance(on, str):
                 on = str(on)
             steps.append(Step(sid, t, params, inputs, on=on, requires=entry.get("requires"),
-                              origin="%s:%s" % (os.path.basename(doc.filename), doc.where(path)[0])))
+                              origin="%s:%s:%s" % ((doc.filename,) + doc.where(path))))
             section_of[sid] = section
     return steps, section_of, aliases
 

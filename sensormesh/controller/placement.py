@@ -389,15 +389,10 @@ def evaluate(model, device_of, link=default_link):
         for dst, vs in by_dev.items():
             r = link(src, dst)
             if r is None:
-                why = ""
-                explain = getattr(getattr(model, "topology", None), "explain_no_route", None)
-                if callable(explain):
-                    try:
-                        why = ": " + explain(src, dst)
-                    except Exception:   # an explanation is a nicety; the error stands without it
-                        why = ""
+                why = why_no_route(model, link, src, dst)
                 raise PlacementError(Problem("%s on %s cannot reach %s on %s (no route)%s"
-                                             % (u, src, ", ".join(vs), dst, why), step=u, device=src))
+                                             % (u, src, ", ".join(vs), dst, ": " + why if why else ""),
+                                             step=u, device=src))
             cost, route = r
             p = Pipe(u, src, dst, vs, route, cost, f.rate, f.bytes)
             pipes.append(p)
@@ -405,14 +400,39 @@ def evaluate(model, device_of, link=default_link):
     return pipes, total
 
 
+def why_no_route(model, link, a, b):
+    """Why link(a, b) is None, in words, or "" when nobody can say: the link function's own
+    `explain(a, b)` (the supervisor's degraded network names failed devices), else the model's
+    topology's explain_no_route."""
+    for explain in (getattr(link, "explain", None),
+                    getattr(getattr(model, "topology", None), "explain_no_route", None)):
+        if callable(explain):
+            try:
+                why = explain(a, b)
+            except Exception:   # an explanation is a nicety; the error stands without it
+                why = None
+            if why:
+                return why
+    return ""
+
+
+def _down_text(why):
+    return "down (%s)" % why if why and why != "down" else "down"
+
+
 # -- the common part of every strategy ---------------------------------------------------------
 
 class _Setup:
     """Candidates and capacities; raises PlacementError for what no strategy can fix."""
 
-    def __init__(self, model, cpu_headroom):
+    def __init__(self, model, cpu_headroom, down=None):
         self.model = model
         self.cpu_headroom = cpu_headroom
+        # devices known to be down (the supervisor's failed ones): {device: why}; nothing goes there
+        if isinstance(down, dict):
+            self.down = {d: w for d, w in down.items() if d in model.devices}
+        else:
+            self.down = {d: "down" for d in (down or ()) if d in model.devices}
         if not model.devices:
             raise PlacementError(Problem("the inventory is empty: there is nowhere to place steps"))
         self.cap_cpu = {d: dev.cpu_units * cpu_headroom for d, dev in model.devices.items()}
@@ -439,19 +459,36 @@ class _Setup:
                                             % (fixed, dev.interpreter, "/".join(sorted(interps)), why),
                                             step=sid, device=fixed))
                     continue
-                self.fixed[sid] = fixed
-                self.cand[sid] = [fixed]
                 if s.type == "source":
                     spec = model.sensor_spec[sid]
                     label = spec["name"] if spec["name"] == spec["kind"] else "%s (%s)" % (spec["name"], spec["kind"])
+                    if fixed in self.down:
+                        problems.append(Problem("no live device has sensor %s: %s has it but is %s"
+                                                % (label, fixed, _down_text(self.down[fixed])),
+                                                step=sid, device=fixed))
+                        continue
                     self.reasons[sid] = "has sensor %s" % label + (" (pinned)" if s.on else "")
+                elif fixed in self.down:
+                    problems.append(Problem("pinned to %s (on: %s), which is %s"
+                                            % (fixed, fixed, _down_text(self.down[fixed])),
+                                            step=sid, device=fixed))
+                    continue
                 else:
                     self.reasons[sid] = "pinned (on: %s)" % fixed
+                self.fixed[sid] = fixed
+                self.cand[sid] = [fixed]
                 continue
-            cand = [d for i in sorted(interps) for d in by_interp.get(i, ())]
-            if not cand:
+            every = [d for i in sorted(interps) for d in by_interp.get(i, ())]
+            cand = [d for d in every if d not in self.down]
+            if not every:
                 problems.append(Problem("needs %s (%s) but the inventory has only %s devices"
                                         % ("/".join(sorted(interps)), why, "/".join(sorted(by_interp))), step=sid))
+                continue
+            if not cand:
+                problems.append(Problem("needs %s (%s) and every such device is down: %s"
+                                        % ("/".join(sorted(interps)), why,
+                                           ", ".join("%s %s" % (d, _down_text(self.down[d])) for d in every)),
+                                        step=sid))
                 continue
             fits = [d for d in cand if self.cpu[sid] <= self.cap_cpu[d] and self.mem[sid] <= self.cap_mem[d]]
             if not fits:
@@ -492,24 +529,55 @@ def _largest(model, cand, setup):
 
 
 def place(model, strategy="optimal", link=None, cpu_headroom=CPU_HEADROOM, time_limit=60.0,
-          mip_rel_gap=1e-4, reduce=True):
-    """Place `model`'s steps on its devices. Returns a Placement; raises PlacementError."""
+          mip_rel_gap=1e-4, reduce=True, down=None):
+    """Place `model`'s steps on its devices. Returns a Placement; raises PlacementError.
+
+    down: devices that must get nothing ({device: why} or a set), e.g. the supervisor's failed
+    ones; a step pinned there, or a source whose sensor only such a device has, is an error.
+    Every error names the step and where it is defined (file:line:col or module.py:line)."""
+    try:
+        return _place(model, strategy, link, cpu_headroom, time_limit, mip_rel_gap, reduce, down)
+    except PlacementError as e:
+        if not _locate(model, e.problems):
+            raise
+        raise PlacementError(e.problems) from None
+
+
+def _locate(model, problems):
+    """Give each problem about a step the place the step is defined; True if any changed."""
+    changed = False
+    for p in problems:
+        s = model.steps.get(p.step) if p.step is not None else None
+        if s is not None and s.origin and p.origin is None:
+            p.origin = s.origin
+            changed = True
+    return changed
+
+
+def _place(model, strategy, link, cpu_headroom, time_limit, mip_rel_gap, reduce, down):
     if strategy not in STRATEGIES:
         raise PlacementError(Problem("unknown strategy %r; use one of %s" % (strategy, ", ".join(STRATEGIES)),
                                      key="strategy"))
     link = link or link_for(model)
-    setup = _Setup(model, cpu_headroom)
-    if strategy == "central":
-        device_of, reasons, solver = _central(setup, link), {}, None
-    elif strategy == "edge":
-        device_of, reasons = _edge(setup, link)
-        solver = None
-    else:
-        device_of, reasons, solver = _optimal(setup, link, time_limit, mip_rel_gap, reduce)
-    all_reasons = dict(setup.reasons)
-    all_reasons.update(reasons)
-    device_of.update(setup.fixed)
-    pl = Placement(model, strategy, device_of, all_reasons, link, cpu_headroom, solver)
+    setup = _Setup(model, cpu_headroom, down)
+    try:
+        if strategy == "central":
+            device_of, reasons, solver = _central(setup, link), {}, None
+        elif strategy == "edge":
+            device_of, reasons = _edge(setup, link)
+            solver = None
+        else:
+            device_of, reasons, solver = _optimal(setup, link, time_limit, mip_rel_gap, reduce)
+        all_reasons = dict(setup.reasons)
+        all_reasons.update(reasons)
+        device_of.update(setup.fixed)
+        pl = Placement(model, strategy, device_of, all_reasons, link, cpu_headroom, solver)
+    except PlacementError:
+        # a strategy fails where it notices; say why no placement can have a route, when that is it
+        cause = _route_cause(setup, link)
+        if cause is None:
+            raise
+        raise PlacementError(cause) from None
     check_relay_loads(setup, pl)
     if solver:
         # the ILP leaves out pipes between two fixed steps (a constant); put them back
@@ -522,9 +590,79 @@ def place(model, strategy="optimal", link=None, cpu_headroom=CPU_HEADROOM, time_
     return pl
 
 
+def _route_cause(setup, link):
+    """A Problem naming why no placement gives every pipe a route, or None.
+
+    Candidate devices are narrowed along every edge of the graph (a device stays a candidate
+    for a producer only if some candidate of the consumer is reachable from it, and the
+    reverse) until nothing changes; an edge left without a pair names the fixed steps (sources,
+    pinned steps) at its ends, or upstream and downstream of it, whose devices have no route."""
+    if _is_uniform(link):
+        return None
+    m = setup.model
+    memo = {}
+
+    def reach(a, b):
+        if a == b:
+            return True
+        if (a, b) not in memo:
+            memo[(a, b)] = link(a, b) is not None
+        return memo[(a, b)]
+
+    cand = {s: list(setup.cand[s]) for s in m.order}
+    edges = m.edges()
+    for _ in range(sum(len(c) for c in cand.values()) + 1):    # each round removes one or ends
+        changed = False
+        for u, v in edges:
+            cu = [a for a in cand[u] if any(reach(a, b) for b in cand[v])]
+            cv = [b for b in cand[v] if any(reach(a, b) for a in cu)]
+            if not cu or not cv:
+                return _no_route(setup, link, reach, u, v, cand)
+            if len(cu) != len(cand[u]) or len(cv) != len(cand[v]):
+                cand[u], cand[v] = cu, cv
+                changed = True
+        if not changed:
+            return None
+    return None
+
+
+def _no_route(setup, link, reach, u, v, cand):
+    m = setup.model
+
+    def closure(start, nxt):
+        seen, todo = [], [start]
+        while todo:
+            s = todo.pop()
+            if s not in seen:
+                seen.append(s)
+                todo.extend(nxt(s))
+        return seen
+
+    ups = [s for s in closure(u, lambda s: m.steps[s].inputs) if s in setup.fixed]
+    downs = [s for s in closure(v, lambda s: m.consumers[s]) if s in setup.fixed]
+    for a in ups:
+        for b in downs:
+            da, db = setup.fixed[a], setup.fixed[b]
+            if not reach(da, db):
+                why = why_no_route(m, link, da, db)
+                if a == u and b == v:
+                    text = "%s on %s cannot send to %s on %s: no route" % (a, da, b, db)
+                else:
+                    free = [s for s in (u, v) if s not in setup.fixed]
+                    text = "no route from %s on %s to %s on %s, which the pipeline joins through %s" % (
+                        a, da, b, db, ", ".join(free) or "%s -> %s" % (u, v))
+                step = next((s for s in (u, v) if s not in setup.fixed), u)
+                return Problem(text + (": " + why if why else ""), step=step, device=da)
+    sid = u if u not in setup.fixed else v
+    return Problem("no device it can run on (%s) has a route %s %s (on %s)" % (
+        ", ".join(setup.cand[sid]), "from its input" if sid == v else "to",
+        u if sid == v else v, ", ".join(cand[u] if sid == v else cand[v])), step=sid)
+
+
 def _central(setup, link):
     m = setup.model
-    rank = sorted(m.devices, key=lambda d: (-m.devices[d].cpu, -m.devices[d].memory, d))
+    rank = sorted((d for d in m.devices if d not in setup.down),
+                  key=lambda d: (-m.devices[d].cpu, -m.devices[d].memory, d))
     strongest = rank[0]
     load_cpu, load_mem = dict(setup.fixed_cpu), dict(setup.fixed_mem)
     device_of = {}
@@ -632,7 +770,7 @@ def _reduce_candidates(setup):
     anchors = set(setup.fixed.values())
     groups = {}
     for d, dev in m.devices.items():
-        if d not in anchors:
+        if d not in anchors and d not in setup.down:
             groups.setdefault((dev.interpreter, dev.cpu, dev.memory), []).append(d)
     keep = set(anchors)
     for (interp, _, _), devs in groups.items():

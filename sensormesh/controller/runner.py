@@ -102,7 +102,7 @@ def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeo
     """Plan and deploy (all or nothing) along the controller's control routes (direct, forwarded
     through gateways, or registered); returns (placement, assignments, Supervisor). `local`:
     {device: address} of devices `up` started. The Supervisor's watch() re-routes around failed
-    gateways and its stop() drains the pipes (controller/supervisor.py)."""
+    gateways and its stop() drains the pipes (controller/supervisor/)."""
     from sensormesh.controller.supervisor import Supervisor
     sup = Supervisor(model, strategy, addresses=local or {}, timeout=timeout, place_options=options, creds=creds)
     sup.deploy()

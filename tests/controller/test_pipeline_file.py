@@ -74,7 +74,9 @@ def test_yaml_syntax_error_has_line(write):
         steps:
           t: {type: source, sensor: dht11
         """))
-    assert "YAML syntax error" in str(e) and e.line == 10 and e.filename.endswith("p.yaml")
+    # the unclosed brace is on line 9; PyYAML notices it at the end of the file (line 10)
+    assert "YAML syntax error" in str(e) and (e.line, e.column) == (9, 6) and e.filename.endswith("p.yaml")
+    assert "the '{' here is not closed" in str(e) and "(noticed at line 10, column 1)" in str(e)
 
 
 @pytest.mark.parametrize("body, line, path, text", [

@@ -1,4 +1,4 @@
-"""Gateways in real namespaces, driven by the product's Supervisor (controller/supervisor.py):
+"""Gateways in real namespaces, driven by the product's Supervisor (controller/supervisor/):
 relays carry a pipeline across domains, a one-way link carries data against its dial direction,
 control reaches devices through gateways or by the device registering, and a failed gateway is
 routed around automatically (the loss reported) or reported as the affected area.

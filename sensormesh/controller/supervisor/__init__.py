@@ -1,0 +1,382 @@
+"""The supervisor: deploys a placement along the controller's control routes and keeps it running.
+
+    sup = Supervisor(model, "optimal", timeout=5.0)      # or Supervisor(model, placement)
+    sup.deploy()                                          # all or nothing, downstream first
+    sup.watch(on_deliver, until, on_event=print)          # deliveries, failures, re-routes
+    per_device, areas = sup.status()
+    final = sup.stop(); sup.close()
+
+How it reaches a device follows `topology.control_routes()` (docs/topology.md):
+
+  * direct / local: the controller dials the device and opens a control session (`hello`);
+  * forwarded: the controller's session with the first gateway carries
+    `{"forward": {"to": ADDR, "message": M}}` (nested once per further gateway); replies come
+    back wrapped in `{"forwarded": {"from": ADDR, "message": ...}}` (sensormesh/device/forward.py).
+    With keys (`creds`) the controller runs a session of its own with every device, end to end:
+    the hello and the welcome travel as "message", then each level is a "token" of the
+    controller's session with that hop's device, which the gateways relay without reading;
+  * register: the device dials out. To a gateway: the gateway forwards to its name. To the
+    controller: give `listen="host:port"` and configure the device with `register:` that address
+    (with keys the controller then runs the client side of the handshake on that connection).
+
+Everything runs on one `transport.Loop` in the calling thread; every wait is bounded by
+`timeout` seconds. While watching, each device gets a `status` request every `interval`
+seconds; a device whose session closes, that does not answer within `timeout`, or that a
+gateway reports unreachable is checked once more and, failing that, counted as failed. Then:
+
+  1. `topology.affected_by(failed, pipes, steps)` describes the damage; its sentences go to
+     `on_event` (and stay in `status()`);
+  2. control of devices behind the failed gateway moves to their new control route (and their
+     callback deliveries are subscribed again there);
+  3. the placement is redone on the degraded network: steps stay where they are and broken
+     pipes take another route (`re-routed`); when steps were lost with a failed device the
+     whole pipeline is placed again on what is left. Devices whose assignment changed, and every
+     device piped to them (pipes check the epoch), are stopped (their final pipe counts give
+     the values lost), then deployed at a new epoch and started downstream first;
+  4. what has no route left is reported as a cut-off area and left alone; the rest keeps
+     running.
+
+Where each part lives (one thing per module):
+
+    __init__.py  Supervisor: set-up, deploy, status, stop
+    control.py   links, control paths (direct, forwarded, registered, end-to-end keyed), requests
+    health.py    the health table: ok, suspect, failed, cut-off, back, and its transitions
+    watch.py     the watch loop, its periodic tasks, pings and the second check of suspects
+    replace.py   pure re-placement decisions: epoch group, re-plan, recovery plan, pipe losses
+    reroute.py   carries a failure out: control moves, re-placement, redeployment at a new epoch
+    recover.py   probes of failed devices and taking them back
+"""
+from __future__ import annotations
+
+import time
+
+from sensormesh.controller.deploy import device_order
+from sensormesh.controller.errors import PipelineError
+from sensormesh.controller.keys import add_pipe_peers
+from sensormesh.controller.supervisor.control import (HANDSHAKE_CODES, REGISTERED, Control, ControlPath,
+                                                      Request, SupervisorError, session_failed)
+from sensormesh.controller.supervisor.health import Health
+from sensormesh.controller.supervisor.recover import Recover
+from sensormesh.controller.supervisor.reroute import Reroute
+from sensormesh.controller.supervisor.watch import Periodic, Watch
+from sensormesh.controller.topology import Topology
+
+__all__ = ["Supervisor", "SupervisorError", "ControlPath", "Request", "Periodic", "HANDSHAKE_CODES",
+           "REGISTERED", "session_failed", "DEFAULT_TIMEOUT", "PING_INTERVAL"]
+
+DEFAULT_TIMEOUT = 5.0
+PING_INTERVAL = 1.0
+
+
+class Supervisor(Control, Watch, Reroute, Recover):
+    """Deploys a model's placement along the control routes, watches it, re-routes on failure.
+
+    model: a controller Model (its `topology`, or one domain when it has no `network:`).
+    placement: a Placement, or a strategy name ("central", "edge", "optimal") to place with.
+    addresses: {device: "host:port" | "unix:PATH"} the controller dials for that device's own
+        control session (overrides the inventory, e.g. ports chosen by `sensormesh up`).
+    timeout: seconds any one wait may take. interval: seconds between status requests while
+    watching. listen: "host:port" where devices that must dial out register with the controller.
+    epoch: the first deployment's epoch (default: seconds since 1970, so a redeploy is newer).
+    creds: the controller's credentials (controller/keys.load_controller): every control link
+        then runs the handshake and carries Fernet tokens (devices with keys refuse anything else);
+        a device behind gateways gets a session of its own with the controller, end to end, the
+        gateways relaying its tokens; a device that registers with the controller is the server
+        of the handshake on the connection it opened."""
+
+    def __init__(self, model, placement="optimal", addresses=None, timeout=DEFAULT_TIMEOUT,
+                 interval=PING_INTERVAL, listen=None, epoch=None, place_options=None, creds=None):
+        self.model = model
+        self.creds = creds       # session.Credentials of the controller: authenticated, encrypted links
+        self.topology = model.topology if model.topology is not None else \
+            Topology.single_domain(list(model.devices))
+        self._place_options = dict(place_options or {})
+        if isinstance(placement, str):
+            self.strategy = placement
+            self.placement = None
+        else:
+            self.strategy = placement.strategy
+            self.placement = placement
+        self.overrides = dict(addresses or {})
+        self.timeout = float(timeout)
+        self.interval = float(interval)
+        self.epoch = int(time.time()) if epoch is None else int(epoch)
+        self.assignments = {}    # device -> assignment it runs (as deployed)
+        self.deployed = set()    # devices running our assignment
+        self.health = Health()   # ok, suspect, failed, cut-off, back per device (health.py)
+        self.impact = None       # topology.Impact of the failures so far
+        self.events = []         # every event text, in order
+        self.losses = []         # one dict per pipe that lost values in a re-route
+        self.reroutes = 0
+        self.recoveries = 0      # redeployments after failed devices answered again
+        self.recover_every = 5 * self.interval   # seconds between probes of the failed devices
+        self._original = None    # the placement of the first deployment (restored once all are back)
+        self.last_status = {}    # device -> last status reply
+        self.info = {}           # device -> its answer to hello (name, implementation, sensors)
+        self._init_control(listen)
+        self._init_watch()
+        self._set_paths(self.topology)
+
+    @property
+    def failed(self):
+        """Devices found down (health.py)."""
+        return self.health.failed
+
+    @property
+    def cut_off(self):
+        """Devices the controller cannot reach any more (behind a failed device)."""
+        return self.health.cut_off
+
+    def _event(self, text):
+        self.events.append(text)
+        if self._on_event is not None:
+            self._on_event(text)
+
+    # -- deployment ------------------------------------------------------------------------------
+
+    def place(self):
+        """The placement in use (placed now if the Supervisor was given a strategy)."""
+        if self.placement is None:
+            self.placement = self.model.place(self.strategy, **self._place_options)
+        return self.placement
+
+    def _hello(self, devices, timeout=None):
+        """Open control sessions (parents first); returns {device: error text} for failures."""
+        errors = {}
+        depth = lambda d: len(self.paths[d].targets) if d in self.paths else 0  # noqa: E731
+        for d in devices:
+            if d not in self.paths:
+                errors[d] = "the controller has no control route to %s: %s" % (
+                    d, self._why_unreachable(d))
+        waiting = [d for d in devices if d in self.paths and self.paths[d].first.startswith(REGISTERED)]
+        if waiting:      # devices that dial the controller: wait (bounded) until they registered
+            t = self.timeout if timeout is None else timeout
+            self.loop.run_until(lambda: all(self._link(self.paths[d].first) is not None for d in waiting),
+                                int(t * 1000))
+        for level in sorted({depth(d) for d in devices if d in self.paths}):
+            batch = []
+            for d in devices:
+                if d in self.paths and depth(d) == level:
+                    p = self.paths[d]
+                    down = [g for g in (p.route.relays if p.route is not None else ()) if g in errors]
+                    if down:
+                        errors[d] = "device %s (%s) is not reachable: its gateway %s is not" % (
+                            d, p.describe(), down[0])
+                    else:
+                        batch.append(d)
+            reqs = {d: self._send(d, {"hello": {}}, ("info",), timeout) for d in batch}
+            self._wait(list(reqs.values()), timeout)
+            for d, r in reqs.items():
+                if r.error is not None:
+                    p = self.paths[d]
+                    where = "at %s" % p.first if not p.targets else "(%s)" % p.describe()
+                    errors[d] = "device %s %s is not reachable: %s" % (d, where, r.error)
+                else:
+                    self.info[d] = r.reply["info"]
+        return errors
+
+    def _why_unreachable(self, d):
+        if d in getattr(self, "path_errors", {}):
+            return self.path_errors[d]
+        if self.topology.control_route(d) is None:
+            return "the network: section gives it no control route"
+        return "it is behind %s, which failed" % ", ".join(sorted(self.failed)) if self.failed else "unknown"
+
+    def control_devices(self, devices):
+        """devices plus every gateway their control goes through, parents first."""
+        out = []
+        for d in devices:
+            p = self.paths.get(d)
+            for r in (p.route.relays if p is not None and p.route is not None else ()):
+                if r not in out:
+                    out.append(r)
+        for d in devices:
+            if d not in out:
+                out.append(d)
+        return out
+
+    def deploy(self, epoch=None):
+        """Place (if given a strategy), deploy every assignment and start them downstream first.
+        All or nothing: if a device is unreachable or refuses, the ones already deployed are
+        stopped again and SupervisorError (a DeployError) names the device and its route."""
+        pl = self.place()
+        if epoch is not None:
+            self.epoch = int(epoch)
+        asg = add_pipe_peers(pl.assignments(epoch=self.epoch, include_empty=False))
+        if not asg:
+            raise SupervisorError("nothing to deploy: the placement gives no device a step")
+        errors = self._hello(self.control_devices(list(asg)))
+        if errors:
+            self.close()
+            raise SupervisorError("; ".join(errors[d] for d in sorted(errors)))
+        if epoch is None:
+            # newer than whatever the devices run, even for two deployments in one second:
+            # pipes refuse peers of another epoch, so old connections never join the new one
+            running = []
+            for d in asg:
+                try:
+                    st = self._call(d, {"status": {}}, ("status",)).get("status") or {}
+                except SupervisorError:
+                    continue
+                e = (st.get("assignment") or {}).get("epoch")
+                if isinstance(e, int):
+                    running.append(e)
+            if running and max(running) >= self.epoch:
+                self.epoch = max(running) + 1
+                asg = add_pipe_peers(pl.assignments(epoch=self.epoch, include_empty=False))
+        order = device_order(asg)
+        done = []
+        try:
+            for phase, msg_of, key in (("deploy", lambda d: {"deploy": {"assignment": asg[d]}}, "deployed"),
+                                       ("start", lambda d: {"start": {}}, "started")):
+                for d in order:
+                    try:
+                        self._call(d, msg_of(d), (key,))
+                    except SupervisorError as e:
+                        verb = "refused its assignment" if phase == "deploy" else "did not start"
+                        raise SupervisorError("device %s (%s) %s: %s" % (
+                            d, self.paths[d].describe(), verb, e)) from None
+                    if phase == "deploy":
+                        done.append(d)
+        except SupervisorError:
+            for d in reversed(done):
+                self._wait([self._send(d, {"stop": {}}, ("stopped",))])
+            self.close()
+            raise
+        self.assignments = dict(asg)
+        self.deployed = set(asg)
+        if self._original is None:
+            self._original = pl
+        return order
+
+    # -- status and stop -------------------------------------------------------------------------
+
+    def status(self):
+        """(per-device status dicts, affected-area sentences).
+
+        Devices are asked gateways first; one that does not answer while its gateways do is
+        counted as failed, and the devices behind it are asked again over their new control
+        routes. So a fresh Supervisor (e.g. `sensormesh status FILE`) finds the same areas as a
+        watching one. A device the controller cannot reach gets {"error": "..."} saying why."""
+        devices = list(self.model.devices)
+        out = {}
+        refused = {}                  # device -> why it refused the controller's secure session
+        for _ in range(len(devices) + 1):
+            todo = [d for d in self.control_devices(devices)
+                    if d in self.paths and d not in out and d not in self.failed]
+            new_failed = set()
+            depth = lambda d: len(self.paths[d].targets)  # noqa: E731
+            for level in sorted({depth(d) for d in todo}):
+                reqs = {}
+                for d in todo:
+                    behind = set(self.paths[d].route.relays) if self.paths[d].route is not None else set()
+                    if depth(d) == level and not behind & (new_failed | self.failed):
+                        reqs[d] = self._send(d, {"status": {}}, ("status",))
+                self._wait(list(reqs.values()))
+                for d, r in reqs.items():
+                    if r.error is None:
+                        out[d] = r.reply["status"]
+                    else:
+                        new_failed.add(d)
+                        out.pop(d, None)
+                        if "secure session failed" in r.error:
+                            refused[d] = r.error
+            if not new_failed:
+                break
+            self.health.fail(new_failed, "silent while its gateways answer")
+            self._set_paths(self.topology.without(self.failed))
+        self.health.set_cut_off(self.topology.without(self.failed).unreachable() if self.failed else ())
+        lines = []
+        if self.failed:
+            try:
+                pl = self.place()
+                pipes, steps = self._pipes(pl), dict(pl.device_of)
+            except PipelineError:
+                pipes, steps = [], {}
+            self.impact = self.topology.affected_by(sorted(self.failed), pipes, steps)
+            self.health.set_cut_off(self.impact.unreachable)
+            lines = self.impact.lines()
+        for d in devices:
+            if d in self.failed:
+                p = self.paths.get(d) or self.lost_paths.get(d)
+                how = p.describe() if p is not None else "its control route"
+                if d in refused:
+                    out[d] = {"error": "%s does not accept the controller over %s: %s" % (d, how, refused[d])}
+                else:
+                    out[d] = {"error": "%s is down: it does not answer over %s" % (d, how)}
+            elif d not in out:
+                out[d] = {"error": "unreachable: " + (self._area_of(d) if d in self.cut_off
+                                                       else self._why_unreachable(d))}
+        return out, lines
+
+    def _area_of(self, d):
+        if self.impact is not None:
+            for a in self.impact.areas:
+                if d in a.devices:
+                    return a.sentence
+        return "the controller has no control route to %s" % d
+
+    def stop(self, devices=None, drain_timeout=3.0):
+        """Stop the pipeline without losing what is in flight; returns {device: final stats or
+        {"error": ...}}.
+
+        devices: the ones to stop (default: the deployed ones; a Supervisor that did not deploy,
+        e.g. `sensormesh stop FILE`, stops every device of the model it reaches). Devices stop
+        upstream first (each flushes its last frames); before a device stops, the controller
+        waits (at most drain_timeout seconds) until each of its pipe_ins has received what the
+        already stopped sender sent."""
+        if devices is None:
+            devices = sorted(self.deployed) if self.deployed else list(self.model.devices)
+        known = dict(self.assignments)
+        if not known:
+            try:
+                known = add_pipe_peers(self.place().assignments(epoch=self.epoch, include_empty=False))
+            except PipelineError:
+                known = {}
+        planned = [d for d in reversed(device_order({d: a for d, a in known.items() if d in devices}))]
+        order = planned + sorted(d for d in devices if d not in planned)
+        outs, ins = {}, {}
+        for dev, a in known.items():
+            for st in a.get("steps", []):
+                edge = (st.get("params") or {}).get("edge")
+                if st.get("type") == "pipe_out" and edge is not None:
+                    outs[edge] = (dev, st["id"])
+                elif st.get("type") == "pipe_in" and edge is not None:
+                    ins[edge] = (dev, st["id"])
+        sent = {}
+        final = {}
+        for d in order:
+            if d in self.failed or d in self.cut_off:
+                final[d] = {"error": "not stopped: %s" % (
+                    "it failed" if d in self.failed else self._area_of(d))}
+                continue
+            waits = [(e, pin) for e, (dev, pin) in ins.items() if dev == d and e in sent]
+            deadline = time.monotonic() + drain_timeout
+            while waits and time.monotonic() < deadline:
+                r = self._wait([self._send(d, {"status": {}}, ("status",))])[0]
+                if r.error is not None:
+                    break
+                steps = (r.reply["status"].get("assignment") or {}).get("steps") or {}
+                waits = [(e, p) for e, p in waits if (steps.get(p) or {}).get("in", 0) < sent[e]]
+                if waits:            # let the last frames arrive (and deliveries come in)
+                    self.loop.run_once(20)
+            r = self._wait([self._send(d, {"stop": {}}, ("stopped",))])[0]
+            if r.error is not None:
+                final[d] = {"error": r.error}
+                continue
+            final[d] = r.reply["stopped"]
+            self.deployed.discard(d)
+            for e, (dev, pout) in outs.items():
+                if dev == d:
+                    sent[e] = ((final[d].get("steps") or {}).get(pout) or {}).get("out", 0)
+        return final
+
+    def close(self):
+        self._close_links()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

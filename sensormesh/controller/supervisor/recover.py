@@ -1,0 +1,81 @@
+"""Recovery: failed devices that answer again are taken back into the pipeline.
+
+While anything is failed, watch() probes each failed device every `recover_every` seconds
+(watch.py), over the network without the other failed devices. A device that answers is
+`back` (health.py): control behind it returns to the old routes, it starts afresh, and the
+pipeline moves to the recovery plan (replace.recovery_plan): the first placement once nothing
+is failed any more, else the pipeline placed again without what is still failed.
+"""
+from __future__ import annotations
+
+from sensormesh.controller.errors import PipelineError
+from sensormesh.controller.supervisor import replace
+
+
+class Recover:
+    """Recovery probes of a Supervisor (mixed into it)."""
+
+    def _probe_failed(self):
+        """Ask each failed device (briefly, over the network without the other failed ones)
+        whether it answers again; the ones that do are taken back into the pipeline."""
+        with self.health.handling():
+            before = dict(self.paths)
+            back = []
+            probe = min(self.timeout, max(1.0, self.interval))
+            inv = self.model.routing_inventory()
+            for d in sorted(self.failed):
+                # only d gets a path for the probe: the others' paths (and replies) stay as they are
+                route = self.topology.without(self.failed - {d}).control_routes().get(d)
+                p = self._path(d, route, inv) if route is not None else None
+                if p is None or self.by_key.get(p.key, d) != d:
+                    continue
+                self.paths[d] = p
+                self.by_key[p.key] = d
+                if self._hello([d], probe):
+                    del self.paths[d]
+                    self.by_key.pop(p.key, None)
+                else:
+                    self.health.answers(d)
+                    back.append(d)
+            if back:
+                self._set_paths(self.topology.without(self.failed))
+                try:
+                    self._on_recovery(back, before)
+                finally:
+                    self.health.rejoined(back)
+
+    def _on_recovery(self, back, before):
+        for d in back:
+            self._event("%s answers again" % d)
+        degraded = self.topology.without(self.failed)
+        self.health.set_cut_off(degraded.unreachable() if self.failed else ())
+        # control of the devices behind a device that is back moves to the old routes again
+        moved = self._moved_control(before, skip=back)
+        errors = self._hello(moved)
+        self._subscribe([d for d in moved if d not in errors])
+        for d, e in errors.items():
+            self._suspect(d, e)
+        # a device that is back restarted (it runs nothing) or was cut off (it runs an old epoch):
+        # either way it starts afresh
+        for d in back:
+            if d in self.deployed:
+                self._wait([self._send(d, {"stop": {}}, ("stopped",))])
+                self.deployed.discard(d)
+                self.assignments.pop(d, None)
+        pl = self.place()
+        self.impact = self.topology.affected_by(sorted(self.failed), self._pipes(pl),
+                                                dict(pl.device_of)) if self.failed else None
+        try:
+            new_pl, how = self._recovery_plan(back)
+        except PipelineError as e:
+            self._event("%s is back but the pipeline cannot be placed again: %s; the rest keeps running"
+                        % (", ".join(back), e))
+            return
+        self._redeploy(new_pl, how)
+
+    def _recovery_plan(self, back):
+        """(placement, how) for the network with the devices that came back."""
+        failed = set(self.failed)
+        current = self.place()
+        return replace.recovery_plan(back, failed, self._original, current, self._degraded_link(failed),
+                                     lambda link: self._place_with(link, current))

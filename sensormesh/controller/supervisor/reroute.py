@@ -1,0 +1,142 @@
+"""Re-placement after a failure, and moving the running pipeline to a new placement.
+
+The decisions are pure functions in replace.py; this part of the Supervisor carries them out:
+marks the failed devices (health.py), moves control to the new routes, then stops, deploys and
+starts the devices whose assignment changes at a new epoch, reporting what each pipe lost.
+"""
+from __future__ import annotations
+
+from sensormesh.controller.deploy import device_order
+from sensormesh.controller.errors import PipelineError
+from sensormesh.controller.keys import add_pipe_peers
+from sensormesh.controller.supervisor import replace
+from sensormesh.controller.topology import Route
+
+
+class Reroute:
+    """Failure handling and redeployment of a Supervisor (mixed into it)."""
+
+    def _pipes(self, placement):
+        return [(p.edge, p.src, p.dst, p.route_obj if isinstance(p.route_obj, Route) else tuple(p.route))
+                for p in placement.pipes]
+
+    def _on_failure(self, new_failed):
+        self.health.fail(new_failed, "did not answer")  # {device: why} from watching
+        pl = self.place()
+        for _ in range(len(self.model.devices) + 1):
+            impact = self.topology.affected_by(sorted(self.failed), self._pipes(pl), dict(pl.device_of))
+            degraded = self.topology.without(self.failed)
+            old_paths = dict(self.paths)
+            self._set_paths(degraded)
+            self.health.set_cut_off(impact.unreachable)
+            # control moves to the new routes: reopen the session, subscribe to deliveries again
+            moved = self._moved_control(old_paths)
+            errors = self._hello(moved)
+            if errors:
+                for d, e in errors.items():
+                    self._event("%s failed: %s" % (d, e))
+                self.health.fail(errors)
+                continue
+            self._subscribe(moved)
+            break
+        self.impact = impact
+        for line in impact.lines():
+            self._event(line)
+        self._reroute(impact)
+
+    def _degraded_link(self, failed):
+        """link(a, b) of the network without the failed devices (None: no route)."""
+        return replace.degraded_link(self.topology, failed)
+
+    def _place_with(self, link, old):
+        """The whole pipeline placed again with old's strategy and headroom over link."""
+        from sensormesh.controller.placement import place
+        opts = dict(self._place_options)
+        opts.setdefault("cpu_headroom", old.cpu_headroom)
+        down = {d: "failed: %s" % self.health.why[d] if d in self.health.why else "failed" for d in self.failed}
+        return place(self.model, old.strategy, link=link, down=down, **opts)
+
+    def _moved_control(self, before, skip=()):
+        """Deployed devices (and their gateways) still reachable whose control path is no
+        longer the one in before."""
+        return [d for d in self.control_devices(sorted(self.deployed))
+                if not self.health.down(d) and d not in skip and before.get(d) != self.paths.get(d)]
+
+    def _subscribe(self, devices):
+        """Callback deliveries of these devices come to the controller over their (new) paths."""
+        for d in devices:
+            if d in self.deployed:
+                self._wait([self._send(d, {"subscribe": {}}, ("subscribed",))])
+
+    def _replan(self):
+        """(new placement, how) on the network without the failed devices."""
+        old = self.place()
+        failed = set(self.failed)
+        return replace.replan(old, failed, self._degraded_link(failed), lambda link: self._place_with(link, old))
+
+    def _reroute(self, impact):
+        try:
+            new_pl, how = self._replan()
+        except PipelineError as e:
+            self._event("no re-routing: %s; the rest keeps running" % e)
+            return
+        self._redeploy(new_pl, how, impact)
+
+    def _redeploy(self, new_pl, how, impact=None):
+        """Move the running pipeline to new_pl at a new epoch: the devices whose assignment
+        changes, and every device piped to them (pipes check the epoch), are stopped (upstream
+        first, losses reported) and deployed again (downstream first). impact: the failure
+        that led here, if any."""
+        epoch = self.epoch + 1
+        new_asg = add_pipe_peers(new_pl.assignments(epoch=epoch, include_empty=False))
+        alive = [d for d in self.paths if not self.health.down(d)]
+        changed = replace.changed_devices(self.assignments, new_asg, alive, self.deployed)
+        if impact is not None and impact.lost_steps and not how.startswith("placed again"):
+            self._event("steps lost with %s stay down: %s" % (", ".join(sorted(self.failed)), how))
+        if not changed:
+            if impact is not None and (impact.areas or any(e.status == "cut" for e in impact.edges)):
+                self._event("nothing can be re-routed; the cut-off area stays down until a device "
+                            "named above is back; the rest keeps running")
+            return
+        group = replace.epoch_group(self.assignments, new_asg, alive, changed)
+        old_run = {d: self.assignments[d] for d in group if d in self.assignments and d in self.deployed}
+        final = {}
+        for d in reversed(device_order(old_run)):          # upstream first: senders flush first
+            r = self._wait([self._send(d, {"stop": {}}, ("stopped",))])[0]
+            final[d] = r.reply["stopped"] if r.error is None else {"error": r.error}
+        self._report_losses(self.place(), final)
+        new_run = {d: new_asg[d] for d in group if d in new_asg}
+        order = device_order(new_run)
+        for phase, msg_of, key in (("deploy", lambda d: {"deploy": {"assignment": new_run[d]}}, "deployed"),
+                                   ("start", lambda d: {"start": {}}, "started")):
+            for d in order:
+                r = self._wait([self._send(d, msg_of(d), (key,))])[0]
+                if r.error is not None:
+                    self._event("re-route at epoch %d: %s failed on %s: %s" % (epoch, phase, d, r.error))
+                    self._suspect(d, r.error)
+                    return
+        for d in group:
+            if d in new_run:
+                self.assignments[d] = new_run[d]
+                self.deployed.add(d)
+            else:
+                self.assignments.pop(d, None)
+                self.deployed.discard(d)
+        self.epoch = epoch
+        self.placement = new_pl
+        if impact is None:
+            self.recoveries += 1
+        else:
+            self.reroutes += 1
+        moved = [e for e in impact.edges if e.status == "rerouted"] if impact is not None else []
+        for e in moved:
+            self._event("re-routed edge %s: %s" % (e.edge, e.new_route.explain()))
+        self._event("redeployed %s at epoch %d (%s; downstream first)"
+                    % (", ".join(order), epoch, how))
+
+    def _report_losses(self, placement, final):
+        """Per pipe whose both ends were stopped: what the sender took in and the receiver never got."""
+        for loss, text in replace.pipe_losses(placement, final, self.failed):
+            if loss is not None:
+                self.losses.append(loss)
+            self._event(text)
