@@ -1,4 +1,4 @@
-# Cost of the secure session (issue 6) on CPython and the MicroPython unix port, with an
+# Cost of the secure session on CPython and the MicroPython unix port, with an
 # estimate for an ESP32 (classic ESP32-WROOM-32, 240 MHz, no PSRAM):
 #     python3 benchmarks/bench_crypto.py          # CPython, then MicroPython in a subprocess; one table
 #     micropython benchmarks/bench_crypto.py --json   # MicroPython figures only, as JSON
@@ -15,7 +15,7 @@
 #     ~3-4x, no digit-size penalty.
 # Baseline of the same run: the big-integer work of one RSA-2048 private-key operation with the
 # CRT (two 1024-bit modular exponentiations with the built-in pow), what the handshake's first
-# design (the seed's RSA sketch) cost each side per connection.
+# design (the original design's RSA sketch, docs/design.md) cost each side per connection.
 # Re-measure on a board when one is at hand (copy sensormesh/ and the keys file, run with
 # --json under mpremote): these factors are the weakest number in this table.
 import gc
@@ -195,7 +195,7 @@ def main():
         srv = est["hs_server_us"]
         print("ESP32 estimate, device (server) side of a handshake with a CPython client: first contact "
               "%.2f s (range %.2f-%.2f s), pair key cached %.0f ms; first contact between two ESP32s "
-              "%.2f s for the server side; the seed's RSA design: %.1f s per private op"
+              "%.2f s for the server side; the original design's RSA: %.1f s per private op"
               % (srv / 1000, (est["x25519_us"] * lo + srv - est["x25519_us"]) / 1000,
                  (est["x25519_us"] * hi + srv - est["x25519_us"]) / 1000, est["cached_server_us"],
                  est["hs_client_us"] / 1000, est["rsa_private_us"] / 1000))

@@ -1,5 +1,5 @@
 # Heap of a device on the MicroPython unix port, from the precompiled (.mpy) bundle that
-# `sensormesh board deploy` puts on a board (issue 5's benchmark):
+# `sensormesh board deploy` puts on a board (the device heap benchmark):
 #   baseline  a bare interpreter, and one that imports only the codec (the unit of the ratios);
 #   imports   the device package, then all ten ESP32 drivers, then what a device loads later
 #             (assignment runtime, secure session); each group in a fresh interpreter. The

@@ -1,4 +1,4 @@
-# End-to-end benchmark of a deployed pipeline (issue 3), with real device processes started
+# End-to-end benchmark of a deployed pipeline, with real device processes started
 # the way `sensormesh up` starts them and deployed by the controller:
 #
 #     python benchmarks/bench_pipeline.py [values]

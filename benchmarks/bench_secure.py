@@ -1,4 +1,4 @@
-"""Encrypted vs plaintext connections (issue 6), measured in one run.
+"""Encrypted vs plaintext connections, measured in one run.
 
 For each worker interpreter (CPython, MicroPython unix port): the counter stream's values/s
 over loopback TCP, plaintext (a device without keys) and encrypted (the same device with keys,

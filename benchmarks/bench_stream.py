@@ -1,4 +1,4 @@
-"""Throughput of the seed's data request: a worker and a client in separate processes.
+"""Throughput of the data request (docs/protocol.md): a worker and a client in separate processes.
 
 For each worker interpreter (CPython, MicroPython unix port) and transport (loopback TCP, Unix
 socket): values/s and frames/s with time-frame 0 (one value per frame) and time-frame 10 ms

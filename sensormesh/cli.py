@@ -17,7 +17,9 @@ def main():
 
 @main.command()
 @click.option("--port", type=int, default=7000, show_default=True, help="TCP port to listen on (0 = any free port).")
-@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 for every interface (other machines then reach the device: "
+                   "give it keys, see docs/security.md).")
 @click.option("--unix", "unix_path", default=None, help="Also listen on this Unix socket path.")
 @click.option("--name", default=None, help="Device name (default: worker-PORT).")
 @click.option("--sensors", default=None,
@@ -39,7 +41,7 @@ def main():
                    "reaches the device may then read it and deploy code to it.")
 def worker(port, host, unix_path, name, sensors, config_path, max_conns, identity, trust, revoked,
            max_handshakes, handshake_timeout, insecure):
-    """Start a device (the seed's test server) with simulated or configured sensors.
+    """Start a device (the test server of the original design) with simulated or configured sensors.
 
     With --identity and --trust (or "identity"/"trust" in the config) the device accepts only
     authenticated, encrypted sessions (docs/security.md)."""
@@ -138,6 +140,11 @@ def client(address, sensor, time_frame, values_per_time_frame, count, timeout, i
             n += 1
             if count and n >= count:
                 break
+        else:
+            if count:
+                click.echo("error: %s closed the stream after %d of %d data message%s" % (
+                    address, n, count, "" if count == 1 else "s"), err=True)
+                sys.exit(1)
     except DeviceError as e:
         click.echo("device error: %s" % e, err=True)
         sys.exit(1)

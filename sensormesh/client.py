@@ -1,4 +1,4 @@
-# The seed's test client: a blocking connection that sends one request and reads messages.
+# The test client of the original design (docs/design.md): a blocking connection that sends one request and reads messages.
 #
 # Small and dependency-free so it runs on MicroPython as well (device tests use it there).
 #   c = Client("127.0.0.1:7000")

@@ -2,7 +2,7 @@
 #
 # Sources run on the device that has their sensor, pinned steps (`on:`) where they are
 # pinned; the rest is placed by one of three strategies:
-#   central  everything else on the strongest device (the seed's "scenario one")
+#   central  everything else on the strongest device ("scenario one" of the original design)
 #   edge     greedily, in topological order, on the device that adds the least traffic from the
 #            step's inputs (their own device first) while CPU and memory allow ("scenario two")
 #   optimal  minimum network traffic under CPU and memory limits, solved exactly as an integer
