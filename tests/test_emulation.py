@@ -2,6 +2,8 @@
 every connection over a shaped domain, two devices' round trip grows by the emulated delay
 (within 10%), everything started is removed on exit and, after the controller was killed with
 SIGKILL, by the next run in the same directory."""
+import json
+import os
 import signal
 
 import pytest
@@ -91,3 +93,39 @@ def test_after_sigkill_the_next_run_removes_the_leftovers(tmp_path):
     left = gone(rec)
     assert any(x.startswith("process") and "device" in x for x in left)  # orphaned devices run on
     next_run_cleans(tmp_path, "loopback", rec)
+
+
+def test_without_root_it_says_so_and_emulates_on_loopback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    model = load_model(rtt_file(tmp_path))
+    events = []
+    with Emulation(model, ["lan:delay=1ms"], mode="auto", on_event=events.append) as emu:
+        assert emu.mode == "loopback"
+    assert any("needs root" in e and "on loopback instead" in e for e in events), events
+    with pytest.raises(EmulationError, match="cannot build network namespaces: .*needs root"):
+        Emulation(model, ["lan:delay=1ms"], mode="namespaces").start()
+    assert recorded(str(tmp_path)) == NOTHING
+
+
+def test_control_goes_through_the_relay_unless_on_the_devices_host(tmp_path, monkeypatch):
+    """The controller in lan reaches a and b through their relays; the controller on a's host
+    reaches a directly and b through b's relay."""
+    from sensormesh.controller.supervisor import Supervisor
+    monkeypatch.chdir(tmp_path)
+    for controller, direct in ((["lan"], set()), ("a", {"a"})):
+        path = rtt_file(tmp_path)
+        doc = json.loads(open(path).read())
+        doc["network"]["controller"] = controller
+        open(path, "w").write(json.dumps(doc))
+        model = load_model(path)
+        with Emulation(model, ["lan:delay=1ms"], mode="loopback") as emu:
+            sup = Supervisor(model, "optimal")
+            try:
+                for dev in ("a", "b"):
+                    own = "127.0.0.1:%d" % emu.listen[dev][1]
+                    relay = model.address_plan[dev]["addresses"]["lan"]
+                    assert relay != own
+                    assert sup.paths[dev].first == (own if dev in direct else relay)
+            finally:
+                sup.close()

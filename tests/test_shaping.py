@@ -16,7 +16,7 @@ import time
 import pytest
 
 from procs import ROOT
-from sensormesh.netlab.shaping import Shaper
+from sensormesh.netlab.shaping import Shaper, spawn
 from sensormesh.netlab.spec import Condition
 
 
@@ -108,32 +108,21 @@ class Server:
         self.sock.close()
 
 
-def start_relay(tmp_path, target, cond, backward=None, seed=1, parent=None):
-    cfg = {"relays": [{"name": "r", "listen": "127.0.0.1:0", "target": target,
-                       "forward": cond.to_dict(), "backward": (backward or cond).to_dict(),
-                       "seed": seed}],
-           "parent": parent or os.getpid()}
-    path = tmp_path / "relay.json"
-    path.write_text(json.dumps(cfg))
-    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "sensormesh.netlab.shaping", str(path)],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    first = proc.stdout.readline()
-    assert first.startswith("relay r listening on "), first
-    assert proc.stdout.readline().strip() == "relays ready"
-    host, _, port = first.split()[-1].rpartition(":")
-    return proc, (host, int(port))
+def start_relay(tmp_path, target, cond, backward=None, seed=1):
+    r = spawn([{"name": "r", "listen": "127.0.0.1:0", "target": target, "forward": cond,
+                "backward": backward or cond, "seed": seed}], str(tmp_path / "relay.json"))
+    r.wait_ready()
+    assert r.lines == ["relay r listening on %s" % r.addresses["r"], "relays ready"]
+    host, _, port = r.addresses["r"].rpartition(":")
+    return r, (host, int(port))
 
 
 @pytest.fixture
 def relays():
     procs = []
     yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-            p.wait(5)
-        p.stdout.close()
+    for r in procs:
+        r.stop()
 
 
 def connect(addr):

@@ -268,9 +268,9 @@ class Model:
         self.topology = topology        # topology.Topology built from it, if that module exists
         self.shipper = shipper or CodeShipper()
         self.base_dir = base_dir        # where "file.py:name" references are looked up
-        # {device: {"addresses": {domain or "A->B" link: "host:port"}}} set by an emulated
-        # network (sensormesh/netlab/emulation.py): every device is then its own host, reached
-        # at these addresses only (no Unix sockets between local devices).
+        # {device: {"addresses": {domain or "A->B" link: "host:port"}, "address": on its own
+        # host}} set by an emulated network (sensormesh/netlab/emulation.py): every device is
+        # then its own host, reached at these addresses only (no Unix sockets between devices).
         self.address_plan = None
         self.warnings = []
         self.steps = {}
@@ -503,7 +503,7 @@ class Model:
                 entry["address"] = "unix:" + dev.unix_path
             inv[name] = entry
         for name, entry in (self.address_plan or {}).items():
-            inv[name] = {"addresses": dict(entry["addresses"])}
+            inv[name] = {k: (dict(v) if k == "addresses" else v) for k, v in entry.items()}
         return inv
 
     def fixed_device(self, sid):

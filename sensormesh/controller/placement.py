@@ -321,8 +321,13 @@ class Placement:
         """How `sender` reaches `receiver`: unix:PATH on one host when possible, else host:port."""
         a, b = self.model.devices[sender], self.model.devices[receiver]
         if self.model.address_plan is not None and receiver in self.model.address_plan:
-            from sensormesh.controller import routing     # an emulated network's address
-            return routing.dial_address(receiver, None, self.model.routing_inventory())
+            # an emulated network's address in the network's one domain (a uniform network)
+            from sensormesh.controller import routing
+            from sensormesh.controller.topology import DEFAULT_DOMAIN
+            topo = self.model.topology
+            domain = next(iter(topo.domains)) if topo is not None and len(topo.domains) == 1 \
+                else DEFAULT_DOMAIN
+            return routing.dial_address(receiver, domain, self.model.routing_inventory())
         if a.same_host(b) and b.unix_path:
             return "unix:" + b.unix_path
         if b.main_address is None:

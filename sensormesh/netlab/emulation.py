@@ -30,87 +30,26 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import zlib
 
+from sensormesh.controller.local import free_port
 from sensormesh.controller.topology import Topology
+from sensormesh.netlab import shaping
 from sensormesh.netlab import spec as specs_mod
 from sensormesh.netlab import state as state_mod
 
 MODES = ("auto", "loopback", "namespaces")
 DEVICE_PORT = 7000          # in namespaces every device has its own addresses: one fixed port
 RELAY_PORT = 7100           # first relay port in a device's namespace
-READY_TIMEOUT = 15.0        # a relay process reports its listeners within this
-STOP_TIMEOUT = 5.0
 _CLONE_NEWNET = 0x40000000
 
 
 class EmulationError(RuntimeError):
     """The emulated network cannot be built or used; the message says why."""
-
-
-def _package_root():
-    import sensormesh
-    return os.path.dirname(os.path.dirname(os.path.abspath(sensormesh.__file__)))
-
-
-def _free_port():
-    import socket
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
-class _RelayProcess:
-    """One shaping relay process and the addresses it reported."""
-
-    def __init__(self, argv, env, what):
-        self.what = what
-        self.lines = []
-        self.addresses = {}
-        self.ready = threading.Event()
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        self._reader = threading.Thread(target=self._read, name="relay-out", daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for raw in self.proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.lines.append(line)
-            if line.startswith("relay ") and " listening on " in line:
-                name, _, addr = line[len("relay "):].partition(" listening on ")
-                self.addresses[name] = addr
-            elif line == "relays ready":
-                self.ready.set()
-        self.ready.set()
-
-    def wait_ready(self, timeout=READY_TIMEOUT):
-        if not self.ready.wait(timeout) or self.proc.poll() is not None:
-            tail = "; ".join(self.lines[-5:]) or "no output"
-            raise EmulationError("the shaping relay %s did not start: %s" % (self.what, tail))
-
-    def stop(self, timeout=STOP_TIMEOUT):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
-        self._reader.join(timeout)
-        if self.proc.stdout:
-            self.proc.stdout.close()
 
 
 def network_keys(topology, device):
@@ -151,7 +90,7 @@ class Emulation:
         self.seed = seed
         self.lab = None
         self.state = None
-        self.relays = []             # _RelayProcess
+        self.relays = []             # shaping.RelayProcess
         self.plan = {}               # device -> {"addresses": {key: "host:port"}}
         self.listen = {}             # device -> (host, port) it listens on
         self.shaped = []             # (device, key, address, Condition) of every relay
@@ -204,7 +143,7 @@ class Emulation:
         except BaseException as e:
             self.close()
             from sensormesh.netlab.namespaces import NetLabError
-            if isinstance(e, (NetLabError, OSError)):
+            if isinstance(e, (NetLabError, OSError, shaping.ShapingError)):
                 raise EmulationError("cannot build the emulated network: %s" % e) from None
             raise
         return self
@@ -245,15 +184,9 @@ class Emulation:
                 "condition": cond}
 
     def _start_relays(self, entries, what, wrap=()):
-        cfg_entries = [{k: v for k, v in e.items() if k != "condition"} for e in entries]
         path = os.path.join(self._tmp, "relays-%d.json" % len(self.relays))
-        with open(path, "w") as f:
-            json.dump({"relays": cfg_entries, "parent": os.getpid()}, f)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        root = _package_root()
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        argv = list(wrap) + [self.python, "-m", "sensormesh.netlab.shaping", path]
-        r = _RelayProcess(argv, env, what)
+        r = shaping.spawn([{k: v for k, v in e.items() if k != "condition"} for e in entries],
+                          path, what, python=self.python, wrap=wrap)
         self.relays.append(r)
         self.state.add_process(r.proc.pid, "shaping relay " + what)
         r.wait_ready()
@@ -262,7 +195,7 @@ class Emulation:
     def _build_loopback(self):
         entries, direct = [], {}
         for dev in self.local_devices():
-            port = _free_port()
+            port = free_port()
             self.listen[dev.name] = ("127.0.0.1", port)
             real = "127.0.0.1:%d" % port
             self.plan[dev.name] = {"addresses": {}}
@@ -280,6 +213,8 @@ class Emulation:
             addrs = self.plan[dev.name]["addresses"]
             for via, key, _dom in network_keys(self.topology, dev.name):
                 addrs[key] = direct.get((dev.name, key)) or got["%s@%s" % (dev.name, key)]
+            # on its own host (the controller on the device's host): no network in between
+            self.plan[dev.name]["address"] = "127.0.0.1:%d" % self.listen[dev.name][1]
 
     def _build_namespaces(self):
         from sensormesh.netlab import namespaces
@@ -310,7 +245,7 @@ class Emulation:
             if entries:
                 self._start_relays(entries, "in %s's namespace" % dev.name,
                                    wrap=["ip", "netns", "exec", self.lab.ns(dev.name)])
-            self.plan[dev.name] = {"addresses": addrs}
+            self.plan[dev.name] = {"addresses": addrs, "address": "127.0.0.1:%d" % DEVICE_PORT}
 
     # --- what local.py and runner.py use --------------------------------------------------
 

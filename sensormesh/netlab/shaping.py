@@ -34,7 +34,9 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
 
 from sensormesh.netlab.spec import MSS, Condition
@@ -227,6 +229,84 @@ async def serve(config, out=print):
     await _watch_parent(config.get("parent"), stop)
     for relay in relays:
         relay.server.close()
+
+
+# --- starting relay processes (the controller side) ----------------------------------------
+
+READY_TIMEOUT = 15.0        # a relay process reports its listeners within this
+STOP_TIMEOUT = 5.0
+
+
+class ShapingError(RuntimeError):
+    """A relay process did not start; the message has its last lines."""
+
+
+def _package_root():
+    import sensormesh
+    return os.path.dirname(os.path.dirname(os.path.abspath(sensormesh.__file__)))
+
+
+class RelayProcess:
+    """A started shaping relay process and the addresses it reported (see spawn)."""
+
+    def __init__(self, argv, env, what):
+        self.what = what
+        self.lines = []
+        self.addresses = {}
+        self.ready = threading.Event()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self._reader = threading.Thread(target=self._read, name="relay-out", daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            if line.startswith("relay ") and " listening on " in line:
+                name, _, addr = line[len("relay "):].partition(" listening on ")
+                self.addresses[name] = addr
+            elif line == "relays ready":
+                self.ready.set()
+        self.ready.set()
+
+    def wait_ready(self, timeout=READY_TIMEOUT):
+        if not self.ready.wait(timeout) or self.proc.poll() is not None:
+            tail = "; ".join(self.lines[-5:]) or "no output"
+            raise ShapingError("the shaping relay %s did not start: %s" % (self.what, tail))
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self._reader.join(timeout)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def spawn(relays, config_path, what="", python=None, wrap=(), parent=None):
+    """Start a relay process for `relays` (dicts as in the CONFIG above; Conditions may be
+    given as Condition objects), writing its configuration to config_path. `wrap` goes in front
+    of the command (e.g. `ip netns exec NS`); the process exits when `parent` (default: this
+    process) is gone. Call wait_ready() on the result, stop() when done."""
+    entries = []
+    for r in relays:
+        r = dict(r)
+        for k in ("forward", "backward"):
+            if isinstance(r.get(k), Condition):
+                r[k] = r[k].to_dict()
+        entries.append(r)
+    with open(config_path, "w") as f:
+        json.dump({"relays": entries, "parent": parent or os.getpid()}, f)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    root = _package_root()
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    argv = list(wrap) + [python or sys.executable, "-m", "sensormesh.netlab.shaping", config_path]
+    return RelayProcess(argv, env, what or config_path)
 
 
 def main(argv=None):
