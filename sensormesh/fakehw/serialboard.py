@@ -32,6 +32,7 @@ BOARD_PROGRAM = os.path.join(HERE, "rawrepl_board.py")
 # rawrepl_board.py's exit statuses -> how the next start begins.
 NEXT_START = {10: "soft", 11: "raw", 12: "power", 13: None}
 CONSOLE_BUFFER = 4096          # output kept for a terminal that is not reading (a UART FIFO's job)
+INPUT_BUFFER = 65536           # input kept for a board that is not reading; more is lost, as on a UART
 CRASH_LIMIT = 5                # unexpected board exits within CRASH_WINDOW_S before giving up
 CRASH_WINDOW_S = 30.0
 INTERRUPT_GAP_S = 0.5          # at most one SIGINT per this long (a second pending one kills)
@@ -164,7 +165,7 @@ class SerialBoard:
         if 3 in data and self.busy and time.monotonic() - self._last_interrupt > INTERRUPT_GAP_S:
             self._last_interrupt = time.monotonic()
             self.proc.send_signal(signal.SIGINT)
-        self._to_board += data
+        self._to_board += data[:max(0, INPUT_BUFFER - len(self._to_board))]
 
     def _from_board(self, data):
         if self.console:
