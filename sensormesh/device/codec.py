@@ -29,6 +29,63 @@ class ProtocolError(Exception):
     """The peer sent something that is not a valid sensormesh frame. The message says what."""
 
 
+# -- JSON --------------------------------------------------------------------------------------
+# CPython uses msgspec when it is installed (a dependency of the package): it encodes a
+# 5000-value array about 6x and decodes it about 3x faster than the standard json module
+# (benchmarks/bench_json.py has the figures and the comparison with orjson). The standard module
+# stays the fallback, and MicroPython's json is the only choice on a board. Every path reads and
+# writes the same values:
+#   - bytes on the wire are compact UTF-8 JSON; msgspec writes some floats differently
+#     (1e20, not 1e+20), never a different value;
+#   - NaN and infinity are not JSON: encoding them raises ProtocolError on every path (msgspec
+#     would write null: a payload of its holding "null" is re-encoded by the standard module,
+#     which refuses them or writes the same values); decoding refuses the literals NaN,
+#     Infinity and -Infinity on every path, while a valid number beyond the double range (1e400)
+#     reads as infinity on every path, as the standard module and MicroPython read it;
+#   - whatever msgspec refuses or reads differently (integers beyond 64 bits it encodes
+#     exactly; invalid text) goes to the standard module, which decides and says what is wrong.
+# SENSORMESH_JSON=stdlib in the environment (or use_json("stdlib")) turns the fast path off.
+JSON_BACKEND = "stdlib"
+_fast_encode = None   # msg -> bytes (msgspec.json.Encoder.encode)
+_fast_decode = None   # bytes-like -> msg
+_raw_items = None     # encoded array -> its items as msgspec.Raw (for cutting at value boundaries)
+
+if not MICROPYTHON:
+    _STD_ENCODE = json.JSONEncoder(separators=_SEP, allow_nan=False, ensure_ascii=False).encode
+
+    def _not_json(name):
+        raise ValueError("%s is not JSON" % name)
+
+    _STD_DECODE = json.JSONDecoder(parse_constant=_not_json).decode
+
+
+def use_json(name):
+    """Choose the JSON implementation on CPython: "msgspec" (if installed) or "stdlib".
+    Returns the name in use before. MicroPython always uses its json module."""
+    global JSON_BACKEND, _fast_encode, _fast_decode, _raw_items
+    old = JSON_BACKEND
+    if name == "stdlib" or MICROPYTHON:
+        JSON_BACKEND, _fast_encode, _fast_decode, _raw_items = "stdlib", None, None, None
+        return old
+    if name != "msgspec":
+        raise ValueError("unknown JSON implementation %r (msgspec or stdlib)" % (name,))
+    import msgspec
+    _fast_encode = msgspec.json.Encoder().encode
+    _fast_decode = msgspec.json.Decoder().decode
+    _raw_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
+    JSON_BACKEND = "msgspec"
+    return old
+
+
+if not MICROPYTHON:
+    import os
+    if os.environ.get("SENSORMESH_JSON", "") != "stdlib":
+        try:
+            use_json("msgspec")
+        except ImportError:
+            pass
+
+
 def _check_finite(payload, msg):
     # MicroPython's json writes nan/inf as bare words, which is not JSON. Only when such a
     # word appears at all do we pay for a full check by parsing the output back.
@@ -37,6 +94,13 @@ def _check_finite(payload, msg):
             json.loads(payload)
         except ValueError:
             raise ProtocolError("value is not JSON-serialisable (NaN or infinity): %r" % (msg,))
+
+
+def _std_dumps(msg):
+    try:
+        return _STD_ENCODE(msg).encode()
+    except (TypeError, ValueError) as e:
+        raise ProtocolError("message is not JSON-serialisable: %s" % e)
 
 
 def dumps(msg):
@@ -50,16 +114,129 @@ def dumps(msg):
         return payload
     if not isinstance(msg, (dict, list)):
         raise ProtocolError("a message must be a dict (control) or list (data), not %s" % type(msg).__name__)
+    enc = _fast_encode
+    if enc is None:
+        return _std_dumps(msg)
     try:
-        return json.dumps(msg, separators=_SEP, allow_nan=False, ensure_ascii=False).encode()
-    except (TypeError, ValueError) as e:
-        raise ProtocolError("message is not JSON-serialisable: %s" % e)
+        payload = enc(msg)
+    except Exception:   # msgspec refused it: the standard module decides and says why
+        return _std_dumps(msg)
+    if b"null" in payload:
+        # msgspec writes NaN and infinity as null; the standard module refuses them
+        return _std_dumps(msg)
+    return payload
 
 
 def encode(msg):
     """One whole frame for a message: length prefix plus payload."""
     payload = dumps(msg)
     return struct.pack("!I", len(payload)) + payload
+
+
+# -- splitting a data message into frames -------------------------------------------------------
+# A data message is encoded once. When its payload exceeds the peer's frame limit, it is cut at
+# value boundaries into consecutive arrays, each within the limit, without encoding the values
+# again where the boundaries can be found in the bytes: an array of numbers, true, false and
+# null (sensor readings) holds no comma but its separators, and on CPython msgspec lists the
+# items of any array. Otherwise (strings, objects or arrays as values, on MicroPython or without
+# msgspec) each value is encoded on its own and the frames are packed from those pieces; on
+# MicroPython each frame is one buffer of its exact size, filled in place.
+def _too_big(n, max_frame):
+    return ProtocolError("a single value of %d bytes exceeds the frame limit of %d" % (n, max_frame))
+
+
+def _cuts(msg, payload, max_frame):
+    """Frames for an oversized payload: (payload, [start, end, ...]) where each pair bounds the
+    values of one frame in payload, or (None, [frame payload, ...])."""
+    if type(msg) is not list:
+        raise ProtocolError("control message of %d bytes exceeds the frame limit of %d" % (len(payload), max_frame))
+    if len(msg) < 2:
+        raise _too_big(len(payload) - 2, max_frame)
+    room = max_frame - 2   # bytes of values between the brackets
+    end = len(payload) - 1
+    if payload.find(b'"') < 0 and payload.find(b"{") < 0 and payload.count(b"[") == 1:
+        cuts = []
+        pos = 1
+        while end - pos > room:
+            c = payload.rfind(b",", pos, pos + room + 1)
+            if c < 0:
+                c = payload.find(b",", pos)
+                raise _too_big((c if c > 0 else end) - pos, max_frame)
+            cuts.append(pos)
+            cuts.append(c)
+            pos = c + 1
+        cuts.append(pos)
+        cuts.append(end)
+        return payload, cuts
+    if _raw_items is not None:
+        try:
+            items = _raw_items(payload)
+        except Exception:
+            items = None
+        if items is not None and len(items) == len(msg):
+            cuts = []
+            start = pos = 1
+            for r in items:
+                n = len(r)
+                if n > room:
+                    raise _too_big(n, max_frame)
+                if pos + n - start > room:
+                    cuts.append(start)
+                    cuts.append(pos - 1)
+                    start = pos
+                pos += n + 1
+            cuts.append(start)
+            cuts.append(pos - 1)
+            return payload, cuts
+    payload = None
+    frames = []
+    parts = []
+    size = 0
+    for v in msg:
+        p = _value_bytes(v)
+        n = len(p)
+        if n > room:
+            raise _too_big(n, max_frame)
+        if parts and size + 1 + n > room:
+            frames.append(_join(parts, size))
+            parts = []
+            size = 0
+        size += n + 1 if parts else n
+        parts.append(p)
+    frames.append(_join(parts, size))
+    return None, frames
+
+
+def _value_bytes(v):
+    # the whole message was encoded (and checked) already: this only re-encodes a valid value
+    if MICROPYTHON:
+        return json.dumps(v, separators=_SEP).encode()
+    return _STD_ENCODE(v).encode()
+
+
+def _join(parts, size):
+    """One frame payload '[p0,p1,...]' of exact size, filled in place."""
+    b = bytearray(size + 2)
+    b[0] = 91   # [
+    i = 1
+    for p in parts:
+        if i > 1:
+            b[i] = 44   # ,
+            i += 1
+        n = len(p)
+        b[i:i + n] = p
+        i += n
+    b[i] = 93   # ]
+    return b
+
+
+def _frame(mv, a, b):
+    n = b - a
+    f = bytearray(n + 2)
+    f[0] = 91
+    f[1:n + 1] = mv[a:b]
+    f[n + 1] = 93
+    return f
 
 
 def encode_into(buf, msg, max_frame=MIN_MAX_FRAME):
@@ -75,40 +252,59 @@ def encode_into(buf, msg, max_frame=MIN_MAX_FRAME):
         buf += struct.pack("!I", n)
         buf += payload
         return
-    if type(msg) is not list:
-        raise ProtocolError("control message of %d bytes exceeds the frame limit of %d" % (n, max_frame))
-    if len(msg) < 2:
-        raise ProtocolError("a single value of %d bytes exceeds the frame limit of %d" % (n, max_frame))
-    half = len(msg) // 2
-    encode_into(buf, msg[:half], max_frame)
-    encode_into(buf, msg[half:], max_frame)
+    src, cuts = _cuts(msg, payload, max_frame)
+    if src is None:
+        for p in cuts:
+            buf += struct.pack("!I", len(p))
+            buf += p
+        return
+    mv = memoryview(src)
+    for i in range(0, len(cuts), 2):
+        a = cuts[i]
+        b = cuts[i + 1]
+        buf += struct.pack("!I", b - a + 2)
+        buf += b"["
+        buf += mv[a:b]
+        buf += b"]"
 
 
 def payloads(msg, max_frame=MIN_MAX_FRAME):
-    """The payload(s) for msg, split like encode_into splits them; a list of bytes."""
+    """The payload(s) for msg, split like encode_into splits them; a list of bytes-like."""
     payload = dumps(msg)
-    n = len(payload)
-    if n <= max_frame:
+    if len(payload) <= max_frame:
         return [payload]
-    if type(msg) is not list:
-        raise ProtocolError("control message of %d bytes exceeds the frame limit of %d" % (n, max_frame))
-    if len(msg) < 2:
-        raise ProtocolError("a single value of %d bytes exceeds the frame limit of %d" % (n, max_frame))
+    src, cuts = _cuts(msg, payload, max_frame)
     payload = None
-    half = len(msg) // 2
-    return payloads(msg[:half], max_frame) + payloads(msg[half:], max_frame)
+    if src is None:
+        return cuts
+    mv = memoryview(src)
+    out = []
+    for i in range(0, len(cuts), 2):
+        out.append(_frame(mv, cuts[i], cuts[i + 1]))
+    return out
+
+
+def _std_loads(payload):
+    try:
+        text = bytes(payload).decode() if type(payload) is memoryview else payload.decode()
+    except UnicodeError:
+        raise ProtocolError("frame payload is not valid UTF-8")
+    try:
+        return json.loads(text) if MICROPYTHON else _STD_DECODE(text)
+    except ValueError as e:
+        raise ProtocolError("frame payload is not valid JSON: %s" % (e.args[0] if e.args else e))
 
 
 def decode_payload(payload):
     """Parse one frame payload (bytes) into a dict or list, or raise ProtocolError."""
-    try:
-        text = payload.decode()
-    except UnicodeError:
-        raise ProtocolError("frame payload is not valid UTF-8")
-    try:
-        msg = json.loads(text)
-    except ValueError as e:
-        raise ProtocolError("frame payload is not valid JSON: %s" % (e.args[0] if e.args else e))
+    dec = _fast_decode
+    if dec is None:
+        msg = _std_loads(payload)
+    else:
+        try:
+            msg = dec(payload)
+        except Exception:   # msgspec refused it: the standard module decides and says why
+            msg = _std_loads(payload)
     t = type(msg)
     if t is not dict and t is not list:
         raise ProtocolError("frame holds a JSON %s; a message must be an object (control) or an array (data)"

@@ -146,3 +146,149 @@ def test_control_message_too_large_for_peer():
         raise AssertionError("expected ProtocolError")
     except ProtocolError as e:
         assert "control message" in e.args[0]
+
+
+# -- splitting data messages to a frame limit (both interpreters) ---------------------------------
+import random   # noqa: E402  (MicroPython has seed, randint, choice, random)
+
+_TRICKY = ("", "a", ",", "[", "]", "{", "}", "\"", "\\", "a,b", "[1,2]", "{\"k\":1}", "\u00e9", "\u20ac,", "null", "nan", "inf")
+
+
+def _value(rnd, depth=0):
+    k = rnd.randint(0, 9 if depth < 2 else 6)
+    if k == 0:
+        return rnd.randint(-1000, 1000)
+    if k == 1:
+        return rnd.randint(-2**62, 2**62)
+    if k == 2:
+        return rnd.randint(-2**20, 2**20) / 64.0   # exact in binary: the same float on every port
+    if k == 3:
+        return rnd.choice((None, True, False))
+    if k == 4:
+        return rnd.choice(_TRICKY) + str(rnd.randint(0, 99))
+    if k in (5, 6):
+        return rnd.randint(0, 10**6)
+    if k == 7:
+        return [_value(rnd, depth + 1) for _ in range(rnd.randint(0, 4))]
+    d = {}
+    for _ in range(rnd.randint(0, 3)):
+        d[rnd.choice(_TRICKY) + "k"] = _value(rnd, depth + 1)
+    return d
+
+
+def _frames_of(values, limit):
+    """Every frame encode_into makes for values, and payloads() agrees with it."""
+    buf = bytearray()
+    codec.encode_into(buf, values, limit)
+    d = Decoder(limit)
+    d.feed(bytes(buf))
+    got = []
+    sizes = []
+    pos = 0
+    while pos < len(buf):
+        n = struct.unpack_from("!I", buf, pos)[0]
+        sizes.append(n)
+        pos += 4 + n
+    while True:
+        m = d.next()
+        if m is None:
+            break
+        got.append(m)
+    d.close()
+    parts = codec.payloads(values, limit)
+    assert [len(p) for p in parts] == sizes, (sizes, [len(p) for p in parts])
+    assert [codec.decode_payload(bytes(p)) for p in parts] == got
+    return got, sizes
+
+
+def _largest_value(values):
+    n = 0
+    for v in values:
+        s = len(codec.dumps([v])) - 2
+        if s > n:
+            n = s
+    return n
+
+
+def test_split_property_frames_within_limit_values_complete_in_order():
+    rnd = random.Random(1234) if hasattr(random, "Random") else random
+    if not hasattr(random, "Random"):
+        random.seed(1234)
+    for case in range(150):
+        values = [_value(rnd) for _ in range(rnd.randint(0, 60))]
+        if case % 3 == 0:   # numbers only: cut in the encoded bytes
+            values = [rnd.randint(-10**9, 10**9) if rnd.randint(0, 1) else rnd.randint(0, 4096) / 8.0
+                      for _ in range(rnd.randint(1, 400))]
+        limit = rnd.randint(8, 700)
+        try:
+            frames, sizes = _frames_of(values, limit)
+        except ProtocolError as e:
+            assert "single value" in e.args[0], e.args[0]
+            assert _largest_value(values) > limit - 2, (values, limit)
+            continue
+        assert max(sizes or [0]) <= limit, (sizes, limit)
+        out = []
+        for f in frames:
+            assert type(f) is list and (f or not values)
+            out += f
+        assert out == values, (values, limit)
+        whole = len(codec.dumps(values))
+        if whole <= limit:
+            assert len(frames) == 1
+
+
+def test_split_packs_frames_full():
+    # greedy packing: no two neighbouring frames would have fitted in one
+    values = list(range(5000))
+    _, sizes = _frames_of(values, 1000)
+    for i in range(len(sizes) - 1):
+        assert sizes[i] + sizes[i + 1] - 1 > 1000, sizes
+    values = [{"t": i, "s": "a,]" * (i % 5)} for i in range(500)]
+    _, sizes = _frames_of(values, 700)
+    for i in range(len(sizes) - 1):
+        assert sizes[i] + sizes[i + 1] - 1 > 700, sizes
+
+
+def test_split_single_value_too_large():
+    for values in (["x" * 100, "y"], [10**30, 1], [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], 1]):
+        try:
+            codec.encode_into(bytearray(), values, 20)
+            raise AssertionError("no ProtocolError for %r" % (values,))
+        except ProtocolError as e:
+            assert "single value" in e.args[0] and "20" in e.args[0], e.args[0]
+
+
+# -- NaN and infinity: the same on every path -----------------------------------------------------
+def test_nan_and_infinity_refused_when_encoding():
+    nan = float("nan")
+    inf = float("inf")
+    for msg in ([nan], [1, inf], [-inf], {"v": nan}, [{"a": [1, inf]}], [None, nan], {"x": None, "y": [-inf]}):
+        for f in (codec.encode, codec.dumps, lambda m: codec.encode_into(bytearray(), m, 1 << 20),
+                  lambda m: codec.payloads(m, 1 << 20)):
+            try:
+                f(msg)
+                raise AssertionError("encoded %r" % (msg,))
+            except ProtocolError as e:
+                assert "NaN" in e.args[0] or "serialisable" in e.args[0], e.args[0]
+    # words that look like them are plain strings
+    msg = ["nan", "inf", {"nan": "Infinity"}, None]
+    assert codec.decode_payload(codec.dumps(msg)) == msg
+
+
+def test_nan_and_infinity_literals_refused_when_decoding():
+    for text in (b"[NaN]", b"[Infinity]", b"[-Infinity]", b"[1,NaN]", b'{"a":Infinity}', b"[nan]", b"[inf]"):
+        try:
+            codec.decode_payload(text)
+            raise AssertionError("decoded %r" % (text,))
+        except ProtocolError as e:
+            assert "not valid JSON" in e.args[0], e.args[0]
+
+
+def test_number_beyond_double_range_reads_as_infinity():
+    got = codec.decode_payload(b"[1e400,-1e400,1.5]")
+    assert got[0] > 1e308 and got[1] < -1e308 and got[2] == 1.5
+    try:
+        codec.dumps(got)
+        raise AssertionError("re-encoded infinity")
+    except ProtocolError:
+        pass
