@@ -51,7 +51,7 @@ MQTT_INFLIGHT = 1000
 # -- the reader (child process) ---------------------------------------------------------------
 def count_stream(sock, seconds):
     """Decode every frame arriving on sock for `seconds` from the first byte; values/s, frames/s."""
-    from sensormesh import codec
+    from sensormesh.device import codec
     dec = codec.Decoder()
     values = frames = 0
     start = None
@@ -76,7 +76,7 @@ def count_stream(sock, seconds):
 
 def reader(addr, kind, tf, seconds):
     """kind: raw (no request), plain (data request without max-frame), client (Client)."""
-    from sensormesh import codec
+    from sensormesh.device import codec
     from sensormesh.client import Client
     c = Client(addr, timeout=20)
     if kind == "plain":
@@ -93,7 +93,7 @@ def reader(addr, kind, tf, seconds):
 
 def mqtt_reader(port, qos, seconds):
     import paho.mqtt.client as mqtt
-    from sensormesh import codec
+    from sensormesh.device import codec
     st = {"values": 0, "frames": 0, "start": None, "subscribed": False}
     decode = codec.decode_payload
 
@@ -158,7 +158,7 @@ def raw_sender(addr, per, seconds, pre):
 def mqtt_publisher(port, qos, per, seconds):
     import paho.mqtt.client as mqtt
     from collections import deque
-    from sensormesh import codec
+    from sensormesh.device import codec
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub-%d" % os.getpid())
     c.max_inflight_messages_set(MQTT_INFLIGHT)
     c.max_queued_messages_set(0)
@@ -355,7 +355,7 @@ def main():
         have_mqtt = False
     if not have_mqtt:
         print("MQTT rows skipped: needs the mosquitto command and paho-mqtt (bash scripts/dev setup)")
-    from sensormesh import codec
+    from sensormesh.device import codec
     print("json: %s; %d x %.1f s per row; %s, %d cores, load %s" % (
         "stdlib (forced)" if env else getattr(codec, "JSON_BACKEND", "stdlib"), a.repeat, a.seconds, time.strftime("%Y-%m-%d %H:%M"),
         os.cpu_count(), "/".join("%.1f" % x for x in os.getloadavg())))
