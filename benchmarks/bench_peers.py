@@ -41,7 +41,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench_stream import count_stream, send_raw  # noqa: E402
 from procs import Proc, free_port  # noqa: E402
 
 TOPIC = "sensormesh/bench"
@@ -49,31 +51,6 @@ MQTT_INFLIGHT = 1000
 
 
 # -- the reader (child process) ---------------------------------------------------------------
-def count_stream(sock, seconds):
-    """Decode every frame arriving on sock for `seconds` from the first byte; values/s, frames/s."""
-    from sensormesh.device import codec
-    dec = codec.Decoder()
-    values = frames = 0
-    start = None
-    while True:
-        data = sock.recv(1 << 20)
-        if not data:
-            break
-        if start is None:
-            start = time.perf_counter()
-        dec.feed(data)
-        while True:
-            m = dec.next()
-            if m is None:
-                break
-            values += len(m)
-            frames += 1
-        if time.perf_counter() - start >= seconds:
-            break
-    el = time.perf_counter() - start if start else 1.0
-    return {"values": values / el, "frames": frames / el}
-
-
 def reader(addr, kind, tf, seconds):
     """kind: raw (no request), plain (data request without max-frame), client (Client)."""
     from sensormesh.device import codec
@@ -86,7 +63,7 @@ def reader(addr, kind, tf, seconds):
         c.sock.sendall(codec.encode({"data-request": req}))
     elif kind == "client":
         c.request_data("counter", tf)
-    r = count_stream(c.sock, seconds)
+    r = count_stream(c.sock, codec.Decoder(), seconds)
     c.close()
     print(json.dumps(r))
 
@@ -134,23 +111,14 @@ def raw_sender(addr, per, seconds, pre):
     srv.listen(1)
     print("raw sender listening on %s" % addr, flush=True)
     s, _ = srv.accept()
-    n = 0
-    fixed = None
-    if pre:
-        p = json.dumps(list(range(per)), separators=(",", ":")).encode()
-        fixed = struct.pack("!I", len(p)) + p
     t_end = time.perf_counter() + seconds + 30
+    if not pre:
+        return send_raw(s, per, t_end)
+    p = json.dumps(list(range(per)), separators=(",", ":")).encode()
+    fixed = struct.pack("!I", len(p)) + p
     try:
         while time.perf_counter() < t_end:
-            if fixed is not None:
-                s.sendall(fixed)
-                continue
-            buf = bytearray()
-            for _ in range(64 if per == 1 else 1):
-                p = json.dumps(list(range(n, n + per)), separators=(",", ":")).encode()
-                buf += struct.pack("!I", len(p)) + p
-                n += per
-            s.sendall(buf)
+            s.sendall(fixed)
     except OSError:
         pass
 
@@ -218,27 +186,20 @@ class Broker:
         with open(conf, "w") as f:
             f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
                     "max_queued_messages 100000\nlog_dest none\n" % self.port)
-        self.p = subprocess.Popen([mosquitto_command(), "-c", conf],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = Proc([mosquitto_command(), "-c", conf])
         deadline = time.monotonic() + 10
         while True:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return
             except OSError:
-                if self.p.poll() is not None or time.monotonic() > deadline:
+                if self.proc.p.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError("mosquitto did not start: %s" % self.p.stderr.read()[-500:])
+                    raise RuntimeError("mosquitto did not start: %s" % self.proc.stderr_text()[-500:])
                 time.sleep(0.05)   # polling a port that is not up yet (bounded above)
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(10)
+        self.proc.stop()
 
 
 def measure_mqtt(broker, qos, per, seconds, env=None):

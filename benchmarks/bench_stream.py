@@ -44,8 +44,14 @@ def reader(addr, tf, seconds):
 def count(c, seconds):
     """Count the values and frames arriving on client c for `seconds` (from the first byte),
     close it and print {"values": per second, "frames": per second} as JSON."""
-    dec = c.decoder
-    sock = c.sock
+    r = count_stream(c.sock, c.decoder, seconds)
+    c.close()
+    print(json.dumps(r))
+
+
+def count_stream(sock, dec, seconds):
+    """Decode every frame arriving on sock for `seconds` from the first byte, with decoder dec:
+    {"values": per second, "frames": per second}."""
     values = frames = 0
     start = None
     while True:
@@ -63,9 +69,8 @@ def count(c, seconds):
             frames += 1
         if time.perf_counter() - start >= seconds:
             break
-    el = time.perf_counter() - start
-    c.close()
-    print(json.dumps({"values": values / el, "frames": frames / el}))
+    el = time.perf_counter() - start if start else 1.0
+    return {"values": values / el, "frames": frames / el}
 
 
 def baseline_sender(path_or_port, tf, seconds):
@@ -80,9 +85,14 @@ def baseline_sender(path_or_port, tf, seconds):
     srv.listen(1)
     print("sensormesh device baseline listening on x", flush=True)
     s, _ = srv.accept()
-    n = 0
     per = 1 if tf == 0 else 4096
-    t_end = time.perf_counter() + seconds + 2
+    send_raw(s, per, time.perf_counter() + seconds + 2)
+
+
+def send_raw(s, per, t_end):
+    """A bare Python sender: frames of `per` consecutive values (json.dumps of the standard
+    library, 4-byte length), 64 frames per write when per is 1, until t_end or the reader leaves."""
+    n = 0
     try:
         while time.perf_counter() < t_end:
             buf = bytearray()
