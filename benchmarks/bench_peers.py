@@ -228,9 +228,7 @@ def measure_mqtt(broker, qos, per, seconds, env=None):
 
 def worker_argv(interp, port, upath):
     args = ["--port", str(port), "--sensors", "counter@0"] + (["--unix", upath] if upath else [])
-    if interp == "cpython":
-        return [sys.executable, "-m", "sensormesh.cli", "worker"] + args
-    return ["micropython", "-m", "sensormesh.device"] + args
+    return [sys.executable if interp == "cpython" else "micropython", "-m", "sensormesh.device"] + args
 
 
 def plan(have_mp, have_mqtt):

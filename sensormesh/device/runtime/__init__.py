@@ -95,21 +95,45 @@ class Source(Outlet):
         else:
             if self.rt.backlogged():
                 return  # resume_sources() calls us again when the pipes drain
-            n = 0
-            while n < BURST and self.running:
-                self._one()
-                n += 1
+            self._burst()
             if self.running:
                 self.timer = self.rt.loop.call_later(0, self._tick)
+
+    def _burst(self):
+        # _one() inlined: a free-running source spends most of its time here
+        n = BURST
+        if self.limit and self.limit - self.n_out < n:
+            n = self.limit - self.n_out
+        read = self.read
+        emit = self.emit
+        done = 0
+        try:
+            for _ in range(n):
+                if not self.running:
+                    break
+                try:
+                    v = read()
+                except Exception as e:
+                    self._read_failed(e)
+                    continue
+                done += 1
+                emit(v)
+        finally:
+            self.n_out += done
+        if self.limit and self.n_out >= self.limit:
+            self.running = False
+
+    def _read_failed(self, e):
+        self.errors += 1
+        self.last_error = "%s: %s" % (type(e).__name__, e)
+        if self.errors & (self.errors - 1) == 0:
+            self.rt.log("source %s: sensor read failed: %s (%d so far)" % (self.id, self.last_error, self.errors))
 
     def _one(self):
         try:
             v = self.read()
         except Exception as e:
-            self.errors += 1
-            self.last_error = "%s: %s" % (type(e).__name__, e)
-            if self.errors & (self.errors - 1) == 0:
-                self.rt.log("source %s: sensor read failed: %s (%d so far)" % (self.id, self.last_error, self.errors))
+            self._read_failed(e)
             return
         self.n_out += 1
         self.emit(v)
