@@ -82,8 +82,11 @@ def _show_plan(placement, asg, out):
 @metrics_options
 @click.option("--rates-every", type=float, default=5.0, show_default=True,
               help="Seconds between two lines of rates (0 = none).")
+@click.option("--dashboard", default=None, metavar="[HOST:]PORT",
+              help="Serve a live web dashboard (and Prometheus /metrics) here; HOST defaults to 127.0.0.1, "
+                   "PORT 0 picks a free port.")
 def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure, network, network_mode, timeout,
-       metrics_out, no_metrics_file, rates_every):
+       metrics_out, no_metrics_file, rates_every, dashboard):
     """Start FILE's local devices, deploy the pipeline, show sink values live; Ctrl-C stops everything.
 
     Metrics are collected while it runs (a line of rates every few seconds; every sample in
@@ -95,8 +98,24 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
     if not local:
         raise click.ClickException("%s marks no device `local: true`; `sensormesh up` starts local devices "
                                    "(use `sensormesh deploy` for devices that already run)" % file)
+    listen = None
+    if dashboard is not None:
+        from sensormesh.controller.observe.dashboard import DashboardError, parse_listen
+        try:
+            listen = parse_listen(dashboard)
+        except DashboardError as e:
+            raise click.BadParameter(str(e), param_hint="--dashboard")
     obs = observation(model, metrics_out, no_metrics_file, echo=printer.line if rates_every > 0 else None,
                       line_every=rates_every)
+    dash = None
+    if listen is not None:
+        from sensormesh.controller.observe.dashboard import Dashboard
+        dash = Dashboard(obs.store, *listen)
+        try:
+            printer.line("dashboard: %s (Prometheus: %smetrics)" % ((dash.start(),) * 2))
+        except DashboardError as e:
+            obs.close()
+            raise click.ClickException(str(e))
     printer.line("starting %d local device(s): %s" % (len(local), ", ".join(
         "%s (%s)" % (d.name, d.interpreter) for d in local)))
 
@@ -115,6 +134,8 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
         printer.line("interrupted while starting; every local device was stopped")
         sys.exit(130)
     finally:
+        if dash is not None:
+            dash.stop()
         obs.close()
     if obs.path:
         printer.line("metrics written to %s" % obs.path)

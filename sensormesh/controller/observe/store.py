@@ -61,6 +61,8 @@ class Store:
         self.steps = {}                   # step id -> device
         self.pipes = {}                   # (device, edge) -> {"dir", "peer"}
         self.latencies = collections.deque(maxlen=LATENCY_RING)   # (t, sink, latency_s, bound_s)
+        self.latency_count = {}           # sink -> latency samples seen
+        self.latency_sum = {}             # sink -> their sum (s)
         self.sinks = {}                   # sink -> (t, latest value)
         self.events = collections.deque(maxlen=EVENTS)
         self.info = {}                    # what the views show about the run (pipeline, placement)
@@ -138,6 +140,8 @@ class Store:
         bound = s.get("bound_s") if _num(s.get("bound_s")) else None
         with self.lock:
             self.latencies.append((t, sink, float(lat), bound))
+            self.latency_count[sink] = self.latency_count.get(sink, 0) + 1
+            self.latency_sum[sink] = self.latency_sum.get(sink, 0.0) + float(lat)
             if self.writer is not None:
                 self.writer.latency(t, sink, float(lat), bound)
             self._bump()
