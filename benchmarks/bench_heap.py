@@ -1,282 +1,255 @@
-# Heap of a device on the MicroPython unix port, from the precompiled (.mpy) bundle that
-# `sensormesh board deploy` puts on a board (the device heap benchmark):
-#   baseline  a bare interpreter, and one that imports only the codec (the unit of the ratios);
-#   imports   the device package, then all ten ESP32 drivers, then what a device loads later
-#             (assignment runtime, secure session); each group in a fresh interpreter. The
-#             drivers need the simulated `machine`/`esp32`/`dht` (sensormesh/fakehw), which a
-#             board has built in: their own cost is measured in the same interpreter, before
-#             the drivers, and reported apart ("as on a board" = measured - simulated hardware);
-#   serving   a device started like a board's main.py does (device.start(config)) serving two
-#             sensor streams (a poti batched in 100 ms time frames, an MPU-6050 sending every
-#             value; 100 Hz each) to two CPython clients over TCP: heap ready, peak and live
-#             while serving, under the cap and with room to spare;
-#   smallest  the smallest -X heapsize at which the plain device (the simulated parts plus
-#             device.run(config), no probe code loaded) serves both streams for --seconds
-#             without a MemoryError: a bisection over real runs, 2 KB steps, at most 8 runs.
-#     python3 benchmarks/bench_heap.py [--heap 96K] [--seconds 3]
-# The unix port is 64-bit: objects take up to twice the memory they take on the 32-bit ESP32,
-# so the figures are an upper bound for a board (docs/performance.md). Prints one table.
+# The smallest heap a MicroPython device needs, found by bisection over real runs of
+# `sensormesh up` (the unix port, `micropython -X heapsize=...`), for three devices:
+#   idle             started with a simulated temperature sensor, answers an info request;
+#   deployed         runs source -> shipped map -> window -> pipe out to a CPython device, whose
+#                    callback sink must receive --count values (plaintext);
+#   keyed+deployed   the same with keys, as `sensormesh up` runs it by default;
+# each from the precompiled package (.mpy, as `up` and a board run it), with two baselines
+# measured in the same run: the .py sources, and (deployed devices) the .mpy package importing
+# every step family at start (what a device paid before steps loaded on demand). A run passes when every
+# wanted value arrives and no device reported a MemoryError. Then the heap after each import
+# (gc.mem_alloc() after gc.collect(), a fresh interpreter with a roomy heap): where it goes.
+#     python3 benchmarks/bench_heap.py [--count 10] [--lo 32] [--hi 320] [--step 4] [--only idle|deployed|keyed+deployed]
+# The unix port is 64-bit: objects take up to twice their size on an ESP32 (32-bit), so these
+# figures are an upper bound for a board. Prints tables; the serving figures of data requests
+# are benchmarks/bench_heap_streams.py.
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-
-ROOMY = "256K"     # the heap the serving part also runs with, to see its figures without the cap
-LOW_KB, HIGH_KB, STEP_KB, MAX_RUNS = 40, 160, 2, 8   # bounds of the smallest-heap bisection
-RATE_HZ = 100      # both sensors' rate: what a client should see per second
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-sys.path.insert(0, HERE)
 
-from heap_probe import BOARD, GROUPS, SENSORS, STREAMS  # noqa: E402
-from sensormesh import board  # noqa: E402
-from sensormesh.client import Client  # noqa: E402
+from sensormesh.board import _find_tool  # noqa: E402
+from sensormesh.controller import mpy_cache, runner  # noqa: E402
+from sensormesh.controller.local import LocalCluster, LocalError  # noqa: E402
+from sensormesh.controller.pipeline_file import load_model  # noqa: E402
 
-FAKEHW = os.path.join(ROOT, "sensormesh", "fakehw")
+FAMILIES = ("user", "field", "windows", "joins", "change", "sinks")
+TARGET_KB = 96
 
-
-def parse(text):
-    out = {}
-    for line in text.splitlines():
-        k, sep, v = line.partition("|")
-        if sep:
-            out[k] = v
-    return out
-
-
-def kb(v):
-    if v is None:
-        return "-"
-    v = int(v)
-    return "does not fit" if v < 0 else "%.1f KB" % (v / 1024.0)
-
-
-class Probe:
-    """The bundle built by board.build (mpy-cross), the simulated hardware and the probe
-    precompiled next to it, and a way to run the unix port on them."""
-
-    def __init__(self, heap):
-        self.heap = heap
-        self.mp = board._find_tool("micropython")
-        mpy_cross = board._find_tool("mpy-cross")
-        self.tmp = tempfile.mkdtemp(prefix="sensormesh-bench-")
-        fs = board.build({"name": "bench"}, self.tmp, ROOT, mpy_cross=mpy_cross)
-        extra = os.path.join(self.tmp, "extra")
-        os.makedirs(extra)
-        srcs = [os.path.join(FAKEHW, f) for f in sorted(os.listdir(FAKEHW))
-                if f.endswith(".py") and f != "__init__.py"]
-        for src in srcs + [os.path.join(HERE, "heap_probe.py")]:
-            name = os.path.basename(src)[:-3]
-            subprocess.check_call([mpy_cross, "-o", os.path.join(extra, name + ".mpy"), src])
-        # only .mpy files on the path: the .py sources are not reachable from cwd either
-        self.env = dict(os.environ, MICROPYPATH=fs + ":" + extra)
-
-    def start(self, code, heap=None):
-        return subprocess.Popen([self.mp, "-X", "heapsize=" + (heap or self.heap), "-c", code], env=self.env,
-                                cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def run_code(self, code, heap=None):
-        out, err = self.start(code, heap).communicate(timeout=120)
-        return parse(out)
-
-    def run(self, args, heap=None):
-        return self.run_code("import heap_probe; heap_probe.main(%r)" % (list(args),), heap)
-
-    def close(self):
-        shutil.rmtree(self.tmp, ignore_errors=True)
+PIPELINE = """\
+pipeline: heap-bench
+devices:
+  board: {interpreter: micropython, sensors: ["t=temperature@50"], local: true, unix: "%(tmp)s/board.sock"}
+  pc: {interpreter: cpython, local: true, unix: "%(tmp)s/pc.sock"}
+steps:
+  t:      {type: source, sensor: t, on: board}
+  scaled: {type: map, fn: "bench_fns.py:fahrenheit", input: t, on: board}
+  avg:    {type: window, time-frame: 100, agg: mean, input: scaled, on: board}
+  late:   {type: map, fn: "bench_fns.py:rounded", input: avg, on: pc}
+sinks:
+  got: {type: callback, input: late}
+"""
+FNS = """\
+def fahrenheit(c):
+    return c * 1.8 + 32
 
 
-def baseline(probe):
-    bare = probe.run_code("import gc\ngc.collect()\nprint('bare|%d' % gc.mem_alloc())", "4M")
-    codec = probe.run_code("import gc\ngc.collect()\na = gc.mem_alloc()\nimport sensormesh.device.codec\ngc.collect()\n"
-                           "print('codec|%d' % (gc.mem_alloc() - a))", "4M")
-    return int(bare["bare"]), int(codec["codec"])
+def rounded(v):
+    return round(v, 2)
+"""
+
+# What a device imported before steps were split into families: all of them. The baseline runs
+# this launcher instead of the package's run_device.py (same folder on MICROPYPATH).
+ALL_FAMILIES = "".join("import sensormesh.device.steps.%s\n" % f for f in FAMILIES) + \
+    "from sensormesh.device.__main__ import main\nmain()\n"
+WRAPPER = """#!/bin/sh
+# called as: micropython -X heapsize=H FOLDER/run_device.py --config PATH
+exec %(mp)s -X "$2" %(launcher)s "$4" "$5"
+"""
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+class Bench:
+    def __init__(self, count, keys_dir, tmp):
+        self.count = count
+        self.keys_dir = keys_dir
+        self.tmp = tmp
+        self.mp = _find_tool("micropython")
+        self.runs = 0
 
+    def model(self, heap):
+        run = tempfile.mkdtemp(dir=self.tmp)
+        path = os.path.join(run, "bench.yaml")
+        with open(path, "w") as f:
+            f.write(PIPELINE % {"tmp": run})
+        with open(os.path.join(run, "bench_fns.py"), "w") as f:
+            f.write(FNS)
+        return load_model(path), run
 
-def serve(probe, seconds, heap, plain=False):
-    """One device serving STREAMS to two clients for `seconds`. plain: the device exactly as
-    a board runs it (simulated parts + device.run), killed afterwards; else the probe, which
-    samples the heap and stops by itself. Returns (probe figures, values per sensor, stderr)."""
-    port = free_port()
-    if plain:
-        cfg = {"name": "bench", "host": "127.0.0.1", "port": port, "sensors": SENSORS}
-        p = probe.start(BOARD + "from sensormesh.device.core import run\nrun(%r)\n" % (cfg,), heap)
-    else:
-        p = probe.start("import heap_probe; heap_probe.main(['serve', '%d', '%d'])" % (port, seconds), heap)
-    got = {}
+    def wrapper(self):
+        path = os.path.join(self.tmp, "mp-all-families")
+        if not os.path.exists(path):
+            launcher = os.path.join(self.tmp, "all_families.py")
+            with open(launcher, "w") as f:
+                f.write(ALL_FAMILIES)
+            with open(path, "w") as f:
+                f.write(WRAPPER % {"mp": self.mp, "launcher": launcher})
+            os.chmod(path, 0o755)
+        return path
 
-    def read(req):
-        name = req["sensor"]
-        got[name] = 0
-        end = time.monotonic() + seconds + 10
+    def idle(self, heap, mpy):
+        """The board alone, started, answering info."""
+        from sensormesh.client import Client
+        model, run = self.model(heap)
+        model.devices["pc"].local = False   # only the board starts
+        model.devices["pc"].address = "127.0.0.1:1"
+        cl = LocalCluster(model, micropython=self.mp, heap="%dK" % heap, mpy=mpy)
+        ok = False
         try:
-            c = Client("127.0.0.1:%d" % port, timeout=seconds + 10)
-        except OSError:
-            return
-        try:
-            c.send({"data-request": req})
-            t_stop = time.monotonic() + seconds
-            for msg in c.messages(raise_errors=False):
-                if isinstance(msg, list):
-                    got[name] += len(msg)
-                if (plain and time.monotonic() >= t_stop) or time.monotonic() >= end:
-                    break
-        except OSError:
-            pass
+            cl.start(timeout=30)
+            c = Client(cl.tcp["board"], timeout=10)
+            try:
+                c.send({"info": {}})
+                ok = "info" in (c.recv() or {})
+            finally:
+                c.close()
+            ok = ok and not any(p.memory_error for p in cl.procs.values())
+        except (LocalError, OSError, ValueError):
+            ok = False
         finally:
-            c.close()
+            cl.stop()
+            shutil.rmtree(run, ignore_errors=True)
+        return ok
 
-    lines = []
-    threads = []
-    errs = []
-    te = threading.Thread(target=lambda: errs.append(p.stderr.read()), daemon=True)
-    te.start()
-    killer = threading.Timer(seconds + 60, p.kill)   # bounds a hung device
-    killer.start()
-    try:
-        for line in p.stdout:
-            lines.append(line)
-            if "listening" in line:
-                for req in STREAMS:
-                    t = threading.Thread(target=read, args=(req,), daemon=True)
-                    t.start()
-                    threads.append(t)
+    def deployed(self, heap, mpy, keyed, every_family=False):
+        model, run = self.model(heap)
+        events = []
+        got = []
+        try:
+            runner.up(model, count=self.count, duration=40, heap="%dK" % heap, mpy=mpy,
+                      micropython=self.wrapper() if every_family else self.mp,
+                      insecure=not keyed, keys_dir=self.keys_dir, timeout=10,
+                      on_event=events.append, on_deliver=lambda d, s, v: got.extend(v))
+        except Exception as e:     # a device that could not start or take the deployment
+            events.append("%s: %s" % (type(e).__name__, e))
+        finally:
+            shutil.rmtree(run, ignore_errors=True)
+        return len(got) >= self.count and not any("MemoryError" in e for e in events)
+
+    def smallest(self, fits, lo, hi, step):
+        """Bisection: the smallest heap (KB, multiple of step) at which fits(heap) holds."""
+        self.runs += 1
+        if not fits(hi):
+            return None
+        while hi - lo > step:
+            mid = (lo + hi) // 2 // step * step
+            if mid <= lo:
                 break
-        for t in threads:
-            t.join(seconds + 15)
-        if plain:
-            p.kill()     # a device runs until reset; this one has served its time
-        lines.append(p.stdout.read())
-        p.wait()
-        te.join(10)
-    finally:
-        killer.cancel()
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    err = "".join(errs)
-    return parse("".join(lines)), got, err
+            self.runs += 1
+            if fits(mid):
+                hi = mid
+            else:
+                lo = mid
+        return hi
 
 
-def served_ok(result, seconds):
-    """Both streams delivered at least 80 % of their values and nothing failed."""
-    figures, got, err = result
-    if "failed" in figures or "MemoryError" in err or "error in" in err:
-        return False
-    want = 0.8 * RATE_HZ * seconds
-    return len(got) == len(STREAMS) and all(n >= want for n in got.values())
+IMPORTS = (
+    ("device core (compat, codec, transport, sensors, core, __main__)",
+     ("compat", "codec", "transport", "sensors", "core", "__main__")),
+    ("simulated sensors (sensors.sim, temperature)", ("sensors.sim", "sensors.sim.temperature")),
+    ("secure session (with keys)", ("secure",)),
+    ("runtime + step base (first deploy)", ("runtime",)),
+    ("step family: user (map, filter)", ("steps.user",)),
+    ("step family: windows", ("steps.windows",)),
+    ("the other four step families", ("steps.field", "steps.joins", "steps.change", "steps.sinks")),
+    ("data requests (first data-request)", ("datarequest",)),
+)
+PROBE = """import gc
+gc.collect()
+a = gc.mem_alloc()
+print('base|%d' % a)
+for i, mods in enumerate(GROUPS):
+    for m in mods:
+        __import__('sensormesh.device.' + m)
+    gc.collect()
+    b = gc.mem_alloc()
+    print('%d|%d' % (i, b - a))
+    a = b
+"""
 
 
-def smallest_heap(probe, seconds):
-    """Bisect the smallest heap (KB, to STEP_KB) at which the plain device serves; bounded."""
-    lo, hi = LOW_KB, HIGH_KB
-    runs = 0
-    if not served_ok(serve(probe, seconds, "%dK" % hi, plain=True), seconds):
-        return None, 1
-    runs += 1
-    while hi - lo > STEP_KB and runs < MAX_RUNS:
-        mid = (lo + hi) // 2 // STEP_KB * STEP_KB
-        if served_ok(serve(probe, seconds, "%dK" % mid, plain=True), seconds):
-            hi = mid
-        else:
-            lo = mid
-        runs += 1
-    return hi, runs
+def import_costs(path):
+    """[(label, bytes)] of each import group in order, in one fresh interpreter."""
+    mp = _find_tool("micropython")
+    code = "GROUPS = %r\n" % ([g[1] for g in IMPORTS],) + PROBE
+    out = subprocess.run([mp, "-X", "heapsize=2M", "-c", code], env=dict(os.environ, MICROPYPATH=path),
+                         capture_output=True, text=True, timeout=60).stdout
+    vals = dict(line.split("|") for line in out.splitlines() if "|" in line)
+    return int(vals.get("base", 0)), [(label, int(vals[str(i)]) if str(i) in vals else None)
+                                      for i, (label, _) in enumerate(IMPORTS)]
 
 
 def main(argv):
-    heap = argv[argv.index("--heap") + 1] if "--heap" in argv else "96K"
-    seconds = int(argv[argv.index("--seconds") + 1]) if "--seconds" in argv else 3
-    probe = Probe(heap)
+    def opt(name, default):
+        return int(argv[argv.index(name) + 1]) if name in argv else default
+    count, lo, hi, step = opt("--count", 10), opt("--lo", 32), opt("--hi", 320), opt("--step", 4)
+    only = argv[argv.index("--only") + 1] if "--only" in argv else None
+    tmp = tempfile.mkdtemp(prefix="sensormesh-bench-heap-")
+    keys_dir = os.path.join(tmp, "keys")
+    b = Bench(count, keys_dir, tmp)
+    bundle, _ = mpy_cache.bundle()
+    rows = [      # (device, form, run(heap KB) -> bool)
+        ("idle", ".mpy", lambda h: b.idle(h, True)),
+        ("idle", ".py", lambda h: b.idle(h, False)),
+        ("deployed", ".mpy", lambda h: b.deployed(h, True, False)),
+        ("deployed", ".py", lambda h: b.deployed(h, False, False)),
+        ("deployed", "all", lambda h: b.deployed(h, True, False, True)),
+        ("keyed+deployed", ".mpy", lambda h: b.deployed(h, True, True)),
+        ("keyed+deployed", ".py", lambda h: b.deployed(h, False, True)),
+        ("keyed+deployed", "all", lambda h: b.deployed(h, True, True, True)),
+    ]
+    found = {}
+    t0 = time.monotonic()
     try:
-        bare, codec = baseline(probe)
-        alone = [probe.run(["imports", str(i)], "4M") for i in range(len(GROUPS))]
-        runtime_drivers = probe.run(["imports", "0", "1"], "4M")
-        capped = probe.run(["imports", "0", "1"])
-        served = [serve(probe, seconds, heap), serve(probe, seconds, ROOMY)]
-        smallest, runs = smallest_heap(probe, 2)
+        for name, form, fits in rows:
+            if only and only != name:
+                continue
+            found[(name, form)] = b.smallest(fits, lo, hi, step)
+        base, costs = import_costs(bundle)
     finally:
-        probe.close()
-
-    def x(v):
-        return "%.1fx" % (int(v) / codec) if v is not None and int(v) >= 0 else ""
-
-    w = 52
-    print("Device heap on the MicroPython unix port (64-bit: objects up to twice their ESP32 size);")
-    print("modules precompiled with mpy-cross; bytes = gc.mem_alloc() growth after gc.collect();")
-    print("ratio = against the heap importing only sensormesh.device.codec takes (same run)")
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("Smallest -X heapsize (bisection over real runs, %d KB steps, %d..%d KB; %d runs, %.0f s) at which a"
+          % (step, lo, hi, b.runs, time.monotonic() - t0))
+    print("MicroPython device works: idle = answers info; deployed = source -> shipped map -> window ->")
+    print("pipe out, %d values reach the CPython device's callback sink; no MemoryError." % count)
+    print("  .mpy  the precompiled package, as `sensormesh up` and a board run it")
+    print("  .py   baseline: the same device importing the .py sources (the compiler runs on the device)")
+    print("  all   baseline: .mpy, importing every step family at start (no loading on demand)")
     print()
-    print("%-*s %12s %8s" % (w, "baseline", "heap", "ratio"))
+
+    def kb(name, form):
+        v = found.get((name, form), "-")
+        return "-" if v == "-" else ("> %d KB" % hi if v is None else "%d KB" % v)
+
+    def ratio(name, form):
+        a, c = found.get((name, ".mpy")), found.get((name, form))
+        return "%.2f" % (a / float(c)) if a and c else "-"
+    w = 16
+    print("%-*s %9s %8s %9s %9s %9s %10s" % (w, "device", ".mpy", "of 96K", ".py", "all", ".mpy/.py", ".mpy/all"))
+    print("-" * (w + 62))
+    for name in ("idle", "deployed", "keyed+deployed"):
+        if only and only != name:
+            continue
+        m = found.get((name, ".mpy"))
+        print("%-*s %9s %8s %9s %9s %9s %10s" % (w, name, kb(name, ".mpy"), "%.2f" % (m / float(TARGET_KB)) if m else "-",
+                                              kb(name, ".py"), kb(name, "all"), ratio(name, ".py"), ratio(name, "all")))
+    print()
+    print("Heap after each import (.mpy, one fresh interpreter, gc.mem_alloc() growth after gc.collect();")
+    print("the bare interpreter holds %.1f KB)" % (base / 1024.0))
+    w = 66
+    print("%-*s %10s %10s" % (w, "import", "heap", "in all"))
     print("-" * (w + 22))
-    print("%-*s %12s %8s" % (w, "bare interpreter (micropython -c, after gc)", kb(bare), x(bare)))
-    print("%-*s %12s %8s" % (w, "import sensormesh.device.codec only", kb(codec), "1.0x"))
-    print()
-    print("%-*s %12s %8s %12s" % (w, "imports (each line: growth, fresh interpreter)", "heap", "ratio", "under " + heap))
-    print("-" * (w + 35))
-    g0, g1 = runtime_drivers.get("g0"), runtime_drivers.get("g1")
-    fake = runtime_drivers.get("fake")
-    a0 = alone[0].get("g0")   # without any simulated hardware loaded
-    print("%-*s %12s %8s %12s" % (w, "(a) device package: runtime + data requests", kb(a0), x(a0), kb(capped.get("g0"))))
-    print("%-*s %12s %8s" % (w, "    simulated machine/esp32/dht/fakeparts (not on a board)", kb(fake), x(fake)))
-    print("%-*s %12s %8s %12s" % (w, "(b) + all 10 esp32 drivers", kb(g1), x(g1), kb(capped.get("g1"))))
-    both = int(a0) + int(g1) if a0 is not None and g1 is not None else None
-    print("%-*s %12s %8s %12s" % (w, "(a)+(b) as on a board (without simulated hw)", kb(both), x(both),
-                                  kb(int(capped["g0"]) + int(capped["g1"])) if int(capped.get("g1", -1)) >= 0 else "does not fit"))
-    print("%-*s %12s %8s %12s" % (w, "    free heap left after (a)+(b) and simulated hw", "", "", kb(capped.get("free"))))
-    for i in (2, 3):
-        g = alone[i].get("g%d" % i)
-        print("%-*s %12s %8s" % (w, "later, alone: " + GROUPS[i][0], kb(g), x(g)))
-    print()
-    print("serving %d s: poti at 100 Hz in 100 ms frames + MPU-6050 at 100 Hz, every value alone;" % seconds)
-    print("two CPython clients over TCP; heap sampled between loop turns")
-    print("%-*s %12s %12s" % (w, "serving (device started like main.py)", "heap " + heap, "heap " + ROOMY))
-    print("-" * (w + 26))
-
-    def row(label, fn):
-        print("%-*s %12s %12s" % (w, label, fn(served[0]), fn(served[1])))
-
-    row("bare interpreter + probe code", lambda r: kb(r[0].get("base")))
-    row("simulated hardware, with the two parts (not on a board)", lambda r: kb(r[0].get("fake")))
-    row("device started, 2 board sensors (device.start)", lambda r: kb(r[0].get("device")))
-    row("ready: live heap in all", lambda r: kb(r[0].get("ready")))
-    row("max live heap while serving (gc every 10th turn)", lambda r: kb(r[0].get("live_max")))
-    row("  of which device (- base - simulated hardware)", lambda r: kb(int(r[0]["live_max"]) - int(r[0]["base"])
-                                                                       - int(r[0]["fake"])) if "live_max" in r[0] else "-")
-    row("peak gc.mem_alloc() between turns (incl. garbage)", lambda r: kb(r[0].get("peak")))
-    row("lowest gc.mem_free() between turns", lambda r: kb(r[0].get("low_free")))
-    row("loop turns", lambda r: r[0].get("turns", "-"))
-    row("values sent (knob, imu)", lambda r: r[0].get("values") or "-")
-    row("values received (imu, knob)", lambda r: ", ".join("%d" % r[1][k] for k in sorted(r[1])) or "-")
-    row("result", lambda r: "ok" if served_ok(r, seconds) else "FAILED")
-    print()
-    if smallest:
-        fake_live = int(served[1][0].get("fake", 0))
-        print("%-*s %12s %8s" % (w, "smallest -X heapsize serving both streams", "%d KB" % smallest,
-                                 "%.2fx" % (smallest * 1024.0 / (int(heap[:-1]) * 1024)) + " of " + heap))
-        print("%-*s %12s" % (w, "  (plain device.run, 2 s, %d KB steps, %d runs)" % (STEP_KB, runs), ""))
-        print("%-*s %12s" % (w, "  minus simulated hardware = estimate as on a board", kb(smallest * 1024 - fake_live)))
-    else:
-        print("smallest heap: the device did not serve even with %d KB" % HIGH_KB)
-    for r, h in zip(served, (heap, ROOMY)):
-        if not served_ok(r, seconds):
-            errs = [line for line in r[2].splitlines() if "Error" in line or "error" in line]
-            print("serving under %s failed: %s" % (h, errs[0][:150] if errs else "(no error line)"))
-    # a device that does not fit the cap is a finding, not a broken benchmark
-    return 0 if served_ok(served[1], seconds) else 1
+    total = 0
+    for label, v in costs:
+        total += v or 0
+        print("%-*s %10s %10s" % (w, label, "-" if v is None else "%.1f KB" % (v / 1024.0),
+                                  "%.1f KB" % (total / 1024.0)))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-# The measuring half of benchmarks/bench_heap.py, run on the MicroPython unix port from the
+# The measuring half of benchmarks/bench_heap_streams.py, run on the MicroPython unix port from the
 # precompiled bundle; kept apart and small, so that its own code takes little of the heap it
-# measures (bench_heap.py reports what it takes). Prints "name|value" lines (bytes; -1: did not
+# measures (bench_heap_streams.py reports what it takes). Prints "name|value" lines (bytes; -1: did not
 # fit), then "END".
 #     micropython -X heapsize=96K -c "import heap_probe; heap_probe.main(['imports', '0', '1'])"
 #     micropython -X heapsize=96K -c "import heap_probe; heap_probe.main(['serve', PORT, SECONDS])"
@@ -28,7 +28,7 @@ SENSORS = [{"name": "knob", "kind": "poti", "driver": "esp32", "pin": 34},
            {"name": "imu", "kind": "gyro", "driver": "esp32"}]
 STREAMS = ({"sensor": "knob", "time-frame": 100}, {"sensor": "imu", "time-frame": 0})
 
-# The simulated parts behind the two sensors. bench_heap.py also runs these lines on their own
+# The simulated parts behind the two sensors. bench_heap_streams.py also runs these lines on their own
 # (-c) in front of a plain device.run(), to find the smallest heap without this module loaded.
 BOARD = ("import machine, fakeparts\n"
          "machine.fake_reset()\n"
@@ -64,7 +64,7 @@ def imports(groups):
 
 def serve(port, seconds):
     """Set up the simulated parts (counted apart), start the device the way a board's main.py
-    does (device.start(config)), serve STREAMS to the clients bench_heap.py connects, and
+    does (device.start(config)), serve STREAMS to the clients bench_heap_streams.py connects, and
     sample the heap between loop turns."""
     print("base|%d" % used())
     t = used()

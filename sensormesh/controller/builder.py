@@ -56,13 +56,15 @@ class Pipeline:
     # -- inventory ---------------------------------------------------------------------------
 
     def device(self, name, interpreter="cpython", cpu=None, memory=None, sensors=(), address=None,
-               unix=None, local=False, description=None, addresses=None):
-        """Add a device to the inventory; returns the Device."""
+               unix=None, local=False, description=None, addresses=None, heap=None):
+        """Add a device to the inventory; returns the Device. heap: a MicroPython device's
+        Python heap (e.g. "96K", the default), which `up` gives a local one."""
         if any(d.name == name for d in self._devices):
             raise ModelError(Problem("two devices with this name", device=name))
         where, _ = _caller()
         d = Device(name, interpreter=interpreter, cpu=cpu, memory=memory, sensors=sensors, address=address,
-                   unix=unix, local=local, description=description, origin=where, addresses=addresses)
+                   unix=unix, local=local, description=description, origin=where, addresses=addresses,
+                   heap=heap)
         probs = d.problems()
         if probs:
             raise ModelError([Problem("%s (%s)" % (m, where) if where else m, device=name, key=k)

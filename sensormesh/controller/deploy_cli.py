@@ -59,13 +59,26 @@ def _show_plan(placement, asg, out):
         "%s runs %s" % (d, ", ".join(ids) if ids else "relays only") for d, ids in sorted(steps.items()))))
 
 
+def _heap_option(value):
+    if value is None:
+        return None
+    from sensormesh.controller.model import heap_bytes
+    try:
+        heap_bytes(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--heap")
+    return value
+
+
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_strategy
 @click.option("--duration", type=float, default=0, help="Stop after this many seconds (0 = until Ctrl-C).")
 @click.option("--count", type=int, default=0, help="Stop after this many callback values (0 = no limit).")
 @click.option("--quiet-devices", is_flag=True, help="Do not show the local devices' own output.")
-@click.option("--heap", default=None, help="Heap size for MicroPython devices, e.g. 96K (default: the port's).")
+@click.option("--heap", default=None, callback=lambda ctx, param, v: _heap_option(v),
+              help="Heap of every local MicroPython device for this run, e.g. 128K (default: each device's "
+                   "`heap` in the file, 192K if it has none).")
 @click.option("--keys", "keys_dir", default=None, type=click.Path(file_okay=False),
               help="Key store for the local devices' and the controller's keys (default: .sensormesh/keys).")
 @click.option("--insecure", is_flag=True,
@@ -117,7 +130,8 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
             obs.close()
             raise click.ClickException(str(e))
     printer.line("starting %d local device(s): %s" % (len(local), ", ".join(
-        "%s (%s)" % (d.name, d.interpreter) for d in local)))
+        "%s (%s)" % (d.name, d.interpreter if d.interpreter != "micropython" else
+                     "micropython, heap %s" % (heap or d.heap)) for d in local)))
 
     def deployed(placement, asg):
         _show_plan(placement, asg, printer.line)

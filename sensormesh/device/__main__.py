@@ -1,68 +1,13 @@
-# The device's entry point: argv -> configuration dict -> core.run(). Runs on both interpreters:
+# The device's entry point: argv -> configuration dict (options.py) -> core.run(). Runs on both
+# interpreters:
 #     micropython -m sensormesh.device --port 7000 --sensors dht11,co2
 #     python -m sensormesh.device --config device.json
-# (argparse is not on every MicroPython port, so the options are parsed by hand.) A board's
-# main.py calls core.run(config) itself; `sensormesh worker` builds the same dict with click.
+# A board's main.py calls core.run(config) itself; `sensormesh worker` builds the same dict with click.
 import sys
 
+from sensormesh.device.compat import unload
 from sensormesh.device.core import log, run
 from sensormesh.device.sensors import SensorError
-
-OPTIONS = {"--port": int, "--host": str, "--unix": str, "--name": str, "--sensors": str,
-           "--max-conns": int, "--config": str, "--register": str, "--identity": str, "--trust": str,
-           "--revoked": str, "--max-handshakes": int, "--handshake-timeout": int}
-FLAGS = ("--insecure",)
-
-USAGE = ("usage: python -m sensormesh.device [--port P] [--host H] [--unix PATH] [--name NAME]\n"
-         "                                   [--sensors KIND[@HZ],...] [--max-conns N] [--config FILE.json]\n"
-         "                                   [--identity FILE --trust FILE [--revoked FILE]]\n"
-         "                                   [--max-handshakes N] [--handshake-timeout MS] [--insecure]\n"
-         "                                   [--register HOST:PORT]")
-
-
-def parse_args(argv):
-    """--option value pairs -> dict (argparse is not on every MicroPython port)."""
-    out = {}
-    i = 0
-    while i < len(argv):
-        opt = argv[i]
-        if opt in ("-h", "--help"):
-            print(USAGE)
-            sys.exit(0)
-        if opt in FLAGS:
-            out[opt[2:]] = True
-            i += 1
-            continue
-        conv = OPTIONS.get(opt)
-        if conv is None or i + 1 >= len(argv):
-            raise ValueError("%s %r\n%s" % ("missing value for" if conv else "unknown option", opt, USAGE))
-        try:
-            out[opt[2:].replace("-", "_")] = conv(argv[i + 1])
-        except ValueError:
-            raise ValueError("option %s wants a number, got %r" % (opt, argv[i + 1]))
-        i += 2
-    return out
-
-
-def config_from_args(a):
-    cfg = {}
-    if a.get("config"):
-        import json
-        with open(a["config"]) as f:
-            cfg = json.load(f)
-    if a.get("name"):
-        cfg["name"] = a["name"]
-    if a.get("sensors") is not None:
-        cfg["sensors"] = [s for s in a["sensors"].split(",") if s]
-    for k in ("port", "host", "unix", "max_conns", "register", "identity", "trust", "revoked",
-              "max_handshakes", "insecure"):
-        if a.get(k) is not None:
-            cfg[k] = a[k]
-    if a.get("handshake_timeout") is not None:
-        cfg["handshake_ms"] = a["handshake_timeout"]
-    cfg.setdefault("port", 7000)
-    cfg.setdefault("host", "0.0.0.0")
-    return cfg
 
 
 def stop_on_sigterm():
@@ -84,7 +29,10 @@ def main(argv=None):
         argv = sys.argv[1:]
     stop_on_sigterm()
     try:
-        cfg = config_from_args(parse_args(argv))
+        from sensormesh.device import options
+        cfg = options.config_from_args(options.parse_args(argv))
+        del options
+        unload("sensormesh.device.options")    # needed once: its code is freed before the device runs
         run(cfg)
     except (SensorError, ValueError) as e:
         log("device", "configuration error: %s" % e)

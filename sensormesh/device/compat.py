@@ -11,7 +11,7 @@ MICROPYTHON = sys.implementation.name == "micropython"
 # 1/12 of the heap has been allocated instead of only when an allocation fails. Long-lived
 # objects (modules, connections, timers) then stay packed at the bottom of the heap instead of
 # being spread between the garbage of imports and streams, which leaves free blocks large
-# enough for a frame. Measured (benchmarks/bench_heap.py, docs/performance.md): the two-stream
+# enough for a frame. Measured (benchmarks/bench_heap_streams.py, docs/performance.md): the two-stream
 # device needs about 14 KB less heap. This module is the first one every device module
 # imports, so it runs before the runtime's imports. Big heaps keep MicroPython's default.
 GC_THRESHOLD_HEAP = 512 * 1024
@@ -73,3 +73,29 @@ def errno_of(exc):
 
 def implementation():
     return "micropython" if MICROPYTHON else "cpython"
+
+
+# -- heap on MicroPython ---------------------------------------------------------------------
+# A module's code lives in the heap on MicroPython (a .mpy is read into RAM, about twice its
+# file size on the 64-bit unix port). Code a device needs once or rarely (argv parsing, shipped
+# code loading at a deployment) is forgotten after use, and the collector runs after the steps
+# that leave the most garbage (a deployment, a handshake), so the long-lived objects stay packed
+# and the next frame finds a free block. Both do nothing on CPython.
+def unload(name):
+    """Forget module `name` (sys.modules and its package's attribute) so its code can be freed;
+    the next import loads it again."""
+    if not MICROPYTHON:
+        return
+    sys.modules.pop(name, None)
+    parent, _, child = name.rpartition(".")
+    pkg = sys.modules.get(parent)
+    if pkg is not None:
+        try:
+            delattr(pkg, child)
+        except (AttributeError, TypeError):
+            pass
+
+
+def collect():
+    if MICROPYTHON:
+        gc.collect()

@@ -20,7 +20,6 @@ import sys
 
 from sensormesh.device import codec, sensors, transport
 from sensormesh.device.compat import MICROPYTHON, implementation
-from sensormesh.device.datarequest import RequestError, Stream, parse
 
 VERSION = "0.1.0"
 
@@ -259,6 +258,7 @@ class Device:
         try:
             import gc
             if MICROPYTHON:
+                gc.collect()     # live heap, not the garbage since the last collection
                 st["mem_free"] = gc.mem_free()
                 st["mem_alloc"] = gc.mem_alloc()
         except (ImportError, AttributeError):
@@ -273,6 +273,8 @@ class Device:
         session.conn.send({"status": st})
 
     def on_data_request(self, session, body):
+        # Loaded on the first data request: a board that only runs deployed steps never pays for it.
+        from sensormesh.device.datarequest import RequestError, Stream, parse
         try:
             name, tf, vpf, mf = parse(body, self.sensor_names())
         except RequestError as e:

@@ -58,7 +58,10 @@ class Timer:
         self.cancelled = False
 
     def cancel(self):
+        # A cancelled timer stays in the loop's list until its time comes; dropping fn now frees
+        # what it holds (a handshake deadline holds its whole connection) at once, not then.
         self.cancelled = True
+        self.fn = None
 
 
 class Loop:

