@@ -188,6 +188,7 @@ class LocalCluster:
 
     def _start_one(self, dev):
         path = self.network.unix_path(dev) if self.network else dev.unix_path
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         if os.path.exists(path) and _answers(path):
             raise LocalError("local device %s: something already listens on %s (another `sensormesh up`?); "
                              "stop it, or give the device another `unix:` path" % (dev.name, path))

@@ -8,6 +8,7 @@
 # placement needs: per step the output flow (values/s, bytes/value), CPU and memory cost, the
 # interpreters it can run on, and for sources the device that has the sensor.
 import difflib
+import hashlib
 import os
 import re
 import tempfile
@@ -58,12 +59,22 @@ def heap_bytes(text):
 LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost")
 
 
+def run_dir():
+    """The folder holding the Unix sockets of this working directory's local devices.
+
+    One per working directory (named by a hash of its path), so two projects or two checkouts
+    that run `sensormesh up` at once never share a socket path, while `status` and `stop` in
+    the same directory find the sockets that `up` made."""
+    key = hashlib.sha1(os.path.realpath(os.getcwd()).encode()).hexdigest()[:10]
+    return os.path.join(tempfile.gettempdir(), "sensormesh-%s" % key)
+
+
 def default_unix_path(device_name):
     """Where a `local: true` device listens for pipes when its entry gives no `unix` path.
 
     `sensormesh up` starts local devices with this path; assignments address same-host peers
     with "unix:" + this path."""
-    return os.path.join(tempfile.gettempdir(), "sensormesh-%s.sock" % device_name)
+    return os.path.join(run_dir(), "%s.sock" % device_name)
 
 
 def _suggest(word, options):
