@@ -177,11 +177,11 @@ def test_one_way_link_data_flows_against_the_dial_direction(make_lab, tmp_path):
 
 
 @pytest.mark.netns
-def test_gateway_killed_mid_stream_rerouted_automatically_and_loss_reported(make_lab, tmp_path):
+def test_gateway_killed_mid_stream_rerouted_automatically_nothing_lost(make_lab, tmp_path):
     """(d) the gateway carrying the relay dies mid-stream; the Supervisor notices, says what is
     affected, re-places over the second gateway and redeploys at a new epoch by itself; the
-    stream from the MicroPython device resumes, and the loss it reports is exactly what the
-    sink is missing."""
+    stream from the MicroPython device resumes with nothing lost or repeated: esp-1 replays what
+    the dead gateway had not delivered."""
     lab = make_lab(TWO_GW, blocked="reject")
     start_devices(lab, {"esp-1": ("micropython", "counter@0"), "gw-1": ("cpython", "counter@0"),
                         "gw-2": ("cpython", "counter@0"), "pc": ("cpython", "counter@0")})
@@ -215,16 +215,12 @@ def test_gateway_killed_mid_stream_rerouted_automatically_and_loss_reported(make
             assert "control of esp-1 now goes forwarded: controller -> %s -> esp-1" % other in text
             assert sup.paths["esp-1"].route.forwarders == (other,)
             assert sup.placement.pipes[0].route == ["esp-1", other, "pc"] and sup.epoch == 2
-            # the stream resumed through the other gateway, in order, without repeats
+            # the stream resumed through the other gateway: every value exactly once, in order (what
+            # the dead gateway had not passed on was still held by esp-1, unacknowledged, and sent again)
             got = rec.got("k")
-            assert got == sorted(set(got)) and got[-1] >= state["killed_at"] + 800
-            missing = sorted(set(range(got[-1] + 1)) - set(got))
-            assert len(sup.losses) == 1, sup.losses
-            loss = sup.losses[0]
-            assert loss["lost"] == len(missing), (loss, missing[:20])
-            assert loss["lost"] == loss["in_transit"] + loss["pending"] + loss["unshipped"] + loss["dropped"]
-            assert all(v > state["killed_at"] - 400 for v in missing), "a gap long before the kill"
-            assert "edge s->pc (esp-1 -> pc): %d value" % loss["lost"] in text
+            assert got == list(range(len(got))) and got[-1] >= state["killed_at"] + 800, got[:20]
+            assert sup.losses == [], sup.losses
+            assert "kept by esp-1 and sent again" in text, text
             per, areas = sup.status()
             assert per[used]["error"].startswith("%s is down" % used)
             assert per["esp-1"]["assignment"]["epoch"] == 2 and sup.info["esp-1"]["implementation"] == "micropython"

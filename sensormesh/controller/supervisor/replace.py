@@ -150,6 +150,9 @@ def pipe_losses(placement, final, failed):
         i = (rcv.get("steps") or {}).get("in:" + hop_edge_id(p.edge, n - 1, n))
         if not isinstance(o, dict) or not isinstance(i, dict):
             continue
+        if "unacked" in o:
+            out.extend(replay_losses(p, o, i))
+            continue
         sent, got = o.get("in", 0), i.get("in", 0)
         pending, dropped = o.get("pending", 0), o.get("dropped", 0)
         unshipped = o.get("unshipped", sent - o.get("out", 0) - pending - dropped)
@@ -166,4 +169,21 @@ def pipe_losses(placement, final, failed):
                     "time frame, %d dropped on overflow" % (
                         p.edge, p.src, p.dst, loss["lost"], "" if loss["lost"] == 1 else "s", transit, via,
                         pending, p.src, unshipped, dropped)))
+    return out
+
+
+def replay_losses(p, o, i):
+    """An acknowledged pipe moved: what its sender still holds goes again to the new route, and
+    lost is only what its receiver counted as never received (beyond the replay buffer).
+    Returns [(loss or None, text)] like pipe_losses."""
+    held, lost, evicted = o.get("unacked", 0), i.get("lost", 0), o.get("evicted", 0)
+    out = []
+    if held:
+        out.append((None, "edge %s (%s -> %s): %d value%s not yet acknowledged, kept by %s and sent again"
+                    % (p.edge, p.src, p.dst, held, "" if held == 1 else "s", p.src)))
+    if lost or evicted:
+        loss = {"edge": p.edge, "src": p.src, "dst": p.dst, "route": list(p.route), "sent": o.get("in", 0),
+                "received": i.get("in", 0), "held": held, "lost": lost, "evicted": evicted}
+        out.append((loss, "edge %s (%s -> %s): %d value%s lost: the replay buffer of %s overflowed (%d left "
+                    "it unacknowledged)" % (p.edge, p.src, p.dst, lost, "" if lost == 1 else "s", p.src, evicted)))
     return out

@@ -102,7 +102,8 @@ class Reroute:
         old_run = {d: self.assignments[d] for d in group if d in self.assignments and d in self.deployed}
         final = {}
         for d in reversed(device_order(old_run)):          # upstream first: senders flush first
-            r = self._wait([self._send(d, {"stop": {}}, ("stopped",))])[0]
+            # keep: the pipes of the new deployment carry the old numbering and replay buffers on
+            r = self._wait([self._send(d, {"stop": {"keep": True}}, ("stopped",))])[0]
             final[d] = r.reply["stopped"] if r.error is None else {"error": r.error}
         self._report_losses(self.place(), final)
         new_run = {d: new_asg[d] for d in group if d in new_asg}

@@ -430,7 +430,9 @@ class Runtime:
         session.conn.send({"started": {"pipeline": self.pipeline, "epoch": self.epoch}})
 
     def on_stop(self, session, body):
-        final = self.teardown()
+        # {"stop": {"keep": true}}: a new deployment follows (the controller moves the pipeline);
+        # the pipes of its edges carry on the numbering and replay buffers of these
+        final = self.teardown(keep=type(body) is dict and body.get("keep") is True)
         session.conn.send({"stopped": final if final is not None else self.status()})
 
     def on_undeploy(self, session, body):
