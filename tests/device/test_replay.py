@@ -215,3 +215,15 @@ def test_overflow_beyond_the_buffer_is_counted_exactly_where_it_happens():
     assert a_out["evicted"] >= missing and a_out["in"] == a_out["out"] + a_out["pending"] + a_out["dropped"]
     assert any("values lost" in t for t in net.devices["m"].logs)
     assert any("dropped" in t for t in net.devices["a"].logs)
+
+
+def test_an_ack_beyond_what_this_connection_sent_is_announced_as_a_jump():
+    # a restarted sender that took its numbering back hears from the receiver that it already has
+    # values this connection never carried: the next value sent is numbered after them
+    tx = Sender(100, 4)
+    tx.adopt(118, 4)
+    for v in range(3):
+        tx.add(v)
+    tx.restart()
+    assert tx.ack(120) == 2 and tx.jumped and tx.sent == 120
+    assert tx.announce()[0] == 120 and tx.take(10) == [2]

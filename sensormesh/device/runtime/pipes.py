@@ -113,13 +113,17 @@ class PipeOut:
         if tx.dropped != self.logged_drops:
             self._dropped()
 
+    def _jumped(self):
+        """The next value to send is not the one the connection's receiver counts on: say so."""
+        self.tx.jumped = False
+        c = self.conn or self.dialing
+        if c is not None and not c.closed:
+            c.send({"seq": self.tx.announce()})
+
     def _dropped(self):
         tx = self.tx
         if tx.jumped:
-            tx.jumped = False
-            c = self.conn or self.dialing
-            if c is not None and not c.closed:
-                c.send({"seq": tx.announce()})
+            self._jumped()
         n = tx.dropped
         if _log_count(n) or n - self.logged_drops >= 1000:
             self.rt.log("pipe %s: receiver unavailable and the replay buffer (%d values) is full: "
@@ -229,6 +233,8 @@ class PipeOut:
             return
         if "ack" in msg:
             if self.tx.ack(msg["ack"], msg.get("mark")):
+                if self.tx.jumped:
+                    self._jumped()
                 self.rt.outputs_acked()
                 self.rt.resume_sources()
         elif "expect" in msg:

@@ -131,7 +131,10 @@ class Sender:
         del self.buf[:k]
         self.base = n
         if self.sent < n:
+            # the receiver has values this connection did not carry (it had them from an earlier
+            # run of this numbering): the next value sent is not the one it counts on
             self.sent = n
+            self.jumped = True
         self.mark = mark if type(mark) is dict else None
         return k
 
