@@ -33,10 +33,12 @@ class FakeLoop:
     def call_soon(self, fn):
         return self.call_later(0, fn)
 
-    def next_due(self):
+    def next_due(self, frozen=None):
         best = None
         self.timers = [tm for tm in self.timers if not tm.cancelled]
         for tm in self.timers:
+            if frozen and tm.dev is not None and tm.dev.name in frozen:
+                continue
             if not tm.cancelled and (best is None or tm.when < best.when):
                 best = tm
         return best
@@ -190,6 +192,7 @@ class Net:
         self.queue = []       # (destination conn, message)
         self.conns = []
         self.down = {}        # device names whose links are cut: dials fail, nothing passes
+        self.frozen = {}      # device names stopped (SIGSTOP): messages to them wait, their timers too
 
     def device(self, name, **kw):
         d = Device(self, name, **kw)
@@ -250,13 +253,24 @@ class Net:
                 tm.cancelled = True
         return dev
 
+    def freeze(self, name):
+        self.frozen[name] = True
+
+    def thaw(self, name):
+        self.frozen.pop(name, None)
+
     def pump(self):
         n = 0
+        held = []
         while self.queue:
             dst, msg = self.queue.pop(0)
+            if self.frozen and dst.name in self.frozen:
+                held.append((dst, msg))
+                continue
             if not dst.closed:
                 dst.protocol.on_message(dst, msg)
             n += 1
+        self.queue = held + self.queue
         return n
 
     def run(self, ms, until=None):
@@ -268,7 +282,7 @@ class Net:
             self.pump()
             if until is not None and until():
                 return True
-            tm = loop.next_due()
+            tm = loop.next_due(self.frozen)
             if tm is None or tm.when > end:
                 loop.t = end
                 return until is None

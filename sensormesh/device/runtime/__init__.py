@@ -226,6 +226,11 @@ class Runtime:
         q.append(value)
         self.n_undelivered += 1
         if self.n_undelivered > MAX_UNDELIVERED:
+            for s in self.subscribers:
+                if not s.conn.closed:
+                    # a burst (a replay, a backlog) outran the delivery timer: deliver now
+                    self._send_deliveries()
+                    return
             # nobody is collecting: keep the newest, count what goes
             for k in self.undelivered:
                 lst = self.undelivered[k]
