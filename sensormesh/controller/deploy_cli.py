@@ -91,6 +91,8 @@ def _heap_option(value):
               show_default=True,
               help="Where the emulated network runs: Linux network namespaces (root), loopback, or "
                    "namespaces when possible.")
+@click.option("--no-metrics", is_flag=True,
+              help="Run the local devices with their metrics off: no step times, latency or loop load (counts still count).")
 @_timeout
 @metrics_options
 @click.option("--rates-every", type=float, default=5.0, show_default=True,
@@ -98,8 +100,8 @@ def _heap_option(value):
 @click.option("--dashboard", default=None, metavar="[HOST:]PORT",
               help="Serve a live web dashboard (and Prometheus /metrics) here; HOST defaults to 127.0.0.1, "
                    "PORT 0 picks a free port.")
-def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure, network, network_mode, timeout,
-       metrics_out, no_metrics_file, rates_every, dashboard):
+def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure, network, network_mode, no_metrics,
+       timeout, metrics_out, no_metrics_file, rates_every, dashboard):
     """Start FILE's local devices, deploy the pipeline, show sink values live; Ctrl-C stops everything.
 
     Metrics are collected while it runs (a line of rates every few seconds; every sample in
@@ -141,7 +143,7 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
                           on_event=printer.event, on_line=None if quiet_devices else printer.device_line,
                           on_deliver=printer.deliver, on_deployed=deployed, heap=heap, timeout=timeout,
                           keys_dir=keys_dir, insecure=insecure, network=list(network), network_mode=network_mode,
-                          observe=obs)
+                          observe=obs, device_metrics=not no_metrics)
     except (PipelineError, LocalError, deploying.DeployError) as e:
         raise click.ClickException(str(e))
     except KeyboardInterrupt:

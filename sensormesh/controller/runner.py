@@ -152,7 +152,8 @@ class _Interrupts:
 
 def up(model, strategy="optimal", duration=None, count=None, until=None, on_event=None, on_line=None,
        on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, keys_dir=None,
-       insecure=False, network=None, network_mode="auto", observe=None, mpy=True, **options):
+       insecure=False, network=None, network_mode="auto", observe=None, mpy=True, device_metrics=True,
+       **options):
     """Start the model's local devices, deploy, call the user's callback functions with the
     values that arrive, stop everything (upstream first, draining) and return the final stats.
 
@@ -161,6 +162,9 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     notes and failures; on_line(device, line) the local devices' output (default: discarded);
     on_deliver(device, step, values) the values of callback sinks without a function in
     model.callbacks; on_deployed(placement, assignments) is called once everything runs.
+
+    device_metrics=False runs the local devices with their metrics off (no step times, latency
+    stamps or loop busy time; benchmarks).
 
     Secure by default: the local devices get keys from the key store `keys_dir` (default
     .sensormesh/keys, made on first use) and refuse plaintext; the controller authenticates with
@@ -212,6 +216,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
         creds = credentials(keys_dir)
         on_event("secure: the local devices use keys from %s and refuse plaintext connections "
                  "(--insecure runs them without keys)" % keys_dir)
+    if not device_metrics:
+        config = {d.name: dict(config.get(d.name) or {}, metrics=False) for d in model.devices.values() if d.local}
     cluster = LocalCluster(model, on_line=on_line, micropython=micropython, heap=heap, config=config,
                            network=emulation, on_note=on_event, mpy=mpy)
     dep = None
@@ -273,6 +279,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
             dep.watch(counted, done, on_event=on_event)
         finally:
             signals.mode = "raise"
+            if observe is not None:
+                observe.detach()       # no more metrics requests while the devices stop
         on_event("stopping (%s)" % why.get("why", "?"))
         try:
             final = dep.stop()

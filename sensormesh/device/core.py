@@ -127,6 +127,7 @@ class Device:
         self.runtime = None   # the assignment runtime, imported on first deploy
         self.security = None  # secure.Security once keys are configured (secure())
         self.errors = 0
+        self.metrics = True   # sampled step times, origin stamps, loop busy time (metrics.py)
         if sensor_specs is None:
             sensor_specs = [k for k in sensors.SIM_KINDS if k not in ("counter", "clock")]
         for spec in sensor_specs:
@@ -137,6 +138,8 @@ class Device:
             "info": self.on_info,
             "status": self.on_status,
             "ping": self.on_ping,
+            "metrics": self.on_metrics,
+            "clock": self.on_clock,
             "forward": lambda s, b: self.on_forward(s, "forward", b),
             "register": lambda s, b: self.on_forward(s, "register", b),
         }
@@ -252,6 +255,22 @@ class Device:
     def on_ping(self, session, body):
         session.conn.send({"pong": body})
 
+    def set_metrics(self, on):
+        """Metrics on (the default) or off: off, the loop does not time its waits and a deployed
+        pipeline runs without sampling (its counters still count)."""
+        self.metrics = bool(on)
+        self.loop.timing = self.metrics
+        if self.runtime is not None:
+            self.runtime.metrics = self.metrics
+
+    def on_metrics(self, session, body):
+        from sensormesh.device import metrics
+        session.conn.send({"metrics": metrics.report(self)})
+
+    def on_clock(self, session, body):
+        from sensormesh.device import metrics
+        session.conn.send(metrics.clock(body))
+
     def on_status(self, session, body):
         st = {"name": self.name, "streams": [s.stats() for s in self.streams],
               "connections": sum(len(lst.conns) for lst in self.listeners), "errors": self.errors}
@@ -307,6 +326,8 @@ RUNTIME_MESSAGES = ("deploy", "start", "stop", "pipe", "pull", "undeploy", "subs
 def start(cfg):
     """Build a device from a configuration dict and start listening; returns it."""
     dev = Device(cfg.get("name") or "device", cfg.get("sensors"), cfg.get("max_conns", DEFAULT_MAX_CONNS))
+    if cfg.get("metrics") is False:
+        dev.set_metrics(False)
     keyed = cfg.get("identity") is not None or cfg.get("trust") is not None
     if cfg.get("insecure"):
         dev.log("WARNING: insecure mode: anyone who reaches this device may read it and deploy code to it"

@@ -6,13 +6,13 @@ import sys
 OPTIONS = {"--port": int, "--host": str, "--unix": str, "--name": str, "--sensors": str,
            "--max-conns": int, "--config": str, "--register": str, "--identity": str, "--trust": str,
            "--revoked": str, "--max-handshakes": int, "--handshake-timeout": int}
-FLAGS = ("--insecure",)
+FLAGS = ("--insecure", "--no-metrics")
 
 USAGE = ("usage: python -m sensormesh.device [--port P] [--host H] [--unix PATH] [--name NAME]\n"
          "                                   [--sensors KIND[@HZ],...] [--max-conns N] [--config FILE.json]\n"
          "                                   [--identity FILE --trust FILE [--revoked FILE]]\n"
          "                                   [--max-handshakes N] [--handshake-timeout MS] [--insecure]\n"
-         "                                   [--register HOST:PORT]")
+         "                                   [--register HOST:PORT] [--no-metrics]")
 
 
 def parse_args(argv):
@@ -25,7 +25,7 @@ def parse_args(argv):
             print(USAGE)
             sys.exit(0)
         if opt in FLAGS:
-            out[opt[2:]] = True
+            out[opt[2:].replace("-", "_")] = True
             i += 1
             continue
         conv = OPTIONS.get(opt)
@@ -55,6 +55,8 @@ def config_from_args(a):
             cfg[k] = a[k]
     if a.get("handshake_timeout") is not None:
         cfg["handshake_ms"] = a["handshake_timeout"]
+    if a.get("no_metrics"):
+        cfg["metrics"] = False
     cfg.setdefault("port", 7000)
     cfg.setdefault("host", "0.0.0.0")
     return cfg

@@ -9,7 +9,7 @@ import socket
 import struct
 
 from sensormesh.device import codec
-from sensormesh.device.compat import MICROPYTHON, WOULD_BLOCK, errno_of, ticks_diff, ticks_ms
+from sensormesh.device.compat import MICROPYTHON, WOULD_BLOCK, errno_of, ticks_diff, ticks_ms, ticks_us
 
 POLLIN = select.POLLIN
 POLLOUT = select.POLLOUT
@@ -81,6 +81,16 @@ class Loop:
         # Allocating a fresh chunk per recv() fragments a board's heap until a read fails; the
         # decoder copies what it needs before the next read, so one buffer is enough.
         self.rbuf = bytearray(RECV_CHUNK) if MICROPYTHON else None
+        # Time spent waiting in poll() (metrics: the loop's busy fraction is the rest). Kept as
+        # whole seconds plus microseconds so a board never grows a long integer per turn.
+        self.timing = True
+        self.idle_s = 0
+        self.idle_us = 0
+
+    def idle_total_us(self):
+        """Microseconds spent waiting in poll() since the loop was made (a turn that does not
+        wait, poll(0), counts as busy)."""
+        return self.idle_s * 1000000 + self.idle_us
 
     def now(self):
         """Milliseconds since the loop was made. Monotonic, never wraps."""
@@ -136,7 +146,16 @@ class Loop:
         timeout = self._timeout()
         if max_wait >= 0 and (timeout < 0 or timeout > max_wait):
             timeout = max_wait
-        events = self._poll.poll(timeout)
+        if self.timing and timeout:
+            t0 = ticks_us()
+            events = self._poll.poll(timeout)
+            us = self.idle_us + ticks_diff(ticks_us(), t0)
+            if us >= 1000000:
+                self.idle_s += us // 1000000
+                us %= 1000000
+            self.idle_us = us
+        else:
+            events = self._poll.poll(timeout)
         handlers = self._handlers
         for ev in events:
             h = handlers.get(ev[0])

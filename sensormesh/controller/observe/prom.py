@@ -21,7 +21,8 @@ DEVICE_GAUGES = (("busy", "device_busy_ratio", "Share of the last poll interval 
                  ("offset_bound_s", "device_clock_offset_bound_seconds", "Error bound of that estimate"))
 STEP_COUNTERS = (("in", "step_values_in", "Values that entered the step", 1.0),
                  ("out", "step_values_out", "Values the step emitted", 1.0),
-                 ("time_us", "step_time_seconds", "Time spent inside the step", 1e-6))
+                 ("time_us", "step_time_seconds", "Time spent inside the step, in the calls timed (sampled)", 1e-6),
+                 ("timed", "step_timed_calls", "Calls of the step that were timed (time per value = time / calls)", 1.0))
 PIPE_COUNTERS = (("values", "pipe_values", "Values that crossed the pipe at this end", 1.0),
                  ("frames", "pipe_frames", "Time frames that crossed the pipe at this end", 1.0),
                  ("bytes", "pipe_bytes", "Bytes that crossed the pipe at this end", 1.0),

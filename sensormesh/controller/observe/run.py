@@ -7,7 +7,6 @@ tick() asks the poller for new snapshots and, under `up`, prints a line of rates
 import time
 
 from sensormesh.controller.observe import files
-from sensormesh.controller.observe.fromstatus import StatusPoller
 from sensormesh.controller.observe.store import Store
 
 LINE_EVERY = 5.0     # seconds between two lines of rates under `up`
@@ -28,8 +27,10 @@ def placement_info(model, placement):
 
 
 def make_poller(sup, model):
-    """The poller that feeds the store for this Supervisor."""
-    return StatusPoller(sup, {n: d.interpreter for n, d in model.devices.items()})
+    """The poller that feeds the store for this Supervisor: every device's metrics and clock
+    (controller/metrics_poll.py)."""
+    from sensormesh.controller.metrics_poll import MetricsPoller
+    return MetricsPoller(sup)
 
 
 class Observation:
@@ -58,7 +59,13 @@ class Observation:
         self.sup = sup
         self.poller = make_poller(sup, self.model)
         self.poller.subscribe(self.store.feed)
+        self.poller.start()
         self._placement_changed()
+
+    def detach(self):
+        """No more polling (the devices are being stopped)."""
+        if self.poller is not None:
+            self.poller.stop()
 
     def _placement_changed(self):
         pl = getattr(self.sup, "placement", None)

@@ -26,7 +26,7 @@ EVENTS = 200           # events kept in memory
 # Counters of a snapshot, as (kind, path in M, metric name). Steps and pipes are per entity.
 DEVICE_COUNTERS = (("loop", "busy_us"), ("loop", "wall_us"), ("mem", "cpu_s"))
 DEVICE_GAUGES = (("mem", "heap_free"), ("mem", "heap_largest"), ("mem", "rss"))
-STEP_COUNTERS = ("in", "out", "time_us")
+STEP_COUNTERS = ("in", "out", "time_us", "timed")
 PIPE_COUNTERS = ("values", "frames", "bytes", "reconnects")
 PIPE_GAUGES = ("queue", "rtt_us")
 
@@ -113,9 +113,17 @@ class Store:
                     if inc[c] is not None:
                         self._gauge(t, "step", dev, sid, c + "_per_s", inc[c][1])
                 if inc["time_us"] is not None:
-                    self._gauge(t, "step", dev, sid, "busy", min(1.0, inc["time_us"][1] / 1e6))
-                    if inc["in"] is not None and inc["in"][0] > 0:
-                        self._gauge(t, "step", dev, sid, "time_per_value_s", inc["time_us"][0] / 1e6 / inc["in"][0])
+                    # time_us sums the calls the device timed (a sample): per value = over those
+                    # calls; a device that times every call reports no "timed" (then: over "in")
+                    per = None
+                    if inc["timed"] is not None and inc["timed"][0] > 0:
+                        per = inc["time_us"][0] / 1e6 / inc["timed"][0]
+                    elif "timed" not in s and inc["in"] is not None and inc["in"][0] > 0:
+                        per = inc["time_us"][0] / 1e6 / inc["in"][0]
+                    if per is not None:
+                        self._gauge(t, "step", dev, sid, "time_per_value_s", per)
+                        if inc["in"] is not None:
+                            self._gauge(t, "step", dev, sid, "busy", min(1.0, per * inc["in"][1]))
             for edge, p in (m.get("pipes") or {}).items():
                 if not isinstance(p, dict):
                     continue

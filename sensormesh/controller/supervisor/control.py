@@ -35,7 +35,7 @@ class SupervisorError(DeployError):
 class Request:
     """One control message sent to one device, waiting for a reply with one of `keys`."""
 
-    __slots__ = ("device", "keys", "deadline", "reply", "error", "done", "link_lost")
+    __slots__ = ("device", "keys", "deadline", "reply", "error", "done", "link_lost", "t_done", "on_done")
 
     def __init__(self, device, keys, deadline):
         self.device = device
@@ -45,13 +45,18 @@ class Request:
         self.error = None
         self.done = False
         self.link_lost = False      # failed because the controller's connection (to a gateway) closed
+        self.t_done = None          # time.monotonic() when the reply (or the error) came
+        self.on_done = None         # fn(request), called once when it is done (metrics, clock sync)
 
     def finish(self, reply=None, error=None, link_lost=False):
         if not self.done:
+            self.t_done = time.monotonic()
             self.done = True
             self.reply = reply
             self.error = error
             self.link_lost = link_lost
+            if self.on_done is not None:
+                self.on_done(self)
 
 
 class ControlPath:

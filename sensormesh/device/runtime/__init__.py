@@ -139,6 +139,10 @@ class Source(Outlet):
         if self.limit and self.n_out >= self.limit:
             self.running = False
 
+    def sample_emit(self, value):
+        # swapped in for emit by the metrics probe (probe.py) when this source's next value is sampled
+        self.rt.probe.source_sample(self, value)
+
     def resume(self):
         if self.running and not self.period and self.timer is None:
             self._tick()
@@ -153,7 +157,7 @@ class Source(Outlet):
             self.timer = None
 
     def stats(self):
-        s = {"out": self.n_out, "errors": self.errors}
+        s = {"in": self.n_out + self.errors, "out": self.n_out, "errors": self.errors}
         if self.last_error:
             s["last_error"] = self.last_error
         return s
@@ -185,6 +189,9 @@ class Runtime:
         self.holding = 0      # of those, how many hold some right now
         self.feeding = False  # a pipe_in is pushing a frame through the steps
         self.settled = False  # during that: the last holder let go of its values
+        self.metrics = getattr(device, "metrics", True)   # off: no probe, no stamps (benchmarks)
+        self.probe = None      # probe.Probe of the running assignment when metrics are on
+        self.built_edges = []
 
     def handler(self, key):
         return getattr(self, "on_" + key)
@@ -297,6 +304,8 @@ class Runtime:
         self.code = code  # resolve() of the steps being built looks here
         nodes = {}
         order = []
+        edges = []
+        self.built_edges = edges
         for spec in specs:
             if type(spec) is not dict or type(spec.get("id")) is not str:
                 raise AssignmentError("every step needs a string id: %r" % (spec,))
@@ -326,6 +335,7 @@ class Runtime:
                     raise AssignmentError("step '%s': input %r is a sink or pipe_out and has no output"
                                           % (spec["id"], up))
                 src.connect(nodes[spec["id"]], port)
+                edges.append((up, spec["id"], port))
         self._pipe_paths(specs, nodes)
         return code, nodes, order
 
@@ -381,6 +391,7 @@ class Runtime:
             self.log("deploy refused: %s" % e)
             session.conn.send({"error": {"code": "bad-assignment", "message": str(e)}})
             return
+        edges = self.built_edges
         self.teardown(keep=True)
         self.code = code
         self.nodes = nodes
@@ -412,6 +423,11 @@ class Runtime:
             if k.startswith("out ") and carry[k].held():
                 self.log("pipe %s is not in the new deployment: %d unacknowledged values dropped"
                          % (k[4:], carry[k].held()))
+        self.probe = None
+        if self.metrics:
+            from sensormesh.device.runtime.probe import Probe
+            self.probe = Probe(self)
+            self.probe.install(nodes, edges, PipeOut)
         self.state = "deployed"
         if session not in self.subscribers:
             self.subscribers.append(session)
@@ -431,6 +447,8 @@ class Runtime:
                             n.start()
                     elif isinstance(n, group):
                         n.start()
+            if self.probe is not None:
+                self.probe.start()
             self.state = "running"
         session.conn.send({"started": {"pipeline": self.pipeline, "epoch": self.epoch}})
 
@@ -525,6 +543,8 @@ class Runtime:
             return None
         for s in self.sources:
             s.close()
+        if self.probe is not None:
+            self.probe.stop()
         for i in self.order:
             try:
                 self.nodes[i].flush()

@@ -15,9 +15,14 @@
 # again on every new connection. What overflows the buffer is counted ("dropped" at the sender,
 # "lost" at the receiver, exactly the gap) and logged, never lost silently.
 # Control objects on a pipe that a side does not know are ignored (newer peers may send more).
+#
+# Metrics travel out of band the same way (runtime/probe.py, docs/observability.md):
+#   {"ts": [[k, device, tick_us], ...]}   just before an array: its k-th value was read by
+#                                         `device` at its tick_us (sampled values only)
+#   {"rtt": tick_us}                      a round-trip probe: the pipe_in sends it straight back
 import os
 
-from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.compat import MICROPYTHON, ticks_diff, ticks_us
 from sensormesh.device.runtime.replay import Receiver, Sender
 from sensormesh.device.steps import Outlet, nowhere
 
@@ -31,6 +36,8 @@ RETRY_MS = (100, 200, 500, 1000, 2000)
 # unacknowledged one: one small message per many values, and the sender's buffer stays short.
 ACK_EVERY = 64 if MICROPYTHON else 1024
 ACK_MS = 50
+# Origin stamps a pipe keeps for values not sent yet (sampled: about 10 a second per source).
+MAX_STAMPS = 32
 
 
 def new_run():
@@ -96,9 +103,52 @@ class PipeOut:
         self.connects = 0
         self.logged_drops = 0
         self.last_error = None
+        self.stamps = []       # [seq, device, tick_us] of sampled values not sent yet (probe.py)
+        self.frames = 0        # arrays sent
+        self.bytes_prev = 0    # bytes sent on earlier connections
+        self.rtt_us = None
 
     def inlet(self, port):
         return self.push
+
+    # -- metrics (out of band, runtime/probe.py) ---------------------------------------------
+    def stamp(self, origin):
+        """The value pushed next was read at origin [device, tick_us]: the receiver is told just
+        before the array that carries it."""
+        if len(self.stamps) < MAX_STAMPS:
+            self.stamps.append([self.tx.next_seq(), origin[0], origin[1]])
+
+    def _stamps_for(self, first, n):
+        """{"ts": ...} for the values first..first+n-1 about to leave, or None."""
+        out = None
+        keep = []
+        for st in self.stamps:
+            k = st[0] - first
+            if 0 <= k < n:
+                if out is None:
+                    out = []
+                out.append([k, st[1], st[2]])
+            elif k >= n:
+                keep.append(st)
+        self.stamps = keep
+        return None if out is None else {"ts": out}
+
+    def probe_rtt(self):
+        conn = self.conn
+        if conn is not None and not conn.connecting and not conn.closed:
+            conn.send({"rtt": ticks_us()})
+
+    def _retire(self, conn):
+        if conn is not None:
+            self.bytes_prev += conn.bytes_out
+
+    def pipe_metrics(self):
+        c = self.conn
+        out = self.tx.once - self.first
+        return {"dir": "out", "peer": self.peer or self.to, "values": out if out > 0 else 0, "frames": self.frames,
+                "bytes": self.bytes_prev + (c.bytes_out if c is not None else 0),
+                "reconnects": self.connects - 1 if self.connects > 1 else 0,
+                "queue": self.tx.unsent(), "rtt_us": self.rtt_us}
 
     # -- values -------------------------------------------------------------------------
     def push(self, value, port=0):
@@ -142,7 +192,12 @@ class PipeOut:
                 return
             if first < high:
                 self.resent += (high if high < tx.sent else tx.sent) - first
+            if self.stamps:
+                ts = self._stamps_for(first, len(vals))
+                if ts is not None:
+                    conn.send(ts)
             conn.send(vals)
+            self.frames += 1
 
     def _on_frame_timer(self):
         self.timer = None
@@ -206,6 +261,7 @@ class PipeOut:
 
     def attach(self, conn, body=None):
         """A pipe_in dialed us and pulled this edge: its connection becomes ours."""
+        self._retire(self.conn)
         if self.conn is not None and not self.conn.closed:
             self.conn.close("replaced by a new pull")
         self.conn = conn
@@ -245,6 +301,10 @@ class PipeOut:
                 tx.skip_to(e[0], e[1])
                 if tx.sent != was:
                     conn.send({"seq": tx.announce()})   # the next array starts further on
+        elif "rtt" in msg:
+            t = msg["rtt"]
+            if type(t) is int:
+                self.rtt_us = ticks_diff(ticks_us(), t)
         elif "error" in msg:
             err = msg["error"]
             self.last_error = err.get("message") if type(err) is dict else str(err)
@@ -257,6 +317,8 @@ class PipeOut:
     def on_close(self, conn, reason):
         if conn is not self.conn and self.conn is not None:
             return
+        if conn is self.conn:
+            self._retire(conn)
         self.conn = None
         self.dialing = None
         if not self.running:
@@ -320,6 +382,9 @@ class PipeIn(Outlet):
         self.n_in = 0
         self.frames = 0
         self.last_error = None
+        self.ts_next = None    # origin stamps of the next array (probe.py)
+        self.connects = 0
+        self.bytes_prev = 0
 
     def take_over(self, rx):
         """The previous deployment's receiver of this edge: keep what it knows (its checkpoints
@@ -341,9 +406,14 @@ class PipeIn(Outlet):
         if rx.run is not None:
             hs["expect"] = [rx.expect, rx.run]
         rx.acked = None   # say again on this connection how far we are
+        self._retire(self.conn)
+        self.connects += 1
         self.conn = self.rt.device.dial(self.frm, self, self.peer, {"pull": hs})
 
     def attach(self, conn, body=None):
+        if conn is not self.conn:
+            self._retire(self.conn)
+            self.connects += 1
         self.conn = conn
         rx = self.rx
         rx.acked = None
@@ -381,9 +451,51 @@ class PipeIn(Outlet):
             err = msg["error"]
             self.last_error = err.get("message") if type(err) is dict else str(err)
             self.rt.log("pipe %s: peer says %s" % (self.edge, self.last_error))
+        else:
+            self._metrics_message(conn, msg)
+
+    # -- metrics (out of band, runtime/probe.py) ---------------------------------------------
+    def _metrics_message(self, conn, msg):
+        if "rtt" in msg:
+            conn.send(msg)           # the sender measures the round trip
+        elif "ts" in msg:
+            ts = msg["ts"]
+            if type(ts) is list and len(ts) <= MAX_STAMPS and self.rt.probe is not None:
+                self.ts_next = ts
+
+    def _stamped(self, stamps, start, emit):
+        """An emit for the next array that processes its stamped values sampled, with their origin."""
+        marks = {}
+        for m in stamps:
+            if type(m) is list and len(m) == 3 and type(m[0]) is int:
+                marks[m[0]] = [m[1], m[2]]
+        probe = self.rt.probe
+        at = [start]
+
+        def stamped(value):
+            i = at[0]
+            at[0] = i + 1
+            o = marks.get(i)
+            if o is None or probe is None:
+                emit(value)
+            else:
+                probe.run(self, value, o)
+        return stamped
+
+    def _retire(self, conn):
+        if conn is not None:
+            self.bytes_prev += conn.bytes_in
+
+    def pipe_metrics(self):
+        c = self.conn
+        return {"dir": "in", "peer": self.peer or self.frm, "values": self.n_in, "frames": self.frames,
+                "bytes": self.bytes_prev + (c.bytes_in if c is not None else 0),
+                "reconnects": self.connects - 1 if self.connects > 1 else 0, "queue": 0, "rtt_us": None}
 
     def _values(self, msg):
         self.frames += 1
+        stamps = self.ts_next
+        self.ts_next = None
         rx = self.rx
         n = len(msg)
         skip, gap = rx.arrive(n)
@@ -394,7 +506,7 @@ class PipeIn(Outlet):
             return
         self.n_in += n - skip
         rt = self.rt
-        emit = self.emit
+        emit = self.emit if stamps is None else self._stamped(stamps, skip, self.emit)
         if not rt.holders:
             # no step of this device holds values back: the frame's end is a checkpoint
             if skip:
@@ -461,6 +573,7 @@ class PipeIn(Outlet):
     def on_close(self, conn, reason):
         if conn is not self.conn:
             return
+        self._retire(conn)
         self.conn = None
         if self.running and self.frm:
             delay = RETRY_MS[self.retries if self.retries < len(RETRY_MS) else -1]

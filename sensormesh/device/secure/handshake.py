@@ -35,7 +35,7 @@ CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked",
 PERMISSIONS = {
     "controller": None,
     "device": ("pipe", "pull", "info", "ping"),
-    "reader": ("data-request", "info", "ping", "status"),
+    "reader": ("data-request", "info", "ping", "status", "metrics", "clock"),
 }
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"

@@ -1,0 +1,104 @@
+# The device's answer to {"metrics": {}} and {"clock": {...}} (docs/observability.md).
+#
+# Everything here is read when the controller asks, so it costs nothing between polls: the
+# counters it reports are kept by the loop (time waiting in poll), the steps and pipes (values,
+# frames, bytes) and the runtime's probe (sampled step times, latency samples). All counters are
+# monotonic; the latency samples are a bounded list handed out (and emptied) by each poll.
+import gc
+import time
+
+from sensormesh.device.compat import MICROPYTHON, implementation, ticks_add, ticks_us
+
+# The tick clock's period: ticks_us wraps there (2**30 on a 32-bit board); 0 = never wraps.
+TICK_PERIOD = ticks_add(0, -1) + 1 if MICROPYTHON else 0
+
+
+def clock(body):
+    """{"clock": {"t0": X}} -> the device's tick now; X comes back as it was sent."""
+    return {"clock": {"t0": body.get("t0") if type(body) is dict else None, "tick_us": ticks_us(),
+                      "period": TICK_PERIOD}}
+
+
+def report(device):
+    """The metrics message M of this device (its format: docs/observability.md)."""
+    loop = device.loop
+    wall = loop.now() * 1000
+    idle = loop.idle_total_us()
+    m = {"device": device.name, "interp": implementation(), "tick_us": ticks_us(), "tick_period": TICK_PERIOD,
+         "enabled": getattr(device, "metrics", True),
+         "loop": {"busy_us": wall - idle if wall > idle else 0, "wall_us": wall}, "mem": memory(device)}
+    steps = {}
+    pipes = {}
+    rt = device.runtime
+    latency = []
+    dropped = 0
+    if rt is not None:
+        probe = rt.probe
+        for sid in rt.order:
+            node = rt.nodes[sid]
+            try:
+                st = node.stats()
+            except Exception:
+                st = {}
+            s = {"in": st.get("in", 0), "out": st.get("out", 0)}
+            t = probe.step_times(sid) if probe is not None else None
+            if t is not None:
+                s["time_us"] = t[0]
+                s["timed"] = t[1]
+            steps[sid] = s
+            pm = getattr(node, "pipe_metrics", None)
+            if pm is not None:
+                pipes[node.edge] = pm()
+        if probe is not None:
+            latency = probe.drain_latency()
+            dropped = probe.latency_dropped
+            m["latency_waiting"] = len(probe.latency)
+        m["pipeline"] = rt.pipeline
+        m["epoch"] = rt.epoch
+    m["steps"] = steps
+    m["pipes"] = pipes
+    m["latency"] = latency
+    m["latency_dropped"] = dropped
+    return m
+
+
+def memory(device):
+    if MICROPYTHON:
+        return {"heap_free": gc.mem_free(), "heap_alloc": gc.mem_alloc(), "heap_largest": largest_block(device)}
+    out = {"cpu_s": time.process_time()}
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        import os
+        out["rss"] = pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        import resource    # not Linux: the peak instead
+        out["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return out
+
+
+# The largest free heap block (MicroPython): found by allocating. micropython.mem_info() knows
+# it but only prints it. The search starts from the last answer, so a steady heap takes two or
+# three allocations: one that fits and one 1/8 larger that does not (a failed allocation runs one
+# garbage collection, which also frees the block that fitted).
+def largest_block(device, tries=8):
+    free = gc.mem_free()
+    guess = getattr(device, "_largest", 0) or free // 2
+    lo = 0                # fits
+    hi = free + 16        # does not fit
+    n = guess
+    for _ in range(tries):
+        if n <= lo or n >= hi:
+            n = (lo + hi) // 2
+        try:
+            b = bytearray(n)
+            b = None
+            lo = n
+            n = n + (n >> 3) + 16
+        except MemoryError:
+            hi = n
+            n = lo + (hi - lo) // 2
+        if hi - lo <= (lo >> 3) + 16:
+            break
+    device._largest = lo
+    return lo

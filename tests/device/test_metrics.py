@@ -1,0 +1,157 @@
+# Device metrics on both interpreters: the {"metrics"} and {"clock"} replies, sampled step times,
+# pipe counters and round trips, and origin stamps that reach a sink on another device.
+from sensormesh.device import transport
+from sensormesh.device.compat import MICROPYTHON, ticks_diff, ticks_us
+from sensormesh.device.core import Device
+from sensormesh.device.runtime import probe
+
+from loopkit import Collector, listen
+
+BUSY_US = 2000
+# busy(x) waits BUSY_US and keeps how long each call really took (a loaded machine preempts it)
+CODE = {"user": "import time\n"
+                "took = []\n"
+                "def busy(x):\n"
+                "    t0 = time.ticks_us() if hasattr(time, 'ticks_us') else time.monotonic_ns() // 1000\n"
+                "    while True:\n"
+                "        t = time.ticks_us() if hasattr(time, 'ticks_us') else time.monotonic_ns() // 1000\n"
+                "        d = time.ticks_diff(t, t0) if hasattr(time, 'ticks_diff') else t - t0\n"
+                "        if d >= %d:\n"
+                "            took.append(d)\n"
+                "            return x\n"
+                "def double(x):\n"
+                "    return x * 2\n" % BUSY_US}
+
+
+def control(loop, addr):
+    c = Collector()
+    conn = transport.dial(loop, addr, c)
+    conn.send({"hello": {}})
+    return c, conn
+
+
+def ask(loop, c, conn, msg, key):
+    n = len(c.replies(key))
+    conn.send(msg)
+    assert loop.run_until(lambda: len(c.replies(key)) > n, 5000), c.messages[-3:]
+    return c.replies(key)[-1]
+
+
+def pipeline(loop, count, rate=100):
+    a = Device("a", ["counter@0"], loop=loop)
+    b = Device("b", [], loop=loop)
+    aaddr, baddr = listen(a), listen(b)
+    asg_b = {"pipeline": "p", "epoch": 1, "code": CODE, "steps": [
+        {"id": "in", "type": "pipe_in", "params": {"edge": "e1"}},
+        {"id": "busy", "type": "map", "params": {"fn": "user:busy"}, "inputs": ["in"]},
+        {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["busy"]}]}
+    asg_a = {"pipeline": "p", "epoch": 1, "code": CODE, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "count": count, "rate": rate}},
+        {"id": "m", "type": "map", "params": {"fn": "user:double"}, "inputs": ["s"]},
+        {"id": "o", "type": "pipe_out", "params": {"edge": "e1", "to": baddr, "time-frame": 0, "peer": "b"},
+         "inputs": ["m"]}]}
+    cb, connb = control(loop, baddr)
+    ca, conna = control(loop, aaddr)
+    ask(loop, cb, connb, {"deploy": {"assignment": asg_b}}, "deployed")
+    ask(loop, ca, conna, {"deploy": {"assignment": asg_a}}, "deployed")
+    ask(loop, cb, connb, {"start": {}}, "started")
+    ask(loop, ca, conna, {"start": {}}, "started")
+    return a, b, (ca, conna), (cb, connb)
+
+
+def delivered(c):
+    n = 0
+    for d in c.replies("deliver"):
+        n += len(d["values"])
+    return n
+
+
+def test_clock_reply_is_the_tick_clock_and_echoes_t0():
+    loop = transport.Loop()
+    d = Device("c", [], loop=loop)
+    c, conn = control(loop, listen(d))
+    before = ticks_us()
+    r = ask(loop, c, conn, {"clock": {"t0": 12345}}, "clock")
+    after = ticks_us()
+    assert r["t0"] == 12345
+    assert ticks_diff(r["tick_us"], before) >= 0 and ticks_diff(after, r["tick_us"]) >= 0, (before, r, after)
+    assert r["period"] == (0 if not MICROPYTHON else time_period())
+    d.close()
+
+
+def time_period():
+    import time
+    return time.ticks_add(0, -1) + 1
+
+
+def test_every_metric_present_and_latency_crosses_the_pipe():
+    loop = transport.Loop()
+    old = probe.RTT_EVERY, probe.SAMPLE_MS
+    probe.RTT_EVERY, probe.SAMPLE_MS = 5, 2      # sample every value (one each 10 ms), probe round trips
+    try:
+        a, b, (ca, conna), (cb, connb) = pipeline(loop, 60)
+        assert loop.run_until(lambda: delivered(cb) >= 60, 20000), delivered(cb)
+        ma = ask(loop, ca, conna, {"metrics": {}}, "metrics")
+        mb = ask(loop, cb, connb, {"metrics": {}}, "metrics")
+    finally:
+        probe.RTT_EVERY, probe.SAMPLE_MS = old
+    for m, name in ((ma, "a"), (mb, "b")):
+        assert m["device"] == name
+        assert m["interp"] == ("micropython" if MICROPYTHON else "cpython")
+        assert type(m["tick_us"]) is int
+        assert 0 <= m["loop"]["busy_us"] <= m["loop"]["wall_us"] and m["loop"]["wall_us"] > 0
+        if MICROPYTHON:
+            mem = m["mem"]
+            assert mem["heap_free"] > 0 and mem["heap_alloc"] > 0
+            assert 0 < mem["heap_largest"] <= mem["heap_free"], mem
+        else:
+            assert m["mem"]["rss"] > 1000000 and m["mem"]["cpu_s"] > 0
+        assert type(m["latency"]) is list and m["latency_dropped"] == 0
+    sa, sb = ma["steps"], mb["steps"]
+    assert sa["s"]["out"] == 60 and sa["m"]["in"] == 60 and sa["m"]["out"] == 60 and sa["o"]["in"] == 60
+    assert sa["m"]["timed"] > 0 and sa["m"]["time_us"] >= 0
+    assert sb["in"]["out"] == 60 and sb["busy"]["in"] == 60 and sb["k"]["in"] == 60
+    # the busy map: its own time per value is the time it busy-waited (not the callback's below it)
+    took = b.runtime.resolve("user:took")
+    assert len(took) == 60 and min(took) >= BUSY_US
+    truth = sum(took) / len(took)
+    assert sb["busy"]["timed"] >= 40, sb["busy"]
+    per = sb["busy"]["time_us"] / sb["busy"]["timed"]
+    assert truth * 0.8 <= per <= truth * 1.2, (per, truth, sb["busy"])
+    # the loop of b was busy at least for the busy-waits
+    assert mb["loop"]["busy_us"] >= 60 * BUSY_US * 0.9, mb["loop"]
+    po, pi = ma["pipes"]["e1"], mb["pipes"]["e1"]
+    assert po["dir"] == "out" and po["peer"] == "b" and po["values"] == 60 and po["frames"] == 60
+    assert po["bytes"] > 60 * 4 and po["reconnects"] == 0 and po["queue"] == 0
+    assert type(po["rtt_us"]) is int and 0 < po["rtt_us"] < 1000000, po
+    assert pi["dir"] == "in" and pi["values"] == 60 and pi["frames"] == 60 and pi["bytes"] >= po["bytes"] - 200
+    # latency samples at b's sink, stamped at a's source read
+    lat = mb["latency"]
+    assert lat, mb
+    for sink, origin, t0, t1 in lat:
+        assert sink == "k" and origin == "a"
+        d = ticks_diff(t1, t0)
+        assert BUSY_US <= d < 1000000, (d, lat)   # read -> sink includes the busy map
+    assert ma["latency"] == []
+    again = ask(loop, cb, connb, {"metrics": {}}, "metrics")
+    assert again["latency"] == [] or again["latency"][0] != lat[0]     # drained by the poll
+    a.close()
+    b.close()
+
+
+def test_metrics_off_no_sampling_counters_still_count():
+    loop = transport.Loop()
+    a = Device("a", ["counter@0"], loop=loop)
+    a.set_metrics(False)
+    c, conn = control(loop, listen(a))
+    asg = {"pipeline": "p", "epoch": 1, "code": CODE, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "count": 30, "rate": 300}},
+        {"id": "m", "type": "map", "params": {"fn": "user:double"}, "inputs": ["s"]},
+        {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["m"]}]}
+    ask(loop, c, conn, {"deploy": {"assignment": asg}}, "deployed")
+    ask(loop, c, conn, {"start": {}}, "started")
+    assert loop.run_until(lambda: delivered(c) >= 30, 10000)
+    m = ask(loop, c, conn, {"metrics": {}}, "metrics")
+    assert m["enabled"] is False and m["steps"]["m"]["in"] == 30 and "time_us" not in m["steps"]["m"]
+    assert m["latency"] == [] and m["loop"]["busy_us"] == m["loop"]["wall_us"]
+    a.close()
