@@ -115,7 +115,7 @@ def test_every_metric_present_and_latency_crosses_the_pipe():
     took = b.runtime.resolve("user:took")
     assert len(took) == 60 and min(took) >= BUSY_US
     truth = sum(took) / len(took)
-    assert sb["busy"]["timed"] >= 40, sb["busy"]
+    assert sb["busy"]["timed"] >= 20, sb["busy"]     # each value the source reads on time is sampled
     per = sb["busy"]["time_us"] / sb["busy"]["timed"]
     assert truth * 0.8 <= per <= truth * 1.2, (per, truth, sb["busy"])
     # the loop of b was busy at least for the busy-waits
