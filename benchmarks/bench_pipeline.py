@@ -11,6 +11,9 @@
 # the monotonic microsecond clock all processes share, so the figure is sensor read to sink.
 # Baseline, measured in the same run: the same chain as a local chain on one device, so the
 # ratio says what going through three processes and two network pipes costs.
+# Metrics overhead (docs/observability.md): the 3-device throughput with the devices' metrics off
+# (--no-metrics) and on with the controller polling every device each second, as under
+# `sensormesh up`; runs alternated, best of 3 each (`--metrics` runs only this part).
 import os
 import shutil
 import sys
@@ -62,9 +65,10 @@ def build(name, placement, interp_a="cpython", kind="throughput", n=0, batch=10)
 
 
 class Run:
-    def __init__(self, p, tcp=False):
+    def __init__(self, p, tcp=False, metrics=True):
         self.model = p.model()
-        self.cluster = LocalCluster(self.model)
+        config = {} if metrics else {d: {"metrics": False} for d in self.model.devices}
+        self.cluster = LocalCluster(self.model, config=config)
         self.tcp = tcp
 
     def __enter__(self):
@@ -79,11 +83,14 @@ class Run:
         self.cluster.stop()
 
 
-def throughput(label, placement, n, interp_a="cpython", tcp=False):
+def throughput(label, placement, n, interp_a="cpython", tcp=False, metrics=True, poll=False):
     p = build("tp", placement, interp_a, "throughput", n)
-    with Run(p, tcp) as r:
+    with Run(p, tcp, metrics) as r:
         got = []
         _, _, dep = runner.deploy(r.model, "optimal", local=r.cluster.addresses)
+        if poll:
+            from sensormesh.controller.metrics_poll import MetricsPoller
+            MetricsPoller(dep, every=1.0).start()
         t0 = time.perf_counter()
         try:
             dep.watch(lambda dev, step, vals: got.extend(vals), lambda: len(got) >= n // WINDOW, timeout=120)
@@ -113,8 +120,31 @@ def latencies(label, placement, count, interp_a="cpython", tcp=False):
     return (label, pick(0.5), pick(0.99))
 
 
+def metrics_overhead(n):
+    three = ("a", "b", "c")
+    best = {False: None, True: None}
+    for _ in range(3):
+        for on in (False, True):
+            label, v, _ = throughput("", three, n, metrics=on, poll=on)
+            if isinstance(v, str):
+                print("metrics %s: %s" % ("on" if on else "off", v))
+                continue
+            if best[on] is None or v > best[on]:
+                best[on] = v
+    print("metrics overhead: 3 CPython devices, Unix sockets, %d values, runs alternated, best of 3" % n)
+    print("| metrics | values/s | on/off |")
+    print("|---|---:|---:|")
+    if best[False] and best[True]:
+        print("| off (--no-metrics) | %s | 1.00 |" % format(int(best[False]), ","))
+        print("| on, controller polling every 1 s | %s | %.3f |" % (format(int(best[True]), ","), best[True] / best[False]))
+
+
 def main():
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 2_000_000
+    if "--metrics" in sys.argv:
+        metrics_overhead(n)
+        return
     have_mp = shutil.which("micropython") is not None
     one = ("a", "a", "a")
     three = ("a", "b", "c")
@@ -147,6 +177,8 @@ def main():
             print("| %s | %s | | |" % (label, p99))
         else:
             print("| %s | %.3f | %.3f | %.1f |" % (label, p50, p99, p99 / lrows[0][2] if lrows[0][2] else 0))
+    print()
+    metrics_overhead(n)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@
 # (v * 0.5 + 1.0). The baseline is a plain Python loop doing the same arithmetic inline,
 # measured in the same run; the ratio says what the step machinery costs on top of the work.
 # Prints one table; best of 3 runs per row.
+# Then the metrics overhead (docs/observability.md): the same kind of chain deployed on a device
+# runtime in this process (source counter as fast as read -> map -> window(100, mean) -> callback),
+# its metrics on (sampled step times and origins, loop busy time) vs off, runs alternated, best
+# of 5 each; the ratio on/off is the overhead (target: at most 5% slower).
 import gc
 import sys
 
@@ -104,6 +108,66 @@ def best(fn, *args):
     return max(t, 1), count
 
 
+class _Conn:
+    closed = False
+
+    def __init__(self):
+        self.sent = 0
+
+    def send(self, msg):
+        self.sent += 1
+
+
+class _Session:
+    def __init__(self):
+        self.conn = _Conn()
+
+
+def run_runtime(n, metrics):
+    """Values/s of a deployed source -> map -> window -> callback chain on a device runtime."""
+    from sensormesh.device.core import Device
+    dev = Device("bench", ["counter@0"])
+    dev.set_metrics(metrics)
+    s = _Session()
+    asg = {"pipeline": "bench", "epoch": 1, "code": {"user": USER}, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "rate": 0, "count": n}},
+        {"id": "m", "type": "map", "params": {"fn": "user:scale"}, "inputs": ["s"]},
+        {"id": "w", "type": "window", "params": {"values": 100, "agg": "mean"}, "inputs": ["m"]},
+        {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["w"]}]}
+    dev.runtime_handler("deploy")(s, {"assignment": asg})
+    rt = dev.runtime
+    src = rt.sources[0]
+    gc.collect()
+    t0 = ticks_us()
+    rt.on_start(s, {})
+    dev.loop.run_until(lambda: src.n_out >= n, 600000)
+    us = ticks_diff(ticks_us(), t0)
+    timed = rt.probe.times["m"][1] if rt.probe is not None else 0
+    dev.close()
+    return us, src.n_out, timed
+
+
+def metrics_overhead(n):
+    best_on = best_off = None
+    timed = 0
+    for _ in range(5):
+        for on in (False, True):
+            us, got, t = run_runtime(n, on)
+            if on:
+                timed = t
+                best_on = us if best_on is None or us < best_on else best_on
+            else:
+                best_off = us if best_off is None or us < best_off else best_off
+    r_off = n * 1000000 // best_off
+    r_on = n * 1000000 // best_on
+    print()
+    print("metrics overhead, device runtime: source(counter, rate 0) -> map -> window(100, mean) -> callback,")
+    print("%d values per run, runs alternated, best of 5" % n)
+    print("%-52s %12s %9s" % ("metrics", "values/s", "on/off"))
+    print("%-52s %12d %9s" % ("off (--no-metrics)", r_off, "1.00"))
+    print("%-52s %12d %8.3fx" % ("on (sampled every 100 ms; %d values of map timed)" % timed, r_on, r_on / r_off))
+
+
 def main(argv):
     n = int(argv[0]) if argv else (30000 if MICROPYTHON else 300000)
     print("sensormesh step chains, %s %s, %d values per run, best of 3"
@@ -135,6 +199,7 @@ def main(argv):
         print("heap held by one map -> window -> callback chain: %d bytes"
               % (gc.mem_alloc() - before))
         del keep
+    metrics_overhead(n * 3)
 
 
 main(sys.argv[1:])
