@@ -179,8 +179,11 @@ class Probe:
         self.timer = rt.loop.call_later(SAMPLE_MS, self._tick)
 
     def source_sample(self, source, value):
-        """A source's one-shot sampling emit: this value's origin is now, on this device."""
-        self.oneshot.pop(source.id, None)
+        """A source's one-shot sampling emit: this value's origin is now, on this device. A
+        free-running source keeps its emit for a whole burst: the burst's later values pass."""
+        if self.oneshot.pop(source.id, None) is None:
+            self.direct[source.id](value)
+            return
         source.emit = self.direct[source.id]
         self.run(source, value, [self.rt.device.name, ticks_us()])
 
