@@ -90,7 +90,8 @@ def _heap_option(value):
 @click.option("--network-mode", type=click.Choice(["auto", "loopback", "namespaces"]), default="auto",
               show_default=True,
               help="Where the emulated network runs: Linux network namespaces (root), loopback, or "
-                   "namespaces when possible.")
+                   "namespaces when possible. loopback or namespaces without --network: the file's "
+                   "network without conditions.")
 @click.option("--no-metrics", is_flag=True,
               help="Run the local devices with their metrics off: no step times, latency or loop load (counts still count).")
 @_timeout

@@ -174,7 +174,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     network: `--network` specs ("boards:delay=20ms,loss=1%", "a->b:rate=1mbit"): the local
     devices then run in an emulated network laid out from the file's `network:` section, every
     connection over a shaped domain or link through a shaping relay (sensormesh/netlab/).
-    network_mode: "auto" (namespaces as root, else loopback), "loopback" or "namespaces".
+    network_mode: "auto" (namespaces as root, else loopback), "loopback" or "namespaces"; a
+    mode other than "auto" without specs runs the layout without conditions (a baseline).
     Everything it creates is removed on return, and by the next run after a crash.
 
     observe: an observe.run.Observation to feed while watching (metrics, sink values, events).
@@ -184,10 +185,10 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     import contextlib
     from sensormesh.controller.local import LocalCluster
     emulation = None
-    if network:
+    if network or network_mode != "auto":     # a mode alone: the layout without conditions
         from sensormesh.netlab.emulation import Emulation, EmulationError
         try:
-            emulation = Emulation(model, network, mode=network_mode, on_event=on_event)
+            emulation = Emulation(model, network or (), mode=network_mode, on_event=on_event)
         except EmulationError as e:
             raise PipelineError(str(e)) from None
     on_event = on_event or (lambda text: None)

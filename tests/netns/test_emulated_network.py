@@ -82,7 +82,9 @@ def test_layout_follows_the_file_and_links_are_one_way(tmp_path, monkeypatch):
 def test_round_trip_between_two_devices_in_namespaces(tmp_path, monkeypatch):
     netlab.require()
     monkeypatch.chdir(tmp_path)
-    base, _, _ = measure_rtt(tmp_path, ["lan:rate=1gbit"], "namespaces")
+    base, events, seen = measure_rtt(tmp_path, [], "namespaces")     # the layout, no conditions
+    assert "emulated network (namespaces): no conditions" in events
+    assert len(seen["namespaces"]) == 4 and not seen["processes"][2:]  # no relay: 2 devices
     rtts, events, seen = measure_rtt(tmp_path, ["lan:delay=50ms"], "namespaces", insecure=False)
     assert "emulated network (namespaces): lan delay=50ms" in events
     assert len(seen["namespaces"]) == 4           # a, b, controller, switch
