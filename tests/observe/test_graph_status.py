@@ -1,0 +1,61 @@
+"""The placement graph (Graphviz) and snapshots made from plain status replies."""
+import html
+import os
+
+from sensormesh.controller.observe.fromstatus import StatusPoller, hop_peers, metrics_from_status
+from sensormesh.controller.observe.graph import render_svg, to_dot
+from sensormesh.controller.observe.run import placement_info
+from sensormesh.controller.observe.store import Store
+from sensormesh.controller.pipeline_file import load_model
+
+from procs import ROOT
+
+TWO_DOMAINS = os.path.join(ROOT, "examples", "pipelines", "two_domains.yaml")
+
+
+def test_graph_puts_steps_in_their_devices_and_relays_on_the_route():
+    model = load_model(TWO_DOMAINS)
+    pl = model.place("optimal")
+    info = placement_info(model, pl)
+    relayed = [p for p in info["pipes"] if len(p["route"]) > 2]
+    assert relayed, "the example routes a pipe through a gateway"
+    dot = to_dot(info)
+    for p in relayed:
+        for d in p["route"][1:-1]:
+            assert '"relay:%s:%s"' % (d, p["edge"]) in dot
+    svg = html.unescape(render_svg(info))
+    assert svg.startswith("<svg")
+    for dev in model.devices:
+        assert 'id="device:%s"' % dev in svg
+    for sid in model.steps:
+        assert 'id="step:%s"' % sid in svg
+    for p in info["pipes"]:
+        assert 'id="pipe:%s"' % p["edge"] in svg
+
+
+def test_snapshots_from_status_replies_name_pipes_and_peers():
+    model = load_model(TWO_DOMAINS)
+    pl = model.place("optimal")
+    p = next(p for p in pl.pipes if len(p.route) > 2)
+    hop1 = "%s@1" % p.edge
+    assert hop_peers(pl)[hop1] == (p.route[0], p.route[1])
+    st = {"name": p.src, "mem_free": 50_000, "assignment": {"steps": {
+        p.producer: {"in": 10, "out": 5}, "out:" + hop1: {"in": 5, "out": 4, "pending": 1, "unshipped": 0,
+                                                          "connects": 2}}}}
+    m = metrics_from_status(p.src, st, "micropython", hop_peers(pl))
+    assert m["steps"] == {p.producer: {"in": 10, "out": 5}}
+    assert m["pipes"][hop1] == {"dir": "out", "peer": p.route[1], "values": 4, "reconnects": 1, "queue": 1}
+    assert m["mem"] == {"heap_free": 50_000}
+
+    class Sup:
+        placement = pl
+        last_status = {p.src: st}
+    store = Store()
+    poller = StatusPoller(Sup(), clock=iter([1.0, 2.0]).__next__)
+    poller.subscribe(store.feed)
+    poller.poll()
+    poller.poll()                       # the same reply again: no second snapshot
+    assert store.prev[("pipe", p.src, hop1, "values")] == (1.0, 4)
+    Sup.last_status = {p.src: dict(st, assignment={"steps": {"out:" + hop1: {"out": 14}}})}
+    poller.poll()
+    assert store.view()["pipes"][0]["values_per_s"] == 10.0
