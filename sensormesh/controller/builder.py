@@ -251,6 +251,49 @@ class Stream:
         """Only values that differ from the last one emitted (numbers: by more than tolerance)."""
         return self._then("changes", [], dict(tolerance=tolerance), id, on, requires, hints)
 
+    # -- filters -------------------------------------------------------------------------
+    def ema(self, alpha, id=None, on=None, requires=None, **hints):
+        """Exponential moving average: s = alpha * x + (1 - alpha) * s."""
+        return self._then("ema", [], dict(alpha=alpha), id, on, requires, hints)
+
+    def delta(self, delta=None, percent=None, id=None, on=None, requires=None, **hints):
+        """Only numbers that moved by at least `delta` (or `percent` %) from the last one passed."""
+        params = {k: v for k, v in (("delta", delta), ("percent", percent)) if v is not None}
+        return self._then("delta", [], params, id, on, requires, hints)
+
+    def calibrate(self, points, id=None, on=None, requires=None, **hints):
+        """Linear calibration through [[raw, true], ...] point pairs (least squares)."""
+        return self._then("calibrate", [], dict(points=[list(p) for p in points]), id, on, requires, hints)
+
+    def clamp(self, min=None, max=None, mode="clamp", id=None, on=None, requires=None, **hints):
+        """Limit numbers to [min, max]; mode="drop" leaves out-of-range values out."""
+        params = {k: v for k, v in (("min", min), ("max", max)) if v is not None}
+        params["mode"] = mode
+        return self._then("clamp", [], params, id, on, requires, hints)
+
+    def median(self, size, slide=1, id=None, on=None, requires=None, **hints):
+        """The median of the last `size` numbers, every `slide` numbers."""
+        return self._then("median", [], dict(size=size, slide=slide), id, on, requires, hints)
+
+    def quantile(self, q, size, slide=1, id=None, on=None, requires=None, **hints):
+        """The q-quantile (0..1) of the last `size` numbers, every `slide` numbers."""
+        return self._then("quantile", [], dict(q=q, size=size, slide=slide), id, on, requires, hints)
+
+    def heartbeat(self, interval, id=None, on=None, requires=None, **hints):
+        """Pass every value; re-emit the last one every `interval` ms while nothing new came."""
+        return self._then("heartbeat", [], dict(interval=interval), id, on, requires, hints)
+
+    def debounce(self, time, id=None, on=None, requires=None, **hints):
+        """Emit a value once it has held for `time` ms and differs from the last one emitted."""
+        return self._then("debounce", [], dict(time=time), id, on, requires, hints)
+
+    def timeout(self, time, marker=None, id=None, on=None, requires=None, **hints):
+        """Pass every value; emit `marker` once when no value came for `time` ms."""
+        params = dict(time=time)
+        if marker is not None:
+            params["marker"] = marker
+        return self._then("timeout", [], params, id, on, requires, hints)
+
     def alarm(self, high=None, low=None, threshold=None, hysteresis=None, key=None, id=None, on=None,
               requires=None, **hints):
         """Alarm state changes: fixed `high`/`low`, or a `threshold` stream and `hysteresis`."""

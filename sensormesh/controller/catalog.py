@@ -162,6 +162,18 @@ class Param:
         elif k == "fn":
             if not isinstance(value, str) or not _FN_REF.match(value):
                 return "must name code as \"module:name\" or \"path/to/file.py:name\", not %s" % _show(value)
+        elif k == "points":
+            if not isinstance(value, list) or len(value) < 2 or not all(
+                    isinstance(pt, list) and len(pt) == 2 and all(
+                        _is_number(v) and math.isfinite(v) for v in pt) for pt in value):
+                return "must be two or more [raw, true] number pairs, not %s" % _show(value)
+            if len({pt[0] for pt in value}) < 2:
+                return "needs at least two different raw values to fit a line"
+        elif k == "json":
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                return "must be a JSON value (number, string, list, object, null), not %s" % _show(value)
         elif k == "columns":
             if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
                 return "must be a list of column names, not %s" % _show(value)
@@ -620,6 +632,119 @@ class AlarmStep(StepType):
 
 # -- joins ---------------------------------------------------------------------------------
 
+# -- filters (sensormesh/device/steps/filters.py) ------------------------------------------
+
+class EmaStep(StepType):
+    name = "ema"
+    cpu_per_value = 0.4
+    doc = "exponential moving average: s = alpha * x + (1 - alpha) * s"
+    params = (Param("alpha", "number", required=True, above=0, maximum=1,
+                    doc="weight of the newest value, in (0, 1]"),)
+
+
+class DeltaStep(StepType):
+    name = "delta"
+    cpu_per_value = 0.4
+    default_selectivity = 0.5
+    doc = "passes a number only when it moved by at least `delta` (or `percent` %) from the last one passed"
+    params = (
+        Param("delta", "number", minimum=0, doc="absolute change needed"),
+        Param("percent", "number", minimum=0, doc="relative change needed, in % of the last value passed"),
+    )
+
+    def check_rules(self, params, n_inputs):
+        if ("delta" in params) == ("percent" in params):
+            return [("delta", "give exactly one of delta (absolute) or percent (relative)")]
+        return []
+
+
+class CalibrateStep(StepType):
+    name = "calibrate"
+    cpu_per_value = 0.3
+    doc = "linear calibration: the least-squares line through [raw, true] points"
+    params = (Param("points", "points", required=True, doc="[[raw, true], ...], two or more"),)
+
+
+class ClampStep(StepType):
+    name = "clamp"
+    cpu_per_value = 0.3
+    doc = "limits numbers to [min, max]: moves them to the bound, or drops them (mode: drop)"
+    params = (
+        Param("min", "number", doc="lower bound"),
+        Param("max", "number", doc="upper bound"),
+        Param("mode", "choice", choices=("clamp", "drop"), default="clamp",
+              doc="clamp: move to the bound; drop: leave out"),
+    )
+
+    def check_rules(self, params, n_inputs):
+        if "min" not in params and "max" not in params:
+            return [("min", "clamp needs min, max or both")]
+        if "min" in params and "max" in params and params["min"] > params["max"]:
+            return [("min", "must be <= max (%s), not %s" % (params["max"], params["min"]))]
+        return []
+
+
+class QuantileStep(StepType):
+    name = "quantile"
+    doc = "the q-quantile of the last `size` numbers, every `slide` numbers"
+    params = (
+        Param("size", "int", required=True, above=0, doc="values in the window"),
+        Param("slide", "int", above=0, default=1, doc="values between emissions"),
+        Param("q", "number", required=True, minimum=0, maximum=1, doc="0.5 is the median"),
+    )
+
+    def flow(self, params, hints, ins, ctx=None):
+        f = ins[0]
+        return _apply_bytes_hint(Flow(f.rate / params.get("slide", 1), DEFAULT_VALUE_BYTES), hints)
+
+    def cost(self, params, hints, ins, out):
+        c = StepType.cost(self, params, hints, ins, out)
+        if "cpu" not in hints:
+            c.cpu += out.rate * 0.1 * params["size"]   # a sort of the window per emission
+        return c
+
+    def buffer_memory(self, params, ins, out):
+        return 2 * params["size"] * ram_bytes(DEFAULT_VALUE_BYTES)
+
+
+class MedianStep(QuantileStep):
+    name = "median"
+    doc = "the median of the last `size` numbers, every `slide` numbers"
+    params = (
+        Param("size", "int", required=True, above=0, doc="values in the window"),
+        Param("slide", "int", above=0, default=1, doc="values between emissions"),
+    )
+
+
+class HeartbeatStep(StepType):
+    name = "heartbeat"
+    cpu_per_value = 0.3
+    doc = "passes every value and re-emits the last one every `interval` ms while nothing new came"
+    params = (Param("interval", "int", required=True, above=0, doc="ms"),)
+
+    def flow(self, params, hints, ins, ctx=None):
+        f = ins[0]
+        return _apply_bytes_hint(Flow(max(f.rate, 1000.0 / params["interval"]), f.bytes, f.sample), hints)
+
+
+class DebounceStep(StepType):
+    name = "debounce"
+    cpu_per_value = 0.3
+    default_selectivity = 0.1
+    doc = "emits a value once it has held for `time` ms and differs from the last one emitted"
+    params = (Param("time", "int", required=True, above=0, doc="ms a value must hold"),)
+
+
+class TimeoutStep(StepType):
+    name = "timeout"
+    cpu_per_value = 0.3
+    doc = "passes every value; emits `marker` once when no value came for `time` ms"
+    params = (
+        Param("time", "int", required=True, above=0, doc="ms of silence"),
+        Param("marker", "json", doc="what to emit (default {\"timeout\": time})"),
+    )
+
+
 class ZipStep(StepType):
     name = "zip"
     min_inputs = max_inputs = 2
@@ -741,6 +866,8 @@ class PipeIn(StepType):
 CATALOG = {}
 for _cls in (Source, MapStep, FilterStep, FieldStep, WindowStep, SlidingStep, ZipStep,
              CombineLatestStep, MergeStep, ThrottleStep, ChangesStep, AlarmStep,
+             EmaStep, DeltaStep, CalibrateStep, ClampStep, MedianStep, QuantileStep,
+             HeartbeatStep, DebounceStep, TimeoutStep,
              PrintSink, CsvSink, CallbackSink, PipeOut, PipeIn):
     CATALOG[_cls.name] = _cls()
 del _cls

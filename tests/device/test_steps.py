@@ -757,7 +757,10 @@ def test_every_type_has_stats_and_close():
               "window": {"values": 1}, "sliding": {"size": 1}, "throttle": {"interval": 1},
               "alarm": {"high": 1, "low": 0}, "csv": {"path": path},
               "zip": {}, "combine_latest": {}, "merge": {}, "changes": {}, "print": {},
-              "callback": {"name": "c"}}
+              "callback": {"name": "c"}, "ema": {"alpha": 0.5}, "delta": {"delta": 1},
+              "calibrate": {"points": [[0, 0], [1, 2]]}, "clamp": {"min": 0},
+              "median": {"size": 3}, "quantile": {"size": 3, "q": 0.9},
+              "heartbeat": {"interval": 10}, "debounce": {"time": 10}, "timeout": {"time": 10}}
     assert sorted(params) == sorted(steps.TYPES)
     for kind in steps.TYPES:
         n = 2 if kind in ("zip", "combine_latest") else 1

@@ -272,6 +272,9 @@ TYPES = {
     "map": "user", "filter": "user", "field": "field", "window": "windows", "sliding": "windows",
     "zip": "joins", "combine_latest": "joins", "merge": "joins", "throttle": "change",
     "changes": "change", "alarm": "change", "print": "sinks", "csv": "sinks", "callback": "sinks",
+    "ema": "filters", "delta": "filters", "calibrate": "filters", "clamp": "filters",
+    "median": "filters", "quantile": "filters", "heartbeat": "filters", "debounce": "filters",
+    "timeout": "filters",
 }
 
 
