@@ -22,6 +22,15 @@ CONTRACT = {
     "print": (1, 1, {"label"}),
     "csv": (1, 1, {"path", "columns"}),
     "callback": (1, 1, {"name"}),
+    "ema": (1, 1, {"alpha"}),
+    "delta": (1, 1, {"delta", "percent"}),
+    "calibrate": (1, 1, {"points"}),
+    "clamp": (1, 1, {"min", "max", "mode"}),
+    "median": (1, 1, {"size", "slide"}),
+    "quantile": (1, 1, {"size", "slide", "q"}),
+    "heartbeat": (1, 1, {"interval"}),
+    "debounce": (1, 1, {"time"}),
+    "timeout": (1, 1, {"time", "marker"}),
     "pipe_out": (1, 1, {"edge", "to", "time-frame", "buffer", "acks"}),
     "pipe_in": (0, 0, {"edge", "from"}),
 }
@@ -35,6 +44,13 @@ def test_catalog_matches_the_device_contract():
         assert {p.name for p in t.param_map.values() if not p.hint} == params, name
     assert set(catalog.RUNTIME_TYPES) == {"pipe_out", "pipe_in"}
     assert set(catalog.SINK_TYPES) == {"print", "csv", "callback"}
+
+
+def test_catalog_parameters_are_the_device_steps_parameters():
+    from sensormesh.device import steps
+    for kind in steps.TYPES:
+        cls = steps.step_class(kind)
+        assert set(cls.ARGS) == CONTRACT[kind][2], kind
 
 
 def test_defaults_are_filled_for_the_device():
