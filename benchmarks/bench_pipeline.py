@@ -146,8 +146,11 @@ def main():
         metrics_overhead(n)
         return
     have_mp = shutil.which("micropython") is not None
-    one = ("a", "a", "a")
-    three = ("a", "b", "c")
+    # device names unique to this run: local devices listen on /tmp/sensormesh-<name>.sock, and
+    # another run on the same machine must not meet ours
+    a, b, c = ("bench%d%s" % (os.getpid(), x) for x in "abc")
+    one = (a, a, a)
+    three = (a, b, c)
     rows = []
     print("end-to-end throughput, %d values, windows of %d, time frames 10 ms" % (n, WINDOW))
     base = throughput("baseline: one device, local chain", one, n)

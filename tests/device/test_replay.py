@@ -272,3 +272,21 @@ def test_seeded_random_faults_lose_and_repeat_nothing():
         assert net.run(60000, lambda: len(got()) >= 3000), (seed, faults, len(got()))
         _exactly_once(got(), 3000)
         assert len(got()) == 3000
+
+
+def test_free_running_source_fills_a_time_frame_without_waiting_for_acks():
+    # A batched pipe_out holds its time frame's values until the frame timer: that is no
+    # back-pressure, so a free-running source keeps reading (bounded by the replay buffer)
+    # instead of stopping after one burst until the next acknowledgement arrives.
+    from sensormesh.device.runtime import BURST
+    net = Net()
+    # count bounds the source: the simulated network is infinitely fast, and a source that never
+    # stopped would keep the simulated clock from moving on
+    chain(net, tf=40, rate=0, buffer=10 * BURST, count=20 * BURST)
+    a = net.devices["a"]
+    net.run(30)   # before the first frame leaves: nothing was sent, nothing acknowledged
+    st = a.status()["o1"]
+    assert st["in"] >= 10 * BURST, st
+    c = net.devices["c"]
+    assert net.run(5000, lambda: c.status()["k"]["in"] >= 20 * BURST), c.status()
+    assert c.status()["i2"]["lost"] == 0 and a.status()["o1"]["dropped"] == 0

@@ -210,7 +210,12 @@ class PipeOut:
         """True when this pipe cannot take values at full speed (free-running sources wait)."""
         c = self.conn
         tx = self.tx
-        return c is None or tx.unsent() > 0 or tx.full() or not c.writable()
+        if c is None or tx.full() or not c.writable():
+            return True
+        # Batched, values wait for the frame timer by design: only with time-frame 0 do unsent
+        # values mean the connection could not take them. (Counting the time frame's values
+        # here stopped a free-running source after every burst until the next acknowledgement.)
+        return not self.tf and tx.unsent() > 0
 
     # -- numbering ------------------------------------------------------------------------
     def take_over(self, tx):
