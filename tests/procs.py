@@ -26,11 +26,13 @@ def need_micropython():
 
 
 def device_argv(interp, args, heap=None):
+    """A MicroPython device runs as `sensormesh up` runs one: the precompiled package under the
+    default heap of a MicroPython device (or `heap`), so these tests prove the budget too."""
     if interp == "micropython":
-        argv = [need_micropython()]
-        if heap:
-            argv += ["-X", "heapsize=" + heap]
-        return argv + ["-m", "sensormesh.device"] + list(args)
+        from sensormesh.controller.model import DEFAULT_HEAP
+        from sensormesh.controller.mpy_cache import LAUNCHER, bundle
+        folder, _ = bundle(base=ROOT)
+        return [need_micropython(), "-X", "heapsize=" + (heap or DEFAULT_HEAP), os.path.join(folder, LAUNCHER)] + list(args)
     return [sys.executable, "-m", "sensormesh.cli", "worker"] + list(args)
 
 
