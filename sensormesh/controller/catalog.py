@@ -174,6 +174,10 @@ class Param:
                 json.dumps(value, allow_nan=False)
             except (TypeError, ValueError):
                 return "must be a JSON value (number, string, list, object, null), not %s" % _show(value)
+        elif k == "units":
+            if not isinstance(value, dict) or not all(
+                    isinstance(c, str) and c and isinstance(u, str) for c, u in value.items()):
+                return "must map column names to unit symbols, not %s" % _show(value)
         elif k == "columns":
             if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
                 return "must be a list of column names, not %s" % _show(value)
@@ -820,6 +824,7 @@ class CsvSink(SinkStep):
     params = (
         Param("path", "str", required=True, doc="file path on the device"),
         Param("columns", "columns", doc="dict keys to write, in order (default: all, sorted)"),
+        Param("units", "units", doc="{column: unit symbol} for the header (default: from the sensors)"),
     )
 
     def buffer_memory(self, params, ins, out):

@@ -15,7 +15,7 @@ import tempfile
 
 import networkx as nx
 
-from sensormesh.controller import catalog
+from sensormesh.controller import catalog, units
 from sensormesh.controller.errors import ModelError, Problem, ShippingError
 from sensormesh.controller.shipping import INTERPRETERS, CodeShipper, pack
 
@@ -325,6 +325,7 @@ class Model:
         self.order = []
         self.consumers = {}
         self.device_params = {}
+        self.units = {}              # step -> what its values measure (units.py), or None
         self.hints = {}
         self.code = {}
         self.interpreters = {}
@@ -523,6 +524,14 @@ class Model:
                 problems.append(Problem(msg, step=sid, key=key, section="steps"))
             if s.type == "source":
                 spec = self.sensor_spec.get(sid) or {"kind": params["sensor"]}
+                self.units[sid] = units.of_sensor(spec.get("kind"))
+            else:
+                self.units[sid] = units.of_step(s.type, params, [self.units.get(i) for i in s.inputs])
+                if s.type == "csv" and "units" not in params:
+                    cu = units.csv_units(self.units[sid])
+                    if cu:
+                        params["units"] = cu     # the header names the units (docs/steps.md)
+            if s.type == "source":
                 out = t.flow(params, hints, ins, {"sensor": spec})
                 cost = t.cost(dict(params, sensor=spec["kind"]), hints, ins, out)
             else:

@@ -236,7 +236,8 @@ class Device:
         sens = {}
         for n in self.sensors:
             s, rate = self.sensors[n]
-            sens[n] = {"kind": self.sensor_kinds[n], "rate": rate, "unit": getattr(s, "UNIT", "")}
+            sens[n] = e = {"kind": self.sensor_kinds[n], "rate": rate, "unit": getattr(s, "UNIT", "")}
+            e.update(sensors.measures(s))
         return {"name": self.name, "version": VERSION, "implementation": implementation(),
                 "sensors": sens, "unix": not sys.platform.startswith("esp"),
                 "secure": self.security is not None}

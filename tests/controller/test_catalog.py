@@ -20,7 +20,7 @@ CONTRACT = {
     "changes": (1, 1, {"tolerance"}),
     "alarm": (1, 2, {"high", "low", "hysteresis", "key"}),
     "print": (1, 1, {"label"}),
-    "csv": (1, 1, {"path", "columns"}),
+    "csv": (1, 1, {"path", "columns", "units"}),
     "callback": (1, 1, {"name"}),
     "ema": (1, 1, {"alpha"}),
     "delta": (1, 1, {"delta", "percent"}),

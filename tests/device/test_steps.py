@@ -654,6 +654,23 @@ def test_csv_dicts_header_once():
     os.remove(path)
 
 
+def test_csv_header_names_units():
+    path = tmp_path("units")
+    c = build({"id": "c", "type": "csv", "inputs": ["x"],
+               "params": {"path": path, "units": {"temperature": "\u00b0C", "humidity": "%"}}}, FakeCtx())
+    c.push({"temperature": 21, "humidity": 40, "raw": 7})
+    c.close()
+    assert read(path) == "humidity [%],raw,temperature [\u00b0C]\n40,7,21\n", repr(read(path))
+    os.remove(path)
+    c = build({"id": "c", "type": "csv", "inputs": ["x"],
+               "params": {"path": path, "units": {"value": "cm"}}}, FakeCtx())
+    c.push(12.5)
+    c.push(13)
+    c.close()
+    assert read(path) == "value [cm]\n12.5\n13\n", repr(read(path))
+    os.remove(path)
+
+
 def test_csv_columns_lists_scalars_and_quoting():
     path = tmp_path("cols")
     c = build({"id": "c", "type": "csv", "params": {"path": path, "columns": ["x", "y"]},

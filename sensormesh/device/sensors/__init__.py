@@ -8,6 +8,9 @@
 # Every sensor class has:
 #   RATE_HZ    how many values per second the sensor can give (0 = as fast as it is read)
 #   UNIT       what get() returns, in words
+#   MEASURES   (quantity, unit symbol) of the value, or {field: (quantity, symbol)} for dict
+#              values; symbol None for raw readings. Quantities use Home Assistant's sensor
+#              device classes where one fits ("temperature", "humidity", "distance"...).
 #   get()      the current value, JSON-serialisable (number, bool, None, list or dict)
 # and may have close().
 
@@ -99,6 +102,19 @@ def make(spec):
         return cls(**params)
     except TypeError as e:
         raise SensorError("bad parameters for %s sensor %r: %s" % (driver, kind, e))
+
+
+def measures(sensor):
+    """{"quantity", "unit"} of a sensor's values, or {"fields": {name: {...}}} for dicts."""
+    m = getattr(sensor, "MEASURES", None)
+    if type(m) is tuple:
+        return {"quantity": m[0], "unit": m[1]}
+    if type(m) is dict:
+        out = {}
+        for k in m:
+            out[k] = {"quantity": m[k][0], "unit": m[k][1]}
+        return {"fields": out}
+    return {}
 
 
 def rate_of(sensor, spec):

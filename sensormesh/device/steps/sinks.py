@@ -53,7 +53,7 @@ class Csv(Step):
     list values: one column per item; anything else: one column. A header row (the columns)
     is written once, and only into an empty file, so a restarted device appends."""
     TYPE = "csv"
-    ARGS = ("path", "columns")
+    ARGS = ("path", "columns", "units")
     SINK = True
 
     def setup(self, params, n_inputs):
@@ -67,6 +67,10 @@ class Csv(Step):
                 if type(c) is not str or not c:
                     raise self.bad("columns must be a non-empty list of names, got %r" % (cols,))
         self.columns = cols
+        u = params.get("units")
+        if u is not None and type(u) is not dict:
+            raise self.bad("units must map column names to unit symbols, got %r" % (u,))
+        self.units = u      # header cells "name [unit]"; plain values are the column "value"
         import os
         try:
             self.header_due = os.stat(self.path)[6] == 0
@@ -98,9 +102,17 @@ class Csv(Step):
             cells = [_cell(value)]
         if self.header_due:
             self.header_due = False
-            if cols is not None:
-                self.f.write(",".join([_cell(c) for c in cols]) + "\n")
+            if cols is None and self.units is not None and "value" in self.units and len(cells) == 1:
+                self.f.write(self._head("value") + "\n")
+            elif cols is not None:
+                self.f.write(",".join([self._head(c) for c in cols]) + "\n")
         self.f.write(",".join(cells) + "\n")
+
+    def _head(self, col):
+        u = self.units
+        if u is not None and u.get(col):
+            return _cell("%s [%s]" % (col, u[col]))
+        return _cell(col)
 
     def flush(self):
         if self.f is not None:

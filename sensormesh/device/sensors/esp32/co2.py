@@ -35,6 +35,7 @@ CYCLE_MAX_US = 1110000
 class Co2:
     RATE_HZ = 1
     UNIT = "ppm (int)"
+    MEASURES = ("carbon_dioxide", "ppm")
     STALE_MS = 2600
 
     def __init__(self, pin=35, range_ppm=5000):

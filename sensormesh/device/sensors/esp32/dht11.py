@@ -15,6 +15,7 @@ from sensormesh.device.sensors.esp32 import pin as make_pin, ticks_diff, ticks_m
 class Dht11:
     RATE_HZ = 1
     UNIT = '{"temperature": degrees C (int), "humidity": % RH (int)}'
+    MEASURES = {"temperature": ("temperature", "°C"), "humidity": ("humidity", "%")}
     MIN_INTERVAL_MS = 1000
 
     def __init__(self, pin=27):

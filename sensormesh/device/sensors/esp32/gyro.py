@@ -29,6 +29,7 @@ GYRO_LSB_PER_DPS = (131.0, 65.5, 32.8, 16.4)
 class Gyro:
     RATE_HZ = 100
     UNIT = '{"accel": [x, y, z] g, "gyro": [x, y, z] deg/s, "temp": degrees C}'
+    MEASURES = {"accel": ("acceleration", "g"), "gyro": ("angular_velocity", "°/s"), "temp": ("temperature", "°C")}
 
     def __init__(self, bus=0, scl=22, sda=21, freq=400000, address=0x68,
                  accel_range=2, gyro_range=250, i2c=None):

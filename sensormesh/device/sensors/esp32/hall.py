@@ -9,6 +9,7 @@ from sensormesh.device.sensors import SensorError
 class Hall:
     RATE_HZ = 100
     UNIT = "raw reading (int)"
+    MEASURES = ("magnetic_field", None)
 
     def __init__(self):
         if not hasattr(esp32, "hall_sensor"):

@@ -14,6 +14,7 @@ _ATTN = {0: "ATTN_0DB", 2.5: "ATTN_2_5DB", 6: "ATTN_6DB", 11: "ATTN_11DB"}
 class Poti:
     RATE_HZ = 100
     UNIT = '{"raw": 0..65535, "fraction": 0.0..1.0}'
+    MEASURES = {"raw": ("raw", None), "fraction": ("ratio", None)}
 
     def __init__(self, pin=34, atten=11):
         if atten not in _ATTN:

@@ -34,6 +34,7 @@ _ERR = 2        # invalid transitions seen
 class Rotary:
     RATE_HZ = 100
     UNIT = "position in steps (int)"
+    MEASURES = ("position", "steps")
 
     def __init__(self, pin_a=25, pin_b=26, pull="up", transitions_per_step=4, reverse=False,
                  use_counter=None, counter_id=0, filter_ns=1000):

@@ -11,6 +11,7 @@ from sensormesh.device.sensors import SensorError
 class Temperature:
     RATE_HZ = 10
     UNIT = "degrees C (float), chip temperature"
+    MEASURES = ("temperature", "°C")
 
     def __init__(self, offset=0.0):
         self.offset = offset

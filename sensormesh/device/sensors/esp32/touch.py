@@ -9,6 +9,7 @@ from sensormesh.device.sensors.esp32 import pin as make_pin
 class Touch:
     RATE_HZ = 50
     UNIT = "touched (bool)"
+    MEASURES = ("touch", None)
 
     def __init__(self, pin=13, active_high=True, pull=None):
         self._pin = make_pin(pin, machine.Pin.IN, pull)

@@ -9,6 +9,7 @@ from sensormesh.device.sensors.esp32 import pin as make_pin
 class Touchpad:
     RATE_HZ = 50
     UNIT = "raw reading (int), drops when touched"
+    MEASURES = ("touch_raw", None)
 
     def __init__(self, pin=4):
         self._pad = machine.TouchPad(make_pin(pin))

@@ -15,6 +15,7 @@ US_PER_CM = 58
 class Ultrasonic:
     RATE_HZ = 20
     UNIT = "cm (float), None when there was no echo"
+    MEASURES = ("distance", "cm")
 
     def __init__(self, trigger=5, echo=18, timeout_us=30000):
         self._trig = make_pin(trigger, machine.Pin.OUT)

@@ -5,6 +5,7 @@ from sensormesh.device.sensors.sim import Simulated, wave
 class Co2(Simulated):
     RATE_HZ = 1
     UNIT = "ppm (int)"
+    MEASURES = ("carbon_dioxide", "ppm")
 
     def value(self, n):
         return int(650 + wave(n, 1800, 250) + self.noise.gauss() * 10)

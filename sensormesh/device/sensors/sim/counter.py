@@ -2,6 +2,7 @@
 class Counter:
     RATE_HZ = 1000
     UNIT = "sequence number (int)"
+    MEASURES = ("count", None)
 
     def __init__(self, start=0, seed=None):
         self.n = start

@@ -5,6 +5,7 @@ from sensormesh.device.sensors.sim import Simulated, wave
 class Dht11(Simulated):
     RATE_HZ = 1
     UNIT = '{"temperature": degrees C (int), "humidity": % RH (int)}'
+    MEASURES = {"temperature": ("temperature", "°C"), "humidity": ("humidity", "%")}
 
     def value(self, n):
         t = 22 + wave(n, 3600, 4.0) + self.noise.gauss() * 0.4

@@ -5,6 +5,7 @@ from sensormesh.device.sensors.sim import Simulated, wave
 class Gyro(Simulated):
     RATE_HZ = 100
     UNIT = '{"accel": [x, y, z] g, "gyro": [x, y, z] deg/s, "temp": degrees C}'
+    MEASURES = {"accel": ("acceleration", "g"), "gyro": ("angular_velocity", "°/s"), "temp": ("temperature", "°C")}
 
     def value(self, n):
         g = self.noise.gauss

@@ -5,6 +5,7 @@ from sensormesh.device.sensors.sim import Simulated, wave
 class Poti(Simulated):
     RATE_HZ = 100
     UNIT = '{"raw": 0..65535, "fraction": 0.0..1.0}'
+    MEASURES = {"raw": ("raw", None), "fraction": ("ratio", None)}
 
     def value(self, n):
         raw = int(32768 + wave(n, 1000, 30000) + self.noise.gauss() * 60)

@@ -5,6 +5,7 @@ from sensormesh.device.sensors.sim import Simulated
 class Rotary(Simulated):
     RATE_HZ = 100
     UNIT = "position in steps (int)"
+    MEASURES = ("position", "steps")
 
     def __init__(self, seed=1, start=0):
         super().__init__(seed)

@@ -5,6 +5,7 @@ from sensormesh.device.sensors.sim import Simulated, wave
 class Temperature(Simulated):
     RATE_HZ = 10
     UNIT = "degrees C (float)"
+    MEASURES = ("temperature", "°C")
 
     def value(self, n):
         return round(47.0 + wave(n, 600, 3.0) + self.noise.gauss() * 0.2, 2)

@@ -5,6 +5,7 @@ from sensormesh.device.sensors.sim import Simulated
 class Touchpad(Simulated):
     RATE_HZ = 50
     UNIT = "raw reading (int), drops when touched"
+    MEASURES = ("touch_raw", None)
 
     def value(self, n):
         base = 150 if (n % 250) < 25 else 600

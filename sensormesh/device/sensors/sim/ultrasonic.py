@@ -5,6 +5,7 @@ from sensormesh.device.sensors.sim import Simulated, wave
 class Ultrasonic(Simulated):
     RATE_HZ = 20
     UNIT = "cm (float), None when there was no echo"
+    MEASURES = ("distance", "cm")
 
     def value(self, n):
         if self.noise.uniform() < 0.02:
