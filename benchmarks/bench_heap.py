@@ -13,6 +13,11 @@
 # The unix port is 64-bit: objects take up to twice their size on an ESP32 (32-bit), so these
 # figures are an upper bound for a board. Prints tables; the serving figures of data requests
 # are benchmarks/bench_heap_streams.py.
+# Metrics (docs/observability.md): the live heap of a deployed device with its metrics on vs off,
+# byte for byte (--metrics runs only this part): one fresh interpreter per setting, the .mpy
+# package, a device running source -> map -> window -> pipe out to itself -> pipe in -> callback
+# for 4 s, asked for its metrics every second (on) as the controller does; the heap after
+# gc.collect() sampled every 100 ms, its largest value reported (target: at most 2 KB more on).
 import os
 import shutil
 import subprocess
@@ -184,7 +189,87 @@ def import_costs(path):
                                       for i, (label, _) in enumerate(IMPORTS)]
 
 
+METRICS_PROBE = """import gc, time
+from sensormesh.device import core, transport, codec
+ON = %d
+dev = core.Device('m', ['t=temperature@50'])
+dev.set_metrics(ON)
+lst = dev.listen_tcp('127.0.0.1', 0)
+port = lst.sock.getsockname()[1] if hasattr(lst.sock, 'getsockname') else %d
+class C:
+    closed = False
+    def send(self, m):
+        codec.dumps(m)
+class S:
+    conn = C()
+s = S()
+code = {'fns': 'def f(c):\\n    return c * 9 / 5 + 32\\n'}
+asg = {'pipeline': 'h', 'epoch': 1, 'code': code, 'steps': [
+  {'id': 't', 'type': 'source', 'params': {'sensor': 't'}},
+  {'id': 'm', 'type': 'map', 'params': {'fn': 'fns:f'}, 'inputs': ['t']},
+  {'id': 'w', 'type': 'window', 'params': {'time-frame': 100, 'agg': 'mean'}, 'inputs': ['m']},
+  {'id': 'o', 'type': 'pipe_out', 'params': {'edge': 'e', 'to': '127.0.0.1:%d', 'time-frame': 0}, 'inputs': ['w']},
+  {'id': 'i', 'type': 'pipe_in', 'params': {'edge': 'e'}},
+  {'id': 'k', 'type': 'callback', 'params': {'name': 'k'}, 'inputs': ['i']}]}
+dev.runtime_handler('deploy')(s, {'assignment': asg})
+dev.runtime.on_start(s, {})
+peak = 0
+t0 = time.ticks_ms()
+nxt = 0
+while time.ticks_diff(time.ticks_ms(), t0) < 4000:
+    dev.loop.run_once(100)
+    el = time.ticks_diff(time.ticks_ms(), t0)
+    if el >= nxt:
+        nxt += 100
+        if ON and el // 1000 != (el - 100) // 1000:
+            dev.on_metrics(s, {})
+        gc.collect()
+        if el > 1000:
+            a = gc.mem_alloc()
+            peak = a if a > peak else peak
+st = dev.runtime.status()['steps']
+print('peak|%%d' %% peak)
+print('delivered|%%d' %% st['k']['in'])
+"""
+
+
+def metrics_heap(path):
+    """{"off"|"on": (largest live heap, values delivered)} of a deployed device, one run each."""
+    import socket
+    mp = _find_tool("micropython")
+    out = {}
+    for on in (0, 1):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        code = METRICS_PROBE % (on, port, port)
+        code = code.replace("lst = dev.listen_tcp('127.0.0.1', 0)", "lst = dev.listen_tcp('127.0.0.1', %d)" % port)
+        r = subprocess.run([mp, "-X", "heapsize=256K", "-c", code], env=dict(os.environ, MICROPYPATH=path),
+                           capture_output=True, text=True, timeout=60)
+        vals = dict(line.split("|") for line in r.stdout.splitlines() if "|" in line)
+        if "peak" not in vals:
+            raise RuntimeError("metrics heap probe failed: %s" % (r.stderr.strip().splitlines() or ["?"])[-1])
+        out["on" if on else "off"] = (int(vals["peak"]), int(vals["delivered"]))
+    return out
+
+
+def print_metrics_heap(m):
+    print("Live heap of a deployed device, metrics off vs on (.mpy, -X heapsize=256K, largest")
+    print("gc.mem_alloc() after gc.collect() over 3 s of running, metrics asked for every second when on)")
+    print("%-24s %12s %10s" % ("metrics", "live heap", "values"))
+    print("-" * 48)
+    for k in ("off", "on"):
+        print("%-24s %9.1f KB %10d" % (k, m[k][0] / 1024.0, m[k][1]))
+    print("%-24s %9.1f KB" % ("on - off", (m["on"][0] - m["off"][0]) / 1024.0))
+
+
 def main(argv):
+    if "--metrics" in argv:
+        bundle, _ = mpy_cache.bundle()
+        print_metrics_heap(metrics_heap(bundle))
+        return 0
+
     def opt(name, default):
         return int(argv[argv.index(name) + 1]) if name in argv else default
     count, lo, hi, step = opt("--count", 10), opt("--lo", 32), opt("--hi", 320), opt("--step", 4)
@@ -211,6 +296,7 @@ def main(argv):
                 continue
             found[(name, form)] = b.smallest(fits, lo, hi, step)
         base, costs = import_costs(bundle)
+        mheap = metrics_heap(bundle)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("Smallest -X heapsize (bisection over real runs, %d KB steps, %d..%d KB; %d runs, %.0f s) at which a"
@@ -249,6 +335,8 @@ def main(argv):
         total += v or 0
         print("%-*s %10s %10s" % (w, label, "-" if v is None else "%.1f KB" % (v / 1024.0),
                                   "%.1f KB" % (total / 1024.0)))
+    print()
+    print_metrics_heap(mheap)
     return 0
 
 

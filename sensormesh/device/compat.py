@@ -48,6 +48,10 @@ else:
         time.sleep(ms / 1000)
 
 
+# Where the tick clock wraps (ticks_us: 2**30 on a 32-bit board); 0 = never (CPython).
+TICK_PERIOD = ticks_add(0, -1) + 1 if MICROPYTHON else 0
+
+
 def unix_time():
     """Seconds since 1970, on every port (the ESP32 epoch is 2000)."""
     t = time.time()

@@ -19,7 +19,8 @@
 import sys
 
 from sensormesh.device import codec, sensors, transport
-from sensormesh.device.compat import MICROPYTHON, implementation
+from sensormesh.device import compat
+from sensormesh.device.compat import MICROPYTHON, implementation, unload
 
 VERSION = "0.1.0"
 
@@ -267,10 +268,12 @@ class Device:
     def on_metrics(self, session, body):
         from sensormesh.device import metrics
         session.conn.send({"metrics": metrics.report(self)})
+        unload("sensormesh.device.metrics")   # a board frees its code between two polls
 
     def on_clock(self, session, body):
-        from sensormesh.device import metrics
-        session.conn.send(metrics.clock(body))
+        # the tick clock now, for the controller's offset estimate (controller/clocksync.py)
+        session.conn.send({"clock": {"t0": body.get("t0") if type(body) is dict else None,
+                                     "tick_us": compat.ticks_us(), "period": compat.TICK_PERIOD}})
 
     def on_status(self, session, body):
         st = {"name": self.name, "streams": [s.stats() for s in self.streams],

@@ -1,4 +1,5 @@
-# The device's answer to {"metrics": {}} and {"clock": {...}} (docs/observability.md).
+# The device's answer to {"metrics": {}} (docs/observability.md); core.py answers {"clock"}.
+# Loaded for a reply and unloaded after it on MicroPython (core.on_metrics).
 #
 # Everything here is read when the controller asks, so it costs nothing between polls: the
 # counters it reports are kept by the loop (time waiting in poll), the steps and pipes (values,
@@ -7,16 +8,7 @@
 import gc
 import time
 
-from sensormesh.device.compat import MICROPYTHON, implementation, ticks_add, ticks_us
-
-# The tick clock's period: ticks_us wraps there (2**30 on a 32-bit board); 0 = never wraps.
-TICK_PERIOD = ticks_add(0, -1) + 1 if MICROPYTHON else 0
-
-
-def clock(body):
-    """{"clock": {"t0": X}} -> the device's tick now; X comes back as it was sent."""
-    return {"clock": {"t0": body.get("t0") if type(body) is dict else None, "tick_us": ticks_us(),
-                      "period": TICK_PERIOD}}
+from sensormesh.device.compat import MICROPYTHON, TICK_PERIOD, implementation, ticks_us
 
 
 def report(device):
@@ -52,7 +44,7 @@ def report(device):
         if probe is not None:
             latency = probe.drain_latency()
             dropped = probe.latency_dropped
-            m["latency_waiting"] = len(probe.latency)
+            m["latency_waiting"] = probe.waiting()
         m["pipeline"] = rt.pipeline
         m["epoch"] = rt.epoch
     m["steps"] = steps

@@ -22,7 +22,7 @@ from sensormesh.device.steps import emitter
 
 SAMPLE_MS = 100                      # each source's next value is sampled after this long
 RTT_EVERY = 10                       # pipe round-trip probes every RTT_EVERY samples (1 s)
-MAX_LATENCY = 64 if MICROPYTHON else 4096   # latency samples kept between two metrics polls
+MAX_LATENCY = 32 if MICROPYTHON else 4096   # latency samples kept between two metrics polls
 # Latency samples per metrics reply at most (the rest wait for the next poll): a reply is a control
 # message, which must fit a keyed link's wrap limit (runtime DELIVER_MAX) on MicroPython.
 REPLY_LATENCY = 16 if MICROPYTHON else 4096
@@ -46,7 +46,8 @@ class Probe:
         self.oneshot = {}      # node id -> an emit that samples its next output (source, held origin)
         self.held = {}         # node id -> origin of the oldest sampled value it holds
         self.emitted = {}      # node ids that emitted during the sampled value being processed
-        self.latency = []      # [sink, origin device, origin tick_us, sink tick_us]
+        self.latency = []      # flat: sink, origin device, origin tick_us, sink tick_us, sink, ...
+        self.names = {}        # origin device names, one string each (a board's heap)
         self.latency_dropped = 0
         self.timer = None
         self.n = 0
@@ -150,10 +151,12 @@ class Probe:
 
     def sample_latency(self, sink, origin):
         lat = self.latency
-        if len(lat) >= MAX_LATENCY:
-            lat.pop(0)
+        if len(lat) >= 4 * MAX_LATENCY:
+            del lat[0:4]
             self.latency_dropped += 1
-        lat.append([sink, origin[0], origin[1], ticks_us()])
+        name = origin[0]
+        name = self.names.get(name) or self.names.setdefault(name, name)
+        lat.extend((sink, name, origin[1], ticks_us()))
 
     # -- the sample timer ----------------------------------------------------------------------
     def start(self):
@@ -188,13 +191,18 @@ class Probe:
         self.run(source, value, [self.rt.device.name, ticks_us()])
 
     def drain_latency(self):
-        """The latency samples to report now (at most REPLY_LATENCY, oldest first)."""
+        """The latency samples to report now, [[sink, origin, origin tick, sink tick], ...]
+        (at most REPLY_LATENCY, oldest first)."""
         lat = self.latency
-        if len(lat) <= REPLY_LATENCY:
-            self.latency = []
-            return lat
-        self.latency = lat[REPLY_LATENCY:]
-        return lat[:REPLY_LATENCY]
+        n = len(lat) // 4
+        if n > REPLY_LATENCY:
+            n = REPLY_LATENCY
+        out = [lat[4 * i:4 * i + 4] for i in range(n)]
+        del lat[0:4 * n]
+        return out
+
+    def waiting(self):
+        return len(self.latency) // 4
 
     def step_times(self, sid):
         return self.times.get(sid)
