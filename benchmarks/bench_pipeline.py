@@ -133,6 +133,7 @@ def metrics_overhead(n):
             if isinstance(v, str):
                 print("metrics %s: %s" % ("on" if on else "off", v))
                 continue
+            print("  run: metrics %s %s values/s" % ("on " if on else "off", format(int(v), ",")))
             if best[on] is None or v > best[on]:
                 best[on] = v
     print("metrics overhead: 3 CPython devices, Unix sockets, values that arrive in 20 s, runs alternated, best of 3")
