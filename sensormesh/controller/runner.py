@@ -181,7 +181,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     observe: an observe.run.Observation to feed while watching (metrics, sink values, events).
 
     Local MicroPython devices run from the precompiled device package (mpy=False: from the .py
-    sources) under their inventory `heap` (default 192K); `heap` here overrides it for all."""
+    sources) under their inventory `heap` (default 224K); `heap` here overrides it for all."""
     import contextlib
     from sensormesh.controller.local import LocalCluster
     emulation = None
