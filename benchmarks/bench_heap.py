@@ -34,7 +34,7 @@ from sensormesh.controller import mpy_cache, runner  # noqa: E402
 from sensormesh.controller.local import LocalCluster, LocalError  # noqa: E402
 from sensormesh.controller.pipeline_file import load_model  # noqa: E402
 
-FAMILIES = ("user", "field", "windows", "joins", "change", "sinks")
+FAMILIES = ("user", "field", "windows", "joins", "change", "sinks", "filters")
 TARGET_KB = 96
 
 PIPELINE = """\
@@ -161,7 +161,8 @@ IMPORTS = (
     ("runtime + step base (first deploy)", ("runtime",)),
     ("step family: user (map, filter)", ("steps.user",)),
     ("step family: windows", ("steps.windows",)),
-    ("the other four step families", ("steps.field", "steps.joins", "steps.change", "steps.sinks")),
+    ("the other step families (field, joins, change, sinks, filters)",
+     ("steps.field", "steps.joins", "steps.change", "steps.sinks", "steps.filters")),
     ("data requests (first data-request)", ("datarequest",)),
 )
 PROBE = """import gc
