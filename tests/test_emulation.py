@@ -129,3 +129,22 @@ def test_control_goes_through_the_relay_unless_on_the_devices_host(tmp_path, mon
                     assert sup.paths[dev].first == (own if dev in direct else relay)
             finally:
                 sup.close()
+
+
+def test_devices_elsewhere_keep_their_addresses_on_loopback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = rtt_file(tmp_path)
+    doc = json.loads(open(path).read())
+    doc["devices"]["b"] = {"interpreter": "cpython", "address": "127.0.0.1:7999"}
+    open(path, "w").write(json.dumps(doc))
+    model = load_model(path)
+    events = []
+    with Emulation(model, ["lan:delay=1ms"], mode="auto", on_event=events.append) as emu:
+        assert emu.mode == "loopback"
+        assert model.routing_inventory()["b"] == {"address": "127.0.0.1:7999"}
+        assert set(model.address_plan) == {"a"}
+    assert any(e.startswith("b not local: true, so the network is emulated on loopback") for e in events)
+    from sensormesh.netlab import namespaces
+    monkeypatch.setattr(namespaces, "preflight", lambda: None)     # as if root: refused first
+    with pytest.raises(EmulationError, match="every device of the file must be local: true \\(not: b\\)"):
+        Emulation(model, ["lan:delay=1ms"], mode="namespaces").start()

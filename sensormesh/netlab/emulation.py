@@ -112,6 +112,11 @@ class Emulation:
     def _choose_mode(self):
         if self.requested == "loopback":
             return "loopback"
+        remote = sorted(d.name for d in self.model.devices.values() if not d.local)
+        if remote and self.requested == "auto":
+            self.on_event("%s not local: true, so the network is emulated on loopback (in "
+                          "namespaces every device must run here)" % ", ".join(remote))
+            return "loopback"
         from sensormesh.netlab import namespaces
         try:
             namespaces.preflight()
