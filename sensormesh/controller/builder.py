@@ -97,6 +97,13 @@ class Pipeline:
         return self._add("source", [], dict(sensor=sensor, rate=rate), id, on, requires, hints,
                          default_id=sensor if isinstance(sensor, str) else "source")
 
+    def mqtt_in(self, broker, topic, id=None, on=None, requires=None, **options):
+        """A stream of the values published to an MQTT topic filter (options: qos, client_id,
+        username, password_env, tls, rate: expected messages/s for planning)."""
+        params = {"broker": broker, "topic": topic}
+        params.update(options)
+        return self._add("mqtt_in", [], params, id, on, requires, {}, default_id="mqtt_in")
+
     def merge(self, *streams, **kw):
         """One stream of the values of all `streams` as they come."""
         return merge(*streams, **kw)
@@ -337,6 +344,15 @@ class Stream:
         """Append values as CSV rows to `path` on the device that runs the sink."""
         return self._then("csv", [], dict(path=path, columns=list(columns) if columns is not None else None),
                           id, on, requires, hints)
+
+    def mqtt_out(self, broker, topic, id=None, on=None, requires=None, **options):
+        """Publish every value (or every time_frame ms as one array) to an MQTT topic.
+
+        options: qos, retain, client_id, username, password_env, tls, time_frame, buffer,
+        discovery (Home Assistant) and placement hints."""
+        params = {"broker": broker, "topic": topic}
+        params.update(options)
+        return self._then("mqtt_out", [], params, id, on, requires, {})
 
     def callback(self, fn, name=None, id=None, on=None, requires=None, **hints):
         """Call fn(value) in this program (on the controller) for every value."""

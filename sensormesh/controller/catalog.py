@@ -178,6 +178,15 @@ class Param:
             if not isinstance(value, dict) or not all(
                     isinstance(c, str) and c and isinstance(u, str) for c, u in value.items()):
                 return "must map column names to unit symbols, not %s" % _show(value)
+        elif k in ("topic", "topic-filter"):
+            from sensormesh.device.steps.mqtt import topic_problem
+            why = topic_problem(value, k == "topic-filter")
+            if why:
+                return "%r %s" % (value, why)
+        elif k == "broker":
+            host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                return "must be \"HOST:PORT\", not %s" % _show(value)
         elif k == "columns":
             if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
                 return "must be a list of column names, not %s" % _show(value)
@@ -257,6 +266,8 @@ class StepType:
     outputs = 1             # 0 for sinks
     user = True             # False: runtime-only, inserted by the controller
     cpu_per_value = 1.0     # CPU units per input value
+    interpreters = None     # the interpreters a step of this type can run on (None: all)
+    interpreter_reason = ""
     default_selectivity = None
     doc = ""
     params = ()
@@ -831,6 +842,56 @@ class CsvSink(SinkStep):
         return 512.0
 
 
+class _MqttStep(StepType):
+    interpreters = frozenset({"cpython"})
+    interpreter_reason = "MQTT steps run on CPython devices (paho-mqtt)"
+    CONNECTION = (
+        Param("broker", "broker", required=True, doc="HOST:PORT of the MQTT broker"),
+        Param("qos", "choice", choices=(0, 1, 2), default=0, doc="MQTT quality of service"),
+        Param("client-id", "str", doc="default sensormesh-<device>-<step>"),
+        Param("username", "str", doc="user name for the broker"),
+        Param("password-env", "str", doc="name of an environment variable on the device holding the password"),
+        Param("tls", "json", doc="{ca, cert, key, insecure}: TLS to the broker ({} for the system CAs)"),
+    )
+
+
+class MqttOutSink(_MqttStep):
+    name = "mqtt_out"
+    outputs = 0
+    cpu_per_value = 3.0
+    doc = "publishes every value (or every time frame as one JSON array) to an MQTT topic"
+    params = _MqttStep.CONNECTION + (
+        Param("topic", "topic", required=True, doc="topic to publish to; {step} and {device} are filled in"),
+        Param("retain", "bool", doc="the broker keeps the last message for new subscribers"),
+        Param("time-frame", "int", minimum=0, doc="ms per message (0: one message per value)"),
+        Param("buffer", "int", minimum=0, doc="values kept while the broker is away (default 10000)"),
+        Param("discovery", "bool", doc="publish Home Assistant discovery config (homeassistant/sensor/...)"),
+        Param("measures", "json", doc="{quantity, unit} for discovery (default: from the sensors)"),
+    )
+
+    def flow(self, params, hints, ins, ctx=None):
+        return Flow(0, 0)
+
+    def buffer_memory(self, params, ins, out):
+        return 4096.0
+
+
+class MqttInSource(_MqttStep):
+    name = "mqtt_in"
+    min_inputs = max_inputs = 0
+    doc = "values published to an MQTT topic filter (JSON payloads, or text)"
+    params = _MqttStep.CONNECTION + (
+        Param("topic", "topic-filter", required=True, doc="topic filter to subscribe to (+ and # allowed)"),
+        Param("rate", "number", minimum=0, hint=True, doc="expected messages per second (planning)"),
+    )
+
+    def flow(self, params, hints, ins, ctx=None):
+        return _apply_bytes_hint(Flow(params.get("rate", hints.get("rate", 1.0)), DEFAULT_VALUE_BYTES), hints)
+
+    def cost(self, params, hints, ins, out):
+        return Cost(hints.get("cpu", 3.0) * out.rate, hints.get("memory", STEP_MEMORY + 4096))
+
+
 class CallbackSink(SinkStep):
     name = "callback"
     cpu_per_value = 2.0
@@ -872,7 +933,7 @@ CATALOG = {}
 for _cls in (Source, MapStep, FilterStep, FieldStep, WindowStep, SlidingStep, ZipStep,
              CombineLatestStep, MergeStep, ThrottleStep, ChangesStep, AlarmStep,
              EmaStep, DeltaStep, CalibrateStep, ClampStep, MedianStep, QuantileStep,
-             HeartbeatStep, DebounceStep, TimeoutStep,
+             HeartbeatStep, DebounceStep, TimeoutStep, MqttOutSink, MqttInSource,
              PrintSink, CsvSink, CallbackSink, PipeOut, PipeIn):
     CATALOG[_cls.name] = _cls()
 del _cls

@@ -470,6 +470,10 @@ class Model:
             if s.requires:
                 allowed = allowed & {s.requires}
                 reasons.append("requires %s" % s.requires)
+            st = s.stype
+            if st is not None and st.interpreters is not None:
+                allowed = allowed & st.interpreters
+                reasons.append(st.interpreter_reason)
             shipped = self.code.get(s.id)
             if shipped is not None:
                 allowed = allowed & shipped.interpreters
@@ -531,6 +535,10 @@ class Model:
                     cu = units.csv_units(self.units[sid])
                     if cu:
                         params["units"] = cu     # the header names the units (docs/steps.md)
+                if s.type == "mqtt_out" and params.get("discovery") and "measures" not in params:
+                    u = self.units[sid]
+                    if u and "quantity" in u:
+                        params["measures"] = u   # Home Assistant discovery shows the unit
             if s.type == "source":
                 out = t.flow(params, hints, ins, {"sensor": spec})
                 cost = t.cost(dict(params, sensor=spec["kind"]), hints, ins, out)

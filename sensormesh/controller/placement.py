@@ -726,8 +726,10 @@ def _edge(setup, link):
             reasons[sid] = "edge: with its input %s" % ins[0]
         elif best in in_devs:
             reasons[sid] = "edge: with its input %s" % ins[in_devs.index(best)]
+        elif not in_devs:
+            reasons[sid] = "edge: no inputs; a device with room that can run it"
         else:
-            full = in_devs[0] if in_devs else "?"
+            full = in_devs[0]
             why = "full" if m.devices[full].interpreter in m.interpreters[sid] else "cannot run it"
             reasons[sid] = "edge: nearest device with room (%s %s)" % (full, why)
     return device_of, reasons

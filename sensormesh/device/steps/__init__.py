@@ -274,7 +274,7 @@ TYPES = {
     "changes": "change", "alarm": "change", "print": "sinks", "csv": "sinks", "callback": "sinks",
     "ema": "filters", "delta": "filters", "calibrate": "filters", "clamp": "filters",
     "median": "filters", "quantile": "filters", "heartbeat": "filters", "debounce": "filters",
-    "timeout": "filters",
+    "timeout": "filters", "mqtt_out": "mqtt", "mqtt_in": "mqtt",
 }
 
 

@@ -1,0 +1,252 @@
+# MQTT steps against a real Mosquitto broker (Debian's mosquitto, installed by the set-up,
+# started here on a free loopback port and stopped by its PID): a pipeline's values reach a
+# subscriber in order, a publisher's values reach a CSV sink, a broker that is away at deploy
+# time is a clear error, and a publish topic with wildcards is refused when planning.
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+paho = pytest.importorskip("paho.mqtt.client")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (bash scripts/dev setup installs it)")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, proc, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("mosquitto exited: %s" % proc.stderr.read())
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)   # polling a port that is not open yet
+    raise TimeoutError("mosquitto did not listen on %d" % port)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text("listener %d 127.0.0.1\nallow_anonymous true\n" % port)
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class Subscriber:
+    def __init__(self, port, topic):
+        self.got = []
+        self.cond = threading.Condition()
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-sub")
+        self.c.on_message = self._msg
+        subscribed = threading.Event()
+        self.c.on_subscribe = lambda *a: subscribed.set()
+        self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        assert subscribed.wait(10), "subscription not confirmed"
+
+    def _msg(self, c, u, msg):
+        with self.cond:
+            self.got.append((msg.topic, json.loads(msg.payload)))
+            self.cond.notify_all()
+
+    def wait(self, n, timeout=60):
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.got) >= n, timeout), self.got[-5:]
+            return list(self.got)
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def up(path, *args, timeout=120):
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "sensormesh.cli", "up", str(path), "--insecure",
+                           "--no-metrics-file"] + list(args),
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_values_reach_a_subscriber_in_order(broker, tmp_path):
+    sub = Subscriber(broker, "lab/#")
+    try:
+        path = tmp_path / "out.yaml"
+        path.write_text(textwrap.dedent("""\
+            pipeline: mqtt-out
+            devices:
+              pc: {interpreter: cpython, sensors: ["n=counter@200"], local: true}
+            steps:
+              n: {type: source, sensor: n, count: 300}
+            sinks:
+              pub: {type: mqtt_out, broker: "127.0.0.1:%d", topic: "lab/{device}/{step}", qos: 1, input: n}
+              seen: {type: callback, input: n}
+            """) % broker)
+        r = up(path, "--count", "300", "--timeout", "30")
+        assert r.returncode == 0, r.stdout + r.stderr
+        got = sub.wait(300)
+        assert [t for t, _ in got] == ["lab/pc/pub"] * len(got)
+        assert [v for _, v in got][:300] == list(range(300)), "values lost, repeated or out of order"
+    finally:
+        sub.close()
+
+
+def test_a_publisher_feeds_a_csv_sink(broker, tmp_path):
+    out = tmp_path / "in.csv"
+    path = tmp_path / "in.yaml"
+    path.write_text(textwrap.dedent("""\
+        pipeline: mqtt-in
+        devices:
+          pc: {interpreter: cpython, local: true}
+        steps:
+          readings: {type: mqtt_in, broker: "127.0.0.1:%d", topic: "plant/+/temp"}
+        sinks:
+          file: {type: csv, path: "%s", input: readings}
+          seen: {type: callback, input: readings}
+        """) % (broker, out))
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, "-m", "sensormesh.cli", "up", str(path), "--insecure", "--count", "5",
+                          "--no-metrics-file", "--timeout", "30"],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:          # wait until the pipeline runs
+            line = p.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("running"):
+                break
+        assert any(line.startswith("running") for line in lines), "".join(lines)
+        pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-pub")
+        pub.connect("127.0.0.1", broker)
+        pub.loop_start()
+        # the deployment completes once the step's subscription is confirmed by the broker
+        for i, payload in enumerate(["21.5", "22", '{"t": 23}', "24.25", "hello"]):
+            pub.publish("plant/%d/temp" % i, payload, qos=1).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+        rest, _ = p.communicate(timeout=60)
+        lines.append(rest)
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)     # up stops its devices
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+    assert p.returncode == 0, "".join(lines)
+    rows = out.read_text().splitlines()
+    # plain numbers arrive as numbers, JSON as its value (an object's field), other text as text
+    assert rows == ["21.5", "22", "23", "24.25", "hello"], rows
+
+
+def test_unreachable_broker_is_a_clear_deploy_error(tmp_path):
+    port = free_port()          # nothing listens there
+    path = tmp_path / "down.yaml"
+    path.write_text(textwrap.dedent("""\
+        pipeline: mqtt-down
+        devices:
+          pc: {interpreter: cpython, sensors: [counter], local: true}
+        steps:
+          n: {type: source, sensor: counter}
+        sinks:
+          pub: {type: mqtt_out, broker: "127.0.0.1:%d", topic: "x/y", input: n}
+        """) % port)
+    r = up(path, "--duration", "5", timeout=90)
+    assert r.returncode != 0
+    assert "cannot reach MQTT broker 127.0.0.1:%d" % port in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_bad_topic_is_refused_when_planning(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(textwrap.dedent("""\
+        pipeline: mqtt-bad
+        devices:
+          pc: {interpreter: cpython, sensors: [counter], local: true}
+        steps:
+          n: {type: source, sensor: counter}
+        sinks:
+          pub: {type: mqtt_out, broker: "127.0.0.1:1883", topic: "lab/+/x", input: n}
+        """))
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, "-m", "sensormesh.cli", "plan", str(path)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "bad.yaml:7" in r.stderr and "wildcard '+'" in r.stderr, r.stderr
+
+
+def test_home_assistant_discovery_names_the_unit(broker, tmp_path):
+    sub = Subscriber(broker, "homeassistant/#")
+    try:
+        path = tmp_path / "ha.yaml"
+        path.write_text(textwrap.dedent("""\
+            pipeline: mqtt-ha
+            devices:
+              pc: {interpreter: cpython, sensors: ["temperature@50"], local: true}
+            steps:
+              t: {type: source, sensor: temperature}
+              avg: {type: window, values: 5, agg: mean, input: t}
+            sinks:
+              room: {type: mqtt_out, broker: "127.0.0.1:%d", topic: "home/room", discovery: true, input: avg}
+              seen: {type: callback, input: avg}
+            """) % broker)
+        r = up(path, "--count", "3", "--timeout", "30")
+        assert r.returncode == 0, r.stdout + r.stderr
+        topic, cfg = sub.wait(1)[0]
+        assert topic == "homeassistant/sensor/sensormesh_pc_room/config"
+        assert cfg["state_topic"] == "home/room" and cfg["unit_of_measurement"] == "\u00b0C"
+        assert cfg["device_class"] == "temperature" and cfg["unique_id"] == "sensormesh_pc_room"
+    finally:
+        sub.close()
+
+
+def test_the_integration_example_runs_against_a_local_broker(broker, tmp_path):
+    src = open(os.path.join(ROOT, "examples", "pipelines", "mqtt_bridge.yaml")).read()
+    path = tmp_path / "mqtt_bridge.yaml"
+    path.write_text(src.replace("127.0.0.1:1883", "127.0.0.1:%d" % broker)
+                    .replace("path: setpoints.csv", "path: %s" % (tmp_path / "setpoints.csv")))
+    sub = Subscriber(broker, "lab/#")
+    try:
+        env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+        p = subprocess.Popen([sys.executable, "-m", "sensormesh.cli", "up", str(path), "--insecure",
+                              "--no-metrics-file"], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            got = sub.wait(2, timeout=90)          # the board's filtered temperature, via the PC
+        finally:
+            p.send_signal(signal.SIGINT)
+            out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0, out
+        assert all(t == "lab/pc/temperature" and isinstance(v, float) for t, v in got[:2]), got
+    finally:
+        sub.close()
