@@ -864,7 +864,7 @@ class MqttOutSink(_MqttStep):
         Param("topic", "topic", required=True, doc="topic to publish to; {step} and {device} are filled in"),
         Param("retain", "bool", doc="the broker keeps the last message for new subscribers"),
         Param("time-frame", "int", minimum=0, doc="ms per message (0: one message per value)"),
-        Param("buffer", "int", minimum=0, doc="values kept while the broker is away (default 10000)"),
+        Param("offline-buffer", "int", minimum=0, doc="values kept while the broker is away (default 10000)"),
         Param("discovery", "bool", doc="publish Home Assistant discovery config (homeassistant/sensor/...)"),
         Param("measures", "json", doc="{quantity, unit} for discovery (default: from the sensors)"),
     )

@@ -31,6 +31,9 @@ CONTRACT = {
     "heartbeat": (1, 1, {"interval"}),
     "debounce": (1, 1, {"time"}),
     "timeout": (1, 1, {"time", "marker"}),
+    "mqtt_out": (1, 1, {"broker", "topic", "qos", "retain", "client-id", "username", "password-env", "tls",
+                        "time-frame", "offline-buffer", "discovery", "measures"}),
+    "mqtt_in": (0, 0, {"broker", "topic", "qos", "client-id", "username", "password-env", "tls"}),
     "pipe_out": (1, 1, {"edge", "to", "time-frame", "buffer", "acks"}),
     "pipe_in": (0, 0, {"edge", "from"}),
 }
@@ -43,7 +46,7 @@ def test_catalog_matches_the_device_contract():
         assert (t.min_inputs, t.max_inputs) == (lo, hi), name
         assert {p.name for p in t.param_map.values() if not p.hint} == params, name
     assert set(catalog.RUNTIME_TYPES) == {"pipe_out", "pipe_in"}
-    assert set(catalog.SINK_TYPES) == {"print", "csv", "callback"}
+    assert set(catalog.SINK_TYPES) == {"print", "csv", "callback", "mqtt_out"}
 
 
 def test_catalog_parameters_are_the_device_steps_parameters():

@@ -193,7 +193,7 @@ class MqttOut(_Mqtt):
     array) to `topic` ({step} and {device} are filled in)."""
     TYPE = "mqtt_out"
     ARGS = ("broker", "topic", "qos", "retain", "client-id", "username", "password-env", "tls",
-            "time-frame", "buffer", "discovery", "measures")
+            "time-frame", "offline-buffer", "discovery", "measures")
     SINK = True
     what = "mqtt_out cannot encode"
 
@@ -202,7 +202,7 @@ class MqttOut(_Mqtt):
         self.qos = self.choice_param("qos", 0, (0, 1, 2))
         self.retain = params.get("retain", False) is True
         self.tf = self.int_param("time-frame", 0, 0)
-        self.limit = self.int_param("buffer", DEFAULT_BUFFER, 0)
+        self.limit = self.int_param("offline-buffer", DEFAULT_BUFFER, 0)
         self.pending = []          # JSON payloads waiting for the broker, oldest first
         self.frame = []
         self.frame_timer = None
