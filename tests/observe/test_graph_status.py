@@ -59,3 +59,38 @@ def test_snapshots_from_status_replies_name_pipes_and_peers():
     Sup.last_status = {p.src: dict(st, assignment={"steps": {"out:" + hop1: {"out": 14}}})}
     poller.poll()
     assert store.view()["pipes"][0]["values_per_s"] == 10.0
+
+
+def test_devices_without_metrics_are_watched_through_their_status(monkeypatch):
+    """A device that does not answer {"metrics"} (an older version) still shows its counts:
+    the Observation falls back to its status replies, and only for that device."""
+    from sensormesh.controller.observe import run
+
+    class Poller:
+        latest = {"new": {}}
+        errors = {"old": "old: unknown message metrics"}
+
+        def subscribe(self, fn):
+            pass
+
+        def start(self):
+            pass
+
+        def poll(self):
+            pass
+
+    class Sup:
+        placement = None
+        last_status = {}
+    monkeypatch.setattr(run, "make_poller", lambda sup, model: Poller())
+    model = load_model(TWO_DOMAINS)
+    obs = run.Observation(model, out=False)
+    obs.attach(Sup())
+    for k, n in enumerate((10, 30)):
+        Sup.last_status = {dev: {"name": dev, "assignment": {"steps": {"s_" + dev: {"in": n, "out": n}}}}
+                           for dev in ("old", "new")}
+        obs.fallback.clock = lambda k=k: 100.0 + k
+        obs.tick()
+    steps = obs.store.view()["steps"]
+    assert steps["s_old"]["in_per_s"] == 20.0
+    assert "s_new" not in steps          # that one reports metrics itself

@@ -57,7 +57,8 @@ def to_dot(info, device_of=None):
         for c in p["consumers"]:
             chain = hops + ["s:" + c]
             for k, (a, b) in enumerate(zip(chain, chain[1:])):
-                label = ', label=" ", id=%s' % _q("pipe:" + p["edge"]) if k == 0 else ""
+                # the label holds the live rate later; its placeholder reserves room for it
+                label = ', label="no rate yet   ", fontcolor="#94a3b8", id=%s' % _q("pipe:" + p["edge"]) if k == 0 else ""
                 lines.append('  %s -> %s [color="#2563eb", penwidth=2, style=bold%s];' % (_q(a), _q(b), label))
     lines.append("}")
     return "\n".join(lines)

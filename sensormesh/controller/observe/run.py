@@ -50,6 +50,7 @@ class Observation:
         self.next_line = time.monotonic() + line_every
         self.sup = None
         self.poller = None
+        self.fallback = None
         self._placement = None
         self.names = {sid: (s.params or {}).get("name") or sid for sid, s in model.steps.items()}
         self.store.set_info(pipeline=model.name, started=time.time(), file=self.path or "",
@@ -60,7 +61,16 @@ class Observation:
         self.poller = make_poller(sup, self.model)
         self.poller.subscribe(self.store.feed)
         self.poller.start()
+        # devices that do not answer {"metrics"} (an older version): snapshots from their status
+        from sensormesh.controller.observe.fromstatus import StatusPoller
+        self.fallback = StatusPoller(sup, {n: d.interpreter for n, d in self.model.devices.items()})
+        self.fallback.subscribe(self._from_status)
         self._placement_changed()
+
+    def _from_status(self, snap):
+        dev = snap["device"]
+        if dev not in getattr(self.poller, "latest", {}) and dev in getattr(self.poller, "errors", {}):
+            self.store.feed(snap)
 
     def detach(self):
         """No more polling (the devices are being stopped)."""
@@ -78,6 +88,7 @@ class Observation:
         if self.poller is None:
             return False
         self.poller.poll()
+        self.fallback.poll()
         self._placement_changed()
         if self.echo is not None and time.monotonic() >= self.next_line:
             self.next_line = time.monotonic() + self.line_every

@@ -61,7 +61,9 @@ function renderDevices(view) {
   const names = Array.from(new Set([...(pl.devices || []), ...Object.keys(view.devices)])).sort();
   const stepsOf = {};
   for (const [sid, d] of Object.entries(pl.device_of || {})) (stepsOf[d] = stepsOf[d] || []).push(sid);
-  for (const [sid, s] of Object.entries(view.steps)) if (!pl.device_of || !pl.device_of[sid]) (stepsOf[s.device] = stepsOf[s.device] || []).push(sid);
+  const isPipe = (sid) => sid.startsWith("out:") || sid.startsWith("in:");   // pipe ends, shown as pipes
+  for (const [sid, s] of Object.entries(view.steps))
+    if (!isPipe(sid) && (!pl.device_of || !pl.device_of[sid])) (stepsOf[s.device] = stepsOf[s.device] || []).push(sid);
   $("devices").innerHTML = names.map((n) => {
     const d = view.devices[n] || {};
     const interp = d.interp || (pl.interp || {})[n] || "";
@@ -121,7 +123,7 @@ const ts = (pts) => pts.map((p) => new Date(p[0] * 1000));
 
 function renderCharts(view) {
   const h = view.history;
-  chart("load-chart", Object.entries(h.load).map(([n, pts]) => ({ name: n, x: ts(pts), y: pts.map((p) => p[1]), mode: "lines", line: { width: 2 } })), "load", ".0%");
+  chart("load-chart", Object.entries(h.load).map(([n, pts]) => ({ name: n, x: ts(pts), y: pts.map((p) => p[1]), mode: "lines", line: { width: 2 } })), "load", ".1%");
   chart("pipes-chart", Object.entries(h.pipes).map(([e, pts]) => ({ name: e, x: ts(pts), y: pts.map((p) => p[1]), mode: "lines", line: { width: 2, shape: "hv" } })), "values/s");
   chart("latency-chart", Object.entries(h.latency).map(([s, pts]) => ({ name: s, x: ts(pts), y: pts.map((p) => p[1] * 1e3), mode: "markers", marker: { size: 4 },
     error_y: { type: "data", array: pts.map((p) => (p[2] || 0) * 1e3), visible: true, thickness: 0.8, width: 0 } })), "ms");
