@@ -250,3 +250,81 @@ def test_the_integration_example_runs_against_a_local_broker(broker, tmp_path):
         assert all(t == "lab/pc/temperature" and isinstance(v, float) for t, v in got[:2]), got
     finally:
         sub.close()
+
+
+def test_broker_restart_mid_stream_loses_only_what_is_counted(tmp_path):
+    """The broker goes away and comes back while a pipeline publishes at QoS 1: every value the
+    sink did not count as lost reaches a subscriber with a persistent session."""
+    import re
+    port = free_port()
+    (tmp_path / "db").mkdir()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                    "persistence_location %s/\nmax_queued_messages 100000\n" % (port, tmp_path / "db"))
+
+    def start_broker():
+        p = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_port(port, p)
+        return p
+
+    def stop_broker(p):
+        p.terminate()          # mosquitto saves its sessions and queued messages on SIGTERM
+        p.wait(10)
+
+    N = 1500
+    got = set()
+    cond = threading.Condition()
+    broker_p = start_broker()
+    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-persistent", clean_session=False)
+    sub.reconnect_delay_set(0.1, 0.5)
+    subscribed = threading.Event()
+
+    def on_msg(c, u, msg):
+        with cond:
+            got.add(json.loads(msg.payload))
+            cond.notify_all()
+    sub.on_message = on_msg
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_connect = lambda c, u, f, rc, p=None: c.subscribe("lab/restart", qos=1)
+    sub.connect("127.0.0.1", port)
+    sub.loop_start()
+    up_p = None
+    try:
+        assert subscribed.wait(10)
+        path = tmp_path / "restart.yaml"
+        path.write_text(textwrap.dedent("""\
+            pipeline: mqtt-restart
+            devices:
+              pc: {interpreter: cpython, sensors: ["n=counter@300"], local: true}
+            steps:
+              n: {type: source, sensor: n, count: %d}
+            sinks:
+              pub: {type: mqtt_out, broker: "127.0.0.1:%d", topic: "lab/restart", qos: 1, input: n}
+              seen: {type: callback, input: n}
+            """) % (N, port))
+        env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+        up_p = subprocess.Popen([sys.executable, "-m", "sensormesh.cli", "up", str(path), "--insecure", "--quiet-devices",
+                                 "--no-metrics-file", "--count", str(N), "--timeout", "60"],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with cond:
+            assert cond.wait_for(lambda: len(got) >= 200, 60), "no values before the restart"
+        stop_broker(broker_p)
+        broker_p = start_broker()
+        out, _ = up_p.communicate(timeout=120)
+        assert up_p.returncode == 0, out
+        m = re.search(r"\bpub (\d+)>(\d+)", out)
+        assert m, out
+        taken, published = int(m.group(1)), int(m.group(2))
+        assert taken == N, out
+        lost = taken - published                       # what the sink counted as not delivered
+        with cond:
+            cond.wait_for(lambda: len(got) >= published, 30)
+            missing = N - len(got & set(range(N)))
+        assert missing == lost, "missing at the subscriber: %d, counted as lost: %d\n%s" % (missing, lost, out)
+    finally:
+        if up_p is not None and up_p.poll() is None:
+            up_p.send_signal(signal.SIGINT)
+            up_p.wait(30)
+        sub.loop_stop()
+        sub.disconnect()
+        stop_broker(broker_p)
