@@ -53,6 +53,10 @@ class Observation:
         self.fallback = None
         self._placement = None
         self.names = {sid: (s.params or {}).get("name") or sid for sid, s in model.steps.items()}
+        # what each sink's values measure (controller/units.py), shown beside its latest value
+        from sensormesh.controller import units
+        self.store.sink_units = {self.names[sid]: units.label(getattr(model, "units", {}).get(sid))
+                                 for sid in model.steps if getattr(model, "units", {}).get(sid)}
         self.store.set_info(pipeline=model.name, started=time.time(), file=self.path or "",
                             placement=placement_info(model, None))
 

@@ -64,6 +64,7 @@ class Store:
         self.latency_count = {}           # sink -> latency samples seen
         self.latency_sum = {}             # sink -> their sum (s)
         self.sinks = {}                   # sink -> (t, latest value)
+        self.sink_units = {}              # sink -> "temperature [°C]" where the units are known
         self.events = collections.deque(maxlen=EVENTS)
         self.info = {}                    # what the views show about the run (pipeline, placement)
 
@@ -285,7 +286,7 @@ class Store:
                               "frames_per_s": g("pipe", dev, edge, "frames_per_s"),
                               "reconnects": self.totals.get(("pipe", dev, edge, "reconnects")),
                               "queue": g("pipe", dev, edge, "queue"), "delay_s": g("pipe", dev, edge, "delay_s")})
-            sinks = {k: {"t": v[0], "value": v[1]} for k, v in self.sinks.items()}
+            sinks = {k: {"t": v[0], "value": v[1], "unit": self.sink_units.get(k)} for k, v in self.sinks.items()}
             events = list(self.events)[-20:]
             info = dict(self.info)
             version = self.version

@@ -91,7 +91,8 @@ function renderTables(view) {
     ["name", k], ["", secs(l.p50)], ["", secs(l.p99)], ["", secs(l.bound)], ["", l.n]])).join("")
     || `<tr><td colspan="5" class="name" style="font-weight:400;color:#64748b">no latency samples yet</td></tr>`;
   $("sinks-table").querySelector("tbody").innerHTML = Object.entries(view.sinks).sort().map(([k, s]) => row([
-    ["name", k], ["value", JSON.stringify(s.value)], ["", (Math.max(0, view.now - s.t)).toFixed(1) + " s"]])).join("")
+    ["name", k], ["value", JSON.stringify(s.value) + (s.unit ? " " + esc(s.unit) : "")],
+    ["", (Math.max(0, view.now - s.t)).toFixed(1) + " s"]])).join("")
     || `<tr><td colspan="3" class="name" style="font-weight:400;color:#64748b">no callback-sink values yet</td></tr>`;
   $("events").innerHTML = view.events.slice().reverse().map(([t, text]) =>
     `<li>${new Date(t * 1000).toLocaleTimeString()} ${esc(text)}</li>`).join("") || "<li>none</li>";
