@@ -197,7 +197,11 @@ def test_split_once_within_limit_on_both_paths(name, values, limit):
             codec.encode_into(buf, values, limit)
         except ProtocolError as e:
             assert "single value" in str(e)
-            assert max(len(codec.dumps([v])) - 2 for v in values) > limit - 2
+            # the value as the whole message was written: a message holding null is written by
+            # the standard module (see codec.dumps), whose floats can be longer (1e+38, not 1e38)
+            with backend("stdlib"):
+                longest = max(len(codec.dumps([v])) - 2 for v in values)
+            assert longest > limit - 2, (longest, limit)
             return
         parts = codec.payloads(values, limit)
     pos = 0
