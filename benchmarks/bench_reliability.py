@@ -124,7 +124,8 @@ def recovery(middle, n=3000):
     got = []
     try:
         dep = deploy(asg, addr)
-        dep.watch(lambda d, s, v: got.extend(v), lambda: len(got) >= 800, timeout=30)
+        ev = []
+        dep.watch(lambda d, s, v: got.extend(v), lambda: len(got) >= 800, timeout=30, on_event=ev.append)
         t0 = time.monotonic()
         os.kill(procs[1].p.pid, signal.SIGKILL)
         procs[1].p.wait(10)
@@ -133,9 +134,9 @@ def recovery(middle, n=3000):
         t_listen = time.monotonic() - t0
         dm = deploy({"m": asg["m"]}, {"m": addr["m"]})
         t_deploy = time.monotonic() - t0
-        dep.watch(lambda d, s, v: got.extend(v), lambda: max(got) > seen, timeout=30)
+        dep.watch(lambda d, s, v: got.extend(v), lambda: max(got) > seen, timeout=30, on_event=ev.append)
         t_resume = time.monotonic() - t0
-        dep.watch(lambda d, s, v: got.extend(v), lambda: len(got) >= n, timeout=60)
+        dep.watch(lambda d, s, v: got.extend(v), lambda: len(got) >= n, timeout=60, on_event=ev.append)
         assert got == list(range(n)), "values lost or repeated"
         dm.close()
         dep.close()

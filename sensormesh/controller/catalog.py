@@ -251,6 +251,9 @@ COMMON_HINTS = (
     Param("buffer", "int", minimum=1, hint=True,
           doc="replay buffer (values kept until acknowledged) of pipes carrying this step's output; "
               "default 100000 on CPython, 1000 on MicroPython"),
+    Param("spool", "int", minimum=0, hint=True,
+          doc="bytes of disk (flash on a board) a pipe carrying this step's output may fill while its "
+              "receiver cannot take values and the replay buffer is full; 0 = off (default)"),
 )
 
 SELECTIVITY = Param("selectivity", "number", above=0, maximum=1, hint=True,
@@ -915,6 +918,7 @@ class PipeOut(StepType):
         Param("time-frame", "int", minimum=0, default=0, doc="ms of values per frame, 0 = every value"),
         Param("buffer", "int", minimum=1, doc="values kept until acknowledged (default: fitted to the device)"),
         Param("acks", "bool", default=True, doc="false: no acknowledgements and no replay (at most once)"),
+        Param("spool", "int", minimum=0, default=0, doc="bytes of disk/flash for values beyond the buffer"),
     )
 
 

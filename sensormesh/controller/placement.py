@@ -108,7 +108,7 @@ def route_devices(route):
 
 
 # Hints of a producer that become parameters of every pipe_out carrying its output (every hop).
-PIPE_HINTS = ("buffer",)
+PIPE_HINTS = ("buffer", "spool")
 
 
 def default_time_frame(rate, nbytes, interpreter):
@@ -138,7 +138,7 @@ class Pipe:
         self.bytes = nbytes             # bytes/value
         self.edge = "%s->%s" % (producer, dst)
         self.time_frame = 0
-        self.options = {}               # pipe_out parameters from the producer's hints (buffer)
+        self.options = {}               # pipe_out parameters from the producer's hints (buffer, spool)
 
     @property
     def traffic(self):

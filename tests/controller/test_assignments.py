@@ -277,17 +277,17 @@ def test_one_domain_topology_uses_the_uniform_formulation(tmp_path):
     assert pl.objective == pytest.approx(3 * sum(pp.traffic for pp in pl.pipes))
 
 
-def test_buffer_hint_reaches_the_pipe():
+def test_buffer_and_spool_hints_reach_the_pipe():
     p = Pipeline("buf")
     p.device("esp", interpreter="micropython", sensors=["gyro"], address="10.0.0.1:7000")
     p.device("pc", address="10.0.0.2:7000")
-    p.source("gyro", batch=100, buffer=300).print(on="pc")
+    p.source("gyro", batch=100, buffer=300, spool=65536).print(on="pc")
     a = p.plan("edge").assignments()
     out = [s for s in a["esp"]["steps"] if s["type"] == "pipe_out"][0]
-    assert out["params"]["buffer"] == 300
+    assert out["params"]["buffer"] == 300 and out["params"]["spool"] == 65536
     p2 = Pipeline("nobuf")
     p2.device("esp", interpreter="micropython", sensors=["gyro"], address="10.0.0.1:7000")
     p2.device("pc", address="10.0.0.2:7000")
     p2.source("gyro").print(on="pc")
     out = [s for s in p2.plan("edge").assignments()["esp"]["steps"] if s["type"] == "pipe_out"][0]
-    assert "buffer" not in out["params"]   # the device's own default
+    assert "buffer" not in out["params"] and "spool" not in out["params"]   # the device's defaults

@@ -34,7 +34,7 @@ CONTRACT = {
     "mqtt_out": (1, 1, {"broker", "topic", "qos", "retain", "client-id", "username", "password-env", "tls",
                         "time-frame", "offline-buffer", "discovery", "measures"}),
     "mqtt_in": (0, 0, {"broker", "topic", "qos", "client-id", "username", "password-env", "tls"}),
-    "pipe_out": (1, 1, {"edge", "to", "time-frame", "buffer", "acks"}),
+    "pipe_out": (1, 1, {"edge", "to", "time-frame", "buffer", "acks", "spool"}),
     "pipe_in": (0, 0, {"edge", "from"}),
 }
 

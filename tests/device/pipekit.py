@@ -6,6 +6,9 @@ import json
 from sensormesh.device.runtime import Runtime
 
 
+SPOOL_ROOT = "/tmp/sensormesh-test-spool"
+
+
 class Timer:
     def __init__(self, loop, when, fn):
         self.when = when
@@ -161,6 +164,7 @@ class Device:
             self.sensors["counter"] = (Counter(), rate)
             self.sensor_kinds["counter"] = "counter"
         self.runtime = Runtime(self)
+        self.spool_root = SPOOL_ROOT   # spooled pipes write here, not into the checkout
         self.control = Control()
         self.alive = True
 
@@ -301,15 +305,17 @@ def _linear(steps, more):
     return steps
 
 
-def chain(net, middle_steps=None, tf=0, count=0, buffer=None, rate=1000, sink_steps=None):
+def chain(net, middle_steps=None, tf=0, count=0, buffer=None, rate=1000, sink_steps=None, spool=0):
     """counter source on a -> pipe e1 -> m (middle steps) -> pipe e2 -> callback sink on c
-    (buffer: the replay buffer of e1)."""
+    (buffer, spool: the replay buffer and the spool bytes of e1)."""
     a = net.device("a", counter=True, rate=rate)
     m = net.device("m")
     c = net.device("c")
     po = {"edge": "e1", "to": "m", "time-frame": tf}
     if buffer:
         po["buffer"] = buffer
+    if spool:
+        po["spool"] = spool
     src = {"sensor": "counter"}
     if count:
         src["count"] = count

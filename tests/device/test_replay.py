@@ -290,3 +290,39 @@ def test_free_running_source_fills_a_time_frame_without_waiting_for_acks():
     c = net.devices["c"]
     assert net.run(5000, lambda: c.status()["k"]["in"] >= 20 * BURST), c.status()
     assert c.status()["i2"]["lost"] == 0 and a.status()["o1"]["dropped"] == 0
+
+
+def test_store_and_forward_outlasts_the_memory_bound_and_loses_nothing():
+    # the same outage as the overflow test, with 64 KB of spool on the sender: nothing is lost,
+    # values come back oldest first, and the spool is empty once everything is acknowledged
+    net = Net()
+    chain(net, tf=10, buffer=200, rate=1000, spool=65536)
+    c = net.devices["c"]
+    assert net.run(5000, lambda: len(c.control.values()) >= 300)
+    net.cut("m")
+    net.run(1500)             # about 1500 values while memory holds 200
+    a_out = net.devices["a"].status()["o1"]
+    assert a_out["spooled"] > 1000 and a_out["spool"]["values"] > 1000 and a_out["evicted"] == 0, a_out
+    net.heal("m")
+    assert net.run(20000, lambda: len(c.control.values()) >= 4000)
+    _exactly_once(c.control.values(), 4000)
+    net.run(300)
+    a_out = net.devices["a"].status()["o1"]
+    assert a_out["evicted"] == 0 and a_out["spool"]["values"] == 0 and a_out["spool"]["bytes"] == 0, a_out
+    assert net.devices["m"].status()["i1"]["lost"] == 0
+
+
+def test_a_full_spool_drops_its_oldest_and_the_loss_is_counted_exactly():
+    net = Net()
+    chain(net, tf=10, buffer=100, rate=1000, spool=4000)   # a few hundred values of disk
+    c = net.devices["c"]
+    assert net.run(5000, lambda: len(c.control.values()) >= 300)
+    net.cut("m")
+    net.run(1500)
+    net.heal("m")
+    assert net.run(20000, lambda: len(c.control.values()) >= 2000)
+    vals = c.control.values()
+    missing = vals[-1] + 1 - len(vals)
+    assert vals == sorted(vals) and len(set(vals)) == len(vals)
+    m_in = net.devices["m"].status()["i1"]
+    assert missing > 500 and m_in["lost"] == missing, (missing, m_in)

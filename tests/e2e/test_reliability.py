@@ -122,3 +122,46 @@ def test_receiver_frozen_for_five_seconds_loses_nothing(devices):
         if frozen:
             os.kill(pid, signal.SIGCONT)
         dep.close()
+
+
+@pytest.mark.parametrize("sender", ["cpython", "micropython"])
+def test_receiver_frozen_past_the_memory_bound_spools_to_disk_and_loses_nothing(devices, tmp_path, sender):
+    # a keeps 300 values in memory and may spool 256 KB; m is frozen for about 3000 values
+    ports = {n: free_port() for n in "amc"}
+    procs = {
+        "a": devices(sender, ["--port", str(ports["a"]), "--name", "a", "--sensors", "counter@1000"],
+                     cwd=str(tmp_path)),
+        "m": devices("cpython", ["--port", str(ports["m"]), "--name", "m", "--sensors", ""]),
+        "c": devices("cpython", ["--port", str(ports["c"]), "--name", "c", "--sensors", ""]),
+    }
+    addr = {n: "127.0.0.1:%d" % p for n, p in ports.items()}
+    asg = assignments(addr)
+    asg["a"]["steps"][1]["params"].update({"buffer": 300, "spool": 262144})
+    dep = deploy(asg, addr)
+    sink = Sink()
+    pid = procs["m"].p.pid
+    frozen = False
+    try:
+        dep.watch(sink.deliver, lambda: len(sink.windows) >= 60, timeout=30)
+        os.kill(pid, signal.SIGSTOP)
+        frozen = True
+        spooled = 0
+        end = time.monotonic() + 30.0
+        while spooled < 2000 and time.monotonic() < end:      # until a has spooled 2000 values
+            st = status({"a": addr["a"]}, timeout=2.0)["a"]["assignment"]["steps"]["o1"]
+            spooled = st.get("spooled", 0)
+            time.sleep(0.2)                                    # sampling the sender's status
+        files = os.listdir(os.path.join(str(tmp_path), ".sensormesh", "spool", "a", "e1"))
+        os.kill(pid, signal.SIGCONT)
+        frozen = False
+        assert spooled >= 2000 and files, (spooled, files)
+        dep.watch(sink.deliver, lambda: len(sink.values()) >= N, timeout=60)
+        st = status(addr)
+        check_exactly_once(sink, st)
+        o1 = st["a"]["assignment"]["steps"]["o1"]
+        assert o1["evicted"] == 0 and o1["spool"]["values"] == 0, o1
+        assert st["m"]["assignment"]["steps"]["i1"]["lost"] == 0
+    finally:
+        if frozen:
+            os.kill(pid, signal.SIGCONT)
+        dep.close()

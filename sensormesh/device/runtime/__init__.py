@@ -423,6 +423,8 @@ class Runtime:
             if k.startswith("out ") and carry[k].held():
                 self.log("pipe %s is not in the new deployment: %d unacknowledged values dropped"
                          % (k[4:], carry[k].held()))
+            if k.startswith("out ") and carry[k].spool is not None:
+                carry[k].spool.clear()
         self.probe = None
         if self.metrics:
             from sensormesh.device.runtime.probe import Probe
@@ -560,7 +562,11 @@ class Runtime:
                 self.carry["in " + e] = self.pipe_ins[e].rx
         for i in self.order:
             try:
-                self.nodes[i].close()
+                n = self.nodes[i]
+                if keep and isinstance(n, PipeOut):
+                    n.close(keep=True)    # its replay buffer (and spool) goes on in the next deployment
+                else:
+                    n.close()
             except Exception as e:
                 self.log("close of %s failed: %s" % (i, e))
         self.nodes = {}

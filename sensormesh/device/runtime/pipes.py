@@ -32,6 +32,9 @@ DEFAULT_BUFFER = 1000 if MICROPYTHON else 100000
 # Values per array at most; a larger time frame leaves as several consecutive arrays.
 MAX_FRAME_VALUES = 256 if MICROPYTHON else 65536
 RETRY_MS = (100, 200, 500, 1000, 2000)
+# Values read back from a spool leave one array at a time with this pause between arrays, so
+# a long backlog does not hold the loop: sources, steps and other pipes run in between.
+SPOOL_GAP_MS = 2
 # A receiver acknowledges after this many values have taken effect, or this long after the first
 # unacknowledged one: one small message per many values, and the sender's buffer stays short.
 ACK_EVERY = 64 if MICROPYTHON else 1024
@@ -89,6 +92,11 @@ class PipeOut:
         if acks is not True and acks is not False:
             raise ValueError("step '%s': acks must be true or false" % sid)
         self.tx = Sender(_buffer_param(sid, params), new_run(), acks)
+        spool = params.get("spool", 0)
+        if type(spool) is not int or spool < 0:
+            raise ValueError("step '%s': spool must be a number of bytes (0: off), got %r" % (sid, spool))
+        self.spool_limit = spool if acks else 0
+        self.spool_timer = None
         self.carried = False   # True: the numbering and buffer came from the previous deployment
         self.fed_by = None     # the pipe_in that alone feeds this pipe (runtime: may adopt its marks)
         self.conn = None
@@ -184,9 +192,12 @@ class PipeOut:
         """Send what is not sent yet, while the connection takes it."""
         conn = self.conn
         tx = self.tx
+        if self.spool_timer is not None:
+            return      # a spooled backlog is leaving at its own pace
         while conn is not None and conn.writable():
             first = tx.sent
             high = tx.high
+            spooled = tx.from_spool()
             vals = tx.take(MAX_FRAME_VALUES)
             if vals is None:
                 return
@@ -198,6 +209,35 @@ class PipeOut:
                     conn.send(ts)
             conn.send(vals)
             self.frames += 1
+            if spooled:
+                self.spool_timer = self.rt.loop.call_later(SPOOL_GAP_MS, self._on_spool_timer)
+                return
+
+    def _on_spool_timer(self):
+        self.spool_timer = None
+        if self.running:
+            self._send()
+
+    # -- store-and-forward (spool.py): what is stored beside spooled values ------------------
+    def _meta_out(self, first, n):
+        # per-value records keyed by seq (e.g. when a source read the value) go to disk with it
+        st = getattr(self, "stamps", None)
+        if not st:
+            return None
+        out = []
+        keep = []
+        for x in st:
+            if first <= x[0] < first + n:
+                out.append(x)
+            else:
+                keep.append(x)
+        self.stamps = keep
+        return out or None
+
+    def _meta_in(self, meta):
+        st = getattr(self, "stamps", None)
+        if st is not None and type(meta) is list:
+            self.stamps = meta + st
 
     def _on_frame_timer(self):
         self.timer = None
@@ -205,6 +245,7 @@ class PipeOut:
             return
         self._send()
         self.timer = self.rt.loop.call_later(self.tf, self._on_frame_timer)
+        self.rt.resume_sources()
 
     def backlogged(self):
         """True when this pipe cannot take values at full speed (free-running sources wait)."""
@@ -243,6 +284,19 @@ class PipeOut:
     # -- connection ---------------------------------------------------------------------
     def start(self):
         self.running = True
+        tx = self.tx
+        if self.spool_limit and tx.spool is None:
+            from sensormesh.device.runtime import spool   # only pipes that spool load it
+            try:
+                where = spool.folder(self.rt.device.name, self.edge, getattr(self.rt.device, "spool_root", None))
+                tx.spool = spool.Spool(where, self.spool_limit)
+            except OSError as e:
+                self.last_error = "no spool: %s" % e
+                self.rt.log("pipe %s: cannot spool to disk (%s); values beyond the buffer will be dropped"
+                            % (self.edge, e))
+        if tx.spool is not None:
+            tx.meta_out = self._meta_out
+            tx.meta_in = self._meta_in
         if self.tf:
             self.timer = self.rt.loop.call_later(self.tf, self._on_frame_timer)
         if self.to:
@@ -339,14 +393,17 @@ class PipeOut:
     def flush(self):
         self._send()
 
-    def close(self):
+    def close(self, keep=False):
         self.running = False
-        for t in (self.timer, self.retry_timer):
+        for t in (self.timer, self.retry_timer, self.spool_timer):
             if t:
                 t.cancel()
+        self.spool_timer = None
         if self.conn is not None:
             self.conn.close_after_flush("pipeline stopped")
             self.conn = None
+        if not keep and self.tx.spool is not None:
+            self.tx.spool.clear()
 
     def stats(self):
         # in = out + pending + dropped: out = values sent at least once, pending = never sent yet,
@@ -360,6 +417,9 @@ class PipeOut:
              "dropped": tx.dropped, "evicted": tx.evicted, "resent": self.resent,
              "acked": tx.base, "unacked": tx.held(), "seq": tx.next_seq(),
              "connected": self.conn is not None and not self.conn.connecting, "connects": self.connects}
+        if tx.spool is not None:
+            s["spool"] = tx.spool.stats()
+            s["spooled"] = tx.spooled
         if self.last_error:
             s["last_error"] = self.last_error
         return s

@@ -33,30 +33,36 @@ MAX_CHECKPOINTS = 32
 
 
 class Sender:
-    """The sending end of one pipe: its numbering and its replay buffer."""
+    """The sending end of one pipe: its numbering and its replay buffer (values base..next-1:
+    the oldest may sit in a spool on disk, spool.py; the rest, from mbase on, in memory)."""
 
     def __init__(self, cap, run, acks=True):
         self.cap = cap if cap > 0 else 1
         self.run = run
         self.acks = acks      # False: values leave the buffer when sent (no replay, no acks)
-        self.buf = []         # values from seq `base` on, oldest first
+        self.buf = []         # values from seq `mbase` on, oldest first
         self.base = 0         # everything before base is acknowledged (or evicted)
+        self.mbase = 0        # seq of buf[0]; base..mbase-1 are in the spool
+        self.spool = None     # a spool.Spool, when the pipe may store values on disk
+        self.meta_out = None  # fn(first, n) -> what to store beside values first.. (or None)
+        self.meta_in = None   # fn(meta): it comes back when they are read from the spool
         self.sent = 0         # seq of the next value to send on the current connection
         self.mark = None      # the receiver's mark for base (see the rules)
         self.high = 0         # every value before this seq has been sent (or dropped)
         self.once = 0         # values sent at least once
         self.evicted = 0      # values that left the buffer unacknowledged (beyond the bound)
         self.dropped = 0      # of those, values never sent at all
+        self.spooled = 0      # values written to the spool
         self.jumped = False   # values announced on the connection left unsent: announce again
 
     def next_seq(self):
-        return self.base + len(self.buf)
+        return self.mbase + len(self.buf)
 
     def unsent(self):
-        return self.base + len(self.buf) - self.sent
+        return self.mbase + len(self.buf) - self.sent
 
     def held(self):
-        return len(self.buf)
+        return self.mbase + len(self.buf) - self.base
 
     def full(self):
         return len(self.buf) >= self.cap
@@ -65,49 +71,87 @@ class Sender:
         buf = self.buf
         buf.append(value)
         if len(buf) > self.cap:
-            self.evict(len(buf) - self.cap)
+            if self.spool is None or not self._spill():
+                self.evict(len(buf) - self.cap)
 
-    def evict(self, k):
-        """Drop the k oldest values (beyond the bound); returns how many were never sent."""
-        if k > len(self.buf):
-            k = len(self.buf)
-        del self.buf[:k]
+    def _spill(self):
+        """Move the older half of the memory buffer to the spool; False if it does not fit."""
+        buf = self.buf
+        k = len(buf) - self.cap // 2
+        first = self.mbase
+        meta = self.meta_out(first, k) if self.meta_out is not None else None
+        dropped = self.spool.write(first, buf[:k], meta)
+        if dropped < 0:
+            return False
+        del buf[:k]
+        self.mbase += k
+        self.spooled += k
+        if dropped:
+            self._forget(self.spool.first() if self.spool.segs else self.mbase)
+        return True
+
+    def _forget(self, new_base):
+        """Values before new_base left the buffer unacknowledged (beyond the bound)."""
+        k = new_base - self.base
+        if k <= 0:
+            return
         old = self.base if self.base > self.high else self.high
-        self.base += k
+        self.base = new_base
         if self.base > old:
             self.dropped += self.base - old
         self.evicted += k
         self.mark = None      # the mark belonged to the old base
-        unsent = 0
         if self.sent < self.base:
-            unsent = self.base - self.sent
             self.sent = self.base
             self.jumped = True    # the connection's next value is not the one announced
-        return unsent
+
+    def evict(self, k):
+        """Drop the k oldest values in memory (beyond the bound, no room in a spool)."""
+        if k > len(self.buf):
+            k = len(self.buf)
+        if self.spool is not None:
+            self.spool.clear()
+        del self.buf[:k]
+        self.mbase += k
+        self._forget(self.mbase)
 
     def take(self, limit):
         """The next values to send (at most `limit`), now counted as sent."""
-        i = self.sent - self.base
-        n = len(self.buf) - i
-        if n > limit:
-            n = limit
-        if n <= 0:
-            return None
-        if i == 0 and n == len(self.buf) and not self.acks:
-            out = self.buf
-            self.buf = []
+        if self.sent < self.mbase:
+            seg = self.spool.read(self.sent) if self.spool is not None else None
+            if seg is None:
+                return None
+            i = self.sent - seg[0]
+            out = seg[1][i:i + limit]
+            if seg[2] is not None and self.meta_in is not None:
+                self.meta_in(seg[2])
         else:
-            out = self.buf[i:i + n]
-            if not self.acks:
-                del self.buf[:n]
+            i = self.sent - self.mbase
+            n = len(self.buf) - i
+            if n > limit:
+                n = limit
+            if n <= 0:
+                return None
+            if i == 0 and n == len(self.buf) and not self.acks:
+                out = self.buf
+                self.buf = []
+            else:
+                out = self.buf[i:i + n]
+                if not self.acks:
+                    del self.buf[:n]
+        n = len(out)
         lo = self.sent if self.sent > self.high else self.high
         self.sent += n
         if self.sent > lo:
             self.once += self.sent - lo
             self.high = self.sent
         if not self.acks:
-            self.base = self.sent
+            self.base = self.mbase = self.sent
         return out
+
+    def from_spool(self):
+        """True while the values to send next come from the spool (sent at a limited rate)."""
+        return self.sent < self.mbase
 
     def restart(self):
         """A new connection: everything unacknowledged goes again. Returns the first seq."""
@@ -128,7 +172,13 @@ class Sender:
         if n > top:
             n = top     # an acknowledgement beyond what was sent: take it as "everything"
         k = n - self.base
-        del self.buf[:k]
+        if n > self.mbase:
+            if self.spool is not None:
+                self.spool.clear()
+            del self.buf[:n - self.mbase]
+            self.mbase = n
+        elif self.spool is not None:
+            self.spool.trim(n)
         self.base = n
         if self.sent < n:
             # the receiver has values this connection did not carry (it had them from an earlier
@@ -140,9 +190,11 @@ class Sender:
 
     def adopt(self, seq, run):
         """Take over a numbering handed back by the upstream's mark (a fresh sender only)."""
-        self.base = self.sent = self.high = seq
+        self.base = self.mbase = self.sent = self.high = seq
         self.run = run
         self.buf = []
+        if self.spool is not None:
+            self.spool.clear()
         self.mark = None
 
     def position(self):
