@@ -1,6 +1,6 @@
 # Acknowledged pipes: what they cost and how fast a chain recovers.
 #
-#     python benchmarks/bench_reliability.py [values] [rounds]
+#     python benchmarks/bench_reliability.py [values] [rounds] [parts, e.g. 123 or 3]
 #
 # 1. Throughput with acknowledgements vs without, in one run: a counter source read as fast as
 #    the pipe takes it on device a -> pipe (10 ms frames) -> count window on device b -> callback.
@@ -24,7 +24,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from procs import free_port, need_micropython, start_device  # noqa: E402
+from procs import Proc, free_port, need_micropython, start_device  # noqa: E402
 from sensormesh.controller.deploy import deploy  # noqa: E402
 
 WINDOW = 1000
@@ -113,11 +113,20 @@ def chain(addr, n):
     }
 
 
+def start_light(interp, args):
+    """A device process the way `sensormesh up` starts one (python|micropython -m sensormesh.device)."""
+    if interp == "micropython":
+        return start_device(interp, args)
+    p = Proc([sys.executable, "-m", "sensormesh.device"] + args)
+    p.wait_line("listening on")
+    return p
+
+
 def recovery(middle, n=3000):
     """(seconds to a new process listening, to deployed, to the first new value at the sink)."""
     ports = {d: free_port() for d in "amc"}
     procs = [start_device("cpython", ["--port", str(ports["a"]), "--name", "a", "--sensors", "counter@1000"]),
-             start_device(middle, ["--port", str(ports["m"]), "--name", "m", "--sensors", ""]),
+             start_light(middle, ["--port", str(ports["m"]), "--name", "m", "--sensors", ""]),
              start_device("cpython", ["--port", str(ports["c"]), "--name", "c", "--sensors", ""])]
     addr = {d: "127.0.0.1:%d" % p for d, p in ports.items()}
     asg = chain(addr, n)
@@ -130,7 +139,7 @@ def recovery(middle, n=3000):
         os.kill(procs[1].p.pid, signal.SIGKILL)
         procs[1].p.wait(10)
         seen = max(got)
-        procs.append(start_device(middle, ["--port", str(ports["m"]), "--name", "m", "--sensors", ""]))
+        procs.append(start_light(middle, ["--port", str(ports["m"]), "--name", "m", "--sensors", ""]))
         t_listen = time.monotonic() - t0
         dm = deploy({"m": asg["m"]}, {"m": addr["m"]})
         t_deploy = time.monotonic() - t0
@@ -149,6 +158,16 @@ def recovery(middle, n=3000):
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    parts = sys.argv[3] if len(sys.argv) > 3 else "123"     # e.g. "3": the recovery times only
+    if "1" in parts:
+        part1(n, rounds)
+    if "2" in parts:
+        part2()
+    if "3" in parts:
+        part3(rounds)
+
+
+def part1(n, rounds):
     print("1. throughput, counter -> pipe (10 ms frames) -> count window -> callback, %d values" % n)
     print("%-12s %-6s %12s %12s" % ("sender", "acks", "min v/s", "median v/s"))
     for interp, nn in (("cpython", n), ("micropython", n // 10)):
@@ -162,10 +181,16 @@ def main():
         print("%-12s ratio acks on / off (medians): %.3f" % (interp, statistics.median(res[True])
                                                                 / statistics.median(res[False])))
     print()
+
+
+def part2():
     print("2. replay buffer heap on the MicroPython unix port (64-bit), 1000 values held")
     for name, (used, per) in heap().items():
         print("   %-6s %7d bytes  %6.1f bytes/value" % (name, used, per))
     print()
+
+
+def part3(rounds):
     print("3. death of the middle device -> stream resumes (kill -9, restarted at once, 1000 values/s)")
     print("%-12s %12s %12s %16s" % ("middle", "listening s", "deployed s", "first new value s"))
     for middle in ("cpython", "micropython"):

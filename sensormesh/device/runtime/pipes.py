@@ -31,7 +31,9 @@ from sensormesh.device.steps import Outlet, nowhere
 DEFAULT_BUFFER = 1000 if MICROPYTHON else 100000
 # Values per array at most; a larger time frame leaves as several consecutive arrays.
 MAX_FRAME_VALUES = 256 if MICROPYTHON else 65536
-RETRY_MS = (100, 200, 500, 1000, 2000)
+# Pauses between dials of a pipe whose other end is gone. At most 1 s: a restarted device
+# gets its values back within a second of listening again (a refused dial costs little).
+RETRY_MS = (100, 200, 500, 1000)
 # Values read back from a spool leave one array at a time with this pause between arrays, so
 # a long backlog does not hold the loop: sources, steps and other pipes run in between.
 SPOOL_GAP_MS = 2
