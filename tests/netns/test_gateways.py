@@ -316,3 +316,59 @@ def test_device_behind_one_way_link_registers_and_is_deployed(make_lab, tmp_path
                 assert per["esp-9"]["security"]["accepted"] == 1
         finally:
             sup.close()
+
+
+def _nft_cut(lab, host):
+    """Drop every packet in and out of `host` (nftables in its namespace) until _nft_heal."""
+    lab.exec(host, ["nft", "add", "table", "inet", "smcut"])
+    for chain, hook in (("cin", "input"), ("cout", "output")):
+        lab.exec(host, ["nft", "add", "chain", "inet", "smcut", chain,
+                        "{ type filter hook %s priority -10 ; policy drop ; }" % hook])
+
+
+def _nft_heal(lab, host):
+    lab.exec(host, ["nft", "delete", "table", "inet", "smcut"])
+
+
+@pytest.mark.netns
+def test_gateway_link_cut_for_five_seconds_loses_and_repeats_nothing(make_lab, tmp_path):
+    """The gateway relaying a MicroPython device's stream drops every packet for 5 s (nftables in
+    its namespace), then comes back: the pipes replay and the sink gets every value once, in order."""
+    import time
+    lab = make_lab(ONE_GW, blocked="reject")
+    start_devices(lab, {"esp-1": ("micropython", "counter@0"), "gw-1": ("cpython", "counter@0"),
+                        "pc": ("cpython", "counter@0")})
+    n = 3000
+    model = pipeline_file(tmp_path, lab, ONE_GW,
+                          {"esp-1": "micropython", "gw-1": "cpython", "pc": "cpython"},
+                          {"s": {"type": "source", "sensor": "counter", "count": n, "rate": 200, "on": "esp-1",
+                                 "batch": 10}},
+                          {"k": {"type": "callback", "input": "s", "on": "pc"}})
+    rec = Recorder()
+    cut = {"at": None, "n_cut": 0, "n_heal": 0}
+    with in_ns(lab.ns("controller")):
+        sup = Supervisor(model, "edge", timeout=20.0, interval=1.0, epoch=1)
+        try:
+            sup.deploy()
+            assert sup.placement.pipes[0].route == ["esp-1", "gw-1", "pc"]
+
+            def until():
+                got = rec.got("k")
+                if cut["at"] is None and len(got) >= 300:
+                    _nft_cut(lab, "gw-1")
+                    cut["at"] = time.monotonic()
+                    cut["n_cut"] = len(got)
+                if cut["at"] is not None and cut["at"] > 0 and time.monotonic() - cut["at"] >= 5.0:
+                    _nft_heal(lab, "gw-1")            # the fault lasted 5 s
+                    cut["at"] = -1
+                    cut["n_heal"] = len(got)
+                return cut["at"] == -1 and len(got) >= n
+            sup.watch(rec.deliver, until, timeout=90, on_event=rec.event)
+            got = rec.got("k")
+            assert cut["at"] == -1, "the cut never ended: " + rec.text()
+            assert cut["n_heal"] - cut["n_cut"] < 300, cut     # the stream stood still during the cut
+            assert got == list(range(n)), "lost, repeated or out of order: %d values; %s" % (len(got), rec.text())
+        finally:
+            if cut["at"] is not None and cut["at"] > 0:
+                _nft_heal(lab, "gw-1")
+            sup.close()
