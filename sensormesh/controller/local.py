@@ -67,7 +67,7 @@ def listen_port(dev):
         host, _, port = a.rpartition(":")
         if host in LOOPBACK and port.isdigit():
             return "127.0.0.1", int(port)
-    return "127.0.0.1", free_port()
+    return "127.0.0.1", 0     # the device binds a free port itself and says which
 
 
 class LocalProcess:
@@ -83,6 +83,7 @@ class LocalProcess:
         self.memory_error = None    # the first output line that reported a MemoryError
         self._on_memory_error = on_memory_error
         self.listening = threading.Event()
+        self.tcp_address = None     # "host:port" from the device's listening line
         self._want = 2          # tcp + unix
         self._on_line = on_line
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
@@ -99,6 +100,9 @@ class LocalProcess:
                 if self._on_memory_error is not None:
                     self._on_memory_error(self)
             if " listening on " in line:
+                where = line.split(" listening on ", 1)[1].split()
+                if len(where) >= 2 and where[0] == "tcp":
+                    self.tcp_address = where[1]        # the port the device bound
                 self._want -= 1
                 if self._want <= 0:
                     self.listening.set()
@@ -178,8 +182,10 @@ class LocalCluster:
             for dev in self.devices():
                 self._start_one(dev)
             deadline = time.monotonic() + timeout
-            for p in self.procs.values():
+            for name, p in self.procs.items():
                 p.wait_listening(max(0.1, deadline - time.monotonic()))
+                if p.tcp_address:
+                    self.tcp[name] = p.tcp_address
             self.started = True
         except BaseException:
             self.stop()

@@ -346,11 +346,16 @@ def start(cfg):
                              "identity's name" % (cfg["name"], sec.identity.name))
         dev.name = sec.identity.name
     if cfg.get("port") is not None and cfg.get("port") >= 0:
-        lst = dev.listen_tcp(cfg.get("host", "0.0.0.0"), cfg["port"])
+        host = cfg.get("host", "0.0.0.0")
         port = cfg["port"]
-        if port == 0 and not MICROPYTHON:
-            port = transport.bound_port(lst)
-        announce(dev, "tcp %s:%d" % (cfg.get("host", "0.0.0.0"), port))
+        if port == 0 and MICROPYTHON:
+            port = _listen_any_port(dev, host)
+        else:
+            lst = dev.listen_tcp(host, port)
+            if port == 0:
+                port = transport.bound_port(lst)
+        # the bound port is in this line: whoever started the device reads it (no port races)
+        announce(dev, "tcp %s:%d" % (host, port))
     if cfg.get("unix"):
         dev.listen_unix(cfg["unix"])
         announce(dev, "unix %s" % cfg["unix"])
@@ -358,6 +363,25 @@ def start(cfg):
         from sensormesh.device import forward   # dial out to a controller or gateway and be controlled
         forward.register(dev, cfg["register"])
     return dev
+
+
+# Port 0 on MicroPython: its sockets cannot say which port the kernel chose, so the device
+# picks one itself, trying random ports of the dynamic range until one is free.
+_PORT_TRIES = 64
+
+
+def _listen_any_port(dev, host):
+    import os
+    err = None
+    for _ in range(_PORT_TRIES):
+        b = os.urandom(2)
+        port = 49152 + ((b[0] << 8) | b[1]) % 16384
+        try:
+            dev.listen_tcp(host, port)
+            return port
+        except OSError as e:
+            err = e
+    raise OSError("no free TCP port after %d tries: %s" % (_PORT_TRIES, err))
 
 
 def announce(dev, where):
