@@ -53,10 +53,42 @@ def _creds(model, keys_dir):
         raise click.ClickException(str(e))
 
 
-def _show_plan(placement, asg, out):
-    steps = {d: [s["id"] for s in a["steps"] if s["type"] not in ("pipe_in", "pipe_out")] for d, a in asg.items()}
-    out("placement (%s): %s" % (placement.strategy, "; ".join(
-        "%s runs %s" % (d, ", ".join(ids) if ids else "relays only") for d, ids in sorted(steps.items()))))
+# Above this many devices, the start and placement lines summarise (-v lists every device).
+SUMMARY_AT = 12
+
+
+def _show_plan(placement, asg, out, verbose=False):
+    steps = {d: [s for s in a["steps"] if s["type"] not in ("pipe_in", "pipe_out")] for d, a in asg.items()}
+    if verbose or len(steps) <= SUMMARY_AT:
+        out("placement (%s): %s" % (placement.strategy, "; ".join(
+            "%s runs %s" % (d, ", ".join(s["id"] for s in lst) if lst else "relays only")
+            for d, lst in sorted(steps.items()))))
+        return
+    groups = {}     # the step types a device runs -> its devices
+    for d, lst in sorted(steps.items()):
+        groups.setdefault(tuple(s["type"] for s in lst), []).append(d)
+    parts = []
+    for kinds, devs in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        first = devs[0]
+        ids = ", ".join(s["id"] for s in steps[first]) or "relays only"
+        if len(devs) == 1:
+            parts.append("%s runs %s" % (first, ids))
+        else:
+            parts.append("%d devices run %s (%s: %s)" % (len(devs), ", ".join(kinds) or "relays only", first, ids))
+    out("placement (%s), %d devices: %s (-v lists every device)" % (placement.strategy, len(steps), "; ".join(parts)))
+
+
+def _device_list(local, heap, verbose):
+    """"board-1 (micropython, heap 96K), pc (cpython)", or counts for a large inventory."""
+    def what(d):
+        return d.interpreter if d.interpreter != "micropython" else "micropython, heap %s" % (heap or d.heap)
+    if verbose or len(local) <= SUMMARY_AT:
+        return ", ".join("%s (%s)" % (d.name, what(d)) for d in local)
+    counts = {}
+    for d in local:
+        counts[what(d)] = counts.get(what(d), 0) + 1
+    return "%s (-v lists them)" % ", ".join(
+        "%d %s" % (n, w) for w, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _heap_option(value):
@@ -101,8 +133,9 @@ def _heap_option(value):
 @click.option("--dashboard", default=None, metavar="[HOST:]PORT",
               help="Serve a live web dashboard (and Prometheus /metrics) here; HOST defaults to 127.0.0.1, "
                    "PORT 0 picks a free port.")
+@click.option("-v", "--verbose", is_flag=True, help="List every device in the start and placement lines.")
 def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure, network, network_mode, no_metrics,
-       timeout, metrics_out, no_metrics_file, rates_every, dashboard):
+       timeout, metrics_out, no_metrics_file, rates_every, dashboard, verbose):
     """Start FILE's local devices, deploy the pipeline, show sink values live; Ctrl-C stops everything.
 
     Metrics are collected while it runs (a line of rates every few seconds; every sample in
@@ -132,12 +165,10 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
         except DashboardError as e:
             obs.close()
             raise click.ClickException(str(e))
-    printer.line("starting %d local device(s): %s" % (len(local), ", ".join(
-        "%s (%s)" % (d.name, d.interpreter if d.interpreter != "micropython" else
-                     "micropython, heap %s" % (heap or d.heap)) for d in local)))
+    printer.line("starting %d local device(s): %s" % (len(local), _device_list(local, heap, verbose)))
 
     def deployed(placement, asg):
-        _show_plan(placement, asg, printer.line)
+        _show_plan(placement, asg, printer.line, verbose)
         printer.line("running; values from callback sinks follow%s" % ("" if duration else " (Ctrl-C stops)"))
     try:
         final = runner.up(model, strategy, duration=duration or None, count=count or None,
