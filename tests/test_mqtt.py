@@ -328,3 +328,43 @@ def test_broker_restart_mid_stream_loses_only_what_is_counted(tmp_path):
         sub.loop_stop()
         sub.disconnect()
         stop_broker(broker_p)
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd is not installed")
+def test_credentials_from_the_device_environment(tmp_path):
+    """A broker that wants a login: the password comes from the variable password-env names on
+    the device; a wrong password fails the deployment with the broker's reason."""
+    port = free_port()
+    pw = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(pw), "lab", "s3cret"], check=True, capture_output=True)
+    conf = tmp_path / "mosquitto.conf"
+    # as root, mosquitto would switch to its own user, which cannot read pytest's private tmp dir
+    who = "user root\n" if os.geteuid() == 0 else ""
+    conf.write_text("%slistener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\n" % (who, port, pw))
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port, proc)
+        path = tmp_path / "login.yaml"
+        path.write_text(textwrap.dedent("""\
+            pipeline: mqtt-login
+            devices:
+              pc: {interpreter: cpython, sensors: ["n=counter@100"], local: true}
+            steps:
+              n: {type: source, sensor: n, count: 20}
+            sinks:
+              pub: {type: mqtt_out, broker: "127.0.0.1:%d", topic: "lab/x", username: lab,
+                    password-env: LAB_MQTT_PASSWORD, input: n}
+              seen: {type: callback, input: n}
+            """) % port)
+        env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1", LAB_MQTT_PASSWORD="s3cret")
+        cmd = [sys.executable, "-m", "sensormesh.cli", "up", str(path), "--insecure", "--no-metrics-file",
+               "--count", "20", "--timeout", "30"]
+        ok = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        env["LAB_MQTT_PASSWORD"] = "wrong"
+        bad = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert bad.returncode != 0
+        assert "refused the connection" in bad.stdout + bad.stderr, bad.stdout + bad.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
