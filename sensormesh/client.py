@@ -64,10 +64,27 @@ class Client:
         self.timeout = timeout
         self.max_frame = max_frame
         self.session = None
+        self.sock = None
+        self.decoder = None
+        self.eof = False
+        hello = None
+        if identity is not None:
+            # Check the device's name against our trust store (and make the hello) before any
+            # connection: an unknown name is refused here, without touching the network.
+            from sensormesh.device.secure import handshake as session   # crypto only for clients that use it
+            if type(identity) is str:
+                identity = session.load_credentials(identity)
+            if type(server) is not str:
+                raise ValueError("a secure connection needs the device's name (server=...)")
+            cs = identity.client(server)
+            try:
+                hello = cs.start()
+            except session.HandshakeError as e:
+                raise AuthError({"code": e.code, "message": "%s; not connecting to %s" % (e.message, address)})
         self._connect()
         if identity is not None:
             try:
-                self._secure(identity, server)
+                self._secure(session, cs, hello)
             except BaseException:
                 self.close()
                 raise
@@ -86,23 +103,17 @@ class Client:
         self.decoder = codec.Decoder(self.max_frame)
         self.eof = False
 
-    def _secure(self, creds, server):
-        from sensormesh.device.secure import handshake as session   # crypto only for clients that use it
-        if type(creds) is str:
-            creds = session.load_credentials(creds)
-        if type(server) is not str:
-            raise ValueError("a secure connection needs the device's name (server=...)")
-        cs = creds.client(server)
-        self._handshake(session, cs)
+    def _secure(self, session, cs, hello):
+        self._handshake(session, cs, hello)
         self.session = cs
         self.peer_role = cs.role
         self.wrap_limit = session.wrap_limit(codec.MIN_MAX_FRAME)
         self.decoder = _SecureDecoder(self.decoder, cs.unwrap)
 
-    def _handshake(self, session, cs):
+    def _handshake(self, session, cs, hello):
         server = cs.server
         try:
-            self._sendall(codec.encode(cs.start()))
+            self._sendall(codec.encode(hello))
             reply = self.recv()
             if reply is None:
                 raise session.HandshakeError("malformed", "%s closed the connection during the handshake" % server)

@@ -413,9 +413,9 @@ def test_half_open_flood_is_bounded(devices, port, keys, tmp_path, interp):
     stream = Stream(addr, fresh(keys, "reader"))
     ctl = Client(addr, timeout=20, identity=fresh(keys, "controller"), server="dev-a")
     flood = [connect(addr, timeout=20) for _ in range(40)]
-    # The device holds at most 4 of them as handshakes in progress, each until its deadline
-    # (timeout); the others hear "busy" as soon as they are accepted. (Connections the kernel's
-    # accept queue could not take yet are accepted later, so which ones are held varies.)
+    # The device holds at most 2 of them (half of its 4 slots: all come from one address) as
+    # handshakes in progress, each until its deadline (timeout); the others hear "busy" as soon
+    # as they are accepted. (Which ones are held varies with the order of accepts.)
     open_ = {s.fileno(): s for s in flood}
     replies = {}
     decs = {fd: codec.Decoder() for fd in open_}
@@ -438,9 +438,9 @@ def test_half_open_flood_is_bounded(devices, port, keys, tmp_path, interp):
     assert not open_, "%d flood connections got no answer" % len(open_)
     codes = [e["code"] for e in replies.values()]
     assert len(codes) == 40 and set(codes) == {"busy", "timeout"}, codes
-    assert codes.count("timeout") >= 4 and codes.count("busy") >= 4, codes
+    assert codes.count("timeout") >= 2 and codes.count("busy") >= 4, codes
     assert all("3000 ms" in e["message"] for e in replies.values() if e["code"] == "timeout")
-    assert 1 <= most <= 4, most
+    assert 1 <= most <= 2, most
     sec = ctl.call({"status": {}})["status"]["security"]
     assert sec["handshakes"] == 0 and sec["refused"]["timeout"] + sec["refused"]["busy"] == 40, sec
     stream.more(3)

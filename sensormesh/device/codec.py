@@ -24,6 +24,12 @@ MIN_MAX_FRAME = 16 * 1024
 
 _SEP = (",", ":")
 
+# Deepest nesting of arrays and objects a frame may hold (a data message with a list value is
+# depth 2). A peer that sends thousands of '[' would otherwise run CPython's decoder into its
+# recursion limit and fill a board's heap with nested lists; nothing sensormesh sends comes
+# near this depth.
+MAX_DEPTH = 32
+
 
 class ProtocolError(Exception):
     """The peer sent something that is not a valid sensormesh frame. The message says what."""
@@ -293,6 +299,12 @@ def _std_loads(payload):
         return json.loads(text) if MICROPYTHON else _STD_DECODE(text)
     except ValueError as e:
         raise ProtocolError("frame payload is not valid JSON: %s" % (e.args[0] if e.args else e))
+    except (RuntimeError, MemoryError):
+        # CPython: RecursionError (a RuntimeError) from a deeply nested frame; MicroPython:
+        # a heap full of nested lists. Either way the frame is refused, not the process.
+        text = None
+        raise ProtocolError("frame nests arrays or objects deeper than %d levels, or does not fit "
+                            "this device's memory once decoded" % MAX_DEPTH)
 
 
 def decode_payload(payload):
@@ -305,11 +317,34 @@ def decode_payload(payload):
             msg = dec(payload)
         except Exception:   # msgspec refused it: the standard module decides and says why
             msg = _std_loads(payload)
+    # Only a frame with more than MAX_DEPTH brackets can be too deep: others skip the walk.
+    # (Every path: msgspec, the standard module and MicroPython's json accept deeper frames.)
+    if type(payload) is memoryview:
+        payload = bytes(payload)
+    if payload.count(b"[") + payload.count(b"{") > MAX_DEPTH:
+        check_depth(msg)
     t = type(msg)
     if t is not dict and t is not list:
         raise ProtocolError("frame holds a JSON %s; a message must be an object (control) or an array (data)"
                             % _json_kind(msg))
     return msg
+
+
+def check_depth(msg, limit=MAX_DEPTH):
+    """Raise ProtocolError if msg nests lists/dicts deeper than limit (iterative: no recursion)."""
+    todo = [(msg, 1)]
+    while todo:
+        v, d = todo.pop()
+        if d > limit:
+            raise ProtocolError("frame nests arrays or objects deeper than %d levels" % limit)
+        if type(v) is dict:
+            v = v.values()
+        elif type(v) is not list:
+            continue
+        for x in v:
+            t = type(x)
+            if t is list or t is dict:
+                todo.append((x, d + 1))
 
 
 def _json_kind(v):

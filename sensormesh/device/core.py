@@ -46,6 +46,7 @@ class Inbound:
         self.peer_name = None
         self.peer_fp = None
         self.hs = None        # devices with keys: the handshake deadline while waiting for the hello
+        self.hs_host = None   # devices with keys: the peer host that slot is counted for
 
     def on_open(self, conn):
         self.conn = conn
@@ -61,9 +62,9 @@ class Inbound:
         if sec is not None and self.role is None:
             if self.kind is None and type(msg) is dict and len(msg) == 1 and "register" in msg:
                 # A device behind a one-way link registers in plaintext: its secure session is
-                # with the controller, end to end, relayed by this gateway (forward.py).
-                sec.release(self)
-                conn.decoder.max_frame = self.device.max_frame
+                # with the controller, end to end, relayed by this gateway (forward.py). Until
+                # that session's welcome passes, it stays bounded like any unauthenticated
+                # connection: its slot, its deadline, small frames (Security.hold).
                 self.device.dispatch(self, "register", msg["register"])
                 return
             sec.handshake(self, conn, msg)
@@ -108,7 +109,11 @@ class Inbound:
         if self.handler is not None and hasattr(self.handler, "on_close"):
             self.handler.on_close(conn, reason)
         if reason not in ("closed by peer", "closed"):
-            self.device.log("connection %s closed: %s" % (conn.peer, reason))
+            text = "connection %s closed: %s" % (conn.peer, reason)
+            if self.device.security is not None and self.role is None and self.kind != "registered":
+                self.device.log_unauthenticated(text)
+            else:
+                self.device.log(text)
 
 
 class Device:
@@ -129,6 +134,7 @@ class Device:
         self.security = None  # secure.Security once keys are configured (secure())
         self.errors = 0
         self.metrics = True   # sampled step times, origin stamps, loop busy time (metrics.py)
+        self.unauth_closed = 0   # closed connections of unauthenticated peers (logged sparsely)
         if sensor_specs is None:
             sensor_specs = [k for k in sensors.SIM_KINDS if k not in ("counter", "clock")]
         for spec in sensor_specs:
@@ -147,6 +153,12 @@ class Device:
 
     def log(self, text):
         log(self.name, text)
+
+    def log_unauthenticated(self, text):
+        # Anyone can open connections: log the 1st, 2nd, 4th, 8th... so a flood cannot fill the log.
+        n = self.unauth_closed = self.unauth_closed + 1
+        if n & (n - 1) == 0:
+            self.log("%s (%d closed before authenticating so far)" % (text, n))
 
     def _on_loop_error(self, exc, where):
         self.errors += 1

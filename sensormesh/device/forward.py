@@ -111,16 +111,19 @@ class Registered:
     """The gateway's side of a connection a device opened to register: replies go to the
     session that last forwarded something to it (with keys: the one whose hello it answered)."""
 
-    def __init__(self, fw, name, conn):
+    def __init__(self, fw, name, conn, session):
         self.fw = fw
         self.name = name
         self.conn = conn
+        self.session = session  # the gateway's Inbound for it (keyed: pre-authentication bounds)
         self.requester = None
         self.quiet = False
         self.hello = False     # a secure session's hello went out on this connection
 
     def on_message(self, conn, msg):
         relay_back(self.requester, self.name, conn, msg)
+        if conn.relay and self.session.hs is not None:
+            self.fw.dev.security.authenticated(self.session, conn)
 
     def on_close(self, conn, reason):
         if self.fw.registered.get(self.name) is self:
@@ -238,7 +241,7 @@ class Forwarder:
             session.fail(session.conn, "bad-request", "register needs {\"name\": NAME} (1-%d characters)" % NAME_MAX)
             return
         old = self.registered.get(name)
-        reg = Registered(self, name, session.conn)
+        reg = Registered(self, name, session.conn, session)
         if old is not None:
             reg.requester = old.requester
             old.conn.close("replaced by a new registration")

@@ -21,6 +21,13 @@ RECV_CHUNK = 4096 if MICROPYTHON else 262144
 # Producers pause while a connection holds more than this much unsent output, and resume when
 # it drains: a slow reader slows its producer down instead of growing our memory.
 HIGH_WATER = 4096 if MICROPYTHON else 1048576
+# Connections waiting in the kernel's accept queue. A burst of connects beyond it loses SYNs,
+# which the client retries only after about a second. lwIP on an ESP32 has a handful of
+# sockets in all, so a board keeps a short queue.
+LISTEN_BACKLOG = 8 if MICROPYTHON else 128
+# Connections accepted per loop turn: all that are pending, up to this many, so a burst is
+# taken at once while other sockets and timers still get their turn.
+ACCEPT_BATCH = 4 if MICROPYTHON else 64
 
 
 def _key(sock):
@@ -547,16 +554,20 @@ class Listener:
         loop.register(sock, self, POLLIN)
 
     def on_poll(self, ev):
-        try:
-            s, addr = self.sock.accept()
-        except OSError as e:
-            if errno_of(e) in WOULD_BLOCK:
-                return
-            raise
+        for _ in range(ACCEPT_BATCH):
+            try:
+                s, addr = self.sock.accept()
+            except OSError as e:
+                if errno_of(e) in WOULD_BLOCK:
+                    return
+                raise
+            self._accepted(s, addr)
+
+    def _accepted(self, s, addr):
         no_delay(s)
         proto = self.make_protocol()
         if MICROPYTHON:
-            addr = "peer"  # a raw sockaddr here; nothing readable to log
+            addr = peer_of(addr)
         conn = Connection(self.loop, s, proto, self.max_frame, addr)
         if self.max_conns and len(self.conns) >= self.max_conns:
             conn.send({"error": {"code": "busy", "message": "too many connections (limit %d)" % self.max_conns}})
@@ -585,7 +596,19 @@ class Listener:
             c.close("listener closed")
 
 
-def listen_tcp(loop, host, port, make_protocol, backlog=8, **kw):
+def peer_of(addr):
+    """MicroPython's accept() gives a raw sockaddr: (host, port) for IPv4, "peer" otherwise."""
+    if type(addr) is tuple:
+        return addr
+    try:
+        if len(addr) >= 8 and addr[0] | addr[1] << 8 == socket.AF_INET:
+            return ("%d.%d.%d.%d" % (addr[4], addr[5], addr[6], addr[7]), addr[2] << 8 | addr[3])
+    except TypeError:
+        pass
+    return "peer"
+
+
+def listen_tcp(loop, host, port, make_protocol, backlog=LISTEN_BACKLOG, **kw):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(socket.getaddrinfo(host, port)[0][-1])
@@ -593,7 +616,7 @@ def listen_tcp(loop, host, port, make_protocol, backlog=8, **kw):
     return Listener(loop, s, make_protocol, **kw)
 
 
-def listen_unix(loop, path, make_protocol, backlog=8, **kw):
+def listen_unix(loop, path, make_protocol, backlog=LISTEN_BACKLOG, **kw):
     import os
     try:
         os.remove(path)

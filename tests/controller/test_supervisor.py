@@ -375,3 +375,44 @@ def test_a_new_deployment_is_newer_than_what_the_devices_run(devices, tmp_path):
             assert st["assignment"]["epoch"] == 8, st
     finally:
         second.close()
+
+
+UNTRUSTED = """
+pipeline: ut
+devices:
+  esp: {sensors: [counter], address: "127.0.0.1:%(esp)d"}
+  stranger: {address: "127.0.0.1:%(stranger)d"}
+steps:
+  s: {type: source, sensor: counter, rate: 10, on: esp}
+sinks:
+  k: {type: callback, input: s, on: esp, name: out}
+"""
+
+
+def test_device_missing_from_trust_store_is_not_dialed(devices, tmp_path, keyring):
+    """The controller checks a device's name against its trust store before dialing it, and
+    says so; a trusted device next to it is asked as usual."""
+    import socket
+    from sensormesh.controller.keys import load_controller
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.setblocking(False)
+    esp = free_port()
+    devices("cpython", ["--port", str(esp), "--name", "esp", "--sensors", "counter@0",
+                        "--identity", keyring["frags"]["esp"]["identity"], "--trust", keyring["frags"]["esp"]["trust"]])
+    f = tmp_path / "p.yaml"
+    f.write_text(textwrap.dedent(UNTRUSTED % {"esp": esp, "stranger": listener.getsockname()[1]}))
+    sup = Supervisor(load_model(str(f)), "edge", timeout=3.0, interval=0.3, epoch=1,
+                     creds=load_controller(keyring["store"]))
+    try:
+        st, _ = sup.status()
+        assert st["esp"]["name"] == "esp", st
+        err = st["stranger"]["error"]
+        assert "cannot authenticate stranger" in err and "not in the controller's trust store" in err, err
+        assert err.endswith("not connecting"), err
+        with pytest.raises(BlockingIOError):
+            listener.accept()           # nobody dialed it
+    finally:
+        sup.close()
+        listener.close()

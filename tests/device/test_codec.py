@@ -292,3 +292,25 @@ def test_number_beyond_double_range_reads_as_infinity():
         raise AssertionError("re-encoded infinity")
     except ProtocolError:
         pass
+
+
+def test_nesting_is_bounded():
+    # thousands of '[' (unbalanced and balanced) are a protocol error, not a crash
+    m = expect_error(frame(b"[" * 4000), "", max_frame=16384)   # MicroPython: cut off, not valid JSON
+    assert "deeper than" in m or "not valid JSON" in m, m
+    expect_error(frame(b"[" * 4000 + b"]" * 4000), "deeper than", max_frame=16384)
+    deep = codec.MAX_DEPTH + 1
+    expect_error(frame(b"[" * deep + b"]" * deep), "deeper than %d levels" % codec.MAX_DEPTH)
+    expect_error(frame(b'{"a":' * deep + b"1" + b"}" * deep), "deeper than")
+    # exactly MAX_DEPTH levels is fine, and brackets inside strings do not count
+    ok = codec.MAX_DEPTH
+    d = Decoder()
+    d.feed(frame(b"[" * ok + b"]" * ok))
+    d.feed(codec.encode(["[" * 100, {"k": "{" * 100}]))
+    d.feed(codec.encode([[i, [i]] for i in range(200)]))   # many shallow lists: no error
+    v = d.next()
+    for _ in range(ok - 1):
+        v = v[0]
+    assert v == []
+    assert d.next() == ["[" * 100, {"k": "{" * 100}]
+    assert len(d.next()) == 200

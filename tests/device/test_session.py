@@ -276,7 +276,42 @@ def test_replay_cache_is_bounded_and_never_forgets_unsafely():
     cache.check(b"new", NOW + 5, NOW + 5)
     # Once the old entries leave the window they are dropped instead of raising the floor.
     cache.add(b"late", NOW + 200, NOW + 200)
-    assert list(cache.seen) == [b"late"] and cache.floor == NOW
+    # (so are the cut-offs: hellos that old are stale anyway)
+    assert list(cache.seen) == [b"late"] and cache.floors == {}
+
+
+def test_one_key_cannot_lock_out_others():
+    # A reader fills the cache with hellos dated near the window's edge: it evicts only its
+    # own entries and moves only its own cut-off; other keys' hellos dated now still pass.
+    cache = ReplayCache(window=60, size=8)
+    cache.add(b"c0", NOW, NOW, "controller")
+    refused = 0
+    for i in range(66):
+        try:
+            cache.check(b"r%d" % i, NOW + 55, NOW, "reader-1")
+            cache.add(b"r%d" % i, NOW + 55, NOW, "reader-1")
+        except HandshakeError:
+            refused += 1      # once it has evicted its own entries, its own cut-off stops it
+    assert refused == 66 - 8, refused
+    assert len(cache.seen) == 8 and cache.seen[b"c0"] == (NOW, "controller")
+    assert cache.floors == {"reader-1": NOW + 55}
+    cache.check(b"c1", NOW + 1, NOW + 1, "controller")
+    cache.check(b"x", NOW + 1, NOW + 1, "reader-2")
+    assert code_of(cache.check, b"c0", NOW, NOW + 1, "controller") == "replay"      # its nonce is kept
+    assert code_of(cache.check, b"r0", NOW + 55, NOW + 1, "reader-1") == "replay"   # the reader's cut-off
+    # the same through whole handshakes: 66 hellos of reader-1 dated 55 s ahead, then the controller
+    cache = ReplayCache(window=60, size=8)
+    codes = []
+    for i in range(66):
+        c, s = pair("reader-1", "dev-a", clock=NOW + 55, sclock=NOW, replay=cache)
+        try:
+            s.receive(c.start())
+            codes.append("ok")
+        except HandshakeError as e:
+            codes.append(e.code)
+    assert set(codes) == {"ok", "replay"}, codes
+    c, s = pair("controller", "dev-a", sclock=NOW, replay=cache)
+    assert "welcome" in s.receive(c.start())
 
 
 def test_wrong_role():

@@ -53,7 +53,7 @@ import time
 from sensormesh.controller.deploy import device_order
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.keys import add_pipe_peers
-from sensormesh.controller.supervisor.control import (HANDSHAKE_CODES, REGISTERED, Control, ControlPath,
+from sensormesh.controller.supervisor.control import (HANDSHAKE_CODES, NOT_DIALED, REGISTERED, Control, ControlPath,
                                                       Request, SupervisorError, session_failed)
 from sensormesh.controller.supervisor.health import Health
 from sensormesh.controller.supervisor.recover import Recover
@@ -279,7 +279,7 @@ class Supervisor(Control, Watch, Reroute, Recover):
                     else:
                         new_failed.add(d)
                         out.pop(d, None)
-                        if "secure session failed" in r.error:
+                        if "secure session failed" in r.error or r.error.endswith(NOT_DIALED):
                             refused[d] = r.error
             if not new_failed:
                 break
@@ -300,7 +300,9 @@ class Supervisor(Control, Watch, Reroute, Recover):
             if d in self.failed:
                 p = self.paths.get(d) or self.lost_paths.get(d)
                 how = p.describe() if p is not None else "its control route"
-                if d in refused:
+                if d in refused and refused[d].endswith(NOT_DIALED):
+                    out[d] = {"error": refused[d]}
+                elif d in refused:
                     out[d] = {"error": "%s does not accept the controller over %s: %s" % (d, how, refused[d])}
                 else:
                     out[d] = {"error": "%s is down: it does not answer over %s" % (d, how)}

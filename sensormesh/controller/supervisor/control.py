@@ -26,6 +26,7 @@ HANDSHAKE_CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", 
                    "malformed", "plaintext-refused")
 
 REGISTERED = "registered:"        # link key prefix of a device that dialed in to register
+NOT_DIALED = "not connecting"     # ends the error of a device the controller's trust store refuses
 
 
 class SupervisorError(DeployError):
@@ -240,6 +241,11 @@ class Control:
         server = self.server_of.get(address)
         if self.creds is not None and server is not None:
             from sensormesh.device import secure
+            from sensormesh.device.secure.handshake import HandshakeError
+            try:   # an unknown or revoked name is found out here, without a connection
+                self.creds.trust.lookup(server, "device")
+            except HandshakeError as e:
+                raise ValueError("%s; %s" % (e.message.replace("this side's", "the controller's"), NOT_DIALED))
             if kind[0] != "unix":
                 return secure.dial(self.loop, address, protocol, self.creds, server)
         if kind[0] != "unix":
@@ -270,6 +276,13 @@ class Control:
         if path is None or device in self.cut_off:
             req.finish(error="the controller has no control route to %s" % device)
             return req
+        if self.creds is not None:
+            try:   # a device the controller cannot authenticate is found out before any connection
+                self.creds.trust.lookup(device, "device")
+            except HandshakeError as e:
+                req.finish(error="the controller cannot authenticate %s: %s (%s); %s"
+                           % (device, e.message.replace("this side's", "the controller's"), e.code, NOT_DIALED))
+                return req
         link = self._link(path.first)
         if link is None:
             why = self.links[path.first].closed if path.first in self.links else \

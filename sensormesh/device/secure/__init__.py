@@ -28,6 +28,18 @@ DEFAULT_MAX_HANDSHAKES = 2 if MICROPYTHON else 16
 DEFAULT_HANDSHAKE_MS = 10000 if MICROPYTHON else 5000
 
 
+def host_of(conn):
+    """The peer's address without its port: pre-authentication slots are counted per host."""
+    p = conn.peer
+    return p[0] if type(p) is tuple else p
+
+
+def per_host(max_handshakes):
+    # No single peer address may hold every pre-authentication slot: at most half of them
+    # (one on a board with two), so clients from other addresses always find one free.
+    return max_handshakes // 2 if max_handshakes > 1 else 1
+
+
 def _stamp(src):
     if type(src) is not str:
         return None
@@ -71,6 +83,7 @@ class Security:
         self.replay = S.ReplayCache()
         self.pairs = S.PairCache(8 if MICROPYTHON else 256)   # ~100 bytes each
         self.pending = 0      # accepted connections waiting for their hello
+        self.pending_by = {}  # peer host -> how many of those it holds
         self.accepted = 0     # handshakes completed
         self.refused = {}     # code -> count
 
@@ -132,11 +145,26 @@ class Security:
 
     # -- accepted connections --------------------------------------------------------------
     def on_open(self, session, conn):
+        self.hold(session, conn)
+
+    def hold(self, session, conn):
+        """The connection is unauthenticated: it takes a pre-authentication slot (bounded in
+        all and per peer host), may send only small frames and has a deadline. Whatever its
+        first message (a hello, or a plaintext register), it keeps these until authenticated."""
+        host = host_of(conn)
+        mine = self.pending_by.get(host, 0)
         if self.pending >= self.max_handshakes:
             self.refuse(session, conn, "busy", "too many handshakes in progress on device %s (limit %d); "
                         "try again later" % (self.dev.name, self.max_handshakes))
             return
+        if mine >= per_host(self.max_handshakes):
+            self.refuse(session, conn, "busy", "too many handshakes in progress from %s on device %s "
+                        "(limit %d per address); try again later" % (host, self.dev.name,
+                                                                    per_host(self.max_handshakes)))
+            return
         self.pending += 1
+        self.pending_by[host] = mine + 1
+        session.hs_host = host
         conn.decoder.max_frame = HELLO_MAX_FRAME
         session.hs = self.dev.loop.call_later(self.handshake_ms, lambda: self._expire(session))
 
@@ -155,8 +183,8 @@ class Security:
         self.release(session)
         conn = session.conn
         if conn is not None and not conn.closed:
-            self.refuse(session, conn, "timeout", "no valid hello within %d ms of connecting"
-                        % self.handshake_ms)
+            what = "no secure session through it" if session.kind == "registered" else "no valid hello"
+            self.refuse(session, conn, "timeout", "%s within %d ms of connecting" % (what, self.handshake_ms))
 
     def release(self, session):
         """The connection is no longer a handshake in progress (done, refused or closed)."""
@@ -165,6 +193,18 @@ class Security:
             session.hs = None
             t.cancel()
             self.pending -= 1
+            host = session.hs_host
+            n = self.pending_by.get(host, 1) - 1
+            if n > 0:
+                self.pending_by[host] = n
+            else:
+                self.pending_by.pop(host, None)
+
+    def authenticated(self, session, conn):
+        """A registration's end-to-end session is up (its welcome passed this gateway): lift the
+        pre-authentication bounds. The peer authenticated to the controller, not to us."""
+        self.release(session)
+        conn.decoder.max_frame = self.dev.max_frame
 
     def handshake(self, session, conn, msg):
         """The first message of an accepted connection: a hello, or a refusal."""

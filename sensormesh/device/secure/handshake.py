@@ -188,41 +188,62 @@ def load_credentials(identity, trust=None, native=None):
 class ReplayCache:
     """Nonces of accepted hellos, one cache per device (shared by all its connections).
 
-    Bounded: when full of nonces that are still inside the window, the oldest is forgotten and
-    every hello at or before its timestamp is refused from then on, so no replay gets through
-    while memory stays fixed.
+    Bounded: when full of nonces that are still inside the window, the oldest nonce of the key
+    that holds the most entries is forgotten, and every later hello of that key at or before its
+    timestamp is refused. Each key has its own cut-off, so one key (even a valid reader's) that
+    sends many hellos, dated at the edge of the window, only ever evicts its own entries and
+    moves its own cut-off: it cannot lock other keys, the controller's included, out with
+    "replay". No replay gets through, and memory stays fixed (floors: at most one per key in
+    the trust store, forgotten once older than the window).
     """
 
     def __init__(self, window=DEFAULT_WINDOW, size=DEFAULT_REPLAY_SIZE):
         self.window = window
         self.size = size
-        self.seen = {}   # nonce -> timestamp
-        self.floor = -1  # hellos with ts <= floor are refused
+        self.seen = {}    # nonce -> (timestamp, key name)
+        self.floors = {}  # key name -> hellos of that key with ts <= this are refused
 
-    def check(self, nonce, ts, now):
-        if ts <= self.floor:
-            raise HandshakeError("replay", "hello timestamp %d is older than the replay cache "
-                                 "remembers (too many handshakes within %d s); retry"
-                                 % (ts, self.window))
+    def check(self, nonce, ts, now, who=None):
+        if ts <= self.floors.get(who, -1):
+            raise HandshakeError("replay", "hello timestamp %d is older than the replay cache remembers "
+                                 "for key %r (too many handshakes with this key within %d s); retry"
+                                 % (ts, who, self.window))
         if nonce in self.seen:
             raise HandshakeError("replay", "this hello's nonce was already used: replayed message")
 
-    def add(self, nonce, ts, now):
+    def add(self, nonce, ts, now, who=None):
         seen = self.seen
         if len(seen) >= self.size:
             limit = now - self.window
             for k in list(seen):
-                if seen[k] < limit:
+                if seen[k][0] < limit:
                     del seen[k]
+            floors = self.floors
+            for k in list(floors):
+                if floors[k] < limit:   # the time check refuses such hellos anyway
+                    del floors[k]
             while len(seen) >= self.size:
-                old = None
-                for k in seen:
-                    if old is None or seen[k] < seen[old]:
-                        old = k
-                if seen[old] > self.floor:
-                    self.floor = seen[old]
-                del seen[old]
-        seen[nonce] = ts
+                self._evict()
+        seen[nonce] = (ts, who)
+
+    def _evict(self):
+        # the key with the most entries gives up its oldest one
+        seen = self.seen
+        count = {}
+        for k in seen:
+            w = seen[k][1]
+            count[w] = count.get(w, 0) + 1
+        top = None
+        for w in count:
+            if top is None or count[w] > count[top]:
+                top = w
+        old = None
+        for k in seen:
+            if seen[k][1] == top and (old is None or seen[k][0] < seen[old][0]):
+                old = k
+        ts = seen.pop(old)[0]
+        if ts > self.floors.get(top, -1):
+            self.floors[top] = ts
 
 
 class PairCache:
@@ -457,8 +478,8 @@ class ServerSession(_Side):
             raise HandshakeError("bad-signature", "the hello's MAC does not verify with the key this side holds "
                                  "for %r: the client used another key, holds an outdated key for %r, "
                                  "or the hello was altered" % (client, me))
-        self.replay.check(nonce, ts, now)
-        self.replay.add(nonce, ts, now)
+        self.replay.check(nonce, ts, now, client)
+        self.replay.add(nonce, ts, now, client)
         snonce = os.urandom(_NONCE)
         c2s, s2c, proof = _keys(pair, nonce, snonce, transcript, mac, me)
         self.peer = client
