@@ -11,6 +11,11 @@ session (so a Ctrl-C in the terminal reaches the controller only, which stops th
 order before the processes), listens on its Unix socket and on a loopback TCP port, and has its
 output relayed line by line, prefixed with the device name. Startup waits for the device's
 "listening on" lines, never for a fixed time.
+
+A local device that exits while the pipeline runs is started again (`Restarts`): after a
+bounded exponential backoff, at most `max_restarts` times within `window` seconds, each restart
+reported with the exit status (or signal) and the last lines the device printed. Once it
+listens again the supervisor probes it and gives it its steps back (supervisor/recover.py).
 """
 from __future__ import annotations
 
@@ -70,10 +75,41 @@ def listen_port(dev):
     return "127.0.0.1", 0     # the device binds a free port itself and says which
 
 
+def exit_status(code):
+    """Words for a process's exit: "killed by SIGKILL", "exit code 1"."""
+    if code is None:
+        return "running"
+    if code < 0:
+        try:
+            return "killed by %s" % signal.Signals(-code).name
+        except ValueError:
+            return "killed by signal %d" % -code
+    return "exit code %d" % code
+
+
+class Restarts:
+    """When to start an exited local device again: exponential backoff from `first` s (doubling,
+    at most `most` s), at most `limit` restarts within `window` s. Pure: times are passed in."""
+
+    def __init__(self, first=0.5, most=8.0, limit=5, window=60.0):
+        self.first, self.most, self.limit, self.window = first, most, limit, window
+        self.times: list[float] = []   # when each restart was decided, within the window
+
+    def next(self, now):
+        """(delay in s, restart number) for a device that exited at `now`, or None past the limit."""
+        self.times = [t for t in self.times if now - t < self.window]
+        n = len(self.times)
+        if n >= self.limit:
+            return None
+        self.times.append(now)
+        return min(self.most, self.first * 2 ** n), n + 1
+
+
 class LocalProcess:
     """One started device process and the lines it printed."""
 
     def __init__(self, name, argv, env, cwd, interpreter, on_line, heap=None, on_memory_error=None):
+        self.spawn = (argv, env, cwd, interpreter, on_line, heap, on_memory_error)   # to start it again the same way
         self.name = name
         self.interpreter = interpreter
         self.heap = heap            # the -X heapsize a MicroPython device runs under, or None
@@ -171,6 +207,13 @@ class LocalCluster:
         self.addresses: dict[str, str] = {}
         self.tcp: dict[str, str] = {}
         self.notes: list[str] = []
+        self.restarts: dict[str, Restarts] = {}
+        self.restart_limit = 5            # restarts per device within restart_window seconds
+        self.restart_window = 60.0
+        self.given_up: set[str] = set()   # devices past their restart limit
+        self._due: dict[str, float] = {}  # device -> when to start it again (monotonic)
+        self._handled: dict[str, object] = {}   # device -> the exited process already reported
+        self._starting: set[str] = set()  # restarted, not yet listening
 
     def devices(self):
         return [d for d in self.model.devices.values() if d.local]
@@ -267,6 +310,60 @@ class LocalCluster:
     def alive(self):
         """{device: exit code or None while running}."""
         return {n: p.proc.poll() for n, p in self.procs.items()}
+
+    def tend(self, on_event, now=None):
+        """Restart the local devices that exited (call it often while the pipeline runs).
+        Reports each exit and restart through on_event; returns the devices that listen again
+        since the last call (the supervisor takes them back)."""
+        now = time.monotonic() if now is None else now
+        back = []
+        for name, p in list(self.procs.items()):
+            code = p.proc.poll()
+            if name in self._starting and code is None:
+                if p.listening.is_set() and p._want <= 0:
+                    self._starting.discard(name)
+                    on_event("%s listens again (%s)" % (name, p.interpreter))
+                    back.append(name)
+                continue
+            self._starting.discard(name)
+            if code is None or name in self.given_up:
+                continue
+            if self._handled.get(name) is not p:
+                self._handled[name] = p
+                self._exited(name, p, code, now, on_event)
+            due = self._due.get(name)
+            if due is not None and now >= due:
+                del self._due[name]
+                self._restart(name, p, on_event)
+        return back
+
+    def _exited(self, name, p, code, now, on_event):
+        p._reader.join(1.0)             # its last lines are read
+        tail = "".join("\n    | " + ln for ln in p.lines[-5:])
+        r = self.restarts.setdefault(name, Restarts(limit=self.restart_limit, window=self.restart_window))
+        nxt = r.next(now)
+        if nxt is None:
+            self.given_up.add(name)
+            on_event("%s exited (%s); it restarted %d times within %g s: not restarting it again; the rest "
+                     "keeps running%s" % (name, exit_status(code), r.limit, r.window, tail))
+            return
+        delay, n = nxt
+        self._due[name] = now + delay
+        on_event("%s exited (%s); restarting in %g s (restart %d of %d)%s"
+                 % (name, exit_status(code), delay, n, r.limit, tail))
+
+    def _restart(self, name, old, on_event):
+        dev = self.model.devices[name]
+        try:
+            p = LocalProcess(name, *old.spawn)
+        except OSError as e:
+            self._handled[name] = None
+            on_event("%s cannot be started again: %s" % (name, e))
+            return
+        self.procs[name] = p
+        self._starting.add(name)
+        if self.network is not None:
+            self.network.started(dev, p.proc.pid)
 
     def stop(self, timeout=5.0):
         """Stop every process this cluster started (by its PID); returns {device: exit code}."""

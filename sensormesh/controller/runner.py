@@ -153,12 +153,13 @@ class _Interrupts:
 def up(model, strategy="optimal", duration=None, count=None, until=None, on_event=None, on_line=None,
        on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, keys_dir=None,
        insecure=False, network=None, network_mode="auto", observe=None, mpy=True, device_metrics=True,
-       **options):
+       restarts=5, **options):
     """Start the model's local devices, deploy, call the user's callback functions with the
     values that arrive, stop everything (upstream first, draining) and return the final stats.
 
-    Ends after `duration` seconds, after `count` callback values, when until() is true, when a
-    local device exits, or on Ctrl-C (KeyboardInterrupt is not re-raised). on_event(text) gets
+    Ends after `duration` seconds, after `count` callback values, when until() is true, when every
+    local device has exited past its restart limit (a device that exits is started again, with
+    backoff, and given its steps back), or on Ctrl-C (KeyboardInterrupt is not re-raised). on_event(text) gets
     notes and failures; on_line(device, line) the local devices' output (default: discarded);
     on_deliver(device, step, values) the values of callback sinks without a function in
     model.callbacks; on_deployed(placement, assignments) is called once everything runs.
@@ -181,7 +182,10 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     observe: an observe.run.Observation to feed while watching (metrics, sink values, events).
 
     Local MicroPython devices run from the precompiled device package (mpy=False: from the .py
-    sources) under their inventory `heap` (default 224K); `heap` here overrides it for all."""
+    sources) under their inventory `heap` (default 224K); `heap` here overrides it for all.
+
+    restarts: how many times a local device that exits is started again within a minute
+    (0: never)."""
     import contextlib
     from sensormesh.controller.local import LocalCluster
     emulation = None
@@ -221,6 +225,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
         config = {d.name: dict(config.get(d.name) or {}, metrics=False) for d in model.devices.values() if d.local}
     cluster = LocalCluster(model, on_line=on_line, micropython=micropython, heap=heap, config=config,
                            network=emulation, on_note=on_event, mpy=mpy)
+    cluster.restart_limit = restarts
     dep = None
     signals = _Interrupts()
     place = contextlib.ExitStack()      # the controller's place in an emulated network
@@ -247,19 +252,17 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
         deadline = None if not duration else time.monotonic() + duration
         why = {}
 
-        def dead():
-            return [n for n, code in cluster.alive().items() if code is not None]
-        noted = set()
+        restarted = []                  # local devices listening again, for the supervisor
 
-        def all_local_gone():
-            # The Supervisor routes around a device that exited (or reports what it cut off),
-            # so up goes on; it ends when every local device is gone.
-            gone = dead()
-            for n in gone:
-                if n not in noted:
-                    noted.add(n)
-                    on_event("local device %s exited (code %s)" % (n, cluster.alive().get(n)))
-            return gone if gone and len(gone) == len(cluster.alive()) else []
+        def tend():
+            # A local device that exits is started again (bounded backoff and count, each
+            # reported: local.py); once it listens the supervisor gives it its steps back. up
+            # ends only when every local device is past its restart limit.
+            restarted.extend(n for n in cluster.tend(on_event) if n not in restarted)
+            if restarted and dep.restarted(restarted):
+                del restarted[:]
+            alive = cluster.alive()
+            return sorted(cluster.given_up) if cluster.given_up and len(cluster.given_up) == len(alive) else []
 
         def done():
             if observe is not None:
@@ -272,8 +275,10 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
                 why["why"] = "count"
             elif deadline is not None and time.monotonic() >= deadline:
                 why["why"] = "duration"
-            elif all_local_gone():
-                why["why"] = "local devices exited: " + ", ".join(dead())
+            else:
+                gone = tend()
+                if gone:
+                    why["why"] = "local devices exited: " + ", ".join(gone)
             return bool(why)
         signals.mode = "flag"      # from here a Ctrl-C ends the watch between two messages
         try:

@@ -15,6 +15,18 @@ from sensormesh.controller.supervisor import replace
 class Recover:
     """Recovery probes of a Supervisor (mixed into it)."""
 
+    def restarted(self, devices):
+        """Devices whose process was started again (`sensormesh up` restarts local devices): they
+        run nothing, so each counts as failed (if the watch has not found that out yet) and is
+        probed now, to be given its steps back. Call between two turns of watch()."""
+        if self.health.busy:
+            return False
+        new = {d: "its process exited" for d in devices if d in self.model.devices and not self.health.down(d)}
+        if new:
+            self.health.fail(new)
+        self._probe_failed()
+        return True
+
     def _probe_failed(self):
         """Ask each failed device (briefly, over the network without the other failed ones)
         whether it answers again; the ones that do are taken back into the pipeline."""

@@ -93,6 +93,8 @@ class Reroute:
         changed = replace.changed_devices(self.assignments, new_asg, alive, self.deployed)
         if impact is not None and impact.lost_steps and not how.startswith("placed again"):
             self._event("steps lost with %s stay down: %s" % (", ".join(sorted(self.failed)), how))
+            for line in self._pinned_waiting(impact.lost_steps):
+                self._event(line)
         if not changed:
             if impact is not None and (impact.areas or any(e.status == "cut" for e in impact.edges)):
                 self._event("nothing can be re-routed; the cut-off area stays down until a device "
@@ -134,6 +136,17 @@ class Reroute:
             self._event("re-routed edge %s: %s" % (e.edge, e.new_route.explain()))
         self._event("redeployed %s at epoch %d (%s; downstream first)"
                     % (", ".join(order), epoch, how))
+
+    def _pinned_waiting(self, lost_steps):
+        """A step pinned (`on:`) to a failed device cannot move: it waits for its device, which
+        gets it back when it answers again (recover.py); the rest of the pipeline keeps running."""
+        out = []
+        for sid in sorted(lost_steps):
+            step = self.model.steps.get(sid)
+            dev = lost_steps[sid]
+            if step is not None and getattr(step, "on", None) == dev:
+                out.append("step %s is pinned to %s: waiting for it" % (sid, dev))
+        return out
 
     def _report_losses(self, placement, final):
         """Per pipe whose both ends were stopped: what the sender took in and the receiver never got."""
