@@ -110,7 +110,7 @@ class Inbound:
             self.handler.on_close(conn, reason)
         if reason not in ("closed by peer", "closed"):
             text = "connection %s closed: %s" % (conn.peer, reason)
-            if self.device.security is not None and self.role is None and self.kind != "registered":
+            if self.device.security is not None and self.role is None:
                 self.device.log_unauthenticated(text)
             else:
                 self.device.log(text)
