@@ -352,8 +352,23 @@ class LocalCluster:
         on_event("%s exited (%s); restarting in %g s (restart %d of %d)%s"
                  % (name, exit_status(code), delay, n, r.limit, tail))
 
+    def _keep_port(self, name):
+        # A device that bound a free port listens on the same one again: its peers' pipes
+        # and the controller keep the address they were given.
+        addr = self.tcp.get(name)
+        cfg_path = os.path.join(self._tmp or "", name + ".json")
+        if not addr or not os.path.exists(cfg_path):
+            return
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+        if not cfg.get("port"):
+            cfg["port"] = int(addr.rpartition(":")[2])
+            with open(cfg_path, "w") as f:
+                json.dump(cfg, f)
+
     def _restart(self, name, old, on_event):
         dev = self.model.devices[name]
+        self._keep_port(name)
         try:
             p = LocalProcess(name, *old.spawn)
         except OSError as e:
