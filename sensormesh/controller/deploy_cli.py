@@ -14,6 +14,8 @@ import click
 from sensormesh.controller import deploy as deploying
 from sensormesh.controller import runner
 from sensormesh.controller.errors import PipelineError
+from sensormesh.controller.cli_files import credentials_for as _creds
+from sensormesh.controller.cli_files import load_or_exit as _load
 from sensormesh.controller.observe.cli import metrics_options, observation, poll_rounds
 from sensormesh.controller.placement import STRATEGIES
 
@@ -23,34 +25,10 @@ _timeout = click.option("--timeout", type=float, default=5.0, show_default=True,
                         help="Seconds to wait for each device's answers.")
 
 
-def _load(file):
-    from sensormesh.controller.pipeline_file import load_model
-    try:
-        return load_model(file)
-    except PipelineError as e:
-        raise click.ClickException(str(e))
-
-
 _keys = click.option("--keys", "keys_dir", default=None, type=click.Path(file_okay=False),
                      help="Key store whose controller key authenticates to the devices (default: "
                           ".sensormesh/keys when FILE's devices are all local: true and it exists; "
                           "otherwise plaintext).")
-
-
-def _creds(model, keys_dir):
-    """The controller's credentials for deploy/status/stop: from --keys, or from the store `up`
-    provisions when every device of the file is local (those devices run with its keys)."""
-    from sensormesh.controller.keys import DEFAULT_DIR
-    import os
-    if keys_dir is None:
-        if all(d.local for d in model.devices.values()) and os.path.exists(os.path.join(DEFAULT_DIR, "registry.json")):
-            keys_dir = DEFAULT_DIR
-        else:
-            return None
-    try:
-        return runner.credentials(keys_dir)
-    except PipelineError as e:
-        raise click.ClickException(str(e))
 
 
 # Above this many devices, the start and placement lines summarise (-v lists every device).

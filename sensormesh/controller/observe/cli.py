@@ -60,7 +60,8 @@ def top(file, interval, duration, timeout, keys_dir, metrics_out, no_metrics_fil
     end-to-end latency p50/p99. Ctrl-C quits (the pipeline keeps running)."""
     from rich.console import Console
     from rich.live import Live
-    from sensormesh.controller.deploy_cli import _creds, _load
+    from sensormesh.controller.cli_files import credentials_for as _creds
+    from sensormesh.controller.cli_files import load_or_exit as _load
     from sensormesh.controller.observe.top import render
     from sensormesh.controller.supervisor import Supervisor
     if interval <= 0:
