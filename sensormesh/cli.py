@@ -75,8 +75,8 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns, identit
         raise click.ClickException("sensor configuration: %s" % e)
     except ValueError as e:
         raise click.ClickException("configuration: %s" % e)
-    except OSError as e:
-        raise click.ClickException("cannot listen: %s" % e)
+    except OSError as e:     # the address is taken, a key file cannot be read...
+        raise click.ClickException("cannot start: %s" % e)
 
     def on_term(signum, frame):
         # Raising (rather than setting a flag) wakes the loop out of poll(), which CPython

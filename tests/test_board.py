@@ -73,7 +73,7 @@ def test_device_modules_listed_are_there_or_reported():
     # the device folder is what goes onto a board, every module of it
     assert "sensormesh/device/" in board.DEVICE_MODULES
     files = board.device_files(ROOT)
-    for name in ("__main__", "compat", "codec", "transport", "core", "datarequest", "forward",
+    for name in ("__main__", "compat", "codec", "transport", "core", "datarequest", "forward", "schedule",
                  "steps/__init__", "steps/windows", "runtime/__init__", "runtime/pipes",
                  "runtime/shipped", "secure/__init__", "secure/handshake", "secure/fernet",
                  "secure/x25519", "sensors/__init__"):

@@ -268,7 +268,7 @@ def test_board_deploy_with_real_mpremote_boots_and_serves(simboard, tmp_path):
     at = simboard.mark()
     r = deploy(simboard, cfg, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    simboard.wait_for("sensormesh device sim-board listening on tcp 127.0.0.1:%d\n" % port, at, BOOT_TIMEOUT_S)
+    simboard.wait_for("sensormesh device sim-board listening on tcp 127.0.0.1:%d (plaintext)\n" % port, at, BOOT_TIMEOUT_S)
     assert not [f for f in flash_files(flash) if f.startswith("keys/")]
     out = subprocess.run([sys.executable, "-m", "sensormesh.cli", "client", "127.0.0.1:%d" % port, "--sensor", "chip",
                           "--count", "2", "--timeout", "20"], capture_output=True, text=True, timeout=60,

@@ -167,10 +167,13 @@ class LocalProcess:
                 % (self.name, under, self.memory_error, more, more))
 
     def stop(self, timeout=5.0):
-        """SIGTERM, then SIGKILL after `timeout` seconds; returns the exit code."""
+        """SIGTERM (SIGINT for MicroPython), then SIGKILL after `timeout` seconds; returns the
+        exit code. The MicroPython unix port has no signal module, so SIGTERM would end it at
+        once; SIGINT is its KeyboardInterrupt, so it closes its listeners and logs "stopped" as
+        a CPython device does on SIGTERM."""
         if self.proc.poll() is None:
             try:
-                self.proc.send_signal(signal.SIGTERM)
+                self.proc.send_signal(signal.SIGINT if self.interpreter == "micropython" else signal.SIGTERM)
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()

@@ -11,9 +11,10 @@ from sensormesh.device.sensors import SensorError
 
 
 def stop_on_sigterm():
-    # `kill PID` (how `sensormesh up` stops its devices) ends the loop like Ctrl-C, so the
+    # `kill PID` (how `sensormesh up` stops CPython devices) ends the loop like Ctrl-C, so the
     # device closes its listeners and logs "stopped". Raising (rather than setting a flag)
     # wakes the loop out of poll(), which CPython would otherwise resume after the handler.
+    # MicroPython has no signal module: `kill -INT PID` stops it that way (`sensormesh up` does).
     try:
         import signal
     except ImportError:   # MicroPython ports have no signal module

@@ -1,7 +1,7 @@
 # The device process: one event loop, the configured sensors, and everyone who connects to it.
 #
 # A connection's first message says what it is for:
-#   {"data-request": {...}}   the seed's sensor stream (datarequest.py) until the socket closes
+#   {"data-request": {...}}   the sensor stream of the original design (datarequest.py) until the socket closes
 #   {"hello": {...}}          a control session (controller, tools): info, status, deploy, stop...
 #   {"pipe": {...}}           data from another device's pipe_out into one of our pipe_in steps
 # A device with keys (config "identity" + "trust"; sensormesh/device/secure/__init__.py) first runs the handshake
@@ -108,8 +108,9 @@ class Inbound:
             self.stream = None
         if self.handler is not None and hasattr(self.handler, "on_close"):
             self.handler.on_close(conn, reason)
-        if reason not in ("closed by peer", "closed"):
-            text = "connection %s closed: %s" % (conn.peer, reason)
+        if reason not in ("closed by peer", "closed") and not self.logged:
+            # an accepted Unix-socket connection has no peer address: no gap in the sentence
+            text = "connection%s closed: %s" % (" %s" % (conn.peer,) if conn.peer else "", reason)
             if self.device.security is not None and self.role is None:
                 self.device.log_unauthenticated(text)
             else:
@@ -314,8 +315,8 @@ class Device:
             name, tf, vpf, mf = parse(body, self.sensor_names())
         except RequestError as e:
             session.conn.send(e.to_message())
-            session.conn.close_after_flush(e.code + ": " + e.message)
-            self.log("refused data request from %s: %s" % (session.conn.peer, e.message))
+            # on_close logs this reason once, with the peer
+            session.conn.close_after_flush("refused data request (%s): %s" % (e.code, e.message))
             return
         sensor, rate = self.sensors[name]
         if mf:
@@ -341,7 +342,10 @@ RUNTIME_MESSAGES = ("deploy", "start", "stop", "pipe", "pull", "undeploy", "subs
 
 def start(cfg):
     """Build a device from a configuration dict and start listening; returns it."""
-    dev = Device(cfg.get("name") or "device", cfg.get("sensors"), cfg.get("max_conns", DEFAULT_MAX_CONNS))
+    # Unnamed devices are named after their port, as `sensormesh worker` names them
+    # (worker-PORT), so two on one machine differ in the logs.
+    name = cfg.get("name") or ("device-%d" % cfg["port"] if cfg.get("port") else "device")
+    dev = Device(name, cfg.get("sensors"), cfg.get("max_conns", DEFAULT_MAX_CONNS))
     if cfg.get("metrics") is False:
         dev.set_metrics(False)
     keyed = cfg.get("identity") is not None or cfg.get("trust") is not None
@@ -398,8 +402,8 @@ def _listen_any_port(dev, host):
 
 def announce(dev, where):
     # One line on stdout per listener: tools and tests wait for it instead of sleeping.
-    print("sensormesh device %s listening on %s%s" % (dev.name, where,
-                                                    " (authenticated)" if dev.security else ""))
+    print("sensormesh device %s listening on %s %s" % (dev.name, where,
+                                                     "(authenticated)" if dev.security else "(plaintext)"))
     try:
         sys.stdout.flush()
     except AttributeError:

@@ -1,4 +1,4 @@
-# The seed's data request: a client asks for one sensor, the device streams arrays of values.
+# The data request of the original design (docs/design.md): a client asks for one sensor, the device streams arrays of values.
 #
 #   {"data-request": {"sensor": "dht11", "time-frame": 1000, "values-per-time-frame": 10}}
 #
@@ -8,6 +8,7 @@
 #   what was gathered is sent even if fewer than x. With time-frame 0 it has no effect.
 # Frames are laid on a fixed grid (start + k * time-frame), so they do not drift.
 from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.schedule import grid_due, wait_ms
 
 # Free-running sensors (rate 0) are read in bursts of this many values per loop turn, so the
 # loop still serves other sockets between bursts.
@@ -19,9 +20,6 @@ BATCH_BURST = 64 if MICROPYTHON else 4096
 # A time frame holding more values than this leaves as several consecutive arrays (in order).
 # Keeps the frame list and its JSON within a board's largest free heap block.
 MAX_FRAME_VALUES = 256 if MICROPYTHON else 65536
-# A stalled loop does not try to catch up more than this many samples at once; the rest of the
-# missed slots are counted in the stream's stats ("missed") instead of being read late in a rush.
-MAX_CATCH_UP = 100
 
 FIELDS = ("sensor", "time-frame", "values-per-time-frame", "max-frame")
 
@@ -158,7 +156,7 @@ class Stream:
         conn = self.conn
         read = self.read
         if not self.tf:
-            # One value per frame: the seed's "send every value individually".
+            # One value per frame: the original design's "send every value individually".
             send = conn.send
             n = 0
             while n < BURST and conn.writable():
@@ -187,11 +185,7 @@ class Stream:
         now = self.loop.now()
         period = self.period
         tf = self.tf
-        due = int((now - self.t0) / period) + 1 - self.taken
-        if due > MAX_CATCH_UP:
-            self.missed += due - 1
-            self.taken += due - 1
-            due = 1
+        due = grid_due(self, now)      # a stall beyond schedule.MAX_CATCH_UP counts as missed
         conn = self.conn
         read = self.read
         while due > 0:
@@ -224,8 +218,4 @@ class Stream:
         nxt = self.t0 + self.taken * period
         if tf and self.deadline < nxt:
             nxt = self.deadline
-        wait = nxt - self.loop.now()
-        ms = int(wait)
-        if ms < wait:
-            ms += 1  # round up: waking early would only find nothing due and spin
-        self.timer = self.loop.call_later(ms if ms > 0 else 0, self._tick_cb)
+        self.timer = self.loop.call_later(wait_ms(nxt, self.loop.now()), self._tick_cb)

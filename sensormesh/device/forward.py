@@ -33,8 +33,11 @@
 #     momentarily not (the device is redialing).
 from sensormesh.device import codec, transport
 from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.schedule import Redial
 
 CONNECT_MS = 5000
+# Redial delays of a registration (ms): slower than a pipe's and up to 5 s, since every redial
+# makes the upstream gateway or controller take a new connection and registration.
 RETRY_MS = (200, 500, 1000, 2000, 5000)
 # Registration names are chosen by whoever registers: bounded in length, and the gateway
 # remembers at most SEEN_MAX of the names that registered at some time (oldest forgotten).
@@ -253,7 +256,7 @@ class Forwarder:
         session.kind = "registered"
         session.handler = reg
         session.conn.send({"registered": {"name": name, "by": self.dev.name}})
-        self.dev.log("device %s registered from %s" % (name, session.conn.peer))
+        self.dev.log("device %s registered%s" % (name, " from %s" % (session.conn.peer,) if session.conn.peer else ""))
         w = self.waiting.pop(name, None)
         if w is not None:
             w[2].cancel()
@@ -294,7 +297,7 @@ class Registration:
         self.dev = dev
         self.upstream = upstream
         self.session = None
-        self.retries = 0
+        self.redial = Redial(RETRY_MS)
         self.conn = None
         self.dial()
 
@@ -308,7 +311,7 @@ class Registration:
         self.conn.send({"register": {"name": self.dev.name}})
 
     def on_connect(self, conn):
-        self.retries = 0
+        self.redial.connected()
         self.dev.log("registered with %s" % self.upstream)
 
     def on_message(self, conn, msg):
@@ -324,9 +327,8 @@ class Registration:
 
     def on_close(self, conn, reason):
         self.session.on_close(conn, reason)
-        delay = RETRY_MS[self.retries if self.retries < len(RETRY_MS) else -1]
-        self.retries += 1
-        if self.retries == 1:
+        delay = self.redial.delay()
+        if self.redial.tries == 1:
             self.dev.log("registration with %s: %s; redialing" % (self.upstream, reason))
         self.dev.loop.call_later(delay, self.dial)
 

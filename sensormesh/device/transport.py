@@ -568,6 +568,10 @@ class Listener:
         proto = self.make_protocol()
         if MICROPYTHON:
             addr = peer_of(addr)
+        if not addr:
+            # a Unix socket's empty address (or nothing readable on MicroPython): no peer, log
+            # lines leave it out
+            addr = None
         conn = Connection(self.loop, s, proto, self.max_frame, addr)
         if self.max_conns and len(self.conns) >= self.max_conns:
             conn.send({"error": {"code": "busy", "message": "too many connections (limit %d)" % self.max_conns}})
@@ -597,7 +601,7 @@ class Listener:
 
 
 def peer_of(addr):
-    """MicroPython's accept() gives a raw sockaddr: (host, port) for IPv4, "peer" otherwise."""
+    """MicroPython's accept() gives a raw sockaddr: (host, port) for IPv4, None otherwise."""
     if type(addr) is tuple:
         return addr
     try:
@@ -605,7 +609,7 @@ def peer_of(addr):
             return ("%d.%d.%d.%d" % (addr[4], addr[5], addr[6], addr[7]), addr[2] << 8 | addr[3])
     except TypeError:
         pass
-    return "peer"
+    return None
 
 
 def listen_tcp(loop, host, port, make_protocol, backlog=LISTEN_BACKLOG, **kw):

@@ -1,4 +1,4 @@
-# Validation of the seed's data request, on both interpreters.
+# Validation of the data request, on both interpreters.
 from sensormesh.device.datarequest import RequestError, parse
 
 SENSORS = ["co2", "dht11", "temperature"]

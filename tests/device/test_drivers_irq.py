@@ -1,4 +1,4 @@
-# The seed's interrupt rule, proven: the IRQ handlers of co2 and rotary allocate nothing.
+# The original design's interrupt rule, proven: the IRQ handlers of co2 and rotary allocate nothing.
 # On the MicroPython unix port each handler call runs under micropython.heap_lock(), where any
 # allocation (a float, a big int, a list, a bound method) raises MemoryError. On CPython the
 # same sequences run without the lock and check the decoded values only.

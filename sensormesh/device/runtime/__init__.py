@@ -14,6 +14,7 @@
 from sensormesh.device import codec, steps
 from sensormesh.device.compat import MICROPYTHON, collect, unload
 from sensormesh.device.runtime.pipes import PipeIn, PipeOut
+from sensormesh.device.schedule import grid_due, sparse, wait_ms
 from sensormesh.device.steps import Outlet, nowhere
 
 BURST = 64 if MICROPYTHON else 256
@@ -63,6 +64,7 @@ class Source(Outlet):
         self.running = False
         self.n_out = 0
         self.errors = 0
+        self.missed = 0       # grid slots not read because the loop was stalled (schedule.py)
         self.last_error = None
 
     def start(self):
@@ -76,21 +78,14 @@ class Source(Outlet):
         if not self.running:
             return
         if self.period:
-            now = self.rt.loop.now()
-            due = int((now - self.t0) / self.period) + 1 - self.taken
-            if due > 100:
-                self.taken += due - 1
-                due = 1
+            due = grid_due(self, self.rt.loop.now())
             while due > 0 and self.running:
                 self.taken += 1
                 due -= 1
                 self._one()
-            wait = self.t0 + self.taken * self.period - self.rt.loop.now()
-            ms = int(wait)
-            if ms < wait:
-                ms += 1
             if self.running:
-                self.timer = self.rt.loop.call_later(ms if ms > 0 else 0, self._tick)
+                self.timer = self.rt.loop.call_later(
+                    wait_ms(self.t0 + self.taken * self.period, self.rt.loop.now()), self._tick)
         else:
             if self.rt.backlogged():
                 return  # resume_sources() calls us again when the pipes drain
@@ -125,7 +120,7 @@ class Source(Outlet):
     def _read_failed(self, e):
         self.errors += 1
         self.last_error = "%s: %s" % (type(e).__name__, e)
-        if self.errors & (self.errors - 1) == 0:
+        if sparse(self.errors):
             self.rt.log("source %s: sensor read failed: %s (%d so far)" % (self.id, self.last_error, self.errors))
 
     def _one(self):
@@ -157,7 +152,7 @@ class Source(Outlet):
             self.timer = None
 
     def stats(self):
-        s = {"in": self.n_out + self.errors, "out": self.n_out, "errors": self.errors}
+        s = {"in": self.n_out + self.errors, "out": self.n_out, "errors": self.errors, "missed": self.missed}
         if self.last_error:
             s["last_error"] = self.last_error
         return s

@@ -24,6 +24,7 @@ import os
 
 from sensormesh.device.compat import MICROPYTHON, ticks_diff, ticks_us
 from sensormesh.device.runtime.replay import Receiver, Sender
+from sensormesh.device.schedule import Redial, sparse
 from sensormesh.device.steps import Outlet, nowhere
 
 # Values a pipe_out keeps unacknowledged (its replay buffer) unless the pipeline sets `buffer`.
@@ -37,6 +38,8 @@ RETRY_MS = (100, 200, 500, 1000)
 # Values read back from a spool leave one array at a time with this pause between arrays, so
 # a long backlog does not hold the loop: sources, steps and other pipes run in between.
 SPOOL_GAP_MS = 2
+# A pipe_out that keeps failing logs its 1st redial and then every this many.
+LOG_EVERY_REDIALS = 10
 # A receiver acknowledges after this many values have taken effect, or this long after the first
 # unacknowledged one: one small message per many values, and the sender's buffer stays short.
 ACK_EVERY = 64 if MICROPYTHON else 1024
@@ -72,11 +75,6 @@ def _buffer_param(sid, params):
     return cap
 
 
-def _log_count(n):
-    # log the 1st, 2nd, 4th, 8th... occurrence
-    return n & (n - 1) == 0
-
-
 class PipeOut:
     SINK = True
 
@@ -105,7 +103,7 @@ class PipeOut:
         self.dialing = None    # the connection being set up (its handshake already queued)
         self.timer = None
         self.retry_timer = None
-        self.retries = 0
+        self.redial = Redial(RETRY_MS)
         self.running = False
         self.n_in = 0
         self.first = 0         # values the edge's sender had sent before this deployment
@@ -185,7 +183,7 @@ class PipeOut:
         if tx.jumped:
             self._jumped()
         n = tx.dropped
-        if _log_count(n) or n - self.logged_drops >= 1000:
+        if sparse(n) or n - self.logged_drops >= 1000:
             self.rt.log("pipe %s: receiver unavailable and the replay buffer (%d values) is full: "
                         "%d unacknowledged values dropped so far" % (self.edge, self.tx.cap, n))
         self.logged_drops = n
@@ -341,7 +339,7 @@ class PipeOut:
         self.conn = conn
         self.dialing = None
         self.connects += 1
-        self.retries = 0
+        self.redial.connected()
         self._send()
         self.rt.resume_sources()
 
@@ -386,9 +384,9 @@ class PipeOut:
             return
         self.last_error = reason
         if self.to:
-            delay = RETRY_MS[self.retries if self.retries < len(RETRY_MS) else -1]
-            self.retries += 1
-            if self.retries == 1 or self.retries % 10 == 0:
+            delay = self.redial.delay()
+            n = self.redial.tries
+            if n == 1 or n % LOG_EVERY_REDIALS == 0:
                 self.rt.log("pipe %s to %s: %s; retrying in %d ms" % (self.edge, self.to, reason, delay))
             self.retry_timer = self.rt.loop.call_later(delay, self._dial)
 
@@ -444,7 +442,7 @@ class PipeIn(Outlet):
         self.running = False
         self.retry_timer = None
         self.ack_timer = None
-        self.retries = 0
+        self.redial = Redial(RETRY_MS)
         self.every = ACK_EVERY   # acknowledge after this many values (less for a small sender buffer)
         self.n_in = 0
         self.frames = 0
@@ -502,6 +500,9 @@ class PipeIn(Outlet):
                 self.every = 1
         if first and type(mark) is dict:
             self.rt.adopt_marks(self, mark)
+
+    def on_connect(self, conn):
+        self.redial.connected()
 
     def on_message(self, conn, msg):
         if type(msg) is list:
@@ -643,9 +644,7 @@ class PipeIn(Outlet):
         self._retire(conn)
         self.conn = None
         if self.running and self.frm:
-            delay = RETRY_MS[self.retries if self.retries < len(RETRY_MS) else -1]
-            self.retries += 1
-            self.retry_timer = self.rt.loop.call_later(delay, self._dial)
+            self.retry_timer = self.rt.loop.call_later(self.redial.delay(), self._dial)
 
     def flush(self):
         pass

@@ -19,6 +19,7 @@
 import os
 
 from sensormesh.device.compat import MICROPYTHON, collect
+from sensormesh.device.schedule import sparse
 from sensormesh.device.secure import handshake as S
 from sensormesh.device.secure.handshake import HandshakeError
 
@@ -238,9 +239,10 @@ class Security:
     def refuse(self, session, conn, code, message):
         n = self.refused.get(code, 0) + 1
         self.refused[code] = n
-        if n & (n - 1) == 0:   # 1st, 2nd, 4th, ... of each kind: a flood cannot flood the log
-            self.dev.log("refused connection from %s: %s: %s (%d so far)"
-                         % (getattr(session, "peer_name", None) or conn.peer, code, message, n))
+        if sparse(n):   # 1st, 2nd, 4th, ... of each kind: a flood cannot flood the log
+            who = getattr(session, "peer_name", None) or conn.peer
+            self.dev.log("refused connection%s: %s: %s (%d so far)"
+                         % (" from %s" % (who,) if who else "", code, message, n))
         session.fail(conn, code, message)
 
     def wrap_limit(self, max_frame):

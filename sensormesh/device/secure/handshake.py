@@ -13,7 +13,7 @@
 # pair key and both nonces (HKDF-SHA256), one Fernet key per direction; every later frame
 # payload is a Fernet token of an 8-byte frame counter plus the payload. The only costly step,
 # the scalar multiplication, happens once per peer: the pair key is cached (PairCache).
-# docs/security.md explains the choices (and why not the seed's RSA sketch: ESP32 cost).
+# docs/security.md explains the choices (and why not the original design's RSA sketch: ESP32 cost).
 import hashlib
 import json
 import os

@@ -1,7 +1,8 @@
-# Sensors: one module per sensor, one class per module, one get() per class (the seed's rule).
+# Sensors: one module per sensor, one class per module, one get() per class (the original design's rule,
+# docs/design.md).
 #
-# A device is configured with the sensors it has. Each entry names a kind (the seed's sensor
-# names), a driver ("sim" for the simulated ones, "esp32" for the board drivers, "csv" for a
+# A device is configured with the sensors it has. Each entry names a kind (the sensor names
+# of the original design), a driver ("sim" for the simulated ones, "esp32" for the board drivers, "csv" for a
 # replay) and the driver's parameters (pins, seed, rate...). Modules are imported only when a
 # sensor of that kind is configured, so a board never loads drivers it does not use.
 #
@@ -18,7 +19,7 @@
 SIM_KINDS = ("temperature", "hall", "poti", "gyro", "dht11", "ultrasonic", "co2",
              "touch", "touchpad", "rotary", "counter", "clock")
 
-# The seed calls the capacitive touch sensor both "touch" and "touchpad". "touchpad" is the
+# The original design calls the capacitive touch sensor both "touch" and "touchpad". "touchpad" is the
 # ESP32's internal TouchPad (a raw reading that drops when touched); "touch" is an external
 # module wired as a digital input (touched or not).
 
@@ -84,7 +85,10 @@ def make(spec):
             params[k] = spec[k]
     if driver == "csv" or kind == "csv":
         from sensormesh.device.sensors.csvreplay import CsvReplay
-        return CsvReplay(**params)
+        try:
+            return CsvReplay(**params)
+        except (OSError, ValueError, TypeError) as e:   # a missing or unreadable file names itself
+            raise SensorError("sensor %r: %s" % (spec.get("name") or kind, e))
     pkg = _DRIVER_PACKAGES.get(driver)
     if pkg is None:
         raise SensorError("unknown sensor driver %r (known: %s)" % (driver, ", ".join(sorted(_DRIVER_PACKAGES) + ["csv"])))

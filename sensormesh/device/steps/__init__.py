@@ -39,6 +39,8 @@
 # benchmarks/bench_steps.py shows the regression as a rate that falls on longer runs.
 import sys
 
+from sensormesh.device.schedule import sparse
+
 _exc_info = getattr(sys, "exc_info", None)  # missing on some MicroPython ports (ESP32)
 
 
@@ -244,7 +246,7 @@ class Step:
             self.last_error = "an exception (this port does not say which)"
         else:
             self.last_error = "%s: %s" % (type(exc).__name__, exc)
-        if n & (n - 1) == 0:
+        if sparse(n):
             self.ctx.log("step '%s': %s, dropped %s: %s (%d so far)"
                          % (self.id, what or self.what, _short(value), self.last_error, n))
 

@@ -1,6 +1,7 @@
 # Steps: zip, combine_latest and merge: steps with more than one input.
 # Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
+from sensormesh.device.schedule import sparse
 from sensormesh.device.steps import NONE, Step, no_ctx_call
 
 
@@ -50,7 +51,7 @@ class Zip(Step):
         elif len(q) >= self.max_pending:
             q.pop(0)
             n = self.dropped = self.dropped + 1
-            if n & (n - 1) == 0:
+            if sparse(n):
                 self.ctx.log("step '%s': zip port %d is more than %d values ahead, dropped its "
                              "oldest (%d so far)" % (self.id, side, self.max_pending, n))
         q.append(value)

@@ -1,4 +1,4 @@
-# ESP32 board drivers: one module per sensor kind, one class per module (the seed's rule), so
+# ESP32 board drivers: one module per sensor kind, one class per module (the original design's rule), so
 # a board imports only the drivers of the sensors it has. Only this package imports the
 # board modules `machine`, `esp32` and `dht`. Wiring and units: docs/boards.md.
 #

@@ -44,8 +44,9 @@ class Dht11:
             return self._value
         self.consecutive_failures = 0
         self.last_error = None
-        self._value = {"temperature": int(round(self._dev.temperature())),
-                       "humidity": int(round(self._dev.humidity()))}
+        # humidity first, as MicroPython's dict orders the two keys (and sim/dht11.py writes them)
+        self._value = {"humidity": int(round(self._dev.humidity())),
+                       "temperature": int(round(self._dev.temperature()))}
         return self._value
 
     def _failed(self, why):

@@ -1,0 +1,56 @@
+# Timing helpers every device part shares: the fixed sampling grid, redial backoff, and
+# sparse logging. Pure functions and one small class, no loop of their own: the caller owns
+# the timers.
+
+# A stalled loop (a long GC pause, a blocking flash write, a slow handler) does not try to catch
+# up more than this many samples at once: reading 100 values back to back already takes a board
+# tens of ms, and values read late in a rush carry no information about the missed moments. The
+# rest of the missed slots are counted ("missed") instead.
+MAX_CATCH_UP = 100
+
+
+def grid_due(s, now):
+    """How many slots of s's fixed grid (slot k at s.t0 + k * s.period) are due at `now` and
+    not taken yet. After a stall longer than MAX_CATCH_UP slots, all but the newest are
+    counted in s.missed and marked taken. s has t0, period, taken and missed."""
+    due = int((now - s.t0) / s.period) + 1 - s.taken
+    if due > MAX_CATCH_UP:
+        s.missed += due - 1
+        s.taken += due - 1
+        due = 1
+    return due
+
+
+def wait_ms(target, now):
+    """Whole ms from now until target, rounded up (waking early would only find nothing due
+    and spin); 0 if target has passed."""
+    wait = target - now
+    ms = int(wait)
+    if ms < wait:
+        ms += 1
+    return ms if ms > 0 else 0
+
+
+def sparse(n):
+    """True for n = 1, 2, 4, 8...: log the 1st, 2nd, 4th... occurrence of a repeating event."""
+    return n > 0 and n & (n - 1) == 0
+
+
+class Redial:
+    """Backoff for a connection that is dialed again when it drops: the delays of `table` in
+    turn, then its last one; `connected()` starts over, so a link that dropped after working
+    is redialed quickly again."""
+
+    def __init__(self, table):
+        self.table = table
+        self.tries = 0       # redials since the last successful connection
+
+    def delay(self):
+        """ms to wait before the next redial (counts it)."""
+        t = self.table
+        d = t[self.tries] if self.tries < len(t) else t[-1]
+        self.tries += 1
+        return d
+
+    def connected(self):
+        self.tries = 0

@@ -1,0 +1,183 @@
+# The shared timing helpers (sensormesh/device/schedule.py) and the parts built on them: redial
+# backoff of pipes, and the fixed sampling grid of sources that counts what a stall missed.
+# Plain assert functions: pytest on CPython, `micropython tests/mprun.py test_schedule` on the
+# unix port. Time is a manual clock: timers fire only when a test runs them.
+from sensormesh.device.runtime import Source
+from sensormesh.device.runtime.pipes import RETRY_MS, PipeIn, PipeOut
+from sensormesh.device.schedule import MAX_CATCH_UP, Redial, grid_due, sparse, wait_ms
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0
+        self.timers = []     # (when, fn, delay)
+
+    def now(self):
+        return self.t
+
+    def call_later(self, ms, fn):
+        t = Timer(self.t + ms, fn, ms)
+        self.timers.append(t)
+        return t
+
+    def run_next(self):
+        """Jump to the earliest live timer and run it; returns its delay."""
+        live = [t for t in self.timers if not t.cancelled]
+        t = live[0]
+        for x in live:
+            if x.when < t.when:
+                t = x
+        self.timers.remove(t)
+        if t.when > self.t:
+            self.t = t.when
+        t.fn()
+        return t.delay
+
+
+class Timer:
+    def __init__(self, when, fn, delay):
+        self.when = when
+        self.fn = fn
+        self.delay = delay
+        self.cancelled = False
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class Conn:
+    def __init__(self):
+        self.closed = False
+        self.connecting = True
+
+    def close(self, reason=None):
+        self.closed = True
+
+    def close_after_flush(self, reason=None):
+        self.closed = True
+
+
+class FakeDevice:
+    def __init__(self, sensors=None):
+        self.name = "d"
+        self.security = None
+        self.sensors = sensors or {}
+        self.sensor_kinds = {}
+        self.dialed = []
+
+    def sensor_names(self):
+        return sorted(self.sensors)
+
+    def dial(self, address, protocol, peer, first):
+        c = Conn()
+        self.dialed.append(c)
+        return c
+
+
+class FakeRuntime:
+    def __init__(self, sensors=None):
+        self.loop = Clock()
+        self.device = FakeDevice(sensors)
+        self.epoch = 1
+        self.logs = []
+
+    def log(self, text):
+        self.logs.append(text)
+
+    def backlogged(self):
+        return False
+
+    def resume_sources(self):
+        pass
+
+
+def test_redial_walks_its_table_then_repeats_the_last_and_starts_over_when_connected():
+    r = Redial((10, 20, 50))
+    assert [r.delay() for _ in range(5)] == [10, 20, 50, 50, 50]
+    assert r.tries == 5
+    r.connected()
+    assert r.delay() == 10
+
+
+def drops(pipe, rt, n):
+    """Drop pipe's connection n times; the redial delays it chose."""
+    out = []
+    for _ in range(n):
+        pipe.on_close(rt.device.dialed[-1], "closed by peer")
+        out.append(rt.loop.run_next())        # the redial timer: dials again
+    return out
+
+
+def test_pipe_in_redials_quickly_again_after_a_connection_that_worked():
+    rt = FakeRuntime()
+    p = PipeIn(rt, "in:e", {"edge": "e", "from": "127.0.0.1:1", "peer": "x"})
+    p.start()
+    assert drops(p, rt, 6) == list(RETRY_MS) + [RETRY_MS[-1]]
+    p.on_connect(rt.device.dialed[-1])        # the pull is up again
+    assert drops(p, rt, 2) == [RETRY_MS[0], RETRY_MS[1]]
+
+
+def test_pipe_out_redials_quickly_again_after_a_connection_that_worked():
+    rt = FakeRuntime()
+    p = PipeOut(rt, "out:e", {"edge": "e", "to": "127.0.0.1:1", "peer": "x"})
+    p.start()
+    assert drops(p, rt, 6) == list(RETRY_MS) + [RETRY_MS[-1]]
+    p.on_connect(rt.device.dialed[-1])
+    assert drops(p, rt, 1) == [RETRY_MS[0]]
+
+
+class Counter:
+    RATE_HZ = 100
+
+    def __init__(self):
+        self.n = 0
+
+    def get(self):
+        self.n += 1
+        return self.n
+
+
+class Grid:
+    def __init__(self, period):
+        self.t0 = 0
+        self.period = period
+        self.taken = 0
+        self.missed = 0
+
+
+def test_grid_counts_the_slots_a_stall_missed():
+    g = Grid(10.0)
+    assert grid_due(g, 0) == 1
+    g.taken += 1
+    assert grid_due(g, 35) == 3                      # slots at 10, 20, 30
+    g.taken += 3
+    assert g.missed == 0
+    due = grid_due(g, 40 + 10 * (MAX_CATCH_UP + 50))   # a long stall
+    assert due == 1 and g.missed == MAX_CATCH_UP + 50
+    assert g.taken == 4 + MAX_CATCH_UP + 50
+
+
+def test_wait_ms_rounds_up_and_never_goes_negative():
+    assert wait_ms(10.2, 0) == 11 and wait_ms(10, 0) == 10 and wait_ms(5, 9) == 0
+
+
+def test_sparse_is_true_at_powers_of_two():
+    assert [n for n in range(1, 20) if sparse(n)] == [1, 2, 4, 8, 16] and not sparse(0)
+
+
+def test_source_counts_missed_slots_after_a_stall():
+    rt = FakeRuntime({"c": (Counter(), 100)})
+    s = Source(rt, "src", {"sensor": "c"})
+    got = []
+    s.emit = got.append
+    s.start()                                  # slot 0 at t=0
+    assert got == [1]
+    rt.loop.run_next()                         # slot 1 at t=10
+    assert got == [1, 2] and s.stats()["missed"] == 0
+    rt.loop.t = 10 + 10 * 500                  # the loop stalls for 5 s: 500 slots
+    rt.loop.run_next()
+    # one value now (not a rush of 100), the rest counted
+    assert got == [1, 2, 3]
+    assert s.stats()["missed"] == 499
+    assert s.stats()["out"] == 3
+
