@@ -50,6 +50,12 @@ class Conn:
         self.closed = False
         self.connecting = True
 
+    def writable(self):
+        return True
+
+    def send(self, msg):
+        pass
+
     def close(self, reason=None):
         self.closed = True
 
