@@ -46,7 +46,7 @@ def test_unnamed_device_line_refusal_and_stop(tmp_path, interp):
     assert "device device " not in text
     refusals = [ln for ln in p.lines if "radar" in ln]
     assert len(refusals) == 1, text
-    assert refusals[0].startswith("[device-%d] connection closed: refused data request (unknown-sensor): " % port), \
+    assert refusals[0].startswith("[device-%d] refused data request (unknown-sensor): unknown sensor 'radar'" % port), \
         refusals[0]
     assert p.lines[-1] == "[device-%d] stopped" % port, text
     assert code == 0

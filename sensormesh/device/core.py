@@ -47,6 +47,7 @@ class Inbound:
         self.peer_fp = None
         self.hs = None        # devices with keys: the handshake deadline while waiting for the hello
         self.hs_host = None   # devices with keys: the peer host that slot is counted for
+        self.logged = False   # why it closes was logged already (on_close says nothing more)
 
     def on_open(self, conn):
         self.conn = conn
@@ -314,8 +315,12 @@ class Device:
         try:
             name, tf, vpf, mf = parse(body, self.sensor_names())
         except RequestError as e:
+            # logged here, once (the client may close first); on_close then stays silent, also
+            # when the close below completes at once
+            peer = session.conn.peer
+            self.log("refused data request%s (%s): %s" % (" from %s" % (peer,) if peer else "", e.code, e.message))
+            session.logged = True
             session.conn.send(e.to_message())
-            # on_close logs this reason once, with the peer
             session.conn.close_after_flush("refused data request (%s): %s" % (e.code, e.message))
             return
         sensor, rate = self.sensors[name]
