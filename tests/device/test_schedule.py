@@ -2,47 +2,21 @@
 # backoff of pipes, and the fixed sampling grid of sources that counts what a stall missed.
 # Plain assert functions: pytest on CPython, `micropython tests/mprun.py test_schedule` on the
 # unix port. Time is a manual clock: timers fire only when a test runs them.
+from pipekit import FakeLoop
 from sensormesh.device.runtime import Source
 from sensormesh.device.runtime.pipes import RETRY_MS, PipeIn, PipeOut
 from sensormesh.device.schedule import MAX_CATCH_UP, Redial, grid_due, sparse, wait_ms
 
 
-class Clock:
-    def __init__(self):
-        self.t = 0
-        self.timers = []     # (when, fn, delay)
-
-    def now(self):
-        return self.t
-
-    def call_later(self, ms, fn):
-        t = Timer(self.t + ms, fn, ms)
-        self.timers.append(t)
-        return t
-
-    def run_next(self):
-        """Jump to the earliest live timer and run it; returns its delay."""
-        live = [t for t in self.timers if not t.cancelled]
-        t = live[0]
-        for x in live:
-            if x.when < t.when:
-                t = x
-        self.timers.remove(t)
-        if t.when > self.t:
-            self.t = t.when
-        t.fn()
-        return t.delay
-
-
-class Timer:
-    def __init__(self, when, fn, delay):
-        self.when = when
-        self.fn = fn
-        self.delay = delay
-        self.cancelled = False
-
-    def cancel(self):
-        self.cancelled = True
+def run_next(loop):
+    """Jump to the earliest live timer and run it; returns how long it waited (ms)."""
+    tm = loop.next_due()
+    loop.timers.remove(tm)
+    waited = tm.when - loop.t
+    if tm.when > loop.t:
+        loop.t = tm.when
+    tm.fn()
+    return waited
 
 
 class Conn:
@@ -82,7 +56,7 @@ class FakeDevice:
 
 class FakeRuntime:
     def __init__(self, sensors=None):
-        self.loop = Clock()
+        self.loop = FakeLoop()
         self.device = FakeDevice(sensors)
         self.epoch = 1
         self.logs = []
@@ -110,7 +84,7 @@ def drops(pipe, rt, n):
     out = []
     for _ in range(n):
         pipe.on_close(rt.device.dialed[-1], "closed by peer")
-        out.append(rt.loop.run_next())        # the redial timer: dials again
+        out.append(run_next(rt.loop))        # the redial timer: dials again
     return out
 
 
@@ -178,10 +152,10 @@ def test_source_counts_missed_slots_after_a_stall():
     s.emit = got.append
     s.start()                                  # slot 0 at t=0
     assert got == [1]
-    rt.loop.run_next()                         # slot 1 at t=10
+    run_next(rt.loop)                          # slot 1 at t=10
     assert got == [1, 2] and s.stats()["missed"] == 0
     rt.loop.t = 10 + 10 * 500                  # the loop stalls for 5 s: 500 slots
-    rt.loop.run_next()
+    run_next(rt.loop)
     # one value now (not a rush of 100), the rest counted
     assert got == [1, 2, 3]
     assert s.stats()["missed"] == 499
