@@ -375,6 +375,8 @@ def start(cfg):
             lst = dev.listen_tcp(host, port)
             if port == 0:
                 port = transport.bound_port(lst)
+        if dev.name == "device":          # unnamed, on a port chosen now: named after it
+            dev.name = "device-%d" % port
         # the bound port is in this line: whoever started the device reads it (no port races)
         announce(dev, "tcp %s:%d" % (host, port))
     if cfg.get("unix"):
