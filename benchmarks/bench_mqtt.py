@@ -26,7 +26,9 @@ TOPIC = bench_peers.TOPIC
 
 
 def reader(port, qos, seconds):
-    """Counts values on TOPIC (a JSON array counts its items) for `seconds` after the first."""
+    """Counts values on TOPIC (a JSON array counts its items) for `seconds` after the first.
+    Not bench_peers.mqtt_reader: mqtt_out publishes a plain value as a bare JSON number, which
+    the protocol decoder that reader uses refuses as a frame."""
     import paho.mqtt.client as mqtt
     st = {"values": 0, "start": None}
 
