@@ -64,6 +64,19 @@ def check_exactly_once(sink, st=None):
     assert all(len(w) == W for w in sink.windows), "a window was regrouped"
 
 
+def wait_unacked(address, at_least, timeout=20.0):
+    """Poll a's status until its pipe out holds at least `at_least` unacknowledged values."""
+    end = time.monotonic() + timeout
+    held = 0
+    while time.monotonic() < end:
+        st = status({"a": address}, timeout=2.0)["a"]
+        held = st["assignment"]["steps"]["o1"]["unacked"]
+        if held >= at_least:
+            return held
+        time.sleep(0.02)                                      # polling interval, bounded by timeout
+    return held
+
+
 @pytest.mark.parametrize("middle", ["cpython", "micropython"])
 def test_middle_device_killed_and_restarted_loses_and_repeats_nothing(devices, middle):
     ports, procs, addr = start_chain(devices, middle)
@@ -73,8 +86,16 @@ def test_middle_device_killed_and_restarted_loses_and_repeats_nothing(devices, m
     try:
         assert dep.watch(sink.deliver, lambda: len(sink.windows) >= 120, timeout=30) is None
         assert len(sink.windows) >= 120
-        os.kill(procs["m"].p.pid, signal.SIGKILL)           # mid-stream: values inside m are gone with it
-        procs["m"].p.wait(10)
+        # freeze the receiver first so acknowledgements stop: a then surely holds values m took in
+        # and that had not left the pipeline when m dies
+        os.kill(procs["c"].p.pid, signal.SIGSTOP)
+        try:
+            held = wait_unacked(addr["a"], at_least=50)
+            os.kill(procs["m"].p.pid, signal.SIGKILL)       # values inside m are gone with it
+            procs["m"].p.wait(10)
+        finally:
+            os.kill(procs["c"].p.pid, signal.SIGCONT)
+        assert held >= 50
         seen = len(sink.windows)
         devices(middle, ["--port", str(ports["m"]), "--name", "m", "--sensors", ""])
         dm = deploy({"m": asg["m"]}, {"m": addr["m"]})      # the same assignment on the new process
