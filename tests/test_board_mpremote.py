@@ -3,6 +3,7 @@ unix port running a raw REPL behind a pseudo-terminal (sensormesh/fakehw/serialb
 a folder standing for its flash. The board then boots from that folder and serves values."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -178,7 +179,8 @@ def test_mpremote_runs_code_and_files_on_the_simulated_board(simboard, tmp_path)
     simboard.mpremote("fs", "mkdir", ":lib")
     simboard.mpremote("fs", "cp", str(local), ":lib/")
     assert open(os.path.join(flash, "lib", "blob.bin"), "rb").read() == local.read_bytes()
-    assert "blob.bin" in simboard.mpremote("fs", "ls", ":lib").stdout
+    listing = simboard.mpremote("fs", "ls", ":lib").stdout
+    assert re.search(r"\b%d blob\.bin" % len(local.read_bytes()), listing), listing
     back = tmp_path / "back.bin"
     simboard.mpremote("fs", "cp", ":lib/blob.bin", str(back))
     assert back.read_bytes() == local.read_bytes()

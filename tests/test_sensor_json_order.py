@@ -2,10 +2,8 @@
 MicroPython unix port (a client comparing the two streams sees the same JSON shape).
 
 MicroPython's dict iterates in hash order, not insertion order: a sensor gets the same JSON
-only when its source writes the keys in the order MicroPython iterates them. dht11 and gyro
-do; poti cannot ({"raw", "fraction"} iterate in reverse insertion order on the unix port
-whichever order they are written in), so it is listed in DIFFERS and checked to still differ
-(if MicroPython changes, this test says so)."""
+only when its source writes the keys in the order MicroPython iterates them (poti writes its
+two keys in the other order on MicroPython, where that dict iterates reversed)."""
 import json
 import os
 import subprocess
@@ -14,8 +12,6 @@ import pytest
 
 from procs import ROOT, need_micropython
 from sensormesh.device.sensors import SIM_KINDS, make
-
-DIFFERS = ("poti",)
 
 SCRIPT = """
 import json
@@ -51,8 +47,6 @@ def test_every_simulated_sensor_has_the_same_key_order_on_both_interpreters():
     for k in SIM_KINDS:
         s = make({"kind": k})
         cp = json.dumps([s.get() for _ in range(3)])
-        if k in DIFFERS:
-            assert keys_in_order(cp) != keys_in_order(mp[k]), (k, cp, mp[k])
-        else:
-            assert keys_in_order(cp) == keys_in_order(mp[k]), (k, cp, mp[k])
+        assert keys_in_order(cp) == keys_in_order(mp[k]), (k, cp, mp[k])
     assert json.loads(mp["dht11"], object_pairs_hook=list)[0][0][0] == "humidity"
+    assert [k for k, _ in json.loads(mp["poti"], object_pairs_hook=list)[0]] == ["raw", "fraction"]

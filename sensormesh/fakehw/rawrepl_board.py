@@ -81,13 +81,61 @@ def getc():
     return _pending.pop()
 
 
+class Flash:
+    """The flash folder as a board's filesystem: os.VfsPosix, except that a listing carries each
+    file's size as a board's filesystems do (VfsPosix lists name, type and inode only, so
+    `mpremote fs ls` would show every file with size 0)."""
+
+    def __init__(self, root):
+        self.v = os.VfsPosix(root)
+
+    def mount(self, readonly, mkfs):
+        self.v.mount(readonly, mkfs)
+
+    def umount(self):
+        self.v.umount()
+
+    def ilistdir(self, path):
+        base = path if path.endswith("/") else path + "/"
+        for e in self.v.ilistdir(path):
+            size = 0 if e[1] == 0x4000 else self.v.stat(base + e[0])[6]
+            yield (e[0], e[1], e[2], size)
+
+    def open(self, path, mode):
+        return self.v.open(path, mode)
+
+    def chdir(self, path):
+        self.v.chdir(path)
+
+    def getcwd(self):
+        return self.v.getcwd()
+
+    def mkdir(self, path):
+        self.v.mkdir(path)
+
+    def remove(self, path):
+        self.v.remove(path)
+
+    def rename(self, old, new):
+        self.v.rename(old, new)
+
+    def rmdir(self, path):
+        self.v.rmdir(path)
+
+    def stat(self, path):
+        return self.v.stat(path)
+
+    def statvfs(self, path):
+        return self.v.statvfs(path)
+
+
 def setup(flash):
     fw = __file__.rpartition("/")[0] or "."
     if not fw.startswith("/"):
         fw = os.getcwd() + "/" + fw
     os.umount("/")
     os.mount(os.VfsPosix(fw), FIRMWARE_MOUNT, readonly=True)
-    os.mount(os.VfsPosix(flash), "/")
+    os.mount(Flash(flash), "/")
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib", FIRMWARE_MOUNT]
 
