@@ -208,3 +208,65 @@ def test_python_api_up_calls_the_users_callback(tmp_path):
     final = p.up(count=N // 20, timeout=10)
     assert got == [sum(range(i * 20 + 1, i * 20 + 21)) for i in range(N // 20)]
     assert final["hub"]["state"] == "stopped"
+
+
+def _children(pid):
+    """PIDs of the processes whose parent is pid."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def _gone(pid):
+    """True when pid has ended (no longer listed, or a zombie waiting for its new parent)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_up_killed_with_sigkill_leaves_no_device_running(tmp_path):
+    """A controller that dies without cleaning up (SIGKILL) takes its local devices with it:
+    their standard input, a pipe from up, closes and they stop on both interpreters."""
+    need_micropython()
+    path = counting_file(tmp_path, name="orphans")
+    text = open(path).read().replace("count: %d" % N, "count: 0")
+    open(path, "w").write(text)
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, "-m", "sensormesh.cli", "up", path], cwd=str(tmp_path), env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    devices = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(ln.startswith("windows ") for ln in lines):
+            line = p.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        assert any(ln.startswith("windows ") for ln in lines), "".join(lines)
+        devices[:] = _children(p.pid)
+        assert len(devices) >= 3, (devices, "".join(lines))
+        p.kill()
+        p.wait(10)
+        end = time.monotonic() + 20
+        while time.monotonic() < end and not all(_gone(d) for d in devices):
+            time.sleep(0.05)                     # polling the devices' state, bounded by `end`
+        left = [d for d in devices if not _gone(d)]
+        assert not left, "devices still running after their controller was killed: %s" % left
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for d in devices:
+            if not _gone(d):
+                os.kill(d, signal.SIGKILL)      # the devices this test's up started, if it failed

@@ -122,8 +122,10 @@ class LocalProcess:
         self.tcp_address = None     # "host:port" from the device's listening line
         self._want = 2          # tcp + unix
         self._on_line = on_line
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                     cwd=cwd, start_new_session=True)
+        # stdin is a pipe nobody writes to: the kernel closes it when this process ends (even by
+        # SIGKILL), and a device started with exit_with_stdin then stops instead of living on.
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=env, cwd=cwd, start_new_session=True)
         self._reader = threading.Thread(target=self._read, name="out-" + name, daemon=True)
         self._reader.start()
 
@@ -179,7 +181,12 @@ class LocalProcess:
                 self.proc.kill()
                 self.proc.wait(timeout)
         self._reader.join(timeout)
+        self.close_stdin()
         return self.proc.returncode
+
+    def close_stdin(self):
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
 
 
 class LocalCluster:
@@ -245,8 +252,10 @@ class LocalCluster:
             raise LocalError("local device %s: something already listens on %s (another `sensormesh up`?); "
                              "stop it, or give the device another `unix:` path" % (dev.name, path))
         host, port = self.network.listen_address(dev) if self.network else listen_port(dev)
+        # exit_with_stdin: the device stops when this process ends, however it ends (its
+        # standard input is a pipe from here; see LocalProcess)
         cfg = {"name": dev.name, "sensors": [self._sensor(s) for s in dev.sensors],
-               "host": host, "port": port, "unix": path}
+               "host": host, "port": port, "unix": path, "exit_with_stdin": True}
         cfg.update(self.config.get(dev.name) or {})
         cfg_path = os.path.join(self._tmp, dev.name + ".json")
         with open(cfg_path, "w") as f:
@@ -342,6 +351,7 @@ class LocalCluster:
 
     def _exited(self, name, p, code, now, on_event):
         p._reader.join(1.0)             # its last lines are read
+        p.close_stdin()
         tail = "".join("\n    | " + ln for ln in p.lines[-5:])
         r = self.restarts.setdefault(name, Restarts(limit=self.restart_limit, window=self.restart_window))
         nxt = r.next(now)

@@ -385,7 +385,26 @@ def start(cfg):
     if cfg.get("register"):
         from sensormesh.device import forward   # dial out to a controller or gateway and be controlled
         forward.register(dev, cfg["register"])
+    if cfg.get("exit_with_stdin"):
+        _StdinWatch(dev)
     return dev
+
+
+class _StdinWatch:
+    """`exit_with_stdin`: the process that started this device holds the other end of its
+    standard input. When that process ends, even killed with SIGKILL, the input closes and the
+    device stops, so no device outlives the controller that ran it."""
+
+    def __init__(self, dev):
+        self.dev = dev
+        dev.loop.register(sys.stdin, self)
+
+    def on_poll(self, ev):
+        data = sys.stdin.buffer.read(1) if ev & 1 else b""
+        if not data:        # end of input (or hang-up): the starter is gone
+            self.dev.loop.unregister(sys.stdin)
+            self.dev.log("standard input closed: the process that started this device is gone")
+            raise KeyboardInterrupt
 
 
 # Port 0 on MicroPython: its sockets cannot say which port the kernel chose, so the device

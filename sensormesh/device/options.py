@@ -6,13 +6,13 @@ import sys
 OPTIONS = {"--port": int, "--host": str, "--unix": str, "--name": str, "--sensors": str,
            "--max-conns": int, "--config": str, "--register": str, "--identity": str, "--trust": str,
            "--revoked": str, "--max-handshakes": int, "--handshake-timeout": int}
-FLAGS = ("--insecure", "--no-metrics")
+FLAGS = ("--insecure", "--no-metrics", "--exit-with-stdin")
 
 USAGE = ("usage: python -m sensormesh.device [--port P] [--host H] [--unix PATH] [--name NAME]\n"
          "                                   [--sensors KIND[@HZ],...] [--max-conns N] [--config FILE.json]\n"
          "                                   [--identity FILE --trust FILE [--revoked FILE]]\n"
          "                                   [--max-handshakes N] [--handshake-timeout MS] [--insecure]\n"
-         "                                   [--register HOST:PORT] [--no-metrics]")
+         "                                   [--register HOST:PORT] [--no-metrics] [--exit-with-stdin]")
 
 
 def parse_args(argv):
@@ -50,7 +50,7 @@ def config_from_args(a):
     if a.get("sensors") is not None:
         cfg["sensors"] = [s for s in a["sensors"].split(",") if s]
     for k in ("port", "host", "unix", "max_conns", "register", "identity", "trust", "revoked",
-              "max_handshakes", "insecure"):
+              "max_handshakes", "insecure", "exit_with_stdin"):
         if a.get(k) is not None:
             cfg[k] = a[k]
     if a.get("handshake_timeout") is not None:
