@@ -169,6 +169,7 @@ def _register():
                           ("sensormesh.controller.deploy_cli", "stop"),
                           ("sensormesh.controller.deploy_cli", "up"),
                           ("sensormesh.controller.observe.cli", "top"),
+                          ("sensormesh.controller.experiment.cli", "experiment"),
                           ("sensormesh.controller.keys_cli", "keys"),
                           ("sensormesh.board", "board")):
         try:

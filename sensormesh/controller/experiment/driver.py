@@ -1,0 +1,88 @@
+"""Runs an experiment's plan one run after the other and writes the results as it goes.
+
+    outcome = run_experiment(file, runs, settings, out_dir)
+    outcome.rows, outcome.failed, outcome.interrupted
+
+A run that fails is recorded with its reason and the next one starts. Ctrl-C ends the current
+run (its devices stop in order, as under `sensormesh up`), records it as interrupted and skips
+the rest; everything finished so far stays in the results, with its summary and plots."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sensormesh.controller.experiment import plots, summary
+from sensormesh.controller.experiment.one_run import run_one
+from sensormesh.controller.experiment.progress import Progress
+from sensormesh.controller.experiment.results import Results
+
+START_STOP = 4.0      # seconds a run takes beyond warm-up and duration, before one has finished
+
+
+@dataclass
+class Outcome:
+    out: str
+    rows: list = field(default_factory=list)
+    plots: list = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def failed(self):
+        return [r for r in self.rows if r["status"] == "failed"]
+
+
+def resolve_mode(mode, on_note):
+    """The network mode every emulated run uses (the baseline too, so they compare): auto means
+    namespaces where they can be built, else loopback, decided once."""
+    if mode != "auto":
+        return mode
+    from sensormesh.netlab import namespaces
+    try:
+        namespaces.preflight()
+        return "namespaces"
+    except namespaces.NetLabUnavailable as e:
+        on_note("%s; the runs emulate the network on loopback" % e)
+        return "loopback"
+
+
+def run_experiment(file, runs, settings, out, progress=None, on_run=None, on_event=None, argv=None,
+                   placement_files=()):
+    """Run `runs` (plan.make_plan) of pipeline `file` into directory `out`. on_run(kind, run, row)
+    is told "start" and "end" of every run (row None at the start)."""
+    results = Results(out)
+    results.save_inputs(file, placement_files)
+    results.save_environment(dict(settings.as_dict(), runs=len(runs)), argv)
+    progress = progress or Progress(len(runs), settings.warmup + settings.duration + START_STOP)
+    outcome = Outcome(out)
+    measured = {}                # run id -> latency samples after the warm-up (s)
+    title = "Experiment: %s" % file
+    try:
+        for k, run in enumerate(runs, 1):
+            progress.start(k, run)
+            if on_run is not None:
+                on_run("start", run, None)
+            row, lats, start, placement = run_one(file, run, settings, results, tick=progress.tick,
+                                                  on_event=on_event)
+            measured[run.id] = [lat for t, _, lat, _ in lats if start is not None and t >= start]
+            results.add(run, row, lats, start, placement)
+            outcome.rows.append(row)
+            progress.done(row)
+            if on_run is not None:
+                on_run("end", run, row)
+            _write_summary(results, outcome.rows, title)
+            if row["status"] == "interrupted":
+                outcome.interrupted = True
+                break
+    except KeyboardInterrupt:        # between two runs
+        outcome.interrupted = True
+    finally:
+        _write_summary(results, outcome.rows, title)
+        try:
+            outcome.plots = plots.draw(out, outcome.rows, measured, results.devices)
+        finally:
+            results.close()
+    return outcome
+
+
+def _write_summary(results, rows, title):
+    with open(results.path("summary.md"), "w") as f:
+        f.write(summary.markdown(rows, results.devices, title))

@@ -1,0 +1,59 @@
+"""Placement files: a placement written down, to compare with the strategies.
+
+    # mixed.yaml: the boards filter their own values, the PC does the rest
+    strategy: optimal          # places every step the file does not name (default: optimal)
+    steps:
+      hot-1: esp-1
+      hot-2: pc
+
+Each named step is pinned to its device (as `on:` in the pipeline file would); the strategy
+places the others. Sources stay with their sensors. `apply()` works on a freshly loaded model.
+"""
+from __future__ import annotations
+
+import yaml
+
+from sensormesh.controller.placement import STRATEGIES
+
+
+class PlacementFileError(ValueError):
+    pass
+
+
+def load(path, model):
+    """(strategy, {step: device}) of placement file `path`, checked against `model`."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise PlacementFileError("placement file %s: %s" % (path, e.strerror or e))
+    except yaml.YAMLError as e:
+        raise PlacementFileError("placement file %s is not valid YAML: %s" % (path, e))
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), dict):
+        raise PlacementFileError("placement file %s: give `steps:` mapping step names to devices "
+                                 "(and optionally `strategy:`)" % path)
+    unknown = sorted(set(data) - {"strategy", "steps"})
+    if unknown:
+        raise PlacementFileError("placement file %s: unknown key(s) %s (known: strategy, steps)"
+                                 % (path, ", ".join(unknown)))
+    strategy = data.get("strategy", "optimal")
+    if strategy not in STRATEGIES:
+        raise PlacementFileError("placement file %s: strategy %r is not one of %s"
+                                 % (path, strategy, ", ".join(STRATEGIES)))
+    pins = {}
+    for step, device in data["steps"].items():
+        step = str(step)
+        if step not in model.steps:
+            raise PlacementFileError("placement file %s: the pipeline has no step %r (steps: %s)"
+                                     % (path, step, ", ".join(sorted(model.steps))))
+        if device not in model.devices:
+            raise PlacementFileError("placement file %s: step %s on %r, which is no device of the "
+                                     "pipeline (devices: %s)" % (path, step, device, ", ".join(sorted(model.devices))))
+        pins[step] = device
+    return strategy, pins
+
+
+def apply(model, pins):
+    """Pin the steps of a placement file on `model` (a model loaded for this one run)."""
+    for step, device in pins.items():
+        model.steps[step].on = device

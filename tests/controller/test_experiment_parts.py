@@ -1,0 +1,179 @@
+"""The pure parts of `sensormesh experiment`: the run plan, placement files, a run's numbers
+from its samples, the summary's best-per-column marks and the progress display."""
+import io
+
+import pytest
+
+from sensormesh.controller.experiment import measures, placements, summary
+from sensormesh.controller.experiment.plan import (NONE, PLAIN, PlanError, Placement, make_plan, parse_condition,
+                                                   parse_placement, parse_strategies)
+from sensormesh.controller.experiment.progress import Progress, clock
+from sensormesh.controller.pipeline_file import load_model
+from sensormesh.controller.placement import STRATEGIES
+
+C, E = Placement("central", "central"), Placement("edge", "edge")
+
+
+def test_plan_every_combination_with_a_baseline_first():
+    runs = make_plan([C, E], [parse_condition("wifi:delay=20ms"), parse_condition("wifi:delay=100ms;a->b:loss=1%")],
+                     repeat=2)
+    assert len(runs) == 2 * 3 * 2
+    assert [r.index for r in runs] == list(range(1, 13))
+    assert [r.network.name for r in runs[:4]] == [NONE] * 4
+    assert runs[0].network.specs == () and runs[0].network.emulated
+    assert [(r.placement.name, r.repeat) for r in runs[:4]] == [("central", 1), ("edge", 1), ("central", 2), ("edge", 2)]
+    assert runs[-1].network.specs == ("wifi:delay=100ms", "a->b:loss=1%")
+    assert runs[4].id == "05-central-wifi_delay_20ms-r1"
+    assert len({r.id for r in runs}) == 12
+
+
+def test_plan_without_network_or_baseline():
+    runs = make_plan([C, E], [])
+    assert [(r.placement.name, r.network.name) for r in runs] == [("central", PLAIN), ("edge", PLAIN)]
+    assert not runs[0].network.emulated
+    runs = make_plan([C], [parse_condition("wifi:delay=1ms")], baseline=False)
+    assert [r.network.name for r in runs] == ["wifi:delay=1ms"]
+    runs = make_plan([C], [parse_condition("none"), parse_condition("wifi:delay=1ms")])
+    assert [r.network.name for r in runs] == [NONE, "wifi:delay=1ms"]      # no second baseline
+
+
+def test_plan_refuses_mistakes():
+    with pytest.raises(PlanError, match="unknown strategy 'middle' \\(known: central, edge, optimal\\)"):
+        parse_strategies("central,middle", STRATEGIES)
+    with pytest.raises(PlanError, match="names a strategy twice"):
+        parse_strategies("edge,edge", STRATEGIES)
+    with pytest.raises(PlanError, match="give NAME=FILE"):
+        parse_placement("mixed.yaml")
+    with pytest.raises(PlanError, match="nothing to compare"):
+        make_plan([], [])
+    with pytest.raises(PlanError, match="placement names must differ: edge given twice"):
+        make_plan([E, parse_placement("edge=x.yaml")], [])
+    with pytest.raises(PlanError, match="given twice"):
+        make_plan([C], [parse_condition("a:delay=1ms"), parse_condition("a:delay=1ms")])
+    assert parse_placement("mixed=p.yaml") == Placement("mixed", "optimal", "p.yaml")
+
+
+PIPELINE = """
+pipeline: tiny
+devices:
+  board: {interpreter: cpython, cpu: 1, sensors: ["t=counter@10"], local: true}
+  pc:    {interpreter: cpython, cpu: 8, local: true}
+steps:
+  t:   {type: source, sensor: t}
+  big: {type: filter, fn: "tiny_steps.py:big", input: t}
+sinks:
+  out: {type: callback, input: big, on: pc}
+"""
+
+
+def test_placement_file_pins_steps(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(PIPELINE)
+    (tmp_path / "tiny_steps.py").write_text("def big(v):\n    return v > 3\n")
+    model = load_model(str(tmp_path / "tiny.yaml"))
+    good = tmp_path / "p.yaml"
+    good.write_text("strategy: central\nsteps:\n  big: board\n")
+    strategy, pins = placements.load(str(good), model)
+    assert (strategy, pins) == ("central", {"big": "board"})
+    placements.apply(model, pins)
+    assert model.place(strategy).device_of["big"] == "board"        # central alone would say pc
+    for text, msg in (("steps:\n  nope: pc\n", "no step 'nope'"),
+                      ("steps:\n  big: esp-9\n", "'esp-9', which is no device"),
+                      ("strategy: random\nsteps: {}\n", "strategy 'random' is not one of"),
+                      ("big: pc\n", "give `steps:`"),
+                      ("steps: {big: pc}\nwhere: x\n", "unknown key\\(s\\) where")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(placements.PlacementFileError, match=msg):
+            placements.load(str(bad), model)
+    with pytest.raises(placements.PlacementFileError, match="missing.yaml"):
+        placements.load(str(tmp_path / "missing.yaml"), model)
+
+
+def test_counter_increase_counts_resets_and_ignores_the_warmup():
+    assert measures.increase([(0, 10), (1, 15), (2, 3), (3, 8)]) == (5 + 3 + 5, 3)     # +5, a reset to 3 counts 3, +5
+    assert measures.increase([(5, 1)]) == (0.0, 0.0)
+    samples = [(t, "step", "b", "t", "out", 10 * t) for t in range(0, 11)]           # 10 values/s
+    samples += [(t, "step", "p", "out", "in", 2 * t) for t in range(0, 11)]
+    samples += [(t, "pipe", "b", "t->p", "bytes", 100 * t) for t in range(0, 11)]
+    samples += [(t, "pipe", "p", "t->p", "bytes", 100 * t) for t in range(0, 11)]     # the receiving end
+    samples += [(t, "device", "b", "b", "busy_us", 250000 * t) for t in range(0, 11)]
+    samples += [(t, "device", "b", "b", "wall_us", 1000000 * t) for t in range(0, 11)]
+    samples += [(t, "device", "b", "b", "heap_free_bytes", 50000 - t) for t in range(0, 11)]
+    lats = [(t, "out", 0.001 * t, 0.0001) for t in range(0, 11)]
+    m = measures.measure(samples, lats, 4.0, ["t"], ["out"], {("b", "t->p"): {"dir": "out", "peer": "p"},
+                                                                ("p", "t->p"): {"dir": "in", "peer": None}},
+                         {"b": "micropython"})
+    assert m["values_in"] == 60 and m["values_in_per_s"] == pytest.approx(10)
+    assert m["values_out"] == 12 and m["values_out_per_s"] == pytest.approx(2)
+    assert m["bytes"] == 600 and m["links"] == {"b->p": {"bytes": 600, "bytes_per_s": pytest.approx(100)}}
+    assert m["devices"]["b"]["busy"] == pytest.approx(0.25)
+    assert m["devices"]["b"]["heap_free_min"] == 49990
+    assert m["window_s"] == 6
+    assert m["latency"]["n"] == 7 and m["latency"]["p50"] == pytest.approx(7.0)
+    assert m["latency"]["p99"] == pytest.approx(10.0)
+
+
+def _row(p, n, **kw):
+    r = {"run": p + n, "placement": p, "network": n, "repeat": 1, "status": "ok", "devices": {}}
+    r.update(kw)
+    return r
+
+
+def test_summary_marks_the_best_per_column():
+    rows = [_row("central", "none", values_out_per_s=10.0, latency_p50_ms=5.0, bytes_per_s=800.0,
+                 devices={"pc": {"busy": 0.5}}),
+            _row("edge", "none", values_out_per_s=12.0, latency_p50_ms=7.0, bytes_per_s=200.0,
+                 devices={"pc": {"busy": 0.1}}),
+            _row("edge", "none", values_out_per_s=8.0, latency_p50_ms=9.0, bytes_per_s=200.0, repeat=2,
+                 devices={"pc": {"busy": 0.3}}),
+            _row("edge", "slow", status="failed", reason="device board did not start")]
+    head, raw, better, _ = summary.table(rows, ["pc"])
+    assert head[:4] == ["placement", "network", "runs", "values out/s"]
+    assert raw[1][0] == ["edge", "none", "2/2 ok"] and raw[1][1][0] == pytest.approx(10.0)   # the mean
+    assert raw[2][0] == ["edge", "slow", "0/1 ok"] and raw[2][1][0] is None
+    marks = summary.best(raw, better)
+    col = {h: j for j, h in enumerate(head[3:])}
+    assert (0, col["p50 ms"]) in marks and (1, col["p50 ms"]) not in marks
+    assert (1, col["bytes/s between devices"]) in marks
+    assert not any(j == col["values out/s"] for _, j in marks)     # all equal: nothing is best
+    assert (1, col["busy pc"]) in marks
+    text = summary.markdown(rows, ["pc"])
+    assert "| central | none | 1/1 ok | 10.0 | **5.0** |" in text
+    assert "| edge | none | 2/2 ok | 10.0 | 8.0 | - | - | **200** | **20.0%** |" in text
+    assert "| edge | slow | 0/1 ok | - | - |" in text
+    assert summary.best([(["a"], [1.0, 3.0]), (["b"], [1.0, 2.0]), (["c"], [2.0, None])], ["min", "max"]) == \
+        {(0, 0), (1, 0), (0, 1)}                                   # a tie for the best: both
+    assert "edgeslow (edge / slow, repeat 1): failed, device board did not start" in text
+
+
+def test_progress_lines_when_not_a_terminal():
+    t = [0.0]
+    out = io.StringIO()
+    runs = make_plan([C, E], [])
+    p = Progress(2, 10.0, out=out, tty=False, now=lambda: t[0])
+    p.start(1, runs[0])
+    assert p.tick() is False
+    t[0] = 12.0
+    assert p.left() == pytest.approx(10.0)         # the current run is late: only the next one
+    p.done({"status": "failed", "reason": "no board"})
+    p.start(2, runs[1])
+    t[0] = 15.0
+    assert p.left() == pytest.approx(9.0)          # the finished run took 12 s
+    assert out.getvalue().splitlines() == ["run 1/2 central / - / #1: started (about 0:20 left)",
+                                           "run 1/2 central / - / #1: FAILED: no board",
+                                           "run 2/2 edge / - / #1: started (about 0:12 left)"]
+    assert clock(3725) == "1:02:05"
+
+
+def test_progress_redraws_one_line_on_a_terminal():
+    t = [0.0]
+    out = io.StringIO()
+    run = make_plan([C], [])[0]
+    p = Progress(1, 10.0, out=out, tty=True, now=lambda: t[0])
+    p.start(1, run)
+    t[0] = 4.0
+    p.tick()
+    assert out.getvalue().split("\r")[-1].startswith("run 1/1 central / - / #1  0:04  (0:06 left)")
+    assert "\n" not in out.getvalue()
+    p.done({"status": "ok", "latency_p50_ms": 1.5, "values_out_per_s": 3.0})
+    assert out.getvalue().endswith("run 1/1 central / - / #1: ok (p50 1.5 ms, 3.0 values/s out)\n")

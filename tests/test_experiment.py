@@ -1,0 +1,154 @@
+"""`sensormesh experiment` end to end on loopback (no root): a small pipeline, two strategies x
+two network conditions (the baseline and a 30 ms delay on the board's network), a few seconds
+each; every result file, with plausible numbers. And a run whose device cannot start is
+recorded as failed while the other runs complete."""
+import csv
+import json
+import socket
+import sqlite3
+
+import pytest
+
+from sensormesh.controller.experiment.driver import run_experiment
+from sensormesh.controller.experiment.one_run import Settings
+from sensormesh.controller.experiment.plan import Placement, make_plan
+from test_up import cli
+
+DELAY_MS = 30
+
+# a board reads a counter 50 times a second; the filter keeps every third value (the cost
+# model is told so: selectivity), so filtering on the board moves a third of the bytes
+PIPELINE = """
+pipeline: small
+devices:
+  board: {interpreter: cpython, cpu: 1, sensors: ["n=counter@50"], local: true%(board)s}
+  pc:    {interpreter: cpython, cpu: 8, local: true}
+network:
+  controller: [wifi]
+  domains:
+    wifi: [board, pc]
+steps:
+  n:     {type: source, sensor: n}
+  third: {type: filter, fn: "small_steps.py:third", input: n, selectivity: 0.34}
+sinks:
+  out:   {type: callback, input: third, on: pc}
+"""
+STEPS = "def third(v):\n    return v % 3 == 0\n"
+
+
+def pipeline(tmp_path, board=""):
+    (tmp_path / "small_steps.py").write_text(STEPS)
+    path = tmp_path / "small.yaml"
+    path.write_text(PIPELINE % {"board": board})
+    return str(path)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_two_strategies_under_two_network_conditions(tmp_path):
+    file = pipeline(tmp_path)
+    out = tmp_path / "results"
+    res = cli("experiment", file, "--strategies", "central,edge", "--network", "wifi:delay=%dms" % DELAY_MS,
+              "--network-mode", "loopback", "--duration", "3", "--warmup", "1.5", "--insecure",
+              "--out", str(out), cwd=str(tmp_path), timeout=240)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "run 4/4 edge / wifi:delay=%dms / #1: ok" % DELAY_MS in res.stdout       # not a TTY: lines
+    for name in ("runs.csv", "devices.csv", "links.csv", "latency.csv", "metrics.sqlite", "summary.md",
+                 "environment.json", "pipeline/small.yaml", "pipeline/small_steps.py", "latency_cdf.png",
+                 "throughput.png", "cpu_busy.png", "bytes_per_link.png", "latency_vs_delay.png"):
+        assert (out / name).is_file(), name
+
+    runs = read_csv(out / "runs.csv")
+    assert [(r["placement"], r["network"], r["status"]) for r in runs] == [
+        ("central", "none", "ok"), ("edge", "none", "ok"),
+        ("central", "wifi:delay=%dms" % DELAY_MS, "ok"), ("edge", "wifi:delay=%dms" % DELAY_MS, "ok")]
+    by = {(r["placement"], r["network"] != "none"): r for r in runs}
+    for r in runs:
+        for col in ("repeat", "duration_s", "values_in", "values_out", "latency_p50_ms", "latency_p95_ms",
+                    "latency_p99_ms", "bytes", "busy_board", "busy_pc", "rss_max_board", "rss_max_pc", "reason"):
+            assert col in r
+        window = float(r["window_s"])
+        assert 2.0 <= window <= 4.0, r
+        # 50 values/s read, a third of them reach the sink
+        assert float(r["values_in_per_s"]) == pytest.approx(50, rel=0.3), r
+        assert float(r["values_out"]) == pytest.approx(float(r["values_in"]) / 3, rel=0.3), r
+        assert float(r["latency_p50_ms"]) <= float(r["latency_p95_ms"]) <= float(r["latency_p99_ms"])
+        assert 0 < float(r["busy_board"]) < 1 and 0 < float(r["busy_pc"]) < 1
+        assert int(r["latency_n"]) >= 5
+        assert float(r["rss_max_pc"]) > 1e6
+    for p in ("central", "edge"):
+        base, slow = float(by[(p, False)]["latency_p50_ms"]), float(by[(p, True)]["latency_p50_ms"])
+        assert base < 10, by[(p, False)]
+        # one pipe crosses the shaped network once: about the injected one-way delay more
+        assert DELAY_MS * 0.9 <= slow - base <= DELAY_MS * 1.5, (p, base, slow)
+        assert float(by[(p, True)]["delay_ms"]) == DELAY_MS
+    for shaped in (False, True):
+        # filtering on the board sends a third of what sending every value to the PC does
+        central, edge = float(by[("central", shaped)]["bytes"]), float(by[("edge", shaped)]["bytes"])
+        assert edge < 0.6 * central, (edge, central)
+
+    links = read_csv(out / "links.csv")
+    assert {l["link"] for l in links} == {"board->pc"} and len(links) == 4
+    devices = read_csv(out / "devices.csv")
+    assert sorted((d["run"], d["device"]) for d in devices) == sorted((r["run"], d) for r in runs for d in ("board", "pc"))
+    lat = read_csv(out / "latency.csv")
+    assert {l["run"] for l in lat} == {r["run"] for r in runs}
+    assert {l["phase"] for l in lat} == {"warmup", "measure"}
+    measured = [l for l in lat if l["run"] == by[("central", True)]["run"] and l["phase"] == "measure"]
+    assert len(measured) == int(by[("central", True)]["latency_n"])
+    assert all(float(l["latency_ms"]) >= DELAY_MS for l in measured)
+
+    db = sqlite3.connect(str(out / "metrics.sqlite"))
+    per_run = dict(db.execute("SELECT run, COUNT(*) FROM samples GROUP BY run").fetchall())
+    assert set(per_run) == {r["run"] for r in runs} and min(per_run.values()) > 50
+    assert db.execute("SELECT COUNT(*) FROM samples WHERE metric = 'bytes' AND kind = 'pipe'").fetchone()[0] > 8
+    db.close()
+
+    for r in runs:
+        placed = json.loads((out / "placements" / (r["run"] + ".json")).read_text())
+        assert placed["device_of"]["third"] == ("pc" if r["placement"] == "central" else "board")
+    env = json.loads((out / "environment.json").read_text())
+    assert env["sensormesh"] and env["python"] and env["os"] and "micropython" in env
+    assert env["settings"]["network_mode"] == "loopback"
+
+    summary = (out / "summary.md").read_text()
+    assert "| edge | wifi:delay=%dms | 1/1 ok |" % DELAY_MS in summary and "**" in summary
+
+    import matplotlib.image
+    for png in ("latency_cdf.png", "throughput.png", "cpu_busy.png", "bytes_per_link.png", "latency_vs_delay.png"):
+        img = matplotlib.image.imread(str(out / png))
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100, png
+
+
+def test_a_run_whose_device_cannot_start_is_recorded_and_the_others_complete(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # the board listens on a fixed port; during the first run something else holds it
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    port = blocker.getsockname()[1]
+    blocker.close()
+    file = pipeline(tmp_path, board=', address: "127.0.0.1:%d"' % port)
+    runs = make_plan([Placement("central", "central"), Placement("edge", "edge")], [])
+    held = {}
+
+    def on_run(kind, run, row):
+        if kind == "start" and run.index == 1:
+            held["sock"] = s = socket.socket()
+            s.bind(("127.0.0.1", port))
+            s.listen(1)
+        elif kind == "end" and "sock" in held:
+            held.pop("sock").close()
+    settings = Settings(duration=2.0, warmup=1.0, insecure=True)
+    outcome = run_experiment(file, runs, settings, str(tmp_path / "out"), on_run=on_run)
+    rows = read_csv(tmp_path / "out" / "runs.csv")
+    assert [(r["placement"], r["status"]) for r in rows] == [("central", "failed"), ("edge", "ok")]
+    assert "board" in rows[0]["reason"], rows[0]["reason"]
+    assert rows[0]["values_out"] == ""                 # a failed run has no numbers
+    assert float(rows[1]["values_out"]) > 0
+    assert [r["run"] for r in outcome.failed] == [rows[0]["run"]] and not outcome.interrupted
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| central | - | 0/1 ok |" in summary and "failed, " in summary
+    assert (tmp_path / "out" / "throughput.png").is_file()
