@@ -160,14 +160,18 @@ class Loop:
         while timers and timers[0].cancelled:
             timers.pop(0)
         if not timers:
-            return -1 if self.running else 0
+            return -1
         d = timers[0].when - self.now()
         return d if d > 0 else 0
 
     def run_once(self, max_wait=-1):
+        """Wait for sockets and timers (at most max_wait ms when it is >= 0) and handle them."""
         timeout = self._timeout()
-        if max_wait >= 0 and (timeout < 0 or timeout > max_wait):
-            timeout = max_wait
+        if max_wait >= 0:
+            if timeout < 0 or timeout > max_wait:
+                timeout = max_wait
+        elif timeout < 0 and not self.running:
+            timeout = 0    # nothing to wait for and no bound given: a stopped loop does not block
         if self.timing and timeout:
             t0 = ticks_us()
             events = self._poll.poll(timeout)

@@ -78,6 +78,15 @@ class Counter:
         return n
 
 
+class RunCounter(Counter):
+    """The same, with get_many: a free-running source reads runs of values from it."""
+
+    def get_many(self, k):
+        n = self.n
+        self.n = n + k
+        return list(range(n, n + k))
+
+
 class Conn:
     def __init__(self, net, protocol, name):
         self.net = net
@@ -152,7 +161,7 @@ class Control:
 
 
 class Device:
-    def __init__(self, net, name, counter=False, rate=1000):
+    def __init__(self, net, name, counter=False, rate=1000, runs=False):
         self.net = net
         self.name = name
         self.loop = DeviceLoop(net.loop, self)
@@ -161,7 +170,7 @@ class Device:
         self.sensors = {}
         self.sensor_kinds = {}
         if counter:
-            self.sensors["counter"] = (Counter(), rate)
+            self.sensors["counter"] = (RunCounter() if runs else Counter(), rate)
             self.sensor_kinds["counter"] = "counter"
         self.runtime = Runtime(self)
         self.spool_root = SPOOL_ROOT   # spooled pipes write here, not into the checkout
@@ -305,10 +314,10 @@ def _linear(steps, more):
     return steps
 
 
-def chain(net, middle_steps=None, tf=0, count=0, buffer=None, rate=1000, sink_steps=None, spool=0):
+def chain(net, middle_steps=None, tf=0, count=0, buffer=None, rate=1000, sink_steps=None, spool=0, runs=False):
     """counter source on a -> pipe e1 -> m (middle steps) -> pipe e2 -> callback sink on c
-    (buffer, spool: the replay buffer and the spool bytes of e1)."""
-    a = net.device("a", counter=True, rate=rate)
+    (buffer, spool: the replay buffer and the spool bytes of e1; runs: the counter has get_many)."""
+    a = net.device("a", counter=True, rate=rate, runs=runs)
     m = net.device("m")
     c = net.device("c")
     po = {"edge": "e1", "to": "m", "time-frame": tf}

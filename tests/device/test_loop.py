@@ -98,3 +98,16 @@ def test_dial_to_a_missing_unix_socket_closes_with_the_reason():
     assert loop.run_until(lambda: box.closed is not None, 2000)
     assert "unix:/tmp/sensormesh-test-nobody-listens.sock" in box.closed, box.closed
     assert conn.closed
+
+
+def test_run_once_with_nothing_to_do_waits_for_its_bound():
+    # A loop turned by run_once(max_wait) (the controller's watch does so) with no timer and no
+    # socket ready must wait in poll for max_wait, not return at once: it spun a CPU core.
+    from sensormesh.device.compat import ticks_diff, ticks_ms
+    loop = transport.Loop()
+    t0 = ticks_ms()
+    turns = 0
+    while ticks_diff(ticks_ms(), t0) < 100 and turns < 1000:
+        loop.run_once(20)
+        turns += 1
+    assert turns <= 10, turns

@@ -730,6 +730,56 @@ def test_chain_is_one_call_per_step():
     assert ctx.delivered == [("cb", 6), ("cb", 14)]
 
 
+def test_runs_pass_through_map_and_filter_as_lists_with_the_same_results():
+    # put_many (a run of values) gives what put per value gives: same values, order, counts
+    ctx = FakeCtx({"m:inverse": inverse, "m:pos": lambda v: v > 0.3, "m:Counter": Counter})
+    m = build({"id": "m", "type": "map", "params": {"fn": "m:inverse"}, "inputs": ["src"]}, ctx)
+    f = build({"id": "f", "type": "filter", "params": {"fn": "m:pos"}, "inputs": ["m"]}, ctx)
+    runs = []
+    m.connect(f)
+    f.connect(runs.append)      # a plain callable downstream takes values one at a time
+    # a single downstream with put_many: the run goes to it as one call
+    assert m.emit_many == f.put_many and m.inlet_many(0) == m.put_many
+    m.put_many([2, 0, 4, 1, "x", 1])
+    assert runs == [0.5, 1.0, 1.0], runs
+    assert m.stats()["in"] == 6 and m.stats()["out"] == 4 and m.stats()["errors"] == 2
+    assert f.stats()["in"] == 4 and f.stats()["out"] == 3 and f.stats()["errors"] == 0
+    assert len(ctx.logs) == 2, ctx.logs        # each failed value logged as put logs it
+    # a stateful function is called once per value, in order
+    c = build({"id": "c", "type": "map", "params": {"fn": "m:Counter"}, "inputs": ["src"]}, ctx)
+    out = []
+    c.connect(out.append)
+    c.put_many(["a", "b"])
+    c.push("c")
+    c.put_many(["d"])
+    assert out == [[1, "a"], [2, "b"], [3, "c"], [4, "d"]]
+
+
+def test_runs_to_several_downstreams_or_per_value_steps_go_value_by_value():
+    ctx = FakeCtx({"m:double": double})
+    m = build({"id": "m", "type": "map", "params": {"fn": "m:double"}, "inputs": ["src"]}, ctx)
+    w = build({"id": "w", "type": "window", "params": {"values": 2, "agg": "sum"}, "inputs": ["m"]}, ctx)
+    m.connect(w)
+    assert w.inlet_many(0) is None      # windows take values one at a time
+    seen = []
+    w.connect(seen.append)
+    m.put_many([1, 2, 3, 4, 5])
+    assert seen == [6, 14] and w.stats()["in"] == 5
+    # two downstreams: each value goes to both, in order
+    m2 = build({"id": "m2", "type": "map", "params": {"fn": "m:double"}, "inputs": ["src"]}, ctx)
+    a = []
+    b = build({"id": "b", "type": "map", "params": {"fn": "m:double"}, "inputs": ["m2"]}, ctx)
+    m2.connect(a.append)
+    m2.connect(b)
+    b.connect(a.append)
+    m2.put_many([1, 2])
+    assert a == [2, 4, 4, 8], a
+    # an unconnected step drops a run silently, as it drops single values
+    lone = build({"id": "l", "type": "map", "params": {"fn": "m:double"}}, ctx)
+    lone.put_many([1, 2])
+    assert lone.stats()["out"] == 2
+
+
 def test_fan_out_and_ports():
     ctx = FakeCtx({"m:double": double})
     m = build({"id": "m", "type": "map", "params": {"fn": "m:double"}, "inputs": ["a"]}, ctx)

@@ -14,6 +14,12 @@
 # effect, and the pipe_out keeps what is not acknowledged in a bounded replay buffer that it sends
 # again on every new connection. What overflows the buffer is counted ("dropped" at the sender,
 # "lost" at the receiver, exactly the gap) and logged, never lost silently.
+# A sender whose replay buffer is half full asks for acknowledgements sooner: it sends what its
+# time frame holds and {"ack-soon": S} (S: its next seq). The receiver then acknowledges every
+# value before S as soon as it has taken effect (each checkpoint, not after ACK_EVERY values or
+# ACK_MS), and passes the request on to the pipe_outs its values feed, whose receivers do the
+# same: the acknowledgement comes back through a chain within a few round trips instead of a
+# time frame and ACK_MS per device. It changes when acknowledgements leave, never what they say.
 # Control objects on a pipe that a side does not know are ignored (newer peers may send more).
 #
 # Metrics travel out of band the same way (runtime/probe.py, docs/observability.md):
@@ -112,12 +118,16 @@ class PipeOut:
         self.logged_drops = 0
         self.last_error = None
         self.stamps = []       # [seq, device, tick_us] of sampled values not sent yet (probe.py)
+        self.asked = False     # {"ack-soon"} sent since the last acknowledgement (buffer half full)
         self.frames = 0        # arrays sent
         self.bytes_prev = 0    # bytes sent on earlier connections
         self.rtt_us = None
 
     def inlet(self, port):
         return self.push
+
+    def inlet_many(self, port):
+        return self.push_many
 
     # -- metrics (out of band, runtime/probe.py) ---------------------------------------------
     def stamp(self, origin):
@@ -170,6 +180,36 @@ class PipeOut:
             self._send()
         if tx.dropped != self.logged_drops:
             self._dropped()
+        if not self.asked and tx.acks and 2 * tx.held() >= tx.cap:
+            self.hurry(True)
+
+    def push_many(self, values):
+        """A run of values (steps/__init__.py). Batched, it joins the time frame at once when
+        the replay buffer holds it and it does not complete an array; otherwise (time-frame 0,
+        a full buffer) the values go one by one, as push() takes them."""
+        tx = self.tx
+        n = len(values)
+        if self.tf and tx.unsent() + n < MAX_FRAME_VALUES and tx.add_many(values):
+            self.n_in += n
+            if not self.asked and tx.acks and 2 * tx.held() >= tx.cap:
+                self.hurry(True)
+            return
+        push = self.push
+        for v in values:
+            push(v)
+
+    def hurry(self, own=False):
+        """Ask the receiver to acknowledge sooner (module notes): what the time frame holds leaves
+        now, then {"ack-soon": next seq}. own: this pipe's buffer is half full (asked once until
+        the next acknowledgement); else a request from upstream passed on by our pipe_in."""
+        conn = self.conn
+        tx = self.tx
+        if conn is None or conn.connecting or conn.closed or not tx.acks or not tx.held():
+            return
+        if own:
+            self.asked = True
+        self._send()
+        conn.send({"ack-soon": tx.next_seq()})
 
     def _jumped(self):
         """The next value to send is not the one the connection's receiver counts on: say so."""
@@ -325,6 +365,7 @@ class PipeOut:
             self.conn.close("replaced by a new pull")
         self.conn = conn
         self.connects += 1
+        self.asked = False
         tx = self.tx
         tx.restart()
         if tx.acks:
@@ -339,6 +380,7 @@ class PipeOut:
         self.conn = conn
         self.dialing = None
         self.connects += 1
+        self.asked = False
         self.redial.connected()
         self._send()
         self.rt.resume_sources()
@@ -348,6 +390,7 @@ class PipeOut:
             return
         if "ack" in msg:
             if self.tx.ack(msg["ack"], msg.get("mark")):
+                self.asked = False
                 if self.tx.jumped:
                     self._jumped()
                 self.rt.outputs_acked()
@@ -444,6 +487,7 @@ class PipeIn(Outlet):
         self.ack_timer = None
         self.redial = Redial(RETRY_MS)
         self.every = ACK_EVERY   # acknowledge after this many values (less for a small sender buffer)
+        self.soon = None         # the sender asked for acknowledgements up to this seq at once
         self.n_in = 0
         self.frames = 0
         self.last_error = None
@@ -471,6 +515,7 @@ class PipeIn(Outlet):
         if rx.run is not None:
             hs["expect"] = [rx.expect, rx.run]
         rx.acked = None   # say again on this connection how far we are
+        self.soon = None
         self._retire(self.conn)
         self.connects += 1
         self.conn = self.rt.device.dial(self.frm, self, self.peer, {"pull": hs})
@@ -480,6 +525,7 @@ class PipeIn(Outlet):
             self._retire(self.conn)
             self.connects += 1
         self.conn = conn
+        self.soon = None
         rx = self.rx
         rx.acked = None
         if type(body) is dict and "seq" in body:
@@ -515,6 +561,8 @@ class PipeIn(Outlet):
                 self.rt.log("pipe %s: %s" % (self.edge, e))
                 return
             self._maybe_ack()
+        elif "ack-soon" in msg:
+            self._ack_soon(msg["ack-soon"])
         elif "error" in msg:
             err = msg["error"]
             self.last_error = err.get("message") if type(err) is dict else str(err)
@@ -618,11 +666,21 @@ class PipeIn(Outlet):
         if self.rx.settle(self.rt.acked_of):
             self._maybe_ack()
 
+    def _ack_soon(self, seq):
+        """The sender's buffer is half full: acknowledge up to seq as soon as values take effect,
+        and ask the same of the receivers of the pipes our values feed (module notes)."""
+        if type(seq) is not int:
+            return
+        self.soon = seq
+        for po in self.feeds:
+            po.hurry()
+        self._maybe_ack()
+
     def _maybe_ack(self):
         rx = self.rx
         if rx.run is None or rx.run != rx.rx_run:
             return   # the connection's sender numbers another run: our acknowledgements would mislead it
-        if rx.ack_due(self.every):
+        if rx.ack_due(self.every) or (self.soon is not None and rx.ack_due(1)):
             self._send_ack()
         elif self.ack_timer is None and rx.ack_due(0):
             self.ack_timer = self.rt.loop.call_later(ACK_MS, self._on_ack_timer)
@@ -637,6 +695,8 @@ class PipeIn(Outlet):
         conn = self.conn
         if conn is not None and not conn.closed:
             conn.send(self.rx.ack())
+            if self.soon is not None and self.rx.acked >= self.soon:
+                self.soon = None
 
     def on_close(self, conn, reason):
         if conn is not self.conn:

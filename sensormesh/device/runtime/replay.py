@@ -74,6 +74,14 @@ class Sender:
             if self.spool is None or not self._spill():
                 self.evict(len(buf) - self.cap)
 
+    def add_many(self, values):
+        """Add a run of values if the buffer holds them all; False (nothing added) if not."""
+        buf = self.buf
+        if len(buf) + len(values) > self.cap:
+            return False
+        buf.extend(values)
+        return True
+
     def _spill(self):
         """Move the older half of the memory buffer to the spool; False if it does not fit."""
         buf = self.buf

@@ -13,7 +13,8 @@
 #              values; symbol None for raw readings. Quantities use Home Assistant's sensor
 #              device classes where one fits ("temperature", "humidity", "distance"...).
 #   get()      the current value, JSON-serialisable (number, bool, None, list or dict)
-# and may have close().
+# and may have close(), and get_many(n): the next n values as a list, as n calls of get() would
+# give them (a free-running source reads runs of values; without get_many it calls get()).
 
 # kind -> default sample rate is the class's RATE_HZ; "rate" in a spec overrides it.
 SIM_KINDS = ("temperature", "hall", "poti", "gyro", "dht11", "ultrasonic", "co2",

@@ -8,9 +8,15 @@
 # small fan-out function when there are several. A chain of one-output steps therefore costs
 # one Python call per step per value. Timing (window time frames, throttling) uses the
 # loop's timers through ctx.call_later; no step reads the clock per value.
+# Runs of values: a free-running source reads a run of values per loop turn and hands the list
+# to emit_many; a step with put_many(values) (map, filter, pipe_out) takes the list at once and
+# passes its own list on, so a chain of such steps costs one call per step per run, not per
+# value. emit_many is the downstream's put_many when there is exactly one downstream that has
+# one, else a loop calling emit per value; the result is the same values in the same order.
 #
 # Step protocol (the runtime relies on exactly this):
 #   inlet(port) -> fn(value)   the callable an upstream calls for input `port` (the hot path)
+#   inlet_many(port) -> fn(list) or None   the same for a run of values (put_many), if any
 #   push(value, port=0)        the same for one value, looked up per call (tests, odd callers)
 #   connect(target, port=0)    send output to a step (its inlet(port)) or to a callable
 #   flush()                    emit what is held back (partial windows, throttled value);
@@ -80,12 +86,32 @@ def emitter(outs):
     return fan_out
 
 
+def one_by_one(node):
+    """The emit_many of a node whose downstream takes values one at a time (or that has several
+    downstreams): its current emit once per value (the probe may have swapped that emit)."""
+    def each(values):
+        for v in values:
+            node.emit(v)
+    return each
+
+
+def batch_emit(node, target, port):
+    """node.emit_many after node.outputs changed: the one downstream's batch inlet (its
+    inlet_many(port), a fn(list)) when it has one, else the values one by one."""
+    many = None
+    if len(node.outputs) == 1 and target is not None and hasattr(target, "inlet_many"):
+        many = target.inlet_many(port)
+    return many or one_by_one(node)
+
+
 class Outlet:
     """connect() for runtime objects that produce values but are not steps (sources, pipe_in)."""
 
     def connect(self, target, port=0):
         self.outputs.append(target.inlet(port) if hasattr(target, "inlet") else target)
         self.emit = emitter(self.outputs)
+        self.wired = self.emit
+        self.emit_many = batch_emit(self, target, port)
 
 
 def _short(value):
@@ -138,6 +164,7 @@ class Step:
         self.params = params
         self.outputs = []
         self.emit = nowhere
+        self.emit_many = nowhere
         self.n_in = 0
         self.n_out = 0
         self.dropped = 0
@@ -217,17 +244,25 @@ class Step:
         else:
             raise self.bad("cannot connect to %r port %r" % (target, port))
         self.outputs.append(fn)
-        self._wire()
+        self._wire(target, port)
 
     def set_outputs(self, fns):
         """Replace the outputs with a list of callables fn(value)."""
         if self.SINK and fns:
             raise self.bad("%s is a sink and has no outputs" % self.TYPE)
         self.outputs = list(fns)
-        self._wire()
+        self._wire(None, 0)
 
-    def _wire(self):
+    def _wire(self, target, port):
         self.emit = emitter(self.outputs)
+        self.emit_many = batch_emit(self, target, port)
+
+    def inlet_many(self, port):
+        """The callable fn(list of values) for input `port` when this step takes runs of values
+        at once (put_many), else None: the upstream then calls inlet(port) per value."""
+        if port == 0 and hasattr(self, "put_many"):
+            return self.put_many
+        return None
 
     # -- running --------------------------------------------------------------------------------
     def put(self, value):

@@ -27,6 +27,25 @@ class _UserStep(Step):
         self.fn = fn
         self.what = "fn '%s' raised" % ref
 
+    def run_many(self, values, keep):
+        """A run of values (steps/__init__.py): the function once per value, in order; returns
+        the results (keep False: map) or the values it said yes to (keep True: filter)."""
+        fn = self.fn
+        out = []
+        add = out.append
+        self.n_in += len(values)
+        for v in values:
+            try:
+                r = fn(v)
+            except Exception:
+                self.failed(v)
+                continue
+            if not keep:
+                add(r)
+            elif r:
+                add(v)
+        return out
+
     def close(self):
         close = getattr(self.instance, "close", None)
         self.instance = None
@@ -46,6 +65,11 @@ class Map(_UserStep):
             return
         self.emit(value)
 
+    def put_many(self, values):
+        out = self.run_many(values, False)
+        if out:
+            self.emit_many(out)
+
     def out_count(self):
         return self.n_in - self.errors
 
@@ -63,6 +87,12 @@ class Filter(_UserStep):
         if keep:
             self.n_out += 1
             self.emit(value)
+
+    def put_many(self, values):
+        out = self.run_many(values, True)
+        if out:
+            self.n_out += len(out)
+            self.emit_many(out)
 
 
 # type name -> class, read by steps.step_class()
