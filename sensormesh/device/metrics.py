@@ -26,6 +26,15 @@ def report(device):
     dropped = 0
     if rt is not None:
         probe = rt.probe
+        times = {}     # step id -> [own time_us, calls timed], summed over its timed inputs
+        if probe is not None:
+            for e in probe.edges:
+                t = times.get(e[2])
+                if t is None:
+                    times[e[2]] = [e[6], e[7]]
+                else:
+                    t[0] += e[6]
+                    t[1] += e[7]
         for sid in rt.order:
             node = rt.nodes[sid]
             try:
@@ -33,8 +42,8 @@ def report(device):
             except Exception:
                 st = {}
             s = {"in": st.get("in", 0), "out": st.get("out", 0)}
-            t = probe.step_times(sid) if probe is not None else None
-            if t is not None:
+            if probe is not None:     # steps without timed inputs (sources, pipe_in) report 0
+                t = times.get(sid) or (0, 0)
                 s["time_us"] = t[0]
                 s["timed"] = t[1]
             steps[sid] = s
@@ -42,9 +51,9 @@ def report(device):
             if pm is not None:
                 pipes[node.edge] = pm()
         if probe is not None:
-            latency = probe.drain_latency()
+            latency = drain_latency(probe)
             dropped = probe.latency_dropped
-            m["latency_waiting"] = probe.waiting()
+            m["latency_waiting"] = len(probe.latency) // 4
         m["pipeline"] = rt.pipeline
         m["epoch"] = rt.epoch
     m["steps"] = steps
@@ -52,6 +61,19 @@ def report(device):
     m["latency"] = latency
     m["latency_dropped"] = dropped
     return m
+
+
+def drain_latency(probe):
+    """The probe's latency samples to report now, [[sink, origin, origin tick, sink tick], ...]
+    (at most REPLY_LATENCY, oldest first); the rest wait for the next poll."""
+    from sensormesh.device.runtime.probe import REPLY_LATENCY
+    lat = probe.latency
+    n = len(lat) // 4
+    if n > REPLY_LATENCY:
+        n = REPLY_LATENCY
+    out = [lat[4 * i:4 * i + 4] for i in range(n)]
+    del lat[0:4 * n]
+    return out
 
 
 def memory(device):

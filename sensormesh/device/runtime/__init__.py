@@ -14,6 +14,7 @@
 from sensormesh.device import codec, steps
 from sensormesh.device.compat import MICROPYTHON, collect, unload
 from sensormesh.device.runtime.pipes import PipeIn, PipeOut
+from sensormesh.device.runtime.probe import Probe   # metrics are on by default: part of the runtime
 from sensormesh.device.schedule import grid_due, sparse, wait_ms
 from sensormesh.device.steps import Outlet, nowhere
 
@@ -438,7 +439,6 @@ class Runtime:
                 carry[k].spool.clear()
         self.probe = None
         if self.metrics:
-            from sensormesh.device.runtime.probe import Probe
             self.probe = Probe(self)
             self.probe.install(nodes, edges, PipeOut)
         self.state = "deployed"

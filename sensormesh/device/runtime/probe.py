@@ -34,15 +34,16 @@ HOLDING = ("window", "sliding", "zip", "combine_latest", "throttle")
 
 
 class Probe:
+    # Small on purpose (docs/performance.md, metrics on vs off): one dict entry per node with
+    # outputs, one list and one default-argument function per edge (its time and calls counted
+    # in that list); no closures with many cells, no dicts per step.
     def __init__(self, runtime):
         self.rt = runtime
         self.origin = None     # [device, tick_us] of the value being processed (sampled only)
         self.active = False
         self.child_us = 0
-        self.times = {}        # step id -> [own time_us, calls timed]
-        self.direct = {}       # node id -> its emit as wired (direct calls)
-        self.timed = {}        # node id -> its emitter through the timing wrappers
-        self.nodes = []        # nodes with outputs
+        self.edges = []        # per edge: [probe, up id, step id, kind, node, its inlet, own time_us, calls]
+        self.wired = {}        # node id -> (node, its emit as wired, its emit through the wrappers)
         self.oneshot = {}      # node id -> an emit that samples its next output (source, held origin)
         self.held = {}         # node id -> origin of the oldest sampled value it holds
         self.emitted = {}      # node ids that emitted during the sampled value being processed
@@ -66,63 +67,37 @@ class Probe:
                 kind = HOLD
             else:
                 kind = STEP
+            e = [self, up, down, kind, node, node.inlet(port), 0, 0]
+            self.edges.append(e)
+
+            def timed(value, e=e):
+                _timed(e, value)
             lst = outs.get(up)
             if lst is None:
                 lst = outs[up] = []
-            lst.append(self._wrap(up, node, node.inlet(port), kind))
+            lst.append(timed)
         for up in outs:
             node = nodes[up]
-            self.timed[up] = emitter(outs[up])
-            self.direct[up] = node.emit
-            self.nodes.append(node)
-        for sid in nodes:
-            if sid not in self.times:
-                self.times[sid] = [0, 0]
-
-    def _wrap(self, up, node, fn, kind):
-        rec = self.times.get(node.id)
-        if rec is None:
-            rec = self.times[node.id] = [0, 0]
-        probe = self
-        sid = node.id
-
-        def timed(value):
-            probe.emitted[up] = True
-            o = probe.origin
-            if o is not None:
-                if kind == SINK:
-                    probe.sample_latency(sid, o)
-                elif kind == PIPE:
-                    node.stamp(o)
-                elif kind == HOLD and sid not in probe.held:
-                    probe.held[sid] = o
-            outer = probe.child_us
-            probe.child_us = 0
-            t0 = ticks_us()
-            fn(value)
-            took = ticks_diff(ticks_us(), t0)
-            rec[0] += took - probe.child_us
-            rec[1] += 1
-            probe.child_us = outer + took
-        return timed
+            self.wired[up] = (node, node.emit, emitter(outs[up]))
 
     # -- sampled processing --------------------------------------------------------------------
     def run(self, node, value, origin):
         """Process one value that `node` emits, sampled: every edge timed, `origin` carried."""
-        fn = self.timed.get(node.id)
-        if fn is None:
+        w = self.wired.get(node.id)
+        if w is None:
             node.emit(value)
             return
         if self.active:          # already inside a sampled value: the wrappers are on
-            fn(value)
+            w[2](value)
             return
         self.active = True
         self.child_us = 0
-        for n in self.nodes:
-            n.emit = self.timed[n.id]
+        for sid in self.wired:
+            w2 = self.wired[sid]
+            w2[0].emit = w2[2]
         self.origin = origin
         try:
-            fn(value)
+            w[2](value)
         finally:
             self.origin = None
             self._disarm(node.id)
@@ -135,17 +110,17 @@ class Probe:
                 del held[sid]          # it passed something on: its origin went with it
         self.emitted = {}
         one = self.oneshot
-        for n in self.nodes:
-            sid = n.id
+        for sid in self.wired:
+            n, direct, _ = self.wired[sid]
             if sid in held and sid not in one:
                 one[sid] = self._held_emit(n)
-            n.emit = one.get(sid) or self.direct[sid]
+            n.emit = one.get(sid) or direct
         self.active = False
 
     def _held_emit(self, node):
         def emit(value):
             self.oneshot.pop(node.id, None)
-            node.emit = self.direct[node.id]
+            node.emit = self.wired[node.id][1]
             self.run(node, value, self.held.pop(node.id, None))
         return emit
 
@@ -172,7 +147,7 @@ class Probe:
         self.timer = None
         rt = self.rt
         for s in rt.sources:
-            if s.running and s.id in self.timed and s.id not in self.oneshot:
+            if s.running and s.id in self.wired and s.id not in self.oneshot:
                 self.oneshot[s.id] = s.sample_emit
                 s.emit = s.sample_emit
         self.n += 1
@@ -185,24 +160,30 @@ class Probe:
         """A source's one-shot sampling emit: this value's origin is now, on this device. A
         free-running source keeps its emit for a whole burst: the burst's later values pass."""
         if self.oneshot.pop(source.id, None) is None:
-            self.direct[source.id](value)
+            self.wired[source.id][1](value)
             return
-        source.emit = self.direct[source.id]
+        source.emit = self.wired[source.id][1]
         self.run(source, value, [self.rt.device.name, ticks_us()])
 
-    def drain_latency(self):
-        """The latency samples to report now, [[sink, origin, origin tick, sink tick], ...]
-        (at most REPLY_LATENCY, oldest first)."""
-        lat = self.latency
-        n = len(lat) // 4
-        if n > REPLY_LATENCY:
-            n = REPLY_LATENCY
-        out = [lat[4 * i:4 * i + 4] for i in range(n)]
-        del lat[0:4 * n]
-        return out
 
-    def waiting(self):
-        return len(self.latency) // 4
-
-    def step_times(self, sid):
-        return self.times.get(sid)
+def _timed(e, value):
+    # The timing wrapper of one edge (up -> sid): times the step's put minus the (timed) steps it
+    # calls, so the step's own time; and does the origin's work (see the top of this file).
+    probe, up, sid, kind, node, fn = e[0], e[1], e[2], e[3], e[4], e[5]
+    probe.emitted[up] = True
+    o = probe.origin
+    if o is not None:
+        if kind == SINK:
+            probe.sample_latency(sid, o)
+        elif kind == PIPE:
+            node.stamp(o)
+        elif kind == HOLD and sid not in probe.held:
+            probe.held[sid] = o
+    outer = probe.child_us
+    probe.child_us = 0
+    t0 = ticks_us()
+    fn(value)
+    took = ticks_diff(ticks_us(), t0)
+    e[6] += took - probe.child_us
+    e[7] += 1
+    probe.child_us = outer + took
