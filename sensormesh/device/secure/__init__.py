@@ -18,10 +18,28 @@
 # closes the sessions it still has with that key.
 import os
 
-from sensormesh.device.compat import MICROPYTHON, collect
+from sensormesh.device.compat import MICROPYTHON, collect, unload
 from sensormesh.device.schedule import sparse
-from sensormesh.device.secure import handshake as S
-from sensormesh.device.secure.handshake import HandshakeError
+from sensormesh.device.secure import keys as K
+from sensormesh.device.secure.keys import HandshakeError
+
+# The handshake's code (handshake.py: hello/welcome state machines, key file parsers) is loaded
+# while a connection authenticates and forgotten when none does (MicroPython; on CPython it stays):
+# between handshakes a board keeps only keys.py, fernet.py and x25519.py. _busy counts the
+# client handshakes in progress (Dialer), whose sessions live across loop turns.
+_busy = [0]
+
+
+def _handshake():
+    from sensormesh.device.secure import handshake
+    return handshake
+
+
+def _idle():
+    """No handshake in progress: forget the handshake's code, collect its garbage."""
+    if _busy[0] == 0:
+        unload("sensormesh.device.secure.handshake")
+    collect()     # the handshake's temporaries (key agreement, JSON) are garbage now
 
 # Largest frame accepted before the handshake: a hello is about 250 bytes.
 HELLO_MAX_FRAME = 4096
@@ -66,7 +84,7 @@ class Security:
         self.dev = dev
         src = cfg.get("identity")
         try:
-            self.identity = S.load_identity(src)
+            self.identity = _handshake().load_identity(src)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError("cannot load the device identity %s: %s" % (src if type(src) is str else "(inline)", e))
         if self.identity.role != "device":
@@ -81,12 +99,13 @@ class Security:
         self._trust = None
         self._stamps = None
         self.trust()
-        self.replay = S.ReplayCache()
-        self.pairs = S.PairCache(8 if MICROPYTHON else 256)   # ~100 bytes each
+        self.replay = K.ReplayCache()
+        self.pairs = K.PairCache(8 if MICROPYTHON else 256)   # ~100 bytes each
         self.pending = 0      # accepted connections waiting for their hello
         self.pending_by = {}  # peer host -> how many of those it holds
         self.accepted = 0     # handshakes completed
         self.refused = {}     # code -> count
+        _idle()
 
     # -- trust store -----------------------------------------------------------------------
     def trust(self):
@@ -95,7 +114,7 @@ class Security:
         if self._trust is not None and stamps == self._stamps:
             return self._trust
         try:
-            t = S.load_trust(self.trust_src)
+            t = _handshake().load_trust(self.trust_src)
             self._add_revoked(t)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             what = self.trust_src if type(self.trust_src) is str else "(inline)"
@@ -210,27 +229,30 @@ class Security:
     def handshake(self, session, conn, msg):
         """The first message of an accepted connection: a hello, or a refusal."""
         self.release(session)
-        ss = S.ServerSession(self.identity, self.trust(), replay=self.replay, pairs=self.pairs)
         try:
+            ss = _handshake().ServerSession(self.identity, self.trust(), replay=self.replay, pairs=self.pairs)
             welcome = ss.receive(msg)
         except HandshakeError as e:
+            ss = None
             self.refuse(session, conn, e.code, e.message)
+            _idle()
             return
         conn.decoder.max_frame = self.dev.max_frame
         conn.send(welcome)           # the last plaintext frame of this connection
         conn.wrap = ss.wrap
         conn.unwrap = ss.unwrap
-        conn.wrap_limit = S.wrap_limit(conn.peer_max_frame)
+        conn.wrap_limit = K.wrap_limit(conn.peer_max_frame)
         session.role = ss.role
         session.peer_name = ss.peer
         session.peer_fp = ss.peer_fp
+        ss = None
         self.accepted += 1
-        collect()     # the handshake's temporaries (key agreement, JSON) are garbage now
+        _idle()
 
     def permit(self, session, key):
         """May this session's peer send control message `key`? Refuses (and closes) if not."""
         try:
-            S.check_permission(session.role, key)
+            K.check_permission(session.role, key)
             return True
         except HandshakeError as e:
             self.refuse(session, session.conn, e.code, "%s (key %r)" % (e.message, session.peer_name))
@@ -246,7 +268,7 @@ class Security:
         session.fail(conn, code, message)
 
     def wrap_limit(self, max_frame):
-        return S.wrap_limit(max_frame)
+        return K.wrap_limit(max_frame)
 
     def status(self):
         return {"identity": self.identity.name, "handshakes": self.pending, "accepted": self.accepted,
@@ -313,7 +335,9 @@ class Dialer:
         try:
             if type(self.peer) is not str:
                 raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")
-            self.cs = S.ClientSession(keys.identity, keys.trust(), self.peer, roles=self.roles, pairs=keys.pairs)
+            self.cs = _handshake().ClientSession(keys.identity, keys.trust(), self.peer, roles=self.roles,
+                                                 pairs=keys.pairs)
+            _busy[0] += 1
             hello = self.cs.start()
         except HandshakeError as e:
             self._failed(conn, e)
@@ -323,7 +347,15 @@ class Dialer:
         conn.held = []
         self.timer = self.loop.call_later(keys.handshake_ms, lambda: self._expire(conn))
 
+    def _done(self):
+        # this dial's handshake is over (up, failed, expired or closed): its session is garbage
+        if self.cs is not None:
+            self.cs = None
+            _busy[0] -= 1
+            _idle()
+
     def _failed(self, conn, e):
+        self._done()
         conn.held = None
         if self.log:
             self.log("handshake with %s failed: %s" % (self.peer, e))
@@ -334,6 +366,8 @@ class Dialer:
 
     def _expire(self, conn):
         self.timer = None
+        if not self.up:
+            self._done()
         if not self.up and not conn.closed:
             conn.held = None
             conn.close("no welcome from %s within %d ms" % (self.peer, self.keys.handshake_ms))
@@ -356,7 +390,8 @@ class Dialer:
         conn.decoder.max_frame = self.max_frame
         conn.wrap = self.cs.wrap
         conn.unwrap = self.cs.unwrap
-        conn.wrap_limit = S.wrap_limit(conn.peer_max_frame)
+        conn.wrap_limit = K.wrap_limit(conn.peer_max_frame)
+        self._done()
         held = conn.held or ()
         conn.held = None
         if self.first is not None:
@@ -376,6 +411,7 @@ class Dialer:
         if self.timer:
             self.timer.cancel()
             self.timer = None
+        self._done()
         h = getattr(self.inner, "on_close", None)
         if h:
             h(conn, reason)

@@ -22,49 +22,14 @@ import struct
 from sensormesh.device import codec
 from sensormesh.device.compat import MICROPYTHON, unix_time
 from sensormesh.device.secure import x25519
-from sensormesh.device.secure.fernet import Fernet, InvalidToken, b64decode, b64encode, equal, hmac_sha256
-
-VERSION = 2
-DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
-DEFAULT_REPLAY_SIZE = 64   # nonces remembered per device (about 1.5 KB on an ESP32)
-ROLES = ("controller", "device", "reader")
-CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
-         "malformed", "plaintext-refused", "busy", "timeout")
-
-# Control messages each role may send once authenticated; None = all of them.
-PERMISSIONS = {
-    "controller": None,
-    "device": ("pipe", "pull", "info", "ping"),
-    "reader": ("data-request", "info", "ping", "status", "metrics", "clock"),
-}
+from sensormesh.device.secure.fernet import b64decode, b64encode, equal, hmac_sha256
+from sensormesh.device.secure.keys import (CODES, DEFAULT_REPLAY_SIZE, DEFAULT_WINDOW, PERMISSIONS, ROLES,  # noqa: F401
+                                           SEND_PLAIN_MAX, VERSION, Channel, HandshakeError, Identity, PairCache,
+                                           ReplayCache, TrustStore, check_permission, plain_limit, wrap_limit)
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 _NONCE = 16
 _COUNTER = 8
-
-
-class HandshakeError(Exception):
-    """The handshake failed; code is one of CODES, message says why in words."""
-
-    def __init__(self, code, message):
-        super().__init__(code, message)
-        self.code = code
-        self.message = message
-
-    def __str__(self):
-        return "%s: %s" % (self.code, self.message)
-
-    def to_message(self):
-        """The control message that tells the peer why (safe to send: no secrets in it)."""
-        return {"error": {"code": self.code, "message": self.message}}
-
-
-def check_permission(role, command):
-    """Raise HandshakeError('wrong-role') unless a peer of this role may send this command."""
-    allowed = PERMISSIONS.get(role, ())
-    if allowed is not None and command not in allowed:
-        raise HandshakeError("wrong-role", "a %s key may not send %r (allowed: %s)"
-                             % (role, command, ", ".join(allowed) or "nothing"))
 
 
 def valid_name(name):
@@ -74,49 +39,6 @@ def valid_name(name):
         if c not in _NAME_CHARS:
             return False
     return True
-
-
-# -- key files ----------------------------------------------------------------------------------
-class Identity:
-    """This side's name, role and private key."""
-
-    def __init__(self, name, role, key):
-        self.name = name
-        self.role = role
-        self.key = key
-
-
-class TrustStore:
-    """The public keys this side trusts (name -> role, key) and the revoked fingerprints.
-
-    Devices trust nothing else. Replace or update it (e.g. after `sensormesh keys revoke`)
-    and the next handshake sees the change.
-    """
-
-    def __init__(self, keys=None, revoked=None):
-        self.keys = keys if keys is not None else {}
-        self.revoked = set(revoked or ())   # fingerprints
-        self.revoked_names = set()          # names whose only key was revoked
-
-    def add(self, name, role, key):
-        self.keys[name] = (role, key)
-
-    def revoke(self, fp, name=None):
-        self.revoked.add(fp)
-        if name is not None:
-            self.revoked_names.add(name)
-
-    def lookup(self, name, who):
-        """(role, key) of a trusted, unrevoked name, else HandshakeError."""
-        ent = self.keys.get(name)
-        if ent is None:
-            if name in self.revoked_names:
-                raise HandshakeError("revoked", "the key of %s %r has been revoked" % (who, name))
-            raise HandshakeError("unknown-key", "%s %r is not in this side's trust store" % (who, name))
-        if ent[1].fingerprint() in self.revoked:
-            raise HandshakeError("revoked", "the key of %s %r (%s) has been revoked"
-                                 % (who, name, ent[1].fingerprint()))
-        return ent
 
 
 def _read_json(src):
@@ -182,99 +104,6 @@ def load_credentials(identity, trust=None, native=None):
     if trust is None:
         raise ValueError("a trust store is needed with an identity given as a dict")
     return Credentials(load_identity(identity, native), load_trust(trust))
-
-
-# -- replay protection ---------------------------------------------------------------------------
-class ReplayCache:
-    """Nonces of accepted hellos, one cache per device (shared by all its connections).
-
-    Bounded: when full of nonces that are still inside the window, the oldest nonce of the key
-    that holds the most entries is forgotten, and every later hello of that key at or before its
-    timestamp is refused. Each key has its own cut-off, so one key (even a valid reader's) that
-    sends many hellos, dated at the edge of the window, only ever evicts its own entries and
-    moves its own cut-off: it cannot lock other keys, the controller's included, out with
-    "replay". No replay gets through, and memory stays fixed (floors: at most one per key in
-    the trust store, forgotten once older than the window).
-    """
-
-    def __init__(self, window=DEFAULT_WINDOW, size=DEFAULT_REPLAY_SIZE):
-        self.window = window
-        self.size = size
-        self.seen = {}    # nonce -> (timestamp, key name)
-        self.floors = {}  # key name -> hellos of that key with ts <= this are refused
-
-    def check(self, nonce, ts, now, who=None):
-        if ts <= self.floors.get(who, -1):
-            raise HandshakeError("replay", "hello timestamp %d is older than the replay cache remembers "
-                                 "for key %r (too many handshakes with this key within %d s); retry"
-                                 % (ts, who, self.window))
-        if nonce in self.seen:
-            raise HandshakeError("replay", "this hello's nonce was already used: replayed message")
-
-    def add(self, nonce, ts, now, who=None):
-        seen = self.seen
-        if len(seen) >= self.size:
-            limit = now - self.window
-            for k in list(seen):
-                if seen[k][0] < limit:
-                    del seen[k]
-            floors = self.floors
-            for k in list(floors):
-                if floors[k] < limit:   # the time check refuses such hellos anyway
-                    del floors[k]
-            while len(seen) >= self.size:
-                self._evict()
-        seen[nonce] = (ts, who)
-
-    def _evict(self):
-        # the key with the most entries gives up its oldest one
-        seen = self.seen
-        count = {}
-        for k in seen:
-            w = seen[k][1]
-            count[w] = count.get(w, 0) + 1
-        top = None
-        for w in count:
-            if top is None or count[w] > count[top]:
-                top = w
-        old = None
-        for k in seen:
-            if seen[k][1] == top and (old is None or seen[k][0] < seen[old][0]):
-                old = k
-        ts = seen.pop(old)[0]
-        if ts > self.floors.get(top, -1):
-            self.floors[top] = ts
-
-
-class PairCache:
-    """Pair keys per peer key: the X25519 shared secret with a peer, hashed with both public
-    keys. Computing one costs a scalar multiplication (the only expensive step of a
-    handshake), so a side keeps the last `size` of them; a changed or revoked peer key never
-    reaches the cache (the trust store is checked first, and the key itself is the cache key)."""
-
-    def __init__(self, size=16):
-        self.size = size
-        self.keys = {}     # peer public key bytes -> pair key
-        self.order = []    # oldest first
-        self.computed = 0  # scalar multiplications done (for status and tests)
-
-    def get(self, identity, peer):
-        k = self.keys.get(peer.pub)
-        if k is not None:
-            return k
-        try:
-            ss = identity.key.exchange(peer)
-        except ValueError as e:
-            raise HandshakeError("unknown-key", "cannot agree on a key with this peer: %s" % e)
-        mine = identity.key.public.pub
-        lo, hi = (mine, peer.pub) if mine < peer.pub else (peer.pub, mine)
-        k = hmac_sha256(b"sensormesh-pair-v2" + lo + hi, ss)
-        self.computed += 1
-        if len(self.order) >= self.size:
-            self.keys.pop(self.order.pop(0), None)
-        self.keys[peer.pub] = k
-        self.order.append(peer.pub)
-        return k
 
 
 # -- the pieces both sides compute ---------------------------------------------------------------
@@ -345,55 +174,6 @@ def _check_role(role, roles, who, name):
     if roles is not None and role not in roles:
         raise HandshakeError("wrong-role", "%s %r has role %r; this side accepts %s"
                              % (who, name, role, ", ".join(roles)))
-
-
-# Largest plaintext a sender should wrap at once: on MicroPython a token is built with a few
-# copies of its size (buffer, base64, url-safe alphabet), so keep frames small on a board.
-SEND_PLAIN_MAX = 3072 if MICROPYTHON else 1 << 30
-
-
-def plain_limit(max_frame):
-    """Largest payload whose token still fits a frame of max_frame bytes."""
-    raw = max_frame // 4 * 3 - 57   # base64 of version + time + IV + blocks + HMAC
-    raw = raw - raw % 16 - 1 - _COUNTER  # the blocks: counter, payload and 1-16 bytes of padding
-    return raw if raw > 0 else 0
-
-
-def wrap_limit(max_frame):
-    """Largest payload a sender wraps into one token for a peer accepting max_frame bytes."""
-    n = plain_limit(max_frame)
-    return n if n < SEND_PLAIN_MAX else SEND_PLAIN_MAX
-
-
-class Channel:
-    """Payload wrap/unwrap after the handshake: Fernet tokens with a frame counter inside.
-
-    The counter stops an attacker on the path from replaying, reordering or dropping frames
-    within the connection; a separate key per direction stops reflecting frames back.
-    """
-
-    def __init__(self, send_key, recv_key):
-        self._tx = Fernet(b64encode(send_key))
-        self._rx = Fernet(b64encode(recv_key))
-        self._sent = 0
-        self._recv = 0
-
-    def wrap(self, payload):
-        n = self._sent
-        self._sent = n + 1
-        return self._tx.encrypt_prefixed(struct.pack("!Q", n), payload)
-
-    def unwrap(self, token):
-        try:
-            p = self._rx.decrypt_frame(token)
-        except (InvalidToken, TypeError, ValueError):
-            raise codec.ProtocolError("frame is not a valid token of this session (plaintext, "
-                                      "tampered, or from another connection)")
-        if len(p) < _COUNTER or struct.unpack("!Q", p[:_COUNTER])[0] != self._recv:
-            raise codec.ProtocolError("frame %d of this session is missing or out of order "
-                                      "(replayed, reordered or dropped)" % self._recv)
-        self._recv += 1
-        return p[_COUNTER:]
 
 
 class _Side:
