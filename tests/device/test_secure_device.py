@@ -391,3 +391,25 @@ def test_gateway_bounds_what_strangers_register():
     finally:
         forward.SEEN_MAX = keep
         gw.close()
+
+
+def test_a_board_forgets_the_handshake_code_between_handshakes():
+    """On MicroPython the handshake's code (handshake.py) is loaded for a handshake and unloaded
+    when none is in progress (secure/__init__.py), and loaded again by the next; CPython keeps it."""
+    import sys
+    from sensormesh.device.compat import MICROPYTHON
+    name = "sensormesh.device.secure.handshake"
+    loop = transport.Loop()
+    b = keyed("dev-b", ["counter@0"], loop)
+    addr = listen(b)
+    assert (name in sys.modules) == (not MICROPYTHON)     # after loading the keys
+    for n in (1, 2):          # the second handshake imports it again
+        c = SecureClient(loop, addr, "controller", "dev-b")
+        assert loop.run_until(c.ready, 5000)
+        assert c.error is None, c.error
+        c.conn.send({"info": {}})
+        assert loop.run_until(lambda: c.replies("info"), 5000)
+        assert b.security.status()["accepted"] == n
+        assert (name in sys.modules) == (not MICROPYTHON)
+        c.conn.close()
+    b.close()
