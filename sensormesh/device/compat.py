@@ -96,7 +96,7 @@ def unload(name):
     if pkg is not None:
         try:
             delattr(pkg, child)
-        except (AttributeError, TypeError):
+        except (AttributeError, TypeError, KeyError):   # not there (MicroPython: KeyError)
             pass
 
 

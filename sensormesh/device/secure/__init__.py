@@ -23,10 +23,11 @@ from sensormesh.device.schedule import sparse
 from sensormesh.device.secure import keys as K
 from sensormesh.device.secure.keys import HandshakeError
 
-# The handshake's code (handshake.py: hello/welcome state machines, key file parsers) is loaded
-# while a connection authenticates and forgotten when none does (MicroPython; on CPython it stays):
-# between handshakes a board keeps only keys.py, fernet.py and x25519.py. _busy counts the
-# client handshakes in progress (Dialer), whose sessions live across loop turns.
+# The handshake's code (handshake.py: the server side and the key files' parsers; hello.py: the
+# client side) is loaded while a connection authenticates and forgotten when none does
+# (MicroPython; on CPython it stays): between handshakes a board keeps only keys.py, fernet.py and
+# x25519.py, and a pipe dialing out loads hello.py alone. _busy counts the client handshakes in
+# progress (Dialer), whose sessions live across loop turns.
 _busy = [0]
 
 
@@ -35,10 +36,16 @@ def _handshake():
     return handshake
 
 
+def _hello():
+    from sensormesh.device.secure import hello     # the client side only (a pipe dialing a device)
+    return hello
+
+
 def _idle():
     """No handshake in progress: forget the handshake's code, collect its garbage."""
     if _busy[0] == 0:
         unload("sensormesh.device.secure.handshake")
+        unload("sensormesh.device.secure.hello")
     collect()     # the handshake's temporaries (key agreement, JSON) are garbage now
 
 # Largest frame accepted before the handshake: a hello is about 250 bytes.
@@ -113,55 +120,7 @@ class Security:
         stamps = (_stamp(self.trust_src), _stamp(self.revoked_src))
         if self._trust is not None and stamps == self._stamps:
             return self._trust
-        try:
-            t = _handshake().load_trust(self.trust_src)
-            self._add_revoked(t)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            what = self.trust_src if type(self.trust_src) is str else "(inline)"
-            if self._trust is None:
-                raise ValueError("cannot load the trust store %s: %s" % (what, e))
-            self.dev.log("trust store %s not reloaded, keeping the previous one: %s: %s"
-                         % (what, type(e).__name__, e))
-            return self._trust
-        if self._trust is not None:
-            self.dev.log("trust store reloaded: %d keys, %d revoked" % (len(t.keys), len(t.revoked)))
-        self._trust = t
-        self._stamps = stamps
-        self._cut_untrusted(t)
-        return t
-
-    def _add_revoked(self, t):
-        src = self.revoked_src
-        if src is None:
-            return
-        if type(src) is str:
-            import json
-            with open(src) as f:
-                src = json.load(f)
-        if type(src) is dict:
-            src = src.get("revoked", ())
-        for r in src:
-            if type(r) is dict:
-                t.revoke(r["fingerprint"], r.get("name"))
-            else:
-                t.revoke(r)
-
-    def _cut_untrusted(self, t):
-        # Close open sessions whose peer key is no longer trusted.
-        sessions = [(conn.protocol, conn) for lst in self.dev.listeners for conn in lst.conns]
-        reg = getattr(self.dev, "registration", None)   # the connection it dialed to register
-        if reg is not None and reg.conn is not None:
-            sessions.append((reg.session, reg.conn))
-        for s, conn in sessions:
-            name = getattr(s, "peer_name", None)
-            if name is None or conn.closed:
-                continue
-            try:
-                role, key = t.lookup(name, "peer")
-                if key.fingerprint() != s.peer_fp:
-                    raise HandshakeError("revoked", "the key of %r was replaced" % name)
-            except HandshakeError as e:
-                self.refuse(s, conn, e.code, "session closed: " + e.message)
+        return _handshake().reload_trust(self, stamps)   # reading the files: handshake.py
 
     # -- accepted connections --------------------------------------------------------------
     def on_open(self, session, conn):
@@ -335,7 +294,7 @@ class Dialer:
         try:
             if type(self.peer) is not str:
                 raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")
-            self.cs = _handshake().ClientSession(keys.identity, keys.trust(), self.peer, roles=self.roles,
+            self.cs = _hello().ClientSession(keys.identity, keys.trust(), self.peer, roles=self.roles,
                                                  pairs=keys.pairs)
             _busy[0] += 1
             hello = self.cs.start()
