@@ -258,8 +258,9 @@ class Control:
             sock.close()
             raise
         if self.creds is not None and server is not None:
-            from sensormesh.device import codec, secure
-            d = secure.Dialer(secure.ClientKeys(self.creds, secure.DEFAULT_HANDSHAKE_MS), self.loop, protocol,
+            from sensormesh.device import codec
+            from sensormesh.device.secure import hello
+            d = hello.Dialer(hello.ClientKeys(self.creds, hello.DEFAULT_HANDSHAKE_MS), self.loop, protocol,
                               server, None, None, codec.DEFAULT_MAX_FRAME, None)
             conn = transport.Connection(self.loop, sock, d, peer=address)
             d.start(conn)
@@ -435,8 +436,8 @@ class Control:
             self.links[link.key] = link
             link.conn.send({"registered": {"name": name, "by": CONTROLLER}})
             if self.creds is not None:       # the device is the server of the handshake
-                from sensormesh.device import secure
-                d = secure.Dialer(secure.ClientKeys(self.creds, secure.DEFAULT_HANDSHAKE_MS), self.loop, link,
+                from sensormesh.device.secure import hello
+                d = hello.Dialer(hello.ClientKeys(self.creds, hello.DEFAULT_HANDSHAKE_MS), self.loop, link,
                                   name, None, None, codec.DEFAULT_MAX_FRAME, None)
                 link.conn.protocol = d
                 d.start(link.conn)

@@ -18,40 +18,37 @@
 # closes the sessions it still has with that key.
 import os
 
-from sensormesh.device.compat import MICROPYTHON, collect, unload
+from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.schedule import sparse
 from sensormesh.device.secure import keys as K
 from sensormesh.device.secure.keys import HandshakeError
 
-# The handshake's code (handshake.py: the server side and the key files' parsers; hello.py: the
-# client side) is loaded while a connection authenticates and forgotten when none does
-# (MicroPython; on CPython it stays): between handshakes a board keeps only keys.py, fernet.py and
-# x25519.py, and a pipe dialing out loads hello.py alone. _busy counts the client handshakes in
-# progress (Dialer), whose sessions live across loop turns.
-_busy = [0]
+from sensormesh.device.secure.keys import DEFAULT_HANDSHAKE_MS, HELLO_MAX_FRAME  # noqa: F401 (the API)
+
+DEFAULT_MAX_HANDSHAKES = 2 if MICROPYTHON else 16
 
 
+# The handshake's code is loaded while a connection authenticates and forgotten when none does
+# (MicroPython; on CPython it stays): handshake.py (the server side, the key files' parsers) for
+# accepted connections, hello.py alone (the client side and its Dialer) for a pipe dialing out.
+# Between handshakes a board keeps only this module, keys.py, fernet.py and x25519.py.
 def _handshake():
     from sensormesh.device.secure import handshake
     return handshake
 
 
 def _hello():
-    from sensormesh.device.secure import hello     # the client side only (a pipe dialing a device)
+    from sensormesh.device.secure import hello
     return hello
 
 
-def _idle():
-    """No handshake in progress: forget the handshake's code, collect its garbage."""
-    if _busy[0] == 0:
-        unload("sensormesh.device.secure.handshake")
-        unload("sensormesh.device.secure.hello")
-    collect()     # the handshake's temporaries (key agreement, JSON) are garbage now
-
-# Largest frame accepted before the handshake: a hello is about 250 bytes.
-HELLO_MAX_FRAME = 4096
-DEFAULT_MAX_HANDSHAKES = 2 if MICROPYTHON else 16
-DEFAULT_HANDSHAKE_MS = 10000 if MICROPYTHON else 5000
+def dial(loop, address, protocol, creds, server, roles=None, handshake_ms=DEFAULT_HANDSHAKE_MS,
+         max_frame=None, log=None):
+    """transport.dial with the client side of the handshake in front (session.Credentials as
+    `creds`, the device's name as `server`). Messages sent on the returned connection before the
+    session is up are held and leave, encrypted, once it is; protocol.on_connect(conn) runs
+    then. A refusal reaches protocol.on_message as {"error": ...}, then the connection closes."""
+    return _hello().dial(loop, address, protocol, creds, server, roles, handshake_ms, max_frame, log)
 
 
 def host_of(conn):
@@ -112,7 +109,7 @@ class Security:
         self.pending_by = {}  # peer host -> how many of those it holds
         self.accepted = 0     # handshakes completed
         self.refused = {}     # code -> count
-        _idle()
+        K.idle()
 
     # -- trust store -----------------------------------------------------------------------
     def trust(self):
@@ -194,7 +191,7 @@ class Security:
         except HandshakeError as e:
             ss = None
             self.refuse(session, conn, e.code, e.message)
-            _idle()
+            K.idle()
             return
         conn.decoder.max_frame = self.dev.max_frame
         conn.send(welcome)           # the last plaintext frame of this connection
@@ -206,7 +203,7 @@ class Security:
         session.peer_fp = ss.peer_fp
         ss = None
         self.accepted += 1
-        _idle()
+        K.idle()
 
     def permit(self, session, key):
         """May this session's peer send control message `key`? Refuses (and closes) if not."""
@@ -237,140 +234,5 @@ class Security:
     # -- dialed connections ----------------------------------------------------------------
     def dial(self, address, protocol, peer, first):
         """Dial another device as this device's identity; `first` goes out once the session is up."""
-        return _dial(self, self.dev.loop, address, protocol, peer, first, ("device",), self.dev.max_frame,
-                     self.dev.log)
-
-
-class ClientKeys:
-    """What Dialer needs, for a process that is not a device (e.g. the controller's loop)."""
-
-    def __init__(self, creds, handshake_ms=DEFAULT_HANDSHAKE_MS):
-        self.identity = creds.identity
-        self._trust = creds.trust
-        self.pairs = creds.pairs
-        self.handshake_ms = handshake_ms
-
-    def trust(self):
-        return self._trust
-
-
-def dial(loop, address, protocol, creds, server, roles=None, handshake_ms=DEFAULT_HANDSHAKE_MS,
-         max_frame=None, log=None):
-    """transport.dial with the client side of the handshake in front (session.Credentials as
-    `creds`, the device's name as `server`). Messages sent on the returned connection before the
-    session is up are held and leave, encrypted, once it is; protocol.on_connect(conn) runs
-    then. A refusal reaches protocol.on_message as {"error": ...}, then the connection closes."""
-    from sensormesh.device import codec
-    return _dial(ClientKeys(creds, handshake_ms), loop, address, protocol, server, None, roles,
-                 max_frame or codec.DEFAULT_MAX_FRAME, log)
-
-
-def _dial(keys, loop, address, protocol, peer, first, roles, max_frame, log):
-    from sensormesh.device import transport
-    d = Dialer(keys, loop, protocol, peer, first, roles, max_frame, log)
-    conn = transport.dial(loop, address, d, max_frame)
-    d.start(conn)
-    return conn
-
-
-class Dialer:
-    """The client side of the handshake in front of another protocol object (a pipe's)."""
-
-    def __init__(self, keys, loop, inner, peer, first, roles, max_frame, log):
-        self.keys = keys
-        self.loop = loop
-        self.inner = inner
-        self.peer = peer
-        self.first = first
-        self.roles = roles
-        self.max_frame = max_frame
-        self.log = log
-        self.cs = None
-        self.timer = None
-        self.up = False
-
-    def start(self, conn):
-        keys = self.keys
-        try:
-            if type(self.peer) is not str:
-                raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")
-            self.cs = _hello().ClientSession(keys.identity, keys.trust(), self.peer, roles=self.roles,
-                                                 pairs=keys.pairs)
-            _busy[0] += 1
-            hello = self.cs.start()
-        except HandshakeError as e:
-            self._failed(conn, e)
-            return
-        conn.decoder.max_frame = HELLO_MAX_FRAME
-        conn.send(hello)
-        conn.held = []
-        self.timer = self.loop.call_later(keys.handshake_ms, lambda: self._expire(conn))
-
-    def _done(self):
-        # this dial's handshake is over (up, failed, expired or closed): its session is garbage
-        if self.cs is not None:
-            self.cs = None
-            _busy[0] -= 1
-            _idle()
-
-    def _failed(self, conn, e):
-        self._done()
-        conn.held = None
-        if self.log:
-            self.log("handshake with %s failed: %s" % (self.peer, e))
-        h = getattr(self.inner, "on_message", None)
-        if h:
-            h(conn, e.to_message())
-        self.loop.call_soon(lambda: conn.close("handshake with %s failed: %s" % (self.peer, e)))
-
-    def _expire(self, conn):
-        self.timer = None
-        if not self.up:
-            self._done()
-        if not self.up and not conn.closed:
-            conn.held = None
-            conn.close("no welcome from %s within %d ms" % (self.peer, self.keys.handshake_ms))
-
-    def on_message(self, conn, msg):
-        if self.up:
-            self.inner.on_message(conn, msg)
-            return
-        if self.cs is None:
-            return
-        if self.timer:
-            self.timer.cancel()
-            self.timer = None
-        try:
-            self.cs.receive(msg)
-        except HandshakeError as e:
-            self._failed(conn, e)
-            return
-        self.up = True
-        conn.decoder.max_frame = self.max_frame
-        conn.wrap = self.cs.wrap
-        conn.unwrap = self.cs.unwrap
-        conn.wrap_limit = K.wrap_limit(conn.peer_max_frame)
-        self._done()
-        held = conn.held or ()
-        conn.held = None
-        if self.first is not None:
-            conn.send(self.first)
-        for m in held:
-            conn.send(m)
-        h = getattr(self.inner, "on_connect", None)
-        if h:
-            h(conn)
-
-    def on_drain(self, conn):
-        h = getattr(self.inner, "on_drain", None)
-        if self.up and h:
-            h(conn)
-
-    def on_close(self, conn, reason):
-        if self.timer:
-            self.timer.cancel()
-            self.timer = None
-        self._done()
-        h = getattr(self.inner, "on_close", None)
-        if h:
-            h(conn, reason)
+        return _hello().dial_as(self, self.dev.loop, address, protocol, peer, first, ("device",),
+                                self.dev.max_frame, self.dev.log)

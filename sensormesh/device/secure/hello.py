@@ -1,14 +1,17 @@
-# The client side of the handshake (ClientSession: the hello, the welcome's check) and the pieces
-# both sides compute (transcript, session keys, field checks); handshake.py has the format, the
-# server side and the key files' parsers. A device dialing another one (a pipe) needs only this
-# module for its handshake, so it loads less code while its deployment runs (secure/__init__.py).
+# The client side of the handshake: ClientSession (the hello, the welcome's check), the Dialer that
+# runs it in front of a connection's protocol object, and the pieces both sides compute
+# (transcript, session keys, field checks); handshake.py has the format, the server side and the
+# key files' parsers. A device dialing another one (a pipe) needs only this module for its
+# handshake, so it loads less code while its deployment runs (secure/__init__.py).
 import hashlib
 import os
 import struct
 
+from sensormesh.device import codec, transport
 from sensormesh.device.compat import unix_time
 from sensormesh.device.secure.fernet import b64decode, b64encode, equal, hmac_sha256
-from sensormesh.device.secure.keys import CODES, VERSION, Channel, HandshakeError, PairCache
+from sensormesh.device.secure.keys import (CODES, DEFAULT_HANDSHAKE_MS, HELLO_MAX_FRAME, VERSION, Channel,
+                                           HandshakeError, PairCache, busy, idle, wrap_limit)
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 _NONCE = 16
@@ -193,3 +196,137 @@ class ClientSession(_Side):
         self.role = role
         self.peer_fp = fp
         self._finish(c2s, s2c)
+
+
+class ClientKeys:
+    """What Dialer needs, for a process that is not a device (e.g. the controller's loop)."""
+
+    def __init__(self, creds, handshake_ms=DEFAULT_HANDSHAKE_MS):
+        self.identity = creds.identity
+        self._trust = creds.trust
+        self.pairs = creds.pairs
+        self.handshake_ms = handshake_ms
+
+    def trust(self):
+        return self._trust
+
+
+def dial(loop, address, protocol, creds, server, roles=None, handshake_ms=DEFAULT_HANDSHAKE_MS,
+         max_frame=None, log=None):
+    """secure.dial: for a process that is not a device (session.Credentials as `creds`)."""
+    return dial_as(ClientKeys(creds, handshake_ms), loop, address, protocol, server, None, roles,
+                   max_frame or codec.DEFAULT_MAX_FRAME, log)
+
+
+def dial_as(keys, loop, address, protocol, peer, first, roles, max_frame, log):
+    """Dial `address` with a Dialer in front of `protocol`, as `keys` (a secure.Security or a
+    ClientKeys); `first` leaves once the session is up."""
+    d = Dialer(keys, loop, protocol, peer, first, roles, max_frame, log)
+    conn = transport.dial(loop, address, d, max_frame)
+    d.start(conn)
+    return conn
+
+
+class Dialer:
+    """The client side of the handshake in front of another protocol object (a pipe's). Once the
+    session is up it hands the connection to that object (conn.protocol) and is garbage: a board
+    keeps no handshake code for its open pipes."""
+
+    def __init__(self, keys, loop, inner, peer, first, roles, max_frame, log):
+        self.keys = keys
+        self.loop = loop
+        self.inner = inner
+        self.peer = peer
+        self.first = first
+        self.roles = roles
+        self.max_frame = max_frame
+        self.log = log
+        self.cs = None
+        self.timer = None
+        self.up = False
+
+    def start(self, conn):
+        keys = self.keys
+        try:
+            if type(self.peer) is not str:
+                raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")
+            self.cs = ClientSession(keys.identity, keys.trust(), self.peer, roles=self.roles, pairs=keys.pairs)
+            busy[0] += 1
+            hello = self.cs.start()
+        except HandshakeError as e:
+            self._failed(conn, e)
+            return
+        conn.decoder.max_frame = HELLO_MAX_FRAME
+        conn.send(hello)
+        conn.held = []
+        self.timer = self.loop.call_later(keys.handshake_ms, lambda: self._expire(conn))
+
+    def _done(self):
+        # this dial's handshake is over (up, failed, expired or closed): its session is garbage
+        if self.cs is not None:
+            self.cs = None
+            busy[0] -= 1
+            idle()
+
+    def _failed(self, conn, e):
+        self._done()
+        conn.held = None
+        if self.log:
+            self.log("handshake with %s failed: %s" % (self.peer, e))
+        h = getattr(self.inner, "on_message", None)
+        if h:
+            h(conn, e.to_message())
+        self.loop.call_soon(lambda: conn.close("handshake with %s failed: %s" % (self.peer, e)))
+
+    def _expire(self, conn):
+        self.timer = None
+        if not self.up:
+            self._done()
+        if not self.up and not conn.closed:
+            conn.held = None
+            conn.close("no welcome from %s within %d ms" % (self.peer, self.keys.handshake_ms))
+
+    def on_message(self, conn, msg):
+        if self.up:
+            self.inner.on_message(conn, msg)
+            return
+        if self.cs is None:
+            return
+        if self.timer:
+            self.timer.cancel()
+            self.timer = None
+        try:
+            self.cs.receive(msg)
+        except HandshakeError as e:
+            self._failed(conn, e)
+            return
+        self.up = True
+        conn.decoder.max_frame = self.max_frame
+        conn.wrap = self.cs.wrap
+        conn.unwrap = self.cs.unwrap
+        conn.wrap_limit = wrap_limit(conn.peer_max_frame)
+        conn.protocol = self.inner     # from now on the pipe's own: this Dialer is garbage
+        self._done()
+        held = conn.held or ()
+        conn.held = None
+        if self.first is not None:
+            conn.send(self.first)
+        for m in held:
+            conn.send(m)
+        h = getattr(self.inner, "on_connect", None)
+        if h:
+            h(conn)
+
+    def on_drain(self, conn):
+        h = getattr(self.inner, "on_drain", None)
+        if self.up and h:
+            h(conn)
+
+    def on_close(self, conn, reason):
+        if self.timer:
+            self.timer.cancel()
+            self.timer = None
+        self._done()
+        h = getattr(self.inner, "on_close", None)
+        if h:
+            h(conn, reason)

@@ -7,7 +7,7 @@
 import struct
 
 from sensormesh.device import codec
-from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.compat import MICROPYTHON, collect, unload
 from sensormesh.device.secure.fernet import Fernet, InvalidToken, b64encode, hmac_sha256
 
 VERSION = 2
@@ -25,6 +25,21 @@ PERMISSIONS = {
 }
 
 _COUNTER = 8
+# Largest frame accepted before the handshake: a hello is about 250 bytes.
+HELLO_MAX_FRAME = 4096
+DEFAULT_HANDSHAKE_MS = 10000 if MICROPYTHON else 5000
+
+# Client handshakes in progress (hello.Dialer), whose sessions live across loop turns.
+busy = [0]
+
+
+def idle():
+    """A handshake ended: when none is in progress, forget the handshake's code (handshake.py,
+    hello.py; MicroPython) and collect its garbage (key agreement, JSON)."""
+    if busy[0] == 0:
+        unload("sensormesh.device.secure.handshake")
+        unload("sensormesh.device.secure.hello")
+    collect()
 
 
 class HandshakeError(Exception):
