@@ -152,3 +152,25 @@ def test_a_run_whose_device_cannot_start_is_recorded_and_the_others_complete(tmp
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| central | - | 0/1 ok |" in summary and "failed, " in summary
     assert (tmp_path / "out" / "throughput.png").is_file()
+
+
+def test_ctrl_c_keeps_the_runs_so_far_and_exits_130(tmp_path):
+    import signal
+    import sys
+    from procs import Proc
+    file = pipeline(tmp_path)
+    out = tmp_path / "results"
+    p = Proc([sys.executable, "-m", "sensormesh.cli", "experiment", file, "--strategies", "central,edge,optimal",
+              "--duration", "60", "--warmup", "0", "--insecure", "--out", str(out), "-v"], cwd=str(tmp_path))
+    try:
+        p.wait_line("run 1/3 central / - / #1: started", timeout=60)
+        p.wait_line("! deployed (central): board: n; pc: ", timeout=60)
+        p.p.send_signal(signal.SIGINT)         # the first run measures for a minute: stop it
+        p.wait_line("0 of 3 run(s) completed, 0 failed, interrupted by Ctrl-C", timeout=60)
+        assert p.p.wait(60) == 130
+    finally:
+        p.stop()
+    rows = read_csv(out / "runs.csv")
+    assert [(r["placement"], r["status"]) for r in rows] == [("central", "interrupted")]
+    assert "Ctrl-C" in rows[0]["reason"]
+    assert (out / "summary.md").is_file() and (out / "latency.csv").is_file()

@@ -141,6 +141,8 @@ def test_summary_marks_the_best_per_column():
     assert "| central | none | 1/1 ok | 10.0 | **5.0** |" in text
     assert "| edge | none | 2/2 ok | 10.0 | 8.0 | - | - | **200** | **20.0%** |" in text
     assert "| edge | slow | 0/1 ok | - | - |" in text
+    rows[0]["bytes_per_s"] = 200.4                     # shown as 200 like the others: none is best
+    assert "| central | none | 1/1 ok | 10.0 | **5.0** | - | - | 200 |" in summary.markdown(rows, ["pc"])
     assert summary.best([(["a"], [1.0, 3.0]), (["b"], [1.0, 2.0]), (["c"], [2.0, None])], ["min", "max"]) == \
         {(0, 0), (1, 0), (0, 1)}                                   # a tie for the best: both
     assert "edgeslow (edge / slow, repeat 1): failed, device board did not start" in text
@@ -177,3 +179,23 @@ def test_progress_redraws_one_line_on_a_terminal():
     assert "\n" not in out.getvalue()
     p.done({"status": "ok", "latency_p50_ms": 1.5, "values_out_per_s": 3.0})
     assert out.getvalue().endswith("run 1/1 central / - / #1: ok (p50 1.5 ms, 3.0 values/s out)\n")
+
+
+def test_the_alarm_example_places_central_edge_and_mixed_as_documented():
+    import os
+    from procs import ROOT
+    here = os.path.join(ROOT, "examples", "experiments")
+    where = {}
+    for name in ("central", "edge", "mixed"):
+        model = load_model(os.path.join(here, "alarm.yaml"))
+        strategy = name
+        if name == "mixed":
+            strategy, pins = placements.load(os.path.join(here, "mixed.yaml"), model)
+            placements.apply(model, pins)
+        pl = model.place(strategy)
+        where[name] = (pl.device_of["shake1"], pl.device_of["shake2"], pl.total_traffic)
+    assert where["central"][:2] == ("pc", "pc")
+    assert where["edge"][:2] == ("esp-1", "esp-2")
+    assert where["mixed"][:2] == ("esp-1", "pc")
+    # the cost model's order of the traffic between devices: edge < mixed < central
+    assert where["edge"][2] < where["mixed"][2] < where["central"][2]

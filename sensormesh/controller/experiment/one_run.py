@@ -81,6 +81,11 @@ def run_one(file, run, settings, results, tick=None, on_event=None):
     def deployed(placement, asg):
         seen["t"] = time.time()
         seen["placement"] = placement
+        by_device = {}
+        for sid, dev in sorted(placement.device_of.items()):
+            by_device.setdefault(dev, []).append(sid)
+        event("deployed (%s): %s; warming up for %g s" % (placement.strategy, "; ".join(
+            "%s: %s" % (d, ", ".join(s)) for d, s in sorted(by_device.items())), settings.warmup))
     try:
         row["delay_ms"] = _delay_ms(run.network.specs)
         model = load_model(file)

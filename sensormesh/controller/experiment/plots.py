@@ -90,7 +90,8 @@ def draw(out, rows, latencies, devices):
     ax.set_xticklabels(nets, fontsize=8)
     ax.set_ylabel("values out per second")
     ax.set_title("throughput at the sinks per placement", fontsize=10)
-    _legend(ax, 8)
+    ax.margins(y=0.25)
+    _legend(ax, 8, columns=len(places))
     paths.append(_save(fig, os.path.join(out, "throughput.png")))
 
     # CPU busy per device and bytes per link, one panel per network condition
@@ -106,7 +107,8 @@ def draw(out, rows, latencies, devices):
             ax.set_xticklabels(labels, fontsize=8, rotation=20 if len(labels) > 3 else 0)
             ax.set_ylabel(ylabel)
             ax.set_title("%s, network: %s" % (title, n), fontsize=10)
-            _legend(ax, 8)
+            ax.margins(y=0.25)                 # room for the legend above the bars
+            _legend(ax, 8, columns=len(places))
         return _save(fig, os.path.join(out, name))
     paths.append(grouped("cpu_busy.png", lambda n: list(devices),
                          lambda r, d: _pct((r.get("devices") or {}).get(d, {}).get("busy")),
@@ -147,8 +149,8 @@ def _pct(v):
     return v * 100.0 if isinstance(v, (int, float)) else None
 
 
-def _legend(ax, size):
+def _legend(ax, size, columns=1):
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=size)
+        ax.legend(fontsize=size, ncol=columns, loc="upper center" if columns > 1 else "best")
     else:
         ax.text(0.5, 0.5, "no samples", ha="center", va="center", transform=ax.transAxes)

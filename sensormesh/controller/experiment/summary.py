@@ -58,9 +58,14 @@ def best(raw_rows, better):
     return marks
 
 
+def shown(fmt, v):
+    """The value as the table shows it (rounded), so equal-looking cells tie."""
+    return None if v is None else float((fmt % v).rstrip("%"))
+
+
 def markdown(rows, devices, title="Experiment"):
     head, raw_rows, better, fmts = table(rows, devices)
-    marks = best(raw_rows, better)
+    marks = best([(labels, [shown(f, v) for f, v in zip(fmts, vals)]) for labels, vals in raw_rows], better)
     lines = ["# %s" % title, "",
              "One row per placement and network condition (the mean over its repeats that ran); "
              "the best value of each column is **bold** (highest values out/s; lowest latency, "
