@@ -5,7 +5,7 @@ import subprocess
 
 from procs import ROOT, need_micropython
 
-CORE = ["test_codec", "test_datarequest", "test_loop", "test_assignment", "test_schedule"]
+CORE = ["test_codec", "test_datarequest", "test_loop", "test_assignment", "test_assignment_parts", "test_schedule"]
 
 
 def run_mp(modules, heap=None):

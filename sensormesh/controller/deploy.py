@@ -68,6 +68,38 @@ def device_order(assignments: dict[str, dict], addresses: dict[str, str] | None 
         return sorted(assignments)
 
 
+def start_waves(assignments: dict[str, dict]) -> list[list[str]]:
+    """device_order in waves that may start at once: a device's wave comes after the waves of
+    every device its pipes send to, so each wave's receivers are running before it starts.
+    Cycles between devices fall back to one device per wave, in name order."""
+    order = device_order(assignments)
+    receivers: dict[str, set] = {}
+    senders: dict[str, set] = {}
+    for name, a in assignments.items():
+        for step in a.get("steps", []):
+            edge = (step.get("params") or {}).get("edge")
+            if edge is None:
+                continue
+            if step.get("type") == "pipe_out":
+                senders.setdefault(edge, set()).add(name)
+            elif step.get("type") == "pipe_in":
+                receivers.setdefault(edge, set()).add(name)
+    sends_to: dict[str, set] = {n: set() for n in assignments}
+    for edge, outs in senders.items():
+        for snd in outs:
+            sends_to[snd] |= receivers.get(edge, set()) - {snd}
+    level: dict[str, int] = {}
+    for name in order:
+        ahead = [level[r] for r in sends_to[name] if r in level]
+        if len(ahead) < len(sends_to[name]):
+            return [[n] for n in order]      # a cycle: device_order fell back to name order
+        level[name] = 1 + max(ahead) if ahead else 0
+    waves: list[list[str]] = [[] for _ in range(1 + max(level.values(), default=-1))]
+    for name in order:
+        waves[level[name]].append(name)
+    return waves
+
+
 def connect(name: str, address: str, timeout: float = 5.0) -> DeviceSession:
     try:
         c = Client(address, timeout=timeout)

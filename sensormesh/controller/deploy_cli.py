@@ -153,7 +153,7 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
                           on_event=printer.event, on_line=None if quiet_devices else printer.device_line,
                           on_deliver=printer.deliver, on_deployed=deployed, heap=heap, timeout=timeout,
                           keys_dir=keys_dir, insecure=insecure, network=list(network), network_mode=network_mode,
-                          observe=obs, device_metrics=not no_metrics)
+                          observe=obs, device_metrics=not no_metrics, on_progress=printer.line)
     except (PipelineError, LocalError, deploying.DeployError) as e:
         raise click.ClickException(str(e))
     except KeyboardInterrupt:

@@ -98,13 +98,15 @@ def credentials(keys_dir):
 
 
 def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeout=5.0, creds=None,
-           **options):
+           progress=None, **options):
     """Plan and deploy (all or nothing) along the controller's control routes (direct, forwarded
     through gateways, or registered); returns (placement, assignments, Supervisor). `local`:
     {device: address} of devices `up` started. The Supervisor's watch() re-routes around failed
-    gateways and its stop() drains the pipes (controller/supervisor/)."""
+    gateways and its stop() drains the pipes (controller/supervisor/). progress(text) hears how a
+    large deployment goes ("deployed 120/201")."""
     from sensormesh.controller.supervisor import Supervisor
     sup = Supervisor(model, strategy, addresses=local or {}, timeout=timeout, place_options=options, creds=creds)
+    sup.progress = progress
     sup.deploy()
     return sup.placement, sup.assignments, sup
 
@@ -153,7 +155,7 @@ class _Interrupts:
 def up(model, strategy="optimal", duration=None, count=None, until=None, on_event=None, on_line=None,
        on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, keys_dir=None,
        insecure=False, network=None, network_mode="auto", observe=None, mpy=True, device_metrics=True,
-       restarts=5, **options):
+       restarts=5, on_progress=None, **options):
     """Start the model's local devices, deploy, call the user's callback functions with the
     values that arrive, stop everything (upstream first, draining) and return the final stats.
 
@@ -185,7 +187,10 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     sources) under their inventory `heap` (default 224K); `heap` here overrides it for all.
 
     restarts: how many times a local device that exits is started again within a minute
-    (0: never)."""
+    (0: never).
+
+    on_progress(text): how starting and deploying many devices goes ("started 120/201"),
+    about once a second (default: on_event)."""
     import contextlib
     from sensormesh.controller.local import LocalCluster
     emulation = None
@@ -244,7 +249,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
             place.enter_context(emulation.controller_context())
         # in an emulated network the controller reaches the devices at the network's addresses
         placement, asg, dep = deploy(model, strategy, local=None if emulation else cluster.addresses,
-                                     timeout=timeout, creds=creds, **options)
+                                     timeout=timeout, creds=creds, progress=on_progress or on_event, **options)
         if on_deployed is not None:
             on_deployed(placement, asg)
         if observe is not None:

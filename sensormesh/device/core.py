@@ -261,8 +261,25 @@ class Device:
         session.conn.send({"info": self.info()})
 
     def on_hello(self, session, body):
+        # "max-frame": the largest frame the peer accepts (a controller on CPython takes far more
+        # than the 16 KiB assumed otherwise): replies as large as a status of hundreds of steps fit.
+        mf = body.get("max-frame") if type(body) is dict else None
+        if mf is not None and (type(mf) is not int or mf < codec.MIN_MAX_FRAME):
+            session.fail(session.conn, "bad-field", "hello: max-frame must be an integer of at least %d, got %r"
+                         % (codec.MIN_MAX_FRAME, mf))
+            return
+        if mf:
+            self.peer_limit(session.conn, mf)
         session.kind = "control"
-        session.conn.send({"info": self.info()})
+        info = self.info()
+        info["max-frame"] = self.max_frame
+        session.conn.send({"info": info})
+
+    def peer_limit(self, conn, mf):
+        """The peer accepts frames of mf bytes: send up to that (at most 4 times our own limit)."""
+        conn.peer_max_frame = mf if mf < codec.DEFAULT_MAX_FRAME * 4 else codec.DEFAULT_MAX_FRAME * 4
+        if conn.wrap is not None:
+            conn.wrap_limit = self.security.wrap_limit(conn.peer_max_frame)
 
     def on_forward(self, session, key, body):
         from sensormesh.device import forward   # control forwarding through gateways
@@ -307,7 +324,10 @@ class Device:
         fw = getattr(self, "forwarder", None)
         if fw is not None:
             st["registered"] = sorted(fw.registered)   # devices that registered with this gateway
-        session.conn.send({"status": st})
+        if self.runtime is not None:
+            self.runtime.send_stats(session.conn, "status", st)
+        else:
+            session.conn.send({"status": st})
 
     def on_data_request(self, session, body):
         # Loaded on the first data request: a board that only runs deployed steps never pays for it.
@@ -325,9 +345,7 @@ class Device:
             return
         sensor, rate = self.sensors[name]
         if mf:
-            session.conn.peer_max_frame = mf if mf < codec.DEFAULT_MAX_FRAME * 4 else codec.DEFAULT_MAX_FRAME * 4
-            if session.conn.wrap is not None:
-                session.conn.wrap_limit = self.security.wrap_limit(session.conn.peer_max_frame)
+            self.peer_limit(session.conn, mf)
         session.kind = "stream"
         stream = Stream(self.loop, session.conn, sensor, rate, tf, vpf)
         session.stream = stream
@@ -342,7 +360,7 @@ class Device:
 
 
 # Control messages the assignment runtime (sensormesh/device/runtime/__init__.py) answers.
-RUNTIME_MESSAGES = ("deploy", "start", "stop", "pipe", "pull", "undeploy", "subscribe")
+RUNTIME_MESSAGES = ("deploy", "deploy-part", "start", "stop", "pipe", "pull", "undeploy", "subscribe")
 
 
 def start(cfg):

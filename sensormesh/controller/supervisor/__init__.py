@@ -50,7 +50,8 @@ from __future__ import annotations
 
 import time
 
-from sensormesh.controller.deploy import device_order
+from sensormesh.device import codec
+from sensormesh.controller.deploy import device_order, start_waves
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.keys import add_pipe_peers
 from sensormesh.controller.supervisor.control import (HANDSHAKE_CODES, NOT_DIALED, REGISTERED, Control, ControlPath,
@@ -66,6 +67,11 @@ __all__ = ["Supervisor", "SupervisorError", "ControlPath", "Request", "Periodic"
 
 DEFAULT_TIMEOUT = 5.0
 PING_INTERVAL = 1.0
+# Devices asked at once while deploying and starting: enough to keep a loaded machine busy
+# (each answer costs the device a build), few enough that a slow device waits in one slot.
+FAN_OUT = 32
+# Deployments of this many devices or more report their progress (progress(text), once a second).
+PROGRESS_FROM = 20
 
 
 class Supervisor(Control, Watch, Reroute, Recover):
@@ -113,6 +119,8 @@ class Supervisor(Control, Watch, Reroute, Recover):
         self._original = None    # the placement of the first deployment (restored once all are back)
         self.last_status = {}    # device -> last status reply
         self.info = {}           # device -> its answer to hello (name, implementation, sensors)
+        self.fan_out = FAN_OUT   # devices asked at once while deploying, starting, stopping
+        self.progress = None     # fn(text): "deployed 120/201" while a large deployment goes on
         self._init_control(listen)
         self._init_watch()
         self._set_paths(self.topology)
@@ -164,7 +172,11 @@ class Supervisor(Control, Watch, Reroute, Recover):
                             d, p.describe(), down[0])
                     else:
                         batch.append(d)
-            reqs = {d: self._send(d, {"hello": {}}, ("info",), timeout) for d in batch}
+            # a device the controller dials directly may answer in frames as large as the
+            # controller takes (a status of hundreds of steps); through a gateway, the gateway's
+            # limit is unknown
+            reqs = {d: self._send(d, {"hello": {"max-frame": codec.DEFAULT_MAX_FRAME} if not self.paths[d].targets
+                                      else {}}, ("info",), timeout) for d in batch}
             self._wait(list(reqs.values()), timeout)
             for d, r in reqs.items():
                 if r.error is not None:
@@ -213,34 +225,31 @@ class Supervisor(Control, Watch, Reroute, Recover):
             # newer than whatever the devices run, even for two deployments in one second:
             # pipes refuse peers of another epoch, so old connections never join the new one
             running = []
-            for d in asg:
-                try:
-                    st = self._call(d, {"status": {}}, ("status",)).get("status") or {}
-                except SupervisorError:
+            reqs = self._fan_out(list(asg), lambda d: self._send(d, {"status": {}}, ("status",)), None)
+            for r in reqs.values():
+                if r.error is not None:
                     continue
-                e = (st.get("assignment") or {}).get("epoch")
+                e = ((r.reply.get("status") or {}).get("assignment") or {}).get("epoch")
                 if isinstance(e, int):
                     running.append(e)
             if running and max(running) >= self.epoch:
                 self.epoch = max(running) + 1
                 asg = add_pipe_peers(pl.assignments(epoch=self.epoch, include_empty=False))
-        order = device_order(asg)
-        done = []
+        waves = start_waves(asg)
+        order = [d for w in waves for d in w]
+        deployed = []
         try:
-            for phase, msg_of, key in (("deploy", lambda d: {"deploy": {"assignment": asg[d]}}, "deployed"),
-                                       ("start", lambda d: {"start": {}}, "started")):
-                for d in order:
-                    try:
-                        self._call(d, msg_of(d), (key,))
-                    except SupervisorError as e:
-                        verb = "refused its assignment" if phase == "deploy" else "did not start"
-                        raise SupervisorError("device %s (%s) %s: %s" % (
-                            d, self.paths[d].describe(), verb, e)) from None
-                    if phase == "deploy":
-                        done.append(d)
+            reqs = self._fan_out(order, lambda d: self._send_deploy(d, asg[d]), "deployed")
+            deployed = [d for d in order if d in reqs and reqs[d].error is None]
+            self._raise_first(order, reqs, "refused its assignment")
+            started = 0
+            for wave in waves:        # downstream first: a wave starts once its receivers run
+                reqs = self._fan_out(wave, lambda d: self._send(d, {"start": {}}, ("started",)), "started",
+                                     done_before=started, total=len(order))
+                started += len(wave)
+                self._raise_first(wave, reqs, "did not start")
         except SupervisorError:
-            for d in reversed(done):
-                self._wait([self._send(d, {"stop": {}}, ("stopped",))])
+            self._stop_waves([[d for d in w if d in deployed] for w in waves])
             self.close()
             raise
         self.assignments = dict(asg)
@@ -248,6 +257,56 @@ class Supervisor(Control, Watch, Reroute, Recover):
         if self._original is None:
             self._original = pl
         return order
+
+    def _fan_out(self, devices, send, what, done_before=0, total=None):
+        """send(d) -> Request for each device, at most `fan_out` waiting for their answers at
+        once (a slow device holds up only its own slot); after the first error nothing more is
+        sent (what=None: ask every device whatever they answer; no progress). Returns {device: Request} of those sent; every one of them is done."""
+        reqs = {}
+        todo = list(devices)
+        waiting = []
+        total = len(devices) if total is None else total
+        n_done = done_before
+        shown = time.monotonic()
+        failed = False
+        while todo or waiting:
+            while todo and not failed and len(waiting) < self.fan_out:
+                d = todo.pop(0)
+                reqs[d] = r = send(d)
+                waiting.append(r)
+            if not waiting:
+                break
+            if not all(r.done for r in waiting):
+                self.loop.run_once(50)
+                self._expire()
+            now = time.monotonic()
+            for r in waiting:
+                if not r.done and now > r.deadline:
+                    self._drop_request(r, "no answer from %s within %gs" % (r.device, self.timeout))
+            finished = [r for r in waiting if r.done]
+            waiting = [r for r in waiting if not r.done]
+            n_done += len(finished)
+            failed = failed or (what is not None and any(r.error is not None for r in finished))
+            if what is not None and self.progress is not None and total >= PROGRESS_FROM and (now - shown >= 1.0 or not (todo or waiting)):
+                shown = now
+                self.progress("%s %d/%d" % (what, n_done, total))
+        return reqs
+
+    def _raise_first(self, devices, reqs, verb):
+        """SupervisorError naming the first device (in `devices` order) whose request failed."""
+        bad = [d for d in devices if d in reqs and reqs[d].error is not None]
+        if not bad:
+            return
+        d = bad[0]
+        more = "" if len(bad) == 1 else " (%d more failed: %s)" % (len(bad) - 1, ", ".join(bad[1:6]) + (
+            ", ..." if len(bad) > 6 else ""))
+        raise SupervisorError("device %s (%s) %s: %s%s" % (d, self.paths[d].describe(), verb, reqs[d].error, more))
+
+    def _stop_waves(self, waves):
+        """Stop the devices of waves, upstream first (the last wave first), each wave at once."""
+        for wave in reversed(waves):
+            if wave:
+                self._fan_out(wave, lambda d: self._send(d, {"stop": {}}, ("stopped",)), "stopped")
 
     # -- status and stop -------------------------------------------------------------------------
 

@@ -19,11 +19,15 @@ from sensormesh.device import codec, transport
 from sensormesh.controller.deploy import DeployError
 from sensormesh.controller.routing import RoutingError, hop_address
 from sensormesh.controller.topology import CONTROLLER
-from sensormesh.device.secure.handshake import HandshakeError
+from sensormesh.device.runtime import parts as assignment_parts
+from sensormesh.device.secure.handshake import HandshakeError, plain_limit
 
 # Refusals of a secure session (handshake.CODES but the connection limits): reported with their code.
 HANDSHAKE_CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
                    "malformed", "plaintext-refused")
+
+# Bytes a gateway's forward adds around the message it carries (its keys, the target's address).
+FORWARD_OVERHEAD = 256
 
 REGISTERED = "registered:"        # link key prefix of a device that dialed in to register
 NOT_DIALED = "not connecting"     # ends the error of a device the controller's trust store refuses
@@ -241,7 +245,6 @@ class Control:
         server = self.server_of.get(address)
         if self.creds is not None and server is not None:
             from sensormesh.device import secure
-            from sensormesh.device.secure.handshake import HandshakeError
             try:   # an unknown or revoked name is found out here, without a connection
                 self.creds.trust.lookup(server, "device")
             except HandshakeError as e:
@@ -380,6 +383,53 @@ class Control:
         n = len(prefix)
         for k in [k for k in self.e2e if k[0] == first and k[1][:n] == prefix]:
             del self.e2e[k]
+
+    def _room(self, device):
+        """Bytes of JSON one control message to device may take on every link of its control
+        path: the frame every device accepts (codec.MIN_MAX_FRAME), less what each keyed link's
+        token and each gateway's forward add around it."""
+        path = self.paths.get(device)
+        room = codec.MIN_MAX_FRAME
+        for i in range(1 + (len(path.targets) if path is not None else 0)):
+            if i:
+                room -= FORWARD_OVERHEAD
+            if self.creds is not None:
+                room = plain_limit(room)
+        return room
+
+    def _send_deploy(self, device, assignment, timeout=None):
+        """Send device its assignment: one deploy message when it fits the control path, else
+        in parts (sensormesh/device/runtime/parts.py), each sent once the device has received
+        the one before; the device applies it only when the last one is in. Returns a Request
+        that finishes with the answer to the last part (or the first error)."""
+        msg = {"deploy": {"assignment": assignment}}
+        room = self._room(device)
+        if len(codec.dumps(msg)) <= room:
+            return self._send(device, msg, ("deployed",), timeout)
+        ident = ("%s@%s" % (assignment.get("pipeline"), assignment.get("epoch")))[:64]
+        msgs = assignment_parts.split(codec.dumps(assignment).decode(), room, ident)
+        t = self.timeout if timeout is None else timeout
+        whole = Request(device, ("deployed",), time.monotonic() + t * len(msgs))
+        self._send_part(whole, msgs, 0, timeout)
+        return whole
+
+    def _send_part(self, whole, msgs, i, timeout):
+        if whole.done:               # given up (its time ran out)
+            return
+        last = i == len(msgs) - 1
+        r = self._send(whole.device, msgs[i], ("deployed",) if last else ("received",), timeout)
+
+        def answered(r):
+            if r.error is not None:
+                whole.finish(error=r.error, link_lost=r.link_lost)
+            elif last:
+                whole.finish(reply=r.reply)
+            else:
+                self._send_part(whole, msgs, i + 1, timeout)
+        if r.done:
+            answered(r)
+        else:
+            r.on_done = answered
 
     def _wait(self, reqs, timeout=None):
         """Run the loop until every request is answered or its time is up (then: timeout)."""

@@ -110,10 +110,10 @@ class Reroute:
         self._report_losses(self.place(), final)
         new_run = {d: new_asg[d] for d in group if d in new_asg}
         order = device_order(new_run)
-        for phase, msg_of, key in (("deploy", lambda d: {"deploy": {"assignment": new_run[d]}}, "deployed"),
-                                   ("start", lambda d: {"start": {}}, "started")):
+        for phase, send in (("deploy", lambda d: self._send_deploy(d, new_run[d])),
+                            ("start", lambda d: self._send(d, {"start": {}}, ("started",)))):
             for d in order:
-                r = self._wait([self._send(d, msg_of(d), (key,))])[0]
+                r = self._wait([send(d)])[0]
                 if r.error is not None:
                     self._event("re-route at epoch %d: %s failed on %s: %s" % (epoch, phase, d, r.error))
                     self._suspect(d, r.error)

@@ -3,6 +3,7 @@
 # Control messages (on a control session, see core.py):
 #   {"deploy": {"assignment": {...}}}  build and check everything; replaces the running one only
 #                                      when the new one is complete (nothing half-built runs)
+#   {"deploy-part": {...}}             one part of an assignment too large for one frame (parts.py)
 #   {"start": {}}                      start pipe receivers, then pipe senders, then sources
 #   {"stop": {}}                       flush upstream-first, stop, report final stats
 #   {"status": {}}                     (core.py) includes this runtime's status()
@@ -204,9 +205,11 @@ class Runtime:
         self.metrics = getattr(device, "metrics", True)   # off: no probe, no stamps (benchmarks)
         self.probe = None      # probe.Probe of the running assignment when metrics are on
         self.built_edges = []
+        self.incoming = None       # parts.Incoming: an assignment arriving in parts
+        self.parts_dropped = None  # why the last one arriving in parts was dropped
 
     def handler(self, key):
-        return getattr(self, "on_" + key)
+        return getattr(self, "on_" + key.replace("-", "_"))
 
     # -- ctx for steps --------------------------------------------------------------------
     def now(self):
@@ -393,6 +396,17 @@ class Runtime:
             unload("sensormesh.device.runtime.shipped")
             collect()
 
+    def on_deploy_part(self, session, body):
+        # An assignment too large for one frame (parts.py): deployed once its last part is in.
+        from sensormesh.device.runtime import parts
+        a = parts.receive(self, session, body)
+        if self.incoming is None:        # none arriving: a board frees the module's code
+            unload("sensormesh.device.runtime.parts")
+        if a is not None:
+            self.on_deploy(session, {"assignment": a})
+        else:
+            collect()
+
     def _deploy(self, session, body, ShippedError):
         a = body.get("assignment") if type(body) is dict and "assignment" in body else body
         old_code = self.code
@@ -469,7 +483,22 @@ class Runtime:
         # {"stop": {"keep": true}}: a new deployment follows (the controller moves the pipeline);
         # the pipes of its edges carry on the numbering and replay buffers of these
         final = self.teardown(keep=type(body) is dict and body.get("keep") is True)
-        session.conn.send({"stopped": final if final is not None else self.status()})
+        self.send_stats(session.conn, "stopped", final if final is not None else self.status())
+
+    def send_stats(self, conn, key, st):
+        """Send a status or stopped reply. When it does not fit the link (the per-step counts of
+        hundreds of steps, over a board's small frames or a keyed link), the per-step counts give
+        way to their number ("steps_omitted") and the reply says why."""
+        try:
+            conn.send({key: st})
+            return
+        except codec.ProtocolError as e:
+            why = str(e)
+        a = st.get("assignment") if type(st.get("assignment")) is dict else st
+        a["steps_omitted"] = len(a.get("steps") or ())
+        a["steps"] = {}
+        a["omitted_because"] = why
+        conn.send({key: st})
 
     def on_undeploy(self, session, body):
         self.on_stop(session, body)

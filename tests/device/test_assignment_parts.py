@@ -1,0 +1,196 @@
+# Assignments larger than one frame, sent in parts (sensormesh/device/runtime/parts.py), on both
+# interpreters (pytest, and: micropython tests/mprun.py test_assignment_parts): a keyed device
+# with a board's frame limit takes an assignment of 200 pipe inputs; a part missing, one too
+# many, a wrong size or a timeout is an error, and the running assignment keeps running.
+from sensormesh.device import codec, transport
+from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.core import Device
+from sensormesh.device.runtime import parts
+from sensormesh.device.secure import handshake as session
+
+from loopkit import listen
+from test_secure_device import SecureClient
+from test_session import fixture, trust_json
+
+N_INPUTS = 200
+
+
+def fan_in(n, epoch=7):
+    """The assignment of a device merging n pipes (the PC of n boards)."""
+    steps = [{"id": "in:w%03d->pc" % i, "type": "pipe_in", "params": {"edge": "w%03d->pc" % i, "buffer": 64}}
+             for i in range(n)]
+    steps.append({"id": "all", "type": "merge", "inputs": [s["id"] for s in steps]})
+    steps.append({"id": "out", "type": "callback", "params": {"name": "out"}, "inputs": ["all"]})
+    return {"pipeline": "fleet", "epoch": epoch, "steps": steps}
+
+
+def counting(epoch=1):
+    return {"pipeline": "small", "epoch": epoch, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "rate": 200}},
+        {"id": "k", "type": "callback", "params": {}, "inputs": ["s"]}]}
+
+
+def board_device(loop):
+    """A keyed device that accepts no more than a board does (codec.MIN_MAX_FRAME)."""
+    d = Device("dev-a", ["counter@0"], max_frame=codec.MIN_MAX_FRAME, loop=loop)
+    d.secure({"identity": fixture()["ids"]["dev-a"], "trust": trust_json()})
+    return d
+
+
+def connect(loop, dev):
+    c = SecureClient(loop, listen(dev), "controller", "dev-a")
+    assert loop.run_until(c.ready, 5000) and c.error is None, c.error
+    return c
+
+
+def send_parts(loop, c, msgs):
+    """Send each part after the previous one's answer; returns the last answer."""
+    for m in msgs:
+        n = len(c.messages)
+        c.conn.send(m)
+        assert loop.run_until(lambda: len([x for x in c.messages[n:] if "deliver" not in x]) > 0, 10000), c.messages[n:]
+        reply = [x for x in c.messages[n:] if "deliver" not in x][0]
+        if "received" not in reply:
+            return reply
+    return reply
+
+
+def changed(body, key, value):
+    out = {}
+    for k in body:
+        out[k] = body[k]
+    out[key] = value
+    return {"deploy-part": out}
+
+
+def answer(loop, c, msg):
+    n = len(c.messages)
+    c.conn.send(msg)
+    assert loop.run_until(lambda: len([x for x in c.messages[n:] if "deliver" not in x]) > 0, 10000)
+    return [x for x in c.messages[n:] if "deliver" not in x][0]
+
+
+def test_200_pipe_inputs_reach_a_keyed_device_with_a_boards_frame_limit():
+    loop = transport.Loop()
+    dev = board_device(loop)
+    c = connect(loop, dev)
+    a = fan_in(N_INPUTS)
+    room = session.wrap_limit(codec.MIN_MAX_FRAME)
+    whole = {"deploy": {"assignment": a}}
+    assert len(codec.dumps(whole)) > room      # it cannot travel as one frame
+    try:
+        c.conn.send(whole)
+        raise AssertionError("a control message over the frame limit was sent")
+    except codec.ProtocolError as e:
+        assert "exceeds the frame limit" in str(e)
+    text = codec.dumps(a).decode()
+    msgs = parts.split(text, room, "fleet-7")
+    assert len(msgs) >= 2
+    for m in msgs:
+        assert len(codec.dumps(m)) <= room
+    assert "".join(m["deploy-part"]["text"] for m in msgs) == text
+    reply = send_parts(loop, c, msgs)
+    assert reply == {"deployed": {"pipeline": "fleet", "epoch": 7, "steps": N_INPUTS + 2}}, reply
+    assert len(dev.runtime.pipe_ins) == N_INPUTS and dev.runtime.incoming is None
+    # per-step counts of 202 steps do not fit this session's frames: their number comes instead
+    st = answer(loop, c, {"status": {}})["status"]["assignment"]
+    assert st["epoch"] == 7 and st["steps"] == {} and st["steps_omitted"] == N_INPUTS + 2, st
+    assert "exceeds the frame limit" in st["omitted_because"]
+    # a controller that says it takes large frames gets them (a board's keyed link wraps at most
+    # 3 KB at once, so a board still leaves them out)
+    c2 = connect(loop, dev)
+    info = answer(loop, c2, {"hello": {"max-frame": 4 * 1024 * 1024}})["info"]
+    assert info["max-frame"] == codec.MIN_MAX_FRAME
+    st = answer(loop, c2, {"status": {}})["status"]["assignment"]
+    if MICROPYTHON:
+        assert st["steps_omitted"] == N_INPUTS + 2
+    else:
+        assert len(st["steps"]) == N_INPUTS + 2 and "steps_omitted" not in st
+    stopped = answer(loop, c, {"stop": {}})["stopped"]
+    assert stopped["state"] == "stopped" and stopped["steps_omitted"] == N_INPUTS + 2
+    r = answer(loop, c2, {"hello": {"max-frame": 100}})
+    assert r["error"]["code"] == "bad-field" and "max-frame" in r["error"]["message"], r
+    dev.close()
+
+
+def test_missing_extra_and_wrong_parts_are_errors_and_the_old_assignment_keeps_running():
+    loop = transport.Loop()
+    dev = board_device(loop)
+    c = connect(loop, dev)
+    assert "deployed" in answer(loop, c, {"deploy": {"assignment": counting()}})
+    assert "started" in answer(loop, c, {"start": {}})
+    msgs = parts.split(codec.dumps(fan_in(60, epoch=9)).decode(), 2000, "big-9")
+    assert len(msgs) >= 4
+
+    def refused(msg, code, words):
+        r = answer(loop, c, msg)
+        assert "error" in r and r["error"]["code"] == code and words in r["error"]["message"], (words, r)
+        assert dev.runtime.incoming is None and dev.runtime.epoch == 1
+
+    # part 2 after part 0: a part is missing
+    assert "received" in answer(loop, c, msgs[0])
+    refused(msgs[2], "bad-part", "where part 1 of %d" % len(msgs))
+    # the rest of that assignment is refused too: its earlier parts are gone
+    refused(msgs[1], "bad-part", "earlier parts were dropped")
+    # a part whose number does not exist (one too many)
+    extra = changed(msgs[-1]["deploy-part"], "part", len(msgs))
+    refused(extra, "bad-part", "does not exist")
+    # a whole sequence, then its last part again: nothing is being received
+    for m in msgs[:-1]:
+        assert "received" in answer(loop, c, m)
+    last = msgs[-1]["deploy-part"]
+    refused(changed(last, "text", last["text"] + "x"), "bad-part", "its size is")
+    # sizes that do not add up, and fields of the wrong type
+    refused(changed(msgs[0]["deploy-part"], "size", 5), "bad-part", "its size is")
+    refused(changed(msgs[0]["deploy-part"], "part", "0"), "bad-part", "part must be")
+    # too large for this device
+    r = answer(loop, c, changed(msgs[0]["deploy-part"], "size", parts.MAX_TEXT + 1))
+    assert r["error"]["code"] == "too-large" and "exceeds this device's limit" in r["error"]["message"], r
+    # text that is no assignment: refused like any bad assignment
+    bad = parts.split('{"steps": [{"id": "x", "type": "teleport"}]}', 400, "bad")
+    r = send_parts(loop, c, bad)
+    assert r["error"]["code"] == "bad-assignment" and "unknown step type" in r["error"]["message"], r
+    # through all this the first assignment kept running
+    before = len(c.replies("deliver"))
+    assert loop.run_until(lambda: len(c.replies("deliver")) > before + 2, 5000)
+    assert dev.runtime.epoch == 1 and dev.runtime.state == "running"
+    # and the complete sequence replaces it
+    r = send_parts(loop, c, msgs)
+    assert r == {"deployed": {"pipeline": "fleet", "epoch": 9, "steps": 62}}, r
+    assert c.closed is None
+    dev.close()
+
+
+def test_a_part_that_does_not_come_in_time_drops_the_others():
+    loop = transport.Loop()
+    dev = board_device(loop)
+    c = connect(loop, dev)
+    assert "deployed" in answer(loop, c, {"deploy": {"assignment": counting()}})
+    msgs = parts.split(codec.dumps(fan_in(20)).decode(), 1000, "slow")
+    # the module as the device loads it now (a board unloads it once no assignment is arriving)
+    from sensormesh.device.runtime import parts as live
+    old = live.PART_MS
+    live.PART_MS = 150
+    try:
+        assert "received" in answer(loop, c, msgs[0])
+        assert loop.run_until(lambda: c.replies("error"), 5000), c.messages
+    finally:
+        live.PART_MS = old
+    err = c.replies("error")[0]
+    assert err["code"] == "timeout" and "part 1 of %d did not arrive" % len(msgs) in err["message"], err
+    assert dev.runtime.incoming is None and dev.runtime.epoch == 1
+    r = answer(loop, c, msgs[1])
+    assert r["error"]["code"] == "bad-part" and "after a timeout" in r["error"]["message"], r
+    assert c.closed is None
+    dev.close()
+
+
+def test_split_keeps_every_character_and_each_message_within_room():
+    text = '{"a": "quote \\" backslash \\\\ tab \\t", "b": "\u00e9t\u00e9 \u2603"}' * 40
+    for room in (300, 777, 5000):
+        msgs = parts.split(text, room, "x")
+        assert "".join(m["deploy-part"]["text"] for m in msgs) == text
+        for i in range(len(msgs)):
+            b = msgs[i]["deploy-part"]
+            assert b["part"] == i and b["of"] == len(msgs) and b["size"] == len(text)
+            assert len(codec.dumps(msgs[i])) <= room, (room, len(codec.dumps(msgs[i])))
