@@ -36,14 +36,9 @@ class DeviceSession:
     info: dict = field(default_factory=dict)
 
 
-def device_order(assignments: dict[str, dict], addresses: dict[str, str] | None = None) -> list[str]:
-    """Devices ordered downstream first: a device comes after every device its pipes send to.
-
-    The pipe_out and pipe_in of one hop share an `edge` id, so the sender and receiver of every
-    hop are known whichever end dials and whatever address (host:port or unix:PATH) it uses.
-    Cycles between devices (possible with several pipelines) fall back to name order.
-    `addresses` is accepted for compatibility and not needed.
-    """
+def pipe_ends(assignments: dict[str, dict]) -> tuple[dict[str, set], dict[str, set]]:
+    """({edge: devices sending it}, {edge: devices receiving it}) from the pipe steps: the
+    pipe_out and pipe_in of one hop share an `edge` id."""
     senders: dict[str, set] = {}
     receivers: dict[str, set] = {}
     for name, a in assignments.items():
@@ -55,6 +50,18 @@ def device_order(assignments: dict[str, dict], addresses: dict[str, str] | None 
                 senders.setdefault(edge, set()).add(name)
             elif step.get("type") == "pipe_in":
                 receivers.setdefault(edge, set()).add(name)
+    return senders, receivers
+
+
+def device_order(assignments: dict[str, dict], addresses: dict[str, str] | None = None) -> list[str]:
+    """Devices ordered downstream first: a device comes after every device its pipes send to.
+
+    The pipe_out and pipe_in of one hop share an `edge` id, so the sender and receiver of every
+    hop are known whichever end dials and whatever address (host:port or unix:PATH) it uses.
+    Cycles between devices (possible with several pipelines) fall back to name order.
+    `addresses` is accepted for compatibility and not needed.
+    """
+    senders, receivers = pipe_ends(assignments)
     g = nx.DiGraph()
     g.add_nodes_from(assignments)
     for edge, outs in senders.items():
@@ -73,17 +80,7 @@ def start_waves(assignments: dict[str, dict]) -> list[list[str]]:
     every device its pipes send to, so each wave's receivers are running before it starts.
     Cycles between devices fall back to one device per wave, in name order."""
     order = device_order(assignments)
-    receivers: dict[str, set] = {}
-    senders: dict[str, set] = {}
-    for name, a in assignments.items():
-        for step in a.get("steps", []):
-            edge = (step.get("params") or {}).get("edge")
-            if edge is None:
-                continue
-            if step.get("type") == "pipe_out":
-                senders.setdefault(edge, set()).add(name)
-            elif step.get("type") == "pipe_in":
-                receivers.setdefault(edge, set()).add(name)
+    senders, receivers = pipe_ends(assignments)
     sends_to: dict[str, set] = {n: set() for n in assignments}
     for edge, outs in senders.items():
         for snd in outs:

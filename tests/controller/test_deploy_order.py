@@ -26,3 +26,17 @@ def test_receiver_that_dials_its_sender_still_comes_first():
 
 def test_devices_without_pipes_in_name_order():
     assert device_order({"b": {"steps": []}, "a": {"steps": []}}) == ["a", "b"]
+
+
+def test_start_waves_start_receivers_before_their_senders_and_the_rest_together():
+    from sensormesh.controller.deploy import start_waves
+    asg = {"pc": {"steps": [pipe("pipe_in", "r->pc")]},
+           "relay": {"steps": [pipe("pipe_out", "r->pc")] + [pipe("pipe_in", "b%d->r" % i) for i in range(3)]},
+           "lone": {"steps": []}}
+    for i in range(3):
+        asg["b%d" % i] = {"steps": [pipe("pipe_out", "b%d->r" % i)]}
+    assert start_waves(asg) == [["lone", "pc"], ["relay"], ["b0", "b1", "b2"]]
+    # a cycle: one device per wave, in name order
+    cyc = {"x": {"steps": [pipe("pipe_out", "e1"), pipe("pipe_in", "e2")]},
+           "y": {"steps": [pipe("pipe_in", "e1"), pipe("pipe_out", "e2")]}}
+    assert start_waves(cyc) == [["x"], ["y"]]
