@@ -255,25 +255,19 @@ class Device:
             e.update(sensors.measures(s))
         return {"name": self.name, "version": VERSION, "implementation": implementation(),
                 "sensors": sens, "unix": not sys.platform.startswith("esp"),
-                "secure": self.security is not None}
+                "secure": self.security is not None, "max-frame": self.max_frame}
 
     def on_info(self, session, body):
         session.conn.send({"info": self.info()})
 
     def on_hello(self, session, body):
-        # "max-frame": the largest frame the peer accepts (a controller on CPython takes far more
-        # than the 16 KiB assumed otherwise): replies as large as a status of hundreds of steps fit.
+        # "max-frame": the largest frame the peer takes (a controller on CPython takes far more
+        # than the 16 KiB assumed otherwise), so a status of hundreds of steps fits one reply
         mf = body.get("max-frame") if type(body) is dict else None
-        if mf is not None and (type(mf) is not int or mf < codec.MIN_MAX_FRAME):
-            session.fail(session.conn, "bad-field", "hello: max-frame must be an integer of at least %d, got %r"
-                         % (codec.MIN_MAX_FRAME, mf))
-            return
-        if mf:
+        if type(mf) is int and mf > codec.MIN_MAX_FRAME:
             self.peer_limit(session.conn, mf)
         session.kind = "control"
-        info = self.info()
-        info["max-frame"] = self.max_frame
-        session.conn.send({"info": info})
+        session.conn.send({"info": self.info()})
 
     def peer_limit(self, conn, mf):
         """The peer accepts frames of mf bytes: send up to that (at most 4 times our own limit)."""

@@ -108,8 +108,6 @@ def test_200_pipe_inputs_reach_a_keyed_device_with_a_boards_frame_limit():
         assert len(st["steps"]) == N_INPUTS + 2 and "steps_omitted" not in st
     stopped = answer(loop, c, {"stop": {}})["stopped"]
     assert stopped["state"] == "stopped" and stopped["steps_omitted"] == N_INPUTS + 2
-    r = answer(loop, c2, {"hello": {"max-frame": 100}})
-    assert r["error"]["code"] == "bad-field" and "max-frame" in r["error"]["message"], r
     dev.close()
 
 
