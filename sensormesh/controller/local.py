@@ -39,6 +39,13 @@ import sensormesh
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(sensormesh.__file__)))
 
 
+# Devices starting at once (each a process importing its code and loading its keys): enough to
+# keep two cores busy while some wait, few enough that a slow one holds up only its own slot.
+START_WORKERS = 16
+# Starts of this many devices or more report their progress.
+PROGRESS_FROM = 20
+
+
 class LocalError(Exception):
     """A local device could not be started."""
 
@@ -108,8 +115,8 @@ class Restarts:
 class LocalProcess:
     """One started device process and the lines it printed."""
 
-    def __init__(self, name, argv, env, cwd, interpreter, on_line, heap=None, on_memory_error=None):
-        self.spawn = (argv, env, cwd, interpreter, on_line, heap, on_memory_error)   # to start it again the same way
+    def __init__(self, name, argv, env, cwd, interpreter, on_line, heap=None, on_memory_error=None, changed=None):
+        self.spawn = (argv, env, cwd, interpreter, on_line, heap, on_memory_error, changed)   # to start it again the same way
         self.name = name
         self.interpreter = interpreter
         self.heap = heap            # the -X heapsize a MicroPython device runs under, or None
@@ -119,6 +126,8 @@ class LocalProcess:
         self.memory_error = None    # the first output line that reported a MemoryError
         self._on_memory_error = on_memory_error
         self.listening = threading.Event()
+        self.changed = changed      # a threading.Event shared by a cluster: set when this one listens or ends
+        self.t_listening = None     # time.monotonic() when it reported listening
         self.tcp_address = None     # "host:port" from the device's listening line
         self._want = 2          # tcp + unix
         self._on_line = on_line
@@ -143,12 +152,23 @@ class LocalProcess:
                     self.tcp_address = where[1]        # the port the device bound
                 self._want -= 1
                 if self._want <= 0:
-                    self.listening.set()
+                    self.t_listening = time.monotonic()
+                    self._set_listening()
             self._on_line(self.name, line)
-        self.listening.set()      # the process ended: nobody waits in vain
+        self._set_listening()      # the process ended: nobody waits in vain
+
+    def _set_listening(self):
+        self.listening.set()
+        if self.changed is not None:
+            self.changed.set()
 
     def wait_listening(self, timeout):
-        if not self.listening.wait(timeout) or self._want > 0:
+        self.listening.wait(timeout)
+        self.check_listening(timeout)
+
+    def check_listening(self, timeout):
+        """Raise LocalError (its last lines, why) unless it listens; timeout: for the words."""
+        if not self.listening.is_set() or self._want > 0:
             try:   # its output ended: the process is exiting, give it a moment to be reaped
                 code = self.proc.wait(2 if self.listening.is_set() else 0.01)
             except subprocess.TimeoutExpired:
@@ -173,13 +193,23 @@ class LocalProcess:
         exit code. The MicroPython unix port has no signal module, so SIGTERM would end it at
         once; SIGINT is its KeyboardInterrupt, so it closes its listeners and logs "stopped" as
         a CPython device does on SIGTERM."""
+        self.ask_to_stop()
+        return self.wait_stopped(timeout)
+
+    def ask_to_stop(self):
         if self.proc.poll() is None:
             try:
                 self.proc.send_signal(signal.SIGINT if self.interpreter == "micropython" else signal.SIGTERM)
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout)
+            except OSError:
+                pass
+
+    def wait_stopped(self, timeout):
+        """After ask_to_stop: wait up to timeout s, then SIGKILL; returns the exit code."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
         self._reader.join(timeout)
         self.close_stdin()
         return self.proc.returncode
@@ -224,21 +254,47 @@ class LocalCluster:
         self._due: dict[str, float] = {}  # device -> when to start it again (monotonic)
         self._handled: dict[str, object] = {}   # device -> the exited process already reported
         self._starting: set[str] = set()  # restarted, not yet listening
+        self._changed = None              # threading.Event: a starting device listens or ended
 
     def devices(self):
         return [d for d in self.model.devices.values() if d.local]
 
-    def start(self, timeout=30.0):
-        """Start every local device and wait until each listens; on any failure stop them all."""
+    def start(self, timeout=30.0, workers=None, progress=None):
+        """Start every local device and wait until each listens; on any failure stop them all.
+
+        At most `workers` (default START_WORKERS) are starting at once: a slot frees when its
+        device listens, so a device slow to start holds up only its own slot. Each device has
+        `timeout` seconds from its own start. progress(text): "started 120/201" about once a
+        second while PROGRESS_FROM or more devices start."""
         self._tmp = tempfile.mkdtemp(prefix="sensormesh-up-")
+        workers = workers or START_WORKERS
+        todo = list(self.devices())
+        total = len(todo)
+        starting = {}             # name -> deadline
+        done = 0
+        shown = time.monotonic()
+        changed = self._changed = threading.Event()
         try:
-            for dev in self.devices():
-                self._start_one(dev)
-            deadline = time.monotonic() + timeout
-            for name, p in self.procs.items():
-                p.wait_listening(max(0.1, deadline - time.monotonic()))
-                if p.tcp_address:
-                    self.tcp[name] = p.tcp_address
+            while todo or starting:
+                while todo and len(starting) < workers:
+                    dev = todo.pop(0)
+                    self._start_one(dev)
+                    starting[dev.name] = time.monotonic() + timeout
+                changed.clear()
+                now = time.monotonic()
+                for name in list(starting):
+                    p = self.procs[name]
+                    if p.listening.is_set() or now >= starting[name]:
+                        p.check_listening(timeout)      # LocalError unless it listens
+                        del starting[name]
+                        done += 1
+                        if p.tcp_address:
+                            self.tcp[name] = p.tcp_address
+                if progress is not None and total >= PROGRESS_FROM and (now - shown >= 1.0 or done == total):
+                    shown = now
+                    progress("started %d/%d" % (done, total))
+                if starting and not any(self.procs[n].listening.is_set() for n in starting):
+                    changed.wait(max(0.01, min(1.0, min(starting.values()) - time.monotonic())))
             self.started = True
         except BaseException:
             self.stop()
@@ -286,7 +342,7 @@ class LocalCluster:
         if self.network is not None:
             argv = self.network.command(dev, argv)
         self.procs[dev.name] = LocalProcess(dev.name, argv, env, self.workdir or os.getcwd(), interp, self.on_line,
-                                            heap=heap, on_memory_error=self._ran_out)
+                                            heap=heap, on_memory_error=self._ran_out, changed=self._changed)
         if self.network is not None:
             self.network.started(dev, self.procs[dev.name].proc.pid)
         self.addresses[dev.name] = "unix:" + path
@@ -394,10 +450,14 @@ class LocalCluster:
             self.network.started(dev, p.proc.pid)
 
     def stop(self, timeout=5.0):
-        """Stop every process this cluster started (by its PID); returns {device: exit code}."""
+        """Stop every process this cluster started (by its PID), all at once; returns {device:
+        exit code}. Each has `timeout` seconds from its signal before SIGKILL."""
         codes = {}
+        for p in self.procs.values():      # all at once: each exits while the others do
+            p.ask_to_stop()
+        deadline = time.monotonic() + timeout
         for name, p in self.procs.items():
-            codes[name] = p.stop(timeout)
+            codes[name] = p.wait_stopped(max(0.1, deadline - time.monotonic()))
         for dev in self.devices():
             if dev.name in self.procs:
                 try:

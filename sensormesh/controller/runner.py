@@ -242,7 +242,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
                 raise PipelineError(str(e)) from None
             for line in emulation.describe():
                 on_event(line)
-        cluster.start(timeout=max(30.0, timeout))
+        cluster.start(timeout=max(30.0, timeout), progress=on_progress or on_event)
         for note in cluster.notes:
             on_event(note)
         if emulation is not None:

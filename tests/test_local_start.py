@@ -1,0 +1,88 @@
+"""Local devices start in parallel, a bounded number at once: a device slow to start holds up
+only its own slot, and one that cannot start stops everything started and is named.
+
+The devices run through a stand-in for the Python interpreter that holds one device back
+("slow", until the test lets it go) or fails one ("broken") before running the real one."""
+import stat
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from sensormesh.controller import local
+from sensormesh.controller.local import LocalCluster, LocalError
+from sensormesh.controller.pipeline_file import load_model
+
+
+
+def cluster(tmp_path, names):
+    wrapper = tmp_path / "python-standin"
+    wrapper.write_text(textwrap.dedent("""\
+        #!/bin/sh
+        # the device's configuration file is named after it
+        case "$*" in
+          */slow.json*) i=0; while [ ! -e %s ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done ;;
+          */broken.json*) echo "broken: cannot start (on purpose)"; exit 3 ;;
+        esac
+        exec %s "$@"
+        """) % (tmp_path / "release", sys.executable))
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    lines = ["pipeline: many", "devices:"]
+    lines += ["  %s: {interpreter: cpython, sensors: [counter], local: true}" % n for n in names]
+    lines += ["steps:", "  s: {type: source, sensor: counter, on: %s}" % names[0],
+              "sinks:", "  out: {type: print, input: s, on: %s}" % names[-1]]
+    path = tmp_path / "many.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return LocalCluster(load_model(str(path)), python=str(wrapper))
+
+
+def test_a_slow_device_holds_up_only_its_own_slot(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(local, "PROGRESS_FROM", 1)    # progress lines for these few devices too
+    names = ["slow"] + ["d%d" % i for i in range(7)]
+    cl = cluster(tmp_path, names)
+    progress = []
+    out = {}
+
+    def start():
+        try:
+            out["addresses"] = cl.start(timeout=120, workers=2, progress=progress.append)
+        except Exception as e:       # reported by the asserts below
+            out["error"] = e
+    t = threading.Thread(target=start)
+    t.start()
+    try:
+        # the seven others start through the other slot while the slow one is held in its own
+        deadline = time.monotonic() + 90
+        while not all(n in cl.procs and cl.procs[n].listening.is_set() for n in names[1:]):
+            assert time.monotonic() < deadline and "error" not in out, out
+            time.sleep(0.05)     # waits for the devices' listening lines, bounded
+        assert not cl.procs["slow"].listening.is_set() and t.is_alive()
+        (tmp_path / "release").write_text("go")
+        t.join(90)
+        assert not t.is_alive() and "error" not in out, out
+        assert sorted(cl.tcp) == sorted(names)
+        assert max(cl.procs[n].t_listening for n in names[1:]) < cl.procs["slow"].t_listening
+        assert progress[-1] == "started 8/8", progress
+    finally:
+        (tmp_path / "release").write_text("go")
+        t.join(90)
+        codes = cl.stop()
+    assert all(c is not None for c in codes.values()), codes
+
+
+def test_a_device_that_cannot_start_stops_all_and_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    names = ["d%d" % i for i in range(4)] + ["broken"] + ["e%d" % i for i in range(4)]
+    cl = cluster(tmp_path, names)
+    with pytest.raises(LocalError) as e:
+        cl.start(timeout=60, workers=3)
+    text = str(e.value)
+    assert "local device broken" in text and "exited with code 3" in text and "cannot start (on purpose)" in text, text
+    # every device started before is stopped (by its PID); the ones after it never started
+    assert cl.procs, "nothing was started"
+    for name, p in cl.procs.items():
+        assert p.proc.poll() is not None, name
+    assert set(cl.procs) <= set(names[:5] + names[5:5 + 3])
