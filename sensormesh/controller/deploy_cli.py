@@ -216,13 +216,16 @@ def _step_line(sid, s):
               help="Ask again every --interval seconds and collect the metrics (Ctrl-C ends).")
 @click.option("--interval", type=float, default=2.0, show_default=True, help="With --watch: seconds between polls.")
 @click.option("--duration", type=float, default=0, help="With --watch: stop after this many seconds.")
+@click.option("-v", "--verbose", is_flag=True, help="Every device with its per-step counts, however many there are.")
 @metrics_options
-def status(file, timeout, as_json, keys_dir, watch_, interval, duration, metrics_out, no_metrics_file):
+def status(file, timeout, as_json, keys_dir, watch_, interval, duration, verbose, metrics_out, no_metrics_file):
     """Show what every device of FILE runs, with per-step counts, and in words what a failed device
-    cuts off (the affected area). Exit code 1 if a device is unreachable."""
+    cuts off (the affected area). Above a dozen devices: counts per domain and state, and the
+    devices that are not running (-v: everything). Exit code 1 if a device is unreachable."""
     from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
     sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir))  # along control routes
+    domains = sup.topology.domains_of
     if watch_:
         if interval <= 0:
             raise click.BadParameter("must be more than 0", param_hint="--interval")
@@ -232,7 +235,7 @@ def status(file, timeout, as_json, keys_dir, watch_, interval, duration, metrics
 
         def show(st, areas):
             click.echo("-- %s" % time.strftime("%H:%M:%S"))
-            seen["unreachable"] = _show_status(st, areas, as_json)
+            seen["unreachable"] = _show_status(st, areas, as_json, verbose, domains)
             click.echo(rates_line(obs.store.view()))
         try:
             poll_rounds(sup, obs, interval, duration, show)
@@ -248,16 +251,48 @@ def status(file, timeout, as_json, keys_dir, watch_, interval, duration, metrics
         st, areas = sup.status()
     finally:
         sup.close()
-    if _show_status(st, areas, as_json):
+    if _show_status(st, areas, as_json, verbose, domains):
         sys.exit(1)
 
 
-def _show_status(st, areas, as_json):
-    """Print one status round; True if a device was unreachable."""
+def _state(s):
+    """A device's state for the counts: "down" (no answer), else its assignment's state."""
+    return "down" if "error" in s else (s.get("assignment") or {}).get("state", "empty")
+
+
+def status_counts(st, domains_of):
+    """Lines for many devices: "201 devices: 199 running, 2 down", then one line per domain
+    ("boards: 198 running, 2 down"; a device in several domains counts in each)."""
+    def counts(names):
+        c = {}
+        for n in names:
+            c[_state(st[n])] = c.get(_state(st[n]), 0) + 1
+        return ", ".join("%d %s" % (k, state) for state, k in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+    members = {}
+    for name in st:
+        try:
+            doms = sorted(domains_of(name))
+        except KeyError:
+            doms = []
+        for d in doms or ["(no domain)"]:
+            members.setdefault(d, []).append(name)
+    lines = ["%d devices: %s" % (len(st), counts(st))]
+    lines += ["  %s: %s" % (d, counts(members[d])) for d in sorted(members)]
+    return lines
+
+
+def _show_status(st, areas, as_json, verbose=False, domains_of=None):
+    """Print one status round; True if a device was unreachable. Above SUMMARY_AT devices (and
+    not verbose): counts per domain and state, then the devices not running, one line each."""
     import json
     if as_json:
         click.echo(json.dumps(st, indent=2, sort_keys=True))
     unreachable = []
+    brief = not as_json and not verbose and domains_of is not None and len(st) > SUMMARY_AT
+    if brief:
+        for line in status_counts(st, domains_of):
+            click.echo(line)
+        click.echo("(-v lists every device with its steps)")
     for name in sorted(st):
         s = st[name]
         if as_json:
@@ -270,6 +305,8 @@ def _show_status(st, areas, as_json):
             continue
         a = s.get("assignment") or {}
         state = a.get("state", "empty")
+        if brief and state == "running" and not s.get("errors"):
+            continue
         head = "%s: %s" % (name, state)
         if a.get("pipeline"):
             head += " pipeline %s epoch %s" % (a["pipeline"], a.get("epoch"))
@@ -278,8 +315,12 @@ def _show_status(st, areas, as_json):
         if a.get("lost_deliveries"):
             head += ", %d callback values lost while no controller listened" % a["lost_deliveries"]
         click.echo(head)
+        if brief:
+            continue
         for sid, step in (a.get("steps") or {}).items():
             click.echo("    " + _step_line(sid, step))
+        if a.get("steps_omitted"):
+            click.echo("    (%d steps: their counts did not fit the reply)" % a["steps_omitted"])
     if unreachable:
         if areas and not as_json:
             click.echo("affected area:")

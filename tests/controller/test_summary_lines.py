@@ -29,3 +29,41 @@ def test_placement_line_groups_devices_by_what_they_run():
     lines = []
     _show_plan(types.SimpleNamespace(strategy="edge"), asg, lines.append, verbose=True)
     assert "b99 runs t99, w99" in lines[0] and len(lines[0].split("; ")) == 101
+
+
+def fleet_status():
+    run = {"assignment": {"state": "running", "pipeline": "f", "epoch": 3, "steps": {"t": {"in": 5, "out": 5}}}}
+    st = {"b%03d" % i: run for i in range(198)}
+    st["b198"] = {"error": "b198 is down: it does not answer over direct: controller -> b198"}
+    st["b199"] = {"assignment": {"state": "deployed", "pipeline": "f", "epoch": 3, "steps": {}}}
+    st["gw"] = run
+    st["pc"] = dict(run, errors=2)
+    domains = {n: {"boards"} for n in st}
+    domains["gw"] = {"boards", "office"}
+    domains["pc"] = {"office"}
+    return st, domains
+
+
+def test_status_of_many_devices_counts_per_domain_and_state():
+    from sensormesh.controller.deploy_cli import status_counts
+    st, domains = fleet_status()
+    assert status_counts(st, domains.__getitem__) == [
+        "202 devices: 200 running, 1 deployed, 1 down",
+        "  boards: 199 running, 1 deployed, 1 down",
+        "  office: 2 running"]
+
+
+def test_status_of_many_devices_shows_counts_and_what_is_not_running(capsys):
+    from sensormesh.controller.deploy_cli import _show_status
+    st, domains = fleet_status()
+    assert _show_status(st, ["b198 is down"], False, False, domains.__getitem__) is True
+    out = capsys.readouterr().out.splitlines()
+    assert out[:4] == ["202 devices: 200 running, 1 deployed, 1 down", "  boards: 199 running, 1 deployed, 1 down",
+                       "  office: 2 running", "(-v lists every device with its steps)"]
+    assert out[4:] == ["b198: UNREACHABLE (b198 is down: it does not answer over direct: controller -> b198)",
+                       "b199: deployed pipeline f epoch 3", "pc: running pipeline f epoch 3, 2 error(s)",
+                       "affected area:", "  b198 is down"], out
+    # -v: every device with its steps
+    _show_status(st, [], False, True, domains.__getitem__)
+    out = capsys.readouterr().out.splitlines()
+    assert "b000: running pipeline f epoch 3" in out and out.count("    t: in 5, out 5") == 200
