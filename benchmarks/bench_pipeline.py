@@ -1,7 +1,7 @@
 # End-to-end benchmark of a deployed pipeline, with real device processes started
 # the way `sensormesh up` starts them and deployed by the controller:
 #
-#     python benchmarks/bench_pipeline.py [values]
+#     python benchmarks/bench_pipeline.py [values] [--repeat 3] [--throughput | --metrics]
 #
 # Throughput: source(counter, as fast as read) -> map (shipped code) -> window(100 values,
 # mean) -> callback sink, the three parts on three devices a, b, c; pipes batch in 10 ms time
@@ -14,6 +14,7 @@
 # Metrics overhead (docs/observability.md): the 3-device throughput with the devices' metrics off
 # (--no-metrics) and on with the controller polling every device each second, as under
 # `sensormesh up`; runs alternated, best of 3 each (`--metrics` runs only this part).
+import argparse
 import os
 import shutil
 import sys
@@ -28,6 +29,7 @@ from sensormesh.controller.local import LocalCluster  # noqa: E402
 from sensormesh.device.compat import ticks_us  # noqa: E402,F401  (shipped code imports it on devices)
 
 WINDOW = 100
+TARGET = 1_000_000    # values/s the 3-device chains should reach on the 2-core project machine
 
 
 def scale(v):
@@ -83,8 +85,19 @@ class Run:
         self.cluster.stop()
 
 
+def _cpu_s(pid):
+    """CPU seconds (user + system) process pid has used so far (Linux /proc)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def throughput(label, placement, n, interp_a="cpython", tcp=False, metrics=True, poll=False, seconds=None):
-    """Values/s until n values arrived (or, with `seconds`, over that long: values that arrived)."""
+    """Values/s until n values arrived (or, with `seconds`, over that long: values that arrived).
+    Returns (label, values/s or a reason, {device: CPU microseconds per value in that time})."""
     p = build("tp", placement, interp_a, "throughput", n)
     with Run(p, tcp, metrics) as r:
         got = []
@@ -92,19 +105,27 @@ def throughput(label, placement, n, interp_a="cpython", tcp=False, metrics=True,
         if poll:
             from sensormesh.controller.metrics_poll import MetricsPoller
             MetricsPoller(dep, every=1.0).start()
+        pids = {name: lp.proc.pid for name, lp in r.cluster.procs.items()}
+        cpu0 = {name: _cpu_s(pid) for name, pid in pids.items()}
         t0 = time.perf_counter()
         try:
             dep.watch(lambda dev, step, vals: got.extend(vals), lambda: len(got) >= n // WINDOW,
                       timeout=seconds or 120)
             t1 = time.perf_counter()
+            cpu1 = {name: _cpu_s(pid) for name, pid in pids.items()}
             dep.stop()
         finally:
             dep.close()
+    arrived = len(got) * WINDOW
+    cost = {}
+    for name in pids:
+        if cpu0[name] is not None and cpu1[name] is not None and arrived:
+            cost[name] = (cpu1[name] - cpu0[name]) * 1e6 / arrived
     if seconds:
-        return (label, len(got) * WINDOW / (t1 - t0), None)
+        return (label, arrived / (t1 - t0), cost)
     if len(got) < n // WINDOW:
         return (label, "incomplete: %d of %d windows" % (len(got), n // WINDOW), None)
-    return (label, n / (t1 - t0), None)
+    return (label, n / (t1 - t0), cost)
 
 
 def latencies(label, placement, count, interp_a="cpython", tcp=False):
@@ -144,10 +165,72 @@ def metrics_overhead(n):
         print("| on, controller polling every 1 s | %s | %.3f |" % (format(int(best[True]), ","), best[True] / best[False]))
 
 
+def median(xs):
+    s = sorted(xs)
+    k = len(s)
+    return s[k // 2] if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2
+
+
+def _m(v):
+    return "%.2fM" % (v / 1e6) if v >= 1e6 else "%.0fk" % (v / 1e3)
+
+
+def throughput_table(n, repeat, have_mp):
+    """Every chain once per repeat, in the same order, so each repeat's ratios compare runs made
+    under the same load; the table gives the median, the range and the median ratio."""
+    a, b, c = ("bench%d%s" % (os.getpid(), x) for x in "abc")
+    one, three = (a, a, a), (a, b, c)
+    chains = [("baseline: one device, local chain", one, n, "cpython", False, None),
+              ("3 CPython devices, Unix sockets", three, n, "cpython", False, TARGET),
+              ("3 CPython devices, TCP", three, n, "cpython", True, TARGET)]
+    if have_mp:
+        chains.append(("source+map on MicroPython, Unix sockets", three, n // 10, "micropython", False, None))
+    runs = {ch[0]: [] for ch in chains}
+    ratios = {ch[0]: [] for ch in chains}
+    costs = {ch[0]: [] for ch in chains}
+    for rep in range(repeat):
+        base = None
+        for label, placement, count, interp, tcp, _ in chains:
+            _, v, cost = throughput(label, placement, count, interp_a=interp, tcp=tcp)
+            if isinstance(v, str):
+                print("  [%d/%d] %-45s %s" % (rep + 1, repeat, label, v), flush=True)
+                continue
+            if base is None and placement == one:
+                base = v
+            runs[label].append(v)
+            if base:
+                ratios[label].append(v / base)
+            if cost and placement == three:
+                costs[label].append((cost.get(a, 0), cost.get(b, 0)))
+            print("  [%d/%d] %-45s %12s values/s" % (rep + 1, repeat, label, format(int(v), ",")), flush=True)
+    print()
+    print("| chain | values/s (median) | min-max | vs baseline | target | vs target | CPU us/value a / b |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, placement, count, interp, tcp, target in chains:
+        vs = runs[label]
+        if not vs:
+            print("| %s | failed | | | | | |" % label)
+            continue
+        med = median(vs)
+        cs = costs[label]
+        cost = "%.2f / %.2f" % (median([x[0] for x in cs]), median([x[1] for x in cs])) if cs else "-"
+        print("| %s | %s | %s-%s | %.2f | %s | %s | %s |" % (
+            label, format(int(med), ","), _m(min(vs)), _m(max(vs)), median(ratios[label]) if ratios[label] else 0,
+            format(target, ",") if target else "-", "%.2f" % (med / target) if target else "-", cost))
+    print("%d repeats of %s values (the MicroPython row: a tenth of that); vs baseline: median of each repeat's "
+          "ratio; CPU us/value: CPU time of device a (source, map) and b (window) per value, which sets the "
+          "rate once each device has a core to itself" % (repeat, format(n, ",")))
+
+
 def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    n = int(args[0]) if args else 2_000_000
-    if "--metrics" in sys.argv:
+    ap = argparse.ArgumentParser(description="End-to-end benchmark of deployed 3-device pipelines.")
+    ap.add_argument("values", nargs="?", type=int, default=2_000_000)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of every throughput chain (default 3)")
+    ap.add_argument("--throughput", action="store_true", help="only the throughput table")
+    ap.add_argument("--metrics", action="store_true", help="only the metrics on/off comparison")
+    args = ap.parse_args()
+    n = args.values
+    if args.metrics:
         metrics_overhead(n)
         return
     have_mp = shutil.which("micropython") is not None
@@ -156,21 +239,12 @@ def main():
     a, b, c = ("bench%d%s" % (os.getpid(), x) for x in "abc")
     one = (a, a, a)
     three = (a, b, c)
-    rows = []
-    print("end-to-end throughput, %d values, windows of %d, time frames 10 ms" % (n, WINDOW))
-    base = throughput("baseline: one device, local chain", one, n)
-    rows.append(base)
-    rows.append(throughput("3 CPython devices, Unix sockets", three, n))
-    rows.append(throughput("3 CPython devices, TCP", three, n, tcp=True))
-    if have_mp:
-        rows.append(throughput("source+map on MicroPython, Unix sockets", three, n // 10, interp_a="micropython"))
-    print("| chain | values/s | vs baseline |")
-    print("|---|---:|---:|")
-    for label, v, _ in rows:
-        if isinstance(v, str):
-            print("| %s | %s | - |" % (label, v))
-        else:
-            print("| %s | %s | %.2f |" % (label, format(int(v), ","), v / base[1]))
+    print("end-to-end throughput, %s values, windows of %d, time frames 10 ms; %s, %d cores, load %s" % (
+        format(n, ","), WINDOW, time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(),
+        "/".join("%.1f" % x for x in os.getloadavg())))
+    throughput_table(n, args.repeat, have_mp)
+    if args.throughput:
+        return
     print()
     print("latency, sensor read to sink, clock source at 1,000 values/s, time-frame 0")
     lrows = [latencies("baseline: one device, local chain", one, 3000),
