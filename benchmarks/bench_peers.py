@@ -357,11 +357,29 @@ def main():
         print("| %s | %s | %s | %s-%s | %s | %s |" % (
             label, link, "{:,.0f}".format(v), _short(lo), _short(hi),
             "%.2f" % (v / raw) if raw else "-", "%.2f" % (v / mq) if mq else "-"))
+    print()
+    print("| target (medians of this run) | link | measured | target | met |")
+    print("|---|---|---:|---:|---|")
+
+    def target(what, link, got, want):
+        if got is not None:
+            print("| %s | %s | %.2f | %s | %s |" % (what, link, got, want[0], "yes" if got >= want[1] else "NO"))
     for link in ("tcp", "unix"):
-        cp = med(("worker", link, "cpython", "client", 10))
-        mp = med(("worker", link, "micropython", "client", 10))
-        if cp and mp:
-            print("MicroPython worker batched (project client, %s): %.2f of the CPython worker" % (link, mp / cp))
+        raw1, raw5k, mq100 = med(("raw", link, 1, False)), med(("raw", link, 5000, False)), med(("mqtt", 0, 100))
+        for kind, who in (("plain", "plain client"), ("client", "project client")):
+            v0, v10 = med(("worker", link, "cpython", kind, 0)), med(("worker", link, "cpython", kind, 10))
+            target("per value, worker -> %s vs raw framing 1 value/frame" % who, link,
+                   v0 / raw1 if v0 and raw1 else None, (">= 1.0", 1.0))
+            target("batched, worker -> %s vs raw framing 5000 values/frame" % who, link,
+                   v10 / raw5k if v10 and raw5k else None, (">= 0.4", 0.4))
+            target("batched, worker -> %s vs MQTT QoS 0 100 values/message" % who, link,
+                   v10 / mq100 if v10 and mq100 else None, (">= 2.0", 2.0))
+    for link in ("tcp", "unix"):
+        for kind, who in (("plain", "plain client"), ("client", "project client")):
+            cp = med(("worker", link, "cpython", kind, 10))
+            mp = med(("worker", link, "micropython", kind, 10))
+            if cp and mp:
+                print("MicroPython worker batched (%s, %s): %.2f of the CPython worker" % (who, link, mp / cp))
 
 
 def _short(v):
