@@ -23,9 +23,11 @@ over TCP. The MicroPython worker rows (the unix port) show the ratio to the CPyt
 
     python benchmarks/bench_peers.py [--seconds 2] [--repeat 3] [--json stdlib]
 
-Prints a markdown table: median values/s over the repeats, the range, and the ratios to raw
+Prints a markdown table: median values/s over the repeats, the range, the ratios to raw
 framing and to MQTT QoS 0 of the same granularity (1 value per frame or message for
-time-frame 0, 5000 values per frame and 100 values per message for batched rows).
+time-frame 0, 5000 values per frame and 100 values per message for batched rows) and the
+reader's own CPU time per value (sensormesh readers); then the targets, met or not, and the
+MicroPython worker's ratio to the CPython worker.
 """
 import argparse
 import json
@@ -63,8 +65,15 @@ def reader(addr, kind, tf, seconds):
         c.sock.sendall(codec.encode({"data-request": req}))
     elif kind == "client":
         c.request_data("counter", tf)
+    import resource
+    u0 = resource.getrusage(resource.RUSAGE_SELF)
     r = count_stream(c.sock, codec.Decoder(), seconds)
+    u1 = resource.getrusage(resource.RUSAGE_SELF)
     c.close()
+    if r.get("count"):
+        # the reader's own CPU per value: what one value costs it, whatever share of the
+        # machine it got (on a loaded machine the rates follow the shares, this does not)
+        r["reader_us"] = (u1.ru_utime + u1.ru_stime - u0.ru_utime - u0.ru_stime) * 1e6 / r["count"]
     print(json.dumps(r))
 
 
@@ -325,6 +334,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="sm-peers-")
     broker = Broker(tmp) if have_mqtt and any(r[0][0] == "mqtt" for r in rows) else None
     got = {}
+    cost = {}     # key -> the reader's CPU microseconds per value, per repeat
     try:
         for rep in range(a.repeat):
             for key, label, link, g in rows:
@@ -334,6 +344,8 @@ def main():
                     print("row %r failed: %s" % (label, e), file=sys.stderr)
                     continue
                 got.setdefault(key, []).append(r["values"])
+                if r.get("reader_us") is not None:
+                    cost.setdefault(key, []).append(r["reader_us"])
                 print("  [%d/%d] %-55s %-4s %14s values/s" % (rep + 1, a.repeat, label, link,
                                                                 "{:,.0f}".format(r["values"])), flush=True)
     finally:
@@ -344,19 +356,21 @@ def main():
     def med(key):
         return median(got[key]) if got.get(key) else None
     print()
-    print("| sender | link | values/s (median) | range | vs raw framing | vs MQTT QoS 0 |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| sender | link | values/s (median) | range | vs raw framing | vs MQTT QoS 0 | reader CPU us/value |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for key, label, link, g in rows:
         v = med(key)
         if v is None:
-            print("| %s | %s | failed | | | |" % (label, link))
+            print("| %s | %s | failed | | | | |" % (label, link))
             continue
         raw = med(("raw", link, 1 if g == "value" else 5000, False))
         mq = med(("mqtt", 0, 1 if g == "value" else 100))
         lo, hi = min(got[key]), max(got[key])
-        print("| %s | %s | %s | %s-%s | %s | %s |" % (
+        us = median(cost[key]) if cost.get(key) else None
+        print("| %s | %s | %s | %s-%s | %s | %s | %s |" % (
             label, link, "{:,.0f}".format(v), _short(lo), _short(hi),
-            "%.2f" % (v / raw) if raw else "-", "%.2f" % (v / mq) if mq else "-"))
+            "%.2f" % (v / raw) if raw else "-", "%.2f" % (v / mq) if mq else "-",
+            "%.3f" % us if us is not None else "-"))
     print()
     print("| target (medians of this run) | link | measured | target | met |")
     print("|---|---|---:|---:|---|")

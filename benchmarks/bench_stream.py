@@ -70,7 +70,7 @@ def count_stream(sock, dec, seconds):
         if time.perf_counter() - start >= seconds:
             break
     el = time.perf_counter() - start if start else 1.0
-    return {"values": values / el, "frames": frames / el}
+    return {"values": values / el, "frames": frames / el, "count": values}
 
 
 def baseline_sender(path_or_port, tf, seconds):
