@@ -159,3 +159,46 @@ def test_metrics_off_no_sampling_counters_still_count():
     assert m["enabled"] is False and m["steps"]["m"]["in"] == 30 and "time_us" not in m["steps"]["m"]
     assert m["latency"] == [] and m["loop"]["busy_us"] == m["loop"]["wall_us"]
     a.close()
+
+
+def test_a_free_running_source_reading_runs_is_sampled_and_loses_nothing():
+    # rate 0: the source reads runs of values (the counter has get_many) that map and pipe_out
+    # take as lists; a sampled value still goes through the chain alone, timed and stamped
+    from sensormesh.device.runtime import BURST
+    loop = transport.Loop()
+    n = 200 * BURST     # tens of milliseconds of reading at least: the 2 ms sample timer fires
+    old = probe.SAMPLE_MS
+    probe.SAMPLE_MS = 2
+    try:
+        a = Device("a", ["counter@0"], loop=loop)
+        b = Device("b", [], loop=loop)
+        aaddr, baddr = listen(a), listen(b)
+        asg_b = {"pipeline": "p", "epoch": 1, "steps": [
+            {"id": "in", "type": "pipe_in", "params": {"edge": "e1"}},
+            {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["in"]}]}
+        asg_a = {"pipeline": "p", "epoch": 1, "code": CODE, "steps": [
+            {"id": "s", "type": "source", "params": {"sensor": "counter", "count": n, "rate": 0}},
+            {"id": "m", "type": "map", "params": {"fn": "user:double"}, "inputs": ["s"]},
+            {"id": "o", "type": "pipe_out", "params": {"edge": "e1", "to": baddr, "time-frame": 10, "peer": "b"},
+             "inputs": ["m"]}]}
+        cb, connb = control(loop, baddr)
+        ca, conna = control(loop, aaddr)
+        ask(loop, cb, connb, {"deploy": {"assignment": asg_b}}, "deployed")
+        ask(loop, ca, conna, {"deploy": {"assignment": asg_a}}, "deployed")
+        ask(loop, cb, connb, {"start": {}}, "started")
+        ask(loop, ca, conna, {"start": {}}, "started")
+        assert loop.run_until(lambda: delivered(cb) >= n, 60000), delivered(cb)
+        ma = ask(loop, ca, conna, {"metrics": {}}, "metrics")
+        mb = ask(loop, cb, connb, {"metrics": {}}, "metrics")
+    finally:
+        probe.SAMPLE_MS = old
+    got = []
+    for d in cb.replies("deliver"):
+        got += d["values"]
+    assert got == [2 * i for i in range(n)]
+    sa = ma["steps"]
+    assert sa["s"]["out"] == n and sa["m"]["in"] == n and sa["m"]["out"] == n and sa["o"]["in"] == n
+    assert sa["m"]["timed"] >= 1 and sa["o"]["timed"] >= 1, sa
+    assert mb["latency"], mb       # sampled values carried their origin across the pipe
+    a.close()
+    b.close()
