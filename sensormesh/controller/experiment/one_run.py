@@ -62,7 +62,6 @@ def placement_record(placement, strategy, pins):
 def run_one(file, run, settings, results, tick=None, on_event=None):
     """Returns (row, latencies, start, placement record). tick() is called from the controller's
     loop while the run watches (the progress display)."""
-    from sensormesh.controller.errors import PipelineError
     from sensormesh.controller.pipeline_file import load_model
     row = {"run": run.id, "placement": run.placement.name, "strategy": run.placement.strategy,
            "network": run.network.name, "repeat": run.repeat, "status": "failed", "reason": "",
@@ -114,9 +113,10 @@ def run_one(file, run, settings, results, tick=None, on_event=None):
             row["status"] = "ok"
     except KeyboardInterrupt:
         row["status"], row["reason"] = "interrupted", "stopped by Ctrl-C while starting or stopping"
-    except (PipelineError, placements.PlacementFileError, ValueError, OSError) as e:
-        row["reason"] = _reason(e)
-    except Exception as e:   # a local device that cannot start (LocalError), a deployment refused...
+    except Exception as e:
+        # the file or the placement (PipelineError, PlacementFileError), a local device that
+        # cannot start (LocalError), a deployment refused (DeployError), or a bug: the run is
+        # recorded as failed with the reason and the experiment goes on
         row["reason"] = _reason(e)
     finally:
         writer.close()
