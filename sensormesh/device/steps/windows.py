@@ -60,13 +60,17 @@ class Window(Step):
         agg = self.agg
         self.acc = 0 if (agg == "sum" or agg == "mean") else ([] if agg == "list" else None)
 
+    # Each _put_* counts the value inline and calls _edge only when the window opens or fills
+    # (k == 1 or k == n): one call per value, not two.
     def _put_sum(self, value):
         try:
             self.acc += value
         except Exception:
             self.failed(value)
             return
-        self._count()
+        k = self.k = self.k + 1
+        if k == 1 or k == self.n:
+            self._edge(k)
 
     def _put_min(self, value):
         try:
@@ -77,7 +81,9 @@ class Window(Step):
         except Exception:
             self.failed(value)
             return
-        self._count()
+        k = self.k = self.k + 1
+        if k == 1 or k == self.n:
+            self._edge(k)
 
     def _put_max(self, value):
         try:
@@ -88,17 +94,23 @@ class Window(Step):
         except Exception:
             self.failed(value)
             return
-        self._count()
+        k = self.k = self.k + 1
+        if k == 1 or k == self.n:
+            self._edge(k)
 
     def _put_list(self, value):
         self.acc.append(value)
-        self._count()
+        k = self.k = self.k + 1
+        if k == 1 or k == self.n:
+            self._edge(k)
 
     def _put_count(self, value):
-        self._count()
-
-    def _count(self):
         k = self.k = self.k + 1
+        if k == 1 or k == self.n:
+            self._edge(k)
+
+    def _edge(self, k):
+        # the value just counted opened the window (k == 1) or filled it (k == n)
         if k == self.n:
             if k == 1:
                 self._hold()
