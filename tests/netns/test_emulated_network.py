@@ -72,7 +72,11 @@ def test_layout_follows_the_file_and_links_are_one_way(tmp_path, monkeypatch):
         host, port = plan["b"]["addresses"]["lan"].split(":")
         res = lab.exec("a", [sys.executable, "-c", PING, host, port, 20], timeout=30)
         rtts = json.loads(res.stdout)[2:]
-        assert median(rtts) == pytest.approx(0.100, rel=0.10)
+        # the fastest round trip is the emulated delay plus the least scheduling noise: never
+        # under 2 x 50 ms, and within 10% of it (the median also carries this busy machine's noise)
+        assert min(rtts) >= 0.0995, rtts
+        assert min(rtts) == pytest.approx(0.100, rel=0.10), rtts
+        assert median(rtts) < 0.150, rtts
         rec = recorded(str(tmp_path))
     assert gone(rec) == []
     assert not [n for n in netlab.namespaces() if n.startswith(lab.prefix)]
@@ -88,7 +92,9 @@ def test_round_trip_between_two_devices_in_namespaces(tmp_path, monkeypatch):
     rtts, events, seen = measure_rtt(tmp_path, ["lan:delay=50ms"], "namespaces", insecure=False)
     assert "emulated network (namespaces): lan delay=50ms" in events
     assert len(seen["namespaces"]) == 4           # a, b, controller, switch
-    assert median(rtts) - median(base) == pytest.approx(0.100, rel=0.10), (median(rtts), median(base))
+    # fastest round trips (least scheduling noise): the delay adds 2 x 50 ms, within 10%
+    assert min(rtts) - min(base) == pytest.approx(0.100, rel=0.10), (min(rtts), min(base), median(rtts))
+    assert min(rtts) >= 0.0995, rtts
     assert gone(seen) == []
 
 
