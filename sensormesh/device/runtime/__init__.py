@@ -385,6 +385,7 @@ class Runtime:
                 roots = [j for j in up if not inputs.get(j)]
                 if len(roots) == 1 and isinstance(nodes[roots[0]], PipeIn):
                     n.fed_by = nodes[roots[0]]
+                    n.relay = inputs.get(sid) == [roots[0]]
 
     def on_deploy(self, session, body):
         # Shipped code is loaded while building; its loader is dropped afterwards (a board pays
@@ -565,14 +566,21 @@ class Runtime:
     def adopt_marks(self, pipe_in, mark):
         """pipe_in's first values since this device started come with the mark stored upstream:
         where our pipe_outs stood. A pipe_out it alone feeds that has numbered nothing yet
-        continues there, so its receiver drops what it already had."""
+        continues there, so its receiver drops what it already had. [seq, run, k]: k inputs
+        after the mark left the sender's buffer unacknowledged; only a relay (values leave as
+        they came) knows where its outputs stand then: seq + k."""
         for edge in mark:
             p = self.pipe_outs.get(edge)
             m = mark[edge]
             if p is None or p.fed_by is not pipe_in or not p.fresh():
                 continue
-            if type(m) is list and len(m) == 2 and type(m[0]) is int and m[0] >= 0:
-                p.adopt(m[0], m[1])
+            if type(m) is list and len(m) in (2, 3) and type(m[0]) is int and m[0] >= 0:
+                k = m[2] if len(m) == 3 else 0
+                if k and (type(k) is not int or k < 0 or not p.relay):
+                    self.log("pipe %s: starts a new numbering (%s values before its first input were "
+                             "evicted upstream, unacknowledged)" % (p.edge, k))
+                    continue
+                p.adopt(m[0] + k, m[1])
 
     def teardown(self, keep=False):
         """Stop sources, flush every step upstream-first, close everything. Returns the status

@@ -105,6 +105,7 @@ class PipeOut:
         self.spool_timer = None
         self.carried = False   # True: the numbering and buffer came from the previous deployment
         self.fed_by = None     # the pipe_in that alone feeds this pipe (runtime: may adopt its marks)
+        self.relay = False     # True: its input is that pipe_in itself (values leave as they came)
         self.conn = None
         self.dialing = None    # the connection being set up (its handshake already queued)
         self.timer = None
@@ -234,6 +235,10 @@ class PipeOut:
         tx = self.tx
         if self.spool_timer is not None:
             return      # a spooled backlog is leaving at its own pace
+        if tx.jumped and conn is not None:
+            # values announced on this connection left the buffer before being sent on it: the
+            # receiver must not count the next array from the announced seq
+            self._jumped()
         while conn is not None and conn.writable():
             first = tx.sent
             high = tx.high
@@ -488,6 +493,7 @@ class PipeIn(Outlet):
         self.redial = Redial(RETRY_MS)
         self.every = ACK_EVERY   # acknowledge after this many values (less for a small sender buffer)
         self.soon = None         # the sender asked for acknowledgements up to this seq at once
+        self.first_mark = None   # the mark of the announcement our first values follow (adopted with them)
         self.n_in = 0
         self.frames = 0
         self.last_error = None
@@ -544,8 +550,9 @@ class PipeIn(Outlet):
             self.every = cap // 4 if cap // 4 < ACK_EVERY else ACK_EVERY
             if self.every < 1:
                 self.every = 1
-        if first and type(mark) is dict:
-            self.rt.adopt_marks(self, mark)
+        if first:
+            # adopted when the first values come: a later announcement (a jump) may move them
+            self.first_mark = mark if type(mark) is dict else None
 
     def on_connect(self, conn):
         self.redial.connected()
@@ -614,6 +621,9 @@ class PipeIn(Outlet):
         self.ts_next = None
         rx = self.rx
         n = len(msg)
+        if rx.run is None and self.first_mark is not None:
+            self.rt.adopt_marks(self, self.first_mark)
+            self.first_mark = None
         skip, gap = rx.arrive(n)
         if gap:
             self.rt.log("pipe %s: %d values lost (the sender's replay buffer overflowed; %d lost so far)"

@@ -23,6 +23,12 @@
 #   acknowledgement, together with the mark stored there: an outgoing pipe fed only by that input
 #   and holding no state of its own (fresh) takes the numbering back from the mark, so its
 #   receiver drops what it already had and the chain stays exactly once.
+# - The mark belongs to the value acknowledged with it (`mark_at`). When the oldest values leave
+#   the buffer beyond the bound, the mark stays, and the announcement says how many values lie
+#   between it and the first one sent: {edge: [seq, run, k]}. A pipe that relays its input
+#   unchanged (a gateway) continues at seq + k; its receiver then drops what it already had and
+#   counts what it never had as lost. (Dropping the mark there made the next device start a new
+#   numbering after a re-route, and its receiver took values it had already had once more.)
 # - Beyond the bound the oldest unacknowledged values leave the buffer (counted by the sender as
 #   "evicted", and "dropped" for those never sent at all); a receiver that then gets a value beyond the one it expects counts the gap as
 #   "lost" (exactly the values it never had) and reports it.
@@ -47,7 +53,8 @@ class Sender:
         self.meta_out = None  # fn(first, n) -> what to store beside values first.. (or None)
         self.meta_in = None   # fn(meta): it comes back when they are read from the spool
         self.sent = 0         # seq of the next value to send on the current connection
-        self.mark = None      # the receiver's mark for base (see the rules)
+        self.mark = None      # the receiver's mark for value mark_at (see the rules)
+        self.mark_at = 0      # the base when the mark came (older than base after an eviction)
         self.high = 0         # every value before this seq has been sent (or dropped)
         self.once = 0         # values sent at least once
         self.evicted = 0      # values that left the buffer unacknowledged (beyond the bound)
@@ -107,8 +114,7 @@ class Sender:
         self.base = new_base
         if self.base > old:
             self.dropped += self.base - old
-        self.evicted += k
-        self.mark = None      # the mark belonged to the old base
+        self.evicted += k     # the mark stays: it still belongs to mark_at (announce)
         if self.sent < self.base:
             self.sent = self.base
             self.jumped = True    # the connection's next value is not the one announced
@@ -194,6 +200,7 @@ class Sender:
             self.sent = n
             self.jumped = True
         self.mark = mark if type(mark) is dict else None
+        self.mark_at = n
         return k
 
     def adopt(self, seq, run):
@@ -211,7 +218,18 @@ class Sender:
     def announce(self):
         """The body of the seq announcement for the current connection: [seq, run, mark, cap]
         (the receiver acknowledges often enough for a buffer of cap values)."""
-        return [self.sent, self.run, self.mark or None, self.cap]
+        mark = self.mark or None
+        k = self.sent - self.mark_at
+        if mark is not None and k > 0:
+            # values between the mark and the next one sent are gone (evicted unacknowledged):
+            # each entry says how many, [seq, run, k] (the rules)
+            shifted = {}
+            for e in mark:
+                m = mark[e]
+                if type(m) is list and len(m) == 2:
+                    shifted[e] = [m[0], m[1], k]
+            mark = shifted or None
+        return [self.sent, self.run, mark, self.cap]
 
 
 class Receiver:
