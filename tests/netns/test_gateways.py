@@ -187,8 +187,11 @@ def test_gateway_killed_mid_stream_rerouted_automatically_nothing_lost(make_lab,
                         "gw-2": ("cpython", "counter@0"), "pc": ("cpython", "counter@0")})
     model = pipeline_file(tmp_path, lab, TWO_GW,
                           {"esp-1": "micropython", "gw-1": "cpython", "gw-2": "cpython", "pc": "cpython"},
+                          # buffer: 10 s of values for the failover (1000, the board's default, lasts
+                          # 2.5 s: a loaded machine can take longer to re-route; what an overflow
+                          # does on a re-route is pinned down in tests/device/test_replay_reroute.py)
                           {"s": {"type": "source", "sensor": "counter", "rate": 400, "on": "esp-1",
-                                 "batch": 10}},
+                                 "batch": 10, "buffer": 4000}},
                           {"k": {"type": "callback", "input": "s", "on": "pc", "name": "out"}})
     rec = Recorder()
     with in_ns(lab.ns("controller")):
