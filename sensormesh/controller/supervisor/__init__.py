@@ -51,7 +51,7 @@ from __future__ import annotations
 import time
 
 from sensormesh.device import codec
-from sensormesh.controller.deploy import device_order, start_waves
+from sensormesh.controller.deploy import start_waves
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.keys import add_pipe_peers
 from sensormesh.controller.supervisor.control import (HANDSHAKE_CODES, NOT_DIALED, REGISTERED, Control, ControlPath,
@@ -244,7 +244,7 @@ class Supervisor(Control, Watch, Reroute, Recover):
             self._raise_first(order, reqs, "refused its assignment")
             started = 0
             for wave in waves:        # downstream first: a wave starts once its receivers run
-                reqs = self._fan_out(wave, lambda d: self._send(d, {"start": {}}, ("started",)), "started",
+                reqs = self._fan_out(wave, lambda d: self._send(d, {"start": {}}, ("started",)), "running",
                                      done_before=started, total=len(order))
                 started += len(wave)
                 self._raise_first(wave, reqs, "did not start")
@@ -383,9 +383,10 @@ class Supervisor(Control, Watch, Reroute, Recover):
 
         devices: the ones to stop (default: the deployed ones; a Supervisor that did not deploy,
         e.g. `sensormesh stop FILE`, stops every device of the model it reaches). Devices stop
-        upstream first (each flushes its last frames); before a device stops, the controller
-        waits (at most drain_timeout seconds) until each of its pipe_ins has received what the
-        already stopped sender sent."""
+        upstream first (each flushes its last frames), in waves: a wave's devices at once, once
+        every device sending to them has stopped; before a device stops, the controller waits
+        (at most drain_timeout seconds) until each of its pipe_ins has received what the already
+        stopped sender sent."""
         if devices is None:
             devices = sorted(self.deployed) if self.deployed else list(self.model.devices)
         known = dict(self.assignments)
@@ -394,8 +395,12 @@ class Supervisor(Control, Watch, Reroute, Recover):
                 known = add_pipe_peers(self.place().assignments(epoch=self.epoch, include_empty=False))
             except PipelineError:
                 known = {}
-        planned = [d for d in reversed(device_order({d: a for d, a in known.items() if d in devices}))]
-        order = planned + sorted(d for d in devices if d not in planned)
+        sub = {d: a for d, a in known.items() if d in devices}
+        waves = list(reversed(start_waves(sub))) if sub else []       # upstream first
+        planned = {d for w in waves for d in w}
+        rest = sorted(d for d in devices if d not in planned)
+        if rest:
+            waves.append(rest)
         outs, ins = {}, {}
         for dev, a in known.items():
             for st in a.get("steps", []):
@@ -406,31 +411,51 @@ class Supervisor(Control, Watch, Reroute, Recover):
                     ins[edge] = (dev, st["id"])
         sent = {}
         final = {}
-        for d in order:
-            if d in self.failed or d in self.cut_off:
-                final[d] = {"error": "not stopped: %s" % (
-                    "it failed" if d in self.failed else self._area_of(d))}
-                continue
-            waits = [(e, pin) for e, (dev, pin) in ins.items() if dev == d and e in sent]
-            deadline = time.monotonic() + drain_timeout
-            while waits and time.monotonic() < deadline:
-                r = self._wait([self._send(d, {"status": {}}, ("status",))])[0]
+        for wave in waves:          # each wave at once: its senders stopped in earlier waves
+            todo = []
+            for d in wave:
+                if d in self.failed or d in self.cut_off:
+                    final[d] = {"error": "not stopped: %s" % (
+                        "it failed" if d in self.failed else self._area_of(d))}
+                else:
+                    todo.append(d)
+            self._drain(todo, ins, sent, drain_timeout)
+            reqs = self._fan_out(todo, lambda d: self._send(d, {"stop": {}}, ("stopped",)), None)
+            for d in todo:
+                r = reqs[d]
                 if r.error is not None:
-                    break
-                steps = (r.reply["status"].get("assignment") or {}).get("steps") or {}
-                waits = [(e, p) for e, p in waits if (steps.get(p) or {}).get("in", 0) < sent[e]]
-                if waits:            # let the last frames arrive (and deliveries come in)
-                    self.loop.run_once(20)
-            r = self._wait([self._send(d, {"stop": {}}, ("stopped",))])[0]
-            if r.error is not None:
-                final[d] = {"error": r.error}
-                continue
-            final[d] = r.reply["stopped"]
-            self.deployed.discard(d)
-            for e, (dev, pout) in outs.items():
-                if dev == d:
-                    sent[e] = ((final[d].get("steps") or {}).get(pout) or {}).get("out", 0)
+                    final[d] = {"error": r.error}
+                    continue
+                final[d] = r.reply["stopped"]
+                self.deployed.discard(d)
+                for e, (dev, pout) in outs.items():
+                    if dev == d:
+                        sent[e] = ((final[d].get("steps") or {}).get(pout) or {}).get("out", 0)
         return final
+
+    def _drain(self, devices, ins, sent, drain_timeout):
+        """Wait (at most drain_timeout s) until each of devices' pipe_ins has received what its
+        already stopped sender sent (`sent`: edge -> values), asking their status at once."""
+        waits = {}
+        for d in devices:
+            w = [(e, pin) for e, (dev, pin) in ins.items() if dev == d and e in sent]
+            if w:
+                waits[d] = w
+        deadline = time.monotonic() + drain_timeout
+        while waits and time.monotonic() < deadline:
+            reqs = self._fan_out(list(waits), lambda d: self._send(d, {"status": {}}, ("status",)), None)
+            for d, r in reqs.items():
+                if r.error is not None:
+                    waits.pop(d)
+                    continue
+                steps = (r.reply["status"].get("assignment") or {}).get("steps") or {}
+                left = [(e, p) for e, p in waits[d] if (steps.get(p) or {}).get("in", 0) < sent[e]]
+                if left:
+                    waits[d] = left
+                else:
+                    waits.pop(d)
+            if waits:            # let the last frames arrive (and deliveries come in)
+                self.loop.run_once(20)
 
     def close(self):
         self._close_links()
