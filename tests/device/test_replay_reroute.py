@@ -52,11 +52,10 @@ def _overflow_then_reroute(evict):
     assert net.run(20000, lambda: len(c.control.values()) >= expect + 1000)
     # the source goes on reading while it moves to m2: the oldest value it still held when the
     # new connection's first array left is where m2's relay continued the sink's numbering
+    # (checked after the values at the sink by the tests)
     said = [t for t in net.devices["m2"].logs if "continues at value" in t]
-    assert len(said) == 1, net.devices["m2"].logs
-    first = int(said[0].split("continues at value ")[1].split()[0])
-    assert first >= acked + want, (first, acked, want)
-    assert net.devices["m2"].status()["i1"]["lost"] == 0
+    first = int(said[0].split("continues at value ")[1].split()[0]) if len(said) == 1 else None
+    assert first is None or first >= acked + want, (first, acked, want)
     return c.control.values(), c.status()["i2"], first, expect, net
 
 
@@ -64,16 +63,17 @@ def test_reroute_after_an_overflow_behind_the_sink_repeats_nothing():
     # the evicted values had all reached the sink: it must drop what the source replays of the
     # rest (the duplicates a callback sink on pc once delivered twice)
     vals, st, first, expect, net = _overflow_then_reroute(lambda lag: lag // 2)
-    assert first < expect, (first, expect)            # forced: the replay starts behind the sink
     assert vals == list(range(len(vals))), [v for i, v in enumerate(vals) if v != i][:5]
+    assert first is not None and first < expect, net.devices["m2"].logs   # the replay began behind the sink
+    assert net.devices["m2"].status()["i1"]["lost"] == 0
     # (m2 skips what c says it has, or c drops it as duplicates: either way it reaches k once)
     assert st["lost"] == 0, st
 
 
 def test_reroute_after_an_overflow_beyond_the_sink_counts_the_loss_exactly():
     vals, st, first, expect, net = _overflow_then_reroute(lambda lag: lag + 30)
-    assert first > expect, (first, expect)
     assert vals == sorted(vals) and len(set(vals)) == len(vals), "in order, each value once"
+    assert first is not None and first > expect, net.devices["m2"].logs
     missing = vals[-1] + 1 - len(vals)
     assert missing == first - expect and st["lost"] == missing and st["duplicates"] == 0, (missing, st)
     assert vals[expect - 1] == expect - 1 and vals[expect] == first
