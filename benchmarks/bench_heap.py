@@ -10,6 +10,11 @@
 # wanted value arrives and no device reported a MemoryError. Then the heap after each import
 # (gc.mem_alloc() after gc.collect(), a fresh interpreter with a roomy heap): where it goes.
 #     python3 benchmarks/bench_heap.py [--count 10] [--lo 32] [--hi 320] [--step 4] [--only idle|deployed|keyed+deployed]
+# Phases (--phases runs only this part): the keyed deployed device under a roomy heap (256K) with a
+# launcher that wraps the device's entry points (nothing in the package changes) and prints the
+# live heap (gc.mem_alloc() after gc.collect()), the free heap and its largest free block after
+# each phase (keys loaded and listening, the controller's handshake, the deployment, the start,
+# the pipe's own handshake, steady state) and the device modules resident at steady state.
 # The unix port is 64-bit: objects take up to twice their size on an ESP32 (32-bit), so these
 # figures are an upper bound for a board. Prints tables; the serving figures of data requests
 # are benchmarks/bench_heap_streams.py.
@@ -157,8 +162,9 @@ IMPORTS = (
     ("device core (compat, codec, transport, sensors, core, __main__)",
      ("compat", "codec", "transport", "sensors", "core", "__main__")),
     ("simulated sensors (sensors.sim, temperature)", ("sensors.sim", "sensors.sim.temperature")),
-    ("secure session (with keys)", ("secure",)),
-    ("runtime + step base (first deploy)", ("runtime",)),
+    ("secure session kept between handshakes (keys, Fernet, X25519)", ("secure", "secure.x25519")),
+    ("handshake code (hello.py, handshake.py; only while one runs)", ("secure.hello", "secure.handshake")),
+    ("runtime + step base + metrics probe (first deploy)", ("runtime",)),
     ("step family: user (map, filter)", ("steps.user",)),
     ("step family: windows", ("steps.windows",)),
     ("the other step families (field, joins, change, sinks, filters)",
@@ -265,10 +271,116 @@ def print_metrics_heap(m):
     print("%-24s %9.1f KB" % ("on - off", (m["on"][0] - m["off"][0]) / 1024.0))
 
 
+PHASE_LAUNCHER = """import gc, sys
+def _largest():
+    free = gc.mem_free()
+    lo, hi = 0, free + 16
+    while hi - lo > 64:
+        n = (lo + hi) // 2
+        try:
+            b = bytearray(n)
+            b = None
+            lo = n
+        except MemoryError:
+            hi = n
+    return lo
+def mark(label, mods=False):
+    gc.collect()
+    a, f = gc.mem_alloc(), gc.mem_free()
+    print('PHASE|%s|%d|%d|%d' % (label, a, f, _largest()))
+    if mods:
+        print('MODS|' + ' '.join(sorted(k[18:] for k in sys.modules if k.startswith('sensormesh.device.'))))
+from sensormesh.device import core
+_start = core.start
+def start(cfg):
+    dev = _start(cfg)
+    mark('keys loaded, listening')
+    n = [0]
+    def tick():
+        n[0] += 1
+        if n[0] in (5, 6, 7, 8):
+            mark('steady state (%d s after start)' % n[0], n[0] == 8)
+        dev.loop.call_later(1000, tick)
+    dev.loop.call_later(1000, tick)
+    return dev
+core.start = start
+_dispatch = core.Device.dispatch
+def dispatch(self, session, key, body):
+    _dispatch(self, session, key, body)
+    if key in ('hello', 'deploy', 'start'):
+        mark({'hello': 'controller session up (handshake done)', 'deploy': 'deployed',
+              'start': 'started (the pipe dials)'}[key])
+core.Device.dispatch = dispatch
+_secure = core.Device.secure
+def secure(self, cfg):
+    s = _secure(self, cfg)
+    from sensormesh.device.secure import keys
+    _idle = keys.idle
+    def idle():
+        _idle()
+        if keys.busy[0] == 0 and 'sensormesh.device.secure.hello' not in sys.modules and \\
+                getattr(self, 'runtime', None) is not None and not getattr(idle, 'seen', 0):
+            idle.seen = 1    # measured on the next loop turn, once the handshake's frames are gone
+            self.loop.call_soon(lambda: mark("the pipe's handshake done (its code unloaded)"))
+    keys.idle = idle
+    return s
+core.Device.secure = secure
+from sensormesh.device.__main__ import main
+main()
+"""
+
+
+def phases(bench):
+    """[(phase, live heap, free, largest free block)], resident modules: the keyed deployed
+    device under 256K, traced by a launcher around the package (see the top of this file)."""
+    launcher = os.path.join(bench.tmp, "phases.py")
+    with open(launcher, "w") as f:
+        f.write(PHASE_LAUNCHER)
+    wrapper = os.path.join(bench.tmp, "mp-phases")
+    with open(wrapper, "w") as f:
+        f.write(WRAPPER % {"mp": bench.mp, "launcher": launcher})
+    os.chmod(wrapper, 0o755)
+    model, run = bench.model(256)
+    lines = []
+    try:
+        runner.up(model, duration=10, heap="256K", mpy=True, micropython=wrapper, keys_dir=bench.keys_dir,
+                  timeout=10, on_event=lambda e: None, on_line=lambda d, line: lines.append((d, line)))
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+    rows, mods = [], ""
+    for d, line in lines:
+        if d != "board":
+            continue
+        if line.startswith("PHASE|"):
+            label, a, f, big = line.split("|")[1:]
+            rows.append((label, int(a), int(f), int(big)))
+        elif line.startswith("MODS|"):
+            mods = line[5:]
+    return rows, mods
+
+
+def print_phases(rows, mods):
+    print("Keyed deployed device, phase by phase (.mpy, -X heapsize=256K, gc.collect() first; the")
+    print("tracing launcher itself holds about 3 KB of this)")
+    w = 48
+    print("%-*s %10s %10s %14s" % (w, "after", "live heap", "free", "largest free"))
+    print("-" * (w + 38))
+    for label, a, f, big in rows:
+        print("%-*s %7.1f KB %7.1f KB %11.1f KB" % (w, label, a / 1024.0, f / 1024.0, big / 1024.0))
+    print("device modules resident at steady state: %s" % (mods or "-"))
+
+
 def main(argv):
     if "--metrics" in argv:
         bundle, _ = mpy_cache.bundle()
         print_metrics_heap(metrics_heap(bundle))
+        return 0
+    if "--phases" in argv:
+        tmp = tempfile.mkdtemp(prefix="sensormesh-bench-heap-")
+        try:
+            print_phases(*phases(Bench(10, os.path.join(tmp, "keys"), tmp)))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return 0
 
     def opt(name, default):
@@ -298,6 +410,7 @@ def main(argv):
             found[(name, form)] = b.smallest(fits, lo, hi, step)
         base, costs = import_costs(bundle)
         mheap = metrics_heap(bundle)
+        prows, pmods = phases(b)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("Smallest -X heapsize (bisection over real runs, %d KB steps, %d..%d KB; %d runs, %.0f s) at which a"
@@ -338,6 +451,8 @@ def main(argv):
                                   "%.1f KB" % (total / 1024.0)))
     print()
     print_metrics_heap(mheap)
+    print()
+    print_phases(prows, pmods)
     return 0
 
 

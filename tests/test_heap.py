@@ -4,6 +4,7 @@ device runs out of heap, and a keyed deployment on a MicroPython device under th
 end to end (values reach the sink on the other device)."""
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 import threading
@@ -251,3 +252,26 @@ def test_keyed_deployment_on_a_micropython_device_under_the_default_heap(tmp_pat
     assert all(isinstance(v, float) and 80 < v < 140 for v in got), got     # about 30-50 C in F
     steps = sorted(s["type"] for s in placed["board"]["steps"])
     assert steps == ["map", "pipe_out", "source", "window"]
+
+
+def test_a_keyed_device_from_mpy_forgets_the_handshake_code_between_handshakes(tmp_path):
+    """From the precompiled package (as `up` and a board run it) a keyed MicroPython device
+    unloads the handshake's code when no handshake runs, and loads it again for the next: the
+    device tests that check it, run here against the .mpy bundle instead of the sources."""
+    need_micropython()
+    bundle, _ = mpy_cache.bundle()
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""\
+        import sys
+        sys.path[:0] = [%r, %r]
+        from sensormesh.device.secure import keys
+        assert keys.forgets(), "not running from the .mpy bundle"
+        import test_secure_device as t
+        t.test_a_board_forgets_the_handshake_code_between_handshakes()
+        t.test_secure_pipeline_between_two_devices()
+        print("ok")
+        """ % (bundle, os.path.join(ROOT, "tests", "device"))))
+    r = subprocess.run([need_micropython(), str(script)], cwd=str(tmp_path), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-2000:]
+

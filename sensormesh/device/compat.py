@@ -100,6 +100,20 @@ def unload(name):
             pass
 
 
+def precompiled(rel):
+    """Is module `rel` ("sensormesh/device/x") imported from a precompiled .mpy file? Looked up
+    along sys.path as MicroPython's import does (per folder a .py comes before a .mpy)."""
+    import os
+    for p in sys.path:
+        for ext, found in ((".py", False), (".mpy", True)):
+            try:
+                os.stat((p or ".") + "/" + rel + ext)
+                return found
+            except OSError:
+                pass
+    return False
+
+
 def collect():
     if MICROPYTHON:
         gc.collect()
