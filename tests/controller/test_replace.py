@@ -140,6 +140,22 @@ def test_pipe_losses_count_what_the_receiver_never_got():
     assert replace.pipe_losses(pl, final, set()) == []          # nothing lost: nothing said
 
 
+def test_replay_losses_say_lost_only_what_the_receiver_counted():
+    pl = place(model(), "central")
+    (p,) = pl.pipes
+    out_id, in_id = "out:" + hop_edge_id(p.edge, 0, 1), "in:" + hop_edge_id(p.edge, 0, 1)
+    final = {p.src: {"steps": {out_id: {"in": 900, "out": 900, "unacked": 0, "evicted": 255}}},
+             p.dst: {"steps": {in_id: {"in": 645, "lost": 0}}}}
+    ((loss, text),) = replace.pipe_losses(pl, final, set())
+    assert loss["lost"] == 0 and loss["evicted"] == 255
+    assert "overflowed (255 values left it unacknowledged)" in text and "values lost" not in text
+    assert "%s has counted none lost so far" % p.dst in text
+    final[p.dst]["steps"][in_id]["lost"] = 40
+    ((loss, text),) = replace.pipe_losses(pl, final, set())
+    assert text.startswith("edge %s (%s -> %s): 40 values lost: the replay buffer of %s overflowed (255 left it "
+                           "unacknowledged)" % (p.edge, p.src, p.dst, p.src)), text
+
+
 def test_pipe_losses_of_a_failed_end_are_not_known():
     pl = place(model(), "central")
     (p,) = pl.pipes

@@ -184,6 +184,14 @@ def replay_losses(p, o, i):
     if lost or evicted:
         loss = {"edge": p.edge, "src": p.src, "dst": p.dst, "route": list(p.route), "sent": o.get("in", 0),
                 "received": i.get("in", 0), "held": held, "lost": lost, "evicted": evicted}
-        out.append((loss, "edge %s (%s -> %s): %d value%s lost: the replay buffer of %s overflowed (%d left "
-                    "it unacknowledged)" % (p.edge, p.src, p.dst, lost, "" if lost == 1 else "s", p.src, evicted)))
+        if lost:
+            text = ("edge %s (%s -> %s): %d value%s lost: the replay buffer of %s overflowed (%d left it "
+                    "unacknowledged)" % (p.edge, p.src, p.dst, lost, "" if lost == 1 else "s", p.src, evicted))
+        else:
+            # evicted values the receiver already had are not lost; those it lacks are counted by
+            # the receiver when the sender's pipe announces its position again
+            text = ("edge %s (%s -> %s): the replay buffer of %s overflowed (%d value%s left it unacknowledged); "
+                    "%s has counted none lost so far: any it had not received are counted as lost when the "
+                    "pipe reconnects" % (p.edge, p.src, p.dst, p.src, evicted, "" if evicted == 1 else "s", p.dst))
+        out.append((loss, text))
     return out
