@@ -22,6 +22,7 @@ import networkx as nx
 
 from sensormesh.device import codec
 from sensormesh.client import Client, DeviceError
+from sensormesh.controller.deliveries import Deliveries
 
 
 class DeployError(Exception):
@@ -113,10 +114,11 @@ def connect(name: str, address: str, timeout: float = 5.0) -> DeviceSession:
 class Deployment:
     """The sessions of one deployed pipeline."""
 
-    def __init__(self, sessions: dict[str, DeviceSession], order: list[str]):
+    def __init__(self, sessions: dict[str, DeviceSession], order: list[str], deliveries: Deliveries | None = None):
         self.sessions = sessions
         self.order = order
         self.pending: list[tuple[str, dict]] = []
+        self.deliveries = deliveries if deliveries is not None else Deliveries()
 
     def stop(self) -> dict[str, dict]:
         """Stop every device (sources first is the device's own business); returns final stats."""
@@ -150,7 +152,7 @@ class Deployment:
         if on_event is None:
             on_event = lambda text: on_deliver("", "", [{"error": text}])  # noqa: E731
         for name, m in self.pending:
-            dispatch(name, m, on_deliver, on_event)
+            self._dispatch(name, m, on_deliver, on_event)
         self.pending = []
         sel = selectors.DefaultSelector()
         for name, s in self.sessions.items():
@@ -161,7 +163,7 @@ class Deployment:
                 m = s.client.decoder.next()
                 if m is None:
                     break
-                dispatch(name, m, on_deliver, on_event)
+                self._dispatch(name, m, on_deliver, on_event)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while not until():
@@ -181,11 +183,26 @@ class Deployment:
                         m = s.client.decoder.next()
                         if m is None:
                             break
-                        dispatch(name, m, on_deliver, on_event)
+                        self._dispatch(name, m, on_deliver, on_event)
         finally:
             sel.close()
             for s in self.sessions.values():
                 s.client.sock.settimeout(5.0)
+
+    def _dispatch(self, name, m, on_deliver, on_event):
+        """dispatch() with callback values taken once and confirmed to the device."""
+        if isinstance(m, dict) and isinstance(m.get("deliver"), dict):
+            d = m["deliver"]
+            values, confirm = self.deliveries.take(name, d)
+            if confirm is not None:
+                try:
+                    self.sessions[name].client.send(confirm)
+                except (OSError, codec.ProtocolError):
+                    pass          # the device sends them again to whoever subscribes next
+            if not values:
+                return
+            m = {"deliver": dict(d, values=values)}
+        dispatch(name, m, on_deliver, on_event)
 
 
 def dispatch(name, m, on_deliver, on_event):
@@ -199,10 +216,13 @@ def dispatch(name, m, on_deliver, on_event):
         on_event("device %s: %s" % (name, e.get("message", e) if isinstance(e, dict) else e))
 
 
-def deploy(assignments: dict[str, dict], addresses: dict[str, str], timeout: float = 5.0) -> Deployment:
+def deploy(assignments: dict[str, dict], addresses: dict[str, str], timeout: float = 5.0,
+           deliveries: Deliveries | None = None) -> Deployment:
     """Deploy and start every assignment; all or nothing.
 
     assignments: device name -> assignment; addresses: device name -> "host:port" / "unix:PATH".
+    deliveries: what callback values were already taken, shared with an earlier Deployment (for
+    example of a sink device that was restarted), so none is handed on twice.
     """
     missing = [n for n in assignments if n not in addresses]
     if missing:
@@ -215,7 +235,7 @@ def deploy(assignments: dict[str, dict], addresses: dict[str, str], timeout: flo
         for name in order:
             s = sessions[name]
             try:
-                reply = s.client.call({"deploy": {"assignment": assignments[name]}})
+                reply = s.client.call({"deploy": {"assignment": assignments[name], "acks": True}})
             except DeviceError as e:
                 raise DeployError(f"device {name} refused its assignment: {e.message}") from None
             if "deployed" not in reply:
@@ -236,7 +256,7 @@ def deploy(assignments: dict[str, dict], addresses: dict[str, str], timeout: flo
         if isinstance(e, DeployError):
             raise
         raise DeployError(f"deployment failed: {e}") from None
-    return Deployment(sessions, order)
+    return Deployment(sessions, order, deliveries)
 
 
 def status(addresses: dict[str, str], timeout: float = 3.0) -> dict[str, dict]:

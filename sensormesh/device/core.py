@@ -354,7 +354,7 @@ class Device:
 
 
 # Control messages the assignment runtime (sensormesh/device/runtime/__init__.py) answers.
-RUNTIME_MESSAGES = ("deploy", "deploy-part", "start", "stop", "pipe", "pull", "undeploy", "subscribe")
+RUNTIME_MESSAGES = ("deploy", "deploy-part", "start", "stop", "pipe", "pull", "undeploy", "subscribe", "delivered")
 
 
 def start(cfg):

@@ -139,20 +139,51 @@ class Session:
 
 
 class Control:
-    """A controller's session on a device: keeps every reply and the delivered values."""
+    """A controller's session on a device: keeps every reply and the delivered values. With
+    confirm=True it confirms callback values as the controller does (controller/deliveries.py,
+    CPython only; the same rule here): values it had already are dropped, the rest confirmed
+    after 1 ms. It outlives the device process (a restarted sink keeps its controller)."""
 
-    def __init__(self):
+    def __init__(self, confirm=False):
         self.messages = []
         self.conn = self
         self.closed = False
+        self.confirm = confirm
+        self.dev = None
+        self.next = {}        # step -> [run, next seq]
+        self.taken = []       # (step, value) handed on once
+        self.duplicates = 0
 
     def send(self, msg):
-        self.messages.append(json.loads(json.dumps(msg)))
+        msg = json.loads(json.dumps(msg))
+        self.messages.append(msg)
+        if self.confirm and type(msg) is dict and "deliver" in msg:
+            self._take(msg["deliver"])
+
+    def _take(self, d):
+        step = d["step"]
+        vals = d["values"]
+        had = self.next.get(step)
+        if had is None or had[0] != d["run"]:
+            had = self.next[step] = [d["run"], d["seq"]]
+        skip = had[1] - d["seq"]
+        if skip < 0:
+            skip = 0
+        self.duplicates += min(skip, len(vals))
+        for v in vals[skip:]:
+            self.taken.append((step, v))
+        if d["seq"] + len(vals) > had[1]:
+            had[1] = d["seq"] + len(vals)
+        dev = self.dev
+        body = {"step": step, "seq": had[1], "run": had[0]}
+        dev.loop.call_later(1, lambda: dev.runtime.on_delivered(self, body) if dev.alive else None)
 
     def close_after_flush(self, reason=""):
         pass
 
     def values(self, step=None):
+        if self.confirm:
+            return [v for s, v in self.taken if step is None or s == step]
         out = []
         for m in self.messages:
             if type(m) is dict and "deliver" in m and (step is None or m["deliver"]["step"] == step):
@@ -161,7 +192,7 @@ class Control:
 
 
 class Device:
-    def __init__(self, net, name, counter=False, rate=1000, runs=False):
+    def __init__(self, net, name, counter=False, rate=1000, runs=False, control=None):
         self.net = net
         self.name = name
         self.loop = DeviceLoop(net.loop, self)
@@ -174,7 +205,8 @@ class Device:
             self.sensor_kinds["counter"] = "counter"
         self.runtime = Runtime(self)
         self.spool_root = SPOOL_ROOT   # spooled pipes write here, not into the checkout
-        self.control = Control()
+        self.control = control or Control()
+        self.control.dev = self
         self.alive = True
 
     def sensor_names(self):
@@ -187,7 +219,10 @@ class Device:
         return self.net.dial(self, address, protocol, first)
 
     def deploy(self, assignment):
-        self.runtime.on_deploy(self.control, {"assignment": assignment})
+        body = {"assignment": assignment}
+        if self.control.confirm:
+            body["acks"] = True
+        self.runtime.on_deploy(self.control, body)
         errs = [m for m in self.control.messages if "error" in m]
         assert not errs, errs
 
@@ -206,6 +241,7 @@ class Net:
         self.conns = []
         self.down = {}        # device names whose links are cut: dials fail, nothing passes
         self.frozen = {}      # device names stopped (SIGSTOP): messages to them wait, their timers too
+        self.dead = []        # killed devices
 
     def device(self, name, **kw):
         d = Device(self, name, **kw)
@@ -314,12 +350,14 @@ def _linear(steps, more):
     return steps
 
 
-def chain(net, middle_steps=None, tf=0, count=0, buffer=None, rate=1000, sink_steps=None, spool=0, runs=False):
+def chain(net, middle_steps=None, tf=0, count=0, buffer=None, rate=1000, sink_steps=None, spool=0, runs=False,
+          confirm=False):
     """counter source on a -> pipe e1 -> m (middle steps) -> pipe e2 -> callback sink on c
-    (buffer, spool: the replay buffer and the spool bytes of e1; runs: the counter has get_many)."""
+    (buffer, spool: the replay buffer and the spool bytes of e1; runs: the counter has get_many;
+    confirm: c's controller confirms callback values)."""
     a = net.device("a", counter=True, rate=rate, runs=runs)
     m = net.device("m")
-    c = net.device("c")
+    c = net.device("c", control=Control(confirm))
     po = {"edge": "e1", "to": "m", "time-frame": tf}
     if buffer:
         po["buffer"] = buffer
@@ -348,7 +386,10 @@ def chain(net, middle_steps=None, tf=0, count=0, buffer=None, rate=1000, sink_st
 def restart(net, name, assignment):
     """A new process for device `name` (nothing of the old one's memory), same assignment."""
     old = net.kill(name)
-    dev = Device(net, name, counter=bool(old.sensors), rate=old.sensors["counter"][1] if old.sensors else 0)
+    control = old.control if old.control.confirm else None     # the controller lives on
+    dev = Device(net, name, counter=bool(old.sensors), rate=old.sensors["counter"][1] if old.sensors else 0,
+                 control=control)
+    net.dead.append(old)      # like a killed process, it never flushes its files again
     net.devices[name] = dev
     dev.deploy(assignment)
     dev.start()

@@ -302,6 +302,20 @@ class Control:
             self._drop_request(req, "cannot send to %s (%s): %s" % (device, path.describe(), e))
         return req
 
+    def _post(self, device, msg):
+        """Send msg to device along its control path, expecting no answer (a confirmation of
+        callback values); if the path is gone the device sends them again on the next one."""
+        path = self.paths.get(device)
+        if path is None or device in self.cut_off:
+            return
+        link = self._link(path.first)
+        if link is None:
+            return
+        try:
+            self._forward(link, path.first, path.targets, path.names, msg, int(self.timeout * 1000))
+        except (HandshakeError, codec.ProtocolError):
+            pass
+
     def _forward(self, link, first, targets, names, msg, ms):
         """Send msg over link to the device at the end of (first, targets): one forward per
         gateway. With creds each level carries a token of the controller's own session with that
@@ -402,7 +416,7 @@ class Control:
         in parts (sensormesh/device/runtime/parts.py), each sent once the device has received
         the one before; the device applies it only when the last one is in. Returns a Request
         that finishes with the answer to the last part (or the first error)."""
-        msg = {"deploy": {"assignment": assignment}}
+        msg = {"deploy": {"assignment": assignment, "acks": True}}
         room = self._room(device)
         if len(codec.dumps(msg)) <= room:
             return self._send(device, msg, ("deployed",), timeout)
@@ -517,11 +531,18 @@ class Control:
         if dev is None:
             return                                # a late reply over a path no longer in use
         if type(msg) is dict and "deliver" in msg:
+            d = msg["deliver"]
+            if type(d) is not dict:
+                return
+            values, confirm = self.deliveries.take(dev, d)
+            if confirm is not None:
+                self._post(dev, confirm)
+            if not values:
+                return
             if self._on_deliver is None:
-                self.pending.append((dev, msg))
+                self.pending.append((dev, {"deliver": dict(d, values=values)}))
             else:
-                d = msg["deliver"]
-                self._on_deliver(dev, d.get("step"), d.get("values", []))
+                self._on_deliver(dev, d.get("step"), values)
             return
         q = self.queues.get(dev)
         if type(msg) is dict and "status" in msg and type(msg["status"]) is dict:

@@ -66,7 +66,7 @@ class Reroute:
         """Callback deliveries of these devices come to the controller over their (new) paths."""
         for d in devices:
             if d in self.deployed:
-                self._wait([self._send(d, {"subscribe": {}}, ("subscribed",))])
+                self._wait([self._send(d, {"subscribe": {"acks": True}}, ("subscribed",))])
 
     def _replan(self):
         """(new placement, how) on the network without the failed devices."""

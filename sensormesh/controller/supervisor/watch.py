@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from sensormesh.controller.deliveries import Deliveries
 from sensormesh.controller.deploy import dispatch
 
 
@@ -44,13 +45,15 @@ class Periodic:
 class Watch:
     """Pings, suspicions and the watch loop of a Supervisor (mixed into it).
 
-    State it owns (set up by `_init_watch`): tasks, _pings, _on_deliver, _on_event, pending."""
+    State it owns (set up by `_init_watch`): tasks, _pings, _on_deliver, _on_event, pending,
+    deliveries."""
 
     def _init_watch(self):
         self._pings = {}          # device -> outstanding status Request
         self._on_deliver = None
         self._on_event = None
         self.pending = []         # (device, message) delivered before watch() had a callback
+        self.deliveries = Deliveries()   # callback values taken once, confirmed to the devices
         self.tasks = [
             Periodic("ping", lambda: self.interval, self._ping),
             Periodic("recover", lambda: self.recover_every, self._probe_failed,

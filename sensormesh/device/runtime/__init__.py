@@ -14,7 +14,8 @@
 # The assignment format is in docs/architecture.md; steps in ../steps/; pipes in pipes.py.
 from sensormesh.device import codec, steps
 from sensormesh.device.compat import MICROPYTHON, collect, unload
-from sensormesh.device.runtime.pipes import PipeIn, PipeOut
+from sensormesh.device.runtime.delivery import Delivery
+from sensormesh.device.runtime.pipes import PipeIn, PipeOut, new_run
 from sensormesh.device.runtime.probe import Probe   # metrics are on by default: part of the runtime
 from sensormesh.device.schedule import grid_due, sparse, wait_ms
 from sensormesh.device.steps import Outlet, nowhere
@@ -23,6 +24,8 @@ BURST = 64 if MICROPYTHON else 256
 # Callback-sink values wait at most this long before they leave for the controller.
 DELIVER_MS = 50
 MAX_UNDELIVERED = 1000 if MICROPYTHON else 200000
+# Undelivered values of one callback that leave at once instead of waiting for the timer.
+DELIVER_BURST = 256 if MICROPYTHON else 8192
 # Largest JSON of one deliver message; more values leave in several. Control messages are not
 # split, and each must fit every link on its way: a keyed link wraps at most 3 KB at once on
 # MicroPython (12 KB on CPython), and each gateway relaying it adds about a third.
@@ -192,8 +195,10 @@ class Runtime:
         self.pipe_ins = {}    # edge -> PipeIn
         self.code = {}
         self.subscribers = []
-        self.undelivered = {}  # step id -> values waiting for the controller
-        self.n_undelivered = 0
+        self.deliveries = {}  # callback step id -> Delivery (delivery.py)
+        self.outlets = {}     # "@step id" -> a sink that keeps a position: Delivery, csv step
+        self.files = []       # csv steps: flushed before what they wrote is acknowledged
+        self.confirmed = False   # a subscriber confirms callback values (delivery.py)
         self.lost_deliveries = 0
         self.deliver_timer = None
         # acknowledged pipes (pipes.py, replay.py)
@@ -242,69 +247,99 @@ class Runtime:
                         p.checkpoint(p.rx.expect)
 
     def deliver(self, sid, value):
-        q = self.undelivered.get(sid)
-        if q is None:
-            q = self.undelivered[sid] = []
-        q.append(value)
-        self.n_undelivered += 1
-        if self.n_undelivered > MAX_UNDELIVERED:
-            for s in self.subscribers:
-                if not s.conn.closed:
-                    # a burst (a replay, a backlog) outran the delivery timer: deliver now
-                    self._send_deliveries()
-                    return
-            # nobody is collecting: keep the newest, count what goes
-            for k in self.undelivered:
-                lst = self.undelivered[k]
-                if lst:
-                    lst.pop(0)
-                    self.n_undelivered -= 1
-                    self.lost_deliveries += 1
-                    break
-        if self.deliver_timer is None:
+        d = self.deliveries.get(sid)
+        if d is None:
+            d = self.deliveries[sid] = Delivery(sid, MAX_UNDELIVERED, new_run())
+        tx = d.tx
+        tx.add(value)
+        if tx.dropped != d.logged:
+            d.logged = tx.dropped
+            if sparse(tx.dropped):
+                self.log("callback %s: no controller took its values; %d dropped so far (the oldest go)"
+                         % (sid, tx.dropped))
+        if tx.unsent() >= DELIVER_BURST and self._live():
+            # a burst (a replay, a backlog) outran the delivery timer: deliver now
+            self._send_deliveries()
+        elif self.deliver_timer is None:
             self.deliver_timer = self.loop.call_later(DELIVER_MS, self._send_deliveries)
+
+    def _live(self):
+        """The subscribers whose sessions are open; notes whether one of them confirms."""
+        live = [s for s in self.subscribers if not s.conn.closed]
+        self.subscribers = live
+        confirmed = False
+        for s in live:
+            if getattr(s, "confirms", False):
+                confirmed = True
+        if confirmed != self.confirmed:
+            self._confirming(confirmed)
+        return live
+
+    def _confirming(self, flag):
+        """A confirming controller is subscribed (flag) or the last one went away: then what is
+        queued has taken effect (as in the original design), and checkpoints may move on."""
+        self.confirmed = flag
+        for d in self.deliveries.values():
+            d.confirmed = flag
+        if not flag:
+            self.outputs_acked()
 
     def _send_deliveries(self):
         self.deliver_timer = None
-        live = [s for s in self.subscribers if not s.conn.closed]
-        self.subscribers = live
+        live = self._live()
         if not live:
-            if self.n_undelivered:
-                self.deliver_timer = self.loop.call_later(DELIVER_MS * 4, self._send_deliveries)
+            for d in self.deliveries.values():
+                if d.tx.unsent():
+                    self.deliver_timer = self.loop.call_later(DELIVER_MS * 4, self._send_deliveries)
+                    break
             return
-        waiting = self.undelivered
-        self.undelivered = {}
-        self.n_undelivered = 0
-        for sid in waiting:
-            vals = waiting[sid]
-            if not vals:
+        for sid in self.deliveries:
+            d = self.deliveries[sid]
+            if not d.tx.unsent():
                 continue
             try:
-                msgs = self._deliveries(sid, vals)
+                msgs = d.messages(self.epoch, codec.dumps, DELIVER_MAX)
             except codec.ProtocolError as e:         # e.g. a value JSON cannot carry
-                self.lost_deliveries += len(vals)
-                self.log("callback values of %s not delivered: %s" % (sid, e))
+                self._undeliverable(d, d.tx.unsent(), e)
                 continue
             for msg in msgs:
                 for s in live:
                     try:
                         s.conn.send(msg)
                     except codec.ProtocolError as e:   # one value too large for the link
-                        self.lost_deliveries += len(msg["deliver"]["values"])
-                        self.log("callback values of %s not delivered: %s" % (sid, e))
+                        self._undeliverable(d, len(msg["deliver"]["values"]), e)
+            if not d.confirmed:
+                d.tx.ack(d.tx.sent)       # nobody confirms: sent is taken (the original design)
 
-    def _deliveries(self, sid, vals):
-        """deliver messages for vals, each within DELIVER_MAX bytes (unless one value is larger)."""
-        msg = {"deliver": {"step": sid, "epoch": self.epoch, "values": vals}}
-        n = len(codec.dumps(msg))
-        if n <= DELIVER_MAX or len(vals) < 2:
-            return [msg]
-        k = n // DELIVER_MAX + 1
-        step = (len(vals) + k - 1) // k
-        out = []
-        for i in range(0, len(vals), step):
-            out += self._deliveries(sid, vals[i:i + step])
-        return out
+    def _undeliverable(self, d, n, e):
+        self.lost_deliveries += n
+        self.log("callback values of %s not delivered: %s" % (d.sid, e))
+        tx = d.tx
+        if tx.unsent():
+            tx.sent = tx.next_seq()       # they never leave; the position counts them as taken
+            tx.high = tx.sent
+
+    def on_delivered(self, session, body):
+        """A controller confirms it took a callback's values: {"step", "seq", "run"}."""
+        if type(body) is not dict:
+            return
+        d = self.deliveries.get(body.get("step"))
+        if d is not None and body.get("run") == d.tx.run and d.tx.ack(body.get("seq")):
+            self.outputs_acked()
+
+    def _subscribed(self, session, body):
+        """session collects callback values; with {"acks": true} it confirms them (and gets
+        everything not yet confirmed again: it drops what it already had)."""
+        if session not in self.subscribers:
+            self.subscribers.append(session)
+        if type(body) is dict and body.get("acks") is True:
+            session.confirms = True
+            if not self.confirmed:
+                self._confirming(True)
+            for d in self.deliveries.values():
+                d.tx.restart()
+            if self.deliver_timer is None:
+                self.deliver_timer = self.loop.call_later(0, self._send_deliveries)
 
     # -- building -------------------------------------------------------------------------
     def build(self, a):
@@ -375,17 +410,20 @@ class Runtime:
                         seen[j] = True
                         todo.append(j)
             return seen
+        self.fed_by = {}
+        self.reaches = {}
         for sid in nodes:
             n = nodes[sid]
             if isinstance(n, PipeIn):
-                down = reach(sid, consumers)
-                n.feeds = [nodes[j] for j in down if isinstance(nodes[j], PipeOut)]
-            elif isinstance(n, PipeOut):
+                self.reaches[sid] = [j for j in reach(sid, consumers)]
+            elif isinstance(n, PipeOut) or getattr(n, "SINK", False):
                 up = reach(sid, inputs)
                 roots = [j for j in up if not inputs.get(j)]
                 if len(roots) == 1 and isinstance(nodes[roots[0]], PipeIn):
-                    n.fed_by = nodes[roots[0]]
-                    n.relay = inputs.get(sid) == [roots[0]]
+                    self.fed_by[sid] = nodes[roots[0]]
+                    if isinstance(n, PipeOut):
+                        n.fed_by = nodes[roots[0]]
+                        n.relay = inputs.get(sid) == [roots[0]]
 
     def on_deploy(self, session, body):
         # Shipped code is loaded while building; its loader is dropped afterwards (a board pays
@@ -404,7 +442,8 @@ class Runtime:
         if self.incoming is None:        # none arriving: a board frees the module's code
             unload("sensormesh.device.runtime.parts")
         if a is not None:
-            self.on_deploy(session, {"assignment": a})
+            # only a controller that confirms callback values sends an assignment in parts
+            self.on_deploy(session, {"assignment": a, "acks": True})
         else:
             collect()
 
@@ -432,6 +471,7 @@ class Runtime:
         self.pipe_ins = {}
         carry = self.carry
         self.carry = {}
+        self._outlets(nodes, order, carry)
         for i in order:
             n = nodes[i]
             if isinstance(n, PipeOut):
@@ -446,6 +486,17 @@ class Runtime:
                     n.take_over(old)
             elif getattr(n, "HOLDS", False):
                 self.holders += 1
+        for i in order:
+            n = nodes[i]
+            if isinstance(n, PipeIn):
+                feeds = []
+                for j in self.reaches.get(i, ()):
+                    m = nodes[j]
+                    if isinstance(m, PipeOut):
+                        feeds.append(m)
+                    elif "@" + j in self.outlets:
+                        feeds.append(self.outlets["@" + j])
+                n.feeds = feeds
         for k in carry:
             if k.startswith("out ") and carry[k].held():
                 self.log("pipe %s is not in the new deployment: %d unacknowledged values dropped"
@@ -457,10 +508,42 @@ class Runtime:
             self.probe = Probe(self)
             self.probe.install(nodes, edges, PipeOut)
         self.state = "deployed"
-        if session not in self.subscribers:
-            self.subscribers.append(session)
+        self._subscribed(session, body)
         self.log("deployed %s epoch %s: %d steps" % (self.pipeline, self.epoch, len(order)))
         session.conn.send({"deployed": {"pipeline": self.pipeline, "epoch": self.epoch, "steps": len(order)}})
+
+    def _outlets(self, nodes, order, carry):
+        """The sinks whose position goes into checkpoint marks: a Delivery per callback step
+        (its numbering carried over from the previous deployment), and csv steps."""
+        self.deliveries = {}
+        self.outlets = {}
+        self.files = []
+        for i in order:
+            n = nodes[i]
+            t = getattr(n, "TYPE", None)
+            if t == "callback":
+                d = Delivery(i, MAX_UNDELIVERED, new_run())
+                old = carry.pop("cb " + i, None)
+                if old is not None:
+                    d.take_over(old)
+                d.confirmed = self.confirmed
+                self.deliveries[i] = d
+                self.outlets[d.edge] = d
+            elif t == "csv":
+                self.files.append(n)
+                self.outlets[n.edge] = n
+        for o in self.outlets.values():
+            sid = o.sid
+            o.fed_by = self.fed_by.get(sid)
+
+    def commit_files(self):
+        """Flush what csv sinks wrote, so their checkpoints may be acknowledged upstream."""
+        moved = False
+        for f in self.files:
+            if f.commit():
+                moved = True
+        if moved:
+            self.outputs_acked()
 
     def on_start(self, session, body):
         if self.state == "empty":
@@ -505,11 +588,9 @@ class Runtime:
         self.on_stop(session, body)
 
     def on_subscribe(self, session, body):
-        if session not in self.subscribers:
-            self.subscribers.append(session)
+        self._subscribed(session, body)
         session.conn.send({"subscribed": {"pipeline": self.pipeline, "epoch": self.epoch}})
-        if self.n_undelivered:
-            self._send_deliveries()
+        self._send_deliveries()
 
     def _edge_conn(self, session, body, table, what):
         edge = body.get("edge") if type(body) is dict else None
@@ -557,7 +638,10 @@ class Runtime:
         """How far the receiver of one of our pipe_outs has acknowledged (a pipe no longer
         deployed counts as acknowledged: nothing waits for it any more)."""
         p = self.pipe_outs.get(edge)
-        return p.tx.base if p is not None else 1 << 60
+        if p is not None:
+            return p.tx.base
+        p = self.outlets.get(edge)
+        return p.acked() if p is not None else 1 << 60
 
     def outputs_acked(self):
         for p in self.pipe_ins.values():
@@ -570,7 +654,7 @@ class Runtime:
         after the mark left the sender's buffer unacknowledged; only a relay (values leave as
         they came) knows where its outputs stand then: seq + k."""
         for edge in mark:
-            p = self.pipe_outs.get(edge)
+            p = self.pipe_outs.get(edge) or self.outlets.get(edge)
             m = mark[edge]
             if p is None or p.fed_by is not pipe_in or not p.fresh():
                 continue
@@ -600,10 +684,11 @@ class Runtime:
                 self.nodes[i].flush()
             except Exception as e:
                 self.log("flush of %s failed: %s" % (i, e))
-        if self.n_undelivered:
-            self._send_deliveries()
+        self._send_deliveries()
         final = self.status()
         if keep:
+            for sid in self.deliveries:
+                self.carry["cb " + sid] = self.deliveries[sid].tx
             for e in self.pipe_outs:
                 self.carry["out " + e] = self.pipe_outs[e].tx
             for e in self.pipe_ins:
@@ -636,6 +721,9 @@ class Runtime:
                 st["steps"][i] = self.nodes[i].stats()
             except Exception as e:
                 st["steps"][i] = {"error": str(e)}
-        if self.lost_deliveries:
-            st["lost_deliveries"] = self.lost_deliveries
+        lost = self.lost_deliveries
+        for d in self.deliveries.values():
+            lost += d.tx.dropped
+        if lost:
+            st["lost_deliveries"] = lost
         return st

@@ -317,6 +317,9 @@ class PipeOut:
     def fresh(self):
         return not self.carried and self.tx.next_seq() == 0
 
+    def position(self):
+        return self.tx.position()
+
     def adopt(self, seq, run):
         """Continue the numbering the upstream's mark hands back (this device restarted)."""
         self.tx.adopt(seq, run)
@@ -664,9 +667,12 @@ class PipeIn(Outlet):
         if feeds:
             marks = {}
             for po in feeds:
-                marks[po.edge] = po.tx.position()
-            self.rx.checkpoint(seq, marks)
-            self.rx.settle(self.rt.acked_of)
+                marks[po.edge] = po.position()
+            rx = self.rx
+            rx.checkpoint(seq, marks)
+            if self.rt.files and seq - (rx.acked or 0) >= self.every:
+                self.rt.commit_files()      # csv rows flushed: their checkpoints may settle now
+            rx.settle(self.rt.acked_of)
         else:
             self.rx.checkpoint(seq, None)
         self._maybe_ack()
@@ -692,12 +698,14 @@ class PipeIn(Outlet):
             return   # the connection's sender numbers another run: our acknowledgements would mislead it
         if rx.ack_due(self.every) or (self.soon is not None and rx.ack_due(1)):
             self._send_ack()
-        elif self.ack_timer is None and rx.ack_due(0):
+        elif self.ack_timer is None and (rx.ack_due(0) or (rx.cps and self.rt.files)):
             self.ack_timer = self.rt.loop.call_later(ACK_MS, self._on_ack_timer)
 
     def _on_ack_timer(self):
         self.ack_timer = None
         rx = self.rx
+        if rx.cps and self.rt.files:
+            self.rt.commit_files()
         if rx.ack_due(0) and rx.run == rx.rx_run:
             self._send_ack()
 

@@ -51,7 +51,13 @@ class Csv(Step):
 
     dict values: one column per key, `columns` or else the sorted keys of the first value;
     list values: one column per item; anything else: one column. A header row (the columns)
-    is written once, and only into an empty file, so a restarted device appends."""
+    is written once, and only into an empty file, so a restarted device appends.
+
+    The step knows its position in the file (bytes). Acknowledged pipes put it into their
+    checkpoints as "@<step id>" and acknowledge upstream only rows that were flushed (commit());
+    a restarted device that takes the position back from the upstream's mark (adopt()) skips
+    the replayed rows the file already holds, completing a row cut short by the restart: each
+    value is in the file once (docs/reliability.md)."""
     TYPE = "csv"
     ARGS = ("path", "columns", "units")
     SINK = True
@@ -73,13 +79,24 @@ class Csv(Step):
         self.units = u      # header cells "name [unit]"; plain values are the column "value"
         import os
         try:
-            self.header_due = os.stat(self.path)[6] == 0
+            size = os.stat(self.path)[6]
         except OSError:
-            self.header_due = True
+            size = 0
+        self.header_due = size == 0
         try:
-            self.f = open(self.path, "a")
+            self.f = open(self.path, "ab")
         except OSError as e:
             raise self.bad("csv cannot open path '%s': %s" % (self.path, e))
+        self.edge = "@" + self.id   # its name in checkpoint marks
+        self.sid = self.id
+        self.fed_by = None
+        self.relay = False          # after evictions upstream it appends (no position to take back)
+        self.pos = size             # bytes in the file once everything written is flushed
+        self.flushed = size
+        self.size = size            # the file's size when this process opened it
+        self.skip_to = -1           # after adopt(): replayed rows that end by here are in the file
+        self.adopted = False
+        self.skipped = 0
 
     def put(self, value):
         self.n_in += 1
@@ -100,13 +117,41 @@ class Csv(Step):
             cells = [_cell(x) for x in value]
         else:
             cells = [_cell(value)]
+        text = ",".join(cells) + "\n"
         if self.header_due:
             self.header_due = False
             if cols is None and self.units is not None and "value" in self.units and len(cells) == 1:
-                self.f.write(self._head("value") + "\n")
+                text = self._head("value") + "\n" + text
             elif cols is not None:
-                self.f.write(",".join([self._head(c) for c in cols]) + "\n")
-        self.f.write(",".join(cells) + "\n")
+                text = ",".join([self._head(c) for c in cols]) + "\n" + text
+        data = text.encode()
+        if self.skip_to >= 0:
+            end = self.pos + len(data)
+            if end <= self.skip_to:
+                self.pos = end          # written before the restart
+                self.flushed = end
+                self.skipped += 1
+                return
+            if self.pos < self.skip_to:
+                self._cut(self.pos)     # the restart cut this row short: write it whole
+            self.skip_to = -1
+        self.f.write(data)
+        self.pos += len(data)
+
+    def _cut(self, size):
+        """Shorten the file to `size` bytes (the part of a row written before a restart)."""
+        self.f.close()
+        self.f = None
+        import os
+        trunc = getattr(os, "truncate", None)
+        if trunc is not None:
+            trunc(self.path, size)
+        else:                           # MicroPython: copy what stays (files on boards are small)
+            with open(self.path, "rb") as f:
+                keep = f.read(size)
+            with open(self.path, "wb") as f:
+                f.write(keep)
+        self.f = open(self.path, "ab")
 
     def _head(self, col):
         u = self.units
@@ -114,9 +159,38 @@ class Csv(Step):
             return _cell("%s [%s]" % (col, u[col]))
         return _cell(col)
 
+    # -- position (acknowledged pipes: runtime/pipes.py checkpoints) -----------------------------
+    def position(self):
+        return [self.pos, 0]
+
+    def acked(self):
+        return self.flushed
+
+    def commit(self):
+        """Flush what was written; True if the acknowledged position moved."""
+        if self.pos == self.flushed or self.f is None:
+            return False
+        self.f.flush()
+        self.flushed = self.pos
+        return True
+
+    def fresh(self):
+        return not self.adopted and self.pos == self.size
+
+    def adopt(self, pos, run):
+        """The upstream's mark says the file held `pos` bytes when the input replayed next had
+        last been acknowledged: the rows of the replay up to the file's end are already there."""
+        self.adopted = True
+        if pos > self.size:
+            return                      # the file is shorter than it was: write everything again
+        self.pos = self.flushed = pos
+        self.skip_to = self.size
+        self.header_due = pos == 0
+
     def flush(self):
         if self.f is not None:
             self.f.flush()
+            self.flushed = self.pos
 
     def close(self):
         f = self.f
@@ -126,7 +200,13 @@ class Csv(Step):
             f.close()
 
     def out_count(self):
-        return self.n_in - self.dropped
+        return self.n_in - self.dropped - self.skipped
+
+    def stats(self):
+        s = Step.stats(self)
+        if self.skipped:
+            s["skipped"] = self.skipped
+        return s
 
 
 class Callback(Step):

@@ -1,0 +1,87 @@
+"""The sink device (the one whose steps hand values to the controller and write a csv file) is
+killed with SIGKILL and started again, with real processes on real sockets (CPython and
+MicroPython sinks). Before the kill the controller stops reading for a while, so the sink holds
+values it has sent but that are not confirmed, and its upstream holds their inputs: the restarted
+sink gets them replayed and numbers its callback and its file position as before. The controller
+must hand on each counter value exactly once, in order, and the file must hold each once."""
+import os
+import signal
+import time
+
+import pytest
+
+from procs import free_port
+from sensormesh.controller.deploy import deploy, status
+
+N = 4000          # values from the counter source, 1000 per second
+
+
+def assignments(addr, csv_path):
+    return {
+        "a": {"pipeline": "sink", "epoch": 1, "steps": [
+            {"id": "s", "type": "source", "params": {"sensor": "counter", "count": N}},
+            {"id": "o1", "type": "pipe_out", "params": {"edge": "e1", "to": addr["m"], "time-frame": 10},
+             "inputs": ["s"]}]},
+        "m": {"pipeline": "sink", "epoch": 1, "steps": [
+            {"id": "i1", "type": "pipe_in", "params": {"edge": "e1"}},
+            {"id": "o2", "type": "pipe_out", "params": {"edge": "e2", "to": addr["c"], "time-frame": 10},
+             "inputs": ["i1"]}]},
+        "c": {"pipeline": "sink", "epoch": 1, "steps": [
+            {"id": "i2", "type": "pipe_in", "params": {"edge": "e2"}},
+            {"id": "k", "type": "callback", "params": {}, "inputs": ["i2"]},
+            {"id": "f", "type": "csv", "params": {"path": csv_path}, "inputs": ["i2"]}]},
+    }
+
+
+def wait_status(addr, name, step, cond, timeout=30.0):
+    """Poll a device's status until cond(stats of step) holds (bounded)."""
+    end = time.monotonic() + timeout
+    st = None
+    while time.monotonic() < end:
+        st = status({name: addr[name]}, timeout=3.0)[name]["assignment"]["steps"][step]
+        if cond(st):
+            return st
+        time.sleep(0.1)          # polling the device's status, bounded by timeout
+    raise AssertionError("%s.%s never reached the condition: %s" % (name, step, st))
+
+
+@pytest.mark.parametrize("sink", ["cpython", "micropython"])
+def test_sink_device_killed_and_restarted_hands_on_and_writes_each_value_once(devices, tmp_path, sink):
+    ports = {n: free_port() for n in "amc"}
+    devices("cpython", ["--port", str(ports["a"]), "--name", "a", "--sensors", "counter@1000"])
+    devices("cpython", ["--port", str(ports["m"]), "--name", "m", "--sensors", ""])
+    c = devices(sink, ["--port", str(ports["c"]), "--name", "c", "--sensors", ""])
+    addr = {n: "127.0.0.1:%d" % p for n, p in ports.items()}
+    csv_path = str(tmp_path / "sink.csv")
+    asg = assignments(addr, csv_path)
+    dep = deploy(asg, addr)
+    got = []
+
+    def deliver(device, step, values):
+        if step == "k":
+            got.extend(values)
+    dc = None
+    try:
+        assert dep.watch(deliver, lambda: len(got) >= 500, timeout=30) is None
+        # the controller stops reading: c's deliveries wait unconfirmed, and m keeps their inputs
+        wait_status(addr, "m", "o2", lambda s: s["unacked"] >= 300)
+        os.kill(c.p.pid, signal.SIGKILL)
+        c.p.wait(10)
+        devices(sink, ["--port", str(ports["c"]), "--name", "c", "--sensors", ""])
+        # the same assignment on the new process; the controller remembers what it took
+        dc = deploy({"c": asg["c"]}, {"c": addr["c"]}, deliveries=dep.deliveries)
+        dep.watch(deliver, lambda: False, timeout=1.0)    # what the dead process had sent (until its EOF)
+        dc.watch(deliver, lambda: len(got) >= N, timeout=60)
+        assert got == list(range(N)), (len(got), [i for i in range(min(N, len(got))) if got[i] != i][:3])
+        # the restarted sink numbered its deliveries as before: the controller dropped values
+        assert dep.deliveries.duplicates > 0
+        dc.stop()
+        with open(csv_path) as f:
+            rows = [int(x) for x in f.read().split("\n") if x]
+        assert rows == list(range(N)), (len(rows), [i for i in range(min(N, len(rows))) if rows[i] != i][:3])
+        st = status({"m": addr["m"]})["m"]["assignment"]["steps"]
+        assert st["o2"]["resent"] > 0 and st["o2"]["evicted"] == 0, st["o2"]
+    finally:
+        if dc is not None:
+            dc.close()
+        dep.close()
