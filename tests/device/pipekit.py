@@ -69,8 +69,8 @@ class DeviceLoop:
 class Counter:
     """A sensor that reads 0, 1, 2, ..."""
 
-    def __init__(self):
-        self.n = 0
+    def __init__(self, start=0):
+        self.n = start
 
     def get(self):
         n = self.n
@@ -192,7 +192,7 @@ class Control:
 
 
 class Device:
-    def __init__(self, net, name, counter=False, rate=1000, runs=False, control=None):
+    def __init__(self, net, name, counter=False, rate=1000, runs=False, control=None, start=0):
         self.net = net
         self.name = name
         self.loop = DeviceLoop(net.loop, self)
@@ -201,7 +201,7 @@ class Device:
         self.sensors = {}
         self.sensor_kinds = {}
         if counter:
-            self.sensors["counter"] = (RunCounter() if runs else Counter(), rate)
+            self.sensors["counter"] = (RunCounter(start) if runs else Counter(start), rate)
             self.sensor_kinds["counter"] = "counter"
         self.runtime = Runtime(self)
         self.spool_root = SPOOL_ROOT   # spooled pipes write here, not into the checkout

@@ -199,6 +199,15 @@ class Runtime:
         self.outlets = {}     # "@step id" -> a sink that keeps a position: Delivery, csv step
         self.files = []       # csv steps: flushed before what they wrote is acknowledged
         self.confirmed = False   # a subscriber confirms callback values (delivery.py)
+        # lineage (docs/reliability.md, "Several inputs"): pipe_outs fed by several inputs tag
+        # their values with the input value they come from; rt.cur names it while it is pushed
+        self.tracking = False
+        self.cur = None
+        # joined inputs: a window or zip fed by several pipe_ins; their checkpoints are taken and
+        # acknowledged together, and after a restart the replays start from the same cut
+        self.joint = False
+        self.parking = False
+        self.cut_marks = {}
         self.lost_deliveries = 0
         self.deliver_timer = None
         # acknowledged pipes (pipes.py, replay.py)
@@ -245,6 +254,8 @@ class Runtime:
                 for p in self.pipe_ins.values():
                     if p.rx.run is not None:
                         p.checkpoint(p.rx.expect)
+                        if self.joint:
+                            break      # one joint checkpoint is every input's
 
     def deliver(self, sid, value):
         d = self.deliveries.get(sid)
@@ -423,7 +434,10 @@ class Runtime:
                     self.fed_by[sid] = nodes[roots[0]]
                     if isinstance(n, PipeOut):
                         n.fed_by = nodes[roots[0]]
-                        n.relay = inputs.get(sid) == [roots[0]]
+                elif isinstance(n, PipeOut) and len(roots) > 1:
+                    for j in roots:
+                        if isinstance(nodes[j], PipeIn):
+                            n.lineage = True
 
     def on_deploy(self, session, body):
         # Shipped code is loaded while building; its loader is dropped afterwards (a board pays
@@ -486,6 +500,16 @@ class Runtime:
                     n.take_over(old)
             elif getattr(n, "HOLDS", False):
                 self.holders += 1
+        self.tracking = False
+        for p in self.pipe_outs.values():
+            if p.lineage:
+                self.tracking = True
+        ins = sorted(self.pipe_ins)
+        self.joint = self.holders > 0 and len(ins) > 1
+        self.parking = False
+        self.cut_marks = {}
+        for e in ins:
+            self.pipe_ins[e].root = ins.index(e)
         for i in order:
             n = nodes[i]
             if isinstance(n, PipeIn):
@@ -497,6 +521,15 @@ class Runtime:
                     elif "@" + j in self.outlets:
                         feeds.append(self.outlets["@" + j])
                 n.feeds = feeds
+        if self.joint:
+            # joined inputs wait for the same outputs, so their checkpoints settle together
+            every = []
+            for p in self.pipe_ins.values():
+                for f in p.feeds:
+                    if f not in every:
+                        every.append(f)
+            for p in self.pipe_ins.values():
+                p.feeds = every
         for k in carry:
             if k.startswith("out ") and carry[k].held():
                 self.log("pipe %s is not in the new deployment: %d unacknowledged values dropped"
@@ -642,6 +675,57 @@ class Runtime:
             return p.tx.base
         p = self.outlets.get(edge)
         return p.acked() if p is not None else 1 << 60
+
+    # -- joined inputs (a window or zip fed by several pipe_ins) ---------------------------------
+    def joint_checkpoint(self, pipe_in, seq):
+        """A checkpoint of one input is one of all: every pipe_in notes where it stands, and the
+        mark of each names all of them, so a restarted device can start every replay there."""
+        inputs = {}
+        for p in self.pipe_ins.values():
+            if p.rx.run is not None:
+                inputs["<" + p.edge] = [seq if p is pipe_in else p.rx.expect, p.rx.run]
+        for p in self.pipe_ins.values():
+            if p.rx.run is not None:
+                p.cut(seq if p is pipe_in else p.rx.expect, inputs)
+
+    def ack_all(self):
+        for p in self.pipe_ins.values():
+            rx = p.rx
+            if rx.ack_due(0) and rx.run is not None and rx.run == rx.rx_run:
+                p._send_ack()
+
+    def announced(self, pipe_in, mark):
+        """pipe_in's sender said where it stands for the first time since this process started.
+        A mark that names the joined inputs means this device restarted: values are held until
+        every input has announced, then each replay starts at the latest cut any mark names (the
+        others' acknowledgements may lag behind: those values had taken effect)."""
+        if not self.joint:
+            return
+        if mark:
+            for k in mark:
+                if k[:1] == "<":
+                    m = mark[k]
+                    old = self.cut_marks.get(k)
+                    if type(m) is list and (len(m) == 2 or (len(m) == 3 and m[2] == 0)) and type(m[0]) is int \
+                            and (old is None or m[0] > old[0]):
+                        self.cut_marks[k] = m
+                    self.parking = True
+        if not self.parking:
+            return
+        for p in self.pipe_ins.values():
+            if not p.announced:
+                return
+        self.parking = False
+        for p in self.pipe_ins.values():
+            m = self.cut_marks.get("<" + p.edge)
+            if m is not None and m[1] == p.rx.rx_run:
+                p.skip_below = m[0]
+        self.cut_marks = {}
+        for p in self.pipe_ins.values():
+            held = p.parked
+            p.parked = []
+            for msg in held:
+                p._values(msg)
 
     def outputs_acked(self):
         for p in self.pipe_ins.values():

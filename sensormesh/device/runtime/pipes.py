@@ -106,6 +106,9 @@ class PipeOut:
         self.carried = False   # True: the numbering and buffer came from the previous deployment
         self.fed_by = None     # the pipe_in that alone feeds this pipe (runtime: may adopt its marks)
         self.relay = False     # True: its input is that pipe_in itself (values leave as they came)
+        self.lineage = False   # fed by several inputs: each value leaves as [tag, value] (runtime)
+        self.lin_last = None   # the input value the last tagged value came from, and its count
+        self.lin_k = 0
         self.conn = None
         self.dialing = None    # the connection being set up (its handshake already queued)
         self.timer = None
@@ -172,6 +175,8 @@ class PipeOut:
     # -- values -------------------------------------------------------------------------
     def push(self, value, port=0):
         self.n_in += 1
+        if self.lineage:
+            value = self._tagged(value)
         tx = self.tx
         tx.add(value)
         if self.tf:
@@ -190,7 +195,7 @@ class PipeOut:
         a full buffer) the values go one by one, as push() takes them."""
         tx = self.tx
         n = len(values)
-        if self.tf and tx.unsent() + n < MAX_FRAME_VALUES and tx.add_many(values):
+        if self.tf and not self.lineage and tx.unsent() + n < MAX_FRAME_VALUES and tx.add_many(values):
             self.n_in += n
             if not self.asked and tx.acks and 2 * tx.held() >= tx.cap:
                 self.hurry(True)
@@ -212,12 +217,34 @@ class PipeOut:
         self._send()
         conn.send({"ack-soon": tx.next_seq()})
 
+    def _tagged(self, value):
+        """[tag, value]: tag [input, run, seq, k] names the input value it was computed from
+        (the k-th result of value seq of run `run` on input pipe number `input`), None when it
+        has no input value (a source of this device, a timer)."""
+        cur = self.rt.cur
+        if cur is None:
+            return [None, value]
+        last = self.lin_last
+        if last is not None and last[0] == cur[0] and last[1] == cur[1] and last[2] == cur[2]:
+            self.lin_k += 1
+        else:
+            self.lin_last = cur
+            self.lin_k = 0
+        return [[cur[0], cur[1], cur[2], self.lin_k], value]
+
+    def _seq(self):
+        """The seq announcement of this connection ([seq, run, mark, cap, 1] when tagged)."""
+        a = self.tx.announce()
+        if self.lineage:
+            a.append(1)
+        return {"seq": a}
+
     def _jumped(self):
         """The next value to send is not the one the connection's receiver counts on: say so."""
         self.tx.jumped = False
         c = self.conn or self.dialing
         if c is not None and not c.closed:
-            c.send({"seq": self.tx.announce()})
+            c.send(self._seq())
 
     def _dropped(self):
         tx = self.tx
@@ -327,7 +354,7 @@ class PipeOut:
         self.rt.log("pipe %s: continues at value %d of its earlier run" % (self.edge, seq))
         c = self.conn or self.dialing
         if c is not None and not c.closed:
-            c.send({"seq": self.tx.announce()})
+            c.send(self._seq())
 
     # -- connection ---------------------------------------------------------------------
     def start(self):
@@ -364,6 +391,8 @@ class PipeOut:
             if a[2]:
                 hs["mark"] = a[2]
             hs["buffer"] = a[3]
+            if self.lineage:
+                hs["lin"] = 1
         self.dialing = self.rt.device.dial(self.to, self, self.peer, {"pipe": hs})
 
     def attach(self, conn, body=None):
@@ -380,7 +409,7 @@ class PipeOut:
             exp = body.get("expect") if type(body) is dict else None
             if type(exp) is list and len(exp) == 2:
                 tx.skip_to(exp[0], exp[1])
-            conn.send({"seq": tx.announce()})
+            conn.send(self._seq())
         self._send()
         self.rt.resume_sources()
 
@@ -410,7 +439,7 @@ class PipeOut:
                 was = tx.sent
                 tx.skip_to(e[0], e[1])
                 if tx.sent != was:
-                    conn.send({"seq": tx.announce()})   # the next array starts further on
+                    conn.send(self._seq())   # the next array starts further on
         elif "rtt" in msg:
             t = msg["rtt"]
             if type(t) is int:
@@ -489,6 +518,11 @@ class PipeIn(Outlet):
         self.outputs = []
         self.rx = Receiver()
         self.feeds = []        # the pipe_outs of this device this pipe's values reach (runtime)
+        self.root = 0          # this pipe's number among the device's pipe_ins (lineage tags)
+        self.tagged = False    # the sender tags each value with its lineage: [tag, value]
+        self.announced = False # the sender said where its numbering stands since this process started
+        self.parked = []       # arrays held until every input of a joined device has announced
+        self.skip_below = 0    # replayed values before this seq were taken before a restart
         self.conn = None
         self.running = False
         self.retry_timer = None
@@ -538,7 +572,7 @@ class PipeIn(Outlet):
         rx = self.rx
         rx.acked = None
         if type(body) is dict and "seq" in body:
-            self._announce([body.get("seq"), body.get("run"), body.get("mark"), body.get("buffer")])
+            self._announce([body.get("seq"), body.get("run"), body.get("mark"), body.get("buffer"), body.get("lin")])
             if rx.run is not None and rx.run == rx.rx_run:
                 conn.send({"expect": [rx.expect, rx.run]})
             self._maybe_ack()
@@ -547,8 +581,10 @@ class PipeIn(Outlet):
         if type(s) is not list or len(s) < 2:
             raise ValueError("a seq announcement is [seq, run, mark, buffer], got %r" % (s,))
         first = self.rx.announce(s[0], s[1])
+        self.parked = []       # the sender goes on from where it says: what was held comes again
         mark = s[2] if len(s) > 2 else None
         cap = s[3] if len(s) > 3 else None
+        self.tagged = len(s) > 4 and s[4] == 1
         if type(cap) is int and cap > 0:
             self.every = cap // 4 if cap // 4 < ACK_EVERY else ACK_EVERY
             if self.every < 1:
@@ -556,6 +592,9 @@ class PipeIn(Outlet):
         if first:
             # adopted when the first values come: a later announcement (a jump) may move them
             self.first_mark = mark if type(mark) is dict else None
+        if not self.announced:
+            self.announced = True
+            self.rt.announced(self, mark if first and type(mark) is dict else None)
 
     def on_connect(self, conn):
         self.redial.connected()
@@ -619,9 +658,13 @@ class PipeIn(Outlet):
                 "reconnects": self.connects - 1 if self.connects > 1 else 0, "queue": 0, "rtt_us": None}
 
     def _values(self, msg):
-        self.frames += 1
         stamps = self.ts_next
         self.ts_next = None
+        rt = self.rt
+        if rt.parking:
+            self.parked.append(msg)   # a joined input has not said where it stands yet
+            return
+        self.frames += 1
         rx = self.rx
         n = len(msg)
         if rx.run is None and self.first_mark is not None:
@@ -631,12 +674,25 @@ class PipeIn(Outlet):
         if gap:
             self.rt.log("pipe %s: %d values lost (the sender's replay buffer overflowed; %d lost so far)"
                         % (self.edge, gap, rx.lost))
+        if self.skip_below and skip < n:
+            first = rx.expect - n
+            if first + skip < self.skip_below:
+                more = self.skip_below - first - skip
+                if more > n - skip:
+                    more = n - skip
+                skip += more
+                rx.dups += more
+            if first + n >= self.skip_below:
+                self.skip_below = 0
         if skip >= n:
+            if rt.holding == 0:
+                self.checkpoint(rx.expect)
             return
         self.n_in += n - skip
-        rt = self.rt
         emit = self.emit if stamps is None else self._stamped(stamps, skip, self.emit)
-        if not rt.holders:
+        if self.tagged or rt.tracking:
+            self._values_traced(msg, skip, emit)
+        elif not rt.holders:
             # no step of this device holds values back: the frame's end is a checkpoint
             if skip:
                 msg = msg[skip:]
@@ -661,11 +717,73 @@ class PipeIn(Outlet):
         if not rt.holding:
             self.checkpoint(rx.expect)
 
+    def _values_traced(self, msg, skip, emit):
+        """The frame's values one by one, with lineage: tagged values the steps had already are
+        dropped, and rt.cur names the input value being pushed (for tagged pipe_outs)."""
+        rt = self.rt
+        rx = self.rx
+        n = len(msg)
+        seq = rx.expect - n
+        root = self.root
+        run = rx.run
+        tagged = self.tagged
+        track = rt.tracking
+        holders = rt.holders
+        rt.feeding = True
+        rt.settled = False
+        i = skip
+        try:
+            while i < n:
+                v = msg[i]
+                i += 1
+                if tagged:
+                    if type(v) is not list or len(v) != 2:
+                        continue
+                    if self._seen(v[0]):
+                        rx.dups += 1
+                        self.n_in -= 1
+                        continue
+                    v = v[1]
+                if track:
+                    rt.cur = [root, run, seq + i - 1]
+                emit(v)
+                if holders and rt.settled:
+                    rt.settled = False
+                    if not rt.holding:
+                        self.checkpoint(seq + i)
+        finally:
+            rt.cur = None
+            rt.feeding = False
+
+    def _seen(self, tag):
+        """True when the steps already had the value of this lineage tag (see PipeOut._tagged):
+        per input, tags only grow, so one that is not beyond the last taken was taken."""
+        if type(tag) is not list or len(tag) != 4:
+            return False
+        lin = self.rx.lin
+        last = lin.get(tag[0])
+        if last is not None and last[0] == tag[1]:
+            if tag[2] < last[1] or (tag[2] == last[1] and tag[3] <= last[2]):
+                return True
+        lin[tag[0]] = [tag[1], tag[2], tag[3]]
+        return False
+
     def checkpoint(self, seq):
         """Every value before seq has left this device's steps (into sinks or pipe_outs)."""
+        if self.rt.joint:
+            self.rt.joint_checkpoint(self, seq)
+        else:
+            self.cut(seq, None)
+
+    def cut(self, seq, inputs):
+        """The checkpoint of this pipe at seq; inputs: where every pipe_in of a joined device
+        stands at this moment ({"<edge": [seq, run]}), kept in the mark for a restart."""
         feeds = self.feeds
         if feeds:
             marks = {}
+            if inputs:
+                for k in inputs:
+                    marks[k] = inputs[k]
             for po in feeds:
                 marks[po.edge] = po.position()
             rx = self.rx
@@ -697,7 +815,10 @@ class PipeIn(Outlet):
         if rx.run is None or rx.run != rx.rx_run:
             return   # the connection's sender numbers another run: our acknowledgements would mislead it
         if rx.ack_due(self.every) or (self.soon is not None and rx.ack_due(1)):
-            self._send_ack()
+            if self.rt.joint:
+                self.rt.ack_all()     # every input acknowledges the same cut at once
+            else:
+                self._send_ack()
         elif self.ack_timer is None and (rx.ack_due(0) or (rx.cps and self.rt.files)):
             self.ack_timer = self.rt.loop.call_later(ACK_MS, self._on_ack_timer)
 
@@ -707,7 +828,10 @@ class PipeIn(Outlet):
         if rx.cps and self.rt.files:
             self.rt.commit_files()
         if rx.ack_due(0) and rx.run == rx.rx_run:
-            self._send_ack()
+            if self.rt.joint:
+                self.rt.ack_all()
+            else:
+                self._send_ack()
 
     def _send_ack(self):
         conn = self.conn

@@ -247,6 +247,7 @@ class Receiver:
         self.done_mark = None
         self.acked = None     # the last acknowledgement sent
         self.cps = []         # [seq, marks]: seq is done once every pipe in marks is acked that far
+        self.lin = {}         # tagged values (several inputs upstream): input -> [run, seq, k] taken last
 
     def announce(self, seq, run):
         """The sender says its next value is `seq` of `run`. Returns True when this receiver has

@@ -20,6 +20,7 @@ class Zip(Step):
         self._release = getattr(self.ctx, "release", no_ctx_call)
         self.q = []
         self.side = 0  # the port whose values wait in q (when q is not empty)
+        self.qlin = [] # with lineage (ctx.tracking): the input value each waiting port-0 value came from
 
     def put(self, value):
         self.n_in += 1
@@ -37,7 +38,15 @@ class Zip(Step):
         q = self.q
         if q and not self.side:
             self.n_out += 1
-            self.emit([q.pop(0), value])
+            if self.qlin:
+                # a pair carries the lineage of its port-0 value, whichever arrived last
+                ctx = self.ctx
+                cur = ctx.cur
+                ctx.cur = self.qlin.pop(0)
+                self.emit([q.pop(0), value])
+                ctx.cur = cur
+            else:
+                self.emit([q.pop(0), value])
             if not q:
                 self._release()
         else:
@@ -50,11 +59,15 @@ class Zip(Step):
             self._hold()
         elif len(q) >= self.max_pending:
             q.pop(0)
+            if self.qlin:
+                self.qlin.pop(0)
             n = self.dropped = self.dropped + 1
             if sparse(n):
                 self.ctx.log("step '%s': zip port %d is more than %d values ahead, dropped its "
                              "oldest (%d so far)" % (self.id, side, self.max_pending, n))
         q.append(value)
+        if not side and getattr(self.ctx, "tracking", False):
+            self.qlin.append(self.ctx.cur)
 
     def close(self):
         n = len(self.q)
@@ -63,6 +76,7 @@ class Zip(Step):
             self.ctx.log("step '%s': zip closed with %d unpaired values on port %d, dropped"
                          % (self.id, n, self.side))
             self.q = []
+            self.qlin = []
 
     def stats(self):
         s = Step.stats(self)
