@@ -806,8 +806,14 @@ class PipeIn(Outlet):
         if type(seq) is not int:
             return
         self.soon = seq
+        sinks = False
         for po in self.feeds:
-            po.hurry()
+            if isinstance(po, PipeOut):
+                po.hurry()
+            else:
+                sinks = True          # a callback or csv sink (runtime outlets)
+        if sinks:
+            self.rt.hurry_outlets()
         self._maybe_ack()
 
     def _maybe_ack(self):
