@@ -33,7 +33,7 @@ class Delivery:
         return tx.base if self.confirmed else tx.next_seq()
 
     def fresh(self):
-        return not self.carried and self.tx.next_seq() == 0
+        return self.tx.next_seq() == 0 and not self.tx.adopted
 
     def adopt(self, seq, run):
         self.tx.adopt(seq, run)

@@ -342,7 +342,9 @@ class PipeOut:
             tx.evict(tx.held() - tx.cap)
 
     def fresh(self):
-        return not self.carried and self.tx.next_seq() == 0
+        # numbered nothing and took no numbering back (a pipe carried over a redeployment that
+        # came before its first value is still fresh)
+        return self.tx.next_seq() == 0 and not self.tx.adopted
 
     def position(self):
         return self.tx.position()

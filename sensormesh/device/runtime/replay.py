@@ -61,6 +61,7 @@ class Sender:
         self.dropped = 0      # of those, values never sent at all
         self.spooled = 0      # values written to the spool
         self.jumped = False   # values announced on the connection left unsent: announce again
+        self.adopted = False  # the numbering was handed back by the upstream's mark
 
     def next_seq(self):
         return self.mbase + len(self.buf)
@@ -207,6 +208,7 @@ class Sender:
         """Take over a numbering handed back by the upstream's mark (a fresh sender only)."""
         self.base = self.mbase = self.sent = self.high = seq
         self.run = run
+        self.adopted = True
         self.buf = []
         if self.spool is not None:
             self.spool.clear()
