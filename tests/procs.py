@@ -140,3 +140,17 @@ def keyed_client(port, store_dir, name):
         c.close()
         raise
     return c
+
+
+def wait_step(addresses, name, step, cond, timeout=30.0):
+    """Poll device `name`'s status until cond(stats of its step) holds; returns those stats
+    (bounded by timeout, then AssertionError with the last stats)."""
+    from sensormesh.controller.deploy import status
+    end = time.monotonic() + timeout
+    st = None
+    while time.monotonic() < end:
+        st = status({name: addresses[name]}, timeout=3.0)[name].get("assignment", {}).get("steps", {}).get(step)
+        if st is not None and cond(st):
+            return st
+        time.sleep(0.1)          # polling the device's status, bounded by timeout
+    raise AssertionError("%s.%s never reached the condition: %s" % (name, step, st))

@@ -3,27 +3,15 @@ the source device and the middle device goes through a forwarder that the test c
 connection closed, new ones closed at once) until the sender's replay buffer (300 values) has
 overflowed. With a spool on the sender nothing is lost; without one the loss the receiver
 reports equals exactly the values missing at the sink (counted, never silent)."""
-import time
 
 import pytest
 
 from linkcut import Link
-from procs import free_port
+from procs import free_port, wait_step
 from sensormesh.controller.deploy import deploy, status
 
 N = 5000          # counter values at 1000 per second
 BUFFER = 300
-
-
-def wait_steps(addr, name, step, cond, timeout=30.0):
-    end = time.monotonic() + timeout
-    st = None
-    while time.monotonic() < end:
-        st = status({name: addr[name]}, timeout=3.0)[name]["assignment"]["steps"][step]
-        if cond(st):
-            return st
-        time.sleep(0.1)          # polling the device's status, bounded by timeout
-    raise AssertionError("%s.%s never reached the condition: %s" % (name, step, st))
 
 
 @pytest.mark.parametrize("spool", [262144, 0], ids=["spool", "no-spool"])
@@ -60,14 +48,14 @@ def test_link_down_longer_than_the_memory_bound(devices, tmp_path, spool):
         link.cut()
         # the link stays down until the sender is well past its memory bound
         if spool:
-            wait_steps(addr, "a", "o1", lambda s: s.get("spooled", 0) >= 4 * BUFFER)
+            wait_step(addr, "a", "o1", lambda s: s.get("spooled", 0) >= 4 * BUFFER)
         else:
-            wait_steps(addr, "a", "o1", lambda s: s["evicted"] >= 4 * BUFFER)
+            wait_step(addr, "a", "o1", lambda s: s["evicted"] >= 4 * BUFFER)
         link.heal()
         # the controller reads (and confirms) until the last value is in
         dep.watch(deliver, lambda: got and got[-1] == N - 1, timeout=60)
         dep.watch(deliver, lambda: False, timeout=0.3)        # anything still on its way
-        a_st = wait_steps(addr, "a", "o1", lambda s: s["in"] == N and s["unacked"] == 0, timeout=30)
+        a_st = wait_step(addr, "a", "o1", lambda s: s["in"] == N and s["unacked"] == 0, timeout=30)
         assert got == sorted(set(got)), "repeated or out of order"
         m_in = status({"m": addr["m"]})["m"]["assignment"]["steps"]["i1"]
         missing = N - len(got)

@@ -6,11 +6,10 @@ sink gets them replayed and numbers its callback and its file position as before
 must hand on each counter value exactly once, in order, and the file must hold each once."""
 import os
 import signal
-import time
 
 import pytest
 
-from procs import free_port
+from procs import free_port, wait_step
 from sensormesh.controller.deploy import deploy, status
 
 N = 4000          # values from the counter source, 1000 per second
@@ -33,18 +32,6 @@ def assignments(addr, csv_path):
     }
 
 
-def wait_status(addr, name, step, cond, timeout=30.0):
-    """Poll a device's status until cond(stats of step) holds (bounded)."""
-    end = time.monotonic() + timeout
-    st = None
-    while time.monotonic() < end:
-        st = status({name: addr[name]}, timeout=3.0)[name]["assignment"]["steps"][step]
-        if cond(st):
-            return st
-        time.sleep(0.1)          # polling the device's status, bounded by timeout
-    raise AssertionError("%s.%s never reached the condition: %s" % (name, step, st))
-
-
 @pytest.mark.parametrize("sink", ["cpython", "micropython"])
 def test_sink_device_killed_and_restarted_hands_on_and_writes_each_value_once(devices, tmp_path, sink):
     ports = {n: free_port() for n in "amc"}
@@ -64,7 +51,7 @@ def test_sink_device_killed_and_restarted_hands_on_and_writes_each_value_once(de
     try:
         assert dep.watch(deliver, lambda: len(got) >= 500, timeout=30) is None
         # the controller stops reading: c's deliveries wait unconfirmed, and m keeps their inputs
-        wait_status(addr, "m", "o2", lambda s: s["unacked"] >= 300)
+        wait_step(addr, "m", "o2", lambda s: s["unacked"] >= 300)
         os.kill(c.p.pid, signal.SIGKILL)
         c.p.wait(10)
         devices(sink, ["--port", str(ports["c"]), "--name", "c", "--sensors", ""])

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from procs import Recorder
-from test_gateways import PORT, TWO_GW, _nft_cut, _nft_heal, in_ns, pipeline_file, start_devices
+from test_gateways import TWO_GW, _nft_cut, _nft_heal, in_ns, pipeline_file, start_devices
 from sensormesh.controller.supervisor import Supervisor
 
 N = 5000          # values at 250 per second: 20 s of stream, faults in its first 14 s
