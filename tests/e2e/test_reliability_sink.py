@@ -59,7 +59,8 @@ def test_sink_device_killed_and_restarted_hands_on_and_writes_each_value_once(de
         dc = deploy({"c": asg["c"]}, {"c": addr["c"]}, deliveries=dep.deliveries)
         dep.watch(deliver, lambda: False, timeout=1.0)    # what the dead process had sent (until its EOF)
         dc.watch(deliver, lambda: len(got) >= N, timeout=60)
-        assert got == list(range(N)), (len(got), [i for i in range(min(N, len(got))) if got[i] != i][:3])
+        assert got == list(range(N)), (len(got), [i for i in range(min(N, len(got))) if got[i] != i][:3],
+                                       "the killed sink's log: " + c.p.stderr.read()[-3000:])
         # the restarted sink numbered its deliveries as before: the controller dropped values
         assert dep.deliveries.duplicates > 0
         dc.stop()

@@ -210,6 +210,7 @@ class Runtime:
         self.cut_marks = {}
         self.lost_deliveries = 0
         self.deliver_timer = None
+        self.deliver_fast = False   # the timer is due at once (deliver_soon)
         # acknowledged pipes (pipes.py, replay.py)
         self.carry = {}       # edge -> sender/receiver state kept from the previous deployment
         self.holders = 0      # steps that may hold values back (windows, zips)
@@ -293,10 +294,22 @@ class Runtime:
         for d in self.deliveries.values():
             d.confirmed = flag
         if not flag:
+            if self.deliveries:
+                self.log("no subscribed controller confirms callback values: they count as taken once queued")
             self.outputs_acked()
+
+    def deliver_soon(self):
+        """Acknowledgements wait for the controller to confirm callback values: what waits for
+        the delivery timer leaves in this loop turn instead (one message per incoming array,
+        not one per 50 ms)."""
+        if self.deliver_timer is not None and not self.deliver_fast:
+            self.deliver_timer.cancel()
+            self.deliver_fast = True
+            self.deliver_timer = self.loop.call_later(0, self._send_deliveries)
 
     def _send_deliveries(self):
         self.deliver_timer = None
+        self.deliver_fast = False
         live = self._live()
         if not live:
             for d in self.deliveries.values():

@@ -793,6 +793,8 @@ class PipeIn(Outlet):
             if self.rt.files and seq - (rx.acked or 0) >= self.every:
                 self.rt.commit_files()      # csv rows flushed: their checkpoints may settle now
             rx.settle(self.rt.acked_of)
+            if rx.cps and self.rt.confirmed:
+                self.rt.deliver_soon()      # the acknowledgement waits for the controller
         else:
             self.rx.checkpoint(seq, None)
         self._maybe_ack()
