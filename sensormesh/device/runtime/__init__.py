@@ -447,6 +447,7 @@ class Runtime:
                     self.fed_by[sid] = nodes[roots[0]]
                     if isinstance(n, PipeOut):
                         n.fed_by = nodes[roots[0]]
+                        n.relay = inputs.get(sid) == [roots[0]]
                 elif isinstance(n, PipeOut) and len(roots) > 1:
                     for j in roots:
                         if isinstance(nodes[j], PipeIn):
