@@ -12,6 +12,8 @@ from typing import Callable
 from sensormesh.controller import deploy as deploying
 from sensormesh.controller.errors import PipelineError
 
+TEND_EVERY = 0.1     # seconds between two looks at the local devices' processes while watching
+
 
 def callback_names(model) -> dict[str, str]:
     """{callback step id: the name the user's program knows it by}."""
@@ -280,11 +282,15 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
                 why["why"] = "count"
             elif deadline is not None and time.monotonic() >= deadline:
                 why["why"] = "duration"
-            else:
+            elif time.monotonic() >= looked["next"]:
+                # one look costs a waitpid per local device: at most every TEND_EVERY s, not at
+                # every turn of the loop (hundreds a second with many devices sending)
+                looked["next"] = time.monotonic() + TEND_EVERY
                 gone = tend()
                 if gone:
                     why["why"] = "local devices exited: " + ", ".join(gone)
             return bool(why)
+        looked = {"next": 0.0}
         signals.mode = "flag"      # from here a Ctrl-C ends the watch between two messages
         try:
             dep.watch(counted, done, on_event=on_event)

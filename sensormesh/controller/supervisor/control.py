@@ -158,6 +158,7 @@ class Control:
         self._registered = {}    # name -> _Link of devices that registered with the controller
         self.e2e = {}            # (link key, targets) -> _E2E: sessions with devices behind gateways
         self._listener = None
+        self._next_expiry = 0.0  # time.monotonic() before which no queued request can expire
         if listen:
             kind, host, port = transport.parse_address(listen)
             self._listener = transport.listen_tcp(self.loop, host, port, self._accept)
@@ -276,6 +277,8 @@ class Control:
         """Send msg to device along its control path; returns the Request for its reply."""
         t = self.timeout if timeout is None else timeout
         req = Request(device, keys, time.monotonic() + t)
+        if req.deadline < self._next_expiry:
+            self._next_expiry = req.deadline
         path = self.paths.get(device)
         if path is None or device in self.cut_off:
             req.finish(error="the controller has no control route to %s" % device)
@@ -477,11 +480,20 @@ class Control:
         req.finish(error=error)
 
     def _expire(self):
+        """Requests past their deadline fail. Called at every turn of the loop: it looks at the
+        queues only once the earliest deadline it saw has passed (a request sent since then has
+        a later one: every request waits at most `timeout`)."""
         now = time.monotonic()
+        if now < self._next_expiry:
+            return
+        nxt = now + self.timeout
         for dev, q in self.queues.items():
             while q and q[0].deadline < now and not q[0].done:
                 r = q.popleft()
                 r.finish(error="no answer from %s within %gs" % (dev, self.timeout))
+            if q and q[0].deadline < nxt:
+                nxt = q[0].deadline
+        self._next_expiry = nxt
 
     # -- incoming --------------------------------------------------------------------------------
 
