@@ -9,8 +9,11 @@
 It is one of the supervisor's periodic tasks (supervisor/watch.py), so it runs while the
 supervisor watches (`sensormesh up`, `status --watch`), never while a failure is being handled,
 along the same control paths (direct, through gateways, registered, keyed or not). Per device it
-keeps a clock estimate (clocksync.py: a round of `{"clock"}` exchanges at start and every
-`ClockSync.every` seconds) and asks `{"metrics": {}}` every `every` seconds. Subscribers get
+keeps a clock estimate (clocksync.py: a round of `{"clock"}` exchanges at its first poll and every
+`ClockSync.every` seconds) and asks `{"metrics": {}}` once per period. The period is `every`
+seconds, or longer with many devices (at most MAX_RATE polls a second, as for status polls), and
+the devices are spread over it like the status polls (supervisor/detector.py: one slot of the
+period at a time, never all devices at once). Subscribers get
 plain dicts (docs/observability.md):
 
     {"kind": "metrics", "t": s, "device": name, "metrics": M, "offset": s, "offset_bound": s}
@@ -29,6 +32,7 @@ import time
 from typing import Callable
 
 from sensormesh.controller.clocksync import ClockSync
+from sensormesh.controller.supervisor.detector import MAX_RATE, Slots
 from sensormesh.controller.supervisor.watch import Periodic
 
 LATENCY_WAIT = 10.0
@@ -50,8 +54,9 @@ class MetricsPoller:
         self._synced_at: dict[str, float] = {}
         self._waiting: list[tuple[float, str, dict, list]] = []   # latency samples without a clock yet
         self.running = False
-        self.task = Periodic("metrics", lambda: self.every, self.poll)
-        self._last = None
+        self.slots = Slots()                      # devices spread over the period
+        self.task = Periodic("metrics", lambda: self.period() / self.slots.count, self.poll)
+        self._next = None                         # when the next slot is due
         self.wall = time.time() - time.monotonic()   # monotonic -> Unix seconds
 
     # -- subscribers ----------------------------------------------------------------------------
@@ -73,22 +78,37 @@ class MetricsPoller:
 
     # -- running --------------------------------------------------------------------------------
     def start(self):
-        """Clock rounds and a first poll now, then every `every` s while the supervisor watches."""
+        """Polls from now on, one slot of the period at a time, while the supervisor watches."""
         self.running = True
+        self._next = None
         if self.task not in self.sup.tasks:
             self.sup.tasks.append(self.task)
-        self._tick()
+        self.poll()
 
     def stop(self):
         self.running = False
         if self.task in self.sup.tasks:
             self.sup.tasks.remove(self.task)
 
+    def period(self):
+        """Seconds in which every device is polled once: `every`, or longer for many devices."""
+        return max(self.every, len(self.slots.members) / MAX_RATE)
+
     def poll(self):
-        """Poll if `every` seconds have passed since the last poll. The supervisor's watch() calls
-        it (a task); loops of their own (`status --watch`, `top`) call it as often as they like."""
-        if self._last is None or time.monotonic() - self._last >= self.every:
+        """Poll the slots that came due since the last call (at most one period's worth). The
+        supervisor's watch() calls it (a task); loops of their own (`status --watch`, `top`)
+        call it as often as they like."""
+        now = time.monotonic()
+        tick = self.period() / self.slots.count
+        if self._next is None:
+            self._next = now
+        n = 0
+        while now >= self._next - 1e-6 and n < self.slots.count:
             self._tick()
+            self._next += tick
+            n += 1
+        if now >= self._next:             # behind by more than a period: on from now
+            self._next = now + tick
 
     def devices(self) -> list[str]:
         """The devices the supervisor watches; all it has a control path to when it deployed
@@ -98,18 +118,23 @@ class MetricsPoller:
         return [d for d in self.sup.control_devices(sorted(self.sup.paths)) if not self.sup.health.down(d)]
 
     def _tick(self):
+        """One slot: its devices get their metrics request (and a clock round when due)."""
         if not self.running or self.sup.health.busy:
             return
         try:
-            now = self._last = time.monotonic()
-            for d in self.devices():
+            now = time.monotonic()
+            if self.slots.slot == 0:        # a new round: the devices now
+                for d in self.slots.deal(self.devices()):
+                    self._asked.pop(d, None)
+            for d in self.slots.next_group():
                 if d not in self._syncing and now - self._synced_at.get(d, -1e9) >= self.clock.every:
                     self._syncing[d] = self.clock.rounds
                     self._synced_at[d] = now
                     self._clock_exchange(d)
                 if d not in self._asked:
                     self._ask(d)
-            self.polls += 1
+            if self.slots.slot == 0:
+                self.polls += 1             # rounds completed
         except Exception as e:   # never let the supervisor's watch see it
             self.errors["poller"] = "%s: %s" % (type(e).__name__, e)
 

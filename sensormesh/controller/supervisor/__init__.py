@@ -20,9 +20,11 @@ How it reaches a device follows `topology.control_routes()` (docs/topology.md):
     (with keys the controller then runs the client side of the handshake on that connection).
 
 Everything runs on one `transport.Loop` in the calling thread; every wait is bounded by
-`timeout` seconds. While watching, each device gets a `status` request every `interval`
-seconds; a device whose session closes, that does not answer within `timeout`, or that a
-gateway reports unreachable is checked once more and, failing that, counted as failed. Then:
+`timeout` seconds. While watching, each device gets a `status` poll once per status interval,
+the devices spread over it (detector.py). A device whose session closes, that a gateway reports
+unreachable, or that misses two polls in a row is a suspect; a direct probe with a longer
+deadline confirms it and only then is it counted as failed (a busy controller's own stalls are
+not held against the devices). Then:
 
   1. `topology.affected_by(failed, pipes, steps)` describes the damage; its sentences go to
      `on_event` (and stay in `status()`);
@@ -41,7 +43,8 @@ Where each part lives (one thing per module):
     __init__.py  Supervisor: set-up, deploy, status, stop
     control.py   links, control paths (direct, forwarded, registered, end-to-end keyed), requests
     health.py    the health table: ok, suspect, failed, cut-off, back, and its transitions
-    watch.py     the watch loop, its periodic tasks, pings and the second check of suspects
+    watch.py     the watch loop, its periodic tasks, status polls and the probe of suspects
+    detector.py  pure: poll slots over the interval, missed polls, stalls, the adaptive interval
     replace.py   pure re-placement decisions: epoch group, re-plan, recovery plan, pipe losses
     reroute.py   carries a failure out: control moves, re-placement, redeployment at a new epoch
     recover.py   probes of failed devices and taking them back
@@ -81,8 +84,10 @@ class Supervisor(Control, Watch, Reroute, Recover):
     placement: a Placement, or a strategy name ("central", "edge", "optimal") to place with.
     addresses: {device: "host:port" | "unix:PATH"} the controller dials for that device's own
         control session (overrides the inventory, e.g. ports chosen by `sensormesh up`).
-    timeout: seconds any one wait may take. interval: seconds between status requests while
-    watching. listen: "host:port" where devices that must dial out register with the controller.
+    timeout: seconds any one wait may take. interval: seconds between two status polls of a
+    device while watching, at the start: the detector (detector.py) spreads the polls over it and
+    lengthens it for many devices or a busy controller, up to max_interval (default 5 times
+    interval), to keep the controller under watch_budget of one core (default 0.05). listen: "host:port" where devices that must dial out register with the controller.
     epoch: the first deployment's epoch (default: seconds since 1970, so a redeploy is newer).
     creds: the controller's credentials (controller/keys.load_controller): every control link
         then runs the handshake and carries Fernet tokens (devices with keys refuse anything else);
@@ -91,7 +96,8 @@ class Supervisor(Control, Watch, Reroute, Recover):
         of the handshake on the connection it opened."""
 
     def __init__(self, model, placement="optimal", addresses=None, timeout=DEFAULT_TIMEOUT,
-                 interval=PING_INTERVAL, listen=None, epoch=None, place_options=None, creds=None):
+                 interval=PING_INTERVAL, listen=None, epoch=None, place_options=None, creds=None,
+                 watch_budget=None, max_interval=None):
         self.model = model
         self.creds = creds       # session.Credentials of the controller: authenticated, encrypted links
         self.topology = model.topology if model.topology is not None else \
@@ -106,6 +112,10 @@ class Supervisor(Control, Watch, Reroute, Recover):
         self.overrides = dict(addresses or {})
         self.timeout = float(timeout)
         self.interval = float(interval)
+        # the failure detector (detector.py): interval adapted within [interval, max_interval]
+        # to the number of devices and the controller's CPU share (watch_budget of one core)
+        self._detector_options = {k: v for k, v in (("budget", watch_budget), ("max_interval", max_interval))
+                                  if v is not None}
         self.epoch = int(time.time()) if epoch is None else int(epoch)
         self.assignments = {}    # device -> assignment it runs (as deployed)
         self.deployed = set()    # devices running our assignment

@@ -40,7 +40,7 @@ class SupervisorError(DeployError):
 class Request:
     """One control message sent to one device, waiting for a reply with one of `keys`."""
 
-    __slots__ = ("device", "keys", "deadline", "reply", "error", "done", "link_lost", "t_done", "on_done")
+    __slots__ = ("device", "keys", "deadline", "reply", "error", "done", "link_lost", "expired", "t_done", "on_done")
 
     def __init__(self, device, keys, deadline):
         self.device = device
@@ -50,16 +50,18 @@ class Request:
         self.error = None
         self.done = False
         self.link_lost = False      # failed because the controller's connection (to a gateway) closed
+        self.expired = False        # failed because no answer came before its deadline
         self.t_done = None          # time.monotonic() when the reply (or the error) came
         self.on_done = None         # fn(request), called once when it is done (metrics, clock sync)
 
-    def finish(self, reply=None, error=None, link_lost=False):
+    def finish(self, reply=None, error=None, link_lost=False, expired=False):
         if not self.done:
             self.t_done = time.monotonic()
             self.done = True
             self.reply = reply
             self.error = error
             self.link_lost = link_lost
+            self.expired = expired
             if self.on_done is not None:
                 self.on_done(self)
 
@@ -464,7 +466,7 @@ class Control:
             self._expire()
         for r in reqs:
             if not r.done:
-                self._drop_request(r, "no answer from %s within %gs" % (r.device, t))
+                self._drop_request(r, "no answer from %s within %gs" % (r.device, t), expired=True)
         return reqs
 
     def _call(self, device, msg, keys, timeout=None):
@@ -473,11 +475,11 @@ class Control:
             raise SupervisorError(req.error)
         return req.reply
 
-    def _drop_request(self, req, error):
+    def _drop_request(self, req, error, expired=False):
         q = self.queues.get(req.device)
         if q is not None and req in q:
             q.remove(req)
-        req.finish(error=error)
+        req.finish(error=error, expired=expired)
 
     def _expire(self):
         """Requests past their deadline fail. Called at every turn of the loop: it looks at the
@@ -490,7 +492,7 @@ class Control:
         for dev, q in self.queues.items():
             while q and q[0].deadline < now and not q[0].done:
                 r = q.popleft()
-                r.finish(error="no answer from %s within %gs" % (dev, self.timeout))
+                r.finish(error="no answer from %s within %gs" % (dev, self.timeout), expired=True)
             if q and q[0].deadline < nxt:
                 nxt = q[0].deadline
         self._next_expiry = nxt

@@ -1,10 +1,13 @@
-"""Watching: pings, suspicions and their second check, while deliveries come in.
+"""Watching: status polls, suspicions and their confirmation, while deliveries come in.
 
-`watch()` runs the loop and, between reads, the periodic tasks in `self.tasks`: the ping
-(`status` to every watched device every `interval` s) and the recovery probe of failed devices
-(recover.py). A failed ping, a closed control session or a gateway's "unreachable" makes a
-device a suspect (health.py); `_confirm_suspects` checks each suspect once more, gateways
-first, and hands the silent ones to re-placement (reroute.py).
+`watch()` runs the loop and, between reads, the periodic tasks in `self.tasks`: the poll
+(one slot of the status interval at a time: detector.py spreads the devices over the interval,
+counts missed polls and adapts the interval) and the recovery probe of failed devices
+(recover.py). A device becomes a suspect (health.py) when its control session closes, when a
+gateway says it cannot reach it, when a poll fails outright, or after MISSES polls in a row
+without an answer. `_confirm_suspects` probes the suspects directly (a fresh `hello`, gateways
+first, with the detector's longer probe deadline) and hands the silent ones to re-placement
+(reroute.py).
 
 To watch something more (metrics, another poll), add a `Periodic` to `self.tasks`; it runs in
 the same loop, between reads, never while a change is being handled.
@@ -16,6 +19,7 @@ from typing import Callable
 
 from sensormesh.controller.deliveries import Deliveries
 from sensormesh.controller.deploy import dispatch
+from sensormesh.controller.supervisor.detector import Detector
 
 
 class Periodic:
@@ -49,16 +53,21 @@ class Watch:
     deliveries."""
 
     def _init_watch(self):
-        self._pings = {}          # device -> outstanding status Request
+        self._pings = {}          # device -> its last status poll (a Request)
         self._on_deliver = None
         self._on_event = None
         self.pending = []         # (device, message) delivered before watch() had a callback
         self.deliveries = Deliveries()   # callback values taken once, confirmed to the devices
+        self.detector = Detector(self.interval, self.timeout, **self._detector_options)
         self.tasks = [
-            Periodic("ping", lambda: self.interval, self._ping),
+            Periodic("ping", self.detector.tick, self._ping),
             Periodic("recover", lambda: self.recover_every, self._probe_failed,
                      when=lambda: bool(self.health.failed)),
         ]
+
+    def interval_now(self):
+        """Seconds between two status polls of a device, as the detector has adapted them."""
+        return self.detector.interval
 
     def watch(self, on_deliver: Callable[[str, str, list], None], until: Callable[[], bool],
               timeout: float | None = None, on_event: Callable[[str], None] | None = None) -> None:
@@ -90,7 +99,7 @@ class Watch:
                     wait = min(wait, deadline - now)
                 self.loop.run_once(max(0, int(wait * 1000)))
                 self._expire()
-                self._check_pings()
+                self._check_pings(time.monotonic())
                 if self.health.has_suspects() and not self.health.busy:
                     self._confirm_suspects()
         finally:
@@ -102,17 +111,40 @@ class Watch:
         return [d for d in self.control_devices(sorted(self.deployed)) if not self.health.down(d)]
 
     def _ping(self):
-        for d in self._watched():
-            r = self._pings.get(d)
-            if r is None or r.done:
-                self._pings[d] = self._send(d, {"status": {}}, ("status",))
+        """One slot of the status interval: poll the devices in it (detector.py)."""
+        det = self.detector
+        det.watch(self._watched())
+        now = time.monotonic()
+        det.adapt(now, time.process_time())
+        for d in det.due(now):
+            if self.health.down(d):
+                continue
+            req = self._send(d, {"status": {}}, ("status",))
+            det.sent(d, now)
+            self._pings[d] = req
+            if req.done:
+                self._poll_done(d, req)
+            else:
+                req.on_done = lambda r, d=d: self._poll_done(d, r)
 
-    def _check_pings(self):
-        for d, r in list(self._pings.items()):
-            if r.done:
-                del self._pings[d]
-                if r.error is not None and not r.link_lost:   # a closed link suspects its own end
-                    self._suspect(d, r.error)
+    def _poll_done(self, d, req):
+        if self._pings.get(d) is req:
+            del self._pings[d]
+        if req.error is None:
+            self.detector.answered(d, req.t_done)
+        elif req.link_lost:
+            self.detector.forget(d)          # a closed link suspects its own end (control.py)
+        elif not req.expired:
+            self.detector.forget(d)          # refused, unreachable, cannot connect: a suspect now
+            self._suspect(d, req.error)
+        # expired: the detector has counted it as a miss already (its deadline is shorter)
+
+    def _check_pings(self, now):
+        """Polls past the detector's deadline count as misses; enough in a row make a suspect."""
+        for d, n in self.detector.turn(now).items():
+            if not self.health.down(d):
+                self._suspect(d, "no answer from %s within %gs to %d status polls in a row"
+                              % (d, self.detector.deadline(), n))
 
     # -- suspicions ------------------------------------------------------------------------------
 
@@ -132,24 +164,44 @@ class Watch:
         return False
 
     def _confirm_suspects(self):
-        """Check the suspects once more (gateways first); the ones that stay silent failed."""
+        """Probe the suspects directly, all of one depth at once (gateways first), with the
+        detector's probe deadline; the ones that stay silent failed."""
         with self.health.handling():
             for _ in range(len(self.model.devices) + 1):
                 suspects = self.health.take_suspects()
                 if not suspects:
                     return
-                order = sorted(suspects, key=lambda d: len(self.paths[d].targets) if d in self.paths else 0)
-                down = {}
-                for d in order:
+                probe = self.detector.probe_deadline()
+                # the gateways on a suspect's control route are probed too (first): polls are
+                # spread, so a silent gateway's devices may run out of polls before it does
+                checks = dict(suspects)
+                for d in suspects:
                     p = self.paths.get(d)
-                    if p is not None and p.route is not None and set(p.route.relays) & set(down):
-                        self.health.dismiss(d)    # behind a gateway that failed: handled by its re-route
-                        continue
-                    if self._hello([d]):
-                        down[d] = suspects[d]
-                    else:
-                        self.health.answered(d)
-                        self._event("%s answered again after %s" % (d, suspects[d]))
+                    for g in (p.route.relays if p is not None and p.route is not None else ()):
+                        if g not in checks and g in self.paths and not self.health.down(g):
+                            checks[g] = None
+                depth = lambda d: len(self.paths[d].targets) if d in self.paths else 0  # noqa: E731
+                down = {}
+                for level in sorted({depth(d) for d in checks}):
+                    batch = []
+                    for d in sorted(checks):
+                        if depth(d) != level:
+                            continue
+                        p = self.paths.get(d)
+                        if p is not None and p.route is not None and set(p.route.relays) & set(down):
+                            if checks[d] is not None:
+                                self.health.dismiss(d)    # behind a gateway that failed: handled by its re-route
+                        else:
+                            batch.append(d)
+                    silent = self._hello(batch, probe) if batch else {}
+                    for d in batch:
+                        if d in silent:
+                            down[d] = checks[d] or "no answer from %s within %gs to a probe (a device behind " \
+                                "it missed its status polls)" % (d, probe)
+                        elif checks[d] is not None:
+                            self.health.answered(d)
+                            self.detector.forget(d)
+                            self._event("%s answered again after %s" % (d, suspects[d]))
                 if down:
                     for d, why in down.items():
                         self._event("%s failed: %s" % (d, why))
