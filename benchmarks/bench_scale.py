@@ -41,43 +41,18 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from sensormesh.controller import runner  # noqa: E402
 from sensormesh.controller.pipeline_file import load_model  # noqa: E402
-
-
-def fleet_yaml(n, rate=2, window=2):
-    """The pipeline of n boards windowing a temperature and a PC merging them."""
-    lines = ["pipeline: fleet-%d" % n, "devices:"]
-    for i in range(n):
-        lines.append('  b%03d: {interpreter: micropython, sensors: ["temperature@%s"], local: true}' % (i, rate))
-    lines.append("  pc: {interpreter: cpython, local: true}")
-    lines.append("steps:")
-    for i in range(n):
-        lines.append("  t%03d: {type: source, sensor: temperature, on: b%03d}" % (i, i))
-        lines.append("  w%03d: {type: window, values: %d, agg: mean, input: t%03d, on: b%03d}" % (i, window, i, i))
-    lines.append("  all: {type: merge, inputs: [%s], on: pc}" % ", ".join("w%03d" % i for i in range(n)))
-    lines.append("sinks:")
-    lines.append("  out: {type: callback, input: all, on: pc}")
-    return "\n".join(lines) + "\n"
+from test_scale_up import fleet_yaml  # noqa: E402
+from test_up_restart import children_running  # noqa: E402
 
 
 def child_pid(needle):
     """PID of this process's child whose command line holds needle, or None."""
-    me = os.getpid()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % pid) as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == me and needle in cmd:
-            return int(pid)
-    return None
+    pids = children_running(needle)
+    return pids[0] if pids else None
 
 
 def rss_mb():
@@ -108,7 +83,7 @@ def inputs_seen(sup, n):
 def measure(n, watch_seconds, hang, timeout):
     d = pathlib.Path(tempfile.mkdtemp(prefix="bench-scale-"))
     f = d / "fleet.yaml"
-    f.write_text(fleet_yaml(n))
+    f.write_text(fleet_yaml(n, rate=2))
     model = load_model(str(f))
     lock = threading.Lock()
     r = {"n": n, "t0": time.monotonic(), "events": [], "false": 0, "suspect": 0}

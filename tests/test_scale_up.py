@@ -21,15 +21,17 @@ from test_up_restart import children_running
 N = 100
 
 
-def fleet_yaml(n):
+def fleet_yaml(n, rate=1, window=2):
+    """n boards windowing their temperature (rate readings a second, mean of `window`), a PC
+    merging them into one callback sink (benchmarks/bench_scale.py runs the same)."""
     lines = ["pipeline: fleet-%d" % n, "devices:"]
     for i in range(n):
-        lines.append('  b%03d: {interpreter: micropython, sensors: ["temperature@1"], local: true}' % i)
+        lines.append('  b%03d: {interpreter: micropython, sensors: ["temperature@%s"], local: true}' % (i, rate))
     lines.append("  pc: {interpreter: cpython, local: true}")
     lines.append("steps:")
     for i in range(n):
         lines.append("  t%03d: {type: source, sensor: temperature, on: b%03d}" % (i, i))
-        lines.append("  w%03d: {type: window, values: 2, agg: mean, input: t%03d, on: b%03d}" % (i, i, i))
+        lines.append("  w%03d: {type: window, values: %d, agg: mean, input: t%03d, on: b%03d}" % (i, window, i, i))
     lines.append("  all: {type: merge, inputs: [%s], on: pc}" % ", ".join("w%03d" % i for i in range(n)))
     lines.append("sinks:")
     lines.append("  out: {type: callback, input: all, on: pc}")

@@ -67,8 +67,15 @@ def run_dir():
     One per working directory (named by a hash of its path), so two projects or two checkouts
     that run `sensormesh up` at once never share a socket path, while `status` and `stop` in
     the same directory find the sockets that `up` made."""
-    key = hashlib.sha1(os.path.realpath(os.getcwd()).encode()).hexdigest()[:10]
-    return os.path.join(tempfile.gettempdir(), "sensormesh-%s" % key)
+    cwd = os.getcwd()
+    found = _RUN_DIRS.get(cwd)
+    if found is None:    # realpath costs a stat per path component: once per directory
+        key = hashlib.sha1(os.path.realpath(cwd).encode()).hexdigest()[:10]
+        found = _RUN_DIRS[cwd] = os.path.join(tempfile.gettempdir(), "sensormesh-%s" % key)
+    return found
+
+
+_RUN_DIRS = {}
 
 
 def default_unix_path(device_name):

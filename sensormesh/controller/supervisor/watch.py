@@ -113,7 +113,8 @@ class Watch:
     def _ping(self):
         """One slot of the status interval: poll the devices in it (detector.py)."""
         det = self.detector
-        det.watch(self._watched())
+        if det.spread.slot == 0 or not det.spread.members:   # the watched devices, once a round
+            det.watch(self._watched())
         now = time.monotonic()
         det.adapt(now, time.process_time())
         for d in det.due(now):
