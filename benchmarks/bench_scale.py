@@ -11,6 +11,8 @@ one callback sink. For each N, in one `up` run (keys on, as `up` runs by default
   cpu, rss  the controller process (this one) while watching: CPU in % of one core (user+sys
             from getrusage over the watch window) and resident memory at its end
   interval  the status interval the supervisor settled on (it adapts to N and measured cost)
+  links     control connections the controller holds open (one per device: polls, metrics
+            and commands share it)
   false     failures reported during the watch window, where nothing failed (must be 0)
   suspect   suspicions cleared by their confirming probe in that window (no failure)
   detect    a board killed with SIGKILL (by PID): from the kill to the supervisor's
@@ -22,7 +24,7 @@ one callback sink. For each N, in one `up` run (keys on, as `up` runs by default
 The ratio columns divide each figure by the same figure at the smallest N of this run (the
 baseline), so growth with N reads directly (N/N0 is the device ratio).
 
-    python benchmarks/bench_scale.py                         # 50, 100, 200 (60 s watch; 300 s at 200)
+    python benchmarks/bench_scale.py                         # 50, 100, 200 (30 s watch; 300 s at 200)
     python benchmarks/bench_scale.py --sizes 50,100 --watch-seconds 20
     python benchmarks/bench_scale.py --sizes 500 --watch-seconds 30 --hang
 
@@ -131,6 +133,8 @@ def measure(n, watch_seconds, hang, timeout):
                     r["cpu"] = 100.0 * (cpu_s() - r["c0"]) / (now - r["w0"])
                     r["rss"] = rss_mb()
                     r["interval"] = interval_of(sup)
+                    r["detector"] = sup.detector.state() if hasattr(sup, "detector") else {}
+                    r["links"] = sum(1 for k in sup.links.values() if k.conn is not None and not k.conn.closed)
                     pid = child_pid("/%s.json" % victim)
                     if pid is None:
                         return True
@@ -178,8 +182,8 @@ def fmt(v, spec="%.2f"):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="50,100,200", help="board counts, comma-separated (default 50,100,200)")
-    ap.add_argument("--watch-seconds", type=float, default=60.0,
-                    help="seconds of watching (CPU, RSS, false detections) per size (default 60)")
+    ap.add_argument("--watch-seconds", type=float, default=30.0,
+                    help="seconds of watching (CPU, RSS, false detections) per size (default 30)")
     ap.add_argument("--long-at", type=int, default=200,
                     help="the size that watches --long-seconds instead (default 200; 0: none)")
     ap.add_argument("--long-seconds", type=float, default=300.0, help="its watch (default 300: 5 minutes)")
@@ -204,16 +208,23 @@ def main():
                   fmt(r.get("start")), fmt(r.get("deploy")), fmt(r.get("first")), fmt(r.get("cpu"), "%.1f"),
                   fmt(r.get("rss"), "%.0f"), fmt(r.get("interval")), r["false"], fmt(r.get("detect"), "%.3f"),
                   fmt(r.get("replace")), ", hang %s s" % fmt(r.get("hang")) if a.hang else ""), flush=True)
+        dt = r.get("detector") or {}
+        if dt:
+            print("   detector since watching began: %d polls, %d answers, %d missed, %d suspects, %d stalls of the "
+                  "controller (%.1f s forgiven), %d polls skipped with one in flight" % (
+                      dt["polls"], dt["answers"], dt["misses"], dt["suspects"], dt["stalls"], dt["stalled_s"],
+                      dt["late"]), flush=True)
     base = rows[0]
     print()
-    print("%6s %8s %8s %8s %7s %7s %9s %6s %7s %8s %8s %9s %8s %6s" % (
-        "boards", "start s", "deploy s", "first s", "cpu %", "rss MB", "interval", "watch", "false",
+    print("%6s %8s %8s %8s %7s %7s %9s %6s %6s %7s %8s %8s %9s %8s %6s" % (
+        "boards", "start s", "deploy s", "first s", "cpu %", "rss MB", "interval", "links", "watch", "false",
         "suspect", "detect s", "det/intv", "replace", "load"))
     for r in rows:
         det_iv = r["detect"] / r["interval"] if r.get("detect") is not None and r.get("interval") else None
-        print("%6d %8s %8s %8s %7s %7s %9s %6.0f %7d %8d %8s %9s %8s %6.1f" % (
+        print("%6d %8s %8s %8s %7s %7s %9s %6s %6.0f %7d %8d %8s %9s %8s %6.1f" % (
             r["n"], fmt(r.get("start")), fmt(r.get("deploy")), fmt(r.get("first")), fmt(r.get("cpu"), "%.1f"),
-            fmt(r.get("rss"), "%.0f"), fmt(r.get("interval")), r["watch"], r["false"], r["suspect"],
+            fmt(r.get("rss"), "%.0f"), fmt(r.get("interval")), fmt(r.get("links"), "%d"), r["watch"], r["false"],
+            r["suspect"],
             fmt(r.get("detect"), "%.3f"), fmt(det_iv), fmt(r.get("replace")), r["load"]))
     if len(rows) > 1:
         print()
