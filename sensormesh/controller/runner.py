@@ -12,7 +12,11 @@ from typing import Callable
 from sensormesh.controller import deploy as deploying
 from sensormesh.controller.errors import PipelineError
 
-TEND_EVERY = 0.1     # seconds between two looks at the local devices' processes while watching
+# While watching, up looks at its local devices' processes (a waitpid each) at most every
+# TEND_PER_DEVICE s per device, and at least every TEND_MOST s: a few devices are looked at
+# about every turn of the loop, 200 every 0.1 s (about 1% of a core either way).
+TEND_PER_DEVICE = 0.0005
+TEND_MOST = 0.1
 
 
 def callback_names(model) -> dict[str, str]:
@@ -283,9 +287,9 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
             elif deadline is not None and time.monotonic() >= deadline:
                 why["why"] = "duration"
             elif time.monotonic() >= looked["next"]:
-                # one look costs a waitpid per local device: at most every TEND_EVERY s, not at
-                # every turn of the loop (hundreds a second with many devices sending)
-                looked["next"] = time.monotonic() + TEND_EVERY
+                # one look costs a waitpid per local device: not at every turn of the loop
+                # (hundreds a second with many devices sending)
+                looked["next"] = time.monotonic() + min(TEND_MOST, TEND_PER_DEVICE * len(cluster.procs))
                 gone = tend()
                 if gone:
                     why["why"] = "local devices exited: " + ", ".join(gone)
