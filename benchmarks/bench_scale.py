@@ -33,6 +33,7 @@ The machine may be shared: the figures of a busy machine are upper bounds; run i
 import argparse
 import os
 import pathlib
+import re
 import resource
 import shutil
 import signal
@@ -105,15 +106,15 @@ def measure(n, watch_seconds, hang, timeout, heap=None):
         with lock:
             r["events"].append((now, text))
             if st["phase"] == "watch":
-                if " failed: " in text:
+                if re.match(r"\S+ failed: ", text):          # the supervisor's verdicts
                     r["false"] += 1
                 if " answered again after " in text:
                     r["suspect"] += 1
-            if st["phase"] == "kill" and text.startswith(victim + " failed"):
+            if st["phase"] == "kill" and text.startswith(victim + " failed: "):
                 r.setdefault("detect", now - r["kill_at"])
             if st["phase"] == "kill" and "detect" in r and text.startswith("redeployed"):
                 r.setdefault("replace", now - r["kill_at"])
-            if st["phase"] == "hang" and text.startswith(frozen + " failed"):
+            if st["phase"] == "hang" and text.startswith(frozen + " failed: "):
                 r.setdefault("hang", now - r["hang_at"])
 
     def until():
