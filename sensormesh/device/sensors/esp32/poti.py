@@ -6,7 +6,7 @@
 # Value: {"raw": read_u16() 0..65535, "fraction": raw / 65535 rounded to 4 places}.
 import machine
 
-from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.sensors.poti_value import value
 from sensormesh.device.sensors.esp32 import pin as make_pin
 
 _ATTN = {0: "ATTN_0DB", 2.5: "ATTN_2_5DB", 6: "ATTN_6DB", 11: "ATTN_11DB"}
@@ -25,13 +25,3 @@ class Poti:
     def get(self):
         raw = self._adc.read_u16()
         return value(raw)
-
-
-def value(raw):
-    """{"raw": .., "fraction": ..} serialized in that key order on both interpreters. MicroPython
-    iterates this two-key dict in the reverse of the order it was written (hash order), so there
-    it is written the other way round."""
-    fraction = round(raw / 65535, 4)
-    if MICROPYTHON:
-        return {"fraction": fraction, "raw": raw}
-    return {"raw": raw, "fraction": fraction}
