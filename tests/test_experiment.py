@@ -100,7 +100,11 @@ def test_two_strategies_under_two_network_conditions(tmp_path):
     assert {l["phase"] for l in lat} == {"warmup", "measure"}
     measured = [l for l in lat if l["run"] == by[("central", True)]["run"] and l["phase"] == "measure"]
     assert len(measured) == int(by[("central", True)]["latency_n"])
-    assert all(float(l["latency_ms"]) >= DELAY_MS for l in measured)
+    # each latency is an estimate over synchronised clocks, within its reported bound: none may
+    # be shorter than the injected delay by more than that bound
+    short = [(l["latency_ms"], l["bound_ms"]) for l in measured
+             if float(l["latency_ms"]) + float(l["bound_ms"] or 0) < DELAY_MS]
+    assert not short, short
 
     db = sqlite3.connect(str(out / "metrics.sqlite"))
     per_run = dict(db.execute("SELECT run, COUNT(*) FROM samples GROUP BY run").fetchall())
