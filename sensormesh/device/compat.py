@@ -114,6 +114,24 @@ def precompiled(rel):
     return False
 
 
+_mpy = []   # [True/False] once known
+
+
+def from_mpy():
+    """Does this device run from precompiled .mpy files (MicroPython)? Then a module loads again
+    cheaply; from .py sources every load runs the compiler, which needs far more heap (and time)
+    than keeping the module's code."""
+    if not _mpy:
+        _mpy.append(MICROPYTHON and precompiled("sensormesh/device/compat"))
+    return _mpy[0]
+
+
+def forget(name):
+    """Unload module `name` when it loads again cheaply (from_mpy); else keep it."""
+    if from_mpy():
+        unload(name)
+
+
 def collect():
     if MICROPYTHON:
         gc.collect()

@@ -4,7 +4,8 @@
 # unix port. Time is a manual clock: timers fire only when a test runs them.
 from pipekit import FakeLoop
 from sensormesh.device.runtime import Source
-from sensormesh.device.runtime.pipes import RETRY_MS, PipeIn, PipeOut
+from sensormesh.device.runtime.pipe_in import PipeIn
+from sensormesh.device.runtime.pipes import RETRY_MS, PipeOut
 from sensormesh.device.schedule import MAX_CATCH_UP, Redial, grid_due, sparse, wait_ms
 
 

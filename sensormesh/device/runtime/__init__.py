@@ -12,11 +12,8 @@
 #   {"pipe": {"edge", "epoch"}}        data for one of our pipe_in steps follows
 #   {"pull": {"edge", "epoch"}}        a pipe_in elsewhere wants one of our pipe_out's data
 # The assignment format is in docs/architecture.md; steps in ../steps/; pipes in pipes.py.
-from sensormesh.device import codec, steps
-from sensormesh.device.compat import MICROPYTHON, collect, unload
-from sensormesh.device.runtime.delivery import Delivery
-from sensormesh.device.runtime.pipes import PipeIn, PipeOut, new_run
-from sensormesh.device.runtime.probe import Probe   # metrics are on by default: part of the runtime
+from sensormesh.device import codec
+from sensormesh.device.compat import MICROPYTHON, collect, forget, unload
 from sensormesh.device.schedule import grid_due, sparse, wait_ms
 from sensormesh.device.steps import Outlet, nowhere
 
@@ -219,7 +216,6 @@ class Runtime:
         self.settled = False  # during that: the last holder let go of its values
         self.metrics = getattr(device, "metrics", True)   # off: no probe, no stamps (benchmarks)
         self.probe = None      # probe.Probe of the running assignment when metrics are on
-        self.built_edges = []
         self.incoming = None       # parts.Incoming: an assignment arriving in parts
         self.parts_dropped = None  # why the last one arriving in parts was dropped
 
@@ -260,7 +256,9 @@ class Runtime:
 
     def deliver(self, sid, value):
         d = self.deliveries.get(sid)
-        if d is None:
+        if d is None:     # a callback outside the deployment (tests): its Delivery now
+            from sensormesh.device.runtime.delivery import Delivery
+            from sensormesh.device.runtime.replay import new_run
             d = self.deliveries[sid] = Delivery(sid, MAX_UNDELIVERED, new_run())
         tx = d.tx
         tx.add(value)
@@ -365,102 +363,18 @@ class Runtime:
             if self.deliver_timer is None:
                 self.deliver_timer = self.loop.call_later(0, self._send_deliveries)
 
-    # -- building -------------------------------------------------------------------------
-    def build(self, a):
-        """Build every node of assignment a; raises AssignmentError / StepError naming the step."""
-        if type(a) is not dict:
-            raise AssignmentError("assignment must be an object")
-        specs = a.get("steps")
-        if type(specs) is not list:
-            raise AssignmentError("assignment needs a list of steps")
-        from sensormesh.device.runtime import shipped
-        code = shipped.load_code(a.get("code") or {})
-        self.code = code  # resolve() of the steps being built looks here
-        nodes = {}
-        order = []
-        edges = []
-        self.built_edges = edges
-        for spec in specs:
-            if type(spec) is not dict or type(spec.get("id")) is not str:
-                raise AssignmentError("every step needs a string id: %r" % (spec,))
-            sid = spec["id"]
-            if sid in nodes:
-                raise AssignmentError("step id %r is used twice" % sid)
-            t = spec.get("type")
-            params = spec.get("params") or {}
-            if t == "source":
-                node = Source(self, sid, params)
-            elif t == "pipe_out":
-                node = PipeOut(self, sid, params)
-            elif t == "pipe_in":
-                node = PipeIn(self, sid, params)
-            else:
-                node = steps.build(spec, self)
-            nodes[sid] = node
-            order.append(sid)
-        for spec in specs:
-            inputs = spec.get("inputs") or []
-            for port in range(len(inputs)):
-                up = inputs[port]
-                if up not in nodes:
-                    raise AssignmentError("step '%s': input %r is not a step of this assignment" % (spec["id"], up))
-                src = nodes[up]
-                if getattr(src, "SINK", False):
-                    raise AssignmentError("step '%s': input %r is a sink or pipe_out and has no output"
-                                          % (spec["id"], up))
-                src.connect(nodes[spec["id"]], port)
-                edges.append((up, spec["id"], port))
-        self._pipe_paths(specs, nodes)
-        return code, nodes, order
-
-    def _pipe_paths(self, specs, nodes):
-        """Tell each pipe_in which pipe_outs its values reach (its checkpoints wait for their
-        acknowledgements), and each pipe_out fed by one pipe_in alone which one that is."""
-        inputs = {}
-        consumers = {}
-        for spec in specs:
-            ins = spec.get("inputs") or []
-            inputs[spec["id"]] = ins
-            for up in ins:
-                consumers.setdefault(up, []).append(spec["id"])
-
-        def reach(start, links):
-            seen = {}
-            todo = [start]
-            while todo:
-                i = todo.pop()
-                for j in links.get(i, ()):
-                    if j not in seen:
-                        seen[j] = True
-                        todo.append(j)
-            return seen
-        self.fed_by = {}
-        self.reaches = {}
-        for sid in nodes:
-            n = nodes[sid]
-            if isinstance(n, PipeIn):
-                self.reaches[sid] = [j for j in reach(sid, consumers)]
-            elif isinstance(n, PipeOut) or getattr(n, "SINK", False):
-                up = reach(sid, inputs)
-                roots = [j for j in up if not inputs.get(j)]
-                if len(roots) == 1 and isinstance(nodes[roots[0]], PipeIn):
-                    self.fed_by[sid] = nodes[roots[0]]
-                    if isinstance(n, PipeOut):
-                        n.fed_by = nodes[roots[0]]
-                        n.relay = inputs.get(sid) == [roots[0]]
-                elif isinstance(n, PipeOut) and len(roots) > 1:
-                    for j in roots:
-                        if isinstance(nodes[j], PipeIn):
-                            n.lineage = True
-
+    # -- deploying (deploy.py: loaded for a deployment, its code forgotten afterwards) ---------
     def on_deploy(self, session, body):
-        # Shipped code is loaded while building; its loader is dropped afterwards (a board pays
-        # for it only during a deployment), and the garbage of the deployment is collected.
+        # Shipped code is loaded while building; its loader and the deployment's own code are
+        # dropped afterwards (a board pays for them only during a deployment), and the garbage
+        # of the deployment is collected.
+        from sensormesh.device.runtime import deploy
         from sensormesh.device.runtime.shipped import ShippedError
         try:
-            self._deploy(session, body, ShippedError)
+            deploy.apply(self, session, body, ShippedError)
         finally:
             unload("sensormesh.device.runtime.shipped")
+            forget("sensormesh.device.runtime.deploy")
             collect()
 
     def on_deploy_part(self, session, body):
@@ -474,114 +388,6 @@ class Runtime:
             self.on_deploy(session, {"assignment": a, "acks": True})
         else:
             collect()
-
-    def _deploy(self, session, body, ShippedError):
-        a = body.get("assignment") if type(body) is dict and "assignment" in body else body
-        old_code = self.code
-        try:
-            code, nodes, order = self.build(a)
-        except (AssignmentError, steps.StepError, ShippedError, ValueError, TypeError) as e:
-            self.code = old_code
-            self.log("deploy refused: %s" % e)
-            session.conn.send({"error": {"code": "bad-assignment", "message": str(e)}})
-            return
-        edges = self.built_edges
-        self.teardown(keep=True)
-        self.code = code
-        self.nodes = nodes
-        self.order = order
-        self.holding = 0
-        self.holders = 0
-        self.pipeline = a.get("pipeline")
-        self.epoch = a.get("epoch", 0)
-        self.sources = [nodes[i] for i in order if isinstance(nodes[i], Source)]
-        self.pipe_outs = {}
-        self.pipe_ins = {}
-        carry = self.carry
-        self.carry = {}
-        self._outlets(nodes, order, carry)
-        for i in order:
-            n = nodes[i]
-            if isinstance(n, PipeOut):
-                self.pipe_outs[n.edge] = n
-                old = carry.pop("out " + n.edge, None)
-                if old is not None:
-                    n.take_over(old)
-            elif isinstance(n, PipeIn):
-                self.pipe_ins[n.edge] = n
-                old = carry.pop("in " + n.edge, None)
-                if old is not None:
-                    n.take_over(old)
-            elif getattr(n, "HOLDS", False):
-                self.holders += 1
-        self.tracking = False
-        for p in self.pipe_outs.values():
-            if p.lineage:
-                self.tracking = True
-        ins = sorted(self.pipe_ins)
-        self.joint = self.holders > 0 and len(ins) > 1
-        self.parking = False
-        self.cut_marks = {}
-        for e in ins:
-            self.pipe_ins[e].root = ins.index(e)
-        for i in order:
-            n = nodes[i]
-            if isinstance(n, PipeIn):
-                feeds = []
-                for j in self.reaches.get(i, ()):
-                    m = nodes[j]
-                    if isinstance(m, PipeOut):
-                        feeds.append(m)
-                    elif "@" + j in self.outlets:
-                        feeds.append(self.outlets["@" + j])
-                n.feeds = feeds
-        if self.joint:
-            # joined inputs wait for the same outputs, so their checkpoints settle together
-            every = []
-            for p in self.pipe_ins.values():
-                for f in p.feeds:
-                    if f not in every:
-                        every.append(f)
-            for p in self.pipe_ins.values():
-                p.feeds = every
-        for k in carry:
-            if k.startswith("out ") and carry[k].held():
-                self.log("pipe %s is not in the new deployment: %d unacknowledged values dropped"
-                         % (k[4:], carry[k].held()))
-            if k.startswith("out ") and carry[k].spool is not None:
-                carry[k].spool.clear()
-        self.probe = None
-        if self.metrics:
-            self.probe = Probe(self)
-            self.probe.install(nodes, edges, PipeOut)
-        self.state = "deployed"
-        self._subscribed(session, body)
-        self.log("deployed %s epoch %s: %d steps" % (self.pipeline, self.epoch, len(order)))
-        session.conn.send({"deployed": {"pipeline": self.pipeline, "epoch": self.epoch, "steps": len(order)}})
-
-    def _outlets(self, nodes, order, carry):
-        """The sinks whose position goes into checkpoint marks: a Delivery per callback step
-        (its numbering carried over from the previous deployment), and csv steps."""
-        self.deliveries = {}
-        self.outlets = {}
-        self.files = []
-        for i in order:
-            n = nodes[i]
-            t = getattr(n, "TYPE", None)
-            if t == "callback":
-                d = Delivery(i, MAX_UNDELIVERED, new_run())
-                old = carry.pop("cb " + i, None)
-                if old is not None:
-                    d.take_over(old)
-                d.confirmed = self.confirmed
-                self.deliveries[i] = d
-                self.outlets[d.edge] = d
-            elif t == "csv":
-                self.files.append(n)
-                self.outlets[n.edge] = n
-        for o in self.outlets.values():
-            sid = o.sid
-            o.fed_by = self.fed_by.get(sid)
 
     def hurry_outlets(self):
         """An upstream buffer is half full: callback values leave now (the controller confirms
@@ -605,14 +411,13 @@ class Runtime:
             session.conn.send({"error": {"code": "not-deployed", "message": "nothing is deployed on this device"}})
             return
         if self.state != "running":
-            for group in (PipeIn, PipeOut, None):
+            for kind in ("in", "out"):     # pipe receivers, then pipe senders, then sources
                 for i in self.order:
                     n = self.nodes[i]
-                    if group is None:
-                        if isinstance(n, Source):
-                            n.start()
-                    elif isinstance(n, group):
+                    if getattr(n, "PIPE", None) == kind:
                         n.start()
+            for n in self.sources:
+                n.start()
             if self.probe is not None:
                 self.probe.start()
             self.state = "running"
@@ -802,7 +607,7 @@ class Runtime:
         for i in self.order:
             try:
                 n = self.nodes[i]
-                if keep and isinstance(n, PipeOut):
+                if keep and getattr(n, "PIPE", None) == "out":
                     n.close(keep=True)    # its replay buffer (and spool) goes on in the next deployment
                 else:
                     n.close()

@@ -54,12 +54,12 @@ class Probe:
         self.n = 0
 
     # -- wiring (deploy time) ----------------------------------------------------------------
-    def install(self, nodes, edges, pipe_out_class):
+    def install(self, nodes, edges):
         """edges: (upstream id, downstream id, port) of the assignment just built."""
         outs = {}
         for up, down, port in edges:
             node = nodes[down]
-            if isinstance(node, pipe_out_class):
+            if getattr(node, "PIPE", None) == "out":
                 kind = PIPE
             elif getattr(node, "SINK", False):
                 kind = SINK

@@ -33,6 +33,15 @@
 #   "evicted", and "dropped" for those never sent at all); a receiver that then gets a value beyond the one it expects counts the gap as
 #   "lost" (exactly the values it never had) and reports it.
 
+import os
+
+
+def new_run():
+    """A random name for a new numbering of a pipe's values (30 bits: a small int on a board)."""
+    b = os.urandom(4)
+    return ((b[0] & 0x3F) << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
+
+
 # Checkpoints a receiver remembers while its outputs wait for acknowledgements; more are merged
 # into the newest (acknowledgements then come later, never wrongly).
 MAX_CHECKPOINTS = 32

@@ -7,7 +7,7 @@
 import struct
 
 from sensormesh.device import codec
-from sensormesh.device.compat import MICROPYTHON, collect, precompiled, unload
+from sensormesh.device.compat import MICROPYTHON, collect, from_mpy, unload
 from sensormesh.device.secure.fernet import Fernet, InvalidToken, b64encode, hmac_sha256
 
 VERSION = 2
@@ -33,16 +33,10 @@ DEFAULT_HANDSHAKE_MS = 10000 if MICROPYTHON else 5000
 busy = [0]
 
 
-_forgets = []   # [True/False] once known
-
-
 def forgets():
     """Does this device forget the handshake's code between handshakes? On MicroPython when it
-    runs from precompiled .mpy files, which load again cheaply; from .py sources every load would
-    run the compiler again, which needs far more heap (and time) than keeping the code."""
-    if not _forgets:
-        _forgets.append(MICROPYTHON and precompiled("sensormesh/device/secure/handshake"))
-    return _forgets[0]
+    runs from precompiled .mpy files (compat.from_mpy)."""
+    return from_mpy()
 
 
 def idle():

@@ -1,0 +1,383 @@
+# The receiving end of a pipe (pipes.py has the protocol and the sending end): a device whose
+# assignment has no pipe_in never loads this module's code.
+from sensormesh.device.runtime.pipes import ACK_EVERY, ACK_MS, MAX_STAMPS, RETRY_MS, _peer
+from sensormesh.device.runtime.replay import Receiver
+from sensormesh.device.schedule import Redial
+from sensormesh.device.steps import Outlet, nowhere
+
+
+class PipeIn(Outlet):
+    """Receives one edge's arrays and pushes every value downstream, in order, exactly once."""
+
+    PIPE = "in"
+
+    def __init__(self, runtime, sid, params):
+        self.rt = runtime
+        self.id = sid
+        self.edge = params.get("edge") or sid
+        self.frm = params.get("from")
+        self.peer = _peer(runtime, sid, params, self.frm)
+        self.emit = nowhere
+        self.outputs = []
+        self.rx = Receiver()
+        self.feeds = []        # the pipe_outs of this device this pipe's values reach (runtime)
+        self.root = 0          # this pipe's number among the device's pipe_ins (lineage tags)
+        self.tagged = False    # the sender tags each value with its lineage: [tag, value]
+        self.announced = False # the sender said where its numbering stands since this process started
+        self.parked = []       # arrays held until every input of a joined device has announced
+        self.skip_below = 0    # replayed values before this seq were taken before a restart
+        self.conn = None
+        self.running = False
+        self.retry_timer = None
+        self.ack_timer = None
+        self.redial = Redial(RETRY_MS)
+        self.every = ACK_EVERY   # acknowledge after this many values (less for a small sender buffer)
+        self.soon = None         # the sender asked for acknowledgements up to this seq at once
+        self.first_mark = None   # the mark of the announcement our first values follow (adopted with them)
+        self.n_in = 0
+        self.frames = 0
+        self.last_error = None
+        self.ts_next = None    # origin stamps of the next array (probe.py)
+        self.connects = 0
+        self.bytes_prev = 0
+
+    def take_over(self, rx):
+        """The previous deployment's receiver of this edge: keep what it knows (its checkpoints
+        name pipes by edge; the new deployment's pipes of those edges carry their numbering)."""
+        self.rx = rx
+        rx.acked = None
+
+    def start(self):
+        self.running = True
+        if self.frm:
+            self._dial()
+
+    def _dial(self):
+        self.retry_timer = None
+        if not self.running:
+            return
+        hs = {"edge": self.edge, "epoch": self.rt.epoch, "from": self.rt.device.name}
+        rx = self.rx
+        if rx.run is not None:
+            hs["expect"] = [rx.expect, rx.run]
+        rx.acked = None   # say again on this connection how far we are
+        self.soon = None
+        self._retire(self.conn)
+        self.connects += 1
+        self.conn = self.rt.device.dial(self.frm, self, self.peer, {"pull": hs})
+
+    def attach(self, conn, body=None):
+        if conn is not self.conn:
+            self._retire(self.conn)
+            self.connects += 1
+        self.conn = conn
+        self.soon = None
+        rx = self.rx
+        rx.acked = None
+        if type(body) is dict and "seq" in body:
+            self._announce([body.get("seq"), body.get("run"), body.get("mark"), body.get("buffer"), body.get("lin")])
+            if rx.run is not None and rx.run == rx.rx_run:
+                conn.send({"expect": [rx.expect, rx.run]})
+            self._maybe_ack()
+
+    def _announce(self, s):
+        if type(s) is not list or len(s) < 2:
+            raise ValueError("a seq announcement is [seq, run, mark, buffer], got %r" % (s,))
+        first = self.rx.announce(s[0], s[1])
+        self.parked = []       # the sender goes on from where it says: what was held comes again
+        mark = s[2] if len(s) > 2 else None
+        cap = s[3] if len(s) > 3 else None
+        self.tagged = len(s) > 4 and s[4] == 1
+        if type(cap) is int and cap > 0:
+            self.every = cap // 4 if cap // 4 < ACK_EVERY else ACK_EVERY
+            if self.every < 1:
+                self.every = 1
+        if first:
+            # adopted when the first values come: a later announcement (a jump) may move them
+            self.first_mark = mark if type(mark) is dict else None
+        if not self.announced:
+            self.announced = True
+            self.rt.announced(self, mark if first and type(mark) is dict else None)
+
+    def on_connect(self, conn):
+        self.redial.connected()
+
+    def on_message(self, conn, msg):
+        if type(msg) is list:
+            self._values(msg)
+        elif "seq" in msg:
+            try:
+                self._announce(msg["seq"])
+            except ValueError as e:
+                self.last_error = str(e)
+                self.rt.log("pipe %s: %s" % (self.edge, e))
+                return
+            self._maybe_ack()
+        elif "ack-soon" in msg:
+            self._ack_soon(msg["ack-soon"])
+        elif "error" in msg:
+            err = msg["error"]
+            self.last_error = err.get("message") if type(err) is dict else str(err)
+            self.rt.log("pipe %s: peer says %s" % (self.edge, self.last_error))
+        else:
+            self._metrics_message(conn, msg)
+
+    # -- metrics (out of band, runtime/probe.py) ---------------------------------------------
+    def _metrics_message(self, conn, msg):
+        if "rtt" in msg:
+            conn.send(msg)           # the sender measures the round trip
+        elif "ts" in msg:
+            ts = msg["ts"]
+            if type(ts) is list and len(ts) <= MAX_STAMPS and self.rt.probe is not None:
+                self.ts_next = ts
+
+    def _stamped(self, stamps, start, emit):
+        """An emit for the next array that processes its stamped values sampled, with their origin."""
+        marks = {}
+        for m in stamps:
+            if type(m) is list and len(m) == 3 and type(m[0]) is int:
+                marks[m[0]] = [m[1], m[2]]
+        probe = self.rt.probe
+        at = [start]
+
+        def stamped(value):
+            i = at[0]
+            at[0] = i + 1
+            o = marks.get(i)
+            if o is None or probe is None:
+                emit(value)
+            else:
+                probe.run(self, value, o)
+        return stamped
+
+    def _retire(self, conn):
+        if conn is not None:
+            self.bytes_prev += getattr(conn, "bytes_in", 0)    # test doubles may not count
+
+    def pipe_metrics(self):
+        c = self.conn
+        return {"dir": "in", "peer": self.peer or self.frm, "values": self.n_in, "frames": self.frames,
+                "bytes": self.bytes_prev + (getattr(c, "bytes_in", 0) if c is not None else 0),
+                "reconnects": self.connects - 1 if self.connects > 1 else 0, "queue": 0, "rtt_us": None}
+
+    def _values(self, msg):
+        stamps = self.ts_next
+        self.ts_next = None
+        rt = self.rt
+        if rt.parking:
+            self.parked.append(msg)   # a joined input has not said where it stands yet
+            return
+        self.frames += 1
+        rx = self.rx
+        n = len(msg)
+        if rx.run is None and self.first_mark is not None:
+            self.rt.adopt_marks(self, self.first_mark)
+            self.first_mark = None
+        skip, gap = rx.arrive(n)
+        if gap:
+            self.rt.log("pipe %s: %d values lost (the sender's replay buffer overflowed; %d lost so far)"
+                        % (self.edge, gap, rx.lost))
+        if self.skip_below and skip < n:
+            first = rx.expect - n
+            if first + skip < self.skip_below:
+                more = self.skip_below - first - skip
+                if more > n - skip:
+                    more = n - skip
+                skip += more
+                rx.dups += more
+            if first + n >= self.skip_below:
+                self.skip_below = 0
+        if skip >= n:
+            if rt.holding == 0:
+                self.checkpoint(rx.expect)
+            return
+        self.n_in += n - skip
+        emit = self.emit if stamps is None else self._stamped(stamps, skip, self.emit)
+        if self.tagged or rt.tracking:
+            self._values_traced(msg, skip, emit)
+        elif not rt.holders:
+            # no step of this device holds values back: the frame's end is a checkpoint
+            if skip:
+                msg = msg[skip:]
+            for v in msg:
+                emit(v)
+        else:
+            # windows and joins hold values: a checkpoint is where none of them holds anything
+            seq = rx.expect - n
+            rt.feeding = True
+            rt.settled = False
+            i = skip
+            try:
+                while i < n:
+                    emit(msg[i])
+                    i += 1
+                    if rt.settled:
+                        rt.settled = False
+                        if not rt.holding:
+                            self.checkpoint(seq + i)
+            finally:
+                rt.feeding = False
+        if not rt.holding:
+            self.checkpoint(rx.expect)
+
+    def _values_traced(self, msg, skip, emit):
+        """The frame's values one by one, with lineage: tagged values the steps had already are
+        dropped, and rt.cur names the input value being pushed (for tagged pipe_outs)."""
+        rt = self.rt
+        rx = self.rx
+        n = len(msg)
+        seq = rx.expect - n
+        root = self.root
+        run = rx.run
+        tagged = self.tagged
+        track = rt.tracking
+        holders = rt.holders
+        rt.feeding = True
+        rt.settled = False
+        i = skip
+        try:
+            while i < n:
+                v = msg[i]
+                i += 1
+                if tagged:
+                    if type(v) is not list or len(v) != 2:
+                        continue
+                    if self._seen(v[0]):
+                        rx.dups += 1
+                        self.n_in -= 1
+                        continue
+                    v = v[1]
+                if track:
+                    rt.cur = [root, run, seq + i - 1]
+                emit(v)
+                if holders and rt.settled:
+                    rt.settled = False
+                    if not rt.holding:
+                        self.checkpoint(seq + i)
+        finally:
+            rt.cur = None
+            rt.feeding = False
+
+    def _seen(self, tag):
+        """True when the steps already had the value of this lineage tag (see PipeOut._tagged):
+        per input, tags only grow, so one that is not beyond the last taken was taken."""
+        if type(tag) is not list or len(tag) != 4:
+            return False
+        lin = self.rx.lin
+        last = lin.get(tag[0])
+        if last is not None and last[0] == tag[1]:
+            if tag[2] < last[1] or (tag[2] == last[1] and tag[3] <= last[2]):
+                return True
+        lin[tag[0]] = [tag[1], tag[2], tag[3]]
+        return False
+
+    def checkpoint(self, seq):
+        """Every value before seq has left this device's steps (into sinks or pipe_outs)."""
+        if self.rt.joint:
+            self.rt.joint_checkpoint(self, seq)
+        else:
+            self.cut(seq, None)
+
+    def cut(self, seq, inputs):
+        """The checkpoint of this pipe at seq; inputs: where every pipe_in of a joined device
+        stands at this moment ({"<edge": [seq, run]}), kept in the mark for a restart."""
+        feeds = self.feeds
+        if feeds:
+            marks = {}
+            if inputs:
+                for k in inputs:
+                    marks[k] = inputs[k]
+            for po in feeds:
+                marks[po.edge] = po.position()
+            rx = self.rx
+            rx.checkpoint(seq, marks)
+            if self.rt.files and seq - (rx.acked or 0) >= self.every:
+                self.rt.commit_files()      # csv rows flushed: their checkpoints may settle now
+            rx.settle(self.rt.acked_of)
+            if rx.cps and self.rt.confirmed:
+                self.rt.deliver_soon()      # the acknowledgement waits for the controller
+        else:
+            self.rx.checkpoint(seq, None)
+        self._maybe_ack()
+
+    def settle(self):
+        """Our pipe_outs got acknowledgements: acknowledge what they complete."""
+        if self.rx.settle(self.rt.acked_of):
+            self._maybe_ack()
+
+    def _ack_soon(self, seq):
+        """The sender's buffer is half full: acknowledge up to seq as soon as values take effect,
+        and ask the same of the receivers of the pipes our values feed (module notes)."""
+        if type(seq) is not int:
+            return
+        self.soon = seq
+        sinks = False
+        for po in self.feeds:
+            if getattr(po, "PIPE", None) == "out":
+                po.hurry()
+            else:
+                sinks = True          # a callback or csv sink (runtime outlets)
+        if sinks:
+            self.rt.hurry_outlets()
+        self._maybe_ack()
+
+    def _maybe_ack(self):
+        rx = self.rx
+        if rx.run is None or rx.run != rx.rx_run:
+            return   # the connection's sender numbers another run: our acknowledgements would mislead it
+        if rx.ack_due(self.every) or (self.soon is not None and rx.ack_due(1)):
+            if self.rt.joint:
+                self.rt.ack_all()     # every input acknowledges the same cut at once
+            else:
+                self._send_ack()
+        elif self.ack_timer is None and (rx.ack_due(0) or (rx.cps and self.rt.files)):
+            self.ack_timer = self.rt.loop.call_later(ACK_MS, self._on_ack_timer)
+
+    def _on_ack_timer(self):
+        self.ack_timer = None
+        rx = self.rx
+        if rx.cps and self.rt.files:
+            self.rt.commit_files()
+        if rx.ack_due(0) and rx.run == rx.rx_run:
+            if self.rt.joint:
+                self.rt.ack_all()
+            else:
+                self._send_ack()
+
+    def _send_ack(self):
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            conn.send(self.rx.ack())
+            if self.soon is not None and self.rx.acked >= self.soon:
+                self.soon = None
+
+    def on_close(self, conn, reason):
+        if conn is not self.conn:
+            return
+        self._retire(conn)
+        self.conn = None
+        if self.running and self.frm:
+            self.retry_timer = self.rt.loop.call_later(self.redial.delay(), self._dial)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.running = False
+        for t in (self.retry_timer, self.ack_timer):
+            if t:
+                t.cancel()
+        self.ack_timer = None
+        if self.conn is not None:
+            if self.rx.ack_due(0) and self.rx.run == self.rx.rx_run:
+                self._send_ack()
+            self.conn.close_after_flush("pipeline stopped")
+            self.conn = None
+
+    def stats(self):
+        rx = self.rx
+        s = {"in": self.n_in, "out": self.n_in, "frames": self.frames, "connected": self.conn is not None,
+             "seq": rx.expect, "done": rx.done, "duplicates": rx.dups, "lost": rx.lost}
+        if self.last_error:
+            s["last_error"] = self.last_error
+        return s
