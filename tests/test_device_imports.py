@@ -232,9 +232,11 @@ dev = Device("lazy", ["counter"])
 s = Session()
 dev.dispatch(s, "deploy", {"assignment": {"pipeline": "p", "epoch": 1, "steps": [
     {"id": "c", "type": "source", "params": {"sensor": "counter"}},
-    {"id": "w", "type": "window", "params": {"values": 4, "agg": "mean"}, "inputs": ["c"]}]}})
+    {"id": "w", "type": "window", "params": {"values": 4, "agg": "mean"}, "inputs": ["c"]},
+    {"id": "o", "type": "pipe_out", "params": {"edge": "e", "to": "127.0.0.1:1"}, "inputs": ["w"]}]}})
 print("reply", s.conn.sent)
 print("steps", sorted(m for m in sys.modules if m.startswith("sensormesh.device.steps")))
+print("runtime", sorted(m for m in sys.modules if m.startswith("sensormesh.device.runtime")))
 """
 
 FAMILIES = ("change", "field", "joins", "sinks", "user", "windows")
@@ -248,6 +250,13 @@ def check_window_only(code, out):
     assert "sensormesh.device.steps.windows" in loaded, line
     others = [f for f in FAMILIES if f != "windows" and "sensormesh.device.steps." + f in loaded]
     assert not others, "a window-only device imported the step families %s" % others
+    # it only sends: the receiving end of pipes, callback deliveries and the parts of a large
+    # assignment stay unloaded
+    line = [ln for ln in out.splitlines() if ln.startswith("runtime ")][0]
+    loaded = set(ln.strip("' ") for ln in line[len("runtime "):].strip("[]").split(","))
+    assert "sensormesh.device.runtime.pipes" in loaded, line
+    for m in ("pipe_in", "delivery", "parts"):
+        assert "sensormesh.device.runtime." + m not in loaded, line
 
 
 def test_a_window_only_deployment_loads_only_the_windows_family_on_micropython(tmp_path):

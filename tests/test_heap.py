@@ -275,3 +275,57 @@ def test_a_keyed_device_from_mpy_forgets_the_handshake_code_between_handshakes(t
                        timeout=120)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-2000:]
 
+
+
+DEPLOY_TWICE = """\
+import sys
+sys.path.insert(0, %r)
+from sensormesh.device.compat import from_mpy
+from sensormesh.device.core import Device
+assert from_mpy(), "not running from the .mpy bundle"
+
+
+class Conn:
+    closed = False
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, msg):
+        self.sent.append(msg)
+
+
+class Session:
+    def __init__(self):
+        self.conn = Conn()
+
+
+dev = Device("twice", ["counter"])
+for epoch in (1, 2):
+    s = Session()
+    dev.dispatch(s, "deploy", {"assignment": {"pipeline": "p", "epoch": epoch, "steps": [
+        {"id": "c", "type": "source", "params": {"sensor": "counter"}},
+        {"id": "w", "type": "window", "params": {"values": 4, "agg": "mean"}, "inputs": ["c"]}]}})
+    assert s.conn.sent and "deployed" in s.conn.sent[-1], s.conn.sent
+    assert s.conn.sent[-1]["deployed"]["epoch"] == epoch
+    loaded = [m for m in sys.modules if m.startswith("sensormesh.device.runtime.")]
+    assert "sensormesh.device.runtime.deploy" not in loaded, loaded
+s = Session()
+dev.dispatch(s, "deploy", {"assignment": {"pipeline": "p", "epoch": 3, "steps": [{"id": 7}]}})
+assert "bad-assignment" in str(s.conn.sent), s.conn.sent
+assert "sensormesh.device.runtime.deploy" not in sys.modules
+assert dev.runtime.epoch == 2 and dev.runtime.state == "deployed"
+print("ok")
+"""
+
+
+def test_a_device_from_mpy_forgets_the_deployment_code_after_each_deployment(tmp_path):
+    """From the precompiled package the code that builds and checks an assignment
+    (runtime/deploy.py) is loaded for each deployment and forgotten after it, refused ones
+    included; the next deployment loads it again and works."""
+    mp = need_micropython()
+    bundle, _ = mpy_cache.bundle()
+    script = tmp_path / "twice.py"
+    script.write_text(DEPLOY_TWICE % bundle)
+    r = subprocess.run([mp, str(script)], cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-2000:]
