@@ -10,6 +10,7 @@
 # wanted value arrives and no device reported a MemoryError. Then the heap after each import
 # (gc.mem_alloc() after gc.collect(), a fresh interpreter with a roomy heap): where it goes.
 #     python3 benchmarks/bench_heap.py [--count 10] [--lo 32] [--hi 320] [--step 4] [--only idle|deployed|keyed+deployed]
+#                                      [--form .mpy|.py|all]
 # Phases (--phases runs only this part): the keyed deployed device under a roomy heap (256K) with a
 # launcher that wraps the device's entry points (nothing in the package changes) and prints the
 # live heap (gc.mem_alloc() after gc.collect()), the free heap and its largest free block after
@@ -387,6 +388,7 @@ def main(argv):
         return int(argv[argv.index(name) + 1]) if name in argv else default
     count, lo, hi, step = opt("--count", 10), opt("--lo", 32), opt("--hi", 320), opt("--step", 4)
     only = argv[argv.index("--only") + 1] if "--only" in argv else None
+    form_only = argv[argv.index("--form") + 1] if "--form" in argv else None
     tmp = tempfile.mkdtemp(prefix="sensormesh-bench-heap-")
     keys_dir = os.path.join(tmp, "keys")
     b = Bench(count, keys_dir, tmp)
@@ -405,7 +407,7 @@ def main(argv):
     t0 = time.monotonic()
     try:
         for name, form, fits in rows:
-            if only and only != name:
+            if (only and only != name) or (form_only and form_only != form):
                 continue
             found[(name, form)] = b.smallest(fits, lo, hi, step)
         base, costs = import_costs(bundle)

@@ -2,7 +2,8 @@
 # (runtime/replay.py), and real runtimes, pipes and steps on a simulated network (pipekit.py)
 # whose links are cut and whose devices are restarted at exact moments. Every test checks the
 # sequence-numbered values at the sink. Runs under pytest and micropython tests/mprun.py.
-from sensormesh.device.runtime.replay import Receiver, Sender
+from sensormesh.device.runtime.receiver import Receiver
+from sensormesh.device.runtime.replay import Sender
 
 from pipekit import Net, chain, restart
 

@@ -503,79 +503,9 @@ class Runtime:
         p = self.outlets.get(edge)
         return p.acked() if p is not None else 1 << 60
 
-    # -- joined inputs (a window or zip fed by several pipe_ins) ---------------------------------
-    def joint_checkpoint(self, pipe_in, seq):
-        """A checkpoint of one input is one of all: every pipe_in notes where it stands, and the
-        mark of each names all of them, so a restarted device can start every replay there."""
-        inputs = {}
-        for p in self.pipe_ins.values():
-            if p.rx.run is not None:
-                inputs["<" + p.edge] = [seq if p is pipe_in else p.rx.expect, p.rx.run]
-        for p in self.pipe_ins.values():
-            if p.rx.run is not None:
-                p.cut(seq if p is pipe_in else p.rx.expect, inputs)
-
-    def ack_all(self):
-        for p in self.pipe_ins.values():
-            rx = p.rx
-            if rx.ack_due(0) and rx.run is not None and rx.run == rx.rx_run:
-                p._send_ack()
-
-    def announced(self, pipe_in, mark):
-        """pipe_in's sender said where it stands for the first time since this process started.
-        A mark that names the joined inputs means this device restarted: values are held until
-        every input has announced, then each replay starts at the latest cut any mark names (the
-        others' acknowledgements may lag behind: those values had taken effect)."""
-        if not self.joint:
-            return
-        if mark:
-            for k in mark:
-                if k[:1] == "<":
-                    m = mark[k]
-                    old = self.cut_marks.get(k)
-                    if type(m) is list and (len(m) == 2 or (len(m) == 3 and m[2] == 0)) and type(m[0]) is int \
-                            and (old is None or m[0] > old[0]):
-                        self.cut_marks[k] = m
-                    self.parking = True
-        if not self.parking:
-            return
-        for p in self.pipe_ins.values():
-            if not p.announced:
-                return
-        self.parking = False
-        for p in self.pipe_ins.values():
-            m = self.cut_marks.get("<" + p.edge)
-            if m is not None and m[1] == p.rx.rx_run:
-                p.skip_below = m[0]
-        self.cut_marks = {}
-        for p in self.pipe_ins.values():
-            held = p.parked
-            p.parked = []
-            for msg in held:
-                p._values(msg)
-
     def outputs_acked(self):
         for p in self.pipe_ins.values():
             p.settle()
-
-    def adopt_marks(self, pipe_in, mark):
-        """pipe_in's first values since this device started come with the mark stored upstream:
-        where our pipe_outs stood. A pipe_out it alone feeds that has numbered nothing yet
-        continues there, so its receiver drops what it already had. [seq, run, k]: k inputs
-        after the mark left the sender's buffer unacknowledged; only a relay (values leave as
-        they came) knows where its outputs stand then: seq + k."""
-        for edge in mark:
-            p = self.pipe_outs.get(edge) or self.outlets.get(edge)
-            m = mark[edge]
-            if p is None or p.fed_by is not pipe_in or not p.fresh():
-                continue
-            if type(m) is list and len(m) in (2, 3) and type(m[0]) is int and m[0] >= 0:
-                k = m[2] if len(m) == 3 else 0
-                if k and (type(k) is not int or k < 0 or not p.relay):
-                    self.log("pipe %s: starts a new numbering (%s values before its first input were "
-                             "evicted upstream, unacknowledged)" % (p.edge, k))
-                    continue
-                p.adopt(m[0] + k, m[1])
 
     def teardown(self, keep=False):
         """Stop sources, flush every step upstream-first, close everything. Returns the status

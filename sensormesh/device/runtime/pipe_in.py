@@ -1,7 +1,7 @@
 # The receiving end of a pipe (pipes.py has the protocol and the sending end): a device whose
 # assignment has no pipe_in never loads this module's code.
 from sensormesh.device.runtime.pipes import ACK_EVERY, ACK_MS, MAX_STAMPS, RETRY_MS, _peer
-from sensormesh.device.runtime.replay import Receiver
+from sensormesh.device.runtime.receiver import Receiver
 from sensormesh.device.schedule import Redial
 from sensormesh.device.steps import Outlet, nowhere
 
@@ -97,7 +97,7 @@ class PipeIn(Outlet):
             self.first_mark = mark if type(mark) is dict else None
         if not self.announced:
             self.announced = True
-            self.rt.announced(self, mark if first and type(mark) is dict else None)
+            announced(self.rt, self, mark if first and type(mark) is dict else None)
 
     def on_connect(self, conn):
         self.redial.connected()
@@ -171,7 +171,7 @@ class PipeIn(Outlet):
         rx = self.rx
         n = len(msg)
         if rx.run is None and self.first_mark is not None:
-            self.rt.adopt_marks(self, self.first_mark)
+            adopt_marks(self.rt, self, self.first_mark)
             self.first_mark = None
         skip, gap = rx.arrive(n)
         if gap:
@@ -274,7 +274,7 @@ class PipeIn(Outlet):
     def checkpoint(self, seq):
         """Every value before seq has left this device's steps (into sinks or pipe_outs)."""
         if self.rt.joint:
-            self.rt.joint_checkpoint(self, seq)
+            joint_checkpoint(self.rt, self, seq)
         else:
             self.cut(seq, None)
 
@@ -327,7 +327,7 @@ class PipeIn(Outlet):
             return   # the connection's sender numbers another run: our acknowledgements would mislead it
         if rx.ack_due(self.every) or (self.soon is not None and rx.ack_due(1)):
             if self.rt.joint:
-                self.rt.ack_all()     # every input acknowledges the same cut at once
+                ack_all(self.rt)     # every input acknowledges the same cut at once
             else:
                 self._send_ack()
         elif self.ack_timer is None and (rx.ack_due(0) or (rx.cps and self.rt.files)):
@@ -340,7 +340,7 @@ class PipeIn(Outlet):
             self.rt.commit_files()
         if rx.ack_due(0) and rx.run == rx.rx_run:
             if self.rt.joint:
-                self.rt.ack_all()
+                ack_all(self.rt)
             else:
                 self._send_ack()
 
@@ -381,3 +381,79 @@ class PipeIn(Outlet):
         if self.last_error:
             s["last_error"] = self.last_error
         return s
+
+
+# -- the runtime's side of pipe_ins: joined inputs (a window or zip fed by several pipe_ins), marks
+# (functions of the runtime rt, here so that a device without pipe_ins never loads them)
+
+def joint_checkpoint(rt, pipe_in, seq):
+    """A checkpoint of one input is one of all: every pipe_in notes where it stands, and the
+    mark of each names all of them, so a restarted device can start every replay there."""
+    inputs = {}
+    for p in rt.pipe_ins.values():
+        if p.rx.run is not None:
+            inputs["<" + p.edge] = [seq if p is pipe_in else p.rx.expect, p.rx.run]
+    for p in rt.pipe_ins.values():
+        if p.rx.run is not None:
+            p.cut(seq if p is pipe_in else p.rx.expect, inputs)
+
+
+def ack_all(rt):
+    for p in rt.pipe_ins.values():
+        rx = p.rx
+        if rx.ack_due(0) and rx.run is not None and rx.run == rx.rx_run:
+            p._send_ack()
+
+
+def announced(rt, pipe_in, mark):
+    """pipe_in's sender said where it stands for the first time since this process started.
+    A mark that names the joined inputs means this device restarted: values are held until
+    every input has announced, then each replay starts at the latest cut any mark names (the
+    others' acknowledgements may lag behind: those values had taken effect)."""
+    if not rt.joint:
+        return
+    if mark:
+        for k in mark:
+            if k[:1] == "<":
+                m = mark[k]
+                old = rt.cut_marks.get(k)
+                if type(m) is list and (len(m) == 2 or (len(m) == 3 and m[2] == 0)) and type(m[0]) is int \
+                        and (old is None or m[0] > old[0]):
+                    rt.cut_marks[k] = m
+                rt.parking = True
+    if not rt.parking:
+        return
+    for p in rt.pipe_ins.values():
+        if not p.announced:
+            return
+    rt.parking = False
+    for p in rt.pipe_ins.values():
+        m = rt.cut_marks.get("<" + p.edge)
+        if m is not None and m[1] == p.rx.rx_run:
+            p.skip_below = m[0]
+    rt.cut_marks = {}
+    for p in rt.pipe_ins.values():
+        held = p.parked
+        p.parked = []
+        for msg in held:
+            p._values(msg)
+
+
+def adopt_marks(rt, pipe_in, mark):
+    """pipe_in's first values since this device started come with the mark stored upstream:
+    where our pipe_outs stood. A pipe_out it alone feeds that has numbered nothing yet
+    continues there, so its receiver drops what it already had. [seq, run, k]: k inputs
+    after the mark left the sender's buffer unacknowledged; only a relay (values leave as
+    they came) knows where its outputs stand then: seq + k."""
+    for edge in mark:
+        p = rt.pipe_outs.get(edge) or rt.outlets.get(edge)
+        m = mark[edge]
+        if p is None or p.fed_by is not pipe_in or not p.fresh():
+            continue
+        if type(m) is list and len(m) in (2, 3) and type(m[0]) is int and m[0] >= 0:
+            k = m[2] if len(m) == 3 else 0
+            if k and (type(k) is not int or k < 0 or not p.relay):
+                rt.log("pipe %s: starts a new numbering (%s values before its first input were "
+                       "evicted upstream, unacknowledged)" % (p.edge, k))
+                continue
+            p.adopt(m[0] + k, m[1])

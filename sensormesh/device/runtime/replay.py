@@ -1,6 +1,8 @@
 # Acknowledged pipes without sockets or clocks: the sequence numbers, acknowledgements and replay
-# buffer of one pipe. pipes.py drives these objects; tests/device/test_replay.py pins them down on
-# both interpreters. The guarantees they give are stated in docs/reliability.md.
+# buffer of one pipe. The sending end is here (Sender), the receiving end in receiver.py
+# (Receiver), which only a device with a pipe_in loads. pipes.py and pipe_in.py drive these
+# objects; tests/device/test_replay.py pins them down on both interpreters. The guarantees they
+# give are stated in docs/reliability.md.
 #
 # The rules, in one place:
 # - Sequence numbers are implicit. A sender numbers the values of a pipe 0, 1, 2... It states the
@@ -40,11 +42,6 @@ def new_run():
     """A random name for a new numbering of a pipe's values (30 bits: a small int on a board)."""
     b = os.urandom(4)
     return ((b[0] & 0x3F) << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
-
-
-# Checkpoints a receiver remembers while its outputs wait for acknowledgements; more are merged
-# into the newest (acknowledgements then come later, never wrongly).
-MAX_CHECKPOINTS = 32
 
 
 class Sender:
@@ -241,107 +238,3 @@ class Sender:
                     shifted[e] = [m[0], m[1], k]
             mark = shifted or None
         return [self.sent, self.run, mark, self.cap]
-
-
-class Receiver:
-    """The receiving end of one pipe: duplicates, gaps, checkpoints and the acknowledgements due."""
-
-    def __init__(self):
-        self.run = None       # run of the values received so far (None: none yet)
-        self.expect = 0       # seq of the next value wanted in that run
-        self.rx_run = None    # run and seq of the next value arriving on this connection
-        self.rx = 0
-        self.lost = 0         # values never received (gaps), counted when the next one arrives
-        self.dups = 0         # values received twice and dropped
-        self.runs = 0         # numberings seen (more than one: a sender lost its state)
-        self.done = None      # every value before this seq has taken effect
-        self.done_mark = None
-        self.acked = None     # the last acknowledgement sent
-        self.cps = []         # [seq, marks]: seq is done once every pipe in marks is acked that far
-        self.lin = {}         # tagged values (several inputs upstream): input -> [run, seq, k] taken last
-
-    def announce(self, seq, run):
-        """The sender says its next value is `seq` of `run`. Returns True when this receiver has
-        never had a value (the first announcement after a start: marks may be adopted)."""
-        if type(seq) is not int or seq < 0:
-            raise ValueError("seq must be a non-negative integer, got %r" % (seq,))
-        self.rx = seq
-        self.rx_run = run
-        return self.run is None
-
-    def arrive(self, n):
-        """n values arrive. Returns (skip, gap): drop the first `skip` (duplicates); `gap` values
-        before them never arrived and are counted as lost."""
-        rx = self.rx
-        self.rx = rx + n
-        if self.run != self.rx_run or self.run is None:
-            # a new numbering (or the first values ever): start counting from here
-            self.run = self.rx_run
-            self.runs += 1
-            self.expect = rx
-            self.cps = []
-            self.done = None
-            self.done_mark = None
-            self.acked = None
-        exp = self.expect
-        gap = 0
-        if rx > exp:
-            gap = rx - exp
-            self.lost += gap
-            exp = rx
-        skip = exp - rx
-        if skip >= n:
-            self.dups += n
-            return n, gap
-        self.dups += skip
-        self.expect = rx + n
-        return skip, gap
-
-    def checkpoint(self, seq, marks):
-        """Inputs before seq have left this device's steps: into local sinks, and into the pipes
-        of marks ({edge: [next seq, run]}; None when it feeds none, so seq is done at once)."""
-        if not marks:
-            self.cps = []
-            self.done = seq
-            self.done_mark = None
-            return
-        cps = self.cps
-        if cps and cps[-1][1] == marks:
-            cps[-1][0] = seq
-        else:
-            cps.append([seq, marks])
-            if len(cps) > MAX_CHECKPOINTS:
-                del cps[-2]     # merge into the newest: later acknowledgement, never a wrong one
-
-    def settle(self, acked_of):
-        """Move `done` over every checkpoint whose outputs are acknowledged; acked_of(edge) gives
-        an outgoing pipe's acknowledged seq. Returns True if `done` moved."""
-        cps = self.cps
-        moved = False
-        while cps:
-            seq, marks = cps[0]
-            for e in marks:
-                if acked_of(e) < marks[e][0]:
-                    return moved
-            cps.pop(0)
-            self.done = seq
-            self.done_mark = marks
-            moved = True
-        return moved
-
-    def ack_due(self, every):
-        """True when at least `every` values wait for an acknowledgement (0: any)."""
-        d = self.done
-        if d is None:
-            return False
-        a = self.acked
-        if a is None:
-            return True
-        return d - a >= every and d > a
-
-    def ack(self):
-        """The acknowledgement to send now (and remember as sent)."""
-        self.acked = self.done
-        if self.done_mark:
-            return {"ack": self.done, "mark": self.done_mark}
-        return {"ack": self.done}

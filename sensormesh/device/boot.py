@@ -1,0 +1,83 @@
+# Starting a device from its configuration: the Device built, its keys loaded, its listeners
+# opened and announced, its registration with a gateway begun (core.start). Needed once per
+# process: a board running precompiled .mpy files forgets this module's code afterwards
+# (compat.forget).
+import sys
+
+from sensormesh.device import transport
+from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.core import DEFAULT_MAX_CONNS, Device, StdinWatch
+
+
+def start(cfg):
+    """Build a device from a configuration dict and start listening; returns it."""
+    # Unnamed devices are named after their port, as `sensormesh worker` names them
+    # (worker-PORT), so two on one machine differ in the logs.
+    name = cfg.get("name") or ("device-%d" % cfg["port"] if cfg.get("port") else "device")
+    dev = Device(name, cfg.get("sensors"), cfg.get("max_conns", DEFAULT_MAX_CONNS))
+    if cfg.get("metrics") is False:
+        dev.set_metrics(False)
+    keyed = cfg.get("identity") is not None or cfg.get("trust") is not None
+    if cfg.get("insecure"):
+        dev.log("WARNING: insecure mode: anyone who reaches this device may read it and deploy code to it"
+                + (" (its keys are ignored)" if keyed else ""))
+    elif keyed:
+        if cfg.get("identity") is None:
+            raise ValueError("a trust store is configured but no identity: add 'identity' (--identity FILE), "
+                             "or run without keys with --insecure")
+        sec = dev.secure(cfg)
+        if cfg.get("name") and cfg["name"] != sec.identity.name:
+            raise ValueError("device name %r differs from its identity's name %r: clients address the "
+                             "identity's name" % (cfg["name"], sec.identity.name))
+        dev.name = sec.identity.name
+    if cfg.get("port") is not None and cfg.get("port") >= 0:
+        host = cfg.get("host", "0.0.0.0")
+        port = cfg["port"]
+        if port == 0 and MICROPYTHON:
+            port = _listen_any_port(dev, host)
+        else:
+            lst = dev.listen_tcp(host, port)
+            if port == 0:
+                port = transport.bound_port(lst)
+        if dev.name == "device":          # unnamed, on a port chosen now: named after it
+            dev.name = "device-%d" % port
+        # the bound port is in this line: whoever started the device reads it (no port races)
+        announce(dev, "tcp %s:%d" % (host, port))
+    if cfg.get("unix"):
+        dev.listen_unix(cfg["unix"])
+        announce(dev, "unix %s" % cfg["unix"])
+    if cfg.get("register"):
+        from sensormesh.device import forward   # dial out to a controller or gateway and be controlled
+        forward.register(dev, cfg["register"])
+    if cfg.get("exit_with_stdin"):
+        StdinWatch(dev)
+    return dev
+
+
+# Port 0 on MicroPython: its sockets cannot say which port the kernel chose, so the device
+# picks one itself, trying random ports of the dynamic range until one is free.
+_PORT_TRIES = 64
+
+
+def _listen_any_port(dev, host):
+    import os
+    err = None
+    for _ in range(_PORT_TRIES):
+        b = os.urandom(2)
+        port = 49152 + ((b[0] << 8) | b[1]) % 16384
+        try:
+            dev.listen_tcp(host, port)
+            return port
+        except OSError as e:
+            err = e
+    raise OSError("no free TCP port after %d tries: %s" % (_PORT_TRIES, err))
+
+
+def announce(dev, where):
+    # One line on stdout per listener: tools and tests wait for it instead of sleeping.
+    print("sensormesh device %s listening on %s %s" % (dev.name, where,
+                                                     "(authenticated)" if dev.security else "(plaintext)"))
+    try:
+        sys.stdout.flush()
+    except AttributeError:
+        pass
