@@ -154,3 +154,30 @@ def wait_step(addresses, name, step, cond, timeout=30.0):
             return st
         time.sleep(0.1)          # polling the device's status, bounded by timeout
     raise AssertionError("%s.%s never reached the condition: %s" % (name, step, st))
+
+
+# Source text for scripts run in a fresh interpreter (either one): a control session that records
+# what the device sends, for driving Device.dispatch without sockets.
+FAKE_SESSION = """
+
+class Conn:
+    closed = False
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, msg):
+        self.sent.append(msg)
+
+    def close_after_flush(self, reason):
+        self.sent.append(reason)
+
+
+class Session:
+    def __init__(self):
+        self.conn = Conn()
+        self.kind = None
+
+    def fail(self, conn, code, message, extra=None):
+        conn.send({"error": {"code": code, "message": message}})
+"""

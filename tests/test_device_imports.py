@@ -18,7 +18,7 @@ import textwrap
 
 import pytest
 
-from procs import ROOT, need_micropython
+from procs import FAKE_SESSION, ROOT, need_micropython
 
 DEVICE = os.path.join(ROOT, "sensormesh", "device")
 PKG = os.path.join(ROOT, "sensormesh")
@@ -204,29 +204,7 @@ def test_every_device_module_imports_from_the_folder_alone_on_cpython(tmp_path):
 WINDOW_ONLY = """\
 import sys
 from sensormesh.device.core import Device
-
-
-class Conn:
-    closed = False
-
-    def __init__(self):
-        self.sent = []
-
-    def send(self, msg):
-        self.sent.append(msg)
-
-    def close_after_flush(self, reason):
-        self.sent.append(reason)
-
-
-class Session:
-    def __init__(self):
-        self.conn = Conn()
-        self.kind = None
-
-    def fail(self, conn, code, message, extra=None):
-        conn.send({"error": {"code": code, "message": message}})
-
+""" + FAKE_SESSION + """
 
 dev = Device("lazy", ["counter"])
 s = Session()

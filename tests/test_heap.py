@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from procs import ROOT, need_micropython
+from procs import FAKE_SESSION, ROOT, need_micropython
 
 from sensormesh.controller import mpy_cache, runner
 from sensormesh.controller.errors import PipelineFileError
@@ -283,22 +283,7 @@ sys.path.insert(0, %r)
 from sensormesh.device.compat import from_mpy
 from sensormesh.device.core import Device
 assert from_mpy(), "not running from the .mpy bundle"
-
-
-class Conn:
-    closed = False
-
-    def __init__(self):
-        self.sent = []
-
-    def send(self, msg):
-        self.sent.append(msg)
-
-
-class Session:
-    def __init__(self):
-        self.conn = Conn()
-
+""" + FAKE_SESSION.replace("%", "%%") + """
 
 dev = Device("twice", ["counter"])
 for epoch in (1, 2):
