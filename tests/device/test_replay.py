@@ -525,3 +525,58 @@ def test_a_restarted_device_redeployed_before_its_first_value_still_takes_its_nu
         assert net.run(30000, lambda: len(ctl.values()) >= 3000)
         vals = ctl.values()
         assert vals == list(range(len(vals))), (who, _first_wrong(vals))
+
+
+def _open_conns(net, a, b):
+    return [c for c in net.conns if c.name == a and c.peer is not None and c.peer.name == b and not c.closed]
+
+
+def test_a_late_close_of_an_old_connection_does_not_make_a_second_one():
+    # a transport may report the end of an old connection while the pipe already dials anew:
+    # the pipe must keep one connection per edge, or the receiver counts two streams as one
+    net = Net()
+    chain(net, tf=10)
+    a, c = net.devices["a"], net.devices["c"]
+    o1 = a.runtime.pipe_outs["e1"]
+    assert net.run(5000, lambda: len(c.control.values()) >= 300)
+    old = o1.conn
+    net.cut("m")
+    net.heal("m")
+    assert net.run(5000, lambda: o1.dialing is not None)     # the redial is on its way
+    o1.on_close(old, "reported late")
+    assert net.run(20000, lambda: len(c.control.values()) >= 2000)
+    _exactly_once(c.control.values(), 2000)
+    assert len(_open_conns(net, "a", "m")) == 1, _open_conns(net, "a", "m")
+
+
+def test_a_new_connection_of_an_edge_replaces_the_old_one_at_the_receiver():
+    # values still coming on a replaced connection are not counted in the new one's numbering
+    net = Net()
+    chain(net, tf=10)
+    a, m, c = net.devices["a"], net.devices["m"], net.devices["c"]
+    o1 = a.runtime.pipe_outs["e1"]
+    assert net.run(5000, lambda: len(c.control.values()) >= 300)
+    old = o1.conn
+    seq, run = o1.tx.announce()[:2]
+    late = net.dial(a, "m", o1, {"pipe": {"edge": "e1", "epoch": 1, "from": "a", "seq": seq, "run": run}})
+    net.pump()
+    assert old.closed and m.runtime.pipe_ins["e1"].conn is late.peer
+    old.peer.protocol.on_message(old.peer, [-1, -2, -3])     # arrives after the replacement
+    assert net.run(20000, lambda: len(c.control.values()) >= 2000)
+    _exactly_once(c.control.values(), 2000)
+
+
+def test_a_pipe_stopped_while_it_dials_never_uses_that_connection():
+    net = Net()
+    chain(net, tf=10)
+    a, c = net.devices["a"], net.devices["c"]
+    o1 = a.runtime.pipe_outs["e1"]
+    assert net.run(5000, lambda: len(c.control.values()) >= 300)
+    net.cut("m")
+    net.heal("m")
+    assert net.run(5000, lambda: o1.dialing is not None)
+    dialing = o1.dialing
+    o1.close(keep=True)             # a redeployment replaces this pipe while it dials
+    assert dialing.closed
+    net.run(100)
+    assert o1.conn is None and not _open_conns(net, "a", "m")

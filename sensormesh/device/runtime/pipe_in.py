@@ -62,15 +62,24 @@ class PipeIn(Outlet):
             hs["expect"] = [rx.expect, rx.run]
         rx.acked = None   # say again on this connection how far we are
         self.soon = None
-        self._retire(self.conn)
+        old = self.conn
+        self._retire(old)
+        self.conn = None
+        if old is not None and not old.closed:
+            old.close("replaced by a new connection of edge %s" % self.edge)
         self.connects += 1
         self.conn = self.rt.device.dial(self.frm, self, self.peer, {"pull": hs})
 
     def attach(self, conn, body=None):
-        if conn is not self.conn:
-            self._retire(self.conn)
-            self.connects += 1
+        old = self.conn
         self.conn = conn
+        if conn is not old:
+            self._retire(old)
+            self.connects += 1
+            if old is not None and not old.closed:
+                # the newest connection of an edge wins; values still coming on the old one
+                # would be counted as the new numbering's (the sender replays them anyway)
+                old.close("replaced by a new connection of edge %s" % self.edge)
         self.soon = None
         rx = self.rx
         rx.acked = None
@@ -103,6 +112,8 @@ class PipeIn(Outlet):
         self.redial.connected()
 
     def on_message(self, conn, msg):
+        if conn is not self.conn:
+            return    # a connection this edge no longer uses (replaced or stopped)
         if type(msg) is list:
             self._values(msg)
         elif "seq" in msg:

@@ -377,7 +377,7 @@ class PipeOut:
         self.retry_timer = None
         if not self.running:
             return
-        self.conn = None
+        self._drop_conns("replaced by a new connection")
         self.tx.restart()
         hs = {"edge": self.edge, "epoch": self.rt.epoch, "from": self.rt.device.name}
         if self.tx.acks:
@@ -409,7 +409,20 @@ class PipeOut:
         self._send()
         self.rt.resume_sources()
 
+    def _drop_conns(self, reason):
+        """Close this pipe's connection and the one being set up: one connection per edge, or
+        the receiver would count the values of two as one numbering."""
+        cs = (self.conn, self.dialing)
+        self.conn = None
+        self.dialing = None
+        for c in cs:
+            if c is not None and not c.closed:
+                c.close(reason)
+
     def on_connect(self, conn):
+        if not self.running or (self.dialing is not None and conn is not self.dialing):
+            conn.close("pipe %s no longer uses this connection" % self.edge)   # a stale dial
+            return
         self.conn = conn
         self.dialing = None
         self.connects += 1
@@ -450,8 +463,8 @@ class PipeOut:
         self.rt.resume_sources()
 
     def on_close(self, conn, reason):
-        if conn is not self.conn and self.conn is not None:
-            return
+        if conn is not self.conn and conn is not self.dialing:
+            return    # a connection this pipe had already let go
         if conn is self.conn:
             self._retire(conn)
         self.conn = None
@@ -478,6 +491,10 @@ class PipeOut:
         if self.conn is not None:
             self.conn.close_after_flush("pipeline stopped")
             self.conn = None
+        if self.dialing is not None:
+            if not self.dialing.closed:
+                self.dialing.close("pipeline stopped")   # a late connect must not send for us
+            self.dialing = None
         if not keep and self.tx.spool is not None:
             self.tx.spool.clear()
 

@@ -18,7 +18,7 @@
 # closes the sessions it still has with that key.
 import os
 
-from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.compat import MICROPYTHON, collect
 from sensormesh.device.schedule import sparse
 from sensormesh.device.secure import keys as K
 from sensormesh.device.secure.keys import HandshakeError
@@ -33,12 +33,20 @@ DEFAULT_MAX_HANDSHAKES = 2 if MICROPYTHON else 16
 # accepted connections, hello.py alone (the client side and its Dialer) for a pipe dialing out.
 # Between handshakes a board keeps only this module, keys.py, fernet.py and x25519.py.
 def _handshake():
-    from sensormesh.device.secure import handshake
+    try:
+        from sensormesh.device.secure import handshake
+    except MemoryError:
+        collect()      # what the connections before this one left may be garbage only now
+        from sensormesh.device.secure import handshake
     return handshake
 
 
 def _hello():
-    from sensormesh.device.secure import hello
+    try:
+        from sensormesh.device.secure import hello
+    except MemoryError:
+        collect()
+        from sensormesh.device.secure import hello
     return hello
 
 
@@ -192,6 +200,12 @@ class Security:
             ss = None
             self.refuse(session, conn, e.code, e.message)
             K.idle()
+            return
+        except MemoryError:
+            # say so and close, rather than leave the peer waiting for a welcome
+            ss = None
+            K.idle()
+            self.refuse(session, conn, "busy", "no memory free for a handshake now; try again later")
             return
         conn.decoder.max_frame = self.dev.max_frame
         conn.send(welcome)           # the last plaintext frame of this connection
