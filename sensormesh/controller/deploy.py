@@ -229,21 +229,19 @@ def deploy(assignments: dict[str, dict], addresses: dict[str, str], timeout: flo
         raise DeployError("no address for device(s): " + ", ".join(sorted(missing)))
     order = device_order(assignments, addresses)
     sessions: dict[str, DeviceSession] = {}
+    aside: list[tuple[str, dict]] = []     # messages that came before a reply: watch() takes them
     try:
         for name in order:
             sessions[name] = connect(name, addresses[name], timeout)
         for name in order:
             s = sessions[name]
             try:
-                reply = s.client.call({"deploy": {"assignment": assignments[name], "acks": True}})
+                request(s, {"deploy": {"assignment": assignments[name], "acks": True}}, "deployed", aside)
             except DeviceError as e:
                 raise DeployError(f"device {name} refused its assignment: {e.message}") from None
-            if "deployed" not in reply:
-                raise DeployError(f"device {name} answered deploy with {reply}")
         for name in order:  # downstream first
             try:
-                s = sessions[name]
-                reply = s.client.call({"start": {}})
+                request(sessions[name], {"start": {}}, "started", aside)
             except DeviceError as e:
                 raise DeployError(f"device {name} did not start: {e.message}") from None
     except (DeployError, OSError, codec.ProtocolError) as e:
@@ -256,7 +254,28 @@ def deploy(assignments: dict[str, dict], addresses: dict[str, str], timeout: flo
         if isinstance(e, DeployError):
             raise
         raise DeployError(f"deployment failed: {e}") from None
-    return Deployment(sessions, order, deliveries)
+    dep = Deployment(sessions, order, deliveries)
+    dep.pending = aside
+    return dep
+
+
+def request(session: DeviceSession, msg: dict, key: str, aside: list[tuple[str, dict]]) -> dict:
+    """Send one control message and return the reply that carries `key` (an error reply raises
+    DeviceError). A device may send callback values on the same session before it answers: a sink
+    deployed again gets its input replayed as soon as its pipes exist, before it is started. Those
+    messages go to `aside` (device name, message) for the watcher, which takes and confirms them;
+    taken as the reply, their values were lost while the device counted them as delivered."""
+    c = session.client
+    c.send(msg)
+    while True:
+        reply = c.recv()
+        if reply is None:
+            raise DeviceError({"code": "closed", "message": "connection closed before a reply"})
+        if type(reply) is dict and "error" in reply:
+            raise DeviceError(reply["error"])
+        if type(reply) is dict and key in reply:
+            return reply
+        aside.append((session.name, reply))
 
 
 def status(addresses: dict[str, str], timeout: float = 3.0) -> dict[str, dict]:

@@ -29,3 +29,61 @@ def test_a_device_that_does_not_number_its_deliveries_is_passed_through():
     d = Deliveries()
     assert d.take("c", {"step": "k", "values": [1, 1]}) == ([1, 1], None)
     assert d.take("c", {"step": "k", "values": "bad", "seq": 0}) == ([], None)
+
+
+def test_values_sent_before_the_reply_to_start_are_handed_on_and_confirmed():
+    # A sink deployed again gets its input replayed as soon as its pipe exists, so its first
+    # callback values may come before the reply to start. A device on loopback answers exactly
+    # that way: deploy() sets them aside, watch() hands them on and confirms them.
+    import socket
+    import threading
+
+    from sensormesh.controller.deploy import deploy
+    from sensormesh.device import codec
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10)
+    seen = []
+
+    def device():
+        conn, _ = srv.accept()
+        conn.settimeout(10)
+        dec = codec.Decoder()
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                dec.feed(data)
+                while True:
+                    m = dec.next()
+                    if m is None:
+                        break
+                    seen.append(m)
+                    if "hello" in m:
+                        conn.sendall(codec.encode({"info": {"name": "c"}}))
+                    elif "deploy" in m:
+                        conn.sendall(codec.encode({"deployed": {"pipeline": "p", "epoch": 1, "steps": 2}}))
+                    elif "start" in m:
+                        conn.sendall(codec.encode({"deliver": {"step": "k", "epoch": 1, "values": [7, 8],
+                                                               "seq": 7, "run": 3}}))
+                        conn.sendall(codec.encode({"started": {"pipeline": "p", "epoch": 1}}))
+                    elif "delivered" in m:
+                        return
+        finally:
+            conn.close()
+    t = threading.Thread(target=device, daemon=True)
+    t.start()
+    try:
+        asg = {"c": {"pipeline": "p", "epoch": 1, "steps": []}}
+        dep = deploy(asg, {"c": "127.0.0.1:%d" % srv.getsockname()[1]})
+        got = []
+        dep.watch(lambda d, s, v: got.extend(v), lambda: bool(got), timeout=10)
+        t.join(10)
+        dep.close()
+    finally:
+        srv.close()
+    assert got == [7, 8]
+    assert {"delivered": {"step": "k", "seq": 9, "run": 3}} in seen, seen
