@@ -465,7 +465,7 @@ def test_revocation_applies_from_next_connection(devices, port, keys, tmp_path, 
     with open(trust_path) as f:
         t = json.load(f)
     ent = t["keys"].pop("reader-2")
-    fp = load_trust({"keys": {"reader-2": ent}}).keys["reader-2"][1].fingerprint()
+    fp = load_trust({"keys": {"reader-2": ent}}).lookup("reader-2", "reader")[1].fingerprint()
     t["revoked"].append({"name": "reader-2", "fingerprint": fp})
     with open(trust_path + ".tmp", "w") as f:
         json.dump(t, f)

@@ -4,6 +4,7 @@ import json
 
 from sensormesh.device import codec
 from sensormesh.device.secure import handshake as session
+from sensormesh.device.secure import trust as trusting
 from sensormesh.device.secure import x25519
 from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.secure.fernet import b64decode, b64encode
@@ -164,7 +165,7 @@ def test_unknown_key():
     c, s = pair("stranger", "dev-a", trust=load_trust(trust_json()))
     # The stranger's own trust store knows dev-a, so it can build a hello; dev-a does not know it.
     st = load_trust(trust_json())
-    st.add("stranger", "device", fixture()["stranger"].key.public)
+    trusting.trust_add(st, "stranger", "device", fixture()["stranger"].key.public)
     c = ClientSession(fixture()["stranger"], st, "dev-a", clock=lambda: NOW)
     assert code_of(s.receive, c.start()) == "unknown-key"
     # Client side: a server name we have no key for.
@@ -196,7 +197,7 @@ def test_revoked():
     # Revocation in a live trust store takes effect from the next handshake.
     ts = load_trust(trust_json(revoked=()))
     s = ServerSession(fixture()["dev-a"], ts, clock=lambda: NOW)
-    ts.revoke(ts.keys["dev-b"][1].fingerprint())
+    ts.revoke(trusting.trusted_keys(ts)["dev-b"][1].fingerprint())
     c = ClientSession(fixture()["dev-b"], st, "dev-a", clock=lambda: NOW)
     assert code_of(s.receive, c.start()) == "revoked"
     # Client side: we refuse to connect to a revoked server.
@@ -226,7 +227,7 @@ def test_bad_signature():
         assert code_of(s.receive, hello) == "bad-signature"
     # The client holds an outdated key for the server (here: dev-b's key under dev-a's name).
     st = load_trust(trust_json())
-    st.add("dev-a", "device", fixture()["dev-b"].key.public)
+    trusting.trust_add(st, "dev-a", "device", fixture()["dev-b"].key.public)
     c = ClientSession(fixture()["controller"], st, "dev-a", clock=lambda: NOW)
     _, s = pair()
     e = None
@@ -406,12 +407,50 @@ def test_plain_limit_fits_frame():
 
 def test_trust_store_from_file_shape():
     st = load_trust(trust_json())
-    assert sorted(st.keys) == ["controller", "dev-a", "dev-b", "dev-old", "reader-1"]
-    assert st.keys["dev-a"][0] == "device"
+    assert sorted(trusting.trusted_keys(st)) == ["controller", "dev-a", "dev-b", "dev-old", "reader-1"]
+    assert trusting.trusted_keys(st)["dev-a"][0] == "device"
     assert len(st.revoked) == 1
     assert isinstance(st, TrustStore)
     if MICROPYTHON:
         assert isinstance(fixture()["dev-a"].key, x25519.PrivateKey)
+
+
+def test_trust_store_of_a_fleet_is_compact_and_exact():
+    # every board of a fleet holds every key of it: 300 devices must not cost a board's heap
+    import gc
+    obj = trust_json()
+    fleet = {}
+    for i in range(300):
+        fleet["b%04d" % i] = bytes([i % 256, i // 256, 7]) + bytes(29)
+        obj["keys"]["b%04d" % i] = {"role": "device", "x25519": "".join("%02x" % c for c in fleet["b%04d" % i])}
+    gc.collect()
+    before = gc.mem_alloc() if MICROPYTHON else 0
+    st = load_trust(obj)
+    gc.collect()
+    if MICROPYTHON:
+        held = gc.mem_alloc() - before
+        assert held < 300 * 60, held          # about 40 bytes a key (as objects: about 270)
+    assert len(st) == 305
+    for name in fleet:
+        role, key = st.lookup(name, "peer")
+        assert role == "device" and key.pub == fleet[name], name
+    assert st.lookup("controller", "client")[0] == "controller"
+    assert st.lookup("reader-1", "client")[0] == "reader"
+    # only whole names match: no prefix, suffix, or two names with the separator between them
+    for name in ("b000", "b00000", "0001", "b0001\nb0002", "", "dev", 5, None):
+        assert code_of(st.lookup, name, "peer") == "unknown-key", name
+    assert code_of(st.lookup, "dev-old", "peer") == "revoked"
+    # a name trusted again with a new key and role replaces the old entry in place
+    trusting.trust_add(st, "b0007", "reader", bytes(range(32)))
+    assert st.lookup("b0007", "peer")[0] == "reader" and st.lookup("b0007", "peer")[1].pub == bytes(range(32))
+    assert st.lookup("b0008", "peer")[1].pub == fleet["b0008"] and len(st) == 305
+    trusting.trust_add(st, "b0300", "device", bytes(32))
+    keys = trusting.trusted_keys(st)
+    assert len(st) == 306 and sorted(keys)[:2] == ["b0000", "b0001"] and keys["b0299"][1].pub == fleet["b0299"]
+    assert keys["b0300"][1].pub == bytes(32) and st.lookup("b0300", "peer")[0] == "device"
+    # a name given twice when the store is made: the later key counts
+    st = trusting.trust_store([("x", "device", bytes(32)), ("y", "reader", bytes(32)), ("x", "reader", bytes(range(32)))])
+    assert len(st) == 2 and st.lookup("x", "peer")[0] == "reader" and st.lookup("x", "peer")[1].pub == bytes(range(32))
 
 
 def test_pair_key_computed_once_per_peer():
@@ -432,7 +471,7 @@ def test_pair_key_computed_once_per_peer():
     assert len(sp.keys) == 2 and sp.computed == 4
     # A replaced key for a name is a different cache entry: the old pair key is never used.
     t2 = load_trust(trust_json())
-    t2.add("dev-b", "device", f["stranger"].key.public)
+    trusting.trust_add(t2, "dev-b", "device", f["stranger"].key.public)
     c = ClientSession(f["dev-b"], t, "dev-a", clock=lambda: NOW)
     s = ServerSession(f["dev-a"], t2, replay=ReplayCache(), clock=lambda: NOW, pairs=sp)
     assert code_of(s.receive, c.start()) == "bad-signature"

@@ -125,7 +125,8 @@ class Security:
         stamps = (_stamp(self.trust_src), _stamp(self.revoked_src))
         if self._trust is not None and stamps == self._stamps:
             return self._trust
-        return _handshake().reload_trust(self, stamps)   # reading the files: handshake.py
+        from sensormesh.device.secure import trust       # reading the files (forgotten when idle)
+        return trust.reload_trust(self, stamps)
 
     # -- accepted connections --------------------------------------------------------------
     def on_open(self, session, conn):

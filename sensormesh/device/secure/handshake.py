@@ -14,7 +14,6 @@
 # payload is a Fernet token of an 8-byte frame counter plus the payload. The only costly step,
 # the scalar multiplication, happens once per peer: the pair key is cached (PairCache).
 # docs/security.md explains the choices (and why not the original design's RSA sketch: ESP32 cost).
-import json
 import os
 
 from sensormesh.device.secure import x25519
@@ -27,92 +26,17 @@ from sensormesh.device.secure.keys import (CODES, DEFAULT_REPLAY_SIZE, DEFAULT_W
 
 
 
-def _read_json(src):
-    if type(src) is dict:
-        return src
-    with open(src) as f:
-        return json.load(f)
-
-
 def load_identity(src, native=None):
     """Identity from a dict or a JSON file: {"name", "role", "secret": hex, "x25519": hex}."""
-    obj = _read_json(src)
+    from sensormesh.device.secure.trust import read_json
+    obj = read_json(src)
     return Identity(obj["name"], obj["role"], x25519.private_from_json(obj, native))
 
 
 def load_trust(src):
-    """TrustStore from a dict or a JSON file (written by `sensormesh keys`):
-
-    {"keys": {name: {"role", "x25519"}}, "revoked": [{"name", "fingerprint"} or fingerprint]}
-    """
-    obj = _read_json(src)
-    ts = TrustStore()
-    for r in obj.get("revoked", ()):
-        if type(r) is dict:
-            ts.revoke(r["fingerprint"], r.get("name"))
-        else:
-            ts.revoke(r)
-    keys = obj.get("keys", {})
-    for name in keys:
-        ent = keys[name]
-        ts.add(name, ent["role"], x25519.public_from_json(ent))
-    return ts
-
-
-def reload_trust(sec, stamps):
-    """(Re)read a device's trust store and revoked list (secure.Security: at start, and when a
-    file changed, checked before every handshake). A store that does not load keeps the previous
-    one (logged); a new one closes the sessions whose peer key it no longer trusts."""
-    try:
-        t = load_trust(sec.trust_src)
-        _add_revoked(t, sec.revoked_src)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        what = sec.trust_src if type(sec.trust_src) is str else "(inline)"
-        if sec._trust is None:
-            raise ValueError("cannot load the trust store %s: %s" % (what, e))
-        sec.dev.log("trust store %s not reloaded, keeping the previous one: %s: %s"
-                    % (what, type(e).__name__, e))
-        return sec._trust
-    if sec._trust is not None:
-        sec.dev.log("trust store reloaded: %d keys, %d revoked" % (len(t.keys), len(t.revoked)))
-    sec._trust = t
-    sec._stamps = stamps
-    _cut_untrusted(sec, t)
-    return t
-
-
-def _add_revoked(t, src):
-    if src is None:
-        return
-    if type(src) is str:
-        with open(src) as f:
-            src = json.load(f)
-    if type(src) is dict:
-        src = src.get("revoked", ())
-    for r in src:
-        if type(r) is dict:
-            t.revoke(r["fingerprint"], r.get("name"))
-        else:
-            t.revoke(r)
-
-
-def _cut_untrusted(sec, t):
-    # Close the device's open sessions whose peer key is no longer trusted.
-    dev = sec.dev
-    sessions = [(conn.protocol, conn) for lst in dev.listeners for conn in lst.conns]
-    reg = getattr(dev, "registration", None)   # the connection it dialed to register
-    if reg is not None and reg.conn is not None:
-        sessions.append((reg.session, reg.conn))
-    for s, conn in sessions:
-        name = getattr(s, "peer_name", None)
-        if name is None or conn.closed:
-            continue
-        try:
-            role, key = t.lookup(name, "peer")
-            if key.fingerprint() != s.peer_fp:
-                raise HandshakeError("revoked", "the key of %r was replaced" % name)
-        except HandshakeError as e:
-            sec.refuse(s, conn, e.code, "session closed: " + e.message)
+    """TrustStore from a dict or a JSON file (secure/trust.py, loaded only to read one)."""
+    from sensormesh.device.secure.trust import load_trust
+    return load_trust(src)
 
 
 class Credentials:

@@ -9,6 +9,7 @@ import struct
 from sensormesh.device import codec
 from sensormesh.device.compat import MICROPYTHON, collect, from_mpy, unload
 from sensormesh.device.secure.fernet import Fernet, InvalidToken, b64encode, hmac_sha256
+from sensormesh.device.secure.x25519 import PublicKey
 
 VERSION = 2
 DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
@@ -41,10 +42,11 @@ def forgets():
 
 def idle():
     """A handshake ended: when none is in progress, forget the handshake's code (handshake.py,
-    hello.py; see forgets()) and collect its garbage (key agreement, JSON)."""
+    hello.py, trust.py; see forgets()) and collect its garbage (key agreement, JSON)."""
     if busy[0] == 0 and forgets():
         unload("sensormesh.device.secure.handshake")
         unload("sensormesh.device.secure.hello")
+        unload("sensormesh.device.secure.trust")
     collect()
 
 
@@ -87,15 +89,34 @@ class TrustStore:
 
     Devices trust nothing else. Replace or update it (e.g. after `sensormesh keys revoke`)
     and the next handshake sees the change.
+
+    Held compactly, because every board of a fleet holds every key of it: the names in one
+    string of bytes, each key's role and 32 bytes in another (about 40 bytes a key; as objects
+    a key cost a board about 270 bytes, 55 KB for 200 devices). A lookup makes its PublicKey.
+    Made, changed and listed by secure/trust.py (trust_store, trust_add, trusted_keys), which a
+    board loads only while it reads its trust store.
     """
 
-    def __init__(self, keys=None, revoked=None):
-        self.keys = keys if keys is not None else {}
+    def __init__(self, names=b"\n", recs=b"", roles=None, revoked=None):
+        self._names = names      # b"\nNAME\nNAME\n...": the i-th name is key i
+        self._recs = recs        # per key: its role's index in _roles, then its 32 bytes
+        self._roles = roles if roles is not None else []
         self.revoked = set(revoked or ())   # fingerprints
         self.revoked_names = set()          # names whose only key was revoked
 
-    def add(self, name, role, key):
-        self.keys[name] = (role, key)
+    def __len__(self):
+        return len(self._recs) // 33
+
+    def index(self, name):
+        """The position of name's key, or -1 (only a whole name matches)."""
+        if type(name) is not str or "\n" in name:
+            return -1
+        i = self._names.find(b"\n" + name.encode() + b"\n")
+        return -1 if i < 0 else self._names.count(b"\n", 0, i)
+
+    def entry(self, i):
+        """(role, PublicKey) of the key at position i."""
+        return self._roles[self._recs[33 * i]], PublicKey(self._recs[33 * i + 1:33 * i + 33])
 
     def revoke(self, fp, name=None):
         self.revoked.add(fp)
@@ -104,11 +125,12 @@ class TrustStore:
 
     def lookup(self, name, who):
         """(role, key) of a trusted, unrevoked name, else HandshakeError."""
-        ent = self.keys.get(name)
-        if ent is None:
+        i = self.index(name)
+        if i < 0:
             if name in self.revoked_names:
                 raise HandshakeError("revoked", "the key of %s %r has been revoked" % (who, name))
             raise HandshakeError("unknown-key", "%s %r is not in this side's trust store" % (who, name))
+        ent = self.entry(i)
         if ent[1].fingerprint() in self.revoked:
             raise HandshakeError("revoked", "the key of %s %r (%s) has been revoked"
                                  % (who, name, ent[1].fingerprint()))
