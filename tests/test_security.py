@@ -269,12 +269,12 @@ def test_failure_codes_reported_by_micropython_server(store):
     # unknown key: a key the controller never issued
     st = trust(store)
     stranger = devtests.fixture()["stranger"]
-    st.add("stranger", "device", stranger.key.public)
+    trusting.trust_add(st, "stranger", "device", stranger.key.public)
     e = mp_server_refuses(store, stranger, st)
     assert e.code == "unknown-key" and "stranger" in e.message
     # revoked: dev-old's key is still a valid key, but its fingerprint is in the trust store's list
     st = trust(store)
-    st.add("dev-old", "device", x25519.public_from_json(store["ids"]["dev-old"]))
+    trusting.trust_add(st, "dev-old", "device", x25519.public_from_json(store["ids"]["dev-old"]))
     e = mp_server_refuses(store, ident(store, "dev-old"), st)
     assert e.code == "revoked" and "dev-old" in e.message
     # bad signature (the hello's MAC)
