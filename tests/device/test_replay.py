@@ -293,6 +293,30 @@ def test_free_running_source_fills_a_time_frame_without_waiting_for_acks():
     assert c.status()["i2"]["lost"] == 0 and a.status()["o1"]["dropped"] == 0
 
 
+def test_a_free_running_source_stops_at_a_full_buffer_and_its_frame_leaves_at_once():
+    # A buffer that is no multiple of the source's burst: the source reads only what the buffer
+    # still takes, so no unacknowledged value is pushed out (evicted) while the receiver is
+    # frozen; and once the buffer is full nothing more can join the time frame, so it leaves at
+    # once instead of waiting for its timer (with a receiver that holds acknowledgements until a
+    # window of the whole buffer closes, that wait was paid for every window).
+    from sensormesh.device.runtime import BURST
+    for runs in (False, True):
+        net = Net()
+        cap = 4 * BURST + 10
+        chain(net, tf=1000, rate=0, buffer=cap, count=40 * BURST, runs=runs)
+        net.freeze("m")
+        net.run(50)               # far less than the time frame
+        st = net.devices["a"].status()["o1"]
+        assert st["unacked"] == cap and st["out"] == cap and st["evicted"] == 0, st
+        net.thaw("m")
+        c = net.devices["c"]
+        assert net.run(60000, lambda: c.status()["k"]["in"] >= 40 * BURST), c.status()
+        net.run(300)              # the callback's last values leave on the delivery timer
+        _exactly_once(c.control.values(), 40 * BURST)
+        st = net.devices["a"].status()["o1"]
+        assert st["evicted"] == 0 and st["dropped"] == 0, st
+
+
 def test_a_source_reading_runs_delivers_every_value_once_in_order():
     # a sensor with get_many: the source reads runs and the pipe_out takes them as lists
     from sensormesh.device.runtime import BURST

@@ -101,7 +101,7 @@ class Source(Outlet):
     def _burst(self):
         # A free-running source reads a run of values per loop turn and hands the list on at
         # once: steps that take runs (map, filter, pipe_out) pay per run, not per value.
-        n = BURST
+        n = self.rt.room(BURST)
         if self.limit and self.limit - self.n_out < n:
             n = self.limit - self.n_out
         vals = self._read_run(n)
@@ -489,6 +489,18 @@ class Runtime:
             if p.backlogged():
                 return True
         return False
+
+    def room(self, n):
+        """At most n: the values the fullest replay buffer still takes. A free-running source
+        reads no more per turn, so it waits for acknowledgements instead of pushing the oldest
+        unacknowledged values out of a buffer (its bound is for rated sources and outages)."""
+        for p in self.pipe_outs.values():
+            tx = p.tx
+            if tx.acks and tx.spool is None:
+                free = tx.cap - len(tx.buf)
+                if free < n:
+                    n = free if free > 1 else 1
+        return n
 
     def resume_sources(self):
         for s in self.sources:

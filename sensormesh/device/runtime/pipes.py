@@ -174,8 +174,8 @@ class PipeOut:
         tx = self.tx
         tx.add(value)
         if self.tf:
-            if tx.unsent() >= MAX_FRAME_VALUES:
-                self._send()
+            if tx.unsent() >= MAX_FRAME_VALUES or tx.full():
+                self._send()        # an array's worth, or nothing more joins before an ack
         elif self.conn is not None:
             self._send()
         if tx.dropped != self.logged_drops:
@@ -191,6 +191,8 @@ class PipeOut:
         n = len(values)
         if self.tf and not self.lineage and tx.unsent() + n < MAX_FRAME_VALUES and tx.add_many(values):
             self.n_in += n
+            if tx.full():
+                self._send()        # nothing more joins the time frame before an acknowledgement
             if not self.asked and tx.acks and 2 * tx.held() >= tx.cap:
                 self.hurry(True)
             return
