@@ -31,8 +31,8 @@ _keys = click.option("--keys", "keys_dir", default=None, type=click.Path(file_ok
                           "otherwise plaintext).")
 
 
-# Above this many devices, the start and placement lines summarise (-v lists every device).
-SUMMARY_AT = 12
+# Above this many devices, the start, placement and stop lines summarise (-v lists every device).
+SUMMARY_AT = runner.SUMMARY_AT
 
 
 def _show_plan(placement, asg, out, verbose=False):
@@ -111,7 +111,7 @@ def _heap_option(value):
 @click.option("--dashboard", default=None, metavar="[HOST:]PORT",
               help="Serve a live web dashboard (and Prometheus /metrics) here; HOST defaults to 127.0.0.1, "
                    "PORT 0 picks a free port.")
-@click.option("-v", "--verbose", is_flag=True, help="List every device in the start and placement lines.")
+@click.option("-v", "--verbose", is_flag=True, help="List every device in the start, placement and stop lines.")
 def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure, network, network_mode, no_metrics,
        timeout, metrics_out, no_metrics_file, rates_every, dashboard, verbose):
     """Start FILE's local devices, deploy the pipeline, show sink values live; Ctrl-C stops everything.
@@ -167,7 +167,7 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
         printer.line("metrics written to %s" % obs.path)
     if final:
         printer.line("stopped; per device (step in>out):")
-        for line in runner.summary(final):
+        for line in runner.summary(final, verbose):
             printer.line("  " + line)
 
 
@@ -334,7 +334,8 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_timeout
 @_keys
-def stop(file, timeout, keys_dir):
+@click.option("-v", "--verbose", is_flag=True, help="Every device with its per-step counts, however many there are.")
+def stop(file, timeout, keys_dir, verbose):
     """Stop the pipeline on every device of FILE (upstream first) and show the final counts."""
     from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
@@ -343,7 +344,7 @@ def stop(file, timeout, keys_dir):
         final = sup.stop()
     finally:
         sup.close()
-    for line in runner.summary(final):
+    for line in runner.summary(final, verbose):
         click.echo(line)
     if any("error" in v for v in final.values()):
         sys.exit(1)

@@ -6,6 +6,7 @@ layers over these functions, so the command line and a user's program behave the
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Callable
 
@@ -72,25 +73,91 @@ def dispatcher(model, fallback: Callable[[str, str, list], None]):
     return on_deliver
 
 
-def summary(final: dict[str, dict]) -> list[str]:
-    """Lines describing each device's final stats after a stop: values in/out/dropped per step."""
-    lines = []
+# Above this many devices a stop summary groups the devices that ran the same steps; above
+# FOLD_AT steps of one kind on a device (a sink's hundreds of pipe inputs) they are counted
+# together. verbose lists everything.
+SUMMARY_AT = 12
+FOLD_AT = 4
+
+
+def _kind(sid):
+    """A step id with its numbers as "#": the steps one fleet's devices run alike ("in:w#")."""
+    return re.sub(r"[0-9]+", "#", sid)
+
+
+def _counts(s):
+    bit = "%s>%s" % (s.get("in", "-"), s.get("out", "-"))
+    return bit + (" (%d dropped)" % s["dropped"] if s.get("dropped") else "")
+
+
+def _steps(st):
+    return [(sid, s) for sid, s in (st.get("steps") or {}).items() if isinstance(s, dict)]
+
+
+def _total(parts):
+    """One step's counts summed over parts ({"in", "out", "dropped"} dicts)."""
+    out = {}
+    for k in ("in", "out", "dropped"):
+        vals = [p[k] for p in parts if isinstance(p.get(k), int)]
+        if vals:
+            out[k] = sum(vals)
+    return out
+
+
+def _device_steps(st, verbose):
+    """"t 5>5, 200 x in:w# 1000>1000 (4-6 each), all 1000>1000": a device's steps, those of
+    one kind counted together when there are more than FOLD_AT of them (not verbose)."""
+    steps = _steps(st)
+    kinds = {}
+    for sid, s in steps:
+        kinds.setdefault(_kind(sid), []).append(s)
+    parts, shown = [], set()
+    for sid, s in steps:
+        k = _kind(sid)
+        many = kinds[k]
+        if verbose or len(many) <= FOLD_AT:
+            parts.append("%s %s" % (sid, _counts(s)))
+        elif k not in shown:
+            shown.add(k)
+            each = [p.get("in") for p in many if isinstance(p.get("in"), int)]
+            spread = " (%d-%d each)" % (min(each), max(each)) if each else ""
+            parts.append("%d x %s %s%s" % (len(many), k, _counts(_total(many)), spread))
+    if st.get("lost_deliveries"):
+        parts.append("%d callback values lost while no controller listened" % st["lost_deliveries"])
+    return ", ".join(parts) or "nothing ran"
+
+
+def summary(final: dict[str, dict], verbose=False) -> list[str]:
+    """Lines describing each device's final stats after a stop: values in/out/dropped per step.
+
+    Above SUMMARY_AT devices (not verbose) the devices that ran the same kinds of steps and
+    ended well are one line with their counts summed ("200 devices b000 .. b199: t# 2000>2000,
+    ..."); a device that failed, dropped values or lost deliveries keeps a line of its own."""
+    if verbose or len(final) <= SUMMARY_AT:
+        return ["%s: %s" % (dev, final[dev]["error"] if "error" in final[dev] else _device_steps(final[dev], verbose))
+                for dev in sorted(final)]
+    groups, alone = {}, []
     for dev in sorted(final):
         st = final[dev]
-        if "error" in st:
-            lines.append("%s: %s" % (dev, st["error"]))
+        steps = _steps(st)
+        if "error" in st or not steps or st.get("lost_deliveries") or any(s.get("dropped") for _, s in steps):
+            alone.append(dev)
+        else:
+            groups.setdefault(tuple(_kind(sid) for sid, _ in steps), []).append(dev)
+    lines = []
+    for kinds, devs in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0])):
+        if len(devs) == 1:
+            alone.append(devs[0])
             continue
-        parts = []
-        for sid, s in (st.get("steps") or {}).items():
-            if not isinstance(s, dict):
-                continue
-            bit = "%s %s>%s" % (sid, s.get("in", "-"), s.get("out", "-"))
-            if s.get("dropped"):
-                bit += " (%d dropped)" % s["dropped"]
-            parts.append(bit)
-        if st.get("lost_deliveries"):
-            parts.append("%d callback values lost while no controller listened" % st["lost_deliveries"])
-        lines.append("%s: %s" % (dev, ", ".join(parts) or "nothing ran"))
+        per = [dict(_steps(final[d])) for d in devs]
+        sums = []
+        for i, k in enumerate(kinds):
+            sums.append("%s %s" % (k, _counts(_total([list(p.values())[i] for p in per]))))
+        lines.append("%d devices %s .. %s: %s in all" % (len(devs), devs[0], devs[-1], ", ".join(sums)))
+    for dev in sorted(alone):
+        st = final[dev]
+        lines.append("%s: %s" % (dev, st["error"] if "error" in st else _device_steps(st, False)))
+    lines.append("(-v lists every device and step)")
     return lines
 
 

@@ -67,3 +67,32 @@ def test_status_of_many_devices_shows_counts_and_what_is_not_running(capsys):
     _show_status(st, [], False, True, domains.__getitem__)
     out = capsys.readouterr().out.splitlines()
     assert "b000: running pipeline f epoch 3" in out and out.count("    t: in 5, out 5") == 200
+
+
+def fleet_final():
+    final = {"b%03d" % i: {"steps": {"t%03d" % i: {"in": 10, "out": 10}, "w%03d" % i: {"in": 10, "out": 5},
+                                     "out:w%03d" % i: {"in": 5, "out": 5, "dropped": 0}}} for i in range(200)}
+    final["b007"]["steps"]["w007"]["dropped"] = 2
+    final["b009"] = {"error": "not stopped: it failed"}
+    pc = {"in:w%03d" % i: {"in": 4 if i == 3 else 5, "out": 4 if i == 3 else 5} for i in range(200)}
+    pc.update({"all": {"in": 999, "out": 999}, "out": {"in": 999, "out": 0}})
+    final["pc"] = {"steps": pc}
+    return final
+
+
+def test_stop_summary_of_many_devices_groups_alike_devices_and_folds_many_inputs():
+    from sensormesh.controller.runner import summary
+    lines = summary(fleet_final())
+    assert lines == [
+        "198 devices b000 .. b199: t# 1980>1980, w# 1980>990, out:w# 990>990 in all",
+        "b007: t007 10>10, w007 10>5 (2 dropped), out:w007 5>5",
+        "b009: not stopped: it failed",
+        "pc: 200 x in:w# 999>999 (4-5 each), all 999>999, out 999>0",
+        "(-v lists every device and step)"], lines
+    assert max(len(ln) for ln in lines) < 100
+    full = summary(fleet_final(), verbose=True)
+    assert len(full) == 201 and "in:w199 5>5" in full[-1] and full[0] == "b000: t000 10>10, w000 10>5, out:w000 5>5"
+    # a few devices: one line each, a sink's many inputs still counted together
+    few = summary({d: fleet_final()[d] for d in ("b001", "pc")})
+    assert few == ["b001: t001 10>10, w001 10>5, out:w001 5>5",
+                   "pc: 200 x in:w# 999>999 (4-5 each), all 999>999, out 999>0"], few

@@ -84,15 +84,22 @@ def test_stateful_user_class_and_pull_direction():
     b.close()
 
 
-def test_bad_assignment_named_and_old_one_keeps_running():
-    loop, a, aaddr, b, baddr = two_devices()
-    ca, conna = control(loop, aaddr)
+def running(loop, addr):
+    """A control session with the device at addr, which runs a counter into a callback sink
+    (epoch 1) and has delivered values; returns (collector, connection, assignment)."""
+    c, conn = control(loop, addr)
     good = {"pipeline": "p", "epoch": 1, "steps": [
         {"id": "s", "type": "source", "params": {"sensor": "counter", "rate": 200}},
         {"id": "k", "type": "callback", "params": {}, "inputs": ["s"]}]}
-    conna.send({"deploy": {"assignment": good}})
-    conna.send({"start": {}})
-    assert loop.run_until(lambda: ca.replies("deliver"), 5000)
+    conn.send({"deploy": {"assignment": good}})
+    conn.send({"start": {}})
+    assert loop.run_until(lambda: c.replies("deliver"), 5000)
+    return c, conn, good
+
+
+def test_bad_assignment_named_and_old_one_keeps_running():
+    loop, a, aaddr, b, baddr = two_devices()
+    ca, conna, good = running(loop, aaddr)
     bads = [
         ({"steps": [{"id": "s", "type": "source", "params": {"sensor": "radar"}}]}, "no sensor 'radar'"),
         ({"steps": [{"id": "x", "type": "teleport"}]}, "unknown step type"),
@@ -151,3 +158,35 @@ def test_a_burst_of_callback_values_leaves_in_messages_that_fit_any_link():
     assert len(sizes) > 1 and max(sizes) <= DELIVER_MAX, sizes
     conn.close()
     a.close()
+
+
+def test_a_device_short_of_memory_refuses_its_assignment_saying_so_and_keeps_running():
+    # the memory runs out while the assignment is built (made to: every allocation of the build fails)
+    from sensormesh.device.runtime import deploy
+    loop, a, aaddr, b, baddr = two_devices()
+    ca, conna, good = running(loop, aaddr)
+    build = deploy.build
+
+    def short(rt, asg):
+        raise MemoryError("memory allocation failed, allocating 76 bytes")
+    deploy.build = short
+    try:
+        conna.send({"deploy": {"assignment": dict(good, epoch=2)}})
+        assert loop.run_until(lambda: ca.replies("error"), 5000), ca.messages[-3:]
+    finally:
+        deploy.build = build
+    err = ca.replies("error")[-1]
+    assert err["code"] == "out-of-memory" and "no memory free for its assignment" in err["message"], err
+    # the device still answers and runs what it ran; given the memory, it takes the assignment
+    conna.send({"status": {}})
+    assert loop.run_until(lambda: ca.replies("status"), 5000)
+    assert ca.replies("status")[-1]["assignment"]["epoch"] == 1
+    before = len(ca.replies("deliver"))
+    assert loop.run_until(lambda: len(ca.replies("deliver")) > before + 2, 5000)
+    n = len(ca.replies("deployed"))
+    conna.send({"deploy": {"assignment": dict(good, epoch=2)}})
+    assert loop.run_until(lambda: len(ca.replies("deployed")) > n, 5000), ca.messages[-3:]
+    assert ca.replies("deployed")[-1]["epoch"] == 2
+    assert ca.closed is None
+    a.close()
+    b.close()

@@ -75,6 +75,19 @@ PING_INTERVAL = 1.0
 FAN_OUT = 32
 # Deployments of this many devices or more report their progress (progress(text), once a second).
 PROGRESS_FROM = 20
+# A device that refuses its assignment for want of memory ("out-of-memory": a board's heap can be
+# short for a moment, while its pipes' handshakes run) is asked again this many times, alone, the
+# n-th time after n * MEMORY_PAUSE seconds; then the deployment fails naming it.
+MEMORY_RETRIES = 2
+MEMORY_PAUSE = 0.5
+
+
+def brief_names(names, most=6):
+    """"a, b, c" for a few names; "a, b, c, d, e, f and 194 more" for many."""
+    names = list(names)
+    if len(names) <= most:
+        return ", ".join(names)
+    return "%s and %d more" % (", ".join(names[:most]), len(names) - most)
 
 
 class Supervisor(Control, Watch, Reroute, Recover):
@@ -185,9 +198,11 @@ class Supervisor(Control, Watch, Reroute, Recover):
             # a device the controller dials directly may answer in frames as large as the
             # controller takes (a status of hundreds of steps); through a gateway, the gateway's
             # limit is unknown
-            reqs = {d: self._send(d, {"hello": {"max-frame": codec.DEFAULT_MAX_FRAME} if not self.paths[d].targets
-                                      else {}}, ("info",), timeout) for d in batch}
-            self._wait(list(reqs.values()), timeout)
+            # fanned out like the deployment: at most fan_out first contacts (with keys, each a
+            # handshake, costly on a board) at once, not all of a large fleet in the same instant
+            reqs = self._fan_out(batch, lambda d: self._send(d, {"hello": {"max-frame": codec.DEFAULT_MAX_FRAME}
+                                                                 if not self.paths[d].targets else {}},
+                                                             ("info",), timeout), None)
             for d, r in reqs.items():
                 if r.error is not None:
                     p = self.paths[d]
@@ -249,7 +264,7 @@ class Supervisor(Control, Watch, Reroute, Recover):
         order = [d for w in waves for d in w]
         deployed = []
         try:
-            reqs = self._fan_out(order, lambda d: self._send_deploy(d, asg[d]), "deployed")
+            reqs = self._deploy_all(order, asg)
             deployed = [d for d in order if d in reqs and reqs[d].error is None]
             self._raise_first(order, reqs, "refused its assignment")
             started = 0
@@ -268,10 +283,29 @@ class Supervisor(Control, Watch, Reroute, Recover):
             self._original = pl
         return order
 
-    def _fan_out(self, devices, send, what, done_before=0, total=None):
-        """send(d) -> Request for each device, at most `fan_out` waiting for their answers at
-        once (a slow device holds up only its own slot); after the first error nothing more is
-        sent (what=None: ask every device whatever they answer; no progress). Returns {device: Request} of those sent; every one of them is done."""
+    def _deploy_all(self, devices, asg):
+        """Send each device its assignment (fanned out); those that refuse it for want of
+        memory are asked again one at a time (MEMORY_RETRIES). Returns {device: Request}."""
+        def send(d):
+            return self._send_deploy(d, asg[d])
+        reqs = self._fan_out(devices, send, "deployed", retry=("out-of-memory",))
+        for attempt in range(1, MEMORY_RETRIES + 1):
+            short = [d for d in devices if d in reqs and reqs[d].code == "out-of-memory"]
+            if not short or any(r.error is not None and r.code != "out-of-memory" for r in reqs.values()):
+                break
+            self._event("%s had no memory free for %s assignment; asking again, one at a time (%d of %d)" % (
+                brief_names(short), "its" if len(short) == 1 else "their", attempt, MEMORY_RETRIES))
+            self.loop.run_until(lambda: False, int(1000 * MEMORY_PAUSE * attempt))
+            reqs.update(self._fan_out(short, send, "deployed", retry=("out-of-memory",), limit=1,
+                                      done_before=len(devices) - len(short), total=len(devices)))
+        return reqs
+
+    def _fan_out(self, devices, send, what, done_before=0, total=None, retry=(), limit=None):
+        """send(d) -> Request for each device, at most `fan_out` (or limit) waiting for their
+        answers at once (a slow device holds up only its own slot); after the first error nothing
+        more is sent, unless its code is in `retry` (what=None: ask every device whatever they
+        answer; no progress). Returns {device: Request} of those sent; every one of them is done."""
+        limit = self.fan_out if limit is None else limit
         reqs = {}
         todo = list(devices)
         waiting = []
@@ -280,7 +314,7 @@ class Supervisor(Control, Watch, Reroute, Recover):
         shown = time.monotonic()
         failed = False
         while todo or waiting:
-            while todo and not failed and len(waiting) < self.fan_out:
+            while todo and not failed and len(waiting) < limit:
                 d = todo.pop(0)
                 reqs[d] = r = send(d)
                 waiting.append(r)
@@ -296,7 +330,8 @@ class Supervisor(Control, Watch, Reroute, Recover):
             finished = [r for r in waiting if r.done]
             waiting = [r for r in waiting if not r.done]
             n_done += len(finished)
-            failed = failed or (what is not None and any(r.error is not None for r in finished))
+            failed = failed or (what is not None and any(r.error is not None and r.code not in retry
+                                                         for r in finished))
             if what is not None and self.progress is not None and total >= PROGRESS_FROM and (now - shown >= 1.0 or not (todo or waiting)):
                 shown = now
                 self.progress("%s %d/%d" % (what, n_done, total))
@@ -308,8 +343,7 @@ class Supervisor(Control, Watch, Reroute, Recover):
         if not bad:
             return
         d = bad[0]
-        more = "" if len(bad) == 1 else " (%d more failed: %s)" % (len(bad) - 1, ", ".join(bad[1:6]) + (
-            ", ..." if len(bad) > 6 else ""))
+        more = "" if len(bad) == 1 else " (%d more failed: %s)" % (len(bad) - 1, brief_names(bad[1:], 5))
         raise SupervisorError("device %s (%s) %s: %s%s" % (d, self.paths[d].describe(), verb, reqs[d].error, more))
 
     def _stop_waves(self, waves):

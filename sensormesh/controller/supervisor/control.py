@@ -40,7 +40,8 @@ class SupervisorError(DeployError):
 class Request:
     """One control message sent to one device, waiting for a reply with one of `keys`."""
 
-    __slots__ = ("device", "keys", "deadline", "reply", "error", "done", "link_lost", "expired", "t_done", "on_done")
+    __slots__ = ("device", "keys", "deadline", "reply", "error", "done", "link_lost", "expired", "t_done", "on_done",
+                 "code")
 
     def __init__(self, device, keys, deadline):
         self.device = device
@@ -53,8 +54,9 @@ class Request:
         self.expired = False        # failed because no answer came before its deadline
         self.t_done = None          # time.monotonic() when the reply (or the error) came
         self.on_done = None         # fn(request), called once when it is done (metrics, clock sync)
+        self.code = None            # the code of the device's error answer ("out-of-memory", ...)
 
-    def finish(self, reply=None, error=None, link_lost=False, expired=False):
+    def finish(self, reply=None, error=None, link_lost=False, expired=False, code=None):
         if not self.done:
             self.t_done = time.monotonic()
             self.done = True
@@ -62,6 +64,7 @@ class Request:
             self.error = error
             self.link_lost = link_lost
             self.expired = expired
+            self.code = code
             if self.on_done is not None:
                 self.on_done(self)
 
@@ -440,7 +443,7 @@ class Control:
 
         def answered(r):
             if r.error is not None:
-                whole.finish(error=r.error, link_lost=r.link_lost)
+                whole.finish(error=r.error, link_lost=r.link_lost, code=r.code)
             elif last:
                 whole.finish(reply=r.reply)
             else:
@@ -567,10 +570,12 @@ class Control:
                 q.popleft()
                 if "error" in msg:
                     e = msg["error"]
-                    if isinstance(e, dict) and e.get("code") in HANDSHAKE_CODES:
-                        head.finish(error="%s: %s" % (dev, session_failed(e["code"], e.get("message"))))
+                    code = e.get("code") if isinstance(e, dict) else None
+                    if code in HANDSHAKE_CODES:
+                        head.finish(error="%s: %s" % (dev, session_failed(e["code"], e.get("message"))), code=code)
                     else:
-                        head.finish(error="%s: %s" % (dev, e.get("message", e) if isinstance(e, dict) else e))
+                        head.finish(error="%s: %s" % (dev, e.get("message", e) if isinstance(e, dict) else e),
+                                    code=code)
                 else:
                     head.finish(reply=msg)
                 return

@@ -110,10 +110,11 @@ class Reroute:
         self._report_losses(self.place(), final)
         new_run = {d: new_asg[d] for d in group if d in new_asg}
         order = device_order(new_run)
-        for phase, send in (("deploy", lambda d: self._send_deploy(d, new_run[d])),
-                            ("start", lambda d: self._send(d, {"start": {}}, ("started",)))):
+        # one device at a time; one short of memory for its assignment is asked again (_deploy_all)
+        for phase, ask in (("deploy", lambda d: self._deploy_all([d], new_run)[d]),
+                           ("start", lambda d: self._wait([self._send(d, {"start": {}}, ("started",))])[0])):
             for d in order:
-                r = self._wait([send(d)])[0]
+                r = ask(d)
                 if r.error is not None:
                     self._event("re-route at epoch %d: %s failed on %s: %s" % (epoch, phase, d, r.error))
                     self._suspect(d, r.error)

@@ -367,15 +367,32 @@ class Runtime:
     def on_deploy(self, session, body):
         # Shipped code is loaded while building; its loader and the deployment's own code are
         # dropped afterwards (a board pays for them only during a deployment), and the garbage
-        # of the deployment is collected.
-        from sensormesh.device.runtime import deploy
-        from sensormesh.device.runtime.shipped import ShippedError
+        # of the deployment is collected, as is what came before it (the build needs free blocks).
+        # A board without the memory for it refuses the assignment saying so ("out-of-memory"),
+        # instead of leaving the controller waiting: the controller tries it again, alone.
+        collect()
+        short = False
         try:
+            from sensormesh.device.runtime import deploy
+            from sensormesh.device.runtime.shipped import ShippedError
             deploy.apply(self, session, body, ShippedError)
+        except MemoryError:
+            short = True
         finally:
             unload("sensormesh.device.runtime.shipped")
             forget("sensormesh.device.runtime.deploy")
             collect()
+        if short:
+            self.out_of_memory(session)
+
+    def out_of_memory(self, session):
+        free = ""
+        if MICROPYTHON:
+            import gc
+            free = " (%d bytes free after collecting)" % gc.mem_free()
+        text = "no memory free for its assignment%s; try again, or give it more heap or fewer steps" % free
+        self.log("deploy refused: " + text)
+        session.conn.send({"error": {"code": "out-of-memory", "message": text}})
 
     def on_deploy_part(self, session, body):
         # An assignment too large for one frame (parts.py): deployed once its last part is in.
