@@ -453,6 +453,44 @@ def test_trust_store_of_a_fleet_is_compact_and_exact():
     assert len(st) == 2 and st.lookup("x", "peer")[0] == "reader" and st.lookup("x", "peer")[1].pub == bytes(range(32))
 
 
+def test_trust_file_is_read_a_key_at_a_time_whatever_its_layout():
+    # a file is read in pieces, each key's object parsed alone: the result is the store the
+    # whole object gives, however the file is laid out; other keys and objects are skipped
+    import os
+    obj = trust_json()
+    for i in range(60):
+        obj["keys"]["b%04d" % i] = {"role": "device", "x25519": "%02x" % i * 32}
+    ids = fixture()["ids"]
+    obj["revoked"].append({"name": "gone", "fingerprint": x25519.fingerprint(bytes.fromhex(ids["dev-b"]["x25519"]))})
+    want = load_trust(obj)
+    path = "/tmp/sensormesh-test-trust-%s.json" % ("mp" if MICROPYTHON else "cp")
+    layouts = [json.dumps(obj), json.dumps(obj).replace(", ", ",\n   ").replace("{", "{ \n")]
+    tricky = dict(obj, version=2, note='a "quoted" {brace} [and] \\ backslash',
+                  other={"keys": {"intruder": {"role": "controller", "x25519": "ff" * 32}}, "revoked": ["x"]})
+    layouts.append(json.dumps(tricky))
+    try:
+        for text in layouts:
+            with open(path, "w") as f:
+                f.write(text)
+            got = load_trust(path)
+            have, should = trusting.trusted_keys(got), trusting.trusted_keys(want)
+            assert sorted(have) == sorted(should) and len(have) == 65, sorted(have)
+            for name in should:
+                assert have[name][0] == should[name][0] and have[name][1].pub == should[name][1].pub, name
+            assert got.revoked == want.revoked and "gone" in got.revoked_names
+            assert code_of(got.lookup, "intruder", "peer") == "unknown-key"
+            assert code_of(got.lookup, "dev-b", "peer") == "revoked"
+        with open(path, "w") as f:
+            f.write(json.dumps(obj)[:-40])
+        try:
+            load_trust(path)
+            raise AssertionError("a cut trust file loaded")
+        except ValueError as e:
+            assert "ends before" in str(e) or "JSON" in str(e) or "syntax" in str(e), e
+    finally:
+        os.remove(path)
+
+
 def test_pair_key_computed_once_per_peer():
     f = fixture()
     t = load_trust(trust_json())

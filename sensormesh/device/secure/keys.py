@@ -91,15 +91,15 @@ class TrustStore:
     and the next handshake sees the change.
 
     Held compactly, because every board of a fleet holds every key of it: the names in one
-    string of bytes, each key's role and 32 bytes in another (about 40 bytes a key; as objects
-    a key cost a board about 270 bytes, 55 KB for 200 devices). A lookup makes its PublicKey.
+    bytearray, each key's role and 32 bytes in another (about 40 bytes a key; as objects a key
+    cost a board about 270 bytes, 55 KB for 200 devices). A lookup makes its PublicKey.
     Made, changed and listed by secure/trust.py (trust_store, trust_add, trusted_keys), which a
     board loads only while it reads its trust store.
     """
 
-    def __init__(self, names=b"\n", recs=b"", roles=None, revoked=None):
-        self._names = names      # b"\nNAME\nNAME\n...": the i-th name is key i
-        self._recs = recs        # per key: its role's index in _roles, then its 32 bytes
+    def __init__(self, names=None, recs=None, roles=None, revoked=None):
+        self._names = bytearray(b"\n") if names is None else names  # "\nNAME\nNAME\n...": name i has key i
+        self._recs = bytearray() if recs is None else recs  # per key: its role's index in _roles, its 32 bytes
         self._roles = roles if roles is not None else []
         self.revoked = set(revoked or ())   # fingerprints
         self.revoked_names = set()          # names whose only key was revoked

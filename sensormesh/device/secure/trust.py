@@ -20,16 +20,89 @@ def load_trust(src):
     """TrustStore from a dict or a JSON file (written by `sensormesh keys`):
 
     {"keys": {name: {"role", "x25519"}}, "revoked": [{"name", "fingerprint"} or fingerprint]}
-    """
-    obj = read_json(src)
-    keys = obj.get("keys", {})
-    ts = trust_store([(name, keys[name]["role"], x25519.public_from_json(keys[name])) for name in keys])
-    for r in obj.get("revoked", ()):
+
+    A file is read a piece at a time, one key's object parsed at a time: a fleet's trust store
+    (60 KB for 500 devices) never sits in memory whole, as text or as objects."""
+    ts = TrustStore()
+    if type(src) is dict:
+        keys = src.get("keys", {})
+        for name in keys:
+            _add_entry(ts, name, keys[name])
+        _revoke_all(ts, src.get("revoked", ()))
+        return ts
+    with open(src) as f:
+        _scan(f, ts)
+    return ts
+
+
+def _add_entry(ts, name, ent):
+    trust_add(ts, name, ent["role"], x25519.public_from_json(ent))
+
+
+def _revoke_all(ts, revoked):
+    for r in revoked:
         if type(r) is dict:
             ts.revoke(r["fingerprint"], r.get("name"))
         else:
             ts.revoke(r)
-    return ts
+
+
+def _scan(f, ts):
+    # The top object's "keys" object: each value (a small object) is parsed on its own as it
+    # ends; its "revoked" array likewise; anything else is skipped. Strings are followed
+    # (escapes included) so braces inside them do not count.
+    depth = 0           # nesting of objects and arrays
+    in_str = esc = False
+    word = []           # the string being read, while it may be a key (depth 1 or 2)
+    last = None         # the last string read at depth 1 or 2
+    top = None          # the top object's key whose value is being read
+    name = None         # the key inside "keys" whose value is being read
+    cap = None          # the characters of the value being captured
+    until = 0           # the depth at which the captured value ends
+    while True:
+        chunk = f.read(512)
+        if not chunk:
+            break
+        for c in chunk:
+            if cap is not None:
+                cap.append(c)
+            if in_str:
+                if esc:
+                    esc = False
+                elif c == "\\":
+                    esc = True
+                elif c == '"':
+                    in_str = False
+                    if word is not None:
+                        last = "".join(word)
+                elif word is not None:
+                    word.append(c)
+                continue
+            if c == '"':
+                in_str = True
+                word = [] if cap is None and depth <= 2 else None
+            elif c == ":":
+                if depth == 1:
+                    top = last
+                elif depth == 2:
+                    name = last
+            elif c == "{" or c == "[":
+                if cap is None and ((depth == 2 and top == "keys" and c == "{") or
+                                    (depth == 1 and top == "revoked" and c == "[")):
+                    cap = [c]
+                    until = depth
+                depth += 1
+            elif c == "}" or c == "]":
+                depth -= 1
+                if cap is not None and depth == until:
+                    value = json.loads("".join(cap))
+                    cap = None
+                    if until == 2:
+                        _add_entry(ts, name, value)
+                    else:
+                        _revoke_all(ts, value)
+    if depth != 0 or in_str:
+        raise ValueError("the trust store file ends before its JSON does")
 
 
 def _trusted_name(name):
@@ -48,30 +121,23 @@ def _record(roles, name, role, key):
 
 
 def trust_store(entries=(), revoked=None):
-    """TrustStore of [(name, role, PublicKey or its bytes)], the names in one string of bytes
-    and the records in another, each made at its final size (a later name replaces an earlier)."""
-    roles, names, recs, at = [], [], [], {}
+    """TrustStore of [(name, role, PublicKey or its bytes)] (a later name replaces an earlier)."""
+    ts = TrustStore(revoked=revoked)
     for name, role, key in entries:
-        n = _trusted_name(name)
-        rec = _record(roles, name, role, key)
-        if n in at:
-            recs[at[n]] = rec
-        else:
-            at[n] = len(names)
-            names.append(n)
-            recs.append(rec)
-    return TrustStore(b"\n" + b"".join(n + b"\n" for n in names), b"".join(recs), roles, revoked)
+        trust_add(ts, name, role, key)
+    return ts
 
 
 def trust_add(ts, name, role, key):
     """Trust name's key (a PublicKey or its 32 bytes) with that role in ts, replacing an earlier one."""
+    n = _trusted_name(name)
     rec = _record(ts._roles, name, role, key)
     i = ts.index(name)
     if i < 0:
-        ts._names = ts._names + _trusted_name(name) + b"\n"
-        ts._recs = ts._recs + rec
+        ts._names.extend(n + b"\n")
+        ts._recs.extend(rec)
     else:
-        ts._recs = ts._recs[:33 * i] + rec + ts._recs[33 * i + 33:]
+        ts._recs[33 * i:33 * i + 33] = rec
 
 
 def trusted_keys(ts):
