@@ -18,6 +18,7 @@ class Deliveries:
         self.next: dict[tuple[str, str], tuple[object, int]] = {}   # (device, step) -> (run, next seq)
         self.duplicates = 0     # values received again and dropped
         self.lost = 0           # values the device numbered but dropped before sending (counted there too)
+        self.notes: list[str] = []   # what the operator should know (gaps), taken by news()
 
     def take(self, device: str, body: dict) -> tuple[list, dict | None]:
         """The new values of one deliver body, and the confirmation to send back (None for a
@@ -35,6 +36,8 @@ class Deliveries:
         expect = had[1]
         if seq > expect:
             self.lost += seq - expect
+            self.notes.append("device %s, callback %s: values %d-%d of its numbering never reached the "
+                              "controller (%d lost in all)" % (device, step, expect, seq - 1, self.lost))
         skip = expect - seq if expect > seq else 0
         if skip:
             self.duplicates += min(skip, len(values))
@@ -42,3 +45,8 @@ class Deliveries:
         top = seq + len(body.get("values", []))
         self.next[key] = (run, top if top > expect else expect)
         return values, {"delivered": {"step": step, "seq": self.next[key][1], "run": run}}
+
+    def news(self) -> list[str]:
+        """What the operator should know since the last call (a gap in a numbering: lost values)."""
+        out, self.notes = self.notes, []
+        return out

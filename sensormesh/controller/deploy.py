@@ -199,6 +199,8 @@ class Deployment:
                     self.sessions[name].client.send(confirm)
                 except (OSError, codec.ProtocolError):
                     pass          # the device sends them again to whoever subscribes next
+            for text in self.deliveries.news():
+                on_event(text)
             if not values:
                 return
             m = {"deliver": dict(d, values=values)}

@@ -18,8 +18,13 @@ def test_a_new_numbering_counts_afresh_and_a_gap_is_counted():
     d.take("c", {"step": "k", "values": [0, 1], "seq": 0, "run": 1})
     vals, ack = d.take("c", {"step": "k", "values": [9], "seq": 0, "run": 2})
     assert vals == [9] and ack["delivered"] == {"step": "k", "seq": 1, "run": 2}
+    assert d.news() == []
     vals, _ = d.take("c", {"step": "k", "values": [5], "seq": 4, "run": 2})
     assert vals == [5] and d.lost == 3
+    # a gap is reported once, naming the values that never arrived
+    assert d.news() == ["device c, callback k: values 1-3 of its numbering never reached the controller "
+                        "(3 lost in all)"]
+    assert d.news() == []
     # steps and devices are numbered apart
     vals, _ = d.take("m", {"step": "k", "values": [1], "seq": 0, "run": 2})
     assert vals == [1]
@@ -34,7 +39,8 @@ def test_a_device_that_does_not_number_its_deliveries_is_passed_through():
 def test_values_sent_before_the_reply_to_start_are_handed_on_and_confirmed():
     # A sink deployed again gets its input replayed as soon as its pipe exists, so its first
     # callback values may come before the reply to start. A device on loopback answers exactly
-    # that way: deploy() sets them aside, watch() hands them on and confirms them.
+    # that way: deploy() sets them aside, watch() hands them on and confirms them. A gap in the
+    # numbering afterwards is reported to the operator.
     import socket
     import threading
 
@@ -70,6 +76,10 @@ def test_values_sent_before_the_reply_to_start_are_handed_on_and_confirmed():
                         conn.sendall(codec.encode({"deliver": {"step": "k", "epoch": 1, "values": [7, 8],
                                                                "seq": 7, "run": 3}}))
                         conn.sendall(codec.encode({"started": {"pipeline": "p", "epoch": 1}}))
+                    elif "delivered" in m and m["delivered"]["seq"] == 9:
+                        # values 9-11 never leave (a device that dropped them): a reported gap
+                        conn.sendall(codec.encode({"deliver": {"step": "k", "epoch": 1, "values": [12],
+                                                               "seq": 12, "run": 3}}))
                     elif "delivered" in m:
                         return
         finally:
@@ -80,10 +90,13 @@ def test_values_sent_before_the_reply_to_start_are_handed_on_and_confirmed():
         asg = {"c": {"pipeline": "p", "epoch": 1, "steps": []}}
         dep = deploy(asg, {"c": "127.0.0.1:%d" % srv.getsockname()[1]})
         got = []
-        dep.watch(lambda d, s, v: got.extend(v), lambda: bool(got), timeout=10)
+        events = []
+        dep.watch(lambda d, s, v: got.extend(v), lambda: len(got) >= 3, timeout=10, on_event=events.append)
         t.join(10)
         dep.close()
     finally:
         srv.close()
-    assert got == [7, 8]
+    assert got == [7, 8, 12]
     assert {"delivered": {"step": "k", "seq": 9, "run": 3}} in seen, seen
+    assert events == ["device c, callback k: values 9-11 of its numbering never reached the controller "
+                      "(3 lost in all)"], events

@@ -554,6 +554,8 @@ class Control:
             values, confirm = self.deliveries.take(dev, d)
             if confirm is not None:
                 self._post(dev, confirm)
+            for text in self.deliveries.news():
+                self._event(text)
             if not values:
                 return
             if self._on_deliver is None:
