@@ -40,7 +40,7 @@ from sensormesh.controller import mpy_cache, runner  # noqa: E402
 from sensormesh.controller.local import LocalCluster, LocalError  # noqa: E402
 from sensormesh.controller.pipeline_file import load_model  # noqa: E402
 
-FAMILIES = ("user", "field", "windows", "joins", "change", "sinks", "filters")
+FAMILIES = ("user", "field", "windows", "joins", "change", "alarm", "sinks", "callback", "filters")
 TARGET_KB = 96
 
 PIPELINE = """\
@@ -168,8 +168,9 @@ IMPORTS = (
     ("runtime + step base + metrics probe (first deploy)", ("runtime",)),
     ("step family: user (map, filter)", ("steps.user",)),
     ("step family: windows", ("steps.windows",)),
-    ("the other step families (field, joins, change, sinks, filters)",
-     ("steps.field", "steps.joins", "steps.change", "steps.sinks", "steps.filters")),
+    ("the other step families (field, joins, change, alarm, sinks, callback, filters)",
+     ("steps.field", "steps.joins", "steps.change", "steps.alarm", "steps.sinks", "steps.callback",
+      "steps.filters")),
     ("data requests (first data-request)", ("datarequest",)),
 )
 PROBE = """import gc

@@ -308,7 +308,7 @@ class Step:
 TYPES = {
     "map": "user", "filter": "user", "field": "field", "window": "windows", "sliding": "windows",
     "zip": "joins", "combine_latest": "joins", "merge": "joins", "throttle": "change",
-    "changes": "change", "alarm": "change", "print": "sinks", "csv": "sinks", "callback": "sinks",
+    "changes": "change", "alarm": "alarm", "print": "sinks", "csv": "sinks", "callback": "callback",
     "ema": "filters", "delta": "filters", "calibrate": "filters", "clamp": "filters",
     "median": "filters", "quantile": "filters", "heartbeat": "filters", "debounce": "filters",
     "timeout": "filters", "mqtt_out": "mqtt", "mqtt_in": "mqtt",

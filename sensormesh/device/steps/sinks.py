@@ -1,4 +1,5 @@
-# Steps: print, csv and callback: the ends of a chain.
+# Steps: print and csv: the ends of a chain that stay on the device (callback.py: the one that
+# hands values to the controller).
 # Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 import sys
@@ -209,24 +210,5 @@ class Csv(Step):
         return s
 
 
-class Callback(Step):
-    """Hands every value to ctx.deliver(step_id, value); the runtime batches them to the
-    controller, which calls the user's callback registered under `name`."""
-    TYPE = "callback"
-    ARGS = ("name",)
-    SINK = True
-
-    def setup(self, params, n_inputs):
-        self.name = self.str_param("name", self.id)
-        self.deliver = self.ctx.deliver
-
-    def put(self, value):
-        self.n_in += 1
-        self.deliver(self.id, value)
-
-    def out_count(self):
-        return self.n_in
-
-
 # type name -> class, read by steps.step_class()
-CLASSES = {"print": Print, "csv": Csv, "callback": Callback}
+CLASSES = {"print": Print, "csv": Csv}

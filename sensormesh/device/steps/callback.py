@@ -1,0 +1,27 @@
+# Step: callback, the end of a chain whose values go to the controller (runtime deliveries).
+# A family of its own, as the most common sink, so a board with a callback sink loads only this
+# (steps/__init__.py TYPES); the step protocol is in steps/__init__.py.
+from sensormesh.device.steps import Step
+
+
+class Callback(Step):
+    """Hands every value to ctx.deliver(step_id, value); the runtime batches them to the
+    controller, which calls the user's callback registered under `name`."""
+    TYPE = "callback"
+    ARGS = ("name",)
+    SINK = True
+
+    def setup(self, params, n_inputs):
+        self.name = self.str_param("name", self.id)
+        self.deliver = self.ctx.deliver
+
+    def put(self, value):
+        self.n_in += 1
+        self.deliver(self.id, value)
+
+    def out_count(self):
+        return self.n_in
+
+
+# type name -> class, read by steps.step_class()
+CLASSES = {"callback": Callback}
