@@ -41,12 +41,15 @@ def forgets():
 
 
 def idle():
-    """A handshake ended: when none is in progress, forget the handshake's code (handshake.py,
-    hello.py, trust.py; see forgets()) and collect its garbage (key agreement, JSON)."""
-    if busy[0] == 0 and forgets():
+    """A handshake ended: forget the handshake's code (see forgets()) and collect its garbage
+    (key agreement, JSON). The server side (handshake.py) and the trust store's reader
+    (trust.py) run within one call, so they go at once, even while a pipe's own handshake
+    (hello.py) is in progress; hello.py goes when no client handshake is in progress (busy)."""
+    if forgets():
         unload("sensormesh.device.secure.handshake")
-        unload("sensormesh.device.secure.hello")
         unload("sensormesh.device.secure.trust")
+        if busy[0] == 0:
+            unload("sensormesh.device.secure.hello")
     collect()
 
 
