@@ -92,12 +92,14 @@ class Bench:
             f.write(FNS)
         return load_model(path), run
 
-    def wrapper(self):
-        path = os.path.join(self.tmp, "mp-all-families")
+    def wrapper(self, name="all_families", text=ALL_FAMILIES):
+        """An executable that runs the device with the launcher `text` (saved as NAME.py in
+        the bench's folder, which comes first on the device's sys.path) instead of the package's."""
+        path = os.path.join(self.tmp, "mp-" + name)
         if not os.path.exists(path):
-            launcher = os.path.join(self.tmp, "all_families.py")
+            launcher = os.path.join(self.tmp, name + ".py")
             with open(launcher, "w") as f:
-                f.write(ALL_FAMILIES)
+                f.write(text)
             with open(path, "w") as f:
                 f.write(WRAPPER % {"mp": self.mp, "launcher": launcher})
             os.chmod(path, 0o755)
@@ -127,13 +129,13 @@ class Bench:
             shutil.rmtree(run, ignore_errors=True)
         return ok
 
-    def deployed(self, heap, mpy, keyed, every_family=False):
+    def deployed(self, heap, mpy, keyed, every_family=False, micropython=None):
         model, run = self.model(heap)
         events = []
         got = []
         try:
             runner.up(model, count=self.count, duration=40, heap="%dK" % heap, mpy=mpy,
-                      micropython=self.wrapper() if every_family else self.mp,
+                      micropython=micropython or (self.wrapper() if every_family else self.mp),
                       insecure=not keyed, keys_dir=self.keys_dir, timeout=10,
                       on_event=events.append, on_deliver=lambda d, s, v: got.extend(v))
         except Exception as e:     # a device that could not start or take the deployment
@@ -336,16 +338,11 @@ main()
 """
 
 
-def phases(bench):
+def phases(bench, prelude="", name="phases"):
     """[(phase, live heap, free, largest free block)], resident modules: the keyed deployed
-    device under 256K, traced by a launcher around the package (see the top of this file)."""
-    launcher = os.path.join(bench.tmp, "phases.py")
-    with open(launcher, "w") as f:
-        f.write(PHASE_LAUNCHER)
-    wrapper = os.path.join(bench.tmp, "mp-phases")
-    with open(wrapper, "w") as f:
-        f.write(WRAPPER % {"mp": bench.mp, "launcher": launcher})
-    os.chmod(wrapper, 0o755)
+    device under 256K, traced by a launcher around the package (see the top of this file);
+    `prelude` runs first in that launcher (another benchmark's hooks)."""
+    wrapper = bench.wrapper(name, prelude + PHASE_LAUNCHER)
     model, run = bench.model(256)
     lines = []
     try:
