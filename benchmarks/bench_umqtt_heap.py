@@ -21,8 +21,11 @@ baseline from the same run:
 3. The smallest -X heapsize of those two devices (bisection over real `sensormesh up` runs, 4 KB
    steps): the pipe's --count values reach the CPython device, no MemoryError, and with MQTT a
    subscriber also receives --count values.
+Part 1 also times connect() and publish() made while the broker is stopped (SIGSTOP of our own
+Mosquitto by its PID, resumed after): how long a board's one loop would stand still.
 
     python benchmarks/bench_umqtt_heap.py [--values 1000] [--count 10] [--lo 96] [--hi 320]
+                                          [--block-wait 3] [--no-bisect]
 """
 import argparse
 import json
@@ -195,6 +198,66 @@ def smallest_script(code, path, lo, hi):
     return hi
 
 
+# -- part 4: a broker that stops answering ------------------------------------------------------
+# The probe waits for a line on stdin (the broker is stopped meanwhile), then makes one call and
+# says how long it took.
+BLOCK_PROBE = """import sys, time
+from umqtt.simple import MQTTClient
+c = MQTTClient('bench-umqtt-block', '127.0.0.1', %(port)d)
+%(before)s
+print('ready')
+sys.stdin.readline()
+t = time.ticks_ms()
+%(call)s
+print('returned|%%d' %% time.ticks_diff(time.ticks_ms(), t))
+"""
+BLOCK_CASES = (
+    ("connect()", "", "c.connect()"),
+    ("publish() at QoS 0", "c.connect()", "c.publish(b'bench/umqtt/block', b'1', False, 0)"),
+    ("publish() at QoS 1", "c.connect()", "c.publish(b'bench/umqtt/block', b'1', False, 1)"),
+)
+
+
+def blocking(mpy_dir, tmp, wait_s):
+    """[(call, ms it took or None when still blocked after wait_s)]: each call made while our own
+    Mosquitto is stopped (SIGSTOP by its PID; it keeps its socket, answers nothing), then resumed."""
+    import select
+    import signal
+    os.makedirs(tmp, exist_ok=True)
+    broker = bench_peers.Broker(tmp)
+    rows = []
+    try:
+        pid = broker.proc.p.pid
+        for label, before, call in BLOCK_CASES:
+            code = BLOCK_PROBE % {"port": broker.port, "before": before, "call": call}
+            p = subprocess.Popen([_find_tool("micropython"), "-X", "heapsize=256K", "-c", code],
+                                 env=dict(os.environ, MICROPYPATH=mpy_dir), stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stopped = False
+            try:
+                if not select.select([p.stdout], [], [], 20)[0] or "ready" not in p.stdout.readline():
+                    raise RuntimeError("the blocking probe did not start: %s" % label)
+                os.kill(pid, signal.SIGSTOP)
+                stopped = True
+                p.stdin.write("\n")
+                p.stdin.flush()
+                try:
+                    out, _ = p.communicate(timeout=wait_s)
+                    took = [int(ln.split("|")[1]) for ln in out.splitlines() if ln.startswith("returned|")]
+                    rows.append((label, took[0] if took else None))
+                except subprocess.TimeoutExpired:
+                    rows.append((label, None))
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                p.wait(10)
+                if stopped:
+                    os.kill(pid, signal.SIGCONT)
+    finally:
+        broker.stop()
+    return rows
+
+
 # -- parts 2 and 3: the keyed deployed device with an MQTT sink on the board ------------------
 # A hook around the package (nothing in it changes): when a deployment arrives, it adds a sink
 # step `mq` of the type umqtt_out (the family module below, loaded on demand like the package's
@@ -271,6 +334,7 @@ def main(argv):
     ap.add_argument("--count", type=int, default=10, help="values the deployed device must deliver")
     ap.add_argument("--lo", type=int, default=96, help="bisection floor for the deployed device, KB")
     ap.add_argument("--hi", type=int, default=320, help="bisection ceiling, KB")
+    ap.add_argument("--block-wait", type=float, default=3.0, help="seconds to wait on a stopped broker")
     ap.add_argument("--no-bisect", action="store_true", help="parts 1 and 2 only (about 30 s)")
     args = ap.parse_args(argv)
     src = umqtt_dir()
@@ -293,6 +357,7 @@ def main(argv):
         fmt = {"port": broker.port, "values": args.values, "topic": TOPIC}
         min_mqtt = smallest_script(MIN_MQTT % fmt, mpy_dir, 2, 256)
         min_base = smallest_script(MIN_BASE % fmt, mpy_dir, 2, 256)
+        blocked = blocking(mpy_dir, os.path.join(tmp, "stopped-broker"), args.block_wait)
 
         bench = bench_heap.Bench(args.count, os.path.join(tmp, "keys"), tmp)
         compile_umqtt(src, tmp)                  # next to the launchers: first on sys.path
@@ -338,6 +403,11 @@ def main(argv):
     ratio = "%.2f" % (min_mqtt / float(min_base)) if min_mqtt and min_base else "-"
     print("smallest heap publishing %d values: %s KB with umqtt, %s KB the same script without MQTT "
           "(baseline), ratio %s" % (args.values, min_mqtt or "-", min_base or "-", ratio))
+    print()
+    print("   With the broker stopped (SIGSTOP: the connection stays, nothing answers), one call each:")
+    for label, took in blocked:
+        print("   %-22s %s" % (label, "still blocked after %g s" % args.block_wait if took is None
+                                 else "returned after %d ms" % took))
     print()
     print("2. The keyed deployed device (bench_heap.py --phases: .mpy, -X heapsize=256K), without MQTT")
     print("   (baseline) and with a minimal umqtt sink publishing every window value; %d values reached the"
