@@ -47,7 +47,7 @@ import bench_peers  # noqa: E402  (Broker: Mosquitto on a free loopback port)
 from sensormesh.board import _find_tool  # noqa: E402
 
 TOPIC = "bench/umqtt/avg"
-DEFAULT_HEAP_KB = 216          # what `sensormesh up` gives a MicroPython device (docs/pipelines.md)
+DEFAULT_HEAP_KB = 200          # what `sensormesh up` gives a MicroPython device (docs/pipelines.md)
 
 
 def umqtt_dir():
