@@ -221,7 +221,8 @@ def test_rate_limit_holds(tmp_path, relays):
         s.sendall(b"x" * size)
         assert recv_exactly(s, 4) == b"done"
         took = time.monotonic() - t0
-    assert took == pytest.approx(size * 8 / rate, rel=0.10), took
+    # never faster than the rate; slower only by what a busy machine adds
+    assert size * 8 / rate * 0.95 <= took <= size * 8 / rate * 1.5, took
     srv.close()
 
 
