@@ -30,7 +30,7 @@ def test_the_demo_runs_the_alarm_on_two_micropython_boards_and_a_pc():
     r = cli("up", os.path.join(ROOT, "examples", "pipelines", "rotary_alarm.yaml"), "--count", "4",
             "--quiet-devices")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "board-1 (micropython, heap 184K), board-2 (micropython, heap 184K), pc (cpython)" in r.stdout
+    assert "board-1 (micropython, heap 200K), board-2 (micropython, heap 200K), pc (cpython)" in r.stdout
     # the threshold the rotary encoder sets arrives first, as the shipped code computes it
     first = [ln for ln in r.stdout.splitlines() if ln.startswith("setpoints ")][0]
     assert float(first.split()[1]) == 48.0
