@@ -129,7 +129,9 @@ def test_every_metric_present_and_latency_crosses_the_pipe():
     assert len(timed) == sb["busy"]["timed"] >= 5, (len(timed), sb["busy"])   # each value read on time is sampled
     truth = sum(timed) / len(timed)       # what the timed calls really took
     per = sb["busy"]["time_us"] / sb["busy"]["timed"]
-    assert truth * 0.8 <= per <= truth * 1.2, (per, truth, sb["busy"])
+    # within 20%, plus one preemption of up to 20 ms between the probe's clock and the map's own
+    # spread over the timed calls (a loaded machine may preempt either)
+    assert truth * 0.8 <= per <= truth * 1.2 + 20000 / len(timed), (per, truth, sb["busy"])
     # the loop of b was busy at least for the busy-waits
     assert mb["loop"]["busy_us"] >= 60 * BUSY_US * 0.9, mb["loop"]
     po, pi = ma["pipes"]["e1"], mb["pipes"]["e1"]
