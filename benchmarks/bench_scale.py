@@ -31,6 +31,7 @@ baseline), so growth with N reads directly (N/N0 is the device ratio).
 The machine may be shared: the figures of a busy machine are upper bounds; run it a few times.
 """
 import argparse
+import collections
 import os
 import pathlib
 import re
@@ -50,6 +51,10 @@ from sensormesh.controller import runner  # noqa: E402
 from sensormesh.controller.pipeline_file import load_model  # noqa: E402
 from test_scale_up import fleet_yaml  # noqa: E402
 from test_up_restart import children_running  # noqa: E402
+
+
+# Device output counted by kind (shown when a run could not be measured to the end).
+LINE_KINDS = ("MemoryError", "busy", "handshake with", "refused", "retrying", "not yet acknowledged")
 
 
 def child_pid(needle):
@@ -159,9 +164,18 @@ def measure(n, watch_seconds, hang, timeout, heap=None):
             if st["phase"] == "hang":
                 return "hang" in r or now - r["hang_at"] > 60
         return False
+    lines = r["lines"] = collections.deque(maxlen=40)     # the devices' last output lines
+    kinds = r["line_kinds"] = {}
+
+    def on_line(device, text):
+        with lock:
+            lines.append((time.monotonic(), device, text))
+            for kind in LINE_KINDS:
+                if kind in text:
+                    kinds[kind] = kinds.get(kind, 0) + 1
     runner.deploy = timed_deploy
     try:
-        runner.up(model, duration=watch_seconds + 300 + n, until=until, on_event=on_event,
+        runner.up(model, duration=watch_seconds + 300 + n, until=until, on_event=on_event, on_line=on_line,
                   keys_dir=str(d / "keys"), timeout=timeout, heap=heap)
     finally:
         runner.deploy = real_deploy
@@ -222,6 +236,10 @@ def main():
             print("   (not measured to the end; the run's last events:)")
             for t, text in r["events"][-12:]:
                 print("   %7.2f s  %s" % (t - r["t0"], text[:300]))
+            print("   device lines by kind: %s; the last ones:" % (
+                ", ".join("%s %d" % kv for kv in sorted(r["line_kinds"].items())) or "none of the kinds"))
+            for t, device, text in list(r["lines"])[-12:]:
+                print("   %7.2f s  %s | %s" % (t - r["t0"], device, text[:300]))
         dt = r.get("detector") or {}
         if dt:
             print("   detector since watching began: %d polls, %d answers, %d missed, %d suspects, %d stalls of the "
