@@ -158,9 +158,15 @@ def recovery(middle, n=3000):
 def main():
     # a MicroPython sender streams a tenth: 100,000 values by default, long enough that the
     # deployment inside the timed span does not flatten the ratio
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000000
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    parts = sys.argv[3] if len(sys.argv) > 3 else "123"     # e.g. "3": the recovery times only
+    import argparse
+    ap = argparse.ArgumentParser(description="Acknowledged pipes: throughput with acks on vs off, the "
+                                             "replay buffer's heap on MicroPython, recovery after a kill.")
+    ap.add_argument("values", nargs="?", type=int, default=1000000,
+                    help="values per throughput run (a MicroPython sender streams a tenth; default 1000000)")
+    ap.add_argument("rounds", nargs="?", type=int, default=3, help="rounds per mode (default 3)")
+    ap.add_argument("parts", nargs="?", default="123", help="which parts to run, e.g. 13 (default 123)")
+    args = ap.parse_args()
+    n, rounds, parts = args.values, args.rounds, args.parts
     if "1" in parts:
         part1(n, rounds)
     if "2" in parts:
