@@ -33,6 +33,7 @@ from typing import Callable
 
 from sensormesh.controller.model import LOOPBACK, heap_bytes
 from sensormesh.controller.mpy_cache import LAUNCHER, MpyCacheError, bundle
+from sensormesh.device.core import DEFAULT_MAX_CONNS
 
 import sensormesh
 
@@ -312,6 +313,10 @@ class LocalCluster:
         # standard input is a pipe from here; see LocalProcess)
         cfg = {"name": dev.name, "sensors": [self._sensor(s) for s in dev.sensors],
                "host": host, "port": port, "unix": path, "exit_with_stdin": True}
+        if dev.interpreter != "micropython":
+            # a CPython device may take one pipe from each other device (a sink merging a fleet):
+            # its listeners accept that many connections and more, not just the device's default
+            cfg["max_conns"] = max(DEFAULT_MAX_CONNS, 2 * len(self.model.devices) + 16)
         cfg.update(self.config.get(dev.name) or {})
         cfg_path = os.path.join(self._tmp, dev.name + ".json")
         with open(cfg_path, "w") as f:
