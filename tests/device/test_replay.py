@@ -555,14 +555,19 @@ def _open_conns(net, a, b):
     return [c for c in net.conns if c.name == a and c.peer is not None and c.peer.name == b and not c.closed]
 
 
+def _flowing():
+    """a -> m -> c with values at c; returns net, a's pipe to m, c."""
+    net = Net()
+    chain(net, tf=10)
+    c = net.devices["c"]
+    assert net.run(5000, lambda: len(c.control.values()) >= 300)
+    return net, net.devices["a"].runtime.pipe_outs["e1"], c
+
+
 def test_a_late_close_of_an_old_connection_does_not_make_a_second_one():
     # a transport may report the end of an old connection while the pipe already dials anew:
     # the pipe must keep one connection per edge, or the receiver counts two streams as one
-    net = Net()
-    chain(net, tf=10)
-    a, c = net.devices["a"], net.devices["c"]
-    o1 = a.runtime.pipe_outs["e1"]
-    assert net.run(5000, lambda: len(c.control.values()) >= 300)
+    net, o1, c = _flowing()
     old = o1.conn
     net.cut("m")
     net.heal("m")
@@ -575,11 +580,8 @@ def test_a_late_close_of_an_old_connection_does_not_make_a_second_one():
 
 def test_a_new_connection_of_an_edge_replaces_the_old_one_at_the_receiver():
     # values still coming on a replaced connection are not counted in the new one's numbering
-    net = Net()
-    chain(net, tf=10)
-    a, m, c = net.devices["a"], net.devices["m"], net.devices["c"]
-    o1 = a.runtime.pipe_outs["e1"]
-    assert net.run(5000, lambda: len(c.control.values()) >= 300)
+    net, o1, c = _flowing()
+    a, m = net.devices["a"], net.devices["m"]
     old = o1.conn
     seq, run = o1.tx.announce()[:2]
     late = net.dial(a, "m", o1, {"pipe": {"edge": "e1", "epoch": 1, "from": "a", "seq": seq, "run": run}})
@@ -591,11 +593,7 @@ def test_a_new_connection_of_an_edge_replaces_the_old_one_at_the_receiver():
 
 
 def test_a_pipe_stopped_while_it_dials_never_uses_that_connection():
-    net = Net()
-    chain(net, tf=10)
-    a, c = net.devices["a"], net.devices["c"]
-    o1 = a.runtime.pipe_outs["e1"]
-    assert net.run(5000, lambda: len(c.control.values()) >= 300)
+    net, o1, c = _flowing()
     net.cut("m")
     net.heal("m")
     assert net.run(5000, lambda: o1.dialing is not None)

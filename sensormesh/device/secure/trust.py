@@ -176,11 +176,7 @@ def _add_revoked(t, src):
             src = json.load(f)
     if type(src) is dict:
         src = src.get("revoked", ())
-    for r in src:
-        if type(r) is dict:
-            t.revoke(r["fingerprint"], r.get("name"))
-        else:
-            t.revoke(r)
+    _revoke_all(t, src)
 
 
 def _cut_untrusted(sec, t):
