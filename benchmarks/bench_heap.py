@@ -237,7 +237,7 @@ while time.ticks_diff(time.ticks_ms(), t0) < 4000:
     if el >= nxt:
         nxt += 100
         if ON and el // 1000 != (el - 100) // 1000:
-            dev.on_metrics(s, {})
+            dev.dispatch(s, 'metrics', {})
         gc.collect()
         if el > 1000:
             a = gc.mem_alloc()

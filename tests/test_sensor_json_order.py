@@ -11,11 +11,11 @@ import subprocess
 import pytest
 
 from procs import ROOT, need_micropython
-from sensormesh.device.sensors import SIM_KINDS, make
+from sensormesh.device.sensors.registry import SIM_KINDS, make
 
 SCRIPT = """
 import json
-from sensormesh.device.sensors import SIM_KINDS, make
+from sensormesh.device.sensors.registry import SIM_KINDS, make
 for k in SIM_KINDS:
     s = make({"kind": k})
     print(k, json.dumps([s.get() for _ in range(3)]))

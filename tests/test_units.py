@@ -7,7 +7,8 @@ import textwrap
 
 from sensormesh.controller import units
 from sensormesh.controller.pipeline_file import load_model
-from sensormesh.device import core, sensors
+from sensormesh.device import control, core
+from sensormesh.device.sensors import registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVERS = os.path.join(ROOT, "sensormesh", "device", "sensors")
@@ -24,7 +25,7 @@ def declared(path):
 
 
 def test_every_driver_declares_what_it_measures_and_board_matches_simulation():
-    for kind in sensors.SIM_KINDS:
+    for kind in registry.SIM_KINDS:
         sim = declared(os.path.join(DRIVERS, "sim", kind + ".py"))
         assert sim is not None, "simulated %s declares no MEASURES" % kind
         board = os.path.join(DRIVERS, "esp32", kind + ".py")
@@ -35,7 +36,7 @@ def test_every_driver_declares_what_it_measures_and_board_matches_simulation():
 def test_info_reports_quantity_and_unit():
     dev = core.Device(name="u", sensor_specs=["temperature", "dht11", "counter"])
     try:
-        info = dev.info()["sensors"]
+        info = control.info(dev)["sensors"]
     finally:
         dev.close()
     assert info["temperature"]["quantity"] == "temperature" and info["temperature"]["unit"] == "\u00b0C"

@@ -156,7 +156,7 @@ class Device:
         return out
 
     def _normalise_sensors(self):
-        from sensormesh.device.sensors import SensorError, parse_spec
+        from sensormesh.device.sensors.registry import SensorError, parse_spec
         out, specs, names = [], [], set()
         if not isinstance(self.raw_sensors, list):
             return [("sensors", "must be a list of sensors, not %r" % (self.raw_sensors,))]

@@ -11,7 +11,7 @@ A unit is {"quantity": q, "unit": symbol-or-None} for plain values, {"fields": {
 for objects, or None when unknown."""
 import importlib
 
-from sensormesh.device.sensors import SIM_KINDS, measures
+from sensormesh.device.sensors.registry import SIM_KINDS, measures
 
 # Steps whose output measures what their (first) input measures.
 KEEPS = {"filter", "throttle", "changes", "ema", "delta", "clamp", "median", "quantile",

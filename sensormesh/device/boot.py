@@ -6,7 +6,7 @@ import sys
 
 from sensormesh.device import transport
 from sensormesh.device.compat import MICROPYTHON
-from sensormesh.device.core import DEFAULT_MAX_CONNS, Device, StdinWatch
+from sensormesh.device.core import DEFAULT_MAX_CONNS, Device
 
 
 def start(cfg):
@@ -50,7 +50,7 @@ def start(cfg):
         from sensormesh.device import forward   # dial out to a controller or gateway and be controlled
         forward.register(dev, cfg["register"])
     if cfg.get("exit_with_stdin"):
-        StdinWatch(dev)
+        dev.loop.register(sys.stdin, dev)   # its end stops the device (Device.on_poll)
     return dev
 
 

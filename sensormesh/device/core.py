@@ -18,15 +18,19 @@
 #          sensormesh worker --port 7000             (the CLI's wrapper around start())
 import sys
 
-from sensormesh.device import codec, sensors, transport
-from sensormesh.device import compat
-from sensormesh.device.compat import MICROPYTHON, forget, implementation, unload
+from sensormesh.device import codec, compat, transport
+from sensormesh.device.compat import MICROPYTHON, forget
 
 VERSION = "0.1.0"
 
 # Connections a device accepts at once. An ESP32 has about 8 sockets in all (lwIP), one of which
 # is the listener; CPython devices can afford many more.
 DEFAULT_MAX_CONNS = 6 if MICROPYTHON else 256
+
+# Control messages the assignment runtime (sensormesh/device/runtime/__init__.py) answers. Those
+# of control.py are loaded with it for each message (control.KNOWN); "ping" and "clock" are
+# answered here.
+RUNTIME_MESSAGES = ("deploy", "deploy-part", "start", "stop", "pipe", "pull", "undeploy", "subscribe", "delivered")
 
 
 def log(name, text):
@@ -101,25 +105,31 @@ class Inbound:
             self.handler.on_drain(conn)
 
     def on_close(self, conn, reason):
+        dev = self.device
         if self.hs is not None:
-            self.device.security.release(self)
+            dev.security.release(self)
         if self.stream:
             self.stream.stop()
-            self.device.streams.remove(self.stream)
+            dev.streams.remove(self.stream)
             self.stream = None
         if self.handler is not None and hasattr(self.handler, "on_close"):
             self.handler.on_close(conn, reason)
         if reason not in ("closed by peer", "closed") and not self.logged:
             # an accepted Unix-socket connection has no peer address: no gap in the sentence
             text = "connection%s closed: %s" % (" %s" % (conn.peer,) if conn.peer else "", reason)
-            if self.device.security is not None and self.role is None:
-                self.device.log_unauthenticated(text)
+            if dev.security is not None and self.role is None:
+                # Anyone can open connections: log the 1st, 2nd, 4th, 8th... so a flood cannot
+                # fill the log.
+                n = dev.unauth_closed = dev.unauth_closed + 1
+                if n & (n - 1) == 0:
+                    dev.log("%s (%d closed before authenticating so far)" % (text, n))
             else:
-                self.device.log(text)
+                dev.log(text)
 
 
 class Device:
-    """A device: its sensors, its listeners, and the handlers of every control message."""
+    """A device: its sensors, its listeners, and the dispatch of every control message (the
+    rare ones answered by control.py, loaded for each)."""
 
     def __init__(self, name="device", sensor_specs=None, max_conns=DEFAULT_MAX_CONNS,
                  max_frame=codec.DEFAULT_MAX_FRAME, loop=None):
@@ -137,30 +147,14 @@ class Device:
         self.errors = 0
         self.metrics = True   # sampled step times, origin stamps, loop busy time (metrics.py)
         self.unauth_closed = 0   # closed connections of unauthenticated peers (logged sparsely)
-        if sensor_specs is None:
-            sensor_specs = [k for k in sensors.SIM_KINDS if k not in ("counter", "clock")]
-        for spec in sensor_specs:
-            self.add_sensor(spec)
-        self.handlers = {
-            "data-request": self.on_data_request,
-            "hello": self.on_hello,
-            "info": self.on_info,
-            "status": self.on_status,
-            "ping": self.on_ping,
-            "metrics": self.on_metrics,
-            "clock": self.on_clock,
-            "forward": lambda s, b: self.on_forward(s, "forward", b),
-            "register": lambda s, b: self.on_forward(s, "register", b),
-        }
+        if sensor_specs is None or sensor_specs:
+            # building sensors from specs runs once: a board forgets that code afterwards
+            from sensormesh.device.sensors import registry
+            registry.add(self, sensor_specs)
+            forget("sensormesh.device.sensors.registry")
 
     def log(self, text):
         log(self.name, text)
-
-    def log_unauthenticated(self, text):
-        # Anyone can open connections: log the 1st, 2nd, 4th, 8th... so a flood cannot fill the log.
-        n = self.unauth_closed = self.unauth_closed + 1
-        if n & (n - 1) == 0:
-            self.log("%s (%d closed before authenticating so far)" % (text, n))
 
     def _on_loop_error(self, exc, where):
         self.errors += 1
@@ -170,16 +164,6 @@ class Device:
         else:
             import traceback
             traceback.print_exception(type(exc), exc, exc.__traceback__)
-
-    def add_sensor(self, spec):
-        if type(spec) is str:
-            spec = sensors.parse_spec(spec)
-        obj = sensors.make(spec)
-        name = spec.get("name") or spec["kind"]
-        if name in self.sensors:
-            raise sensors.SensorError("sensor name %r is configured twice" % name)
-        self.sensors[name] = (obj, sensors.rate_of(obj, spec))
-        self.sensor_kinds[name] = spec.get("kind", name)
 
     def sensor_names(self):
         return sorted(self.sensors)
@@ -228,59 +212,24 @@ class Device:
 
     # -- control messages ---------------------------------------------------------------
     def dispatch(self, session, key, body):
-        h = self.handlers.get(key)
-        if h is None and self.runtime_handles(key):
-            h = self.runtime_handler(key)
-        if h is None:
-            known = sorted(self.handlers) + list(RUNTIME_MESSAGES)
-            session.fail(session.conn, "unknown-message", "unknown control message %r (known: %s)"
-                         % (key, ", ".join(sorted(known))))
-            return
-        h(session, body)
-
-    def runtime_handles(self, key):
-        return key in RUNTIME_MESSAGES
+        if key in RUNTIME_MESSAGES:
+            self.runtime_handler(key)(session, body)
+        elif key == "ping":
+            session.conn.send({"pong": body})
+        elif key == "clock":
+            # the tick clock now, for the controller's offset estimate (controller/clocksync.py)
+            session.conn.send({"clock": {"t0": body.get("t0") if type(body) is dict else None,
+                                         "tick_us": compat.ticks_us(), "period": compat.TICK_PERIOD}})
+        else:
+            from sensormesh.device import control   # the rare messages: their code is freed after
+            control.handle(self, session, key, body)
+            forget("sensormesh.device.control")
 
     def runtime_handler(self, key):
         if self.runtime is None:
             from sensormesh.device.runtime import Runtime
             self.runtime = Runtime(self)
         return self.runtime.handler(key)
-
-    def info(self):
-        sens = {}
-        for n in self.sensors:
-            s, rate = self.sensors[n]
-            sens[n] = e = {"kind": self.sensor_kinds[n], "rate": rate, "unit": getattr(s, "UNIT", "")}
-            e.update(sensors.measures(s))
-        return {"name": self.name, "version": VERSION, "implementation": implementation(),
-                "sensors": sens, "unix": not sys.platform.startswith("esp"),
-                "secure": self.security is not None, "max-frame": self.max_frame}
-
-    def on_info(self, session, body):
-        session.conn.send({"info": self.info()})
-
-    def on_hello(self, session, body):
-        # "max-frame": the largest frame the peer takes (a controller on CPython takes far more
-        # than the 16 KiB assumed otherwise), so a status of hundreds of steps fits one reply
-        mf = body.get("max-frame") if type(body) is dict else None
-        if type(mf) is int and mf > codec.MIN_MAX_FRAME:
-            self.peer_limit(session.conn, mf)
-        session.kind = "control"
-        session.conn.send({"info": self.info()})
-
-    def peer_limit(self, conn, mf):
-        """The peer accepts frames of mf bytes: send up to that (at most 4 times our own limit)."""
-        conn.peer_max_frame = mf if mf < codec.DEFAULT_MAX_FRAME * 4 else codec.DEFAULT_MAX_FRAME * 4
-        if conn.wrap is not None:
-            conn.wrap_limit = self.security.wrap_limit(conn.peer_max_frame)
-
-    def on_forward(self, session, key, body):
-        from sensormesh.device import forward   # control forwarding through gateways
-        forward.handle(self, session, key, body)
-
-    def on_ping(self, session, body):
-        session.conn.send({"pong": body})
 
     def set_metrics(self, on):
         """Metrics on (the default) or off: off, the loop does not time its waits and a deployed
@@ -290,71 +239,22 @@ class Device:
         if self.runtime is not None:
             self.runtime.metrics = self.metrics
 
-    def on_metrics(self, session, body):
-        from sensormesh.device import metrics
-        session.conn.send({"metrics": metrics.report(self)})
-        unload("sensormesh.device.metrics")   # a board frees its code between two polls
-
-    def on_clock(self, session, body):
-        # the tick clock now, for the controller's offset estimate (controller/clocksync.py)
-        session.conn.send({"clock": {"t0": body.get("t0") if type(body) is dict else None,
-                                     "tick_us": compat.ticks_us(), "period": compat.TICK_PERIOD}})
-
-    def on_status(self, session, body):
-        st = {"name": self.name, "streams": [s.stats() for s in self.streams],
-              "connections": sum(len(lst.conns) for lst in self.listeners), "errors": self.errors}
-        try:
-            import gc
-            if MICROPYTHON:
-                gc.collect()     # live heap, not the garbage since the last collection
-                st["mem_free"] = gc.mem_free()
-                st["mem_alloc"] = gc.mem_alloc()
-        except (ImportError, AttributeError):
-            pass
-        if self.runtime is not None:
-            st["assignment"] = self.runtime.status()
-        if self.security is not None:
-            st["security"] = self.security.status()
-        fw = getattr(self, "forwarder", None)
-        if fw is not None:
-            st["registered"] = sorted(fw.registered)   # devices that registered with this gateway
-        if self.runtime is not None:
-            self.runtime.send_stats(session.conn, "status", st)
-        else:
-            session.conn.send({"status": st})
-
-    def on_data_request(self, session, body):
-        # Loaded on the first data request: a board that only runs deployed steps never pays for it.
-        from sensormesh.device.datarequest import RequestError, Stream, parse
-        try:
-            name, tf, vpf, mf = parse(body, self.sensor_names())
-        except RequestError as e:
-            # logged here, once (the client may close first); on_close then stays silent, also
-            # when the close below completes at once
-            peer = session.conn.peer
-            self.log("refused data request%s (%s): %s" % (" from %s" % (peer,) if peer else "", e.code, e.message))
-            session.logged = True
-            session.conn.send(e.to_message())
-            session.conn.close_after_flush("refused data request (%s): %s" % (e.code, e.message))
-            return
-        sensor, rate = self.sensors[name]
-        if mf:
-            self.peer_limit(session.conn, mf)
-        session.kind = "stream"
-        stream = Stream(self.loop, session.conn, sensor, rate, tf, vpf)
-        session.stream = stream
-        self.streams.append(stream)
-        stream.start()
+    def on_poll(self, ev):
+        # `exit_with_stdin` (boot.py registers the device for its standard input): the process
+        # that started this device holds the other end. When that process ends, even killed
+        # with SIGKILL, the input closes and the device stops, so no device outlives the
+        # controller that ran it.
+        data = sys.stdin.buffer.read(1) if ev & 1 else b""
+        if not data:        # end of input (or hang-up): the starter is gone
+            self.loop.unregister(sys.stdin)
+            self.log("standard input closed: the process that started this device is gone")
+            raise KeyboardInterrupt
 
     def run(self):
         try:
             self.loop.run()
         finally:
             self.close()
-
-
-# Control messages the assignment runtime (sensormesh/device/runtime/__init__.py) answers.
-RUNTIME_MESSAGES = ("deploy", "deploy-part", "start", "stop", "pipe", "pull", "undeploy", "subscribe", "delivered")
 
 
 def start(cfg):
@@ -364,23 +264,6 @@ def start(cfg):
     dev = boot.start(cfg)
     forget("sensormesh.device.boot")
     return dev
-
-
-class StdinWatch:
-    """`exit_with_stdin`: the process that started this device holds the other end of its
-    standard input. When that process ends, even killed with SIGKILL, the input closes and the
-    device stops, so no device outlives the controller that ran it."""
-
-    def __init__(self, dev):
-        self.dev = dev
-        dev.loop.register(sys.stdin, self)
-
-    def on_poll(self, ev):
-        data = sys.stdin.buffer.read(1) if ev & 1 else b""
-        if not data:        # end of input (or hang-up): the starter is gone
-            self.dev.loop.unregister(sys.stdin)
-            self.dev.log("standard input closed: the process that started this device is gone")
-            raise KeyboardInterrupt
 
 
 def run(cfg):

@@ -6,7 +6,7 @@ from drivers_support import fresh
 import fakeparts
 import machine
 
-from sensormesh.device import transport
+from sensormesh.device import control, transport
 from sensormesh.device.core import Device
 
 from loopkit import Collector, listen
@@ -44,7 +44,7 @@ def test_device_info_lists_board_sensors():
     _board()
     dev = Device("board", BOARD)
     try:
-        info = dev.info()["sensors"]
+        info = control.info(dev)["sensors"]
         assert sorted(info) == ["g", "k", "p", "t"]
         assert info["t"]["kind"] == "co2" and info["t"]["rate"] == 1 and "ppm" in info["t"]["unit"]
         assert info["g"]["rate"] == 100

@@ -1,0 +1,112 @@
+# The control messages a device answers now and then, not on every value: hello, info, status,
+# metrics, a data request's set-up, forward and register, and the error for an unknown message.
+# core.Device.dispatch loads this module for such a message and, on a board running .mpy files,
+# forgets it after the reply (compat.forget), so its code costs no heap between two of them.
+# "ping" and "clock" (frequent and timed) are answered by core.py itself, the assignment's
+# messages by the runtime.
+import sys
+
+from sensormesh.device import codec
+from sensormesh.device.compat import MICROPYTHON, implementation, unload
+
+
+def handle(dev, session, key, body):
+    """Answer control message `key` (body `body`) of a session."""
+    conn = session.conn
+    if key == "hello":
+        # "max-frame": the largest frame the peer takes (a controller on CPython takes far more
+        # than the 16 KiB assumed otherwise), so a status of hundreds of steps fits one reply
+        mf = body.get("max-frame") if type(body) is dict else None
+        if type(mf) is int and mf > codec.MIN_MAX_FRAME:
+            peer_limit(dev, conn, mf)
+        session.kind = "control"
+        conn.send({"info": info(dev)})
+    elif key == "info":
+        conn.send({"info": info(dev)})
+    elif key == "status":
+        st = {"name": dev.name, "streams": [s.stats() for s in dev.streams],
+              "connections": sum(len(lst.conns) for lst in dev.listeners), "errors": dev.errors}
+        if MICROPYTHON:
+            import gc
+            gc.collect()     # live heap, not the garbage since the last collection
+            st["mem_free"] = gc.mem_free()
+            st["mem_alloc"] = gc.mem_alloc()
+        rt = dev.runtime
+        if rt is not None:
+            st["assignment"] = rt.status()
+        if dev.security is not None:
+            st["security"] = dev.security.status()
+        fw = getattr(dev, "forwarder", None)
+        if fw is not None:
+            st["registered"] = sorted(fw.registered)   # devices that registered with this gateway
+        if rt is not None:
+            rt.send_stats(conn, "status", st)
+        else:
+            conn.send({"status": st})
+    elif key == "metrics":
+        from sensormesh.device import metrics
+        conn.send({"metrics": metrics.report(dev)})
+        unload("sensormesh.device.metrics")   # a board frees its code between two polls
+    elif key == "data-request":
+        data_request(dev, session, body)
+    elif key == "forward" or key == "register":
+        from sensormesh.device import forward   # control forwarding through gateways
+        forward.handle(dev, session, key, body)
+    else:
+        from sensormesh.device.core import RUNTIME_MESSAGES
+        known = sorted(KNOWN + RUNTIME_MESSAGES)
+        session.fail(conn, "unknown-message", "unknown control message %r (known: %s)"
+                     % (key, ", ".join(known)))
+
+
+# The control messages core.py and this module answer (the runtime's: core.RUNTIME_MESSAGES).
+KNOWN = ("clock", "data-request", "forward", "hello", "info", "metrics", "ping", "register", "status")
+
+
+def info(dev):
+    """The device's self-description: the reply to hello and info."""
+    sens = {}
+    if dev.sensors:
+        from sensormesh.device.sensors import registry
+        for n in dev.sensors:
+            s, rate = dev.sensors[n]
+            sens[n] = e = {"kind": dev.sensor_kinds[n], "rate": rate, "unit": getattr(s, "UNIT", "")}
+            e.update(registry.measures(s))
+        unload("sensormesh.device.sensors.registry")
+    from sensormesh.device.core import VERSION
+    return {"name": dev.name, "version": VERSION, "implementation": implementation(),
+            "sensors": sens, "unix": not sys.platform.startswith("esp"),
+            "secure": dev.security is not None, "max-frame": dev.max_frame}
+
+
+def peer_limit(dev, conn, mf):
+    """The peer accepts frames of mf bytes: send up to that (at most 4 times our own limit)."""
+    conn.peer_max_frame = mf if mf < codec.DEFAULT_MAX_FRAME * 4 else codec.DEFAULT_MAX_FRAME * 4
+    if conn.wrap is not None:
+        conn.wrap_limit = dev.security.wrap_limit(conn.peer_max_frame)
+
+
+def data_request(dev, session, body):
+    # datarequest.py is loaded on the first data request: a board that only runs deployed steps
+    # never pays for it. It stays loaded while a stream runs (its Stream is the stream).
+    from sensormesh.device.datarequest import RequestError, Stream, parse
+    conn = session.conn
+    try:
+        name, tf, vpf, mf = parse(body, dev.sensor_names())
+    except RequestError as e:
+        # logged here, once (the client may close first); on_close then stays silent, also
+        # when the close below completes at once
+        peer = conn.peer
+        dev.log("refused data request%s (%s): %s" % (" from %s" % (peer,) if peer else "", e.code, e.message))
+        session.logged = True
+        conn.send(e.to_message())
+        conn.close_after_flush("refused data request (%s): %s" % (e.code, e.message))
+        return
+    sensor, rate = dev.sensors[name]
+    if mf:
+        peer_limit(dev, conn, mf)
+    session.kind = "stream"
+    stream = Stream(dev.loop, conn, sensor, rate, tf, vpf)
+    session.stream = stream
+    dev.streams.append(stream)
+    stream.start()
