@@ -10,27 +10,12 @@ from sensormesh.device.core import log, run
 from sensormesh.device.sensors import SensorError
 
 
-def stop_on_sigterm():
-    # `kill PID` (how `sensormesh up` stops CPython devices) ends the loop like Ctrl-C, so the
-    # device closes its listeners and logs "stopped". Raising (rather than setting a flag)
-    # wakes the loop out of poll(), which CPython would otherwise resume after the handler.
-    # MicroPython has no signal module: `kill -INT PID` stops it that way (`sensormesh up` does).
-    try:
-        import signal
-    except ImportError:   # MicroPython ports have no signal module
-        return
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
-
-
 def main(argv=None):
     if argv is None:
         argv = sys.argv[1:]
-    stop_on_sigterm()
     try:
         from sensormesh.device import options
+        options.stop_on_sigterm()
         cfg = options.config_from_args(options.parse_args(argv))
         del options
         unload("sensormesh.device.options")    # needed once: its code is freed before the device runs

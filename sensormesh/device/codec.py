@@ -7,7 +7,7 @@
 import json
 import struct
 
-from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.compat import MICROPYTHON, forget
 
 HEADER_SIZE = 4
 
@@ -51,6 +51,7 @@ class ProtocolError(Exception):
 #   - whatever msgspec refuses or reads differently (integers beyond 64 bits it encodes
 #     exactly; invalid text) goes to the standard module, which decides and says what is wrong.
 # SENSORMESH_JSON=stdlib in the environment (or use_json("stdlib")) turns the fast path off.
+# (use_json exists on CPython only: MicroPython always uses its json module.)
 JSON_BACKEND = "stdlib"
 _fast_encode = None   # msg -> bytes (msgspec.json.Encoder.encode)
 _fast_decode = None   # bytes-like -> msg
@@ -64,26 +65,29 @@ if not MICROPYTHON:
 
     _STD_DECODE = json.JSONDecoder(parse_constant=_not_json).decode
 
-
-def use_json(name):
-    """Choose the JSON implementation on CPython: "msgspec" (if installed) or "stdlib".
-    Returns the name in use before. MicroPython always uses its json module."""
-    global JSON_BACKEND, _fast_encode, _fast_decode, _raw_items
-    old = JSON_BACKEND
-    if name == "stdlib" or MICROPYTHON:
-        JSON_BACKEND, _fast_encode, _fast_decode, _raw_items = "stdlib", None, None, None
+    def use_json(name):
+        """Choose the JSON implementation on CPython: "msgspec" (if installed) or "stdlib".
+        Returns the name in use before. MicroPython always uses its json module."""
+        global JSON_BACKEND, _fast_encode, _fast_decode, _raw_items
+        old = JSON_BACKEND
+        if name == "stdlib":
+            JSON_BACKEND, _fast_encode, _fast_decode, _raw_items = "stdlib", None, None, None
+            return old
+        if name != "msgspec":
+            raise ValueError("unknown JSON implementation %r (msgspec or stdlib)" % (name,))
+        import msgspec
+        _fast_encode = msgspec.json.Encoder().encode
+        _fast_decode = msgspec.json.Decoder().decode
+        _raw_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
+        JSON_BACKEND = "msgspec"
         return old
-    if name != "msgspec":
-        raise ValueError("unknown JSON implementation %r (msgspec or stdlib)" % (name,))
-    import msgspec
-    _fast_encode = msgspec.json.Encoder().encode
-    _fast_decode = msgspec.json.Decoder().decode
-    _raw_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
-    JSON_BACKEND = "msgspec"
-    return old
 
+    def _std_dumps(msg):
+        try:
+            return _STD_ENCODE(msg).encode()
+        except (TypeError, ValueError) as e:
+            raise ProtocolError("message is not JSON-serialisable: %s" % e)
 
-if not MICROPYTHON:
     import os
     if os.environ.get("SENSORMESH_JSON", "") != "stdlib":
         try:
@@ -102,35 +106,31 @@ def _check_finite(payload, msg):
             raise ProtocolError("value is not JSON-serialisable (NaN or infinity): %r" % (msg,))
 
 
-def _std_dumps(msg):
-    try:
-        return _STD_ENCODE(msg).encode()
-    except (TypeError, ValueError) as e:
-        raise ProtocolError("message is not JSON-serialisable: %s" % e)
-
-
-def dumps(msg):
-    """Serialise a message to its UTF-8 JSON payload (no length prefix)."""
-    if MICROPYTHON:
+if MICROPYTHON:
+    def dumps(msg):
+        """Serialise a message to its UTF-8 JSON payload (no length prefix)."""
         t = type(msg)
         if t is not dict and t is not list:
             raise ProtocolError("a message must be a dict (control) or list (data), not %s" % t.__name__)
         payload = json.dumps(msg, separators=_SEP).encode()
         _check_finite(payload, msg)
         return payload
-    if not isinstance(msg, (dict, list)):
-        raise ProtocolError("a message must be a dict (control) or list (data), not %s" % type(msg).__name__)
-    enc = _fast_encode
-    if enc is None:
-        return _std_dumps(msg)
-    try:
-        payload = enc(msg)
-    except Exception:   # msgspec refused it: the standard module decides and says why
-        return _std_dumps(msg)
-    if b"null" in payload:
-        # msgspec writes NaN and infinity as null; the standard module refuses them
-        return _std_dumps(msg)
-    return payload
+else:
+    def dumps(msg):
+        """Serialise a message to its UTF-8 JSON payload (no length prefix)."""
+        if not isinstance(msg, (dict, list)):
+            raise ProtocolError("a message must be a dict (control) or list (data), not %s" % type(msg).__name__)
+        enc = _fast_encode
+        if enc is None:
+            return _std_dumps(msg)
+        try:
+            payload = enc(msg)
+        except Exception:   # msgspec refused it: the standard module decides and says why
+            return _std_dumps(msg)
+        if b"null" in payload:
+            # msgspec writes NaN and infinity as null; the standard module refuses them
+            return _std_dumps(msg)
+        return payload
 
 
 def encode(msg):
@@ -139,112 +139,8 @@ def encode(msg):
     return struct.pack("!I", len(payload)) + payload
 
 
-# -- splitting a data message into frames -------------------------------------------------------
-# A data message is encoded once. When its payload exceeds the peer's frame limit, it is cut at
-# value boundaries into consecutive arrays, each within the limit, without encoding the values
-# again where the boundaries can be found in the bytes: an array of numbers, true, false and
-# null (sensor readings) holds no comma but its separators, and on CPython msgspec lists the
-# items of any array. Otherwise (strings, objects or arrays as values, on MicroPython or without
-# msgspec) each value is encoded on its own and the frames are packed from those pieces; on
-# MicroPython each frame is one buffer of its exact size, filled in place.
-def _too_big(n, max_frame):
-    return ProtocolError("a single value of %d bytes exceeds the frame limit of %d" % (n, max_frame))
-
-
-def _cuts(msg, payload, max_frame):
-    """Frames for an oversized payload: (payload, [start, end, ...]) where each pair bounds the
-    values of one frame in payload, or (None, [frame payload, ...])."""
-    if type(msg) is not list:
-        raise ProtocolError("control message of %d bytes exceeds the frame limit of %d" % (len(payload), max_frame))
-    if len(msg) < 2:
-        raise _too_big(len(payload) - 2, max_frame)
-    room = max_frame - 2   # bytes of values between the brackets
-    end = len(payload) - 1
-    if payload.find(b'"') < 0 and payload.find(b"{") < 0 and payload.count(b"[") == 1:
-        cuts = []
-        pos = 1
-        while end - pos > room:
-            c = payload.rfind(b",", pos, pos + room + 1)
-            if c < 0:
-                c = payload.find(b",", pos)
-                raise _too_big((c if c > 0 else end) - pos, max_frame)
-            cuts.append(pos)
-            cuts.append(c)
-            pos = c + 1
-        cuts.append(pos)
-        cuts.append(end)
-        return payload, cuts
-    if _raw_items is not None:
-        try:
-            items = _raw_items(payload)
-        except Exception:
-            items = None
-        if items is not None and len(items) == len(msg):
-            cuts = []
-            start = pos = 1
-            for r in items:
-                n = len(r)
-                if n > room:
-                    raise _too_big(n, max_frame)
-                if pos + n - start > room:
-                    cuts.append(start)
-                    cuts.append(pos - 1)
-                    start = pos
-                pos += n + 1
-            cuts.append(start)
-            cuts.append(pos - 1)
-            return payload, cuts
-    payload = None
-    frames = []
-    parts = []
-    size = 0
-    for v in msg:
-        p = _value_bytes(v)
-        n = len(p)
-        if n > room:
-            raise _too_big(n, max_frame)
-        if parts and size + 1 + n > room:
-            frames.append(_join(parts, size))
-            parts = []
-            size = 0
-        size += n + 1 if parts else n
-        parts.append(p)
-    frames.append(_join(parts, size))
-    return None, frames
-
-
-def _value_bytes(v):
-    # the whole message was encoded (and checked) already: this only re-encodes a valid value
-    if MICROPYTHON:
-        return json.dumps(v, separators=_SEP).encode()
-    return _STD_ENCODE(v).encode()
-
-
-def _join(parts, size):
-    """One frame payload '[p0,p1,...]' of exact size, filled in place."""
-    b = bytearray(size + 2)
-    b[0] = 91   # [
-    i = 1
-    for p in parts:
-        if i > 1:
-            b[i] = 44   # ,
-            i += 1
-        n = len(p)
-        b[i:i + n] = p
-        i += n
-    b[i] = 93   # ]
-    return b
-
-
-def _frame(mv, a, b):
-    n = b - a
-    f = bytearray(n + 2)
-    f[0] = 91
-    f[1:n + 1] = mv[a:b]
-    f[n + 1] = 93
-    return f
-
-
+# A data message larger than the peer's frame limit is cut into frames by split.py, loaded
+# only for such a message (and forgotten after it on a board running .mpy files).
 def encode_into(buf, msg, max_frame=MIN_MAX_FRAME):
     """Append the frame(s) for msg to the bytearray buf.
 
@@ -258,35 +154,19 @@ def encode_into(buf, msg, max_frame=MIN_MAX_FRAME):
         buf += struct.pack("!I", n)
         buf += payload
         return
-    src, cuts = _cuts(msg, payload, max_frame)
-    if src is None:
-        for p in cuts:
-            buf += struct.pack("!I", len(p))
-            buf += p
-        return
-    mv = memoryview(src)
-    for i in range(0, len(cuts), 2):
-        a = cuts[i]
-        b = cuts[i + 1]
-        buf += struct.pack("!I", b - a + 2)
-        buf += b"["
-        buf += mv[a:b]
-        buf += b"]"
+    from sensormesh.device import split   # oversized messages only (split.py)
+    split.into(buf, msg, payload, max_frame)
+    forget("sensormesh.device.split")
 
 
 def payloads(msg, max_frame=MIN_MAX_FRAME):
     """The payload(s) for msg, split like encode_into splits them; a list of bytes-like."""
-    payload = dumps(msg)
-    if len(payload) <= max_frame:
-        return [payload]
-    src, cuts = _cuts(msg, payload, max_frame)
-    payload = None
-    if src is None:
-        return cuts
-    mv = memoryview(src)
-    out = []
-    for i in range(0, len(cuts), 2):
-        out.append(_frame(mv, cuts[i], cuts[i + 1]))
+    out = [dumps(msg)]
+    if len(out[0]) <= max_frame:
+        return out
+    from sensormesh.device import split   # oversized messages only (split.py)
+    out = split.payloads(msg, out, max_frame)   # takes the payload out of the list: freed once cut
+    forget("sensormesh.device.split")
     return out
 
 
@@ -429,9 +309,10 @@ class Decoder:
         except ProtocolError as e:
             self._fail(e.args[0])
 
-    def pending(self):
-        """Bytes received but not yet returned as a message (a truncated frame at EOF)."""
-        return len(self._buf) - self._pos + (HEADER_SIZE if self._need >= 0 else 0)
+    if not MICROPYTHON:   # (CPython clients)
+        def pending(self):
+            """Bytes received but not yet returned as a message (a truncated frame at EOF)."""
+            return len(self._buf) - self._pos + (HEADER_SIZE if self._need >= 0 else 0)
 
     def close(self):
         """Call at end of stream: raises ProtocolError if a frame was cut off."""

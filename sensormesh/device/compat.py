@@ -62,9 +62,6 @@ def unix_time():
 
 # errno values for "would block" / "in progress" / timeouts, shared by both interpreters
 # on Linux; ESP32 lwIP reports EINPROGRESS as 119 and timeouts as 110.
-EAGAIN = 11
-EINPROGRESS = 115
-ETIMEDOUT = 110
 WOULD_BLOCK = (11, 115, 119, 110, 36)
 
 
@@ -100,29 +97,29 @@ def unload(name):
             pass
 
 
-def precompiled(rel):
-    """Is module `rel` ("sensormesh/device/x") imported from a precompiled .mpy file? Looked up
-    along sys.path as MicroPython's import does (per folder a .py comes before a .mpy)."""
-    import os
-    for p in sys.path:
-        for ext, found in ((".py", False), (".mpy", True)):
-            try:
-                os.stat((p or ".") + "/" + rel + ext)
-                return found
-            except OSError:
-                pass
-    return False
-
-
 _mpy = []   # [True/False] once known
 
 
 def from_mpy():
     """Does this device run from precompiled .mpy files (MicroPython)? Then a module loads again
     cheaply; from .py sources every load runs the compiler, which needs far more heap (and time)
-    than keeping the module's code."""
+    than keeping the module's code. Looked up along sys.path as MicroPython's import does (per
+    folder a .py comes before a .mpy)."""
     if not _mpy:
-        _mpy.append(MICROPYTHON and precompiled("sensormesh/device/compat"))
+        found = False
+        if MICROPYTHON:
+            import os
+            for p in sys.path:
+                for ext in (".py", ".mpy"):
+                    try:
+                        os.stat((p or ".") + "/sensormesh/device/compat" + ext)
+                        found = ext
+                        break
+                    except OSError:
+                        pass
+                if found:
+                    break
+        _mpy.append(found == ".mpy")
     return _mpy[0]
 
 
@@ -132,6 +129,8 @@ def forget(name):
         unload(name)
 
 
-def collect():
-    if MICROPYTHON:
-        gc.collect()
+if MICROPYTHON:
+    collect = gc.collect
+else:
+    def collect():
+        pass

@@ -15,7 +15,7 @@ def report(device):
     """The metrics message M of this device (its format: docs/observability.md)."""
     loop = device.loop
     wall = loop.now() * 1000
-    idle = loop.idle_total_us()
+    idle = loop.idle_s * 1000000 + loop.idle_us   # time waiting in poll()
     m = {"device": device.name, "interp": implementation(), "tick_us": ticks_us(), "tick_period": TICK_PERIOD,
          "enabled": getattr(device, "metrics", True),
          "loop": {"busy_us": wall - idle if wall > idle else 0, "wall_us": wall}, "mem": memory(device)}

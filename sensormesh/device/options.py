@@ -1,6 +1,7 @@
 # Command-line options of a device process -> its configuration dict. Used once at start by
 # __main__.py, which then forgets this module (compat.unload): a board pays no heap for it while
-# it runs. (argparse is not on every MicroPython port, so the options are parsed by hand.)
+# it runs. (argparse is not on every MicroPython port, so the options are parsed by hand.) The
+# SIGTERM handler of a CPython device is set up here too.
 import sys
 
 OPTIONS = {"--port": int, "--host": str, "--unix": str, "--name": str, "--sensors": str,
@@ -60,3 +61,18 @@ def config_from_args(a):
     cfg.setdefault("port", 7000)
     cfg.setdefault("host", "0.0.0.0")
     return cfg
+
+
+def stop_on_sigterm():
+    # `kill PID` (how `sensormesh up` stops CPython devices) ends the loop like Ctrl-C, so the
+    # device closes its listeners and logs "stopped". Raising (rather than setting a flag)
+    # wakes the loop out of poll(), which CPython would otherwise resume after the handler.
+    # MicroPython has no signal module: `kill -INT PID` stops it that way (`sensormesh up` does).
+    try:
+        import signal
+    except ImportError:   # MicroPython ports have no signal module
+        return
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_term)

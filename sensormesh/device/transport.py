@@ -1,4 +1,4 @@
-# Sockets and the event loop: the only module that touches a socket.
+# Sockets and the event loop: the only modules that touch a socket are this one and connect.py.
 #
 # One single-threaded loop per process over select.poll, which both CPython and MicroPython
 # have. It sleeps in poll() until a socket is ready or the next timer is due, so an idle device
@@ -9,7 +9,7 @@ import socket
 import struct
 
 from sensormesh.device import codec
-from sensormesh.device.compat import MICROPYTHON, WOULD_BLOCK, errno_of, ticks_diff, ticks_ms, ticks_us
+from sensormesh.device.compat import MICROPYTHON, WOULD_BLOCK, errno_of, forget, ticks_diff, ticks_ms, ticks_us
 
 POLLIN = select.POLLIN
 POLLOUT = select.POLLOUT
@@ -30,11 +30,6 @@ LISTEN_BACKLOG = 8 if MICROPYTHON else 128
 ACCEPT_BATCH = 4 if MICROPYTHON else 64
 
 
-def _key(sock):
-    # CPython's poll reports file descriptors, MicroPython's reports the socket object.
-    return sock if MICROPYTHON else sock.fileno()
-
-
 # IPPROTO_TCP, TCP_NODELAY: the same numbers on Linux and lwIP; MicroPython's unix port does not
 # name them.
 _TCP, _NODELAY = 6, 1
@@ -48,27 +43,6 @@ def no_delay(sock):
         sock.setsockopt(_TCP, _NODELAY, 1)
     except (OSError, AttributeError, TypeError):
         pass
-
-
-def unix_address(path):
-    """A Unix socket address both interpreters accept (MicroPython wants a raw sockaddr_un)."""
-    if MICROPYTHON:
-        return struct.pack("H", socket.AF_UNIX) + path.encode() + b"\0"
-    return path
-
-
-def parse_address(text):
-    """'host:port', ':port', 'port' or 'unix:/path' -> ('tcp', host, port) or ('unix', path)."""
-    if text.startswith("unix:"):
-        return ("unix", text[5:])
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = "", text
-    try:
-        port = int(port)
-    except ValueError:
-        raise ValueError("bad address %r: expected HOST:PORT or unix:PATH" % text)
-    return ("tcp", host or "127.0.0.1", port)
 
 
 class Timer:
@@ -109,11 +83,6 @@ class Loop:
         self.idle_s = 0
         self.idle_us = 0
 
-    def idle_total_us(self):
-        """Microseconds spent waiting in poll() since the loop was made (a turn that does not
-        wait, poll(0), counts as busy)."""
-        return self.idle_s * 1000000 + self.idle_us
-
     def now(self):
         """Milliseconds since the loop was made. Monotonic, never wraps."""
         t = ticks_ms()
@@ -124,17 +93,15 @@ class Loop:
     # -- sockets ------------------------------------------------------------------------
     def register(self, sock, handler, mask=POLLIN):
         self._poll.register(sock, mask)
-        self._handlers[_key(sock)] = handler
-
-    def modify(self, sock, mask):
-        self._poll.modify(sock, mask)
+        # CPython's poll reports file descriptors, MicroPython's reports the socket object.
+        self._handlers[sock if MICROPYTHON else sock.fileno()] = handler
 
     def unregister(self, sock):
         try:
             self._poll.unregister(sock)
         except (OSError, KeyError, ValueError):
             pass
-        self._handlers.pop(_key(sock), None)
+        self._handlers.pop(sock if MICROPYTHON else sock.fileno(), None)
 
     # -- timers -------------------------------------------------------------------------
     def call_later(self, ms, fn):
@@ -149,24 +116,21 @@ class Loop:
     def call_soon(self, fn):
         self._soon.append(fn)
 
-    def mark_dirty(self, conn):
-        self._dirty.append(conn)
-
     # -- running ------------------------------------------------------------------------
-    def _timeout(self):
-        if self._soon or self._dirty:
-            return 0
-        timers = self._timers
-        while timers and timers[0].cancelled:
-            timers.pop(0)
-        if not timers:
-            return -1
-        d = timers[0].when - self.now()
-        return d if d > 0 else 0
-
     def run_once(self, max_wait=-1):
         """Wait for sockets and timers (at most max_wait ms when it is >= 0) and handle them."""
-        timeout = self._timeout()
+        timers = self._timers
+        if self._soon or self._dirty:
+            timeout = 0
+        else:
+            while timers and timers[0].cancelled:
+                timers.pop(0)
+            if timers:
+                timeout = timers[0].when - self.now()
+                if timeout < 0:
+                    timeout = 0
+            else:
+                timeout = -1
         if max_wait >= 0:
             if timeout < 0 or timeout > max_wait:
                 timeout = max_wait
@@ -187,9 +151,8 @@ class Loop:
             h = handlers.get(ev[0])
             if h is not None:
                 self._guard(h.on_poll, ev[1])
-        if self._timers:
+        if timers:
             now = self.now()
-            timers = self._timers
             while timers and timers[0].when <= now:
                 t = timers.pop(0)
                 if not t.cancelled:
@@ -277,7 +240,8 @@ class Connection:
     # -- output -------------------------------------------------------------------------
     # CPython appends frames to one bytearray and sends it in large pieces. MicroPython keeps a
     # list of frames instead: growing one buffer would reallocate and fragment a board's small
-    # heap, while each frame is allocated once and freed once it is sent.
+    # heap, while each frame is allocated once and freed once it is sent. Each interpreter
+    # defines only its own version of the methods that differ, so a board holds no CPython code.
     def send(self, msg):
         """Queue one message (split if it is data larger than the peer's frame limit)."""
         if self.closed:
@@ -285,27 +249,25 @@ class Connection:
         if self.held is not None:
             self.held.append(msg)
             return
+        limit = self.peer_max_frame
         if self.wrap is None:
             if not MICROPYTHON:
-                codec.encode_into(self.out, msg, self.peer_max_frame)
+                codec.encode_into(self.out, msg, limit)
                 self._queued()
                 return
-            limit = self.peer_max_frame
-        else:
+        elif 0 < self.wrap_limit < limit:
             # A token is larger than its payload: split so that every token fits the peer's limit.
             limit = self.wrap_limit
-            if limit <= 0 or limit > self.peer_max_frame:
-                limit = self.peer_max_frame
         for p in codec.payloads(msg, limit):
             self.send_payload(p)
 
-    def send_payload(self, payload):
-        if self.closed:
-            return
-        if self.wrap is not None:
-            payload = self.wrap(payload)
-        hdr = struct.pack("!I", len(payload))
-        if MICROPYTHON:
+    if MICROPYTHON:
+        def send_payload(self, payload):
+            if self.closed:
+                return
+            if self.wrap is not None:
+                payload = self.wrap(payload)
+            hdr = struct.pack("!I", len(payload))
             chunks = self.chunks
             n = len(payload)
             if n <= 256:
@@ -330,19 +292,29 @@ class Connection:
                 chunks.append(hdr)
                 chunks.append(payload)
             self.queued += 4 + n
-        else:
-            self.out += hdr
+            self._queued()
+
+        def backlog(self):
+            """Bytes queued but not yet sent."""
+            return self.queued
+    else:
+        def send_payload(self, payload):
+            if self.closed:
+                return
+            if self.wrap is not None:
+                payload = self.wrap(payload)
+            self.out += struct.pack("!I", len(payload))
             self.out += payload
-        self._queued()
+            self._queued()
+
+        def backlog(self):
+            """Bytes queued but not yet sent."""
+            return len(self.out)
 
     def _queued(self):
         if not self._dirty:
             self._dirty = True
-            self.loop.mark_dirty(self)
-
-    def backlog(self):
-        """Bytes queued but not yet sent."""
-        return self.queued if MICROPYTHON else len(self.out)
+            self.loop._dirty.append(self)
 
     def writable(self):
         """True while the producer may add more output. After a False, on_drain(conn) follows
@@ -401,7 +373,7 @@ class Connection:
     def _set_mask(self, mask):
         if mask != self._mask and not self.closed:
             self._mask = mask
-            self.loop.modify(self.sock, mask)
+            self.loop._poll.modify(self.sock, mask)
 
     # -- input --------------------------------------------------------------------------
     def on_poll(self, ev):
@@ -487,48 +459,12 @@ class Connection:
 
     def protocol_error(self, text):
         """Tell the peer what it did wrong, then close (the stream is out of step)."""
-        h = getattr(self.protocol, "on_protocol_error", None)
-        if h:
-            h(self, text)
-        if not self.closed:
-            self.send({"error": {"code": "protocol", "message": text}})
-            self.close_after_flush("protocol error: " + text)
+        _connect("protocol_error")(self, text)
 
     # -- closing ------------------------------------------------------------------------
     def close_after_flush(self, reason="closed"):
         """Send what is queued (best effort, without blocking), then close."""
-        if self.backlog() and not self.closed:
-            try:
-                self.sock.setblocking(True)
-                if hasattr(self.sock, "settimeout"):
-                    self.sock.settimeout(0.2)
-                data = self.out if not MICROPYTHON else b"".join(self.chunks)
-                self.sock.send(data)
-            except OSError:
-                pass
-            self.out = bytearray()
-            self.chunks = []
-            self.queued = 0
-        self._discard_input()
-        self.close(reason)
-
-    def _discard_input(self):
-        # Closing a socket with unread input makes the kernel send a reset, which can destroy
-        # the error message just sent before the peer reads it. Drop what has already arrived
-        # (bounded, without waiting) so the close is an orderly one.
-        if self.closed:
-            return
-        try:
-            self.sock.setblocking(False)
-            for _ in range(16):
-                if MICROPYTHON:
-                    n = self.sock.readinto(self.loop.rbuf)
-                else:
-                    n = len(self.sock.recv(RECV_CHUNK))
-                if not n:
-                    return
-        except OSError:
-            pass
+        _connect("close_after_flush")(self, reason)
 
     def close(self, reason="closed"):
         if self.closed:
@@ -616,55 +552,23 @@ def peer_of(addr):
     return None
 
 
-def listen_tcp(loop, host, port, make_protocol, backlog=LISTEN_BACKLOG, **kw):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(socket.getaddrinfo(host, port)[0][-1])
-    s.listen(backlog)
-    return Listener(loop, s, make_protocol, **kw)
+# Opening connections (listen_tcp, listen_unix, dial, bound_port, parse_address, unix_address)
+# happens at start and when a pipe dials, and closing one after an error (close_after_flush,
+# protocol_error) now and then: that code is in connect.py, loaded when one of these names is
+# looked up here (transport.dial(...)) and, on a board running .mpy files, forgotten at once, so
+# it costs heap only while it runs.
+def _connect(name):
+    import sys
+    m = sys.modules.get("sensormesh.device.connect")
+    if m is None:
+        __import__("sensormesh.device.connect")
+        m = sys.modules["sensormesh.device.connect"]
+    fn = getattr(m, name)
+    forget("sensormesh.device.connect")
+    return fn
 
 
-def listen_unix(loop, path, make_protocol, backlog=LISTEN_BACKLOG, **kw):
-    import os
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(unix_address(path))
-    s.listen(backlog)
-    return Listener(loop, s, make_protocol, **kw)
-
-
-def bound_port(listener):
-    """The TCP port a listener got (useful after binding port 0)."""
-    if MICROPYTHON:
-        raise OSError("bound_port is not available on MicroPython")
-    return listener.sock.getsockname()[1]
-
-
-def dial(loop, address, protocol, max_frame=codec.DEFAULT_MAX_FRAME):
-    """Open a non-blocking connection to 'host:port' or 'unix:/path'.
-
-    Returns the Connection at once; protocol.on_connect(conn) runs when it is up and
-    protocol.on_close(conn, reason) if it fails. Messages sent before then are queued.
-    """
-    addr = parse_address(address) if isinstance(address, str) else address
-    if addr[0] == "unix":
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        target = unix_address(addr[1])
-    else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        no_delay(s)
-        target = socket.getaddrinfo(addr[1], addr[2])[0][-1]
-    s.setblocking(False)
-    conn = Connection(loop, s, protocol, max_frame, address)
-    conn.connecting = True
-    conn._set_mask(POLLOUT)
-    try:
-        s.connect(target)
-    except OSError as e:
-        if errno_of(e) not in WOULD_BLOCK:
-            why = "cannot connect to %s: %s" % (address, e)   # `e` is unbound after the except
-            loop.call_soon(lambda: conn.close(why))
-    return conn
+def __getattr__(name):
+    if name in ("dial", "listen_tcp", "listen_unix", "bound_port", "parse_address", "unix_address"):
+        return _connect(name)
+    raise AttributeError(name)

@@ -1,0 +1,133 @@
+# Opening connections: listening sockets, dialing, addresses. Needed at start and when a pipe
+# or a registration dials, not while connections carry frames: transport.py looks these names up
+# here on demand (transport.dial, transport.listen_tcp...), and a board running .mpy files
+# forgets this module again right after (compat.forget), so its code is freed between two dials.
+import socket
+import struct
+
+from sensormesh.device import codec
+from sensormesh.device.compat import MICROPYTHON, WOULD_BLOCK, errno_of
+from sensormesh.device.transport import LISTEN_BACKLOG, POLLOUT, RECV_CHUNK, Connection, Listener, no_delay
+
+
+def unix_address(path):
+    """A Unix socket address both interpreters accept (MicroPython wants a raw sockaddr_un)."""
+    if MICROPYTHON:
+        return struct.pack("H", socket.AF_UNIX) + path.encode() + b"\0"
+    return path
+
+
+def parse_address(text):
+    """'host:port', ':port', 'port' or 'unix:/path' -> ('tcp', host, port) or ('unix', path)."""
+    if text.startswith("unix:"):
+        return ("unix", text[5:])
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    try:
+        port = int(port)
+    except ValueError:
+        raise ValueError("bad address %r: expected HOST:PORT or unix:PATH" % text)
+    return ("tcp", host or "127.0.0.1", port)
+
+
+def listen_tcp(loop, host, port, make_protocol, backlog=LISTEN_BACKLOG, **kw):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(socket.getaddrinfo(host, port)[0][-1])
+    s.listen(backlog)
+    return Listener(loop, s, make_protocol, **kw)
+
+
+def listen_unix(loop, path, make_protocol, backlog=LISTEN_BACKLOG, **kw):
+    import os
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(unix_address(path))
+    s.listen(backlog)
+    return Listener(loop, s, make_protocol, **kw)
+
+
+def bound_port(listener):
+    """The TCP port a listener got (useful after binding port 0)."""
+    if MICROPYTHON:
+        raise OSError("bound_port is not available on MicroPython")
+    return listener.sock.getsockname()[1]
+
+
+def dial(loop, address, protocol, max_frame=codec.DEFAULT_MAX_FRAME):
+    """Open a non-blocking connection to 'host:port' or 'unix:/path'.
+
+    Returns the Connection at once; protocol.on_connect(conn) runs when it is up and
+    protocol.on_close(conn, reason) if it fails. Messages sent before then are queued.
+    """
+    addr = parse_address(address) if isinstance(address, str) else address
+    if addr[0] == "unix":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target = unix_address(addr[1])
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        no_delay(s)
+        target = socket.getaddrinfo(addr[1], addr[2])[0][-1]
+    s.setblocking(False)
+    conn = Connection(loop, s, protocol, max_frame, address)
+    conn.connecting = True
+    conn._set_mask(POLLOUT)
+    try:
+        s.connect(target)
+    except OSError as e:
+        if errno_of(e) not in WOULD_BLOCK:
+            why = "cannot connect to %s: %s" % (address, e)   # `e` is unbound after the except
+            loop.call_soon(lambda: conn.close(why))
+    return conn
+
+
+# -- closing a connection after an error (Connection.protocol_error, close_after_flush) -------
+def protocol_error(conn, text):
+    """Tell the peer what it did wrong, then close (the stream is out of step)."""
+    h = getattr(conn.protocol, "on_protocol_error", None)
+    if h:
+        h(conn, text)
+    if not conn.closed:
+        conn.send({"error": {"code": "protocol", "message": text}})
+        close_after_flush(conn, "protocol error: " + text)
+
+
+def close_after_flush(conn, reason="closed"):
+    """Send what is queued (best effort, without blocking), then close."""
+    if conn.backlog() and not conn.closed:
+        try:
+            conn.sock.setblocking(True)
+            if hasattr(conn.sock, "settimeout"):
+                conn.sock.settimeout(0.2)
+            data = conn.out if not MICROPYTHON else b"".join(conn.chunks)
+            conn.sock.send(data)
+        except OSError:
+            pass
+        conn.out = bytearray()
+        conn.chunks = []
+        conn.queued = 0
+    _discard_input(conn)
+    conn.close(reason)
+
+
+def _discard_input(conn):
+    # Closing a socket with unread input makes the kernel send a reset, which can destroy
+    # the error message just sent before the peer reads it. Drop what has already arrived
+    # (bounded, without waiting) so the close is an orderly one.
+    if conn.closed:
+        return
+    try:
+        conn.sock.setblocking(False)
+        for _ in range(16):
+            if MICROPYTHON:
+                n = conn.sock.readinto(conn.loop.rbuf)
+            else:
+                n = len(conn.sock.recv(RECV_CHUNK))
+            if not n:
+                return
+    except OSError:
+        pass
