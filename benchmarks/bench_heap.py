@@ -23,7 +23,13 @@
 # byte for byte (--metrics runs only this part): one fresh interpreter per setting, the .mpy
 # package, a device running source -> map -> window -> pipe out to itself -> pipe in -> callback
 # for 4 s, asked for its metrics every second (on) as the controller does; the heap after
-# gc.collect() sampled every 100 ms, its largest value reported (target: at most 2 KB more on).
+# gc.collect() sampled every 100 ms, its largest value after the first second kept (target: at
+# most 2 KB more on). Runs alternate off/on, --repeat N times (3 with --metrics), the median and
+# the smallest of each shown. --against DIR measures another checkout's device package (e.g. a
+# worktree of main) in the same run, as the baseline:
+#     python3 benchmarks/bench_heap.py --metrics [--repeat 3] [--against ../main]
+# Every interpreter runs in the package's own folder, so that it imports the .mpy files (a
+# checkout's working directory would put its .py sources first on MicroPython's path).
 import os
 import shutil
 import subprocess
@@ -167,7 +173,7 @@ IMPORTS = (
     ("simulated sensors (sensors.sim, temperature)", ("sensors.sim", "sensors.sim.temperature")),
     ("secure session kept between handshakes (keys, Fernet, X25519)", ("secure", "secure.x25519")),
     ("handshake code (hello.py, handshake.py; only while one runs)", ("secure.hello", "secure.handshake")),
-    ("runtime + step base, pipe out + replay buffer, metrics probe (first deploy)",
+    ("runtime + step base, pipe out + replay buffer, metrics probe (first start)",
      ("runtime", "runtime.pipes", "runtime.probe")),
     ("deployment code (runtime/deploy.py; only while a deployment is applied)", ("runtime.deploy",)),
     ("pipe in + receiver (only with a pipe_in)", ("runtime.pipe_in",)),
@@ -198,7 +204,7 @@ def import_costs(path):
     mp = _find_tool("micropython")
     code = "GROUPS = %r\n" % ([g[1] for g in IMPORTS],) + PROBE
     out = subprocess.run([mp, "-X", "heapsize=2M", "-c", code], env=dict(os.environ, MICROPYPATH=path),
-                         capture_output=True, text=True, timeout=60).stdout
+                         capture_output=True, text=True, timeout=60, cwd=path).stdout
     vals = dict(line.split("|") for line in out.splitlines() if "|" in line)
     return int(vals.get("base", 0)), [(label, int(vals[str(i)]) if str(i) in vals else None)
                                       for i, (label, _) in enumerate(IMPORTS)]
@@ -248,35 +254,48 @@ print('delivered|%%d' %% st['k']['in'])
 """
 
 
-def metrics_heap(path):
-    """{"off"|"on": (largest live heap, values delivered)} of a deployed device, one run each."""
+def metrics_heap(path, repeat=1):
+    """{"off"|"on": [(largest live heap, values delivered), ...]} of a deployed device, one
+    fresh interpreter per run, off and on alternated."""
     import socket
     mp = _find_tool("micropython")
-    out = {}
-    for on in (0, 1):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        code = METRICS_PROBE % (on, port, port)
-        code = code.replace("lst = dev.listen_tcp('127.0.0.1', 0)", "lst = dev.listen_tcp('127.0.0.1', %d)" % port)
-        r = subprocess.run([mp, "-X", "heapsize=256K", "-c", code], env=dict(os.environ, MICROPYPATH=path),
-                           capture_output=True, text=True, timeout=60)
-        vals = dict(line.split("|") for line in r.stdout.splitlines() if "|" in line)
-        if "peak" not in vals:
-            raise RuntimeError("metrics heap probe failed: %s" % (r.stderr.strip().splitlines() or ["?"])[-1])
-        out["on" if on else "off"] = (int(vals["peak"]), int(vals["delivered"]))
+    out = {"off": [], "on": []}
+    for _ in range(repeat):
+        for on in (0, 1):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            s.close()
+            code = METRICS_PROBE % (on, port, port)
+            code = code.replace("lst = dev.listen_tcp('127.0.0.1', 0)", "lst = dev.listen_tcp('127.0.0.1', %d)" % port)
+            r = subprocess.run([mp, "-X", "heapsize=256K", "-c", code], env=dict(os.environ, MICROPYPATH=path),
+                               capture_output=True, text=True, timeout=60, cwd=path)
+            vals = dict(line.split("|") for line in r.stdout.splitlines() if "|" in line)
+            if "peak" not in vals:
+                raise RuntimeError("metrics heap probe failed: %s" % (r.stderr.strip().splitlines() or ["?"])[-1])
+            out["on" if on else "off"].append((int(vals["peak"]), int(vals["delivered"])))
     return out
 
 
-def print_metrics_heap(m):
+def print_metrics_heap(results):
+    """results: [(label, metrics_heap() of that package)]."""
     print("Live heap of a deployed device, metrics off vs on (.mpy, -X heapsize=256K, largest")
-    print("gc.mem_alloc() after gc.collect() over 3 s of running, metrics asked for every second when on)")
-    print("%-24s %12s %10s" % ("metrics", "live heap", "values"))
-    print("-" * 48)
-    for k in ("off", "on"):
-        print("%-24s %9.1f KB %10d" % (k, m[k][0] / 1024.0, m[k][1]))
-    print("%-24s %9.1f KB" % ("on - off", (m["on"][0] - m["off"][0]) / 1024.0))
+    print("gc.mem_alloc() after gc.collect() over 3 s of running, metrics asked for every second when on;")
+    print("median of the runs, the smallest in brackets; bytes)")
+    w = max([len(label) for label, _ in results] + [10])
+    print("%-*s %18s %18s %16s %8s" % (w, "device code", "metrics off", "metrics on", "on - off", "values"))
+    print("-" * (w + 64))
+
+    def med(xs):
+        xs = sorted(xs)
+        return xs[len(xs) // 2]
+    for label, m in results:
+        off = [r[0] for r in m["off"]]
+        on = [r[0] for r in m["on"]]
+        vals = "%d/%d" % (min(r[1] for r in m["off"]), min(r[1] for r in m["on"]))
+        print("%-*s %9d (%6d) %9d (%6d) %7d (%6d) %8s" % (w, label, med(off), min(off), med(on), min(on),
+                                                         med(on) - med(off), min(on) - min(off), vals))
+    print("target: on - off at most 2048 bytes")
 
 
 PHASE_LAUNCHER = """import gc, sys
@@ -375,8 +394,19 @@ def print_phases(rows, mods):
 
 def main(argv):
     if "--metrics" in argv:
+        repeat = int(argv[argv.index("--repeat") + 1]) if "--repeat" in argv else 3
         bundle, _ = mpy_cache.bundle()
-        print_metrics_heap(metrics_heap(bundle))
+        packages = [("this checkout", bundle)]
+        if "--against" in argv:
+            other = os.path.abspath(argv[argv.index("--against") + 1])
+            packages.append((os.path.basename(other.rstrip("/")) or other, mpy_cache.bundle(base=other)[0]))
+        results = [(label, {"off": [], "on": []}) for label, _ in packages]
+        for _ in range(repeat):       # the checkouts alternate too: a busy spell hits both
+            for (label, path), (_, m) in zip(packages, results):
+                one = metrics_heap(path)
+                m["off"] += one["off"]
+                m["on"] += one["on"]
+        print_metrics_heap(results)
         return 0
     if "--phases" in argv:
         tmp = tempfile.mkdtemp(prefix="sensormesh-bench-heap-")
@@ -413,7 +443,7 @@ def main(argv):
                 continue
             found[(name, form)] = b.smallest(fits, lo, hi, step)
         base, costs = import_costs(bundle)
-        mheap = metrics_heap(bundle)
+        mheap = [("this checkout", metrics_heap(bundle))]
         prows, pmods = phases(b)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

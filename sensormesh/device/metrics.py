@@ -10,6 +10,10 @@ import time
 
 from sensormesh.device.compat import MICROPYTHON, TICK_PERIOD, implementation, ticks_us
 
+# Latency samples per metrics reply at most (the rest wait for the next poll): a reply is a control
+# message, which must fit a keyed link's wrap limit (runtime DELIVER_MAX) on MicroPython.
+REPLY_LATENCY = 16 if MICROPYTHON else 4096
+
 
 def report(device):
     """The metrics message M of this device (its format: docs/observability.md)."""
@@ -26,15 +30,7 @@ def report(device):
     dropped = 0
     if rt is not None:
         probe = rt.probe
-        times = {}     # step id -> [own time_us, calls timed], summed over its timed inputs
-        if probe is not None:
-            for e in probe.edges:
-                t = times.get(e[2])
-                if t is None:
-                    times[e[2]] = [e[6], e[7]]
-                else:
-                    t[0] += e[6]
-                    t[1] += e[7]
+        times = step_times(probe) if probe is not None else {}
         for sid in rt.order:
             node = rt.nodes[sid]
             try:
@@ -52,8 +48,8 @@ def report(device):
                 pipes[node.edge] = pm()
         if probe is not None:
             latency = drain_latency(probe)
-            dropped = probe.latency_dropped
-            m["latency_waiting"] = len(probe.latency) // 4
+            dropped = probe[4]
+            m["latency_waiting"] = len(probe[3]) // 4
         m["pipeline"] = rt.pipeline
         m["epoch"] = rt.epoch
     m["steps"] = steps
@@ -63,11 +59,31 @@ def report(device):
     return m
 
 
+def step_times(probe):
+    """{step id: [own time_us, calls timed]}, summed over each step's timed inputs (the probe
+    counts per edge: probe.py, its list's PLAN and COUNTS)."""
+    times = {}
+    plan = probe[1]
+    c = probe[2]
+    i = 0
+    while i < len(plan):
+        e = plan[i + 2]
+        for j in range(len(plan[i].outputs)):
+            sid = plan[i + 3 + 2 * j].id
+            t = times.get(sid)
+            if t is None:
+                t = times[sid] = [0, 0]
+            t[0] += c[e]
+            t[1] += c[e + 1]
+            e += 2
+        i += 3 + 2 * len(plan[i].outputs)
+    return times
+
+
 def drain_latency(probe):
     """The probe's latency samples to report now, [[sink, origin, origin tick, sink tick], ...]
     (at most REPLY_LATENCY, oldest first); the rest wait for the next poll."""
-    from sensormesh.device.runtime.probe import REPLY_LATENCY
-    lat = probe.latency
+    lat = probe[3]
     n = len(lat) // 4
     if n > REPLY_LATENCY:
         n = REPLY_LATENCY

@@ -9,7 +9,8 @@ from loopkit import Collector, listen
 
 BUSY_US = 2000
 # busy(x) waits BUSY_US and keeps how long each call really took (a loaded machine preempts it)
-# and whether the device's probe was timing it (the test hands the probe in as `probe`)
+# and whether the device's probe was timing it (the test hands the probe in as `probe`; its
+# item 5 says so: probe.py, _ACTIVE)
 CODE = {"user": "import time\n"
                 "took = []\n"
                 "probe = None\n"
@@ -19,10 +20,15 @@ CODE = {"user": "import time\n"
                 "        t = time.ticks_us() if hasattr(time, 'ticks_us') else time.monotonic_ns() // 1000\n"
                 "        d = time.ticks_diff(t, t0) if hasattr(time, 'ticks_diff') else t - t0\n"
                 "        if d >= %d:\n"
-                "            took.append((d, probe is not None and probe.active))\n"
+                "            took.append((d, probe is not None and probe[5]))\n"
                 "            return x\n"
                 "def double(x):\n"
-                "    return x * 2\n" % BUSY_US}
+                "    return x * 2\n"
+                "marks = []\n"
+                "def mark(x):\n"
+                "    marks.append((time.ticks_us() if hasattr(time, 'ticks_us') else time.monotonic_ns() // 1000,\n"
+                "                  probe is not None and probe[5]))\n"
+                "    return x\n" % BUSY_US}
 
 
 def control(loop, addr):
@@ -210,3 +216,45 @@ def test_a_free_running_source_reading_runs_is_sampled_and_loses_nothing():
     assert mb["latency"], mb       # sampled values carried their origin across the pipe
     a.close()
     b.close()
+
+
+def test_a_window_output_carries_the_origin_of_the_oldest_sampled_value_it_held():
+    # source -> mark (keeps its call tick and whether the value was sampled) -> window of 5 ->
+    # callback: each window's latency sample starts at the read of its oldest sampled value,
+    # whether the window's last value was sampled (the window passes it on at once) or not (its
+    # output is processed sampled later, with the origin it held)
+    loop = transport.Loop()
+    old = probe.SAMPLE_MS, probe.MAX_LATENCY
+    probe.SAMPLE_MS, probe.MAX_LATENCY = 20, 100    # about every other value sampled (one each 10 ms)
+    try:
+        a = Device("a", ["counter@0"], loop=loop)
+        c, conn = control(loop, listen(a))
+        asg = {"pipeline": "p", "epoch": 1, "code": CODE, "steps": [
+            {"id": "s", "type": "source", "params": {"sensor": "counter", "count": 60, "rate": 100}},
+            {"id": "m", "type": "map", "params": {"fn": "user:mark"}, "inputs": ["s"]},
+            {"id": "w", "type": "window", "params": {"values": 5, "agg": "list"}, "inputs": ["m"]},
+            {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["w"]}]}
+        ask(loop, c, conn, {"deploy": {"assignment": asg}}, "deployed")
+        a.runtime.code["user"]["probe"] = a.runtime.probe
+        ask(loop, c, conn, {"start": {}}, "started")
+        assert loop.run_until(lambda: delivered(c) >= 12, 20000), delivered(c)
+        m = ask(loop, c, conn, {"metrics": {}}, "metrics")
+    finally:
+        probe.SAMPLE_MS, probe.MAX_LATENCY = old
+    marks = a.runtime.resolve("user:marks")
+    assert len(marks) == 60
+    expected = []      # per window with a sampled value: (the mark before its oldest, that oldest)
+    for w in range(12):
+        for j in range(5 * w, 5 * w + 5):
+            if marks[j][1]:
+                expected.append((marks[j - 1][0] if j else None, marks[j][0]))
+                break
+    lat = m["latency"]
+    assert 3 <= len(expected) == len(lat), (expected, lat)
+    for (before, first), (sink, origin, t0, t1) in zip(expected, lat):
+        assert sink == "k" and origin == "a"
+        # the origin is the read of that value: after the value before it went through, before its mark
+        assert ticks_diff(first, t0) >= 0 and (before is None or ticks_diff(t0, before) >= 0), (before, t0, first)
+        assert ticks_diff(t1, first) >= 0
+    assert m["steps"]["m"]["timed"] > 0 and m["steps"]["w"]["timed"] > 0
+    a.close()

@@ -154,7 +154,8 @@ class Source(Outlet):
 
     def sample_emit(self, value):
         # swapped in for emit by the metrics probe (probe.py) when this source's next value is sampled
-        self.rt.probe.source_sample(self, value)
+        from sensormesh.device.runtime.probe import source_sample
+        source_sample(self.rt.probe, self, value)
 
     def resume(self):
         if self.running and not self.period and self.timer is None:
@@ -215,7 +216,7 @@ class Runtime:
         self.feeding = False  # a pipe_in is pushing a frame through the steps
         self.settled = False  # during that: the last holder let go of its values
         self.metrics = getattr(device, "metrics", True)   # off: no probe, no stamps (benchmarks)
-        self.probe = None      # probe.Probe of the running assignment when metrics are on
+        self.probe = None      # the metrics probe of the running assignment when metrics are on (probe.py)
         self.incoming = None       # parts.Incoming: an assignment arriving in parts
         self.parts_dropped = None  # why the last one arriving in parts was dropped
 
@@ -436,7 +437,8 @@ class Runtime:
             for n in self.sources:
                 n.start()
             if self.probe is not None:
-                self.probe.start()
+                from sensormesh.device.runtime.probe import tick
+                tick(self.probe)      # the metrics probe's sample timer
             self.state = "running"
         session.conn.send({"started": {"pipeline": self.pipeline, "epoch": self.epoch}})
 
@@ -548,7 +550,8 @@ class Runtime:
         for s in self.sources:
             s.close()
         if self.probe is not None:
-            self.probe.stop()
+            from sensormesh.device.runtime.probe import tick
+            tick(self.probe, False)
         for i in self.order:
             try:
                 self.nodes[i].flush()

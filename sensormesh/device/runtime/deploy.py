@@ -3,6 +3,7 @@
 # applied: a board running from precompiled .mpy files loads it for each deployment and forgets
 # its code afterwards (compat.forget), so the running pipeline does not pay for it.
 from sensormesh.device import steps
+from sensormesh.device.compat import forget
 from sensormesh.device.runtime import MAX_UNDELIVERED, AssignmentError, Source
 
 
@@ -180,9 +181,9 @@ def apply(rt, session, body, ShippedError):
             carry[k].spool.clear()
     rt.probe = None
     if rt.metrics:
-        from sensormesh.device.runtime.probe import Probe
-        rt.probe = Probe(rt)
-        rt.probe.install(nodes, edges)
+        from sensormesh.device.runtime import probe_wiring
+        rt.probe = probe_wiring.install(rt, nodes, edges)
+        forget("sensormesh.device.runtime.probe_wiring")
     rt.state = "deployed"
     rt._subscribed(session, body)
     rt.log("deployed %s epoch %s: %d steps" % (rt.pipeline, rt.epoch, len(order)))

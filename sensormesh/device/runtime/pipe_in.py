@@ -158,7 +158,8 @@ class PipeIn(Outlet):
             if o is None or probe is None:
                 emit(value)
             else:
-                probe.run(self, value, o)
+                from sensormesh.device.runtime.probe import run
+                run(probe, self, value, o)
         return stamped
 
     def _retire(self, conn):
