@@ -46,7 +46,7 @@ from sensormesh.controller import mpy_cache, runner  # noqa: E402
 from sensormesh.controller.local import LocalCluster, LocalError  # noqa: E402
 from sensormesh.controller.pipeline_file import load_model  # noqa: E402
 
-FAMILIES = ("user", "field", "windows", "joins", "change", "alarm", "sinks", "callback", "filters")
+FAMILIES = ("user", "field", "windows", "sliding", "joins", "change", "alarm", "sinks", "callback", "filters")
 TARGET_KB = 96
 
 PIPELINE = """\
@@ -175,14 +175,16 @@ IMPORTS = (
     ("handshake code (hello.py, handshake.py; only while one runs)", ("secure.hello", "secure.handshake")),
     ("runtime + step base, pipe out + replay buffer, metrics probe (first start)",
      ("runtime", "runtime.pipes", "runtime.probe")),
-    ("deployment code (runtime/deploy.py; only while a deployment is applied)", ("runtime.deploy",)),
+    ("deployment code (runtime/deploy.py, steps/make.py; only while a deployment is applied)",
+     ("runtime.deploy", "steps.make")),
+    ("control messages and status (runtime/control.py; only while one is handled)", ("runtime.control",)),
     ("pipe in + receiver (only with a pipe_in)", ("runtime.pipe_in",)),
     ("callback deliveries (only with a callback sink)", ("runtime.delivery",)),
     ("step family: user (map, filter)", ("steps.user",)),
     ("step family: windows", ("steps.windows",)),
-    ("the other step families (field, joins, change, alarm, sinks, callback, filters)",
-     ("steps.field", "steps.joins", "steps.change", "steps.alarm", "steps.sinks", "steps.callback",
-      "steps.filters")),
+    ("the other step families (sliding, field, joins, change, alarm, sinks, callback, filters)",
+     ("steps.sliding", "steps.field", "steps.joins", "steps.change", "steps.alarm", "steps.sinks",
+      "steps.callback", "steps.filters")),
     ("data requests (first data-request)", ("datarequest",)),
 )
 PROBE = """import gc
@@ -233,7 +235,7 @@ asg = {'pipeline': 'h', 'epoch': 1, 'code': code, 'steps': [
   {'id': 'i', 'type': 'pipe_in', 'params': {'edge': 'e'}},
   {'id': 'k', 'type': 'callback', 'params': {'name': 'k'}, 'inputs': ['i']}]}
 dev.runtime_handler('deploy')(s, {'assignment': asg})
-dev.runtime.on_start(s, {})
+dev.runtime_handler('start')(s, {})
 peak = 0
 t0 = time.ticks_ms()
 nxt = 0

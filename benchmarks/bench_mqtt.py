@@ -73,7 +73,7 @@ def step_publisher(port, qos, per, seconds):
     """An mqtt_out step fed as fast as the loop lets it: per=1 publishes each value, per>1
     uses a time frame of 10 ms (one message per frame)."""
     from sensormesh.device import transport
-    from sensormesh.device.steps import build
+    from sensormesh.device.steps.make import build
     loop = transport.Loop()
     params = {"broker": "127.0.0.1:%d" % port, "topic": TOPIC, "qos": qos, "offline-buffer": 10 ** 7}
     if per > 1:

@@ -18,7 +18,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from sensormesh.device.runtime import shipped  # noqa: E402
-from sensormesh.device import steps
+from sensormesh.device.steps import make  # noqa: E402
 from sensormesh.device.compat import MICROPYTHON, implementation, ticks_diff, ticks_us  # noqa: E402
 
 USER = "def scale(v):\n    return v * 0.5 + 1.0\n"
@@ -47,15 +47,15 @@ class Ctx:
 
 def chain(middle_type, middle_params):
     ctx = Ctx(shipped.load_code({"user": USER}))
-    m = steps.build({"id": "m", "type": "map", "params": {"fn": "user:scale"},
+    m = make.build({"id": "m", "type": "map", "params": {"fn": "user:scale"},
                      "inputs": ["src"]}, ctx)
     last = m
     if middle_type:
-        mid = steps.build({"id": "w", "type": middle_type, "params": middle_params,
+        mid = make.build({"id": "w", "type": middle_type, "params": middle_params,
                            "inputs": ["m"]}, ctx)
         m.connect(mid)
         last = mid
-    cb = steps.build({"id": "cb", "type": "callback", "params": {"name": "out"},
+    cb = make.build({"id": "cb", "type": "callback", "params": {"name": "out"},
                       "inputs": [last.id]}, ctx)
     last.connect(cb)
     return m.inlet(0), ctx
@@ -139,7 +139,7 @@ def run_runtime(n, metrics):
     src = rt.sources[0]
     gc.collect()
     t0 = ticks_us()
-    rt.on_start(s, {})
+    dev.runtime_handler("start")(s, {})
     dev.loop.run_until(lambda: src.n_out >= n, 600000)
     us = ticks_diff(ticks_us(), t0)
     timed = rt.probe.times["m"][1] if rt.probe is not None else 0

@@ -314,3 +314,54 @@ def test_a_device_from_mpy_forgets_the_deployment_code_after_each_deployment(tmp
     script.write_text(DEPLOY_TWICE % bundle)
     r = subprocess.run([mp, str(script)], cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-2000:]
+
+
+HELD_FLOATS = """\
+import sys
+sys.path.insert(0, %r)
+sys.path.insert(0, %r)
+from sensormesh.device.compat import from_mpy
+assert from_mpy(), "not running from the .mpy bundle"
+from pipekit import Counter, Net
+
+class Floats(Counter):
+    def get(self):
+        n = self.n
+        self.n = n + 1
+        return n + 0.5
+
+net = Net()
+a = net.device("a", counter=True, rate=1000)
+a.sensors["counter"] = (Floats(), 1000)
+m = net.device("m")
+m.deploy({"pipeline": "p", "epoch": 1, "steps": [{"id": "i", "type": "pipe_in", "params": {"edge": "e"}},
+          {"id": "k", "type": "callback", "params": {}, "inputs": ["i"]}]})
+a.deploy({"pipeline": "p", "epoch": 1, "steps": [{"id": "s", "type": "source", "params": {"sensor": "counter"}},
+          {"id": "o", "type": "pipe_out", "params": {"edge": "e", "to": "m", "time-frame": 10}, "inputs": ["s"]}]})
+m.start()
+a.start()
+net.run(200)
+net.cut("m")                 # the receiver is gone: 4000 floats are read meanwhile
+net.run(4000)
+st = a.status()["o"]
+print("held", st["unacked"], "buffer", st["buffer"], "evicted", st["evicted"], "in", st["in"])
+print("logs", [t for t in a.logs if "heap free" in t])
+"""
+
+
+def test_a_board_whose_receiver_is_gone_holds_what_its_heap_takes_and_runs_on(tmp_path):
+    """A sender of floats whose receiver is unreachable, on a heap too small for its default
+    buffer of 1000 values (40 KB of floats on the 64-bit unix port): before, it ran out of
+    memory with about 500 values held; now the buffer's bound comes down to what the heap holds,
+    the device logs it, and it runs on, counting the values beyond the bound."""
+    bundle, _ = mpy_cache.bundle()
+    script = tmp_path / "held.py"
+    script.write_text(HELD_FLOATS % (bundle, os.path.join(ROOT, "tests", "device")))
+    r = subprocess.run([need_micropython(), "-X", "heapsize=144K", str(script)], cwd=str(tmp_path),
+                       capture_output=True, text=True, timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "MemoryError" not in out, out[-3000:]
+    held = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("held ")][0]
+    n, bound, evicted, got = int(held[1]), int(held[3]), int(held[5]), int(held[7])
+    assert 0 < n == bound < 1000 and got > 4000 and evicted >= got - n - 1000, held
+    assert "its replay buffer holds at most" in out, out[-3000:]

@@ -85,9 +85,9 @@ def check_consistent(p, pl, a, epoch=3):
 
 
 def check_device_accepts(a):
-    """Every step the device builds itself is accepted by the device's own steps.build."""
+    """Every step the device builds itself is accepted by the device's own make.build."""
     from sensormesh.device.runtime import shipped
-    from sensormesh.device import steps
+    from sensormesh.device.steps import make
 
     for dev, asg in a.items():
         registry = shipped.load_code(asg["code"])
@@ -113,7 +113,7 @@ def check_device_accepts(a):
 
         for spec in asg["steps"]:
             if spec["type"] not in ("source", "pipe_in", "pipe_out"):
-                steps.build(spec, Ctx()).close()
+                make.build(spec, Ctx()).close()
 
 
 @pytest.mark.parametrize("strategy", ["central", "edge", "optimal"])
@@ -206,10 +206,10 @@ def test_plan_command_reports_file_errors(tmp_path):
 
 def test_catalog_params_are_the_devices():
     """The catalogue's device parameters are exactly what the device's steps accept."""
-    from sensormesh.device import steps
+    from sensormesh.device.steps import make
     from sensormesh.controller import catalog
-    for name in steps.TYPES:
-        cls = steps.step_class(name)
+    for name in make.TYPES:
+        cls = make.step_class(name)
         t = catalog.get(name)
         assert {p.name for p in t.param_map.values() if not p.hint} == set(cls.ARGS), name
 

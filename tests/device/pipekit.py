@@ -176,7 +176,7 @@ class Control:
             had[1] = d["seq"] + len(vals)
         dev = self.dev
         body = {"step": step, "seq": had[1], "run": had[0]}
-        dev.loop.call_later(1, lambda: dev.runtime.on_delivered(self, body) if dev.alive else None)
+        dev.loop.call_later(1, lambda: dev.runtime.handler("delivered")(self, body) if dev.alive else None)
 
     def close_after_flush(self, reason=""):
         pass
@@ -222,12 +222,12 @@ class Device:
         body = {"assignment": assignment}
         if self.control.confirm:
             body["acks"] = True
-        self.runtime.on_deploy(self.control, body)
+        self.runtime.handler("deploy")(self.control, body)
         errs = [m for m in self.control.messages if "error" in m]
         assert not errs, errs
 
     def start(self):
-        self.runtime.on_start(self.control, {})
+        self.runtime.handler("start")(self.control, {})
 
     def status(self):
         return self.runtime.status()["steps"]

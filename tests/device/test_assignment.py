@@ -136,7 +136,7 @@ def test_a_burst_of_callback_values_leaves_in_messages_that_fit_any_link():
     # deliver messages, each within DELIVER_MAX bytes (a keyed link or a gateway's relay could
     # not carry one message with all of them), in order, none lost.
     from sensormesh.device import codec
-    from sensormesh.device.runtime import DELIVER_MAX
+    from sensormesh.device.runtime.delivery import DELIVER_MAX
     loop = transport.Loop()
     a = Device("a", ["counter@0"], loop=loop)
     addr = listen(a)

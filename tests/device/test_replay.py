@@ -475,7 +475,7 @@ def test_sink_device_restart_writes_each_value_once_into_a_csv_file():
         assert net.run(20000, lambda: net.devices["c"].status()["f"]["in"] >= 2500)
         c = net.devices["c"]
         skipped = c.status()["f"].get("skipped", 0)
-        c.runtime.teardown()
+        c.runtime.shutdown()
         rows = _csv_rows(path)
         assert rows[:2500] == list(range(2500)), _first_wrong(rows)
         assert rows == list(range(len(rows)))
@@ -485,7 +485,7 @@ def test_sink_device_restart_writes_each_value_once_into_a_csv_file():
 
 
 def test_csv_skips_rows_the_file_has_and_completes_a_row_cut_short():
-    from sensormesh.device.steps import build
+    from sensormesh.device.steps.make import build
     path = "/tmp/sensormesh-test-replay-cut.csv"
     _remove(path)
 
@@ -523,7 +523,7 @@ def test_csv_skips_rows_the_file_has_and_completes_a_row_cut_short():
 def _redeploy(net, asg, epoch):
     """What the supervisor does when a device is back: stop keeping the pipes, deploy a new epoch."""
     for name in ("c", "m", "a"):
-        net.devices[name].runtime.on_stop(net.devices[name].control, {"keep": True})
+        net.devices[name].runtime.handler("stop")(net.devices[name].control, {"keep": True})
     for name in ("c", "m", "a"):
         a = dict(asg[name])
         a["epoch"] = epoch
@@ -602,3 +602,56 @@ def test_a_pipe_stopped_while_it_dials_never_uses_that_connection():
     assert dialing.closed
     net.run(100)
     assert o1.conn is None and not _open_conns(net, "a", "m")
+
+
+def test_a_heap_running_low_brings_the_buffer_bound_down_and_nothing_goes_silently():
+    # A board's replay buffer is bounded by its heap too (pipes.heap_check): when the free heap
+    # falls below the reserve while the receiver does not acknowledge, the bound comes down to
+    # what the buffer holds (logged, shown in the stats) instead of the device running out of
+    # memory. Then a full buffer does what it always does: a rated source's oldest values leave
+    # it, counted; a free-running source waits and loses nothing. The free heap is simulated.
+    from sensormesh.device.runtime import BURST, pipes
+    free = [1 << 30]
+    old = pipes._mem_free, pipes._collect
+    pipes._mem_free = lambda: free[0]
+    pipes._collect = lambda: None
+    try:
+        # a rated source while the receiver is stopped
+        net = Net()
+        chain(net, tf=10, rate=1000)
+        c = net.devices["c"]
+        a = net.devices["a"]
+        assert net.run(5000, lambda: len(c.control.values()) >= 200)
+        net.freeze("m")
+        net.run(100)              # the buffer grows while the heap is roomy
+        st = a.status()["o1"]
+        assert st["buffer"] == pipes.DEFAULT_BUFFER and st["evicted"] == 0, st
+        held = st["unacked"]
+        free[0] = pipes.HEAP_RESERVE - 1          # the heap runs low
+        net.run(400)
+        st = a.status()["o1"]
+        assert held <= st["buffer"] <= held + pipes.HEAP_CHECK and st["unacked"] == st["buffer"], (held, st)
+        assert any("of heap free: its replay buffer holds at most" in t for t in a.logs), a.logs
+        assert st["evicted"] > 0 and st["in"] == st["out"] + st["pending"] + st["dropped"], st
+        free[0] = 1 << 30
+        net.thaw("m")
+        got = len(c.control.values())
+        assert net.run(10000, lambda: len(c.control.values()) >= got + 500)
+        vals = c.control.values()
+        assert vals == sorted(vals) and len(set(vals)) == len(vals)
+        assert net.devices["m"].status()["i1"]["lost"] == vals[-1] + 1 - len(vals)
+
+        # a free-running source on a device whose heap is low from the start: it waits for
+        # acknowledgements at the lowered bound, and every value arrives once, in order
+        free[0] = pipes.HEAP_RESERVE - 1
+        net = Net()
+        n = 40 * BURST
+        chain(net, tf=10, rate=0, count=n)
+        c = net.devices["c"]
+        assert net.run(60000, lambda: c.status()["k"]["in"] >= n), c.status()
+        net.run(300)
+        _exactly_once(c.control.values(), n)
+        st = net.devices["a"].status()["o1"]
+        assert st["buffer"] <= pipes.HEAP_CHECK + BURST and st["evicted"] == 0 and st["dropped"] == 0, st
+    finally:
+        pipes._mem_free, pipes._collect = old

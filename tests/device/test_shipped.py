@@ -113,7 +113,7 @@ def test_bad_code_dict():
 
 def test_shipped_function_in_a_map_step():
     # the runtime's ctx.resolve is resolve() over the assignment's registry
-    from sensormesh.device.steps import build
+    from sensormesh.device.steps.make import build
     reg = load_code({"user_steps": USER_STEPS})
 
     class Ctx:

@@ -4,7 +4,8 @@
 import os
 
 from sensormesh.device import steps
-from sensormesh.device.steps import StepError, build
+from sensormesh.device.steps import StepError
+from sensormesh.device.steps.make import TYPES, build
 
 
 class FakeTimer:
@@ -829,7 +830,7 @@ def test_every_type_has_stats_and_close():
               "median": {"size": 3}, "quantile": {"size": 3, "q": 0.9},
               "heartbeat": {"interval": 10}, "debounce": {"time": 10}, "timeout": {"time": 10}}
     # the MQTT steps need a broker: tests/test_mqtt.py starts one
-    kinds = [k for k in steps.TYPES if steps.TYPES[k] != "mqtt"]
+    kinds = [k for k in TYPES if TYPES[k] != "mqtt"]
     assert sorted(params) == sorted(kinds)
     for kind in kinds:
         n = 2 if kind in ("zip", "combine_latest") else 1

@@ -11,14 +11,32 @@
 # controller drops what it had already: exactly once at the controller (docs/reliability.md).
 # While no confirming controller is subscribed, values count as taken once queued (as for the
 # original design's deliveries): they wait here, at most `cap`, the oldest dropped and counted.
-from sensormesh.device.runtime.replay import Sender
+#
+# The runtime's side of it is here too (functions of the Runtime `rt`): batching values for the
+# subscribed controllers, their confirmations, and the csv outlets' commits. A device loads this
+# module only while it runs a callback or csv sink (or when a controller subscribes).
+from sensormesh.device import codec
+from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.runtime.replay import Sender, new_run
+from sensormesh.device.schedule import sparse
+
+# Callback-sink values wait at most this long before they leave for the controller.
+DELIVER_MS = 50
+MAX_UNDELIVERED = 1000 if MICROPYTHON else 200000
+# Undelivered values of one callback that leave at once instead of waiting for the timer.
+DELIVER_BURST = 256 if MICROPYTHON else 8192
+# Largest JSON of one deliver message; more values leave in several. Control messages are not
+# split, and each must fit every link on its way: a keyed link wraps at most 3 KB at once on
+# MicroPython (12 KB on CPython), and each gateway relaying it adds about a third.
+DELIVER_MAX = 1536 if MICROPYTHON else 4096
 
 
 class Delivery:
-    def __init__(self, sid, cap, run):
+    def __init__(self, rt, sid, cap=MAX_UNDELIVERED, run=None):
+        self.rt = rt
         self.sid = sid
         self.edge = "@" + sid     # its name in checkpoint marks (never an edge id: those have no @)
-        self.tx = Sender(cap, run)
+        self.tx = Sender(cap, new_run() if run is None else run)
         self.fed_by = None        # the pipe_in that alone feeds the callback (it may adopt marks)
         self.relay = False        # never takes a numbering back after evictions upstream
         self.carried = False
@@ -27,6 +45,22 @@ class Delivery:
 
     def position(self):
         return self.tx.position()
+
+    def deliver(self, sid, value):
+        """A value of the callback step (it calls this as ctx.deliver: deploy binds it)."""
+        rt = self.rt
+        tx = self.tx
+        tx.add(value)
+        if tx.dropped != self.logged:
+            self.logged = tx.dropped
+            if sparse(tx.dropped):
+                rt.log("callback %s: no controller took its values; %d dropped so far (the oldest go)"
+                       % (sid, tx.dropped))
+        if tx.unsent() >= DELIVER_BURST and live(rt):
+            # a burst (a replay, a backlog) outran the delivery timer: deliver now
+            send(rt)
+        elif rt.deliver_timer is None:
+            rt.deliver_timer = rt.loop.call_later(DELIVER_MS, lambda: send(rt))
 
     def acked(self):
         tx = self.tx
@@ -67,3 +101,127 @@ def _split(out, sid, epoch, run, first, vals, dumps, limit):
     step = (len(vals) + k - 1) // k
     for i in range(0, len(vals), step):
         _split(out, sid, epoch, run, first + i, vals[i:i + step], dumps, limit)
+
+
+def deliver(rt, sid, value):
+    """ctx.deliver of the runtime: a value of callback step sid."""
+    d = rt.deliveries.get(sid)
+    if d is None:     # a callback outside the deployment (tests): its Delivery now
+        d = rt.deliveries[sid] = Delivery(rt, sid)
+    d.deliver(sid, value)
+
+
+def live(rt):
+    """The subscribers whose sessions are open; notes whether one of them confirms."""
+    subs = [s for s in rt.subscribers if not s.conn.closed]
+    rt.subscribers = subs
+    confirmed = False
+    for s in subs:
+        if getattr(s, "confirms", False):
+            confirmed = True
+    if confirmed != rt.confirmed:
+        confirming(rt, confirmed)
+    return subs
+
+
+def confirming(rt, flag):
+    """A confirming controller is subscribed (flag) or the last one went away: then what is
+    queued has taken effect (as in the original design), and checkpoints may move on."""
+    rt.confirmed = flag
+    for d in rt.deliveries.values():
+        d.confirmed = flag
+    if not flag:
+        if rt.deliveries:
+            rt.log("no subscribed controller confirms callback values: they count as taken once queued")
+        rt.outputs_acked()
+
+
+def deliver_soon(rt):
+    """Acknowledgements wait for the controller to confirm callback values: what waits for
+    the delivery timer leaves in this loop turn instead (one message per incoming array,
+    not one per 50 ms)."""
+    if rt.deliver_timer is not None and not rt.deliver_fast:
+        rt.deliver_timer.cancel()
+        rt.deliver_fast = True
+        rt.deliver_timer = rt.loop.call_later(0, lambda: send(rt))
+
+
+def send(rt):
+    """Send every callback's values not sent yet to the subscribed controllers."""
+    rt.deliver_timer = None
+    rt.deliver_fast = False
+    subs = live(rt)
+    if not subs:
+        for d in rt.deliveries.values():
+            if d.tx.unsent():
+                rt.deliver_timer = rt.loop.call_later(DELIVER_MS * 4, lambda: send(rt))
+                break
+        return
+    for d in rt.deliveries.values():
+        if not d.tx.unsent():
+            continue
+        try:
+            msgs = d.messages(rt.epoch, codec.dumps, DELIVER_MAX)
+        except codec.ProtocolError as e:         # e.g. a value JSON cannot carry
+            _undeliverable(rt, d, d.tx.unsent(), e)
+            continue
+        for msg in msgs:
+            for s in subs:
+                try:
+                    s.conn.send(msg)
+                except codec.ProtocolError as e:   # one value too large for the link
+                    _undeliverable(rt, d, len(msg["deliver"]["values"]), e)
+        if not d.confirmed:
+            d.tx.ack(d.tx.sent)       # nobody confirms: sent is taken (the original design)
+
+
+def _undeliverable(rt, d, n, e):
+    rt.lost_deliveries += n
+    rt.log("callback values of %s not delivered: %s" % (d.sid, e))
+    tx = d.tx
+    if tx.unsent():
+        tx.sent = tx.next_seq()       # they never leave; the position counts them as taken
+        tx.high = tx.sent
+
+
+def on_delivered(rt, session, body):
+    """A controller confirms it took a callback's values: {"step", "seq", "run"}."""
+    if type(body) is not dict:
+        return
+    d = rt.deliveries.get(body.get("step"))
+    if d is not None and body.get("run") == d.tx.run and d.tx.ack(body.get("seq")):
+        rt.outputs_acked()
+
+
+def subscribed(rt, session, body):
+    """session collects callback values; with {"acks": true} it confirms them (and gets
+    everything not yet confirmed again: it drops what it already had)."""
+    if session not in rt.subscribers:
+        rt.subscribers.append(session)
+    if type(body) is dict and body.get("acks") is True:
+        session.confirms = True
+        if not rt.confirmed:
+            confirming(rt, True)
+        for d in rt.deliveries.values():
+            d.tx.restart()
+        if rt.deliver_timer is None:
+            rt.deliver_timer = rt.loop.call_later(0, lambda: send(rt))
+
+
+def hurry_outlets(rt):
+    """An upstream buffer is half full: callback values leave now (the controller confirms
+    them sooner) and csv rows are flushed."""
+    if rt.deliver_timer is not None:
+        rt.deliver_timer.cancel()
+        send(rt)
+    commit_files(rt)
+
+
+def commit_files(rt):
+    """Flush what csv sinks wrote, so their checkpoints may be acknowledged upstream."""
+    moved = False
+    for f in rt.files:
+        if f.commit():
+            moved = True
+    if moved:
+        rt.outputs_acked()

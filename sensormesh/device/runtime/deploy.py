@@ -1,10 +1,139 @@
 # Applying a deployment: building an assignment's steps, checking it, wiring it and swapping it
-# in for the running one (runtime/__init__.py, on_deploy). Only needed while a deployment is
+# in for the running one (control.on_deploy). Only needed while a deployment is
 # applied: a board running from precompiled .mpy files loads it for each deployment and forgets
 # its code afterwards (compat.forget), so the running pipeline does not pay for it.
-from sensormesh.device import steps
 from sensormesh.device.compat import forget
-from sensormesh.device.runtime import MAX_UNDELIVERED, AssignmentError, Source
+from sensormesh.device.runtime import Source
+from sensormesh.device.steps import StepError, make
+
+
+class AssignmentError(Exception):
+    pass
+
+
+def source_setup(src, rt, sid, params):
+    """Check a source's parameters against the device's sensors and set up its state."""
+    from sensormesh.device.steps import nowhere
+    src.rt = rt
+    src.id = sid
+    name = params.get("sensor")
+    dev = rt.device
+    if name not in dev.sensors:
+        # the spec may name a kind; take the first configured sensor of that kind
+        for n in dev.sensor_names():
+            if dev.sensor_kinds.get(n) == name:
+                name = n
+                break
+    if name not in dev.sensors:
+        raise AssignmentError("step '%s': this device has no sensor %r (it has: %s)"
+                              % (sid, params.get("sensor"), ", ".join(dev.sensor_names())))
+    sensor, rate = dev.sensors[name]
+    if params.get("rate") is not None:
+        rate = params["rate"]
+        if type(rate) not in (int, float) or rate < 0:
+            raise AssignmentError("step '%s': rate must be a non-negative number" % sid)
+    src.read = sensor.get
+    src.read_many = getattr(sensor, "get_many", None)
+    src.period = 1000.0 / rate if rate else 0.0
+    src.limit = params.get("count") or 0   # stop after this many values (tests, demos)
+    src.emit = nowhere
+    src.emit_many = nowhere
+    src.wired = nowhere    # emit as connected (the probe swaps emit to sample a value)
+    src.outputs = []
+    src.timer = None
+    src.running = False
+    src.n_out = 0
+    src.errors = 0
+    src.missed = 0       # grid slots not read because the loop was stalled (schedule.py)
+    src.last_error = None
+
+
+def peer_param(runtime, sid, params, address):
+    """The name of the device a pipe dials ("peer"). A device with keys authenticates the other
+    end by that name, so it needs one whenever it dials."""
+    peer = params.get("peer")
+    if peer is not None and type(peer) is not str:
+        raise ValueError("step '%s': peer must be a device name" % sid)
+    if address and peer is None and getattr(runtime.device, "security", None) is not None:
+        raise ValueError("step '%s': a device with keys needs the pipe's 'peer' (the name of the device at %s) "
+                         "to authenticate it" % (sid, address))
+    return peer
+
+
+def pipe_setup(p, runtime, sid, params, key):
+    """What both ends of a pipe take from their parameters: the runtime, id, edge and the name
+    of the other end (peer); returns the other end's address, params[key], if it dials."""
+    p.rt = runtime
+    p.id = sid
+    p.edge = params.get("edge") or sid
+    address = params.get(key)
+    p.peer = peer_param(runtime, sid, params, address)
+    return address
+
+
+def _buffer_param(sid, params, default):
+    cap = params.get("buffer")
+    if cap is None:
+        return default
+    if type(cap) is not int or cap < 1:
+        raise ValueError("step '%s': buffer must be a positive number of values, got %r" % (sid, cap))
+    return cap
+
+
+def pipe_out_setup(po, runtime, sid, params):
+    """Check a pipe_out's parameters and set up its state (pipes.PipeOut)."""
+    from sensormesh.device.runtime.pipes import DEFAULT_BUFFER, HEAP_CHECK, RETRY_MS
+    from sensormesh.device.runtime.replay import Sender, new_run
+    from sensormesh.device.schedule import Redial
+    po.to = pipe_setup(po, runtime, sid, params, "to")
+    tf = params.get("time-frame", 0)
+    if type(tf) is not int or tf < 0:
+        raise ValueError("step '%s': time-frame must be a non-negative integer" % sid)
+    po.tf = tf
+    acks = params.get("acks", True)
+    if acks is not True and acks is not False:
+        raise ValueError("step '%s': acks must be true or false" % sid)
+    po.tx = Sender(_buffer_param(sid, params, DEFAULT_BUFFER), new_run(), acks)
+    spool = params.get("spool", 0)
+    if type(spool) is not int or spool < 0:
+        raise ValueError("step '%s': spool must be a number of bytes (0: off), got %r" % (sid, spool))
+    po.spool_limit = spool if acks else 0
+    po.spool_timer = None
+    po.carried = False   # True: the numbering and buffer came from the previous deployment
+    po.fed_by = None     # the pipe_in that alone feeds this pipe (runtime: may adopt its marks)
+    po.relay = False     # True: its input is that pipe_in itself (values leave as they came)
+    po.lineage = False   # fed by several inputs: each value leaves as [tag, value] (runtime)
+    po.lin_last = None   # the input value the last tagged value came from, and its count
+    po.lin_k = 0
+    po.conn = None
+    po.dialing = None    # the connection being set up (its handshake already queued)
+    po.timer = None
+    po.retry_timer = None
+    po.redial = Redial(RETRY_MS)
+    po.running = False
+    po.n_in = 0
+    po.first = 0     # values the edge's sender had sent before this deployment
+    po.resent = 0
+    po.connects = 0
+    po.logged_drops = 0
+    po.last_error = None
+    po.stamps = []       # [seq, device, tick_us] of sampled values not sent yet (probe.py)
+    po.asked = False     # {"ack-soon"} sent since the last acknowledgement (buffer half full)
+    po.frames = 0    # arrays sent
+    po.bytes_prev = 0    # bytes sent on earlier connections
+    po.rtt_us = None
+    po.roomy = HEAP_CHECK    # buffer length at which the heap is checked next (pipes.heap_check)
+
+
+def take_over(po, tx):
+    """The previous deployment's sender of po's edge: po keeps its numbering and replay buffer."""
+    tx.cap = po.tx.cap
+    tx.acks = po.tx.acks
+    po.tx = tx
+    po.carried = True
+    po.first = tx.once
+    if tx.held() > tx.cap:
+        tx.evict(tx.held() - tx.cap)
 
 
 def _kind(node):
@@ -43,7 +172,7 @@ def build(rt, a):
             from sensormesh.device.runtime.pipe_in import PipeIn
             node = PipeIn(rt, sid, params)
         else:
-            node = steps.build(spec, rt)
+            node = make.build(spec, rt)
         nodes[sid] = node
         order.append(sid)
     for spec in specs:
@@ -100,7 +229,8 @@ def pipe_paths(rt, specs, nodes):
             elif _kind(n) == "out" and len(roots) > 1:
                 for j in roots:
                     if _kind(nodes[j]) == "in":
-                        n.lineage = True
+                        from sensormesh.device.runtime.joined import tagged
+                        n.lineage = tagged    # each value leaves as [tag, value]
 
 
 def apply(rt, session, body, ShippedError):
@@ -110,12 +240,13 @@ def apply(rt, session, body, ShippedError):
     old_code = rt.code
     try:
         code, nodes, order, edges = build(rt, a)
-    except (AssignmentError, steps.StepError, ShippedError, ValueError, TypeError) as e:
+    except (AssignmentError, StepError, ShippedError, ValueError, TypeError) as e:
         rt.code = old_code
         rt.log("deploy refused: %s" % e)
         session.conn.send({"error": {"code": "bad-assignment", "message": str(e)}})
         return
-    rt.teardown(keep=True)
+    from sensormesh.device.runtime import control
+    control.teardown(rt, keep=True)
     rt.code = code
     rt.nodes = nodes
     rt.order = order
@@ -135,7 +266,7 @@ def apply(rt, session, body, ShippedError):
             rt.pipe_outs[n.edge] = n
             old = carry.pop("out " + n.edge, None)
             if old is not None:
-                n.take_over(old)
+                take_over(n, old)
         elif _kind(n) == "in":
             rt.pipe_ins[n.edge] = n
             old = carry.pop("in " + n.edge, None)
@@ -185,7 +316,15 @@ def apply(rt, session, body, ShippedError):
         rt.probe = probe_wiring.install(rt, nodes, edges)
         forget("sensormesh.device.runtime.probe_wiring")
     rt.state = "deployed"
-    rt._subscribed(session, body)
+    if rt.deliveries or rt.files:
+        from sensormesh.device.runtime import delivery
+        delivery.subscribed(rt, session, body)
+    else:      # no outlet to deliver from: the session is noted (delivery.py is not loaded)
+        if session not in rt.subscribers:
+            rt.subscribers.append(session)
+        if type(body) is dict and body.get("acks") is True:
+            session.confirms = True
+            rt.confirmed = True
     rt.log("deployed %s epoch %s: %d steps" % (rt.pipeline, rt.epoch, len(order)))
     session.conn.send({"deployed": {"pipeline": rt.pipeline, "epoch": rt.epoch, "steps": len(order)}})
 
@@ -201,8 +340,8 @@ def outlets(rt, nodes, order, carry):
         t = getattr(n, "TYPE", None)
         if t == "callback":
             from sensormesh.device.runtime.delivery import Delivery
-            from sensormesh.device.runtime.replay import new_run
-            d = Delivery(i, MAX_UNDELIVERED, new_run())
+            d = Delivery(rt, i)
+            n.deliver = d.deliver     # the step hands its values straight to its Delivery
             old = carry.pop("cb " + i, None)
             if old is not None:
                 d.take_over(old)

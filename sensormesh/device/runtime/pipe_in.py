@@ -1,6 +1,6 @@
 # The receiving end of a pipe (pipes.py has the protocol and the sending end): a device whose
 # assignment has no pipe_in never loads this module's code.
-from sensormesh.device.runtime.pipes import ACK_EVERY, ACK_MS, MAX_STAMPS, RETRY_MS, _peer
+from sensormesh.device.runtime.pipes import ACK_EVERY, ACK_MS, MAX_STAMPS, RETRY_MS
 from sensormesh.device.runtime.receiver import Receiver
 from sensormesh.device.schedule import Redial
 from sensormesh.device.steps import Outlet, nowhere
@@ -12,11 +12,8 @@ class PipeIn(Outlet):
     PIPE = "in"
 
     def __init__(self, runtime, sid, params):
-        self.rt = runtime
-        self.id = sid
-        self.edge = params.get("edge") or sid
-        self.frm = params.get("from")
-        self.peer = _peer(runtime, sid, params, self.frm)
+        from sensormesh.device.runtime.deploy import pipe_setup
+        self.frm = pipe_setup(self, runtime, sid, params, "from")
         self.emit = nowhere
         self.outputs = []
         self.rx = Receiver()
@@ -304,10 +301,12 @@ class PipeIn(Outlet):
             rx = self.rx
             rx.checkpoint(seq, marks)
             if self.rt.files and seq - (rx.acked or 0) >= self.every:
-                self.rt.commit_files()      # csv rows flushed: their checkpoints may settle now
+                from sensormesh.device.runtime.delivery import commit_files
+                commit_files(self.rt)       # csv rows flushed: their checkpoints may settle now
             rx.settle(self.rt.acked_of)
             if rx.cps and self.rt.confirmed:
-                self.rt.deliver_soon()      # the acknowledgement waits for the controller
+                from sensormesh.device.runtime.delivery import deliver_soon
+                deliver_soon(self.rt)       # the acknowledgement waits for the controller
         else:
             self.rx.checkpoint(seq, None)
         self._maybe_ack()
@@ -330,7 +329,8 @@ class PipeIn(Outlet):
             else:
                 sinks = True          # a callback or csv sink (runtime outlets)
         if sinks:
-            self.rt.hurry_outlets()
+            from sensormesh.device.runtime.delivery import hurry_outlets
+            hurry_outlets(self.rt)
         self._maybe_ack()
 
     def _maybe_ack(self):
@@ -349,7 +349,8 @@ class PipeIn(Outlet):
         self.ack_timer = None
         rx = self.rx
         if rx.cps and self.rt.files:
-            self.rt.commit_files()
+            from sensormesh.device.runtime.delivery import commit_files
+            commit_files(self.rt)
         if rx.ack_due(0) and rx.run == rx.rx_run:
             if self.rt.joint:
                 ack_all(self.rt)

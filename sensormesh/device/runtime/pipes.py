@@ -33,8 +33,20 @@ from sensormesh.device.runtime.replay import Sender, new_run
 from sensormesh.device.schedule import Redial, sparse
 
 # Values a pipe_out keeps unacknowledged (its replay buffer) unless the pipeline sets `buffer`.
-# A board's heap holds about 100 KB in all: 1000 small values are about 16 KB there.
+# A board's heap holds about 100 KB in all: 1000 floats take about 20 KB there (40 KB on the
+# 64-bit unix port), more than a deployed board has free. So the bound is also the heap's: each
+# time a pipe's buffer has grown by HEAP_CHECK values, a device with MicroPython's gc.mem_free()
+# checks the free heap, and below HEAP_RESERVE bytes (after a collection) the buffer's bound
+# comes down to what it holds (logged, shown as "buffer" in the pipe's stats). A full buffer then
+# does what it always does: a free-running source waits, a rated one's oldest unacknowledged
+# values leave it, counted as dropped, never silently (docs/reliability.md).
 DEFAULT_BUFFER = 1000 if MICROPYTHON else 100000
+HEAP_CHECK = 32
+HEAP_RESERVE = 24 * 1024
+try:
+    from gc import collect as _collect, mem_free as _mem_free
+except ImportError:            # CPython: no heap limit of this kind
+    _mem_free = None
 # Values per array at most; a larger time frame leaves as several consecutive arrays.
 MAX_FRAME_VALUES = 256 if MICROPYTHON else 65536
 # Pauses between dials of a pipe whose other end is gone. At most 1 s: a restarted device
@@ -53,73 +65,13 @@ ACK_MS = 50
 MAX_STAMPS = 32
 
 
-def _peer(runtime, sid, params, address):
-    """The name of the device a pipe dials ("peer"). A device with keys authenticates the other
-    end by that name, so it needs one whenever it dials."""
-    peer = params.get("peer")
-    if peer is not None and type(peer) is not str:
-        raise ValueError("step '%s': peer must be a device name" % sid)
-    if address and peer is None and getattr(runtime.device, "security", None) is not None:
-        raise ValueError("step '%s': a device with keys needs the pipe's 'peer' (the name of the device at %s) "
-                         "to authenticate it" % (sid, address))
-    return peer
-
-
-def _buffer_param(sid, params):
-    cap = params.get("buffer")
-    if cap is None:
-        return DEFAULT_BUFFER
-    if type(cap) is not int or cap < 1:
-        raise ValueError("step '%s': buffer must be a positive number of values, got %r" % (sid, cap))
-    return cap
-
-
 class PipeOut:
     SINK = True
     PIPE = "out"
 
     def __init__(self, runtime, sid, params):
-        self.rt = runtime
-        self.id = sid
-        self.edge = params.get("edge") or sid
-        self.to = params.get("to")
-        self.peer = _peer(runtime, sid, params, self.to)
-        tf = params.get("time-frame", 0)
-        if type(tf) is not int or tf < 0:
-            raise ValueError("step '%s': time-frame must be a non-negative integer" % sid)
-        self.tf = tf
-        acks = params.get("acks", True)
-        if acks is not True and acks is not False:
-            raise ValueError("step '%s': acks must be true or false" % sid)
-        self.tx = Sender(_buffer_param(sid, params), new_run(), acks)
-        spool = params.get("spool", 0)
-        if type(spool) is not int or spool < 0:
-            raise ValueError("step '%s': spool must be a number of bytes (0: off), got %r" % (sid, spool))
-        self.spool_limit = spool if acks else 0
-        self.spool_timer = None
-        self.carried = False   # True: the numbering and buffer came from the previous deployment
-        self.fed_by = None     # the pipe_in that alone feeds this pipe (runtime: may adopt its marks)
-        self.relay = False     # True: its input is that pipe_in itself (values leave as they came)
-        self.lineage = False   # fed by several inputs: each value leaves as [tag, value] (runtime)
-        self.lin_last = None   # the input value the last tagged value came from, and its count
-        self.lin_k = 0
-        self.conn = None
-        self.dialing = None    # the connection being set up (its handshake already queued)
-        self.timer = None
-        self.retry_timer = None
-        self.redial = Redial(RETRY_MS)
-        self.running = False
-        self.n_in = 0
-        self.first = 0         # values the edge's sender had sent before this deployment
-        self.resent = 0
-        self.connects = 0
-        self.logged_drops = 0
-        self.last_error = None
-        self.stamps = []       # [seq, device, tick_us] of sampled values not sent yet (probe.py)
-        self.asked = False     # {"ack-soon"} sent since the last acknowledgement (buffer half full)
-        self.frames = 0        # arrays sent
-        self.bytes_prev = 0    # bytes sent on earlier connections
-        self.rtt_us = None
+        from sensormesh.device.runtime.deploy import pipe_out_setup
+        pipe_out_setup(self, runtime, sid, params)
 
     def inlet(self, port):
         return self.push
@@ -170,9 +122,11 @@ class PipeOut:
     def push(self, value, port=0):
         self.n_in += 1
         if self.lineage:
-            value = self._tagged(value)
+            value = self.lineage(self, value)    # joined.tagged (deploy sets it)
         tx = self.tx
         tx.add(value)
+        if len(tx.buf) >= self.roomy:
+            self.heap_check()
         if self.tf:
             if tx.unsent() >= MAX_FRAME_VALUES or tx.full():
                 self._send()        # an array's worth, or nothing more joins before an ack
@@ -191,6 +145,8 @@ class PipeOut:
         n = len(values)
         if self.tf and not self.lineage and tx.unsent() + n < MAX_FRAME_VALUES and tx.add_many(values):
             self.n_in += n
+            if len(tx.buf) >= self.roomy:
+                self.heap_check()
             if tx.full():
                 self._send()        # nothing more joins the time frame before an acknowledgement
             if not self.asked and tx.acks and 2 * tx.held() >= tx.cap:
@@ -199,6 +155,21 @@ class PipeOut:
         push = self.push
         for v in values:
             push(v)
+
+    def heap_check(self):
+        """The replay buffer grew by HEAP_CHECK values: with too little heap free, its bound
+        comes down to what it holds (module notes)."""
+        tx = self.tx
+        n = len(tx.buf)
+        self.roomy = n + HEAP_CHECK
+        if _mem_free is None or n >= tx.cap or _mem_free() >= HEAP_RESERVE:
+            return
+        _collect()
+        free = _mem_free()
+        if free < HEAP_RESERVE:
+            tx.cap = n if n > 1 else 1
+            self.rt.log("pipe %s: %d bytes of heap free: its replay buffer holds at most the %d values it has"
+                        % (self.edge, free, tx.cap))
 
     def hurry(self, own=False):
         """Ask the receiver to acknowledge sooner (module notes): what the time frame holds leaves
@@ -212,21 +183,6 @@ class PipeOut:
             self.asked = True
         self._send()
         conn.send({"ack-soon": tx.next_seq()})
-
-    def _tagged(self, value):
-        """[tag, value]: tag [input, run, seq, k] names the input value it was computed from
-        (the k-th result of value seq of run `run` on input pipe number `input`), None when it
-        has no input value (a source of this device, a timer)."""
-        cur = self.rt.cur
-        if cur is None:
-            return [None, value]
-        last = self.lin_last
-        if last is not None and last[0] == cur[0] and last[1] == cur[1] and last[2] == cur[2]:
-            self.lin_k += 1
-        else:
-            self.lin_last = cur
-            self.lin_k = 0
-        return [[cur[0], cur[1], cur[2], self.lin_k], value]
 
     def _seq(self):
         """The seq announcement of this connection ([seq, run, mark, cap, 1] when tagged)."""
@@ -278,34 +234,8 @@ class PipeOut:
             conn.send(vals)
             self.frames += 1
             if spooled:
-                self.spool_timer = self.rt.loop.call_later(SPOOL_GAP_MS, self._on_spool_timer)
+                self.spool_timer = self.rt.loop.call_later(SPOOL_GAP_MS, self.spool_sent)
                 return
-
-    def _on_spool_timer(self):
-        self.spool_timer = None
-        if self.running:
-            self._send()
-
-    # -- store-and-forward (spool.py): what is stored beside spooled values ------------------
-    def _meta_out(self, first, n):
-        # per-value records keyed by seq (e.g. when a source read the value) go to disk with it
-        st = getattr(self, "stamps", None)
-        if not st:
-            return None
-        out = []
-        keep = []
-        for x in st:
-            if first <= x[0] < first + n:
-                out.append(x)
-            else:
-                keep.append(x)
-        self.stamps = keep
-        return out or None
-
-    def _meta_in(self, meta):
-        st = getattr(self, "stamps", None)
-        if st is not None and type(meta) is list:
-            self.stamps = meta + st
 
     def _on_frame_timer(self):
         self.timer = None
@@ -327,16 +257,6 @@ class PipeOut:
         return not self.tf and tx.unsent() > 0
 
     # -- numbering ------------------------------------------------------------------------
-    def take_over(self, tx):
-        """The previous deployment's sender of this edge: keep its numbering and replay buffer."""
-        tx.cap = self.tx.cap
-        tx.acks = self.tx.acks
-        self.tx = tx
-        self.carried = True
-        self.first = tx.once
-        if tx.held() > tx.cap:
-            tx.evict(tx.held() - tx.cap)
-
     def fresh(self):
         # numbered nothing and took no numbering back (a pipe carried over a redeployment that
         # came before its first value is still fresh)
@@ -358,18 +278,9 @@ class PipeOut:
     def start(self):
         self.running = True
         tx = self.tx
-        if self.spool_limit and tx.spool is None:
+        if self.spool_limit or tx.spool is not None:
             from sensormesh.device.runtime import spool   # only pipes that spool load it
-            try:
-                where = spool.folder(self.rt.device.name, self.edge, getattr(self.rt.device, "spool_root", None))
-                tx.spool = spool.Spool(where, self.spool_limit)
-            except OSError as e:
-                self.last_error = "no spool: %s" % e
-                self.rt.log("pipe %s: cannot spool to disk (%s); values beyond the buffer will be dropped"
-                            % (self.edge, e))
-        if tx.spool is not None:
-            tx.meta_out = self._meta_out
-            tx.meta_in = self._meta_in
+            spool.start(self)
         if self.tf:
             self.timer = self.rt.loop.call_later(self.tf, self._on_frame_timer)
         if self.to:
@@ -392,24 +303,6 @@ class PipeOut:
             if self.lineage:
                 hs["lin"] = 1
         self.dialing = self.rt.device.dial(self.to, self, self.peer, {"pipe": hs})
-
-    def attach(self, conn, body=None):
-        """A pipe_in dialed us and pulled this edge: its connection becomes ours."""
-        self._retire(self.conn)
-        if self.conn is not None and not self.conn.closed:
-            self.conn.close("replaced by a new pull")
-        self.conn = conn
-        self.connects += 1
-        self.asked = False
-        tx = self.tx
-        tx.restart()
-        if tx.acks:
-            exp = body.get("expect") if type(body) is dict else None
-            if type(exp) is list and len(exp) == 2:
-                tx.skip_to(exp[0], exp[1])
-            conn.send(self._seq())
-        self._send()
-        self.rt.resume_sources()
 
     def _drop_conns(self, reason):
         """Close this pipe's connection and the one being set up: one connection per edge, or
@@ -438,6 +331,7 @@ class PipeOut:
             return
         if "ack" in msg:
             if self.tx.ack(msg["ack"], msg.get("mark")):
+                self.roomy = len(self.tx.buf) + HEAP_CHECK
                 self.asked = False
                 if self.tx.jumped:
                     self._jumped()
@@ -510,7 +404,7 @@ class PipeOut:
         pending = tx.next_seq() - (tx.high if tx.high > tx.base else tx.base)
         s = {"in": self.n_in, "out": out if out > 0 else 0, "pending": pending, "unshipped": 0,
              "dropped": tx.dropped, "evicted": tx.evicted, "resent": self.resent,
-             "acked": tx.base, "unacked": tx.held(), "seq": tx.next_seq(),
+             "acked": tx.base, "unacked": tx.held(), "seq": tx.next_seq(), "buffer": tx.cap,
              "connected": self.conn is not None and not self.conn.connecting, "connects": self.connects}
         if tx.spool is not None:
             s["spool"] = tx.spool.stats()

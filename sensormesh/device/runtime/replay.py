@@ -1,8 +1,8 @@
 # Acknowledged pipes without sockets or clocks: the sequence numbers, acknowledgements and replay
 # buffer of one pipe. The sending end is here (Sender), the receiving end in receiver.py
-# (Receiver), which only a device with a pipe_in loads. pipes.py and pipe_in.py drive these
-# objects; tests/device/test_replay.py pins them down on both interpreters. The guarantees they
-# give are stated in docs/reliability.md.
+# (Receiver), which only a device with a pipe_in loads; moving values to a spool is spool.py.
+# pipes.py and pipe_in.py drive these objects; tests/device/test_replay.py pins them down on
+# both interpreters. The guarantees they give are stated in docs/reliability.md.
 #
 # The rules, in one place:
 # - Sequence numbers are implicit. A sender numbers the values of a pipe 0, 1, 2... It states the
@@ -85,7 +85,7 @@ class Sender:
         buf = self.buf
         buf.append(value)
         if len(buf) > self.cap:
-            if self.spool is None or not self._spill():
+            if self.spool is None or not self.spool.spill(self):
                 self.evict(len(buf) - self.cap)
 
     def add_many(self, values):
@@ -94,22 +94,6 @@ class Sender:
         if len(buf) + len(values) > self.cap:
             return False
         buf.extend(values)
-        return True
-
-    def _spill(self):
-        """Move the older half of the memory buffer to the spool; False if it does not fit."""
-        buf = self.buf
-        k = len(buf) - self.cap // 2
-        first = self.mbase
-        meta = self.meta_out(first, k) if self.meta_out is not None else None
-        dropped = self.spool.write(first, buf[:k], meta)
-        if dropped < 0:
-            return False
-        del buf[:k]
-        self.mbase += k
-        self.spooled += k
-        if dropped:
-            self._forget(self.spool.first() if self.spool.segs else self.mbase)
         return True
 
     def _forget(self, new_base):

@@ -107,6 +107,70 @@ class Spool:
         while self.segs:
             self._remove(0)
 
+    def spill(self, tx):
+        """Move the older half of Sender tx's memory buffer here; False if it does not fit."""
+        buf = tx.buf
+        k = len(buf) - tx.cap // 2
+        first = tx.mbase
+        meta = tx.meta_out(first, k) if tx.meta_out is not None else None
+        dropped = self.write(first, buf[:k], meta)
+        if dropped < 0:
+            return False
+        del buf[:k]
+        tx.mbase += k
+        tx.spooled += k
+        if dropped:
+            tx._forget(self.first() if self.segs else tx.mbase)
+        return True
+
     def stats(self):
         return {"values": self.values(), "bytes": self.bytes, "limit": self.limit, "segments": len(self.segs),
                 "where": self.path if not MICROPYTHON else "flash:" + self.path}
+
+
+# -- a pipe_out's side of it (runtime/pipes.py calls start() when a pipe that spools starts) --
+def start(pipe):
+    """Give pipe (a PipeOut) its spool, if it has none yet, and what its Sender stores beside
+    spooled values: the origin stamps of sampled values (probe.py), keyed by seq."""
+    tx = pipe.tx
+    if pipe.spool_limit and tx.spool is None:
+        try:
+            where = folder(pipe.rt.device.name, pipe.edge, getattr(pipe.rt.device, "spool_root", None))
+            tx.spool = Spool(where, pipe.spool_limit)
+        except OSError as e:
+            pipe.last_error = "no spool: %s" % e
+            pipe.rt.log("pipe %s: cannot spool to disk (%s); values beyond the buffer will be dropped"
+                        % (pipe.edge, e))
+    if tx.spool is not None:
+        tx.meta_out = lambda first, n: _meta_out(pipe, first, n)
+        tx.meta_in = lambda meta: _meta_in(pipe, meta)
+        pipe.spool_sent = lambda: _sent(pipe)
+
+
+def _sent(pipe):
+    # an array read back from the spool left SPOOL_GAP_MS ago: the next one may go
+    pipe.spool_timer = None
+    if pipe.running:
+        pipe._send()
+
+
+def _meta_out(pipe, first, n):
+    # per-value records keyed by seq (e.g. when a source read the value) go to disk with it
+    st = getattr(pipe, "stamps", None)
+    if not st:
+        return None
+    out = []
+    keep = []
+    for x in st:
+        if first <= x[0] < first + n:
+            out.append(x)
+        else:
+            keep.append(x)
+    pipe.stamps = keep
+    return out or None
+
+
+def _meta_in(pipe, meta):
+    st = getattr(pipe, "stamps", None)
+    if st is not None and type(meta) is list:
+        pipe.stamps = meta + st

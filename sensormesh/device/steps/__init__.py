@@ -1,6 +1,6 @@
 # The built-in steps every device runs between its sources and its sinks: this module holds
-# what they share (Step, StepError, Outlet, emitter, build); each family of types lives in a
-# module of its own (TYPES below), imported when an assignment first names one of its types.
+# what they share at run time (Step, StepError, Outlet, emitter); each family of types lives in a
+# module of its own (make.TYPES), imported when an assignment first names one of its types.
 #
 # A device builds its assignment into a chain of step objects that call each other directly,
 # value by value: a step's put(value) does its work and hands the result to self.emit, which
@@ -33,7 +33,8 @@
 # unpaired zip values) counts in "dropped" (and, for exceptions, "errors"); errors are logged
 # through ctx.log at the 1st, 2nd, 4th, 8th... occurrence. Values a step leaves out by
 # design (filter, throttle, changes) show as in - out and are not "dropped".
-# Parameters and semantics: docs/steps.md.
+# Parameters and semantics: docs/steps.md. Building a step from its spec and checking its
+# parameters is make.py's work (loaded for a deployment, forgotten after it on a board).
 #
 # MicroPython shapes the hot methods (put, put1 and the _put_* variants). The VM keeps a
 # function's state (arguments, locals, value stack, exception handlers) on the C stack only
@@ -59,6 +60,8 @@ class _Missing:
 
 
 NONE = _Missing()  # "no value yet": unequal to every value a sensor can produce
+
+AGGS = ("mean", "min", "max", "sum", "count", "list")   # aggregates of window and sliding
 
 
 def nowhere(value):
@@ -95,61 +98,20 @@ def one_by_one(node):
     return each
 
 
-def batch_emit(node, target, port):
-    """node.emit_many after node.outputs changed: the one downstream's batch inlet (its
-    inlet_many(port), a fn(list)) when it has one, else the values one by one."""
-    many = None
-    if len(node.outputs) == 1 and target is not None and hasattr(target, "inlet_many"):
-        many = target.inlet_many(port)
-    return many or one_by_one(node)
-
-
 class Outlet:
     """connect() for runtime objects that produce values but are not steps (sources, pipe_in)."""
 
+    def flush(self):
+        pass
+
     def connect(self, target, port=0):
-        self.outputs.append(target.inlet(port) if hasattr(target, "inlet") else target)
-        self.emit = emitter(self.outputs)
-        self.wired = self.emit
-        self.emit_many = batch_emit(self, target, port)
+        from sensormesh.device.steps.make import connect   # wiring is build time: make.py
+        connect(self, target, port)
 
 
 def _short(value):
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def key_path(step, key):
-    """field/alarm key -> list of keys: "accel.0" -> ["accel", 0]; 3 -> [3]; ["a", 1] as is."""
-    if type(key) is int:
-        return [key]
-    if type(key) is list and key:
-        for k in key:
-            if type(k) is not int and (type(k) is not str or not k):
-                raise step.bad("key %r: list items must be names or indexes" % (key,))
-        return key
-    if type(key) is not str or not key:
-        raise step.bad("key must be a name, an index or a dotted path, got %r" % (key,))
-    out = []
-    for part in key.split("."):
-        if not part:
-            raise step.bad("key %r has an empty part" % key)
-        digits = part[1:] if part[0] == "-" else part
-        out.append(int(part) if digits.isdigit() else part)
-    return out
-
-
-def dig(value, path):
-    # An int part also finds a dict's string key ("0"): JSON objects only have string keys.
-    for k in path:
-        try:
-            value = value[k]
-        except Exception:
-            if type(k) is not int or type(value) is not dict:
-                raise
-            value = value[str(k)]
-    return value
-
 
 
 class Step:
@@ -170,54 +132,13 @@ class Step:
         self.dropped = 0
         self.errors = 0
         self.last_error = None
-        for name in params:
-            if name not in self.ARGS:
-                raise self.bad("unknown parameter '%s' (%s takes: %s)"
-                               % (name, self.TYPE, ", ".join(self.ARGS) or "none"))
-        self.setup(params, n_inputs)
+        self.setup(params, n_inputs)    # make.build checked the parameter names
 
     def setup(self, params, n_inputs):
         pass
 
-    # -- parameters (build time only) ---------------------------------------------------------
     def bad(self, text):
         return StepError("step '%s': %s" % (self.id, text))
-
-    def int_param(self, name, default, least):
-        v = self.params.get(name, default)
-        if v is None:
-            raise self.bad("%s needs parameter '%s'" % (self.TYPE, name))
-        if type(v) is float:
-            try:
-                if v == int(v):
-                    v = int(v)
-            except (OverflowError, ValueError):
-                pass
-        if type(v) is not int or v < least:
-            raise self.bad("%s must be an integer >= %d, got %r" % (name, least, v))
-        return v
-
-    def num_param(self, name, default, least=None):
-        v = self.params.get(name, default)
-        if v is None:
-            raise self.bad("%s needs parameter '%s'" % (self.TYPE, name))
-        if (type(v) is not int and type(v) is not float) or v != v:
-            raise self.bad("%s must be a number, got %r" % (name, v))
-        if least is not None and v < least:
-            raise self.bad("%s must be >= %s, got %r" % (name, least, v))
-        return v
-
-    def choice_param(self, name, default, choices):
-        v = self.params.get(name, default)
-        if v not in choices:
-            raise self.bad("%s must be one of %s, got %r" % (name, "|".join(choices), v))
-        return v
-
-    def str_param(self, name, default):
-        v = self.params.get(name, default)
-        if type(v) is not str or not v:
-            raise self.bad("%s must be a non-empty string, got %r" % (name, v))
-        return v
 
     # -- wiring ---------------------------------------------------------------------------------
     def inlet(self, port):
@@ -235,27 +156,16 @@ class Step:
 
     def connect(self, target, port=0):
         """Send this step's output to `target`: a step (its input `port`) or a callable."""
-        if self.SINK:
-            raise self.bad("%s is a sink and has no outputs" % self.TYPE)
-        if hasattr(target, "inlet"):
-            fn = target.inlet(port)
-        elif callable(target) and port == 0:
-            fn = target
-        else:
-            raise self.bad("cannot connect to %r port %r" % (target, port))
-        self.outputs.append(fn)
-        self._wire(target, port)
+        from sensormesh.device.steps.make import connect   # wiring is build time: make.py
+        connect(self, target, port)
 
     def set_outputs(self, fns):
         """Replace the outputs with a list of callables fn(value)."""
+        from sensormesh.device.steps.make import wire
         if self.SINK and fns:
             raise self.bad("%s is a sink and has no outputs" % self.TYPE)
         self.outputs = list(fns)
-        self._wire(None, 0)
-
-    def _wire(self, target, port):
-        self.emit = emitter(self.outputs)
-        self.emit_many = batch_emit(self, target, port)
+        wire(self, None, 0)
 
     def inlet_many(self, port):
         """The callable fn(list of values) for input `port` when this step takes runs of values
@@ -300,65 +210,3 @@ class Step:
         if self.last_error is not None:
             s["last_error"] = self.last_error
         return s
-
-
-# Step type -> the family module (sensormesh/device/steps/<family>.py) that holds its class.
-# A family is imported the first time an assignment names one of its types (as sensors.make
-# imports one driver per kind), so a board pays in heap only for the steps it runs.
-TYPES = {
-    "map": "user", "filter": "user", "field": "field", "window": "windows", "sliding": "windows",
-    "zip": "joins", "combine_latest": "joins", "merge": "joins", "throttle": "change",
-    "changes": "change", "alarm": "alarm", "print": "sinks", "csv": "sinks", "callback": "callback",
-    "ema": "filters", "delta": "filters", "calibrate": "filters", "clamp": "filters",
-    "median": "filters", "quantile": "filters", "heartbeat": "filters", "debounce": "filters",
-    "timeout": "filters", "mqtt_out": "mqtt", "mqtt_in": "mqtt",
-}
-
-
-def family(name):
-    """The family module `name` of TYPES' values, imported on first use."""
-    mod = __import__("sensormesh.device.steps." + name)
-    return getattr(mod.device.steps, name)
-
-
-def step_class(kind):
-    """The class of step type `kind` (imports its family); None for an unknown type."""
-    fam = TYPES.get(kind) if type(kind) is str else None
-    if fam is None:
-        return None
-    return family(fam).CLASSES[kind]
-
-
-def build(spec, ctx):
-    """{"id", "type", "params", "inputs"} -> a step object connected to nothing yet.
-
-    Raises StepError naming the step, and the parameter when one is wrong."""
-    sid = spec.get("id") if type(spec) is dict else None
-    if type(sid) is not str or not sid:
-        raise StepError("step spec needs an 'id' string: %s" % _short(spec))
-    kind = spec.get("type")
-    cls = step_class(kind)
-    if cls is None:
-        raise StepError("step '%s': unknown step type %r (built-in: %s)"
-                        % (sid, kind, ", ".join(sorted(TYPES))))
-    params = spec.get("params")
-    if params is None:
-        params = {}
-    if type(params) is not dict:
-        raise StepError("step '%s': params must be an object, got %s" % (sid, _short(params)))
-    inputs = spec.get("inputs")
-    if inputs is None:
-        n = 2 if kind == "alarm" and "high" not in params else cls.INPUTS[0]
-    else:
-        n = len(inputs)
-        lo, hi = cls.INPUTS
-        if n < lo or (hi is not None and n > hi):
-            if lo == hi:
-                want = str(lo)
-            elif hi is None:
-                want = "%d or more" % lo
-            else:
-                want = "%d or %d" % (lo, hi)
-            raise StepError("step '%s': %s takes %s input%s, got %d"
-                            % (sid, kind, want, "" if want == "1" else "s", n))
-    return cls(sid, params, ctx, n)

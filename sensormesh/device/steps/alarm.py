@@ -1,6 +1,7 @@
-# Step: alarm, a threshold with hysteresis. A family of its own (steps/__init__.py TYPES), so a
+# Step: alarm, a threshold with hysteresis. A family of its own (make.TYPES), so a
 # board that runs throttle or changes does not load it; the step protocol is in steps/__init__.py.
-from sensormesh.device.steps import NONE, Step, dig, key_path
+from sensormesh.device.steps import NONE, Step
+from sensormesh.device.steps.field import dig
 
 
 class Alarm(Step):
@@ -14,19 +15,20 @@ class Alarm(Step):
     INPUTS = (1, 2)
 
     def setup(self, params, n_inputs):
+        from sensormesh.device.steps.make import key_path, num_param
         self.dynamic = n_inputs == 2
         if self.dynamic:
             for name in ("high", "low"):
                 if name in params:
                     raise self.bad("alarm with 2 inputs takes its threshold from port 1, "
                                    "not '%s' (use hysteresis)" % name)
-            self.hysteresis = self.num_param("hysteresis", 0, 0)
+            self.hysteresis = num_param(self, "hysteresis", 0, 0)
             self.hi = self.lo = None
         else:
             if "hysteresis" in params:
                 raise self.bad("alarm with 1 input takes high and low, not 'hysteresis'")
-            self.hi = self.num_param("high", None)
-            self.lo = self.num_param("low", self.hi)
+            self.hi = num_param(self, "high", None)
+            self.lo = num_param(self, "low", self.hi)
             if self.lo > self.hi:
                 raise self.bad("alarm low (%r) must be <= high (%r)" % (self.lo, self.hi))
         key = params.get("key")
@@ -99,5 +101,5 @@ class Alarm(Step):
         return s
 
 
-# type name -> class, read by steps.step_class()
+# type name -> class, read by make.step_class()
 CLASSES = {"alarm": Alarm}

@@ -1,6 +1,6 @@
 # Step: callback, the end of a chain whose values go to the controller (runtime deliveries).
 # A family of its own, as the most common sink, so a board with a callback sink loads only this
-# (steps/__init__.py TYPES); the step protocol is in steps/__init__.py.
+# (make.TYPES); the step protocol is in steps/__init__.py.
 from sensormesh.device.steps import Step
 
 
@@ -12,7 +12,8 @@ class Callback(Step):
     SINK = True
 
     def setup(self, params, n_inputs):
-        self.name = self.str_param("name", self.id)
+        from sensormesh.device.steps.make import str_param
+        self.name = str_param(self, "name", self.id)
         self.deliver = self.ctx.deliver
 
     def put(self, value):
@@ -23,5 +24,5 @@ class Callback(Step):
         return self.n_in
 
 
-# type name -> class, read by steps.step_class()
+# type name -> class, read by make.step_class()
 CLASSES = {"callback": Callback}

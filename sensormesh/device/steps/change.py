@@ -1,5 +1,5 @@
 # Steps: throttle and changes: rate limits and reactions to change (alarm.py: thresholds).
-# Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
+# Loaded when an assignment first names one of them (make.TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 from sensormesh.device.steps import NONE, Step
 
@@ -10,8 +10,9 @@ class Throttle(Step):
     ARGS = ("interval", "mode")
 
     def setup(self, params, n_inputs):
-        self.interval = self.int_param("interval", None, 1)
-        self.mode = self.choice_param("mode", "latest", ("first", "latest"))
+        from sensormesh.device.steps.make import choice_param, int_param
+        self.interval = int_param(self, "interval", None, 1)
+        self.mode = choice_param(self, "mode", "latest", ("first", "latest"))
         self.timer = None
         self.last = NONE
         self.put = self._put_latest if self.mode == "latest" else self._put_first
@@ -57,7 +58,8 @@ class Changes(Step):
     ARGS = ("tolerance",)
 
     def setup(self, params, n_inputs):
-        self.tolerance = self.num_param("tolerance", 0, 0)
+        from sensormesh.device.steps.make import num_param
+        self.tolerance = num_param(self, "tolerance", 0, 0)
         self.last = NONE
         if self.tolerance:
             self.put = self._put_tolerance
@@ -82,5 +84,5 @@ class Changes(Step):
         self.emit(value)
 
 
-# type name -> class, read by steps.step_class()
+# type name -> class, read by make.step_class()
 CLASSES = {"throttle": Throttle, "changes": Changes}

@@ -1,7 +1,19 @@
 # Steps: field: one value out of a structured one, by key, index or dotted path.
-# Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
+# Loaded when an assignment first names one of them (make.TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
-from sensormesh.device.steps import Step, dig, key_path
+from sensormesh.device.steps import Step
+
+
+def dig(value, path):
+    # An int part also finds a dict's string key ("0"): JSON objects only have string keys.
+    for k in path:
+        try:
+            value = value[k]
+        except Exception:
+            if type(k) is not int or type(value) is not dict:
+                raise
+            value = value[str(k)]
+    return value
 
 
 class Field(Step):
@@ -9,6 +21,7 @@ class Field(Step):
     ARGS = ("key",)
 
     def setup(self, params, n_inputs):
+        from sensormesh.device.steps.make import key_path
         self.path = key_path(self, params.get("key"))
         self.what = "no field %r" % (params.get("key"),)
         if len(self.path) == 1 and type(self.path[0]) is not int:
@@ -37,5 +50,5 @@ class Field(Step):
         return self.n_in - self.dropped
 
 
-# type name -> class, read by steps.step_class()
+# type name -> class, read by make.step_class()
 CLASSES = {"field": Field}

@@ -1,6 +1,6 @@
 # Steps: the everyday sensor filters (ema, delta, calibrate, clamp, median, quantile,
 # heartbeat, debounce, timeout), with the names users of ESP32 sensor firmware know.
-# Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
+# Loaded when an assignment first names one of them (make.TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 #
 # Allocation discipline as in the other families: buffers are allocated once in setup, hot
@@ -25,7 +25,8 @@ class Ema(Step):
     what = "ema needs numbers"
 
     def setup(self, params, n_inputs):
-        a = self.num_param("alpha", None)
+        from sensormesh.device.steps.make import num_param
+        a = num_param(self, "alpha", None)
         if not 0 < a <= 1:
             raise self.bad("alpha must be in (0, 1], got %r" % (a,))
         self.alpha = a
@@ -53,14 +54,15 @@ class Delta(Step):
     what = "delta needs numbers"
 
     def setup(self, params, n_inputs):
+        from sensormesh.device.steps.make import num_param
         if ("delta" in params) == ("percent" in params):
             raise self.bad("delta needs exactly one of 'delta' (absolute) or 'percent' (relative)")
         if "delta" in params:
-            self.d = self.num_param("delta", None, 0)
+            self.d = num_param(self, "delta", None, 0)
             self.rel = 0
         else:
             self.d = 0
-            self.rel = self.num_param("percent", None, 0) / 100.0
+            self.rel = num_param(self, "percent", None, 0) / 100.0
         self.last = None
 
     def put(self, value):
@@ -136,13 +138,14 @@ class Clamp(Step):
     what = "clamp needs numbers"
 
     def setup(self, params, n_inputs):
+        from sensormesh.device.steps.make import choice_param, num_param
         if "min" not in params and "max" not in params:
             raise self.bad("clamp needs 'min', 'max' or both")
-        self.lo = self.num_param("min", None) if "min" in params else None
-        self.hi = self.num_param("max", None) if "max" in params else None
+        self.lo = num_param(self, "min", None) if "min" in params else None
+        self.hi = num_param(self, "max", None) if "max" in params else None
         if self.lo is not None and self.hi is not None and self.lo > self.hi:
             raise self.bad("min (%r) must be <= max (%r)" % (self.lo, self.hi))
-        self.drop = self.choice_param("mode", "clamp", ("clamp", "drop")) == "drop"
+        self.drop = choice_param(self, "mode", "clamp", ("clamp", "drop")) == "drop"
 
     def put(self, value):
         self.n_in += 1
@@ -184,9 +187,10 @@ class Quantile(Step):
     what = "quantile needs numbers"
 
     def setup(self, params, n_inputs):
-        self.size = self.int_param("size", None, 1)
-        self.slide = self.int_param("slide", 1, 1)
-        self.q = self.num_param("q", 0.5 if self.TYPE == "median" else None)
+        from sensormesh.device.steps.make import int_param, num_param
+        self.size = int_param(self, "size", None, 1)
+        self.slide = int_param(self, "slide", 1, 1)
+        self.q = num_param(self, "q", 0.5 if self.TYPE == "median" else None)
         if not 0 <= self.q <= 1:
             raise self.bad("q must be in [0, 1], got %r" % (self.q,))
         self.buf = [0] * self.size   # ring of the last values, allocated once
@@ -231,7 +235,8 @@ class Heartbeat(Step):
     ARGS = ("interval",)
 
     def setup(self, params, n_inputs):
-        self.interval = self.int_param("interval", None, 1)
+        from sensormesh.device.steps.make import int_param
+        self.interval = int_param(self, "interval", None, 1)
         self.last = NONE
         self.at = 0          # ctx.now() of the last emission
         self.timer = None
@@ -275,7 +280,8 @@ class Debounce(Step):
     HOLDS = True   # a candidate waits for its time: acknowledged pipes wait for it (pipes.py)
 
     def setup(self, params, n_inputs):
-        self.time = self.int_param("time", None, 1)
+        from sensormesh.device.steps.make import int_param
+        self.time = int_param(self, "time", None, 1)
         self.cand = NONE       # the value waiting to prove stable
         self.since = 0         # ctx.now() when it arrived
         self.sent = NONE       # the last value emitted
@@ -338,7 +344,8 @@ class Timeout(Step):
     ARGS = ("time", "marker")
 
     def setup(self, params, n_inputs):
-        self.time = self.int_param("time", None, 1)
+        from sensormesh.device.steps.make import int_param
+        self.time = int_param(self, "time", None, 1)
         self.marker = params.get("marker", {"timeout": self.time})
         self.at = 0
         self.timer = None

@@ -1,5 +1,5 @@
 # Steps: zip, combine_latest and merge: steps with more than one input.
-# Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
+# Loaded when an assignment first names one of them (make.TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 from sensormesh.device.schedule import sparse
 from sensormesh.device.steps import NONE, Step, no_ctx_call
@@ -15,7 +15,8 @@ class Zip(Step):
     HOLDS = True   # unpaired values wait: the runtime's checkpoints wait until they pair (pipes.py)
 
     def setup(self, params, n_inputs):
-        self.max_pending = self.int_param("max-pending", 1000, 1)
+        from sensormesh.device.steps.make import int_param
+        self.max_pending = int_param(self, "max-pending", 1000, 1)
         self._hold = getattr(self.ctx, "hold", no_ctx_call)
         self._release = getattr(self.ctx, "release", no_ctx_call)
         self.q = []
@@ -122,5 +123,5 @@ class Merge(Step):
         return self.n_in
 
 
-# type name -> class, read by steps.step_class()
+# type name -> class, read by make.step_class()
 CLASSES = {"zip": Zip, "combine_latest": CombineLatest, "merge": Merge}

@@ -1,7 +1,7 @@
 # Steps: mqtt_out (sink) and mqtt_in (source) through an MQTT broker, with paho-mqtt.
 # CPython devices only: the controller places them there (catalog.py), and a board that is
 # sent one refuses it with a StepError naming the reason. Loaded when an assignment first names
-# one of them (steps/__init__.py TYPES).
+# one of them (make.TYPES).
 #
 # paho runs without its own thread: a loop timer calls client.loop(0) every POLL_MS, so every
 # callback (messages in, connects, disconnects) runs on the device's one loop, like every
@@ -198,11 +198,12 @@ class MqttOut(_Mqtt):
     what = "mqtt_out cannot encode"
 
     def setup(self, params, n_inputs):
-        topic = self.str_param("topic", None)
-        self.qos = self.choice_param("qos", 0, (0, 1, 2))
+        from sensormesh.device.steps.make import choice_param, int_param, str_param
+        topic = str_param(self, "topic", None)
+        self.qos = choice_param(self, "qos", 0, (0, 1, 2))
         self.retain = params.get("retain", False) is True
-        self.tf = self.int_param("time-frame", 0, 0)
-        self.limit = self.int_param("offline-buffer", DEFAULT_BUFFER, 0)
+        self.tf = int_param(self, "time-frame", 0, 0)
+        self.limit = int_param(self, "offline-buffer", DEFAULT_BUFFER, 0)
         self.pending = []          # JSON payloads waiting for the broker, oldest first
         self.frame = []
         self.frame_timer = None
@@ -348,11 +349,12 @@ class MqttIn(_Mqtt):
     INPUTS = (0, 0)
 
     def setup(self, params, n_inputs):
-        self.filter = self.str_param("topic", None)
+        from sensormesh.device.steps.make import choice_param, str_param
+        self.filter = str_param(self, "topic", None)
         why = topic_problem(self.filter, True)
         if why:
             raise self.bad("topic %r %s" % (self.filter, why))
-        self.qos = self.choice_param("qos", 0, (0, 1, 2))
+        self.qos = choice_param(self, "qos", 0, (0, 1, 2))
         self._client(params)
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe

@@ -1,6 +1,6 @@
 # Steps: print and csv: the ends of a chain that stay on the device (callback.py: the one that
 # hands values to the controller).
-# Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
+# Loaded when an assignment first names one of them (make.TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 import sys
 from json import dumps as _dumps
@@ -15,9 +15,10 @@ class Print(Step):
     SINK = True
 
     def setup(self, params, n_inputs):
+        from sensormesh.device.steps.make import str_param
         self.label = params.get("label")
         if self.label is not None:
-            self.str_param("label", None)
+            str_param(self, "label", None)
         self.write = sys.stdout.write  # tests replace it
 
     def put(self, value):
@@ -64,7 +65,8 @@ class Csv(Step):
     SINK = True
 
     def setup(self, params, n_inputs):
-        self.path = self.str_param("path", None)
+        from sensormesh.device.steps.make import str_param
+        self.path = str_param(self, "path", None)
         self.what = "csv write to '%s' failed" % self.path
         cols = params.get("columns")
         if cols is not None:
@@ -210,5 +212,5 @@ class Csv(Step):
         return s
 
 
-# type name -> class, read by steps.step_class()
+# type name -> class, read by make.step_class()
 CLASSES = {"print": Print, "csv": Csv}

@@ -1,5 +1,5 @@
 # Steps: map and filter: a user function the controller shipped (runtime/shipped.py) per value.
-# Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
+# Loaded when an assignment first names one of them (make.TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 from sensormesh.device.steps import Step
 
@@ -8,24 +8,8 @@ class _UserStep(Step):
     ARGS = ("fn",)
 
     def setup(self, params, n_inputs):
-        ref = self.str_param("fn", None)
-        try:
-            fn = self.ctx.resolve(ref)
-        except Exception as e:
-            raise self.bad("fn '%s': %s" % (ref, e))
-        self.instance = None
-        if isinstance(fn, type):
-            # A class is a stateful step: one instance per step, made here, called per value.
-            try:
-                fn = fn()
-            except Exception as e:
-                raise self.bad("fn '%s': making an instance failed: %s: %s"
-                               % (ref, type(e).__name__, e))
-            self.instance = fn
-        if not callable(fn):
-            raise self.bad("fn '%s' is not callable" % ref)
-        self.fn = fn
-        self.what = "fn '%s' raised" % ref
+        from sensormesh.device.steps.make import user_fn
+        user_fn(self)
 
     def run_many(self, values, keep):
         """A run of values (steps/__init__.py): the function once per value, in order; returns
@@ -95,5 +79,5 @@ class Filter(_UserStep):
             self.emit_many(out)
 
 
-# type name -> class, read by steps.step_class()
+# type name -> class, read by make.step_class()
 CLASSES = {"map": Map, "filter": Filter}

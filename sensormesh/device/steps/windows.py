@@ -1,25 +1,8 @@
-# Steps: window and sliding: values gathered by count or time, then aggregated (AGGS).
-# Loaded when an assignment first names one of them (steps/__init__.py TYPES); the step
+# Step: window: values gathered by count or time, then aggregated (AGGS; sliding windows are
+# sliding.py).
+# Loaded when an assignment first names it (make.TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
-from sensormesh.device.steps import Step, no_ctx_call
-
-
-AGGS = ("mean", "min", "max", "sum", "count", "list")
-
-
-def _aggregate(agg, values, n):
-    # values: a list of the window's values (sliding windows), n = len(values) > 0
-    if agg == "mean":
-        return sum(values) / n
-    if agg == "sum":
-        return sum(values)
-    if agg == "min":
-        return min(values)
-    if agg == "max":
-        return max(values)
-    if agg == "count":
-        return n
-    return values
+from sensormesh.device.steps import AGGS, Step, no_ctx_call
 
 
 class Window(Step):
@@ -32,11 +15,12 @@ class Window(Step):
     HOLDS = True   # holds values back: the runtime's checkpoints wait until it emits (pipes.py)
 
     def setup(self, params, n_inputs):
-        self.frame = self.int_param("time-frame", 0, 0)
-        self.n = self.int_param("values", 0, 0)
+        from sensormesh.device.steps.make import choice_param, int_param
+        self.frame = int_param(self, "time-frame", 0, 0)
+        self.n = int_param(self, "values", 0, 0)
         if not (self.frame or self.n):
             raise self.bad("window needs time-frame or values > 0")
-        self.agg = agg = self.choice_param("agg", "mean", AGGS)
+        self.agg = agg = choice_param(self, "agg", "mean", AGGS)
         self.what = "window %s needs numbers" % agg
         self.k = 0          # values in the open window
         self.closed = 0     # values in windows already closed
@@ -158,55 +142,5 @@ class Window(Step):
         return s
 
 
-class Sliding(Step):
-    """The aggregate of the last `size` values, every `slide` values once `size` arrived."""
-    TYPE = "sliding"
-    ARGS = ("size", "slide", "agg")
-
-    def setup(self, params, n_inputs):
-        self.size = self.int_param("size", None, 1)
-        self.slide = self.int_param("slide", 1, 1)
-        self.agg = self.choice_param("agg", "mean", AGGS)
-        self.what = "sliding %s needs numbers" % self.agg
-        self.buf = [None] * self.size  # ring buffer, allocated once
-        self.i = 0                     # where the next value goes
-        self.due = self.size           # values until the next emission
-
-    def put(self, value):
-        self.n_in += 1
-        i = self.i
-        self.buf[i] = value
-        i += 1
-        self.i = 0 if i == self.size else i
-        self.due -= 1
-        if not self.due:
-            self.due = self.slide
-            self._emit(self.size)
-
-    def _emit(self, n):
-        try:
-            out = self._window(n)
-        except Exception:
-            self.failed(self.buf[self.i - 1])
-            return
-        self.n_out += 1
-        self.emit(out)
-
-    def _window(self, n):
-        buf = self.buf
-        i = self.i
-        if self.agg == "list":
-            return buf[i:] + buf[:i] if n == self.size else buf[:n]  # oldest first
-        return _aggregate(self.agg, buf if n == self.size else buf[:n], n)
-
-    def flush(self):
-        # values arrived since the last emission: emit the window as it stands
-        n = self.n_in
-        fresh = (self.slide if n >= self.size else self.size) - self.due
-        if fresh > 0:
-            self.due = self.slide
-            self._emit(n if n < self.size else self.size)
-
-
-# type name -> class, read by steps.step_class()
-CLASSES = {"window": Window, "sliding": Sliding}
+# type name -> class, read by make.step_class()
+CLASSES = {"window": Window}

@@ -1,0 +1,184 @@
+# Building steps from their specs: the type's class (its family imported on first use, TYPES
+# below), the number of inputs, and the parameter checks the families' setup() calls
+# (int_param & co). Only needed while an assignment is built: a board running from .mpy files
+# forgets this module after each deployment (runtime/control.py), so running steps do not pay
+# for it.
+from sensormesh.device import steps
+from sensormesh.device.steps import Step, StepError, _short, emitter, one_by_one
+
+
+# Step type -> the family module (sensormesh/device/steps/<family>.py) that holds its class.
+# A family is imported the first time an assignment names one of its types (as sensors.make
+# imports one driver per kind), so a board pays in heap only for the steps it runs.
+TYPES = {
+    "map": "user", "filter": "user", "field": "field", "window": "windows", "sliding": "sliding",
+    "zip": "joins", "combine_latest": "joins", "merge": "joins", "throttle": "change",
+    "changes": "change", "alarm": "alarm", "print": "sinks", "csv": "sinks", "callback": "callback",
+    "ema": "filters", "delta": "filters", "calibrate": "filters", "clamp": "filters",
+    "median": "filters", "quantile": "filters", "heartbeat": "filters", "debounce": "filters",
+    "timeout": "filters", "mqtt_out": "mqtt", "mqtt_in": "mqtt",
+}
+
+
+def family(name):
+    """The family module `name` of TYPES' values, imported on first use."""
+    mod = __import__("sensormesh.device.steps." + name)
+    return getattr(mod.device.steps, name)
+
+
+def int_param(step, name, default, least):
+    v = step.params.get(name, default)
+    if v is None:
+        raise step.bad("%s needs parameter '%s'" % (step.TYPE, name))
+    if type(v) is float:
+        try:
+            if v == int(v):
+                v = int(v)
+        except (OverflowError, ValueError):
+            pass
+    if type(v) is not int or v < least:
+        raise step.bad("%s must be an integer >= %d, got %r" % (name, least, v))
+    return v
+
+
+def num_param(step, name, default, least=None):
+    v = step.params.get(name, default)
+    if v is None:
+        raise step.bad("%s needs parameter '%s'" % (step.TYPE, name))
+    if (type(v) is not int and type(v) is not float) or v != v:
+        raise step.bad("%s must be a number, got %r" % (name, v))
+    if least is not None and v < least:
+        raise step.bad("%s must be >= %s, got %r" % (name, least, v))
+    return v
+
+
+def choice_param(step, name, default, choices):
+    v = step.params.get(name, default)
+    if v not in choices:
+        raise step.bad("%s must be one of %s, got %r" % (name, "|".join(choices), v))
+    return v
+
+
+def str_param(step, name, default):
+    v = step.params.get(name, default)
+    if type(v) is not str or not v:
+        raise step.bad("%s must be a non-empty string, got %r" % (name, v))
+    return v
+
+
+def key_path(step, key):
+    """field/alarm key -> list of keys: "accel.0" -> ["accel", 0]; 3 -> [3]; ["a", 1] as is."""
+    if type(key) is int:
+        return [key]
+    if type(key) is list and key:
+        for k in key:
+            if type(k) is not int and (type(k) is not str or not k):
+                raise step.bad("key %r: list items must be names or indexes" % (key,))
+        return key
+    if type(key) is not str or not key:
+        raise step.bad("key must be a name, an index or a dotted path, got %r" % (key,))
+    out = []
+    for part in key.split("."):
+        if not part:
+            raise step.bad("key %r has an empty part" % key)
+        digits = part[1:] if part[0] == "-" else part
+        out.append(int(part) if digits.isdigit() else part)
+    return out
+
+
+def user_fn(step):
+    """map and filter (user.py): the shipped function or class their `fn` names."""
+    ref = str_param(step, "fn", None)
+    try:
+        fn = step.ctx.resolve(ref)
+    except Exception as e:
+        raise step.bad("fn '%s': %s" % (ref, e))
+    step.instance = None
+    if isinstance(fn, type):
+        # A class is a stateful step: one instance per step, made here, called per value.
+        try:
+            fn = fn()
+        except Exception as e:
+            raise step.bad("fn '%s': making an instance failed: %s: %s"
+                           % (ref, type(e).__name__, e))
+        step.instance = fn
+    if not callable(fn):
+        raise step.bad("fn '%s' is not callable" % ref)
+    step.fn = fn
+    step.what = "fn '%s' raised" % ref
+
+
+def connect(node, target, port):
+    """node.connect(target, port) of a Step or an Outlet (a source, a pipe_in): its output goes to
+    target, a step (its input `port`) or, for a step, a callable."""
+    step = isinstance(node, Step)
+    if step and node.SINK:
+        raise node.bad("%s is a sink and has no outputs" % node.TYPE)
+    if hasattr(target, "inlet"):
+        fn = target.inlet(port)
+    elif not step or (callable(target) and port == 0):
+        fn = target
+    else:
+        raise node.bad("cannot connect to %r port %r" % (target, port))
+    node.outputs.append(fn)
+    wire(node, target, port)
+
+
+def wire(node, target, port):
+    """node.emit and node.emit_many after node.outputs changed: emit calls each output; emit_many
+    is the one downstream's batch inlet (its inlet_many(port), a fn(list)) when it has one, else
+    the values one by one. An Outlet keeps its emit as wired (the probe swaps emit for a value)."""
+    node.emit = emitter(node.outputs)
+    if not isinstance(node, Step):
+        node.wired = node.emit
+    many = None
+    if len(node.outputs) == 1 and target is not None and hasattr(target, "inlet_many"):
+        many = target.inlet_many(port)
+    node.emit_many = many or one_by_one(node)
+
+
+def step_class(kind):
+    """The class of step type `kind` (imports its family); None for an unknown type."""
+    fam = TYPES.get(kind) if type(kind) is str else None
+    if fam is None:
+        return None
+    return family(fam).CLASSES[kind]
+
+
+def build(spec, ctx):
+    """{"id", "type", "params", "inputs"} -> a step object connected to nothing yet.
+
+    Raises StepError naming the step, and the parameter when one is wrong."""
+    sid = spec.get("id") if type(spec) is dict else None
+    if type(sid) is not str or not sid:
+        raise StepError("step spec needs an 'id' string: %s" % _short(spec))
+    kind = spec.get("type")
+    cls = step_class(kind)
+    if cls is None:
+        raise StepError("step '%s': unknown step type %r (built-in: %s)"
+                        % (sid, kind, ", ".join(sorted(TYPES))))
+    params = spec.get("params")
+    if params is None:
+        params = {}
+    if type(params) is not dict:
+        raise StepError("step '%s': params must be an object, got %s" % (sid, _short(params)))
+    for name in params:
+        if name not in cls.ARGS:
+            raise StepError("step '%s': unknown parameter '%s' (%s takes: %s)"
+                            % (sid, name, cls.TYPE, ", ".join(cls.ARGS) or "none"))
+    inputs = spec.get("inputs")
+    if inputs is None:
+        n = 2 if kind == "alarm" and "high" not in params else cls.INPUTS[0]
+    else:
+        n = len(inputs)
+        lo, hi = cls.INPUTS
+        if n < lo or (hi is not None and n > hi):
+            if lo == hi:
+                want = str(lo)
+            elif hi is None:
+                want = "%d or more" % lo
+            else:
+                want = "%d or %d" % (lo, hi)
+            raise StepError("step '%s': %s takes %s input%s, got %d"
+                            % (sid, kind, want, "" if want == "1" else "s", n))
+    return cls(sid, params, ctx, n)
