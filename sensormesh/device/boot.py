@@ -44,7 +44,8 @@ def start(cfg):
         # the bound port is in this line: whoever started the device reads it (no port races)
         announce(dev, "tcp %s:%d" % (host, port))
     if cfg.get("unix"):
-        dev.listen_unix(cfg["unix"])
+        dev.listeners.append(transport.listen_unix(dev.loop, cfg["unix"], dev.make_inbound,
+                                                   max_frame=dev.max_frame, max_conns=dev.max_conns))
         announce(dev, "unix %s" % cfg["unix"])
     if cfg.get("register"):
         from sensormesh.device import forward   # dial out to a controller or gateway and be controlled

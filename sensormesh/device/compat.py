@@ -97,30 +97,14 @@ def unload(name):
             pass
 
 
-_mpy = []   # [True/False] once known
+# Does this device run from precompiled .mpy files (MicroPython)? Then a module loads again
+# cheaply; from .py sources every load runs the compiler, which needs far more heap (and time)
+# than keeping the module's code. The file this module was loaded from tells.
+_MPY = MICROPYTHON and globals().get("__file__", "").endswith(".mpy")
 
 
 def from_mpy():
-    """Does this device run from precompiled .mpy files (MicroPython)? Then a module loads again
-    cheaply; from .py sources every load runs the compiler, which needs far more heap (and time)
-    than keeping the module's code. Looked up along sys.path as MicroPython's import does (per
-    folder a .py comes before a .mpy)."""
-    if not _mpy:
-        found = False
-        if MICROPYTHON:
-            import os
-            for p in sys.path:
-                for ext in (".py", ".mpy"):
-                    try:
-                        os.stat((p or ".") + "/sensormesh/device/compat" + ext)
-                        found = ext
-                        break
-                    except OSError:
-                        pass
-                if found:
-                    break
-        _mpy.append(found == ".mpy")
-    return _mpy[0]
+    return _MPY
 
 
 def forget(name):

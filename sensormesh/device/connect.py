@@ -1,5 +1,6 @@
-# Opening connections: listening sockets, dialing, addresses. Needed at start and when a pipe
-# or a registration dials, not while connections carry frames: transport.py looks these names up
+# Opening connections: listening sockets, dialing, addresses; closing one after an error; turning
+# a loop until a condition holds (tools and tests). Needed at start and when a pipe or a
+# registration dials, not while connections carry frames: transport.py looks these names up
 # here on demand (transport.dial, transport.listen_tcp...), and a board running .mpy files
 # forgets this module again right after (compat.forget), so its code is freed between two dials.
 import socket
@@ -131,3 +132,15 @@ def _discard_input(conn):
                 return
     except OSError:
         pass
+
+
+def run_until(loop, predicate, timeout_ms):
+    """Loop.run_until: turn the loop until predicate() is true or timeout_ms pass; returns
+    predicate()."""
+    deadline = loop.now() + timeout_ms
+    while not predicate():
+        left = deadline - loop.now()
+        if left <= 0:
+            return predicate()
+        loop.run_once(min(left, 50))
+    return True

@@ -1,5 +1,6 @@
 # The control messages a device answers now and then, not on every value: hello, info, status,
-# metrics, a data request's set-up, forward and register, and the error for an unknown message.
+# metrics, a data request's set-up, forward and register, and the errors for an unknown or a
+# malformed message.
 # core.Device.dispatch loads this module for such a message and, on a board running .mpy files,
 # forgets it after the reply (compat.forget), so its code costs no heap between two of them.
 # "ping" and "clock" (frequent and timed) are answered by core.py itself, the assignment's
@@ -11,9 +12,16 @@ from sensormesh.device.compat import MICROPYTHON, implementation, unload
 
 
 def handle(dev, session, key, body):
-    """Answer control message `key` (body `body`) of a session."""
+    """Answer control message `key` (body `body`) of a session; key None: the message `body` is
+    no control message (data, or not exactly one key)."""
     conn = session.conn
-    if key == "hello":
+    if key is None:   # not a control message: body is what came
+        if type(body) is list:
+            session.fail(conn, "unexpected-data", "data message received before any request on this connection")
+        else:
+            session.fail(conn, "bad-request", "a control message must have exactly one key, got %d (%s)"
+                         % (len(body), ", ".join(sorted(body)) or "none"))
+    elif key == "hello":
         # "max-frame": the largest frame the peer takes (a controller on CPython takes far more
         # than the 16 KiB assumed otherwise), so a status of hundreds of steps fits one reply
         mf = body.get("max-frame") if type(body) is dict else None

@@ -74,12 +74,8 @@ class Inbound:
                 return
             sec.handshake(self, conn, msg)
             return
-        if type(msg) is list:
-            self.fail(conn, "unexpected-data", "data message received before any request on this connection")
-            return
-        if len(msg) != 1:
-            self.fail(conn, "bad-request", "a control message must have exactly one key, got %d (%s)"
-                      % (len(msg), ", ".join(sorted(msg)) or "none"))
+        if type(msg) is list or len(msg) != 1:
+            self.device.dispatch(self, None, msg)   # refused (control.py says why)
             return
         for key in msg:
             body = msg[key]
@@ -192,12 +188,6 @@ class Device:
     def listen_tcp(self, host, port):
         lst = transport.listen_tcp(self.loop, host, port, self.make_inbound,
                                    max_frame=self.max_frame, max_conns=self.max_conns)
-        self.listeners.append(lst)
-        return lst
-
-    def listen_unix(self, path):
-        lst = transport.listen_unix(self.loop, path, self.make_inbound,
-                                    max_frame=self.max_frame, max_conns=self.max_conns)
         self.listeners.append(lst)
         return lst
 

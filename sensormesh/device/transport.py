@@ -192,13 +192,7 @@ class Loop:
 
     def run_until(self, predicate, timeout_ms):
         """Turn the loop until predicate() is true or timeout_ms pass; returns predicate()."""
-        deadline = self.now() + timeout_ms
-        while not predicate():
-            left = deadline - self.now()
-            if left <= 0:
-                return predicate()
-            self.run_once(min(left, 50))
-        return True
+        return _connect("run_until")(self, predicate, timeout_ms)
 
 
 class Connection:
@@ -553,22 +547,24 @@ def peer_of(addr):
 
 
 # Opening connections (listen_tcp, listen_unix, dial, bound_port, parse_address, unix_address)
-# happens at start and when a pipe dials, and closing one after an error (close_after_flush,
-# protocol_error) now and then: that code is in connect.py, loaded when one of these names is
-# looked up here (transport.dial(...)) and, on a board running .mpy files, forgotten at once, so
-# it costs heap only while it runs.
+# happens at start and when a pipe dials, closing one after an error (close_after_flush,
+# protocol_error) now and then, and Loop.run_until serves tools and tests: that code is in
+# connect.py, loaded when one of these names is looked up here (transport.dial(...)) and, on a
+# board running .mpy files, forgotten at once, so it costs heap only while it runs.
 def _connect(name):
     import sys
     m = sys.modules.get("sensormesh.device.connect")
     if m is None:
         __import__("sensormesh.device.connect")
         m = sys.modules["sensormesh.device.connect"]
-    fn = getattr(m, name)
+    fn = getattr(m, name, None)
     forget("sensormesh.device.connect")
+    if fn is None:
+        raise AttributeError(name)
     return fn
 
 
 def __getattr__(name):
-    if name in ("dial", "listen_tcp", "listen_unix", "bound_port", "parse_address", "unix_address"):
-        return _connect(name)
-    raise AttributeError(name)
+    if name[0] == "_":
+        raise AttributeError(name)
+    return _connect(name)
