@@ -343,15 +343,24 @@ core.Device.dispatch = dispatch
 _secure = core.Device.secure
 def secure(self, cfg):
     s = _secure(self, cfg)
-    from sensormesh.device.secure import keys
-    _idle = keys.idle
-    def idle():
-        _idle()
-        if keys.busy[0] == 0 and 'sensormesh.device.secure.hello' not in sys.modules and \\
-                getattr(self, 'runtime', None) is not None and not getattr(idle, 'seen', 0):
-            idle.seen = 1    # measured on the next loop turn, once the handshake's frames are gone
+    # the handshake's modules load and unload: hook secure.load() (a pipe's dial loads hello.py)
+    # and compat.collect(), which secure.keys.idle() calls last (keys.py imports it anew each time
+    # it loads again)
+    from sensormesh.device import compat
+    from sensormesh.device import secure as sec
+    _collect, _load = compat.collect, sec.load
+    state = [0]   # 1: a dial after the deployment loaded hello.py; 2: marked
+    def load(name):
+        if name == 'hello' and state[0] == 0 and getattr(self, 'runtime', None) is not None:
+            state[0] = 1
+        return _load(name)
+    def collect():
+        _collect()
+        if state[0] == 1 and sec.busy[0] == 0 and 'sensormesh.device.secure.hello' not in sys.modules:
+            state[0] = 2  # measured on the next loop turn, once the handshake's frames are gone
             self.loop.call_soon(lambda: mark("the pipe's handshake done (its code unloaded)"))
-    keys.idle = idle
+    compat.collect = collect
+    sec.load = load
     return s
 core.Device.secure = secure
 from sensormesh.device.__main__ import main

@@ -287,7 +287,7 @@ class Decoder:
         end = self._pos + self._need
         if len(buf) < end:
             return None
-        payload = bytes(buf[self._pos:end])
+        payload = bytes(memoryview(buf)[self._pos:end])   # one copy (a bytearray slice would be a second)
         self._need = -1
         if end == len(buf):
             self._buf = bytearray()

@@ -1,132 +1,15 @@
-# The client side of the handshake: ClientSession (the hello, the welcome's check), the Dialer that
-# runs it in front of a connection's protocol object, and the pieces both sides compute
-# (transcript, session keys, field checks); handshake.py has the format, the server side and the
-# key files' parsers. A device dialing another one (a pipe) needs only this module for its
-# handshake, so it loads less code while its deployment runs (secure/__init__.py).
-import hashlib
+# The client side of the handshake: ClientSession (the hello, the welcome's check) and the Dialer
+# that runs it in front of a connection's protocol object. A device dialing another one (a pipe)
+# loads this module and keys.py for its handshake, and forgets them once no dial is in progress
+# (secure.idle()); the server side (server.py, admit.py) stays unloaded meanwhile.
 import os
-import struct
 
 from sensormesh.device import codec, transport
-from sensormesh.device.compat import unix_time
-from sensormesh.device.secure.fernet import b64decode, b64encode, equal, hmac_sha256
-from sensormesh.device.secure.keys import (CODES, DEFAULT_HANDSHAKE_MS, HELLO_MAX_FRAME, VERSION, Channel,
-                                           HandshakeError, PairCache, busy, idle, wrap_limit)
-
-_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
-_NONCE = 16
-_COUNTER = 8
-
-
-def valid_name(name):
-    if type(name) is not str or not 0 < len(name) <= 64:
-        return False
-    for c in name:
-        if c not in _NAME_CHARS:
-            return False
-    return True
-
-
-# -- the pieces both sides compute ---------------------------------------------------------------
-def _field(b):
-    if type(b) is str:
-        b = b.encode()
-    return struct.pack("!H", len(b)) + b
-
-
-def _transcript(client, server, ts, nonce):
-    return b"sensormesh-hello-v2" + _field(client) + _field(server) + _field(str(ts)) + _field(nonce)
-
-
-def _keys(pair, cnonce, snonce, transcript, mac, server):
-    """HKDF-SHA256 (RFC 5869) of the pair key, salted with both nonces, bound to the transcript.
-
-    -> (client->server Fernet key, server->client Fernet key, server proof)
-    """
-    th = hashlib.sha256(transcript + _field(mac) + _field(server) + _field(snonce)).digest()
-    prk = hmac_sha256(cnonce + snonce, pair)
-    info = b"sensormesh session v2" + th
-    out = []
-    t = b""
-    for i in (1, 2, 3):
-        t = hmac_sha256(prk, t + info + bytes([i]))
-        out.append(t)
-    return out[0], out[1], hmac_sha256(out[2], b"server")
-
-
-def _bin(body, field, size):
-    v = body.get(field)
-    # b64 of size bytes is 4 * ceil(size / 3) characters: check before decoding anything.
-    if type(v) is not str or len(v) != (size + 2) // 3 * 4:
-        raise HandshakeError("malformed", "%r must be %d bytes in url-safe base64" % (field, size))
-    try:
-        b = b64decode(v)
-    except (ValueError, UnicodeError):
-        raise HandshakeError("malformed", "%r is not url-safe base64" % field)
-    if len(b) != size:
-        raise HandshakeError("malformed", "%r must be %d bytes" % (field, size))
-    return b
-
-
-def _body(msg, key):
-    if type(msg) is not dict or key not in msg:
-        return None
-    body = msg[key]
-    if type(body) is not dict:
-        raise HandshakeError("malformed", "%r must be an object" % key)
-    if not body and key == "hello":
-        # the plain control-session hello of a client without keys
-        raise HandshakeError("plaintext-refused", "this device only accepts authenticated sessions, and the "
-                             "hello carries no credentials: give the client an identity (--identity)")
-    if body.get("v") != VERSION or type(body.get("v")) is not int:
-        raise HandshakeError("malformed", "unsupported handshake version %r (this side speaks %d)"
-                             % (body.get("v"), VERSION))
-    return body
-
-
-def _name(body, field):
-    v = body.get(field)
-    if not valid_name(v):
-        raise HandshakeError("malformed", "%r must be a name of 1-64 letters, digits, '.', '_' or '-'" % field)
-    return v
-
-
-def _check_role(role, roles, who, name):
-    if roles is not None and role not in roles:
-        raise HandshakeError("wrong-role", "%s %r has role %r; this side accepts %s"
-                             % (who, name, role, ", ".join(roles)))
-
-
-class _Side:
-    def __init__(self, identity, trust, roles, clock):
-        self.identity = identity
-        self.trust = trust
-        self.roles = roles
-        self.clock = clock or unix_time
-        self.done = False
-        self.failed = None
-        self.peer = None       # the authenticated peer's name
-        self.role = None       # and its role
-        self.peer_fp = None    # and its key's fingerprint
-        self.channel = None
-        self.wrap = None       # payload -> token, for Connection.wrap
-        self.unwrap = None     # token -> payload (codec.ProtocolError if bad), Connection.unwrap
-
-    def _finish(self, send_key, recv_key):
-        self.channel = Channel(send_key, recv_key)
-        self.wrap = self.channel.wrap
-        self.unwrap = self.channel.unwrap
-        self.done = True
-
-    def _fail(self, e):
-        self.failed = e
-        raise e
-
-    def _check_state(self):
-        if self.failed is not None:
-            raise HandshakeError(self.failed.code, "handshake already failed: " + self.failed.message)
-        if self.done:
-            raise HandshakeError("malformed", "handshake already complete")
+from sensormesh.device.secure import DEFAULT_HANDSHAKE_MS, HELLO_MAX_FRAME, busy
+from sensormesh.device.secure.channel import b64encode, equal, hmac_sha256, wrap_limit
+from sensormesh.device.secure.keys import (_NONCE, CODES, VERSION, HandshakeError, PairCache, _bin, _body,
+                                           _check_role, _keys, _name, _Side, _transcript, device_identity,
+                                           device_pairs, device_trust, idle)
 
 
 class ClientSession(_Side):
@@ -199,16 +82,26 @@ class ClientSession(_Side):
 
 
 class ClientKeys:
-    """What Dialer needs, for a process that is not a device (e.g. the controller's loop)."""
+    """What Dialer needs: for a process that is not a device (e.g. the controller's loop) from its
+    session.Credentials, for a device from its secure.Security (device())."""
 
     def __init__(self, creds, handshake_ms=DEFAULT_HANDSHAKE_MS):
         self.identity = creds.identity
-        self._trust = creds.trust
+        self.trust = creds.trust
         self.pairs = creds.pairs
         self.handshake_ms = handshake_ms
 
-    def trust(self):
-        return self._trust
+    @staticmethod
+    def device(sec):
+        """A device's keys (its trust store re-read first if its file changed)."""
+        return ClientKeys(_Creds(device_identity(sec), device_trust(sec), device_pairs(sec)), sec.handshake_ms)
+
+
+class _Creds:
+    def __init__(self, identity, trust, pairs):
+        self.identity = identity
+        self.trust = trust
+        self.pairs = pairs
 
 
 def dial(loop, address, protocol, creds, server, roles=None, handshake_ms=DEFAULT_HANDSHAKE_MS,
@@ -219,8 +112,8 @@ def dial(loop, address, protocol, creds, server, roles=None, handshake_ms=DEFAUL
 
 
 def dial_as(keys, loop, address, protocol, peer, first, roles, max_frame, log):
-    """Dial `address` with a Dialer in front of `protocol`, as `keys` (a secure.Security or a
-    ClientKeys); `first` leaves once the session is up."""
+    """Dial `address` with a Dialer in front of `protocol`, as `keys` (a ClientKeys); `first`
+    leaves once the session is up."""
     d = Dialer(keys, loop, protocol, peer, first, roles, max_frame, log)
     conn = transport.dial(loop, address, d, max_frame)
     d.start(conn)
@@ -250,7 +143,7 @@ class Dialer:
         try:
             if type(self.peer) is not str:
                 raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")
-            self.cs = ClientSession(keys.identity, keys.trust(), self.peer, roles=self.roles, pairs=keys.pairs)
+            self.cs = ClientSession(keys.identity, keys.trust, self.peer, roles=self.roles, pairs=keys.pairs)
             busy[0] += 1
             hello = self.cs.start()
         except HandshakeError as e:

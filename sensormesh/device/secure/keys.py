@@ -1,15 +1,19 @@
-# What a device with keys keeps between handshakes, on both interpreters: its identity, its
-# trust store, the replay and pair-key caches, the errors, the roles' permissions, and the
-# Channel that wraps every frame of an established session. The handshake itself (the hello and
-# welcome state machines, the key files' parsers: handshake.py) is only needed while a connection
-# authenticates, so a board forgets its code between handshakes (secure/__init__.py) and keeps
-# only this module, the Fernet tokens (fernet.py) and the X25519 keys (x25519.py).
+# The handshake's pieces both sides use, on both interpreters: the errors and codes, identities,
+# the trust store, the pair-key cache, the transcript and session keys, and the checks of a
+# message's fields. Loaded for a handshake only: a device keeps its identity, trust store and
+# caches as plain data on its secure.Security between handshakes (device_identity(),
+# device_trust() and device_pairs() below make these objects of it for one handshake), and forgets
+# this module's code (secure.idle()). The client side is hello.py, the server side server.py.
+import hashlib
+import os
 import struct
 
-from sensormesh.device import codec
-from sensormesh.device.compat import MICROPYTHON, collect, from_mpy, unload
-from sensormesh.device.secure.fernet import Fernet, InvalidToken, b64encode, hmac_sha256
-from sensormesh.device.secure.x25519 import PublicKey
+from sensormesh.device.compat import collect, from_mpy, unix_time, unload
+from sensormesh.device.secure import (DEFAULT_HANDSHAKE_MS, HELLO_MAX_FRAME, PERMISSIONS, admitting,  # noqa: F401
+                                      busy, denied)
+from sensormesh.device.secure.channel import (SEND_PLAIN_MAX, Channel, b64decode, hmac_sha256,  # noqa: F401
+                                              plain_limit, wrap_limit)
+from sensormesh.device.secure.x25519 import PublicKey, private_key
 
 VERSION = 2
 DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
@@ -17,21 +21,8 @@ DEFAULT_REPLAY_SIZE = 64   # nonces remembered per device (about 1.5 KB on an ES
 ROLES = ("controller", "device", "reader")
 CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
          "malformed", "plaintext-refused", "busy", "timeout")
-
-# Control messages each role may send once authenticated; None = all of them.
-PERMISSIONS = {
-    "controller": None,
-    "device": ("pipe", "pull", "info", "ping"),
-    "reader": ("data-request", "info", "ping", "status", "metrics", "clock"),
-}
-
-_COUNTER = 8
-# Largest frame accepted before the handshake: a hello is about 250 bytes.
-HELLO_MAX_FRAME = 4096
-DEFAULT_HANDSHAKE_MS = 10000 if MICROPYTHON else 5000
-
-# Client handshakes in progress (hello.Dialer), whose sessions live across loop turns.
-busy = [0]
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+_NONCE = 16
 
 
 def forgets():
@@ -41,15 +32,21 @@ def forgets():
 
 
 def idle():
-    """A handshake ended: forget the handshake's code (see forgets()) and collect its garbage
-    (key agreement, JSON). The server side (handshake.py) and the trust store's reader
-    (trust.py) run within one call, so they go at once, even while a pipe's own handshake
-    (hello.py) is in progress; hello.py goes when no client handshake is in progress (busy)."""
+    """A handshake ended: forget the handshake's code (on MicroPython from .mpy files: it loads
+    again cheaply) and collect its garbage (key agreement, JSON). The server side (server.py)
+    and the key files' reader (trust.py) run within one call, so they go at once; admit.py goes
+    when no accepted connection waits for its hello, hello.py when no dial is in progress, and
+    what both use (this module, x25519.py) when neither is."""
     if forgets():
-        unload("sensormesh.device.secure.handshake")
-        unload("sensormesh.device.secure.trust")
+        for m in ("server", "trust", "handshake"):
+            unload("sensormesh.device.secure." + m)
+        if admitting[0] == 0:
+            unload("sensormesh.device.secure.admit")
         if busy[0] == 0:
             unload("sensormesh.device.secure.hello")
+            if admitting[0] == 0:
+                unload("sensormesh.device.secure.keys")
+                unload("sensormesh.device.secure.x25519")
     collect()
 
 
@@ -71,10 +68,9 @@ class HandshakeError(Exception):
 
 def check_permission(role, command):
     """Raise HandshakeError('wrong-role') unless a peer of this role may send this command."""
-    allowed = PERMISSIONS.get(role, ())
-    if allowed is not None and command not in allowed:
-        raise HandshakeError("wrong-role", "a %s key may not send %r (allowed: %s)"
-                             % (role, command, ", ".join(allowed) or "nothing"))
+    why = denied(role, command)
+    if why is not None:
+        raise HandshakeError("wrong-role", why)
 
 
 # -- key files ----------------------------------------------------------------------------------
@@ -100,12 +96,16 @@ class TrustStore:
     board loads only while it reads its trust store.
     """
 
-    def __init__(self, names=None, recs=None, roles=None, revoked=None):
+    def __init__(self, names=None, recs=None, roles=None, revoked=None, revoked_names=None):
         self._names = bytearray(b"\n") if names is None else names  # "\nNAME\nNAME\n...": name i has key i
         self._recs = bytearray() if recs is None else recs  # per key: its role's index in _roles, its 32 bytes
         self._roles = roles if roles is not None else []
-        self.revoked = set(revoked or ())   # fingerprints
-        self.revoked_names = set()          # names whose only key was revoked
+        self.revoked = revoked if type(revoked) is set else set(revoked or ())   # fingerprints
+        self.revoked_names = revoked_names if revoked_names is not None else set()  # names whose only key was revoked
+
+    def state(self):
+        """Its data, which TrustStore(*state) takes back (what a device keeps between handshakes)."""
+        return (self._names, self._recs, self._roles, self.revoked, self.revoked_names)
 
     def __len__(self):
         return len(self._recs) // 33
@@ -140,79 +140,23 @@ class TrustStore:
         return ent
 
 
-# -- replay protection ---------------------------------------------------------------------------
-class ReplayCache:
-    """Nonces of accepted hellos, one cache per device (shared by all its connections).
-
-    Bounded: when full of nonces that are still inside the window, the oldest nonce of the key
-    that holds the most entries is forgotten, and every later hello of that key at or before its
-    timestamp is refused. Each key has its own cut-off, so one key (even a valid reader's) that
-    sends many hellos, dated at the edge of the window, only ever evicts its own entries and
-    moves its own cut-off: it cannot lock other keys, the controller's included, out with
-    "replay". No replay gets through, and memory stays fixed (floors: at most one per key in
-    the trust store, forgotten once older than the window).
-    """
-
-    def __init__(self, window=DEFAULT_WINDOW, size=DEFAULT_REPLAY_SIZE):
-        self.window = window
-        self.size = size
-        self.seen = {}    # nonce -> (timestamp, key name)
-        self.floors = {}  # key name -> hellos of that key with ts <= this are refused
-
-    def check(self, nonce, ts, now, who=None):
-        if ts <= self.floors.get(who, -1):
-            raise HandshakeError("replay", "hello timestamp %d is older than the replay cache remembers "
-                                 "for key %r (too many handshakes with this key within %d s); retry"
-                                 % (ts, who, self.window))
-        if nonce in self.seen:
-            raise HandshakeError("replay", "this hello's nonce was already used: replayed message")
-
-    def add(self, nonce, ts, now, who=None):
-        seen = self.seen
-        if len(seen) >= self.size:
-            limit = now - self.window
-            for k in list(seen):
-                if seen[k][0] < limit:
-                    del seen[k]
-            floors = self.floors
-            for k in list(floors):
-                if floors[k] < limit:   # the time check refuses such hellos anyway
-                    del floors[k]
-            while len(seen) >= self.size:
-                self._evict()
-        seen[nonce] = (ts, who)
-
-    def _evict(self):
-        # the key with the most entries gives up its oldest one
-        seen = self.seen
-        count = {}
-        for k in seen:
-            w = seen[k][1]
-            count[w] = count.get(w, 0) + 1
-        top = None
-        for w in count:
-            if top is None or count[w] > count[top]:
-                top = w
-        old = None
-        for k in seen:
-            if seen[k][1] == top and (old is None or seen[k][0] < seen[old][0]):
-                old = k
-        ts = seen.pop(old)[0]
-        if ts > self.floors.get(top, -1):
-            self.floors[top] = ts
-
-
 class PairCache:
     """Pair keys per peer key: the X25519 shared secret with a peer, hashed with both public
     keys. Computing one costs a scalar multiplication (the only expensive step of a
     handshake), so a side keeps the last `size` of them; a changed or revoked peer key never
     reaches the cache (the trust store is checked first, and the key itself is the cache key)."""
 
-    def __init__(self, size=16):
+    def __init__(self, size=16, state=None):
         self.size = size
-        self.keys = {}     # peer public key bytes -> pair key
-        self.order = []    # oldest first
-        self.computed = 0  # scalar multiplications done (for status and tests)
+        # peer public key bytes -> pair key; those keys, oldest first; scalar multiplications
+        # done (for status and tests). A device keeps this list between handshakes.
+        self.state = state if state is not None else [{}, [], 0]
+        self.keys = self.state[0]
+        self.order = self.state[1]
+
+    @property
+    def computed(self):
+        return self.state[2]
 
     def get(self, identity, peer):
         k = self.keys.get(peer.pub)
@@ -225,7 +169,7 @@ class PairCache:
         mine = identity.key.public.pub
         lo, hi = (mine, peer.pub) if mine < peer.pub else (peer.pub, mine)
         k = hmac_sha256(b"sensormesh-pair-v2" + lo + hi, ss)
-        self.computed += 1
+        self.state[2] += 1
         if len(self.order) >= self.size:
             self.keys.pop(self.order.pop(0), None)
         self.keys[peer.pub] = k
@@ -233,50 +177,144 @@ class PairCache:
         return k
 
 
-# Largest plaintext a sender should wrap at once: on MicroPython a token is built with a few
-# copies of its size (buffer, base64, url-safe alphabet), so keep frames small on a board.
-SEND_PLAIN_MAX = 3072 if MICROPYTHON else 1 << 30
+# -- the pieces both sides compute ---------------------------------------------------------------
+def valid_name(name):
+    if type(name) is not str or not 0 < len(name) <= 64:
+        return False
+    for c in name:
+        if c not in _NAME_CHARS:
+            return False
+    return True
 
 
-def plain_limit(max_frame):
-    """Largest payload whose token still fits a frame of max_frame bytes."""
-    raw = max_frame // 4 * 3 - 57   # base64 of version + time + IV + blocks + HMAC
-    raw = raw - raw % 16 - 1 - _COUNTER  # the blocks: counter, payload and 1-16 bytes of padding
-    return raw if raw > 0 else 0
+def _field(b):
+    if type(b) is str:
+        b = b.encode()
+    return struct.pack("!H", len(b)) + b
 
 
-def wrap_limit(max_frame):
-    """Largest payload a sender wraps into one token for a peer accepting max_frame bytes."""
-    n = plain_limit(max_frame)
-    return n if n < SEND_PLAIN_MAX else SEND_PLAIN_MAX
+def _transcript(client, server, ts, nonce):
+    return b"sensormesh-hello-v2" + _field(client) + _field(server) + _field(str(ts)) + _field(nonce)
 
 
-class Channel:
-    """Payload wrap/unwrap after the handshake: Fernet tokens with a frame counter inside.
+def _keys(pair, cnonce, snonce, transcript, mac, server):
+    """HKDF-SHA256 (RFC 5869) of the pair key, salted with both nonces, bound to the transcript.
 
-    The counter stops an attacker on the path from replaying, reordering or dropping frames
-    within the connection; a separate key per direction stops reflecting frames back.
+    -> (client->server Fernet key, server->client Fernet key, server proof)
     """
+    th = hashlib.sha256(transcript + _field(mac) + _field(server) + _field(snonce)).digest()
+    prk = hmac_sha256(cnonce + snonce, pair)
+    info = b"sensormesh session v2" + th
+    out = []
+    t = b""
+    for i in (1, 2, 3):
+        t = hmac_sha256(prk, t + info + bytes([i]))
+        out.append(t)
+    return out[0], out[1], hmac_sha256(out[2], b"server")
 
-    def __init__(self, send_key, recv_key):
-        self._tx = Fernet(b64encode(send_key))
-        self._rx = Fernet(b64encode(recv_key))
-        self._sent = 0
-        self._recv = 0
 
-    def wrap(self, payload):
-        n = self._sent
-        self._sent = n + 1
-        return self._tx.encrypt_prefixed(struct.pack("!Q", n), payload)
+def _bin(body, field, size):
+    v = body.get(field)
+    # b64 of size bytes is 4 * ceil(size / 3) characters: check before decoding anything.
+    if type(v) is not str or len(v) != (size + 2) // 3 * 4:
+        raise HandshakeError("malformed", "%r must be %d bytes in url-safe base64" % (field, size))
+    try:
+        b = b64decode(v)
+    except (ValueError, UnicodeError):
+        raise HandshakeError("malformed", "%r is not url-safe base64" % field)
+    if len(b) != size:
+        raise HandshakeError("malformed", "%r must be %d bytes" % (field, size))
+    return b
 
-    def unwrap(self, token):
-        try:
-            p = self._rx.decrypt_frame(token)
-        except (InvalidToken, TypeError, ValueError):
-            raise codec.ProtocolError("frame is not a valid token of this session (plaintext, "
-                                      "tampered, or from another connection)")
-        if len(p) < _COUNTER or struct.unpack("!Q", p[:_COUNTER])[0] != self._recv:
-            raise codec.ProtocolError("frame %d of this session is missing or out of order "
-                                      "(replayed, reordered or dropped)" % self._recv)
-        self._recv += 1
-        return p[_COUNTER:]
+
+def _body(msg, key):
+    if type(msg) is not dict or key not in msg:
+        return None
+    body = msg[key]
+    if type(body) is not dict:
+        raise HandshakeError("malformed", "%r must be an object" % key)
+    if not body and key == "hello":
+        # the plain control-session hello of a client without keys
+        raise HandshakeError("plaintext-refused", "this device only accepts authenticated sessions, and the "
+                             "hello carries no credentials: give the client an identity (--identity)")
+    if body.get("v") != VERSION or type(body.get("v")) is not int:
+        raise HandshakeError("malformed", "unsupported handshake version %r (this side speaks %d)"
+                             % (body.get("v"), VERSION))
+    return body
+
+
+def _name(body, field):
+    v = body.get(field)
+    if not valid_name(v):
+        raise HandshakeError("malformed", "%r must be a name of 1-64 letters, digits, '.', '_' or '-'" % field)
+    return v
+
+
+def _check_role(role, roles, who, name):
+    if roles is not None and role not in roles:
+        raise HandshakeError("wrong-role", "%s %r has role %r; this side accepts %s"
+                             % (who, name, role, ", ".join(roles)))
+
+
+class _Side:
+    def __init__(self, identity, trust, roles, clock):
+        self.identity = identity
+        self.trust = trust
+        self.roles = roles
+        self.clock = clock or unix_time
+        self.done = False
+        self.failed = None
+        self.peer = None       # the authenticated peer's name
+        self.role = None       # and its role
+        self.peer_fp = None    # and its key's fingerprint
+        self.channel = None
+        self.wrap = None       # payload -> token, for Connection.wrap
+        self.unwrap = None     # token -> payload (codec.ProtocolError if bad), Connection.unwrap
+
+    def _finish(self, send_key, recv_key):
+        self.channel = Channel(send_key, recv_key)
+        self.wrap = self.channel.wrap
+        self.unwrap = self.channel.unwrap
+        self.done = True
+
+    def _fail(self, e):
+        self.failed = e
+        raise e
+
+    def _check_state(self):
+        if self.failed is not None:
+            raise HandshakeError(self.failed.code, "handshake already failed: " + self.failed.message)
+        if self.done:
+            raise HandshakeError("malformed", "handshake already complete")
+
+
+# -- a device's keys as the objects above, for one handshake -----------------------------------
+# secure.Security keeps them as plain data (bytes, bytearrays, lists, sets, dicts), so that
+# between handshakes nothing of this module's (or x25519.py's) code stays referenced.
+def device_identity(sec):
+    i = sec.identity
+    return Identity(i.name, i.role, private_key(i.secret, i.pub))
+
+
+def device_trust(sec):
+    """The device's trust store, re-read first if its file (or the revoked file) changed."""
+    stamps = (_stamp(sec.trust_src), _stamp(sec.revoked_src))
+    if sec.trust_state is None or stamps != sec.stamps:
+        from sensormesh.device.secure import trust       # reading the files (forgotten when idle)
+        trust.reload_trust(sec, stamps)
+    return TrustStore(*sec.trust_state)
+
+
+def device_pairs(sec):
+    return PairCache(sec.pairs_size, sec.pair_state)
+
+
+def _stamp(src):
+    if type(src) is not str:
+        return None
+    try:
+        st = os.stat(src)
+    except OSError:
+        return None
+    return (st[6], getattr(st, "st_mtime_ns", st[8]))
+

@@ -1,11 +1,13 @@
-# The trust store's files: reading trust.json (and a revoked list) into a TrustStore
-# (secure/keys.py), made, changed and listed here. A board loads this module only while it reads
-# its trust store (at start, and when the file changed) and forgets it afterwards, like the
-# handshake's code (secure/__init__.py).
+# The key files: an identity (identity.json) into an Identity, the trust store (trust.json, and
+# a revoked list) into a TrustStore (secure/keys.py), made, changed and listed here; and a
+# device's keys set up from its configuration (configure). A board loads this module only while
+# it reads these files (at start, and when the trust store changed) and forgets it afterwards,
+# like the handshake's code (secure/__init__.py).
 import json
 
 from sensormesh.device.secure import x25519
-from sensormesh.device.secure.keys import HandshakeError, TrustStore
+from sensormesh.device.secure import DEFAULT_HANDSHAKE_MS, DEFAULT_MAX_HANDSHAKES, MICROPYTHON
+from sensormesh.device.secure.keys import HandshakeError, Identity, TrustStore, device_trust, idle
 
 
 def read_json(src):
@@ -14,6 +16,12 @@ def read_json(src):
         return src
     with open(src) as f:
         return json.load(f)
+
+
+def load_identity(src, native=None):
+    """Identity from a dict or a JSON file: {"name", "role", "secret": hex, "x25519": hex}."""
+    obj = read_json(src)
+    return Identity(obj["name"], obj["role"], x25519.private_from_json(obj, native))
 
 
 def load_trust(src):
@@ -146,26 +154,66 @@ def trusted_keys(ts):
     return dict((n.decode(), ts.entry(i)) for i, n in enumerate(names))
 
 
+def configure(sec, cfg, device_identity):
+    """Set up a device's secure.Security from its configuration: its identity (kept as a
+    device_identity: its name, role and key bytes), trust store and limits; its keys are plain
+    data, which keys.py makes objects of for one handshake."""
+    sec.trust_state = None      # keys.TrustStore(*trust_state)
+    sec.stamps = None           # the trust and revoked files' sizes and times when read
+    sec.replay_state = ({}, {})                # server.ReplayCache's nonces and cut-offs
+    sec.pairs_size = 8 if MICROPYTHON else 256     # pair keys kept, ~100 bytes each
+    sec.pair_state = [{}, [], 0]               # keys.PairCache's keys, their order, agreements
+    sec.pending = 0       # accepted connections waiting for their hello
+    sec.pending_by = {}   # peer host -> how many of those it holds
+    sec.accepted = 0      # handshakes completed
+    sec.refused = {}      # code -> count
+    src = cfg.get("identity")
+    try:
+        ident = load_identity(src)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError("cannot load the device identity %s: %s" % (src if type(src) is str else "(inline)", e))
+    if ident.role != "device":
+        raise ValueError("identity %r has role %r; a device needs a device key (sensormesh keys issue NAME "
+                         "--role device)" % (ident.name, ident.role))
+    sec.identity = device_identity(ident.name, ident.role, ident.key._raw, ident.key.public.pub)
+    sec.trust_src = cfg.get("trust")
+    if sec.trust_src is None:
+        raise ValueError("a device with an identity needs a trust store: config 'trust' or --trust FILE")
+    sec.revoked_src = cfg.get("revoked")
+    sec.max_handshakes = _bounded(cfg.get("max_handshakes"), "max_handshakes", DEFAULT_MAX_HANDSHAKES)
+    sec.handshake_ms = _bounded(cfg.get("handshake_ms"), "handshake_ms", DEFAULT_HANDSHAKE_MS)
+    device_trust(sec)
+    idle()
+
+
+def _bounded(v, what, default):
+    if v is None:
+        return default
+    if type(v) is not int or v <= 0:
+        raise ValueError("%s must be a positive integer, got %r" % (what, v))
+    return v
+
+
 def reload_trust(sec, stamps):
     """(Re)read a device's trust store and revoked list (secure.Security: at start, and when a
     file changed, checked before every handshake). A store that does not load keeps the previous
     one (logged); a new one closes the sessions whose peer key it no longer trusts."""
+    old = sec.trust_state
     try:
         t = load_trust(sec.trust_src)
         _add_revoked(t, sec.revoked_src)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         what = sec.trust_src if type(sec.trust_src) is str else "(inline)"
-        if sec._trust is None:
+        if old is None:
             raise ValueError("cannot load the trust store %s: %s" % (what, e))
         sec.dev.log("trust store %s not reloaded, keeping the previous one: %s: %s"
                     % (what, type(e).__name__, e))
-        return sec._trust
-    if sec._trust is not None:
+        return
+    if old is not None:
         sec.dev.log("trust store reloaded: %d keys, %d revoked" % (len(t), len(t.revoked)))
-    sec._trust = t
-    sec._stamps = stamps
+    sec.trust_state = t.state()
+    sec.stamps = stamps
     _cut_untrusted(sec, t)
-    return t
 
 
 def _add_revoked(t, src):

@@ -87,11 +87,12 @@ class PublicKey:
 
 
 class PrivateKey:
-    def __init__(self, raw):
+    def __init__(self, raw, pub=None):
+        # pub: its public half when already known (computing it takes a scalar multiplication)
         if len(raw) != SIZE:
             raise ValueError("an X25519 private key is 32 bytes")
         self._raw = bytes(raw)
-        self.public = PublicKey(scalarmult(self._raw, _BASE))
+        self.public = PublicKey(pub if pub is not None else scalarmult(self._raw, _BASE))
 
     def exchange(self, peer):
         """The shared secret with a peer's PublicKey; ValueError if it is all zeros (a
@@ -116,12 +117,17 @@ def private_from_json(obj, native=None):
     if "secret" not in obj and "n" in obj:
         raise ValueError("this identity holds an RSA key from an older sensormesh; re-issue it "
                          "(sensormesh keys issue NAME --force) and re-provision")
-    raw = _unhex(obj["secret"], "secret")
+    return private_key(_unhex(obj["secret"], "secret"), None, native)
+
+
+def private_key(raw, pub=None, native=None):
+    """The private key object of 32 raw bytes (OpenSSL-backed on CPython unless native=False);
+    pub, its public half when known, spares the pure-Python side a scalar multiplication."""
     if native is None:
         native = not MICROPYTHON
     if native:
         return NativePrivateKey(raw)
-    return PrivateKey(raw)
+    return PrivateKey(raw, pub)
 
 
 # -- CPython only: the private half on OpenSSL --------------------------------------------------
@@ -132,7 +138,8 @@ if not MICROPYTHON:
     class NativePrivateKey:
         def __init__(self, raw):
             from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-            self._key = X25519PrivateKey.from_private_bytes(bytes(raw))
+            self._raw = bytes(raw)
+            self._key = X25519PrivateKey.from_private_bytes(self._raw)
             self.public = PublicKey(self._key.public_key().public_bytes_raw())
 
         def exchange(self, peer):

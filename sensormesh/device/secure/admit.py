@@ -1,0 +1,102 @@
+# Accepted connections of a device with keys until they authenticate: each takes a
+# pre-authentication slot (bounded in all and per peer host), may send only small frames and has
+# a deadline; its first message must be a hello, which server.py checks. Loaded when a connection
+# is accepted, forgotten when none waits for its hello any more (secure.idle()).
+from sensormesh.device.secure import HELLO_MAX_FRAME, admitting, load
+from sensormesh.device.secure.keys import HandshakeError, device_identity, device_pairs, device_trust, idle
+
+
+def host_of(conn):
+    """The peer's address without its port: pre-authentication slots are counted per host."""
+    p = conn.peer
+    return p[0] if type(p) is tuple else p
+
+
+def per_host(max_handshakes):
+    # No single peer address may hold every pre-authentication slot: at most half of them
+    # (one on a board with two), so clients from other addresses always find one free.
+    return max_handshakes // 2 if max_handshakes > 1 else 1
+
+
+def hold(sec, session, conn):
+    """The connection is unauthenticated: it takes a pre-authentication slot (bounded in all
+    and per peer host), may send only small frames and has a deadline. Whatever its first
+    message (a hello, or a plaintext register), it keeps these until authenticated."""
+    host = host_of(conn)
+    mine = sec.pending_by.get(host, 0)
+    if sec.pending >= sec.max_handshakes:
+        sec.refuse(session, conn, "busy", "too many handshakes in progress on device %s (limit %d); "
+                   "try again later" % (sec.dev.name, sec.max_handshakes))
+    elif mine >= per_host(sec.max_handshakes):
+        sec.refuse(session, conn, "busy", "too many handshakes in progress from %s on device %s "
+                   "(limit %d per address); try again later" % (host, sec.dev.name,
+                                                               per_host(sec.max_handshakes)))
+    else:
+        sec.pending += 1
+        admitting[0] += 1
+        sec.pending_by[host] = mine + 1
+        session.hs_host = host
+        conn.decoder.max_frame = HELLO_MAX_FRAME
+        session.hs = sec.dev.loop.call_later(sec.handshake_ms, lambda: _expire(sec, session))
+        return
+    idle()
+
+
+def _expire(sec, session):
+    if session.hs is None:
+        return
+    release(sec, session)
+    conn = session.conn
+    if conn is not None and not conn.closed:
+        what = "no secure session through it" if session.kind == "registered" else "no valid hello"
+        sec.refuse(session, conn, "timeout", "%s within %d ms of connecting" % (what, sec.handshake_ms))
+    idle()
+
+
+def release(sec, session):
+    """The connection is no longer a handshake in progress (done, refused or closed)."""
+    t = session.hs
+    if t is not None:
+        session.hs = None
+        t.cancel()
+        sec.pending -= 1
+        admitting[0] -= 1
+        host = session.hs_host
+        n = sec.pending_by.get(host, 1) - 1
+        if n > 0:
+            sec.pending_by[host] = n
+        else:
+            sec.pending_by.pop(host, None)
+
+
+def handshake(sec, session, conn, msg):
+    """The first message of an accepted connection: a hello, or a refusal."""
+    release(sec, session)
+    try:
+        server = load("server")
+        ss = server.ServerSession(device_identity(sec), device_trust(sec),
+                                  replay=server.ReplayCache(state=sec.replay_state), pairs=device_pairs(sec))
+        server = None
+        welcome = ss.receive(msg)
+    except HandshakeError as e:
+        ss = server = None
+        sec.refuse(session, conn, e.code, e.message)
+        idle()
+        return
+    except MemoryError:
+        # say so and close, rather than leave the peer waiting for a welcome
+        ss = server = None
+        idle()
+        sec.refuse(session, conn, "busy", "no memory free for a handshake now; try again later")
+        return
+    conn.decoder.max_frame = sec.dev.max_frame
+    conn.send(welcome)           # the last plaintext frame of this connection
+    conn.wrap = ss.wrap
+    conn.unwrap = ss.unwrap
+    conn.wrap_limit = sec.wrap_limit(conn.peer_max_frame)
+    session.role = ss.role
+    session.peer_name = ss.peer
+    session.peer_fp = ss.peer_fp
+    ss = None
+    sec.accepted += 1
+    idle()

@@ -1,0 +1,259 @@
+# The frames of an established secure session: Channel wraps each payload into a Fernet token
+# (AES-128-CBC + HMAC-SHA256, the Fernet spec's format) with a frame counter inside, and opens
+# the peer's. This is all of the secure session a device keeps while its sessions run; the
+# handshake's code (keys.py, hello.py, server.py, admit.py, x25519.py, trust.py) loads for a
+# handshake only (secure/__init__.py), and fernet.py (the Fernet API) builds on this module.
+#
+# Tokens are opened with as few copies of a frame as the format allows, because a board receives
+# frames of up to its frame limit (16 KB): the token's base64 is decoded a few hundred characters
+# at a time straight into one buffer, laid out so that the payload, decrypted in place, ends up
+# at its start; the HMAC runs over views of it. Opening a token takes the token and one buffer
+# of 3/4 its size, and the payload comes back as that buffer. The decoder is strict: the token
+# must be the canonical url-safe base64 of its bytes (no stray characters, no '+' or '/').
+import binascii
+import hashlib
+import os
+import struct
+
+from sensormesh.device.codec import ProtocolError
+from sensormesh.device.compat import MICROPYTHON, unix_time
+
+HDR = 25           # version (1) + timestamp (8) + IV (16)
+MAC = 32
+COUNTER = 8        # the frame counter in front of each payload of a session
+MAX_CLOCK_SKEW = 60  # seconds a token's timestamp may lie in the future (checked with a ttl)
+_HEAD = HDR + 16   # the header and the first cipher block: decoded into a small buffer of its own
+_CHUNK = 512 if MICROPYTHON else 1 << 16   # base64 characters decoded at a time (a multiple of 4)
+
+if MICROPYTHON:
+    import cryptolib
+
+    class InvalidToken(Exception):
+        """The token is malformed, was not made with this key, was altered, or has expired."""
+
+    def _cbc(key, iv, encrypt):
+        # AES-128-CBC: f(src, dst) over memoryviews whose length is a multiple of 16 (in place
+        # if dst is src); successive calls continue the chain.
+        a = cryptolib.aes(key, 2, iv)
+        return a.encrypt if encrypt else a.decrypt
+else:
+    from cryptography.fernet import InvalidToken
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    def _cbc(key, iv, encrypt):
+        c = Cipher(algorithms.AES(bytes(key)), modes.CBC(bytes(iv)))
+        op = c.encryptor() if encrypt else c.decryptor()
+
+        def run(src, dst):
+            dst[:] = op.update(bytes(src))
+        return run
+
+
+def b64encode(data):
+    """URL-safe base64 with padding, as bytes (the Fernet key and token alphabet)."""
+    return binascii.b2a_base64(data)[:-1].replace(b"+", b"-").replace(b"/", b"_")
+
+
+def b64decode(text):
+    """Strict URL-safe base64: returns bytes, or raises ValueError unless text is canonical."""
+    if type(text) is str:
+        text = text.encode()
+    if len(text) % 4:
+        raise ValueError("base64 length is not a multiple of 4")
+    std = text.replace(b"-", b"+").replace(b"_", b"/")
+    try:
+        data = binascii.a2b_base64(std)
+    except Exception:
+        raise ValueError("not base64")
+    # binascii skips characters it does not know; re-encoding shows whether any were there.
+    if b64encode(data) != text:
+        raise ValueError("not canonical url-safe base64")
+    return data
+
+
+def hmac_sha256(key, msg, more=None):
+    """HMAC-SHA256 (RFC 2104) of msg (then `more`, if given): MicroPython has no hmac module."""
+    if len(key) > 64:
+        key = hashlib.sha256(key).digest()
+    k = int.from_bytes(key + bytes(64 - len(key)), "big")
+    inner = hashlib.sha256((k ^ _IPAD).to_bytes(64, "big"))
+    inner.update(msg)
+    if more is not None:
+        inner.update(more)
+    outer = hashlib.sha256((k ^ _OPAD).to_bytes(64, "big"))
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+_IPAD = int.from_bytes(b"\x36" * 64, "big")
+_OPAD = int.from_bytes(b"\x5c" * 64, "big")
+
+
+def equal(a, b):
+    """Compare two MACs in time that does not depend on where they differ."""
+    if len(a) != len(b):
+        return False
+    r = 0
+    for i in range(len(a)):
+        r |= a[i] ^ b[i]
+    return r == 0
+
+
+def seal(sign, enc, prefix, data, t, iv):
+    """The token of prefix + data (bytes-like), made at Unix time t with this IV. One buffer,
+    encrypted in place; its base64 is written a chunk at a time into the token's own buffer."""
+    n = len(prefix) + len(data)
+    pad = 16 - n % 16
+    end = HDR + n + pad
+    buf = bytearray(end + MAC)
+    struct.pack_into(">BQ", buf, 0, 0x80, t)
+    buf[9:HDR] = iv
+    buf[HDR:HDR + len(prefix)] = prefix
+    buf[HDR + len(prefix):HDR + n] = data
+    for i in range(HDR + n, end):
+        buf[i] = pad
+    mv = memoryview(buf)
+    _cbc(enc, iv, True)(mv[HDR:end], mv[HDR:end])
+    buf[end:] = hmac_sha256(sign, mv[:end])
+    size = len(buf)
+    out = bytearray((size + 2) // 3 * 4)
+    step = _CHUNK // 4 * 3
+    j = 0
+    for i in range(0, size, step):
+        c = b64encode(mv[i:i + step])
+        out[j:j + len(c)] = c
+        j += len(c)
+    return out
+
+
+def _decoded_size(token):
+    n = len(token)
+    if n < 4 or n % 4:
+        raise InvalidToken
+    return n // 4 * 3 - (token[n - 1] == 61) - (token[n - 2] == 61)   # 61: "="
+
+
+def _decode_into(token, size, head, body, tail):
+    # The token's bytes, decoded a chunk at a time: bytes [0, _HEAD) into head, the rest of
+    # the cipher text into body (from index 16 - skip on: see open_token), the HMAC into tail.
+    n = len(token)
+    at = 0                        # offset of the chunk's first decoded byte in the token's bytes
+    mac_at = size - MAC
+    for i in range(0, n, _CHUNK):
+        c = token[i:i + _CHUNK]
+        if type(c) is not bytes:
+            c = bytes(c)
+        if i + _CHUNK < n and b"=" in c:
+            raise InvalidToken        # padding inside the token
+        try:
+            d = b64decode(c)
+        except (ValueError, UnicodeError):
+            raise InvalidToken
+        e = at + len(d)
+        a = at
+        while a < e:              # split the chunk over the three regions it may span
+            if a < _HEAD:
+                b = e if e < _HEAD else _HEAD
+                head[a:b] = d[a - at:b - at]
+            elif a < mac_at:
+                b = e if e < mac_at else mac_at
+                body[len(body) - (mac_at - a):len(body) - (mac_at - b)] = d[a - at:b - at]
+            else:
+                b = e
+                tail[a - mac_at:b - mac_at] = d[a - at:b - at]
+            a = b
+        at = e
+
+
+def open_token(sign, enc, token, skip, ttl=None, now=None):
+    """(first `skip` bytes of the plaintext, the rest as a bytearray) of a token, or InvalidToken.
+
+    The plaintext's first block is decrypted into a small buffer and its bytes past `skip` are
+    copied in front of the rest of the cipher text, decoded into a buffer of the plaintext's
+    size less `skip`; the rest is decrypted there in place, and the padding cut off its end."""
+    if type(token) is str:
+        token = token.encode()
+    size = _decoded_size(token)
+    if size < _HEAD + MAC or (size - HDR - MAC) % 16:
+        raise InvalidToken
+    head = bytearray(_HEAD)
+    tail = bytearray(MAC)
+    body = bytearray(size - HDR - MAC - skip)     # the plaintext less its first `skip` bytes
+    _decode_into(token, size, head, body, tail)
+    if head[0] != 0x80:
+        raise InvalidToken
+    if ttl is not None:
+        ts = struct.unpack(">Q", head[1:9])[0]
+        if ts + ttl < now or now + MAX_CLOCK_SKEW < ts:
+            raise InvalidToken
+    rest = memoryview(body)[16 - skip:]         # cipher blocks 2.. (already in place)
+    if not equal(hmac_sha256(sign, head, rest), tail):
+        raise InvalidToken
+    cbc = _cbc(enc, head[9:HDR], False)
+    first = bytearray(16)
+    cbc(memoryview(head)[HDR:], first)
+    body[0:16 - skip] = first[skip:]
+    if len(rest):
+        cbc(rest, rest)
+    rest = None                   # (CPython: a bytearray with a view on it cannot shrink)
+    pad = body[-1]
+    if pad < 1 or pad > 16 or pad > len(body):
+        raise InvalidToken
+    k = len(body)
+    for i in range(k - pad, k):
+        if body[i] != pad:
+            raise InvalidToken
+    body[k - pad:] = b""          # shrinks in place (no copy)
+    return first[:skip], body
+
+
+# Largest plaintext a sender should wrap at once: on MicroPython a token is built with a copy of
+# its size besides the plaintext's buffer, so keep frames small on a board.
+SEND_PLAIN_MAX = 3072 if MICROPYTHON else 1 << 30
+
+
+def plain_limit(max_frame):
+    """Largest payload whose token still fits a frame of max_frame bytes."""
+    raw = max_frame // 4 * 3 - 57   # base64 of version + time + IV + blocks + HMAC
+    raw = raw - raw % 16 - 1 - COUNTER  # the blocks: counter, payload and 1-16 bytes of padding
+    return raw if raw > 0 else 0
+
+
+def wrap_limit(max_frame):
+    """Largest payload a sender wraps into one token for a peer accepting max_frame bytes."""
+    n = plain_limit(max_frame)
+    return n if n < SEND_PLAIN_MAX else SEND_PLAIN_MAX
+
+
+class Channel:
+    """Payload wrap/unwrap after the handshake: Fernet tokens with a frame counter inside.
+
+    The counter stops an attacker on the path from replaying, reordering or dropping frames
+    within the connection; a separate key per direction stops reflecting frames back.
+    """
+
+    def __init__(self, send_key, recv_key):
+        self._tx = send_key
+        self._rx = recv_key
+        self._sent = 0
+        self._recv = 0
+
+    def wrap(self, payload):
+        n = self._sent
+        self._sent = n + 1
+        k = self._tx
+        return seal(k[:16], k[16:], struct.pack("!Q", n), payload, int(unix_time()), os.urandom(16))
+
+    def unwrap(self, token):
+        k = self._rx
+        try:
+            ctr, p = open_token(k[:16], k[16:], token, COUNTER)
+        except (InvalidToken, TypeError, ValueError):
+            raise ProtocolError("frame is not a valid token of this session (plaintext, "
+                                "tampered, or from another connection)")
+        if struct.unpack("!Q", ctr)[0] != self._recv:
+            raise ProtocolError("frame %d of this session is missing or out of order "
+                                "(replayed, reordered or dropped)" % self._recv)
+        self._recv += 1
+        return p
+
