@@ -183,8 +183,8 @@ def _openssl_x25519(k, u):
 
 def test_x25519_pure_against_cryptography(store):
     obj = store["ids"]["dev-a"]
-    pure = x25519.private_from_json(obj, native=False)
-    native = x25519.private_from_json(obj, native=True)
+    pure = trusting.private_from_json(obj, native=False)
+    native = trusting.private_from_json(obj, native=True)
     assert pure.public.pub == native.public.pub == bytes.fromhex(obj["x25519"])
     for _ in range(5):
         other = X25519PrivateKey.generate()
@@ -274,7 +274,7 @@ def test_failure_codes_reported_by_micropython_server(store):
     assert e.code == "unknown-key" and "stranger" in e.message
     # revoked: dev-old's key is still a valid key, but its fingerprint is in the trust store's list
     st = trust(store)
-    trusting.trust_add(st, "dev-old", "device", x25519.public_from_json(store["ids"]["dev-old"]))
+    trusting.trust_add(st, "dev-old", "device", trusting.public_from_json(store["ids"]["dev-old"]))
     e = mp_server_refuses(store, ident(store, "dev-old"), st)
     assert e.code == "revoked" and "dev-old" in e.message
     # bad signature (the hello's MAC)
@@ -530,7 +530,7 @@ def test_keys_reissue_revokes_old_key(tmp_path):
     assert old["fingerprint"] != new["fingerprint"]
     t = ks.trust()
     assert {"name": "dev-a", "fingerprint": old["fingerprint"]} in t["revoked"]
-    assert x25519.public_from_json(t["keys"]["dev-a"]).fingerprint() == new["fingerprint"]
+    assert trusting.public_from_json(t["keys"]["dev-a"]).fingerprint() == new["fingerprint"]
     ctl_old = ks.entries()[0]["fingerprint"]
     r = invoke(d, "init", "--force")
     assert r.exit_code == 0

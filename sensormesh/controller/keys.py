@@ -18,7 +18,7 @@ import os
 import time
 
 from sensormesh.device.secure import x25519
-from sensormesh.device.secure.x25519 import generate
+from sensormesh.device.secure.openssl import generate
 from sensormesh.device.secure.handshake import ROLES, valid_name
 
 DEFAULT_DIR = os.path.join(".sensormesh", "keys")

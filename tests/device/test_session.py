@@ -107,7 +107,7 @@ def test_x25519_low_order_point_refused():
 def test_pure_x25519_matches_loaded_key():
     # The pure key (what MicroPython uses) against whatever load_identity chose here.
     ids = fixture()["ids"]
-    pure = x25519.private_from_json(ids["dev-b"], native=False)
+    pure = trusting.private_from_json(ids["dev-b"], native=False)
     other = fixture()["dev-b"].key
     a = fixture()["dev-a"].key.public
     assert pure.public.pub == other.public.pub == bytes.fromhex(ids["dev-b"]["x25519"])

@@ -269,7 +269,7 @@ class Control:
         if self.creds is not None and server is not None:
             from sensormesh.device import codec
             from sensormesh.device.secure import hello
-            d = hello.Dialer(hello.ClientKeys(self.creds, hello.DEFAULT_HANDSHAKE_MS), self.loop, protocol,
+            d = hello.Dialer(hello.client_keys(self.creds), self.loop, protocol,
                               server, None, None, codec.DEFAULT_MAX_FRAME, None)
             conn = transport.Connection(self.loop, sock, d, peer=address)
             d.start(conn)
@@ -518,7 +518,7 @@ class Control:
             link.conn.send({"registered": {"name": name, "by": CONTROLLER}})
             if self.creds is not None:       # the device is the server of the handshake
                 from sensormesh.device.secure import hello
-                d = hello.Dialer(hello.ClientKeys(self.creds, hello.DEFAULT_HANDSHAKE_MS), self.loop, link,
+                d = hello.Dialer(hello.client_keys(self.creds), self.loop, link,
                                   name, None, None, codec.DEFAULT_MAX_FRAME, None)
                 link.conn.protocol = d
                 d.start(link.conn)

@@ -147,7 +147,8 @@ class Security:
 
     # -- dialed connections (hello.py) -----------------------------------------------------
     def dial(self, address, protocol, peer, first):
-        """Dial another device as this device's identity; `first` goes out once the session is up."""
-        h = load("hello")
-        return h.dial_as(h.ClientKeys.device(self), self.dev.loop, address, protocol, peer, first, ("device",),
-                         self.dev.max_frame, self.dev.log)
+        """Dial another device as this device's identity; `first` goes out once the session is up.
+        The pair key with the peer is computed first (keys.pair_ahead), then the client side of
+        the handshake loads (hello.py): the two never take memory at once."""
+        load("keys").pair_ahead(self, peer, ("device",))
+        return load("hello").dial_device(self, address, protocol, peer, first)

@@ -82,33 +82,35 @@ class ClientSession(_Side):
 
 
 class ClientKeys:
-    """What Dialer needs: for a process that is not a device (e.g. the controller's loop) from its
-    session.Credentials, for a device from its secure.Security (device())."""
+    """What Dialer needs: an identity, a trust store, a PairCache and the handshake's deadline.
+    A process that is not a device (e.g. the controller's loop) takes them from its
+    session.Credentials, a device from its secure.Security (dial_device)."""
 
-    def __init__(self, creds, handshake_ms=DEFAULT_HANDSHAKE_MS):
-        self.identity = creds.identity
-        self.trust = creds.trust
-        self.pairs = creds.pairs
-        self.handshake_ms = handshake_ms
-
-    @staticmethod
-    def device(sec):
-        """A device's keys (its trust store re-read first if its file changed)."""
-        return ClientKeys(_Creds(device_identity(sec), device_trust(sec), device_pairs(sec)), sec.handshake_ms)
-
-
-class _Creds:
-    def __init__(self, identity, trust, pairs):
+    def __init__(self, identity, trust, pairs, handshake_ms=DEFAULT_HANDSHAKE_MS):
         self.identity = identity
         self.trust = trust
         self.pairs = pairs
+        self.handshake_ms = handshake_ms
 
 
 def dial(loop, address, protocol, creds, server, roles=None, handshake_ms=DEFAULT_HANDSHAKE_MS,
          max_frame=None, log=None):
     """secure.dial: for a process that is not a device (session.Credentials as `creds`)."""
-    return dial_as(ClientKeys(creds, handshake_ms), loop, address, protocol, server, None, roles,
+    return dial_as(client_keys(creds, handshake_ms), loop, address, protocol, server, None, roles,
                    max_frame or codec.DEFAULT_MAX_FRAME, log)
+
+
+def client_keys(creds, handshake_ms=DEFAULT_HANDSHAKE_MS):
+    """ClientKeys of a session.Credentials."""
+    return ClientKeys(creds.identity, creds.trust, creds.pairs, handshake_ms)
+
+
+def dial_device(sec, address, protocol, peer, first):
+    """Security.dial: a device dials another one as its own identity (its trust store re-read
+    first if its file changed)."""
+    keys = ClientKeys(device_identity(sec), device_trust(sec), device_pairs(sec), sec.handshake_ms)
+    dev = sec.dev
+    return dial_as(keys, dev.loop, address, protocol, peer, first, ("device",), dev.max_frame, dev.log)
 
 
 def dial_as(keys, loop, address, protocol, peer, first, roles, max_frame, log):

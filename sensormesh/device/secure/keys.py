@@ -13,7 +13,7 @@ from sensormesh.device.secure import (DEFAULT_HANDSHAKE_MS, HELLO_MAX_FRAME, PER
                                       busy, denied)
 from sensormesh.device.secure.channel import (SEND_PLAIN_MAX, Channel, b64decode, hmac_sha256,  # noqa: F401
                                               plain_limit, wrap_limit)
-from sensormesh.device.secure.x25519 import PublicKey, private_key
+from sensormesh.device.secure.pubkey import PublicKey
 
 VERSION = 2
 DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
@@ -34,11 +34,11 @@ def forgets():
 def idle():
     """A handshake ended: forget the handshake's code (on MicroPython from .mpy files: it loads
     again cheaply) and collect its garbage (key agreement, JSON). The server side (server.py)
-    and the key files' reader (trust.py) run within one call, so they go at once; admit.py goes
-    when no accepted connection waits for its hello, hello.py when no dial is in progress, and
-    what both use (this module, x25519.py) when neither is."""
+    the key files' reader (trust.py) and the key agreement (x25519.py) run within one call, so
+    they go at once; admit.py goes when no accepted connection waits for its hello, hello.py
+    when no dial is in progress, and what both use (this module, pubkey.py) when neither is."""
     if forgets():
-        for m in ("server", "trust", "handshake"):
+        for m in ("server", "trust", "x25519", "handshake"):
             unload("sensormesh.device.secure." + m)
         if admitting[0] == 0:
             unload("sensormesh.device.secure.admit")
@@ -46,7 +46,7 @@ def idle():
             unload("sensormesh.device.secure.hello")
             if admitting[0] == 0:
                 unload("sensormesh.device.secure.keys")
-                unload("sensormesh.device.secure.x25519")
+                unload("sensormesh.device.secure.pubkey")
     collect()
 
 
@@ -293,7 +293,36 @@ class _Side:
 # between handshakes nothing of this module's (or x25519.py's) code stays referenced.
 def device_identity(sec):
     i = sec.identity
-    return Identity(i.name, i.role, private_key(i.secret, i.pub))
+    return Identity(i.name, i.role, DeviceKey(i.secret, i.pub))
+
+
+class DeviceKey:
+    """A device's private key for one handshake: its public half at hand, the key agreement
+    (x25519.py, OpenSSL on CPython) loaded only when a pair key must be computed."""
+
+    def __init__(self, secret, pub):
+        self._secret = secret
+        self.public = PublicKey(pub)
+
+    def exchange(self, peer):
+        from sensormesh.device.secure.x25519 import private_key
+        return private_key(self._secret, self.public.pub).exchange(peer)
+
+
+def pair_ahead(sec, peer, roles):
+    """Compute (and cache) the pair key with a trusted peer before a dial's handshake, so the key
+    agreement's code (x25519.py) is forgotten again before the client side (hello.py) loads:
+    the two are never in memory at once. A peer that is not trusted is left to the handshake,
+    which refuses it with its error."""
+    try:
+        role, key = device_trust(sec).lookup(peer, "server")
+        _check_role(role, roles, "server", peer)
+        device_pairs(sec).get(device_identity(sec), key)
+    except HandshakeError:
+        pass
+    if forgets():
+        unload("sensormesh.device.secure.x25519")
+    collect()
 
 
 def device_trust(sec):

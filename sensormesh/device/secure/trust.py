@@ -3,9 +3,10 @@
 # device's keys set up from its configuration (configure). A board loads this module only while
 # it reads these files (at start, and when the trust store changed) and forgets it afterwards,
 # like the handshake's code (secure/__init__.py).
+import binascii
 import json
 
-from sensormesh.device.secure import x25519
+from sensormesh.device.secure.pubkey import SIZE, PublicKey
 from sensormesh.device.secure import DEFAULT_HANDSHAKE_MS, DEFAULT_MAX_HANDSHAKES, MICROPYTHON
 from sensormesh.device.secure.keys import HandshakeError, Identity, TrustStore, device_trust, idle
 
@@ -21,7 +22,31 @@ def read_json(src):
 def load_identity(src, native=None):
     """Identity from a dict or a JSON file: {"name", "role", "secret": hex, "x25519": hex}."""
     obj = read_json(src)
-    return Identity(obj["name"], obj["role"], x25519.private_from_json(obj, native))
+    return Identity(obj["name"], obj["role"], private_from_json(obj, native))
+
+
+def _unhex(v, what):
+    if type(v) is not str or len(v) != 2 * SIZE:
+        raise ValueError("%s must be %d hex digits" % (what, 2 * SIZE))
+    return binascii.unhexlify(v)   # bytes.fromhex is not in every MicroPython build
+
+
+def public_from_json(obj):
+    """{"x25519": hex of the public key} -> PublicKey."""
+    if "x25519" not in obj and "n" in obj:
+        raise ValueError("this is an RSA key from an older sensormesh; re-issue it "
+                         "(sensormesh keys issue NAME --force) and re-provision")
+    return PublicKey(_unhex(obj["x25519"], "x25519"))
+
+
+def private_from_json(obj, native=None):
+    """Identity JSON {"secret": hex private key, ...} -> private key object (OpenSSL-backed on
+    CPython unless native=False)."""
+    if "secret" not in obj and "n" in obj:
+        raise ValueError("this identity holds an RSA key from an older sensormesh; re-issue it "
+                         "(sensormesh keys issue NAME --force) and re-provision")
+    from sensormesh.device.secure.x25519 import private_key   # (a device reads its identity once)
+    return private_key(_unhex(obj["secret"], "secret"), None, native)
 
 
 def load_trust(src):
@@ -44,7 +69,7 @@ def load_trust(src):
 
 
 def _add_entry(ts, name, ent):
-    trust_add(ts, name, ent["role"], x25519.public_from_json(ent))
+    trust_add(ts, name, ent["role"], public_from_json(ent))
 
 
 def _revoke_all(ts, revoked):
@@ -121,8 +146,8 @@ def _trusted_name(name):
 
 def _record(roles, name, role, key):
     pub = key.pub if hasattr(key, "pub") else bytes(key)
-    if len(pub) != x25519.SIZE:
-        raise ValueError("the key of %r is not %d bytes" % (name, x25519.SIZE))
+    if len(pub) != SIZE:
+        raise ValueError("the key of %r is not %d bytes" % (name, SIZE))
     if role not in roles:
         roles.append(role)
     return bytes([roles.index(role)]) + pub

@@ -7,16 +7,14 @@
 # device pays that once per peer, not once per connection.
 #
 # Big-integer arithmetic is not constant-time on either interpreter: see docs/security.md. On
-# CPython the private half comes from OpenSSL (NativePrivateKey, at the end) unless asked not to.
-import binascii
-import hashlib
-
+# CPython the private half comes from OpenSSL (secure/openssl.py) unless asked not to. A device
+# loads this module only to compute a pair key (keys.DeviceKey) and forgets it right after.
 from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.secure.pubkey import SIZE, PublicKey, fingerprint  # noqa: F401
 
 P = (1 << 255) - 19
 _A24 = 121665
 _BASE = b"\x09" + bytes(31)
-SIZE = 32
 
 
 def _clamp(k):
@@ -62,30 +60,6 @@ def scalarmult(k, u):
     return (x2 * pow(z2, p - 2, p) % p).to_bytes(SIZE, "little")
 
 
-def fingerprint(pub):
-    """Short stable name of a public key: hex of the first 16 bytes of SHA-256(key)."""
-    return "".join("%02x" % b for b in hashlib.sha256(pub).digest()[:16])
-
-
-def _unhex(v, what):
-    if type(v) is not str or len(v) != 2 * SIZE:
-        raise ValueError("%s must be %d hex digits" % (what, 2 * SIZE))
-    return binascii.unhexlify(v)   # bytes.fromhex is not in every MicroPython build
-
-
-class PublicKey:
-    def __init__(self, pub):
-        if len(pub) != SIZE:
-            raise ValueError("an X25519 public key is 32 bytes")
-        self.pub = bytes(pub)
-        self._fp = None
-
-    def fingerprint(self):
-        if self._fp is None:
-            self._fp = fingerprint(self.pub)
-        return self._fp
-
-
 class PrivateKey:
     def __init__(self, raw, pub=None):
         # pub: its public half when already known (computing it takes a scalar multiplication)
@@ -103,54 +77,13 @@ class PrivateKey:
         return s
 
 
-def public_from_json(obj):
-    """{"x25519": hex of the public key} -> PublicKey."""
-    if "x25519" not in obj and "n" in obj:
-        raise ValueError("this is an RSA key from an older sensormesh; re-issue it "
-                         "(sensormesh keys issue NAME --force) and re-provision")
-    return PublicKey(_unhex(obj["x25519"], "x25519"))
-
-
-def private_from_json(obj, native=None):
-    """Identity JSON {"secret": hex private key, ...} -> private key object (OpenSSL-backed on
-    CPython unless native=False)."""
-    if "secret" not in obj and "n" in obj:
-        raise ValueError("this identity holds an RSA key from an older sensormesh; re-issue it "
-                         "(sensormesh keys issue NAME --force) and re-provision")
-    return private_key(_unhex(obj["secret"], "secret"), None, native)
-
-
 def private_key(raw, pub=None, native=None):
-    """The private key object of 32 raw bytes (OpenSSL-backed on CPython unless native=False);
-    pub, its public half when known, spares the pure-Python side a scalar multiplication."""
+    """The private key object of 32 raw bytes (OpenSSL-backed on CPython unless native=False,
+    secure/openssl.py); pub, its public half when known, spares the pure-Python side a scalar
+    multiplication."""
     if native is None:
         native = not MICROPYTHON
     if native:
+        from sensormesh.device.secure.openssl import NativePrivateKey
         return NativePrivateKey(raw)
     return PrivateKey(raw, pub)
-
-
-# -- CPython only: the private half on OpenSSL --------------------------------------------------
-# CPython sides (the controller, CPython devices) never run the pure-Python ladder above, which
-# is not constant-time: their private keys live in OpenSSL through `cryptography`, with the same
-# methods and results. MicroPython never defines these (and never imports `cryptography`).
-if not MICROPYTHON:
-    class NativePrivateKey:
-        def __init__(self, raw):
-            from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-            self._raw = bytes(raw)
-            self._key = X25519PrivateKey.from_private_bytes(self._raw)
-            self.public = PublicKey(self._key.public_key().public_bytes_raw())
-
-        def exchange(self, peer):
-            from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-            try:
-                return self._key.exchange(X25519PublicKey.from_public_bytes(peer.pub))
-            except ValueError:
-                raise ValueError("X25519 shared secret is all zeros: the peer's key is a low-order point")
-
-    def generate():
-        """A fresh key as the JSON-ready dict the identity file holds: secret and public, hex."""
-        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-        key = X25519PrivateKey.generate()
-        return {"secret": key.private_bytes_raw().hex(), "x25519": key.public_key().public_bytes_raw().hex()}
