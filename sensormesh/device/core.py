@@ -5,7 +5,7 @@
 #   {"hello": {...}}          a control session (controller, tools): info, status, deploy, stop...
 #   {"pipe": {...}}           data from another device's pipe_out into one of our pipe_in steps
 # A device with keys (config "identity" + "trust"; sensormesh/device/secure/__init__.py) first runs the handshake
-# of sensormesh/device/secure/handshake.py on every connection: the first message must be a hello, every later
+# (sensormesh/device/secure/admit.py, server.py) on every connection: the first message must be a hello, every later
 # frame is a Fernet token, and each control message is checked against the peer's role. The
 # one plaintext exception is {"register": ...} from a device behind a one-way link (forward.py):
 # its secure session is with the controller, end to end, through this device as a gateway.
