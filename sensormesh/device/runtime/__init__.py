@@ -18,6 +18,8 @@
 # building and checking an assignment (deploy.py: loaded for a deployment and forgotten after on
 # .mpy), the control messages and status reports (control.py: loaded per message and forgotten
 # after it), callback deliveries and csv outlets (delivery.py: only on devices that have them).
+import sys
+
 from sensormesh.device.compat import MICROPYTHON, forget
 from sensormesh.device.schedule import grid_due, sparse, wait_ms
 from sensormesh.device.steps import Outlet
@@ -130,7 +132,7 @@ class Source(Outlet):
 
 class Runtime:
     """The device's current assignment; the handlers of the messages that manage it are in
-    control.py (loaded per message)."""
+    control.py and deploy.py (loaded per message)."""
 
     def __init__(self, device):
         self.device = device
@@ -180,24 +182,27 @@ class Runtime:
             from sensormesh.device.runtime.delivery import on_delivered
             return lambda session, body: on_delivered(self, session, body)
         name = "on_" + key.replace("-", "_")
-        return lambda session, body: self.rare(name, session, body)
+        where = "deploy" if key == "deploy" else "control"     # a deployment: without control.py
+        return lambda session, body: self.rare(where, name, session, body)
 
-    def rare(self, name, *args):
-        """Call control.<name>(self, *args): code a running assignment rarely needs."""
-        from sensormesh.device.runtime import control
+    def rare(self, where, name, *args):
+        """Call <where>.<name>(self, *args), where is a module of this package a running
+        assignment rarely needs: loaded for the call, forgotten after it on .mpy."""
+        path = "sensormesh.device.runtime." + where
+        __import__(path)
         try:
-            return getattr(control, name)(self, *args)
+            return getattr(sys.modules[path], name)(self, *args)
         finally:
-            forget("sensormesh.device.runtime.control")
+            forget(path)
 
     def status(self):
-        return self.rare("status")
+        return self.rare("control", "status")
 
     def send_stats(self, conn, key, st):
-        self.rare("send_stats", conn, key, st)
+        self.rare("control", "send_stats", conn, key, st)
 
     def shutdown(self):
-        self.rare("teardown")
+        self.rare("control", "teardown")
 
     # -- ctx for steps --------------------------------------------------------------------
     def now(self):

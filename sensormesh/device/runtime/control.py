@@ -1,39 +1,10 @@
-# The runtime's control messages and reports: deploy, deploy-part, start, stop, undeploy,
+# The runtime's control messages and reports: deploy-part, start, stop, undeploy,
 # subscribe, pipe, pull (runtime/__init__.py has the message list), the status of the running
 # assignment and the teardown that stops it. A running assignment needs none of this between two
 # messages, so Runtime.rare() loads this module per message and a board running from .mpy files
 # forgets its code after each one (compat.forget).
 from sensormesh.device import codec
-from sensormesh.device.compat import MICROPYTHON, collect, forget, unload
-
-
-def on_deploy(rt, session, body):
-    # Shipped code is loaded while building; its loader and the deployment's own code are
-    # dropped afterwards (a board pays for them only during a deployment), and the garbage
-    # of the deployment is collected, as is what came before it (the build needs free blocks).
-    # A board without the memory for it refuses the assignment saying so ("out-of-memory"),
-    # instead of leaving the controller waiting: the controller tries it again, alone.
-    collect()
-    short = False
-    try:
-        from sensormesh.device.runtime import deploy
-        from sensormesh.device.runtime.shipped import ShippedError
-        deploy.apply(rt, session, body, ShippedError)
-    except MemoryError:
-        short = True
-    finally:
-        unload("sensormesh.device.runtime.shipped")
-        forget("sensormesh.device.runtime.deploy")
-        forget("sensormesh.device.steps.make")
-        collect()
-    if short:
-        free = ""
-        if MICROPYTHON:
-            import gc
-            free = " (%d bytes free after collecting)" % gc.mem_free()
-        text = "no memory free for its assignment%s; try again, or give it more heap or fewer steps" % free
-        rt.log("deploy refused: " + text)
-        session.conn.send({"error": {"code": "out-of-memory", "message": text}})
+from sensormesh.device.compat import collect, unload
 
 
 def on_deploy_part(rt, session, body):
@@ -44,7 +15,7 @@ def on_deploy_part(rt, session, body):
         unload("sensormesh.device.runtime.parts")
     if a is not None:
         # only a controller that confirms callback values sends an assignment in parts
-        on_deploy(rt, session, {"assignment": a, "acks": True})
+        rt.rare("deploy", "on_deploy", session, {"assignment": a, "acks": True})
     else:
         collect()
 

@@ -1,14 +1,48 @@
-# Applying a deployment: building an assignment's steps, checking it, wiring it and swapping it
-# in for the running one (control.on_deploy). Only needed while a deployment is
+# Applying a deployment ({"deploy": ...}, on_deploy): building an assignment's steps, checking
+# it, wiring it and swapping it in for the running one. Only needed while a deployment is
 # applied: a board running from precompiled .mpy files loads it for each deployment and forgets
-# its code afterwards (compat.forget), so the running pipeline does not pay for it.
-from sensormesh.device.compat import forget
+# its code afterwards (Runtime.rare, compat.forget), so the running pipeline does not pay for it.
+# The code that only building needs (shipped.py, steps/make.py) is dropped before the running
+# assignment is torn down (control.py), so a board never holds all of them at once.
+from sensormesh.device.compat import MICROPYTHON, collect, forget, unload
 from sensormesh.device.runtime import Source
-from sensormesh.device.steps import StepError, make
+from sensormesh.device.steps import StepError
 
 
 class AssignmentError(Exception):
     pass
+
+
+def on_deploy(rt, session, body):
+    # Shipped code is loaded while building; its loader and the deployment's own code are
+    # dropped afterwards (a board pays for them only during a deployment), and the garbage
+    # of the deployment is collected, as is what came before it (the build needs free blocks).
+    # A board without the memory for it refuses the assignment saying so ("out-of-memory"),
+    # instead of leaving the controller waiting: the controller tries it again, alone.
+    collect()
+    short = False
+    try:
+        from sensormesh.device.runtime.shipped import ShippedError
+        apply(rt, session, body, ShippedError)
+    except MemoryError:
+        short = True
+    finally:
+        _built()
+    if short:
+        free = ""
+        if MICROPYTHON:
+            import gc
+            free = " (%d bytes free after collecting)" % gc.mem_free()
+        text = "no memory free for its assignment%s; try again, or give it more heap or fewer steps" % free
+        rt.log("deploy refused: " + text)
+        session.conn.send({"error": {"code": "out-of-memory", "message": text}})
+
+
+def _built():
+    """The assignment is built (or refused): the code only building needs goes."""
+    unload("sensormesh.device.runtime.shipped")
+    forget("sensormesh.device.steps.make")
+    collect()
 
 
 def source_setup(src, rt, sid, params):
@@ -150,6 +184,7 @@ def build(rt, a):
     if type(specs) is not list:
         raise AssignmentError("assignment needs a list of steps")
     from sensormesh.device.runtime import shipped
+    from sensormesh.device.steps.make import build as build_step    # forgotten after building
     code = shipped.load_code(a.get("code") or {})
     rt.code = code  # resolve() of the steps being built looks here
     nodes = {}
@@ -172,7 +207,7 @@ def build(rt, a):
             from sensormesh.device.runtime.pipe_in import PipeIn
             node = PipeIn(rt, sid, params)
         else:
-            node = make.build(spec, rt)
+            node = build_step(spec, rt)
         nodes[sid] = node
         order.append(sid)
     for spec in specs:
@@ -245,8 +280,8 @@ def apply(rt, session, body, ShippedError):
         rt.log("deploy refused: %s" % e)
         session.conn.send({"error": {"code": "bad-assignment", "message": str(e)}})
         return
-    from sensormesh.device.runtime import control
-    control.teardown(rt, keep=True)
+    _built()
+    rt.rare("control", "teardown", True)     # keep: the pipes carry over
     rt.code = code
     rt.nodes = nodes
     rt.order = order
