@@ -21,8 +21,9 @@
 # are benchmarks/bench_heap_streams.py.
 # Metrics (docs/observability.md): the live heap of a deployed device with its metrics on vs off,
 # byte for byte (--metrics runs only this part): one fresh interpreter per setting, the .mpy
-# package, a device running source -> map -> window -> pipe out to itself -> pipe in -> callback
-# for 4 s, asked for its metrics every second (on) as the controller does; the heap after
+# package, a device with a controller's session (hello) running source -> map -> window -> pipe
+# out to itself -> pipe in -> callback for 4 s, asked for its metrics every second (on) as the
+# controller does (off: not asked, so the reply's own cost counts as metrics too); the heap after
 # gc.collect() sampled every 100 ms, its largest value after the first second kept (target: at
 # most 2 KB more on). Runs alternate off/on, --repeat N times (3 with --metrics), the median and
 # the smallest of each shown. --against DIR measures another checkout's device package (e.g. a
@@ -226,6 +227,7 @@ class C:
 class S:
     conn = C()
 s = S()
+dev.dispatch(s, 'hello', {})    # a controller's session, as every deployed device has one
 code = {'fns': 'def f(c):\\n    return c * 9 / 5 + 32\\n'}
 asg = {'pipeline': 'h', 'epoch': 1, 'code': code, 'steps': [
   {'id': 't', 'type': 'source', 'params': {'sensor': 't'}},

@@ -1,6 +1,6 @@
 # Micro-benchmark of step chains (sensormesh/device/steps/), on CPython and MicroPython alike:
-#     python3 benchmarks/bench_steps.py [values]
-#     micropython benchmarks/bench_steps.py [values]
+#     python3 benchmarks/bench_steps.py [values] [--metrics]
+#     micropython benchmarks/bench_steps.py [values] [--metrics]
 # A loop pushes 0, 1, 2... into map -> <step> -> callback, the map being shipped user code
 # (v * 0.5 + 1.0). The baseline is a plain Python loop doing the same arithmetic inline,
 # measured in the same run; the ratio says what the step machinery costs on top of the work.
@@ -8,7 +8,7 @@
 # Then the metrics overhead (docs/observability.md): the same kind of chain deployed on a device
 # runtime in this process (source counter as fast as read -> map -> window(100, mean) -> callback),
 # its metrics on (sampled step times and origins, loop busy time) vs off, runs alternated, best
-# of 5 each; the ratio on/off is the overhead (target: at most 5% slower).
+# of 5 each; the ratio on/off is the overhead (target: at most 5% slower). --metrics runs only this.
 import gc
 import sys
 
@@ -142,7 +142,8 @@ def run_runtime(n, metrics):
     dev.runtime_handler("start")(s, {})
     dev.loop.run_until(lambda: src.n_out >= n, 600000)
     us = ticks_diff(ticks_us(), t0)
-    timed = rt.probe.times["m"][1] if rt.probe is not None else 0
+    from sensormesh.device import metrics
+    timed = metrics.report(dev)["steps"]["m"].get("timed", 0)
     dev.close()
     return us, src.n_out, timed
 
@@ -169,7 +170,12 @@ def metrics_overhead(n):
 
 
 def main(argv):
+    only_metrics = "--metrics" in argv
+    argv = [a for a in argv if a != "--metrics"]
     n = int(argv[0]) if argv else (30000 if MICROPYTHON else 300000)
+    if only_metrics:
+        metrics_overhead(n * 3)
+        return
     print("sensormesh step chains, %s %s, %d values per run, best of 3"
           % (implementation(), ".".join([str(x) for x in sys.implementation.version[:3]]), n))
     base_us, base_out = best(run_baseline, n, 100)

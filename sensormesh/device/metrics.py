@@ -3,108 +3,79 @@
 #
 # Everything here is read when the controller asks, so it costs nothing between polls: the
 # counters it reports are kept by the loop (time waiting in poll), the steps and pipes (values,
-# frames, bytes) and the runtime's probe (sampled step times, latency samples). All counters are
-# monotonic; the latency samples are a bounded list handed out (and emptied) by each poll.
+# frames, bytes) and the runtime's probe (runtime/probe.py: sampled step times, latency samples).
+# All counters are monotonic; the latency samples are a bounded list handed out (and emptied) by
+# each poll.
+#
+# What a board keeps of this module between two polls is the names it interns when it loads
+# (every identifier, and string constants of up to 10 characters, stay for good): hence one
+# function, and the reply's own names cut out of one longer string when a reply is made.
 import gc
-import time
 
 from sensormesh.device.compat import MICROPYTHON, TICK_PERIOD, implementation, ticks_us
-
-# Latency samples per metrics reply at most (the rest wait for the next poll): a reply is a control
-# message, which must fit a keyed link's wrap limit (runtime DELIVER_MAX) on MicroPython.
-REPLY_LATENCY = 16 if MICROPYTHON else 4096
 
 
 def report(device):
     """The metrics message M of this device (its format: docs/observability.md)."""
+    interp, enabled, busy_us, wall_us, heap_free, heap_alloc, time_us, timed, latency = \
+        "interp enabled busy_us wall_us heap_free heap_alloc time_us timed latency".split()
     loop = device.loop
     wall = loop.now() * 1000
     idle = loop.idle_s * 1000000 + loop.idle_us   # time waiting in poll()
-    m = {"device": device.name, "interp": implementation(), "tick_us": ticks_us(), "tick_period": TICK_PERIOD,
-         "enabled": getattr(device, "metrics", True),
-         "loop": {"busy_us": wall - idle if wall > idle else 0, "wall_us": wall}, "mem": memory(device)}
-    steps = {}
-    pipes = {}
-    rt = device.runtime
-    latency = []
-    dropped = 0
-    if rt is not None:
-        probe = rt.probe
-        times = step_times(probe) if probe is not None else {}
-        for sid in rt.order:
-            node = rt.nodes[sid]
-            try:
-                st = node.stats()
-            except Exception:
-                st = {}
-            s = {"in": st.get("in", 0), "out": st.get("out", 0)}
-            if probe is not None:     # steps without timed inputs (sources, pipe_in) report 0
-                t = times.get(sid) or (0, 0)
-                s["time_us"] = t[0]
-                s["timed"] = t[1]
-            steps[sid] = s
-            pm = getattr(node, "pipe_metrics", None)
-            if pm is not None:
-                pipes[node.edge] = pm()
-        if probe is not None:
-            latency = drain_latency(probe)
-            dropped = probe[4]
-            m["latency_waiting"] = len(probe[3]) // 4
-        m["pipeline"] = rt.pipeline
-        m["epoch"] = rt.epoch
-    m["steps"] = steps
-    m["pipes"] = pipes
-    m["latency"] = latency
-    m["latency_dropped"] = dropped
-    return m
-
-
-def step_times(probe):
-    """{step id: [own time_us, calls timed]}, summed over each step's timed inputs (the probe
-    counts per edge: probe.py, its list's PLAN and COUNTS)."""
-    times = {}
-    plan = probe[1]
-    c = probe[2]
-    i = 0
-    while i < len(plan):
-        e = plan[i + 2]
-        for j in range(len(plan[i].outputs)):
-            sid = plan[i + 3 + 2 * j].id
-            t = times.get(sid)
-            if t is None:
-                t = times[sid] = [0, 0]
-            t[0] += c[e]
-            t[1] += c[e + 1]
-            e += 2
-        i += 3 + 2 * len(plan[i].outputs)
-    return times
-
-
-def drain_latency(probe):
-    """The probe's latency samples to report now, [[sink, origin, origin tick, sink tick], ...]
-    (at most REPLY_LATENCY, oldest first); the rest wait for the next poll."""
-    lat = probe[3]
-    n = len(lat) // 4
-    if n > REPLY_LATENCY:
-        n = REPLY_LATENCY
-    out = [lat[4 * i:4 * i + 4] for i in range(n)]
-    del lat[0:4 * n]
-    return out
-
-
-def memory(device):
     if MICROPYTHON:
-        return {"heap_free": gc.mem_free(), "heap_alloc": gc.mem_alloc(), "heap_largest": largest_block(device)}
-    out = {"cpu_s": time.process_time()}
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        import os
-        out["rss"] = pages * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError, AttributeError):
-        import resource    # not Linux: the peak instead
-        out["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return out
+        mem = {heap_free: gc.mem_free(), heap_alloc: gc.mem_alloc(), "heap_largest": largest_block(device)}
+    else:
+        from sensormesh.device.cpython_usage import usage
+        mem = usage()
+    m = {"device": device.name, interp: implementation(), "tick_us": ticks_us(), "tick_period": TICK_PERIOD,
+         enabled: getattr(device, "metrics", True),
+         "loop": {busy_us: wall - idle if wall > idle else 0, wall_us: wall}, "mem": mem,
+         "steps": {}, "pipes": {}, latency: [], "latency_dropped": 0}
+    rt = device.runtime
+    if rt is None:
+        return m
+    probe = rt.probe
+    for sid in rt.order:
+        node = rt.nodes[sid]
+        try:
+            st = node.stats()
+        except Exception:
+            st = {}
+        s = m["steps"][sid] = {"in": st.get("in", 0), "out": st.get("out", 0)}
+        if probe is not None:      # steps without timed inputs (sources, pipe_in) report 0
+            s[time_us] = 0
+            s[timed] = 0
+        pm = getattr(node, "pipe_metrics", None)
+        if pm is not None:
+            m["pipes"][node.edge] = pm()
+    if probe is not None:
+        # the probe (a list, probe.py's order): 1 its plan, 2 counts per edge, 3 latency
+        # samples, 4 how many were dropped. Each step's time is summed over its timed inputs.
+        plan = probe[1]
+        counts = probe[2]
+        i = 0
+        while i < len(plan):
+            c = plan[i + 2]
+            for j in range(len(plan[i].outputs)):
+                s = m["steps"][plan[i + 3 + 2 * j].id]
+                s[time_us] += counts[c]
+                s[timed] += counts[c + 1]
+                c += 2
+            i += 3 + 2 * len(plan[i].outputs)
+        # The latency samples [[sink, origin, origin tick, sink tick], ...], oldest first: at
+        # most 16 a reply on MicroPython, where a control message must fit a keyed link's wrap
+        # limit (runtime DELIVER_MAX); the rest wait for the next poll.
+        lat = probe[3]
+        n = len(lat) // 4
+        if n > (16 if MICROPYTHON else 4096):
+            n = 16 if MICROPYTHON else 4096
+        m[latency] = [lat[4 * i:4 * i + 4] for i in range(n)]
+        del lat[0:4 * n]
+        m["latency_waiting"] = len(lat) // 4
+        m["latency_dropped"] = probe[4]
+    m["pipeline"] = rt.pipeline
+    m["epoch"] = rt.epoch
+    return m
 
 
 # The largest free heap block (MicroPython): found by allocating. micropython.mem_info() knows

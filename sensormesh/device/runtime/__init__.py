@@ -110,8 +110,8 @@ class Source(Outlet):
 
     def sample_emit(self, value):
         # swapped in for emit by the metrics probe (probe.py) when this source's next value is sampled
-        from sensormesh.device.runtime.probe import source_sample
-        source_sample(self.rt.probe, self, value)
+        from sensormesh.device.runtime.probe import run
+        run(self.rt.probe, self, value)
 
     def resume(self):
         if self.running and not self.period and self.timer is None:

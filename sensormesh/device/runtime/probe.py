@@ -2,7 +2,8 @@
 # per value, and the origin stamps that give end-to-end latency at the sinks.
 #
 # Unsampled values pay nothing: steps call each other directly as always. The sample timer
-# (tick(), every SAMPLE_MS) swaps each source's emit for its one-shot sample_emit, so the next
+# (tick(), every SAMPLE_MS) swaps each source's emit for its one-shot sample_emit (which calls
+# run() without an origin), so the next
 # value each source reads is processed *sampled*: run() arms every node of the device that has
 # outputs with a timing wrapper (node.emit swapped, for the length of that one value's
 # synchronous processing), sets the current origin [device, tick_us at the read], runs the value
@@ -12,7 +13,7 @@
 #                    carries the value, and the receiving pipe_in processes that value sampled,
 #                    with the same origin (the latency stays measured from the source's read);
 #   into a sink:     a latency sample [sink, origin device, origin tick_us, tick_us now];
-#   into a step that holds values (windows, joins, throttle: probe_wiring.HOLDING): it keeps the
+#   into a step that holds values (windows, joins, throttle: probe_wiring.py): it keeps the
 #                    origin (the oldest it holds) until it passes something on; its next output,
 #                    whenever it comes (a time frame's timer, the value that completes a count
 #                    window or a zip pair), is processed sampled with that origin.
@@ -28,7 +29,7 @@ SAMPLE_MS = 100                      # each source's next value is sampled after
 RTT_EVERY = 10                       # pipe round-trip probes every RTT_EVERY samples (1 s)
 MAX_LATENCY = 32 if MICROPYTHON else 4096   # latency samples kept between two metrics polls
 
-# The probe of a deployment (runtime.probe) is one list, p[...], made by probe_wiring.install
+# The probe of a deployment (runtime.probe) is one list, made by probe_wiring.install
 # and read by ../metrics.py in this order. MicroPython's compiler puts the numbers in place of
 # these names (const() of a name starting with _ costs nothing at run time); CPython runs them.
 const = int
@@ -41,46 +42,52 @@ _COUNTS = const(2)    # per edge (PLAN's order) two counters: own time_us, calls
 _LATENCY = const(3)   # latency samples, flat: sink, origin device, origin tick_us, sink tick_us, ...
 _DROPPED = const(4)   # latency samples lost because nobody polled
 _ACTIVE = const(5)    # True while a sampled value is processed (the wrappers are on)
-_ORIGIN = const(6)    # [device, tick_us] of the value being processed (sampled only), or None
+_ORIGIN = const(6)    # [device, tick_us] of the value being processed (sampled), None or False
 _CHILD = const(7)     # time_us of the timed calls below the current one
 _HELD = const(8)      # node -> origin of the oldest sampled value it holds
 _TIMER = const(9)     # the sample timer
 _N = const(10)        # samples taken
 
-def run(p, node, value, origin):
-    """Process one value that `node` emits, sampled: every edge timed, `origin` carried."""
-    if p[_ACTIVE]:          # already inside a sampled value: the wrappers are on
+
+def run(probe, node, value, origin=None):
+    """Process one value that `node` emits, sampled: every edge timed, `origin` carried. Without
+    an origin it is a source's one-shot sample_emit (runtime.Source): the value was read now, here;
+    an origin False: the value has none (its step held one and passed it on since)."""
+    if probe[_ACTIVE]:          # already inside a sampled value: the wrappers are on
         node.emit(value)
         return
-    p[_ACTIVE] = True
-    p[_CHILD] = 0
-    p[_ORIGIN] = origin
-    plan = p[_PLAN]
+    if origin is None:
+        node.emit = node.wired
+        origin = [probe[_RT].device.name, ticks_us()]
+    probe[_ACTIVE] = True
+    probe[_CHILD] = 0
+    probe[_ORIGIN] = origin
+    plan = probe[_PLAN]
     saved = []
     i = 0
     while i < len(plan):
         n = plan[i]
         saved.append(n.emit)
 
-        def timed(value, p=p, i=i):
+        def emit(value, probe=probe, i=i):
             # n's emit while armed: each output called and timed in turn
-            plan = p[_PLAN]
+            plan = probe[_PLAN]
             up = plan[i]
-            held = p[_HELD]
-            was = p[_ORIGIN]
+            held = probe[_HELD]
+            was = probe[_ORIGIN]
             # a step that held a sampled value passes its origin on (and holds it no more)
-            o = p[_ORIGIN] = held.pop(up, was)
+            o = probe[_ORIGIN] = held.pop(up, was)
             c = plan[i + 2]
             for fn in up.outputs:
                 down = plan[i + 3]
                 kind = plan[i + 4]
                 i += 2
-                if o is not None:
+                if o:
                     if kind == 1:
-                        lat = p[_LATENCY]
+                        lat = probe[_LATENCY]
                         if len(lat) >= 4 * MAX_LATENCY:
                             del lat[0:4]
-                            p[_DROPPED] += 1
+                            probe[_DROPPED] += 1
                         name = o[0]
                         if lat and lat[-3] == name:
                             name = lat[-3]       # one string per origin device, not per sample
@@ -89,60 +96,54 @@ def run(p, node, value, origin):
                         down.stamp(o)
                     elif kind == 3 and down not in held:
                         held[down] = o
-                outer = p[_CHILD]
-                p[_CHILD] = 0
+                outer = probe[_CHILD]
+                probe[_CHILD] = 0
                 t0 = ticks_us()
                 fn(value)
                 took = ticks_diff(ticks_us(), t0)
-                counts = p[_COUNTS]
-                counts[c] += took - p[_CHILD]
+                counts = probe[_COUNTS]
+                counts[c] += took - probe[_CHILD]
                 counts[c + 1] += 1
                 c += 2
-                p[_CHILD] = outer + took
-            p[_ORIGIN] = was
-        n.emit = timed
+                probe[_CHILD] = outer + took
+            probe[_ORIGIN] = was
+        n.emit = emit
         i += 3 + 2 * len(n.outputs)
     try:
         node.emit(value)
     finally:
-        p[_ORIGIN] = None
-        p[_ACTIVE] = False
-        held = p[_HELD]
+        probe[_ORIGIN] = None
+        probe[_ACTIVE] = False
+        held = probe[_HELD]
         i = k = 0
         while i < len(plan):
             n = plan[i]
             emit = saved[k]
             if n in held and emit is plan[i + 1]:
                 # it holds a sampled value: its next output is processed sampled, whenever
-                def emit(value, p=p, n=n, direct=emit):
-                    n.emit = direct
-                    run(p, n, value, p[_HELD].pop(n, None))
+                def emit(value, probe=probe, node=n, wired=emit):
+                    node.emit = wired
+                    run(probe, node, value, probe[_HELD].pop(node, False))
             n.emit = emit
             k += 1
             i += 3 + 2 * len(n.outputs)
 
 
-def source_sample(p, source, value):
-    """A source's one-shot sample_emit: this value's origin is now, on this device."""
-    source.emit = source.wired
-    run(p, source, value, [p[_RT].device.name, ticks_us()])
-
-
-def tick(p, on=True):
-    """The sample timer (runtime start/teardown: tick(p), tick(p, False)): marks the next value
-    of every source to be sampled, probes the pipes' round trips every RTT_EVERY turns, and
+def tick(probe, on=True):
+    """The sample timer (runtime start/teardown: tick(probe), tick(probe, False)): marks the next
+    value of every source to be sampled, probes the pipes' round trips every RTT_EVERY turns, and
     comes again SAMPLE_MS later until stopped."""
-    if p[_TIMER] is not None:
-        p[_TIMER].cancel()
-        p[_TIMER] = None
+    if probe[_TIMER] is not None:
+        probe[_TIMER].cancel()
+        probe[_TIMER] = None
     if not on:
         return
-    rt = p[_RT]
+    rt = probe[_RT]
     for s in rt.sources:
-        if s.running and s.outputs and s.emit is s.wired:
+        if s.emit is s.wired:
             s.emit = s.sample_emit
-    p[_N] += 1
-    if p[_N] % RTT_EVERY == 0:
+    probe[_N] += 1
+    if probe[_N] % RTT_EVERY == 0:
         for o in rt.pipe_outs.values():
             o.probe_rtt()
-    p[_TIMER] = rt.loop.call_later(SAMPLE_MS, lambda: tick(p))
+    probe[_TIMER] = rt.loop.call_later(SAMPLE_MS, lambda: tick(probe))

@@ -1,10 +1,5 @@
 # The metrics probe of a deployment (probe.py), made when the deployment is applied: only
 # needed then, so a board running from .mpy files forgets this code afterwards (deploy.py).
-# Step types whose output may come later than (or combine) the values they take in. Other steps
-# that pass nothing on (a filter saying no) drop the value, and its origin with it.
-HOLDING = ("window", "sliding", "zip", "combine_latest", "throttle")
-
-
 def install(rt, nodes, edges):
     """The probe of the assignment just built (probe.py: a list in its order); edges: its
     (upstream id, downstream id, port), in the order they were connected, which is the order of
@@ -19,7 +14,9 @@ def install(rt, nodes, edges):
             kind = 2
         elif getattr(node, "SINK", False):
             kind = 1
-        elif getattr(node, "TYPE", None) in HOLDING:
+        elif getattr(node, "TYPE", None) in ("window", "sliding", "zip", "combine_latest", "throttle"):
+            # its output may come later than (or combine) the values it takes in (other steps
+            # that pass nothing on, a filter saying no, drop the value and its origin with it)
             kind = 3
         else:
             kind = 0
