@@ -70,7 +70,7 @@ def report(device):
         if n > (16 if MICROPYTHON else 4096):
             n = 16 if MICROPYTHON else 4096
         m[latency] = [lat[4 * i:4 * i + 4] for i in range(n)]
-        del lat[0:4 * n]
+        probe[3] = lat = lat[4 * n:]     # a new list: the old one's room goes too
         m["latency_waiting"] = len(lat) // 4
         m["latency_dropped"] = probe[4]
     m["pipeline"] = rt.pipeline

@@ -32,7 +32,8 @@ MAX_LATENCY = 32 if MICROPYTHON else 4096   # latency samples kept between two m
 # The probe of a deployment (runtime.probe) is one list, made by probe_wiring.install
 # and read by ../metrics.py in this order. MicroPython's compiler puts the numbers in place of
 # these names (const() of a name starting with _ costs nothing at run time); CPython runs them.
-const = int
+if not MICROPYTHON:
+    const = int
 _RT = const(0)        # the Runtime
 _PLAN = const(1)      # tuple, per node with outputs: the node, its direct emit, the index in
 #                       COUNTS of its first output's pair, then per output (node.outputs' order)
@@ -91,7 +92,7 @@ def run(probe, node, value, origin=None):
                         name = o[0]
                         if lat and lat[-3] == name:
                             name = lat[-3]       # one string per origin device, not per sample
-                        lat.extend((down.id, name, o[1], ticks_us()))
+                        lat += [down.id, name, o[1], ticks_us()]     # grows the list least
                     elif kind == 2:
                         down.stamp(o)
                     elif kind == 3 and down not in held:
