@@ -75,6 +75,12 @@ def run(probe, node, value, origin=None):
             plan = probe[_PLAN]
             up = plan[i]
             held = probe[_HELD]
+            if not probe[_ACTIVE]:
+                # left armed because it holds a sampled value (below): this later output of
+                # its, whenever it comes, is processed sampled with that origin
+                up.emit = plan[i + 1]
+                run(probe, up, value, held.pop(up, False))
+                return
             was = probe[_ORIGIN]
             # a step that held a sampled value passes its origin on (and holds it no more)
             o = probe[_ORIGIN] = held.pop(up, was)
@@ -119,13 +125,8 @@ def run(probe, node, value, origin=None):
         i = k = 0
         while i < len(plan):
             n = plan[i]
-            emit = saved[k]
-            if n in held and emit is plan[i + 1]:
-                # it holds a sampled value: its next output is processed sampled, whenever
-                def emit(value, probe=probe, node=n, wired=emit):
-                    node.emit = wired
-                    run(probe, node, value, probe[_HELD].pop(node, False))
-            n.emit = emit
+            if n not in held:       # else its emit stays armed (above)
+                n.emit = saved[k]
             k += 1
             i += 3 + 2 * len(n.outputs)
 
