@@ -108,11 +108,6 @@ class Source(Outlet):
         if sparse(self.errors):
             self.rt.log("source %s: sensor read failed: %s (%d so far)" % (self.id, self.last_error, self.errors))
 
-    def sample_emit(self, value):
-        # swapped in for emit by the metrics probe (probe.py) when this source's next value is sampled
-        from sensormesh.device.runtime.probe import run
-        run(self.rt.probe, self, value)
-
     def resume(self):
         if self.running and not self.period and self.timer is None:
             self._tick()

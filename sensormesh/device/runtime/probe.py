@@ -2,13 +2,12 @@
 # per value, and the origin stamps that give end-to-end latency at the sinks.
 #
 # Unsampled values pay nothing: steps call each other directly as always. The sample timer
-# (tick(), every SAMPLE_MS) swaps each source's emit for its one-shot sample_emit (which calls
-# run() without an origin), so the next
-# value each source reads is processed *sampled*: run() arms every node of the device that has
-# outputs with a timing wrapper (node.emit swapped, for the length of that one value's
-# synchronous processing), sets the current origin [device, tick_us at the read], runs the value
-# through, then puts the emits back. A wrapper times each output's call and subtracts the time
-# of the (timed) calls below it, so a step's time is its own; it also does the origin's work:
+# (tick(), every SAMPLE_MS) swaps each source's emit for a one-shot emit that calls run() without
+# an origin, so the next value each source reads is processed *sampled*: run() arms every node of
+# the device that has outputs with a timing wrapper (node.emit swapped, for the length of that one
+# value's synchronous processing), sets the current origin [device, tick_us at the read], runs the
+# value through, then puts the emits back. A wrapper times each output's call and subtracts the
+# time of the (timed) calls below it, so a step's time is its own; it also does the origin's work:
 #   into a pipe_out: the pipe sends the origin out of band ({"ts": ...}) before the array that
 #                    carries the value, and the receiving pipe_in processes that value sampled,
 #                    with the same origin (the latency stays measured from the source's read);
@@ -52,8 +51,8 @@ _N = const(10)        # samples taken
 
 def run(probe, node, value, origin=None):
     """Process one value that `node` emits, sampled: every edge timed, `origin` carried. Without
-    an origin it is a source's one-shot sample_emit (runtime.Source): the value was read now, here;
-    an origin False: the value has none (its step held one and passed it on since)."""
+    an origin it is a source's one-shot emit (tick()): the value was read now, here; an origin
+    False: the value has none (its step held one and passed it on since)."""
     if probe[_ACTIVE]:          # already inside a sampled value: the wrappers are on
         node.emit(value)
         return
@@ -142,8 +141,8 @@ def tick(probe, on=True):
         return
     rt = probe[_RT]
     for s in rt.sources:
-        if s.emit is s.wired:
-            s.emit = s.sample_emit
+        if s.emit is s.wired:     # its next value is processed sampled, read now and here
+            s.emit = lambda value, probe=probe, source=s: run(probe, source, value)
     probe[_N] += 1
     if probe[_N] % RTT_EVERY == 0:
         for o in rt.pipe_outs.values():
