@@ -535,3 +535,49 @@ def test_keys_reissue_revokes_old_key(tmp_path):
     r = invoke(d, "init", "--force")
     assert r.exit_code == 0
     assert ctl_old in [r["fingerprint"] for r in ks.trust()["revoked"]]
+
+
+# -- a device short of memory during a handshake (CPython stands in: MemoryError is injected) ------
+def test_handshake_without_memory_is_refused_busy_and_the_next_one_works(monkeypatch):
+    """A MemoryError inside the server side of the handshake is answered with 'busy' (the peer
+    is not left waiting for a welcome) and the device serves the next handshake."""
+    import test_secure_device as sd
+    from sensormesh.device import transport as tr
+    from sensormesh.device.secure import server
+    loop = tr.Loop()
+    dev = sd.keyed("dev-a", ["counter@0"], loop)
+    addr = sd.listen(dev)
+    real = server.ServerSession
+
+    class Short(real):
+        def receive(self, msg):
+            raise MemoryError("memory allocation failed")
+    monkeypatch.setattr(server, "ServerSession", Short)
+    c = sd.SecureClient(loop, addr, "controller", "dev-a")
+    assert loop.run_until(lambda: c.error is not None, 5000)
+    assert c.error.code == "busy" and "no memory free for a handshake" in c.error.message, c.error
+    monkeypatch.setattr(server, "ServerSession", real)
+    c = sd.SecureClient(loop, addr, "controller", "dev-a")
+    assert loop.run_until(c.ready, 5000) and c.error is None, c.error
+    st = dev.security.status()
+    assert st["accepted"] == 1 and st["refused"] == {"busy": 1} and st["handshakes"] == 0, st
+    dev.close()
+
+
+def test_handshake_code_loads_again_after_a_memory_error(monkeypatch):
+    """secure.load() collects and tries once more when loading a handshake module hits a
+    MemoryError (what the connections before left may only now be garbage)."""
+    import builtins
+    from sensormesh.device import secure
+    real = builtins.__import__
+    calls = []
+
+    def short_once(name, *a, **kw):
+        if name == "sensormesh.device.secure.admit":
+            calls.append(name)
+            if len(calls) == 1:
+                raise MemoryError("memory allocation failed")
+        return real(name, *a, **kw)
+    monkeypatch.setattr(builtins, "__import__", short_once)
+    mod = secure.load("admit")
+    assert mod.__name__ == "sensormesh.device.secure.admit" and len(calls) == 2

@@ -3,7 +3,8 @@
 # a deadline; its first message must be a hello, which server.py checks. Loaded when a connection
 # is accepted, forgotten when none waits for its hello any more (secure.idle()).
 from sensormesh.device.secure import HELLO_MAX_FRAME, admitting, load
-from sensormesh.device.secure.keys import HandshakeError, device_identity, device_pairs, device_trust, idle
+from sensormesh.device.secure.keys import (HandshakeError, PairNeeded, device_identity, device_pairs, device_trust,
+                                           drop, idle, pair_now)
 
 
 def host_of(conn):
@@ -73,19 +74,13 @@ def handshake(sec, session, conn, msg):
     """The first message of an accepted connection: a hello, or a refusal."""
     release(sec, session)
     try:
-        server = load("server")
-        ss = server.ServerSession(device_identity(sec), device_trust(sec),
-                                  replay=server.ReplayCache(state=sec.replay_state), pairs=device_pairs(sec))
-        server = None
-        welcome = ss.receive(msg)
+        ss, welcome = _receive(sec, msg)
     except HandshakeError as e:
-        ss = server = None
         sec.refuse(session, conn, e.code, e.message)
         idle()
         return
     except MemoryError:
         # say so and close, rather than leave the peer waiting for a welcome
-        ss = server = None
         idle()
         sec.refuse(session, conn, "busy", "no memory free for a handshake now; try again later")
         return
@@ -100,3 +95,24 @@ def handshake(sec, session, conn, msg):
     ss = None
     sec.accepted += 1
     idle()
+
+
+def _receive(sec, msg):
+    """(ServerSession, welcome) of a hello, or HandshakeError. A new peer key's pair key is
+    computed once server.py has checked everything before it, with server.py forgotten
+    meanwhile (keys.PairNeeded): the key agreement's code and the server's are never in memory
+    at once. The second pass finds the pair key cached; nothing before it changed any state."""
+    try:
+        return _serve(sec, msg, True)
+    except PairNeeded as e:
+        peer = e.args[0]
+    drop("server")
+    pair_now(sec, peer)
+    return _serve(sec, msg, False)
+
+
+def _serve(sec, msg, defer):
+    server = load("server")
+    ss = server.ServerSession(device_identity(sec, defer), device_trust(sec),
+                              replay=server.ReplayCache(state=sec.replay_state), pairs=device_pairs(sec))
+    return ss, ss.receive(msg)

@@ -291,22 +291,43 @@ class _Side:
 # -- a device's keys as the objects above, for one handshake -----------------------------------
 # secure.Security keeps them as plain data (bytes, bytearrays, lists, sets, dicts), so that
 # between handshakes nothing of this module's (or x25519.py's) code stays referenced.
-def device_identity(sec):
+def device_identity(sec, defer=False):
     i = sec.identity
-    return Identity(i.name, i.role, DeviceKey(i.secret, i.pub))
+    return Identity(i.name, i.role, DeviceKey(i.secret, i.pub, defer))
+
+
+class PairNeeded(Exception):
+    """A deferred key agreement (DeviceKey(defer=True)): args[0] is the peer's PublicKey."""
 
 
 class DeviceKey:
     """A device's private key for one handshake: its public half at hand, the key agreement
-    (x25519.py, OpenSSL on CPython) loaded only when a pair key must be computed."""
+    (x25519.py, OpenSSL on CPython) loaded only when a pair key must be computed; with
+    `defer`, exchange() raises PairNeeded instead, so the caller can make room for it first."""
 
-    def __init__(self, secret, pub):
+    def __init__(self, secret, pub, defer=False):
         self._secret = secret
         self.public = PublicKey(pub)
+        self._defer = defer
 
     def exchange(self, peer):
+        if self._defer:
+            raise PairNeeded(peer)
         from sensormesh.device.secure.x25519 import private_key
         return private_key(self._secret, self.public.pub).exchange(peer)
+
+
+def pair_now(sec, peer):
+    """Compute and cache the pair key with a peer key, then forget x25519.py again."""
+    device_pairs(sec).get(device_identity(sec), peer)
+    drop("x25519")
+
+
+def drop(name):
+    """Forget module secure.`name` (see forgets()) and collect."""
+    if forgets():
+        unload("sensormesh.device.secure." + name)
+    collect()
 
 
 def pair_ahead(sec, peer, roles):
@@ -317,12 +338,9 @@ def pair_ahead(sec, peer, roles):
     try:
         role, key = device_trust(sec).lookup(peer, "server")
         _check_role(role, roles, "server", peer)
-        device_pairs(sec).get(device_identity(sec), key)
+        pair_now(sec, key)
     except HandshakeError:
-        pass
-    if forgets():
-        unload("sensormesh.device.secure.x25519")
-    collect()
+        drop("x25519")
 
 
 def device_trust(sec):
