@@ -99,6 +99,31 @@ def start_device(interp, args, heap=None, cwd=ROOT):
     return p
 
 
+def port_bindable(port):
+    """True when a listener could bind 127.0.0.1:port now (as a device does: SO_REUSEADDR)."""
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def wait_port_bindable(port, timeout=30.0):
+    """Wait (bounded, polling the kernel's answer, not sleeping on a guess) until a device can
+    listen on a port again. A port freed by a killed device returns to the pool of ephemeral
+    ports: another process's outgoing connection may hold it for a moment."""
+    deadline = time.monotonic() + timeout
+    while not port_bindable(port):
+        if time.monotonic() > deadline:
+            raise AssertionError("port %d stayed in use for %ss after its device was killed" % (port, timeout))
+        import select
+        select.select([], [], [], 0.05)     # bounded poll interval of the kernel's answer
+
+
 class Recorder:
     """What a Supervisor watch delivers (callback values by step) and reports (events)."""
 
@@ -181,3 +206,16 @@ class Session:
     def fail(self, conn, code, message, extra=None):
         conn.send({"error": {"code": code, "message": message}})
 """
+
+
+def restart_on_port(start, interp, args, port, attempts=5):
+    """Start a device again on the port of one that was killed: `start` is the `devices`
+    fixture. When another socket took the freed port in between, the device exits with "Address
+    already in use"; wait until the port is free and try again (bounded)."""
+    for i in range(attempts):
+        wait_port_bindable(port)
+        try:
+            return start(interp, args)
+        except AssertionError as e:
+            if "in use" not in str(e) or i == attempts - 1:
+                raise

@@ -90,8 +90,10 @@ def test_after_sigkill_the_next_run_removes_the_leftovers(tmp_path):
     rec = stop_with(tmp_path, "loopback", signal.SIGKILL)
     assert sorted(p["what"] for p in rec["processes"]) == \
         ["device a", "device b", "shaping relay on loopback"]
-    left = gone(rec)
-    assert any(x.startswith("process") and "device" in x for x in left)  # orphaned devices run on
+    # The killed run could not remove what it started: its record stays for the next run. (Its
+    # devices and relay notice the controller's death and exit by themselves, sooner or later:
+    # whether one still runs at this moment is a race, so it is not asserted.)
+    assert recorded(str(tmp_path))["processes"], recorded(str(tmp_path))
     next_run_cleans(tmp_path, "loopback", rec)
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from procs import free_port
+from procs import free_port, restart_on_port
 from sensormesh.controller.deploy import deploy, status
 
 N = 4000          # values from the counter source, 1000 per second
@@ -97,7 +97,7 @@ def test_middle_device_killed_and_restarted_loses_and_repeats_nothing(devices, m
             os.kill(procs["c"].p.pid, signal.SIGCONT)
         assert held >= 50
         seen = len(sink.windows)
-        devices(middle, ["--port", str(ports["m"]), "--name", "m", "--sensors", ""])
+        restart_on_port(devices, middle, ["--port", str(ports["m"]), "--name", "m", "--sensors", ""], ports["m"])
         dm = deploy({"m": asg["m"]}, {"m": addr["m"]})      # the same assignment on the new process
         try:
             dep.watch(sink.deliver, lambda: len(sink.values()) >= N, timeout=60)

@@ -17,7 +17,7 @@ import signal
 
 import pytest
 
-from procs import free_port, wait_step
+from procs import free_port, restart_on_port, wait_step
 from sensormesh.controller import deploy as deploying
 from sensormesh.controller.deploy import deploy, status
 
@@ -63,7 +63,7 @@ def test_sink_device_killed_and_restarted_hands_on_and_writes_each_value_once(de
         wait_step(addr, "m", "o2", lambda s: s["unacked"] >= 300)
         os.kill(c.p.pid, signal.SIGKILL)
         c.p.wait(10)
-        devices(sink, ["--port", str(ports["c"]), "--name", "c", "--sensors", ""])
+        restart_on_port(devices, sink, ["--port", str(ports["c"]), "--name", "c", "--sensors", ""], ports["c"])
         # the same assignment on the new process; the controller remembers what it took. It says
         # start only once the deployed sink has sent callback values (its replay came first)
         request = deploying.request

@@ -112,6 +112,8 @@ def test_after_sigkill_the_next_run_removes_namespaces_and_processes(tmp_path):
     netlab.require()
     rec = stop_with(tmp_path, "namespaces", signal.SIGKILL)
     left = gone(rec)
-    assert any(x.startswith("namespace") for x in left)
-    assert any(x.startswith("process") and "device" in x for x in left)
+    assert any(x.startswith("namespace") for x in left)     # nobody but the next run removes these
+    # its devices notice the controller's death and exit by themselves, sooner or later: whether
+    # one still runs now is a race; that they are recorded for the next run is not
+    assert recorded(str(tmp_path))["processes"], recorded(str(tmp_path))
     next_run_cleans(tmp_path, "namespaces", rec)
