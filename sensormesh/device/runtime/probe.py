@@ -18,10 +18,10 @@
 #                    window or a zip pair), is processed sampled with that origin.
 # So a window's output carries the origin of the oldest sampled value in it.
 #
-# Small on purpose (metrics on vs off: at most 2 KB more of a board's heap, measured by
-# benchmarks/bench_heap.py --metrics): a device keeps these few functions and one list per
-# deployment (below); the plan in it is made at deploy time by probe_wiring.py, the metrics
-# reply by ../metrics.py, both loaded when needed and forgotten after on a board.
+# Small on purpose (what metrics on cost a board's heap against off: benchmarks/bench_heap.py
+# --metrics): a device keeps these few functions and one list per deployment (below); the plan
+# in it is made at deploy time by probe_wiring.py, the metrics reply by ../metrics.py, both
+# loaded when needed and forgotten after on a board.
 from sensormesh.device.compat import MICROPYTHON, ticks_diff, ticks_us
 
 SAMPLE_MS = 100                      # each source's next value is sampled after this long
