@@ -52,7 +52,8 @@ LAB_NET = ipaddress.ip_network("198.18.0.0/15")   # RFC 2544 benchmarking range,
 MAX_HOSTS = 253                       # host numbers 1..253; .254 is the router
 MAX_DOMAINS = 511                     # /24s in the /15, minus 198.18.0.0/24
 NFT_TABLE = "sensormesh_lab"
-CMD_TIMEOUT = 20.0                    # one `ip`/`nft` command; they take milliseconds
+CMD_TIMEOUT = 60.0                    # one `ip`/`nft` command: milliseconds, but seconds while the kernel
+                                      # is still removing many namespaces (their cleanup holds a lock)
 KILL_TIMEOUT = 5.0                    # SIGTERM, then this long, then SIGKILL
 _STALE = re.compile(r"^%s(\d+)r(\d+)-" % FAMILY)
 _IFNAME = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
