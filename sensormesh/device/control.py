@@ -1,14 +1,14 @@
 # The control messages a device answers now and then, not on every value: hello, info, status,
-# metrics, a data request's set-up, forward and register, and the errors for an unknown or a
-# malformed message.
+# a data request's set-up, forward and register, and the errors for an unknown or a malformed
+# message.
 # core.Device.dispatch loads this module for such a message and, on a board running .mpy files,
 # forgets it after the reply (compat.forget), so its code costs no heap between two of them.
-# "ping" and "clock" (frequent and timed) are answered by core.py itself, the assignment's
-# messages by the runtime.
+# "ping", "clock" and "metrics" (frequent, or timed) are answered by core.py itself, the
+# assignment's messages by the runtime.
 import sys
 
 from sensormesh.device import codec
-from sensormesh.device.compat import MICROPYTHON, implementation, unload
+from sensormesh.device.compat import MICROPYTHON, forget, implementation
 
 
 def handle(dev, session, key, body):
@@ -51,10 +51,6 @@ def handle(dev, session, key, body):
             rt.send_stats(conn, "status", st)
         else:
             conn.send({"status": st})
-    elif key == "metrics":
-        from sensormesh.device import metrics
-        conn.send({"metrics": metrics.report(dev)})
-        unload("sensormesh.device.metrics")   # a board frees its code between two polls
     elif key == "data-request":
         data_request(dev, session, body)
     elif key == "forward" or key == "register":
@@ -80,7 +76,7 @@ def info(dev):
             s, rate = dev.sensors[n]
             sens[n] = e = {"kind": dev.sensor_kinds[n], "rate": rate, "unit": getattr(s, "UNIT", "")}
             e.update(registry.measures(s))
-        unload("sensormesh.device.sensors.registry")
+        forget("sensormesh.device.sensors.registry")
     from sensormesh.device.core import VERSION
     return {"name": dev.name, "version": VERSION, "implementation": implementation(),
             "sensors": sens, "unix": not sys.platform.startswith("esp"),

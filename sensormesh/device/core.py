@@ -19,7 +19,7 @@
 import sys
 
 from sensormesh.device import codec, compat, transport
-from sensormesh.device.compat import MICROPYTHON, forget
+from sensormesh.device.compat import MICROPYTHON, forget, unload
 
 VERSION = "0.1.0"
 
@@ -28,8 +28,8 @@ VERSION = "0.1.0"
 DEFAULT_MAX_CONNS = 6 if MICROPYTHON else 256
 
 # Control messages the assignment runtime (sensormesh/device/runtime/__init__.py) answers. Those
-# of control.py are loaded with it for each message (control.KNOWN); "ping" and "clock" are
-# answered here.
+# of control.py are loaded with it for each message (control.KNOWN); "ping", "clock" and
+# "metrics" (metrics.py) are answered here.
 RUNTIME_MESSAGES = ("deploy", "deploy-part", "start", "stop", "pipe", "pull", "undeploy", "subscribe", "delivered")
 
 
@@ -210,6 +210,11 @@ class Device:
             # the tick clock now, for the controller's offset estimate (controller/clocksync.py)
             session.conn.send({"clock": {"t0": body.get("t0") if type(body) is dict else None,
                                          "tick_us": compat.ticks_us(), "period": compat.TICK_PERIOD}})
+        elif key == "metrics":
+            # asked for every few seconds while a controller watches: loaded without control.py
+            from sensormesh.device import metrics
+            session.conn.send({"metrics": metrics.report(self)})
+            unload("sensormesh.device.metrics")   # a board frees its code between two polls
         else:
             from sensormesh.device import control   # the rare messages: their code is freed after
             control.handle(self, session, key, body)

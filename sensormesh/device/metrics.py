@@ -1,5 +1,5 @@
 # The device's answer to {"metrics": {}} (docs/observability.md); core.py answers {"clock"}.
-# Loaded for a reply and unloaded after it on MicroPython (core.Device.dispatch, through control.py).
+# Loaded for a reply and unloaded after it on MicroPython (core.Device.dispatch).
 #
 # Everything here is read when the controller asks, so it costs nothing between polls: the
 # counters it reports are kept by the loop (time waiting in poll), the steps and pipes (values,
