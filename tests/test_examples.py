@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from procs import ROOT, need_micropython
+from sensormesh.controller.model import DEFAULT_HEAP
 
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "pipelines", "*.yaml")))
 
@@ -30,7 +31,7 @@ def test_the_demo_runs_the_alarm_on_two_micropython_boards_and_a_pc():
     r = cli("up", os.path.join(ROOT, "examples", "pipelines", "rotary_alarm.yaml"), "--count", "4",
             "--quiet-devices")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "board-1 (micropython, heap 200K), board-2 (micropython, heap 200K), pc (cpython)" in r.stdout
+    assert "board-1 (micropython, heap %s), board-2 (micropython, heap %s), pc (cpython)" % (DEFAULT_HEAP, DEFAULT_HEAP) in r.stdout
     # the threshold the rotary encoder sets arrives first, as the shipped code computes it
     first = [ln for ln in r.stdout.splitlines() if ln.startswith("setpoints ")][0]
     assert float(first.split()[1]) == 48.0

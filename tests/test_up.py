@@ -14,6 +14,7 @@ import time
 import pytest
 
 from procs import ROOT, free_port, need_micropython
+from sensormesh.controller.model import DEFAULT_HEAP
 
 N = 200
 STEPS_PY = "def double(x):\n    return 2 * x\n"
@@ -72,7 +73,7 @@ def test_up_runs_local_devices_delivers_every_value_once_and_stops_them(tmp_path
     path = counting_file(tmp_path)
     r = cli("up", path, "--count", str(N // 10), "--timeout", "10")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "a (micropython, heap 200K)" in r.stdout and "(count)" in r.stdout
+    assert "a (micropython, heap %s)" % DEFAULT_HEAP in r.stdout and "(count)" in r.stdout
     assert_exact(windows_from(r.stdout))
     assert "stopped; per device" in r.stdout
     # shipped code ran on the MicroPython device, and the device said it was deployed

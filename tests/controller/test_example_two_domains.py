@@ -8,6 +8,7 @@ import sys
 from click.testing import CliRunner
 
 from procs import ROOT, need_micropython
+from sensormesh.controller.model import DEFAULT_HEAP
 from sensormesh.controller.pipeline_file import load_model
 from sensormesh.controller.plan_cli import plan
 
@@ -52,7 +53,7 @@ def test_up_runs_the_example_on_this_machine():
     r = subprocess.run([sys.executable, "-m", "sensormesh.cli", "up", EXAMPLE, "--count", "3", "--quiet-devices"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "esp-1 (micropython, heap 200K), gw (cpython), pc (cpython), srv (cpython)" in r.stdout
+    assert "esp-1 (micropython, heap %s), gw (cpython), pc (cpython), srv (cpython)" % DEFAULT_HEAP in r.stdout
     # secure by default, also for esp-1, whose control is forwarded through gw (end to end)
     assert "secure: the local devices use keys" in r.stdout and "running without keys" not in r.stdout
     values = [ln for ln in r.stdout.splitlines() if ln.startswith("climate ")]
