@@ -308,8 +308,33 @@ def compiled_name(path):
     return path[:-3] + ".mpy" if path.endswith(".py") else path
 
 
+# The package's .mpy files carry no line-number tables: about 6 % less bytecode, which a board
+# holds in its heap (measured: 3-4 KB less live heap for a keyed device running a deployment;
+# docs/boards.md). A traceback from the package's own code then names the file and the function
+# but says "line 1"; user functions shipped as source keep their lines. `board deploy --lines`
+# and SENSORMESH_MPY_LINES=1 (sensormesh up) compile with them, `--source` copies the sources.
+# An mpy-cross older than the option (MicroPython 1.28) compiles with line numbers.
+NO_SOURCE_LINES = ("-X", "no-source-lines")
+LINES_ENV = "SENSORMESH_MPY_LINES"
+
+
+def drops_lines(mpy_cross):
+    """Does this mpy-cross know NO_SOURCE_LINES? (Its --help lists the option.)"""
+    try:
+        out = subprocess.run([mpy_cross, "--help"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return NO_SOURCE_LINES[1] in out.stdout + out.stderr
+
+
+def compile_argv(mpy_cross, target, rel, source, lines=False):
+    """The mpy-cross command that compiles `source` (named `rel` in tracebacks) into `target`;
+    without line numbers unless `lines`."""
+    return [mpy_cross, "-o", target, "-s", rel] + ([] if lines else list(NO_SOURCE_LINES)) + [source]
+
+
 def plan(cfg, port, build_dir, base=BASE, compile=True, mpy_cross="mpy-cross",
-         mpremote="mpremote", keys_dir=None):
+         mpremote="mpremote", keys_dir=None, lines=False):
     """Every step of a deployment, in order, without running any:
     ("write", local path, text) | ("compile", argv) | ("copy", local, local) |
     ("board", argv, may_fail). Returns (steps, board configuration)."""
@@ -324,7 +349,7 @@ def plan(cfg, port, build_dir, base=BASE, compile=True, mpy_cross="mpy-cross",
         target = compiled_name(f) if compile else f
         local = os.path.join(fs, target)
         if compile:
-            steps.append(("compile", [mpy_cross, "-o", local, "-s", f, os.path.join(base, f)]))
+            steps.append(("compile", compile_argv(mpy_cross, local, f, os.path.join(base, f), lines)))
         else:
             steps.append(("copy", os.path.join(base, f), local))
         remote.append(target)
@@ -419,10 +444,11 @@ def describe(steps):
     return lines
 
 
-def build(cfg, build_dir, base=BASE, compile=True, mpy_cross="mpy-cross", runner=run_command, keys_dir=None):
+def build(cfg, build_dir, base=BASE, compile=True, mpy_cross="mpy-cross", runner=run_command, keys_dir=None,
+          lines=False):
     """Only the local part: the board's filesystem in build_dir/fs (with keys_dir's key files in
     fs/keys, where `deploy` copies them on the board). Returns that folder."""
-    steps, _ = plan(cfg, "-", build_dir, base, compile, mpy_cross, keys_dir=keys_dir)
+    steps, _ = plan(cfg, "-", build_dir, base, compile, mpy_cross, keys_dir=keys_dir, lines=lines)
     execute([s for s in steps if s[0] != "board"], runner)
     fs = os.path.join(build_dir, "fs")
     if keys_dir:
@@ -456,23 +482,29 @@ def board():
 @click.option("--keys", "keys_dir", default=None, type=click.Path(file_okay=False),
               help="Folder with identity.json and trust.json (`sensormesh keys export`) to copy to :keys/.")
 @click.option("--source", is_flag=True, help="Copy .py source instead of precompiled .mpy files.")
+@click.option("--lines", is_flag=True,
+              help="Keep line numbers in the .mpy files (tracebacks name the line; about 6% more heap for code).")
 @click.option("--mpy-cross", "mpy_cross", default=None, help="mpy-cross to compile with (match the firmware's version).")
 @click.option("--mpremote", default=None, help="mpremote command to use.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; build and copy nothing.")
-def deploy(port, config_path, build_dir, keys_dir, source, mpy_cross, mpremote, dry_run):
+def deploy(port, config_path, build_dir, keys_dir, source, lines, mpy_cross, mpremote, dry_run):
     """Build the device package and copy it with its configuration onto the board at PORT."""
     try:
         cfg = load_config(config_path)
         name = cfg.get("name") if isinstance(cfg, dict) else None
         build_dir = build_dir or os.path.join("build", "board", str(name or "device"))
-        steps, board_cfg = plan(cfg, port, build_dir, compile=not source,
-                                mpy_cross=mpy_cross or _find_tool("mpy-cross"),
-                                mpremote=mpremote or _find_tool("mpremote"), keys_dir=keys_dir)
+        mpy_cross = mpy_cross or _find_tool("mpy-cross")
+        if not source and not lines and not drops_lines(mpy_cross):
+            lines = True
+            click.echo("# %s cannot leave out line numbers (-X no-source-lines): the .mpy files keep them"
+                       % mpy_cross)
+        steps, board_cfg = plan(cfg, port, build_dir, compile=not source, mpy_cross=mpy_cross,
+                                mpremote=mpremote or _find_tool("mpremote"), keys_dir=keys_dir, lines=lines)
         mpy_check = not source and not dry_run
         if mpy_check:
             from sensormesh import board_mpy
             try:
-                board_mpy.probe(port, mpremote or _find_tool("mpremote"), mpy_cross or _find_tool("mpy-cross"))
+                board_mpy.probe(port, mpremote or _find_tool("mpremote"), mpy_cross)
             except board_mpy.MpyMismatch as e:
                 raise BoardError(str(e))
         if dry_run:

@@ -156,6 +156,42 @@ def test_mpy_cache_is_safe_with_concurrent_runs(tmp_path):
     assert os.listdir(root) == [os.path.basename(results[0][0])]      # no half-built folder left
 
 
+def test_mpy_cache_leaves_out_line_numbers_unless_asked_and_keys_the_folder_on_it(tmp_path, monkeypatch):
+    """The cached package has no line numbers (less heap for code): a traceback from it names
+    the file and the function, not the line. SENSORMESH_MPY_LINES=1 builds another folder whose
+    tracebacks name the line."""
+    mp = need_micropython()
+    base = str(tmp_path / "src")
+    _copy_device_package(base)
+    root = str(tmp_path / "cache")
+    monkeypatch.delenv(mpy_cache.LINES_ENV, raising=False)
+    bare, _ = mpy_cache.bundle(root=root, base=base)
+    monkeypatch.setenv(mpy_cache.LINES_ENV, "1")
+    lined, built = mpy_cache.bundle(root=root, base=base)
+    assert built and lined != bare
+    assert mpy_cache.bundle(root=root, base=base, lines=False) == (bare, False)
+
+    def size(folder):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs)
+    assert size(bare) < size(lined)
+    # a frame that exceeds the limit: the decoder's _fail raises
+    with open(os.path.join(base, "sensormesh/device/codec.py")) as f:
+        src = f.read().splitlines()
+    start = [i for i, line in enumerate(src) if "def _fail(" in line][0]
+    raise_line = start + 1 + [i for i, line in enumerate(src[start:]) if "raise self._error" in line][0]
+    code = "from sensormesh.device import codec\ncodec.Decoder(4).feed(bytes([0, 0, 0, 9]))\n"
+    where = 'File "sensormesh/device/codec.py", line %d, in _fail' % raise_line
+    tb = {}
+    for name, folder in (("bare", bare), ("lined", lined)):
+        r = subprocess.run([mp, "-c", code], env=dict(os.environ, MICROPYPATH=folder), cwd=str(tmp_path),
+                           capture_output=True, text=True, timeout=30)
+        tb[name] = r.stdout + r.stderr     # MicroPython prints an uncaught exception on stdout
+        assert "ProtocolError: frame of 9 bytes exceeds the limit of 4 bytes" in tb[name], tb[name]
+    assert where in tb["lined"], tb["lined"]
+    assert where not in tb["bare"] and 'File "sensormesh/device/codec.py", line ' in tb["bare"], tb["bare"]
+    assert ", in _fail" in tb["bare"] and ", in feed" in tb["bare"], tb["bare"]
+
+
 def test_a_missing_mpy_cross_is_named(tmp_path):
     with pytest.raises(mpy_cache.MpyCacheError) as e:
         mpy_cache.bundle(root=str(tmp_path), mpy_cross=str(tmp_path / "no-mpy-cross"))

