@@ -173,8 +173,9 @@ IMPORTS = (
      ("compat", "codec", "transport", "sensors", "core", "__main__")),
     ("simulated sensors (sensors.sim, temperature)", ("sensors.sim", "sensors.sim.temperature")),
     ("secure session kept between handshakes (secure, channel)", ("secure", "secure.channel")),
-    ("handshake code of both sides (keys, pubkey; only while one runs)", ("secure.keys", "secure.pubkey")),
-    ("a dial's client side (hello; only while one runs)", ("secure.hello",)),
+    ("a prepared dial's client side (wire, hello; only while one runs)", ("secure.wire", "secure.hello")),
+    ("the rest of the handshake's code (keys, pubkey; a deployment's preparation, an accepted "
+     "connection, a dial not prepared)", ("secure.keys", "secure.pubkey")),
     ("an accepted connection's server side (admit, server; only while one runs)",
      ("secure.admit", "secure.server")),
     ("key agreement (x25519; only while a pair key is computed)", ("secure.x25519",)),
@@ -350,7 +351,7 @@ _secure = core.Device.secure
 def secure(self, cfg):
     s = _secure(self, cfg)
     # the handshake's modules load and unload: hook secure.load() (a pipe's dial loads hello.py)
-    # and compat.collect(), which secure.keys.idle() calls last (keys.py imports it anew each time
+    # and compat.collect(), which secure.wire.idle() calls last (wire.py imports it anew each time
     # it loads again)
     from sensormesh.device import compat
     from sensormesh.device import secure as sec

@@ -305,6 +305,7 @@ def test_a_keyed_device_from_mpy_forgets_the_handshake_code_between_handshakes(t
         import test_secure_device as t
         t.test_a_board_forgets_the_handshake_code_between_handshakes()
         t.test_secure_pipeline_between_two_devices()
+        t.test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_side()
         print("ok")
         """ % (bundle, os.path.join(ROOT, "tests", "device"))))
     r = subprocess.run([need_micropython(), str(script)], cwd=str(tmp_path), capture_output=True, text=True,

@@ -425,3 +425,105 @@ def test_a_board_forgets_the_handshake_code_between_handshakes():
         assert handshake_loaded() == (not forgets())
         c.conn.close()
     b.close()
+
+
+def _pipe_to(baddr, count=50):
+    return {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "count": count}},
+        {"id": "o", "type": "pipe_out", "params": {"edge": "e1", "to": baddr, "peer": "dev-b", "time-frame": 5},
+         "inputs": ["s"]}]}
+
+
+def _receiver(loop):
+    b = keyed("dev-b", [], loop)
+    baddr = listen(b)
+    cb = SecureClient(loop, baddr, "controller", "dev-b")
+    assert loop.run_until(cb.ready, 5000) and cb.error is None, cb.error
+    cb.conn.send({"deploy": {"assignment": {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "in", "type": "pipe_in", "params": {"edge": "e1"}},
+        {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["in"]}]}}})
+    assert loop.run_until(lambda: cb.replies("deployed"), 5000), cb.messages
+    cb.conn.send({"start": {}})
+    assert loop.run_until(lambda: cb.replies("started"), 5000)
+    return b, baddr, cb
+
+
+def test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_side():
+    """The deploy message makes the device look the pipe's peer up in its trust store and compute
+    the pair key at once (while its heap is low); the pipe's dial then loads only the client
+    side of the handshake (wire.py, hello.py), not keys.py, and the session works."""
+    from sensormesh.device import secure
+    loop = transport.Loop()
+    b, baddr, cb = _receiver(loop)
+    a = keyed("dev-a", ["counter@0"], loop)
+    ca = SecureClient(loop, listen(a), "controller", "dev-a")
+    assert loop.run_until(ca.ready, 5000) and ca.error is None, ca.error
+    agreed = a.security.status()["key_agreements"]        # the controller's pair key
+    ca.conn.send({"deploy": {"assignment": _pipe_to(baddr)}})
+    assert loop.run_until(lambda: ca.replies("deployed"), 5000), ca.messages
+    role, pair, fp = a.security.prepared["dev-b"]
+    assert role == "device" and len(pair) == 32 and len(fp) == 32, (role, fp)
+    assert a.security.status()["key_agreements"] == agreed + 1
+    loaded = []
+    real = secure.load
+
+    def load(name):
+        loaded.append(name)
+        return real(name)
+    secure.load = load
+    try:
+        ca.conn.send({"start": {}})
+        assert loop.run_until(lambda: loaded, 5000)
+
+        def got():
+            vals = []
+            for d in cb.replies("deliver"):
+                vals += d["values"]
+            return vals
+        assert loop.run_until(lambda: len(got()) >= 50, 10000), (len(got()), a.runtime.status())
+    finally:
+        secure.load = real
+    assert got() == list(range(50))
+    assert loaded[:2] == ["wire", "hello"] and "keys" not in loaded, loaded
+    assert a.security.status()["key_agreements"] == agreed + 1          # nothing computed again
+    assert b.security.status()["accepted"] == 2 and b.security.status()["refused"] == {}
+    assert handshake_loaded() == (not forgets())
+    a.close()
+    b.close()
+
+
+def test_a_peer_revoked_after_the_deployment_is_refused_by_the_pipes_dial():
+    """What a deployment prepared for a pipe's dial is used only while the trust store is the
+    one it came from: a trust file changed in between (the peer revoked) is read again at the
+    dial, which refuses the peer; the peer never sees a hello."""
+    import json
+    import os
+    from test_session import trust_json
+    path = "/tmp/sensormesh-test-trust-prepared.json"
+    with open(path, "w") as f:
+        json.dump(trust_json(), f)
+    loop = transport.Loop()
+    b, baddr, cb = _receiver(loop)
+    a = keyed("dev-a", ["counter@0"], loop)
+    a.security.trust_src = path
+    logs = []
+    a.log = logs.append
+    ca = SecureClient(loop, listen(a), "controller", "dev-a")
+    assert loop.run_until(ca.ready, 5000) and ca.error is None, ca.error
+    ca.conn.send({"deploy": {"assignment": _pipe_to(baddr)}})
+    assert loop.run_until(lambda: ca.replies("deployed"), 5000), ca.messages
+    assert "dev-b" in a.security.prepared
+    with open(path, "w") as f:
+        json.dump(trust_json(revoked=("dev-old", "dev-b")), f)
+    try:
+        ca.conn.send({"start": {}})
+        assert loop.run_until(lambda: a.runtime.pipe_outs["e1"].last_error, 5000), logs
+        assert "revoked" in a.runtime.pipe_outs["e1"].last_error, a.runtime.pipe_outs["e1"].last_error
+        assert any("trust store reloaded" in line for line in logs), logs
+        assert "dev-b" not in a.security.prepared
+        st = b.security.status()
+        assert st["accepted"] == 1 and st["refused"] == {}, st      # only the controller's session
+    finally:
+        a.close()
+        b.close()
+        os.remove(path)

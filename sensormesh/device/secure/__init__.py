@@ -146,9 +146,24 @@ class Security:
                 "key_agreements": self.pair_state[2]}
 
     # -- dialed connections (hello.py) -----------------------------------------------------
+    def prepare(self, body):
+        """A deployment arrived (core.Device.dispatch, before the runtime and the deployment's
+        code load): look up the devices its pipes dial and compute their pair keys now, while
+        the heap is low (keys.prepare); a dial then loads only the client side. Short of memory,
+        the dial does it instead."""
+        try:
+            load("keys").prepare(self, body)
+        except MemoryError:
+            collect()
+
     def dial(self, address, protocol, peer, first):
         """Dial another device as this device's identity; `first` goes out once the session is up.
-        The pair key with the peer is computed first (keys.pair_ahead), then the client side of
-        the handshake loads (hello.py): the two never take memory at once."""
-        load("keys").pair_ahead(self, peer, ("device",))
-        return load("hello").dial_device(self, address, protocol, peer, first)
+        A peer prepared at the deployment needs only the client side of the handshake (hello.py,
+        wire.py); else keys.py looks it up and computes the pair key first, before hello.py loads
+        (the key agreement's code and the client side never take memory at once)."""
+        known = load("wire").prepared(self, peer)
+        if known is None:
+            known = load("keys").prepare_peer(self, peer)
+            if known is not None:
+                self.prepared[peer] = known
+        return load("hello").dial_device(self, address, protocol, peer, first, known)

@@ -1,15 +1,15 @@
 # The client side of the handshake: ClientSession (the hello, the welcome's check) and the Dialer
 # that runs it in front of a connection's protocol object. A device dialing another one (a pipe)
-# loads this module and keys.py for its handshake, and forgets them once no dial is in progress
-# (secure.idle()); the server side (server.py, admit.py) stays unloaded meanwhile.
+# loads this module and wire.py for its handshake (and keys.py unless the peer was prepared at
+# the deployment: keys.prepare), and forgets them once no dial is in progress (wire.idle()); the
+# server side (server.py, admit.py) stays unloaded meanwhile.
 import os
 
 from sensormesh.device import codec, transport
 from sensormesh.device.secure import DEFAULT_HANDSHAKE_MS, HELLO_MAX_FRAME, busy
 from sensormesh.device.secure.channel import b64encode, equal, hmac_sha256, wrap_limit
-from sensormesh.device.secure.keys import (_NONCE, CODES, VERSION, HandshakeError, PairCache, _bin, _body,
-                                           _check_role, _keys, _name, _Side, _transcript, device_identity,
-                                           device_pairs, device_trust, idle)
+from sensormesh.device.secure.wire import (_NONCE, CODES, VERSION, HandshakeError, _bin, _body, _check_role, _keys,
+                                           _name, _Side, _transcript, idle)
 
 
 class ClientSession(_Side):
@@ -17,13 +17,16 @@ class ClientSession(_Side):
 
     server: the name of the side we connect to (its public key must be in our trust store).
     roles:  the server roles we accept (None: any).
-    pairs:  a PairCache shared by this process's connections.
+    pairs:  a keys.PairCache shared by this process's connections (None: one for this session).
+    known:  instead of trust and pairs, the server's (role, pair key, key fingerprint), already
+            looked up in the trust store and computed (a device's prepared dial, keys.prepare).
     """
 
-    def __init__(self, identity, trust, server, roles=None, clock=None, pairs=None):
+    def __init__(self, identity, trust, server, roles=None, clock=None, pairs=None, known=None):
         _Side.__init__(self, identity, trust, roles, clock)
         self.server = server
-        self.pairs = pairs if pairs is not None else PairCache(1)
+        self.pairs = pairs
+        self.known = known
         self._pending = None
 
     def start(self):
@@ -31,9 +34,10 @@ class ClientSession(_Side):
         if self._pending is not None:
             raise HandshakeError("malformed", "hello already sent")
         try:
-            role, key = self.trust.lookup(self.server, "server")
+            if self.known is None:
+                self.known = self._look_up()
+            role, pair, fp = self.known
             _check_role(role, self.roles, "server", self.server)
-            pair = self.pairs.get(self.identity, key)
         except HandshakeError as e:
             self._fail(e)
         me = self.identity.name
@@ -41,9 +45,18 @@ class ClientSession(_Side):
         nonce = os.urandom(_NONCE)
         transcript = _transcript(me, self.server, ts, nonce)
         mac = hmac_sha256(pair, transcript)
-        self._pending = (pair, nonce, transcript, mac, role, key.fingerprint())
+        self._pending = (pair, nonce, transcript, mac, role, fp)
         return {"hello": {"v": VERSION, "from": me, "to": self.server, "ts": ts,
                           "nonce": b64encode(nonce).decode(), "mac": b64encode(mac).decode()}}
+
+    def _look_up(self):
+        role, key = self.trust.lookup(self.server, "server")
+        _check_role(role, self.roles, "server", self.server)     # before the costly pair key
+        pairs = self.pairs
+        if pairs is None:
+            from sensormesh.device.secure.keys import PairCache
+            pairs = PairCache(1)
+        return role, pairs.get(self.identity, key), key.fingerprint()
 
     def receive(self, msg):
         self._check_state()
@@ -84,13 +97,15 @@ class ClientSession(_Side):
 class ClientKeys:
     """What Dialer needs: an identity, a trust store, a PairCache and the handshake's deadline.
     A process that is not a device (e.g. the controller's loop) takes them from its
-    session.Credentials, a device from its secure.Security (dial_device)."""
+    session.Credentials, a device from its secure.Security (dial_device), which may instead know
+    the server's role, pair key and fingerprint already (`known`: see ClientSession)."""
 
-    def __init__(self, identity, trust, pairs, handshake_ms=DEFAULT_HANDSHAKE_MS):
+    def __init__(self, identity, trust, pairs, handshake_ms=DEFAULT_HANDSHAKE_MS, known=None):
         self.identity = identity
         self.trust = trust
         self.pairs = pairs
         self.handshake_ms = handshake_ms
+        self.known = known
 
 
 def dial(loop, address, protocol, creds, server, roles=None, handshake_ms=DEFAULT_HANDSHAKE_MS,
@@ -105,10 +120,15 @@ def client_keys(creds, handshake_ms=DEFAULT_HANDSHAKE_MS):
     return ClientKeys(creds.identity, creds.trust, creds.pairs, handshake_ms)
 
 
-def dial_device(sec, address, protocol, peer, first):
-    """Security.dial: a device dials another one as its own identity (its trust store re-read
-    first if its file changed)."""
-    keys = ClientKeys(device_identity(sec), device_trust(sec), device_pairs(sec), sec.handshake_ms)
+def dial_device(sec, address, protocol, peer, first, known):
+    """Security.dial: a device dials another one as its own identity. `known`: the peer's role,
+    pair key and fingerprint as keys.prepare_peer() found them; None if the peer is not trusted
+    as a device, and the handshake looks it up (keys.py) to refuse it with its error."""
+    if known is not None:
+        keys = ClientKeys(sec.identity, None, None, sec.handshake_ms, known)
+    else:
+        from sensormesh.device.secure.keys import device_identity, device_pairs, device_trust
+        keys = ClientKeys(device_identity(sec), device_trust(sec), device_pairs(sec), sec.handshake_ms)
     dev = sec.dev
     return dial_as(keys, dev.loop, address, protocol, peer, first, ("device",), dev.max_frame, dev.log)
 
@@ -145,7 +165,8 @@ class Dialer:
         try:
             if type(self.peer) is not str:
                 raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")
-            self.cs = ClientSession(keys.identity, keys.trust, self.peer, roles=self.roles, pairs=keys.pairs)
+            self.cs = ClientSession(keys.identity, keys.trust, self.peer, roles=self.roles, pairs=keys.pairs,
+                                    known=keys.known)
             busy[0] += 1
             hello = self.cs.start()
         except HandshakeError as e:

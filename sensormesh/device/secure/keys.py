@@ -1,69 +1,24 @@
-# The handshake's pieces both sides use, on both interpreters: the errors and codes, identities,
-# the trust store, the pair-key cache, the transcript and session keys, and the checks of a
-# message's fields. Loaded for a handshake only: a device keeps its identity, trust store and
+# The handshake's pieces both sides use beyond its messages (wire.py), on both interpreters:
+# identities, the trust store, the pair-key cache, and a device's keys made into these objects
+# for one handshake. Loaded for a handshake only: a device keeps its identity, trust store and
 # caches as plain data on its secure.Security between handshakes (device_identity(),
 # device_trust() and device_pairs() below make these objects of it for one handshake), and forgets
-# this module's code (secure.idle()). The client side is hello.py, the server side server.py.
-import hashlib
-import os
-import struct
-
-from sensormesh.device.compat import collect, from_mpy, unix_time, unload
+# this module's code (wire.idle()). A deployment prepares the dials of its pipes here (prepare():
+# each peer looked up and its pair key computed while the heap is low), so that a pipe's dial
+# loads only the client side (hello.py, wire.py). The server side is server.py.
+from sensormesh.device.compat import collect, unload
 from sensormesh.device.secure import (DEFAULT_HANDSHAKE_MS, HELLO_MAX_FRAME, PERMISSIONS, admitting,  # noqa: F401
                                       busy, denied)
 from sensormesh.device.secure.channel import (SEND_PLAIN_MAX, Channel, b64decode, hmac_sha256,  # noqa: F401
                                               plain_limit, wrap_limit)
 from sensormesh.device.secure.pubkey import PublicKey
+from sensormesh.device.secure.wire import (_NAME_CHARS, _NONCE, CODES, VERSION, HandshakeError, _bin,  # noqa: F401
+                                           _body, _check_role, _field, _keys, _name, _Side, _transcript,
+                                           forgets, idle, stamps, valid_name)
 
-VERSION = 2
 DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
 DEFAULT_REPLAY_SIZE = 64   # nonces remembered per device (about 1.5 KB on an ESP32)
 ROLES = ("controller", "device", "reader")
-CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
-         "malformed", "plaintext-refused", "busy", "timeout")
-_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
-_NONCE = 16
-
-
-def forgets():
-    """Does this device forget the handshake's code between handshakes? On MicroPython when it
-    runs from precompiled .mpy files (compat.from_mpy)."""
-    return from_mpy()
-
-
-def idle():
-    """A handshake ended: forget the handshake's code (on MicroPython from .mpy files: it loads
-    again cheaply) and collect its garbage (key agreement, JSON). The server side (server.py)
-    the key files' reader (trust.py) and the key agreement (x25519.py) run within one call, so
-    they go at once; admit.py goes when no accepted connection waits for its hello, hello.py
-    when no dial is in progress, and what both use (this module, pubkey.py) when neither is."""
-    if forgets():
-        for m in ("server", "trust", "x25519", "handshake"):
-            unload("sensormesh.device.secure." + m)
-        if admitting[0] == 0:
-            unload("sensormesh.device.secure.admit")
-        if busy[0] == 0:
-            unload("sensormesh.device.secure.hello")
-            if admitting[0] == 0:
-                unload("sensormesh.device.secure.keys")
-                unload("sensormesh.device.secure.pubkey")
-    collect()
-
-
-class HandshakeError(Exception):
-    """The handshake failed; code is one of CODES, message says why in words."""
-
-    def __init__(self, code, message):
-        super().__init__(code, message)
-        self.code = code
-        self.message = message
-
-    def __str__(self):
-        return "%s: %s" % (self.code, self.message)
-
-    def to_message(self):
-        """The control message that tells the peer why (safe to send: no secrets in it)."""
-        return {"error": {"code": self.code, "message": self.message}}
 
 
 def check_permission(role, command):
@@ -178,116 +133,6 @@ class PairCache:
 
 
 # -- the pieces both sides compute ---------------------------------------------------------------
-def valid_name(name):
-    if type(name) is not str or not 0 < len(name) <= 64:
-        return False
-    for c in name:
-        if c not in _NAME_CHARS:
-            return False
-    return True
-
-
-def _field(b):
-    if type(b) is str:
-        b = b.encode()
-    return struct.pack("!H", len(b)) + b
-
-
-def _transcript(client, server, ts, nonce):
-    return b"sensormesh-hello-v2" + _field(client) + _field(server) + _field(str(ts)) + _field(nonce)
-
-
-def _keys(pair, cnonce, snonce, transcript, mac, server):
-    """HKDF-SHA256 (RFC 5869) of the pair key, salted with both nonces, bound to the transcript.
-
-    -> (client->server Fernet key, server->client Fernet key, server proof)
-    """
-    th = hashlib.sha256(transcript + _field(mac) + _field(server) + _field(snonce)).digest()
-    prk = hmac_sha256(cnonce + snonce, pair)
-    info = b"sensormesh session v2" + th
-    out = []
-    t = b""
-    for i in (1, 2, 3):
-        t = hmac_sha256(prk, t + info + bytes([i]))
-        out.append(t)
-    return out[0], out[1], hmac_sha256(out[2], b"server")
-
-
-def _bin(body, field, size):
-    v = body.get(field)
-    # b64 of size bytes is 4 * ceil(size / 3) characters: check before decoding anything.
-    if type(v) is not str or len(v) != (size + 2) // 3 * 4:
-        raise HandshakeError("malformed", "%r must be %d bytes in url-safe base64" % (field, size))
-    try:
-        b = b64decode(v)
-    except (ValueError, UnicodeError):
-        raise HandshakeError("malformed", "%r is not url-safe base64" % field)
-    if len(b) != size:
-        raise HandshakeError("malformed", "%r must be %d bytes" % (field, size))
-    return b
-
-
-def _body(msg, key):
-    if type(msg) is not dict or key not in msg:
-        return None
-    body = msg[key]
-    if type(body) is not dict:
-        raise HandshakeError("malformed", "%r must be an object" % key)
-    if not body and key == "hello":
-        # the plain control-session hello of a client without keys
-        raise HandshakeError("plaintext-refused", "this device only accepts authenticated sessions, and the "
-                             "hello carries no credentials: give the client an identity (--identity)")
-    if body.get("v") != VERSION or type(body.get("v")) is not int:
-        raise HandshakeError("malformed", "unsupported handshake version %r (this side speaks %d)"
-                             % (body.get("v"), VERSION))
-    return body
-
-
-def _name(body, field):
-    v = body.get(field)
-    if not valid_name(v):
-        raise HandshakeError("malformed", "%r must be a name of 1-64 letters, digits, '.', '_' or '-'" % field)
-    return v
-
-
-def _check_role(role, roles, who, name):
-    if roles is not None and role not in roles:
-        raise HandshakeError("wrong-role", "%s %r has role %r; this side accepts %s"
-                             % (who, name, role, ", ".join(roles)))
-
-
-class _Side:
-    def __init__(self, identity, trust, roles, clock):
-        self.identity = identity
-        self.trust = trust
-        self.roles = roles
-        self.clock = clock or unix_time
-        self.done = False
-        self.failed = None
-        self.peer = None       # the authenticated peer's name
-        self.role = None       # and its role
-        self.peer_fp = None    # and its key's fingerprint
-        self.channel = None
-        self.wrap = None       # payload -> token, for Connection.wrap
-        self.unwrap = None     # token -> payload (codec.ProtocolError if bad), Connection.unwrap
-
-    def _finish(self, send_key, recv_key):
-        self.channel = Channel(send_key, recv_key)
-        self.wrap = self.channel.wrap
-        self.unwrap = self.channel.unwrap
-        self.done = True
-
-    def _fail(self, e):
-        self.failed = e
-        raise e
-
-    def _check_state(self):
-        if self.failed is not None:
-            raise HandshakeError(self.failed.code, "handshake already failed: " + self.failed.message)
-        if self.done:
-            raise HandshakeError("malformed", "handshake already complete")
-
-
 # -- a device's keys as the objects above, for one handshake -----------------------------------
 # secure.Security keeps them as plain data (bytes, bytearrays, lists, sets, dicts), so that
 # between handshakes nothing of this module's (or x25519.py's) code stays referenced.
@@ -330,38 +175,60 @@ def drop(name):
     collect()
 
 
-def pair_ahead(sec, peer, roles):
-    """Compute (and cache) the pair key with a trusted peer before a dial's handshake, so the key
-    agreement's code (x25519.py) is forgotten again before the client side (hello.py) loads:
-    the two are never in memory at once. A peer that is not trusted is left to the handshake,
-    which refuses it with its error."""
+def prepare(sec, body):
+    """A deployment arrived (body: the deploy message's): before the runtime and the deployment's
+    code load, look up each device its pipes dial in the trust store and compute the pair key
+    (x25519.py loaded for it and forgotten again), and keep only the result per peer, so that
+    the pipe's dial later needs neither this module nor the key agreement (wire.prepared()).
+    A peer that is not trusted is left to the dial's handshake, which refuses it with its
+    error; a malformed assignment is left to the deployment, which refuses it."""
+    a = body.get("assignment") if type(body) is dict and "assignment" in body else body
+    specs = a.get("steps") if type(a) is dict else None
+    known = {}
+    try:
+        for spec in specs if type(specs) is list else ():
+            params = spec.get("params") if type(spec) is dict else None
+            if type(params) is not dict:
+                continue
+            peer = params.get("peer")
+            if type(peer) is str and peer not in known and _dials(spec.get("type"), params):
+                ready = prepare_peer(sec, peer)
+                if ready is not None:
+                    known[peer] = ready
+        sec.prepared = known
+    finally:
+        idle()
+
+
+def _dials(kind, params):
+    """Does a step of this kind with these parameters dial another device (a pipe_out with "to",
+    a pipe_in with "from")?"""
+    return bool(kind == "pipe_out" and params.get("to") or kind == "pipe_in" and params.get("from"))
+
+
+def prepare_peer(sec, peer):
+    """(role, pair key, fingerprint) of a trusted device a pipe dials (the trust store re-read
+    first if its files changed, the pair key computed and cached if new: x25519.py is forgotten
+    again before the client side, hello.py, loads, so the two are never in memory at once);
+    None if the peer is not trusted as a device (the dial's handshake refuses it then)."""
     try:
         role, key = device_trust(sec).lookup(peer, "server")
-        _check_role(role, roles, "server", peer)
-        pair_now(sec, key)
+        _check_role(role, ("device",), "server", peer)
+        ready = (role, device_pairs(sec).get(device_identity(sec), key), key.fingerprint())
     except HandshakeError:
-        drop("x25519")
+        ready = None
+    drop("x25519")
+    return ready
 
 
 def device_trust(sec):
     """The device's trust store, re-read first if its file (or the revoked file) changed."""
-    stamps = (_stamp(sec.trust_src), _stamp(sec.revoked_src))
-    if sec.trust_state is None or stamps != sec.stamps:
+    now = stamps(sec)
+    if sec.trust_state is None or now != sec.stamps:
         from sensormesh.device.secure import trust       # reading the files (forgotten when idle)
-        trust.reload_trust(sec, stamps)
+        trust.reload_trust(sec, now)
     return TrustStore(*sec.trust_state)
 
 
 def device_pairs(sec):
     return PairCache(sec.pairs_size, sec.pair_state)
-
-
-def _stamp(src):
-    if type(src) is not str:
-        return None
-    try:
-        st = os.stat(src)
-    except OSError:
-        return None
-    return (st[6], getattr(st, "st_mtime_ns", st[8]))
-

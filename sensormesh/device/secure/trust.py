@@ -188,6 +188,7 @@ def configure(sec, cfg, device_identity):
     sec.replay_state = ({}, {})                # server.ReplayCache's nonces and cut-offs
     sec.pairs_size = 8 if MICROPYTHON else 256     # pair keys kept, ~100 bytes each
     sec.pair_state = [{}, [], 0]               # keys.PairCache's keys, their order, agreements
+    sec.prepared = {}     # peer -> (role, pair key, fingerprint) of the pipes' dials (keys.prepare)
     sec.pending = 0       # accepted connections waiting for their hello
     sec.pending_by = {}   # peer host -> how many of those it holds
     sec.accepted = 0      # handshakes completed
@@ -238,6 +239,7 @@ def reload_trust(sec, stamps):
         sec.dev.log("trust store reloaded: %d keys, %d revoked" % (len(t), len(t.revoked)))
     sec.trust_state = t.state()
     sec.stamps = stamps
+    sec.prepared = {}     # what was prepared for the pipes' dials came from the previous store
     _cut_untrusted(sec, t)
 
 
