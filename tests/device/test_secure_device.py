@@ -61,6 +61,14 @@ class SecureClient(Collector):
         return [m["error"] for m in self.messages if type(m) is dict and "error" in m]
 
 
+def delivered(c):
+    """The values a callback sink handed to the controller's client c, in order."""
+    vals = []
+    for d in c.replies("deliver"):
+        vals += d["values"]
+    return vals
+
+
 def test_secure_pipeline_between_two_devices():
     loop = transport.Loop()
     a = keyed("dev-a", ["counter@0"], loop)
@@ -85,10 +93,7 @@ def test_secure_pipeline_between_two_devices():
     ca.conn.send({"start": {}})
 
     def got():
-        vals = []
-        for d in cb.replies("deliver"):
-            vals += d["values"]
-        return vals
+        return delivered(cb)
     assert loop.run_until(lambda: len(got()) >= 300, 10000), (len(got()), a.runtime.status())
     assert got() == list(range(300))
     # b accepted two sessions: the controller's and dev-a's pipe, as a device key
@@ -474,16 +479,10 @@ def test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_s
     try:
         ca.conn.send({"start": {}})
         assert loop.run_until(lambda: loaded, 5000)
-
-        def got():
-            vals = []
-            for d in cb.replies("deliver"):
-                vals += d["values"]
-            return vals
-        assert loop.run_until(lambda: len(got()) >= 50, 10000), (len(got()), a.runtime.status())
+        assert loop.run_until(lambda: len(delivered(cb)) >= 50, 10000), (len(delivered(cb)), a.runtime.status())
     finally:
         secure.load = real
-    assert got() == list(range(50))
+    assert delivered(cb) == list(range(50))
     assert loaded[:2] == ["wire", "hello"] and "keys" not in loaded, loaded
     assert a.security.status()["key_agreements"] == agreed + 1          # nothing computed again
     assert b.security.status()["accepted"] == 2 and b.security.status()["refused"] == {}
