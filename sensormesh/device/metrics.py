@@ -1,5 +1,6 @@
-# The device's answer to {"metrics": {}} (docs/observability.md); core.py answers {"clock"}.
-# Loaded for a reply and unloaded after it on MicroPython (core.Device.dispatch).
+# The device's answer to {"metrics": {}} (docs/observability.md; core.py answers {"clock"}), and
+# the metrics probe of a deployment (install: made when a deployment is applied, with metrics on).
+# Loaded for each and unloaded after it on MicroPython (core.Device.dispatch, runtime/deploy.py).
 #
 # Everything here is read when the controller asks, so it costs nothing between polls: the
 # counters it reports are kept by the loop (time waiting in poll), the steps and pipes (values,
@@ -23,10 +24,10 @@ def report(device):
     wall = loop.now() * 1000
     idle = loop.idle_s * 1000000 + loop.idle_us   # time waiting in poll()
     if MICROPYTHON:
-        mem = {heap_free: gc.mem_free(), heap_alloc: gc.mem_alloc(), "heap_largest": largest_block(device)}
+        mem = {heap_free: gc.mem_free(), heap_alloc: gc.mem_alloc(), "heap_largest": largest(device)}
     else:
-        from sensormesh.device.cpython_usage import usage
-        mem = usage()
+        from sensormesh.device import cpython_usage
+        mem = cpython_usage.usage()
     m = {"device": device.name, interp: implementation(), "tick_us": ticks_us(), "tick_period": TICK_PERIOD,
          enabled: getattr(device, "metrics", True),
          "loop": {busy_us: wall - idle if wall > idle else 0, wall_us: wall}, "mem": mem,
@@ -49,17 +50,17 @@ def report(device):
         if pm is not None:
             m["pipes"][node.edge] = pm()
     if probe is not None:
-        # the probe (a list, probe.py's order): 1 its plan, 2 counts per edge, 3 latency
-        # samples, 4 how many were dropped. Each step's time is summed over its timed inputs.
+        # the probe (a list, runtime/probe.py's order): 1 its plan, 3 latency samples, 4 how
+        # many were dropped, from 10 on two counters per edge (the plan says where each edge's
+        # are). Each step's time is summed over its timed inputs.
         plan = probe[1]
-        counts = probe[2]
         i = 0
         while i < len(plan):
             c = plan[i + 2]
             for j in range(len(plan[i].outputs)):
                 s = m["steps"][plan[i + 3 + 2 * j].id]
-                s[time_us] += counts[c]
-                s[timed] += counts[c + 1]
+                s[time_us] += probe[c]
+                s[timed] += probe[c + 1]
                 c += 2
             i += 3 + 2 * len(plan[i].outputs)
         # The latency samples [[sink, origin, origin tick, sink tick], ...], oldest first: at
@@ -78,17 +79,52 @@ def report(device):
     return m
 
 
+def install(rt, nodes, links):
+    """The metrics probe of the assignment just built (runtime/probe.py: a list in its order), made
+    when the deployment is applied (runtime/deploy.py); links: its edges (upstream id, downstream
+    id, port), in the order they were connected, which is the order of each node's outputs."""
+    downs = {}
+    for up, down, port in links:
+        lst = downs.get(up)
+        if lst is None:
+            lst = downs[up] = []
+        node = nodes[down]
+        if getattr(node, "PIPE", None) == "out":
+            kind = 2
+        elif getattr(node, "SINK", False):
+            kind = 1
+        elif getattr(node, "TYPE", None) in ("window", "sliding", "zip", "combine_latest", "throttle"):
+            # its output may come later than (or combine) the values it takes in (other steps
+            # that pass nothing on, a filter saying no, drop the value and its origin with it)
+            kind = 3
+        else:
+            kind = 0
+        lst.append(node)
+        lst.append(kind)
+    plan = []
+    n = 10              # the first edge's counters
+    for sid in rt.order:
+        lst = downs.get(sid)
+        if lst:
+            node = nodes[sid]
+            plan += [node, node.emit, n]
+            plan += lst
+            n += len(lst)
+    # rt, plan, samples taken, latency, dropped, active, origin, child, armed nodes, timer, counters
+    return [rt, tuple(plan), 0, [], 0, False, None, 0, {}, None] + [0] * (n - 10)
+
+
 # The largest free heap block (MicroPython): found by allocating. micropython.mem_info() knows
 # it but only prints it. The search starts from the last answer, so a steady heap takes two or
 # three allocations: one that fits and one 1/8 larger that does not (a failed allocation runs one
 # garbage collection, which also frees the block that fitted).
-def largest_block(device, tries=8):
+def largest(device):
     free = gc.mem_free()
     guess = getattr(device, "_largest", 0) or free // 2
     lo = 0                # fits
     hi = free + 16        # does not fit
     n = guess
-    for _ in range(tries):
+    for _ in range(8):
         if n <= lo or n >= hi:
             n = (lo + hi) // 2
         try:

@@ -188,7 +188,7 @@ def latencies(devices, tmp_path, interp, delay, n=20):
         poller = MetricsPoller(sup, every=0.25)
         got = collect(poller)
         poller.start()
-        watch_until(sup, lambda: len(got["latency"]) >= n, timeout=30)
+        watch_until(sup, lambda: len(got["latency"]) >= n, timeout=60)
         poller.stop()
     finally:
         sup.stop()
@@ -200,7 +200,8 @@ def latencies(devices, tmp_path, interp, delay, n=20):
 
 @pytest.mark.parametrize("interp", ["cpython", "micropython"])
 def test_latency_across_a_pipe_without_delay_is_under_5_ms(devices, tmp_path, interp):
-    lat, got = latencies(devices, tmp_path, interp, 0)
+    # a board samples once a second (a CPython device ten times): fewer samples from it
+    lat, got = latencies(devices, tmp_path, interp, 0, n=20 if interp == "cpython" else 8)
     assert percentile(lat, 0.5) < 0.005, lat
     assert all(ev["bound_s"] < 0.005 for ev in got["latency"])
 

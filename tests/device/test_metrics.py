@@ -3,7 +3,7 @@
 from sensormesh.device import transport
 from sensormesh.device.compat import MICROPYTHON, ticks_diff, ticks_us
 from sensormesh.device.core import Device
-from sensormesh.device.runtime import probe
+from sensormesh.device.runtime import probe_wiring
 
 from loopkit import Collector, listen
 
@@ -103,15 +103,15 @@ def time_period():
 
 def test_every_metric_present_and_latency_crosses_the_pipe():
     loop = transport.Loop()
-    old = probe.RTT_EVERY, probe.SAMPLE_MS, probe.MAX_LATENCY
-    probe.RTT_EVERY, probe.SAMPLE_MS, probe.MAX_LATENCY = 5, 2, 100      # sample every value (one each 10 ms), probe round trips
+    old = probe_wiring.RTT_EVERY, probe_wiring.SAMPLE_MS, probe_wiring.MAX_LATENCY
+    probe_wiring.RTT_EVERY, probe_wiring.SAMPLE_MS, probe_wiring.MAX_LATENCY = 5, 2, 100      # sample every value (one each 10 ms), probe round trips
     try:
         a, b, (ca, conna), (cb, connb) = pipeline(loop, 60)
         assert loop.run_until(lambda: delivered(cb) >= 60, 20000), delivered(cb)
         ma = ask(loop, ca, conna, {"metrics": {}}, "metrics")
         mb = ask(loop, cb, connb, {"metrics": {}}, "metrics")
     finally:
-        probe.RTT_EVERY, probe.SAMPLE_MS, probe.MAX_LATENCY = old
+        probe_wiring.RTT_EVERY, probe_wiring.SAMPLE_MS, probe_wiring.MAX_LATENCY = old
     for m, name in ((ma, "a"), (mb, "b")):
         assert m["device"] == name
         assert m["interp"] == ("micropython" if MICROPYTHON else "cpython")
@@ -184,8 +184,8 @@ def test_a_free_running_source_reading_runs_is_sampled_and_loses_nothing():
     loop = transport.Loop()
     # tens of milliseconds of reading at least (one loop turn per run): the 2 ms sample timer fires
     n = (50 if MICROPYTHON else 200) * BURST
-    old = probe.SAMPLE_MS
-    probe.SAMPLE_MS = 2
+    old = probe_wiring.SAMPLE_MS
+    probe_wiring.SAMPLE_MS = 2
     try:
         a = Device("a", ["counter@0"], loop=loop)
         b = Device("b", [], loop=loop)
@@ -203,7 +203,7 @@ def test_a_free_running_source_reading_runs_is_sampled_and_loses_nothing():
         ma = ask(loop, ca, conna, {"metrics": {}}, "metrics")
         mb = ask(loop, cb, connb, {"metrics": {}}, "metrics")
     finally:
-        probe.SAMPLE_MS = old
+        probe_wiring.SAMPLE_MS = old
     got = []
     for d in cb.replies("deliver"):
         got += d["values"]
@@ -224,8 +224,8 @@ def test_a_window_output_carries_the_origin_of_the_oldest_sampled_value_it_held(
     # whether the window's last value was sampled (the window passes it on at once) or not (its
     # output is processed sampled later, with the origin it held)
     loop = transport.Loop()
-    old = probe.SAMPLE_MS, probe.MAX_LATENCY
-    probe.SAMPLE_MS, probe.MAX_LATENCY = 20, 100    # about every other value sampled (one each 10 ms)
+    old = probe_wiring.SAMPLE_MS, probe_wiring.MAX_LATENCY
+    probe_wiring.SAMPLE_MS, probe_wiring.MAX_LATENCY = 20, 100    # about every other value sampled (one each 10 ms)
     try:
         a = Device("a", ["counter@0"], loop=loop)
         c, conn = control(loop, listen(a))
@@ -240,7 +240,7 @@ def test_a_window_output_carries_the_origin_of_the_oldest_sampled_value_it_held(
         assert loop.run_until(lambda: delivered(c) >= 12, 20000), delivered(c)
         m = ask(loop, c, conn, {"metrics": {}}, "metrics")
     finally:
-        probe.SAMPLE_MS, probe.MAX_LATENCY = old
+        probe_wiring.SAMPLE_MS, probe_wiring.MAX_LATENCY = old
     marks = a.runtime.resolve("user:marks")
     assert len(marks) == 60
     expected = []      # per window with a sampled value: (the mark before its oldest, that oldest)

@@ -33,8 +33,8 @@ def on_start(rt, session, body):
         for n in rt.sources:
             n.start()
         if rt.probe is not None:
-            from sensormesh.device.runtime.probe import tick
-            tick(rt.probe)      # the metrics probe's sample timer
+            from sensormesh.device.runtime.probe import run
+            run(rt.probe, None, None)      # the metrics probe's sample timer: its first turn
         rt.state = "running"
     session.conn.send({"started": {"pipeline": rt.pipeline, "epoch": rt.epoch}})
 
@@ -117,8 +117,8 @@ def teardown(rt, keep=False):
     for s in rt.sources:
         s.close()
     if rt.probe is not None:
-        from sensormesh.device.runtime.probe import tick
-        tick(rt.probe, False)
+        from sensormesh.device.runtime.probe import run
+        run(rt.probe, None, False)         # the metrics probe's sample timer stops
     for i in rt.order:
         try:
             rt.nodes[i].flush()

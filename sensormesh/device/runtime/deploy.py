@@ -347,9 +347,9 @@ def apply(rt, session, body, ShippedError):
             carry[k].spool.clear()
     rt.probe = None
     if rt.metrics:
-        from sensormesh.device.runtime import probe_wiring
-        rt.probe = probe_wiring.install(rt, nodes, edges)
-        forget("sensormesh.device.runtime.probe_wiring")
+        from sensormesh.device import metrics
+        rt.probe = metrics.install(rt, nodes, edges)
+        forget("sensormesh.device.metrics")
     rt.state = "deployed"
     if rt.deliveries or rt.files:
         from sensormesh.device.runtime import delivery

@@ -1,35 +1,110 @@
-# The metrics probe of a deployment (probe.py), made when the deployment is applied: only
-# needed then, so a board running from .mpy files forgets this code afterwards (deploy.py).
-def install(rt, nodes, edges):
-    """The probe of the assignment just built (probe.py: a list in its order); edges: its
-    (upstream id, downstream id, port), in the order they were connected, which is the order of
-    each node's outputs."""
-    downs = {}
-    for up, down, port in edges:
-        lst = downs.get(up)
-        if lst is None:
-            lst = downs[up] = []
-        node = nodes[down]
-        if getattr(node, "PIPE", None) == "out":
-            kind = 2
-        elif getattr(node, "SINK", False):
-            kind = 1
-        elif getattr(node, "TYPE", None) in ("window", "sliding", "zip", "combine_latest", "throttle"):
-            # its output may come later than (or combine) the values it takes in (other steps
-            # that pass nothing on, a filter saying no, drop the value and its origin with it)
-            kind = 3
-        else:
-            kind = 0
-        lst.append(node)
-        lst.append(kind)
-    plan = []
-    n = 0
-    for sid in rt.order:
-        lst = downs.get(sid)
-        if lst:
-            node = nodes[sid]
-            plan += [node, node.emit, n]
-            plan += lst
-            n += len(lst)
-    # rt, plan, counts, latency, dropped, active, origin, child, held, timer, samples taken
-    return [rt, tuple(plan), [0] * n, [], 0, False, None, 0, {}, None, 0]
+# The metrics probe's code that runs now and then (probe.py keeps the entry points): a turn of
+# the sample timer and the processing of one sampled value. A board running from .mpy files
+# loads this module for each and forgets it after (probe.run), so between samples it costs no
+# heap.
+from sensormesh.device.compat import MICROPYTHON, ticks_diff, ticks_us
+from sensormesh.device.runtime import probe
+
+# A board samples less often than CPython: each sample loads this module there (probe.py).
+SAMPLE_MS = 1000 if MICROPYTHON else 100   # each source's next value is sampled after this long
+RTT_EVERY = 1 if MICROPYTHON else 10         # pipe round-trip probes every RTT_EVERY samples (1 s)
+MAX_LATENCY = 8 if MICROPYTHON else 4096     # latency samples kept between two metrics polls
+
+# The probe list's items (probe.py). MicroPython's compiler puts the numbers in place of these
+# names (const() of a name starting with _ costs nothing at run time); CPython runs them.
+if not MICROPYTHON:
+    const = int
+_RT = const(0)
+_PLAN = const(1)
+_N = const(2)
+_LATENCY = const(3)
+_DROPPED = const(4)
+_ACTIVE = const(5)
+_ORIGIN = const(6)
+_CHILD = const(7)
+_HELD = const(8)
+_TIMER = const(9)
+
+
+def tick(p):
+    """A turn of the sample timer (p: the probe list, probe.py): marks the next value of every
+    source to be sampled, probes the pipes' round trips every RTT_EVERY turns, and comes again
+    SAMPLE_MS later (until the runtime's teardown stops it: probe.run(p, None, False))."""
+    rt = p[_RT]
+    for s in rt.sources:
+        if s not in p[_HELD]:     # its next value is processed sampled, read now and here
+            p[_HELD][s] = None
+            s.emit = probe.once(p, s, s.wired)
+    p[_N] += 1
+    if p[_N] % RTT_EVERY == 0:
+        for o in rt.pipe_outs.values():
+            o.probe_rtt()
+    p[_TIMER] = rt.loop.call_later(SAMPLE_MS, probe.once(p, None, None))
+
+
+def run(p, node, value, origin):
+    """Process one value that `node` emits, sampled (p: the probe list, probe.py): every edge
+    timed, `origin` carried (None: the value was read now, here)."""
+    if p[_ACTIVE]:          # already inside a sampled value: the wrappers are on
+        node.emit(value)
+        return
+    if origin is None:
+        origin = [p[_RT].device.name, ticks_us()]
+    p[_ACTIVE] = True
+    p[_CHILD] = 0
+    p[_ORIGIN] = origin
+    plan = p[_PLAN]
+    held = p[_HELD]
+    i = 0
+    while i < len(plan):
+
+        def emit(value, i=i):
+            # the node's emit while armed: each output called and timed in turn
+            up = plan[i]
+            was = p[_ORIGIN]
+            # a step that held a sampled value passes its origin on (and holds it no more)
+            o = p[_ORIGIN] = held.pop(up, was) or was
+            c = plan[i + 2]
+            for fn in up.outputs:
+                i += 2
+                down = plan[i + 1]
+                kind = plan[i + 2]
+                if not o:
+                    pass
+                elif kind == 1:
+                    lat = p[_LATENCY]
+                    if len(lat) >= 4 * MAX_LATENCY:
+                        del lat[0:4]
+                        p[_DROPPED] += 1
+                    name = o[0]
+                    if lat and lat[-3] == name:
+                        name = lat[-3]       # one string per origin device, not per sample
+                    lat += (down.id, name, o[1], ticks_us())
+                elif kind == 2:
+                    down.stamp(o)
+                elif kind == 3 and down not in held:
+                    held[down] = o
+                outer = p[_CHILD]
+                p[_CHILD] = 0
+                t0 = ticks_us()
+                fn(value)
+                took = ticks_diff(ticks_us(), t0)
+                p[c] += took - p[_CHILD]
+                p[c + 1] += 1
+                c += 2
+                p[_CHILD] = outer + took
+            p[_ORIGIN] = was
+        plan[i].emit = emit
+        i += 3 + 2 * len(plan[i].outputs)
+    try:
+        node.emit(value)
+    finally:
+        p[_ORIGIN] = None
+        p[_ACTIVE] = False
+        # the nodes' own emits back, but a one-shot emit for each one that holds a sampled value
+        # (its next output is processed sampled) or is a source to sample (tick)
+        i = 0
+        while i < len(plan):
+            n = plan[i]
+            n.emit = probe.once(p, n, plan[i + 1]) if n in held else plan[i + 1]
+            i += 3 + 2 * len(n.outputs)
