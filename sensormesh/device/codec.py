@@ -237,6 +237,12 @@ def _json_kind(v):
     return "number"
 
 
+# A decoder drops the frames it has returned from the front of its buffer once they take more
+# than this. A board keeps the buffer short: a reader that stays behind a fast sender never ends a
+# read on a frame boundary, and its buffer would otherwise grow by every frame read.
+_COMPACT_AT = 2048 if MICROPYTHON else 65536
+
+
 class Decoder:
     """Turns a byte stream into messages.
 
@@ -292,7 +298,7 @@ class Decoder:
         if end == len(buf):
             self._buf = bytearray()
             self._pos = 0
-        elif end > 65536:
+        elif end > _COMPACT_AT:
             self._buf = buf[end:]
             self._pos = 0
         else:

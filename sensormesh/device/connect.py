@@ -123,7 +123,7 @@ def _discard_input(conn):
         return
     try:
         conn.sock.setblocking(False)
-        for _ in range(16):
+        for _ in range(64 if MICROPYTHON else 16):    # at most 64 KB (board) or 4 MB (CPython)
             if MICROPYTHON:
                 n = conn.sock.readinto(conn.loop.rbuf)
             else:

@@ -16,8 +16,10 @@ POLLOUT = select.POLLOUT
 POLLERR = select.POLLERR
 POLLHUP = select.POLLHUP
 
-# Bytes taken from a socket per recv(). Bounds what one peer can make us buffer per turn.
-RECV_CHUNK = 4096 if MICROPYTHON else 262144
+# Bytes taken from a socket per recv(). Bounds what one peer can make us buffer per turn. A
+# board reads into one buffer of this size for the whole process (Loop.rbuf): 1 KB, less than a
+# TCP segment, is plenty for a loop that turns every few milliseconds.
+RECV_CHUNK = 1024 if MICROPYTHON else 262144
 # Producers pause while a connection holds more than this much unsent output, and resume when
 # it drains: a slow reader slows its producer down instead of growing our memory.
 HIGH_WATER = 4096 if MICROPYTHON else 1048576

@@ -66,6 +66,24 @@ def test_byte_by_byte():
     assert got == [[1, 2]] * 3
 
 
+def test_buffer_stays_short_when_reads_never_end_on_a_frame_boundary():
+    # A reader behind a fast sender: every read ends inside a frame, so the decoder's buffer is
+    # never empty. It must still drop what it returned, not grow by every frame read.
+    frame = codec.encode([1.5, 2.5, 3.5, "x" * 40])
+    data = frame * 2000                      # about 110 KB in all
+    d = Decoder()
+    got = 0
+    longest = 0
+    piece = len(frame) * 3 + 7               # never a multiple of the frame's length
+    for i in range(0, len(data), piece):
+        d.feed(data[i:i + piece])
+        while d.next() is not None:
+            got += 1
+        longest = max(longest, len(d._buf))
+    assert got == 2000
+    assert longest <= codec._COMPACT_AT + 2 * piece, longest
+
+
 def test_oversized_length_rejected_before_payload():
     # Only the header arrives: the decoder must refuse at once, without waiting for the payload.
     msg = expect_error(struct.pack("!I", 5000), "exceeds the limit", max_frame=1024)
