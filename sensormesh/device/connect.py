@@ -108,9 +108,11 @@ def close_after_flush(conn, reason="closed"):
             conn.sock.send(data)
         except OSError:
             pass
-        conn.out = bytearray()
-        conn.chunks = []
-        conn.queued = 0
+        if MICROPYTHON:
+            conn.chunks = []
+            conn.queued = 0
+        else:
+            conn.out = bytearray()
     _discard_input(conn)
     conn.close(reason)
 

@@ -40,18 +40,20 @@ def log(name, text):
 class Inbound:
     """The protocol object of one accepted connection."""
 
+    # Defaults, set on a connection's own object only when they change (a smaller dict on a board).
+    conn = None
+    kind = None       # None until the first message: "stream", "control", "pipe"
+    stream = None
+    handler = None    # a pipe_in or other runtime object receiving this connection's data
+    role = None       # devices with keys: the authenticated peer's role, name, key fingerprint
+    peer_name = None
+    peer_fp = None
+    hs = None         # devices with keys: the handshake deadline while waiting for the hello
+    hs_host = None    # devices with keys: the peer host that slot is counted for
+    logged = False    # why it closes was logged already (on_close says nothing more)
+
     def __init__(self, device):
         self.device = device
-        self.conn = None
-        self.kind = None      # None until the first message: "stream", "control", "pipe"
-        self.stream = None
-        self.handler = None   # a pipe_in or other runtime object receiving this connection's data
-        self.role = None      # devices with keys: the authenticated peer's role, name, key fingerprint
-        self.peer_name = None
-        self.peer_fp = None
-        self.hs = None        # devices with keys: the handshake deadline while waiting for the hello
-        self.hs_host = None   # devices with keys: the peer host that slot is counted for
-        self.logged = False   # why it closes was logged already (on_close says nothing more)
 
     def on_open(self, conn):
         self.conn = conn

@@ -207,27 +207,32 @@ class Connection:
     payload to on_message as bytes, undecoded; send_payload(bytes) sends one such frame.
     """
 
+    # Defaults that most connections keep for their whole life: an instance holds only the
+    # attributes set on it, so a board's connection carries a smaller dict.
+    peer_max_frame = codec.MIN_MAX_FRAME
+    closed = False
+    connecting = False
+    _blocked = False
+    _mask = POLLIN
+    wrap = None
+    unwrap = None
+    wrap_limit = 0      # largest payload to wrap at once (set with wrap; 0 = peer_max_frame)
+    held = None         # a list while a secure dial waits for its handshake: send() keeps messages
+    relay = False       # True: frames reach on_message as raw payload bytes (forward.py)
+
     def __init__(self, loop, sock, protocol, max_frame=codec.DEFAULT_MAX_FRAME, peer=None):
         self.loop = loop
         self.sock = sock
         self.protocol = protocol
         self.peer = peer
         self.decoder = codec.Decoder(max_frame)
-        self.out = bytearray()
-        self.chunks = []
-        self.chunk_off = 0
-        self.queued = 0
-        self.peer_max_frame = codec.MIN_MAX_FRAME
-        self.closed = False
-        self.connecting = False
+        if MICROPYTHON:
+            self.chunks = []
+            self.chunk_off = 0
+            self.queued = 0
+        else:
+            self.out = bytearray()
         self._dirty = False
-        self._blocked = False
-        self._mask = POLLIN
-        self.wrap = None
-        self.unwrap = None
-        self.wrap_limit = 0   # largest payload to wrap at once (set with wrap; 0 = peer_max_frame)
-        self.held = None      # a list while a secure dial waits for its handshake: send() keeps messages
-        self.relay = False    # True: frames reach on_message as raw payload bytes (forward.py)
         self.bytes_in = 0
         self.bytes_out = 0
         sock.setblocking(False)
