@@ -51,18 +51,18 @@ def report(device):
             m["pipes"][node.edge] = pm()
     if probe is not None:
         # the probe (a list, runtime/probe.py's order): 1 its plan, 3 latency samples, 4 how
-        # many were dropped, from 10 on two counters per edge (the plan says where each edge's
-        # are). Each step's time is summed over its timed inputs.
+        # many were dropped, from 10 on two counters per output in the plan (in its order).
+        # Each step's time is summed over its timed inputs.
         plan = probe[1]
         i = 0
+        c = 10
         while i < len(plan):
-            c = plan[i + 2]
             for j in range(len(plan[i].outputs)):
-                s = m["steps"][plan[i + 3 + 2 * j].id]
+                s = m["steps"][plan[i + 2 + 2 * j].id]
                 s[time_us] += probe[c]
                 s[timed] += probe[c + 1]
                 c += 2
-            i += 3 + 2 * len(plan[i].outputs)
+            i += 2 + 2 * len(plan[i].outputs)
         # The latency samples [[sink, origin, origin tick, sink tick], ...], oldest first: at
         # most 16 a reply on MicroPython, where a control message must fit a keyed link's wrap
         # limit (runtime DELIVER_MAX); the rest wait for the next poll.
@@ -102,16 +102,16 @@ def install(rt, nodes, links):
         lst.append(node)
         lst.append(kind)
     plan = []
-    n = 10              # the first edge's counters
+    n = 0
     for sid in rt.order:
         lst = downs.get(sid)
         if lst:
             node = nodes[sid]
-            plan += [node, node.emit, n]
+            plan += [node, node.emit]
             plan += lst
-            n += len(lst)
+            n += len(lst)     # two per output: the downstream node and its kind; two counters
     # rt, plan, samples taken, latency, dropped, active, origin, child, armed nodes, timer, counters
-    return [rt, tuple(plan), 0, [], 0, False, None, 0, {}, None] + [0] * (n - 10)
+    return [rt, tuple(plan), 0, [], 0, False, None, 0, {}, None] + [0] * n
 
 
 # The largest free heap block (MicroPython): found by allocating. micropython.mem_info() knows
@@ -120,7 +120,7 @@ def install(rt, nodes, links):
 # garbage collection, which also frees the block that fitted).
 def largest(device):
     free = gc.mem_free()
-    guess = getattr(device, "_largest", 0) or free // 2
+    guess = getattr(device, "largest", 0) or free // 2
     lo = 0                # fits
     hi = free + 16        # does not fit
     n = guess
@@ -137,5 +137,5 @@ def largest(device):
             n = lo + (hi - lo) // 2
         if hi - lo <= (lo >> 3) + 16:
             break
-    device._largest = lo
+    device.largest = lo      # where the next search starts
     return lo

@@ -32,9 +32,9 @@ from sensormesh.device.compat import forget
 # The probe of a deployment (runtime.probe) is one list, made by ../metrics.py (install) at deploy
 # time and read by probe_wiring.py and ../metrics.py (report) in this order:
 #   0 the Runtime
-#   1 the plan: a tuple, per node with outputs: the node, its direct emit, the index in the probe
-#     of its first output's counters, then per output (node.outputs' order) the downstream node
-#     and its kind: 0 a step, 1 a sink, 2 a pipe_out, 3 a step that holds values
+#   1 the plan: a tuple, per node with outputs: the node, its direct emit, then per output
+#     (node.outputs' order) the downstream node and its kind: 0 a step, 1 a sink, 2 a pipe_out,
+#     3 a step that holds values
 #   2 samples taken
 #   3 latency samples, flat: sink, origin device, origin tick_us, sink tick_us, ...
 #   4 latency samples lost because nobody polled
@@ -44,7 +44,7 @@ from sensormesh.device.compat import forget
 #   8 the armed nodes: node -> origin of the oldest sampled value it holds (None: a source whose
 #     next value is sampled, read then)
 #   9 the sample timer
-#   10, 11, ... per edge (the plan's order) two counters: own time_us, calls timed
+#   10, 11, ... per output in the plan, in its order, two counters: own time_us, calls timed
 
 
 def run(probe, node, value, origin=None, emit=None):
@@ -69,7 +69,7 @@ def run(probe, node, value, origin=None, emit=None):
             node.emit(value)
         return
     if node is None:
-        probe_wiring.tick(probe)
+        probe_wiring.timer(probe)
     else:
         probe_wiring.run(probe, node, value, origin)
     forget("sensormesh.device.runtime.probe_wiring")
@@ -78,4 +78,6 @@ def run(probe, node, value, origin=None, emit=None):
 def once(probe, node, emit):
     """A one-shot emit for `node` (an entry in probe[8]; emit: its own): its next value is
     processed sampled. With node None: the sample timer's callback."""
-    return lambda value=None: run(probe, node, value, None, emit)
+    # default arguments rather than a closure: a third of the heap on MicroPython (a closure
+    # keeps a cell per variable), and there are a few of these alive at any time
+    return lambda value=None, probe=probe, node=node, emit=emit: run(probe, node, value, None, emit)

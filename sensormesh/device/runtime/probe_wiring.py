@@ -24,9 +24,10 @@ _ORIGIN = const(6)
 _CHILD = const(7)
 _HELD = const(8)
 _TIMER = const(9)
+_COUNTS = const(10)
 
 
-def tick(p):
+def timer(p):
     """A turn of the sample timer (p: the probe list, probe.py): marks the next value of every
     source to be sampled, probes the pipes' round trips every RTT_EVERY turns, and comes again
     SAMPLE_MS later (until the runtime's teardown stops it: probe.run(p, None, False))."""
@@ -56,19 +57,19 @@ def run(p, node, value, origin):
     plan = p[_PLAN]
     held = p[_HELD]
     i = 0
+    c = _COUNTS        # where the counters of the node's first output are
     while i < len(plan):
 
-        def emit(value, i=i):
+        def emit(value, i=i, c=c):
             # the node's emit while armed: each output called and timed in turn
             up = plan[i]
             was = p[_ORIGIN]
             # a step that held a sampled value passes its origin on (and holds it no more)
             o = p[_ORIGIN] = held.pop(up, was) or was
-            c = plan[i + 2]
             for fn in up.outputs:
+                down = plan[i + 2]
+                kind = plan[i + 3]
                 i += 2
-                down = plan[i + 1]
-                kind = plan[i + 2]
                 if not o:
                     pass
                 elif kind == 1:
@@ -94,17 +95,19 @@ def run(p, node, value, origin):
                 c += 2
                 p[_CHILD] = outer + took
             p[_ORIGIN] = was
+        n = len(plan[i].outputs)
         plan[i].emit = emit
-        i += 3 + 2 * len(plan[i].outputs)
+        i += 2 + 2 * n
+        c += 2 * n
     try:
         node.emit(value)
     finally:
         p[_ORIGIN] = None
         p[_ACTIVE] = False
         # the nodes' own emits back, but a one-shot emit for each one that holds a sampled value
-        # (its next output is processed sampled) or is a source to sample (tick)
+        # (its next output is processed sampled) or is a source to sample (timer)
         i = 0
         while i < len(plan):
             n = plan[i]
             n.emit = probe.once(p, n, plan[i + 1]) if n in held else plan[i + 1]
-            i += 3 + 2 * len(n.outputs)
+            i += 2 + 2 * len(n.outputs)
