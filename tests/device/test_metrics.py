@@ -159,6 +159,33 @@ def test_every_metric_present_and_latency_crosses_the_pipe():
     b.close()
 
 
+def test_the_sample_timer_runs_only_between_start_and_teardown():
+    # a deployment torn down before it started (replaced, then stopped) never starts the
+    # probe's timer; a started one's timer stops at its teardown (probe.py: run(probe, None, ...))
+    loop = transport.Loop()
+    a = Device("a", ["counter@0"], loop=loop)
+    c, conn = control(loop, listen(a))
+
+    def asg(epoch):
+        return {"pipeline": "p", "epoch": epoch, "code": CODE, "steps": [
+            {"id": "s", "type": "source", "params": {"sensor": "counter", "count": 5, "rate": 100}},
+            {"id": "m", "type": "map", "params": {"fn": "user:double"}, "inputs": ["s"]},
+            {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["m"]}]}
+    ask(loop, c, conn, {"deploy": {"assignment": asg(1)}}, "deployed")
+    first = a.runtime.probe
+    ask(loop, c, conn, {"deploy": {"assignment": asg(2)}}, "deployed")    # replaces it unstarted
+    second = a.runtime.probe
+    assert first is not None and second is not None and first is not second
+    assert first[9] is None and second[9] is None
+    assert [s for s in a.runtime.sources if s.emit is not s.wired] == []   # none armed
+    ask(loop, c, conn, {"start": {}}, "started")
+    assert second[9] is not None and first[9] is None
+    assert loop.run_until(lambda: delivered(c) >= 5, 10000)
+    ask(loop, c, conn, {"stop": {}}, "stopped")
+    assert second[9] is None and first[9] is None
+    a.close()
+
+
 def test_metrics_off_no_sampling_counters_still_count():
     loop = transport.Loop()
     a = Device("a", ["counter@0"], loop=loop)

@@ -52,9 +52,10 @@ def run(probe, node, value, origin=None, emit=None):
     now, here); emit: the node's own emit when this is its one-shot emit (once()).
     With node None, the sample timer: value None a turn of it (it starts with the first, at the
     runtime's start), False stops it (the runtime's teardown)."""
-    if node is None and probe[9] is not None:
-        probe[9].cancel()
-        probe[9] = None
+    if node is None:
+        if probe[9] is not None:
+            probe[9].cancel()
+            probe[9] = None
         if value is False:
             return
     if emit is not None:
