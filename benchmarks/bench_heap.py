@@ -347,10 +347,16 @@ def dispatch(self, session, key, body):
     _dispatch(self, session, key, body)
     if key in ('hello', 'deploy', 'start'):
         mark({'hello': 'controller session up (handshake done)', 'deploy': 'deployed',
-              'start': 'started (the pipe dials)'}[key])
+              'start': 'started'}[key])
         if key == 'start' and not _n[0]:
             self.loop.call_later(1000, lambda: _tick(self))
 core.Device.dispatch = dispatch
+_dial = core.Device.dial
+def dial(self, *args):
+    conn = _dial(self, *args)
+    mark("the pipe dialed (hello sent, its handshake's code loaded)")
+    return conn
+core.Device.dial = dial
 _secure = core.Device.secure
 def secure(self, cfg):
     s = _secure(self, cfg)

@@ -118,7 +118,7 @@ def trust(store):
 
 
 # -- Fernet: cryptography <-> CPython module <-> MicroPython -------------------------------------
-PAYLOADS = [b"", b"1", b"[21.5]", bytes(range(256)), b'[{"t":1,"v":2}]' * 300]
+PAYLOADS = [b"", b"1", b"[21.5]", bytes(range(256)), b'[{"t":1,"v":2}]' * 300, bytes(311), bytes(312), bytes(695)]
 
 
 def test_fernet_micropython_tokens_open_with_cryptography():

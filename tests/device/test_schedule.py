@@ -102,6 +102,7 @@ def test_pipe_out_redials_quickly_again_after_a_connection_that_worked():
     rt = FakeRuntime()
     p = PipeOut(rt, "out:e", {"edge": "e", "to": "127.0.0.1:1", "peer": "x"})
     p.start()
+    assert run_next(rt.loop) == 0 and len(rt.device.dialed) == 1   # it dials on the next loop turn
     assert drops(p, rt, len(RETRY_MS) + 1) == list(RETRY_MS) + [RETRY_MS[-1]]
     p.on_connect(rt.device.dialed[-1])
     assert drops(p, rt, 1) == [RETRY_MS[0]]

@@ -284,7 +284,9 @@ class PipeOut:
         if self.tf:
             self.timer = self.rt.loop.call_later(self.tf, self._on_frame_timer)
         if self.to:
-            self._dial()
+            # on the next loop turn, once the start message's code (runtime/control.py) is
+            # forgotten: a keyed board loads the handshake's code for the dial (its largest heap)
+            self.retry_timer = self.rt.loop.call_later(0, self._dial)
 
     def _dial(self):
         self.retry_timer = None

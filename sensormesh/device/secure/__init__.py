@@ -157,13 +157,6 @@ class Security:
             collect()
 
     def dial(self, address, protocol, peer, first):
-        """Dial another device as this device's identity; `first` goes out once the session is up.
-        A peer prepared at the deployment needs only the client side of the handshake (hello.py,
-        wire.py); else keys.py looks it up and computes the pair key first, before hello.py loads
-        (the key agreement's code and the client side never take memory at once)."""
-        known = load("wire").prepared(self, peer)
-        if known is None:
-            known = load("keys").prepare_peer(self, peer)
-            if known is not None:
-                self.prepared[peer] = known
-        return load("hello").dial_device(self, address, protocol, peer, first, known)
+        """Dial another device as this device's identity; `first` goes out once the session is up
+        (wire.dial: the client side of the handshake, with what the deployment prepared)."""
+        return load("wire").dial(self, address, protocol, peer, first)

@@ -8,8 +8,9 @@
 # frames of up to its frame limit (16 KB): the token's base64 is decoded a few hundred characters
 # at a time straight into one buffer, laid out so that the payload, decrypted in place, ends up
 # at its start; the HMAC runs over views of it. Opening a token takes the token and one buffer
-# of 3/4 its size, and the payload comes back as that buffer. The decoder is strict: the token
-# must be the canonical url-safe base64 of its bytes (no stray characters, no '+' or '/').
+# of 3/4 its size, and the payload comes back as that buffer; making one takes only the token's
+# own buffer (seal). The decoder is strict: the token must be the canonical url-safe base64 of
+# its bytes (no stray characters, no '+' or '/').
 import binascii
 import hashlib
 import os
@@ -37,16 +38,7 @@ if MICROPYTHON:
         a = cryptolib.aes(key, 2, iv)
         return a.encrypt if encrypt else a.decrypt
 else:
-    from cryptography.fernet import InvalidToken
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-    def _cbc(key, iv, encrypt):
-        c = Cipher(algorithms.AES(bytes(key)), modes.CBC(bytes(iv)))
-        op = c.encryptor() if encrypt else c.decryptor()
-
-        def run(src, dst):
-            dst[:] = op.update(bytes(src))
-        return run
+    from sensormesh.device.secure.openssl import InvalidToken, cbc as _cbc   # noqa: F401
 
 
 def b64encode(data):
@@ -100,27 +92,30 @@ def equal(a, b):
 
 
 def seal(sign, enc, prefix, data, t, iv):
-    """The token of prefix + data (bytes-like), made at Unix time t with this IV. One buffer,
-    encrypted in place; its base64 is written a chunk at a time into the token's own buffer."""
+    """The token of prefix + data (bytes-like), made at Unix time t with this IV, in one buffer:
+    the token's bytes are laid out at the end of the buffer of its base64, encrypted in place,
+    and encoded a chunk at a time to the buffer's front. Each chunk's base64 ends before the
+    next chunk's bytes begin (the bytes take 3/4 of the buffer), so a token costs a board its
+    base64's size besides the payload, not that and a copy of the payload too."""
     n = len(prefix) + len(data)
     pad = 16 - n % 16
     end = HDR + n + pad
-    buf = bytearray(end + MAC)
-    struct.pack_into(">BQ", buf, 0, 0x80, t)
+    size = end + MAC
+    out = bytearray((size + 2) // 3 * 4)
+    at = len(out) - size
+    buf = memoryview(out)[at:]          # the token's bytes
+    struct.pack_into(">BQ", out, at, 0x80, t)
     buf[9:HDR] = iv
     buf[HDR:HDR + len(prefix)] = prefix
     buf[HDR + len(prefix):HDR + n] = data
     for i in range(HDR + n, end):
         buf[i] = pad
-    mv = memoryview(buf)
-    _cbc(enc, iv, True)(mv[HDR:end], mv[HDR:end])
-    buf[end:] = hmac_sha256(sign, mv[:end])
-    size = len(buf)
-    out = bytearray((size + 2) // 3 * 4)
+    _cbc(enc, iv, True)(buf[HDR:end], buf[HDR:end])
+    buf[end:] = hmac_sha256(sign, buf[:end])
     step = _CHUNK // 4 * 3
     j = 0
     for i in range(0, size, step):
-        c = b64encode(mv[i:i + step])
+        c = b64encode(buf[i:i + step])
         out[j:j + len(c)] = c
         j += len(c)
     return out

@@ -111,8 +111,9 @@ class ClientKeys:
 def dial(loop, address, protocol, creds, server, roles=None, handshake_ms=DEFAULT_HANDSHAKE_MS,
          max_frame=None, log=None):
     """secure.dial: for a process that is not a device (session.Credentials as `creds`)."""
-    return dial_as(client_keys(creds, handshake_ms), loop, address, protocol, server, None, roles,
-                   max_frame or codec.DEFAULT_MAX_FRAME, log)
+    max_frame = max_frame or codec.DEFAULT_MAX_FRAME
+    return dial_as(client_keys(creds, handshake_ms), transport.dial(loop, address, None, max_frame), protocol,
+                   server, None, roles, max_frame, log)
 
 
 def client_keys(creds, handshake_ms=DEFAULT_HANDSHAKE_MS):
@@ -120,8 +121,9 @@ def client_keys(creds, handshake_ms=DEFAULT_HANDSHAKE_MS):
     return ClientKeys(creds.identity, creds.trust, creds.pairs, handshake_ms)
 
 
-def dial_device(sec, address, protocol, peer, first, known):
-    """Security.dial: a device dials another one as its own identity. `known`: the peer's role,
+def dial_device(sec, conn, protocol, peer, first, known):
+    """Security.dial: a device dials another one as its own identity (conn: the connection just
+    opened, transport.dial without a protocol yet). `known`: the peer's role,
     pair key and fingerprint as keys.prepare_peer() found them; None if the peer is not trusted
     as a device, and the handshake looks it up (keys.py) to refuse it with its error."""
     if known is not None:
@@ -130,14 +132,15 @@ def dial_device(sec, address, protocol, peer, first, known):
         from sensormesh.device.secure.keys import device_identity, device_pairs, device_trust
         keys = ClientKeys(device_identity(sec), device_trust(sec), device_pairs(sec), sec.handshake_ms)
     dev = sec.dev
-    return dial_as(keys, dev.loop, address, protocol, peer, first, ("device",), dev.max_frame, dev.log)
+    return dial_as(keys, conn, protocol, peer, first, ("device",), dev.max_frame, dev.log)
 
 
-def dial_as(keys, loop, address, protocol, peer, first, roles, max_frame, log):
-    """Dial `address` with a Dialer in front of `protocol`, as `keys` (a ClientKeys); `first`
-    leaves once the session is up."""
-    d = Dialer(keys, loop, protocol, peer, first, roles, max_frame, log)
-    conn = transport.dial(loop, address, d, max_frame)
+def dial_as(keys, conn, protocol, peer, first, roles, max_frame, log):
+    """Put a Dialer in front of `protocol` on `conn`, a connection just opened (transport.dial
+    without a protocol: nothing of it has run yet), as `keys` (a ClientKeys); `first` leaves once
+    the session is up."""
+    d = Dialer(keys, conn.loop, protocol, peer, first, roles, max_frame, log)
+    conn.protocol = d
     d.start(conn)
     return conn
 

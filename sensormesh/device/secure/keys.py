@@ -179,7 +179,7 @@ def prepare(sec, body):
     """A deployment arrived (body: the deploy message's): before the runtime and the deployment's
     code load, look up each device its pipes dial in the trust store and compute the pair key
     (x25519.py loaded for it and forgotten again), and keep only the result per peer, so that
-    the pipe's dial later needs neither this module nor the key agreement (wire.prepared()).
+    the pipe's dial later needs neither this module nor the key agreement (wire.dial()).
     A peer that is not trusted is left to the dial's handshake, which refuses it with its
     error; a malformed assignment is left to the deployment, which refuses it."""
     a = body.get("assignment") if type(body) is dict and "assignment" in body else body

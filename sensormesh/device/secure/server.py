@@ -94,6 +94,10 @@ class ServerSession(_Side):
             self._fail(e)
 
     def _hello(self, msg):
+        if type(msg) is dict and msg.get("hello") == {}:
+            # the plain control-session hello of a client without keys
+            raise HandshakeError("plaintext-refused", "this device only accepts authenticated sessions, and the "
+                                 "hello carries no credentials: give the client an identity (--identity)")
         body = _body(msg, "hello")
         if body is None:
             if type(msg) is dict:

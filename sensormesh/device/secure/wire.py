@@ -2,14 +2,15 @@
 # checks of a message's fields, the transcript and the session keys, the state both sessions
 # share (_Side), and forgetting the handshake's code when no handshake runs (idle). This is all
 # of the handshake a device's dial loads besides hello.py when the pipe's peer was prepared at
-# the deployment (keys.prepare, prepared() below): the trust store, the pair-key cache and the
-# key agreement (keys.py, pubkey.py, x25519.py) stay unloaded then.
+# the deployment (keys.prepare; dial() below): the trust store, the pair-key cache and the key
+# agreement (keys.py, pubkey.py, x25519.py) stay unloaded then.
 import hashlib
 import os
 import struct
 
+from sensormesh.device import transport
 from sensormesh.device.compat import collect, from_mpy, unix_time, unload
-from sensormesh.device.secure import admitting, busy
+from sensormesh.device.secure import admitting, busy, load
 from sensormesh.device.secure.channel import Channel, b64decode, hmac_sha256
 
 VERSION = 2
@@ -116,10 +117,6 @@ def _body(msg, key):
     body = msg[key]
     if type(body) is not dict:
         raise HandshakeError("malformed", "%r must be an object" % key)
-    if not body and key == "hello":
-        # the plain control-session hello of a client without keys
-        raise HandshakeError("plaintext-refused", "this device only accepts authenticated sessions, and the "
-                             "hello carries no credentials: give the client an identity (--identity)")
     if body.get("v") != VERSION or type(body.get("v")) is not int:
         raise HandshakeError("malformed", "unsupported handshake version %r (this side speaks %d)"
                              % (body.get("v"), VERSION))
@@ -187,11 +184,24 @@ def _stamp(src):
     return (st[6], getattr(st, "st_mtime_ns", st[8]))
 
 
-def prepared(sec, peer):
-    """(role, pair key, key fingerprint) of a device the pipes of this device's deployment dial,
-    as keys.prepare() found them in its trust store, while that store is unchanged; else None
-    (keys.py looks the peer up again, re-reading the trust store first if its files changed)."""
+def dial(sec, address, protocol, peer, first):
+    """Security.dial: dial another device as this device's identity. A peer prepared at the
+    deployment (keys.prepare: its role, pair key and key fingerprint, kept while the trust files
+    are unchanged) needs only the client side of the handshake (hello.py and this module); else
+    keys.py looks it up again (the trust store re-read first if its files changed) and computes
+    the pair key before hello.py loads, so the key agreement's code and the client side never
+    take memory at once. The connection is opened before hello.py loads too (connect.py is
+    forgotten by then), with the Dialer put in front of `protocol` afterwards."""
     known = sec.prepared.get(peer)
-    if known is not None and stamps(sec) == sec.stamps:
-        return known
-    return None
+    if known is None or stamps(sec) != sec.stamps:
+        known = load("keys").prepare_peer(sec, peer)
+        if known is not None:
+            sec.prepared[peer] = known
+    dev = sec.dev
+    conn = transport.dial(dev.loop, address, None, dev.max_frame)
+    try:
+        h = load("hello")
+    except MemoryError:
+        conn.close("no memory free for the handshake with %s" % peer)
+        raise
+    return h.dial_device(sec, conn, protocol, peer, first, known)
