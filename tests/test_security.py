@@ -581,3 +581,34 @@ def test_handshake_code_loads_again_after_a_memory_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", short_once)
     mod = secure.load("admit")
     assert mod.__name__ == "sensormesh.device.secure.admit" and len(calls) == 2
+
+
+def test_a_deployment_short_of_memory_for_preparing_its_pipes_dial_runs_and_the_dial_does_it(monkeypatch):
+    """A MemoryError while a deployment prepares its pipes' dials (keys.prepare_peer) does not
+    refuse the deployment: the pipe's dial looks the peer up and computes the pair key itself."""
+    import test_secure_device as sd
+    from sensormesh.device import transport as tr
+    from sensormesh.device.secure import keys
+    loop = tr.Loop()
+    b, baddr, cb = sd._receiver(loop)
+    a = sd.keyed("dev-a", ["counter@0"], loop)
+    ca = sd.SecureClient(loop, sd.listen(a), "controller", "dev-a")
+    assert loop.run_until(ca.ready, 5000) and ca.error is None, ca.error
+    real = keys.prepare_peer
+    calls = []
+
+    def short(sec, peer):
+        calls.append(peer)
+        if len(calls) == 1:
+            raise MemoryError("memory allocation failed")
+        return real(sec, peer)
+    monkeypatch.setattr(keys, "prepare_peer", short)
+    ca.conn.send({"deploy": {"assignment": sd._pipe_to(baddr)}})
+    assert loop.run_until(lambda: ca.replies("deployed"), 5000), ca.messages
+    assert a.security.prepared == {}
+    ca.conn.send({"start": {}})
+    assert loop.run_until(lambda: len(sd.delivered(cb)) >= 50, 10000), a.runtime.status()
+    assert sd.delivered(cb) == list(range(50))
+    assert calls == ["dev-b", "dev-b"] and "dev-b" in a.security.prepared     # the dial did it
+    a.close()
+    b.close()

@@ -536,3 +536,28 @@ def test_a_peer_revoked_after_the_deployment_is_refused_by_the_pipes_dial():
         a.close()
         b.close()
         os.remove(path)
+
+
+def test_a_pipe_to_a_peer_not_trusted_as_a_device_is_refused_at_its_dial():
+    """The deployment prepares nothing for a peer its trust store lacks, or holds with another
+    role; the pipe's dial then looks it up and refuses it with the handshake's error, and the
+    other end never sees a hello."""
+    loop = transport.Loop()
+    b, baddr, cb = _receiver(loop)
+    for peer, why in (("stranger", "not in this side's trust store"), ("reader-1", "has role 'reader'")):
+        a = keyed("dev-a", ["counter@0"], loop)
+        ca = SecureClient(loop, listen(a), "controller", "dev-a")
+        assert loop.run_until(ca.ready, 5000) and ca.error is None, ca.error
+        asg = _pipe_to(baddr)
+        asg["steps"][1]["params"]["peer"] = peer
+        ca.conn.send({"deploy": {"assignment": asg}})
+        assert loop.run_until(lambda: ca.replies("deployed"), 5000), ca.messages
+        assert a.security.prepared == {}
+        ca.conn.send({"start": {}})
+        assert loop.run_until(lambda: a.runtime.pipe_outs["e1"].last_error, 5000)
+        assert why in a.runtime.pipe_outs["e1"].last_error, a.runtime.pipe_outs["e1"].last_error
+        a.close()
+        ca.conn.close()
+    st = b.security.status()
+    assert st["accepted"] == 1 and st["refused"] == {}, st
+    b.close()

@@ -38,7 +38,8 @@ if MICROPYTHON:
         a = cryptolib.aes(key, 2, iv)
         return a.encrypt if encrypt else a.decrypt
 else:
-    from sensormesh.device.secure.openssl import InvalidToken, cbc as _cbc   # noqa: F401
+    from cryptography.fernet import InvalidToken
+    from sensormesh.device.secure.openssl import cbc as _cbc
 
 
 def b64encode(data):

@@ -3,15 +3,13 @@
 # has cryptolib). CPython sides (the controller, CPython devices) never run the pure-Python
 # ladder, which is not constant-time (docs/security.md); MicroPython never loads this module
 # (and never imports `cryptography`), so a board's heap holds none of its code.
-from cryptography.fernet import InvalidToken  # noqa: F401  (channel.py's, on CPython)
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from sensormesh.device.secure.pubkey import PublicKey
 
 
 def cbc(key, iv, encrypt):
     """AES-128-CBC: f(src, dst) over buffers whose length is a multiple of 16; successive calls
     continue the chain (channel.py)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
     c = Cipher(algorithms.AES(bytes(key)), modes.CBC(bytes(iv)))
     op = c.encryptor() if encrypt else c.decryptor()
 
