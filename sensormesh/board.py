@@ -309,7 +309,7 @@ def compiled_name(path):
 
 
 # The package's .mpy files carry no line-number tables: about 6 % less bytecode, which a board
-# holds in its heap (measured: 3-4 KB less live heap for a keyed device running a deployment;
+# holds in its heap (measured: 2-4 KB less heap for a keyed device running a deployment;
 # docs/boards.md). A traceback from the package's own code then names the file and the function
 # but says "line 1"; user functions shipped as source keep their lines. `board deploy --lines`
 # and SENSORMESH_MPY_LINES=1 (sensormesh up) compile with them, `--source` copies the sources.
