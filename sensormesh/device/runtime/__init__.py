@@ -18,30 +18,25 @@
 # building and checking an assignment (deploy.py: loaded for a deployment and forgotten after on
 # .mpy), the control messages and status reports (control.py: loaded per message and forgotten
 # after it), callback deliveries and csv outlets (delivery.py: only on devices that have them).
-import sys
-
-from sensormesh.device.compat import MICROPYTHON, forget
+from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.schedule import grid_due, sparse, wait_ms
-from sensormesh.device.steps import Outlet
+from sensormesh.device.steps import Outlet, Rarely, rare_call
 
 BURST = 64 if MICROPYTHON else 256
 
 
 class Source(Outlet):
     """Reads one sensor on its schedule and pushes each value into the chain (its parameters
-    are checked and its state set up by deploy.source_setup)."""
+    are checked and its state set up by deploy.source_setup; starting, closing, its counts
+    and its wiring are in sources.py, loaded per call: steps/__init__.py, Rarely)."""
 
     SINK = False
+    RARE_IN = "sensormesh.device.runtime.sources"
+    RARE = ("start", "close", "stats", "connect", "flush")
 
     def __init__(self, runtime, sid, params):
         from sensormesh.device.runtime.deploy import source_setup
         source_setup(self, runtime, sid, params)
-
-    def start(self):
-        self.running = True
-        self.t0 = self.rt.loop.now()
-        self.taken = 0
-        self._tick()
 
     def _tick(self):
         self.timer = None
@@ -112,29 +107,42 @@ class Source(Outlet):
         if self.running and not self.period and self.timer is None:
             self._tick()
 
-    def close(self):
-        self.running = False
-        if self.timer:
-            self.timer.cancel()
-            self.timer = None
 
-    def stats(self):
-        s = {"in": self.n_out + self.errors, "out": self.n_out, "errors": self.errors, "missed": self.missed}
-        if self.last_error:
-            s["last_error"] = self.last_error
-        return s
-
-
-class Runtime:
+class Runtime(Rarely):
     """The device's current assignment; the handlers of the messages that manage it are in
-    control.py and deploy.py (loaded per message)."""
+    control.py and deploy.py (loaded per message), and so are its rarely used methods (status,
+    send_stats, shutdown; resolve and deliver for the steps: Rarely, steps/__init__.py)."""
+    RARE_IN = "sensormesh.device.runtime.control"
+    RARE = ("status", "send_stats", "shutdown", "resolve", "deliver")
+    # the state of a device with no assignment; each attribute becomes the runtime's own once
+    # it changes (the mutable ones are made in __init__)
+    pipeline = None
+    epoch = 0
+    state = "empty"
+    confirmed = False   # a subscriber confirms callback values (delivery.py)
+    # lineage (docs/reliability.md, "Several inputs"): pipe_outs fed by several inputs tag
+    # their values with the input value they come from; rt.cur names it while it is pushed
+    tracking = False
+    cur = None
+    # joined inputs: a window or zip fed by several pipe_ins; their checkpoints are taken and
+    # acknowledged together, and after a restart the replays start from the same cut
+    joint = False
+    parking = False
+    lost_deliveries = 0
+    deliver_timer = None
+    deliver_fast = False   # the timer is due at once (delivery.deliver_soon)
+    # acknowledged pipes (pipes.py, replay.py)
+    holders = 0      # steps that may hold values back (windows, zips)
+    holding = 0      # of those, how many hold some right now
+    feeding = False  # a pipe_in is pushing a frame through the steps
+    settled = False  # during that: the last holder let go of its values
+    probe = None     # the metrics probe of the running assignment when metrics are on (probe.py)
+    incoming = None       # parts.Incoming: an assignment arriving in parts
+    parts_dropped = None  # why the last one arriving in parts was dropped
 
     def __init__(self, device):
         self.device = device
         self.loop = device.loop
-        self.pipeline = None
-        self.epoch = 0
-        self.state = "empty"
         self.nodes = {}       # id -> step / source / pipe object
         self.order = []       # ids, upstream first
         self.sources = []
@@ -145,29 +153,9 @@ class Runtime:
         self.deliveries = {}  # callback step id -> Delivery (delivery.py)
         self.outlets = {}     # "@step id" -> a sink that keeps a position: Delivery, csv step
         self.files = []       # csv steps: flushed before what they wrote is acknowledged
-        self.confirmed = False   # a subscriber confirms callback values (delivery.py)
-        # lineage (docs/reliability.md, "Several inputs"): pipe_outs fed by several inputs tag
-        # their values with the input value they come from; rt.cur names it while it is pushed
-        self.tracking = False
-        self.cur = None
-        # joined inputs: a window or zip fed by several pipe_ins; their checkpoints are taken and
-        # acknowledged together, and after a restart the replays start from the same cut
-        self.joint = False
-        self.parking = False
         self.cut_marks = {}
-        self.lost_deliveries = 0
-        self.deliver_timer = None
-        self.deliver_fast = False   # the timer is due at once (delivery.deliver_soon)
-        # acknowledged pipes (pipes.py, replay.py)
         self.carry = {}       # edge -> sender/receiver state kept from the previous deployment
-        self.holders = 0      # steps that may hold values back (windows, zips)
-        self.holding = 0      # of those, how many hold some right now
-        self.feeding = False  # a pipe_in is pushing a frame through the steps
-        self.settled = False  # during that: the last holder let go of its values
         self.metrics = getattr(device, "metrics", True)   # off: no probe, no stamps (benchmarks)
-        self.probe = None      # the metrics probe of the running assignment when metrics are on (probe.py)
-        self.incoming = None       # parts.Incoming: an assignment arriving in parts
-        self.parts_dropped = None  # why the last one arriving in parts was dropped
 
     def handler(self, key):
         """The handler fn(session, body) of a runtime message (core.RUNTIME_MESSAGES): a function
@@ -183,21 +171,7 @@ class Runtime:
     def rare(self, where, name, *args):
         """Call <where>.<name>(self, *args), where is a module of this package a running
         assignment rarely needs: loaded for the call, forgotten after it on .mpy."""
-        path = "sensormesh.device.runtime." + where
-        __import__(path)
-        try:
-            return getattr(sys.modules[path], name)(self, *args)
-        finally:
-            forget(path)
-
-    def status(self):
-        return self.rare("control", "status")
-
-    def send_stats(self, conn, key, st):
-        self.rare("control", "send_stats", conn, key, st)
-
-    def shutdown(self):
-        self.rare("control", "teardown")
+        return rare_call("sensormesh.device.runtime." + where, name, self, *args)
 
     # -- ctx for steps --------------------------------------------------------------------
     def now(self):
@@ -206,17 +180,8 @@ class Runtime:
     def call_later(self, ms, fn):
         return self.loop.call_later(ms, fn)
 
-    def resolve(self, ref):
-        from sensormesh.device.runtime import shipped
-        return shipped.resolve(self.code, ref)
-
     def log(self, text):
         self.device.log(text)
-
-    def deliver(self, sid, value):
-        # a callback step's values (deploy hands each callback its Delivery's deliver directly)
-        from sensormesh.device.runtime.delivery import deliver
-        deliver(self, sid, value)
 
     def hold(self):
         """A window or join starts holding values back (ctx for steps; see checkpoints)."""

@@ -5,6 +5,7 @@
 # forgets its code after each one (compat.forget).
 from sensormesh.device import codec
 from sensormesh.device.compat import collect, unload
+from sensormesh.device.steps import forget_all, keep_loaded
 
 
 def on_deploy_part(rt, session, body):
@@ -114,6 +115,14 @@ def teardown(rt, keep=False):
         rt.carry = {}
     if not rt.nodes:
         return None
+    rare = keep_loaded(rt.nodes.values())
+    try:
+        return _teardown(rt, keep)
+    finally:
+        forget_all(rare)
+
+
+def _teardown(rt, keep):
     for s in rt.sources:
         s.close()
     if rt.probe is not None:
@@ -156,11 +165,13 @@ def teardown(rt, keep=False):
 
 def status(rt):
     st = {"pipeline": rt.pipeline, "epoch": rt.epoch, "state": rt.state, "steps": {}}
+    rare = keep_loaded(rt.nodes.values())
     for i in rt.order:
         try:
             st["steps"][i] = rt.nodes[i].stats()
         except Exception as e:
             st["steps"][i] = {"error": str(e)}
+    forget_all(rare)
     lost = rt.lost_deliveries
     for d in rt.deliveries.values():
         lost += d.tx.dropped
@@ -186,3 +197,19 @@ def _pull(po, conn, body):
         conn.send(po._seq())
     po._send()
     po.rt.resume_sources()
+
+
+# -- the runtime's rarely used methods (runtime/__init__.py: Runtime.RARE) -------------------
+shutdown = teardown
+
+
+def resolve(rt, ref):
+    """ctx.resolve of the steps: "module:name" of the deployment's shipped code."""
+    from sensormesh.device.runtime import shipped
+    return shipped.resolve(rt.code, ref)
+
+
+def deliver(rt, sid, value):
+    # a callback step's values (deploy hands each callback its Delivery's deliver directly)
+    from sensormesh.device.runtime.delivery import deliver
+    deliver(rt, sid, value)

@@ -29,8 +29,8 @@
 #                                         `device` at its tick_us (sampled values only)
 #   {"rtt": tick_us}                      a round-trip probe: the pipe_in sends it straight back
 from sensormesh.device.compat import MICROPYTHON, ticks_diff, ticks_us
-from sensormesh.device.runtime.replay import Sender, new_run
-from sensormesh.device.schedule import Redial, sparse
+from sensormesh.device.schedule import sparse
+from sensormesh.device.steps import Rarely
 
 # Values a pipe_out keeps unacknowledged (its replay buffer) unless the pipeline sets `buffer`.
 # A board's heap holds about 100 KB in all: 1000 floats take about 20 KB there (40 KB on the
@@ -65,19 +65,18 @@ ACK_MS = 50
 MAX_STAMPS = 32
 
 
-class PipeOut:
+class PipeOut(Rarely):
     SINK = True
     PIPE = "out"
+    # What a running pipe_out does rarely (connections, numbering announcements, counts) is in
+    # pipe_links.py, loaded per call (steps/__init__.py, Rarely)
+    RARE_IN = "sensormesh.device.runtime.pipe_links"
+    RARE = ("inlet", "inlet_many", "_retire", "pipe_metrics", "hurry", "_seq", "_jumped", "fresh", "adopt",
+            "start", "on_connect", "on_close", "on_control", "flush", "close", "stats")
 
     def __init__(self, runtime, sid, params):
         from sensormesh.device.runtime.deploy import pipe_out_setup
         pipe_out_setup(self, runtime, sid, params)
-
-    def inlet(self, port):
-        return self.push
-
-    def inlet_many(self, port):
-        return self.push_many
 
     # -- metrics (out of band, runtime/probe.py) ---------------------------------------------
     def stamp(self, origin):
@@ -105,18 +104,6 @@ class PipeOut:
         conn = self.conn
         if conn is not None and not conn.connecting and not conn.closed:
             conn.send({"rtt": ticks_us()})
-
-    def _retire(self, conn):
-        if conn is not None:
-            self.bytes_prev += getattr(conn, "bytes_out", 0)   # test doubles may not count
-
-    def pipe_metrics(self):
-        c = self.conn
-        out = self.tx.once - self.first
-        return {"dir": "out", "peer": self.peer or self.to, "values": out if out > 0 else 0, "frames": self.frames,
-                "bytes": self.bytes_prev + (getattr(c, "bytes_out", 0) if c is not None else 0),
-                "reconnects": self.connects - 1 if self.connects > 1 else 0,
-                "queue": self.tx.unsent(), "rtt_us": self.rtt_us}
 
     # -- values -------------------------------------------------------------------------
     def push(self, value, port=0):
@@ -170,33 +157,6 @@ class PipeOut:
             tx.cap = n if n > 1 else 1
             self.rt.log("pipe %s: %d bytes of heap free: its replay buffer holds at most the %d values it has"
                         % (self.edge, free, tx.cap))
-
-    def hurry(self, own=False):
-        """Ask the receiver to acknowledge sooner (module notes): what the time frame holds leaves
-        now, then {"ack-soon": next seq}. own: this pipe's buffer is half full (asked once until
-        the next acknowledgement); else a request from upstream passed on by our pipe_in."""
-        conn = self.conn
-        tx = self.tx
-        if conn is None or conn.connecting or conn.closed or not tx.acks or not tx.held():
-            return
-        if own:
-            self.asked = True
-        self._send()
-        conn.send({"ack-soon": tx.next_seq()})
-
-    def _seq(self):
-        """The seq announcement of this connection ([seq, run, mark, cap, 1] when tagged)."""
-        a = self.tx.announce()
-        if self.lineage:
-            a.append(1)
-        return {"seq": a}
-
-    def _jumped(self):
-        """The next value to send is not the one the connection's receiver counts on: say so."""
-        self.tx.jumped = False
-        c = self.conn or self.dialing
-        if c is not None and not c.closed:
-            c.send(self._seq())
 
     def _dropped(self):
         tx = self.tx
@@ -256,37 +216,8 @@ class PipeOut:
         # here stopped a free-running source after every burst until the next acknowledgement.)
         return not self.tf and tx.unsent() > 0
 
-    # -- numbering ------------------------------------------------------------------------
-    def fresh(self):
-        # numbered nothing and took no numbering back (a pipe carried over a redeployment that
-        # came before its first value is still fresh)
-        return self.tx.next_seq() == 0 and not self.tx.adopted
-
     def position(self):
         return self.tx.position()
-
-    def adopt(self, seq, run):
-        """Continue the numbering the upstream's mark hands back (this device restarted)."""
-        self.tx.adopt(seq, run)
-        self.carried = True
-        self.rt.log("pipe %s: continues at value %d of its earlier run" % (self.edge, seq))
-        c = self.conn or self.dialing
-        if c is not None and not c.closed:
-            c.send(self._seq())
-
-    # -- connection ---------------------------------------------------------------------
-    def start(self):
-        self.running = True
-        tx = self.tx
-        if self.spool_limit or tx.spool is not None:
-            from sensormesh.device.runtime import spool   # only pipes that spool load it
-            spool.start(self)
-        if self.tf:
-            self.timer = self.rt.loop.call_later(self.tf, self._on_frame_timer)
-        if self.to:
-            # on the next loop turn, once the start message's code (runtime/control.py) is
-            # forgotten: a keyed board loads the handshake's code for the dial (its largest heap)
-            self.retry_timer = self.rt.loop.call_later(0, self._dial)
 
     def _dial(self):
         self.retry_timer = None
@@ -316,18 +247,6 @@ class PipeOut:
             if c is not None and not c.closed:
                 c.close(reason)
 
-    def on_connect(self, conn):
-        if not self.running or (self.dialing is not None and conn is not self.dialing):
-            conn.close("pipe %s no longer uses this connection" % self.edge)   # a stale dial
-            return
-        self.conn = conn
-        self.dialing = None
-        self.connects += 1
-        self.asked = False
-        self.redial.connected()
-        self._send()
-        self.rt.resume_sources()
-
     def on_message(self, conn, msg):
         if type(msg) is not dict:
             return
@@ -339,78 +258,13 @@ class PipeOut:
                     self._jumped()
                 self.rt.outputs_acked()
                 self.rt.resume_sources()
-        elif "expect" in msg:
-            e = msg["expect"]
-            tx = self.tx
-            if type(e) is list and len(e) == 2 and tx.unsent():
-                was = tx.sent
-                tx.skip_to(e[0], e[1])
-                if tx.sent != was:
-                    conn.send(self._seq())   # the next array starts further on
-        elif "rtt" in msg:
+        elif "rtt" in msg and "expect" not in msg:
             t = msg["rtt"]
             if type(t) is int:
                 self.rtt_us = ticks_diff(ticks_us(), t)
-        elif "error" in msg:
-            err = msg["error"]
-            self.last_error = err.get("message") if type(err) is dict else str(err)
-            self.rt.log("pipe %s to %s refused: %s" % (self.edge, self.to, self.last_error))
+        else:
+            self.on_control(conn, msg)   # "expect" or "error" (pipe_links.py)
 
     def on_drain(self, conn):
         self._send()
         self.rt.resume_sources()
-
-    def on_close(self, conn, reason):
-        if conn is not self.conn and conn is not self.dialing:
-            return    # a connection this pipe had already let go
-        if conn is self.conn:
-            self._retire(conn)
-        self.conn = None
-        self.dialing = None
-        if not self.running:
-            return
-        self.last_error = reason
-        if self.to:
-            delay = self.redial.delay()
-            n = self.redial.tries
-            if n == 1 or n % LOG_EVERY_REDIALS == 0:
-                self.rt.log("pipe %s to %s: %s; retrying in %d ms" % (self.edge, self.to, reason, delay))
-            self.retry_timer = self.rt.loop.call_later(delay, self._dial)
-
-    def flush(self):
-        self._send()
-
-    def close(self, keep=False):
-        self.running = False
-        for t in (self.timer, self.retry_timer, self.spool_timer):
-            if t:
-                t.cancel()
-        self.spool_timer = None
-        if self.conn is not None:
-            self.conn.close_after_flush("pipeline stopped")
-            self.conn = None
-        if self.dialing is not None:
-            if not self.dialing.closed:
-                self.dialing.close("pipeline stopped")   # a late connect must not send for us
-            self.dialing = None
-        if not keep and self.tx.spool is not None:
-            self.tx.spool.clear()
-
-    def stats(self):
-        # in = out + pending + dropped: out = values sent at least once, pending = never sent yet,
-        # dropped = left the full replay buffer before being sent (evicted: also those sent but not
-        # acknowledged). Counts of a deployment that carried over an edge's buffer start from its
-        # first value; "seq" and "acked" are positions in the edge's numbering.
-        tx = self.tx
-        out = tx.once - self.first
-        pending = tx.next_seq() - (tx.high if tx.high > tx.base else tx.base)
-        s = {"in": self.n_in, "out": out if out > 0 else 0, "pending": pending, "unshipped": 0,
-             "dropped": tx.dropped, "evicted": tx.evicted, "resent": self.resent,
-             "acked": tx.base, "unacked": tx.held(), "seq": tx.next_seq(), "buffer": tx.cap,
-             "connected": self.conn is not None and not self.conn.connecting, "connects": self.connects}
-        if tx.spool is not None:
-            s["spool"] = tx.spool.stats()
-            s["spooled"] = tx.spooled
-        if self.last_error:
-            s["last_error"] = self.last_error
-        return s

@@ -37,6 +37,8 @@
 
 import os
 
+from sensormesh.device.steps import Rarely
+
 
 def new_run():
     """A random name for a new numbering of a pipe's values (30 bits: a small int on a board)."""
@@ -44,9 +46,12 @@ def new_run():
     return ((b[0] & 0x3F) << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
 
 
-class Sender:
+class Sender(Rarely):
     """The sending end of one pipe: its numbering and its replay buffer (values base..next-1:
-    the oldest may sit in a spool on disk, spool.py; the rest, from mbase on, in memory)."""
+    the oldest may sit in a spool on disk, spool.py; the rest, from mbase on, in memory). What it
+    does when a connection starts or a numbering changes hands is in numbering.py (Rarely)."""
+    RARE_IN = "sensormesh.device.runtime.numbering"
+    RARE = ("restart", "skip_to", "adopt", "announce")
 
     def __init__(self, cap, run, acks=True):
         self.cap = cap if cap > 0 else 1
@@ -158,17 +163,6 @@ class Sender:
         """True while the values to send next come from the spool (sent at a limited rate)."""
         return self.sent < self.mbase
 
-    def restart(self):
-        """A new connection: everything unacknowledged goes again. Returns the first seq."""
-        self.jumped = False
-        self.sent = self.base
-        return self.base
-
-    def skip_to(self, expect, run):
-        """The receiver says it wants `expect` next: skip what it has that is not sent yet."""
-        if run == self.run and type(expect) is int and self.sent < expect <= self.next_seq():
-            self.sent = expect
-
     def ack(self, n, mark=None):
         """The receiver acknowledges every value before n; returns how many left the buffer."""
         if type(n) is not int or n <= self.base:
@@ -194,31 +188,5 @@ class Sender:
         self.mark_at = n
         return k
 
-    def adopt(self, seq, run):
-        """Take over a numbering handed back by the upstream's mark (a fresh sender only)."""
-        self.base = self.mbase = self.sent = self.high = seq
-        self.run = run
-        self.adopted = True
-        self.buf = []
-        if self.spool is not None:
-            self.spool.clear()
-        self.mark = None
-
     def position(self):
         return [self.next_seq(), self.run]
-
-    def announce(self):
-        """The body of the seq announcement for the current connection: [seq, run, mark, cap]
-        (the receiver acknowledges often enough for a buffer of cap values)."""
-        mark = self.mark or None
-        k = self.sent - self.mark_at
-        if mark is not None and k > 0:
-            # values between the mark and the next one sent are gone (evicted unacknowledged):
-            # each entry says how many, [seq, run, k] (the rules)
-            shifted = {}
-            for e in mark:
-                m = mark[e]
-                if type(m) is list and len(m) == 2:
-                    shifted[e] = [m[0], m[1], k]
-            mark = shifted or None
-        return [self.sent, self.run, mark, self.cap]

@@ -36,6 +36,12 @@
 # Parameters and semantics: docs/steps.md. Building a step from its spec and checking its
 # parameters is make.py's work (loaded for a deployment, forgotten after it on a board).
 #
+# Rarely called methods (Rarely below): what a running step does only at build time, teardown or
+# when asked for its counts (inlet, connect, flush, close, stats...) lives in steps/base.py; a
+# Step finds those through __getattr__, which a board only reaches when the class has no such
+# method, and the module is loaded for the call and forgotten after it on a board running .mpy
+# files. The runtime's Source, PipeOut and Sender do the same with their own modules.
+#
 # MicroPython shapes the hot methods (put, put1 and the _put_* variants). The VM keeps a
 # function's state (arguments, locals, value stack, exception handlers) on the C stack only
 # up to 11 words; a bigger one is allocated on the heap and freed on every call, and each
@@ -46,6 +52,7 @@
 # benchmarks/bench_steps.py shows the regression as a rate that falls on longer runs.
 import sys
 
+from sensormesh.device.compat import forget
 from sensormesh.device.schedule import sparse
 
 _exc_info = getattr(sys, "exc_info", None)  # missing on some MicroPython ports (ESP32)
@@ -98,15 +105,62 @@ def one_by_one(node):
     return each
 
 
-class Outlet:
-    """connect() for runtime objects that produce values but are not steps (sources, pipe_in)."""
+def rare_call(module, name, *args, **kw):
+    """module.name(*args, **kw), where module (its full name) holds code a running pipeline rarely
+    needs: imported for the call and, unless something had it loaded already, forgotten after it
+    (a board running .mpy files frees its code; compat.forget)."""
+    loaded = module in sys.modules
+    if not loaded:
+        __import__(module)
+    try:
+        return getattr(sys.modules[module], name)(*args, **kw)
+    finally:
+        if not loaded:
+            forget(module)
 
-    def flush(self):
-        pass
 
-    def connect(self, target, port=0):
-        from sensormesh.device.steps.make import connect   # wiring is build time: make.py
-        connect(self, target, port)
+def keep_loaded(nodes):
+    """Import the modules of the nodes' rarely called methods (Rarely) for a pass over all of
+    them (status, teardown), so that rare_call does not load one per node; returns those this
+    call loaded, for forget_all."""
+    loaded = []
+    for n in nodes:
+        m = getattr(n, "RARE_IN", "")
+        if m and m not in sys.modules:
+            __import__(m)
+            loaded.append(m)
+    return loaded
+
+
+def forget_all(modules):
+    for m in modules:
+        forget(m)
+
+
+class Rarely:
+    """Base of the runtime's classes whose rarely called methods are functions fn(obj, ...) of
+    another module: RARE_IN names it, RARE the methods. A lookup that finds no such attribute
+    on the object or its class comes here; a name in RARE gives a callable that runs that
+    function through rare_call, any other raises AttributeError as usual."""
+    RARE_IN = ""
+    RARE = ()
+
+    def __getattr__(self, name):
+        if name not in self.RARE:
+            raise AttributeError(name)
+        module = self.RARE_IN
+        obj = self
+
+        def call(*args, **kw):
+            return rare_call(module, name, obj, *args, **kw)
+        return call
+
+
+class Outlet(Rarely):
+    """Runtime objects that produce values but are not steps (sources, pipe_in): their connect()
+    is make.connect (wiring is build time)."""
+    RARE_IN = "sensormesh.device.steps.base"
+    RARE = ("connect", "flush")
 
 
 def _short(value):
@@ -114,11 +168,25 @@ def _short(value):
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-class Step:
+class Step(Rarely):
     TYPE = "?"
     ARGS = ()           # the parameter names this step takes
     INPUTS = (1, 1)     # least and most inputs (None: no limit)
     SINK = False
+    # The methods every step has whose code is in steps/base.py (module notes): wiring (inlet,
+    # inlet_many, connect, set_outputs, bad, setup: a family's own setup comes first), push,
+    # flush, close, out_count, stats and base_stats / base_inlet, what a family's own stats or
+    # inlet extends. A family defines the ones it needs differently in its class, as usual.
+    RARE_IN = "sensormesh.device.steps.base"
+    RARE = ("setup", "bad", "inlet", "push", "connect", "set_outputs", "inlet_many", "put", "flush",
+            "close", "out_count", "stats", "base_stats", "base_inlet")
+    # counts as a step starts (each becomes the step's own once it changes)
+    n_in = 0
+    n_out = 0
+    dropped = 0
+    errors = 0
+    last_error = None
+    what = "failed"
 
     def __init__(self, sid, params, ctx, n_inputs=1):
         self.id = sid
@@ -127,58 +195,7 @@ class Step:
         self.outputs = []
         self.emit = nowhere
         self.emit_many = nowhere
-        self.n_in = 0
-        self.n_out = 0
-        self.dropped = 0
-        self.errors = 0
-        self.last_error = None
         self.setup(params, n_inputs)    # make.build checked the parameter names
-
-    def setup(self, params, n_inputs):
-        pass
-
-    def bad(self, text):
-        return StepError("step '%s': %s" % (self.id, text))
-
-    # -- wiring ---------------------------------------------------------------------------------
-    def inlet(self, port):
-        """The callable fn(value) for input `port`: bound once, called per value."""
-        lo, hi = self.INPUTS
-        if type(port) is not int or port < 0 or (hi is not None and port >= hi):
-            raise self.bad("%s has no input port %r" % (self.TYPE, port))
-        return self.put1 if port == 1 and hi == 2 else self.put
-
-    def push(self, value, port=0):
-        if port == 0:
-            self.put(value)
-        else:
-            self.inlet(port)(value)
-
-    def connect(self, target, port=0):
-        """Send this step's output to `target`: a step (its input `port`) or a callable."""
-        from sensormesh.device.steps.make import connect   # wiring is build time: make.py
-        connect(self, target, port)
-
-    def set_outputs(self, fns):
-        """Replace the outputs with a list of callables fn(value)."""
-        from sensormesh.device.steps.make import wire
-        if self.SINK and fns:
-            raise self.bad("%s is a sink and has no outputs" % self.TYPE)
-        self.outputs = list(fns)
-        wire(self, None, 0)
-
-    def inlet_many(self, port):
-        """The callable fn(list of values) for input `port` when this step takes runs of values
-        at once (put_many), else None: the upstream then calls inlet(port) per value."""
-        if port == 0 and hasattr(self, "put_many"):
-            return self.put_many
-        return None
-
-    # -- running --------------------------------------------------------------------------------
-    def put(self, value):
-        raise NotImplementedError
-
-    what = "failed"
 
     def failed(self, value, what=None):
         """Count and (at the 1st, 2nd, 4th, 8th... error) log a value this step could not
@@ -194,19 +211,3 @@ class Step:
         if sparse(n):
             self.ctx.log("step '%s': %s, dropped %s: %s (%d so far)"
                          % (self.id, what or self.what, _short(value), self.last_error, n))
-
-    def flush(self):
-        pass
-
-    def close(self):
-        pass
-
-    def out_count(self):
-        return self.n_out
-
-    def stats(self):
-        s = {"in": self.n_in, "out": self.out_count(), "dropped": self.dropped,
-             "errors": self.errors}
-        if self.last_error is not None:
-            s["last_error"] = self.last_error
-        return s

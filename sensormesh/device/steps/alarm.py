@@ -39,7 +39,7 @@ class Alarm(Step):
         self.x = NONE     # the last value compared
 
     def inlet(self, port):
-        fn = Step.inlet(self, port)
+        fn = self.base_inlet(port)
         if port and not self.dynamic:
             raise self.bad("alarm with high/low has one input")
         return fn
@@ -96,7 +96,7 @@ class Alarm(Step):
         self.emit({"alarm": on, "value": x, "threshold": t})
 
     def stats(self):
-        s = Step.stats(self)
+        s = self.base_stats()
         s["alarm"] = self.on
         return s
 

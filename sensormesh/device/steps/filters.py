@@ -267,7 +267,7 @@ class Heartbeat(Step):
             self.timer = None
 
     def stats(self):
-        s = Step.stats(self)
+        s = self.base_stats()
         s["beats"] = self.beats
         return s
 
@@ -374,7 +374,7 @@ class Timeout(Step):
             self.timer = None
 
     def stats(self):
-        s = Step.stats(self)
+        s = self.base_stats()
         s["markers"] = self.markers
         return s
 

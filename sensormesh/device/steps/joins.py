@@ -80,7 +80,7 @@ class Zip(Step):
             self.qlin = []
 
     def stats(self):
-        s = Step.stats(self)
+        s = self.base_stats()
         s["pending"] = [0, 0]
         s["pending"][self.side] = len(self.q)
         return s

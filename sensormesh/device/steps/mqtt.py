@@ -182,7 +182,7 @@ class _Mqtt(Step):
             pass
 
     def stats(self):
-        s = Step.stats(self)
+        s = self.base_stats()
         s["connected"] = self.connected
         s["reconnects"] = self.reconnects
         return s

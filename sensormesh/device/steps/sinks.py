@@ -206,7 +206,7 @@ class Csv(Step):
         return self.n_in - self.dropped - self.skipped
 
     def stats(self):
-        s = Step.stats(self)
+        s = self.base_stats()
         if self.skipped:
             s["skipped"] = self.skipped
         return s

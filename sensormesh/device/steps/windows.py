@@ -137,7 +137,7 @@ class Window(Step):
 
     def stats(self):
         self.n_in = self.closed + self.k + self.dropped  # counted here, not per value
-        s = Step.stats(self)
+        s = self.base_stats()
         s["open"] = self.k
         return s
 

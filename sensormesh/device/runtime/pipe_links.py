@@ -1,0 +1,179 @@
+# A pipe_out's rarely run parts (pipes.py has what runs per value): wiring it at build time, its
+# connections (dialing, taking a connection, losing one, closing), the announcement of its
+# numbering, adopting a numbering, asking for acknowledgements sooner, and its counts. PipeOut
+# finds these through __getattr__ (steps/__init__.py, Rarely): this module is loaded per call and
+# forgotten after it on a board running .mpy files. Each function takes the PipeOut first.
+from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS
+
+
+def inlet(po, port):
+    return po.push
+
+
+def inlet_many(po, port):
+    return po.push_many
+
+
+def _retire(po, conn):
+    if conn is not None:
+        po.bytes_prev += getattr(conn, "bytes_out", 0)   # test doubles may not count
+
+
+def pipe_metrics(po):
+    c = po.conn
+    out = po.tx.once - po.first
+    return {"dir": "out", "peer": po.peer or po.to, "values": out if out > 0 else 0, "frames": po.frames,
+            "bytes": po.bytes_prev + (getattr(c, "bytes_out", 0) if c is not None else 0),
+            "reconnects": po.connects - 1 if po.connects > 1 else 0,
+            "queue": po.tx.unsent(), "rtt_us": po.rtt_us}
+
+
+def hurry(po, own=False):
+    """Ask the receiver to acknowledge sooner (module notes): what the time frame holds leaves
+    now, then {"ack-soon": next seq}. own: this pipe's buffer is half full (asked once until
+    the next acknowledgement); else a request from upstream passed on by our pipe_in."""
+    conn = po.conn
+    tx = po.tx
+    if conn is None or conn.connecting or conn.closed or not tx.acks or not tx.held():
+        return
+    if own:
+        po.asked = True
+    po._send()
+    conn.send({"ack-soon": tx.next_seq()})
+
+
+def _seq(po):
+    """The seq announcement of this connection ([seq, run, mark, cap, 1] when tagged)."""
+    a = po.tx.announce()
+    if po.lineage:
+        a.append(1)
+    return {"seq": a}
+
+
+def _jumped(po):
+    """The next value to send is not the one the connection's receiver counts on: say so."""
+    po.tx.jumped = False
+    c = po.conn or po.dialing
+    if c is not None and not c.closed:
+        c.send(po._seq())
+
+
+# -- numbering ------------------------------------------------------------------------
+def fresh(po):
+    # numbered nothing and took no numbering back (a pipe carried over a redeployment that
+    # came before its first value is still fresh)
+    return po.tx.next_seq() == 0 and not po.tx.adopted
+
+
+def adopt(po, seq, run):
+    """Continue the numbering the upstream's mark hands back (this device restarted)."""
+    po.tx.adopt(seq, run)
+    po.carried = True
+    po.rt.log("pipe %s: continues at value %d of its earlier run" % (po.edge, seq))
+    c = po.conn or po.dialing
+    if c is not None and not c.closed:
+        c.send(po._seq())
+
+
+# -- connection ---------------------------------------------------------------------
+def start(po):
+    po.running = True
+    tx = po.tx
+    if po.spool_limit or tx.spool is not None:
+        from sensormesh.device.runtime import spool   # only pipes that spool load it
+        spool.start(po)
+    if po.tf:
+        po.timer = po.rt.loop.call_later(po.tf, po._on_frame_timer)
+    if po.to:
+        # on the next loop turn, once the start message's code (runtime/control.py) and this
+        # module are forgotten: a keyed board loads the handshake's code for the dial (its
+        # largest heap); _dial is pipes.py's for the same reason
+        po.retry_timer = po.rt.loop.call_later(0, po._dial)
+
+
+def on_connect(po, conn):
+    if not po.running or (po.dialing is not None and conn is not po.dialing):
+        conn.close("pipe %s no longer uses this connection" % po.edge)   # a stale dial
+        return
+    po.conn = conn
+    po.dialing = None
+    po.connects += 1
+    po.asked = False
+    po.redial.connected()
+    po._send()
+    po.rt.resume_sources()
+
+
+def on_control(po, conn, msg):
+    """A control object on the pipe other than an acknowledgement or a round-trip probe."""
+    if "expect" in msg:
+        e = msg["expect"]
+        tx = po.tx
+        if type(e) is list and len(e) == 2 and tx.unsent():
+            was = tx.sent
+            tx.skip_to(e[0], e[1])
+            if tx.sent != was:
+                conn.send(po._seq())   # the next array starts further on
+    elif "error" in msg:
+        err = msg["error"]
+        po.last_error = err.get("message") if type(err) is dict else str(err)
+        po.rt.log("pipe %s to %s refused: %s" % (po.edge, po.to, po.last_error))
+
+
+def on_close(po, conn, reason):
+    if conn is not po.conn and conn is not po.dialing:
+        return    # a connection this pipe had already let go
+    if conn is po.conn:
+        po._retire(conn)
+    po.conn = None
+    po.dialing = None
+    if not po.running:
+        return
+    po.last_error = reason
+    if po.to:
+        delay = po.redial.delay()
+        n = po.redial.tries
+        if n == 1 or n % LOG_EVERY_REDIALS == 0:
+            po.rt.log("pipe %s to %s: %s; retrying in %d ms" % (po.edge, po.to, reason, delay))
+        po.retry_timer = po.rt.loop.call_later(delay, po._dial)
+
+
+def flush(po):
+    po._send()
+
+
+def close(po, keep=False):
+    po.running = False
+    for t in (po.timer, po.retry_timer, po.spool_timer):
+        if t:
+            t.cancel()
+    po.spool_timer = None
+    if po.conn is not None:
+        po.conn.close_after_flush("pipeline stopped")
+        po.conn = None
+    if po.dialing is not None:
+        if not po.dialing.closed:
+            po.dialing.close("pipeline stopped")   # a late connect must not send for us
+        po.dialing = None
+    if not keep and po.tx.spool is not None:
+        po.tx.spool.clear()
+
+
+def stats(po):
+    # in = out + pending + dropped: out = values sent at least once, pending = never sent yet,
+    # dropped = left the full replay buffer before being sent (evicted: also those sent but not
+    # acknowledged). Counts of a deployment that carried over an edge's buffer start from its
+    # first value; "seq" and "acked" are positions in the edge's numbering.
+    tx = po.tx
+    out = tx.once - po.first
+    pending = tx.next_seq() - (tx.high if tx.high > tx.base else tx.base)
+    s = {"in": po.n_in, "out": out if out > 0 else 0, "pending": pending, "unshipped": 0,
+         "dropped": tx.dropped, "evicted": tx.evicted, "resent": po.resent,
+         "acked": tx.base, "unacked": tx.held(), "seq": tx.next_seq(), "buffer": tx.cap,
+         "connected": po.conn is not None and not po.conn.connecting, "connects": po.connects}
+    if tx.spool is not None:
+        s["spool"] = tx.spool.stats()
+        s["spooled"] = tx.spooled
+    if po.last_error:
+        s["last_error"] = po.last_error
+    return s

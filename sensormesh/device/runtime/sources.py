@@ -1,0 +1,34 @@
+# What a source (runtime.Source) does rarely: starting, closing, its counts, its wiring at build
+# time. Source finds these through __getattr__ (steps/__init__.py, Rarely): this module is loaded
+# per call and forgotten after it on a board running .mpy files. Each function takes the source
+# first; reading values on its schedule is runtime/__init__.py.
+
+
+def connect(src, target, port=0):
+    from sensormesh.device.steps.make import connect   # wiring is build time: make.py
+    connect(src, target, port)
+
+
+def flush(src):
+    pass
+
+
+def start(src):
+    src.running = True
+    src.t0 = src.rt.loop.now()
+    src.taken = 0
+    src._tick()
+
+
+def close(src):
+    src.running = False
+    if src.timer:
+        src.timer.cancel()
+        src.timer = None
+
+
+def stats(src):
+    s = {"in": src.n_out + src.errors, "out": src.n_out, "errors": src.errors, "missed": src.missed}
+    if src.last_error:
+        s["last_error"] = src.last_error
+    return s
