@@ -38,6 +38,56 @@ def test_sender_without_acks_forgets_what_it_sent():
     assert tx.take(10) == [0, 1, 2] and tx.held() == 0 and tx.base == 3
 
 
+def test_a_buffer_of_floats_gives_back_exactly_what_it_took():
+    # replay.py keeps a buffer holding only floats compactly (an array of the port's floats) and
+    # makes it a list again when another value joins: either way the values come out as they
+    # went in (same types, same order), through eviction, acknowledgement, replay and runs
+    tx = Sender(6, 1)
+    floats = [0.1, -0.0, 1e300, 2.5, float("inf"), -7.25]
+    for v in floats:
+        tx.add(v)
+    out = tx.take(2)
+    assert out == floats[:2] and type(out) is list and str(out[1]) == "-0.0"
+    tx.add(1.5)                        # beyond the bound: the oldest float leaves, counted
+    assert tx.evicted == 1 and tx.held() == 6
+    assert tx.take(100) == floats[2:] + [1.5]
+    assert tx.ack(4) == 3 and tx.held() == 3
+    tx.restart()
+    assert tx.take(100) == [float("inf"), -7.25, 1.5]
+    tx.add(3)                          # an int joins: it stays an int
+    tx.add(True)
+    tx.add("x")
+    got = tx.take(100)
+    assert got == [3, True, "x"] and [type(v) for v in got] == [int, bool, str]
+    assert tx.ack(100) == 6 and tx.held() == 0
+    # runs: all floats join compactly; a run with another value in it turns the buffer into a list
+    assert tx.add_many([0.5, 0.25]) and tx.add_many([1, 0.75])
+    got = tx.take(100)
+    assert got == [0.5, 0.25, 1, 0.75] and type(got[2]) is int
+    # without acknowledgements the values leave the buffer as they are sent
+    once = Sender(10, 1, acks=False)
+    once.add(0.5)
+    once.add(1.5)
+    assert once.take(1) == [0.5] and once.take(10) == [1.5] and once.held() == 0
+
+
+def test_a_buffer_of_floats_takes_a_third_of_the_heap_on_micropython():
+    # a float is a heap object on MicroPython (16 bytes on the unix port, plus 8 for the list's
+    # pointer): the replay buffer holds floats as an array instead, 8 bytes a value (4 on an ESP32)
+    import gc
+    if not hasattr(gc, "mem_alloc"):
+        return       # CPython: no heap of this kind
+    gc.collect()
+    before = gc.mem_alloc()
+    tx = Sender(1000, 1)
+    for i in range(1000):
+        tx.add(i + 0.5)
+    gc.collect()
+    used = gc.mem_alloc() - before
+    assert tx.held() == 1000 and tx.take(1000)[999] == 999.5
+    assert used < 12 * 1024, used      # a list of 1000 floats takes 24 KB on the unix port
+
+
 def test_sender_skips_what_the_receiver_already_has_same_run_only():
     tx = Sender(100, 5)
     for v in range(10):
@@ -640,6 +690,10 @@ def test_a_heap_running_low_brings_the_buffer_bound_down_and_nothing_goes_silent
         vals = c.control.values()
         assert vals == sorted(vals) and len(set(vals)) == len(vals)
         assert net.devices["m"].status()["i1"]["lost"] == vals[-1] + 1 - len(vals)
+        # the heap has room again: the next acknowledgement brings the configured bound back
+        assert net.run(5000, lambda: a.status()["o1"]["buffer"] == pipes.DEFAULT_BUFFER), a.status()["o1"]
+        assert any("of heap free again: its replay buffer holds up to %d values" % pipes.DEFAULT_BUFFER in t
+                   for t in a.logs), a.logs
 
         # a free-running source on a device whose heap is low from the start: it waits for
         # acknowledgements at the lowered bound, and every value arrives once, in order

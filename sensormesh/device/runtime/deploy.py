@@ -128,6 +128,7 @@ def pipe_out_setup(po, runtime, sid, params):
     if acks is not True and acks is not False:
         raise ValueError("step '%s': acks must be true or false" % sid)
     po.tx = Sender(_buffer_param(sid, params, DEFAULT_BUFFER), new_run(), acks)
+    po.bound = po.tx.cap   # the configured bound; the heap may lower tx.cap for a while (pipes.py)
     spool = params.get("spool", 0)
     if type(spool) is not int or spool < 0:
         raise ValueError("step '%s': spool must be a number of bytes (0: off), got %r" % (sid, spool))

@@ -39,10 +39,12 @@ from sensormesh.device.steps import Rarely
 # checks the free heap, and below HEAP_RESERVE bytes (after a collection) the buffer's bound
 # comes down to what it holds (logged, shown as "buffer" in the pipe's stats). A full buffer then
 # does what it always does: a free-running source waits, a rated one's oldest unacknowledged
-# values leave it, counted as dropped, never silently (docs/reliability.md).
+# values leave it, counted as dropped, never silently (docs/reliability.md). A lowered bound goes
+# back up to the configured one at an acknowledgement that finds HEAP_RISE bytes free (logged).
 DEFAULT_BUFFER = 1000 if MICROPYTHON else 100000
 HEAP_CHECK = 32
 HEAP_RESERVE = 24 * 1024
+HEAP_RISE = HEAP_RESERVE * 3 // 2
 try:
     from gc import collect as _collect, mem_free as _mem_free
 except ImportError:            # CPython: no heap limit of this kind
@@ -251,8 +253,13 @@ class PipeOut(Rarely):
         if type(msg) is not dict:
             return
         if "ack" in msg:
-            if self.tx.ack(msg["ack"], msg.get("mark")):
-                self.roomy = len(self.tx.buf) + HEAP_CHECK
+            tx = self.tx
+            if tx.ack(msg["ack"], msg.get("mark")):
+                self.roomy = len(tx.buf) + HEAP_CHECK
+                if tx.cap < self.bound and _mem_free() >= HEAP_RISE:
+                    tx.cap = self.bound      # the heap has room again (module notes)
+                    self.rt.log("pipe %s: %d bytes of heap free again: its replay buffer holds up to %d values"
+                                % (self.edge, _mem_free(), tx.cap))
                 self.asked = False
                 if self.tx.jumped:
                     self._jumped()

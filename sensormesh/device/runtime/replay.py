@@ -36,8 +36,16 @@
 #   "lost" (exactly the values it never had) and reports it.
 
 import os
+from array import array
 
 from sensormesh.device.steps import Rarely
+
+# The replay buffer holds numbers compactly: while every value in it is a float it is an array
+# of this port's floats (8 bytes a value on the unix port, 4 on an ESP32, instead of a pointer
+# and a float object each), and a list as soon as another value joins (ints, bools, strings,
+# lists: they come out exactly as they went in). 'f' where a float is single precision (ESP32),
+# so that a value comes back from the array bit for bit; 'd' elsewhere.
+FLOATS = "f" if array("f", [0.1])[0] == 0.1 else "d"
 
 
 def new_run():
@@ -88,6 +96,11 @@ class Sender(Rarely):
 
     def add(self, value):
         buf = self.buf
+        if type(value) is float:
+            if not buf and type(buf) is list:
+                self.buf = buf = array(FLOATS)   # an empty buffer takes floats compactly
+        elif type(buf) is not list:
+            self.buf = buf = list(buf)           # a value that is not a float: a list again
         buf.append(value)
         if len(buf) > self.cap:
             if self.spool is None or not self.spool.spill(self):
@@ -98,8 +111,26 @@ class Sender(Rarely):
         buf = self.buf
         if len(buf) + len(values) > self.cap:
             return False
+        if type(buf) is not list:
+            for v in values:
+                if type(v) is not float:
+                    self.buf = buf = list(buf)
+                    break
         buf.extend(values)
         return True
+
+    def head(self, k):
+        """The k oldest values in memory, as a list."""
+        out = self.buf[:k]
+        return out if type(out) is list else list(out)
+
+    def drop(self, k):
+        """Remove the k oldest values in memory."""
+        buf = self.buf
+        if type(buf) is list:
+            del buf[:k]
+        else:
+            buf[:k] = buf[:0]    # MicroPython's array deletes no slice: assign an empty one
 
     def _forget(self, new_base):
         """Values before new_base left the buffer unacknowledged (beyond the bound)."""
@@ -121,7 +152,7 @@ class Sender(Rarely):
             k = len(self.buf)
         if self.spool is not None:
             self.spool.clear()
-        del self.buf[:k]
+        self.drop(k)
         self.mbase += k
         self._forget(self.mbase)
 
@@ -142,13 +173,15 @@ class Sender(Rarely):
                 n = limit
             if n <= 0:
                 return None
-            if i == 0 and n == len(self.buf) and not self.acks:
+            if i == 0 and n == len(self.buf) and not self.acks and type(self.buf) is list:
                 out = self.buf
                 self.buf = []
             else:
                 out = self.buf[i:i + n]
+                if type(out) is not list:
+                    out = list(out)
                 if not self.acks:
-                    del self.buf[:n]
+                    self.drop(n)
         n = len(out)
         lo = self.sent if self.sent > self.high else self.high
         self.sent += n
@@ -174,7 +207,7 @@ class Sender(Rarely):
         if n > self.mbase:
             if self.spool is not None:
                 self.spool.clear()
-            del self.buf[:n - self.mbase]
+            self.drop(n - self.mbase)
             self.mbase = n
         elif self.spool is not None:
             self.spool.trim(n)

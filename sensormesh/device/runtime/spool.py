@@ -113,10 +113,10 @@ class Spool:
         k = len(buf) - tx.cap // 2
         first = tx.mbase
         meta = tx.meta_out(first, k) if tx.meta_out is not None else None
-        dropped = self.write(first, buf[:k], meta)
+        dropped = self.write(first, tx.head(k), meta)
         if dropped < 0:
             return False
-        del buf[:k]
+        tx.drop(k)
         tx.mbase += k
         tx.spooled += k
         if dropped:
