@@ -224,15 +224,6 @@ class Runtime(Rarely):
         for s in self.sources:
             s.resume()
 
-    def acked_of(self, edge):
-        """How far the receiver of one of our pipe_outs has acknowledged (a pipe no longer
-        deployed counts as acknowledged: nothing waits for it any more)."""
-        p = self.pipe_outs.get(edge)
-        if p is not None:
-            return p.tx.base
-        p = self.outlets.get(edge)
-        return p.acked() if p is not None else 1 << 60
-
     def outputs_acked(self):
         for p in self.pipe_ins.values():
             p.settle()

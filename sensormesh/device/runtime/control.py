@@ -3,9 +3,10 @@
 # assignment and the teardown that stops it. A running assignment needs none of this between two
 # messages, so Runtime.rare() loads this module per message and a board running from .mpy files
 # forgets its code after each one (compat.forget).
+import sys
+
 from sensormesh.device import codec
-from sensormesh.device.compat import collect, unload
-from sensormesh.device.steps import forget_all, keep_loaded
+from sensormesh.device.compat import collect, forget, unload
 
 
 def on_deploy_part(rt, session, body):
@@ -104,6 +105,24 @@ def on_pipe(rt, session, body):
 
 def on_pull(rt, session, body):
     _attach(rt, session, body, rt.pipe_outs, "pipe_out")
+
+
+def keep_loaded(nodes):
+    """Import the modules of the nodes' rarely called methods (Rarely) for a pass over all of
+    them (status, teardown), so that rare_call does not load one per node; returns those this
+    call loaded, for forget_all."""
+    loaded = []
+    for n in nodes:
+        m = getattr(n, "RARE_IN", "")
+        if m and m not in sys.modules:
+            __import__(m)
+            loaded.append(m)
+    return loaded
+
+
+def forget_all(modules):
+    for m in modules:
+        forget(m)
 
 
 def teardown(rt, keep=False):

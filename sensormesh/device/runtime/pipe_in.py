@@ -303,7 +303,7 @@ class PipeIn(Outlet):
             if self.rt.files and seq - (rx.acked or 0) >= self.every:
                 from sensormesh.device.runtime.delivery import commit_files
                 commit_files(self.rt)       # csv rows flushed: their checkpoints may settle now
-            rx.settle(self.rt.acked_of)
+            rx.settle(self.acked_of)
             if rx.cps and self.rt.confirmed:
                 from sensormesh.device.runtime.delivery import deliver_soon
                 deliver_soon(self.rt)       # the acknowledgement waits for the controller
@@ -313,7 +313,7 @@ class PipeIn(Outlet):
 
     def settle(self):
         """Our pipe_outs got acknowledgements: acknowledge what they complete."""
-        if self.rx.settle(self.rt.acked_of):
+        if self.rx.settle(self.acked_of):
             self._maybe_ack()
 
     def _ack_soon(self, seq):
@@ -371,6 +371,16 @@ class PipeIn(Outlet):
         self.conn = None
         if self.running and self.frm:
             self.retry_timer = self.rt.loop.call_later(self.redial.delay(), self._dial)
+
+    def acked_of(self, edge):
+        """How far the receiver of one of this device's pipe_outs has acknowledged (a pipe no longer
+        deployed counts as acknowledged: nothing waits for it any more)."""
+        rt = self.rt
+        p = rt.pipe_outs.get(edge)
+        if p is not None:
+            return p.tx.base
+        p = rt.outlets.get(edge)
+        return p.acked() if p is not None else 1 << 60
 
     def flush(self):
         pass

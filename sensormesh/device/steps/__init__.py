@@ -119,24 +119,6 @@ def rare_call(module, name, *args, **kw):
             forget(module)
 
 
-def keep_loaded(nodes):
-    """Import the modules of the nodes' rarely called methods (Rarely) for a pass over all of
-    them (status, teardown), so that rare_call does not load one per node; returns those this
-    call loaded, for forget_all."""
-    loaded = []
-    for n in nodes:
-        m = getattr(n, "RARE_IN", "")
-        if m and m not in sys.modules:
-            __import__(m)
-            loaded.append(m)
-    return loaded
-
-
-def forget_all(modules):
-    for m in modules:
-        forget(m)
-
-
 class Rarely:
     """Base of the runtime's classes whose rarely called methods are functions fn(obj, ...) of
     another module: RARE_IN names it, RARE the methods. A lookup that finds no such attribute
