@@ -3,10 +3,8 @@
 # assignment and the teardown that stops it. A running assignment needs none of this between two
 # messages, so Runtime.rare() loads this module per message and a board running from .mpy files
 # forgets its code after each one (compat.forget).
-import sys
-
 from sensormesh.device import codec
-from sensormesh.device.compat import collect, forget, unload
+from sensormesh.device.compat import collect, unload
 
 
 def on_deploy_part(rt, session, body):
@@ -107,24 +105,6 @@ def on_pull(rt, session, body):
     _attach(rt, session, body, rt.pipe_outs, "pipe_out")
 
 
-def keep_loaded(nodes):
-    """Import the modules of the nodes' rarely called methods (Rarely) for a pass over all of
-    them (status, teardown), so that rare_call does not load one per node; returns those this
-    call loaded, for forget_all."""
-    loaded = []
-    for n in nodes:
-        m = getattr(n, "RARE_IN", "")
-        if m and m not in sys.modules:
-            __import__(m)
-            loaded.append(m)
-    return loaded
-
-
-def forget_all(modules):
-    for m in modules:
-        forget(m)
-
-
 def teardown(rt, keep=False):
     """Stop sources, flush every step upstream-first, close everything. Returns the status
     taken after the flushes (so the counts include the last frames), or None if empty.
@@ -134,14 +114,8 @@ def teardown(rt, keep=False):
         rt.carry = {}
     if not rt.nodes:
         return None
-    rare = keep_loaded(rt.nodes.values())
-    try:
-        return _teardown(rt, keep)
-    finally:
-        forget_all(rare)
-
-
-def _teardown(rt, keep):
+    # each node's flush, stats and close load the module of its rarely called methods for the
+    # call (steps/__init__.py, Rarely): one at a time, so a board never holds them all at once
     for s in rt.sources:
         s.close()
     if rt.probe is not None:
@@ -184,13 +158,11 @@ def _teardown(rt, keep):
 
 def status(rt):
     st = {"pipeline": rt.pipeline, "epoch": rt.epoch, "state": rt.state, "steps": {}}
-    rare = keep_loaded(rt.nodes.values())
     for i in rt.order:
         try:
             st["steps"][i] = rt.nodes[i].stats()
         except Exception as e:
             st["steps"][i] = {"error": str(e)}
-    forget_all(rare)
     lost = rt.lost_deliveries
     for d in rt.deliveries.values():
         lost += d.tx.dropped

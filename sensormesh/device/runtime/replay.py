@@ -119,11 +119,6 @@ class Sender(Rarely):
         buf.extend(values)
         return True
 
-    def head(self, k):
-        """The k oldest values in memory, as a list."""
-        out = self.buf[:k]
-        return out if type(out) is list else list(out)
-
     def drop(self, k):
         """Remove the k oldest values in memory."""
         buf = self.buf
