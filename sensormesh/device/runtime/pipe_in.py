@@ -10,6 +10,11 @@ class PipeIn(Outlet):
     """Receives one edge's arrays and pushes every value downstream, in order, exactly once."""
 
     PIPE = "in"
+    # What a running pipe_in does rarely (connections, announcements, counts) is in
+    # pipe_in_links.py, loaded per call (steps/__init__.py, Rarely)
+    RARE_IN = "sensormesh.device.runtime.pipe_in_links"
+    RARE = ("take_over", "start", "_dial", "attach", "_announce", "on_connect", "_retire", "pipe_metrics",
+            "on_close", "flush", "close", "stats", "connect")
 
     def __init__(self, runtime, sid, params):
         from sensormesh.device.runtime.deploy import pipe_setup
@@ -37,76 +42,6 @@ class PipeIn(Outlet):
         self.ts_next = None    # origin stamps of the next array (probe.py)
         self.connects = 0
         self.bytes_prev = 0
-
-    def take_over(self, rx):
-        """The previous deployment's receiver of this edge: keep what it knows (its checkpoints
-        name pipes by edge; the new deployment's pipes of those edges carry their numbering)."""
-        self.rx = rx
-        rx.acked = None
-
-    def start(self):
-        self.running = True
-        if self.frm:
-            self._dial()
-
-    def _dial(self):
-        self.retry_timer = None
-        if not self.running:
-            return
-        hs = {"edge": self.edge, "epoch": self.rt.epoch, "from": self.rt.device.name}
-        rx = self.rx
-        if rx.run is not None:
-            hs["expect"] = [rx.expect, rx.run]
-        rx.acked = None   # say again on this connection how far we are
-        self.soon = None
-        old = self.conn
-        self._retire(old)
-        self.conn = None
-        if old is not None and not old.closed:
-            old.close("replaced by a new connection of edge %s" % self.edge)
-        self.connects += 1
-        self.conn = self.rt.device.dial(self.frm, self, self.peer, {"pull": hs})
-
-    def attach(self, conn, body=None):
-        old = self.conn
-        self.conn = conn
-        if conn is not old:
-            self._retire(old)
-            self.connects += 1
-            if old is not None and not old.closed:
-                # the newest connection of an edge wins; values still coming on the old one
-                # would be counted as the new numbering's (the sender replays them anyway)
-                old.close("replaced by a new connection of edge %s" % self.edge)
-        self.soon = None
-        rx = self.rx
-        rx.acked = None
-        if type(body) is dict and "seq" in body:
-            self._announce([body.get("seq"), body.get("run"), body.get("mark"), body.get("buffer"), body.get("lin")])
-            if rx.run is not None and rx.run == rx.rx_run:
-                conn.send({"expect": [rx.expect, rx.run]})
-            self._maybe_ack()
-
-    def _announce(self, s):
-        if type(s) is not list or len(s) < 2:
-            raise ValueError("a seq announcement is [seq, run, mark, buffer], got %r" % (s,))
-        first = self.rx.announce(s[0], s[1])
-        self.parked = []       # the sender goes on from where it says: what was held comes again
-        mark = s[2] if len(s) > 2 else None
-        cap = s[3] if len(s) > 3 else None
-        self.tagged = len(s) > 4 and s[4] == 1
-        if type(cap) is int and cap > 0:
-            self.every = cap // 4 if cap // 4 < ACK_EVERY else ACK_EVERY
-            if self.every < 1:
-                self.every = 1
-        if first:
-            # adopted when the first values come: a later announcement (a jump) may move them
-            self.first_mark = mark if type(mark) is dict else None
-        if not self.announced:
-            self.announced = True
-            announced(self.rt, self, mark if first and type(mark) is dict else None)
-
-    def on_connect(self, conn):
-        self.redial.connected()
 
     def on_message(self, conn, msg):
         if conn is not self.conn:
@@ -158,16 +93,6 @@ class PipeIn(Outlet):
                 from sensormesh.device.runtime.probe import run
                 run(probe, self, value, o)
         return stamped
-
-    def _retire(self, conn):
-        if conn is not None:
-            self.bytes_prev += getattr(conn, "bytes_in", 0)    # test doubles may not count
-
-    def pipe_metrics(self):
-        c = self.conn
-        return {"dir": "in", "peer": self.peer or self.frm, "values": self.n_in, "frames": self.frames,
-                "bytes": self.bytes_prev + (getattr(c, "bytes_in", 0) if c is not None else 0),
-                "reconnects": self.connects - 1 if self.connects > 1 else 0, "queue": 0, "rtt_us": None}
 
     def _values(self, msg):
         stamps = self.ts_next
@@ -364,14 +289,6 @@ class PipeIn(Outlet):
             if self.soon is not None and self.rx.acked >= self.soon:
                 self.soon = None
 
-    def on_close(self, conn, reason):
-        if conn is not self.conn:
-            return
-        self._retire(conn)
-        self.conn = None
-        if self.running and self.frm:
-            self.retry_timer = self.rt.loop.call_later(self.redial.delay(), self._dial)
-
     def acked_of(self, edge):
         """How far the receiver of one of this device's pipe_outs has acknowledged (a pipe no longer
         deployed counts as acknowledged: nothing waits for it any more)."""
@@ -381,29 +298,6 @@ class PipeIn(Outlet):
             return p.tx.base
         p = rt.outlets.get(edge)
         return p.acked() if p is not None else 1 << 60
-
-    def flush(self):
-        pass
-
-    def close(self):
-        self.running = False
-        for t in (self.retry_timer, self.ack_timer):
-            if t:
-                t.cancel()
-        self.ack_timer = None
-        if self.conn is not None:
-            if self.rx.ack_due(0) and self.rx.run == self.rx.rx_run:
-                self._send_ack()
-            self.conn.close_after_flush("pipeline stopped")
-            self.conn = None
-
-    def stats(self):
-        rx = self.rx
-        s = {"in": self.n_in, "out": self.n_in, "frames": self.frames, "connected": self.conn is not None,
-             "seq": rx.expect, "done": rx.done, "duplicates": rx.dups, "lost": rx.lost}
-        if self.last_error:
-            s["last_error"] = self.last_error
-        return s
 
 
 # -- the runtime's side of pipe_ins: joined inputs (a window or zip fed by several pipe_ins), marks
@@ -426,40 +320,6 @@ def ack_all(rt):
         rx = p.rx
         if rx.ack_due(0) and rx.run is not None and rx.run == rx.rx_run:
             p._send_ack()
-
-
-def announced(rt, pipe_in, mark):
-    """pipe_in's sender said where it stands for the first time since this process started.
-    A mark that names the joined inputs means this device restarted: values are held until
-    every input has announced, then each replay starts at the latest cut any mark names (the
-    others' acknowledgements may lag behind: those values had taken effect)."""
-    if not rt.joint:
-        return
-    if mark:
-        for k in mark:
-            if k[:1] == "<":
-                m = mark[k]
-                old = rt.cut_marks.get(k)
-                if type(m) is list and (len(m) == 2 or (len(m) == 3 and m[2] == 0)) and type(m[0]) is int \
-                        and (old is None or m[0] > old[0]):
-                    rt.cut_marks[k] = m
-                rt.parking = True
-    if not rt.parking:
-        return
-    for p in rt.pipe_ins.values():
-        if not p.announced:
-            return
-    rt.parking = False
-    for p in rt.pipe_ins.values():
-        m = rt.cut_marks.get("<" + p.edge)
-        if m is not None and m[1] == p.rx.rx_run:
-            p.skip_below = m[0]
-    rt.cut_marks = {}
-    for p in rt.pipe_ins.values():
-        held = p.parked
-        p.parked = []
-        for msg in held:
-            p._values(msg)
 
 
 def adopt_marks(rt, pipe_in, mark):

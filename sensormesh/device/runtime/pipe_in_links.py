@@ -1,0 +1,168 @@
+# A pipe_in's rarely run parts (pipe_in.py has what runs per value): taking over the previous
+# deployment's receiver, its connections (dialing, attaching a pulled one, losing one, closing),
+# the sender's announcement of its numbering, wiring, and its counts. PipeIn finds these through
+# __getattr__ (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it
+# on a board running .mpy files. Each function takes the PipeIn first.
+from sensormesh.device.runtime.pipes import ACK_EVERY
+
+
+def connect(pi, target, port=0):
+    from sensormesh.device.steps.make import connect   # wiring is build time: make.py
+    connect(pi, target, port)
+
+
+def take_over(pi, rx):
+    """The previous deployment's receiver of this edge: keep what it knows (its checkpoints
+    name pipes by edge; the new deployment's pipes of those edges carry their numbering)."""
+    pi.rx = rx
+    rx.acked = None
+
+
+def start(pi):
+    pi.running = True
+    if pi.frm:
+        pi._dial()
+
+
+def _dial(pi):
+    pi.retry_timer = None
+    if not pi.running:
+        return
+    hs = {"edge": pi.edge, "epoch": pi.rt.epoch, "from": pi.rt.device.name}
+    rx = pi.rx
+    if rx.run is not None:
+        hs["expect"] = [rx.expect, rx.run]
+    rx.acked = None   # say again on this connection how far we are
+    pi.soon = None
+    old = pi.conn
+    pi._retire(old)
+    pi.conn = None
+    if old is not None and not old.closed:
+        old.close("replaced by a new connection of edge %s" % pi.edge)
+    pi.connects += 1
+    pi.conn = pi.rt.device.dial(pi.frm, pi, pi.peer, {"pull": hs})
+
+
+def attach(pi, conn, body=None):
+    old = pi.conn
+    pi.conn = conn
+    if conn is not old:
+        pi._retire(old)
+        pi.connects += 1
+        if old is not None and not old.closed:
+            # the newest connection of an edge wins; values still coming on the old one
+            # would be counted as the new numbering's (the sender replays them anyway)
+            old.close("replaced by a new connection of edge %s" % pi.edge)
+    pi.soon = None
+    rx = pi.rx
+    rx.acked = None
+    if type(body) is dict and "seq" in body:
+        pi._announce([body.get("seq"), body.get("run"), body.get("mark"), body.get("buffer"), body.get("lin")])
+        if rx.run is not None and rx.run == rx.rx_run:
+            conn.send({"expect": [rx.expect, rx.run]})
+        pi._maybe_ack()
+
+
+def _announce(pi, s):
+    if type(s) is not list or len(s) < 2:
+        raise ValueError("a seq announcement is [seq, run, mark, buffer], got %r" % (s,))
+    first = pi.rx.announce(s[0], s[1])
+    pi.parked = []       # the sender goes on from where it says: what was held comes again
+    mark = s[2] if len(s) > 2 else None
+    cap = s[3] if len(s) > 3 else None
+    pi.tagged = len(s) > 4 and s[4] == 1
+    if type(cap) is int and cap > 0:
+        pi.every = cap // 4 if cap // 4 < ACK_EVERY else ACK_EVERY
+        if pi.every < 1:
+            pi.every = 1
+    if first:
+        # adopted when the first values come: a later announcement (a jump) may move them
+        pi.first_mark = mark if type(mark) is dict else None
+    if not pi.announced:
+        pi.announced = True
+        announced(pi.rt, pi, mark if first and type(mark) is dict else None)
+
+
+def on_connect(pi, conn):
+    pi.redial.connected()
+
+
+def _retire(pi, conn):
+    if conn is not None:
+        pi.bytes_prev += getattr(conn, "bytes_in", 0)    # test doubles may not count
+
+
+def pipe_metrics(pi):
+    c = pi.conn
+    return {"dir": "in", "peer": pi.peer or pi.frm, "values": pi.n_in, "frames": pi.frames,
+            "bytes": pi.bytes_prev + (getattr(c, "bytes_in", 0) if c is not None else 0),
+            "reconnects": pi.connects - 1 if pi.connects > 1 else 0, "queue": 0, "rtt_us": None}
+
+
+def on_close(pi, conn, reason):
+    if conn is not pi.conn:
+        return
+    pi._retire(conn)
+    pi.conn = None
+    if pi.running and pi.frm:
+        pi.retry_timer = pi.rt.loop.call_later(pi.redial.delay(), pi._dial)
+
+
+def flush(pi):
+    pass
+
+
+def close(pi):
+    pi.running = False
+    for t in (pi.retry_timer, pi.ack_timer):
+        if t:
+            t.cancel()
+    pi.ack_timer = None
+    if pi.conn is not None:
+        if pi.rx.ack_due(0) and pi.rx.run == pi.rx.rx_run:
+            pi._send_ack()
+        pi.conn.close_after_flush("pipeline stopped")
+        pi.conn = None
+
+
+def stats(pi):
+    rx = pi.rx
+    s = {"in": pi.n_in, "out": pi.n_in, "frames": pi.frames, "connected": pi.conn is not None,
+         "seq": rx.expect, "done": rx.done, "duplicates": rx.dups, "lost": rx.lost}
+    if pi.last_error:
+        s["last_error"] = pi.last_error
+    return s
+
+
+def announced(rt, pipe_in, mark):
+    """pipe_in's sender said where it stands for the first time since this process started.
+    A mark that names the joined inputs means this device restarted: values are held until
+    every input has announced, then each replay starts at the latest cut any mark names (the
+    others' acknowledgements may lag behind: those values had taken effect)."""
+    if not rt.joint:
+        return
+    if mark:
+        for k in mark:
+            if k[:1] == "<":
+                m = mark[k]
+                old = rt.cut_marks.get(k)
+                if type(m) is list and (len(m) == 2 or (len(m) == 3 and m[2] == 0)) and type(m[0]) is int \
+                        and (old is None or m[0] > old[0]):
+                    rt.cut_marks[k] = m
+                rt.parking = True
+    if not rt.parking:
+        return
+    for p in rt.pipe_ins.values():
+        if not p.announced:
+            return
+    rt.parking = False
+    for p in rt.pipe_ins.values():
+        m = rt.cut_marks.get("<" + p.edge)
+        if m is not None and m[1] == p.rx.rx_run:
+            p.skip_below = m[0]
+    rt.cut_marks = {}
+    for p in rt.pipe_ins.values():
+        held = p.parked
+        p.parked = []
+        for msg in held:
+            p._values(msg)
