@@ -353,7 +353,7 @@ def test_a_device_from_mpy_forgets_the_deployment_code_after_each_deployment(tmp
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-2000:]
 
 
-HELD_FLOATS = """\
+HELD_VALUES = """\
 import sys
 sys.path.insert(0, %r)
 sys.path.insert(0, %r)
@@ -365,7 +365,7 @@ class Floats(Counter):
     def get(self):
         n = self.n
         self.n = n + 1
-        return n + 0.5
+        return VALUE
 
 net = Net()
 a = net.device("a", counter=True, rate=1000)
@@ -386,19 +386,34 @@ print("logs", [t for t in a.logs if "heap free" in t])
 """
 
 
-def test_a_board_whose_receiver_is_gone_holds_what_its_heap_takes_and_runs_on(tmp_path):
-    """A sender of floats whose receiver is unreachable, on a heap too small for its default
-    buffer of 1000 values (40 KB of floats on the 64-bit unix port): before, it ran out of
-    memory with about 500 values held; now the buffer's bound comes down to what the heap holds,
-    the device logs it, and it runs on, counting the values beyond the bound."""
+def _held(tmp_path, value):
+    """Run HELD_VALUES (values `value` of n) under 144K: (values held, bound, evicted, read, output)."""
     bundle, _ = mpy_cache.bundle()
     script = tmp_path / "held.py"
-    script.write_text(HELD_FLOATS % (bundle, os.path.join(ROOT, "tests", "device")))
+    script.write_text((HELD_VALUES % (bundle, os.path.join(ROOT, "tests", "device"))).replace("VALUE", value))
     r = subprocess.run([need_micropython(), "-X", "heapsize=144K", str(script)], cwd=str(tmp_path),
                        capture_output=True, text=True, timeout=120)
     out = r.stdout + r.stderr
     assert r.returncode == 0 and "MemoryError" not in out, out[-3000:]
     held = [ln.split() for ln in r.stdout.splitlines() if ln.startswith("held ")][0]
-    n, bound, evicted, got = int(held[1]), int(held[3]), int(held[5]), int(held[7])
-    assert 0 < n == bound < 1000 and got > 4000 and evicted >= got - n - 1000, held
+    return int(held[1]), int(held[3]), int(held[5]), int(held[7]), out
+
+
+def test_a_board_whose_receiver_is_gone_holds_what_its_heap_takes_and_runs_on(tmp_path):
+    """A sender whose receiver is unreachable, on a heap too small for its default buffer of
+    1000 values of a heap object each (here a float in a one-item list, about 64 bytes a value
+    on the 64-bit unix port): before the heap check it ran out of memory with about 500 values
+    held; now the buffer's bound comes down to what the heap holds, the device logs it, and it
+    runs on, counting the values beyond the bound."""
+    n, bound, evicted, got, out = _held(tmp_path, "[n + 0.5]")
+    assert 0 < n == bound < 1000 and got > 4000 and evicted >= got - n - 1000, (n, bound, evicted, got)
     assert "its replay buffer holds at most" in out, out[-3000:]
+
+
+def test_a_board_holds_a_full_buffer_of_floats_compactly(tmp_path):
+    """The same sender of plain floats: the replay buffer holds them as an array (8 bytes a value
+    on the unix port, replay.py), so the whole default buffer of 1000 fits the same heap (before,
+    1000 floats took 40 KB and the bound came down to about 500)."""
+    n, bound, evicted, got, out = _held(tmp_path, "n + 0.5")
+    assert n == bound == 1000 and got > 4000 and evicted >= got - n - 1000, (n, bound, evicted, got)
+    assert "its replay buffer holds at most" not in out, out[-3000:]

@@ -1,6 +1,6 @@
 # What a replay Sender (replay.py) does when a connection starts or a numbering changes hands:
 # sending again from the oldest unacknowledged value, skipping what the receiver already has,
-# taking over a numbering, and the announcement of the numbering. Sender finds these through
+# taking over a numbering. Sender finds these through
 # __getattr__ (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it
 # on a board running .mpy files. The rules are in replay.py; each function takes the Sender first.
 
@@ -27,20 +27,3 @@ def adopt(tx, seq, run):
     if tx.spool is not None:
         tx.spool.clear()
     tx.mark = None
-
-
-def announce(tx):
-    """The body of the seq announcement for the current connection: [seq, run, mark, cap]
-    (the receiver acknowledges often enough for a buffer of cap values)."""
-    mark = tx.mark or None
-    k = tx.sent - tx.mark_at
-    if mark is not None and k > 0:
-        # values between the mark and the next one sent are gone (evicted unacknowledged):
-        # each entry says how many, [seq, run, k] (the rules)
-        shifted = {}
-        for e in mark:
-            m = mark[e]
-            if type(m) is list and len(m) == 2:
-                shifted[e] = [m[0], m[1], k]
-        mark = shifted or None
-    return [tx.sent, tx.run, mark, tx.cap]

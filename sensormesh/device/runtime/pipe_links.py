@@ -1,6 +1,6 @@
 # A pipe_out's rarely run parts (pipes.py has what runs per value): wiring it at build time, its
-# connections (dialing, taking a connection, losing one, closing), the announcement of its
-# numbering, adopting a numbering, asking for acknowledgements sooner, and its counts. PipeOut
+# connections (dialing, taking a connection, losing one, closing), the receiver's "expect" and
+# errors, adopting a numbering, and its counts. PipeOut
 # finds these through __getattr__ (steps/__init__.py, Rarely): this module is loaded per call and
 # forgotten after it on a board running .mpy files. Each function takes the PipeOut first.
 from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS
@@ -26,36 +26,6 @@ def pipe_metrics(po):
             "bytes": po.bytes_prev + (getattr(c, "bytes_out", 0) if c is not None else 0),
             "reconnects": po.connects - 1 if po.connects > 1 else 0,
             "queue": po.tx.unsent(), "rtt_us": po.rtt_us}
-
-
-def hurry(po, own=False):
-    """Ask the receiver to acknowledge sooner (module notes): what the time frame holds leaves
-    now, then {"ack-soon": next seq}. own: this pipe's buffer is half full (asked once until
-    the next acknowledgement); else a request from upstream passed on by our pipe_in."""
-    conn = po.conn
-    tx = po.tx
-    if conn is None or conn.connecting or conn.closed or not tx.acks or not tx.held():
-        return
-    if own:
-        po.asked = True
-    po._send()
-    conn.send({"ack-soon": tx.next_seq()})
-
-
-def _seq(po):
-    """The seq announcement of this connection ([seq, run, mark, cap, 1] when tagged)."""
-    a = po.tx.announce()
-    if po.lineage:
-        a.append(1)
-    return {"seq": a}
-
-
-def _jumped(po):
-    """The next value to send is not the one the connection's receiver counts on: say so."""
-    po.tx.jumped = False
-    c = po.conn or po.dialing
-    if c is not None and not c.closed:
-        c.send(po._seq())
 
 
 # -- numbering ------------------------------------------------------------------------

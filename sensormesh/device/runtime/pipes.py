@@ -70,10 +70,12 @@ MAX_STAMPS = 32
 class PipeOut(Rarely):
     SINK = True
     PIPE = "out"
-    # What a running pipe_out does rarely (connections, numbering announcements, counts) is in
-    # pipe_links.py, loaded per call (steps/__init__.py, Rarely)
+    # What a running pipe_out does rarely (connections, adopting a numbering, counts) is in
+    # pipe_links.py, loaded per call (steps/__init__.py, Rarely). What values leaving a full
+    # buffer may need (announcing a jump, asking for acknowledgements sooner) stays here: that
+    # happens while the heap may be low, when loading a module could fail.
     RARE_IN = "sensormesh.device.runtime.pipe_links"
-    RARE = ("inlet", "inlet_many", "_retire", "pipe_metrics", "hurry", "_seq", "_jumped", "fresh", "adopt",
+    RARE = ("inlet", "inlet_many", "_retire", "pipe_metrics", "fresh", "adopt",
             "start", "on_connect", "on_close", "on_control", "flush", "close", "stats")
 
     def __init__(self, runtime, sid, params):
@@ -159,6 +161,33 @@ class PipeOut(Rarely):
             tx.cap = n if n > 1 else 1
             self.rt.log("pipe %s: %d bytes of heap free: its replay buffer holds at most the %d values it has"
                         % (self.edge, free, tx.cap))
+
+    def hurry(self, own=False):
+        """Ask the receiver to acknowledge sooner (module notes): what the time frame holds leaves
+        now, then {"ack-soon": next seq}. own: this pipe's buffer is half full (asked once until
+        the next acknowledgement); else a request from upstream passed on by our pipe_in."""
+        conn = self.conn
+        tx = self.tx
+        if conn is None or conn.connecting or conn.closed or not tx.acks or not tx.held():
+            return
+        if own:
+            self.asked = True
+        self._send()
+        conn.send({"ack-soon": tx.next_seq()})
+
+    def _seq(self):
+        """The seq announcement of this connection ([seq, run, mark, cap, 1] when tagged)."""
+        a = self.tx.announce()
+        if self.lineage:
+            a.append(1)
+        return {"seq": a}
+
+    def _jumped(self):
+        """The next value to send is not the one the connection's receiver counts on: say so."""
+        self.tx.jumped = False
+        c = self.conn or self.dialing
+        if c is not None and not c.closed:
+            c.send(self._seq())
 
     def _dropped(self):
         tx = self.tx

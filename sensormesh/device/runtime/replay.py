@@ -59,7 +59,7 @@ class Sender(Rarely):
     the oldest may sit in a spool on disk, spool.py; the rest, from mbase on, in memory). What it
     does when a connection starts or a numbering changes hands is in numbering.py (Rarely)."""
     RARE_IN = "sensormesh.device.runtime.numbering"
-    RARE = ("restart", "skip_to", "adopt", "announce")
+    RARE = ("restart", "skip_to", "adopt")
 
     def __init__(self, cap, run, acks=True):
         self.cap = cap if cap > 0 else 1
@@ -215,6 +215,22 @@ class Sender(Rarely):
         self.mark = mark if type(mark) is dict else None
         self.mark_at = n
         return k
+
+    def announce(self):
+        """The body of the seq announcement for the current connection: [seq, run, mark, cap]
+        (the receiver acknowledges often enough for a buffer of cap values)."""
+        mark = self.mark or None
+        k = self.sent - self.mark_at
+        if mark is not None and k > 0:
+            # values between the mark and the next one sent are gone (evicted unacknowledged):
+            # each entry says how many, [seq, run, k] (the rules)
+            shifted = {}
+            for e in mark:
+                m = mark[e]
+                if type(m) is list and len(m) == 2:
+                    shifted[e] = [m[0], m[1], k]
+            mark = shifted or None
+        return [self.sent, self.run, mark, self.cap]
 
     def position(self):
         return [self.next_seq(), self.run]
