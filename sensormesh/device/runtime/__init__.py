@@ -32,7 +32,7 @@ class Source(Outlet):
 
     SINK = False
     RARE_IN = "sensormesh.device.runtime.sources"
-    RARE = ("start", "close", "stats", "connect", "flush")
+    RARE = ("start", "close", "stats", "flush")
 
     def __init__(self, runtime, sid, params):
         from sensormesh.device.runtime.deploy import source_setup

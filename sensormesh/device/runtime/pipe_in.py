@@ -14,7 +14,7 @@ class PipeIn(Outlet):
     # pipe_in_links.py, loaded per call (steps/__init__.py, Rarely)
     RARE_IN = "sensormesh.device.runtime.pipe_in_links"
     RARE = ("take_over", "start", "_dial", "attach", "_announce", "on_connect", "_retire", "pipe_metrics",
-            "on_close", "flush", "close", "stats", "connect")
+            "on_close", "flush", "close", "stats")
 
     def __init__(self, runtime, sid, params):
         from sensormesh.device.runtime.deploy import pipe_setup

@@ -6,11 +6,6 @@
 from sensormesh.device.runtime.pipes import ACK_EVERY
 
 
-def connect(pi, target, port=0):
-    from sensormesh.device.steps.make import connect   # wiring is build time: make.py
-    connect(pi, target, port)
-
-
 def take_over(pi, rx):
     """The previous deployment's receiver of this edge: keep what it knows (its checkpoints
     name pipes by edge; the new deployment's pipes of those edges carry their numbering)."""

@@ -1,17 +1,9 @@
-# A pipe_out's rarely run parts (pipes.py has what runs per value): wiring it at build time, its
-# connections (dialing, taking a connection, losing one, closing), the receiver's "expect" and
-# errors, adopting a numbering, and its counts. PipeOut
-# finds these through __getattr__ (steps/__init__.py, Rarely): this module is loaded per call and
-# forgotten after it on a board running .mpy files. Each function takes the PipeOut first.
+# A pipe_out's rarely run parts (pipes.py has what runs per value): its connections (dialing,
+# taking a connection, losing one, closing), the receiver's "expect" and errors, adopting a
+# numbering, and its counts. PipeOut finds these through __getattr__ (steps/__init__.py, Rarely):
+# this module is loaded per call and forgotten after it on a board running .mpy files. Each
+# function takes the PipeOut first.
 from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS
-
-
-def inlet(po, port):
-    return po.push
-
-
-def inlet_many(po, port):
-    return po.push_many
 
 
 def _retire(po, conn):

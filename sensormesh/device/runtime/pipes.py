@@ -75,12 +75,18 @@ class PipeOut(Rarely):
     # buffer may need (announcing a jump, asking for acknowledgements sooner) stays here: that
     # happens while the heap may be low, when loading a module could fail.
     RARE_IN = "sensormesh.device.runtime.pipe_links"
-    RARE = ("inlet", "inlet_many", "_retire", "pipe_metrics", "fresh", "adopt",
+    RARE = ("_retire", "pipe_metrics", "fresh", "adopt",
             "start", "on_connect", "on_close", "on_control", "flush", "close", "stats")
 
     def __init__(self, runtime, sid, params):
         from sensormesh.device.runtime.deploy import pipe_out_setup
         pipe_out_setup(self, runtime, sid, params)
+
+    def inlet(self, port):
+        return self.push
+
+    def inlet_many(self, port):
+        return self.push_many
 
     # -- metrics (out of band, runtime/probe.py) ---------------------------------------------
     def stamp(self, origin):

@@ -1,12 +1,7 @@
-# What a source (runtime.Source) does rarely: starting, closing, its counts, its wiring at build
-# time. Source finds these through __getattr__ (steps/__init__.py, Rarely): this module is loaded
-# per call and forgotten after it on a board running .mpy files. Each function takes the source
-# first; reading values on its schedule is runtime/__init__.py.
-
-
-def connect(src, target, port=0):
-    from sensormesh.device.steps.make import connect   # wiring is build time: make.py
-    connect(src, target, port)
+# What a source (runtime.Source) does rarely: starting, closing, its counts. Source finds these
+# through __getattr__ (steps/__init__.py, Rarely): this module is loaded per call and forgotten
+# after it on a board running .mpy files. Each function takes the source first; reading values
+# on its schedule is runtime/__init__.py.
 
 
 def flush(src):

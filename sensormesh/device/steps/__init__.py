@@ -36,11 +36,12 @@
 # Parameters and semantics: docs/steps.md. Building a step from its spec and checking its
 # parameters is make.py's work (loaded for a deployment, forgotten after it on a board).
 #
-# Rarely called methods (Rarely below): what a running step does only at build time, teardown or
-# when asked for its counts (inlet, connect, flush, close, stats...) lives in steps/base.py; a
-# Step finds those through __getattr__, which a board only reaches when the class has no such
-# method, and the module is loaded for the call and forgotten after it on a board running .mpy
-# files. The runtime's Source, PipeOut and Sender do the same with their own modules.
+# Rarely called methods (Rarely below): what a running step does only at teardown or when asked
+# for its counts (flush, close, stats...) lives in steps/base.py, its wiring at build time in
+# make.py; a Step finds those through __getattr__, which a board only reaches when the class has
+# no such method, and the module is loaded for the call and forgotten after it on a board running
+# .mpy files. The runtime's Source, PipeIn, PipeOut, Sender and Runtime do the same with their own
+# modules.
 #
 # MicroPython shapes the hot methods (put, put1 and the _put_* variants). The VM keeps a
 # function's state (arguments, locals, value stack, exception handlers) on the C stack only
@@ -121,16 +122,21 @@ def rare_call(module, name, *args, **kw):
 
 class Rarely:
     """Base of the runtime's classes whose rarely called methods are functions fn(obj, ...) of
-    another module: RARE_IN names it, RARE the methods. A lookup that finds no such attribute
-    on the object or its class comes here; a name in RARE gives a callable that runs that
-    function through rare_call, any other raises AttributeError as usual."""
+    another module: RARE_IN names it, RARE the methods; BUILD names those of make.py, which a
+    deployment has loaded anyway (wiring). A lookup that finds no such attribute on the object
+    or its class comes here; a name in RARE or BUILD gives a callable that runs that function
+    through rare_call, any other raises AttributeError as usual."""
     RARE_IN = ""
     RARE = ()
+    BUILD = ()
 
     def __getattr__(self, name):
-        if name not in self.RARE:
+        if name in self.RARE:
+            module = self.RARE_IN
+        elif name in self.BUILD:
+            module = "sensormesh.device.steps.make"
+        else:
             raise AttributeError(name)
-        module = self.RARE_IN
         obj = self
 
         def call(*args, **kw):
@@ -142,7 +148,8 @@ class Outlet(Rarely):
     """Runtime objects that produce values but are not steps (sources, pipe_in): their connect()
     is make.connect (wiring is build time)."""
     RARE_IN = "sensormesh.device.steps.base"
-    RARE = ("connect", "flush")
+    RARE = ("flush",)
+    BUILD = ("connect",)
 
 
 def _short(value):
@@ -155,13 +162,14 @@ class Step(Rarely):
     ARGS = ()           # the parameter names this step takes
     INPUTS = (1, 1)     # least and most inputs (None: no limit)
     SINK = False
-    # The methods every step has whose code is in steps/base.py (module notes): wiring (inlet,
-    # inlet_many, connect, set_outputs, bad, setup: a family's own setup comes first), push,
-    # flush, close, out_count, stats and base_stats / base_inlet, what a family's own stats or
-    # inlet extends. A family defines the ones it needs differently in its class, as usual.
+    # The methods every step has whose code is elsewhere (module notes): in steps/base.py push,
+    # flush, close, out_count, stats and base_stats, what a family's own stats extends; in
+    # make.py the wiring (inlet, inlet_many, connect, set_outputs, bad, setup: a family's own
+    # setup comes first, base_inlet: what a family's own inlet extends). A family defines the
+    # ones it needs differently in its class, as usual.
     RARE_IN = "sensormesh.device.steps.base"
-    RARE = ("setup", "bad", "inlet", "push", "connect", "set_outputs", "inlet_many", "put", "flush",
-            "close", "out_count", "stats", "base_stats", "base_inlet")
+    RARE = ("push", "put", "flush", "close", "out_count", "stats", "base_stats")
+    BUILD = ("setup", "bad", "inlet", "connect", "set_outputs", "inlet_many", "base_inlet")
     # counts as a step starts (each becomes the step's own once it changes)
     n_in = 0
     n_out = 0

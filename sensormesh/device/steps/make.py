@@ -108,7 +108,7 @@ def user_fn(step):
     step.what = "fn '%s' raised" % ref
 
 
-def connect(node, target, port):
+def connect(node, target, port=0):
     """node.connect(target, port) of a Step or an Outlet (a source, a pipe_in): its output goes to
     target, a step (its input `port`) or, for a step, a callable."""
     step = isinstance(node, Step)
@@ -135,6 +135,42 @@ def wire(node, target, port):
     if len(node.outputs) == 1 and target is not None and hasattr(target, "inlet_many"):
         many = target.inlet_many(port)
     node.emit_many = many or one_by_one(node)
+
+
+# -- a Step's wiring methods (steps/__init__.py: Step.BUILD; each takes the step first) ---------
+def setup(step, params, n_inputs):
+    pass
+
+
+def bad(step, text):
+    return StepError("step '%s': %s" % (step.id, text))
+
+
+def base_inlet(step, port):
+    """The callable fn(value) for input `port`: bound once, called per value."""
+    lo, hi = step.INPUTS
+    if type(port) is not int or port < 0 or (hi is not None and port >= hi):
+        raise step.bad("%s has no input port %r" % (step.TYPE, port))
+    return step.put1 if port == 1 and hi == 2 else step.put
+
+
+inlet = base_inlet
+
+
+def inlet_many(step, port):
+    """The callable fn(list of values) for input `port` when this step takes runs of values
+    at once (put_many), else None: the upstream then calls inlet(port) per value."""
+    if port == 0 and hasattr(step, "put_many"):
+        return step.put_many
+    return None
+
+
+def set_outputs(step, fns):
+    """Replace the outputs with a list of callables fn(value)."""
+    if step.SINK and fns:
+        raise step.bad("%s is a sink and has no outputs" % step.TYPE)
+    step.outputs = list(fns)
+    wire(step, None, 0)
 
 
 def step_class(kind):
