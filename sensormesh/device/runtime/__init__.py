@@ -32,7 +32,7 @@ class Source(Outlet):
 
     SINK = False
     RARE_IN = "sensormesh.device.runtime.sources"
-    RARE = ("start", "close", "stats", "flush")
+    RARE = ("start", "close", "flush")
 
     def __init__(self, runtime, sid, params):
         from sensormesh.device.runtime.deploy import source_setup
@@ -108,12 +108,18 @@ class Source(Outlet):
             self._tick()
 
 
+    def stats(self):
+        s = {"in": self.n_out + self.errors, "out": self.n_out, "errors": self.errors, "missed": self.missed}
+        if self.last_error:
+            s["last_error"] = self.last_error
+        return s
+
 class Runtime(Rarely):
     """The device's current assignment; the handlers of the messages that manage it are in
     control.py and deploy.py (loaded per message), and so are its rarely used methods (status,
-    send_stats, shutdown; resolve and deliver for the steps: Rarely, steps/__init__.py)."""
+    send_stats, shutdown; deliver for the steps: Rarely, steps/__init__.py)."""
     RARE_IN = "sensormesh.device.runtime.control"
-    RARE = ("status", "send_stats", "shutdown", "resolve", "deliver")
+    RARE = ("status", "send_stats", "shutdown", "deliver")
     # the state of a device with no assignment; each attribute becomes the runtime's own once
     # it changes (the mutable ones are made in __init__)
     pipeline = None
@@ -182,6 +188,10 @@ class Runtime(Rarely):
 
     def log(self, text):
         self.device.log(text)
+
+    def resolve(self, ref):
+        from sensormesh.device.runtime import shipped
+        return shipped.resolve(self.code, ref)
 
     def hold(self):
         """A window or join starts holding values back (ctx for steps; see checkpoints)."""

@@ -194,12 +194,6 @@ def _pull(po, conn, body):
 shutdown = teardown
 
 
-def resolve(rt, ref):
-    """ctx.resolve of the steps: "module:name" of the deployment's shipped code."""
-    from sensormesh.device.runtime import shipped
-    return shipped.resolve(rt.code, ref)
-
-
 def deliver(rt, sid, value):
     # a callback step's values (deploy hands each callback its Delivery's deliver directly)
     from sensormesh.device.runtime.delivery import deliver

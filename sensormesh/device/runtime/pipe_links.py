@@ -1,6 +1,6 @@
 # A pipe_out's rarely run parts (pipes.py has what runs per value): its connections (dialing,
 # taking a connection, losing one, closing), the receiver's "expect" and errors, adopting a
-# numbering, and its counts. PipeOut finds these through __getattr__ (steps/__init__.py, Rarely):
+# numbering. PipeOut finds these through __getattr__ (steps/__init__.py, Rarely):
 # this module is loaded per call and forgotten after it on a board running .mpy files. Each
 # function takes the PipeOut first.
 from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS
@@ -119,23 +119,3 @@ def close(po, keep=False):
         po.dialing = None
     if not keep and po.tx.spool is not None:
         po.tx.spool.clear()
-
-
-def stats(po):
-    # in = out + pending + dropped: out = values sent at least once, pending = never sent yet,
-    # dropped = left the full replay buffer before being sent (evicted: also those sent but not
-    # acknowledged). Counts of a deployment that carried over an edge's buffer start from its
-    # first value; "seq" and "acked" are positions in the edge's numbering.
-    tx = po.tx
-    out = tx.once - po.first
-    pending = tx.next_seq() - (tx.high if tx.high > tx.base else tx.base)
-    s = {"in": po.n_in, "out": out if out > 0 else 0, "pending": pending, "unshipped": 0,
-         "dropped": tx.dropped, "evicted": tx.evicted, "resent": po.resent,
-         "acked": tx.base, "unacked": tx.held(), "seq": tx.next_seq(), "buffer": tx.cap,
-         "connected": po.conn is not None and not po.conn.connecting, "connects": po.connects}
-    if tx.spool is not None:
-        s["spool"] = tx.spool.stats()
-        s["spooled"] = tx.spooled
-    if po.last_error:
-        s["last_error"] = po.last_error
-    return s

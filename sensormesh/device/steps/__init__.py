@@ -163,12 +163,12 @@ class Step(Rarely):
     INPUTS = (1, 1)     # least and most inputs (None: no limit)
     SINK = False
     # The methods every step has whose code is elsewhere (module notes): in steps/base.py push,
-    # flush, close, out_count, stats and base_stats, what a family's own stats extends; in
+    # flush and close; in
     # make.py the wiring (inlet, inlet_many, connect, set_outputs, bad, setup: a family's own
     # setup comes first, base_inlet: what a family's own inlet extends). A family defines the
     # ones it needs differently in its class, as usual.
     RARE_IN = "sensormesh.device.steps.base"
-    RARE = ("push", "put", "flush", "close", "out_count", "stats", "base_stats")
+    RARE = ("push", "put", "flush", "close")
     BUILD = ("setup", "bad", "inlet", "connect", "set_outputs", "inlet_many", "base_inlet")
     # counts as a step starts (each becomes the step's own once it changes)
     n_in = 0
@@ -186,6 +186,18 @@ class Step(Rarely):
         self.emit = nowhere
         self.emit_many = nowhere
         self.setup(params, n_inputs)    # make.build checked the parameter names
+
+    def out_count(self):
+        return self.n_out
+
+    def base_stats(self):
+        s = {"in": self.n_in, "out": self.out_count(), "dropped": self.dropped,
+             "errors": self.errors}
+        if self.last_error is not None:
+            s["last_error"] = self.last_error
+        return s
+
+    stats = base_stats    # a status reply: resident, as the controller asks every second
 
     def failed(self, value, what=None):
         """Count and (at the 1st, 2nd, 4th, 8th... error) log a value this step could not
