@@ -38,7 +38,6 @@
 import os
 from array import array
 
-from sensormesh.device.steps import Rarely
 
 # The replay buffer holds numbers compactly: while every value in it is a float it is an array
 # of this port's floats (8 bytes a value on the unix port, 4 on an ESP32, instead of a pointer
@@ -54,12 +53,9 @@ def new_run():
     return ((b[0] & 0x3F) << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
 
 
-class Sender(Rarely):
+class Sender:
     """The sending end of one pipe: its numbering and its replay buffer (values base..next-1:
-    the oldest may sit in a spool on disk, spool.py; the rest, from mbase on, in memory). What it
-    does when a connection starts or a numbering changes hands is in numbering.py (Rarely)."""
-    RARE_IN = "sensormesh.device.runtime.numbering"
-    RARE = ("restart", "skip_to", "adopt")
+    the oldest may sit in a spool on disk, spool.py; the rest, from mbase on, in memory)."""
 
     def __init__(self, cap, run, acks=True):
         self.cap = cap if cap > 0 else 1
@@ -215,6 +211,27 @@ class Sender(Rarely):
         self.mark = mark if type(mark) is dict else None
         self.mark_at = n
         return k
+
+    def restart(self):
+        """A new connection: everything unacknowledged goes again. Returns the first seq."""
+        self.jumped = False
+        self.sent = self.base
+        return self.base
+
+    def skip_to(self, expect, run):
+        """The receiver says it wants `expect` next: skip what it has that is not sent yet."""
+        if run == self.run and type(expect) is int and self.sent < expect <= self.next_seq():
+            self.sent = expect
+
+    def adopt(self, seq, run):
+        """Take over a numbering handed back by the upstream's mark (a fresh sender only)."""
+        self.base = self.mbase = self.sent = self.high = seq
+        self.run = run
+        self.adopted = True
+        self.buf = []
+        if self.spool is not None:
+            self.spool.clear()
+        self.mark = None
 
     def announce(self):
         """The body of the seq announcement for the current connection: [seq, run, mark, cap]

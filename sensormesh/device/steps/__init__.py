@@ -40,7 +40,7 @@
 # for its counts (flush, close, stats...) lives in steps/base.py, its wiring at build time in
 # make.py; a Step finds those through __getattr__, which a board only reaches when the class has
 # no such method, and the module is loaded for the call and forgotten after it on a board running
-# .mpy files. The runtime's Source, PipeIn, PipeOut, Sender and Runtime do the same with their own
+# .mpy files. The runtime's Source, PipeIn, PipeOut and Runtime do the same with their own
 # modules.
 #
 # MicroPython shapes the hot methods (put, put1 and the _put_* variants). The VM keeps a
