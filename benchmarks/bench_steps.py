@@ -166,7 +166,8 @@ def metrics_overhead(n):
     print("%d values per run, runs alternated, best of 5" % n)
     print("%-52s %12s %9s" % ("metrics", "values/s", "on/off"))
     print("%-52s %12d %9s" % ("off (--no-metrics)", r_off, "1.00"))
-    print("%-52s %12d %8.3fx" % ("on (sampled every 100 ms; %d values of map timed)" % timed, r_on, r_on / r_off))
+    from sensormesh.device.runtime.probe_wiring import SAMPLE_MS
+    print("%-52s %12d %8.3fx" % ("on (sampled every %d ms; %d values of map timed)" % (SAMPLE_MS, timed), r_on, r_on / r_off))
 
 
 def main(argv):
