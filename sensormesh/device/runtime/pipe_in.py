@@ -14,7 +14,7 @@ class PipeIn(Outlet):
     # pipe_in_links.py, loaded per call (steps/__init__.py, Rarely)
     RARE_IN = "sensormesh.device.runtime.pipe_in_links"
     RARE = ("take_over", "start", "_dial", "attach", "_announce", "on_connect", "_retire", "pipe_metrics",
-            "on_close", "flush", "close", "stats")
+            "on_close", "flush", "close")
 
     def __init__(self, runtime, sid, params):
         from sensormesh.device.runtime.deploy import pipe_setup
@@ -288,6 +288,15 @@ class PipeIn(Outlet):
             conn.send(self.rx.ack())
             if self.soon is not None and self.rx.acked >= self.soon:
                 self.soon = None
+
+    # a status reply: resident, as the controller asks every second (control.py is loaded then)
+    def stats(self):
+        rx = self.rx
+        s = {"in": self.n_in, "out": self.n_in, "frames": self.frames, "connected": self.conn is not None,
+             "seq": rx.expect, "done": rx.done, "duplicates": rx.dups, "lost": rx.lost}
+        if self.last_error:
+            s["last_error"] = self.last_error
+        return s
 
     def acked_of(self, edge):
         """How far the receiver of one of this device's pipe_outs has acknowledged (a pipe no longer

@@ -1,6 +1,6 @@
 # A pipe_in's rarely run parts (pipe_in.py has what runs per value): taking over the previous
 # deployment's receiver, its connections (dialing, attaching a pulled one, losing one, closing),
-# the sender's announcement of its numbering, wiring, and its counts. PipeIn finds these through
+# the sender's announcement of its numbering. PipeIn finds these through
 # __getattr__ (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it
 # on a board running .mpy files. Each function takes the PipeIn first.
 from sensormesh.device.runtime.pipes import ACK_EVERY
@@ -118,15 +118,6 @@ def close(pi):
             pi._send_ack()
         pi.conn.close_after_flush("pipeline stopped")
         pi.conn = None
-
-
-def stats(pi):
-    rx = pi.rx
-    s = {"in": pi.n_in, "out": pi.n_in, "frames": pi.frames, "connected": pi.conn is not None,
-         "seq": rx.expect, "done": rx.done, "duplicates": rx.dups, "lost": rx.lost}
-    if pi.last_error:
-        s["last_error"] = pi.last_error
-    return s
 
 
 def announced(rt, pipe_in, mark):
