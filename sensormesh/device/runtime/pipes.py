@@ -33,8 +33,10 @@ from sensormesh.device.schedule import sparse
 from sensormesh.device.steps import Rarely
 
 # Values a pipe_out keeps unacknowledged (its replay buffer) unless the pipeline sets `buffer`.
-# A board's heap holds about 100 KB in all: 1000 floats take about 20 KB there (40 KB on the
-# 64-bit unix port), more than a deployed board has free. So the bound is also the heap's: each
+# A board's heap holds about 100 KB in all. 1000 floats take about 4 KB there in the buffer's
+# array of floats (8.5 KB on the 64-bit unix port; replay.py), but values of other kinds are heap
+# objects each (1000 small lists or strings: tens of KB), more than a deployed board may have
+# free. So the bound is also the heap's: each
 # time a pipe's buffer has grown by HEAP_CHECK values, a device with MicroPython's gc.mem_free()
 # checks the free heap, and below HEAP_RESERVE bytes (after a collection) the buffer's bound
 # comes down to what it holds (logged, shown as "buffer" in the pipe's stats). A full buffer then
