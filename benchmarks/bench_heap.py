@@ -16,7 +16,9 @@
 # launcher that wraps the device's entry points (nothing in the package changes) and prints the
 # live heap (gc.mem_alloc() after gc.collect()), the free heap and its largest free block after
 # each phase (keys loaded and listening, the controller's handshake, the deployment, the start,
-# the pipe's own handshake, steady state) and the device modules resident at steady state.
+# the pipe's own handshake, steady state), the names interned so far (micropython.qstr_info():
+# how many, and their heap with the pools that index them) and the device modules resident at
+# steady state.
 # The unix port is 64-bit: objects take up to twice their size on an ESP32 (32-bit), so these
 # figures are an upper bound for a board. Prints tables; the serving figures of data requests
 # are benchmarks/bench_heap_streams.py.
@@ -346,10 +348,12 @@ def _largest():
         except MemoryError:
             hi = n
     return lo
+import micropython
 def mark(label, mods=False):
     gc.collect()
     a, f = gc.mem_alloc(), gc.mem_free()
     print('PHASE|%s|%d|%d|%d' % (label, a, f, _largest()))
+    micropython.qstr_info()   # the interned-name table: 'qstr pool: ..., n_qstr=N, ...'
     if mods:
         print('MODS|' + ' '.join(sorted(k[18:] for k in sys.modules if k.startswith('sensormesh.device.'))))
 from sensormesh.device import core
@@ -429,20 +433,35 @@ def phases(bench, prelude="", name="phases"):
             continue
         if line.startswith("PHASE|"):
             label, a, f, big = line.split("|")[1:]
-            rows.append((label, int(a), int(f), int(big)))
+            rows.append([label, int(a), int(f), int(big), None, None, None])
+        elif line.startswith("qstr pool:") and rows:
+            rows[-1][4:] = qstr_figures(line)
         elif line.startswith("MODS|"):
             mods = line[5:]
     return rows, mods
 
 
+def qstr_figures(line):
+    """[names, string bytes, total bytes] from micropython.qstr_info()'s line ('qstr pool:
+    n_pool=6, n_qstr=1060, n_str_data_bytes=14284, n_total_bytes=28524'): the names interned at
+    run time, their characters, and those plus the pools that index them."""
+    fields = dict(kv.strip().split("=") for kv in line.split(":", 1)[1].split(","))
+    return [int(fields["n_qstr"]), int(fields["n_str_data_bytes"]), int(fields["n_total_bytes"])]
+
+
 def print_phases(rows, mods):
     print("Keyed deployed device, phase by phase (.mpy, -X heapsize=256K, gc.collect() first; the")
     print("tracing launcher itself holds about 3 KB of this)")
-    w = 48
-    print("%-*s %10s %10s %14s" % (w, "after", "live heap", "free", "largest free"))
-    print("-" * (w + 38))
-    for label, a, f, big in rows:
-        print("%-*s %7.1f KB %7.1f KB %11.1f KB" % (w, label, a / 1024.0, f / 1024.0, big / 1024.0))
+    print("names: identifiers and short strings interned at run time (they stay interned once a")
+    print("module loaded on demand is forgotten); their heap: characters plus the pools indexing them")
+    w = max([24] + [len(r[0]) for r in rows])
+    print("%-*s %10s %10s %14s %7s %12s" % (w, "after", "live heap", "free", "largest free", "names",
+                                          "their heap"))
+    print("-" * (w + 60))
+    for label, a, f, big, names, chars, total in rows:
+        print("%-*s %7.1f KB %7.1f KB %11.1f KB %7s %12s" % (
+            w, label, a / 1024.0, f / 1024.0, big / 1024.0, "-" if names is None else names,
+            "-" if total is None else "%.1f KB" % (total / 1024.0)))
     print("device modules resident at steady state: %s" % (mods or "-"))
 
 
