@@ -4,13 +4,16 @@
 #   deployed         runs source -> shipped map -> window -> pipe out to a CPython device, whose
 #                    callback sink must receive --count values (plaintext);
 #   keyed+deployed   the same with keys, as `sensormesh up` runs it by default;
+#   keyed receiving  with keys, the CPython device samples and pipes to the board (window, callback
+#                    sink): an accepted connection's handshake on top of a deployment;
+#   demo boards      the README demo (examples/pipelines/rotary_alarm.yaml) with keys, both boards;
 # each from the precompiled package (.mpy, as `up` and a board run it), with two baselines
 # measured in the same run: the .py sources, and (deployed devices) the .mpy package importing
 # every step family at start (what a device paid before steps loaded on demand). A run passes when every
 # wanted value arrives and no device reported a MemoryError; a run that failed with no sign of
 # running out of heap (a missed deadline on a loaded machine) is run once more. Then the heap after each import
 # (gc.mem_alloc() after gc.collect(), a fresh interpreter with a roomy heap): where it goes.
-#     python3 benchmarks/bench_heap.py [--count 10] [--lo 32] [--hi 320] [--step 4] [--only idle|deployed|keyed+deployed]
+#     python3 benchmarks/bench_heap.py [--count 10] [--lo 32] [--hi 320] [--step 4] [--only idle|deployed|keyed+deployed|"keyed receiving"|"demo boards"]
 #                                      [--form .mpy|.py|all]
 # Phases (--phases runs only this part): the keyed deployed device under a roomy heap (256K) with a
 # launcher that wraps the device's entry points (nothing in the package changes) and prints the
@@ -75,6 +78,21 @@ def rounded(v):
     return round(v, 2)
 """
 
+# A keyed board at the receiving end: the CPython device samples and pipes to the board, which
+# runs a window and a callback sink (an accepted connection's handshake on top of a deployment).
+RECEIVING = """\
+pipeline: heap-bench-receiving
+devices:
+  board: {interpreter: micropython, local: true, unix: "%(tmp)s/board.sock"}
+  pc: {interpreter: cpython, sensors: ["t=temperature@50"], local: true, unix: "%(tmp)s/pc.sock"}
+steps:
+  t:      {type: source, sensor: t, on: pc}
+  avg:    {type: window, time-frame: 100, agg: mean, input: t, on: board}
+sinks:
+  got: {type: callback, input: avg, on: board}
+"""
+DEMO = os.path.join(ROOT, "examples", "pipelines", "rotary_alarm.yaml")
+
 # What a device imported before steps were split into families: all of them. The baseline runs
 # this launcher instead of the package's run_device.py (same folder on MICROPYPATH).
 ALL_FAMILIES = "".join("import sensormesh.device.steps.%s\n" % f for f in FAMILIES) + \
@@ -101,11 +119,11 @@ class Bench:
         self.repeated = 0         # runs repeated after a failure not caused by the heap (fits_twice)
         self.memory_error = False  # did the last run's devices run out of heap?
 
-    def model(self, heap):
+    def model(self, heap, text=PIPELINE):
         run = tempfile.mkdtemp(dir=self.tmp)
         path = os.path.join(run, "bench.yaml")
         with open(path, "w") as f:
-            f.write(PIPELINE % {"tmp": run})
+            f.write(text % {"tmp": run})
         with open(os.path.join(run, "bench_fns.py"), "w") as f:
             f.write(FNS)
         return load_model(path), run
@@ -165,6 +183,37 @@ class Bench:
             shutil.rmtree(run, ignore_errors=True)
         self.memory_error = any(short_of_memory(str(e)) for e in events)
         return len(got) >= self.count and not self.memory_error
+
+    def receiving(self, heap):
+        """The keyed board at the receiving end of a CPython device's pipe (RECEIVING)."""
+        model, run = self.model(heap, RECEIVING)
+        return self._run(model, run, heap)
+
+    def demo(self, heap):
+        """The README demo (examples/pipelines/rotary_alarm.yaml) with keys, both boards under
+        `heap`: every callback sink must receive values."""
+        run = tempfile.mkdtemp(dir=self.tmp)
+        model = load_model(DEMO)
+        return self._run(model, run, heap, sinks={k for k, v in model.steps.items() if v.type == "callback"})
+
+    def _run(self, model, run, heap, sinks=None):
+        """Run `model` keyed for self.count values (every sink in `sinks` receiving some)."""
+        events, got, seen = [], [], set()
+
+        def deliver(d, step, values):
+            got.extend(values)
+            seen.add(step)
+        try:
+            runner.up(model, count=self.count, duration=40, heap="%dK" % heap, mpy=True,
+                      micropython=self.mp, keys_dir=self.keys_dir, timeout=10,
+                      on_event=events.append, on_deliver=deliver,
+                      on_line=lambda d, line: events.append(line))
+        except Exception as e:
+            events.append("%s: %s" % (type(e).__name__, e))
+        finally:
+            shutil.rmtree(run, ignore_errors=True)
+        self.memory_error = any(short_of_memory(str(e)) for e in events)
+        return len(got) >= self.count and not (sinks and sinks - seen) and not self.memory_error
 
     def fits_twice(self, fits, heap):
         """fits(heap); a run that failed with no sign of running out of heap (short_of_memory: a
@@ -507,6 +556,8 @@ def main(argv):
         ("keyed+deployed", ".mpy", lambda h: b.deployed(h, True, True)),
         ("keyed+deployed", ".py", lambda h: b.deployed(h, False, True)),
         ("keyed+deployed", "all", lambda h: b.deployed(h, True, True, True)),
+        ("keyed receiving", ".mpy", b.receiving),
+        ("demo boards", ".mpy", b.demo),
     ]
     found = {}
     t0 = time.monotonic()
@@ -524,7 +575,10 @@ def main(argv):
           % (step, lo, hi, b.runs, time.monotonic() - t0, b.repeated))
     print("repeating a run that failed with no sign of running out of heap) at which a")
     print("MicroPython device works: idle = answers info; deployed = source -> shipped map -> window ->")
-    print("pipe out, %d values reach the CPython device's callback sink; no MemoryError." % count)
+    print("pipe out, %d values reach the CPython device's callback sink; no MemoryError;" % count)
+    print("keyed receiving = the CPython device samples and pipes to the board, whose window feeds a")
+    print("callback sink; demo boards = the README demo (examples/pipelines/rotary_alarm.yaml) with keys,")
+    print("both boards under the heap, every callback sink receiving.")
     print("  .mpy  the precompiled package, as `sensormesh up` and a board run it")
     print("  .py   baseline: the same device importing the .py sources (the compiler runs on the device)")
     print("  all   baseline: .mpy, importing every step family at start (no loading on demand)")
@@ -540,7 +594,7 @@ def main(argv):
     w = 16
     print("%-*s %9s %8s %9s %9s %9s %10s" % (w, "device", ".mpy", "of 96K", ".py", "all", ".mpy/.py", ".mpy/all"))
     print("-" * (w + 62))
-    for name in ("idle", "deployed", "keyed+deployed"):
+    for name in ("idle", "deployed", "keyed+deployed", "keyed receiving", "demo boards"):
         if only and only != name:
             continue
         m = found.get((name, ".mpy"))
