@@ -327,10 +327,23 @@ def drops_lines(mpy_cross):
     return NO_SOURCE_LINES[1] in out.stdout + out.stderr
 
 
+# The name a compiled module carries (its tracebacks say it): the module's path inside the
+# device package, e.g. runtime/pipes.py for sensormesh/device/runtime/pipes.py. A device interns
+# that name, and the path it loaded the module from (__file__), for every module it loads and
+# keeps both for as long as it runs: the prefix every module shares would cost heap (about 18
+# bytes a module) and say nothing.
+PACKAGE_PREFIX = "sensormesh/device/"
+
+
+def source_name(rel):
+    """What mpy-cross names the module at `rel` (a path relative to BASE) in tracebacks."""
+    return rel[len(PACKAGE_PREFIX):] if rel.startswith(PACKAGE_PREFIX) else rel
+
+
 def compile_argv(mpy_cross, target, rel, source, lines=False):
-    """The mpy-cross command that compiles `source` (named `rel` in tracebacks) into `target`;
-    without line numbers unless `lines`."""
-    return [mpy_cross, "-o", target, "-s", rel] + ([] if lines else list(NO_SOURCE_LINES)) + [source]
+    """The mpy-cross command that compiles `source` (at `rel`, named source_name(rel) in
+    tracebacks) into `target`; without line numbers unless `lines`."""
+    return [mpy_cross, "-o", target, "-s", source_name(rel)] + ([] if lines else list(NO_SOURCE_LINES)) + [source]
 
 
 def plan(cfg, port, build_dir, base=BASE, compile=True, mpy_cross="mpy-cross",

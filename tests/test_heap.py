@@ -80,7 +80,7 @@ def test_the_heap_of_a_local_micropython_device_is_its_heapsize(tmp_path):
             got = {n: p.argv[p.argv.index("-X") + 1] for n, p in cl.procs.items()}
             assert got == {n: "heapsize=" + h for n, h in want.items()}
             for p in cl.procs.values():    # from the precompiled package, not the sources
-                assert p.env["MICROPYPATH"].split(os.pathsep)[0] == cl.bundle
+                assert p.env["MICROPYPATH"].split(os.pathsep)[0] == cl.bundle[0]
         finally:
             cl.stop()
 
@@ -180,7 +180,7 @@ def test_mpy_cache_leaves_out_line_numbers_unless_asked_and_keys_the_folder_on_i
     start = [i for i, line in enumerate(src) if "def _fail(" in line][0]
     raise_line = start + 1 + [i for i, line in enumerate(src[start:]) if "raise self._error" in line][0]
     code = "from sensormesh.device import codec\ncodec.Decoder(4).feed(bytes([0, 0, 0, 9]))\n"
-    where = 'File "sensormesh/device/codec.py", line %d, in _fail' % raise_line
+    where = 'File "codec.py", line %d, in _fail' % raise_line   # named by its path in the package
     tb = {}
     for name, folder in (("bare", bare), ("lined", lined)):
         r = subprocess.run([mp, "-c", code], env=dict(os.environ, MICROPYPATH=folder), cwd=str(tmp_path),
@@ -188,8 +188,37 @@ def test_mpy_cache_leaves_out_line_numbers_unless_asked_and_keys_the_folder_on_i
         tb[name] = r.stdout + r.stderr     # MicroPython prints an uncaught exception on stdout
         assert "ProtocolError: frame of 9 bytes exceeds the limit of 4 bytes" in tb[name], tb[name]
     assert where in tb["lined"], tb["lined"]
-    assert where not in tb["bare"] and 'File "sensormesh/device/codec.py", line ' in tb["bare"], tb["bare"]
+    assert where not in tb["bare"] and 'File "codec.py", line ' in tb["bare"], tb["bare"]
     assert ", in _fail" in tb["bare"] and ", in feed" in tb["bare"], tb["bare"]
+
+
+def test_a_local_device_loads_the_package_through_a_short_link(tmp_path):
+    """A device interns the path of every module it loads for as long as it runs: through
+    mpy_cache.link, a local device's module paths are the run's folder + the package path (as
+    short as a board's, give or take the folder), and the modules name themselves by their path
+    in the package. Removing the run's folder removes the link, not the package."""
+    mp = need_micropython()
+    folder, _ = mpy_cache.bundle(base=ROOT)
+    run = tmp_path / "run"
+    run.mkdir()
+    path, launcher = mpy_cache.link(folder, str(run))
+    assert path == str(run) and os.path.dirname(launcher) == str(run)
+    with open(launcher) as f:
+        assert f.read() == mpy_cache.LAUNCHER_TEXT
+    # a script beside the launcher starts as the launcher does (its folder first on sys.path)
+    (run / "where.py").write_text(
+        "import sys\nfrom sensormesh.device import codec\nfrom sensormesh.device.runtime import pipes\n"
+        "print(codec.__file__)\nprint(pipes.__file__)\n"
+        "try:\n    codec.Decoder(4).feed(bytes([0, 0, 0, 9]))\n"
+        "except codec.ProtocolError as e:\n    sys.print_exception(e, sys.stdout)\n")
+    r = subprocess.run([mp, str(run / "where.py")], env=dict(os.environ, MICROPYPATH=path), cwd=str(tmp_path),
+                       capture_output=True, text=True, timeout=30)
+    lines = r.stdout.splitlines()
+    real = os.path.realpath(str(run))
+    assert lines[:2] == [real + "/sensormesh/device/codec.mpy", real + "/sensormesh/device/runtime/pipes.mpy"], r
+    assert 'File "codec.py", line 1, in _fail' in r.stdout, r.stdout
+    shutil.rmtree(str(run))
+    assert os.path.exists(os.path.join(folder, "sensormesh", "device", "codec.mpy"))
 
 
 def test_a_missing_mpy_cross_is_named(tmp_path):

@@ -32,7 +32,7 @@ import time
 from typing import Callable
 
 from sensormesh.controller.model import LOOPBACK, heap_bytes
-from sensormesh.controller.mpy_cache import LAUNCHER, MpyCacheError, bundle
+from sensormesh.controller.mpy_cache import MpyCacheError, bundle, link
 from sensormesh.device.core import DEFAULT_MAX_CONNS
 
 import sensormesh
@@ -239,7 +239,7 @@ class LocalCluster:
         self.python = python or sys.executable
         self.heap = heap
         self.mpy = mpy
-        self.bundle = None          # the precompiled package's folder, once built
+        self.bundle = None          # (folder on MICROPYPATH, launcher) of the precompiled package, once built
         self.started = False
         self.on_note = on_note or (lambda text: None)
         self.workdir = workdir
@@ -267,7 +267,8 @@ class LocalCluster:
         device listens, so a device slow to start holds up only its own slot. Each device has
         `timeout` seconds from its own start. progress(text): "started 120/201" about once a
         second while PROGRESS_FROM or more devices start."""
-        self._tmp = tempfile.mkdtemp(prefix="sensormesh-up-")
+        # short: the MicroPython devices load the package through a link in it (_micropython_path)
+        self._tmp = tempfile.mkdtemp(prefix="sm")
         workers = workers or START_WORKERS
         todo = list(self.devices())
         total = len(todo)
@@ -329,9 +330,9 @@ class LocalCluster:
             argv = [self.micropython]
             if heap:
                 argv += ["-X", "heapsize=" + heap]
-            modules = self._micropython_path()
-            if self.mpy:
-                argv += [os.path.join(modules, LAUNCHER), "--config", cfg_path]
+            modules, launcher = self._micropython_path()
+            if launcher:
+                argv += [launcher, "--config", cfg_path]
             else:
                 argv += ["-m", "sensormesh.device", "--config", cfg_path]
             env["MICROPYPATH"] = modules + os.pathsep + ".frozen"
@@ -359,18 +360,21 @@ class LocalCluster:
             self.on_note(proc.memory_hint())
 
     def _micropython_path(self):
-        """Where a MicroPython device imports the device package from: the precompiled bundle
-        (built on first use), or the sources when mpy is off or mpy-cross is missing."""
+        """Where a MicroPython device imports the device package from, and the launcher to run
+        (None: `-m sensormesh.device`): the precompiled bundle (built on first use) through a
+        short link in this run's temporary folder (mpy_cache.link: the device interns every
+        module's path), or the sources when mpy is off or mpy-cross is missing."""
         if not self.mpy:
-            return PACKAGE_ROOT
+            return PACKAGE_ROOT, None
         if self.bundle is None:
             try:
-                self.bundle, _ = bundle(base=PACKAGE_ROOT)
+                folder, _ = bundle(base=PACKAGE_ROOT)
             except MpyCacheError as e:
                 self.mpy = False
                 self.notes.append("%s: the MicroPython devices run from .py sources, which needs far more "
                                   "heap than a board's precompiled modules" % e)
-                return PACKAGE_ROOT
+                return PACKAGE_ROOT, None
+            self.bundle = link(folder, self._tmp)
         return self.bundle
 
     def _sensor(self, spec):
@@ -470,6 +474,7 @@ class LocalCluster:
                 except OSError:
                     pass
         if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            shutil.rmtree(self._tmp, ignore_errors=True)   # the package's link in it too, not its target
             self._tmp = None
+            self.bundle = None
         return codes

@@ -4,9 +4,10 @@ A board imports `.mpy` files (`sensormesh board deploy` puts them there): import
 source runs MicroPython's compiler on the device, which needs several times the heap the module
 itself takes. `sensormesh up` runs its local MicroPython devices the same way, from a folder of
 `.mpy` files under `.sensormesh/mpy-cache/<key>/`, where the key is a hash of every device
-source and of the mpy-cross version: unchanged sources reuse the folder, a changed source or
-another mpy-cross builds a new one. The files carry no line numbers (board.NO_SOURCE_LINES:
-less heap for code; a traceback from the package names file and function, not the line);
+source (with the name it is compiled under) and of the mpy-cross version: unchanged sources reuse the folder, a changed source or
+another mpy-cross builds a new one. A run's devices load it through a short link in the run's
+own folder (link()). The modules are named by their path in the package (board.source_name),
+and carry no line numbers (board.NO_SOURCE_LINES: less heap for code; a traceback from the package names file and function, not the line);
 SENSORMESH_MPY_LINES=1 compiles with them, into a folder of its own (the flags are part of the
 key). Concurrent runs are safe: each builds into a private temporary folder and renames it into
 place in one step; whoever comes second discards its copy and uses the first. Folders not used
@@ -23,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from sensormesh.board import (BASE, LINES_ENV, NO_SOURCE_LINES, _find_tool, compile_argv, compiled_name,
-                              device_files, drops_lines)
+                              device_files, drops_lines, source_name)
 
 CACHE_ENV = "SENSORMESH_MPY_CACHE"       # overrides the cache folder (tests, read-only checkouts)
 DEFAULT_DIR = os.path.join(".sensormesh", "mpy-cache")
@@ -37,7 +38,7 @@ COMPILE_JOBS = 4        # mpy-cross processes at once: the whole package compile
 # started in a checkout would import the .py sources next to it instead of this folder's .mpy
 # files; a script's own folder comes first instead.
 LAUNCHER = "run_device.py"
-LAUNCHER_TEXT = """# Runs the precompiled sensormesh device package in this folder (made by sensormesh up).
+LAUNCHER_TEXT = """# Runs the precompiled sensormesh device package beside it (made by sensormesh up).
 from sensormesh.device.__main__ import main
 main()
 """
@@ -74,7 +75,7 @@ def bundle_key(files, base, version, lines=False):
     for rel in files:
         with open(os.path.join(base, rel), "rb") as f:
             data = f.read()
-        h.update(b"\0%s\0%d\0" % (rel.encode(), len(data)))
+        h.update(b"\0%s\0%s\0%d\0" % (rel.encode(), source_name(rel).encode(), len(data)))
         h.update(data)
     return h.hexdigest()[:20]
 
@@ -125,6 +126,27 @@ def bundle(root=None, base=BASE, mpy_cross=None, lines=None):
         raise
     _prune(root, keep=key)
     return target, True
+
+
+def link(folder, into):
+    """Make `into` (a run's own temporary folder) a short way to the package in `folder` (a
+    bundle): a symlink `sensormesh` to the bundle's and the launcher beside it. Returns the
+    folder to put on MICROPYPATH and the launcher to run.
+
+    A device interns the path it loaded each module from (__file__: the folder on sys.path and
+    the module's path in it) and keeps it for as long as it runs; from the bundle that path is
+    some 95 characters (/work/.../.sensormesh/mpy-cache/<key>/sensormesh/device/boot.mpy), on a
+    board about 30 (/lib/sensormesh/device/boot.mpy). The launcher's own folder comes first on
+    sys.path, under its real path (symlinks resolved), so the launcher is copied, not linked.
+    Where no symlink can be made, the bundle itself is the answer."""
+    try:
+        os.symlink(os.path.join(folder, "sensormesh"), os.path.join(into, "sensormesh"))
+        launcher = os.path.join(into, LAUNCHER)
+        with open(launcher, "w") as f:
+            f.write(LAUNCHER_TEXT)
+    except (OSError, NotImplementedError):
+        return folder, os.path.join(folder, LAUNCHER)
+    return into, launcher
 
 
 def _touch(path):
