@@ -250,9 +250,10 @@ IMPORTS = (
      ("compat", "codec", "transport", "sensors", "core", "__main__")),
     ("simulated sensors (sensors.sim, temperature)", ("sensors.sim", "sensors.sim.temperature")),
     ("secure session kept between handshakes (secure, channel)", ("secure", "secure.channel")),
-    ("a prepared dial's client side (wire, hello; only while one runs)", ("secure.wire", "secure.hello")),
+    ("a prepared dial's client side (wire, dialer; only while one runs)", ("secure.wire", "secure.dialer")),
     ("the rest of the handshake's code (keys, pubkey; a deployment's preparation, an accepted "
      "connection, a dial not prepared)", ("secure.keys", "secure.pubkey")),
+    ("a client looking its server up (hello; tools, a dial to a peer not trusted as a device)", ("secure.hello",)),
     ("an accepted connection's server side (admit, server; only while one runs)",
      ("secure.admit", "secure.server")),
     ("key agreement (x25519; only while a pair key is computed)", ("secure.x25519",)),
@@ -439,20 +440,20 @@ core.Device.dial = dial
 _secure = core.Device.secure
 def secure(self, cfg):
     s = _secure(self, cfg)
-    # the handshake's modules load and unload: hook secure.load() (a pipe's dial loads hello.py)
+    # the handshake's modules load and unload: hook secure.load() (a pipe's dial loads dialer.py)
     # and compat.collect(), which secure.wire.idle() calls last (wire.py imports it anew each time
     # it loads again)
     from sensormesh.device import compat
     from sensormesh.device import secure as sec
     _collect, _load = compat.collect, sec.load
-    state = [0]   # 1: a dial after the deployment loaded hello.py; 2: marked
+    state = [0]   # 1: a dial after the deployment loaded dialer.py; 2: marked
     def load(name):
-        if name == 'hello' and state[0] == 0 and getattr(self, 'runtime', None) is not None:
+        if name == 'dialer' and state[0] == 0 and getattr(self, 'runtime', None) is not None:
             state[0] = 1
         return _load(name)
     def collect():
         _collect()
-        if state[0] == 1 and sec.busy[0] == 0 and 'sensormesh.device.secure.hello' not in sys.modules:
+        if state[0] == 1 and sec.busy[0] == 0 and 'sensormesh.device.secure.dialer' not in sys.modules:
             state[0] = 2  # measured on the next loop turn, once the handshake's frames are gone
             self.loop.call_soon(lambda: mark("the pipe's handshake done (its code unloaded)"))
     compat.collect = collect

@@ -12,7 +12,8 @@ from test_session import fixture, trust_json
 
 def handshake_loaded():
     import sys
-    return "sensormesh.device.secure.handshake" in sys.modules or "sensormesh.device.secure.hello" in sys.modules
+    return ("sensormesh.device.secure.handshake" in sys.modules or "sensormesh.device.secure.hello" in sys.modules
+            or "sensormesh.device.secure.dialer" in sys.modules)
 
 
 def forgets():
@@ -456,8 +457,8 @@ def _receiver(loop):
 def test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_side():
     """The deploy message makes the device look the pipe's peer up in its trust store and compute
     the pair key at once (while its heap is low); the pipe's dial then needs only the client side
-    of the handshake (wire.py, hello.py): no look-up again, keys.py not loaded, and the session
-    works."""
+    of the handshake (dialer.py, wire.py): no look-up again, neither keys.py nor hello.py loaded,
+    and the session works."""
     import sys
     loop = transport.Loop()
     b, baddr, cb = _receiver(loop)
@@ -481,7 +482,8 @@ def test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_s
 
     def dial(*args):
         conn = real_dial(*args)
-        at_dial.append((keys_name in sys.modules, "sensormesh.device.secure.hello" in sys.modules))
+        at_dial.append((keys_name in sys.modules, "sensormesh.device.secure.hello" in sys.modules,
+                        "sensormesh.device.secure.dialer" in sys.modules))
         return conn
     a.security.dial = dial
     try:
@@ -493,7 +495,7 @@ def test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_s
     assert delivered(cb) == list(range(50))
     assert len(at_dial) == 1 and looked_up == [], (at_dial, looked_up)
     if forgets():        # a board running .mpy files: keys.py was forgotten after the deployment
-        assert at_dial[0] == (False, True), at_dial
+        assert at_dial[0] == (False, False, True), at_dial
     assert a.security.status()["key_agreements"] == agreed + 1          # nothing computed again
     assert b.security.status()["accepted"] == 2 and b.security.status()["refused"] == {}
     assert handshake_loaded() == (not forgets())

@@ -11,7 +11,7 @@
 #                         handshake in progress (bounded: busy), has a deadline (timeout) and may
 #                         only send small frames. server.py checks the hello. Afterwards every
 #                         control message is checked against the peer's role (permit).
-#   dialed connections    pipes to other devices: hello.py's Dialer does the client side of the
+#   dialed connections    pipes to other devices: dialer.py's Dialer does the client side of the
 #                         handshake, then hands the connection to the pipe.
 #   registrations         a device behind a one-way link dials out to register (forward.py) and
 #                         is the server of the handshake on that connection: after the
@@ -36,7 +36,7 @@ PERMISSIONS = {
     "reader": ("data-request", "info", "ping", "status", "metrics", "clock"),
 }
 
-busy = [0]        # client handshakes in progress (hello.Dialer), whose sessions live across loop turns
+busy = [0]        # client handshakes in progress (dialer.Dialer), whose sessions live across loop turns
 admitting = [0]   # accepted connections waiting for their hello, on every device of this process
 
 
@@ -145,7 +145,7 @@ class Security:
                 "refused": dict(self.refused), "max_handshakes": self.max_handshakes,
                 "key_agreements": self.pair_state[2]}
 
-    # -- dialed connections (hello.py) -----------------------------------------------------
+    # -- dialed connections (dialer.py) ----------------------------------------------------
     def prepare(self, body):
         """A deployment arrived (core.Device.dispatch, before the runtime and the deployment's
         code load): look up the devices its pipes dial and compute their pair keys now, while
@@ -158,5 +158,5 @@ class Security:
 
     def dial(self, address, protocol, peer, first):
         """Dial another device as this device's identity; `first` goes out once the session is up
-        (wire.dial: the client side of the handshake, with what the deployment prepared)."""
-        return load("wire").dial(self, address, protocol, peer, first)
+        (dialer.dial: the client side of the handshake, with what the deployment prepared)."""
+        return load("dialer").dial(self, address, protocol, peer, first)

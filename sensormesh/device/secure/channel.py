@@ -1,7 +1,7 @@
 # The frames of an established secure session: Channel wraps each payload into a Fernet token
 # (AES-128-CBC + HMAC-SHA256, the Fernet spec's format) with a frame counter inside, and opens
 # the peer's. This is all of the secure session a device keeps while its sessions run; the
-# handshake's code (keys.py, hello.py, server.py, admit.py, x25519.py, trust.py) loads for a
+# handshake's code (keys.py, dialer.py, server.py, admit.py, x25519.py, trust.py) loads for a
 # handshake only (secure/__init__.py), and fernet.py (the Fernet API) builds on this module.
 #
 # Tokens are opened with as few copies of a frame as the format allows, because a board receives

@@ -5,16 +5,16 @@
 # device_trust() and device_pairs() below make these objects of it for one handshake), and forgets
 # this module's code (wire.idle()). A deployment prepares the dials of its pipes here (prepare():
 # each peer looked up and its pair key computed while the heap is low), so that a pipe's dial
-# loads only the client side (hello.py, wire.py). The server side is server.py.
-from sensormesh.device.compat import collect, unload
+# loads only the client side (dialer.py, wire.py). The server side is server.py.
+from sensormesh.device.compat import collect, unix_time, unload
 from sensormesh.device.secure import (DEFAULT_HANDSHAKE_MS, HELLO_MAX_FRAME, PERMISSIONS, admitting,  # noqa: F401
                                       busy, denied)
 from sensormesh.device.secure.channel import (SEND_PLAIN_MAX, Channel, b64decode, hmac_sha256,  # noqa: F401
                                               plain_limit, wrap_limit)
 from sensormesh.device.secure.pubkey import PublicKey
 from sensormesh.device.secure.wire import (_NAME_CHARS, _NONCE, CODES, VERSION, HandshakeError, _bin,  # noqa: F401
-                                           _body, _check_role, _field, _keys, _name, _Side, _transcript,
-                                           forgets, idle, stamps, valid_name)
+                                           _body, _field, _keys, _name, _transcript, forgets, idle, stamps,
+                                           valid_name)
 
 DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
 DEFAULT_REPLAY_SIZE = 64   # nonces remembered per device (about 1.5 KB on an ESP32)
@@ -132,7 +132,45 @@ class PairCache:
         return k
 
 
-# -- the pieces both sides compute ---------------------------------------------------------------
+# -- what both sessions share ----------------------------------------------------------------------
+def _check_role(role, roles, who, name):
+    if roles is not None and role not in roles:
+        raise HandshakeError("wrong-role", "%s %r has role %r; this side accepts %s"
+                             % (who, name, role, ", ".join(roles)))
+
+
+class _Side:
+    def __init__(self, identity, trust, roles, clock):
+        self.identity = identity
+        self.trust = trust
+        self.roles = roles
+        self.clock = clock or unix_time
+        self.done = False
+        self.failed = None
+        self.peer = None       # the authenticated peer's name
+        self.role = None       # and its role
+        self.peer_fp = None    # and its key's fingerprint
+        self.channel = None
+        self.wrap = None       # payload -> token, for Connection.wrap
+        self.unwrap = None     # token -> payload (codec.ProtocolError if bad), Connection.unwrap
+
+    def _finish(self, send_key, recv_key):
+        self.channel = Channel(send_key, recv_key)
+        self.wrap = self.channel.wrap
+        self.unwrap = self.channel.unwrap
+        self.done = True
+
+    def _fail(self, e):
+        self.failed = e
+        raise e
+
+    def _check_state(self):
+        if self.failed is not None:
+            raise HandshakeError(self.failed.code, "handshake already failed: " + self.failed.message)
+        if self.done:
+            raise HandshakeError("malformed", "handshake already complete")
+
+
 # -- a device's keys as the objects above, for one handshake -----------------------------------
 # secure.Security keeps them as plain data (bytes, bytearrays, lists, sets, dicts), so that
 # between handshakes nothing of this module's (or x25519.py's) code stays referenced.
@@ -179,7 +217,7 @@ def prepare(sec, body):
     """A deployment arrived (body: the deploy message's): before the runtime and the deployment's
     code load, look up each device its pipes dial in the trust store and compute the pair key
     (x25519.py loaded for it and forgotten again), and keep only the result per peer, so that
-    the pipe's dial later needs neither this module nor the key agreement (wire.dial()).
+    the pipe's dial later needs neither this module nor the key agreement (dialer.dial()).
     A peer that is not trusted is left to the dial's handshake, which refuses it with its
     error; a malformed assignment is left to the deployment, which refuses it."""
     a = body.get("assignment") if type(body) is dict and "assignment" in body else body
@@ -209,7 +247,7 @@ def _dials(kind, params):
 def prepare_peer(sec, peer):
     """(role, pair key, fingerprint) of a trusted device a pipe dials (the trust store re-read
     first if its files changed, the pair key computed and cached if new: x25519.py is forgotten
-    again before the client side, hello.py, loads, so the two are never in memory at once);
+    again before the client side, dialer.py, loads, so the two are never in memory at once);
     None if the peer is not trusted as a device (the dial's handshake refuses it then)."""
     try:
         role, key = device_trust(sec).lookup(peer, "server")

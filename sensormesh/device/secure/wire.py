@@ -1,17 +1,16 @@
 # The handshake's messages as both sides build and check them: its errors and their codes, the
-# checks of a message's fields, the transcript and the session keys, the state both sessions
-# share (_Side), and forgetting the handshake's code when no handshake runs (idle). This is all
-# of the handshake a device's dial loads besides hello.py when the pipe's peer was prepared at
-# the deployment (keys.prepare; dial() below): the trust store, the pair-key cache and the key
-# agreement (keys.py, pubkey.py, x25519.py) stay unloaded then.
+# checks of a message's fields, the transcript and the session keys, and forgetting the
+# handshake's code when no handshake runs (idle). This is all of the handshake a device's dial
+# loads besides dialer.py when the pipe's peer was prepared at the deployment (keys.prepare):
+# the trust store, the pair-key cache and the key agreement (keys.py, pubkey.py, x25519.py), the
+# sessions' common state (keys._Side) and the server side stay unloaded then.
 import hashlib
 import os
 import struct
 
-from sensormesh.device import transport
-from sensormesh.device.compat import collect, from_mpy, unix_time, unload
-from sensormesh.device.secure import admitting, busy, load
-from sensormesh.device.secure.channel import Channel, b64decode, hmac_sha256
+from sensormesh.device.compat import collect, from_mpy, unload
+from sensormesh.device.secure import admitting, busy
+from sensormesh.device.secure.channel import b64decode, hmac_sha256
 
 VERSION = 2
 CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
@@ -30,9 +29,9 @@ def idle():
     """A handshake ended: forget the handshake's code (on MicroPython from .mpy files: it loads
     again cheaply) and collect its garbage (key agreement, JSON). The server side (server.py)
     the key files' reader (trust.py) and the key agreement (x25519.py) run within one call, so
-    they go at once; admit.py goes when no accepted connection waits for its hello, hello.py
-    when no dial is in progress, and what both use (keys.py, pubkey.py, this module) when
-    neither is."""
+    they go at once; admit.py goes when no accepted connection waits for its hello, the client
+    side (dialer.py, hello.py) when no dial is in progress, and what both use (keys.py,
+    pubkey.py, this module) when neither is."""
     if forgets():
         for m in ("server", "trust", "x25519", "handshake"):
             unload("sensormesh.device.secure." + m)
@@ -40,6 +39,7 @@ def idle():
             unload("sensormesh.device.secure.admit")
         if busy[0] == 0:
             unload("sensormesh.device.secure.hello")
+            unload("sensormesh.device.secure.dialer")
             if admitting[0] == 0:
                 for m in ("keys", "pubkey", "wire"):
                     unload("sensormesh.device.secure." + m)
@@ -130,45 +130,7 @@ def _name(body, field):
     return v
 
 
-def _check_role(role, roles, who, name):
-    if roles is not None and role not in roles:
-        raise HandshakeError("wrong-role", "%s %r has role %r; this side accepts %s"
-                             % (who, name, role, ", ".join(roles)))
-
-
-class _Side:
-    def __init__(self, identity, trust, roles, clock):
-        self.identity = identity
-        self.trust = trust
-        self.roles = roles
-        self.clock = clock or unix_time
-        self.done = False
-        self.failed = None
-        self.peer = None       # the authenticated peer's name
-        self.role = None       # and its role
-        self.peer_fp = None    # and its key's fingerprint
-        self.channel = None
-        self.wrap = None       # payload -> token, for Connection.wrap
-        self.unwrap = None     # token -> payload (codec.ProtocolError if bad), Connection.unwrap
-
-    def _finish(self, send_key, recv_key):
-        self.channel = Channel(send_key, recv_key)
-        self.wrap = self.channel.wrap
-        self.unwrap = self.channel.unwrap
-        self.done = True
-
-    def _fail(self, e):
-        self.failed = e
-        raise e
-
-    def _check_state(self):
-        if self.failed is not None:
-            raise HandshakeError(self.failed.code, "handshake already failed: " + self.failed.message)
-        if self.done:
-            raise HandshakeError("malformed", "handshake already complete")
-
-
-# -- a device's dial, prepared at its deployment -------------------------------------------------
+# -- what a device's dial compares with the trust files it read ------------------------------------
 def stamps(sec):
     """The trust and revoked files' sizes and times now (secure.Security keeps those it read)."""
     return (_stamp(sec.trust_src), _stamp(sec.revoked_src))
@@ -182,26 +144,3 @@ def _stamp(src):
     except OSError:
         return None
     return (st[6], getattr(st, "st_mtime_ns", st[8]))
-
-
-def dial(sec, address, protocol, peer, first):
-    """Security.dial: dial another device as this device's identity. A peer prepared at the
-    deployment (keys.prepare: its role, pair key and key fingerprint, kept while the trust files
-    are unchanged) needs only the client side of the handshake (hello.py and this module); else
-    keys.py looks it up again (the trust store re-read first if its files changed) and computes
-    the pair key before hello.py loads, so the key agreement's code and the client side never
-    take memory at once. The connection is opened before hello.py loads too (connect.py is
-    forgotten by then), with the Dialer put in front of `protocol` afterwards."""
-    known = sec.prepared.get(peer)
-    if known is None or stamps(sec) != sec.stamps:
-        known = load("keys").prepare_peer(sec, peer)
-        if known is not None:
-            sec.prepared[peer] = known
-    dev = sec.dev
-    conn = transport.dial(dev.loop, address, None, dev.max_frame)
-    try:
-        h = load("hello")
-    except MemoryError:
-        conn.close("no memory free for the handshake with %s" % peer)
-        raise
-    return h.dial_device(sec, conn, protocol, peer, first, known)
