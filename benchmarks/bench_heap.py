@@ -21,7 +21,8 @@
 # each phase (keys loaded and listening, the controller's handshake, the deployment, the start,
 # the pipe's own handshake, steady state), the names interned so far (micropython.qstr_info():
 # how many, and their heap with the pools that index them) and the device modules resident at
-# steady state.
+# steady state. --phases --receiving: the keyed receiving board instead, with the CPython device's
+# pipe accepted after the deployment (admit.py and server.py loaded, its handshake done).
 # The unix port is 64-bit: objects take up to twice their size on an ESP32 (32-bit), so these
 # figures are an upper bound for a board. Prints tables; the serving figures of data requests
 # are benchmarks/bench_heap_streams.py.
@@ -386,6 +387,10 @@ def print_metrics_heap(results):
 
 
 PHASE_LAUNCHER = """import gc, sys
+try:
+    ACCEPTS      # a prelude may set it: mark the first accepted connection's handshake after the deployment
+except NameError:
+    ACCEPTS = False
 def _largest():
     free = gc.mem_free()
     lo, hi = 0, free + 16
@@ -447,10 +452,25 @@ def secure(self, cfg):
     from sensormesh.device import secure as sec
     _collect, _load = compat.collect, sec.load
     state = [0]   # 1: a dial after the deployment loaded dialer.py; 2: marked
+    accepts = {}  # with ACCEPTS (a receiving board): the first accept after the deployment
     def load(name):
         if name == 'dialer' and state[0] == 0 and getattr(self, 'runtime', None) is not None:
             state[0] = 1
-        return _load(name)
+        m = _load(name)
+        if ACCEPTS and name in ('admit', 'server') and getattr(self, 'runtime', None) is not None:
+            n = accepts[name] = accepts.get(name, 0) + 1
+            if name == 'admit' and n == 1:
+                mark('the pipe accepted (admit.py loaded)')
+            elif name == 'server' and n <= 2:
+                mark('its hello: server.py loaded%s' % ('' if n == 1 else ' again (after the pair key)'))
+        return m
+    _handshake = sec.Security.handshake
+    def handshake(s, session, conn, msg):
+        _handshake(s, session, conn, msg)
+        if ACCEPTS and getattr(self, 'runtime', None) is not None and not accepts.get('done'):
+            accepts['done'] = 1   # measured on the next loop turn, once the handshake's frames are gone
+            self.loop.call_soon(lambda: mark("the pipe's handshake done (its code unloaded)"))
+    sec.Security.handshake = handshake
     def collect():
         _collect()
         if state[0] == 1 and sec.busy[0] == 0 and 'sensormesh.device.secure.dialer' not in sys.modules:
@@ -465,12 +485,15 @@ main()
 """
 
 
-def phases(bench, prelude="", name="phases"):
+def phases(bench, prelude="", name="phases", text=PIPELINE):
     """[(phase, live heap, free, largest free block)], resident modules: the keyed deployed
-    device under 256K, traced by a launcher around the package (see the top of this file);
-    `prelude` runs first in that launcher (another benchmark's hooks)."""
+    device (text=RECEIVING: the keyed receiving board, its accepted pipe's handshake traced too)
+    under 256K, traced by a launcher around the package (see the top of this file); `prelude`
+    runs first in that launcher (another benchmark's hooks)."""
+    if text is RECEIVING:
+        prelude, name = "ACCEPTS = True\n" + prelude, name + "-receiving"
     wrapper = bench.wrapper(name, prelude + PHASE_LAUNCHER)
-    model, run = bench.model(256)
+    model, run = bench.model(256, text)
     lines = []
     try:
         runner.up(model, duration=10, heap="256K", mpy=True, micropython=wrapper, keys_dir=bench.keys_dir,
@@ -499,8 +522,8 @@ def qstr_figures(line):
     return [int(fields["n_qstr"]), int(fields["n_str_data_bytes"]), int(fields["n_total_bytes"])]
 
 
-def print_phases(rows, mods):
-    print("Keyed deployed device, phase by phase (.mpy, -X heapsize=256K, gc.collect() first; the")
+def print_phases(rows, mods, what="Keyed deployed device"):
+    print("%s, phase by phase (.mpy, -X heapsize=256K, gc.collect() first; the" % what)
     print("tracing launcher itself holds about 3 KB of this)")
     print("names: identifiers and short strings interned at run time (they stay interned once a")
     print("module loaded on demand is forgotten); their heap: characters plus the pools indexing them")
@@ -534,7 +557,11 @@ def main(argv):
     if "--phases" in argv:
         tmp = tempfile.mkdtemp(prefix="sensormesh-bench-heap-")
         try:
-            print_phases(*phases(Bench(10, os.path.join(tmp, "keys"), tmp)))
+            if "--receiving" in argv:
+                print_phases(*phases(Bench(10, os.path.join(tmp, "keys"), tmp), text=RECEIVING),
+                             what="Keyed receiving board")
+            else:
+                print_phases(*phases(Bench(10, os.path.join(tmp, "keys"), tmp)))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return 0

@@ -335,6 +335,8 @@ def test_a_keyed_device_from_mpy_forgets_the_handshake_code_between_handshakes(t
         t.test_a_board_forgets_the_handshake_code_between_handshakes()
         t.test_secure_pipeline_between_two_devices()
         t.test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_side()
+        import test_secure_accept as r
+        r.test_a_pipes_sender_prepared_at_the_deployment_is_accepted_without_the_trust_stores_code()
         print("ok")
         """ % (bundle, os.path.join(ROOT, "tests", "device"))))
     r = subprocess.run([need_micropython(), str(script)], cwd=str(tmp_path), capture_output=True, text=True,

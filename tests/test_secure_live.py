@@ -236,6 +236,7 @@ def test_secure_pipe_between_interpreters(devices, keys, tmp_path, sender, recei
             {"id": "o", "type": "pipe_out", "params": {"edge": "e1", "to": baddr, "time-frame": 10},
              "inputs": ["s"]}]}})
     assert asg["dev-a"]["steps"][1]["params"]["peer"] == "dev-b"
+    assert asg["dev-b"]["steps"][0]["params"]["peer"] == "dev-a"     # the accepting end: prepared at deploy
     cb = Client(baddr, timeout=20, identity=fresh(keys, "controller"), server="dev-b")
     ca = Client(aaddr, timeout=20, identity=fresh(keys, "controller"), server="dev-a")
     assert "deployed" in cb.call({"deploy": {"assignment": asg["dev-b"]}})

@@ -229,9 +229,12 @@ def load_controller(directory=DEFAULT_DIR):
 
 
 def add_pipe_peers(assignments):
-    """Name the other device of every dialing pipe end ("peer"), which a device with keys needs
-    to authenticate it. The pipe_out and pipe_in of one hop share an edge id, so the names come
-    from the assignments themselves. Returns new assignments; existing "peer" values are kept."""
+    """Name the other device of every pipe end ("peer"): a device with keys needs it to
+    authenticate the device its pipe dials, and a device accepting a pipe's connection prepares
+    the sender's key with it when the deployment arrives (its pair key computed then, not during
+    that connection's handshake). The pipe_out and pipe_in of one hop share an edge id, so the
+    names come from the assignments themselves. Returns new assignments; existing "peer" values
+    are kept."""
     senders, receivers = {}, {}
     for name, a in assignments.items():
         for step in a.get("steps", []):
@@ -248,9 +251,9 @@ def add_pipe_peers(assignments):
             params = step.get("params") or {}
             edge = params.get("edge")
             other = None
-            if step.get("type") == "pipe_out" and params.get("to"):
+            if step.get("type") == "pipe_out":
                 other = receivers.get(edge)
-            elif step.get("type") == "pipe_in" and params.get("from"):
+            elif step.get("type") == "pipe_in":
                 other = senders.get(edge)
             if other is not None and "peer" not in params:
                 step = dict(step, params=dict(params, peer=other))

@@ -1,10 +1,11 @@
 # Accepted connections of a device with keys until they authenticate: each takes a
 # pre-authentication slot (bounded in all and per peer host), may send only small frames and has
 # a deadline; its first message must be a hello, which server.py checks. Loaded when a connection
-# is accepted, forgotten when none waits for its hello any more (secure.idle()).
+# is accepted, forgotten when none waits for its hello any more (secure.idle()). A hello from a
+# pipe's sender that the deployment prepared (keys.prepare) loads server.py and nothing else of
+# the handshake; any other one loads keys.py too (the trust store, the pair-key cache).
 from sensormesh.device.secure import HELLO_MAX_FRAME, admitting, load
-from sensormesh.device.secure.keys import (HandshakeError, PairNeeded, device_identity, device_pairs, device_trust,
-                                           drop, idle, pair_now)
+from sensormesh.device.secure.wire import HandshakeError, idle, stamps
 
 
 def host_of(conn):
@@ -98,21 +99,33 @@ def handshake(sec, session, conn, msg):
 
 
 def _receive(sec, msg):
-    """(ServerSession, welcome) of a hello, or HandshakeError. A new peer key's pair key is
-    computed once server.py has checked everything before it, with server.py forgotten
-    meanwhile (keys.PairNeeded): the key agreement's code and the server's are never in memory
-    at once. The second pass finds the pair key cached; nothing before it changed any state."""
+    """(ServerSession, welcome) of a hello, or HandshakeError. A client the deployment prepared
+    (keys.prepare: its role, pair key and key fingerprint, kept while the trust files are
+    unchanged) is checked without keys.py; any other is looked up in the trust store. A new peer
+    key's pair key is computed once server.py has checked everything before it, with server.py
+    forgotten meanwhile (keys.PairNeeded): the key agreement's code and the server's are never
+    in memory at once. The second pass finds the pair key cached; nothing before it changed any
+    state."""
+    hello = msg.get("hello") if type(msg) is dict else None
+    client = hello.get("from") if type(hello) is dict else None
+    if type(client) is str and client in sec.prepared and stamps(sec) == sec.stamps:
+        return _serve(sec, msg, None, False)
+    keys = load("keys")
     try:
-        return _serve(sec, msg, True)
-    except PairNeeded as e:
+        return _serve(sec, msg, keys, True)
+    except keys.PairNeeded as e:
         peer = e.args[0]
-    drop("server")
-    pair_now(sec, peer)
-    return _serve(sec, msg, False)
+    keys.drop("server")
+    keys.pair_now(sec, peer)
+    return _serve(sec, msg, keys, False)
 
 
-def _serve(sec, msg, defer):
+def _serve(sec, msg, keys, defer):
     server = load("server")
-    ss = server.ServerSession(device_identity(sec, defer), device_trust(sec),
-                              replay=server.ReplayCache(state=sec.replay_state), pairs=device_pairs(sec))
+    replay = server.ReplayCache(state=sec.replay_state)
+    if keys is None:
+        ss = server.ServerSession(sec.identity, None, replay=replay, known=sec.prepared)
+    else:
+        ss = server.ServerSession(keys.device_identity(sec, defer), keys.device_trust(sec), replay=replay,
+                                  pairs=keys.device_pairs(sec))
     return ss, ss.receive(msg)

@@ -16,8 +16,6 @@ from sensormesh.device.secure.wire import (_NAME_CHARS, _NONCE, CODES, VERSION, 
                                            _body, _field, _keys, _name, _transcript, forgets, idle, stamps,
                                            valid_name)
 
-DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
-DEFAULT_REPLAY_SIZE = 64   # nonces remembered per device (about 1.5 KB on an ESP32)
 ROLES = ("controller", "device", "reader")
 
 
@@ -215,11 +213,12 @@ def drop(name):
 
 def prepare(sec, body):
     """A deployment arrived (body: the deploy message's): before the runtime and the deployment's
-    code load, look up each device its pipes dial in the trust store and compute the pair key
-    (x25519.py loaded for it and forgotten again), and keep only the result per peer, so that
-    the pipe's dial later needs neither this module nor the key agreement (dialer.dial()).
-    A peer that is not trusted is left to the dial's handshake, which refuses it with its
-    error; a malformed assignment is left to the deployment, which refuses it."""
+    code load, look up each device its pipes dial or accept ("peer") in the trust store and
+    compute the pair key (x25519.py loaded for it and forgotten again), and keep only the result
+    per peer, so that the pipe's dial later needs neither this module nor the key agreement
+    (dialer.dial()), nor the handshake of the connection a sender opens to this device
+    (admit.py: server.py's `known`). A peer that is not trusted is left to the handshake, which
+    refuses it with its error; a malformed assignment is left to the deployment, which refuses it."""
     a = body.get("assignment") if type(body) is dict and "assignment" in body else body
     specs = a.get("steps") if type(a) is dict else None
     known = {}
@@ -229,19 +228,13 @@ def prepare(sec, body):
             if type(params) is not dict:
                 continue
             peer = params.get("peer")
-            if type(peer) is str and peer not in known and _dials(spec.get("type"), params):
+            if type(peer) is str and peer not in known and spec.get("type") in ("pipe_out", "pipe_in"):
                 ready = prepare_peer(sec, peer)
                 if ready is not None:
                     known[peer] = ready
         sec.prepared = known
     finally:
         idle()
-
-
-def _dials(kind, params):
-    """Does a step of this kind with these parameters dial another device (a pipe_out with "to",
-    a pipe_in with "from")?"""
-    return bool(kind == "pipe_out" and params.get("to") or kind == "pipe_in" and params.get("from"))
 
 
 def prepare_peer(sec, peer):

@@ -1,12 +1,18 @@
 # The server side of the handshake, sans-IO: ServerSession checks a hello and answers with a
 # welcome (or HandshakeError), and the ReplayCache of the hellos a device accepted. A device
 # loads this module when a hello arrives and forgets it right after (secure.idle()); between
-# handshakes it keeps the cache's dicts only (Security.replay_state).
+# handshakes it keeps the cache's dicts only (Security.replay_state). A client its deployment
+# prepared (a pipe's sender: keys.prepare looked it up and computed the pair key) is checked with
+# this module and wire.py alone (`known`); any other client with the trust store and the pair-key
+# cache of keys.py, which the caller loads (admit.py).
 import os
 
-from sensormesh.device.secure.channel import b64encode, equal, hmac_sha256
-from sensormesh.device.secure.keys import (_NONCE, DEFAULT_REPLAY_SIZE, DEFAULT_WINDOW, VERSION, HandshakeError,
-                                           PairCache, _bin, _body, _check_role, _keys, _name, _Side, _transcript)
+from sensormesh.device.compat import unix_time
+from sensormesh.device.secure.channel import Channel, b64encode, equal, hmac_sha256
+from sensormesh.device.secure.wire import _NONCE, VERSION, HandshakeError, _bin, _body, _keys, _name, _transcript
+
+DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
+DEFAULT_REPLAY_SIZE = 64   # nonces remembered per device (about 1.5 KB on an ESP32)
 
 
 class ReplayCache:
@@ -72,26 +78,48 @@ class ReplayCache:
             self.floors[top] = ts
 
 
-class ServerSession(_Side):
+class ServerSession:
     """Accepting side. receive(first message) -> welcome message to send, or HandshakeError.
 
+    trust:   the TrustStore clients are looked up in (keys.py)
     replay:  the device's ReplayCache (share one across connections)
-    pairs:   the device's PairCache (share one across connections)
+    pairs:   the device's keys.PairCache (share one across connections; None: one for this session)
     roles:   the client roles this listener accepts (None: any role in the trust store)
+    known:   {client name: (role, pair key, key fingerprint)} of clients already looked up in
+             the trust store, their pair keys computed (a device's pipe senders, keys.prepare):
+             for these, trust and pairs are not used
+    After a welcome: peer, role and peer_fp name the client; wrap/unwrap are the session's
+    (Connection.wrap/unwrap).
     """
 
-    def __init__(self, identity, trust, replay=None, roles=None, window=None, clock=None, pairs=None):
-        _Side.__init__(self, identity, trust, roles, clock)
+    def __init__(self, identity, trust, replay=None, roles=None, window=None, clock=None, pairs=None, known=None):
+        self.identity = identity
+        self.trust = trust
+        self.roles = roles
+        self.clock = clock or unix_time
         self.replay = replay if replay is not None else ReplayCache()
         self.window = window if window is not None else self.replay.window
-        self.pairs = pairs if pairs is not None else PairCache(1)
+        self.pairs = pairs
+        self.known = known
+        self.failed = None
+        self.done = False
+        self.peer = None       # the authenticated client's name
+        self.role = None       # and its role
+        self.peer_fp = None    # and its key's fingerprint
+        self.channel = None
+        self.wrap = None       # payload -> token, for Connection.wrap
+        self.unwrap = None     # token -> payload (codec.ProtocolError if bad), Connection.unwrap
 
     def receive(self, msg):
-        self._check_state()
+        if self.failed is not None:
+            raise HandshakeError(self.failed.code, "handshake already failed: " + self.failed.message)
+        if self.done:
+            raise HandshakeError("malformed", "handshake already complete")
         try:
             return self._hello(msg)
         except HandshakeError as e:
-            self._fail(e)
+            self.failed = e
+            raise
 
     def _hello(self, msg):
         if type(msg) is dict and msg.get("hello") == {}:
@@ -115,13 +143,21 @@ class ServerSession(_Side):
         if to != me:
             raise HandshakeError("unknown-key", "hello is addressed to %r but this is %r" % (to, me))
         now = int(self.clock())
-        role, key = self.trust.lookup(client, "client")
-        _check_role(role, self.roles, "client", client)
+        known = self.known.get(client) if self.known else None
+        if known is None:
+            role, key = self.trust.lookup(client, "client")
+        else:
+            role = known[0]
+        if self.roles is not None:
+            from sensormesh.device.secure.keys import _check_role
+            _check_role(role, self.roles, "client", client)
         nonce = _bin(body, "nonce", _NONCE)
         mac = _bin(body, "mac", 32)
         self._check_time(ts, now)
         transcript = _transcript(client, me, ts, nonce)
-        pair = self.pairs.get(self.identity, key)
+        # the pair key (its key agreement, the only costly step) only for a fresh hello of a
+        # trusted client in an accepted role
+        pair = known[1] if known is not None else self._pair(key)
         if not equal(hmac_sha256(pair, transcript), mac):
             raise HandshakeError("bad-signature", "the hello's MAC does not verify with the key this side holds "
                                  "for %r: the client used another key, holds an outdated key for %r, "
@@ -132,8 +168,11 @@ class ServerSession(_Side):
         c2s, s2c, proof = _keys(pair, nonce, snonce, transcript, mac, me)
         self.peer = client
         self.role = role
-        self.peer_fp = key.fingerprint()
-        self._finish(s2c, c2s)
+        self.peer_fp = known[2] if known is not None else key.fingerprint()
+        self.channel = Channel(s2c, c2s)
+        self.wrap = self.channel.wrap
+        self.unwrap = self.channel.unwrap
+        self.done = True
         return {"welcome": {"v": VERSION, "from": me, "nonce": b64encode(snonce).decode(),
                             "proof": b64encode(proof).decode()}}
 
@@ -141,3 +180,10 @@ class ServerSession(_Side):
         if ts < now - self.window or ts > now + self.window:
             raise HandshakeError("stale-timestamp", "hello timestamp %d is %d s from this side's clock %d "
                                  "(window %d s): replayed, or a clock is not set" % (ts, ts - now, now, self.window))
+
+    def _pair(self, key):
+        pairs = self.pairs
+        if pairs is None:
+            from sensormesh.device.secure.keys import PairCache
+            pairs = self.pairs = PairCache(1)
+        return pairs.get(self.identity, key)

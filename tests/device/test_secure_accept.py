@@ -1,0 +1,196 @@
+# The accepting side of a pipe's handshake on a device with keys, on both interpreters (pytest,
+# and: micropython tests/mprun.py test_secure_accept): the deployment prepares the sender named
+# by its pipe_in's "peer" (keys.prepare), and the sender's hello is then checked with server.py
+# alone, with every check of the trust store's path. Keys: security_keys.json (test only).
+import json
+
+from sensormesh.device import transport
+from sensormesh.device.secure.fernet import b64decode, b64encode
+from sensormesh.device.secure.handshake import ClientSession, HandshakeError, PairCache, ReplayCache, ServerSession
+
+from loopkit import listen
+from test_secure_device import SecureClient, delivered, forgets, keyed
+from test_session import NOW, fixture, load_trust, trust_json
+
+
+def _outcome(s, hello):
+    try:
+        s.receive(json.loads(json.dumps(hello)))
+    except HandshakeError as e:
+        return (e.code, e.message)
+    return ("welcome", s.peer, s.role, s.peer_fp)
+
+
+def _hellos():
+    """Hellos to dev-b: good ones, and each way one can be wrong."""
+    f = fixture()
+    t = load_trust(trust_json())
+    out = []
+
+    def hello(who="dev-a", clock=NOW, to="dev-b", ident=None):
+        return ClientSession(ident or f[who], t, to, clock=lambda: clock).start()
+    good = hello()
+    out += [good, good]                                           # the second one: a replay
+    for field, value in (("nonce", b64encode(bytes(16)).decode()), ("ts", NOW + 1), ("from", "dev-old"),
+                         ("from", "stranger"), ("from", 5), ("v", 1), ("mac", "AAAA")):
+        h = json.loads(json.dumps(good))
+        h["hello"][field] = value
+        out.append(h)
+    h = json.loads(json.dumps(good))
+    mac = bytearray(b64decode(h["hello"]["mac"]))
+    mac[3] ^= 1
+    h["hello"]["mac"] = b64encode(bytes(mac)).decode()
+    out.append(h)
+    # made with another key (the controller's) under dev-a's name
+    from sensormesh.device.secure.handshake import Identity
+    out.append(hello(ident=Identity("dev-a", "device", f["controller"].key)))
+    out += [hello(clock=NOW - 61), hello(clock=NOW + 61), hello(to="dev-a"), hello(), hello("reader-1"),
+            {"hello": {}}, [1, 2], {"ping": {}}]
+    return out
+
+
+def test_a_known_client_gets_every_check_of_the_trust_stores_path():
+    """A client the device prepared (known: its role, pair key and fingerprint, as keys.prepare
+    keeps them) is checked exactly as when looked up in the trust store: the same refusals with
+    the same codes and messages, in the same order, and the same replay protection (other
+    clients are looked up in the trust store as before)."""
+    f = fixture()
+    t = load_trust(trust_json())
+    role, key = t.lookup("dev-a", "client")
+    known = {"dev-a": (role, PairCache(4).get(f["dev-b"], key), key.fingerprint())}
+    by_store, by_known = ReplayCache(), ReplayCache()
+    hellos = _hellos()
+    results = []
+    for h in hellos:
+        a = _outcome(ServerSession(f["dev-b"], t, replay=by_store, clock=lambda: NOW), h)
+        b = _outcome(ServerSession(f["dev-b"], t, replay=by_known, clock=lambda: NOW, known=known), h)
+        assert a == b, (h, a, b)
+        results.append(a[0])
+    assert results[0] == "welcome" and results[1] == "replay", results
+    for code in ("bad-signature", "revoked", "unknown-key", "malformed", "stale-timestamp", "plaintext-refused"):
+        assert code in results, (code, results)
+    assert results.count("welcome") == 3, results      # dev-a twice, the reader once
+
+
+def test_a_known_clients_session_works_both_ways():
+    f = fixture()
+    t = load_trust(trust_json())
+    role, key = t.lookup("dev-a", "client")
+    known = {"dev-a": (role, PairCache(4).get(f["dev-b"], key), key.fingerprint())}
+    c = ClientSession(f["dev-a"], t, "dev-b", clock=lambda: NOW)
+    s = ServerSession(f["dev-b"], None, clock=lambda: NOW, known=known)
+    c.receive(json.loads(json.dumps(s.receive(json.loads(json.dumps(c.start()))))))
+    assert c.done and s.done and (s.peer, s.role, s.peer_fp) == ("dev-a", "device", key.fingerprint())
+    assert bytes(s.unwrap(c.wrap(b"up"))) == b"up" and bytes(c.unwrap(s.wrap(b"down"))) == b"down"
+
+
+def _receiving(loop, peer="dev-a", trust_src=None):
+    """dev-b deployed with a pipe_in whose sender is `peer` (as the controller names it) and a
+    callback sink, and its controller's client."""
+    b = keyed("dev-b", [], loop)
+    if trust_src is not None:
+        b.security.trust_src = trust_src
+    baddr = listen(b)
+    cb = SecureClient(loop, baddr, "controller", "dev-b")
+    assert loop.run_until(cb.ready, 5000) and cb.error is None, cb.error
+    agreed = b.security.status()["key_agreements"]        # the controller's pair key
+    cb.conn.send({"deploy": {"assignment": {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "in", "type": "pipe_in", "params": {"edge": "e1", "peer": peer}},
+        {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["in"]}]}}})
+    assert loop.run_until(lambda: cb.replies("deployed"), 5000), cb.messages
+    cb.conn.send({"start": {}})
+    assert loop.run_until(lambda: cb.replies("started"), 5000)
+    return b, baddr, cb, agreed
+
+
+def _sender(loop, baddr, count=50):
+    a = keyed("dev-a", ["counter@0"], loop)
+    ca = SecureClient(loop, listen(a), "controller", "dev-a")
+    assert loop.run_until(ca.ready, 5000) and ca.error is None, ca.error
+    ca.conn.send({"deploy": {"assignment": {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "count": count}},
+        {"id": "o", "type": "pipe_out", "params": {"edge": "e1", "to": baddr, "peer": "dev-b", "time-frame": 5},
+         "inputs": ["s"]}]}}})
+    assert loop.run_until(lambda: ca.replies("deployed"), 5000), ca.messages
+    return a, ca
+
+
+def _record_loads():
+    """Record the handshake modules loaded from now on (secure.load: name, and whether keys.py
+    was in memory then); returns (records, undo)."""
+    import sys
+    from sensormesh.device import secure
+    real = secure.load
+    seen = []
+
+    def load(name):
+        m = real(name)
+        seen.append((name, "sensormesh.device.secure.keys" in sys.modules))
+        return m
+    admit = sys.modules.get("sensormesh.device.secure.admit")    # kept loaded: CPython, .py sources
+    secure.load = load
+    if admit is not None:
+        admit.load = load
+
+    def undo():
+        secure.load = real
+        if admit is not None:
+            admit.load = real
+    return seen, undo
+
+
+def test_a_pipes_sender_prepared_at_the_deployment_is_accepted_without_the_trust_stores_code():
+    """The deployment of a receiving device looks up the pipe's sender ("peer" of its pipe_in)
+    and computes the pair key at once; the sender's connection is then accepted with admit.py
+    and server.py only (keys.py not loaded for it, no key agreement), and the pipe works."""
+    loop = transport.Loop()
+    b, baddr, cb, agreed = _receiving(loop)
+    role, pair, fp = b.security.prepared["dev-a"]
+    assert role == "device" and len(pair) == 32 and len(fp) == 32, (role, fp)
+    assert b.security.status()["key_agreements"] == agreed + 1
+    a, ca = _sender(loop, baddr)
+    seen, undo = _record_loads()
+    try:
+        ca.conn.send({"start": {}})
+        assert loop.run_until(lambda: len(delivered(cb)) >= 50, 10000), (len(delivered(cb)), b.runtime.status())
+    finally:
+        undo()
+    assert delivered(cb) == list(range(50))
+    names = [n for n, _ in seen]
+    assert "server" in names and "keys" not in names, seen
+    if forgets():          # a board running .mpy files: keys.py not in memory during the accept
+        assert not any(k for n, k in seen if n in ("admit", "server")), seen
+    st = b.security.status()
+    assert st["key_agreements"] == agreed + 1 and st["accepted"] == 2 and st["refused"] == {}, st
+    a.close()
+    b.close()
+
+
+def test_a_sender_revoked_after_the_deployment_is_refused_at_its_accept():
+    """What the deployment prepared for a pipe's sender is used only while the trust store is
+    the one it came from: a trust file changed in between (the sender revoked) is read again
+    when the sender's hello arrives, which is refused."""
+    import os
+    path = "/tmp/sensormesh-test-trust-accept-%s.json" % "".join("%02x" % c for c in os.urandom(6))
+    with open(path, "w") as f:
+        json.dump(trust_json(), f)
+    loop = transport.Loop()
+    logs = []
+    b = a = None
+    try:
+        b, baddr, cb, agreed = _receiving(loop, trust_src=path)
+        b.log = logs.append
+        assert "dev-a" in b.security.prepared
+        with open(path, "w") as f:
+            json.dump(trust_json(revoked=("dev-old", "dev-a")), f)
+        a, ca = _sender(loop, baddr)
+        ca.conn.send({"start": {}})
+        assert loop.run_until(lambda: b.security.status()["refused"].get("revoked"), 5000), logs
+        assert any("trust store reloaded" in line for line in logs), logs
+        assert "dev-a" not in b.security.prepared
+        assert b.security.status()["accepted"] == 1 and delivered(cb) == []
+    finally:
+        for d in (a, b):
+            if d is not None:
+                d.close()
+        os.remove(path)
