@@ -19,11 +19,15 @@ import struct
 from sensormesh.device.codec import ProtocolError
 from sensormesh.device.compat import MICROPYTHON, unix_time
 
-HDR = 25           # version (1) + timestamp (8) + IV (16)
-MAC = 32
-COUNTER = 8        # the frame counter in front of each payload of a session
+# The token's layout. MicroPython's compiler puts the numbers in place of these names (const() of
+# a name starting with _ costs no global and no interned name); CPython runs them.
+if not MICROPYTHON:
+    const = int
+_HDR = const(25)     # version (1) + timestamp (8) + IV (16)
+_MAC = const(32)
+_COUNTER = const(8)  # the frame counter in front of each payload of a session
+_HEAD = const(41)    # the header and the first cipher block (_HDR + 16): decoded into a small buffer of its own
 MAX_CLOCK_SKEW = 60  # seconds a token's timestamp may lie in the future (checked with a ttl)
-_HEAD = HDR + 16   # the header and the first cipher block: decoded into a small buffer of its own
 _CHUNK = 512 if MICROPYTHON else 1 << 16   # base64 characters decoded at a time (a multiple of 4)
 
 if MICROPYTHON:
@@ -100,18 +104,18 @@ def seal(sign, enc, prefix, data, t, iv):
     base64's size besides the payload, not that and a copy of the payload too."""
     n = len(prefix) + len(data)
     pad = 16 - n % 16
-    end = HDR + n + pad
-    size = end + MAC
+    end = _HDR + n + pad
+    size = end + _MAC
     out = bytearray((size + 2) // 3 * 4)
     at = len(out) - size
     buf = memoryview(out)[at:]          # the token's bytes
     struct.pack_into(">BQ", out, at, 0x80, t)
-    buf[9:HDR] = iv
-    buf[HDR:HDR + len(prefix)] = prefix
-    buf[HDR + len(prefix):HDR + n] = data
-    for i in range(HDR + n, end):
+    buf[9:_HDR] = iv
+    buf[_HDR:_HDR + len(prefix)] = prefix
+    buf[_HDR + len(prefix):_HDR + n] = data
+    for i in range(_HDR + n, end):
         buf[i] = pad
-    _cbc(enc, iv, True)(buf[HDR:end], buf[HDR:end])
+    _cbc(enc, iv, True)(buf[_HDR:end], buf[_HDR:end])
     buf[end:] = hmac_sha256(sign, buf[:end])
     step = _CHUNK // 4 * 3
     j = 0
@@ -134,7 +138,7 @@ def _decode_into(token, size, head, body, tail):
     # the cipher text into body (from index 16 - skip on: see open_token), the HMAC into tail.
     n = len(token)
     at = 0                        # offset of the chunk's first decoded byte in the token's bytes
-    mac_at = size - MAC
+    mac_at = size - _MAC
     for i in range(0, n, _CHUNK):
         c = token[i:i + _CHUNK]
         if type(c) is not bytes:
@@ -170,11 +174,11 @@ def open_token(sign, enc, token, skip, ttl=None, now=None):
     if type(token) is str:
         token = token.encode()
     size = _decoded_size(token)
-    if size < _HEAD + MAC or (size - HDR - MAC) % 16:
+    if size < _HEAD + _MAC or (size - _HDR - _MAC) % 16:
         raise InvalidToken
     head = bytearray(_HEAD)
-    tail = bytearray(MAC)
-    body = bytearray(size - HDR - MAC - skip)     # the plaintext less its first `skip` bytes
+    tail = bytearray(_MAC)
+    body = bytearray(size - _HDR - _MAC - skip)     # the plaintext less its first `skip` bytes
     _decode_into(token, size, head, body, tail)
     if head[0] != 0x80:
         raise InvalidToken
@@ -185,9 +189,9 @@ def open_token(sign, enc, token, skip, ttl=None, now=None):
     rest = memoryview(body)[16 - skip:]         # cipher blocks 2.. (already in place)
     if not equal(hmac_sha256(sign, head, rest), tail):
         raise InvalidToken
-    cbc = _cbc(enc, head[9:HDR], False)
+    cbc = _cbc(enc, head[9:_HDR], False)
     first = bytearray(16)
-    cbc(memoryview(head)[HDR:], first)
+    cbc(memoryview(head)[_HDR:], first)
     body[0:16 - skip] = first[skip:]
     if len(rest):
         cbc(rest, rest)
@@ -211,7 +215,7 @@ SEND_PLAIN_MAX = 3072 if MICROPYTHON else 1 << 30
 def plain_limit(max_frame):
     """Largest payload whose token still fits a frame of max_frame bytes."""
     raw = max_frame // 4 * 3 - 57   # base64 of version + time + IV + blocks + HMAC
-    raw = raw - raw % 16 - 1 - COUNTER  # the blocks: counter, payload and 1-16 bytes of padding
+    raw = raw - raw % 16 - 1 - _COUNTER  # the blocks: counter, payload and 1-16 bytes of padding
     return raw if raw > 0 else 0
 
 
@@ -243,7 +247,7 @@ class Channel:
     def unwrap(self, token):
         k = self._rx
         try:
-            ctr, p = open_token(k[:16], k[16:], token, COUNTER)
+            ctr, p = open_token(k[:16], k[16:], token, _COUNTER)
         except (InvalidToken, TypeError, ValueError):
             raise ProtocolError("frame is not a valid token of this session (plaintext, "
                                 "tampered, or from another connection)")

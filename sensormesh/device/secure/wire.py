@@ -17,6 +17,7 @@ CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked",
          "malformed", "plaintext-refused", "busy", "timeout")
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 _NONCE = 16
+_PACKAGE = "sensormesh.device.secure."
 
 
 def forgets():
@@ -33,16 +34,15 @@ def idle():
     side (dialer.py, hello.py) when no dial is in progress, and what both use (keys.py,
     pubkey.py, this module) when neither is."""
     if forgets():
-        for m in ("server", "trust", "x25519", "handshake"):
-            unload("sensormesh.device.secure." + m)
+        gone = ["server", "trust", "x25519", "handshake"]
         if admitting[0] == 0:
-            unload("sensormesh.device.secure.admit")
+            gone.append("admit")
         if busy[0] == 0:
-            unload("sensormesh.device.secure.hello")
-            unload("sensormesh.device.secure.dialer")
+            gone += ("hello", "dialer")
             if admitting[0] == 0:
-                for m in ("keys", "pubkey", "wire"):
-                    unload("sensormesh.device.secure." + m)
+                gone += ("keys", "pubkey", "wire")
+        for m in gone:
+            unload(_PACKAGE + m)
     collect()
 
 
