@@ -9,7 +9,11 @@ import struct
 
 from sensormesh.device.compat import MICROPYTHON, forget
 
-HEADER_SIZE = 4
+# The length prefix's size. MicroPython's compiler puts the number in place of the name (const()
+# of a name starting with _ costs nothing at run time); CPython runs it.
+if not MICROPYTHON:
+    const = int
+_HEADER_SIZE = const(4)
 
 # Largest payload a receiver buffers. The length prefix is checked against it before a single
 # payload byte is stored, so a peer cannot make us allocate more than this per connection.
@@ -265,7 +269,7 @@ class Decoder:
         self._buf += data
         # Reject an oversized length the moment its header is complete: we never store more
         # than one header's worth past the limit.
-        if self._need < 0 and len(self._buf) - self._pos >= HEADER_SIZE:
+        if self._need < 0 and len(self._buf) - self._pos >= _HEADER_SIZE:
             self._read_header()
 
     def _read_header(self):
@@ -273,7 +277,7 @@ class Decoder:
         if n > self.max_frame:
             self._fail("frame of %d bytes exceeds the limit of %d bytes" % (n, self.max_frame))
         self._need = n
-        self._pos += HEADER_SIZE
+        self._pos += _HEADER_SIZE
 
     def _fail(self, text):
         self._error = ProtocolError(text)
@@ -287,7 +291,7 @@ class Decoder:
             raise self._error
         buf = self._buf
         if self._need < 0:
-            if len(buf) - self._pos < HEADER_SIZE:
+            if len(buf) - self._pos < _HEADER_SIZE:
                 return None
             self._read_header()
         end = self._pos + self._need
@@ -318,7 +322,7 @@ class Decoder:
     if not MICROPYTHON:   # (CPython clients)
         def pending(self):
             """Bytes received but not yet returned as a message (a truncated frame at EOF)."""
-            return len(self._buf) - self._pos + (HEADER_SIZE if self._need >= 0 else 0)
+            return len(self._buf) - self._pos + (_HEADER_SIZE if self._need >= 0 else 0)
 
     def close(self):
         """Call at end of stream: raises ProtocolError if a frame was cut off."""

@@ -13,13 +13,13 @@ MICROPYTHON = sys.implementation.name == "micropython"
 # being spread between the garbage of imports and streams, which leaves free blocks large
 # enough for a frame. Measured (benchmarks/bench_heap_streams.py, docs/performance.md): the two-stream
 # device needs about 14 KB less heap. This module is the first one every device module
-# imports, so it runs before the runtime's imports. Big heaps keep MicroPython's default.
-GC_THRESHOLD_HEAP = 512 * 1024
+# imports, so it runs before the runtime's imports. Heaps over 512 KB keep MicroPython's default.
 if MICROPYTHON:
     import gc
     _heap = gc.mem_free() + gc.mem_alloc()
-    if _heap <= GC_THRESHOLD_HEAP:
+    if _heap <= 512 * 1024:
         gc.threshold(_heap // 12)
+    del _heap
 
 if MICROPYTHON:
     ticks_ms = time.ticks_ms

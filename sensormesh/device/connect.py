@@ -1,14 +1,32 @@
-# Opening connections: listening sockets, dialing, addresses; closing one after an error; turning
-# a loop until a condition holds (tools and tests). Needed at start and when a pipe or a
-# registration dials, not while connections carry frames: transport.py looks these names up
-# here on demand (transport.dial, transport.listen_tcp...), and a board running .mpy files
-# forgets this module again right after (compat.forget), so its code is freed between two dials.
+# Dialing out, addresses; closing a connection after an error; turning a loop until a condition
+# holds (tools and tests). Needed when a pipe or a registration dials, not while connections
+# carry frames: transport.py looks these names up here on demand (transport.dial...), and a
+# board running .mpy files forgets this module again right after (compat.forget), so its code is
+# freed between two dials. Listening and accepting: listen.py.
 import socket
 import struct
 
 from sensormesh.device import codec
 from sensormesh.device.compat import MICROPYTHON, WOULD_BLOCK, errno_of
-from sensormesh.device.transport import LISTEN_BACKLOG, POLLOUT, RECV_CHUNK, Connection, Listener, no_delay
+from sensormesh.device.transport import RECV_CHUNK, Connection
+
+# poll()'s "writable" bit (transport.py); IPPROTO_TCP, TCP_NODELAY: the same numbers on Linux
+# and lwIP (MicroPython's unix port does not name them).
+if not MICROPYTHON:
+    const = int
+_POLLOUT = const(4)
+_TCP = const(6)
+_NODELAY = const(1)
+
+
+def no_delay(sock):
+    """Send small frames at once (no Nagle). The loop already gathers a turn's frames into one
+    send(); Nagle would hold the next small frame until the peer's ACK, which a peer that also
+    sends (pipe acknowledgements) delays by up to 40 ms. Unix sockets refuse it: harmless."""
+    try:
+        sock.setsockopt(_TCP, _NODELAY, 1)
+    except (OSError, AttributeError, TypeError):
+        pass
 
 
 def unix_address(path):
@@ -32,33 +50,6 @@ def parse_address(text):
     return ("tcp", host or "127.0.0.1", port)
 
 
-def listen_tcp(loop, host, port, make_protocol, backlog=LISTEN_BACKLOG, **kw):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(socket.getaddrinfo(host, port)[0][-1])
-    s.listen(backlog)
-    return Listener(loop, s, make_protocol, **kw)
-
-
-def listen_unix(loop, path, make_protocol, backlog=LISTEN_BACKLOG, **kw):
-    import os
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.bind(unix_address(path))
-    s.listen(backlog)
-    return Listener(loop, s, make_protocol, **kw)
-
-
-def bound_port(listener):
-    """The TCP port a listener got (useful after binding port 0)."""
-    if MICROPYTHON:
-        raise OSError("bound_port is not available on MicroPython")
-    return listener.sock.getsockname()[1]
-
-
 def dial(loop, address, protocol, max_frame=codec.DEFAULT_MAX_FRAME):
     """Open a non-blocking connection to 'host:port' or 'unix:/path'.
 
@@ -76,7 +67,7 @@ def dial(loop, address, protocol, max_frame=codec.DEFAULT_MAX_FRAME):
     s.setblocking(False)
     conn = Connection(loop, s, protocol, max_frame, address)
     conn.connecting = True
-    conn._set_mask(POLLOUT)
+    conn._set_mask(_POLLOUT)
     try:
         s.connect(target)
     except OSError as e:

@@ -11,10 +11,16 @@ import struct
 from sensormesh.device import codec
 from sensormesh.device.compat import MICROPYTHON, WOULD_BLOCK, errno_of, forget, ticks_diff, ticks_ms, ticks_us
 
-POLLIN = select.POLLIN
-POLLOUT = select.POLLOUT
-POLLERR = select.POLLERR
-POLLHUP = select.POLLHUP
+# poll() event bits: the same numbers in MicroPython's select (every port) and in CPython's on
+# Linux and the BSDs (tests/device/test_transport.py checks both interpreters). MicroPython's
+# compiler puts the numbers in place of these names (const() of a name starting with _ costs
+# nothing at run time); CPython runs them.
+if not MICROPYTHON:
+    const = int
+_POLLIN = const(1)
+_POLLOUT = const(4)
+_POLLERR = const(8)
+_POLLHUP = const(16)
 
 # Bytes taken from a socket per recv(). Bounds what one peer can make us buffer per turn. A
 # board reads into one buffer of this size for the whole process (Loop.rbuf): 1 KB, less than a
@@ -23,28 +29,9 @@ RECV_CHUNK = 1024 if MICROPYTHON else 262144
 # Producers pause while a connection holds more than this much unsent output, and resume when
 # it drains: a slow reader slows its producer down instead of growing our memory.
 HIGH_WATER = 4096 if MICROPYTHON else 1048576
-# Connections waiting in the kernel's accept queue. A burst of connects beyond it loses SYNs,
-# which the client retries only after about a second. lwIP on an ESP32 has a handful of
-# sockets in all, so a board keeps a short queue.
-LISTEN_BACKLOG = 8 if MICROPYTHON else 128
 # Connections accepted per loop turn: all that are pending, up to this many, so a burst is
 # taken at once while other sockets and timers still get their turn.
 ACCEPT_BATCH = 4 if MICROPYTHON else 64
-
-
-# IPPROTO_TCP, TCP_NODELAY: the same numbers on Linux and lwIP; MicroPython's unix port does not
-# name them.
-_TCP, _NODELAY = 6, 1
-
-
-def no_delay(sock):
-    """Send small frames at once (no Nagle). The loop already gathers a turn's frames into one
-    send(); Nagle would hold the next small frame until the peer's ACK, which a peer that also
-    sends (pipe acknowledgements) delays by up to 40 ms. Unix sockets refuse it: harmless."""
-    try:
-        sock.setsockopt(_TCP, _NODELAY, 1)
-    except (OSError, AttributeError, TypeError):
-        pass
 
 
 class Timer:
@@ -93,7 +80,7 @@ class Loop:
         return self._now
 
     # -- sockets ------------------------------------------------------------------------
-    def register(self, sock, handler, mask=POLLIN):
+    def register(self, sock, handler, mask=_POLLIN):
         self._poll.register(sock, mask)
         # CPython's poll reports file descriptors, MicroPython's reports the socket object.
         self._handlers[sock if MICROPYTHON else sock.fileno()] = handler
@@ -194,7 +181,7 @@ class Loop:
 
     def run_until(self, predicate, timeout_ms):
         """Turn the loop until predicate() is true or timeout_ms pass; returns predicate()."""
-        return _connect("run_until")(self, predicate, timeout_ms)
+        return _load("connect", "run_until")(self, predicate, timeout_ms)
 
 
 class Connection:
@@ -213,12 +200,13 @@ class Connection:
     closed = False
     connecting = False
     _blocked = False
-    _mask = POLLIN
+    _mask = _POLLIN
     wrap = None
     unwrap = None
     wrap_limit = 0      # largest payload to wrap at once (set with wrap; 0 = peer_max_frame)
     held = None         # a list while a secure dial waits for its handshake: send() keeps messages
     relay = False       # True: frames reach on_message as raw payload bytes (forward.py)
+    listener = None     # the Listener that accepted it (its conns list holds it while it is open)
 
     def __init__(self, loop, sock, protocol, max_frame=codec.DEFAULT_MAX_FRAME, peer=None):
         self.loop = loop
@@ -236,7 +224,7 @@ class Connection:
         self.bytes_in = 0
         self.bytes_out = 0
         sock.setblocking(False)
-        loop.register(sock, self, POLLIN)
+        loop.register(sock, self, _POLLIN)
 
     # -- output -------------------------------------------------------------------------
     # CPython appends frames to one bytearray and sends it in large pieces. MicroPython keeps a
@@ -364,7 +352,7 @@ class Connection:
             if not self._send_some():
                 return
         left = self.backlog()
-        self._set_mask(POLLIN | POLLOUT if left else POLLIN)
+        self._set_mask(_POLLIN | _POLLOUT if left else _POLLIN)
         if self._blocked and left <= HIGH_WATER // 2:
             self._blocked = False
             h = getattr(self.protocol, "on_drain", None)
@@ -383,26 +371,26 @@ class Connection:
         if self.connecting:
             # A peer that answered and closed at once (e.g. "busy") shows POLLIN with POLLHUP:
             # connected, so read its answer. Without POLLIN, POLLERR/POLLHUP means refused.
-            if ev & POLLERR or (ev & POLLHUP and not ev & POLLIN):
+            if ev & _POLLERR or (ev & _POLLHUP and not ev & _POLLIN):
                 self.close("connection refused or unreachable: %s" % (self.peer,))
                 return
-            if not ev & (POLLOUT | POLLIN):
+            if not ev & (_POLLOUT | _POLLIN):
                 return
             self.connecting = False
-            self._set_mask(POLLIN | (POLLOUT if self.backlog() else 0))
+            self._set_mask(_POLLIN | (_POLLOUT if self.backlog() else 0))
             h = getattr(self.protocol, "on_connect", None)
             if h:
                 h(self)
             self.flush()
-            if self.closed or not ev & POLLIN:
+            if self.closed or not ev & _POLLIN:
                 return
-        if ev & POLLIN:
+        if ev & _POLLIN:
             self._read()
             if self.closed:
                 return
-        if ev & POLLOUT:
+        if ev & _POLLOUT:
             self.flush()
-        if ev & (POLLERR | POLLHUP) and not ev & POLLIN:
+        if ev & (_POLLERR | _POLLHUP) and not ev & _POLLIN:
             self.close("connection lost")
 
     def _read(self):
@@ -460,12 +448,12 @@ class Connection:
 
     def protocol_error(self, text):
         """Tell the peer what it did wrong, then close (the stream is out of step)."""
-        _connect("protocol_error")(self, text)
+        _load("connect", "protocol_error")(self, text)
 
     # -- closing ------------------------------------------------------------------------
     def close_after_flush(self, reason="closed"):
         """Send what is queued (best effort, without blocking), then close."""
-        _connect("close_after_flush")(self, reason)
+        _load("connect", "close_after_flush")(self, reason)
 
     def close(self, reason="closed"):
         if self.closed:
@@ -476,13 +464,17 @@ class Connection:
             self.sock.close()
         except OSError:
             pass
+        lst = self.listener
+        if lst is not None and self in lst.conns:
+            lst.conns.remove(self)
         h = getattr(self.protocol, "on_close", None)
         if h:
             h(self, reason)
 
 
 class Listener:
-    """Accepts connections; make_protocol(conn_peer) returns the protocol for each new one."""
+    """Accepts connections; make_protocol() returns the protocol for each new one. Setting up
+    an accepted connection is listen.py's (listen.accepted), loaded for each."""
 
     def __init__(self, loop, sock, make_protocol, max_frame=codec.DEFAULT_MAX_FRAME, max_conns=0):
         self.loop = loop
@@ -492,7 +484,7 @@ class Listener:
         self.max_conns = max_conns
         self.conns = []
         sock.setblocking(False)
-        loop.register(sock, self, POLLIN)
+        loop.register(sock, self, _POLLIN)
 
     def on_poll(self, ev):
         for _ in range(ACCEPT_BATCH):
@@ -502,34 +494,13 @@ class Listener:
                 if errno_of(e) in WOULD_BLOCK:
                     return
                 raise
-            self._accepted(s, addr)
-
-    def _accepted(self, s, addr):
-        no_delay(s)
-        proto = self.make_protocol()
-        if MICROPYTHON:
-            addr = peer_of(addr)
-        if not addr:
-            # a Unix socket's empty address (or nothing readable on MicroPython): no peer, log
-            # lines leave it out
-            addr = None
-        conn = Connection(self.loop, s, proto, self.max_frame, addr)
-        if self.max_conns and len(self.conns) >= self.max_conns:
-            conn.send({"error": {"code": "busy", "message": "too many connections (limit %d)" % self.max_conns}})
-            conn.close_after_flush("connection limit reached")
-            return
-        self.conns.append(conn)
-        orig = getattr(proto, "on_close", None)
-
-        def on_close(c, reason, _orig=orig):
-            if c in self.conns:
-                self.conns.remove(c)
-            if _orig:
-                _orig(c, reason)
-        proto.on_close = on_close
-        h = getattr(proto, "on_open", None)
-        if h:
-            h(conn)
+            # listen.py sets the connection up; its code is unreferenced again (and freed on a
+            # board) before the protocol's on_open runs (a secure device's admission)
+            conn = _load("listen", "accepted")(self, s, addr)
+            if conn is not None:
+                h = getattr(conn.protocol, "on_open", None)
+                if h:
+                    h(conn)
 
     def close(self):
         self.loop.unregister(self.sock)
@@ -541,31 +512,26 @@ class Listener:
             c.close("listener closed")
 
 
-def peer_of(addr):
-    """MicroPython's accept() gives a raw sockaddr: (host, port) for IPv4, None otherwise."""
-    if type(addr) is tuple:
-        return addr
-    try:
-        if len(addr) >= 8 and addr[0] | addr[1] << 8 == socket.AF_INET:
-            return ("%d.%d.%d.%d" % (addr[4], addr[5], addr[6], addr[7]), addr[2] << 8 | addr[3])
-    except TypeError:
-        pass
-    return None
+# Opening connections happens at start and when a pipe dials, accepting one when a peer dials,
+# closing one after an error (close_after_flush, protocol_error) now and then, and
+# Loop.run_until serves tools and tests: that code is in listen.py (listen_tcp, listen_unix,
+# bound_port; accepted) and connect.py (dial, parse_address, unix_address; close_after_flush,
+# protocol_error, run_until), loaded when one of these names is looked up here
+# (transport.dial(...)) and, on a board running .mpy files, forgotten at once, so it costs heap
+# only while it runs.
+_LISTEN = ("listen_tcp", "listen_unix", "bound_port", "accepted")
 
 
-# Opening connections (listen_tcp, listen_unix, dial, bound_port, parse_address, unix_address)
-# happens at start and when a pipe dials, closing one after an error (close_after_flush,
-# protocol_error) now and then, and Loop.run_until serves tools and tests: that code is in
-# connect.py, loaded when one of these names is looked up here (transport.dial(...)) and, on a
-# board running .mpy files, forgotten at once, so it costs heap only while it runs.
-def _connect(name):
+def _load(module, name):
     import sys
-    m = sys.modules.get("sensormesh.device.connect")
+    full = "sensormesh.device." + module
+    m = sys.modules.get(full)
     if m is None:
-        __import__("sensormesh.device.connect")
-        m = sys.modules["sensormesh.device.connect"]
+        __import__(full)
+        m = sys.modules[full]
     fn = getattr(m, name, None)
-    forget("sensormesh.device.connect")
+    forget("sensormesh.device.listen")
+    forget("sensormesh.device.connect")   # (listen.py imports it)
     if fn is None:
         raise AttributeError(name)
     return fn
@@ -574,4 +540,4 @@ def _connect(name):
 def __getattr__(name):
     if name[0] == "_":
         raise AttributeError(name)
-    return _connect(name)
+    return _load("listen" if name in _LISTEN else "connect", name)

@@ -111,3 +111,32 @@ def test_run_once_with_nothing_to_do_waits_for_its_bound():
         loop.run_once(20)
         turns += 1
     assert turns <= 10, turns
+
+
+def test_poll_event_bits_are_the_numbers_transport_uses():
+    # transport.py and connect.py use these numbers as constants (no names kept on a board)
+    import select
+    assert (select.POLLIN, select.POLLOUT, select.POLLERR, select.POLLHUP) == (1, 4, 8, 16)
+
+
+def test_a_listener_counts_its_connections_and_refuses_beyond_its_limit():
+    # Accepting is listen.py's (loaded for each accept): the listener counts each connection
+    # while it is open, tells one beyond max_conns "busy", and frees the place when one closes.
+    dev = Device("t", ["counter@10"], max_conns=1)
+    addr = listen(dev)
+    lst = dev.listeners[0]
+    first, c1 = request(dev, addr, {"sensor": "counter"})
+    assert dev.loop.run_until(lambda: len(first.messages) >= 1, 5000)
+    assert len(lst.conns) == 1 and lst.conns[0].peer is not None
+    second, c2 = request(dev, addr, {"sensor": "counter"})
+    assert dev.loop.run_until(lambda: second.closed is not None, 5000)
+    assert second.messages[0]["error"]["code"] == "busy", second.messages
+    assert "limit 1" in second.messages[0]["error"]["message"]
+    assert len(lst.conns) == 1
+    c1.close()
+    assert dev.loop.run_until(lambda: not lst.conns, 5000)
+    third, c3 = request(dev, addr, {"sensor": "counter"})
+    assert dev.loop.run_until(lambda: len(third.messages) >= 1, 5000)
+    assert len(lst.conns) == 1 and third.closed is None
+    c3.close()
+    dev.close()

@@ -1,0 +1,75 @@
+# Listening sockets and the connections they accept. Needed at start (listen_tcp, listen_unix)
+# and when a peer connects (accepted), not while connections carry frames: transport.py looks
+# these names up here on demand (transport.listen_tcp..., Listener.on_poll), and a board running
+# .mpy files forgets this module again right after (compat.forget).
+import socket
+
+from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.connect import no_delay, unix_address
+from sensormesh.device.transport import Connection, Listener
+
+# Connections waiting in the kernel's accept queue. A burst of connects beyond it loses SYNs,
+# which the client retries only after about a second. lwIP on an ESP32 has a handful of
+# sockets in all, so a board keeps a short queue.
+LISTEN_BACKLOG = 8 if MICROPYTHON else 128
+
+
+def listen_tcp(loop, host, port, make_protocol, backlog=LISTEN_BACKLOG, **kw):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(socket.getaddrinfo(host, port)[0][-1])
+    s.listen(backlog)
+    return Listener(loop, s, make_protocol, **kw)
+
+
+def listen_unix(loop, path, make_protocol, backlog=LISTEN_BACKLOG, **kw):
+    import os
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(unix_address(path))
+    s.listen(backlog)
+    return Listener(loop, s, make_protocol, **kw)
+
+
+def bound_port(listener):
+    """The TCP port a listener got (useful after binding port 0)."""
+    if MICROPYTHON:
+        raise OSError("bound_port is not available on MicroPython")
+    return listener.sock.getsockname()[1]
+
+
+def peer_of(addr):
+    """MicroPython's accept() gives a raw sockaddr: (host, port) for IPv4, None otherwise."""
+    if type(addr) is tuple:
+        return addr
+    try:
+        if len(addr) >= 8 and addr[0] | addr[1] << 8 == socket.AF_INET:
+            return ("%d.%d.%d.%d" % (addr[4], addr[5], addr[6], addr[7]), addr[2] << 8 | addr[3])
+    except TypeError:
+        pass
+    return None
+
+
+def accepted(lst, s, addr):
+    """The Connection for socket s, accepted by Listener lst from addr, counted in lst.conns;
+    None when lst has max_conns open (the peer is told "busy"). Its protocol's on_open is the
+    caller's (Listener.on_poll)."""
+    no_delay(s)
+    proto = lst.make_protocol()
+    if MICROPYTHON:
+        addr = peer_of(addr)
+    if not addr:
+        # a Unix socket's empty address (or nothing readable on MicroPython): no peer, log
+        # lines leave it out
+        addr = None
+    conn = Connection(lst.loop, s, proto, lst.max_frame, addr)
+    if lst.max_conns and len(lst.conns) >= lst.max_conns:
+        conn.send({"error": {"code": "busy", "message": "too many connections (limit %d)" % lst.max_conns}})
+        conn.close_after_flush("connection limit reached")
+        return None
+    conn.listener = lst
+    lst.conns.append(conn)
+    return conn
