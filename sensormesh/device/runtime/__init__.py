@@ -18,7 +18,7 @@
 # building and checking an assignment (deploy.py: loaded for a deployment and forgotten after on
 # .mpy), the control messages and status reports (control.py: loaded per message and forgotten
 # after it), callback deliveries and csv outlets (delivery.py: only on devices that have them).
-from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.compat import MICROPYTHON, collect
 from sensormesh.device.schedule import grid_due, sparse, wait_ms
 from sensormesh.device.steps import Outlet, Rarely, rare_call
 
@@ -27,7 +27,7 @@ BURST = 64 if MICROPYTHON else 256
 
 class Source(Outlet):
     """Reads one sensor on its schedule and pushes each value into the chain (its parameters
-    are checked and its state set up by deploy.source_setup; starting, closing, its counts
+    are checked and its state set up by build.source_setup; starting, closing, its counts
     and its wiring are in sources.py, loaded per call: steps/__init__.py, Rarely)."""
 
     SINK = False
@@ -35,7 +35,7 @@ class Source(Outlet):
     RARE = ("start", "close", "flush")
 
     def __init__(self, runtime, sid, params):
-        from sensormesh.device.runtime.deploy import source_setup
+        from sensormesh.device.runtime.build import source_setup
         source_setup(self, runtime, sid, params)
 
     def _tick(self):
@@ -170,9 +170,27 @@ class Runtime(Rarely):
         if key == "delivered":
             from sensormesh.device.runtime.delivery import on_delivered
             return lambda session, body: on_delivered(self, session, body)
+        if key == "deploy":     # a deployment: without control.py
+            return self.deploy
         name = "on_" + key.replace("-", "_")
-        where = "deploy" if key == "deploy" else "control"     # a deployment: without control.py
-        return lambda session, body: self.rare(where, name, session, body)
+        return lambda session, body: self.rare("control", name, session, body)
+
+    def deploy(self, session, body):
+        """{"deploy": ...}: deploy.py, loaded for it. A board without the heap for it, or even for
+        that module, refuses the assignment saying so ("out-of-memory") instead of leaving the
+        controller waiting: the controller tries it again, alone. What the deployment loaded is
+        gone by then (Rarely), so this reply has the heap it needs."""
+        try:
+            self.rare("deploy", "on_deploy", session, body)
+        except MemoryError:
+            collect()
+            free = ""
+            if MICROPYTHON:
+                from gc import mem_free
+                free = " (%d bytes free after collecting)" % mem_free()
+            text = "no memory free for its assignment%s; try again, or give it more heap or fewer steps" % free
+            self.log("deploy refused: " + text)
+            session.conn.send({"error": {"code": "out-of-memory", "message": text}})
 
     def rare(self, where, name, *args):
         """Call <where>.<name>(self, *args), where is a module of this package a running
@@ -190,8 +208,7 @@ class Runtime(Rarely):
         self.device.log(text)
 
     def resolve(self, ref):
-        from sensormesh.device.runtime import shipped
-        return shipped.resolve(self.code, ref)
+        return rare_call("sensormesh.device.runtime.shipped", "resolve", self.code, ref)
 
     def hold(self):
         """A window or join starts holding values back (ctx for steps; see checkpoints)."""

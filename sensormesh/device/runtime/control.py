@@ -15,7 +15,7 @@ def on_deploy_part(rt, session, body):
         unload("sensormesh.device.runtime.parts")
     if a is not None:
         # only a controller that confirms callback values sends an assignment in parts
-        rt.rare("deploy", "on_deploy", session, {"assignment": a, "acks": True})
+        rt.deploy(session, {"assignment": a, "acks": True})
     else:
         collect()
 

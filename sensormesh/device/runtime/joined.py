@@ -1,7 +1,7 @@
 # Values of several inputs joined on one device (docs/reliability.md, "Several inputs"): a pipe_out
 # fed by more than one pipe_in tags each value it sends with the input value it was computed from,
 # so a receiver restarted after a replay drops exactly what its steps already had. Loaded only by
-# a deployment with such a pipe_out (deploy.pipe_paths sets PipeOut.lineage to `tagged`).
+# a deployment with such a pipe_out (install.pipe_paths sets PipeOut.lineage to `tagged`).
 
 
 def tagged(po, value):

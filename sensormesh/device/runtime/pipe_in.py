@@ -17,7 +17,7 @@ class PipeIn(Outlet):
             "on_close", "flush", "close")
 
     def __init__(self, runtime, sid, params):
-        from sensormesh.device.runtime.deploy import pipe_setup
+        from sensormesh.device.runtime.build import pipe_setup
         self.frm = pipe_setup(self, runtime, sid, params, "from")
         self.emit = nowhere
         self.outputs = []

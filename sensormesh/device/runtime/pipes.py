@@ -81,7 +81,7 @@ class PipeOut(Rarely):
             "start", "on_connect", "on_close", "on_control", "flush", "close")
 
     def __init__(self, runtime, sid, params):
-        from sensormesh.device.runtime.deploy import pipe_out_setup
+        from sensormesh.device.runtime.build import pipe_out_setup
         pipe_out_setup(self, runtime, sid, params)
 
     def inlet(self, port):

@@ -1,7 +1,7 @@
 # Building steps from their specs: the type's class (its family imported on first use, TYPES
 # below), the number of inputs, and the parameter checks the families' setup() calls
 # (int_param & co). Only needed while an assignment is built: a board running from .mpy files
-# forgets this module after each deployment (runtime/control.py), so running steps do not pay
+# forgets this module after each deployment (runtime/deploy.py), so running steps do not pay
 # for it.
 from sensormesh.device import steps
 from sensormesh.device.steps import Step, StepError, _short, emitter, one_by_one

@@ -1,0 +1,195 @@
+# Building an assignment's nodes (the first stage of a deployment, deploy.py): checking it, running
+# its shipped code (shipped.py), making its steps (steps/make.py) and its sources and pipes with
+# their parameters, and wiring them. Loaded for this stage only: a board running from precompiled
+# .mpy files forgets its code, make.py's and shipped.py's before the next stage loads, so the
+# running pipeline, which stays loaded, never shares the heap with all of the deployment's code.
+from sensormesh.device.compat import forget
+from sensormesh.device.runtime import Source
+from sensormesh.device.steps import StepError
+
+
+class AssignmentError(Exception):
+    pass
+
+
+def build(rt, a):
+    """Check assignment a and build its nodes: (shipped code, nodes, order, edges). A bad one
+    raises ValueError naming the step and the problem."""
+    try:
+        return _build(rt, a)
+    except (AssignmentError, StepError) as e:
+        raise ValueError(str(e))
+
+
+def _build(rt, a):
+    if type(a) is not dict:
+        raise AssignmentError("assignment must be an object")
+    specs = a.get("steps")
+    if type(specs) is not list:
+        raise AssignmentError("assignment needs a list of steps")
+    rt.code = code = shipped_code(a.get("code") or {})   # resolve() of the steps looks here
+    from sensormesh.device.steps.make import build as build_step    # forgotten after building
+    nodes = {}
+    order = []
+    edges = []
+    for spec in specs:
+        if type(spec) is not dict or type(spec.get("id")) is not str:
+            raise AssignmentError("every step needs a string id: %r" % (spec,))
+        sid = spec["id"]
+        if sid in nodes:
+            raise AssignmentError("step id %r is used twice" % sid)
+        t = spec.get("type")
+        params = spec.get("params") or {}
+        if t == "source":
+            node = Source(rt, sid, params)
+        elif t == "pipe_out":
+            from sensormesh.device.runtime.pipes import PipeOut
+            node = PipeOut(rt, sid, params)
+        elif t == "pipe_in":
+            from sensormesh.device.runtime.pipe_in import PipeIn
+            node = PipeIn(rt, sid, params)
+        else:
+            node = build_step(spec, rt)
+        nodes[sid] = node
+        order.append(sid)
+    for spec in specs:
+        inputs = spec.get("inputs") or []
+        for port in range(len(inputs)):
+            up = inputs[port]
+            if up not in nodes:
+                raise AssignmentError("step '%s': input %r is not a step of this assignment" % (spec["id"], up))
+            src = nodes[up]
+            if getattr(src, "SINK", False):
+                raise AssignmentError("step '%s': input %r is a sink or pipe_out and has no output"
+                                      % (spec["id"], up))
+            src.connect(nodes[spec["id"]], port)
+            edges.append((up, spec["id"], port))
+    return code, nodes, order, edges
+
+
+def shipped_code(sources):
+    """The assignment's shipped code run (shipped.py), first: its module is then forgotten on
+    .mpy, so the steps and pipes built next do not share the heap with it (Runtime.resolve loads
+    it for each step that names a shipped function)."""
+    from sensormesh.device.runtime import shipped
+    try:
+        return shipped.load_code(sources)
+    except shipped.ShippedError as e:
+        raise AssignmentError(str(e))
+    finally:
+        forget("sensormesh.device.runtime.shipped")
+
+
+def source_setup(src, rt, sid, params):
+    """Check a source's parameters against the device's sensors and set up its state."""
+    from sensormesh.device.steps import nowhere
+    src.rt = rt
+    src.id = sid
+    name = params.get("sensor")
+    dev = rt.device
+    if name not in dev.sensors:
+        # the spec may name a kind; take the first configured sensor of that kind
+        for n in dev.sensor_names():
+            if dev.sensor_kinds.get(n) == name:
+                name = n
+                break
+    if name not in dev.sensors:
+        raise AssignmentError("step '%s': this device has no sensor %r (it has: %s)"
+                              % (sid, params.get("sensor"), ", ".join(dev.sensor_names())))
+    sensor, rate = dev.sensors[name]
+    if params.get("rate") is not None:
+        rate = params["rate"]
+        if type(rate) not in (int, float) or rate < 0:
+            raise AssignmentError("step '%s': rate must be a non-negative number" % sid)
+    src.read = sensor.get
+    src.read_many = getattr(sensor, "get_many", None)
+    src.period = 1000.0 / rate if rate else 0.0
+    src.limit = params.get("count") or 0   # stop after this many values (tests, demos)
+    src.emit = nowhere
+    src.emit_many = nowhere
+    src.wired = nowhere    # emit as connected (the probe swaps emit to sample a value)
+    src.outputs = []
+    src.timer = None
+    src.running = False
+    src.n_out = 0
+    src.errors = 0
+    src.missed = 0       # grid slots not read because the loop was stalled (schedule.py)
+    src.last_error = None
+
+
+def peer_param(runtime, sid, params, address):
+    """The name of the device a pipe dials ("peer"). A device with keys authenticates the other
+    end by that name, so it needs one whenever it dials."""
+    peer = params.get("peer")
+    if peer is not None and type(peer) is not str:
+        raise ValueError("step '%s': peer must be a device name" % sid)
+    if address and peer is None and getattr(runtime.device, "security", None) is not None:
+        raise ValueError("step '%s': a device with keys needs the pipe's 'peer' (the name of the device at %s) "
+                         "to authenticate it" % (sid, address))
+    return peer
+
+
+def pipe_setup(p, runtime, sid, params, key):
+    """What both ends of a pipe take from their parameters: the runtime, id, edge and the name
+    of the other end (peer); returns the other end's address, params[key], if it dials."""
+    p.rt = runtime
+    p.id = sid
+    p.edge = params.get("edge") or sid
+    address = params.get(key)
+    p.peer = peer_param(runtime, sid, params, address)
+    return address
+
+
+def _buffer_param(sid, params, default):
+    cap = params.get("buffer")
+    if cap is None:
+        return default
+    if type(cap) is not int or cap < 1:
+        raise ValueError("step '%s': buffer must be a positive number of values, got %r" % (sid, cap))
+    return cap
+
+
+def pipe_out_setup(po, runtime, sid, params):
+    """Check a pipe_out's parameters and set up its state (pipes.PipeOut)."""
+    from sensormesh.device.runtime.pipes import DEFAULT_BUFFER, HEAP_CHECK, RETRY_MS
+    from sensormesh.device.runtime.replay import Sender, new_run
+    from sensormesh.device.schedule import Redial
+    po.to = pipe_setup(po, runtime, sid, params, "to")
+    tf = params.get("time-frame", 0)
+    if type(tf) is not int or tf < 0:
+        raise ValueError("step '%s': time-frame must be a non-negative integer" % sid)
+    po.tf = tf
+    acks = params.get("acks", True)
+    if acks is not True and acks is not False:
+        raise ValueError("step '%s': acks must be true or false" % sid)
+    po.tx = Sender(_buffer_param(sid, params, DEFAULT_BUFFER), new_run(), acks)
+    po.bound = po.tx.cap   # the configured bound; the heap may lower tx.cap for a while (pipes.py)
+    spool = params.get("spool", 0)
+    if type(spool) is not int or spool < 0:
+        raise ValueError("step '%s': spool must be a number of bytes (0: off), got %r" % (sid, spool))
+    po.spool_limit = spool if acks else 0
+    po.spool_timer = None
+    po.carried = False   # True: the numbering and buffer came from the previous deployment
+    po.fed_by = None     # the pipe_in that alone feeds this pipe (runtime: may adopt its marks)
+    po.relay = False     # True: its input is that pipe_in itself (values leave as they came)
+    po.lineage = False   # fed by several inputs: each value leaves as [tag, value] (runtime)
+    po.lin_last = None   # the input value the last tagged value came from, and its count
+    po.lin_k = 0
+    po.conn = None
+    po.dialing = None    # the connection being set up (its handshake already queued)
+    po.timer = None
+    po.retry_timer = None
+    po.redial = Redial(RETRY_MS)
+    po.running = False
+    po.n_in = 0
+    po.first = 0     # values the edge's sender had sent before this deployment
+    po.resent = 0
+    po.connects = 0
+    po.logged_drops = 0
+    po.last_error = None
+    po.stamps = []       # [seq, device, tick_us] of sampled values not sent yet (probe.py)
+    po.asked = False     # {"ack-soon"} sent since the last acknowledgement (buffer half full)
+    po.frames = 0    # arrays sent
+    po.bytes_prev = 0    # bytes sent on earlier connections
+    po.rtt_us = None
+    po.roomy = HEAP_CHECK    # buffer length at which the heap is checked next (pipes.heap_check)

@@ -1,0 +1,180 @@
+# Putting a built assignment in place of the running one (the last stage of a deployment,
+# deploy.py, once the running one is stopped): its pipes (carrying over the numbering and replay
+# buffers of the edges it keeps), the paths of their checkpoints, its outlets, its metrics probe;
+# then the "deployed" reply. Loaded for this stage only and forgotten after it on a board running
+# from precompiled .mpy files.
+from sensormesh.device.compat import forget
+from sensormesh.device.runtime import Source
+
+
+def install(rt, session, body, a, built):
+    """Run the assignment a, built (build.py), in place of the stopped one (its pipes' numbering
+    carried over)."""
+    code, nodes, order, edges = built
+    pipe_paths(rt, a["steps"], nodes)
+    rt.code = code
+    rt.nodes = nodes
+    rt.order = order
+    rt.holding = 0
+    rt.holders = 0
+    rt.pipeline = a.get("pipeline")
+    rt.epoch = a.get("epoch", 0)
+    rt.sources = [nodes[i] for i in order if isinstance(nodes[i], Source)]
+    rt.pipe_outs = {}
+    rt.pipe_ins = {}
+    carry = rt.carry
+    rt.carry = {}
+    outlets(rt, nodes, order, carry)
+    for i in order:
+        n = nodes[i]
+        if _kind(n) == "out":
+            rt.pipe_outs[n.edge] = n
+            old = carry.pop("out " + n.edge, None)
+            if old is not None:
+                take_over(n, old)
+        elif _kind(n) == "in":
+            rt.pipe_ins[n.edge] = n
+            old = carry.pop("in " + n.edge, None)
+            if old is not None:
+                n.take_over(old)
+        elif getattr(n, "HOLDS", False):
+            rt.holders += 1
+    rt.tracking = False
+    for p in rt.pipe_outs.values():
+        if p.lineage:
+            rt.tracking = True
+    ins = sorted(rt.pipe_ins)
+    rt.joint = rt.holders > 0 and len(ins) > 1
+    rt.parking = False
+    rt.cut_marks = {}
+    for e in ins:
+        rt.pipe_ins[e].root = ins.index(e)
+    for i in order:
+        n = nodes[i]
+        if _kind(n) == "in":
+            feeds = []
+            for j in rt.reaches.get(i, ()):
+                m = nodes[j]
+                if _kind(m) == "out":
+                    feeds.append(m)
+                elif "@" + j in rt.outlets:
+                    feeds.append(rt.outlets["@" + j])
+            n.feeds = feeds
+    if rt.joint:
+        # joined inputs wait for the same outputs, so their checkpoints settle together
+        every = []
+        for p in rt.pipe_ins.values():
+            for f in p.feeds:
+                if f not in every:
+                    every.append(f)
+        for p in rt.pipe_ins.values():
+            p.feeds = every
+    for k in carry:
+        if k.startswith("out ") and carry[k].held():
+            rt.log("pipe %s is not in the new deployment: %d unacknowledged values dropped"
+                   % (k[4:], carry[k].held()))
+        if k.startswith("out ") and carry[k].spool is not None:
+            carry[k].spool.clear()
+    rt.probe = None
+    if rt.metrics:
+        from sensormesh.device import metrics
+        rt.probe = metrics.install(rt, nodes, edges)
+        forget("sensormesh.device.metrics")
+    rt.state = "deployed"
+    if rt.deliveries or rt.files:
+        from sensormesh.device.runtime import delivery
+        delivery.subscribed(rt, session, body)
+    else:      # no outlet to deliver from: the session is noted (delivery.py is not loaded)
+        if session not in rt.subscribers:
+            rt.subscribers.append(session)
+        if type(body) is dict and body.get("acks") is True:
+            session.confirms = True
+            rt.confirmed = True
+    rt.log("deployed %s epoch %s: %d steps" % (rt.pipeline, rt.epoch, len(order)))
+    session.conn.send({"deployed": {"pipeline": rt.pipeline, "epoch": rt.epoch, "steps": len(order)}})
+
+
+def outlets(rt, nodes, order, carry):
+    """The sinks whose position goes into checkpoint marks: a Delivery per callback step
+    (its numbering carried over from the previous deployment), and csv steps."""
+    rt.deliveries = {}
+    rt.outlets = {}
+    rt.files = []
+    for i in order:
+        n = nodes[i]
+        t = getattr(n, "TYPE", None)
+        if t == "callback":
+            from sensormesh.device.runtime.delivery import Delivery
+            d = Delivery(rt, i)
+            n.deliver = d.deliver     # the step hands its values straight to its Delivery
+            old = carry.pop("cb " + i, None)
+            if old is not None:
+                d.take_over(old)
+            d.confirmed = rt.confirmed
+            rt.deliveries[i] = d
+            rt.outlets[d.edge] = d
+        elif t == "csv":
+            rt.files.append(n)
+            rt.outlets[n.edge] = n
+    for o in rt.outlets.values():
+        sid = o.sid
+        o.fed_by = rt.fed_by.get(sid)
+
+
+def take_over(po, tx):
+    """The previous deployment's sender of po's edge: po keeps its numbering and replay buffer."""
+    tx.cap = po.tx.cap
+    tx.acks = po.tx.acks
+    po.tx = tx
+    po.carried = True
+    po.first = tx.once
+    if tx.held() > tx.cap:
+        tx.evict(tx.held() - tx.cap)
+
+
+def _kind(node):
+    """"in" for a pipe_in, "out" for a pipe_out, else None (their modules load only when an
+    assignment has such a pipe)."""
+    return getattr(node, "PIPE", None)
+
+
+def pipe_paths(rt, specs, nodes):
+    """Tell each pipe_in which pipe_outs its values reach (its checkpoints wait for their
+    acknowledgements), and each pipe_out fed by one pipe_in alone which one that is."""
+    inputs = {}
+    consumers = {}
+    for spec in specs:
+        ins = spec.get("inputs") or []
+        inputs[spec["id"]] = ins
+        for up in ins:
+            consumers.setdefault(up, []).append(spec["id"])
+
+    def reach(start, links):
+        seen = {}
+        todo = [start]
+        while todo:
+            i = todo.pop()
+            for j in links.get(i, ()):
+                if j not in seen:
+                    seen[j] = True
+                    todo.append(j)
+        return seen
+    rt.fed_by = {}
+    rt.reaches = {}
+    for sid in nodes:
+        n = nodes[sid]
+        if _kind(n) == "in":
+            rt.reaches[sid] = [j for j in reach(sid, consumers)]
+        elif _kind(n) == "out" or getattr(n, "SINK", False):
+            up = reach(sid, inputs)
+            roots = [j for j in up if not inputs.get(j)]
+            if len(roots) == 1 and _kind(nodes[roots[0]]) == "in":
+                rt.fed_by[sid] = nodes[roots[0]]
+                if _kind(n) == "out":
+                    n.fed_by = nodes[roots[0]]
+                    n.relay = inputs.get(sid) == [roots[0]]
+            elif _kind(n) == "out" and len(roots) > 1:
+                for j in roots:
+                    if _kind(nodes[j]) == "in":
+                        from sensormesh.device.runtime.joined import tagged
+                        n.lineage = tagged    # each value leaves as [tag, value]
