@@ -190,3 +190,31 @@ def test_a_device_short_of_memory_refuses_its_assignment_saying_so_and_keeps_run
     assert ca.closed is None
     a.close()
     b.close()
+
+
+def test_a_device_refuses_an_assignment_when_even_the_deployment_code_finds_no_memory():
+    # the memory runs out before the assignment is looked at (on a board: loading runtime/deploy.py
+    # itself); made to: the deployment's entry point fails
+    from sensormesh.device.runtime import deploy
+    loop, a, aaddr, b, baddr = two_devices()
+    ca, conna, good = running(loop, aaddr)
+    on_deploy = deploy.on_deploy
+
+    def short(rt, session, body):
+        raise MemoryError("memory allocation failed, allocating 1024 bytes")
+    deploy.on_deploy = short
+    try:
+        conna.send({"deploy": {"assignment": dict(good, epoch=2)}})
+        assert loop.run_until(lambda: ca.replies("error"), 5000), ca.messages[-3:]
+    finally:
+        deploy.on_deploy = on_deploy
+    err = ca.replies("error")[-1]
+    assert err["code"] == "out-of-memory" and "no memory free for its assignment" in err["message"], err
+    before = len(ca.replies("deliver"))
+    assert loop.run_until(lambda: len(ca.replies("deliver")) > before + 2, 5000)
+    conna.send({"status": {}})
+    assert loop.run_until(lambda: ca.replies("status"), 5000)
+    assert ca.replies("status")[-1]["assignment"]["epoch"] == 1
+    assert ca.closed is None
+    a.close()
+    b.close()

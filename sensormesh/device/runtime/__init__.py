@@ -18,7 +18,7 @@
 # building and checking an assignment (deploy.py: loaded for a deployment and forgotten after on
 # .mpy), the control messages and status reports (control.py: loaded per message and forgotten
 # after it), callback deliveries and csv outlets (delivery.py: only on devices that have them).
-from sensormesh.device.compat import MICROPYTHON, collect
+from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.schedule import grid_due, sparse, wait_ms
 from sensormesh.device.steps import Outlet, Rarely, rare_call
 
@@ -176,21 +176,12 @@ class Runtime(Rarely):
         return lambda session, body: self.rare("control", name, session, body)
 
     def deploy(self, session, body):
-        """{"deploy": ...}: deploy.py, loaded for it. A board without the heap for it, or even for
-        that module, refuses the assignment saying so ("out-of-memory") instead of leaving the
-        controller waiting: the controller tries it again, alone. What the deployment loaded is
-        gone by then (Rarely), so this reply has the heap it needs."""
+        """{"deploy": ...}: deploy.py, loaded for it; a board without the heap for it, even for
+        that module, refuses it saying so (deploy.refuse, once what it loaded is gone)."""
         try:
             self.rare("deploy", "on_deploy", session, body)
         except MemoryError:
-            collect()
-            free = ""
-            if MICROPYTHON:
-                from gc import mem_free
-                free = " (%d bytes free after collecting)" % mem_free()
-            text = "no memory free for its assignment%s; try again, or give it more heap or fewer steps" % free
-            self.log("deploy refused: " + text)
-            session.conn.send({"error": {"code": "out-of-memory", "message": text}})
+            self.rare("deploy", "refuse", session)
 
     def rare(self, where, name, *args):
         """Call <where>.<name>(self, *args), where is a module of this package a running

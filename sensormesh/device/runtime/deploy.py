@@ -8,8 +8,8 @@
 # Each stage's module is loaded for it and forgotten after it on a board running from precompiled
 # .mpy files (Runtime.rare, compat.forget), and so is this one after the deployment. A bad
 # assignment is refused naming the problem and the running one goes on; one that runs out of
-# heap raises MemoryError to Runtime.deploy, which refuses it ("out-of-memory").
-from sensormesh.device.compat import collect, forget, unload
+# heap raises MemoryError to Runtime.deploy, which refuses it ("out-of-memory", refuse).
+from sensormesh.device.compat import MICROPYTHON, collect, forget, unload
 
 
 def on_deploy(rt, session, body):
@@ -40,3 +40,17 @@ def _built():
     unload("sensormesh.device.runtime.shipped")
     forget("sensormesh.device.steps.make")
     collect()
+
+
+def refuse(rt, session):
+    """A deployment ran out of heap (Runtime.deploy): it is refused saying so, instead of leaving
+    the controller waiting; the controller tries it again, alone. What it loaded and built is gone
+    by now; the running assignment, if any, runs on."""
+    collect()
+    free = ""
+    if MICROPYTHON:
+        import gc
+        free = " (%d bytes free after collecting)" % gc.mem_free()
+    text = "no memory free for its assignment%s; try again, or give it more heap or fewer steps" % free
+    rt.log("deploy refused: " + text)
+    session.conn.send({"error": {"code": "out-of-memory", "message": text}})
