@@ -384,6 +384,54 @@ def test_a_device_from_mpy_forgets_the_deployment_code_after_each_deployment(tmp
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-2000:]
 
 
+SHORT_FIRST_DEPLOYMENT = """\
+import gc, sys
+sys.path.insert(0, %r)
+from sensormesh.device.compat import from_mpy
+from sensormesh.device.core import Device
+assert from_mpy(), "not running from the .mpy bundle"
+""" + FAKE_SESSION.replace("%", "%%") + """
+
+from sensormesh.device.runtime import deploy
+build = deploy.build
+
+def short(rt, a):
+    build(rt, a)       # every module of the assignment is loaded, then the heap runs out
+    raise MemoryError("memory allocation failed, allocating 368 bytes")
+
+ASG = {"pipeline": "p", "epoch": 1, "steps": [
+    {"id": "c", "type": "source", "params": {"sensor": "counter"}},
+    {"id": "w", "type": "window", "params": {"values": 4, "agg": "mean"}, "inputs": ["c"]},
+    {"id": "o", "type": "pipe_out", "params": {"edge": "e", "to": "127.0.0.1:1"}, "inputs": ["w"]}]}
+dev = Device("short", ["counter"])
+deploy.build = short
+s = Session()
+dev.dispatch(s, "deploy", {"assignment": ASG})
+err = s.conn.sent[-1]["error"]
+assert err["code"] == "out-of-memory" and "no memory free for its assignment" in err["message"], s.conn.sent
+left = [m for m in sys.modules if m.startswith("sensormesh.device.steps.") or m.startswith("sensormesh.device.runtime.")]
+assert not left, left
+deploy.build = build
+s = Session()
+dev.dispatch(s, "deploy", {"assignment": ASG})
+assert "deployed" in s.conn.sent[-1], s.conn.sent
+assert dev.runtime.state == "deployed"
+print("ok")
+"""
+
+
+def test_a_board_refused_its_first_assignment_for_want_of_heap_drops_what_it_loaded(tmp_path):
+    """A first deployment that runs out of heap (nothing runs yet) leaves no step family or pipe
+    module loaded on a board running .mpy files: its refusal, and the controller's next try, find
+    the heap the first try found (the next try had failed early on what the first left loaded)."""
+    mp = need_micropython()
+    bundle, _ = mpy_cache.bundle()
+    script = tmp_path / "short.py"
+    script.write_text(SHORT_FIRST_DEPLOYMENT % bundle)
+    r = subprocess.run([mp, str(script)], cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-2000:]
+
+
 HELD_VALUES = """\
 import sys
 sys.path.insert(0, %r)

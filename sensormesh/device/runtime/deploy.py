@@ -9,10 +9,25 @@
 # .mpy files (Runtime.rare, compat.forget), and so is this one after the deployment. A bad
 # assignment is refused naming the problem and the running one goes on; one that runs out of
 # heap raises MemoryError to Runtime.deploy, which refuses it ("out-of-memory", refuse).
+import sys
+
 from sensormesh.device.compat import MICROPYTHON, collect, forget, unload
 
 
 def on_deploy(rt, session, body):
+    try:
+        stages(rt, session, body)
+    except MemoryError:
+        if rt.state == "empty":
+            # nothing runs: the step families and pipe modules this deployment loaded go too, so
+            # that the refusal, and the controller's next try, find the heap this one found
+            for name in list(sys.modules):
+                if name.startswith("sensormesh.device.steps.") or name.startswith("sensormesh.device.runtime."):
+                    forget(name)
+        raise
+
+
+def stages(rt, session, body):
     # the garbage of what came before is collected first (building needs free blocks)
     collect()
     a = body.get("assignment") if type(body) is dict and "assignment" in body else body

@@ -11,7 +11,7 @@ def install(rt, session, body, a, built):
     """Run the assignment a, built (build.py), in place of the stopped one (its pipes' numbering
     carried over)."""
     code, nodes, order, edges = built
-    pipe_paths(rt, a["steps"], nodes)
+    fed_by, reaches = pipe_paths(a["steps"], nodes)
     rt.code = code
     rt.nodes = nodes
     rt.order = order
@@ -24,7 +24,7 @@ def install(rt, session, body, a, built):
     rt.pipe_ins = {}
     carry = rt.carry
     rt.carry = {}
-    outlets(rt, nodes, order, carry)
+    outlets(rt, nodes, order, carry, fed_by)
     for i in order:
         n = nodes[i]
         if _kind(n) == "out":
@@ -53,7 +53,7 @@ def install(rt, session, body, a, built):
         n = nodes[i]
         if _kind(n) == "in":
             feeds = []
-            for j in rt.reaches.get(i, ()):
+            for j in reaches.get(i, ()):
                 m = nodes[j]
                 if _kind(m) == "out":
                     feeds.append(m)
@@ -94,7 +94,7 @@ def install(rt, session, body, a, built):
     session.conn.send({"deployed": {"pipeline": rt.pipeline, "epoch": rt.epoch, "steps": len(order)}})
 
 
-def outlets(rt, nodes, order, carry):
+def outlets(rt, nodes, order, carry, fed_by):
     """The sinks whose position goes into checkpoint marks: a Delivery per callback step
     (its numbering carried over from the previous deployment), and csv steps."""
     rt.deliveries = {}
@@ -118,7 +118,7 @@ def outlets(rt, nodes, order, carry):
             rt.outlets[n.edge] = n
     for o in rt.outlets.values():
         sid = o.sid
-        o.fed_by = rt.fed_by.get(sid)
+        o.fed_by = fed_by.get(sid)
 
 
 def take_over(po, tx):
@@ -138,9 +138,11 @@ def _kind(node):
     return getattr(node, "PIPE", None)
 
 
-def pipe_paths(rt, specs, nodes):
-    """Tell each pipe_in which pipe_outs its values reach (its checkpoints wait for their
-    acknowledgements), and each pipe_out fed by one pipe_in alone which one that is."""
+def pipe_paths(specs, nodes):
+    """Tell each pipe_out fed by one pipe_in alone which one that is (and whether it relays its
+    values as they came), and each fed by several inputs to tag its values. Returns (fed_by: sink
+    or pipe_out id -> the pipe_in alone feeding it, reaches: pipe_in id -> the ids its values
+    reach), which install() uses and the running assignment does not keep."""
     inputs = {}
     consumers = {}
     for spec in specs:
@@ -159,17 +161,17 @@ def pipe_paths(rt, specs, nodes):
                     seen[j] = True
                     todo.append(j)
         return seen
-    rt.fed_by = {}
-    rt.reaches = {}
+    fed_by = {}
+    reaches = {}
     for sid in nodes:
         n = nodes[sid]
         if _kind(n) == "in":
-            rt.reaches[sid] = [j for j in reach(sid, consumers)]
+            reaches[sid] = [j for j in reach(sid, consumers)]
         elif _kind(n) == "out" or getattr(n, "SINK", False):
             up = reach(sid, inputs)
             roots = [j for j in up if not inputs.get(j)]
             if len(roots) == 1 and _kind(nodes[roots[0]]) == "in":
-                rt.fed_by[sid] = nodes[roots[0]]
+                fed_by[sid] = nodes[roots[0]]
                 if _kind(n) == "out":
                     n.fed_by = nodes[roots[0]]
                     n.relay = inputs.get(sid) == [roots[0]]
@@ -178,3 +180,4 @@ def pipe_paths(rt, specs, nodes):
                     if _kind(nodes[j]) == "in":
                         from sensormesh.device.runtime.joined import tagged
                         n.lineage = tagged    # each value leaves as [tag, value]
+    return fed_by, reaches

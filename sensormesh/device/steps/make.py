@@ -217,4 +217,6 @@ def build(spec, ctx):
                 want = "%d or %d" % (lo, hi)
             raise StepError("step '%s': %s takes %s input%s, got %d"
                             % (sid, kind, want, "" if want == "1" else "s", n))
-    return cls(sid, params, ctx, n)
+    step = cls(sid, params, ctx, n)
+    step.params = None    # only setup() reads them (the checks above): a running step keeps none
+    return step
