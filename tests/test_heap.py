@@ -361,8 +361,9 @@ for epoch in (1, 2):
         {"id": "w", "type": "window", "params": {"values": 4, "agg": "mean"}, "inputs": ["c"]}]}})
     assert s.conn.sent and "deployed" in s.conn.sent[-1], s.conn.sent
     assert s.conn.sent[-1]["deployed"]["epoch"] == epoch
-    loaded = [m for m in sys.modules if m.startswith("sensormesh.device.runtime.")]
-    assert "sensormesh.device.runtime.deploy" not in loaded, loaded
+    loaded = [m for m in sys.modules if m.startswith("sensormesh.device.runtime.") or m.startswith("sensormesh.device.steps.")]
+    for stage in ("runtime.deploy", "runtime.build", "runtime.install", "runtime.shipped", "steps.make", "steps.wiring"):
+        assert "sensormesh.device." + stage not in loaded, loaded
 s = Session()
 dev.dispatch(s, "deploy", {"assignment": {"pipeline": "p", "epoch": 3, "steps": [{"id": 7}]}})
 assert "bad-assignment" in str(s.conn.sent), s.conn.sent
@@ -374,8 +375,8 @@ print("ok")
 
 def test_a_device_from_mpy_forgets_the_deployment_code_after_each_deployment(tmp_path):
     """From the precompiled package the code that builds and checks an assignment
-    (runtime/deploy.py) is loaded for each deployment and forgotten after it, refused ones
-    included; the next deployment loads it again and works."""
+    (runtime/deploy.py and the modules of its stages) is loaded for each deployment and forgotten
+    after it, refused ones included; the next deployment loads it again and works."""
     mp = need_micropython()
     bundle, _ = mpy_cache.bundle()
     script = tmp_path / "twice.py"

@@ -1,8 +1,9 @@
 # Building an assignment's nodes (the first stage of a deployment, deploy.py): checking it, running
-# its shipped code (shipped.py), making its steps (steps/make.py) and its sources and pipes with
-# their parameters, and wiring them. Loaded for this stage only: a board running from precompiled
-# .mpy files forgets its code, make.py's and shipped.py's before the next stage loads, so the
-# running pipeline, which stays loaded, never shares the heap with all of the deployment's code.
+# its shipped code (shipped.py), making its steps (steps/make.py), then its sources and pipes with
+# their parameters, and wiring them (steps/wiring.py). Loaded for this stage only: a board running
+# from precompiled .mpy files forgets its code and theirs (shipped.py and make.py as soon as they
+# are done) before the next stage loads, so the running pipeline's modules, which stay loaded,
+# never share the heap with all of the deployment's code.
 from sensormesh.device.compat import forget
 from sensormesh.device.runtime import Source
 from sensormesh.device.steps import StepError
@@ -28,30 +29,27 @@ def _build(rt, a):
     if type(specs) is not list:
         raise AssignmentError("assignment needs a list of steps")
     rt.code = code = shipped_code(a.get("code") or {})   # resolve() of the steps looks here
-    from sensormesh.device.steps.make import build as build_step    # forgotten after building
     nodes = {}
     order = []
     edges = []
+    __import__("sensormesh.device.steps.wiring")    # Step.BUILD: kept loaded while the build runs
+    # the steps first, with make.py, which goes before the sources and pipes are made (their
+    # modules, which stay loaded, then do not share the heap with it)
+    from sensormesh.device.steps.make import build as build_step
     for spec in specs:
         if type(spec) is not dict or type(spec.get("id")) is not str:
             raise AssignmentError("every step needs a string id: %r" % (spec,))
         sid = spec["id"]
         if sid in nodes:
             raise AssignmentError("step id %r is used twice" % sid)
-        t = spec.get("type")
-        params = spec.get("params") or {}
-        if t == "source":
-            node = Source(rt, sid, params)
-        elif t == "pipe_out":
-            from sensormesh.device.runtime.pipes import PipeOut
-            node = PipeOut(rt, sid, params)
-        elif t == "pipe_in":
-            from sensormesh.device.runtime.pipe_in import PipeIn
-            node = PipeIn(rt, sid, params)
-        else:
-            node = build_step(spec, rt)
-        nodes[sid] = node
         order.append(sid)
+        nodes[sid] = None if outlet(spec) else build_step(spec, rt)
+    build_step = None       # nothing holds make.py's code now
+    forget("sensormesh.device.steps.make")
+    for spec in specs:
+        make = outlet(spec)
+        if make is not None:
+            nodes[spec["id"]] = make(rt, spec["id"], spec.get("params") or {})
     for spec in specs:
         inputs = spec.get("inputs") or []
         for port in range(len(inputs)):
@@ -65,6 +63,29 @@ def _build(rt, a):
             src.connect(nodes[spec["id"]], port)
             edges.append((up, spec["id"], port))
     return code, nodes, order, edges
+
+
+def pipe_out(rt, sid, params):
+    from sensormesh.device.runtime.pipes import PipeOut
+    return PipeOut(rt, sid, params)
+
+
+def pipe_in(rt, sid, params):
+    from sensormesh.device.runtime.pipe_in import PipeIn
+    return PipeIn(rt, sid, params)
+
+
+def outlet(spec):
+    """fn(rt, id, params) making the node of spec when it is not a step (a source or a pipe; its
+    module loaded then), else None."""
+    t = spec.get("type")
+    if t == "source":
+        return Source
+    if t == "pipe_out":
+        return pipe_out
+    if t == "pipe_in":
+        return pipe_in
+    return None
 
 
 def shipped_code(sources):

@@ -1,10 +1,11 @@
 # Applying a deployment ({"deploy": ...}, on_deploy), in stages whose code a board loads one after
 # the other, so that the running pipeline's modules (which stay loaded) never share the heap with
 # the code of every stage at once:
-#   build.py     check the assignment and build its nodes (with steps/make.py and shipped.py,
-#                dropped with it)
+#   build.py     check the assignment and build its nodes (with shipped.py, steps/make.py and
+#                steps/wiring.py, dropped with it)
 #   control.py   stop the running assignment (the pipes of its edges carry over)
-#   install.py   put the new one in its place: pipes, checkpoints, outlets, metrics; reply
+#   install.py   put the new one in its place: pipes, checkpoints, outlets; then (once this module
+#                made the metrics probe, metrics.py) the reply
 # Each stage's module is loaded for it and forgotten after it on a board running from precompiled
 # .mpy files (Runtime.rare, compat.forget), and so is this one after the deployment. A bad
 # assignment is refused naming the problem and the running one goes on; one that runs out of
@@ -42,7 +43,18 @@ def stages(rt, session, body):
     finally:
         _built()
     rt.rare("control", "teardown", True)     # keep: the pipes carry over
-    rt.rare("install", "install", session, body, a, built)
+    rt.rare("install", "install", a, built)
+    rt.probe = probe(rt, built) if rt.metrics else None
+    rt.rare("install", "finish", session, body)
+
+
+def probe(rt, built):
+    """The metrics probe of the assignment (metrics.py), made between install.py's two loads so
+    that neither holds the other's code; metrics.py is forgotten again on return."""
+    from sensormesh.device import metrics
+    p = metrics.install(rt, built[1], built[3])
+    forget("sensormesh.device.metrics")
+    return p
 
 
 def build(rt, a):
@@ -54,6 +66,7 @@ def _built():
     """The assignment is built (or refused): the code only building needs goes."""
     unload("sensormesh.device.runtime.shipped")
     forget("sensormesh.device.steps.make")
+    forget("sensormesh.device.steps.wiring")
     collect()
 
 

@@ -1,14 +1,13 @@
 # Putting a built assignment in place of the running one (the last stage of a deployment,
 # deploy.py, once the running one is stopped): its pipes (carrying over the numbering and replay
 # buffers of the edges it keeps), the paths of their checkpoints, its outlets, its metrics probe;
-# then the "deployed" reply. Loaded for this stage only and forgotten after it on a board running
-# from precompiled .mpy files.
-from sensormesh.device.compat import forget
+# then (finish) the "deployed" reply. Loaded for this stage only and forgotten after it on a board
+# running from precompiled .mpy files (and while deploy.py makes the metrics probe in between).
 from sensormesh.device.runtime import Source
 
 
-def install(rt, session, body, a, built):
-    """Run the assignment a, built (build.py), in place of the stopped one (its pipes' numbering
+def install(rt, a, built):
+    """Put the assignment a, built (build.py), in place of the stopped one (its pipes' numbering
     carried over)."""
     code, nodes, order, edges = built
     fed_by, reaches = pipe_paths(a["steps"], nodes)
@@ -75,11 +74,11 @@ def install(rt, session, body, a, built):
                    % (k[4:], carry[k].held()))
         if k.startswith("out ") and carry[k].spool is not None:
             carry[k].spool.clear()
-    rt.probe = None
-    if rt.metrics:
-        from sensormesh.device import metrics
-        rt.probe = metrics.install(rt, nodes, edges)
-        forget("sensormesh.device.metrics")
+
+
+def finish(rt, session, body):
+    """The assignment installed (and its metrics probe made, deploy.py) runs: the session that
+    deployed it is subscribed to its callback values, and told."""
     rt.state = "deployed"
     if rt.deliveries or rt.files:
         from sensormesh.device.runtime import delivery
@@ -90,8 +89,9 @@ def install(rt, session, body, a, built):
         if type(body) is dict and body.get("acks") is True:
             session.confirms = True
             rt.confirmed = True
-    rt.log("deployed %s epoch %s: %d steps" % (rt.pipeline, rt.epoch, len(order)))
-    session.conn.send({"deployed": {"pipeline": rt.pipeline, "epoch": rt.epoch, "steps": len(order)}})
+    n = len(rt.order)
+    rt.log("deployed %s epoch %s: %d steps" % (rt.pipeline, rt.epoch, n))
+    session.conn.send({"deployed": {"pipeline": rt.pipeline, "epoch": rt.epoch, "steps": n}})
 
 
 def outlets(rt, nodes, order, carry, fed_by):

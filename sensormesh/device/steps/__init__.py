@@ -38,7 +38,7 @@
 #
 # Rarely called methods (Rarely below): what a running step does only at teardown or when asked
 # for its counts (flush, close, stats...) lives in steps/base.py, its wiring at build time in
-# make.py; a Step finds those through __getattr__, which a board only reaches when the class has
+# wiring.py; a Step finds those through __getattr__, which a board only reaches when the class has
 # no such method, and the module is loaded for the call and forgotten after it on a board running
 # .mpy files. The runtime's Source, PipeIn, PipeOut and Runtime do the same with their own
 # modules.
@@ -122,8 +122,8 @@ def rare_call(module, name, *args, **kw):
 
 class Rarely:
     """Base of the runtime's classes whose rarely called methods are functions fn(obj, ...) of
-    another module: RARE_IN names it, RARE the methods; BUILD names those of make.py, which a
-    deployment has loaded anyway (wiring). A lookup that finds no such attribute on the object
+    another module: RARE_IN names it, RARE the methods; BUILD names those of wiring.py, which a
+    deployment has loaded anyway (runtime/build.py). A lookup that finds no such attribute on the object
     or its class comes here; a name in RARE or BUILD gives a callable that runs that function
     through rare_call, any other raises AttributeError as usual."""
     RARE_IN = ""
@@ -134,7 +134,7 @@ class Rarely:
         if name in self.RARE:
             module = self.RARE_IN
         elif name in self.BUILD:
-            module = "sensormesh.device.steps.make"
+            module = "sensormesh.device.steps.wiring"
         else:
             raise AttributeError(name)
         obj = self
@@ -146,7 +146,7 @@ class Rarely:
 
 class Outlet(Rarely):
     """Runtime objects that produce values but are not steps (sources, pipe_in): their connect()
-    is make.connect (wiring is build time)."""
+    is wiring.connect (wiring is build time)."""
     RARE_IN = "sensormesh.device.steps.base"
     RARE = ("flush",)
     BUILD = ("connect",)
@@ -164,7 +164,7 @@ class Step(Rarely):
     SINK = False
     # The methods every step has whose code is elsewhere (module notes): in steps/base.py push,
     # flush and close; in
-    # make.py the wiring (inlet, inlet_many, connect, set_outputs, bad, setup: a family's own
+    # wiring.py the wiring (inlet, inlet_many, connect, set_outputs, bad, setup: a family's own
     # setup comes first, base_inlet: what a family's own inlet extends). A family defines the
     # ones it needs differently in its class, as usual.
     RARE_IN = "sensormesh.device.steps.base"

@@ -1,10 +1,10 @@
 # Building steps from their specs: the type's class (its family imported on first use, TYPES
 # below), the number of inputs, and the parameter checks the families' setup() calls
-# (int_param & co). Only needed while an assignment is built: a board running from .mpy files
-# forgets this module after each deployment (runtime/deploy.py), so running steps do not pay
-# for it.
+# (int_param & co). Only needed while an assignment's steps are made: a board running from .mpy
+# files forgets this module once they are (runtime/build.py), before the sources and pipes are
+# made and everything is wired (wiring.py), so running steps do not pay for it.
 from sensormesh.device import steps
-from sensormesh.device.steps import Step, StepError, _short, emitter, one_by_one
+from sensormesh.device.steps import StepError, _short
 
 
 # Step type -> the family module (sensormesh/device/steps/<family>.py) that holds its class.
@@ -106,71 +106,6 @@ def user_fn(step):
         raise step.bad("fn '%s' is not callable" % ref)
     step.fn = fn
     step.what = "fn '%s' raised" % ref
-
-
-def connect(node, target, port=0):
-    """node.connect(target, port) of a Step or an Outlet (a source, a pipe_in): its output goes to
-    target, a step (its input `port`) or, for a step, a callable."""
-    step = isinstance(node, Step)
-    if step and node.SINK:
-        raise node.bad("%s is a sink and has no outputs" % node.TYPE)
-    if hasattr(target, "inlet"):
-        fn = target.inlet(port)
-    elif not step or (callable(target) and port == 0):
-        fn = target
-    else:
-        raise node.bad("cannot connect to %r port %r" % (target, port))
-    node.outputs.append(fn)
-    wire(node, target, port)
-
-
-def wire(node, target, port):
-    """node.emit and node.emit_many after node.outputs changed: emit calls each output; emit_many
-    is the one downstream's batch inlet (its inlet_many(port), a fn(list)) when it has one, else
-    the values one by one. An Outlet keeps its emit as wired (the probe swaps emit for a value)."""
-    node.emit = emitter(node.outputs)
-    if not isinstance(node, Step):
-        node.wired = node.emit
-    many = None
-    if len(node.outputs) == 1 and target is not None and hasattr(target, "inlet_many"):
-        many = target.inlet_many(port)
-    node.emit_many = many or one_by_one(node)
-
-
-# -- a Step's wiring methods (steps/__init__.py: Step.BUILD; each takes the step first) ---------
-def setup(step, params, n_inputs):
-    pass
-
-
-def bad(step, text):
-    return StepError("step '%s': %s" % (step.id, text))
-
-
-def base_inlet(step, port):
-    """The callable fn(value) for input `port`: bound once, called per value."""
-    lo, hi = step.INPUTS
-    if type(port) is not int or port < 0 or (hi is not None and port >= hi):
-        raise step.bad("%s has no input port %r" % (step.TYPE, port))
-    return step.put1 if port == 1 and hi == 2 else step.put
-
-
-inlet = base_inlet
-
-
-def inlet_many(step, port):
-    """The callable fn(list of values) for input `port` when this step takes runs of values
-    at once (put_many), else None: the upstream then calls inlet(port) per value."""
-    if port == 0 and hasattr(step, "put_many"):
-        return step.put_many
-    return None
-
-
-def set_outputs(step, fns):
-    """Replace the outputs with a list of callables fn(value)."""
-    if step.SINK and fns:
-        raise step.bad("%s is a sink and has no outputs" % step.TYPE)
-    step.outputs = list(fns)
-    wire(step, None, 0)
 
 
 def step_class(kind):
