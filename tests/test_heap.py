@@ -377,10 +377,15 @@ def test_a_device_from_mpy_forgets_the_deployment_code_after_each_deployment(tmp
     """From the precompiled package the code that builds and checks an assignment
     (runtime/deploy.py and the modules of its stages) is loaded for each deployment and forgotten
     after it, refused ones included; the next deployment loads it again and works."""
+    run_on_the_mpy_package(tmp_path, DEPLOY_TWICE)
+
+
+def run_on_the_mpy_package(tmp_path, script_text):
+    """Run script_text (with %r for the .mpy package's folder) on the unix port; it prints "ok"."""
     mp = need_micropython()
     bundle, _ = mpy_cache.bundle()
-    script = tmp_path / "twice.py"
-    script.write_text(DEPLOY_TWICE % bundle)
+    script = tmp_path / "script.py"
+    script.write_text(script_text % bundle)
     r = subprocess.run([mp, str(script)], cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-2000:]
 
@@ -425,12 +430,7 @@ def test_a_board_refused_its_first_assignment_for_want_of_heap_drops_what_it_loa
     """A first deployment that runs out of heap (nothing runs yet) leaves no step family or pipe
     module loaded on a board running .mpy files: its refusal, and the controller's next try, find
     the heap the first try found (the next try had failed early on what the first left loaded)."""
-    mp = need_micropython()
-    bundle, _ = mpy_cache.bundle()
-    script = tmp_path / "short.py"
-    script.write_text(SHORT_FIRST_DEPLOYMENT % bundle)
-    r = subprocess.run([mp, str(script)], cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-2000:]
+    run_on_the_mpy_package(tmp_path, SHORT_FIRST_DEPLOYMENT)
 
 
 HELD_VALUES = """\
