@@ -1,14 +1,13 @@
-# The control messages a device answers now and then, not on every value: hello, info, status,
-# a data request's set-up, forward and register, and the errors for an unknown or a malformed
-# message.
+# The control messages a device answers now and then, not on every value: hello, info, a data
+# request's set-up, forward and register, and the errors for an unknown or a malformed message.
 # core.Device.dispatch loads this module for such a message and, on a board running .mpy files,
 # forgets it after the reply (compat.forget), so its code costs no heap between two of them.
-# "ping", "clock" and "metrics" (frequent, or timed) are answered by core.py itself, the
-# assignment's messages by the runtime.
+# "ping", "clock" and "metrics" (frequent, or timed) are answered by core.py itself, "status"
+# (polled while a controller watches) by status.py, the assignment's messages by the runtime.
 import sys
 
 from sensormesh.device import codec
-from sensormesh.device.compat import MICROPYTHON, forget, implementation
+from sensormesh.device.compat import forget, implementation
 
 
 def handle(dev, session, key, body):
@@ -31,26 +30,6 @@ def handle(dev, session, key, body):
         conn.send({"info": info(dev)})
     elif key == "info":
         conn.send({"info": info(dev)})
-    elif key == "status":
-        st = {"name": dev.name, "streams": [s.stats() for s in dev.streams],
-              "connections": sum(len(lst.conns) for lst in dev.listeners), "errors": dev.errors}
-        if MICROPYTHON:
-            import gc
-            gc.collect()     # live heap, not the garbage since the last collection
-            st["mem_free"] = gc.mem_free()
-            st["mem_alloc"] = gc.mem_alloc()
-        rt = dev.runtime
-        if rt is not None:
-            st["assignment"] = rt.status()
-        if dev.security is not None:
-            st["security"] = dev.security.status()
-        fw = getattr(dev, "forwarder", None)
-        if fw is not None:
-            st["registered"] = sorted(fw.registered)   # devices that registered with this gateway
-        if rt is not None:
-            rt.send_stats(conn, "status", st)
-        else:
-            conn.send({"status": st})
     elif key == "data-request":
         data_request(dev, session, body)
     elif key == "forward" or key == "register":
@@ -63,7 +42,8 @@ def handle(dev, session, key, body):
                      % (key, ", ".join(known)))
 
 
-# The control messages core.py and this module answer (the runtime's: core.RUNTIME_MESSAGES).
+# The control messages core.py, status.py and this module answer (the runtime's:
+# core.RUNTIME_MESSAGES).
 KNOWN = ("clock", "data-request", "forward", "hello", "info", "metrics", "ping", "register", "status")
 
 

@@ -28,8 +28,8 @@ VERSION = "0.1.0"
 DEFAULT_MAX_CONNS = 6 if MICROPYTHON else 256
 
 # Control messages the assignment runtime (sensormesh/device/runtime/__init__.py) answers. Those
-# of control.py are loaded with it for each message (control.KNOWN); "ping", "clock" and
-# "metrics" (metrics.py) are answered here.
+# of control.py are loaded with it for each message (control.KNOWN); "ping", "clock",
+# "metrics" (metrics.py) and "status" (status.py) are answered here.
 RUNTIME_MESSAGES = ("deploy", "deploy-part", "start", "stop", "pipe", "pull", "undeploy", "subscribe", "delivered")
 
 
@@ -219,6 +219,11 @@ class Device:
             from sensormesh.device import metrics
             session.conn.send({"metrics": metrics.report(self)})
             unload("sensormesh.device.metrics")   # a board frees its code between two polls
+        elif key == "status":
+            # polled too, and its reply is the largest a running device sends: without control.py
+            from sensormesh.device import status
+            status.reply(self, session)
+            forget("sensormesh.device.status")
         else:
             from sensormesh.device import control   # the rare messages: their code is freed after
             control.handle(self, session, key, body)

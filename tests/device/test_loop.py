@@ -140,3 +140,25 @@ def test_a_listener_counts_its_connections_and_refuses_beyond_its_limit():
     assert len(lst.conns) == 1 and third.closed is None
     c3.close()
     dev.close()
+
+
+def test_status_is_answered_without_loading_control_py():
+    # status is polled while a controller watches and its reply is a running device's largest:
+    # status.py answers it alone, without control.py's code (the rare control messages)
+    import sys
+    import sensormesh.device as pkg
+    dev, addr = setup(["counter@10"])
+    c = Collector()
+    conn = transport.dial(dev.loop, addr, c)
+    sys.modules.pop("sensormesh.device.control", None)
+    if "control" in pkg.__dict__:
+        delattr(pkg, "control")
+    conn.send({"status": {}})
+    assert dev.loop.run_until(lambda: c.replies("status"), 5000)
+    st = c.replies("status")[0]
+    assert st["name"] == "t" and st["connections"] == 1 and st["errors"] == 0 and st["streams"] == []
+    assert "sensormesh.device.control" not in sys.modules
+    conn.send({"launch": {}})      # a rare one loads control.py, which names the known messages
+    assert dev.loop.run_until(lambda: c.closed is not None, 5000)
+    assert c.messages[-1]["error"]["code"] == "unknown-message" and "status" in c.messages[-1]["error"]["message"]
+    dev.close()
