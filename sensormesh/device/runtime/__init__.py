@@ -177,11 +177,11 @@ class Runtime(Rarely):
 
     def deploy(self, session, body):
         """{"deploy": ...}: deploy.py, loaded for it; a board without the heap for it, even for
-        that module, refuses it saying so (deploy.refuse, once what it loaded is gone)."""
+        that module, refuses it saying so (short.py, once what it loaded is gone)."""
         try:
             self.rare("deploy", "on_deploy", session, body)
         except MemoryError:
-            self.rare("deploy", "refuse", session)
+            self.rare("short", "refuse", session)
 
     def rare(self, where, name, *args):
         """Call <where>.<name>(self, *args), where is a module of this package a running

@@ -9,26 +9,11 @@
 # Each stage's module is loaded for it and forgotten after it on a board running from precompiled
 # .mpy files (Runtime.rare, compat.forget), and so is this one after the deployment. A bad
 # assignment is refused naming the problem and the running one goes on; one that runs out of
-# heap raises MemoryError to Runtime.deploy, which refuses it ("out-of-memory", refuse).
-import sys
-
-from sensormesh.device.compat import MICROPYTHON, collect, forget, unload
+# heap raises MemoryError to Runtime.deploy, which refuses it ("out-of-memory", short.py).
+from sensormesh.device.compat import collect, forget, unload
 
 
 def on_deploy(rt, session, body):
-    try:
-        stages(rt, session, body)
-    except MemoryError:
-        if rt.state == "empty":
-            # nothing runs: the step families and pipe modules this deployment loaded go too, so
-            # that the refusal, and the controller's next try, find the heap this one found
-            for name in list(sys.modules):
-                if name.startswith("sensormesh.device.steps.") or name.startswith("sensormesh.device.runtime."):
-                    forget(name)
-        raise
-
-
-def stages(rt, session, body):
     # the garbage of what came before is collected first (building needs free blocks)
     collect()
     a = body.get("assignment") if type(body) is dict and "assignment" in body else body
@@ -68,17 +53,3 @@ def _built():
     forget("sensormesh.device.steps.make")
     forget("sensormesh.device.steps.wiring")
     collect()
-
-
-def refuse(rt, session):
-    """A deployment ran out of heap (Runtime.deploy): it is refused saying so, instead of leaving
-    the controller waiting; the controller tries it again, alone. What it loaded and built is gone
-    by now; the running assignment, if any, runs on."""
-    collect()
-    free = ""
-    if MICROPYTHON:
-        import gc
-        free = " (%d bytes free after collecting)" % gc.mem_free()
-    text = "no memory free for its assignment%s; try again, or give it more heap or fewer steps" % free
-    rt.log("deploy refused: " + text)
-    session.conn.send({"error": {"code": "out-of-memory", "message": text}})
