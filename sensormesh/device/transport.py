@@ -442,6 +442,7 @@ class Connection:
                     if payload is None:
                         break
                     msg = codec.decode_payload(unwrap(payload))
+                    payload = None   # garbage while on_message runs: a keyed deployment's peak has no token in it
                 proto.on_message(self, msg)
         except codec.ProtocolError as e:
             self.protocol_error(e.args[0])
