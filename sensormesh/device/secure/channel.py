@@ -29,6 +29,10 @@ _COUNTER = const(8)  # the frame counter in front of each payload of a session
 _HEAD = const(41)    # the header and the first cipher block (_HDR + 16): decoded into a small buffer of its own
 MAX_CLOCK_SKEW = 60  # seconds a token's timestamp may lie in the future (checked with a ttl)
 _CHUNK = 512 if MICROPYTHON else 1 << 16   # base64 characters decoded at a time (a multiple of 4)
+# Bytes a token's base64 is made of at a time (a multiple of 3): on a board each piece's base64 and
+# its url-safe copies are short-lived (128 characters each), not the ~1.5 KB a 384-byte piece needs
+# at once, which a reply sent while the heap is nearly full (a stopped pipeline's stats) may lack.
+_SEAL_STEP = 96 if MICROPYTHON else 49152
 
 if MICROPYTHON:
     import cryptolib
@@ -48,7 +52,7 @@ else:
 
 def b64encode(data):
     """URL-safe base64 with padding, as bytes (the Fernet key and token alphabet)."""
-    return binascii.b2a_base64(data)[:-1].replace(b"+", b"-").replace(b"/", b"_")
+    return binascii.b2a_base64(data, newline=False).replace(b"+", b"-").replace(b"/", b"_")
 
 
 def b64decode(text):
@@ -117,7 +121,7 @@ def seal(sign, enc, prefix, data, t, iv):
         buf[i] = pad
     _cbc(enc, iv, True)(buf[_HDR:end], buf[_HDR:end])
     buf[end:] = hmac_sha256(sign, buf[:end])
-    step = _CHUNK // 4 * 3
+    step = _SEAL_STEP
     j = 0
     for i in range(0, size, step):
         c = b64encode(buf[i:i + step])
