@@ -10,11 +10,11 @@ class PipeIn(Outlet):
     """Receives one edge's arrays and pushes every value downstream, in order, exactly once."""
 
     PIPE = "in"
-    # What a running pipe_in does rarely (connections, announcements, counts) is in
+    # What a running pipe_in does rarely (connections, announcements, marks, counts) is in
     # pipe_in_links.py, loaded per call (steps/__init__.py, Rarely)
     RARE_IN = "sensormesh.device.runtime.pipe_in_links"
-    RARE = ("take_over", "start", "_dial", "attach", "_announce", "on_connect", "_retire", "pipe_metrics",
-            "on_close", "flush", "close")
+    RARE = ("take_over", "start", "_dial", "attach", "_announce", "adopt_marks", "_ack_soon", "on_connect",
+            "_retire", "pipe_metrics", "on_close", "flush", "close")
 
     def __init__(self, runtime, sid, params):
         from sensormesh.device.runtime.build import pipe_setup
@@ -105,7 +105,7 @@ class PipeIn(Outlet):
         rx = self.rx
         n = len(msg)
         if rx.run is None and self.first_mark is not None:
-            adopt_marks(self.rt, self, self.first_mark)
+            self.adopt_marks(self.first_mark)
             self.first_mark = None
         skip, gap = rx.arrive(n)
         if gap:
@@ -128,7 +128,8 @@ class PipeIn(Outlet):
         self.n_in += n - skip
         emit = self.emit if stamps is None else self._stamped(stamps, skip, self.emit)
         if self.tagged or rt.tracking:
-            self._values_traced(msg, skip, emit)
+            from sensormesh.device.runtime.joined import values_traced
+            values_traced(self, msg, skip, emit)
         elif not rt.holders:
             # no step of this device holds values back: the frame's end is a checkpoint
             if skip:
@@ -154,60 +155,10 @@ class PipeIn(Outlet):
         if not rt.holding:
             self.checkpoint(rx.expect)
 
-    def _values_traced(self, msg, skip, emit):
-        """The frame's values one by one, with lineage: tagged values the steps had already are
-        dropped, and rt.cur names the input value being pushed (for tagged pipe_outs)."""
-        rt = self.rt
-        rx = self.rx
-        n = len(msg)
-        seq = rx.expect - n
-        root = self.root
-        run = rx.run
-        tagged = self.tagged
-        track = rt.tracking
-        holders = rt.holders
-        rt.feeding = True
-        rt.settled = False
-        i = skip
-        try:
-            while i < n:
-                v = msg[i]
-                i += 1
-                if tagged:
-                    if type(v) is not list or len(v) != 2:
-                        continue
-                    if self._seen(v[0]):
-                        rx.dups += 1
-                        self.n_in -= 1
-                        continue
-                    v = v[1]
-                if track:
-                    rt.cur = [root, run, seq + i - 1]
-                emit(v)
-                if holders and rt.settled:
-                    rt.settled = False
-                    if not rt.holding:
-                        self.checkpoint(seq + i)
-        finally:
-            rt.cur = None
-            rt.feeding = False
-
-    def _seen(self, tag):
-        """True when the steps already had the value of this lineage tag (see PipeOut._tagged):
-        per input, tags only grow, so one that is not beyond the last taken was taken."""
-        if type(tag) is not list or len(tag) != 4:
-            return False
-        lin = self.rx.lin
-        last = lin.get(tag[0])
-        if last is not None and last[0] == tag[1]:
-            if tag[2] < last[1] or (tag[2] == last[1] and tag[3] <= last[2]):
-                return True
-        lin[tag[0]] = [tag[1], tag[2], tag[3]]
-        return False
-
     def checkpoint(self, seq):
         """Every value before seq has left this device's steps (into sinks or pipe_outs)."""
         if self.rt.joint:
+            from sensormesh.device.runtime.joined import joint_checkpoint
             joint_checkpoint(self.rt, self, seq)
         else:
             self.cut(seq, None)
@@ -241,29 +192,13 @@ class PipeIn(Outlet):
         if self.rx.settle(self.acked_of):
             self._maybe_ack()
 
-    def _ack_soon(self, seq):
-        """The sender's buffer is half full: acknowledge up to seq as soon as values take effect,
-        and ask the same of the receivers of the pipes our values feed (module notes)."""
-        if type(seq) is not int:
-            return
-        self.soon = seq
-        sinks = False
-        for po in self.feeds:
-            if getattr(po, "PIPE", None) == "out":
-                po.hurry()
-            else:
-                sinks = True          # a callback or csv sink (runtime outlets)
-        if sinks:
-            from sensormesh.device.runtime.delivery import hurry_outlets
-            hurry_outlets(self.rt)
-        self._maybe_ack()
-
     def _maybe_ack(self):
         rx = self.rx
         if rx.run is None or rx.run != rx.rx_run:
             return   # the connection's sender numbers another run: our acknowledgements would mislead it
         if rx.ack_due(self.every) or (self.soon is not None and rx.ack_due(1)):
             if self.rt.joint:
+                from sensormesh.device.runtime.joined import ack_all
                 ack_all(self.rt)     # every input acknowledges the same cut at once
             else:
                 self._send_ack()
@@ -278,6 +213,7 @@ class PipeIn(Outlet):
             commit_files(self.rt)
         if rx.ack_due(0) and rx.run == rx.rx_run:
             if self.rt.joint:
+                from sensormesh.device.runtime.joined import ack_all
                 ack_all(self.rt)
             else:
                 self._send_ack()
@@ -307,45 +243,3 @@ class PipeIn(Outlet):
             return p.tx.base
         p = rt.outlets.get(edge)
         return p.acked() if p is not None else 1 << 60
-
-
-# -- the runtime's side of pipe_ins: joined inputs (a window or zip fed by several pipe_ins), marks
-# (functions of the runtime rt, here so that a device without pipe_ins never loads them)
-
-def joint_checkpoint(rt, pipe_in, seq):
-    """A checkpoint of one input is one of all: every pipe_in notes where it stands, and the
-    mark of each names all of them, so a restarted device can start every replay there."""
-    inputs = {}
-    for p in rt.pipe_ins.values():
-        if p.rx.run is not None:
-            inputs["<" + p.edge] = [seq if p is pipe_in else p.rx.expect, p.rx.run]
-    for p in rt.pipe_ins.values():
-        if p.rx.run is not None:
-            p.cut(seq if p is pipe_in else p.rx.expect, inputs)
-
-
-def ack_all(rt):
-    for p in rt.pipe_ins.values():
-        rx = p.rx
-        if rx.ack_due(0) and rx.run is not None and rx.run == rx.rx_run:
-            p._send_ack()
-
-
-def adopt_marks(rt, pipe_in, mark):
-    """pipe_in's first values since this device started come with the mark stored upstream:
-    where our pipe_outs stood. A pipe_out it alone feeds that has numbered nothing yet
-    continues there, so its receiver drops what it already had. [seq, run, k]: k inputs
-    after the mark left the sender's buffer unacknowledged; only a relay (values leave as
-    they came) knows where its outputs stand then: seq + k."""
-    for edge in mark:
-        p = rt.pipe_outs.get(edge) or rt.outlets.get(edge)
-        m = mark[edge]
-        if p is None or p.fed_by is not pipe_in or not p.fresh():
-            continue
-        if type(m) is list and len(m) in (2, 3) and type(m[0]) is int and m[0] >= 0:
-            k = m[2] if len(m) == 3 else 0
-            if k and (type(k) is not int or k < 0 or not p.relay):
-                rt.log("pipe %s: starts a new numbering (%s values before its first input were "
-                       "evicted upstream, unacknowledged)" % (p.edge, k))
-                continue
-            p.adopt(m[0] + k, m[1])

@@ -1,6 +1,7 @@
 # A pipe_in's rarely run parts (pipe_in.py has what runs per value): taking over the previous
 # deployment's receiver, its connections (dialing, attaching a pulled one, losing one, closing),
-# the sender's announcement of its numbering. PipeIn finds these through
+# the sender's announcement of its numbering, the marks its first values come with after a
+# restart, the sender's request to acknowledge sooner. PipeIn finds these through
 # __getattr__ (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it
 # on a board running .mpy files. Each function takes the PipeIn first.
 from sensormesh.device.runtime.pipes import ACK_EVERY
@@ -76,6 +77,45 @@ def _announce(pi, s):
     if not pi.announced:
         pi.announced = True
         announced(pi.rt, pi, mark if first and type(mark) is dict else None)
+
+
+def adopt_marks(pi, mark):
+    """pi's first values since this device started come with the mark stored upstream:
+    where our pipe_outs stood. A pipe_out it alone feeds that has numbered nothing yet
+    continues there, so its receiver drops what it already had. [seq, run, k]: k inputs
+    after the mark left the sender's buffer unacknowledged; only a relay (values leave as
+    they came) knows where its outputs stand then: seq + k."""
+    rt = pi.rt
+    for edge in mark:
+        p = rt.pipe_outs.get(edge) or rt.outlets.get(edge)
+        m = mark[edge]
+        if p is None or p.fed_by is not pi or not p.fresh():
+            continue
+        if type(m) is list and len(m) in (2, 3) and type(m[0]) is int and m[0] >= 0:
+            k = m[2] if len(m) == 3 else 0
+            if k and (type(k) is not int or k < 0 or not p.relay):
+                rt.log("pipe %s: starts a new numbering (%s values before its first input were "
+                       "evicted upstream, unacknowledged)" % (p.edge, k))
+                continue
+            p.adopt(m[0] + k, m[1])
+
+
+def _ack_soon(pi, seq):
+    """The sender's buffer is half full: acknowledge up to seq as soon as values take effect,
+    and ask the same of the receivers of the pipes our values feed (module notes)."""
+    if type(seq) is not int:
+        return
+    pi.soon = seq
+    sinks = False
+    for po in pi.feeds:
+        if getattr(po, "PIPE", None) == "out":
+            po.hurry()
+        else:
+            sinks = True          # a callback or csv sink (runtime outlets)
+    if sinks:
+        from sensormesh.device.runtime.delivery import hurry_outlets
+        hurry_outlets(pi.rt)
+    pi._maybe_ack()
 
 
 def on_connect(pi, conn):
