@@ -244,9 +244,10 @@ class Channel:
 
     def wrap(self, payload):
         n = self._sent
-        self._sent = n + 1
         k = self._tx
-        return seal(k[:16], k[16:], struct.pack("!Q", n), payload, int(unix_time()), os.urandom(16))
+        token = seal(k[:16], k[16:], struct.pack("!Q", n), payload, int(unix_time()), os.urandom(16))
+        self._sent = n + 1     # not before: a token a board had no heap for takes no frame number
+        return token
 
     def unwrap(self, token):
         k = self._rx
