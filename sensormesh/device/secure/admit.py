@@ -1,11 +1,11 @@
 # Accepted connections of a device with keys until they authenticate: each takes a
 # pre-authentication slot (bounded in all and per peer host), may send only small frames and has
 # a deadline; its first message must be a hello, which server.py checks. Loaded when a connection
-# is accepted, forgotten when none waits for its hello any more (secure.idle()). A hello from a
-# pipe's sender that the deployment prepared (keys.prepare) loads server.py and nothing else of
-# the handshake; any other one loads keys.py too (the trust store, the pair-key cache).
+# is accepted, forgotten when none waits for its hello any more (wire.idle()): while a connection
+# waits for its hello a device holds this module alone. A hello loads wire.py and server.py, and
+# nothing else of the handshake when it comes from a pipe's sender the deployment prepared
+# (keys.prepare); any other one loads keys.py too (the trust store, the pair-key cache).
 from sensormesh.device.secure import HELLO_MAX_FRAME, admitting, load
-from sensormesh.device.secure.wire import HandshakeError, idle, stamps
 
 
 def host_of(conn):
@@ -71,19 +71,30 @@ def release(sec, session):
             sec.pending_by.pop(host, None)
 
 
+def idle():
+    """wire.idle(): forget the handshake's code no handshake needs now (this module too, once no
+    connection waits for its hello). Short of memory to load wire.py for it, the next
+    handshake's end does it."""
+    try:
+        wire = load("wire")
+    except MemoryError:
+        return
+    wire.idle()
+
+
 def handshake(sec, session, conn, msg):
     """The first message of an accepted connection: a hello, or a refusal."""
     release(sec, session)
     try:
         ss, welcome = _receive(sec, msg)
-    except HandshakeError as e:
-        sec.refuse(session, conn, e.code, e.message)
-        idle()
-        return
     except MemoryError:
         # say so and close, rather than leave the peer waiting for a welcome
         idle()
         sec.refuse(session, conn, "busy", "no memory free for a handshake now; try again later")
+        return
+    if ss is None:               # refused: welcome is the HandshakeError
+        sec.refuse(session, conn, welcome.code, welcome.message)
+        idle()
         return
     conn.decoder.max_frame = sec.dev.max_frame
     conn.send(welcome)           # the last plaintext frame of this connection
@@ -99,25 +110,29 @@ def handshake(sec, session, conn, msg):
 
 
 def _receive(sec, msg):
-    """(ServerSession, welcome) of a hello, or HandshakeError. A client the deployment prepared
+    """(ServerSession, welcome) of a hello, or (None, HandshakeError). A client the deployment prepared
     (keys.prepare: its role, pair key and key fingerprint, kept while the trust files are
     unchanged) is checked without keys.py; any other is looked up in the trust store. A new peer
     key's pair key is computed once server.py has checked everything before it, with server.py
     forgotten meanwhile (keys.PairNeeded): the key agreement's code and the server's are never
     in memory at once. The second pass finds the pair key cached; nothing before it changed any
     state."""
-    hello = msg.get("hello") if type(msg) is dict else None
-    client = hello.get("from") if type(hello) is dict else None
-    if type(client) is str and client in sec.prepared and stamps(sec) == sec.stamps:
-        return _serve(sec, msg, None, False)
-    keys = load("keys")
+    wire = load("wire")
     try:
-        return _serve(sec, msg, keys, True)
-    except keys.PairNeeded as e:
-        peer = e.args[0]
-    keys.drop("server")
-    keys.pair_now(sec, peer)
-    return _serve(sec, msg, keys, False)
+        hello = msg.get("hello") if type(msg) is dict else None
+        client = hello.get("from") if type(hello) is dict else None
+        if type(client) is str and client in sec.prepared and wire.stamps(sec) == sec.stamps:
+            return _serve(sec, msg, None, False)
+        keys = load("keys")
+        try:
+            return _serve(sec, msg, keys, True)
+        except keys.PairNeeded as e:
+            peer = e.args[0]
+        keys.drop("server")
+        keys.pair_now(sec, peer)
+        return _serve(sec, msg, keys, False)
+    except wire.HandshakeError as e:
+        return None, e
 
 
 def _serve(sec, msg, keys, defer):
