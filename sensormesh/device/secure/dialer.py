@@ -78,8 +78,8 @@ def dial(sec, address, protocol, peer, first):
     """Security.dial: dial another device as this device's identity. A peer prepared at the
     deployment (keys.prepare: its role, pair key and key fingerprint, kept while the trust files
     are unchanged) needs only this module and wire.py; else keys.py looks it up again (the trust
-    store re-read first if its files changed) and computes the pair key, and is forgotten before
-    the connection opens (connect.py is forgotten by then too). A peer not trusted as a device
+    store re-read first if its files changed) and computes the pair key, x25519.py forgotten
+    again before the connection opens (and connect.py, which opens it, right after). A peer not trusted as a device
     is refused by hello.py's ClientSession with the handshake's error."""
     known = sec.prepared.get(peer)
     if known is None or stamps(sec) != sec.stamps:
