@@ -3,6 +3,7 @@ only its own slot, and one that cannot start stops everything started and is nam
 
 The devices run through a stand-in for the Python interpreter that holds one device back
 ("slow", until the test lets it go) or fails one ("broken") before running the real one."""
+import os
 import stat
 import sys
 import textwrap
@@ -86,3 +87,43 @@ def test_a_device_that_cannot_start_stops_all_and_is_named(tmp_path, monkeypatch
     for name, p in cl.procs.items():
         assert p.proc.poll() is not None, name
     assert set(cl.procs) <= set(names[:5] + names[5:5 + 3])
+
+
+def test_next_run_removes_the_folder_of_a_killed_controller_only(tmp_path):
+    """A controller killed before it stopped leaves its run folder; the next run removes it, and
+    nothing else: not a folder without the run's mark, not one whose controller still runs."""
+    import subprocess
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()                                   # a process id that no longer runs
+    dead = tmp_path / "smdead"
+    dead.mkdir()
+    (dead / local.RUN_MARK).write_text("%d\n" % gone.pid)
+    (dead / "board.json").write_text("{}")
+    target = tmp_path / "package"
+    target.mkdir()
+    (target / "keep.py").write_text("")
+    os.symlink(str(target), str(dead / "sensormesh"))
+    alive = tmp_path / "smalive"
+    alive.mkdir()
+    (alive / local.RUN_MARK).write_text("%d\n" % os.getppid())
+    unmarked = tmp_path / "smother"
+    unmarked.mkdir()
+    broken = tmp_path / "smbroken"
+    broken.mkdir()
+    (broken / local.RUN_MARK).write_text("not a pid")
+    assert local.sweep_stale_runs(str(tmp_path)) == [str(dead)]
+    assert not dead.exists()
+    assert alive.exists() and unmarked.exists() and broken.exists()
+    assert (target / "keep.py").exists()          # the link's target stays
+
+
+def test_a_run_marks_its_folder_and_removes_it_when_stopped(tmp_path):
+    cl = cluster(tmp_path, ["a"])
+    cl.start(timeout=60)
+    try:
+        folder = cl._tmp
+        with open(os.path.join(folder, local.RUN_MARK)) as f:
+            assert int(f.read()) == os.getpid()
+    finally:
+        cl.stop()
+    assert not os.path.exists(folder)

@@ -47,8 +47,51 @@ START_WORKERS = 16
 PROGRESS_FROM = 20
 
 
+# A run's own folder (device configurations, the package's link) is named sm<random> in the
+# system's temporary folder and removed when the run stops. It holds RUN_MARK with the
+# controller's process id, so that the next run can remove the folder of a controller that was
+# killed (SIGKILL) before it could: only folders with that mark, only when that process is gone.
+RUN_PREFIX = "sm"
+RUN_MARK = "sensormesh-run.pid"
+SWEEP_MAX = 1000            # folders looked at per sweep (bounded)
+
+
 class LocalError(Exception):
     """A local device could not be started."""
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:           # another user's process: alive
+        return True
+    return True
+
+
+def sweep_stale_runs(tmpdir=None):
+    """Remove the run folders that controllers killed before they stopped left behind (marked
+    with RUN_MARK, their process gone); returns their paths. Never touches a folder without the
+    mark, or whose process still runs."""
+    tmpdir = tmpdir or tempfile.gettempdir()
+    removed = []
+    try:
+        entries = [e for e in os.listdir(tmpdir) if e.startswith(RUN_PREFIX)][:SWEEP_MAX]
+    except OSError:
+        return removed
+    for name in entries:
+        path = os.path.join(tmpdir, name)
+        try:
+            with open(os.path.join(path, RUN_MARK)) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)    # a link in it goes, not what it points to
+        removed.append(path)
+    return removed
 
 
 def free_port(host="127.0.0.1"):
@@ -268,7 +311,10 @@ class LocalCluster:
         `timeout` seconds from its own start. progress(text): "started 120/201" about once a
         second while PROGRESS_FROM or more devices start."""
         # short: the MicroPython devices load the package through a link in it (_micropython_path)
-        self._tmp = tempfile.mkdtemp(prefix="sm")
+        sweep_stale_runs()
+        self._tmp = tempfile.mkdtemp(prefix=RUN_PREFIX)
+        with open(os.path.join(self._tmp, RUN_MARK), "w") as f:
+            f.write("%d\n" % os.getpid())
         workers = workers or START_WORKERS
         todo = list(self.devices())
         total = len(todo)
