@@ -4,6 +4,7 @@ after the attack. Waits are for replies, lines and values, never sleeps.
 
   deep nesting       frames of thousands of '[' before any handshake: a protocol error each,
                      nothing raised inside the device, and the log stays short
+  refusal burst      hundreds of refused connections leave a board's heap as it was
   replay lockout     one reader key sends many hellos dated near the window's edge: other keys
                      (the controller's included) still get in
   plaintext register a register message does not lift the pre-authentication bounds
@@ -21,8 +22,8 @@ import pytest
 
 from sensormesh.client import AuthError, Client
 from sensormesh.device import codec
-from test_secure_live import (INTERPS, Stream, connect, fresh, keys, raw_session,  # noqa: F401 (fixture)
-                              read_until_close, start_secure)
+from test_secure_live import (INTERPS, Stream, connect, fresh, frame, keys, raw_session,  # noqa: F401 (fixture)
+                              read_until_close, refusal, start_secure)
 
 MB = 1024 * 1024
 
@@ -88,6 +89,26 @@ def test_deep_nesting_before_handshake(devices, port, keys, tmp_path, interp):
     lines = [ln for ln in log.splitlines() if "closed before authenticating" in ln]
     assert 3 <= len(lines) <= 10, log
     assert len(log) < 8000, len(log)
+
+
+def test_refused_connections_do_not_hold_a_boards_heap(devices, port, keys, tmp_path):
+    # Every connection that waits for its hello has a deadline; a refused one cancels it. A
+    # stream's tick is always due before those deadlines, and a board that kept each cancelled
+    # deadline until its time held about 100 bytes per connection for its whole delay: a few
+    # hundred refused connections a second left the heap short for the next accept.
+    _, addr = start_secure(devices, keys, tmp_path, "micropython", port)
+    stream = Stream(addr, fresh(keys, "reader"))
+    before = status(addr, keys)["mem_free"]
+    for i in range(400):
+        assert refusal(addr, frame(b'{"ping":{}}'))["code"] == "plaintext-refused"
+        if i % 40 == 0:
+            stream.more()
+    st = status(addr, keys)
+    assert st["security"]["refused"]["plaintext-refused"] == 400, st
+    assert st["mem_free"] > before - 4096, (before, st["mem_free"])
+    assert st["errors"] == 0, st
+    stream.more(2)
+    stream.check()
 
 
 @pytest.mark.parametrize("interp", INTERPS)

@@ -4,6 +4,7 @@
 # UTF-8 JSON. A JSON object is a control message, a JSON array is a data message; any other
 # top-level value is a protocol error. No sockets and no clock here, so everything above this
 # module can be tested without a network and the decoder can be fuzzed byte by byte.
+import gc
 import json
 import struct
 
@@ -33,6 +34,11 @@ _SEP = (",", ":")
 # recursion limit and fill a board's heap with nested lists; nothing sensormesh sends comes
 # near this depth.
 MAX_DEPTH = 32
+
+# What one array or object of a frame may take once MicroPython has built it, times four: a
+# frame whose containers could take a quarter of the free heap has its depth read from the
+# bytes before it is parsed (64 bytes: a 64-bit list with its first item slots).
+_CONTAINER_BYTES = const(256)
 
 
 class ProtocolError(Exception):
@@ -193,6 +199,19 @@ def _std_loads(payload):
 
 def decode_payload(payload):
     """Parse one frame payload (bytes) into a dict or list, or raise ProtocolError."""
+    if type(payload) is memoryview:
+        payload = bytes(payload)
+    # Only a frame with more than MAX_DEPTH brackets can be too deep: others skip the walk.
+    # (Every path: msgspec, the standard module and MicroPython's json accept deeper frames.)
+    opens = payload.count(b"[") + payload.count(b"{")
+    if MICROPYTHON and opens * _CONTAINER_BYTES > gc.mem_free():
+        # Built, its arrays and objects could take a quarter of the free heap or more: read
+        # the depth from the bytes first (deep.py), so a deep frame never fills the heap.
+        from sensormesh.device import deep
+        try:
+            deep.check(payload, MAX_DEPTH)
+        finally:
+            forget("sensormesh.device.deep")
     dec = _fast_decode
     if dec is None:
         msg = _std_loads(payload)
@@ -201,11 +220,7 @@ def decode_payload(payload):
             msg = dec(payload)
         except Exception:   # msgspec refused it: the standard module decides and says why
             msg = _std_loads(payload)
-    # Only a frame with more than MAX_DEPTH brackets can be too deep: others skip the walk.
-    # (Every path: msgspec, the standard module and MicroPython's json accept deeper frames.)
-    if type(payload) is memoryview:
-        payload = bytes(payload)
-    if payload.count(b"[") + payload.count(b"{") > MAX_DEPTH:
+    if opens > MAX_DEPTH:
         check_depth(msg)
     t = type(msg)
     if t is not dict and t is not list:
@@ -280,10 +295,14 @@ class Decoder:
         self._pos += _HEADER_SIZE
 
     def _fail(self, text):
+        raise self.broken(text)
+
+    def broken(self, text):
+        """Drop what is buffered and stay broken (the stream is out of step): the error."""
         self._error = ProtocolError(text)
         self._buf = bytearray()
         self._pos = 0
-        raise self._error
+        return self._error
 
     def next_payload(self):
         """The next complete frame's payload bytes, or None if more bytes are needed."""

@@ -35,18 +35,30 @@ ACCEPT_BATCH = 4 if MICROPYTHON else 64
 
 
 class Timer:
-    __slots__ = ("when", "fn", "cancelled")
+    __slots__ = ("when", "fn", "cancelled", "timers")
 
-    def __init__(self, when, fn):
+    def __init__(self, when, fn, timers):
         self.when = when
         self.fn = fn
         self.cancelled = False
+        self.timers = timers    # the loop's list, while the timer is in it
 
     def cancel(self):
-        # A cancelled timer stays in the loop's list until its time comes; dropping fn now frees
-        # what it holds (a handshake deadline holds its whole connection) at once, not then.
+        # Out of the loop's list at once, and fn dropped (a handshake deadline holds its whole
+        # connection). Left in the list until its time came, a cancelled deadline behind a
+        # stream's tick would stay there for its whole delay: a burst of connections that each
+        # cancel one would hold a board's heap for seconds.
         self.cancelled = True
         self.fn = None
+        timers = self.timers
+        if timers is not None:
+            self.timers = None
+            i = len(timers)
+            while i:
+                i -= 1
+                if timers[i] is self:
+                    timers.pop(i)
+                    break
 
 
 class Loop:
@@ -94,8 +106,8 @@ class Loop:
 
     # -- timers -------------------------------------------------------------------------
     def call_later(self, ms, fn):
-        t = Timer(self.now() + ms, fn)
         timers = self._timers
+        t = Timer(self.now() + ms, fn, timers)
         i = len(timers)
         while i and timers[i - 1].when > t.when:
             i -= 1
@@ -144,6 +156,7 @@ class Loop:
             now = self.now()
             while timers and timers[0].when <= now:
                 t = timers.pop(0)
+                t.timers = None
                 if not t.cancelled:
                     self._guard(t.fn, None)
         if self._soon:
@@ -419,6 +432,7 @@ class Connection:
         self.bytes_in += len(data)
         dec = self.decoder
         proto = self.protocol
+        handling = False
         try:
             dec.feed(data)
             # unwrap and relay are looked up per frame: a handshake switches them on between two
@@ -430,7 +444,9 @@ class Connection:
                     payload = dec.next_payload()
                     if payload is None:
                         break
+                    handling = True
                     proto.on_message(self, payload)
+                    handling = False
                     continue
                 unwrap = self.unwrap
                 if unwrap is None:
@@ -443,9 +459,24 @@ class Connection:
                         break
                     msg = codec.decode_payload(unwrap(payload))
                     payload = None   # garbage while on_message runs: a keyed deployment's peak has no token in it
+                handling = True
                 proto.on_message(self, msg)
+                handling = False
         except codec.ProtocolError as e:
             self.protocol_error(e.args[0])
+        except MemoryError:
+            if handling:        # the handler's own (the loop logs it); the stream is in step
+                raise
+            # No room to take the frame out or decode it: the frame is lost and the stream out of
+            # step. Say so and close, rather than hold a connection that waits for nothing (its
+            # sender redials; a pipe's sender sends again what was not acknowledged).
+            dec.broken("no memory free for a frame now")
+            try:
+                self.send({"error": {"code": "busy", "message": "the device has no memory free for "
+                                     "this frame now; try again later"}})
+                self.close_after_flush("no memory free for a frame")
+            except MemoryError:
+                self.close("no memory free for a frame")
 
     def protocol_error(self, text):
         """Tell the peer what it did wrong, then close (the stream is out of step)."""

@@ -312,6 +312,40 @@ def test_number_beyond_double_range_reads_as_infinity():
         pass
 
 
+def test_a_deep_frame_is_refused_from_its_bytes_before_a_board_builds_it():
+    # On a board, a frame whose containers could fill a good part of the heap has its depth read
+    # from the bytes first: refused with the depth message alone, nothing built. CPython parses
+    # and then checks; both name the depth.
+    from sensormesh.device import deep
+    from sensormesh.device.compat import MICROPYTHON
+    ballast = None
+    if MICROPYTHON:     # a board's free heap, whatever heap this test runs under
+        import gc
+        gc.collect()
+        ballast = bytearray(max(0, gc.mem_free() - 200 * 1024))
+    for payload in (b"[" * 4000, b"[" * 2000 + b"]" * 2000, b'{"hello":' * 400 + b"1" + b"}" * 400):
+        try:
+            codec.decode_payload(payload)
+            raise AssertionError("decoded a frame %d levels deep" % payload.count(b"["))
+        except ProtocolError as e:
+            m = e.args[0]
+        assert "deeper than %d levels" % codec.MAX_DEPTH in m, m
+        if MICROPYTHON and payload[0] == 91:
+            assert "does not fit" not in m, m    # read from the bytes, not a heap filled then freed
+    ballast = None
+    # the byte reading itself: strings (with escaped quotes) do not count, depth 32 passes
+    ok = codec.MAX_DEPTH
+    deep.check(b"[" * ok + b"]" * ok, ok)
+    tricky = ["[[[[\\", "\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"", {"k": "{{{{\\\""}]
+    deep.check(codec.dumps(tricky), 2)      # strings with escaped quotes and backslashes
+    for bad in (b"[" * (ok + 1), b'{"a":' * (ok + 1), codec.dumps(["\\\"", 1])[:-1] + b"," + b"[" * ok):
+        try:
+            deep.check(bad, ok)
+            raise AssertionError("passed %r" % bad[:40])
+        except ProtocolError as e:
+            assert "deeper than %d levels" % ok in e.args[0]
+
+
 def test_nesting_is_bounded():
     # thousands of '[' (unbalanced and balanced) are a protocol error, not a crash
     m = expect_error(frame(b"[" * 4000), "", max_frame=16384)   # MicroPython: cut off, not valid JSON

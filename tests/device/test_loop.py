@@ -64,6 +64,36 @@ def test_malformed_frame_gets_protocol_error():
     dev.close()
 
 
+def test_a_frame_without_memory_to_decode_it_closes_its_connection_only():
+    # A board short of heap cannot take a frame out: that connection hears why and is closed
+    # (nothing left waiting for a frame that was lost); another one keeps its stream.
+    from sensormesh.device import codec
+    real = codec.decode_payload
+
+    def short(payload):
+        if b"no-room" in bytes(payload):
+            raise MemoryError("memory allocation failed")
+        return real(payload)
+    dev, addr = setup(["counter@200"])
+    good, gconn = request(dev, addr, {"sensor": "counter"})
+    codec.decode_payload = short
+    try:
+        bad = Collector()
+        bconn = transport.dial(dev.loop, addr, bad)
+        bconn.send({"data-request": {"sensor": "no-room"}})
+        assert dev.loop.run_until(lambda: bad.closed is not None and len(good.messages) >= 5, 5000)
+    finally:
+        codec.decode_payload = real
+    err = bad.messages[-1]["error"]
+    assert err["code"] == "busy" and "no memory free for this frame" in err["message"], err
+    n = len(good.messages)
+    assert dev.loop.run_until(lambda: len(good.messages) >= n + 5, 5000)
+    assert good.closed is None
+    assert dev.errors == 0          # nothing raised inside the device
+    gconn.close()
+    dev.close()
+
+
 def test_info_lists_sensors_and_implementation():
     dev, addr = setup(["dht11", "co2@2"])
     c = Collector()
@@ -111,6 +141,31 @@ def test_run_once_with_nothing_to_do_waits_for_its_bound():
         loop.run_once(20)
         turns += 1
     assert turns <= 10, turns
+
+
+def test_a_cancelled_timer_leaves_the_loop_at_once():
+    # A handshake deadline (seconds away) is cancelled as soon as its connection authenticates
+    # or is refused. Behind a stream's tick, which is always due first, a cancelled deadline
+    # that stayed until its time would pile up: a burst of connections held a board's heap.
+    loop = transport.Loop()
+    fired = []
+
+    def tick():
+        fired.append(1)
+        loop.call_later(1, tick)
+    loop.call_later(0, tick)
+    for i in range(500):
+        t = loop.call_later(10000, lambda: fired.append("deadline"))
+        if i % 50 == 0:
+            loop.run_once(0)
+        t.cancel()
+    assert len(loop._timers) == 1, len(loop._timers)     # the tick alone
+    kept = loop.call_later(5, lambda: fired.append("kept"))
+    gone = loop.call_later(3, lambda: fired.append("gone"))
+    gone.cancel()
+    gone.cancel()                                         # twice is harmless
+    assert loop.run_until(lambda: "kept" in fired, 2000)
+    assert "gone" not in fired and "deadline" not in fired and kept.timers is None
 
 
 def test_poll_event_bits_are_the_numbers_transport_uses():
