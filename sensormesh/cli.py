@@ -1,7 +1,6 @@
 # The `sensormesh` command (CPython). Device commands are thin wrappers around the device-side
 # modules; controller commands live in sensormesh/controller and are registered here.
 import json
-import signal
 import sys
 
 import click
@@ -78,11 +77,8 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns, identit
     except OSError as e:     # the address is taken, a key file cannot be read...
         raise click.ClickException("cannot start: %s" % e)
 
-    def on_term(signum, frame):
-        # Raising (rather than setting a flag) wakes the loop out of poll(), which CPython
-        # would otherwise resume after the handler returns.
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
+    from sensormesh.device.options import stop_on_signals
+    stop_on_signals()      # SIGTERM, Ctrl-C: the loop stops between two steps, never in one
     try:
         dev.run()
     except KeyboardInterrupt:

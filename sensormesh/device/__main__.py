@@ -15,7 +15,7 @@ def main(argv=None):
         argv = sys.argv[1:]
     try:
         from sensormesh.device import options
-        options.stop_on_sigterm()
+        options.stop_on_signals()
         cfg = options.config_from_args(options.parse_args(argv))
         del options
         unload("sensormesh.device.options")    # needed once: its code is freed before the device runs

@@ -1,7 +1,7 @@
 # Command-line options of a device process -> its configuration dict. Used once at start by
 # __main__.py, which then forgets this module (compat.unload): a board pays no heap for it while
 # it runs. (argparse is not on every MicroPython port, so the options are parsed by hand.) The
-# SIGTERM handler of a CPython device is set up here too.
+# SIGTERM and SIGINT handler of a CPython device is set up here too.
 import sys
 
 OPTIONS = {"--port": int, "--host": str, "--unix": str, "--name": str, "--sensors": str,
@@ -63,16 +63,23 @@ def config_from_args(a):
     return cfg
 
 
-def stop_on_sigterm():
-    # `kill PID` (how `sensormesh up` stops CPython devices) ends the loop like Ctrl-C, so the
-    # device closes its listeners and logs "stopped". Raising (rather than setting a flag)
-    # wakes the loop out of poll(), which CPython would otherwise resume after the handler.
+def stop_on_signals():
+    # `kill PID` (how `sensormesh up` stops CPython devices) and Ctrl-C end the loop, so the
+    # device closes its listeners and logs "stopped". The handler raises KeyboardInterrupt only
+    # while the loop waits in poll() (which CPython would otherwise resume after the handler);
+    # elsewhere it asks the loop to raise before its next wait (transport.Loop.halt), so no
+    # half-done step (a send whose bytes the socket took but the buffer still holds) is cut
+    # short and repeated by the closing flush. A second signal before that stops at once.
     # MicroPython has no signal module: `kill -INT PID` stops it that way (`sensormesh up` does).
     try:
         import signal
     except ImportError:   # MicroPython ports have no signal module
         return
+    from sensormesh.device.transport import Loop
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_term)
+    def on_stop(signum, frame):
+        if Loop.waiting or Loop.halt:
+            raise KeyboardInterrupt
+        Loop.halt = True
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)

@@ -64,6 +64,14 @@ class Timer:
 class Loop:
     """poll() over sockets plus millisecond timers; now() never wraps."""
 
+    # A stop asked by a signal on CPython (options.stop_on_signals): its handler raises
+    # KeyboardInterrupt at once only while a loop waits in poll(), where nothing is half done;
+    # otherwise it sets `halt` and the loop raises before its next wait. (Raised anywhere, it
+    # could fall between a socket taking bytes and the buffer dropping them: the closing flush
+    # sent them again, and the receiver counted those values twice.)
+    waiting = False
+    halt = False
+
     def __init__(self):
         self._poll = select.poll()
         self._handlers = {}
@@ -137,9 +145,14 @@ class Loop:
                 timeout = max_wait
         elif timeout < 0 and not self.running:
             timeout = 0    # nothing to wait for and no bound given: a stopped loop does not block
+        Loop.waiting = True
+        if Loop.halt:
+            Loop.waiting = False
+            raise KeyboardInterrupt
         if self.timing and timeout:
             t0 = ticks_us()
             events = self._poll.poll(timeout)
+            Loop.waiting = False
             us = self.idle_us + ticks_diff(ticks_us(), t0)
             if us >= 1000000:
                 self.idle_s += us // 1000000
@@ -147,6 +160,7 @@ class Loop:
             self.idle_us = us
         else:
             events = self._poll.poll(timeout)
+            Loop.waiting = False
         handlers = self._handlers
         for ev in events:
             h = handlers.get(ev[0])
