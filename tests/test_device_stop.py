@@ -60,11 +60,10 @@ def frames(sock):
         if not data:
             break
         dec.feed(data)
-        while True:
-            p = dec.next_payload()
-            if p is None:
-                break
-            out.append(codec.decode_payload(p))
+        m = dec.next()
+        while m is not None:
+            out.append(m)
+            m = dec.next()
     return out
 
 
