@@ -106,25 +106,29 @@ if not MICROPYTHON:
             pass
 
 
-def _check_finite(payload, msg):
-    # MicroPython's json writes nan/inf as bare words, which is not JSON. Only when such a
-    # word appears at all do we pay for a full check by parsing the output back.
-    if b"nan" in payload or b"inf" in payload:
-        try:
-            json.loads(payload)
-        except ValueError:
-            raise ProtocolError("value is not JSON-serialisable (NaN or infinity): %r" % (msg,))
-
-
 if MICROPYTHON:
-    def dumps(msg):
-        """Serialise a message to its UTF-8 JSON payload (no length prefix)."""
+    def _text(msg):
+        """A message's JSON text: a str, whose UTF-8 bytes (memoryview(text)) are its payload."""
         t = type(msg)
         if t is not dict and t is not list:
             raise ProtocolError("a message must be a dict (control) or list (data), not %s" % t.__name__)
-        payload = json.dumps(msg, separators=_SEP).encode()
-        _check_finite(payload, msg)
-        return payload
+        text = json.dumps(msg, separators=_SEP)
+        # MicroPython's json writes nan/inf as bare words, which is not JSON. Only when such a
+        # word appears at all do we pay for a full check by parsing the output back.
+        if "nan" in text or "inf" in text:
+            try:
+                json.loads(text)
+            except ValueError:
+                raise ProtocolError("value is not JSON-serialisable (NaN or infinity): %r" % (msg,))
+        return text
+
+    def dumps(msg):
+        """Serialise a message to its UTF-8 JSON payload (no length prefix)."""
+        return _text(msg).encode()
+
+    def _payload(msg):
+        # a view of the text's bytes: a frame's payload without a copy of it
+        return memoryview(_text(msg))
 else:
     def dumps(msg):
         """Serialise a message to its UTF-8 JSON payload (no length prefix)."""
@@ -141,6 +145,8 @@ else:
             # msgspec writes NaN and infinity as null; the standard module refuses them
             return _std_dumps(msg)
         return payload
+
+    _payload = dumps
 
 
 def encode(msg):
@@ -170,10 +176,12 @@ def encode_into(buf, msg, max_frame=MIN_MAX_FRAME):
 
 
 def payloads(msg, max_frame=MIN_MAX_FRAME):
-    """The payload(s) for msg, split like encode_into splits them; a list of bytes-like."""
-    out = [dumps(msg)]
+    """The payload(s) for msg, split like encode_into splits them; a list of bytes-like (on
+    MicroPython a frame's payload is a view of its JSON text, not a copy of it)."""
+    out = [_payload(msg)]
     if len(out[0]) <= max_frame:
         return out
+    out[0] = bytes(out[0])      # (MicroPython: the text's bytes, which split.py searches)
     from sensormesh.device import split   # oversized messages only (split.py)
     out = split.payloads(msg, out, max_frame)   # takes the payload out of the list: freed once cut
     forget("sensormesh.device.split")
@@ -182,10 +190,15 @@ def payloads(msg, max_frame=MIN_MAX_FRAME):
 
 def _std_loads(payload):
     try:
-        text = bytes(payload).decode() if type(payload) is memoryview else payload.decode()
-    except UnicodeError:
-        raise ProtocolError("frame payload is not valid UTF-8")
-    try:
+        if MICROPYTHON:
+            try:
+                return json.loads(payload)   # the bytes as they are, without a text copy of them
+            except ValueError:
+                pass                         # refused: decoded first below, to say why
+        try:
+            text = bytes(payload).decode() if type(payload) is memoryview else payload.decode()
+        except UnicodeError:
+            raise ProtocolError("frame payload is not valid UTF-8")
         return json.loads(text) if MICROPYTHON else _STD_DECODE(text)
     except ValueError as e:
         raise ProtocolError("frame payload is not valid JSON: %s" % (e.args[0] if e.args else e))
@@ -304,8 +317,10 @@ class Decoder:
         self._pos = 0
         return self._error
 
-    def next_payload(self):
-        """The next complete frame's payload bytes, or None if more bytes are needed."""
+    def next_payload(self, view=False):
+        """The next complete frame's payload bytes, or None if more bytes are needed. view: a
+        memoryview of them in the decoder's buffer instead of a copy, to be read before the
+        next feed()."""
         if self._error:
             raise self._error
         buf = self._buf
@@ -316,7 +331,9 @@ class Decoder:
         end = self._pos + self._need
         if len(buf) < end:
             return None
-        payload = bytes(memoryview(buf)[self._pos:end])   # one copy (a bytearray slice would be a second)
+        payload = memoryview(buf)[self._pos:end]
+        if not view:
+            payload = bytes(payload)   # one copy (a bytearray slice would be a second)
         self._need = -1
         if end == len(buf):
             self._buf = bytearray()

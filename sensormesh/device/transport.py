@@ -282,30 +282,35 @@ class Connection:
             if self.closed:
                 return
             if self.wrap is not None:
-                payload = self.wrap(payload)
-            hdr = struct.pack("!I", len(payload))
+                # The token comes with room for its length prefix in front: the frame is that one
+                # buffer (no copy of the token), and a reply does not leave as a 4-byte segment
+                # that Nagle holds the token behind (~40 ms).
+                frame = self.wrap(payload, 4)
+                payload = None
+                n = len(frame) - 4
+                struct.pack_into("!I", frame, 0, n)
+            else:
+                frame = None
+                n = len(payload)
             chunks = self.chunks
-            n = len(payload)
             if n <= 256:
                 # small frames share a chunk: one allocation per ~512 bytes, not per frame
                 last = chunks[-1] if chunks else None
                 if last is not None and type(last) is bytearray and len(last) < 512 and (len(chunks) > 1 or not self.chunk_off):
-                    last += hdr
-                    last += payload
+                    if frame is None:
+                        last += struct.pack("!I", n)
+                        last += payload
+                    else:
+                        last += frame
                 else:
-                    b = bytearray(hdr)
-                    b += payload
-                    chunks.append(b)
-            elif self.wrap is not None:
-                # A token is made fresh per frame anyway: one chunk with its header, so a reply
-                # does not leave as a 4-byte segment that Nagle holds the token behind (~40 ms).
-                b = bytearray(4 + n)
-                b[0:4] = hdr
-                b[4:] = payload
-                payload = None
-                chunks.append(b)
+                    if frame is None:
+                        frame = bytearray(struct.pack("!I", n))
+                        frame += payload
+                    chunks.append(frame)
+            elif frame is not None:
+                chunks.append(frame)
             else:
-                chunks.append(hdr)
+                chunks.append(struct.pack("!I", n))
                 chunks.append(payload)
             self.queued += 4 + n
             self._queued()
@@ -326,6 +331,18 @@ class Connection:
         def backlog(self):
             """Bytes queued but not yet sent."""
             return len(self.out)
+
+    def release(self):
+        """A secure dial's session is up (secure/dialer.py): send what was held meanwhile, then
+        the protocol's on_connect."""
+        held = self.held
+        self.held = None
+        if held:
+            for m in held:
+                self.send(m)
+        h = getattr(self.protocol, "on_connect", None)
+        if h and not self.closed:
+            h(self)
 
     def _queued(self):
         if not self._dirty:
@@ -468,11 +485,15 @@ class Connection:
                     if msg is None:
                         break
                 else:
-                    payload = dec.next_payload()
+                    # the token read where it lies in the decoder's buffer (no copy), and the
+                    # payload decoded once the view is dropped: a frame is in memory as its
+                    # token and its plaintext, never more (and on_message runs with neither)
+                    payload = dec.next_payload(True)
                     if payload is None:
                         break
-                    msg = codec.decode_payload(unwrap(payload))
-                    payload = None   # garbage while on_message runs: a keyed deployment's peak has no token in it
+                    payload = unwrap(payload)
+                    msg = codec.decode_payload(payload)
+                    payload = None
                 handling = True
                 proto.on_message(self, msg)
                 handling = False

@@ -20,6 +20,7 @@
 # The trust store (and an optional extra revoked list) is re-read when its file changes, checked
 # at every new handshake: a revoked key is refused from the next connection on, and the device
 # closes the sessions it still has with that key.
+from sensormesh.device import transport
 from sensormesh.device.compat import MICROPYTHON, collect
 from sensormesh.device.schedule import sparse
 from sensormesh.device.secure.channel import wrap_limit
@@ -158,5 +159,9 @@ class Security:
 
     def dial(self, address, protocol, peer, first):
         """Dial another device as this device's identity; `first` goes out once the session is up
-        (dialer.dial: the client side of the handshake, with what the deployment prepared)."""
-        return load("dialer").dial(self, address, protocol, peer, first)
+        (dialer.dial: the client side of the handshake, with what the deployment prepared). The
+        connection is opened first: the code that opens it (connect.py) is garbage again before
+        the handshake's loads."""
+        dev = self.dev
+        conn = transport.dial(dev.loop, address, None, dev.max_frame)
+        return load("dialer").dial(self, conn, protocol, peer, first)

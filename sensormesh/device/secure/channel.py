@@ -100,17 +100,19 @@ def equal(a, b):
     return r == 0
 
 
-def seal(sign, enc, prefix, data, t, iv):
+def seal(sign, enc, prefix, data, t, iv, room=0):
     """The token of prefix + data (bytes-like), made at Unix time t with this IV, in one buffer:
     the token's bytes are laid out at the end of the buffer of its base64, encrypted in place,
     and encoded a chunk at a time to the buffer's front. Each chunk's base64 ends before the
     next chunk's bytes begin (the bytes take 3/4 of the buffer), so a token costs a board its
-    base64's size besides the payload, not that and a copy of the payload too."""
+    base64's size besides the payload, not that and a copy of the payload too. With `room`, the
+    buffer starts with that many bytes left free in front of the token (a frame's length prefix:
+    the frame leaves as this one buffer, without a copy of the token)."""
     n = len(prefix) + len(data)
     pad = 16 - n % 16
     end = _HDR + n + pad
     size = end + _MAC
-    out = bytearray((size + 2) // 3 * 4)
+    out = bytearray(room + (size + 2) // 3 * 4)
     at = len(out) - size
     buf = memoryview(out)[at:]          # the token's bytes
     struct.pack_into(">BQ", out, at, 0x80, t)
@@ -122,7 +124,7 @@ def seal(sign, enc, prefix, data, t, iv):
     _cbc(enc, iv, True)(buf[_HDR:end], buf[_HDR:end])
     buf[end:] = hmac_sha256(sign, buf[:end])
     step = _SEAL_STEP
-    j = 0
+    j = room
     for i in range(0, size, step):
         c = b64encode(buf[i:i + step])
         out[j:j + len(c)] = c
@@ -242,10 +244,11 @@ class Channel:
         self._sent = 0
         self._recv = 0
 
-    def wrap(self, payload):
+    def wrap(self, payload, room=0):
+        """The token of the next frame (a bytearray; `room` bytes left free in front of it)."""
         n = self._sent
         k = self._tx
-        token = seal(k[:16], k[16:], struct.pack("!Q", n), payload, int(unix_time()), os.urandom(16))
+        token = seal(k[:16], k[16:], struct.pack("!Q", n), payload, int(unix_time()), os.urandom(16), room)
         self._sent = n + 1     # not before: a token a board had no heap for takes no frame number
         return token
 

@@ -8,7 +8,6 @@
 # devices, and a device's dial to a peer it does not trust as a device, refused with its error).
 import os
 
-from sensormesh.device import transport
 from sensormesh.device.compat import unix_time
 from sensormesh.device.secure import HELLO_MAX_FRAME, busy, load
 from sensormesh.device.secure.channel import Channel, b64encode, equal, hmac_sha256, wrap_limit
@@ -74,21 +73,20 @@ class Hello:
         self.done = True
 
 
-def dial(sec, address, protocol, peer, first):
-    """Security.dial: dial another device as this device's identity. A peer prepared at the
-    deployment (keys.prepare: its role, pair key and key fingerprint, kept while the trust files
-    are unchanged) needs only this module and wire.py; else keys.py looks it up again (the trust
-    store re-read first if its files changed) and computes the pair key, x25519.py forgotten
-    again before the connection opens (and connect.py, which opens it, right after). A peer not trusted as a device
-    is refused by hello.py's ClientSession with the handshake's error."""
-    known = sec.prepared.get(peer)
-    if known is None or stamps(sec) != sec.stamps:
-        known = load("keys").prepare_peer(sec, peer)
-        if known is not None:
-            sec.prepared[peer] = known
+def dial(sec, conn, protocol, peer, first):
+    """Security.dial: run the handshake as this device's identity on `conn`, just opened to
+    `peer`. A peer prepared at the deployment (keys.prepare: its role, pair key and key
+    fingerprint, kept while the trust files are unchanged) needs only this module and wire.py;
+    else keys.py looks it up again (the trust store re-read first if its files changed) and
+    computes the pair key (x25519.py forgotten again at the end of the handshake). A peer not
+    trusted as a device is refused by hello.py's ClientSession with the handshake's error."""
     dev = sec.dev
-    conn = transport.dial(dev.loop, address, None, dev.max_frame)
     try:
+        known = sec.prepared.get(peer)
+        if known is None or stamps(sec) != sec.stamps:
+            known = load("keys").prepare_peer(sec, peer)
+            if known is not None:
+                sec.prepared[peer] = known
         if known is not None:
             cs = Hello(sec.identity.name, peer, known)
         else:
@@ -184,15 +182,13 @@ class Dialer:
         conn.wrap_limit = wrap_limit(conn.peer_max_frame)
         conn.protocol = self.inner     # from now on the pipe's own: this Dialer is garbage
         self._done()
-        held = conn.held or ()
-        conn.held = None
         if self.first is not None:
-            conn.send(self.first)
-        for m in held:
-            conn.send(m)
-        h = getattr(self.inner, "on_connect", None)
-        if h:
-            h(conn)
+            conn.held.insert(0, self.first)
+        # The held messages leave (sealed) and the pipe's on_connect runs on this loop turn, but
+        # only once this call has returned: then this Dialer, its session and the handshake's
+        # code (this module, wire.py) are garbage, and a board seals the pipe's first frames
+        # without them (Connection.release).
+        self.loop.call_soon(conn.release)
 
     def on_drain(self, conn):
         h = getattr(self.inner, "on_drain", None)
