@@ -70,8 +70,11 @@ def test_two_strategies_under_two_network_conditions(tmp_path):
         for col in ("repeat", "duration_s", "values_in", "values_out", "latency_p50_ms", "latency_p95_ms",
                     "latency_p99_ms", "bytes", "busy_board", "busy_pc", "rss_max_board", "rss_max_pc", "reason"):
             assert col in r
+        # the span of the polls (twice a second) within the measured duration: never longer
+        # than the duration (a sample stamped after it belongs to the stop), shorter by as much
+        # as a loaded machine delays the first and the last poll
         window = float(r["window_s"])
-        assert 2.0 <= window <= 4.0, r
+        assert 1.0 <= window <= float(r["duration_s"]), r
         # 50 values/s read, a third of them reach the sink
         assert float(r["values_in_per_s"]) == pytest.approx(50, rel=0.3), r
         assert float(r["values_out"]) == pytest.approx(float(r["values_in"]) / 3, rel=0.3), r

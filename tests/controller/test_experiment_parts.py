@@ -113,6 +113,16 @@ def test_counter_increase_counts_resets_and_ignores_the_warmup():
     assert m["latency"]["p99"] == pytest.approx(10.0)
 
 
+def test_samples_after_the_duration_do_not_count():
+    # polls every second; the run measures from 4 s to 8 s; a reply that came late (stamped at
+    # 9 and 10 s, while the devices stopped) is not part of it
+    samples = [(t, "step", "b", "t", "out", 10 * t) for t in range(0, 11)]
+    samples += [(t, "device", "b", "b", "wall_us", 1000000 * t) for t in range(0, 11)]
+    m = measures.measure(samples, [], 4.0, ["t"], [], {}, {"b": "cpython"}, end=8.0)
+    assert m["window_s"] == 4 and m["values_in"] == 40 and m["values_in_per_s"] == pytest.approx(10)
+    assert measures.measure(samples, [], 4.0, ["t"], [], {}, {"b": "cpython"})["window_s"] == 6
+
+
 def _row(p, n, **kw):
     r = {"run": p + n, "placement": p, "network": n, "repeat": 1, "status": "ok", "devices": {}}
     r.update(kw)

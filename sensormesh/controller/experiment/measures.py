@@ -1,6 +1,9 @@
 """What one run measured, from the rows the store wrote while it ran (pure: tested without
-devices). Only what happened after the warm-up counts: a counter's increase runs from its first
-sample at or after the warm-up's end to its last sample, and rates divide by that span.
+devices). Only what happened after the warm-up and within the duration counts: a counter's
+increase runs from its first sample at or after the warm-up's end to its last sample before the
+duration's end, and rates divide by that span. (A poll answered late, by a device on a loaded
+machine, takes its sample when it answers: one stamped after the duration's end belongs to the
+stop, and counting it stretched the window past the duration.)
 
 Counters are monotonic; one that goes down was reset (a restarted device) and counts from zero
 again, as the store does (observe/store.py).
@@ -13,11 +16,12 @@ COUNTERS = {"device": ("busy_us", "wall_us", "cpu_s"), "step": ("in", "out", "ti
             "pipe": ("values", "frames", "bytes", "reconnects")}
 
 
-def series(samples, start):
-    """{(kind, device, entity, metric): [(t, value), ...]} of the samples at or after `start`."""
+def series(samples, start, end=None):
+    """{(kind, device, entity, metric): [(t, value), ...]} of the samples at or after `start`
+    (and at or before `end`, if given)."""
     out = {}
     for t, kind, dev, entity, metric, value in samples:
-        if t is None or value is None or t < start:
+        if t is None or value is None or t < start or (end is not None and t > end):
             continue
         out.setdefault((kind, dev, entity, metric), []).append((t, value))
     for pts in out.values():
@@ -41,14 +45,15 @@ def latency_ms(values_s):
     return {"n": len(xs), "p50": percentile(xs, 50), "p95": percentile(xs, 95), "p99": percentile(xs, 99)}
 
 
-def measure(samples, latencies, start, sources, sinks, pipes, interp):
-    """The run's numbers after `start` (Unix s, the end of the warm-up).
+def measure(samples, latencies, start, sources, sinks, pipes, interp, end=None):
+    """The run's numbers after `start` (Unix s, the end of the warm-up) and, for counters,
+    until `end` (Unix s, the end of the duration; None: every later sample).
 
     samples: (t, kind, device, entity, metric, value) rows; latencies: (t, sink, latency_s,
     bound_s) rows; sources, sinks: step ids; pipes: {(device, edge): {"dir", "peer"}} as the
     store knows them; interp: {device: "cpython"|"micropython"}. Bytes over the network count
     each inter-device pipe once, at its sending end."""
-    ser = series(samples, start)
+    ser = series(samples, start, end)
     spans = []
 
     def counter(kind, dev, entity, metric):

@@ -133,7 +133,7 @@ def run_one(file, run, settings, results, tick=None, on_event=None):
         interp = {d: (store.devices.get(d) or {}).get("interp") or model.devices[d].interpreter
                   for d in model.devices if d in store.devices}
         m = measures.measure(writer.all_samples, writer.all_latencies, start, sources, sinks,
-                             dict(store.pipes), interp)
+                             dict(store.pipes), interp, end=start + settings.duration)
         lat = m["latency"]
         row.update({"window_s": m["window_s"], "values_in": m["values_in"], "values_out": m["values_out"],
                     "values_in_per_s": m["values_in_per_s"], "values_out_per_s": m["values_out_per_s"],
