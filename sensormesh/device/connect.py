@@ -95,8 +95,13 @@ def close_after_flush(conn, reason="closed"):
             conn.sock.setblocking(True)
             if hasattr(conn.sock, "settimeout"):
                 conn.sock.settimeout(0.2)
-            data = conn.out if not MICROPYTHON else b"".join(conn.chunks)
-            conn.sock.send(data)
+            if MICROPYTHON:
+                # the first chunk's first chunk_off bytes are already sent: not again, or the
+                # peer gets a frame's tail where a length prefix belongs
+                data = memoryview(b"".join(conn.chunks))[conn.chunk_off:]
+                conn.sock.write(data)       # blocking: every byte, or OSError
+            else:
+                conn.sock.sendall(conn.out)
         except OSError:
             pass
         if MICROPYTHON:

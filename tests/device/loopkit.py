@@ -27,10 +27,28 @@ class Collector:
 
 def listen(dev):
     """Make dev listen on the next free loopback port; returns "127.0.0.1:PORT"."""
-    while True:
+    for _ in range(500):
         PORTS[0] += 1
         try:
             dev.listen_tcp("127.0.0.1", PORTS[0])
             return "127.0.0.1:%d" % PORTS[0]
         except OSError:
             pass
+    raise AssertionError("no free loopback port from %d on" % (PORTS[0] - 500))
+
+
+def raw_listener():
+    """A plain listening socket on the next free loopback port: (socket, port)."""
+    import socket
+    for _ in range(500):
+        PORTS[0] += 1
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(socket.getaddrinfo("127.0.0.1", PORTS[0])[0][-1])
+        except OSError:
+            s.close()
+            continue
+        s.listen(1)
+        return s, PORTS[0]
+    raise AssertionError("no free loopback port from %d on" % (PORTS[0] - 500))

@@ -3,7 +3,7 @@
 from sensormesh.device import transport
 from sensormesh.device.core import Device
 
-from loopkit import Collector, listen
+from loopkit import Collector, listen, raw_listener
 
 def setup(sensors):
     dev = Device("t", sensors)
@@ -92,6 +92,48 @@ def test_a_frame_without_memory_to_decode_it_closes_its_connection_only():
     assert dev.errors == 0          # nothing raised inside the device
     gconn.close()
     dev.close()
+
+
+def test_closing_after_a_partial_send_sends_the_rest_once():
+    # A connection closed after an error sends what is still queued. When a send had taken only
+    # part of the first queued chunk, the rest follows once: the peer reads every frame whole,
+    # never a frame's tail where a length prefix belongs.
+    from sensormesh.device import codec, connect
+    from sensormesh.device.compat import MICROPYTHON
+    srv, port = raw_listener()
+    loop = transport.Loop()
+    c = Collector()
+    conn = transport.dial(loop, "127.0.0.1:%d" % port, c)
+    peer, _ = srv.accept()
+    assert loop.run_until(lambda: c.connected, 5000)
+    sent = [{"error": {"code": "protocol", "message": "x" * 40}}, [1, 2, 3], {"bye": {}}]
+    for m in sent:
+        conn.send(m)
+    if MICROPYTHON:
+        first = conn.chunks[0]
+        n = conn.sock.send(memoryview(first)[:7])
+        conn.chunk_off = n
+        conn.queued -= n
+    else:
+        n = conn.sock.send(bytes(conn.out[:7]))
+        del conn.out[:n]
+    assert n == 7
+    connect.close_after_flush(conn, "test")
+    dec = codec.Decoder()
+    got = []
+    for _ in range(100):
+        data = peer.recv(4096)
+        if not data:
+            break
+        dec.feed(data)
+        while True:
+            m = dec.next()
+            if m is None:
+                break
+            got.append(m)
+    peer.close()
+    srv.close()
+    assert got == sent, got
 
 
 def test_info_lists_sensors_and_implementation():
