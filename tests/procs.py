@@ -11,11 +11,10 @@ MICROPYTHON = shutil.which("micropython")
 
 
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A loopback port for a device told its port (below the range of outgoing connections'
+    local ports, so none of the suite's connections takes it before the device binds it)."""
+    from sensormesh.controller.local import free_port as pick
+    return pick()
 
 
 def need_micropython():

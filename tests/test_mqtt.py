@@ -24,12 +24,7 @@ MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exist
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (bash scripts/dev setup installs it)")
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from procs import free_port  # noqa: E402
 
 
 def wait_port(port, proc, timeout=10.0):

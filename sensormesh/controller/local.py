@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -94,7 +95,42 @@ def sweep_stale_runs(tmpdir=None):
     return removed
 
 
+def _ephemeral_low():
+    """The first port of the kernel's range for outgoing connections' local ports."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(host, port):
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # as a device binds
+        s.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+_GIVEN = []     # the ports free_port returned last
+
+
 def free_port(host="127.0.0.1"):
+    """A port nothing listens on, for a device that is told its port before it starts. Chosen
+    below the kernel's range for outgoing connections: a port from that range could be taken
+    as the local port of any connection made between this pick and the device's bind."""
+    low = _ephemeral_low()
+    if low > 2048:
+        for _ in range(200):
+            port = random.randrange(max(1024, low - 16384), low)
+            if port not in _GIVEN and _bindable(host, port):
+                _GIVEN.append(port)         # not twice in a row: the first may not be bound yet
+                del _GIVEN[:-64]
+                return port
     s = socket.socket()
     try:
         s.bind((host, 0))
