@@ -97,9 +97,12 @@ def close_after_flush(conn, reason="closed"):
                 conn.sock.settimeout(0.2)
             if MICROPYTHON:
                 # the first chunk's first chunk_off bytes are already sent: not again, or the
-                # peer gets a frame's tail where a length prefix belongs
-                data = memoryview(b"".join(conn.chunks))[conn.chunk_off:]
-                conn.sock.write(data)       # blocking: every byte, or OSError
+                # peer gets a frame's tail where a length prefix belongs. A chunk at a time (a
+                # frame's payload may be a view of its JSON text: no joined copy of them all).
+                off = conn.chunk_off
+                for c in conn.chunks:
+                    conn.sock.write(memoryview(c)[off:] if off else c)   # blocking: every byte, or OSError
+                    off = 0
             else:
                 conn.sock.sendall(conn.out)
         except OSError:

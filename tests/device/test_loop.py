@@ -106,7 +106,8 @@ def test_closing_after_a_partial_send_sends_the_rest_once():
     conn = transport.dial(loop, "127.0.0.1:%d" % port, c)
     peer, _ = srv.accept()
     assert loop.run_until(lambda: c.connected, 5000)
-    sent = [{"error": {"code": "protocol", "message": "x" * 40}}, [1, 2, 3], {"bye": {}}]
+    # (list(range(300)): a frame larger than the chunks small frames share, queued as it is)
+    sent = [{"error": {"code": "protocol", "message": "x" * 40}}, [1, 2, 3], list(range(300)), {"bye": {}}]
     for m in sent:
         conn.send(m)
     if MICROPYTHON:
