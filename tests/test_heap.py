@@ -345,6 +345,39 @@ def test_a_keyed_device_from_mpy_forgets_the_handshake_code_between_handshakes(t
 
 
 
+def test_deep_frames_never_fill_a_boards_heap(tmp_path):
+    """Under a board's heap, frames of thousands of '[' (balanced or not) and of nested objects
+    are refused by their depth, read from the bytes before anything is built: the message is the
+    depth's alone (a parse that filled the heap would say "does not fit"), and the heap after
+    them is the heap before."""
+    bundle, _ = mpy_cache.bundle()
+    script = tmp_path / "deep.py"
+    script.write_text(textwrap.dedent("""\
+        import gc, sys
+        sys.path[:0] = [%r]
+        from sensormesh.device import codec
+        frames = [b"[" * 4000, b"[" * 2000 + b"]" * 2000, b'{"hello":' * 400 + b"1" + b"}" * 400]
+        gc.collect()
+        before = gc.mem_free()
+        for i in range(60):
+            try:
+                codec.decode_payload(frames[i %% 3])
+                print("decoded", i)
+            except codec.ProtocolError as e:
+                if i < 3:
+                    print(e.args[0])
+        gc.collect()
+        print("heap", before, gc.mem_free())
+        """ % bundle))
+    r = subprocess.run([need_micropython(), "-X", "heapsize=64K", str(script)], cwd=str(tmp_path),
+                       capture_output=True, text=True, timeout=120)
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and len(lines) == 4, r.stdout[-2000:] + r.stderr[-2000:]
+    assert lines[:3] == ["frame nests arrays or objects deeper than 32 levels"] * 3, lines
+    _, before, after = lines[3].split()
+    assert int(after) >= int(before) - 1024, lines[3]
+
+
 DEPLOY_TWICE = """\
 import sys
 sys.path.insert(0, %r)
