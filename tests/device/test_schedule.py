@@ -3,9 +3,8 @@
 # Plain assert functions: pytest on CPython, `micropython tests/mprun.py test_schedule` on the
 # unix port. Time is a manual clock: timers fire only when a test runs them.
 from pipekit import FakeLoop
-from sensormesh.device.runtime import Source
-from sensormesh.device.runtime.pipe_in import PipeIn
-from sensormesh.device.runtime.pipes import RETRY_MS, PipeOut
+from sensormesh.device.runtime.build import pipe_in, pipe_out, source
+from sensormesh.device.runtime.pipes import RETRY_MS
 from sensormesh.device.schedule import MAX_CATCH_UP, Redial, grid_due, sparse, wait_ms
 
 
@@ -91,7 +90,7 @@ def drops(pipe, rt, n):
 
 def test_pipe_in_redials_quickly_again_after_a_connection_that_worked():
     rt = FakeRuntime()
-    p = PipeIn(rt, "in:e", {"edge": "e", "from": "127.0.0.1:1", "peer": "x"})
+    p = pipe_in(rt, "in:e", {"edge": "e", "from": "127.0.0.1:1", "peer": "x"})
     p.start()
     assert drops(p, rt, len(RETRY_MS) + 1) == list(RETRY_MS) + [RETRY_MS[-1]]
     p.on_connect(rt.device.dialed[-1])        # the pull is up again
@@ -100,7 +99,7 @@ def test_pipe_in_redials_quickly_again_after_a_connection_that_worked():
 
 def test_pipe_out_redials_quickly_again_after_a_connection_that_worked():
     rt = FakeRuntime()
-    p = PipeOut(rt, "out:e", {"edge": "e", "to": "127.0.0.1:1", "peer": "x"})
+    p = pipe_out(rt, "out:e", {"edge": "e", "to": "127.0.0.1:1", "peer": "x"})
     p.start()
     assert run_next(rt.loop) == 0 and len(rt.device.dialed) == 1   # it dials on the next loop turn
     assert drops(p, rt, len(RETRY_MS) + 1) == list(RETRY_MS) + [RETRY_MS[-1]]
@@ -149,7 +148,7 @@ def test_sparse_is_true_at_powers_of_two():
 
 def test_source_counts_missed_slots_after_a_stall():
     rt = FakeRuntime({"c": (Counter(), 100)})
-    s = Source(rt, "src", {"sensor": "c"})
+    s = source(rt, "src", {"sensor": "c"})
     got = []
     s.emit = got.append
     s.start()                                  # slot 0 at t=0

@@ -16,8 +16,9 @@
 # This module holds only what a running assignment uses all the time (sources, the ctx of the
 # steps, back-pressure and acknowledgement plumbing). Everything else loads when it is needed:
 # building and checking an assignment (deploy.py: loaded for a deployment and forgotten after on
-# .mpy), the control messages and status reports (control.py: loaded per message and forgotten
-# after it), callback deliveries and csv outlets (delivery.py: only on devices that have them).
+# .mpy), the control messages (control.py, and stop.py for a stop: loaded per message and
+# forgotten after it), the status and its reply (report.py, the same), callback deliveries and
+# csv outlets (delivery.py: only on devices that have them).
 from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.schedule import grid_due, sparse, wait_ms
 from sensormesh.device.steps import Outlet, Rarely, rare_call
@@ -26,17 +27,13 @@ BURST = 64 if MICROPYTHON else 256
 
 
 class Source(Outlet):
-    """Reads one sensor on its schedule and pushes each value into the chain (its parameters
-    are checked and its state set up by build.source_setup; starting, closing, its counts
-    and its wiring are in sources.py, loaded per call: steps/__init__.py, Rarely)."""
+    """Reads one sensor on its schedule and pushes each value into the chain (made, its
+    parameters checked and its state set up by build.source; starting, closing and its counts
+    are in sources.py, loaded per call: steps/__init__.py, Rarely; its wiring in wiring.py)."""
 
     SINK = False
     RARE_IN = "sensormesh.device.runtime.sources"
-    RARE = ("start", "close", "flush")
-
-    def __init__(self, runtime, sid, params):
-        from sensormesh.device.runtime.build import source_setup
-        source_setup(self, runtime, sid, params)
+    RARE = ("start", "close", "flush", "stats")
 
     def _tick(self):
         self.timer = None
@@ -108,17 +105,11 @@ class Source(Outlet):
             self._tick()
 
 
-    def stats(self):
-        s = {"in": self.n_out + self.errors, "out": self.n_out, "errors": self.errors, "missed": self.missed}
-        if self.last_error:
-            s["last_error"] = self.last_error
-        return s
-
 class Runtime(Rarely):
     """The device's current assignment; the handlers of the messages that manage it are in
-    control.py and deploy.py (loaded per message), and so are its rarely used methods (status,
-    send_stats, shutdown; deliver for the steps: Rarely, steps/__init__.py)."""
-    RARE_IN = "sensormesh.device.runtime.control"
+    control.py, stop.py and deploy.py (loaded per message), its rarely used methods (status,
+    send_stats, shutdown; deliver for the steps) in report.py (Rarely, steps/__init__.py)."""
+    RARE_IN = "sensormesh.device.runtime.report"
     RARE = ("status", "send_stats", "shutdown", "deliver")
     # the state of a device with no assignment; each attribute becomes the runtime's own once
     # it changes (the mutable ones are made in __init__)
@@ -165,15 +156,17 @@ class Runtime(Rarely):
 
     def handler(self, key):
         """The handler fn(session, body) of a runtime message (core.RUNTIME_MESSAGES): a function
-        of control.py, whose code is loaded for the message and forgotten after it; a controller's
-        confirmations of callback values go to delivery.py, loaded while there are callbacks."""
+        of control.py (stop.py for stop and undeploy), whose code is loaded for the message and
+        forgotten after it; a controller's confirmations of callback values go to delivery.py,
+        loaded while there are callbacks."""
         if key == "delivered":
             from sensormesh.device.runtime.delivery import on_delivered
             return lambda session, body: on_delivered(self, session, body)
         if key == "deploy":     # a deployment: without control.py
             return self.deploy
+        where = "stop" if key == "stop" or key == "undeploy" else "control"
         name = "on_" + key.replace("-", "_")
-        return lambda session, body: self.rare("control", name, session, body)
+        return lambda session, body: self.rare(where, name, session, body)
 
     def deploy(self, session, body):
         """{"deploy": ...}: deploy.py, loaded for it; a board without the heap for it, even for

@@ -65,14 +65,26 @@ def _build(rt, a):
     return code, nodes, order, edges
 
 
+# The makers of the nodes that are not steps: each class has no __init__ of its own (the code
+# that sets a node up is needed once, here, not kept loaded with the class while it runs).
+def source(rt, sid, params):
+    src = Source()
+    source_setup(src, rt, sid, params)
+    return src
+
+
 def pipe_out(rt, sid, params):
     from sensormesh.device.runtime.pipes import PipeOut
-    return PipeOut(rt, sid, params)
+    po = PipeOut()
+    pipe_out_setup(po, rt, sid, params)
+    return po
 
 
 def pipe_in(rt, sid, params):
     from sensormesh.device.runtime.pipe_in import PipeIn
-    return PipeIn(rt, sid, params)
+    p = PipeIn()
+    pipe_in_setup(p, rt, sid, params)
+    return p
 
 
 def outlet(spec):
@@ -80,7 +92,7 @@ def outlet(spec):
     module loaded then), else None."""
     t = spec.get("type")
     if t == "source":
-        return Source
+        return source
     if t == "pipe_out":
         return pipe_out
     if t == "pipe_in":
@@ -168,6 +180,38 @@ def _buffer_param(sid, params, default):
     if type(cap) is not int or cap < 1:
         raise ValueError("step '%s': buffer must be a positive number of values, got %r" % (sid, cap))
     return cap
+
+
+def pipe_in_setup(p, runtime, sid, params):
+    """Check a pipe_in's parameters and set up its state (pipe_in.PipeIn)."""
+    from sensormesh.device.runtime.pipes import ACK_EVERY, RETRY_MS
+    from sensormesh.device.runtime.receiver import Receiver
+    from sensormesh.device.schedule import Redial
+    from sensormesh.device.steps import nowhere
+    p.frm = pipe_setup(p, runtime, sid, params, "from")
+    p.emit = nowhere
+    p.outputs = []
+    p.rx = Receiver()
+    p.feeds = []        # the pipe_outs of this device this pipe's values reach (runtime)
+    p.root = 0          # this pipe's number among the device's pipe_ins (lineage tags)
+    p.tagged = False    # the sender tags each value with its lineage: [tag, value]
+    p.announced = False # the sender said where its numbering stands since this process started
+    p.parked = []       # arrays held until every input of a joined device has announced
+    p.skip_below = 0    # replayed values before this seq were taken before a restart
+    p.conn = None
+    p.running = False
+    p.retry_timer = None
+    p.ack_timer = None
+    p.redial = Redial(RETRY_MS)
+    p.every = ACK_EVERY     # acknowledge after this many values (less for a small sender buffer)
+    p.soon = None         # the sender asked for acknowledgements up to this seq at once
+    p.first_mark = None   # the mark of the announcement our first values follow (adopted with them)
+    p.n_in = 0
+    p.frames = 0
+    p.last_error = None
+    p.ts_next = None    # origin stamps of the next array (probe.py)
+    p.connects = 0
+    p.bytes_prev = 0
 
 
 def pipe_out_setup(po, runtime, sid, params):

@@ -3,7 +3,7 @@
 # the code of every stage at once:
 #   build.py     check the assignment and build its nodes (with shipped.py, steps/make.py and
 #                steps/wiring.py, dropped with it)
-#   control.py   stop the running assignment (the pipes of its edges carry over)
+#   stop.py      stop the running assignment (the pipes of its edges carry over)
 #   install.py   put the new one in its place: pipes, checkpoints, outlets; then (once this module
 #                made the metrics probe, metrics.py) the reply
 # Each stage's module is loaded for it and forgotten after it on a board running from precompiled
@@ -27,7 +27,7 @@ def on_deploy(rt, session, body):
         return
     finally:
         _built()
-    rt.rare("control", "teardown", True)     # keep: the pipes carry over
+    rt.rare("stop", "teardown", True)        # keep: the pipes carry over
     rt.rare("install", "install", a, built)
     rt.probe = probe(rt, built) if rt.metrics else None
     rt.rare("install", "finish", session, body)

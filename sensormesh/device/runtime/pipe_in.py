@@ -1,13 +1,12 @@
 # The receiving end of a pipe (pipes.py has the protocol and the sending end): a device whose
 # assignment has no pipe_in never loads this module's code.
-from sensormesh.device.runtime.pipes import ACK_EVERY, ACK_MS, MAX_STAMPS, RETRY_MS
-from sensormesh.device.runtime.receiver import Receiver
-from sensormesh.device.schedule import Redial
-from sensormesh.device.steps import Outlet, nowhere
+from sensormesh.device.runtime.pipes import ACK_MS, MAX_STAMPS
+from sensormesh.device.steps import Outlet
 
 
 class PipeIn(Outlet):
-    """Receives one edge's arrays and pushes every value downstream, in order, exactly once."""
+    """Receives one edge's arrays and pushes every value downstream, in order, exactly once
+    (made and set up by build.pipe_in)."""
 
     PIPE = "in"
     # What a running pipe_in does rarely (connections, announcements, marks, counts) is in
@@ -15,33 +14,6 @@ class PipeIn(Outlet):
     RARE_IN = "sensormesh.device.runtime.pipe_in_links"
     RARE = ("take_over", "start", "_dial", "attach", "_announce", "adopt_marks", "_ack_soon", "on_connect",
             "_retire", "pipe_metrics", "on_close", "flush", "close")
-
-    def __init__(self, runtime, sid, params):
-        from sensormesh.device.runtime.build import pipe_setup
-        self.frm = pipe_setup(self, runtime, sid, params, "from")
-        self.emit = nowhere
-        self.outputs = []
-        self.rx = Receiver()
-        self.feeds = []        # the pipe_outs of this device this pipe's values reach (runtime)
-        self.root = 0          # this pipe's number among the device's pipe_ins (lineage tags)
-        self.tagged = False    # the sender tags each value with its lineage: [tag, value]
-        self.announced = False # the sender said where its numbering stands since this process started
-        self.parked = []       # arrays held until every input of a joined device has announced
-        self.skip_below = 0    # replayed values before this seq were taken before a restart
-        self.conn = None
-        self.running = False
-        self.retry_timer = None
-        self.ack_timer = None
-        self.redial = Redial(RETRY_MS)
-        self.every = ACK_EVERY   # acknowledge after this many values (less for a small sender buffer)
-        self.soon = None         # the sender asked for acknowledgements up to this seq at once
-        self.first_mark = None   # the mark of the announcement our first values follow (adopted with them)
-        self.n_in = 0
-        self.frames = 0
-        self.last_error = None
-        self.ts_next = None    # origin stamps of the next array (probe.py)
-        self.connects = 0
-        self.bytes_prev = 0
 
     def on_message(self, conn, msg):
         if conn is not self.conn:
@@ -225,7 +197,7 @@ class PipeIn(Outlet):
             if self.soon is not None and self.rx.acked >= self.soon:
                 self.soon = None
 
-    # a status reply: resident, as the controller asks every second (control.py is loaded then)
+    # a status reply: resident, as the controller asks every second (report.py is loaded then)
     def stats(self):
         rx = self.rx
         s = {"in": self.n_in, "out": self.n_in, "frames": self.frames, "connected": self.conn is not None,

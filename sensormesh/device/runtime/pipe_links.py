@@ -3,6 +3,7 @@
 # numbering. PipeOut finds these through __getattr__ (steps/__init__.py, Rarely):
 # this module is loaded per call and forgotten after it on a board running .mpy files. Each
 # function takes the PipeOut first.
+from sensormesh.device.compat import ticks_us
 from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS
 
 
@@ -18,6 +19,41 @@ def pipe_metrics(po):
             "bytes": po.bytes_prev + (getattr(c, "bytes_out", 0) if c is not None else 0),
             "reconnects": po.connects - 1 if po.connects > 1 else 0,
             "queue": po.tx.unsent(), "rtt_us": po.rtt_us}
+
+
+def probe_rtt(po):
+    conn = po.conn
+    if conn is not None and not conn.connecting and not conn.closed:
+        conn.send({"rtt": ticks_us()})
+
+
+def stats(po):
+    # in = out + pending + dropped: out = values sent at least once, pending = never sent yet,
+    # dropped = left the full replay buffer before being sent (evicted: also those sent but not
+    # acknowledged). Counts of a deployment that carried over an edge's buffer start from its
+    # first value; "seq" and "acked" are positions in the edge's numbering.
+    tx = po.tx
+    out = tx.once - po.first
+    pending = tx.next_seq() - (tx.high if tx.high > tx.base else tx.base)
+    s = {"in": po.n_in, "out": out if out > 0 else 0, "pending": pending, "unshipped": 0,
+         "dropped": tx.dropped, "evicted": tx.evicted, "resent": po.resent,
+         "acked": tx.base, "unacked": tx.held(), "seq": tx.next_seq(), "buffer": tx.cap,
+         "connected": po.conn is not None and not po.conn.connecting, "connects": po.connects}
+    if tx.spool is not None:
+        s["spool"] = tx.spool.stats()
+        s["spooled"] = tx.spooled
+    if po.last_error:
+        s["last_error"] = po.last_error
+    return s
+
+
+# -- wiring (at build time) ------------------------------------------------------------
+def inlet(po, port):
+    return po.push
+
+
+def inlet_many(po, port):
+    return po.push_many
 
 
 # -- numbering ------------------------------------------------------------------------

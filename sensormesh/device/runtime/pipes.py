@@ -77,18 +77,9 @@ class PipeOut(Rarely):
     # buffer may need (announcing a jump, asking for acknowledgements sooner) stays here: that
     # happens while the heap may be low, when loading a module could fail.
     RARE_IN = "sensormesh.device.runtime.pipe_links"
-    RARE = ("_retire", "pipe_metrics", "fresh", "adopt",
+    # It is made and set up by build.pipe_out.
+    RARE = ("_retire", "pipe_metrics", "fresh", "adopt", "inlet", "inlet_many", "probe_rtt", "stats",
             "start", "on_connect", "on_close", "on_control", "flush", "close")
-
-    def __init__(self, runtime, sid, params):
-        from sensormesh.device.runtime.build import pipe_out_setup
-        pipe_out_setup(self, runtime, sid, params)
-
-    def inlet(self, port):
-        return self.push
-
-    def inlet_many(self, port):
-        return self.push_many
 
     # -- metrics (out of band, runtime/probe.py) ---------------------------------------------
     def stamp(self, origin):
@@ -111,11 +102,6 @@ class PipeOut(Rarely):
                 keep.append(st)
         self.stamps = keep
         return None if out is None else {"ts": out}
-
-    def probe_rtt(self):
-        conn = self.conn
-        if conn is not None and not conn.connecting and not conn.closed:
-            conn.send({"rtt": ticks_us()})
 
     # -- values -------------------------------------------------------------------------
     def push(self, value, port=0):
@@ -285,25 +271,6 @@ class PipeOut(Rarely):
         for c in cs:
             if c is not None and not c.closed:
                 c.close(reason)
-
-    def stats(self):
-        # in = out + pending + dropped: out = values sent at least once, pending = never sent yet,
-        # dropped = left the full replay buffer before being sent (evicted: also those sent but not
-        # acknowledged). Counts of a deployment that carried over an edge's buffer start from its
-        # first value; "seq" and "acked" are positions in the edge's numbering.
-        tx = self.tx
-        out = tx.once - self.first
-        pending = tx.next_seq() - (tx.high if tx.high > tx.base else tx.base)
-        s = {"in": self.n_in, "out": out if out > 0 else 0, "pending": pending, "unshipped": 0,
-             "dropped": tx.dropped, "evicted": tx.evicted, "resent": self.resent,
-             "acked": tx.base, "unacked": tx.held(), "seq": tx.next_seq(), "buffer": tx.cap,
-             "connected": self.conn is not None and not self.conn.connecting, "connects": self.connects}
-        if tx.spool is not None:
-            s["spool"] = tx.spool.stats()
-            s["spooled"] = tx.spooled
-        if self.last_error:
-            s["last_error"] = self.last_error
-        return s
 
     def on_message(self, conn, msg):
         if type(msg) is not dict:

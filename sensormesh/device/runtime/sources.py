@@ -1,4 +1,4 @@
-# What a source (runtime.Source) does rarely: starting and closing. Source finds these
+# What a source (runtime.Source) does rarely: starting, closing and its counts. Source finds these
 # through __getattr__ (steps/__init__.py, Rarely): this module is loaded per call and forgotten
 # after it on a board running .mpy files. Each function takes the source first; reading values
 # on its schedule is runtime/__init__.py.
@@ -20,3 +20,10 @@ def close(src):
     if src.timer:
         src.timer.cancel()
         src.timer = None
+
+
+def stats(src):
+    s = {"in": src.n_out + src.errors, "out": src.n_out, "errors": src.errors, "missed": src.missed}
+    if src.last_error:
+        s["last_error"] = src.last_error
+    return s

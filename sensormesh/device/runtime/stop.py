@@ -1,0 +1,68 @@
+# Stopping the running assignment: the stop and undeploy messages, and the teardown that a
+# deployment also runs before it puts a new assignment in place (runtime/deploy.py). Loaded for
+# that and forgotten after it on a board running .mpy files (Runtime.rare). A stop is when a
+# board's heap is fullest (every node flushes and closes, each pipe's connection closes, and the
+# stopped reply with every step's counts is built and sealed), so nothing else is loaded with it:
+# not control.py (the other control messages), and the counts and their reply (report.py) only
+# while they are made and sent.
+
+
+def on_stop(rt, session, body):
+    # {"stop": {"keep": true}}: a new deployment follows (the controller moves the pipeline);
+    # the pipes of its edges carry on the numbering and replay buffers of these
+    final = teardown(rt, keep=type(body) is dict and body.get("keep") is True)
+    rt.send_stats(session.conn, "stopped", final if final is not None else rt.status())
+
+
+on_undeploy = on_stop
+
+
+def teardown(rt, keep=False):
+    """Stop sources, flush every step upstream-first, close everything. Returns the status
+    taken after the flushes (so the counts include the last frames), or None if empty.
+    keep: a new deployment follows; the pipes' numbering and replay buffers carry over to the
+    pipes of the same edges in it."""
+    if not keep:
+        rt.carry = {}
+    if not rt.nodes:
+        return None
+    # each node's flush, stats and close load the module of its rarely called methods for the
+    # call (steps/__init__.py, Rarely): one at a time, so a board never holds them all at once
+    for s in rt.sources:
+        s.close()
+    if rt.probe is not None:
+        from sensormesh.device.runtime.probe import run
+        run(rt.probe, None, False)         # the metrics probe's sample timer stops
+    for i in rt.order:
+        try:
+            rt.nodes[i].flush()
+        except Exception as e:
+            rt.log("flush of %s failed: %s" % (i, e))
+    if rt.deliveries:
+        from sensormesh.device.runtime import delivery
+        delivery.send(rt)
+    final = rt.status()
+    if keep:
+        for sid in rt.deliveries:
+            rt.carry["cb " + sid] = rt.deliveries[sid].tx
+        for e in rt.pipe_outs:
+            rt.carry["out " + e] = rt.pipe_outs[e].tx
+        for e in rt.pipe_ins:
+            rt.carry["in " + e] = rt.pipe_ins[e].rx
+    for i in rt.order:
+        try:
+            n = rt.nodes[i]
+            if keep and getattr(n, "PIPE", None) == "out":
+                n.close(keep=True)    # its replay buffer (and spool) goes on in the next deployment
+            else:
+                n.close()
+        except Exception as e:
+            rt.log("close of %s failed: %s" % (i, e))
+    rt.nodes = {}
+    rt.order = []
+    rt.sources = []
+    rt.pipe_outs = {}
+    rt.pipe_ins = {}
+    rt.state = "empty"
+    final["state"] = "stopped"
+    return final
