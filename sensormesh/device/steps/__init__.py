@@ -163,12 +163,13 @@ class Step(Rarely):
     INPUTS = (1, 1)     # least and most inputs (None: no limit)
     SINK = False
     # The methods every step has whose code is elsewhere (module notes): in steps/base.py push,
-    # flush and close; in
-    # wiring.py the wiring (inlet, inlet_many, connect, set_outputs, bad, setup: a family's own
-    # setup comes first, base_inlet: what a family's own inlet extends). A family defines the
-    # ones it needs differently in its class, as usual.
+    # flush, close and the counts (stats, base_stats: what a family's own stats extends,
+    # out_count); in wiring.py the wiring (inlet, inlet_many, connect, set_outputs, bad, setup: a
+    # family's own setup comes first, base_inlet: what a family's own inlet extends). A family
+    # defines the ones it needs differently in its class, as usual. A step is made and set up by
+    # make.build (a family's parameter checks may be make.py's too: make.SETUPS).
     RARE_IN = "sensormesh.device.steps.base"
-    RARE = ("push", "put", "flush", "close")
+    RARE = ("push", "put", "flush", "close", "stats", "base_stats", "out_count")
     BUILD = ("setup", "bad", "inlet", "connect", "set_outputs", "inlet_many", "base_inlet")
     # counts as a step starts (each becomes the step's own once it changes)
     n_in = 0
@@ -177,27 +178,6 @@ class Step(Rarely):
     errors = 0
     last_error = None
     what = "failed"
-
-    def __init__(self, sid, params, ctx, n_inputs=1):
-        self.id = sid
-        self.ctx = ctx
-        self.params = params
-        self.outputs = []
-        self.emit = nowhere
-        self.emit_many = nowhere
-        self.setup(params, n_inputs)    # make.build checked the parameter names
-
-    def out_count(self):
-        return self.n_out
-
-    def base_stats(self):
-        s = {"in": self.n_in, "out": self.out_count(), "dropped": self.dropped,
-             "errors": self.errors}
-        if self.last_error is not None:
-            s["last_error"] = self.last_error
-        return s
-
-    stats = base_stats    # a status reply: resident, as the controller asks every second
 
     def failed(self, value, what=None):
         """Count and (at the 1st, 2nd, 4th, 8th... error) log a value this step could not

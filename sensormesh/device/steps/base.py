@@ -1,7 +1,8 @@
 # The Step methods a running step rarely calls (steps/__init__.py, Rarely): push (tests, odd
-# callers), flush and close at teardown (wiring is make.py's). A Step
-# finds each through __getattr__ when its class does not define it; this module is loaded for the
-# call and forgotten after it on a board running .mpy files. Each function takes the step first.
+# callers), flush and close at teardown, its counts for a status reply (wiring is wiring.py's).
+# A Step finds each through __getattr__ when its class does not define it; this module is loaded
+# for the call and forgotten after it on a board running .mpy files. Each function takes the
+# step first.
 def push(step, value, port=0):
     if port == 0:
         step.put(value)
@@ -19,3 +20,17 @@ def flush(step):
 
 def close(step):
     pass
+
+
+def out_count(step):
+    return step.n_out
+
+
+def base_stats(step):
+    s = {"in": step.n_in, "out": step.out_count(), "dropped": step.dropped, "errors": step.errors}
+    if step.last_error is not None:
+        s["last_error"] = step.last_error
+    return s
+
+
+stats = base_stats

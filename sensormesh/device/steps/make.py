@@ -4,7 +4,7 @@
 # files forgets this module once they are (runtime/build.py), before the sources and pipes are
 # made and everything is wired (wiring.py), so running steps do not pay for it.
 from sensormesh.device import steps
-from sensormesh.device.steps import StepError, _short
+from sensormesh.device.steps import AGGS, StepError, _short, no_ctx_call, nowhere
 
 
 # Step type -> the family module (sensormesh/device/steps/<family>.py) that holds its class.
@@ -108,6 +108,42 @@ def user_fn(step):
     step.what = "fn '%s' raised" % ref
 
 
+def window_setup(step, params, n_inputs):
+    """window (windows.py): its parameters checked, its state set up, its put chosen."""
+    step.frame = int_param(step, "time-frame", 0, 0)
+    step.n = int_param(step, "values", 0, 0)
+    if not (step.frame or step.n):
+        raise step.bad("window needs time-frame or values > 0")
+    step.agg = agg = choice_param(step, "agg", "mean", AGGS)
+    step.what = "window %s needs numbers" % agg
+    step.k = 0          # values in the open window
+    step.closed = 0     # values in windows already closed
+    step.timer = None
+    step._hold = getattr(step.ctx, "hold", no_ctx_call)
+    step._release = getattr(step.ctx, "release", no_ctx_call)
+    step._reset()
+    # One put per aggregate, chosen here: no per-value dispatch on agg.
+    if agg == "sum" or agg == "mean":
+        step.put = step._put_sum
+    elif agg == "min":
+        step.put = step._put_min
+    elif agg == "max":
+        step.put = step._put_max
+    elif agg == "count":
+        step.put = step._put_count
+    else:
+        step.put = step._put_list
+
+
+def user_setup(step, params, n_inputs):
+    user_fn(step)
+
+
+# The setup of the families whose parameter checks are here, not in their class (a running step
+# keeps none of this code); any other step type's setup is its class's (Step.setup).
+SETUPS = {"window": window_setup, "map": user_setup, "filter": user_setup}
+
+
 def step_class(kind):
     """The class of step type `kind` (imports its family); None for an unknown type."""
     fam = TYPES.get(kind) if type(kind) is str else None
@@ -152,6 +188,17 @@ def build(spec, ctx):
                 want = "%d or %d" % (lo, hi)
             raise StepError("step '%s': %s takes %s input%s, got %d"
                             % (sid, kind, want, "" if want == "1" else "s", n))
-    step = cls(sid, params, ctx, n)
-    step.params = None    # only setup() reads them (the checks above): a running step keeps none
+    step = cls()
+    step.id = sid
+    step.ctx = ctx
+    step.params = params
+    step.outputs = []
+    step.emit = nowhere
+    step.emit_many = nowhere
+    setup = SETUPS.get(kind)
+    if setup is not None:
+        setup(step, params, n)
+    else:
+        step.setup(params, n)
+    step.params = None    # only setup reads them (the checks above): a running step keeps none
     return step

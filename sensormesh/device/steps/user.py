@@ -5,11 +5,7 @@ from sensormesh.device.steps import Step
 
 
 class _UserStep(Step):
-    ARGS = ("fn",)
-
-    def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import user_fn
-        user_fn(self)
+    ARGS = ("fn",)     # checked, and the function found, by make.user_setup (build time)
 
     def run_many(self, values, keep):
         """A run of values (steps/__init__.py): the function once per value, in order; returns

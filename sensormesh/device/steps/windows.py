@@ -2,7 +2,7 @@
 # sliding.py).
 # Loaded when an assignment first names it (make.TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
-from sensormesh.device.steps import AGGS, Step, no_ctx_call
+from sensormesh.device.steps import Step
 
 
 class Window(Step):
@@ -13,32 +13,7 @@ class Window(Step):
     TYPE = "window"
     ARGS = ("time-frame", "values", "agg")
     HOLDS = True   # holds values back: the runtime's checkpoints wait until it emits (pipes.py)
-
-    def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import choice_param, int_param
-        self.frame = int_param(self, "time-frame", 0, 0)
-        self.n = int_param(self, "values", 0, 0)
-        if not (self.frame or self.n):
-            raise self.bad("window needs time-frame or values > 0")
-        self.agg = agg = choice_param(self, "agg", "mean", AGGS)
-        self.what = "window %s needs numbers" % agg
-        self.k = 0          # values in the open window
-        self.closed = 0     # values in windows already closed
-        self.timer = None
-        self._hold = getattr(self.ctx, "hold", no_ctx_call)
-        self._release = getattr(self.ctx, "release", no_ctx_call)
-        self._reset()
-        # One put per aggregate, chosen here: no per-value dispatch on agg.
-        if agg == "sum" or agg == "mean":
-            self.put = self._put_sum
-        elif agg == "min":
-            self.put = self._put_min
-        elif agg == "max":
-            self.put = self._put_max
-        elif agg == "count":
-            self.put = self._put_count
-        else:
-            self.put = self._put_list
+    # its parameters are checked and its state set up by make.window_setup (build time)
 
     def _reset(self):
         agg = self.agg
@@ -127,8 +102,7 @@ class Window(Step):
         self.emit(out)
         self._release()
 
-    def flush(self):
-        self._close()
+    flush = _close
 
     def close(self):
         if self.timer is not None:
