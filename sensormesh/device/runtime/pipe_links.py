@@ -47,15 +47,6 @@ def stats(po):
     return s
 
 
-# -- wiring (at build time) ------------------------------------------------------------
-def inlet(po, port):
-    return po.push
-
-
-def inlet_many(po, port):
-    return po.push_many
-
-
 # -- numbering ------------------------------------------------------------------------
 def fresh(po):
     # numbered nothing and took no numbering back (a pipe carried over a redeployment that

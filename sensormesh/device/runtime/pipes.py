@@ -78,8 +78,15 @@ class PipeOut(Rarely):
     # happens while the heap may be low, when loading a module could fail.
     RARE_IN = "sensormesh.device.runtime.pipe_links"
     # It is made and set up by build.pipe_out.
-    RARE = ("_retire", "pipe_metrics", "fresh", "adopt", "inlet", "inlet_many", "probe_rtt", "stats",
+    RARE = ("_retire", "pipe_metrics", "fresh", "adopt", "probe_rtt", "stats",
             "start", "on_connect", "on_close", "on_control", "flush", "close")
+
+    # its wiring: kept here, as a deployment's build, its fullest moment, wires it
+    def inlet(self, port):
+        return self.push
+
+    def inlet_many(self, port):
+        return self.push_many
 
     # -- metrics (out of band, runtime/probe.py) ---------------------------------------------
     def stamp(self, origin):
