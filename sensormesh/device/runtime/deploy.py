@@ -4,8 +4,9 @@
 #   build.py     check the assignment and build its nodes (with shipped.py, steps/make.py and
 #                steps/wiring.py, dropped with it)
 #   stop.py      stop the running assignment (the pipes of its edges carry over)
-#   install.py   put the new one in its place: pipes, checkpoints, outlets; then (once this module
-#                made the metrics probe, metrics.py) the reply
+#   install.py   put the new one in its place: pipes, checkpoints, outlets; then this module makes
+#                the metrics probe (metrics.py) and sends the reply (finish: here, not in
+#                install.py, which a board would have to load again when its heap is fullest)
 # Each stage's module is loaded for it and forgotten after it on a board running from precompiled
 # .mpy files (Runtime.rare, compat.forget), and so is this one after the deployment. A bad
 # assignment is refused naming the problem and the running one goes on; one that runs out of
@@ -30,7 +31,25 @@ def on_deploy(rt, session, body):
     rt.rare("stop", "teardown", True)        # keep: the pipes carry over
     rt.rare("install", "install", a, built)
     rt.probe = probe(rt, built) if rt.metrics else None
-    rt.rare("install", "finish", session, body)
+    finish(rt, session, body)
+
+
+def finish(rt, session, body):
+    """The assignment installed (and its metrics probe made) runs: the session that
+    deployed it is subscribed to its callback values, and told."""
+    rt.state = "deployed"
+    if rt.deliveries or rt.files:
+        from sensormesh.device.runtime import delivery
+        delivery.subscribed(rt, session, body)
+    else:      # no outlet to deliver from: the session is noted (delivery.py is not loaded)
+        if session not in rt.subscribers:
+            rt.subscribers.append(session)
+        if type(body) is dict and body.get("acks") is True:
+            session.confirms = True
+            rt.confirmed = True
+    n = len(rt.order)
+    rt.log("deployed %s epoch %s: %d steps" % (rt.pipeline, rt.epoch, n))
+    session.conn.send({"deployed": {"pipeline": rt.pipeline, "epoch": rt.epoch, "steps": n}})
 
 
 def probe(rt, built):

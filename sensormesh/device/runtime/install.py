@@ -1,8 +1,8 @@
 # Putting a built assignment in place of the running one (the last stage of a deployment,
 # deploy.py, once the running one is stopped): its pipes (carrying over the numbering and replay
-# buffers of the edges it keeps), the paths of their checkpoints, its outlets, its metrics probe;
-# then (finish) the "deployed" reply. Loaded for this stage only and forgotten after it on a board
-# running from precompiled .mpy files (and while deploy.py makes the metrics probe in between).
+# buffers of the edges it keeps), the paths of their checkpoints, its outlets (deploy.py then makes
+# its metrics probe and sends the "deployed" reply). Loaded for this stage only and forgotten after
+# it on a board running from precompiled .mpy files.
 from sensormesh.device.runtime import Source
 
 
@@ -74,24 +74,6 @@ def install(rt, a, built):
                    % (k[4:], carry[k].held()))
         if k.startswith("out ") and carry[k].spool is not None:
             carry[k].spool.clear()
-
-
-def finish(rt, session, body):
-    """The assignment installed (and its metrics probe made, deploy.py) runs: the session that
-    deployed it is subscribed to its callback values, and told."""
-    rt.state = "deployed"
-    if rt.deliveries or rt.files:
-        from sensormesh.device.runtime import delivery
-        delivery.subscribed(rt, session, body)
-    else:      # no outlet to deliver from: the session is noted (delivery.py is not loaded)
-        if session not in rt.subscribers:
-            rt.subscribers.append(session)
-        if type(body) is dict and body.get("acks") is True:
-            session.confirms = True
-            rt.confirmed = True
-    n = len(rt.order)
-    rt.log("deployed %s epoch %s: %d steps" % (rt.pipeline, rt.epoch, n))
-    session.conn.send({"deployed": {"pipeline": rt.pipeline, "epoch": rt.epoch, "steps": n}})
 
 
 def outlets(rt, nodes, order, carry, fed_by):

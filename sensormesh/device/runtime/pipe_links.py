@@ -3,7 +3,6 @@
 # numbering. PipeOut finds these through __getattr__ (steps/__init__.py, Rarely):
 # this module is loaded per call and forgotten after it on a board running .mpy files. Each
 # function takes the PipeOut first.
-from sensormesh.device.compat import ticks_us
 from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS
 
 
@@ -19,12 +18,6 @@ def pipe_metrics(po):
             "bytes": po.bytes_prev + (getattr(c, "bytes_out", 0) if c is not None else 0),
             "reconnects": po.connects - 1 if po.connects > 1 else 0,
             "queue": po.tx.unsent(), "rtt_us": po.rtt_us}
-
-
-def probe_rtt(po):
-    conn = po.conn
-    if conn is not None and not conn.connecting and not conn.closed:
-        conn.send({"rtt": ticks_us()})
 
 
 def stats(po):

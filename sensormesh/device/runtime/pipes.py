@@ -78,7 +78,7 @@ class PipeOut(Rarely):
     # happens while the heap may be low, when loading a module could fail.
     RARE_IN = "sensormesh.device.runtime.pipe_links"
     # It is made and set up by build.pipe_out.
-    RARE = ("_retire", "pipe_metrics", "fresh", "adopt", "probe_rtt", "stats",
+    RARE = ("_retire", "pipe_metrics", "fresh", "adopt", "stats",
             "start", "on_connect", "on_close", "on_control", "flush", "close")
 
     # its wiring: kept here, as a deployment's build, its fullest moment, wires it
@@ -109,6 +109,12 @@ class PipeOut(Rarely):
                 keep.append(st)
         self.stamps = keep
         return None if out is None else {"ts": out}
+
+    def probe_rtt(self):
+        # the metrics probe's timer, once a second (runtime/probe_wiring.py)
+        conn = self.conn
+        if conn is not None and not conn.connecting and not conn.closed:
+            conn.send({"rtt": ticks_us()})
 
     # -- values -------------------------------------------------------------------------
     def push(self, value, port=0):
