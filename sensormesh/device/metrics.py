@@ -1,6 +1,6 @@
-# The device's answer to {"metrics": {}} (docs/observability.md; core.py answers {"clock"}), and
-# the metrics probe of a deployment (install: made when a deployment is applied, with metrics on).
-# Loaded for each and unloaded after it on MicroPython (core.Device.dispatch, runtime/deploy.py).
+# The device's answer to {"metrics": {}} (docs/observability.md; core.py answers {"clock"}; the
+# metrics probe of a deployment is made by runtime/probe_plan.py). Loaded for each and unloaded
+# after it on MicroPython (core.Device.dispatch).
 #
 # Everything here is read when the controller asks, so it costs nothing between polls: the
 # counters it reports are kept by the loop (time waiting in poll), the steps and pipes (values,
@@ -77,41 +77,6 @@ def report(device):
     m["pipeline"] = rt.pipeline
     m["epoch"] = rt.epoch
     return m
-
-
-def install(rt, nodes, links):
-    """The metrics probe of the assignment just built (runtime/probe.py: a list in its order), made
-    when the deployment is applied (runtime/deploy.py); links: its edges (upstream id, downstream
-    id, port), in the order they were connected, which is the order of each node's outputs."""
-    downs = {}
-    for up, down, port in links:
-        lst = downs.get(up)
-        if lst is None:
-            lst = downs[up] = []
-        node = nodes[down]
-        if getattr(node, "PIPE", None) == "out":
-            kind = 2
-        elif getattr(node, "SINK", False):
-            kind = 1
-        elif getattr(node, "TYPE", None) in ("window", "sliding", "zip", "combine_latest", "throttle"):
-            # its output may come later than (or combine) the values it takes in (other steps
-            # that pass nothing on, a filter saying no, drop the value and its origin with it)
-            kind = 3
-        else:
-            kind = 0
-        lst.append(node)
-        lst.append(kind)
-    plan = []
-    n = 0
-    for sid in rt.order:
-        lst = downs.get(sid)
-        if lst:
-            node = nodes[sid]
-            plan += [node, node.emit]
-            plan += lst
-            n += len(lst)     # two per output: the downstream node and its kind; two counters
-    # rt, plan, samples taken, latency, dropped, active, origin, child, armed nodes, timer, counters
-    return [rt, tuple(plan), 0, [], 0, False, None, 0, {}, None] + [0] * n
 
 
 # The largest free heap block (MicroPython): found by allocating. micropython.mem_info() knows

@@ -16,7 +16,7 @@
 # This module holds only what a running assignment uses all the time (sources, the ctx of the
 # steps, back-pressure and acknowledgement plumbing). Everything else loads when it is needed:
 # building and checking an assignment (deploy.py: loaded for a deployment and forgotten after on
-# .mpy), the control messages (control.py, and stop.py for a stop: loaded per message and
+# .mpy), the control messages (control.py, start.py and stop.py: loaded per message and
 # forgotten after it), the status and its reply (report.py, the same), callback deliveries and
 # csv outlets (delivery.py: only on devices that have them).
 from sensormesh.device.compat import MICROPYTHON
@@ -107,8 +107,9 @@ class Source(Outlet):
 
 class Runtime(Rarely):
     """The device's current assignment; the handlers of the messages that manage it are in
-    control.py, stop.py and deploy.py (loaded per message), its rarely used methods (status,
-    send_stats, shutdown; deliver for the steps) in report.py (Rarely, steps/__init__.py)."""
+    control.py, start.py, stop.py and deploy.py (loaded per message), its rarely used methods
+    (status, send_stats, shutdown; deliver for the steps) in report.py (Rarely,
+    steps/__init__.py)."""
     RARE_IN = "sensormesh.device.runtime.report"
     RARE = ("status", "send_stats", "shutdown", "deliver")
     # the state of a device with no assignment; each attribute becomes the runtime's own once
@@ -156,15 +157,19 @@ class Runtime(Rarely):
 
     def handler(self, key):
         """The handler fn(session, body) of a runtime message (core.RUNTIME_MESSAGES): a function
-        of control.py (stop.py for stop and undeploy), whose code is loaded for the message and
-        forgotten after it; a controller's confirmations of callback values go to delivery.py,
+        of control.py (start.py for start, stop.py for stop and undeploy), whose code is loaded
+        for the message and forgotten after it; a controller's confirmations of callback values go to delivery.py,
         loaded while there are callbacks."""
         if key == "delivered":
             from sensormesh.device.runtime.delivery import on_delivered
             return lambda session, body: on_delivered(self, session, body)
         if key == "deploy":     # a deployment: without control.py
             return self.deploy
-        where = "stop" if key == "stop" or key == "undeploy" else "control"
+        where = "control"
+        if key == "start" or key == "stop":
+            where = key
+        elif key == "undeploy":
+            where = "stop"
         name = "on_" + key.replace("-", "_")
         return lambda session, body: self.rare(where, name, session, body)
 

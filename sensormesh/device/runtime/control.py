@@ -1,6 +1,6 @@
-# The runtime's control messages: deploy-part, start, subscribe, pipe, pull (runtime/__init__.py
-# has the message list; stop and undeploy are stop.py's, the status of the running assignment is
-# report.py's). A running assignment needs none of this between two messages, so Runtime.rare()
+# The runtime's control messages: deploy-part, subscribe, pipe, pull (runtime/__init__.py has the
+# message list; start is start.py's, stop and undeploy are stop.py's, the status of the running
+# assignment is report.py's). A running assignment needs none of this between two messages, so Runtime.rare()
 # loads this module per message and a board running from .mpy files forgets its code after each
 # one (compat.forget).
 from sensormesh.device.compat import collect, unload
@@ -17,25 +17,6 @@ def on_deploy_part(rt, session, body):
         rt.deploy(session, {"assignment": a, "acks": True})
     else:
         collect()
-
-
-def on_start(rt, session, body):
-    if rt.state == "empty":
-        session.conn.send({"error": {"code": "not-deployed", "message": "nothing is deployed on this device"}})
-        return
-    if rt.state != "running":
-        for kind in ("in", "out"):     # pipe receivers, then pipe senders, then sources
-            for i in rt.order:
-                n = rt.nodes[i]
-                if getattr(n, "PIPE", None) == kind:
-                    n.start()
-        for n in rt.sources:
-            n.start()
-        if rt.probe is not None:
-            from sensormesh.device.runtime.probe import run
-            run(rt.probe, None, None)      # the metrics probe's sample timer: its first turn
-        rt.state = "running"
-    session.conn.send({"started": {"pipeline": rt.pipeline, "epoch": rt.epoch}})
 
 
 def on_subscribe(rt, session, body):

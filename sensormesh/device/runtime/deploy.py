@@ -5,7 +5,7 @@
 #                steps/wiring.py, dropped with it)
 #   stop.py      stop the running assignment (the pipes of its edges carry over)
 #   install.py   put the new one in its place: pipes, checkpoints, outlets; then this module makes
-#                the metrics probe (metrics.py) and sends the reply (finish: here, not in
+#                the metrics probe (probe_plan.py) and sends the reply (finish: here, not in
 #                install.py, which a board would have to load again when its heap is fullest)
 # Each stage's module is loaded for it and forgotten after it on a board running from precompiled
 # .mpy files (Runtime.rare, compat.forget), and so is this one after the deployment. A bad
@@ -53,11 +53,12 @@ def finish(rt, session, body):
 
 
 def probe(rt, built):
-    """The metrics probe of the assignment (metrics.py), made between install.py's two loads so
-    that neither holds the other's code; metrics.py is forgotten again on return."""
-    from sensormesh.device import metrics
-    p = metrics.install(rt, built[1], built[3])
-    forget("sensormesh.device.metrics")
+    """The metrics probe of the assignment (probe_plan.py), made once install.py is forgotten;
+    probe_plan.py is forgotten again on return."""
+    from sensormesh.device.runtime.probe_plan import install
+    p = install(rt, built[1], built[3])
+    install = None
+    forget("sensormesh.device.runtime.probe_plan")
     return p
 
 

@@ -23,13 +23,14 @@
 # timer, the one-shot emits and the pipe_in's stamped values, and the maker of one-shot emits)
 # and one list per deployment (below). The code of a timer turn and of a sampled value
 # (probe_wiring.py) is loaded for each and forgotten after on a board running .mpy files; so is
-# the code that makes the probe at deploy time and the metrics reply (../metrics.py). A board
+# the code that makes the probe at deploy time (probe_plan.py) and the metrics reply
+# (../metrics.py). A board
 # samples once a second (probe_wiring.SAMPLE_MS): about four loads a second on a device with a
 # source, a window and a pipe each way (docs/observability.md has what a load costs). When a
 # board has no room to load that code, the value goes unsampled (a timer turn comes again).
 from sensormesh.device.compat import forget
 
-# The probe of a deployment (runtime.probe) is one list, made by ../metrics.py (install) at deploy
+# The probe of a deployment (runtime.probe) is one list, made by probe_plan.py (install) at deploy
 # time and read by probe_wiring.py and ../metrics.py (report) in this order:
 #   0 the Runtime
 #   1 the plan: a tuple, per node with outputs: the node, its direct emit, then per output
