@@ -28,13 +28,7 @@ def _build(rt, a):
     specs = a.get("steps")
     if type(specs) is not list:
         raise AssignmentError("assignment needs a list of steps")
-    for spec in specs:
-        if type(spec) is dict and spec.get("type") == "pipe_out":
-            # the sending end's code stays loaded while the assignment runs: imported first, while
-            # the heap has its largest free blocks (its classes need a few hundred bytes in a row)
-            __import__("sensormesh.device.runtime.pipes")
-            __import__("sensormesh.device.runtime.replay")
-            break
+    pipes_first(specs)
     rt.code = code = shipped_code(a.get("code") or {})   # resolve() of the steps looks here
     nodes = {}
     order = []
@@ -78,6 +72,21 @@ def source(rt, sid, params):
     src = Source()
     source_setup(src, rt, sid, params)
     return src
+
+
+# The modules a pipe keeps loaded while it runs, by its type.
+_PIPE_CODE = {"pipe_out": ("pipes", "replay"), "pipe_in": ("pipes", "receiver", "pipe_in")}
+
+
+def pipes_first(specs):
+    """Import the code the assignment's pipes keep loaded while it runs before anything else of
+    the build, while the heap has its largest free blocks: their classes need a few hundred bytes
+    in a row, which a board's heap, broken up by the build, may no longer have later on."""
+    for spec in specs:
+        t = spec.get("type") if type(spec) is dict else None
+        if type(t) is str:
+            for name in _PIPE_CODE.get(t, ()):
+                __import__("sensormesh.device.runtime." + name)
 
 
 def pipe_out(rt, sid, params):
