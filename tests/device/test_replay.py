@@ -509,7 +509,9 @@ def _remove(path):
 
 
 def test_sink_device_restart_writes_each_value_once_into_a_csv_file():
-    path = "/tmp/sensormesh-test-replay-sink.csv"
+    import random
+    # a name of this run's own: two runs of the suite at once must not share the file
+    path = "/tmp/sensormesh-test-replay-sink-%d.csv" % random.getrandbits(30)
     _remove(path)
     try:
         net = Net()
