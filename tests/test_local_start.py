@@ -127,3 +127,35 @@ def test_a_run_marks_its_folder_and_removes_it_when_stopped(tmp_path):
     finally:
         cl.stop()
     assert not os.path.exists(folder)
+
+
+def test_a_micropython_device_stops_through_its_standard_input(tmp_path, monkeypatch):
+    """`up` stops a local MicroPython device by closing its standard input: it stops at its next
+    loop turn. A SIGINT, the unix port's KeyboardInterrupt, lands wherever the device is, even in
+    a garbage collection, which then leaves its heap locked ("MemoryError: ... heap is locked"
+    while it stops); that is only the fallback for a device that does not stop in time."""
+    from procs import need_micropython
+    need_micropython()
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "two.yaml"
+    path.write_text(textwrap.dedent("""\
+        pipeline: two
+        devices:
+          board: {interpreter: micropython, sensors: [counter], local: true}
+          pc: {interpreter: cpython, sensors: [counter], local: true}
+        steps:
+          s: {type: source, sensor: counter, on: board}
+        sinks:
+          out: {type: print, input: s, on: pc}
+        """))
+    cl = LocalCluster(load_model(str(path)))
+    cl.start(timeout=60)
+    board = cl.procs["board"]
+    t0 = time.monotonic()
+    codes = cl.stop(timeout=20)
+    took = time.monotonic() - t0
+    board._reader.join(5)
+    text = "\n".join(board.lines)
+    assert codes == {"board": 0, "pc": 0}, (codes, text)
+    assert "standard input closed" in text and "stopped" in text, text
+    assert "MemoryError" not in text and took < local.LocalProcess.STDIN_STOP_S, (took, text)

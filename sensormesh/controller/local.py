@@ -210,6 +210,7 @@ class LocalProcess:
         self.t_listening = None     # time.monotonic() when it reported listening
         self.tcp_address = None     # "host:port" from the device's listening line
         self._want = 2          # tcp + unix
+        self._stdin_closed_at = None    # when ask_to_stop closed a MicroPython device's stdin
         self._on_line = on_line
         # stdin is a pipe nobody writes to: the kernel closes it when this process ends (even by
         # SIGKILL), and a device started with exit_with_stdin then stops instead of living on.
@@ -268,25 +269,47 @@ class LocalProcess:
                 "Pipeline.device); otherwise place fewer steps on it"
                 % (self.name, under, self.memory_error, more, more))
 
+    # How long a MicroPython device has to stop once its standard input is closed, before SIGINT.
+    STDIN_STOP_S = 2.0
+
     def stop(self, timeout=5.0):
-        """SIGTERM (SIGINT for MicroPython), then SIGKILL after `timeout` seconds; returns the
-        exit code. The MicroPython unix port has no signal module, so SIGTERM would end it at
-        once; SIGINT is its KeyboardInterrupt, so it closes its listeners and logs "stopped" as
-        a CPython device does on SIGTERM."""
+        """Ask the device to stop, then SIGKILL after `timeout` seconds; returns the exit code.
+        A CPython device gets SIGTERM (it stops between two steps of its loop). A MicroPython
+        device has its standard input closed: it watches it (exit_with_stdin) and stops at its
+        next loop turn, closing its listeners and logging "stopped". Only if it has not stopped
+        within STDIN_STOP_S does it get SIGINT: the unix port raises that KeyboardInterrupt
+        wherever it is, even inside a garbage collection, which then leaves the heap locked
+        ("MemoryError: ... heap is locked" as it stops)."""
         self.ask_to_stop()
         return self.wait_stopped(timeout)
 
     def ask_to_stop(self):
+        if self.proc.poll() is not None:
+            return
+        if self.interpreter == "micropython":
+            self.close_stdin()
+            self._stdin_closed_at = time.monotonic()
+            return
+        self._signal(signal.SIGTERM)
+
+    def _signal(self, sig):
         if self.proc.poll() is None:
             try:
-                self.proc.send_signal(signal.SIGINT if self.interpreter == "micropython" else signal.SIGTERM)
+                self.proc.send_signal(sig)
             except OSError:
                 pass
 
     def wait_stopped(self, timeout):
         """After ask_to_stop: wait up to timeout s, then SIGKILL; returns the exit code."""
+        end = time.monotonic() + timeout
+        asked = self._stdin_closed_at
+        if asked is not None:
+            try:
+                self.proc.wait(max(0.05, min(asked + self.STDIN_STOP_S, end) - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGINT)
         try:
-            self.proc.wait(timeout)
+            self.proc.wait(max(0.05, end - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout)

@@ -251,7 +251,7 @@ class Device:
         data = sys.stdin.buffer.read(1) if ev & 1 else b""
         if not data:        # end of input (or hang-up): the starter is gone
             self.loop.unregister(sys.stdin)
-            self.log("standard input closed: the process that started this device is gone")
+            self.log("standard input closed: the process that started this device stopped it or is gone")
             raise KeyboardInterrupt
 
     def run(self):
