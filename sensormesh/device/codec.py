@@ -217,9 +217,10 @@ def decode_payload(payload):
     # Only a frame with more than MAX_DEPTH brackets can be too deep: others skip the walk.
     # (Every path: msgspec, the standard module and MicroPython's json accept deeper frames.)
     opens = payload.count(b"[") + payload.count(b"{")
-    if MICROPYTHON and opens * _CONTAINER_BYTES > gc.mem_free():
+    if MICROPYTHON and opens > MAX_DEPTH and opens * _CONTAINER_BYTES > gc.mem_free():
         # Built, its arrays and objects could take a quarter of the free heap or more: read
-        # the depth from the bytes first (deep.py), so a deep frame never fills the heap.
+        # the depth from the bytes first (deep.py), so a deep frame never fills the heap. (The
+        # free heap is asked only then: gc.mem_free() walks the heap's whole allocation table.)
         from sensormesh.device import deep
         try:
             deep.check(payload, MAX_DEPTH)
