@@ -136,7 +136,9 @@ class Bench:
         if not os.path.exists(path):
             launcher = os.path.join(self.tmp, name + ".py")
             with open(launcher, "w") as f:
-                f.write(text)
+                # first the package launcher's own start (module paths through a short mount);
+                # a checkout older than it (a baseline) has none
+                f.write(getattr(mpy_cache, "SHORT_PATHS", "") + text)
             with open(path, "w") as f:
                 f.write(WRAPPER % {"mp": self.mp, "launcher": launcher})
             os.chmod(path, 0o755)

