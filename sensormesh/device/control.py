@@ -67,7 +67,8 @@ def peer_limit(dev, conn, mf):
     """The peer accepts frames of mf bytes: send up to that (at most 4 times our own limit)."""
     conn.peer_max_frame = mf if mf < codec.DEFAULT_MAX_FRAME * 4 else codec.DEFAULT_MAX_FRAME * 4
     if conn.wrap is not None:
-        conn.wrap_limit = dev.security.wrap_limit(conn.peer_max_frame)
+        from sensormesh.device.secure.channel import wrap_limit
+        conn.wrap_limit = wrap_limit(conn.peer_max_frame)
 
 
 def data_request(dev, session, body):

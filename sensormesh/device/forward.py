@@ -126,7 +126,8 @@ class Registered:
     def on_message(self, conn, msg):
         relay_back(self.requester, self.name, conn, msg)
         if conn.relay and self.session.hs is not None:
-            self.fw.dev.security.authenticated(self.session, conn)
+            from sensormesh.device.secure import load
+            load("admit").authenticated(self.fw.dev.security, self.session, conn)
 
     def on_close(self, conn, reason):
         if self.fw.registered.get(self.name) is self:
@@ -291,7 +292,7 @@ class Registration:
     """A device behind a one-way link keeps a control connection open to `upstream` (a
     controller or a gateway) and serves what arrives on it; redials when it drops. With keys
     it is the server of the handshake on that connection: after the upstream's "registered",
-    the first message must be the controller's hello (secure.Security.await_hello)."""
+    the first message must be the controller's hello (the small frame limit of a connection before its hello)."""
 
     def __init__(self, dev, upstream):
         self.dev = dev
@@ -307,7 +308,13 @@ class Registration:
         self.conn = transport.dial(self.dev.loop, self.upstream, self)
         self.session.conn = self.conn
         if self.dev.security is not None:
-            self.dev.security.await_hello(self.session, self.conn)
+            # After the upstream's answer the first message this connection serves must be a
+            # hello, checked like an accepted connection's (trust, replay, roles), with the same
+            # small frame limit until then. It takes no handshake slot and has no deadline: the
+            # controller's hello may come long after the device registered, and only the
+            # upstream the device chose to dial can hold this connection (it could cut it anyway).
+            from sensormesh.device.secure import HELLO_MAX_FRAME
+            self.conn.decoder.max_frame = HELLO_MAX_FRAME
         self.conn.send({"register": {"name": self.dev.name}})
 
     def on_connect(self, conn):

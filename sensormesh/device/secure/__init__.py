@@ -15,15 +15,16 @@
 #                         handshake, then hands the connection to the pipe.
 #   registrations         a device behind a one-way link dials out to register (forward.py) and
 #                         is the server of the handshake on that connection: after the
-#                         upstream's answer the first message must be a hello (await_hello).
+#                         upstream's answer the first message must be a hello (forward.py
+#                         sets the small frame limit; admit.authenticated lifts it).
+# Refusing a connection (admit.refuse: the error sent, the refusal counted and logged sparsely)
+# loads admit.py too.
 # Both sides use keys.py (and x25519.py for a key agreement); trust.py reads the key files.
 # The trust store (and an optional extra revoked list) is re-read when its file changes, checked
 # at every new handshake: a revoked key is refused from the next connection on, and the device
 # closes the sessions it still has with that key.
 from sensormesh.device import transport
 from sensormesh.device.compat import MICROPYTHON, collect
-from sensormesh.device.schedule import sparse
-from sensormesh.device.secure.channel import wrap_limit
 
 # Largest frame accepted before the handshake: a hello is about 250 bytes.
 HELLO_MAX_FRAME = 4096
@@ -95,26 +96,11 @@ class Security:
     def on_open(self, session, conn):
         load("admit").hold(self, session, conn)
 
-    def await_hello(self, session, conn):
-        """A connection this device dialed to register (forward.Registration): after the
-        upstream's answer, the first message it serves must be a hello, checked by handshake()
-        like an accepted connection's (trust, replay, roles; then permit() per message), with
-        the same small frame limit until then. It takes no handshake slot and has no deadline:
-        the controller's hello may come long after the device registered, and only the upstream
-        the device chose to dial can hold this connection (which it could cut anyway)."""
-        conn.decoder.max_frame = HELLO_MAX_FRAME
-
     def release(self, session):
         """The connection is no longer a handshake in progress (closed)."""
         a = load("admit")
         a.release(self, session)
         a.idle()
-
-    def authenticated(self, session, conn):
-        """A registration's end-to-end session is up (its welcome passed this gateway): lift the
-        pre-authentication bounds. The peer authenticated to the controller, not to us."""
-        self.release(session)
-        conn.decoder.max_frame = self.dev.max_frame
 
     def handshake(self, session, conn, msg):
         """The first message of an accepted connection: a hello, or a refusal."""
@@ -126,20 +112,14 @@ class Security:
         why = denied(session.role, key)
         if why is None:
             return True
-        self.refuse(session, session.conn, "wrong-role", "%s (key %r)" % (why, session.peer_name))
+        try:
+            a = load("admit")     # a refusal's code (admit.refuse): loaded for it
+        except MemoryError:
+            session.conn.close("wrong-role: " + why)    # no memory to say why: close all the same
+            return False
+        a.refuse(self, session, session.conn, "wrong-role", "%s (key %r)" % (why, session.peer_name))
+        a.idle()
         return False
-
-    def refuse(self, session, conn, code, message):
-        n = self.refused.get(code, 0) + 1
-        self.refused[code] = n
-        if sparse(n):   # 1st, 2nd, 4th, ... of each kind: a flood cannot flood the log
-            who = getattr(session, "peer_name", None) or conn.peer
-            self.dev.log("refused connection%s: %s: %s (%d so far)"
-                         % (" from %s" % (who,) if who else "", code, message, n))
-        session.fail(conn, code, message)
-
-    def wrap_limit(self, max_frame):
-        return wrap_limit(max_frame)
 
     def status(self):
         return {"identity": self.identity.name, "handshakes": self.pending, "accepted": self.accepted,

@@ -5,7 +5,9 @@
 # waits for its hello a device holds this module alone. A hello loads wire.py and server.py, and
 # nothing else of the handshake when it comes from a pipe's sender the deployment prepared
 # (keys.prepare); any other one loads keys.py too (the trust store, the pair-key cache).
+from sensormesh.device.schedule import sparse
 from sensormesh.device.secure import HELLO_MAX_FRAME, admitting, load
+from sensormesh.device.secure.channel import wrap_limit
 
 
 def host_of(conn):
@@ -27,10 +29,10 @@ def hold(sec, session, conn):
     host = host_of(conn)
     mine = sec.pending_by.get(host, 0)
     if sec.pending >= sec.max_handshakes:
-        sec.refuse(session, conn, "busy", "too many handshakes in progress on device %s (limit %d); "
+        refuse(sec, session, conn, "busy", "too many handshakes in progress on device %s (limit %d); "
                    "try again later" % (sec.dev.name, sec.max_handshakes))
     elif mine >= per_host(sec.max_handshakes):
-        sec.refuse(session, conn, "busy", "too many handshakes in progress from %s on device %s "
+        refuse(sec, session, conn, "busy", "too many handshakes in progress from %s on device %s "
                    "(limit %d per address); try again later" % (host, sec.dev.name,
                                                                per_host(sec.max_handshakes)))
     else:
@@ -51,7 +53,7 @@ def _expire(sec, session):
     conn = session.conn
     if conn is not None and not conn.closed:
         what = "no secure session through it" if session.kind == "registered" else "no valid hello"
-        sec.refuse(session, conn, "timeout", "%s within %d ms of connecting" % (what, sec.handshake_ms))
+        refuse(sec, session, conn, "timeout", "%s within %d ms of connecting" % (what, sec.handshake_ms))
     idle()
 
 
@@ -69,6 +71,27 @@ def release(sec, session):
             sec.pending_by[host] = n
         else:
             sec.pending_by.pop(host, None)
+
+
+def refuse(sec, session, conn, code, message):
+    """Refuse a connection (a handshake that failed, a role's message it may not send, a key
+    revoked): count it, log it (the 1st, 2nd, 4th... of each code: a flood cannot flood the
+    log), send the error and close."""
+    n = sec.refused.get(code, 0) + 1
+    sec.refused[code] = n
+    if sparse(n):
+        who = getattr(session, "peer_name", None) or conn.peer
+        sec.dev.log("refused connection%s: %s: %s (%d so far)"
+                    % (" from %s" % (who,) if who else "", code, message, n))
+    session.fail(conn, code, message)
+
+
+def authenticated(sec, session, conn):
+    """A registration's end-to-end session is up (its welcome passed this gateway): lift the
+    pre-authentication bounds. The peer authenticated to the controller, not to us."""
+    release(sec, session)
+    conn.decoder.max_frame = sec.dev.max_frame
+    idle()
 
 
 def idle():
@@ -90,17 +113,17 @@ def handshake(sec, session, conn, msg):
     except MemoryError:
         # say so and close, rather than leave the peer waiting for a welcome
         idle()
-        sec.refuse(session, conn, "busy", "no memory free for a handshake now; try again later")
+        refuse(sec, session, conn, "busy", "no memory free for a handshake now; try again later")
         return
     if ss is None:               # refused: welcome is the HandshakeError
-        sec.refuse(session, conn, welcome.code, welcome.message)
+        refuse(sec, session, conn, welcome.code, welcome.message)
         idle()
         return
     conn.decoder.max_frame = sec.dev.max_frame
     conn.send(welcome)           # the last plaintext frame of this connection
     conn.wrap = ss.wrap
     conn.unwrap = ss.unwrap
-    conn.wrap_limit = sec.wrap_limit(conn.peer_max_frame)
+    conn.wrap_limit = wrap_limit(conn.peer_max_frame)
     session.role = ss.role
     session.peer_name = ss.peer
     session.peer_fp = ss.peer_fp

@@ -7,7 +7,7 @@ import binascii
 import json
 
 from sensormesh.device.secure.pubkey import SIZE, PublicKey
-from sensormesh.device.secure import DEFAULT_HANDSHAKE_MS, DEFAULT_MAX_HANDSHAKES, MICROPYTHON
+from sensormesh.device.secure import DEFAULT_HANDSHAKE_MS, DEFAULT_MAX_HANDSHAKES, MICROPYTHON, load
 from sensormesh.device.secure.keys import HandshakeError, Identity, TrustStore, device_trust, idle
 
 
@@ -258,6 +258,7 @@ def _cut_untrusted(sec, t):
     # Close the device's open sessions whose peer key is no longer trusted.
     dev = sec.dev
     sessions = [(conn.protocol, conn) for lst in dev.listeners for conn in lst.conns]
+    refuse = None
     reg = getattr(dev, "registration", None)   # the connection it dialed to register
     if reg is not None and reg.conn is not None:
         sessions.append((reg.session, reg.conn))
@@ -270,4 +271,6 @@ def _cut_untrusted(sec, t):
             if key.fingerprint() != s.peer_fp:
                 raise HandshakeError("revoked", "the key of %r was replaced" % name)
         except HandshakeError as e:
-            sec.refuse(s, conn, e.code, "session closed: " + e.message)
+            if refuse is None:
+                refuse = load("admit").refuse
+            refuse(sec, s, conn, e.code, "session closed: " + e.message)
