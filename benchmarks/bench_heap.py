@@ -253,7 +253,9 @@ IMPORTS = (
      ("compat", "codec", "transport", "sensors", "core", "__main__")),
     ("simulated sensors (sensors.sim, temperature)", ("sensors.sim", "sensors.sim.temperature")),
     ("secure session kept between handshakes (secure, channel)", ("secure", "secure.channel")),
-    ("a prepared dial's client side (wire, dialer; only while one runs)", ("secure.wire", "secure.dialer")),
+    ("a prepared dial waiting for its welcome (basics, dialer)", ("secure.basics", "secure.dialer")),
+    ("its hello (dial_hello; only while it is made)", ("secure.dial_hello",)),
+    ("its welcome's check (wire; only while it runs)", ("secure.wire",)),
     ("the rest of the handshake's code (keys, pubkey; a deployment's preparation, an accepted "
      "connection, a dial not prepared)", ("secure.keys", "secure.pubkey")),
     ("a client looking its server up (hello; tools, a dial to a peer not trusted as a device)", ("secure.hello",)),
@@ -445,24 +447,26 @@ core.Device.dispatch = dispatch
 _dial = core.Device.dial
 def dial(self, *args):
     conn = _dial(self, *args)
-    mark("the pipe dialed (hello sent, its handshake's code loaded)")
+    mark("the pipe dialed (hello sent, its welcome awaited)")
     return conn
 core.Device.dial = dial
 _secure = core.Device.secure
 def secure(self, cfg):
     s = _secure(self, cfg)
-    # the handshake's modules load and unload: hook secure.load() (a pipe's dial loads dialer.py)
-    # and compat.collect(), which secure.wire.idle() calls last (wire.py imports it anew each time
+    # the handshake's modules load and unload: hook secure.load() (a pipe's dial loads dial_hello.py)
+    # and compat.collect(), which secure.basics.idle() calls last (basics.py imports it anew each time
     # it loads again)
     from sensormesh.device import compat
     from sensormesh.device import secure as sec
     _collect, _load = compat.collect, sec.load
-    state = [0]   # 1: a dial after the deployment loaded dialer.py; 2: marked
+    state = [0]   # 1: a dial after the deployment loaded dial_hello.py; 2: marked
     accepts = {}  # with ACCEPTS (a receiving board): the first accept after the deployment
     def load(name):
-        if name == 'dialer' and state[0] == 0 and getattr(self, 'runtime', None) is not None:
+        if name == 'dial_hello' and state[0] == 0 and getattr(self, 'runtime', None) is not None:
             state[0] = 1
         m = _load(name)
+        if state[0] == 1 and name in ('dial_hello', 'wire'):
+            m = Step(m, name)     # the dial's two steps: marked while their code is loaded
         if ACCEPTS and name in ('admit', 'server') and getattr(self, 'runtime', None) is not None:
             n = accepts[name] = accepts.get(name, 0) + 1
             if name == 'admit' and n == 1:
@@ -470,6 +474,18 @@ def secure(self, cfg):
             elif name == 'server' and n <= 2:
                 mark('its hello: server.py loaded%s' % ('' if n == 1 else ' again (after the pair key)'))
         return m
+    class Step:
+        def __init__(self, m, name):
+            self.m = m
+        def __getattr__(self, name):
+            return getattr(self.m, name)
+        def hello(self, h):
+            msg = self.m.hello(h)
+            mark("the pipe's hello made (dial_hello.py loaded)")
+            return msg
+        def check_welcome(self, h, msg):
+            self.m.check_welcome(h, msg)
+            mark("the pipe's welcome checked (wire.py loaded)")
     _handshake = sec.Security.handshake
     def handshake(s, session, conn, msg):
         _handshake(s, session, conn, msg)

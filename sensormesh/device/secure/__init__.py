@@ -4,7 +4,7 @@
 # without keys never loads the crypto modules. What a device keeps while its sessions run is
 # this module (Security: its keys as plain data, its limits and counters, each message's
 # permission check) and channel.py (every frame's token). The handshake's code loads for a
-# handshake and is forgotten when none is in progress (keys.idle(); on MicroPython from .mpy files,
+# handshake and is forgotten when none is in progress (basics.idle(); on MicroPython from .mpy files,
 # on CPython it stays):
 #   accepted connections  admit.py: the first message must be a hello; anything else is refused
 #                         (plaintext-refused). Until it arrives the connection counts as a
@@ -12,7 +12,9 @@
 #                         only send small frames. server.py checks the hello. Afterwards every
 #                         control message is checked against the peer's role (permit).
 #   dialed connections    pipes to other devices: dialer.py's Dialer does the client side of the
-#                         handshake, then hands the connection to the pipe.
+#                         handshake, then hands the connection to the pipe; its steps load
+#                         one at a time (dial_hello.py: the hello; wire.py: the welcome's
+#                         check and the session keys; dial_failed.py: a failure).
 #   registrations         a device behind a one-way link dials out to register (forward.py) and
 #                         is the server of the handshake on that connection: after the
 #                         upstream's answer the first message must be a hello (forward.py
@@ -139,9 +141,9 @@ class Security:
 
     def dial(self, address, protocol, peer, first):
         """Dial another device as this device's identity; `first` goes out once the session is up
-        (dialer.dial: the client side of the handshake, with what the deployment prepared). The
+        (dial_hello.dial: the client side of the handshake, with what the deployment prepared). The
         connection is opened first: the code that opens it (connect.py) is garbage again before
         the handshake's loads."""
         dev = self.dev
         conn = transport.dial(dev.loop, address, None, dev.max_frame)
-        return load("dialer").dial(self, conn, protocol, peer, first)
+        return load("dial_hello").dial(self, conn, protocol, peer, first)

@@ -1,7 +1,7 @@
 # Accepted connections of a device with keys until they authenticate: each takes a
 # pre-authentication slot (bounded in all and per peer host), may send only small frames and has
 # a deadline; its first message must be a hello, which server.py checks. Loaded when a connection
-# is accepted, forgotten when none waits for its hello any more (wire.idle()): while a connection
+# is accepted, forgotten when none waits for its hello any more (basics.idle()): while a connection
 # waits for its hello a device holds this module alone. A hello loads wire.py and server.py, and
 # nothing else of the handshake when it comes from a pipe's sender the deployment prepared
 # (keys.prepare); any other one loads keys.py too (the trust store, the pair-key cache).
@@ -95,14 +95,14 @@ def authenticated(sec, session, conn):
 
 
 def idle():
-    """wire.idle(): forget the handshake's code no handshake needs now (this module too, once no
-    connection waits for its hello). Short of memory to load wire.py for it, the next
+    """basics.idle(): forget the handshake's code no handshake needs now (this module too, once no
+    connection waits for its hello). Short of memory to load basics.py for it, the next
     handshake's end does it."""
     try:
-        wire = load("wire")
+        basics = load("basics")
     except MemoryError:
         return
-    wire.idle()
+    basics.idle()
 
 
 def handshake(sec, session, conn, msg):

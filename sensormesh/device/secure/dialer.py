@@ -1,24 +1,23 @@
-# The client side of the handshake, as small as a device's pipe needs it: Hello (the hello to a
-# server whose role, pair key and key fingerprint are known, the check of its welcome), the
-# Dialer that runs a client session in front of a connection's protocol object, and a device's
-# dial (Security.dial). A pipe's dial loads this module and wire.py (the messages' fields, the
-# session keys) and nothing else of the handshake when the deployment prepared the peer
-# (keys.prepare); they are forgotten once no dial is in progress (wire.idle()). Looking the
-# server up in a trust store is hello.py's ClientSession, built on Hello (processes that are not
-# devices, and a device's dial to a peer it does not trust as a device, refused with its error).
-import os
-
+# The client side of one handshake while it runs, as small as a device's pipe needs it: Hello (a
+# client session's state: the server, its role, pair key and key fingerprint as known, the
+# hello sent) and the Dialer that runs a client session in front of a connection's protocol
+# object until the session is up. Its steps are modules of their own, loaded for each and
+# forgotten after (basics.idle()): a device's dial and its hello (dial_hello.py), the check of
+# the welcome and the session's keys (wire.py), a failure (dial_failed.py). While a dial waits for its
+# welcome a board holds this module and basics.py only. Looking the server up in a trust store
+# is hello.py's ClientSession, built on Hello (processes that are not devices, and a device's
+# dial to a peer it does not trust as a device, refused with its error).
 from sensormesh.device.compat import unix_time
-from sensormesh.device.secure import HELLO_MAX_FRAME, busy, load
-from sensormesh.device.secure.channel import Channel, b64encode, equal, hmac_sha256, wrap_limit
-from sensormesh.device.secure.wire import (_NONCE, CODES, VERSION, HandshakeError, _bin, _body, _keys, _name,
-                                           _transcript, idle, stamps)
+from sensormesh.device.secure import busy, load
+from sensormesh.device.secure.basics import HandshakeError, idle
+from sensormesh.device.secure.channel import wrap_limit
 
 
 class Hello:
     """The client side of one handshake with `server`, whose (role, pair key, fingerprint) are
-    `known`: start() -> the hello to send; receive(reply) checks the welcome (HandshakeError if it
-    fails) and sets wrap/unwrap (Connection.wrap/unwrap) and done."""
+    `known`: start() -> the hello to send (dial_hello.py); receive(reply) checks the welcome
+    (wire.check_welcome; HandshakeError if it fails) and sets wrap/unwrap (Connection.wrap/unwrap)
+    and done. Between the two it is plain data: no code of either step stays loaded."""
 
     def __init__(self, me, server, known, clock=None):
         self.me = me
@@ -31,73 +30,10 @@ class Hello:
         self.unwrap = None
 
     def start(self):
-        ts = int(self.clock())
-        nonce = os.urandom(_NONCE)
-        transcript = _transcript(self.me, self.server, ts, nonce)
-        mac = hmac_sha256(self.known[1], transcript)
-        self._pending = (nonce, transcript, mac)
-        return {"hello": {"v": VERSION, "from": self.me, "to": self.server, "ts": ts,
-                          "nonce": b64encode(nonce).decode(), "mac": b64encode(mac).decode()}}
+        return load("dial_hello").hello(self)
 
     def receive(self, msg):
-        if self._pending is None:
-            raise HandshakeError("malformed", "start() the handshake before receiving")
-        server = self.server
-        if type(msg) is dict and "error" in msg:
-            err = msg["error"]
-            code = err.get("code") if type(err) is dict else None
-            text = err.get("message") if type(err) is dict else None
-            if code not in CODES:
-                code = "malformed"
-            raise HandshakeError(code, "refused by %s: %s" % (server, text if type(text) is str else err))
-        body = _body(msg, "welcome")
-        if body is None:
-            raise HandshakeError("malformed", "expected a welcome from %r" % server)
-        if _name(body, "from") != server:
-            raise HandshakeError("unknown-key", "welcome comes from %r, expected %r" % (body["from"], server))
-        snonce = _bin(body, "nonce", _NONCE)
-        proof = _bin(body, "proof", 32)
-        nonce, transcript, mac = self._pending
-        role, pair, fp = self.known
-        c2s, s2c, expect = _keys(pair, nonce, snonce, transcript, mac, server)
-        if not equal(proof, expect):
-            raise HandshakeError("bad-signature", "%r could not prove it holds its private key "
-                                 "(wrong key-confirmation proof)" % server)
-        self._pending = None
-        self.peer = server       # the authenticated peer: its name, role and key's fingerprint
-        self.role = role
-        self.peer_fp = fp
-        self.channel = Channel(c2s, s2c)
-        self.wrap = self.channel.wrap
-        self.unwrap = self.channel.unwrap
-        self.done = True
-
-
-def dial(sec, conn, protocol, peer, first):
-    """Security.dial: run the handshake as this device's identity on `conn`, just opened to
-    `peer`. A peer prepared at the deployment (keys.prepare: its role, pair key and key
-    fingerprint, kept while the trust files are unchanged) needs only this module and wire.py;
-    else keys.py looks it up again (the trust store re-read first if its files changed) and
-    computes the pair key (x25519.py forgotten again at the end of the handshake). A peer not
-    trusted as a device is refused by hello.py's ClientSession with the handshake's error."""
-    dev = sec.dev
-    try:
-        known = sec.prepared.get(peer)
-        if known is None or stamps(sec) != sec.stamps:
-            known = load("keys").prepare_peer(sec, peer)
-            if known is not None:
-                sec.prepared[peer] = known
-        if known is not None:
-            cs = Hello(sec.identity.name, peer, known)
-        else:
-            cs = load("hello").device_session(sec, peer)
-    except MemoryError:
-        conn.close("no memory free for the handshake with %s" % peer)
-        raise
-    d = Dialer(cs, sec.handshake_ms, dev.loop, protocol, peer, first, dev.max_frame, dev.log)
-    conn.protocol = d
-    d.start(conn)
-    return conn
+        load("wire").check_welcome(self, msg)
 
 
 class Dialer:
@@ -118,23 +54,12 @@ class Dialer:
         self.log = log
         self.cs = None           # the session while its handshake runs
         self.timer = None
+        self.conn = None         # the connection, once the hello is sent
         self.up = False
 
     def start(self, conn):
-        try:
-            if type(self.peer) is not str:
-                raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")
-            self.cs = self.session
-            self.session = None
-            busy[0] += 1
-            hello = self.cs.start()
-        except HandshakeError as e:
-            self._failed(conn, e)
-            return
-        conn.decoder.max_frame = HELLO_MAX_FRAME
-        conn.send(hello)
-        conn.held = []
-        self.timer = self.loop.call_later(self.handshake_ms, lambda: self._expire(conn))
+        """Send the hello on `conn` (dial_hello.start: loaded for it)."""
+        load("dial_hello").start(self, conn)
 
     def _done(self):
         # this dial's handshake is over (up, failed, expired or closed): its session is garbage
@@ -144,16 +69,20 @@ class Dialer:
             idle()
 
     def _failed(self, conn, e):
+        # the handshake failed (HandshakeError e): what follows is dial_failed.py's, loaded for it
+        try:
+            load("dial_failed").failed(self, conn, e)
+        except MemoryError:
+            self._no_memory(conn)
+
+    def _no_memory(self, conn):
+        # no memory free for the handshake's next step: close (the pipe dials again)
         self._done()
         conn.held = None
-        if self.log:
-            self.log("handshake with %s failed: %s" % (self.peer, e))
-        h = getattr(self.inner, "on_message", None)
-        if h:
-            h(conn, e.to_message())
-        self.loop.call_soon(lambda: conn.close("handshake with %s failed: %s" % (self.peer, e)))
+        conn.close("no memory free for the handshake with %s" % (self.peer,))
 
-    def _expire(self, conn):
+    def _expire(self):
+        conn = self.conn
         self.timer = None
         if not self.up:
             self._done()
@@ -174,6 +103,9 @@ class Dialer:
             self.cs.receive(msg)
         except HandshakeError as e:
             self._failed(conn, e)
+            return
+        except MemoryError:       # (loading the welcome's check)
+            self._no_memory(conn)
             return
         self.up = True
         conn.decoder.max_frame = self.max_frame

@@ -88,6 +88,6 @@ def Dialer(keys, loop, inner, peer, first, roles, max_frame, log):
 
 def device_session(sec, peer):
     """A device's ClientSession to a peer it did not prepare (not trusted as a device): its
-    start() looks the peer up and fails with the handshake's error (dialer.dial)."""
+    start() looks the peer up and fails with the handshake's error (dial_hello.dial)."""
     from sensormesh.device.secure.keys import device_identity, device_pairs, device_trust
     return ClientSession(device_identity(sec), device_trust(sec), peer, roles=("device",), pairs=device_pairs(sec))

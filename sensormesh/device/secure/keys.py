@@ -3,7 +3,7 @@
 # for one handshake. Loaded for a handshake only: a device keeps its identity, trust store and
 # caches as plain data on its secure.Security between handshakes (device_identity(),
 # device_trust() and device_pairs() below make these objects of it for one handshake), and forgets
-# this module's code (wire.idle()). A deployment prepares the dials of its pipes here (prepare():
+# this module's code (basics.idle()). A deployment prepares the dials of its pipes here (prepare():
 # each peer looked up and its pair key computed while the heap is low), so that a pipe's dial
 # loads only the client side (dialer.py, wire.py). The server side is server.py.
 from sensormesh.device.compat import collect, unix_time, unload
@@ -216,7 +216,7 @@ def prepare(sec, body):
     code load, look up each device its pipes dial or accept ("peer") in the trust store and
     compute the pair key (x25519.py loaded for it and forgotten again), and keep only the result
     per peer, so that the pipe's dial later needs neither this module nor the key agreement
-    (dialer.dial()), nor the handshake of the connection a sender opens to this device
+    (dial_hello.dial()), nor the handshake of the connection a sender opens to this device
     (admit.py: server.py's `known`). A peer that is not trusted is left to the handshake, which
     refuses it with its error; a malformed assignment is left to the deployment, which refuses it."""
     a = body.get("assignment") if type(body) is dict and "assignment" in body else body

@@ -1,65 +1,19 @@
-# The handshake's messages as both sides build and check them: its errors and their codes, the
-# checks of a message's fields, the transcript and the session keys, and forgetting the
-# handshake's code when no handshake runs (idle). This is all of the handshake a device's dial
-# loads besides dialer.py when the pipe's peer was prepared at the deployment (keys.prepare):
-# the trust store, the pair-key cache and the key agreement (keys.py, pubkey.py, x25519.py), the
-# sessions' common state (keys._Side) and the server side stay unloaded then.
+# The handshake's messages as both sides check them: the checks of a message's fields (a name,
+# a binary field, a message's body and version), the session keys (HKDF over the transcript) and
+# the client's check of the server's welcome (check_welcome: dialer.Hello.receive). What a
+# device's dial needs before its welcome arrives (the error, its codes, the transcript, the trust
+# files' stamps, forgetting the handshake's code) is basics.py's, re-exported here: a prepared
+# dial loads this module only to check its welcome (a refusal's check is dial_failed.py's). The trust store, the pair-key cache
+# and the key agreement (keys.py, pubkey.py, x25519.py), the sessions' common state (keys._Side)
+# and the server side stay unloaded then.
 import hashlib
-import os
-import struct
 
-from sensormesh.device.compat import collect, from_mpy, unload
-from sensormesh.device.secure import admitting, busy
-from sensormesh.device.secure.channel import b64decode, hmac_sha256
+from sensormesh.device.secure.basics import (_NONCE, CODES, VERSION, HandshakeError, _field,  # noqa: F401
+                                             _transcript, forgets, idle, stamps)
+from sensormesh.device.secure import load
+from sensormesh.device.secure.channel import Channel, b64decode, equal, hmac_sha256
 
-VERSION = 2
-CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
-         "malformed", "plaintext-refused", "busy", "timeout")
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
-_NONCE = 16
-_PACKAGE = "sensormesh.device.secure."
-
-
-def forgets():
-    """Does this device forget the handshake's code between handshakes? On MicroPython when it
-    runs from precompiled .mpy files (compat.from_mpy)."""
-    return from_mpy()
-
-
-def idle():
-    """A handshake ended: forget the handshake's code (on MicroPython from .mpy files: it loads
-    again cheaply) and collect its garbage (key agreement, JSON). The server side (server.py)
-    the key files' reader (trust.py) and the key agreement (x25519.py) run within one call, so
-    they go at once; admit.py goes when no accepted connection waits for its hello, the client
-    side (dialer.py, hello.py) when no dial is in progress, and what both use (keys.py,
-    pubkey.py, this module) when neither is."""
-    if forgets():
-        gone = ["server", "trust", "x25519", "handshake"]
-        if admitting[0] == 0:
-            gone.append("admit")
-        if busy[0] == 0:
-            gone += ("hello", "dialer")
-            if admitting[0] == 0:
-                gone += ("keys", "pubkey", "wire")
-        for m in gone:
-            unload(_PACKAGE + m)
-    collect()
-
-
-class HandshakeError(Exception):
-    """The handshake failed; code is one of CODES, message says why in words."""
-
-    def __init__(self, code, message):
-        super().__init__(code, message)
-        self.code = code
-        self.message = message
-
-    def __str__(self):
-        return "%s: %s" % (self.code, self.message)
-
-    def to_message(self):
-        """The control message that tells the peer why (safe to send: no secrets in it)."""
-        return {"error": {"code": self.code, "message": self.message}}
 
 
 def valid_name(name):
@@ -69,16 +23,6 @@ def valid_name(name):
         if c not in _NAME_CHARS:
             return False
     return True
-
-
-def _field(b):
-    if type(b) is str:
-        b = b.encode()
-    return struct.pack("!H", len(b)) + b
-
-
-def _transcript(client, server, ts, nonce):
-    return b"sensormesh-hello-v2" + _field(client) + _field(server) + _field(str(ts)) + _field(nonce)
 
 
 def _keys(pair, cnonce, snonce, transcript, mac, server):
@@ -130,17 +74,34 @@ def _name(body, field):
     return v
 
 
-# -- what a device's dial compares with the trust files it read ------------------------------------
-def stamps(sec):
-    """The trust and revoked files' sizes and times now (secure.Security keeps those it read)."""
-    return (_stamp(sec.trust_src), _stamp(sec.revoked_src))
-
-
-def _stamp(src):
-    if type(src) is not str:
-        return None
-    try:
-        st = os.stat(src)
-    except OSError:
-        return None
-    return (st[6], getattr(st, "st_mtime_ns", st[8]))
+# -- the client's last step ------------------------------------------------------------------------
+def check_welcome(h, msg):
+    """Check the answer `msg` to client session `h`'s hello (a dialer.Hello): HandshakeError if
+    it is a refusal or fails a check; else set h's wrap/unwrap (Connection.wrap/unwrap), its
+    peer, role and key fingerprint, and done."""
+    if h._pending is None:
+        raise HandshakeError("malformed", "start() the handshake before receiving")
+    server = h.server
+    if type(msg) is dict and "error" in msg:
+        raise load("dial_failed").refusal(server, msg)
+    body = _body(msg, "welcome")
+    if body is None:
+        raise HandshakeError("malformed", "expected a welcome from %r" % server)
+    if _name(body, "from") != server:
+        raise HandshakeError("unknown-key", "welcome comes from %r, expected %r" % (body["from"], server))
+    snonce = _bin(body, "nonce", _NONCE)
+    proof = _bin(body, "proof", 32)
+    nonce, transcript, mac = h._pending
+    role, pair, fp = h.known
+    c2s, s2c, expect = _keys(pair, nonce, snonce, transcript, mac, server)
+    if not equal(proof, expect):
+        raise HandshakeError("bad-signature", "%r could not prove it holds its private key "
+                             "(wrong key-confirmation proof)" % server)
+    h._pending = None
+    h.peer = server       # the authenticated peer: its name, role and key's fingerprint
+    h.role = role
+    h.peer_fp = fp
+    h.channel = Channel(c2s, s2c)
+    h.wrap = h.channel.wrap
+    h.unwrap = h.channel.unwrap
+    h.done = True

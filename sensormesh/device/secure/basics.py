@@ -1,0 +1,98 @@
+# What every part of the handshake needs and a device's dial needs before anything else: the
+# handshake's error (HandshakeError, its codes), the bytes a hello's MAC covers (the transcript),
+# the trust files' stamps a prepared peer is checked against, and forgetting the handshake's code
+# when no handshake needs it (idle). Small, so that a device's dial sends its hello without the
+# rest of the handshake's code (wire.py: the checks of a message's fields, the session keys),
+# which it loads only once the welcome arrives.
+import os
+import struct
+
+from sensormesh.device.compat import collect, from_mpy, unload
+from sensormesh.device.secure import admitting, busy
+
+VERSION = 2
+CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
+         "malformed", "plaintext-refused", "busy", "timeout")
+_NONCE = 16
+_PACKAGE = "sensormesh.device.secure."
+
+
+class HandshakeError(Exception):
+    """The handshake failed; code is one of CODES, message says why in words."""
+
+    def __init__(self, code, message):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self):
+        return "%s: %s" % (self.code, self.message)
+
+    def to_message(self):
+        """The control message that tells the peer why (safe to send: no secrets in it)."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def _field(b):
+    if type(b) is str:
+        b = b.encode()
+    return struct.pack("!H", len(b)) + b
+
+
+def _transcript(client, server, ts, nonce):
+    return b"sensormesh-hello-v2" + _field(client) + _field(server) + _field(str(ts)) + _field(nonce)
+
+
+# -- what a device's dial compares with the trust files it read ------------------------------------
+def stamps(sec):
+    """The trust and revoked files' sizes and times now (secure.Security keeps those it read)."""
+    return (_stamp(sec.trust_src), _stamp(sec.revoked_src))
+
+
+def _stamp(src):
+    if type(src) is not str:
+        return None
+    try:
+        st = os.stat(src)
+    except OSError:
+        return None
+    return (st[6], getattr(st, "st_mtime_ns", st[8]))
+
+
+# -- forgetting the handshake's code ---------------------------------------------------------------
+def forgets():
+    """Does this device forget the handshake's code between handshakes? On MicroPython when it
+    runs from precompiled .mpy files (compat.from_mpy)."""
+    return from_mpy()
+
+
+def idle():
+    """A handshake ended or waits for its peer: forget the handshake's code no handshake in
+    progress needs (on MicroPython from .mpy files: it loads again cheaply) and collect its
+    garbage (key agreement, JSON). What runs within one call goes at once: the server side
+    (server.py), the key files' reader (trust.py), the key agreement (x25519.py), a dial's hello
+    and its failure (dial_hello.py, dial_failed.py). admit.py goes when no accepted
+    connection waits for its hello; the client side's session (dialer.py, hello.py) when no dial
+    is in progress. What the sides share (wire.py, keys.py, pubkey.py) goes when no accepted
+    connection waits for its hello and no dial needs them: a prepared dial's session (dialer.py)
+    holds only this module's names while it waits for its welcome, a client looking its server
+    up (hello.py) holds keys.py's. This module goes when neither kind of handshake is in
+    progress."""
+    if forgets():
+        gone = ["server", "trust", "x25519", "handshake", "dial_hello", "dial_failed"]
+        if admitting[0] == 0:
+            gone.append("admit")
+            if busy[0] == 0 or not _loaded("hello"):
+                gone += ("wire", "keys", "pubkey")
+        if busy[0] == 0:
+            gone += ("hello", "dialer")
+            if admitting[0] == 0:
+                gone.append("basics")
+        for m in gone:
+            unload(_PACKAGE + m)
+    collect()
+
+
+def _loaded(name):
+    import sys
+    return _PACKAGE + name in sys.modules
