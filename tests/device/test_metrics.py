@@ -207,7 +207,7 @@ def test_metrics_off_no_sampling_counters_still_count():
 def test_a_free_running_source_reading_runs_is_sampled_and_loses_nothing():
     # rate 0: the source reads runs of values (the counter has get_many) that map and pipe_out
     # take as lists; a sampled value still goes through the chain alone, timed and stamped
-    from sensormesh.device.runtime import BURST
+    from sensormesh.device.runtime.free_running import BURST
     loop = transport.Loop()
     # tens of milliseconds of reading at least (one loop turn per run): the 2 ms sample timer fires
     n = (50 if MICROPYTHON else 200) * BURST

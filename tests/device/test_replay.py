@@ -61,7 +61,8 @@ def test_a_buffer_of_floats_gives_back_exactly_what_it_took():
     assert got == [3, True, "x"] and [type(v) for v in got] == [int, bool, str]
     assert tx.ack(100) == 6 and tx.held() == 0
     # runs: all floats join compactly; a run with another value in it turns the buffer into a list
-    assert tx.add_many([0.5, 0.25]) and tx.add_many([1, 0.75])
+    from sensormesh.device.runtime.pipe_runs import add_many
+    assert add_many(tx, [0.5, 0.25]) and add_many(tx, [1, 0.75])
     got = tx.take(100)
     assert got == [0.5, 0.25, 1, 0.75] and type(got[2]) is int
     # without acknowledgements the values leave the buffer as they are sent
@@ -329,7 +330,7 @@ def test_free_running_source_fills_a_time_frame_without_waiting_for_acks():
     # A batched pipe_out holds its time frame's values until the frame timer: that is no
     # back-pressure, so a free-running source keeps reading (bounded by the replay buffer)
     # instead of stopping after one burst until the next acknowledgement arrives.
-    from sensormesh.device.runtime import BURST
+    from sensormesh.device.runtime.free_running import BURST
     net = Net()
     # count bounds the source: the simulated network is infinitely fast, and a source that never
     # stopped would keep the simulated clock from moving on
@@ -349,7 +350,7 @@ def test_a_free_running_source_stops_at_a_full_buffer_and_its_frame_leaves_at_on
     # frozen; and once the buffer is full nothing more can join the time frame, so it leaves at
     # once instead of waiting for its timer (with a receiver that holds acknowledgements until a
     # window of the whole buffer closes, that wait was paid for every window).
-    from sensormesh.device.runtime import BURST
+    from sensormesh.device.runtime.free_running import BURST
     for runs in (False, True):
         net = Net()
         cap = 4 * BURST + 10
@@ -369,7 +370,7 @@ def test_a_free_running_source_stops_at_a_full_buffer_and_its_frame_leaves_at_on
 
 def test_a_source_reading_runs_delivers_every_value_once_in_order():
     # a sensor with get_many: the source reads runs and the pipe_out takes them as lists
-    from sensormesh.device.runtime import BURST
+    from sensormesh.device.runtime.free_running import BURST
     net = Net()
     chain(net, tf=10, rate=0, count=7 * BURST + 5, runs=True)
     c = net.devices["c"]
@@ -398,7 +399,7 @@ def test_a_half_full_buffer_gets_acknowledgements_at_once_through_the_chain():
     # once and so does m once c's acknowledgement completes its checkpoints. Without the request
     # every half bufferful waited for c's 50 ms acknowledgement timer (20 of them here: 1 s).
     # An acknowledgement still never runs ahead of what reached the sink.
-    from sensormesh.device.runtime import BURST
+    from sensormesh.device.runtime.free_running import BURST
     net = Net()
     n = 40 * BURST
     chain(net, middle_steps=[{"id": "w", "type": "window", "params": {"values": 10, "agg": "max"}}],
@@ -662,7 +663,8 @@ def test_a_heap_running_low_brings_the_buffer_bound_down_and_nothing_goes_silent
     # what the buffer holds (logged, shown in the stats) instead of the device running out of
     # memory. Then a full buffer does what it always does: a rated source's oldest values leave
     # it, counted; a free-running source waits and loses nothing. The free heap is simulated.
-    from sensormesh.device.runtime import BURST, pipes
+    from sensormesh.device.runtime import pipes
+    from sensormesh.device.runtime.free_running import BURST
     free = [1 << 30]
     old = pipes._mem_free, pipes._collect
     pipes._mem_free = lambda: free[0]

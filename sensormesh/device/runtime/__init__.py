@@ -19,17 +19,16 @@
 # .mpy), the control messages (control.py, start.py and stop.py: loaded per message and
 # forgotten after it), the status and its reply (report.py, the same), callback deliveries and
 # csv outlets (delivery.py: only on devices that have them).
-from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.schedule import grid_due, sparse, wait_ms
 from sensormesh.device.steps import Outlet, Rarely, rare_call
 
-BURST = 64 if MICROPYTHON else 256
-
 
 class Source(Outlet):
-    """Reads one sensor on its schedule and pushes each value into the chain (made, its
-    parameters checked and its state set up by build.source; starting, closing and its counts
-    are in sources.py, loaded per call: steps/__init__.py, Rarely; its wiring in wiring.py)."""
+    """Reads one sensor on its schedule (its rate) and pushes each value into the chain (made,
+    its parameters checked and its state set up by build.source; starting, closing and its counts
+    are in sources.py, loaded per call: steps/__init__.py, Rarely; its wiring in wiring.py). A
+    source that reads as fast as the pipeline takes values (rate 0) is a FreeSource
+    (free_running.py, loaded only for one)."""
 
     SINK = False
     RARE_IN = "sensormesh.device.runtime.sources"
@@ -39,70 +38,28 @@ class Source(Outlet):
         self.timer = None
         if not self.running:
             return
-        if self.period:
-            due = grid_due(self, self.rt.loop.now())
-            while due > 0 and self.running:
-                self.taken += 1
-                due -= 1
-                try:
-                    v = self.read()
-                except Exception as e:
-                    self._read_failed(e)
-                    continue
-                self.n_out += 1
-                self.emit(v)
-                if self.limit and self.n_out >= self.limit:
-                    self.running = False
-            if self.running:
-                self.timer = self.rt.loop.call_later(
-                    wait_ms(self.t0 + self.taken * self.period, self.rt.loop.now()), self._tick)
-        else:
-            if self.rt.backlogged():
-                return  # resume_sources() calls us again when the pipes drain
-            self._burst()
-            if self.running:
-                self.timer = self.rt.loop.call_later(0, self._tick)
-
-    def _burst(self):
-        # A free-running source reads a run of values per loop turn and hands the list on at
-        # once: steps that take runs (map, filter, pipe_out) pay per run, not per value.
-        n = self.rt.room(BURST)
-        if self.limit and self.limit - self.n_out < n:
-            n = self.limit - self.n_out
-        vals = None
-        if self.read_many is not None:
+        due = grid_due(self, self.rt.loop.now())
+        while due > 0 and self.running:
+            self.taken += 1
+            due -= 1
             try:
-                vals = self.read_many(n)
+                v = self.read()
             except Exception as e:
-                # the sensor could not give a run: read its values one by one, as below
                 self._read_failed(e)
-        if vals is None:
-            vals = []
-            for _ in range(n):
-                try:
-                    vals.append(self.read())
-                except Exception as e:     # each failure is counted
-                    self._read_failed(e)
-        self.n_out += len(vals)
-        if self.limit and self.n_out >= self.limit:
-            self.running = False
-        if not vals:
-            return
-        if self.emit is not self.wired:
-            # the probe samples the next value: it goes alone, the rest of the run follows
-            self.emit(vals[0])
-            vals = vals[1:]
-        self.emit_many(vals)
+                continue
+            self.n_out += 1
+            self.emit(v)
+            if self.limit and self.n_out >= self.limit:
+                self.running = False
+        if self.running:
+            self.timer = self.rt.loop.call_later(
+                wait_ms(self.t0 + self.taken * self.period, self.rt.loop.now()), self._tick)
 
     def _read_failed(self, e):
         self.errors += 1
         self.last_error = "%s: %s" % (type(e).__name__, e)
         if sparse(self.errors):
             self.rt.log("source %s: sensor read failed: %s (%d so far)" % (self.id, self.last_error, self.errors))
-
-    def resume(self):
-        if self.running and not self.period and self.timer is None:
-            self._tick()
 
 
 class Runtime(Rarely):
@@ -218,27 +175,12 @@ class Runtime(Rarely):
                             break      # one joint checkpoint is every input's
 
     # -- running ------------------------------------------------------------------------
-    def backlogged(self):
-        for p in self.pipe_outs.values():
-            if p.backlogged():
-                return True
-        return False
-
-    def room(self, n):
-        """At most n: the values the fullest replay buffer still takes. A free-running source
-        reads no more per turn, so it waits for acknowledgements instead of pushing the oldest
-        unacknowledged values out of a buffer (its bound is for rated sources and outages)."""
-        for p in self.pipe_outs.values():
-            tx = p.tx
-            if tx.acks and tx.spool is None:
-                free = tx.cap - len(tx.buf)
-                if free < n:
-                    n = free if free > 1 else 1
-        return n
-
     def resume_sources(self):
+        """The pipes took values or got acknowledgements: free-running sources, which wait
+        while a pipe is backlogged, read again (free_running.py)."""
         for s in self.sources:
-            s.resume()
+            if not s.period:
+                s.resume()
 
     def outputs_acked(self):
         for p in self.pipe_ins.values():

@@ -29,6 +29,7 @@ def _build(rt, a):
     if type(specs) is not list:
         raise AssignmentError("assignment needs a list of steps")
     pipes_first(specs)
+    runs = free_running(rt, specs)
     rt.code = code = shipped_code(a.get("code") or {})   # resolve() of the steps looks here
     nodes = {}
     order = []
@@ -44,13 +45,13 @@ def _build(rt, a):
         if sid in nodes:
             raise AssignmentError("step id %r is used twice" % sid)
         order.append(sid)
-        nodes[sid] = None if outlet(spec) else build_step(spec, rt)
+        nodes[sid] = None if outlet(spec) else build_step(spec, rt, runs)
     build_step = None       # nothing holds make.py's code now
     forget("sensormesh.device.steps.make")
     for spec in specs:
         make = outlet(spec)
         if make is not None:
-            nodes[spec["id"]] = make(rt, spec["id"], spec.get("params") or {})
+            nodes[spec["id"]] = make(rt, spec["id"], spec.get("params") or {}, runs)
     for spec in specs:
         inputs = spec.get("inputs") or []
         for port in range(len(inputs)):
@@ -68,9 +69,28 @@ def _build(rt, a):
 
 # The makers of the nodes that are not steps: each class has no __init__ of its own (the code
 # that sets a node up is needed once, here, not kept loaded with the class while it runs).
-def source(rt, sid, params):
-    src = Source()
-    source_setup(src, rt, sid, params)
+def free_running(rt, specs):
+    """True when a source of the assignment reads as fast as the pipeline takes values (rate 0):
+    it reads runs of values, so the steps and pipes are made with their batch path (put_many);
+    without one they are made without it (its code is not loaded)."""
+    for spec in specs:
+        if type(spec) is dict and spec.get("type") == "source":
+            try:
+                if not source_sensor(rt, spec.get("id"), spec.get("params") or {})[1]:
+                    return True
+            except AssignmentError:
+                pass        # said when the source is made, in its turn
+    return False
+
+
+def source(rt, sid, params, runs=False):
+    sensor, rate = source_sensor(rt, sid, params)
+    if rate:
+        src = Source()
+    else:   # reads as fast as the pipeline takes values: its code is loaded for it
+        from sensormesh.device.runtime.free_running import FreeSource
+        src = FreeSource()
+    source_setup(src, rt, sid, sensor, rate, params)
     return src
 
 
@@ -89,14 +109,18 @@ def pipes_first(specs):
                 __import__("sensormesh.device.runtime." + name)
 
 
-def pipe_out(rt, sid, params):
-    from sensormesh.device.runtime.pipes import PipeOut
+def pipe_out(rt, sid, params, runs=True):
+    """A pipe_out; runs: it may get runs of values at once (pipe_runs.py, free_running)."""
+    if runs:
+        from sensormesh.device.runtime.pipe_runs import PipeOutRuns as PipeOut
+    else:
+        from sensormesh.device.runtime.pipes import PipeOut
     po = PipeOut()
     pipe_out_setup(po, rt, sid, params)
     return po
 
 
-def pipe_in(rt, sid, params):
+def pipe_in(rt, sid, params, runs=False):
     from sensormesh.device.runtime.pipe_in import PipeIn
     p = PipeIn()
     pipe_in_setup(p, rt, sid, params)
@@ -104,7 +128,7 @@ def pipe_in(rt, sid, params):
 
 
 def outlet(spec):
-    """fn(rt, id, params) making the node of spec when it is not a step (a source or a pipe; its
+    """fn(rt, id, params, runs) making the node of spec when it is not a step (a source or a pipe; its
     module loaded then), else None."""
     t = spec.get("type")
     if t == "source":
@@ -129,11 +153,8 @@ def shipped_code(sources):
         forget("sensormesh.device.runtime.shipped")
 
 
-def source_setup(src, rt, sid, params):
-    """Check a source's parameters against the device's sensors and set up its state."""
-    from sensormesh.device.steps import nowhere
-    src.rt = rt
-    src.id = sid
+def source_sensor(rt, sid, params):
+    """(sensor, rate in Hz) of a source: its parameters checked against the device's sensors."""
     name = params.get("sensor")
     dev = rt.device
     if name not in dev.sensors:
@@ -150,6 +171,14 @@ def source_setup(src, rt, sid, params):
         rate = params["rate"]
         if type(rate) not in (int, float) or rate < 0:
             raise AssignmentError("step '%s': rate must be a non-negative number" % sid)
+    return sensor, rate
+
+
+def source_setup(src, rt, sid, sensor, rate, params):
+    """Set up a source's state."""
+    from sensormesh.device.steps import nowhere
+    src.rt = rt
+    src.id = sid
     src.read = sensor.get
     src.read_many = getattr(sensor, "get_many", None)
     src.period = 1000.0 / rate if rate else 0.0

@@ -85,9 +85,6 @@ class PipeOut(Rarely):
     def inlet(self, port):
         return self.push
 
-    def inlet_many(self, port):
-        return self.push_many
-
     # -- metrics (out of band, runtime/probe.py) ---------------------------------------------
     def stamp(self, origin):
         """The value pushed next was read at origin [device, tick_us]: the receiver is told just
@@ -134,25 +131,6 @@ class PipeOut(Rarely):
             self._dropped()
         if not self.asked and tx.acks and 2 * tx.held() >= tx.cap:
             self.hurry(True)
-
-    def push_many(self, values):
-        """A run of values (steps/__init__.py). Batched, it joins the time frame at once when
-        the replay buffer holds it and it does not complete an array; otherwise (time-frame 0,
-        a full buffer) the values go one by one, as push() takes them."""
-        tx = self.tx
-        n = len(values)
-        if self.tf and not self.lineage and tx.unsent() + n < MAX_FRAME_VALUES and tx.add_many(values):
-            self.n_in += n
-            if len(tx.buf) >= self.roomy:
-                self.heap_check()
-            if tx.full():
-                self._send()        # nothing more joins the time frame before an acknowledgement
-            if not self.asked and tx.acks and 2 * tx.held() >= tx.cap:
-                self.hurry(True)
-            return
-        push = self.push
-        for v in values:
-            push(v)
 
     def heap_check(self):
         """The replay buffer grew by HEAP_CHECK values: with too little heap free, its bound
@@ -242,17 +220,6 @@ class PipeOut(Rarely):
         self._send()
         self.timer = self.rt.loop.call_later(self.tf, self._on_frame_timer)
         self.rt.resume_sources()
-
-    def backlogged(self):
-        """True when this pipe cannot take values at full speed (free-running sources wait)."""
-        c = self.conn
-        tx = self.tx
-        if c is None or tx.full() or not c.writable():
-            return True
-        # Batched, values wait for the frame timer by design: only with time-frame 0 do unsent
-        # values mean the connection could not take them. (Counting the time frame's values
-        # here stopped a free-running source after every burst until the next acknowledgement.)
-        return not self.tf and tx.unsent() > 0
 
     def position(self):
         return self.tx.position()

@@ -102,19 +102,6 @@ class Sender:
             if self.spool is None or not self.spool.spill(self):
                 self.evict(len(buf) - self.cap)
 
-    def add_many(self, values):
-        """Add a run of values if the buffer holds them all; False (nothing added) if not."""
-        buf = self.buf
-        if len(buf) + len(values) > self.cap:
-            return False
-        if type(buf) is not list:
-            for v in values:
-                if type(v) is not float:
-                    self.buf = buf = list(buf)
-                    break
-        buf.extend(values)
-        return True
-
     def drop(self, k):
         """Remove the k oldest values in memory."""
         buf = self.buf

@@ -63,22 +63,11 @@ class StepError(Exception):
     """A step spec with an unknown type, a wrong number of inputs or a bad parameter."""
 
 
-class _Missing:
-    pass
-
-
-NONE = _Missing()  # "no value yet": unequal to every value a sensor can produce
-
-AGGS = ("mean", "min", "max", "sum", "count", "list")   # aggregates of window and sliding
+NONE = object()  # "no value yet": unequal to every value a sensor can produce
 
 
 def nowhere(value):
     # emit target of a step nobody has connected
-    pass
-
-
-def no_ctx_call():
-    # hold()/release() of a ctx that has none (steps run outside a runtime, in tests)
     pass
 
 

@@ -7,7 +7,7 @@
 # methods take (self, value) and keep few locals. Timed filters (heartbeat, debounce, timeout)
 # keep at most one loop timer alive and read ctx.now() (an int, never wrapping) to decide
 # when it is due, so a fast stream does not create a timer per value.
-from sensormesh.device.steps import NONE, Step, no_ctx_call
+from sensormesh.device.steps import NONE, Step
 
 
 def _number(value):
@@ -280,7 +280,7 @@ class Debounce(Step):
     HOLDS = True   # a candidate waits for its time: acknowledged pipes wait for it (pipes.py)
 
     def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import int_param
+        from sensormesh.device.steps.make import int_param, no_ctx_call
         self.time = int_param(self, "time", None, 1)
         self.cand = NONE       # the value waiting to prove stable
         self.since = 0         # ctx.now() when it arrived

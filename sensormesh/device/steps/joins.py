@@ -2,7 +2,7 @@
 # Loaded when an assignment first names one of them (make.TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 from sensormesh.device.schedule import sparse
-from sensormesh.device.steps import NONE, Step, no_ctx_call
+from sensormesh.device.steps import NONE, Step
 
 
 class Zip(Step):
@@ -15,7 +15,7 @@ class Zip(Step):
     HOLDS = True   # unpaired values wait: the runtime's checkpoints wait until they pair (pipes.py)
 
     def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import int_param
+        from sensormesh.device.steps.make import int_param, no_ctx_call
         self.max_pending = int_param(self, "max-pending", 1000, 1)
         self._hold = getattr(self.ctx, "hold", no_ctx_call)
         self._release = getattr(self.ctx, "release", no_ctx_call)

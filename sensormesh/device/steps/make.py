@@ -4,7 +4,15 @@
 # files forgets this module once they are (runtime/build.py), before the sources and pipes are
 # made and everything is wired (wiring.py), so running steps do not pay for it.
 from sensormesh.device import steps
-from sensormesh.device.steps import AGGS, StepError, _short, no_ctx_call, nowhere
+from sensormesh.device.steps import StepError, _short, nowhere
+
+AGGS = ("mean", "min", "max", "sum", "count", "list")   # aggregates of window and sliding
+
+
+def no_ctx_call():
+    # hold()/release() of a ctx that has none (steps run outside a runtime, in tests); a step's
+    # setup (build time) takes it when its ctx has no hold()
+    pass
 
 
 # Step type -> the family module (sensormesh/device/steps/<family>.py) that holds its class.
@@ -144,29 +152,42 @@ def user_setup(step, params, n_inputs):
 SETUPS = {"window": window_setup, "map": user_setup, "filter": user_setup}
 
 
-def step_class(kind):
-    """The class of step type `kind` (imports its family); None for an unknown type."""
+# Step type -> the family module whose class of that type also takes runs of values at once
+# (put_many), for the steps of an assignment with a free-running source (runs below).
+RUNS = {"map": "user_runs", "filter": "user_runs"}
+
+
+def step_class(kind, params=None, runs=True):
+    """The class of step type `kind` (imports its family); None for an unknown type. A window
+    whose aggregate is not sum or mean is window_aggs.py's (its puts are there); with runs
+    False (no free-running source feeds the assignment) a step without the batch path of RUNS."""
     fam = TYPES.get(kind) if type(kind) is str else None
     if fam is None:
         return None
+    if runs and kind in RUNS:
+        fam = RUNS[kind]
+    elif fam == "windows" and type(params) is dict and params.get("agg", "mean") not in ("sum", "mean"):
+        fam = "window_aggs"
     return family(fam).CLASSES[kind]
 
 
-def build(spec, ctx):
-    """{"id", "type", "params", "inputs"} -> a step object connected to nothing yet.
+def build(spec, ctx, runs=True):
+    """{"id", "type", "params", "inputs"} -> a step object connected to nothing yet; runs False:
+    nothing upstream of it reads runs of values (no free-running source), so it needs no batch
+    path (RUNS).
 
     Raises StepError naming the step, and the parameter when one is wrong."""
     sid = spec.get("id") if type(spec) is dict else None
     if type(sid) is not str or not sid:
         raise StepError("step spec needs an 'id' string: %s" % _short(spec))
     kind = spec.get("type")
-    cls = step_class(kind)
-    if cls is None:
-        raise StepError("step '%s': unknown step type %r (built-in: %s)"
-                        % (sid, kind, ", ".join(sorted(TYPES))))
     params = spec.get("params")
     if params is None:
         params = {}
+    cls = step_class(kind, params, runs)
+    if cls is None:
+        raise StepError("step '%s': unknown step type %r (built-in: %s)"
+                        % (sid, kind, ", ".join(sorted(TYPES))))
     if type(params) is not dict:
         raise StepError("step '%s': params must be an object, got %s" % (sid, _short(params)))
     for name in params:

@@ -1,7 +1,7 @@
 # Step: sliding, the aggregate of the last `size` values, every `slide` values. A family of its
 # own (make.TYPES), so a board running tumbling windows does not load it; the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
-from sensormesh.device.steps import AGGS, Step
+from sensormesh.device.steps import Step
 
 
 def _aggregate(agg, values, n):
@@ -25,7 +25,7 @@ class Sliding(Step):
     ARGS = ("size", "slide", "agg")
 
     def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import choice_param, int_param
+        from sensormesh.device.steps.make import AGGS, choice_param, int_param
         self.size = int_param(self, "size", None, 1)
         self.slide = int_param(self, "slide", 1, 1)
         self.agg = choice_param(self, "agg", "mean", AGGS)

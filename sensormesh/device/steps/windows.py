@@ -1,5 +1,6 @@
-# Step: window: values gathered by count or time, then aggregated (AGGS; sliding windows are
-# sliding.py).
+# Step: window: values gathered by count or time, then aggregated (make.AGGS; sliding windows are
+# sliding.py). This module holds the window and the put of sum and mean; the puts of the other
+# aggregates (min, max, count, list) are in window_aggs.py, loaded only for a window that has one.
 # Loaded when an assignment first names it (make.TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 from sensormesh.device.steps import Step
@@ -19,7 +20,7 @@ class Window(Step):
         agg = self.agg
         self.acc = 0 if (agg == "sum" or agg == "mean") else ([] if agg == "list" else None)
 
-    # Each _put_* counts the value inline and calls _edge only when the window opens or fills
+    # Each _put_* (here and in window_aggs.py) counts the value inline and calls _edge only when the window opens or fills
     # (k == 1 or k == n): one call per value, not two.
     def _put_sum(self, value):
         try:
@@ -27,43 +28,6 @@ class Window(Step):
         except Exception:
             self.failed(value)
             return
-        k = self.k = self.k + 1
-        if k == 1 or k == self.n:
-            self._edge(k)
-
-    def _put_min(self, value):
-        try:
-            if self.k == 0:
-                self.acc = value + 0  # numbers only, as for sum
-            elif value < self.acc:
-                self.acc = value
-        except Exception:
-            self.failed(value)
-            return
-        k = self.k = self.k + 1
-        if k == 1 or k == self.n:
-            self._edge(k)
-
-    def _put_max(self, value):
-        try:
-            if self.k == 0:
-                self.acc = value + 0
-            elif value > self.acc:
-                self.acc = value
-        except Exception:
-            self.failed(value)
-            return
-        k = self.k = self.k + 1
-        if k == 1 or k == self.n:
-            self._edge(k)
-
-    def _put_list(self, value):
-        self.acc.append(value)
-        k = self.k = self.k + 1
-        if k == 1 or k == self.n:
-            self._edge(k)
-
-    def _put_count(self, value):
         k = self.k = self.k + 1
         if k == 1 or k == self.n:
             self._edge(k)
