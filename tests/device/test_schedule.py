@@ -3,7 +3,8 @@
 # Plain assert functions: pytest on CPython, `micropython tests/mprun.py test_schedule` on the
 # unix port. Time is a manual clock: timers fire only when a test runs them.
 from pipekit import FakeLoop
-from sensormesh.device.runtime.build import pipe_in, pipe_out, source
+from sensormesh.device.runtime.build import source
+from sensormesh.device.runtime.build_pipes import pipe_in, pipe_out
 from sensormesh.device.runtime.pipes import RETRY_MS
 from sensormesh.device.schedule import MAX_CATCH_UP, Redial, grid_due, sparse, wait_ms
 

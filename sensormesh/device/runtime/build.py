@@ -1,6 +1,7 @@
 # Building an assignment's nodes (the first stage of a deployment, deploy.py): checking it, running
 # its shipped code (shipped.py), making its steps (steps/make.py), then its sources and pipes with
-# their parameters, and wiring them (steps/wiring.py). Loaded for this stage only: a board running
+# their parameters (the pipes' makers are build_pipes.py's, loaded once make.py is forgotten), and
+# wiring them (steps/wiring.py). Loaded for this stage only: a board running
 # from precompiled .mpy files forgets its code and theirs (shipped.py and make.py as soon as they
 # are done) before the next stage loads, so the running pipeline's modules, which stay loaded,
 # never share the heap with all of the deployment's code.
@@ -45,13 +46,17 @@ def _build(rt, a):
         if sid in nodes:
             raise AssignmentError("step id %r is used twice" % sid)
         order.append(sid)
-        nodes[sid] = None if outlet(spec) else build_step(spec, rt, runs)
+        nodes[sid] = None if spec.get("type") in OUTLETS else build_step(spec, rt, runs)
     build_step = None       # nothing holds make.py's code now
     forget("sensormesh.device.steps.make")
+    # then the sources and pipes (the pipes' makers, build_pipes.py, load only now: not beside
+    # make.py)
     for spec in specs:
         make = outlet(spec)
         if make is not None:
             nodes[spec["id"]] = make(rt, spec["id"], spec.get("params") or {}, runs)
+    make = None
+    forget("sensormesh.device.runtime.build_pipes")
     for spec in specs:
         inputs = spec.get("inputs") or []
         for port in range(len(inputs)):
@@ -67,8 +72,6 @@ def _build(rt, a):
     return code, nodes, order, edges
 
 
-# The makers of the nodes that are not steps: each class has no __init__ of its own (the code
-# that sets a node up is needed once, here, not kept loaded with the class while it runs).
 def free_running(rt, specs):
     """True when a source of the assignment reads as fast as the pipeline takes values (rate 0):
     it reads runs of values, so the steps and pipes are made with their batch path (put_many);
@@ -83,6 +86,9 @@ def free_running(rt, specs):
     return False
 
 
+# The makers of the nodes that are not steps (sources here, pipes in build_pipes.py): each class
+# has no __init__ of its own (the code that sets a node up is needed once, at a deployment, not
+# kept loaded with the class while it runs).
 def source(rt, sid, params, runs=False):
     sensor, rate = source_sensor(rt, sid, params)
     if rate:
@@ -109,41 +115,26 @@ def pipes_first(specs):
                 __import__("sensormesh.device.runtime." + name)
 
 
-def pipe_out(rt, sid, params, runs=True):
-    """A pipe_out; runs: it may get runs of values at once (pipe_runs.py, free_running)."""
-    if runs:
-        from sensormesh.device.runtime.pipe_runs import PipeOutRuns as PipeOut
-    else:
-        from sensormesh.device.runtime.pipes import PipeOut
-    po = PipeOut()
-    pipe_out_setup(po, rt, sid, params)
-    return po
-
-
-def pipe_in(rt, sid, params, runs=False):
-    from sensormesh.device.runtime.pipe_in import PipeIn
-    p = PipeIn()
-    pipe_in_setup(p, rt, sid, params)
-    return p
+# The types of the nodes that are not steps: sources (made here) and pipes (build_pipes.py).
+OUTLETS = ("source", "pipe_out", "pipe_in")
 
 
 def outlet(spec):
-    """fn(rt, id, params, runs) making the node of spec when it is not a step (a source or a pipe; its
-    module loaded then), else None."""
+    """fn(rt, id, params, runs) making the node of spec when it is not a step (a source or a
+    pipe: build_pipes.py loaded for it), else None."""
     t = spec.get("type")
     if t == "source":
         return source
-    if t == "pipe_out":
-        return pipe_out
-    if t == "pipe_in":
-        return pipe_in
+    if t == "pipe_out" or t == "pipe_in":
+        from sensormesh.device.runtime import build_pipes
+        return getattr(build_pipes, t)
     return None
 
 
 def shipped_code(sources):
     """The assignment's shipped code run (shipped.py), first: its module is then forgotten on
     .mpy, so the steps and pipes built next do not share the heap with it (Runtime.resolve loads
-    it for each step that names a shipped function)."""
+    the smaller shipped_names.py for each step that names a shipped function)."""
     from sensormesh.device.runtime import shipped
     try:
         return shipped.load_code(sources)
@@ -151,6 +142,7 @@ def shipped_code(sources):
         raise AssignmentError(str(e))
     finally:
         forget("sensormesh.device.runtime.shipped")
+        forget("sensormesh.device.runtime.shipped_names")   # Runtime.resolve loads it per step
 
 
 def source_sensor(rt, sid, params):
@@ -193,113 +185,3 @@ def source_setup(src, rt, sid, sensor, rate, params):
     src.errors = 0
     src.missed = 0       # grid slots not read because the loop was stalled (schedule.py)
     src.last_error = None
-
-
-def peer_param(runtime, sid, params, address):
-    """The name of the device a pipe dials ("peer"). A device with keys authenticates the other
-    end by that name, so it needs one whenever it dials."""
-    peer = params.get("peer")
-    if peer is not None and type(peer) is not str:
-        raise ValueError("step '%s': peer must be a device name" % sid)
-    if address and peer is None and getattr(runtime.device, "security", None) is not None:
-        raise ValueError("step '%s': a device with keys needs the pipe's 'peer' (the name of the device at %s) "
-                         "to authenticate it" % (sid, address))
-    return peer
-
-
-def pipe_setup(p, runtime, sid, params, key):
-    """What both ends of a pipe take from their parameters: the runtime, id, edge and the name
-    of the other end (peer); returns the other end's address, params[key], if it dials."""
-    p.rt = runtime
-    p.id = sid
-    p.edge = params.get("edge") or sid
-    address = params.get(key)
-    p.peer = peer_param(runtime, sid, params, address)
-    return address
-
-
-def _buffer_param(sid, params, default):
-    cap = params.get("buffer")
-    if cap is None:
-        return default
-    if type(cap) is not int or cap < 1:
-        raise ValueError("step '%s': buffer must be a positive number of values, got %r" % (sid, cap))
-    return cap
-
-
-def pipe_in_setup(p, runtime, sid, params):
-    """Check a pipe_in's parameters and set up its state (pipe_in.PipeIn)."""
-    from sensormesh.device.runtime.pipes import ACK_EVERY, RETRY_MS
-    from sensormesh.device.runtime.receiver import Receiver
-    from sensormesh.device.schedule import Redial
-    from sensormesh.device.steps import nowhere
-    p.frm = pipe_setup(p, runtime, sid, params, "from")
-    p.emit = nowhere
-    p.outputs = []
-    p.rx = Receiver()
-    p.feeds = []        # the pipe_outs of this device this pipe's values reach (runtime)
-    p.root = 0          # this pipe's number among the device's pipe_ins (lineage tags)
-    p.tagged = False    # the sender tags each value with its lineage: [tag, value]
-    p.announced = False # the sender said where its numbering stands since this process started
-    p.parked = []       # arrays held until every input of a joined device has announced
-    p.skip_below = 0    # replayed values before this seq were taken before a restart
-    p.conn = None
-    p.running = False
-    p.retry_timer = None
-    p.ack_timer = None
-    p.redial = Redial(RETRY_MS)
-    p.every = ACK_EVERY     # acknowledge after this many values (less for a small sender buffer)
-    p.soon = None         # the sender asked for acknowledgements up to this seq at once
-    p.first_mark = None   # the mark of the announcement our first values follow (adopted with them)
-    p.n_in = 0
-    p.frames = 0
-    p.last_error = None
-    p.ts_next = None    # origin stamps of the next array (probe.py)
-    p.connects = 0
-    p.bytes_prev = 0
-
-
-def pipe_out_setup(po, runtime, sid, params):
-    """Check a pipe_out's parameters and set up its state (pipes.PipeOut)."""
-    from sensormesh.device.runtime.pipes import DEFAULT_BUFFER, HEAP_CHECK, RETRY_MS
-    from sensormesh.device.runtime.replay import Sender, new_run
-    from sensormesh.device.schedule import Redial
-    po.to = pipe_setup(po, runtime, sid, params, "to")
-    tf = params.get("time-frame", 0)
-    if type(tf) is not int or tf < 0:
-        raise ValueError("step '%s': time-frame must be a non-negative integer" % sid)
-    po.tf = tf
-    acks = params.get("acks", True)
-    if acks is not True and acks is not False:
-        raise ValueError("step '%s': acks must be true or false" % sid)
-    po.tx = Sender(_buffer_param(sid, params, DEFAULT_BUFFER), new_run(), acks)
-    po.bound = po.tx.cap   # the configured bound; the heap may lower tx.cap for a while (pipes.py)
-    spool = params.get("spool", 0)
-    if type(spool) is not int or spool < 0:
-        raise ValueError("step '%s': spool must be a number of bytes (0: off), got %r" % (sid, spool))
-    po.spool_limit = spool if acks else 0
-    po.spool_timer = None
-    po.carried = False   # True: the numbering and buffer came from the previous deployment
-    po.fed_by = None     # the pipe_in that alone feeds this pipe (runtime: may adopt its marks)
-    po.relay = False     # True: its input is that pipe_in itself (values leave as they came)
-    po.lineage = False   # fed by several inputs: each value leaves as [tag, value] (runtime)
-    po.lin_last = None   # the input value the last tagged value came from, and its count
-    po.lin_k = 0
-    po.conn = None
-    po.dialing = None    # the connection being set up (its handshake already queued)
-    po.timer = None
-    po.retry_timer = None
-    po.redial = Redial(RETRY_MS)
-    po.running = False
-    po.n_in = 0
-    po.first = 0     # values the edge's sender had sent before this deployment
-    po.resent = 0
-    po.connects = 0
-    po.logged_drops = 0
-    po.last_error = None
-    po.stamps = []       # [seq, device, tick_us] of sampled values not sent yet (probe.py)
-    po.asked = False     # {"ack-soon"} sent since the last acknowledgement (buffer half full)
-    po.frames = 0    # arrays sent
-    po.bytes_prev = 0    # bytes sent on earlier connections
-    po.rtt_us = None
-    po.roomy = HEAP_CHECK    # buffer length at which the heap is checked next (pipes.heap_check)

@@ -1,6 +1,6 @@
 # A pipe_out taking runs of values at once (put_many, steps/__init__.py): the batch path of
 # pipes.PipeOut and its replay buffer (replay.Sender). Only a free-running source
-# (free_running.py) reads runs of values, so build.pipe_out makes a PipeOutRuns only for an
+# (free_running.py) reads runs of values, so build_pipes.pipe_out makes a PipeOutRuns only for an
 # assignment that has one; a board whose sources read on a schedule never loads this code.
 from sensormesh.device.runtime.pipes import MAX_FRAME_VALUES, PipeOut
 

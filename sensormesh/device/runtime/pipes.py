@@ -77,7 +77,7 @@ class PipeOut(Rarely):
     # buffer may need (announcing a jump, asking for acknowledgements sooner) stays here: that
     # happens while the heap may be low, when loading a module could fail.
     RARE_IN = "sensormesh.device.runtime.pipe_links"
-    # It is made and set up by build.pipe_out.
+    # It is made and set up by build_pipes.pipe_out.
     RARE = ("_retire", "pipe_metrics", "fresh", "adopt", "stats",
             "start", "on_connect", "on_close", "on_control", "flush", "close")
 

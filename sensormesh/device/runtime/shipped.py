@@ -8,17 +8,17 @@
 #     import what the device itself has (math, json, time, ...);
 #   - every module's __name__ is its shipped name, so classes report it as __module__.
 # Errors name the module and, where the interpreter tells us, the line of the shipped source.
+# Finding a name in what the code defined (resolve) is shipped_names.py's: a deployment loads
+# that small module for each step that names a shipped function, not this one.
 import sys
+
+from sensormesh.device.runtime.shipped_names import ShippedError, resolve  # noqa: F401 (resolve: this module's API too)
 
 try:
     import builtins
     _compile = getattr(builtins, "compile", None)
 except ImportError:  # a port without the builtins module: fall back to exec on the source
     _compile = None
-
-
-class ShippedError(Exception):
-    """Shipped source that does not compile or run, or a reference to a name it lacks."""
 
 
 def _filename(module):
@@ -98,18 +98,3 @@ def load_code(code):
     for name in sorted(code):
         registry[name] = load_module(name, code[name])
     return registry
-
-
-def resolve(registry, ref):
-    """'module:name' -> the object the shipped module defines under that name."""
-    if type(ref) is not str or ref.count(":") != 1:
-        raise ShippedError("bad reference %r: expected 'module:name'" % (ref,))
-    module, _, name = ref.partition(":")
-    namespace = registry.get(module)
-    if namespace is None:
-        have = ", ".join(sorted(registry)) or "none"
-        raise ShippedError("no shipped module '%s' for '%s' (shipped: %s)" % (module, ref, have))
-    try:
-        return namespace[name]
-    except KeyError:
-        raise ShippedError("shipped module '%s' defines no '%s'" % (module, name))
