@@ -1,4 +1,5 @@
-# Dialing out, addresses; closing a connection after an error; turning a loop until a condition
+# Dialing out, addresses; closing a connection after an error (a protocol error, no memory for a
+# frame); turning a loop until a condition
 # holds (tools and tests). Needed when a pipe or a registration dials, not while connections
 # carry frames: transport.py looks these names up here on demand (transport.dial...), and a
 # board running .mpy files forgets this module again right after (compat.forget), so its code is
@@ -86,6 +87,20 @@ def protocol_error(conn, text):
     if not conn.closed:
         conn.send({"error": {"code": "protocol", "message": text}})
         close_after_flush(conn, "protocol error: " + text)
+
+
+def no_memory(conn):
+    """No memory was free to take a frame out of conn's decoder or decode it
+    (transport.Connection._read): the frame is lost and the stream out of step. Say so and close,
+    rather than hold a connection that waits for nothing (its sender redials; a pipe's sender
+    sends again what was not acknowledged)."""
+    conn.decoder.broken("no memory free for a frame now")
+    try:
+        conn.send({"error": {"code": "busy", "message": "the device has no memory free for "
+                             "this frame now; try again later"}})
+        close_after_flush(conn, "no memory free for a frame")
+    except MemoryError:
+        conn.close("no memory free for a frame")
 
 
 def close_after_flush(conn, reason="closed"):

@@ -503,13 +503,10 @@ class Connection:
             if handling:        # the handler's own (the loop logs it); the stream is in step
                 raise
             # No room to take the frame out or decode it: the frame is lost and the stream out of
-            # step. Say so and close, rather than hold a connection that waits for nothing (its
-            # sender redials; a pipe's sender sends again what was not acknowledged).
-            dec.broken("no memory free for a frame now")
+            # step. connect.no_memory says so and closes (its code loaded for it); short of
+            # memory for that too, this connection closes all the same.
             try:
-                self.send({"error": {"code": "busy", "message": "the device has no memory free for "
-                                     "this frame now; try again later"}})
-                self.close_after_flush("no memory free for a frame")
+                _load("connect", "no_memory")(self)
             except MemoryError:
                 self.close("no memory free for a frame")
 
@@ -580,10 +577,10 @@ class Listener:
 
 
 # Opening connections happens at start and when a pipe dials, accepting one when a peer dials,
-# closing one after an error (close_after_flush, protocol_error) now and then, and
+# closing one after an error (close_after_flush, protocol_error, no_memory) now and then, and
 # Loop.run_until serves tools and tests: that code is in listen.py (listen_tcp, listen_unix,
 # bound_port; accepted) and connect.py (dial, parse_address, unix_address; close_after_flush,
-# protocol_error, run_until), loaded when one of these names is looked up here
+# protocol_error, no_memory, run_until), loaded when one of these names is looked up here
 # (transport.dial(...)) and, on a board running .mpy files, forgotten at once, so it costs heap
 # only while it runs.
 _LISTEN = ("listen_tcp", "listen_unix", "bound_port", "accepted")
