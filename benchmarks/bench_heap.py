@@ -94,13 +94,17 @@ sinks:
 """
 DEMO = os.path.join(ROOT, "examples", "pipelines", "rotary_alarm.yaml")
 
+# How the package's launcher runs the device (a checkout older than mpy_cache.LAUNCHER_MAIN, a
+# baseline, runs it the same way).
+LAUNCHER_MAIN = getattr(mpy_cache, "LAUNCHER_MAIN", "from sensormesh.device.__main__ import main\nmain()\n")
 # What a device imported before steps were split into families: all of them. The baseline runs
 # this launcher instead of the package's run_device.py (same folder on MICROPYPATH).
-ALL_FAMILIES = "".join("import sensormesh.device.steps.%s\n" % f for f in FAMILIES) + \
-    "from sensormesh.device.__main__ import main\nmain()\n"
+ALL_FAMILIES = "".join("import sensormesh.device.steps.%s\n" % f for f in FAMILIES) + LAUNCHER_MAIN
 WRAPPER = """#!/bin/sh
-# called as: micropython -X heapsize=H FOLDER/run_device.py --config PATH
-exec %(mp)s -X "$2" %(launcher)s "$4" "$5"
+# called as: micropython -X heapsize=H FOLDER/run_device.py [ARGS...]
+heap="$2"
+shift 3
+exec %(mp)s -X "$heap" %(launcher)s "$@"
 """
 
 
@@ -502,9 +506,7 @@ def secure(self, cfg):
     sec.load = load
     return s
 core.Device.secure = secure
-from sensormesh.device.__main__ import main
-main()
-"""
+""" + LAUNCHER_MAIN
 
 
 def phases(bench, prelude="", name="phases", text=PIPELINE):

@@ -307,7 +307,7 @@ class UmqttOut(Step):
             pass
 CLASSES = {'umqtt_out': UmqttOut}
 """
-LAUNCHER = "import mqtt_hook\nfrom sensormesh.device.__main__ import main\nmain()\n"
+LAUNCHER = "import mqtt_hook\n" + bench_heap.LAUNCHER_MAIN
 
 
 def install_hook(bench, port):

@@ -208,6 +208,24 @@ def test_mpremote_runs_code_and_files_on_the_simulated_board(simboard, tmp_path)
 
 @needs_tools
 @pytest.mark.micropython
+def test_mip_installs_the_package_at_the_board_root_as_docs_say(simboard, tmp_path):
+    """docs/boards.md: `mpremote mip install --target= package.json` puts the package at the root
+    of the flash, where a module's path (a name the board keeps) is shortest. A package.json of
+    package.json's form, with three of its modules."""
+    pj = {"urls": [], "deps": [], "version": "0"}
+    for rel in ("sensormesh/__init__.py", "sensormesh/device/__init__.py", "sensormesh/device/compat.py"):
+        os.makedirs(os.path.dirname(str(tmp_path / "pkg" / rel)), exist_ok=True)
+        shutil.copy(os.path.join(ROOT, rel), str(tmp_path / "pkg" / rel))
+        pj["urls"].append([rel, rel])
+    (tmp_path / "pkg" / "package.json").write_text(json.dumps(pj))
+    simboard.mpremote("mip", "install", "--target=", str(tmp_path / "pkg" / "package.json"))
+    r = simboard.mpremote("exec", "import sensormesh.device.compat as c; print(c.__file__)")
+    assert r.stdout.strip() == "sensormesh/device/compat.py", r.stdout
+    assert os.path.exists(str(tmp_path / "flash" / "sensormesh" / "device" / "compat.py"))
+
+
+@needs_tools
+@pytest.mark.micropython
 def test_friendly_repl_evaluates_lines(simboard):
     import serial
     s = serial.Serial(simboard.port, 115200, timeout=10)

@@ -75,9 +75,14 @@ except (AttributeError, OSError):   # a port without os.mount or VfsPosix
     pass
 del _short_paths
 """ % {"root": SHORT_ROOT}
-LAUNCHER_TEXT = SHORT_PATHS + """from sensormesh.device.__main__ import main
+# How the launcher runs the device: with the command line's options (`--config PATH`). The
+# unix port interns every command-line argument, so a local device keeps its script's and its
+# configuration's paths as names (about 70 characters; a board has no command line); they stay,
+# because a command line that names the device's configuration is how one finds its process.
+LAUNCHER_MAIN = """from sensormesh.device.__main__ import main
 main()
 """
+LAUNCHER_TEXT = SHORT_PATHS + LAUNCHER_MAIN
 
 
 class MpyCacheError(Exception):

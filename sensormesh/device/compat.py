@@ -1,7 +1,8 @@
 # The few differences between CPython and MicroPython that device code must not see.
 #
 # Everything a device imports runs on both interpreters; the differences live here and
-# nowhere else: a millisecond tick clock, timeout errors, and which interpreter this is.
+# nowhere else: a millisecond tick clock, timeout errors, and which interpreter this is. The
+# CPython side's functions are cpython_compat.py's, which a board never loads.
 import sys
 import time
 
@@ -28,24 +29,7 @@ if MICROPYTHON:
     ticks_diff = time.ticks_diff
     sleep_ms = time.sleep_ms
 else:
-    # CPython has no wrapping tick counter; monotonic nanoseconds never wrap, so plain
-    # arithmetic gives the same answers ticks_add/ticks_diff give on MicroPython.
-    _mono = time.monotonic_ns
-
-    def ticks_ms():
-        return _mono() // 1000000
-
-    def ticks_us():
-        return _mono() // 1000
-
-    def ticks_add(t, delta):
-        return t + delta
-
-    def ticks_diff(a, b):
-        return a - b
-
-    def sleep_ms(ms):
-        time.sleep(ms / 1000)
+    from sensormesh.device.cpython_compat import sleep_ms, ticks_add, ticks_diff, ticks_ms, ticks_us
 
 
 # Where the tick clock wraps (ticks_us: 2**30 on a 32-bit board); 0 = never (CPython).
@@ -116,5 +100,4 @@ def forget(name):
 if MICROPYTHON:
     collect = gc.collect
 else:
-    def collect():
-        pass
+    from sensormesh.device.cpython_compat import collect
