@@ -23,6 +23,7 @@
 # how many, and their heap with the pools that index them) and the device modules resident at
 # steady state. --phases --receiving: the keyed receiving board instead, with the CPython device's
 # pipe accepted after the deployment (admit.py and server.py loaded, its handshake done).
+# --phases --demo: both boards of the README demo (with keys), the same phases where they apply.
 # The unix port is 64-bit: objects take up to twice their size on an ESP32 (32-bit), so these
 # figures are an upper bound for a board. Prints tables; the serving figures of data requests
 # are benchmarks/bench_heap_streams.py.
@@ -516,26 +517,40 @@ def phases(bench, prelude="", name="phases", text=PIPELINE):
     runs first in that launcher (another benchmark's hooks)."""
     if text is RECEIVING:
         prelude, name = "ACCEPTS = True\n" + prelude, name + "-receiving"
-    wrapper = bench.wrapper(name, prelude + PHASE_LAUNCHER)
     model, run = bench.model(256, text)
+    return _traced(bench, bench.wrapper(name, prelude + PHASE_LAUNCHER), model, run, ("board",))["board"]
+
+
+def demo_phases(bench):
+    """{board: (rows, modules)} as phases() gives them, for both boards of the README demo
+    (DEMO, with keys)."""
+    model = load_model(DEMO)
+    return _traced(bench, bench.wrapper("phases", PHASE_LAUNCHER), model, tempfile.mkdtemp(dir=bench.tmp),
+                   [d.name for d in model.devices.values() if d.local and d.interpreter == "micropython"])
+
+
+def _traced(bench, wrapper, model, run, devices):
     lines = []
     try:
         runner.up(model, duration=10, heap="256K", mpy=True, micropython=wrapper, keys_dir=bench.keys_dir,
                   timeout=10, on_event=lambda e: None, on_line=lambda d, line: lines.append((d, line)))
     finally:
         shutil.rmtree(run, ignore_errors=True)
-    rows, mods = [], ""
-    for d, line in lines:
-        if d != "board":
-            continue
-        if line.startswith("PHASE|"):
-            label, a, f, big = line.split("|")[1:]
-            rows.append([label, int(a), int(f), int(big), None, None, None])
-        elif line.startswith("qstr pool:") and rows:
-            rows[-1][4:] = qstr_figures(line)
-        elif line.startswith("MODS|"):
-            mods = line[5:]
-    return rows, mods
+    out = {}
+    for dev in devices:
+        rows, mods = [], ""
+        for d, line in lines:
+            if d != dev:
+                continue
+            if line.startswith("PHASE|"):
+                label, a, f, big = line.split("|")[1:]
+                rows.append([label, int(a), int(f), int(big), None, None, None])
+            elif line.startswith("qstr pool:") and rows:
+                rows[-1][4:] = qstr_figures(line)
+            elif line.startswith("MODS|"):
+                mods = line[5:]
+        out[dev] = (rows, mods)
+    return out
 
 
 def qstr_figures(line):
@@ -584,6 +599,10 @@ def main(argv):
             if "--receiving" in argv:
                 print_phases(*phases(Bench(10, os.path.join(tmp, "keys"), tmp), text=RECEIVING),
                              what="Keyed receiving board")
+            elif "--demo" in argv:
+                for board, (rows, mods) in sorted(demo_phases(Bench(10, os.path.join(tmp, "keys"), tmp)).items()):
+                    print_phases(rows, mods, what="README demo, %s" % board)
+                    print()
             else:
                 print_phases(*phases(Bench(10, os.path.join(tmp, "keys"), tmp)))
         finally:
