@@ -2,6 +2,7 @@
 package they run from (compiled once, reused, rebuilt when a source changes), the message when a
 device runs out of heap, and a keyed deployment on a MicroPython device under the default heap,
 end to end (values reach the sink on the other device)."""
+import json
 import os
 import shutil
 import subprocess
@@ -229,6 +230,42 @@ def test_a_local_device_loads_the_package_through_a_short_link(tmp_path):
     assert [n for n in names if n.endswith(".py") and n != str(run / "where.py")] == [], names
     shutil.rmtree(str(run))
     assert os.path.exists(os.path.join(folder, "sensormesh", "device", "codec.mpy"))
+
+
+def test_the_launcher_runs_a_configuration_file_as_a_board_does_without_the_option_parser(tmp_path):
+    """`run_device.py --config PATH` (how up starts a local MicroPython device) reads the file
+    and runs it, as a board's main.py runs device.json: options.py, whose names a device would
+    keep for good, never loads (here it is not even there). Errors are reported as the options'
+    path reports them."""
+    mp = need_micropython()
+    folder, _ = mpy_cache.bundle(base=ROOT)
+    run = tmp_path / "run"
+    shutil.copytree(os.path.join(folder, "sensormesh"), str(run / "sensormesh"))
+    os.remove(str(run / "sensormesh" / "device" / "options.mpy"))
+    (run / mpy_cache.LAUNCHER).write_text(mpy_cache.LAUNCHER_TEXT)
+    sock = str(tmp_path / "d.sock")
+    (tmp_path / "d.json").write_text(json.dumps({"name": "lt", "port": -1, "unix": sock, "exit_with_stdin": True,
+                                                 "sensors": ["temperature"]}))
+    p = subprocess.Popen([mp, "-X", "heapsize=96K", str(run / mpy_cache.LAUNCHER), "--config", str(tmp_path / "d.json")],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         cwd=str(tmp_path))
+    try:
+        first = p.stdout.readline()            # bounded by the device's start (or its exit)
+        assert "device lt listening on unix %s" % sock in first, first + p.stdout.read()
+    finally:
+        try:   # communicate() closes its standard input: with exit_with_stdin it stops at its next loop turn
+            out, _ = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+    assert p.returncode == 0, first + out
+    (tmp_path / "bad.json").write_text(json.dumps({"name": "lt", "port": -1, "sensors": ["nosuchkind"]}))
+    r = subprocess.run([mp, str(run / mpy_cache.LAUNCHER), "--config", str(tmp_path / "bad.json")],
+                       capture_output=True, text=True, timeout=30, cwd=str(tmp_path))
+    assert r.returncode == 2 and "configuration error" in r.stdout + r.stderr and "nosuchkind" in r.stdout + r.stderr, r
+    r = subprocess.run([mp, str(run / mpy_cache.LAUNCHER), "--config", str(tmp_path / "missing.json")],
+                       capture_output=True, text=True, timeout=30, cwd=str(tmp_path))
+    assert r.returncode == 1 and "cannot start" in r.stdout + r.stderr, r
 
 
 def test_a_missing_mpy_cross_is_named(tmp_path):

@@ -75,12 +75,19 @@ except (AttributeError, OSError):   # a port without os.mount or VfsPosix
     pass
 del _short_paths
 """ % {"root": SHORT_ROOT}
-# How the launcher runs the device: with the command line's options (`--config PATH`). The
-# unix port interns every command-line argument, so a local device keeps its script's and its
-# configuration's paths as names (about 70 characters; a board has no command line); they stay,
-# because a command line that names the device's configuration is how one finds its process.
+# How the launcher runs the device: `run_device.py --config PATH` (how sensormesh up starts it)
+# runs that configuration file as a board's main.py runs its device.json, without the option
+# parser (options.py: about 25 names a device would keep for good, which a board never has);
+# any other command line goes through the device's usual options. The unix port interns every
+# command-line argument, so a local device keeps its script's and its configuration's paths as
+# names (about 70 characters; a board has no command line); they stay, because a command line
+# that names the device's configuration is how one finds its process. (It follows SHORT_PATHS,
+# which imports sys.)
 LAUNCHER_MAIN = """from sensormesh.device.__main__ import main
-main()
+if len(sys.argv) == 3 and sys.argv[1] == "--config":
+    main(config=sys.argv[2])
+else:
+    main()
 """
 LAUNCHER_TEXT = SHORT_PATHS + LAUNCHER_MAIN
 

@@ -3,6 +3,9 @@
 #     micropython -m sensormesh.device --port 7000 --sensors dht11,co2
 #     python -m sensormesh.device --config device.json
 # A board's main.py calls core.run(config) itself; `sensormesh worker` builds the same dict with click.
+# main(config=PATH) runs a configuration file as it is, as a board's main.py does: no options to
+# parse, so options.py never loads (sensormesh up's launcher for local MicroPython devices; a
+# device keeps every name a module it loaded brought, options.py's about 25, for good).
 import sys
 
 from sensormesh.device.compat import unload
@@ -10,15 +13,22 @@ from sensormesh.device.core import log, run
 from sensormesh.device.sensors import SensorError
 
 
-def main(argv=None):
-    if argv is None:
+def main(argv=None, config=None):
+    if argv is None and config is None:
         argv = sys.argv[1:]
     try:
-        from sensormesh.device import options
-        options.stop_on_signals()
-        cfg = options.config_from_args(options.parse_args(argv))
-        del options
-        unload("sensormesh.device.options")    # needed once: its code is freed before the device runs
+        if config is None:
+            from sensormesh.device import options
+            options.stop_on_signals()
+            cfg = options.config_from_args(options.parse_args(argv))
+            del options
+            unload("sensormesh.device.options")    # needed once: its code is freed before the device runs
+        else:
+            import json
+            with open(config) as f:
+                cfg = json.load(f)
+        cfg.setdefault("port", 7000)
+        cfg.setdefault("host", "0.0.0.0")
         run(cfg)
     except (SensorError, ValueError) as e:
         log("device", "configuration error: %s" % e)

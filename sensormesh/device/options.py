@@ -58,9 +58,7 @@ def config_from_args(a):
         cfg["handshake_ms"] = a["handshake_timeout"]
     if a.get("no_metrics"):
         cfg["metrics"] = False
-    cfg.setdefault("port", 7000)
-    cfg.setdefault("host", "0.0.0.0")
-    return cfg
+    return cfg          # (__main__.main sets the default port and host)
 
 
 def stop_on_signals():
