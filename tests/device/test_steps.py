@@ -818,6 +818,25 @@ def test_build_errors():
     raises(lambda: build({"id": "x", "type": "print", "params": {"label": 3}}, ctx), "label")
 
 
+def test_a_step_short_of_memory_while_it_is_built_is_not_called_a_bad_fn():
+    # a MemoryError while a map finds or makes its function is the board's heap, not the
+    # function: it reaches the runtime, which refuses the deployment as short of memory (and the
+    # controller tries again) instead of blaming the fn
+    class Short(FakeCtx):
+        def resolve(self, ref):
+            raise MemoryError("memory allocation failed, allocating 194 bytes")
+
+    class Big:
+        def __init__(self):
+            raise MemoryError("memory allocation failed, allocating 912 bytes")
+    for ctx, ref in ((Short(), "m:f"), (FakeCtx({"m:Big": Big}), "m:Big")):
+        try:
+            build({"id": "m", "type": "map", "params": {"fn": ref}, "inputs": ["x"]}, ctx)
+        except MemoryError:
+            continue
+        assert False, "no MemoryError for %s" % ref
+
+
 def test_every_type_has_stats_and_close():
     ctx = FakeCtx({"m:f": double})
     path = tmp_path("all")

@@ -99,6 +99,8 @@ def user_fn(step):
     ref = str_param(step, "fn", None)
     try:
         fn = step.ctx.resolve(ref)
+    except MemoryError:
+        raise       # the board's heap, not the fn: the deployment is refused as short of memory
     except Exception as e:
         raise step.bad("fn '%s': %s" % (ref, e))
     step.instance = None
@@ -106,6 +108,8 @@ def user_fn(step):
         # A class is a stateful step: one instance per step, made here, called per value.
         try:
             fn = fn()
+        except MemoryError:
+            raise
         except Exception as e:
             raise step.bad("fn '%s': making an instance failed: %s: %s"
                            % (ref, type(e).__name__, e))
