@@ -108,6 +108,36 @@ def test_pipe_out_redials_quickly_again_after_a_connection_that_worked():
     assert drops(p, rt, 1) == [RETRY_MS[0]]
 
 
+def test_pipe_out_lets_go_of_a_connection_whose_close_found_no_memory():
+    # The transport marks a connection closed, then calls the pipe's on_close, whose code a
+    # board loads for it: short of memory, that call fails and the pipe still holds the closed
+    # connection. Its next value or frame lets it go and dials again; nothing is sent meanwhile.
+    rt = FakeRuntime()
+    p = pipe_out(rt, "out:e", {"edge": "e", "to": "127.0.0.1:1", "peer": "x"})
+    p.start()
+    assert run_next(rt.loop) == 0 and len(rt.device.dialed) == 1
+    p.on_connect(rt.device.dialed[-1])
+    rt.device.dialed[-1].closed = True            # closed; on_close never ran
+    p.push(1.5)
+    assert p.conn is None and len(rt.device.dialed) == 1
+    assert run_next(rt.loop) == RETRY_MS[0] and len(rt.device.dialed) == 2   # dials again
+    sent = []
+    rt.device.dialed[-1].send = sent.append
+    p.on_connect(rt.device.dialed[-1])
+    assert [1.5] in sent, sent                    # the value waited in the buffer
+
+
+def test_pipe_out_dials_again_when_a_failed_dial_found_no_memory_to_say_so():
+    rt = FakeRuntime()
+    p = pipe_out(rt, "out:e", {"edge": "e", "to": "127.0.0.1:1", "peer": "x"})
+    p.start()
+    run_next(rt.loop)
+    rt.device.dialed[-1].closed = True            # the dial failed; on_close never ran
+    p.push(2.5)
+    assert p.dialing is None
+    assert run_next(rt.loop) == RETRY_MS[0] and len(rt.device.dialed) == 2
+
+
 class Counter:
     RATE_HZ = 100
 

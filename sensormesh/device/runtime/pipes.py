@@ -125,7 +125,7 @@ class PipeOut(Rarely):
         if self.tf:
             if tx.unsent() >= MAX_FRAME_VALUES or tx.full():
                 self._send()        # an array's worth, or nothing more joins before an ack
-        elif self.conn is not None:
+        elif self.conn is not None or self.dialing is not None:
             self._send()
         if tx.dropped != self.logged_drops:
             self._dropped()
@@ -187,6 +187,16 @@ class PipeOut(Rarely):
     def _send(self):
         """Send what is not sent yet, while the connection takes it."""
         conn = self.conn
+        c = conn or self.dialing
+        if c is not None and c.closed:
+            # It closed while the heap had no room for on_close's code (pipe_links.py, loaded
+            # for it), so the pipe still holds it: let it go now and dial again. The values wait
+            # in the buffer; short of memory again, the next value or frame tries once more.
+            try:
+                self.on_close(c, "connection closed")
+            except MemoryError:
+                pass
+            return
         tx = self.tx
         if self.spool_timer is not None:
             return      # a spooled backlog is leaving at its own pace
