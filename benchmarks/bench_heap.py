@@ -112,7 +112,8 @@ exec %(mp)s -X "$heap" %(launcher)s "$@"
 def short_of_memory(text):
     """Does a device's output line or a run's event say it ran out of heap (a MemoryError, or a
     deployment refused for want of memory)?"""
-    return "MemoryError" in text or "no memory free" in text or "out-of-memory" in text
+    return ("MemoryError" in text or "no memory free" in text or "out-of-memory" in text
+            or "memory allocation failed" in text)
 
 
 class Bench:
