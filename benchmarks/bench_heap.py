@@ -116,6 +116,12 @@ def short_of_memory(text):
             or "memory allocation failed" in text)
 
 
+def replies_cut(lines):
+    """How many status or stopped replies a device sent without their per-step counts because
+    its heap had no block free for the whole reply (the pipeline itself ran on)."""
+    return sum(1 for e in lines if "without its per-step counts" in str(e))
+
+
 class Bench:
     def __init__(self, count, keys_dir, tmp):
         self.count = count
@@ -125,6 +131,9 @@ class Bench:
         self.runs = 0
         self.repeated = 0         # runs repeated after a failure not caused by the heap (fits_twice)
         self.memory_error = False  # did the last run's devices run out of heap?
+        self.row = None           # the row being bisected
+        self.cut = 0              # replies cut short for memory in the last run (replies_cut)
+        self.cuts = {}            # (row, heap) -> replies cut short in the run that fit
 
     def model(self, heap, text=PIPELINE):
         run = tempfile.mkdtemp(dir=self.tmp)
@@ -191,6 +200,7 @@ class Bench:
         finally:
             shutil.rmtree(run, ignore_errors=True)
         self.memory_error = any(short_of_memory(str(e)) for e in events)
+        self.cut = replies_cut(events)
         return len(got) >= self.count and not self.memory_error
 
     def receiving(self, heap):
@@ -222,6 +232,7 @@ class Bench:
         finally:
             shutil.rmtree(run, ignore_errors=True)
         self.memory_error = any(short_of_memory(str(e)) for e in events)
+        self.cut = replies_cut(events)
         return len(got) >= self.count and not (sinks and sinks - seen) and not self.memory_error
 
     def fits_twice(self, fits, heap):
@@ -231,13 +242,19 @@ class Bench:
         heap is not repeated."""
         self.runs += 1
         self.memory_error = False
+        self.cut = 0
         if fits(heap):
+            self.cuts[(self.row, heap)] = self.cut
             return True
         if self.memory_error:
             return False
         self.runs += 1
         self.repeated += 1
-        return fits(heap)
+        self.cut = 0
+        ok = fits(heap)
+        if ok:
+            self.cuts[(self.row, heap)] = self.cut
+        return ok
 
     def smallest(self, fits, lo, hi, step):
         """Bisection: the smallest heap (KB, multiple of step) at which fits(heap) holds."""
@@ -637,6 +654,7 @@ def main(argv):
         for name, form, fits in rows:
             if (only and only != name) or (form_only and form_only != form):
                 continue
+            b.row = (name, form)
             found[(name, form)] = b.smallest(fits, lo, hi, step)
         base, costs = import_costs(bundle)
         mheap = [("this checkout", metrics_heap(bundle))]
@@ -672,6 +690,11 @@ def main(argv):
         m = found.get((name, ".mpy"))
         print("%-*s %9s %8s %9s %9s %9s %10s" % (w, name, kb(name, ".mpy"), "%.2f" % (m / float(TARGET_KB)) if m else "-",
                                               kb(name, ".py"), kb(name, "all"), ratio(name, ".py"), ratio(name, "all")))
+    for (name, form), v in sorted(found.items()):
+        n = b.cuts.get(((name, form), v), 0) if v else 0
+        if n:
+            print("  %s (%s) at %d KB: %d status replies came without their per-step counts (no block "
+                  "free for the whole reply; the device said so and ran on)" % (name, form, v, n))
     print()
     print("Heap after each import (.mpy, one fresh interpreter, gc.mem_alloc() growth after gc.collect();")
     print("the bare interpreter holds %.1f KB)" % (base / 1024.0))

@@ -320,7 +320,8 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
         for sid, step in (a.get("steps") or {}).items():
             click.echo("    " + _step_line(sid, step))
         if a.get("steps_omitted"):
-            click.echo("    (%d steps: their counts did not fit the reply)" % a["steps_omitted"])
+            click.echo("    (%d steps: their counts were left out: %s)"
+                       % (a["steps_omitted"], a.get("omitted_because") or "they did not fit the reply"))
     if unreachable:
         if areas and not as_json:
             click.echo("affected area:")

@@ -111,6 +111,96 @@ def test_200_pipe_inputs_reach_a_keyed_device_with_a_boards_frame_limit():
     dev.close()
 
 
+class _Runtime:
+    def __init__(self):
+        self.logs = []
+
+    def log(self, text):
+        self.logs.append(text)
+
+
+class _ShortOfMemory:
+    """A connection whose first sends find no block free for the reply (a board's sealed token)."""
+
+    def __init__(self, failures):
+        self.failures = failures
+        self.sent = []
+
+    def send(self, msg):
+        if self.failures:
+            self.failures -= 1
+            raise MemoryError("memory allocation failed, allocating 936 bytes")
+        self.sent.append(msg)
+
+
+def test_a_reply_without_memory_for_its_counts_comes_without_them_and_says_why():
+    from sensormesh.device.runtime import report
+    rt = _Runtime()
+    for n, key in enumerate(("status", "stopped", "status", "status")):
+        conn = _ShortOfMemory(1)
+        st = {"assignment": {"pipeline": "p", "epoch": 3, "state": "running",
+                             "steps": {"t": {"out": 5}, "out:e": {"in": 5, "out": 5}}}}
+        report.send_stats(rt, conn, key, st)
+        assert len(conn.sent) == 1, conn.sent
+        a = conn.sent[0][key]["assignment"]
+        assert a["steps"] == {} and a["steps_omitted"] == 2 and a["epoch"] == 3, a
+        assert "no memory" in a["omitted_because"], a
+    # logged sparsely: the 1st, 2nd and 4th
+    assert len(rt.logs) == 3 and "status reply sent without its per-step counts" in rt.logs[0], rt.logs
+    assert "(4 so far)" in rt.logs[-1], rt.logs
+    # with memory for it, the whole reply goes
+    conn = _ShortOfMemory(0)
+    report.send_stats(rt, conn, "status", {"assignment": {"steps": {"t": {"out": 1}}}})
+    assert conn.sent == [{"status": {"assignment": {"steps": {"t": {"out": 1}}}}}]
+    # short of memory for the cut reply too: the MemoryError is the caller's (the loop logs it)
+    try:
+        report.send_stats(rt, _ShortOfMemory(2), "status", {"assignment": {"steps": {}}})
+        raise AssertionError("no MemoryError")
+    except MemoryError:
+        pass
+
+
+class _Node:
+    def __init__(self, failures):
+        self.failures = failures
+        self.closed = 0
+
+    def flush(self):
+        pass
+
+    def close(self):
+        if self.failures:
+            self.failures -= 1
+            raise MemoryError("memory allocation failed, allocating 368 bytes")
+        self.closed += 1
+
+
+class _Stopping(_Runtime):
+    def __init__(self, nodes):
+        _Runtime.__init__(self)
+        self.nodes = dict(nodes)
+        self.order = [i for i, n in nodes]
+        self.sources = []
+        self.probe = None
+        self.deliveries = {}
+        self.pipe_outs = {}
+        self.pipe_ins = {}
+        self.state = "running"
+
+    def status(self):
+        return {"steps": {}}
+
+
+def test_a_close_without_memory_is_tried_again_once_the_other_nodes_are_let_go():
+    from sensormesh.device.runtime import stop
+    a, b, c = _Node(0), _Node(1), _Node(2)
+    rt = _Stopping([("a", a), ("b", b), ("c", c)])
+    final = stop.teardown(rt)
+    assert final["state"] == "stopped" and rt.nodes == {} and rt.state == "empty"
+    assert (a.closed, b.closed, c.closed) == (1, 1, 0)    # b closed on its second try
+    assert len(rt.logs) == 1 and "close of c failed" in rt.logs[0], rt.logs
+
+
 def test_missing_extra_and_wrong_parts_are_errors_and_the_old_assignment_keeps_running():
     loop = transport.Loop()
     dev = board_device(loop)

@@ -49,20 +49,32 @@ def teardown(rt, keep=False):
             rt.carry["out " + e] = rt.pipe_outs[e].tx
         for e in rt.pipe_ins:
             rt.carry["in " + e] = rt.pipe_ins[e].rx
-    for i in rt.order:
-        try:
-            n = rt.nodes[i]
-            if keep and getattr(n, "PIPE", None) == "out":
-                n.close(keep=True)    # its replay buffer (and spool) goes on in the next deployment
-            else:
-                n.close()
-        except Exception as e:
-            rt.log("close of %s failed: %s" % (i, e))
+    # A close that finds no memory free for its code (loaded for it on a board) is tried once
+    # more after the other nodes are let go: a node left unclosed would keep its timers running.
+    again = [(i, rt.nodes[i]) for i in rt.order if not _close(rt, i, rt.nodes[i], keep, True)]
     rt.nodes = {}
     rt.order = []
     rt.sources = []
     rt.pipe_outs = {}
     rt.pipe_ins = {}
     rt.state = "empty"
+    for i, n in again:
+        _close(rt, i, n, keep, False)
     final["state"] = "stopped"
     return final
+
+
+def _close(rt, i, n, keep, first):
+    """Close node i; False if it found no memory free and this was the first try."""
+    try:
+        if keep and getattr(n, "PIPE", None) == "out":
+            n.close(keep=True)    # its replay buffer (and spool) goes on in the next deployment
+        else:
+            n.close()
+    except MemoryError as e:
+        if first:
+            return False
+        rt.log("close of %s failed: %s" % (i, e))
+    except Exception as e:
+        rt.log("close of %s failed: %s" % (i, e))
+    return True
