@@ -138,6 +138,37 @@ def test_pipe_out_dials_again_when_a_failed_dial_found_no_memory_to_say_so():
     assert run_next(rt.loop) == RETRY_MS[0] and len(rt.device.dialed) == 2
 
 
+class ShortDevice(FakeDevice):
+    """A device whose first dials find no memory free (for the connection or the handshake)."""
+
+    def __init__(self, failures):
+        FakeDevice.__init__(self)
+        self.failures = failures
+
+    def dial(self, address, protocol, peer, first):
+        if self.failures:
+            self.failures -= 1
+            raise MemoryError("memory allocation failed, allocating 464 bytes")
+        return FakeDevice.dial(self, address, protocol, peer, first)
+
+
+def test_a_pipe_whose_dial_finds_no_memory_dials_again_later():
+    rt = FakeRuntime()
+    rt.device = ShortDevice(2)
+    p = pipe_out(rt, "out:e", {"edge": "e", "to": "127.0.0.1:1", "peer": "x"})
+    p.start()
+    assert run_next(rt.loop) == 0 and rt.device.dialed == []          # no memory: no connection
+    assert run_next(rt.loop) == RETRY_MS[0] and rt.device.dialed == []
+    assert run_next(rt.loop) == RETRY_MS[1] and len(rt.device.dialed) == 1
+    assert p.dialing is rt.device.dialed[0]
+    rt = FakeRuntime()
+    rt.device = ShortDevice(1)
+    p = pipe_in(rt, "in:e", {"edge": "e", "from": "127.0.0.1:1", "peer": "x"})
+    p.start()
+    assert rt.device.dialed == []
+    assert run_next(rt.loop) == RETRY_MS[0] and len(rt.device.dialed) == 1
+
+
 class Counter:
     RATE_HZ = 100
 

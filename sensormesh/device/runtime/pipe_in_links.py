@@ -36,7 +36,11 @@ def _dial(pi):
     if old is not None and not old.closed:
         old.close("replaced by a new connection of edge %s" % pi.edge)
     pi.connects += 1
-    pi.conn = pi.rt.device.dial(pi.frm, pi, pi.peer, {"pull": hs})
+    try:
+        pi.conn = pi.rt.device.dial(pi.frm, pi, pi.peer, {"pull": hs})
+    except MemoryError:
+        # no memory free to dial (or for the handshake's code) now: try again later
+        pi.retry_timer = pi.rt.loop.call_later(pi.redial.delay(), pi._dial)
 
 
 def attach(pi, conn, body=None):

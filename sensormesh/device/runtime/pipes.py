@@ -250,7 +250,12 @@ class PipeOut(Rarely):
             hs["buffer"] = a[3]
             if self.lineage:
                 hs["lin"] = 1
-        self.dialing = self.rt.device.dial(self.to, self, self.peer, {"pipe": hs})
+        try:
+            self.dialing = self.rt.device.dial(self.to, self, self.peer, {"pipe": hs})
+        except MemoryError:
+            # no memory free to dial (or for the handshake's code) now: try again later; the
+            # values wait in the replay buffer
+            self.retry_timer = self.rt.loop.call_later(self.redial.delay(), self._dial)
 
     def _drop_conns(self, reason):
         """Close this pipe's connection and the one being set up: one connection per edge, or

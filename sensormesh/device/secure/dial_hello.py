@@ -63,6 +63,9 @@ def start(d, conn):
     except HandshakeError as e:
         d._failed(conn, e)
         return
+    except MemoryError:
+        d._no_memory(conn)      # the session is let go (busy back) and the connection closes
+        raise
     conn.decoder.max_frame = HELLO_MAX_FRAME
     conn.send(hello)
     conn.held = []
