@@ -9,7 +9,8 @@ import os
 
 from sensormesh.device.compat import unix_time
 from sensormesh.device.secure.channel import Channel, b64encode, equal, hmac_sha256
-from sensormesh.device.secure.wire import _NONCE, VERSION, HandshakeError, _bin, _body, _keys, _name, _transcript
+from sensormesh.device.secure.hello_mac import _transcript
+from sensormesh.device.secure.wire import _NONCE, VERSION, HandshakeError, _bin, _body, _keys, _name
 
 DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
 DEFAULT_REPLAY_SIZE = 64   # nonces remembered per device (about 1.5 KB on an ESP32)
