@@ -46,65 +46,12 @@ class ProtocolError(Exception):
 
 
 # -- JSON --------------------------------------------------------------------------------------
-# CPython uses msgspec when it is installed (a dependency of the package): it encodes a
-# 5000-value array about 6x and decodes it about 3x faster than the standard json module
-# (benchmarks/bench_json.py has the figures and the comparison with orjson). The standard module
-# stays the fallback, and MicroPython's json is the only choice on a board. Every path reads and
-# writes the same values:
-#   - bytes on the wire are compact UTF-8 JSON; msgspec writes some floats differently
-#     (1e20, not 1e+20), never a different value;
-#   - NaN and infinity are not JSON: encoding them raises ProtocolError on every path (msgspec
-#     would write null: a payload of its holding "null" is re-encoded by the standard module,
-#     which refuses them or writes the same values); decoding refuses the literals NaN,
-#     Infinity and -Infinity on every path, while a valid number beyond the double range (1e400)
-#     reads as infinity on every path, as the standard module and MicroPython read it;
-#   - whatever msgspec refuses or reads differently (integers beyond 64 bits it encodes
-#     exactly; invalid text) goes to the standard module, which decides and says what is wrong.
-# SENSORMESH_JSON=stdlib in the environment (or use_json("stdlib")) turns the fast path off.
-# (use_json exists on CPython only: MicroPython always uses its json module.)
-JSON_BACKEND = "stdlib"
-_fast_encode = None   # msg -> bytes (msgspec.json.Encoder.encode)
-_fast_decode = None   # bytes-like -> msg
-_raw_items = None     # encoded array -> its items as msgspec.Raw (for cutting at value boundaries)
-
-if not MICROPYTHON:
-    _STD_ENCODE = json.JSONEncoder(separators=_SEP, allow_nan=False, ensure_ascii=False).encode
-
-    def _not_json(name):
-        raise ValueError("%s is not JSON" % name)
-
-    _STD_DECODE = json.JSONDecoder(parse_constant=_not_json).decode
-
-    def use_json(name):
-        """Choose the JSON implementation on CPython: "msgspec" (if installed) or "stdlib".
-        Returns the name in use before. MicroPython always uses its json module."""
-        global JSON_BACKEND, _fast_encode, _fast_decode, _raw_items
-        old = JSON_BACKEND
-        if name == "stdlib":
-            JSON_BACKEND, _fast_encode, _fast_decode, _raw_items = "stdlib", None, None, None
-            return old
-        if name != "msgspec":
-            raise ValueError("unknown JSON implementation %r (msgspec or stdlib)" % (name,))
-        import msgspec
-        _fast_encode = msgspec.json.Encoder().encode
-        _fast_decode = msgspec.json.Decoder().decode
-        _raw_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
-        JSON_BACKEND = "msgspec"
-        return old
-
-    def _std_dumps(msg):
-        try:
-            return _STD_ENCODE(msg).encode()
-        except (TypeError, ValueError) as e:
-            raise ProtocolError("message is not JSON-serialisable: %s" % e)
-
-    import os
-    if os.environ.get("SENSORMESH_JSON", "") != "stdlib":
-        try:
-            use_json("msgspec")
-        except ImportError:
-            pass
-
+# MicroPython's json is the only choice on a board. CPython uses msgspec when it is installed
+# (the standard module otherwise): that half is cpython_json.py's, which a board never loads
+# (use_json, the encoding, the fast decoding; its notes say how every path reads and writes the
+# same values). SENSORMESH_JSON=stdlib in the environment (or use_json("stdlib")) turns the fast
+# path off. (use_json exists on CPython only: MicroPython always uses its json module.)
+JSON_BACKEND = "stdlib"   # CPython: the implementation in use (cpython_json.use_json sets it)
 
 if MICROPYTHON:
     def _text(msg):
@@ -130,22 +77,7 @@ if MICROPYTHON:
         # a view of the text's bytes: a frame's payload without a copy of it
         return memoryview(_text(msg))
 else:
-    def dumps(msg):
-        """Serialise a message to its UTF-8 JSON payload (no length prefix)."""
-        if not isinstance(msg, (dict, list)):
-            raise ProtocolError("a message must be a dict (control) or list (data), not %s" % type(msg).__name__)
-        enc = _fast_encode
-        if enc is None:
-            return _std_dumps(msg)
-        try:
-            payload = enc(msg)
-        except Exception:   # msgspec refused it: the standard module decides and says why
-            return _std_dumps(msg)
-        if b"null" in payload:
-            # msgspec writes NaN and infinity as null; the standard module refuses them
-            return _std_dumps(msg)
-        return payload
-
+    from sensormesh.device.cpython_json import JSON_BACKEND, dumps, loads, std_decode, use_json
     _payload = dumps
 
 
@@ -199,7 +131,7 @@ def _std_loads(payload):
             text = bytes(payload).decode() if type(payload) is memoryview else payload.decode()
         except UnicodeError:
             raise ProtocolError("frame payload is not valid UTF-8")
-        return json.loads(text) if MICROPYTHON else _STD_DECODE(text)
+        return json.loads(text) if MICROPYTHON else std_decode(text)
     except ValueError as e:
         raise ProtocolError("frame payload is not valid JSON: %s" % (e.args[0] if e.args else e))
     except (RuntimeError, MemoryError):
@@ -226,14 +158,7 @@ def decode_payload(payload):
             deep.check(payload, MAX_DEPTH)
         finally:
             forget("sensormesh.device.deep")
-    dec = _fast_decode
-    if dec is None:
-        msg = _std_loads(payload)
-    else:
-        try:
-            msg = dec(payload)
-        except Exception:   # msgspec refused it: the standard module decides and says why
-            msg = _std_loads(payload)
+    msg = _std_loads(payload) if MICROPYTHON else loads(payload)
     if opens > MAX_DEPTH:
         check_depth(msg)
     t = type(msg)

@@ -29,7 +29,13 @@ if MICROPYTHON:
     ticks_diff = time.ticks_diff
     sleep_ms = time.sleep_ms
 else:
-    from sensormesh.device.cpython_compat import sleep_ms, ticks_add, ticks_diff, ticks_ms, ticks_us
+    # (the module by its last name: a board interns the names an import line holds, run or not)
+    from sensormesh.device import cpython_compat
+    ticks_ms = cpython_compat.ticks_ms
+    ticks_us = cpython_compat.ticks_us
+    ticks_add = cpython_compat.ticks_add
+    ticks_diff = cpython_compat.ticks_diff
+    sleep_ms = cpython_compat.sleep_ms
 
 
 # Where the tick clock wraps (ticks_us: 2**30 on a 32-bit board); 0 = never (CPython).
@@ -100,4 +106,4 @@ def forget(name):
 if MICROPYTHON:
     collect = gc.collect
 else:
-    from sensormesh.device.cpython_compat import collect
+    collect = cpython_compat.collect

@@ -31,7 +31,11 @@ def handle(dev, session, key, body):
     elif key == "info":
         conn.send({"info": info(dev)})
     elif key == "data-request":
-        data_request(dev, session, body)
+        # datarequest.py is loaded on the first data request: a board that only runs deployed
+        # steps never pays for it (nor for its names). It stays loaded while a stream runs (its
+        # Stream is the stream).
+        from sensormesh.device import datarequest
+        datarequest.serve(dev, session, body)
     elif key == "forward" or key == "register":
         from sensormesh.device import forward   # control forwarding through gateways
         forward.handle(dev, session, key, body)
@@ -69,29 +73,3 @@ def peer_limit(dev, conn, mf):
     if conn.wrap is not None:
         from sensormesh.device.secure.channel import wrap_limit
         conn.wrap_limit = wrap_limit(conn.peer_max_frame)
-
-
-def data_request(dev, session, body):
-    # datarequest.py is loaded on the first data request: a board that only runs deployed steps
-    # never pays for it. It stays loaded while a stream runs (its Stream is the stream).
-    from sensormesh.device.datarequest import RequestError, Stream, parse
-    conn = session.conn
-    try:
-        name, tf, vpf, mf = parse(body, dev.sensor_names())
-    except RequestError as e:
-        # logged here, once (the client may close first); on_close then stays silent, also
-        # when the close below completes at once
-        peer = conn.peer
-        dev.log("refused data request%s (%s): %s" % (" from %s" % (peer,) if peer else "", e.code, e.message))
-        session.logged = True
-        conn.send(e.to_message())
-        conn.close_after_flush("refused data request (%s): %s" % (e.code, e.message))
-        return
-    sensor, rate = dev.sensors[name]
-    if mf:
-        peer_limit(dev, conn, mf)
-    session.kind = "stream"
-    stream = Stream(dev.loop, conn, sensor, rate, tf, vpf)
-    session.stream = stream
-    dev.streams.append(stream)
-    stream.start()

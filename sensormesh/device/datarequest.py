@@ -87,6 +87,32 @@ def parse(req, sensor_names):
     return sensor, tf, vpf, mf
 
 
+
+def serve(dev, session, body):
+    """{"data-request": body} on a session of device dev (control.handle loads this module for it):
+    the stream started on the session's connection, or the refusal sent, saying why, and logged."""
+    conn = session.conn
+    try:
+        name, tf, vpf, mf = parse(body, dev.sensor_names())
+    except RequestError as e:
+        # logged here, once (the client may close first); on_close then stays silent, also
+        # when the close below completes at once
+        peer = conn.peer
+        dev.log("refused data request%s (%s): %s" % (" from %s" % (peer,) if peer else "", e.code, e.message))
+        session.logged = True
+        conn.send(e.to_message())
+        conn.close_after_flush("refused data request (%s): %s" % (e.code, e.message))
+        return
+    sensor, rate = dev.sensors[name]
+    if mf:
+        from sensormesh.device import control   # (loaded: it called this function)
+        control.peer_limit(dev, conn, mf)
+    session.kind = "stream"
+    stream = Stream(dev.loop, conn, sensor, rate, tf, vpf)
+    session.stream = stream
+    dev.streams.append(stream)
+    stream.start()
+
 class Stream:
     """Reads one sensor on a schedule and sends time frames to one connection."""
 

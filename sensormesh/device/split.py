@@ -12,9 +12,11 @@
 import json
 import struct
 
-from sensormesh.device import codec
 from sensormesh.device.codec import _SEP, ProtocolError
 from sensormesh.device.compat import MICROPYTHON
+
+if not MICROPYTHON:
+    from sensormesh.device import cpython_json   # msgspec lists an array's items (raw_items)
 
 
 def _too_big(n, max_frame):
@@ -44,9 +46,10 @@ def _cuts(msg, payload, max_frame):
         cuts.append(pos)
         cuts.append(end)
         return payload, cuts
-    if codec._raw_items is not None:
+    raw_items = None if MICROPYTHON else cpython_json.raw_items
+    if raw_items is not None:
         try:
-            items = codec._raw_items(payload)
+            items = raw_items(payload)
         except Exception:
             items = None
         if items is not None and len(items) == len(msg):
@@ -87,7 +90,7 @@ def _value_bytes(v):
     # the whole message was encoded (and checked) already: this only re-encodes a valid value
     if MICROPYTHON:
         return json.dumps(v, separators=_SEP).encode()
-    return codec._STD_ENCODE(v).encode()
+    return cpython_json.std_encode(v).encode()
 
 
 def _join(parts, size):

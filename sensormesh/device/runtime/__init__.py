@@ -118,8 +118,8 @@ class Runtime(Rarely):
         for the message and forgotten after it; a controller's confirmations of callback values go to delivery.py,
         loaded while there are callbacks."""
         if key == "delivered":
-            from sensormesh.device.runtime.delivery import on_delivered
-            return lambda session, body: on_delivered(self, session, body)
+            from sensormesh.device.runtime import delivery
+            return lambda session, body: delivery.on_delivered(self, session, body)
         if key == "deploy":     # a deployment: without control.py
             return self.deploy
         where = "control"

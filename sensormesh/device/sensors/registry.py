@@ -69,9 +69,9 @@ def make(spec):
         if k not in ("name", "kind", "driver", "rate"):
             params[k] = spec[k]
     if driver == "csv" or kind == "csv":
-        from sensormesh.device.sensors.csvreplay import CsvReplay
+        from sensormesh.device.sensors import csvreplay
         try:
-            return CsvReplay(**params)
+            return csvreplay.CsvReplay(**params)
         except (OSError, ValueError, TypeError) as e:   # a missing or unreadable file names itself
             raise SensorError("sensor %r: %s" % (spec.get("name") or kind, e))
     pkg = _DRIVER_PACKAGES.get(driver)
