@@ -1,6 +1,6 @@
 # What every part of the handshake needs, and all a device's dial holds of it besides dialer.py
-# while it waits for its welcome: the handshake's error (HandshakeError, its codes), a field's
-# encoding, and forgetting the handshake's code when no handshake needs it (idle). Small, so that
+# while it waits for its welcome: the handshake's error (HandshakeError; its codes are
+# dial_failed.py's, where a refusal's code is checked), a field's encoding, and forgetting the handshake's code when no handshake needs it (idle). Small, so that
 # a device's dial sends its hello without the rest of the handshake's code (hello_mac.py: the
 # transcript and the trust files' stamps, loaded with the hello; wire.py: the checks of a
 # message's fields, the session keys, loaded only once the welcome arrives).
@@ -10,14 +10,12 @@ from sensormesh.device.compat import collect, from_mpy, unload
 from sensormesh.device.secure import admitting, busy
 
 VERSION = 2
-CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
-         "malformed", "plaintext-refused", "busy", "timeout")
 _NONCE = 16
 _PACKAGE = "sensormesh.device.secure."
 
 
 class HandshakeError(Exception):
-    """The handshake failed; code is one of CODES, message says why in words."""
+    """The handshake failed; code is one of dial_failed.CODES, message says why in words."""
 
     def __init__(self, code, message):
         super().__init__(code, message)

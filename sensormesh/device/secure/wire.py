@@ -1,7 +1,7 @@
 # The handshake's messages as both sides check them: the checks of a message's fields (a name,
 # a binary field, a message's body and version), the session keys (HKDF over the transcript) and
 # the client's check of the server's welcome (check_welcome: dialer.Hello.receive). What every
-# step needs (the error, its codes, a field's encoding, forgetting the handshake's code) is
+# step needs (the error, a field's encoding, forgetting the handshake's code) is
 # basics.py's, re-exported here; the hello's transcript and the trust files' stamps are
 # hello_mac.py's (the welcome's check needs neither). A prepared dial loads this module only to
 # check its welcome (a refusal's check is dial_failed.py's). The trust store, the pair-key cache
@@ -9,7 +9,7 @@
 # and the server side stay unloaded then.
 import hashlib
 
-from sensormesh.device.secure.basics import _NONCE, CODES, VERSION, HandshakeError, _field, forgets, idle  # noqa: F401
+from sensormesh.device.secure.basics import _NONCE, VERSION, HandshakeError, _field, forgets, idle  # noqa: F401
 from sensormesh.device.secure import load
 from sensormesh.device.secure.channel import Channel, b64decode, equal, hmac_sha256
 
