@@ -19,8 +19,7 @@ def main(argv=None, config=None):
     try:
         if config is None:
             from sensormesh.device import options
-            options.stop_on_signals()
-            cfg = options.config_from_args(options.parse_args(argv))
+            cfg = options.config(argv)
             del options
             unload("sensormesh.device.options")    # needed once: its code is freed before the device runs
         else:

@@ -81,3 +81,10 @@ def stop_on_signals():
         Loop.halt = True
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
+
+
+def config(argv):
+    """The configuration dict of a device started with these command-line arguments, its stop
+    on signals set up (CPython): what __main__.main runs when it has no configuration file."""
+    stop_on_signals()
+    return config_from_args(parse_args(argv))

@@ -57,6 +57,20 @@ class Sender:
     """The sending end of one pipe: its numbering and its replay buffer (values base..next-1:
     the oldest may sit in a spool on disk, spool.py; the rest, from mbase on, in memory)."""
 
+    # State that most pipes keep at its start for their whole life (a spool, a mark, values
+    # evicted): an attribute becomes the sender's own once it changes, so a board's sender holds
+    # a smaller dict (its running state only, set in __init__).
+    spool = None     # a spool.Spool, when the pipe may store values on disk
+    meta_out = None  # fn(first, n) -> what to store beside values first.. (or None)
+    meta_in = None   # fn(meta): it comes back when they are read from the spool
+    mark = None      # the receiver's mark for value mark_at (see the rules)
+    mark_at = 0      # the base when the mark came (older than base after an eviction)
+    evicted = 0      # values that left the buffer unacknowledged (beyond the bound)
+    dropped = 0      # of those, values never sent at all
+    spooled = 0      # values written to the spool
+    jumped = False   # values announced on the connection left unsent: announce again
+    adopted = False  # the numbering was handed back by the upstream's mark
+
     def __init__(self, cap, run, acks=True):
         self.cap = cap if cap > 0 else 1
         self.run = run
@@ -64,19 +78,9 @@ class Sender:
         self.buf = []         # values from seq `mbase` on, oldest first
         self.base = 0         # everything before base is acknowledged (or evicted)
         self.mbase = 0        # seq of buf[0]; base..mbase-1 are in the spool
-        self.spool = None     # a spool.Spool, when the pipe may store values on disk
-        self.meta_out = None  # fn(first, n) -> what to store beside values first.. (or None)
-        self.meta_in = None   # fn(meta): it comes back when they are read from the spool
         self.sent = 0         # seq of the next value to send on the current connection
-        self.mark = None      # the receiver's mark for value mark_at (see the rules)
-        self.mark_at = 0      # the base when the mark came (older than base after an eviction)
         self.high = 0         # every value before this seq has been sent (or dropped)
         self.once = 0         # values sent at least once
-        self.evicted = 0      # values that left the buffer unacknowledged (beyond the bound)
-        self.dropped = 0      # of those, values never sent at all
-        self.spooled = 0      # values written to the spool
-        self.jumped = False   # values announced on the connection left unsent: announce again
-        self.adopted = False  # the numbering was handed back by the upstream's mark
 
     def next_seq(self):
         return self.mbase + len(self.buf)
