@@ -23,10 +23,11 @@ _POLLERR = const(8)
 _POLLHUP = const(16)
 
 # Bytes taken from a socket per recv(). Bounds what one peer can make us buffer per turn. A
-# board reads into one buffer of this size for the whole process (Loop.rbuf), which it holds for
-# good: 512 bytes, less than a TCP segment, are plenty for a loop that turns every few
-# milliseconds (a frame longer than that is read over several turns; the decoder gathers it).
-RECV_CHUNK = 512 if MICROPYTHON else 262144
+# board reads into one buffer of this size for the whole process (Loop.rbuf): 1 KB, less than a
+# TCP segment, is plenty for a loop that turns every few milliseconds. (Not less: the decoder
+# grows its buffer by each read, and a deployment's frame read in 512-byte pieces fragmented a
+# board's heap so that a deployed board needed 100K instead of 96K: benchmarks/bench_heap.py.)
+RECV_CHUNK = 1024 if MICROPYTHON else 262144
 # Producers pause while a connection holds more than this much unsent output, and resume when
 # it drains: a slow reader slows its producer down instead of growing our memory.
 HIGH_WATER = 4096 if MICROPYTHON else 1048576
