@@ -535,3 +535,47 @@ def test_a_frame_that_could_not_be_sealed_takes_no_frame_number():
         channel.seal = real
     assert bytes(s.unwrap(c.wrap(b"next"))) == b"next"
     assert bytes(c.unwrap(s.wrap(b"back"))) == b"back"
+
+
+def test_a_refusal_names_the_problem_in_words_loaded_for_it():
+    """A failed check's message is the whole sentence (refusals.py, loaded only when a check
+    fails); short of memory for the words, the error still carries its code and says which
+    check failed (by its number)."""
+    from sensormesh.device.secure import wire
+
+    def message_of(fn, *args):
+        try:
+            fn(*args)
+        except HandshakeError as e:
+            return e.code, e.message
+        raise AssertionError("no HandshakeError")
+    c, s = pair(server="dev-a")
+    hello = c.start()
+    hello["hello"]["to"] = "dev-b"
+    assert message_of(s.receive, hello) == ("unknown-key", "hello is addressed to 'dev-b' but this is 'dev-a'")
+    c, s = pair(sclock=NOW + 500)
+    assert message_of(s.receive, c.start()) == (
+        "stale-timestamp", "hello timestamp %d is -500 s from this side's clock %d (window 60 s): replayed, "
+        "or a clock is not set" % (NOW, NOW + 500))
+    c, s = pair()
+    hello = c.start()
+    hello["hello"]["nonce"] = "AAAA"
+    assert message_of(s.receive, hello) == ("malformed", "'nonce' must be 16 bytes in url-safe base64")
+    again, _ = pair()
+    assert message_of(s.receive, again.start()) == ("malformed", "handshake already failed: 'nonce' must be 16 "
+                                                                 "bytes in url-safe base64")
+    c, s = pair()
+    assert message_of(s.receive, {"ping": 1}) == (
+        "plaintext-refused", "this side only talks over an authenticated session: the first message must "
+        "be a hello, got a control message 'ping'")
+    real = wire.load
+
+    def short(name):
+        raise MemoryError("memory allocation failed")
+    wire.load = short
+    try:
+        c, s = pair(sclock=NOW + 500)
+        code, text = message_of(s.receive, c.start())
+        assert code == "stale-timestamp" and text.startswith("(no memory free for the words of refusal "), text
+    finally:
+        wire.load = real

@@ -49,7 +49,7 @@ def idle():
     garbage (key agreement, JSON). What runs within one call goes at once: the server side
     (server.py), the key files' reader (trust.py), the key agreement (x25519.py), a dial's hello
     and its failure (dial_hello.py, dial_failed.py), a hello's transcript and the trust files'
-    stamps (hello_mac.py). admit.py goes when no accepted
+    stamps (hello_mac.py), the words of a refusal (refusals.py). admit.py goes when no accepted
     connection waits for its hello; the client side's session (dialer.py, hello.py) when no dial
     is in progress. What the sides share (wire.py, keys.py, pubkey.py) goes when no accepted
     connection waits for its hello and no dial needs them: a prepared dial's session (dialer.py)
@@ -57,7 +57,7 @@ def idle():
     up (hello.py) holds keys.py's. This module goes when neither kind of handshake is in
     progress."""
     if forgets():
-        gone = ["server", "trust", "x25519", "handshake", "dial_hello", "dial_failed", "hello_mac"]
+        gone = ["server", "trust", "x25519", "handshake", "dial_hello", "dial_failed", "hello_mac", "refusals"]
         if admitting[0] == 0:
             gone.append("admit")
             if busy[0] == 0 or not _loaded("hello"):
