@@ -19,7 +19,9 @@
 # launcher that wraps the device's entry points (nothing in the package changes) and prints the
 # live heap (gc.mem_alloc() after gc.collect()), the free heap and its largest free block after
 # each phase (keys loaded and listening, the controller's handshake, the deployment, the start,
-# the pipe's own handshake, steady state), the names interned so far (micropython.qstr_info():
+# the pipe's own handshake, steady state) and at the deployment's fullest moment (the largest live
+# heap at the boundaries between its stages: each device module it imports, each call of code loaded
+# on demand, on entry and on return; where that was), the names interned so far (micropython.qstr_info():
 # how many, and their heap with the pools that index them) and the device modules resident at
 # steady state. --phases --receiving: the keyed receiving board instead, with the CPython device's
 # pipe accepted after the deployment (admit.py and server.py loaded, its handshake done).
@@ -449,6 +451,53 @@ def start(cfg):
     mark('keys loaded, listening')
     return dev
 core.start = start
+# The deployment's fullest moment: from a deploy message's arrival to its reply, the live heap at
+# every boundary between its stages (each import of a device module once it is loaded, each call of
+# code loaded on demand, steps.rare_call, on entry and on return; a module forgotten only lowers
+# it); the largest, where it was, printed as a row of its own before the 'deployed' row.
+import builtins
+_peak = [0, 0, 0, 0, '']     # deploying?, live heap, free, largest free block, where
+def _at(where):
+    gc.collect()
+    a = gc.mem_alloc()
+    if a > _peak[1]:
+        _peak[1:] = [a, gc.mem_free(), _largest(), where]
+_rare = []
+def rare_call(module, name, *args, **kw):
+    if not _peak[0]:
+        return _rare[0](module, name, *args, **kw)
+    _at('%s.%s called' % (module[18:], name))
+    try:
+        return _rare[0](module, name, *args, **kw)
+    finally:
+        _at('%s.%s returned' % (module[18:], name))
+_import = builtins.__import__
+def traced_import(name, *args):
+    if not _peak[0] or name in sys.modules:
+        m = _import(name, *args)
+    else:
+        m = _import(name, *args)
+        _at((name[18:] if name.startswith('sensormesh.device.') else name) + ' imported')
+    for k in ('sensormesh.device.steps', 'sensormesh.device.runtime'):   # their rare_call, once loaded
+        mod = sys.modules.get(k)
+        if mod is not None and getattr(mod, 'rare_call', rare_call) is not rare_call:
+            if not _rare:
+                _rare.append(mod.rare_call)
+            mod.rare_call = rare_call
+    return m
+builtins.__import__ = traced_import
+_deploy_traced = core.Device.dispatch
+def dispatch(self, session, key, body):
+    if key not in ('deploy', 'deploy-part'):
+        return _deploy_traced(self, session, key, body)
+    _peak[:] = [1, 0, 0, 0, '']
+    try:
+        _at('the deploy message arrived')
+        _deploy_traced(self, session, key, body)
+    finally:
+        _peak[0] = 0
+        print("PHASE|the deployment's fullest moment (%s)|%d|%d|%d" % (_peak[4], _peak[1], _peak[2], _peak[3]))
+core.Device.dispatch = dispatch
 # steady state: counted from the deployment's start message (a loaded machine may take seconds
 # to deploy; counting from the process's start would sample before the deployment)
 _n = [0]
@@ -581,7 +630,7 @@ def qstr_figures(line):
 
 def print_phases(rows, mods, what="Keyed deployed device"):
     print("%s, phase by phase (.mpy, -X heapsize=256K, gc.collect() first; the" % what)
-    print("tracing launcher itself holds about 3 KB of this)")
+    print("tracing launcher itself holds about 5 KB of this)")
     print("names: identifiers and short strings interned at run time (they stay interned once a")
     print("module loaded on demand is forgotten); their heap: characters plus the pools indexing them")
     w = max([24] + [len(r[0]) for r in rows])
