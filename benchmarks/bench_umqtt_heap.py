@@ -269,16 +269,16 @@ _dispatch = core.Device.dispatch
 def dispatch(self, session, key, body):
     a = body.get('assignment') if key == 'deploy' and type(body) is dict else None
     if type(a) is dict:
-        from sensormesh.device.steps import make   # loaded for each deployment, forgotten after
-        if 'umqtt_out' not in make.TYPES:
-            make.TYPES['umqtt_out'] = 'umqtt_sink'
-            family = make.family
+        from sensormesh.device.steps import kinds   # loaded for each deployment, forgotten after
+        if 'umqtt_out' not in kinds.TYPES:
+            kinds.TYPES['umqtt_out'] = 'umqtt_sink'
+            family = kinds.family
             def load(name):
                 if name == 'umqtt_sink':
                     import umqtt_sink
                     return umqtt_sink
                 return family(name)
-            make.family = load
+            kinds.family = load
         ids = [s.get('id') for s in a.get('steps') or ()]
         if 'avg' in ids and 'mq' not in ids:
             a['steps'].append({'id': 'mq', 'type': 'umqtt_out', 'params': {}, 'inputs': ['avg']})

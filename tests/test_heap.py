@@ -442,7 +442,8 @@ for epoch in (1, 2):
     assert s.conn.sent and "deployed" in s.conn.sent[-1], s.conn.sent
     assert s.conn.sent[-1]["deployed"]["epoch"] == epoch
     loaded = [m for m in sys.modules if m.startswith("sensormesh.device.runtime.") or m.startswith("sensormesh.device.steps.")]
-    for stage in ("runtime.deploy", "runtime.build", "runtime.install", "runtime.shipped", "steps.make", "steps.wiring"):
+    for stage in ("runtime.deploy", "runtime.build", "runtime.install", "runtime.shipped", "runtime.shipped_names",
+                  "steps.kinds", "steps.make", "runtime.build_pipes", "steps.wiring", "runtime.stop"):
         assert "sensormesh.device." + stage not in loaded, loaded
 s = Session()
 dev.dispatch(s, "deploy", {"assignment": {"pipeline": "p", "epoch": 3, "steps": [{"id": 7}]}})
@@ -468,6 +469,60 @@ def run_on_the_mpy_package(tmp_path, script_text):
     script.write_text(script_text % bundle)
     r = subprocess.run([mp, str(script)], cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout[-2000:] + r.stderr[-2000:]
+
+
+STAGES_APART = """\
+import builtins, sys
+sys.path.insert(0, %r)
+from sensormesh.device.compat import from_mpy
+from sensormesh.device.core import Device
+assert from_mpy(), "not running from the .mpy bundle"
+""" + FAKE_SESSION.replace("%", "%%") + """
+
+# the modules of the deployment's stages (runtime/deploy.py); kinds.py is the check's (build.py)
+STAGES = ("runtime.shipped", "runtime.build", "steps.make", "runtime.build_pipes", "steps.wiring",
+          "runtime.stop", "runtime.install", "runtime.probe_plan")
+seen = []       # every stage module loaded, in order
+together = []   # stage modules loaded at the same time, when one of them was imported
+_import = builtins.__import__
+def traced(name, *args):
+    m = _import(name, *args)
+    short = name[18:]
+    if short in STAGES + ("steps.kinds",) and short not in seen[-1:]:
+        seen.append(short)
+        loaded = [s for s in STAGES + ("steps.kinds",) if "sensormesh.device." + s in sys.modules]
+        if len(loaded) > 1 and loaded != ["runtime.build", "steps.kinds"]:
+            together.append(loaded)
+    return m
+builtins.__import__ = traced
+
+dev = Device("stages", ["counter"])
+for epoch in (1, 2):     # the second one stops the first (stop.py) before it is put in place
+    s = Session()
+    dev.dispatch(s, "deploy", {"assignment": {"pipeline": "p", "epoch": epoch, "steps": [
+        {"id": "c", "type": "source", "params": {"sensor": "counter"}},
+        {"id": "m", "type": "map", "params": {"fn": "fns:twice"}, "inputs": ["c"]},
+        {"id": "w", "type": "window", "params": {"values": 4, "agg": "mean"}, "inputs": ["m"]},
+        {"id": "o", "type": "pipe_out", "params": {"edge": "e", "to": "127.0.0.1:1"}, "inputs": ["w"]}],
+        "code": {"fns": "def twice(v):\\n    return 2 * v\\n"}}})
+    assert s.conn.sent and "deployed" in s.conn.sent[-1], s.conn.sent
+assert not together, together
+for stage in STAGES:
+    assert stage in seen, (stage, seen)
+# the shipped code runs first (compiling needs the most free heap), the step families and the
+# pipes' modules load before the code that makes the steps
+assert seen.index("runtime.shipped") < seen.index("runtime.build") < seen.index("steps.make"), seen
+print("ok")
+"""
+
+
+def test_a_deployment_from_mpy_loads_its_stages_one_at_a_time(tmp_path):
+    """A board running .mpy files builds and applies an assignment in stages whose modules never
+    share the heap: its shipped code runs, it is checked (its pipes' modules and step families
+    loaded), its steps are made, then its pipes, then everything is wired, the running assignment
+    stopped, the new one put in place and its metrics probe made, each stage's module forgotten
+    before the next loads."""
+    run_on_the_mpy_package(tmp_path, STAGES_APART)
 
 
 SHORT_FIRST_DEPLOYMENT = """\

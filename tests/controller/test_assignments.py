@@ -206,10 +206,10 @@ def test_plan_command_reports_file_errors(tmp_path):
 
 def test_catalog_params_are_the_devices():
     """The catalogue's device parameters are exactly what the device's steps accept."""
-    from sensormesh.device.steps import make
+    from sensormesh.device.steps import kinds
     from sensormesh.controller import catalog
-    for name in make.TYPES:
-        cls = make.step_class(name)
+    for name in kinds.TYPES:
+        cls = kinds.step_class(name)
         t = catalog.get(name)
         assert {p.name for p in t.param_map.values() if not p.hint} == set(cls.ARGS), name
 

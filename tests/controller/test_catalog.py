@@ -50,9 +50,9 @@ def test_catalog_matches_the_device_contract():
 
 
 def test_catalog_parameters_are_the_device_steps_parameters():
-    from sensormesh.device.steps import make
-    for kind in make.TYPES:
-        cls = make.step_class(kind)
+    from sensormesh.device.steps import kinds
+    for kind in kinds.TYPES:
+        cls = kinds.step_class(kind)
         assert set(cls.ARGS) == CONTRACT[kind][2], kind
 
 

@@ -5,7 +5,8 @@ import os
 
 from sensormesh.device import steps
 from sensormesh.device.steps import StepError
-from sensormesh.device.steps.make import TYPES, build
+from sensormesh.device.steps.kinds import TYPES
+from sensormesh.device.steps.make import build
 
 
 class FakeTimer:

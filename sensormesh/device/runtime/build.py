@@ -1,75 +1,54 @@
-# Building an assignment's nodes (the first stage of a deployment, deploy.py): checking it, running
-# its shipped code (shipped.py), making its steps (steps/make.py), then its sources and pipes with
-# their parameters (the pipes' makers are build_pipes.py's, loaded once make.py is forgotten), and
-# wiring them (steps/wiring.py). Loaded for this stage only: a board running
-# from precompiled .mpy files forgets its code and theirs (shipped.py and make.py as soon as they
-# are done) before the next stage loads, so the running pipeline's modules, which stay loaded,
-# never share the heap with all of the deployment's code.
+# Checking an assignment, a stage of building it (runtime/deploy.py has the stages; its shipped
+# code has run): its shape and step ids; the code its nodes keep loaded while they run, imported first, while the
+# heap has the least else in it (the pipes' modules, the step families: kinds.py finds each
+# step's class); its sources, made. Loaded for this stage and forgotten after it on a board running
+# from precompiled .mpy files (and kinds.py with it), so the stages that follow (the shipped code,
+# the steps, the pipes, the wiring) never share the heap with its code, nor with each other's.
 from sensormesh.device.compat import forget
 from sensormesh.device.runtime import Source
-from sensormesh.device.steps import StepError
+
+# The types of the nodes that are not steps: sources (made here) and pipes (build_pipes.py).
+OUTLETS = ("source", "pipe_out", "pipe_in")
+
+# The modules a pipe keeps loaded while it runs, by its type.
+_PIPE_CODE = {"pipe_out": ("pipes", "replay"), "pipe_in": ("pipes", "receiver", "pipe_in")}
 
 
-class AssignmentError(Exception):
-    pass
-
-
-def build(rt, a):
-    """Check assignment a and build its nodes: (shipped code, nodes, order, edges). A bad one
-    raises ValueError naming the step and the problem."""
-    try:
-        return _build(rt, a)
-    except (AssignmentError, StepError) as e:
-        raise ValueError(str(e))
-
-
-def _build(rt, a):
+def check(rt, a):
+    """Check assignment a (raises ValueError naming the problem) and start building it: the
+    code its nodes keep loaded imported, its sources made. Returns what the next stages fill in
+    ("nodes", "edges"; "code": runtime/deploy.py) and use ("order": the ids, "classes": id -> the
+    class of each step, "runs": whether a source reads runs of values)."""
     if type(a) is not dict:
-        raise AssignmentError("assignment must be an object")
+        raise ValueError("assignment must be an object")
     specs = a.get("steps")
     if type(specs) is not list:
-        raise AssignmentError("assignment needs a list of steps")
+        raise ValueError("assignment needs a list of steps")
     pipes_first(specs)
     runs = free_running(rt, specs)
-    rt.code = code = shipped_code(a.get("code") or {})   # resolve() of the steps looks here
     nodes = {}
     order = []
-    edges = []
-    __import__("sensormesh.device.steps.wiring")    # Step.BUILD: kept loaded while the build runs
-    # the steps first, with make.py, which goes before the sources and pipes are made (their
-    # modules, which stay loaded, then do not share the heap with it)
-    from sensormesh.device.steps.make import build as build_step
-    for spec in specs:
-        if type(spec) is not dict or type(spec.get("id")) is not str:
-            raise AssignmentError("every step needs a string id: %r" % (spec,))
-        sid = spec["id"]
-        if sid in nodes:
-            raise AssignmentError("step id %r is used twice" % sid)
-        order.append(sid)
-        nodes[sid] = None if spec.get("type") in OUTLETS else build_step(spec, rt, runs)
-    build_step = None       # nothing holds make.py's code now
-    forget("sensormesh.device.steps.make")
-    # then the sources and pipes (the pipes' makers, build_pipes.py, load only now: not beside
-    # make.py)
-    for spec in specs:
-        make = outlet(spec)
-        if make is not None:
-            nodes[spec["id"]] = make(rt, spec["id"], spec.get("params") or {}, runs)
-    make = None
-    forget("sensormesh.device.runtime.build_pipes")
-    for spec in specs:
-        inputs = spec.get("inputs") or []
-        for port in range(len(inputs)):
-            up = inputs[port]
-            if up not in nodes:
-                raise AssignmentError("step '%s': input %r is not a step of this assignment" % (spec["id"], up))
-            src = nodes[up]
-            if getattr(src, "SINK", False):
-                raise AssignmentError("step '%s': input %r is a sink or pipe_out and has no output"
-                                      % (spec["id"], up))
-            src.connect(nodes[spec["id"]], port)
-            edges.append((up, spec["id"], port))
-    return code, nodes, order, edges
+    classes = {}
+    from sensormesh.device.steps import kinds
+    try:
+        for spec in specs:
+            if type(spec) is not dict or type(spec.get("id")) is not str:
+                raise ValueError("every step needs a string id: %r" % (spec,))
+            sid = spec["id"]
+            if sid in nodes:
+                raise ValueError("step id %r is used twice" % sid)
+            order.append(sid)
+            nodes[sid] = None
+            kind = spec.get("type")
+            if kind == "source":
+                nodes[sid] = source(rt, sid, spec.get("params") or {})
+            elif kind not in OUTLETS:
+                cls = classes[sid] = kinds.step_class(kind, spec.get("params"), runs)
+                if cls is None:
+                    raise kinds.unknown(sid, kind)
+    finally:
+        forget("sensormesh.device.steps.kinds")
+    return {"nodes": nodes, "order": order, "edges": [], "classes": classes, "runs": runs}
 
 
 def free_running(rt, specs):
@@ -81,27 +60,9 @@ def free_running(rt, specs):
             try:
                 if not source_sensor(rt, spec.get("id"), spec.get("params") or {})[1]:
                     return True
-            except AssignmentError:
+            except ValueError:
                 pass        # said when the source is made, in its turn
     return False
-
-
-# The makers of the nodes that are not steps (sources here, pipes in build_pipes.py): each class
-# has no __init__ of its own (the code that sets a node up is needed once, at a deployment, not
-# kept loaded with the class while it runs).
-def source(rt, sid, params, runs=False):
-    sensor, rate = source_sensor(rt, sid, params)
-    if rate:
-        src = Source()
-    else:   # reads as fast as the pipeline takes values: its code is loaded for it
-        from sensormesh.device.runtime.free_running import FreeSource
-        src = FreeSource()
-    source_setup(src, rt, sid, sensor, rate, params)
-    return src
-
-
-# The modules a pipe keeps loaded while it runs, by its type.
-_PIPE_CODE = {"pipe_out": ("pipes", "replay"), "pipe_in": ("pipes", "receiver", "pipe_in")}
 
 
 def pipes_first(specs):
@@ -115,34 +76,18 @@ def pipes_first(specs):
                 __import__("sensormesh.device.runtime." + name)
 
 
-# The types of the nodes that are not steps: sources (made here) and pipes (build_pipes.py).
-OUTLETS = ("source", "pipe_out", "pipe_in")
-
-
-def outlet(spec):
-    """fn(rt, id, params, runs) making the node of spec when it is not a step (a source or a
-    pipe: build_pipes.py loaded for it), else None."""
-    t = spec.get("type")
-    if t == "source":
-        return source
-    if t == "pipe_out" or t == "pipe_in":
-        from sensormesh.device.runtime import build_pipes
-        return getattr(build_pipes, t)
-    return None
-
-
-def shipped_code(sources):
-    """The assignment's shipped code run (shipped.py), first: its module is then forgotten on
-    .mpy, so the steps and pipes built next do not share the heap with it (Runtime.resolve loads
-    the smaller shipped_names.py for each step that names a shipped function)."""
-    from sensormesh.device.runtime import shipped
-    try:
-        return shipped.load_code(sources)
-    except shipped.ShippedError as e:
-        raise AssignmentError(str(e))
-    finally:
-        forget("sensormesh.device.runtime.shipped")
-        forget("sensormesh.device.runtime.shipped_names")   # Runtime.resolve loads it per step
+# The maker of a source (pipes: build_pipes.py): the class has no __init__ of its own (the code
+# that sets a node up is needed once, at a deployment, not kept loaded with the class while it
+# runs).
+def source(rt, sid, params, runs=False):
+    sensor, rate = source_sensor(rt, sid, params)
+    if rate:
+        src = Source()
+    else:   # reads as fast as the pipeline takes values: its code is loaded for it
+        from sensormesh.device.runtime.free_running import FreeSource
+        src = FreeSource()
+    source_setup(src, rt, sid, sensor, rate, params)
+    return src
 
 
 def source_sensor(rt, sid, params):
@@ -156,13 +101,13 @@ def source_sensor(rt, sid, params):
                 name = n
                 break
     if name not in dev.sensors:
-        raise AssignmentError("step '%s': this device has no sensor %r (it has: %s)"
-                              % (sid, params.get("sensor"), ", ".join(dev.sensor_names())))
+        raise ValueError("step '%s': this device has no sensor %r (it has: %s)"
+                         % (sid, params.get("sensor"), ", ".join(dev.sensor_names())))
     sensor, rate = dev.sensors[name]
     if params.get("rate") is not None:
         rate = params["rate"]
         if type(rate) not in (int, float) or rate < 0:
-            raise AssignmentError("step '%s': rate must be a non-negative number" % sid)
+            raise ValueError("step '%s': rate must be a non-negative number" % sid)
     return sensor, rate
 
 

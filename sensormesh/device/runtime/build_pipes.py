@@ -1,8 +1,17 @@
 # Making a deployment's pipes (pipe_out, pipe_in): their parameters checked and their state set
-# up (pipes.PipeOut and pipe_in.PipeIn have no __init__). build.py loads this module once the
-# assignment's steps are made and steps/make.py is forgotten, so the two never share the heap
-# (a deployment's fullest moment is while its steps are made), and forgets it after the pipes are
-# made on a board running .mpy files. A bad parameter raises ValueError naming the step.
+# up (pipes.PipeOut and pipe_in.PipeIn have no __init__). A stage of its own (make_pipes,
+# runtime/deploy.py), once the assignment's steps are made and steps/make.py is forgotten, so the
+# two never share the heap; forgotten after it on a board running .mpy files. A bad parameter
+# raises ValueError naming the step.
+
+
+def make_pipes(rt, a, built):
+    """The assignment's pipes, into built["nodes"] (a deployment's stage, runtime/deploy.py)."""
+    for spec in a["steps"]:
+        t = spec.get("type")
+        if t == "pipe_out" or t == "pipe_in":
+            make = pipe_out if t == "pipe_out" else pipe_in
+            built["nodes"][spec["id"]] = make(rt, spec["id"], spec.get("params") or {}, built["runs"])
 
 
 def pipe_out(rt, sid, params, runs=True):

@@ -1,17 +1,24 @@
 # Applying a deployment ({"deploy": ...}, on_deploy), in stages whose code a board loads one after
 # the other, so that the running pipeline's modules (which stay loaded) never share the heap with
-# the code of every stage at once:
-#   build.py     check the assignment and build its nodes (with shipped.py, steps/make.py and
-#                steps/wiring.py, dropped with it)
+# the code of more than one stage, and the code they keep loaded while they run is loaded first:
+#   building it (build below), each stage with its own module:
+#     runtime/shipped.py     run its shipped code (compiling needs the most free heap: first)
+#     runtime/build.py       check the assignment; import its pipes' modules and its steps'
+#                            families (steps/kinds.py finds the classes); make its sources
+#     steps/make.py          make its steps
+#     runtime/build_pipes.py make its pipes
+#     steps/wiring.py        connect them
 #   stop.py      stop the running assignment (the pipes of its edges carry over)
 #   install.py   put the new one in its place: pipes, checkpoints, outlets; then this module makes
 #                the metrics probe (probe_plan.py) and sends the reply (finish: here, not in
 #                install.py, which a board would have to load again when its heap is fullest)
 # Each stage's module is loaded for it and forgotten after it on a board running from precompiled
-# .mpy files (Runtime.rare, compat.forget), and so is this one after the deployment. A bad
-# assignment is refused naming the problem and the running one goes on; one that runs out of
-# heap raises MemoryError to Runtime.deploy, which refuses it ("out-of-memory", short.py).
-from sensormesh.device.compat import collect, forget, unload
+# .mpy files (Runtime.rare, steps.rare_call, compat.forget), and so is this one after the
+# deployment. A bad assignment is refused naming the problem and the running one goes on; one
+# that runs out of heap raises MemoryError to Runtime.deploy, which refuses it ("out-of-memory",
+# short.py).
+from sensormesh.device.compat import collect, forget
+from sensormesh.device.steps import StepError, rare_call
 
 
 def on_deploy(rt, session, body):
@@ -21,13 +28,13 @@ def on_deploy(rt, session, body):
     old_code = rt.code
     try:
         built = build(rt, a)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, StepError) as e:
         rt.code = old_code
         rt.log("deploy refused: %s" % e)
         session.conn.send({"error": {"code": "bad-assignment", "message": str(e)}})
         return
     finally:
-        _built()
+        collect()
     rt.rare("stop", "teardown", True)        # keep: the pipes carry over
     rt.rare("install", "install", a, built)
     rt.probe = probe(rt, built) if rt.metrics else None
@@ -56,20 +63,24 @@ def probe(rt, built):
     """The metrics probe of the assignment (probe_plan.py), made once install.py is forgotten;
     probe_plan.py is forgotten again on return."""
     from sensormesh.device.runtime.probe_plan import install
-    p = install(rt, built[1], built[3])
+    p = install(rt, built["nodes"], built["edges"])
     install = None
     forget("sensormesh.device.runtime.probe_plan")
     return p
 
 
 def build(rt, a):
-    """The nodes of assignment a, built (build.py: raises ValueError naming a problem)."""
-    return rt.rare("build", "build", a)
-
-
-def _built():
-    """The assignment is built (or refused): the code only building needs goes."""
-    unload("sensormesh.device.runtime.shipped")
-    forget("sensormesh.device.steps.make")
-    forget("sensormesh.device.steps.wiring")
-    collect()
+    """Assignment a checked and its nodes built, stage by stage (the module notes): a dict of
+    its shipped code ("code"), its nodes by id ("nodes"), their ids in order ("order") and its
+    edges ("edges": upstream id, downstream id, port). A bad one raises ValueError, or StepError
+    for a step's spec, naming the step and the problem."""
+    try:
+        code = rt.rare("shipped", "run_code", a)
+    finally:       # shipped.py's; each step naming a shipped function loads it again (Runtime.resolve)
+        forget("sensormesh.device.runtime.shipped_names")
+    built = rt.rare("build", "check", a)
+    built["code"] = code
+    rare_call("sensormesh.device.steps.make", "make_steps", rt, a, built)
+    rt.rare("build_pipes", "make_pipes", a, built)
+    rare_call("sensormesh.device.steps.wiring", "connect_all", a, built)
+    return built

@@ -7,11 +7,12 @@ from sensormesh.device.runtime import Source
 
 
 def install(rt, a, built):
-    """Put the assignment a, built (build.py), in place of the stopped one (its pipes' numbering
-    carried over)."""
-    code, nodes, order, edges = built
+    """Put the assignment a, built (deploy.build), in place of the stopped one (its pipes'
+    numbering carried over)."""
+    nodes = built["nodes"]
+    order = built["order"]
     fed_by, reaches = pipe_paths(a["steps"], nodes)
-    rt.code = code
+    rt.code = built["code"]
     rt.nodes = nodes
     rt.order = order
     rt.holding = 0

@@ -98,3 +98,12 @@ def load_code(code):
     for name in sorted(code):
         registry[name] = load_module(name, code[name])
     return registry
+
+
+def run_code(rt, a):
+    """A deployment's first stage (runtime/deploy.py): the assignment's code run (compiling it
+    needs more free heap, and larger free blocks, than anything after it, so it runs before
+    anything else of the deployment is loaded); the steps made later resolve their names in it
+    (rt.code: Runtime.resolve). Returns it."""
+    rt.code = load_code(a.get("code") if type(a) is dict else None)
+    return rt.code

@@ -4,8 +4,9 @@
 # board running .mpy files; shipped.py, which compiles and runs the code, is not loaded then.
 
 
-class ShippedError(Exception):
-    """Shipped source that does not compile or run, or a reference to a name it lacks."""
+class ShippedError(ValueError):
+    """Shipped source that does not compile or run, or a reference to a name it lacks (a bad
+    assignment: a deployment refuses it, runtime/deploy.py)."""
 
 
 def resolve(registry, ref):

@@ -1,6 +1,6 @@
 # The built-in steps every device runs between its sources and its sinks: this module holds
 # what they share at run time (Step, StepError, Outlet, emitter); each family of types lives in a
-# module of its own (make.TYPES), imported when an assignment first names one of its types.
+# module of its own (kinds.TYPES), imported when an assignment first names one of its types.
 #
 # A device builds its assignment into a chain of step objects that call each other directly,
 # value by value: a step's put(value) does its work and hands the result to self.emit, which
@@ -112,7 +112,7 @@ def rare_call(module, name, *args, **kw):
 class Rarely:
     """Base of the runtime's classes whose rarely called methods are functions fn(obj, ...) of
     another module: RARE_IN names it, RARE the methods; BUILD names those of wiring.py, which a
-    deployment has loaded anyway (runtime/build.py). A lookup that finds no such attribute on the object
+    deployment loads for its wiring stage (runtime/deploy.py). A lookup that finds no such attribute on the object
     or its class comes here; a name in RARE or BUILD gives a callable that runs that function
     through rare_call, any other raises AttributeError as usual."""
     RARE_IN = ""

@@ -1,5 +1,5 @@
 # Steps: throttle and changes: rate limits and reactions to change (alarm.py: thresholds).
-# Loaded when an assignment first names one of them (make.TYPES); the step
+# Loaded when an assignment first names one of them (kinds.TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 from sensormesh.device.steps import NONE, Step
 
@@ -84,5 +84,5 @@ class Changes(Step):
         self.emit(value)
 
 
-# type name -> class, read by make.step_class()
+# type name -> class, read by kinds.step_class()
 CLASSES = {"throttle": Throttle, "changes": Changes}

@@ -1,5 +1,5 @@
 # Steps: field: one value out of a structured one, by key, index or dotted path.
-# Loaded when an assignment first names one of them (make.TYPES); the step
+# Loaded when an assignment first names one of them (kinds.TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 from sensormesh.device.steps import Step
 
@@ -50,5 +50,5 @@ class Field(Step):
         return self.n_in - self.dropped
 
 
-# type name -> class, read by make.step_class()
+# type name -> class, read by kinds.step_class()
 CLASSES = {"field": Field}

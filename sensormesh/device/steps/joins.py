@@ -1,5 +1,5 @@
 # Steps: zip, combine_latest and merge: steps with more than one input.
-# Loaded when an assignment first names one of them (make.TYPES); the step
+# Loaded when an assignment first names one of them (kinds.TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 from sensormesh.device.schedule import sparse
 from sensormesh.device.steps import NONE, Step
@@ -123,5 +123,5 @@ class Merge(Step):
         return self.n_in
 
 
-# type name -> class, read by make.step_class()
+# type name -> class, read by kinds.step_class()
 CLASSES = {"zip": Zip, "combine_latest": CombineLatest, "merge": Merge}

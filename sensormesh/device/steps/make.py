@@ -1,9 +1,9 @@
-# Building steps from their specs: the type's class (its family imported on first use, TYPES
-# below), the number of inputs, and the parameter checks the families' setup() calls
-# (int_param & co). Only needed while an assignment's steps are made: a board running from .mpy
-# files forgets this module once they are (runtime/build.py), before the sources and pipes are
-# made and everything is wired (wiring.py), so running steps do not pay for it.
-from sensormesh.device import steps
+# Making a deployment's steps from their specs (make_steps, a stage of runtime/deploy.py; build:
+# one step), with the parameter checks the families' setup() calls (int_param & co). Loaded while
+# an assignment's steps are made: a board running from .mpy files forgets this module once they
+# are, before the sources' and pipes' stage loads, so running steps do not pay for it. The classes
+# of the step types, and the families that hold them, are kinds.py's: a deployment has found them
+# (and loaded the families) before this module loads.
 from sensormesh.device.steps import StepError, _short, nowhere
 
 AGGS = ("mean", "min", "max", "sum", "count", "list")   # aggregates of window and sliding
@@ -13,25 +13,6 @@ def no_ctx_call():
     # hold()/release() of a ctx that has none (steps run outside a runtime, in tests); a step's
     # setup (build time) takes it when its ctx has no hold()
     pass
-
-
-# Step type -> the family module (sensormesh/device/steps/<family>.py) that holds its class.
-# A family is imported the first time an assignment names one of its types (as sensors.make
-# imports one driver per kind), so a board pays in heap only for the steps it runs.
-TYPES = {
-    "map": "user", "filter": "user", "field": "field", "window": "windows", "sliding": "sliding",
-    "zip": "joins", "combine_latest": "joins", "merge": "joins", "throttle": "change",
-    "changes": "change", "alarm": "alarm", "print": "sinks", "csv": "sinks", "callback": "callback",
-    "ema": "filters", "delta": "filters", "calibrate": "filters", "clamp": "filters",
-    "median": "filters", "quantile": "filters", "heartbeat": "filters", "debounce": "filters",
-    "timeout": "filters", "mqtt_out": "mqtt", "mqtt_in": "mqtt",
-}
-
-
-def family(name):
-    """The family module `name` of TYPES' values, imported on first use."""
-    mod = __import__("sensormesh.device.steps." + name)
-    return getattr(mod.device.steps, name)
 
 
 def int_param(step, name, default, least):
@@ -156,29 +137,22 @@ def user_setup(step, params, n_inputs):
 SETUPS = {"window": window_setup, "map": user_setup, "filter": user_setup}
 
 
-# Step type -> the family module whose class of that type also takes runs of values at once
-# (put_many), for the steps of an assignment with a free-running source (runs below).
-RUNS = {"map": "user_runs", "filter": "user_runs"}
+def make_steps(rt, a, built):
+    """The assignment's steps (a deployment's stage, runtime/deploy.py): each spec that is not a
+    source or a pipe made with the class its check found (runtime/build.py: built["classes"]),
+    into built["nodes"]."""
+    nodes = built["nodes"]
+    classes = built["classes"]
+    for spec in a["steps"]:
+        cls = classes.get(spec["id"])
+        if cls is not None:
+            nodes[spec["id"]] = build(spec, rt, built["runs"], cls)
 
 
-def step_class(kind, params=None, runs=True):
-    """The class of step type `kind` (imports its family); None for an unknown type. A window
-    whose aggregate is not sum or mean is window_aggs.py's (its puts are there); with runs
-    False (no free-running source feeds the assignment) a step without the batch path of RUNS."""
-    fam = TYPES.get(kind) if type(kind) is str else None
-    if fam is None:
-        return None
-    if runs and kind in RUNS:
-        fam = RUNS[kind]
-    elif fam == "windows" and type(params) is dict and params.get("agg", "mean") not in ("sum", "mean"):
-        fam = "window_aggs"
-    return family(fam).CLASSES[kind]
-
-
-def build(spec, ctx, runs=True):
+def build(spec, ctx, runs=True, cls=None):
     """{"id", "type", "params", "inputs"} -> a step object connected to nothing yet; runs False:
     nothing upstream of it reads runs of values (no free-running source), so it needs no batch
-    path (RUNS).
+    path (kinds.RUNS); cls: the class of its type, when the caller found it (kinds.step_class).
 
     Raises StepError naming the step, and the parameter when one is wrong."""
     sid = spec.get("id") if type(spec) is dict else None
@@ -188,10 +162,11 @@ def build(spec, ctx, runs=True):
     params = spec.get("params")
     if params is None:
         params = {}
-    cls = step_class(kind, params, runs)
     if cls is None:
-        raise StepError("step '%s': unknown step type %r (built-in: %s)"
-                        % (sid, kind, ", ".join(sorted(TYPES))))
+        from sensormesh.device.steps import kinds
+        cls = kinds.step_class(kind, params, runs)
+        if cls is None:
+            raise kinds.unknown(sid, kind)
     if type(params) is not dict:
         raise StepError("step '%s': params must be an object, got %s" % (sid, _short(params)))
     for name in params:

@@ -1,5 +1,5 @@
 # Step: sliding, the aggregate of the last `size` values, every `slide` values. A family of its
-# own (make.TYPES), so a board running tumbling windows does not load it; the step
+# own (kinds.TYPES), so a board running tumbling windows does not load it; the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 from sensormesh.device.steps import Step
 
@@ -70,5 +70,5 @@ class Sliding(Step):
             self._emit(n if n < self.size else self.size)
 
 
-# type name -> class, read by make.step_class()
+# type name -> class, read by kinds.step_class()
 CLASSES = {"sliding": Sliding}

@@ -1,5 +1,5 @@
 # Steps: map and filter: a user function the controller shipped (runtime/shipped.py) per value.
-# Loaded when an assignment first names one of them (make.TYPES); the step
+# Loaded when an assignment first names one of them (kinds.TYPES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py. Their batch path
 # (put_many: a run of values at once, from a free-running source) is user_runs.py's, loaded only
 # by an assignment that has such a source.
@@ -47,5 +47,5 @@ class Filter(_UserStep):
             self.emit(value)
 
 
-# type name -> class, read by make.step_class()
+# type name -> class, read by kinds.step_class()
 CLASSES = {"map": Map, "filter": Filter}

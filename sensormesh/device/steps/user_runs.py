@@ -41,5 +41,5 @@ class FilterRuns(Filter):
             self.emit_many(out)
 
 
-# type name -> class, read by make.step_class() when the steps may get runs of values
+# type name -> class, read by kinds.step_class() when the steps may get runs of values
 CLASSES = {"map": MapRuns, "filter": FilterRuns}

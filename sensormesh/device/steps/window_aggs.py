@@ -46,5 +46,5 @@ class OtherAggWindow(Window):
             self._edge(k)
 
 
-# type name -> class, read by make.step_class() for a window with one of these aggregates
+# type name -> class, read by kinds.step_class() for a window with one of these aggregates
 CLASSES = {"window": OtherAggWindow}

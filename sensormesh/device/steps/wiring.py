@@ -1,9 +1,26 @@
 # Wiring steps, sources and pipes to each other (connect, and the emit functions that follow from
-# it), and the methods every step has while it is built (Step.BUILD: setup, bad, inlet...). Loaded
-# while an assignment is built and wired (runtime/build.py) and forgotten after it on a board
-# running from .mpy files; make.py, which makes the steps from their specs, goes before the
-# sources and pipes are made, so the two do not share the heap with the whole running pipeline.
+# it; connect_all, the last stage of building a deployment, runtime/deploy.py), and the methods
+# every step has while it is built (Step.BUILD: setup, bad, inlet...). Loaded for that stage and
+# forgotten after it on a board running from .mpy files (and, for a Step.BUILD method called while
+# the steps are made, per call: steps.rare_call), so it never shares the heap with make.py.
 from sensormesh.device.steps import Step, StepError, emitter, one_by_one
+
+
+def connect_all(a, built):
+    """Each node of the assignment a connected to the outputs of its inputs, in the order of the
+    specs and their inputs; the edges (upstream id, downstream id, port) in built["edges"]."""
+    nodes = built["nodes"]
+    for spec in a["steps"]:
+        sid = spec["id"]
+        inputs = spec.get("inputs") or []
+        for port in range(len(inputs)):
+            up = inputs[port]
+            if up not in nodes:
+                raise StepError("step '%s': input %r is not a step of this assignment" % (sid, up))
+            if getattr(nodes[up], "SINK", False):
+                raise StepError("step '%s': input %r is a sink or pipe_out and has no output" % (sid, up))
+            nodes[up].connect(nodes[sid], port)
+            built["edges"].append((up, sid, port))
 
 
 def connect(node, target, port=0):
