@@ -88,8 +88,8 @@ def test_errors_at_run_time_show_the_shipped_name_in_tracebacks():
     try:
         f(0)
     except ZeroDivisionError as e:
-        from sensormesh.device.runtime import shipped
-        assert shipped._line(e, "<shipped m>") == 2
+        from sensormesh.device.runtime import shipped_errors
+        assert shipped_errors.line_of(e, "<shipped m>") == 2
     else:
         raise AssertionError("no error")
 

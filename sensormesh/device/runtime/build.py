@@ -1,17 +1,21 @@
 # Checking an assignment, a stage of building it (runtime/deploy.py has the stages; its shipped
-# code has run): its shape and step ids; the code its nodes keep loaded while they run, imported first, while the
-# heap has the least else in it (the pipes' modules, the step families: kinds.py finds each
-# step's class); its sources, made. Loaded for this stage and forgotten after it on a board running
-# from precompiled .mpy files (and kinds.py with it), so the stages that follow (the shipped code,
-# the steps, the pipes, the wiring) never share the heap with its code, nor with each other's.
+# code has run before): its shape and step ids; the code its nodes keep loaded while they run,
+# imported first, while the heap has the least else in it (the modules of its pipes and of the
+# deliveries of its callbacks, its steps' families: kinds.py finds each step's class); its
+# sources, made. Loaded for this stage and forgotten after it on a board running from precompiled
+# .mpy files (and kinds.py with it), so the stages that follow (the steps, the pipes, the wiring)
+# never share the heap with its code, nor with each other's.
 from sensormesh.device.compat import forget
 from sensormesh.device.runtime import Source
 
 # The types of the nodes that are not steps: sources (made here) and pipes (build_pipes.py).
 OUTLETS = ("source", "pipe_out", "pipe_in")
 
-# The modules a pipe keeps loaded while it runs, by its type.
-_PIPE_CODE = {"pipe_out": ("pipes", "replay"), "pipe_in": ("pipes", "receiver", "pipe_in")}
+# The modules of this package a node keeps loaded while it runs, by its type (besides its class's:
+# a step's family, a source's): a pipe's, and the deliveries of a callback's or a csv file's values
+# to the controller (install.py, deploy.finish).
+_KEPT_CODE = {"pipe_out": ("pipes", "replay"), "pipe_in": ("pipes", "receiver", "pipe_in"),
+              "callback": ("delivery",), "csv": ("delivery",)}
 
 
 def check(rt, a):
@@ -24,7 +28,7 @@ def check(rt, a):
     specs = a.get("steps")
     if type(specs) is not list:
         raise ValueError("assignment needs a list of steps")
-    pipes_first(specs)
+    kept_code_first(specs)
     runs = free_running(rt, specs)
     nodes = {}
     order = []
@@ -65,14 +69,15 @@ def free_running(rt, specs):
     return False
 
 
-def pipes_first(specs):
-    """Import the code the assignment's pipes keep loaded while it runs before anything else of
-    the build, while the heap has its largest free blocks: their classes need a few hundred bytes
-    in a row, which a board's heap, broken up by the build, may no longer have later on."""
+def kept_code_first(specs):
+    """Import the code the assignment's pipes and deliveries keep loaded while it runs before
+    anything else of the build, while the heap has its largest free blocks: their classes need a
+    few hundred bytes in a row, which a board's heap, broken up by the build, may no longer have
+    later on (and, loaded later, it would share the heap with a later stage's code)."""
     for spec in specs:
         t = spec.get("type") if type(spec) is dict else None
         if type(t) is str:
-            for name in _PIPE_CODE.get(t, ()):
+            for name in _KEPT_CODE.get(t, ()):
                 __import__("sensormesh.device.runtime." + name)
 
 

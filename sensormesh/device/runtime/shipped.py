@@ -7,11 +7,11 @@
 #   - shipped modules cannot import each other (they are not in sys.modules); each one may
 #     import what the device itself has (math, json, time, ...);
 #   - every module's __name__ is its shipped name, so classes report it as __module__.
-# Errors name the module and, where the interpreter tells us, the line of the shipped source.
+# Errors name the module and, where the interpreter tells us, the line of the shipped source
+# (shipped_errors.py, loaded only for such an error).
 # Finding a name in what the code defined (resolve) is shipped_names.py's: a deployment loads
 # that small module for each step that names a shipped function, not this one.
-import sys
-
+from sensormesh.device.compat import forget
 from sensormesh.device.runtime.shipped_names import ShippedError, resolve  # noqa: F401 (resolve: this module's API too)
 
 try:
@@ -22,43 +22,17 @@ except ImportError:  # a port without the builtins module: fall back to exec on 
 
 
 def _filename(module):
-    # What tracebacks show for shipped code; also how we find the line in them.
+    # What tracebacks show for shipped code; also how shipped_errors.py finds the line in them.
     return "<shipped %s>" % module
 
 
-def _line(exc, filename):
-    """The line of `filename` an exception points at, or None when it cannot be told."""
-    lineno = getattr(exc, "lineno", None)  # CPython SyntaxError
-    if lineno and getattr(exc, "filename", filename) == filename:
-        return lineno
-    line = None
-    tb = getattr(exc, "__traceback__", None)  # CPython: walk to the innermost shipped frame
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == filename:
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    if line is not None or not hasattr(sys, "print_exception"):
-        return line
-    # MicroPython keeps the traceback only in printable form: 'File "<shipped m>", line 3'.
-    import io
-    buf = io.StringIO()
-    sys.print_exception(exc, buf)
-    mark = 'File "%s", line ' % filename
-    for text in buf.getvalue().split("\n"):
-        i = text.find(mark)
-        if i >= 0:
-            digits = text[i + len(mark):].split(",")[0].strip()
-            if digits.isdigit():
-                line = int(digits)
-    return line
-
-
 def _fail(module, exc, filename, what):
-    line = _line(exc, filename)
-    where = "shipped module '%s'" % module
-    if line is not None:
-        where += ", line %d" % line
-    return ShippedError("%s: %s: %s: %s" % (where, what, type(exc).__name__, exc))
+    """The ShippedError saying so (shipped_errors.py, loaded only for one and forgotten after)."""
+    from sensormesh.device.runtime import shipped_errors
+    try:
+        return shipped_errors.failed(module, exc, filename, what)
+    finally:
+        forget("sensormesh.device.runtime.shipped_errors")
 
 
 def load_module(name, source):

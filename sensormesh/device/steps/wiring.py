@@ -19,7 +19,7 @@ def connect_all(a, built):
                 raise StepError("step '%s': input %r is not a step of this assignment" % (sid, up))
             if getattr(nodes[up], "SINK", False):
                 raise StepError("step '%s': input %r is a sink or pipe_out and has no output" % (sid, up))
-            nodes[up].connect(nodes[sid], port)
+            connect(nodes[up], nodes[sid], port)     # what node.connect() is (Step.BUILD, Outlet.BUILD)
             built["edges"].append((up, sid, port))
 
 
