@@ -433,22 +433,32 @@ from sensormesh.device.core import Device
 assert from_mpy(), "not running from the .mpy bundle"
 """ + FAKE_SESSION.replace("%", "%%") + """
 
+def gone():
+    loaded = [m for m in sys.modules if m.startswith("sensormesh.device.runtime.") or m.startswith("sensormesh.device.steps.")]
+    for stage in ("runtime.deploy", "runtime.build", "runtime.install", "runtime.shipped", "runtime.shipped_names",
+                  "steps.kinds", "steps.make", "steps.more_params", "runtime.build_pipes", "steps.wiring",
+                  "runtime.stop", "runtime.shipped_errors"):
+        assert "sensormesh.device." + stage not in loaded, loaded
+
+
 dev = Device("twice", ["counter"])
 for epoch in (1, 2):
     s = Session()
     dev.dispatch(s, "deploy", {"assignment": {"pipeline": "p", "epoch": epoch, "steps": [
         {"id": "c", "type": "source", "params": {"sensor": "counter"}},
-        {"id": "w", "type": "window", "params": {"values": 4, "agg": "mean"}, "inputs": ["c"]}]}})
+        {"id": "w", "type": "window", "params": {"values": 4, "agg": "mean"}, "inputs": ["c"]},
+        {"id": "e", "type": "ema", "params": {"alpha": 0.5}, "inputs": ["w"]}]}})
     assert s.conn.sent and "deployed" in s.conn.sent[-1], s.conn.sent
     assert s.conn.sent[-1]["deployed"]["epoch"] == epoch
-    loaded = [m for m in sys.modules if m.startswith("sensormesh.device.runtime.") or m.startswith("sensormesh.device.steps.")]
-    for stage in ("runtime.deploy", "runtime.build", "runtime.install", "runtime.shipped", "runtime.shipped_names",
-                  "steps.kinds", "steps.make", "runtime.build_pipes", "steps.wiring", "runtime.stop"):
-        assert "sensormesh.device." + stage not in loaded, loaded
-s = Session()
-dev.dispatch(s, "deploy", {"assignment": {"pipeline": "p", "epoch": 3, "steps": [{"id": 7}]}})
-assert "bad-assignment" in str(s.conn.sent), s.conn.sent
-assert "sensormesh.device.runtime.deploy" not in sys.modules
+    gone()
+for bad in ({"pipeline": "p", "epoch": 3, "steps": [{"id": 7}]},
+            {"pipeline": "p", "epoch": 3, "steps": [{"id": "t", "type": "teleport"}]},
+            {"pipeline": "p", "epoch": 3, "steps": [], "code": {"m": "def f(:\\n"}}):
+    s = Session()
+    dev.dispatch(s, "deploy", {"assignment": bad})
+    assert "bad-assignment" in str(s.conn.sent), s.conn.sent
+    gone()
+assert "shipped module 'm', line 1" in str(s.conn.sent), s.conn.sent
 assert dev.runtime.epoch == 2 and dev.runtime.state == "deployed"
 print("ok")
 """

@@ -5,7 +5,8 @@
 #     runtime/shipped.py     run its shipped code (compiling needs the most free heap: first)
 #     runtime/build.py       check the assignment; import its pipes' modules and its steps'
 #                            families (steps/kinds.py finds the classes); make its sources
-#     steps/make.py          make its steps
+#     steps/make.py          make its steps (with steps/more_params.py, when a family's setup
+#                            needs it)
 #     runtime/build_pipes.py make its pipes
 #     steps/wiring.py        connect them
 #   stop.py      stop the running assignment (the pipes of its edges carry over)
@@ -80,7 +81,10 @@ def build(rt, a):
         forget("sensormesh.device.runtime.shipped_names")
     built = rt.rare("build", "check", a)
     built["code"] = code
-    rare_call("sensormesh.device.steps.make", "make_steps", rt, a, built)
+    try:
+        rare_call("sensormesh.device.steps.make", "make_steps", rt, a, built)
+    finally:       # what only some families' setup loads while the steps are made
+        forget("sensormesh.device.steps.more_params")
     rt.rare("build_pipes", "make_pipes", a, built)
     rare_call("sensormesh.device.steps.wiring", "connect_all", a, built)
     return built

@@ -15,7 +15,7 @@ class Alarm(Step):
     INPUTS = (1, 2)
 
     def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import key_path, num_param
+        from sensormesh.device.steps.more_params import key_path, num_param
         self.dynamic = n_inputs == 2
         if self.dynamic:
             for name in ("high", "low"):

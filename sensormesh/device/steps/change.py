@@ -58,7 +58,7 @@ class Changes(Step):
     ARGS = ("tolerance",)
 
     def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import num_param
+        from sensormesh.device.steps.more_params import num_param
         self.tolerance = num_param(self, "tolerance", 0, 0)
         self.last = NONE
         if self.tolerance:

@@ -21,7 +21,7 @@ class Field(Step):
     ARGS = ("key",)
 
     def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import key_path
+        from sensormesh.device.steps.more_params import key_path
         self.path = key_path(self, params.get("key"))
         self.what = "no field %r" % (params.get("key"),)
         if len(self.path) == 1 and type(self.path[0]) is not int:

@@ -25,7 +25,7 @@ class Ema(Step):
     what = "ema needs numbers"
 
     def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import num_param
+        from sensormesh.device.steps.more_params import num_param
         a = num_param(self, "alpha", None)
         if not 0 < a <= 1:
             raise self.bad("alpha must be in (0, 1], got %r" % (a,))
@@ -54,7 +54,7 @@ class Delta(Step):
     what = "delta needs numbers"
 
     def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import num_param
+        from sensormesh.device.steps.more_params import num_param
         if ("delta" in params) == ("percent" in params):
             raise self.bad("delta needs exactly one of 'delta' (absolute) or 'percent' (relative)")
         if "delta" in params:
@@ -138,7 +138,8 @@ class Clamp(Step):
     what = "clamp needs numbers"
 
     def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import choice_param, num_param
+        from sensormesh.device.steps.make import choice_param
+        from sensormesh.device.steps.more_params import num_param
         if "min" not in params and "max" not in params:
             raise self.bad("clamp needs 'min', 'max' or both")
         self.lo = num_param(self, "min", None) if "min" in params else None
@@ -187,7 +188,8 @@ class Quantile(Step):
     what = "quantile needs numbers"
 
     def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import int_param, num_param
+        from sensormesh.device.steps.make import int_param
+        from sensormesh.device.steps.more_params import num_param
         self.size = int_param(self, "size", None, 1)
         self.slide = int_param(self, "slide", 1, 1)
         self.q = num_param(self, "q", 0.5 if self.TYPE == "median" else None)

@@ -1,5 +1,6 @@
 # Making a deployment's steps from their specs (make_steps, a stage of runtime/deploy.py; build:
-# one step), with the parameter checks the families' setup() calls (int_param & co). Loaded while
+# one step), with the parameter checks the families' setup() calls (int_param & co; those only
+# some families need are more_params.py's, which their setup loads). Loaded while
 # an assignment's steps are made: a board running from .mpy files forgets this module once they
 # are, before the sources' and pipes' stage loads, so running steps do not pay for it. The classes
 # of the step types, and the families that hold them, are kinds.py's: a deployment has found them
@@ -30,17 +31,6 @@ def int_param(step, name, default, least):
     return v
 
 
-def num_param(step, name, default, least=None):
-    v = step.params.get(name, default)
-    if v is None:
-        raise step.bad("%s needs parameter '%s'" % (step.TYPE, name))
-    if (type(v) is not int and type(v) is not float) or v != v:
-        raise step.bad("%s must be a number, got %r" % (name, v))
-    if least is not None and v < least:
-        raise step.bad("%s must be >= %s, got %r" % (name, least, v))
-    return v
-
-
 def choice_param(step, name, default, choices):
     v = step.params.get(name, default)
     if v not in choices:
@@ -53,26 +43,6 @@ def str_param(step, name, default):
     if type(v) is not str or not v:
         raise step.bad("%s must be a non-empty string, got %r" % (name, v))
     return v
-
-
-def key_path(step, key):
-    """field/alarm key -> list of keys: "accel.0" -> ["accel", 0]; 3 -> [3]; ["a", 1] as is."""
-    if type(key) is int:
-        return [key]
-    if type(key) is list and key:
-        for k in key:
-            if type(k) is not int and (type(k) is not str or not k):
-                raise step.bad("key %r: list items must be names or indexes" % (key,))
-        return key
-    if type(key) is not str or not key:
-        raise step.bad("key must be a name, an index or a dotted path, got %r" % (key,))
-    out = []
-    for part in key.split("."):
-        if not part:
-            raise step.bad("key %r has an empty part" % key)
-        digits = part[1:] if part[0] == "-" else part
-        out.append(int(part) if digits.isdigit() else part)
-    return out
 
 
 def user_fn(step):
