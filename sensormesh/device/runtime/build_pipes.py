@@ -1,17 +1,26 @@
 # Making a deployment's pipes (pipe_out, pipe_in): their parameters checked and their state set
-# up (pipes.PipeOut and pipe_in.PipeIn have no __init__). A stage of its own (make_pipes,
+# up (pipes.PipeOut and pipe_in.PipeIn have no __init__), and the paths between them and the
+# outputs (pipe_paths: which pipe_in alone feeds a pipe_out or a sink, which pipe_outs tag their
+# values with their lineage, which outputs a pipe_in's values reach). A stage of its own (make_pipes,
 # runtime/deploy.py), once the assignment's steps are made and steps/make.py is forgotten, so the
 # two never share the heap; forgotten after it on a board running .mpy files. A bad parameter
 # raises ValueError naming the step.
 
 
 def make_pipes(rt, a, built):
-    """The assignment's pipes, into built["nodes"] (a deployment's stage, runtime/deploy.py)."""
+    """The assignment's pipes, into built["nodes"], and the paths between its pipes and outputs
+    (pipe_paths: built["fed_by"], built["reaches"]) (a deployment's stage, runtime/deploy.py)."""
     for spec in a["steps"]:
         t = spec.get("type")
         if t == "pipe_out" or t == "pipe_in":
             make = pipe_out if t == "pipe_out" else pipe_in
             built["nodes"][spec["id"]] = make(rt, spec["id"], spec.get("params") or {}, built["runs"])
+    built["fed_by"], built["reaches"] = pipe_paths(a["steps"], built["nodes"])
+
+
+def _pipe(node):
+    """"in" for a pipe_in, "out" for a pipe_out, else None."""
+    return getattr(node, "PIPE", None)
 
 
 def pipe_out(rt, sid, params, runs=True):
@@ -140,3 +149,49 @@ def pipe_out_setup(po, runtime, sid, params):
     po.bytes_prev = 0    # bytes sent on earlier connections
     po.rtt_us = None
     po.roomy = HEAP_CHECK    # buffer length at which the heap is checked next (pipes.heap_check)
+
+
+def pipe_paths(specs, nodes):
+    """Tell each pipe_out fed by one pipe_in alone which one that is (and whether it relays its
+    values as they came), and each fed by several inputs to tag its values. Returns (fed_by: sink
+    or pipe_out id -> the pipe_in alone feeding it, reaches: pipe_in id -> the ids its values
+    reach), which install.py uses and the running assignment does not keep. An input that is no
+    step of the assignment is passed over here: the wiring, next, refuses it."""
+    inputs = {}
+    consumers = {}
+    for spec in specs:
+        ins = spec.get("inputs") or []
+        inputs[spec["id"]] = ins
+        for up in ins:
+            consumers.setdefault(up, []).append(spec["id"])
+
+    def reach(start, links):
+        seen = {}
+        todo = [start]
+        while todo:
+            i = todo.pop()
+            for j in links.get(i, ()):
+                if j not in seen:
+                    seen[j] = True
+                    todo.append(j)
+        return seen
+    fed_by = {}
+    reaches = {}
+    for sid in nodes:
+        n = nodes[sid]
+        if _pipe(n) == "in":
+            reaches[sid] = [j for j in reach(sid, consumers)]
+        elif _pipe(n) == "out" or getattr(n, "SINK", False):
+            up = reach(sid, inputs)
+            roots = [j for j in up if not inputs.get(j)]
+            if len(roots) == 1 and _pipe(nodes.get(roots[0])) == "in":
+                fed_by[sid] = nodes[roots[0]]
+                if _pipe(n) == "out":
+                    n.fed_by = nodes[roots[0]]
+                    n.relay = inputs.get(sid) == [roots[0]]
+            elif _pipe(n) == "out" and len(roots) > 1:
+                for j in roots:
+                    if _pipe(nodes.get(j)) == "in":
+                        from sensormesh.device.runtime.joined import tagged
+                        n.lineage = tagged    # each value leaves as [tag, value]
+    return fed_by, reaches

@@ -7,7 +7,7 @@
 #                            families (steps/kinds.py finds the classes); make its sources
 #     steps/make.py          make its steps (with steps/more_params.py, when a family's setup
 #                            needs it)
-#     runtime/build_pipes.py make its pipes
+#     runtime/build_pipes.py make its pipes, and find the paths from them to its outputs
 #     steps/wiring.py        connect them
 #   stop.py      stop the running assignment (the pipes of its edges carry over)
 #   install.py   put the new one in its place: pipes, checkpoints, outlets; then this module makes
@@ -77,13 +77,13 @@ def build(rt, a):
     for a step's spec, naming the step and the problem."""
     try:
         code = rt.rare("shipped", "run_code", a)
-    finally:       # shipped.py's; each step naming a shipped function loads it again (Runtime.resolve)
-        forget("sensormesh.device.runtime.shipped_names")
-    built = rt.rare("build", "check", a)
-    built["code"] = code
-    try:
+        built = rt.rare("build", "check", a)
+        built["code"] = code
         rare_call("sensormesh.device.steps.make", "make_steps", rt, a, built)
-    finally:       # what only some families' setup loads while the steps are made
+    finally:
+        # shipped.py's, kept until the steps named the shipped functions they call
+        # (Runtime.resolve), and what only some families' setup loads while the steps are made
+        forget("sensormesh.device.runtime.shipped_names")
         forget("sensormesh.device.steps.more_params")
     rt.rare("build_pipes", "make_pipes", a, built)
     rare_call("sensormesh.device.steps.wiring", "connect_all", a, built)

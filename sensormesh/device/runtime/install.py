@@ -1,6 +1,7 @@
 # Putting a built assignment in place of the running one (the last stage of a deployment,
 # deploy.py, once the running one is stopped): its pipes (carrying over the numbering and replay
-# buffers of the edges it keeps), the paths of their checkpoints, its outlets (deploy.py then makes
+# buffers of the edges it keeps), the paths of their checkpoints (which pipe_in's values reach
+# which outputs: build_pipes.pipe_paths found them), its outlets (deploy.py then makes
 # its metrics probe and sends the "deployed" reply). Loaded for this stage only and forgotten after
 # it on a board running from precompiled .mpy files.
 from sensormesh.device.runtime import Source
@@ -11,7 +12,8 @@ def install(rt, a, built):
     numbering carried over)."""
     nodes = built["nodes"]
     order = built["order"]
-    fed_by, reaches = pipe_paths(a["steps"], nodes)
+    fed_by = built["fed_by"]
+    reaches = built["reaches"]
     rt.code = built["code"]
     rt.nodes = nodes
     rt.order = order
@@ -119,48 +121,3 @@ def _kind(node):
     """"in" for a pipe_in, "out" for a pipe_out, else None (their modules load only when an
     assignment has such a pipe)."""
     return getattr(node, "PIPE", None)
-
-
-def pipe_paths(specs, nodes):
-    """Tell each pipe_out fed by one pipe_in alone which one that is (and whether it relays its
-    values as they came), and each fed by several inputs to tag its values. Returns (fed_by: sink
-    or pipe_out id -> the pipe_in alone feeding it, reaches: pipe_in id -> the ids its values
-    reach), which install() uses and the running assignment does not keep."""
-    inputs = {}
-    consumers = {}
-    for spec in specs:
-        ins = spec.get("inputs") or []
-        inputs[spec["id"]] = ins
-        for up in ins:
-            consumers.setdefault(up, []).append(spec["id"])
-
-    def reach(start, links):
-        seen = {}
-        todo = [start]
-        while todo:
-            i = todo.pop()
-            for j in links.get(i, ()):
-                if j not in seen:
-                    seen[j] = True
-                    todo.append(j)
-        return seen
-    fed_by = {}
-    reaches = {}
-    for sid in nodes:
-        n = nodes[sid]
-        if _kind(n) == "in":
-            reaches[sid] = [j for j in reach(sid, consumers)]
-        elif _kind(n) == "out" or getattr(n, "SINK", False):
-            up = reach(sid, inputs)
-            roots = [j for j in up if not inputs.get(j)]
-            if len(roots) == 1 and _kind(nodes[roots[0]]) == "in":
-                fed_by[sid] = nodes[roots[0]]
-                if _kind(n) == "out":
-                    n.fed_by = nodes[roots[0]]
-                    n.relay = inputs.get(sid) == [roots[0]]
-            elif _kind(n) == "out" and len(roots) > 1:
-                for j in roots:
-                    if _kind(nodes[j]) == "in":
-                        from sensormesh.device.runtime.joined import tagged
-                        n.lineage = tagged    # each value leaves as [tag, value]
-    return fed_by, reaches
