@@ -5,7 +5,7 @@
 from sensormesh.device import codec, transport
 from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.core import Device
-from sensormesh.device.runtime import parts
+from sensormesh.device.runtime import parts, parts_sender
 from sensormesh.device.secure import handshake as session
 
 from loopkit import listen
@@ -84,7 +84,7 @@ def test_200_pipe_inputs_reach_a_keyed_device_with_a_boards_frame_limit():
     except codec.ProtocolError as e:
         assert "exceeds the frame limit" in str(e)
     text = codec.dumps(a).decode()
-    msgs = parts.split(text, room, "fleet-7")
+    msgs = parts_sender.split(text, room, "fleet-7")
     assert len(msgs) >= 2
     for m in msgs:
         assert len(codec.dumps(m)) <= room
@@ -207,7 +207,7 @@ def test_missing_extra_and_wrong_parts_are_errors_and_the_old_assignment_keeps_r
     c = connect(loop, dev)
     assert "deployed" in answer(loop, c, {"deploy": {"assignment": counting()}})
     assert "started" in answer(loop, c, {"start": {}})
-    msgs = parts.split(codec.dumps(fan_in(60, epoch=9)).decode(), 2000, "big-9")
+    msgs = parts_sender.split(codec.dumps(fan_in(60, epoch=9)).decode(), 2000, "big-9")
     assert len(msgs) >= 4
 
     def refused(msg, code, words):
@@ -235,7 +235,7 @@ def test_missing_extra_and_wrong_parts_are_errors_and_the_old_assignment_keeps_r
     r = answer(loop, c, changed(msgs[0]["deploy-part"], "size", parts.MAX_TEXT + 1))
     assert r["error"]["code"] == "too-large" and "exceeds this device's limit" in r["error"]["message"], r
     # text that is no assignment: refused like any bad assignment
-    bad = parts.split('{"steps": [{"id": "x", "type": "teleport"}]}', 400, "bad")
+    bad = parts_sender.split('{"steps": [{"id": "x", "type": "teleport"}]}', 400, "bad")
     r = send_parts(loop, c, bad)
     assert r["error"]["code"] == "bad-assignment" and "unknown step type" in r["error"]["message"], r
     # through all this the first assignment kept running
@@ -254,7 +254,7 @@ def test_a_part_that_does_not_come_in_time_drops_the_others():
     dev = board_device(loop)
     c = connect(loop, dev)
     assert "deployed" in answer(loop, c, {"deploy": {"assignment": counting()}})
-    msgs = parts.split(codec.dumps(fan_in(20)).decode(), 1000, "slow")
+    msgs = parts_sender.split(codec.dumps(fan_in(20)).decode(), 1000, "slow")
     # the module as the device loads it now (a board unloads it once no assignment is arriving)
     from sensormesh.device.runtime import parts as live
     old = live.PART_MS
@@ -276,7 +276,7 @@ def test_a_part_that_does_not_come_in_time_drops_the_others():
 def test_split_keeps_every_character_and_each_message_within_room():
     text = '{"a": "quote \\" backslash \\\\ tab \\t", "b": "\u00e9t\u00e9 \u2603"}' * 40
     for room in (300, 777, 5000):
-        msgs = parts.split(text, room, "x")
+        msgs = parts_sender.split(text, room, "x")
         assert "".join(m["deploy-part"]["text"] for m in msgs) == text
         for i in range(len(msgs)):
             b = msgs[i]["deploy-part"]

@@ -19,7 +19,7 @@ from sensormesh.device import codec, transport
 from sensormesh.controller.deploy import DeployError
 from sensormesh.controller.routing import RoutingError, hop_address
 from sensormesh.controller.topology import CONTROLLER
-from sensormesh.device.runtime import parts as assignment_parts
+from sensormesh.device.runtime import parts_sender as assignment_parts
 from sensormesh.device.secure.handshake import HandshakeError, plain_limit
 
 # Refusals of a secure session (handshake.CODES but the connection limits): reported with their code.

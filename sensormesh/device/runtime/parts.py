@@ -11,8 +11,8 @@
 # does not add up, or a gap of more than PART_MS between two parts drops what was received
 # with an error ("bad-part", "too-large", "timeout"); the running assignment is never touched.
 #
-# split() is the sender's side (the controller uses it; tests on both interpreters too). This
-# module is loaded only when a part arrives.
+# The sender's side (split: the controller uses it; tests on both interpreters too) is
+# parts_sender.py's, which a device never loads. This module is loaded only when a part arrives.
 from sensormesh.device import codec
 from sensormesh.device.compat import MICROPYTHON
 
@@ -25,34 +25,6 @@ PART_MS = 10000
 # (its parts, then the joined text) and then the decoded assignment; on an ESP32's ~100 KB
 # heap 48 KB of text is the most that can work at all. CPython: far more than any placement makes.
 MAX_TEXT = 48 * 1024 if MICROPYTHON else 64 * 1024 * 1024
-
-# Bytes of a part message besides the JSON of its text (keys, numbers, an id of up to 64 chars).
-_OVERHEAD = 160
-
-
-def split(text, room, ident):
-    """The deploy-part messages carrying text, each at most room bytes of JSON."""
-    if len(ident) > 64:
-        raise ValueError("a part id has at most 64 characters")
-    if room < _OVERHEAD + 64:
-        raise ValueError("%d bytes per message leave no room for parts" % room)
-    room -= _OVERHEAD
-    chunks = []
-    pos = 0
-    n = len(text)
-    while pos < n:
-        k = room
-        while True:
-            size = len(codec.dumps([text[pos:pos + k]])) - 2   # the escaped, quoted slice
-            if size <= room:
-                break
-            k = max(1, min(k - 1, k * room // size))
-        chunks.append(text[pos:pos + k])
-        pos += k
-    of = len(chunks)
-    return [{"deploy-part": {"id": ident, "part": i, "of": of, "size": n, "text": chunks[i]}}
-            for i in range(of)]
-
 
 class Incoming:
     """The parts of one assignment received so far on one session."""
