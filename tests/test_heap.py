@@ -553,7 +553,8 @@ def short(rt, a):
 ASG = {"pipeline": "p", "epoch": 1, "steps": [
     {"id": "c", "type": "source", "params": {"sensor": "counter"}},
     {"id": "w", "type": "window", "params": {"values": 4, "agg": "mean"}, "inputs": ["c"]},
-    {"id": "o", "type": "pipe_out", "params": {"edge": "e", "to": "127.0.0.1:1"}, "inputs": ["w"]}]}
+    {"id": "o", "type": "pipe_out", "params": {"edge": "e", "to": "127.0.0.1:1"}, "inputs": ["w"]}],
+    "code": {"fns": "def f(v):\\n    return v\\n"}}
 dev = Device("short", ["counter"])
 deploy.build = short
 s = Session()
@@ -562,6 +563,7 @@ err = s.conn.sent[-1]["error"]
 assert err["code"] == "out-of-memory" and "no memory free for its assignment" in err["message"], s.conn.sent
 left = [m for m in sys.modules if m.startswith("sensormesh.device.steps.") or m.startswith("sensormesh.device.runtime.")]
 assert not left, left
+assert dev.runtime.code == {}, dev.runtime.code     # the refused assignment's shipped code is let go
 deploy.build = build
 s = Session()
 dev.dispatch(s, "deploy", {"assignment": ASG})

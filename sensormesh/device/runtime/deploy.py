@@ -34,6 +34,9 @@ def on_deploy(rt, session, body):
         rt.log("deploy refused: %s" % e)
         session.conn.send({"error": {"code": "bad-assignment", "message": str(e)}})
         return
+    except MemoryError:
+        rt.code = old_code      # the refused assignment's shipped code goes with it (short.py)
+        raise
     finally:
         collect()
     rt.rare("stop", "teardown", True)        # keep: the pipes carry over
