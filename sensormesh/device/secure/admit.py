@@ -144,7 +144,7 @@ def _receive(sec, msg):
     try:
         hello = msg.get("hello") if type(msg) is dict else None
         client = hello.get("from") if type(hello) is dict else None
-        if type(client) is str and client in sec.prepared and load("hello_mac").stamps(sec) == sec.stamps:
+        if type(client) is str and client in sec.prepared and wire.stamps(sec) == sec.stamps:
             return _serve(sec, msg, None, False)
         keys = load("keys")
         try:

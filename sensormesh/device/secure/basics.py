@@ -1,21 +1,24 @@
-# What every part of the handshake needs, and all a device's dial holds of it besides dialer.py
-# while it waits for its welcome: the handshake's error (HandshakeError; its codes are
-# dial_failed.py's, where a refusal's code is checked), a field's encoding, and forgetting the handshake's code when no handshake needs it (idle). Small, so that
-# a device's dial sends its hello without the rest of the handshake's code (hello_mac.py: the
-# transcript and the trust files' stamps, loaded with the hello; wire.py: the checks of a
-# message's fields, the session keys, loaded only once the welcome arrives).
+# What every part of the handshake needs and a device's dial needs before anything else: the
+# handshake's error (HandshakeError, its codes), the bytes a hello's MAC covers (the transcript),
+# the trust files' stamps a prepared peer is checked against, and forgetting the handshake's code
+# when no handshake needs it (idle). Small, so that a device's dial sends its hello without the
+# rest of the handshake's code (wire.py: the checks of a message's fields, the session keys),
+# which it loads only once the welcome arrives.
+import os
 import struct
 
 from sensormesh.device.compat import collect, from_mpy, unload
 from sensormesh.device.secure import admitting, busy
 
 VERSION = 2
+CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
+         "malformed", "plaintext-refused", "busy", "timeout")
 _NONCE = 16
 _PACKAGE = "sensormesh.device.secure."
 
 
 class HandshakeError(Exception):
-    """The handshake failed; code is one of dial_failed.CODES, message says why in words."""
+    """The handshake failed; code is one of CODES, message says why in words."""
 
     def __init__(self, code, message):
         super().__init__(code, message)
@@ -36,6 +39,26 @@ def _field(b):
     return struct.pack("!H", len(b)) + b
 
 
+def _transcript(client, server, ts, nonce):
+    return b"sensormesh-hello-v2" + _field(client) + _field(server) + _field(str(ts)) + _field(nonce)
+
+
+# -- what a device's dial compares with the trust files it read ------------------------------------
+def stamps(sec):
+    """The trust and revoked files' sizes and times now (secure.Security keeps those it read)."""
+    return (_stamp(sec.trust_src), _stamp(sec.revoked_src))
+
+
+def _stamp(src):
+    if type(src) is not str:
+        return None
+    try:
+        st = os.stat(src)
+    except OSError:
+        return None
+    return (st[6], getattr(st, "st_mtime_ns", st[8]))
+
+
 # -- forgetting the handshake's code ---------------------------------------------------------------
 def forgets():
     """Does this device forget the handshake's code between handshakes? On MicroPython when it
@@ -48,8 +71,7 @@ def idle():
     progress needs (on MicroPython from .mpy files: it loads again cheaply) and collect its
     garbage (key agreement, JSON). What runs within one call goes at once: the server side
     (server.py), the key files' reader (trust.py), the key agreement (x25519.py), a dial's hello
-    and its failure (dial_hello.py, dial_failed.py), a hello's transcript and the trust files'
-    stamps (hello_mac.py), the words of a refusal (refusals.py). admit.py goes when no accepted
+    and its failure (dial_hello.py, dial_failed.py). admit.py goes when no accepted
     connection waits for its hello; the client side's session (dialer.py, hello.py) when no dial
     is in progress. What the sides share (wire.py, keys.py, pubkey.py) goes when no accepted
     connection waits for its hello and no dial needs them: a prepared dial's session (dialer.py)
@@ -57,7 +79,7 @@ def idle():
     up (hello.py) holds keys.py's. This module goes when neither kind of handshake is in
     progress."""
     if forgets():
-        gone = ["server", "trust", "x25519", "handshake", "dial_hello", "dial_failed", "hello_mac", "refusals"]
+        gone = ["server", "trust", "x25519", "handshake", "dial_hello", "dial_failed"]
         if admitting[0] == 0:
             gone.append("admit")
             if busy[0] == 0 or not _loaded("hello"):

@@ -1,13 +1,7 @@
 # A dial whose handshake failed: refused by its server, a welcome that failed a check, or no
 # memory for the check. Loaded only then (a dial that succeeds never loads it) and forgotten with
 # the rest of the dial's code (basics.idle()).
-from sensormesh.device.secure.basics import HandshakeError
-
-# The codes of the handshake's errors (HandshakeError.code): a refusal carrying any other is read
-# as "malformed". Here, not in basics.py, because only a refusal's check needs them on a device
-# (a dial waiting for its welcome, or checking it, holds basics.py without them).
-CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
-         "malformed", "plaintext-refused", "busy", "timeout")
+from sensormesh.device.secure.basics import CODES, HandshakeError
 
 
 def refusal(server, msg):

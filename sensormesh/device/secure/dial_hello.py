@@ -1,12 +1,11 @@
 # A dial's first step, loaded for it and forgotten before the welcome arrives (basics.idle()):
 # a device's dial (the peer as its deployment prepared it, or looked up again) and the hello of
-# a client session (dialer.Hello.start). It needs basics.py, hello_mac.py and channel.py, not
-# wire.py: a device's pipe sends its hello with the least of the handshake's code in memory.
+# a client session (dialer.Hello.start). It needs basics.py and channel.py, not wire.py: a
+# device's pipe sends its hello with the least of the handshake's code in memory.
 import os
 
 from sensormesh.device.secure import HELLO_MAX_FRAME, busy, load
-from sensormesh.device.secure.basics import _NONCE, VERSION, HandshakeError, idle
-from sensormesh.device.secure.hello_mac import _transcript, stamps
+from sensormesh.device.secure.basics import _NONCE, VERSION, HandshakeError, _transcript, idle, stamps
 from sensormesh.device.secure.channel import b64encode, hmac_sha256
 from sensormesh.device.secure.dialer import Dialer, Hello
 

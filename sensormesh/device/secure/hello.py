@@ -4,7 +4,7 @@
 # dialer.py's Dialer. A device dialing a peer its deployment prepared needs none of this module
 # (dialer.py and wire.py only); it loads it only to refuse a peer it does not trust as a device.
 from sensormesh.device import codec, transport
-from sensormesh.device.secure import DEFAULT_HANDSHAKE_MS, load
+from sensormesh.device.secure import DEFAULT_HANDSHAKE_MS
 from sensormesh.device.secure import dialer
 from sensormesh.device.secure.keys import HandshakeError, PairCache, _check_role, _Side
 
@@ -79,19 +79,11 @@ def client_keys(creds, handshake_ms=DEFAULT_HANDSHAKE_MS):
     return ClientKeys(creds.identity, creds.trust, creds.pairs, handshake_ms)
 
 
-class ClientDialer(dialer.Dialer):
-    """A dialer.Dialer that its caller starts: start(conn) sends the hello (a device's dial
-    starts its own, dial_hello.dial, so a board's dialer.py holds no start of its own)."""
-
-    def start(self, conn):
-        load("dial_hello").start(self, conn)
-
-
 def Dialer(keys, loop, inner, peer, first, roles, max_frame, log):
-    """A ClientDialer running a ClientSession of `keys` (a ClientKeys) to `peer` in front of
+    """A dialer.Dialer running a ClientSession of `keys` (a ClientKeys) to `peer` in front of
     `inner`; its start(conn) sends the hello."""
     cs = ClientSession(keys.identity, keys.trust, peer, roles=roles, pairs=keys.pairs, known=keys.known)
-    return ClientDialer(cs, keys.handshake_ms, loop, inner, peer, first, max_frame, log)
+    return dialer.Dialer(cs, keys.handshake_ms, loop, inner, peer, first, max_frame, log)
 
 
 def device_session(sec, peer):

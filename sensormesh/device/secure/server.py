@@ -7,26 +7,9 @@
 # cache of keys.py, which the caller loads (admit.py).
 import os
 
-from sensormesh.device.compat import MICROPYTHON, unix_time
+from sensormesh.device.compat import unix_time
 from sensormesh.device.secure.channel import Channel, b64encode, equal, hmac_sha256
-from sensormesh.device.secure.hello_mac import _transcript
-from sensormesh.device.secure.wire import _NONCE, VERSION, HandshakeError, _bin, _body, _keys, _name, refused, words
-
-# The words of a failed check: their places in refusals.TEXTS (wire.refused)
-if not MICROPYTHON:
-    const = int
-_REPLAY_TS = const(10)
-_REPLAYED = const(11)
-_FAILED = const(12)
-_COMPLETE = const(13)
-_NO_KEYS = const(14)
-_CTL_MSG = const(15)
-_DATA_MSG = const(16)
-_NOT_HELLO = const(17)
-_TS_INT = const(18)
-_NOT_ME = const(19)
-_BAD_MAC = const(20)
-_STALE = const(21)
+from sensormesh.device.secure.wire import _NONCE, VERSION, HandshakeError, _bin, _body, _keys, _name, _transcript
 
 DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
 DEFAULT_REPLAY_SIZE = 64   # nonces remembered per device (about 1.5 KB on an ESP32)
@@ -54,9 +37,11 @@ class ReplayCache:
 
     def check(self, nonce, ts, now, who=None):
         if ts <= self.floors.get(who, -1):
-            raise refused("replay", _REPLAY_TS, ts, who, self.window)
+            raise HandshakeError("replay", "hello timestamp %d is older than the replay cache remembers "
+                                 "for key %r (too many handshakes with this key within %d s); retry"
+                                 % (ts, who, self.window))
         if nonce in self.seen:
-            raise refused("replay", _REPLAYED)
+            raise HandshakeError("replay", "this hello's nonce was already used: replayed message")
 
     def add(self, nonce, ts, now, who=None):
         seen = self.seen
@@ -127,9 +112,9 @@ class ServerSession:
 
     def receive(self, msg):
         if self.failed is not None:
-            raise refused(self.failed.code, _FAILED, self.failed.message)
+            raise HandshakeError(self.failed.code, "handshake already failed: " + self.failed.message)
         if self.done:
-            raise refused("malformed", _COMPLETE)
+            raise HandshakeError("malformed", "handshake already complete")
         try:
             return self._hello(msg)
         except HandshakeError as e:
@@ -139,22 +124,24 @@ class ServerSession:
     def _hello(self, msg):
         if type(msg) is dict and msg.get("hello") == {}:
             # the plain control-session hello of a client without keys
-            raise refused("plaintext-refused", _NO_KEYS)
+            raise HandshakeError("plaintext-refused", "this device only accepts authenticated sessions, and the "
+                                 "hello carries no credentials: give the client an identity (--identity)")
         body = _body(msg, "hello")
         if body is None:
             if type(msg) is dict:
-                what = words(_CTL_MSG, ",".join(sorted(msg)))
+                what = "a control message %r" % ",".join(sorted(msg))
             else:
-                what = words(_DATA_MSG)
-            raise refused("plaintext-refused", _NOT_HELLO, what)
+                what = "a data message"
+            raise HandshakeError("plaintext-refused", "this side only talks over an authenticated session: "
+                                 "the first message must be a hello, got %s" % what)
         me = self.identity.name
         client = _name(body, "from")
         to = _name(body, "to")
         ts = body.get("ts")
         if type(ts) is not int:
-            raise refused("malformed", _TS_INT)
+            raise HandshakeError("malformed", "'ts' must be an integer (Unix seconds)")
         if to != me:
-            raise refused("unknown-key", _NOT_ME, to, me)
+            raise HandshakeError("unknown-key", "hello is addressed to %r but this is %r" % (to, me))
         now = int(self.clock())
         known = self.known.get(client) if self.known else None
         if known is None:
@@ -172,7 +159,9 @@ class ServerSession:
         # trusted client in an accepted role
         pair = known[1] if known is not None else self._pair(key)
         if not equal(hmac_sha256(pair, transcript), mac):
-            raise refused("bad-signature", _BAD_MAC, client, me)
+            raise HandshakeError("bad-signature", "the hello's MAC does not verify with the key this side holds "
+                                 "for %r: the client used another key, holds an outdated key for %r, "
+                                 "or the hello was altered" % (client, me))
         self.replay.check(nonce, ts, now, client)
         self.replay.add(nonce, ts, now, client)
         snonce = os.urandom(_NONCE)
@@ -189,7 +178,8 @@ class ServerSession:
 
     def _check_time(self, ts, now):
         if ts < now - self.window or ts > now + self.window:
-            raise refused("stale-timestamp", _STALE, ts, ts - now, now, self.window)
+            raise HandshakeError("stale-timestamp", "hello timestamp %d is %d s from this side's clock %d "
+                                 "(window %d s): replayed, or a clock is not set" % (ts, ts - now, now, self.window))
 
     def _pair(self, key):
         pairs = self.pairs
