@@ -29,7 +29,6 @@ fast_decode = None   # bytes-like -> msg
 raw_items = None     # encoded array -> its items as msgspec.Raw (split.py cuts at value boundaries)
 
 
-
 def _not_json(name):
     raise ValueError("%s is not JSON" % name)
 

@@ -87,7 +87,6 @@ def parse(req, sensor_names):
     return sensor, tf, vpf, mf
 
 
-
 def serve(dev, session, body):
     """{"data-request": body} on a session of device dev (control.handle loads this module for it):
     the stream started on the session's connection, or the refusal sent, saying why, and logged."""
@@ -112,6 +111,7 @@ def serve(dev, session, body):
     session.stream = stream
     dev.streams.append(stream)
     stream.start()
+
 
 class Stream:
     """Reads one sensor on a schedule and sends time frames to one connection."""
