@@ -1,9 +1,9 @@
 # What every part of the handshake needs and a device's dial needs before anything else: the
-# handshake's error (HandshakeError, its codes), the bytes a hello's MAC covers (the transcript),
-# the trust files' stamps a prepared peer is checked against, and forgetting the handshake's code
-# when no handshake needs it (idle). Small, so that a device's dial sends its hello without the
-# rest of the handshake's code (wire.py: the checks of a message's fields, the session keys),
-# which it loads only once the welcome arrives.
+# handshake's error (HandshakeError; its codes are dial_failed.py's), the bytes a hello's MAC
+# covers (the transcript), the trust files' stamps a prepared peer is checked against, and
+# forgetting the handshake's code when no handshake needs it (idle). Small, so that a device's
+# dial sends its hello without the rest of the handshake's code (wire.py: the checks of a
+# message's fields, the session keys), which it loads only once the welcome arrives.
 import os
 import struct
 
@@ -11,14 +11,12 @@ from sensormesh.device.compat import collect, from_mpy, unload
 from sensormesh.device.secure import admitting, busy
 
 VERSION = 2
-CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
-         "malformed", "plaintext-refused", "busy", "timeout")
 _NONCE = 16
 _PACKAGE = "sensormesh.device.secure."
 
 
 class HandshakeError(Exception):
-    """The handshake failed; code is one of CODES, message says why in words."""
+    """The handshake failed; code is one of dial_failed.CODES, message says why in words."""
 
     def __init__(self, code, message):
         super().__init__(code, message)

@@ -1,7 +1,12 @@
 # A dial whose handshake failed: refused by its server, a welcome that failed a check, or no
 # memory for the check. Loaded only then (a dial that succeeds never loads it) and forgotten with
 # the rest of the dial's code (basics.idle()).
-from sensormesh.device.secure.basics import CODES, HandshakeError
+from sensormesh.device.secure.basics import HandshakeError
+
+# The codes of a failed handshake (HandshakeError.code, a refusal's "code"): kept here, where a
+# refusal's code is checked, rather than in basics.py, which every handshake loads.
+CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", "revoked", "wrong-role",
+         "malformed", "plaintext-refused", "busy", "timeout")
 
 
 def refusal(server, msg):

@@ -17,8 +17,9 @@
 # payload is a Fernet token of an 8-byte frame counter plus the payload. The only costly step,
 # the scalar multiplication, happens once per peer: the pair key is cached (PairCache).
 # docs/security.md explains the choices (and why not the original design's RSA sketch: ESP32 cost).
+from sensormesh.device.secure.dial_failed import CODES  # noqa: F401
 from sensormesh.device.secure.hello import ClientSession
-from sensormesh.device.secure.keys import (CODES, PERMISSIONS, ROLES, SEND_PLAIN_MAX, VERSION, Channel,  # noqa: F401
+from sensormesh.device.secure.keys import (PERMISSIONS, ROLES, SEND_PLAIN_MAX, VERSION, Channel,  # noqa: F401
                                            HandshakeError, Identity, PairCache, TrustStore, _field, _keys,
                                            _transcript, check_permission, plain_limit, valid_name, wrap_limit)
 from sensormesh.device.secure.server import (DEFAULT_REPLAY_SIZE, DEFAULT_WINDOW, ReplayCache,  # noqa: F401

@@ -1,15 +1,15 @@
 # The handshake's messages as both sides check them: the checks of a message's fields (a name,
 # a binary field, a message's body and version), the session keys (HKDF over the transcript) and
 # the client's check of the server's welcome (check_welcome: dialer.Hello.receive). What a
-# device's dial needs before its welcome arrives (the error, its codes, the transcript, the trust
+# device's dial needs before its welcome arrives (the error, the transcript, the trust
 # files' stamps, forgetting the handshake's code) is basics.py's, re-exported here: a prepared
 # dial loads this module only to check its welcome (a refusal's check is dial_failed.py's). The trust store, the pair-key cache
 # and the key agreement (keys.py, pubkey.py, x25519.py), the sessions' common state (keys._Side)
 # and the server side stay unloaded then.
 import hashlib
 
-from sensormesh.device.secure.basics import (_NONCE, CODES, VERSION, HandshakeError, _field,  # noqa: F401
-                                             _transcript, forgets, idle, stamps)
+from sensormesh.device.secure.basics import (_NONCE, VERSION, HandshakeError, _field, _transcript,  # noqa: F401
+                                             forgets, idle, stamps)
 from sensormesh.device.secure import load
 from sensormesh.device.secure.channel import Channel, b64decode, equal, hmac_sha256
 
