@@ -19,20 +19,21 @@
 # .mpy), the control messages (control.py, start.py and stop.py: loaded per message and
 # forgotten after it), the status and its reply (report.py, the same), callback deliveries and
 # csv outlets (delivery.py: only on devices that have them).
-from sensormesh.device.schedule import grid_due, sparse, wait_ms
+from sensormesh.device.schedule import grid_due, wait_ms
 from sensormesh.device.steps import Outlet, Rarely, rare_call
 
 
 class Source(Outlet):
     """Reads one sensor on its schedule (its rate) and pushes each value into the chain (made,
     its parameters checked and its state set up by build.source; starting, closing and its counts
-    are in sources.py, loaded per call: steps/__init__.py, Rarely; its wiring in wiring.py). A
+    are in sources.py, loaded per call: steps/__init__.py, Rarely, and so is what a failed read
+    does, counted and logged; its wiring in wiring.py). A
     source that reads as fast as the pipeline takes values (rate 0) is a FreeSource
     (free_running.py, loaded only for one)."""
 
     SINK = False
     RARE_IN = "sensormesh.device.runtime.sources"
-    RARE = ("start", "close", "flush", "stats")
+    RARE = ("start", "close", "flush", "stats", "_read_failed")
 
     def _tick(self):
         self.timer = None
@@ -45,7 +46,10 @@ class Source(Outlet):
             try:
                 v = self.read()
             except Exception as e:
-                self._read_failed(e)
+                try:
+                    self._read_failed(e)    # counted and logged (sources.py, loaded for it)
+                except MemoryError:
+                    self.errors += 1        # no room for that code now: counted only
                 continue
             self.n_out += 1
             self.emit(v)
@@ -54,12 +58,6 @@ class Source(Outlet):
         if self.running:
             self.timer = self.rt.loop.call_later(
                 wait_ms(self.t0 + self.taken * self.period, self.rt.loop.now()), self._tick)
-
-    def _read_failed(self, e):
-        self.errors += 1
-        self.last_error = "%s: %s" % (type(e).__name__, e)
-        if sparse(self.errors):
-            self.rt.log("source %s: sensor read failed: %s (%d so far)" % (self.id, self.last_error, self.errors))
 
 
 class Runtime(Rarely):

@@ -5,12 +5,17 @@
 # (runtime.Source) never loads this code.
 from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.runtime import Source
+from sensormesh.device.runtime.sources import _read_failed
 
 # Values a free-running source reads per loop turn at most.
 BURST = 64 if MICROPYTHON else 256
 
 
 class FreeSource(Source):
+    # a failed read, counted and logged: sources.py's, kept loaded with this module (a failing
+    # sensor read as fast as this one could fail a run of reads per loop turn)
+    _read_failed = _read_failed
+
     def _tick(self):
         self.timer = None
         if not self.running:

@@ -85,13 +85,8 @@ class PipeOut(Rarely):
     def inlet(self, port):
         return self.push
 
-    # -- metrics (out of band, runtime/probe.py) ---------------------------------------------
-    def stamp(self, origin):
-        """The value pushed next was read at origin [device, tick_us]: the receiver is told just
-        before the array that carries it."""
-        if len(self.stamps) < MAX_STAMPS:
-            self.stamps.append([self.tx.next_seq(), origin[0], origin[1]])
-
+    # -- metrics (out of band, runtime/probe.py; the origin stamps of sampled values and the
+    # round-trip probes are made by probe_wiring.py) -------------------------------------------
     def _stamps_for(self, first, n):
         """{"ts": ...} for the values first..first+n-1 about to leave, or None."""
         out = None
@@ -106,12 +101,6 @@ class PipeOut(Rarely):
                 keep.append(st)
         self.stamps = keep
         return None if out is None else {"ts": out}
-
-    def probe_rtt(self):
-        # the metrics probe's timer, once a second (runtime/probe_wiring.py)
-        conn = self.conn
-        if conn is not None and not conn.connecting and not conn.closed:
-            conn.send({"rtt": ticks_us()})
 
     # -- values -------------------------------------------------------------------------
     def push(self, value, port=0):

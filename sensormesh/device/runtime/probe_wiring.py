@@ -39,7 +39,9 @@ def timer(p):
     p[_N] += 1
     if p[_N] % RTT_EVERY == 0:
         for o in rt.pipe_outs.values():
-            o.probe_rtt()
+            conn = o.conn
+            if conn is not None and not conn.connecting and not conn.closed:
+                conn.send({"rtt": ticks_us()})   # a round-trip probe (pipes.py)
     p[_TIMER] = rt.loop.call_later(SAMPLE_MS, probe.once(p, None, None))
 
 
@@ -82,7 +84,11 @@ def run(p, node, value, origin):
                         name = lat[-3]       # one string per origin device, not per sample
                     lat += (down.id, name, o[1], ticks_us())
                 elif kind == 2:
-                    down.stamp(o)
+                    # into a pipe_out: the value it takes next was read at o, and its receiver
+                    # is told just before the array that carries it (pipes.py, loaded with it)
+                    from sensormesh.device.runtime.pipes import MAX_STAMPS
+                    if len(down.stamps) < MAX_STAMPS:
+                        down.stamps.append([down.tx.next_seq(), o[0], o[1]])
                 elif kind == 3 and down not in held:
                     held[down] = o
                 outer = p[_CHILD]

@@ -1,7 +1,9 @@
-# What a source (runtime.Source) does rarely: starting, closing and its counts. Source finds these
-# through __getattr__ (steps/__init__.py, Rarely): this module is loaded per call and forgotten
-# after it on a board running .mpy files. Each function takes the source first; reading values
-# on its schedule is runtime/__init__.py.
+# What a source (runtime.Source) does rarely: starting, closing, its counts and a failed read.
+# Source finds these through __getattr__ (steps/__init__.py, Rarely): this module is loaded per
+# call and forgotten after it on a board running .mpy files (a free-running source keeps it
+# loaded, free_running.py). Each function takes the source first; reading values on its schedule
+# is runtime/__init__.py.
+from sensormesh.device.schedule import sparse
 
 
 def flush(src):
@@ -27,3 +29,11 @@ def stats(src):
     if src.last_error:
         s["last_error"] = src.last_error
     return s
+
+
+def _read_failed(src, e):
+    """A read of the sensor raised e: counted and logged (the 1st, 2nd, 4th... time)."""
+    src.errors += 1
+    src.last_error = "%s: %s" % (type(e).__name__, e)
+    if sparse(src.errors):
+        src.rt.log("source %s: sensor read failed: %s (%d so far)" % (src.id, src.last_error, src.errors))
