@@ -242,7 +242,8 @@ def test_timeout_custom_marker():
 
 
 def test_filters_live_in_one_family_loaded_on_demand():
-    from sensormesh.device.steps.kinds import TYPES
+    from sensormesh.device.steps.kinds import types
+    TYPES = types()
     for kind in ("ema", "delta", "calibrate", "clamp", "median", "quantile", "heartbeat",
                  "debounce", "timeout"):
         assert TYPES[kind] == "filters"

@@ -5,7 +5,7 @@ import os
 
 from sensormesh.device import steps
 from sensormesh.device.steps import StepError
-from sensormesh.device.steps.kinds import TYPES
+from sensormesh.device.steps.kinds import types
 from sensormesh.device.steps.make import build
 
 
@@ -850,6 +850,7 @@ def test_every_type_has_stats_and_close():
               "median": {"size": 3}, "quantile": {"size": 3, "q": 0.9},
               "heartbeat": {"interval": 10}, "debounce": {"time": 10}, "timeout": {"time": 10}}
     # the MQTT steps need a broker: tests/test_mqtt.py starts one
+    TYPES = types()
     kinds = [k for k in TYPES if TYPES[k] != "mqtt"]
     assert sorted(params) == sorted(kinds)
     for kind in kinds:

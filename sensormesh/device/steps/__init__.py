@@ -1,6 +1,6 @@
 # The built-in steps every device runs between its sources and its sinks: this module holds
 # what they share at run time (Step, StepError, Outlet, emitter); each family of types lives in a
-# module of its own (kinds.TYPES), imported when an assignment first names one of its types.
+# module of its own (kinds.FAMILIES), imported when an assignment first names one of its types.
 #
 # A device builds its assignment into a chain of step objects that call each other directly,
 # value by value: a step's put(value) does its work and hands the result to self.emit, which

@@ -1,4 +1,4 @@
-# Step: alarm, a threshold with hysteresis. A family of its own (kinds.TYPES), so a
+# Step: alarm, a threshold with hysteresis. A family of its own (kinds.FAMILIES), so a
 # board that runs throttle or changes does not load it; the step protocol is in steps/__init__.py.
 from sensormesh.device.steps import NONE, Step
 from sensormesh.device.steps.field import dig

@@ -1,6 +1,6 @@
 # Step: callback, the end of a chain whose values go to the controller (runtime deliveries).
 # A family of its own, as the most common sink, so a board with a callback sink loads only this
-# (kinds.TYPES); the step protocol is in steps/__init__.py.
+# (kinds.FAMILIES); the step protocol is in steps/__init__.py.
 from sensormesh.device.steps import Step
 
 

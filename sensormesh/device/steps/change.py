@@ -1,5 +1,5 @@
 # Steps: throttle and changes: rate limits and reactions to change (alarm.py: thresholds).
-# Loaded when an assignment first names one of them (kinds.TYPES); the step
+# Loaded when an assignment first names one of them (kinds.FAMILIES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 from sensormesh.device.steps import NONE, Step
 

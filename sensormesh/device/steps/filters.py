@@ -1,6 +1,6 @@
 # Steps: the everyday sensor filters (ema, delta, calibrate, clamp, median, quantile,
 # heartbeat, debounce, timeout), with the names users of ESP32 sensor firmware know.
-# Loaded when an assignment first names one of them (kinds.TYPES); the step
+# Loaded when an assignment first names one of them (kinds.FAMILIES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 #
 # Allocation discipline as in the other families: buffers are allocated once in setup, hot

@@ -1,5 +1,5 @@
 # Steps: zip, combine_latest and merge: steps with more than one input.
-# Loaded when an assignment first names one of them (kinds.TYPES); the step
+# Loaded when an assignment first names one of them (kinds.FAMILIES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 from sensormesh.device.schedule import sparse
 from sensormesh.device.steps import NONE, Step

@@ -1,27 +1,46 @@
-# The step types: the family module that holds each type's class (TYPES), and that class, its
+# The step types: the family module that holds each type's class (FAMILIES), and that class, its
 # family imported on first use (as sensors.make imports one driver per kind), so a board pays in
 # heap only for the steps it runs. A deployment loads this module while it checks its assignment
 # (runtime/build.py), which imports the families of its steps then, before the code that makes the
 # steps (make.py) is loaded, and forgets it after the check on a board running .mpy files.
 from sensormesh.device.steps import StepError
 
-# Step type -> the family module (sensormesh/device/steps/<family>.py) that holds its class.
-TYPES = {
-    "map": "user", "filter": "user", "field": "field", "window": "windows", "sliding": "sliding",
-    "zip": "joins", "combine_latest": "joins", "merge": "joins", "throttle": "change",
-    "changes": "change", "alarm": "alarm", "print": "sinks", "csv": "sinks", "callback": "callback",
-    "ema": "filters", "delta": "filters", "calibrate": "filters", "clamp": "filters",
-    "median": "filters", "quantile": "filters", "heartbeat": "filters", "debounce": "filters",
-    "timeout": "filters", "mqtt_out": "mqtt", "mqtt_in": "mqtt",
-}
+# The family module (sensormesh/device/steps/<family>.py) that holds each step type's class: a
+# line per family, "family: its types". A text rather than a dict: a board interns the words of a
+# dict for good (some 20 bytes each, though only a few families ever run there), a text's only
+# while this module is loaded.
+FAMILIES = """
+user: map filter
+field: field
+windows: window
+sliding: sliding
+joins: zip combine_latest merge
+change: throttle changes
+alarm: alarm
+sinks: print csv
+callback: callback
+filters: ema delta calibrate clamp median quantile heartbeat debounce timeout
+mqtt: mqtt_out mqtt_in
+"""
 
 # Step type -> the family module whose class of that type also takes runs of values at once
 # (put_many), for the steps of an assignment with a free-running source (runs below).
 RUNS = {"map": "user_runs", "filter": "user_runs"}
 
 
+def types():
+    """Step type -> its family, for every built-in type."""
+    out = {}
+    for line in FAMILIES.split("\n"):
+        if line:
+            fam, kinds = line.split(": ")
+            for kind in kinds.split():
+                out[kind] = fam
+    return out
+
+
 def family(name):
-    """The family module `name` of TYPES' values, imported on first use."""
+    """The family module `name` (of FAMILIES), imported on first use."""
     mod = __import__("sensormesh.device.steps." + name)
     return getattr(mod.device.steps, name)
 
@@ -30,7 +49,11 @@ def step_class(kind, params=None, runs=True):
     """The class of step type `kind` (imports its family); None for an unknown type. A window
     whose aggregate is not sum or mean is window_aggs.py's (its puts are there); with runs
     False (no free-running source feeds the assignment) a step without the batch path of RUNS."""
-    fam = TYPES.get(kind) if type(kind) is str else None
+    fam = None
+    if type(kind) is str:
+        for line in FAMILIES.split("\n"):
+            if kind in line.split()[1:]:
+                fam = line.split(":")[0]
     if fam is None:
         return None
     if runs and kind in RUNS:
@@ -42,4 +65,4 @@ def step_class(kind, params=None, runs=True):
 
 def unknown(sid, kind):
     """The error of step `sid`, whose type `kind` no family has."""
-    return StepError("step '%s': unknown step type %r (built-in: %s)" % (sid, kind, ", ".join(sorted(TYPES))))
+    return StepError("step '%s': unknown step type %r (built-in: %s)" % (sid, kind, ", ".join(sorted(types()))))

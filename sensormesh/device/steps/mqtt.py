@@ -1,7 +1,7 @@
 # Steps: mqtt_out (sink) and mqtt_in (source) through an MQTT broker, with paho-mqtt.
 # CPython devices only: the controller places them there (catalog.py), and a board that is
 # sent one refuses it with a StepError naming the reason. Loaded when an assignment first names
-# one of them (kinds.TYPES).
+# one of them (kinds.FAMILIES).
 #
 # paho runs without its own thread: a loop timer calls client.loop(0) every POLL_MS, so every
 # callback (messages in, connects, disconnects) runs on the device's one loop, like every

@@ -1,6 +1,6 @@
 # Steps: print and csv: the ends of a chain that stay on the device (callback.py: the one that
 # hands values to the controller).
-# Loaded when an assignment first names one of them (kinds.TYPES); the step
+# Loaded when an assignment first names one of them (kinds.FAMILIES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 import sys
 from json import dumps as _dumps

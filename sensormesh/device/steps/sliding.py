@@ -1,5 +1,5 @@
 # Step: sliding, the aggregate of the last `size` values, every `slide` values. A family of its
-# own (kinds.TYPES), so a board running tumbling windows does not load it; the step
+# own (kinds.FAMILIES), so a board running tumbling windows does not load it; the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 from sensormesh.device.steps import Step
 

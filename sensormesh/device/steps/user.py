@@ -1,5 +1,5 @@
 # Steps: map and filter: a user function the controller shipped (runtime/shipped.py) per value.
-# Loaded when an assignment first names one of them (kinds.TYPES); the step
+# Loaded when an assignment first names one of them (kinds.FAMILIES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py. Their batch path
 # (put_many: a run of values at once, from a free-running source) is user_runs.py's, loaded only
 # by an assignment that has such a source.

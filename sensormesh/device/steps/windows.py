@@ -1,7 +1,7 @@
 # Step: window: values gathered by count or time, then aggregated (make.AGGS; sliding windows are
 # sliding.py). This module holds the window and the put of sum and mean; the puts of the other
 # aggregates (min, max, count, list) are in window_aggs.py, loaded only for a window that has one.
-# Loaded when an assignment first names it (kinds.TYPES); the step
+# Loaded when an assignment first names it (kinds.FAMILIES); the step
 # protocol and the MicroPython notes on hot methods are in steps/__init__.py.
 from sensormesh.device.steps import Step
 
