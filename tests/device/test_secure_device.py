@@ -261,21 +261,21 @@ def test_wrapped_output_split_within_peer_limit():
 
 
 def test_secure_dial_holds_messages_until_the_session_is_up():
-    # What a controller on a loop uses (secure.dial): messages sent at once leave encrypted later.
-    from sensormesh.device import secure
+    # What a controller on a loop uses (hello.dial): messages sent at once leave encrypted later.
+    from sensormesh.device.secure import hello
     loop = transport.Loop()
     a = keyed("dev-a", ["counter@0"], loop)
     addr = listen(a)
     creds = session.Credentials(fixture()["controller"], session.load_trust(trust_json()))
     got = Collector()
-    conn = secure.dial(loop, addr, got, creds, "dev-a")
+    conn = hello.dial(loop, addr, got, creds, "dev-a")
     conn.send({"hello": {}})
     conn.send({"ping": 3})
     assert loop.run_until(lambda: got.replies("pong") or got.closed, 5000), got.messages
     assert got.connected and got.replies("info")[0]["secure"] is True and got.replies("pong") == [3]
     # a server name it does not trust: refused before anything is sent, reported, closed
     bad = Collector()
-    secure.dial(loop, addr, bad, creds, "dev-zz").send({"ping": 1})
+    hello.dial(loop, addr, bad, creds, "dev-zz").send({"ping": 1})
     assert loop.run_until(lambda: bad.closed, 5000)
     assert bad.replies("error")[0]["code"] == "unknown-key" and not bad.replies("pong")
     assert a.security.status()["refused"] == {}

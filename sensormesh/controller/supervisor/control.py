@@ -250,13 +250,13 @@ class Control:
         kind = transport.parse_address(address)
         server = self.server_of.get(address)
         if self.creds is not None and server is not None:
-            from sensormesh.device import secure
+            from sensormesh.device.secure import hello
             try:   # an unknown or revoked name is found out here, without a connection
                 self.creds.trust.lookup(server, "device")
             except HandshakeError as e:
                 raise ValueError("%s; %s" % (e.message.replace("this side's", "the controller's"), NOT_DIALED))
             if kind[0] != "unix":
-                return secure.dial(self.loop, address, protocol, self.creds, server)
+                return hello.dial(self.loop, address, protocol, self.creds, server)
         if kind[0] != "unix":
             return transport.dial(self.loop, address, protocol)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -62,37 +62,19 @@ def load(name):
         return __import__(name, None, None, ("x",))
 
 
-def dial(*args, **kw):
-    """transport.dial with the client side of the handshake in front: hello.dial(loop, address,
-    protocol, creds, server, roles=None, handshake_ms=..., max_frame=None, log=None), with
-    session.Credentials as `creds` and the device's name as `server`. Messages sent on the
-    returned connection before the session is up are held and leave, encrypted, once it is;
-    protocol.on_connect(conn) runs then. A refusal reaches protocol.on_message as
-    {"error": ...}, then the connection closes."""
-    return load("hello").dial(*args, **kw)
-
-
-class DeviceIdentity:
-    """A device's name, role and key (its 32 secret bytes and their public half) as plain data:
-    keys.device_identity() makes the Identity of it a handshake uses."""
-
-    def __init__(self, name, role, secret, pub):
-        self.name = name
-        self.role = role
-        self.secret = secret
-        self.pub = pub
-
-
 class Security:
     """A device's identity, trust store, replay cache, pair keys and connection limits.
 
     Between handshakes all of it is plain data (bytes, bytearrays, lists, dicts), so that no
-    object keeps the handshake's code loaded; keys.py makes its objects for one handshake."""
+    object keeps the handshake's code loaded; keys.py makes its objects for one handshake.
+    It is its own identity (`identity` is itself): the device's name, role and key (its 32
+    secret bytes and their public half) are its attributes name, role, secret and pub, of which
+    keys.device_identity() makes the Identity a handshake uses."""
 
     def __init__(self, dev, cfg):
         # the attributes: trust.configure() sets them
         self.dev = dev
-        load("trust").configure(self, cfg, DeviceIdentity)
+        load("trust").configure(self, cfg)
 
     # -- accepted connections (admit.py) ---------------------------------------------------
     def on_open(self, session, conn):
@@ -124,7 +106,7 @@ class Security:
         return False
 
     def status(self):
-        return {"identity": self.identity.name, "handshakes": self.pending, "accepted": self.accepted,
+        return {"identity": self.name, "handshakes": self.pending, "accepted": self.accepted,
                 "refused": dict(self.refused), "max_handshakes": self.max_handshakes,
                 "key_agreements": self.pair_state[2]}
 

@@ -65,7 +65,11 @@ class ClientKeys:
 
 def dial(loop, address, protocol, creds, server, roles=None, handshake_ms=DEFAULT_HANDSHAKE_MS,
          max_frame=None, log=None):
-    """secure.dial: for a process that is not a device (session.Credentials as `creds`)."""
+    """transport.dial with the client side of the handshake in front, for a process that is not
+    a device (the controller's loop, tools), with session.Credentials as `creds` and the device's
+    name as `server`. Messages sent on the returned connection before the session is up are held
+    and leave, encrypted, once it is; protocol.on_connect(conn) runs then. A refusal reaches
+    protocol.on_message as {"error": ...}, then the connection closes."""
     max_frame = max_frame or codec.DEFAULT_MAX_FRAME
     conn = transport.dial(loop, address, None, max_frame)
     d = Dialer(client_keys(creds, handshake_ms), loop, protocol, server, None, roles, max_frame, log)

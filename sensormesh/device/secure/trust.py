@@ -179,10 +179,10 @@ def trusted_keys(ts):
     return dict((n.decode(), ts.entry(i)) for i, n in enumerate(names))
 
 
-def configure(sec, cfg, device_identity):
-    """Set up a device's secure.Security from its configuration: its identity (kept as a
-    device_identity: its name, role and key bytes), trust store and limits; its keys are plain
-    data, which keys.py makes objects of for one handshake."""
+def configure(sec, cfg):
+    """Set up a device's secure.Security from its configuration: its identity (its name, role
+    and key bytes, kept as the Security's own attributes: sec.identity is sec), trust store and
+    limits; its keys are plain data, which keys.py makes objects of for one handshake."""
     sec.trust_state = None      # keys.TrustStore(*trust_state)
     sec.stamps = None           # the trust and revoked files' sizes and times when read
     sec.replay_state = ({}, {})                # server.ReplayCache's nonces and cut-offs
@@ -201,7 +201,11 @@ def configure(sec, cfg, device_identity):
     if ident.role != "device":
         raise ValueError("identity %r has role %r; a device needs a device key (sensormesh keys issue NAME "
                          "--role device)" % (ident.name, ident.role))
-    sec.identity = device_identity(ident.name, ident.role, ident.key._raw, ident.key.public.pub)
+    sec.name = ident.name
+    sec.role = ident.role
+    sec.secret = ident.key._raw
+    sec.pub = ident.key.public.pub
+    sec.identity = sec
     sec.trust_src = cfg.get("trust")
     if sec.trust_src is None:
         raise ValueError("a device with an identity needs a trust store: config 'trust' or --trust FILE")
