@@ -20,8 +20,8 @@ def main(argv=None, config=None):
         if config is None:
             from sensormesh.device import options
             cfg = options.config(argv)
+            unload(options)    # needed once: its code is freed before the device runs
             del options
-            unload("sensormesh.device.options")    # needed once: its code is freed before the device runs
         else:
             import json
             with open(config) as f:

@@ -104,7 +104,7 @@ def encode_into(buf, msg, max_frame=MIN_MAX_FRAME):
         return
     from sensormesh.device import split   # oversized messages only (split.py)
     split.into(buf, msg, payload, max_frame)
-    forget("sensormesh.device.split")
+    forget(split)
 
 
 def payloads(msg, max_frame=MIN_MAX_FRAME):
@@ -116,7 +116,7 @@ def payloads(msg, max_frame=MIN_MAX_FRAME):
     out[0] = bytes(out[0])      # (MicroPython: the text's bytes, which split.py searches)
     from sensormesh.device import split   # oversized messages only (split.py)
     out = split.payloads(msg, out, max_frame)   # takes the payload out of the list: freed once cut
-    forget("sensormesh.device.split")
+    forget(split)
     return out
 
 
@@ -157,7 +157,7 @@ def decode_payload(payload):
         try:
             deep.check(payload, MAX_DEPTH)
         finally:
-            forget("sensormesh.device.deep")
+            forget(deep)
     msg = _std_loads(payload) if MICROPYTHON else loads(payload)
     if opens > MAX_DEPTH:
         check_depth(msg)

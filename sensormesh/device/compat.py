@@ -74,9 +74,12 @@ def implementation():
 # and the next frame finds a free block. Both do nothing on CPython.
 def unload(name):
     """Forget module `name` (sys.modules and its package's attribute) so its code can be freed;
-    the next import loads it again."""
+    the next import loads it again. `name` may be the module itself: a caller that has it names
+    it without a string constant of its dotted name (~90 bytes while the caller is loaded)."""
     if not MICROPYTHON:
         return
+    if type(name) is not str:
+        name = name.__name__
     sys.modules.pop(name, None)
     parent, _, child = name.rpartition(".")
     pkg = sys.modules.get(parent)
@@ -98,7 +101,8 @@ def from_mpy():
 
 
 def forget(name):
-    """Unload module `name` when it loads again cheaply (from_mpy); else keep it."""
+    """Unload module `name` (or the module itself) when it loads again cheaply (from_mpy); else
+    keep it."""
     if from_mpy():
         unload(name)
 

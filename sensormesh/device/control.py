@@ -60,7 +60,7 @@ def info(dev):
             s, rate = dev.sensors[n]
             sens[n] = e = {"kind": dev.sensor_kinds[n], "rate": rate, "unit": getattr(s, "UNIT", "")}
             e.update(registry.measures(s))
-        forget("sensormesh.device.sensors.registry")
+        forget(registry)
     from sensormesh.device.core import VERSION
     return {"name": dev.name, "version": VERSION, "implementation": implementation(),
             "sensors": sens, "unix": not sys.platform.startswith("esp"),

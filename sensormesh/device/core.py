@@ -149,7 +149,7 @@ class Device:
             # building sensors from specs runs once: a board forgets that code afterwards
             from sensormesh.device.sensors import registry
             registry.add(self, sensor_specs)
-            forget("sensormesh.device.sensors.registry")
+            forget(registry)
 
     def log(self, text):
         log(self.name, text)
@@ -218,16 +218,16 @@ class Device:
             # asked for every few seconds while a controller watches: loaded without control.py
             from sensormesh.device import metrics
             session.conn.send({"metrics": metrics.report(self)})
-            unload("sensormesh.device.metrics")   # a board frees its code between two polls
+            unload(metrics)   # a board frees its code between two polls
         elif key == "status":
             # polled too, and its reply is the largest a running device sends: without control.py
             from sensormesh.device import status
             status.reply(self, session)
-            forget("sensormesh.device.status")
+            forget(status)
         else:
             from sensormesh.device import control   # the rare messages: their code is freed after
             control.handle(self, session, key, body)
-            forget("sensormesh.device.control")
+            forget(control)
 
     def runtime_handler(self, key):
         if self.runtime is None:
@@ -266,7 +266,7 @@ def start(cfg):
     does it (boot.py) runs once: a board running .mpy files forgets it afterwards."""
     from sensormesh.device import boot
     dev = boot.start(cfg)
-    forget("sensormesh.device.boot")
+    forget(boot)
     return dev
 
 

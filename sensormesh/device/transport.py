@@ -210,7 +210,7 @@ class Loop:
 
     def run_until(self, predicate, timeout_ms):
         """Turn the loop until predicate() is true or timeout_ms pass; returns predicate()."""
-        return _load("connect", "run_until")(self, predicate, timeout_ms)
+        return _connect().run_until(self, predicate, timeout_ms)
 
 
 class Connection:
@@ -508,18 +508,18 @@ class Connection:
             # step. connect.no_memory says so and closes (its code loaded for it); short of
             # memory for that too, this connection closes all the same.
             try:
-                _load("connect", "no_memory")(self)
+                _connect().no_memory(self)
             except MemoryError:
                 self.close("no memory free for a frame")
 
     def protocol_error(self, text):
         """Tell the peer what it did wrong, then close (the stream is out of step)."""
-        _load("connect", "protocol_error")(self, text)
+        _connect().protocol_error(self, text)
 
     # -- closing ------------------------------------------------------------------------
     def close_after_flush(self, reason="closed"):
         """Send what is queued (best effort, without blocking), then close."""
-        _load("connect", "close_after_flush")(self, reason)
+        _connect().close_after_flush(self, reason)
 
     def close(self, reason="closed"):
         if self.closed:
@@ -562,7 +562,7 @@ class Listener:
                 raise
             # listen.py sets the connection up; its code is unreferenced again (and freed on a
             # board) before the protocol's on_open runs (a secure device's admission)
-            conn = _load("listen", "accepted")(self, s, addr)
+            conn = _listen().accepted(self, s, addr)
             if conn is not None:
                 h = getattr(conn.protocol, "on_open", None)
                 if h:
@@ -585,25 +585,25 @@ class Listener:
 # protocol_error, no_memory, run_until), loaded when one of these names is looked up here
 # (transport.dial(...)) and, on a board running .mpy files, forgotten at once, so it costs heap
 # only while it runs.
-_LISTEN = ("listen_tcp", "listen_unix", "bound_port", "accepted")
+def _connect():
+    """connect.py, forgotten at once (its code is freed when the caller is done with it)."""
+    from sensormesh.device import connect
+    forget(connect)
+    return connect
 
 
-def _load(module, name):
-    import sys
-    full = "sensormesh.device." + module
-    m = sys.modules.get(full)
-    if m is None:
-        __import__(full)
-        m = sys.modules[full]
-    fn = getattr(m, name, None)
-    forget("sensormesh.device.listen")
-    forget("sensormesh.device.connect")   # (listen.py imports it)
-    if fn is None:
-        raise AttributeError(name)
-    return fn
+def _listen():
+    """listen.py, forgotten at once, and connect.py with it (listen.py imports it)."""
+    from sensormesh.device import listen
+    forget(listen)
+    _connect()
+    return listen
 
 
 def __getattr__(name):
     if name[0] == "_":
         raise AttributeError(name)
-    return _load("listen" if name in _LISTEN else "connect", name)
+    # listen.py's names: listen_tcp, listen_unix, bound_port, accepted
+    if name[:6] == "listen" or name == "bound_port" or name == "accepted":
+        return getattr(_listen(), name)
+    return getattr(_connect(), name)
