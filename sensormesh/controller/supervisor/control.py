@@ -272,7 +272,7 @@ class Control:
             d = hello.Dialer(hello.client_keys(self.creds), self.loop, protocol,
                               server, None, None, codec.DEFAULT_MAX_FRAME, None)
             conn = transport.Connection(self.loop, sock, d, peer=address)
-            d.start(conn)
+            hello.start(d, conn)
             return conn
         return transport.Connection(self.loop, sock, protocol, peer=address)
 
@@ -521,7 +521,7 @@ class Control:
                 d = hello.Dialer(hello.client_keys(self.creds), self.loop, link,
                                   name, None, None, codec.DEFAULT_MAX_FRAME, None)
                 link.conn.protocol = d
-                d.start(link.conn)
+                hello.start(d, link.conn)
             if old is not None and old.conn is not None and old is not link:
                 old.conn.close("replaced by a new registration")
             return

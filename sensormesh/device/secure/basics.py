@@ -6,6 +6,7 @@
 # message's fields, the session keys), which it loads only once the welcome arrives.
 import os
 import struct
+import sys
 
 from sensormesh.device.compat import collect, from_mpy, unload
 from sensormesh.device.secure import admitting, busy
@@ -58,10 +59,9 @@ def _stamp(src):
 
 
 # -- forgetting the handshake's code ---------------------------------------------------------------
-def forgets():
-    """Does this device forget the handshake's code between handshakes? On MicroPython when it
-    runs from precompiled .mpy files (compat.from_mpy)."""
-    return from_mpy()
+# Does this device forget the handshake's code between handshakes? On MicroPython when it runs
+# from precompiled .mpy files.
+forgets = from_mpy
 
 
 def idle():
@@ -80,7 +80,7 @@ def idle():
         gone = ["server", "trust", "x25519", "handshake", "dial_hello", "dial_failed"]
         if admitting[0] == 0:
             gone.append("admit")
-            if busy[0] == 0 or not _loaded("hello"):
+            if busy[0] == 0 or _PACKAGE + "hello" not in sys.modules:
                 gone += ("wire", "keys", "pubkey")
         if busy[0] == 0:
             gone += ("hello", "dialer")
@@ -89,8 +89,3 @@ def idle():
         for m in gone:
             unload(_PACKAGE + m)
     collect()
-
-
-def _loaded(name):
-    import sys
-    return _PACKAGE + name in sys.modules

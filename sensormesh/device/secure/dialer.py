@@ -38,7 +38,7 @@ class Hello:
 
 class Dialer:
     """A client session (`cs`: a Hello, or hello.ClientSession) in front of another protocol
-    object (a pipe's); start(conn) sends the hello. `first` leaves once the session is up, and so
+    object (a pipe's); dial_hello.start(dialer, conn) sends the hello. `first` leaves once the session is up, and so
     do messages sent meanwhile. Then it hands the connection to that object (conn.protocol) and is garbage: a
     board keeps no handshake code for its open pipes. A refusal reaches inner.on_message as
     {"error": ...}, then the connection closes."""
@@ -56,10 +56,6 @@ class Dialer:
         self.timer = None
         self.conn = None         # the connection, once the hello is sent
         self.up = False
-
-    def start(self, conn):
-        """Send the hello on `conn` (dial_hello.start: loaded for it)."""
-        load("dial_hello").start(self, conn)
 
     def _done(self):
         # this dial's handshake is over (up, failed, expired or closed): its session is garbage
@@ -121,11 +117,6 @@ class Dialer:
         # code (this module, wire.py) are garbage, and a board seals the pipe's first frames
         # without them (Connection.release).
         self.loop.call_soon(conn.release)
-
-    def on_drain(self, conn):
-        h = getattr(self.inner, "on_drain", None)
-        if self.up and h:
-            h(conn)
 
     def on_close(self, conn, reason):
         if self.timer:

@@ -4,7 +4,7 @@
 # dialer.py's Dialer. A device dialing a peer its deployment prepared needs none of this module
 # (dialer.py and wire.py only); it loads it only to refuse a peer it does not trust as a device.
 from sensormesh.device import codec, transport
-from sensormesh.device.secure import DEFAULT_HANDSHAKE_MS
+from sensormesh.device.secure import DEFAULT_HANDSHAKE_MS, load
 from sensormesh.device.secure import dialer
 from sensormesh.device.secure.keys import HandshakeError, PairCache, _check_role, _Side
 
@@ -74,7 +74,7 @@ def dial(loop, address, protocol, creds, server, roles=None, handshake_ms=DEFAUL
     conn = transport.dial(loop, address, None, max_frame)
     d = Dialer(client_keys(creds, handshake_ms), loop, protocol, server, None, roles, max_frame, log)
     conn.protocol = d
-    d.start(conn)
+    start(d, conn)
     return conn
 
 
@@ -85,9 +85,14 @@ def client_keys(creds, handshake_ms=DEFAULT_HANDSHAKE_MS):
 
 def Dialer(keys, loop, inner, peer, first, roles, max_frame, log):
     """A dialer.Dialer running a ClientSession of `keys` (a ClientKeys) to `peer` in front of
-    `inner`; its start(conn) sends the hello."""
+    `inner`; start(dialer, conn) sends the hello."""
     cs = ClientSession(keys.identity, keys.trust, peer, roles=roles, pairs=keys.pairs, known=keys.known)
     return dialer.Dialer(cs, keys.handshake_ms, loop, inner, peer, first, max_frame, log)
+
+
+def start(d, conn):
+    """A Dialer() sends its session's hello on `conn` (its protocol now) and waits for the welcome."""
+    load("dial_hello").start(d, conn)
 
 
 def device_session(sec, peer):
