@@ -21,8 +21,9 @@ _KEPT_CODE = {"pipe_out": ("pipes", "replay"), "pipe_in": ("pipes", "receiver", 
 def check(rt, a):
     """Check assignment a (raises ValueError naming the problem) and start building it: the
     code its nodes keep loaded imported, its sources made. Returns what the next stages fill in
-    ("nodes", "edges"; "code": runtime/deploy.py) and use ("order": the ids, "classes": id -> the
-    class of each step, "runs": whether a source reads runs of values)."""
+    ("nodes", "edges"; "code": runtime/deploy.py) and use ("order": the ids, "inputs": their
+    inputs in the same order, "classes": id -> the class of each step, "runs": whether a source
+    reads runs of values)."""
     if type(a) is not dict:
         raise ValueError("assignment must be an object")
     specs = a.get("steps")
@@ -32,6 +33,7 @@ def check(rt, a):
     runs = free_running(rt, specs)
     nodes = {}
     order = []
+    inputs = []
     classes = {}
     from sensormesh.device.steps import kinds
     try:
@@ -42,6 +44,7 @@ def check(rt, a):
             if sid in nodes:
                 raise ValueError("step id %r is used twice" % sid)
             order.append(sid)
+            inputs.append(spec.get("inputs"))
             nodes[sid] = None
             kind = spec.get("type")
             if kind == "source":
@@ -52,7 +55,7 @@ def check(rt, a):
                     raise kinds.unknown(sid, kind)
     finally:
         forget("sensormesh.device.steps.kinds")
-    return {"nodes": nodes, "order": order, "edges": [], "classes": classes, "runs": runs}
+    return {"nodes": nodes, "order": order, "inputs": inputs, "edges": [], "classes": classes, "runs": runs}
 
 
 def free_running(rt, specs):

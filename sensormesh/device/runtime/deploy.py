@@ -25,10 +25,12 @@ from sensormesh.device.steps import StepError, rare_call
 def on_deploy(rt, session, body):
     # the garbage of what came before is collected first (building needs free blocks)
     collect()
-    a = body.get("assignment") if type(body) is dict and "assignment" in body else body
     old_code = rt.code
     try:
-        built = build(rt, a)
+        built = build(rt, body)
+        # the last stage of building, from this function: the assignment is gone with build's
+        # frame (a stale reference left in it could have kept it for the garbage collector)
+        rare_call("sensormesh.device.steps.wiring", "connect_all", built)
     except (ValueError, TypeError, StepError) as e:
         rt.code = old_code
         rt.log("deploy refused: %s" % e)
@@ -40,7 +42,7 @@ def on_deploy(rt, session, body):
     finally:
         collect()
     rt.rare("stop", "teardown", True)        # keep: the pipes carry over
-    rt.rare("install", "install", a, built)
+    rt.rare("install", "install", built)
     rt.probe = probe(rt, built) if rt.metrics else None
     finish(rt, session, body)
 
@@ -73,11 +75,17 @@ def probe(rt, built):
     return p
 
 
-def build(rt, a):
-    """Assignment a checked and its nodes built, stage by stage (the module notes): a dict of
-    its shipped code ("code"), its nodes by id ("nodes"), their ids in order ("order") and its
-    edges ("edges": upstream id, downstream id, port). A bad one raises ValueError, or StepError
-    for a step's spec, naming the step and the problem."""
+def build(rt, body):
+    """The assignment of the deploy message's body checked and its nodes built, stage by stage
+    (the module notes), but for the wiring: a dict of its shipped code ("code"), its nodes by id
+    ("nodes"), their ids in order ("order"), their inputs ("inputs"), its edges ("edges", filled in
+    by the wiring: upstream id, downstream id, port), its "pipeline" and "epoch". A bad one raises
+    ValueError, or StepError for a step's spec, naming the step and the problem. The assignment
+    leaves the body: once its pipes are made nothing holds it, so the wiring, a deployment's
+    fullest moment, is without it."""
+    a = body
+    if type(body) is dict and "assignment" in body:
+        a = body.pop("assignment")
     try:
         code = rt.rare("shipped", "run_code", a)
         built = rt.rare("build", "check", a)
@@ -89,5 +97,6 @@ def build(rt, a):
         forget("sensormesh.device.runtime.shipped_names")
         forget("sensormesh.device.steps.more_params")
     rt.rare("build_pipes", "make_pipes", a, built)
-    rare_call("sensormesh.device.steps.wiring", "connect_all", a, built)
+    built["pipeline"] = a.get("pipeline")
+    built["epoch"] = a.get("epoch", 0)
     return built

@@ -7,8 +7,8 @@
 from sensormesh.device.runtime import Source
 
 
-def install(rt, a, built):
-    """Put the assignment a, built (deploy.build), in place of the stopped one (its pipes'
+def install(rt, built):
+    """Put the assignment built (deploy.build) in place of the stopped one (its pipes'
     numbering carried over)."""
     nodes = built["nodes"]
     order = built["order"]
@@ -19,8 +19,8 @@ def install(rt, a, built):
     rt.order = order
     rt.holding = 0
     rt.holders = 0
-    rt.pipeline = a.get("pipeline")
-    rt.epoch = a.get("epoch", 0)
+    rt.pipeline = built["pipeline"]
+    rt.epoch = built["epoch"]
     rt.sources = [nodes[i] for i in order if isinstance(nodes[i], Source)]
     rt.pipe_outs = {}
     rt.pipe_ins = {}

@@ -6,13 +6,15 @@
 from sensormesh.device.steps import Step, StepError, emitter, one_by_one
 
 
-def connect_all(a, built):
-    """Each node of the assignment a connected to the outputs of its inputs, in the order of the
-    specs and their inputs; the edges (upstream id, downstream id, port) in built["edges"]."""
+def connect_all(built):
+    """Each node of a built assignment connected to the outputs of its inputs, in the order of
+    its specs (built["order"], built["inputs"]) and their inputs; the edges (upstream id,
+    downstream id, port) in built["edges"]."""
     nodes = built["nodes"]
-    for spec in a["steps"]:
-        sid = spec["id"]
-        inputs = spec.get("inputs") or []
+    inputs_of = built["inputs"]
+    for i in range(len(inputs_of)):
+        sid = built["order"][i]
+        inputs = inputs_of[i] or []
         for port in range(len(inputs)):
             up = inputs[port]
             if up not in nodes:
