@@ -1,18 +1,18 @@
 # A dial's first step, loaded for it and forgotten before the welcome arrives (basics.idle()):
 # a device's dial (the peer as its deployment prepared it, or looked up again) and the hello of
-# a client session (dialer.Hello.start). It needs basics.py and channel.py, not wire.py: a
+# a client session (its start()). It needs basics.py and channel.py, not wire.py: a
 # device's pipe sends its hello with the least of the handshake's code in memory.
 import os
 
 from sensormesh.device.secure import HELLO_MAX_FRAME, busy, load
 from sensormesh.device.secure.basics import _NONCE, VERSION, HandshakeError, _transcript, idle, stamps
 from sensormesh.device.secure.channel import b64encode, hmac_sha256
-from sensormesh.device.secure.dialer import Dialer, Hello
+from sensormesh.device.secure.dialer import Dialer
 
 
 def hello(h):
-    """The hello of client session `h` (a dialer.Hello): its nonce, transcript and MAC are kept
-    in h for the welcome's check."""
+    """The hello of client session `h` (a hello.Hello, or a Dialer as its own session): its
+    nonce, transcript and MAC are kept in h for the welcome's check."""
     ts = int(h.clock())
     nonce = os.urandom(_NONCE)
     transcript = _transcript(h.me, h.server, ts, nonce)
@@ -37,14 +37,11 @@ def dial(sec, conn, protocol, peer, first):
             known = load("keys").prepare_peer(sec, peer)
             if known is not None:
                 sec.prepared[peer] = known
-        if known is not None:
-            cs = Hello(sec.identity.name, peer, known)
-        else:
-            cs = load("hello").device_session(sec, peer)
+        cs = None if known is not None else load("hello").device_session(sec, peer)
     except MemoryError:
         conn.close("no memory free for the handshake with %s" % peer)
         raise
-    d = Dialer(cs, sec.handshake_ms, dev.loop, protocol, peer, first, dev.max_frame, dev.log)
+    d = Dialer(cs, sec.handshake_ms, dev.loop, protocol, peer, first, dev.max_frame, dev.log, sec.name, known)
     conn.protocol = d
     start(d, conn)
     return conn

@@ -1,50 +1,34 @@
-# The client side of one handshake while it runs, as small as a device's pipe needs it: Hello (a
-# client session's state: the server, its role, pair key and key fingerprint as known, the
-# hello sent) and the Dialer that runs a client session in front of a connection's protocol
-# object until the session is up. Its steps are modules of their own, loaded for each and
-# forgotten after (basics.idle()): a device's dial and its hello (dial_hello.py), the check of
-# the welcome and the session's keys (wire.py), a failure (dial_failed.py). While a dial waits for its
-# welcome a board holds this module and basics.py only. Looking the server up in a trust store
-# is hello.py's ClientSession, built on Hello (processes that are not devices, and a device's
-# dial to a peer it does not trust as a device, refused with its error).
+# The client side of one handshake while it runs, as small as a device's pipe needs it: the
+# Dialer that runs a client session in front of a connection's protocol object until the session
+# is up; a device's dial to a peer its deployment prepared is its own session (the server, its
+# role, pair key and key fingerprint as known, the hello sent). Its steps are modules of their
+# own, loaded for each and forgotten after (basics.idle()): a device's dial and its hello
+# (dial_hello.py), the check of the welcome and the session's keys (wire.py), a failure
+# (dial_failed.py). While a dial waits for its welcome a board holds this module and basics.py
+# only. Looking the server up in a trust store is hello.py's ClientSession (processes that are
+# not devices, and a device's dial to a peer it does not trust as a device, refused with its
+# error).
 from sensormesh.device.compat import unix_time
 from sensormesh.device.secure import busy, load
 from sensormesh.device.secure.basics import HandshakeError, idle
 from sensormesh.device.secure.channel import wrap_limit
 
 
-class Hello:
-    """The client side of one handshake with `server`, whose (role, pair key, fingerprint) are
-    `known`: start() -> the hello to send (dial_hello.py); receive(reply) checks the welcome
-    (wire.check_welcome; HandshakeError if it fails) and sets wrap/unwrap (Connection.wrap/unwrap)
-    and done. Between the two it is plain data: no code of either step stays loaded."""
-
-    def __init__(self, me, server, known, clock=None):
-        self.me = me
-        self.server = server
-        self.known = known
-        self.clock = clock or unix_time
-        self._pending = None     # (nonce, transcript, mac) of the hello sent
-        self.done = False
-        self.wrap = None
-        self.unwrap = None
-
-    def start(self):
-        return load("dial_hello").hello(self)
-
-    def receive(self, msg):
-        load("wire").check_welcome(self, msg)
-
-
 class Dialer:
-    """A client session (`cs`: a Hello, or hello.ClientSession) in front of another protocol
-    object (a pipe's); dial_hello.start(dialer, conn) sends the hello. `first` leaves once the session is up, and so
-    do messages sent meanwhile. Then it hands the connection to that object (conn.protocol) and is garbage: a
-    board keeps no handshake code for its open pipes. A refusal reaches inner.on_message as
-    {"error": ...}, then the connection closes."""
+    """A client session (`cs`: a hello.ClientSession, or with cs None the Dialer itself) in front
+    of another protocol object (a pipe's); dial_hello.start(dialer, conn) sends the hello.
+    `first` leaves once the session is up, and so do messages sent meanwhile. Then it hands the
+    connection to that object (conn.protocol) and is garbage: a board keeps no handshake code for
+    its open pipes. A refusal reaches inner.on_message as {"error": ...}, then the connection
+    closes.
 
-    def __init__(self, cs, handshake_ms, loop, inner, peer, first, max_frame, log):
-        self.session = cs
+    As its own session (a device's dial to a peer its deployment prepared: `me`, the device's
+    name; `known`, the server's (role, pair key, fingerprint)) it is what hello.Hello is, with no
+    object of its own: start() -> the hello to send (dial_hello.py); receive(reply) checks the
+    welcome (wire.check_welcome; HandshakeError if it fails) and sets wrap/unwrap and done."""
+
+    def __init__(self, cs, handshake_ms, loop, inner, peer, first, max_frame, log, me=None, known=None):
+        self.session = cs if cs is not None else self
         self.handshake_ms = handshake_ms
         self.loop = loop
         self.inner = inner
@@ -56,6 +40,18 @@ class Dialer:
         self.timer = None
         self.conn = None         # the connection, once the hello is sent
         self.up = False
+        if cs is None:
+            self.me = me
+            self.server = peer
+            self.known = known
+            self.clock = unix_time
+            self._pending = None     # (nonce, transcript, mac) of the hello sent
+
+    def start(self):
+        return load("dial_hello").hello(self)
+
+    def receive(self, msg):
+        load("wire").check_welcome(self, msg)
 
     def _done(self):
         # this dial's handshake is over (up, failed, expired or closed): its session is garbage

@@ -1,15 +1,39 @@
 # The client side of the handshake for processes that are not devices (the controller, tools,
 # tests): ClientSession looks the server up in a trust store and computes the pair key (keys.py)
-# before the hello, then runs dialer.py's Hello; dial() puts it in front of a connection with
+# before the hello, then runs Hello (what dialer.Dialer is as a device's own session); dial() puts it in front of a connection with
 # dialer.py's Dialer. A device dialing a peer its deployment prepared needs none of this module
 # (dialer.py and wire.py only); it loads it only to refuse a peer it does not trust as a device.
 from sensormesh.device import codec, transport
+from sensormesh.device.compat import unix_time
 from sensormesh.device.secure import DEFAULT_HANDSHAKE_MS, load
 from sensormesh.device.secure import dialer
 from sensormesh.device.secure.keys import HandshakeError, PairCache, _check_role, _Side
 
 
-class ClientSession(_Side, dialer.Hello):
+class Hello:
+    """The client side of one handshake with `server`, whose (role, pair key, fingerprint) are
+    `known` (dialer.Dialer is this as its own session, for a device's prepared dial): start() -> the hello to send (dial_hello.py); receive(reply) checks the welcome
+    (wire.check_welcome; HandshakeError if it fails) and sets wrap/unwrap (Connection.wrap/unwrap)
+    and done. Between the two it is plain data: no code of either step stays loaded."""
+
+    def __init__(self, me, server, known, clock=None):
+        self.me = me
+        self.server = server
+        self.known = known
+        self.clock = clock or unix_time
+        self._pending = None     # (nonce, transcript, mac) of the hello sent
+        self.done = False
+        self.wrap = None
+        self.unwrap = None
+
+    def start(self):
+        return load("dial_hello").hello(self)
+
+    def receive(self, msg):
+        load("wire").check_welcome(self, msg)
+
+
+class ClientSession(_Side, Hello):
     """Connecting side. start() -> hello to send; receive(reply) -> None when done, or HandshakeError.
 
     server: the name of the side we connect to (its public key must be in our trust store).
@@ -21,7 +45,7 @@ class ClientSession(_Side, dialer.Hello):
 
     def __init__(self, identity, trust, server, roles=None, clock=None, pairs=None, known=None):
         _Side.__init__(self, identity, trust, roles, clock)
-        dialer.Hello.__init__(self, identity.name, server, known, self.clock)
+        Hello.__init__(self, identity.name, server, known, self.clock)
         self.pairs = pairs
 
     def start(self):
@@ -34,7 +58,7 @@ class ClientSession(_Side, dialer.Hello):
             _check_role(self.known[0], self.roles, "server", self.server)
         except HandshakeError as e:
             self._fail(e)
-        return dialer.Hello.start(self)
+        return Hello.start(self)
 
     def _look_up(self):
         role, key = self.trust.lookup(self.server, "server")
@@ -45,7 +69,7 @@ class ClientSession(_Side, dialer.Hello):
     def receive(self, msg):
         self._check_state()
         try:
-            dialer.Hello.receive(self, msg)
+            Hello.receive(self, msg)
         except HandshakeError as e:
             self._fail(e)
 

@@ -1,6 +1,6 @@
 # The handshake's messages as both sides check them: the checks of a message's fields (a name,
 # a binary field, a message's body and version), the session keys (HKDF over the transcript) and
-# the client's check of the server's welcome (check_welcome: dialer.Hello.receive). What a
+# the client's check of the server's welcome (check_welcome: a client session's receive()). What a
 # device's dial needs before its welcome arrives (the error, the transcript, the trust
 # files' stamps, forgetting the handshake's code) is basics.py's, re-exported here: a prepared
 # dial loads this module only to check its welcome (a refusal's check is dial_failed.py's). The trust store, the pair-key cache
@@ -76,9 +76,9 @@ def _name(body, field):
 
 # -- the client's last step ------------------------------------------------------------------------
 def check_welcome(h, msg):
-    """Check the answer `msg` to client session `h`'s hello (a dialer.Hello): HandshakeError if
-    it is a refusal or fails a check; else set h's wrap/unwrap (Connection.wrap/unwrap), its
-    peer, role and key fingerprint, and done."""
+    """Check the answer `msg` to client session `h`'s hello (a hello.Hello, or a dialer.Dialer as
+    its own session): HandshakeError if it is a refusal or fails a check; else set h's
+    wrap/unwrap (Connection.wrap/unwrap), its peer, role and key fingerprint, and done."""
     if h._pending is None:
         raise HandshakeError("malformed", "start() the handshake before receiving")
     server = h.server
