@@ -1,5 +1,5 @@
-# The device's entry point: argv -> configuration dict (options.py) -> core.run(). Runs on both
-# interpreters:
+# The device's entry point: argv -> configuration dict (options.py) -> core.start() and the loop. Runs on
+# both interpreters:
 #     micropython -m sensormesh.device --port 7000 --sensors dht11,co2
 #     python -m sensormesh.device --config device.json
 # A board's main.py calls core.run(config) itself; `sensormesh worker` builds the same dict with click.
@@ -9,7 +9,7 @@
 import sys
 
 from sensormesh.device.compat import unload
-from sensormesh.device.core import log, run
+from sensormesh.device.core import log, start
 from sensormesh.device.sensors import SensorError
 
 
@@ -28,7 +28,14 @@ def main(argv=None, config=None):
                 cfg = json.load(f)
         cfg.setdefault("port", 7000)
         cfg.setdefault("host", "0.0.0.0")
-        run(cfg)
+        # core.run(cfg) without holding cfg while the device runs: its paths and specs (about
+        # 1 KB on a board with keys) are needed only to start it
+        dev = start(cfg)
+        cfg = None
+        try:
+            dev.run()
+        except KeyboardInterrupt:
+            dev.log("stopped")
     except (SensorError, ValueError) as e:
         log("device", "configuration error: %s" % e)
         sys.exit(2)
