@@ -1,7 +1,7 @@
 # Checking an assignment, a stage of building it (runtime/deploy.py has the stages; its shipped
 # code has run before): its shape and step ids; the code its nodes keep loaded while they run,
 # imported first, while the heap has the least else in it (the modules of its pipes and of the
-# deliveries of its callbacks, its steps' families: kinds.py finds each step's class); its
+# deliveries of its callbacks, its steps' families, imported once kinds.py has found each step's); its
 # sources, made. Loaded for this stage and forgotten after it on a board running from precompiled
 # .mpy files (and kinds.py with it), so the stages that follow (the steps, the pipes, the wiring)
 # never share the heap with its code, nor with each other's.
@@ -13,7 +13,7 @@ OUTLETS = ("source", "pipe_out", "pipe_in")
 
 # The modules of this package a node keeps loaded while it runs, by its type (besides its class's:
 # a step's family, a source's): a pipe's, and the deliveries of a callback's or a csv file's values
-# to the controller (install.py, deploy.finish).
+# to the controller (install.py, probe_plan.finish).
 _KEPT_CODE = {"pipe_out": ("pipes", "replay"), "pipe_in": ("pipes", "receiver", "pipe_in"),
               "callback": ("delivery",), "csv": ("delivery",)}
 
@@ -50,11 +50,17 @@ def check(rt, a):
             if kind == "source":
                 nodes[sid] = source(rt, sid, spec.get("params") or {})
             elif kind not in OUTLETS:
-                cls = classes[sid] = kinds.step_class(kind, spec.get("params"), runs)
-                if cls is None:
+                fam = kinds.family_of(kind, spec.get("params"), runs)
+                if fam is None:
                     raise kinds.unknown(sid, kind)
+                classes[sid] = (fam, kind)
     finally:
         forget("sensormesh.device.steps.kinds")
+    # the steps' families, imported once kinds.py is forgotten (as kinds.family does)
+    for sid in classes:
+        fam, kind = classes[sid]
+        mod = __import__("sensormesh.device.steps." + fam)
+        classes[sid] = getattr(mod.device.steps, fam).CLASSES[kind]
     return {"nodes": nodes, "order": order, "inputs": inputs, "edges": [], "classes": classes, "runs": runs}
 
 

@@ -10,9 +10,10 @@
 #     runtime/build_pipes.py make its pipes, and find the paths from them to its outputs
 #     steps/wiring.py        connect them
 #   stop.py      stop the running assignment (the pipes of its edges carry over)
-#   install.py   put the new one in its place: pipes, checkpoints, outlets; then this module makes
-#                the metrics probe (probe_plan.py) and sends the reply (finish: here, not in
-#                install.py, which a board would have to load again when its heap is fullest)
+#   install.py   put the new one in its place: pipes, checkpoints, outlets
+#   probe_plan.py its metrics probe (with metrics on), and the reply (finish; not in install.py,
+#                which a board would have to load again for it when its heap is fullest, nor
+#                here, which a board holds through every stage)
 # Each stage's module is loaded for it and forgotten after it on a board running from precompiled
 # .mpy files (Runtime.rare, steps.rare_call, compat.forget), and so is this one after the
 # deployment. A bad assignment is refused naming the problem and the running one goes on; one
@@ -43,36 +44,7 @@ def on_deploy(rt, session, body):
         collect()
     rt.rare("stop", "teardown", True)        # keep: the pipes carry over
     rt.rare("install", "install", built)
-    rt.probe = probe(rt, built) if rt.metrics else None
-    finish(rt, session, body)
-
-
-def finish(rt, session, body):
-    """The assignment installed (and its metrics probe made) runs: the session that
-    deployed it is subscribed to its callback values, and told."""
-    rt.state = "deployed"
-    if rt.deliveries or rt.files:
-        from sensormesh.device.runtime import delivery
-        delivery.subscribed(rt, session, body)
-    else:      # no outlet to deliver from: the session is noted (delivery.py is not loaded)
-        if session not in rt.subscribers:
-            rt.subscribers.append(session)
-        if type(body) is dict and body.get("acks") is True:
-            session.confirms = True
-            rt.confirmed = True
-    n = len(rt.order)
-    rt.log("deployed %s epoch %s: %d steps" % (rt.pipeline, rt.epoch, n))
-    session.conn.send({"deployed": {"pipeline": rt.pipeline, "epoch": rt.epoch, "steps": n}})
-
-
-def probe(rt, built):
-    """The metrics probe of the assignment (probe_plan.py), made once install.py is forgotten;
-    probe_plan.py is forgotten again on return."""
-    from sensormesh.device.runtime.probe_plan import install
-    p = install(rt, built["nodes"], built["edges"])
-    install = None
-    forget("sensormesh.device.runtime.probe_plan")
-    return p
+    rt.rare("probe_plan", "finish", session, body, built)
 
 
 def build(rt, body):

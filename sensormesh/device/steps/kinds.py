@@ -45,10 +45,11 @@ def family(name):
     return getattr(mod.device.steps, name)
 
 
-def step_class(kind, params=None, runs=True):
-    """The class of step type `kind` (imports its family); None for an unknown type. A window
-    whose aggregate is not sum or mean is window_aggs.py's (its puts are there); with runs
-    False (no free-running source feeds the assignment) a step without the batch path of RUNS."""
+def family_of(kind, params=None, runs=True):
+    """The family module (its name) whose class is step type `kind`'s; None for an unknown type.
+    A window whose aggregate is not sum or mean is window_aggs.py's (its puts are there); with
+    runs False (no free-running source feeds the assignment) a step without the batch path of
+    RUNS."""
     fam = None
     if type(kind) is str:
         for line in FAMILIES.split("\n"):
@@ -60,7 +61,13 @@ def step_class(kind, params=None, runs=True):
         fam = RUNS[kind]
     elif fam == "windows" and type(params) is dict and params.get("agg", "mean") not in ("sum", "mean"):
         fam = "window_aggs"
-    return family(fam).CLASSES[kind]
+    return fam
+
+
+def step_class(kind, params=None, runs=True):
+    """The class of step type `kind` (imports its family: family_of); None for an unknown type."""
+    fam = family_of(kind, params, runs)
+    return None if fam is None else family(fam).CLASSES[kind]
 
 
 def unknown(sid, kind):
