@@ -63,7 +63,7 @@ def load_trust(src):
             _add_entry(ts, name, keys[name])
         _revoke_all(ts, src.get("revoked", ()))
         return ts
-    with open(src) as f:
+    with open(src, "rb") as f:
         _scan(f, ts)
     return ts
 
@@ -80,60 +80,79 @@ def _revoke_all(ts, revoked):
             ts.revoke(r)
 
 
+# The JSON punctuation _scan() looks for, as the byte values it reads (a board would intern every
+# distinct character of the file as a name of its own, for good, if it read the file as text).
+# MicroPython's compiler puts the numbers in place of these names; CPython runs them.
+if not MICROPYTHON:
+    const = int
+_BACKSLASH = const(92)
+_QUOTE = const(34)
+_COLON = const(58)
+_OPEN_OBJECT = const(123)     # {
+_CLOSE_OBJECT = const(125)    # }
+_OPEN_ARRAY = const(91)       # [
+_CLOSE_ARRAY = const(93)      # ]
+
+
 def _scan(f, ts):
     # The top object's "keys" object: each value (a small object) is parsed on its own as it
     # ends; its "revoked" array likewise; anything else is skipped. Strings are followed
-    # (escapes included) so braces inside them do not count.
+    # (escapes included) so braces inside them do not count. `f` is read as bytes.
     depth = 0           # nesting of objects and arrays
     in_str = esc = False
-    word = []           # the string being read, while it may be a key (depth 1 or 2)
+    word = None         # the string being read, while it may be a key (depth 1 or 2)
     last = None         # the last string read at depth 1 or 2
     top = None          # the top object's key whose value is being read
     name = None         # the key inside "keys" whose value is being read
-    cap = None          # the characters of the value being captured
+    cap = None          # the bytes of the value being captured
+    start = 0           # where the captured value starts in `chunk`
     until = 0           # the depth at which the captured value ends
     while True:
         chunk = f.read(512)
         if not chunk:
             break
-        for c in chunk:
-            if cap is not None:
-                cap.append(c)
+        if cap is not None:
+            start = 0
+        for i in range(len(chunk)):
+            c = chunk[i]
             if in_str:
                 if esc:
                     esc = False
-                elif c == "\\":
+                elif c == _BACKSLASH:
                     esc = True
-                elif c == '"':
+                elif c == _QUOTE:
                     in_str = False
                     if word is not None:
-                        last = "".join(word)
+                        last = bytes(word).decode()
                 elif word is not None:
                     word.append(c)
-                continue
-            if c == '"':
+            elif c == _QUOTE:
                 in_str = True
-                word = [] if cap is None and depth <= 2 else None
-            elif c == ":":
+                word = bytearray() if cap is None and depth <= 2 else None
+            elif c == _COLON:
                 if depth == 1:
                     top = last
                 elif depth == 2:
                     name = last
-            elif c == "{" or c == "[":
-                if cap is None and ((depth == 2 and top == "keys" and c == "{") or
-                                    (depth == 1 and top == "revoked" and c == "[")):
-                    cap = [c]
+            elif c == _OPEN_OBJECT or c == _OPEN_ARRAY:
+                if cap is None and ((depth == 2 and top == "keys" and c == _OPEN_OBJECT) or
+                                    (depth == 1 and top == "revoked" and c == _OPEN_ARRAY)):
+                    cap = bytearray()
+                    start = i
                     until = depth
                 depth += 1
-            elif c == "}" or c == "]":
+            elif c == _CLOSE_OBJECT or c == _CLOSE_ARRAY:
                 depth -= 1
                 if cap is not None and depth == until:
-                    value = json.loads("".join(cap))
+                    cap.extend(chunk[start:i + 1])
+                    value = json.loads(cap)
                     cap = None
                     if until == 2:
                         _add_entry(ts, name, value)
                     else:
                         _revoke_all(ts, value)
+        if cap is not None:
+            cap.extend(chunk[start:])     # the value goes on in the next chunk
     if depth != 0 or in_str:
         raise ValueError("the trust store file ends before its JSON does")
 
