@@ -19,7 +19,19 @@ def flush(step):
 
 
 def close(step):
-    pass
+    """Cancel the step's timer, if it has one, and close its user object (the instance of a
+    shipped class a map or filter calls), if that has a close(); a family whose close does
+    more defines its own."""
+    timer = getattr(step, "timer", None)
+    if timer is not None:
+        timer.cancel()
+        step.timer = None
+    instance = getattr(step, "instance", None)
+    if instance is not None:
+        step.instance = None
+        close = getattr(instance, "close", None)
+        if close is not None:
+            close()
 
 
 def out_count(step):

@@ -46,10 +46,7 @@ class Throttle(Step):
             self.timer.cancel()
             self._release()
 
-    def close(self):
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+    # close(): base.close cancels the timer
 
 
 class Changes(Step):

@@ -263,10 +263,7 @@ class Heartbeat(Step):
             wait = self.interval
         self.timer = self.ctx.call_later(wait, self._due)
 
-    def close(self):
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+    # close(): base.close cancels the timer
 
     def stats(self):
         s = self.base_stats()
@@ -333,10 +330,7 @@ class Debounce(Step):
                 self.timer = None
             self._send()
 
-    def close(self):
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+    # close(): base.close cancels the timer
 
 
 class Timeout(Step):
@@ -370,10 +364,7 @@ class Timeout(Step):
         self.markers += 1      # silent: one marker, then wait for the next value
         self.emit(self.marker)
 
-    def close(self):
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+    # close(): base.close cancels the timer
 
     def stats(self):
         s = self.base_stats()

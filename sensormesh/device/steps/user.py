@@ -8,12 +8,7 @@ from sensormesh.device.steps import Step
 
 class _UserStep(Step):
     ARGS = ("fn",)     # checked, and the function found, by make.user_setup (build time)
-
-    def close(self):
-        close = getattr(self.instance, "close", None)
-        self.instance = None
-        if close is not None:
-            close()
+    # close(): base.close closes the instance of a shipped class that the step calls
 
 
 class Map(_UserStep):

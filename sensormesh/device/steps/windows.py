@@ -66,12 +66,7 @@ class Window(Step):
         self.emit(out)
         self._release()
 
-    flush = _close
-
-    def close(self):
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+    flush = _close      # close(): base.close cancels the timer
 
     def stats(self):
         self.n_in = self.closed + self.k + self.dropped  # counted here, not per value
