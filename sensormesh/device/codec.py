@@ -58,7 +58,7 @@ if MICROPYTHON:
         """A message's JSON text: a str, whose UTF-8 bytes (memoryview(text)) are its payload."""
         t = type(msg)
         if t is not dict and t is not list:
-            raise ProtocolError("a message must be a dict (control) or list (data), not %s" % t.__name__)
+            raise ProtocolError(_refused().not_a_message(msg))
         text = json.dumps(msg, separators=_SEP)
         # MicroPython's json writes nan/inf as bare words, which is not JSON. Only when such a
         # word appears at all do we pay for a full check by parsing the output back.
@@ -66,7 +66,7 @@ if MICROPYTHON:
             try:
                 json.loads(text)
             except ValueError:
-                raise ProtocolError("value is not JSON-serialisable (NaN or infinity): %r" % (msg,))
+                raise ProtocolError(_refused().not_json(msg))
         return text
 
     def dumps(msg):
@@ -120,26 +120,22 @@ def payloads(msg, max_frame=MIN_MAX_FRAME):
     return out
 
 
+def _refused():
+    """refused.py, which says why a frame or message is refused and checks rare frames; forgotten
+    at once (its code is freed once the caller is done with it)."""
+    from sensormesh.device import refused
+    forget(refused)
+    return refused
+
+
 def _std_loads(payload):
     try:
         if MICROPYTHON:
-            try:
-                return json.loads(payload)   # the bytes as they are, without a text copy of them
-            except ValueError:
-                pass                         # refused: decoded first below, to say why
-        try:
-            text = bytes(payload).decode() if type(payload) is memoryview else payload.decode()
-        except UnicodeError:
-            raise ProtocolError("frame payload is not valid UTF-8")
-        return json.loads(text) if MICROPYTHON else std_decode(text)
-    except ValueError as e:
-        raise ProtocolError("frame payload is not valid JSON: %s" % (e.args[0] if e.args else e))
-    except (RuntimeError, MemoryError):
-        # CPython: RecursionError (a RuntimeError) from a deeply nested frame; MicroPython:
-        # a heap full of nested lists. Either way the frame is refused, not the process.
-        text = None
-        raise ProtocolError("frame nests arrays or objects deeper than %d levels, or does not fit "
-                            "this device's memory once decoded" % MAX_DEPTH)
+            return json.loads(payload)   # the bytes as they are, without a text copy of them
+        return std_decode(bytes(payload).decode() if type(payload) is memoryview else payload.decode())
+    except (ValueError, RuntimeError, MemoryError) as e:
+        # not UTF-8, not JSON, too deep for the parser or for the heap: refused.py says which
+        raise ProtocolError(_refused().unreadable(payload, e))
 
 
 def decode_payload(payload):
@@ -151,30 +147,27 @@ def decode_payload(payload):
     opens = payload.count(b"[") + payload.count(b"{")
     if MICROPYTHON and opens > MAX_DEPTH and opens * _CONTAINER_BYTES > gc.mem_free():
         # Built, its arrays and objects could take a quarter of the free heap or more: read
-        # the depth from the bytes first (deep.py), so a deep frame never fills the heap. (The
-        # free heap is asked only then: gc.mem_free() walks the heap's whole allocation table.)
-        from sensormesh.device import deep
-        try:
-            deep.check(payload, MAX_DEPTH)
-        finally:
-            forget(deep)
+        # the depth from the bytes first (refused.check), so a deep frame never fills the heap.
+        # (The free heap is asked only then: gc.mem_free() walks the heap's whole allocation
+        # table.)
+        _refused().check(payload, MAX_DEPTH)
     msg = _std_loads(payload) if MICROPYTHON else loads(payload)
     if opens > MAX_DEPTH:
         check_depth(msg)
     t = type(msg)
     if t is not dict and t is not list:
-        raise ProtocolError("frame holds a JSON %s; a message must be an object (control) or an array (data)"
-                            % _json_kind(msg))
+        raise ProtocolError(_refused().not_a_container(msg))
     return msg
 
 
 def check_depth(msg, limit=MAX_DEPTH):
-    """Raise ProtocolError if msg nests lists/dicts deeper than limit (iterative: no recursion)."""
+    """Raise ProtocolError if msg nests lists/dicts deeper than limit (iterative: no recursion).
+    (Data messages of many values pass here often: it stays resident.)"""
     todo = [(msg, 1)]
     while todo:
         v, d = todo.pop()
         if d > limit:
-            raise ProtocolError("frame nests arrays or objects deeper than %d levels" % limit)
+            raise ProtocolError(_refused().too_deep(limit))
         if type(v) is dict:
             v = v.values()
         elif type(v) is not list:
@@ -183,16 +176,6 @@ def check_depth(msg, limit=MAX_DEPTH):
             t = type(x)
             if t is list or t is dict:
                 todo.append((x, d + 1))
-
-
-def _json_kind(v):
-    if v is None:
-        return "null"
-    if v is True or v is False:
-        return "boolean"
-    if type(v) is str:
-        return "string"
-    return "number"
 
 
 # A decoder drops the frames it has returned from the front of its buffer once they take more
@@ -229,7 +212,7 @@ class Decoder:
     def _read_header(self):
         n = struct.unpack_from("!I", self._buf, self._pos)[0]
         if n > self.max_frame:
-            self._fail("frame of %d bytes exceeds the limit of %d bytes" % (n, self.max_frame))
+            self._fail(_refused().too_large(n, self.max_frame))
         self._need = n
         self._pos += _HEADER_SIZE
 
@@ -289,7 +272,5 @@ class Decoder:
     def close(self):
         """Call at end of stream: raises ProtocolError if a frame was cut off."""
         left = len(self._buf) - self._pos
-        if self._need >= 0:
-            self._fail("stream ended inside a frame: %d of %d payload bytes received" % (left, self._need))
-        if left:
-            self._fail("stream ended inside a frame header: %d of 4 bytes received" % left)
+        if left or self._need >= 0:
+            self._fail(_refused().cut_off(left, self._need))

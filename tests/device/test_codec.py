@@ -316,7 +316,7 @@ def test_a_deep_frame_is_refused_from_its_bytes_before_a_board_builds_it():
     # On a board, a frame whose containers could fill a good part of the heap has its depth read
     # from the bytes first (under a board's heap: tests/test_heap.py). CPython parses and then
     # checks; both name the depth.
-    from sensormesh.device import deep
+    from sensormesh.device import refused
     for payload in (b"[" * 4000, b"[" * 2000 + b"]" * 2000, b'{"hello":' * 400 + b"1" + b"}" * 400):
         try:
             codec.decode_payload(payload)
@@ -327,12 +327,12 @@ def test_a_deep_frame_is_refused_from_its_bytes_before_a_board_builds_it():
         assert "deeper than %d levels" % codec.MAX_DEPTH in m or (payload[-1] == 91 and "not valid JSON" in m), m
     # the byte reading itself: strings (with escaped quotes) do not count, depth 32 passes
     ok = codec.MAX_DEPTH
-    deep.check(b"[" * ok + b"]" * ok, ok)
+    refused.check(b"[" * ok + b"]" * ok, ok)
     tricky = ["[[[[\\", "\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"", {"k": "{{{{\\\""}]
-    deep.check(codec.dumps(tricky), 2)      # strings with escaped quotes and backslashes
+    refused.check(codec.dumps(tricky), 2)      # strings with escaped quotes and backslashes
     for bad in (b"[" * (ok + 1), b'{"a":' * (ok + 1), codec.dumps(["\\\"", 1])[:-1] + b"," + b"[" * ok):
         try:
-            deep.check(bad, ok)
+            refused.check(bad, ok)
             raise AssertionError("passed %r" % bad[:40])
         except ProtocolError as e:
             assert "deeper than %d levels" % ok in e.args[0]
