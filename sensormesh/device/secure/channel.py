@@ -37,8 +37,9 @@ _SEAL_STEP = 96 if MICROPYTHON else 49152
 if MICROPYTHON:
     import cryptolib
 
-    class InvalidToken(Exception):
-        """The token is malformed, was not made with this key, was altered, or has expired."""
+    # The token is malformed, was not made with this key, was altered, or has expired: on a
+    # board a ValueError (a class of its own would stay resident), on CPython cryptography's.
+    InvalidToken = ValueError
 
     def _cbc(key, iv, encrypt):
         # AES-128-CBC: f(src, dst) over memoryviews whose length is a multiple of 16 (in place
@@ -76,18 +77,16 @@ def hmac_sha256(key, msg, more=None):
     """HMAC-SHA256 (RFC 2104) of msg (then `more`, if given): MicroPython has no hmac module."""
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
+    # the key XOR the inner and outer pads (0x36, 0x5c bytes), as integers: made for each call,
+    # rather than kept as two 64-byte integers a board holds for good
     k = int.from_bytes(key + bytes(64 - len(key)), "big")
-    inner = hashlib.sha256((k ^ _IPAD).to_bytes(64, "big"))
+    inner = hashlib.sha256((k ^ int.from_bytes(b"\x36" * 64, "big")).to_bytes(64, "big"))
     inner.update(msg)
     if more is not None:
         inner.update(more)
-    outer = hashlib.sha256((k ^ _OPAD).to_bytes(64, "big"))
+    outer = hashlib.sha256((k ^ int.from_bytes(b"\x5c" * 64, "big")).to_bytes(64, "big"))
     outer.update(inner.digest())
     return outer.digest()
-
-
-_IPAD = int.from_bytes(b"\x36" * 64, "big")
-_OPAD = int.from_bytes(b"\x5c" * 64, "big")
 
 
 def equal(a, b):
