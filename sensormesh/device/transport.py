@@ -271,7 +271,9 @@ class Connection:
         if self.wrap is None:
             if not MICROPYTHON:
                 codec.encode_into(self.out, msg, limit)
-                self._queued()
+                if not self._dirty:
+                    self._dirty = True
+                    self.loop._dirty.append(self)
                 return
         elif 0 < self.wrap_limit < limit:
             # A token is larger than its payload: split so that every token fits the peer's limit.
@@ -315,7 +317,9 @@ class Connection:
                 chunks.append(struct.pack("!I", n))
                 chunks.append(payload)
             self.queued += 4 + n
-            self._queued()
+            if not self._dirty:     # flushed at the end of this loop turn
+                self._dirty = True
+                self.loop._dirty.append(self)
 
         def backlog(self):
             """Bytes queued but not yet sent."""
@@ -328,7 +332,9 @@ class Connection:
                 payload = self.wrap(payload)
             self.out += struct.pack("!I", len(payload))
             self.out += payload
-            self._queued()
+            if not self._dirty:     # flushed at the end of this loop turn
+                self._dirty = True
+                self.loop._dirty.append(self)
 
         def backlog(self):
             """Bytes queued but not yet sent."""
@@ -346,11 +352,6 @@ class Connection:
         if h and not self.closed:
             h(self)
 
-    def _queued(self):
-        if not self._dirty:
-            self._dirty = True
-            self.loop._dirty.append(self)
-
     def writable(self):
         """True while the producer may add more output. After a False, on_drain(conn) follows
         once the backlog is down to half of HIGH_WATER."""
@@ -359,43 +360,35 @@ class Connection:
         self._blocked = True
         return False
 
-    def _send_some(self):
-        """One send() of queued output; returns False if the connection failed."""
-        try:
-            if MICROPYTHON:
-                c = self.chunks[0]
-                n = self.sock.send(memoryview(c)[self.chunk_off:] if self.chunk_off else c)
-                if n is None:
-                    n = 0
-                self.chunk_off += n
-                if self.chunk_off >= len(c):
-                    self.chunks.pop(0)
-                    self.chunk_off = 0
-                self.queued -= n
-            else:
-                n = self.sock.send(self.out)
-                del self.out[:n]
-        except OSError as e:
-            en = errno_of(e)
-            if en in WOULD_BLOCK:
-                return True
-            self.close("closed by peer" if en in (32, 104) else "send failed: %s" % e)
-            return False
-        self.bytes_out += n
-        return True
-
     def flush(self):
         self._dirty = False
         if self.closed or self.connecting:
             return
-        if MICROPYTHON:
-            before = -1
-            while self.chunks and self.queued != before:
-                before = self.queued
-                if not self._send_some():
-                    return
-        elif self.out:
-            if not self._send_some():
+        try:
+            if MICROPYTHON:
+                # a send() per chunk while the socket takes them
+                chunks = self.chunks
+                before = -1
+                while chunks and self.queued != before:
+                    before = self.queued
+                    c = chunks[0]
+                    off = self.chunk_off
+                    n = self.sock.send(memoryview(c)[off:] if off else c) or 0
+                    off += n
+                    if off >= len(c):
+                        chunks.pop(0)
+                        off = 0
+                    self.chunk_off = off
+                    self.queued -= n
+                    self.bytes_out += n
+            elif self.out:
+                n = self.sock.send(self.out)
+                del self.out[:n]
+                self.bytes_out += n
+        except OSError as e:
+            en = errno_of(e)
+            if en not in WOULD_BLOCK:
+                self.close("closed by peer" if en in (32, 104) else "send failed: %s" % e)
                 return
         left = self.backlog()
         self._set_mask(_POLLIN | _POLLOUT if left else _POLLIN)
@@ -458,7 +451,7 @@ class Connection:
             try:
                 self.decoder.close()
             except codec.ProtocolError as e:
-                self.close("end of stream: %s" % e.args[0])
+                self.close(e.args[0])       # (the stream ended inside a frame: how far)
                 return
             self.close("closed by peer")
             return
