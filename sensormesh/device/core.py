@@ -83,8 +83,10 @@ class Inbound:
             body = msg[key]
         if sec is not None and not sec.permit(self, key):
             return
-        if self.kind == "stream":
-            self.fail(conn, "bad-request", "this connection is streaming; open another connection for %r" % key)
+        if self.kind == "stream":   # refused: a streaming connection takes no control message
+            from sensormesh.device import control
+            control.handle(self.device, self, key, body)
+            forget(control)
             return
         self.device.dispatch(self, key, body)
 
@@ -157,7 +159,7 @@ class Device:
     def _on_loop_error(self, exc, where):
         self.errors += 1
         self.log("error in %s: %s: %s" % (getattr(where, "__name__", where), type(exc).__name__, exc))
-        if hasattr(sys, "print_exception"):
+        if MICROPYTHON:
             sys.print_exception(exc)
         else:
             import traceback
@@ -245,14 +247,12 @@ class Device:
 
     def on_poll(self, ev):
         # `exit_with_stdin` (boot.py registers the device for its standard input): the process
-        # that started this device holds the other end. When that process ends, even killed
-        # with SIGKILL, the input closes and the device stops, so no device outlives the
-        # controller that ran it.
-        data = sys.stdin.buffer.read(1) if ev & 1 else b""
-        if not data:        # end of input (or hang-up): the starter is gone
-            self.loop.unregister(sys.stdin)
-            self.log("standard input closed: the process that started this device stopped it or is gone")
-            raise KeyboardInterrupt
+        # that started this device holds the other end and writes nothing to it. When that
+        # process ends, even killed with SIGKILL, the input closes and the device stops
+        # (control.stdin_event), so no device outlives the controller that ran it.
+        from sensormesh.device import control
+        control.stdin_event(self, ev)
+        forget(control)
 
     def run(self):
         try:
