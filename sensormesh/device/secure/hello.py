@@ -30,6 +30,8 @@ class Hello:
         return load("dial_hello").hello(self)
 
     def receive(self, msg):
+        if self._pending is None:
+            raise HandshakeError("malformed", "start() the handshake before receiving")
         load("wire").check_welcome(self, msg)
 
 

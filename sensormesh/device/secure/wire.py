@@ -42,16 +42,17 @@ def _keys(pair, cnonce, snonce, transcript, mac, server):
 
 
 def _bin(body, field, size):
+    # b64 of size bytes is 4 * ceil(size / 3) characters: checked before decoding anything.
+    # (One message for each way it can fail: a handshake module's strings stay in memory.)
     v = body.get(field)
-    # b64 of size bytes is 4 * ceil(size / 3) characters: check before decoding anything.
-    if type(v) is not str or len(v) != (size + 2) // 3 * 4:
+    b = None
+    if type(v) is str and len(v) == (size + 2) // 3 * 4:
+        try:
+            b = b64decode(v)
+        except (ValueError, UnicodeError):
+            pass
+    if b is None or len(b) != size:
         raise HandshakeError("malformed", "%r must be %d bytes in url-safe base64" % (field, size))
-    try:
-        b = b64decode(v)
-    except (ValueError, UnicodeError):
-        raise HandshakeError("malformed", "%r is not url-safe base64" % field)
-    if len(b) != size:
-        raise HandshakeError("malformed", "%r must be %d bytes" % (field, size))
     return b
 
 
@@ -79,8 +80,6 @@ def check_welcome(h, msg):
     """Check the answer `msg` to client session `h`'s hello (a hello.Hello, or a dialer.Dialer as
     its own session): HandshakeError if it is a refusal or fails a check; else set h's
     wrap/unwrap (Connection.wrap/unwrap), its peer, role and key fingerprint, and done."""
-    if h._pending is None:
-        raise HandshakeError("malformed", "start() the handshake before receiving")
     server = h.server
     if type(msg) is dict and "error" in msg:
         raise load("dial_failed").refusal(server, msg)
