@@ -1,9 +1,17 @@
 # A pipe_out's rarely run parts (pipes.py has what runs per value): its connections (dialing,
 # taking a connection, losing one, closing), the receiver's "expect" and errors, adopting a
-# numbering. PipeOut finds these through __getattr__ (steps/__init__.py, Rarely):
-# this module is loaded per call and forgotten after it on a board running .mpy files. Each
-# function takes the PipeOut first.
+# numbering, its replay buffer's bound back up. PipeOut finds these through __getattr__
+# (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it on a board
+# running .mpy files. Each function takes the PipeOut first.
 from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS
+
+
+def bound_back(po, free):
+    """An acknowledgement found `free` bytes of heap, room again (pipes.py's notes): the replay
+    buffer's bound is the configured one again."""
+    po.tx.cap = po.bound
+    po.rt.log("pipe %s: %d bytes of heap free again: its replay buffer holds up to %d values"
+              % (po.edge, free, po.tx.cap))
 
 
 def _retire(po, conn):

@@ -78,7 +78,7 @@ class PipeOut(Rarely):
     # happens while the heap may be low, when loading a module could fail.
     RARE_IN = "sensormesh.device.runtime.pipe_links"
     # It is made and set up by build_pipes.pipe_out.
-    RARE = ("_retire", "pipe_metrics", "fresh", "adopt", "stats",
+    RARE = ("_retire", "pipe_metrics", "fresh", "adopt", "stats", "bound_back",
             "start", "on_connect", "on_close", "on_control", "flush", "close")
 
     # its wiring: kept here, as a deployment's build, its fullest moment, wires it
@@ -196,7 +196,7 @@ class PipeOut(Rarely):
         while conn is not None and conn.writable():
             first = tx.sent
             high = tx.high
-            spooled = tx.from_spool()
+            spooled = tx.sent < tx.mbase     # from the spool: sent at a limited rate
             vals = tx.take(MAX_FRAME_VALUES)
             if vals is None:
                 return
@@ -221,7 +221,7 @@ class PipeOut(Rarely):
         self.rt.resume_sources()
 
     def position(self):
-        return self.tx.position()
+        return [self.tx.next_seq(), self.tx.run]
 
     def _dial(self):
         self.retry_timer = None
@@ -264,9 +264,7 @@ class PipeOut(Rarely):
             if tx.ack(msg["ack"], msg.get("mark")):
                 self.roomy = len(tx.buf) + HEAP_CHECK
                 if tx.cap < self.bound and _mem_free() >= HEAP_RISE:
-                    tx.cap = self.bound      # the heap has room again (module notes)
-                    self.rt.log("pipe %s: %d bytes of heap free again: its replay buffer holds up to %d values"
-                                % (self.edge, _mem_free(), tx.cap))
+                    self.bound_back(_mem_free())   # the heap has room again (module notes): pipe_links.py
                 self.asked = False
                 if self.tx.jumped:
                     self._jumped()

@@ -174,10 +174,6 @@ class Sender:
             self.base = self.mbase = self.sent
         return out
 
-    def from_spool(self):
-        """True while the values to send next come from the spool (sent at a limited rate)."""
-        return self.sent < self.mbase
-
     def ack(self, n, mark=None):
         """The receiver acknowledges every value before n; returns how many left the buffer."""
         if type(n) is not int or n <= self.base:
@@ -239,6 +235,3 @@ class Sender:
                     shifted[e] = [m[0], m[1], k]
             mark = shifted or None
         return [self.sent, self.run, mark, self.cap]
-
-    def position(self):
-        return [self.next_seq(), self.run]

@@ -41,11 +41,8 @@ class Window(Step):
         elif k == 1:
             self._hold()
             if self.frame:
-                self.timer = self.ctx.call_later(self.frame, self._expire)
-
-    def _expire(self):
-        self.timer = None
-        self._close()
+                # the time frame's end closes it (_close cancels the timer that fired: no harm)
+                self.timer = self.ctx.call_later(self.frame, self._close)
 
     def _close(self):
         k = self.k
