@@ -12,8 +12,7 @@ from sensormesh.device.compat import forget, implementation
 
 def handle(dev, session, key, body):
     """Answer control message `key` (body `body`) of a session; key None: the message `body` is
-    no control message (data, or not exactly one key). A streaming session's message is refused
-    (core.Inbound.on_message)."""
+    no control message (data, or not exactly one key)."""
     conn = session.conn
     if key is None:   # not a control message: body is what came
         if type(body) is list:
@@ -21,8 +20,6 @@ def handle(dev, session, key, body):
         else:
             session.fail(conn, "bad-request", "a control message must have exactly one key, got %d (%s)"
                          % (len(body), ", ".join(sorted(body)) or "none"))
-    elif session.kind == "stream":
-        session.fail(conn, "bad-request", "this connection is streaming; open another connection for %r" % key)
     elif key == "hello":
         # "max-frame": the largest frame the peer takes (a controller on CPython takes far more
         # than the 16 KiB assumed otherwise), so a status of hundreds of steps fits one reply
@@ -76,6 +73,11 @@ def peer_limit(dev, conn, mf):
     if conn.wrap is not None:
         from sensormesh.device.secure.channel import wrap_limit
         conn.wrap_limit = wrap_limit(conn.peer_max_frame)
+
+
+def streaming(session, key):
+    """A control message on a connection that streams (core.Inbound.on_message): refused."""
+    session.fail(session.conn, "bad-request", "this connection is streaming; open another connection for %r" % key)
 
 
 def stdin_event(dev, ev):

@@ -85,7 +85,7 @@ class Inbound:
             return
         if self.kind == "stream":   # refused: a streaming connection takes no control message
             from sensormesh.device import control
-            control.handle(self.device, self, key, body)
+            control.streaming(self, key)
             forget(control)
             return
         self.device.dispatch(self, key, body)
