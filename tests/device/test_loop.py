@@ -53,6 +53,18 @@ def test_unknown_sensor_then_other_client_unharmed():
     dev.close()
 
 
+def test_a_control_message_on_a_streaming_connection_is_refused_by_name():
+    dev, addr = setup(["counter@100"])
+    c, conn = request(dev, addr, {"sensor": "counter"})
+    assert dev.loop.run_until(lambda: len(c.messages) >= 2, 5000)
+    conn.send({"info": {}})
+    assert dev.loop.run_until(lambda: c.closed is not None, 5000)
+    err = c.replies("error")[-1]
+    assert err["code"] == "bad-request" and "this connection is streaming" in err["message"], err
+    assert "'info'" in err["message"], err
+    dev.close()
+
+
 def test_malformed_frame_gets_protocol_error():
     dev, addr = setup(["counter@100"])
     c = Collector()
