@@ -44,14 +44,6 @@ busy = [0]        # client handshakes in progress (dialer.Dialer), whose session
 admitting = [0]   # accepted connections waiting for their hello, on every device of this process
 
 
-def denied(role, command):
-    """Why a peer of this role may not send this command, or None if it may."""
-    allowed = PERMISSIONS.get(role, ())
-    if allowed is None or command in allowed:
-        return None
-    return "a %s key may not send %r (allowed: %s)" % (role, command, ", ".join(allowed) or "nothing")
-
-
 def load(name):
     """The module secure.`name` of the handshake's code, loaded if it was forgotten."""
     name = "sensormesh.device.secure." + name
@@ -93,15 +85,16 @@ class Security:
     # -- established sessions --------------------------------------------------------------
     def permit(self, session, key):
         """May this session's peer send control message `key`? Refuses (and closes) if not."""
-        why = denied(session.role, key)
-        if why is None:
+        allowed = PERMISSIONS.get(session.role, ())
+        if allowed is None or key in allowed:
             return True
         try:
-            a = load("admit")     # a refusal's code (admit.refuse): loaded for it
+            a = load("admit")     # a refusal's code (admit.refuse, admit.denied): loaded for it
         except MemoryError:
-            session.conn.close("wrong-role: " + why)    # no memory to say why: close all the same
+            session.conn.close("wrong-role: a %s key may not send %r" % (session.role, key))    # close all the same
             return False
-        a.refuse(self, session, session.conn, "wrong-role", "%s (key %r)" % (why, session.peer_name))
+        a.refuse(self, session, session.conn, "wrong-role", "%s (key %r)" % (a.denied(session.role, key),
+                                                                             session.peer_name))
         a.idle()
         return False
 

@@ -6,8 +6,16 @@
 # nothing else of the handshake when it comes from a pipe's sender the deployment prepared
 # (keys.prepare); any other one loads keys.py too (the trust store, the pair-key cache).
 from sensormesh.device.schedule import sparse
-from sensormesh.device.secure import HELLO_MAX_FRAME, admitting, load
+from sensormesh.device.secure import HELLO_MAX_FRAME, PERMISSIONS, admitting, load
 from sensormesh.device.secure.channel import wrap_limit
+
+
+def denied(role, command):
+    """Why a peer of this role may not send this command, or None if it may (secure.PERMISSIONS)."""
+    allowed = PERMISSIONS.get(role, ())
+    if allowed is None or command in allowed:
+        return None
+    return "a %s key may not send %r (allowed: %s)" % (role, command, ", ".join(allowed) or "nothing")
 
 
 def host_of(conn):

@@ -8,7 +8,7 @@
 # loads only the client side (dialer.py, wire.py). The server side is server.py.
 from sensormesh.device.compat import collect, unix_time, unload
 from sensormesh.device.secure import (DEFAULT_HANDSHAKE_MS, HELLO_MAX_FRAME, PERMISSIONS, admitting,  # noqa: F401
-                                      busy, denied)
+                                      busy)
 from sensormesh.device.secure.channel import (SEND_PLAIN_MAX, Channel, b64decode, hmac_sha256,  # noqa: F401
                                               plain_limit, wrap_limit)
 from sensormesh.device.secure.pubkey import PublicKey
@@ -20,6 +20,7 @@ ROLES = ("controller", "device", "reader")
 
 def check_permission(role, command):
     """Raise HandshakeError('wrong-role') unless a peer of this role may send this command."""
+    from sensormesh.device.secure.admit import denied     # (tools; a device checks with Security.permit)
     why = denied(role, command)
     if why is not None:
         raise HandshakeError("wrong-role", why)
