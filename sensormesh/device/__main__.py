@@ -6,42 +6,28 @@
 # main(config=PATH) runs a configuration file as it is, as a board's main.py does: no options to
 # parse, so options.py never loads (sensormesh up's launcher for local MicroPython devices; a
 # device keeps every name a module it loaded brought, options.py's about 25, for good).
-import sys
-
-from sensormesh.device.compat import unload
-from sensormesh.device.core import log, start
-from sensormesh.device.sensors import SensorError
+from sensormesh.device.core import start
 
 
 def main(argv=None, config=None):
-    if argv is None and config is None:
-        argv = sys.argv[1:]
+    # Reading the configuration, and saying why a device could not start, is boot.py's, whose
+    # code core.start forgets once the device is started (boot.start): that code, its messages
+    # and the configuration dict (the identity's and trust store's paths, the sensor specs:
+    # about 1 KB on a board with keys) are freed before the device runs.
+    from sensormesh.device import boot
     try:
-        if config is None:
-            from sensormesh.device import options
-            cfg = options.config(argv)
-            unload(options)    # needed once: its code is freed before the device runs
-            del options
-        else:
-            import json
-            with open(config) as f:
-                cfg = json.load(f)
-        cfg.setdefault("port", 7000)
-        cfg.setdefault("host", "0.0.0.0")
-        # core.run(cfg) without holding cfg while the device runs: its paths and specs (about
-        # 1 KB on a board with keys) are needed only to start it
+        cfg = boot.config(argv, config)
+        boot = None
         dev = start(cfg)
         cfg = None
-        try:
-            dev.run()
-        except KeyboardInterrupt:
-            dev.log("stopped")
-    except (SensorError, ValueError) as e:
-        log("device", "configuration error: %s" % e)
-        sys.exit(2)
-    except OSError as e:
-        log("device", "cannot start: %s" % e)
-        sys.exit(1)
+    except Exception as e:
+        from sensormesh.device import boot
+        boot.refused(e)     # a bad configuration or a failed start: logged, and exits
+        raise
+    try:
+        dev.run()
+    except KeyboardInterrupt:
+        dev.log("stopped")
 
 
 if __name__ == "__main__":

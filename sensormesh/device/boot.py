@@ -1,12 +1,45 @@
 # Starting a device from its configuration: the Device built, its keys loaded, its listeners
-# opened and announced, its registration with a gateway begun (core.start). Needed once per
-# process: a board running precompiled .mpy files forgets this module's code afterwards
-# (compat.forget).
+# opened and announced, its registration with a gateway begun (core.start); for the command
+# line (__main__.py), the configuration read first and a failed start explained (config,
+# refused). Needed once per process: a board running precompiled .mpy files forgets this
+# module's code afterwards (compat.forget).
 import sys
 
 from sensormesh.device import transport
-from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.compat import MICROPYTHON, unload
 from sensormesh.device.core import DEFAULT_MAX_CONNS, Device
+from sensormesh.device.sensors import SensorError
+
+
+def config(argv, config):
+    """__main__.main's configuration: the options argv (sys.argv's when both are None) or the
+    JSON file `config` as it is, with the default port and host."""
+    if argv is None and config is None:
+        argv = sys.argv[1:]
+    if config is None:
+        from sensormesh.device import options
+        cfg = options.config(argv)
+        unload(options)    # needed once: its code is freed before the device runs
+        del options
+    else:
+        import json
+        with open(config) as f:
+            cfg = json.load(f)
+    cfg.setdefault("port", 7000)
+    cfg.setdefault("host", "0.0.0.0")
+    return cfg
+
+
+def refused(e):
+    """__main__.main could not start the device because of e: a bad configuration (exit status
+    2) or a failed start (an OSError, 1) is logged and exits; the caller raises anything else."""
+    from sensormesh.device.core import log
+    if isinstance(e, (SensorError, ValueError)):
+        log("device", "configuration error: %s" % e)
+        sys.exit(2)
+    if isinstance(e, OSError):
+        log("device", "cannot start: %s" % e)
+        sys.exit(1)
 
 
 def start(cfg):
