@@ -227,7 +227,14 @@ class PipeOut(Rarely):
         self.retry_timer = None
         if not self.running:
             return
-        self._drop_conns("replaced by a new connection")
+        # this pipe's connection and the one being set up closed first: one connection per edge,
+        # or the receiver would count the values of two as one numbering
+        cs = (self.conn, self.dialing)
+        self.conn = None
+        self.dialing = None
+        for c in cs:
+            if c is not None and not c.closed:
+                c.close("replaced by a new connection")
         self.tx.restart()
         hs = {"edge": self.edge, "epoch": self.rt.epoch, "from": self.rt.device.name}
         if self.tx.acks:
@@ -245,16 +252,6 @@ class PipeOut(Rarely):
             # no memory free to dial (or for the handshake's code) now: try again later; the
             # values wait in the replay buffer
             self.retry_timer = self.rt.loop.call_later(self.redial.delay(), self._dial)
-
-    def _drop_conns(self, reason):
-        """Close this pipe's connection and the one being set up: one connection per edge, or
-        the receiver would count the values of two as one numbering."""
-        cs = (self.conn, self.dialing)
-        self.conn = None
-        self.dialing = None
-        for c in cs:
-            if c is not None and not c.closed:
-                c.close(reason)
 
     def on_message(self, conn, msg):
         if type(msg) is not dict:

@@ -1,6 +1,7 @@
 # The error of shipped code that does not compile, or fails while it loads (shipped.py): it names
-# the module and, where the interpreter tells, the line of the shipped source. Loaded only for
-# such an error, so a deployment whose code runs does not load it (nor intern its names).
+# the module and, where the interpreter tells, the line of the shipped source; and the error of a
+# reference to a name the shipped code does not define (shipped_names.py). Loaded only for such
+# an error, so a deployment whose code runs does not load it (nor intern its names).
 import sys
 
 from sensormesh.device.runtime.shipped_names import ShippedError
@@ -41,3 +42,15 @@ def failed(module, exc, filename, what):
     if line is not None:
         where += ", line %d" % line
     return ShippedError("%s: %s: %s: %s" % (where, what, type(exc).__name__, exc))
+
+
+def no_name(registry, ref):
+    """The ShippedError of reference `ref` ('module:name'), which names nothing the shipped code
+    (registry: module -> its names) defines."""
+    if type(ref) is not str or ref.count(":") != 1:
+        return ShippedError("bad reference %r: expected 'module:name'" % (ref,))
+    module, _, name = ref.partition(":")
+    if registry.get(module) is None:
+        have = ", ".join(sorted(registry)) or "none"
+        return ShippedError("no shipped module '%s' for '%s' (shipped: %s)" % (module, ref, have))
+    return ShippedError("shipped module '%s' defines no '%s'" % (module, name))
