@@ -115,9 +115,6 @@ class Runtime(Rarely):
         of control.py (start.py for start, stop.py for stop and undeploy), whose code is loaded
         for the message and forgotten after it; a controller's confirmations of callback values go to delivery.py,
         loaded while there are callbacks."""
-        if key == "delivered":
-            from sensormesh.device.runtime import delivery
-            return lambda session, body: delivery.on_delivered(self, session, body)
         if key == "deploy":     # a deployment: without control.py
             return self.deploy
         where = "control"
@@ -125,6 +122,8 @@ class Runtime(Rarely):
             where = key
         elif key == "undeploy":
             where = "stop"
+        elif key == "delivered":
+            where = "delivery"    # loaded while there are callbacks
         name = "on_" + key.replace("-", "_")
         return lambda session, body: self.rare(where, name, session, body)
 
