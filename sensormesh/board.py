@@ -242,8 +242,9 @@ gc.collect()
 
 MAIN_PY = """\
 # sensormesh board entry point, written by `sensormesh board deploy`: reads device.json,
-# joins the WiFi and runs the device (sensormesh.device.core.run(config)) until reset. When that
-# fails it prints why, waits restart_after_s seconds (Ctrl-C here gets the REPL) and resets.
+# joins the WiFi and runs the device (sensormesh.device.core.start(config), then its loop)
+# until reset. When that fails it prints why, waits restart_after_s seconds (Ctrl-C here gets
+# the REPL) and resets.
 import json
 import sys
 import time
@@ -271,8 +272,15 @@ def main():
     wifi = cfg.get("wifi") or {}
     if wifi.get("ssid"):
         print("sensormesh: WiFi %s up, address %s" % (wifi["ssid"], wifi_up(wifi)))
-    from sensormesh.device.core import run
-    run(cfg)
+    from sensormesh.device.core import start
+    dev = start(cfg)
+    # core.run(cfg) without holding the configuration while the device runs: its paths, specs
+    # and WiFi settings (about 1 KB of heap) are needed only to start it
+    cfg = wifi = None
+    try:
+        dev.run()
+    except KeyboardInterrupt:
+        dev.log("stopped")
 
 
 def restart_after_s():
