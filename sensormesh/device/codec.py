@@ -193,12 +193,13 @@ class Decoder:
     step and the connection should be closed; the decoder stays broken.
     """
 
+    _error = None    # the ProtocolError once broken (set on the decoder only then)
+
     def __init__(self, max_frame=DEFAULT_MAX_FRAME):
         self.max_frame = max_frame
         self._buf = bytearray()
         self._pos = 0
         self._need = -1  # payload length of the frame being read, -1 while reading a header
-        self._error = None
 
     def feed(self, data):
         if self._error:
@@ -212,12 +213,9 @@ class Decoder:
     def _read_header(self):
         n = struct.unpack_from("!I", self._buf, self._pos)[0]
         if n > self.max_frame:
-            self._fail(_refused().too_large(n, self.max_frame))
+            raise self.broken(_refused().too_large(n, self.max_frame))
         self._need = n
         self._pos += _HEADER_SIZE
-
-    def _fail(self, text):
-        raise self.broken(text)
 
     def broken(self, text):
         """Drop what is buffered and stay broken (the stream is out of step): the error."""
@@ -262,7 +260,7 @@ class Decoder:
         try:
             return decode_payload(payload)
         except ProtocolError as e:
-            self._fail(e.args[0])
+            raise self.broken(e.args[0])
 
     if not MICROPYTHON:   # (CPython clients)
         def pending(self):
@@ -273,4 +271,4 @@ class Decoder:
         """Call at end of stream: raises ProtocolError if a frame was cut off."""
         left = len(self._buf) - self._pos
         if left or self._need >= 0:
-            self._fail(_refused().cut_off(left, self._need))
+            raise self.broken(_refused().cut_off(left, self._need))

@@ -388,7 +388,7 @@ class Connection:
         except OSError as e:
             en = errno_of(e)
             if en not in WOULD_BLOCK:
-                self.close("closed by peer" if en in (32, 104) else "send failed: %s" % e)
+                self.close("closed by peer" if en in (32, 104) else "%s failed: %s" % ("send", e))
                 return
         left = self.backlog()
         self._set_mask(_POLLIN | _POLLOUT if left else _POLLIN)
@@ -445,7 +445,7 @@ class Connection:
             en = errno_of(e)
             if en in WOULD_BLOCK:
                 return
-            self.close("closed by peer" if en in (32, 104) else "receive failed: %s" % e)
+            self.close("closed by peer" if en in (32, 104) else "%s failed: %s" % ("receive", e))
             return
         if not data:
             try:
