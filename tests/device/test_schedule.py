@@ -4,7 +4,8 @@
 # unix port. Time is a manual clock: timers fire only when a test runs them.
 from pipekit import FakeLoop
 from sensormesh.device.runtime.build import source
-from sensormesh.device.runtime.build_pipes import pipe_in, pipe_out
+from sensormesh.device.runtime.build_pipe_in import pipe_in
+from sensormesh.device.runtime.build_pipes import pipe_out
 from sensormesh.device.runtime.pipes import RETRY_MS
 from sensormesh.device.schedule import MAX_CATCH_UP, Redial, grid_due, sparse, wait_ms
 

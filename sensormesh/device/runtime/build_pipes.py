@@ -4,7 +4,9 @@
 # values with their lineage, which outputs a pipe_in's values reach). A stage of its own (make_pipes,
 # runtime/deploy.py), once the assignment's steps are made and steps/make.py is forgotten, so the
 # two never share the heap; forgotten after it on a board running .mpy files. A bad parameter
-# raises ValueError naming the step.
+# raises ValueError naming the step. A pipe_in's making is build_pipe_in.py's, loaded only for an
+# assignment that has one (a board that only sends never interns its names).
+from sensormesh.device.steps import rare_call
 
 
 def make_pipes(rt, a, built):
@@ -13,8 +15,12 @@ def make_pipes(rt, a, built):
     for spec in a["steps"]:
         t = spec.get("type")
         if t == "pipe_out" or t == "pipe_in":
-            make = pipe_out if t == "pipe_out" else pipe_in
-            built["nodes"][spec["id"]] = make(rt, spec["id"], spec.get("params") or {}, built["runs"])
+            params = spec.get("params") or {}
+            if t == "pipe_out":
+                node = pipe_out(rt, spec["id"], params, built["runs"])
+            else:       # build_pipe_in.py, loaded only for an assignment that has one
+                node = rare_call("sensormesh.device.runtime.build_pipe_in", "pipe_in", rt, spec["id"], params)
+            built["nodes"][spec["id"]] = node
     built["fed_by"], built["reaches"] = pipe_paths(a["steps"], built["nodes"])
 
 
@@ -32,13 +38,6 @@ def pipe_out(rt, sid, params, runs=True):
     po = PipeOut()
     pipe_out_setup(po, rt, sid, params)
     return po
-
-
-def pipe_in(rt, sid, params, runs=False):
-    from sensormesh.device.runtime.pipe_in import PipeIn
-    p = PipeIn()
-    pipe_in_setup(p, rt, sid, params)
-    return p
 
 
 def peer_param(runtime, sid, params, address):
@@ -71,38 +70,6 @@ def _buffer_param(sid, params, default):
     if type(cap) is not int or cap < 1:
         raise ValueError("step '%s': buffer must be a positive number of values, got %r" % (sid, cap))
     return cap
-
-
-def pipe_in_setup(p, runtime, sid, params):
-    """Check a pipe_in's parameters and set up its state (pipe_in.PipeIn)."""
-    from sensormesh.device.runtime.pipes import ACK_EVERY, RETRY_MS
-    from sensormesh.device.runtime.receiver import Receiver
-    from sensormesh.device.schedule import Redial
-    from sensormesh.device.steps import nowhere
-    p.frm = pipe_setup(p, runtime, sid, params, "from")
-    p.emit = nowhere
-    p.outputs = []
-    p.rx = Receiver()
-    p.feeds = []        # the pipe_outs of this device this pipe's values reach (runtime)
-    p.root = 0          # this pipe's number among the device's pipe_ins (lineage tags)
-    p.tagged = False    # the sender tags each value with its lineage: [tag, value]
-    p.announced = False # the sender said where its numbering stands since this process started
-    p.parked = []       # arrays held until every input of a joined device has announced
-    p.skip_below = 0    # replayed values before this seq were taken before a restart
-    p.conn = None
-    p.running = False
-    p.retry_timer = None
-    p.ack_timer = None
-    p.redial = Redial(RETRY_MS)
-    p.every = ACK_EVERY     # acknowledge after this many values (less for a small sender buffer)
-    p.soon = None         # the sender asked for acknowledgements up to this seq at once
-    p.first_mark = None   # the mark of the announcement our first values follow (adopted with them)
-    p.n_in = 0
-    p.frames = 0
-    p.last_error = None
-    p.ts_next = None    # origin stamps of the next array (probe.py)
-    p.connects = 0
-    p.bytes_prev = 0
 
 
 def pipe_out_setup(po, runtime, sid, params):

@@ -6,7 +6,7 @@ from sensormesh.device.steps import Outlet
 
 class PipeIn(Outlet):
     """Receives one edge's arrays and pushes every value downstream, in order, exactly once
-    (made and set up by build_pipes.pipe_in)."""
+    (made and set up by build_pipe_in.pipe_in)."""
 
     PIPE = "in"
     # What a running pipe_in does rarely (connections, announcements, marks, counts) is in
