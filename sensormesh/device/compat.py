@@ -17,10 +17,8 @@ MICROPYTHON = sys.implementation.name == "micropython"
 # imports, so it runs before the runtime's imports. Heaps over 512 KB keep MicroPython's default.
 if MICROPYTHON:
     import gc
-    _heap = gc.mem_free() + gc.mem_alloc()
-    if _heap <= 512 * 1024:
-        gc.threshold(_heap // 12)
-    del _heap
+    if gc.mem_free() + gc.mem_alloc() <= 512 * 1024:
+        gc.threshold((gc.mem_free() + gc.mem_alloc()) // 12)
 
 if MICROPYTHON:
     ticks_ms = time.ticks_ms

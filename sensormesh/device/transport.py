@@ -37,8 +37,6 @@ ACCEPT_BATCH = 4 if MICROPYTHON else 64
 
 
 class Timer:
-    __slots__ = ("when", "fn", "cancelled", "timers")
-
     def __init__(self, when, fn, timers):
         self.when = when
         self.fn = fn
