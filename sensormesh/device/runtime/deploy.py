@@ -16,9 +16,9 @@
 #                here, which a board holds through every stage)
 # Each stage's module is loaded for it and forgotten after it on a board running from precompiled
 # .mpy files (Runtime.rare, steps.rare_call, compat.forget), and so is this one after the
-# deployment. A bad assignment is refused naming the problem and the running one goes on; one
-# that runs out of heap raises MemoryError to Runtime.deploy, which refuses it ("out-of-memory",
-# short.py).
+# deployment. A bad assignment is refused naming the problem ("bad-assignment", short.py) and
+# the running one goes on; one that runs out of heap raises MemoryError to Runtime.deploy, which
+# refuses it ("out-of-memory", short.py).
 from sensormesh.device.compat import collect, forget
 from sensormesh.device.steps import StepError, rare_call
 
@@ -34,8 +34,7 @@ def on_deploy(rt, session, body):
         rare_call("sensormesh.device.steps.wiring", "connect_all", built)
     except (ValueError, TypeError, StepError) as e:
         rt.code = old_code
-        rt.log("deploy refused: %s" % e)
-        session.conn.send({"error": {"code": "bad-assignment", "message": str(e)}})
+        rt.rare("short", "bad", session, e)     # refused, saying why
         return
     except MemoryError:
         rt.code = old_code      # the refused assignment's shipped code goes with it (short.py)

@@ -1,6 +1,8 @@
-# A deployment that ran out of heap (Runtime.deploy): refused saying so ("out-of-memory") instead of
-# leaving the controller waiting; the controller tries it again, alone. Loaded only then, once
-# what the deployment loaded is gone (Rarely), so a deployment that fits never loads it.
+# A deployment refused. One that ran out of heap (Runtime.deploy): refused saying so
+# ("out-of-memory") instead of leaving the controller waiting; the controller tries it again,
+# alone. Loaded only then, once what the deployment loaded is gone (Rarely), so a deployment that
+# fits never loads it. A bad assignment (deploy.py): refused naming the problem
+# ("bad-assignment"), loaded for that only.
 import sys
 
 from sensormesh.device.compat import MICROPYTHON, collect, forget
@@ -23,3 +25,10 @@ def refuse(rt, session):
     text = "no memory free for its assignment%s; try again, or give it more heap or fewer steps" % free
     rt.log("deploy refused: " + text)
     session.conn.send({"error": {"code": "out-of-memory", "message": text}})
+
+
+def bad(rt, session, e):
+    """Refuse a bad assignment, `e` (ValueError, TypeError or StepError) naming the problem; the
+    running assignment, if any, runs on."""
+    rt.log("deploy refused: %s" % e)
+    session.conn.send({"error": {"code": "bad-assignment", "message": str(e)}})
