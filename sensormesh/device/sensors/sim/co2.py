@@ -8,4 +8,4 @@ class Co2(Simulated):
     MEASURES = ("carbon_dioxide", "ppm")
 
     def value(self, n):
-        return int(650 + wave(n, 1800, 250) + self.noise.gauss() * 10)
+        return int(650 + wave(n, 1800, 250) + self.gauss() * 10)

@@ -8,7 +8,7 @@ class Gyro(Simulated):
     MEASURES = {"accel": ("acceleration", "g"), "gyro": ("angular_velocity", "°/s"), "temp": ("temperature", "°C")}
 
     def value(self, n):
-        g = self.noise.gauss
+        g = self.gauss
         wob = wave(n, 300, 0.05)
         return {
             "accel": [round(wob + g() * 0.01, 4), round(g() * 0.01, 4), round(1.0 + g() * 0.01, 4)],

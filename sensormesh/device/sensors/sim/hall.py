@@ -9,4 +9,4 @@ class Hall(Simulated):
 
     def value(self, n):
         magnet = 60 if (n // 200) % 5 == 0 else 0
-        return int(magnet + self.noise.gauss() * 4)
+        return int(magnet + self.gauss() * 4)

@@ -9,6 +9,6 @@ class Poti(Simulated):
     MEASURES = {"raw": ("raw", None), "fraction": ("ratio", None)}
 
     def value(self, n):
-        raw = int(32768 + wave(n, 1000, 30000) + self.noise.gauss() * 60)
+        raw = int(32768 + wave(n, 1000, 30000) + self.gauss() * 60)
         raw = 0 if raw < 0 else 65535 if raw > 65535 else raw
         return value(raw)

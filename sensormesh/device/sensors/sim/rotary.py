@@ -13,7 +13,7 @@ class Rotary(Simulated):
 
     def value(self, n):
         if n % 50 == 0:
-            r = self.noise.uniform()
+            r = self.uniform()
             if r < 0.3:
                 self.pos -= 1
             elif r > 0.7:

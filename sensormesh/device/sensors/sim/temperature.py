@@ -8,4 +8,4 @@ class Temperature(Simulated):
     MEASURES = ("temperature", "°C")
 
     def value(self, n):
-        return round(47.0 + wave(n, 600, 3.0) + self.noise.gauss() * 0.2, 2)
+        return round(47.0 + wave(n, 600, 3.0) + self.gauss() * 0.2, 2)

@@ -9,4 +9,4 @@ class Touchpad(Simulated):
 
     def value(self, n):
         base = 150 if (n % 250) < 25 else 600
-        return int(base + self.noise.gauss() * 8)
+        return int(base + self.gauss() * 8)

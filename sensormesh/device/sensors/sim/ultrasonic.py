@@ -8,6 +8,6 @@ class Ultrasonic(Simulated):
     MEASURES = ("distance", "cm")
 
     def value(self, n):
-        if self.noise.uniform() < 0.02:
+        if self.uniform() < 0.02:
             return None
-        return round(100.0 + wave(n, 400, 60.0) + self.noise.gauss() * 0.5, 1)
+        return round(100.0 + wave(n, 400, 60.0) + self.gauss() * 0.5, 1)
