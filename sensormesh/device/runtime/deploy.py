@@ -22,6 +22,8 @@
 from sensormesh.device.compat import collect, forget
 from sensormesh.device.steps import StepError, rare_call
 
+STEPS = "sensormesh.device.steps."    # the package of make.py, more_params.py and wiring.py
+
 
 def on_deploy(rt, session, body):
     # the garbage of what came before is collected first (building needs free blocks)
@@ -31,7 +33,7 @@ def on_deploy(rt, session, body):
         built = build(rt, body)
         # the last stage of building, from this function: the assignment is gone with build's
         # frame (a stale reference left in it could have kept it for the garbage collector)
-        rare_call("sensormesh.device.steps.wiring", "connect_all", built)
+        rare_call(STEPS + "wiring", "connect_all", built)
     except (ValueError, TypeError, StepError) as e:
         rt.code = old_code
         rt.rare("short", "bad", session, e)     # refused, saying why
@@ -59,14 +61,17 @@ def build(rt, body):
         a = body.pop("assignment")
     try:
         code = rt.rare("shipped", "run_code", a)
+        if type(a) is dict and "code" in a:
+            a = dict(a)       # without its source, which the stages that follow do not need
+            del a["code"]
         built = rt.rare("build", "check", a)
         built["code"] = code
-        rare_call("sensormesh.device.steps.make", "make_steps", rt, a, built)
+        rare_call(STEPS + "make", "make_steps", rt, a, built)
     finally:
         # shipped.py's, kept until the steps named the shipped functions they call
         # (Runtime.resolve), and what only some families' setup loads while the steps are made
         forget("sensormesh.device.runtime.shipped_names")
-        forget("sensormesh.device.steps.more_params")
+        forget(STEPS + "more_params")
     rt.rare("build_pipes", "make_pipes", a, built)
     built["pipeline"] = a.get("pipeline")
     built["epoch"] = a.get("epoch", 0)
