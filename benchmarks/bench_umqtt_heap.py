@@ -270,15 +270,13 @@ def dispatch(self, session, key, body):
     a = body.get('assignment') if key == 'deploy' and type(body) is dict else None
     if type(a) is dict:
         from sensormesh.device.steps import kinds   # loaded for each deployment, forgotten after
-        if 'umqtt_out' not in kinds.TYPES:
-            kinds.TYPES['umqtt_out'] = 'umqtt_sink'
-            family = kinds.family
-            def load(name):
-                if name == 'umqtt_sink':
-                    import umqtt_sink
-                    return umqtt_sink
-                return family(name)
-            kinds.family = load
+        if 'umqtt_out' not in kinds.FAMILIES:
+            kinds.FAMILIES += 'umqtt_sink: umqtt_out\\n'
+        # the family is this bench's module umqtt_sink, found where a deployment imports families
+        import sys, umqtt_sink
+        from sensormesh.device import steps
+        sys.modules['sensormesh.device.steps.umqtt_sink'] = umqtt_sink
+        steps.umqtt_sink = umqtt_sink
         ids = [s.get('id') for s in a.get('steps') or ()]
         if 'avg' in ids and 'mq' not in ids:
             a['steps'].append({'id': 'mq', 'type': 'umqtt_out', 'params': {}, 'inputs': ['avg']})
@@ -325,7 +323,7 @@ def install_hook(bench, port):
 def steady(rows):
     """The last steady-state row of bench_heap.phases: (live heap, free, largest free block)."""
     last = [r for r in rows if r[0].startswith("steady state")]
-    return last[-1][1:] if last else (None, None, None)
+    return last[-1][1:4] if last else (None, None, None)
 
 
 def main(argv):
@@ -418,10 +416,11 @@ def main(argv):
                                               "largest (base)", "largest (mqtt)"))
     print("-" * (w + 65))
     base_by = dict((r[0], r) for r in base_rows)
-    for label, a, f, big in mqtt_rows:
+    for label, a, f, big in (r[:4] for r in mqtt_rows):
         b = base_by.get(label)
         print("%-*s %11s %11s %9s %14s %14s" % (w, label, kb(b[1]) if b else "-", kb(a),
-                                                kb(a - b[1]) if b else "-", kb(b[3]) if b else "-", kb(big)))
+                                                kb(a - b[1]) if b else "-", kb(b[3]) if b and b[3] >= 0 else "-",
+                                                kb(big) if big >= 0 else "-"))
     ba, bf, bb = steady(base_rows)
     ma, mf, mb = steady(mqtt_rows)
     if ba and ma:

@@ -208,7 +208,7 @@ def test_catalog_params_are_the_devices():
     """The catalogue's device parameters are exactly what the device's steps accept."""
     from sensormesh.device.steps import kinds
     from sensormesh.controller import catalog
-    for name in kinds.TYPES:
+    for name in kinds.types():
         cls = kinds.step_class(name)
         t = catalog.get(name)
         assert {p.name for p in t.param_map.values() if not p.hint} == set(cls.ARGS), name

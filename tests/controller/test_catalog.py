@@ -51,7 +51,7 @@ def test_catalog_matches_the_device_contract():
 
 def test_catalog_parameters_are_the_device_steps_parameters():
     from sensormesh.device.steps import kinds
-    for kind in kinds.TYPES:
+    for kind in kinds.types():
         cls = kinds.step_class(kind)
         assert set(cls.ARGS) == CONTRACT[kind][2], kind
 
