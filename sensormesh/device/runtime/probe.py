@@ -74,7 +74,7 @@ def run(probe, node, value, origin=None, emit=None):
         probe_wiring.timer(probe)
     else:
         probe_wiring.run(probe, node, value, origin)
-    forget("sensormesh.device.runtime.probe_wiring")
+    forget(probe_wiring)
 
 
 def once(probe, node, emit):
