@@ -79,12 +79,3 @@ def streaming(session, key):
     """A control message on a connection that streams (core.Inbound.on_message): refused."""
     session.fail(session.conn, "bad-request", "this connection is streaming; open another connection for %r" % key)
 
-
-def stdin_event(dev, ev):
-    """Device.on_poll: the standard input a device watches (exit_with_stdin) is readable or hung
-    up. At its end the process that started the device is gone: the device stops."""
-    data = sys.stdin.buffer.read(1) if ev & 1 else b""
-    if not data:
-        dev.loop.unregister(sys.stdin)
-        dev.log("standard input closed: the process that started this device stopped it or is gone")
-        raise KeyboardInterrupt

@@ -248,11 +248,14 @@ class Device:
     def on_poll(self, ev):
         # `exit_with_stdin` (boot.py registers the device for its standard input): the process
         # that started this device holds the other end and writes nothing to it. When that
-        # process ends, even killed with SIGKILL, the input closes and the device stops
-        # (control.stdin_event), so no device outlives the controller that ran it.
-        from sensormesh.device import control
-        control.stdin_event(self, ev)
-        forget(control)
+        # process ends, even killed with SIGKILL, the input closes and the device stops, so no
+        # device outlives the controller that ran it. (Here, not in code loaded for it: a
+        # device whose heap is full must still stop.)
+        data = sys.stdin.buffer.read(1) if ev & 1 else b""
+        if not data:        # end of input (or hang-up): the starter is gone
+            self.loop.unregister(sys.stdin)
+            self.log("standard input closed: the process that started this device stopped it or is gone")
+            raise KeyboardInterrupt
 
     def run(self):
         try:
