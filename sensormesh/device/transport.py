@@ -448,8 +448,10 @@ class Connection:
         if not data:
             try:
                 self.decoder.close()
-            except codec.ProtocolError as e:
-                self.close(e.args[0])       # (the stream ended inside a frame: how far)
+            except (codec.ProtocolError, MemoryError) as e:
+                # the stream ended inside a frame: how far (refused.py's sentence), or no memory
+                # free to load it (the MemoryError's): closed all the same
+                self.close(str(e))
                 return
             self.close("closed by peer")
             return

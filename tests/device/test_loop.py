@@ -65,6 +65,32 @@ def test_a_control_message_on_a_streaming_connection_is_refused_by_name():
     dev.close()
 
 
+def test_a_stream_cut_off_inside_a_frame_is_closed_even_without_memory_to_say_how_far():
+    # The sentence saying how far the frame got is refused.py's, loaded for it: a board without
+    # the memory for that still closes the connection (its reason: the MemoryError's).
+    import socket
+    from sensormesh.device import codec
+    dev, addr = setup(["counter@100"])
+    lst = dev.listeners[0]
+    real = codec._refused
+
+    def no_memory():
+        raise MemoryError("memory allocation failed")
+    codec._refused = no_memory
+    s = socket.socket()
+    try:
+        host, port = addr.split(":")
+        s.connect(socket.getaddrinfo(host, int(port))[0][-1])
+        assert dev.loop.run_until(lambda: len(lst.conns) == 1, 5000)
+        s.send(b"\x00\x00\x00\x09[1,")      # 3 of a frame's 9 bytes, then the end of the stream
+        s.close()
+        assert dev.loop.run_until(lambda: not lst.conns, 5000)
+        assert dev.errors == 0
+    finally:
+        codec._refused = real
+        dev.close()
+
+
 def test_malformed_frame_gets_protocol_error():
     dev, addr = setup(["counter@100"])
     c = Collector()
