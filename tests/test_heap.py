@@ -175,13 +175,13 @@ def test_mpy_cache_leaves_out_line_numbers_unless_asked_and_keys_the_folder_on_i
     def size(folder):
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs)
     assert size(bare) < size(lined)
-    # a frame that exceeds the limit: the decoder's _fail raises
+    # a frame that exceeds the limit: the decoder's _read_header raises
     with open(os.path.join(base, "sensormesh/device/codec.py")) as f:
         src = f.read().splitlines()
-    start = [i for i, line in enumerate(src) if "def _fail(" in line][0]
+    start = [i for i, line in enumerate(src) if "def _read_header(" in line][0]
     raise_line = start + 1 + [i for i, line in enumerate(src[start:]) if line.strip().startswith("raise ")][0]
     code = "from sensormesh.device import codec\ncodec.Decoder(4).feed(bytes([0, 0, 0, 9]))\n"
-    where = 'File "codec", line %d, in _fail' % raise_line   # named by the last part of its module name
+    where = 'File "codec", line %d, in _read_header' % raise_line   # named by the last part of its module name
     tb = {}
     for name, folder in (("bare", bare), ("lined", lined)):
         r = subprocess.run([mp, "-c", code], env=dict(os.environ, MICROPYPATH=folder), cwd=str(tmp_path),
@@ -190,7 +190,7 @@ def test_mpy_cache_leaves_out_line_numbers_unless_asked_and_keys_the_folder_on_i
         assert "ProtocolError: frame of 9 bytes exceeds the limit of 4 bytes" in tb[name], tb[name]
     assert where in tb["lined"], tb["lined"]
     assert where not in tb["bare"] and 'File "codec", line ' in tb["bare"], tb["bare"]
-    assert ", in _fail" in tb["bare"] and ", in feed" in tb["bare"], tb["bare"]
+    assert ", in _read_header" in tb["bare"] and ", in feed" in tb["bare"], tb["bare"]
 
 
 def test_a_local_device_loads_the_package_through_a_short_link(tmp_path):
@@ -222,7 +222,7 @@ def test_a_local_device_loads_the_package_through_a_short_link(tmp_path):
                        capture_output=True, text=True, timeout=30)
     lines = r.stdout.splitlines()
     assert lines[:3] == ["/s/sensormesh/device/codec.mpy", "/s/sensormesh/device/runtime/pipes.mpy", "relative"], r
-    assert 'File "codec", line 1, in _fail' in r.stdout, r.stdout
+    assert 'File "codec", line 1, in _read_header' in r.stdout, r.stdout
     # every name the modules brought: no long path, no source name of their own
     names = [line[2:-1] for line in lines if line.startswith("Q(") and line.endswith(")")]
     assert "sensormesh.device.runtime.pipes" in names and "pipes" in names, names
