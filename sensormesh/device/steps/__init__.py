@@ -141,11 +141,6 @@ class Outlet(Rarely):
     BUILD = ("connect",)
 
 
-def _short(value):
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 class Step(Rarely):
     TYPE = "?"
     ARGS = ()           # the parameter names this step takes
@@ -180,5 +175,9 @@ class Step(Rarely):
         else:
             self.last_error = "%s: %s" % (type(exc).__name__, exc)
         if sparse(n):
-            self.ctx.log("step '%s': %s, dropped %s: %s (%d so far)"
-                         % (self.id, what or self.what, _short(value), self.last_error, n))
+            try:
+                # the log line is base.py's (loaded for it): with no room for that code now,
+                # the value is counted only
+                rare_call("sensormesh.device.steps.base", "failed", self, value, what or self.what)
+            except MemoryError:
+                pass

@@ -34,6 +34,19 @@ def close(step):
             close()
 
 
+def failed(step, value, what):
+    """The log line of a value the step could not process (Step.failed counts it and calls this
+    at the 1st, 2nd, 4th, 8th... error)."""
+    step.ctx.log("step '%s': %s, dropped %s: %s (%d so far)"
+                 % (step.id, what, short(value), step.last_error, step.errors))
+
+
+def short(value):
+    """A value as text of at most 60 characters, for a log line or an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def out_count(step):
     return step.n_out
 

@@ -5,7 +5,7 @@
 # are, before the sources' and pipes' stage loads, so running steps do not pay for it. The classes
 # of the step types, and the families that hold them, are kinds.py's: a deployment has found them
 # (and loaded the families) before this module loads.
-from sensormesh.device.steps import StepError, _short, nowhere
+from sensormesh.device.steps import StepError, nowhere, rare_call
 
 AGGS = ("mean", "min", "max", "sum", "count", "list")   # aggregates of window and sliding
 
@@ -127,7 +127,9 @@ def build(spec, ctx, runs=True, cls=None):
     Raises StepError naming the step, and the parameter when one is wrong."""
     sid = spec.get("id") if type(spec) is dict else None
     if type(sid) is not str or not sid:
-        raise StepError("step spec needs an 'id' string: %s" % _short(spec))
+        # the spec as the refusal shows it: base.short, loaded for the error only
+        raise StepError("step spec needs an 'id' string: %s"
+                        % rare_call("sensormesh.device.steps.base", "short", spec))
     kind = spec.get("type")
     params = spec.get("params")
     if params is None:
@@ -138,7 +140,8 @@ def build(spec, ctx, runs=True, cls=None):
         if cls is None:
             raise kinds.unknown(sid, kind)
     if type(params) is not dict:
-        raise StepError("step '%s': params must be an object, got %s" % (sid, _short(params)))
+        raise StepError("step '%s': params must be an object, got %s"
+                        % (sid, rare_call("sensormesh.device.steps.base", "short", params)))
     for name in params:
         if name not in cls.ARGS:
             raise StepError("step '%s': unknown parameter '%s' (%s takes: %s)"
