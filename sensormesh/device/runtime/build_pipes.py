@@ -92,12 +92,7 @@ def pipe_out_setup(po, runtime, sid, params):
         raise ValueError("step '%s': spool must be a number of bytes (0: off), got %r" % (sid, spool))
     po.spool_limit = spool if acks else 0
     po.spool_timer = None
-    po.carried = False   # True: the numbering and buffer came from the previous deployment
-    po.fed_by = None     # the pipe_in that alone feeds this pipe (runtime: may adopt its marks)
-    po.relay = False     # True: its input is that pipe_in itself (values leave as they came)
-    po.lineage = False   # fed by several inputs: each value leaves as [tag, value] (runtime)
-    po.lin_last = None   # the input value the last tagged value came from, and its count
-    po.lin_k = 0
+    po.lineage = False   # fed by several inputs: each value leaves as [tag, value] (pipe_paths)
     po.conn = None
     po.dialing = None    # the connection being set up (its handshake already queued)
     po.timer = None
@@ -105,7 +100,6 @@ def pipe_out_setup(po, runtime, sid, params):
     po.redial = Redial(RETRY_MS)
     po.running = False
     po.n_in = 0
-    po.first = 0     # values the edge's sender had sent before this deployment
     po.resent = 0
     po.connects = 0
     po.logged_drops = 0
@@ -161,4 +155,6 @@ def pipe_paths(specs, nodes):
                     if _pipe(nodes.get(j)) == "in":
                         from sensormesh.device.runtime.joined import tagged
                         n.lineage = tagged    # each value leaves as [tag, value]
+                        n.lin_last = None     # the input value the last one came from
+                        n.lin_k = 0           # and its count
     return fed_by, reaches

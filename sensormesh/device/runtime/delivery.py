@@ -39,7 +39,6 @@ class Delivery:
         self.tx = Sender(cap, new_run() if run is None else run)
         self.fed_by = None        # the pipe_in that alone feeds the callback (it may adopt marks)
         self.relay = False        # never takes a numbering back after evictions upstream
-        self.carried = False
         self.confirmed = False    # a confirming subscriber is live (set by the runtime)
         self.logged = 0
 
@@ -71,12 +70,10 @@ class Delivery:
 
     def adopt(self, seq, run):
         self.tx.adopt(seq, run)
-        self.carried = True
 
     def take_over(self, tx):
         tx.cap = self.tx.cap
         self.tx = tx
-        self.carried = True
 
     def messages(self, epoch, dumps, limit):
         """deliver messages for every value not sent yet, each within `limit` bytes of JSON

@@ -41,13 +41,14 @@ def install(rt, built):
                 n.take_over(old)
         elif getattr(n, "HOLDS", False):
             rt.holders += 1
-    rt.tracking = False
+    tracking = False
     for p in rt.pipe_outs.values():
         if p.lineage:
-            rt.tracking = True
+            tracking = True
     ins = sorted(rt.pipe_ins)
-    rt.joint = rt.holders > 0 and len(ins) > 1
-    rt.parking = False
+    _flag(rt, "tracking", tracking)
+    _flag(rt, "joint", rt.holders > 0 and len(ins) > 1)
+    _flag(rt, "parking", False)
     rt.cut_marks = {}
     for e in ins:
         rt.pipe_ins[e].root = ins.index(e)
@@ -77,6 +78,18 @@ def install(rt, built):
                    % (k[4:], carry[k].held()))
         if k.startswith("out ") and carry[k].spool is not None:
             carry[k].spool.clear()
+
+
+def _flag(rt, name, on):
+    """Set the runtime's flag `name`; off, it is the class's default (False) again: a runtime
+    whose assignment needs none of these keeps them out of its dict (a board's stays smaller)."""
+    if on:
+        setattr(rt, name, True)
+    else:
+        try:
+            delattr(rt, name)    # set by an earlier assignment
+        except AttributeError:
+            pass
 
 
 def outlets(rt, nodes, order, carry, fed_by):
@@ -111,7 +124,6 @@ def take_over(po, tx):
     tx.cap = po.tx.cap
     tx.acks = po.tx.acks
     po.tx = tx
-    po.carried = True
     po.first = tx.once
     if tx.held() > tx.cap:
         tx.evict(tx.held() - tx.cap)

@@ -58,7 +58,6 @@ def fresh(po):
 def adopt(po, seq, run):
     """Continue the numbering the upstream's mark hands back (this device restarted)."""
     po.tx.adopt(seq, run)
-    po.carried = True
     po.rt.log("pipe %s: continues at value %d of its earlier run" % (po.edge, seq))
     c = po.conn or po.dialing
     if c is not None and not c.closed:

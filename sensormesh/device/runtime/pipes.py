@@ -80,6 +80,11 @@ class PipeOut(Rarely):
     # It is made and set up by build_pipes.pipe_out.
     RARE = ("_retire", "pipe_metrics", "fresh", "adopt", "stats", "bound_back",
             "start", "on_connect", "on_close", "on_control", "flush", "close")
+    # State most pipes keep as it starts (each becomes the pipe's own once it is set; the rest is
+    # build_pipes.pipe_out_setup's): a board's pipe_out holds a smaller dict.
+    fed_by = None   # the pipe_in that alone feeds this pipe (build_pipes.pipe_paths: it may adopt its marks)
+    relay = False   # True: its input is that pipe_in itself (values leave as they came)
+    first = 0       # values the edge's sender had sent before this deployment (install.take_over)
 
     # its wiring: kept here, as a deployment's build, its fullest moment, wires it
     def inlet(self, port):
