@@ -68,7 +68,10 @@ class Runtime(Rarely):
     RARE_IN = "sensormesh.device.runtime.report"
     RARE = ("status", "send_stats", "shutdown", "deliver")
     # the state of a device with no assignment; each attribute becomes the runtime's own once
-    # it changes (the mutable ones are made in __init__)
+    # it changes (the mutable ones are made in __init__). The state only one rarely loaded module
+    # uses has no class default (a smaller class dict): that module sets it and reads it with
+    # getattr(rt, name, default): cur (joined.py), deliver_timer and deliver_fast (delivery.py),
+    # incoming and parts_dropped (parts.py)
     pipeline = None
     epoch = 0
     state = "empty"
@@ -76,22 +79,17 @@ class Runtime(Rarely):
     # lineage (docs/reliability.md, "Several inputs"): pipe_outs fed by several inputs tag
     # their values with the input value they come from; rt.cur names it while it is pushed
     tracking = False
-    cur = None
     # joined inputs: a window or zip fed by several pipe_ins; their checkpoints are taken and
     # acknowledged together, and after a restart the replays start from the same cut
     joint = False
     parking = False
     lost_deliveries = 0
-    deliver_timer = None
-    deliver_fast = False   # the timer is due at once (delivery.deliver_soon)
     # acknowledged pipes (pipes.py, replay.py)
     holders = 0      # steps that may hold values back (windows, zips)
     holding = 0      # of those, how many hold some right now
     feeding = False  # a pipe_in is pushing a frame through the steps
     settled = False  # during that: the last holder let go of its values
     probe = None     # the metrics probe of the running assignment when metrics are on (probe.py)
-    incoming = None       # parts.Incoming: an assignment arriving in parts
-    parts_dropped = None  # why the last one arriving in parts was dropped
 
     def __init__(self, device):
         self.device = device

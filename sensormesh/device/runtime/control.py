@@ -10,7 +10,7 @@ def on_deploy_part(rt, session, body):
     # An assignment too large for one frame (parts.py): deployed once its last part is in.
     from sensormesh.device.runtime import parts
     a = parts.receive(rt, session, body)
-    if rt.incoming is None:        # none arriving: a board frees the module's code
+    if getattr(rt, "incoming", None) is None:        # none arriving: a board frees the module's code
         unload("sensormesh.device.runtime.parts")
     if a is not None:
         # only a controller that confirms callback values sends an assignment in parts

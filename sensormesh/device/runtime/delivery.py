@@ -58,7 +58,7 @@ class Delivery:
         if tx.unsent() >= DELIVER_BURST and live(rt):
             # a burst (a replay, a backlog) outran the delivery timer: deliver now
             send(rt)
-        elif rt.deliver_timer is None:
+        elif getattr(rt, "deliver_timer", None) is None:    # (set only here: Runtime's notes)
             rt.deliver_timer = rt.loop.call_later(DELIVER_MS, lambda: send(rt))
 
     def acked(self):
@@ -137,7 +137,7 @@ def deliver_soon(rt):
     """Acknowledgements wait for the controller to confirm callback values: what waits for
     the delivery timer leaves in this loop turn instead (one message per incoming array,
     not one per 50 ms)."""
-    if rt.deliver_timer is not None and not rt.deliver_fast:
+    if getattr(rt, "deliver_timer", None) is not None and not getattr(rt, "deliver_fast", False):
         rt.deliver_timer.cancel()
         rt.deliver_fast = True
         rt.deliver_timer = rt.loop.call_later(0, lambda: send(rt))
@@ -201,14 +201,14 @@ def subscribed(rt, session, body):
             confirming(rt, True)
         for d in rt.deliveries.values():
             d.tx.restart()
-        if rt.deliver_timer is None:
+        if getattr(rt, "deliver_timer", None) is None:
             rt.deliver_timer = rt.loop.call_later(0, lambda: send(rt))
 
 
 def hurry_outlets(rt):
     """An upstream buffer is half full: callback values leave now (the controller confirms
     them sooner) and csv rows are flushed."""
-    if rt.deliver_timer is not None:
+    if getattr(rt, "deliver_timer", None) is not None:
         rt.deliver_timer.cancel()
         send(rt)
     commit_files(rt)

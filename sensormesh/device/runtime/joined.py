@@ -11,7 +11,7 @@ def tagged(po, value):
     """[tag, value]: tag [input, run, seq, k] names the input value it was computed from
     (the k-th result of value seq of run `run` on input pipe number `input`), None when it
     has no input value (a source of this device, a timer)."""
-    cur = po.rt.cur
+    cur = getattr(po.rt, "cur", None)    # set while a pipe_in pushes a value (feed below)
     if cur is None:
         return [None, value]
     last = po.lin_last

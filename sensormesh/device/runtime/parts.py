@@ -64,7 +64,7 @@ def receive(rt, session, body):
         drop(rt, session, "bad-part", f)
         return None
     ident, k, of, size, text = f
-    cur = rt.incoming
+    cur = getattr(rt, "incoming", None)
     if k == 0:
         if cur is not None:
             rt.log("assignment %s: %d of %d parts dropped, assignment %s starts" % (cur.id, len(cur.texts), cur.of, ident))
@@ -75,7 +75,8 @@ def receive(rt, session, body):
             return None
         cur = rt.incoming = Incoming(session, ident, of, size)
     elif cur is None or cur.session is not session or cur.id != ident:
-        why = rt.parts_dropped if cur is None and rt.parts_dropped else "no assignment is being received on this session"
+        why = getattr(rt, "parts_dropped", None) if cur is None else None
+        why = why or "no assignment is being received on this session"
         drop(rt, session, "bad-part", "part %d of assignment %s arrived, but %s; nothing applied" % (k, ident, why))
         return None
     elif k != len(cur.texts) or of != cur.of or size != cur.size:
@@ -109,7 +110,7 @@ def receive(rt, session, body):
 
 
 def _forget(rt):
-    cur = rt.incoming
+    cur = getattr(rt, "incoming", None)
     if cur is not None and cur.timer is not None:
         cur.timer.cancel()
     rt.incoming = None
@@ -117,7 +118,7 @@ def _forget(rt):
 
 def drop(rt, session, code, message):
     """Refuse: everything received so far goes, the running assignment stays."""
-    cur = rt.incoming
+    cur = getattr(rt, "incoming", None)
     if cur is not None and cur.session is session:
         _forget(rt)
         rt.parts_dropped = "its earlier parts were dropped (%s)" % code
@@ -126,7 +127,7 @@ def drop(rt, session, code, message):
 
 
 def _expired(rt, cur):
-    if rt.incoming is not cur:
+    if getattr(rt, "incoming", None) is not cur:
         return
     cur.timer = None
     msg = ("assignment %s: part %d of %d did not arrive within %d ms; the parts received (%d) are dropped, "
