@@ -131,7 +131,8 @@ def source_setup(src, rt, sid, sensor, rate, params):
     src.rt = rt
     src.id = sid
     src.read = sensor.get
-    src.read_many = getattr(sensor, "get_many", None)
+    if not rate:    # a FreeSource's reads of a run of values (a rated source keeps a smaller dict)
+        src.read_many = getattr(sensor, "get_many", None)
     src.period = 1000.0 / rate if rate else 0.0
     src.limit = params.get("count") or 0   # stop after this many values (tests, demos)
     src.emit = nowhere
