@@ -131,6 +131,17 @@ def close_after_flush(conn, reason="closed"):
     conn.close(reason)
 
 
+def close_listener(lst):
+    """Listener.close: stop listening, and close the connections it accepted."""
+    lst.loop.unregister(lst.sock)
+    try:
+        lst.sock.close()
+    except OSError:
+        pass
+    for c in list(lst.conns):
+        c.close("listener closed")
+
+
 def _discard_input(conn):
     # Closing a socket with unread input makes the kernel send a reset, which can destroy
     # the error message just sent before the peer reads it. Drop what has already arrived

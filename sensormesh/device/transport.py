@@ -31,9 +31,6 @@ RECV_CHUNK = 1024 if MICROPYTHON else 262144
 # Producers pause while a connection holds more than this much unsent output, and resume when
 # it drains: a slow reader slows its producer down instead of growing our memory.
 HIGH_WATER = 4096 if MICROPYTHON else 1048576
-# Connections accepted per loop turn: all that are pending, up to this many, so a burst is
-# taken at once while other sockets and timers still get their turn.
-ACCEPT_BATCH = 4 if MICROPYTHON else 64
 
 
 class Timer:
@@ -532,50 +529,24 @@ class Connection:
 
 
 class Listener:
-    """Accepts connections; make_protocol() returns the protocol for each new one. Setting up
-    an accepted connection is listen.py's (listen.accepted), loaded for each."""
-
-    def __init__(self, loop, sock, make_protocol, max_frame=codec.DEFAULT_MAX_FRAME, max_conns=0):
-        self.loop = loop
-        self.sock = sock
-        self.make_protocol = make_protocol
-        self.max_frame = max_frame
-        self.max_conns = max_conns
-        self.conns = []
-        sock.setblocking(False)
-        loop.register(sock, self, _POLLIN)
+    """Accepts connections; make_protocol() returns the protocol for each new one. Making one
+    (listen.listener), accepting (listen.on_poll) and closing one (connect.close_listener) are
+    listen.py's and connect.py's, loaded for each: a listener holds loop, sock, make_protocol,
+    max_frame, max_conns and conns, the open connections it accepted."""
 
     def on_poll(self, ev):
-        for _ in range(ACCEPT_BATCH):
-            try:
-                s, addr = self.sock.accept()
-            except OSError as e:
-                if errno_of(e) in WOULD_BLOCK:
-                    return
-                raise
-            # listen.py sets the connection up; its code is unreferenced again (and freed on a
-            # board) before the protocol's on_open runs (a secure device's admission)
-            conn = _listen().accepted(self, s, addr)
-            if conn is not None:
-                h = getattr(conn.protocol, "on_open", None)
-                if h:
-                    h(conn)
+        _listen().on_poll(self, ev)
 
     def close(self):
-        self.loop.unregister(self.sock)
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        for c in list(self.conns):
-            c.close("listener closed")
+        _connect().close_listener(self)
 
 
 # Opening connections happens at start and when a pipe dials, accepting one when a peer dials,
-# closing one after an error (close_after_flush, protocol_error, no_memory) now and then, and
-# Loop.run_until serves tools and tests: that code is in listen.py (listen_tcp, listen_unix,
-# bound_port; accepted) and connect.py (dial, parse_address, unix_address; close_after_flush,
-# protocol_error, no_memory, run_until), loaded when one of these names is looked up here
+# closing one after an error (close_after_flush, protocol_error, no_memory) now and then, a
+# listener at the end, and Loop.run_until serves tools and tests: that code is in listen.py
+# (listen_tcp, listen_unix, bound_port, listener; on_poll, accepted) and connect.py (dial,
+# parse_address, unix_address; close_after_flush, protocol_error, no_memory, close_listener,
+# run_until), loaded when one of these names is looked up here
 # (transport.dial(...)) and, on a board running .mpy files, forgotten at once, so it costs heap
 # only while it runs.
 def _connect():
