@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 import test_session as devtests
 from procs import ROOT, need_micropython
 from sensormesh.device import codec
+from sensormesh.device import status
 from sensormesh.device.secure import fernet
 from sensormesh.device.secure import handshake as session
 from sensormesh.device.secure import trust as trusting
@@ -559,7 +560,7 @@ def test_handshake_without_memory_is_refused_busy_and_the_next_one_works(monkeyp
     monkeypatch.setattr(server, "ServerSession", real)
     c = sd.SecureClient(loop, addr, "controller", "dev-a")
     assert loop.run_until(c.ready, 5000) and c.error is None, c.error
-    st = dev.security.status()
+    st = status.security(dev.security)
     assert st["accepted"] == 1 and st["refused"] == {"busy": 1} and st["handshakes"] == 0, st
     dev.close()
 

@@ -3,11 +3,33 @@
 # device: core.Device.dispatch loads this module for each (without control.py, so the reply,
 # the assignment's status and a keyed link's token are built with the least code loaded) and, on
 # a board running .mpy files, forgets it after the reply (compat.forget).
+#
+# A device with keys makes the reply after a handshake in progress rather than during it (a
+# pipe's dial waiting for its welcome, an accepted connection waiting for its hello): the
+# sealed reply and the handshake's code and keys would otherwise be a board's fullest moment.
+# It waits a few short turns of the loop at most (_WAITS x _WAIT_MS), then answers anyway: a
+# controller counts a status poll as missed only after 2 s.
 from sensormesh.device.compat import MICROPYTHON
 
+# MicroPython's compiler puts the numbers in place of these names (no global, no interned name).
+if not MICROPYTHON:
+    const = int
+_WAITS = const(5)
+_WAIT_MS = const(60)
 
-def reply(dev, session):
-    """Answer a session's "status" request."""
+
+def reply(dev, session, waited=0):
+    """Answer a session's "status" request (after a handshake in progress, waiting at most
+    _WAITS times _WAIT_MS ms for it)."""
+    sec = dev.security
+    if sec is not None and waited < _WAITS:
+        from sensormesh.device.secure import admitting, busy
+        if busy[0] or admitting[0]:
+            dev.loop.call_later(_WAIT_MS, lambda: reply(dev, session, waited + 1))
+            return
+    conn = session.conn
+    if conn is None or conn.closed:
+        return        # the session ended while the reply waited
     st = {"name": dev.name, "streams": [s.stats() for s in dev.streams],
           "connections": sum(len(lst.conns) for lst in dev.listeners), "errors": dev.errors}
     if MICROPYTHON:
@@ -18,12 +40,19 @@ def reply(dev, session):
     rt = dev.runtime
     if rt is not None:
         st["assignment"] = rt.status()
-    if dev.security is not None:
-        st["security"] = dev.security.status()
+    if sec is not None:
+        st["security"] = security(sec)
     fw = getattr(dev, "forwarder", None)
     if fw is not None:
         st["registered"] = sorted(fw.registered)   # devices that registered with this gateway
     if rt is not None:
-        rt.send_stats(session.conn, "status", st)
+        rt.send_stats(conn, "status", st)
     else:
-        session.conn.send({"status": st})
+        conn.send({"status": st})
+
+
+def security(sec):
+    """The status of a device's secure.Security: its identity, handshakes and refusals."""
+    return {"identity": sec.name, "handshakes": sec.pending, "accepted": sec.accepted,
+            "refused": dict(sec.refused), "max_handshakes": sec.max_handshakes,
+            "key_agreements": sec.pair_state[2]}

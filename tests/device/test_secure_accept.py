@@ -4,7 +4,7 @@
 # alone, with every check of the trust store's path. Keys: security_keys.json (test only).
 import json
 
-from sensormesh.device import transport
+from sensormesh.device import status, transport
 from sensormesh.device.secure.fernet import b64decode, b64encode
 from sensormesh.device.secure.handshake import ClientSession, HandshakeError, PairCache, ReplayCache, ServerSession
 
@@ -93,7 +93,7 @@ def _receiving(loop, peer="dev-a", trust_src=None):
     baddr = listen(b)
     cb = SecureClient(loop, baddr, "controller", "dev-b")
     assert loop.run_until(cb.ready, 5000) and cb.error is None, cb.error
-    agreed = b.security.status()["key_agreements"]        # the controller's pair key
+    agreed = status.security(b.security)["key_agreements"]        # the controller's pair key
     cb.conn.send({"deploy": {"assignment": {"pipeline": "p", "epoch": 1, "steps": [
         {"id": "in", "type": "pipe_in", "params": {"edge": "e1", "peer": peer}},
         {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["in"]}]}}})
@@ -147,7 +147,7 @@ def test_a_pipes_sender_prepared_at_the_deployment_is_accepted_without_the_trust
     b, baddr, cb, agreed = _receiving(loop)
     role, pair, fp = b.security.prepared["dev-a"]
     assert role == "device" and len(pair) == 32 and len(fp) == 32, (role, fp)
-    assert b.security.status()["key_agreements"] == agreed + 1
+    assert status.security(b.security)["key_agreements"] == agreed + 1
     a, ca = _sender(loop, baddr)
     seen, undo = _record_loads()
     try:
@@ -160,7 +160,7 @@ def test_a_pipes_sender_prepared_at_the_deployment_is_accepted_without_the_trust
     assert "server" in names and "keys" not in names, seen
     if forgets():          # a board running .mpy files: keys.py not in memory during the accept
         assert not any(k for n, k in seen if n in ("admit", "server")), seen
-    st = b.security.status()
+    st = status.security(b.security)
     assert st["key_agreements"] == agreed + 1 and st["accepted"] == 2 and st["refused"] == {}, st
     a.close()
     b.close()
@@ -185,10 +185,10 @@ def test_a_sender_revoked_after_the_deployment_is_refused_at_its_accept():
             json.dump(trust_json(revoked=("dev-old", "dev-a")), f)
         a, ca = _sender(loop, baddr)
         ca.conn.send({"start": {}})
-        assert loop.run_until(lambda: b.security.status()["refused"].get("revoked"), 5000), logs
+        assert loop.run_until(lambda: status.security(b.security)["refused"].get("revoked"), 5000), logs
         assert any("trust store reloaded" in line for line in logs), logs
         assert "dev-a" not in b.security.prepared
-        assert b.security.status()["accepted"] == 1 and delivered(cb) == []
+        assert status.security(b.security)["accepted"] == 1 and delivered(cb) == []
     finally:
         for d in (a, b):
             if d is not None:

@@ -3,7 +3,7 @@
 # whose pipe authenticates with the devices' own identities. Keys: security_keys.json (test only).
 from sensormesh.device import codec
 from sensormesh.device.secure import handshake as session
-from sensormesh.device import transport
+from sensormesh.device import status, transport
 from sensormesh.device.core import Device
 
 from loopkit import Collector, listen
@@ -98,7 +98,7 @@ def test_secure_pipeline_between_two_devices():
     assert loop.run_until(lambda: len(got()) >= 300, 10000), (len(got()), a.runtime.status())
     assert got() == list(range(300))
     # b accepted two sessions: the controller's and dev-a's pipe, as a device key
-    st = b.security.status()
+    st = status.security(b.security)
     assert st["accepted"] == 2 and st["refused"] == {}, st
     roles = sorted(c.protocol.role for c in b.listeners[0].conns)
     assert roles == ["controller", "device"], roles
@@ -132,7 +132,7 @@ def test_plaintext_and_wrong_role_refused_device_keeps_serving():
     vals = [v for m in rdr.messages if type(m) is list for v in m]
     assert vals == list(range(vals[0], vals[0] + len(vals)))
     assert a.runtime is None          # nothing was deployed
-    st = a.security.status()
+    st = status.security(a.security)
     assert st["refused"] == {"plaintext-refused": 4, "wrong-role": 1}, st
     a.close()
 
@@ -278,7 +278,7 @@ def test_secure_dial_holds_messages_until_the_session_is_up():
     hello.dial(loop, addr, bad, creds, "dev-zz").send({"ping": 1})
     assert loop.run_until(lambda: bad.closed, 5000)
     assert bad.replies("error")[0]["code"] == "unknown-key" and not bad.replies("pong")
-    assert a.security.status()["refused"] == {}
+    assert status.security(a.security)["refused"] == {}
     conn.close()
     a.close()
 
@@ -345,7 +345,7 @@ def test_keyed_device_registers_with_a_gateway_and_serves_the_controllers_hello(
     assert loop.run_until(lambda: "dev-a" in forward.forwarder(gw).registered, 5000)
     # on the gateway the registration is unauthenticated (a slot, a deadline, small frames)
     # until the welcome of the controller's end-to-end session has passed through it
-    assert dev.security.status()["handshakes"] == 0 and gw.security.status()["handshakes"] == 1
+    assert status.security(dev.security)["handshakes"] == 0 and status.security(gw.security)["handshakes"] == 1
     c = SecureClient(loop, gw_addr, "controller", "dev-b")
     assert loop.run_until(c.ready, 5000) and c.error is None
     # anything but a hello is refused by the registered device; it registers again at once
@@ -362,7 +362,7 @@ def test_keyed_device_registers_with_a_gateway_and_serves_the_controllers_hello(
     c.conn.send({"forward": {"to": "dev-a", "token": _token(cs, {"ping": 2}), "timeout": 5000}})
     assert loop.run_until(lambda: len(c.replies("forwarded")) >= 3 or c.closed, 5000), c.messages
     assert _opened(cs, c.replies("forwarded")[2]) == {"pong": 2}
-    assert gw.security.status()["handshakes"] == 0
+    assert status.security(gw.security)["handshakes"] == 0
     held = forward.forwarder(gw).registered["dev-a"].conn
     assert held.decoder.max_frame == gw.max_frame
     # a second controller session takes the registration over: the first is told it lost it
@@ -376,7 +376,7 @@ def test_keyed_device_registers_with_a_gateway_and_serves_the_controllers_hello(
     assert loop.run_until(lambda: len(c2.replies("forwarded")) >= 2 or c2.closed, 5000), c2.messages
     assert _opened(cs2, c2.replies("forwarded")[1]) == {"pong": 3}
     assert [e for e in c.errors() if e["code"] == "unreachable" and e["to"] == "dev-a"], c.messages
-    assert dev.security.status()["accepted"] == 2
+    assert status.security(dev.security)["accepted"] == 2
     for x in (c.conn, c2.conn, reg.conn):
         x.close()
     gw.close()
@@ -427,7 +427,7 @@ def test_a_board_forgets_the_handshake_code_between_handshakes():
         assert c.error is None, c.error
         c.conn.send({"info": {}})
         assert loop.run_until(lambda: c.replies("info"), 5000)
-        assert b.security.status()["accepted"] == n
+        assert status.security(b.security)["accepted"] == n
         assert handshake_loaded() == (not forgets())
         c.conn.close()
     b.close()
@@ -465,12 +465,12 @@ def test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_s
     a = keyed("dev-a", ["counter@0"], loop)
     ca = SecureClient(loop, listen(a), "controller", "dev-a")
     assert loop.run_until(ca.ready, 5000) and ca.error is None, ca.error
-    agreed = a.security.status()["key_agreements"]        # the controller's pair key
+    agreed = status.security(a.security)["key_agreements"]        # the controller's pair key
     ca.conn.send({"deploy": {"assignment": _pipe_to(baddr)}})
     assert loop.run_until(lambda: ca.replies("deployed"), 5000), ca.messages
     role, pair, fp = a.security.prepared["dev-b"]
     assert role == "device" and len(pair) == 32 and len(fp) == 32, (role, fp)
-    assert a.security.status()["key_agreements"] == agreed + 1
+    assert status.security(a.security)["key_agreements"] == agreed + 1
     keys_name = "sensormesh.device.secure.keys"
     looked_up = []
     kept = sys.modules.get(keys_name)      # CPython, and MicroPython from .py sources, keep keys.py
@@ -500,8 +500,8 @@ def test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_s
         # and while the dial waits for its welcome only its session (dialer.py) is in memory: the
         # code that made the hello and the welcome's checks (wire.py) are not
         assert at_dial[0] == (False, False, True, False, False), at_dial
-    assert a.security.status()["key_agreements"] == agreed + 1          # nothing computed again
-    assert b.security.status()["accepted"] == 2 and b.security.status()["refused"] == {}
+    assert status.security(a.security)["key_agreements"] == agreed + 1          # nothing computed again
+    assert status.security(b.security)["accepted"] == 2 and status.security(b.security)["refused"] == {}
     assert handshake_loaded() == (not forgets())
     a.close()
     b.close()
@@ -575,7 +575,7 @@ def test_a_peer_revoked_after_the_deployment_is_refused_by_the_pipes_dial():
         assert "revoked" in a.runtime.pipe_outs["e1"].last_error, a.runtime.pipe_outs["e1"].last_error
         assert any("trust store reloaded" in line for line in logs), logs
         assert "dev-b" not in a.security.prepared
-        st = b.security.status()
+        st = status.security(b.security)
         assert st["accepted"] == 1 and st["refused"] == {}, st      # only the controller's session
     finally:
         a.close()
@@ -603,6 +603,52 @@ def test_a_pipe_to_a_peer_not_trusted_as_a_device_is_refused_at_its_dial():
         assert why in a.runtime.pipe_outs["e1"].last_error, a.runtime.pipe_outs["e1"].last_error
         a.close()
         ca.conn.close()
-    st = b.security.status()
+    st = status.security(b.security)
     assert st["accepted"] == 1 and st["refused"] == {}, st
     b.close()
+
+
+class _StatusSession:
+    """A control session whose connection keeps what is sent to it."""
+
+    class conn:
+        closed = None
+        sent = []
+
+        @classmethod
+        def send(cls, msg):
+            cls.sent.append(msg)
+
+    def __init__(self):
+        self.conn.sent = []
+
+
+def test_a_status_reply_waits_for_a_handshake_in_progress_then_answers_anyway():
+    from sensormesh.device.secure import admitting
+    loop = transport.Loop()
+    a = keyed("dev-a", ["counter@100"], loop, handshake_ms=60000)
+    addr = listen(a)
+    # no handshake in progress: answered at once
+    s = _StatusSession()
+    status.reply(a, s)
+    assert len(s.conn.sent) == 1 and s.conn.sent[0]["status"]["security"]["handshakes"] == 0, s.conn.sent
+    # a connection waiting for its hello: the reply waits until that connection is gone
+    half = Collector()
+    c = transport.dial(loop, addr, half)
+    assert loop.run_until(lambda: a.security.pending == 1, 5000)
+    s = _StatusSession()
+    status.reply(a, s)
+    assert s.conn.sent == [] and admitting[0] == 1
+    c.close("gone")
+    assert loop.run_until(lambda: s.conn.sent, 5000)
+    assert admitting[0] == 0 and s.conn.sent[0]["status"]["security"]["handshakes"] == 0, s.conn.sent
+    # one that stays: answered anyway after a few waits, with the handshake in progress counted
+    half = Collector()
+    transport.dial(loop, addr, half)
+    assert loop.run_until(lambda: a.security.pending == 1, 5000)
+    s = _StatusSession()
+    status.reply(a, s)
+    assert s.conn.sent == []
+    assert loop.run_until(lambda: s.conn.sent, 5000)
+    assert admitting[0] == 1 and s.conn.sent[0]["status"]["security"]["handshakes"] == 1, s.conn.sent
+    a.close()

@@ -98,11 +98,6 @@ class Security:
         a.idle()
         return False
 
-    def status(self):
-        return {"identity": self.name, "handshakes": self.pending, "accepted": self.accepted,
-                "refused": dict(self.refused), "max_handshakes": self.max_handshakes,
-                "key_agreements": self.pair_state[2]}
-
     # -- dialed connections (dialer.py) ----------------------------------------------------
     def prepare(self, body):
         """A deployment arrived (core.Device.dispatch, before the runtime and the deployment's
