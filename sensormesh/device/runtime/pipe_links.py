@@ -1,6 +1,8 @@
 # A pipe_out's rarely run parts (pipes.py has what runs per value): its connections (dialing,
 # taking a connection, losing one, closing), the receiver's "expect" and errors, adopting a
-# numbering, its replay buffer's bound back up. PipeOut finds these through __getattr__
+# numbering, its replay buffer's bound back up, and two log lines: the bound coming down (heap
+# low) and values dropped from a full buffer (a board without room for this code then counts
+# them only, pipes.py). PipeOut finds these through __getattr__
 # (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it on a board
 # running .mpy files. Each function takes the PipeOut first.
 from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS
@@ -12,6 +14,18 @@ def bound_back(po, free):
     po.tx.cap = po.bound
     po.rt.log("pipe %s: %d bytes of heap free again: its replay buffer holds up to %d values"
               % (po.edge, free, po.tx.cap))
+
+
+def bound_down(po, free):
+    """heap_check found only `free` bytes of heap: the replay buffer's bound came down to what it
+    holds (pipes.py's notes)."""
+    po.rt.log("pipe %s: %d bytes of heap free: its replay buffer holds at most the %d values it has"
+              % (po.edge, free, po.tx.cap))
+
+
+def log_drops(po, n):
+    po.rt.log("pipe %s: receiver unavailable and the replay buffer (%d values) is full: "
+              "%d unacknowledged values dropped so far" % (po.edge, po.tx.cap, n))
 
 
 def _retire(po, conn):

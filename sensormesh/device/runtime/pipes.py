@@ -75,10 +75,11 @@ class PipeOut(Rarely):
     # What a running pipe_out does rarely (connections, adopting a numbering, counts) is in
     # pipe_links.py, loaded per call (steps/__init__.py, Rarely). What values leaving a full
     # buffer may need (announcing a jump, asking for acknowledgements sooner) stays here: that
-    # happens while the heap may be low, when loading a module could fail.
+    # happens while the heap may be low, when loading a module could fail (their log lines are
+    # pipe_links.py's: without room for that code, the counts say it).
     RARE_IN = "sensormesh.device.runtime.pipe_links"
     # It is made and set up by build_pipes.pipe_out.
-    RARE = ("_retire", "pipe_metrics", "fresh", "adopt", "stats", "bound_back",
+    RARE = ("_retire", "pipe_metrics", "fresh", "adopt", "stats", "bound_back", "bound_down", "log_drops",
             "start", "on_connect", "on_close", "on_control", "flush", "close")
     # State most pipes keep as it starts (each becomes the pipe's own once it is set; the rest is
     # build_pipes.pipe_out_setup's): a board's pipe_out holds a smaller dict.
@@ -138,8 +139,10 @@ class PipeOut(Rarely):
         free = _mem_free()
         if free < HEAP_RESERVE:
             tx.cap = n if n > 1 else 1
-            self.rt.log("pipe %s: %d bytes of heap free: its replay buffer holds at most the %d values it has"
-                        % (self.edge, free, tx.cap))
+            try:
+                self.bound_down(free)   # its log line: pipe_links.py, loaded for it
+            except MemoryError:
+                pass    # no room for that code now: the pipe's stats show the bound ("buffer")
 
     def hurry(self, own=False):
         """Ask the receiver to acknowledge sooner (module notes): what the time frame holds leaves
@@ -174,8 +177,10 @@ class PipeOut(Rarely):
             self._jumped()
         n = tx.dropped
         if sparse(n) or n - self.logged_drops >= 1000:
-            self.rt.log("pipe %s: receiver unavailable and the replay buffer (%d values) is full: "
-                        "%d unacknowledged values dropped so far" % (self.edge, self.tx.cap, n))
+            try:
+                self.log_drops(n)   # pipe_links.py, loaded for the log line
+            except MemoryError:
+                pass    # no room for that code now: counted (the pipe's stats say how many)
         self.logged_drops = n
 
     def _send(self):
