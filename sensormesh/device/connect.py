@@ -11,11 +11,14 @@ from sensormesh.device import codec
 from sensormesh.device.compat import MICROPYTHON, WOULD_BLOCK, errno_of
 from sensormesh.device.transport import RECV_CHUNK, Connection
 
-# poll()'s "writable" bit (transport.py); IPPROTO_TCP, TCP_NODELAY: the same numbers on Linux
+# poll()'s event bits (transport.py); IPPROTO_TCP, TCP_NODELAY: the same numbers on Linux
 # and lwIP (MicroPython's unix port does not name them).
 if not MICROPYTHON:
     const = int
+_POLLIN = const(1)
 _POLLOUT = const(4)
+_POLLERR = const(8)
+_POLLHUP = const(16)
 _TCP = const(6)
 _NODELAY = const(1)
 
@@ -78,7 +81,40 @@ def dial(loop, address, protocol, max_frame=codec.DEFAULT_MAX_FRAME):
     return conn
 
 
-# -- closing a connection after an error (Connection.protocol_error, close_after_flush) -------
+# -- a dialed connection coming up (Connection.on_poll, Connection.release) -------------------
+def connected(conn, ev):
+    """Connection.on_poll while conn is connecting: poll events ev came. True when it is up and
+    ev has input to read now."""
+    # A peer that answered and closed at once (e.g. "busy") shows POLLIN with POLLHUP:
+    # connected, so read its answer. Without POLLIN, POLLERR/POLLHUP means refused.
+    if ev & _POLLERR or (ev & _POLLHUP and not ev & _POLLIN):
+        conn.close("connection refused or unreachable: %s" % (conn.peer,))
+        return False
+    if not ev & (_POLLOUT | _POLLIN):
+        return False
+    conn.connecting = False
+    conn._set_mask(_POLLIN | (_POLLOUT if conn.backlog() else 0))
+    h = getattr(conn.protocol, "on_connect", None)
+    if h:
+        h(conn)
+    conn.flush()
+    return not conn.closed and ev & _POLLIN
+
+
+def release(conn):
+    """Connection.release: a secure dial's session is up; send what was held meanwhile, then
+    the protocol's on_connect."""
+    held = conn.held
+    conn.held = None
+    if held:
+        for m in held:
+            conn.send(m)
+    h = getattr(conn.protocol, "on_connect", None)
+    if h and not conn.closed:
+        h(conn)
+
+
+# -- closing a connection after an error (Connection._read, close_after_flush) -------
 def protocol_error(conn, text):
     """Tell the peer what it did wrong, then close (the stream is out of step)."""
     h = getattr(conn.protocol, "on_protocol_error", None)

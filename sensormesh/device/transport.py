@@ -337,15 +337,8 @@ class Connection:
 
     def release(self):
         """A secure dial's session is up (secure/dialer.py): send what was held meanwhile, then
-        the protocol's on_connect."""
-        held = self.held
-        self.held = None
-        if held:
-            for m in held:
-                self.send(m)
-        h = getattr(self.protocol, "on_connect", None)
-        if h and not self.closed:
-            h(self)
+        the protocol's on_connect (connect.release)."""
+        _connect().release(self)
 
     def writable(self):
         """True while the producer may add more output. After a False, on_drain(conn) follows
@@ -402,22 +395,8 @@ class Connection:
     def on_poll(self, ev):
         if self.closed:
             return
-        if self.connecting:
-            # A peer that answered and closed at once (e.g. "busy") shows POLLIN with POLLHUP:
-            # connected, so read its answer. Without POLLIN, POLLERR/POLLHUP means refused.
-            if ev & _POLLERR or (ev & _POLLHUP and not ev & _POLLIN):
-                self.close("connection refused or unreachable: %s" % (self.peer,))
-                return
-            if not ev & (_POLLOUT | _POLLIN):
-                return
-            self.connecting = False
-            self._set_mask(_POLLIN | (_POLLOUT if self.backlog() else 0))
-            h = getattr(self.protocol, "on_connect", None)
-            if h:
-                h(self)
-            self.flush()
-            if self.closed or not ev & _POLLIN:
-                return
+        if self.connecting and not _connect().connected(self, ev):
+            return
         if ev & _POLLIN:
             self._read()
             if self.closed:
@@ -490,7 +469,8 @@ class Connection:
                 proto.on_message(self, msg)
                 handling = False
         except codec.ProtocolError as e:
-            self.protocol_error(e.args[0])
+            # tell the peer what it did wrong, then close (the stream is out of step)
+            _connect().protocol_error(self, e.args[0])
         except MemoryError:
             if handling:        # the handler's own (the loop logs it); the stream is in step
                 raise
@@ -501,10 +481,6 @@ class Connection:
                 _connect().no_memory(self)
             except MemoryError:
                 self.close("no memory free for a frame")
-
-    def protocol_error(self, text):
-        """Tell the peer what it did wrong, then close (the stream is out of step)."""
-        _connect().protocol_error(self, text)
 
     # -- closing ------------------------------------------------------------------------
     def close_after_flush(self, reason="closed"):
@@ -545,8 +521,8 @@ class Listener:
 # closing one after an error (close_after_flush, protocol_error, no_memory) now and then, a
 # listener at the end, and Loop.run_until serves tools and tests: that code is in listen.py
 # (listen_tcp, listen_unix, bound_port, listener; on_poll, accepted) and connect.py (dial,
-# parse_address, unix_address; close_after_flush, protocol_error, no_memory, close_listener,
-# run_until), loaded when one of these names is looked up here
+# parse_address, unix_address; connected, release; close_after_flush, protocol_error,
+# no_memory, close_listener, run_until), loaded when one of these names is looked up here
 # (transport.dial(...)) and, on a board running .mpy files, forgotten at once, so it costs heap
 # only while it runs.
 def _connect():
