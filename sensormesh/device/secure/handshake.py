@@ -21,9 +21,9 @@ from sensormesh.device.secure.dial_failed import CODES  # noqa: F401
 from sensormesh.device.secure.hello import ClientSession
 from sensormesh.device.secure.keys import (PERMISSIONS, ROLES, SEND_PLAIN_MAX, VERSION, Channel,  # noqa: F401
                                            HandshakeError, Identity, PairCache, TrustStore, _field, _keys,
-                                           _transcript, check_permission, plain_limit, valid_name, wrap_limit)
+                                           _transcript, check_permission, plain_limit, wrap_limit)
 from sensormesh.device.secure.server import (DEFAULT_REPLAY_SIZE, DEFAULT_WINDOW, ReplayCache,  # noqa: F401
-                                             ServerSession)
+                                             ServerSession, valid_name)
 from sensormesh.device.secure.trust import load_identity, load_trust  # noqa: F401
 
 

@@ -12,8 +12,8 @@ from sensormesh.device.secure import (DEFAULT_HANDSHAKE_MS, HELLO_MAX_FRAME, PER
 from sensormesh.device.secure.channel import (SEND_PLAIN_MAX, Channel, b64decode, hmac_sha256,  # noqa: F401
                                               plain_limit, wrap_limit)
 from sensormesh.device.secure.pubkey import PublicKey
-from sensormesh.device.secure.wire import (_NAME_CHARS, _NONCE, VERSION, HandshakeError, _bin, _body,  # noqa: F401
-                                           _field, _keys, _name, _transcript, forgets, idle, stamps, valid_name)
+from sensormesh.device.secure.wire import (_NONCE, VERSION, HandshakeError, _bin, _body,  # noqa: F401
+                                           _field, _keys, _transcript, forgets, idle, stamps)
 
 ROLES = ("controller", "device", "reader")
 

@@ -9,7 +9,26 @@ import os
 
 from sensormesh.device.compat import unix_time
 from sensormesh.device.secure.channel import Channel, b64encode, equal, hmac_sha256
-from sensormesh.device.secure.wire import _NONCE, VERSION, HandshakeError, _bin, _body, _keys, _name, _transcript
+from sensormesh.device.secure.wire import _NONCE, VERSION, HandshakeError, _bin, _body, _keys, _transcript
+
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+
+
+def valid_name(name):
+    if type(name) is not str or not 0 < len(name) <= 64:
+        return False
+    for c in name:
+        if c not in _NAME_CHARS:
+            return False
+    return True
+
+
+def _name(body, field):
+    # a hello's names (a client compares its welcome's with the server it dialed: wire.py)
+    v = body.get(field)
+    if not valid_name(v):
+        raise HandshakeError("malformed", "%r must be a name of 1-64 letters, digits, '.', '_' or '-'" % field)
+    return v
 
 DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
 DEFAULT_REPLAY_SIZE = 64   # nonces remembered per device (about 1.5 KB on an ESP32)

@@ -1,5 +1,5 @@
-# The handshake's messages as both sides check them: the checks of a message's fields (a name,
-# a binary field, a message's body and version), the session keys (HKDF over the transcript) and
+# The handshake's messages as both sides check them: the checks of a message's fields (a binary
+# field, a message's body and version; a name is server.py's check), the session keys (HKDF over the transcript) and
 # the client's check of the server's welcome (check_welcome: a client session's receive()). What a
 # device's dial needs before its welcome arrives (the error, the transcript, the trust
 # files' stamps, forgetting the handshake's code) is basics.py's, re-exported here: a prepared
@@ -12,18 +12,6 @@ from sensormesh.device.secure.basics import (_NONCE, VERSION, HandshakeError, _f
                                              forgets, idle, stamps)
 from sensormesh.device.secure import load
 from sensormesh.device.secure.channel import Channel, b64decode, equal, hmac_sha256
-
-_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
-
-
-def valid_name(name):
-    if type(name) is not str or not 0 < len(name) <= 64:
-        return False
-    for c in name:
-        if c not in _NAME_CHARS:
-            return False
-    return True
-
 
 def _keys(pair, cnonce, snonce, transcript, mac, server):
     """HKDF-SHA256 (RFC 5869) of the pair key, salted with both nonces, bound to the transcript.
@@ -68,13 +56,6 @@ def _body(msg, key):
     return body
 
 
-def _name(body, field):
-    v = body.get(field)
-    if not valid_name(v):
-        raise HandshakeError("malformed", "%r must be a name of 1-64 letters, digits, '.', '_' or '-'" % field)
-    return v
-
-
 # -- the client's last step ------------------------------------------------------------------------
 def check_welcome(h, msg):
     """Check the answer `msg` to client session `h`'s hello (a hello.Hello, or a dialer.Dialer as
@@ -86,8 +67,8 @@ def check_welcome(h, msg):
     body = _body(msg, "welcome")
     if body is None:
         raise HandshakeError("malformed", "expected a welcome from %r" % server)
-    if _name(body, "from") != server:
-        raise HandshakeError("unknown-key", "welcome comes from %r, expected %r" % (body["from"], server))
+    if body.get("from") != server:     # (the server's name is valid: no other check of it needed)
+        raise HandshakeError("unknown-key", "welcome comes from %r, expected %r" % (body.get("from"), server))
     snonce = _bin(body, "nonce", _NONCE)
     proof = _bin(body, "proof", 32)
     nonce, transcript, mac = h._pending
