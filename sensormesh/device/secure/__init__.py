@@ -63,6 +63,9 @@ class Security:
     secret bytes and their public half) are its attributes name, role, secret and pub, of which
     keys.device_identity() makes the Identity a handshake uses."""
 
+    role = "device"        # (trust.configure refuses any other identity)
+    revoked_src = None     # the revoked list's file or object, when configured
+
     def __init__(self, dev, cfg):
         # the attributes: trust.configure() sets them
         self.dev = dev

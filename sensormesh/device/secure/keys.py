@@ -6,7 +6,7 @@
 # this module's code (basics.idle()). A deployment prepares the dials of its pipes here (prepare():
 # each peer looked up and its pair key computed while the heap is low), so that a pipe's dial
 # loads only the client side (dialer.py, wire.py). The server side is server.py.
-from sensormesh.device.compat import collect, unix_time, unload
+from sensormesh.device.compat import MICROPYTHON, collect, unix_time, unload
 from sensormesh.device.secure import (DEFAULT_HANDSHAKE_MS, HELLO_MAX_FRAME, PERMISSIONS, admitting,  # noqa: F401
                                       busy)
 from sensormesh.device.secure.channel import (SEND_PLAIN_MAX, Channel, b64decode, hmac_sha256,  # noqa: F401
@@ -16,6 +16,7 @@ from sensormesh.device.secure.wire import (_NONCE, VERSION, HandshakeError, _bin
                                            _field, _keys, _transcript, forgets, idle, stamps)
 
 ROLES = ("controller", "device", "reader")
+PAIRS_KEPT = 8 if MICROPYTHON else 256     # a device's pair keys kept (device_pairs), ~100 bytes each
 
 
 def check_permission(role, command):
@@ -262,4 +263,4 @@ def device_trust(sec):
 
 
 def device_pairs(sec):
-    return PairCache(sec.pairs_size, sec.pair_state)
+    return PairCache(PAIRS_KEPT, sec.pair_state)

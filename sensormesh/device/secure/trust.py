@@ -205,7 +205,6 @@ def configure(sec, cfg):
     sec.trust_state = None      # keys.TrustStore(*trust_state)
     sec.stamps = None           # the trust and revoked files' sizes and times when read
     sec.replay_state = ({}, {})                # server.ReplayCache's nonces and cut-offs
-    sec.pairs_size = 8 if MICROPYTHON else 256     # pair keys kept, ~100 bytes each
     sec.pair_state = [{}, [], 0]               # keys.PairCache's keys, their order, agreements
     sec.prepared = {}     # peer -> (role, pair key, fingerprint) of the pipes' dials (keys.prepare)
     sec.pending = 0       # accepted connections waiting for their hello
@@ -220,15 +219,15 @@ def configure(sec, cfg):
     if ident.role != "device":
         raise ValueError("identity %r has role %r; a device needs a device key (sensormesh keys issue NAME "
                          "--role device)" % (ident.name, ident.role))
-    sec.name = ident.name
-    sec.role = ident.role
+    sec.name = ident.name      # (its role is "device": Security.role)
     sec.secret = ident.key._raw
     sec.pub = ident.key.public.pub
     sec.identity = sec
     sec.trust_src = cfg.get("trust")
     if sec.trust_src is None:
         raise ValueError("a device with an identity needs a trust store: config 'trust' or --trust FILE")
-    sec.revoked_src = cfg.get("revoked")
+    if cfg.get("revoked") is not None:
+        sec.revoked_src = cfg["revoked"]     # (else Security.revoked_src: None)
     sec.max_handshakes = _bounded(cfg.get("max_handshakes"), "max_handshakes", DEFAULT_MAX_HANDSHAKES)
     sec.handshake_ms = _bounded(cfg.get("handshake_ms"), "handshake_ms", DEFAULT_HANDSHAKE_MS)
     device_trust(sec)
