@@ -341,8 +341,8 @@ METRICS_PROBE = """import gc, time
 from sensormesh.device import core, transport, codec
 ON = %d
 dev = core.Device('m', ['t=temperature@50'])
-dev.set_metrics(ON)
-lst = dev.listen_tcp('127.0.0.1', 0)
+dev.metrics = dev.loop.timing = bool(ON)    # (boot.set_metrics, which the probe does not load)
+lst = transport.listen_tcp(dev.loop, '127.0.0.1', 0, dev.make_inbound)
 port = lst.sock.getsockname()[1] if hasattr(lst.sock, 'getsockname') else %d
 class C:
     closed = False
@@ -395,7 +395,7 @@ def metrics_heap(path, repeat=1):
             port = s.getsockname()[1]
             s.close()
             code = METRICS_PROBE % (on, port, port)
-            code = code.replace("lst = dev.listen_tcp('127.0.0.1', 0)", "lst = dev.listen_tcp('127.0.0.1', %d)" % port)
+            code = code.replace("'127.0.0.1', 0, dev.make_inbound)", "'127.0.0.1', %d, dev.make_inbound)" % port)
             r = subprocess.run([mp, "-X", "heapsize=256K", "-c", code], env=dict(os.environ, MICROPYPATH=path),
                                capture_output=True, text=True, timeout=60, cwd=path)
             vals = dict(line.split("|") for line in r.stdout.splitlines() if "|" in line)
@@ -455,6 +455,8 @@ from sensormesh.device import core
 _start = core.start
 def start(cfg):
     dev = _start(cfg)
+    if dev.security is not None:
+        traced_security(dev)
     mark('keys loaded, listening')
     return dev
 core.start = start
@@ -531,9 +533,7 @@ def dial(self, *args):
     mark("the pipe dialed (hello sent, its welcome awaited)")
     return conn
 core.Device.dial = dial
-_secure = core.Device.secure
-def secure(self, cfg):
-    s = _secure(self, cfg)
+def traced_security(self):
     # the handshake's modules load and unload: hook secure.load() (a pipe's dial loads dial_hello.py)
     # and compat.collect(), which secure.basics.idle() calls last (basics.py imports it anew each time
     # it loads again)
@@ -581,8 +581,6 @@ def secure(self, cfg):
             self.loop.call_soon(lambda: mark("the pipe's handshake done (its code unloaded)"))
     compat.collect = collect
     sec.load = load
-    return s
-core.Device.secure = secure
 """ + LAUNCHER_MAIN
 
 

@@ -127,7 +127,8 @@ def run_runtime(n, metrics):
     """Values/s of a deployed source -> map -> window -> callback chain on a device runtime."""
     from sensormesh.device.core import Device
     dev = Device("bench", ["counter@0"])
-    dev.set_metrics(metrics)
+    from sensormesh.device import boot
+    boot.set_metrics(dev, metrics)
     s = _Session()
     asg = {"pipeline": "bench", "epoch": 1, "code": {"user": USER}, "steps": [
         {"id": "s", "type": "source", "params": {"sensor": "counter", "rate": 0, "count": n}},

@@ -494,9 +494,10 @@ def _hello_frame(keys):
 def inproc(keys):
     loop = transport.Loop()
     dev = Device("dev-a", ["counter@0"], loop=loop)
-    dev.secure({"identity": keys["frags"]["dev-a"]["identity"], "trust": keys["ks"].trust_path(),
+    from sensormesh.device import boot
+    boot.secure(dev, {"identity": keys["frags"]["dev-a"]["identity"], "trust": keys["ks"].trust_path(),
                 "handshake_ms": 2000})
-    lst = dev.listen_tcp("127.0.0.1", 0)
+    lst = boot.listen_tcp(dev, "127.0.0.1", 0)
     addr = ("127.0.0.1", transport.bound_port(lst))
     yield loop, dev, addr, _hello_frame(keys)
     dev.close()

@@ -49,7 +49,7 @@ def start(cfg):
     name = cfg.get("name") or ("device-%d" % cfg["port"] if cfg.get("port") else "device")
     dev = Device(name, cfg.get("sensors"), cfg.get("max_conns", DEFAULT_MAX_CONNS))
     if cfg.get("metrics") is False:
-        dev.set_metrics(False)
+        set_metrics(dev, False)
     keyed = cfg.get("identity") is not None or cfg.get("trust") is not None
     if cfg.get("insecure"):
         dev.log("WARNING: insecure mode: anyone who reaches this device may read it and deploy code to it"
@@ -58,7 +58,7 @@ def start(cfg):
         if cfg.get("identity") is None:
             raise ValueError("a trust store is configured but no identity: add 'identity' (--identity FILE), "
                              "or run without keys with --insecure")
-        sec = dev.secure(cfg)
+        sec = secure(dev, cfg)
         if cfg.get("name") and cfg["name"] != sec.identity.name:
             raise ValueError("device name %r differs from its identity's name %r: clients address the "
                              "identity's name" % (cfg["name"], sec.identity.name))
@@ -69,7 +69,7 @@ def start(cfg):
         if port == 0 and MICROPYTHON:
             port = _listen_any_port(dev, host)
         else:
-            lst = dev.listen_tcp(host, port)
+            lst = listen_tcp(dev, host, port)
             if port == 0:
                 port = transport.bound_port(lst)
         if dev.name == "device":          # unnamed, on a port chosen now: named after it
@@ -88,6 +88,32 @@ def start(cfg):
     return dev
 
 
+def set_metrics(dev, on):
+    """Metrics on (the default) or off: off, the loop does not time its waits and a deployed
+    pipeline runs without sampling (its counters still count)."""
+    dev.metrics = bool(on)
+    dev.loop.timing = dev.metrics
+    if dev.runtime is not None:
+        dev.runtime.metrics = dev.metrics
+
+
+def secure(dev, cfg):
+    """Make dev require authenticated, encrypted sessions: cfg has "identity" and "trust" (files
+    or dicts), optionally "revoked", "max_handshakes", "handshake_ms" (docs/security.md).
+    Returns its secure.Security."""
+    from sensormesh.device.secure import Security   # crypto is loaded only by devices with keys
+    dev.security = Security(dev, cfg)
+    return dev.security
+
+
+def listen_tcp(dev, host, port):
+    """Make dev listen on TCP host:port; returns the transport.Listener."""
+    lst = transport.listen_tcp(dev.loop, host, port, dev.make_inbound,
+                               max_frame=dev.max_frame, max_conns=dev.max_conns)
+    dev.listeners.append(lst)
+    return lst
+
+
 # Port 0 on MicroPython: its sockets cannot say which port the kernel chose, so the device
 # picks one itself, trying random ports of the dynamic range until one is free.
 _PORT_TRIES = 64
@@ -100,7 +126,7 @@ def _listen_any_port(dev, host):
         b = os.urandom(2)
         port = 49152 + ((b[0] << 8) | b[1]) % 16384
         try:
-            dev.listen_tcp(host, port)
+            listen_tcp(dev, host, port)
             return port
         except OSError as e:
             err = e

@@ -75,6 +75,21 @@ def peer_limit(dev, conn, mf):
         conn.wrap_limit = wrap_limit(conn.peer_max_frame)
 
 
+def closed(session, conn, reason):
+    """Log why the connection of an Inbound session closed (core.Inbound.on_close)."""
+    dev = session.device
+    # an accepted Unix-socket connection has no peer address: no gap in the sentence
+    text = "connection%s closed: %s" % (" %s" % (conn.peer,) if conn.peer else "", reason)
+    if dev.security is not None and session.role is None:
+        # Anyone can open connections: log the 1st, 2nd, 4th, 8th... so a flood cannot fill
+        # the log. (The count is kept on the device from the first such close on.)
+        n = dev.unauth_closed = getattr(dev, "unauth_closed", 0) + 1
+        if n & (n - 1) == 0:
+            dev.log("%s (%d closed before authenticating so far)" % (text, n))
+    else:
+        dev.log(text)
+
+
 def streaming(session, key):
     """A control message on a connection that streams (core.Inbound.on_message): refused."""
     session.fail(session.conn, "bad-request", "this connection is streaming; open another connection for %r" % key)

@@ -115,16 +115,14 @@ class Inbound:
         if self.handler is not None and hasattr(self.handler, "on_close"):
             self.handler.on_close(conn, reason)
         if reason not in ("closed by peer", "closed") and not self.logged:
-            # an accepted Unix-socket connection has no peer address: no gap in the sentence
-            text = "connection%s closed: %s" % (" %s" % (conn.peer,) if conn.peer else "", reason)
-            if dev.security is not None and self.role is None:
-                # Anyone can open connections: log the 1st, 2nd, 4th, 8th... so a flood cannot
-                # fill the log.
-                n = dev.unauth_closed = dev.unauth_closed + 1
-                if n & (n - 1) == 0:
-                    dev.log("%s (%d closed before authenticating so far)" % (text, n))
-            else:
-                dev.log(text)
+            # why it closed, logged by control.py (its sentences loaded for them); a device
+            # short of memory for that logs the reason alone
+            try:
+                from sensormesh.device import control
+                control.closed(self, conn, reason)
+                forget(control)
+            except MemoryError:
+                dev.log(reason)
 
 
 class Device:
@@ -146,7 +144,6 @@ class Device:
         self.security = None  # secure.Security once keys are configured (secure())
         self.errors = 0
         self.metrics = True   # sampled step times, origin stamps, loop busy time (metrics.py)
-        self.unauth_closed = 0   # closed connections of unauthenticated peers (logged sparsely)
         if sensor_specs is None or sensor_specs:
             # building sensors from specs runs once: a board forgets that code afterwards
             from sensormesh.device.sensors import registry
@@ -165,16 +162,6 @@ class Device:
             import traceback
             traceback.print_exception(type(exc), exc, exc.__traceback__)
 
-    def sensor_names(self):
-        return sorted(self.sensors)
-
-    def secure(self, cfg):
-        """Require authenticated, encrypted sessions: cfg has "identity" and "trust" (files or
-        dicts), optionally "revoked", "max_handshakes", "handshake_ms" (docs/security.md)."""
-        from sensormesh.device.secure import Security   # crypto is loaded only by devices with keys
-        self.security = Security(self, cfg)
-        return self.security
-
     def dial(self, address, protocol, peer, first):
         """Open a connection to another device and send `first`; with keys, as this device's
         identity to the device named `peer` (first leaves once the session is up)."""
@@ -188,12 +175,6 @@ class Device:
     def make_inbound(self):
         """The protocol object of a new connection (accepted, or dialed out by forward.py)."""
         return Inbound(self)
-
-    def listen_tcp(self, host, port):
-        lst = transport.listen_tcp(self.loop, host, port, self.make_inbound,
-                                   max_frame=self.max_frame, max_conns=self.max_conns)
-        self.listeners.append(lst)
-        return lst
 
     def close(self):
         for s in self.streams:
@@ -236,14 +217,6 @@ class Device:
             from sensormesh.device.runtime import Runtime
             self.runtime = Runtime(self)
         return self.runtime.handler(key)
-
-    def set_metrics(self, on):
-        """Metrics on (the default) or off: off, the loop does not time its waits and a deployed
-        pipeline runs without sampling (its counters still count)."""
-        self.metrics = bool(on)
-        self.loop.timing = self.metrics
-        if self.runtime is not None:
-            self.runtime.metrics = self.metrics
 
     def on_poll(self, ev):
         # `exit_with_stdin` (boot.py registers the device for its standard input): the process

@@ -92,7 +92,7 @@ def serve(dev, session, body):
     the stream started on the session's connection, or the refusal sent, saying why, and logged."""
     conn = session.conn
     try:
-        name, tf, vpf, mf = parse(body, dev.sensor_names())
+        name, tf, vpf, mf = parse(body, sorted(dev.sensors))
     except RequestError as e:
         # logged here, once (the client may close first); on_close then stays silent, also
         # when the close below completes at once

@@ -31,7 +31,8 @@ def two(tmp_path):
     devs = {"a": Device("a", ["counter@0"], loop=loop), "b": Device("b", [], loop=loop)}
     addrs = {}
     for n, d in devs.items():
-        lst = d.listen_tcp("127.0.0.1", 0)
+        from sensormesh.device import boot
+        lst = boot.listen_tcp(d, "127.0.0.1", 0)
         addrs[n] = "127.0.0.1:%d" % lst.sock.getsockname()[1]
     t = threading.Thread(target=loop.run, daemon=True)
     t.start()

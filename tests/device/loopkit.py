@@ -27,10 +27,11 @@ class Collector:
 
 def listen(dev):
     """Make dev listen on the next free loopback port; returns "127.0.0.1:PORT"."""
+    from sensormesh.device import boot
     for _ in range(500):
         PORTS[0] += 1
         try:
-            dev.listen_tcp("127.0.0.1", PORTS[0])
+            boot.listen_tcp(dev, "127.0.0.1", PORTS[0])
             return "127.0.0.1:%d" % PORTS[0]
         except OSError:
             pass

@@ -209,9 +209,6 @@ class Device:
         self.control.dev = self
         self.alive = True
 
-    def sensor_names(self):
-        return sorted(self.sensors)
-
     def log(self, text):
         self.logs.append(text)
 

@@ -33,7 +33,8 @@ def counting(epoch=1):
 def board_device(loop):
     """A keyed device that accepts no more than a board does (codec.MIN_MAX_FRAME)."""
     d = Device("dev-a", ["counter@0"], max_frame=codec.MIN_MAX_FRAME, loop=loop)
-    d.secure({"identity": fixture()["ids"]["dev-a"], "trust": trust_json()})
+    from sensormesh.device import boot
+    boot.secure(d, {"identity": fixture()["ids"]["dev-a"], "trust": trust_json()})
     return d
 
 

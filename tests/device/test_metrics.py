@@ -189,7 +189,8 @@ def test_the_sample_timer_runs_only_between_start_and_teardown():
 def test_metrics_off_no_sampling_counters_still_count():
     loop = transport.Loop()
     a = Device("a", ["counter@0"], loop=loop)
-    a.set_metrics(False)
+    from sensormesh.device import boot
+    boot.set_metrics(a, False)
     c, conn = control(loop, listen(a))
     asg = {"pipeline": "p", "epoch": 1, "code": CODE, "steps": [
         {"id": "s", "type": "source", "params": {"sensor": "counter", "count": 30, "rate": 300}},

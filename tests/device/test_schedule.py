@@ -47,9 +47,6 @@ class FakeDevice:
         self.sensor_kinds = {}
         self.dialed = []
 
-    def sensor_names(self):
-        return sorted(self.sensors)
-
     def dial(self, address, protocol, peer, first):
         c = Conn()
         self.dialed.append(c)

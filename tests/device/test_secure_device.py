@@ -28,7 +28,8 @@ def keyed(name, sensors, loop, **extra):
     cfg = {"identity": fixture()["ids"][name], "trust": trust_json()}
     for k in extra:
         cfg[k] = extra[k]
-    d.secure(cfg)
+    from sensormesh.device import boot
+    boot.secure(d, cfg)
     return d
 
 

@@ -110,13 +110,13 @@ def source_sensor(rt, sid, params):
     dev = rt.device
     if name not in dev.sensors:
         # the spec may name a kind; take the first configured sensor of that kind
-        for n in dev.sensor_names():
+        for n in sorted(dev.sensors):
             if dev.sensor_kinds.get(n) == name:
                 name = n
                 break
     if name not in dev.sensors:
         raise ValueError("step '%s': this device has no sensor %r (it has: %s)"
-                         % (sid, params.get("sensor"), ", ".join(dev.sensor_names())))
+                         % (sid, params.get("sensor"), ", ".join(sorted(dev.sensors))))
     sensor, rate = dev.sensors[name]
     if params.get("rate") is not None:
         rate = params["rate"]
