@@ -114,7 +114,7 @@ def serve(probe, seconds, heap, plain=False):
     port = free_port()
     if plain:
         cfg = {"name": "bench", "host": "127.0.0.1", "port": port, "sensors": SENSORS}
-        p = probe.start(BOARD + "from sensormesh.device.core import run\nrun(%r)\n" % (cfg,), heap)
+        p = probe.start(BOARD + "from sensormesh.device.core import start\nstart(%r).run()\n" % (cfg,), heap)
     else:
         p = probe.start("import heap_probe; heap_probe.main(['serve', '%d', '%d'])" % (port, seconds), heap)
     got = {}

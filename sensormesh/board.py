@@ -274,7 +274,7 @@ def main():
         print("sensormesh: WiFi %s up, address %s" % (wifi["ssid"], wifi_up(wifi)))
     from sensormesh.device.core import start
     dev = start(cfg)
-    # core.run(cfg) without holding the configuration while the device runs: its paths, specs
+    # the loop runs without holding the configuration: its paths, specs
     # and WiFi settings (about 1 KB of heap) are needed only to start it
     cfg = wifi = None
     try:

@@ -2,7 +2,7 @@
 # both interpreters:
 #     micropython -m sensormesh.device --port 7000 --sensors dht11,co2
 #     python -m sensormesh.device --config device.json
-# A board's main.py calls core.run(config) itself; `sensormesh worker` builds the same dict with click.
+# A board's main.py calls core.start(config) and runs the loop itself; `sensormesh worker` builds the same dict with click.
 # main(config=PATH) runs a configuration file as it is, as a board's main.py does: no options to
 # parse, so options.py never loads (sensormesh up's launcher for local MicroPython devices; a
 # device keeps every name a module it loaded brought, options.py's about 25, for good).

@@ -244,12 +244,3 @@ def start(cfg):
     dev = boot.start(cfg)
     forget(boot)
     return dev
-
-
-def run(cfg):
-    dev = start(cfg)
-    try:
-        dev.run()
-    except KeyboardInterrupt:
-        dev.log("stopped")
-    return dev
