@@ -38,7 +38,7 @@ DEVICE_KEYS = ("interpreter", "cpu", "memory", "heap", "sensors", "address", "ad
 # docs/performance.md), with a margin. The target of an ESP32 without PSRAM is 96K, not met yet on
 # the 64-bit unix port (docs/performance.md). CPython devices take no heap
 # setting.
-DEFAULT_HEAP = "140K"
+DEFAULT_HEAP = "128K"
 HEAP_UNITS = {"": 1, "K": 1024, "M": 1024 * 1024}
 MIN_HEAP = 16 * 1024      # below this MicroPython does not even start the device package
 
