@@ -165,11 +165,17 @@ class PipeOut(Rarely):
         return {"seq": a}
 
     def _jumped(self):
-        """The next value to send is not the one the connection's receiver counts on: say so."""
-        self.tx.jumped = False
+        """The next value to send is not the one the connection's receiver counts on: say so.
+        False: no room now for the announcement's code (replay_links.py, loaded for it); it stays
+        due, and no value leaves on the connection before it (_send)."""
         c = self.conn or self.dialing
         if c is not None and not c.closed:
-            c.send(self._seq())
+            try:
+                c.send(self._seq())
+            except MemoryError:
+                return False
+        self.tx.jumped = False
+        return True
 
     def _dropped(self):
         tx = self.tx
@@ -199,10 +205,11 @@ class PipeOut(Rarely):
         tx = self.tx
         if self.spool_timer is not None:
             return      # a spooled backlog is leaving at its own pace
-        if tx.jumped and conn is not None:
+        if tx.jumped and conn is not None and not self._jumped():
             # values announced on this connection left the buffer before being sent on it: the
-            # receiver must not count the next array from the announced seq
-            self._jumped()
+            # receiver must not count the next array from the announced seq (unannounced for
+            # want of heap: the values wait, the next value or frame tries again)
+            return
         while conn is not None and conn.writable():
             first = tx.sent
             high = tx.high
@@ -245,18 +252,20 @@ class PipeOut(Rarely):
         for c in cs:
             if c is not None and not c.closed:
                 c.close("replaced by a new connection")
-        self.tx.restart()
-        hs = {"edge": self.edge, "epoch": self.rt.epoch, "from": self.rt.device.name}
-        if self.tx.acks:
-            a = self.tx.announce()
-            hs["seq"] = a[0]
-            hs["run"] = a[1]
-            if a[2]:
-                hs["mark"] = a[2]
-            hs["buffer"] = a[3]
-            if self.lineage:
-                hs["lin"] = 1
         try:
+            # the numbering's restart and announcement: replay_links.py, loaded for them and
+            # forgotten before the dial loads the handshake's code
+            self.tx.restart()
+            hs = {"edge": self.edge, "epoch": self.rt.epoch, "from": self.rt.device.name}
+            if self.tx.acks:
+                a = self.tx.announce()
+                hs["seq"] = a[0]
+                hs["run"] = a[1]
+                if a[2]:
+                    hs["mark"] = a[2]
+                hs["buffer"] = a[3]
+                if self.lineage:
+                    hs["lin"] = 1
             self.dialing = self.rt.device.dial(self.to, self, self.peer, {"pipe": hs})
         except MemoryError:
             # no memory free to dial (or for the handshake's code) now: try again later; the

@@ -1,6 +1,8 @@
 # Acknowledged pipes without sockets or clocks: the sequence numbers, acknowledgements and replay
 # buffer of one pipe. The sending end is here (Sender), the receiving end in receiver.py
 # (Receiver), which only a device with a pipe_in loads; moving values to a spool is spool.py.
+# What a Sender does only for a new connection (restart, announce, skip_to) or when it takes a
+# numbering back (adopt) is replay_links.py's, loaded per call (Rarely, steps/__init__.py).
 # pipes.py and pipe_in.py drive these objects; tests/device/test_replay.py pins them down on
 # both interpreters. The guarantees they give are stated in docs/reliability.md.
 #
@@ -38,6 +40,8 @@
 import os
 from array import array
 
+from sensormesh.device.steps import Rarely
+
 
 # The replay buffer holds numbers compactly: while every value in it is a float it is an array
 # of this port's floats (8 bytes a value on the unix port, 4 on an ESP32, instead of a pointer
@@ -53,16 +57,20 @@ def new_run():
     return ((b[0] & 0x3F) << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
 
 
-class Sender:
+class Sender(Rarely):
     """The sending end of one pipe: its numbering and its replay buffer (values base..next-1:
     the oldest may sit in a spool on disk, spool.py; the rest, from mbase on, in memory)."""
+    # what a new connection does to the numbering and taking one back: replay_links.py (module
+    # notes); what values leaving a full buffer need (evict) stays here, as the heap may be low
+    RARE_IN = "sensormesh.device.runtime.replay_links"
+    RARE = ("restart", "announce", "skip_to", "adopt")
 
     # State that most pipes keep at its start for their whole life (a spool, a mark, values
     # evicted): an attribute becomes the sender's own once it changes, so a board's sender holds
     # a smaller dict (its running state only, set in __init__).
-    spool = None     # a spool.Spool, when the pipe may store values on disk
-    meta_out = None  # fn(first, n) -> what to store beside values first.. (or None)
-    meta_in = None   # fn(meta): it comes back when they are read from the spool
+    spool = None     # a spool.Spool, when the pipe may store values on disk (which may set
+    #                  meta_out, fn(first, n) -> what to store beside values first.., and meta_in,
+    #                  fn(meta) it comes back to when they are read: spool.py, getattr)
     mark = None      # the receiver's mark for value mark_at (see the rules)
     mark_at = 0      # the base when the mark came (older than base after an eviction)
     evicted = 0      # values that left the buffer unacknowledged (beyond the bound)
@@ -146,7 +154,7 @@ class Sender:
                 return None
             i = self.sent - seg[0]
             out = seg[1][i:i + limit]
-            if seg[2] is not None and self.meta_in is not None:
+            if seg[2] is not None and getattr(self, "meta_in", None) is not None:
                 self.meta_in(seg[2])
         else:
             i = self.sent - self.mbase
@@ -198,40 +206,3 @@ class Sender:
         self.mark = mark if type(mark) is dict else None
         self.mark_at = n
         return k
-
-    def restart(self):
-        """A new connection: everything unacknowledged goes again. Returns the first seq."""
-        self.jumped = False
-        self.sent = self.base
-        return self.base
-
-    def skip_to(self, expect, run):
-        """The receiver says it wants `expect` next: skip what it has that is not sent yet."""
-        if run == self.run and type(expect) is int and self.sent < expect <= self.next_seq():
-            self.sent = expect
-
-    def adopt(self, seq, run):
-        """Take over a numbering handed back by the upstream's mark (a fresh sender only)."""
-        self.base = self.mbase = self.sent = self.high = seq
-        self.run = run
-        self.adopted = True
-        self.buf = []
-        if self.spool is not None:
-            self.spool.clear()
-        self.mark = None
-
-    def announce(self):
-        """The body of the seq announcement for the current connection: [seq, run, mark, cap]
-        (the receiver acknowledges often enough for a buffer of cap values)."""
-        mark = self.mark or None
-        k = self.sent - self.mark_at
-        if mark is not None and k > 0:
-            # values between the mark and the next one sent are gone (evicted unacknowledged):
-            # each entry says how many, [seq, run, k] (the rules)
-            shifted = {}
-            for e in mark:
-                m = mark[e]
-                if type(m) is list and len(m) == 2:
-                    shifted[e] = [m[0], m[1], k]
-            mark = shifted or None
-        return [self.sent, self.run, mark, self.cap]

@@ -112,7 +112,7 @@ class Spool:
         buf = tx.buf
         k = len(buf) - tx.cap // 2
         first = tx.mbase
-        meta = tx.meta_out(first, k) if tx.meta_out is not None else None
+        meta = tx.meta_out(first, k) if getattr(tx, "meta_out", None) is not None else None
         dropped = self.write(first, list(buf[:k]), meta)   # buf may be an array (replay.py)
         if dropped < 0:
             return False
