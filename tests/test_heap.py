@@ -437,7 +437,7 @@ def gone():
     loaded = [m for m in sys.modules if m.startswith("sensormesh.device.runtime.") or m.startswith("sensormesh.device.steps.")]
     for stage in ("runtime.deploy", "runtime.build", "runtime.install", "runtime.shipped", "runtime.shipped_names",
                   "steps.kinds", "steps.make", "steps.more_params", "runtime.build_pipes", "steps.wiring",
-                  "runtime.stop", "runtime.shipped_errors", "runtime.build_pipe_in"):
+                  "runtime.stop", "runtime.shipped_errors", "runtime.build_pipe_in", "steps.spec_errors"):
         assert "sensormesh.device." + stage not in loaded, loaded
 
 

@@ -1,10 +1,10 @@
 # Checking an assignment, a stage of building it (runtime/deploy.py has the stages; its shipped
 # code has run before): its shape and step ids; the code its nodes keep loaded while they run,
-# imported first, while the heap has the least else in it (the modules of its pipes and of the
-# deliveries of its callbacks, its steps' families, imported once kinds.py has found each step's); its
-# sources, made. Loaded for this stage and forgotten after it on a board running from precompiled
-# .mpy files (and kinds.py with it), so the stages that follow (the steps, the pipes, the wiring)
-# never share the heap with its code, nor with each other's.
+# found (the modules of its pipes and of the deliveries of its callbacks, its steps' families:
+# kinds.py finds each step's), for deploy.py to import once this module is forgotten; its sources,
+# made. Loaded for this stage and forgotten after it on a board running from precompiled .mpy
+# files (and kinds.py with it), so neither the code its nodes keep loaded nor the stages that
+# follow (the steps, the pipes, the wiring) share the heap with its code.
 from sensormesh.device.compat import forget
 from sensormesh.device.runtime import Source
 
@@ -19,17 +19,17 @@ _KEPT_CODE = {"pipe_out": ("pipes", "replay"), "pipe_in": ("pipes", "receiver", 
 
 
 def check(rt, a):
-    """Check assignment a (raises ValueError naming the problem) and start building it: the
-    code its nodes keep loaded imported, its sources made. Returns what the next stages fill in
-    ("nodes", "edges"; "code": runtime/deploy.py) and use ("order": the ids, "inputs": their
-    inputs in the same order, "classes": id -> the class of each step, "runs": whether a source
-    reads runs of values)."""
+    """Check assignment a (raises ValueError naming the problem) and start building it: its
+    sources made. Returns what the next stages fill in ("nodes", "edges"; "code":
+    runtime/deploy.py) and use ("load": the modules its nodes keep loaded, pipes' first, which
+    deploy.py imports, "order": the ids, "inputs": their inputs in the same order, "classes":
+    id -> (family, type) of each step, "runs": whether a source reads runs of values)."""
     if type(a) is not dict:
         raise ValueError("assignment must be an object")
     specs = a.get("steps")
     if type(specs) is not list:
         raise ValueError("assignment needs a list of steps")
-    kept_code_first(specs)
+    load = kept_code(specs)
     runs = free_running(rt, specs)
     nodes = {}
     order = []
@@ -56,12 +56,12 @@ def check(rt, a):
                 classes[sid] = (fam, kind)
     finally:
         forget("sensormesh.device.steps.kinds")
-    # the steps' families, imported once kinds.py is forgotten (as kinds.family does)
     for sid in classes:
-        fam, kind = classes[sid]
-        mod = __import__("sensormesh.device.steps." + fam)
-        classes[sid] = getattr(mod.device.steps, fam).CLASSES[kind]
-    return {"nodes": nodes, "order": order, "inputs": inputs, "edges": [], "classes": classes, "runs": runs}
+        name = "sensormesh.device.steps." + classes[sid][0]
+        if name not in load:
+            load.append(name)
+    return {"nodes": nodes, "order": order, "inputs": inputs, "edges": [], "classes": classes, "runs": runs,
+            "load": load}
 
 
 def free_running(rt, specs):
@@ -78,16 +78,19 @@ def free_running(rt, specs):
     return False
 
 
-def kept_code_first(specs):
-    """Import the code the assignment's pipes and deliveries keep loaded while it runs before
-    anything else of the build, while the heap has its largest free blocks: their classes need a
-    few hundred bytes in a row, which a board's heap, broken up by the build, may no longer have
-    later on (and, loaded later, it would share the heap with a later stage's code)."""
+def kept_code(specs):
+    """The modules of the code the assignment's pipes and deliveries keep loaded while it runs
+    (their full names), in the order of its specs: imported before its steps' families, as
+    their classes need a few hundred bytes in a row."""
+    load = []
     for spec in specs:
         t = spec.get("type") if type(spec) is dict else None
         if type(t) is str:
             for name in _KEPT_CODE.get(t, ()):
-                __import__("sensormesh.device.runtime." + name)
+                name = "sensormesh.device.runtime." + name
+                if name not in load:
+                    load.append(name)
+    return load
 
 
 # The maker of a source (pipes: build_pipes.py): the class has no __init__ of its own (the code
@@ -98,8 +101,8 @@ def source(rt, sid, params, runs=False):
     if rate:
         src = Source()
     else:   # reads as fast as the pipeline takes values: its code is loaded for it
-        from sensormesh.device.runtime.free_running import FreeSource
-        src = FreeSource()
+        from sensormesh.device.runtime import free_running as free
+        src = free.FreeSource()
     source_setup(src, rt, sid, sensor, rate, params)
     return src
 

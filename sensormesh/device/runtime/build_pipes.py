@@ -24,18 +24,14 @@ def make_pipes(rt, a, built):
     built["fed_by"], built["reaches"] = pipe_paths(a["steps"], built["nodes"])
 
 
-def _pipe(node):
-    """"in" for a pipe_in, "out" for a pipe_out, else None."""
-    return getattr(node, "PIPE", None)
-
-
 def pipe_out(rt, sid, params, runs=True):
     """A pipe_out; runs: it may get runs of values at once (pipe_runs.py, free_running)."""
     if runs:
-        from sensormesh.device.runtime.pipe_runs import PipeOutRuns as PipeOut
+        from sensormesh.device.runtime import pipe_runs
+        po = pipe_runs.PipeOutRuns()
     else:
         from sensormesh.device.runtime.pipes import PipeOut
-    po = PipeOut()
+        po = PipeOut()
     pipe_out_setup(po, rt, sid, params)
     return po
 
@@ -140,21 +136,22 @@ def pipe_paths(specs, nodes):
     reaches = {}
     for sid in nodes:
         n = nodes[sid]
-        if _pipe(n) == "in":
+        pipe = getattr(n, "PIPE", None)     # "in", "out": a pipe_in's, a pipe_out's
+        if pipe == "in":
             reaches[sid] = [j for j in reach(sid, consumers)]
-        elif _pipe(n) == "out" or getattr(n, "SINK", False):
+        elif pipe == "out" or getattr(n, "SINK", False):
             up = reach(sid, inputs)
             roots = [j for j in up if not inputs.get(j)]
-            if len(roots) == 1 and _pipe(nodes.get(roots[0])) == "in":
+            if len(roots) == 1 and getattr(nodes.get(roots[0]), "PIPE", None) == "in":
                 fed_by[sid] = nodes[roots[0]]
-                if _pipe(n) == "out":
+                if pipe == "out":
                     n.fed_by = nodes[roots[0]]
                     n.relay = inputs.get(sid) == [roots[0]]
-            elif _pipe(n) == "out" and len(roots) > 1:
+            elif pipe == "out" and len(roots) > 1:
                 for j in roots:
-                    if _pipe(nodes.get(j)) == "in":
-                        from sensormesh.device.runtime.joined import tagged
-                        n.lineage = tagged    # each value leaves as [tag, value]
+                    if getattr(nodes.get(j), "PIPE", None) == "in":
+                        from sensormesh.device.runtime import joined
+                        n.lineage = joined.tagged    # each value leaves as [tag, value]
                         n.lin_last = None     # the input value the last one came from
                         n.lin_k = 0           # and its count
     return fed_by, reaches

@@ -3,13 +3,14 @@
 # the code of more than one stage, and the code they keep loaded while they run is loaded first:
 #   building it (build below), each stage with its own module:
 #     runtime/shipped.py     run its shipped code (compiling needs the most free heap: first)
-#     runtime/build.py       check the assignment; import its pipes' modules and its steps'
-#                            families (steps/kinds.py finds the classes); make its sources
+#     runtime/build.py       check the assignment; find its pipes' modules and its steps'
+#                            families (steps/kinds.py), which build() imports once build.py
+#                            is forgotten; make its sources
 #     steps/make.py          make its steps (with steps/more_params.py, when a family's setup
 #                            needs it)
 #     runtime/build_pipes.py make its pipes, and find the paths from them to its outputs
 #     steps/wiring.py        connect them
-#   stop.py      stop the running assignment (the pipes of its edges carry over)
+#   stop.py      stop the running assignment, when one runs (the pipes of its edges carry over)
 #   install.py   put the new one in its place: pipes, checkpoints, outlets
 #   probe_plan.py its metrics probe (with metrics on), and the reply (finish; not in install.py,
 #                which a board would have to load again for it when its heap is fullest, nor
@@ -43,7 +44,8 @@ def on_deploy(rt, session, body):
         raise
     finally:
         collect()
-    rt.rare("stop", "teardown", True)        # keep: the pipes carry over
+    if rt.nodes:       # stop.py only when something runs (not for a board's first deployment)
+        rt.rare("stop", "teardown", True)        # keep: the pipes carry over
     rt.rare("install", "install", built)
     rt.rare("probe_plan", "finish", session, body, built)
 
@@ -66,6 +68,10 @@ def build(rt, body):
             del a["code"]
         built = rt.rare("build", "check", a)
         built["code"] = code
+        # the code its nodes keep loaded (its pipes', its steps' families), imported once
+        # build.py is forgotten: the two never share the heap
+        for name in built.pop("load"):
+            __import__(name)
         rare_call(STEPS + "make", "make_steps", rt, a, built)
     finally:
         # shipped.py's, kept until the steps named the shipped functions they call

@@ -29,12 +29,13 @@ def install(rt, built):
     outlets(rt, nodes, order, carry, fed_by)
     for i in order:
         n = nodes[i]
-        if _kind(n) == "out":
+        pipe = getattr(n, "PIPE", None)     # "in", "out": a pipe_in's, a pipe_out's
+        if pipe == "out":
             rt.pipe_outs[n.edge] = n
             old = carry.pop("out " + n.edge, None)
             if old is not None:
                 take_over(n, old)
-        elif _kind(n) == "in":
+        elif pipe == "in":
             rt.pipe_ins[n.edge] = n
             old = carry.pop("in " + n.edge, None)
             if old is not None:
@@ -54,11 +55,11 @@ def install(rt, built):
         rt.pipe_ins[e].root = ins.index(e)
     for i in order:
         n = nodes[i]
-        if _kind(n) == "in":
+        if getattr(n, "PIPE", None) == "in":
             feeds = []
             for j in reaches.get(i, ()):
                 m = nodes[j]
-                if _kind(m) == "out":
+                if getattr(m, "PIPE", None) == "out":
                     feeds.append(m)
                 elif "@" + j in rt.outlets:
                     feeds.append(rt.outlets["@" + j])
@@ -102,8 +103,8 @@ def outlets(rt, nodes, order, carry, fed_by):
         n = nodes[i]
         t = getattr(n, "TYPE", None)
         if t == "callback":
-            from sensormesh.device.runtime.delivery import Delivery
-            d = Delivery(rt, i)
+            from sensormesh.device.runtime import delivery
+            d = delivery.Delivery(rt, i)
             n.deliver = d.deliver     # the step hands its values straight to its Delivery
             old = carry.pop("cb " + i, None)
             if old is not None:
@@ -127,9 +128,3 @@ def take_over(po, tx):
     po.first = tx.once
     if tx.held() > tx.cap:
         tx.evict(tx.held() - tx.cap)
-
-
-def _kind(node):
-    """"in" for a pipe_in, "out" for a pipe_out, else None (their modules load only when an
-    assignment has such a pipe)."""
-    return getattr(node, "PIPE", None)

@@ -4,9 +4,11 @@
 # an assignment's steps are made: a board running from .mpy files forgets this module once they
 # are, before the sources' and pipes' stage loads, so running steps do not pay for it. The classes
 # of the step types, and the families that hold them, are kinds.py's: a deployment has found them
-# (and loaded the families) before this module loads.
+# (and loaded the families) before this module loads. What is wrong with a spec it refuses is
+# said by spec_errors.py, loaded for the error only.
 from sensormesh.device.steps import StepError, nowhere, rare_call
 
+STEPS = "sensormesh.device.steps."    # the package of the families
 AGGS = ("mean", "min", "max", "sum", "count", "list")   # aggregates of window and sliding
 
 
@@ -107,6 +109,22 @@ def user_setup(step, params, n_inputs):
 SETUPS = {"window": window_setup, "map": user_setup, "filter": user_setup}
 
 
+def inputs_of(sid, spec, cls, params):
+    """How many inputs step `sid` of this spec has (cls: its class); -1 when its id, its type,
+    its parameters or its inputs are wrong."""
+    if type(sid) is not str or not sid or cls is None or type(params) is not dict:
+        return -1
+    for name in params:
+        if name not in cls.ARGS:
+            return -1
+    inputs = spec.get("inputs")
+    if inputs is None:      # an alarm without its high limit compares with a second input
+        return 2 if cls.TYPE == "alarm" and "high" not in params else cls.INPUTS[0]
+    n = len(inputs)
+    lo, hi = cls.INPUTS
+    return n if lo <= n and (hi is None or n <= hi) else -1
+
+
 def make_steps(rt, a, built):
     """The assignment's steps (a deployment's stage, runtime/deploy.py): each spec that is not a
     source or a pipe made with the class its check found (runtime/build.py: built["classes"]),
@@ -115,8 +133,9 @@ def make_steps(rt, a, built):
     classes = built["classes"]
     for spec in a["steps"]:
         cls = classes.get(spec["id"])
-        if cls is not None:
-            nodes[spec["id"]] = build(spec, rt, built["runs"], cls)
+        if cls is not None:     # (family, type): the family is loaded (runtime/deploy.py)
+            fam = getattr(__import__(STEPS + cls[0]).device.steps, cls[0])
+            nodes[spec["id"]] = build(spec, rt, built["runs"], fam.CLASSES[cls[1]])
 
 
 def build(spec, ctx, runs=True, cls=None):
@@ -124,43 +143,18 @@ def build(spec, ctx, runs=True, cls=None):
     nothing upstream of it reads runs of values (no free-running source), so it needs no batch
     path (kinds.RUNS); cls: the class of its type, when the caller found it (kinds.step_class).
 
-    Raises StepError naming the step, and the parameter when one is wrong."""
+    Raises StepError naming the step, and the parameter when one is wrong (spec_errors.py, loaded
+    for the error only, says what is wrong)."""
     sid = spec.get("id") if type(spec) is dict else None
-    if type(sid) is not str or not sid:
-        # the spec as the refusal shows it: base.short, loaded for the error only
-        raise StepError("step spec needs an 'id' string: %s"
-                        % rare_call("sensormesh.device.steps.base", "short", spec))
-    kind = spec.get("type")
-    params = spec.get("params")
+    params = spec.get("params") if sid else None
     if params is None:
         params = {}
-    if cls is None:
+    if type(sid) is str and sid and cls is None:
         from sensormesh.device.steps import kinds
-        cls = kinds.step_class(kind, params, runs)
-        if cls is None:
-            raise kinds.unknown(sid, kind)
-    if type(params) is not dict:
-        raise StepError("step '%s': params must be an object, got %s"
-                        % (sid, rare_call("sensormesh.device.steps.base", "short", params)))
-    for name in params:
-        if name not in cls.ARGS:
-            raise StepError("step '%s': unknown parameter '%s' (%s takes: %s)"
-                            % (sid, name, cls.TYPE, ", ".join(cls.ARGS) or "none"))
-    inputs = spec.get("inputs")
-    if inputs is None:
-        n = 2 if kind == "alarm" and "high" not in params else cls.INPUTS[0]
-    else:
-        n = len(inputs)
-        lo, hi = cls.INPUTS
-        if n < lo or (hi is not None and n > hi):
-            if lo == hi:
-                want = str(lo)
-            elif hi is None:
-                want = "%d or more" % lo
-            else:
-                want = "%d or %d" % (lo, hi)
-            raise StepError("step '%s': %s takes %s input%s, got %d"
-                            % (sid, kind, want, "" if want == "1" else "s", n))
+        cls = kinds.step_class(spec.get("type"), params, runs)
+    n = inputs_of(sid, spec, cls, params)
+    if n < 0:
+        raise rare_call(STEPS + "spec_errors", "bad", spec, cls)
     step = cls()
     step.id = sid
     step.ctx = ctx
@@ -168,7 +162,7 @@ def build(spec, ctx, runs=True, cls=None):
     step.outputs = []
     step.emit = nowhere
     step.emit_many = nowhere
-    setup = SETUPS.get(kind)
+    setup = SETUPS.get(cls.TYPE)
     if setup is not None:
         setup(step, params, n)
     else:
