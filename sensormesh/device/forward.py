@@ -33,12 +33,33 @@
 #     momentarily not (the device is redialing).
 from sensormesh.device import codec, transport
 from sensormesh.device.compat import MICROPYTHON
-from sensormesh.device.schedule import Redial
 
 CONNECT_MS = 5000
 # Redial delays of a registration (ms): slower than a pipe's and up to 5 s, since every redial
 # makes the upstream gateway or controller take a new connection and registration.
 RETRY_MS = (200, 500, 1000, 2000, 5000)
+
+
+class Redial:
+    """Backoff for a connection that is dialed again when it drops: the delays of `table` in
+    turn, then its last one; `connected()` starts over, so a link that dropped after working
+    is redialed quickly again."""
+
+    def __init__(self, table):
+        self.table = table
+        self.tries = 0       # redials since the last successful connection
+
+    def delay(self):
+        """ms to wait before the next redial (counts it)."""
+        t = self.table
+        d = t[self.tries] if self.tries < len(t) else t[-1]
+        self.tries += 1
+        return d
+
+    def connected(self):
+        self.tries = 0
+
+
 # Registration names are chosen by whoever registers: bounded in length, and the gateway
 # remembers at most SEEN_MAX of the names that registered at some time (oldest forgotten).
 NAME_MAX = 64

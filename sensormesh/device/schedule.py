@@ -1,6 +1,6 @@
-# Timing helpers every device part shares: the fixed sampling grid, redial backoff, and
-# sparse logging. Pure functions and one small class, no loop of their own: the caller owns
-# the timers.
+# Timing helpers every device part shares: the fixed sampling grid and sparse logging. Pure
+# functions, no loop of their own: the caller owns the timers. (A pipe's redial backoff is
+# pipes.redial_delay, a forwarder's forward.Redial.)
 
 # A stalled loop (a long GC pause, a blocking flash write, a slow handler) does not try to catch
 # up more than this many samples at once: reading 100 values back to back already takes a board
@@ -34,23 +34,3 @@ def wait_ms(target, now):
 def sparse(n):
     """True for n = 1, 2, 4, 8...: log the 1st, 2nd, 4th... occurrence of a repeating event."""
     return n > 0 and n & (n - 1) == 0
-
-
-class Redial:
-    """Backoff for a connection that is dialed again when it drops: the delays of `table` in
-    turn, then its last one; `connected()` starts over, so a link that dropped after working
-    is redialed quickly again."""
-
-    def __init__(self, table):
-        self.table = table
-        self.tries = 0       # redials since the last successful connection
-
-    def delay(self):
-        """ms to wait before the next redial (counts it)."""
-        t = self.table
-        d = t[self.tries] if self.tries < len(t) else t[-1]
-        self.tries += 1
-        return d
-
-    def connected(self):
-        self.tries = 0

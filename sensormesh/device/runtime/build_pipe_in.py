@@ -4,9 +4,8 @@
 # board that only sends never loads this code nor interns its names.
 from sensormesh.device.runtime.build_pipes import pipe_setup
 from sensormesh.device.runtime.pipe_in import PipeIn
-from sensormesh.device.runtime.pipes import ACK_EVERY, RETRY_MS
+from sensormesh.device.runtime.pipes import ACK_EVERY
 from sensormesh.device.runtime.receiver import Receiver
-from sensormesh.device.schedule import Redial
 from sensormesh.device.steps import nowhere
 
 
@@ -33,7 +32,7 @@ def pipe_in_setup(p, runtime, sid, params):
     p.running = False
     p.retry_timer = None
     p.ack_timer = None
-    p.redial = Redial(RETRY_MS)
+    p.redials = 0       # redials since the last connection that came up (pipes.redial_delay)
     p.every = ACK_EVERY     # acknowledge after this many values (less for a small sender buffer)
     p.soon = None         # the sender asked for acknowledgements up to this seq at once
     p.first_mark = None   # the mark of the announcement our first values follow (adopted with them)

@@ -70,9 +70,8 @@ def _buffer_param(sid, params, default):
 
 def pipe_out_setup(po, runtime, sid, params):
     """Check a pipe_out's parameters and set up its state (pipes.PipeOut)."""
-    from sensormesh.device.runtime.pipes import DEFAULT_BUFFER, HEAP_CHECK, RETRY_MS
+    from sensormesh.device.runtime.pipes import DEFAULT_BUFFER, HEAP_CHECK
     from sensormesh.device.runtime.replay import Sender, new_run
-    from sensormesh.device.schedule import Redial
     po.to = pipe_setup(po, runtime, sid, params, "to")
     tf = params.get("time-frame", 0)
     if type(tf) is not int or tf < 0:
@@ -93,7 +92,7 @@ def pipe_out_setup(po, runtime, sid, params):
     po.dialing = None    # the connection being set up (its handshake already queued)
     po.timer = None
     po.retry_timer = None
-    po.redial = Redial(RETRY_MS)
+    po.redials = 0       # redials since the last connection that came up (pipes.redial_delay)
     po.running = False
     po.n_in = 0
     po.resent = 0

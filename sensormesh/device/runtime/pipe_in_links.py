@@ -4,7 +4,7 @@
 # restart, the sender's request to acknowledge sooner. PipeIn finds these through
 # __getattr__ (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it
 # on a board running .mpy files. Each function takes the PipeIn first.
-from sensormesh.device.runtime.pipes import ACK_EVERY
+from sensormesh.device.runtime.pipes import ACK_EVERY, redial_delay
 
 
 def take_over(pi, rx):
@@ -40,7 +40,7 @@ def _dial(pi):
         pi.conn = pi.rt.device.dial(pi.frm, pi, pi.peer, {"pull": hs})
     except MemoryError:
         # no memory free to dial (or for the handshake's code) now: try again later
-        pi.retry_timer = pi.rt.loop.call_later(pi.redial.delay(), pi._dial)
+        pi.retry_timer = pi.rt.loop.call_later(redial_delay(pi), pi._dial)
 
 
 def attach(pi, conn, body=None):
@@ -123,7 +123,7 @@ def _ack_soon(pi, seq):
 
 
 def on_connect(pi, conn):
-    pi.redial.connected()
+    pi.redials = 0       # a link that drops after working is redialed quickly again
 
 
 def _retire(pi, conn):
@@ -144,7 +144,7 @@ def on_close(pi, conn, reason):
     pi._retire(conn)
     pi.conn = None
     if pi.running and pi.frm:
-        pi.retry_timer = pi.rt.loop.call_later(pi.redial.delay(), pi._dial)
+        pi.retry_timer = pi.rt.loop.call_later(redial_delay(pi), pi._dial)
 
 
 def flush(pi):

@@ -5,7 +5,7 @@
 # them only, pipes.py). PipeOut finds these through __getattr__
 # (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it on a board
 # running .mpy files. Each function takes the PipeOut first.
-from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS
+from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS, redial_delay
 
 
 def bound_back(po, free):
@@ -102,7 +102,7 @@ def on_connect(po, conn):
     po.dialing = None
     po.connects += 1
     po.asked = False
-    po.redial.connected()
+    po.redials = 0       # a link that drops after working is redialed quickly again
     po._send()
     po.rt.resume_sources()
 
@@ -134,8 +134,8 @@ def on_close(po, conn, reason):
         return
     po.last_error = reason
     if po.to:
-        delay = po.redial.delay()
-        n = po.redial.tries
+        delay = redial_delay(po)
+        n = po.redials
         if n == 1 or n % LOG_EVERY_REDIALS == 0:
             po.rt.log("pipe %s to %s: %s; retrying in %d ms" % (po.edge, po.to, reason, delay))
         po.retry_timer = po.rt.loop.call_later(delay, po._dial)

@@ -56,6 +56,16 @@ MAX_FRAME_VALUES = 256 if MICROPYTHON else 65536
 # Pauses between dials of a pipe whose other end is gone. At most 1 s: a restarted device
 # gets its values back within a second of listening again (a refused dial costs little).
 RETRY_MS = (100, 200, 500, 1000)
+
+
+def redial_delay(pipe):
+    """ms a pipe (either end) waits before it dials again, counted in pipe.redials: RETRY_MS in
+    turn, then its last one; a connection that comes up sets redials to 0, so a link that dropped
+    after working is redialed quickly again."""
+    n = pipe.redials
+    pipe.redials = n + 1
+    return RETRY_MS[n] if n < len(RETRY_MS) else RETRY_MS[-1]
+
 # Values read back from a spool leave one array at a time with this pause between arrays, so
 # a long backlog does not hold the loop: sources, steps and other pipes run in between.
 SPOOL_GAP_MS = 2
@@ -270,7 +280,7 @@ class PipeOut(Rarely):
         except MemoryError:
             # no memory free to dial (or for the handshake's code) now: try again later; the
             # values wait in the replay buffer
-            self.retry_timer = self.rt.loop.call_later(self.redial.delay(), self._dial)
+            self.retry_timer = self.rt.loop.call_later(redial_delay(self), self._dial)
 
     def on_message(self, conn, msg):
         if type(msg) is not dict:
