@@ -278,8 +278,7 @@ IMPORTS = (
      ("compat", "codec", "transport", "sensors", "core", "__main__")),
     ("simulated sensors (sensors.sim, temperature)", ("sensors.sim", "sensors.sim.temperature")),
     ("secure session kept between handshakes (secure, channel)", ("secure", "secure.channel")),
-    ("a prepared dial waiting for its welcome (basics, dialer)", ("secure.basics", "secure.dialer")),
-    ("its hello (dial_hello; only while it is made)", ("secure.dial_hello",)),
+    ("a prepared dial's hello (basics, dial_hello; only while it is made)", ("secure.basics", "secure.dial_hello")),
     ("its welcome's check (wire; only while it runs)", ("secure.wire",)),
     ("the rest of the handshake's code (keys, pubkey; a deployment's preparation, an accepted "
      "connection, a dial not prepared)", ("secure.keys", "secure.pubkey")),
@@ -547,7 +546,7 @@ def traced_security(self):
             state[0] = 1
         m = _load(name)
         if state[0] == 1 and name in ('dial_hello', 'wire'):
-            m = Step(m, name)     # the dial's two steps: marked while their code is loaded
+            step(m, name)     # the dial's two steps: marked while their code is loaded
         if ACCEPTS and name in ('admit', 'server') and getattr(self, 'runtime', None) is not None:
             n = accepts[name] = accepts.get(name, 0) + 1
             if name == 'admit' and n == 1:
@@ -555,18 +554,19 @@ def traced_security(self):
             elif name == 'server' and n <= 2:
                 mark('its hello: server.py loaded%s' % ('' if n == 1 else ' again (after the pair key)'))
         return m
-    class Step:
-        def __init__(self, m, name):
-            self.m = m
-        def __getattr__(self, name):
-            return getattr(self.m, name)
-        def hello(self, h):
-            msg = self.m.hello(h)
-            mark("the pipe's hello made (dial_hello.py loaded)")
-            return msg
-        def check_welcome(self, h, msg):
-            self.m.check_welcome(h, msg)
-            mark("the pipe's welcome checked (wire.py loaded)")
+    def step(m, name):
+        # the hello made (dial_hello.make returned), the welcome checked (wire.check returned):
+        # the module's own function replaced in its globals, so that its callers there mark too
+        fn = 'make' if name == 'dial_hello' else 'check'
+        real = getattr(m, fn)
+        if real.__name__ == 'traced':
+            return
+        def traced(*args):
+            r = real(*args)
+            mark("the pipe's hello made (dial_hello.py loaded)" if name == 'dial_hello'
+                 else "the pipe's welcome checked (wire.py loaded)")
+            return r
+        setattr(m, fn, traced)
     _handshake = sec.Security.handshake
     def handshake(s, session, conn, msg):
         _handshake(s, session, conn, msg)
@@ -576,7 +576,7 @@ def traced_security(self):
     sec.Security.handshake = handshake
     def collect():
         _collect()
-        if state[0] == 1 and sec.busy[0] == 0 and 'sensormesh.device.secure.dialer' not in sys.modules:
+        if state[0] == 1 and sec.busy[0] == 0 and not sec.dials:
             state[0] = 2  # measured on the next loop turn, once the handshake's frames are gone
             self.loop.call_soon(lambda: mark("the pipe's handshake done (its code unloaded)"))
     compat.collect = collect

@@ -23,8 +23,8 @@ def reply(dev, session, waited=0):
     _WAITS times _WAIT_MS ms for it)."""
     sec = dev.security
     if sec is not None and waited < _WAITS:
-        from sensormesh.device.secure import admitting, busy
-        if busy[0] or admitting[0]:
+        from sensormesh.device.secure import admitting, busy, dials
+        if busy[0] or admitting[0] or dials:
             dev.loop.call_later(_WAIT_MS, lambda: reply(dev, session, waited + 1))
             return
     conn = session.conn

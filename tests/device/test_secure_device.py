@@ -458,8 +458,8 @@ def _receiver(loop):
 def test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_side():
     """The deploy message makes the device look the pipe's peer up in its trust store and compute
     the pair key at once (while its heap is low); the pipe's dial then needs only the client side
-    of the handshake (dialer.py, wire.py): no look-up again, neither keys.py nor hello.py loaded,
-    and the session works."""
+    of the handshake (dial_hello.py, wire.py): no look-up again, neither keys.py nor hello.py
+    loaded, and the session works."""
     import sys
     loop = transport.Loop()
     b, baddr, cb = _receiver(loop)
@@ -486,7 +486,9 @@ def test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_s
         at_dial.append((keys_name in sys.modules, "sensormesh.device.secure.hello" in sys.modules,
                         "sensormesh.device.secure.dialer" in sys.modules,
                         "sensormesh.device.secure.dial_hello" in sys.modules,
-                        "sensormesh.device.secure.wire" in sys.modules))
+                        "sensormesh.device.secure.wire" in sys.modules,
+                        "sensormesh.device.secure.basics" in sys.modules,
+                        "sensormesh.device.secure.dial_wait" in sys.modules))
         return conn
     a.security.dial = dial
     try:
@@ -498,9 +500,9 @@ def test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_s
     assert delivered(cb) == list(range(50))
     assert len(at_dial) == 1 and looked_up == [], (at_dial, looked_up)
     if forgets():        # a board running .mpy files: keys.py was forgotten after the deployment,
-        # and while the dial waits for its welcome only its session (dialer.py) is in memory: the
-        # code that made the hello and the welcome's checks (wire.py) are not
-        assert at_dial[0] == (False, False, True, False, False), at_dial
+        # and while the dial waits for its welcome only dial_wait.py is in memory (the dial is
+        # plain data): neither the code that made the hello nor the welcome's checks
+        assert at_dial[0] == (False, False, False, False, False, False, True), at_dial
     assert status.security(a.security)["key_agreements"] == agreed + 1          # nothing computed again
     assert status.security(b.security)["accepted"] == 2 and status.security(b.security)["refused"] == {}
     assert handshake_loaded() == (not forgets())
@@ -532,19 +534,33 @@ def test_no_memory_for_the_welcomes_check_closes_only_that_dial_which_is_made_ag
     a, ca, logs = _deployed_sender(loop, baddr)
     real_dial = a.security.dial
     dials = []
+    from sensormesh.device import secure
+    real_load = secure.load
 
-    def no_memory(msg):
-        raise MemoryError("memory allocation failed")
+    def load(name):
+        if name == "wire" and len(dials) == 1:      # the first dial's welcome finds no heap free
+            raise MemoryError("memory allocation failed")
+        return real_load(name)
 
     def dial(*args):
         conn = real_dial(*args)
         dials.append(conn)
-        if len(dials) == 1:
-            conn.protocol.cs.receive = no_memory    # the first dial's welcome finds no heap free
         return conn
     a.security.dial = dial
-    ca.conn.send({"start": {}})
-    assert loop.run_until(lambda: len(delivered(cb)) >= 50, 15000), (len(delivered(cb)), logs)
+    # the dial's protocol (dial_wait.py) loads wire.py for the welcome: with secure.load, which it
+    # takes from the package when it is imported (on a board, at each dial), or kept from before
+    import sys
+    waits = sys.modules.get("sensormesh.device.secure.dial_wait")
+    secure.load = load
+    if waits is not None:
+        waits.load = load
+    try:
+        ca.conn.send({"start": {}})
+        assert loop.run_until(lambda: len(delivered(cb)) >= 50, 15000), (len(delivered(cb)), logs)
+    finally:
+        secure.load = real_load
+        if waits is not None:
+            waits.load = real_load
     assert delivered(cb) == list(range(50))
     assert len(dials) >= 2 and dials[0].closed, dials
     assert [t for t in logs if "no memory free for the handshake with dev-b" in t], logs

@@ -11,10 +11,13 @@
 #                         handshake in progress (bounded: busy), has a deadline (timeout) and may
 #                         only send small frames. server.py checks the hello. Afterwards every
 #                         control message is checked against the peer's role (permit).
-#   dialed connections    pipes to other devices: dialer.py's Dialer does the client side of the
-#                         handshake, then hands the connection to the pipe; its steps load
-#                         one at a time (dial_hello.py: the hello; wire.py: the welcome's
-#                         check and the session keys; dial_failed.py: a failure).
+#   dialed connections    pipes to other devices: the client side of the handshake, a step
+#                         at a time (dial_hello.py: the hello; wire.py: the welcome's check and
+#                         the session keys; dial_failed.py: a failure), then the connection is
+#                         the pipe's. Between the hello and the welcome the dial is plain data
+#                         (`dials`) and dial_wait.py, the connection's protocol, the only code
+#                         loaded for it. (Processes that are not devices use hello.py's
+#                         ClientSession and dialer.py's Dialer instead.)
 #   registrations         a device behind a one-way link dials out to register (forward.py) and
 #                         is the server of the handshake on that connection: after the
 #                         upstream's answer the first message must be a hello (forward.py
@@ -42,6 +45,11 @@ PERMISSIONS = {
 
 busy = [0]        # client handshakes in progress (dialer.Dialer), whose sessions live across loop turns
 admitting = [0]   # accepted connections waiting for their hello, on every device of this process
+# A device's dials waiting for their welcome, each a list (dial_hello.py makes it): [its
+# connection, the Security dialing, the pipe's protocol object, the peer's name, the message
+# that leaves first, the peer's (role, pair key, key fingerprint), the hello's (nonce,
+# transcript, MAC) or None once the dial failed, the welcome's deadline (a transport.Timer)].
+dials = []
 
 
 def load(name):
@@ -101,7 +109,7 @@ class Security:
         a.idle()
         return False
 
-    # -- dialed connections (dialer.py) ----------------------------------------------------
+    # -- dialed connections (dial_hello.py, wire.py) ----------------------------------------
     def prepare(self, body):
         """A deployment arrived (core.Device.dispatch, before the runtime and the deployment's
         code load): look up the devices its pipes dial and compute their pair keys now, while
@@ -119,4 +127,5 @@ class Security:
         the handshake's loads."""
         dev = self.dev
         conn = transport.dial(dev.loop, address, None, dev.max_frame)
-        return load("dial_hello").dial(self, conn, protocol, peer, first)
+        load("dial_hello").dial(self, conn, protocol, peer, first)
+        return conn

@@ -9,7 +9,7 @@ import struct
 import sys
 
 from sensormesh.device.compat import collect, from_mpy, unload
-from sensormesh.device.secure import admitting, busy
+from sensormesh.device.secure import admitting, busy, dials
 
 VERSION = 2
 _NONCE = 16
@@ -69,13 +69,13 @@ def idle():
     progress needs (on MicroPython from .mpy files: it loads again cheaply) and collect its
     garbage (key agreement, JSON). What runs within one call goes at once: the server side
     (server.py), the key files' reader (trust.py), the key agreement (x25519.py), a dial's hello
-    and its failure (dial_hello.py, dial_failed.py). admit.py goes when no accepted
-    connection waits for its hello; the client side's session (dialer.py, hello.py) when no dial
-    is in progress. What the sides share (wire.py, keys.py, pubkey.py) goes when no accepted
-    connection waits for its hello and no dial needs them: a prepared dial's session (dialer.py)
-    holds only this module's names while it waits for its welcome, a client looking its server
-    up (hello.py) holds keys.py's. This module goes when neither kind of handshake is in
-    progress."""
+    and its failure (dial_hello.py, dial_failed.py). A device's dial waiting for its welcome is
+    plain data (secure.dials) with dial_wait.py, which goes once no dial waits. admit.py goes
+    when no accepted connection waits for its hello; a client session of a process that is not
+    a device (dialer.py, hello.py) when none is in progress. What the sides share (wire.py, keys.py, pubkey.py) goes
+    when no accepted connection waits for its hello and no such client needs them (a client
+    looking its server up, hello.py, holds keys.py's names). This module goes when neither kind
+    of handshake is in progress."""
     if forgets():
         gone = ["server", "trust", "x25519", "handshake", "dial_hello", "dial_failed"]
         if admitting[0] == 0:
@@ -86,6 +86,8 @@ def idle():
             gone += ("hello", "dialer")
             if admitting[0] == 0:
                 gone.append("basics")
+        if not dials:
+            gone.append("dial_wait")
         for m in gone:
             unload(_PACKAGE + m)
     collect()

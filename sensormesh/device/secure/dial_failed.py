@@ -20,14 +20,31 @@ def refusal(server, msg):
     return HandshakeError(code, "refused by %s: %s" % (server, text if type(text) is str else err))
 
 
-def failed(d, conn, e):
-    """Dialer `d`'s handshake failed with HandshakeError `e`: its session is garbage, the pipe's
-    protocol hears why ({"error": ...}), and the connection closes on the next loop turn."""
+def failed(d, e):
+    """A device's dial (its list in secure.dials) failed with HandshakeError `e`: what arrives
+    until its connection closes is dropped, the pipe hears why ({"error": ...}), and the
+    connection closes on the next loop turn (the dial ends then: dial_wait.on_close)."""
+    d[6] = None
+    d[7].cancel()
+    dev = d[1].dev
+    tell(d[0], d[2], d[3], dev.log, dev.loop, e)
+
+
+def dialer_failed(d, conn, e):
+    """Dialer `d`'s handshake (a hello.py client's) failed with HandshakeError `e`: its session
+    is garbage, the protocol behind it hears why, and the connection closes on the next loop
+    turn."""
     d._done()
-    conn.held = None
-    if d.log:
-        d.log("handshake with %s failed: %s" % (d.peer, e))
-    h = getattr(d.inner, "on_message", None)
+    tell(conn, d.inner, d.peer, d.log, d.loop, e)
+
+
+def tell(conn, inner, peer, log, loop, e):
+    """The failed handshake on `conn` with `peer`: logged, `inner` (the protocol behind it) told,
+    the connection closed on the next loop turn."""
+    conn.held = []     # what was sent meanwhile, or is sent until the close, never leaves
+    if log:
+        log("handshake with %s failed: %s" % (peer, e))
+    h = getattr(inner, "on_message", None)
     if h:
         h(conn, e.to_message())
-    d.loop.call_soon(lambda: conn.close("handshake with %s failed: %s" % (d.peer, e)))
+    loop.call_soon(lambda: conn.close("handshake with %s failed: %s" % (peer, e)))

@@ -1,25 +1,33 @@
 # A dial's first step, loaded for it and forgotten before the welcome arrives (basics.idle()):
-# a device's dial (the peer as its deployment prepared it, or looked up again) and the hello of
-# a client session (its start()). It needs basics.py and channel.py, not wire.py: a
-# device's pipe sends its hello with the least of the handshake's code in memory.
+# a device's dial (the peer as its deployment prepared it, or looked up again; the dial kept as
+# plain data in secure.dials, dial_wait.py the connection's protocol until the session is up)
+# and the hello of a client session (its start()). It needs basics.py and channel.py, not
+# wire.py: a device's pipe sends its hello with the least of the handshake's code in memory,
+# and only dial_wait.py stays loaded while the welcome is awaited.
 import os
 
-from sensormesh.device.secure import HELLO_MAX_FRAME, busy, load
+from sensormesh.device.compat import unix_time
+from sensormesh.device.secure import HELLO_MAX_FRAME, busy, dials, load
 from sensormesh.device.secure.basics import _NONCE, VERSION, HandshakeError, _transcript, idle, stamps
 from sensormesh.device.secure.channel import b64encode, hmac_sha256
-from sensormesh.device.secure.dialer import Dialer
 
 
 def hello(h):
-    """The hello of client session `h` (a hello.Hello, or a Dialer as its own session): its
-    nonce, transcript and MAC are kept in h for the welcome's check."""
-    ts = int(h.clock())
+    """The hello of client session `h` (a hello.Hello): its nonce, transcript and MAC are kept in
+    h for the welcome's check."""
+    msg, h._pending = make(h.me, h.server, h.known[1], int(h.clock()))
+    return msg
+
+
+def make(me, server, pair, ts):
+    """(the hello from `me` to `server` at Unix time ts, its (nonce, transcript, MAC)): the MAC
+    is made with the pair key of the two."""
     nonce = os.urandom(_NONCE)
-    transcript = _transcript(h.me, h.server, ts, nonce)
-    mac = hmac_sha256(h.known[1], transcript)
-    h._pending = (nonce, transcript, mac)
-    return {"hello": {"v": VERSION, "from": h.me, "to": h.server, "ts": ts,
-                      "nonce": b64encode(nonce).decode(), "mac": b64encode(mac).decode()}}
+    transcript = _transcript(me, server, ts, nonce)
+    mac = hmac_sha256(pair, transcript)
+    return ({"hello": {"v": VERSION, "from": me, "to": server, "ts": ts,
+                       "nonce": b64encode(nonce).decode(), "mac": b64encode(mac).decode()}},
+            (nonce, transcript, mac))
 
 
 def dial(sec, conn, protocol, peer, first):
@@ -28,28 +36,43 @@ def dial(sec, conn, protocol, peer, first):
     fingerprint, kept while the trust files are unchanged) needs none of the rest of the
     handshake's code; else keys.py looks it up again (the trust store re-read first if its files
     changed) and computes the pair key (x25519.py forgotten again at the end of the handshake).
-    A peer not trusted as a device is refused by hello.py's ClientSession with the handshake's
-    error."""
-    dev = sec.dev
+    A peer not trusted as a device is refused with the handshake's error (hello.py's
+    ClientSession says which). The hello leaves and the welcome's deadline is set; until the
+    welcome the connection's protocol is dial_wait.py and the dial a list in secure.dials."""
     try:
+        wait = load("dial_wait")
+        d = [conn, sec, protocol, peer, first, None, None,
+             sec.dev.loop.call_later(sec.handshake_ms, wait.expire)]
+        conn.protocol = wait
+        dials.append(d)
+        if type(peer) is not str:
+            raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")
         known = sec.prepared.get(peer)
         if known is None or stamps(sec) != sec.stamps:
             known = load("keys").prepare_peer(sec, peer)
-            if known is not None:
-                sec.prepared[peer] = known
-        cs = None if known is not None else load("hello").device_session(sec, peer)
+            if known is None:     # not trusted as a device: its look-up fails with the error
+                load("hello").device_session(sec, peer).start()
+                raise HandshakeError("unknown-key", "%r is not trusted as a device" % peer)
+            sec.prepared[peer] = known
+        d[5] = known
+        msg, d[6] = make(sec.name, peer, known[1], int(unix_time()))
+    except HandshakeError as e:
+        load("dial_failed").failed(d, e)
+        return
     except MemoryError:
+        # the dial ends (dial_wait.on_close) and the pipe, told by this MemoryError, dials again
         conn.close("no memory free for the handshake with %s" % peer)
         raise
-    d = Dialer(cs, sec.handshake_ms, dev.loop, protocol, peer, first, dev.max_frame, dev.log, sec.name, known)
-    conn.protocol = d
-    start(d, conn)
-    return conn
+    conn.decoder.max_frame = HELLO_MAX_FRAME
+    conn.send(msg)
+    conn.held = []        # what the pipe sends before the session is up leaves once it is
+    idle()     # the hello is out: the code that made it is garbage until the welcome
 
 
 def start(d, conn):
-    """Dialer `d` sends its session's hello on `conn` and sets the welcome's deadline; a session
-    that cannot start (no peer name; a peer not trusted as a device) fails with its error."""
+    """Dialer `d` (a hello.py client's) sends its session's hello on `conn` and sets the
+    welcome's deadline; a session that cannot start (no peer name; a server not trusted) fails
+    with its error."""
     try:
         if type(d.peer) is not str:
             raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")

@@ -1,8 +1,8 @@
 # The client side of the handshake for processes that are not devices (the controller, tools,
 # tests): ClientSession looks the server up in a trust store and computes the pair key (keys.py)
-# before the hello, then runs Hello (what dialer.Dialer is as a device's own session); dial() puts it in front of a connection with
-# dialer.py's Dialer. A device dialing a peer its deployment prepared needs none of this module
-# (dialer.py and wire.py only); it loads it only to refuse a peer it does not trust as a device.
+# before the hello, then runs Hello; dial() puts it in front of a connection with dialer.py's
+# Dialer. A device's dial needs none of this module (dial_hello.py and wire.py only); it loads it
+# only to refuse a peer it does not trust as a device.
 from sensormesh.device import codec, transport
 from sensormesh.device.compat import unix_time
 from sensormesh.device.secure import DEFAULT_HANDSHAKE_MS, load
@@ -12,7 +12,7 @@ from sensormesh.device.secure.keys import HandshakeError, PairCache, _check_role
 
 class Hello:
     """The client side of one handshake with `server`, whose (role, pair key, fingerprint) are
-    `known` (dialer.Dialer is this as its own session, for a device's prepared dial): start() -> the hello to send (dial_hello.py); receive(reply) checks the welcome
+    `known`: start() -> the hello to send (dial_hello.py); receive(reply) checks the welcome
     (wire.check_welcome; HandshakeError if it fails) and sets wrap/unwrap (Connection.wrap/unwrap)
     and done. Between the two it is plain data: no code of either step stays loaded."""
 
@@ -122,7 +122,7 @@ def start(d, conn):
 
 
 def device_session(sec, peer):
-    """A device's ClientSession to a peer it did not prepare (not trusted as a device): its
+    """A device's ClientSession to a peer keys.prepare_peer found not trusted as a device: its
     start() looks the peer up and fails with the handshake's error (dial_hello.dial)."""
     from sensormesh.device.secure.keys import device_identity, device_pairs, device_trust
     return ClientSession(device_identity(sec), device_trust(sec), peer, roles=("device",), pairs=device_pairs(sec))

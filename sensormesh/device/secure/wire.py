@@ -1,17 +1,19 @@
 # The handshake's messages as both sides check them: the checks of a message's fields (a binary
-# field, a message's body and version; a name is server.py's check), the session keys (HKDF over the transcript) and
-# the client's check of the server's welcome (check_welcome: a client session's receive()). What a
-# device's dial needs before its welcome arrives (the error, the transcript, the trust
-# files' stamps, forgetting the handshake's code) is basics.py's, re-exported here: a prepared
-# dial loads this module only to check its welcome (a refusal's check is dial_failed.py's). The trust store, the pair-key cache
-# and the key agreement (keys.py, pubkey.py, x25519.py), the sessions' common state (keys._Side)
-# and the server side stay unloaded then.
+# field, a message's body and version; a name is server.py's check), the session keys (HKDF over
+# the transcript) and the client's check of the server's welcome (check: a device's dial's
+# welcome, checked and the session set up by welcome(); check_welcome: a hello.Hello's
+# receive()). What a device's dial needs before its welcome arrives (the error, the transcript,
+# the trust files' stamps, forgetting the handshake's code) is basics.py's, re-exported here: a
+# prepared dial loads this module only to check its welcome (a refusal's check is
+# dial_failed.py's). The trust store, the pair-key cache and the key agreement (keys.py,
+# pubkey.py, x25519.py), the sessions' common state (keys._Side) and the server side stay
+# unloaded then.
 import hashlib
 
 from sensormesh.device.secure.basics import (_NONCE, VERSION, HandshakeError, _field, _transcript,  # noqa: F401
                                              forgets, idle, stamps)
-from sensormesh.device.secure import load
-from sensormesh.device.secure.channel import Channel, b64decode, equal, hmac_sha256
+from sensormesh.device.secure import dials, load
+from sensormesh.device.secure.channel import Channel, b64decode, equal, hmac_sha256, wrap_limit
 
 def _keys(pair, cnonce, snonce, transcript, mac, server):
     """HKDF-SHA256 (RFC 5869) of the pair key, salted with both nonces, bound to the transcript.
@@ -58,10 +60,23 @@ def _body(msg, key):
 
 # -- the client's last step ------------------------------------------------------------------------
 def check_welcome(h, msg):
-    """Check the answer `msg` to client session `h`'s hello (a hello.Hello, or a dialer.Dialer as
-    its own session): HandshakeError if it is a refusal or fails a check; else set h's
-    wrap/unwrap (Connection.wrap/unwrap), its peer, role and key fingerprint, and done."""
-    server = h.server
+    """Check the answer `msg` to client session `h`'s hello (a hello.Hello): HandshakeError if it
+    is a refusal or fails a check; else set h's wrap/unwrap (Connection.wrap/unwrap), its peer,
+    role and key fingerprint, and done."""
+    h.channel = check(h.server, h.known, h._pending, msg)
+    h._pending = None
+    h.peer = h.server       # the authenticated peer: its name, role and key's fingerprint
+    h.role = h.known[0]
+    h.peer_fp = h.known[2]
+    h.wrap = h.channel.wrap
+    h.unwrap = h.channel.unwrap
+    h.done = True
+
+
+def check(server, known, pending, msg):
+    """The session's Channel once `msg` checks out as `server`'s welcome to the hello whose
+    (nonce, transcript, MAC) is `pending`, `known` the server's (role, pair key, fingerprint):
+    HandshakeError if it is a refusal or fails a check."""
     if type(msg) is dict and "error" in msg:
         raise load("dial_failed").refusal(server, msg)
     body = _body(msg, "welcome")
@@ -71,17 +86,44 @@ def check_welcome(h, msg):
         raise HandshakeError("unknown-key", "welcome comes from %r, expected %r" % (body.get("from"), server))
     snonce = _bin(body, "nonce", _NONCE)
     proof = _bin(body, "proof", 32)
-    nonce, transcript, mac = h._pending
-    role, pair, fp = h.known
-    c2s, s2c, expect = _keys(pair, nonce, snonce, transcript, mac, server)
+    nonce, transcript, mac = pending
+    c2s, s2c, expect = _keys(known[1], nonce, snonce, transcript, mac, server)
     if not equal(proof, expect):
         raise HandshakeError("bad-signature", "%r could not prove it holds its private key "
                              "(wrong key-confirmation proof)" % server)
-    h._pending = None
-    h.peer = server       # the authenticated peer: its name, role and key's fingerprint
-    h.role = role
-    h.peer_fp = fp
-    h.channel = Channel(c2s, s2c)
-    h.wrap = h.channel.wrap
-    h.unwrap = h.channel.unwrap
-    h.done = True
+    return Channel(c2s, s2c)
+
+
+def welcome(d, msg):
+    """dial_wait.on_message: the welcome of a device's dial `d` (its list in secure.dials)
+    checked, the session is up (the connection wraps and unwraps each frame with its Channel,
+    the pipe's protocol object takes it over, and what was held leaves, sealed, on the next
+    loop turn); a failed check or a refusal fails the dial (dial_failed.py)."""
+    conn, sec, pipe, peer, first, known, pending, timer = d
+    if pending is None:
+        return       # the dial failed: its connection closes on this loop turn
+    try:
+        ch = check(peer, known, pending, msg)
+    except HandshakeError as e:
+        try:
+            load("dial_failed").failed(d, e)
+        except MemoryError:
+            conn.close("no memory free for the handshake with %s" % peer)
+        return
+    except MemoryError:
+        conn.close("no memory free for the handshake with %s" % peer)   # the pipe dials again
+        return
+    dials.remove(d)
+    timer.cancel()
+    conn.decoder.max_frame = sec.dev.max_frame
+    conn.wrap = ch.wrap
+    conn.unwrap = ch.unwrap
+    conn.wrap_limit = wrap_limit(conn.peer_max_frame)
+    conn.protocol = pipe       # from now on the pipe's
+    if first is not None:
+        conn.held.insert(0, first)
+    # The held messages leave (sealed) and the pipe's on_connect runs on this loop turn, but only
+    # once this call has returned: then the handshake's code (this module) is garbage, and a
+    # board seals the pipe's first frames without it (Connection.release).
+    sec.dev.loop.call_soon(conn.release)
+    idle()
