@@ -498,7 +498,7 @@ _import = builtins.__import__
 def traced(name, *args):
     m = _import(name, *args)
     short = name[18:]
-    if short in STAGES + ("steps.kinds",) and short not in seen[-1:]:
+    if short in STAGES + ("steps.kinds", "runtime.pipes") and short not in seen[-1:]:
         seen.append(short)
         loaded = [s for s in STAGES + ("steps.kinds",) if "sensormesh.device." + s in sys.modules]
         if len(loaded) > 1 and loaded != ["runtime.build", "steps.kinds"]:
@@ -519,17 +519,18 @@ for epoch in (1, 2):     # the second one stops the first (stop.py) before it is
 assert not together, together
 for stage in STAGES:
     assert stage in seen, (stage, seen)
-# the shipped code runs first (compiling needs the most free heap), the step families and the
-# pipes' modules load before the code that makes the steps
+# the shipped code runs first (compiling needs the most free heap), the step families load once
+# the check is done, the pipes' modules once the steps are made
 assert seen.index("runtime.shipped") < seen.index("runtime.build") < seen.index("steps.make"), seen
+assert seen.index("steps.make") < seen.index("runtime.pipes") < seen.index("runtime.build_pipes"), seen
 print("ok")
 """
 
 
 def test_a_deployment_from_mpy_loads_its_stages_one_at_a_time(tmp_path):
     """A board running .mpy files builds and applies an assignment in stages whose modules never
-    share the heap: its shipped code runs, it is checked (its pipes' modules and step families
-    loaded), its steps are made, then its pipes, then everything is wired, the running assignment
+    share the heap: its shipped code runs, it is checked, its steps are made (their families
+    loaded), then its pipes (their modules loaded), then everything is wired, the running assignment
     stopped, the new one put in place and its metrics probe made, each stage's module forgotten
     before the next loads."""
     run_on_the_mpy_package(tmp_path, STAGES_APART)

@@ -21,15 +21,15 @@ _KEPT_CODE = {"pipe_out": ("pipes", "replay"), "pipe_in": ("pipes", "receiver", 
 def check(rt, a):
     """Check assignment a (raises ValueError naming the problem) and start building it: its
     sources made. Returns what the next stages fill in ("nodes", "edges"; "code":
-    runtime/deploy.py) and use ("load": the modules its nodes keep loaded, pipes' first, which
-    deploy.py imports, "order": the ids, "inputs": their inputs in the same order, "classes":
+    runtime/deploy.py) and use ("load": its steps' families, which deploy.py imports before its
+    steps are made, "kept": the modules its pipes and deliveries keep loaded, which it imports
+    before its pipes are made, "order": the ids, "inputs": their inputs in the same order, "classes":
     id -> (family, type) of each step, "runs": whether a source reads runs of values)."""
     if type(a) is not dict:
         raise ValueError("assignment must be an object")
     specs = a.get("steps")
     if type(specs) is not list:
         raise ValueError("assignment needs a list of steps")
-    load = kept_code(specs)
     runs = free_running(rt, specs)
     nodes = {}
     order = []
@@ -56,12 +56,13 @@ def check(rt, a):
                 classes[sid] = (fam, kind)
     finally:
         forget("sensormesh.device.steps.kinds")
+    load = []
     for sid in classes:
         name = "sensormesh.device.steps." + classes[sid][0]
         if name not in load:
             load.append(name)
     return {"nodes": nodes, "order": order, "inputs": inputs, "edges": [], "classes": classes, "runs": runs,
-            "load": load}
+            "load": load, "kept": kept_code(specs)}
 
 
 def free_running(rt, specs):
@@ -80,8 +81,9 @@ def free_running(rt, specs):
 
 def kept_code(specs):
     """The modules of the code the assignment's pipes and deliveries keep loaded while it runs
-    (their full names), in the order of its specs: imported before its steps' families, as
-    their classes need a few hundred bytes in a row."""
+    (their full names), in the order of its specs: imported once its steps are made and make.py
+    is forgotten (the largest of them, pipes.py and replay.py, would otherwise share the heap
+    with make.py)."""
     load = []
     for spec in specs:
         t = spec.get("type") if type(spec) is dict else None
@@ -103,7 +105,24 @@ def source(rt, sid, params, runs=False):
     else:   # reads as fast as the pipeline takes values: its code is loaded for it
         from sensormesh.device.runtime import free_running as free
         src = free.FreeSource()
-    source_setup(src, rt, sid, sensor, rate, params)
+    from sensormesh.device.steps import nowhere
+    src.rt = rt
+    src.id = sid
+    src.read = sensor.get
+    if not rate:    # a FreeSource's reads of a run of values (a rated source keeps a smaller dict)
+        src.read_many = getattr(sensor, "get_many", None)
+    src.period = 1000.0 / rate if rate else 0.0
+    src.limit = params.get("count") or 0   # stop after this many values (tests, demos)
+    src.emit = nowhere
+    src.emit_many = nowhere
+    src.wired = nowhere    # emit as connected (the probe swaps emit to sample a value)
+    src.outputs = []
+    src.timer = None
+    src.running = False
+    src.n_out = 0
+    src.errors = 0
+    src.missed = 0       # grid slots not read because the loop was stalled (schedule.py)
+    src.last_error = None
     return src
 
 
@@ -126,25 +145,3 @@ def source_sensor(rt, sid, params):
         if type(rate) not in (int, float) or rate < 0:
             raise ValueError("step '%s': rate must be a non-negative number" % sid)
     return sensor, rate
-
-
-def source_setup(src, rt, sid, sensor, rate, params):
-    """Set up a source's state."""
-    from sensormesh.device.steps import nowhere
-    src.rt = rt
-    src.id = sid
-    src.read = sensor.get
-    if not rate:    # a FreeSource's reads of a run of values (a rated source keeps a smaller dict)
-        src.read_many = getattr(sensor, "get_many", None)
-    src.period = 1000.0 / rate if rate else 0.0
-    src.limit = params.get("count") or 0   # stop after this many values (tests, demos)
-    src.emit = nowhere
-    src.emit_many = nowhere
-    src.wired = nowhere    # emit as connected (the probe swaps emit to sample a value)
-    src.outputs = []
-    src.timer = None
-    src.running = False
-    src.n_out = 0
-    src.errors = 0
-    src.missed = 0       # grid slots not read because the loop was stalled (schedule.py)
-    src.last_error = None

@@ -1,14 +1,15 @@
 # Applying a deployment ({"deploy": ...}, on_deploy), in stages whose code a board loads one after
 # the other, so that the running pipeline's modules (which stay loaded) never share the heap with
-# the code of more than one stage, and the code they keep loaded while they run is loaded first:
+# the code of more than one stage, and the code they keep loaded while they run is loaded as late
+# as it can be, each part once the stage before the one that needs it is forgotten:
 #   building it (build below), each stage with its own module:
 #     runtime/shipped.py     run its shipped code (compiling needs the most free heap: first)
-#     runtime/build.py       check the assignment; find its pipes' modules and its steps'
-#                            families (steps/kinds.py), which build() imports once build.py
-#                            is forgotten; make its sources
-#     steps/make.py          make its steps (with steps/more_params.py, when a family's setup
-#                            needs it)
-#     runtime/build_pipes.py make its pipes, and find the paths from them to its outputs
+#     runtime/build.py       check the assignment; find its steps' families (steps/kinds.py)
+#                            and its pipes' modules; make its sources
+#     steps/make.py          make its steps, their families imported (build) once build.py is
+#                            forgotten (with steps/more_params.py, when a family's setup needs it)
+#     runtime/build_pipes.py make its pipes, their modules imported (build) once make.py is
+#                            forgotten, and find the paths from them to its outputs
 #     steps/wiring.py        connect them
 #   stop.py      stop the running assignment, when one runs (the pipes of its edges carry over)
 #   install.py   put the new one in its place: pipes, checkpoints, outlets
@@ -68,8 +69,7 @@ def build(rt, body):
             del a["code"]
         built = rt.rare("build", "check", a)
         built["code"] = code
-        # the code its nodes keep loaded (its pipes', its steps' families), imported once
-        # build.py is forgotten: the two never share the heap
+        # its steps' families, imported once build.py is forgotten: the two never share the heap
         for name in built.pop("load"):
             __import__(name)
         rare_call(STEPS + "make", "make_steps", rt, a, built)
@@ -78,6 +78,9 @@ def build(rt, body):
         # (Runtime.resolve), and what only some families' setup loads while the steps are made
         forget("sensormesh.device.runtime.shipped_names")
         forget(STEPS + "more_params")
+    # the code its pipes and deliveries keep loaded, imported once make.py is forgotten
+    for name in built.pop("kept"):
+        __import__(name)
     rt.rare("build_pipes", "make_pipes", a, built)
     built["pipeline"] = a.get("pipeline")
     built["epoch"] = a.get("epoch", 0)

@@ -21,11 +21,6 @@ except ImportError:  # a port without the builtins module: fall back to exec on 
     _compile = None
 
 
-def _filename(module):
-    # What tracebacks show for shipped code; also how shipped_errors.py finds the line in them.
-    return "<shipped %s>" % module
-
-
 def _fail(module, exc, filename, what):
     """The ShippedError saying so (shipped_errors.py, loaded only for one and forgotten after)."""
     from sensormesh.device.runtime import shipped_errors
@@ -42,7 +37,8 @@ def load_module(name, source):
     if type(source) is not str:
         raise ShippedError("shipped module '%s': source must be a string, got %s"
                            % (name, type(source).__name__))
-    filename = _filename(name)
+    # what tracebacks show for shipped code; also how shipped_errors.py finds the line in them
+    filename = "<shipped %s>" % name
     namespace = {"__name__": name}
     code = source
     if _compile is not None:

@@ -47,7 +47,7 @@ def str_param(step, name, default):
     return v
 
 
-def user_fn(step):
+def user_setup(step, params, n_inputs):
     """map and filter (user.py): the shipped function or class their `fn` names."""
     ref = str_param(step, "fn", None)
     try:
@@ -87,21 +87,10 @@ def window_setup(step, params, n_inputs):
     step._hold = getattr(step.ctx, "hold", no_ctx_call)
     step._release = getattr(step.ctx, "release", no_ctx_call)
     step._reset()
-    # One put per aggregate, chosen here: no per-value dispatch on agg.
-    if agg == "sum" or agg == "mean":
-        step.put = step._put_sum
-    elif agg == "min":
-        step.put = step._put_min
-    elif agg == "max":
-        step.put = step._put_max
-    elif agg == "count":
-        step.put = step._put_count
-    else:
-        step.put = step._put_list
-
-
-def user_setup(step, params, n_inputs):
-    user_fn(step)
+    # One put per aggregate, chosen here: no per-value dispatch on agg. Its name is made, not
+    # written out: a board interns the names of the puts of the aggregates it runs only
+    # (windows.py has _put_sum, for sum and mean; window_aggs.py the others').
+    step.put = getattr(step, "_put_" + ("sum" if agg == "mean" else agg))
 
 
 # The setup of the families whose parameter checks are here, not in their class (a running step
