@@ -92,7 +92,7 @@ def connected(conn, ev):
         return False
     if not ev & (_POLLOUT | _POLLIN):
         return False
-    conn.connecting = False
+    del conn.connecting     # False again (the class's): its slot is free for a session's state
     conn._set_mask(_POLLIN | (_POLLOUT if conn.backlog() else 0))
     h = getattr(conn.protocol, "on_connect", None)
     if h:
@@ -105,8 +105,8 @@ def release(conn):
     """Connection.release: a secure dial's session is up; send what was held meanwhile, then
     the protocol's on_connect."""
     held = conn.held
-    conn.held = None
-    if held:
+    if held is not None:
+        del conn.held       # None again (the class's): its slot is free for the session's state
         for m in held:
             conn.send(m)
     h = getattr(conn.protocol, "on_connect", None)
@@ -147,20 +147,16 @@ def close_after_flush(conn, reason="closed"):
             if hasattr(conn.sock, "settimeout"):
                 conn.sock.settimeout(0.2)
             if MICROPYTHON:
-                # the first chunk's first chunk_off bytes are already sent: not again, or the
-                # peer gets a frame's tail where a length prefix belongs. A chunk at a time (a
-                # frame's payload may be a view of its JSON text: no joined copy of them all).
-                off = conn.chunk_off
+                # A chunk at a time (a frame's payload may be a view of its JSON text: no joined
+                # copy of them all); a chunk a send took in part is a view of its rest already.
                 for c in conn.chunks:
-                    conn.sock.write(memoryview(c)[off:] if off else c)   # blocking: every byte, or OSError
-                    off = 0
+                    conn.sock.write(c)   # blocking: every byte, or OSError
             else:
                 conn.sock.sendall(conn.out)
         except OSError:
             pass
         if MICROPYTHON:
             conn.chunks = []
-            conn.queued = 0
         else:
             conn.out = bytearray()
     _discard_input(conn)

@@ -69,10 +69,11 @@ def info(dev):
 
 def peer_limit(dev, conn, mf):
     """The peer accepts frames of mf bytes: send up to that (at most 4 times our own limit)."""
-    conn.peer_max_frame = mf if mf < codec.DEFAULT_MAX_FRAME * 4 else codec.DEFAULT_MAX_FRAME * 4
-    if conn.wrap is not None:
+    mf = mf if mf < codec.DEFAULT_MAX_FRAME * 4 else codec.DEFAULT_MAX_FRAME * 4
+    if conn.wrap is not None:   # a secure session: the largest payload whose token fits mf
         from sensormesh.device.secure.channel import wrap_limit
-        conn.wrap_limit = wrap_limit(conn.peer_max_frame)
+        mf = wrap_limit(mf)
+    conn.peer_max_frame = mf
 
 
 def closed(session, conn, reason):

@@ -68,6 +68,10 @@ class Loop:
     # sent them again, and the receiver counted those values twice.)
     waiting = False
     halt = False
+    # Defaults a loop's own dict holds only once they are set (a dict of 12 entries or fewer).
+    running = False
+    on_error = None     # fn(exc, where) for errors raised by handlers
+    timing = True       # measure the time waited in poll() (boot.set_metrics turns it off)
 
     def __init__(self):
         self._poll = select.poll()
@@ -77,15 +81,12 @@ class Loop:
         self._soon = []
         self._t0 = ticks_ms()
         self._now = 0
-        self.running = False
-        self.on_error = None  # fn(exc, where) for errors raised by handlers
         # MicroPython: one receive buffer for every connection of this loop, allocated once.
         # Allocating a fresh chunk per recv() fragments a board's heap until a read fails; the
         # decoder copies what it needs before the next read, so one buffer is enough.
         self.rbuf = bytearray(RECV_CHUNK) if MICROPYTHON else None
         # Time spent waiting in poll() (metrics: the loop's busy fraction is the rest). Kept as
         # whole seconds plus microseconds so a board never grows a long integer per turn.
-        self.timing = True
         self.idle_s = 0
         self.idle_us = 0
 
@@ -219,15 +220,20 @@ class Connection:
     """
 
     # Defaults that most connections keep for their whole life: an instance holds only the
-    # attributes set on it, so a board's connection carries a smaller dict.
-    peer_max_frame = codec.MIN_MAX_FRAME
+    # attributes set on it, so a board's connection carries a smaller dict. (A dict of up to 12
+    # attributes takes ~228 B on a 64-bit board, one of 13 to 17 ~320 B: a connection keeps at most
+    # 12 at once, a secure one too. The state a connection holds for a while, connecting and held
+    # while a dial comes up, a mask with POLLOUT while output waits, goes back to the class's
+    # default once done, which frees its slot.)
+    peer_max_frame = codec.MIN_MAX_FRAME   # largest payload per frame: the peer's frame limit or,
+                                           # once a secure session wraps payloads, the largest
+                                           # payload whose token fits it (secure/channel.wrap_limit)
     closed = False
     connecting = False
     _blocked = False
     _mask = _POLLIN
     wrap = None
     unwrap = None
-    wrap_limit = 0      # largest payload to wrap at once (set with wrap; 0 = peer_max_frame)
     held = None         # a list while a secure dial waits for its handshake: send() keeps messages
     relay = False       # True: frames reach on_message as raw payload bytes (forward.py)
     listener = None     # the Listener that accepted it (its conns list holds it while it is open)
@@ -240,11 +246,8 @@ class Connection:
         self.decoder = codec.Decoder(max_frame)
         if MICROPYTHON:
             self.chunks = []
-            self.chunk_off = 0
-            self.queued = 0
         else:
             self.out = bytearray()
-        self._dirty = False
         self.bytes_in = 0
         self.bytes_out = 0
         sock.setblocking(False)
@@ -262,19 +265,18 @@ class Connection:
         if self.held is not None:
             self.held.append(msg)
             return
-        limit = self.peer_max_frame
-        if self.wrap is None:
-            if not MICROPYTHON:
-                codec.encode_into(self.out, msg, limit)
-                if not self._dirty:
-                    self._dirty = True
-                    self.loop._dirty.append(self)
-                return
-        elif 0 < self.wrap_limit < limit:
-            # A token is larger than its payload: split so that every token fits the peer's limit.
-            limit = self.wrap_limit
-        for p in codec.payloads(msg, limit):
+        if not MICROPYTHON and self.wrap is None:
+            codec.encode_into(self.out, msg, self.peer_max_frame)
+            self._flush_later()
+            return
+        for p in codec.payloads(msg, self.peer_max_frame):
             self.send_payload(p)
+
+    def _flush_later(self):
+        # flushed at the end of this loop turn (the loop's list holds each connection once)
+        dirty = self.loop._dirty
+        if self not in dirty:
+            dirty.append(self)
 
     if MICROPYTHON:
         def send_payload(self, payload):
@@ -293,9 +295,10 @@ class Connection:
                 n = len(payload)
             chunks = self.chunks
             if n <= 256:
-                # small frames share a chunk: one allocation per ~512 bytes, not per frame
+                # small frames share a chunk: one allocation per ~512 bytes, not per frame (a
+                # chunk partly sent is a memoryview of its rest: never added to)
                 last = chunks[-1] if chunks else None
-                if last is not None and type(last) is bytearray and len(last) < 512 and (len(chunks) > 1 or not self.chunk_off):
+                if last is not None and type(last) is bytearray and len(last) < 512:
                     if frame is None:
                         last += struct.pack("!I", n)
                         last += payload
@@ -311,14 +314,15 @@ class Connection:
             else:
                 chunks.append(struct.pack("!I", n))
                 chunks.append(payload)
-            self.queued += 4 + n
-            if not self._dirty:     # flushed at the end of this loop turn
-                self._dirty = True
-                self.loop._dirty.append(self)
+            self._flush_later()
 
         def backlog(self):
-            """Bytes queued but not yet sent."""
-            return self.queued
+            """Bytes queued but not yet sent (a handful of chunks: up to HIGH_WATER in ~512-byte
+            ones)."""
+            n = 0
+            for c in self.chunks:
+                n += len(c)
+            return n
     else:
         def send_payload(self, payload):
             if self.closed:
@@ -327,9 +331,7 @@ class Connection:
                 payload = self.wrap(payload)
             self.out += struct.pack("!I", len(payload))
             self.out += payload
-            if not self._dirty:     # flushed at the end of this loop turn
-                self._dirty = True
-                self.loop._dirty.append(self)
+            self._flush_later()
 
         def backlog(self):
             """Bytes queued but not yet sent."""
@@ -349,26 +351,22 @@ class Connection:
         return False
 
     def flush(self):
-        self._dirty = False
         if self.closed or self.connecting:
             return
         try:
             if MICROPYTHON:
-                # a send() per chunk while the socket takes them
+                # a send() per chunk while the socket takes them whole; the rest of a chunk it took
+                # in part stays first in the list, as a view of that rest (no copy)
                 chunks = self.chunks
-                before = -1
-                while chunks and self.queued != before:
-                    before = self.queued
+                while chunks:
                     c = chunks[0]
-                    off = self.chunk_off
-                    n = self.sock.send(memoryview(c)[off:] if off else c) or 0
-                    off += n
-                    if off >= len(c):
-                        chunks.pop(0)
-                        off = 0
-                    self.chunk_off = off
-                    self.queued -= n
+                    n = self.sock.send(c) or 0
                     self.bytes_out += n
+                    if n < len(c):
+                        if n:
+                            chunks[0] = memoryview(c)[n:]
+                        break
+                    chunks.pop(0)
             elif self.out:
                 n = self.sock.send(self.out)
                 del self.out[:n]
@@ -388,7 +386,10 @@ class Connection:
 
     def _set_mask(self, mask):
         if mask != self._mask and not self.closed:
-            self._mask = mask
+            if mask == _POLLIN:
+                del self._mask      # the class's again: its slot is free (the defaults above)
+            else:
+                self._mask = mask
             self.loop._poll.modify(self.sock, mask)
 
     # -- input --------------------------------------------------------------------------

@@ -151,8 +151,7 @@ def test_closing_after_a_partial_send_sends_the_rest_once():
     if MICROPYTHON:
         first = conn.chunks[0]
         n = conn.sock.send(memoryview(first)[:7])
-        conn.chunk_off = n
-        conn.queued -= n
+        conn.chunks[0] = memoryview(first)[n:]     # as Connection.flush leaves a chunk sent in part
     else:
         n = conn.sock.send(bytes(conn.out[:7]))
         del conn.out[:n]

@@ -54,7 +54,7 @@ class SecureClient(Collector):
             return
         conn.wrap = self.cs.wrap
         conn.unwrap = self.cs.unwrap
-        conn.wrap_limit = session.wrap_limit(conn.peer_max_frame)
+        conn.peer_max_frame = session.wrap_limit(conn.peer_max_frame)
 
     def ready(self):
         return self.cs.done or self.error is not None

@@ -131,7 +131,7 @@ def handshake(sec, session, conn, msg):
     conn.send(welcome)           # the last plaintext frame of this connection
     conn.wrap = ss.wrap
     conn.unwrap = ss.unwrap
-    conn.wrap_limit = wrap_limit(conn.peer_max_frame)
+    conn.peer_max_frame = wrap_limit(conn.peer_max_frame)   # tokens within the peer's limit
     session.role = ss.role
     session.peer_name = ss.peer
     session.peer_fp = ss.peer_fp

@@ -80,7 +80,7 @@ class Dialer:
         conn.decoder.max_frame = self.max_frame
         conn.wrap = self.cs.wrap
         conn.unwrap = self.cs.unwrap
-        conn.wrap_limit = wrap_limit(conn.peer_max_frame)
+        conn.peer_max_frame = wrap_limit(conn.peer_max_frame)   # tokens within the peer's limit
         conn.protocol = self.inner     # from now on the pipe's own: this Dialer is garbage
         self._done()
         if self.first is not None:
