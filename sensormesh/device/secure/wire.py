@@ -118,7 +118,7 @@ def welcome(d, msg):
     conn.decoder.max_frame = sec.dev.max_frame
     conn.wrap = ch.wrap
     conn.unwrap = ch.unwrap
-    conn.wrap_limit = wrap_limit(conn.peer_max_frame)
+    conn.peer_max_frame = wrap_limit(conn.peer_max_frame)   # tokens within the peer's limit
     conn.protocol = pipe       # from now on the pipe's
     if first is not None:
         conn.held.insert(0, first)
