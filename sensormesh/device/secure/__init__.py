@@ -100,13 +100,11 @@ class Security:
         if allowed is None or key in allowed:
             return True
         try:
-            a = load("admit")     # a refusal's code (admit.refuse, admit.denied): loaded for it
+            a = load("admit")     # a refusal's code (admit.wrong_role): loaded for it
         except MemoryError:
             session.conn.close("wrong-role: a %s key may not send %r" % (session.role, key))    # close all the same
             return False
-        a.refuse(self, session, session.conn, "wrong-role", "%s (key %r)" % (a.denied(session.role, key),
-                                                                             session.peer_name))
-        a.idle()
+        a.wrong_role(self, session, key)
         return False
 
     # -- dialed connections (dial_hello.py, wire.py) ----------------------------------------

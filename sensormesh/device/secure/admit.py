@@ -94,6 +94,13 @@ def refuse(sec, session, conn, code, message):
     session.fail(conn, code, message)
 
 
+def wrong_role(sec, session, key):
+    """Security.permit: the session's peer may not send control message `key`: refused."""
+    refuse(sec, session, session.conn, "wrong-role", "%s (key %r)" % (denied(session.role, key),
+                                                                       session.peer_name))
+    idle()
+
+
 def authenticated(sec, session, conn):
     """A registration's end-to-end session is up (its welcome passed this gateway): lift the
     pre-authentication bounds. The peer authenticated to the controller, not to us."""

@@ -27,7 +27,6 @@ _HDR = const(25)     # version (1) + timestamp (8) + IV (16)
 _MAC = const(32)
 _COUNTER = const(8)  # the frame counter in front of each payload of a session
 _HEAD = const(41)    # the header and the first cipher block (_HDR + 16): decoded into a small buffer of its own
-MAX_CLOCK_SKEW = 60  # seconds a token's timestamp may lie in the future (checked with a ttl)
 _CHUNK = 512 if MICROPYTHON else 1 << 16   # base64 characters decoded at a time (a multiple of 4)
 # Bytes a token's base64 is made of at a time (a multiple of 3): on a board each piece's base64 and
 # its url-safe copies are short-lived (128 characters each), not the ~1.5 KB a 384-byte piece needs
@@ -57,19 +56,21 @@ def b64encode(data):
 
 
 def b64decode(text):
-    """Strict URL-safe base64: returns bytes, or raises ValueError unless text is canonical."""
+    """Strict URL-safe base64: returns bytes, or raises ValueError unless text is canonical (its
+    length a multiple of 4, nothing but base64, re-encoded the same). Every caller turns the
+    ValueError into its own error, so it carries no text (none kept resident on a board)."""
     if type(text) is str:
         text = text.encode()
     if len(text) % 4:
-        raise ValueError("base64 length is not a multiple of 4")
+        raise ValueError
     std = text.replace(b"-", b"+").replace(b"_", b"/")
     try:
         data = binascii.a2b_base64(std)
     except Exception:
-        raise ValueError("not base64")
+        raise ValueError
     # binascii skips characters it does not know; re-encoding shows whether any were there.
     if b64encode(data) != text:
-        raise ValueError("not canonical url-safe base64")
+        raise ValueError
     return data
 
 
@@ -170,8 +171,9 @@ def _decode_into(token, size, head, body, tail):
         at = e
 
 
-def open_token(sign, enc, token, skip, ttl=None, now=None):
-    """(first `skip` bytes of the plaintext, the rest as a bytearray) of a token, or InvalidToken.
+def open_token(sign, enc, token, skip):
+    """(first `skip` bytes of the plaintext, the rest as a bytearray) of a token, or InvalidToken
+    (its age is not checked: a session's frames carry a counter instead; fernet.py checks a ttl).
 
     The plaintext's first block is decrypted into a small buffer and its bytes past `skip` are
     copied in front of the rest of the cipher text, decoded into a buffer of the plaintext's
@@ -187,10 +189,6 @@ def open_token(sign, enc, token, skip, ttl=None, now=None):
     _decode_into(token, size, head, body, tail)
     if head[0] != 0x80:
         raise InvalidToken
-    if ttl is not None:
-        ts = struct.unpack(">Q", head[1:9])[0]
-        if ts + ttl < now or now + MAX_CLOCK_SKEW < ts:
-            raise InvalidToken
     rest = memoryview(body)[16 - skip:]         # cipher blocks 2.. (already in place)
     if not equal(hmac_sha256(sign, head, rest), tail):
         raise InvalidToken
@@ -256,11 +254,18 @@ class Channel:
         try:
             ctr, p = open_token(k[:16], k[16:], token, _COUNTER)
         except (InvalidToken, TypeError, ValueError):
-            raise ProtocolError("frame is not a valid token of this session (plaintext, "
-                                "tampered, or from another connection)")
+            raise ProtocolError(_refused().NOT_A_TOKEN)
         if struct.unpack("!Q", ctr)[0] != self._recv:
-            raise ProtocolError("frame %d of this session is missing or out of order "
-                                "(replayed, reordered or dropped)" % self._recv)
+            raise ProtocolError(_refused().OUT_OF_ORDER % self._recv)
         self._recv += 1
         return p
+
+
+def _refused():
+    """refused.py: the texts of a refused frame, loaded for one and forgotten after it (on a
+    board running .mpy files)."""
+    from sensormesh.device.compat import forget
+    from sensormesh.device.secure import refused
+    forget(refused)
+    return refused
 

@@ -10,10 +10,13 @@
 # The pure decoder is stricter than cryptography's: a token must be the canonical url-safe
 # base64 of its bytes (no stray characters, no '+' or '/'), which the spec's invalid vectors ask.
 import os
+import struct
 
 from sensormesh.device.compat import MICROPYTHON, unix_time
-from sensormesh.device.secure.channel import (MAX_CLOCK_SKEW, InvalidToken, b64decode, b64encode,  # noqa: F401
-                                              equal, hmac_sha256, open_token, seal)
+from sensormesh.device.secure.channel import (InvalidToken, b64decode, b64encode, equal, hmac_sha256,  # noqa: F401
+                                              open_token, seal)
+
+MAX_CLOCK_SKEW = 60  # seconds a token's timestamp may lie in the future (checked with a ttl)
 
 if not MICROPYTHON:
     from cryptography.fernet import Fernet as _CFernet
@@ -68,9 +71,22 @@ class PureFernet:
         if type(token) is not bytes and type(token) is not str:
             raise TypeError("token must be bytes or str")
         try:
-            return bytes(open_token(self._sign, self._enc, token, 0, ttl, now)[1])
+            if ttl is not None:
+                _fresh(token, ttl, now)
+            return bytes(open_token(self._sign, self._enc, token, 0)[1])
         except (ValueError, UnicodeError):
             raise InvalidToken
+
+
+def _fresh(token, ttl, now):
+    """InvalidToken unless the token was made within `ttl` seconds before `now` (and at most
+    MAX_CLOCK_SKEW after it): its timestamp, bytes 1..8, is in its first 12 base64 characters."""
+    head = b64decode(token[:12])
+    if len(head) != 9:
+        raise InvalidToken
+    ts = struct.unpack(">Q", head[1:])[0]
+    if ts + ttl < now or now + MAX_CLOCK_SKEW < ts:
+        raise InvalidToken
 
 
 if MICROPYTHON:
