@@ -106,7 +106,15 @@ def test_bad_assignment_named_and_old_one_keeps_running():
         ({"steps": [{"id": "m", "type": "map", "params": {"fn": "user:nope"}, "inputs": []}]}, "m"),
         ({"steps": [{"id": "k", "type": "print", "inputs": ["ghost"]}]}, "'ghost'"),
         ({"code": {"user": "def f(:\n"}, "steps": []}, "user"),
-    ]
+        ({"steps": [{"id": "w", "type": "window", "params": {"values": 3, "size": 2}}]},
+         "step 'w': unknown parameter 'size' (window takes: "),
+        ({"steps": [{"id": "z", "type": "zip", "inputs": ["s"]}]}, "step 'z': zip takes 2 inputs, got 1"),
+    ] + [({"steps": [{"id": "o", "type": "pipe_out", "params": params}]}, "step 'o': " + words) for params, words in (
+        ({"to": "127.0.0.1:1", "peer": 7}, "peer must be a device name"),
+        ({"to": "127.0.0.1:1", "time-frame": -1}, "time-frame must be a non-negative integer"),
+        ({"to": "127.0.0.1:1", "acks": 1}, "acks must be true or false"),
+        ({"to": "127.0.0.1:1", "buffer": 0}, "buffer must be a positive number of values, got 0"),
+        ({"to": "127.0.0.1:1", "spool": "x"}, "spool must be a number of bytes (0: off), got 'x'"))]
     for asg, words in bads:
         conna.send({"deploy": {"assignment": asg}})
         n = len(ca.replies("error"))

@@ -4,9 +4,12 @@
 # values with their lineage, which outputs a pipe_in's values reach). A stage of its own (make_pipes,
 # runtime/deploy.py), once the assignment's steps are made and steps/make.py is forgotten, so the
 # two never share the heap; forgotten after it on a board running .mpy files. A bad parameter
-# raises ValueError naming the step. A pipe_in's making is build_pipe_in.py's, loaded only for an
+# raises ValueError naming the step and saying what is wrong (pipe_errors.py, loaded for it). A pipe_in's making is build_pipe_in.py's, loaded only for an
 # assignment that has one (a board that only sends never interns its names).
 from sensormesh.device.steps import rare_call
+
+# Says what is wrong with a pipe's parameters these checks refuse (loaded for that only).
+ERRORS = "sensormesh.device.runtime.pipe_errors"
 
 
 def make_pipes(rt, a, built):
@@ -36,36 +39,21 @@ def pipe_out(rt, sid, params, runs=True):
     return po
 
 
-def peer_param(runtime, sid, params, address):
-    """The name of the device a pipe dials ("peer"). A device with keys authenticates the other
-    end by that name, so it needs one whenever it dials."""
-    peer = params.get("peer")
-    if peer is not None and type(peer) is not str:
-        raise ValueError("step '%s': peer must be a device name" % sid)
-    if address and peer is None and getattr(runtime.device, "security", None) is not None:
-        raise ValueError("step '%s': a device with keys needs the pipe's 'peer' (the name of the device at %s) "
-                         "to authenticate it" % (sid, address))
-    return peer
-
-
 def pipe_setup(p, runtime, sid, params, key):
     """What both ends of a pipe take from their parameters: the runtime, id, edge and the name
-    of the other end (peer); returns the other end's address, params[key], if it dials."""
+    of the other end (peer); returns the other end's address, params[key], if it dials. A
+    device with keys authenticates the other end by its name, so it needs one whenever it
+    dials."""
     p.rt = runtime
     p.id = sid
     p.edge = params.get("edge") or sid
     address = params.get(key)
-    p.peer = peer_param(runtime, sid, params, address)
+    peer = params.get("peer")
+    if (peer is not None and type(peer) is not str) or (
+            address and peer is None and getattr(runtime.device, "security", None) is not None):
+        raise rare_call(ERRORS, "bad", runtime, sid, params, key)
+    p.peer = peer
     return address
-
-
-def _buffer_param(sid, params, default):
-    cap = params.get("buffer")
-    if cap is None:
-        return default
-    if type(cap) is not int or cap < 1:
-        raise ValueError("step '%s': buffer must be a positive number of values, got %r" % (sid, cap))
-    return cap
 
 
 def pipe_out_setup(po, runtime, sid, params):
@@ -74,17 +62,17 @@ def pipe_out_setup(po, runtime, sid, params):
     from sensormesh.device.runtime.replay import Sender, new_run
     po.to = pipe_setup(po, runtime, sid, params, "to")
     tf = params.get("time-frame", 0)
-    if type(tf) is not int or tf < 0:
-        raise ValueError("step '%s': time-frame must be a non-negative integer" % sid)
-    po.tf = tf
     acks = params.get("acks", True)
-    if acks is not True and acks is not False:
-        raise ValueError("step '%s': acks must be true or false" % sid)
-    po.tx = Sender(_buffer_param(sid, params, DEFAULT_BUFFER), new_run(), acks)
-    po.bound = po.tx.cap   # the configured bound; the heap may lower tx.cap for a while (pipes.py)
+    cap = params.get("buffer")
+    if cap is None:
+        cap = DEFAULT_BUFFER
     spool = params.get("spool", 0)
-    if type(spool) is not int or spool < 0:
-        raise ValueError("step '%s': spool must be a number of bytes (0: off), got %r" % (sid, spool))
+    if (type(tf) is not int or tf < 0 or (acks is not True and acks is not False)
+            or type(cap) is not int or cap < 1 or type(spool) is not int or spool < 0):
+        raise rare_call(ERRORS, "bad", runtime, sid, params, "to")
+    po.tf = tf
+    po.tx = Sender(cap, new_run(), acks)
+    po.bound = po.tx.cap   # the configured bound; the heap may lower tx.cap for a while (pipes.py)
     po.spool_limit = spool if acks else 0
     po.spool_timer = None
     po.lineage = False   # fed by several inputs: each value leaves as [tag, value] (pipe_paths)
