@@ -12,10 +12,11 @@ from sensormesh.device.steps import rare_call
 ERRORS = "sensormesh.device.runtime.pipe_errors"
 
 
-def make_pipes(rt, a, built):
-    """The assignment's pipes, into built["nodes"], and the paths between its pipes and outputs
-    (pipe_paths: built["fed_by"], built["reaches"]) (a deployment's stage, runtime/deploy.py)."""
-    for spec in a["steps"]:
+def make_pipes(rt, built):
+    """The assignment's pipes (the specs of built["pipes"]), into built["nodes"], and the paths
+    between its pipes and outputs (pipe_paths: built["fed_by"], built["reaches"]) (a deployment's
+    stage, runtime/deploy.py)."""
+    for spec in built.pop("pipes"):
         t = spec.get("type")
         if t == "pipe_out" or t == "pipe_in":
             params = spec.get("params") or {}
@@ -24,7 +25,7 @@ def make_pipes(rt, a, built):
             else:       # build_pipe_in.py, loaded only for an assignment that has one
                 node = rare_call("sensormesh.device.runtime.build_pipe_in", "pipe_in", rt, spec["id"], params)
             built["nodes"][spec["id"]] = node
-    built["fed_by"], built["reaches"] = pipe_paths(a["steps"], built["nodes"])
+    built["fed_by"], built["reaches"] = pipe_paths(built["order"], built["inputs"], built["nodes"])
 
 
 def pipe_out(rt, sid, params, runs=True):
@@ -95,19 +96,21 @@ def pipe_out_setup(po, runtime, sid, params):
     po.roomy = HEAP_CHECK    # buffer length at which the heap is checked next (pipes.heap_check)
 
 
-def pipe_paths(specs, nodes):
+def pipe_paths(order, inputs_of, nodes):
     """Tell each pipe_out fed by one pipe_in alone which one that is (and whether it relays its
     values as they came), and each fed by several inputs to tag its values. Returns (fed_by: sink
     or pipe_out id -> the pipe_in alone feeding it, reaches: pipe_in id -> the ids its values
-    reach), which install.py uses and the running assignment does not keep. An input that is no
-    step of the assignment is passed over here: the wiring, next, refuses it."""
+    reach), which install.py uses and the running assignment does not keep (order: the ids of the
+    assignment's nodes, inputs_of: their inputs, in the same order). An input that is no step of
+    the assignment is passed over here: the wiring, next, refuses it."""
     inputs = {}
     consumers = {}
-    for spec in specs:
-        ins = spec.get("inputs") or []
-        inputs[spec["id"]] = ins
+    for k in range(len(order)):
+        sid = order[k]
+        ins = inputs_of[k] or []
+        inputs[sid] = ins
         for up in ins:
-            consumers.setdefault(up, []).append(spec["id"])
+            consumers.setdefault(up, []).append(sid)
 
     def reach(start, links):
         seen = {}

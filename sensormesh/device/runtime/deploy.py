@@ -57,8 +57,8 @@ def build(rt, body):
     ("nodes"), their ids in order ("order"), their inputs ("inputs"), its edges ("edges", filled in
     by the wiring: upstream id, downstream id, port), its "pipeline" and "epoch". A bad one raises
     ValueError, or StepError for a step's spec, naming the step and the problem. The assignment
-    leaves the body: once its pipes are made nothing holds it, so the wiring, a deployment's
-    fullest moment, is without it."""
+    leaves the body: once its steps are made nothing holds it but its pipes' specs (built), so
+    the stages that follow (its pipes, the wiring) are without the specs of its other nodes."""
     a = body
     if type(body) is dict and "assignment" in body:
         a = body.pop("assignment")
@@ -78,10 +78,11 @@ def build(rt, body):
         # (Runtime.resolve), and what only some families' setup loads while the steps are made
         forget("sensormesh.device.runtime.shipped_names")
         forget(STEPS + "more_params")
+    built["pipeline"] = a.get("pipeline")
+    built["epoch"] = a.get("epoch", 0)
+    a = None    # its pipes' specs are in built: the specs of the nodes made are let go of
     # the code its pipes and deliveries keep loaded, imported once make.py is forgotten
     for name in built.pop("kept"):
         __import__(name)
-    rt.rare("build_pipes", "make_pipes", a, built)
-    built["pipeline"] = a.get("pipeline")
-    built["epoch"] = a.get("epoch", 0)
+    rt.rare("build_pipes", "make_pipes", built)
     return built

@@ -117,14 +117,17 @@ def inputs_of(sid, spec, cls, params):
 def make_steps(rt, a, built):
     """The assignment's steps (a deployment's stage, runtime/deploy.py): each spec that is not a
     source or a pipe made with the class its check found (runtime/build.py: built["classes"]),
-    into built["nodes"]."""
+    into built["nodes"]; the specs of its pipes, made next, into built["pipes"]."""
     nodes = built["nodes"]
-    classes = built["classes"]
+    classes = built.pop("classes")
     for spec in a["steps"]:
         cls = classes.get(spec["id"])
         if cls is not None:     # (family, type): the family is loaded (runtime/deploy.py)
             fam = getattr(__import__(STEPS + cls[0]).device.steps, cls[0])
             nodes[spec["id"]] = build(spec, rt, built["runs"], fam.CLASSES[cls[1]])
+    # the stage that follows takes the pipes' specs only (built["pipes"]; runtime/deploy.py lets
+    # go of the assignment): the nodes made keep what they need of theirs
+    built["pipes"] = [spec for spec in a["steps"] if nodes[spec["id"]] is None]
 
 
 def build(spec, ctx, runs=True, cls=None):
