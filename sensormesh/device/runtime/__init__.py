@@ -33,7 +33,7 @@ class Source(Outlet):
 
     SINK = False
     RARE_IN = "sensormesh.device.runtime.sources"
-    RARE = ("start", "close", "flush", "stats", "_read_failed")
+    RARE = ["start", "close", "flush", "stats", "_read_failed"]
 
     def _tick(self):
         self.timer = None
@@ -66,15 +66,13 @@ class Runtime(Rarely):
     (status, send_stats, shutdown; deliver for the steps) in report.py (Rarely,
     steps/__init__.py)."""
     RARE_IN = "sensormesh.device.runtime.report"
-    RARE = ("status", "send_stats", "shutdown", "deliver")
-    # the state of a device with no assignment; each attribute becomes the runtime's own once
-    # it changes (the mutable ones are made in __init__). The state only one rarely loaded module
-    # uses has no class default (a smaller class dict): that module sets it and reads it with
-    # getattr(rt, name, default): cur (joined.py), deliver_timer and deliver_fast (delivery.py),
-    # incoming and parts_dropped (parts.py)
-    pipeline = None
-    epoch = 0
-    state = "empty"
+    RARE = ["status", "send_stats", "shutdown", "deliver"]
+    # the state of a device with no assignment that most assignments keep as it is; each
+    # attribute becomes the runtime's own once it changes (what every deployment sets, and the
+    # mutable state, are made in __init__: the class's dict stays at 23 entries, its table 23
+    # slots, not 29). The state only one rarely loaded module uses has no class default either:
+    # that module sets it and reads it with getattr(rt, name, default): cur (joined.py),
+    # deliver_timer and deliver_fast (delivery.py), incoming and parts_dropped (parts.py)
     confirmed = False   # a subscriber confirms callback values (delivery.py)
     # lineage (docs/reliability.md, "Several inputs"): pipe_outs fed by several inputs tag
     # their values with the input value they come from; rt.cur names it while it is pushed
@@ -85,15 +83,19 @@ class Runtime(Rarely):
     parking = False
     lost_deliveries = 0
     # acknowledged pipes (pipes.py, replay.py)
-    holders = 0      # steps that may hold values back (windows, zips)
-    holding = 0      # of those, how many hold some right now
     feeding = False  # a pipe_in is pushing a frame through the steps
     settled = False  # during that: the last holder let go of its values
-    probe = None     # the metrics probe of the running assignment when metrics are on (probe.py)
 
     def __init__(self, device):
         self.device = device
         self.loop = device.loop
+        # what a deployment sets (install.py, probe_plan.py)
+        self.pipeline = None
+        self.epoch = 0
+        self.state = "empty"
+        self.holders = 0      # steps that may hold values back (windows, zips)
+        self.holding = 0      # of those, how many hold some right now
+        self.probe = None     # the metrics probe of the running assignment when metrics are on (probe.py)
         self.nodes = {}       # id -> step / source / pipe object
         self.order = []       # ids, upstream first
         self.sources = []

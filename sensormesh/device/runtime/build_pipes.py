@@ -74,8 +74,8 @@ def pipe_out_setup(po, runtime, sid, params):
     po.tf = tf
     po.tx = Sender(cap, new_run(), acks)
     po.bound = po.tx.cap   # the configured bound; the heap may lower tx.cap for a while (pipes.py)
-    po.spool_limit = spool if acks else 0
-    po.spool_timer = None
+    if spool and acks:
+        po.spool_limit = spool   # (spool.py; a pipe without one keeps none of its state)
     po.lineage = False   # fed by several inputs: each value leaves as [tag, value] (pipe_paths)
     po.conn = None
     po.dialing = None    # the connection being set up (its handshake already queued)
@@ -84,15 +84,11 @@ def pipe_out_setup(po, runtime, sid, params):
     po.redials = 0       # redials since the last connection that came up (pipes.redial_delay)
     po.running = False
     po.n_in = 0
-    po.resent = 0
     po.connects = 0
     po.logged_drops = 0
-    po.last_error = None
     po.stamps = []       # [seq, device, tick_us] of sampled values not sent yet (probe.py)
     po.asked = False     # {"ack-soon"} sent since the last acknowledgement (buffer half full)
     po.frames = 0    # arrays sent
-    po.bytes_prev = 0    # bytes sent on earlier connections
-    po.rtt_us = None
     po.roomy = HEAP_CHECK    # buffer length at which the heap is checked next (pipes.heap_check)
 
 

@@ -12,8 +12,8 @@ class PipeIn(Outlet):
     # What a running pipe_in does rarely (connections, announcements, marks, counts) is in
     # pipe_in_links.py, loaded per call (steps/__init__.py, Rarely)
     RARE_IN = "sensormesh.device.runtime.pipe_in_links"
-    RARE = ("take_over", "start", "_dial", "attach", "_announce", "adopt_marks", "_ack_soon", "on_connect",
-            "_retire", "pipe_metrics", "on_close", "flush", "close")
+    RARE = ["take_over", "start", "_dial", "attach", "_announce", "adopt_marks", "_ack_soon", "on_connect",
+            "_retire", "pipe_metrics", "on_close", "flush", "close"]
 
     def on_message(self, conn, msg):
         if conn is not self.conn:

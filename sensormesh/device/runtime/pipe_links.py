@@ -30,16 +30,16 @@ def log_drops(po, n):
 
 def _retire(po, conn):
     if conn is not None:
-        po.bytes_prev += getattr(conn, "bytes_out", 0)   # test doubles may not count
+        po.bytes_prev = getattr(po, "bytes_prev", 0) + getattr(conn, "bytes_out", 0)   # test doubles may not count
 
 
 def pipe_metrics(po):
     c = po.conn
     out = po.tx.once - po.first
     return {"dir": "out", "peer": po.peer or po.to, "values": out if out > 0 else 0, "frames": po.frames,
-            "bytes": po.bytes_prev + (getattr(c, "bytes_out", 0) if c is not None else 0),
+            "bytes": getattr(po, "bytes_prev", 0) + (getattr(c, "bytes_out", 0) if c is not None else 0),
             "reconnects": po.connects - 1 if po.connects > 1 else 0,
-            "queue": po.tx.unsent(), "rtt_us": po.rtt_us}
+            "queue": po.tx.unsent(), "rtt_us": getattr(po, "rtt_us", None)}
 
 
 def stats(po):
@@ -51,14 +51,15 @@ def stats(po):
     out = tx.once - po.first
     pending = tx.next_seq() - (tx.high if tx.high > tx.base else tx.base)
     s = {"in": po.n_in, "out": out if out > 0 else 0, "pending": pending, "unshipped": 0,
-         "dropped": tx.dropped, "evicted": tx.evicted, "resent": po.resent,
+         "dropped": tx.dropped, "evicted": tx.evicted, "resent": getattr(po, "resent", 0),
          "acked": tx.base, "unacked": tx.held(), "seq": tx.next_seq(), "buffer": tx.cap,
          "connected": po.conn is not None and not po.conn.connecting, "connects": po.connects}
     if tx.spool is not None:
         s["spool"] = tx.spool.stats()
         s["spooled"] = tx.spooled
-    if po.last_error:
-        s["last_error"] = po.last_error
+    err = getattr(po, "last_error", None)
+    if err:
+        s["last_error"] = err
     return s
 
 
@@ -82,7 +83,7 @@ def adopt(po, seq, run):
 def start(po):
     po.running = True
     tx = po.tx
-    if po.spool_limit or tx.spool is not None:
+    if getattr(po, "spool_limit", 0) or tx.spool is not None:
         from sensormesh.device.runtime import spool   # only pipes that spool load it
         spool.start(po)
     if po.tf:
@@ -147,10 +148,11 @@ def flush(po):
 
 def close(po, keep=False):
     po.running = False
-    for t in (po.timer, po.retry_timer, po.spool_timer):
+    for t in (po.timer, po.retry_timer, getattr(po, "spool_timer", None)):
         if t:
             t.cancel()
-    po.spool_timer = None
+    if po.tx.spool is not None:
+        po.spool_timer = None
     if po.conn is not None:
         po.conn.close_after_flush("pipeline stopped")
         po.conn = None

@@ -89,13 +89,18 @@ class PipeOut(Rarely):
     # pipe_links.py's: without room for that code, the counts say it).
     RARE_IN = "sensormesh.device.runtime.pipe_links"
     # It is made and set up by build_pipes.pipe_out.
-    RARE = ("_retire", "pipe_metrics", "fresh", "adopt", "stats", "bound_back", "bound_down", "log_drops",
-            "start", "on_connect", "on_close", "on_control", "flush", "close")
+    RARE = ["_retire", "pipe_metrics", "fresh", "adopt", "stats", "bound_back", "bound_down", "log_drops",
+            "start", "on_connect", "on_close", "on_control", "flush", "close"]
     # State most pipes keep as it starts (each becomes the pipe's own once it is set; the rest is
     # build_pipes.pipe_out_setup's): a board's pipe_out holds a smaller dict.
     fed_by = None   # the pipe_in that alone feeds this pipe (build_pipes.pipe_paths: it may adopt its marks)
     relay = False   # True: its input is that pipe_in itself (values leave as they came)
     first = 0       # values the edge's sender had sent before this deployment (install.take_over)
+    # State a pipe has only once something rare happened has no class default either (a smaller
+    # class dict): the code that sets it reads it with getattr(po, name, default): spool_limit and
+    # spool_timer (a pipe that spools: spool.py), last_error (a connection lost or refused),
+    # bytes_prev (bytes sent on earlier connections), resent (values sent again), rtt_us (the
+    # last round trip measured: the metrics probe's)
 
     # its wiring: kept here, as a deployment's build, its fullest moment, wires it
     def inlet(self, port):
@@ -213,7 +218,7 @@ class PipeOut(Rarely):
                 pass
             return
         tx = self.tx
-        if self.spool_timer is not None:
+        if tx.spool is not None and getattr(self, "spool_timer", None) is not None:
             return      # a spooled backlog is leaving at its own pace
         if tx.jumped and conn is not None and not self._jumped():
             # values announced on this connection left the buffer before being sent on it: the
@@ -228,7 +233,7 @@ class PipeOut(Rarely):
             if vals is None:
                 return
             if first < high:
-                self.resent += (high if high < tx.sent else tx.sent) - first
+                self.resent = getattr(self, "resent", 0) + (high if high < tx.sent else tx.sent) - first
             if self.stamps:
                 ts = self._stamps_for(first, len(vals))
                 if ts is not None:

@@ -63,7 +63,7 @@ class Sender(Rarely):
     # what a new connection does to the numbering and taking one back: replay_links.py (module
     # notes); what values leaving a full buffer need (evict) stays here, as the heap may be low
     RARE_IN = "sensormesh.device.runtime.replay_links"
-    RARE = ("restart", "announce", "skip_to", "adopt")
+    RARE = ["restart", "announce", "skip_to", "adopt"]
 
     # State that most pipes keep at its start for their whole life (a spool, a mark, values
     # evicted): an attribute becomes the sender's own once it changes, so a board's sender holds

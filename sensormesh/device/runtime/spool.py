@@ -133,10 +133,11 @@ def start(pipe):
     """Give pipe (a PipeOut) its spool, if it has none yet, and what its Sender stores beside
     spooled values: the origin stamps of sampled values (probe.py), keyed by seq."""
     tx = pipe.tx
-    if pipe.spool_limit and tx.spool is None:
+    limit = getattr(pipe, "spool_limit", 0)
+    if limit and tx.spool is None:
         try:
             where = folder(pipe.rt.device.name, pipe.edge, getattr(pipe.rt.device, "spool_root", None))
-            tx.spool = Spool(where, pipe.spool_limit)
+            tx.spool = Spool(where, limit)
         except OSError as e:
             pipe.last_error = "no spool: %s" % e
             pipe.rt.log("pipe %s: cannot spool to disk (%s); values beyond the buffer will be dropped"
@@ -145,6 +146,7 @@ def start(pipe):
         tx.meta_out = lambda first, n: _meta_out(pipe, first, n)
         tx.meta_in = lambda meta: _meta_in(pipe, meta)
         pipe.spool_sent = lambda: _sent(pipe)
+        pipe.spool_timer = None      # pipes._send reads it once the pipe has a spool
 
 
 def _sent(pipe):

@@ -114,7 +114,11 @@ class Rarely:
     another module: RARE_IN names it, RARE the methods; BUILD names those of wiring.py, which a
     deployment loads for its wiring stage (runtime/deploy.py). A lookup that finds no such attribute on the object
     or its class comes here; a name in RARE or BUILD gives a callable that runs that function
-    through rare_call, any other raises AttributeError as usual."""
+    through rare_call, any other raises AttributeError as usual.
+    RARE and BUILD are lists, as a step's ARGS are: a list's short names are made as interned
+    names when its module loads (a name its code or the module that has the function holds
+    anyway), while a tuple of them is a constant whose names not interned yet are string objects
+    of their own, about 64 bytes each for good on a board."""
     RARE_IN = ""
     RARE = ()
     BUILD = ()
@@ -137,13 +141,13 @@ class Outlet(Rarely):
     """Runtime objects that produce values but are not steps (sources, pipe_in): their connect()
     is wiring.connect (wiring is build time)."""
     RARE_IN = "sensormesh.device.steps.base"
-    RARE = ("flush",)
-    BUILD = ("connect",)
+    RARE = ["flush"]
+    BUILD = ["connect"]
 
 
 class Step(Rarely):
     TYPE = "?"
-    ARGS = ()           # the parameter names this step takes
+    ARGS = ()           # the parameter names this step takes (a family's: a list, see Rarely)
     INPUTS = (1, 1)     # least and most inputs (None: no limit)
     SINK = False
     # The methods every step has whose code is elsewhere (module notes): in steps/base.py push,
@@ -153,8 +157,8 @@ class Step(Rarely):
     # defines the ones it needs differently in its class, as usual. A step is made and set up by
     # make.build (a family's parameter checks may be make.py's too: make.SETUPS).
     RARE_IN = "sensormesh.device.steps.base"
-    RARE = ("push", "put", "flush", "close", "stats", "base_stats", "out_count")
-    BUILD = ("setup", "bad", "inlet", "connect", "set_outputs", "inlet_many", "base_inlet")
+    RARE = ["push", "put", "flush", "close", "stats", "base_stats", "out_count"]
+    BUILD = ["setup", "bad", "inlet", "connect", "set_outputs", "inlet_many", "base_inlet"]
     # counts as a step starts (each becomes the step's own once it changes)
     n_in = 0
     n_out = 0

@@ -11,7 +11,7 @@ class Alarm(Step):
     Two inputs: port 1 sets the threshold t; fires when value > t, clears when
     value < t - hysteresis."""
     TYPE = "alarm"
-    ARGS = ("high", "low", "hysteresis", "key")
+    ARGS = ["high", "low", "hysteresis", "key"]
     INPUTS = (1, 2)
 
     def setup(self, params, n_inputs):

@@ -8,7 +8,7 @@ class Callback(Step):
     """Hands every value to ctx.deliver(step_id, value); the runtime batches them to the
     controller, which calls the user's callback registered under `name`."""
     TYPE = "callback"
-    ARGS = ("name",)
+    ARGS = ["name"]
     SINK = True
 
     def setup(self, params, n_inputs):

@@ -7,7 +7,7 @@ from sensormesh.device.steps import NONE, Step
 class Throttle(Step):
     """At most one value per `interval` ms: the first of an interval, or the latest at its end."""
     TYPE = "throttle"
-    ARGS = ("interval", "mode")
+    ARGS = ["interval", "mode"]
 
     def setup(self, params, n_inputs):
         from sensormesh.device.steps.make import choice_param, int_param
@@ -52,7 +52,7 @@ class Throttle(Step):
 class Changes(Step):
     """Values that differ from the last one emitted (numbers: by more than `tolerance`)."""
     TYPE = "changes"
-    ARGS = ("tolerance",)
+    ARGS = ["tolerance"]
 
     def setup(self, params, n_inputs):
         from sensormesh.device.steps.more_params import num_param

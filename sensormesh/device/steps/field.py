@@ -18,7 +18,7 @@ def dig(value, path):
 
 class Field(Step):
     TYPE = "field"
-    ARGS = ("key",)
+    ARGS = ["key"]
 
     def setup(self, params, n_inputs):
         from sensormesh.device.steps.more_params import key_path

@@ -21,7 +21,7 @@ def _number(value):
 class Ema(Step):
     """Exponential moving average: s = alpha * x + (1 - alpha) * s, s starts at the first x."""
     TYPE = "ema"
-    ARGS = ("alpha",)
+    ARGS = ["alpha"]
     what = "ema needs numbers"
 
     def setup(self, params, n_inputs):
@@ -50,7 +50,7 @@ class Delta(Step):
     """Passes a number only when it differs from the last one passed by at least `delta`
     (absolute) or `percent` % of the last one passed (relative). The first always passes."""
     TYPE = "delta"
-    ARGS = ("delta", "percent")
+    ARGS = ["delta", "percent"]
     what = "delta needs numbers"
 
     def setup(self, params, n_inputs):
@@ -103,7 +103,7 @@ class Calibrate(Step):
     """Linear calibration: the least-squares line through `points` [[raw, true], ...] maps each
     raw number to its calibrated value."""
     TYPE = "calibrate"
-    ARGS = ("points",)
+    ARGS = ["points"]
     what = "calibrate needs numbers"
 
     def setup(self, params, n_inputs):
@@ -134,7 +134,7 @@ class Clamp(Step):
     """Limits numbers to [min, max]: `mode` clamp (default) moves them to the nearest bound,
     drop leaves out-of-range values out (counted as in - out, not as dropped)."""
     TYPE = "clamp"
-    ARGS = ("min", "max", "mode")
+    ARGS = ["min", "max", "mode"]
     what = "clamp needs numbers"
 
     def setup(self, params, n_inputs):
@@ -184,7 +184,7 @@ class Quantile(Step):
     """The q-quantile of the last `size` numbers, every `slide` numbers once `size` arrived
     (median: q = 0.5). Linear interpolation between ranks, as numpy's default."""
     TYPE = "quantile"
-    ARGS = ("size", "slide", "q")
+    ARGS = ["size", "slide", "q"]
     what = "quantile needs numbers"
 
     def setup(self, params, n_inputs):
@@ -227,14 +227,14 @@ class Quantile(Step):
 class Median(Quantile):
     """The median of the last `size` numbers, every `slide` numbers."""
     TYPE = "median"
-    ARGS = ("size", "slide")
+    ARGS = ["size", "slide"]
 
 
 class Heartbeat(Step):
     """Passes every value at once and re-emits the last one every `interval` ms while nothing
     new came (a dashboard or broker then sees the sensor is alive)."""
     TYPE = "heartbeat"
-    ARGS = ("interval",)
+    ARGS = ["interval"]
 
     def setup(self, params, n_inputs):
         from sensormesh.device.steps.make import int_param
@@ -275,7 +275,7 @@ class Debounce(Step):
     """Emits a value once the input has kept it for `time` ms, and only when it differs from
     the last value emitted: a bouncing button or touch pad gives one value per press."""
     TYPE = "debounce"
-    ARGS = ("time",)
+    ARGS = ["time"]
     HOLDS = True   # a candidate waits for its time: acknowledged pipes wait for it (pipes.py)
 
     def setup(self, params, n_inputs):
@@ -337,7 +337,7 @@ class Timeout(Step):
     """Passes every value, and emits `marker` once when no value came for `time` ms after the
     last one (again after the next silence). Default marker: {"timeout": time}."""
     TYPE = "timeout"
-    ARGS = ("time", "marker")
+    ARGS = ["time", "marker"]
 
     def setup(self, params, n_inputs):
         from sensormesh.device.steps.make import int_param

@@ -10,7 +10,7 @@ class Zip(Step):
 
     Only one side can be ahead, so one queue holds the waiting values of that side."""
     TYPE = "zip"
-    ARGS = ("max-pending",)
+    ARGS = ["max-pending"]
     INPUTS = (2, 2)
     HOLDS = True   # unpaired values wait: the runtime's checkpoints wait until they pair (pipes.py)
 

@@ -192,8 +192,8 @@ class MqttOut(_Mqtt):
     """Publishes every value (or every `time-frame` ms, the values of the frame as one JSON
     array) to `topic` ({step} and {device} are filled in)."""
     TYPE = "mqtt_out"
-    ARGS = ("broker", "topic", "qos", "retain", "client-id", "username", "password-env", "tls",
-            "time-frame", "offline-buffer", "discovery", "measures")
+    ARGS = ["broker", "topic", "qos", "retain", "client-id", "username", "password-env", "tls",
+            "time-frame", "offline-buffer", "discovery", "measures"]
     SINK = True
     what = "mqtt_out cannot encode"
 
@@ -345,7 +345,7 @@ class MqttIn(_Mqtt):
     """Subscribes to a topic filter and feeds what arrives into the pipeline: JSON payloads
     as their value, anything else as text (plain numbers become numbers)."""
     TYPE = "mqtt_in"
-    ARGS = ("broker", "topic", "qos", "client-id", "username", "password-env", "tls")
+    ARGS = ["broker", "topic", "qos", "client-id", "username", "password-env", "tls"]
     INPUTS = (0, 0)
 
     def setup(self, params, n_inputs):

@@ -11,7 +11,7 @@ from sensormesh.device.steps import Step
 class Print(Step):
     """One JSON line per value on stdout; with `label`: {"label": label, "value": value}."""
     TYPE = "print"
-    ARGS = ("label",)
+    ARGS = ["label"]
     SINK = True
 
     def setup(self, params, n_inputs):
@@ -61,7 +61,7 @@ class Csv(Step):
     the replayed rows the file already holds, completing a row cut short by the restart: each
     value is in the file once (docs/reliability.md)."""
     TYPE = "csv"
-    ARGS = ("path", "columns", "units")
+    ARGS = ["path", "columns", "units"]
     SINK = True
 
     def setup(self, params, n_inputs):

@@ -22,7 +22,7 @@ def _aggregate(agg, values, n):
 class Sliding(Step):
     """The aggregate of the last `size` values, every `slide` values once `size` arrived."""
     TYPE = "sliding"
-    ARGS = ("size", "slide", "agg")
+    ARGS = ["size", "slide", "agg"]
 
     def setup(self, params, n_inputs):
         from sensormesh.device.steps.make import AGGS, choice_param, int_param

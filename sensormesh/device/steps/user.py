@@ -7,7 +7,7 @@ from sensormesh.device.steps import Step
 
 
 class _UserStep(Step):
-    ARGS = ("fn",)     # checked, and the function found, by make.user_setup (build time)
+    ARGS = ["fn"]     # checked, and the function found, by make.user_setup (build time)
     # close(): base.close closes the instance of a shipped class that the step calls
 
 

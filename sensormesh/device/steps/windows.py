@@ -12,7 +12,7 @@ class Window(Step):
     sum/mean/min/max/count keep a running aggregate, not the values, so a long time window
     costs no memory; only agg=list holds the values."""
     TYPE = "window"
-    ARGS = ("time-frame", "values", "agg")
+    ARGS = ["time-frame", "values", "agg"]
     HOLDS = True   # holds values back: the runtime's checkpoints wait until it emits (pipes.py)
     # its parameters are checked and its state set up by make.window_setup (build time)
 
