@@ -671,3 +671,26 @@ def test_a_status_reply_waits_for_a_handshake_in_progress_then_answers_anyway():
     assert loop.run_until(lambda: s.conn.sent, 5000)
     assert admitting[0] == 1 and s.conn.sent[0]["status"]["security"]["handshakes"] == 1, s.conn.sent
     a.close()
+
+
+def test_a_status_reply_waits_for_a_dial_waiting_for_its_welcome():
+    """A pipe's dial waiting for its welcome (a peer that accepts and never answers) holds the
+    status reply back until the dial is over; its connection closing ends it, and the pipe (the
+    dial's protocol) hears of it."""
+    from sensormesh.device.secure import dials
+    from loopkit import raw_listener
+    loop = transport.Loop()
+    a = keyed("dev-a", ["counter@100"], loop, handshake_ms=60000)
+    srv, port = raw_listener()
+    pipe = Collector()
+    conn = a.security.dial("127.0.0.1:%d" % port, pipe, "dev-b", None)
+    assert len(dials) == 1 and dials[0][0] is conn and not conn.closed
+    s = _StatusSession()
+    status.reply(a, s)
+    assert s.conn.sent == []
+    conn.close("gone")
+    assert dials == [] and pipe.closed, (dials, pipe.closed)
+    assert loop.run_until(lambda: s.conn.sent, 5000)
+    assert "status" in s.conn.sent[0], s.conn.sent
+    srv.close()
+    a.close()

@@ -1,6 +1,7 @@
 # A dial whose handshake failed: refused by its server, a welcome that failed a check, or no
 # memory for the check. Loaded only then (a dial that succeeds never loads it) and forgotten with
 # the rest of the dial's code (basics.idle()).
+from sensormesh.device.secure import load
 from sensormesh.device.secure.basics import HandshakeError
 
 # The codes of a failed handshake (HandshakeError.code, a refusal's "code"): kept here, where a
@@ -28,6 +29,20 @@ def failed(d, e):
     d[7].cancel()
     dev = d[1].dev
     tell(d[0], d[2], d[3], dev.log, dev.loop, e)
+
+
+def unknown(d):
+    """A device's dial (its list in secure.dials) to a peer it cannot authenticate: no name (a
+    pipe's 'peer'), or a peer not trusted as a device, whose look-up (hello.py's ClientSession)
+    says why. The dial fails with that error."""
+    peer = d[3]
+    try:
+        if type(peer) is not str:
+            raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")
+        load("hello").device_session(d[1], peer).start()
+        raise HandshakeError("unknown-key", "%r is not trusted as a device" % peer)
+    except HandshakeError as e:
+        failed(d, e)
 
 
 def dialer_failed(d, conn, e):

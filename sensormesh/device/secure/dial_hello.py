@@ -1,14 +1,14 @@
 # A dial's first step, loaded for it and forgotten before the welcome arrives (basics.idle()):
 # a device's dial (the peer as its deployment prepared it, or looked up again; the dial kept as
 # plain data in secure.dials, dial_wait.py the connection's protocol until the session is up)
-# and the hello of a client session (its start()). It needs basics.py and channel.py, not
+# and the hello of a client session (hello.Hello.start()). It needs basics.py and channel.py, not
 # wire.py: a device's pipe sends its hello with the least of the handshake's code in memory,
 # and only dial_wait.py stays loaded while the welcome is awaited.
 import os
 
 from sensormesh.device.compat import unix_time
-from sensormesh.device.secure import HELLO_MAX_FRAME, busy, dials, load
-from sensormesh.device.secure.basics import _NONCE, VERSION, HandshakeError, _transcript, idle, stamps
+from sensormesh.device.secure import HELLO_MAX_FRAME, dials, load
+from sensormesh.device.secure.basics import _NONCE, VERSION, _transcript, idle, stamps
 from sensormesh.device.secure.channel import b64encode, hmac_sha256
 
 
@@ -45,20 +45,15 @@ def dial(sec, conn, protocol, peer, first):
              sec.dev.loop.call_later(sec.handshake_ms, wait.expire)]
         conn.protocol = wait
         dials.append(d)
-        if type(peer) is not str:
-            raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")
-        known = sec.prepared.get(peer)
+        known = sec.prepared.get(peer) if type(peer) is str else None
         if known is None or stamps(sec) != sec.stamps:
-            known = load("keys").prepare_peer(sec, peer)
-            if known is None:     # not trusted as a device: its look-up fails with the error
-                load("hello").device_session(sec, peer).start()
-                raise HandshakeError("unknown-key", "%r is not trusted as a device" % peer)
+            known = load("keys").prepare_peer(sec, peer) if type(peer) is str else None
+            if known is None:     # no name, or not trusted as a device: refused with the error
+                load("dial_failed").unknown(d)
+                return
             sec.prepared[peer] = known
         d[5] = known
         msg, d[6] = make(sec.name, peer, known[1], int(unix_time()))
-    except HandshakeError as e:
-        load("dial_failed").failed(d, e)
-        return
     except MemoryError:
         # the dial ends (dial_wait.on_close) and the pipe, told by this MemoryError, dials again
         conn.close("no memory free for the handshake with %s" % peer)
@@ -67,28 +62,3 @@ def dial(sec, conn, protocol, peer, first):
     conn.send(msg)
     conn.held = []        # what the pipe sends before the session is up leaves once it is
     idle()     # the hello is out: the code that made it is garbage until the welcome
-
-
-def start(d, conn):
-    """Dialer `d` (a hello.py client's) sends its session's hello on `conn` and sets the
-    welcome's deadline; a session that cannot start (no peer name; a server not trusted) fails
-    with its error."""
-    try:
-        if type(d.peer) is not str:
-            raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")
-        d.cs = d.session
-        d.session = None
-        busy[0] += 1
-        hello = d.cs.start()
-    except HandshakeError as e:
-        d._failed(conn, e)
-        return
-    except MemoryError:
-        d._no_memory(conn)      # the session is let go (busy back) and the connection closes
-        raise
-    conn.decoder.max_frame = HELLO_MAX_FRAME
-    conn.send(hello)
-    conn.held = []
-    d.conn = conn
-    d.timer = d.loop.call_later(d.handshake_ms, d._expire)    # (no function of this module may
-    idle()     # stay referenced: the hello is out, the code that made it is garbage until the welcome)

@@ -24,11 +24,9 @@ def on_message(conn, msg):
             conn.protocol.on_message(conn, msg)
         return
     try:
-        w = load("wire")
+        load("wire").welcome(d, msg)
     except MemoryError:        # no memory free for the check: close (the pipe dials again)
         conn.close("no memory free for the handshake with %s" % d[3])
-        return
-    w.welcome(d, msg)
 
 
 def on_close(conn, reason):

@@ -1,17 +1,17 @@
 # The client side of one handshake while it runs, for processes that are not devices (the
 # controller, tools; hello.py's ClientSession looks the server up in a trust store): the Dialer
 # that runs a client session in front of a connection's protocol object until the session is
-# up. Its hello is dial_hello.py's (start), a failure dial_failed.py's. A device's own dials do
-# not use it: its Security is their connection's protocol and the dial plain data until the
-# welcome (secure/__init__.py, dial_hello.dial, wire.welcome).
-from sensormesh.device.secure import busy, load
+# up; start() sends the session's hello (dial_hello.py's), a failure is dial_failed.py's. A
+# device's own dials do not use it: until the welcome their connection's protocol is
+# dial_wait.py and the dial plain data (secure.dials; dial_hello.dial, wire.welcome).
+from sensormesh.device.secure import HELLO_MAX_FRAME, busy, load
 from sensormesh.device.secure.basics import HandshakeError, idle
 from sensormesh.device.secure.channel import wrap_limit
 
 
 class Dialer:
     """A client session (`cs`: a hello.ClientSession) in front of another protocol object;
-    dial_hello.start(dialer, conn) sends the hello. `first` leaves once the session is up, and
+    start(dialer, conn) sends the hello. `first` leaves once the session is up, and
     so do messages sent meanwhile. Then it hands the connection to that object (conn.protocol)
     and is garbage. A refusal reaches inner.on_message as {"error": ...}, then the connection
     closes."""
@@ -97,3 +97,27 @@ class Dialer:
         h = getattr(self.inner, "on_close", None)
         if h:
             h(conn, reason)
+
+
+def start(d, conn):
+    """Dialer `d` sends its session's hello on `conn` and sets the welcome's deadline; a session
+    that cannot start (no peer name; a server not trusted) fails with its error."""
+    try:
+        if type(d.peer) is not str:
+            raise HandshakeError("unknown-key", "no name of the device to authenticate (a pipe's 'peer')")
+        d.cs = d.session
+        d.session = None
+        busy[0] += 1
+        hello = d.cs.start()
+    except HandshakeError as e:
+        d._failed(conn, e)
+        return
+    except MemoryError:
+        d._no_memory(conn)      # the session is let go (busy back) and the connection closes
+        raise
+    conn.decoder.max_frame = HELLO_MAX_FRAME
+    conn.send(hello)
+    conn.held = []
+    d.conn = conn
+    d.timer = d.loop.call_later(d.handshake_ms, d._expire)
+    idle()     # the hello is out: the code that made it is garbage until the welcome

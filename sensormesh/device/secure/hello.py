@@ -13,7 +13,7 @@ from sensormesh.device.secure.keys import HandshakeError, PairCache, _check_role
 class Hello:
     """The client side of one handshake with `server`, whose (role, pair key, fingerprint) are
     `known`: start() -> the hello to send (dial_hello.py); receive(reply) checks the welcome
-    (wire.check_welcome; HandshakeError if it fails) and sets wrap/unwrap (Connection.wrap/unwrap)
+    (wire.check; HandshakeError if it fails) and sets wrap/unwrap (Connection.wrap/unwrap)
     and done. Between the two it is plain data: no code of either step stays loaded."""
 
     def __init__(self, me, server, known, clock=None):
@@ -30,9 +30,18 @@ class Hello:
         return load("dial_hello").hello(self)
 
     def receive(self, msg):
+        """Check the answer `msg` to the hello (wire.check): HandshakeError if it is a refusal or
+        fails a check; else set wrap/unwrap, the peer, its role and key fingerprint, and done."""
         if self._pending is None:
             raise HandshakeError("malformed", "start() the handshake before receiving")
-        load("wire").check_welcome(self, msg)
+        self.channel = load("wire").check(self.server, self.known, self._pending, msg)
+        self._pending = None
+        self.peer = self.server       # the authenticated peer: its name, role and key's fingerprint
+        self.role = self.known[0]
+        self.peer_fp = self.known[2]
+        self.wrap = self.channel.wrap
+        self.unwrap = self.channel.unwrap
+        self.done = True
 
 
 class ClientSession(_Side, Hello):
@@ -118,7 +127,7 @@ def Dialer(keys, loop, inner, peer, first, roles, max_frame, log):
 
 def start(d, conn):
     """A Dialer() sends its session's hello on `conn` (its protocol now) and waits for the welcome."""
-    load("dial_hello").start(d, conn)
+    dialer.start(d, conn)
 
 
 def device_session(sec, peer):

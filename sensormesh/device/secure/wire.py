@@ -1,8 +1,7 @@
 # The handshake's messages as both sides check them: the checks of a message's fields (a binary
 # field, a message's body and version; a name is server.py's check), the session keys (HKDF over
 # the transcript) and the client's check of the server's welcome (check: a device's dial's
-# welcome, checked and the session set up by welcome(); check_welcome: a hello.Hello's
-# receive()). What a device's dial needs before its welcome arrives (the error, the transcript,
+# welcome, checked and the session set up by welcome(); a hello.Hello's receive()). What a device's dial needs before its welcome arrives (the error, the transcript,
 # the trust files' stamps, forgetting the handshake's code) is basics.py's, re-exported here: a
 # prepared dial loads this module only to check its welcome (a refusal's check is
 # dial_failed.py's). The trust store, the pair-key cache and the key agreement (keys.py,
@@ -33,7 +32,6 @@ def _keys(pair, cnonce, snonce, transcript, mac, server):
 
 def _bin(body, field, size):
     # b64 of size bytes is 4 * ceil(size / 3) characters: checked before decoding anything.
-    # (One message for each way it can fail: a handshake module's strings stay in memory.)
     v = body.get(field)
     b = None
     if type(v) is str and len(v) == (size + 2) // 3 * 4:
@@ -42,7 +40,7 @@ def _bin(body, field, size):
         except (ValueError, UnicodeError):
             pass
     if b is None or len(b) != size:
-        raise HandshakeError("malformed", "%r must be %d bytes in url-safe base64" % (field, size))
+        raise refusal("malformed", "BINARY", field, size)
     return b
 
 
@@ -51,28 +49,19 @@ def _body(msg, key):
         return None
     body = msg[key]
     if type(body) is not dict:
-        raise HandshakeError("malformed", "%r must be an object" % key)
+        raise refusal("malformed", "OBJECT", key)
     if body.get("v") != VERSION or type(body.get("v")) is not int:
-        raise HandshakeError("malformed", "unsupported handshake version %r (this side speaks %d)"
-                             % (body.get("v"), VERSION))
+        raise refusal("malformed", "UNSUPPORTED", body.get("v"), VERSION)
     return body
 
 
+def refusal(code, text, *args):
+    """The HandshakeError `code` that says refused.py's `text` (its name there) % args: the
+    texts load only for a refusal (a handshake module's strings stay in memory while it runs)."""
+    return HandshakeError(code, getattr(load("refused"), text) % args)
+
+
 # -- the client's last step ------------------------------------------------------------------------
-def check_welcome(h, msg):
-    """Check the answer `msg` to client session `h`'s hello (a hello.Hello): HandshakeError if it
-    is a refusal or fails a check; else set h's wrap/unwrap (Connection.wrap/unwrap), its peer,
-    role and key fingerprint, and done."""
-    h.channel = check(h.server, h.known, h._pending, msg)
-    h._pending = None
-    h.peer = h.server       # the authenticated peer: its name, role and key's fingerprint
-    h.role = h.known[0]
-    h.peer_fp = h.known[2]
-    h.wrap = h.channel.wrap
-    h.unwrap = h.channel.unwrap
-    h.done = True
-
-
 def check(server, known, pending, msg):
     """The session's Channel once `msg` checks out as `server`'s welcome to the hello whose
     (nonce, transcript, MAC) is `pending`, `known` the server's (role, pair key, fingerprint):
@@ -81,16 +70,15 @@ def check(server, known, pending, msg):
         raise load("dial_failed").refusal(server, msg)
     body = _body(msg, "welcome")
     if body is None:
-        raise HandshakeError("malformed", "expected a welcome from %r" % server)
+        raise refusal("malformed", "NO_WELCOME", server)
     if body.get("from") != server:     # (the server's name is valid: no other check of it needed)
-        raise HandshakeError("unknown-key", "welcome comes from %r, expected %r" % (body.get("from"), server))
+        raise refusal("unknown-key", "NOT_FROM", body.get("from"), server)
     snonce = _bin(body, "nonce", _NONCE)
     proof = _bin(body, "proof", 32)
     nonce, transcript, mac = pending
     c2s, s2c, expect = _keys(known[1], nonce, snonce, transcript, mac, server)
     if not equal(proof, expect):
-        raise HandshakeError("bad-signature", "%r could not prove it holds its private key "
-                             "(wrong key-confirmation proof)" % server)
+        raise refusal("bad-signature", "NO_PROOF", server)
     return Channel(c2s, s2c)
 
 
@@ -105,13 +93,7 @@ def welcome(d, msg):
     try:
         ch = check(peer, known, pending, msg)
     except HandshakeError as e:
-        try:
-            load("dial_failed").failed(d, e)
-        except MemoryError:
-            conn.close("no memory free for the handshake with %s" % peer)
-        return
-    except MemoryError:
-        conn.close("no memory free for the handshake with %s" % peer)   # the pipe dials again
+        load("dial_failed").failed(d, e)      # (short of memory for it: dial_wait.on_message closes)
         return
     dials.remove(d)
     timer.cancel()
