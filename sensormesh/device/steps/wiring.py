@@ -31,8 +31,12 @@ def connect(node, target, port=0):
     step = isinstance(node, Step)
     if step and node.SINK:
         raise node.bad("%s is a sink and has no outputs" % node.TYPE)
-    if hasattr(target, "inlet"):
-        fn = target.inlet(port)
+    # a step's inlet is this module's (Step.BUILD), called here as it is: through the step
+    # (steps.Rarely) each lookup would make a callable and go through rare_call
+    if getattr(type(target), "inlet", None) is not None:
+        fn = target.inlet(port)        # its class's own (a pipe_out's, an alarm's)
+    elif isinstance(target, Step):
+        fn = base_inlet(target, port)
     elif not step or (callable(target) and port == 0):
         fn = target
     else:
@@ -49,8 +53,11 @@ def wire(node, target, port):
     if not isinstance(node, Step):
         node.wired = node.emit
     many = None
-    if len(node.outputs) == 1 and target is not None and hasattr(target, "inlet_many"):
-        many = target.inlet_many(port)
+    if len(node.outputs) == 1 and target is not None:
+        if getattr(type(target), "inlet_many", None) is not None:
+            many = target.inlet_many(port)     # its class's own (a pipe_out's batch path)
+        elif isinstance(target, Step):
+            many = inlet_many(target, port)    # Step.BUILD's, this module's
     node.emit_many = many or one_by_one(node)
 
 
