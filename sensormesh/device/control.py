@@ -41,7 +41,7 @@ def handle(dev, session, key, body):
         forward.handle(dev, session, key, body)
     else:
         from sensormesh.device.core import RUNTIME_MESSAGES
-        known = sorted(KNOWN + RUNTIME_MESSAGES)
+        known = sorted(list(KNOWN) + RUNTIME_MESSAGES)
         session.fail(conn, "unknown-message", "unknown control message %r (known: %s)"
                      % (key, ", ".join(known)))
 

@@ -29,8 +29,10 @@ DEFAULT_MAX_CONNS = 6 if MICROPYTHON else 256
 
 # Control messages the assignment runtime (sensormesh/device/runtime/__init__.py) answers. Those
 # of control.py are loaded with it for each message (control.KNOWN); "ping", "clock",
-# "metrics" (metrics.py) and "status" (status.py) are answered here.
-RUNTIME_MESSAGES = ("deploy", "deploy-part", "start", "stop", "pipe", "pull", "undeploy", "subscribe", "delivered")
+# "metrics" (metrics.py) and "status" (status.py) are answered here. A list, not a tuple: its short
+# names are made as interned names (the runtime's code holds them anyway), where a tuple constant
+# would hold those not yet interned as string objects of their own (~64 B each, for good).
+RUNTIME_MESSAGES = ["deploy", "deploy-part", "start", "stop", "pipe", "pull", "undeploy", "subscribe", "delivered"]
 
 
 def log(name, text):
