@@ -125,6 +125,8 @@ def on_control(po, conn, msg):
 
 
 def on_close(po, conn, reason):
+    if reason is None:    # a close the pipe found itself (pipes._send): the transport said none
+        reason = "connection closed"
     if conn is not po.conn and conn is not po.dialing:
         return    # a connection this pipe had already let go
     if conn is po.conn:

@@ -213,7 +213,7 @@ class PipeOut(Rarely):
             # for it), so the pipe still holds it: let it go now and dial again. The values wait
             # in the buffer; short of memory again, the next value or frame tries once more.
             try:
-                self.on_close(c, "connection closed")
+                self.on_close(c, None)     # None: "connection closed" (pipe_links.on_close)
             except MemoryError:
                 pass
             return

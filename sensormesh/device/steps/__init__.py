@@ -174,10 +174,8 @@ class Step(Rarely):
         self.dropped += 1
         n = self.errors = self.errors + 1
         exc = _exc_info()[1] if _exc_info is not None else None
-        if exc is None:
-            self.last_error = "an exception (this port does not say which)"
-        else:
-            self.last_error = "%s: %s" % (type(exc).__name__, exc)
+        # "": a port without sys.exc_info cannot say which exception (base.py says so in words)
+        self.last_error = "" if exc is None else "%s: %s" % (type(exc).__name__, exc)
         if sparse(n):
             try:
                 # the log line is base.py's (loaded for it): with no room for that code now,

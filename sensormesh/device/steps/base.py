@@ -34,11 +34,15 @@ def close(step):
             close()
 
 
+# A step's last_error on a port that cannot say which exception it caught (Step.failed: "")
+UNKNOWN = "an exception (this port does not say which)"
+
+
 def failed(step, value, what):
     """The log line of a value the step could not process (Step.failed counts it and calls this
     at the 1st, 2nd, 4th, 8th... error)."""
     step.ctx.log("step '%s': %s, dropped %s: %s (%d so far)"
-                 % (step.id, what, short(value), step.last_error, step.errors))
+                 % (step.id, what, short(value), step.last_error or UNKNOWN, step.errors))
 
 
 def short(value):
@@ -54,7 +58,7 @@ def out_count(step):
 def base_stats(step):
     s = {"in": step.n_in, "out": step.out_count(), "dropped": step.dropped, "errors": step.errors}
     if step.last_error is not None:
-        s["last_error"] = step.last_error
+        s["last_error"] = step.last_error or UNKNOWN
     return s
 
 
