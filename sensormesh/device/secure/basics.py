@@ -1,9 +1,9 @@
 # What every part of the handshake needs and a device's dial needs before anything else: the
-# handshake's error (HandshakeError; its codes are dial_failed.py's), the bytes a hello's MAC
-# covers (the transcript), the trust files' stamps a prepared peer is checked against, and
-# forgetting the handshake's code when no handshake needs it (idle). Small, so that a device's
-# dial sends its hello without the rest of the handshake's code (wire.py: the checks of a
-# message's fields, the session keys), which it loads only once the welcome arrives.
+# bytes a hello's MAC covers (the transcript), the trust files' stamps a prepared peer is
+# checked against, and forgetting the handshake's code when no handshake needs it (idle). Small,
+# so that a device's dial sends its hello without the rest of the handshake's code (wire.py: the
+# handshake's error, the checks of a message's fields, the session keys), which it loads only
+# once the welcome arrives.
 import os
 import struct
 import sys
@@ -14,22 +14,6 @@ from sensormesh.device.secure import admitting, busy, dials
 VERSION = 2
 _NONCE = 16
 _PACKAGE = "sensormesh.device.secure."
-
-
-class HandshakeError(Exception):
-    """The handshake failed; code is one of dial_failed.CODES, message says why in words."""
-
-    def __init__(self, code, message):
-        super().__init__(code, message)
-        self.code = code
-        self.message = message
-
-    def __str__(self):
-        return "%s: %s" % (self.code, self.message)
-
-    def to_message(self):
-        """The control message that tells the peer why (safe to send: no secrets in it)."""
-        return {"error": {"code": self.code, "message": self.message}}
 
 
 def _field(b):

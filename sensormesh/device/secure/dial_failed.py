@@ -2,7 +2,7 @@
 # memory for the check. Loaded only then (a dial that succeeds never loads it) and forgotten with
 # the rest of the dial's code (basics.idle()).
 from sensormesh.device.secure import load
-from sensormesh.device.secure.basics import HandshakeError
+from sensormesh.device.secure.wire import HandshakeError
 
 # The codes of a failed handshake (HandshakeError.code, a refusal's "code"): kept here, where a
 # refusal's code is checked, rather than in basics.py, which every handshake loads.

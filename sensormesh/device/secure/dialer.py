@@ -5,7 +5,8 @@
 # device's own dials do not use it: until the welcome their connection's protocol is
 # dial_wait.py and the dial plain data (secure.dials; dial_hello.dial, wire.welcome).
 from sensormesh.device.secure import HELLO_MAX_FRAME, busy, load
-from sensormesh.device.secure.basics import HandshakeError, idle
+from sensormesh.device.secure.basics import idle
+from sensormesh.device.secure.wire import HandshakeError
 from sensormesh.device.secure.channel import wrap_limit
 
 

@@ -1,18 +1,36 @@
-# The handshake's messages as both sides check them: the checks of a message's fields (a binary
-# field, a message's body and version; a name is server.py's check), the session keys (HKDF over
-# the transcript) and the client's check of the server's welcome (check: a device's dial's
-# welcome, checked and the session set up by welcome(); a hello.Hello's receive()). What a device's dial needs before its welcome arrives (the error, the transcript,
-# the trust files' stamps, forgetting the handshake's code) is basics.py's, re-exported here: a
-# prepared dial loads this module only to check its welcome (a refusal's check is
-# dial_failed.py's). The trust store, the pair-key cache and the key agreement (keys.py,
-# pubkey.py, x25519.py), the sessions' common state (keys._Side) and the server side stay
-# unloaded then.
+# The handshake's messages as both sides check them: the handshake's error (HandshakeError),
+# the checks of a message's fields (a binary field, a message's body and version; a name is
+# server.py's check), the session keys (HKDF over the transcript) and the client's check of the
+# server's welcome (check: a device's dial's welcome, checked and the session set up by
+# welcome(); a hello.Hello's receive()). What a device's dial needs before its welcome arrives
+# (the transcript, the trust files' stamps, forgetting the handshake's code) is basics.py's,
+# re-exported here: a prepared dial loads this module only to check its welcome (a refusal's
+# check is dial_failed.py's). The trust store, the pair-key cache and the key agreement
+# (keys.py, pubkey.py, x25519.py), the sessions' common state (keys._Side) and the server side
+# stay unloaded then.
 import hashlib
 
-from sensormesh.device.secure.basics import (_NONCE, VERSION, HandshakeError, _field, _transcript,  # noqa: F401
-                                             forgets, idle, stamps)
+from sensormesh.device.secure.basics import _NONCE, VERSION, _field, _transcript, forgets, idle, stamps  # noqa: F401
 from sensormesh.device.secure import dials, load
 from sensormesh.device.secure.channel import Channel, b64decode, equal, hmac_sha256, wrap_limit
+
+
+class HandshakeError(Exception):
+    """The handshake failed; code is one of dial_failed.CODES, message says why in words. (A
+    device's dial makes its hello without it: this module loads for the welcome.)"""
+
+    def __init__(self, code, message):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self):
+        return "%s: %s" % (self.code, self.message)
+
+    def to_message(self):
+        """The control message that tells the peer why (safe to send: no secrets in it)."""
+        return {"error": {"code": self.code, "message": self.message}}
+
 
 def _keys(pair, cnonce, snonce, transcript, mac, server):
     """HKDF-SHA256 (RFC 5869) of the pair key, salted with both nonces, bound to the transcript.
