@@ -19,7 +19,7 @@ if ROOT not in sys.path:
 
 from sensormesh.device.runtime import shipped  # noqa: E402
 from sensormesh.device.steps import make  # noqa: E402
-from sensormesh.device.compat import MICROPYTHON, implementation, ticks_diff, ticks_us  # noqa: E402
+from sensormesh.device.compat import MICROPYTHON, ticks_diff, ticks_us  # noqa: E402
 
 USER = "def scale(v):\n    return v * 0.5 + 1.0\n"
 
@@ -179,7 +179,7 @@ def main(argv):
         metrics_overhead(n * 3)
         return
     print("sensormesh step chains, %s %s, %d values per run, best of 3"
-          % (implementation(), ".".join([str(x) for x in sys.implementation.version[:3]]), n))
+          % (sys.implementation.name, ".".join([str(x) for x in sys.implementation.version[:3]]), n))
     base_us, base_out = best(run_baseline, n, 100)
     base_rate = n * 1000000 // base_us
     print("%-52s %12s %9s" % ("chain", "values/s", "vs base"))

@@ -47,12 +47,13 @@ class ProtocolError(Exception):
 
 # -- JSON --------------------------------------------------------------------------------------
 # MicroPython's json is the only choice on a board. CPython uses msgspec when it is installed
-# (the standard module otherwise): that half is cpython_json.py's, which a board never loads
-# (use_json, the encoding, the fast decoding; its notes say how every path reads and writes the
-# same values). SENSORMESH_JSON=stdlib in the environment (or use_json("stdlib")) turns the fast
-# path off. (use_json exists on CPython only: MicroPython always uses its json module.)
-JSON_BACKEND = "stdlib"   # CPython: the implementation in use (cpython_json.use_json sets it)
-
+# (the standard module otherwise): that half of this module is cpython_json.py's, which a board
+# never loads. Imported last (the end of this module), it adds its names here: use_json and
+# JSON_BACKEND (the implementation in use), dumps and loads, encode_into (whole frames into one
+# buffer, as CPython's connections send them) and Decoder.pending; its notes say
+# how every path reads and writes the same values. SENSORMESH_JSON=stdlib in the environment (or
+# use_json("stdlib")) turns the fast path off. (A branch a board never takes would still be
+# loaded with this module: its code and names in a board's heap.)
 if MICROPYTHON:
     def _text(msg):
         """A message's JSON text: a str, whose UTF-8 bytes (memoryview(text)) are its payload."""
@@ -76,9 +77,14 @@ if MICROPYTHON:
     def _payload(msg):
         # a view of the text's bytes: a frame's payload without a copy of it
         return memoryview(_text(msg))
-else:
-    from sensormesh.device.cpython_json import JSON_BACKEND, dumps, loads, std_decode, use_json
-    _payload = dumps
+
+    def loads(payload):
+        """A frame's payload parsed (the bytes as they are, without a text copy of them)."""
+        try:
+            return json.loads(payload)
+        except (ValueError, RuntimeError, MemoryError) as e:
+            # not UTF-8, not JSON, too deep for the parser or for the heap: refused.py says which
+            raise ProtocolError(_refused().unreadable(payload, e))
 
 
 def encode(msg):
@@ -89,24 +95,6 @@ def encode(msg):
 
 # A data message larger than the peer's frame limit is cut into frames by split.py, loaded
 # only for such a message (and forgotten after it on a board running .mpy files).
-def encode_into(buf, msg, max_frame=MIN_MAX_FRAME):
-    """Append the frame(s) for msg to the bytearray buf.
-
-    A data message whose payload exceeds max_frame is split into consecutive data messages,
-    in order, each within the limit, so a receiver with a small buffer still gets every value.
-    A control message that exceeds it is an error: control messages cannot be split.
-    """
-    payload = dumps(msg)
-    n = len(payload)
-    if n <= max_frame:
-        buf += struct.pack("!I", n)
-        buf += payload
-        return
-    from sensormesh.device import split   # oversized messages only (split.py)
-    split.into(buf, msg, payload, max_frame)
-    forget(split)
-
-
 def payloads(msg, max_frame=MIN_MAX_FRAME):
     """The payload(s) for msg, split like encode_into splits them; a list of bytes-like (on
     MicroPython a frame's payload is a view of its JSON text, not a copy of it)."""
@@ -128,16 +116,6 @@ def _refused():
     return refused
 
 
-def _std_loads(payload):
-    try:
-        if MICROPYTHON:
-            return json.loads(payload)   # the bytes as they are, without a text copy of them
-        return std_decode(bytes(payload).decode() if type(payload) is memoryview else payload.decode())
-    except (ValueError, RuntimeError, MemoryError) as e:
-        # not UTF-8, not JSON, too deep for the parser or for the heap: refused.py says which
-        raise ProtocolError(_refused().unreadable(payload, e))
-
-
 def decode_payload(payload):
     """Parse one frame payload (bytes) into a dict or list, or raise ProtocolError."""
     if type(payload) is memoryview:
@@ -151,7 +129,7 @@ def decode_payload(payload):
         # (The free heap is asked only then: gc.mem_free() walks the heap's whole allocation
         # table.)
         _refused().check(payload, MAX_DEPTH)
-    msg = _std_loads(payload) if MICROPYTHON else loads(payload)
+    msg = loads(payload)
     if opens > MAX_DEPTH:
         check_depth(msg)
     t = type(msg)
@@ -262,13 +240,13 @@ class Decoder:
         except ProtocolError as e:
             raise self.broken(e.args[0])
 
-    if not MICROPYTHON:   # (CPython clients)
-        def pending(self):
-            """Bytes received but not yet returned as a message (a truncated frame at EOF)."""
-            return len(self._buf) - self._pos + (_HEADER_SIZE if self._need >= 0 else 0)
-
     def close(self):
         """Call at end of stream: raises ProtocolError if a frame was cut off."""
         left = len(self._buf) - self._pos
         if left or self._need >= 0:
             raise self.broken(_refused().cut_off(left, self._need))
+
+
+if not MICROPYTHON:
+    from sensormesh.device import cpython_json   # CPython's half of this module (see "JSON" above)
+    cpython_json.add_to(globals())

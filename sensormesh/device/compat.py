@@ -23,21 +23,17 @@ if MICROPYTHON:
 if MICROPYTHON:
     ticks_ms = time.ticks_ms
     ticks_us = time.ticks_us
-    ticks_add = time.ticks_add
     ticks_diff = time.ticks_diff
-    sleep_ms = time.sleep_ms
 else:
     # (the module by its last name: a board interns the names an import line holds, run or not)
     from sensormesh.device import cpython_compat
     ticks_ms = cpython_compat.ticks_ms
     ticks_us = cpython_compat.ticks_us
-    ticks_add = cpython_compat.ticks_add
     ticks_diff = cpython_compat.ticks_diff
-    sleep_ms = cpython_compat.sleep_ms
 
 
 # Where the tick clock wraps (ticks_us: 2**30 on a 32-bit board); 0 = never (CPython).
-TICK_PERIOD = ticks_add(0, -1) + 1 if MICROPYTHON else 0
+TICK_PERIOD = time.ticks_add(0, -1) + 1 if MICROPYTHON else 0
 
 
 def unix_time():
@@ -58,10 +54,6 @@ def errno_of(exc):
     if e is None and exc.args:
         e = exc.args[0]
     return e
-
-
-def implementation():
-    return "micropython" if MICROPYTHON else "cpython"
 
 
 # -- heap on MicroPython ---------------------------------------------------------------------

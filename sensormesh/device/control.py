@@ -7,7 +7,7 @@
 import sys
 
 from sensormesh.device import codec
-from sensormesh.device.compat import forget, implementation
+from sensormesh.device.compat import forget
 
 
 def handle(dev, session, key, body):
@@ -62,7 +62,7 @@ def info(dev):
             e.update(registry.measures(s))
         forget(registry)
     from sensormesh.device.core import VERSION
-    return {"name": dev.name, "version": VERSION, "implementation": implementation(),
+    return {"name": dev.name, "version": VERSION, "implementation": sys.implementation.name,
             "sensors": sens, "unix": not sys.platform.startswith("esp"),
             "secure": dev.security is not None, "max-frame": dev.max_frame}
 

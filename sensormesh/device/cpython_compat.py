@@ -4,7 +4,7 @@
 import time
 
 # CPython has no wrapping tick counter; monotonic nanoseconds never wrap, so plain arithmetic
-# gives the same answers ticks_add/ticks_diff give on MicroPython.
+# gives the same answers ticks_diff gives on MicroPython.
 def ticks_ms():
     return time.monotonic_ns() // 1000000
 
@@ -13,16 +13,8 @@ def ticks_us():
     return time.monotonic_ns() // 1000
 
 
-def ticks_add(t, delta):
-    return t + delta
-
-
 def ticks_diff(a, b):
     return a - b
-
-
-def sleep_ms(ms):
-    time.sleep(ms / 1000)
 
 
 def collect():

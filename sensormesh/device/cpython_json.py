@@ -1,6 +1,9 @@
 # codec.py's CPython half: the JSON implementation a CPython process encodes and decodes frames
-# with. A board never loads this module, so it pays neither for this code nor for its names and
-# texts (a branch codec.py never takes on MicroPython would still be loaded with it).
+# with, and the whole frames a CPython connection appends to its one output buffer
+# (encode_into) or a client asks about (Decoder.pending). A board never loads this module, so it
+# pays neither for this code nor for its names and texts (a branch codec.py never takes on
+# MicroPython would still be loaded with it). codec.py imports it last, once its own names are
+# defined, and has this module add its own there (add_to).
 #
 # CPython uses msgspec when it is installed (a dependency of the package): it encodes a
 # 5000-value array about 6x and decodes it about 3x faster than the standard json module
@@ -18,9 +21,10 @@
 # SENSORMESH_JSON=stdlib in the environment (or codec.use_json("stdlib")) turns the fast path off.
 #
 # codec.py imports this module as it loads, so this one imports codec.py only inside the functions
-# that need it (the error a refusal raises; the standard module's decoding): no import circle.
+# that need it (the error a refusal raises): no import circle.
 import json
 import os
+import struct
 import sys
 
 JSON_BACKEND = "stdlib"
@@ -88,16 +92,55 @@ def dumps(msg):
 
 
 def loads(payload):
-    """A frame's payload (bytes) parsed: msgspec's reading, or the standard module's (codec's
-    _std_loads, which says what is wrong) for what msgspec refuses or when it is off."""
+    """A frame's payload (bytes) parsed: msgspec's reading, or the standard module's (which says
+    what is wrong) for what msgspec refuses or when it is off."""
     dec = fast_decode
     if dec is not None:
         try:
             return dec(payload)
         except Exception:   # msgspec refused it: the standard module decides and says why
             pass
-    from sensormesh.device.codec import _std_loads
-    return _std_loads(payload)
+    try:
+        return std_decode(bytes(payload).decode() if type(payload) is memoryview else payload.decode())
+    except (ValueError, RuntimeError, MemoryError) as e:
+        # not UTF-8, not JSON, too deep for the parser: refused.py says which
+        from sensormesh.device import refused
+        from sensormesh.device.codec import ProtocolError
+        raise ProtocolError(refused.unreadable(payload, e))
+
+
+def encode_into(buf, msg, max_frame):
+    """Append the frame(s) for msg to the bytearray buf.
+
+    A data message whose payload exceeds max_frame is split into consecutive data messages,
+    in order, each within the limit, so a receiver with a small buffer still gets every value.
+    A control message that exceeds it is an error: control messages cannot be split.
+    """
+    payload = dumps(msg)
+    n = len(payload)
+    if n <= max_frame:
+        buf += struct.pack("!I", n)
+        buf += payload
+        return
+    from sensormesh.device import split   # oversized messages only (split.py)
+    split.into(buf, msg, payload, max_frame)
+
+
+def pending(dec):
+    """Decoder.pending: bytes received but not yet returned as a message (a truncated frame at
+    EOF)."""
+    return len(dec._buf) - dec._pos + (4 if dec._need >= 0 else 0)
+
+
+def add_to(names):
+    """codec.py's CPython names from this half, added to its globals() `names` (codec.py calls it
+    once its own are defined)."""
+    names["use_json"] = use_json
+    names["dumps"] = names["_payload"] = dumps
+    names["loads"] = loads
+    names["encode_into"] = encode_into
+    names["Decoder"].pending = pending
+    names["JSON_BACKEND"] = JSON_BACKEND
 
 
 if os.getenv("SENSORMESH_JSON") != "stdlib":

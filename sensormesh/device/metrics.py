@@ -12,8 +12,9 @@
 # (every identifier, and string constants of up to 10 characters, stay for good): hence one
 # function, and the reply's own names cut out of one longer string when a reply is made.
 import gc
+import sys
 
-from sensormesh.device.compat import MICROPYTHON, TICK_PERIOD, implementation, ticks_us
+from sensormesh.device.compat import MICROPYTHON, TICK_PERIOD, ticks_us
 
 
 def report(device):
@@ -28,7 +29,7 @@ def report(device):
     else:
         from sensormesh.device import cpython_usage
         mem = cpython_usage.usage()
-    m = {"device": device.name, interp: implementation(), "tick_us": ticks_us(), "tick_period": TICK_PERIOD,
+    m = {"device": device.name, interp: sys.implementation.name, "tick_us": ticks_us(), "tick_period": TICK_PERIOD,
          enabled: getattr(device, "metrics", True),
          "loop": {busy_us: wall - idle if wall > idle else 0, wall_us: wall}, "mem": mem,
          "steps": {}, "pipes": {}, latency: [], "latency_dropped": 0}
