@@ -499,6 +499,11 @@ def test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_s
             kept.prepare_peer = real_prepare
     assert delivered(cb) == list(range(50))
     assert len(at_dial) == 1 and looked_up == [], (at_dial, looked_up)
+    # the pipe's connection splits what it sends so that every token fits the peer's frame limit,
+    # and keeps at most 12 attributes of its own (a dict of 12 slots, not 17)
+    conn = list(a.runtime.pipe_outs.values())[0].conn
+    assert conn.wrap is not None and conn.peer_max_frame == session.wrap_limit(codec.MIN_MAX_FRAME)
+    assert len(conn.__dict__) <= 12, sorted(conn.__dict__)
     if forgets():        # a board running .mpy files: keys.py was forgotten after the deployment,
         # and while the dial waits for its welcome only dial_wait.py is in memory (the dial is
         # plain data): neither the code that made the hello nor the welcome's checks
