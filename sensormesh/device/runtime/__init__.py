@@ -151,7 +151,7 @@ class Runtime(Rarely):
         self.device.log(text)
 
     def resolve(self, ref):
-        return rare_call("sensormesh.device.runtime.shipped_names", "resolve", self.code, ref)
+        return rare_call("sensormesh.device.runtime.shipped", "resolve", self.code, ref)
 
     def hold(self):
         """A window or join starts holding values back (ctx for steps; see checkpoints)."""

@@ -3,7 +3,8 @@
 # the code of more than one stage, and the code they keep loaded while they run is loaded as late
 # as it can be, each part once the stage before the one that needs it is forgotten:
 #   building it (build below), each stage with its own module:
-#     runtime/shipped.py     run its shipped code (compiling needs the most free heap: first)
+#     runtime/shipped.py     run its shipped code (compiling needs the most free heap: first);
+#                            kept loaded until the steps found the functions they call
 #     runtime/build.py       check the assignment; find its steps' families (steps/kinds.py)
 #                            and its pipes' modules; make its sources
 #     steps/make.py          make its steps, their families imported (build) once build.py is
@@ -63,6 +64,9 @@ def build(rt, body):
     if type(body) is dict and "assignment" in body:
         a = body.pop("assignment")
     try:
+        # shipped.py, kept loaded until the steps found the shipped functions they call
+        # (Runtime.resolve): a module rt.rare finds loaded stays so
+        __import__("sensormesh.device.runtime.shipped")
         code = rt.rare("shipped", "run_code", a)
         if type(a) is dict and "code" in a:
             a = dict(a)       # without its source, which the stages that follow do not need
@@ -74,9 +78,8 @@ def build(rt, body):
             __import__(name)
         rare_call(STEPS + "make", "make_steps", rt, a, built)
     finally:
-        # shipped.py's, kept until the steps named the shipped functions they call
-        # (Runtime.resolve), and what only some families' setup loads while the steps are made
-        forget("sensormesh.device.runtime.shipped_names")
+        # shipped.py, and what only some families' setup loads while the steps are made
+        forget("sensormesh.device.runtime.shipped")
         forget(STEPS + "more_params")
     built["pipeline"] = a.get("pipeline")
     built["epoch"] = a.get("epoch", 0)

@@ -8,11 +8,16 @@
 #     import what the device itself has (math, json, time, ...);
 #   - every module's __name__ is its shipped name, so classes report it as __module__.
 # Errors name the module and, where the interpreter tells us, the line of the shipped source
-# (shipped_errors.py, loaded only for such an error).
-# Finding a name in what the code defined (resolve) is shipped_names.py's: a deployment loads
-# that small module for each step that names a shipped function, not this one.
+# (shipped_errors.py, loaded only for such an error, and for a reference that names nothing).
+# A deployment keeps this module loaded from running the code (its first stage) until its steps
+# have found the shipped functions they call (resolve, Runtime.resolve), and forgets it after
+# on a board running .mpy files (runtime/deploy.py).
 from sensormesh.device.compat import forget
-from sensormesh.device.runtime.shipped_names import ShippedError, resolve  # noqa: F401 (resolve: this module's API too)
+
+
+class ShippedError(ValueError):
+    """Shipped source that does not compile or run, or a reference to a name it lacks (a bad
+    assignment: a deployment refuses it, runtime/deploy.py)."""
 
 try:
     import builtins
@@ -77,3 +82,17 @@ def run_code(rt, a):
     (rt.code: Runtime.resolve). Returns it."""
     rt.code = load_code(a.get("code") if type(a) is dict else None)
     return rt.code
+
+
+def resolve(registry, ref):
+    """'module:name' -> the object the shipped module defines under that name (ShippedError
+    saying what is wrong with the reference when it names nothing: shipped_errors.py)."""
+    if type(ref) is str and ref.count(":") == 1:
+        module, _, name = ref.partition(":")
+        namespace = registry.get(module)
+        if namespace is not None and name in namespace:
+            return namespace[name]
+    from sensormesh.device.runtime import shipped_errors   # for the error only
+    e = shipped_errors.no_name(registry, ref)
+    forget(shipped_errors)
+    raise e

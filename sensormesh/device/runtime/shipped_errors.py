@@ -1,10 +1,10 @@
 # The error of shipped code that does not compile, or fails while it loads (shipped.py): it names
 # the module and, where the interpreter tells, the line of the shipped source; and the error of a
-# reference to a name the shipped code does not define (shipped_names.py). Loaded only for such
+# reference to a name the shipped code does not define (shipped.resolve). Loaded only for such
 # an error, so a deployment whose code runs does not load it (nor intern its names).
 import sys
 
-from sensormesh.device.runtime.shipped_names import ShippedError
+from sensormesh.device.runtime.shipped import ShippedError
 
 
 def line_of(exc, filename):
