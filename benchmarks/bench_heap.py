@@ -26,6 +26,7 @@
 # steady state. --phases --receiving: the keyed receiving board instead, with the CPython device's
 # pipe accepted after the deployment (admit.py and server.py loaded, its handshake done).
 # --phases --demo: both boards of the README demo (with keys), the same phases where they apply.
+# The stop that ends the run is traced as the deployment is: its fullest moment, and where.
 # The unix port is 64-bit: objects take up to twice their size on an ESP32 (32-bit), so these
 # figures are an upper bound for a board. Prints tables; the serving figures of data requests
 # are benchmarks/bench_heap_streams.py.
@@ -498,15 +499,16 @@ def traced_import(name, *args):
 builtins.__import__ = traced_import
 _deploy_traced = core.Device.dispatch
 def dispatch(self, session, key, body):
-    if key not in ('deploy', 'deploy-part'):
+    if key not in ('deploy', 'deploy-part', 'stop', 'undeploy'):
         return _deploy_traced(self, session, key, body)
     _peak[:] = [1, 0, 0, -1, '']
+    what = 'deployment' if key.startswith('deploy') else 'stop'
     try:
-        _at('the deploy message arrived')
+        _at('the %s message arrived' % key)
         _deploy_traced(self, session, key, body)
     finally:
         _peak[0] = 0
-        print("PHASE|the deployment's fullest moment (%s)|%d|%d|%d" % (_peak[4], _peak[1], _peak[2], _peak[3]))
+        print("PHASE|the %s's fullest moment (%s)|%d|%d|%d" % (what, _peak[4], _peak[1], _peak[2], _peak[3]))
 core.Device.dispatch = dispatch
 # steady state: counted from the deployment's start message (a loaded machine may take seconds
 # to deploy; counting from the process's start would sample before the deployment)
@@ -653,6 +655,13 @@ def print_phases(rows, mods, what="Keyed deployed device"):
 
 
 def main(argv):
+    if "-h" in argv or "--help" in argv:     # the notes at the top of this file
+        with open(os.path.abspath(__file__)) as f:
+            for line in f:
+                if not line.startswith("#"):
+                    break
+                print(line[2:].rstrip())
+        return 0
     if "--metrics" in argv:
         repeat = int(argv[argv.index("--repeat") + 1]) if "--repeat" in argv else 3
         bundle, _ = mpy_cache.bundle()
