@@ -9,7 +9,7 @@ import struct
 
 from sensormesh.device import codec
 from sensormesh.device.compat import MICROPYTHON, WOULD_BLOCK, errno_of
-from sensormesh.device.transport import RECV_CHUNK, Connection
+from sensormesh.device.transport import Connection
 
 # poll()'s event bits (transport.py); IPPROTO_TCP, TCP_NODELAY: the same numbers on Linux
 # and lwIP (MicroPython's unix port does not name them).
@@ -114,7 +114,7 @@ def release(conn):
         h(conn)
 
 
-# -- closing a connection after an error (Connection._read, close_after_flush) -------
+# -- closing a connection after an error (Connection._read) ---------------------------
 def protocol_error(conn, text):
     """Tell the peer what it did wrong, then close (the stream is out of step)."""
     h = getattr(conn.protocol, "on_protocol_error", None)
@@ -122,7 +122,7 @@ def protocol_error(conn, text):
         h(conn, text)
     if not conn.closed:
         conn.send({"error": {"code": "protocol", "message": text}})
-        close_after_flush(conn, "protocol error: " + text)
+        conn.close_after_flush("protocol error: " + text)
 
 
 def no_memory(conn):
@@ -134,33 +134,9 @@ def no_memory(conn):
     try:
         conn.send({"error": {"code": "busy", "message": "the device has no memory free for "
                              "this frame now; try again later"}})
-        close_after_flush(conn, "no memory free for a frame")
+        conn.close_after_flush("no memory free for a frame")
     except MemoryError:
         conn.close("no memory free for a frame")
-
-
-def close_after_flush(conn, reason="closed"):
-    """Send what is queued (best effort, without blocking), then close."""
-    if conn.backlog() and not conn.closed:
-        try:
-            conn.sock.setblocking(True)
-            if hasattr(conn.sock, "settimeout"):
-                conn.sock.settimeout(0.2)
-            if MICROPYTHON:
-                # A chunk at a time (a frame's payload may be a view of its JSON text: no joined
-                # copy of them all); a chunk a send took in part is a view of its rest already.
-                for c in conn.chunks:
-                    conn.sock.write(c)   # blocking: every byte, or OSError
-            else:
-                conn.sock.sendall(conn.out)
-        except OSError:
-            pass
-        if MICROPYTHON:
-            conn.chunks = []
-        else:
-            conn.out = bytearray()
-    _discard_input(conn)
-    conn.close(reason)
 
 
 def close_listener(lst):
@@ -172,25 +148,6 @@ def close_listener(lst):
         pass
     for c in list(lst.conns):
         c.close("listener closed")
-
-
-def _discard_input(conn):
-    # Closing a socket with unread input makes the kernel send a reset, which can destroy
-    # the error message just sent before the peer reads it. Drop what has already arrived
-    # (bounded, without waiting) so the close is an orderly one.
-    if conn.closed:
-        return
-    try:
-        conn.sock.setblocking(False)
-        for _ in range(64 if MICROPYTHON else 16):    # at most 64 KB (board) or 4 MB (CPython)
-            if MICROPYTHON:
-                n = conn.sock.readinto(conn.loop.rbuf)
-            else:
-                n = len(conn.sock.recv(RECV_CHUNK))
-            if not n:
-                return
-    except OSError:
-        pass
 
 
 def run_until(loop, predicate, timeout_ms):

@@ -485,8 +485,11 @@ class Connection:
 
     # -- closing ------------------------------------------------------------------------
     def close_after_flush(self, reason="closed"):
-        """Send what is queued (best effort, without blocking), then close."""
-        _connect().close_after_flush(self, reason)
+        """Send what is queued (best effort, without blocking), then close (closing.py, loaded
+        for it and forgotten at once)."""
+        from sensormesh.device import closing
+        forget(closing)
+        closing.close_after_flush(self, reason)
 
     def close(self, reason="closed"):
         if self.closed:
@@ -519,11 +522,11 @@ class Listener:
 
 
 # Opening connections happens at start and when a pipe dials, accepting one when a peer dials,
-# closing one after an error (close_after_flush, protocol_error, no_memory) now and then, a
-# listener at the end, and Loop.run_until serves tools and tests: that code is in listen.py
-# (listen_tcp, listen_unix, bound_port, listener; on_poll, accepted) and connect.py (dial,
-# parse_address, unix_address; connected, release; close_after_flush, protocol_error,
-# no_memory, close_listener, run_until), loaded when one of these names is looked up here
+# closing one after an error (protocol_error, no_memory) or a stop (close_after_flush) now and
+# then, a listener at the end, and Loop.run_until serves tools and tests: that code is in
+# listen.py (listen_tcp, listen_unix, bound_port, listener; on_poll, accepted), connect.py (dial,
+# parse_address, unix_address; connected, release; protocol_error, no_memory, close_listener,
+# run_until) and closing.py (close_after_flush), loaded when one of these names is looked up here
 # (transport.dial(...)) and, on a board running .mpy files, forgotten at once, so it costs heap
 # only while it runs.
 def _connect():

@@ -136,7 +136,7 @@ def test_closing_after_a_partial_send_sends_the_rest_once():
     # A connection closed after an error sends what is still queued. When a send had taken only
     # part of the first queued chunk, the rest follows once: the peer reads every frame whole,
     # never a frame's tail where a length prefix belongs.
-    from sensormesh.device import codec, connect
+    from sensormesh.device import closing, codec
     from sensormesh.device.compat import MICROPYTHON
     srv, port = raw_listener()
     loop = transport.Loop()
@@ -156,7 +156,7 @@ def test_closing_after_a_partial_send_sends_the_rest_once():
         n = conn.sock.send(bytes(conn.out[:7]))
         del conn.out[:n]
     assert n == 7
-    connect.close_after_flush(conn, "test")
+    closing.close_after_flush(conn, "test")
     dec = codec.Decoder()
     got = []
     for _ in range(100):

@@ -1,5 +1,5 @@
-# A pipe_out's rarely run parts (pipes.py has what runs per value): its connections (dialing,
-# taking a connection, losing one, closing), the receiver's "expect" and errors, adopting a
+# A pipe_out's rarely run parts (pipes.py has what runs per value; its counts and its close are
+# pipe_counts.py's): its connections (dialing, taking a connection, losing one), the receiver's "expect" and errors, adopting a
 # numbering, its replay buffer's bound back up, and two log lines: the bound coming down (heap
 # low) and values dropped from a full buffer (a board without room for this code then counts
 # them only, pipes.py). PipeOut finds these through __getattr__
@@ -26,41 +26,6 @@ def bound_down(po, free):
 def log_drops(po, n):
     po.rt.log("pipe %s: receiver unavailable and the replay buffer (%d values) is full: "
               "%d unacknowledged values dropped so far" % (po.edge, po.tx.cap, n))
-
-
-def _retire(po, conn):
-    if conn is not None:
-        po.bytes_prev = getattr(po, "bytes_prev", 0) + getattr(conn, "bytes_out", 0)   # test doubles may not count
-
-
-def pipe_metrics(po):
-    c = po.conn
-    out = po.tx.once - po.first
-    return {"dir": "out", "peer": po.peer or po.to, "values": out if out > 0 else 0, "frames": po.frames,
-            "bytes": getattr(po, "bytes_prev", 0) + (getattr(c, "bytes_out", 0) if c is not None else 0),
-            "reconnects": po.connects - 1 if po.connects > 1 else 0,
-            "queue": po.tx.unsent(), "rtt_us": getattr(po, "rtt_us", None)}
-
-
-def stats(po):
-    # in = out + pending + dropped: out = values sent at least once, pending = never sent yet,
-    # dropped = left the full replay buffer before being sent (evicted: also those sent but not
-    # acknowledged). Counts of a deployment that carried over an edge's buffer start from its
-    # first value; "seq" and "acked" are positions in the edge's numbering.
-    tx = po.tx
-    out = tx.once - po.first
-    pending = tx.next_seq() - (tx.high if tx.high > tx.base else tx.base)
-    s = {"in": po.n_in, "out": out if out > 0 else 0, "pending": pending, "unshipped": 0,
-         "dropped": tx.dropped, "evicted": tx.evicted, "resent": getattr(po, "resent", 0),
-         "acked": tx.base, "unacked": tx.held(), "seq": tx.next_seq(), "buffer": tx.cap,
-         "connected": po.conn is not None and not po.conn.connecting, "connects": po.connects}
-    if tx.spool is not None:
-        s["spool"] = tx.spool.stats()
-        s["spooled"] = tx.spooled
-    err = getattr(po, "last_error", None)
-    if err:
-        s["last_error"] = err
-    return s
 
 
 # -- numbering ------------------------------------------------------------------------
@@ -130,7 +95,7 @@ def on_close(po, conn, reason):
     if conn is not po.conn and conn is not po.dialing:
         return    # a connection this pipe had already let go
     if conn is po.conn:
-        po._retire(conn)
+        po.bytes_prev = getattr(po, "bytes_prev", 0) + getattr(conn, "bytes_out", 0)   # as pipe_counts._retire
     po.conn = None
     po.dialing = None
     if not po.running:
@@ -142,25 +107,3 @@ def on_close(po, conn, reason):
         if n == 1 or n % LOG_EVERY_REDIALS == 0:
             po.rt.log("pipe %s to %s: %s; retrying in %d ms" % (po.edge, po.to, reason, delay))
         po.retry_timer = po.rt.loop.call_later(delay, po._dial)
-
-
-def flush(po):
-    po._send()
-
-
-def close(po, keep=False):
-    po.running = False
-    for t in (po.timer, po.retry_timer, getattr(po, "spool_timer", None)):
-        if t:
-            t.cancel()
-    if po.tx.spool is not None:
-        po.spool_timer = None
-    if po.conn is not None:
-        po.conn.close_after_flush("pipeline stopped")
-        po.conn = None
-    if po.dialing is not None:
-        if not po.dialing.closed:
-            po.dialing.close("pipeline stopped")   # a late connect must not send for us
-        po.dialing = None
-    if not keep and po.tx.spool is not None:
-        po.tx.spool.clear()

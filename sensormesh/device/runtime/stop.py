@@ -19,7 +19,8 @@ on_undeploy = on_stop
 
 def teardown(rt, keep=False):
     """Stop sources, flush every step upstream-first, close everything. Returns the status
-    taken after the flushes (so the counts include the last frames), or None if empty.
+    taken after the flushes and closes (so the counts include the last frames), or None if
+    empty.
     keep: a new deployment follows; the pipes' numbering and replay buffers carry over to the
     pipes of the same edges in it."""
     if not keep:
@@ -41,6 +42,11 @@ def teardown(rt, keep=False):
     if rt.deliveries:
         from sensormesh.device.runtime import delivery
         delivery.send(rt)
+    # A close that finds no memory free for its code (loaded for it on a board) is tried once
+    # more after the other nodes are let go: a node left unclosed would keep its timers running.
+    again = [(i, rt.nodes[i]) for i in rt.order if not _close(rt, i, rt.nodes[i], keep, True)]
+    # The counts once every node is flushed and closed (closing changes none of them, and the
+    # pipes' connections, closed, no longer share the heap with the counts being gathered)
     final = rt.status()
     if keep:
         for sid in rt.deliveries:
@@ -49,9 +55,6 @@ def teardown(rt, keep=False):
             rt.carry["out " + e] = rt.pipe_outs[e].tx
         for e in rt.pipe_ins:
             rt.carry["in " + e] = rt.pipe_ins[e].rx
-    # A close that finds no memory free for its code (loaded for it on a board) is tried once
-    # more after the other nodes are let go: a node left unclosed would keep its timers running.
-    again = [(i, rt.nodes[i]) for i in rt.order if not _close(rt, i, rt.nodes[i], keep, True)]
     rt.nodes = {}
     rt.order = []
     rt.sources = []

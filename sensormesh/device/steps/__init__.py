@@ -118,16 +118,23 @@ class Rarely:
     RARE and BUILD are lists, as a step's ARGS are: a list's short names are made as interned
     names when its module loads (a name its code or the module that has the function holds
     anyway), while a tuple of them is a constant whose names not interned yet are string objects
-    of their own, about 64 bytes each for good on a board."""
+    of their own, about 64 bytes each for good on a board.
+    ALSO_IN and ALSO: a second such module and its methods, for a class whose rare methods are
+    needed at different moments (a pipe_out's counts and close, at a status reply or a stop, apart
+    from its connection's events), so each moment loads only the code it runs."""
     RARE_IN = ""
     RARE = ()
     BUILD = ()
+    ALSO_IN = ""
+    ALSO = ()
 
     def __getattr__(self, name):
         if name in self.RARE:
             module = self.RARE_IN
         elif name in self.BUILD:
             module = "sensormesh.device.steps.wiring"
+        elif name in self.ALSO:
+            module = self.ALSO_IN
         else:
             raise AttributeError(name)
         obj = self
