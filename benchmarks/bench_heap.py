@@ -280,7 +280,7 @@ IMPORTS = (
     ("simulated sensors (sensors.sim, temperature)", ("sensors.sim", "sensors.sim.temperature")),
     ("secure session kept between handshakes (secure, channel)", ("secure", "secure.channel")),
     ("a prepared dial's hello (basics, dial_hello; only while it is made)", ("secure.basics", "secure.dial_hello")),
-    ("its welcome's check (wire; only while it runs)", ("secure.wire",)),
+    ("its welcome's check (welcome; only while it runs)", ("secure.welcome",)),
     ("the rest of the handshake's code (keys, pubkey; a deployment's preparation, an accepted "
      "connection, a dial not prepared)", ("secure.keys", "secure.pubkey")),
     ("a client looking its server up (hello; tools, a dial to a peer not trusted as a device)", ("secure.hello",)),
@@ -547,7 +547,7 @@ def traced_security(self):
         if name == 'dial_hello' and state[0] == 0 and getattr(self, 'runtime', None) is not None:
             state[0] = 1
         m = _load(name)
-        if state[0] == 1 and name in ('dial_hello', 'wire'):
+        if state[0] == 1 and name in ('dial_hello', 'welcome'):
             step(m, name)     # the dial's two steps: marked while their code is loaded
         if ACCEPTS and name in ('admit', 'server') and getattr(self, 'runtime', None) is not None:
             n = accepts[name] = accepts.get(name, 0) + 1
@@ -557,16 +557,16 @@ def traced_security(self):
                 mark('its hello: server.py loaded%s' % ('' if n == 1 else ' again (after the pair key)'))
         return m
     def step(m, name):
-        # the hello made (dial_hello.make returned), the welcome checked (wire.check returned):
+        # the hello made (dial_hello.make returned), the welcome checked (welcome.channel returned):
         # the module's own function replaced in its globals, so that its callers there mark too
-        fn = 'make' if name == 'dial_hello' else 'check'
+        fn = 'make' if name == 'dial_hello' else 'channel'
         real = getattr(m, fn)
         if real.__name__ == 'traced':
             return
         def traced(*args):
             r = real(*args)
             mark("the pipe's hello made (dial_hello.py loaded)" if name == 'dial_hello'
-                 else "the pipe's welcome checked (wire.py loaded)")
+                 else "the pipe's welcome checked (welcome.py loaded)")
             return r
         setattr(m, fn, traced)
     _handshake = sec.Security.handshake

@@ -458,7 +458,7 @@ def _receiver(loop):
 def test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_side():
     """The deploy message makes the device look the pipe's peer up in its trust store and compute
     the pair key at once (while its heap is low); the pipe's dial then needs only the client side
-    of the handshake (dial_hello.py, wire.py): no look-up again, neither keys.py nor hello.py
+    of the handshake (dial_hello.py, dial_wait.py, welcome.py): no look-up again, neither keys.py nor hello.py
     loaded, and the session works."""
     import sys
     loop = transport.Loop()
@@ -531,7 +531,7 @@ def _deployed_sender(loop, baddr, trust_src=None):
 
 
 def test_no_memory_for_the_welcomes_check_closes_only_that_dial_which_is_made_again():
-    """A board with no heap free to check the pipe's welcome (loading wire.py fails) closes that
+    """A board with no heap free to check the pipe's welcome (loading welcome.py fails) closes that
     connection only, saying so; the pipe dials again and every value arrives in order, and the
     controller's session goes on."""
     loop = transport.Loop()
@@ -543,7 +543,7 @@ def test_no_memory_for_the_welcomes_check_closes_only_that_dial_which_is_made_ag
     real_load = secure.load
 
     def load(name):
-        if name == "wire" and len(dials) == 1:      # the first dial's welcome finds no heap free
+        if name == "welcome" and len(dials) == 1:      # the first dial's welcome finds no heap free
             raise MemoryError("memory allocation failed")
         return real_load(name)
 
@@ -552,7 +552,7 @@ def test_no_memory_for_the_welcomes_check_closes_only_that_dial_which_is_made_ag
         dials.append(conn)
         return conn
     a.security.dial = dial
-    # the dial's protocol (dial_wait.py) loads wire.py for the welcome: with secure.load, which it
+    # the dial's protocol (dial_wait.py) loads welcome.py for the welcome: with secure.load, which it
     # takes from the package when it is imported (on a board, at each dial), or kept from before
     import sys
     waits = sys.modules.get("sensormesh.device.secure.dial_wait")

@@ -392,6 +392,37 @@ def test_client_sees_server_refusal_and_forged_welcome():
     assert code_of(c.receive, {"error": "garbage"}) == "malformed"
 
 
+
+def test_a_welcome_that_fails_its_check_says_which():
+    """welcome.channel takes a welcome or not; what failed is dial_failed.why's (wire.py's texts):
+    each field's check in turn, then the proof."""
+    from sensormesh.device.secure.handshake import HandshakeError as Error
+
+    def why(msg):
+        c, _ = pair()
+        c.start()
+        try:
+            c.receive(msg)
+        except Error as e:
+            return e.code, e.message
+        raise AssertionError("accepted")
+    nonce, proof = b64encode(bytes(16)).decode(), b64encode(bytes(32)).decode()
+    ok = {"v": 2, "from": "dev-a", "nonce": nonce, "proof": proof}
+
+    def welcome(**kw):
+        w = dict(ok)
+        w.update(kw)
+        return {"welcome": w}
+    assert why({"ping": 1}) == ("malformed", "expected a welcome from 'dev-a'")
+    assert why({"welcome": 5}) == ("malformed", "'welcome' must be an object")
+    assert why(welcome(v=3)) == ("malformed", "unsupported handshake version 3 (this side speaks 2)")
+    assert why(welcome(v=True))[0] == "malformed"
+    assert why(welcome(nonce=nonce[:-4])) == ("malformed", "'nonce' must be 16 bytes in url-safe base64")
+    assert why(welcome(proof=proof.replace("A", "+"))) == ("malformed", "'proof' must be 32 bytes in url-safe base64")
+    assert why(welcome()) == ("bad-signature", "'dev-a' could not prove it holds its private key "
+                                               "(wrong key-confirmation proof)")
+
+
 def test_plain_limit_fits_frame():
     c, s = pair()
     handshake(c, s)

@@ -12,7 +12,7 @@
 #                         only send small frames. server.py checks the hello. Afterwards every
 #                         control message is checked against the peer's role (permit).
 #   dialed connections    pipes to other devices: the client side of the handshake, a step
-#                         at a time (dial_hello.py: the hello; wire.py: the welcome's check and
+#                         at a time (dial_hello.py: the hello; welcome.py: the welcome's check and
 #                         the session keys; dial_failed.py: a failure), then the connection is
 #                         the pipe's. Between the hello and the welcome the dial is plain data
 #                         (`dials`) and dial_wait.py, the connection's protocol, the only code
@@ -107,7 +107,7 @@ class Security:
         a.wrong_role(self, session, key)
         return False
 
-    # -- dialed connections (dial_hello.py, wire.py) ----------------------------------------
+    # -- dialed connections (dial_hello.py, dial_wait.py) -----------------------------------
     def prepare(self, body):
         """A deployment arrived (core.Device.dispatch, before the runtime and the deployment's
         code load): look up the devices its pipes dial and compute their pair keys now, while

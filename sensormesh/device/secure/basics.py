@@ -1,9 +1,9 @@
 # What every part of the handshake needs and a device's dial needs before anything else: the
 # bytes a hello's MAC covers (the transcript), the trust files' stamps a prepared peer is
 # checked against, and forgetting the handshake's code when no handshake needs it (idle). Small,
-# so that a device's dial sends its hello without the rest of the handshake's code (wire.py: the
-# handshake's error, the checks of a message's fields, the session keys), which it loads only
-# once the welcome arrives.
+# so that a device's dial sends its hello without the rest of the handshake's code; its welcome
+# is checked without this module (welcome.py: the session keys and the welcome's check; wire.py,
+# the handshake's error and what a failed check was, only for a failure).
 import os
 import struct
 import sys
@@ -56,7 +56,7 @@ def idle():
     and its failure (dial_hello.py, dial_failed.py), a refusal's text (refused.py). A device's dial waiting for its welcome is
     plain data (secure.dials) with dial_wait.py, which goes once no dial waits. admit.py goes
     when no accepted connection waits for its hello; a client session of a process that is not
-    a device (dialer.py, hello.py) when none is in progress. What the sides share (wire.py, keys.py, pubkey.py) goes
+    a device (dialer.py, hello.py) when none is in progress. What the sides share (wire.py, welcome.py, keys.py, pubkey.py) goes
     when no accepted connection waits for its hello and no such client needs them (a client
     looking its server up, hello.py, holds keys.py's names). This module goes when neither kind
     of handshake is in progress."""
@@ -65,7 +65,7 @@ def idle():
         if admitting[0] == 0:
             gone.append("admit")
             if busy[0] == 0 or _PACKAGE + "hello" not in sys.modules:
-                gone += ("wire", "keys", "pubkey")
+                gone += ("wire", "welcome", "keys", "pubkey")
         if busy[0] == 0:
             gone += ("hello", "dialer")
             if admitting[0] == 0:

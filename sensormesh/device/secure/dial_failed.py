@@ -21,6 +21,26 @@ def refusal(server, msg):
     return HandshakeError(code, "refused by %s: %s" % (server, text if type(text) is str else err))
 
 
+def why(server, msg):
+    """The HandshakeError of `msg`, an answer to a hello sent to `server` that welcome.channel
+    did not take: the server's refusal, or the first check it fails (a welcome whose fields all
+    pass failed its proof)."""
+    if type(msg) is dict and "error" in msg:
+        return refusal(server, msg)
+    w = load("wire")
+    try:
+        body = w._body(msg, "welcome")
+        if body is None:
+            raise w.refusal("malformed", "NO_WELCOME", server)
+        if body.get("from") != server:     # (the server's name is valid: no other check of it needed)
+            raise w.refusal("unknown-key", "NOT_FROM", body.get("from"), server)
+        w._bin(body, "nonce", w._NONCE)
+        w._bin(body, "proof", 32)
+        return w.refusal("bad-signature", "NO_PROOF", server)
+    except HandshakeError as e:
+        return e
+
+
 def failed(d, e):
     """A device's dial (its list in secure.dials) failed with HandshakeError `e`: what arrives
     until its connection closes is dropped, the pipe hears why ({"error": ...}), and the
@@ -29,6 +49,12 @@ def failed(d, e):
     d[7].cancel()
     dev = d[1].dev
     tell(d[0], d[2], d[3], dev.log, dev.loop, e)
+
+
+def welcome(d, msg):
+    """The answer `msg` to a device's dial's hello did not pass welcome.channel: the dial fails
+    with the error that says why (wire.why)."""
+    failed(d, why(d[3], msg))
 
 
 def unknown(d):

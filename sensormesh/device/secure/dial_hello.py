@@ -2,8 +2,8 @@
 # a device's dial (the peer as its deployment prepared it, or looked up again; the dial kept as
 # plain data in secure.dials, dial_wait.py the connection's protocol until the session is up)
 # and the hello of a client session (hello.Hello.start()). It needs basics.py and channel.py, not
-# wire.py: a device's pipe sends its hello with the least of the handshake's code in memory,
-# and only dial_wait.py stays loaded while the welcome is awaited.
+# wire.py nor welcome.py: a device's pipe sends its hello with the least of the handshake's code
+# in memory, and only dial_wait.py stays loaded while the welcome is awaited.
 import os
 
 from sensormesh.device.compat import unix_time

@@ -1,10 +1,13 @@
 # A device's dial between its hello and the welcome: this module is the connection's protocol
 # object (its on_message and on_close) and expire() the welcome's deadline, with the dial itself
 # plain data in secure.dials (dial_hello.dial makes both). A module rather than an object of a
-# class: while a dial waits, a board holds these three functions and the dial's list, and no
-# other code of the handshake; the welcome's check (wire.py) loads when the welcome arrives.
-# Forgotten (basics.idle()) once no dial waits.
+# class: while a dial waits, a board holds these functions and the dial's list, and no other code
+# of the handshake; the welcome's check (welcome.py) loads when the welcome arrives, and a
+# welcome that fails it loads what says why (dial_failed.py, wire.py). Forgotten once no dial
+# waits (here after a welcome, else basics.idle()).
+from sensormesh.device.compat import collect, forget
 from sensormesh.device.secure import dials, load
+from sensormesh.device.secure.channel import wrap_limit
 
 
 def dialing(conn):
@@ -16,17 +19,46 @@ def dialing(conn):
 
 
 def on_message(conn, msg):
-    """The answer to a dial's hello: wire.welcome checks it."""
+    """The answer to a dial's hello: welcome.channel checks it. The session is up (the connection
+    wraps and unwraps each frame with its Channel, the pipe's protocol object takes it over, and
+    what was held leaves, sealed, on the next loop turn), or the dial fails (dial_failed.py)."""
     d = dialing(conn)
     if d is None:
         # the session came up earlier in this read: the message is the pipe's
         if conn.protocol.on_message is not on_message:
             conn.protocol.on_message(conn, msg)
         return
+    conn, sec, pipe, peer, first, known, pending, timer = d
+    if pending is None:
+        return       # the dial failed: its connection closes on this loop turn
     try:
-        load("wire").welcome(d, msg)
+        w = load("welcome")
+        ch = w.channel(peer, known, pending, msg)
+        if ch is None:
+            load("dial_failed").welcome(d, msg)
+            return
     except MemoryError:        # no memory free for the check: close (the pipe dials again)
-        conn.close("no memory free for the handshake with %s" % d[3])
+        conn.close("no memory free for the handshake with %s" % peer)
+        return
+    dials.remove(d)
+    timer.cancel()
+    conn.decoder.max_frame = sec.dev.max_frame
+    conn.wrap = ch.wrap
+    conn.unwrap = ch.unwrap
+    conn.peer_max_frame = wrap_limit(conn.peer_max_frame)   # tokens within the peer's limit
+    conn.protocol = pipe       # from now on the pipe's
+    if first is not None:
+        conn.held.insert(0, first)
+    # The held messages leave (sealed) and the pipe's on_connect runs on this loop turn, but only
+    # once this call has returned: a board seals the pipe's first frames with the dial's code
+    # garbage (Connection.release). The welcome's check is forgotten now (on MicroPython from
+    # .mpy files), and this module once no dial waits.
+    sec.dev.loop.call_soon(conn.release)
+    forget(w)
+    w = None
+    if not dials:
+        forget(__name__)
+    collect()
 
 
 def on_close(conn, reason):

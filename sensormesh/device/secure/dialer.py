@@ -3,7 +3,7 @@
 # that runs a client session in front of a connection's protocol object until the session is
 # up; start() sends the session's hello (dial_hello.py's), a failure is dial_failed.py's. A
 # device's own dials do not use it: until the welcome their connection's protocol is
-# dial_wait.py and the dial plain data (secure.dials; dial_hello.dial, wire.welcome).
+# dial_wait.py and the dial plain data (secure.dials; dial_hello.dial, dial_wait.on_message).
 from sensormesh.device.secure import HELLO_MAX_FRAME, busy, load
 from sensormesh.device.secure.basics import idle
 from sensormesh.device.secure.wire import HandshakeError

@@ -1,7 +1,7 @@
 # The secure session's API in one place, sans-IO: handshake state machines fed with control
 # messages (dicts), returning the messages to send; no sockets, no clock of their own. Tools,
 # the controller and tests import this module; a device never does: it loads the side it needs
-# for one handshake (dial_hello.py, dial_wait.py and wire.py for a dial, admit.py and server.py for
+# for one handshake (dial_hello.py, dial_wait.py and welcome.py for a dial, admit.py and server.py for
 # an accepted connection, with keys.py and x25519.py) and forgets them after (secure/__init__.py).
 #
 #   client -> server  {"hello": {"v": 2, "from": C, "to": S, "ts": T, "nonce": Nc,

@@ -1,8 +1,8 @@
 # The client side of the handshake for processes that are not devices (the controller, tools,
 # tests): ClientSession looks the server up in a trust store and computes the pair key (keys.py)
 # before the hello, then runs Hello; dial() puts it in front of a connection with dialer.py's
-# Dialer. A device's dial needs none of this module (dial_hello.py and wire.py only); it loads it
-# only to refuse a peer it does not trust as a device.
+# Dialer. A device's dial needs none of this module (dial_hello.py, dial_wait.py and welcome.py
+# only); it loads it only to refuse a peer it does not trust as a device.
 from sensormesh.device import codec, transport
 from sensormesh.device.compat import unix_time
 from sensormesh.device.secure import DEFAULT_HANDSHAKE_MS, load
@@ -13,7 +13,7 @@ from sensormesh.device.secure.keys import HandshakeError, PairCache, _check_role
 class Hello:
     """The client side of one handshake with `server`, whose (role, pair key, fingerprint) are
     `known`: start() -> the hello to send (dial_hello.py); receive(reply) checks the welcome
-    (wire.check; HandshakeError if it fails) and sets wrap/unwrap (Connection.wrap/unwrap)
+    (welcome.channel; HandshakeError if it fails: dial_failed.why) and sets wrap/unwrap (Connection.wrap/unwrap)
     and done. Between the two it is plain data: no code of either step stays loaded."""
 
     def __init__(self, me, server, known, clock=None):
@@ -30,11 +30,14 @@ class Hello:
         return load("dial_hello").hello(self)
 
     def receive(self, msg):
-        """Check the answer `msg` to the hello (wire.check): HandshakeError if it is a refusal or
+        """Check the answer `msg` to the hello (welcome.channel): HandshakeError if it is a refusal or
         fails a check; else set wrap/unwrap, the peer, its role and key fingerprint, and done."""
         if self._pending is None:
             raise HandshakeError("malformed", "start() the handshake before receiving")
-        self.channel = load("wire").check(self.server, self.known, self._pending, msg)
+        ch = load("welcome").channel(self.server, self.known, self._pending, msg)
+        if ch is None:
+            raise load("dial_failed").why(self.server, msg)
+        self.channel = ch
         self._pending = None
         self.peer = self.server       # the authenticated peer: its name, role and key's fingerprint
         self.role = self.known[0]
