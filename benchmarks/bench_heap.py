@@ -302,11 +302,11 @@ IMPORTS = (
     ("status and its reply (runtime/report.py; only while one is made)", ("runtime.report",)),
     ("pipe in + receiver (only with a pipe_in)", ("runtime.pipe_in",)),
     ("callback deliveries (only with a callback sink)", ("runtime.delivery",)),
-    ("step family: user (map, filter)", ("steps.user",)),
+    ("step family: user (map)", ("steps.user",)),
     ("step family: windows", ("steps.windows",)),
-    ("the other step families (sliding, field, joins, change, alarm, sinks, callback, filters)",
-     ("steps.sliding", "steps.field", "steps.joins", "steps.change", "steps.alarm", "steps.sinks",
-      "steps.callback", "steps.filters")),
+    ("the other step families (filter, sliding, field, joins, changes, throttle, alarm, sinks, callback, filters)",
+     ("steps.user_filter", "steps.sliding", "steps.field", "steps.joins", "steps.change", "steps.throttle",
+      "steps.alarm", "steps.sinks", "steps.callback", "steps.filters")),
     ("data requests (first data-request)", ("datarequest",)),
 )
 PROBE = """import gc

@@ -217,7 +217,7 @@ print("steps", sorted(m for m in sys.modules if m.startswith("sensormesh.device.
 print("runtime", sorted(m for m in sys.modules if m.startswith("sensormesh.device.runtime")))
 """
 
-FAMILIES = ("alarm", "callback", "change", "field", "joins", "sinks", "user", "windows")
+FAMILIES = ("alarm", "callback", "change", "field", "joins", "sinks", "throttle", "user", "user_filter", "windows")
 
 
 def check_window_only(code, out):

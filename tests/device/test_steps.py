@@ -712,9 +712,16 @@ def test_callback_delivers_with_step_id():
     c.push(1)
     c.push({"a": 2})
     assert ctx.delivered == [("cb", 1), ("cb", {"a": 2})]
-    assert c.name == "on_temp" and c.stats()["in"] == 2 and c.stats()["out"] == 2
+    assert c.stats()["in"] == 2 and c.stats()["out"] == 2
+    # its name is the controller's: checked here (the step id by default), not kept
     d = build({"id": "cb2", "type": "callback", "inputs": ["x"]}, ctx)
-    assert d.name == "cb2"
+    d.push(3)
+    assert ctx.delivered[-1] == ("cb2", 3) and not hasattr(d, "name")
+    try:
+        build({"id": "cb3", "type": "callback", "params": {"name": ""}, "inputs": ["x"]}, ctx)
+        assert False, "an empty callback name was taken"
+    except StepError as e:
+        assert "name" in str(e)
 
 
 # -- wiring and build --------------------------------------------------------------------------

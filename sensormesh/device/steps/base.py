@@ -52,6 +52,11 @@ def short(value):
 
 
 def out_count(step):
+    """The values the step put out: its n_out, or for a step whose class says THROUGH (map,
+    field, merge and the sinks that hand every value on) every value in but those dropped,
+    which it does not count per value."""
+    if getattr(step, "THROUGH", False):
+        return step.n_in - step.dropped
     return step.n_out
 
 

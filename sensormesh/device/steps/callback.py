@@ -1,6 +1,7 @@
 # Step: callback, the end of a chain whose values go to the controller (runtime deliveries).
 # A family of its own, as the most common sink, so a board with a callback sink loads only this
-# (kinds.FAMILIES); the step protocol is in steps/__init__.py.
+# (kinds.FAMILIES); its parameter is checked by more_params.callback_setup (build time); the step
+# protocol is in steps/__init__.py.
 from sensormesh.device.steps import Step
 
 
@@ -10,18 +11,11 @@ class Callback(Step):
     TYPE = "callback"
     ARGS = ["name"]
     SINK = True
-
-    def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import str_param
-        self.name = str_param(self, "name", self.id)
-        self.deliver = self.ctx.deliver
+    THROUGH = True    # its out count: every value in (base.out_count)
 
     def put(self, value):
         self.n_in += 1
         self.deliver(self.id, value)
-
-    def out_count(self):
-        return self.n_in
 
 
 # type name -> class, read by kinds.step_class()

@@ -19,6 +19,7 @@ def dig(value, path):
 class Field(Step):
     TYPE = "field"
     ARGS = ["key"]
+    THROUGH = True    # its out count: every value in but those dropped (base.out_count)
 
     def setup(self, params, n_inputs):
         from sensormesh.device.steps.more_params import key_path
@@ -46,8 +47,6 @@ class Field(Step):
             return
         self.emit(value)
 
-    def out_count(self):
-        return self.n_in - self.dropped
 
 
 # type name -> class, read by kinds.step_class()

@@ -114,13 +114,11 @@ class Merge(Step):
     """Every value of every input, in arrival order."""
     TYPE = "merge"
     INPUTS = (1, None)
+    THROUGH = True    # its out count: every value in (base.out_count)
 
     def put(self, value):
         self.n_in += 1
         self.emit(value)
-
-    def out_count(self):
-        return self.n_in
 
 
 # type name -> class, read by kinds.step_class()

@@ -10,12 +10,14 @@ from sensormesh.device.steps import StepError
 # dict for good (some 20 bytes each, though only a few families ever run there), a text's only
 # while this module is loaded.
 FAMILIES = """
-user: map filter
+user: map
+user_filter: filter
 field: field
 windows: window
 sliding: sliding
 joins: zip combine_latest merge
-change: throttle changes
+change: changes
+throttle: throttle
 alarm: alarm
 sinks: print csv
 callback: callback

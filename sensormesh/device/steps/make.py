@@ -95,6 +95,7 @@ def window_setup(step, params, n_inputs):
 
 # The setup of the families whose parameter checks are here, not in their class (a running step
 # keeps none of this code); any other step type's setup is its class's (Step.setup).
+# The setups of throttle, changes and callback are more_params.py's (its SETUPS), loaded for them.
 SETUPS = {"window": window_setup, "map": user_setup, "filter": user_setup}
 
 
@@ -155,6 +156,8 @@ def build(spec, ctx, runs=True, cls=None):
     step.emit = nowhere
     step.emit_many = nowhere
     setup = SETUPS.get(cls.TYPE)
+    if setup is None and cls.TYPE in ("throttle", "changes", "callback"):   # a tuple: no names kept
+        setup = __import__(STEPS + "more_params").device.steps.more_params.SETUPS[cls.TYPE]
     if setup is not None:
         setup(step, params, n)
     else:

@@ -13,6 +13,7 @@ class Print(Step):
     TYPE = "print"
     ARGS = ["label"]
     SINK = True
+    THROUGH = True    # its out count: every value in (base.out_count)
 
     def setup(self, params, n_inputs):
         from sensormesh.device.steps.make import str_param
@@ -31,9 +32,6 @@ class Print(Step):
         f = getattr(sys.stdout, "flush", None)
         if f is not None:
             f()
-
-    def out_count(self):
-        return self.n_in
 
 
 def _cell(x):

@@ -1,18 +1,17 @@
-# Steps: map and filter: a user function the controller shipped (runtime/shipped.py) per value.
-# Loaded when an assignment first names one of them (kinds.FAMILIES); the step
-# protocol and the MicroPython notes on hot methods are in steps/__init__.py. Their batch path
-# (put_many: a run of values at once, from a free-running source) is user_runs.py's, loaded only
-# by an assignment that has such a source.
+# Step: map, a user function the controller shipped (runtime/shipped.py) per value; filter, the
+# same deciding which values pass, is user_filter.py's, so a board that only maps does not keep its
+# code. Loaded when an assignment first names it (kinds.FAMILIES); the step protocol and the
+# MicroPython notes on hot methods are in steps/__init__.py. Its batch path (put_many: a run of
+# values at once, from a free-running source) is user_runs.py's, loaded only by an assignment that
+# has such a source.
 from sensormesh.device.steps import Step
 
 
-class _UserStep(Step):
-    ARGS = ["fn"]     # checked, and the function found, by make.user_setup (build time)
-    # close(): base.close closes the instance of a shipped class that the step calls
-
-
-class Map(_UserStep):
+class Map(Step):
     TYPE = "map"
+    ARGS = ["fn"]     # checked, and the function found, by make.user_setup (build time)
+    THROUGH = True    # its out count: every value in but those dropped (base.out_count)
+    # close(): base.close closes the instance of a shipped class that the step calls
 
     def put(self, value):
         self.n_in += 1
@@ -23,24 +22,6 @@ class Map(_UserStep):
             return
         self.emit(value)
 
-    def out_count(self):
-        return self.n_in - self.errors
-
-
-class Filter(_UserStep):
-    TYPE = "filter"
-
-    def put(self, value):
-        self.n_in += 1
-        try:
-            keep = self.fn(value)
-        except Exception:
-            self.failed(value)
-            return
-        if keep:
-            self.n_out += 1
-            self.emit(value)
-
 
 # type name -> class, read by kinds.step_class()
-CLASSES = {"map": Map, "filter": Filter}
+CLASSES = {"map": Map}

@@ -1,9 +1,10 @@
 # Steps: map and filter taking runs of values at once (put_many, steps/__init__.py): the batch
-# path of user.py's Map and Filter. Only a free-running source (runtime/free_running.py) reads
+# path of user.py's Map and user_filter.py's Filter. Only a free-running source (runtime/free_running.py) reads
 # runs of values, so make.build takes these classes only for an assignment that has one (and
 # outside a runtime, where a caller may push runs); a board whose sources read on a schedule
 # never loads this code.
-from sensormesh.device.steps.user import Filter, Map
+from sensormesh.device.steps.user import Map
+from sensormesh.device.steps.user_filter import Filter
 
 
 def run_many(step, values, keep):
