@@ -117,7 +117,7 @@ def _sender(loop, baddr, count=50):
 
 def _record_loads():
     """Record the handshake modules loaded from now on (secure.load: name, and whether keys.py
-    was in memory then); returns (records, undo)."""
+    and admit.py were in memory then); returns (records, undo)."""
     import sys
     from sensormesh.device import secure
     real = secure.load
@@ -125,24 +125,26 @@ def _record_loads():
 
     def load(name):
         m = real(name)
-        seen.append((name, "sensormesh.device.secure.keys" in sys.modules))
+        seen.append((name, "sensormesh.device.secure.keys" in sys.modules,
+                     "sensormesh.device.secure.admit" in sys.modules))
         return m
-    admit = sys.modules.get("sensormesh.device.secure.admit")    # kept loaded: CPython, .py sources
+    # kept loaded (CPython, .py sources): their own binding of load
+    mods = [m for m in (sys.modules.get("sensormesh.device.secure." + n) for n in ("admit", "accept")) if m]
     secure.load = load
-    if admit is not None:
-        admit.load = load
+    for m in mods:
+        m.load = load
 
     def undo():
         secure.load = real
-        if admit is not None:
-            admit.load = real
+        for m in mods:
+            m.load = real
     return seen, undo
 
 
 def test_a_pipes_sender_prepared_at_the_deployment_is_accepted_without_the_trust_stores_code():
     """The deployment of a receiving device looks up the pipe's sender ("peer" of its pipe_in)
-    and computes the pair key at once; the sender's connection is then accepted with admit.py
-    and server.py only (keys.py not loaded for it, no key agreement), and the pipe works."""
+    and computes the pair key at once; the sender's connection is then accepted with admit.py,
+    accept.py and server.py only (keys.py not loaded for it, no key agreement), and the pipe works."""
     loop = transport.Loop()
     b, baddr, cb, agreed = _receiving(loop)
     role, pair, fp = b.security.prepared["dev-a"]
@@ -156,10 +158,12 @@ def test_a_pipes_sender_prepared_at_the_deployment_is_accepted_without_the_trust
     finally:
         undo()
     assert delivered(cb) == list(range(50))
-    names = [n for n, _ in seen]
+    names = [n for n, _, _ in seen]
     assert "server" in names and "keys" not in names, seen
-    if forgets():          # a board running .mpy files: keys.py not in memory during the accept
-        assert not any(k for n, k in seen if n in ("admit", "server")), seen
+    if forgets():          # a board running .mpy files: keys.py not in memory during the accept,
+        assert not any(k for n, k, _ in seen if n in ("admit", "accept", "server")), seen
+        # nor admit.py while its hello is checked (no other connection waits for a hello)
+        assert not any(a for n, _, a in seen if n in ("accept", "server")), seen
     st = status.security(b.security)
     assert st["key_agreements"] == agreed + 1 and st["accepted"] == 2 and st["refused"] == {}, st
     a.close()

@@ -29,7 +29,7 @@
 # at every new handshake: a revoked key is refused from the next connection on, and the device
 # closes the sessions it still has with that key.
 from sensormesh.device import transport
-from sensormesh.device.compat import MICROPYTHON, collect
+from sensormesh.device.compat import MICROPYTHON, collect, from_mpy
 
 # Largest frame accepted before the handshake: a hello is about 250 bytes.
 HELLO_MAX_FRAME = 4096
@@ -81,7 +81,12 @@ class Security:
 
     # -- accepted connections (admit.py) ---------------------------------------------------
     def on_open(self, session, conn):
-        load("admit").hold(self, session, conn)
+        if from_mpy():
+            # a board forgetting code: on this loop turn, once the code that accepted the
+            # connection (listen.py, connect.py) has returned, so admit.py never shares the heap with it
+            self.dev.loop.call_soon(lambda: conn.closed or load("admit").hold(self, session, conn))
+        else:
+            load("admit").hold(self, session, conn)
 
     def release(self, session):
         """The connection is no longer a handshake in progress (closed)."""
@@ -90,8 +95,11 @@ class Security:
         a.idle()
 
     def handshake(self, session, conn, msg):
-        """The first message of an accepted connection: a hello, or a refusal."""
-        load("admit").handshake(self, session, conn, msg)
+        """The first message of an accepted connection: a hello, or a refusal (accept.py), its
+        slot released first (admit.py forgotten then, unless another connection waits for its
+        hello: it does not share the heap with the server side)."""
+        self.release(session)
+        load("accept").handshake(self, session, conn, msg)
 
     # -- established sessions --------------------------------------------------------------
     def permit(self, session, key):

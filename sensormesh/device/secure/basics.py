@@ -52,7 +52,7 @@ def idle():
     """A handshake ended or waits for its peer: forget the handshake's code no handshake in
     progress needs (on MicroPython from .mpy files: it loads again cheaply) and collect its
     garbage (key agreement, JSON). What runs within one call goes at once: the server side
-    (server.py), the key files' reader (trust.py), the key agreement (x25519.py), a dial's hello
+    (accept.py, server.py), the key files' reader (trust.py), the key agreement (x25519.py), a dial's hello
     and its failure (dial_hello.py, dial_failed.py), a refusal's text (refused.py). A device's dial waiting for its welcome is
     plain data (secure.dials) with dial_wait.py, which goes once no dial waits. admit.py goes
     when no accepted connection waits for its hello; a client session of a process that is not
@@ -61,7 +61,7 @@ def idle():
     looking its server up, hello.py, holds keys.py's names). This module goes when neither kind
     of handshake is in progress."""
     if forgets():
-        gone = ["server", "trust", "x25519", "handshake", "dial_hello", "dial_failed", "refused"]
+        gone = ["accept", "server", "trust", "x25519", "handshake", "dial_hello", "dial_failed", "refused"]
         if admitting[0] == 0:
             gone.append("admit")
             if busy[0] == 0 or _PACKAGE + "hello" not in sys.modules:

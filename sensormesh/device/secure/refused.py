@@ -13,3 +13,24 @@ UNSUPPORTED = "unsupported handshake version %r (this side speaks %d)"
 NO_WELCOME = "expected a welcome from %r"
 NOT_FROM = "welcome comes from %r, expected %r"
 NO_PROOF = "%r could not prove it holds its private key (wrong key-confirmation proof)"
+
+# A hello, as server.py checks it (server._refused: a HandshakeError with one of these, formatted):
+HELLO = (
+    "%r must be a name of 1-64 letters, digits, '.', '_' or '-'",   # 0
+    ("hello timestamp %d is older than the replay cache remembers for key %r (too many handshakes "
+     "with this key within %d s); retry"),   # 1
+    "this hello's nonce was already used: replayed message",   # 2
+    "handshake already failed: %s",   # 3
+    "handshake already complete",   # 4
+    ("this device only accepts authenticated sessions, and the hello carries no credentials: give the "
+     "client an identity (--identity)"),   # 5
+    ("this side only talks over an authenticated session: the first message must be a hello, got a "
+     "control message %r"),   # 6
+    ("this side only talks over an authenticated session: the first message must be a hello, got a "
+     "data message"),   # 7
+    "'ts' must be an integer (Unix seconds)",   # 8
+    "hello is addressed to %r but this is %r",   # 9
+    ("the hello's MAC does not verify with the key this side holds for %r: the client used another "
+     "key, holds an outdated key for %r, or the hello was altered"),   # 10
+    "hello timestamp %d is %d s from this side's clock %d (window %d s): replayed, or a clock is not set",   # 11
+)

@@ -4,14 +4,22 @@
 # handshakes it keeps the cache's dicts only (Security.replay_state). A client its deployment
 # prepared (a pipe's sender: keys.prepare looked it up and computed the pair key) is checked with
 # this module and wire.py alone (`known`); any other client with the trust store and the pair-key
-# cache of keys.py, which the caller loads (admit.py).
+# cache of keys.py, which the caller loads (accept.py). Why a hello is refused is refused.py's
+# (loaded for a refusal).
 import os
 
 from sensormesh.device.compat import unix_time
 from sensormesh.device.secure.channel import Channel, b64encode, equal, hmac_sha256
+from sensormesh.device.secure import load
 from sensormesh.device.secure.wire import _NONCE, VERSION, HandshakeError, _bin, _body, _keys, _transcript
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+
+
+def _refused(code, i, *args):
+    # the HandshakeError `code` that says refused.py's HELLO[i] % args: a hello's refusal texts
+    # load only for a refusal (not in memory with this module while a hello that passes is checked)
+    return HandshakeError(code, load("refused").HELLO[i] % args)
 
 
 def valid_name(name):
@@ -27,7 +35,7 @@ def _name(body, field):
     # a hello's names (a client compares its welcome's with the server it dialed: wire.py)
     v = body.get(field)
     if not valid_name(v):
-        raise HandshakeError("malformed", "%r must be a name of 1-64 letters, digits, '.', '_' or '-'" % field)
+        raise _refused("malformed", 0, field)
     return v
 
 DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
@@ -56,11 +64,9 @@ class ReplayCache:
 
     def check(self, nonce, ts, now, who=None):
         if ts <= self.floors.get(who, -1):
-            raise HandshakeError("replay", "hello timestamp %d is older than the replay cache remembers "
-                                 "for key %r (too many handshakes with this key within %d s); retry"
-                                 % (ts, who, self.window))
+            raise _refused("replay", 1, ts, who, self.window)
         if nonce in self.seen:
-            raise HandshakeError("replay", "this hello's nonce was already used: replayed message")
+            raise _refused("replay", 2)
 
     def add(self, nonce, ts, now, who=None):
         seen = self.seen
@@ -131,9 +137,9 @@ class ServerSession:
 
     def receive(self, msg):
         if self.failed is not None:
-            raise HandshakeError(self.failed.code, "handshake already failed: " + self.failed.message)
+            raise _refused(self.failed.code, 3, self.failed.message)
         if self.done:
-            raise HandshakeError("malformed", "handshake already complete")
+            raise _refused("malformed", 4)
         try:
             return self._hello(msg)
         except HandshakeError as e:
@@ -143,24 +149,20 @@ class ServerSession:
     def _hello(self, msg):
         if type(msg) is dict and msg.get("hello") == {}:
             # the plain control-session hello of a client without keys
-            raise HandshakeError("plaintext-refused", "this device only accepts authenticated sessions, and the "
-                                 "hello carries no credentials: give the client an identity (--identity)")
+            raise _refused("plaintext-refused", 5)
         body = _body(msg, "hello")
         if body is None:
             if type(msg) is dict:
-                what = "a control message %r" % ",".join(sorted(msg))
-            else:
-                what = "a data message"
-            raise HandshakeError("plaintext-refused", "this side only talks over an authenticated session: "
-                                 "the first message must be a hello, got %s" % what)
+                raise _refused("plaintext-refused", 6, ",".join(sorted(msg)))
+            raise _refused("plaintext-refused", 7)
         me = self.identity.name
         client = _name(body, "from")
         to = _name(body, "to")
         ts = body.get("ts")
         if type(ts) is not int:
-            raise HandshakeError("malformed", "'ts' must be an integer (Unix seconds)")
+            raise _refused("malformed", 8)
         if to != me:
-            raise HandshakeError("unknown-key", "hello is addressed to %r but this is %r" % (to, me))
+            raise _refused("unknown-key", 9, to, me)
         now = int(self.clock())
         known = self.known.get(client) if self.known else None
         if known is None:
@@ -178,9 +180,7 @@ class ServerSession:
         # trusted client in an accepted role
         pair = known[1] if known is not None else self._pair(key)
         if not equal(hmac_sha256(pair, transcript), mac):
-            raise HandshakeError("bad-signature", "the hello's MAC does not verify with the key this side holds "
-                                 "for %r: the client used another key, holds an outdated key for %r, "
-                                 "or the hello was altered" % (client, me))
+            raise _refused("bad-signature", 10, client, me)
         self.replay.check(nonce, ts, now, client)
         self.replay.add(nonce, ts, now, client)
         snonce = os.urandom(_NONCE)
@@ -197,8 +197,7 @@ class ServerSession:
 
     def _check_time(self, ts, now):
         if ts < now - self.window or ts > now + self.window:
-            raise HandshakeError("stale-timestamp", "hello timestamp %d is %d s from this side's clock %d "
-                                 "(window %d s): replayed, or a clock is not set" % (ts, ts - now, now, self.window))
+            raise _refused("stale-timestamp", 11, ts, ts - now, now, self.window)
 
     def _pair(self, key):
         pairs = self.pairs
