@@ -541,14 +541,16 @@ def traced_security(self):
     from sensormesh.device import compat
     from sensormesh.device import secure as sec
     _collect, _load = compat.collect, sec.load
-    state = [0]   # 1: a dial after the deployment loaded dial_hello.py; 2: marked
+    state = [0]   # 1: a dial after the deployment loaded dial_hello.py; 3: and welcome.py; 2: marked
     accepts = {}  # with ACCEPTS (a receiving board): the first accept after the deployment
     def load(name):
         if name == 'dial_hello' and state[0] == 0 and getattr(self, 'runtime', None) is not None:
             state[0] = 1
         m = _load(name)
-        if state[0] == 1 and name in ('dial_hello', 'welcome'):
+        if state[0] in (1, 3) and name in ('dial_hello', 'welcome'):
             step(m, name)     # the dial's two steps: marked while their code is loaded
+            if name == 'welcome':
+                state[0] = 3  # its welcome arrived: the next collection with no dial waiting ends it
         if ACCEPTS and name in ('admit', 'server') and getattr(self, 'runtime', None) is not None:
             n = accepts[name] = accepts.get(name, 0) + 1
             if name == 'admit' and n == 1:
@@ -578,7 +580,7 @@ def traced_security(self):
     sec.Security.handshake = handshake
     def collect():
         _collect()
-        if state[0] == 1 and sec.busy[0] == 0 and not sec.dials:
+        if state[0] == 3 and sec.busy[0] == 0 and not sec.dials:
             state[0] = 2  # measured on the next loop turn, once the handshake's frames are gone
             self.loop.call_soon(lambda: mark("the pipe's handshake done (its code unloaded)"))
     compat.collect = collect

@@ -128,10 +128,17 @@ class Security:
 
     def dial(self, address, protocol, peer, first):
         """Dial another device as this device's identity; `first` goes out once the session is up
-        (dial_hello.dial: the client side of the handshake, with what the deployment prepared). The
+        (dial_hello.dial: the client side of the handshake, with what the deployment prepared,
+        then dial_wait.wait until the welcome: loaded one after the other, never together). The
         connection is opened first: the code that opens it (connect.py) is garbage again before
         the handshake's loads."""
         dev = self.dev
         conn = transport.dial(dev.loop, address, None, dev.max_frame)
-        load("dial_hello").dial(self, conn, protocol, peer, first)
+        d = load("dial_hello").dial(self, conn, protocol, peer, first)
+        if d is not None:
+            try:
+                load("dial_wait").wait(d)
+            except MemoryError:
+                conn.close()      # (its hello unsent) the pipe, told by the MemoryError, dials again
+                raise
         return conn

@@ -31,34 +31,35 @@ def make(me, server, pair, ts):
 
 
 def dial(sec, conn, protocol, peer, first):
-    """Security.dial: run the handshake as this device's identity on `conn`, just opened to
-    `peer`. A peer prepared at the deployment (keys.prepare: its role, pair key and key
-    fingerprint, kept while the trust files are unchanged) needs none of the rest of the
-    handshake's code; else keys.py looks it up again (the trust store re-read first if its files
-    changed) and computes the pair key (x25519.py forgotten again at the end of the handshake).
-    A peer not trusted as a device is refused with the handshake's error (hello.py's
-    ClientSession says which). The hello leaves and the welcome's deadline is set; until the
-    welcome the connection's protocol is dial_wait.py and the dial a list in secure.dials."""
+    """Security.dial: start the handshake as this device's identity on `conn`, just opened to
+    `peer` (no protocol yet): the dial's list (secure.dials' kind), its hello sent, or None if
+    it failed (the pipe told). A peer prepared at the deployment (keys.prepare: its role, pair
+    key and key fingerprint, kept while the trust files are unchanged) needs none of the rest
+    of the handshake's code; else keys.py looks it up again (the trust store re-read first if
+    its files changed) and computes the pair key (x25519.py forgotten again at the end of the
+    handshake). A peer not trusted as a device is refused with the handshake's error (hello.py's
+    ClientSession says which). Security.dial then hands the dial to dial_wait.py (wait), once
+    this module's code is garbage: the two are never in memory at once."""
+    d = [conn, sec, protocol, peer, first, None, None, None]
     try:
-        wait = load("dial_wait")
-        d = [conn, sec, protocol, peer, first, None, None,
-             sec.dev.loop.call_later(sec.handshake_ms, wait.expire)]
-        conn.protocol = wait
-        dials.append(d)
         known = sec.prepared.get(peer) if type(peer) is str else None
         if known is None or stamps(sec) != sec.stamps:
             known = load("keys").prepare_peer(sec, peer) if type(peer) is str else None
             if known is None:     # no name, or not trusted as a device: refused with the error
+                load("dial_wait").wait(d)
                 load("dial_failed").unknown(d)
-                return
+                return None
             sec.prepared[peer] = known
         d[5] = known
         msg, d[6] = make(sec.name, peer, known[1], int(unix_time()))
     except MemoryError:
-        # the dial ends (dial_wait.on_close) and the pipe, told by this MemoryError, dials again
+        # nobody hears of this close (a dial made by the failed unknown() aside): the pipe, told
+        # by this MemoryError, dials again
         conn.close("no memory free for the handshake with %s" % peer)
         raise
     conn.decoder.max_frame = HELLO_MAX_FRAME
     conn.send(msg)
     conn.held = []        # what the pipe sends before the session is up leaves once it is
-    idle()     # the hello is out: the code that made it is garbage until the welcome
+    msg = None
+    idle()     # the hello is out: the code that made it is garbage once this call returns
+    return d

@@ -1,13 +1,22 @@
 # A device's dial between its hello and the welcome: this module is the connection's protocol
 # object (its on_message and on_close) and expire() the welcome's deadline, with the dial itself
-# plain data in secure.dials (dial_hello.dial makes both). A module rather than an object of a
-# class: while a dial waits, a board holds these functions and the dial's list, and no other code
-# of the handshake; the welcome's check (welcome.py) loads when the welcome arrives, and a
+# plain data in secure.dials (dial_hello.dial makes it, wait() puts it there, once dial_hello.py's
+# code is garbage). A module rather than an object of a class: while a dial waits, a board holds
+# these functions and the dial's list, and no other code of the handshake; the welcome's check (welcome.py) loads when the welcome arrives, and a
 # welcome that fails it loads what says why (dial_failed.py, wire.py). Forgotten once no dial
 # waits (here after a welcome, else basics.idle()).
 from sensormesh.device.compat import collect, forget
 from sensormesh.device.secure import dials, load
 from sensormesh.device.secure.channel import wrap_limit
+
+
+def wait(d):
+    """Dial `d` (dial_hello.dial's list) sent its hello: until its welcome this module is its
+    connection's protocol, the dial in secure.dials, with the welcome's deadline."""
+    sec = d[1]
+    d[7] = sec.dev.loop.call_later(sec.handshake_ms, expire)
+    d[0].protocol = load("dial_wait")     # this module
+    dials.append(d)
 
 
 def dialing(conn):
