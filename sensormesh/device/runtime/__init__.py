@@ -63,10 +63,10 @@ class Source(Outlet):
 class Runtime(Rarely):
     """The device's current assignment; the handlers of the messages that manage it are in
     control.py, start.py, stop.py and deploy.py (loaded per message), its rarely used methods
-    (status, send_stats, shutdown; deliver for the steps) in report.py (Rarely,
+    (status, shutdown; deliver for the steps) in report.py (Rarely,
     steps/__init__.py)."""
     RARE_IN = "sensormesh.device.runtime.report"
-    RARE = ["status", "send_stats", "shutdown", "deliver"]
+    RARE = ["status", "shutdown", "deliver"]
     # the state of a device with no assignment that most assignments keep as it is; each
     # attribute becomes the runtime's own once it changes (what every deployment sets, and the
     # mutable state, are made in __init__: the class's dict stays at 23 entries, its table 23

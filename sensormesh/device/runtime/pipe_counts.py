@@ -57,7 +57,10 @@ def close(po, keep=False):
         _retire(po, c)
         # its close is this pipe's own doing: no on_close of the pipe's (pipe_links.py) to load
         c.protocol = None
-        c.close_after_flush("pipeline stopped")
+        try:
+            c.close_after_flush("pipeline stopped")
+        except MemoryError:      # no room for closing.py's code: closed without what is queued
+            c.close("pipeline stopped")
     if po.dialing is not None:
         if not po.dialing.closed:
             po.dialing.close("pipeline stopped")   # a late connect must not send for us
