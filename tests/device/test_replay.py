@@ -713,3 +713,41 @@ def test_a_heap_running_low_brings_the_buffer_bound_down_and_nothing_goes_silent
         assert st["buffer"] <= pipes.HEAP_CHECK + BURST and st["evicted"] == 0 and st["dropped"] == 0, st
     finally:
         pipes._mem_free, pipes._collect = old
+
+
+def test_a_confirming_subscriber_gets_again_only_what_was_sent_unconfirmed():
+    """delivery.subscribed with acks: a callback's values sent but not yet confirmed go again
+    (the sender restarts from its base); a delivery that sent nothing (a new deployment's) is
+    left as it is, without running the sender's restart (replay_links.py, not loaded for it)."""
+    from sensormesh.device.runtime import delivery, replay_links
+
+    class Rt:
+        confirmed = False
+        deliver_timer = 1        # (no timer: the test sends nothing)
+
+        def outputs_acked(self):
+            pass
+
+    class Session:
+        confirms = False
+
+    restarts = []
+
+    def restart(tx):             # Sender.restart is replay_links.py's, found per call (Rarely)
+        restarts.append(tx)
+        return replay_links.restart(tx)
+    rt = Rt()
+    rt.subscribers = []
+    fresh, used = delivery.Delivery(rt, "a"), delivery.Delivery(rt, "b")
+    for v in range(5):
+        used.tx.add(v)
+    used.tx.sent = 3                              # 3 sent, none confirmed yet
+    rt.deliveries = {"a": fresh, "b": used}
+    Sender.restart = restart
+    try:
+        delivery.subscribed(rt, Session(), {"acks": True})
+    finally:
+        del Sender.restart
+    assert restarts == [used.tx], restarts
+    assert used.tx.sent == used.tx.base == 0 and fresh.tx.sent == 0
+    assert rt.confirmed and fresh.confirmed and used.confirmed

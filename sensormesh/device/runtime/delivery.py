@@ -200,7 +200,9 @@ def subscribed(rt, session, body):
         if not rt.confirmed:
             confirming(rt, True)
         for d in rt.deliveries.values():
-            d.tx.restart()
+            tx = d.tx
+            if tx.sent != tx.base or tx.jumped:    # (a new deployment's has nothing to send again)
+                tx.restart()
         if getattr(rt, "deliver_timer", None) is None:
             rt.deliver_timer = rt.loop.call_later(0, lambda: send(rt))
 
