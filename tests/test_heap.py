@@ -322,17 +322,21 @@ def test_a_memory_error_while_running_becomes_a_note_naming_device_and_heap():
 FNS = "def fahrenheit(c):\n    return c * 1.8 + 32\n"
 
 
-def test_keyed_deployment_on_a_micropython_device_under_the_default_heap(tmp_path, monkeypatch):
+@pytest.mark.parametrize("heap", [None, "96K"])
+def test_keyed_deployment_on_a_micropython_device_under_the_default_heap(tmp_path, monkeypatch, heap):
     """source -> shipped map -> window -> pipe out on the MicroPython device (keys, as `up`
-    deploys by default, from the precompiled package, under -X heapsize=DEFAULT_HEAP); a
-    CPython device rounds the values and its callback sink gets them."""
+    deploys by default, from the precompiled package, under -X heapsize=DEFAULT_HEAP, and under
+    96K, the heap of an ESP32 without PSRAM with WiFi up, given as the board's `heap`); a CPython
+    device rounds the values and its callback sink gets them. The board runs out of heap nowhere:
+    not while it takes the deployment, dials its keyed pipe, answers the status polls whole, nor
+    while it stops and sends its final counts."""
     need_micropython()
     (tmp_path / "fns.py").write_text(FNS + "\n\ndef rounded(v):\n    return round(v, 2)\n")
     path = tmp_path / "p.yaml"
     path.write_text(textwrap.dedent("""\
         pipeline: heap-e2e
         devices:
-          board: {interpreter: micropython, local: true, unix: "%(t)s/board.sock", sensors: ["t=temperature@50"]}
+          board: {interpreter: micropython, local: true, unix: "%(t)s/board.sock", sensors: ["t=temperature@50"]%(heap)s}
           pc: {interpreter: cpython, local: true, unix: "%(t)s/pc.sock"}
         steps:
           t:      {type: source, sensor: t, on: board}
@@ -341,7 +345,7 @@ def test_keyed_deployment_on_a_micropython_device_under_the_default_heap(tmp_pat
           late:   {type: map, fn: "fns.py:rounded", input: avg, on: pc}
         sinks:
           got: {type: callback, input: late}
-        """ % {"t": tmp_path}))
+        """ % {"t": tmp_path, "heap": ", heap: %s" % heap if heap else ""}))
     model = load_model(str(path))
     clusters = []
     start = LocalCluster.start
@@ -356,10 +360,13 @@ def test_keyed_deployment_on_a_micropython_device_under_the_default_heap(tmp_pat
               on_deliver=lambda d, s, v: got.extend(v),
               on_deployed=lambda placement, asg: placed.update(asg))
     argv = clusters[0].procs["board"].argv
-    assert argv[1:3] == ["-X", "heapsize=" + DEFAULT_HEAP] and argv[3].endswith("run_device.py")
+    assert argv[1:3] == ["-X", "heapsize=" + (heap or DEFAULT_HEAP)] and argv[3].endswith("run_device.py")
     board = [line for d, line in lines if d == "board"]
     assert any("listening on" in line and "(authenticated)" in line for line in board), board
-    assert not any("MemoryError" in e for e in events), events
+    assert not any("MemoryError" in e or "out of memory" in e for e in events), events
+    assert not any("MemoryError" in line or "memory allocation failed" in line or "no memory free" in line
+                   for line in board), board
+    assert any("stopped" in line for line in board), board
     assert len(got) >= 10, (events, board[-10:])
     assert all(isinstance(v, float) and 80 < v < 140 for v in got), got     # about 30-50 C in F
     steps = sorted(s["type"] for s in placed["board"]["steps"])
