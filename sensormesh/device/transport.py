@@ -227,7 +227,7 @@ class Connection:
     # default once done, which frees its slot.)
     peer_max_frame = codec.MIN_MAX_FRAME   # largest payload per frame: the peer's frame limit or,
                                            # once a secure session wraps payloads, the largest
-                                           # payload whose token fits it (secure/channel.wrap_limit)
+                                           # payload whose token fits it (secure/welcome.wrap_limit)
     closed = False
     connecting = False
     _blocked = False

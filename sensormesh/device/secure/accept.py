@@ -7,7 +7,7 @@
 # (keys.prepare) loads nothing else of the handshake; any other one loads keys.py too (the trust
 # store, the pair-key cache).
 from sensormesh.device.secure import load
-from sensormesh.device.secure.channel import wrap_limit
+from sensormesh.device.secure.welcome import wrap_limit
 
 
 def refuse(sec, session, conn, code, message):

@@ -210,24 +210,6 @@ def open_token(sign, enc, token, skip):
     return first[:skip], body
 
 
-# Largest plaintext a sender should wrap at once: on MicroPython a token is built with a copy of
-# its size besides the plaintext's buffer, so keep frames small on a board.
-SEND_PLAIN_MAX = 3072 if MICROPYTHON else 1 << 30
-
-
-def plain_limit(max_frame):
-    """Largest payload whose token still fits a frame of max_frame bytes."""
-    raw = max_frame // 4 * 3 - 57   # base64 of version + time + IV + blocks + HMAC
-    raw = raw - raw % 16 - 1 - _COUNTER  # the blocks: counter, payload and 1-16 bytes of padding
-    return raw if raw > 0 else 0
-
-
-def wrap_limit(max_frame):
-    """Largest payload a sender wraps into one token for a peer accepting max_frame bytes."""
-    n = plain_limit(max_frame)
-    return n if n < SEND_PLAIN_MAX else SEND_PLAIN_MAX
-
-
 class Channel:
     """Payload wrap/unwrap after the handshake: Fernet tokens with a frame counter inside.
 

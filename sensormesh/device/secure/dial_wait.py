@@ -7,7 +7,6 @@
 # waits (here after a welcome, else basics.idle()).
 from sensormesh.device.compat import collect, forget
 from sensormesh.device.secure import dials, load
-from sensormesh.device.secure.channel import wrap_limit
 
 
 def wait(d):
@@ -54,7 +53,7 @@ def on_message(conn, msg):
     conn.decoder.max_frame = sec.dev.max_frame
     conn.wrap = ch.wrap
     conn.unwrap = ch.unwrap
-    conn.peer_max_frame = wrap_limit(conn.peer_max_frame)   # tokens within the peer's limit
+    conn.peer_max_frame = w.wrap_limit(conn.peer_max_frame)   # tokens within the peer's limit
     conn.protocol = pipe       # from now on the pipe's
     if first is not None:
         conn.held.insert(0, first)

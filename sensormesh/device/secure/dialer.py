@@ -7,7 +7,7 @@
 from sensormesh.device.secure import HELLO_MAX_FRAME, busy, load
 from sensormesh.device.secure.basics import idle
 from sensormesh.device.secure.wire import HandshakeError
-from sensormesh.device.secure.channel import wrap_limit
+from sensormesh.device.secure.welcome import wrap_limit
 
 
 class Dialer:

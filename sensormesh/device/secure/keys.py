@@ -9,8 +9,8 @@
 from sensormesh.device.compat import MICROPYTHON, collect, unix_time, unload
 from sensormesh.device.secure import (DEFAULT_HANDSHAKE_MS, HELLO_MAX_FRAME, PERMISSIONS, admitting,  # noqa: F401
                                       busy)
-from sensormesh.device.secure.channel import (SEND_PLAIN_MAX, Channel, b64decode, hmac_sha256,  # noqa: F401
-                                              plain_limit, wrap_limit)
+from sensormesh.device.secure.channel import Channel, b64decode, hmac_sha256  # noqa: F401
+from sensormesh.device.secure.welcome import SEND_PLAIN_MAX, plain_limit, wrap_limit  # noqa: F401
 from sensormesh.device.secure.pubkey import PublicKey
 from sensormesh.device.secure.wire import (_NONCE, VERSION, HandshakeError, _bin, _body,  # noqa: F401
                                            _field, _keys, _transcript, forgets, idle, stamps)

@@ -1,13 +1,33 @@
-# A welcome as the client checks it, and the session keys both sides derive: channel() is the
-# session's Channel when the welcome passes every check, else None, and keys() the HKDF over the
-# transcript. What a failed check was (the handshake's error, its refusal texts) is
+# A welcome as the client checks it, the session keys both sides derive and the size of a
+# session's frames: channel() is the session's Channel when the welcome passes every check, else
+# None, keys() the HKDF over the transcript, wrap_limit() the largest payload a session wraps for
+# its peer (set on the connection once its session is up: channel.py, which every frame needs,
+# keeps none of it resident). What a failed check was (the handshake's error, its refusal texts) is
 # dial_failed.why's to say, with wire.py, loaded only then: a device's dial whose welcome passes
 # loads this module alone besides dial_wait.py (dial_wait.on_message), not wire.py nor basics.py.
 # The server side (server.py, through wire.py) and hello.Hello use it too.
 import hashlib
 import struct
 
+from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.secure.channel import Channel, b64decode, equal, hmac_sha256
+
+# Largest plaintext a sender should wrap at once: on MicroPython a token is built with a copy of
+# its size besides the plaintext's buffer, so keep frames small on a board.
+SEND_PLAIN_MAX = 3072 if MICROPYTHON else 1 << 30
+
+
+def plain_limit(max_frame):
+    """Largest payload whose token still fits a frame of max_frame bytes."""
+    n = max_frame // 4 * 3 - 57   # base64 of version + time + IV + blocks + HMAC
+    n = n - n % 16 - 1 - 8        # the blocks: the frame counter (8 bytes), payload, 1-16 bytes of padding
+    return n if n > 0 else 0
+
+
+def wrap_limit(max_frame):
+    """Largest payload a sender wraps into one token for a peer accepting max_frame bytes."""
+    n = plain_limit(max_frame)
+    return n if n < SEND_PLAIN_MAX else SEND_PLAIN_MAX
 
 
 def keys(pair, cnonce, snonce, transcript, mac, server):
