@@ -82,7 +82,11 @@ def on_poll(lst, ev):
             if errno_of(e) in WOULD_BLOCK:
                 return
             raise
-        conn = accepted(lst, s, addr)
+        try:
+            conn = accepted(lst, s, addr)
+        except MemoryError:
+            s.close()      # not left open for a peer that would wait on it for nothing
+            raise
         if conn is not None:
             h = getattr(conn.protocol, "on_open", None)
             if h:

@@ -515,7 +515,18 @@ class Listener:
     max_frame, max_conns and conns, the open connections it accepted."""
 
     def on_poll(self, ev):
-        _listen().on_poll(self, ev)
+        try:
+            m = _listen()
+        except MemoryError:
+            # No room for listen.py's code now: the waiting connection is closed at once (its
+            # peer dials again later) rather than left pending, which would wake the loop again
+            # on every turn; the loop logs the MemoryError.
+            try:
+                self.sock.accept()[0].close()
+            except OSError:
+                pass
+            raise
+        m.on_poll(self, ev)
 
     def close(self):
         _connect().close_listener(self)

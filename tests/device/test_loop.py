@@ -277,6 +277,36 @@ def test_a_listener_counts_its_connections_and_refuses_beyond_its_limit():
     dev.close()
 
 
+def test_a_listener_without_memory_for_its_accept_closes_the_waiting_connection_and_serves_on():
+    # A board short of heap cannot load listen.py to accept: the waiting connection is closed at
+    # once (its peer dials again later), not left pending to wake the loop on every turn, and the
+    # next connection, with room again, is served.
+    dev = Device("t", ["counter@10"])
+    addr = listen(dev)
+    real = transport._listen
+    tries = [0]
+
+    def short():
+        tries[0] += 1
+        raise MemoryError("memory allocation failed, allocating 368 bytes")
+    transport._listen = short
+    try:
+        bad = Collector()
+        transport.dial(dev.loop, addr, bad)
+        assert dev.loop.run_until(lambda: bad.closed is not None, 5000)
+        for _ in range(20):       # more turns: nothing is left waiting on the listener
+            dev.loop.run_once(10)
+    finally:
+        transport._listen = real
+    assert tries[0] == 1, tries[0]
+    assert dev.errors == 1          # the loop logged the MemoryError once
+    good, conn = request(dev, addr, {"sensor": "counter"})
+    assert dev.loop.run_until(lambda: len(good.messages) >= 2, 5000)
+    assert good.closed is None
+    conn.close()
+    dev.close()
+
+
 def test_status_is_answered_without_loading_control_py():
     # status is polled while a controller watches and its reply is a running device's largest:
     # status.py answers it alone, without control.py's code (the rare control messages)
