@@ -14,11 +14,15 @@
 #
 # The runtime's side of it is here too (functions of the Runtime `rt`): batching values for the
 # subscribed controllers, their confirmations, and the csv outlets' commits. A device loads this
-# module only while it runs a callback or csv sink (or when a controller subscribes).
+# module only while it runs a callback or csv sink (or when a controller subscribes). What they do
+# only now and then (the last confirming controller going, taking a numbering over, log lines,
+# values that cannot be delivered) is delivery_links.py's, loaded per call: a board keeps what
+# runs per value and per batch, and the subscription (a deployment's last stage).
 from sensormesh.device import codec
 from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.runtime.replay import Sender, new_run
 from sensormesh.device.schedule import sparse
+from sensormesh.device.steps import Rarely, rare_call
 
 # Callback-sink values wait at most this long before they leave for the controller.
 DELIVER_MS = 50
@@ -29,18 +33,23 @@ DELIVER_BURST = 256 if MICROPYTHON else 8192
 # split, and each must fit every link on its way: a keyed link wraps at most 3 KB at once on
 # MicroPython (12 KB on CPython), and each gateway relaying it adds about a third.
 DELIVER_MAX = 1536 if MICROPYTHON else 4096
+# what deliveries do only now and then (a name every board has: a caller needs no new one)
+RARE_IN = "sensormesh.device.runtime.delivery_links"
 
 
-class Delivery:
+class Delivery(Rarely):
+    RARE_IN = RARE_IN
+    RARE = ["fresh", "adopt", "take_over"]
+    fed_by = None       # the pipe_in that alone feeds the callback (it may adopt marks)
+    relay = False       # never takes a numbering back after evictions upstream
+    confirmed = False   # a confirming subscriber is live (set by the runtime)
+    logged = 0          # the drops logged so far
+
     def __init__(self, rt, sid, cap=MAX_UNDELIVERED, run=None):
         self.rt = rt
         self.sid = sid
         self.edge = "@" + sid     # its name in checkpoint marks (never an edge id: those have no @)
         self.tx = Sender(cap, new_run() if run is None else run)
-        self.fed_by = None        # the pipe_in that alone feeds the callback (it may adopt marks)
-        self.relay = False        # never takes a numbering back after evictions upstream
-        self.confirmed = False    # a confirming subscriber is live (set by the runtime)
-        self.logged = 0
 
     def position(self):
         return [self.tx.next_seq(), self.tx.run]
@@ -53,27 +62,16 @@ class Delivery:
         if tx.dropped != self.logged:
             self.logged = tx.dropped
             if sparse(tx.dropped):
-                rt.log("callback %s: no controller took its values; %d dropped so far (the oldest go)"
-                       % (sid, tx.dropped))
+                rare_call(RARE_IN, "dropped", self, tx.dropped)
         if tx.unsent() >= DELIVER_BURST and live(rt):
             # a burst (a replay, a backlog) outran the delivery timer: deliver now
             send(rt)
         elif getattr(rt, "deliver_timer", None) is None:    # (set only here: Runtime's notes)
-            rt.deliver_timer = rt.loop.call_later(DELIVER_MS, lambda: send(rt))
+            later(rt, DELIVER_MS)
 
     def acked(self):
         tx = self.tx
         return tx.base if self.confirmed else tx.next_seq()
-
-    def fresh(self):
-        return self.tx.next_seq() == 0 and not self.tx.adopted
-
-    def adopt(self, seq, run):
-        self.tx.adopt(seq, run)
-
-    def take_over(self, tx):
-        tx.cap = self.tx.cap
-        self.tx = tx
 
     def messages(self, epoch, dumps, limit):
         """deliver messages for every value not sent yet, each within `limit` bytes of JSON
@@ -109,7 +107,8 @@ def deliver(rt, sid, value):
 
 
 def live(rt):
-    """The subscribers whose sessions are open; notes whether one of them confirms."""
+    """The subscribers whose sessions are open; notes whether one of them confirms
+    (delivery_links.confirming when that changed)."""
     subs = [s for s in rt.subscribers if not s.conn.closed]
     rt.subscribers = subs
     confirmed = False
@@ -117,20 +116,13 @@ def live(rt):
         if getattr(s, "confirms", False):
             confirmed = True
     if confirmed != rt.confirmed:
-        confirming(rt, confirmed)
+        rare_call(RARE_IN, "confirming", rt, confirmed)
     return subs
 
 
-def confirming(rt, flag):
-    """A confirming controller is subscribed (flag) or the last one went away: then what is
-    queued has taken effect (as in the original design), and checkpoints may move on."""
-    rt.confirmed = flag
-    for d in rt.deliveries.values():
-        d.confirmed = flag
-    if not flag:
-        if rt.deliveries:
-            rt.log("no subscribed controller confirms callback values: they count as taken once queued")
-        rt.outputs_acked()
+def later(rt, ms):
+    """send(rt) in ms (the delivery timer)."""
+    rt.deliver_timer = rt.loop.call_later(ms, lambda: send(rt))
 
 
 def deliver_soon(rt):
@@ -140,7 +132,7 @@ def deliver_soon(rt):
     if getattr(rt, "deliver_timer", None) is not None and not getattr(rt, "deliver_fast", False):
         rt.deliver_timer.cancel()
         rt.deliver_fast = True
-        rt.deliver_timer = rt.loop.call_later(0, lambda: send(rt))
+        later(rt, 0)
 
 
 def send(rt):
@@ -151,7 +143,7 @@ def send(rt):
     if not subs:
         for d in rt.deliveries.values():
             if d.tx.unsent():
-                rt.deliver_timer = rt.loop.call_later(DELIVER_MS * 4, lambda: send(rt))
+                later(rt, DELIVER_MS * 4)
                 break
         return
     for d in rt.deliveries.values():
@@ -160,25 +152,16 @@ def send(rt):
         try:
             msgs = d.messages(rt.epoch, codec.dumps, DELIVER_MAX)
         except codec.ProtocolError as e:         # e.g. a value JSON cannot carry
-            _undeliverable(rt, d, d.tx.unsent(), e)
+            rare_call(RARE_IN, "undeliverable", rt, d, d.tx.unsent(), e)
             continue
         for msg in msgs:
             for s in subs:
                 try:
                     s.conn.send(msg)
                 except codec.ProtocolError as e:   # one value too large for the link
-                    _undeliverable(rt, d, len(msg["deliver"]["values"]), e)
+                    rare_call(RARE_IN, "undeliverable", rt, d, len(msg["deliver"]["values"]), e)
         if not d.confirmed:
             d.tx.ack(d.tx.sent)       # nobody confirms: sent is taken (the original design)
-
-
-def _undeliverable(rt, d, n, e):
-    rt.lost_deliveries += n
-    rt.log("callback values of %s not delivered: %s" % (d.sid, e))
-    tx = d.tx
-    if tx.unsent():
-        tx.sent = tx.next_seq()       # they never leave; the position counts them as taken
-        tx.high = tx.sent
 
 
 def on_delivered(rt, session, body):
@@ -192,28 +175,21 @@ def on_delivered(rt, session, body):
 
 def subscribed(rt, session, body):
     """session collects callback values; with {"acks": true} it confirms them (and gets
-    everything not yet confirmed again: it drops what it already had)."""
+    everything not yet confirmed again: it drops what it already had). Here, not in
+    delivery_links.py: a deployment subscribes the session that deployed it at its last stage,
+    a board's fullest moment."""
     if session not in rt.subscribers:
         rt.subscribers.append(session)
     if type(body) is dict and body.get("acks") is True:
         session.confirms = True
-        if not rt.confirmed:
-            confirming(rt, True)
+        rt.confirmed = True         # (delivery_links.confirming, for a confirming one coming)
         for d in rt.deliveries.values():
+            d.confirmed = True
             tx = d.tx
             if tx.sent != tx.base or tx.jumped:    # (a new deployment's has nothing to send again)
                 tx.restart()
         if getattr(rt, "deliver_timer", None) is None:
-            rt.deliver_timer = rt.loop.call_later(0, lambda: send(rt))
-
-
-def hurry_outlets(rt):
-    """An upstream buffer is half full: callback values leave now (the controller confirms
-    them sooner) and csv rows are flushed."""
-    if getattr(rt, "deliver_timer", None) is not None:
-        rt.deliver_timer.cancel()
-        send(rt)
-    commit_files(rt)
+            later(rt, 0)
 
 
 def commit_files(rt):

@@ -117,8 +117,9 @@ def _ack_soon(pi, seq):
         else:
             sinks = True          # a callback or csv sink (runtime outlets)
     if sinks:
-        from sensormesh.device.runtime.delivery import hurry_outlets
-        hurry_outlets(pi.rt)
+        from sensormesh.device.runtime import delivery
+        from sensormesh.device.steps import rare_call
+        rare_call(delivery.RARE_IN, "hurry_outlets", pi.rt)
     pi._maybe_ack()
 
 
