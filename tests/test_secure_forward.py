@@ -348,7 +348,7 @@ def test_keyed_device_registered_with_the_controller(devices, keys, tmp_path):
         start_keyed(devices, keys, "cpython", "far", ports["far"], ["--config", str(cfg)])
         sup.deploy()
         link = sup._registered["far"]
-        assert link.conn.wrap is not None and link.conn.unwrap is not None, "not a secure session"
+        assert link.conn.channel is not None, "not a secure session"
         sup.watch(rec.deliver, lambda: len(rec.got("k")) >= 30, timeout=30, on_event=rec.event)
         assert rec.got("k")[:30] == list(range(30)), rec.events
         per, areas = sup.status()

@@ -70,7 +70,7 @@ def info(dev):
 def peer_limit(dev, conn, mf):
     """The peer accepts frames of mf bytes: send up to that (at most 4 times our own limit)."""
     mf = mf if mf < codec.DEFAULT_MAX_FRAME * 4 else codec.DEFAULT_MAX_FRAME * 4
-    if conn.wrap is not None:   # a secure session: the largest payload whose token fits mf
+    if conn.channel is not None:   # a secure session: the largest payload whose token fits mf
         from sensormesh.device.secure import welcome
         forget(welcome)     # loaded for this (a handshake loads it again)
         mf = welcome.wrap_limit(mf)

@@ -214,7 +214,8 @@ class Connection:
 
     The owner (a protocol object) gets on_message(conn, msg), on_close(conn, reason) and,
     when output drains below HIGH_WATER after having been above it, on_drain(conn).
-    wrap/unwrap, when set (by a secure session), transform each payload on its way out/in.
+    channel, when set (by a secure session: its secure/channel.Channel), wraps each payload on its
+    way out and unwraps each one on its way in.
     relay, when true (a gateway carrying someone else's secure session), hands each frame's
     payload to on_message as bytes, undecoded; send_payload(bytes) sends one such frame.
     """
@@ -232,8 +233,7 @@ class Connection:
     connecting = False
     _blocked = False
     _mask = _POLLIN
-    wrap = None
-    unwrap = None
+    channel = None      # a secure session's Channel once it is up (one attribute: wrap and unwrap)
     held = None         # a list while a secure dial waits for its handshake: send() keeps messages
     relay = False       # True: frames reach on_message as raw payload bytes (forward.py)
     listener = None     # the Listener that accepted it (its conns list holds it while it is open)
@@ -265,7 +265,7 @@ class Connection:
         if self.held is not None:
             self.held.append(msg)
             return
-        if not MICROPYTHON and self.wrap is None:
+        if not MICROPYTHON and self.channel is None:
             codec.encode_into(self.out, msg, self.peer_max_frame)
             self._flush_later()
             return
@@ -282,11 +282,12 @@ class Connection:
         def send_payload(self, payload):
             if self.closed:
                 return
-            if self.wrap is not None:
+            ch = self.channel
+            if ch is not None:
                 # The token comes with room for its length prefix in front: the frame is that one
                 # buffer (no copy of the token), and a reply does not leave as a 4-byte segment
                 # that Nagle holds the token behind (~40 ms).
-                frame = self.wrap(payload, 4)
+                frame = ch.wrap(payload, 4)
                 payload = None
                 n = len(frame) - 4
                 struct.pack_into("!I", frame, 0, n)
@@ -327,8 +328,8 @@ class Connection:
         def send_payload(self, payload):
             if self.closed:
                 return
-            if self.wrap is not None:
-                payload = self.wrap(payload)
+            if self.channel is not None:
+                payload = self.channel.wrap(payload)
             self.out += struct.pack("!I", len(payload))
             self.out += payload
             self._flush_later()
@@ -438,7 +439,7 @@ class Connection:
         handling = False
         try:
             dec.feed(data)
-            # unwrap and relay are looked up per frame: a handshake switches them on between two
+            # channel and relay are looked up per frame: a handshake switches them on between two
             # frames that may have arrived in one read. The decoder checks each length against
             # max_frame before buffering the payload, so the limit applies before any decryption
             # (and before a relay passes a payload on).
@@ -451,8 +452,8 @@ class Connection:
                     proto.on_message(self, payload)
                     handling = False
                     continue
-                unwrap = self.unwrap
-                if unwrap is None:
+                ch = self.channel
+                if ch is None:
                     msg = dec.next()
                     if msg is None:
                         break
@@ -463,7 +464,7 @@ class Connection:
                     payload = dec.next_payload(True)
                     if payload is None:
                         break
-                    payload = unwrap(payload)
+                    payload = ch.unwrap(payload)
                     msg = codec.decode_payload(payload)
                     payload = None
                 handling = True

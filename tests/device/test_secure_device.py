@@ -52,8 +52,7 @@ class SecureClient(Collector):
         except session.HandshakeError as e:
             self.error = e
             return
-        conn.wrap = self.cs.wrap
-        conn.unwrap = self.cs.unwrap
+        conn.channel = self.cs.channel
         conn.peer_max_frame = session.wrap_limit(conn.peer_max_frame)
 
     def ready(self):
@@ -200,7 +199,7 @@ class _Server:
 
     def on_open(self, conn):
         conn.send({"welcome": 1})
-        conn.wrap = self.ch.wrap
+        conn.channel = self.ch
         conn.send([1, 2])
         conn.send({"x": 3})
 
@@ -216,7 +215,7 @@ class _Client(Collector):
     def on_message(self, conn, msg):
         self.messages.append(msg)
         if msg == {"welcome": 1}:
-            conn.unwrap = self.ch.unwrap
+            conn.channel = self.ch
 
 
 def test_transport_switches_unwrap_between_frames_of_one_read():
@@ -502,7 +501,7 @@ def test_a_deployment_prepares_its_pipes_dial_which_then_needs_only_the_client_s
     # the pipe's connection splits what it sends so that every token fits the peer's frame limit,
     # and keeps at most 12 attributes of its own (a dict of 12 slots, not 17)
     conn = list(a.runtime.pipe_outs.values())[0].conn
-    assert conn.wrap is not None and conn.peer_max_frame == session.wrap_limit(codec.MIN_MAX_FRAME)
+    assert conn.channel is not None and conn.peer_max_frame == session.wrap_limit(codec.MIN_MAX_FRAME)
     assert len(conn.__dict__) <= 12, sorted(conn.__dict__)
     if forgets():        # a board running .mpy files: keys.py was forgotten after the deployment,
         # and while the dial waits for its welcome only dial_wait.py is in memory (the dial is

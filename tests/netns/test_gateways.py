@@ -315,7 +315,7 @@ def test_device_behind_one_way_link_registers_and_is_deployed(make_lab, tmp_path
             per, areas = sup.status()
             assert per["esp-9"]["name"] == "esp-9" and areas == []
             if keyed:
-                assert sup._registered["esp-9"].conn.wrap is not None, "not a secure session"
+                assert sup._registered["esp-9"].conn.channel is not None, "not a secure session"
                 assert per["esp-9"]["security"]["accepted"] == 1
         finally:
             sup.close()

@@ -44,8 +44,7 @@ def handshake(sec, session, conn, msg):
         return
     conn.decoder.max_frame = sec.dev.max_frame
     conn.send(welcome)           # the last plaintext frame of this connection
-    conn.wrap = ss.wrap
-    conn.unwrap = ss.unwrap
+    conn.channel = ss.channel
     conn.peer_max_frame = wrap_limit(conn.peer_max_frame)   # tokens within the peer's limit
     session.role = ss.role
     session.peer_name = ss.peer

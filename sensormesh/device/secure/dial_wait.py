@@ -51,8 +51,7 @@ def on_message(conn, msg):
     dials.remove(d)
     timer.cancel()
     conn.decoder.max_frame = sec.dev.max_frame
-    conn.wrap = ch.wrap
-    conn.unwrap = ch.unwrap
+    conn.channel = ch
     conn.peer_max_frame = w.wrap_limit(conn.peer_max_frame)   # tokens within the peer's limit
     conn.protocol = pipe       # from now on the pipe's
     if first is not None:

@@ -79,8 +79,7 @@ class Dialer:
             return
         self.up = True
         conn.decoder.max_frame = self.max_frame
-        conn.wrap = self.cs.wrap
-        conn.unwrap = self.cs.unwrap
+        conn.channel = self.cs.channel
         conn.peer_max_frame = wrap_limit(conn.peer_max_frame)   # tokens within the peer's limit
         conn.protocol = self.inner     # from now on the pipe's own: this Dialer is garbage
         self._done()

@@ -13,8 +13,8 @@ from sensormesh.device.secure.keys import HandshakeError, PairCache, _check_role
 class Hello:
     """The client side of one handshake with `server`, whose (role, pair key, fingerprint) are
     `known`: start() -> the hello to send (dial_hello.py); receive(reply) checks the welcome
-    (welcome.channel; HandshakeError if it fails: dial_failed.why) and sets wrap/unwrap (Connection.wrap/unwrap)
-    and done. Between the two it is plain data: no code of either step stays loaded."""
+    (welcome.channel; HandshakeError if it fails: dial_failed.why) and sets channel (what a
+    connection takes: Connection.channel), wrap, unwrap and done. Between the two it is plain data: no code of either step stays loaded."""
 
     def __init__(self, me, server, known, clock=None):
         self.me = me

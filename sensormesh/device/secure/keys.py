@@ -150,8 +150,8 @@ class _Side:
         self.role = None       # and its role
         self.peer_fp = None    # and its key's fingerprint
         self.channel = None
-        self.wrap = None       # payload -> token, for Connection.wrap
-        self.unwrap = None     # token -> payload (codec.ProtocolError if bad), Connection.unwrap
+        self.wrap = None       # payload -> token (the channel's)
+        self.unwrap = None     # token -> payload (codec.ProtocolError if bad)
 
     def _finish(self, send_key, recv_key):
         self.channel = Channel(send_key, recv_key)

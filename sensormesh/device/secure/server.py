@@ -113,8 +113,8 @@ class ServerSession:
     known:   {client name: (role, pair key, key fingerprint)} of clients already looked up in
              the trust store, their pair keys computed (a device's pipe senders, keys.prepare):
              for these, trust and pairs are not used
-    After a welcome: peer, role and peer_fp name the client; wrap/unwrap are the session's
-    (Connection.wrap/unwrap).
+    After a welcome: peer, role and peer_fp name the client; channel is the session's (what a
+    connection takes: Connection.channel), wrap/unwrap its methods.
     """
 
     def __init__(self, identity, trust, replay=None, roles=None, window=None, clock=None, pairs=None, known=None):
@@ -132,8 +132,8 @@ class ServerSession:
         self.role = None       # and its role
         self.peer_fp = None    # and its key's fingerprint
         self.channel = None
-        self.wrap = None       # payload -> token, for Connection.wrap
-        self.unwrap = None     # token -> payload (codec.ProtocolError if bad), Connection.unwrap
+        self.wrap = None       # payload -> token (the channel's)
+        self.unwrap = None     # token -> payload (codec.ProtocolError if bad)
 
     def receive(self, msg):
         if self.failed is not None:
