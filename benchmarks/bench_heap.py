@@ -24,7 +24,7 @@
 # on demand, on entry and on return; where that was), the names interned so far (micropython.qstr_info():
 # how many, and their heap with the pools that index them) and the device modules resident at
 # steady state. --phases --receiving: the keyed receiving board instead, with the CPython device's
-# pipe accepted after the deployment (admit.py and server.py loaded, its handshake done).
+# pipe accepted after the deployment (admit.py, then accept.py for its hello, loaded; its handshake done).
 # --phases --demo: both boards of the README demo (with keys), the same phases where they apply.
 # The stop that ends the run is traced as the deployment is: its fullest moment, and where.
 # The unix port is 64-bit: objects take up to twice their size on an ESP32 (32-bit), so these
@@ -284,8 +284,8 @@ IMPORTS = (
     ("the rest of the handshake's code (keys, pubkey; a deployment's preparation, an accepted "
      "connection, a dial not prepared)", ("secure.keys", "secure.pubkey")),
     ("a client looking its server up (hello; tools, a dial to a peer not trusted as a device)", ("secure.hello",)),
-    ("an accepted connection's server side (admit, server; only while one runs)",
-     ("secure.admit", "secure.server")),
+    ("an accepted connection's server side (admit, accept, server; only while one runs)",
+     ("secure.admit", "secure.accept", "secure.server")),
     ("key agreement (x25519; only while a pair key is computed)", ("secure.x25519",)),
     ("runtime + step base, pipe out + replay buffer, metrics probe (first start)",
      ("runtime", "runtime.pipes", "runtime.probe")),
@@ -551,10 +551,12 @@ def traced_security(self):
             step(m, name)     # the dial's two steps: marked while their code is loaded
             if name == 'welcome':
                 state[0] = 3  # its welcome arrived: the next collection with no dial waiting ends it
-        if ACCEPTS and name in ('admit', 'server') and getattr(self, 'runtime', None) is not None:
+        if ACCEPTS and name in ('admit', 'accept', 'server') and getattr(self, 'runtime', None) is not None:
             n = accepts[name] = accepts.get(name, 0) + 1
             if name == 'admit' and n == 1:
                 mark('the pipe accepted (admit.py loaded)')
+            elif name == 'accept' and n == 1:
+                mark('its hello: accept.py loaded (basics.py, welcome.py)')
             elif name == 'server' and n <= 2:
                 mark('its hello: server.py loaded%s' % ('' if n == 1 else ' again (after the pair key)'))
         return m

@@ -84,6 +84,68 @@ def test_a_known_clients_session_works_both_ways():
     assert bytes(s.unwrap(c.wrap(b"up"))) == b"up" and bytes(c.unwrap(s.wrap(b"down"))) == b"down"
 
 
+def test_a_prepared_clients_hello_is_served_without_server_py_only_when_server_py_would_serve_it():
+    """accept.fast (a prepared client's hello, served without server.py and wire.py) welcomes
+    exactly the hellos server.ServerSession welcomes from that client, with the same peer, role
+    and fingerprint and a session that works; every other hello it leaves to server.py (None),
+    its replay cache unchanged, and a hello whose nonce it remembers is a replay for server.py."""
+    from sensormesh.device.secure import accept
+    f = fixture()
+    t = load_trust(trust_json())
+    role, key = t.lookup("dev-a", "client")
+    known = {"dev-a": (role, PairCache(4).get(f["dev-b"], key), key.fingerprint())}
+
+    class Sec:
+        name = "dev-b"
+        prepared = known
+        trust_src = revoked_src = None
+        stamps = (None, None)
+
+    sec = Sec()
+    sec.replay_state = [{}, {}]
+    by_server = ReplayCache()
+    served = 0
+    hellos = _hellos()
+    for h in hellos:
+        m = json.loads(json.dumps(h))
+        want = _outcome(ServerSession(f["dev-b"], t, replay=by_server, clock=lambda: NOW, known=known), m)
+        before = (dict(sec.replay_state[0]), dict(sec.replay_state[1]))
+        got = accept.fast(sec, m, NOW)
+        if got is None:
+            assert want[0] != "welcome" or want[1] != "dev-a", (h, want)
+            assert (sec.replay_state[0], sec.replay_state[1]) == before, h
+            continue
+        served += 1
+        ch, welcome, who = got
+        assert want == ("welcome", who[1], who[0], who[2]), (h, want, who)
+        assert set(welcome) == {"welcome"} and welcome["welcome"]["from"] == "dev-b"
+    assert served == 2, served              # the good hello (not its replay) and a later one
+    # a hello it served is a replay for server.py
+    good = hellos[0]
+    assert _outcome(ServerSession(f["dev-b"], None, replay=ReplayCache(state=sec.replay_state), clock=lambda: NOW,
+                                  known=known), json.loads(json.dumps(good)))[0] == "replay"
+
+
+def test_a_prepared_clients_fast_session_works_both_ways():
+    from sensormesh.device.secure import accept
+    f = fixture()
+    t = load_trust(trust_json())
+    role, key = t.lookup("dev-a", "client")
+
+    class Sec:
+        name = "dev-b"
+        prepared = {"dev-a": (role, PairCache(4).get(f["dev-b"], key), key.fingerprint())}
+        trust_src = revoked_src = None
+        stamps = (None, None)
+        replay_state = [{}, {}]
+
+    c = ClientSession(f["dev-a"], t, "dev-b", clock=lambda: NOW)
+    ch, welcome, who = accept.fast(Sec(), json.loads(json.dumps(c.start())), NOW)
+    c.receive(json.loads(json.dumps(welcome)))
+    assert c.done and who == ("device", "dev-a", key.fingerprint())
+    assert bytes(ch.unwrap(c.wrap(b"up"))) == b"up" and bytes(c.unwrap(ch.wrap(b"down"))) == b"down"
+
+
 def _receiving(loop, peer="dev-a", trust_src=None):
     """dev-b deployed with a pipe_in whose sender is `peer` (as the controller names it) and a
     callback sink, and its controller's client."""
@@ -144,7 +206,8 @@ def _record_loads():
 def test_a_pipes_sender_prepared_at_the_deployment_is_accepted_without_the_trust_stores_code():
     """The deployment of a receiving device looks up the pipe's sender ("peer" of its pipe_in)
     and computes the pair key at once; the sender's connection is then accepted with admit.py,
-    accept.py and server.py only (keys.py not loaded for it, no key agreement), and the pipe works."""
+    accept.py and what it imports only (server.py, wire.py and keys.py not loaded for it, no key
+    agreement), and the pipe works."""
     loop = transport.Loop()
     b, baddr, cb, agreed = _receiving(loop)
     role, pair, fp = b.security.prepared["dev-a"]
@@ -159,7 +222,8 @@ def test_a_pipes_sender_prepared_at_the_deployment_is_accepted_without_the_trust
         undo()
     assert delivered(cb) == list(range(50))
     names = [n for n, _, _ in seen]
-    assert "server" in names and "keys" not in names, seen
+    # served by accept.py (fast): neither server.py and wire.py nor keys.py loaded for it
+    assert "accept" in names and not [n for n in names if n in ("server", "wire", "keys")], seen
     if forgets():          # a board running .mpy files: keys.py not in memory during the accept,
         assert not any(k for n, k, _ in seen if n in ("admit", "accept", "server")), seen
         # nor admit.py while its hello is checked (no other connection waits for a hello)

@@ -1,13 +1,19 @@
 # An accepted connection's hello (Security.handshake, once admit.py has let go of the
 # connection's pre-authentication slot and, when no other connection waits for its hello, been
-# forgotten): checked by server.py, answered with a welcome, and the connection's session set up;
-# or refused (admit.refuse, loaded for a refusal). Loaded for the hello and forgotten right after
-# (basics.idle()), so a board holds this module, wire.py and server.py for a hello, and admit.py
-# only while a connection waits for one. A hello from a pipe's sender the deployment prepared
-# (keys.prepare) loads nothing else of the handshake; any other one loads keys.py too (the trust
+# forgotten): the welcome answered and the connection's session set up, or a refusal
+# (admit.refuse, loaded for a refusal). Loaded for the hello and forgotten right after
+# (basics.idle()). A hello from a pipe's sender the deployment prepared (keys.prepare) that
+# passes every check is served here (fast) with basics.py and welcome.py only; any other hello,
+# or one that fails a check, is checked by server.py (with wire.py), which says why it is
+# refused, and a client the deployment did not prepare is looked up with keys.py too (the trust
 # store, the pair-key cache).
+import os
+
+from sensormesh.device.compat import unix_time
 from sensormesh.device.secure import load
-from sensormesh.device.secure.welcome import wrap_limit
+from sensormesh.device.secure.basics import _NONCE, DEFAULT_REPLAY_SIZE, DEFAULT_WINDOW, VERSION, _transcript, stamps
+from sensormesh.device.secure.channel import Channel, b64encode, equal, hmac_sha256
+from sensormesh.device.secure.welcome import keys, raw, wrap_limit
 
 
 def refuse(sec, session, conn, code, message):
@@ -33,40 +39,74 @@ def idle():
 def handshake(sec, session, conn, msg):
     """The first message of an accepted connection: a hello, or a refusal."""
     try:
-        ss, welcome = _receive(sec, msg)
+        done = fast(sec, msg, int(unix_time())) or _receive(sec, msg)
     except MemoryError:
         # say so and close, rather than leave the peer waiting for a welcome
         idle()
         refuse(sec, session, conn, "busy", "no memory free for a handshake now; try again later")
         return
-    if ss is None:               # refused: welcome is the HandshakeError
+    ch, welcome = done[0], done[1]
+    if ch is None:               # refused: welcome is the HandshakeError
         refuse(sec, session, conn, welcome.code, welcome.message)
         return
     conn.decoder.max_frame = sec.dev.max_frame
     conn.send(welcome)           # the last plaintext frame of this connection
-    conn.channel = ss.channel
+    conn.channel = ch
     conn.peer_max_frame = wrap_limit(conn.peer_max_frame)   # tokens within the peer's limit
-    session.role = ss.role
-    session.peer_name = ss.peer
-    session.peer_fp = ss.peer_fp
-    ss = None
+    session.role, session.peer_name, session.peer_fp = done[2]
+    done = ch = None
     sec.accepted += 1
     idle()
 
 
+def fast(sec, msg, now):
+    """(Channel, welcome, (role, name, key fingerprint)) of a hello from a client the deployment
+    prepared (while the trust files are unchanged) that passes every check server.ServerSession
+    makes, its nonce remembered; None for any other hello, changing nothing (server.py checks it
+    and says why it fails, or serves it: a replay cache that is full, a client not prepared)."""
+    body = msg.get("hello") if type(msg) is dict else None
+    if type(body) is not dict or body.get("v") != VERSION or type(body.get("v")) is not int:
+        return None
+    client = body.get("from")
+    me = sec.name
+    ts = body.get("ts")
+    known = sec.prepared.get(client) if type(client) is str else None
+    if known is None or body.get("to") != me or type(ts) is not int or not 0 < len(client) <= 64 \
+            or not now - DEFAULT_WINDOW <= ts <= now + DEFAULT_WINDOW or stamps(sec) != sec.stamps:
+        return None
+    for c in client:
+        if c not in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-":   # (server.valid_name)
+            return None
+    nonce = raw(body, "nonce", _NONCE)
+    mac = raw(body, "mac", 32)
+    seen, floors = sec.replay_state
+    if nonce is None or mac is None or nonce in seen or ts <= floors.get(client, -1) \
+            or len(seen) >= DEFAULT_REPLAY_SIZE:
+        return None
+    transcript = _transcript(client, me, ts, nonce)
+    pair = known[1]
+    if not equal(hmac_sha256(pair, transcript), mac):
+        return None
+    seen[nonce] = (ts, client)
+    snonce = os.urandom(_NONCE)
+    c2s, s2c, proof = keys(pair, nonce, snonce, transcript, mac, me)
+    return Channel(s2c, c2s), {"welcome": {"v": VERSION, "from": me, "nonce": b64encode(snonce).decode(),
+                                           "proof": b64encode(proof).decode()}}, (known[0], client, known[2])
+
+
 def _receive(sec, msg):
-    """(ServerSession, welcome) of a hello, or (None, HandshakeError). A client the deployment prepared
-    (keys.prepare: its role, pair key and key fingerprint, kept while the trust files are
-    unchanged) is checked without keys.py; any other is looked up in the trust store. A new peer
-    key's pair key is computed once server.py has checked everything before it, with server.py
-    forgotten meanwhile (keys.PairNeeded): the key agreement's code and the server's are never
-    in memory at once. The second pass finds the pair key cached; nothing before it changed any
-    state."""
+    """(Channel, welcome, (role, name, key fingerprint)) of a hello server.py checks, or (None,
+    HandshakeError). A client the deployment prepared (keys.prepare: its role, pair key and key
+    fingerprint, kept while the trust files are unchanged) is checked without keys.py; any other
+    is looked up in the trust store. A new peer key's pair key is computed once server.py has
+    checked everything before it, with server.py forgotten meanwhile (keys.PairNeeded): the key
+    agreement's code and the server's are never in memory at once. The second pass finds the
+    pair key cached; nothing before it changed any state."""
     wire = load("wire")
     try:
         hello = msg.get("hello") if type(msg) is dict else None
         client = hello.get("from") if type(hello) is dict else None
-        if type(client) is str and client in sec.prepared and wire.stamps(sec) == sec.stamps:
+        if type(client) is str and client in sec.prepared and stamps(sec) == sec.stamps:
             return _serve(sec, msg, None, False)
         keys = load("keys")
         try:
@@ -88,4 +128,5 @@ def _serve(sec, msg, keys, defer):
     else:
         ss = server.ServerSession(keys.device_identity(sec, defer), keys.device_trust(sec), replay=replay,
                                   pairs=keys.device_pairs(sec))
-    return ss, ss.receive(msg)
+    welcome = ss.receive(msg)
+    return ss.channel, welcome, (ss.role, ss.peer, ss.peer_fp)

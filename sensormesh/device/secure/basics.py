@@ -13,6 +13,8 @@ from sensormesh.device.secure import admitting, busy, dials
 
 VERSION = 2
 _NONCE = 16
+DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
+DEFAULT_REPLAY_SIZE = 64   # nonces a server remembers per device (about 1.5 KB on an ESP32): server.py
 _PACKAGE = "sensormesh.device.secure."
 
 

@@ -11,6 +11,7 @@ import os
 from sensormesh.device.compat import unix_time
 from sensormesh.device.secure.channel import Channel, b64encode, equal, hmac_sha256
 from sensormesh.device.secure import load
+from sensormesh.device.secure.basics import DEFAULT_REPLAY_SIZE, DEFAULT_WINDOW
 from sensormesh.device.secure.wire import _NONCE, VERSION, HandshakeError, _bin, _body, _keys, _transcript
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
@@ -38,8 +39,6 @@ def _name(body, field):
         raise _refused("malformed", 0, field)
     return v
 
-DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
-DEFAULT_REPLAY_SIZE = 64   # nonces remembered per device (about 1.5 KB on an ESP32)
 
 
 class ReplayCache:
