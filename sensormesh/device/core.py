@@ -205,10 +205,16 @@ class Device:
             session.conn.send({"metrics": metrics.report(self)})
             unload(metrics)   # a board frees its code between two polls
         elif key == "status":
-            # polled too, and its reply is the largest a running device sends: without control.py
+            # polled too, and its reply is the largest a running device sends: made without
+            # control.py, and status.py let go of before the reply is sealed (replies.py)
             from sensormesh.device import status
-            status.reply(self, session)
             forget(status)
+            st = status.reply(self, session)
+            status = None
+            if st is not None:
+                from sensormesh.device import replies
+                forget(replies)
+                replies.send_stats(self.runtime, session.conn, "status", st)
         else:
             from sensormesh.device import control   # the rare messages: their code is freed after
             control.handle(self, session, key, body)

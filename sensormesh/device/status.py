@@ -9,11 +9,10 @@
 # sealed reply and the handshake's code and keys would otherwise be a board's fullest moment.
 # It waits a few short turns of the loop at most (_WAITS x _WAIT_MS), then answers anyway: a
 # controller counts a status poll as missed only after 2 s.
-# A stopped pipeline's reply leaves through send_stats too (runtime/stop.py): the assignment's
-# counts are runtime/report.py's, forgotten again before the reply is sealed.
-from sensormesh.device import codec
-from sensormesh.device.compat import MICROPYTHON
-from sensormesh.device.schedule import sparse
+# reply() makes the reply; core.Device.dispatch lets go of this module before the reply is
+# sealed and sent (replies.py, as a stopped pipeline's): the assignment's counts are
+# runtime/report.py's, forgotten again once gathered.
+from sensormesh.device.compat import MICROPYTHON, forget
 
 # MicroPython's compiler puts the numbers in place of these names (no global, no interned name).
 if not MICROPYTHON:
@@ -23,17 +22,18 @@ _WAIT_MS = const(60)
 
 
 def reply(dev, session, waited=0):
-    """Answer a session's "status" request (after a handshake in progress, waiting at most
-    _WAITS times _WAIT_MS ms for it)."""
+    """The reply to a session's "status" request, for the caller to send (replies.send_stats);
+    None if it is put off after a handshake in progress (waiting at most _WAITS times _WAIT_MS
+    ms for it: then sent from here) or the session ended meanwhile."""
     sec = dev.security
     if sec is not None and waited < _WAITS:
         from sensormesh.device.secure import admitting, busy, dials
         if busy[0] or admitting[0] or dials:
-            dev.loop.call_later(_WAIT_MS, lambda: reply(dev, session, waited + 1))
-            return
+            dev.loop.call_later(_WAIT_MS, lambda: _later(dev, session, waited + 1))
+            return None
     conn = session.conn
     if conn is None or conn.closed:
-        return        # the session ended while the reply waited
+        return None   # the session ended while the reply waited
     st = {"name": dev.name, "streams": [s.stats() for s in dev.streams],
           "connections": sum(len(lst.conns) for lst in dev.listeners), "errors": dev.errors}
     if MICROPYTHON:
@@ -49,10 +49,15 @@ def reply(dev, session, waited=0):
     fw = getattr(dev, "forwarder", None)
     if fw is not None:
         st["registered"] = sorted(fw.registered)   # devices that registered with this gateway
-    if rt is not None:
-        send_stats(rt, conn, "status", st)
-    else:
-        conn.send({"status": st})
+    return st
+
+
+def _later(dev, session, waited):
+    st = reply(dev, session, waited)
+    if st is not None:
+        from sensormesh.device import replies
+        forget(replies)
+        replies.send_stats(dev.runtime, session.conn, "status", st)
 
 
 def security(sec):
@@ -60,36 +65,3 @@ def security(sec):
     return {"identity": sec.name, "handshakes": sec.pending, "accepted": sec.accepted,
             "refused": dict(sec.refused), "max_handshakes": sec.max_handshakes,
             "key_agreements": sec.pair_state[2]}
-
-
-def send_stats(rt, conn, key, st):
-    """Send a status or stopped reply. When it does not fit the link (the per-step counts of
-    hundreds of steps, over a board's small frames or a keyed link), or a board's heap has no
-    block free for it now (a keyed reply is sealed into one buffer, the largest a running board
-    makes), the per-step counts give way to their number ("steps_omitted") and the reply says
-    why. A board logs the 1st, 2nd, 4th... reply it had to cut for memory.
-    The reply's text is made first, then the per-step counts' dicts are let go (the text has
-    them) before it is sealed and queued: a keyed reply's token is the largest buffer a running
-    board makes, and needs the room."""
-    a = st.get("assignment") if type(st.get("assignment")) is dict else st
-    steps = a.get("steps") or {}
-    n = len(steps)
-    try:
-        ps = codec.payloads({key: st}, conn.peer_max_frame)
-        steps.clear()
-        for p in ps:
-            conn.send_payload(p)
-        return
-    except codec.ProtocolError as e:
-        why = str(e)
-    except MemoryError:
-        why = "the device had no memory free for them now"
-        c = getattr(rt, "replies_cut", 0) + 1
-        rt.replies_cut = c
-        if sparse(c):
-            rt.log("%s reply sent without its per-step counts: no memory free for them (%d so far)"
-                   % (key, c))
-    a["steps_omitted"] = n
-    a["steps"] = {}
-    a["omitted_because"] = why
-    conn.send({key: st})

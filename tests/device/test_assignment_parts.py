@@ -141,7 +141,7 @@ class _ShortOfMemory:
 
 
 def test_a_reply_without_memory_for_its_counts_comes_without_them_and_says_why():
-    from sensormesh.device import status as report   # a status or stopped reply: status.send_stats
+    from sensormesh.device import replies as report   # a status or stopped reply: replies.send_stats
     rt = _Runtime()
     for n, key in enumerate(("status", "stopped", "status", "status")):
         conn = _ShortOfMemory(1)

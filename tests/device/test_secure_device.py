@@ -653,14 +653,14 @@ def test_a_status_reply_waits_for_a_handshake_in_progress_then_answers_anyway():
     addr = listen(a)
     # no handshake in progress: answered at once
     s = _StatusSession()
-    status.reply(a, s)
+    a.dispatch(s, "status", {})     # as a controller's status request is handled
     assert len(s.conn.sent) == 1 and s.conn.sent[0]["status"]["security"]["handshakes"] == 0, s.conn.sent
     # a connection waiting for its hello: the reply waits until that connection is gone
     half = Collector()
     c = transport.dial(loop, addr, half)
     assert loop.run_until(lambda: a.security.pending == 1, 5000)
     s = _StatusSession()
-    status.reply(a, s)
+    a.dispatch(s, "status", {})     # as a controller's status request is handled
     assert s.conn.sent == [] and admitting[0] == 1
     c.close("gone")
     assert loop.run_until(lambda: s.conn.sent, 5000)
@@ -670,7 +670,7 @@ def test_a_status_reply_waits_for_a_handshake_in_progress_then_answers_anyway():
     transport.dial(loop, addr, half)
     assert loop.run_until(lambda: a.security.pending == 1, 5000)
     s = _StatusSession()
-    status.reply(a, s)
+    a.dispatch(s, "status", {})     # as a controller's status request is handled
     assert s.conn.sent == []
     assert loop.run_until(lambda: s.conn.sent, 5000)
     assert admitting[0] == 1 and s.conn.sent[0]["status"]["security"]["handshakes"] == 1, s.conn.sent
@@ -690,7 +690,7 @@ def test_a_status_reply_waits_for_a_dial_waiting_for_its_welcome():
     conn = a.security.dial("127.0.0.1:%d" % port, pipe, "dev-b", None)
     assert len(dials) == 1 and dials[0][0] is conn and not conn.closed
     s = _StatusSession()
-    status.reply(a, s)
+    a.dispatch(s, "status", {})     # as a controller's status request is handled
     assert s.conn.sent == []
     conn.close("gone")
     assert dials == [] and pipe.closed, (dials, pipe.closed)

@@ -4,7 +4,7 @@
 # board's heap is fullest (every node flushes and closes, each pipe's connection closes, and the
 # stopped reply with every step's counts is built and sealed), so nothing else is loaded with it:
 # not control.py (the other control messages), and the counts (report.py) and their reply
-# (status.py) only while they are made and sent.
+# (replies.py) only while they are made and sent.
 from sensormesh.device.steps import rare_call
 
 
@@ -14,8 +14,8 @@ def on_stop(rt, session, body):
     final = teardown(rt, keep=type(body) is dict and body.get("keep") is True)
     if final is None:
         final = rt.status()
-    # the reply (device/status.py's send_stats, loaded for it)
-    rare_call("sensormesh.device.status", "send_stats", rt, session.conn, "stopped", final)
+    # the reply (device/replies.py, loaded for it)
+    rare_call("sensormesh.device.replies", "send_stats", rt, session.conn, "stopped", final)
 
 
 on_undeploy = on_stop
