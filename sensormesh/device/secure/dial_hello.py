@@ -7,16 +7,9 @@
 import os
 
 from sensormesh.device.compat import unix_time
-from sensormesh.device.secure import HELLO_MAX_FRAME, dials, load
+from sensormesh.device.secure import HELLO_MAX_FRAME, load
 from sensormesh.device.secure.basics import _NONCE, VERSION, _transcript, idle, stamps
 from sensormesh.device.secure.channel import b64encode, hmac_sha256
-
-
-def hello(h):
-    """The hello of client session `h` (a hello.Hello): its nonce, transcript and MAC are kept in
-    h for the welcome's check."""
-    msg, h._pending = make(h.me, h.server, h.known[1], int(h.clock()))
-    return msg
 
 
 def make(me, server, pair, ts):

@@ -12,7 +12,7 @@ from sensormesh.device.secure.keys import HandshakeError, PairCache, _check_role
 
 class Hello:
     """The client side of one handshake with `server`, whose (role, pair key, fingerprint) are
-    `known`: start() -> the hello to send (dial_hello.py); receive(reply) checks the welcome
+    `known`: start() -> the hello to send (dial_hello.make); receive(reply) checks the welcome
     (welcome.channel; HandshakeError if it fails: dial_failed.why) and sets channel (what a
     connection takes: Connection.channel), wrap, unwrap and done. Between the two it is plain data: no code of either step stays loaded."""
 
@@ -27,7 +27,10 @@ class Hello:
         self.unwrap = None
 
     def start(self):
-        return load("dial_hello").hello(self)
+        """The hello to send (dial_hello.make): its nonce, transcript and MAC are kept for the
+        welcome's check."""
+        msg, self._pending = load("dial_hello").make(self.me, self.server, self.known[1], int(self.clock()))
+        return msg
 
     def receive(self, msg):
         """Check the answer `msg` to the hello (welcome.channel): HandshakeError if it is a refusal or
