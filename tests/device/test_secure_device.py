@@ -574,6 +574,51 @@ def test_no_memory_for_the_welcomes_check_closes_only_that_dial_which_is_made_ag
     b.close()
 
 
+def test_no_memory_to_wait_for_the_welcome_closes_that_dial_which_is_made_again():
+    """A board with no heap free for the dial's wait (loading dial_wait.py once the hello is
+    made fails) closes that connection before its hello leaves; the pipe, told by the
+    MemoryError, dials again, and every value arrives in order. No dial is left waiting."""
+    from sensormesh.device import secure
+    loop = transport.Loop()
+    b, baddr, cb = _receiver(loop)
+    a, ca, logs = _deployed_sender(loop, baddr)
+    real_dial = a.security.dial
+    real_load = secure.load
+    dials = []
+    failed = []
+
+    def load(name):
+        if name == "dial_wait" and not failed:      # the first dial finds no heap free for it
+            failed.append(name)
+            raise MemoryError("memory allocation failed")
+        return real_load(name)
+
+    def dial(*args):
+        try:
+            conn = real_dial(*args)
+        except MemoryError:
+            dials.append(None)
+            raise
+        dials.append(conn)
+        return conn
+    a.security.dial = dial
+    secure.load = load
+    try:
+        ca.conn.send({"start": {}})
+        assert loop.run_until(lambda: len(delivered(cb)) >= 50, 15000), (len(delivered(cb)), logs)
+    finally:
+        secure.load = real_load
+    assert failed and dials[0] is None and len(dials) >= 2, dials
+    assert delivered(cb) == list(range(50))
+    assert secure.dials == []
+    # the failed dial's hello never left (its connection closed first): dev-b accepted the
+    # controller's session and the one pipe connection only
+    assert loop.run_until(lambda: status.security(b.security)["handshakes"] == 0, 5000)
+    assert status.security(b.security)["accepted"] == 2, status.security(b.security)
+    a.close()
+    b.close()
+
+
 def test_a_peer_revoked_after_the_deployment_is_refused_by_the_pipes_dial():
     """What a deployment prepared for a pipe's dial is used only while the trust store is the
     one it came from: a trust file changed in between (the peer revoked) is read again at the
