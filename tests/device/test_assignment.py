@@ -226,3 +226,31 @@ def test_a_device_refuses_an_assignment_when_even_the_deployment_code_finds_no_m
     assert ca.closed is None
     a.close()
     b.close()
+
+
+def test_the_counts_are_gathered_without_loading_a_module_per_node():
+    # a status reply's counts (a source's, a window's own stats on top of a step's, a callback's)
+    # are runtime/report.py's: none of the modules of the nodes' other rare methods loads for them
+    import sys
+    loop = transport.Loop()
+    a = Device("a", ["counter@0"], loop=loop)
+    c, conn = control(loop, listen(a))
+    asg = {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "rate": 200}},
+        {"id": "w", "type": "window", "params": {"values": 2}, "inputs": ["s"]},
+        {"id": "k", "type": "callback", "params": {}, "inputs": ["w"]}]}
+    conn.send({"deploy": {"assignment": asg}})
+    conn.send({"start": {}})
+    assert loop.run_until(lambda: c.replies("deliver"), 5000)
+    others = ["sensormesh.device.steps.base", "sensormesh.device.runtime.sources",
+              "sensormesh.device.runtime.pipe_counts"]
+    for m in others:
+        sys.modules.pop(m, None)
+    conn.send({"status": {}})
+    assert loop.run_until(lambda: c.replies("status"), 5000)
+    st = c.replies("status")[0]["assignment"]["steps"]
+    assert [m for m in others if m in sys.modules] == []
+    assert st["s"]["out"] >= 2 and st["s"]["errors"] == 0 and "missed" in st["s"], st
+    assert st["w"]["in"] >= 2 and st["w"]["out"] >= 1 and "open" in st["w"] and st["w"]["dropped"] == 0, st
+    assert st["k"]["out"] == st["k"]["in"] >= 1, st
+    a.close()

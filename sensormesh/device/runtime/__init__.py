@@ -25,15 +25,15 @@ from sensormesh.device.steps import Outlet, Rarely, rare_call
 
 class Source(Outlet):
     """Reads one sensor on its schedule (its rate) and pushes each value into the chain (made,
-    its parameters checked and its state set up by build.source; starting, closing and its counts
-    are in sources.py, loaded per call: steps/__init__.py, Rarely, and so is what a failed read
+    its parameters checked and its state set up by build.source; starting and closing are in
+    sources.py, its counts in report.py, each loaded per call: steps/__init__.py, Rarely, and so is what a failed read
     does, counted and logged; its wiring in wiring.py). A
     source that reads as fast as the pipeline takes values (rate 0) is a FreeSource
     (free_running.py, loaded only for one)."""
 
     SINK = False
     RARE_IN = "sensormesh.device.runtime.sources"
-    RARE = ["start", "close", "flush", "stats", "_read_failed"]
+    RARE = ["start", "close", "flush", "_read_failed"]
 
     def _tick(self):
         self.timer = None

@@ -1,6 +1,6 @@
-# A pipe_out's counts (a status or metrics reply) and its end (a stop's flush and close): the
-# rarely run parts needed at a board's fullest moments, apart from its connection's events
-# (pipe_links.py), so that a status reply or a stop loads only this. PipeOut finds these through
+# A pipe_out's metrics (a metrics reply) and its end (a stop's flush and close): the rarely run
+# parts needed at a board's fullest moments, apart from its connection's events (pipe_links.py),
+# so that a stop loads only this (its counts are report.py's). PipeOut finds these through
 # __getattr__ (steps/__init__.py, Rarely: ALSO): loaded per call and forgotten after it on a board
 # running .mpy files. Each function takes the PipeOut first.
 
@@ -17,27 +17,6 @@ def pipe_metrics(po):
             "bytes": getattr(po, "bytes_prev", 0) + (getattr(c, "bytes_out", 0) if c is not None else 0),
             "reconnects": po.connects - 1 if po.connects > 1 else 0,
             "queue": po.tx.unsent(), "rtt_us": getattr(po, "rtt_us", None)}
-
-
-def stats(po):
-    # in = out + pending + dropped: out = values sent at least once, pending = never sent yet,
-    # dropped = left the full replay buffer before being sent (evicted: also those sent but not
-    # acknowledged). Counts of a deployment that carried over an edge's buffer start from its
-    # first value; "seq" and "acked" are positions in the edge's numbering.
-    tx = po.tx
-    out = tx.once - po.first
-    pending = tx.next_seq() - (tx.high if tx.high > tx.base else tx.base)
-    s = {"in": po.n_in, "out": out if out > 0 else 0, "pending": pending, "unshipped": 0,
-         "dropped": tx.dropped, "evicted": tx.evicted, "resent": getattr(po, "resent", 0),
-         "acked": tx.base, "unacked": tx.held(), "seq": tx.next_seq(), "buffer": tx.cap,
-         "connected": po.conn is not None and not po.conn.connecting, "connects": po.connects}
-    if tx.spool is not None:
-        s["spool"] = tx.spool.stats()
-        s["spooled"] = tx.spooled
-    err = getattr(po, "last_error", None)
-    if err:
-        s["last_error"] = err
-    return s
 
 
 def flush(po):

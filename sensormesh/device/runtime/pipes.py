@@ -83,8 +83,8 @@ class PipeOut(Rarely):
     SINK = True
     PIPE = "out"
     # What a running pipe_out does rarely (connections, adopting a numbering) is in
-    # pipe_links.py, its counts and its end (a status or metrics reply, a stop's flush and close:
-    # a board's fullest moments) in the smaller pipe_counts.py, each loaded per call
+    # pipe_links.py, its metrics and its end (a metrics reply, a stop's flush and close: a
+    # board's fullest moments) in the smaller pipe_counts.py (its counts: report.py), each loaded per call
     # (steps/__init__.py, Rarely). What values leaving a full buffer may need (announcing a
     # jump, asking for acknowledgements sooner) stays here: that happens while the heap may be
     # low, when loading a module could fail (their log lines are pipe_links.py's: without room
@@ -94,7 +94,7 @@ class PipeOut(Rarely):
     RARE = ["fresh", "adopt", "bound_back", "bound_down", "log_drops", "start", "on_connect", "on_close",
             "on_control"]
     ALSO_IN = "sensormesh.device.runtime.pipe_counts"
-    ALSO = ["_retire", "pipe_metrics", "stats", "flush", "close"]
+    ALSO = ["_retire", "pipe_metrics", "flush", "close"]
     # State most pipes keep as it starts (each becomes the pipe's own once it is set; the rest is
     # build_pipes.pipe_out_setup's): a board's pipe_out holds a smaller dict.
     fed_by = None   # the pipe_in that alone feeds this pipe (build_pipes.pipe_paths: it may adopt its marks)

@@ -1,4 +1,5 @@
-# What a source (runtime.Source) does rarely: starting, closing, its counts and a failed read.
+# What a source (runtime.Source) does rarely: starting, closing and a failed read (its counts
+# are report.py's).
 # Source finds these through __getattr__ (steps/__init__.py, Rarely): this module is loaded per
 # call and forgotten after it on a board running .mpy files (a free-running source keeps it
 # loaded, free_running.py). Each function takes the source first; reading values on its schedule
@@ -22,13 +23,6 @@ def close(src):
     if src.timer:
         src.timer.cancel()
         src.timer = None
-
-
-def stats(src):
-    s = {"in": src.n_out + src.errors, "out": src.n_out, "errors": src.errors, "missed": src.missed}
-    if src.last_error:
-        s["last_error"] = src.last_error
-    return s
 
 
 def _read_failed(src, e):

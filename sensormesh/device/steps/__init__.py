@@ -36,8 +36,8 @@
 # Parameters and semantics: docs/steps.md. Building a step from its spec and checking its
 # parameters is make.py's work (loaded for a deployment, forgotten after it on a board).
 #
-# Rarely called methods (Rarely below): what a running step does only at teardown or when asked
-# for its counts (flush, close, stats...) lives in steps/base.py, its wiring at build time in
+# Rarely called methods (Rarely below): what a running step does only at teardown (flush,
+# close...) lives in steps/base.py, its counts (stats) in runtime/report.py, its wiring at build time in
 # wiring.py; a Step finds those through __getattr__, which a board only reaches when the class has
 # no such method, and the module is loaded for the call and forgotten after it on a board running
 # .mpy files. The runtime's Source, PipeIn, PipeOut and Runtime do the same with their own
@@ -109,6 +109,9 @@ def rare_call(module, name, *args, **kw):
             forget(module)
 
 
+COUNTS = ["stats", "base_stats", "out_count"]
+
+
 class Rarely:
     """Base of the runtime's classes whose rarely called methods are functions fn(obj, ...) of
     another module: RARE_IN names it, RARE the methods; BUILD names those of wiring.py, which a
@@ -120,8 +123,11 @@ class Rarely:
     anyway), while a tuple of them is a constant whose names not interned yet are string objects
     of their own, about 64 bytes each for good on a board.
     ALSO_IN and ALSO: a second such module and its methods, for a class whose rare methods are
-    needed at different moments (a pipe_out's counts and close, at a status reply or a stop, apart
-    from its connection's events), so each moment loads only the code it runs."""
+    needed at different moments (a pipe_out's end, at a stop, apart from its connection's
+    events), so each moment loads only the code it runs.
+    COUNTS: the counts of every kind of node (stats, and base_stats and out_count, which a
+    family's own stats uses) are runtime/report.py's, the module that gathers them for a status
+    or stopped reply: gathering them loads no module per node."""
     RARE_IN = ""
     RARE = ()
     BUILD = ()
@@ -135,6 +141,8 @@ class Rarely:
             module = "sensormesh.device.steps.wiring"
         elif name in self.ALSO:
             module = self.ALSO_IN
+        elif name in COUNTS:
+            module = "sensormesh.device.runtime.report"
         else:
             raise AttributeError(name)
         obj = self
@@ -158,13 +166,13 @@ class Step(Rarely):
     INPUTS = (1, 1)     # least and most inputs (None: no limit)
     SINK = False
     # The methods every step has whose code is elsewhere (module notes): in steps/base.py push,
-    # flush, close and the counts (stats, base_stats: what a family's own stats extends,
-    # out_count); in wiring.py the wiring (inlet, inlet_many, connect, set_outputs, bad, setup: a
+    # flush and close; in runtime/report.py the counts (Rarely: COUNTS; stats, base_stats: what a
+    # family's own stats extends, out_count); in wiring.py the wiring (inlet, inlet_many, connect, set_outputs, bad, setup: a
     # family's own setup comes first, base_inlet: what a family's own inlet extends). A family
     # defines the ones it needs differently in its class, as usual. A step is made and set up by
     # make.build (a family's parameter checks may be make.py's too: make.SETUPS).
     RARE_IN = "sensormesh.device.steps.base"
-    RARE = ["push", "put", "flush", "close", "stats", "base_stats", "out_count"]
+    RARE = ["push", "put", "flush", "close"]
     BUILD = ["setup", "bad", "inlet", "connect", "set_outputs", "inlet_many", "base_inlet"]
     # counts as a step starts (each becomes the step's own once it changes)
     n_in = 0

@@ -1,5 +1,6 @@
 # The Step methods a running step rarely calls (steps/__init__.py, Rarely): push (tests, odd
-# callers), flush and close at teardown, its counts for a status reply (wiring is wiring.py's).
+# callers), flush and close at teardown (its counts are runtime/report.py's, wiring.py's its
+# wiring).
 # A Step finds each through __getattr__ when its class does not define it; this module is loaded
 # for the call and forgotten after it on a board running .mpy files. Each function takes the
 # step first.
@@ -49,22 +50,3 @@ def short(value):
     """A value as text of at most 60 characters, for a log line or an error message."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def out_count(step):
-    """The values the step put out: its n_out, or for a step whose class says THROUGH (map,
-    field, merge and the sinks that hand every value on) every value in but those dropped,
-    which it does not count per value."""
-    if getattr(step, "THROUGH", False):
-        return step.n_in - step.dropped
-    return step.n_out
-
-
-def base_stats(step):
-    s = {"in": step.n_in, "out": step.out_count(), "dropped": step.dropped, "errors": step.errors}
-    if step.last_error is not None:
-        s["last_error"] = step.last_error or UNKNOWN
-    return s
-
-
-stats = base_stats

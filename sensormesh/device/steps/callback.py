@@ -11,7 +11,7 @@ class Callback(Step):
     TYPE = "callback"
     ARGS = ["name"]
     SINK = True
-    THROUGH = True    # its out count: every value in (base.out_count)
+    THROUGH = True    # its out count: every value in (report.out_count)
 
     def put(self, value):
         self.n_in += 1

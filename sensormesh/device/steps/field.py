@@ -19,7 +19,7 @@ def dig(value, path):
 class Field(Step):
     TYPE = "field"
     ARGS = ["key"]
-    THROUGH = True    # its out count: every value in but those dropped (base.out_count)
+    THROUGH = True    # its out count: every value in but those dropped (report.out_count)
 
     def setup(self, params, n_inputs):
         from sensormesh.device.steps.more_params import key_path

@@ -114,7 +114,7 @@ class Merge(Step):
     """Every value of every input, in arrival order."""
     TYPE = "merge"
     INPUTS = (1, None)
-    THROUGH = True    # its out count: every value in (base.out_count)
+    THROUGH = True    # its out count: every value in (report.out_count)
 
     def put(self, value):
         self.n_in += 1

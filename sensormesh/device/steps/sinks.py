@@ -13,7 +13,7 @@ class Print(Step):
     TYPE = "print"
     ARGS = ["label"]
     SINK = True
-    THROUGH = True    # its out count: every value in (base.out_count)
+    THROUGH = True    # its out count: every value in (report.out_count)
 
     def setup(self, params, n_inputs):
         from sensormesh.device.steps.make import str_param

@@ -10,7 +10,7 @@ from sensormesh.device.steps import Step
 class Map(Step):
     TYPE = "map"
     ARGS = ["fn"]     # checked, and the function found, by make.user_setup (build time)
-    THROUGH = True    # its out count: every value in but those dropped (base.out_count)
+    THROUGH = True    # its out count: every value in but those dropped (report.out_count)
     # close(): base.close closes the instance of a shipped class that the step calls
 
     def put(self, value):
