@@ -9,11 +9,15 @@ class PipeIn(Outlet):
     (made and set up by build_pipe_in.pipe_in)."""
 
     PIPE = "in"
-    # What a running pipe_in does rarely (connections, announcements, marks, counts) is in
+    # What a running pipe_in does rarely (connections, announcements, marks) is in
     # pipe_in_links.py, loaded per call (steps/__init__.py, Rarely)
     RARE_IN = "sensormesh.device.runtime.pipe_in_links"
     RARE = ["take_over", "start", "_dial", "attach", "_announce", "adopt_marks", "_ack_soon", "on_connect",
-            "_retire", "pipe_metrics", "on_close", "flush", "close"]
+            "_retire", "on_close"]
+    # its counts and its end (a status reply's, a stop's): pipe_in_counts.py, so that those
+    # moments, a board's fullest, load only that
+    ALSO_IN = "sensormesh.device.runtime.pipe_in_counts"
+    ALSO = ["pipe_metrics", "flush", "close"]
 
     def on_message(self, conn, msg):
         if conn is not self.conn:

@@ -1,7 +1,8 @@
 # A pipe_in's rarely run parts (pipe_in.py has what runs per value): taking over the previous
 # deployment's receiver, its connections (dialing, attaching a pulled one, losing one, closing),
 # the sender's announcement of its numbering, the marks its first values come with after a
-# restart, the sender's request to acknowledge sooner. PipeIn finds these through
+# restart, the sender's request to acknowledge sooner (its counts and its end, a status reply's
+# and a stop's, are pipe_in_counts.py's). PipeIn finds these through
 # __getattr__ (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it
 # on a board running .mpy files. Each function takes the PipeIn first.
 from sensormesh.device.runtime.pipes import ACK_EVERY, redial_delay
@@ -132,13 +133,6 @@ def _retire(pi, conn):
         pi.bytes_prev += getattr(conn, "bytes_in", 0)    # test doubles may not count
 
 
-def pipe_metrics(pi):
-    c = pi.conn
-    return {"dir": "in", "peer": pi.peer or pi.frm, "values": pi.n_in, "frames": pi.frames,
-            "bytes": pi.bytes_prev + (getattr(c, "bytes_in", 0) if c is not None else 0),
-            "reconnects": pi.connects - 1 if pi.connects > 1 else 0, "queue": 0, "rtt_us": None}
-
-
 def on_close(pi, conn, reason):
     if conn is not pi.conn:
         return
@@ -146,23 +140,6 @@ def on_close(pi, conn, reason):
     pi.conn = None
     if pi.running and pi.frm:
         pi.retry_timer = pi.rt.loop.call_later(redial_delay(pi), pi._dial)
-
-
-def flush(pi):
-    pass
-
-
-def close(pi):
-    pi.running = False
-    for t in (pi.retry_timer, pi.ack_timer):
-        if t:
-            t.cancel()
-    pi.ack_timer = None
-    if pi.conn is not None:
-        if pi.rx.ack_due(0) and pi.rx.run == pi.rx.rx_run:
-            pi._send_ack()
-        pi.conn.close_after_flush("pipeline stopped")
-        pi.conn = None
 
 
 def announced(rt, pipe_in, mark):
