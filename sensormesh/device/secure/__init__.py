@@ -36,11 +36,12 @@ HELLO_MAX_FRAME = 4096
 DEFAULT_HANDSHAKE_MS = 10000 if MICROPYTHON else 5000
 DEFAULT_MAX_HANDSHAKES = 2 if MICROPYTHON else 16
 
-# Control messages each role may send once authenticated; None = all of them.
+# Control messages each role may send once authenticated; None = all of them. Lists, not tuples:
+# a tuple constant would hold the names not interned yet as string objects of its own, for good.
 PERMISSIONS = {
     "controller": None,
-    "device": ("pipe", "pull", "info", "ping"),
-    "reader": ("data-request", "info", "ping", "status", "metrics", "clock"),
+    "device": ["pipe", "pull", "info", "ping"],
+    "reader": ["data-request", "info", "ping", "status", "metrics", "clock"],
 }
 
 busy = [0]        # client handshakes in progress (dialer.Dialer), whose sessions live across loop turns
