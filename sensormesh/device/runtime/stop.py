@@ -48,7 +48,11 @@ def teardown(rt, keep=False):
         delivery.send(rt)
     # A close that finds no memory free for its code (loaded for it on a board) is tried once
     # more after the other nodes are let go: a node left unclosed would keep its timers running.
-    again = [(i, rt.nodes[i]) for i in rt.order if not _close(rt, i, rt.nodes[i], keep, True)]
+    # (A plain loop: a comprehension's state would be on the heap while every close runs.)
+    again = []
+    for i in rt.order:
+        if not _close(rt, i, rt.nodes[i], keep, True):
+            again.append((i, rt.nodes[i]))
     # The counts once every node is flushed and closed (closing changes none of them, and the
     # pipes' connections, closed, no longer share the heap with the counts being gathered)
     final = rt.status()
