@@ -262,3 +262,31 @@ def test_a_sender_revoked_after_the_deployment_is_refused_at_its_accept():
             if d is not None:
                 d.close()
         os.remove(path)
+
+
+def test_a_hello_that_finds_no_heap_for_its_code_closes_its_connection():
+    """A hello arrives when accept.py cannot be loaded (a MemoryError): the connection is closed
+    (its peer dials again), its pre-authentication slot released, and nothing escapes to the
+    loop; the next hello, with heap for it, is welcomed."""
+    from sensormesh.device import secure
+    loop = transport.Loop()
+    a = keyed("dev-a", [], loop)
+    addr = listen(a)
+    errors = []
+    loop.on_error = lambda e, fn: errors.append(e)
+    real = secure.load
+
+    def load(name):
+        if name == "accept":
+            raise MemoryError("no heap")
+        return real(name)
+    secure.load = load
+    try:
+        c = SecureClient(loop, addr, "controller", "dev-a")
+        assert loop.run_until(lambda: c.closed, 5000), c.messages
+    finally:
+        secure.load = real
+    assert errors == [] and not c.cs.done and a.security.pending == 0, (errors, a.security.pending)
+    c = SecureClient(loop, addr, "controller", "dev-a")
+    assert loop.run_until(c.ready, 5000) and c.error is None and c.cs.done, c.error
+    a.close()

@@ -100,7 +100,12 @@ class Security:
         slot released first (admit.py forgotten then, unless another connection waits for its
         hello: it does not share the heap with the server side)."""
         self.release(session)
-        load("accept").handshake(self, session, conn, msg)
+        try:
+            a = load("accept")
+        except MemoryError:
+            conn.close("busy")     # no heap for the hello's code now: the peer dials again
+            return
+        a.handshake(self, session, conn, msg)
 
     # -- established sessions --------------------------------------------------------------
     def permit(self, session, key):
