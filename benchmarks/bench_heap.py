@@ -299,7 +299,8 @@ IMPORTS = (
     ("  its last stage: putting it in place (runtime/install.py)", ("runtime.install",)),
     ("control messages (runtime/control.py; only while one is handled)", ("runtime.control",)),
     ("a stop (runtime/stop.py; only while one is handled)", ("runtime.stop",)),
-    ("status and its reply (runtime/report.py; only while one is made)", ("runtime.report",)),
+    ("a status reply: made, counted, sent (status.py, runtime/report.py, replies.py; one after the other, "
+     "only while one is made)", ("status", "runtime.report", "replies")),
     ("pipe in + receiver (only with a pipe_in)", ("runtime.pipe_in",)),
     ("callback deliveries (only with a callback sink)", ("runtime.delivery",)),
     ("step family: user (map)", ("steps.user",)),
