@@ -282,36 +282,33 @@ class Connection:
         def send_payload(self, payload):
             if self.closed:
                 return
+            chunks = self.chunks
             ch = self.channel
             if ch is not None:
-                # The token comes with room for its length prefix in front: the frame is that one
-                # buffer (no copy of the token), and a reply does not leave as a 4-byte segment
-                # that Nagle holds the token behind (~40 ms).
-                frame = ch.wrap(payload, 4)
-                payload = None
-                n = len(frame) - 4
-                struct.pack_into("!I", frame, 0, n)
-            else:
-                frame = None
-                n = len(payload)
-            chunks = self.chunks
+                # The token is made and queued in pieces of at most ~260 bytes, the first with
+                # the frame's length in front (secure/channel.seal): no block the size of the
+                # token is needed. A piece that finds no heap takes the frame's queued pieces
+                # back out, so the peer never gets part of a frame.
+                k = len(chunks)
+                try:
+                    ch.wrap(payload, chunks.append)
+                except MemoryError:
+                    del chunks[k:]
+                    raise
+                self._flush_later()
+                return
+            n = len(payload)
             if n <= 256:
                 # small frames share a chunk: one allocation per ~512 bytes, not per frame (a
                 # chunk partly sent is a memoryview of its rest: never added to)
                 last = chunks[-1] if chunks else None
                 if last is not None and type(last) is bytearray and len(last) < 512:
-                    if frame is None:
-                        last += struct.pack("!I", n)
-                        last += payload
-                    else:
-                        last += frame
+                    last += struct.pack("!I", n)
+                    last += payload
                 else:
-                    if frame is None:
-                        frame = bytearray(struct.pack("!I", n))
-                        frame += payload
+                    frame = bytearray(struct.pack("!I", n))
+                    frame += payload
                     chunks.append(frame)
-            elif frame is not None:
-                chunks.append(frame)
             else:
                 chunks.append(struct.pack("!I", n))
                 chunks.append(payload)

@@ -86,6 +86,33 @@ def test_roundtrip_both_implementations():
         assert fast.decrypt(fast.encrypt_prefixed(b"ab", data)) == b"ab" + data
 
 
+def test_a_token_made_in_pieces_is_the_token_made_at_once():
+    """seal makes a token a few hundred bytes at a time (a board needs no block its size): for
+    every piece size and around every piece boundary the token is the one made in one go, which
+    is the Fernet spec's (cryptography's on CPython); a frame's pieces start with its length."""
+    from sensormesh.device.secure import channel
+    f = PureFernet(SECRET)
+    ref = Fernet(SECRET)
+    real = channel._SEAL_STEP
+    try:
+        for n in (0, 1, 15, 16, 17, 100, 130, 131, 150, 175, 176, 177, 200, 400, 463, 464, 600, 1000):
+            data = bytes((i * 13 + n) & 255 for i in range(n))
+            channel._SEAL_STEP = 1 << 16
+            whole = f._encrypt_from_parts(data, T0, IV)
+            assert whole == ref._encrypt_from_parts(data, T0, IV), n
+            for step in (48, 64, 96, 192):
+                channel._SEAL_STEP = step
+                assert f._encrypt_from_parts(data, T0, IV) == whole, (n, step)
+                pieces = []
+                channel.seal(f._sign, f._enc, b"", data, T0, IV, pieces.append, True)
+                frame = b"".join(pieces)
+                assert int.from_bytes(frame[:4], "big") == len(whole) and frame[4:] == whole, (n, step)
+                assert len(pieces) == 1 or max(len(p) for p in pieces) <= step // 3 * 4 + 4, (n, step)
+                assert len(pieces) >= (len(whole) + step * 4 // 3 - 1) // (step * 4 // 3), (n, step)
+    finally:
+        channel._SEAL_STEP = real
+
+
 def test_fresh_iv_per_token():
     f = Fernet(fernet.generate_key())
     assert f.encrypt(b"same") != f.encrypt(b"same")

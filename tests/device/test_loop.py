@@ -91,6 +91,35 @@ def test_a_stream_cut_off_inside_a_frame_is_closed_even_without_memory_to_say_ho
         dev.close()
 
 
+def test_a_sealed_frame_without_memory_for_all_its_pieces_leaves_nothing_of_it_queued():
+    """A secure frame is sealed and queued in pieces: when a later piece finds no heap, the
+    pieces already queued are taken back out, so the peer never gets part of a frame and the
+    connection's next frame arrives whole (the device answers it)."""
+    class Short:
+        def wrap(self, payload, put=None):
+            if put is not None:       # MicroPython: the frame's length and a first piece, queued
+                put(b"\x00\x00\x02\x00" + b"A" * 200)
+            raise MemoryError("memory allocation failed, allocating 260 bytes")
+    dev, addr = setup(["counter@0"])
+    c = Collector()
+    conn = transport.dial(dev.loop, addr, c)
+    assert dev.loop.run_until(lambda: c.connected, 5000)
+    before = conn.backlog()
+    conn.channel = Short()
+    try:
+        conn.send({"ping": 1})
+        raise AssertionError("no MemoryError")
+    except MemoryError:
+        pass
+    conn.channel = None
+    assert conn.backlog() == before
+    conn.send({"ping": 2})
+    assert dev.loop.run_until(lambda: c.replies("pong") or c.closed, 5000)
+    assert c.replies("pong") == [2] and c.closed is None, (c.messages, c.closed)
+    conn.close()
+    dev.close()
+
+
 def test_malformed_frame_gets_protocol_error():
     dev, addr = setup(["counter@100"])
     c = Collector()

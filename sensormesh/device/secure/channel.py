@@ -8,8 +8,8 @@
 # frames of up to its frame limit (16 KB): the token's base64 is decoded a few hundred characters
 # at a time straight into one buffer, laid out so that the payload, decrypted in place, ends up
 # at its start; the HMAC runs over views of it. Opening a token takes the token and one buffer
-# of 3/4 its size, and the payload comes back as that buffer; making one takes only the token's
-# own buffer (seal). The decoder is strict: the token must be the canonical url-safe base64 of
+# of 3/4 its size, and the payload comes back as that buffer. A token is made in pieces of a few
+# hundred characters (seal), which a connection queues and sends as they are. The decoder is strict: the token must be the canonical url-safe base64 of
 # its bytes (no stray characters, no '+' or '/').
 import binascii
 import hashlib
@@ -28,10 +28,9 @@ _MAC = const(32)
 _COUNTER = const(8)  # the frame counter in front of each payload of a session
 _HEAD = const(41)    # the header and the first cipher block (_HDR + 16): decoded into a small buffer of its own
 _CHUNK = 512 if MICROPYTHON else 1 << 16   # base64 characters decoded at a time (a multiple of 4)
-# Bytes a token's base64 is made of at a time (a multiple of 3): on a board each piece's base64 and
-# its url-safe copies are short-lived (128 characters each), not the ~1.5 KB a 384-byte piece needs
-# at once, which a reply sent while the heap is nearly full (a stopped pipeline's stats) may lack.
-_SEAL_STEP = 96 if MICROPYTHON else 49152
+# A token's bytes made at a time (seal): on a board each piece of base64 is at most 256
+# characters; CPython makes a frame in one go.
+_SEAL_STEP = 192 if MICROPYTHON else 1 << 16
 
 if MICROPYTHON:
     import cryptolib
@@ -74,20 +73,31 @@ def b64decode(text):
     return data
 
 
-def hmac_sha256(key, msg, more=None):
-    """HMAC-SHA256 (RFC 2104) of msg (then `more`, if given): MicroPython has no hmac module."""
+def _hmac(key):
+    """HMAC-SHA256 (RFC 2104) started: [the inner hash, to update with the message; the outer
+    pad's key], for mac(). MicroPython has no hmac module. The key XOR the pads (0x36, 0x5c
+    bytes) is made as integers for each call, rather than kept as two 64-byte integers a board
+    holds for good."""
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
-    # the key XOR the inner and outer pads (0x36, 0x5c bytes), as integers: made for each call,
-    # rather than kept as two 64-byte integers a board holds for good
     k = int.from_bytes(key + bytes(64 - len(key)), "big")
-    inner = hashlib.sha256((k ^ int.from_bytes(b"\x36" * 64, "big")).to_bytes(64, "big"))
-    inner.update(msg)
-    if more is not None:
-        inner.update(more)
-    outer = hashlib.sha256((k ^ int.from_bytes(b"\x5c" * 64, "big")).to_bytes(64, "big"))
-    outer.update(inner.digest())
+    return [hashlib.sha256((k ^ int.from_bytes(b"\x36" * 64, "big")).to_bytes(64, "big")),
+            (k ^ int.from_bytes(b"\x5c" * 64, "big")).to_bytes(64, "big")]
+
+
+def _mac(h):
+    outer = hashlib.sha256(h[1])
+    outer.update(h[0].digest())
     return outer.digest()
+
+
+def hmac_sha256(key, msg, more=None):
+    """HMAC-SHA256 of msg (then `more`, if given)."""
+    h = _hmac(key)
+    h[0].update(msg)
+    if more is not None:
+        h[0].update(more)
+    return _mac(h)
 
 
 def equal(a, b):
@@ -100,36 +110,72 @@ def equal(a, b):
     return r == 0
 
 
-def seal(sign, enc, prefix, data, t, iv, room=0):
-    """The token of prefix + data (bytes-like), made at Unix time t with this IV, in one buffer:
-    the token's bytes are laid out at the end of the buffer of its base64, encrypted in place,
-    and encoded a chunk at a time to the buffer's front. Each chunk's base64 ends before the
-    next chunk's bytes begin (the bytes take 3/4 of the buffer), so a token costs a board its
-    base64's size besides the payload, not that and a copy of the payload too. With `room`, the
-    buffer starts with that many bytes left free in front of the token (a frame's length prefix:
-    the frame leaves as this one buffer, without a copy of the token)."""
-    n = len(prefix) + len(data)
+def seal(sign, enc, prefix, data, t, iv, put, frame=False):
+    """Make the token of prefix + data (bytes-like) at Unix time t with this IV, handing its
+    base64 to put() a piece at a time; with `frame`, the first piece starts with the token's
+    length (4 bytes, big-endian: a wire frame's prefix).
+
+    The token's bytes are made _SEAL_STEP at a time in one small buffer: the plaintext copied
+    in, encrypted in place (the CBC chain runs on from one piece to the next), added to the MAC
+    and encoded. A board then needs no block the size of the token (a status reply's is about
+    600 bytes, which a fragmented heap may lack), only pieces of at most ~260 bytes."""
+    lp = len(prefix)
+    n = lp + len(data)
     pad = 16 - n % 16
-    end = _HDR + n + pad
-    size = end + _MAC
-    out = bytearray(room + (size + 2) // 3 * 4)
-    at = len(out) - size
-    buf = memoryview(out)[at:]          # the token's bytes
-    struct.pack_into(">BQ", out, at, 0x80, t)
-    buf[9:_HDR] = iv
-    buf[_HDR:_HDR + len(prefix)] = prefix
-    buf[_HDR + len(prefix):_HDR + n] = data
-    for i in range(_HDR + n, end):
-        buf[i] = pad
-    _cbc(enc, iv, True)(buf[_HDR:end], buf[_HDR:end])
-    buf[end:] = hmac_sha256(sign, buf[:end])
-    step = _SEAL_STEP
-    j = room
-    for i in range(0, size, step):
-        c = b64encode(buf[i:i + step])
-        out[j:j + len(c)] = c
-        j += len(c)
-    return out
+    total = n + pad               # the cipher text's length
+    size = _HDR + total + _MAC    # the token's
+    w = bytearray(size if size < _SEAL_STEP else _SEAL_STEP)
+    v = memoryview(w)
+    struct.pack_into(">BQ", w, 0, 0x80, t)
+    w[9:_HDR] = iv
+    mac = _hmac(sign)
+    mac[0].update(v[:_HDR])
+    cbc = _cbc(enc, iv, True)
+    lead = struct.pack("!I", (size + 2) // 3 * 4) if frame else None
+    have = _HDR                   # bytes in w not yet encoded
+    p = 0                         # plaintext bytes made
+    while True:
+        m = (len(w) - have) // 16 * 16
+        if m > total - p:
+            m = total - p
+        if m:
+            # the plaintext [p, p + m): the prefix's bytes, the data's, the padding's
+            e = p + m
+            i = have
+            if p < lp:
+                k = e if e < lp else lp
+                w[i:i + k - p] = prefix[p:k]
+                i += k - p
+                p = k
+            if p < n and p < e:
+                k = e if e < n else n
+                w[i:i + k - p] = data[p - lp:k - lp]
+                i += k - p
+                p = k
+            while p < e:
+                w[i] = pad
+                i += 1
+                p += 1
+            b = v[have:have + m]
+            cbc(b, b)
+            mac[0].update(b)
+            have += m
+        last = p == total and have + _MAC <= len(w)
+        if last:
+            w[have:have + _MAC] = _mac(mac)
+            have += _MAC
+            k = have
+        else:
+            k = have // 3 * 3     # whole base64 groups only; the rest moves to the front
+        c = b64encode(v[:k])
+        if lead is not None:
+            c = lead + c
+            lead = None
+        put(c)
+        if last:
+            return
+        w[0:have - k] = w[k:have]
+        have -= k
 
 
 def _decoded_size(token):
@@ -223,13 +269,18 @@ class Channel:
         self._sent = 0
         self._recv = 0
 
-    def wrap(self, payload, room=0):
-        """The token of the next frame (a bytearray; `room` bytes left free in front of it)."""
+    def wrap(self, payload, put=None):
+        """The token of the next frame: handed to put() in pieces, the first with the frame's
+        length in front (seal); without put, returned as a bytearray."""
         n = self._sent
         k = self._tx
-        token = seal(k[:16], k[16:], struct.pack("!Q", n), payload, int(unix_time()), os.urandom(16), room)
+        out = None
+        if put is None:
+            out = bytearray()
+            put = out.extend
+        seal(k[:16], k[16:], struct.pack("!Q", n), payload, int(unix_time()), os.urandom(16), put, out is None)
         self._sent = n + 1     # not before: a token a board had no heap for takes no frame number
-        return token
+        return out
 
     def unwrap(self, token):
         k = self._rx

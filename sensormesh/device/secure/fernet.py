@@ -59,7 +59,9 @@ class PureFernet:
         return self._seal(prefix, data, int(unix_time()), os.urandom(16))
 
     def _seal(self, prefix, data, t, iv):
-        return bytes(seal(self._sign, self._enc, prefix, data, t, iv))
+        out = bytearray()
+        seal(self._sign, self._enc, prefix, data, t, iv, out.extend)
+        return bytes(out)
 
     def decrypt(self, token, ttl=None):
         return self._open(token, ttl, None if ttl is None else int(unix_time()))
