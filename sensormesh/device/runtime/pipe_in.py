@@ -13,7 +13,7 @@ class PipeIn(Outlet):
     # pipe_in_links.py, loaded per call (steps/__init__.py, Rarely)
     RARE_IN = "sensormesh.device.runtime.pipe_in_links"
     RARE = ["take_over", "start", "_dial", "attach", "_announce", "adopt_marks", "_ack_soon", "on_connect",
-            "_retire", "on_close"]
+            "_retire", "on_close", "untaken_said"]
     # its counts and its end (a status reply's, a stop's): pipe_in_counts.py, so that those
     # moments, a board's fullest, load only that
     ALSO_IN = "sensormesh.device.runtime.pipe_in_counts"
@@ -103,21 +103,25 @@ class PipeIn(Outlet):
             return
         self.n_in += n - skip
         emit = self.emit if stamps is None else self._stamped(stamps, skip, self.emit)
+        seq = rx.expect - n
+        i = skip
         if self.tagged or rt.tracking:
             from sensormesh.device.runtime.joined import values_traced
             values_traced(self, msg, skip, emit)
         elif not rt.holders:
-            # no step of this device holds values back: the frame's end is a checkpoint
-            if skip:
-                msg = msg[skip:]
-            for v in msg:
-                emit(v)
+            # no step of this device holds values back: the frame's end is a checkpoint, and a
+            # value that found no heap free on its way comes again with the rest (untaken)
+            try:
+                while i < n:
+                    emit(msg[i])
+                    i += 1
+            except MemoryError as e:
+                self.untaken(seq + i, e)
+                return
         else:
             # windows and joins hold values: a checkpoint is where none of them holds anything
-            seq = rx.expect - n
             rt.feeding = True
             rt.settled = False
-            i = skip
             try:
                 while i < n:
                     emit(msg[i])
@@ -130,6 +134,32 @@ class PipeIn(Outlet):
                 rt.feeding = False
         if not rt.holding:
             self.checkpoint(rx.expect)
+
+    def untaken(self, seq, e):
+        """On a device whose steps hold no values back, the value `seq` and those after it in
+        its frame reached a step that found no heap free for it (a board short of memory: a
+        callback's buffer growing while its controller is slow): none of them counts as
+        received or is acknowledged, and the connection closes, so the sender, which keeps
+        every value not acknowledged, sends them again from there once it has dialed again.
+        Nothing is lost and nothing is taken twice. (Plain code, resident: loading code now
+        could fail for the same want of heap.)"""
+        rx = self.rx
+        if seq < rx.expect:
+            self.n_in -= rx.expect - seq
+            rx.expect = seq
+        c = self.conn
+        if c is None:
+            return
+        try:
+            c.close("no heap free for a value")
+        except MemoryError:
+            pass
+        if self.conn is c:     # its on_close found no heap free either: the frames still
+            self.conn = None   # queued on it must not count as values that arrived
+        try:
+            self.untaken_said(seq, e)     # the log line and last_error: pipe_in_links.py
+        except MemoryError:
+            pass
 
     def checkpoint(self, seq):
         """Every value before seq has left this device's steps (into sinks or pipe_outs)."""

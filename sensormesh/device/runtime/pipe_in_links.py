@@ -142,6 +142,12 @@ def on_close(pi, conn, reason):
         pi.retry_timer = pi.rt.loop.call_later(redial_delay(pi), pi._dial)
 
 
+def untaken_said(pi, seq, e):
+    # PipeIn.untaken: a value found no heap free and comes again from the sender
+    pi.last_error = "no heap free for value %d: taken again from there" % seq
+    pi.rt.log("pipe %s: %s (%s)" % (pi.edge, pi.last_error, e))
+
+
 def announced(rt, pipe_in, mark):
     """pipe_in's sender said where it stands for the first time since this process started.
     A mark that names the joined inputs means this device restarted: values are held until

@@ -14,8 +14,8 @@ class Callback(Step):
     THROUGH = True    # its out count: every value in (report.out_count)
 
     def put(self, value):
-        self.n_in += 1
         self.deliver(self.id, value)
+        self.n_in += 1       # after: a value with no heap free to keep it comes again (PipeIn.untaken)
 
 
 # type name -> class, read by kinds.step_class()

@@ -320,8 +320,10 @@ class Debounce(Step):
         self.cand = NONE
         self.sent = v
         self.n_out += 1
-        self.emit(v)
-        self._release()
+        try:
+            self.emit(v)
+        finally:
+            self._release()     # even when the emit raised (Window._close says why)
 
     def flush(self):
         if self.cand is not NONE:

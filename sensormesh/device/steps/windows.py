@@ -60,8 +60,12 @@ class Window(Step):
         self.closed += k
         self._reset()
         self.n_out += 1
-        self.emit(out)
-        self._release()
+        try:
+            self.emit(out)
+        finally:
+            # released even when the emit raised (no heap free downstream): a window that
+            # stayed held would stop its device's checkpoints, and with them every acknowledgement
+            self._release()
 
     flush = _close      # close(): base.close cancels the timer
 
