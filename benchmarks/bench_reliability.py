@@ -12,6 +12,13 @@
 # 3. Time from a device's death to the stream resuming: a -> m -> c, m killed with SIGKILL
 #    mid-stream and started again at once (process start + deploy of its assignment), until the
 #    sink gets the next new value. Every value is checked exactly once.
+# 4. A sink board restarted while its PC upstream holds a backlog: a -> m (a PC relaying) -> c
+#    (pipe_in -> callback), c killed with SIGKILL while a streams 1000 values/s, started again
+#    once m holds --backlog values for it, and its assignment deployed; the time until the
+#    controller has every value, each exactly once, and what c refused meanwhile (frames it had
+#    no heap to decode, values it had no heap to keep). c runs on the MicroPython unix port from
+#    the precompiled package under each heap of --heaps; the baseline in the same run is c on
+#    CPython (no heap limit). Run it in another checkout to measure that checkout's devices.
 import os
 import signal
 import statistics
@@ -155,6 +162,87 @@ def recovery(middle, n=3000):
             p.stop()
 
 
+def sink_restart(sink, heap, backlog, n):
+    """(seconds from the restarted sink's deployment to the last value, frames refused for want
+    of heap, values taken again for want of heap) for part 4; raises if a value was lost or
+    came twice."""
+    from procs import restart_on_port, wait_step
+    ports = {d: free_port() for d in "amc"}
+    addr = {d: "127.0.0.1:%d" % p for d, p in ports.items()}
+    procs = [start_device("cpython", ["--port", str(ports["a"]), "--name", "a", "--sensors", "counter@1000"]),
+             start_device("cpython", ["--port", str(ports["m"]), "--name", "m", "--sensors", ""])]
+    cargs = ["--port", str(ports["c"]), "--name", "c", "--sensors", ""]
+    devs = []
+
+    def start(interp, args):
+        p = start_device(interp, args, heap=heap)
+        devs.append(p)
+        return p
+    c = start(sink, cargs)
+    asg = chain(addr, n)
+    got = []
+    events = []       # what the controller reports meanwhile (the dead sink's session closing)
+    deliver = lambda d, s, v: got.extend(v)    # noqa: E731
+    try:
+        dep = deploy(asg, addr)
+        dep.watch(deliver, lambda: len(got) >= 500, timeout=30, on_event=events.append)
+        os.kill(c.p.pid, signal.SIGKILL)
+        c.p.wait(10)
+        dep.watch(deliver, lambda: False, timeout=0.5, on_event=events.append)   # what the dead sink had sent
+        # m keeps what c has not acknowledged: wait until it holds the backlog
+        wait_step(addr, "m", "o2", lambda st: st["unacked"] >= backlog, timeout=60)
+        c = restart_on_port(start, sink, cargs, ports["c"])
+        t0 = time.monotonic()
+        dc = deploy({"c": asg["c"]}, {"c": addr["c"]}, deliveries=dep.deliveries)
+        dc.watch(deliver, lambda: len(got) >= n, timeout=120, on_event=events.append)
+        took = time.monotonic() - t0
+        if got != list(range(n)):
+            missing = sorted(set(range(n)) - set(got))
+            raise AssertionError("%d values missing after %.0f s (first %s), %d more than once" % (
+                len(missing), took, missing[:3], len(got) - len(set(got))))
+        dc.close()
+        dep.close()
+        c.p.kill()
+        log = c.p.stdout.read() + c.p.stderr.read()
+        return took, log.count("no memory free for a frame"), log.count("no heap free for value")
+    finally:
+        for p in procs + devs:
+            p.stop()
+
+
+def part4(rounds, heaps, backlog):
+    n = backlog + 4000
+    print("4. a sink restarted while its PC upstream holds %d values for it (%d values in all)" % (backlog, n))
+    print("%-22s %8s %12s %12s %14s %16s" % ("sink", "runs ok", "min s", "median s", "frames refused",
+                                            "values again"))
+    base = None
+    for sink, heap in [("cpython", None)] + [("micropython", h) for h in heaps]:
+        ok, times, refused, again, failed = 0, [], 0, 0, []
+        for _ in range(rounds):
+            try:
+                t, f, v = sink_restart(sink, heap, backlog, n)
+            except Exception as e:       # a value lost, or the sink never caught up: a failed run
+                import traceback
+                where = traceback.extract_tb(e.__traceback__)[-1]
+                failed.append("%s: %s (%s:%d)" % (type(e).__name__, str(e)[:120],
+                                                  os.path.basename(where.filename), where.lineno))
+                continue
+            ok += 1
+            times.append(t)
+            refused += f
+            again += v
+        name = sink if heap is None else "%s, heap %s" % (sink, heap)
+        med = statistics.median(times) if times else float("nan")
+        print("%-22s %5d/%-2d %12.2f %12.2f %14d %16d%s" % (
+            name, ok, rounds, min(times) if times else float("nan"), med, refused, again,
+            "" if base is None or not times else "   ratio to cpython %.2f" % (med / base)))
+        if heap is None and times:
+            base = med
+        for f in failed:
+            print("      failed: " + f)
+    print()
+
+
 def main():
     # a MicroPython sender streams a tenth: 100,000 values by default, long enough that the
     # deployment inside the timed span does not flatten the ratio
@@ -164,7 +252,10 @@ def main():
     ap.add_argument("values", nargs="?", type=int, default=1000000,
                     help="values per throughput run (a MicroPython sender streams a tenth; default 1000000)")
     ap.add_argument("rounds", nargs="?", type=int, default=3, help="rounds per mode (default 3)")
-    ap.add_argument("parts", nargs="?", default="123", help="which parts to run, e.g. 13 (default 123)")
+    ap.add_argument("parts", nargs="?", default="123", help="which parts to run, e.g. 13 (default 123; 4: a "
+                                                           "sink board restarted with a backlog waiting)")
+    ap.add_argument("--heaps", default="112K,128K", help="part 4: the MicroPython sink's heaps (default 112K,128K)")
+    ap.add_argument("--backlog", type=int, default=3000, help="part 4: values m holds for the sink (default 3000)")
     args = ap.parse_args()
     n, rounds, parts = args.values, args.rounds, args.parts
     if "1" in parts:
@@ -173,6 +264,8 @@ def main():
         part2()
     if "3" in parts:
         part3(rounds)
+    if "4" in parts:
+        part4(rounds, args.heaps.split(","), args.backlog)
 
 
 def part1(n, rounds):

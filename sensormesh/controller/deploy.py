@@ -173,7 +173,12 @@ class Deployment:
                 for key, _ in sel.select(wait):
                     name = key.data
                     s = self.sessions[name]
-                    data = s.client.sock.recv(1 << 16)
+                    try:
+                        data = s.client.sock.recv(1 << 16)
+                    except OSError as e:     # reset: the device died with our messages unread
+                        sel.unregister(s.client.sock)
+                        on_event("device %s's control session was lost: %s" % (name, e))
+                        continue
                     if not data:
                         sel.unregister(s.client.sock)
                         on_event("device %s closed its control session" % name)

@@ -100,3 +100,62 @@ def test_values_sent_before_the_reply_to_start_are_handed_on_and_confirmed():
     assert {"delivered": {"step": "k", "seq": 9, "run": 3}} in seen, seen
     assert events == ["device c, callback k: values 9-11 of its numbering never reached the controller "
                       "(3 lost in all)"], events
+
+
+def test_a_device_whose_connection_is_reset_while_watched_is_reported_not_raised():
+    # A device killed with the controller's messages unread resets the connection. watch() must
+    # report it and go on reading the other devices (it raised ConnectionResetError before).
+    import socket
+    import struct
+    import threading
+
+    from sensormesh.controller.deploy import deploy
+    from sensormesh.device import codec
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10)
+    ready = threading.Event()
+
+    def device():
+        conn, _ = srv.accept()
+        conn.settimeout(10)
+        dec = codec.Decoder()
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            dec.feed(data)
+            while True:
+                m = dec.next()
+                if m is None:
+                    break
+                if "hello" in m:
+                    conn.sendall(codec.encode({"info": {"name": "c"}}))
+                elif "deploy" in m:
+                    conn.sendall(codec.encode({"deployed": {"pipeline": "p", "epoch": 1, "steps": 2}}))
+                elif "start" in m:
+                    conn.sendall(codec.encode({"started": {"pipeline": "p", "epoch": 1}}))
+                    conn.sendall(codec.encode({"deliver": {"step": "k", "epoch": 1, "values": [1],
+                                                           "seq": 0, "run": 3}}))
+                elif "delivered" in m:
+                    # killed: the connection is reset (SO_LINGER 0), what we were sent unread
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    conn.close()
+                    ready.set()
+                    return
+    t = threading.Thread(target=device, daemon=True)
+    t.start()
+    try:
+        dep = deploy({"c": {"pipeline": "p", "epoch": 1, "steps": []}},
+                     {"c": "127.0.0.1:%d" % srv.getsockname()[1]})
+        got, events = [], []
+        dep.watch(lambda d, s, v: got.extend(v), lambda: ready.is_set() and bool(events), timeout=10,
+                  on_event=events.append)
+        t.join(10)
+        dep.close()
+    finally:
+        srv.close()
+    assert got == [1]
+    assert any(e.startswith("device c") and ("lost" in e or "closed its control session" in e) for e in events), events

@@ -558,6 +558,54 @@ def test_a_window_whose_result_finds_no_heap_free_lets_its_device_acknowledge_ag
         assert c.runtime.holding <= 1
 
 
+def test_a_backlog_replayed_on_a_new_connection_comes_in_arrays_a_board_decodes():
+    # After a cut, the sender replays its backlog. Until the receiver says how many values an
+    # array may hold ({"frame-values": N}: a board says so at once) or acknowledges, arrays hold
+    # at most FIRST_FRAME_VALUES (a board's own limit); a receiver that said N gets at most N
+    # for good; one that acknowledged without saying gets the sender's own limit.
+    from sensormesh.device.runtime import pipe_in_links
+    from sensormesh.device.runtime.pipes import FIRST_FRAME_VALUES, MAX_FRAME_VALUES
+    for says in (None, 100):
+        old = pipe_in_links.MICROPYTHON, pipe_in_links.MAX_FRAME_VALUES
+        if says:                     # the receiver is a board that decodes 100 values an array
+            pipe_in_links.MICROPYTHON, pipe_in_links.MAX_FRAME_VALUES = True, says
+        try:
+            net = Net()
+            chain(net, tf=10)
+            c = net.devices["c"]
+            assert net.run(5000, lambda: len(c.control.values()) >= 200)
+            pi = c.runtime.pipe_ins["e2"]
+            sizes = []
+            real = pi.on_message
+
+            def on_message(conn, msg):
+                if type(msg) is list:
+                    sizes.append(len(msg))
+                real(conn, msg)
+            pi.on_message = on_message
+            net.cut("c")
+            net.run(2500)                # the backlog grows on m
+            if not says:
+                net.freeze("c")          # m dials again and replays before c can say anything
+            net.heal("c")
+            net.run(300)
+            net.thaw("c")
+            got = len(c.control.values())
+            assert net.run(10000, lambda: len(c.control.values()) >= got + 1500)
+            big = [n for n in sizes if n > 10]      # (a time frame of 10 ms holds 10)
+            assert len(big) >= 3, sizes[:20]
+            if says:
+                assert max(sizes) <= says, sizes
+            else:
+                assert big[0] == big[1] == FIRST_FRAME_VALUES, sizes[:20]
+            vals = c.control.values()
+            assert vals == sorted(set(vals)), "a value twice or out of order"
+            if MAX_FRAME_VALUES > 1000:          # (a board's own buffer of 1000 evicts in 2.5 s)
+                _exactly_once(vals, got + 1500)
+        finally:
+            pipe_in_links.MICROPYTHON, pipe_in_links.MAX_FRAME_VALUES = old
+
+
 def test_a_controller_that_confirms_holds_acknowledgements_until_it_has_the_values():
     net = Net()
     chain(net, tf=10, confirm=True)

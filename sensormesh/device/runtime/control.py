@@ -4,6 +4,7 @@
 # loads this module per message and a board running from .mpy files forgets its code after each
 # one (compat.forget).
 from sensormesh.device.compat import collect, unload
+from sensormesh.device.runtime.pipes import FIRST_FRAME_VALUES, MAX_FRAME_VALUES
 
 
 def on_deploy_part(rt, session, body):
@@ -67,6 +68,11 @@ def _pull(po, conn, body):
     po.conn = conn
     po.connects += 1
     po.asked = False
+    if FIRST_FRAME_VALUES < MAX_FRAME_VALUES:
+        po.fv = FIRST_FRAME_VALUES      # until the receiver says what it takes (pipes.py)
+        v = body.get("frame-values") if type(body) is dict else None
+        if type(v) is int and v > 0:
+            po.fv_max = po.fv = v if v < MAX_FRAME_VALUES else MAX_FRAME_VALUES
     tx = po.tx
     tx.restart()
     if tx.acks:

@@ -5,7 +5,8 @@
 # and a stop's, are pipe_in_counts.py's). PipeIn finds these through
 # __getattr__ (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it
 # on a board running .mpy files. Each function takes the PipeIn first.
-from sensormesh.device.runtime.pipes import ACK_EVERY, redial_delay
+from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.runtime.pipes import ACK_EVERY, MAX_FRAME_VALUES, redial_delay
 
 
 def take_over(pi, rx):
@@ -29,6 +30,8 @@ def _dial(pi):
     rx = pi.rx
     if rx.run is not None:
         hs["expect"] = [rx.expect, rx.run]
+    if MICROPYTHON:
+        hs["frame-values"] = MAX_FRAME_VALUES   # the arrays a board decodes (pipes.py)
     rx.acked = None   # say again on this connection how far we are
     pi.soon = None
     old = pi.conn
@@ -57,6 +60,10 @@ def attach(pi, conn, body=None):
     pi.soon = None
     rx = pi.rx
     rx.acked = None
+    if MICROPYTHON:
+        # a board decodes arrays of at most this many values: a PC's sender replaying a
+        # backlog sends them so (pipes.py, FIRST_FRAME_VALUES until it reads this)
+        conn.send({"frame-values": MAX_FRAME_VALUES})
     if type(body) is dict and "seq" in body:
         pi._announce([body.get("seq"), body.get("run"), body.get("mark"), body.get("buffer"), body.get("lin")])
         if rx.run is not None and rx.run == rx.rx_run:

@@ -5,7 +5,7 @@
 # them only, pipes.py). PipeOut finds these through __getattr__
 # (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it on a board
 # running .mpy files. Each function takes the PipeOut first.
-from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS, redial_delay
+from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS, MAX_FRAME_VALUES, redial_delay
 
 
 def bound_back(po, free):
@@ -83,6 +83,11 @@ def on_control(po, conn, msg):
             tx.skip_to(e[0], e[1])
             if tx.sent != was:
                 conn.send(po._seq())   # the next array starts further on
+    elif "frame-values" in msg:
+        # the receiver takes arrays of at most this many values (a board: its own limit)
+        v = msg["frame-values"]
+        if type(v) is int and v > 0:
+            po.fv_max = po.fv = v if v < MAX_FRAME_VALUES else MAX_FRAME_VALUES
     elif "error" in msg:
         err = msg["error"]
         po.last_error = err.get("message") if type(err) is dict else str(err)

@@ -53,6 +53,12 @@ except ImportError:            # CPython: no heap limit of this kind
     _mem_free = None
 # Values per array at most; a larger time frame leaves as several consecutive arrays.
 MAX_FRAME_VALUES = 256 if MICROPYTHON else 65536
+# Values per array on a new connection until the receiver says how many it takes
+# ({"frame-values": N}: a board does, at once) or acknowledges without saying (it takes
+# MAX_FRAME_VALUES): a board's own limit, so that a backlog replayed by a PC to a board that
+# has just restarted, or is short of heap, comes as arrays a board can decode (a 16 KB array
+# of thousands of values needs a block of twice that once decoded).
+FIRST_FRAME_VALUES = 256
 # Pauses between dials of a pipe whose other end is gone. At most 1 s: a restarted device
 # gets its values back within a second of listening again (a refused dial costs little).
 RETRY_MS = (100, 200, 500, 1000)
@@ -90,6 +96,7 @@ class PipeOut(Rarely):
     # low, when loading a module could fail (their log lines are pipe_links.py's: without room
     # for that code, the counts say it).
     RARE_IN = "sensormesh.device.runtime.pipe_links"
+    fv = MAX_FRAME_VALUES    # values per array now (FIRST_FRAME_VALUES on a new connection)
     # It is made and set up by build_pipes.pipe_out.
     RARE = ["fresh", "adopt", "bound_back", "bound_down", "log_drops", "start", "on_connect", "on_close",
             "on_control"]
@@ -233,7 +240,7 @@ class PipeOut(Rarely):
             first = tx.sent
             high = tx.high
             spooled = tx.sent < tx.mbase     # from the spool: sent at a limited rate
-            vals = tx.take(MAX_FRAME_VALUES)
+            vals = tx.take(self.fv)
             if vals is None:
                 return
             if first < high:
@@ -271,6 +278,8 @@ class PipeOut(Rarely):
         for c in cs:
             if c is not None and not c.closed:
                 c.close("replaced by a new connection")
+        if FIRST_FRAME_VALUES < MAX_FRAME_VALUES:
+            self.fv = FIRST_FRAME_VALUES
         try:
             # the numbering's restart and announcement: replay_links.py, loaded for them and
             # forgotten before the dial loads the handshake's code
@@ -297,6 +306,9 @@ class PipeOut(Rarely):
         if "ack" in msg:
             tx = self.tx
             if tx.ack(msg["ack"], msg.get("mark")):
+                if self.fv < MAX_FRAME_VALUES:
+                    # the receiver took values: arrays as large as it said it takes, or ours
+                    self.fv = getattr(self, "fv_max", MAX_FRAME_VALUES)
                 self.roomy = len(tx.buf) + HEAP_CHECK
                 if tx.cap < self.bound and _mem_free() >= HEAP_RISE:
                     self.bound_back(_mem_free())   # the heap has room again (module notes): pipe_links.py
