@@ -2,6 +2,29 @@
 from sensormesh.controller.deliveries import Deliveries
 
 
+def _serve_one(srv, answer):
+    """A device on loopback for one controller connection: answer(conn, msg) replies to each
+    message the controller sends and returns True once the device is done (it then closes)."""
+    from sensormesh.device import codec
+    conn, _ = srv.accept()
+    conn.settimeout(10)
+    dec = codec.Decoder()
+    try:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            dec.feed(data)
+            while True:
+                m = dec.next()
+                if m is None:
+                    break
+                if answer(conn, m):
+                    return
+    finally:
+        conn.close()
+
+
 def test_values_numbered_again_are_dropped_and_confirmed():
     d = Deliveries()
     vals, ack = d.take("c", {"step": "k", "values": [0, 1, 2], "seq": 0, "run": 7})
@@ -53,38 +76,24 @@ def test_values_sent_before_the_reply_to_start_are_handed_on_and_confirmed():
     srv.settimeout(10)
     seen = []
 
-    def device():
-        conn, _ = srv.accept()
-        conn.settimeout(10)
-        dec = codec.Decoder()
-        try:
-            while True:
-                data = conn.recv(65536)
-                if not data:
-                    return
-                dec.feed(data)
-                while True:
-                    m = dec.next()
-                    if m is None:
-                        break
-                    seen.append(m)
-                    if "hello" in m:
-                        conn.sendall(codec.encode({"info": {"name": "c"}}))
-                    elif "deploy" in m:
-                        conn.sendall(codec.encode({"deployed": {"pipeline": "p", "epoch": 1, "steps": 2}}))
-                    elif "start" in m:
-                        conn.sendall(codec.encode({"deliver": {"step": "k", "epoch": 1, "values": [7, 8],
-                                                               "seq": 7, "run": 3}}))
-                        conn.sendall(codec.encode({"started": {"pipeline": "p", "epoch": 1}}))
-                    elif "delivered" in m and m["delivered"]["seq"] == 9:
-                        # values 9-11 never leave (a device that dropped them): a reported gap
-                        conn.sendall(codec.encode({"deliver": {"step": "k", "epoch": 1, "values": [12],
-                                                               "seq": 12, "run": 3}}))
-                    elif "delivered" in m:
-                        return
-        finally:
-            conn.close()
-    t = threading.Thread(target=device, daemon=True)
+    def answer(conn, m):
+        seen.append(m)
+        if "hello" in m:
+            conn.sendall(codec.encode({"info": {"name": "c"}}))
+        elif "deploy" in m:
+            conn.sendall(codec.encode({"deployed": {"pipeline": "p", "epoch": 1, "steps": 2}}))
+        elif "start" in m:
+            conn.sendall(codec.encode({"deliver": {"step": "k", "epoch": 1, "values": [7, 8],
+                                                   "seq": 7, "run": 3}}))
+            conn.sendall(codec.encode({"started": {"pipeline": "p", "epoch": 1}}))
+        elif "delivered" in m and m["delivered"]["seq"] == 9:
+            # values 9-11 never leave (a device that dropped them): a reported gap
+            conn.sendall(codec.encode({"deliver": {"step": "k", "epoch": 1, "values": [12],
+                                                   "seq": 12, "run": 3}}))
+        elif "delivered" in m:
+            return True
+        return False
+    t = threading.Thread(target=_serve_one, args=(srv, answer), daemon=True)
     t.start()
     try:
         asg = {"c": {"pipeline": "p", "epoch": 1, "steps": []}}
@@ -118,34 +127,23 @@ def test_a_device_whose_connection_is_reset_while_watched_is_reported_not_raised
     srv.settimeout(10)
     ready = threading.Event()
 
-    def device():
-        conn, _ = srv.accept()
-        conn.settimeout(10)
-        dec = codec.Decoder()
-        while True:
-            data = conn.recv(65536)
-            if not data:
-                return
-            dec.feed(data)
-            while True:
-                m = dec.next()
-                if m is None:
-                    break
-                if "hello" in m:
-                    conn.sendall(codec.encode({"info": {"name": "c"}}))
-                elif "deploy" in m:
-                    conn.sendall(codec.encode({"deployed": {"pipeline": "p", "epoch": 1, "steps": 2}}))
-                elif "start" in m:
-                    conn.sendall(codec.encode({"started": {"pipeline": "p", "epoch": 1}}))
-                    conn.sendall(codec.encode({"deliver": {"step": "k", "epoch": 1, "values": [1],
-                                                           "seq": 0, "run": 3}}))
-                elif "delivered" in m:
-                    # killed: the connection is reset (SO_LINGER 0), what we were sent unread
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    conn.close()
-                    ready.set()
-                    return
-    t = threading.Thread(target=device, daemon=True)
+    def answer(conn, m):
+        if "hello" in m:
+            conn.sendall(codec.encode({"info": {"name": "c"}}))
+        elif "deploy" in m:
+            conn.sendall(codec.encode({"deployed": {"pipeline": "p", "epoch": 1, "steps": 2}}))
+        elif "start" in m:
+            conn.sendall(codec.encode({"started": {"pipeline": "p", "epoch": 1}}))
+            conn.sendall(codec.encode({"deliver": {"step": "k", "epoch": 1, "values": [1],
+                                                   "seq": 0, "run": 3}}))
+        elif "delivered" in m:
+            # killed: the connection is reset (SO_LINGER 0), what we were sent unread
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            ready.set()
+            return True
+        return False
+    t = threading.Thread(target=_serve_one, args=(srv, answer), daemon=True)
     t.start()
     try:
         dep = deploy({"c": {"pipeline": "p", "epoch": 1, "steps": []}},
