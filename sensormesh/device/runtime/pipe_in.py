@@ -141,7 +141,8 @@ class PipeIn(Outlet):
         callback's buffer growing while its controller is slow): none of them counts as
         received or is acknowledged, and the connection closes, so the sender, which keeps
         every value not acknowledged, sends them again from there once it has dialed again.
-        Nothing is lost and nothing is taken twice. (Plain code, resident: loading code now
+        Nothing is lost; nothing is taken twice as long as the steps before the one that
+        failed keep no state (docs/reliability.md). (Plain code, resident: loading code now
         could fail for the same want of heap.)"""
         rx = self.rx
         if seq < rx.expect:

@@ -63,7 +63,10 @@ def attach(pi, conn, body=None):
     if MICROPYTHON:
         # a board decodes arrays of at most this many values: a PC's sender replaying a
         # backlog sends them so (pipes.py, FIRST_FRAME_VALUES until it reads this)
-        conn.send({"frame-values": MAX_FRAME_VALUES})
+        try:
+            conn.send({"frame-values": MAX_FRAME_VALUES})
+        except MemoryError:
+            pass     # (then its sender's arrays grow at our first acknowledgement)
     if type(body) is dict and "seq" in body:
         pi._announce([body.get("seq"), body.get("run"), body.get("mark"), body.get("buffer"), body.get("lin")])
         if rx.run is not None and rx.run == rx.rx_run:
