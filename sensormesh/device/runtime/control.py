@@ -70,9 +70,8 @@ def _pull(po, conn, body):
     po.asked = False
     if FIRST_FRAME_VALUES < MAX_FRAME_VALUES:
         po.fv = FIRST_FRAME_VALUES      # until the receiver says what it takes (pipes.py)
-        v = body.get("frame-values") if type(body) is dict else None
-        if type(v) is int and v > 0:
-            po.fv_max = po.fv = v if v < MAX_FRAME_VALUES else MAX_FRAME_VALUES
+        if type(body) is dict and "frame-values" in body:    # it says so in its pull
+            po.on_control(conn, {"frame-values": body["frame-values"]})
     tx = po.tx
     tx.restart()
     if tx.acks:
