@@ -27,6 +27,17 @@ DEFAULT_MAX_FRAME = 16 * 1024 if MICROPYTHON else 4 * 1024 * 1024
 # peer's limit (the peer did not send "max-frame") keeps each frame within it.
 MIN_MAX_FRAME = 16 * 1024
 
+# Values per array at most (a pipe's time frame, a data request's): a larger time frame leaves
+# as several consecutive arrays, so that an array and its JSON stay within a board's largest
+# free block.
+MAX_FRAME_VALUES = 256 if MICROPYTHON else 65536
+# Values per array a pipe sends on a new connection until the receiver says how many it takes
+# ({"frame-values": N}: a board does, at once) or acknowledges without saying (it takes
+# MAX_FRAME_VALUES): a board's own limit, so that a backlog replayed by a PC to a board that
+# has just restarted, or is short of heap, comes as arrays a board can decode (a 16 KB array
+# of thousands of values needs a block of twice that once decoded).
+FIRST_FRAME_VALUES = 256
+
 _SEP = (",", ":")
 
 # Deepest nesting of arrays and objects a frame may hold (a data message with a list value is

@@ -7,6 +7,7 @@
 #   0 or missing = as many as the sensor gives. The time frame has precedence: when it expires,
 #   what was gathered is sent even if fewer than x. With time-frame 0 it has no effect.
 # Frames are laid on a fixed grid (start + k * time-frame), so they do not drift.
+from sensormesh.device.codec import MAX_FRAME_VALUES   # a larger time frame leaves as several arrays
 from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.schedule import grid_due, wait_ms
 
@@ -17,9 +18,6 @@ BURST = 64 if MICROPYTHON else 512
 # frames, and each turn of the loop (timer, poll) is paid once per burst (4096 values take about
 # 0.3 ms on CPython).
 BATCH_BURST = 64 if MICROPYTHON else 4096
-# A time frame holding more values than this leaves as several consecutive arrays (in order).
-# Keeps the frame list and its JSON within a board's largest free heap block.
-MAX_FRAME_VALUES = 256 if MICROPYTHON else 65536
 
 FIELDS = ("sensor", "time-frame", "values-per-time-frame", "max-frame")
 

@@ -1,6 +1,6 @@
-# Timing helpers every device part shares: the fixed sampling grid and sparse logging. Pure
-# functions, no loop of their own: the caller owns the timers. (A pipe's redial backoff is
-# pipes.redial_delay, a forwarder's forward.Redial.)
+# Timing helpers every device part shares: the fixed sampling grid, sparse logging and a pipe's
+# redial backoff (either end's). Pure functions, no loop of their own: the caller owns the
+# timers. (A forwarder's backoff is forward.Redial.)
 
 # A stalled loop (a long GC pause, a blocking flash write, a slow handler) does not try to catch
 # up more than this many samples at once: reading 100 values back to back already takes a board
@@ -34,3 +34,17 @@ def wait_ms(target, now):
 def sparse(n):
     """True for n = 1, 2, 4, 8...: log the 1st, 2nd, 4th... occurrence of a repeating event."""
     return n > 0 and n & (n - 1) == 0
+
+
+# Pauses between dials of a pipe whose other end is gone. At most 1 s: a restarted device
+# gets its values back within a second of listening again (a refused dial costs little).
+RETRY_MS = (100, 200, 500, 1000)
+
+
+def redial_delay(pipe):
+    """ms a pipe (either end) waits before it dials again, counted in pipe.redials: RETRY_MS in
+    turn, then its last one; a connection that comes up sets redials to 0, so a link that dropped
+    after working is redialed quickly again."""
+    n = pipe.redials
+    pipe.redials = n + 1
+    return RETRY_MS[n] if n < len(RETRY_MS) else RETRY_MS[-1]

@@ -564,7 +564,7 @@ def test_a_backlog_replayed_on_a_new_connection_comes_in_arrays_a_board_decodes(
     # at most FIRST_FRAME_VALUES (a board's own limit); a receiver that said N gets at most N
     # for good; one that acknowledged without saying gets the sender's own limit.
     from sensormesh.device.runtime import pipe_in_links
-    from sensormesh.device.runtime.pipes import FIRST_FRAME_VALUES, MAX_FRAME_VALUES
+    from sensormesh.device.codec import FIRST_FRAME_VALUES, MAX_FRAME_VALUES
     for says in (None, 100):
         old = pipe_in_links.MICROPYTHON, pipe_in_links.MAX_FRAME_VALUES
         if says:                     # the receiver is a board that decodes 100 values an array

@@ -6,9 +6,8 @@ from pipekit import FakeLoop
 from sensormesh.device.runtime.build import source
 from sensormesh.device.runtime.build_pipe_in import pipe_in
 from sensormesh.device.runtime.build_pipes import pipe_out
-from sensormesh.device.runtime.pipes import RETRY_MS
 from sensormesh.device.forward import Redial
-from sensormesh.device.schedule import MAX_CATCH_UP, grid_due, sparse, wait_ms
+from sensormesh.device.schedule import MAX_CATCH_UP, RETRY_MS, grid_due, sparse, wait_ms
 
 
 def run_next(loop):

@@ -14,7 +14,7 @@ OUTLETS = ("source", "pipe_out", "pipe_in")
 # The modules of this package a node keeps loaded while it runs, by its type (besides its class's:
 # a step's family, a source's): a pipe's, and the deliveries of a callback's or a csv file's values
 # to the controller (install.py, probe_plan.finish).
-_KEPT_CODE = {"pipe_out": ("pipes", "replay"), "pipe_in": ("pipes", "receiver", "pipe_in"),
+_KEPT_CODE = {"pipe_out": ("pipes", "replay"), "pipe_in": ("receiver", "pipe_in"),
               "callback": ("delivery",), "csv": ("delivery",)}
 
 

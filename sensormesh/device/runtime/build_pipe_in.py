@@ -4,8 +4,7 @@
 # board that only sends never loads this code nor interns its names.
 from sensormesh.device.runtime.build_pipes import pipe_setup
 from sensormesh.device.runtime.pipe_in import PipeIn
-from sensormesh.device.runtime.pipes import ACK_EVERY
-from sensormesh.device.runtime.receiver import Receiver
+from sensormesh.device.runtime.receiver import ACK_EVERY, Receiver
 from sensormesh.device.steps import nowhere
 
 

@@ -4,7 +4,7 @@
 # loads this module per message and a board running from .mpy files forgets its code after each
 # one (compat.forget).
 from sensormesh.device.compat import collect, unload
-from sensormesh.device.runtime.pipes import FIRST_FRAME_VALUES, MAX_FRAME_VALUES
+from sensormesh.device.codec import FIRST_FRAME_VALUES, MAX_FRAME_VALUES
 
 
 def on_deploy_part(rt, session, body):

@@ -1,6 +1,7 @@
 # The receiving end of a pipe (pipes.py has the protocol and the sending end): a device whose
 # assignment has no pipe_in never loads this module's code.
-from sensormesh.device.runtime.pipes import ACK_MS, MAX_STAMPS
+from sensormesh.device.runtime.probe import MAX_STAMPS
+from sensormesh.device.runtime.receiver import ACK_MS
 from sensormesh.device.steps import Outlet
 
 

@@ -6,7 +6,9 @@
 # __getattr__ (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it
 # on a board running .mpy files. Each function takes the PipeIn first.
 from sensormesh.device.compat import MICROPYTHON
-from sensormesh.device.runtime.pipes import ACK_EVERY, MAX_FRAME_VALUES, redial_delay
+from sensormesh.device.codec import MAX_FRAME_VALUES
+from sensormesh.device.runtime.receiver import ACK_EVERY
+from sensormesh.device.schedule import redial_delay
 
 
 def take_over(pi, rx):

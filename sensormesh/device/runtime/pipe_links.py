@@ -5,7 +5,9 @@
 # them only, pipes.py). PipeOut finds these through __getattr__
 # (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it on a board
 # running .mpy files. Each function takes the PipeOut first.
-from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS, MAX_FRAME_VALUES, redial_delay
+from sensormesh.device.codec import MAX_FRAME_VALUES
+from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS
+from sensormesh.device.schedule import redial_delay
 
 
 def bound_back(po, free):

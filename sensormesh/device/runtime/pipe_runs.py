@@ -2,7 +2,8 @@
 # pipes.PipeOut and its replay buffer (replay.Sender). Only a free-running source
 # (free_running.py) reads runs of values, so build_pipes.pipe_out makes a PipeOutRuns only for an
 # assignment that has one; a board whose sources read on a schedule never loads this code.
-from sensormesh.device.runtime.pipes import MAX_FRAME_VALUES, PipeOut
+from sensormesh.device.codec import MAX_FRAME_VALUES
+from sensormesh.device.runtime.pipes import PipeOut
 
 
 class PipeOutRuns(PipeOut):

@@ -1,6 +1,9 @@
 # Pipes: the edges of a pipeline that cross from one device to another. This module has the
-# sending end (PipeOut) and what both ends share; the receiving end is pipe_in.py (PipeIn), so a
-# device that only sends never loads it (and one with no pipe at all loads neither).
+# sending end (PipeOut); the receiving end is pipe_in.py (PipeIn), so a device that only sends
+# never loads that, and one that only receives never loads this (and one with no pipe at all
+# loads neither). What both ends share lives where every device has it already: the values per
+# array in codec.py, the redial backoff in schedule.py, the acknowledgement pace in receiver.py,
+# the origin stamps' bound in probe.py.
 #
 # A pipe_out gathers the values its upstream step pushes and sends them as one JSON array per
 # time frame (time-frame 0: every value on its own). A pipe_in receives those arrays and
@@ -28,8 +31,9 @@
 #   {"ts": [[k, device, tick_us], ...]}   just before an array: its k-th value was read by
 #                                         `device` at its tick_us (sampled values only)
 #   {"rtt": tick_us}                      a round-trip probe: the pipe_in sends it straight back
+from sensormesh.device.codec import FIRST_FRAME_VALUES, MAX_FRAME_VALUES
 from sensormesh.device.compat import MICROPYTHON, ticks_diff, ticks_us
-from sensormesh.device.schedule import sparse
+from sensormesh.device.schedule import redial_delay, sparse
 from sensormesh.device.steps import Rarely
 
 # Values a pipe_out keeps unacknowledged (its replay buffer) unless the pipeline sets `buffer`.
@@ -51,38 +55,11 @@ try:
     from gc import collect as _collect, mem_free as _mem_free
 except ImportError:            # CPython: no heap limit of this kind
     _mem_free = None
-# Values per array at most; a larger time frame leaves as several consecutive arrays.
-MAX_FRAME_VALUES = 256 if MICROPYTHON else 65536
-# Values per array on a new connection until the receiver says how many it takes
-# ({"frame-values": N}: a board does, at once) or acknowledges without saying (it takes
-# MAX_FRAME_VALUES): a board's own limit, so that a backlog replayed by a PC to a board that
-# has just restarted, or is short of heap, comes as arrays a board can decode (a 16 KB array
-# of thousands of values needs a block of twice that once decoded).
-FIRST_FRAME_VALUES = 256
-# Pauses between dials of a pipe whose other end is gone. At most 1 s: a restarted device
-# gets its values back within a second of listening again (a refused dial costs little).
-RETRY_MS = (100, 200, 500, 1000)
-
-
-def redial_delay(pipe):
-    """ms a pipe (either end) waits before it dials again, counted in pipe.redials: RETRY_MS in
-    turn, then its last one; a connection that comes up sets redials to 0, so a link that dropped
-    after working is redialed quickly again."""
-    n = pipe.redials
-    pipe.redials = n + 1
-    return RETRY_MS[n] if n < len(RETRY_MS) else RETRY_MS[-1]
-
 # Values read back from a spool leave one array at a time with this pause between arrays, so
 # a long backlog does not hold the loop: sources, steps and other pipes run in between.
 SPOOL_GAP_MS = 2
 # A pipe_out that keeps failing logs its 1st redial and then every this many.
 LOG_EVERY_REDIALS = 10
-# A receiver acknowledges after this many values have taken effect, or this long after the first
-# unacknowledged one: one small message per many values, and the sender's buffer stays short.
-ACK_EVERY = 64 if MICROPYTHON else 1024
-ACK_MS = 50
-# Origin stamps a pipe keeps for values not sent yet (sampled: about 10 a second per source).
-MAX_STAMPS = 32
 
 
 class PipeOut(Rarely):

@@ -30,6 +30,10 @@
 # board has no room to load that code, the value goes unsampled (a timer turn comes again).
 from sensormesh.device.compat import forget
 
+# Origin stamps a pipe keeps for values not sent yet, and a pipe_in takes with an array
+# (sampled: about 10 a second per source).
+MAX_STAMPS = 32
+
 # The probe of a deployment (runtime.probe) is one list, made by probe_plan.py (install) at deploy
 # time and read by probe_wiring.py and ../metrics.py (report) in this order:
 #   0 the Runtime

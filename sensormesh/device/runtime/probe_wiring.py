@@ -85,9 +85,8 @@ def run(p, node, value, origin):
                     lat += (down.id, name, o[1], ticks_us())
                 elif kind == 2:
                     # into a pipe_out: the value it takes next was read at o, and its receiver
-                    # is told just before the array that carries it (pipes.py, loaded with it)
-                    from sensormesh.device.runtime.pipes import MAX_STAMPS
-                    if len(down.stamps) < MAX_STAMPS:
+                    # is told just before the array that carries it (pipes.py)
+                    if len(down.stamps) < probe.MAX_STAMPS:
                         down.stamps.append([down.tx.next_seq(), o[0], o[1]])
                 elif kind == 3 and down not in held:
                     held[down] = o

@@ -3,6 +3,13 @@
 # replay.py (the sending end); pipe_in.py drives this object; tests/device/test_replay.py pins it
 # down on both interpreters.
 
+from sensormesh.device.compat import MICROPYTHON
+
+# A receiver acknowledges after this many values have taken effect, or this long after the first
+# unacknowledged one: one small message per many values, and the sender's buffer stays short.
+ACK_EVERY = 64 if MICROPYTHON else 1024
+ACK_MS = 50
+
 # Checkpoints a receiver remembers while its outputs wait for acknowledgements; more are merged
 # into the newest (acknowledgements then come later, never wrongly).
 MAX_CHECKPOINTS = 32
