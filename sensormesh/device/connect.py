@@ -107,8 +107,15 @@ def release(conn):
     held = conn.held
     if held is not None:
         del conn.held       # None again (the class's): its slot is free for the session's state
-        for m in held:
-            conn.send(m)
+        try:
+            for m in held:
+                conn.send(m)
+        except MemoryError:
+            # a message with no heap free to seal it: closed, so that its dialer dials again
+            # and sends them all (a pipe replays what was not acknowledged), rather than a
+            # connection up without its first messages; the loop logs the MemoryError
+            conn.close("no memory free for its first messages")
+            raise
     h = getattr(conn.protocol, "on_connect", None)
     if h and not conn.closed:
         h(conn)

@@ -26,6 +26,9 @@ VERSION = "0.1.0"
 # Connections a device accepts at once. An ESP32 has about 8 sockets in all (lwIP), one of which
 # is the listener; CPython devices can afford many more.
 DEFAULT_MAX_CONNS = 6 if MICROPYTHON else 256
+# Errors of the loop's handlers logged one by one; after these, the 32nd, 64th, 128th... (all are
+# counted in the status reply's "errors").
+LOGGED_ERRORS = 16
 
 # Control messages the assignment runtime (sensormesh/device/runtime/__init__.py) answers. Those
 # of control.py are loaded with it for each message (control.KNOWN); "ping", "clock",
@@ -156,8 +159,11 @@ class Device:
         log(self.name, text)
 
     def _on_loop_error(self, exc, where):
-        self.errors += 1
-        self.log("error in %s: %s: %s" % (getattr(where, "__name__", where), type(exc).__name__, exc))
+        n = self.errors = self.errors + 1
+        if n > LOGGED_ERRORS and n & (n - 1):
+            return      # counted (status: "errors"); a handler failing on every turn floods no log
+        self.log("error in %s: %s: %s%s" % (getattr(where, "__name__", where), type(exc).__name__, exc,
+                 "" if n < LOGGED_ERRORS else " (%d errors so far; from here on logged at every doubling)" % n))
         if MICROPYTHON:
             sys.print_exception(exc)
         else:

@@ -394,8 +394,17 @@ class Connection:
     def on_poll(self, ev):
         if self.closed:
             return
-        if self.connecting and not _connect().connected(self, ev):
-            return
+        if self.connecting:
+            try:
+                c = _connect()
+            except MemoryError:
+                # No room for connect.py's code now: closed at once (its dialer dials again
+                # later) rather than left connecting, which would wake the loop again on every
+                # turn with the same event; the loop logs the MemoryError.
+                self.close("no memory free to finish connecting")
+                raise
+            if not c.connected(self, ev):
+                return
         if ev & _POLLIN:
             self._read()
             if self.closed:

@@ -336,6 +336,87 @@ def test_a_listener_without_memory_for_its_accept_closes_the_waiting_connection_
     dev.close()
 
 
+def test_a_dial_without_memory_to_finish_connecting_is_closed_not_polled_again():
+    # A board short of heap cannot load connect.py when its dial's socket becomes writable: the
+    # connection is closed at once with the reason (its dialer dials again later), not left
+    # connecting, which would wake the loop on every turn with the same event and log the same
+    # MemoryError each time.
+    srv, port = raw_listener()     # the kernel completes the connection: nothing serves it
+    loop = transport.Loop()
+    errors = []
+    loop.on_error = lambda e, where: errors.append(e)
+    c = Collector()
+    conn = transport.dial(loop, "127.0.0.1:%d" % port, c)
+    real = transport._connect
+    tries = [0]
+
+    def short():
+        tries[0] += 1
+        raise MemoryError("memory allocation failed, allocating 256 bytes")
+    transport._connect = short     # (run_until needs connect.py too: the loop is turned here)
+    try:
+        for _ in range(500):      # each turn waits at most 10 ms for the socket's event
+            loop.run_once(10)
+            if c.closed is not None:
+                break
+        for _ in range(20):       # more turns: nothing wakes the loop for that socket again
+            loop.run_once(10)
+    finally:
+        transport._connect = real
+        srv.close()
+    assert c.closed == "no memory free to finish connecting", c.closed
+    assert conn.closed and not c.connected
+    assert tries[0] == 1, tries[0]
+    assert len(errors) == 1 and type(errors[0]) is MemoryError, errors   # the loop logs it once
+
+
+class _NoHeapChannel:
+    """A secure session's channel with no heap free to seal a frame."""
+
+    def wrap(self, payload, put=None):
+        raise MemoryError("memory allocation failed, allocating 320 bytes")
+
+
+def test_a_secure_dial_without_memory_for_its_first_messages_closes_rather_than_runs_without_them():
+    # The messages a secure dial held until its session was up leave when it is released; one
+    # that finds no heap to be sealed closes the connection (its dialer dials again and sends
+    # them all) instead of leaving a connection up that never said them.
+    dev = Device("t", ["counter@10"])
+    addr = listen(dev)
+    c = Collector()
+    conn = transport.dial(dev.loop, addr, c)
+    assert dev.loop.run_until(lambda: c.connected, 5000)
+    conn.held = [{"pipe": {"edge": "e"}}, [1, 2, 3]]
+    conn.channel = _NoHeapChannel()
+    try:
+        conn.release()
+        raised = False
+    except MemoryError:
+        raised = True
+    assert raised
+    assert conn.closed and c.closed == "no memory free for its first messages", c.closed
+    assert conn.backlog() == 0      # nothing of them half-queued
+    dev.close()
+
+
+def test_a_handler_failing_on_every_turn_is_counted_and_logged_at_every_doubling():
+    dev = Device("t", [])
+    lines = []
+    dev.log = lines.append
+
+    def broken():
+        raise ValueError("always")
+    for _ in range(70):
+        dev.loop.call_soon(broken)
+    dev.loop.run_once(0)
+    assert dev.errors == 70
+    # the first 16 one by one, then the 32nd and the 64th, saying so
+    assert len(lines) == 18, lines
+    assert lines[0].startswith("error in broken: ValueError: always"), lines[0]
+    assert "(16 errors so far" in lines[15] and "(32 errors so far" in lines[16] and "(64 errors so far" in lines[17]
+    dev.close()
+
+
 def test_status_is_answered_without_loading_control_py():
     # status is polled while a controller watches and its reply is a running device's largest:
     # status.py answers it alone, without control.py's code (the rare control messages)
