@@ -248,6 +248,45 @@ def test_a_window_only_deployment_loads_only_the_windows_family_on_cpython(tmp_p
     check_window_only(*run_isolated([sys.executable, "-s"], lib, WINDOW_ONLY, clean_env(PYTHONPATH=lib)))
 
 
+RECEIVE_ONLY = """\
+import sys
+from sensormesh.device.core import Device
+""" + FAKE_SESSION + """
+
+dev = Device("lazy", [])
+s = Session()
+dev.dispatch(s, "deploy", {"assignment": {"pipeline": "p", "epoch": 1, "steps": [
+    {"id": "i", "type": "pipe_in", "params": {"edge": "e"}},
+    {"id": "w", "type": "window", "params": {"values": 4, "agg": "mean"}, "inputs": ["i"]},
+    {"id": "p", "type": "print", "params": {}, "inputs": ["w"]}]}})
+print("reply", s.conn.sent)
+print("runtime", sorted(m for m in sys.modules if m.startswith("sensormesh.device.runtime")))
+"""
+
+
+def check_receive_only(code, out):
+    # it only receives: the sending end of pipes (pipes.py) and its replay buffer stay unloaded
+    assert code == 0, out
+    assert "'deployed'" in out, out
+    line = [ln for ln in out.splitlines() if ln.startswith("runtime ")][0]
+    loaded = set(ln.strip("' ") for ln in line[len("runtime "):].strip("[]").split(","))
+    for m in ("pipe_in", "receiver"):
+        assert "sensormesh.device.runtime." + m in loaded, line
+    for m in ("pipes", "replay", "delivery", "parts"):
+        assert "sensormesh.device.runtime." + m not in loaded, line
+
+
+def test_a_receive_only_deployment_loads_no_sending_code_on_micropython(tmp_path):
+    mp = need_micropython()
+    lib = isolated_copy(tmp_path)
+    check_receive_only(*run_isolated([mp], lib, RECEIVE_ONLY, clean_env(MICROPYPATH=lib)))
+
+
+def test_a_receive_only_deployment_loads_no_sending_code_on_cpython(tmp_path):
+    lib = isolated_copy(tmp_path)
+    check_receive_only(*run_isolated([sys.executable, "-s"], lib, RECEIVE_ONLY, clean_env(PYTHONPATH=lib)))
+
+
 # -- a CPython device started by `sensormesh up` -------------------------------------------
 
 def rss_kb(pid):
