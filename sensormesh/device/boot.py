@@ -8,7 +8,6 @@ import sys
 from sensormesh.device import transport
 from sensormesh.device.compat import MICROPYTHON, unload
 from sensormesh.device.core import DEFAULT_MAX_CONNS, Device
-from sensormesh.device.sensors import SensorError
 
 
 def config(argv, config):
@@ -34,6 +33,7 @@ def refused(e):
     """__main__.main could not start the device because of e: a bad configuration (exit status
     2) or a failed start (an OSError, 1) is logged and exits; the caller raises anything else."""
     from sensormesh.device.core import log
+    from sensormesh.device.sensors import SensorError   # (a device without sensors keeps no sensors package)
     if isinstance(e, (SensorError, ValueError)):
         log("device", "configuration error: %s" % e)
         sys.exit(2)

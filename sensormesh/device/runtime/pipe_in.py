@@ -1,5 +1,6 @@
 # The receiving end of a pipe (pipes.py has the protocol and the sending end): a device whose
 # assignment has no pipe_in never loads this module's code.
+from sensormesh.device.compat import forget
 from sensormesh.device.runtime.probe import MAX_STAMPS
 from sensormesh.device.runtime.receiver import ACK_MS
 from sensormesh.device.steps import Outlet
@@ -51,26 +52,6 @@ class PipeIn(Outlet):
             if type(ts) is list and len(ts) <= MAX_STAMPS and self.rt.probe is not None:
                 self.ts_next = ts
 
-    def _stamped(self, stamps, start, emit):
-        """An emit for the next array that processes its stamped values sampled, with their origin."""
-        marks = {}
-        for m in stamps:
-            if type(m) is list and len(m) == 3 and type(m[0]) is int:
-                marks[m[0]] = [m[1], m[2]]
-        probe = self.rt.probe
-        at = [start]
-
-        def stamped(value):
-            i = at[0]
-            at[0] = i + 1
-            o = marks.get(i)
-            if o is None or probe is None:
-                emit(value)
-            else:
-                from sensormesh.device.runtime.probe import run
-                run(probe, self, value, o)
-        return stamped
-
     def _values(self, msg):
         stamps = self.ts_next
         self.ts_next = None
@@ -103,7 +84,15 @@ class PipeIn(Outlet):
                 self.checkpoint(rx.expect)
             return
         self.n_in += n - skip
-        emit = self.emit if stamps is None else self._stamped(stamps, skip, self.emit)
+        emit = self.emit
+        if stamps is not None:    # values read sampled upstream: processed sampled here too
+            try:
+                from sensormesh.device.runtime import probe_wiring
+            except MemoryError:   # no room for the sampling code now: the array goes unsampled
+                probe_wiring = None
+            if probe_wiring is not None:
+                emit = probe_wiring.stamped(self, stamps, skip, emit)
+                forget(probe_wiring)
         seq = rx.expect - n
         i = skip
         if self.tagged or rt.tracking:

@@ -1,6 +1,7 @@
 # The metrics probe's code that runs now and then (probe.py keeps the entry points): a turn of
-# the sample timer and the processing of one sampled value. A board running from .mpy files
-# loads this module for each and forgets it after (probe.run), so between samples it costs no
+# the sample timer, the processing of one sampled value, and the emit of a pipe_in's array
+# whose values were sampled upstream (stamped). A board running from .mpy files loads this
+# module for each and forgets it after (probe.run, pipe_in.py), so between samples it costs no
 # heap.
 from sensormesh.device.compat import MICROPYTHON, ticks_diff, ticks_us
 from sensormesh.device.runtime import probe
@@ -116,3 +117,26 @@ def run(p, node, value, origin):
             n = plan[i]
             n.emit = probe.once(p, n, plan[i + 1]) if n in held else plan[i + 1]
             i += 2 + 2 * len(n.outputs)
+
+
+def stamped(pi, stamps, start, emit):
+    """An emit for the next array of pipe_in `pi` (its values from index `start` on; emit: the
+    pipe_in's own) that processes the values stamped upstream ({"ts": stamps}: [k, device,
+    tick_us] each) sampled, with their origin (probe.run)."""
+    marks = {}
+    for m in stamps:
+        if type(m) is list and len(m) == 3 and type(m[0]) is int:
+            marks[m[0]] = [m[1], m[2]]
+    p = pi.rt.probe
+    at = [start]
+    run = probe.run
+
+    def each(value):
+        i = at[0]
+        at[0] = i + 1
+        o = marks.get(i)
+        if o is None or p is None:
+            emit(value)
+        else:
+            run(p, pi, value, o)
+    return each
