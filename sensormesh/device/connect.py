@@ -3,7 +3,7 @@
 # holds (tools and tests). Needed when a pipe or a registration dials, not while connections
 # carry frames: transport.py looks these names up here on demand (transport.dial...), and a
 # board running .mpy files forgets this module again right after (compat.forget), so its code is
-# freed between two dials. Listening and accepting: listen.py.
+# freed between two dials. Listening: listen.py; accepting: accepting.py.
 import socket
 import struct
 

@@ -517,15 +517,15 @@ class Connection:
 
 class Listener:
     """Accepts connections; make_protocol() returns the protocol for each new one. Making one
-    (listen.listener), accepting (listen.on_poll) and closing one (connect.close_listener) are
-    listen.py's and connect.py's, loaded for each: a listener holds loop, sock, make_protocol,
-    max_frame, max_conns and conns, the open connections it accepted."""
+    (listen.listener), accepting (accepting.on_poll) and closing one (connect.close_listener) are
+    listen.py's, accepting.py's and connect.py's, loaded for each: a listener holds loop, sock,
+    make_protocol, max_frame, max_conns and conns, the open connections it accepted."""
 
     def on_poll(self, ev):
         try:
-            m = _listen()
+            m = _accepting()
         except MemoryError:
-            # No room for listen.py's code now: the waiting connection is closed at once (its
+            # No room for accepting.py's code now: the waiting connection is closed at once (its
             # peer dials again later) rather than left pending, which would wake the loop again
             # on every turn; the loop logs the MemoryError.
             try:
@@ -542,11 +542,11 @@ class Listener:
 # Opening connections happens at start and when a pipe dials, accepting one when a peer dials,
 # closing one after an error (protocol_error, no_memory) or a stop (close_after_flush) now and
 # then, a listener at the end, and Loop.run_until serves tools and tests: that code is in
-# listen.py (listen_tcp, listen_unix, bound_port, listener; on_poll, accepted), connect.py (dial,
-# parse_address, unix_address; connected, release; protocol_error, no_memory, close_listener,
-# run_until) and closing.py (close_after_flush), loaded when one of these names is looked up here
-# (transport.dial(...)) and, on a board running .mpy files, forgotten at once, so it costs heap
-# only while it runs.
+# listen.py (listen_tcp, listen_unix, bound_port, listener), accepting.py (on_poll, accepted),
+# connect.py (dial, parse_address, unix_address; connected, release; protocol_error, no_memory,
+# close_listener, run_until) and closing.py (close_after_flush), loaded when one of these names
+# is looked up here (transport.dial(...)) and, on a board running .mpy files, forgotten at once,
+# so it costs heap only while it runs.
 def _connect():
     """connect.py, forgotten at once (its code is freed when the caller is done with it)."""
     from sensormesh.device import connect
@@ -562,10 +562,17 @@ def _listen():
     return listen
 
 
+def _accepting():
+    """accepting.py, forgotten at once."""
+    from sensormesh.device import accepting
+    forget(accepting)
+    return accepting
+
+
 def __getattr__(name):
     if name[0] == "_":
         raise AttributeError(name)
-    # listen.py's names: listen_tcp, listen_unix, bound_port, accepted
-    if name[:6] == "listen" or name == "bound_port" or name == "accepted":
+    # listen.py's names: listen_tcp, listen_unix, bound_port
+    if name[:6] == "listen" or name == "bound_port":
         return getattr(_listen(), name)
     return getattr(_connect(), name)

@@ -284,7 +284,7 @@ def test_poll_event_bits_are_the_numbers_transport_uses():
 
 
 def test_a_listener_counts_its_connections_and_refuses_beyond_its_limit():
-    # Accepting is listen.py's (loaded for each accept): the listener counts each connection
+    # Accepting is accepting.py's (loaded for each accept): the listener counts each connection
     # while it is open, tells one beyond max_conns "busy", and frees the place when one closes.
     dev = Device("t", ["counter@10"], max_conns=1)
     addr = listen(dev)
@@ -307,18 +307,18 @@ def test_a_listener_counts_its_connections_and_refuses_beyond_its_limit():
 
 
 def test_a_listener_without_memory_for_its_accept_closes_the_waiting_connection_and_serves_on():
-    # A board short of heap cannot load listen.py to accept: the waiting connection is closed at
-    # once (its peer dials again later), not left pending to wake the loop on every turn, and the
-    # next connection, with room again, is served.
+    # A board short of heap cannot load accepting.py to accept: the waiting connection is closed
+    # at once (its peer dials again later), not left pending to wake the loop on every turn, and
+    # the next connection, with room again, is served.
     dev = Device("t", ["counter@10"])
     addr = listen(dev)
-    real = transport._listen
+    real = transport._accepting
     tries = [0]
 
     def short():
         tries[0] += 1
         raise MemoryError("memory allocation failed, allocating 368 bytes")
-    transport._listen = short
+    transport._accepting = short
     try:
         bad = Collector()
         transport.dial(dev.loop, addr, bad)
@@ -326,7 +326,7 @@ def test_a_listener_without_memory_for_its_accept_closes_the_waiting_connection_
         for _ in range(20):       # more turns: nothing is left waiting on the listener
             dev.loop.run_once(10)
     finally:
-        transport._listen = real
+        transport._accepting = real
     assert tries[0] == 1, tries[0]
     assert dev.errors == 1          # the loop logged the MemoryError once
     good, conn = request(dev, addr, {"sensor": "counter"})

@@ -84,7 +84,7 @@ class Security:
     def on_open(self, session, conn):
         if from_mpy():
             # a board forgetting code: on this loop turn, once the code that accepted the
-            # connection (listen.py, connect.py) has returned, so admit.py never shares the heap with it
+            # connection (accepting.py) has returned, so admit.py never shares the heap with it
             self.dev.loop.call_soon(lambda: conn.closed or load("admit").hold(self, session, conn))
         else:
             load("admit").hold(self, session, conn)
