@@ -256,8 +256,11 @@ def status(file, timeout, as_json, keys_dir, watch_, interval, duration, verbose
 
 
 def _state(s):
-    """A device's state for the counts: "down" (no answer), else its assignment's state."""
-    return "down" if "error" in s else (s.get("assignment") or {}).get("state", "empty")
+    """A device's state for the counts: "busy" (it answered without room for the request),
+    "down" (no answer), else its assignment's state."""
+    if "error" in s:
+        return "busy" if s.get("busy") else "down"
+    return (s.get("assignment") or {}).get("state", "empty")
 
 
 def status_counts(st, domains_of):
@@ -301,7 +304,7 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
             continue
         if "error" in s:
             unreachable.append(name)
-            click.echo("%s: UNREACHABLE (%s)" % (name, s["error"]))
+            click.echo("%s: %s (%s)" % (name, "BUSY" if s.get("busy") else "UNREACHABLE", s["error"]))
             continue
         a = s.get("assignment") or {}
         state = a.get("state", "empty")

@@ -379,6 +379,12 @@ class Supervisor(Control, Watch, Reroute, Recover):
                 for d, r in reqs.items():
                     if r.error is None:
                         out[d] = r.reply["status"]
+                    elif r.code == "busy":
+                        # it answered, so it is up: it had no room for this request now (a board
+                        # short of heap for a handshake, a device at its connection limit)
+                        out[d] = {"error": "%s is busy: %s"
+                                  % (d, r.error[len(d) + 2:] if r.error.startswith(d + ": ") else r.error),
+                                  "busy": True}
                     else:
                         new_failed.add(d)
                         out.pop(d, None)

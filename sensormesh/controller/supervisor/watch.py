@@ -131,8 +131,8 @@ class Watch:
     def _poll_done(self, d, req):
         if self._pings.get(d) is req:
             del self._pings[d]
-        if req.error is None:
-            self.detector.answered(d, req.t_done)
+        if req.error is None or req.code == "busy":
+            self.detector.answered(d, req.t_done)   # (busy: it answered, it had no room for this poll)
         elif req.link_lost:
             self.detector.forget(d)          # a closed link suspects its own end (control.py)
         elif not req.expired:
