@@ -77,6 +77,11 @@ def peer_limit(dev, conn, mf):
     conn.peer_max_frame = mf
 
 
+def starter_gone(dev):
+    """The device's standard input closed (Device.on_poll): the process that started it is gone."""
+    dev.log("standard input closed: the process that started this device stopped it or is gone")
+
+
 def closed(session, conn, reason):
     """Log why the connection of an Inbound session closed (core.Inbound.on_close)."""
     dev = session.device

@@ -27,8 +27,11 @@ VERSION = "0.1.0"
 # is the listener; CPython devices can afford many more.
 DEFAULT_MAX_CONNS = 6 if MICROPYTHON else 256
 # Errors of the loop's handlers logged one by one; after these, the 32nd, 64th, 128th... (all are
-# counted in the status reply's "errors").
-LOGGED_ERRORS = 16
+# counted in the status reply's "errors"). MicroPython's compiler puts the number in place of the
+# name (const() of a name starting with _ costs no global); CPython runs it.
+if not MICROPYTHON:
+    const = int
+_LOGGED_ERRORS = const(16)
 
 # Control messages the assignment runtime (sensormesh/device/runtime/__init__.py) answers. Those
 # of control.py are loaded with it for each message (control.KNOWN); "ping", "clock",
@@ -160,10 +163,10 @@ class Device:
 
     def _on_loop_error(self, exc, where):
         n = self.errors = self.errors + 1
-        if n > LOGGED_ERRORS and n & (n - 1):
+        if n > _LOGGED_ERRORS and n & (n - 1):
             return      # counted (status: "errors"); a handler failing on every turn floods no log
         self.log("error in %s: %s: %s%s" % (getattr(where, "__name__", where), type(exc).__name__, exc,
-                 "" if n < LOGGED_ERRORS else " (%d errors so far; from here on logged at every doubling)" % n))
+                 "" if n < _LOGGED_ERRORS else " (%d so far; more logged at every doubling)" % n))
         if MICROPYTHON:
             sys.print_exception(exc)
         else:
@@ -241,7 +244,11 @@ class Device:
         data = sys.stdin.buffer.read(1) if ev & 1 else b""
         if not data:        # end of input (or hang-up): the starter is gone
             self.loop.unregister(sys.stdin)
-            self.log("standard input closed: the process that started this device stopped it or is gone")
+            try:
+                from sensormesh.device import control   # its log line (once, at the end)
+                control.starter_gone(self)
+            except MemoryError:
+                pass
             raise KeyboardInterrupt
 
     def run(self):

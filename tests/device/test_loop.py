@@ -413,7 +413,7 @@ def test_a_handler_failing_on_every_turn_is_counted_and_logged_at_every_doubling
     # the first 16 one by one, then the 32nd and the 64th, saying so
     assert len(lines) == 18, lines
     assert lines[0].startswith("error in broken: ValueError: always"), lines[0]
-    assert "(16 errors so far" in lines[15] and "(32 errors so far" in lines[16] and "(64 errors so far" in lines[17]
+    assert "(16 so far; more logged at every doubling)" in lines[15] and "(32 so far" in lines[16] and "(64 so far" in lines[17]
     dev.close()
 
 

@@ -32,7 +32,7 @@
 #                                         `device` at its tick_us (sampled values only)
 #   {"rtt": tick_us}                      a round-trip probe: the pipe_in sends it straight back
 from sensormesh.device.codec import FIRST_FRAME_VALUES, MAX_FRAME_VALUES
-from sensormesh.device.compat import MICROPYTHON, ticks_diff, ticks_us
+from sensormesh.device.compat import MICROPYTHON, forget, ticks_diff, ticks_us
 from sensormesh.device.schedule import redial_delay, sparse
 from sensormesh.device.steps import Rarely
 
@@ -93,23 +93,6 @@ class PipeOut(Rarely):
     # its wiring: kept here, as a deployment's build, its fullest moment, wires it
     def inlet(self, port):
         return self.push
-
-    # -- metrics (out of band, runtime/probe.py; the origin stamps of sampled values and the
-    # round-trip probes are made by probe_wiring.py) -------------------------------------------
-    def _stamps_for(self, first, n):
-        """{"ts": ...} for the values first..first+n-1 about to leave, or None."""
-        out = None
-        keep = []
-        for st in self.stamps:
-            k = st[0] - first
-            if 0 <= k < n:
-                if out is None:
-                    out = []
-                out.append([k, st[1], st[2]])
-            elif k >= n:
-                keep.append(st)
-        self.stamps = keep
-        return None if out is None else {"ts": out}
 
     # -- values -------------------------------------------------------------------------
     def push(self, value, port=0):
@@ -222,8 +205,13 @@ class PipeOut(Rarely):
                 return
             if first < high:
                 self.resent = getattr(self, "resent", 0) + (high if high < tx.sent else tx.sent) - first
-            if self.stamps:
-                ts = self._stamps_for(first, len(vals))
+            if self.stamps:      # origin stamps of sampled values among them (probe_wiring.py)
+                try:
+                    from sensormesh.device.runtime import probe_wiring
+                    forget(probe_wiring)
+                    ts = probe_wiring.stamps_for(self, first, len(vals))
+                except MemoryError:      # no room for that code now: these values go unsampled
+                    ts = None
                 if ts is not None:
                     conn.send(ts)
             conn.send(vals)

@@ -1,8 +1,9 @@
 # The metrics probe's code that runs now and then (probe.py keeps the entry points): a turn of
-# the sample timer, the processing of one sampled value, and the emit of a pipe_in's array
+# the sample timer, the processing of one sampled value, the origin stamps a pipe_out sends
+# before an array that carries sampled values (stamps_for), and the emit of a pipe_in's array
 # whose values were sampled upstream (stamped). A board running from .mpy files loads this
-# module for each and forgets it after (probe.run, pipe_in.py), so between samples it costs no
-# heap.
+# module for each and forgets it after (probe.run, pipes.py, pipe_in.py), so between samples it
+# costs no heap.
 from sensormesh.device.compat import MICROPYTHON, ticks_diff, ticks_us
 from sensormesh.device.runtime import probe
 
@@ -140,3 +141,21 @@ def stamped(pi, stamps, start, emit):
         else:
             run(p, pi, value, o)
     return each
+
+
+def stamps_for(po, first, n):
+    """{"ts": ...} for pipe_out po's values first..first+n-1 about to leave, or None: the origin
+    stamps of the sampled ones among them (their index in the array, device, tick_us); the
+    stamps of values already sent are dropped."""
+    out = None
+    keep = []
+    for st in po.stamps:
+        k = st[0] - first
+        if 0 <= k < n:
+            if out is None:
+                out = []
+            out.append([k, st[1], st[2]])
+        elif k >= n:
+            keep.append(st)
+    po.stamps = keep
+    return None if out is None else {"ts": out}
