@@ -403,7 +403,9 @@ class Connection:
                 # turn with the same event; the loop logs the MemoryError.
                 self.close("no memory free to finish connecting")
                 raise
-            if not c.connected(self, ev):
+            up = c.connected(self, ev)
+            c = None            # connect.py's code is garbage again before the frames are read
+            if not up:
                 return
         if ev & _POLLIN:
             self._read()

@@ -212,6 +212,7 @@ class PipeOut(Rarely):
                     ts = probe_wiring.stamps_for(self, first, len(vals))
                 except MemoryError:      # no room for that code now: these values go unsampled
                     ts = None
+                probe_wiring = None      # its code is garbage again before the array is sealed
                 if ts is not None:
                     conn.send(ts)
             conn.send(vals)
