@@ -276,15 +276,14 @@ def check_receive_only(code, out):
         assert "sensormesh.device.runtime." + m not in loaded, line
 
 
-def test_a_receive_only_deployment_loads_no_sending_code_on_micropython(tmp_path):
-    mp = need_micropython()
+@pytest.mark.parametrize("interpreter", ["micropython", "cpython"])
+def test_a_receive_only_deployment_loads_no_sending_code(tmp_path, interpreter):
     lib = isolated_copy(tmp_path)
-    check_receive_only(*run_isolated([mp], lib, RECEIVE_ONLY, clean_env(MICROPYPATH=lib)))
-
-
-def test_a_receive_only_deployment_loads_no_sending_code_on_cpython(tmp_path):
-    lib = isolated_copy(tmp_path)
-    check_receive_only(*run_isolated([sys.executable, "-s"], lib, RECEIVE_ONLY, clean_env(PYTHONPATH=lib)))
+    if interpreter == "micropython":
+        argv, env = [need_micropython()], clean_env(MICROPYPATH=lib)
+    else:
+        argv, env = [sys.executable, "-s"], clean_env(PYTHONPATH=lib)
+    check_receive_only(*run_isolated(argv, lib, RECEIVE_ONLY, env))
 
 
 # -- a CPython device started by `sensormesh up` -------------------------------------------
