@@ -576,6 +576,8 @@ def _place(model, strategy, link, cpu_headroom, time_limit, mip_rel_gap, reduce,
         all_reasons = dict(setup.reasons)
         all_reasons.update(reasons)
         device_of.update(setup.fixed)
+        chosen = _callbacks_to_room(setup, device_of, strategy, link)
+        all_reasons.update(chosen)
         pl = Placement(model, strategy, device_of, all_reasons, link, cpu_headroom, solver)
     except PlacementError:
         # a strategy fails where it notices; say why no placement can have a route, when that is it
@@ -591,8 +593,54 @@ def _place(model, strategy, link, cpu_headroom, time_limit, mip_rel_gap, reduce,
         if solver.get("bound") is not None:
             solver["bound"] += const
     if strategy in ("central", "optimal"):
-        _explain(pl, setup)
+        _explain(pl, setup, keep=chosen)
     return pl
+
+
+def _callbacks_to_room(setup, device_of, strategy, link):
+    """Move each callback sink a strategy placed to the device, among those its input's values
+    reach anyway, with the most memory to spare (then CPU); {sink: reason} for those with a
+    choice.
+
+    A callback sink hands its values to the controller from whichever device runs it, so among
+    the devices that already have its values the choice adds no traffic. A strategy sees only
+    traffic and would leave the sink with its input: on a board that also pipes those values to a
+    PC, the board would send every value twice (to the PC and to the controller) and keep the
+    code and buffers of the deliveries in its heap, while the PC could deliver them at no cost.
+    Pinned sinks stay pinned; a tie keeps the strategy's choice. A move never adds a pipe (it
+    may remove one), so the loads counted before the moves, relays included, bound those after."""
+    m = setup.model
+    try:
+        loads = device_loads(m, device_of, evaluate(m, device_of, link)[0])
+    except PlacementError:
+        return {}           # no route: Placement() says so, as without this step
+    load_cpu = {d: c for d, (c, _) in loads.items()}
+    load_mem = {d: b for d, (_, b) in loads.items()}
+    chosen = {}
+    for sid in setup.free:
+        s = m.steps[sid]
+        if s.type != "callback" or m.consumers[sid] or len(set(s.inputs)) != 1:
+            continue
+        u = s.inputs[0]
+        here = device_of[sid]
+        load_cpu[here] -= setup.cpu[sid]
+        load_mem[here] -= setup.mem[sid]
+        reach = [device_of[u]] + [device_of[v] for v in m.consumers[u] if v != sid]
+        options = [d for d in dict.fromkeys(reach) if d in setup.cand[sid] and setup.fits(load_cpu, load_mem, sid, d)]
+
+        def room(d):
+            return (setup.cap_mem[d] - load_mem[d] - setup.mem[sid], setup.cap_cpu[d] - load_cpu[d] - setup.cpu[sid])
+        best = here
+        for d in options:
+            if room(d) > room(best):
+                best = d
+        device_of[sid] = best
+        if set(options) - {best}:       # a choice was made here: say so, moved or not
+            why = "with %s" % u if device_of[u] == best else "%s's values arrive here" % u
+            chosen[sid] = "%s: %s; most memory to spare" % (strategy, why)
+        load_cpu[best] += setup.cpu[sid]
+        load_mem[best] += setup.mem[sid]
+    return chosen
 
 
 def _route_cause(setup, link):
@@ -735,13 +783,15 @@ def _edge(setup, link):
     return device_of, reasons
 
 
-def _explain(pl, setup):
-    """Reasons for steps that central/optimal placed."""
+def _explain(pl, setup, keep=()):
+    """Reasons for steps that central/optimal placed (not for those in `keep`)."""
     m = pl.model
     sends = {}
     for p in pl.pipes:
         sends.setdefault(p.producer, []).append(p)
     for sid in setup.free:
+        if sid in keep:
+            continue
         d = pl.device_of[sid]
         if pl.strategy == "central":
             base = "central: strongest device" if d == setup.strongest else \

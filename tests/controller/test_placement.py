@@ -88,6 +88,63 @@ def test_memory_limits():
         assert p.plan(strategy).device_of["big"] == "pc"
 
 
+def knob_to_pc():
+    """A board's knob, windowed on the board and piped to a PC that needs it; `cb` takes the
+    windowed values too (a callback sink: its values go to the controller from wherever it runs)."""
+    p = Pipeline("k")
+    p.device("esp", interpreter="micropython", sensors=["rotary@50"], address="10.0.0.1:7000")
+    p.device("pc", address="10.0.0.2:7000")
+    w = p.source("rotary").window(values=5, agg="mean", id="w")
+    w.print(on="pc", id="shown")
+    return p, w
+
+
+def noop(v):
+    pass
+
+
+def test_a_callback_sink_goes_where_its_values_already_arrive_with_the_most_room():
+    p, w = knob_to_pc()
+    w.callback(noop, id="cb")
+    for strategy in ("edge", "optimal"):
+        pl = p.plan(strategy)
+        # the board does not send the window's values twice (to the PC and to the controller)
+        assert pl.device_of["w"] == "esp" and pl.device_of["cb"] == "pc", strategy
+        assert pl.reasons["cb"] == "%s: w's values arrive here; most memory to spare" % strategy, pl.reasons["cb"]
+        assert [(x.producer, x.dst) for x in pl.pipes] == [("w", "pc")]
+    # no traffic added: the same as with the sink pinned to the PC, less than pinned to the board
+    pinned_pc, _ = knob_to_pc()
+    _.callback(noop, id="cb", on="pc")
+    assert p.plan().objective == pytest.approx(pinned_pc.plan().objective)
+
+
+def test_a_callback_sink_stays_where_moving_it_would_add_traffic_or_where_it_is_pinned():
+    p = Pipeline("k")
+    p.device("esp", interpreter="micropython", sensors=["rotary@50"], address="10.0.0.1:7000")
+    p.device("pc", address="10.0.0.2:7000")
+    p.source("rotary").window(values=5, agg="mean", id="w").callback(noop, id="cb")
+    for strategy in ("edge", "optimal"):     # its values reach no other device: it stays with them
+        pl = p.plan(strategy)
+        assert pl.device_of["cb"] == pl.device_of["w"] == "esp" and not pl.pipes, strategy
+    q, w = knob_to_pc()
+    w.callback(noop, id="cb", on="esp")
+    assert q.plan().device_of["cb"] == "esp" and q.plan().reasons["cb"] == "pinned (on: esp)"
+
+
+def test_a_callback_sink_moves_only_to_a_device_with_room_for_it():
+    for pc_memory, where in ((4000, "esp"), (10**6, "pc")):
+        p = Pipeline("k")
+        p.device("esp", interpreter="micropython", sensors=["rotary@50"], address="10.0.0.1:7000")
+        p.device("pc", memory=pc_memory, address="10.0.0.2:7000")
+        w = p.source("rotary").window(values=5, agg="mean", id="w")
+        w.print(on="pc", id="shown")
+        w.callback(noop, id="cb", memory=5000)
+        pl = p.plan("optimal")
+        assert pl.device_of["w"] == "esp" and pl.device_of["cb"] == where, (pc_memory, pl.device_of)
+        for d, (cpu, mem) in pl.loads.items():
+            assert mem <= pl.model.devices[d].memory
+
+
 def test_infeasible_memory_everywhere_names_the_step():
     p = Pipeline("m")
     p.device("esp", interpreter="micropython", sensors=["gyro"], address="10.0.0.1:7000")
