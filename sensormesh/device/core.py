@@ -200,7 +200,7 @@ class Device:
     def dispatch(self, session, key, body):
         if key in RUNTIME_MESSAGES:
             if key == "deploy" and self.security is not None:
-                self.security.prepare(body)   # the pipes' dials, while the heap is low (secure/keys.py)
+                self.security.prepare(body, session)   # while the heap is low (secure/keys.py)
             self.runtime_handler(key)(session, body)
         elif key == "ping":
             session.conn.send({"pong": body})

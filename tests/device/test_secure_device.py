@@ -137,6 +137,83 @@ def test_plaintext_and_wrong_role_refused_device_keeps_serving():
     a.close()
 
 
+def test_a_client_without_keys_is_refused_without_loading_the_server_side():
+    # A first message that is no keyed hello is refused in the server's words without loading
+    # what checking a keyed hello needs (wire.py, keys.py, server.py, trust.py: about 19 KB of a
+    # board's heap): a client without keys must not make a busy board load it.
+    import builtins
+    loop = transport.Loop()
+    a = keyed("dev-a", ["counter@100"], loop, max_handshakes=16)
+    addr = listen(a)
+    seen = []
+    real = builtins.__import__
+
+    def traced(name, *args):
+        if name.startswith("sensormesh.device.secure."):
+            seen.append(name[25:])
+        return real(name, *args)
+    builtins.__import__ = traced
+    try:
+        plain = []
+        for msg in ({"hello": {}}, {"data-request": {"sensor": "counter"}}, [1, 2]):
+            c = Collector()
+            conn = transport.dial(loop, addr, c)
+            conn.send(msg)
+            plain.append(c)
+        assert loop.run_until(lambda: all(c.closed for c in plain), 5000)
+    finally:
+        builtins.__import__ = real
+    errs = [c.replies("error")[0] for c in plain]
+    assert [e["code"] for e in errs] == ["plaintext-refused"] * 3, errs
+    assert "the hello carries no credentials" in errs[0]["message"], errs
+    assert "the first message must be a hello, got a control message 'data-request'" in errs[1]["message"], errs
+    assert "the first message must be a hello, got a data message" in errs[2]["message"], errs
+    assert "accept" in seen and not set(seen) & {"wire", "keys", "server", "trust", "pubkey"}, seen
+    assert status.security(a.security)["refused"] == {"plaintext-refused": 3}
+    # a keyed client is served as before
+    rdr = SecureClient(loop, addr, "reader-1", "dev-a")
+    assert loop.run_until(rdr.ready, 5000) and rdr.error is None, rdr.error
+    a.close()
+
+
+def test_the_deploying_controller_s_next_session_needs_no_trust_store_lookup():
+    # The deployment keeps the controller that deployed it (keys.prepare): its next session (a
+    # status while the pipeline runs) is checked by accept.fast, without keys.py, server.py and
+    # wire.py (about 14 KB a busy board may not have free), and is a controller session as before.
+    import builtins
+    loop = transport.Loop()
+    a = keyed("dev-a", ["counter@0"], loop)
+    addr = listen(a)
+    c1 = SecureClient(loop, addr, "controller", "dev-a")
+    assert loop.run_until(c1.ready, 5000) and c1.error is None, c1.error
+    c1.conn.send({"deploy": {"assignment": {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "count": 5}},
+        {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["s"]}]}}})
+    assert loop.run_until(lambda: c1.replies("deployed"), 5000), c1.messages
+    seen = []
+    real = builtins.__import__
+
+    def traced(name, *args):
+        if name.startswith("sensormesh.device.secure."):
+            seen.append(name[25:])
+        return real(name, *args)
+    builtins.__import__ = traced
+    try:
+        c2 = SecureClient(loop, addr, "controller", "dev-a")
+        assert loop.run_until(c2.ready, 5000) and c2.error is None, c2.error
+    finally:
+        builtins.__import__ = real
+    assert "accept" in seen and not set(seen) & {"wire", "keys", "server", "trust", "x25519"}, seen
+    c2.conn.send({"status": {}})
+    assert loop.run_until(lambda: c2.replies("status"), 5000), c2.messages
+    assert c2.replies("status")[0]["assignment"]["state"] == "deployed"
+    roles = sorted(c.protocol.role for c in a.listeners[0].conns if not c.closed)
+    assert roles == ["controller", "controller"], roles
+    st = status.security(a.security)
+    assert st["accepted"] == 2 and st["key_agreements"] == 1, st
+    a.close()
+
+
 def test_pipe_without_peer_refused_on_keyed_device():
     loop = transport.Loop()
     a = keyed("dev-a", ["counter@0"], loop)
@@ -656,7 +733,8 @@ def test_a_pipe_to_a_peer_not_trusted_as_a_device_is_refused_at_its_dial():
     other end never sees a hello."""
     loop = transport.Loop()
     b, baddr, cb = _receiver(loop)
-    for peer, why in (("stranger", "not in this side's trust store"), ("reader-1", "has role 'reader'")):
+    for peer, why in (("stranger", "not in this side's trust store"), ("reader-1", "has role 'reader'"),
+                      ("controller", "has role 'controller'")):   # prepared, but as a client
         a = keyed("dev-a", ["counter@0"], loop)
         ca = SecureClient(loop, listen(a), "controller", "dev-a")
         assert loop.run_until(ca.ready, 5000) and ca.error is None, ca.error
@@ -664,7 +742,8 @@ def test_a_pipe_to_a_peer_not_trusted_as_a_device_is_refused_at_its_dial():
         asg["steps"][1]["params"]["peer"] = peer
         ca.conn.send({"deploy": {"assignment": asg}})
         assert loop.run_until(lambda: ca.replies("deployed"), 5000), ca.messages
-        assert a.security.prepared == {}
+        # nothing for the peer; the controller that deployed is kept for its next session
+        assert list(a.security.prepared) == ["controller"], a.security.prepared
         ca.conn.send({"start": {}})
         assert loop.run_until(lambda: getattr(a.runtime.pipe_outs["e1"], "last_error", None), 5000)
         err = getattr(a.runtime.pipe_outs["e1"], "last_error", None)

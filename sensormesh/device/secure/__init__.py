@@ -122,13 +122,15 @@ class Security:
         return False
 
     # -- dialed connections (dial_hello.py, dial_wait.py) -----------------------------------
-    def prepare(self, body):
+    def prepare(self, body, session=None):
         """A deployment arrived (core.Device.dispatch, before the runtime and the deployment's
-        code load): look up the devices its pipes dial and compute their pair keys now, while
-        the heap is low (keys.prepare); a dial then loads only the client side. Short of memory,
-        the dial does it instead."""
+        code load): look up the devices its pipes dial and the controller that deployed it
+        (`session`'s peer), and compute their pair keys now, while the heap is low
+        (keys.prepare); a dial then loads only the client side, and the controller's next
+        session (a status) only accept.py's fast path. Short of memory, the dial or the
+        handshake does it instead."""
         try:
-            load("keys").prepare(self, body)
+            load("keys").prepare(self, body, session)
         except MemoryError:
             collect()
 

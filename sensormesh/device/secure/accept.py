@@ -38,6 +38,12 @@ def idle():
 
 def handshake(sec, session, conn, msg):
     """The first message of an accepted connection: a hello, or a refusal."""
+    if type(msg) is not dict or "hello" not in msg or msg["hello"] == {}:
+        # a client without keys (plaintext): refused in server.py's words without loading the
+        # server side (wire.py, keys.py, server.py), which a busy board may have no heap for and
+        # which a client without keys should not make it load
+        plain(sec, session, conn, msg)
+        return
     try:
         done = fast(sec, msg, int(unix_time())) or _receive(sec, msg)
     except MemoryError:
@@ -57,6 +63,22 @@ def handshake(sec, session, conn, msg):
     done = ch = None
     sec.accepted += 1
     idle()
+
+
+def plain(sec, session, conn, msg):
+    """Refuse a first message that is no keyed hello (server.ServerSession's texts 5-7)."""
+    try:
+        r = load("refused")
+        if type(msg) is not dict:
+            text = r.HELLO[7]
+        elif "hello" in msg:
+            text = r.HELLO[5]
+        else:
+            text = r.HELLO[6] % ",".join(sorted(msg))
+        r = None
+    except MemoryError:
+        text = "the first message must be a keyed hello"
+    refuse(sec, session, conn, "plaintext-refused", text)
 
 
 def fast(sec, msg, now):

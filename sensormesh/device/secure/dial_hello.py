@@ -36,7 +36,7 @@ def dial(sec, conn, protocol, peer, first):
     d = [conn, sec, protocol, peer, first, None, None, None]
     try:
         known = sec.prepared.get(peer) if type(peer) is str else None
-        if known is None or stamps(sec) != sec.stamps:
+        if known is None or known[0] != "device" or stamps(sec) != sec.stamps:   # (not the controller's)
             known = load("keys").prepare_peer(sec, peer) if type(peer) is str else None
             if known is None:     # no name, or not trusted as a device: refused with the error
                 load("dial_wait").wait(d)

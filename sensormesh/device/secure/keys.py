@@ -212,13 +212,16 @@ def drop(name):
     collect()
 
 
-def prepare(sec, body):
+def prepare(sec, body, session=None):
     """A deployment arrived (body: the deploy message's): before the runtime and the deployment's
     code load, look up each device its pipes dial or accept ("peer") in the trust store and
     compute the pair key (x25519.py loaded for it and forgotten again), and keep only the result
     per peer, so that the pipe's dial later needs neither this module nor the key agreement
     (dial_hello.dial()), nor the handshake of the connection a sender opens to this device
-    (admit.py: server.py's `known`). A peer that is not trusted is left to the handshake, which
+    (accept.fast, server.py's `known`). The controller that deployed it (`session`'s peer) is
+    kept the same way: its next session (a `sensormesh status` while the pipeline runs) is
+    checked by accept.fast, without this module and server.py, about 14 KB a busy board may
+    not have free. A peer that is not trusted is left to the handshake, which
     refuses it with its error; a malformed assignment is left to the deployment, which refuses it."""
     a = body.get("assignment") if type(body) is dict and "assignment" in body else body
     specs = a.get("steps") if type(a) is dict else None
@@ -233,19 +236,25 @@ def prepare(sec, body):
                 ready = prepare_peer(sec, peer)
                 if ready is not None:
                     known[peer] = ready
+        peer = getattr(session, "peer_name", None)
+        if getattr(session, "role", None) == "controller" and type(peer) is str and peer not in known:
+            ready = prepare_peer(sec, peer, "controller")
+            if ready is not None:
+                known[peer] = ready
         sec.prepared = known
     finally:
         idle()
 
 
-def prepare_peer(sec, peer):
+def prepare_peer(sec, peer, as_role="device"):
     """(role, pair key, fingerprint) of a trusted device a pipe dials (the trust store re-read
     first if its files changed, the pair key computed and cached if new: x25519.py is forgotten
     again before the client side, dialer.py, loads, so the two are never in memory at once);
-    None if the peer is not trusted as a device (the dial's handshake refuses it then)."""
+    None if the peer is not trusted as a device (the dial's handshake refuses it then).
+    as_role="controller": the controller that deployed, as a client of this device."""
     try:
-        role, key = device_trust(sec).lookup(peer, "server")
-        _check_role(role, ("device",), "server", peer)
+        role, key = device_trust(sec).lookup(peer, "server" if as_role == "device" else "client")
+        _check_role(role, (as_role,), "server" if as_role == "device" else "client", peer)
         ready = (role, device_pairs(sec).get(device_identity(sec), key), key.fingerprint())
     except HandshakeError:
         ready = None
