@@ -58,7 +58,7 @@ class Pipeline:
     def device(self, name, interpreter="cpython", cpu=None, memory=None, sensors=(), address=None,
                unix=None, local=False, description=None, addresses=None, heap=None):
         """Add a device to the inventory; returns the Device. heap: a MicroPython device's
-        Python heap (e.g. "96K", the default), which `up` gives a local one."""
+        Python heap (e.g. "96K"; default 112K), which `up` gives a local one."""
         if any(d.name == name for d in self._devices):
             raise ModelError(Problem("two devices with this name", device=name))
         where, _ = _caller()

@@ -88,7 +88,7 @@ def _heap_option(value):
 @click.option("--quiet-devices", is_flag=True, help="Do not show the local devices' own output.")
 @click.option("--heap", default=None, callback=lambda ctx, param, v: _heap_option(v),
               help="Heap of every local MicroPython device for this run, e.g. 128K (default: each device's "
-                   "`heap` in the file, 128K if it has none).")
+                   "`heap` in the file, 112K if it has none).")
 @click.option("--keys", "keys_dir", default=None, type=click.Path(file_okay=False),
               help="Key store for the local devices' and the controller's keys (default: .sensormesh/keys).")
 @click.option("--insecure", is_flag=True,

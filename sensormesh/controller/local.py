@@ -5,7 +5,7 @@ its libraries); a MicroPython device runs the same command on the unix port
 (`micropython -m sensormesh.device`), standing in for an ESP32 board,
 or on CPython with a warning when `micropython` is not installed. A MicroPython device runs from
 the precompiled device package (mpy_cache.py), as a board does, under the heap of the board it
-stands for (its inventory `heap`, default 128K: `micropython -X heapsize=128K`); when it runs out
+stands for (its inventory `heap`, default 112K: `micropython -X heapsize=112K`); when it runs out
 of heap the controller says which device, under which heap, and how to give it more. Each process gets its own
 session (so a Ctrl-C in the terminal reaches the controller only, which stops the pipeline in
 order before the processes), listens on its Unix socket and on a loopback TCP port, and has its

@@ -257,7 +257,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     observe: an observe.run.Observation to feed while watching (metrics, sink values, events).
 
     Local MicroPython devices run from the precompiled device package (mpy=False: from the .py
-    sources) under their inventory `heap` (default 128K); `heap` here overrides it for all.
+    sources) under their inventory `heap` (default 112K); `heap` here overrides it for all.
 
     restarts: how many times a local device that exits is started again within a minute
     (0: never).
