@@ -137,14 +137,10 @@ def test_plaintext_and_wrong_role_refused_device_keeps_serving():
     a.close()
 
 
-def test_a_client_without_keys_is_refused_without_loading_the_server_side():
-    # A first message that is no keyed hello is refused in the server's words without loading
-    # what checking a keyed hello needs (wire.py, keys.py, server.py, trust.py: about 19 KB of a
-    # board's heap): a client without keys must not make a busy board load it.
+def secure_imports(fn):
+    """The secure modules imported (or looked up again) while fn() runs: their names after
+    'sensormesh.device.secure.', in order."""
     import builtins
-    loop = transport.Loop()
-    a = keyed("dev-a", ["counter@100"], loop, max_handshakes=16)
-    addr = listen(a)
     seen = []
     real = builtins.__import__
 
@@ -154,15 +150,29 @@ def test_a_client_without_keys_is_refused_without_loading_the_server_side():
         return real(name, *args)
     builtins.__import__ = traced
     try:
-        plain = []
+        fn()
+    finally:
+        builtins.__import__ = real
+    return seen
+
+
+def test_a_client_without_keys_is_refused_without_loading_the_server_side():
+    # A first message that is no keyed hello is refused in the server's words without loading
+    # what checking a keyed hello needs (wire.py, keys.py, server.py, trust.py: about 19 KB of a
+    # board's heap): a client without keys must not make a busy board load it.
+    loop = transport.Loop()
+    a = keyed("dev-a", ["counter@100"], loop, max_handshakes=16)
+    addr = listen(a)
+    plain = []
+
+    def refused():
         for msg in ({"hello": {}}, {"data-request": {"sensor": "counter"}}, [1, 2]):
             c = Collector()
             conn = transport.dial(loop, addr, c)
             conn.send(msg)
             plain.append(c)
         assert loop.run_until(lambda: all(c.closed for c in plain), 5000)
-    finally:
-        builtins.__import__ = real
+    seen = secure_imports(refused)
     errs = [c.replies("error")[0] for c in plain]
     assert [e["code"] for e in errs] == ["plaintext-refused"] * 3, errs
     assert "the hello carries no credentials" in errs[0]["message"], errs
@@ -180,7 +190,6 @@ def test_the_deploying_controller_s_next_session_needs_no_trust_store_lookup():
     # The deployment keeps the controller that deployed it (keys.prepare): its next session (a
     # status while the pipeline runs) is checked by accept.fast, without keys.py, server.py and
     # wire.py (about 14 KB a busy board may not have free), and is a controller session as before.
-    import builtins
     loop = transport.Loop()
     a = keyed("dev-a", ["counter@0"], loop)
     addr = listen(a)
@@ -190,19 +199,13 @@ def test_the_deploying_controller_s_next_session_needs_no_trust_store_lookup():
         {"id": "s", "type": "source", "params": {"sensor": "counter", "count": 5}},
         {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["s"]}]}}})
     assert loop.run_until(lambda: c1.replies("deployed"), 5000), c1.messages
-    seen = []
-    real = builtins.__import__
+    c2 = []
 
-    def traced(name, *args):
-        if name.startswith("sensormesh.device.secure."):
-            seen.append(name[25:])
-        return real(name, *args)
-    builtins.__import__ = traced
-    try:
-        c2 = SecureClient(loop, addr, "controller", "dev-a")
-        assert loop.run_until(c2.ready, 5000) and c2.error is None, c2.error
-    finally:
-        builtins.__import__ = real
+    def second():
+        c2.append(SecureClient(loop, addr, "controller", "dev-a"))
+        assert loop.run_until(c2[0].ready, 5000) and c2[0].error is None, c2[0].error
+    seen = secure_imports(second)
+    c2 = c2[0]
     assert "accept" in seen and not set(seen) & {"wire", "keys", "server", "trust", "x25519"}, seen
     c2.conn.send({"status": {}})
     assert loop.run_until(lambda: c2.replies("status"), 5000), c2.messages
