@@ -113,8 +113,8 @@ def test_a_callback_sink_goes_where_its_values_already_arrive_with_the_most_room
         assert pl.reasons["cb"] == "%s: w's values arrive here; most memory to spare" % strategy, pl.reasons["cb"]
         assert [(x.producer, x.dst) for x in pl.pipes] == [("w", "pc")]
     # no traffic added: the same as with the sink pinned to the PC, less than pinned to the board
-    pinned_pc, _ = knob_to_pc()
-    _.callback(noop, id="cb", on="pc")
+    pinned_pc, pw = knob_to_pc()
+    pw.callback(noop, id="cb", on="pc")
     assert p.plan().objective == pytest.approx(pinned_pc.plan().objective)
 
 

@@ -158,8 +158,9 @@ def secure_imports(fn):
 
 def test_a_client_without_keys_is_refused_without_loading_the_server_side():
     # A first message that is no keyed hello is refused in the server's words without loading
-    # what checking a keyed hello needs (wire.py, keys.py, server.py, trust.py: about 19 KB of a
-    # board's heap): a client without keys must not make a busy board load it.
+    # what checking a keyed hello needs (wire.py, keys.py, server.py: about 14 KB of a board's
+    # heap, and trust.py to read the key files): a client without keys must not make a busy
+    # board load it.
     loop = transport.Loop()
     a = keyed("dev-a", ["counter@100"], loop, max_handshakes=16)
     addr = listen(a)

@@ -252,9 +252,10 @@ def prepare_peer(sec, peer, as_role="device"):
     again before the client side, dialer.py, loads, so the two are never in memory at once);
     None if the peer is not trusted as a device (the dial's handshake refuses it then).
     as_role="controller": the controller that deployed, as a client of this device."""
+    who = "server" if as_role == "device" else "client"
     try:
-        role, key = device_trust(sec).lookup(peer, "server" if as_role == "device" else "client")
-        _check_role(role, (as_role,), "server" if as_role == "device" else "client", peer)
+        role, key = device_trust(sec).lookup(peer, who)
+        _check_role(role, (as_role,), who, peer)
         ready = (role, device_pairs(sec).get(device_identity(sec), key), key.fingerprint())
     except HandshakeError:
         ready = None
