@@ -873,3 +873,81 @@ def test_a_confirming_subscriber_gets_again_only_what_was_sent_unconfirmed():
     assert restarts == [used.tx], restarts
     assert used.tx.sent == used.tx.base == 0 and fresh.tx.sent == 0
     assert rt.confirmed and fresh.confirmed and used.confirmed
+
+
+def test_a_delivery_that_finds_no_heap_free_to_send_keeps_its_values_and_sends_them_later():
+    """A board may find no heap free for a deliver message (its JSON, its sealing on a keyed
+    link) while the controller does not confirm. The values of that message and of every later
+    one stay buffered and leave with the next timer, in order, each once; nothing raises into
+    the caller (a pipe's input, which would close its connection). Before, the values of the
+    message that failed counted as sent and were never delivered."""
+    from sensormesh.device import codec
+    from sensormesh.device.runtime import delivery
+
+    class Timer:
+        def cancel(self):
+            pass
+
+    class Loop:
+        def __init__(self):
+            self.timers = []
+
+        def call_later(self, ms, fn):
+            self.timers.append((ms, fn))
+            return Timer()
+
+    class Conn:
+        closed = False
+
+        def __init__(self):
+            self.got = []
+            self.calls = 0
+            self.fail = ()
+
+        def send(self, msg):
+            self.calls += 1
+            if self.calls in self.fail:
+                raise MemoryError("memory allocation failed, allocating 4096 bytes")
+            self.got.append(codec.loads(codec.dumps(msg)))
+
+    class Session:
+        confirms = False
+
+        def __init__(self, conn):
+            self.conn = conn
+
+    class Rt:
+        confirmed = False
+        epoch = 1
+        deliver_timer = None
+
+        def outputs_acked(self):
+            pass
+
+    rt = Rt()
+    rt.loop = Loop()
+    conn = Conn()
+    conn.fail = (2, 3)          # the second message finds no heap free, and so does its first retry
+    rt.subscribers = [Session(conn)]
+    d = delivery.Delivery(rt, "k")
+    rt.deliveries = {"k": d}
+    n = 900             # (within a board's buffer: MAX_UNDELIVERED)
+    for v in range(n):
+        d.tx.add(v + 0.5)
+    delivery.send(rt)
+    assert len(conn.got) == 1 and len(rt.loop.timers) == 1 and rt.loop.timers[0][0] == delivery.DELIVER_MS
+    first = conn.got[0]["deliver"]
+    assert first["seq"] == 0 and d.tx.sent == len(first["values"]) < n
+    for _ in range(3):           # the timers: one that fails again, then one that sends the rest
+        ms, fn = rt.loop.timers.pop()
+        fn()
+        if not rt.loop.timers:
+            break
+    assert not rt.loop.timers and conn.calls > 3
+    got = []
+    for m in conn.got:
+        body = m["deliver"]
+        assert body["seq"] == len(got), (body["seq"], len(got))
+        got.extend(body["values"])
+    assert got == [v + 0.5 for v in range(n)]
+    assert d.tx.unsent() == 0 and d.tx.base == n      # nobody confirms: sent is taken

@@ -7,6 +7,7 @@ import json
 from sensormesh.device import status, transport
 from sensormesh.device.secure.fernet import b64decode, b64encode
 from sensormesh.device.secure.handshake import ClientSession, HandshakeError, PairCache, ReplayCache, ServerSession
+from sensormesh.device.secure.basics import replay_state as fresh_replay
 
 from loopkit import listen
 from test_secure_device import SecureClient, delivered, forgets, keyed
@@ -102,18 +103,18 @@ def test_a_prepared_clients_hello_is_served_without_server_py_only_when_server_p
         stamps = (None, None)
 
     sec = Sec()
-    sec.replay_state = [{}, {}]
+    sec.replay_state = fresh_replay()
     by_server = ReplayCache()
     served = 0
     hellos = _hellos()
     for h in hellos:
         m = json.loads(json.dumps(h))
         want = _outcome(ServerSession(f["dev-b"], t, replay=by_server, clock=lambda: NOW, known=known), m)
-        before = (dict(sec.replay_state[0]), dict(sec.replay_state[1]))
+        before = (bytes(sec.replay_state[0]), list(sec.replay_state[1]), dict(sec.replay_state[2]))
         got = accept.fast(sec, m, NOW)
         if got is None:
             assert want[0] != "welcome" or want[1] != "dev-a", (h, want)
-            assert (sec.replay_state[0], sec.replay_state[1]) == before, h
+            assert (bytes(sec.replay_state[0]), sec.replay_state[1], sec.replay_state[2]) == before, h
             continue
         served += 1
         ch, welcome, who = got
@@ -137,7 +138,7 @@ def test_a_prepared_clients_fast_session_works_both_ways():
         prepared = {"dev-a": (role, PairCache(4).get(f["dev-b"], key), key.fingerprint())}
         trust_src = revoked_src = None
         stamps = (None, None)
-        replay_state = [{}, {}]
+        replay_state = fresh_replay()
 
     c = ClientSession(f["dev-a"], t, "dev-b", clock=lambda: NOW)
     ch, welcome, who = accept.fast(Sec(), json.loads(json.dumps(c.start())), NOW)

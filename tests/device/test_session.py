@@ -264,42 +264,48 @@ def test_replay():
     assert code_of(s3.receive, hello) == "stale-timestamp"
 
 
+def N(tag):
+    """A hello's 16-byte nonce named tag."""
+    return tag + bytes(16 - len(tag))
+
+
 def test_replay_cache_is_bounded_and_never_forgets_unsafely():
     cache = ReplayCache(window=60, size=4)
     for i in range(4):
-        cache.check(b"n%d" % i, NOW + i, NOW + 4)
-        cache.add(b"n%d" % i, NOW + i, NOW + 4)
-    cache.check(b"n4", NOW + 4, NOW + 4)
-    cache.add(b"n4", NOW + 4, NOW + 4)            # evicts n0 (ts NOW): floor is now NOW
-    assert len(cache.seen) == 4
-    assert code_of(cache.check, b"n0", NOW, NOW + 4) == "replay"
-    assert code_of(cache.check, b"n1", NOW + 1, NOW + 4) == "replay"
-    cache.check(b"new", NOW + 5, NOW + 5)
+        cache.check(N(b"n%d" % i), NOW + i, NOW + 4)
+        cache.add(N(b"n%d" % i), NOW + i, NOW + 4)
+    cache.check(N(b"n4"), NOW + 4, NOW + 4)
+    cache.add(N(b"n4"), NOW + 4, NOW + 4)            # evicts n0 (ts NOW): floor is now NOW
+    assert len(cache.entries()) == 4
+    assert code_of(cache.check, N(b"n0"), NOW, NOW + 4) == "replay"
+    assert code_of(cache.check, N(b"n1"), NOW + 1, NOW + 4) == "replay"
+    cache.check(N(b"new"), NOW + 5, NOW + 5)
     # Once the old entries leave the window they are dropped instead of raising the floor.
-    cache.add(b"late", NOW + 200, NOW + 200)
+    cache.add(N(b"late"), NOW + 200, NOW + 200)
     # (so are the cut-offs: hellos that old are stale anyway)
-    assert list(cache.seen) == [b"late"] and cache.floors == {}
+    assert list(cache.entries()) == [N(b"late")] and cache.floors == {}
 
 
 def test_one_key_cannot_lock_out_others():
     # A reader fills the cache with hellos dated near the window's edge: it evicts only its
     # own entries and moves only its own cut-off; other keys' hellos dated now still pass.
     cache = ReplayCache(window=60, size=8)
-    cache.add(b"c0", NOW, NOW, "controller")
+    cache.add(N(b"c0"), NOW, NOW, "controller")
     refused = 0
     for i in range(66):
         try:
-            cache.check(b"r%d" % i, NOW + 55, NOW, "reader-1")
-            cache.add(b"r%d" % i, NOW + 55, NOW, "reader-1")
+            cache.check(N(b"r%d" % i), NOW + 55, NOW, "reader-1")
+            cache.add(N(b"r%d" % i), NOW + 55, NOW, "reader-1")
         except HandshakeError:
             refused += 1      # once it has evicted its own entries, its own cut-off stops it
     assert refused == 66 - 8, refused
-    assert len(cache.seen) == 8 and cache.seen[b"c0"] == (NOW, "controller")
+    seen = cache.entries()
+    assert len(seen) == 8 and seen[N(b"c0")] == (NOW, "controller")
     assert cache.floors == {"reader-1": NOW + 55}
-    cache.check(b"c1", NOW + 1, NOW + 1, "controller")
-    cache.check(b"x", NOW + 1, NOW + 1, "reader-2")
-    assert code_of(cache.check, b"c0", NOW, NOW + 1, "controller") == "replay"      # its nonce is kept
-    assert code_of(cache.check, b"r0", NOW + 55, NOW + 1, "reader-1") == "replay"   # the reader's cut-off
+    cache.check(N(b"c1"), NOW + 1, NOW + 1, "controller")
+    cache.check(N(b"x"), NOW + 1, NOW + 1, "reader-2")
+    assert code_of(cache.check, N(b"c0"), NOW, NOW + 1, "controller") == "replay"      # its nonce is kept
+    assert code_of(cache.check, N(b"r0"), NOW + 55, NOW + 1, "reader-1") == "replay"   # the reader's cut-off
     # the same through whole handshakes: 66 hellos of reader-1 dated 55 s ahead, then the controller
     cache = ReplayCache(window=60, size=8)
     codes = []
@@ -313,6 +319,35 @@ def test_one_key_cannot_lock_out_others():
     assert set(codes) == {"ok", "replay"}, codes
     c, s = pair("controller", "dev-a", sclock=NOW, replay=cache)
     assert "welcome" in s.receive(c.start())
+
+
+def test_replay_cache_memory_is_fixed_and_names_are_reused():
+    """However many hellos and keys come, the cache holds `size` records of 21 bytes and at
+    most one name per record; what it remembers is still refused, and a name's slot goes to
+    another key once no record holds it."""
+    from sensormesh.device.secure.basics import REC, replay_state
+    cache = ReplayCache(window=60, size=8)
+    for i in range(300):
+        who = "reader-%d" % (i % 40)
+        now = NOW + i            # every hello is new, and the old ones leave the window
+        cache.check(N(b"h%d" % i), now, now, who)
+        cache.add(N(b"h%d" % i), now, now, who)
+        assert len(cache.state[0]) <= 8 * REC and len(cache.state[1]) <= 8, i
+    seen = cache.entries()
+    assert len(seen) == 8
+    assert seen[N(b"h299")] == (NOW + 299, "reader-19")
+    for nonce, (ts, who) in seen.items():
+        assert code_of(cache.check, nonce, ts + 1, NOW + 300, who) == "replay"
+    # a cache grows 8 records at a time, up to its size
+    small = ReplayCache(size=3)
+    small.add(N(b"a"), NOW, NOW, "a")
+    assert len(small.state[0]) == 3 * REC
+    for bad in (0, 255, 1000):
+        try:
+            replay_state(bad)
+            raise AssertionError("size %d accepted" % bad)
+        except ValueError as e:
+            assert "replay cache size" in str(e)
 
 
 def test_wrong_role():

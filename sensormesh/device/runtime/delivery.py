@@ -147,21 +147,35 @@ def send(rt):
                 break
         return
     for d in rt.deliveries.values():
-        if not d.tx.unsent():
+        tx = d.tx
+        if not tx.unsent():
             continue
+        at = tx.sent      # the first value not sent to every subscriber yet
         try:
-            msgs = d.messages(rt.epoch, codec.dumps, DELIVER_MAX)
-        except codec.ProtocolError as e:         # e.g. a value JSON cannot carry
-            rare_call(RARE_IN, "undeliverable", rt, d, d.tx.unsent(), e)
-            continue
-        for msg in msgs:
-            for s in subs:
-                try:
-                    s.conn.send(msg)
-                except codec.ProtocolError as e:   # one value too large for the link
-                    rare_call(RARE_IN, "undeliverable", rt, d, len(msg["deliver"]["values"]), e)
+            try:
+                msgs = d.messages(rt.epoch, codec.dumps, DELIVER_MAX)
+            except codec.ProtocolError as e:         # e.g. a value JSON cannot carry
+                rare_call(RARE_IN, "undeliverable", rt, d, tx.unsent(), e)
+                continue
+            for msg in msgs:
+                for s in subs:
+                    try:
+                        s.conn.send(msg)
+                    except codec.ProtocolError as e:   # one value too large for the link
+                        rare_call(RARE_IN, "undeliverable", rt, d, len(msg["deliver"]["values"]), e)
+                at += len(msg["deliver"]["values"])
+        except MemoryError:
+            # a board short of heap for a message (its JSON, its sealing): what was not sent
+            # stays buffered and leaves with the next timer, when the heap may have room
+            msgs = None
+            tx.sent = at
+            try:
+                later(rt, DELIVER_MS)
+            except MemoryError:
+                rt.deliver_timer = None     # the next value sets the timer again
+            return
         if not d.confirmed:
-            d.tx.ack(d.tx.sent)       # nobody confirms: sent is taken (the original design)
+            tx.ack(tx.sent)       # nobody confirms: sent is taken (the original design)
 
 
 def on_delivered(rt, session, body):

@@ -11,7 +11,8 @@ import os
 
 from sensormesh.device.compat import unix_time
 from sensormesh.device.secure import load
-from sensormesh.device.secure.basics import _NONCE, DEFAULT_REPLAY_SIZE, DEFAULT_WINDOW, VERSION, _transcript, stamps
+from sensormesh.device.secure.basics import (_NONCE, DEFAULT_WINDOW, VERSION, _transcript, replay_at, replay_put,
+                                             stamps)
 from sensormesh.device.secure.channel import Channel, b64encode, equal, hmac_sha256
 from sensormesh.device.secure.welcome import keys, raw, wrap_limit
 
@@ -101,15 +102,17 @@ def fast(sec, msg, now):
             return None
     nonce = raw(body, "nonce", _NONCE)
     mac = raw(body, "mac", 32)
-    seen, floors = sec.replay_state
-    if nonce is None or mac is None or nonce in seen or ts <= floors.get(client, -1) \
-            or len(seen) >= DEFAULT_REPLAY_SIZE:
+    state = sec.replay_state
+    if nonce is None or mac is None or ts <= state[2].get(client, -1) or replay_at(state, nonce) is not None:
         return None
     transcript = _transcript(client, me, ts, nonce)
     pair = known[1]
     if not equal(hmac_sha256(pair, transcript), mac):
         return None
-    seen[nonce] = (ts, client)
+    at = replay_at(state, None)
+    if at is None:      # the cache is full: server.py makes room
+        return None
+    replay_put(state, at, nonce, ts, client)
     snonce = os.urandom(_NONCE)
     c2s, s2c, proof = keys(pair, nonce, snonce, transcript, mac, me)
     return Channel(s2c, c2s), {"welcome": {"v": VERSION, "from": me, "nonce": b64encode(snonce).decode(),

@@ -14,8 +14,17 @@ from sensormesh.device.secure import admitting, busy, dials
 VERSION = 2
 _NONCE = 16
 DEFAULT_WINDOW = 60        # seconds a hello's timestamp may differ from the server's clock
-DEFAULT_REPLAY_SIZE = 64   # nonces a server remembers per device (about 1.5 KB on an ESP32): server.py
+DEFAULT_REPLAY_SIZE = 64   # hellos a server remembers per device (at most 1.3 KB of records): server.py
 _PACKAGE = "sensormesh.device.secure."
+# The replay cache between handshakes is plain data: [records, key names, cut-offs, size].
+# records is one bytearray of REC-byte records, each a hello's nonce, its timestamp (4 bytes,
+# unsigned, big-endian) and the slot of its key's name in `names` (1 byte, FREE for a free
+# record); cut-offs is {key name: timestamp} (server.ReplayCache says what they mean). A record
+# costs 21 bytes however many hellos came before; the cache grows GROW records at a time up to
+# `size` (at most 255) and never shrinks, and a name's slot is reused once no record holds it.
+REC = _NONCE + 5
+GROW = 8
+FREE = 255
 
 
 def _field(b):
@@ -26,6 +35,62 @@ def _field(b):
 
 def _transcript(client, server, ts, nonce):
     return b"sensormesh-hello-v2" + _field(client) + _field(server) + _field(str(ts)) + _field(nonce)
+
+
+# -- the replay cache's records ---------------------------------------------------------------
+def replay_state(size=DEFAULT_REPLAY_SIZE):
+    """An empty replay cache for `size` hellos (Security.replay_state)."""
+    if not 0 < size < FREE:
+        raise ValueError("replay cache size %r: 1 to %d hellos" % (size, FREE - 1))
+    return [bytearray(0), [], {}, size]
+
+
+def replay_at(state, nonce):
+    """The offset of the record of `nonce` (a hello's 16 bytes) in state's records, or None.
+    nonce None: the offset of a free record (the records grow when none is free and the cache
+    is not full), or None when the cache is full."""
+    recs = state[0]
+    if nonce is None:
+        for at in range(REC - 1, len(recs), REC):
+            if recs[at] == FREE:
+                return at - REC + 1
+        n = len(recs) // REC
+        if n >= state[3]:
+            return None
+        more = bytearray(REC * min(GROW, state[3] - n))
+        for at in range(REC - 1, len(more), REC):
+            more[at] = FREE
+        recs.extend(more)
+        return n * REC
+    at = recs.find(nonce)
+    while at >= 0:
+        if at % REC == 0 and recs[at + REC - 1] != FREE:
+            return at
+        at = recs.find(nonce, at + 1)
+    return None
+
+
+def replay_put(state, at, nonce, ts, who):
+    """Remember the hello (nonce, ts) of key `who` in the free record at offset `at`."""
+    if len(nonce) != _NONCE:
+        raise ValueError("a hello's nonce is %d bytes, not %d" % (_NONCE, len(nonce)))
+    recs, names = state[0], state[1]
+    if who in names:
+        slot = names.index(who)
+    else:
+        used = set()
+        for i in range(REC - 1, len(recs), REC):
+            used.add(recs[i])
+        slot = 0
+        while slot < len(names) and slot in used:
+            slot += 1
+        if slot == len(names):
+            names.append(who)
+        else:
+            names[slot] = who
+    recs[at:at + _NONCE] = nonce
+    struct.pack_into("!I", recs, at + _NONCE, ts)
+    recs[at + REC - 1] = slot
 
 
 # -- what a device's dial compares with the trust files it read ------------------------------------

@@ -1,17 +1,19 @@
 # The server side of the handshake, sans-IO: ServerSession checks a hello and answers with a
 # welcome (or HandshakeError), and the ReplayCache of the hellos a device accepted. A device
 # loads this module when a hello arrives and forgets it right after (secure.idle()); between
-# handshakes it keeps the cache's dicts only (Security.replay_state). A client its deployment
+# handshakes it keeps the cache's records only (Security.replay_state). A client its deployment
 # prepared (a pipe's sender: keys.prepare looked it up and computed the pair key) is checked with
 # this module and wire.py alone (`known`); any other client with the trust store and the pair-key
 # cache of keys.py, which the caller loads (accept.py). Why a hello is refused is refused.py's
 # (loaded for a refusal).
 import os
+import struct
 
 from sensormesh.device.compat import unix_time
 from sensormesh.device.secure.channel import Channel, b64encode, equal, hmac_sha256
 from sensormesh.device.secure import load
-from sensormesh.device.secure.basics import DEFAULT_REPLAY_SIZE, DEFAULT_WINDOW
+from sensormesh.device.secure.basics import (DEFAULT_REPLAY_SIZE, DEFAULT_WINDOW, FREE, REC, replay_at, replay_put,
+                                             replay_state)
 from sensormesh.device.secure.wire import _NONCE, VERSION, HandshakeError, _bin, _body, _keys, _transcript
 
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
@@ -49,57 +51,74 @@ class ReplayCache:
     timestamp is refused. Each key has its own cut-off, so one key (even a valid reader's) that
     sends many hellos, dated at the edge of the window, only ever evicts its own entries and
     moves its own cut-off: it cannot lock other keys, the controller's included, out with
-    "replay". No replay gets through, and memory stays fixed (floors: at most one per key in
-    the trust store, forgotten once older than the window).
+    "replay". No replay gets through, and memory stays fixed: `size` records of 21 bytes
+    (basics.py), at most one name per record, and the cut-offs (at most one per key in the trust
+    store, forgotten once older than the window).
     """
 
     def __init__(self, window=DEFAULT_WINDOW, size=DEFAULT_REPLAY_SIZE, state=None):
         self.window = window
-        self.size = size
-        # a device keeps state = [seen, floors] between handshakes
-        self.seen, self.floors = state if state is not None else ({}, {})
-        # seen: nonce -> (timestamp, key name); floors: key name -> hellos of that key with
-        # ts <= this are refused
+        # a device keeps state (basics.replay_state) between handshakes
+        self.state = state if state is not None else replay_state(size)
+        self.size = self.state[3]
+        self.floors = self.state[2]     # key name -> hellos of that key with ts <= this are refused
+
+    def entries(self):
+        """{nonce: (timestamp, key name)} of the hellos remembered."""
+        recs, names = self.state[0], self.state[1]
+        out = {}
+        for at in range(0, len(recs), REC):
+            slot = recs[at + REC - 1]
+            if slot != FREE:
+                out[bytes(recs[at:at + _NONCE])] = (struct.unpack_from("!I", recs, at + _NONCE)[0], names[slot])
+        return out
 
     def check(self, nonce, ts, now, who=None):
         if ts <= self.floors.get(who, -1):
             raise _refused("replay", 1, ts, who, self.window)
-        if nonce in self.seen:
+        if replay_at(self.state, nonce) is not None:
             raise _refused("replay", 2)
 
     def add(self, nonce, ts, now, who=None):
-        seen = self.seen
-        if len(seen) >= self.size:
+        state = self.state
+        at = replay_at(state, None)
+        if at is None:
+            recs = state[0]
             limit = now - self.window
-            for k in list(seen):
-                if seen[k][0] < limit:
-                    del seen[k]
+            for at in range(0, len(recs), REC):
+                if recs[at + REC - 1] != FREE and struct.unpack_from("!I", recs, at + _NONCE)[0] < limit:
+                    recs[at + REC - 1] = FREE
             floors = self.floors
             for k in list(floors):
                 if floors[k] < limit:   # the time check refuses such hellos anyway
                     del floors[k]
-            while len(seen) >= self.size:
-                self._evict()
-        seen[nonce] = (ts, who)
+            at = replay_at(state, None)
+            if at is None:
+                at = self._evict()
+        replay_put(state, at, nonce, ts, who)
 
     def _evict(self):
-        # the key with the most entries gives up its oldest one
-        seen = self.seen
+        # the key with the most entries gives up its oldest one; its record's offset
+        recs, names = self.state[0], self.state[1]
         count = {}
-        for k in seen:
-            w = seen[k][1]
-            count[w] = count.get(w, 0) + 1
+        for at in range(REC - 1, len(recs), REC):
+            count[recs[at]] = count.get(recs[at], 0) + 1
         top = None
-        for w in count:
-            if top is None or count[w] > count[top]:
-                top = w
+        for slot in count:
+            if top is None or count[slot] > count[top]:
+                top = slot
         old = None
-        for k in seen:
-            if seen[k][1] == top and (old is None or seen[k][0] < seen[old][0]):
-                old = k
-        ts = seen.pop(old)[0]
-        if ts > self.floors.get(top, -1):
-            self.floors[top] = ts
+        oldest = 0
+        for at in range(0, len(recs), REC):
+            if recs[at + REC - 1] == top:
+                ts = struct.unpack_from("!I", recs, at + _NONCE)[0]
+                if old is None or ts < oldest:
+                    old, oldest = at, ts
+        recs[old + REC - 1] = FREE
+        who = names[top]
+        if oldest > self.floors.get(who, -1):
+            self.floors[who] = oldest
+        return old
 
 
 class ServerSession:

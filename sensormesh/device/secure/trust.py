@@ -7,6 +7,7 @@ import binascii
 import json
 
 from sensormesh.device.secure.pubkey import SIZE, PublicKey
+from sensormesh.device.secure.basics import replay_state
 from sensormesh.device.secure import DEFAULT_HANDSHAKE_MS, DEFAULT_MAX_HANDSHAKES, MICROPYTHON, load
 from sensormesh.device.secure.keys import HandshakeError, Identity, TrustStore, device_trust, idle
 
@@ -204,7 +205,7 @@ def configure(sec, cfg):
     limits; its keys are plain data, which keys.py makes objects of for one handshake."""
     sec.trust_state = None      # keys.TrustStore(*trust_state)
     sec.stamps = None           # the trust and revoked files' sizes and times when read
-    sec.replay_state = ({}, {})                # server.ReplayCache's nonces and cut-offs
+    sec.replay_state = replay_state()          # server.ReplayCache's records and cut-offs
     sec.pair_state = [{}, [], 0]               # keys.PairCache's keys, their order, agreements
     sec.prepared = {}     # peer -> (role, pair key, fingerprint) of the pipes' dials (keys.prepare)
     sec.pending = 0       # accepted connections waiting for their hello
