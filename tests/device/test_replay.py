@@ -875,62 +875,87 @@ def test_a_confirming_subscriber_gets_again_only_what_was_sent_unconfirmed():
     assert rt.confirmed and fresh.confirmed and used.confirmed
 
 
+class _FakeTimer:
+    def cancel(self):
+        pass
+
+
+class _FakeLoop:
+    def __init__(self):
+        self.timers = []
+
+    def call_later(self, ms, fn):
+        self.timers.append((ms, fn))
+        return _FakeTimer()
+
+
+class _FakeConn:
+    """A subscriber's connection: what it was sent (as the controller reads it), and the calls
+    of send that find no heap free (their numbers in `fail`)."""
+    closed = False
+
+    def __init__(self, fail=()):
+        self.got = []
+        self.calls = 0
+        self.fail = fail
+
+    def send(self, msg):
+        from sensormesh.device import codec
+        self.calls += 1
+        if self.calls in self.fail:
+            raise MemoryError("memory allocation failed, allocating 4096 bytes")
+        self.got.append(codec.loads(codec.dumps(msg)))
+
+
+def _delivering(conn):
+    """A runtime with one callback step "k" and one subscribed controller that does not confirm."""
+    from sensormesh.device.runtime import delivery
+
+    class Session:
+        confirms = False
+
+    class Rt:
+        confirmed = False
+        epoch = 1
+        deliver_timer = None
+        lost_deliveries = 0
+
+        def outputs_acked(self):
+            pass
+
+        def log(self, text):
+            self.logs.append(text)
+
+    rt = Rt()
+    rt.logs = []
+    rt.loop = _FakeLoop()
+    session = Session()
+    session.conn = conn
+    rt.subscribers = [session]
+    d = delivery.Delivery(rt, "k")
+    rt.deliveries = {"k": d}
+    return rt, d
+
+
+def _delivered(conn):
+    """The values the controller got, checking that each message's numbers follow the last."""
+    got, seqs = [], []
+    for m in conn.got:
+        body = m["deliver"]
+        seqs.append((body["seq"], len(body["values"])))
+        got.extend(body["values"])
+    return got, seqs
+
+
 def test_a_delivery_that_finds_no_heap_free_to_send_keeps_its_values_and_sends_them_later():
     """A board may find no heap free for a deliver message (its JSON, its sealing on a keyed
     link) while the controller does not confirm. The values of that message and of every later
     one stay buffered and leave with the next timer, in order, each once; nothing raises into
     the caller (a pipe's input, which would close its connection). Before, the values of the
     message that failed counted as sent and were never delivered."""
-    from sensormesh.device import codec
     from sensormesh.device.runtime import delivery
-
-    class Timer:
-        def cancel(self):
-            pass
-
-    class Loop:
-        def __init__(self):
-            self.timers = []
-
-        def call_later(self, ms, fn):
-            self.timers.append((ms, fn))
-            return Timer()
-
-    class Conn:
-        closed = False
-
-        def __init__(self):
-            self.got = []
-            self.calls = 0
-            self.fail = ()
-
-        def send(self, msg):
-            self.calls += 1
-            if self.calls in self.fail:
-                raise MemoryError("memory allocation failed, allocating 4096 bytes")
-            self.got.append(codec.loads(codec.dumps(msg)))
-
-    class Session:
-        confirms = False
-
-        def __init__(self, conn):
-            self.conn = conn
-
-    class Rt:
-        confirmed = False
-        epoch = 1
-        deliver_timer = None
-
-        def outputs_acked(self):
-            pass
-
-    rt = Rt()
-    rt.loop = Loop()
-    conn = Conn()
-    conn.fail = (2, 3)          # the second message finds no heap free, and so does its first retry
-    rt.subscribers = [Session(conn)]
-    d = delivery.Delivery(rt, "k")
-    rt.deliveries = {"k": d}
+    conn = _FakeConn(fail=(2, 3))   # the second message finds no heap free, and so does its first retry
+    rt, d = _delivering(conn)
     n = 900             # (within a board's buffer: MAX_UNDELIVERED)
     for v in range(n):
         d.tx.add(v + 0.5)
@@ -944,10 +969,63 @@ def test_a_delivery_that_finds_no_heap_free_to_send_keeps_its_values_and_sends_t
         if not rt.loop.timers:
             break
     assert not rt.loop.timers and conn.calls > 3
-    got = []
-    for m in conn.got:
-        body = m["deliver"]
-        assert body["seq"] == len(got), (body["seq"], len(got))
-        got.extend(body["values"])
+    got, seqs = _delivered(conn)
+    assert [s for s, _ in seqs] == [sum(k for _, k in seqs[:i]) for i in range(len(seqs))], seqs
     assert got == [v + 0.5 for v in range(n)]
     assert d.tx.unsent() == 0 and d.tx.base == n      # nobody confirms: sent is taken
+    assert rt.lost_deliveries == 0
+
+
+def test_a_callback_value_json_cannot_carry_is_left_out_counted_and_the_rest_delivered():
+    """A callback value that is NaN or infinity (a user step's division by zero) cannot be
+    sent as JSON: that value alone is left out, counted in lost_deliveries and logged (the 1st,
+    2nd, 4th... time), and every other value reaches the controller with its own number.
+    Before, every value waiting with it was skipped, and none of them was counted."""
+    from sensormesh.device.runtime import delivery
+    conn = _FakeConn()
+    rt, d = _delivering(conn)
+    n = 300
+    bad = set(range(7, n, 10))        # 30 values that JSON cannot carry
+    for v in range(n):
+        d.tx.add(float("nan") if v in bad else v + 0.5)
+    delivery.send(rt)
+    got, seqs = _delivered(conn)
+    assert got == [v + 0.5 for v in range(n) if v not in bad]
+    numbered = []
+    for seq, k in seqs:
+        numbered.extend(range(seq, seq + k))
+    assert numbered == [v for v in range(n) if v not in bad]      # each value with its own number
+    assert rt.lost_deliveries == len(bad) and d.tx.unsent() == 0
+    assert len(rt.logs) == 5, rt.logs                  # at 1, 2, 4, 8 and 16 lost: no flood
+    assert "1 callback value(s) of k not delivered (1 so far)" in rt.logs[0], rt.logs[0]
+    assert "JSON" in rt.logs[0] or "NaN" in rt.logs[0], rt.logs[0]
+
+
+def test_a_board_builds_the_json_of_a_few_values_at_a_time_however_many_wait():
+    """Sending a backlog of callback values builds the JSON of at most DELIVER_CHUNK values at
+    once (a board needs a block that large free in one piece), learns how many fit in one
+    message, and sends every value once, in order."""
+    from sensormesh.device import codec
+    from sensormesh.device.runtime import delivery
+    conn = _FakeConn()
+    rt, d = _delivering(conn)
+    n = 900
+    for v in range(n):
+        d.tx.add(48.14999999999999 + v / 7)
+    sizes = []
+    real = codec.dumps
+
+    def dumps(msg):
+        if type(msg) is dict and "deliver" in msg:
+            sizes.append(len(msg["deliver"]["values"]))
+        return real(msg)
+    codec.dumps = dumps
+    try:
+        delivery.send(rt)
+    finally:
+        codec.dumps = real
+    got, seqs = _delivered(conn)
+    assert got == [48.14999999999999 + v / 7 for v in range(n)]
+    assert max(sizes) <= delivery.DELIVER_CHUNK, max(sizes)
+    # once learnt, a message's values are measured once and sent: few JSON texts per message
+    assert len(sizes) <= 3 * len(seqs), (len(sizes), len(seqs))

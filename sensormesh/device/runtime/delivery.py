@@ -33,6 +33,10 @@ DELIVER_BURST = 256 if MICROPYTHON else 8192
 # split, and each must fit every link on its way: a keyed link wraps at most 3 KB at once on
 # MicroPython (12 KB on CPython), and each gateway relaying it adds about a third.
 DELIVER_MAX = 1536 if MICROPYTHON else 4096
+# Values one deliver message takes at most before its JSON is built (and split when larger than
+# DELIVER_MAX): a board builds the JSON of at most 128 values at a time (64 at first, then as
+# many as fitted in one message), not of every value waiting.
+DELIVER_CHUNK = 128 if MICROPYTHON else 2048
 # what deliveries do only now and then (a name every board has: a caller needs no new one)
 RARE_IN = "sensormesh.device.runtime.delivery_links"
 
@@ -44,6 +48,7 @@ class Delivery(Rarely):
     relay = False       # never takes a numbering back after evictions upstream
     confirmed = False   # a confirming subscriber is live (set by the runtime)
     logged = 0          # the drops logged so far
+    per = DELIVER_CHUNK // 2   # values one deliver message takes at most (messages learns it)
 
     def __init__(self, rt, sid, cap=MAX_UNDELIVERED, run=None):
         self.rt = rt
@@ -73,29 +78,47 @@ class Delivery(Rarely):
         tx = self.tx
         return tx.base if self.confirmed else tx.next_seq()
 
-    def messages(self, epoch, dumps, limit):
-        """deliver messages for every value not sent yet, each within `limit` bytes of JSON
-        (unless one value is larger); the values count as sent."""
+    def messages(self, epoch, dumps, limit, most=None):
+        """What leaves for the next values not sent yet (at most `most`; by default as many as
+        fitted in one message last time, at most DELIVER_CHUNK), in their order: deliver messages, each within `limit` bytes of JSON (unless one
+        value is larger), and (seq, error) for each value JSON cannot carry (NaN, infinity),
+        which is left out. The values count as sent."""
         tx = self.tx
         first = tx.sent
-        vals = tx.take(1 << 30)
-        if vals is None:
-            return []
+        per = self.per if most is None else most
+        vals = tx.take(per)
         out = []
-        _split(out, self.sid, epoch, tx.run, first, vals, dumps, limit)
+        if vals:
+            n = _split(out, self.sid, epoch, tx.run, first, vals, dumps, limit)
+            if most is None:
+                # values per message learnt from these: the next take is seldom split (its JSON
+                # built once to measure it and once to send it)
+                if len(out) > 1:
+                    self.per = len(vals) // len(out) or 1
+                elif len(vals) == per and n * 2 <= limit and per < DELIVER_CHUNK:
+                    self.per = min(DELIVER_CHUNK, per * 2)
         return out
 
 
 def _split(out, sid, epoch, run, first, vals, dumps, limit):
+    # appends to out the messages (or (seq, error)) of vals; the size of their JSON at once
     msg = {"deliver": {"step": sid, "epoch": epoch, "values": vals, "seq": first, "run": run}}
-    n = len(dumps(msg))
+    try:
+        n = len(dumps(msg))
+    except codec.ProtocolError as e:      # a value JSON cannot carry: halve until it stands alone
+        if len(vals) < 2:
+            out.append((first, e))
+            return 0
+        n = 2 * limit
     if n <= limit or len(vals) < 2:
         out.append(msg)
-        return
+        return n
+    msg = None
     k = n // limit + 1
     step = (len(vals) + k - 1) // k
     for i in range(0, len(vals), step):
         _split(out, sid, epoch, run, first + i, vals[i:i + step], dumps, limit)
+    return n
 
 
 def deliver(rt, sid, value):
@@ -148,26 +171,29 @@ def send(rt):
         return
     for d in rt.deliveries.values():
         tx = d.tx
-        if not tx.unsent():
-            continue
-        at = tx.sent      # the first value not sent to every subscriber yet
+        at = tx.sent      # every value before this one went to every subscriber (or was left out)
         try:
-            try:
-                msgs = d.messages(rt.epoch, codec.dumps, DELIVER_MAX)
-            except codec.ProtocolError as e:         # e.g. a value JSON cannot carry
-                rare_call(RARE_IN, "undeliverable", rt, d, tx.unsent(), e)
-                continue
-            for msg in msgs:
-                for s in subs:
-                    try:
-                        s.conn.send(msg)
-                    except codec.ProtocolError as e:   # one value too large for the link
-                        rare_call(RARE_IN, "undeliverable", rt, d, len(msg["deliver"]["values"]), e)
-                at += len(msg["deliver"]["values"])
+            while tx.unsent():
+                items = d.messages(rt.epoch, codec.dumps, DELIVER_MAX)
+                if tx.sent == at:
+                    break                   # nothing could be taken (a spool that cannot be read)
+                for msg in items:
+                    if type(msg) is tuple:      # (seq, error): a value JSON cannot carry
+                        rare_call(RARE_IN, "undeliverable", rt, d, 1, msg[1])
+                        at = msg[0] + 1
+                        continue
+                    n = len(msg["deliver"]["values"])
+                    for s in subs:
+                        try:
+                            s.conn.send(msg)
+                        except codec.ProtocolError as e:   # one value too large for the link
+                            rare_call(RARE_IN, "undeliverable", rt, d, n, e)
+                    at = msg["deliver"]["seq"] + n
+                items = msg = None
         except MemoryError:
             # a board short of heap for a message (its JSON, its sealing): what was not sent
             # stays buffered and leaves with the next timer, when the heap may have room
-            msgs = None
+            items = msg = None
             tx.sent = at
             try:
                 later(rt, DELIVER_MS)

@@ -38,12 +38,17 @@ def confirming(rt, flag):
 
 
 def undeliverable(rt, d, n, e):
-    rt.lost_deliveries += n
-    rt.log("callback values of %s not delivered: %s" % (d.sid, e))
-    tx = d.tx
-    if tx.unsent():
-        tx.sent = tx.next_seq()       # they never leave; the position counts them as taken
-        tx.high = tx.sent
+    """n values of callback d cannot leave (a value JSON cannot carry, a message too large for
+    a subscriber's link): counted in the status reply's lost_deliveries; logged the 1st, 2nd,
+    4th... time, so a step that yields NaN on every value does not flood the log. The values
+    after them leave as usual."""
+    before = rt.lost_deliveries
+    rt.lost_deliveries = before + n
+    p = 1
+    while p <= before:       # the first power of two above what was lost before
+        p <<= 1
+    if p <= rt.lost_deliveries:
+        rt.log("%d callback value(s) of %s not delivered (%d so far): %s" % (n, d.sid, rt.lost_deliveries, e))
 
 
 def hurry_outlets(rt):
