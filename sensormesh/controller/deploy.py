@@ -144,11 +144,13 @@ class Deployment:
             s.client.close()
 
     def watch(self, on_deliver: Callable[[str, str, list], None], until: Callable[[], bool],
-              timeout: float | None = None, on_event: Callable[[str], None] | None = None) -> None:
+              timeout: float | None = None, on_event: Callable[[str], None] | None = None,
+              cut_short: Callable[[], str | None] | None = None) -> None:
         """Read deliveries from every device until until() is true (or timeout seconds pass).
 
         on_deliver(device, step, values) gets callback-sink values; on_event(text) gets what
-        the operator should know (a device reported an error, a session closed)."""
+        the operator should know (a device reported an error, a session closed). cut_short is
+        the Supervisor's (this deployment does not re-route: nothing waits long here)."""
         if on_event is None:
             on_event = lambda text: on_deliver("", "", [{"error": text}])  # noqa: E731
         for name, m in self.pending:

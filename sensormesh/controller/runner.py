@@ -192,7 +192,9 @@ def watch(dep, on_deliver, on_event, duration=None):
     signals.mode = "flag"
     try:
         dep.watch(on_deliver, lambda: signals.hit or (deadline is not None and time.monotonic() >= deadline),
-                  on_event=on_event)
+                  on_event=on_event,
+                  cut_short=lambda: "interrupted" if signals.hit else (
+                      "duration" if deadline is not None and time.monotonic() >= deadline else None))
     finally:
         signals.restore()
     return "interrupted" if signals.hit else "duration"
@@ -361,10 +363,19 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
                 if gone:
                     why["why"] = "local devices exited: " + ", ".join(gone)
             return bool(why)
+        def ending():
+            # asked while a re-route waits for devices (done() is asked between two messages)
+            if signals.hit:
+                return "interrupted"
+            if count and got["n"] >= count:
+                return "count"
+            if deadline is not None and time.monotonic() >= deadline:
+                return "duration"
+            return None
         looked = {"next": 0.0}
         signals.mode = "flag"      # from here a Ctrl-C ends the watch between two messages
         try:
-            dep.watch(counted, done, on_event=on_event)
+            dep.watch(counted, done, on_event=on_event, cut_short=ending)
         finally:
             signals.mode = "raise"
             if observe is not None:

@@ -416,3 +416,50 @@ def test_device_missing_from_trust_store_is_not_dialed(devices, tmp_path, keyrin
     finally:
         sup.close()
         listener.close()
+
+
+def test_a_reroute_waiting_for_a_silent_device_stops_when_the_run_ends(devices, tmp_path):
+    """mid dies and esp stops answering (SIGSTOP) at once: the re-route asks esp to stop first
+    and would wait the whole request timeout (20 s here; per device, one after the other, with
+    a hundred boards many minutes) for it. When the run ends meanwhile (its duration, Ctrl-C:
+    cut_short), the re-route says so once and the watch returns at once."""
+    import os
+    import signal
+    import time
+    from sensormesh.controller.placement import Placement, default_link
+    model, procs = start(devices, tmp_path, FLAT, ["esp", "mid", "pc"])
+    where = {"s": "esp", "d": "mid", "k": "pc"}
+    pl = Placement(model, "optimal", where, {s: "test" for s in where}, default_link, 0.8)
+    sup = Supervisor(model, pl, timeout=20.0, interval=0.3, epoch=1)
+    rec = Recorder()
+    state = {}
+
+    def until():
+        if "killed" not in state and len(rec.got("k")) >= 50:
+            os.kill(procs["esp"].p.pid, signal.SIGSTOP)
+            procs["mid"].p.kill()
+            procs["mid"].p.wait(10)
+            state["killed"] = time.monotonic()
+        return False
+
+    def cut_short():
+        # the run ends while the re-route waits for esp's answer to its stop
+        if any("mid failed" in e for e in rec.events) and "ended" not in state:
+            state["ended"] = time.monotonic()
+        if "ended" in state and time.monotonic() >= state["ended"] + 1.0:
+            return "duration"
+        return None
+    try:
+        sup.deploy()
+        t0 = time.monotonic()
+        sup.watch(rec.deliver, until, timeout=60, on_event=rec.event, cut_short=cut_short)
+        took = time.monotonic() - t0
+        text = "\n".join(rec.events)
+        assert "ended" in state, text
+        assert "re-route to epoch 2 left unfinished: the run is ending (duration)" in text, text
+        # returned within a few seconds of the run's end, not after esp's 20 s timeout
+        assert time.monotonic() - state["ended"] < 8.0, (took, text)
+        assert sup.cut_short is None
+    finally:
+        os.kill(procs["esp"].p.pid, signal.SIGCONT)
+        sup.close()

@@ -151,6 +151,14 @@ class Control:
     State it owns (set up by `_init_control`): loop, links, queues, by_key, paths, lost_paths,
     path_errors, server_of, e2e, _registered, _listener."""
 
+    # fn() -> why the run that is being watched ends now ("interrupted", "duration"), or None;
+    # set by watch(): a re-route or recovery in progress then stops waiting for devices at once
+    cut_short = None
+
+    def _ending(self):
+        f = self.cut_short
+        return f() if f is not None else None
+
     def _init_control(self, listen):
         self.loop = transport.Loop()
         self.links = {}          # link key -> _Link
@@ -461,14 +469,22 @@ class Control:
         deadline = max(r.deadline for r in reqs)
         t = self.timeout if timeout is None else timeout
         deadline = min(deadline, time.monotonic() + t)
+        why = None
         while not all(r.done for r in reqs):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
+            why = self._ending()
+            if why:
+                break
             self.loop.run_once(min(int(left * 1000) + 1, 50))
             self._expire()
         for r in reqs:
-            if not r.done:
+            if r.done:
+                continue
+            if why:      # not the device's fault: the run ends (no miss counted against it)
+                self._drop_request(r, "no answer from %s before the run ended (%s)" % (r.device, why))
+            else:
                 self._drop_request(r, "no answer from %s within %gs" % (r.device, t), expired=True)
         return reqs
 

@@ -82,6 +82,14 @@ class Reroute:
             return
         self._redeploy(new_pl, how, impact)
 
+    def _left_unfinished(self, epoch):
+        """True when the run being watched ends now (Ctrl-C, its duration): a re-route in
+        progress stops there, said once, rather than wait for every device it has yet to ask."""
+        why = self._ending()
+        if why:
+            self._event("re-route to epoch %d left unfinished: the run is ending (%s)" % (epoch, why))
+        return bool(why)
+
     def _redeploy(self, new_pl, how, impact=None):
         """Move the running pipeline to new_pl at a new epoch: the devices whose assignment
         changes, and every device piped to them (pipes check the epoch), are stopped (upstream
@@ -104,9 +112,13 @@ class Reroute:
         old_run = {d: self.assignments[d] for d in group if d in self.assignments and d in self.deployed}
         final = {}
         for d in reversed(device_order(old_run)):          # upstream first: senders flush first
+            if self._left_unfinished(epoch):
+                return
             # keep: the pipes of the new deployment carry the old numbering and replay buffers on
             r = self._wait([self._send(d, {"stop": {"keep": True}}, ("stopped",))])[0]
             final[d] = r.reply["stopped"] if r.error is None else {"error": r.error}
+        if self._left_unfinished(epoch):
+            return
         self._report_losses(self.place(), final)
         new_run = {d: new_asg[d] for d in group if d in new_asg}
         order = device_order(new_run)
@@ -116,6 +128,8 @@ class Reroute:
             for d in order:
                 r = ask(d)
                 if r.error is not None:
+                    if self._left_unfinished(epoch):
+                        return
                     self._event("re-route at epoch %d: %s failed on %s: %s" % (epoch, phase, d, r.error))
                     self._suspect(d, r.error)
                     return

@@ -70,25 +70,36 @@ class Watch:
         return self.detector.interval
 
     def watch(self, on_deliver: Callable[[str, str, list], None], until: Callable[[], bool],
-              timeout: float | None = None, on_event: Callable[[str], None] | None = None) -> None:
+              timeout: float | None = None, on_event: Callable[[str], None] | None = None,
+              cut_short: Callable[[], str | None] | None = None) -> None:
         """Read deliveries and watch the devices until until() is true (or timeout seconds pass).
 
         on_deliver(device, step, values): callback-sink values. on_event(text): failures, the
-        affected area, re-routes and the values they lost (also kept in self.events)."""
+        affected area, re-routes and the values they lost (also kept in self.events).
+        cut_short(): why the run ends now (Ctrl-C, its duration) or None; the watch ends when it
+        says so, and it is asked while a re-route or recovery waits for devices too, which then
+        stops at once (until() is asked only between two turns of the watch: it may be slow or
+        do work of its own)."""
         if on_event is None:
             on_event = lambda text: on_deliver("", "", [{"error": text}])  # noqa: E731
         self._on_deliver, self._on_event = on_deliver, on_event
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def ending():
+            if deadline is not None and time.monotonic() >= deadline:
+                return "timeout"
+            return cut_short() if cut_short is not None else None
+        self.cut_short = ending
         try:
             for dev, m in self.pending:
                 dispatch(dev, m, on_deliver, on_event)
             self.pending = []
-            deadline = None if timeout is None else time.monotonic() + timeout
             for t in self.tasks:
                 t.next = None
                 t.due(time.monotonic())
             while not until():
                 now = time.monotonic()
-                if deadline is not None and now >= deadline:
+                if ending():
                     return
                 for t in self.tasks:
                     if not self.health.busy and t.due(now):
@@ -104,6 +115,7 @@ class Watch:
                     self._confirm_suspects()
         finally:
             self._on_deliver, self._on_event = None, None
+            self.cut_short = None
 
     # -- pings ---------------------------------------------------------------------------------
 
