@@ -363,6 +363,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
                 if gone:
                     why["why"] = "local devices exited: " + ", ".join(gone)
             return bool(why)
+
         def ending():
             # asked while a re-route waits for devices (done() is asked between two messages)
             if signals.hit:

@@ -324,7 +324,8 @@ def test_one_key_cannot_lock_out_others():
 def test_replay_cache_memory_is_fixed_and_names_are_reused():
     """However many hellos and keys come, the cache holds `size` records of 21 bytes and at
     most one name per record; what it remembers is still refused, and a name's slot goes to
-    another key once no record holds it."""
+    another key once no record holds it. A size it cannot hold, or a nonce that is not 16
+    bytes, is refused with what is wrong."""
     from sensormesh.device.secure.basics import REC, replay_state
     cache = ReplayCache(window=60, size=8)
     for i in range(300):
@@ -348,6 +349,11 @@ def test_replay_cache_memory_is_fixed_and_names_are_reused():
             raise AssertionError("size %d accepted" % bad)
         except ValueError as e:
             assert "replay cache size" in str(e)
+    try:
+        small.add(b"short", NOW, NOW, "a")
+        raise AssertionError("a 5-byte nonce accepted")
+    except ValueError as e:
+        assert "nonce is 5 bytes, not 16" in str(e), str(e)
 
 
 def test_wrong_role():

@@ -80,9 +80,10 @@ class Delivery(Rarely):
 
     def messages(self, epoch, dumps, limit, most=None):
         """What leaves for the next values not sent yet (at most `most`; by default as many as
-        fitted in one message last time, at most DELIVER_CHUNK), in their order: deliver messages, each within `limit` bytes of JSON (unless one
-        value is larger), and (seq, error) for each value JSON cannot carry (NaN, infinity),
-        which is left out. The values count as sent."""
+        fitted in one message last time, at most DELIVER_CHUNK), in their order: deliver
+        messages, each within `limit` bytes of JSON (unless one value is larger), and
+        (seq, error) for each value JSON cannot carry (NaN, infinity), which is left out. The
+        values count as sent."""
         tx = self.tx
         first = tx.sent
         per = self.per if most is None else most

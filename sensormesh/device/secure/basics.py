@@ -73,7 +73,7 @@ def replay_at(state, nonce):
 def replay_put(state, at, nonce, ts, who):
     """Remember the hello (nonce, ts) of key `who` in the free record at offset `at`."""
     if len(nonce) != _NONCE:
-        raise ValueError("a hello's nonce is %d bytes, not %d" % (_NONCE, len(nonce)))
+        raise ValueError("a hello's nonce is %d bytes, not %d" % (len(nonce), _NONCE))
     recs, names = state[0], state[1]
     if who in names:
         slot = names.index(who)
