@@ -78,26 +78,24 @@ class Delivery(Rarely):
         tx = self.tx
         return tx.base if self.confirmed else tx.next_seq()
 
-    def messages(self, epoch, dumps, limit, most=None):
-        """What leaves for the next values not sent yet (at most `most`; by default as many as
-        fitted in one message last time, at most DELIVER_CHUNK), in their order: deliver
-        messages, each within `limit` bytes of JSON (unless one value is larger), and
-        (seq, error) for each value JSON cannot carry (NaN, infinity), which is left out. The
-        values count as sent."""
+    def messages(self, epoch, dumps, limit):
+        """What leaves for the next values not sent yet (as many as fitted in one message last
+        time, at most DELIVER_CHUNK), in their order: deliver messages, each within `limit`
+        bytes of JSON (unless one value is larger), and (seq, error) for each value JSON cannot
+        carry (NaN, infinity), which is left out. The values count as sent."""
         tx = self.tx
         first = tx.sent
-        per = self.per if most is None else most
+        per = self.per
         vals = tx.take(per)
         out = []
         if vals:
             n = _split(out, self.sid, epoch, tx.run, first, vals, dumps, limit)
-            if most is None:
-                # values per message learnt from these: the next take is seldom split (its JSON
-                # built once to measure it and once to send it)
-                if len(out) > 1:
-                    self.per = len(vals) // len(out) or 1
-                elif len(vals) == per and n * 2 <= limit and per < DELIVER_CHUNK:
-                    self.per = min(DELIVER_CHUNK, per * 2)
+            # values per message learnt from these: the next take is seldom split (its JSON
+            # built once to measure it and once to send it)
+            if len(out) > 1:
+                self.per = len(vals) // len(out) or 1
+            elif len(vals) == per and n * 2 <= limit and per < DELIVER_CHUNK:
+                self.per = min(DELIVER_CHUNK, per * 2)
         return out
 
 
