@@ -330,6 +330,36 @@ def test_keyed_deployment_on_a_micropython_device_under_the_default_heap(tmp_pat
     device rounds the values and its callback sink gets them. The board runs out of heap nowhere:
     not while it takes the deployment, dials its keyed pipe, answers the status polls whole, nor
     while it stops and sends its final counts."""
+    keyed_deployment(tmp_path, monkeypatch, heap)
+
+
+# A CPython device that takes this long to answer each hello (a PC on a loaded machine): its
+# process runs this module first (sitecustomize), which delays secure.Security.handshake.
+SLOW_PEER = """import os, time
+from sensormesh.device import secure
+_handshake = secure.Security.handshake
+def handshake(self, session, conn, msg):
+    time.sleep(float(os.environ["SENSORMESH_TEST_SLOW_HELLO"]))
+    return _handshake(self, session, conn, msg)
+secure.Security.handshake = handshake
+"""
+
+
+def test_a_keyed_board_under_96k_whose_pipe_peer_is_slow_to_answer_its_hello(tmp_path, monkeypatch):
+    """The same deployment under 96K with a CPython device that takes 0.8 s to answer each
+    hello: meanwhile the board's values wait in the pipe's buffer and the controller polls its
+    status. Before, the status reply was made during the pipe's handshake and the waiting values
+    were sealed while the dial's code was still loaded: the board ran out of heap about every
+    other run."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_PEER)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    monkeypatch.setenv("SENSORMESH_TEST_SLOW_HELLO", "0.8")
+    keyed_deployment(tmp_path, monkeypatch, "96K")
+
+
+def keyed_deployment(tmp_path, monkeypatch, heap):
     need_micropython()
     (tmp_path / "fns.py").write_text(FNS + "\n\ndef rounded(v):\n    return round(v, 2)\n")
     path = tmp_path / "p.yaml"
@@ -363,9 +393,10 @@ def test_keyed_deployment_on_a_micropython_device_under_the_default_heap(tmp_pat
     assert argv[1:3] == ["-X", "heapsize=" + (heap or DEFAULT_HEAP)] and argv[3].endswith("run_device.py")
     board = [line for d, line in lines if d == "board"]
     assert any("listening on" in line and "(authenticated)" in line for line in board), board
+    short = [i for i, line in enumerate(board) if "MemoryError" in line or "memory allocation failed" in line
+             or "no memory free" in line]
+    assert not short, "\n".join(board[max(0, short[0] - 8):short[0] + 24])    # where it ran out, and before
     assert not any("MemoryError" in e or "out of memory" in e for e in events), events
-    assert not any("MemoryError" in line or "memory allocation failed" in line or "no memory free" in line
-                   for line in board), board
     assert any("stopped" in line for line in board), board
     assert len(got) >= 10, (events, board[-10:])
     assert all(isinstance(v, float) and 80 < v < 140 for v in got), got     # about 30-50 C in F

@@ -215,19 +215,28 @@ class Device:
             unload(metrics)   # a board frees its code between two polls
         elif key == "status":
             # polled too, and its reply is the largest a running device sends: made without
-            # control.py, and status.py let go of before the reply is sealed (replies.py)
+            # control.py, and status.py let go of before the assignment's counts are gathered
             from sensormesh.device import status
             forget(status)
             st = status.reply(self, session)
             status = None
             if st is not None:
-                from sensormesh.device import replies
-                forget(replies)
-                replies.send_stats(self.runtime, session.conn, "status", st)
+                self.status_reply(session, st)
         else:
             from sensormesh.device import control   # the rare messages: their code is freed after
             control.handle(self, session, key, body)
             forget(control)
+
+    def status_reply(self, session, st):
+        """Send a status reply (status.py made `st`): the assignment's counts are gathered
+        (runtime/report.py) and the reply sealed and sent (replies.py) each with no other
+        module of the reply loaded, as the heap of a board is then at its fullest."""
+        rt = self.runtime
+        if rt is not None:
+            st["assignment"] = rt.status()
+        from sensormesh.device import replies
+        forget(replies)
+        replies.send_stats(rt, session.conn, "status", st)
 
     def runtime_handler(self, key):
         if self.runtime is None:

@@ -7,23 +7,24 @@
 # A device with keys makes the reply after a handshake in progress rather than during it (a
 # pipe's dial waiting for its welcome, an accepted connection waiting for its hello): the
 # sealed reply and the handshake's code and keys would otherwise be a board's fullest moment.
-# It waits a few short turns of the loop at most (_WAITS x _WAIT_MS), then answers anyway: a
-# controller counts a status poll as missed only after 2 s.
-# reply() makes the reply; core.Device.dispatch lets go of this module before the reply is
-# sealed and sent (replies.py, as a stopped pipeline's): the assignment's counts are
-# runtime/report.py's, forgotten again once gathered.
-from sensormesh.device.compat import MICROPYTHON, forget
+# It waits short turns of the loop, up to about a second in all (_WAITS x _WAIT_MS: a peer on a
+# loaded machine may take that long to answer a hello), then answers anyway: a controller counts
+# a status poll as missed only after 2 s.
+# reply() makes the reply but for the assignment's counts; core.Device.dispatch lets go of this
+# module before Device.status_reply gathers them (runtime/report.py, forgotten again once
+# gathered) and seals and sends the reply (replies.py, as a stopped pipeline's).
+from sensormesh.device.compat import MICROPYTHON
 
 # MicroPython's compiler puts the numbers in place of these names (no global, no interned name).
 if not MICROPYTHON:
     const = int
-_WAITS = const(5)
+_WAITS = const(16)
 _WAIT_MS = const(60)
 
 
 def reply(dev, session, waited=0):
-    """The reply to a session's "status" request, for the caller to send (replies.send_stats);
-    None if it is put off after a handshake in progress (waiting at most _WAITS times _WAIT_MS
+    """The reply to a session's "status" request but for the assignment's counts, for the caller
+    to complete and send (core.Device.status_reply); None if it is put off after a handshake in progress (waiting at most _WAITS times _WAIT_MS
     ms for it: then sent from here) or the session ended meanwhile."""
     sec = dev.security
     if sec is not None and waited < _WAITS:
@@ -41,9 +42,6 @@ def reply(dev, session, waited=0):
         gc.collect()     # live heap, not the garbage since the last collection
         st["mem_free"] = gc.mem_free()
         st["mem_alloc"] = gc.mem_alloc()
-    rt = dev.runtime
-    if rt is not None:
-        st["assignment"] = rt.status()
     if sec is not None:
         st["security"] = security(sec)
     fw = getattr(dev, "forwarder", None)
@@ -55,9 +53,7 @@ def reply(dev, session, waited=0):
 def _later(dev, session, waited):
     st = reply(dev, session, waited)
     if st is not None:
-        from sensormesh.device import replies
-        forget(replies)
-        replies.send_stats(dev.runtime, session.conn, "status", st)
+        dev.status_reply(session, st)
 
 
 def security(sec):

@@ -103,6 +103,7 @@ def test_pipe_out_redials_quickly_again_after_a_connection_that_worked():
     assert run_next(rt.loop) == 0 and len(rt.device.dialed) == 1   # it dials on the next loop turn
     assert drops(p, rt, len(RETRY_MS) + 1) == list(RETRY_MS) + [RETRY_MS[-1]]
     p.on_connect(rt.device.dialed[-1])
+    assert run_next(rt.loop) == 0      # what waits in its buffer leaves on the next loop turn
     assert drops(p, rt, 1) == [RETRY_MS[0]]
 
 
@@ -115,6 +116,7 @@ def test_pipe_out_lets_go_of_a_connection_whose_close_found_no_memory():
     p.start()
     assert run_next(rt.loop) == 0 and len(rt.device.dialed) == 1
     p.on_connect(rt.device.dialed[-1])
+    assert run_next(rt.loop) == 0                 # what waits leaves on the next loop turn
     rt.device.dialed[-1].closed = True            # closed; on_close never ran
     p.push(1.5)
     assert p.conn is None and len(rt.device.dialed) == 1
@@ -122,6 +124,7 @@ def test_pipe_out_lets_go_of_a_connection_whose_close_found_no_memory():
     sent = []
     rt.device.dialed[-1].send = sent.append
     p.on_connect(rt.device.dialed[-1])
+    assert sent == [] and run_next(rt.loop) == 0  # on the next loop turn, not inside on_connect
     assert [1.5] in sent, sent                    # the value waited in the buffer
 
 

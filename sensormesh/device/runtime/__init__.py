@@ -125,7 +125,14 @@ class Runtime(Rarely):
         elif key == "delivered":
             where = "delivery"    # loaded while there are callbacks
         name = "on_" + key.replace("-", "_")
-        return lambda session, body: self.rare(where, name, session, body)
+        return lambda session, body: self.stopped(session, self.rare(where, name, session, body))
+
+    def stopped(self, session, final):
+        """A stop's or an undeploy's reply with its final counts (stop.py returns them; the
+        other handlers return None): sealed once stop.py's code is garbage, as a stop is a
+        board's fullest moment (replies.py, loaded for it)."""
+        if final is not None:
+            rare_call("sensormesh.device.replies", "send_stats", self, session.conn, "stopped", final)
 
     def deploy(self, session, body):
         """{"deploy": ...}: deploy.py, loaded for it; a board without the heap for it, even for

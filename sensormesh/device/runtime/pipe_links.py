@@ -71,7 +71,10 @@ def on_connect(po, conn):
     po.connects += 1
     po.asked = False
     po.redials = 0       # a link that drops after working is redialed quickly again
-    po._send()
+    # What waits in the buffer leaves on the next loop turn, once this module's code and the
+    # dial's (connect.py, the handshake's) are garbage: a board's heap is at its fullest here,
+    # and sealing the first arrays on top of it could find no room.
+    po.rt.loop.call_soon(po._send)
     po.rt.resume_sources()
 
 

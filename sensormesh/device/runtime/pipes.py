@@ -215,7 +215,11 @@ class PipeOut(Rarely):
                 probe_wiring = None      # its code is garbage again before the array is sealed
                 if ts is not None:
                     conn.send(ts)
-            conn.send(vals)
+            try:
+                conn.send(vals)
+            except MemoryError:     # not sealed: its values are unsent again (the loop logs it)
+                tx.untake(first, high, len(vals))
+                raise
             self.frames += 1
             if spooled:
                 self.spool_timer = self.rt.loop.call_later(SPOOL_GAP_MS, self.spool_sent)
@@ -225,8 +229,10 @@ class PipeOut(Rarely):
         self.timer = None
         if not self.running:
             return
-        self._send()
+        # the next frame's timer first: an array that finds no heap to be sealed raises (the
+        # loop logs it) and its values leave with the next frame
         self.timer = self.rt.loop.call_later(self.tf, self._on_frame_timer)
+        self._send()
         self.rt.resume_sources()
 
     def position(self):

@@ -182,6 +182,19 @@ class Sender(Rarely):
             self.base = self.mbase = self.sent
         return out
 
+    def untake(self, first, high, n):
+        """take() undone: its n values (from seq `first`, with the high mark `high` before it)
+        did not leave, for want of heap to seal their array. With acknowledgements they are
+        unsent again, and leave with the next array; without, they are gone: counted dropped."""
+        if not self.acks:
+            self.dropped += n
+            return
+        lo = first if first > high else high
+        if self.sent > lo:
+            self.once -= self.sent - lo
+        self.sent = first
+        self.high = high
+
     def ack(self, n, mark=None):
         """The receiver acknowledges every value before n; returns how many left the buffer."""
         if type(n) is not int or n <= self.base:

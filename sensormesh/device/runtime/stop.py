@@ -3,19 +3,19 @@
 # that and forgotten after it on a board running .mpy files (Runtime.rare). A stop is when a
 # board's heap is fullest (every node flushes and closes, each pipe's connection closes, and the
 # stopped reply with every step's counts is built and sealed), so nothing else is loaded with it:
-# not control.py (the other control messages), and the counts (report.py) and their reply
-# (replies.py) only while they are made and sent.
-from sensormesh.device.steps import rare_call
+# not control.py (the other control messages), and the counts (report.py) only while they are
+# made; their reply is sealed and sent once this module is let go (Runtime.stopped, replies.py).
 
 
 def on_stop(rt, session, body):
-    # {"stop": {"keep": true}}: a new deployment follows (the controller moves the pipeline);
-    # the pipes of its edges carry on the numbering and replay buffers of these
+    """The stopped pipeline's final counts, which the runtime sends as the reply once this
+    module's code is garbage (Runtime.stopped).
+    {"stop": {"keep": true}}: a new deployment follows (the controller moves the pipeline);
+    the pipes of its edges carry on the numbering and replay buffers of these."""
     final = teardown(rt, keep=type(body) is dict and body.get("keep") is True)
     if final is None:
         final = rt.status()
-    # the reply (device/replies.py, loaded for it)
-    rare_call("sensormesh.device.replies", "send_stats", rt, session.conn, "stopped", final)
+    return final
 
 
 on_undeploy = on_stop
