@@ -5,6 +5,12 @@
 # stopped reply with every step's counts is built and sealed), so nothing else is loaded with it:
 # not control.py (the other control messages), and the counts (report.py) only while they are
 # made; their reply is sealed and sent once this module is let go (Runtime.stopped, replies.py).
+import sys
+
+from sensormesh.device.compat import forget
+
+_STEPS = "sensormesh.device.steps."
+_PIPES = "sensormesh.device.runtime.pipes"
 
 
 def on_stop(rt, session, body):
@@ -12,9 +18,16 @@ def on_stop(rt, session, body):
     module's code is garbage (Runtime.stopped).
     {"stop": {"keep": true}}: a new deployment follows (the controller moves the pipeline);
     the pipes of its edges carry on the numbering and replay buffers of these."""
-    final = teardown(rt, keep=type(body) is dict and body.get("keep") is True)
+    keep = type(body) is dict and body.get("keep") is True
+    final = teardown(rt, keep)
     if final is None:
         final = rt.status()
+    if not keep:
+        # Nothing runs now: the step families' code and the pipe senders' (a board running .mpy
+        # files loads them again for its next deployment) go before the reply is sealed.
+        for name in list(sys.modules):
+            if name.startswith(_STEPS) or name == _PIPES:
+                forget(name)
     return final
 
 
