@@ -24,7 +24,9 @@ def on_stop(rt, session, body):
         final = rt.status()
     if not keep:
         # Nothing runs now: the step families' code and the pipe senders' (a board running .mpy
-        # files loads them again for its next deployment) go before the reply is sealed.
+        # files loads them again for its next deployment) go before the reply is sealed. (Not
+        # short.refuse's wider sweep of runtime/: a stopped runtime keeps its callbacks'
+        # Delivery and Sender objects, whose modules must stay the ones it imported.)
         for name in list(sys.modules):
             if name.startswith(_STEPS) or name == _PIPES:
                 forget(name)
