@@ -70,11 +70,12 @@ class _Doc:
             raise PipelineFileError(self.filename, self.problems)
 
     def parse(self, text):
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         try:
             node = loader.get_single_node()
             if node is None:
                 return None
+            self._check_expansion(node)
             return self._convert(loader, node, ())
         except yaml.MarkedYAMLError as e:
             mark, what = _syntax_error(e)
@@ -83,37 +84,155 @@ class _Doc:
                 mark.column + 1 if mark else None)])
         except yaml.YAMLError as e:
             raise PipelineFileError(self.filename, [FileProblem("YAML error: %s" % e)])
+        except RecursionError:
+            raise PipelineFileError(self.filename, [FileProblem(
+                "the file nests lists and mappings too deeply to be read")]) from None
         finally:
             loader.dispose()
 
+    def _error(self, message, mark, path=()):
+        return PipelineFileError(self.filename, [FileProblem(message, mark.line + 1, mark.column + 1, path)])
+
+    def _check_expansion(self, root):
+        """Refuse a file whose aliases expand to more than MAX_VALUES values (nested aliases
+        each repeating the one before grow exponentially: a few hundred bytes can stand for
+        billions of values), before any of it is expanded. Names the alias whose expansion
+        goes past the limit, or an alias used inside the value it names."""
+        sizes = {}          # id(node) -> values it expands to
+        active = set()      # ids of the nodes being sized (an alias to one of them is a loop)
+
+        def size(node):
+            key = id(node)
+            if key in sizes:
+                return sizes[key]
+            active.add(key)
+            n = 1
+            for child in _children(node):
+                if isinstance(child, _Alias):
+                    if id(child.node) in active:
+                        raise self._error("alias *%s is used inside the value it names (a value cannot "
+                                          "contain itself)" % child.anchor, child.start_mark)
+                    child = child.node
+                n += size(child)
+            active.discard(key)
+            sizes[key] = n
+            return n
+
+        count = 0
+
+        def walk(node):
+            # the nodes as written, each alias counted as the values it stands for
+            nonlocal count
+            count += 1
+            if count > MAX_VALUES:
+                raise self._error("the file holds more than %d values" % MAX_VALUES, node.start_mark)
+            for child in _children(node):
+                if isinstance(child, _Alias):
+                    count += size(child.node)
+                    if count > MAX_VALUES:
+                        raise self._error("aliases expand to more than %d values (alias *%s here stands for "
+                                          "%d); write the values out or use fewer nested aliases"
+                                          % (MAX_VALUES, child.anchor, size(child.node)), child.start_mark)
+                else:
+                    walk(child)
+
+        walk(root)
+
     def _convert(self, loader, node, path):
+        if isinstance(node, _Alias):
+            node = node.node
         self.value_marks[path] = node.start_mark
         if isinstance(node, yaml.ScalarNode):
             return loader.construct_object(node, deep=True)
         if isinstance(node, yaml.SequenceNode):
             out = []
             for i, item in enumerate(node.value):
-                self.key_marks[path + (i,)] = item.start_mark
+                self.key_marks[path + (i,)] = _node(item).start_mark
                 out.append(self._convert(loader, item, path + (i,)))
             return out
-        loader.flatten_mapping(node)        # YAML merge keys (<<: *defaults)
-        out = {}
+        # YAML merge keys (<<: *defaults, or <<: [*a, *b]): a key written in this mapping wins
+        # over a merged one, and of several merged mappings the first one that has a key wins.
+        # Only keys written twice in this mapping are duplicates.
+        sources, written, first = [], [], {}
         for knode, vnode in node.value:
+            knode = _node(knode)
             if not isinstance(knode, yaml.ScalarNode):
                 m = knode.start_mark
                 raise PipelineFileError(self.filename, [FileProblem(
                     "a key must be a plain name, not a list or mapping", m.line + 1, m.column + 1, path)])
+            if knode.tag == MERGE_TAG:
+                sources.extend(self._merge_sources(vnode, path))
+                continue
             # Keys are names: take the text as written. (YAML 1.1 would read the key `on:`
             # as the boolean true, and `1:` as an integer.)
             key = knode.value
-            if key in out:
-                m = knode.start_mark
-                raise PipelineFileError(self.filename, [FileProblem(
-                    "duplicate key %r (first on line %d)" % (key, self.key_marks[path + (key,)].line + 1),
-                    m.line + 1, m.column + 1, path + (key,))])
+            if key in first:
+                raise self._error("duplicate key %r (first on line %d)" % (key, first[key].line + 1),
+                                  knode.start_mark, path + (key,))
+            first[key] = knode.start_mark
+            written.append((key, knode, vnode))
+        out = {}
+        if sources:
+            # the last source first, so that the marks kept for a key are those of the value used
+            merged = [self._convert(loader, src, path) for src in reversed(sources)]
+            for part in reversed(merged):
+                for key, value in part.items():
+                    out.setdefault(key, value)
+            self.value_marks[path] = node.start_mark
+        for key, knode, vnode in written:
             self.key_marks[path + (key,)] = knode.start_mark
             out[key] = self._convert(loader, vnode, path + (key,))
         return out
+
+    def _merge_sources(self, vnode, path):
+        """The mappings a merge key `<<` brings in, in order."""
+        target = _node(vnode)
+        if isinstance(target, yaml.MappingNode):
+            return [target]
+        if isinstance(target, yaml.SequenceNode) and all(isinstance(_node(x), yaml.MappingNode)
+                                                         for x in target.value):
+            return [_node(x) for x in target.value]
+        what = "list holding other values" if isinstance(target, yaml.SequenceNode) else "single value"
+        raise self._error("<< merges a mapping (<<: *name) or a list of mappings (<<: [*a, *b]) into this "
+                          "one, not a %s" % what, vnode.start_mark, path + ("<<",))
+
+
+# A file may hold at most this many values (scalars, lists and mappings), each alias counted as
+# the values it stands for: far more than any pipeline needs, and converted in well under a second.
+MAX_VALUES = 100_000
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Alias:
+    """One use of an alias (*name): the node it names and where it is used. PyYAML's composer
+    gives the anchored node itself, which has only the anchor's position."""
+
+    __slots__ = ("node", "anchor", "start_mark")
+
+    def __init__(self, node, anchor, start_mark):
+        self.node = node
+        self.anchor = anchor
+        self.start_mark = start_mark
+
+
+class _Loader(yaml.SafeLoader):
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            return _Alias(super().compose_node(parent, index), event.anchor, event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _node(x):
+    return x.node if isinstance(x, _Alias) else x
+
+
+def _children(node):
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [x for pair in node.value for x in pair]
+    return ()
 
 
 def _syntax_error(e):

@@ -2,13 +2,16 @@
 # PipelineFileError naming the file, the line, the key path and what is wrong.
 import os
 import textwrap
+import time
 import types
 
 import pytest
+from click.testing import CliRunner
 
 from sensormesh.api import Pipeline, PipelineFileError
 from sensormesh.controller import pipeline_file
 from sensormesh.controller.pipeline_file import load_inventory, load_model
+from sensormesh.controller.plan_cli import plan as plan_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(ROOT, "examples", "pipelines", "alarm.yaml")
@@ -310,3 +313,94 @@ def test_network_goes_to_topology_and_its_errors_get_lines(write, monkeypatch):
     assert m.place("central").objective == 2 * m.flows["t"].traffic   # the topology's link is used
     e = error(write(body.replace("network:", "network:\n          bad: 1")))
     assert e.line == 11 and e.path == ("network", "domains", "lab") and "unknown device 'x'" in str(e)
+
+
+def _laughs(levels):
+    """Nested aliases, each repeating the one before ten times: ~370 bytes for 10**7 values."""
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += ["a%d: &a%d [%s]" % (i, i, ", ".join(["*a%d" % (i - 1)] * 10)) for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\nsteps: {}\n"
+
+
+@pytest.mark.parametrize("levels", [5, 7, 40])
+def test_alias_bomb_is_refused_fast_naming_the_alias(tmp_path, levels):
+    path = tmp_path / "laughs.yaml"
+    path.write_text(_laughs(levels))
+    start = time.monotonic()
+    e = error(str(path))
+    assert time.monotonic() - start < 5
+    # a4 (line 5) holds ten *a3, 11111 values each: with the values before it the eighth takes the count past the limit
+    assert str(e) == ("%s:5:45: aliases expand to more than 100000 values (alias *a3 here stands for 11111); "
+                      "write the values out or use fewer nested aliases" % path)
+    r = CliRunner().invoke(plan_command, [str(path)])
+    assert r.exit_code == 1 and "laughs.yaml:5:45: aliases expand to more than 100000 values" in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_alias_inside_its_own_value_is_an_error(write):
+    e = error(write("""\
+        steps:
+          t: &t {type: source, sensor: dht11, extra: [1, *t]}
+        """))
+    assert (e.line, e.column) == (9, 50) and "alias *t is used inside the value it names" in str(e)
+
+
+def test_anchors_and_aliases_are_copied_where_used(write):
+    m = load_model(write("""\
+        steps:
+          t: {type: source, sensor: dht11}
+          c: &celsius {type: field, key: temperature, input: t}
+          w1: &win {type: window, values: 5, agg: max, input: c}
+          w2: *win
+          lim: {type: alarm, high: &hot 30, input: w1}
+          lim2: {type: alarm, high: *hot, input: w2}
+        sinks:
+          o: {type: print, input: lim}
+          o2: {type: print, input: lim2}
+        """))
+    assert m.steps["w2"].params == m.steps["w1"].params == {"values": 5, "agg": "max"}
+    assert m.steps["lim2"].params["high"] == 30
+
+
+def test_merge_keys_let_written_keys_override(write):
+    m = load_model(write("""\
+        devices:
+          b1: &board {interpreter: micropython, sensors: [temperature], address: "10.0.0.1:7000", cpu: 2}
+          b2: {<<: *board, sensors: [dht11], address: "10.0.0.2:7000"}
+          pc: {<<: [{cpu: 8, address: "10.0.0.3:7000"}, *board], interpreter: cpython}
+        steps:
+          t: {type: source, sensor: dht11}
+        sinks:
+          o: {type: print, input: t, on: pc}
+        """, devices=False))
+    b1, b2, pc = (m.devices[n] for n in ("b1", "b2", "pc"))
+    assert (b1.raw_sensors, b1.address) == (["temperature"], "10.0.0.1:7000")
+    assert (b2.raw_sensors, b2.address, b2.interpreter, b2.cpu) == (["dht11"], "10.0.0.2:7000", "micropython", 2)
+    # of several merged mappings the first wins; written keys win over all of them
+    assert (pc.cpu, pc.address, pc.interpreter, pc.raw_sensors) == (8, "10.0.0.3:7000", "cpython", ["temperature"])
+
+
+def test_merge_keys_keep_real_duplicates_and_point_into_the_anchor(write):
+    e = error(write("""\
+        devices:
+          b1: &board {interpreter: micropython, sensors: [temperature], address: "10.0.0.1:7000"}
+          b2: {<<: *board, address: "10.0.0.2:7000", sensors: [dht11], sensors: [gyro]}
+        steps:
+          t: {type: source, sensor: dht11}
+        """, devices=False))
+    assert str(e) == "%s:3:64: devices.b2.sensors: duplicate key 'sensors' (first on line 3)" % e.filename
+    # a merged value that is wrong is reported where it is written
+    e = error(write("""\
+        devices:
+          b1: &board {interpreter: micropython, cpu: lots, address: "10.0.0.1:7000"}
+          b2: {<<: *board, address: "10.0.0.2:7000"}
+        steps:
+          t: {type: source, sensor: dht11}
+        """, devices=False))
+    cpu = {(p.path, p.line) for p in e.problems if p.path[-1:] == ("cpu",)}
+    assert cpu == {(("devices", "b1", "cpu"), 2), (("devices", "b2", "cpu"), 2)}
+    e = error(write("""\
+        steps:
+          t: {type: source, sensor: dht11, <<: 3}
+        """))
+    assert (e.line, e.path) == (9, ("steps", "t", "<<")) and "<< merges a mapping" in str(e)
