@@ -261,6 +261,26 @@ class Device:
         return "Device(%r, %s, cpu=%s, memory=%s)" % (self.name, self.interpreter, self.cpu, self.memory)
 
 
+def _listen_places(d):
+    """[(key, place, address as written)] for where device `d` listens: ("tcp", host, port) for
+    each valid host:port (loopback names are one host), ("unix", absolute path) for its socket.
+    A local device without a port has none: it binds a free one."""
+    out = []
+    addrs = [("address", d.address)]
+    if isinstance(d.addresses, dict):
+        addrs += [("addresses", a) for a in d.addresses.values()]
+    for key, addr in addrs:
+        if addr is None or _address_problem(addr):
+            continue
+        host, _, port = addr.rpartition(":")
+        host = host.lower()
+        out.append((key, ("tcp", "localhost" if host in LOOPBACK else host, int(port)), addr))
+    if isinstance(d.unix, str) and d.unix or d.local is True and isinstance(d.name, str):
+        path = d.unix_path
+        out.append(("unix" if d.unix else "local", ("unix", os.path.abspath(path)), path))
+    return out
+
+
 def _address_problem(addr):
     if not isinstance(addr, str):
         return "must be a string host:port, not %r" % (addr,)
@@ -381,6 +401,25 @@ class Model:
         if require_devices and not self.device_list:
             problems.append(Problem("the inventory is empty: add devices (p.device(...) or devices: in the file)",
                                     key="devices", section="devices"))
+        self._check_shared_addresses(problems)
+
+    def _check_shared_addresses(self, problems):
+        """Two devices cannot listen at one address (host:port, or Unix socket path): the second
+        would not start, or the controller would reach the first in its place."""
+        first = {}      # place -> (device name, address as written)
+        for d in self.device_list:
+            for key, place, written in _listen_places(d):
+                other = first.setdefault(place, (d.name, written))
+                if other[0] == d.name:
+                    continue
+                if place[0] == "unix":
+                    msg = "socket path %s is also the one of device %r; each device needs a socket of its own" % (
+                        written, other[0])
+                else:
+                    same = "" if written == other[1] else " (written %s there: the same host and port)" % other[1]
+                    msg = "%s is also the address of device %r%s; each device needs an address of its own" % (
+                        written, other[0], same)
+                problems.append(Problem(msg, device=d.name, key=key, section="devices"))
 
     def _check_steps(self, problems):
         def bad(msg, step, key=None):

@@ -241,3 +241,21 @@ def test_to_dict_roundtrip_shape():
     d = p.model().to_dict()
     assert d["steps"]["w"] == {"type": "window", "values": 3, "time-frame": 0, "agg": "mean", "input": "temperature"}
     assert d["sinks"]["out"] == {"type": "print", "input": "w", "on": "laptop"}
+
+
+def test_two_devices_at_one_address():
+    p = Pipeline("x")
+    esp(p)
+    p.device("pc", address="10.0.0.1:7000")          # esp-1's
+    p.device("l1", local=True, address="127.0.0.1:7009")
+    p.device("l2", local=True, address="localhost:7009")
+    p.device("l3", local=True)
+    p.device("l4", local=True)                        # no port: each binds a free one
+    p.source("temperature").print()
+    with pytest.raises(ModelError) as e:
+        p.model()
+    assert [str(x) for x in e.value.problems] == [
+        "device 'pc', address: 10.0.0.1:7000 is also the address of device 'esp-1'; "
+        "each device needs an address of its own",
+        "device 'l2', address: localhost:7009 is also the address of device 'l1' (written 127.0.0.1:7009 there: "
+        "the same host and port); each device needs an address of its own"]

@@ -404,3 +404,50 @@ def test_merge_keys_keep_real_duplicates_and_point_into_the_anchor(write):
           t: {type: source, sensor: dht11, <<: 3}
         """))
     assert (e.line, e.path) == (9, ("steps", "t", "<<")) and "<< merges a mapping" in str(e)
+
+
+def test_two_devices_at_one_address_are_an_error(write, tmp_path):
+    sock = str(tmp_path / "w.sock")
+    e = error(write("""\
+        devices:
+          w1: {interpreter: cpython, address: "10.0.0.5:7001"}
+          w2: {interpreter: cpython, address: "10.0.0.5:7001"}
+          l1: {interpreter: cpython, address: "127.0.0.1:7301", local: true}
+          l2: {interpreter: cpython, address: "localhost:7301", local: true}
+          u1: {interpreter: cpython, local: true, unix: %s}
+          u2: {interpreter: cpython, local: true, unix: %s}
+          m1: {interpreter: cpython, addresses: {lab: "10.0.0.9:7001", cloud: "10.1.0.9:7001"}}
+          m2: {interpreter: cpython, address: "10.1.0.9:7001"}
+        steps:
+          t: {type: source, sensor: temperature}
+        """ % (sock, sock), devices=False))
+    assert [line.strip() for line in str(e).splitlines()[1:5]] == [
+        "%s:3:39: devices.w2.address: 10.0.0.5:7001 is also the address of device 'w1'; "
+        "each device needs an address of its own" % e.filename,
+        "%s:5:39: devices.l2.address: localhost:7301 is also the address of device 'l1' (written 127.0.0.1:7301 "
+        "there: the same host and port); each device needs an address of its own" % e.filename,
+        "%s:7:49: devices.u2.unix: socket path %s is also the one of device 'u1'; each device needs a socket "
+        "of its own" % (e.filename, sock),
+        "%s:9:39: devices.m2.address: 10.1.0.9:7001 is also the address of device 'm1'; "
+        "each device needs an address of its own" % e.filename,
+    ]
+    r = CliRunner().invoke(plan_command, [e.filename])
+    assert r.exit_code == 1 and "devices.w2.address: 10.0.0.5:7001 is also the address of device 'w1'" in r.output
+
+
+def test_devices_at_different_addresses_and_local_ones_without_a_port_are_fine(write):
+    m = load_model(write("""\
+        devices:
+          w1: {interpreter: cpython, address: "10.0.0.5:7001"}
+          w2: {interpreter: cpython, address: "10.0.0.5:7002"}
+          w3: {interpreter: cpython, address: "10.0.0.6:7001"}
+          a1: {interpreter: cpython, local: true}
+          a2: {interpreter: micropython, local: true}
+          both: {interpreter: cpython, address: "10.0.0.7:7001", addresses: {lab: "10.0.0.7:7001"}}
+        steps:
+          t: {type: source, sensor: temperature, on: a2}
+        sinks:
+          o: {type: print, input: t}
+        """.replace("interpreter: micropython, local", "interpreter: micropython, sensors: [temperature], local"),
+        devices=False))
+    assert set(m.devices) == {"w1", "w2", "w3", "a1", "a2", "both"}
