@@ -67,7 +67,48 @@ _FN_REF = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*|.+\.py):[A-Za-z_][A-Za-z0-9_]*$
 
 def json_bytes(value):
     """Bytes `value` takes inside a JSON data array (its text plus the separating comma)."""
-    return len(json.dumps(value, separators=(",", ":"))) + 1
+    return _json_len(value) + 1
+
+
+def _json_len(value):
+    """Length of `value`'s compact JSON text; a Repeated inside it is counted, not written out."""
+    repeated = []
+
+    def stand_in(o):
+        if isinstance(o, Repeated):
+            repeated.append(o)
+            return 0            # written as "0": one character, replaced below by the real length
+        raise TypeError("Object of type %s is not JSON serializable" % type(o).__name__)
+
+    n = len(json.dumps(value, separators=(",", ":"), default=stand_in))
+    return n - len(repeated) + sum(r.json_len() for r in repeated)
+
+
+class Repeated:
+    """A sample value that is a list of `n` times `item` (a list window's output), kept without
+    building the list: a window of a million values (or a window of windows) is estimated with
+    a few multiplications, not by writing out its JSON."""
+
+    __slots__ = ("item", "n", "_len")
+
+    def __init__(self, item, n):
+        self.item = item
+        self.n = n
+        self._len = None
+
+    def json_len(self):
+        """Length of the list's JSON text: [item,item,...]."""
+        if self._len is None:
+            self._len = 2 + self.n * _json_len(self.item) + max(0, self.n - 1)
+        return self._len
+
+    def __getitem__(self, i):
+        if not -self.n <= i < self.n:
+            raise IndexError("list index out of range")
+        return self.item
+
+    def __repr__(self):
+        return "Repeated(%r, %d)" % (self.item, self.n)
 
 
 def ram_bytes(value_bytes):
@@ -88,7 +129,7 @@ def dig(value, key):
             if part not in value and str(part) not in value:
                 return False, None
             value = value[part] if part in value else value[str(part)]
-        elif isinstance(value, (list, tuple)):
+        elif isinstance(value, (list, tuple, Repeated)):
             try:
                 i = int(part)
                 value = value[i]
@@ -106,8 +147,8 @@ def _is_number(v):
 def describe_value(v):
     if isinstance(v, dict):
         return "dicts (keys: %s)" % ", ".join(sorted(map(str, v)))
-    if isinstance(v, (list, tuple)):
-        return "lists of %d" % len(v)
+    if isinstance(v, (list, tuple, Repeated)):
+        return "lists of %d" % (v.n if isinstance(v, Repeated) else len(v))
     if isinstance(v, bool):
         return "booleans"
     if _is_number(v):
@@ -449,11 +490,16 @@ class FieldStep(StepType):
         return _apply_bytes_hint(Flow(f.rate, min(f.bytes, DEFAULT_VALUE_BYTES), None), hints)
 
 
+# A list window's sample value is a real list up to this many values, else a Repeated.
+SAMPLE_LIST_MAX = 100
+
+
 def _aggregate_sample(agg, sample, n):
     if agg == "count":
         return int(max(1, n))
     if agg == "list":
-        return [sample] * max(1, int(round(n)))
+        n = max(1, int(round(n)))
+        return [sample] * n if n <= SAMPLE_LIST_MAX else Repeated(sample, n)
     if agg == "mean":
         return 23.4567 if sample is None or _is_number(sample) else None
     return sample if _is_number(sample) else None
@@ -812,7 +858,8 @@ class MergeStep(StepType):
         rate = sum(f.rate for f in ins)
         nbytes = sum(f.rate * f.bytes for f in ins) / rate if rate else max(f.bytes for f in ins)
         samples = [f.sample for f in ins]
-        same = samples[0] if all(s is not None and type(s) is type(samples[0]) for s in samples) else None
+        kinds = [list if isinstance(s, Repeated) else type(s) for s in samples]
+        same = samples[0] if all(s is not None and k is kinds[0] for s, k in zip(samples, kinds)) else None
         return _apply_bytes_hint(Flow(rate, nbytes, same), hints)
 
 

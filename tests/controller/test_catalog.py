@@ -1,8 +1,21 @@
 # The step catalogue: the device-side contract (names, arity, parameters) and the estimates.
+import time
+
 import pytest
+from click.testing import CliRunner
 
 from sensormesh.controller import catalog
 from sensormesh.controller.catalog import Flow
+from sensormesh.controller.plan_cli import plan
+
+PLAN_DEVICES = """\
+devices:
+  esp: {interpreter: micropython, sensors: [temperature, gyro], address: "10.0.0.5:7001"}
+  pc: {interpreter: cpython, address: "10.0.0.6:7001"}
+steps:
+  t: {type: source, sensor: temperature}
+  g: {type: source, sensor: gyro}
+"""
 
 # The contract with the device (steps.py, assignment.py, pipes.py; docs/steps.md):
 # type -> (min inputs, max inputs, device parameters).
@@ -136,3 +149,51 @@ def test_costs_scale_with_rate():
     assert c.cpu == pytest.approx(4000)
     s = catalog.get("sliding").cost({"size": 500, "slide": 1}, {}, [Flow(100, 100)], Flow(100, 8))
     assert s.memory > 96000          # a 500-value window of gyro dicts does not fit an ESP32
+
+
+def test_list_window_sizes_are_counted_not_built():
+    w, s = catalog.get("window"), catalog.get("sliding")
+    gyro = catalog.SENSOR_SAMPLES["gyro"]
+    # the same figures as the JSON of the real list, small or large
+    for n in (1, 2, 100, 101, 1000):
+        out = w.flow({"values": n, "time-frame": 0, "agg": "list"}, {}, [Flow(100, 8, 1.25)])
+        assert out.bytes == catalog.json_bytes([1.25] * n)
+        out = s.flow({"size": n, "slide": 1, "agg": "list"}, {}, [Flow(100, 8, gyro)])
+        assert out.bytes == catalog.json_bytes([gyro] * n)
+    inner = w.flow({"values": 150, "time-frame": 0, "agg": "list"}, {}, [Flow(100, 100, gyro)])
+    outer = w.flow({"values": 120, "time-frame": 0, "agg": "list"}, {}, [inner])
+    assert outer.bytes == catalog.json_bytes([[gyro] * 150] * 120)
+    # a field of a large list window picks from it as from the real list
+    field = catalog.get("field")
+    assert field.flow({"key": "149.accel.0"}, {}, [inner]).sample == gyro["accel"][0]
+    assert "lists of 150" in field.check_values({"key": "150"}, [inner])[0][1]
+    # huge windows: arithmetic ("1.25," per value and the brackets), not a list of 10**14 values
+    n = 99999999999999
+    assert w.flow({"values": n, "time-frame": 0, "agg": "list"}, {}, [Flow(1e9, 8, 1.25)]).bytes == 5 * n + 2
+    assert s.flow({"size": n, "agg": "list"}, {}, [Flow(10, 8, 1.25)]).bytes == 5 * n + 2
+
+
+@pytest.mark.parametrize("step", [
+    "w: {type: window, values: 99999999999999, agg: list, input: t}",
+    "w: {type: sliding, size: 99999999999999, agg: list, input: t}",
+    "w: {type: sliding, size: 30000000, agg: list, input: t}",
+])
+def test_plan_of_a_huge_list_window_is_fast_and_says_it_fits_no_device(tmp_path, step):
+    path = tmp_path / "big.yaml"
+    path.write_text(PLAN_DEVICES + "  %s\nsinks:\n  p: {type: print, input: w}\n" % step)
+    start = time.monotonic()
+    r = CliRunner().invoke(plan, [str(path)])
+    assert time.monotonic() - start < 5
+    assert r.exit_code == 1 and not isinstance(r.exception, MemoryError), r.output
+    assert "big.yaml:7:3: step 'w': needs" in r.output and "bytes, more than any device it can run on has" in r.output
+
+
+def test_plan_of_nested_list_windows_is_fast(tmp_path):
+    path = tmp_path / "nested.yaml"
+    path.write_text(PLAN_DEVICES + "  w: {type: window, values: 1000, agg: list, input: g}\n"
+                    "  w2: {type: window, values: 1000, agg: list, input: w}\nsinks:\n  p: {type: print, input: w2}\n")
+    start = time.monotonic()
+    r = CliRunner().invoke(plan, [str(path)])
+    assert time.monotonic() - start < 5
+    assert r.exit_code == 0, r.output
+    assert "w2    window  pc" in r.output
