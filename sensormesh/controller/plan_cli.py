@@ -3,11 +3,26 @@
 #
 # Registered in sensormesh/cli.py with:  main.add_command(plan)
 import json
+import math
 
 import click
 
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.placement import STRATEGIES
+
+
+def _seconds(ctx, param, value):
+    """--time-limit: a positive, finite number of seconds."""
+    if not math.isfinite(value) or value <= 0:
+        raise click.BadParameter("must be a positive number of seconds, not %g" % value)
+    return value
+
+
+def _fraction(ctx, param, value):
+    """--headroom: a number in [0.05, 1] (click's range lets nan through)."""
+    if not 0.05 <= value <= 1.0:
+        raise click.BadParameter("must be a fraction between 0.05 and 1, not %g" % value)
+    return value
 
 
 @click.command()
@@ -17,10 +32,10 @@ from sensormesh.controller.placement import STRATEGIES
                    "optimal: least traffic (ILP).")
 @click.option("--assignments", "show_assignments", is_flag=True,
               help="Also print the assignment each device would get (JSON).")
-@click.option("--time-limit", type=float, default=60.0, show_default=True,
+@click.option("--time-limit", type=float, default=60.0, show_default=True, callback=_seconds,
               help="Seconds the optimal strategy's solver may take.")
-@click.option("--headroom", type=click.FloatRange(0.05, 1.0), default=0.8, show_default=True,
-              help="Fraction of a device's CPU estimate placement may fill.")
+@click.option("--headroom", type=float, default=0.8, show_default=True, callback=_fraction,
+              help="Fraction of a device's CPU estimate placement may fill (0.05 to 1).")
 def plan(file, strategy, show_assignments, time_limit, headroom):
     """Show where the steps of pipeline FILE would run (no deployment)."""
     from sensormesh.controller.pipeline_file import load_model

@@ -204,6 +204,21 @@ def test_plan_command_reports_file_errors(tmp_path):
     assert "bad.yaml:3:" in r.output and "steps.w.type" in r.output and "windw" in r.output
 
 
+@pytest.mark.parametrize("args, text", [
+    (["--time-limit", "-1"], "Invalid value for '--time-limit': must be a positive number of seconds, not -1"),
+    (["--time-limit", "0"], "Invalid value for '--time-limit': must be a positive number of seconds, not 0"),
+    (["--time-limit", "nan"], "Invalid value for '--time-limit': must be a positive number of seconds, not nan"),
+    (["--time-limit", "inf"], "Invalid value for '--time-limit': must be a positive number of seconds, not inf"),
+    (["--headroom", "nan"], "Invalid value for '--headroom': must be a fraction between 0.05 and 1, not nan"),
+    (["--headroom", "1.5"], "Invalid value for '--headroom': must be a fraction between 0.05 and 1, not 1.5"),
+])
+def test_plan_command_refuses_bad_limits(args, text):
+    r = CliRunner().invoke(plan, [EXAMPLE] + args)
+    assert r.exit_code == 2 and text in r.output, r.output
+    r = CliRunner().invoke(plan, [EXAMPLE, "--strategy", "edge", "--time-limit", "0.5", "--headroom", "1"])
+    assert r.exit_code == 0, r.output
+
+
 def test_catalog_params_are_the_devices():
     """The catalogue's device parameters are exactly what the device's steps accept."""
     from sensormesh.device.steps import kinds
