@@ -262,22 +262,23 @@ class Device:
 
 
 def _listen_places(d):
-    """[(key, place, address as written)] for where device `d` listens: ("tcp", host, port) for
-    each valid host:port (loopback names are one host), ("unix", absolute path) for its socket.
-    A local device without a port has none: it binds a free one."""
+    """[(key, domain, place, address as written)] for where device `d` listens: place is
+    ("tcp", host, port) for each valid host:port (loopback names are one host; domain: the
+    `addresses` entry's, None for `address`), ("unix", absolute path) for its socket. A local
+    device without a port has none: it binds a free one."""
     out = []
-    addrs = [("address", d.address)]
+    addrs = [("address", None, d.address)]
     if isinstance(d.addresses, dict):
-        addrs += [("addresses", a) for a in d.addresses.values()]
-    for key, addr in addrs:
+        addrs += [("addresses", dom, a) for dom, a in d.addresses.items()]
+    for key, domain, addr in addrs:
         if addr is None or _address_problem(addr):
             continue
         host, _, port = addr.rpartition(":")
         host = host.lower()
-        out.append((key, ("tcp", "localhost" if host in LOOPBACK else host, int(port)), addr))
+        out.append((key, domain, ("tcp", "localhost" if host in LOOPBACK else host, int(port)), addr))
     if isinstance(d.unix, str) and d.unix or d.local is True and isinstance(d.name, str):
         path = d.unix_path
-        out.append(("unix" if d.unix else "local", ("unix", os.path.abspath(path)), path))
+        out.append(("unix" if d.unix else "local", None, ("unix", os.path.abspath(path)), path))
     return out
 
 
@@ -405,18 +406,23 @@ class Model:
 
     def _check_shared_addresses(self, problems):
         """Two devices cannot listen at one address (host:port, or Unix socket path): the second
-        would not start, or the controller would reach the first in its place."""
-        first = {}      # place -> (device name, address as written)
+        would not start, or the controller would reach the first in its place. Entries of
+        `addresses` for different domains are different networks, which may reuse an address
+        (two boards' access points at 192.168.4.1); loopback addresses are one machine's."""
+        seen = {}       # place -> [(device name, domain or None, address as written)]
         for d in self.device_list:
-            for key, place, written in _listen_places(d):
-                other = first.setdefault(place, (d.name, written))
-                if other[0] == d.name:
+            for key, domain, place, written in _listen_places(d):
+                others = seen.setdefault(place, [])
+                other = next((o for o in others if o[0] != d.name and (
+                    domain is None or o[1] is None or domain == o[1] or place[1] == "localhost")), None)
+                others.append((d.name, domain, written))
+                if other is None:
                     continue
                 if place[0] == "unix":
                     msg = "socket path %s is also the one of device %r; each device needs a socket of its own" % (
                         written, other[0])
                 else:
-                    same = "" if written == other[1] else " (written %s there: the same host and port)" % other[1]
+                    same = "" if written == other[2] else " (written %s there: the same host and port)" % other[2]
                     msg = "%s is also the address of device %r%s; each device needs an address of its own" % (
                         written, other[0], same)
                 problems.append(Problem(msg, device=d.name, key=key, section="devices"))

@@ -418,10 +418,12 @@ def test_two_devices_at_one_address_are_an_error(write, tmp_path):
           u2: {interpreter: cpython, local: true, unix: %s}
           m1: {interpreter: cpython, addresses: {lab: "10.0.0.9:7001", cloud: "10.1.0.9:7001"}}
           m2: {interpreter: cpython, address: "10.1.0.9:7001"}
+          g1: {interpreter: cpython, addresses: {lab: "10.2.0.1:7001"}}
+          g2: {interpreter: cpython, addresses: {lab: "10.2.0.1:7001"}}
         steps:
           t: {type: source, sensor: temperature}
         """ % (sock, sock), devices=False))
-    assert [line.strip() for line in str(e).splitlines()[1:5]] == [
+    assert [line.strip() for line in str(e).splitlines()[1:6]] == [
         "%s:3:39: devices.w2.address: 10.0.0.5:7001 is also the address of device 'w1'; "
         "each device needs an address of its own" % e.filename,
         "%s:5:39: devices.l2.address: localhost:7301 is also the address of device 'l1' (written 127.0.0.1:7301 "
@@ -429,6 +431,8 @@ def test_two_devices_at_one_address_are_an_error(write, tmp_path):
         "%s:7:49: devices.u2.unix: socket path %s is also the one of device 'u1'; each device needs a socket "
         "of its own" % (e.filename, sock),
         "%s:9:39: devices.m2.address: 10.1.0.9:7001 is also the address of device 'm1'; "
+        "each device needs an address of its own" % e.filename,
+        "%s:11:41: devices.g2.addresses: 10.2.0.1:7001 is also the address of device 'g1'; "
         "each device needs an address of its own" % e.filename,
     ]
     r = CliRunner().invoke(plan_command, [e.filename])
@@ -444,10 +448,13 @@ def test_devices_at_different_addresses_and_local_ones_without_a_port_are_fine(w
           a1: {interpreter: cpython, local: true}
           a2: {interpreter: micropython, local: true}
           both: {interpreter: cpython, address: "10.0.0.7:7001", addresses: {lab: "10.0.0.7:7001"}}
+          gw1: {interpreter: cpython, addresses: {field1: "192.168.4.1:7000", lan: "10.0.0.8:7000"}}
+          gw2: {interpreter: cpython, addresses: {field2: "192.168.4.1:7000", lan: "10.0.0.9:7000"}}
         steps:
           t: {type: source, sensor: temperature, on: a2}
         sinks:
           o: {type: print, input: t}
         """.replace("interpreter: micropython, local", "interpreter: micropython, sensors: [temperature], local"),
         devices=False))
-    assert set(m.devices) == {"w1", "w2", "w3", "a1", "a2", "both"}
+    # gw1 and gw2 each run an access point at 192.168.4.1: two networks (domains)
+    assert set(m.devices) == {"w1", "w2", "w3", "a1", "a2", "both", "gw1", "gw2"}
