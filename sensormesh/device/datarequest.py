@@ -44,7 +44,8 @@ def _nonneg_int(req, key):
     if v is None:
         return 0
     if type(v) is bool or type(v) is not int:
-        if type(v) is float and v == int(v) and v >= 0:
+        # v - v is 0 only for a finite float: 1e400 reads as infinity, which int() refuses
+        if type(v) is float and v - v == 0 and v == int(v) and v >= 0:
             return int(v)
         raise RequestError("bad-field", "%s must be a non-negative integer, got %s" % (key, _show(v)))
     if v < 0:

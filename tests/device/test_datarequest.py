@@ -34,3 +34,14 @@ def test_bad_types_and_negative_numbers():
     refused({"sensor": "co2", "colour": 1}, "bad-field", "unknown field 'colour'")
     refused([1], "bad-request", "must be a JSON object")
     refused({}, "bad-request", "no sensor")
+
+
+def test_infinite_and_nan_numbers_are_bad_fields():
+    # 1e400 is valid JSON and reads as infinity on both interpreters
+    import json
+    inf = json.loads("1e400")
+    for key in ("time-frame", "values-per-time-frame", "max-frame"):
+        for v in (inf, -inf, inf - inf):
+            e = refused({"sensor": "co2", key: v}, "bad-field", key + " must be a non-negative integer")
+            assert e.to_message()["error"]["code"] == "bad-field"
+    assert parse({"sensor": "co2", "time-frame": 1e3}, SENSORS) == ("co2", 1000, 0, 0)

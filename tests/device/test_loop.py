@@ -53,6 +53,23 @@ def test_unknown_sensor_then_other_client_unharmed():
     dev.close()
 
 
+def test_a_request_with_an_infinite_time_frame_gets_a_bad_field_reply():
+    # 1e400 is valid JSON and reads as infinity: refused with a reply naming the field, and
+    # the device serves on (a client on another connection still gets its values)
+    dev, addr = setup(["counter@200"])
+    for field in ("time-frame", "values-per-time-frame", "max-frame"):
+        c = Collector()
+        conn = transport.dial(dev.loop, addr, c)
+        conn.send_payload(b'{"data-request":{"sensor":"counter","%s":1e400}}' % field.encode())
+        assert dev.loop.run_until(lambda: c.closed is not None, 5000)
+        err = c.messages[0]["error"]
+        assert err["code"] == "bad-field" and field in err["message"], err
+    good, gconn = request(dev, addr, {"sensor": "counter"})
+    assert dev.loop.run_until(lambda: len(good.messages) >= 3, 5000)
+    gconn.close()
+    dev.close()
+
+
 def test_a_control_message_on_a_streaming_connection_is_refused_by_name():
     dev, addr = setup(["counter@100"])
     c, conn = request(dev, addr, {"sensor": "counter"})
