@@ -47,7 +47,10 @@ def start(cfg):
     # Unnamed devices are named after their port, as `sensormesh worker` names them
     # (worker-PORT), so two on one machine differ in the logs.
     name = cfg.get("name") or ("device-%d" % cfg["port"] if cfg.get("port") else "device")
-    dev = Device(name, cfg.get("sensors"), cfg.get("max_conns", DEFAULT_MAX_CONNS))
+    mc = cfg.get("max_conns", DEFAULT_MAX_CONNS)
+    if type(mc) is int and mc < 1:
+        raise ValueError("max_conns %d: at least 1 connection" % mc)
+    dev = Device(name, cfg.get("sensors"), mc)
     if cfg.get("metrics") is False:
         set_metrics(dev, False)
     keyed = cfg.get("identity") is not None or cfg.get("trust") is not None
@@ -66,6 +69,8 @@ def start(cfg):
     if cfg.get("port") is not None and cfg.get("port") >= 0:
         host = cfg.get("host", "0.0.0.0")
         port = cfg["port"]
+        if port > 65535:   # (MicroPython would bind the port modulo 65536)
+            raise ValueError("port %d: a TCP port is 0..65535 (-1: none)" % port)
         if port == 0 and MICROPYTHON:
             port = _listen_any_port(dev, host)
         else:

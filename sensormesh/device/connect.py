@@ -50,7 +50,9 @@ def parse_address(text):
     try:
         port = int(port)
     except ValueError:
-        raise ValueError("bad address %r: expected HOST:PORT or unix:PATH" % text)
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ValueError("bad address %r: expected HOST:PORT (port 0..65535) or unix:PATH" % text)
     return ("tcp", host or "127.0.0.1", port)
 
 

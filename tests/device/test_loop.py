@@ -70,6 +70,31 @@ def test_a_request_with_an_infinite_time_frame_gets_a_bad_field_reply():
     dev.close()
 
 
+def test_an_address_with_a_port_out_of_range_is_refused_by_name():
+    from sensormesh.device.transport import parse_address
+    assert parse_address("h:65535") == ("tcp", "h", 65535)
+    assert parse_address(":0") == ("tcp", "127.0.0.1", 0)
+    for text in ("h:65536", "h:99999", "h:-1", "nohostport", "h:x"):
+        try:
+            parse_address(text)
+        except ValueError as e:
+            assert ("bad address %r" % text) in str(e) and "0..65535" in str(e), e
+        else:
+            raise AssertionError("accepted %r" % text)
+
+
+def test_a_device_configured_with_a_port_out_of_range_or_no_connections_does_not_start():
+    from sensormesh.device import boot
+    for cfg, words in (({"port": 65536, "host": "127.0.0.1"}, "port 65536: a TCP port is 0..65535"),
+                       ({"port": -1, "max_conns": 0}, "max_conns 0: at least 1")):
+        try:
+            boot.start(cfg)
+        except ValueError as e:
+            assert words in str(e), e
+        else:
+            raise AssertionError("started with %r" % (cfg,))
+
+
 def test_a_control_message_on_a_streaming_connection_is_refused_by_name():
     dev, addr = setup(["counter@100"])
     c, conn = request(dev, addr, {"sensor": "counter"})
