@@ -12,7 +12,8 @@ from sensormesh.device.core import DEFAULT_MAX_CONNS, Device
 
 def config(argv, config):
     """__main__.main's configuration: the options argv (sys.argv's when both are None) or the
-    JSON file `config` as it is, with the default port and host."""
+    JSON file `config` as it is, with the default port and host: every interface on MicroPython
+    (a board is reached over its network), loopback on CPython (as `sensormesh worker`)."""
     if argv is None and config is None:
         argv = sys.argv[1:]
     if config is None:
@@ -25,7 +26,7 @@ def config(argv, config):
         with open(config) as f:
             cfg = json.load(f)
     cfg.setdefault("port", 7000)
-    cfg.setdefault("host", "0.0.0.0")
+    cfg.setdefault("host", "0.0.0.0" if MICROPYTHON else "127.0.0.1")
     return cfg
 
 
