@@ -183,6 +183,13 @@ def check_sensors(sensors, base=BASE):
     return out
 
 
+def safe_name(name):
+    """A device name that is a plain file name: letters, digits, - _ . and not starting with
+    '.' (no path: the build goes to build/board/NAME)."""
+    return (type(name) is str and name[:1] not in ("", ".")
+            and all(c.isascii() and (c.isalnum() or c in "-_.") for c in name))
+
+
 def device_config(cfg, base=BASE):
     """The configuration file written to the board, from the user's device configuration."""
     if not isinstance(cfg, dict):
@@ -193,9 +200,17 @@ def device_config(cfg, base=BASE):
                          % (", ".join(sorted(unknown)), ", ".join(CONFIG_KEYS)))
     if not cfg.get("name"):
         raise BoardError("the device configuration needs a \"name\"")
+    if not safe_name(cfg["name"]):
+        raise BoardError("the device name %s is not a plain name: use letters, digits, '-', '_' and '.', "
+                         "not starting with '.' (the name is a folder of the build, build/board/NAME)"
+                         % json.dumps(cfg["name"]))
     out = {"name": cfg["name"]}
     for k in ("port", "host", "controller", "restart_after_s"):
         out[k] = cfg.get(k, CONFIG_DEFAULTS[k])
+    if type(out["port"]) is not int or not -1 <= out["port"] <= 65535:
+        raise BoardError("\"port\" must be a TCP port, 0..65535 (-1: no listener), not %s" % json.dumps(out["port"]))
+    if "max_conns" in cfg and (type(cfg["max_conns"]) is not int or cfg["max_conns"] < 1):
+        raise BoardError("\"max_conns\" must be at least 1, not %s" % json.dumps(cfg["max_conns"]))
     for k in ("max_conns", "register"):
         if k in cfg:
             out[k] = cfg[k]
@@ -223,7 +238,7 @@ def load_config(path):
     except OSError as e:
         raise BoardError("cannot read %s: %s" % (path, e.strerror or e))
     except ValueError as e:
-        raise BoardError("%s is not valid JSON: %s" % (path, e))
+        raise BoardError("%s: not valid JSON: %s" % (path, e))
 
 
 # -- the board's boot.py and main.py ---------------------------------------------------
@@ -517,8 +532,8 @@ def deploy(port, config_path, build_dir, keys_dir, source, lines, mpy_cross, mpr
     """Build the device package and copy it with its configuration onto the board at PORT."""
     try:
         cfg = load_config(config_path)
-        name = cfg.get("name") if isinstance(cfg, dict) else None
-        build_dir = build_dir or os.path.join("build", "board", str(name or "device"))
+        board_cfg = device_config(cfg)      # (plan checks it again) the name is safe before it names a folder
+        build_dir = build_dir or os.path.join("build", "board", board_cfg["name"])
         mpy_cross = mpy_cross or _find_tool("mpy-cross")
         if not source and not lines and not drops_lines(mpy_cross):
             lines = True

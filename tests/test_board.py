@@ -157,6 +157,14 @@ def test_device_config_fills_defaults_and_placeholders(monkeypatch):
     ({"name": "x", "sensors": [{"kind": "poti", "pin": "34"}]}, "must be a GPIO number"),
     ({"name": "x", "sensors": [{"kind": "poti"}, {"kind": "poti"}]}, "used twice"),
     ({"name": "x", "sensors": [{"kind": "gyro", "scl": 22}, {"kind": "touch", "name": "t", "pin": 22}]}, "GPIO 22"),
+    ({"name": "../../x"}, 'the device name "../../x" is not a plain name'),
+    ({"name": "/tmp/sm/abs"}, 'the device name "/tmp/sm/abs" is not a plain name'),
+    ({"name": ".hidden"}, "not starting with '.'"),
+    ({"name": "a b"}, "is not a plain name"),
+    ({"name": 5}, "the device name 5 is not a plain name"),
+    ({"name": "x", "port": 99999}, '"port" must be a TCP port, 0..65535'),
+    ({"name": "x", "port": "7000"}, '"port" must be a TCP port'),
+    ({"name": "x", "max_conns": 0}, '"max_conns" must be at least 1'),
 ])
 def test_bad_configurations_are_refused_with_reasons(cfg, words):
     with pytest.raises(board.BoardError) as e:
@@ -297,6 +305,25 @@ def test_cli_reports_configuration_errors(tmp_path):
     assert r.exit_code != 0 and "has no parameter 'bogus'" in r.output
     r = CliRunner().invoke(board.board, ["deploy", "--port", "p", "--config", str(tmp_path / "nope.json")])
     assert r.exit_code != 0 and "cannot read" in r.output
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/sm/abs", "..", "a/b"])
+def test_deploy_refuses_a_name_that_is_not_a_plain_file_name(tmp_path, monkeypatch, name):
+    # the build folder is build/board/NAME: a name with a path in it would put it elsewhere
+    monkeypatch.chdir(tmp_path)
+    cfgfile = tmp_path / "device.json"
+    cfgfile.write_text(json.dumps({"name": name}))
+    r = CliRunner().invoke(board.board, ["deploy", "--port", "p", "--config", str(cfgfile), "--source",
+                                         "--mpremote", "false"])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    assert "is not a plain name" in r.output, r.output
+    assert os.listdir(tmp_path) == ["device.json"]
+
+
+def test_safe_names_pass():
+    for name in ("kitchen", "esp-1", "lab_2.b", "A9"):
+        assert board.safe_name(name), name
+        assert board.device_config({"name": name}, ROOT)["name"] == name
 
 
 def test_cli_registers_board_group():
