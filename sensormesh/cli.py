@@ -1,6 +1,7 @@
 # The `sensormesh` command (CPython). Device commands are thin wrappers around the device-side
 # modules; controller commands live in sensormesh/controller and are registered here.
 import json
+import os
 import sys
 
 import click
@@ -14,8 +15,74 @@ def main():
     """sensormesh: decentralized processing of continuous sensor data."""
 
 
+# Option checks: a bad value is refused when the options are read, with a message that names
+# the option and says what it takes (click's usage error, exit status 2).
+PORT = click.IntRange(0, 65535)
+TIMEOUT_MAX = 365 * 24 * 3600     # a socket timeout beyond a few hundred years overflows
+
+
+def _timeout(ctx, param, value):
+    if not 0 < value <= TIMEOUT_MAX:      # (false for NaN too)
+        raise click.BadParameter("%s: the seconds to wait must be more than 0 and at most %d (a year)"
+                                 % (value, TIMEOUT_MAX))
+    return value
+
+
+def _device_address(ctx, param, value):
+    from sensormesh.device.transport import parse_address
+    try:
+        addr = parse_address(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e))
+    if addr[0] == "tcp" and addr[2] == 0:
+        raise click.BadParameter("bad address %r: a device's port is 1..65535" % value)
+    return value
+
+
+# What a worker's configuration file may hold, by key: the JSON types its value may have.
+_WORKER_KEY_TYPES = {"name": (str,), "host": (str,), "unix": (str,), "register": (str,),
+                     "identity": (str, dict), "trust": (str, dict),
+                     "max_conns": (int,), "max_handshakes": (int,), "handshake_ms": (int,),
+                     "insecure": (bool,), "metrics": (bool,), "exit_with_stdin": (bool,)}
+_JSON_TYPE = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "an object",
+              list: "an array", type(None): "null"}
+
+
+def _json_type(v):
+    return _JSON_TYPE.get(type(v), type(v).__name__)
+
+
+def worker_config(path):
+    """The worker's configuration file `path`, read and checked: a JSON object whose known keys
+    have values of the right type. Raises click.ClickException ("PATH: what is wrong")."""
+    from sensormesh.board import BoardError, load_config
+    try:
+        cfg = load_config(path)
+    except BoardError as e:
+        raise click.ClickException(str(e))
+    if not isinstance(cfg, dict):
+        raise click.ClickException("%s: a device configuration is a JSON object, not %s" % (path, _json_type(cfg)))
+    for key, types in _WORKER_KEY_TYPES.items():
+        v = cfg.get(key)
+        if v is not None and type(v) not in types:
+            raise click.ClickException("%s: \"%s\" must be %s, not %s" % (
+                path, key, " or ".join(_JSON_TYPE[t] for t in types), _json_type(v)))
+    if "max_conns" in cfg and cfg["max_conns"] is not None and cfg["max_conns"] < 1:
+        raise click.ClickException("%s: \"max_conns\" must be at least 1, not %d" % (path, cfg["max_conns"]))
+    sensors = cfg.get("sensors")
+    if sensors is not None:
+        if type(sensors) is not list:
+            raise click.ClickException("%s: \"sensors\" must be an array of sensor specs (\"KIND@HZ\" strings or "
+                                       "objects with a \"kind\"), not %s" % (path, _json_type(sensors)))
+        for i, spec in enumerate(sensors):
+            if type(spec) not in (str, dict):
+                raise click.ClickException("%s: sensor %d: a sensor spec is a \"KIND@HZ\" string or an object "
+                                           "with a \"kind\", not %s" % (path, i + 1, _json_type(spec)))
+    return cfg
+
+
 @main.command()
-@click.option("--port", type=int, default=7000, show_default=True, help="TCP port to listen on (0 = any free port).")
+@click.option("--port", type=PORT, default=7000, show_default=True, help="TCP port to listen on (0 = any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; 0.0.0.0 for every interface (other machines then reach the device: "
                    "give it keys, see docs/security.md).")
@@ -25,7 +92,7 @@ def main():
               help="Comma-separated sensors: KIND, KIND@HZ, NAME=KIND@HZ or NAME=csv:PATH (default: all simulated).")
 @click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Device configuration JSON (name, sensors, port, ...); options override it.")
-@click.option("--max-conns", type=int, default=None, help="Connections accepted at once.")
+@click.option("--max-conns", type=click.IntRange(min=1), default=None, help="Connections accepted at once.")
 @click.option("--identity", "identity", default=None, type=click.Path(exists=True, dir_okay=False),
               help="This device's identity.json (sensormesh keys export): require authenticated, encrypted "
                    "sessions. The device is named after it.")
@@ -48,8 +115,7 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns, identit
     from sensormesh.device.sensors import SensorError
     cfg = {}
     if config_path:
-        with open(config_path) as f:
-            cfg = json.load(f)
+        cfg = worker_config(config_path)
     cfg["port"] = port
     cfg["host"] = host
     if unix_path:
@@ -86,14 +152,44 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns, identit
     dev.log("stopped")
 
 
+def _credentials(identity, trust):
+    """session.load_credentials(identity, trust), or a ClickException that says what is wrong
+    with which file: unreadable, not JSON, not an object, a field missing."""
+    from sensormesh.device.secure import handshake as session
+    try:
+        return session.load_credentials(identity, trust)
+    except (OSError, ValueError) as e:
+        raise click.ClickException("cannot load the identity %s: %s" % (identity, e))
+    except (KeyError, TypeError, AttributeError) as e:
+        # a file that is JSON but not what `sensormesh keys export` writes: find which one
+        id_file = identity if identity.endswith(".json") else os.path.join(identity, "identity.json")
+        trust_file = trust or os.path.join(os.path.dirname(id_file) or ".", "trust.json")
+        field = e.args[0] if isinstance(e, KeyError) else None
+        for path, what, fields in ((id_file, "identity", ("name", "role", "secret")), (trust_file, "trust store", ())):
+            try:
+                with open(path) as f:
+                    obj = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(obj, dict):
+                raise click.ClickException("cannot load the %s %s: it is not a JSON object" % (what, path))
+            missing = [k for k in fields if k not in obj]
+            if missing:
+                raise click.ClickException("cannot load the identity %s: it has no %s" % (
+                    path, " and no ".join(repr(k) for k in missing)))
+        if field is not None:
+            raise click.ClickException("cannot load the trust store %s: a key in it has no %r" % (trust_file, field))
+        raise click.ClickException("cannot load the identity %s: %s" % (identity, e))
+
+
 @main.command()
-@click.argument("address")
+@click.argument("address", callback=_device_address)
 @click.option("--sensor", required=True, help="Sensor name on the device.")
-@click.option("--time-frame", type=int, default=0, show_default=True, help="ms per frame; 0 = every value on its own.")
-@click.option("--values-per-time-frame", type=int, default=0, show_default=True,
+@click.option("--time-frame", type=click.IntRange(min=0), default=0, show_default=True, help="ms per frame; 0 = every value on its own.")
+@click.option("--values-per-time-frame", type=click.IntRange(min=0), default=0, show_default=True,
               help="Evenly spaced values per frame; 0 = as many as the sensor gives.")
-@click.option("--count", type=int, default=0, help="Stop after this many data messages (0 = until the device closes).")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the device.")
+@click.option("--count", type=click.IntRange(min=0), default=0, help="Stop after this many data messages (0 = until the device closes).")
+@click.option("--timeout", type=float, default=30.0, show_default=True, callback=_timeout, help="Seconds to wait for the device.")
 @click.option("--identity", default=None, type=click.Path(exists=True),
               help="Connect with this identity: a directory from `sensormesh keys export` or an identity.json "
                    "(trust.json is taken from next to it unless --trust is given).")
@@ -107,11 +203,7 @@ def client(address, sensor, time_frame, values_per_time_frame, count, timeout, i
     if identity:
         if not device_name:
             raise click.UsageError("--identity needs --device NAME: the name of the device to authenticate")
-        from sensormesh.device.secure import handshake as session
-        try:
-            creds = session.load_credentials(identity, trust)
-        except (OSError, ValueError, KeyError) as e:
-            raise click.ClickException("cannot load the identity %s: %s" % (identity, e))
+        creds = _credentials(identity, trust)
     try:
         c = Client(address, timeout=timeout, identity=creds, server=device_name)
     except DeviceError as e:

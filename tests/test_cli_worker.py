@@ -101,3 +101,127 @@ def test_worker_listens_on_loopback_by_default(port):
     finally:
         p.stop()
     assert "tcp 127.0.0.1:%d" % port in line, line
+
+
+# -- bad input on the command line: a clear error line, a non-zero exit, no traceback ----------
+
+def run_cli(*args, timeout=60):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "sensormesh.cli"] + list(args), cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def refused(r, *words):
+    assert r.returncode != 0, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    for w in words:
+        assert w in r.stderr, (w, r.stderr)
+
+
+@pytest.mark.parametrize("address, words", [
+    ("nohostport", "bad address 'nohostport': expected HOST:PORT"),
+    ("127.0.0.1:99999", "bad address '127.0.0.1:99999'"),
+    ("127.0.0.1:-1", "bad address '127.0.0.1:-1'"),
+    ("127.0.0.1:0", "a device's port is 1..65535"),
+])
+def test_client_refuses_a_bad_address(address, words):
+    r = run_client(address, "--sensor", "dht11", "--timeout", "2")
+    refused(r, "Invalid value for 'ADDRESS'", words)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--timeout", "-1"), ("--timeout", "0"), ("--timeout", "nan"), ("--timeout", "inf"), ("--timeout", "1e300"),
+    ("--count", "-1"), ("--time-frame", "-5"), ("--values-per-time-frame", "-1"),
+])
+def test_client_refuses_bad_numbers_before_connecting(option, value, port):
+    # nothing listens on port: an option that got through would end in a connection error instead
+    r = run_client("127.0.0.1:%d" % port, "--sensor", "dht11", option, value)
+    refused(r, "Invalid value for '%s'" % option)
+    assert r.returncode == 2 and "connect" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--port", "99999"], "Invalid value for '--port'"),
+    (["--port", "-1"], "Invalid value for '--port'"),
+    (["--max-conns", "-1"], "Invalid value for '--max-conns'"),
+    (["--max-conns", "0"], "Invalid value for '--max-conns'"),
+])
+def test_worker_refuses_out_of_range_port_and_max_conns(args, words):
+    r = run_cli("worker", "--sensors", "dht11", *args, timeout=30)
+    refused(r, words)
+    assert "listening" not in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{bad json", "not valid JSON"),
+    ("[1]", "a device configuration is a JSON object, not an array"),
+    ('{"sensors": 5}', '"sensors" must be an array of sensor specs'),
+    ('{"sensors": [5]}', "sensor 1: a sensor spec is a"),
+    ('{"unix": 5}', '"unix" must be a string, not an integer'),
+    ('{"register": [1]}', '"register" must be a string, not an array'),
+    ('{"max_conns": 0}', '"max_conns" must be at least 1'),
+])
+def test_worker_names_what_is_wrong_with_its_config_file(tmp_path, text, words):
+    cfg = tmp_path / "dev.json"
+    cfg.write_text(text)
+    r = run_cli("worker", "--port", "0", "--config", str(cfg), timeout=30)
+    refused(r, "Error: %s: " % cfg, words)
+    assert r.returncode == 1 and "listening" not in r.stdout, r.stdout
+
+
+def test_client_names_the_field_an_identity_file_lacks(tmp_path, port):
+    ident = tmp_path / "badid.json"
+    ident.write_text(json.dumps({"role": "reader", "secret": "11" * 32}))
+    (tmp_path / "trust.json").write_text(json.dumps({"keys": {}}))
+    r = run_client("127.0.0.1:%d" % port, "--sensor", "dht11", "--identity", str(ident), "--device", "d")
+    refused(r, "cannot load the identity %s: it has no 'name'" % ident)
+    ident.write_text("[1]")
+    r = run_client("127.0.0.1:%d" % port, "--sensor", "dht11", "--identity", str(ident), "--device", "d")
+    refused(r, "cannot load the identity %s: it is not a JSON object" % ident)
+
+
+@pytest.mark.parametrize("interp", INTERPS)
+def test_a_data_request_with_an_infinite_number_gets_a_bad_field_reply(devices, port, interp):
+    """1e400 is valid JSON and reads as infinity: the device answers bad-field (before: no reply)."""
+    import socket
+    import struct
+    devices(interp, ["--port", str(port), "--sensors", "counter"])
+    for field in ("time-frame", "values-per-time-frame", "max-frame"):
+        body = b'{"data-request":{"sensor":"counter","%s":1e400}}' % field.encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(struct.pack(">I", len(body)) + body)
+            data = b""
+            while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
+                chunk = s.recv(4096)
+                assert chunk, "closed without a reply: %r" % data
+                data += chunk
+        err = json.loads(data[4:4 + struct.unpack(">I", data[:4])[0]])["error"]
+        assert err["code"] == "bad-field" and field in err["message"], err
+
+
+@pytest.mark.parametrize("interp", INTERPS)
+def test_device_entry_point_refuses_a_port_or_max_conns_out_of_range(interp):
+    from procs import need_micropython
+    exe = need_micropython() if interp == "micropython" else sys.executable
+    env = dict(os.environ, PYTHONPATH=ROOT, MICROPYPATH=ROOT + os.pathsep + ".frozen")
+    for args, words in ((["--port", "99999"], "port 99999: a TCP port is 0..65535"),
+                        (["--port", "0", "--max-conns", "0"], "max_conns 0: at least 1")):
+        r = subprocess.run([exe, "-m", "sensormesh.device"] + args, cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=30)
+        out = r.stdout + r.stderr
+        assert r.returncode == 2 and words in out and "Traceback" not in out, out
+        assert "listening" not in out, out
+
+
+@pytest.mark.parametrize("interp", INTERPS)
+def test_device_entry_point_listens_on_loopback_on_cpython_and_everywhere_on_micropython(interp, port):
+    from procs import Proc, need_micropython
+    exe = need_micropython() if interp == "micropython" else sys.executable
+    p = Proc([exe, "-m", "sensormesh.device", "--port", str(port), "--sensors", "dht11"],
+             env={"MICROPYPATH": ROOT + os.pathsep + ".frozen"})
+    try:
+        line = p.wait_line("listening on")
+    finally:
+        p.stop()
+    host = "0.0.0.0" if interp == "micropython" else "127.0.0.1"
+    assert "tcp %s:%d" % (host, port) in line, line
