@@ -73,10 +73,30 @@ def test_secure_sessions_pass_the_relays(tmp_path, monkeypatch):
 def test_cli_refuses_a_bad_spec(tmp_path):
     from test_up import cli
     path = rtt_file(tmp_path)
-    res = cli("up", path, "--network", "lan:delay=20", "--duration", "1", cwd=str(tmp_path))
-    assert res.returncode == 1
-    assert "--network 'lan:delay=20': delay=20: give a time such as 20ms" in res.stderr
-    assert not (tmp_path / ".sensormesh" / "keys").exists()     # refused before anything ran
+    for spec, message in (("lan:delay=20", "--network 'lan:delay=20': delay=20: give a time such as 20ms"),
+                          ("nowhere:delay=1ms", "--network 'nowhere:delay=1ms': the pipeline file has no "
+                                                "domain 'nowhere'"),
+                          ("lan->cloud:delay=1ms", "the pipeline file has no link lan->cloud")):
+        res = cli("up", path, "--network", spec, "--duration", "1", cwd=str(tmp_path))
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert message in res.stderr and "Traceback" not in res.stderr
+        # refused before anything ran: no device started, no keys, no metrics file
+        assert "starting" not in res.stdout
+        assert not (tmp_path / ".sensormesh").exists()
+
+
+def test_cli_checks_a_spec_against_a_file_without_a_network_section(tmp_path):
+    from test_up import cli
+    path = tmp_path / "plain.yaml"
+    path.write_text("pipeline: plain\n"
+                    "devices:\n  pc: {interpreter: cpython, local: true, sensors: [\"n=counter@10\"]}\n"
+                    "steps:\n  t: {type: source, sensor: n}\n"
+                    "sinks:\n  out: {type: callback, input: t}\n")
+    res = cli("up", str(path), "--network", "nowhere:delay=1ms", "--duration", "1", cwd=str(tmp_path))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "the pipeline file has no domain 'nowhere' (domains: default)" in res.stderr
+    assert "no `network:` section" in res.stderr and "Traceback" not in res.stderr
+    assert "starting" not in res.stdout and not (tmp_path / ".sensormesh").exists()
 
 
 def test_ctrl_c_removes_everything(tmp_path):

@@ -184,6 +184,25 @@ def test_ctrl_c_keeps_the_runs_so_far_and_exits_130(tmp_path):
     assert (out / "summary.md").is_file() and (out / "latency.csv").is_file()
 
 
+def test_a_network_spec_is_checked_against_a_file_without_a_network_section(tmp_path):
+    # no `network:` section: the devices form one domain, "default"; a spec naming another
+    # domain or a link is refused before the baseline (or anything else) runs
+    plain = PIPELINE.split("network:")[0] + PIPELINE.split("    wifi: [board, pc]\n")[1]
+    (tmp_path / "two.yaml").write_text(plain % {"board": ""})
+    (tmp_path / "small_steps.py").write_text(STEPS)
+    out = tmp_path / "out"
+    for spec, message in (("nowhere:delay=1ms", "the pipeline file has no domain 'nowhere' (domains: default)"),
+                          ("a->b:delay=1ms", "the pipeline file has no link a->b (links: none)"),
+                          ("default:delay=1ms;nowhere:loss=1%", "has no domain 'nowhere'")):
+        res = cli("experiment", str(tmp_path / "two.yaml"), "--strategies", "central", "--network", spec,
+                  "--network-mode", "loopback", "--insecure", "--out", str(out), timeout=30, cwd=str(tmp_path))
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "Invalid value for --network" in res.stderr and message in res.stderr
+        assert "Traceback" not in res.stderr
+        assert not out.exists() and not (tmp_path / ".sensormesh").exists()
+        assert "run 1" not in res.stdout + res.stderr
+
+
 def test_bad_input_is_refused_before_anything_starts(tmp_path):
     file = pipeline(tmp_path)
     out = tmp_path / "out"

@@ -125,6 +125,11 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
     if not local:
         raise click.ClickException("%s marks no device `local: true`; `sensormesh up` starts local devices "
                                    "(use `sensormesh deploy` for devices that already run)" % file)
+    if network:     # refused before any device starts (or a metrics file is made)
+        try:
+            runner.check_network(model, network)
+        except PipelineError as e:
+            raise click.BadParameter(str(e), param_hint="--network")
     listen = None
     if dashboard is not None:
         from sensormesh.controller.observe.dashboard import DashboardError, parse_listen

@@ -170,6 +170,24 @@ def credentials(keys_dir):
         raise PipelineError("cannot use the key store %s: %s" % (keys_dir, e))
 
 
+def check_network(model, specs):
+    """Refuse `--network` specs that do not hold for model before anything starts: each spec's
+    grammar, and its target (a domain or a link FROM->TO) against the file's `network:` section
+    (without one, the file's devices form one domain, as the emulation lays them out). Raises
+    PipelineError naming the spec and what is wrong; returns nothing."""
+    from sensormesh.controller.topology import Topology
+    from sensormesh.netlab.spec import NetworkSpecError, resolve
+    topology = model.topology if model.topology is not None else \
+        Topology.single_domain(list(model.devices))
+    try:
+        resolve(list(specs), topology)
+    except NetworkSpecError as e:
+        if model.topology is None:
+            raise PipelineError("%s; the file has no `network:` section, so its devices form one domain, %r"
+                                % (e, topology.domains and sorted(topology.domains)[0])) from None
+        raise PipelineError(str(e)) from None
+
+
 def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeout=5.0, creds=None,
            progress=None, **options):
     """Plan and deploy (all or nothing) along the controller's control routes (direct, forwarded

@@ -91,16 +91,15 @@ def _what(placements, conditions, repeat, mode):
 def _check_inputs(model, files, conditions):
     """Refuse a bad placement file or network spec before anything starts."""
     from sensormesh.controller.experiment import placements
-    from sensormesh.netlab.spec import NetworkSpecError, parse, resolve
+    from sensormesh.controller import runner
+    from sensormesh.controller.errors import PipelineError
     for p in files:
         try:
             placements.load(p.path, model)
         except placements.PlacementFileError as e:
             raise click.BadParameter(str(e), param_hint="--placement")
     for c in conditions:
-        try:
-            specs = [parse(s) for s in c.specs]
-            if model.topology is not None:
-                resolve(specs, model.topology)
-        except NetworkSpecError as e:
+        try:     # as `up --network` checks it: the grammar, and its domains and links in the file
+            runner.check_network(model, c.specs)
+        except PipelineError as e:
             raise click.BadParameter(str(e), param_hint="--network")
