@@ -271,3 +271,31 @@ def test_up_killed_with_sigkill_leaves_no_device_running(tmp_path):
         for d in devices:
             if not _gone(d):
                 os.kill(d, signal.SIGKILL)      # the devices this test's up started, if it failed
+
+
+@pytest.mark.parametrize("command, option, value, message", [
+    ("up", "--duration", "-5", "-5: give a number of seconds of 0 or more (0 = until Ctrl-C)"),
+    ("up", "--duration", "nan", "'nan' is not a number of seconds: give a finite number"),
+    ("up", "--count", "-3", "-3: give a whole number of 0 or more (0 = no limit)"),
+    ("up", "--timeout", "0", "0: give a number of seconds more than 0"),
+    ("up", "--rates-every", "-1", "-1: give a number of seconds of 0 or more (0 = none)"),
+    ("deploy", "--timeout", "-1", "-1: give a number of seconds more than 0"),
+    ("deploy", "--duration", "inf", "'inf' is not a number of seconds"),
+    ("status", "--timeout", "-1", "-1: give a number of seconds more than 0"),
+    ("status", "--interval", "nan", "'nan' is not a number of seconds"),
+    ("stop", "--timeout", "-1", "-1: give a number of seconds more than 0"),
+    ("top", "--timeout", "nan", "'nan' is not a number of seconds"),
+    ("top", "--duration", "-1", "-1: give a number of seconds of 0 or more (0 = until Ctrl-C)"),
+    ("experiment", "--duration", "nan", "'nan' is not a number of seconds"),
+    ("experiment", "--warmup", "-1", "-1: give a number of seconds of 0 or more (0 = no warm-up)"),
+    ("experiment", "--timeout", "-1", "-1: give a number of seconds more than 0"),
+])
+def test_negative_or_non_finite_option_values_are_refused_before_anything_runs(tmp_path, command, option,
+                                                                                 value, message):
+    path = counting_file(tmp_path)
+    extra = ["--strategies", "central", "--out", str(tmp_path / "out")] if command == "experiment" else []
+    r = cli(command, path, option, value, *extra, timeout=30, cwd=str(tmp_path))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Invalid value for '%s': %s" % (option, message) in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert not (tmp_path / ".sensormesh").exists() and not (tmp_path / "out").exists()

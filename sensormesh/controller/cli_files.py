@@ -31,3 +31,53 @@ def credentials_for(model, keys_dir):
         return runner.credentials(keys_dir)
     except PipelineError as e:
         raise click.ClickException(str(e))
+
+
+class Seconds(click.ParamType):
+    """A number of seconds for an option: finite, more than 0, or 0 too when `zero` says what 0
+    means ("until Ctrl-C"). A negative, NaN or infinite value is refused where the command line
+    is parsed, naming the option (not found out later as a run that ends at once)."""
+    name = "seconds"
+
+    def __init__(self, zero=None, least=None):
+        self.zero = zero
+        self.least = least        # the smallest value taken, when more than 0
+
+    def convert(self, value, param, ctx):
+        import math
+        if isinstance(value, float) and math.isfinite(value):
+            v = value
+        else:
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                self.fail("%r is not a number of seconds" % (value,), param, ctx)
+        if not math.isfinite(v):
+            self.fail("%r is not a number of seconds: give a finite number%s" % (value, self._hint()), param, ctx)
+        if v < 0 or (v == 0 and self.zero is None):
+            self.fail("%s: give a number of seconds %s" % (value, "of 0 or more" if self.zero else "more than 0")
+                      + self._hint(), param, ctx)
+        if self.least is not None and v < self.least:
+            self.fail("%s: give a number of seconds of at least %g" % (value, self.least), param, ctx)
+        return v
+
+    def _hint(self):
+        return " (0 = %s)" % self.zero if self.zero else ""
+
+
+class Count(click.ParamType):
+    """A count for an option: a whole number, 0 or more when `zero` says what 0 means, else 1 or more."""
+    name = "integer"
+
+    def __init__(self, zero=None):
+        self.zero = zero
+
+    def convert(self, value, param, ctx):
+        try:
+            v = value if type(value) is int else int(str(value).strip())
+        except (TypeError, ValueError):
+            self.fail("%r is not a whole number" % (value,), param, ctx)
+        if v < 0 or (v == 0 and self.zero is None):
+            self.fail("%s: give a whole number %s%s" % (value, "of 0 or more" if self.zero else "of 1 or more",
+                                                         " (0 = %s)" % self.zero if self.zero else ""), param, ctx)
+        return v

@@ -14,6 +14,7 @@ import click
 from sensormesh.controller import deploy as deploying
 from sensormesh.controller import runner
 from sensormesh.controller.errors import PipelineError
+from sensormesh.controller.cli_files import Count, Seconds
 from sensormesh.controller.cli_files import credentials_for as _creds
 from sensormesh.controller.cli_files import load_or_exit as _load
 from sensormesh.controller.observe.cli import metrics_options, observation, poll_rounds
@@ -21,7 +22,7 @@ from sensormesh.controller.placement import STRATEGIES
 
 _strategy = click.option("--strategy", "-s", type=click.Choice(STRATEGIES), default="optimal", show_default=True,
                          help="Placement strategy (see `sensormesh plan`).")
-_timeout = click.option("--timeout", type=float, default=5.0, show_default=True,
+_timeout = click.option("--timeout", type=Seconds(), default=5.0, show_default=True,
                         help="Seconds to wait for each device's answers.")
 
 
@@ -83,8 +84,9 @@ def _heap_option(value):
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_strategy
-@click.option("--duration", type=float, default=0, help="Stop after this many seconds (0 = until Ctrl-C).")
-@click.option("--count", type=int, default=0, help="Stop after this many callback values (0 = no limit).")
+@click.option("--duration", type=Seconds(zero="until Ctrl-C"), default=0,
+              help="Stop after this many seconds (0 = until Ctrl-C).")
+@click.option("--count", type=Count(zero="no limit"), default=0, help="Stop after this many callback values (0 = no limit).")
 @click.option("--quiet-devices", is_flag=True, help="Do not show the local devices' own output.")
 @click.option("--heap", default=None, callback=lambda ctx, param, v: _heap_option(v),
               help="Heap of every local MicroPython device for this run, e.g. 128K (default: each device's "
@@ -106,7 +108,7 @@ def _heap_option(value):
               help="Run the local devices with their metrics off: no step times, latency or loop load (counts still count).")
 @_timeout
 @metrics_options
-@click.option("--rates-every", type=float, default=5.0, show_default=True,
+@click.option("--rates-every", type=Seconds(zero="none"), default=5.0, show_default=True,
               help="Seconds between two lines of rates (0 = none).")
 @click.option("--dashboard", default=None, metavar="[HOST:]PORT",
               help="Serve a live web dashboard (and Prometheus /metrics) here; HOST defaults to 127.0.0.1, "
@@ -180,7 +182,8 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_strategy
 @click.option("--watch", "watch_", is_flag=True, help="Stay and show callback-sink values; Ctrl-C detaches.")
-@click.option("--duration", type=float, default=0, help="With --watch: detach after this many seconds.")
+@click.option("--duration", type=Seconds(zero="until Ctrl-C"), default=0,
+              help="With --watch: detach after this many seconds (0 = until Ctrl-C).")
 @_keys
 @_timeout
 def deploy(file, strategy, watch_, duration, keys_dir, timeout):
@@ -219,8 +222,9 @@ def _step_line(sid, s):
 @_keys
 @click.option("--watch", "watch_", is_flag=True,
               help="Ask again every --interval seconds and collect the metrics (Ctrl-C ends).")
-@click.option("--interval", type=float, default=2.0, show_default=True, help="With --watch: seconds between polls.")
-@click.option("--duration", type=float, default=0, help="With --watch: stop after this many seconds.")
+@click.option("--interval", type=Seconds(), default=2.0, show_default=True, help="With --watch: seconds between polls.")
+@click.option("--duration", type=Seconds(zero="until Ctrl-C"), default=0,
+              help="With --watch: stop after this many seconds (0 = until Ctrl-C).")
 @click.option("-v", "--verbose", is_flag=True, help="Every device with its per-step counts, however many there are.")
 @metrics_options
 def status(file, timeout, as_json, keys_dir, watch_, interval, duration, verbose, metrics_out, no_metrics_file):

@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from sensormesh.controller.cli_files import Seconds
 from sensormesh.controller.placement import STRATEGIES
 
 
@@ -21,9 +22,9 @@ from sensormesh.controller.placement import STRATEGIES
 @click.option("--no-baseline", is_flag=True, help="With --network: no run without conditions.")
 @click.option("--network-mode", type=click.Choice(["auto", "loopback", "namespaces"]), default="auto",
               show_default=True, help="Where the emulated network runs (see `sensormesh up --help`).")
-@click.option("--duration", type=click.FloatRange(min=1.0), default=10.0, show_default=True,
+@click.option("--duration", type=Seconds(least=1.0), default=10.0, show_default=True,
               help="Seconds measured per run.")
-@click.option("--warmup", type=click.FloatRange(min=0.0), default=3.0, show_default=True,
+@click.option("--warmup", type=Seconds(zero="no warm-up"), default=3.0, show_default=True,
               help="Seconds after each deployment that are not measured.")
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs of every combination.")
@@ -32,7 +33,7 @@ from sensormesh.controller.placement import STRATEGIES
 @click.option("--keys", "keys_dir", default=None, type=click.Path(file_okay=False),
               help="Key store for the local devices (default: .sensormesh/keys).")
 @click.option("--insecure", is_flag=True, help="Run the local devices without keys (plaintext).")
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds a deployment may take.")
+@click.option("--timeout", type=Seconds(), default=10.0, show_default=True, help="Seconds a deployment may take.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the controller's events of every run.")
 def experiment(file, strategies, placement_specs, networks, no_baseline, network_mode, duration, warmup,
                repeat, out, keys_dir, insecure, timeout, verbose):
