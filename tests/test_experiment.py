@@ -203,6 +203,38 @@ def test_a_network_spec_is_checked_against_a_file_without_a_network_section(tmp_
         assert "run 1" not in res.stdout + res.stderr
 
 
+def test_a_placement_file_pins_a_source_as_on_would(tmp_path):
+    # `n` reads sensor n, which only the board has: `on: pc` is an error in the pipeline file,
+    # and so is `n: pc` in a placement file, before anything starts
+    file = pipeline(tmp_path)
+    out = tmp_path / "out"
+    (tmp_path / "pc.yaml").write_text("steps: {n: pc}\n")
+    res = cli("experiment", file, "--placement", "pinned=%s" % (tmp_path / "pc.yaml"), "--insecure",
+              "--out", str(out), timeout=30, cwd=str(tmp_path))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert ("placement file %s: step n: device 'pc' has no sensor 'n' (its sensors: none)"
+            % (tmp_path / "pc.yaml")) in res.stderr
+    assert "Traceback" not in res.stderr and "run 1" not in res.stdout + res.stderr
+    assert not out.exists() and not (tmp_path / ".sensormesh").exists()
+
+
+def test_applied_pins_are_the_placements_pins(tmp_path):
+    from sensormesh.controller.experiment import placements
+    from sensormesh.controller.pipeline_file import load_model
+    file = pipeline(tmp_path)
+    (tmp_path / "p.yaml").write_text("strategy: central\nsteps: {n: board, third: board}\n")
+    model = load_model(file)
+    strategy, pins = placements.load(str(tmp_path / "p.yaml"), model)
+    placements.apply(model, pins)
+    placed = model.place(strategy)
+    assert {s: placed.device_of[s] for s in pins} == pins == {"n": "board", "third": "board"}
+    (tmp_path / "bad.yaml").write_text("steps: {n: pc}\n")
+    with pytest.raises(placements.PlacementFileError, match="step n: device 'pc' has no sensor 'n'"):
+        placements.load(str(tmp_path / "bad.yaml"), model)
+    with pytest.raises(placements.PlacementFileError, match="step n: device 'pc' has no sensor 'n'"):
+        placements.apply(load_model(file), {"n": "pc"})
+
+
 def test_bad_input_is_refused_before_anything_starts(tmp_path):
     file = pipeline(tmp_path)
     out = tmp_path / "out"

@@ -49,11 +49,39 @@ def load(path, model):
         if device not in model.devices:
             raise PlacementFileError("placement file %s: step %s on %r, which is no device of the "
                                      "pipeline (devices: %s)" % (path, step, device, ", ".join(sorted(model.devices))))
+        why = _not_there(model, step, device)
+        if why:
+            raise PlacementFileError("placement file %s: step %s: %s" % (path, step, why))
         pins[step] = device
     return strategy, pins
 
 
+def _not_there(model, step, device):
+    """Why `step` cannot be pinned to `device`, in the words `on: device` gets (a source to a
+    device without its sensor, a step to a device of an interpreter it cannot run on), or None."""
+    s = model.steps[step]
+    dev = model.devices[device]
+    ref = s.params.get("sensor") if s.type == "source" else None
+    if isinstance(ref, str) and dev.find_sensor(ref) is None:
+        have = ", ".join(x["name"] for x in dev.sensors) or "none"
+        return "device %r has no sensor %r (its sensors: %s)" % (device, ref, have)
+    interps = model.interpreters.get(step)
+    if interps is not None and dev.interpreter not in interps:
+        return "must run on %s (%s) but needs %s: %s" % (
+            device, dev.interpreter, "/".join(sorted(interps)) or "no interpreter",
+            "; ".join(model.interpreter_reasons.get(step) or ()) or "no interpreter fits")
+    return None
+
+
 def apply(model, pins):
-    """Pin the steps of a placement file on `model` (a model loaded for this one run)."""
+    """Pin the steps of a placement file on `model` (a model loaded for this one run), as `on:`
+    in the pipeline file would: a pinned source reads its sensor on its pinned device."""
     for step, device in pins.items():
-        model.steps[step].on = device
+        why = _not_there(model, step, device)
+        if why:          # load() refuses these; a model that differs from the one it checked
+            raise PlacementFileError("step %s: %s" % (step, why))
+        s = model.steps[step]
+        s.on = device
+        if s.type == "source" and isinstance(s.params.get("sensor"), str):
+            model.source_device[step] = device
+            model.sensor_spec[step] = model.devices[device].find_sensor(s.params["sensor"])
