@@ -299,3 +299,66 @@ def test_negative_or_non_finite_option_values_are_refused_before_anything_runs(t
     assert "Invalid value for '%s': %s" % (option, message) in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
     assert not (tmp_path / ".sensormesh").exists() and not (tmp_path / "out").exists()
+
+
+def _plain_file(tmp_path, ports, name, extra=""):
+    path = tmp_path / ("%s.yaml" % name)
+    path.write_text(textwrap.dedent("""\
+        pipeline: %s
+        devices:
+          b: {interpreter: cpython, sensors: ["counter@100"], address: "127.0.0.1:%d"}
+          c: {interpreter: cpython, cpu: 4, address: "127.0.0.1:%d"}
+        %s
+        steps:
+          t: {type: source, sensor: counter, on: b}
+        sinks:
+          out: {type: callback, input: t, on: c}
+        """) % (name, ports["b"], ports["c"], extra))
+    return str(path)
+
+
+def test_devices_without_keys_are_named_so_not_down_and_insecure_talks_to_them(tmp_path, devices):
+    # devices running without keys (a worker without --identity, `up --insecure`) while the
+    # controller has keys: they answer its secure hello in plaintext. Every command says so and
+    # how to talk to them, none calls them down; --insecure talks to them.
+    from sensormesh.controller.keys import provision_local
+    ports = {n: free_port() for n in ("b", "c", "gone")}
+    devices("cpython", ["--port", str(ports["b"]), "--name", "b", "--sensors", "counter@100"])
+    devices("cpython", ["--port", str(ports["c"]), "--name", "c", "--sensors", ""])
+    store = str(tmp_path / "keys")
+    provision_local(["b", "c", "gone"], store)
+    path = _plain_file(tmp_path, ports, "plain")
+    said = "b runs without keys (plaintext): it answered the controller's secure hello in plaintext; " \
+           "use --insecure to talk to it"
+
+    r = cli("deploy", path, "--keys", store, timeout=30)
+    assert r.returncode == 1 and said in r.stderr, r.stdout + r.stderr
+    assert "not reachable" not in r.stderr and "Traceback" not in r.stderr
+    r = cli("deploy", path, "--insecure", timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    r = cli("status", path, "--keys", store, timeout=30)
+    assert r.returncode == 1
+    assert "b: PLAINTEXT (%s)" % said in r.stdout and "c: PLAINTEXT (c runs without keys" in r.stdout
+    assert "down" not in r.stdout and "lost" not in r.stdout and "affected area" not in r.stdout
+    r = cli("status", path, "--insecure", timeout=30)
+    assert r.returncode == 0 and "b: running pipeline plain" in r.stdout, r.stdout + r.stderr
+
+    # a device that is really down is still down, next to the ones without keys
+    down = _plain_file(tmp_path, ports, "down", '  gone: {interpreter: cpython, address: "127.0.0.1:%d"}'
+                       % ports["gone"])
+    r = cli("status", down, "--keys", store, timeout=30)
+    assert r.returncode == 1
+    assert "b: PLAINTEXT" in r.stdout and "gone: UNREACHABLE (gone is down" in r.stdout, r.stdout
+    assert "b is down" not in r.stdout and "affected area:" in r.stdout
+
+    r = cli("top", path, "--keys", store, "--insecure", "--duration", "1", timeout=30)
+    assert r.returncode == 2 and "give it or --keys, not both" in r.stderr
+    r = cli("status", path, "--keys", str(tmp_path / "empty"), timeout=30)
+    assert r.returncode == 1 and "(devices that run without keys: --insecure)" in r.stderr
+
+    r = cli("stop", path, "--keys", store, timeout=30)
+    assert r.returncode == 1 and "b: %s" % said in r.stdout.splitlines(), r.stdout + r.stderr
+    r = cli("stop", path, "--insecure", timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert any(line.startswith("b: t ") for line in r.stdout.splitlines()), r.stdout

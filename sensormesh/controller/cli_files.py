@@ -18,10 +18,15 @@ def load_or_exit(file):
         raise click.ClickException(str(e))
 
 
-def credentials_for(model, keys_dir):
+def credentials_for(model, keys_dir, insecure=False):
     """The controller's credentials for deploy/status/stop/top: from --keys, or from the store
-    `up` provisions when every device of the file is local (those devices run with its keys)."""
+    `up` provisions when every device of the file is local (those devices run with its keys);
+    None with --insecure (plaintext, for devices that run without keys)."""
     from sensormesh.controller.keys import DEFAULT_DIR
+    if insecure:
+        if keys_dir is not None:
+            raise click.UsageError("--insecure talks to the devices without keys: give it or --keys, not both")
+        return None
     if keys_dir is None:
         if all(d.local for d in model.devices.values()) and os.path.exists(os.path.join(DEFAULT_DIR, "registry.json")):
             keys_dir = DEFAULT_DIR
@@ -30,7 +35,7 @@ def credentials_for(model, keys_dir):
     try:
         return runner.credentials(keys_dir)
     except PipelineError as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException("%s (devices that run without keys: --insecure)" % e)
 
 
 class Seconds(click.ParamType):

@@ -30,6 +30,9 @@ _keys = click.option("--keys", "keys_dir", default=None, type=click.Path(file_ok
                      help="Key store whose controller key authenticates to the devices (default: "
                           ".sensormesh/keys when FILE's devices are all local: true and it exists; "
                           "otherwise plaintext).")
+_insecure = click.option("--insecure", is_flag=True,
+                         help="Talk to the devices in plaintext, without keys (devices that run without "
+                              "keys: `up --insecure`, a worker without --identity).")
 
 
 # Above this many devices, the start, placement and stop lines summarise (-v lists every device).
@@ -185,13 +188,15 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
 @click.option("--duration", type=Seconds(zero="until Ctrl-C"), default=0,
               help="With --watch: detach after this many seconds (0 = until Ctrl-C).")
 @_keys
+@_insecure
 @_timeout
-def deploy(file, strategy, watch_, duration, keys_dir, timeout):
+def deploy(file, strategy, watch_, duration, keys_dir, insecure, timeout):
     """Deploy FILE's pipeline to its running devices (replacing what they ran before)."""
     model = _load(file)
     printer = runner.Printer(click.echo, model)
     try:
-        placement, asg, dep = runner.deploy(model, strategy, timeout=timeout, creds=_creds(model, keys_dir))
+        placement, asg, dep = runner.deploy(model, strategy, timeout=timeout,
+                                            creds=_creds(model, keys_dir, insecure))
     except (PipelineError, deploying.DeployError) as e:
         raise click.ClickException(str(e))
     _show_plan(placement, asg, printer.line)
@@ -220,6 +225,7 @@ def _step_line(sid, s):
 @_timeout
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status of every device as JSON.")
 @_keys
+@_insecure
 @click.option("--watch", "watch_", is_flag=True,
               help="Ask again every --interval seconds and collect the metrics (Ctrl-C ends).")
 @click.option("--interval", type=Seconds(), default=2.0, show_default=True, help="With --watch: seconds between polls.")
@@ -227,13 +233,14 @@ def _step_line(sid, s):
               help="With --watch: stop after this many seconds (0 = until Ctrl-C).")
 @click.option("-v", "--verbose", is_flag=True, help="Every device with its per-step counts, however many there are.")
 @metrics_options
-def status(file, timeout, as_json, keys_dir, watch_, interval, duration, verbose, metrics_out, no_metrics_file):
+def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duration, verbose, metrics_out,
+           no_metrics_file):
     """Show what every device of FILE runs, with per-step counts, and in words what a failed device
     cuts off (the affected area). Above a dozen devices: counts per domain and state, and the
     devices that are not running (-v: everything). Exit code 1 if a device is unreachable."""
     from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
-    sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir))  # along control routes
+    sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir, insecure))  # control routes
     domains = sup.topology.domains_of
     if watch_:
         if interval <= 0:
@@ -268,7 +275,7 @@ def _state(s):
     """A device's state for the counts: "busy" (it answered without room for the request),
     "down" (no answer), else its assignment's state."""
     if "error" in s:
-        return "busy" if s.get("busy") else "down"
+        return "busy" if s.get("busy") else "without keys" if s.get("plaintext") else "down"
     return (s.get("assignment") or {}).get("state", "empty")
 
 
@@ -313,7 +320,8 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
             continue
         if "error" in s:
             unreachable.append(name)
-            click.echo("%s: %s (%s)" % (name, "BUSY" if s.get("busy") else "UNREACHABLE", s["error"]))
+            click.echo("%s: %s (%s)" % (name, "BUSY" if s.get("busy") else "PLAINTEXT" if s.get("plaintext")
+                                        else "UNREACHABLE", s["error"]))
             continue
         a = s.get("assignment") or {}
         state = a.get("state", "empty")
@@ -347,12 +355,13 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_timeout
 @_keys
+@_insecure
 @click.option("-v", "--verbose", is_flag=True, help="Every device with its per-step counts, however many there are.")
-def stop(file, timeout, keys_dir, verbose):
+def stop(file, timeout, keys_dir, insecure, verbose):
     """Stop the pipeline on every device of FILE (upstream first) and show the final counts."""
     from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
-    sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir))  # along control routes
+    sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir, insecure))  # control routes
     try:
         final = sup.stop()
     finally:

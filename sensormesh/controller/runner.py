@@ -127,6 +127,12 @@ def _device_steps(st, verbose):
     return ", ".join(parts) or "nothing ran"
 
 
+def _error(dev, st):
+    """A device's error in a summary line that already names it ("pc: ...", not "pc: pc: ...")."""
+    text = st["error"]
+    return text[len(dev) + 2:] if text.startswith(dev + ": ") else text
+
+
 def summary(final: dict[str, dict], verbose=False) -> list[str]:
     """Lines describing each device's final stats after a stop: values in/out/dropped per step.
 
@@ -134,7 +140,7 @@ def summary(final: dict[str, dict], verbose=False) -> list[str]:
     ended well are one line with their counts summed ("200 devices b000 .. b199: t# 2000>2000,
     ..."); a device that failed, dropped values or lost deliveries keeps a line of its own."""
     if verbose or len(final) <= SUMMARY_AT:
-        return ["%s: %s" % (dev, final[dev]["error"] if "error" in final[dev] else _device_steps(final[dev], verbose))
+        return ["%s: %s" % (dev, _error(dev, final[dev]) if "error" in final[dev] else _device_steps(final[dev], verbose))
                 for dev in sorted(final)]
     groups, alone = {}, []
     for dev in sorted(final):
@@ -156,7 +162,7 @@ def summary(final: dict[str, dict], verbose=False) -> list[str]:
         lines.append("%d devices %s .. %s: %s in all" % (len(devs), devs[0], devs[-1], ", ".join(sums)))
     for dev in sorted(alone):
         st = final[dev]
-        lines.append("%s: %s" % (dev, st["error"] if "error" in st else _device_steps(st, False)))
+        lines.append("%s: %s" % (dev, _error(dev, st) if "error" in st else _device_steps(st, False)))
     lines.append("(-v lists every device and step)")
     return lines
 

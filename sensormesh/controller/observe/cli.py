@@ -55,8 +55,10 @@ def poll_rounds(sup, obs, interval, duration, on_round):
 @click.option("--timeout", type=Seconds(), default=5.0, show_default=True, help="Seconds to wait for each device.")
 @click.option("--keys", "keys_dir", default=None, type=click.Path(file_okay=False),
               help="Key store whose controller key authenticates to the devices (as for `status`).")
+@click.option("--insecure", is_flag=True,
+              help="Talk to the devices in plaintext, without keys (devices that run without keys).")
 @metrics_options
-def top(file, interval, duration, timeout, keys_dir, metrics_out, no_metrics_file):
+def top(file, interval, duration, timeout, keys_dir, insecure, metrics_out, no_metrics_file):
     """Live view of FILE's deployed pipeline: load, memory and rates per device, step and pipe,
     end-to-end latency p50/p99. Ctrl-C quits (the pipeline keeps running)."""
     from rich.console import Console
@@ -69,7 +71,7 @@ def top(file, interval, duration, timeout, keys_dir, metrics_out, no_metrics_fil
         raise click.BadParameter("must be more than 0", param_hint="--interval")
     model = _load(file)
     obs = observation(model, metrics_out, no_metrics_file)
-    sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir))
+    sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir, insecure))
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)

@@ -57,8 +57,8 @@ from sensormesh.device import codec
 from sensormesh.controller.deploy import start_waves
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.keys import add_pipe_peers
-from sensormesh.controller.supervisor.control import (HANDSHAKE_CODES, NOT_DIALED, REGISTERED, Control, ControlPath,
-                                                      Request, SupervisorError, session_failed)
+from sensormesh.controller.supervisor.control import (HANDSHAKE_CODES, NOT_DIALED, PLAINTEXT, REGISTERED, Control,
+                                                      ControlPath, Request, SupervisorError, session_failed)
 from sensormesh.controller.supervisor.health import Health
 from sensormesh.controller.supervisor.recover import Recover
 from sensormesh.controller.supervisor.reroute import Reroute
@@ -207,7 +207,11 @@ class Supervisor(Control, Watch, Reroute, Recover):
                 if r.error is not None:
                     p = self.paths[d]
                     where = "at %s" % p.first if not p.targets else "(%s)" % p.describe()
-                    errors[d] = "device %s %s is not reachable: %s" % (d, where, r.error)
+                    if r.code == PLAINTEXT:     # it answered: reachable, in another language
+                        errors[d] = "device %s %s: %s" % (d, where, r.error[len(d) + 2:]
+                                                         if r.error.startswith(d + ": ") else r.error)
+                    else:
+                        errors[d] = "device %s %s is not reachable: %s" % (d, where, r.error)
                 else:
                     self.info[d] = r.reply["info"]
         return errors
@@ -385,6 +389,11 @@ class Supervisor(Control, Watch, Reroute, Recover):
                         out[d] = {"error": "%s is busy: %s"
                                   % (d, r.error[len(d) + 2:] if r.error.startswith(d + ": ") else r.error),
                                   "busy": True}
+                    elif r.code == PLAINTEXT:
+                        # it answered (in plaintext), so it is up: it runs without keys and the
+                        # controller, with keys, does not talk to it; nothing is lost with it
+                        out[d] = {"error": r.error[len(d) + 2:] if r.error.startswith(d + ": ") else r.error,
+                                  "plaintext": True}
                     else:
                         new_failed.add(d)
                         out.pop(d, None)

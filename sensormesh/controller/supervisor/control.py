@@ -118,6 +118,42 @@ def session_failed(code, message):
     return "secure session failed (%s): %s" % (code, message)
 
 
+# Request.code of a device that answered the controller's secure hello in plaintext: it runs
+# without keys (up --insecure, a worker without --identity). It is up, it only does not speak
+# the controller's language: not counted failed.
+PLAINTEXT = "plaintext"
+
+
+def runs_without_keys(device):
+    """The words for a device that answered the controller's secure hello in plaintext."""
+    return ("%s runs without keys (plaintext): it answered the controller's secure hello in plaintext; "
+            "use --insecure to talk to it" % device)
+
+
+def plaintext_answer(msg):
+    """Is msg what a device without keys answers a secure hello with (its info, in plaintext)?"""
+    return type(msg) is dict and "info" in msg and "error" not in msg
+
+
+class _HelloWatch:
+    """The protocol of a link the controller dialed with keys while its handshake runs, in front
+    of the Dialer: notes on the link (`plaintext`) when the device answers the hello in
+    plaintext, which the Dialer reports as a malformed welcome only. Once the session is up the
+    Dialer hands the connection to the link and this is garbage."""
+
+    def __init__(self, dialer, link):
+        self.dialer = dialer
+        self.link = link
+
+    def on_message(self, conn, msg):
+        if not self.dialer.up and plaintext_answer(msg):
+            self.link.plaintext = True
+        self.dialer.on_message(conn, msg)
+
+    def __getattr__(self, name):         # on_close, on_drain, ...: the Dialer's
+        return getattr(self.dialer, name)
+
+
 class _Link:
     """Protocol object of one connection the controller holds."""
 
@@ -126,6 +162,7 @@ class _Link:
         self.key = key
         self.conn = None
         self.closed = None
+        self.plaintext = False      # the device answered the controller's secure hello in plaintext
 
     def on_connect(self, conn):
         pass
@@ -264,7 +301,10 @@ class Control:
             except HandshakeError as e:
                 raise ValueError("%s; %s" % (e.message.replace("this side's", "the controller's"), NOT_DIALED))
             if kind[0] != "unix":
-                return hello.dial(self.loop, address, protocol, self.creds, server)
+                conn = hello.dial(self.loop, address, protocol, self.creds, server)
+                if not conn.closed and conn.protocol is not protocol:
+                    conn.protocol = _HelloWatch(conn.protocol, protocol)
+                return conn
         if kind[0] != "unix":
             return transport.dial(self.loop, address, protocol)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -279,7 +319,7 @@ class Control:
             from sensormesh.device.secure import hello
             d = hello.Dialer(hello.client_keys(self.creds), self.loop, protocol,
                               server, None, None, codec.DEFAULT_MAX_FRAME, None)
-            conn = transport.Connection(self.loop, sock, d, peer=address)
+            conn = transport.Connection(self.loop, sock, _HelloWatch(d, protocol), peer=address)
             hello.start(d, conn)
             return conn
         return transport.Connection(self.loop, sock, protocol, peer=address)
@@ -388,11 +428,11 @@ class Control:
         try:
             st.cs.receive(msg)
         except HandshakeError as e:
-            why = e.message
-            if isinstance(msg, dict) and "info" in msg:
-                why = "it answered in plaintext: it runs without keys (or with --insecure)"
             self.e2e.pop(key, None)
-            self._fail_queue(dev, session_failed(e.code, why))
+            if plaintext_answer(msg):
+                self._fail_queue(dev, runs_without_keys(dev), code=PLAINTEXT)
+            else:
+                self._fail_queue(dev, session_failed(e.code, e.message))
             return
         st.up = True
         held, st.held = st.held, []
@@ -589,7 +629,11 @@ class Control:
                 if "error" in msg:
                     e = msg["error"]
                     code = e.get("code") if isinstance(e, dict) else None
-                    if code in HANDSHAKE_CODES:
+                    if code == "malformed" and link.plaintext and not chain:
+                        # the Dialer's "expected a welcome": the device answered in plaintext
+                        head.finish(error="%s: %s" % (dev, runs_without_keys(dev)), code=PLAINTEXT)
+                        self._fail_queue(dev, runs_without_keys(dev), code=PLAINTEXT)
+                    elif code in HANDSHAKE_CODES:
                         head.finish(error="%s: %s" % (dev, session_failed(e["code"], e.get("message"))), code=code)
                     else:
                         head.finish(error="%s: %s" % (dev, e.get("message", e) if isinstance(e, dict) else e),
@@ -601,10 +645,10 @@ class Control:
             e = msg["error"]
             self._event("device %s: %s" % (dev, e.get("message", e) if isinstance(e, dict) else e))
 
-    def _fail_queue(self, dev, why, link_lost=False):
+    def _fail_queue(self, dev, why, link_lost=False, code=None):
         q = self.queues.get(dev)
         while q:
-            q.popleft().finish(error="%s: %s" % (dev, why), link_lost=link_lost)
+            q.popleft().finish(error="%s: %s" % (dev, why), link_lost=link_lost, code=code)
 
     def _link_closed(self, link, reason):
         if link.key is None:
