@@ -362,3 +362,28 @@ def test_devices_without_keys_are_named_so_not_down_and_insecure_talks_to_them(t
     r = cli("stop", path, "--insecure", timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr
     assert any(line.startswith("b: t ") for line in r.stdout.splitlines()), r.stdout
+
+
+def test_nan_callback_values_are_named_as_such_not_lost_while_no_controller_listened(tmp_path):
+    # a map yields NaN for every third value: JSON cannot carry it, the device leaves it out
+    # (docs/pipelines.md) while the controller listens the whole time
+    (tmp_path / "nanstep.py").write_text("def third_nan(v):\n    return float('nan') if v % 3 == 0 else v\n")
+    path = tmp_path / "nan.yaml"
+    path.write_text(textwrap.dedent("""\
+        pipeline: nan
+        devices:
+          pc: {interpreter: cpython, sensors: ["n=counter@200"], local: true}
+        steps:
+          t: {type: source, sensor: n, count: 30}
+          m: {type: map, fn: "nanstep.py:third_nan", input: t}
+        sinks:
+          out: {type: callback, input: m}
+        """))
+    r = cli("up", str(path), "--insecure", "--count", "20", "--quiet-devices", timeout=60, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    values = [json.loads(line.split(None, 1)[1]) for line in r.stdout.splitlines() if line.startswith("out ")]
+    assert values == [v for v in range(30) if v % 3]
+    assert "pc: t 30>30, m 30>30, out 30>30, 10 callback values not delivered: JSON cannot carry them " \
+           "(NaN or infinity) or they were too large to send" in r.stdout
+    assert "no controller listened" not in r.stdout and "never reached the controller" not in r.stdout
+    assert "value 0 of its numbering was left out by the device while the controller listened" in r.stdout

@@ -332,8 +332,8 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
             head += " pipeline %s epoch %s" % (a["pipeline"], a.get("epoch"))
         if s.get("errors"):
             head += ", %s error(s)" % s["errors"]
-        if a.get("lost_deliveries"):
-            head += ", %d callback values lost while no controller listened" % a["lost_deliveries"]
+        for part in runner.undelivered_parts(a):
+            head += ", " + part
         click.echo(head)
         if brief:
             continue

@@ -104,6 +104,40 @@ def _total(parts):
     return out
 
 
+def undelivered(final, left_out):
+    """final stats with each device's "undeliverable": of its lost_deliveries (every callback
+    value it numbered and did not deliver), those it left out while the controller listened
+    (left_out: Deliveries.left_out; values JSON cannot carry, NaN or infinity, or too large to
+    send), unless the device says so itself. The rest were dropped while no controller listened."""
+    for dev, st in final.items():
+        if isinstance(st, dict) and st.get("lost_deliveries") and "undeliverable" not in st and left_out.get(dev):
+            st["undeliverable"] = min(left_out[dev], st["lost_deliveries"])
+    return final
+
+
+def undelivered_parts(st):
+    """Words for a device's callback values that were not delivered, by cause: those it could not
+    send (st["undeliverable"]: NaN or infinity, which JSON cannot carry, or too large) and those
+    dropped while no controller listened; when the stats do not say which, both causes."""
+    lost = st.get("lost_deliveries") or 0
+    if not lost:
+        return []
+    if "undeliverable" not in st:
+        return ["%d callback value%s not delivered (values JSON cannot carry, such as NaN or infinity, or "
+                "values dropped while no controller listened; the device's log says which)"
+                % (lost, "" if lost == 1 else "s")]
+    bad = min(st["undeliverable"] or 0, lost)
+    parts = []
+    if bad:
+        parts.append("%d callback value%s not delivered: JSON cannot carry %s (NaN or infinity) or %s too "
+                     "large to send" % (bad, "" if bad == 1 else "s", "it" if bad == 1 else "them",
+                                        "it was" if bad == 1 else "they were"))
+    if lost - bad:
+        parts.append("%d callback value%s lost while no controller listened" % (lost - bad,
+                                                                             "" if lost - bad == 1 else "s"))
+    return parts
+
+
 def _device_steps(st, verbose):
     """"t 5>5, 200 x in:w# 1000>1000 (4-6 each), all 1000>1000": a device's steps, those of
     one kind counted together when there are more than FOLD_AT of them (not verbose)."""
@@ -122,8 +156,7 @@ def _device_steps(st, verbose):
             each = [p.get("in") for p in many if isinstance(p.get("in"), int)]
             spread = " (%d-%d each)" % (min(each), max(each)) if each else ""
             parts.append("%d x %s %s%s" % (len(many), k, _counts(_total(many)), spread))
-    if st.get("lost_deliveries"):
-        parts.append("%d callback values lost while no controller listened" % st["lost_deliveries"])
+    parts += undelivered_parts(st)
     return ", ".join(parts) or "nothing ran"
 
 
@@ -204,6 +237,8 @@ def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeo
     from sensormesh.controller.supervisor import Supervisor
     sup = Supervisor(model, strategy, addresses=local or {}, timeout=timeout, place_options=options, creds=creds)
     sup.progress = progress
+    if local:       # devices `up` just started: their callbacks number their values from 0
+        sup.deliveries.fresh = True
     sup.deploy()
     return sup.placement, sup.assignments, sup
 
@@ -414,7 +449,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
         for name, m in dep.pending:
             deploying.dispatch(name, m, counted, on_event)
         dep.pending = []
-        return final
+        return undelivered(final, dep.deliveries.left_out)
     finally:
         signals.restore()
         if dep is not None:

@@ -53,6 +53,36 @@ def test_a_new_numbering_counts_afresh_and_a_gap_is_counted():
     assert vals == [1]
 
 
+def test_a_gap_on_one_connection_is_values_the_device_left_out_not_lost_while_no_one_listened():
+    d = Deliveries()
+    link, other = object(), object()
+    d.take("c", {"step": "k", "values": [0, 1], "seq": 0, "run": 1}, via=link)
+    d.take("c", {"step": "k", "values": [3], "seq": 3, "run": 1}, via=link)     # 2 was NaN
+    assert d.left_out == {"c": 1} and d.lost == 0
+    assert d.news() == ["device c, callback k: value 2 of its numbering was left out by the device while the "
+                        "controller listened (a value JSON cannot carry, such as NaN, or one too large to send; "
+                        "1 in all)"]
+    # after a new connection a gap may be values dropped while no controller listened
+    d.take("c", {"step": "k", "values": [9], "seq": 9, "run": 1}, via=other)
+    assert d.left_out == {"c": 1} and d.lost == 5
+    # noted the 1st, 2nd, 4th... time only
+    for seq in range(11, 30, 2):
+        d.take("c", {"step": "k", "values": [seq], "seq": seq, "run": 1}, via=other)
+    assert d.left_out == {"c": 11}
+    assert [n.split(";")[1] for n in d.news() if "left out" in n] == [" 2 in all)", " 4 in all)", " 8 in all)"]
+
+
+def test_devices_that_never_delivered_number_from_0():
+    d = Deliveries()
+    d.fresh = True         # `up`'s own devices: a first message at 2 left out 0 and 1
+    link = object()
+    d.take("c", {"step": "k", "values": [2], "seq": 2, "run": 1}, via=link)
+    assert d.left_out == {"c": 2} and d.lost == 0
+    # a callback moved to another device keeps its numbering (its run): nothing left out
+    d.take("m", {"step": "k", "values": [3], "seq": 3, "run": 1}, via=object())
+    assert d.left_out == {"c": 2} and d.lost == 0
+
+
 def test_a_device_that_does_not_number_its_deliveries_is_passed_through():
     d = Deliveries()
     assert d.take("c", {"step": "k", "values": [1, 1]}) == ([1, 1], None)

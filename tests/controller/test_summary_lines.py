@@ -96,3 +96,21 @@ def test_stop_summary_of_many_devices_groups_alike_devices_and_folds_many_inputs
     few = summary({d: fleet_final()[d] for d in ("b001", "pc")})
     assert few == ["b001: t001 10>10, w001 10>5, out:w001 5>5",
                    "pc: 200 x in:w# 999>999 (4-5 each), all 999>999, out 999>0"], few
+
+
+def test_stop_summary_names_why_callback_values_were_not_delivered():
+    from sensormesh.controller.runner import summary, undelivered
+    steps = {"out": {"in": 30, "out": 30}}
+    # the device's own total, the controller saw it leave 10 out while it listened (NaN)
+    final = undelivered({"pc": {"steps": dict(steps), "lost_deliveries": 10}}, {"pc": 10})
+    assert summary(final) == ["pc: out 30>30, 10 callback values not delivered: JSON cannot carry them "
+                              "(NaN or infinity) or they were too large to send"]
+    # values dropped while no controller listened keep their words
+    final = undelivered({"pc": {"steps": dict(steps), "lost_deliveries": 5}}, {})
+    assert "while no controller listened" in summary(final)[0] and "JSON" in summary(final)[0]
+    final = undelivered({"pc": {"steps": dict(steps), "lost_deliveries": 5, "undeliverable": 0}}, {})
+    assert summary(final) == ["pc: out 30>30, 5 callback values lost while no controller listened"]
+    final = undelivered({"pc": {"steps": dict(steps), "lost_deliveries": 5}}, {"pc": 1})
+    assert summary(final) == ["pc: out 30>30, 1 callback value not delivered: JSON cannot carry it (NaN or "
+                              "infinity) or it was too large to send, 4 callback values lost while no "
+                              "controller listened"]

@@ -607,7 +607,7 @@ class Control:
             d = msg["deliver"]
             if type(d) is not dict:
                 return
-            values, confirm = self.deliveries.take(dev, d)
+            values, confirm = self.deliveries.take(dev, d, via=link)
             if confirm is not None:
                 self._post(dev, confirm)
             for text in self.deliveries.news():
