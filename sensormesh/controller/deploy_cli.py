@@ -89,7 +89,8 @@ def _heap_option(value):
 @_strategy
 @click.option("--duration", type=Seconds(zero="until Ctrl-C"), default=0,
               help="Stop after this many seconds (0 = until Ctrl-C).")
-@click.option("--count", type=Count(zero="no limit"), default=0, help="Stop after this many callback values (0 = no limit).")
+@click.option("--count", type=Count(zero="no limit"), default=0,
+              help="Stop after this many callback values (0 = no limit).")
 @click.option("--quiet-devices", is_flag=True, help="Do not show the local devices' own output.")
 @click.option("--heap", default=None, callback=lambda ctx, param, v: _heap_option(v),
               help="Heap of every local MicroPython device for this run, e.g. 128K (default: each device's "

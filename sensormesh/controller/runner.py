@@ -173,7 +173,8 @@ def summary(final: dict[str, dict], verbose=False) -> list[str]:
     ended well are one line with their counts summed ("200 devices b000 .. b199: t# 2000>2000,
     ..."); a device that failed, dropped values or lost deliveries keeps a line of its own."""
     if verbose or len(final) <= SUMMARY_AT:
-        return ["%s: %s" % (dev, _error(dev, final[dev]) if "error" in final[dev] else _device_steps(final[dev], verbose))
+        return ["%s: %s" % (dev, _error(dev, final[dev]) if "error" in final[dev]
+                             else _device_steps(final[dev], verbose))
                 for dev in sorted(final)]
     groups, alone = {}, []
     for dev in sorted(final):

@@ -51,7 +51,8 @@ def poll_rounds(sup, obs, interval, duration, on_round):
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--interval", type=Seconds(), default=1.0, show_default=True, help="Seconds between two polls.")
-@click.option("--duration", type=Seconds(zero="until Ctrl-C"), default=0, help="Stop after this many seconds (0 = until Ctrl-C).")
+@click.option("--duration", type=Seconds(zero="until Ctrl-C"), default=0,
+              help="Stop after this many seconds (0 = until Ctrl-C).")
 @click.option("--timeout", type=Seconds(), default=5.0, show_default=True, help="Seconds to wait for each device.")
 @click.option("--keys", "keys_dir", default=None, type=click.Path(file_okay=False),
               help="Key store whose controller key authenticates to the devices (as for `status`).")
