@@ -29,6 +29,18 @@ def callback_names(model) -> dict[str, str]:
     return out
 
 
+def shown(v):
+    """v with each float cut to 12 significant digits, for printing: a mean's binary rounding
+    (48.14999999999999) shows as 48.15; the callback itself gets the value unchanged."""
+    if type(v) is float:
+        return float("%.12g" % v) if v == v and v not in (float("inf"), float("-inf")) else v
+    if type(v) is list:
+        return [shown(x) for x in v]
+    if type(v) is dict:
+        return {k: shown(x) for k, x in v.items()}
+    return v
+
+
 class Printer:
     """Shows deliveries, events and device output, one line each, safe across threads."""
 
@@ -47,7 +59,7 @@ class Printer:
         name = self.names.get(step, step)
         with self.lock:
             for v in values:
-                self.echo("%s  %s" % (name, json.dumps(v, separators=(",", ":"))))
+                self.echo("%s  %s" % (name, json.dumps(shown(v), separators=(",", ":"))))
             self.delivered += len(values)
 
     def device_line(self, device, text):
