@@ -214,6 +214,25 @@ def test_device_entry_point_refuses_a_port_or_max_conns_out_of_range(interp):
 
 
 @pytest.mark.parametrize("interp", INTERPS)
+def test_device_entry_point_names_what_is_wrong_with_its_config_file(interp, tmp_path):
+    """python/micropython -m sensormesh.device --config FILE: the file and the field, exit 2."""
+    from procs import need_micropython
+    exe = need_micropython() if interp == "micropython" else sys.executable
+    env = dict(os.environ, PYTHONPATH=ROOT, MICROPYPATH=ROOT + os.pathsep + ".frozen")
+    cfg = tmp_path / "dev.json"
+    for text, words in (("{bad json", "not valid JSON"), ("[1]", "not a JSON object"),
+                        ('{"sensors": 5}', "sensors must be a list of sensor specs, not 5"),
+                        ('{"port": "x"}', 'port must be a whole number, not "x"'),
+                        ('{"port": 0, "name": 7}', "name must be a string, not 7")):
+        cfg.write_text(text)
+        r = subprocess.run([exe, "-m", "sensormesh.device", "--config", str(cfg)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=30)
+        out = r.stdout + r.stderr
+        assert r.returncode == 2 and "configuration error: %s: %s" % (cfg, words) in out, (text, out)
+        assert "Traceback" not in out and "listening" not in out, out
+
+
+@pytest.mark.parametrize("interp", INTERPS)
 def test_device_entry_point_listens_on_loopback_on_cpython_and_everywhere_on_micropython(interp, port):
     from procs import Proc, need_micropython
     exe = need_micropython() if interp == "micropython" else sys.executable

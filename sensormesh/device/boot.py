@@ -10,6 +10,12 @@ from sensormesh.device.compat import MICROPYTHON, unload
 from sensormesh.device.core import DEFAULT_MAX_CONNS, Device
 
 
+# The fields of a configuration file whose type start() relies on ("sensors": each spec is
+# checked as it is added).
+_TYPES = (("port", int, "a whole number"), ("host", str, "a string"), ("name", str, "a string"),
+          ("sensors", list, "a list of sensor specs"), ("max_conns", int, "a whole number"))
+
+
 def config(argv, config):
     """__main__.main's configuration: the options argv (sys.argv's when both are None) or the
     JSON file `config` as it is, with the default port and host: every interface on MicroPython
@@ -21,12 +27,31 @@ def config(argv, config):
         cfg = options.config(argv)
         unload(options)    # needed once: its code is freed before the device runs
         del options
+        if cfg.get("config"):       # --config FILE: the options given with it override its fields
+            opts, cfg = cfg, read_config(cfg["config"])
+            del opts["config"]
+            cfg.update(opts)
     else:
-        import json
-        with open(config) as f:
-            cfg = json.load(f)
+        cfg = read_config(config)
     cfg.setdefault("port", 7000)
     cfg.setdefault("host", "0.0.0.0" if MICROPYTHON else "127.0.0.1")
+    return cfg
+
+
+def read_config(path):
+    """The configuration file at path (--config): a JSON object whose fields start() reads
+    have their types; a ValueError naming the file and the field otherwise."""
+    import json
+    with open(path) as f:
+        try:
+            cfg = json.load(f)
+        except ValueError as e:
+            raise ValueError("%s: not valid JSON: %s" % (path, e))
+    if type(cfg) is not dict:
+        raise ValueError("%s: not a JSON object" % path)
+    for k, t, what in _TYPES:
+        if cfg.get(k) is not None and type(cfg[k]) is not t:
+            raise ValueError("%s: %s must be %s, not %s" % (path, k, what, json.dumps(cfg[k])))
     return cfg
 
 

@@ -43,9 +43,7 @@ def parse_args(argv):
 def config_from_args(a):
     cfg = {}
     if a.get("config"):
-        import json
-        with open(a["config"]) as f:
-            cfg = json.load(f)
+        cfg["config"] = a["config"]    # the file, which these options override (boot.config reads it)
     if a.get("name"):
         cfg["name"] = a["name"]
     if a.get("sensors") is not None:
