@@ -251,7 +251,12 @@ def test_secure_pipe_between_interpreters(devices, keys, tmp_path, sender, recei
             break
     assert vals == list(range(500))
     st = cb.call({"status": {}})["status"]
-    assert st["security"]["accepted"] == 2 and st["security"]["refused"] == {}, st["security"]
+    # the controller's session and the pipe: accepted, none refused, one key agreement each. (On a
+    # loaded machine the sender may give up waiting for the welcome and dial again: the
+    # receiver accepts that dial too, with the pair key it already has, and no value is lost
+    # or repeated, as vals shows.)
+    sec = st["security"]
+    assert sec["accepted"] >= 2 and sec["key_agreements"] == 2 and sec["refused"] == {}, sec
     ca.close()
     cb.close()
 
