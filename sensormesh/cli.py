@@ -100,8 +100,8 @@ def worker_config(path):
               help="The trust store (trust.json) with the keys this device accepts; re-read when it changes.")
 @click.option("--revoked", default=None, type=click.Path(dir_okay=False),
               help="Optional extra list of revoked keys (JSON); re-read when it changes.")
-@click.option("--max-handshakes", type=int, default=None, help="Handshakes in progress at once (with keys).")
-@click.option("--handshake-timeout", type=int, default=None, help="ms a new connection has to complete its hello.")
+@click.option("--max-handshakes", type=click.IntRange(min=1), default=None, help="Handshakes in progress at once (with keys).")
+@click.option("--handshake-timeout", type=click.IntRange(min=1), default=None, help="ms a new connection has to complete its hello.")
 @click.option("--insecure", is_flag=True,
               help="Accept unauthenticated plaintext connections even if keys are configured. Anyone who "
                    "reaches the device may then read it and deploy code to it.")

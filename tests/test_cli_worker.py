@@ -145,6 +145,8 @@ def test_client_refuses_bad_numbers_before_connecting(option, value, port):
     (["--port", "-1"], "Invalid value for '--port'"),
     (["--max-conns", "-1"], "Invalid value for '--max-conns'"),
     (["--max-conns", "0"], "Invalid value for '--max-conns'"),
+    (["--max-handshakes", "0"], "Invalid value for '--max-handshakes'"),
+    (["--handshake-timeout", "-5"], "Invalid value for '--handshake-timeout'"),
 ])
 def test_worker_refuses_out_of_range_port_and_max_conns(args, words):
     r = run_cli("worker", "--sensors", "dht11", *args, timeout=30)
