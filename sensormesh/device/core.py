@@ -190,7 +190,7 @@ class Device:
     def close(self):
         for s in self.streams:
             s.stop()
-        if self.runtime is not None:
+        if self.runtime is not None and self.runtime.nodes:    # (a stopped one: no stop.py to load)
             self.runtime.shutdown()
         for lst in self.listeners:
             lst.close()

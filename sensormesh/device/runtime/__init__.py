@@ -125,7 +125,21 @@ class Runtime(Rarely):
         elif key == "delivered":
             where = "delivery"    # loaded while there are callbacks
         name = "on_" + key.replace("-", "_")
+        if where == "stop":     # the nodes' last values leave before stop.py's code is loaded
+            return lambda session, body: self.stopped(session, self.rare(where, name, session,
+                                                                         self.flush_nodes(body)))
         return lambda session, body: self.stopped(session, self.rare(where, name, session, body))
+
+    def flush_nodes(self, body):
+        """A stop's first part: every node flushes its last values, upstream first (their frames
+        are sealed while only the running code is loaded; stop.on_stop then closes the nodes
+        and flushes none again). Returns body."""
+        for i in self.order:
+            try:
+                self.nodes[i].flush()
+            except Exception as e:
+                self.log("flush of %s failed: %s" % (i, e))
+        return body
 
     def stopped(self, session, final):
         """A stop's or an undeploy's reply with its final counts (stop.py returns them; the

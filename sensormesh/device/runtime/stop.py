@@ -19,7 +19,7 @@ def on_stop(rt, session, body):
     {"stop": {"keep": true}}: a new deployment follows (the controller moves the pipeline);
     the pipes of its edges carry on the numbering and replay buffers of these."""
     keep = type(body) is dict and body.get("keep") is True
-    final = teardown(rt, keep)
+    final = teardown(rt, keep, False)    # (Runtime.flush_nodes flushed every node before this module loaded)
     if final is None:
         final = rt.status()
     if not keep:
@@ -36,7 +36,7 @@ def on_stop(rt, session, body):
 on_undeploy = on_stop
 
 
-def teardown(rt, keep=False):
+def teardown(rt, keep=False, flush=True):
     """Stop sources, flush every step upstream-first, close everything. Returns the status
     taken after the flushes and closes (so the counts include the last frames), or None if
     empty.
@@ -53,7 +53,7 @@ def teardown(rt, keep=False):
     if rt.probe is not None:
         from sensormesh.device.runtime.probe import run
         run(rt.probe, None, False)         # the metrics probe's sample timer stops
-    for i in rt.order:
+    for i in (rt.order if flush else ()):
         try:
             rt.nodes[i].flush()
         except Exception as e:
