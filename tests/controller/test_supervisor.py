@@ -463,3 +463,55 @@ def test_a_reroute_waiting_for_a_silent_device_stops_when_the_run_ends(devices, 
     finally:
         os.kill(procs["esp"].p.pid, signal.SIGCONT)
         sup.close()
+
+
+ONE_DEVICE = """
+pipeline: cut
+devices:
+  pc: {sensors: [counter], address: "127.0.0.1:%(link)d"}
+steps:
+  s: {type: source, sensor: counter, rate: 300, on: pc}
+sinks:
+  k: {type: callback, input: s, on: pc}
+"""
+
+
+def test_callback_values_keep_coming_after_the_control_link_drops(devices, tmp_path):
+    """The link between the controller and the sink's device drops once (every connection
+    through it closed) while the device runs on: the supervisor finds the device answering again
+    and its callback values keep reaching the controller, each once and in order. (They stopped
+    after the drop: the subscription had gone with the closed session, the device counted its
+    values as taken once queued and held them, and the user saw nothing more.)"""
+    from linkcut import Link
+    from sensormesh.controller.placement import Placement, default_link
+    port = free_port()
+    devices("cpython", ["--port", str(port), "--name", "pc", "--sensors", "counter@0"]).wait_line("listening on")
+    link = Link(port)
+    f = tmp_path / "p.yaml"
+    f.write_text(textwrap.dedent(ONE_DEVICE % {"link": link.port}))
+    model = load_model(str(f))
+    where = {"s": "pc", "k": "pc"}
+    pl = Placement(model, "optimal", where, {s: "test" for s in where}, default_link, 0.8)
+    sup = Supervisor(model, pl, timeout=3.0, interval=0.3, epoch=1)
+    rec = Recorder()
+    try:
+        sup.deploy()
+        marks = {}
+
+        def until():
+            got = rec.got("k")
+            if "cut" not in marks and len(got) >= 100:
+                link.cut()
+                link.heal()
+                marks["cut"] = len(got)
+            return "cut" in marks and len(got) >= marks["cut"] + 300
+        sup.watch(rec.deliver, until, timeout=20, on_event=rec.event)
+        got = rec.got("k")
+        assert "cut" in marks, rec.text()
+        assert len(got) >= marks["cut"] + 300, "values stopped after the link dropped: %d then %d\n%s" \
+            % (marks["cut"], len(got), rec.text())
+        assert got == list(range(got[0], got[0] + len(got))), "each value once and in order"
+        assert not sup.failed and "pc answered again" in rec.text(), rec.text()
+    finally:
+        sup.close()
+        link.stop()

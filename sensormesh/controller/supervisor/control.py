@@ -209,6 +209,9 @@ class Control:
         self.e2e = {}            # (link key, targets) -> _E2E: sessions with devices behind gateways
         self._listener = None
         self._next_expiry = 0.0  # time.monotonic() before which no queued request can expire
+        # deployed devices whose control session closed: their subscription to callback values
+        # went with it (device -> None, or the `subscribe` Request on the next session)
+        self.unsubscribed = {}
         if listen:
             kind, host, port = transport.parse_address(listen)
             self._listener = transport.listen_tcp(self.loop, host, port, self._accept)
@@ -660,6 +663,8 @@ class Control:
                 del self._registered[name]
         for (key, targets), dev in list(self.by_key.items()):
             if key == link.key:
+                if dev in self.deployed:
+                    self.unsubscribed[dev] = None    # subscribed again on its next session (reroute.py)
                 self._fail_queue(dev, "control connection %s closed: %s" % (link.key, reason), True)
                 if not targets:
                     self._suspect(dev, "its control session closed (%s)" % reason)

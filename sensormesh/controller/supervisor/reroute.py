@@ -6,6 +6,8 @@ starts the devices whose assignment changes at a new epoch, reporting what each 
 """
 from __future__ import annotations
 
+import time
+
 from sensormesh.controller.deploy import device_order
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.keys import add_pipe_peers
@@ -67,6 +69,22 @@ class Reroute:
         for d in devices:
             if d in self.deployed:
                 self._wait([self._send(d, {"subscribe": {"acks": True}}, ("subscribed",))])
+
+    def _resubscribe(self):
+        """Subscribe again, on a new session, to the callback values of every deployed device
+        whose control session closed while it ran on (a link that dropped): the subscription went
+        with the old session, and the device counts its values as taken once queued until a
+        confirming controller subscribes again, so without this none reached the user any more.
+        Not waited for: a request that fails is sent again at a later turn."""
+        for d, req in list(self.unsubscribed.items()):
+            if d not in self.deployed:
+                del self.unsubscribed[d]
+            elif self.health.down(d) or (req is not None and not req.done):
+                continue
+            elif req is not None and req.error is None:
+                del self.unsubscribed[d]
+            elif req is None or time.monotonic() >= req.t_done + self.interval_now():
+                self.unsubscribed[d] = self._send(d, {"subscribe": {"acks": True}}, ("subscribed",))
 
     def _replan(self):
         """(new placement, how) on the network without the failed devices."""

@@ -113,6 +113,8 @@ class Watch:
                 self._check_pings(time.monotonic())
                 if self.health.has_suspects() and not self.health.busy:
                     self._confirm_suspects()
+                if self.unsubscribed and not self.health.busy:
+                    self._resubscribe()
         finally:
             self._on_deliver, self._on_event = None, None
             self.cut_short = None
