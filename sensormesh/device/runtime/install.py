@@ -128,3 +128,7 @@ def take_over(po, tx):
     po.first = tx.once
     if tx.held() > tx.cap:
         tx.evict(tx.held() - tx.cap)
+    # its counts start here: the values it took over unsent (they leave as this deployment's
+    # `out`) and those the sender dropped before (its `dropped` goes on counting) are its first
+    # `in`, so that in = out + pending + dropped holds for it too
+    po.n_in = tx.next_seq() - (tx.high if tx.high > tx.base else tx.base) + tx.dropped

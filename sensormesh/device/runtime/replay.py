@@ -214,6 +214,12 @@ class Sender(Rarely):
         if self.sent < n:
             # the receiver has values this connection did not carry (it had them from an earlier
             # run of this numbering): the next value sent is not the one it counts on
+            if n > self.high:
+                # nor did this process (the device restarted and took the numbering back): they
+                # reached the receiver all the same, so they count as sent (in = out + pending + dropped)
+                b = n - k
+                self.once += n - (self.high if self.high > b else b)
+                self.high = n
             self.sent = n
             self.jumped = True
         self.mark = mark if type(mark) is dict else None

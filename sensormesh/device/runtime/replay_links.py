@@ -17,6 +17,12 @@ def skip_to(tx, expect, run):
     """The receiver says it wants `expect` next: skip what it has that is not sent yet."""
     if run == tx.run and type(expect) is int and tx.sent < expect <= tx.next_seq():
         tx.sent = expect
+        if expect > tx.high:
+            # values this process never sent that the receiver has (an earlier process of this
+            # device sent them before it restarted and took the numbering back): they reached it,
+            # so they count as sent, and in = out + pending + dropped holds
+            tx.once += expect - (tx.high if tx.high > tx.base else tx.base)
+            tx.high = expect
 
 
 def adopt(tx, seq, run):

@@ -60,8 +60,10 @@ def out_count(step):
 def _pipe_out(po):
     # in = out + pending + dropped: out = values sent at least once, pending = never sent yet,
     # dropped = left the full replay buffer before being sent (evicted: also those sent but not
-    # acknowledged). Counts of a deployment that carried over an edge's buffer start from its
-    # first value; "seq" and "acked" are positions in the edge's numbering.
+    # acknowledged). Counts of a deployment that carried over an edge's buffer start with it:
+    # its `in` starts at the values it took over unsent plus those dropped before (install.py);
+    # values the receiver had from an earlier process of this device count as out (replay.py).
+    # "seq" and "acked" are positions in the edge's numbering.
     tx = po.tx
     out = tx.once - po.first
     pending = tx.next_seq() - (tx.high if tx.high > tx.base else tx.base)
