@@ -156,7 +156,10 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
             raise click.ClickException(str(e))
     printer.line("starting %d local device(s): %s" % (len(local), _device_list(local, heap, verbose)))
 
+    first = {}
+
     def deployed(placement, asg):
+        first["epoch"] = next((a.get("epoch") for a in asg.values()), None)
         _show_plan(placement, asg, printer.line, verbose)
         printer.line("running; values from callback sinks follow%s" % ("" if duration else " (Ctrl-C stops)"))
     try:
@@ -177,7 +180,7 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
     if obs.path:
         printer.line("metrics written to %s" % obs.path)
     if final:
-        printer.line("stopped; per device (step in>out):")
+        printer.line(runner.summary_header(final, first.get("epoch")))
         for line in runner.summary(final, verbose):
             printer.line("  " + line)
 

@@ -178,6 +178,20 @@ def _error(dev, st):
     return text[len(dev) + 2:] if text.startswith(dev + ": ") else text
 
 
+def summary_header(final: dict[str, dict], first_epoch=None) -> str:
+    """The line before summary(): a device redeployed while the run went on (a re-placement
+    after a failure, a device back) counts from that deployment, not from the start of the run,
+    and the line says which devices, so that what the sinks printed and these counts can be
+    compared."""
+    again = sorted(d for d, st in final.items() if isinstance(st, dict) and "error" not in st
+                   and first_epoch is not None and st.get("epoch") not in (None, first_epoch))
+    if not again:
+        return "stopped; per device (step in>out):"
+    who = ", ".join(again) if len(again) <= SUMMARY_AT else "%d devices" % len(again)
+    return ("stopped; per device (step in>out; %s redeployed during the run: counted since %s last "
+            "deployment):" % (who, "their" if len(again) > 1 else "its"))
+
+
 def summary(final: dict[str, dict], verbose=False) -> list[str]:
     """Lines describing each device's final stats after a stop: values in/out/dropped per step.
 

@@ -114,3 +114,18 @@ def test_stop_summary_names_why_callback_values_were_not_delivered():
     assert summary(final) == ["pc: out 30>30, 1 callback value not delivered: JSON cannot carry it (NaN or "
                               "infinity) or it was too large to send, 4 callback values lost while no "
                               "controller listened"]
+
+
+def test_summary_header_names_the_devices_redeployed_during_the_run():
+    # after a re-placement the devices count from their new deployment: the header says which,
+    # so that what the sinks printed (the whole run) and the counts can be compared
+    from sensormesh.controller.runner import summary_header
+    final = {"src": {"epoch": 7, "steps": {}}, "mid": {"epoch": 9, "steps": {}},
+             "snk": {"epoch": 9, "steps": {}}, "gw": {"error": "not stopped: it failed"}}
+    assert summary_header(final, 7) == ("stopped; per device (step in>out; mid, snk redeployed during the run: "
+                                        "counted since their last deployment):")
+    final["snk"]["epoch"] = 7
+    assert summary_header(final, 7) == ("stopped; per device (step in>out; mid redeployed during the run: "
+                                        "counted since its last deployment):")
+    final["mid"]["epoch"] = 7
+    assert summary_header(final, 7) == "stopped; per device (step in>out):"
