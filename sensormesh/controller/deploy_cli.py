@@ -220,7 +220,7 @@ def _step_line(sid, s):
         return "%s: %r" % (sid, s)
     if "error" in s:
         return "%s: ERROR %s" % (sid, s["error"])
-    keys = [k for k in ("in", "out", "dropped", "pending", "connected", "lag") if k in s]
+    keys = [k for k in ("in", "out", "dropped", "lost", "pending", "connected", "lag") if k in s]
     return "%s: %s" % (sid, ", ".join("%s %s" % (k, s[k]) for k in keys) or "-")
 
 

@@ -99,7 +99,9 @@ def _kind(sid):
 
 def _counts(s):
     bit = "%s>%s" % (s.get("in", "-"), s.get("out", "-"))
-    return bit + (" (%d dropped)" % s["dropped"] if s.get("dropped") else "")
+    # a pipe_in's `lost`: values its sender's full replay buffer let go (docs/reliability.md)
+    return bit + (" (%d dropped)" % s["dropped"] if s.get("dropped") else "") + \
+        (" (%d lost)" % s["lost"] if s.get("lost") else "")
 
 
 def _steps(st):
@@ -109,7 +111,7 @@ def _steps(st):
 def _total(parts):
     """One step's counts summed over parts ({"in", "out", "dropped"} dicts)."""
     out = {}
-    for k in ("in", "out", "dropped"):
+    for k in ("in", "out", "dropped", "lost"):
         vals = [p[k] for p in parts if isinstance(p.get(k), int)]
         if vals:
             out[k] = sum(vals)
@@ -206,7 +208,8 @@ def summary(final: dict[str, dict], verbose=False) -> list[str]:
     for dev in sorted(final):
         st = final[dev]
         steps = _steps(st)
-        if "error" in st or not steps or st.get("lost_deliveries") or any(s.get("dropped") for _, s in steps):
+        if "error" in st or not steps or st.get("lost_deliveries") or \
+                any(s.get("dropped") or s.get("lost") for _, s in steps):
             alone.append(dev)
         else:
             groups.setdefault(tuple(_kind(sid) for sid, _ in steps), []).append(dev)

@@ -129,3 +129,18 @@ def test_summary_header_names_the_devices_redeployed_during_the_run():
                                         "counted since its last deployment):")
     final["mid"]["epoch"] = 7
     assert summary_header(final, 7) == "stopped; per device (step in>out):"
+
+
+def test_stop_summary_shows_the_values_a_pipe_in_lost():
+    # a receiver whose sender's replay buffer overflowed counts the gap as `lost`: the final
+    # counts show it (they showed only the sender's dropped, and nothing on the device that lost
+    # the values), and a device with a loss keeps a line of its own in a large fleet
+    from sensormesh.controller.runner import summary
+    final = {"mid": {"steps": {"in:n->mid": {"in": 2369, "out": 2369, "lost": 1520, "duplicates": 0}}}}
+    assert summary(final) == ["mid: in:n->mid 2369>2369 (1520 lost)"]
+    fleet = fleet_final()
+    fleet["b011"]["steps"]["t011"]["lost"] = 3
+    assert "b011: t011 10>10 (3 lost), w011 10>5, out:w011 5>5" in summary(fleet)
+    from sensormesh.controller.deploy_cli import _step_line
+    assert _step_line("in:n->mid", {"in": 5, "out": 5, "lost": 3, "connected": True}) == \
+        "in:n->mid: in 5, out 5, lost 3, connected True"
