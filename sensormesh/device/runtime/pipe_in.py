@@ -218,8 +218,21 @@ class PipeIn(Outlet):
     def _send_ack(self):
         conn = self.conn
         if conn is not None and not conn.closed:
-            conn.send(self.rx.ack())
-            if self.soon is not None and self.rx.acked >= self.soon:
+            rx = self.rx
+            was = rx.acked
+            try:
+                conn.send(rx.ack())
+            except MemoryError:
+                # no heap free to seal it: still due, it goes with a later frame or the timer
+                # (raised on, it unwound through the frame being taken, whose later values were gone)
+                rx.acked = was
+                if self.ack_timer is None:
+                    try:
+                        self.ack_timer = self.rt.loop.call_later(ACK_MS, self._on_ack_timer)
+                    except MemoryError:
+                        pass
+                return
+            if self.soon is not None and rx.acked >= self.soon:
                 self.soon = None
 
     # a status reply: resident, as the controller asks every second (report.py is loaded then)

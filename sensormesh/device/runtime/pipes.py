@@ -62,6 +62,8 @@ SPOOL_GAP_MS = 2
 LOG_EVERY_REDIALS = 10
 
 
+NO_HEAP_TO_SEND = "no heap free to seal an array: its values wait in the replay buffer"
+
 class PipeOut(Rarely):
     SINK = True
     PIPE = "out"
@@ -101,17 +103,24 @@ class PipeOut(Rarely):
             value = self.lineage(self, value)    # joined.tagged (deploy sets it)
         tx = self.tx
         tx.add(value)
-        if len(tx.buf) >= self.roomy:
-            self.heap_check()
-        if self.tf:
-            if tx.unsent() >= MAX_FRAME_VALUES or tx.full():
-                self._send()        # an array's worth, or nothing more joins before an ack
-        elif self.conn is not None or self.dialing is not None:
-            self._send()
-        if tx.dropped != self.logged_drops:
-            self._dropped()
-        if not self.asked and tx.acks and 2 * tx.held() >= tx.cap:
-            self.hurry(True)
+        try:
+            if len(tx.buf) >= self.roomy:
+                self.heap_check()
+            if self.tf:
+                if tx.unsent() >= MAX_FRAME_VALUES or tx.full():
+                    self._send()        # an array's worth, or nothing more joins before an ack
+            elif self.conn is not None or self.dialing is not None:
+                self._send()
+            if tx.dropped != self.logged_drops:
+                self._dropped()
+            if not self.asked and tx.acks and 2 * tx.held() >= tx.cap:
+                self.hurry(True)
+        except MemoryError:
+            # The value is taken (in the replay buffer); an array or a request that found no heap
+            # free to be sealed leaves later, with the next value or time frame. Raised on, it
+            # unwound through the steps and the pipe_in feeding them, and the rest of that
+            # pipe_in's frame never reached them.
+            self.last_error = NO_HEAP_TO_SEND
 
     def heap_check(self):
         """The replay buffer grew by HEAP_CHECK values: with too little heap free, its bound
@@ -205,6 +214,7 @@ class PipeOut(Rarely):
                 return
             if first < high:
                 self.resent = getattr(self, "resent", 0) + (high if high < tx.sent else tx.sent) - first
+            ts = None
             if self.stamps:      # origin stamps of sampled values among them (probe_wiring.py)
                 try:
                     from sensormesh.device.runtime import probe_wiring
@@ -213,9 +223,12 @@ class PipeOut(Rarely):
                 except MemoryError:      # no room for that code now: these values go unsampled
                     ts = None
                 probe_wiring = None      # its code is garbage again before the array is sealed
-                if ts is not None:
-                    conn.send(ts)
             try:
+                if ts is not None:
+                    # (its values are taken: stamps that find no heap free to be sealed leave
+                    # them unsent again, as their array would; they counted as sent, unsent,
+                    # and the receiver numbered the next array's values as theirs)
+                    conn.send(ts)
                 conn.send(vals)
             except MemoryError:     # not sealed: its values are unsent again (the loop logs it)
                 tx.untake(first, high, len(vals))
