@@ -60,9 +60,9 @@ except ImportError:            # CPython: no heap limit of this kind
 SPOOL_GAP_MS = 2
 # A pipe_out that keeps failing logs its 1st redial and then every this many.
 LOG_EVERY_REDIALS = 10
-
-
+# a pipe_out's last_error when an array found no heap free to be sealed as a value came
 NO_HEAP_TO_SEND = "no heap free to seal an array: its values wait in the replay buffer"
+
 
 class PipeOut(Rarely):
     SINK = True
