@@ -76,6 +76,20 @@ def test_wrapping_tick_clock_is_unwrapped_near_the_controller_time():
     assert cs.tick_diff_us("esp", 5, WRAP - 5) == 10
 
 
+def test_offset_keeps_microseconds_with_the_unix_ports_wide_tick_period():
+    # the MicroPython unix port on 64 bits wraps ticks_us at 2**62: the estimate must keep the
+    # offset to the microsecond, not round it to the float spacing near 2**61 (512 us)
+    for true_off in (37, -37, 300, -300, 123456789):
+        t0 = 1000.0
+        tick = int(t0 * 1e6) + 100 + true_off        # read 100 us after t0, replied 200 us after
+        e = exchange(t0, tick % 2 ** 62, t0 + 0.0002, 2 ** 62)
+        assert abs(e.offset_us - true_off) <= 1, (true_off, e.offset_us)
+        assert abs(e.offset_us - true_off) <= e.bound_us
+    # a board's 2**30: an offset near the wrap still comes out nearest to 0
+    e = exchange(5.0, (int(5e6) + 100 - 25) % WRAP, 5.0002, WRAP)
+    assert abs(e.offset_us - (-25)) <= 1
+
+
 def model_of(tmp_path, text, ports):
     f = tmp_path / "p.yaml"
     f.write_text(textwrap.dedent(text % ports))
