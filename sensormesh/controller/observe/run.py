@@ -94,11 +94,28 @@ class Observation:
         self.poller.poll()
         self.fallback.poll()
         self._placement_changed()
+        self._health()
         if self.echo is not None and time.monotonic() >= self.next_line:
             self.next_line = time.monotonic() + self.line_every
             from sensormesh.controller.observe.top import rates_line
             self.echo(rates_line(self.store.view()))
         return False
+
+    def _health(self):
+        """Mark in the store the devices the supervisor counts as failed or cut off (and clear
+        the mark once they are back), so no view shows a dead device's last rates as current."""
+        health = getattr(self.sup, "health", None)
+        if health is None:
+            return
+        for dev in self.model.devices:
+            why = None
+            if health.down(dev):
+                state = health.of(dev)
+                why = "cut off" if state == "cut-off" else "down"
+                reason = health.why.get(dev)
+                if reason:
+                    why += ": %s" % reason
+            self.store.set_down(dev, why)
 
     def deliver(self, device, step, values):
         self.store.sink_values(self.names.get(step, step), values)

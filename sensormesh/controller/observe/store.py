@@ -29,6 +29,9 @@ DEVICE_GAUGES = (("mem", "heap_free"), ("mem", "heap_largest"), ("mem", "rss"))
 STEP_COUNTERS = ("in", "out", "time_us", "timed")
 PIPE_COUNTERS = ("values", "frames", "bytes", "reconnects")
 PIPE_GAUGES = ("queue", "rtt_us")
+# figures per second or over the last poll: not shown for a device that is down (set_down)
+RATES = ("busy", "cpu", "in_per_s", "out_per_s", "values_per_s", "bytes_per_s", "frames_per_s",
+         "reconnects_per_s", "delay_s")
 
 
 def percentile(sorted_values, q):
@@ -56,6 +59,7 @@ class Store:
         self.prev = {}                    # (kind, device, entity, counter) -> (t, raw value)
         self.totals = {}                  # (kind, device, entity, counter) -> increase since start
         self.resets = {}                  # device -> counter resets seen
+        self.down = {}                    # device -> why the controller counts it as down
         self.now = {}                     # (kind, device, entity, metric) -> latest value
         self.devices = {}                 # device -> {"t", "interp", "offset", "offset_bound", ...}
         self.steps = {}                   # step id -> device
@@ -171,6 +175,18 @@ class Store:
                 self.writer.event(t, text)
             self._bump()
 
+    def set_down(self, dev, why):
+        """The controller counts dev as down (why: a short sentence) or, with why None, as up
+        again. A down device keeps its last counts, but none of its rates: they are not current."""
+        with self.lock:
+            if self.down.get(dev) == why:
+                return
+            if why is None:
+                self.down.pop(dev, None)
+            else:
+                self.down[dev] = why
+            self._bump()
+
     def set_info(self, **kv):
         with self.lock:
             self.info.update(kv)
@@ -259,9 +275,15 @@ class Store:
         with self.lock:
             now = self.now
 
+            down = dict(self.down)
+
             def g(kind, dev, entity, metric):
+                if dev in down and metric in RATES:      # a device that is down has no current rate
+                    return None
                 return now.get((kind, dev, entity, metric))
-            devices = {}
+            devices = {dev: {"t": None, "interp": None, "busy": None, "cpu": None, "heap_free": None,
+                             "heap_largest": None, "rss": None, "offset": None, "offset_bound": None,
+                             "resets": self.resets.get(dev, 0)} for dev in down}
             for dev, d in self.devices.items():
                 devices[dev] = {"t": d.get("t"), "interp": d.get("interp"), "busy": g("device", dev, dev, "busy"),
                                 "cpu": g("device", dev, dev, "cpu"),
@@ -270,6 +292,8 @@ class Store:
                                 "rss": g("device", dev, dev, "rss_bytes"),
                                 "offset": d.get("offset"), "offset_bound": d.get("offset_bound"),
                                 "resets": self.resets.get(dev, 0)}
+            for dev in devices:
+                devices[dev]["down"] = down.get(dev)
             steps = {}
             for sid, dev in self.steps.items():
                 steps[sid] = {"device": dev, "in_per_s": g("step", dev, sid, "in_per_s"),

@@ -75,6 +75,7 @@ function renderDevices(view) {
       <div class="line">load <b>${pct(load)}</b>${d.resets ? ` · ${d.resets} counter reset(s)` : ""}</div>
       <div class="line">${memory(d)}</div><div class="line">${off}</div>
       <div class="line">steps <b>${esc((stepsOf[n] || []).sort().join(", ") || "relays only")}</b></div>
+      ${d.down ? `<div class="line down">${esc(n)} is ${esc(d.down)}: no current figures</div>` : ""}
       <div class="line">${age === null ? "no metrics yet" : "updated " + age.toFixed(1) + " s ago"}</div></div>`;
   }).join("");
 }
