@@ -142,3 +142,23 @@ def test_top_renders_the_rows():
     assert row("alarms").split()[1:] == ["3", "ms", "4", "ms", "500", "us", "3"]
     line = rates_line(store.view())
     assert "board-1 10.0%" in line and "smooth->pc 2/s" in line and "alarms e2e p50 3 ms" in line
+
+
+def test_a_restart_is_one_reset_and_one_event_not_one_per_counter():
+    """A restart resets every counter of the device at once: the views must get one event saying
+    so (not one per counter, which pushes failures and re-routes out of the last events shown)
+    and the device's reset count grows by one."""
+    store, poll = fed()
+    steps = lambda n: {s: step(n, n, n) for s in ("a", "b", "c", "d", "e")}   # noqa: E731
+    pipes = lambda n: {"a->pc": pipe(n, n * 10), "b->pc": pipe(n, n * 10)}   # noqa: E731
+    poll.snapshot("board", 10.0, 500_000, 1_000_000, steps(100), pipes(100))
+    store.event("board failed: no answer")
+    poll.snapshot("board", 11.0, 1000, 2000, steps(3), pipes(3))        # restarted
+    texts = [text for _, text in store.events]
+    assert texts[0] == "board failed: no answer"
+    assert len(texts) == 2, texts
+    assert "board: counters reset" in texts[1] and "restarted" in texts[1] and "more" in texts[1]
+    assert store.view()["devices"]["board"]["resets"] == 1
+    assert store.view()["steps"]["a"]["in_per_s"] == pytest.approx(3.0)
+    poll.snapshot("board", 12.0, 2000, 3000, steps(5), pipes(5))        # counting on: no reset
+    assert len(store.events) == 2 and store.view()["devices"]["board"]["resets"] == 1

@@ -58,7 +58,8 @@ class Store:
         self.series = {}                  # (kind, device, entity, metric) -> deque of (t, value)
         self.prev = {}                    # (kind, device, entity, counter) -> (t, raw value)
         self.totals = {}                  # (kind, device, entity, counter) -> increase since start
-        self.resets = {}                  # device -> counter resets seen
+        self.resets = {}                  # device -> counter resets seen (one per snapshot that had any)
+        self._went_down = []
         self.down = {}                    # device -> why the controller counts it as down
         self.now = {}                     # (kind, device, entity, metric) -> latest value
         self.devices = {}                 # device -> {"t", "interp", "offset", "offset_bound", ...}
@@ -91,6 +92,7 @@ class Store:
         t = snap.get("t")
         t = float(t) if _num(t) else self.clock()
         with self.lock:
+            self._went_down = []          # counters of this snapshot lower than before (a reset)
             d = self.devices.setdefault(dev, {})
             d["t"] = t
             d["interp"] = m.get("interp", d.get("interp"))
@@ -142,6 +144,16 @@ class Store:
                 if _num(p.get("rtt_us")):
                     self._gauge(t, "pipe", dev, edge, "rtt_s", p["rtt_us"] / 1e6)
                     self._gauge(t, "pipe", dev, edge, "delay_s", p["rtt_us"] / 2e6)
+            if self._went_down:
+                # one restart or redeployment resets every counter of the device at once: it is
+                # one reset and one event, not one per counter (that would push every other
+                # event out of the views)
+                self.resets[dev] = self.resets.get(dev, 0) + 1
+                shown = ", ".join("%s %s %s -> %s" % x for x in self._went_down[:3])
+                more = len(self._went_down) - 3
+                self.event("%s: counters reset, counting from zero again (the device restarted or its pipeline was "
+                           "redeployed): %s%s"
+                           % (dev, shown, " and %d more" % more if more > 0 else ""), t)
             self._bump()
 
     def latency(self, s):
@@ -214,9 +226,7 @@ class Store:
         lt, lraw = last
         if raw < lraw:                       # reset: counting started again from zero
             inc = raw
-            self.resets[dev] = self.resets.get(dev, 0) + 1
-            self.event("%s: counter %s %s went from %s to %s (reset; the rate counts from zero)"
-                       % (dev, entity, name, lraw, raw), t)
+            self._went_down.append((entity, name, lraw, raw))
         else:
             inc = raw - lraw
         self.totals[key] = self.totals.get(key, 0) + inc
