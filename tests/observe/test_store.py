@@ -162,3 +162,25 @@ def test_a_restart_is_one_reset_and_one_event_not_one_per_counter():
     assert store.view()["steps"]["a"]["in_per_s"] == pytest.approx(3.0)
     poll.snapshot("board", 12.0, 2000, 3000, steps(5), pipes(5))        # counting on: no reset
     assert len(store.events) == 2 and store.view()["devices"]["board"]["resets"] == 1
+
+
+def test_latency_of_the_last_minute_leaves_out_a_sink_that_stopped():
+    """A sink that gets no values any more (its source died) must not go on showing the
+    percentiles of minutes ago as the latency of the last minute, in top, the dashboard or
+    /metrics' quantiles; the run's count and sum stay."""
+    store, poll = fed()
+    for i in range(10):
+        poll.latency(100.0 + i, "alarms", 0.010)
+        poll.latency(100.0 + i, "log", 0.020)
+    assert set(store.latency_stats()) == {"alarms", "log"}
+    for i in range(10, 100):          # the devices keep answering; only "log" gets values
+        poll.snapshot("pc", 100.0 + i, i * 1000, i * 1_000_000, {}, {})
+        poll.latency(100.0 + i, "log", 0.020)
+    stats = store.latency_stats()
+    assert set(stats) == {"log"} and stats["log"]["n"] == 61
+    for i in range(100, 200):         # the source of both died: no sink gets values any more
+        poll.snapshot("pc", 100.0 + i, i * 1000, i * 1_000_000, {}, {})
+    assert store.latency_stats() == {}
+    text = render_text(store.view())
+    assert "alarms" not in text and "log" not in text
+    assert store.latency_count == {"alarms": 10, "log": 100}

@@ -68,6 +68,7 @@ class Store:
         self.latencies = collections.deque(maxlen=LATENCY_RING)   # (t, sink, latency_s, bound_s)
         self.latency_count = {}           # sink -> latency samples seen
         self.latency_sum = {}             # sink -> their sum (s)
+        self.t_last = None                # the latest time of a snapshot or latency sample fed in
         self.sinks = {}                   # sink -> (t, latest value)
         self.sink_units = {}              # sink -> "temperature [°C]" where the units are known
         self.events = collections.deque(maxlen=EVENTS)
@@ -92,6 +93,7 @@ class Store:
         t = snap.get("t")
         t = float(t) if _num(t) else self.clock()
         with self.lock:
+            self._now(t)
             self._went_down = []          # counters of this snapshot lower than before (a reset)
             d = self.devices.setdefault(dev, {})
             d["t"] = t
@@ -164,6 +166,7 @@ class Store:
         sink = str(s.get("sink", "?"))
         bound = s.get("bound_s") if _num(s.get("bound_s")) else None
         with self.lock:
+            self._now(t)
             self.latencies.append((t, sink, float(lat), bound))
             self.latency_count[sink] = self.latency_count.get(sink, 0) + 1
             self.latency_sum[sink] = self.latency_sum.get(sink, 0.0) + float(lat)
@@ -205,6 +208,10 @@ class Store:
             if self.writer is not None and hasattr(self.writer, "meta"):
                 self.writer.meta(**{k: v for k, v in kv.items() if isinstance(v, (str, int, float, list, dict))})
             self._bump()
+
+    def _now(self, t):
+        if self.t_last is None or t > self.t_last:
+            self.t_last = t
 
     def _bump(self):
         self.version += 1
@@ -259,11 +266,15 @@ class Store:
         return [p for p in pts if since is None or p[0] >= since]
 
     def latency_stats(self, window=LATENCY_WINDOW):
-        """{sink: {"p50", "p99", "n", "bound"}} (seconds) over the last `window` s of samples."""
+        """{sink: {"p50", "p99", "n", "bound"}} (seconds) over the last `window` s of samples
+        (sinks without a sample in that window are absent)."""
         with self.lock:
             if not self.latencies:
                 return {}
-            end = self.latencies[-1][0]
+            # the last `window` seconds up to the latest thing the devices reported (in the time
+            # base of the samples): a sink that got no value since is left out, not shown with
+            # figures from minutes ago
+            end = self.t_last
             per = {}
             for t, sink, lat, bound in self.latencies:
                 if t >= end - window:

@@ -93,7 +93,7 @@ def render(view, title=None):
     if view["latency"]:
         parts.append(lt)
     else:
-        parts.append(Text("end-to-end latency: no samples yet", style="dim"))
+        parts.append(Text("end-to-end latency: no samples in the last minute", style="dim"))
     for t, text in view.get("events", [])[-3:]:
         parts.append(Text("! " + text, style="yellow"))
     return Group(*parts)
