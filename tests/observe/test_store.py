@@ -184,3 +184,36 @@ def test_latency_of_the_last_minute_leaves_out_a_sink_that_stopped():
     text = render_text(store.view())
     assert "alarms" not in text and "log" not in text
     assert store.latency_count == {"alarms": 10, "log": 100}
+
+
+def test_a_metrics_file_of_an_earlier_run_is_replaced_and_other_databases_are_refused(tmp_path):
+    """`--metrics-out run.sqlite` given twice: the file holds the second run only (as a CSV file
+    does), not both runs mixed under the second run's `run` table; a database of something else
+    is refused and left as it was."""
+    path = str(tmp_path / "run.sqlite")
+    for run, n in (("first", 5), ("second", 2)):
+        store, poll = fed(files.open_writer(path))
+        store.set_info(pipeline=run)
+        for i in range(n):
+            poll.snapshot("board", 10.0 + i, i, 10 * i, {"s": step(i, i)}, {})
+            poll.latency(10.0 + i, "k", 0.01)
+        store.event("run " + run)
+        store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM run WHERE key='pipeline'").fetchone() == ("second",)
+    assert db.execute("SELECT count(*) FROM samples WHERE entity='s' AND metric='in'").fetchone() == (2,)
+    assert db.execute("SELECT count(*) FROM latency").fetchone() == (2,)
+    assert [r[0] for r in db.execute("SELECT text FROM events")] == ["run second"]
+    db.close()
+
+    other = str(tmp_path / "mine.db")
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE readings (x)")
+    db.execute("INSERT INTO readings VALUES (1)")
+    db.commit()
+    db.close()
+    with pytest.raises(files.FileError, match=r"mine\.db is a database with other tables \(readings\)"):
+        files.open_writer(other)
+    db = sqlite3.connect(other)
+    assert db.execute("SELECT x FROM readings").fetchall() == [(1,)]
+    assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["readings"]
