@@ -135,11 +135,12 @@ def test_a_device_that_goes_down_shows_no_current_rates(monkeypatch):
     assert v["devices"]["esp-1"]["down"] is None and v["devices"]["esp-1"]["busy"] == 0.1
     assert v["steps"]["inside"]["in_per_s"] == 10.0
 
+    Poller.errors["esp-1"] = "esp-1: control connection 127.0.0.1:7001 closed: connection refused"
     Sup.health.fail(["esp-1"], "silent while its gateways answer")
     obs.tick()
     v = obs.store.view()
     esp = v["devices"]["esp-1"]
-    assert esp["down"] == "down: silent while its gateways answer"
+    assert esp["down"] == "down: control connection 127.0.0.1:7001 closed: connection refused"
     assert esp["busy"] is None
     assert (v["steps"]["inside"]["in_per_s"], v["steps"]["inside"]["out_per_s"]) == (None, None)
     assert v["steps"]["inside"]["in"] == 10                       # the last counts stay
@@ -149,12 +150,13 @@ def test_a_device_that_goes_down_shows_no_current_rates(monkeypatch):
     text = render_text(v)
     row = next(l for l in text.splitlines() if l.split() and l.split()[0] == "esp-1")
     assert "DOWN" in row and "10.0%" not in row
-    assert "esp-1 is down: silent while its gateways answer" in text
+    assert "esp-1 is down: control connection 127.0.0.1:7001 closed: connection refused (its counts" in text
     assert "esp-1 DOWN" in rates_line(v)
     # a device the supervisor counts as down before its first snapshot is listed too
     Sup.health.fail(["gw"], "no answer")
     obs.tick()
-    assert obs.store.view()["devices"]["gw"]["down"] == "down: no answer"
+    assert obs.store.view()["devices"]["gw"]["down"] == "down: it does not answer"
+    assert "gw is down: it does not answer\n" in render_text(obs.store.view())
 
     Sup.health.event("answers", "esp-1")
     Sup.health.event("rejoined", "esp-1")

@@ -109,12 +109,15 @@ class Observation:
             return
         for dev in self.model.devices:
             why = None
-            if health.down(dev):
-                state = health.of(dev)
-                why = "cut off" if state == "cut-off" else "down"
-                reason = health.why.get(dev)
-                if reason:
-                    why += ": %s" % reason
+            if health.of(dev) == "cut-off":
+                why = "cut off" + (": %s" % health.why[dev] if health.why.get(dev) else "")
+            elif health.down(dev):
+                # the poller's last error says what happened (connection refused, no answer in
+                # time); once the device counts as failed the poller stops asking it
+                err = getattr(self.poller, "errors", {}).get(dev) or ""
+                if err.startswith(dev + ": "):
+                    err = err[len(dev) + 2:]
+                why = "down: " + (err if err and "no control route" not in err else "it does not answer")
             self.store.set_down(dev, why)
 
     def deliver(self, device, step, values):

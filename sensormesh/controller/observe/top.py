@@ -85,10 +85,10 @@ def render(view, title=None):
         lt.add_row(sink, seconds(l["p50"]), seconds(l["p99"]), seconds(l["bound"]), str(l["n"]))
     parts = [head, dev]
     for name in names:
-        why = view["devices"].get(name, {}).get("down")
-        if why:
-            parts.append(Text("! %s is %s (its counts below are the last it reported)" % (name, why),
-                              style="bold red"))
+        d = view["devices"].get(name, {})
+        if d.get("down"):
+            parts.append(Text("! %s is %s%s" % (name, d["down"], " (its counts below are the last it reported)"
+                                                 if d.get("t") is not None else ""), style="bold red"))
     parts += [st, pp]
     if view["latency"]:
         parts.append(lt)
