@@ -152,6 +152,13 @@ def test_a_device_that_goes_down_shows_no_current_rates(monkeypatch):
     assert "DOWN" in row and "10.0%" not in row
     assert "esp-1 is down: control connection 127.0.0.1:7001 closed: connection refused (its counts" in text
     assert "esp-1 DOWN" in rates_line(v)
+    from sensormesh.controller.observe.prom import exposition
+    body = exposition(obs.store)[0].decode()
+    assert 'sensormesh_device_busy_ratio{device="pc"}' in body
+    assert 'sensormesh_device_busy_ratio{device="esp-1"}' not in body          # no stale gauges
+    assert 'sensormesh_device_heap_free_bytes{device="esp-1"}' not in body
+    assert 'sensormesh_pipe_rtt_seconds{device="esp-1"' not in body
+    assert 'sensormesh_step_values_in_total{device="esp-1",step="inside"} 10.0' in body   # totals stay
     # a device the supervisor counts as down before its first snapshot is listed too
     Sup.health.fail(["gw"], "no answer")
     obs.tick()
