@@ -135,12 +135,13 @@ def test_a_device_that_goes_down_shows_no_current_rates(monkeypatch):
     assert v["devices"]["esp-1"]["down"] is None and v["devices"]["esp-1"]["busy"] == 0.1
     assert v["steps"]["inside"]["in_per_s"] == 10.0
 
-    Poller.errors["esp-1"] = "esp-1: control connection 127.0.0.1:7001 closed: connection refused"
-    Sup.health.fail(["esp-1"], "silent while its gateways answer")
+    Sup.health.fail(["esp-1"], "no answer to a status request (control connection 127.0.0.1:7001 closed: "
+                               "connection refused)")
     obs.tick()
     v = obs.store.view()
     esp = v["devices"]["esp-1"]
-    assert esp["down"] == "down: control connection 127.0.0.1:7001 closed: connection refused"
+    assert esp["down"] == ("down: no answer to a status request (control connection 127.0.0.1:7001 closed: "
+                           "connection refused)")
     assert esp["busy"] is None
     assert (v["steps"]["inside"]["in_per_s"], v["steps"]["inside"]["out_per_s"]) == (None, None)
     assert v["steps"]["inside"]["in"] == 10                       # the last counts stay
@@ -150,7 +151,7 @@ def test_a_device_that_goes_down_shows_no_current_rates(monkeypatch):
     text = render_text(v)
     row = next(l for l in text.splitlines() if l.split() and l.split()[0] == "esp-1")
     assert "DOWN" in row and "10.0%" not in row
-    assert "esp-1 is down: control connection 127.0.0.1:7001 closed: connection refused (its counts" in text
+    assert "esp-1 is down: no answer to a status request" in text and "(its counts below are the last" in text
     assert "esp-1 DOWN" in rates_line(v)
     from sensormesh.controller.observe.prom import exposition
     body = exposition(obs.store)[0].decode()
@@ -160,10 +161,11 @@ def test_a_device_that_goes_down_shows_no_current_rates(monkeypatch):
     assert 'sensormesh_pipe_rtt_seconds{device="esp-1"' not in body
     assert 'sensormesh_step_values_in_total{device="esp-1",step="inside"} 10.0' in body   # totals stay
     # a device the supervisor counts as down before its first snapshot is listed too
-    Sup.health.fail(["gw"], "no answer")
+    Poller.errors["gw"] = "gw: control connection 127.0.0.1:7002 closed: connection refused"
+    Sup.health.fail(["gw"])
     obs.tick()
-    assert obs.store.view()["devices"]["gw"]["down"] == "down: it does not answer"
-    assert "gw is down: it does not answer\n" in render_text(obs.store.view())
+    assert obs.store.view()["devices"]["gw"]["down"] == "down: control connection 127.0.0.1:7002 closed: connection refused"
+    assert "(its counts" not in render_text(obs.store.view()).split("gw is down")[1].split("\n")[0]
 
     Sup.health.event("answers", "esp-1")
     Sup.health.event("rejoined", "esp-1")

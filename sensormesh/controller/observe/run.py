@@ -112,9 +112,9 @@ class Observation:
             if health.of(dev) == "cut-off":
                 why = "cut off" + (": %s" % health.why[dev] if health.why.get(dev) else "")
             elif health.down(dev):
-                # the poller's last error says what happened (connection refused, no answer in
-                # time); once the device counts as failed the poller stops asking it
-                err = getattr(self.poller, "errors", {}).get(dev) or ""
+                # why the supervisor counts it as failed, else the poller's last error for it
+                # (once the device counts as failed the poller stops asking it)
+                err = health.why.get(dev) or getattr(self.poller, "errors", {}).get(dev) or ""
                 if err.startswith(dev + ": "):
                     err = err[len(dev) + 2:]
                 why = "down: " + (err if err and "no control route" not in err else "it does not answer")
