@@ -217,3 +217,21 @@ def test_a_metrics_file_of_an_earlier_run_is_replaced_and_other_databases_are_re
     db = sqlite3.connect(other)
     assert db.execute("SELECT x FROM readings").fetchall() == [(1,)]
     assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["readings"]
+
+
+def test_a_device_with_its_metrics_off_has_no_loop_load():
+    """A device run with --no-metrics does not time its loop's waits: it reports busy_us equal
+    to wall_us. That is no load figure, not a load of 100% (top, the rates line, the dashboard's
+    bar, the file and /metrics)."""
+    store, poll = fed()
+    for k in range(3):
+        m = {"device": "b", "interp": "micropython", "enabled": False, "tick_us": k * 1_000_000,
+             "loop": {"busy_us": k * 1_000_000, "wall_us": k * 1_000_000}, "mem": {"heap_free": 40_000},
+             "steps": {"s": {"in": 10 * k, "out": 10 * k}}, "pipes": {}, "latency": []}
+        poll.send({"t": 10.0 + k, "device": "b", "metrics": m, "offset": None, "offset_bound": None})
+    v = store.view()
+    assert v["devices"]["b"]["busy"] is None
+    assert v["steps"]["s"]["in_per_s"] == 10.0               # counts still count
+    assert "100.0%" not in render_text(v) and "100.0%" not in rates_line(v)
+    from sensormesh.controller.observe.prom import exposition
+    assert 'sensormesh_device_loop_busy_seconds_total{device="b"}' not in exposition(store)[0].decode()

@@ -103,7 +103,10 @@ class Store:
                     d[k] = snap[k]
                     self._gauge(t, "device", dev, dev, k + "_s", snap[k])
             loop, mem = m.get("loop") or {}, m.get("mem") or {}
-            busy = self._counter(t, "device", dev, dev, "busy_us", loop.get("busy_us"))
+            # a device with its metrics off (--no-metrics) does not time its loop's waits, so its
+            # busy_us is its wall time: no figure, rather than a load of 100%
+            busy = None if m.get("enabled") is False else \
+                self._counter(t, "device", dev, dev, "busy_us", loop.get("busy_us"))
             wall = self._counter(t, "device", dev, dev, "wall_us", loop.get("wall_us"))
             if busy is not None and wall is not None and wall[0] > 0:
                 self._gauge(t, "device", dev, dev, "busy", min(1.0, busy[0] / wall[0]))
