@@ -60,7 +60,9 @@ def exchange(t0_s: float, tick_us: int, t2_s: float, period: int = 0) -> Estimat
     mid = (t0_s + t2_s) * 0.5e6
     off = tick_us - mid
     if period:
-        off = (off + period / 2) % period - period / 2     # the turn nearest to 0
+        # the turn nearest to 0, by subtracting whole periods: `(off + period / 2) % period`
+        # would round off to the float spacing at period / 2 (512 us for the unix port's 2**62)
+        off -= round(off / period) * period
     return Estimate(off, (t2_s - t0_s) * 0.5e6 + 1.0, (t2_s - t0_s) * 1e6, t2_s, period)
 
 

@@ -37,6 +37,7 @@ from sensormesh.controller.supervisor.watch import Periodic
 
 LATENCY_WAIT = 10.0
 MAX_WAITING = 10000
+CLOCK_SLACK = 0.05     # s: how far outside [request sent, reply came] a converted tick may fall
 
 
 class MetricsPoller:
@@ -183,6 +184,8 @@ class MetricsPoller:
 
     # -- metrics --------------------------------------------------------------------------------
     def _ask(self, device):
+        t_sent = time.monotonic()
+
         def done(req):
             self._asked.pop(device, None)
             if req.error is not None:
@@ -193,14 +196,27 @@ class MetricsPoller:
                 self.errors[device] = "metrics reply without a metrics object: %r" % (req.reply,)
                 return
             self.errors.pop(device, None)
-            self._snapshot(device, m, req.t_done)
+            self._snapshot(device, m, req.t_done, t_sent)
         self._asked[device] = self._request(device, {"metrics": {}}, ("metrics",), done)
 
-    def _snapshot(self, device, m, t_reply):
+    def _snapshot(self, device, m, t_reply, t_sent=None):
         off = self.clock.offset(device)
         t = t_reply
         if off is not None and isinstance(m.get("tick_us"), int):
-            t = self.clock.to_controller_time(device, m["tick_us"], near=t_reply)[0]
+            t, b = self.clock.to_controller_time(device, m["tick_us"], near=t_reply)
+            lo = (t_sent if t_sent is not None else t_reply - self.sup.timeout) - b - CLOCK_SLACK
+            if not lo <= t <= t_reply + b + CLOCK_SLACK:
+                # the device read its clock while the request was out, so its estimate is wrong:
+                # the device restarted (a board's tick clock begins again at 0) or its clock
+                # jumped. Forget it and measure again now; latency samples wait for the new one.
+                self.clock.forget(device)
+                self.errors[device] = ("%s: its clock moved by %.3f s against the estimate (restarted?); "
+                                       "measuring it again" % (device, t - t_reply))
+                if device not in self._syncing:
+                    self._syncing[device] = self.clock.rounds
+                    self._synced_at[device] = time.monotonic()
+                    self._clock_exchange(device)
+                off, t = None, t_reply
         ev = {"kind": "metrics", "t": t + self.wall, "device": device, "metrics": m,
               "offset": off[0] / 1e6 if off else None, "offset_bound": off[1] / 1e6 if off else None}
         self.latest[device] = ev

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from procs import Proc, free_port
-from sensormesh.controller.clocksync import ClockSync, exchange
+from sensormesh.controller.clocksync import ClockSync, Estimate, exchange
 from sensormesh.controller.metrics_poll import MetricsPoller
 from sensormesh.controller.pipeline_file import load_model
 from sensormesh.controller.supervisor import Supervisor
@@ -74,6 +74,82 @@ def test_wrapping_tick_clock_is_unwrapped_near_the_controller_time():
         got, bound = cs.to_controller_time("esp", tick, near=t + 60)
         assert abs(got - t) <= bound, (later, got - t, bound)
     assert cs.tick_diff_us("esp", 5, WRAP - 5) == 10
+
+
+def test_offset_keeps_microseconds_with_the_unix_ports_wide_tick_period():
+    # the MicroPython unix port on 64 bits wraps ticks_us at 2**62: the estimate must keep the
+    # offset to the microsecond, not round it to the float spacing near 2**61 (512 us)
+    for true_off in (37, -37, 300, -300, 123456789):
+        t0 = 1000.0
+        tick = int(t0 * 1e6) + 100 + true_off        # read 100 us after t0, replied 200 us after
+        e = exchange(t0, tick % 2 ** 62, t0 + 0.0002, 2 ** 62)
+        assert abs(e.offset_us - true_off) <= 1, (true_off, e.offset_us)
+        assert abs(e.offset_us - true_off) <= e.bound_us
+    # a board's 2**30: an offset near the wrap still comes out nearest to 0
+    e = exchange(5.0, (int(5e6) + 100 - 25) % WRAP, 5.0002, WRAP)
+    assert abs(e.offset_us - (-25)) <= 1
+
+
+class _Req:
+    def __init__(self, device, reply):
+        self.device, self.reply, self.error, self.done, self.t_done = device, reply, None, True, time.monotonic()
+
+
+class RebootingBoard:
+    """A supervisor stand-in with one board whose tick clock (period 2**30) begins again at 0 when
+    it restarts, as an ESP32's does; it answers clock and metrics requests at once."""
+    timeout = 5.0
+    deployed = {"esp"}
+
+    def __init__(self):
+        self.tasks, self.paths, self.loop = [], {"esp": None}, None
+        self.health = type("H", (), {"busy": False, "down": lambda self, d: False})()
+        self.boot = time.monotonic() - 100.0        # ticks count from the board's boot
+        self.read = 0                                 # latency samples: read ticks of this boot
+
+    def _watched(self):
+        return ["esp"]
+
+    def tick(self):
+        return int((time.monotonic() - self.boot) * 1e6) % WRAP
+
+    def _send(self, device, msg, keys):
+        if "clock" in msg:
+            return _Req(device, {"clock": {"t0": msg["clock"]["t0"], "tick_us": self.tick(), "period": WRAP}})
+        now = self.tick()
+        read = int((time.monotonic() - 0.020) * 1e6)                  # read on pc (the controller's clock), 20 ms ago
+        lat = [["k", "pc", read, now]] if self.read else []
+        return _Req(device, {"metrics": {"device": "esp", "tick_us": now, "tick_period": WRAP,
+                                          "loop": {"busy_us": 0, "wall_us": now}, "latency": lat}})
+
+
+def test_a_board_that_restarts_is_measured_again_before_its_ticks_are_converted():
+    """After a reboot a board's tick clock begins again at 0: the estimate from before is off by
+    its whole uptime. The poller must not date snapshots (and so rates) or latency samples with it:
+    it notices the tick cannot have been read while the request was out, measures the clock again,
+    and converts the latency samples with the new estimate."""
+    sup = RebootingBoard()
+    poller = MetricsPoller(sup, every=1.0)
+    poller.clock.estimates["pc"] = Estimate(0.0, 100.0, 200.0, time.monotonic(), 0)    # pc: the controller's clock
+    got = collect(poller)
+    poller.running = True
+    poller._ask("esp")
+    assert poller.clock.offset("esp") is None            # no clock round yet: arrival time
+    poller.sync_now("esp")
+    assert abs(poller.clock.to_controller_time("esp", sup.tick())[0] - time.monotonic()) < 0.01
+    poller._ask("esp")
+    ev = got["metrics"][-1]
+    assert abs(ev["t"] - poller.wall - time.monotonic()) < 0.05
+    sup.boot = time.monotonic() - 3.0                     # rebooted: uptime 3 s
+    sup.read = 1
+    poller._ask("esp")
+    ev = got["metrics"][-1]
+    assert abs(ev["t"] - poller.wall - time.monotonic()) < 0.05, "snapshot dated with the old estimate"
+    assert abs(poller.clock.to_controller_time("esp", sup.tick())[0] - time.monotonic()) < 0.01  # measured again
+    poller._ask("esp")                                     # the waiting sample is converted now
+    assert got["latency"], "latency samples of the rebooted board never converted"
+    for lat in got["latency"]:
+        assert abs(lat["latency_s"] - 0.020) < 0.005, lat
 
 
 def model_of(tmp_path, text, ports):

@@ -94,3 +94,84 @@ def test_devices_without_metrics_are_watched_through_their_status(monkeypatch):
     steps = obs.store.view()["steps"]
     assert steps["s_old"]["in_per_s"] == 20.0
     assert "s_new" not in steps          # that one reports metrics itself
+
+
+def test_a_device_that_goes_down_shows_no_current_rates(monkeypatch):
+    """`top`, the dashboard and the line of rates must not show a dead device's last rates as
+    if it still ran: once the supervisor counts it as down, its rates go, its counts stay, and
+    the views say it is down; when it is back, its figures come back."""
+    from sensormesh.controller.observe import run
+    from sensormesh.controller.observe.top import rates_line, render_text
+    from sensormesh.controller.supervisor.health import Health
+
+    from fakepoll import FakePoller, pipe, step
+    fake = FakePoller()
+
+    class Poller:
+        latest, errors = {}, {}
+
+        def subscribe(self, fn):
+            fake.subscribe(fn)
+
+        def start(self):
+            pass
+
+        def poll(self):
+            pass
+
+    class Sup:
+        placement = None
+        last_status = {}
+        health = Health()
+    monkeypatch.setattr(run, "make_poller", lambda sup, model: Poller())
+    obs = run.Observation(load_model(TWO_DOMAINS), out=False)
+    obs.attach(Sup())
+    for k in range(2):
+        fake.snapshot("esp-1", 10.0 + k, k * 100_000, k * 1_000_000, {"inside": step(10 * k, 10 * k)},
+                      {"avg->pc": pipe(5 * k, 500 * k)}, interp="micropython", mem={"heap_free": 50_000})
+        fake.snapshot("pc", 10.0 + k, k * 10_000, k * 1_000_000, {"alarm": step(5 * k, k)}, {})
+    obs.tick()
+    v = obs.store.view()
+    assert v["devices"]["esp-1"]["down"] is None and v["devices"]["esp-1"]["busy"] == 0.1
+    assert v["steps"]["inside"]["in_per_s"] == 10.0
+
+    Sup.health.fail(["esp-1"], "no answer to a status request (control connection 127.0.0.1:7001 closed: "
+                               "connection refused)")
+    obs.tick()
+    v = obs.store.view()
+    esp = v["devices"]["esp-1"]
+    assert esp["down"] == ("down: no answer to a status request (control connection 127.0.0.1:7001 closed: "
+                           "connection refused)")
+    assert esp["busy"] is None
+    assert (v["steps"]["inside"]["in_per_s"], v["steps"]["inside"]["out_per_s"]) == (None, None)
+    assert v["steps"]["inside"]["in"] == 10                       # the last counts stay
+    (p,) = [p for p in v["pipes"] if p["device"] == "esp-1"]
+    assert (p["values_per_s"], p["bytes_per_s"], p["delay_s"]) == (None, None, None)
+    assert v["steps"]["alarm"]["in_per_s"] == 5.0 and v["devices"]["pc"]["busy"] == 0.01   # pc still runs
+    text = render_text(v)
+    row = next(l for l in text.splitlines() if l.split() and l.split()[0] == "esp-1")
+    assert "DOWN" in row and "10.0%" not in row
+    assert "esp-1 is down: no answer to a status request" in text and "(its counts below are the last" in text
+    assert "esp-1 DOWN" in rates_line(v)
+    from sensormesh.controller.observe.prom import exposition
+    body = exposition(obs.store)[0].decode()
+    assert 'sensormesh_device_busy_ratio{device="pc"}' in body
+    assert 'sensormesh_device_busy_ratio{device="esp-1"}' not in body          # no stale gauges
+    assert 'sensormesh_device_heap_free_bytes{device="esp-1"}' not in body
+    assert 'sensormesh_pipe_rtt_seconds{device="esp-1"' not in body
+    assert 'sensormesh_step_values_in_total{device="esp-1",step="inside"} 10.0' in body   # totals stay
+    # a device the supervisor counts as down before its first snapshot is listed too
+    Poller.errors["gw"] = "gw: control connection 127.0.0.1:7002 closed: connection refused"
+    Sup.health.fail(["gw"])
+    obs.tick()
+    assert obs.store.view()["devices"]["gw"]["down"] == "down: control connection 127.0.0.1:7002 closed: connection refused"
+    assert "(its counts" not in render_text(obs.store.view()).split("gw is down")[1].split("\n")[0]
+
+    Sup.health.event("answers", "esp-1")
+    Sup.health.event("rejoined", "esp-1")
+    fake.snapshot("esp-1", 12.0, 300_000, 2_000_000, {"inside": step(30, 30)}, {"avg->pc": pipe(15, 1500)},
+                  interp="micropython", mem={"heap_free": 50_000})
+    obs.tick()
+    v = obs.store.view()
+    assert v["devices"]["esp-1"]["down"] is None and v["devices"]["esp-1"]["busy"] == 0.2
+    assert v["steps"]["inside"]["in_per_s"] == 20.0

@@ -142,3 +142,96 @@ def test_top_renders_the_rows():
     assert row("alarms").split()[1:] == ["3", "ms", "4", "ms", "500", "us", "3"]
     line = rates_line(store.view())
     assert "board-1 10.0%" in line and "smooth->pc 2/s" in line and "alarms e2e p50 3 ms" in line
+
+
+def test_a_restart_is_one_reset_and_one_event_not_one_per_counter():
+    """A restart resets every counter of the device at once: the views must get one event saying
+    so (not one per counter, which pushes failures and re-routes out of the last events shown)
+    and the device's reset count grows by one."""
+    store, poll = fed()
+    steps = lambda n: {s: step(n, n, n) for s in ("a", "b", "c", "d", "e")}   # noqa: E731
+    pipes = lambda n: {"a->pc": pipe(n, n * 10), "b->pc": pipe(n, n * 10)}   # noqa: E731
+    poll.snapshot("board", 10.0, 500_000, 1_000_000, steps(100), pipes(100))
+    store.event("board failed: no answer")
+    poll.snapshot("board", 11.0, 1000, 2000, steps(3), pipes(3))        # restarted
+    texts = [text for _, text in store.events]
+    assert texts[0] == "board failed: no answer"
+    assert len(texts) == 2, texts
+    assert "board: counters reset" in texts[1] and "restarted" in texts[1] and "more" in texts[1]
+    assert store.view()["devices"]["board"]["resets"] == 1
+    assert store.view()["steps"]["a"]["in_per_s"] == pytest.approx(3.0)
+    poll.snapshot("board", 12.0, 2000, 3000, steps(5), pipes(5))        # counting on: no reset
+    assert len(store.events) == 2 and store.view()["devices"]["board"]["resets"] == 1
+
+
+def test_latency_of_the_last_minute_leaves_out_a_sink_that_stopped():
+    """A sink that gets no values any more (its source died) must not go on showing the
+    percentiles of minutes ago as the latency of the last minute, in top, the dashboard or
+    /metrics' quantiles; the run's count and sum stay."""
+    store, poll = fed()
+    for i in range(10):
+        poll.latency(100.0 + i, "alarms", 0.010)
+        poll.latency(100.0 + i, "log", 0.020)
+    assert set(store.latency_stats()) == {"alarms", "log"}
+    for i in range(10, 100):          # the devices keep answering; only "log" gets values
+        poll.snapshot("pc", 100.0 + i, i * 1000, i * 1_000_000, {}, {})
+        poll.latency(100.0 + i, "log", 0.020)
+    stats = store.latency_stats()
+    assert set(stats) == {"log"} and stats["log"]["n"] == 61
+    for i in range(100, 200):         # the source of both died: no sink gets values any more
+        poll.snapshot("pc", 100.0 + i, i * 1000, i * 1_000_000, {}, {})
+    assert store.latency_stats() == {}
+    text = render_text(store.view())
+    assert "alarms" not in text and "log" not in text
+    assert store.latency_count == {"alarms": 10, "log": 100}
+
+
+def test_a_metrics_file_of_an_earlier_run_is_replaced_and_other_databases_are_refused(tmp_path):
+    """`--metrics-out run.sqlite` given twice: the file holds the second run only (as a CSV file
+    does), not both runs mixed under the second run's `run` table; a database of something else
+    is refused and left as it was."""
+    path = str(tmp_path / "run.sqlite")
+    for run, n in (("first", 5), ("second", 2)):
+        store, poll = fed(files.open_writer(path))
+        store.set_info(pipeline=run)
+        for i in range(n):
+            poll.snapshot("board", 10.0 + i, i, 10 * i, {"s": step(i, i)}, {})
+            poll.latency(10.0 + i, "k", 0.01)
+        store.event("run " + run)
+        store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM run WHERE key='pipeline'").fetchone() == ("second",)
+    assert db.execute("SELECT count(*) FROM samples WHERE entity='s' AND metric='in'").fetchone() == (2,)
+    assert db.execute("SELECT count(*) FROM latency").fetchone() == (2,)
+    assert [r[0] for r in db.execute("SELECT text FROM events")] == ["run second"]
+    db.close()
+
+    other = str(tmp_path / "mine.db")
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE readings (x)")
+    db.execute("INSERT INTO readings VALUES (1)")
+    db.commit()
+    db.close()
+    with pytest.raises(files.FileError, match=r"mine\.db is a database with other tables \(readings\)"):
+        files.open_writer(other)
+    db = sqlite3.connect(other)
+    assert db.execute("SELECT x FROM readings").fetchall() == [(1,)]
+    assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["readings"]
+
+
+def test_a_device_with_its_metrics_off_has_no_loop_load():
+    """A device run with --no-metrics does not time its loop's waits: it reports busy_us equal
+    to wall_us. That is no load figure, not a load of 100% (top, the rates line, the dashboard's
+    bar, the file and /metrics)."""
+    store, poll = fed()
+    for k in range(3):
+        m = {"device": "b", "interp": "micropython", "enabled": False, "tick_us": k * 1_000_000,
+             "loop": {"busy_us": k * 1_000_000, "wall_us": k * 1_000_000}, "mem": {"heap_free": 40_000},
+             "steps": {"s": {"in": 10 * k, "out": 10 * k}}, "pipes": {}, "latency": []}
+        poll.send({"t": 10.0 + k, "device": "b", "metrics": m, "offset": None, "offset_bound": None})
+    v = store.view()
+    assert v["devices"]["b"]["busy"] is None
+    assert v["steps"]["s"]["in_per_s"] == 10.0               # counts still count
+    assert "100.0%" not in render_text(v) and "100.0%" not in rates_line(v)
+    from sensormesh.controller.observe.prom import exposition
+    assert 'sensormesh_device_loop_busy_seconds_total{device="b"}' not in exposition(store)[0].decode()

@@ -8,6 +8,8 @@ import click
 from sensormesh.controller.cli_files import Seconds
 from sensormesh.controller.errors import PipelineError
 
+LOOK_AGAIN = 5.0     # seconds between two looks at the devices found down (top, status --watch)
+
 
 def metrics_options(f):
     f = click.option("--no-metrics-file", is_flag=True,
@@ -33,8 +35,12 @@ def poll_rounds(sup, obs, interval, duration, on_round):
     after each round, until `duration` s pass (0: until Ctrl-C). Returns why it ended."""
     obs.attach(sup)
     end = time.monotonic() + duration if duration else None
+    probed = time.monotonic()
     try:
         while True:
+            if time.monotonic() - probed >= max(LOOK_AGAIN, interval):
+                probed = time.monotonic()
+                sup.look_again()        # a device found down that answers again is watched again
             st, areas = sup.status()
             obs.tick()
             on_round(st, areas)

@@ -24,6 +24,7 @@ CREATE INDEX IF NOT EXISTS samples_by_series ON samples (kind, entity, metric, t
 """
 
 CSV_COLUMNS = ("t", "kind", "device", "entity", "metric", "value")
+TABLES = ("run", "samples", "latency", "events")
 
 
 class FileError(Exception):
@@ -98,9 +99,25 @@ class SqliteWriter(_Batched):
         _parent(path)
         try:
             self.db = sqlite3.connect(path, check_same_thread=False)
+            self._start_afresh()
             self.db.executescript(SCHEMA)
         except sqlite3.Error as e:
             raise FileError("cannot write the metrics file %s: %s" % (path, e))
+
+    def _start_afresh(self):
+        """A file is one run: the metrics file of an earlier run by that name is replaced (as a CSV
+        file is), never added to (its rows would mix with this run's under the other run's
+        `run` table). A database that holds anything else is not touched."""
+        names = [r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        other = sorted(n for n in names if n not in TABLES and not n.startswith("sqlite_"))
+        if other:
+            self.db.close()
+            raise FileError("%s is a database with other tables (%s), not a sensormesh metrics file: "
+                            "give --metrics-out another file name" % (self.path, ", ".join(other[:5])))
+        with self.db:
+            for n in TABLES:
+                if n in names:
+                    self.db.execute("DROP TABLE %s" % n)
 
     def meta(self, **kv):
         with self.db:

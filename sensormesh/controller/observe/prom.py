@@ -44,6 +44,9 @@ class StoreCollector:
             pipes = dict(s.pipes)
             lat_count = dict(s.latency_count)
             lat_sum = dict(s.latency_sum)
+            down = set(getattr(s, "down", {}))
+        # a device that is down has no current gauges: its last ones would be scraped as if it ran
+        now = {k: v for k, v in now.items() if k[1] not in down}
         yield from self._families(totals, now, pipes)
         stats = s.latency_stats()
         m = Metric(PREFIX + "e2e_latency_seconds", "Latency from sensor read to sink, clock offsets corrected "

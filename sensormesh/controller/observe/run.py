@@ -94,11 +94,31 @@ class Observation:
         self.poller.poll()
         self.fallback.poll()
         self._placement_changed()
+        self._health()
         if self.echo is not None and time.monotonic() >= self.next_line:
             self.next_line = time.monotonic() + self.line_every
             from sensormesh.controller.observe.top import rates_line
             self.echo(rates_line(self.store.view()))
         return False
+
+    def _health(self):
+        """Mark in the store the devices the supervisor counts as failed or cut off (and clear
+        the mark once they are back), so no view shows a dead device's last rates as current."""
+        health = getattr(self.sup, "health", None)
+        if health is None:
+            return
+        for dev in self.model.devices:
+            why = None
+            if health.of(dev) == "cut-off":
+                why = "cut off" + (": %s" % health.why[dev] if health.why.get(dev) else "")
+            elif health.down(dev):
+                # why the supervisor counts it as failed, else the poller's last error for it
+                # (once the device counts as failed the poller stops asking it)
+                err = health.why.get(dev) or getattr(self.poller, "errors", {}).get(dev) or ""
+                if err.startswith(dev + ": "):
+                    err = err[len(dev) + 2:]
+                why = "down: " + (err if err and "no control route" not in err else "it does not answer")
+            self.store.set_down(dev, why)
 
     def deliver(self, device, step, values):
         self.store.sink_values(self.names.get(step, step), values)

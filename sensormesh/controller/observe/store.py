@@ -29,6 +29,9 @@ DEVICE_GAUGES = (("mem", "heap_free"), ("mem", "heap_largest"), ("mem", "rss"))
 STEP_COUNTERS = ("in", "out", "time_us", "timed")
 PIPE_COUNTERS = ("values", "frames", "bytes", "reconnects")
 PIPE_GAUGES = ("queue", "rtt_us")
+# figures per second or over the last poll: not shown for a device that is down (set_down)
+RATES = ("busy", "cpu", "in_per_s", "out_per_s", "values_per_s", "bytes_per_s", "frames_per_s",
+         "reconnects_per_s", "delay_s")
 
 
 def percentile(sorted_values, q):
@@ -55,7 +58,9 @@ class Store:
         self.series = {}                  # (kind, device, entity, metric) -> deque of (t, value)
         self.prev = {}                    # (kind, device, entity, counter) -> (t, raw value)
         self.totals = {}                  # (kind, device, entity, counter) -> increase since start
-        self.resets = {}                  # device -> counter resets seen
+        self.resets = {}                  # device -> counter resets seen (one per snapshot that had any)
+        self._went_down = []
+        self.down = {}                    # device -> why the controller counts it as down
         self.now = {}                     # (kind, device, entity, metric) -> latest value
         self.devices = {}                 # device -> {"t", "interp", "offset", "offset_bound", ...}
         self.steps = {}                   # step id -> device
@@ -63,6 +68,7 @@ class Store:
         self.latencies = collections.deque(maxlen=LATENCY_RING)   # (t, sink, latency_s, bound_s)
         self.latency_count = {}           # sink -> latency samples seen
         self.latency_sum = {}             # sink -> their sum (s)
+        self.t_last = None                # the latest time of a snapshot or latency sample fed in
         self.sinks = {}                   # sink -> (t, latest value)
         self.sink_units = {}              # sink -> "temperature [°C]" where the units are known
         self.events = collections.deque(maxlen=EVENTS)
@@ -87,6 +93,8 @@ class Store:
         t = snap.get("t")
         t = float(t) if _num(t) else self.clock()
         with self.lock:
+            self._now(t)
+            self._went_down = []          # counters of this snapshot lower than before (a reset)
             d = self.devices.setdefault(dev, {})
             d["t"] = t
             d["interp"] = m.get("interp", d.get("interp"))
@@ -95,7 +103,10 @@ class Store:
                     d[k] = snap[k]
                     self._gauge(t, "device", dev, dev, k + "_s", snap[k])
             loop, mem = m.get("loop") or {}, m.get("mem") or {}
-            busy = self._counter(t, "device", dev, dev, "busy_us", loop.get("busy_us"))
+            # a device with its metrics off (--no-metrics) does not time its loop's waits, so its
+            # busy_us is its wall time: no figure, rather than a load of 100%
+            busy = None if m.get("enabled") is False else \
+                self._counter(t, "device", dev, dev, "busy_us", loop.get("busy_us"))
             wall = self._counter(t, "device", dev, dev, "wall_us", loop.get("wall_us"))
             if busy is not None and wall is not None and wall[0] > 0:
                 self._gauge(t, "device", dev, dev, "busy", min(1.0, busy[0] / wall[0]))
@@ -138,6 +149,16 @@ class Store:
                 if _num(p.get("rtt_us")):
                     self._gauge(t, "pipe", dev, edge, "rtt_s", p["rtt_us"] / 1e6)
                     self._gauge(t, "pipe", dev, edge, "delay_s", p["rtt_us"] / 2e6)
+            if self._went_down:
+                # one restart or redeployment resets every counter of the device at once: it is
+                # one reset and one event, not one per counter (that would push every other
+                # event out of the views)
+                self.resets[dev] = self.resets.get(dev, 0) + 1
+                shown = ", ".join("%s %s %s -> %s" % x for x in self._went_down[:3])
+                more = len(self._went_down) - 3
+                self.event("%s: counters reset, counting from zero again (the device restarted or its pipeline was "
+                           "redeployed): %s%s"
+                           % (dev, shown, " and %d more" % more if more > 0 else ""), t)
             self._bump()
 
     def latency(self, s):
@@ -148,6 +169,7 @@ class Store:
         sink = str(s.get("sink", "?"))
         bound = s.get("bound_s") if _num(s.get("bound_s")) else None
         with self.lock:
+            self._now(t)
             self.latencies.append((t, sink, float(lat), bound))
             self.latency_count[sink] = self.latency_count.get(sink, 0) + 1
             self.latency_sum[sink] = self.latency_sum.get(sink, 0.0) + float(lat)
@@ -171,12 +193,28 @@ class Store:
                 self.writer.event(t, text)
             self._bump()
 
+    def set_down(self, dev, why):
+        """The controller counts dev as down (why: a short sentence) or, with why None, as up
+        again. A down device keeps its last counts, but none of its rates: they are not current."""
+        with self.lock:
+            if self.down.get(dev) == why:
+                return
+            if why is None:
+                self.down.pop(dev, None)
+            else:
+                self.down[dev] = why
+            self._bump()
+
     def set_info(self, **kv):
         with self.lock:
             self.info.update(kv)
             if self.writer is not None and hasattr(self.writer, "meta"):
                 self.writer.meta(**{k: v for k, v in kv.items() if isinstance(v, (str, int, float, list, dict))})
             self._bump()
+
+    def _now(self, t):
+        if self.t_last is None or t > self.t_last:
+            self.t_last = t
 
     def _bump(self):
         self.version += 1
@@ -198,9 +236,7 @@ class Store:
         lt, lraw = last
         if raw < lraw:                       # reset: counting started again from zero
             inc = raw
-            self.resets[dev] = self.resets.get(dev, 0) + 1
-            self.event("%s: counter %s %s went from %s to %s (reset; the rate counts from zero)"
-                       % (dev, entity, name, lraw, raw), t)
+            self._went_down.append((entity, name, lraw, raw))
         else:
             inc = raw - lraw
         self.totals[key] = self.totals.get(key, 0) + inc
@@ -233,11 +269,15 @@ class Store:
         return [p for p in pts if since is None or p[0] >= since]
 
     def latency_stats(self, window=LATENCY_WINDOW):
-        """{sink: {"p50", "p99", "n", "bound"}} (seconds) over the last `window` s of samples."""
+        """{sink: {"p50", "p99", "n", "bound"}} (seconds) over the last `window` s of samples
+        (sinks without a sample in that window are absent)."""
         with self.lock:
             if not self.latencies:
                 return {}
-            end = self.latencies[-1][0]
+            # the last `window` seconds up to the latest thing the devices reported (in the time
+            # base of the samples): a sink that got no value since is left out, not shown with
+            # figures from minutes ago
+            end = self.t_last
             per = {}
             for t, sink, lat, bound in self.latencies:
                 if t >= end - window:
@@ -259,9 +299,15 @@ class Store:
         with self.lock:
             now = self.now
 
+            down = dict(self.down)
+
             def g(kind, dev, entity, metric):
+                if dev in down and metric in RATES:      # a device that is down has no current rate
+                    return None
                 return now.get((kind, dev, entity, metric))
-            devices = {}
+            devices = {dev: {"t": None, "interp": None, "busy": None, "cpu": None, "heap_free": None,
+                             "heap_largest": None, "rss": None, "offset": None, "offset_bound": None,
+                             "resets": self.resets.get(dev, 0)} for dev in down}
             for dev, d in self.devices.items():
                 devices[dev] = {"t": d.get("t"), "interp": d.get("interp"), "busy": g("device", dev, dev, "busy"),
                                 "cpu": g("device", dev, dev, "cpu"),
@@ -270,6 +316,8 @@ class Store:
                                 "rss": g("device", dev, dev, "rss_bytes"),
                                 "offset": d.get("offset"), "offset_bound": d.get("offset_bound"),
                                 "resets": self.resets.get(dev, 0)}
+            for dev in devices:
+                devices[dev]["down"] = down.get(dev)
             steps = {}
             for sid, dev in self.steps.items():
                 steps[sid] = {"device": dev, "in_per_s": g("step", dev, sid, "in_per_s"),

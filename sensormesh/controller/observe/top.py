@@ -59,7 +59,10 @@ def render(view, title=None):
         offs = "-" if off is None else "%s ± %s" % (seconds(off), seconds(d.get("offset_bound")))
         here = sorted(s for s, x in (placement.get("device_of") or {}).items() if x == name) or \
             sorted(s for s, x in view["steps"].items() if x["device"] == name)
-        dev.add_row(name, d.get("interp") or "-", pct(d.get("busy")), pct(d.get("cpu")), memory(d), offs,
+        load = pct(d.get("busy"))
+        if d.get("down"):
+            load = Text("DOWN", style="bold red")
+        dev.add_row(name, d.get("interp") or "-", load, pct(d.get("cpu")), memory(d), offs,
                     ", ".join(here) or "-")
     st = Table(title="steps", box=box.SIMPLE_HEAD, title_justify="left")
     for c in ("step", "device", "in/s", "out/s", "time/value", "in", "out"):
@@ -80,11 +83,17 @@ def render(view, title=None):
         lt.add_column(c, justify="left" if c == "sink" else "right")
     for sink, l in sorted(view["latency"].items()):
         lt.add_row(sink, seconds(l["p50"]), seconds(l["p99"]), seconds(l["bound"]), str(l["n"]))
-    parts = [head, dev, st, pp]
+    parts = [head, dev]
+    for name in names:
+        d = view["devices"].get(name, {})
+        if d.get("down"):
+            parts.append(Text("! %s is %s%s" % (name, d["down"], " (its counts below are the last it reported)"
+                                                 if d.get("t") is not None else ""), style="bold red"))
+    parts += [st, pp]
     if view["latency"]:
         parts.append(lt)
     else:
-        parts.append(Text("end-to-end latency: no samples yet", style="dim"))
+        parts.append(Text("end-to-end latency: no samples in the last minute", style="dim"))
     for t, text in view.get("events", [])[-3:]:
         parts.append(Text("! " + text, style="yellow"))
     return Group(*parts)
@@ -103,7 +112,10 @@ def rates_line(view):
     for name in sorted(view["devices"]):
         d = view["devices"][name]
         load = d.get("busy") if d.get("busy") is not None else d.get("cpu")
-        bits.append("%s %s" % (name, pct(load)) if load is not None else name)
+        if d.get("down"):
+            bits.append("%s DOWN" % name)
+        else:
+            bits.append("%s %s" % (name, pct(load)) if load is not None else name)
     out = []
     for p in view["pipes"]:
         if p["dir"] == "out" or p["dir"] is None:

@@ -372,6 +372,7 @@ class Supervisor(Control, Watch, Reroute, Recover):
             todo = [d for d in self.control_devices(devices)
                     if d in self.paths and d not in out and d not in self.failed]
             new_failed = set()
+            silent = {}               # device -> what its status request got (why it counts as failed)
             depth = lambda d: len(self.paths[d].targets)  # noqa: E731
             for level in sorted({depth(d) for d in todo}):
                 reqs = {}
@@ -396,12 +397,13 @@ class Supervisor(Control, Watch, Reroute, Recover):
                                   "plaintext": True}
                     else:
                         new_failed.add(d)
+                        silent[d] = r.error[len(d) + 2:] if r.error.startswith(d + ": ") else r.error
                         out.pop(d, None)
                         if "secure session failed" in r.error or r.error.endswith(NOT_DIALED):
                             refused[d] = r.error
             if not new_failed:
                 break
-            self.health.fail(new_failed, "silent while its gateways answer")
+            self.health.fail({d: "no answer to a status request (%s)" % silent[d] for d in new_failed})
             self._set_paths(self.topology.without(self.failed))
         self.health.set_cut_off(self.topology.without(self.failed).unreachable() if self.failed else ())
         lines = []

@@ -27,9 +27,18 @@ class Recover:
         self._probe_failed()
         return True
 
-    def _probe_failed(self):
+    def look_again(self):
+        """For a supervisor that only watches (`top`, `status --watch`: it deployed nothing): ask
+        each failed device whether it answers again; the ones that do count as running again and
+        are asked for their status and metrics as before. Nothing is stopped or deployed."""
+        if self.health.busy or not self.failed or self.deployed:
+            return []
+        return self._probe_failed(take_back=False)
+
+    def _probe_failed(self, take_back=True):
         """Ask each failed device (briefly, over the network without the other failed ones)
-        whether it answers again; the ones that do are taken back into the pipeline."""
+        whether it answers again; the ones that do are taken back into the pipeline (with
+        take_back False: only controlled again). Returns them."""
         with self.health.handling():
             before = dict(self.paths)
             back = []
@@ -52,11 +61,16 @@ class Recover:
             if back:
                 self._set_paths(self.topology.without(self.failed))
                 try:
-                    self._on_recovery(back, before)
+                    if take_back:
+                        self._on_recovery(back, before)
+                    else:
+                        self._control_back(back, before)
                 finally:
                     self.health.rejoined(back)
+            return back
 
-    def _on_recovery(self, back, before):
+    def _control_back(self, back, before):
+        """The devices in back answer again: control returns to the routes through them."""
         for d in back:
             self._event("%s answers again" % d)
         degraded = self.topology.without(self.failed)
@@ -67,6 +81,9 @@ class Recover:
         self._subscribe([d for d in moved if d not in errors])
         for d, e in errors.items():
             self._suspect(d, e)
+
+    def _on_recovery(self, back, before):
+        self._control_back(back, before)
         # a device that is back restarted (it runs nothing) or was cut off (it runs an old epoch):
         # either way it starts afresh
         for d in back:

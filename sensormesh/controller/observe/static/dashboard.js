@@ -75,6 +75,7 @@ function renderDevices(view) {
       <div class="line">load <b>${pct(load)}</b>${d.resets ? ` · ${d.resets} counter reset(s)` : ""}</div>
       <div class="line">${memory(d)}</div><div class="line">${off}</div>
       <div class="line">steps <b>${esc((stepsOf[n] || []).sort().join(", ") || "relays only")}</b></div>
+      ${d.down ? `<div class="line down">${esc(n)} is ${esc(d.down)}: no current figures</div>` : ""}
       <div class="line">${age === null ? "no metrics yet" : "updated " + age.toFixed(1) + " s ago"}</div></div>`;
   }).join("");
 }
@@ -89,7 +90,7 @@ function renderTables(view) {
     ["", s.in === null ? "-" : s.in], ["", s.out === null ? "-" : s.out]])).join("");
   $("latency-table").querySelector("tbody").innerHTML = Object.entries(view.latency).sort().map(([k, l]) => row([
     ["name", k], ["", secs(l.p50)], ["", secs(l.p99)], ["", secs(l.bound)], ["", l.n]])).join("")
-    || `<tr><td colspan="5" class="name" style="font-weight:400;color:#64748b">no latency samples yet</td></tr>`;
+    || `<tr><td colspan="5" class="name" style="font-weight:400;color:#64748b">no latency samples in the last minute</td></tr>`;
   $("sinks-table").querySelector("tbody").innerHTML = Object.entries(view.sinks).sort().map(([k, s]) => row([
     ["name", k], ["value", JSON.stringify(s.value) + (s.unit ? " " + esc(s.unit) : "")],
     ["", (Math.max(0, view.now - s.t)).toFixed(1) + " s"]])).join("")
