@@ -89,6 +89,35 @@ def test_placement_file_pins_steps(tmp_path):
         placements.load(str(tmp_path / "missing.yaml"), model)
 
 
+def test_a_malformed_placement_file_is_refused_in_one_line(tmp_path):
+    # a device given as a list or a mapping, a key that is a number, a YAML mistake, a file
+    # that is not text: one line naming the file and the problem, never a traceback
+    (tmp_path / "tiny.yaml").write_text(PIPELINE)
+    (tmp_path / "tiny_steps.py").write_text("def big(v):\n    return v > 3\n")
+    model = load_model(str(tmp_path / "tiny.yaml"))
+    bad = tmp_path / "bad.yaml"
+    for text, msg in (("steps:\n  big: [board]\n", "step big: give one device name, not ['board'] (devices: board, pc)"),
+                      ("steps:\n  big: {on: pc}\n", "step big: give one device name, not {'on': 'pc'}"),
+                      ("steps:\n  big:\n", "step big: give one device name, not ''"),
+                      ("steps: {big: pc}\n1: x\n", "unknown key(s) 1 (known: strategy, steps)"),
+                      ("steps: {big: 'yes'}\n", "step big on 'yes', which is no device"),
+                      ("steps:\n  big: [board\n", "is not valid YAML (line 2, column 8): the '[' here is not closed"),
+                      ("# notes\nsteps: {big: pc}\nthis is: [not: yaml\n  x\n", "is not valid YAML (line 3, ")):
+        bad.write_text(text)
+        with pytest.raises(placements.PlacementFileError) as e:
+            placements.load(str(bad), model)
+        assert str(e.value).startswith("placement file %s" % bad) and msg in str(e.value), (text, str(e.value))
+        assert "\n" not in str(e.value)
+    # names are read as written, as in the pipeline file: a step called `on`, a device `1`
+    (tmp_path / "names.yaml").write_text(PIPELINE.replace("board", "1").replace("input: big", "input: 'on'").replace("big:", "on:"))
+    named = load_model(str(tmp_path / "names.yaml"))
+    bad.write_text("strategy: central\nsteps:\n  on: 1\n")
+    assert placements.load(str(bad), named) == ("central", {"on": "1"})
+    bad.write_bytes(b"steps:\n  big: \xd0\x00\xff\n")
+    with pytest.raises(placements.PlacementFileError, match="not UTF-8 text"):
+        placements.load(str(bad), model)
+
+
 def test_counter_increase_counts_resets_and_ignores_the_warmup():
     assert measures.increase([(0, 10), (1, 15), (2, 3), (3, 8)]) == (5 + 3 + 5, 3)     # +5, a reset to 3 counts 3, +5
     assert measures.increase([(5, 1)]) == (0.0, 0.0)
