@@ -3,6 +3,7 @@ two network conditions (the baseline and a 30 ms delay on the board's network), 
 each; every result file, with plausible numbers. And a run whose device cannot start is
 recorded as failed while the other runs complete."""
 import csv
+import io
 import json
 import socket
 import sqlite3
@@ -12,6 +13,7 @@ import pytest
 from sensormesh.controller.experiment.driver import run_experiment
 from sensormesh.controller.experiment.one_run import Settings
 from sensormesh.controller.experiment.plan import Placement, make_plan
+from sensormesh.controller.experiment.progress import Progress
 from test_up import cli
 
 DELAY_MS = 30
@@ -160,6 +162,41 @@ def test_a_run_whose_device_cannot_start_is_recorded_and_the_others_complete(tmp
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| central | - | 0/1 ok |" in summary and "failed, " in summary
     assert (tmp_path / "out" / "throughput.png").is_file()
+
+
+def test_a_device_that_exits_for_good_fails_its_run_and_a_restart_is_noted(tmp_path, monkeypatch):
+    # the filter on the board ends the board's process when it sees the value 40, the first
+    # three times: in the first run the board exits, is started again (one restart allowed),
+    # exits again and stays down, so its steps measure nothing for the rest of the run; in the
+    # second it exits once and comes back with its steps
+    monkeypatch.chdir(tmp_path)
+    file = pipeline(tmp_path)
+    marks = tmp_path / "exits"
+    marks.mkdir()
+    (tmp_path / "small_steps.py").write_text(
+        "import os\n"
+        "MARKS = %r\n"
+        "def third(v):\n"
+        "    n = len(os.listdir(MARKS))\n"
+        "    if v == 40 and n < 3:\n"
+        "        open(os.path.join(MARKS, str(n)), 'w').close()\n"
+        "        os._exit(3)\n"
+        "    return v %% 3 == 0\n" % str(marks))
+    runs = make_plan([Placement("edge", "edge")], [], repeat=2)
+    settings = Settings(duration=6.0, warmup=1.0, insecure=True, restarts=1)
+    lines = io.StringIO()
+    outcome = run_experiment(file, runs, settings, str(tmp_path / "out"), progress=Progress(2, 10, out=lines, tty=False))
+    rows = read_csv(tmp_path / "out" / "runs.csv")
+    assert [r["status"] for r in rows] == ["failed", "ok"], rows
+    assert rows[0]["reason"] == "board exited for good during the run (exit code 3, after 1 restart)", rows[0]
+    assert rows[1]["reason"] == "board restarted once during the run (exit code 3)", rows[1]
+    assert [r["run"] for r in outcome.failed] == [rows[0]["run"]]
+    assert "run 1/2 edge / - / #1: FAILED: board exited for good during the run" in lines.getvalue()
+    assert "; board restarted once during the run (exit code 3)" in lines.getvalue()
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| edge | - | 1/2 ok |" in summary
+    assert "- %s (edge / -, repeat 1): failed, board exited for good" % rows[0]["run"] in summary
+    assert "- %s (edge / -, repeat 2): board restarted once" % rows[1]["run"] in summary
 
 
 def test_ctrl_c_keeps_the_runs_so_far_and_exits_130(tmp_path):

@@ -75,6 +75,8 @@ class Progress:
             bits.append("%.0f B/s between devices" % row["bytes_per_s"])
         text = "run %d/%d %s: %s%s" % (self.k, self.total, self.run.label, status,
                                        (" (" + ", ".join(bits) + ")") if bits and row["status"] == "ok" else "")
+        if row["status"] == "ok" and row.get("reason"):      # ok, with a note (a device restarted)
+            text += "; " + row["reason"]
         if self.tty:
             self.out.write("\r" + " " * self.width + "\r")
             self.width = 0

@@ -83,4 +83,10 @@ def markdown(rows, devices, title="Experiment"):
         lines += ["", "Runs that did not complete:", ""]
         lines += ["- %s (%s / %s, repeat %s): %s, %s" % (r["run"], r["placement"], r["network"], r["repeat"],
                                                        r["status"], r.get("reason") or "") for r in failed]
+    noted = [r for r in rows if r["status"] == "ok" and r.get("reason")]
+    if noted:
+        lines += ["", "Runs that completed with a local device restarted (counted above; their numbers "
+                  "hold the values lost while it was down):", ""]
+        lines += ["- %s (%s / %s, repeat %s): %s" % (r["run"], r["placement"], r["network"], r["repeat"],
+                                                   r["reason"]) for r in noted]
     return "\n".join(lines) + "\n"
