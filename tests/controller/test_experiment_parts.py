@@ -160,11 +160,11 @@ def _row(p, n, **kw):
 
 def test_summary_marks_the_best_per_column():
     rows = [_row("central", "none", values_out_per_s=10.0, latency_p50_ms=5.0, bytes_per_s=800.0,
-                 devices={"pc": {"busy": 0.5}}),
+                 latency_n=40, devices={"pc": {"busy": 0.5}}),
             _row("edge", "none", values_out_per_s=12.0, latency_p50_ms=7.0, bytes_per_s=200.0,
-                 devices={"pc": {"busy": 0.1}}),
+                 latency_n=6, devices={"pc": {"busy": 0.1}}),
             _row("edge", "none", values_out_per_s=8.0, latency_p50_ms=9.0, bytes_per_s=200.0, repeat=2,
-                 devices={"pc": {"busy": 0.3}}),
+                 latency_n=4, devices={"pc": {"busy": 0.3}}),
             _row("edge", "slow", status="failed", reason="device board did not start")]
     head, raw, better, _ = summary.table(rows, ["pc"])
     assert head[:4] == ["placement", "network", "runs", "values out/s"]
@@ -176,12 +176,16 @@ def test_summary_marks_the_best_per_column():
     assert (1, col["bytes/s between devices"]) in marks
     assert not any(j == col["values out/s"] for _, j in marks)     # all equal: nothing is best
     assert (1, col["busy pc"]) in marks
+    # how many samples the percentiles rest on (the mean per run) is shown, and ranks nothing
+    assert [r[1][col["latency samples"]] for r in raw] == [40, 5, None]
+    assert not any(j == col["latency samples"] for _, j in marks)
     text = summary.markdown(rows, ["pc"])
     assert "| central | none | 1/1 ok | 10.0 | **5.0** |" in text
-    assert "| edge | none | 2/2 ok | 10.0 | 8.0 | - | - | **200** | **20.0%** |" in text
+    assert "| edge | none | 2/2 ok | 10.0 | 8.0 | - | - | 5 | **200** | **20.0%** |" in text
+    assert "latency samples is how many values per run the percentiles rest on" in text
     assert "| edge | slow | 0/1 ok | - | - |" in text
     rows[0]["bytes_per_s"] = 200.4                     # shown as 200 like the others: none is best
-    assert "| central | none | 1/1 ok | 10.0 | **5.0** | - | - | 200 |" in summary.markdown(rows, ["pc"])
+    assert "| central | none | 1/1 ok | 10.0 | **5.0** | - | - | 40 | 200 |" in summary.markdown(rows, ["pc"])
     assert summary.best([(["a"], [1.0, 3.0]), (["b"], [1.0, 2.0]), (["c"], [2.0, None])], ["min", "max"]) == \
         {(0, 0), (1, 0), (0, 1)}                                   # a tie for the best: both
     assert "edgeslow (edge / slow, repeat 1): failed, device board did not start" in text
@@ -216,8 +220,8 @@ def test_progress_redraws_one_line_on_a_terminal():
     p.tick()
     assert out.getvalue().split("\r")[-1].startswith("run 1/1 central / - / #1  0:04  (0:06 left)")
     assert "\n" not in out.getvalue()
-    p.done({"status": "ok", "latency_p50_ms": 1.5, "values_out_per_s": 3.0})
-    assert out.getvalue().endswith("run 1/1 central / - / #1: ok (p50 1.5 ms, 3.0 values/s out)\n")
+    p.done({"status": "ok", "latency_p50_ms": 1.5, "latency_n": 7, "values_out_per_s": 3.0})
+    assert out.getvalue().endswith("run 1/1 central / - / #1: ok (p50 1.5 ms of 7 latency samples, 3.0 values/s out)\n")
 
 
 def test_the_alarm_example_places_central_edge_and_mixed_as_documented():

@@ -68,7 +68,8 @@ class Progress:
         status = row["status"] if row["status"] != "failed" else "FAILED: " + row.get("reason", "")
         bits = []
         if row.get("latency_p50_ms") is not None:
-            bits.append("p50 %.1f ms" % row["latency_p50_ms"])
+            bits.append("p50 %.1f ms of %d latency sample%s" % (
+                row["latency_p50_ms"], row.get("latency_n") or 0, "" if row.get("latency_n") == 1 else "s"))
         if row.get("values_out_per_s") is not None:
             bits.append("%.1f values/s out" % row["values_out_per_s"])
         if row.get("bytes_per_s") is not None:
