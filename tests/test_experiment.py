@@ -292,3 +292,8 @@ def test_bad_input_is_refused_before_anything_starts(tmp_path):
     res = cli("experiment", file, "--strategies", "edge", "--out", str(out), cwd=str(tmp_path))
     assert res.returncode == 1 and "exists and is not empty: give a new directory" in res.stderr
     assert (out / "runs.csv").read_text() == "earlier results\n"
+    # a directory that cannot be made (here: under a file): one line, before any run
+    res = cli("experiment", file, "--strategies", "edge", "--out", str(out / "runs.csv" / "new"), cwd=str(tmp_path))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert ("Error: cannot write the results to %s: Not a directory: " % (out / "runs.csv" / "new")) in res.stderr
+    assert "Traceback" not in res.stderr and "run 1" not in res.stdout

@@ -66,10 +66,14 @@ def experiment(file, strategies, placement_specs, networks, no_baseline, network
                         keys_dir=keys_dir, timeout=timeout)
     progress.note("experiment %s: %d run(s) of %g s + %g s warm-up (%s), results in %s" % (
         model.name, len(runs), duration, warmup, _what(chosen + files, conditions, repeat, mode), out))
-    outcome = run_experiment(file, runs, settings, out, progress=progress,
-                             on_event=(lambda t: progress.note("  ! " + t)) if verbose else None,
-                             argv=["sensormesh", "experiment"] + sys.argv[2:] if sys.argv[1:2] == ["experiment"] else None,
-                             placement_files=[(p.name, p.path) for p in files])
+    from sensormesh.controller.experiment.results import ResultsError
+    try:
+        outcome = run_experiment(file, runs, settings, out, progress=progress,
+                                 on_event=(lambda t: progress.note("  ! " + t)) if verbose else None,
+                                 argv=["sensormesh", "experiment"] + sys.argv[2:] if sys.argv[1:2] == ["experiment"] else None,
+                                 placement_files=[(p.name, p.path) for p in files])
+    except ResultsError as e:
+        raise click.ClickException(str(e))
     ok = sum(1 for r in outcome.rows if r["status"] == "ok")
     progress.note("%d of %d run(s) completed, %d failed%s; results in %s (summary.md, runs.csv, %d plots)" % (
         ok, len(runs), len(outcome.failed), ", interrupted by Ctrl-C" if outcome.interrupted else "",

@@ -49,8 +49,12 @@ def run_experiment(file, runs, settings, out, progress=None, on_run=None, on_eve
     """Run `runs` (plan.make_plan) of pipeline `file` into directory `out`. on_run(kind, run, row)
     is told "start" and "end" of every run (row None at the start)."""
     results = Results(out)
-    results.save_inputs(file, placement_files)
-    results.save_environment(dict(settings.as_dict(), runs=len(runs)), argv)
+    try:
+        results.save_inputs(file, placement_files)
+        results.save_environment(dict(settings.as_dict(), runs=len(runs)), argv)
+    except BaseException:
+        results.close()
+        raise
     progress = progress or Progress(len(runs), settings.warmup + settings.duration + START_STOP)
     outcome = Outcome(out)
     measured = {}                # run id -> latency samples after the warm-up (s)
