@@ -221,6 +221,59 @@ def test_ctrl_c_keeps_the_runs_so_far_and_exits_130(tmp_path):
     assert (out / "summary.md").is_file() and (out / "latency.csv").is_file()
 
 
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_says_so(tmp_path):
+    # a job scheduler ends an experiment with SIGTERM: the run stops cleanly and its numbers are
+    # kept, as after Ctrl-C, but the results name SIGTERM and the exit status is 128 + 15
+    import signal
+    import sys
+    from procs import Proc
+    file = pipeline(tmp_path)
+    out = tmp_path / "results"
+    p = Proc([sys.executable, "-m", "sensormesh.cli", "experiment", file, "--strategies", "central,edge",
+              "--duration", "60", "--warmup", "0", "--insecure", "--out", str(out), "-v"], cwd=str(tmp_path))
+    try:
+        p.wait_line("! deployed (central): board: n; pc: ", timeout=60)
+        p.p.send_signal(signal.SIGTERM)
+        p.wait_line("0 of 2 run(s) completed, 0 failed, interrupted by SIGTERM", timeout=60)
+        assert p.p.wait(60) == 143
+    finally:
+        p.stop()
+    rows = read_csv(out / "runs.csv")
+    assert [(r["placement"], r["status"]) for r in rows] == [("central", "interrupted")]
+    assert rows[0]["reason"].startswith("stopped by SIGTERM"), rows[0]       # while watching or just before
+    assert (out / "summary.md").is_file()
+
+
+def test_sigterm_between_two_runs_keeps_the_results(tmp_path, monkeypatch):
+    # SIGTERM while one run has ended and the next has not started: no run is running to stop,
+    # the rest is skipped and the summary is still written
+    import signal
+    monkeypatch.chdir(tmp_path)
+
+    class Killed(Exception):
+        pass
+
+    def killed(signum, frame):           # what SIGTERM would do to this test without a handler
+        raise Killed()
+    monkeypatch.setattr(signal, "_test_old", signal.signal(signal.SIGTERM, killed), raising=False)
+    try:
+        file = pipeline(tmp_path)
+        runs = make_plan([Placement("central", "central"), Placement("edge", "edge")], [])
+
+        def on_run(kind, run, row):
+            if kind == "end" and run.index == 1:
+                signal.raise_signal(signal.SIGTERM)
+        outcome = run_experiment(file, runs, Settings(duration=1.0, warmup=0.5, insecure=True),
+                                 str(tmp_path / "out"), on_run=on_run)
+        assert signal.getsignal(signal.SIGTERM) is killed          # given back
+    finally:
+        signal.signal(signal.SIGTERM, signal._test_old)
+    assert outcome.interrupted and outcome.signal == signal.SIGTERM
+    rows = read_csv(tmp_path / "out" / "runs.csv")
+    assert [(r["placement"], r["status"]) for r in rows] == [("central", "ok")]
+    assert "| central | - | 1/1 ok |" in (tmp_path / "out" / "summary.md").read_text()
+
+
 def test_a_network_spec_is_checked_against_a_file_without_a_network_section(tmp_path):
     # no `network:` section: the devices form one domain, "default"; a spec naming another
     # domain or a link is refused before the baseline (or anything else) runs

@@ -277,11 +277,12 @@ class _Interrupts:
     so the watch ends between two messages and nothing already received is dropped; otherwise
     (starting, stopping) it raises KeyboardInterrupt as usual. Only in the main thread."""
 
-    def __init__(self):
+    def __init__(self, on_signal=None):
         import signal
         import threading
         self.mode = "raise"
         self.hit = 0
+        self.on_signal = on_signal      # on_signal(signum): told which signal came, before anything else
         self.old = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -289,6 +290,8 @@ class _Interrupts:
 
     def _on_signal(self, signum, frame):
         self.hit += 1
+        if self.on_signal is not None:
+            self.on_signal(signum)
         if self.mode == "raise":
             raise KeyboardInterrupt
 
@@ -302,7 +305,7 @@ class _Interrupts:
 def up(model, strategy="optimal", duration=None, count=None, until=None, on_event=None, on_line=None,
        on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, keys_dir=None,
        insecure=False, network=None, network_mode="auto", observe=None, mpy=True, device_metrics=True,
-       restarts=5, on_progress=None, **options):
+       restarts=5, on_progress=None, on_signal=None, **options):
     """Start the model's local devices, deploy, call the user's callback functions with the
     values that arrive, stop everything (upstream first, draining) and return the final stats.
 
@@ -337,7 +340,10 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     (0: never).
 
     on_progress(text): how starting and deploying many devices goes ("started 120/201"),
-    about once a second (default: on_event)."""
+    about once a second (default: on_event).
+
+    on_signal(signum): called (from the signal handler) when SIGINT or SIGTERM arrives, to tell
+    one from the other; `up` handles both alike."""
     import contextlib
     from sensormesh.controller.local import LocalCluster
     emulation = None
@@ -379,7 +385,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
                            network=emulation, on_note=on_event, mpy=mpy)
     cluster.restart_limit = restarts
     dep = None
-    signals = _Interrupts()
+    signals = _Interrupts(on_signal)
     place = contextlib.ExitStack()      # the controller's place in an emulated network
     try:
         if emulation is not None:

@@ -40,8 +40,8 @@ def experiment(file, strategies, placement_specs, networks, no_baseline, network
     """Run pipeline FILE once per placement, network condition and repeat, measure each run, and
     write the comparison to --out: runs.csv, latency.csv, metrics.sqlite, summary.md, plots.
 
-    Exit status: 0 when every run completed, 1 when any failed, 130 after Ctrl-C (the results
-    so far are kept)."""
+    Exit status: 0 when every run completed, 1 when any failed, 130 after Ctrl-C, 143 after
+    SIGTERM (the results so far are kept)."""
     from sensormesh.controller.experiment import plan as planning
     from sensormesh.controller.experiment.driver import resolve_mode, run_experiment
     from sensormesh.controller.experiment.one_run import Settings
@@ -74,12 +74,14 @@ def experiment(file, strategies, placement_specs, networks, no_baseline, network
                                  placement_files=[(p.name, p.path) for p in files])
     except ResultsError as e:
         raise click.ClickException(str(e))
+    import signal
+    from sensormesh.controller.experiment.one_run import signal_words
     ok = sum(1 for r in outcome.rows if r["status"] == "ok")
     progress.note("%d of %d run(s) completed, %d failed%s; results in %s (summary.md, runs.csv, %d plots)" % (
-        ok, len(runs), len(outcome.failed), ", interrupted by Ctrl-C" if outcome.interrupted else "",
-        out, len(outcome.plots)))
-    if outcome.interrupted:
-        sys.exit(130)
+        ok, len(runs), len(outcome.failed),
+        ", interrupted by %s" % signal_words(outcome.signal) if outcome.interrupted else "", out, len(outcome.plots)))
+    if outcome.interrupted:      # as a shell reports a process ended by the signal: 128 + its number
+        sys.exit(128 + (outcome.signal or signal.SIGINT))
     if outcome.failed:
         sys.exit(1)
 

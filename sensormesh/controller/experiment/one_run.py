@@ -73,9 +73,21 @@ def placement_record(placement, strategy, pins):
             "estimated_traffic_Bps": getattr(placement, "total_traffic", None)}
 
 
-def run_one(file, run, settings, results, tick=None, on_event=None):
+def signal_words(signum):
+    """"Ctrl-C" for SIGINT, the signal's name for another (SIGTERM)."""
+    import signal
+    if signum in (None, signal.SIGINT):
+        return "Ctrl-C"
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "signal %d" % signum
+
+
+def run_one(file, run, settings, results, tick=None, on_event=None, interrupts=None):
     """Returns (row, latencies, start, placement record). tick() is called from the controller's
-    loop while the run watches (the progress display)."""
+    loop while the run watches (the progress display); interrupts (driver.Interrupts) is told
+    which signal stopped the run, and names it in the reason."""
     from sensormesh.controller.pipeline_file import load_model
     row = {"run": run.id, "placement": run.placement.name, "strategy": run.placement.strategy,
            "network": run.network.name, "repeat": run.repeat, "status": "failed", "reason": "",
@@ -122,11 +134,11 @@ def run_one(file, run, settings, results, tick=None, on_event=None):
                   keys_dir=settings.keys_dir, insecure=settings.insecure, heap=settings.heap,
                   network=list(run.network.specs) if emulated else None,
                   network_mode=settings.network_mode if emulated else "auto", observe=obs,
-                  restarts=settings.restarts)
+                  restarts=settings.restarts, on_signal=interrupts and interrupts.note)
         stops = [e[len("stopping ("):-1] for e in events if e.startswith("stopping (")]
         why = stops[-1] if stops else None
         if why == "interrupted":
-            row["status"], row["reason"] = "interrupted", "stopped by Ctrl-C"
+            row["status"], row["reason"] = "interrupted", "stopped by %s" % signal_words(interrupts and interrupts.signum)
         elif why != "duration":
             row["reason"] = "ended early: %s" % (why or "no deployment")
         elif "t" not in seen:
@@ -140,7 +152,8 @@ def run_one(file, run, settings, results, tick=None, on_event=None):
             row["reason"] = "; ".join("%s restarted %s during the run (%s)" % (
                 d, _times(len(st), "%s time", "once"), ", ".join(sorted(set(st)))) for d, st in sorted(exits.items()))
     except KeyboardInterrupt:
-        row["status"], row["reason"] = "interrupted", "stopped by Ctrl-C while starting or stopping"
+        row["status"], row["reason"] = "interrupted", "stopped by %s while starting or stopping" % (
+            signal_words(interrupts and interrupts.signum))
     except Exception as e:
         # the file or the placement (PipelineError, PlacementFileError), a local device that
         # cannot start (LocalError), a deployment refused (DeployError), or a bug: the run is
