@@ -274,6 +274,20 @@ def test_sigterm_between_two_runs_keeps_the_results(tmp_path, monkeypatch):
     assert "| central | - | 1/1 ok |" in (tmp_path / "out" / "summary.md").read_text()
 
 
+def test_a_network_mode_alone_runs_the_emulated_layout_without_conditions(tmp_path):
+    # as `up --network-mode loopback` does; the runs are not plain `up` runs with the mode
+    # merely written into environment.json
+    file = pipeline(tmp_path)
+    out = tmp_path / "out"
+    res = cli("experiment", file, "--strategies", "edge", "--network-mode", "loopback", "--duration", "1",
+              "--warmup", "0.5", "--insecure", "-v", "--out", str(out), cwd=str(tmp_path), timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "run 1/1 edge / none / #1: ok" in res.stdout
+    assert "emulated network (loopback)" in res.stdout, res.stdout
+    assert [(r["network"], r["status"]) for r in read_csv(out / "runs.csv")] == [("none", "ok")]
+    assert json.loads((out / "environment.json").read_text())["settings"]["network_mode"] == "loopback"
+
+
 def test_a_network_spec_is_checked_against_a_file_without_a_network_section(tmp_path):
     # no `network:` section: the devices form one domain, "default"; a spec naming another
     # domain or a link is refused before the baseline (or anything else) runs

@@ -54,6 +54,9 @@ def experiment(file, strategies, placement_specs, networks, no_baseline, network
         chosen = [planning.Placement(s, s) for s in planning.parse_strategies(strategies, STRATEGIES)]
         files = [planning.parse_placement(p) for p in placement_specs]
         conditions = [planning.parse_condition(n) for n in networks]
+        if not conditions and network_mode != "auto":
+            # a mode alone: the file's network laid out without conditions, as `up` does
+            conditions = [planning.parse_condition(planning.NONE)]
         runs = planning.make_plan(chosen + files, conditions, repeat, baseline=not no_baseline)
     except planning.PlanError as e:
         raise click.UsageError(str(e))
