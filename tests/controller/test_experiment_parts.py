@@ -118,6 +118,33 @@ def test_a_malformed_placement_file_is_refused_in_one_line(tmp_path):
         placements.load(str(bad), model)
 
 
+def test_a_failed_runs_reason_keeps_several_problems_apart(tmp_path):
+    # a placement that fits neither board: the placement error lists one problem per line, and
+    # the reason (one line in runs.csv, the progress line and summary.md) must keep them apart
+    from sensormesh.controller.errors import PlacementError
+    from sensormesh.controller.experiment.one_run import _reason
+    (tmp_path / "two.yaml").write_text(
+        "pipeline: two\n"
+        "devices:\n"
+        "  b1: {interpreter: cpython, cpu: 1, memory: 10, sensors: ['t1=counter@10'], local: true}\n"
+        "  b2: {interpreter: cpython, cpu: 1, memory: 10, sensors: ['t2=counter@10'], local: true}\n"
+        "  pc: {interpreter: cpython, cpu: 8, local: true}\n"
+        "steps:\n"
+        "  t1: {type: source, sensor: t1}\n"
+        "  t2: {type: source, sensor: t2}\n"
+        "sinks:\n"
+        "  out1: {type: callback, input: t1, on: pc}\n"
+        "  out2: {type: callback, input: t2, on: pc}\n")
+    model = load_model(str(tmp_path / "two.yaml"))
+    with pytest.raises(PlacementError) as e:
+        model.place("central")
+    assert str(e.value).startswith("2 problems:\n")
+    reason = _reason(e.value)
+    assert reason.startswith("2 problems: device 'b1': ") and "; device 'b2': " in reason, reason
+    assert "\n" not in reason and "  " not in reason
+    assert _reason(ValueError("")) == "ValueError"
+
+
 def test_counter_increase_counts_resets_and_ignores_the_warmup():
     assert measures.increase([(0, 10), (1, 15), (2, 3), (3, 8)]) == (5 + 3 + 5, 3)     # +5, a reset to 3 counts 3, +5
     assert measures.increase([(5, 1)]) == (0.0, 0.0)

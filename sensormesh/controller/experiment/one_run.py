@@ -62,8 +62,12 @@ def _times(n, fmt, one):
 
 
 def _reason(e):
-    text = str(e).strip() or type(e).__name__
-    return " ".join(text.split())
+    """An error in one line: its lines joined by "; " (a message listing several problems keeps
+    them apart), after a heading that ends in ":" by a space."""
+    lines = [" ".join(ln.split()) for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return lines[0] + " " + "; ".join(lines[1:])
+    return "; ".join(lines)
 
 
 def placement_record(placement, strategy, pins):
