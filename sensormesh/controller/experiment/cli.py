@@ -21,7 +21,8 @@ from sensormesh.controller.placement import STRATEGIES
                    "(the same emulated network without conditions) runs first unless --no-baseline.")
 @click.option("--no-baseline", is_flag=True, help="With --network: no run without conditions.")
 @click.option("--network-mode", type=click.Choice(["auto", "loopback", "namespaces"]), default="auto",
-              show_default=True, help="Where the emulated network runs (see `sensormesh up --help`).")
+              show_default=True, help="Where the emulated network runs (see `sensormesh up --help`); loopback or namespaces "
+                   "without --network: the file's network without conditions (network `none`).")
 @click.option("--duration", type=Seconds(least=1.0), default=10.0, show_default=True,
               help="Seconds measured per run.")
 @click.option("--warmup", type=Seconds(zero="no warm-up"), default=3.0, show_default=True,
