@@ -145,6 +145,36 @@ def test_a_failed_runs_reason_keeps_several_problems_apart(tmp_path):
     assert _reason(ValueError("")) == "ValueError"
 
 
+def test_the_copied_pipeline_holds_every_step_module_it_names(tmp_path):
+    # pipeline/ is there to repeat the experiment: a module beside the file keeps its place, one
+    # outside the file's folder (../lib, an absolute path) is copied too and said where from
+    import json
+    from sensormesh.controller.experiment.results import Results
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "lib" / "shared.py").write_text("def big(v):\n    return v > 3\n")
+    (tmp_path / "other.py").write_text("def small(v):\n    return v < 3\n")
+    (tmp_path / "exp" / "mine.py").write_text("def same(v):\n    return v\n")
+    file = tmp_path / "exp" / "p.yaml"
+    file.write_text("steps:\n  a: {type: map, fn: \"mine.py:same\"}\n  b: {type: filter, fn: \"../lib/shared.py:big\"}\n"
+                    "  c: {type: filter, fn: \"%s:small\"}\n" % (tmp_path / "other.py"))
+    results = Results(str(tmp_path / "out"))
+    try:
+        results.save_inputs(str(file))
+        env = results.save_environment({})
+    finally:
+        results.close()
+    out = tmp_path / "out" / "pipeline"
+    assert (out / "p.yaml").read_text() == file.read_text()
+    assert (out / "mine.py").is_file()
+    outside = env["step_modules_outside"]
+    assert sorted(outside) == sorted(["../lib/shared.py", str(tmp_path / "other.py")])
+    assert (tmp_path / "out" / outside["../lib/shared.py"]).read_text() == (tmp_path / "lib" / "shared.py").read_text()
+    assert (tmp_path / "out" / outside[str(tmp_path / "other.py")]).read_text() == (tmp_path / "other.py").read_text()
+    assert json.loads((tmp_path / "out" / "environment.json").read_text())["step_modules_outside"] == outside
+    assert not (tmp_path / "out" / "lib").exists()          # nothing written outside pipeline/
+
+
 def test_counter_increase_counts_resets_and_ignores_the_warmup():
     assert measures.increase([(0, 10), (1, 15), (2, 3), (3, 8)]) == (5 + 3 + 5, 3)     # +5, a reset to 3 counts 3, +5
     assert measures.increase([(5, 1)]) == (0.0, 0.0)

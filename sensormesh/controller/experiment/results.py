@@ -94,6 +94,7 @@ class Results:
             self.close()
             raise ResultsError("cannot write the results to %s: %s" % (out, _why(e)))
         self.rows = []                    # one dict per finished run
+        self.outside = {}                 # step module as the file names it -> its copy (save_inputs)
         self.devices = []                 # device names of the runs.csv columns, in order
         self.latency_csv = csv.writer(self.latency_file)
         self.latency_csv.writerow(("run", "placement", "network", "repeat", "phase", "t", "sink",
@@ -178,9 +179,18 @@ class Results:
             text = f.read()
         for mod in sorted(set(re.findall(r"([\w./-]+\.py):\w+", text))):
             src = os.path.join(base, mod)
-            if os.path.isfile(src) and not os.path.isabs(mod) and ".." not in mod.split("/"):
+            if not os.path.isfile(src):
+                continue
+            if not os.path.isabs(mod) and ".." not in mod.split("/"):
                 os.makedirs(os.path.join(dest, os.path.dirname(mod)), exist_ok=True)
                 shutil.copy2(src, os.path.join(dest, mod))
+            else:
+                # outside the pipeline's folder: kept under outside/, and where it came from is
+                # said in environment.json ("step_modules_outside"), so the copy is complete
+                there = os.path.join("outside", "%d-%s" % (len(self.outside) + 1, os.path.basename(mod)))
+                os.makedirs(os.path.join(dest, "outside"), exist_ok=True)
+                shutil.copy2(src, os.path.join(dest, there))
+                self.outside[mod] = "pipeline/" + there
         for name, path in placement_files:
             shutil.copy2(path, os.path.join(dest, "placement-%s%s" % (name, os.path.splitext(path)[1])))
 
@@ -189,6 +199,8 @@ class Results:
         env.update({"command": argv if argv is not None else sys.argv, "settings": settings,
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "cpus": os.cpu_count(), "load_average": list(os.getloadavg())})
+        if self.outside:
+            env["step_modules_outside"] = dict(self.outside)
         try:
             with open(self.path("environment.json"), "w") as f:
                 json.dump(env, f, indent=2, sort_keys=True)
