@@ -183,7 +183,7 @@ def test_a_device_that_exits_for_good_fails_its_run_and_a_restart_is_noted(tmp_p
         "        os._exit(3)\n"
         "    return v %% 3 == 0\n" % str(marks))
     runs = make_plan([Placement("edge", "edge")], [], repeat=2)
-    settings = Settings(duration=6.0, warmup=1.0, insecure=True, restarts=1)
+    settings = Settings(duration=8.0, warmup=1.0, insecure=True, restarts=1)
     lines = io.StringIO()
     outcome = run_experiment(file, runs, settings, str(tmp_path / "out"), progress=Progress(2, 10, out=lines, tty=False))
     rows = read_csv(tmp_path / "out" / "runs.csv")
