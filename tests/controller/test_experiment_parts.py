@@ -199,6 +199,26 @@ def test_counter_increase_counts_resets_and_ignores_the_warmup():
     assert m["latency"]["p99"] == pytest.approx(10.0)
 
 
+def test_a_step_that_moved_or_a_device_that_went_away_counts_once_over_the_window():
+    # the sink `out` takes 2 values/s on p; p is down from 4 s to 6 s (its counters start from
+    # zero when it is back) and the sink runs on q meanwhile: 20 values in 10 s, not the 16/10 +
+    # 4/2 = 3.6 values/s of two rates added up
+    samples = [(t, "step", "p", "out", "in", 2 * t) for t in range(0, 5)]
+    samples += [(t, "step", "p", "out", "in", 2 * (t - 6)) for t in range(6, 11)]
+    samples += [(t, "step", "q", "out", "in", 2 * (t - 4)) for t in range(4, 7)]
+    # the source `t` on b reads 10 values/s; b answers no more after 5 s (gone for good), the
+    # run goes on to 10 s: 50 values in the window, 5 a second over it, not b's own 10 a second
+    samples += [(t, "step", "b", "t", "out", 10 * t) for t in range(0, 6)]
+    samples += [(t, "pipe", "b", "t->p", "bytes", 100 * t) for t in range(0, 6)]
+    samples += [(t, "device", "p", "p", "wall_us", 1000000 * t) for t in range(0, 11)]
+    m = measures.measure(samples, [], 0.0, ["t"], ["out"], {("b", "t->p"): {"dir": "out", "peer": "p"}},
+                         {"p": "cpython", "b": "cpython"}, end=10.0)
+    assert m["window_s"] == 10
+    assert m["values_out"] == 2 * 4 + 2 * 4 + 2 * 2 and m["values_out_per_s"] == pytest.approx(2.0)
+    assert m["values_in"] == 50 and m["values_in_per_s"] == pytest.approx(5.0)
+    assert m["bytes_per_s"] == pytest.approx(50.0) and m["links"]["b->p"]["bytes_per_s"] == pytest.approx(50.0)
+
+
 def test_samples_after_the_duration_do_not_count():
     # polls every second; the run measures from 4 s to 8 s; a reply that came late (stamped at
     # 9 and 10 s, while the devices stopped) is not part of it
