@@ -58,7 +58,7 @@ def _times(n, fmt, one):
     """`fmt` % n with an s for more than one ("3 times", "2 restarts"); `one` for 1, "" for 0."""
     if not n:
         return ""
-    return one or fmt % n if n == 1 else fmt % n + "s"
+    return (one or fmt % n) if n == 1 else fmt % n + "s"
 
 
 def _reason(e):
