@@ -199,6 +199,32 @@ def test_a_device_that_exits_for_good_fails_its_run_and_a_restart_is_noted(tmp_p
     assert "- %s (edge / -, repeat 2): board restarted once" % rows[1]["run"] in summary
 
 
+def test_a_run_whose_duration_ends_while_the_controller_looks_at_its_devices_is_ok(tmp_path, monkeypatch):
+    # the watch asks two things each turn: whether the run is done (the duration, the local
+    # devices' health), then whether to cut it short; when the duration ran out in between
+    # (a slow look at the devices on a loaded machine), `up` stopped with no reason
+    # ("stopping (?)") and the experiment failed a complete run: "ended early: ?"
+    import time
+    from sensormesh.controller.local import LocalCluster
+    monkeypatch.chdir(tmp_path)
+    file = pipeline(tmp_path)
+    settings = Settings(duration=1.0, warmup=0.5, insecure=True)
+    tend, first = LocalCluster.tend, {}
+
+    def slow_first_look(self, on_event, now=None):
+        if not first:       # the first look at the devices outlasts the run (fault injected)
+            first["t"] = time.monotonic()
+            while time.monotonic() < first["t"] + settings.warmup + settings.duration + 0.3:
+                time.sleep(0.05)
+        return tend(self, on_event, now)
+    monkeypatch.setattr(LocalCluster, "tend", slow_first_look)
+    events = []
+    outcome = run_experiment(file, make_plan([Placement("edge", "edge")], []), settings, str(tmp_path / "out"),
+                             on_event=events.append)
+    assert first and "stopping (duration)" in events, events
+    assert [(r["status"], r["reason"]) for r in outcome.rows] == [("ok", "")], outcome.rows
+
+
 def test_ctrl_c_keeps_the_runs_so_far_and_exits_130(tmp_path):
     import signal
     import sys

@@ -443,14 +443,18 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
             return bool(why)
 
         def ending():
-            # asked while a re-route waits for devices (done() is asked between two messages)
+            # asked while a re-route waits for devices, and by the watch right after done() (the
+            # deadline may pass in between): what it says ends the run, so it is why it ended
+            now_why = None
             if signals.hit:
-                return "interrupted"
-            if count and got["n"] >= count:
-                return "count"
-            if deadline is not None and time.monotonic() >= deadline:
-                return "duration"
-            return None
+                now_why = "interrupted"
+            elif count and got["n"] >= count:
+                now_why = "count"
+            elif deadline is not None and time.monotonic() >= deadline:
+                now_why = "duration"
+            if now_why is not None:
+                why.setdefault("why", now_why)
+            return now_why
         looked = {"next": 0.0}
         signals.mode = "flag"      # from here a Ctrl-C ends the watch between two messages
         try:
