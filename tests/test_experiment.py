@@ -3,6 +3,7 @@ two network conditions (the baseline and a 30 ms delay on the board's network), 
 each; every result file, with plausible numbers. And a run whose device cannot start is
 recorded as failed while the other runs complete."""
 import csv
+import io
 import json
 import socket
 import sqlite3
@@ -12,6 +13,7 @@ import pytest
 from sensormesh.controller.experiment.driver import run_experiment
 from sensormesh.controller.experiment.one_run import Settings
 from sensormesh.controller.experiment.plan import Placement, make_plan
+from sensormesh.controller.experiment.progress import Progress
 from test_up import cli
 
 DELAY_MS = 30
@@ -162,6 +164,67 @@ def test_a_run_whose_device_cannot_start_is_recorded_and_the_others_complete(tmp
     assert (tmp_path / "out" / "throughput.png").is_file()
 
 
+def test_a_device_that_exits_for_good_fails_its_run_and_a_restart_is_noted(tmp_path, monkeypatch):
+    # the filter on the board ends the board's process when it sees the value 40, the first
+    # three times: in the first run the board exits, is started again (one restart allowed),
+    # exits again and stays down, so its steps measure nothing for the rest of the run; in the
+    # second it exits once and comes back with its steps
+    monkeypatch.chdir(tmp_path)
+    file = pipeline(tmp_path)
+    marks = tmp_path / "exits"
+    marks.mkdir()
+    (tmp_path / "small_steps.py").write_text(
+        "import os\n"
+        "MARKS = %r\n"
+        "def third(v):\n"
+        "    n = len(os.listdir(MARKS))\n"
+        "    if v == 40 and n < 3:\n"
+        "        open(os.path.join(MARKS, str(n)), 'w').close()\n"
+        "        os._exit(3)\n"
+        "    return v %% 3 == 0\n" % str(marks))
+    runs = make_plan([Placement("edge", "edge")], [], repeat=2)
+    settings = Settings(duration=8.0, warmup=1.0, insecure=True, restarts=1)
+    lines = io.StringIO()
+    outcome = run_experiment(file, runs, settings, str(tmp_path / "out"), progress=Progress(2, 10, out=lines, tty=False))
+    rows = read_csv(tmp_path / "out" / "runs.csv")
+    assert [r["status"] for r in rows] == ["failed", "ok"], rows
+    assert rows[0]["reason"] == "board exited for good during the run (exit code 3, after 1 restart)", rows[0]
+    assert rows[1]["reason"] == "board restarted once during the run (exit code 3)", rows[1]
+    assert [r["run"] for r in outcome.failed] == [rows[0]["run"]]
+    assert "run 1/2 edge / - / #1: FAILED: board exited for good during the run" in lines.getvalue()
+    assert "; board restarted once during the run (exit code 3)" in lines.getvalue()
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| edge | - | 1/2 ok |" in summary
+    assert "- %s (edge / -, repeat 1): failed, board exited for good" % rows[0]["run"] in summary
+    assert "- %s (edge / -, repeat 2): board restarted once" % rows[1]["run"] in summary
+
+
+def test_a_run_whose_duration_ends_while_the_controller_looks_at_its_devices_is_ok(tmp_path, monkeypatch):
+    # the watch asks two things each turn: whether the run is done (the duration, the local
+    # devices' health), then whether to cut it short; when the duration ran out in between
+    # (a slow look at the devices on a loaded machine), `up` stopped with no reason
+    # ("stopping (?)") and the experiment failed a complete run: "ended early: ?"
+    import time
+    from sensormesh.controller.local import LocalCluster
+    monkeypatch.chdir(tmp_path)
+    file = pipeline(tmp_path)
+    settings = Settings(duration=1.0, warmup=0.5, insecure=True)
+    tend, first = LocalCluster.tend, {}
+
+    def slow_first_look(self, on_event, now=None):
+        if not first:       # the first look at the devices outlasts the run (fault injected)
+            first["t"] = time.monotonic()
+            while time.monotonic() < first["t"] + settings.warmup + settings.duration + 0.3:
+                time.sleep(0.05)
+        return tend(self, on_event, now)
+    monkeypatch.setattr(LocalCluster, "tend", slow_first_look)
+    events = []
+    outcome = run_experiment(file, make_plan([Placement("edge", "edge")], []), settings, str(tmp_path / "out"),
+                             on_event=events.append)
+    assert first and "stopping (duration)" in events, events
+    assert [(r["status"], r["reason"]) for r in outcome.rows] == [("ok", "")], outcome.rows
+
+
 def test_ctrl_c_keeps_the_runs_so_far_and_exits_130(tmp_path):
     import signal
     import sys
@@ -182,6 +245,73 @@ def test_ctrl_c_keeps_the_runs_so_far_and_exits_130(tmp_path):
     assert [(r["placement"], r["status"]) for r in rows] == [("central", "interrupted")]
     assert "Ctrl-C" in rows[0]["reason"]
     assert (out / "summary.md").is_file() and (out / "latency.csv").is_file()
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_says_so(tmp_path):
+    # a job scheduler ends an experiment with SIGTERM: the run stops cleanly and its numbers are
+    # kept, as after Ctrl-C, but the results name SIGTERM and the exit status is 128 + 15
+    import signal
+    import sys
+    from procs import Proc
+    file = pipeline(tmp_path)
+    out = tmp_path / "results"
+    p = Proc([sys.executable, "-m", "sensormesh.cli", "experiment", file, "--strategies", "central,edge",
+              "--duration", "60", "--warmup", "0", "--insecure", "--out", str(out), "-v"], cwd=str(tmp_path))
+    try:
+        p.wait_line("! deployed (central): board: n; pc: ", timeout=60)
+        p.p.send_signal(signal.SIGTERM)
+        p.wait_line("0 of 2 run(s) completed, 0 failed, interrupted by SIGTERM", timeout=60)
+        assert p.p.wait(60) == 143
+    finally:
+        p.stop()
+    rows = read_csv(out / "runs.csv")
+    assert [(r["placement"], r["status"]) for r in rows] == [("central", "interrupted")]
+    assert rows[0]["reason"].startswith("stopped by SIGTERM"), rows[0]       # while watching or just before
+    assert (out / "summary.md").is_file()
+
+
+def test_sigterm_between_two_runs_keeps_the_results(tmp_path, monkeypatch):
+    # SIGTERM while one run has ended and the next has not started: no run is running to stop,
+    # the rest is skipped and the summary is still written
+    import signal
+    monkeypatch.chdir(tmp_path)
+
+    class Killed(Exception):
+        pass
+
+    def killed(signum, frame):           # what SIGTERM would do to this test without a handler
+        raise Killed()
+    monkeypatch.setattr(signal, "_test_old", signal.signal(signal.SIGTERM, killed), raising=False)
+    try:
+        file = pipeline(tmp_path)
+        runs = make_plan([Placement("central", "central"), Placement("edge", "edge")], [])
+
+        def on_run(kind, run, row):
+            if kind == "end" and run.index == 1:
+                signal.raise_signal(signal.SIGTERM)
+        outcome = run_experiment(file, runs, Settings(duration=1.0, warmup=0.5, insecure=True),
+                                 str(tmp_path / "out"), on_run=on_run)
+        assert signal.getsignal(signal.SIGTERM) is killed          # given back
+    finally:
+        signal.signal(signal.SIGTERM, signal._test_old)
+    assert outcome.interrupted and outcome.signal == signal.SIGTERM
+    rows = read_csv(tmp_path / "out" / "runs.csv")
+    assert [(r["placement"], r["status"]) for r in rows] == [("central", "ok")]
+    assert "| central | - | 1/1 ok |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_a_network_mode_alone_runs_the_emulated_layout_without_conditions(tmp_path):
+    # as `up --network-mode loopback` does; the runs are not plain `up` runs with the mode
+    # merely written into environment.json
+    file = pipeline(tmp_path)
+    out = tmp_path / "out"
+    res = cli("experiment", file, "--strategies", "edge", "--network-mode", "loopback", "--duration", "1",
+              "--warmup", "0.5", "--insecure", "-v", "--out", str(out), cwd=str(tmp_path), timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "run 1/1 edge / none / #1: ok" in res.stdout
+    assert "emulated network (loopback)" in res.stdout, res.stdout
+    assert [(r["network"], r["status"]) for r in read_csv(out / "runs.csv")] == [("none", "ok")]
+    assert json.loads((out / "environment.json").read_text())["settings"]["network_mode"] == "loopback"
 
 
 def test_a_network_spec_is_checked_against_a_file_without_a_network_section(tmp_path):
@@ -255,3 +385,8 @@ def test_bad_input_is_refused_before_anything_starts(tmp_path):
     res = cli("experiment", file, "--strategies", "edge", "--out", str(out), cwd=str(tmp_path))
     assert res.returncode == 1 and "exists and is not empty: give a new directory" in res.stderr
     assert (out / "runs.csv").read_text() == "earlier results\n"
+    # a directory that cannot be made (here: under a file): one line, before any run
+    res = cli("experiment", file, "--strategies", "edge", "--out", str(out / "runs.csv" / "new"), cwd=str(tmp_path))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert ("Error: cannot write the results to %s: Not a directory: " % (out / "runs.csv" / "new")) in res.stderr
+    assert "Traceback" not in res.stderr and "run 1" not in res.stdout

@@ -294,11 +294,12 @@ class _Interrupts:
     so the watch ends between two messages and nothing already received is dropped; otherwise
     (starting, stopping) it raises KeyboardInterrupt as usual. Only in the main thread."""
 
-    def __init__(self):
+    def __init__(self, on_signal=None):
         import signal
         import threading
         self.mode = "raise"
         self.hit = 0
+        self.on_signal = on_signal      # on_signal(signum): told which signal came, before anything else
         self.old = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -306,6 +307,8 @@ class _Interrupts:
 
     def _on_signal(self, signum, frame):
         self.hit += 1
+        if self.on_signal is not None:
+            self.on_signal(signum)
         if self.mode == "raise":
             raise KeyboardInterrupt
 
@@ -319,7 +322,7 @@ class _Interrupts:
 def up(model, strategy="optimal", duration=None, count=None, until=None, on_event=None, on_line=None,
        on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, keys_dir=None,
        insecure=False, network=None, network_mode="auto", observe=None, mpy=True, device_metrics=True,
-       restarts=5, on_progress=None, **options):
+       restarts=5, on_progress=None, on_signal=None, **options):
     """Start the model's local devices, deploy, call the user's callback functions with the
     values that arrive, stop everything (upstream first, draining) and return the final stats.
 
@@ -354,7 +357,10 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     (0: never).
 
     on_progress(text): how starting and deploying many devices goes ("started 120/201"),
-    about once a second (default: on_event)."""
+    about once a second (default: on_event).
+
+    on_signal(signum): called (from the signal handler) when SIGINT or SIGTERM arrives, to tell
+    one from the other; `up` handles both alike."""
     import contextlib
     from sensormesh.controller.local import LocalCluster
     emulation = None
@@ -396,7 +402,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
                            network=emulation, on_note=on_event, mpy=mpy)
     cluster.restart_limit = restarts
     dep = None
-    signals = _Interrupts()
+    signals = _Interrupts(on_signal)
     place = contextlib.ExitStack()      # the controller's place in an emulated network
     try:
         if emulation is not None:
@@ -454,14 +460,18 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
             return bool(why)
 
         def ending():
-            # asked while a re-route waits for devices (done() is asked between two messages)
+            # asked while a re-route waits for devices, and by the watch right after done() (the
+            # deadline may pass in between): what it says ends the run, so it is why it ended
+            now_why = None
             if signals.hit:
-                return "interrupted"
-            if count and got["n"] >= count:
-                return "count"
-            if deadline is not None and time.monotonic() >= deadline:
-                return "duration"
-            return None
+                now_why = "interrupted"
+            elif count and got["n"] >= count:
+                now_why = "count"
+            elif deadline is not None and time.monotonic() >= deadline:
+                now_why = "duration"
+            if now_why is not None:
+                why.setdefault("why", now_why)
+            return now_why
         looked = {"next": 0.0}
         signals.mode = "flag"      # from here a Ctrl-C ends the watch between two messages
         try:

@@ -89,6 +89,92 @@ def test_placement_file_pins_steps(tmp_path):
         placements.load(str(tmp_path / "missing.yaml"), model)
 
 
+def test_a_malformed_placement_file_is_refused_in_one_line(tmp_path):
+    # a device given as a list or a mapping, a key that is a number, a YAML mistake, a file
+    # that is not text: one line naming the file and the problem, never a traceback
+    (tmp_path / "tiny.yaml").write_text(PIPELINE)
+    (tmp_path / "tiny_steps.py").write_text("def big(v):\n    return v > 3\n")
+    model = load_model(str(tmp_path / "tiny.yaml"))
+    bad = tmp_path / "bad.yaml"
+    for text, msg in (("steps:\n  big: [board]\n", "step big: give one device name, not ['board'] (devices: board, pc)"),
+                      ("steps:\n  big: {on: pc}\n", "step big: give one device name, not {'on': 'pc'}"),
+                      ("steps:\n  big:\n", "step big: give one device name, not ''"),
+                      ("steps: {big: pc}\n1: x\n", "unknown key(s) 1 (known: strategy, steps)"),
+                      ("steps: {big: 'yes'}\n", "step big on 'yes', which is no device"),
+                      ("steps:\n  big: [board\n", "is not valid YAML (line 2, column 8): the '[' here is not closed"),
+                      ("# notes\nsteps: {big: pc}\nthis is: [not: yaml\n  x\n", "is not valid YAML (line 3, ")):
+        bad.write_text(text)
+        with pytest.raises(placements.PlacementFileError) as e:
+            placements.load(str(bad), model)
+        assert str(e.value).startswith("placement file %s" % bad) and msg in str(e.value), (text, str(e.value))
+        assert "\n" not in str(e.value)
+    # names are read as written, as in the pipeline file: a step called `on`, a device `1`
+    (tmp_path / "names.yaml").write_text(PIPELINE.replace("board", "1").replace("input: big", "input: 'on'").replace("big:", "on:"))
+    named = load_model(str(tmp_path / "names.yaml"))
+    bad.write_text("strategy: central\nsteps:\n  on: 1\n")
+    assert placements.load(str(bad), named) == ("central", {"on": "1"})
+    bad.write_bytes(b"steps:\n  big: \xd0\x00\xff\n")
+    with pytest.raises(placements.PlacementFileError, match="not UTF-8 text"):
+        placements.load(str(bad), model)
+
+
+def test_a_failed_runs_reason_keeps_several_problems_apart(tmp_path):
+    # a placement that fits neither board: the placement error lists one problem per line, and
+    # the reason (one line in runs.csv, the progress line and summary.md) must keep them apart
+    from sensormesh.controller.errors import PlacementError
+    from sensormesh.controller.experiment.one_run import _reason
+    (tmp_path / "two.yaml").write_text(
+        "pipeline: two\n"
+        "devices:\n"
+        "  b1: {interpreter: cpython, cpu: 1, memory: 10, sensors: ['t1=counter@10'], local: true}\n"
+        "  b2: {interpreter: cpython, cpu: 1, memory: 10, sensors: ['t2=counter@10'], local: true}\n"
+        "  pc: {interpreter: cpython, cpu: 8, local: true}\n"
+        "steps:\n"
+        "  t1: {type: source, sensor: t1}\n"
+        "  t2: {type: source, sensor: t2}\n"
+        "sinks:\n"
+        "  out1: {type: callback, input: t1, on: pc}\n"
+        "  out2: {type: callback, input: t2, on: pc}\n")
+    model = load_model(str(tmp_path / "two.yaml"))
+    with pytest.raises(PlacementError) as e:
+        model.place("central")
+    assert str(e.value).startswith("2 problems:\n")
+    reason = _reason(e.value)
+    assert reason.startswith("2 problems: device 'b1': ") and "; device 'b2': " in reason, reason
+    assert "\n" not in reason and "  " not in reason
+    assert _reason(ValueError("")) == "ValueError"
+
+
+def test_the_copied_pipeline_holds_every_step_module_it_names(tmp_path):
+    # pipeline/ is there to repeat the experiment: a module beside the file keeps its place, one
+    # outside the file's folder (../lib, an absolute path) is copied too and said where from
+    import json
+    from sensormesh.controller.experiment.results import Results
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "lib" / "shared.py").write_text("def big(v):\n    return v > 3\n")
+    (tmp_path / "other.py").write_text("def small(v):\n    return v < 3\n")
+    (tmp_path / "exp" / "mine.py").write_text("def same(v):\n    return v\n")
+    file = tmp_path / "exp" / "p.yaml"
+    file.write_text("steps:\n  a: {type: map, fn: \"mine.py:same\"}\n  b: {type: filter, fn: \"../lib/shared.py:big\"}\n"
+                    "  c: {type: filter, fn: \"%s:small\"}\n" % (tmp_path / "other.py"))
+    results = Results(str(tmp_path / "out"))
+    try:
+        results.save_inputs(str(file))
+        env = results.save_environment({})
+    finally:
+        results.close()
+    out = tmp_path / "out" / "pipeline"
+    assert (out / "p.yaml").read_text() == file.read_text()
+    assert (out / "mine.py").is_file()
+    outside = env["step_modules_outside"]
+    assert sorted(outside) == sorted(["../lib/shared.py", str(tmp_path / "other.py")])
+    assert (tmp_path / "out" / outside["../lib/shared.py"]).read_text() == (tmp_path / "lib" / "shared.py").read_text()
+    assert (tmp_path / "out" / outside[str(tmp_path / "other.py")]).read_text() == (tmp_path / "other.py").read_text()
+    assert json.loads((tmp_path / "out" / "environment.json").read_text())["step_modules_outside"] == outside
+    assert not (tmp_path / "out" / "lib").exists()          # nothing written outside pipeline/
+
+
 def test_counter_increase_counts_resets_and_ignores_the_warmup():
     assert measures.increase([(0, 10), (1, 15), (2, 3), (3, 8)]) == (5 + 3 + 5, 3)     # +5, a reset to 3 counts 3, +5
     assert measures.increase([(5, 1)]) == (0.0, 0.0)
@@ -113,6 +199,26 @@ def test_counter_increase_counts_resets_and_ignores_the_warmup():
     assert m["latency"]["p99"] == pytest.approx(10.0)
 
 
+def test_a_step_that_moved_or_a_device_that_went_away_counts_once_over_the_window():
+    # the sink `out` takes 2 values/s on p; p is down from 4 s to 6 s (its counters start from
+    # zero when it is back) and the sink runs on q meanwhile: 20 values in 10 s, not the 16/10 +
+    # 4/2 = 3.6 values/s of two rates added up
+    samples = [(t, "step", "p", "out", "in", 2 * t) for t in range(0, 5)]
+    samples += [(t, "step", "p", "out", "in", 2 * (t - 6)) for t in range(6, 11)]
+    samples += [(t, "step", "q", "out", "in", 2 * (t - 4)) for t in range(4, 7)]
+    # the source `t` on b reads 10 values/s; b answers no more after 5 s (gone for good), the
+    # run goes on to 10 s: 50 values in the window, 5 a second over it, not b's own 10 a second
+    samples += [(t, "step", "b", "t", "out", 10 * t) for t in range(0, 6)]
+    samples += [(t, "pipe", "b", "t->p", "bytes", 100 * t) for t in range(0, 6)]
+    samples += [(t, "device", "p", "p", "wall_us", 1000000 * t) for t in range(0, 11)]
+    m = measures.measure(samples, [], 0.0, ["t"], ["out"], {("b", "t->p"): {"dir": "out", "peer": "p"}},
+                         {"p": "cpython", "b": "cpython"}, end=10.0)
+    assert m["window_s"] == 10
+    assert m["values_out"] == 2 * 4 + 2 * 4 + 2 * 2 and m["values_out_per_s"] == pytest.approx(2.0)
+    assert m["values_in"] == 50 and m["values_in_per_s"] == pytest.approx(5.0)
+    assert m["bytes_per_s"] == pytest.approx(50.0) and m["links"]["b->p"]["bytes_per_s"] == pytest.approx(50.0)
+
+
 def test_samples_after_the_duration_do_not_count():
     # polls every second; the run measures from 4 s to 8 s; a reply that came late (stamped at
     # 9 and 10 s, while the devices stopped) is not part of it
@@ -131,11 +237,11 @@ def _row(p, n, **kw):
 
 def test_summary_marks_the_best_per_column():
     rows = [_row("central", "none", values_out_per_s=10.0, latency_p50_ms=5.0, bytes_per_s=800.0,
-                 devices={"pc": {"busy": 0.5}}),
+                 latency_n=40, devices={"pc": {"busy": 0.5}}),
             _row("edge", "none", values_out_per_s=12.0, latency_p50_ms=7.0, bytes_per_s=200.0,
-                 devices={"pc": {"busy": 0.1}}),
+                 latency_n=6, devices={"pc": {"busy": 0.1}}),
             _row("edge", "none", values_out_per_s=8.0, latency_p50_ms=9.0, bytes_per_s=200.0, repeat=2,
-                 devices={"pc": {"busy": 0.3}}),
+                 latency_n=4, devices={"pc": {"busy": 0.3}}),
             _row("edge", "slow", status="failed", reason="device board did not start")]
     head, raw, better, _ = summary.table(rows, ["pc"])
     assert head[:4] == ["placement", "network", "runs", "values out/s"]
@@ -147,12 +253,16 @@ def test_summary_marks_the_best_per_column():
     assert (1, col["bytes/s between devices"]) in marks
     assert not any(j == col["values out/s"] for _, j in marks)     # all equal: nothing is best
     assert (1, col["busy pc"]) in marks
+    # how many samples the percentiles rest on (the mean per run) is shown, and ranks nothing
+    assert [r[1][col["latency samples"]] for r in raw] == [40, 5, None]
+    assert not any(j == col["latency samples"] for _, j in marks)
     text = summary.markdown(rows, ["pc"])
     assert "| central | none | 1/1 ok | 10.0 | **5.0** |" in text
-    assert "| edge | none | 2/2 ok | 10.0 | 8.0 | - | - | **200** | **20.0%** |" in text
+    assert "| edge | none | 2/2 ok | 10.0 | 8.0 | - | - | 5 | **200** | **20.0%** |" in text
+    assert "latency samples is how many values per run the percentiles rest on" in text
     assert "| edge | slow | 0/1 ok | - | - |" in text
     rows[0]["bytes_per_s"] = 200.4                     # shown as 200 like the others: none is best
-    assert "| central | none | 1/1 ok | 10.0 | **5.0** | - | - | 200 |" in summary.markdown(rows, ["pc"])
+    assert "| central | none | 1/1 ok | 10.0 | **5.0** | - | - | 40 | 200 |" in summary.markdown(rows, ["pc"])
     assert summary.best([(["a"], [1.0, 3.0]), (["b"], [1.0, 2.0]), (["c"], [2.0, None])], ["min", "max"]) == \
         {(0, 0), (1, 0), (0, 1)}                                   # a tie for the best: both
     assert "edgeslow (edge / slow, repeat 1): failed, device board did not start" in text
@@ -187,8 +297,8 @@ def test_progress_redraws_one_line_on_a_terminal():
     p.tick()
     assert out.getvalue().split("\r")[-1].startswith("run 1/1 central / - / #1  0:04  (0:06 left)")
     assert "\n" not in out.getvalue()
-    p.done({"status": "ok", "latency_p50_ms": 1.5, "values_out_per_s": 3.0})
-    assert out.getvalue().endswith("run 1/1 central / - / #1: ok (p50 1.5 ms, 3.0 values/s out)\n")
+    p.done({"status": "ok", "latency_p50_ms": 1.5, "latency_n": 7, "values_out_per_s": 3.0})
+    assert out.getvalue().endswith("run 1/1 central / - / #1: ok (p50 1.5 ms of 7 latency samples, 3.0 values/s out)\n")
 
 
 def test_the_alarm_example_places_central_edge_and_mixed_as_documented():

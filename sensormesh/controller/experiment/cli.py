@@ -21,7 +21,8 @@ from sensormesh.controller.placement import STRATEGIES
                    "(the same emulated network without conditions) runs first unless --no-baseline.")
 @click.option("--no-baseline", is_flag=True, help="With --network: no run without conditions.")
 @click.option("--network-mode", type=click.Choice(["auto", "loopback", "namespaces"]), default="auto",
-              show_default=True, help="Where the emulated network runs (see `sensormesh up --help`).")
+              show_default=True, help="Where the emulated network runs (see `sensormesh up --help`); loopback or namespaces "
+                   "without --network: the file's network without conditions (network `none`).")
 @click.option("--duration", type=Seconds(least=1.0), default=10.0, show_default=True,
               help="Seconds measured per run.")
 @click.option("--warmup", type=Seconds(zero="no warm-up"), default=3.0, show_default=True,
@@ -40,8 +41,8 @@ def experiment(file, strategies, placement_specs, networks, no_baseline, network
     """Run pipeline FILE once per placement, network condition and repeat, measure each run, and
     write the comparison to --out: runs.csv, latency.csv, metrics.sqlite, summary.md, plots.
 
-    Exit status: 0 when every run completed, 1 when any failed, 130 after Ctrl-C (the results
-    so far are kept)."""
+    Exit status: 0 when every run completed, 1 when any failed, 130 after Ctrl-C, 143 after
+    SIGTERM (the results so far are kept)."""
     from sensormesh.controller.experiment import plan as planning
     from sensormesh.controller.experiment.driver import resolve_mode, run_experiment
     from sensormesh.controller.experiment.one_run import Settings
@@ -54,6 +55,9 @@ def experiment(file, strategies, placement_specs, networks, no_baseline, network
         chosen = [planning.Placement(s, s) for s in planning.parse_strategies(strategies, STRATEGIES)]
         files = [planning.parse_placement(p) for p in placement_specs]
         conditions = [planning.parse_condition(n) for n in networks]
+        if not conditions and network_mode != "auto":
+            # a mode alone: the file's network laid out without conditions, as `up` does
+            conditions = [planning.parse_condition(planning.NONE)]
         runs = planning.make_plan(chosen + files, conditions, repeat, baseline=not no_baseline)
     except planning.PlanError as e:
         raise click.UsageError(str(e))
@@ -66,16 +70,22 @@ def experiment(file, strategies, placement_specs, networks, no_baseline, network
                         keys_dir=keys_dir, timeout=timeout)
     progress.note("experiment %s: %d run(s) of %g s + %g s warm-up (%s), results in %s" % (
         model.name, len(runs), duration, warmup, _what(chosen + files, conditions, repeat, mode), out))
-    outcome = run_experiment(file, runs, settings, out, progress=progress,
-                             on_event=(lambda t: progress.note("  ! " + t)) if verbose else None,
-                             argv=["sensormesh", "experiment"] + sys.argv[2:] if sys.argv[1:2] == ["experiment"] else None,
-                             placement_files=[(p.name, p.path) for p in files])
+    from sensormesh.controller.experiment.results import ResultsError
+    try:
+        outcome = run_experiment(file, runs, settings, out, progress=progress,
+                                 on_event=(lambda t: progress.note("  ! " + t)) if verbose else None,
+                                 argv=["sensormesh", "experiment"] + sys.argv[2:] if sys.argv[1:2] == ["experiment"] else None,
+                                 placement_files=[(p.name, p.path) for p in files])
+    except ResultsError as e:
+        raise click.ClickException(str(e))
+    import signal
+    from sensormesh.controller.experiment.one_run import signal_words
     ok = sum(1 for r in outcome.rows if r["status"] == "ok")
     progress.note("%d of %d run(s) completed, %d failed%s; results in %s (summary.md, runs.csv, %d plots)" % (
-        ok, len(runs), len(outcome.failed), ", interrupted by Ctrl-C" if outcome.interrupted else "",
-        out, len(outcome.plots)))
-    if outcome.interrupted:
-        sys.exit(130)
+        ok, len(runs), len(outcome.failed),
+        ", interrupted by %s" % signal_words(outcome.signal) if outcome.interrupted else "", out, len(outcome.plots)))
+    if outcome.interrupted:      # as a shell reports a process ended by the signal: 128 + its number
+        sys.exit(128 + (outcome.signal or signal.SIGINT))
     if outcome.failed:
         sys.exit(1)
 

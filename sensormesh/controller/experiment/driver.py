@@ -24,6 +24,7 @@ class Outcome:
     rows: list = field(default_factory=list)
     plots: list = field(default_factory=list)
     interrupted: bool = False
+    signal: int | None = None    # the signal that interrupted it: SIGINT (Ctrl-C) or SIGTERM
 
     @property
     def failed(self):
@@ -49,19 +50,24 @@ def run_experiment(file, runs, settings, out, progress=None, on_run=None, on_eve
     """Run `runs` (plan.make_plan) of pipeline `file` into directory `out`. on_run(kind, run, row)
     is told "start" and "end" of every run (row None at the start)."""
     results = Results(out)
-    results.save_inputs(file, placement_files)
-    results.save_environment(dict(settings.as_dict(), runs=len(runs)), argv)
+    try:
+        results.save_inputs(file, placement_files)
+        results.save_environment(dict(settings.as_dict(), runs=len(runs)), argv)
+    except BaseException:
+        results.close()
+        raise
     progress = progress or Progress(len(runs), settings.warmup + settings.duration + START_STOP)
     outcome = Outcome(out)
     measured = {}                # run id -> latency samples after the warm-up (s)
     title = "Experiment: %s" % file
+    interrupts = Interrupts()      # between runs; each run's `up` handles them itself and tells it
     try:
         for k, run in enumerate(runs, 1):
             progress.start(k, run)
             if on_run is not None:
                 on_run("start", run, None)
             row, lats, start, placement = run_one(file, run, settings, results, tick=progress.tick,
-                                                  on_event=on_event)
+                                                  on_event=on_event, interrupts=interrupts)
             measured[run.id] = [lat for t, _, lat, _ in lats if start is not None and t >= start]
             results.add(run, row, lats, start, placement)
             outcome.rows.append(row)
@@ -80,7 +86,37 @@ def run_experiment(file, runs, settings, out, progress=None, on_run=None, on_eve
             outcome.plots = plots.draw(out, outcome.rows, measured, results.devices)
         finally:
             results.close()
+            interrupts.restore()
+            outcome.signal = interrupts.signum
     return outcome
+
+
+class Interrupts:
+    """Ctrl-C (SIGINT) and SIGTERM during an experiment: both stop it as Ctrl-C does; `signum`
+    is the first that came. Between runs its handler raises KeyboardInterrupt; during a run
+    `up` has its own, and tells note() (one_run.py). Handlers only in the main thread."""
+
+    def __init__(self):
+        import signal
+        import threading
+        self.signum = None
+        self.old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._on_signal)
+
+    def note(self, signum):
+        self.signum = self.signum or signum
+
+    def _on_signal(self, signum, frame):
+        self.note(signum)
+        raise KeyboardInterrupt
+
+    def restore(self):
+        import signal
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+        self.old = {}
 
 
 def _write_summary(results, rows, title):

@@ -1,7 +1,8 @@
 """What one run measured, from the rows the store wrote while it ran (pure: tested without
 devices). Only what happened after the warm-up and within the duration counts: a counter's
 increase runs from its first sample at or after the warm-up's end to its last sample before the
-duration's end, and rates divide by that span. (A poll answered late, by a device on a loaded
+duration's end; rates divide the run's totals by the measured window, the longest of those
+spans (a device that was down for part of it lowers them). (A poll answered late, by a device on a loaded
 machine, takes its sample when it answers: one stamped after the duration's end belongs to the
 stop, and counting it stretched the window past the duration.)
 
@@ -62,34 +63,30 @@ def measure(samples, latencies, start, sources, sinks, pipes, interp, end=None):
             spans.append(span)
         return inc, span
 
-    def rate(inc, span):
-        return inc / span if span > 0 else 0.0
     m = {"values_in": 0, "values_out": 0, "values_in_per_s": 0.0, "values_out_per_s": 0.0,
          "bytes": 0, "bytes_per_s": 0.0, "links": {}, "devices": {}}
     step_dev = {}
     for (kind, dev, entity, metric) in ser:
         if kind == "step":
             step_dev.setdefault(entity, set()).add(dev)
+    # Totals over the measured window. A step that ran on two devices in turn (moved while one
+    # was down, and back) or a device that stopped answering has series shorter than the
+    # window: their values count once, and the rates divide the totals by the window, so an
+    # outage lowers them instead of being hidden (or counted twice) by per-series rates.
     for sid in sources:
         for dev in sorted(step_dev.get(sid, ())):
-            inc, span = counter("step", dev, sid, "out")
-            m["values_in"] += inc
-            m["values_in_per_s"] += rate(inc, span)
+            m["values_in"] += counter("step", dev, sid, "out")[0]
     for sid in sinks:
         for dev in sorted(step_dev.get(sid, ())):
-            inc, span = counter("step", dev, sid, "in")
-            m["values_out"] += inc
-            m["values_out_per_s"] += rate(inc, span)
+            m["values_out"] += counter("step", dev, sid, "in")[0]
     for (dev, edge), p in sorted(pipes.items()):
         if p.get("dir") != "out":
             continue
-        inc, span = counter("pipe", dev, edge, "bytes")
+        inc = counter("pipe", dev, edge, "bytes")[0]
         link = "%s->%s" % (dev, p.get("peer") or "?")
         got = m["links"].setdefault(link, {"bytes": 0, "bytes_per_s": 0.0})
         got["bytes"] += inc
-        got["bytes_per_s"] += rate(inc, span)
         m["bytes"] += inc
-        m["bytes_per_s"] += rate(inc, span)
     for dev in sorted(interp):
         busy, _ = counter("device", dev, dev, "busy_us")
         wall, _ = counter("device", dev, dev, "wall_us")
@@ -99,7 +96,14 @@ def measure(samples, latencies, start, sources, sinks, pipes, interp, end=None):
         m["devices"][dev] = {"interp": interp[dev], "busy": busy / wall if wall > 0 else None,
                              "cpu": cpu / span if span > 0 else None,
                              "heap_free_min": min(heap) if heap else None, "rss_max": max(rss) if rss else None}
-    m["window_s"] = max(spans) if spans else 0.0
+    m["window_s"] = window = max(spans) if spans else 0.0
+
+    def rate(total):
+        return total / window if window > 0 else 0.0
+    for key in ("values_in", "values_out", "bytes"):
+        m[key + "_per_s"] = rate(m[key])
+    for got in m["links"].values():
+        got["bytes_per_s"] = rate(got["bytes"])
     m["latency"] = latency_ms([lat for t, sink, lat, bound in latencies if t is not None and t >= start])
     bounds = [b for t, sink, lat, b in latencies if t is not None and t >= start and b is not None]
     m["latency"]["bound_ms"] = max(bounds) * 1000.0 if bounds else None

@@ -6,6 +6,7 @@ device that exits for good) comes back as a row with status "failed" and the rea
 comes back as status "interrupted" (the driver then stops)."""
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -15,6 +16,11 @@ from sensormesh.controller.observe.run import Observation
 
 
 POLL_EVERY = 0.5      # seconds between two metrics polls of a device during a run
+
+# What `up` says when a local device exits while it runs (controller/local.py; the lines of
+# docs/topology.md, "Reading the Supervisor's events"): started again, or past its restart limit.
+RESTARTING = re.compile(r"^(\S+) exited \((.+?)\); restarting in ")
+GIVEN_UP = re.compile(r"^(\S+) exited \((.+?)\); it restarted \d+ times within .*: not restarting it again")
 
 
 class _Observation(Observation):
@@ -35,6 +41,7 @@ class Settings:
     keys_dir: str | None = None
     timeout: float = 10.0         # seconds a deployment may take
     heap: int | None = None
+    restarts: int = 5             # restarts of an exited local device within a minute, as `up`
 
     def as_dict(self):
         return dict(self.__dict__)
@@ -47,9 +54,20 @@ def _delay_ms(specs):
     return max(delays) * 1000.0 if delays else 0.0
 
 
+def _times(n, fmt, one):
+    """`fmt` % n with an s for more than one ("3 times", "2 restarts"); `one` for 1, "" for 0."""
+    if not n:
+        return ""
+    return (one or fmt % n) if n == 1 else fmt % n + "s"
+
+
 def _reason(e):
-    text = str(e).strip() or type(e).__name__
-    return " ".join(text.split())
+    """An error in one line: its lines joined by "; " (a message listing several problems keeps
+    them apart), after a heading that ends in ":" by a space."""
+    lines = [" ".join(ln.split()) for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return lines[0] + " " + "; ".join(lines[1:])
+    return "; ".join(lines)
 
 
 def placement_record(placement, strategy, pins):
@@ -59,21 +77,40 @@ def placement_record(placement, strategy, pins):
             "estimated_traffic_Bps": getattr(placement, "total_traffic", None)}
 
 
-def run_one(file, run, settings, results, tick=None, on_event=None):
+def signal_words(signum):
+    """"Ctrl-C" for SIGINT, the signal's name for another (SIGTERM)."""
+    import signal
+    if signum in (None, signal.SIGINT):
+        return "Ctrl-C"
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "signal %d" % signum
+
+
+def run_one(file, run, settings, results, tick=None, on_event=None, interrupts=None):
     """Returns (row, latencies, start, placement record). tick() is called from the controller's
-    loop while the run watches (the progress display)."""
+    loop while the run watches (the progress display); interrupts (driver.Interrupts) is told
+    which signal stopped the run, and names it in the reason."""
     from sensormesh.controller.pipeline_file import load_model
     row = {"run": run.id, "placement": run.placement.name, "strategy": run.placement.strategy,
            "network": run.network.name, "repeat": run.repeat, "status": "failed", "reason": "",
            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "warmup_s": settings.warmup,
            "duration_s": settings.duration, "delay_ms": None}
     events, seen = [], {}
+    exits = {}           # device -> [exit status, ...] while the run ran
+    gone = {}            # device -> exit status, for the devices past their restart limit
     t0 = time.monotonic()
     writer = results.writer(run)
     obs = None
 
     def event(text):
         events.append(text)
+        m = RESTARTING.match(text) or GIVEN_UP.match(text)
+        if m:
+            exits.setdefault(m.group(1), []).append(m.group(2))
+            if m.re is GIVEN_UP:
+                gone[m.group(1)] = m.group(2)
         if on_event is not None:
             on_event(text)
 
@@ -100,19 +137,27 @@ def run_one(file, run, settings, results, tick=None, on_event=None):
                   on_deployed=deployed, until=(lambda: bool(tick and tick())), timeout=settings.timeout,
                   keys_dir=settings.keys_dir, insecure=settings.insecure, heap=settings.heap,
                   network=list(run.network.specs) if emulated else None,
-                  network_mode=settings.network_mode if emulated else "auto", observe=obs)
+                  network_mode=settings.network_mode if emulated else "auto", observe=obs,
+                  restarts=settings.restarts, on_signal=interrupts and interrupts.note)
         stops = [e[len("stopping ("):-1] for e in events if e.startswith("stopping (")]
         why = stops[-1] if stops else None
         if why == "interrupted":
-            row["status"], row["reason"] = "interrupted", "stopped by Ctrl-C"
+            row["status"], row["reason"] = "interrupted", "stopped by %s" % signal_words(interrupts and interrupts.signum)
         elif why != "duration":
             row["reason"] = "ended early: %s" % (why or "no deployment")
         elif "t" not in seen:
             row["reason"] = "nothing was deployed"
+        elif gone:     # its steps stopped for good: the run measured a different pipeline
+            row["reason"] = "; ".join("%s exited for good during the run (%s%s)" % (
+                d, gone[d], _times(len(exits[d]) - 1, ", after %s restart", "")) for d in sorted(gone))
         else:
             row["status"] = "ok"
+            # restarted devices got their steps back, but the numbers hold the gap: say so
+            row["reason"] = "; ".join("%s restarted %s during the run (%s)" % (
+                d, _times(len(st), "%s time", "once"), ", ".join(sorted(set(st)))) for d, st in sorted(exits.items()))
     except KeyboardInterrupt:
-        row["status"], row["reason"] = "interrupted", "stopped by Ctrl-C while starting or stopping"
+        row["status"], row["reason"] = "interrupted", "stopped by %s while starting or stopping" % (
+            signal_words(interrupts and interrupts.signum))
     except Exception as e:
         # the file or the placement (PipelineError, PlacementFileError), a local device that
         # cannot start (LocalError), a deployment refused (DeployError), or a bug: the run is

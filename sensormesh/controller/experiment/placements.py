@@ -23,12 +23,21 @@ class PlacementFileError(ValueError):
 def load(path, model):
     """(strategy, {step: device}) of placement file `path`, checked against `model`."""
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
+        with open(path, encoding="utf-8") as f:
+            # names as written, as the pipeline file reads them: YAML 1.1 would turn a step or
+            # device called `on`, `no` or `1` into a boolean or a number
+            data = yaml.load(f, Loader=yaml.BaseLoader)
+    except UnicodeDecodeError as e:
+        raise PlacementFileError("placement file %s: not UTF-8 text: %s" % (path, e))
     except OSError as e:
         raise PlacementFileError("placement file %s: %s" % (path, e.strerror or e))
+    except yaml.MarkedYAMLError as e:       # one line: where, and what PyYAML found there
+        from sensormesh.controller.pipeline_file import _syntax_error
+        mark, what = _syntax_error(e)
+        where = " (line %d, column %d)" % (mark.line + 1, mark.column + 1) if mark is not None else ""
+        raise PlacementFileError("placement file %s is not valid YAML%s: %s" % (path, where, what))
     except yaml.YAMLError as e:
-        raise PlacementFileError("placement file %s is not valid YAML: %s" % (path, e))
+        raise PlacementFileError("placement file %s is not valid YAML: %s" % (path, " ".join(str(e).split())))
     if not isinstance(data, dict) or not isinstance(data.get("steps"), dict):
         raise PlacementFileError("placement file %s: give `steps:` mapping step names to devices "
                                  "(and optionally `strategy:`)" % path)
@@ -46,6 +55,9 @@ def load(path, model):
         if step not in model.steps:
             raise PlacementFileError("placement file %s: the pipeline has no step %r (steps: %s)"
                                      % (path, step, ", ".join(sorted(model.steps))))
+        if not isinstance(device, str) or not device:
+            raise PlacementFileError("placement file %s: step %s: give one device name, not %r (devices: %s)"
+                                     % (path, step, device, ", ".join(sorted(model.devices))))
         if device not in model.devices:
             raise PlacementFileError("placement file %s: step %s on %r, which is no device of the "
                                      "pipeline (devices: %s)" % (path, step, device, ", ".join(sorted(model.devices))))

@@ -68,13 +68,16 @@ class Progress:
         status = row["status"] if row["status"] != "failed" else "FAILED: " + row.get("reason", "")
         bits = []
         if row.get("latency_p50_ms") is not None:
-            bits.append("p50 %.1f ms" % row["latency_p50_ms"])
+            bits.append("p50 %.1f ms of %d latency sample%s" % (
+                row["latency_p50_ms"], row.get("latency_n") or 0, "" if row.get("latency_n") == 1 else "s"))
         if row.get("values_out_per_s") is not None:
             bits.append("%.1f values/s out" % row["values_out_per_s"])
         if row.get("bytes_per_s") is not None:
             bits.append("%.0f B/s between devices" % row["bytes_per_s"])
         text = "run %d/%d %s: %s%s" % (self.k, self.total, self.run.label, status,
                                        (" (" + ", ".join(bits) + ")") if bits and row["status"] == "ok" else "")
+        if row["status"] == "ok" and row.get("reason"):      # ok, with a note (a device restarted)
+            text += "; " + row["reason"]
         if self.tty:
             self.out.write("\r" + " " * self.width + "\r")
             self.width = 0

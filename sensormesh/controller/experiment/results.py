@@ -84,15 +84,18 @@ class Results:
 
     def __init__(self, out):
         self.out = out
+        self.db = self.latency_file = None
         try:
             os.makedirs(os.path.join(out, "placements"), exist_ok=True)
             self.db = sqlite3.connect(os.path.join(out, "metrics.sqlite"), check_same_thread=False)
             self.db.executescript(SCHEMA)
+            self.latency_file = open(os.path.join(out, "latency.csv"), "w", newline="")
         except (OSError, sqlite3.Error) as e:
-            raise ResultsError("cannot write the results to %s: %s" % (out, e))
+            self.close()
+            raise ResultsError("cannot write the results to %s: %s" % (out, _why(e)))
         self.rows = []                    # one dict per finished run
+        self.outside = {}                 # step module as the file names it -> its copy (save_inputs)
         self.devices = []                 # device names of the runs.csv columns, in order
-        self.latency_file = open(os.path.join(out, "latency.csv"), "w", newline="")
         self.latency_csv = csv.writer(self.latency_file)
         self.latency_csv.writerow(("run", "placement", "network", "repeat", "phase", "t", "sink",
                                    "latency_ms", "bound_ms"))
@@ -153,13 +156,21 @@ class Results:
                     w.writerow([row[k] for k in key] + [link, _cell(vals["bytes"]), _cell(vals["bytes_per_s"])])
 
     def close(self):
-        self.latency_file.close()
-        self.db.close()
+        if self.latency_file is not None:
+            self.latency_file.close()
+        if self.db is not None:
+            self.db.close()
 
     # -- what makes a run repeatable -----------------------------------------------------------
     def save_inputs(self, file, placement_files=()):
         """Copy the pipeline file, the step modules it names (fn: "steps.py:name") and the
         placement files into pipeline/."""
+        try:
+            self._save_inputs(file, placement_files)
+        except OSError as e:
+            raise ResultsError("cannot copy the pipeline into %s: %s" % (self.path("pipeline"), _why(e)))
+
+    def _save_inputs(self, file, placement_files):
         dest = self.path("pipeline")
         os.makedirs(dest, exist_ok=True)
         base = os.path.dirname(os.path.abspath(file))
@@ -168,9 +179,18 @@ class Results:
             text = f.read()
         for mod in sorted(set(re.findall(r"([\w./-]+\.py):\w+", text))):
             src = os.path.join(base, mod)
-            if os.path.isfile(src) and not os.path.isabs(mod) and ".." not in mod.split("/"):
+            if not os.path.isfile(src):
+                continue
+            if not os.path.isabs(mod) and ".." not in mod.split("/"):
                 os.makedirs(os.path.join(dest, os.path.dirname(mod)), exist_ok=True)
                 shutil.copy2(src, os.path.join(dest, mod))
+            else:
+                # outside the pipeline's folder: kept under outside/, and where it came from is
+                # said in environment.json ("step_modules_outside"), so the copy is complete
+                there = os.path.join("outside", "%d-%s" % (len(self.outside) + 1, os.path.basename(mod)))
+                os.makedirs(os.path.join(dest, "outside"), exist_ok=True)
+                shutil.copy2(src, os.path.join(dest, there))
+                self.outside[mod] = "pipeline/" + there
         for name, path in placement_files:
             shutil.copy2(path, os.path.join(dest, "placement-%s%s" % (name, os.path.splitext(path)[1])))
 
@@ -179,9 +199,21 @@ class Results:
         env.update({"command": argv if argv is not None else sys.argv, "settings": settings,
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "cpus": os.cpu_count(), "load_average": list(os.getloadavg())})
-        with open(self.path("environment.json"), "w") as f:
-            json.dump(env, f, indent=2, sort_keys=True)
+        if self.outside:
+            env["step_modules_outside"] = dict(self.outside)
+        try:
+            with open(self.path("environment.json"), "w") as f:
+                json.dump(env, f, indent=2, sort_keys=True)
+        except OSError as e:
+            raise ResultsError("cannot write %s: %s" % (self.path("environment.json"), _why(e)))
         return env
+
+
+def _why(e):
+    """An OSError in words without its errno: "No such file or directory: '/proc/x'"."""
+    if isinstance(e, OSError) and e.strerror:
+        return "%s: %r" % (e.strerror, e.filename) if e.filename else e.strerror
+    return str(e)
 
 
 def _cell(v):

@@ -2,11 +2,12 @@
 its repeats that ran), the best value of each column in bold. Pure (tested without devices)."""
 from __future__ import annotations
 
-# (column, heading, better: "min" or "max", format)
+# (column, heading, better: "min" or "max" (None: not ranked), format)
 COLUMNS = (("values_out_per_s", "values out/s", "max", "%.1f"),
            ("latency_p50_ms", "p50 ms", "min", "%.1f"),
            ("latency_p95_ms", "p95 ms", "min", "%.1f"),
            ("latency_p99_ms", "p99 ms", "min", "%.1f"),
+           ("latency_n", "latency samples", None, "%.0f"),     # what the percentiles rest on: not ranked
            ("bytes_per_s", "bytes/s between devices", "min", "%.0f"))
 
 
@@ -50,6 +51,8 @@ def best(raw_rows, better):
     where every row has the same value marks nothing."""
     marks = set()
     for j, how in enumerate(better):
+        if how is None:
+            continue
         vals = [(i, r[1][j]) for i, r in enumerate(raw_rows) if r[1][j] is not None]
         if len(vals) < 2 or len({v for _, v in vals}) < 2:
             continue
@@ -69,8 +72,10 @@ def markdown(rows, devices, title="Experiment"):
     lines = ["# %s" % title, "",
              "One row per placement and network condition (the mean over its repeats that ran); "
              "the best value of each column is **bold** (highest values out/s; lowest latency, "
-             "bytes and busy). Latency is end-to-end from the sensor read to the sink; busy is the "
-             "fraction of time a device's loop was not waiting.", "",
+             "bytes and busy). Latency is end-to-end from the sensor read to the sink; latency samples "
+             "is how many values per run the percentiles rest on (with fewer than 100, the p99 is the "
+             "largest one, with fewer than 20 the p95 too); busy is the fraction of time a device's "
+             "loop was not waiting.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, (labels, vals) in enumerate(raw_rows):
         cells = []
@@ -83,4 +88,10 @@ def markdown(rows, devices, title="Experiment"):
         lines += ["", "Runs that did not complete:", ""]
         lines += ["- %s (%s / %s, repeat %s): %s, %s" % (r["run"], r["placement"], r["network"], r["repeat"],
                                                        r["status"], r.get("reason") or "") for r in failed]
+    noted = [r for r in rows if r["status"] == "ok" and r.get("reason")]
+    if noted:
+        lines += ["", "Runs that completed with a local device restarted (counted above; their numbers "
+                  "hold the values lost while it was down):", ""]
+        lines += ["- %s (%s / %s, repeat %s): %s" % (r["run"], r["placement"], r["network"], r["repeat"],
+                                                   r["reason"]) for r in noted]
     return "\n".join(lines) + "\n"
