@@ -98,7 +98,7 @@ def connected(conn, ev):
     conn._set_mask(_POLLIN | (_POLLOUT if conn.backlog() else 0))
     h = getattr(conn.protocol, "on_connect", None)
     if h:
-        h(conn)
+        _up(conn, h)
     conn.flush()
     return not conn.closed and ev & _POLLIN
 
@@ -120,7 +120,18 @@ def release(conn):
             raise
     h = getattr(conn.protocol, "on_connect", None)
     if h and not conn.closed:
+        _up(conn, h)
+
+
+def _up(conn, h):
+    """on_connect(conn); one that finds no heap free (for its code, on a board) closes the
+    connection, so that its dialer dials again, rather than leave it up but never taken (a
+    pipe's values waited for ever); the loop logs the MemoryError."""
+    try:
         h(conn)
+    except MemoryError:
+        conn.close("no memory free to take the connection")
+        raise
 
 
 # -- closing a connection after an error (Connection._read) ---------------------------

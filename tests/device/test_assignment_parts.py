@@ -289,3 +289,85 @@ def test_split_keeps_every_character_and_each_message_within_room():
             b = msgs[i]["deploy-part"]
             assert b["part"] == i and b["of"] == len(msgs) and b["size"] == len(text)
             assert len(codec.dumps(msgs[i])) <= room, (room, len(codec.dumps(msgs[i])))
+
+
+class _Later:
+    """A loop that only records the timers set on it."""
+
+    def __init__(self):
+        self.due = []
+
+    def call_later(self, ms, fn):
+        self.due.append((ms, fn))
+
+
+class _NoHeapForLogs(_Runtime):
+    def __init__(self):
+        _Runtime.__init__(self)
+        self.loop = _Later()
+
+    def log(self, text):
+        raise MemoryError("memory allocation failed, allocating 176 bytes")
+
+
+class _Pipe:
+    """A pipe_out's state as pipe_links.on_close sees it."""
+    edge = "avg->pc"
+    to = "unix:/nowhere"
+    running = True
+    redials = 0          # this close logs (its first redial)
+
+    def __init__(self, rt, conn):
+        self.rt = rt
+        self.conn = None
+        self.dialing = conn
+
+    def _dial(self):
+        pass
+
+
+def test_a_pipe_whose_close_finds_no_heap_for_its_log_line_still_dials_again():
+    """The close of a pipe's dial whose session came up short of heap: the log line found no
+    heap free, and the pipe was left with neither a connection nor a dial to come, its values
+    waiting in the replay buffer for the rest of the run."""
+    from sensormesh.device.runtime import pipe_links
+    rt = _NoHeapForLogs()
+    conn = object()
+    po = _Pipe(rt, conn)
+    pipe_links.on_close(po, conn, "no memory free to take the connection")
+    assert po.dialing is None and po.conn is None
+    assert len(rt.loop.due) == 1 and rt.loop.due[0][1] == po._dial, rt.loop.due
+    assert po.last_error == "no memory free to take the connection"
+
+
+class _Up:
+    """A connection whose secure dial just came up (connect.release)."""
+    closed = False
+    held = None
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+        self.why = None
+
+    def close(self, why):
+        self.closed = True
+        self.why = why
+
+
+class _ShortOnConnect:
+    def on_connect(self, conn):
+        raise MemoryError("memory allocation failed, allocating 272 bytes")
+
+
+def test_a_dial_whose_on_connect_finds_no_heap_is_closed_to_be_dialed_again():
+    """A pipe's on_connect loads its code (pipe_links.py on a board): without heap free for it
+    the connection stayed up but never taken, and the pipe never sent again. It is closed now,
+    so that the dialer dials again; the MemoryError is the loop's to log."""
+    from sensormesh.device import connect
+    conn = _Up(_ShortOnConnect())
+    try:
+        connect.release(conn)
+        raise AssertionError("no MemoryError")
+    except MemoryError:
+        pass
+    assert conn.closed and "no memory" in conn.why

@@ -104,6 +104,14 @@ def on_close(po, conn, reason):
         reason = "connection closed"
     if conn is not po.conn and conn is not po.dialing:
         return    # a connection this pipe had already let go
+    if po.running and po.to:
+        # The redial is set before the pipe lets go of the connection: without heap free for
+        # it, the pipe still holds the closed connection and its next value or frame tries
+        # again (pipes._send); a log line that finds no heap free is left out. (Let go first,
+        # the pipe was left with neither a connection nor a dial to come: its values waited in
+        # the replay buffer for ever.)
+        delay = redial_delay(po)
+        po.retry_timer = po.rt.loop.call_later(delay, po._dial)
     if conn is po.conn:
         po.bytes_prev = getattr(po, "bytes_prev", 0) + getattr(conn, "bytes_out", 0)   # as pipe_counts._retire
     po.conn = None
@@ -112,8 +120,9 @@ def on_close(po, conn, reason):
         return
     po.last_error = reason
     if po.to:
-        delay = redial_delay(po)
         n = po.redials
         if n == 1 or n % LOG_EVERY_REDIALS == 0:
-            po.rt.log("pipe %s to %s: %s; retrying in %d ms" % (po.edge, po.to, reason, delay))
-        po.retry_timer = po.rt.loop.call_later(delay, po._dial)
+            try:
+                po.rt.log("pipe %s to %s: %s; retrying in %d ms" % (po.edge, po.to, reason, delay))
+            except MemoryError:
+                pass
