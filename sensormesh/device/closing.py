@@ -1,6 +1,7 @@
 # Closing a connection after sending what is queued (Connection.close_after_flush: a pipe's
-# stop, a refused request, a protocol error): loaded for that and, on a board running .mpy files,
-# forgotten at once (transport.py), apart from connect.py, whose dialing code a stop does not need.
+# stop, a refused request, a protocol error), and closing a listener (Listener.close, as a device
+# exits): loaded for that and, on a board running .mpy files, forgotten at once (transport.py),
+# apart from connect.py, whose dialing code neither a stop nor an exit needs.
 from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.transport import RECV_CHUNK
 
@@ -46,3 +47,14 @@ def _discard_input(conn):
                 return
     except OSError:
         pass
+
+
+def close_listener(lst):
+    """Listener.close: stop listening, and close the connections it accepted."""
+    lst.loop.unregister(lst.sock)
+    try:
+        lst.sock.close()
+    except OSError:
+        pass
+    for c in list(lst.conns):
+        c.close("listener closed")

@@ -159,17 +159,6 @@ def no_memory(conn):
         conn.close("no memory free for a frame")
 
 
-def close_listener(lst):
-    """Listener.close: stop listening, and close the connections it accepted."""
-    lst.loop.unregister(lst.sock)
-    try:
-        lst.sock.close()
-    except OSError:
-        pass
-    for c in list(lst.conns):
-        c.close("listener closed")
-
-
 def run_until(loop, predicate, timeout_ms):
     """Loop.run_until: turn the loop until predicate() is true or timeout_ms pass; returns
     predicate()."""

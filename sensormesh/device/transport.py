@@ -519,8 +519,8 @@ class Connection:
 
 class Listener:
     """Accepts connections; make_protocol() returns the protocol for each new one. Making one
-    (listen.listener), accepting (accepting.on_poll) and closing one (connect.close_listener) are
-    listen.py's, accepting.py's and connect.py's, loaded for each: a listener holds loop, sock,
+    (listen.listener), accepting (accepting.on_poll) and closing one (closing.close_listener) are
+    listen.py's, accepting.py's and closing.py's, loaded for each: a listener holds loop, sock,
     make_protocol, max_frame, max_conns and conns, the open connections it accepted."""
 
     def on_poll(self, ev):
@@ -538,7 +538,9 @@ class Listener:
         m.on_poll(self, ev)
 
     def close(self):
-        _connect().close_listener(self)
+        from sensormesh.device import closing
+        forget(closing)
+        closing.close_listener(self)
 
 
 # Opening connections happens at start and when a pipe dials, accepting one when a peer dials,
@@ -546,7 +548,7 @@ class Listener:
 # then, a listener at the end, and Loop.run_until serves tools and tests: that code is in
 # listen.py (listen_tcp, listen_unix, bound_port, listener), accepting.py (on_poll, accepted),
 # connect.py (dial, parse_address, unix_address; connected, release; protocol_error, no_memory,
-# close_listener, run_until) and closing.py (close_after_flush), loaded when one of these names
+# run_until) and closing.py (close_after_flush, close_listener), loaded when one of these names
 # is looked up here (transport.dial(...)) and, on a board running .mpy files, forgotten at once,
 # so it costs heap only while it runs.
 def _connect():

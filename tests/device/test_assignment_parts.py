@@ -208,6 +208,23 @@ def test_a_close_without_memory_is_tried_again_once_the_other_nodes_are_let_go()
     assert len(rt.logs) == 1 and "close of c failed" in rt.logs[0], rt.logs
 
 
+class _Sampling(_Node):
+    running = True
+
+
+def test_a_source_whose_close_finds_no_memory_stops_sampling_and_the_stop_goes_on():
+    """The stop closes the sources first, with code loaded for it on a board; one that found no
+    heap free raised out of the stop: no final counts, every node left open."""
+    from sensormesh.device.runtime import stop
+    src, w = _Sampling(1), _Node(0)
+    rt = _Stopping([("t", src), ("w", w)])
+    rt.sources = [src]
+    final = stop.teardown(rt)
+    assert final["state"] == "stopped" and rt.nodes == {} and rt.sources == []
+    assert src.running is False and src.closed == 1 and w.closed == 1
+    assert rt.logs == []
+
+
 def test_missing_extra_and_wrong_parts_are_errors_and_the_old_assignment_keeps_running():
     loop = transport.Loop()
     dev = board_device(loop)

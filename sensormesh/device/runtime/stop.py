@@ -49,7 +49,13 @@ def teardown(rt, keep=False, flush=True):
     # each node's flush, stats and close load the module of its rarely called methods for the
     # call (steps/__init__.py, Rarely): one at a time, so a board never holds them all at once
     for s in rt.sources:
-        s.close()
+        try:
+            s.close()
+        except MemoryError:
+            # no heap free for its code (sources.py, loaded for the call): it samples no more,
+            # and its close comes again with the other nodes' (a stop that raised here sent no
+            # final counts and left every node open)
+            s.running = False
     if rt.probe is not None:
         from sensormesh.device.runtime.probe import run
         run(rt.probe, None, False)         # the metrics probe's sample timer stops
