@@ -285,7 +285,7 @@ class Connection:
             chunks = self.chunks
             ch = self.channel
             if ch is not None:
-                # The token is made and queued in pieces of at most ~260 bytes, the first with
+                # The token is made and queued in pieces of at most ~140 bytes, the first with
                 # the frame's length in front (secure/channel.seal): no block the size of the
                 # token is needed. A piece that finds no heap takes the frame's queued pieces
                 # back out, so the peer never gets part of a frame.

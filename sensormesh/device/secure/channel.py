@@ -28,9 +28,10 @@ _MAC = const(32)
 _COUNTER = const(8)  # the frame counter in front of each payload of a session
 _HEAD = const(41)    # the header and the first cipher block (_HDR + 16): decoded into a small buffer of its own
 _CHUNK = 512 if MICROPYTHON else 1 << 16   # base64 characters decoded at a time (a multiple of 4)
-# A token's bytes made at a time (seal): on a board each piece of base64 is at most 256
-# characters; CPython makes a frame in one go.
-_SEAL_STEP = 192 if MICROPYTHON else 1 << 16
+# A token's bytes made at a time (seal): on a board each piece of base64 is at most 128
+# characters (with 256, a keyed board under 96K found no block free for a piece about once in
+# four runs of its tests; docs/performance.md); CPython makes a frame in one go.
+_SEAL_STEP = 96 if MICROPYTHON else 1 << 16
 
 if MICROPYTHON:
     import cryptolib
@@ -118,7 +119,7 @@ def seal(sign, enc, prefix, data, t, iv, put, frame=False):
     The token's bytes are made _SEAL_STEP at a time in one small buffer: the plaintext copied
     in, encrypted in place (the CBC chain runs on from one piece to the next), added to the MAC
     and encoded. A board then needs no block the size of the token (a status reply's is about
-    600 bytes, which a fragmented heap may lack), only pieces of at most ~260 bytes."""
+    600 bytes, which a fragmented heap may lack), only pieces of at most ~140 bytes."""
     lp = len(prefix)
     n = lp + len(data)
     pad = 16 - n % 16
