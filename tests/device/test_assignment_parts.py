@@ -112,9 +112,20 @@ def test_200_pipe_inputs_reach_a_keyed_device_with_a_boards_frame_limit():
     dev.close()
 
 
+class _Later:
+    """A loop that only records the timers set on it."""
+
+    def __init__(self):
+        self.due = []
+
+    def call_later(self, ms, fn):
+        self.due.append((ms, fn))
+
+
 class _Runtime:
     def __init__(self):
         self.logs = []
+        self.loop = _Later()
 
     def log(self, text):
         self.logs.append(text)
@@ -123,6 +134,7 @@ class _Runtime:
 class _ShortOfMemory:
     """A connection whose first sends find no block free for the reply (a board's sealed token)."""
     peer_max_frame = 16384
+    closed = False
 
     def __init__(self, failures):
         self.failures = failures
@@ -144,10 +156,15 @@ def test_a_reply_without_memory_for_its_counts_comes_without_them_and_says_why()
     from sensormesh.device import replies as report   # a status or stopped reply: replies.send_stats
     rt = _Runtime()
     for n, key in enumerate(("status", "stopped", "status", "status")):
-        conn = _ShortOfMemory(1)
+        conn = _ShortOfMemory(1 if key == "status" else 2)   # a stopped reply is tried once more
         st = {"assignment": {"pipeline": "p", "epoch": 3, "state": "running",
                              "steps": {"t": {"out": 5}, "out:e": {"in": 5, "out": 5}}}}
         report.send_stats(rt, conn, key, st)
+        if key == "stopped":
+            assert conn.sent == [] and len(rt.loop.due) == 1
+            ms, fn = rt.loop.due.pop()
+            assert ms == report.STOPPED_AGAIN_MS
+            fn()
         assert len(conn.sent) == 1, conn.sent
         a = conn.sent[0][key]["assignment"]
         assert a["steps"] == {} and a["steps_omitted"] == 2 and a["epoch"] == 3, a
@@ -223,6 +240,33 @@ def test_a_source_whose_close_finds_no_memory_stops_sampling_and_the_stop_goes_o
     assert final["state"] == "stopped" and rt.nodes == {} and rt.sources == []
     assert src.running is False and src.closed == 1 and w.closed == 1
     assert rt.logs == []
+
+
+def test_a_stopped_reply_that_finds_no_heap_goes_whole_a_moment_later():
+    """A stop is a board's fullest moment and nothing runs after it: a stopped reply that finds
+    no heap free, to be made or to be sealed, is tried once more STOPPED_AGAIN_MS later with
+    its per-step counts. A status reply is not held back."""
+    from sensormesh.device import replies as report
+    for fails in (1, 2):     # 1: its seal finds no heap; 2: and the seal tried again once more
+        rt = _Runtime()
+        conn = _ShortOfMemory(fails)
+        st = {"state": "stopped", "epoch": 4, "steps": {"t": {"out": 9}, "w": {"in": 9, "out": 3}}}
+        report.send_stats(rt, conn, "stopped", st)
+        assert conn.sent == [] and len(rt.loop.due) == 1
+        rt.loop.due.pop()[1]()
+        if fails == 1:
+            assert conn.sent == [{"stopped": {"state": "stopped", "epoch": 4,
+                                              "steps": {"t": {"out": 9}, "w": {"in": 9, "out": 3}}}}], conn.sent
+            assert rt.logs == [] and getattr(rt, "replies_cut", 0) == 0
+        else:
+            assert conn.sent == [{"stopped": {"state": "stopped", "epoch": 4, "steps": {}, "steps_omitted": 2,
+                                              "omitted_because": "the device had no memory free for them now"}}]
+        assert rt.loop.due == []
+    # a status reply goes at once, cut
+    rt = _Runtime()
+    conn = _ShortOfMemory(1)
+    report.send_stats(rt, conn, "status", {"steps": {"t": {"out": 1}}})
+    assert rt.loop.due == [] and conn.sent[0]["status"]["steps_omitted"] == 1
 
 
 def test_missing_extra_and_wrong_parts_are_errors_and_the_old_assignment_keeps_running():
@@ -308,21 +352,7 @@ def test_split_keeps_every_character_and_each_message_within_room():
             assert len(codec.dumps(msgs[i])) <= room, (room, len(codec.dumps(msgs[i])))
 
 
-class _Later:
-    """A loop that only records the timers set on it."""
-
-    def __init__(self):
-        self.due = []
-
-    def call_later(self, ms, fn):
-        self.due.append((ms, fn))
-
-
 class _NoHeapForLogs(_Runtime):
-    def __init__(self):
-        _Runtime.__init__(self)
-        self.loop = _Later()
-
     def log(self, text):
         raise MemoryError("memory allocation failed, allocating 176 bytes")
 
