@@ -9,7 +9,49 @@ import click
 from sensormesh.device import codec
 
 
-@click.group()
+# The controller's commands, loaded when one of them runs (or `--help` lists them): `sensormesh
+# worker` and `client` then import click and the device package only, not the controller with
+# its libraries (scipy, numpy, networkx: some 80 MB more per process, and seconds to start).
+LAZY_COMMANDS = {
+    "plan": ("sensormesh.controller.plan_cli", "plan"),
+    "deploy": ("sensormesh.controller.deploy_cli", "deploy"),
+    "status": ("sensormesh.controller.deploy_cli", "status"),
+    "stop": ("sensormesh.controller.deploy_cli", "stop"),
+    "up": ("sensormesh.controller.deploy_cli", "up"),
+    "top": ("sensormesh.controller.observe.cli", "top"),
+    "experiment": ("sensormesh.controller.experiment.cli", "experiment"),
+    "keys": ("sensormesh.controller.keys_cli", "keys"),
+    "board": ("sensormesh.board", "board"),
+}
+
+
+class _Commands(click.Group):
+    """A group whose controller commands are imported on first use (LAZY_COMMANDS). A Ctrl-C
+    while one loads ends as click ends any interrupted command ("Aborted!", exit status 1),
+    not in a traceback."""
+
+    def list_commands(self, ctx):
+        return sorted(set(self.commands) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx, name):
+        cmd = self.commands.get(name)
+        if cmd is not None or name not in LAZY_COMMANDS:
+            return cmd
+        import importlib
+        modname, attr = LAZY_COMMANDS[name]
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name != modname:
+                raise
+            return None
+        cmd = getattr(mod, attr, None)
+        if cmd is not None:
+            self.add_command(cmd, name)
+        return cmd
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="sensormesh")
 def main():
     """sensormesh: decentralized processing of continuous sensor data."""
@@ -247,31 +289,6 @@ def client(address, sensor, time_frame, values_per_time_frame, count, timeout, i
     finally:
         c.close()
 
-
-def _register():
-    # Commands from the controller side; each module is optional until its part exists.
-    import importlib
-    for modname, attr in (("sensormesh.controller.plan_cli", "plan"),
-                          ("sensormesh.controller.deploy_cli", "deploy"),
-                          ("sensormesh.controller.deploy_cli", "status"),
-                          ("sensormesh.controller.deploy_cli", "stop"),
-                          ("sensormesh.controller.deploy_cli", "up"),
-                          ("sensormesh.controller.observe.cli", "top"),
-                          ("sensormesh.controller.experiment.cli", "experiment"),
-                          ("sensormesh.controller.keys_cli", "keys"),
-                          ("sensormesh.board", "board")):
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as e:
-            if e.name != modname:
-                raise
-            continue
-        cmd = getattr(mod, attr, None)
-        if cmd is not None:
-            main.add_command(cmd)
-
-
-_register()
 
 if __name__ == "__main__":
     main()

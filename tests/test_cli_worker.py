@@ -246,3 +246,51 @@ def test_device_entry_point_listens_on_loopback_on_cpython_and_everywhere_on_mic
         p.stop()
     host = "0.0.0.0" if interp == "micropython" else "127.0.0.1"
     assert "tcp %s:%d" % (host, port) in line, line
+
+
+# -- what `sensormesh worker` loads -------------------------------------------------------------
+
+def test_worker_loads_the_device_package_and_not_the_controller(port, tmp_path):
+    """`sensormesh worker` costs what a device costs: the controller's commands (and with them
+    scipy, numpy and networkx) load only when one of them runs."""
+    import select
+    imports = tmp_path / "imports.txt"
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+    with open(imports, "w") as err:
+        p = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "sensormesh.cli", "worker", "--port",
+                              str(port), "--sensors", "counter", "--insecure"],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        out, deadline = "", time.monotonic() + 30
+        while "listening on" not in out:
+            left = deadline - time.monotonic()
+            assert left > 0 and select.select([p.stdout], [], [], left)[0], "no start line: %r" % out
+            line = p.stdout.readline()
+            assert line, "the worker exited: %r" % out
+            out += line
+        with open("/proc/%d/status" % p.pid) as f:
+            rss = [int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:")][0]
+    finally:
+        p.terminate()
+        p.wait(10)
+        p.stdout.close()
+    mods = set(ln.rsplit("|", 1)[1].strip() for ln in imports.read_text().splitlines()
+               if ln.startswith("import time:") and "|" in ln)
+    assert "sensormesh.device.core" in mods, sorted(mods)
+    heavy = sorted(m for m in mods if m.split(".")[0] in ("scipy", "numpy", "networkx", "yaml")
+                   or m.startswith("sensormesh.controller"))
+    assert not heavy, "sensormesh worker imported %s" % heavy[:10]
+    assert rss < 40 * 1024, "sensormesh worker holds %d kB resident" % rss
+
+
+def test_ctrl_c_while_a_command_loads_ends_without_a_traceback(tmp_path):
+    """A Ctrl-C while a controller command's modules load (they take a second or two) ends as an
+    interrupted command does: "Aborted!", exit status 1, no traceback."""
+    (tmp_path / "slow_cli.py").write_text("raise KeyboardInterrupt\n")
+    code = ("import sensormesh.cli as c; c.LAZY_COMMANDS['plan'] = ('slow_cli', 'plan'); "
+            "c.main(['plan', 'x.yaml'], prog_name='sensormesh')")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, str(tmp_path)]))
+    r = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "Aborted!" in r.stderr and "Traceback" not in r.stderr, r.stderr
