@@ -327,8 +327,10 @@ def test_safe_names_pass():
 
 
 def test_cli_registers_board_group():
+    import click
     from sensormesh.cli import main
-    assert "board" in main.commands and "deploy" in main.commands["board"].commands
+    board = main.get_command(click.Context(main), "board")
+    assert "board" in main.list_commands(None) and "deploy" in board.commands
 
 
 # -- the compiled bundle on the MicroPython unix port -----------------------------------
