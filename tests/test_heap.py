@@ -88,15 +88,20 @@ def test_the_heap_of_a_local_micropython_device_is_its_heapsize(tmp_path):
 
 # -- the precompiled package ----------------------------------------------------------------
 
+# What the cache's own tests compile: the modules they import on the unix port and a few more,
+# not the whole package (every `sensormesh up` with a MicroPython device in this suite compiles
+# that): a tenth of the mpy-cross runs, seconds less per test on a loaded machine.
+CACHE_TEST_MODULES = tuple("sensormesh/" + m for m in (
+    "__init__.py", "device/__init__.py", "device/compat.py", "device/codec.py", "device/refused.py",
+    "device/schedule.py", "device/core.py", "device/transport.py", "device/steps/__init__.py",
+    "device/steps/windows.py", "device/steps/filters.py"))
+
+
 def _copy_device_package(base):
-    for rel in ("sensormesh/__init__.py", "sensormesh/device"):
-        src = os.path.join(ROOT, rel)
+    for rel in CACHE_TEST_MODULES:
         dst = os.path.join(base, rel)
-        if os.path.isdir(src):
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            shutil.copy(src, dst)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy(os.path.join(ROOT, rel), dst)
 
 
 def _mpy_files(folder):
