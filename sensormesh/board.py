@@ -448,10 +448,37 @@ def run_command(argv):
                          % (argv[0], e.strerror or e, os.path.basename(argv[0])))
 
 
+# mpy-cross processes at once (a deployment's compile steps, the local devices' cache): the whole
+# package compiles in about 2 s
+COMPILE_JOBS = 4
+
+
+def _compile_all(argvs, runner):
+    """Run compile commands COMPILE_JOBS at a time; BoardError naming the first that failed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(argv):
+        os.makedirs(os.path.dirname(argv[2]), exist_ok=True)
+        return runner(argv)
+    with ThreadPoolExecutor(COMPILE_JOBS) as pool:
+        codes = list(pool.map(one, argvs))
+    for argv, rc in zip(argvs, codes):
+        if rc != 0:
+            raise BoardError("compiling failed: %s" % " ".join(argv))
+
+
 def execute(steps, runner=run_command, echo=print):
-    """Run a plan: writes and copies locally, compile and board commands through runner."""
+    """Run a plan: writes and copies locally, compile and board commands through runner (the
+    compile steps of a row COMPILE_JOBS at a time)."""
+    compiles = []
     for step in steps:
         what = step[0]
+        if what == "compile":
+            compiles.append(step[1])
+            continue
+        if compiles:
+            _compile_all(compiles, runner)
+            compiles = []
         if what == "write":
             os.makedirs(os.path.dirname(step[1]), exist_ok=True)
             with open(step[1], "w") as f:
@@ -459,15 +486,13 @@ def execute(steps, runner=run_command, echo=print):
         elif what == "copy":
             os.makedirs(os.path.dirname(step[2]), exist_ok=True)
             shutil.copyfile(step[1], step[2])
-        elif what == "compile":
-            os.makedirs(os.path.dirname(step[1][2]), exist_ok=True)
-            if runner(step[1]) != 0:
-                raise BoardError("compiling failed: %s" % " ".join(step[1]))
         elif what == "board":
             echo("$ " + " ".join(step[1]))
             rc = runner(step[1])
             if rc != 0 and not step[2]:
                 raise BoardError("board command failed (exit %d): %s" % (rc, " ".join(step[1])))
+    if compiles:
+        _compile_all(compiles, runner)
 
 
 def describe(steps):

@@ -273,6 +273,23 @@ def test_execute_builds_bundle_and_runs_mpremote_in_order(tmp_path):
     assert echoed == ["$ " + " ".join(c) for c in remote]
 
 
+def test_a_module_that_does_not_compile_stops_the_deployment_before_the_board_is_touched(tmp_path):
+    """The compile steps run several at a time; one that fails is named, and no board command
+    runs after it."""
+    calls = []
+    steps, _ = board.plan(CONFIG, "/dev/ttyUSB0", str(tmp_path), ROOT, mpy_cross="mpy-cross")
+    bad = [s[1] for s in steps if s[0] == "compile"][5]
+
+    def run(argv):
+        calls.append(list(argv))
+        return 1 if argv == bad else 0
+    with pytest.raises(board.BoardError) as e:
+        board.execute(steps, run, echo=lambda line: None)
+    assert str(e.value) == "compiling failed: %s" % " ".join(bad)
+    assert not [c for c in calls if c[0] == "mpremote"], "the board was touched"
+    assert len(calls) == len([s for s in steps if s[0] == "compile"])
+
+
 def test_failed_copy_stops_the_deployment(tmp_path):
     calls = []
     steps, _ = board.plan(CONFIG, "/dev/ttyUSB0", str(tmp_path), ROOT, compile=False)

@@ -23,14 +23,13 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from sensormesh.board import (BASE, LINES_ENV, NO_SOURCE_LINES, _find_tool, compile_argv, compiled_name,
-                              device_files, drops_lines, source_name)
+from sensormesh.board import (BASE, COMPILE_JOBS, LINES_ENV, NO_SOURCE_LINES, _find_tool, compile_argv,
+                              compiled_name, device_files, drops_lines, source_name)
 
 CACHE_ENV = "SENSORMESH_MPY_CACHE"       # overrides the cache folder (tests, read-only checkouts)
 DEFAULT_DIR = os.path.join(".sensormesh", "mpy-cache")
 STALE_S = 24 * 3600     # a folder unused this long is removed (a running device may still import
                         # from one for as long as it runs: steps load on its first deployment)
-COMPILE_JOBS = 4        # mpy-cross processes at once: the whole package compiles in about 2 s
 
 
 # The script a local MicroPython device runs (`micropython -X heapsize=96K FOLDER/run_device.py
