@@ -35,10 +35,6 @@
 import math
 import time
 
-import numpy as np
-from scipy import sparse
-from scipy.optimize import Bounds, LinearConstraint, milp
-
 from sensormesh.controller.errors import PlacementError, Problem
 
 STRATEGIES = ("central", "edge", "optimal")
@@ -847,6 +843,11 @@ def _is_uniform(link):
 
 
 def _optimal(setup, link, time_limit, mip_rel_gap, reduce):
+    # scipy and numpy load here, for the optimal strategy only: the commands that place nothing
+    # (status, stop, top, worker) start without them, a second sooner
+    import numpy as np
+    from scipy import sparse
+    from scipy.optimize import Bounds, LinearConstraint, milp
     m = setup.model
     uniform = _is_uniform(link)
     cand = _reduce_candidates(setup) if (uniform and reduce) else dict(setup.cand)
