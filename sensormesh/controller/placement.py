@@ -843,8 +843,8 @@ def _is_uniform(link):
 
 
 def _optimal(setup, link, time_limit, mip_rel_gap, reduce):
-    # scipy and numpy load here, for the optimal strategy only: the commands that place nothing
-    # (status, stop, top, worker) start without them, a second sooner
+    # scipy and numpy load here, for the optimal strategy only: a command that places nothing or
+    # places otherwise starts without them, half a second sooner and 60 MB smaller
     import numpy as np
     from scipy import sparse
     from scipy.optimize import Bounds, LinearConstraint, milp
