@@ -88,7 +88,7 @@ class Recover:
         # either way it starts afresh
         for d in back:
             if d in self.deployed:
-                self._wait([self._send(d, {"stop": {"keep": True}}, ("stopped",))])
+                self._stop_to_redeploy(d)
                 self.deployed.discard(d)
                 self.assignments.pop(d, None)
         pl = self.place()
