@@ -452,6 +452,9 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
             # reported: local.py); once it listens the supervisor gives it its steps back. up
             # ends only when every local device is past its restart limit.
             restarted.extend(n for n in cluster.tend(on_event) if n not in restarted)
+            if cluster.given_up - dep.retired:
+                # past their restart limit: what may answer at their addresses later is not them
+                dep.gone_for_good(cluster.given_up)
             if restarted and dep.restarted(restarted):
                 del restarted[:]
             alive = cluster.alive()

@@ -151,6 +151,7 @@ class Supervisor(Control, Watch, Reroute, Recover):
         # stopped. The metrics of a run (observe/run.py) take the old epoch's last counts there.
         self.on_stopping = []
         self.on_stopped = []
+        self.retired = set()     # devices gone for good: never probed nor taken back (recover.py)
         self._init_control(listen)
         self._init_watch()
         self._set_paths(self.topology)
