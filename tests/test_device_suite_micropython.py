@@ -23,3 +23,10 @@ def test_core_device_tests_pass_on_micropython():
     passed, failed, r = run_mp(CORE)
     assert failed == 0 and r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert passed >= 20
+
+
+def test_metrics_tests_pass_on_micropython():
+    """The metrics replies (tests/device/test_metrics.py), a stopped device's included."""
+    passed, failed, r = run_mp(["test_metrics"])
+    assert failed == 0 and r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert passed >= 7 and "ok   test_metrics.test_a_stopped_device_answers_metrics" in r.stdout

@@ -354,6 +354,7 @@ class LocalCluster:
         self.restart_limit = 5            # restarts per device within restart_window seconds
         self.restart_window = 60.0
         self.given_up: set[str] = set()   # devices past their restart limit
+        self.fixed_port: set[str] = set()  # devices told their port (the file's or the network's)
         self._due: dict[str, float] = {}  # device -> when to start it again (monotonic)
         self._handled: dict[str, object] = {}   # device -> the exited process already reported
         self._starting: set[str] = set()  # restarted, not yet listening
@@ -415,6 +416,8 @@ class LocalCluster:
             raise LocalError("local device %s: something already listens on %s (another `sensormesh up`?); "
                              "stop it, or give the device another `unix:` path" % (dev.name, path))
         host, port = self.network.listen_address(dev) if self.network else listen_port(dev)
+        if port:
+            self.fixed_port.add(dev.name)
         # exit_with_stdin: the device stops when this process ends, however it ends (its
         # standard input is a pipe from here; see LocalProcess)
         cfg = {"name": dev.name, "sensors": [self._sensor(s) for s in dev.sensors],
@@ -504,6 +507,8 @@ class LocalCluster:
             if name in self._starting and code is None:
                 if p.listening.is_set() and p._want <= 0:
                     self._starting.discard(name)
+                    if p.tcp_address:
+                        self.tcp[name] = p.tcp_address
                     on_event("%s listens again (%s)" % (name, p.interpreter))
                     back.append(name)
                 continue
@@ -536,22 +541,33 @@ class LocalCluster:
                  % (name, exit_status(code), delay, n, r.limit, tail))
 
     def _keep_port(self, name):
-        # A device that bound a free port listens on the same one again: its peers' pipes
-        # and the controller keep the address they were given.
+        """A device that bound a free port listens on the same one again: its peers' pipes
+        and the controller keep the address they were given. If another process took that
+        port while the device was down, the device binds a free one again (nothing dials a
+        local device at a port it chose itself: the controller and its local peers use its
+        Unix socket), rather than failing to start on every restart; returns a note then."""
         addr = self.tcp.get(name)
         cfg_path = os.path.join(self._tmp or "", name + ".json")
-        if not addr or not os.path.exists(cfg_path):
-            return
+        if not addr or not os.path.exists(cfg_path) or name in self.fixed_port:
+            return None
         with open(cfg_path) as f:
             cfg = json.load(f)
-        if not cfg.get("port"):
-            cfg["port"] = int(addr.rpartition(":")[2])
-            with open(cfg_path, "w") as f:
-                json.dump(cfg, f)
+        host, _, port = addr.rpartition(":")
+        note = None
+        if _bindable(host, int(port)):
+            cfg["port"] = int(port)
+        else:
+            cfg["port"] = 0
+            note = "%s: its port %s is taken by another process now; it listens on a free one" % (name, port)
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f)
+        return note
 
     def _restart(self, name, old, on_event):
         dev = self.model.devices[name]
-        self._keep_port(name)
+        note = self._keep_port(name)
+        if note:
+            on_event(note)
         try:
             p = LocalProcess(name, *old.spawn)
         except OSError as e:

@@ -183,6 +183,12 @@ class MetricsPoller:
         return self.clock.estimates.get(device)
 
     # -- metrics --------------------------------------------------------------------------------
+    def ask_now(self, device):
+        """Ask device's metrics now, outside its slot: a redeployment is about to stop it, and its
+        counts of the epoch that ends would otherwise be known only up to its last poll."""
+        if self.running:
+            self._ask(device)
+
     def _ask(self, device):
         t_sent = time.monotonic()
 

@@ -258,14 +258,16 @@ def check_network(model, specs):
 
 
 def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeout=5.0, creds=None,
-           progress=None, **options):
+           progress=None, listen=None, **options):
     """Plan and deploy (all or nothing) along the controller's control routes (direct, forwarded
     through gateways, or registered); returns (placement, assignments, Supervisor). `local`:
     {device: address} of devices `up` started. The Supervisor's watch() re-routes around failed
     gateways and its stop() drains the pipes (controller/supervisor/). progress(text) hears how a
-    large deployment goes ("deployed 120/201")."""
+    large deployment goes ("deployed 120/201"). listen: "host:port" where devices that must dial
+    out register with the controller (controller/registrations.py)."""
     from sensormesh.controller.supervisor import Supervisor
-    sup = Supervisor(model, strategy, addresses=local or {}, timeout=timeout, place_options=options, creds=creds)
+    sup = Supervisor(model, strategy, addresses=local or {}, timeout=timeout, place_options=options, creds=creds,
+                     listen=listen)
     sup.progress = progress
     if local:       # devices `up` just started: their callbacks number their values from 0
         sup.deliveries.fresh = True
@@ -402,6 +404,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
                            network=emulation, on_note=on_event, mpy=mpy)
     cluster.restart_limit = restarts
     dep = None
+    listen = None       # the controller's listener for devices that register (registrations.py)
     signals = _Interrupts(on_signal)
     place = contextlib.ExitStack()      # the controller's place in an emulated network
     try:
@@ -412,6 +415,20 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
                 raise PipelineError(str(e)) from None
             for line in emulation.describe():
                 on_event(line)
+        # devices the controller (or the gateway before them) cannot dial, by the file's one-way
+        # links, dial out and register: with the controller's listener, or with their gateway
+        from sensormesh.controller import registrations
+        try:
+            listen, regs = registrations.plan(model, emulation)
+        except (OSError, ValueError) as e:
+            raise PipelineError("cannot take the registrations of the devices that dial out: %s" % e) from None
+        for name, (upstream, address) in regs.items():
+            cluster.config[name] = dict(cluster.config.get(name) or {}, register=address)
+        if regs:
+            on_event("the controller cannot dial %s: %s dial%s out and register%s (%s)" % (
+                ", ".join(sorted(regs)), "it" if len(regs) == 1 else "they", "s" if len(regs) == 1 else "",
+                "s" if len(regs) == 1 else "",
+                "; ".join("%s with %s at %s" % (n, regs[n][0], regs[n][1]) for n in sorted(regs))))
         cluster.start(timeout=max(30.0, timeout), progress=on_progress or on_event)
         for note in cluster.notes:
             on_event(note)
@@ -419,7 +436,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
             place.enter_context(emulation.controller_context())
         # in an emulated network the controller reaches the devices at the network's addresses
         placement, asg, dep = deploy(model, strategy, local=None if emulation else cluster.addresses,
-                                     timeout=timeout, creds=creds, progress=on_progress or on_event, **options)
+                                     timeout=timeout, creds=creds, progress=on_progress or on_event,
+                                     listen=listen, **options)
         if on_deployed is not None:
             on_deployed(placement, asg)
         if observe is not None:
@@ -434,6 +452,9 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
             # reported: local.py); once it listens the supervisor gives it its steps back. up
             # ends only when every local device is past its restart limit.
             restarted.extend(n for n in cluster.tend(on_event) if n not in restarted)
+            if cluster.given_up - dep.retired:
+                # past their restart limit: what may answer at their addresses later is not them
+                dep.gone_for_good(cluster.given_up)
             if restarted and dep.restarted(restarted):
                 del restarted[:]
             alive = cluster.alive()
@@ -494,6 +515,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
         signals.restore()
         if dep is not None:
             dep.close()
+        elif listen is not None:       # not handed to a Supervisor (it closes its own)
+            listen.close()
         place.close()
         codes = cluster.stop()
         if emulation is not None:

@@ -113,6 +113,22 @@ def test_recovery_plan_without_the_devices_still_failed():
     assert pl is original and how == "esp back; steps stay where they are (placing them again would need pi)"
 
 
+def test_recovery_plan_keeps_the_steps_when_a_step_is_pinned_to_a_device_still_failed():
+    # a source pinned to its board that is still down: placing the pipeline again is impossible,
+    # so the steps stay where they are and the device back gets its own again (before, the
+    # error ended the recovery and the device back ran nothing)
+    from sensormesh.controller.errors import PlacementError
+    m = model()
+    current = place(m, "central")
+
+    def cannot(link):
+        raise PlacementError("step 's': pinned to pi (on: pi), which is down")
+    pl, how = replace.recovery_plan(["esp"], {"pi"}, current, current, replace_link({"pi"}), cannot)
+    assert pl is current
+    assert how == ("esp back; steps stay where they are (the pipeline cannot be placed again without pi: "
+                   "step 's': pinned to pi (on: pi), which is down)")
+
+
 def replace_link(failed):
     def link(a, b):
         if a == b:

@@ -186,6 +186,30 @@ def test_the_sample_timer_runs_only_between_start_and_teardown():
     a.close()
 
 
+def test_a_stopped_device_answers_metrics():
+    # `top` after `stop`, or a re-route whose new deployment failed after the stop: the device
+    # runs no steps, and its metrics reply says so (its probe went with the steps it timed;
+    # before, the reply named steps that were gone and the request got no answer)
+    loop = transport.Loop()
+    a = Device("a", ["counter@0"], loop=loop)
+    c, conn = control(loop, listen(a))
+    asg = {"pipeline": "p", "epoch": 1, "code": CODE, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "count": 5, "rate": 100}},
+        {"id": "m", "type": "map", "params": {"fn": "user:double"}, "inputs": ["s"]},
+        {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["m"]}]}
+    for stop in ({}, {"keep": True}):
+        ask(loop, c, conn, {"deploy": {"assignment": asg}}, "deployed")
+        ask(loop, c, conn, {"start": {}}, "started")
+        assert loop.run_until(lambda: delivered(c) >= 5, 10000)
+        assert ask(loop, c, conn, {"metrics": {}}, "metrics")["steps"]["m"]["in"] == 5
+        ask(loop, c, conn, {"stop": stop}, "stopped")
+        m = ask(loop, c, conn, {"metrics": {}}, "metrics")
+        assert m["steps"] == {} and m["pipes"] == {} and m["latency"] == [], m
+        assert m["loop"]["wall_us"] > 0
+        c.messages = []
+    a.close()
+
+
 def test_metrics_off_no_sampling_counters_still_count():
     loop = transport.Loop()
     a = Device("a", ["counter@0"], loop=loop)

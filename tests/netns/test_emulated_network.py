@@ -99,6 +99,25 @@ def test_round_trip_between_two_devices_in_namespaces(tmp_path, monkeypatch):
 
 
 @pytest.mark.netns
+def test_devices_behind_a_one_way_link_register_with_the_controller(tmp_path, monkeypatch):
+    """The controller in the cloud cannot dial the office (nftables drops it): the office's
+    devices dial the controller's address in the cloud and register; the stream runs, once."""
+    from sensormesh.controller import runner
+    from test_up_registering import office_to_cloud
+    netlab.require()
+    monkeypatch.chdir(tmp_path)
+    model = load_model(office_to_cloud(tmp_path))
+    got, events = [], []
+    final = runner.up(model, count=60, insecure=True, on_event=events.append, network_mode="namespaces",
+                      on_deliver=lambda device, step, values: got.extend(values), timeout=5.0)
+    text = "\n".join(events)
+    assert "emulated network (namespaces)" in text, text
+    assert "a with controller at 198.18." in text and "b with controller at 198.18." in text, text
+    assert len(got) >= 60 and got == list(range(len(got))), got[:20]
+    assert final["c"]["steps"]["got"]["in"] == len(got)
+
+
+@pytest.mark.netns
 def test_ctrl_c_removes_namespaces_and_processes(tmp_path):
     netlab.require()
     rec = stop_with(tmp_path, "namespaces", signal.SIGINT)

@@ -17,9 +17,10 @@ def hop_peers(placement):
     return out
 
 
-def metrics_from_status(device, st, interp=None, peers=None):
+def metrics_from_status(device, st, interp=None, peers=None, pipe_steps=False):
     """The metrics map M (docs/observability.md) that a status reply `st` of `device` implies;
-    peers: hop_peers() of the placement, to name each pipe end's peer."""
+    peers: hop_peers() of the placement, to name each pipe end's peer. pipe_steps: also count
+    the pipe ends as steps ("in:<edge>", "out:<edge>" in/out), as a device's metrics reply does."""
     peers = peers or {}
     m = {"device": device, "interp": interp or ("micropython" if "mem_free" in st else "cpython"),
          "steps": {}, "pipes": {}, "mem": {}}
@@ -29,6 +30,8 @@ def metrics_from_status(device, st, interp=None, peers=None):
     for sid, s in steps.items():
         if not isinstance(s, dict) or "error" in s:
             continue
+        if pipe_steps or not sid.startswith(("out:", "in:")):
+            m["steps"][sid] = {"in": s.get("in", 0), "out": s.get("out", 0)}
         if sid.startswith("out:"):
             m["pipes"][sid[4:]] = {"dir": "out", "peer": peers.get(sid[4:], (None, None))[1], "values": s.get("out", 0),
                                    "reconnects": max(0, s.get("connects", 1) - 1),
@@ -36,8 +39,6 @@ def metrics_from_status(device, st, interp=None, peers=None):
         elif sid.startswith("in:"):
             m["pipes"][sid[3:]] = {"dir": "in", "peer": peers.get(sid[3:], (None, None))[0], "values": s.get("in", 0),
                                    "frames": s.get("frames", 0)}
-        else:
-            m["steps"][sid] = {"in": s.get("in", 0), "out": s.get("out", 0)}
     return m
 
 

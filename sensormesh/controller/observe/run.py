@@ -69,6 +69,14 @@ class Observation:
         from sensormesh.controller.observe.fromstatus import StatusPoller
         self.fallback = StatusPoller(sup, {n: d.interpreter for n, d in self.model.devices.items()})
         self.fallback.subscribe(self._from_status)
+        # a re-route or recovery that stops a device to deploy it again resets its counts: its
+        # last metrics are asked just before, and the stop's final counts recorded after, so the
+        # values it counted since its last poll are not lost to the totals (and an experiment's
+        # figures) when the next epoch counts from zero
+        for name, fn in (("on_stopping", self._stopping), ("on_stopped", self._stopped)):
+            lst = getattr(sup, name, None)
+            if isinstance(lst, list):
+                lst.append(fn)
         self._placement_changed()
 
     def _from_status(self, snap):
@@ -76,10 +84,33 @@ class Observation:
         if dev not in getattr(self.poller, "latest", {}) and dev in getattr(self.poller, "errors", {}):
             self.store.feed(snap)
 
+    def _stopping(self, dev):
+        if self.poller is not None:
+            self.poller.ask_now(dev)
+
+    def _stopped(self, dev, final):
+        """A device stopped for a redeployment: its final counts of the epoch that ended, as a
+        snapshot after every other of that epoch (its metrics asked just before came first)."""
+        if not isinstance(final, dict) or self.poller is None:
+            return
+        from sensormesh.controller.observe.fromstatus import hop_peers, metrics_from_status
+        d = self.model.devices.get(dev)
+        m = metrics_from_status(dev, {"assignment": final}, d.interpreter if d is not None else None,
+                                hop_peers(getattr(self.sup, "placement", None)), pipe_steps=True)
+        t = self.poller.wall + time.monotonic()
+        last = (self.poller.latest.get(dev) or {}).get("t")
+        if isinstance(last, (int, float)) and t <= last:
+            t = last + 1e-6
+        self.store.feed({"t": t, "device": dev, "metrics": m, "offset": None, "offset_bound": None})
+
     def detach(self):
         """No more polling (the devices are being stopped)."""
         if self.poller is not None:
             self.poller.stop()
+        for name, fn in (("on_stopping", self._stopping), ("on_stopped", self._stopped)):
+            lst = getattr(self.sup, name, None)
+            if isinstance(lst, list) and fn in lst:
+                lst.remove(fn)
 
     def _placement_changed(self):
         pl = getattr(self.sup, "placement", None)

@@ -100,7 +100,8 @@ class Supervisor(Control, Watch, Reroute, Recover):
     timeout: seconds any one wait may take. interval: seconds between two status polls of a
     device while watching, at the start: the detector (detector.py) spreads the polls over it and
     lengthens it for many devices or a busy controller, up to max_interval (default 5 times
-    interval), to keep the controller under watch_budget of one core (default 0.05). listen: "host:port" where devices that must dial out register with the controller.
+    interval), to keep the controller under watch_budget of one core (default 0.05). listen: "host:port" where devices that must dial out register with the controller (or a
+    socket bound and listening there already).
     epoch: the first deployment's epoch (default: seconds since 1970, so a redeploy is newer).
     creds: the controller's credentials (controller/keys.load_controller): every control link
         then runs the handshake and carries Fernet tokens (devices with keys refuse anything else);
@@ -144,6 +145,13 @@ class Supervisor(Control, Watch, Reroute, Recover):
         self.info = {}           # device -> its answer to hello (name, implementation, sensors)
         self.fan_out = FAN_OUT   # devices asked at once while deploying, starting, stopping
         self.progress = None     # fn(text): "deployed 120/201" while a large deployment goes on
+        # Told when a re-route or a recovery stops a running device to deploy it again (its
+        # counts start from zero at the new epoch): on_stopping fns get the device just before
+        # its stop is sent, on_stopped fns get (device, the "stopped" reply's body) once it has
+        # stopped. The metrics of a run (observe/run.py) take the old epoch's last counts there.
+        self.on_stopping = []
+        self.on_stopped = []
+        self.retired = set()     # devices gone for good: never probed nor taken back (recover.py)
         self._init_control(listen)
         self._init_watch()
         self._set_paths(self.topology)
@@ -430,6 +438,26 @@ class Supervisor(Control, Watch, Reroute, Recover):
                 out[d] = {"error": "unreachable: " + (self._area_of(d) if d in self.cut_off
                                                        else self._why_unreachable(d))}
         return out, lines
+
+    def _stop_to_redeploy(self, d):
+        """Stop d's running assignment for a redeployment, keeping its pipes' numbering and
+        replay buffers for the next one; returns the done Request. on_stopping and on_stopped
+        hear of it (a broken listener does not stop the redeployment)."""
+        for fn in list(self.on_stopping):
+            self._tell(fn, d)
+        # keep: the pipes of the new deployment carry the old numbering and replay buffers on
+        r = self._wait([self._send(d, {"stop": {"keep": True}}, ("stopped",))])[0]
+        if r.error is None:
+            for fn in list(self.on_stopped):
+                self._tell(fn, d, r.reply["stopped"])
+        return r
+
+    def _tell(self, fn, d, *args):
+        try:
+            fn(d, *args)
+        except Exception as e:     # a listener's bug must not leave a redeployment half done
+            self._event("while stopping %s to deploy it again: %s failed: %s: %s"
+                        % (d, getattr(fn, "__qualname__", fn), type(e).__name__, e))
 
     def _area_of(self, d):
         if self.impact is not None:

@@ -212,9 +212,12 @@ class Control:
         # deployed devices whose control session closed: their subscription to callback values
         # went with it (device -> None, or the `subscribe` Request on the next session)
         self.unsubscribed = {}
-        if listen:
+        if isinstance(listen, str) and listen:
             kind, host, port = transport.parse_address(listen)
             self._listener = transport.listen_tcp(self.loop, host, port, self._accept)
+        elif listen is not None:       # a socket bound and listening already (registrations.py)
+            from sensormesh.device.listen import listener
+            self._listener = listener(self.loop, listen, self._accept)
 
     # -- addresses and control paths -----------------------------------------------------------
 

@@ -27,6 +27,13 @@ class Recover:
         self._probe_failed()
         return True
 
+    def gone_for_good(self, devices):
+        """Devices whose process will not run again (`sensormesh up` gave up restarting them):
+        they are never probed nor taken back any more. Whatever answers at one's address later
+        is not that device (another run's device of the same name, on a machine where Unix
+        socket paths follow the names), and must not be given this pipeline's steps."""
+        self.retired.update(d for d in devices if d in self.model.devices)
+
     def look_again(self):
         """For a supervisor that only watches (`top`, `status --watch`: it deployed nothing): ask
         each failed device whether it answers again; the ones that do count as running again and
@@ -44,7 +51,7 @@ class Recover:
             back = []
             probe = min(self.timeout, max(1.0, self.interval))
             inv = self.model.routing_inventory()
-            for d in sorted(self.failed):
+            for d in sorted(self.failed - self.retired):
                 # only d gets a path for the probe: the others' paths (and replies) stay as they are
                 route = self.topology.without(self.failed - {d}).control_routes().get(d)
                 p = self._path(d, route, inv) if route is not None else None
@@ -88,7 +95,7 @@ class Recover:
         # either way it starts afresh
         for d in back:
             if d in self.deployed:
-                self._wait([self._send(d, {"stop": {"keep": True}}, ("stopped",))])
+                self._stop_to_redeploy(d)
                 self.deployed.discard(d)
                 self.assignments.pop(d, None)
         pl = self.place()

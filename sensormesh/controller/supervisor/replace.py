@@ -119,12 +119,18 @@ def replan(old, failed, link, place_again):
 def recovery_plan(back, failed, original, current, link, place_again):
     """(placement, how) once the devices in back answer again. With nothing failed any more:
     the original placement. Otherwise the pipeline placed again without the still failed
-    devices, or (when that still needs one of them) the current placement unchanged.
-    place_again(link) may raise PipelineError (the caller reports it)."""
+    devices, or (when that still needs one of them, or cannot be done without them: a step
+    pinned to one) the current placement unchanged, the steps on the devices back included."""
     names = ", ".join(back)
     if not failed and original is not None:
         return original, "%s back: the placement before the failures" % names
-    pl = place_again(link)
+    try:
+        pl = place_again(link)
+    except PipelineError as e:
+        # a step pinned to a device still failed (a source on its board) cannot be placed
+        # anywhere else: the others take their places again, that one waits for its device
+        return current, "%s back; steps stay where they are (the pipeline cannot be placed again without %s: %s)" % (
+            names, ", ".join(sorted(failed)), " ".join(str(e).split()))
     if _needs(pl, failed):
         return current, "%s back; steps stay where they are (placing them again would need %s)" % (
             names, ", ".join(sorted(failed)))

@@ -132,8 +132,7 @@ class Reroute:
         for d in reversed(device_order(old_run)):          # upstream first: senders flush first
             if self._left_unfinished(epoch):
                 return
-            # keep: the pipes of the new deployment carry the old numbering and replay buffers on
-            r = self._wait([self._send(d, {"stop": {"keep": True}}, ("stopped",))])[0]
+            r = self._stop_to_redeploy(d)
             final[d] = r.reply["stopped"] if r.error is None else {"error": r.error}
         if self._left_unfinished(epoch):
             return

@@ -59,6 +59,10 @@ def teardown(rt, keep=False, flush=True):
     if rt.probe is not None:
         from sensormesh.device.runtime.probe import run
         run(rt.probe, None, False)         # the metrics probe's sample timer stops
+        # and goes with the nodes it times: a metrics request to the stopped device (`top`
+        # after `stop`, a re-route whose deployment failed) found its plan naming steps that
+        # were gone and got no answer
+        rt.probe = None
     for i in (rt.order if flush else ()):
         try:
             rt.nodes[i].flush()
