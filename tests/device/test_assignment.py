@@ -128,6 +128,46 @@ def test_bad_assignment_named_and_old_one_keeps_running():
     b.close()
 
 
+def test_specs_of_the_wrong_shape_are_refused_by_name_and_the_device_deploys_again():
+    # a pipe's edge or address that is no string, params or inputs of the wrong type: refused
+    # naming the step and the field before anything is torn down (an edge of another type used
+    # to be deployed and then broke every later deployment of the device), and the device takes
+    # the next good assignment
+    loop, a, aaddr, b, baddr = two_devices()
+    ca, conna, good = running(loop, aaddr)
+    src = {"id": "s", "type": "source", "params": {"sensor": "counter", "rate": 200}}
+    bads = [
+        ([{"id": "i", "type": "pipe_in", "params": {"edge": 5}}], "step 'i': edge must be a string"),
+        ([src, {"id": "o", "type": "pipe_out", "params": {"edge": ["e"], "to": "127.0.0.1:1"}, "inputs": ["s"]}],
+         "step 'o': edge must be a string"),
+        ([src, {"id": "o", "type": "pipe_out", "params": {"edge": "e", "to": 5}, "inputs": ["s"]}],
+         "step 'o': to must be an address string"),
+        ([{"id": "i", "type": "pipe_in", "params": {"edge": "e", "from": {"h": 1}}}],
+         "step 'i': from must be an address string"),
+        ([{"id": "s", "type": "source", "params": "counter"}], "step 's': params must be an object, got 'counter'"),
+        ([{"id": "i", "type": "pipe_in", "params": [1]}], "step 'i': params must be an object"),
+        ([src, {"id": "k", "type": "print", "inputs": "s"}], "step 'k': inputs must be a list of step ids, got 's'"),
+        ([src, {"id": "k", "type": "print", "inputs": {"s": 0}}], "step 'k': inputs must be a list of step ids"),
+        ([src, {"id": "k", "type": "print", "inputs": [{"s": 0}]}], "step 'k'"),
+    ]
+    for steps, words in bads:
+        n = len(ca.replies("error"))
+        conna.send({"deploy": {"assignment": {"pipeline": "p", "epoch": 5, "steps": steps}}})
+        assert loop.run_until(lambda: len(ca.replies("error")) > n, 5000), (words, ca.messages[-3:])
+        err = ca.replies("error")[-1]
+        assert err["code"] == "bad-assignment" and words in err["message"], (words, err)
+    # the old assignment ran on through every refusal
+    before = len(ca.replies("deliver"))
+    assert loop.run_until(lambda: len(ca.replies("deliver")) > before + 2, 5000)
+    # and the device deploys again
+    good2 = {"pipeline": "p", "epoch": 2, "steps": good["steps"]}
+    conna.send({"deploy": {"assignment": good2}})
+    assert loop.run_until(lambda: [d for d in ca.replies("deployed") if d["epoch"] == 2], 5000), ca.messages[-3:]
+    assert ca.closed is None
+    a.close()
+    b.close()
+
+
 def test_pipe_to_unknown_edge_is_refused():
     loop, a, aaddr, b, baddr = two_devices()
     c = Collector()
