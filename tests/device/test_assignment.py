@@ -168,6 +168,49 @@ def test_specs_of_the_wrong_shape_are_refused_by_name_and_the_device_deploys_aga
     b.close()
 
 
+def test_values_that_cannot_travel_leave_a_pipe_as_null_and_the_others_follow():
+    # NaN and infinity (JSON cannot carry them) and a value larger than any frame: each leaves as
+    # null in its place, counted in the pipe's "nulled" and logged; the values around it arrive
+    # with their numbering intact (before, the first such value stalled the pipe for good)
+    for acks in (True, False):
+        nulled_through_a_pipe(acks)
+
+
+def nulled_through_a_pipe(acks):
+    loop, a, aaddr, b, baddr = two_devices()
+    code = {"odd": "def f(x):\n    if x % 10 == 2:\n        return float('nan')\n"
+                   "    if x % 10 == 3:\n        return float('-inf')\n"
+                   "    if x == 7:\n        return 'x' * 20000\n    return [x, {'v': x}]\n"}
+    asg_b = {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "in", "type": "pipe_in", "params": {"edge": "e1"}},
+        {"id": "k", "type": "callback", "params": {}, "inputs": ["in"]}]}
+    asg_a = {"pipeline": "p", "epoch": 1, "code": code, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "count": 40}},
+        {"id": "m", "type": "map", "params": {"fn": "odd:f"}, "inputs": ["s"]},
+        {"id": "o", "type": "pipe_out", "params": {"edge": "e1", "to": baddr, "time-frame": 5, "acks": acks},
+         "inputs": ["m"]}]}
+    cb, connb = control(loop, baddr)
+    ca, conna = control(loop, aaddr)
+    connb.send({"deploy": {"assignment": asg_b}})
+    conna.send({"deploy": {"assignment": asg_a}})
+    assert loop.run_until(lambda: cb.replies("deployed") and ca.replies("deployed"), 5000), cb.messages + ca.messages
+    connb.send({"start": {}})
+    assert loop.run_until(lambda: cb.replies("started"), 5000)
+    conna.send({"start": {}})
+
+    def got():
+        return [v for d in cb.replies("deliver") for v in d["values"]]
+    assert loop.run_until(lambda: len(got()) >= 40, 10000), (acks, got())
+    want = [None if x % 10 in (2, 3) or x == 7 else [x, {"v": x}] for x in range(40)]
+    assert got() == want, (acks, got())
+    conna.send({"status": {}})
+    assert loop.run_until(lambda: ca.replies("status"), 5000)
+    o = ca.replies("status")[0]["assignment"]["steps"]["o"]
+    assert o["nulled"] == 9 and o["out"] == 40 and o["dropped"] == 0, (acks, o)
+    a.close()
+    b.close()
+
+
 def test_pipe_to_unknown_edge_is_refused():
     loop, a, aaddr, b, baddr = two_devices()
     c = Collector()
