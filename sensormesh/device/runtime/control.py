@@ -35,6 +35,13 @@ def _attach(rt, session, body, table, what):
         session.fail(session.conn, "unknown-edge", "no %s for edge %r on device %s (pipeline %s epoch %s)"
                      % (what, edge, rt.device.name, rt.pipeline, rt.epoch))
         return
+    # with keys, a pipe named for its peer serves that device's authenticated session only:
+    # another key must not feed values into it, take its values or displace its connection
+    who = getattr(session, "peer_name", None)
+    if who is not None and type(node.peer) is str and who != node.peer:
+        session.fail(session.conn, "wrong-peer", "edge %r of device %s is %s's; this session is %s's"
+                     % (edge, rt.device.name, node.peer, who))
+        return
     ep = body.get("epoch")
     if ep is not None and ep != rt.epoch:
         session.fail(session.conn, "stale-epoch", "edge %r belongs to epoch %s; this device runs epoch %s"
