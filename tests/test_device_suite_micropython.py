@@ -5,7 +5,8 @@ import subprocess
 
 from procs import ROOT, need_micropython
 
-CORE = ["test_codec", "test_datarequest", "test_loop", "test_assignment", "test_assignment_parts", "test_schedule"]
+CORE = ["test_codec", "test_datarequest", "test_loop", "test_assignment", "test_assignment_parts", "test_schedule",
+        "test_metrics"]
 
 
 def run_mp(modules, heap=None):

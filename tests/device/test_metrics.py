@@ -186,6 +186,29 @@ def test_the_sample_timer_runs_only_between_start_and_teardown():
     a.close()
 
 
+def test_metrics_are_answered_after_a_stop_and_an_undeploy():
+    # the stopped assignment's steps are gone but its probe's plan named them: the reply came
+    # never (an error inside the device) while a dashboard or an experiment polled on
+    loop = transport.Loop()
+    a = Device("a", ["counter@0"], loop=loop)
+    c, conn = control(loop, listen(a))
+    asg = {"pipeline": "p", "epoch": 1, "code": CODE, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "count": 5, "rate": 100}},
+        {"id": "m", "type": "map", "params": {"fn": "user:double"}, "inputs": ["s"]},
+        {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["m"]}]}
+    ask(loop, c, conn, {"deploy": {"assignment": asg}}, "deployed")
+    ask(loop, c, conn, {"start": {}}, "started")
+    assert loop.run_until(lambda: delivered(c) >= 5, 10000)
+    assert ask(loop, c, conn, {"metrics": {}}, "metrics")["steps"]["m"]["out"] == 5
+    ask(loop, c, conn, {"stop": {}}, "stopped")
+    m = ask(loop, c, conn, {"metrics": {}}, "metrics")
+    assert m["pipeline"] == "p" and m["epoch"] == 1 and m["device"] == "a", m
+    ask(loop, c, conn, {"undeploy": {}}, "stopped")
+    assert ask(loop, c, conn, {"metrics": {}}, "metrics")["device"] == "a"
+    assert c.closed is None
+    a.close()
+
+
 def test_metrics_off_no_sampling_counters_still_count():
     loop = transport.Loop()
     a = Device("a", ["counter@0"], loop=loop)
