@@ -222,6 +222,25 @@ def test_pipe_to_unknown_edge_is_refused():
     b.close()
 
 
+def test_pipe_or_pull_naming_an_edge_that_is_no_string_is_refused_and_the_pipeline_runs_on():
+    loop, a, aaddr, b, baddr = two_devices()
+    ca, conna, good = running(loop, aaddr)
+    for msg in ({"pipe": {"edge": ["e1"], "epoch": 1}}, {"pull": {"edge": {"e": 1}, "epoch": 1}},
+                {"pipe": {"edge": 5}}, {"pull": ["k"]}):
+        c = Collector()
+        conn = transport.dial(loop, aaddr, c)
+        conn.send(msg)
+        assert loop.run_until(lambda: c.closed is not None, 5000), (msg, c.messages)
+        assert c.messages and c.messages[0]["error"]["code"] == "unknown-edge", (msg, c.messages)
+    before = len(ca.replies("deliver"))
+    assert loop.run_until(lambda: len(ca.replies("deliver")) > before + 2, 5000)
+    conna.send({"status": {}})
+    assert loop.run_until(lambda: ca.replies("status"), 5000)
+    assert ca.replies("status")[0]["errors"] == 0, ca.replies("status")[0]     # nothing raised inside
+    a.close()
+    b.close()
+
+
 def test_a_burst_of_callback_values_leaves_in_messages_that_fit_any_link():
     # A source that gives all its values at once: they wait DELIVER_MS, then leave as several
     # deliver messages, each within DELIVER_MAX bytes (a keyed link or a gateway's relay could

@@ -30,7 +30,7 @@ def on_subscribe(rt, session, body):
 def _attach(rt, session, body, table, what):
     """A pipe connection from another device: it serves one of our pipe_ins or pipe_outs."""
     edge = body.get("edge") if type(body) is dict else None
-    node = table.get(edge)
+    node = table.get(edge) if type(edge) is str else None
     if node is None:
         session.fail(session.conn, "unknown-edge", "no %s for edge %r on device %s (pipeline %s epoch %s)"
                      % (what, edge, rt.device.name, rt.pipeline, rt.epoch))
