@@ -161,7 +161,16 @@ class Supervisor(Control, Watch, Reroute, Recover):
     def _event(self, text):
         self.events.append(text)
         if self._on_event is not None:
-            self._on_event(text)
+            self._user_call(self._on_event, text)
+
+    def _user_call(self, fn, *args):
+        """fn(*args), a callback of the Supervisor's user: what it raises goes to the user as it
+        is, also from inside the control loop (Control._loop_error lets it through)."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            self._user_error = e
+            raise
 
     # -- deployment ------------------------------------------------------------------------------
 
