@@ -5,7 +5,8 @@ import subprocess
 
 from procs import ROOT, need_micropython
 
-CORE = ["test_codec", "test_datarequest", "test_loop", "test_assignment", "test_assignment_parts", "test_schedule"]
+CORE = ["test_codec", "test_datarequest", "test_loop", "test_assignment", "test_assignment_parts", "test_schedule",
+        "test_metrics"]
 
 
 def run_mp(modules, heap=None):
@@ -23,10 +24,5 @@ def test_core_device_tests_pass_on_micropython():
     passed, failed, r = run_mp(CORE)
     assert failed == 0 and r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert passed >= 20
+    assert "ok   test_metrics.test_a_stopped_device_answers_metrics" in r.stdout   # (a stopped device's metrics)
 
-
-def test_metrics_tests_pass_on_micropython():
-    """The metrics replies (tests/device/test_metrics.py), a stopped device's included."""
-    passed, failed, r = run_mp(["test_metrics"])
-    assert failed == 0 and r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    assert passed >= 7 and "ok   test_metrics.test_a_stopped_device_answers_metrics" in r.stdout

@@ -39,6 +39,11 @@ class Deliveries:
         if not isinstance(values, list):
             return [], None
         seq, run, step = body.get("seq"), body.get("run"), body.get("step")
+        if not isinstance(step, (str, type(None))) or not isinstance(run, (int, str, type(None))):
+            self.notes.append("device %s sent a deliver message whose step or run is not a name or "
+                              "number (step %.60r, run %.60r): its %d value(s) ignored"
+                              % (device, step, run, len(values)))
+            return [], None
         if type(seq) is not int or seq < 0:
             return values, None
         key = (device, step)

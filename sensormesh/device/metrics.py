@@ -59,9 +59,11 @@ def report(device):
         c = 10
         while i < len(plan):
             for j in range(len(plan[i].outputs)):
-                s = m["steps"][plan[i + 2 + 2 * j].id]
-                s[time_us] += probe[c]
-                s[timed] += probe[c + 1]
+                # (a stopped assignment's steps are gone: its latency samples are still handed out)
+                s = m["steps"].get(plan[i + 2 + 2 * j].id)
+                if s is not None:
+                    s[time_us] += probe[c]
+                    s[timed] += probe[c + 1]
                 c += 2
             i += 2 + 2 * len(plan[i].outputs)
         # The latency samples [[sink, origin, origin tick, sink tick], ...], oldest first: at

@@ -187,3 +187,133 @@ def test_a_device_whose_connection_is_reset_while_watched_is_reported_not_raised
         srv.close()
     assert got == [1]
     assert any(e.startswith("device c") and ("lost" in e or "closed its control session" in e) for e in events), events
+
+
+def test_a_deliver_message_of_the_wrong_shape_is_ignored_and_said_not_raised():
+    # a step or run the controller cannot key its numbering by (a list) made take() raise
+    # TypeError inside the controller's loop, which stopped the whole run
+    d = Deliveries()
+    for body in ({"step": "k", "values": [1], "seq": 0, "run": [1]},
+                 {"step": ["k"], "values": [1], "seq": 0, "run": 1},
+                 {"step": {"k": 1}, "values": [1], "seq": 0, "run": 1}):
+        assert d.take("c", body, via=object()) == ([], None), body
+    news = d.news()
+    assert len(news) == 3 and all(n.startswith("device c sent a deliver message whose step or run") for n in news), news
+    # the device's well-formed values go on as before
+    assert d.take("c", {"step": "k", "values": [5, 6], "seq": 0, "run": 2}) == (
+        [5, 6], {"delivered": {"step": "k", "seq": 2, "run": 2}})
+
+
+def test_the_supervisor_survives_a_reply_it_cannot_handle_and_serves_the_other_devices(tmp_path):
+    # A device whose answer nests a name the controller keys its routes by as a list: handling
+    # it raised inside the controller's loop, which stopped `status` (and a watching `up`) with a
+    # traceback. The connection is closed, said as an event, and the other device is served.
+    import socket
+    import threading
+
+    from sensormesh.controller.pipeline_file import load_model
+    from sensormesh.controller.supervisor import Supervisor
+    from sensormesh.device import codec
+
+    def device(srv, name, bad):
+        def answer(conn, m):
+            if "status" in m:
+                reply = {"status": {"name": name, "streams": [], "connections": 1, "errors": 0}}
+                conn.sendall(codec.encode({"forwarded": {"from": ["x"], "message": reply}} if bad else reply))
+            return False
+        try:
+            _serve_one(srv, answer)
+        except OSError:
+            pass
+    srvs = {}
+    for name in ("good", "bad"):
+        srvs[name] = socket.socket()
+        srvs[name].bind(("127.0.0.1", 0))
+        srvs[name].listen(1)
+        srvs[name].settimeout(10)
+    threads = [threading.Thread(target=device, args=(srvs[n], n, n == "bad"), daemon=True) for n in srvs]
+    for t in threads:
+        t.start()
+    f = tmp_path / "p.yaml"
+    f.write_text("pipeline: p\ndevices:\n" + "".join(
+        '  %s: {interpreter: cpython, address: "127.0.0.1:%d", sensors: [counter]}\n' % (n, srvs[n].getsockname()[1])
+        for n in srvs) + "steps:\n  s: {type: source, sensor: counter, on: good}\nsinks:\n  k: {type: callback, input: s, on: good}\n")
+    sup = Supervisor(load_model(str(f)), "edge", timeout=3.0)
+    try:
+        st, _ = sup.status()
+        assert st["good"]["name"] == "good", st
+        assert "error" in st["bad"], st
+        assert any("could not be handled and its connection was closed: TypeError" in e for e in sup.events), sup.events
+    finally:
+        sup.close()
+        for s in srvs.values():
+            s.close()
+        for t in threads:
+            t.join(10)
+
+
+def test_an_exception_of_the_users_own_callback_still_reaches_the_user(tmp_path):
+    # the controller's loop closes a connection whose message it cannot handle; what the user's
+    # own on_deliver raises is not that: it goes to the user as it is
+    import socket
+    import threading
+
+    import pytest
+
+    from sensormesh.controller.pipeline_file import load_model
+    from sensormesh.controller.supervisor import Supervisor
+    from sensormesh.device import codec
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    srv.settimeout(0.2)
+    done = threading.Event()
+    polls = []
+
+    def answer(conn, m):
+        key = next(iter(m))
+        if key == "hello":
+            conn.sendall(codec.encode({"info": {"name": "c", "sensors": {}}}))
+        elif key == "deploy":
+            conn.sendall(codec.encode({"deployed": {"pipeline": "p", "epoch": 1, "steps": 2}}))
+        elif key == "start":
+            conn.sendall(codec.encode({"started": {"pipeline": "p", "epoch": 1}}))
+        elif key == "status":       # (from the second poll on the watch runs: the value comes inside its loop)
+            conn.sendall(codec.encode({"status": {"name": "c", "streams": [], "connections": 1, "errors": 0}}))
+            polls.append(1)
+            if len(polls) > 1:
+                conn.sendall(codec.encode({"deliver": {"step": "k", "epoch": 1, "values": [1], "seq": 0, "run": 3}}))
+        elif key in ("stop", "undeploy"):
+            conn.sendall(codec.encode({"stopped": {"pipeline": "p", "epoch": 1, "state": "stopped", "steps": {}}}))
+        elif key not in ("delivered",):
+            conn.sendall(codec.encode({key: {}}))
+        return False
+
+    def serve():
+        while not done.is_set():
+            try:
+                _serve_one(srv, answer)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    f = tmp_path / "p.yaml"
+    f.write_text('pipeline: p\ndevices:\n  c: {interpreter: cpython, address: "127.0.0.1:%d", sensors: [counter]}\n'
+                 'steps:\n  s: {type: source, sensor: counter, on: c}\nsinks:\n  k: {type: callback, input: s, on: c}\n'
+                 % srv.getsockname()[1])
+    sup = Supervisor(load_model(str(f)), "edge", timeout=3.0, interval=0.3)
+
+    def mine(device, step, values):
+        raise ValueError("the user's own bug")
+    try:
+        sup.deploy()
+        with pytest.raises(ValueError, match="the user's own bug"):
+            sup.watch(mine, lambda: False, timeout=10, on_event=[].append)
+    finally:
+        sup.close()
+        done.set()
+        t.join(10)
+        srv.close()

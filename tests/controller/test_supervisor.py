@@ -515,3 +515,55 @@ def test_callback_values_keep_coming_after_the_control_link_drops(devices, tmp_p
     finally:
         sup.close()
         link.stop()
+
+
+NOT_A_DEVICE = """
+pipeline: p
+devices:
+  web: {interpreter: cpython, address: "127.0.0.1:%(port)d", sensors: [counter]}
+steps:
+  s: {type: source, sensor: counter, rate: 10, on: web}
+sinks:
+  k: {type: callback, input: s, on: web}
+"""
+
+
+def test_status_names_the_protocol_error_of_something_else_at_a_device_address(tmp_path):
+    """Another service at a device's address (a web server on its port): status says that what
+    answers there is not a sensormesh device and why, instead of calling the device down."""
+    import socket
+    import threading
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.2)
+    done = threading.Event()
+
+    def serve():
+        while not done.is_set():
+            try:
+                c, _ = listener.accept()
+            except OSError:
+                continue
+            with c:
+                c.settimeout(2)
+                try:
+                    c.recv(4096)
+                    c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                except OSError:
+                    pass
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    f = tmp_path / "p.yaml"
+    f.write_text(NOT_A_DEVICE % {"port": listener.getsockname()[1]})
+    sup = Supervisor(load_model(str(f)), "edge", timeout=3.0)
+    try:
+        st, _ = sup.status()
+        err = st["web"]["error"]
+        assert err.startswith("web does not answer as a sensormesh device over direct: controller -> web"), err
+        assert "protocol error: frame of 1213486160 bytes exceeds the limit" in err, err
+    finally:
+        sup.close()
+        done.set()
+        t.join(5)
+        listener.close()

@@ -128,6 +128,89 @@ def test_bad_assignment_named_and_old_one_keeps_running():
     b.close()
 
 
+def test_specs_of_the_wrong_shape_are_refused_by_name_and_the_device_deploys_again():
+    # a pipe's edge or address that is no string, params or inputs of the wrong type: refused
+    # naming the step and the field before anything is torn down (an edge of another type used
+    # to be deployed and then broke every later deployment of the device), and the device takes
+    # the next good assignment
+    loop, a, aaddr, b, baddr = two_devices()
+    ca, conna, good = running(loop, aaddr)
+    src = {"id": "s", "type": "source", "params": {"sensor": "counter", "rate": 200}}
+    bads = [
+        ([{"id": "i", "type": "pipe_in", "params": {"edge": 5}}], "step 'i': edge must be a string"),
+        ([src, {"id": "o", "type": "pipe_out", "params": {"edge": ["e"], "to": "127.0.0.1:1"}, "inputs": ["s"]}],
+         "step 'o': edge must be a string"),
+        ([src, {"id": "o", "type": "pipe_out", "params": {"edge": "e", "to": 5}, "inputs": ["s"]}],
+         "step 'o': to must be an address string"),
+        ([{"id": "i", "type": "pipe_in", "params": {"edge": "e", "from": {"h": 1}}}],
+         "step 'i': from must be an address string"),
+        ([{"id": "s", "type": "source", "params": "counter"}], "step 's': params must be an object, got 'counter'"),
+        ([{"id": "i", "type": "pipe_in", "params": [1]}], "step 'i': params must be an object"),
+        ([src, {"id": "k", "type": "print", "inputs": "s"}], "step 'k': inputs must be a list of step ids, got 's'"),
+        ([src, {"id": "k", "type": "print", "inputs": {"s": 0}}], "step 'k': inputs must be a list of step ids"),
+        ([src, {"id": "k", "type": "print", "inputs": [{"s": 0}]}], "step 'k'"),
+    ]
+    for steps, words in bads:
+        n = len(ca.replies("error"))
+        conna.send({"deploy": {"assignment": {"pipeline": "p", "epoch": 5, "steps": steps}}})
+        assert loop.run_until(lambda: len(ca.replies("error")) > n, 5000), (words, ca.messages[-3:])
+        err = ca.replies("error")[-1]
+        assert err["code"] == "bad-assignment" and words in err["message"], (words, err)
+    # the old assignment ran on through every refusal
+    before = len(ca.replies("deliver"))
+    assert loop.run_until(lambda: len(ca.replies("deliver")) > before + 2, 5000)
+    # and the device deploys again
+    good2 = {"pipeline": "p", "epoch": 2, "steps": good["steps"]}
+    conna.send({"deploy": {"assignment": good2}})
+    assert loop.run_until(lambda: [d for d in ca.replies("deployed") if d["epoch"] == 2], 5000), ca.messages[-3:]
+    assert ca.closed is None
+    a.close()
+    b.close()
+
+
+def test_values_that_cannot_travel_leave_a_pipe_as_null_and_the_others_follow():
+    # NaN and infinity (JSON cannot carry them) and a value larger than any frame: each leaves as
+    # null in its place, counted in the pipe's "nulled" and logged; the values around it arrive
+    # with their numbering intact (before, the first such value stalled the pipe for good)
+    for acks in (True, False):
+        nulled_through_a_pipe(acks)
+
+
+def nulled_through_a_pipe(acks):
+    loop, a, aaddr, b, baddr = two_devices()
+    code = {"odd": "def f(x):\n    if x % 10 == 2:\n        return float('nan')\n"
+                   "    if x % 10 == 3:\n        return float('-inf')\n"
+                   "    if x == 7:\n        return 'x' * 20000\n    return [x, {'v': x}]\n"}
+    asg_b = {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "in", "type": "pipe_in", "params": {"edge": "e1"}},
+        {"id": "k", "type": "callback", "params": {}, "inputs": ["in"]}]}
+    asg_a = {"pipeline": "p", "epoch": 1, "code": code, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "count": 40}},
+        {"id": "m", "type": "map", "params": {"fn": "odd:f"}, "inputs": ["s"]},
+        {"id": "o", "type": "pipe_out", "params": {"edge": "e1", "to": baddr, "time-frame": 5, "acks": acks},
+         "inputs": ["m"]}]}
+    cb, connb = control(loop, baddr)
+    ca, conna = control(loop, aaddr)
+    connb.send({"deploy": {"assignment": asg_b}})
+    conna.send({"deploy": {"assignment": asg_a}})
+    assert loop.run_until(lambda: cb.replies("deployed") and ca.replies("deployed"), 5000), cb.messages + ca.messages
+    connb.send({"start": {}})
+    assert loop.run_until(lambda: cb.replies("started"), 5000)
+    conna.send({"start": {}})
+
+    def got():
+        return [v for d in cb.replies("deliver") for v in d["values"]]
+    assert loop.run_until(lambda: len(got()) >= 40, 10000), (acks, got())
+    want = [None if x % 10 in (2, 3) or x == 7 else [x, {"v": x}] for x in range(40)]
+    assert got() == want, (acks, got())
+    conna.send({"status": {}})
+    assert loop.run_until(lambda: ca.replies("status"), 5000)
+    o = ca.replies("status")[0]["assignment"]["steps"]["o"]
+    assert o["nulled"] == 9 and o["out"] == 40 and o["dropped"] == 0, (acks, o)
+    a.close()
+    b.close()
+
+
 def test_pipe_to_unknown_edge_is_refused():
     loop, a, aaddr, b, baddr = two_devices()
     c = Collector()
@@ -135,6 +218,25 @@ def test_pipe_to_unknown_edge_is_refused():
     conn.send({"pipe": {"edge": "nowhere", "epoch": 1}})
     assert loop.run_until(lambda: c.closed is not None, 5000)
     assert c.messages[0]["error"]["code"] == "unknown-edge"
+    a.close()
+    b.close()
+
+
+def test_pipe_or_pull_naming_an_edge_that_is_no_string_is_refused_and_the_pipeline_runs_on():
+    loop, a, aaddr, b, baddr = two_devices()
+    ca, conna, good = running(loop, aaddr)
+    for msg in ({"pipe": {"edge": ["e1"], "epoch": 1}}, {"pull": {"edge": {"e": 1}, "epoch": 1}},
+                {"pipe": {"edge": 5}}, {"pull": ["k"]}):
+        c = Collector()
+        conn = transport.dial(loop, aaddr, c)
+        conn.send(msg)
+        assert loop.run_until(lambda: c.closed is not None, 5000), (msg, c.messages)
+        assert c.messages and c.messages[0]["error"]["code"] == "unknown-edge", (msg, c.messages)
+    before = len(ca.replies("deliver"))
+    assert loop.run_until(lambda: len(ca.replies("deliver")) > before + 2, 5000)
+    conna.send({"status": {}})
+    assert loop.run_until(lambda: ca.replies("status"), 5000)
+    assert ca.replies("status")[0]["errors"] == 0, ca.replies("status")[0]     # nothing raised inside
     a.close()
     b.close()
 

@@ -189,7 +189,8 @@ def test_the_sample_timer_runs_only_between_start_and_teardown():
 def test_a_stopped_device_answers_metrics():
     # `top` after `stop`, or a re-route whose new deployment failed after the stop: the device
     # runs no steps, and its metrics reply says so (its probe went with the steps it timed;
-    # before, the reply named steps that were gone and the request got no answer)
+    # before, the reply named steps that were gone and the request got no answer, an error
+    # inside the device, while a dashboard or an experiment polled on)
     loop = transport.Loop()
     a = Device("a", ["counter@0"], loop=loop)
     c, conn = control(loop, listen(a))
@@ -201,12 +202,17 @@ def test_a_stopped_device_answers_metrics():
         ask(loop, c, conn, {"deploy": {"assignment": asg}}, "deployed")
         ask(loop, c, conn, {"start": {}}, "started")
         assert loop.run_until(lambda: delivered(c) >= 5, 10000)
-        assert ask(loop, c, conn, {"metrics": {}}, "metrics")["steps"]["m"]["in"] == 5
+        m = ask(loop, c, conn, {"metrics": {}}, "metrics")["steps"]["m"]
+        assert m["in"] == 5 and m["out"] == 5, m
         ask(loop, c, conn, {"stop": stop}, "stopped")
         m = ask(loop, c, conn, {"metrics": {}}, "metrics")
         assert m["steps"] == {} and m["pipes"] == {} and m["latency"] == [], m
+        assert m["pipeline"] == "p" and m["epoch"] == 1 and m["device"] == "a", m
         assert m["loop"]["wall_us"] > 0
         c.messages = []
+    ask(loop, c, conn, {"undeploy": {}}, "stopped")
+    assert ask(loop, c, conn, {"metrics": {}}, "metrics")["device"] == "a"
+    assert c.closed is None
     a.close()
 
 

@@ -108,6 +108,55 @@ def test_secure_pipeline_between_two_devices():
     b.close()
 
 
+def test_a_pipe_serves_only_the_device_it_is_named_for():
+    # b's pipe_in e1 takes values from dev-a and a's pipe_out e1 sends them to dev-b: another
+    # device key (here each device's own, claiming the edge) may neither feed values into the
+    # pipe_in nor pull the pipe_out's values, and the pipe's real connection stays in place
+    loop = transport.Loop()
+    a = keyed("dev-a", ["counter@0"], loop)
+    b = keyed("dev-b", [], loop)
+    aaddr, baddr = listen(a), listen(b)
+    asg_b = {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "in", "type": "pipe_in", "params": {"edge": "e1", "peer": "dev-a"}},
+        {"id": "k", "type": "callback", "params": {"name": "out"}, "inputs": ["in"]}]}
+    asg_a = {"pipeline": "p", "epoch": 1, "steps": [
+        {"id": "s", "type": "source", "params": {"sensor": "counter", "rate": 200}},
+        {"id": "o", "type": "pipe_out", "params": {"edge": "e1", "to": baddr, "peer": "dev-b", "time-frame": 5},
+         "inputs": ["s"]}]}
+    cb = SecureClient(loop, baddr, "controller", "dev-b")
+    ca = SecureClient(loop, aaddr, "controller", "dev-a")
+    assert loop.run_until(lambda: cb.ready() and ca.ready(), 5000)
+    cb.conn.send({"deploy": {"assignment": asg_b}})
+    ca.conn.send({"deploy": {"assignment": asg_a}})
+    assert loop.run_until(lambda: cb.replies("deployed") and ca.replies("deployed"), 5000), cb.messages + ca.messages
+    cb.conn.send({"start": {}})
+    assert loop.run_until(lambda: cb.replies("started"), 5000)
+    ca.conn.send({"start": {}})
+    assert loop.run_until(lambda: len(delivered(cb)) >= 10, 5000)
+    inject = SecureClient(loop, baddr, "dev-b", "dev-b")
+    steal = SecureClient(loop, aaddr, "dev-a", "dev-a")
+    assert loop.run_until(lambda: inject.ready() and steal.ready(), 5000)
+    assert inject.error is None and steal.error is None, (inject.error, steal.error)
+    inject.conn.send({"pipe": {"edge": "e1", "epoch": 1, "from": "dev-a"}})
+    inject.conn.send([-1, -1, -1])
+    steal.conn.send({"pull": {"edge": "e1", "epoch": 1, "from": "dev-b", "expect": [0, 0]}})
+    assert loop.run_until(lambda: inject.closed and steal.closed, 5000), (inject.messages, steal.messages)
+    for c, words in ((inject, "edge 'e1' of device dev-b is dev-a's; this session is dev-b's"),
+                     (steal, "edge 'e1' of device dev-a is dev-b's; this session is dev-a's")):
+        err = c.errors()
+        assert err and err[0]["code"] == "wrong-peer" and words in err[0]["message"], c.messages
+        assert [m for m in c.messages if type(m) is list or (type(m) is dict and ("ack" in m or "seq" in m))] == []
+    n = len(delivered(cb))
+    assert loop.run_until(lambda: len(delivered(cb)) >= n + 20, 5000)
+    vals = delivered(cb)
+    assert vals == list(range(len(vals))), vals[-10:]      # nothing injected, nothing missing
+    ca.conn.send({"status": {}})
+    assert loop.run_until(lambda: ca.replies("status"), 5000)
+    assert ca.replies("status")[0]["assignment"]["steps"]["o"]["connects"] == 1   # never displaced
+    a.close()
+    b.close()
+
+
 def test_plaintext_and_wrong_role_refused_device_keeps_serving():
     loop = transport.Loop()
     a = keyed("dev-a", ["counter@100"], loop, max_handshakes=16)   # 6 at once from one address

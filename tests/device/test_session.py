@@ -563,6 +563,50 @@ def test_trust_file_is_read_a_key_at_a_time_whatever_its_layout():
         os.remove(path)
 
 
+def test_a_file_that_is_no_trust_store_or_revoked_list_is_refused_saying_so():
+    # a trust store that trusted no one (a list, an identity file given as the trust store, keys
+    # of the wrong type) used to load as an empty store: the device then refused every
+    # connection, the controller's too, without saying why; a revoked list of the wrong shape
+    # was ignored, its keys trusted on
+    import os
+    from sensormesh.device.secure import trust
+    path = "/tmp/sensormesh-test-notrust-%s.json" % ("mp" if MICROPYTHON else "cp")
+    good = trust_json()
+    shapes = ["[]", "{}", '{"version": 2}', '{"version": 2, "keys": []}', '{"keys": null}',
+              '{"keys": {}, "revoked": {}}', json.dumps(fixture()["ids"]["dev-a"])]
+    try:
+        for text in shapes:
+            with open(path, "w") as f:
+                f.write(text)
+            for src in (path, json.loads(text)):
+                try:
+                    load_trust(src)
+                    raise AssertionError("loaded as a trust store: %s" % text)
+                except ValueError as e:
+                    assert "not a trust store" in str(e) and '"keys" object' in str(e), (text, e)
+        with open(path, "w") as f:
+            f.write('{"keys": {}}')
+        assert len(load_trust(path)) == 0       # a store that trusts no one yet, said so plainly
+        for revoked in ('{"fingerprints": []}', '{"revoked": {"a": 1}}', "5"):
+            with open(path, "w") as f:
+                f.write(revoked)
+            st = load_trust(good)
+            try:
+                trust._add_revoked(st, path)
+                raise AssertionError("loaded as a revoked list: %s" % revoked)
+            except ValueError as e:
+                assert "not a revoked list" in str(e), (revoked, e)
+        fp = x25519.fingerprint(bytes.fromhex(fixture()["ids"]["dev-b"]["x25519"]))
+        for revoked in ([{"name": "dev-b", "fingerprint": fp}], {"revoked": [fp]}):
+            with open(path, "w") as f:
+                f.write(json.dumps(revoked))
+            st = load_trust(good)
+            trust._add_revoked(st, path)
+            assert code_of(st.lookup, "dev-b", "peer") == "revoked", revoked
+    finally:
+        os.remove(path)
+
+
 def test_pair_key_computed_once_per_peer():
     f = fixture()
     t = load_trust(trust_json())

@@ -169,7 +169,16 @@ class Supervisor(Control, Watch, Reroute, Recover):
     def _event(self, text):
         self.events.append(text)
         if self._on_event is not None:
-            self._on_event(text)
+            self._user_call(self._on_event, text)
+
+    def _user_call(self, fn, *args):
+        """fn(*args), a callback of the Supervisor's user: what it raises goes to the user as it
+        is, also from inside the control loop (Control._loop_error lets it through)."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            self._user_error = e
+            raise
 
     # -- deployment ------------------------------------------------------------------------------
 
@@ -376,6 +385,7 @@ class Supervisor(Control, Watch, Reroute, Recover):
         devices = list(self.model.devices)
         out = {}
         refused = {}                  # device -> why it refused the controller's secure session
+        garbled = {}                  # device -> the protocol error its answer was
         for _ in range(len(devices) + 1):
             todo = [d for d in self.control_devices(devices)
                     if d in self.paths and d not in out and d not in self.failed]
@@ -409,6 +419,8 @@ class Supervisor(Control, Watch, Reroute, Recover):
                         out.pop(d, None)
                         if "secure session failed" in r.error or r.error.endswith(NOT_DIALED):
                             refused[d] = r.error
+                        elif "protocol error: " in r.error:
+                            garbled[d] = r.error[r.error.index("protocol error: "):]
             if not new_failed:
                 break
             self.health.fail({d: "no answer to a status request (%s)" % silent[d] for d in new_failed})
@@ -432,6 +444,10 @@ class Supervisor(Control, Watch, Reroute, Recover):
                     out[d] = {"error": refused[d]}
                 elif d in refused:
                     out[d] = {"error": "%s does not accept the controller over %s: %s" % (d, how, refused[d])}
+                elif d in garbled:
+                    # something answers at its address, but not as a sensormesh device does
+                    out[d] = {"error": "%s does not answer as a sensormesh device over %s: %s"
+                              % (d, how, garbled[d])}
                 else:
                     out[d] = {"error": "%s is down: it does not answer over %s" % (d, how)}
             elif d not in out:

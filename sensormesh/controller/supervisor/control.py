@@ -196,8 +196,23 @@ class Control:
         f = self.cut_short
         return f() if f is not None else None
 
+    def _loop_error(self, e, fn):
+        """A handler raised on what came from a device (a message of a shape no check foresaw):
+        that connection is closed, saying why, and the controller goes on serving the others
+        (its requests on it fail as for any closed connection)."""
+        if e is getattr(self, "_user_error", None):
+            self._user_error = None
+            raise e           # the user's own callback raised: theirs to see
+        what = "%s: %s" % (type(e).__name__, e)
+        conn = getattr(fn, "__self__", None)
+        if isinstance(conn, transport.Connection) and not conn.closed:
+            conn.close("the controller could not handle what came on it (%s)" % what)
+        self._event("controller: a message from %s could not be handled and its connection was closed: %s"
+                    % (getattr(conn, "peer", None) or "a device", what))
+
     def _init_control(self, listen):
         self.loop = transport.Loop()
+        self.loop.on_error = self._loop_error
         self.links = {}          # link key -> _Link
         self.queues = {}         # device -> deque of Requests
         self.by_key = {}         # (link key, targets) -> device
@@ -623,7 +638,7 @@ class Control:
             if self._on_deliver is None:
                 self.pending.append((dev, {"deliver": dict(d, values=values)}))
             else:
-                self._on_deliver(dev, d.get("step"), values)
+                self._user_call(self._on_deliver, dev, d.get("step"), values)
             return
         q = self.queues.get(dev)
         if type(msg) is dict and "status" in msg and type(msg["status"]) is dict:

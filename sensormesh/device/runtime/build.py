@@ -7,6 +7,7 @@
 # follow (the steps, the pipes, the wiring) share the heap with its code.
 from sensormesh.device.compat import forget
 from sensormesh.device.runtime import Source
+from sensormesh.device.steps import rare_call
 
 # The types of the nodes that are not steps: sources (made here) and pipes (build_pipes.py).
 OUTLETS = ("source", "pipe_out", "pipe_in")
@@ -43,8 +44,13 @@ def check(rt, a):
             sid = spec["id"]
             if sid in nodes:
                 raise ValueError("step id %r is used twice" % sid)
+            ins = spec.get("inputs")
+            params = spec.get("params")
+            if (ins is not None and (type(ins) is not list or [i for i in ins if type(i) is not str])
+                    or (params is not None and type(params) is not dict)):
+                raise rare_call("sensormesh.device.steps.spec_errors", "shape", sid, ins, params)
             order.append(sid)
-            inputs.append(spec.get("inputs"))
+            inputs.append(ins)
             nodes[sid] = None
             kind = spec.get("type")
             if kind == "source":
@@ -74,7 +80,7 @@ def free_running(rt, specs):
             try:
                 if not source_sensor(rt, spec.get("id"), spec.get("params") or {})[1]:
                     return True
-            except ValueError:
+            except (ValueError, AttributeError):
                 pass        # said when the source is made, in its turn
     return False
 

@@ -50,7 +50,8 @@ def pipe_setup(p, runtime, sid, params, key):
     p.edge = params.get("edge") or sid
     address = params.get(key)
     peer = params.get("peer")
-    if (peer is not None and type(peer) is not str) or (
+    if (peer is not None and type(peer) is not str) or type(p.edge) is not str or (
+            address is not None and type(address) is not str) or (
             address and peer is None and getattr(runtime.device, "security", None) is not None):
         raise rare_call(ERRORS, "bad", runtime, sid, params, key)
     p.peer = peer

@@ -30,10 +30,17 @@ def on_subscribe(rt, session, body):
 def _attach(rt, session, body, table, what):
     """A pipe connection from another device: it serves one of our pipe_ins or pipe_outs."""
     edge = body.get("edge") if type(body) is dict else None
-    node = table.get(edge)
+    node = table.get(edge) if type(edge) is str else None
     if node is None:
         session.fail(session.conn, "unknown-edge", "no %s for edge %r on device %s (pipeline %s epoch %s)"
                      % (what, edge, rt.device.name, rt.pipeline, rt.epoch))
+        return
+    # with keys, a pipe named for its peer serves that device's authenticated session only:
+    # another key must not feed values into it, take its values or displace its connection
+    who = getattr(session, "peer_name", None)
+    if who is not None and type(node.peer) is str and who != node.peer:
+        session.fail(session.conn, "wrong-peer", "edge %r of device %s is %s's; this session is %s's"
+                     % (edge, rt.device.name, node.peer, who))
         return
     ep = body.get("epoch")
     if ep is not None and ep != rt.epoch:

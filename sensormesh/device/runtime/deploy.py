@@ -23,7 +23,7 @@
 # the running one goes on; one that runs out of heap raises MemoryError to Runtime.deploy, which
 # refuses it ("out-of-memory", short.py).
 from sensormesh.device.compat import collect, forget
-from sensormesh.device.steps import StepError, rare_call
+from sensormesh.device.steps import rare_call
 
 STEPS = "sensormesh.device.steps."    # the package of make.py, more_params.py and wiring.py
 
@@ -37,13 +37,13 @@ def on_deploy(rt, session, body):
         # the last stage of building, from this function: the assignment is gone with build's
         # frame (a stale reference left in it could have kept it for the garbage collector)
         rare_call(STEPS + "wiring", "connect_all", built)
-    except (ValueError, TypeError, StepError) as e:
-        rt.code = old_code
-        rt.rare("short", "bad", session, e)     # refused, saying why
-        return
     except MemoryError:
         rt.code = old_code      # the refused assignment's shipped code goes with it (short.py)
         raise
+    except Exception as e:      # a check's ValueError or StepError, or what a spec no check
+        rt.code = old_code      # foresaw made fail (short.bad says its type): refused, saying why
+        rt.rare("short", "bad", session, e)
+        return
     finally:
         collect()
     if rt.nodes:       # stop.py only when something runs (not for a board's first deployment)

@@ -3,13 +3,24 @@
 # hold these texts while it makes its pipes (one of its fullest moments).
 
 
+def short(value):
+    from sensormesh.device.steps import rare_call
+    return rare_call("sensormesh.device.steps.base", "short", value)
+
+
 def bad(runtime, sid, params, key):
     """The ValueError of pipe `sid` (key: "to" for a pipe_out, "from" for a pipe_in: its
     address) whose parameters build_pipes.py found wrong."""
+    edge = params.get("edge") or sid
+    if type(edge) is not str:
+        return ValueError("step '%s': edge must be a string naming the edge, got %s" % (sid, short(edge)))
+    address = params.get(key)
+    if address is not None and type(address) is not str:
+        return ValueError("step '%s': %s must be an address string (host:port or unix:path), got %s"
+                          % (sid, key, short(address)))
     peer = params.get("peer")
     if peer is not None and type(peer) is not str:
         return ValueError("step '%s': peer must be a device name" % sid)
-    address = params.get(key)
     if address and peer is None and getattr(runtime.device, "security", None) is not None:
         return ValueError("step '%s': a device with keys needs the pipe's 'peer' (the name of the device at %s) "
                           "to authenticate it" % (sid, address))

@@ -6,8 +6,12 @@
 # (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it on a board
 # running .mpy files. Each function takes the PipeOut first.
 from sensormesh.device.codec import MAX_FRAME_VALUES
-from sensormesh.device.runtime.pipes import LOG_EVERY_REDIALS
 from sensormesh.device.schedule import redial_delay
+
+# A pipe_out that keeps failing logs its 1st redial and then every this many. (Here, not in
+# pipes.py: a connection that closes after a stop, once pipes.py is forgotten, calls on_close,
+# which must not load pipes.py again for it.)
+LOG_EVERY_REDIALS = 10
 
 
 def bound_back(po, free):

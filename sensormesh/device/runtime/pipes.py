@@ -58,8 +58,6 @@ except ImportError:            # CPython: no heap limit of this kind
 # Values read back from a spool leave one array at a time with this pause between arrays, so
 # a long backlog does not hold the loop: sources, steps and other pipes run in between.
 SPOOL_GAP_MS = 2
-# A pipe_out that keeps failing logs its 1st redial and then every this many.
-LOG_EVERY_REDIALS = 10
 # a pipe_out's last_error when an array found no heap free to be sealed as a value came
 NO_HEAP_TO_SEND = "no heap free to seal an array: its values wait in the replay buffer"
 
@@ -230,9 +228,13 @@ class PipeOut(Rarely):
                     # and the receiver numbered the next array's values as theirs)
                     conn.send(ts)
                 conn.send(vals)
-            except MemoryError:     # not sealed: its values are unsent again (the loop logs it)
+            except Exception as e:      # not sealed: its values are unsent again
                 tx.untake(first, high, len(vals))
-                raise
+                if isinstance(e, MemoryError):
+                    raise       # (the loop logs it); else a value cannot travel: null instead
+                from sensormesh.device.runtime import pipe_nulls
+                forget(pipe_nulls)
+                pipe_nulls.send(self, conn, vals, first, high, e)
             self.frames += 1
             if spooled:
                 self.spool_timer = self.rt.loop.call_later(SPOOL_GAP_MS, self.spool_sent)

@@ -74,6 +74,8 @@ def _pipe_out(po):
     if tx.spool is not None:
         s["spool"] = tx.spool.stats()
         s["spooled"] = tx.spooled
+    if getattr(po, "nulled", 0):    # values that could not travel, sent as null (pipe_nulls.py)
+        s["nulled"] = po.nulled
     err = getattr(po, "last_error", None)
     if err:
         s["last_error"] = err

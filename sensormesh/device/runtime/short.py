@@ -28,7 +28,11 @@ def refuse(rt, session):
 
 
 def bad(rt, session, e):
-    """Refuse a bad assignment, `e` (ValueError, TypeError or StepError) naming the problem; the
-    running assignment, if any, runs on."""
-    rt.log("deploy refused: %s" % e)
-    session.conn.send({"error": {"code": "bad-assignment", "message": str(e)}})
+    """Refuse a bad assignment, `e` (a check's ValueError or StepError naming the problem, or
+    another error building it raised, named by its type); the running assignment, if any, runs
+    on."""
+    text = str(e)
+    if not isinstance(e, ValueError) and type(e).__name__ != "StepError":
+        text = "the assignment could not be built: %s: %s" % (type(e).__name__, text)
+    rt.log("deploy refused: " + text)
+    session.conn.send({"error": {"code": "bad-assignment", "message": text}})

@@ -59,11 +59,15 @@ def load_trust(src):
     (60 KB for 500 devices) never sits in memory whole, as text or as objects."""
     ts = TrustStore()
     if type(src) is dict:
-        keys = src.get("keys", {})
+        keys = src.get("keys")
+        if type(keys) is not dict or type(src.get("revoked", ())) not in (list, tuple):
+            raise ValueError(_NOT_A_STORE)
         for name in keys:
             _add_entry(ts, name, keys[name])
         _revoke_all(ts, src.get("revoked", ()))
         return ts
+    if type(src) is not str:
+        raise ValueError(_NOT_A_STORE)
     with open(src, "rb") as f:
         _scan(f, ts)
     return ts
@@ -79,6 +83,12 @@ def _revoke_all(ts, revoked):
             ts.revoke(r["fingerprint"], r.get("name"))
         else:
             ts.revoke(r)
+
+
+# What a file or dict that is no trust store is refused with (a trust store that trusted no one
+# would refuse every connection, the controller's too, without saying why).
+_NOT_A_STORE = ('not a trust store: it needs a "keys" object (and "revoked", if any, a list), as in the '
+                'trust.json of `sensormesh keys export`')
 
 
 # The JSON punctuation _scan() looks for, as the byte values it reads (a board would intern every
@@ -108,6 +118,7 @@ def _scan(f, ts):
     cap = None          # the bytes of the value being captured
     start = 0           # where the captured value starts in `chunk`
     until = 0           # the depth at which the captured value ends
+    found = False       # the top object's "keys" object was seen
     while True:
         chunk = f.read(512)
         if not chunk:
@@ -136,6 +147,13 @@ def _scan(f, ts):
                 elif depth == 2:
                     name = last
             elif c == _OPEN_OBJECT or c == _OPEN_ARRAY:
+                if depth <= 1:
+                    if depth == 0 and c != _OPEN_OBJECT:
+                        raise ValueError(_NOT_A_STORE)
+                    if depth == 1 and top in ("keys", "revoked"):
+                        if (top == "keys") != (c == _OPEN_OBJECT):
+                            raise ValueError(_NOT_A_STORE)
+                        found = found or top == "keys"
                 if cap is None and ((depth == 2 and top == "keys" and c == _OPEN_OBJECT) or
                                     (depth == 1 and top == "revoked" and c == _OPEN_ARRAY)):
                     cap = bytearray()
@@ -156,6 +174,8 @@ def _scan(f, ts):
             cap.extend(chunk[start:])     # the value goes on in the next chunk
     if depth != 0 or in_str:
         raise ValueError("the trust store file ends before its JSON does")
+    if not found:
+        raise ValueError(_NOT_A_STORE)
 
 
 def _trusted_name(name):
@@ -273,7 +293,9 @@ def _add_revoked(t, src):
         with open(src) as f:
             src = json.load(f)
     if type(src) is dict:
-        src = src.get("revoked", ())
+        src = src.get("revoked")
+    if type(src) is not list:       # (one ignored would leave its keys trusted, unsaid)
+        raise ValueError('not a revoked list: it needs [{"name", "fingerprint"}, ...] or {"revoked": [...]}')
     _revoke_all(t, src)
 
 

@@ -38,3 +38,11 @@ def bad(spec, cls):
     else:
         want = "%d or %d" % (lo, hi)
     return StepError("step '%s': %s takes %s input%s, got %d" % (sid, kind, want, "" if want == "1" else "s", n))
+
+
+def shape(sid, inputs, params):
+    """The StepError of step `sid` whose inputs are not a list of step ids or whose params are not
+    an object (runtime/build.py checks both for every node, sources and pipes included)."""
+    if inputs is not None and (type(inputs) is not list or [i for i in inputs if type(i) is not str]):
+        return StepError("step '%s': inputs must be a list of step ids, got %s" % (sid, short(inputs)))
+    return StepError("step '%s': params must be an object, got %s" % (sid, short(params)))
