@@ -211,6 +211,32 @@ def test_python_api_up_calls_the_users_callback(tmp_path):
     assert final["hub"]["state"] == "stopped"
 
 
+def test_a_loaded_file_runs_from_python_with_the_users_callbacks(tmp_path, capsys):
+    """api.load(FILE, callbacks=...) gives a pipeline that plans and runs like one written in
+    Python: the named callback gets its sink's values, a callback sink without a function
+    prints them as `sensormesh up` does."""
+    from sensormesh.api import load
+    (tmp_path / "p.yaml").write_text(textwrap.dedent("""\
+        pipeline: loaded
+        devices:
+          pc: {interpreter: cpython, sensors: ["counter@200"], local: true}
+        steps:
+          c: {type: source, sensor: counter, count: 40}
+          w: {type: window, values: 10, agg: sum, input: c}
+        sinks:
+          sums: {type: callback, input: w}
+          seen: {type: callback, input: c, name: each}
+        """))
+    got = []
+    p = load(str(tmp_path / "p.yaml"), callbacks={"sums": got.append})
+    assert p.plan().device_of["w"] == "pc"
+    final = p.up(until=lambda: len(got) == 4, timeout=10, insecure=True)
+    assert got == [sum(range(i * 10, i * 10 + 10)) for i in range(4)]
+    assert final["pc"]["state"] == "stopped"
+    printed = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("each ")]
+    assert [int(v) for _, v in printed] == list(range(40))
+
+
 def _children(pid):
     """PIDs of the processes whose parent is pid."""
     out = []

@@ -15,7 +15,7 @@ import sys
 
 from sensormesh.controller import catalog
 from sensormesh.controller.errors import ModelError, Problem
-from sensormesh.controller.model import Device, Model, Step
+from sensormesh.controller.model import Device, Model, Step, _suggest
 from sensormesh.controller.shipping import CodeShipper
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -419,7 +419,81 @@ def _fn_name(fn, default):
     return name if name and name != "<lambda>" else default
 
 
+class FilePipeline(Pipeline):
+    """A pipeline read from a file (`load`): plan(), assignments(), validate() and up() work as
+    for a Pipeline written in Python. Its steps and devices are the file's: change them there.
+    Attributes of the validated Model (steps, order, place, ...) are reachable on it too."""
+
+    def __init__(self, path, model):
+        Pipeline.__init__(self, model.name)
+        self.path = path
+        self._model = model
+        self._model_checked_devices = True
+        self.callbacks = model.callbacks
+        self._devices = list(model.device_list)
+        self.network, self.topology = model.network, model.topology
+
+    def model(self, require_devices=True):
+        return self._model
+
+    def validate(self):
+        return self._model.warnings
+
+    def up(self, strategy="optimal", duration=None, count=None, until=None, on_event=None, **options):
+        """As Pipeline.up; the values of a callback sink `callbacks` gives no function for are
+        printed one per line (`name  value`), as `sensormesh up` prints them."""
+        if "on_deliver" not in options:
+            from sensormesh.controller.runner import Printer
+            options["on_deliver"] = Printer(print, self._model).deliver
+        return Pipeline.up(self, strategy, duration=duration, count=count, until=until,
+                           on_event=on_event, **options)
+
+    def _fixed(self, what):
+        where, _ = _caller()
+        raise ModelError(Problem("a pipeline loaded from %s gets its %s from that file; change them "
+                                 "there (%s)" % (self.path, what, where)))
+
+    def device(self, *args, **kw):
+        self._fixed("devices")
+
+    def devices_from(self, path):
+        self._fixed("devices")
+
+    def _add(self, *args, **kw):
+        self._fixed("steps")
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._model, name)
+
+    def __repr__(self):
+        return "FilePipeline(%r, %d steps, %d devices)" % (self.name, len(self._model.steps),
+                                                            len(self._devices))
+
+
 def load(path, callbacks=None):
-    """A Model from a pipeline file; `callbacks` maps callback sink names to functions."""
+    """The pipeline of a file, ready to plan() or up(): `callbacks` maps the names of its
+    callback sinks (their `name`, else their id) to the functions that get their values."""
     from sensormesh.controller.pipeline_file import load_model
-    return load_model(path, callbacks=callbacks)
+    where, _ = _caller()
+    if callbacks is not None and not isinstance(callbacks, dict):
+        raise ModelError(Problem("must be a dict {callback sink name: function}, not %r (%s)"
+                                 % (callbacks, where), key="callbacks"))
+    model = load_model(path, callbacks=callbacks)
+    name_of = {sid: (s.params or {}).get("name") or sid for sid, s in model.steps.items() if s.type == "callback"}
+    names = sorted(set(name_of.values()))
+    problems = []
+    for name, fn in (callbacks or {}).items():
+        if name not in names and name in name_of:
+            problems.append(Problem("%r is a callback sink whose name is %r: give that name (%s)"
+                                    % (name, name_of[name], where), key="callbacks"))
+        elif name not in names:
+            problems.append(Problem(
+                "%r is not a callback sink of %s%s (its callback sinks: %s) (%s)"
+                % (name, path, _suggest(name, names), ", ".join(names) or "none", where), key="callbacks"))
+        elif not callable(fn):
+            problems.append(Problem("%r needs a function, not %r (%s)" % (name, fn, where), key="callbacks"))
+    if problems:
+        raise ModelError(problems)
+    return FilePipeline(path, model)
