@@ -154,6 +154,9 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
         except DashboardError as e:
             obs.close()
             raise click.ClickException(str(e))
+        from sensormesh.controller.observe.graph import missing_note
+        if missing_note():
+            printer.event(missing_note())
     printer.line("starting %d local device(s): %s" % (len(local), _device_list(local, heap, verbose)))
 
     first = {}
