@@ -59,9 +59,9 @@ class Pipeline:
                unix=None, local=False, description=None, addresses=None, heap=None):
         """Add a device to the inventory; returns the Device. heap: a MicroPython device's
         Python heap (e.g. "96K"; default 112K), which `up` gives a local one."""
-        if any(d.name == name for d in self._devices):
-            raise ModelError(Problem("two devices with this name", device=name))
         where, _ = _caller()
+        if any(d.name == name for d in self._devices):
+            raise ModelError(Problem("two devices with this name (%s)" % where, device=name))
         d = Device(name, interpreter=interpreter, cpu=cpu, memory=memory, sensors=sensors, address=address,
                    unix=unix, local=local, description=description, origin=where, addresses=addresses,
                    heap=heap)
@@ -79,7 +79,8 @@ class Pipeline:
         devices, network, topology = load_inventory(path)
         for d in devices:
             if any(x.name == d.name for x in self._devices):
-                raise ModelError(Problem("two devices with this name (one from %s)" % path, device=d.name))
+                raise ModelError(Problem("two devices with this name (one from %s) (%s)" % (path, _caller()[0]),
+                                         device=d.name))
             self._devices.append(d)
         if network is not None:
             self.network, self.topology = network, topology
@@ -220,7 +221,9 @@ class Stream:
         """Any step type by name: s.then("window", values=10) == s.window(values=10)."""
         t = catalog.get(type_)
         if t is None or not t.user:
-            raise ModelError(Problem("unknown step type %r; known: %s" % (type_, ", ".join(catalog.USER_TYPES)),
+            raise ModelError(Problem("unknown step type %r%s; known: %s (%s)"
+                                     % (type_, _suggest(type_, catalog.USER_TYPES), ", ".join(catalog.USER_TYPES),
+                                        _caller()[0]),
                                      key="type"))
         fn = params.pop("fn", None)
         return self._then(type_, others, params, id, on, requires, {}, fn=fn,
@@ -308,7 +311,7 @@ class Stream:
         if threshold is not None:
             if not isinstance(threshold, Stream):
                 raise ModelError(Problem("threshold must be a stream (use high/low for fixed numbers), "
-                                         "not %r" % (threshold,), key="threshold"))
+                                         "not %r (%s)" % (threshold, _caller()[0]), key="threshold"))
             others = [threshold]
             if hysteresis is None:
                 hysteresis = 0
@@ -357,11 +360,12 @@ class Stream:
     def callback(self, fn, name=None, id=None, on=None, requires=None, **hints):
         """Call fn(value) in this program (on the controller) for every value."""
         if not callable(fn):
-            raise ModelError(Problem("callback needs a function, not %r" % (fn,), key="fn"))
+            raise ModelError(Problem("callback needs a function, not %r (%s)" % (fn, _caller()[0]), key="fn"))
         name = name or getattr(fn, "__name__", None) or "callback"
         known = self.pipeline.callbacks.get(name)
         if known is not None and known is not fn:
-            raise ModelError(Problem("two different callbacks named %r; pass name=" % name, key="name"))
+            raise ModelError(Problem("two different callbacks named %r; pass name= (%s)" % (name, _caller()[0]),
+                                     key="name"))
         sink = self._then("callback", [], dict(name=name), id, on, requires, hints, default_id=name)
         self.pipeline.callbacks[name] = fn
         return sink
@@ -395,7 +399,7 @@ class SinkStep:
 
     def __getattr__(self, name):
         if name in ("map", "filter", "window", "field", "zip", "print", "csv", "sink"):
-            raise ModelError(Problem("a sink has no output to %s" % name, step=self.id))
+            raise ModelError(Problem("a sink has no output to %s (%s)" % (name, _caller()[0]), step=self.id))
         raise AttributeError(name)
 
     def __repr__(self):
@@ -405,10 +409,10 @@ class SinkStep:
 def merge(*streams, id=None, on=None, requires=None, **hints):
     """merge(a, b, c): one stream of the values of all inputs as they come."""
     if not streams:
-        raise ModelError(Problem("merge needs at least one stream", key="inputs"))
+        raise ModelError(Problem("merge needs at least one stream (%s)" % _caller()[0], key="inputs"))
     first = streams[0]
     if not isinstance(first, Stream):
-        raise ModelError(Problem("merge takes streams, not %r" % (first,), key="inputs"))
+        raise ModelError(Problem("merge takes streams, not %r (%s)" % (first, _caller()[0]), key="inputs"))
     return first.merge(*streams[1:], id=id, on=on, requires=requires, **hints)
 
 

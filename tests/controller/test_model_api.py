@@ -317,3 +317,25 @@ def test_up_refuses_bad_arguments_before_starting_anything(kw, message, monkeypa
         p.up(insecure=True, **kw)
     with pytest.raises(TypeError, match="unknown argument 'time_limt' .*did you mean 'time_limit'"):
         p.up(insecure=True, time_limt=5)
+
+
+def test_every_misuse_of_the_api_names_the_line_that_made_it():
+    p = Pipeline("lines")
+    p.device("pc", sensors=["temperature"], local=True)
+    t = p.source("temperature")
+    sink = t.print()
+    attempts = [
+        (lambda: p.device("pc", local=True), "device 'pc': two devices with this name"),
+        (lambda: t.then("windw"), "unknown step type 'windw' (did you mean 'window'?)"),
+        (lambda: t.callback("notfn"), "callback needs a function, not 'notfn'"),
+        (lambda: t.alarm(threshold=5), "threshold must be a stream"),
+        (lambda: sink.map, "a sink has no output to map"),
+        (lambda: merge(), "merge needs at least one stream"),
+        (lambda: merge(5), "merge takes streams, not 5"),
+    ]
+    t.callback(print, name="shown")
+    attempts.append((lambda: t.callback(len, name="shown"), "two different callbacks named 'shown'"))
+    for call, message in attempts:
+        with pytest.raises(ModelError) as e:
+            call()
+        assert message in str(e.value) and "(%s:" % HERE in str(e.value), str(e.value)
