@@ -395,10 +395,16 @@ class StepType:
         return Cost(cpu_per * rate_in, mem)
 
 
+# What every step takes besides its parameters (a pipeline file's keys; in Python, on= and
+# requires=): a misspelling of one of them is suggested too.
+STEP_KEYS = ("type", "input", "inputs", "on", "requires")
+
+
 def unknown_param_message(key, stype):
     import difflib
     names = sorted(stype.param_map)
-    close = difflib.get_close_matches(key, names, n=1)
+    keys = [k for k in STEP_KEYS if stype.max_inputs != 0 or not k.startswith("input")]
+    close = difflib.get_close_matches(key, names + keys, n=1)
     tail = " (did you mean %r?)" % close[0] if close else ""
     if not names:
         return "unknown parameter: %s takes no parameters" % stype.name

@@ -34,7 +34,7 @@ from sensormesh.controller.errors import FileProblem, ModelError, PipelineFileEr
 from sensormesh.controller.model import DEVICE_KEYS, Device, Model, Step
 
 TOP_KEYS = ("pipeline", "devices", "network", "steps", "sinks")
-STEP_KEYS = ("type", "input", "inputs", "on", "requires")   # everything else is a parameter
+STEP_KEYS = catalog.STEP_KEYS       # ("type", "input", "inputs", "on", "requires"); the rest are parameters
 
 
 class _Doc:
@@ -395,6 +395,11 @@ def _steps(doc, data):
                 if k in STEP_KEYS:
                     continue
                 canon = catalog.canonical_param(str(k))
+                if canon in params:
+                    first = aliases.get(sid, {}).get(canon, canon)
+                    doc.problem("given twice, as %s and as %s (one parameter); keep one" % (first, k),
+                                path + (k,), step=sid, key=canon)
+                    continue
                 if canon != k:
                     aliases.setdefault(sid, {})[canon] = k
                 params[canon] = v

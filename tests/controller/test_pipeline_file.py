@@ -178,6 +178,13 @@ def test_yaml_syntax_error_has_line(write):
        t: {type: source, sensor: temperature}
        f: {type: map, fn: "nothere.py:f", input: t}
      """, 10, "steps.f.fn", "nothere.py not found"),
+    # one parameter in both spellings: neither silently wins
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+       w: {type: window, time_frame: 1000, agg: mean,
+           time-frame: 500, input: t}
+     """, 11, "steps.w.time-frame", "given twice, as time_frame and as time-frame (one parameter); keep one"),
 ])
 def test_bad_files_name_line_and_key(write, body, line, path, text):
     e = error(write(body))
@@ -186,6 +193,21 @@ def test_bad_files_name_line_and_key(write, body, line, path, text):
     assert ".".join(map(str, p.path)) == path, str(e)
     assert p.line == line, str(e)
     assert str(e).startswith(e.filename + ":%d:" % line)
+
+
+def test_a_misspelt_input_key_is_named_with_the_input_it_leaves_missing(write):
+    e = error(write("""\
+     steps:
+       t: {type: source, sensor: temperature}
+       w: {type: window, values: 5,
+           inptu: t}
+     sinks:
+       o: {type: print, input: w, onn: laptop}
+     """))
+    got = {(p.line, ".".join(map(str, p.path))): p.message for p in e.problems}
+    assert got[(10, "steps.w.inputs")] == "window takes 1 input, got 0"
+    assert got[(11, "steps.w.inptu")].startswith("unknown parameter for window (did you mean 'input'?)")
+    assert got[(13, "sinks.o.onn")].startswith("unknown parameter for print (did you mean 'on'?)")
 
 
 def test_device_errors_point_into_devices(write):
