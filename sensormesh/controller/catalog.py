@@ -176,7 +176,8 @@ class Param:
         """None if `value` is acceptable, else a message saying what is wrong."""
         k = self.kind
         if k in ("number", "int"):
-            if k == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+            if k == "int" and not (isinstance(value, int) and not isinstance(value, bool)) and not (
+                    isinstance(value, float) and value.is_integer()):     # 1000.0, 1e3: whole numbers
                 return "must be an integer, not %s" % _show(value)
             if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
                 return "must be a number, not %s" % _show(value)
@@ -348,6 +349,8 @@ class StepType:
             msg = p.check(value)
             if msg:
                 problems.append((key, msg))
+            elif p.kind == "int" and isinstance(value, float):
+                params[key] = int(value)        # devices get the whole number as an integer
         for p in self.param_map.values():
             if p.required and p.name not in params:
                 problems.append((p.name, "is required (%s)" % p.doc if p.doc else "is required"))

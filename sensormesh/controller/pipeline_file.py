@@ -25,6 +25,7 @@ import difflib
 import importlib
 import importlib.util
 import os
+import re
 import sys
 
 import yaml
@@ -221,6 +222,14 @@ class _Loader(yaml.SafeLoader):
             event = self.peek_event()
             return _Alias(super().compose_node(parent, index), event.anchor, event.start_mark)
         return super().compose_node(parent, index)
+
+
+# Numbers with an exponent and no dot or no exponent sign (1e9, 5E-3, 1.5e9) are floats, as in
+# YAML 1.2 and JSON; YAML 1.1, which PyYAML follows, reads them as text.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def _node(x):

@@ -210,6 +210,32 @@ def test_a_misspelt_input_key_is_named_with_the_input_it_leaves_missing(write):
     assert got[(13, "sinks.o.onn")].startswith("unknown parameter for print (did you mean 'on'?)")
 
 
+def test_numbers_with_an_exponent_are_numbers_and_whole_floats_are_integers(write):
+    """1e3 and 5E-1 are numbers, as in JSON and YAML 1.2 (YAML 1.1 reads them as text), and an
+    integer parameter takes a whole number written as a float; devices get an integer."""
+    model = load_model(write("""\
+     devices:
+       pc: {sensors: [temperature], memory: 5e8, local: true}
+     steps:
+       t: {type: source, sensor: temperature, rate: 2e1}
+       w: {type: window, time-frame: 1e3, values: 50.0, input: t}
+       a: {type: alarm, high: 2.5e1, low: 5E-1, input: w}
+     sinks:
+       o: {type: print, input: a}
+     """, devices=False))
+    assert model.devices["pc"].memory == 5e8
+    assert model.steps["t"].params["rate"] == 20.0
+    w = model.steps["w"].params
+    assert (w["time-frame"], w["values"]) == (1000, 50) and type(w["time-frame"]) is type(w["values"]) is int
+    assert (model.steps["a"].params["high"], model.steps["a"].params["low"]) == (25.0, 0.5)
+    e = error(write("""\
+     steps:
+       t: {type: source, sensor: temperature}
+       w: {type: window, time-frame: 1.5e2, values: 2.5, input: t}
+     """))
+    assert [p.message for p in e.problems] == ["must be an integer, not 2.5"], str(e)
+
+
 def test_device_errors_point_into_devices(write):
     e = error(write("""\
         devices:
