@@ -81,6 +81,26 @@ def worker_config(path):
     return cfg
 
 
+def _start_error(e, cfg):
+    """Words for an OSError that stopped a worker from starting: a listening address that is
+    taken or not this machine's is named, with what to do."""
+    import errno
+    where = "%s:%s" % (cfg.get("host") or "127.0.0.1", cfg.get("port"))
+    unix = cfg.get("unix")
+    if e.errno == errno.EADDRINUSE:
+        if unix:
+            return ("%s or unix:%s is in use: another device or program listens there (give another --port "
+                    "or --unix)" % (where, unix))
+        return "%s is in use: another device or program listens there (give another --port)" % where
+    if unix and not getattr(e, "filename", None) and e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+        return "cannot listen on unix:%s: %s (--unix)" % (unix, os.strerror(e.errno).lower())
+    if e.errno == errno.EADDRNOTAVAIL:
+        return "cannot listen on %s: %s is not an address of this machine (--host)" % (where, cfg.get("host"))
+    if e.errno == errno.EACCES and not getattr(e, "filename", None):
+        return "cannot listen on %s: permission denied (ports below 1024 need root)" % where
+    return e
+
+
 @main.command()
 @click.option("--port", type=PORT, default=7000, show_default=True, help="TCP port to listen on (0 = any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -141,7 +161,7 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns, identit
     except ValueError as e:
         raise click.ClickException("configuration: %s" % e)
     except OSError as e:     # the address is taken, a key file cannot be read...
-        raise click.ClickException("cannot start: %s" % e)
+        raise click.ClickException("cannot start: %s" % _start_error(e, cfg))
 
     from sensormesh.device.options import stop_on_signals
     stop_on_signals()      # SIGTERM, Ctrl-C: the loop stops between two steps, never in one

@@ -246,3 +246,27 @@ def test_device_entry_point_listens_on_loopback_on_cpython_and_everywhere_on_mic
         p.stop()
     host = "0.0.0.0" if interp == "micropython" else "127.0.0.1"
     assert "tcp %s:%d" % (host, port) in line, line
+
+
+def test_worker_names_the_address_it_cannot_listen_on(tmp_path):
+    import socket
+    env = dict(os.environ, PYTHONPATH=ROOT)
+
+    def worker(*args):
+        return subprocess.run([sys.executable, "-m", "sensormesh.cli", "worker", "--sensors", "dht11"] + list(args),
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = taken.getsockname()[1]
+        r = worker("--port", str(port))
+        assert r.returncode == 1
+        assert r.stderr.strip() == ("Error: cannot start: 127.0.0.1:%d is in use: another device or program "
+                                    "listens there (give another --port)" % port), r.stderr
+    finally:
+        taken.close()
+    r = worker("--port", "0", "--unix", str(tmp_path / "no-such-folder" / "w.sock"))
+    assert r.returncode == 1
+    assert "cannot listen on unix:%s: no such file or directory (--unix)" % (tmp_path / "no-such-folder" / "w.sock") \
+        in r.stderr, r.stderr
