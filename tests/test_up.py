@@ -194,6 +194,24 @@ def test_up_refuses_a_file_without_local_devices(tmp_path):
     assert r.returncode == 1 and "marks no device `local: true`" in r.stderr
 
 
+def test_up_warns_as_plan_does_of_a_pipeline_without_sink_naming_the_line(tmp_path):
+    (tmp_path / "nosink.yaml").write_text(textwrap.dedent("""\
+        pipeline: nosink
+        devices:
+          pc: {sensors: ["counter@100"], local: true}
+        steps:
+          c: {type: source, sensor: counter}
+          w: {type: window, values: 5, input: c}
+        """))
+    r = cli("up", "nosink.yaml", "--duration", "0.5", "--insecure", "--quiet-devices", "--no-metrics-file",
+            cwd=str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "! warning: the pipeline has no sink: its results go nowhere\n" in r.stdout
+    assert "! warning: nosink.yaml:6:3: step 'w': its output is not used by any step or sink\n" in r.stdout
+    plan = cli("plan", "nosink.yaml", cwd=str(tmp_path))
+    assert "warning: nosink.yaml:6:3: step 'w': its output is not used" in plan.stdout
+
+
 def plus_one(x):
     return x + 1
 

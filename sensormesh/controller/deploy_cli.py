@@ -201,6 +201,8 @@ def deploy(file, strategy, watch_, duration, keys_dir, insecure, timeout):
     """Deploy FILE's pipeline to its running devices (replacing what they ran before)."""
     model = _load(file)
     printer = runner.Printer(click.echo, model)
+    for w in model.warnings:
+        printer.event("warning: %s" % w)
     try:
         placement, asg, dep = runner.deploy(model, strategy, timeout=timeout,
                                             creds=_creds(model, keys_dir, insecure))

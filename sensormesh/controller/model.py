@@ -390,7 +390,8 @@ class Model:
             self.warnings.append("the pipeline has no sink: its results go nowhere")
         for s in self.step_list:
             if not s.is_sink and not self.consumers[s.id]:
-                self.warnings.append("step %r: its output is not used by any step or sink" % s.id)
+                self.warnings.append("%sstep %r: its output is not used by any step or sink"
+                                     % ("%s: " % s.origin if s.origin else "", s.id))
 
     def _check_devices(self, problems, require_devices):
         for d in self.device_list:

@@ -414,6 +414,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
         def on_event(text):
             observe.event(text)
             shown(text)
+    for w in model.warnings:          # what `plan` warns of (no sink, a step nobody reads)
+        on_event("warning: %s" % w)
     got = {"n": 0}
     deliver = dispatcher(model, on_deliver or (lambda device, step, values: None))
 
