@@ -212,6 +212,26 @@ def test_up_warns_as_plan_does_of_a_pipeline_without_sink_naming_the_line(tmp_pa
     assert "warning: nosink.yaml:6:3: step 'w': its output is not used" in plan.stdout
 
 
+def test_count_without_a_callback_sink_is_refused_before_anything_starts(tmp_path):
+    """--count counts callback values: without a callback sink it would never stop."""
+    from sensormesh.api import PipelineError, load
+    (tmp_path / "printed.yaml").write_text(textwrap.dedent("""\
+        pipeline: printed
+        devices:
+          pc: {sensors: ["counter@100"], local: true}
+        steps:
+          c: {type: source, sensor: counter}
+        sinks:
+          shown: {type: print, input: c}
+        """))
+    r = cli("up", "printed.yaml", "--count", "3", "--insecure", cwd=str(tmp_path))
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert "Invalid value for --count: it counts the values of callback sinks, and printed.yaml has none; " \
+           "use --duration" in r.stderr
+    with pytest.raises(PipelineError, match="count: pipeline printed has no callback sink"):
+        load(str(tmp_path / "printed.yaml")).up(count=3, insecure=True)
+
+
 def plus_one(x):
     return x + 1
 

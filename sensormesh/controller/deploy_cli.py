@@ -131,6 +131,9 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
     if not local:
         raise click.ClickException("%s marks no device `local: true`; `sensormesh up` starts local devices "
                                    "(use `sensormesh deploy` for devices that already run)" % file)
+    if count and not runner.callback_names(model):
+        raise click.BadParameter("it counts the values of callback sinks, and %s has none; use --duration"
+                                 % file, param_hint="--count")
     if network:     # refused before any device starts (or a metrics file is made)
         try:
             runner.check_network(model, network)

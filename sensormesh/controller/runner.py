@@ -399,6 +399,9 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     one from the other; `up` handles both alike."""
     import contextlib
     check_run_options(strategy, duration, count, until, timeout, options)
+    if count and not callback_names(model):
+        raise PipelineError("count: pipeline %s has no callback sink, so no values to count; stop it "
+                            "with a duration instead" % model.name)
     from sensormesh.controller.local import LocalCluster
     emulation = None
     if network or network_mode != "auto":     # a mode alone: the layout without conditions
