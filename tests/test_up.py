@@ -232,6 +232,38 @@ def test_count_without_a_callback_sink_is_refused_before_anything_starts(tmp_pat
         load(str(tmp_path / "printed.yaml")).up(count=3, insecure=True)
 
 
+def test_commands_say_where_a_local_device_without_address_is_looked_for(tmp_path):
+    """status, stop, deploy and top reach a `local: true` device without an address at the
+    socket `up` makes for its working directory: run elsewhere (or with no up), they say so
+    instead of leaving the user with a device that merely looks down."""
+    (tmp_path / "loc.yaml").write_text(textwrap.dedent("""\
+        pipeline: loc
+        devices:
+          pc%d: {sensors: ["counter@10"], local: true}
+          remote: {address: "127.0.0.1:1"}
+        steps:
+          c: {type: source, sensor: counter}
+        sinks:
+          shown: {type: callback, input: c}
+        """ % os.getpid()))
+    for command in ("status", "stop", "deploy"):
+        r = cli(command, "loc.yaml", "--timeout", "1", "--insecure", cwd=str(tmp_path))
+        assert r.returncode == 1, r.stdout + r.stderr
+        notes = [ln for ln in r.stderr.splitlines() if ln.startswith("! ")]
+        assert notes == ["! pc%d is local: true without an address: commands reach it at unix:%s, the socket "
+                         "`sensormesh up` makes for the directory it runs in, and nothing listens there; run "
+                         "this command in the directory where `sensormesh up loc.yaml` runs (this is %s)"
+                         % (os.getpid(), os.path.join(run_dir_of(tmp_path), "pc%d.sock" % os.getpid()),
+                            tmp_path)], r.stderr
+
+
+def run_dir_of(path):
+    import hashlib
+    import tempfile
+    return os.path.join(tempfile.gettempdir(), "sensormesh-%s" % hashlib.sha1(
+        os.path.realpath(str(path)).encode()).hexdigest()[:10])
+
+
 def plus_one(x):
     return x + 1
 

@@ -17,6 +17,7 @@ from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.cli_files import Count, Seconds
 from sensormesh.controller.cli_files import credentials_for as _creds
 from sensormesh.controller.cli_files import load_or_exit as _load
+from sensormesh.controller.cli_files import note_unstarted_local
 from sensormesh.controller.observe.cli import metrics_options, observation, poll_rounds
 from sensormesh.controller.placement import STRATEGIES
 
@@ -203,6 +204,7 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
 def deploy(file, strategy, watch_, duration, keys_dir, insecure, timeout):
     """Deploy FILE's pipeline to its running devices (replacing what they ran before)."""
     model = _load(file)
+    note_unstarted_local(model, file)
     printer = runner.Printer(click.echo, model)
     for w in model.warnings:
         printer.event("warning: %s" % w)
@@ -252,6 +254,7 @@ def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duratio
     devices that are not running (-v: everything). Exit code 1 if a device is unreachable."""
     from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
+    note_unstarted_local(model, file)
     sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir, insecure))  # control routes
     domains = sup.topology.domains_of
     if watch_:
@@ -373,6 +376,7 @@ def stop(file, timeout, keys_dir, insecure, verbose):
     """Stop the pipeline on every device of FILE (upstream first) and show the final counts."""
     from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
+    note_unstarted_local(model, file)
     sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir, insecure))  # control routes
     try:
         final = sup.stop()
