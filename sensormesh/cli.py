@@ -41,7 +41,7 @@ def _device_address(ctx, param, value):
 
 # What a worker's configuration file may hold, by key: the JSON types its value may have.
 _WORKER_KEY_TYPES = {"name": (str,), "host": (str,), "unix": (str,), "register": (str,),
-                     "identity": (str, dict), "trust": (str, dict),
+                     "identity": (str, dict), "trust": (str, dict), "revoked": (str, dict, list),
                      "max_conns": (int,), "max_handshakes": (int,), "handshake_ms": (int,),
                      "insecure": (bool,), "metrics": (bool,), "exit_with_stdin": (bool,)}
 _JSON_TYPE = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "an object",
@@ -62,6 +62,17 @@ def worker_config(path):
         raise click.ClickException(str(e))
     if not isinstance(cfg, dict):
         raise click.ClickException("%s: a device configuration is a JSON object, not %s" % (path, _json_type(cfg)))
+    from sensormesh.board import CONFIG_KEYS       # a board's configuration runs on a worker too
+    known = sorted(set(_WORKER_KEY_TYPES) | set(CONFIG_KEYS) | {"revoked"})
+    unknown = sorted(k for k in cfg if k not in known)
+    if unknown:
+        import difflib
+
+        def named(k):
+            close = difflib.get_close_matches(k, known, n=1)
+            return "\"%s\"%s" % (k, " (did you mean \"%s\"?)" % close[0] if close else "")
+        raise click.ClickException("%s: unknown key%s %s; known: %s" % (
+            path, "s" if len(unknown) > 1 else "", ", ".join(named(k) for k in unknown), ", ".join(known)))
     for key, types in _WORKER_KEY_TYPES.items():
         v = cfg.get(key)
         if v is not None and type(v) not in types:

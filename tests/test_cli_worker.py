@@ -162,6 +162,8 @@ def test_worker_refuses_out_of_range_port_and_max_conns(args, words):
     ('{"unix": 5}', '"unix" must be a string, not an integer'),
     ('{"register": [1]}', '"register" must be a string, not an array'),
     ('{"max_conns": 0}', '"max_conns" must be at least 1'),
+    ('{"prot": 7001, "sensors": ["dht11"]}', 'unknown key "prot" (did you mean "port"?); known: controller,'),
+    ('{"nmae": "x", "hots": "0.0.0.0"}', 'unknown keys "hots" (did you mean "host"?), "nmae" (did you mean "name"?)'),
 ])
 def test_worker_names_what_is_wrong_with_its_config_file(tmp_path, text, words):
     cfg = tmp_path / "dev.json"
