@@ -258,6 +258,8 @@ def _syntax_error(e):
         if prob is not None and (prob.line, prob.column) != (ctx.line, ctx.column):
             words += " (noticed at line %d, column %d)" % (prob.line + 1, prob.column + 1)
         return ctx, words
+    if e.problem and "'\\t'" in e.problem:
+        return prob or ctx, "a tab here: use spaces (YAML does not take tabs for indentation)"
     return prob or ctx, " ".join(x for x in (e.context, e.problem) if x)
 
 

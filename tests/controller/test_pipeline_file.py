@@ -236,6 +236,12 @@ def test_numbers_with_an_exponent_are_numbers_and_whole_floats_are_integers(writ
     assert [p.message for p in e.problems] == ["must be an integer, not 2.5"], str(e)
 
 
+def test_a_tab_in_the_file_is_named_as_such(write):
+    e = error(write("steps:\n\tt: {type: source, sensor: dht11}\n"))
+    assert e.problems[0].message == "YAML syntax error: a tab here: use spaces (YAML does not take tabs for indentation)"
+    assert (e.line, e.column) == (9, 1)
+
+
 def test_device_errors_point_into_devices(write):
     e = error(write("""\
         devices:
