@@ -264,6 +264,25 @@ def run_dir_of(path):
         os.path.realpath(str(path)).encode()).hexdigest()[:10])
 
 
+def test_a_refused_assignment_points_at_the_step_that_caused_it(tmp_path):
+    """A device refusing its assignment (here: a fn naming something its module lacks) ends
+    `up` with the device's words and the line of the step they are about."""
+    (tmp_path / "refused.yaml").write_text(textwrap.dedent("""\
+        pipeline: refused
+        devices:
+          pc%d: {sensors: ["counter@10"], local: true}
+        steps:
+          c: {type: source, sensor: counter}
+          root: {type: map, fn: "math:sqrtt", input: c}
+        sinks:
+          shown: {type: callback, input: root}
+        """ % os.getpid()))
+    r = cli("up", "refused.yaml", "--insecure", "--quiet-devices", "--no-metrics-file", cwd=str(tmp_path))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "refused its assignment" in r.stderr and "sqrtt" in r.stderr
+    assert r.stderr.rstrip().endswith("(step root: refused.yaml:6:3)"), r.stderr
+
+
 def plus_one(x):
     return x + 1
 
