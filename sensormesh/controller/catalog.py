@@ -194,8 +194,9 @@ class Param:
             if not isinstance(value, bool):
                 return "must be true or false, not %s" % _show(value)
         elif k == "choice":
-            if value not in self.choices:
-                return "must be one of %s, not %s" % ("|".join(self.choices), _show(value))
+            # by type too: true is not the choice 1, nor 1.0 the choice 1 (qos: 0|1|2)
+            if not any(value == c and type(value) is type(c) for c in self.choices):
+                return "must be one of %s, not %s" % ("|".join(str(c) for c in self.choices), _show(value))
         elif k == "key":
             parts = value if isinstance(value, list) else [value]
             if not parts or any(isinstance(v, bool) or not isinstance(v, (str, int)) or v == "" for v in parts):

@@ -178,6 +178,21 @@ def test_yaml_syntax_error_has_line(write):
        t: {type: source, sensor: temperature}
        f: {type: map, fn: "nothere.py:f", input: t}
      """, 10, "steps.f.fn", "nothere.py not found"),
+    # a number outside a choice of numbers (MQTT's qos), and true for the choice 1
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
+           qos: 3, input: t}
+     """, 12, "sinks.m.qos", "must be one of 0|1|2, not 3"),
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
+           qos: true, input: t}
+     """, 12, "sinks.m.qos", "must be one of 0|1|2, not true"),
     # one parameter in both spellings: neither silently wins
     ("""\
      steps:
