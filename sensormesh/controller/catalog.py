@@ -1006,7 +1006,7 @@ RUNTIME_TYPES = tuple(n for n, t in CATALOG.items() if not t.user)
 
 def get(name):
     """The StepType called `name`, or None."""
-    return CATALOG.get(name)
+    return CATALOG.get(name) if isinstance(name, str) else None
 
 
 def canonical_param(name):

@@ -379,6 +379,10 @@ def _steps(doc, data):
             if t is None:
                 doc.problem("needs a type (one of %s)" % ", ".join(catalog.USER_TYPES), path, step=sid, key="type")
                 continue
+            if not isinstance(t, str):
+                doc.problem("a step type is a name (one of %s), not %r" % (", ".join(catalog.USER_TYPES), t),
+                            path + ("type",), True, step=sid, key="type")
+                continue
             if section == "sinks" and t in catalog.CATALOG and t not in catalog.SINK_TYPES:
                 doc.problem("%s is not a sink (sinks: %s); put it under steps:" % (t, ", ".join(catalog.SINK_TYPES)),
                             path + ("type",), True, step=sid, key="type")

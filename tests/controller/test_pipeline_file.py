@@ -257,6 +257,37 @@ def test_a_tab_in_the_file_is_named_as_such(write):
     assert (e.line, e.column) == (9, 1)
 
 
+def test_lists_where_names_belong_are_problems_named_at_their_line_not_crashes(write):
+    """A list written where a name belongs: interpreter, type, an input, requires."""
+    head = "devices:\n  pc: {sensors: [temperature], local: true}\nsteps:\n  t: {type: source, sensor: temperature}\n"
+    cases = [
+        (head.replace("{sensors", "{interpreter: [cpython], sensors"), "devices.pc.interpreter", 2,
+         "must be cpython or micropython, not ['cpython']"),
+        (head + "  m: {type: [map], fn: \"math:sqrt\", input: t}\n", "steps.m.type", 5,
+         "a step type is a name (one of source,"),
+        (head + "sinks:\n  o: {type: print, inputs: [t, [t]]}\n", "sinks.o.inputs", 6,
+         "inputs must be a list of step ids, not ['t', ['t']]"),
+        (head + "sinks:\n  o: {type: print, input: t, requires: [cpython]}\n", "sinks.o.requires", 6,
+         "must be cpython or micropython, not ['cpython']"),
+    ]
+    for text, path, line, words in cases:
+        e = error(write(text, devices=False))
+        p = e.problems[0]
+        assert (".".join(map(str, p.path)), p.line) == (path, line) and p.message.startswith(words), str(e)
+
+
+def test_api_steps_pinned_with_a_list_are_refused_by_name():
+    from sensormesh.api import ModelError
+    p = Pipeline("pins")
+    p.device("pc", sensors=["temperature"], local=True)
+    p.source("temperature", on=["pc"]).print(requires=["cpython"])
+    with pytest.raises(ModelError) as e:
+        p.model()
+    text = str(e.value)
+    assert "step 'temperature', on: unknown device ['pc']; devices: pc" in text
+    assert "step 'print', requires: must be cpython or micropython, not ['cpython']" in text
+
+
 def test_device_errors_point_into_devices(write):
     e = error(write("""\
         devices:
