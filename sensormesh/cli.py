@@ -231,6 +231,10 @@ def client(address, sensor, time_frame, values_per_time_frame, count, timeout, i
     """Request a sensor stream from a device (HOST:PORT or unix:PATH) and print it as JSON lines."""
     from sensormesh.client import Client, DeviceError
     creds = None
+    if not identity and (trust or device_name):
+        given = [o for o, v in (("--trust", trust), ("--device", device_name)) if v]
+        raise click.UsageError("%s work%s only with --identity (the identity to connect with); without it "
+                               "the client connects in plaintext" % (" and ".join(given), "" if len(given) > 1 else "s"))
     if identity:
         if not device_name:
             raise click.UsageError("--identity needs --device NAME: the name of the device to authenticate")

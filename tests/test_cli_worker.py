@@ -272,3 +272,13 @@ def test_worker_names_the_address_it_cannot_listen_on(tmp_path):
     assert r.returncode == 1
     assert "cannot listen on unix:%s: no such file or directory (--unix)" % (tmp_path / "no-such-folder" / "w.sock") \
         in r.stderr, r.stderr
+
+
+def test_client_refuses_trust_or_device_without_identity(tmp_path, port):
+    trust = tmp_path / "trust.json"
+    trust.write_text("{}")
+    r = run_client("127.0.0.1:%d" % port, "--sensor", "dht11", "--device", "d")
+    assert r.returncode == 2 and "--device works only with --identity" in r.stderr, r.stderr
+    r = run_client("127.0.0.1:%d" % port, "--sensor", "dht11", "--trust", str(trust), "--device", "d")
+    assert r.returncode == 2 and "--trust and --device work only with --identity" in r.stderr, r.stderr
+    assert "cannot connect" not in r.stderr
