@@ -342,11 +342,14 @@ def check_run_options(strategy, duration, count, until, timeout, options):
                             % (until,))
     if not (_number(timeout) and timeout > 0):
         raise PipelineError("timeout: give a number of seconds more than 0, not %r" % (timeout,))
-    known = [n for n in inspect.signature(place).parameters if n not in ("model", "strategy")]
+    params = inspect.signature(place).parameters
+    known = [n for n in params if n not in ("model", "strategy")]
     for name in options:
         if name not in known:
             raise TypeError("up() got an unknown argument %r%s (placement options: %s)"
                             % (name, _suggest_name(name, known), ", ".join(known)))
+    from sensormesh.controller.placement import _check_options
+    _check_options(*(options.get(n, params[n].default) for n in ("cpu_headroom", "time_limit", "mip_rel_gap")))
 
 
 def _suggest_name(word, options):

@@ -306,6 +306,7 @@ def test_a_loaded_file_plans_like_a_pipeline_and_is_changed_in_its_file(tmp_path
     ({"until": 5}, "until: give a function"),
     ({"timeout": 0}, "timeout: give a number of seconds more than 0"),
     ({"strategy": "fastest"}, "strategy: unknown strategy 'fastest'"),
+    ({"cpu_headroom": 1.5}, "cpu_headroom: must be a fraction between 0.05 and 1, not 1.5"),
 ])
 def test_up_refuses_bad_arguments_before_starting_anything(kw, message, monkeypatch):
     from sensormesh.controller import local
@@ -339,3 +340,21 @@ def test_every_misuse_of_the_api_names_the_line_that_made_it():
         with pytest.raises(ModelError) as e:
             call()
         assert message in str(e.value) and "(%s:" % HERE in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"time_limit": -1}, "time_limit: must be a positive number of seconds, not -1"),
+    ({"time_limit": "10"}, "time_limit: must be a positive number of seconds, not '10'"),
+    ({"cpu_headroom": 0}, "cpu_headroom: must be a fraction between 0.05 and 1, not 0"),
+    ({"cpu_headroom": 2}, "cpu_headroom: must be a fraction between 0.05 and 1, not 2"),
+    ({"mip_rel_gap": -0.1}, "mip_rel_gap: must be a fraction from 0 up to 1, not -0.1"),
+])
+def test_plan_refuses_placement_options_out_of_range_as_the_command_does(kw, message):
+    from sensormesh.api import PlacementError
+    p = Pipeline("opts")
+    p.device("pc", sensors=["temperature"], local=True)
+    p.source("temperature").print()
+    with pytest.raises(PlacementError) as e:
+        p.plan("optimal", **kw)
+    assert str(e.value) == message
+    assert p.plan("optimal", time_limit=5, cpu_headroom=0.05, mip_rel_gap=0).device_of["print"] == "pc"
