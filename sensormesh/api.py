@@ -7,10 +7,10 @@
 #   print(p.plan("optimal").table())
 #
 # The implementation lives in sensormesh/controller/ (builder.py, model.py, placement.py).
-from sensormesh.controller.builder import Pipeline, Stream, load, merge  # noqa: F401
+from sensormesh.controller.builder import FilePipeline, Pipeline, Stream, load, merge  # noqa: F401
 from sensormesh.controller.errors import (  # noqa: F401
     ModelError, PipelineError, PipelineFileError, PlacementError, ShippingError)
 from sensormesh.controller.placement import Placement, place  # noqa: F401
 
-__all__ = ["Pipeline", "Stream", "merge", "load", "place", "Placement", "PipelineError", "ModelError",
+__all__ = ["Pipeline", "FilePipeline", "Stream", "merge", "load", "place", "Placement", "PipelineError", "ModelError",
            "PipelineFileError", "PlacementError", "ShippingError"]

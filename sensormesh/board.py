@@ -138,49 +138,64 @@ def esp32_kinds(base=BASE):
 
 def check_sensors(sensors, base=BASE):
     """Normalised copies of the sensor specs: driver defaults to esp32; unknown kinds and
-    parameters and two sensors on one GPIO are BoardErrors."""
+    parameters and two sensors on one GPIO are BoardErrors, all of them in one."""
     if not isinstance(sensors, list):
         raise BoardError("\"sensors\" must be a list of sensor specs")
     out = []
     names = set()
     used = {}
+    problems = []
     for i, spec in enumerate(sensors):
         if isinstance(spec, str):
             spec = {"kind": spec}
         if not isinstance(spec, dict) or not spec.get("kind"):
-            raise BoardError("sensor %d: a sensor spec is an object with at least \"kind\"" % (i + 1))
+            problems.append("sensor %d: a sensor spec is an object with at least \"kind\"" % (i + 1))
+            continue
         spec = dict(spec)
         spec.setdefault("driver", "esp32")
         spec.setdefault("name", spec["kind"])
         name = spec["name"]
         if name in names:
-            raise BoardError("sensor name %r is used twice" % name)
+            problems.append("sensor name %r is used twice" % name)
         names.add(name)
         if spec["driver"] == "esp32":
             params = driver_params(spec["kind"], base)
             if params is None:
-                raise BoardError("sensor %r: no esp32 driver for kind %r (there are: %s)"
-                                 % (name, spec["kind"], ", ".join(esp32_kinds(base))))
+                problems.append("sensor %r: no esp32 driver for kind %r%s (there are: %s)"
+                                % (name, spec["kind"], _suggest(spec["kind"], esp32_kinds(base)),
+                                   ", ".join(esp32_kinds(base))))
+                out.append(spec)
+                continue
             for k in spec:
                 if k not in ("name", "kind", "driver", "rate") and k not in params:
-                    raise BoardError("sensor %r: the %s driver has no parameter %r (it takes: %s)"
-                                     % (name, spec["kind"], k, ", ".join(params) or "none"))
+                    problems.append("sensor %r: the %s driver has no parameter %r%s (it takes: %s)"
+                                    % (name, spec["kind"], k, _suggest(k, params), ", ".join(params) or "none"))
             for k in PIN_PARAMS:
                 if k not in spec:
                     continue
                 gpio = spec[k]
                 if type(gpio) is not int:
-                    raise BoardError("sensor %r: %s must be a GPIO number, not %r" % (name, k, gpio))
+                    problems.append("sensor %r: %s must be a GPIO number, not %r" % (name, k, gpio))
+                    continue
                 if k == "trigger" and gpio in INPUT_ONLY_GPIOS:
-                    raise BoardError("sensor %r: GPIO %d is input only and cannot drive the trigger"
-                                     % (name, gpio))
+                    problems.append("sensor %r: GPIO %d is input only and cannot drive the trigger" % (name, gpio))
                 other = used.get(gpio)
                 if other is not None and not (k in SHARED_PIN_PARAMS and other[1] == k):
-                    raise BoardError("GPIO %d is used twice: %s of sensor %r and %s of sensor %r"
-                                     % (gpio, other[1], other[0], k, name))
+                    problems.append("GPIO %d is used twice: %s of sensor %r and %s of sensor %r"
+                                    % (gpio, other[1], other[0], k, name))
                 used[gpio] = (name, k)
         out.append(spec)
+    if len(problems) == 1:
+        raise BoardError(problems[0])
+    if problems:
+        raise BoardError("%d problems with the sensors:\n  %s" % (len(problems), "\n  ".join(problems)))
     return out
+
+
+def _suggest(word, options):
+    import difflib
+    close = difflib.get_close_matches(str(word), list(options), n=1)
+    return " (did you mean %r?)" % close[0] if close else ""
 
 
 def safe_name(name):
@@ -197,7 +212,7 @@ def device_config(cfg, base=BASE):
     unknown = [k for k in cfg if k not in CONFIG_KEYS]
     if unknown:
         raise BoardError("unknown configuration key(s): %s (known: %s)"
-                         % (", ".join(sorted(unknown)), ", ".join(CONFIG_KEYS)))
+                         % (", ".join(k + _suggest(k, CONFIG_KEYS) for k in sorted(unknown)), ", ".join(CONFIG_KEYS)))
     if not cfg.get("name"):
         raise BoardError("the device configuration needs a \"name\"")
     if not safe_name(cfg["name"]):
@@ -557,7 +572,10 @@ def deploy(port, config_path, build_dir, keys_dir, source, lines, mpy_cross, mpr
     """Build the device package and copy it with its configuration onto the board at PORT."""
     try:
         cfg = load_config(config_path)
-        board_cfg = device_config(cfg)      # (plan checks it again) the name is safe before it names a folder
+        try:
+            board_cfg = device_config(cfg)      # (plan checks it again) the name is safe before it names a folder
+        except BoardError as e:
+            raise BoardError("%s: %s" % (config_path, e))
         build_dir = build_dir or os.path.join("build", "board", board_cfg["name"])
         mpy_cross = mpy_cross or _find_tool("mpy-cross")
         if not source and not lines and not drops_lines(mpy_cross):

@@ -83,7 +83,7 @@ def _device_address(ctx, param, value):
 
 # What a worker's configuration file may hold, by key: the JSON types its value may have.
 _WORKER_KEY_TYPES = {"name": (str,), "host": (str,), "unix": (str,), "register": (str,),
-                     "identity": (str, dict), "trust": (str, dict),
+                     "identity": (str, dict), "trust": (str, dict), "revoked": (str, dict, list),
                      "max_conns": (int,), "max_handshakes": (int,), "handshake_ms": (int,),
                      "insecure": (bool,), "metrics": (bool,), "exit_with_stdin": (bool,)}
 _JSON_TYPE = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "an object",
@@ -104,6 +104,17 @@ def worker_config(path):
         raise click.ClickException(str(e))
     if not isinstance(cfg, dict):
         raise click.ClickException("%s: a device configuration is a JSON object, not %s" % (path, _json_type(cfg)))
+    from sensormesh.board import CONFIG_KEYS       # a board's configuration runs on a worker too
+    known = sorted(set(_WORKER_KEY_TYPES) | set(CONFIG_KEYS) | {"revoked"})
+    unknown = sorted(k for k in cfg if k not in known)
+    if unknown:
+        import difflib
+
+        def named(k):
+            close = difflib.get_close_matches(k, known, n=1)
+            return "\"%s\"%s" % (k, " (did you mean \"%s\"?)" % close[0] if close else "")
+        raise click.ClickException("%s: unknown key%s %s; known: %s" % (
+            path, "s" if len(unknown) > 1 else "", ", ".join(named(k) for k in unknown), ", ".join(known)))
     for key, types in _WORKER_KEY_TYPES.items():
         v = cfg.get(key)
         if v is not None and type(v) not in types:
@@ -121,6 +132,26 @@ def worker_config(path):
                 raise click.ClickException("%s: sensor %d: a sensor spec is a \"KIND@HZ\" string or an object "
                                            "with a \"kind\", not %s" % (path, i + 1, _json_type(spec)))
     return cfg
+
+
+def _start_error(e, cfg):
+    """Words for an OSError that stopped a worker from starting: a listening address that is
+    taken or not this machine's is named, with what to do."""
+    import errno
+    where = "%s:%s" % (cfg.get("host") or "127.0.0.1", cfg.get("port"))
+    unix = cfg.get("unix")
+    if e.errno == errno.EADDRINUSE:
+        if unix:
+            return ("%s or unix:%s is in use: another device or program listens there (give another --port "
+                    "or --unix)" % (where, unix))
+        return "%s is in use: another device or program listens there (give another --port)" % where
+    if unix and not getattr(e, "filename", None) and e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+        return "cannot listen on unix:%s: %s (--unix)" % (unix, os.strerror(e.errno).lower())
+    if e.errno == errno.EADDRNOTAVAIL:
+        return "cannot listen on %s: %s is not an address of this machine (--host)" % (where, cfg.get("host"))
+    if e.errno == errno.EACCES and not getattr(e, "filename", None):
+        return "cannot listen on %s: permission denied (ports below 1024 need root)" % where
+    return e
 
 
 @main.command()
@@ -183,7 +214,7 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns, identit
     except ValueError as e:
         raise click.ClickException("configuration: %s" % e)
     except OSError as e:     # the address is taken, a key file cannot be read...
-        raise click.ClickException("cannot start: %s" % e)
+        raise click.ClickException("cannot start: %s" % _start_error(e, cfg))
 
     from sensormesh.device.options import stop_on_signals
     stop_on_signals()      # SIGTERM, Ctrl-C: the loop stops between two steps, never in one
@@ -242,6 +273,10 @@ def client(address, sensor, time_frame, values_per_time_frame, count, timeout, i
     """Request a sensor stream from a device (HOST:PORT or unix:PATH) and print it as JSON lines."""
     from sensormesh.client import Client, DeviceError
     creds = None
+    if not identity and (trust or device_name):
+        given = [o for o, v in (("--trust", trust), ("--device", device_name)) if v]
+        raise click.UsageError("%s work%s only with --identity (the identity to connect with); without it "
+                               "the client connects in plaintext" % (" and ".join(given), "" if len(given) > 1 else "s"))
     if identity:
         if not device_name:
             raise click.UsageError("--identity needs --device NAME: the name of the device to authenticate")

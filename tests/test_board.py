@@ -324,6 +324,30 @@ def test_cli_reports_configuration_errors(tmp_path):
     assert r.exit_code != 0 and "cannot read" in r.output
 
 
+def test_cli_names_the_file_and_every_sensor_problem_at_once_with_suggestions(tmp_path):
+    cfgfile = tmp_path / "kitchen.json"
+    cfgfile.write_text(json.dumps({"name": "kitchen", "sensors": [
+        {"name": "air", "kind": "co2", "pin": 35},
+        {"name": "climate", "kind": "dht11", "pin": 35},
+        {"name": "dist", "kind": "ultrasonic", "trigger": 34, "echo": 18},
+        {"name": "imu", "kind": "gyro", "acel_range": 4},
+        {"name": "dial", "kind": "rotery"}]}))
+    r = CliRunner().invoke(board.board, ["deploy", "--port", "p", "--config", str(cfgfile), "--dry-run"])
+    assert r.exit_code == 1
+    assert r.output.splitlines() == [
+        "Error: %s: 4 problems with the sensors:" % cfgfile,
+        "  GPIO 35 is used twice: pin of sensor 'air' and pin of sensor 'climate'",
+        "  sensor 'dist': GPIO 34 is input only and cannot drive the trigger",
+        "  sensor 'imu': the gyro driver has no parameter 'acel_range' (did you mean 'accel_range'?) (it takes: "
+        + ", ".join(board.driver_params("gyro", ROOT)) + ")",
+        "  sensor 'dial': no esp32 driver for kind 'rotery' (did you mean 'rotary'?) (there are: "
+        + ", ".join(board.esp32_kinds(ROOT)) + ")"], r.output
+    cfgfile.write_text(json.dumps({"name": "kitchen", "prot": 7000}))
+    r = CliRunner().invoke(board.board, ["deploy", "--port", "p", "--config", str(cfgfile), "--dry-run"])
+    assert r.exit_code == 1 and r.output.startswith(
+        "Error: %s: unknown configuration key(s): prot (did you mean 'port'?)" % cfgfile), r.output
+
+
 @pytest.mark.parametrize("name", ["../../x", "/tmp/sm/abs", "..", "a/b"])
 def test_deploy_refuses_a_name_that_is_not_a_plain_file_name(tmp_path, monkeypatch, name):
     # the build folder is build/board/NAME: a name with a path in it would put it elsewhere

@@ -162,6 +162,8 @@ def test_worker_refuses_out_of_range_port_and_max_conns(args, words):
     ('{"unix": 5}', '"unix" must be a string, not an integer'),
     ('{"register": [1]}', '"register" must be a string, not an array'),
     ('{"max_conns": 0}', '"max_conns" must be at least 1'),
+    ('{"prot": 7001, "sensors": ["dht11"]}', 'unknown key "prot" (did you mean "port"?); known: controller,'),
+    ('{"nmae": "x", "hots": "0.0.0.0"}', 'unknown keys "hots" (did you mean "host"?), "nmae" (did you mean "name"?)'),
 ])
 def test_worker_names_what_is_wrong_with_its_config_file(tmp_path, text, words):
     cfg = tmp_path / "dev.json"
@@ -294,3 +296,37 @@ def test_ctrl_c_while_a_command_loads_ends_without_a_traceback(tmp_path):
                        timeout=60)
     assert r.returncode == 1, (r.stdout, r.stderr)
     assert "Aborted!" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_worker_names_the_address_it_cannot_listen_on(tmp_path):
+    import socket
+    env = dict(os.environ, PYTHONPATH=ROOT)
+
+    def worker(*args):
+        return subprocess.run([sys.executable, "-m", "sensormesh.cli", "worker", "--sensors", "dht11"] + list(args),
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = taken.getsockname()[1]
+        r = worker("--port", str(port))
+        assert r.returncode == 1
+        assert r.stderr.strip() == ("Error: cannot start: 127.0.0.1:%d is in use: another device or program "
+                                    "listens there (give another --port)" % port), r.stderr
+    finally:
+        taken.close()
+    r = worker("--port", "0", "--unix", str(tmp_path / "no-such-folder" / "w.sock"))
+    assert r.returncode == 1
+    assert "cannot listen on unix:%s: no such file or directory (--unix)" % (tmp_path / "no-such-folder" / "w.sock") \
+        in r.stderr, r.stderr
+
+
+def test_client_refuses_trust_or_device_without_identity(tmp_path, port):
+    trust = tmp_path / "trust.json"
+    trust.write_text("{}")
+    r = run_client("127.0.0.1:%d" % port, "--sensor", "dht11", "--device", "d")
+    assert r.returncode == 2 and "--device works only with --identity" in r.stderr, r.stderr
+    r = run_client("127.0.0.1:%d" % port, "--sensor", "dht11", "--trust", str(trust), "--device", "d")
+    assert r.returncode == 2 and "--trust and --device work only with --identity" in r.stderr, r.stderr
+    assert "cannot connect" not in r.stderr

@@ -342,7 +342,7 @@ def test_a_placement_file_pins_a_source_as_on_would(tmp_path):
     res = cli("experiment", file, "--placement", "pinned=%s" % (tmp_path / "pc.yaml"), "--insecure",
               "--out", str(out), timeout=30, cwd=str(tmp_path))
     assert res.returncode == 2, res.stdout + res.stderr
-    assert ("placement file %s: step n: device 'pc' has no sensor 'n' (its sensors: none)"
+    assert ("placement file %s:1:12: step n: device 'pc' has no sensor 'n' (its sensors: none)"
             % (tmp_path / "pc.yaml")) in res.stderr
     assert "Traceback" not in res.stderr and "run 1" not in res.stdout + res.stderr
     assert not out.exists() and not (tmp_path / ".sensormesh").exists()

@@ -194,6 +194,95 @@ def test_up_refuses_a_file_without_local_devices(tmp_path):
     assert r.returncode == 1 and "marks no device `local: true`" in r.stderr
 
 
+def test_up_warns_as_plan_does_of_a_pipeline_without_sink_naming_the_line(tmp_path):
+    (tmp_path / "nosink.yaml").write_text(textwrap.dedent("""\
+        pipeline: nosink
+        devices:
+          pc: {sensors: ["counter@100"], local: true}
+        steps:
+          c: {type: source, sensor: counter}
+          w: {type: window, values: 5, input: c}
+        """))
+    r = cli("up", "nosink.yaml", "--duration", "0.5", "--insecure", "--quiet-devices", "--no-metrics-file",
+            cwd=str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "! warning: the pipeline has no sink: its results go nowhere\n" in r.stdout
+    assert "! warning: nosink.yaml:6:3: step 'w': its output is not used by any step or sink\n" in r.stdout
+    plan = cli("plan", "nosink.yaml", cwd=str(tmp_path))
+    assert "warning: nosink.yaml:6:3: step 'w': its output is not used" in plan.stdout
+
+
+def test_count_without_a_callback_sink_is_refused_before_anything_starts(tmp_path):
+    """--count counts callback values: without a callback sink it would never stop."""
+    from sensormesh.api import PipelineError, load
+    (tmp_path / "printed.yaml").write_text(textwrap.dedent("""\
+        pipeline: printed
+        devices:
+          pc: {sensors: ["counter@100"], local: true}
+        steps:
+          c: {type: source, sensor: counter}
+        sinks:
+          shown: {type: print, input: c}
+        """))
+    r = cli("up", "printed.yaml", "--count", "3", "--insecure", cwd=str(tmp_path))
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert "Invalid value for --count: it counts the values of callback sinks, and printed.yaml has none; " \
+           "use --duration" in r.stderr
+    with pytest.raises(PipelineError, match="count: pipeline printed has no callback sink"):
+        load(str(tmp_path / "printed.yaml")).up(count=3, insecure=True)
+
+
+def test_commands_say_where_a_local_device_without_address_is_looked_for(tmp_path):
+    """status, stop, deploy and top reach a `local: true` device without an address at the
+    socket `up` makes for its working directory: run elsewhere (or with no up), they say so
+    instead of leaving the user with a device that merely looks down."""
+    (tmp_path / "loc.yaml").write_text(textwrap.dedent("""\
+        pipeline: loc
+        devices:
+          pc%d: {sensors: ["counter@10"], local: true}
+          remote: {address: "127.0.0.1:1"}
+        steps:
+          c: {type: source, sensor: counter}
+        sinks:
+          shown: {type: callback, input: c}
+        """ % os.getpid()))
+    for command in ("status", "stop", "deploy"):
+        r = cli(command, "loc.yaml", "--timeout", "1", "--insecure", cwd=str(tmp_path))
+        assert r.returncode == 1, r.stdout + r.stderr
+        notes = [ln for ln in r.stderr.splitlines() if ln.startswith("! ")]
+        assert notes == ["! pc%d is local: true without an address: commands reach it at unix:%s, the socket "
+                         "`sensormesh up` makes for the directory it runs in, and nothing listens there; run "
+                         "this command in the directory where `sensormesh up loc.yaml` runs (this is %s)"
+                         % (os.getpid(), os.path.join(run_dir_of(tmp_path), "pc%d.sock" % os.getpid()),
+                            tmp_path)], r.stderr
+
+
+def run_dir_of(path):
+    import hashlib
+    import tempfile
+    return os.path.join(tempfile.gettempdir(), "sensormesh-%s" % hashlib.sha1(
+        os.path.realpath(str(path)).encode()).hexdigest()[:10])
+
+
+def test_a_refused_assignment_points_at_the_step_that_caused_it(tmp_path):
+    """A device refusing its assignment (here: a fn naming something its module lacks) ends
+    `up` with the device's words and the line of the step they are about."""
+    (tmp_path / "refused.yaml").write_text(textwrap.dedent("""\
+        pipeline: refused
+        devices:
+          pc%d: {sensors: ["counter@10"], local: true}
+        steps:
+          c: {type: source, sensor: counter}
+          root: {type: map, fn: "math:sqrtt", input: c}
+        sinks:
+          shown: {type: callback, input: root}
+        """ % os.getpid()))
+    r = cli("up", "refused.yaml", "--insecure", "--quiet-devices", "--no-metrics-file", cwd=str(tmp_path))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "refused its assignment" in r.stderr and "sqrtt" in r.stderr
+    assert r.stderr.rstrip().endswith("(step root: refused.yaml:6:3)"), r.stderr
+
+
 def plus_one(x):
     return x + 1
 
@@ -209,6 +298,32 @@ def test_python_api_up_calls_the_users_callback(tmp_path):
     final = p.up(count=N // 20, timeout=10)
     assert got == [sum(range(i * 20 + 1, i * 20 + 21)) for i in range(N // 20)]
     assert final["hub"]["state"] == "stopped"
+
+
+def test_a_loaded_file_runs_from_python_with_the_users_callbacks(tmp_path, capsys):
+    """api.load(FILE, callbacks=...) gives a pipeline that plans and runs like one written in
+    Python: the named callback gets its sink's values, a callback sink without a function
+    prints them as `sensormesh up` does."""
+    from sensormesh.api import load
+    (tmp_path / "p.yaml").write_text(textwrap.dedent("""\
+        pipeline: loaded
+        devices:
+          pc: {interpreter: cpython, sensors: ["counter@200"], local: true}
+        steps:
+          c: {type: source, sensor: counter, count: 40}
+          w: {type: window, values: 10, agg: sum, input: c}
+        sinks:
+          sums: {type: callback, input: w}
+          seen: {type: callback, input: c, name: each}
+        """))
+    got = []
+    p = load(str(tmp_path / "p.yaml"), callbacks={"sums": got.append})
+    assert p.plan().device_of["w"] == "pc"
+    final = p.up(until=lambda: len(got) == 4, timeout=10, insecure=True)
+    assert got == [sum(range(i * 10, i * 10 + 10)) for i in range(4)]
+    assert final["pc"]["state"] == "stopped"
+    printed = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("each ")]
+    assert [int(v) for _, v in printed] == list(range(40))
 
 
 def _children(pid):

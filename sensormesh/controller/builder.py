@@ -15,7 +15,7 @@ import sys
 
 from sensormesh.controller import catalog
 from sensormesh.controller.errors import ModelError, Problem
-from sensormesh.controller.model import Device, Model, Step
+from sensormesh.controller.model import Device, Model, Step, _suggest
 from sensormesh.controller.shipping import CodeShipper
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,9 +59,9 @@ class Pipeline:
                unix=None, local=False, description=None, addresses=None, heap=None):
         """Add a device to the inventory; returns the Device. heap: a MicroPython device's
         Python heap (e.g. "96K"; default 112K), which `up` gives a local one."""
-        if any(d.name == name for d in self._devices):
-            raise ModelError(Problem("two devices with this name", device=name))
         where, _ = _caller()
+        if any(d.name == name for d in self._devices):
+            raise ModelError(Problem("two devices with this name (%s)" % where, device=name))
         d = Device(name, interpreter=interpreter, cpu=cpu, memory=memory, sensors=sensors, address=address,
                    unix=unix, local=local, description=description, origin=where, addresses=addresses,
                    heap=heap)
@@ -79,7 +79,8 @@ class Pipeline:
         devices, network, topology = load_inventory(path)
         for d in devices:
             if any(x.name == d.name for x in self._devices):
-                raise ModelError(Problem("two devices with this name (one from %s)" % path, device=d.name))
+                raise ModelError(Problem("two devices with this name (one from %s) (%s)" % (path, _caller()[0]),
+                                         device=d.name))
             self._devices.append(d)
         if network is not None:
             self.network, self.topology = network, topology
@@ -220,7 +221,9 @@ class Stream:
         """Any step type by name: s.then("window", values=10) == s.window(values=10)."""
         t = catalog.get(type_)
         if t is None or not t.user:
-            raise ModelError(Problem("unknown step type %r; known: %s" % (type_, ", ".join(catalog.USER_TYPES)),
+            raise ModelError(Problem("unknown step type %r%s; known: %s (%s)"
+                                     % (type_, _suggest(type_, catalog.USER_TYPES), ", ".join(catalog.USER_TYPES),
+                                        _caller()[0]),
                                      key="type"))
         fn = params.pop("fn", None)
         return self._then(type_, others, params, id, on, requires, {}, fn=fn,
@@ -308,7 +311,7 @@ class Stream:
         if threshold is not None:
             if not isinstance(threshold, Stream):
                 raise ModelError(Problem("threshold must be a stream (use high/low for fixed numbers), "
-                                         "not %r" % (threshold,), key="threshold"))
+                                         "not %r (%s)" % (threshold, _caller()[0]), key="threshold"))
             others = [threshold]
             if hysteresis is None:
                 hysteresis = 0
@@ -357,11 +360,12 @@ class Stream:
     def callback(self, fn, name=None, id=None, on=None, requires=None, **hints):
         """Call fn(value) in this program (on the controller) for every value."""
         if not callable(fn):
-            raise ModelError(Problem("callback needs a function, not %r" % (fn,), key="fn"))
+            raise ModelError(Problem("callback needs a function, not %r (%s)" % (fn, _caller()[0]), key="fn"))
         name = name or getattr(fn, "__name__", None) or "callback"
         known = self.pipeline.callbacks.get(name)
         if known is not None and known is not fn:
-            raise ModelError(Problem("two different callbacks named %r; pass name=" % name, key="name"))
+            raise ModelError(Problem("two different callbacks named %r; pass name= (%s)" % (name, _caller()[0]),
+                                     key="name"))
         sink = self._then("callback", [], dict(name=name), id, on, requires, hints, default_id=name)
         self.pipeline.callbacks[name] = fn
         return sink
@@ -395,7 +399,7 @@ class SinkStep:
 
     def __getattr__(self, name):
         if name in ("map", "filter", "window", "field", "zip", "print", "csv", "sink"):
-            raise ModelError(Problem("a sink has no output to %s" % name, step=self.id))
+            raise ModelError(Problem("a sink has no output to %s (%s)" % (name, _caller()[0]), step=self.id))
         raise AttributeError(name)
 
     def __repr__(self):
@@ -405,10 +409,10 @@ class SinkStep:
 def merge(*streams, id=None, on=None, requires=None, **hints):
     """merge(a, b, c): one stream of the values of all inputs as they come."""
     if not streams:
-        raise ModelError(Problem("merge needs at least one stream", key="inputs"))
+        raise ModelError(Problem("merge needs at least one stream (%s)" % _caller()[0], key="inputs"))
     first = streams[0]
     if not isinstance(first, Stream):
-        raise ModelError(Problem("merge takes streams, not %r" % (first,), key="inputs"))
+        raise ModelError(Problem("merge takes streams, not %r (%s)" % (first, _caller()[0]), key="inputs"))
     return first.merge(*streams[1:], id=id, on=on, requires=requires, **hints)
 
 
@@ -419,7 +423,81 @@ def _fn_name(fn, default):
     return name if name and name != "<lambda>" else default
 
 
+class FilePipeline(Pipeline):
+    """A pipeline read from a file (`load`): plan(), assignments(), validate() and up() work as
+    for a Pipeline written in Python. Its steps and devices are the file's: change them there.
+    Attributes of the validated Model (steps, order, place, ...) are reachable on it too."""
+
+    def __init__(self, path, model):
+        Pipeline.__init__(self, model.name)
+        self.path = path
+        self._model = model
+        self._model_checked_devices = True
+        self.callbacks = model.callbacks
+        self._devices = list(model.device_list)
+        self.network, self.topology = model.network, model.topology
+
+    def model(self, require_devices=True):
+        return self._model
+
+    def validate(self):
+        return self._model.warnings
+
+    def up(self, strategy="optimal", duration=None, count=None, until=None, on_event=None, **options):
+        """As Pipeline.up; the values of a callback sink `callbacks` gives no function for are
+        printed one per line (`name  value`), as `sensormesh up` prints them."""
+        if "on_deliver" not in options:
+            from sensormesh.controller.runner import Printer
+            options["on_deliver"] = Printer(print, self._model).deliver
+        return Pipeline.up(self, strategy, duration=duration, count=count, until=until,
+                           on_event=on_event, **options)
+
+    def _fixed(self, what):
+        where, _ = _caller()
+        raise ModelError(Problem("a pipeline loaded from %s gets its %s from that file; change them "
+                                 "there (%s)" % (self.path, what, where)))
+
+    def device(self, *args, **kw):
+        self._fixed("devices")
+
+    def devices_from(self, path):
+        self._fixed("devices")
+
+    def _add(self, *args, **kw):
+        self._fixed("steps")
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._model, name)
+
+    def __repr__(self):
+        return "FilePipeline(%r, %d steps, %d devices)" % (self.name, len(self._model.steps),
+                                                            len(self._devices))
+
+
 def load(path, callbacks=None):
-    """A Model from a pipeline file; `callbacks` maps callback sink names to functions."""
+    """The pipeline of a file, ready to plan() or up(): `callbacks` maps the names of its
+    callback sinks (their `name`, else their id) to the functions that get their values."""
     from sensormesh.controller.pipeline_file import load_model
-    return load_model(path, callbacks=callbacks)
+    where, _ = _caller()
+    if callbacks is not None and not isinstance(callbacks, dict):
+        raise ModelError(Problem("must be a dict {callback sink name: function}, not %r (%s)"
+                                 % (callbacks, where), key="callbacks"))
+    model = load_model(path, callbacks=callbacks)
+    name_of = {sid: (s.params or {}).get("name") or sid for sid, s in model.steps.items() if s.type == "callback"}
+    names = sorted(set(name_of.values()))
+    problems = []
+    for name, fn in (callbacks or {}).items():
+        if name not in names and name in name_of:
+            problems.append(Problem("%r is a callback sink whose name is %r: give that name (%s)"
+                                    % (name, name_of[name], where), key="callbacks"))
+        elif name not in names:
+            problems.append(Problem(
+                "%r is not a callback sink of %s%s (its callback sinks: %s) (%s)"
+                % (name, path, _suggest(name, names), ", ".join(names) or "none", where), key="callbacks"))
+        elif not callable(fn):
+            problems.append(Problem("%r needs a function, not %r (%s)" % (name, fn, where), key="callbacks"))
+    if problems:
+        raise ModelError(problems)
+    return FilePipeline(path, model)

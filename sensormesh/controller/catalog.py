@@ -176,7 +176,8 @@ class Param:
         """None if `value` is acceptable, else a message saying what is wrong."""
         k = self.kind
         if k in ("number", "int"):
-            if k == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+            if k == "int" and not (isinstance(value, int) and not isinstance(value, bool)) and not (
+                    isinstance(value, float) and value.is_integer()):     # 1000.0, 1e3: whole numbers
                 return "must be an integer, not %s" % _show(value)
             if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
                 return "must be a number, not %s" % _show(value)
@@ -193,8 +194,9 @@ class Param:
             if not isinstance(value, bool):
                 return "must be true or false, not %s" % _show(value)
         elif k == "choice":
-            if value not in self.choices:
-                return "must be one of %s, not %s" % ("|".join(self.choices), _show(value))
+            # by type too: true is not the choice 1, nor 1.0 the choice 1 (qos: 0|1|2)
+            if not any(value == c and type(value) is type(c) for c in self.choices):
+                return "must be one of %s, not %s" % ("|".join(str(c) for c in self.choices), _show(value))
         elif k == "key":
             parts = value if isinstance(value, list) else [value]
             if not parts or any(isinstance(v, bool) or not isinstance(v, (str, int)) or v == "" for v in parts):
@@ -348,6 +350,8 @@ class StepType:
             msg = p.check(value)
             if msg:
                 problems.append((key, msg))
+            elif p.kind == "int" and isinstance(value, float):
+                params[key] = int(value)        # devices get the whole number as an integer
         for p in self.param_map.values():
             if p.required and p.name not in params:
                 problems.append((p.name, "is required (%s)" % p.doc if p.doc else "is required"))
@@ -395,10 +399,16 @@ class StepType:
         return Cost(cpu_per * rate_in, mem)
 
 
+# What every step takes besides its parameters (a pipeline file's keys; in Python, on= and
+# requires=): a misspelling of one of them is suggested too.
+STEP_KEYS = ("type", "input", "inputs", "on", "requires")
+
+
 def unknown_param_message(key, stype):
     import difflib
     names = sorted(stype.param_map)
-    close = difflib.get_close_matches(key, names, n=1)
+    keys = [k for k in STEP_KEYS if stype.max_inputs != 0 or not k.startswith("input")]
+    close = difflib.get_close_matches(key, names + keys, n=1)
     tail = " (did you mean %r?)" % close[0] if close else ""
     if not names:
         return "unknown parameter: %s takes no parameters" % stype.name
@@ -996,7 +1006,7 @@ RUNTIME_TYPES = tuple(n for n, t in CATALOG.items() if not t.user)
 
 def get(name):
     """The StepType called `name`, or None."""
-    return CATALOG.get(name)
+    return CATALOG.get(name) if isinstance(name, str) else None
 
 
 def canonical_param(name):

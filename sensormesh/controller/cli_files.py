@@ -18,6 +18,18 @@ def load_or_exit(file):
         raise click.ClickException(str(e))
 
 
+def note_unstarted_local(model, file):
+    """Tell (on stderr) about each `local: true` device without an address that nothing serves
+    here: deploy, status, stop and top reach such a device at the Unix socket `sensormesh up`
+    makes for the directory it runs in, so from another directory it only looks down."""
+    for d in model.devices.values():
+        if d.local and d.main_address is None and not d.unix and not os.path.exists(d.unix_path):
+            click.echo("! %s is local: true without an address: commands reach it at unix:%s, the socket "
+                       "`sensormesh up` makes for the directory it runs in, and nothing listens there; run "
+                       "this command in the directory where `sensormesh up %s` runs (this is %s)"
+                       % (d.name, d.unix_path, file, os.getcwd()), err=True)
+
+
 def credentials_for(model, keys_dir, insecure=False):
     """The controller's credentials for deploy/status/stop/top: from --keys, or from the store
     `up` provisions when every device of the file is local (those devices run with its keys);

@@ -17,6 +17,7 @@ from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.cli_files import Count, Seconds
 from sensormesh.controller.cli_files import credentials_for as _creds
 from sensormesh.controller.cli_files import load_or_exit as _load
+from sensormesh.controller.cli_files import note_unstarted_local
 from sensormesh.controller.observe.cli import metrics_options, observation, poll_rounds
 from sensormesh.controller.placement import STRATEGIES
 
@@ -131,6 +132,9 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
     if not local:
         raise click.ClickException("%s marks no device `local: true`; `sensormesh up` starts local devices "
                                    "(use `sensormesh deploy` for devices that already run)" % file)
+    if count and not runner.callback_names(model):
+        raise click.BadParameter("it counts the values of callback sinks, and %s has none; use --duration"
+                                 % file, param_hint="--count")
     if network:     # refused before any device starts (or a metrics file is made)
         try:
             runner.check_network(model, network)
@@ -154,6 +158,9 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
         except DashboardError as e:
             obs.close()
             raise click.ClickException(str(e))
+        from sensormesh.controller.observe.graph import missing_note
+        if missing_note():
+            printer.event(missing_note())
     printer.line("starting %d local device(s): %s" % (len(local), _device_list(local, heap, verbose)))
 
     first = {}
@@ -197,7 +204,10 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
 def deploy(file, strategy, watch_, duration, keys_dir, insecure, timeout):
     """Deploy FILE's pipeline to its running devices (replacing what they ran before)."""
     model = _load(file)
+    note_unstarted_local(model, file)
     printer = runner.Printer(click.echo, model)
+    for w in model.warnings:
+        printer.event("warning: %s" % w)
     try:
         placement, asg, dep = runner.deploy(model, strategy, timeout=timeout,
                                             creds=_creds(model, keys_dir, insecure))
@@ -244,6 +254,7 @@ def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duratio
     devices that are not running (-v: everything). Exit code 1 if a device is unreachable."""
     from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
+    note_unstarted_local(model, file)
     sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir, insecure))  # control routes
     domains = sup.topology.domains_of
     if watch_:
@@ -365,6 +376,7 @@ def stop(file, timeout, keys_dir, insecure, verbose):
     """Stop the pipeline on every device of FILE (upstream first) and show the final counts."""
     from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
+    note_unstarted_local(model, file)
     sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir, insecure))  # control routes
     try:
         final = sup.stop()

@@ -102,7 +102,9 @@ class Device:
         self.name = name
         self.interpreter = interpreter
         self.heap = DEFAULT_HEAP if heap is None and interpreter == "micropython" else heap
-        defaults = DEVICE_DEFAULTS.get(interpreter, DEVICE_DEFAULTS["cpython"])
+        # (an interpreter that is no name, a list say, is a problem() below, not a crash here)
+        defaults = DEVICE_DEFAULTS.get(interpreter if isinstance(interpreter, str) else None,
+                                       DEVICE_DEFAULTS["cpython"])
         self.cpu = defaults["cpu"] if cpu is None else cpu
         self.memory = defaults["memory"] if memory is None else memory
         self.raw_sensors = list(sensors) if isinstance(sensors, (list, tuple)) else sensors
@@ -121,7 +123,7 @@ class Device:
         out = []
         if not isinstance(self.name, str) or not DEVICE_NAME.match(self.name):
             out.append(("name", "device names are letters, digits, '_', '.', '-'; not %r" % (self.name,)))
-        if self.interpreter not in INTERPRETERS:
+        if not isinstance(self.interpreter, str) or self.interpreter not in INTERPRETERS:
             out.append(("interpreter", "must be cpython or micropython, not %r" % (self.interpreter,)))
         for key in ("cpu", "memory"):
             v = getattr(self, key)
@@ -390,7 +392,8 @@ class Model:
             self.warnings.append("the pipeline has no sink: its results go nowhere")
         for s in self.step_list:
             if not s.is_sink and not self.consumers[s.id]:
-                self.warnings.append("step %r: its output is not used by any step or sink" % s.id)
+                self.warnings.append("%sstep %r: its output is not used by any step or sink"
+                                     % ("%s: " % s.origin if s.origin else "", s.id))
 
     def _check_devices(self, problems, require_devices):
         for d in self.device_list:
@@ -441,7 +444,7 @@ class Model:
                 continue
             self.steps[s.id] = s
         for s in self.steps.values():
-            t = catalog.get(s.type)
+            t = catalog.get(s.type) if isinstance(s.type, str) else None
             if t is None:
                 bad("unknown step type %r%s; known: %s" % (s.type, _suggest(s.type, catalog.USER_TYPES),
                                                            ", ".join(catalog.USER_TYPES)), s, "type")
@@ -467,19 +470,19 @@ class Model:
             params = s.params if s.fn is None else dict(s.params, fn="user:pending")
             for key, msg in t.check_params(params, len(s.inputs)):
                 bad(msg, s, key)
-            if s.on is not None and s.on not in self.devices:
+            if s.on is not None and (not isinstance(s.on, str) or s.on not in self.devices):
                 if self.devices:
                     bad("unknown device %r%s; devices: %s" % (s.on, _suggest(s.on, self.devices),
                                                               ", ".join(self.devices)), s, "on")
                 elif self.device_list or not isinstance(s.on, str):
                     bad("unknown device %r" % (s.on,), s, "on")
-            if s.requires is not None and s.requires not in INTERPRETERS:
+            if s.requires is not None and (not isinstance(s.requires, str) or s.requires not in INTERPRETERS):
                 bad("must be cpython or micropython, not %r" % (s.requires,), s, "requires")
         self.consumers = {sid: [] for sid in self.steps}
         for s in self.steps.values():
             if isinstance(s.inputs, list):
                 for ref in s.inputs:
-                    if ref in self.consumers and s.id not in self.consumers[ref]:
+                    if isinstance(ref, str) and ref in self.consumers and s.id not in self.consumers[ref]:
                         self.consumers[ref].append(s.id)
 
     def _check_cycles(self, problems):
@@ -488,7 +491,7 @@ class Model:
         for s in self.steps.values():
             if isinstance(s.inputs, list):
                 for ref in s.inputs:
-                    if ref in self.steps:
+                    if isinstance(ref, str) and ref in self.steps:
                         g.add_edge(ref, s.id)
         cycles = 0
         for comp in nx.strongly_connected_components(g):
@@ -524,7 +527,7 @@ class Model:
         for s in self.steps.values():
             allowed = INTERPRETERS
             reasons = []
-            if s.requires:
+            if isinstance(s.requires, str) and s.requires:      # (anything else is a problem already)
                 allowed = allowed & {s.requires}
                 reasons.append("requires %s" % s.requires)
             st = s.stype
@@ -540,7 +543,7 @@ class Model:
             if s.type != "source" or not isinstance(s.params.get("sensor"), str):
                 continue
             ref = s.params["sensor"]
-            if s.on is not None and s.on not in self.devices:
+            if s.on is not None and (not isinstance(s.on, str) or s.on not in self.devices):
                 continue        # reported as an unknown device
             if s.on is not None:
                 dev = self.devices[s.on]

@@ -25,6 +25,7 @@ import difflib
 import importlib
 import importlib.util
 import os
+import re
 import sys
 
 import yaml
@@ -34,7 +35,7 @@ from sensormesh.controller.errors import FileProblem, ModelError, PipelineFileEr
 from sensormesh.controller.model import DEVICE_KEYS, Device, Model, Step
 
 TOP_KEYS = ("pipeline", "devices", "network", "steps", "sinks")
-STEP_KEYS = ("type", "input", "inputs", "on", "requires")   # everything else is a parameter
+STEP_KEYS = catalog.STEP_KEYS       # ("type", "input", "inputs", "on", "requires"); the rest are parameters
 
 
 class _Doc:
@@ -223,6 +224,14 @@ class _Loader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+# Numbers with an exponent and no dot or no exponent sign (1e9, 5E-3, 1.5e9) are floats, as in
+# YAML 1.2 and JSON; YAML 1.1, which PyYAML follows, reads them as text.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
 def _node(x):
     return x.node if isinstance(x, _Alias) else x
 
@@ -249,6 +258,8 @@ def _syntax_error(e):
         if prob is not None and (prob.line, prob.column) != (ctx.line, ctx.column):
             words += " (noticed at line %d, column %d)" % (prob.line + 1, prob.column + 1)
         return ctx, words
+    if e.problem and "'\\t'" in e.problem:
+        return prob or ctx, "a tab here: use spaces (YAML does not take tabs for indentation)"
     return prob or ctx, " ".join(x for x in (e.context, e.problem) if x)
 
 
@@ -368,6 +379,10 @@ def _steps(doc, data):
             if t is None:
                 doc.problem("needs a type (one of %s)" % ", ".join(catalog.USER_TYPES), path, step=sid, key="type")
                 continue
+            if not isinstance(t, str):
+                doc.problem("a step type is a name (one of %s), not %r" % (", ".join(catalog.USER_TYPES), t),
+                            path + ("type",), True, step=sid, key="type")
+                continue
             if section == "sinks" and t in catalog.CATALOG and t not in catalog.SINK_TYPES:
                 doc.problem("%s is not a sink (sinks: %s); put it under steps:" % (t, ", ".join(catalog.SINK_TYPES)),
                             path + ("type",), True, step=sid, key="type")
@@ -395,6 +410,11 @@ def _steps(doc, data):
                 if k in STEP_KEYS:
                     continue
                 canon = catalog.canonical_param(str(k))
+                if canon in params:
+                    first = aliases.get(sid, {}).get(canon, canon)
+                    doc.problem("given twice, as %s and as %s (one parameter); keep one" % (first, k),
+                                path + (k,), step=sid, key=canon)
+                    continue
                 if canon != k:
                     aliases.setdefault(sid, {})[canon] = k
                 params[canon] = v

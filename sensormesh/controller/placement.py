@@ -536,12 +536,26 @@ def place(model, strategy="optimal", link=None, cpu_headroom=CPU_HEADROOM, time_
     down: devices that must get nothing ({device: why} or a set), e.g. the supervisor's failed
     ones; a step pinned there, or a source whose sensor only such a device has, is an error.
     Every error names the step and where it is defined (file:line:col or module.py:line)."""
+    _check_options(cpu_headroom, time_limit, mip_rel_gap)
     try:
         return _place(model, strategy, link, cpu_headroom, time_limit, mip_rel_gap, reduce, down)
     except PlacementError as e:
         if not _locate(model, e.problems):
             raise
         raise PlacementError(e.problems) from None
+
+
+def _check_options(cpu_headroom, time_limit, mip_rel_gap):
+    """The words `sensormesh plan` gives its options, for the same values from Python."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not (number(cpu_headroom) and 0.05 <= cpu_headroom <= 1):
+        raise PlacementError(Problem("must be a fraction between 0.05 and 1, not %r" % (cpu_headroom,),
+                                     key="cpu_headroom"))
+    if not (number(time_limit) and time_limit > 0):
+        raise PlacementError(Problem("must be a positive number of seconds, not %r" % (time_limit,), key="time_limit"))
+    if not (number(mip_rel_gap) and 0 <= mip_rel_gap < 1):
+        raise PlacementError(Problem("must be a fraction from 0 up to 1, not %r" % (mip_rel_gap,), key="mip_rel_gap"))
 
 
 def _locate(model, problems):

@@ -321,6 +321,45 @@ class _Interrupts:
         self.old = {}
 
 
+def _number(v):
+    import math
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_run_options(strategy, duration, count, until, timeout, options):
+    """Refuse, before anything starts, what up() cannot run with: one PipelineError (TypeError
+    for an unknown keyword) naming the argument and what it takes."""
+    import inspect
+    from sensormesh.controller.placement import STRATEGIES, place
+    if strategy not in STRATEGIES:
+        raise PipelineError("strategy: unknown strategy %r; use one of %s" % (strategy, ", ".join(STRATEGIES)))
+    if duration is not None and not (_number(duration) and duration >= 0):
+        raise PipelineError("duration: give a number of seconds of 0 or more (0 or None: until "
+                            "stopped), not %r" % (duration,))
+    if count is not None and not (isinstance(count, int) and not isinstance(count, bool) and count >= 0):
+        raise PipelineError("count: give a whole number of callback values of 0 or more (0 or None: "
+                            "no limit), not %r" % (count,))
+    if until is not None and not callable(until):
+        raise PipelineError("until: give a function that returns True when the run should end, not %r"
+                            % (until,))
+    if not (_number(timeout) and timeout > 0):
+        raise PipelineError("timeout: give a number of seconds more than 0, not %r" % (timeout,))
+    params = inspect.signature(place).parameters
+    known = [n for n in params if n not in ("model", "strategy")]
+    for name in options:
+        if name not in known:
+            raise TypeError("up() got an unknown argument %r%s (placement options: %s)"
+                            % (name, _suggest_name(name, known), ", ".join(known)))
+    from sensormesh.controller.placement import _check_options
+    _check_options(*(options.get(n, params[n].default) for n in ("cpu_headroom", "time_limit", "mip_rel_gap")))
+
+
+def _suggest_name(word, options):
+    import difflib
+    close = difflib.get_close_matches(word, options, n=1)
+    return " (did you mean %r?)" % close[0] if close else ""
+
+
 def up(model, strategy="optimal", duration=None, count=None, until=None, on_event=None, on_line=None,
        on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, keys_dir=None,
        insecure=False, network=None, network_mode="auto", observe=None, mpy=True, device_metrics=True,
@@ -364,6 +403,10 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     on_signal(signum): called (from the signal handler) when SIGINT or SIGTERM arrives, to tell
     one from the other; `up` handles both alike."""
     import contextlib
+    check_run_options(strategy, duration, count, until, timeout, options)
+    if count and not callback_names(model):
+        raise PipelineError("count: pipeline %s has no callback sink, so no values to count; stop it "
+                            "with a duration instead" % model.name)
     from sensormesh.controller.local import LocalCluster
     emulation = None
     if network or network_mode != "auto":     # a mode alone: the layout without conditions
@@ -379,6 +422,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
         def on_event(text):
             observe.event(text)
             shown(text)
+    for w in model.warnings:          # what `plan` warns of (no sink, a step nobody reads)
+        on_event("warning: %s" % w)
     got = {"n": 0}
     deliver = dispatcher(model, on_deliver or (lambda device, step, values: None))
 

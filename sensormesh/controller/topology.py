@@ -21,11 +21,21 @@ CPython only.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Mapping
 
 import networkx as nx
+
+
+def _suggest(word, options):
+    """' (did you mean 'x'?)' for the option closest to a misspelt name, or ''."""
+    if not isinstance(word, str) or not options:
+        return ""
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=1)
+    return " (did you mean %r?)" % close[0] if close else ""
+
 
 # Node name of the controller in routes; no device may have this name.
 CONTROLLER = "controller"
@@ -753,8 +763,8 @@ def _parse(data, device_names, base):
         return None, errors
     for key in data:
         if key not in ("controller", "domains", "links"):
-            err(NetworkSyntaxError, (key,), "unknown key %r (expected controller, domains, "
-                "links)" % (key,))
+            err(NetworkSyntaxError, (key,), "unknown key %r%s (expected controller, domains, "
+                "links)" % (key, _suggest(key, ("controller", "domains", "links"))))
 
     domains = _parse_domains(data.get("domains"), known, err)
     links = _parse_links(data.get("links"), domains, err)
@@ -818,8 +828,8 @@ def _parse_domains(raw, known, err):
         elif isinstance(spec, Mapping):
             for k in spec:
                 if k not in ("devices", "cost"):
-                    err(NetworkSyntaxError, path + (k,), "unknown key %r (expected devices, "
-                        "cost)" % (k,))
+                    err(NetworkSyntaxError, path + (k,), "unknown key %r%s (expected devices, "
+                        "cost)" % (k, _suggest(k, ("devices", "cost"))))
             devs, dev_path = spec.get("devices"), path + ("devices",)
             if devs is None:
                 err(NetworkSyntaxError, path, "domain %r has no devices: list" % name)
@@ -846,7 +856,7 @@ def _parse_domains(raw, known, err):
                 err(ReservedNameError, p, "%r is reserved; say where the controller is with "
                     "controller:" % CONTROLLER)
             elif known is not None and dev not in known:
-                err(UnknownDeviceError, p, "unknown device %r (not in devices:)" % dev)
+                err(UnknownDeviceError, p, "unknown device %r%s (not in devices:)" % (dev, _suggest(dev, known)))
             elif dev in members:
                 err(DuplicateDeviceError, p, "device %r is listed twice in domain %r"
                     % (dev, name))
@@ -872,8 +882,8 @@ def _parse_links(raw, domains, err):
         ok = True
         for k in item:
             if k not in ("from", "to", "cost"):
-                err(NetworkSyntaxError, path + (k,), "unknown key %r (expected from, to, cost)"
-                    % (k,))
+                err(NetworkSyntaxError, path + (k,), "unknown key %r%s (expected from, to, cost)"
+                    % (k, _suggest(k, ("from", "to", "cost"))))
                 ok = False
         ends = []
         for k in ("from", "to"):
@@ -885,7 +895,8 @@ def _parse_links(raw, domains, err):
                 err(NetworkSyntaxError, path + (k,), "expected a domain name, got %r" % (v,))
                 ok = False
             elif v not in domains:
-                err(UnknownDomainError, path + (k,), "unknown domain %r" % v)
+                err(UnknownDomainError, path + (k,), "unknown domain %r%s; domains: %s"
+                    % (v, _suggest(v, domains), ", ".join(domains)))
                 ok = False
             ends.append(v)
         cost = item.get("cost", DEFAULT_COST)
@@ -939,8 +950,8 @@ def _parse_controller(data, domains, err):
         elif name in device_doms:
             hosts.append((path, name))
         else:
-            err(UnknownDomainError, path, "%r is neither a domain nor a device in a domain"
-                % name)
+            err(UnknownDomainError, path, "%r is neither a domain nor a device in a domain%s"
+                % (name, _suggest(name, list(domains) + list(device_doms))))
     if hosts and (len(hosts) > 1 or cdoms):
         err(ControllerPlacementError, hosts[-1][0], "the controller runs in one place: give "
             "domain names, or the one device whose host it runs on")

@@ -319,3 +319,21 @@ def test_the_alarm_example_places_central_edge_and_mixed_as_documented():
     assert where["mixed"][:2] == ("esp-1", "pc")
     # the cost model's order of the traffic between devices: edge < mixed < central
     assert where["edge"][2] < where["mixed"][2] < where["central"][2]
+
+
+def test_a_placement_file_gets_every_problem_at_once_with_its_line_and_a_suggestion(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(PIPELINE)
+    (tmp_path / "tiny_steps.py").write_text("def big(v):\n    return v > 3\n")
+    model = load_model(str(tmp_path / "tiny.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("strategy: centrl\nstepz: {}\nsteps:\n  bigg: pc\n  big: bord\n  big: pc\n")
+    with pytest.raises(placements.PlacementFileError) as e:
+        placements.load(str(bad), model)
+    assert str(e.value).splitlines() == [
+        "placement file %s: 5 problems:" % bad,
+        "  %s:1:11: strategy 'centrl' (did you mean 'central'?) is not one of central, edge, optimal" % bad,
+        "  %s:2:1: unknown key(s) stepz (did you mean 'steps'?) (known: strategy, steps)" % bad,
+        "  %s:4:3: the pipeline has no step 'bigg' (did you mean 'big'?) (steps: big, out, t)" % bad,
+        "  %s:5:8: step big on 'bord' (did you mean 'board'?), which is no device of the pipeline "
+        "(devices: board, pc)" % bad,
+        "  %s:6:3: 'big' is given twice (first on line 5)" % bad]

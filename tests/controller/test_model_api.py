@@ -4,7 +4,7 @@ import os
 import pytest
 
 import shipping_samples as S
-from sensormesh.api import ModelError, Pipeline, merge
+from sensormesh.api import ModelError, Pipeline, PipelineError, merge
 from sensormesh.controller.model import Device, Model, Step
 
 HERE = os.path.basename(__file__)
@@ -259,3 +259,102 @@ def test_two_devices_at_one_address():
         "each device needs an address of its own",
         "device 'l2', address: localhost:7009 is also the address of device 'l1' (written 127.0.0.1:7009 there: "
         "the same host and port); each device needs an address of its own"]
+
+
+def _file(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("pipeline: f\n"
+                    "devices:\n  pc: {sensors: [temperature], local: true}\n"
+                    "steps:\n  t: {type: source, sensor: temperature}\n"
+                    "sinks:\n  out: {type: callback, input: t}\n  named: {type: callback, input: t, name: hot}\n")
+    return str(path)
+
+
+def test_load_refuses_callbacks_that_name_no_callback_sink_or_are_not_functions(tmp_path):
+    from sensormesh.api import load
+    path = _file(tmp_path)
+    with pytest.raises(ModelError) as e:
+        load(path, callbacks={"outt": print})
+    assert "callbacks: 'outt' is not a callback sink of %s (did you mean 'out'?) (its callback sinks: hot, out)" \
+        % path in str(e.value) and HERE in str(e.value)
+    with pytest.raises(ModelError, match="callbacks: 'named' is a callback sink whose name is 'hot': give that name"):
+        load(path, callbacks={"named": print})      # a sink with a name: is known by that name
+    with pytest.raises(ModelError, match="callbacks: 'out' needs a function, not 5"):
+        load(path, callbacks={"out": 5})
+    with pytest.raises(ModelError, match=r"callbacks: must be a dict \{callback sink name: function\}"):
+        load(path, callbacks=[print])
+
+
+def test_a_loaded_file_plans_like_a_pipeline_and_is_changed_in_its_file(tmp_path):
+    from sensormesh.api import load
+    p = load(_file(tmp_path), callbacks={"hot": print})
+    assert p.plan("edge").device_of == {"t": "pc", "out": "pc", "named": "pc"}
+    assert set(p.assignments()) == {"pc"} and p.validate() == []
+    assert p.order == ["t", "out", "named"] and p.callbacks == {"hot": print}
+    with pytest.raises(ModelError, match="a pipeline loaded from .*p.yaml gets its steps from that file"):
+        p.source("temperature")
+    with pytest.raises(ModelError, match="gets its devices from that file"):
+        p.device("pc2", local=True)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"duration": -1}, "duration: give a number of seconds of 0 or more"),
+    ({"duration": "10"}, "duration: give a number of seconds"),
+    ({"duration": float("nan")}, "duration: give a number of seconds"),
+    ({"count": -2}, "count: give a whole number of callback values of 0 or more"),
+    ({"count": 2.5}, "count: give a whole number"),
+    ({"until": 5}, "until: give a function"),
+    ({"timeout": 0}, "timeout: give a number of seconds more than 0"),
+    ({"strategy": "fastest"}, "strategy: unknown strategy 'fastest'"),
+    ({"cpu_headroom": 1.5}, "cpu_headroom: must be a fraction between 0.05 and 1, not 1.5"),
+])
+def test_up_refuses_bad_arguments_before_starting_anything(kw, message, monkeypatch):
+    from sensormesh.controller import local
+    monkeypatch.setattr(local.LocalCluster, "start", lambda *a, **k: pytest.fail("a device was started"))
+    p = Pipeline("u")
+    p.device("pc", sensors=["temperature"], local=True)
+    p.source("temperature").callback(print)
+    with pytest.raises(PipelineError, match=message):
+        p.up(insecure=True, **kw)
+    with pytest.raises(TypeError, match="unknown argument 'time_limt' .*did you mean 'time_limit'"):
+        p.up(insecure=True, time_limt=5)
+
+
+def test_every_misuse_of_the_api_names_the_line_that_made_it():
+    p = Pipeline("lines")
+    p.device("pc", sensors=["temperature"], local=True)
+    t = p.source("temperature")
+    sink = t.print()
+    attempts = [
+        (lambda: p.device("pc", local=True), "device 'pc': two devices with this name"),
+        (lambda: t.then("windw"), "unknown step type 'windw' (did you mean 'window'?)"),
+        (lambda: t.callback("notfn"), "callback needs a function, not 'notfn'"),
+        (lambda: t.alarm(threshold=5), "threshold must be a stream"),
+        (lambda: sink.map, "a sink has no output to map"),
+        (lambda: merge(), "merge needs at least one stream"),
+        (lambda: merge(5), "merge takes streams, not 5"),
+    ]
+    t.callback(print, name="shown")
+    attempts.append((lambda: t.callback(len, name="shown"), "two different callbacks named 'shown'"))
+    for call, message in attempts:
+        with pytest.raises(ModelError) as e:
+            call()
+        assert message in str(e.value) and "(%s:" % HERE in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"time_limit": -1}, "time_limit: must be a positive number of seconds, not -1"),
+    ({"time_limit": "10"}, "time_limit: must be a positive number of seconds, not '10'"),
+    ({"cpu_headroom": 0}, "cpu_headroom: must be a fraction between 0.05 and 1, not 0"),
+    ({"cpu_headroom": 2}, "cpu_headroom: must be a fraction between 0.05 and 1, not 2"),
+    ({"mip_rel_gap": -0.1}, "mip_rel_gap: must be a fraction from 0 up to 1, not -0.1"),
+])
+def test_plan_refuses_placement_options_out_of_range_as_the_command_does(kw, message):
+    from sensormesh.api import PlacementError
+    p = Pipeline("opts")
+    p.device("pc", sensors=["temperature"], local=True)
+    p.source("temperature").print()
+    with pytest.raises(PlacementError) as e:
+        p.plan("optimal", **kw)
+    assert str(e.value) == message
+    assert p.plan("optimal", time_limit=5, cpu_headroom=0.05, mip_rel_gap=0).device_of["print"] == "pc"

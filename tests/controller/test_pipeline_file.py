@@ -178,6 +178,28 @@ def test_yaml_syntax_error_has_line(write):
        t: {type: source, sensor: temperature}
        f: {type: map, fn: "nothere.py:f", input: t}
      """, 10, "steps.f.fn", "nothere.py not found"),
+    # a number outside a choice of numbers (MQTT's qos), and true for the choice 1
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
+           qos: 3, input: t}
+     """, 12, "sinks.m.qos", "must be one of 0|1|2, not 3"),
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
+           qos: true, input: t}
+     """, 12, "sinks.m.qos", "must be one of 0|1|2, not true"),
+    # one parameter in both spellings: neither silently wins
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+       w: {type: window, time_frame: 1000, agg: mean,
+           time-frame: 500, input: t}
+     """, 11, "steps.w.time-frame", "given twice, as time_frame and as time-frame (one parameter); keep one"),
 ])
 def test_bad_files_name_line_and_key(write, body, line, path, text):
     e = error(write(body))
@@ -186,6 +208,84 @@ def test_bad_files_name_line_and_key(write, body, line, path, text):
     assert ".".join(map(str, p.path)) == path, str(e)
     assert p.line == line, str(e)
     assert str(e).startswith(e.filename + ":%d:" % line)
+
+
+def test_a_misspelt_input_key_is_named_with_the_input_it_leaves_missing(write):
+    e = error(write("""\
+     steps:
+       t: {type: source, sensor: temperature}
+       w: {type: window, values: 5,
+           inptu: t}
+     sinks:
+       o: {type: print, input: w, onn: laptop}
+     """))
+    got = {(p.line, ".".join(map(str, p.path))): p.message for p in e.problems}
+    assert got[(10, "steps.w.inputs")] == "window takes 1 input, got 0"
+    assert got[(11, "steps.w.inptu")].startswith("unknown parameter for window (did you mean 'input'?)")
+    assert got[(13, "sinks.o.onn")].startswith("unknown parameter for print (did you mean 'on'?)")
+
+
+def test_numbers_with_an_exponent_are_numbers_and_whole_floats_are_integers(write):
+    """1e3 and 5E-1 are numbers, as in JSON and YAML 1.2 (YAML 1.1 reads them as text), and an
+    integer parameter takes a whole number written as a float; devices get an integer."""
+    model = load_model(write("""\
+     devices:
+       pc: {sensors: [temperature], memory: 5e8, local: true}
+     steps:
+       t: {type: source, sensor: temperature, rate: 2e1}
+       w: {type: window, time-frame: 1e3, values: 50.0, input: t}
+       a: {type: alarm, high: 2.5e1, low: 5E-1, input: w}
+     sinks:
+       o: {type: print, input: a}
+     """, devices=False))
+    assert model.devices["pc"].memory == 5e8
+    assert model.steps["t"].params["rate"] == 20.0
+    w = model.steps["w"].params
+    assert (w["time-frame"], w["values"]) == (1000, 50) and type(w["time-frame"]) is type(w["values"]) is int
+    assert (model.steps["a"].params["high"], model.steps["a"].params["low"]) == (25.0, 0.5)
+    e = error(write("""\
+     steps:
+       t: {type: source, sensor: temperature}
+       w: {type: window, time-frame: 1.5e2, values: 2.5, input: t}
+     """))
+    assert [p.message for p in e.problems] == ["must be an integer, not 2.5"], str(e)
+
+
+def test_a_tab_in_the_file_is_named_as_such(write):
+    e = error(write("steps:\n\tt: {type: source, sensor: dht11}\n"))
+    assert e.problems[0].message == "YAML syntax error: a tab here: use spaces (YAML does not take tabs for indentation)"
+    assert (e.line, e.column) == (9, 1)
+
+
+def test_lists_where_names_belong_are_problems_named_at_their_line_not_crashes(write):
+    """A list written where a name belongs: interpreter, type, an input, requires."""
+    head = "devices:\n  pc: {sensors: [temperature], local: true}\nsteps:\n  t: {type: source, sensor: temperature}\n"
+    cases = [
+        (head.replace("{sensors", "{interpreter: [cpython], sensors"), "devices.pc.interpreter", 2,
+         "must be cpython or micropython, not ['cpython']"),
+        (head + "  m: {type: [map], fn: \"math:sqrt\", input: t}\n", "steps.m.type", 5,
+         "a step type is a name (one of source,"),
+        (head + "sinks:\n  o: {type: print, inputs: [t, [t]]}\n", "sinks.o.inputs", 6,
+         "inputs must be a list of step ids, not ['t', ['t']]"),
+        (head + "sinks:\n  o: {type: print, input: t, requires: [cpython]}\n", "sinks.o.requires", 6,
+         "must be cpython or micropython, not ['cpython']"),
+    ]
+    for text, path, line, words in cases:
+        e = error(write(text, devices=False))
+        p = e.problems[0]
+        assert (".".join(map(str, p.path)), p.line) == (path, line) and p.message.startswith(words), str(e)
+
+
+def test_api_steps_pinned_with_a_list_are_refused_by_name():
+    from sensormesh.api import ModelError
+    p = Pipeline("pins")
+    p.device("pc", sensors=["temperature"], local=True)
+    p.source("temperature", on=["pc"]).print(requires=["cpython"])
+    with pytest.raises(ModelError) as e:
+        p.model()
+    text = str(e.value)
+    assert "step 'temperature', on: unknown device ['pc']; devices: pc" in text
+    assert "step 'print', requires: must be cpython or micropython, not ['cpython']" in text
 
 
 def test_device_errors_point_into_devices(write):

@@ -68,6 +68,25 @@ def test_valid_network_parses():
     assert t.links == (T.Link("office", "cloud", 5),)
 
 
+def test_misspelt_names_in_the_network_section_get_a_suggestion():
+    devices = ["esp-1", "pc", "srv"]
+    cases = [
+        ({"domain": {"a": devices}}, "unknown key 'domain' (did you mean 'domains'?)"),
+        ({"domains": {"a": {"device": devices}}}, "unknown key 'device' (did you mean 'devices'?)"),
+        ({"domains": {"a": ["esp-1", "pc", "svr"]}}, "unknown device 'svr' (did you mean 'srv'?)"),
+        ({"controller": "offce", "domains": {"office": ["esp-1", "pc"], "cloud": ["srv"]}},
+         "'offce' is neither a domain nor a device in a domain (did you mean 'office'?)"),
+        ({"controller": "office", "domains": {"office": ["esp-1", "pc"], "cloud": ["srv"]},
+          "links": [{"form": "office", "to": "cloud"}]}, "unknown key 'form' (did you mean 'from'?)"),
+        ({"controller": "office", "domains": {"office": ["esp-1", "pc"], "cloud": ["srv"]},
+          "links": [{"from": "office", "to": "clod"}]},
+         "unknown domain 'clod' (did you mean 'cloud'?); domains: office, cloud"),
+    ]
+    for net, words in cases:
+        problems = T.Topology.check(net, devices)
+        assert any(words in str(p) for p in problems), (words, [str(p) for p in problems])
+
+
 def test_unknown_device_points_at_the_list_entry():
     net = {"controller": "a", "domains": {"a": {"devices": ["x", "y", "nope"]}}}
     e = error_of(net, ["x", "y"])

@@ -17,7 +17,7 @@ STEPS = ["count", "scaled", "mean", "high", "means", "alarms"]
 
 def need_browser():
     if not os.path.exists(CHROMIUM):
-        pytest.fail("Debian's chromium is missing: run `bash scripts/dev setup` (installs it for these tests)")
+        pytest.fail("Debian's chromium is missing: run `bash scripts/dev test` (installs it for these tests)")
     try:
         from playwright.sync_api import sync_playwright  # noqa: F401
     except ImportError:

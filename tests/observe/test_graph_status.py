@@ -175,3 +175,28 @@ def test_a_device_that_goes_down_shows_no_current_rates(monkeypatch):
     v = obs.store.view()
     assert v["devices"]["esp-1"]["down"] is None and v["devices"]["esp-1"]["busy"] == 0.2
     assert v["steps"]["inside"]["in_per_s"] == 20.0
+
+
+def test_up_with_a_dashboard_says_in_the_terminal_when_graphviz_is_missing(tmp_path):
+    """Without Graphviz's dot the dashboard still serves, and `up` says at once, in the
+    terminal, what the page will lack and how to get it; with dot it says nothing."""
+    import shutil
+    import subprocess
+    import sys
+    (tmp_path / "p.yaml").write_text(
+        "pipeline: nodot\ndevices:\n  pc%d: {sensors: [\"counter@100\"], local: true}\n"
+        "steps:\n  c: {type: source, sensor: counter, count: 5}\nsinks:\n  out: {type: callback, input: c}\n"
+        % os.getpid())
+    bare = str(tmp_path / "bin")          # a PATH with the interpreter and no dot
+    os.mkdir(bare)
+    os.symlink(sys.executable, os.path.join(bare, "python"))
+    note = "! dashboard: the pipeline graph needs Graphviz's dot (Debian: apt-get install graphviz), " \
+           "which is not installed"
+    for path, has_dot in ((bare, False), (os.environ["PATH"], shutil.which("dot") is not None)):
+        env = dict(os.environ, PYTHONPATH=ROOT, PATH=path)
+        r = subprocess.run([sys.executable, "-m", "sensormesh.cli", "up", "p.yaml", "--dashboard", "127.0.0.1:0",
+                            "--count", "5", "--insecure", "--quiet-devices", "--no-metrics-file"],
+                           cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.startswith("dashboard: http://127.0.0.1:")
+        assert (note in r.stdout) == (not has_dot), r.stdout

@@ -21,12 +21,14 @@ class PlacementFileError(ValueError):
 
 
 def load(path, model):
-    """(strategy, {step: device}) of placement file `path`, checked against `model`."""
+    """(strategy, {step: device}) of placement file `path`, checked against `model`. Every
+    problem is named at once, each with the file's line and column."""
     try:
         with open(path, encoding="utf-8") as f:
-            # names as written, as the pipeline file reads them: YAML 1.1 would turn a step or
-            # device called `on`, `no` or `1` into a boolean or a number
-            data = yaml.load(f, Loader=yaml.BaseLoader)
+            text = f.read()
+        # names as written, as the pipeline file reads them: YAML 1.1 would turn a step or
+        # device called `on`, `no` or `1` into a boolean or a number
+        root = yaml.compose(text, Loader=yaml.BaseLoader)
     except UnicodeDecodeError as e:
         raise PlacementFileError("placement file %s: not UTF-8 text: %s" % (path, e))
     except OSError as e:
@@ -38,34 +40,96 @@ def load(path, model):
         raise PlacementFileError("placement file %s is not valid YAML%s: %s" % (path, where, what))
     except yaml.YAMLError as e:
         raise PlacementFileError("placement file %s is not valid YAML: %s" % (path, " ".join(str(e).split())))
-    if not isinstance(data, dict) or not isinstance(data.get("steps"), dict):
-        raise PlacementFileError("placement file %s: give `steps:` mapping step names to devices "
-                                 "(and optionally `strategy:`)" % path)
-    unknown = sorted(set(data) - {"strategy", "steps"})
+    problems = []
+
+    def problem(node, text):
+        m = node.start_mark if node is not None else None
+        problems.append(((m.line, m.column) if m is not None else (-1, -1),
+                         "%s:%d:%d: %s" % (path, m.line + 1, m.column + 1, text) if m is not None
+                         else "%s: %s" % (path, text)))
+
+    def fail():
+        lines = [text for _, text in sorted(problems, key=lambda p: p[0])]     # in file order
+        if len(lines) == 1:
+            raise PlacementFileError("placement file " + lines[0])
+        raise PlacementFileError("placement file %s: %d problems:\n  %s" % (path, len(lines), "\n  ".join(lines)))
+
+    top = _pairs(root, problem, "the top level")
+    if top is None:
+        problem(root, "give `steps:` mapping step names to devices (and optionally `strategy:`)")
+        fail()
+    unknown = [key for key in top if key not in ("strategy", "steps")]
     if unknown:
-        raise PlacementFileError("placement file %s: unknown key(s) %s (known: strategy, steps)"
-                                 % (path, ", ".join(unknown)))
-    strategy = data.get("strategy", "optimal")
-    if strategy not in STRATEGIES:
-        raise PlacementFileError("placement file %s: strategy %r is not one of %s"
-                                 % (path, strategy, ", ".join(STRATEGIES)))
+        problem(top[unknown[0]][0], "unknown key(s) %s (known: strategy, steps)"
+                % ", ".join(k + _suggest(k, ("strategy", "steps")) for k in unknown))
+    strategy = "optimal"
+    if "strategy" in top:
+        vnode = top["strategy"][1]
+        strategy = _value(vnode)
+        if strategy not in STRATEGIES:
+            problem(vnode, "strategy %r%s is not one of %s" % (strategy, _suggest(strategy, STRATEGIES),
+                                                             ", ".join(STRATEGIES)))
+    if "steps" not in top:
+        problem(root, "give `steps:` mapping step names to devices (and optionally `strategy:`)")
+        fail()
+    steps = _pairs(top["steps"][1], problem, "steps:") or {}
+    devices = sorted(model.devices)
     pins = {}
-    for step, device in data["steps"].items():
-        step = str(step)
+    for step, (knode, vnode) in steps.items():
         if step not in model.steps:
-            raise PlacementFileError("placement file %s: the pipeline has no step %r (steps: %s)"
-                                     % (path, step, ", ".join(sorted(model.steps))))
+            problem(knode, "the pipeline has no step %r%s (steps: %s)"
+                    % (step, _suggest(step, model.steps), ", ".join(sorted(model.steps))))
+            continue
+        device = _value(vnode)
         if not isinstance(device, str) or not device:
-            raise PlacementFileError("placement file %s: step %s: give one device name, not %r (devices: %s)"
-                                     % (path, step, device, ", ".join(sorted(model.devices))))
+            problem(vnode, "step %s: give one device name, not %r (devices: %s)" % (step, device, ", ".join(devices)))
+            continue
         if device not in model.devices:
-            raise PlacementFileError("placement file %s: step %s on %r, which is no device of the "
-                                     "pipeline (devices: %s)" % (path, step, device, ", ".join(sorted(model.devices))))
+            problem(vnode, "step %s on %r%s, which is no device of the pipeline (devices: %s)"
+                    % (step, device, _suggest(device, devices), ", ".join(devices)))
+            continue
         why = _not_there(model, step, device)
         if why:
-            raise PlacementFileError("placement file %s: step %s: %s" % (path, step, why))
+            problem(vnode, "step %s: %s" % (step, why))
+            continue
         pins[step] = device
+    if problems:
+        fail()
     return strategy, pins
+
+
+def _pairs(node, problem, what):
+    """{key: (key node, value node)} of a YAML mapping node; duplicates and a node that is not
+    a mapping are problems (None then)."""
+    if not isinstance(node, yaml.MappingNode):
+        if node is not None and what != "the top level":
+            problem(node, "%s must map step names to devices" % what)
+        return None
+    out = {}
+    for knode, vnode in node.value:
+        key = knode.value if isinstance(knode, yaml.ScalarNode) else None
+        if key is None:
+            problem(knode, "a key must be a plain name")
+        elif key in out:
+            problem(knode, "%r is given twice (first on line %d)" % (key, out[key][0].start_mark.line + 1))
+        else:
+            out[key] = (knode, vnode)
+    return out
+
+
+def _value(node):
+    """The value of a node as written: names stay text, lists and mappings are built alike."""
+    if isinstance(node, yaml.ScalarNode):
+        return node.value
+    if isinstance(node, yaml.SequenceNode):
+        return [_value(x) for x in node.value]
+    return {_value(k): _value(v) for k, v in node.value}
+
+
+def _suggest(word, options):
+    import difflib
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=1) if isinstance(word, str) else []
+    return " (did you mean %r?)" % close[0] if close else ""
 
 
 def _not_there(model, step, device):

@@ -72,11 +72,13 @@ def top(file, interval, duration, timeout, keys_dir, insecure, metrics_out, no_m
     from rich.live import Live
     from sensormesh.controller.cli_files import credentials_for as _creds
     from sensormesh.controller.cli_files import load_or_exit as _load
+    from sensormesh.controller.cli_files import note_unstarted_local
     from sensormesh.controller.observe.top import render
     from sensormesh.controller.supervisor import Supervisor
     if interval <= 0:
         raise click.BadParameter("must be more than 0", param_hint="--interval")
     model = _load(file)
+    note_unstarted_local(model, file)
     obs = observation(model, metrics_out, no_metrics_file)
     sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir, insecure))
     console = Console()

@@ -64,11 +64,22 @@ def to_dot(info, device_of=None):
     return "\n".join(lines)
 
 
+NO_DOT = "the pipeline graph needs Graphviz's dot (Debian: apt-get install graphviz)"
+
+
+def missing_note():
+    """A line for the terminal when the dashboard cannot draw its graph, else None."""
+    if shutil.which("dot") is not None:
+        return None
+    return ("dashboard: %s, which is not installed (`bash scripts/dev test` installs it too); the "
+            "rest of the page works" % NO_DOT)
+
+
 def render_svg(info, device_of=None):
     """SVG text of the graph, or a small SVG that says why there is none."""
     dot = shutil.which("dot")
     if dot is None:
-        return _message("the pipeline graph needs Graphviz's dot (Debian: apt-get install graphviz)")
+        return _message(NO_DOT)
     try:
         r = subprocess.run([dot, "-Tsvg"], input=to_dot(info, device_of), capture_output=True, text=True,
                            timeout=DOT_TIMEOUT)

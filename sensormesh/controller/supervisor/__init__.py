@@ -365,7 +365,23 @@ class Supervisor(Control, Watch, Reroute, Recover):
             return
         d = bad[0]
         more = "" if len(bad) == 1 else " (%d more failed: %s)" % (len(bad) - 1, brief_names(bad[1:], 5))
-        raise SupervisorError("device %s (%s) %s: %s%s" % (d, self.paths[d].describe(), verb, reqs[d].error, more))
+        raise SupervisorError("device %s (%s) %s: %s%s%s" % (d, self.paths[d].describe(), verb, reqs[d].error,
+                                                             self._written_at(reqs[d].error), more))
+
+    def _written_at(self, error):
+        """' (step w: p.yaml:6:3)' for the steps a device's error names, by id or by the shipped
+        module holding their fn, so a refused assignment points at the user's own line."""
+        import re
+        steps = self.model.steps
+        named = [sid for sid in re.findall(r"step '([^']+)'", error) if sid in steps]
+        for module in re.findall(r"shipped module '([^']+)'", error):
+            named += [sid for sid, st in steps.items()
+                      if str((st.params or {}).get("fn", "")).partition(":")[0] == module]
+        where = []
+        for sid in dict.fromkeys(named):
+            if steps[sid].origin:
+                where.append("step %s: %s" % (sid, steps[sid].origin))
+        return " (%s)" % "; ".join(where) if where else ""
 
     def _stop_waves(self, waves):
         """Stop the devices of waves, upstream first (the last wave first), each wave at once."""
