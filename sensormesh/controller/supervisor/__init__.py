@@ -100,8 +100,9 @@ class Supervisor(Control, Watch, Reroute, Recover):
     timeout: seconds any one wait may take. interval: seconds between two status polls of a
     device while watching, at the start: the detector (detector.py) spreads the polls over it and
     lengthens it for many devices or a busy controller, up to max_interval (default 5 times
-    interval), to keep the controller under watch_budget of one core (default 0.05). listen: "host:port" where devices that must dial out register with the controller (or a
-    socket bound and listening there already).
+    interval), to keep the controller under watch_budget of one core (default 0.05).
+    listen: "host:port" where devices that must dial out register with the controller (or a
+    socket bound and listening there already: controller/registrations.py).
     epoch: the first deployment's epoch (default: seconds since 1970, so a redeploy is newer).
     creds: the controller's credentials (controller/keys.load_controller): every control link
         then runs the handshake and carries Fernet tokens (devices with keys refuse anything else);
