@@ -1,11 +1,17 @@
 # A sensor that replays a CSV file: one value per row, looping at the end if asked.
 #
-# A row with one column gives a number; several columns give a dict keyed by the header
-# (or a list when there is no header). Cells that parse as numbers become numbers.
+# The file is read a row at a time as values are asked for, so a board replays a recording larger
+# than its heap. A row with one column gives that cell; several columns give a dict keyed by the
+# header (or a list when there is no header). An unquoted cell that reads as a number is a number,
+# `true`/`false` are booleans, an empty cell is None (null); a quoted cell stays text, with `""`
+# read as `"`. A header cell `name [unit]`, as the csv sink writes it, names the column `name`.
+# A row is one line: a quoted cell cannot span lines.
 
 
 def _cell(text):
     text = text.strip()
+    if not text:
+        return None
     try:
         return int(text)
     except ValueError:
@@ -13,7 +19,56 @@ def _cell(text):
     try:
         return float(text)
     except ValueError:
-        return text
+        pass
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    return text
+
+
+def _cells(line):
+    """The cells of one line, quoted ones as text."""
+    out = []
+    i = 0
+    n = len(line)
+    while True:
+        while i < n and line[i] in " \t":
+            i += 1
+        if i < n and line[i] == '"':
+            i += 1
+            text = ""
+            while True:
+                j = line.find('"', i)
+                if j < 0:                       # no closing quote: the rest of the line
+                    text += line[i:]
+                    i = n
+                    break
+                text += line[i:j]
+                if line[j + 1:j + 2] == '"':    # "" inside quotes
+                    text += '"'
+                    i = j + 2
+                    continue
+                i = j + 1
+                break
+            out.append(text)
+            j = line.find(",", i)
+        else:
+            j = line.find(",", i)
+            out.append(_cell(line[i:] if j < 0 else line[i:j]))
+        if j < 0:
+            return out
+        i = j + 1
+
+
+def _name(cell):
+    """A header cell's column name: `temp [°C]` names the column `temp`."""
+    if type(cell) is not str:
+        return str(cell)
+    k = cell.find(" [")
+    if k > 0 and cell.endswith("]"):
+        return cell[:k]
+    return cell
 
 
 class CsvReplay:
@@ -23,49 +78,75 @@ class CsvReplay:
     def __init__(self, path, column=None, loop=True, header=None, seed=None):
         self.path = path
         self.loop = loop
-        self.column = column
-        self.rows = []
         try:
-            f = open(path)
+            self.f = open(path)
         except OSError as e:
             raise OSError("cannot open CSV file %r: %s" % (path, e))
-        with f:
-            lines = [ln for ln in f.read().split("\n") if ln.strip()]
-        if not lines:
+        first = self._line()
+        if first is None:
+            self.close()
             raise ValueError("CSV file %r has no rows" % path)
-        first = [c.strip() for c in lines[0].split(",")]
-        if header is None:
-            header = any(type(_cell(c)) is str for c in first)
-        self.names = first if header else None
-        body = lines[1:] if header else lines
-        if not body:
+        cells = _cells(first)
+        if header is None:   # a header when a cell of the first row is text
+            header = False
+            for c in cells:
+                if type(c) is str:
+                    header = True
+        self.names = [_name(c) for c in cells] if header else None
+        self.body = self.f.tell() if header else 0   # where the data rows start
+        if not header:
+            self.f.seek(0)
+        elif self._line() is None:
+            self.close()
             raise ValueError("CSV file %r has a header but no data rows" % path)
-        idx = None
+        else:
+            self.f.seek(self.body)
+        self.idx = None
         if column is not None:
             if self.names and column in self.names:
-                idx = self.names.index(column)
+                self.idx = self.names.index(column)
             else:
                 try:
-                    idx = int(column)
+                    self.idx = int(column)
                 except ValueError:
-                    raise ValueError("CSV file %r has no column %r (columns: %s)" % (path, column, self.names))
-        for ln in body:
-            cells = [_cell(c) for c in ln.split(",")]
-            if idx is not None:
-                self.rows.append(cells[idx] if idx < len(cells) else None)
-            elif len(cells) == 1:
-                self.rows.append(cells[0])
-            elif self.names:
-                self.rows.append(dict(zip(self.names, cells)))
-            else:
-                self.rows.append(cells)
-        self.i = 0
+                    self.close()
+                    raise ValueError("CSV file %r has no column %r (columns: %s)"
+                                     % (path, column, ", ".join(self.names or [])))
+
+    def _line(self):
+        """The next line that is not blank, without its end, or None at the end of the file."""
+        while True:
+            ln = self.f.readline()
+            if not ln:
+                return None
+            ln = ln.rstrip("\r\n")
+            if ln.strip():
+                return ln
 
     def get(self):
-        if self.i >= len(self.rows):
+        if self.f is None:
+            return None
+        ln = self._line()
+        if ln is None:
             if not self.loop:
                 return None
-            self.i = 0
-        v = self.rows[self.i]
-        self.i += 1
-        return v
+            self.f.seek(self.body)
+            ln = self._line()
+            if ln is None:
+                return None
+        cells = _cells(ln)
+        if self.idx is not None:
+            return cells[self.idx] if self.idx < len(cells) else None
+        if len(cells) == 1:
+            return cells[0]
+        if self.names:
+            d = {}
+            for i in range(len(self.names)):
+                d[self.names[i]] = cells[i] if i < len(cells) else None
+            return d
+        return cells
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+            self.f = None
