@@ -37,10 +37,29 @@ def _not_json(name):
     raise ValueError("%s is not JSON" % name)
 
 
+def _as_msgspec_writes(obj):
+    """The standard module's default hook: the values msgspec writes that the standard module has
+    no form for, written as msgspec writes them (sets as arrays, bytes as base64 text, dates,
+    times, decimals and UUIDs as text), so a value travels alike on both paths, whichever a
+    message takes (one null in it sends it the standard module's way)."""
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        import binascii
+        return binascii.b2a_base64(bytes(obj), newline=False).decode()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    name = type(obj).__name__
+    if name in ("Decimal", "UUID"):
+        return str(obj)
+    raise TypeError("Object of type %s is not JSON serializable" % name)
+
+
 # the standard module's encoder and decoder as the wire wants them (MicroPython's json has
 # neither class: there this module imports all the same, as every module of the folder does)
 if hasattr(json, "JSONEncoder"):
-    std_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+    std_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False,
+                                  default=_as_msgspec_writes).encode
     std_decode = json.JSONDecoder(parse_constant=_not_json).decode
 
 

@@ -4,6 +4,7 @@
 import os
 
 from sensormesh.device import steps
+from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.steps import StepError
 from sensormesh.device.steps.kinds import types
 from sensormesh.device.steps.make import build
@@ -622,6 +623,23 @@ def test_print_writes_one_json_line_per_value():
     assert json.loads(lines[-1]) == {"label": "temp", "value": 21.5}
     assert p.stats()["in"] == 3
     raises(lambda: p.connect(lines.append), "sink")
+
+
+def test_print_on_cpython_drops_a_value_json_cannot_write_and_prints_the_next():
+    ctx = FakeCtx()
+    p = build({"id": "p", "type": "print", "params": {}, "inputs": ["x"]}, ctx)
+    lines = []
+    p.write = lines.append
+    p.push(1)
+    p.push(object())      # CPython's json refuses it; MicroPython's writes it as text
+    p.push(2)
+    if MICROPYTHON:
+        assert len(lines) == 3 and lines[0] == "1\n" and lines[2] == "2\n", lines
+        return
+    assert lines == ["1\n", "2\n"], lines
+    s = p.stats()
+    assert s["in"] == 3 and s["dropped"] == 1 and s["errors"] == 1, s
+    assert "cannot be written as JSON" in " ".join(ctx.logs), ctx.logs
 
 
 def tmp_path(name):

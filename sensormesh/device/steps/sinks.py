@@ -26,7 +26,12 @@ class Print(Step):
         self.n_in += 1
         if self.label is not None:
             value = {"label": self.label, "value": value}
-        self.write(_dumps(value) + "\n")
+        try:   # CPython refuses a set, bytes or an object; MicroPython writes them as text
+            text = _dumps(value)
+        except Exception:
+            self.failed(value, "the value cannot be written as JSON")
+            return
+        self.write(text + "\n")
 
     def flush(self):
         f = getattr(sys.stdout, "flush", None)
