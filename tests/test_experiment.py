@@ -390,3 +390,38 @@ def test_bad_input_is_refused_before_anything_starts(tmp_path):
     assert res.returncode == 1, res.stdout + res.stderr
     assert ("Error: cannot write the results to %s: Not a directory: " % (out / "runs.csv" / "new")) in res.stderr
     assert "Traceback" not in res.stderr and "run 1" not in res.stdout
+
+
+def test_an_experiment_after_a_crash_removes_what_the_crashed_run_left_and_names_it(tmp_path, monkeypatch):
+    # a controller killed with SIGKILL leaves its record (.sensormesh/netlab-PID.json) with a
+    # device still running and its temporary folder; the next experiment in that directory
+    # removes them before its first run, whether its runs emulate a network or not, and says so
+    # without -v
+    import subprocess
+    import sys
+    from sensormesh.netlab import state
+    monkeypatch.chdir(tmp_path)
+    file = pipeline(tmp_path)
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    folder = tmp_path / "sensormesh-net-left"
+    folder.mkdir()
+    try:
+        (tmp_path / ".sensormesh").mkdir()
+        (tmp_path / ".sensormesh" / "netlab-999999.json").write_text(json.dumps({
+            "owner": {"pid": 999999, "start": 0}, "namespaces": [],
+            "processes": [{"pid": left.pid, "start": state.start_time(left.pid), "what": "device board"}],
+            "files": [str(folder)]}))
+        out = io.StringIO()
+        runs = make_plan([Placement("central", "central")], [])
+        outcome = run_experiment(file, runs, Settings(duration=1.0, warmup=0.0, insecure=True),
+                                 str(tmp_path / "out"), progress=Progress(len(runs), 5.0, out=out, tty=False))
+        assert left.wait(10) is not None          # ended by the clean-up, not by this test
+    finally:
+        if left.poll() is None:
+            left.kill()
+            left.wait()
+    text = out.getvalue()
+    assert "removed what an earlier run left behind: process %d (device board), file %s" % (left.pid, folder) in text
+    assert text.index("removed what") < text.index("run 1/1")
+    assert not folder.exists() and not list((tmp_path / ".sensormesh").glob("netlab-*.json"))
+    assert [r["status"] for r in outcome.rows] == ["ok"]

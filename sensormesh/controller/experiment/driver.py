@@ -45,6 +45,18 @@ def resolve_mode(mode, on_note):
         return "loopback"
 
 
+def clean_leftovers(on_note):
+    """Before the first run: remove what an earlier run in this directory left behind when it was
+    killed (its devices, relays, namespaces, temporary files; netlab/state.py) and say what, so
+    that an experiment after a crash starts from a clean machine whether its runs emulate a
+    network or not."""
+    from sensormesh.netlab import state
+    removed = state.cleanup_leftovers()
+    if removed:
+        on_note("removed what an earlier run left behind: %s" % ", ".join(removed))
+    return removed
+
+
 def run_experiment(file, runs, settings, out, progress=None, on_run=None, on_event=None, argv=None,
                    placement_files=()):
     """Run `runs` (plan.make_plan) of pipeline `file` into directory `out`. on_run(kind, run, row)
@@ -57,6 +69,7 @@ def run_experiment(file, runs, settings, out, progress=None, on_run=None, on_eve
         results.close()
         raise
     progress = progress or Progress(len(runs), settings.warmup + settings.duration + START_STOP)
+    clean_leftovers(progress.note)
     outcome = Outcome(out)
     measured = {}                # run id -> latency samples after the warm-up (s)
     title = "Experiment: %s" % file
