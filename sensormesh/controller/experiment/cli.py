@@ -78,6 +78,9 @@ def experiment(file, strategies, placement_specs, networks, no_baseline, network
                                  placement_files=[(p.name, p.path) for p in files])
     except ResultsError as e:
         raise click.ClickException(str(e))
+    except KeyboardInterrupt:       # before the runs began, or a signal after the results were written
+        progress.note("interrupted; results in %s" % out)
+        sys.exit(130)
     import signal
     from sensormesh.controller.experiment.one_run import signal_words
     ok = sum(1 for r in outcome.rows if r["status"] == "ok")

@@ -94,25 +94,34 @@ def run_experiment(file, runs, settings, out, progress=None, on_run=None, on_eve
     except KeyboardInterrupt:        # between two runs
         outcome.interrupted = True
     finally:
-        _write_summary(results, outcome.rows, title)
         try:
-            outcome.plots = plots.draw(out, outcome.rows, measured, results.devices)
+            _write_summary(results, outcome.rows, title)
+            if interrupts.hits < 2:        # a second Ctrl-C: no plots, out at once
+                outcome.plots = plots.draw(out, outcome.rows, measured, results.devices)
+        except KeyboardInterrupt:          # the second one came while these were written
+            outcome.interrupted = True
         finally:
             results.close()
             interrupts.restore()
             outcome.signal = interrupts.signum
+        if interrupts.hits >= 2:
+            outcome.plots = []
+            progress.note("interrupted again: the plots were left out (summary.md and the CSV files "
+                          "hold every finished run)")
     return outcome
 
 
 class Interrupts:
     """Ctrl-C (SIGINT) and SIGTERM during an experiment: both stop it as Ctrl-C does; `signum`
-    is the first that came. Between runs its handler raises KeyboardInterrupt; during a run
-    `up` has its own, and tells note() (one_run.py). Handlers only in the main thread."""
+    is the first that came, `hits` how many came (a second one skips the plots). Between runs
+    its handler raises KeyboardInterrupt; during a run `up` has its own, and tells note()
+    (one_run.py). Handlers only in the main thread."""
 
     def __init__(self):
         import signal
         import threading
         self.signum = None
+        self.hits = 0
         self.old = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -120,6 +129,7 @@ class Interrupts:
 
     def note(self, signum):
         self.signum = self.signum or signum
+        self.hits += 1
 
     def _on_signal(self, signum, frame):
         self.note(signum)
@@ -133,5 +143,6 @@ class Interrupts:
 
 
 def _write_summary(results, rows, title):
-    with open(results.path("summary.md"), "w") as f:
-        f.write(summary.markdown(rows, results.devices, title))
+    from sensormesh.controller.experiment.results import replace_file
+    text = summary.markdown(rows, results.devices, title)
+    replace_file(results.path("summary.md"), lambda f: f.write(text))

@@ -46,10 +46,17 @@ def _panels(plt, n, width=5.0, height=3.4):
 
 
 def _save(fig, path):
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    """Write the figure to a temporary file and rename it to `path` (never a half-written PNG)."""
     import matplotlib.pyplot as plt
-    plt.close(fig)
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    try:
+        fig.tight_layout()
+        fig.savefig(tmp, dpi=DPI, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
 
