@@ -261,7 +261,9 @@ def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duratio
         if interval <= 0:
             raise click.BadParameter("must be more than 0", param_hint="--interval")
         obs = observation(model, metrics_out, no_metrics_file)
+        from sensormesh.controller.observe.cli import Terminated
         from sensormesh.controller.observe.top import rates_line
+        term = Terminated()
         seen = {"unreachable": False}
 
         def show(st, areas):
@@ -270,11 +272,16 @@ def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duratio
             click.echo(rates_line(obs.store.view()))
         try:
             poll_rounds(sup, obs, interval, duration, show)
+        except KeyboardInterrupt:        # SIGTERM while a round was shown: it ends as within one
+            if term.signum is None:
+                raise
         finally:
             sup.close()
             obs.close()
+            term.restore()
         if obs.path:
             click.echo("metrics written to %s" % obs.path)
+        term.exit_if_hit()
         if seen["unreachable"]:
             sys.exit(1)
         return
