@@ -512,3 +512,27 @@ def test_result_files_are_replaced_whole_never_left_truncated(tmp_path, monkeypa
     assert {n: (tmp_path / "out" / n).read_text() for n in names} == before
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         ["metrics.sqlite", "placements"] + list(names))
+
+
+REMOTE = PIPELINE.replace('local: true%(board)s', 'address: "127.0.0.1:%(port)d"')
+
+
+def test_a_device_that_is_not_local_gets_loopback_under_auto_and_is_refused_in_namespaces(tmp_path):
+    # in namespaces every device runs here: a board at its own address cannot be in one. Under
+    # the default mode (auto) the experiment emulates on loopback, as `up` does, and says why;
+    # --network-mode namespaces is refused before anything starts, not run by run
+    from sensormesh.controller.experiment.driver import resolve_mode
+    from sensormesh.controller.pipeline_file import load_model
+    (tmp_path / "small_steps.py").write_text(STEPS)
+    path = tmp_path / "remote.yaml"
+    path.write_text(REMOTE % {"port": 1})
+    notes = []
+    assert resolve_mode("auto", notes.append, load_model(str(path))) == "loopback"
+    assert notes == ["board not local: true, so the runs emulate the network on loopback (in namespaces "
+                     "every device must run here)"]
+    out = tmp_path / "out"
+    res = cli("experiment", str(path), "--strategies", "central", "--network", "wifi:delay=5ms",
+              "--network-mode", "namespaces", "--out", str(out), cwd=str(tmp_path))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "every device of the file must be local: true (not: board)" in res.stderr
+    assert not out.exists() and "run 1" not in res.stdout

@@ -31,11 +31,26 @@ class Outcome:
         return [r for r in self.rows if r["status"] == "failed"]
 
 
-def resolve_mode(mode, on_note):
+class ModeError(ValueError):
+    """The network mode asked for cannot hold this pipeline's devices; the message says why."""
+
+
+def resolve_mode(mode, on_note, model=None):
     """The network mode every emulated run uses (the baseline too, so they compare): auto means
-    namespaces where they can be built, else loopback, decided once."""
+    namespaces where they can be built, else loopback, decided once. In namespaces every device
+    runs here, so a file with a device that is not `local: true` gets loopback under auto (as
+    `up` does, saying so) and is refused under namespaces (ModeError), before any run starts."""
+    remote = sorted(d.name for d in model.devices.values() if not d.local) if model is not None else []
+    if remote and mode == "namespaces":
+        raise ModeError("in network namespaces every device runs here, so every device of the file "
+                        "must be local: true (not: %s); --network-mode loopback keeps the others at "
+                        "their addresses, unshaped" % ", ".join(remote))
     if mode != "auto":
         return mode
+    if remote:
+        on_note("%s not local: true, so the runs emulate the network on loopback (in namespaces "
+                "every device must run here)" % ", ".join(remote))
+        return "loopback"
     from sensormesh.netlab import namespaces
     try:
         namespaces.preflight()
