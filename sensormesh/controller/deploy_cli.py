@@ -237,7 +237,8 @@ def _step_line(sid, s):
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_timeout
-@click.option("--json", "as_json", is_flag=True, help="Print the raw status of every device as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status of every device as JSON (with --watch: "
+              "JSON Lines, one object per poll with the status and the metrics).")
 @_keys
 @_insecure
 @click.option("--watch", "watch_", is_flag=True,
@@ -267,6 +268,10 @@ def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duratio
         seen = {"unreachable": False}
 
         def show(st, areas):
+            if as_json:       # JSON Lines: one object per round, nothing else on stdout
+                seen["unreachable"] = any("error" in s for s in st.values())
+                click.echo(watch_json_line(time.time(), st, areas, obs.store.view()))
+                return
             click.echo("-- %s" % time.strftime("%H:%M:%S"))
             seen["unreachable"] = _show_status(st, areas, as_json, verbose, domains)
             click.echo(rates_line(obs.store.view()))
@@ -279,8 +284,8 @@ def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duratio
             sup.close()
             obs.close()
             term.restore()
-        if obs.path:
-            click.echo("metrics written to %s" % obs.path)
+        if obs.path:      # with --json on stderr: stdout holds the JSON lines only
+            click.echo("metrics written to %s" % obs.path, err=as_json)
         term.exit_if_hit()
         if seen["unreachable"]:
             sys.exit(1)
@@ -291,6 +296,26 @@ def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duratio
         sup.close()
     if _show_status(st, areas, as_json, verbose, domains):
         sys.exit(1)
+
+
+def watch_json_line(t, st, areas, view):
+    """One round of `status --watch --json` as one line of JSON: the time (Unix seconds), every
+    device's raw status, the affected area in words and the metrics the store derived (devices'
+    load and memory, step and pipe rates, end-to-end latency; null where not known yet)."""
+    import json
+    import math
+
+    def finite(x):
+        if isinstance(x, float):
+            return x if math.isfinite(x) else None
+        if isinstance(x, dict):
+            return {str(k): finite(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [finite(v) for v in x]
+        return x
+    metrics = {k: view.get(k) for k in ("devices", "steps", "pipes", "latency")}
+    return json.dumps(finite({"t": t, "status": st, "affected": list(areas or []), "metrics": metrics}),
+                      sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _state(s):

@@ -1,5 +1,7 @@
-"""`sensormesh top` and `status --watch` end on SIGTERM (a service manager, `kill`) as on Ctrl-C:
-the metrics file is finished and named, no traceback, and the exit status is 143 (128 + 15)."""
+"""`sensormesh top` and `status --watch` from the command line, against a real device: they end
+on SIGTERM (a service manager, `kill`) as on Ctrl-C (the metrics file is finished and named, no
+traceback, exit status 143 = 128 + 15), and `status --watch --json` prints JSON Lines."""
+import json
 import signal
 import sqlite3
 import sys
@@ -69,3 +71,24 @@ def select_wait(p):
         p.p.wait(0.1)
     except subprocess.TimeoutExpired:
         pass
+
+
+def test_status_watch_json_prints_one_json_object_per_line_per_poll(devices, tmp_path):
+    port = free_port()
+    devices("cpython", ["--port", str(port), "--name", "a", "--sensors", "counter"])
+    out = tmp_path / "m.sqlite"
+    p = Proc([sys.executable, "-m", "sensormesh.cli", "status", watched_file(tmp_path, port), "--watch", "--json",
+              "--interval", "0.3", "--duration", "1.5", "--insecure", "--metrics-out", str(out)], cwd=str(tmp_path))
+    try:
+        assert p.p.wait(60) == 0
+        text, err = p.p.stdout.read(), p.p.stderr.read()
+    finally:
+        p.stop()
+    lines = text.splitlines()
+    assert len(lines) >= 3, text
+    rounds = [json.loads(line) for line in lines]      # every line is one whole JSON object
+    assert all(set(r) == {"t", "status", "affected", "metrics"} for r in rounds)
+    assert [r["t"] for r in rounds] == sorted(r["t"] for r in rounds)
+    assert all(r["status"]["a"]["name"] == "a" for r in rounds), rounds[0]["status"]
+    assert "a" in rounds[-1]["metrics"]["devices"]
+    assert "metrics written to %s" % out in err
