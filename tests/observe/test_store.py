@@ -144,6 +144,17 @@ def test_top_renders_the_rows():
     assert "board-1 10.0%" in line and "smooth->pc 2/s" in line and "alarms e2e p50 3 ms" in line
 
 
+def test_the_first_rates_line_shows_a_dash_for_rates_not_known_yet():
+    # one poll gives no rate (a rate needs two): the line of `status --watch` and `up` says "-"
+    # for it rather than a bare device name, and has numbers once a second poll came
+    store, poll = fed()
+    poll.snapshot("board", 10.0, 0, 0, {"avg": step(0, 0, 0)}, {"avg->pc": pipe(0, 0)})
+    line = rates_line(store.view())
+    assert line.startswith("rates: load board - | pipes avg->pc -/s"), line
+    poll.snapshot("board", 11.0, 250_000, 1_000_000, {"avg": step(100, 10, 0)}, {"avg->pc": pipe(10, 400)})
+    assert rates_line(store.view()).startswith("rates: load board 25.0% | pipes avg->pc 10/s")
+
+
 def test_a_restart_is_one_reset_and_one_event_not_one_per_counter():
     """A restart resets every counter of the device at once: the views must get one event saying
     so (not one per counter, which pushes failures and re-routes out of the last events shown)

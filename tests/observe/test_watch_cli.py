@@ -27,7 +27,7 @@ def watched_file(tmp_path, port):
 
 
 @pytest.mark.parametrize("command, ready", [
-    (["status", "--watch", "--interval", "0.3"], "rates: load a"),
+    (["status", "--watch", "--interval", "0.3"], "rates: load a "),
     (["top", "--interval", "0.3"], None),
 ])
 def test_sigterm_ends_the_watch_cleanly_with_143(devices, tmp_path, command, ready):
