@@ -536,3 +536,20 @@ def test_a_device_that_is_not_local_gets_loopback_under_auto_and_is_refused_in_n
     assert res.returncode == 2, res.stdout + res.stderr
     assert "every device of the file must be local: true (not: board)" in res.stderr
     assert not out.exists() and "run 1" not in res.stdout
+
+
+def test_namespaces_where_they_cannot_be_built_are_refused_before_the_first_run(tmp_path, monkeypatch):
+    # --network-mode namespaces without root (here: preflight says so): one error before anything
+    # starts, not a failed run for every combination
+    from sensormesh.controller.experiment.driver import ModeError, resolve_mode
+    from sensormesh.netlab import namespaces
+
+    def not_root():
+        raise namespaces.NetLabUnavailable("the network lab needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN); run as root")
+    monkeypatch.setattr(namespaces, "preflight", not_root)
+    with pytest.raises(ModeError, match=r"cannot build network namespaces: the network lab needs root .*"
+                                        r"--network-mode loopback needs no root"):
+        resolve_mode("namespaces", print)
+    notes = []
+    assert resolve_mode("auto", notes.append) == "loopback" and "needs root" in notes[0]
+    assert resolve_mode("loopback", notes.append) == "loopback"
