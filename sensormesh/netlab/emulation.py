@@ -231,6 +231,9 @@ class Emulation:
                                  % ", ".join(remote))
         self.lab = namespaces.NetLab(self.topology, on_create=self.state.add_namespace)
         self.lab.start()
+        if self.lab.stale_removed:    # of dead runs whose record is elsewhere (another directory)
+            self.on_event("removed what an earlier run left behind: %s" % ", ".join(
+                "namespace " + n for n in self.lab.stale_removed))
         for dev in self.local_devices():
             if dev.name not in self.lab.host_domains:
                 raise EmulationError("device %s is in no domain of the network" % dev.name)

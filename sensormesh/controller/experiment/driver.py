@@ -68,13 +68,19 @@ def resolve_mode(mode, on_note, model=None):
         return "loopback"
 
 
-def clean_leftovers(on_note):
+def clean_leftovers(on_note, mode=None):
     """Before the first run: remove what an earlier run in this directory left behind when it was
     killed (its devices, relays, namespaces, temporary files; netlab/state.py) and say what, so
     that an experiment after a crash starts from a clean machine whether its runs emulate a
-    network or not."""
+    network or not. In namespaces mode also the namespaces of dead runs of other directories."""
     from sensormesh.netlab import state
     removed = state.cleanup_leftovers()
+    if mode == "namespaces":
+        from sensormesh.netlab import namespaces
+        try:
+            removed += ["namespace " + n for n in namespaces.cleanup_stale()]
+        except namespaces.NetLabError:
+            pass                   # the run itself will say what is wrong
     if removed:
         on_note("removed what an earlier run left behind: %s" % ", ".join(removed))
     return removed
@@ -92,7 +98,7 @@ def run_experiment(file, runs, settings, out, progress=None, on_run=None, on_eve
         results.close()
         raise
     progress = progress or Progress(len(runs), settings.warmup + settings.duration + START_STOP)
-    clean_leftovers(progress.note)
+    clean_leftovers(progress.note, settings.network_mode)
     outcome = Outcome(out)
     measured = {}                # run id -> latency samples after the warm-up (s)
     title = "Experiment: %s" % file
