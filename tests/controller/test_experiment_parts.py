@@ -360,3 +360,12 @@ def test_the_latency_cdf_starts_at_0_ms_and_at_fraction_0(tmp_path, monkeypatch)
     plots.draw(str(tmp_path), [row], {"r1": [0.020 + k / 1000.0 for k in range(11)]}, [])
     assert drawn["xlim"][0] == 0.0 and drawn["xlim"][1] >= 30.0
     assert drawn["ylim"][0] == 0.0 and drawn["y0"] == 0.0
+
+
+def test_a_runs_dropped_latency_samples_count_in_its_window():
+    # a board dropped latency samples (not polled in time): the run says how many, counted
+    # like the other counters from the end of the warm-up (4 s) to the end of the duration (8 s)
+    samples = [(t, "device", "b", "b", "latency_dropped", 3 * t) for t in range(0, 11)]
+    samples += [(t, "device", "p", "p", "latency_dropped", 0) for t in range(0, 11)]
+    m = measures.measure(samples, [], 4.0, [], [], {}, {"b": "micropython", "p": "cpython"}, end=8.0)
+    assert m["latency"]["dropped"] == 12

@@ -35,7 +35,7 @@ from sensormesh.controller.observe.files import _Batched
 RUN_COLUMNS = ("run", "placement", "strategy", "network", "delay_ms", "repeat", "status", "reason",
                "started", "warmup_s", "duration_s", "window_s", "values_in", "values_out",
                "values_in_per_s", "values_out_per_s", "latency_n", "latency_p50_ms", "latency_p95_ms",
-               "latency_p99_ms", "latency_bound_ms", "bytes", "bytes_per_s", "run_wall_s")
+               "latency_p99_ms", "latency_bound_ms", "latency_dropped", "bytes", "bytes_per_s", "run_wall_s")
 DEVICE_COLUMNS = ("busy", "cpu", "heap_free_min", "rss_max")
 
 SCHEMA = """
