@@ -140,6 +140,12 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
             runner.check_network(model, network)
         except PipelineError as e:
             raise click.BadParameter(str(e), param_hint="--network")
+    if network or network_mode != "auto":
+        from sensormesh.netlab.emulation import EmulationError, check_mode
+        try:
+            check_mode(model, network_mode)
+        except EmulationError as e:
+            raise click.BadParameter(str(e), param_hint="--network-mode")
     listen = None
     if dashboard is not None:
         from sensormesh.controller.observe.dashboard import DashboardError, parse_listen

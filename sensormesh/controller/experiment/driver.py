@@ -41,18 +41,12 @@ def resolve_mode(mode, on_note, model=None):
     runs here, so a file with a device that is not `local: true` gets loopback under auto (as
     `up` does, saying so) and is refused under namespaces (ModeError), before any run starts, as
     is namespaces on a machine that cannot build them (not root, tools missing)."""
+    from sensormesh.netlab.emulation import EmulationError, check_mode
+    try:
+        check_mode(model, mode)
+    except EmulationError as e:
+        raise ModeError(str(e)) from None
     remote = sorted(d.name for d in model.devices.values() if not d.local) if model is not None else []
-    if remote and mode == "namespaces":
-        raise ModeError("in network namespaces every device runs here, so every device of the file "
-                        "must be local: true (not: %s); --network-mode loopback keeps the others at "
-                        "their addresses, unshaped" % ", ".join(remote))
-    if mode == "namespaces":       # refused now, not in every run
-        from sensormesh.netlab import namespaces
-        try:
-            namespaces.preflight()
-        except namespaces.NetLabUnavailable as e:
-            raise ModeError("cannot build network namespaces: %s (--network-mode loopback needs no "
-                            "root)" % e) from None
     if mode != "auto":
         return mode
     if remote:
