@@ -170,3 +170,24 @@ def test_devices_elsewhere_keep_their_addresses_on_loopback(tmp_path, monkeypatc
     monkeypatch.setattr(namespaces, "preflight", lambda: None)     # as if root: refused first
     with pytest.raises(EmulationError, match="every device of the file must be local: true \\(not: b\\)"):
         Emulation(model, ["lan:delay=1ms"], mode="namespaces").start()
+
+
+def test_up_refuses_namespaces_with_a_device_that_is_not_local_before_starting_anything(tmp_path):
+    # a board at its own address cannot be put in a namespace: `up --network-mode namespaces`
+    # says so before it starts a device or makes a metrics file, as a bad --network spec is refused
+    from test_up import cli
+    (tmp_path / "r.yaml").write_text(
+        "pipeline: remote\n"
+        "devices:\n"
+        "  board: {address: \"127.0.0.1:1\", sensors: [\"n=counter@5\"]}\n"
+        "  pc: {interpreter: cpython, local: true}\n"
+        "steps:\n"
+        "  n: {type: source, sensor: n}\n"
+        "sinks:\n"
+        "  out: {type: callback, input: n, on: pc}\n")
+    res = cli("up", str(tmp_path / "r.yaml"), "--network", "default:delay=5ms", "--network-mode", "namespaces",
+              "--insecure", "--duration", "1", cwd=str(tmp_path))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Invalid value for --network-mode: in network namespaces every device runs here, so every " \
+           "device of the file must be local: true (not: board)" in res.stderr
+    assert "starting" not in res.stdout and not (tmp_path / ".sensormesh").exists()

@@ -390,3 +390,166 @@ def test_bad_input_is_refused_before_anything_starts(tmp_path):
     assert res.returncode == 1, res.stdout + res.stderr
     assert ("Error: cannot write the results to %s: Not a directory: " % (out / "runs.csv" / "new")) in res.stderr
     assert "Traceback" not in res.stderr and "run 1" not in res.stdout
+
+
+def test_an_experiment_after_a_crash_removes_what_the_crashed_run_left_and_names_it(tmp_path, monkeypatch):
+    # a controller killed with SIGKILL leaves its record (.sensormesh/netlab-PID.json) with a
+    # device still running and its temporary folder; the next experiment in that directory
+    # removes them before its first run, whether its runs emulate a network or not, and says so
+    # without -v
+    import subprocess
+    import sys
+    from sensormesh.netlab import state
+    monkeypatch.chdir(tmp_path)
+    file = pipeline(tmp_path)
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    folder = tmp_path / "sensormesh-net-left"
+    folder.mkdir()
+    try:
+        (tmp_path / ".sensormesh").mkdir()
+        (tmp_path / ".sensormesh" / "netlab-999999.json").write_text(json.dumps({
+            "owner": {"pid": 999999, "start": 0}, "namespaces": [],
+            "processes": [{"pid": left.pid, "start": state.start_time(left.pid), "what": "device board"}],
+            "files": [str(folder)]}))
+        out = io.StringIO()
+        runs = make_plan([Placement("central", "central")], [])
+        outcome = run_experiment(file, runs, Settings(duration=1.0, warmup=0.0, insecure=True),
+                                 str(tmp_path / "out"), progress=Progress(len(runs), 5.0, out=out, tty=False))
+        assert left.wait(10) is not None          # ended by the clean-up, not by this test
+    finally:
+        if left.poll() is None:
+            left.kill()
+            left.wait()
+    text = out.getvalue()
+    assert "removed what an earlier run left behind: process %d (device board), file %s" % (left.pid, folder) in text
+    assert text.index("removed what") < text.index("run 1/1")
+    assert not folder.exists() and not list((tmp_path / ".sensormesh").glob("netlab-*.json"))
+    assert [r["status"] for r in outcome.rows] == ["ok"]
+
+
+def test_a_second_ctrl_c_ends_the_experiment_at_once_with_130(tmp_path):
+    # the first Ctrl-C stops the run; a second one (the user does not want to wait) ends the
+    # experiment without a traceback: the results of the finished part stay, the exit status is
+    # still 130 (a second Ctrl-C while the plots are drawn leaves them out: the test below)
+    import signal
+    import sys
+    from procs import Proc
+    file = pipeline(tmp_path)
+    out = tmp_path / "results"
+    p = Proc([sys.executable, "-m", "sensormesh.cli", "experiment", file, "--strategies", "central,edge",
+              "--duration", "60", "--warmup", "0", "--insecure", "--out", str(out), "-v"], cwd=str(tmp_path))
+    try:
+        p.wait_line("! deployed (central): board: n; pc: ", timeout=60)
+        p.p.send_signal(signal.SIGINT)
+        p.wait_line("run 1/2 central / - / #1: interrupted", timeout=60)   # the first one was taken
+        p.p.send_signal(signal.SIGINT)        # while the results are written, or just after
+        assert p.p.wait(60) == 130
+        err = p.p.stderr.read()
+    finally:
+        p.stop()
+    assert "Traceback" not in err and "Aborted" not in err, err
+    rows = read_csv(out / "runs.csv")
+    assert [(r["placement"], r["status"]) for r in rows] == [("central", "interrupted")]
+    assert (out / "summary.md").read_text().startswith("# ")
+
+
+def test_ctrl_c_while_the_plots_are_drawn_leaves_them_out(tmp_path, monkeypatch):
+    # Ctrl-C between runs stops the experiment; a second Ctrl-C while it draws the plots ends it
+    # at once, without a traceback: run_experiment returns, interrupted, with no plots
+    import signal
+    from sensormesh.controller.experiment import driver
+    monkeypatch.chdir(tmp_path)
+    file = pipeline(tmp_path)
+    runs = make_plan([Placement("central", "central"), Placement("edge", "edge")], [])
+    real = driver.plots.draw
+
+    def draw(*args):
+        signal.raise_signal(signal.SIGINT)
+        return real(*args)
+    monkeypatch.setattr(driver.plots, "draw", draw)
+
+    def on_run(kind, run, row):
+        if kind == "end":
+            signal.raise_signal(signal.SIGINT)
+    before = signal.getsignal(signal.SIGINT)
+    outcome = run_experiment(file, runs, Settings(duration=1.0, warmup=0.0, insecure=True),
+                             str(tmp_path / "out"), on_run=on_run,
+                             progress=Progress(len(runs), 5.0, out=io.StringIO(), tty=False))
+    assert signal.getsignal(signal.SIGINT) is before
+    assert outcome.interrupted and outcome.signal == signal.SIGINT and outcome.plots == []
+    assert not list((tmp_path / "out").glob("*.png"))
+    assert [(r["placement"], r["status"]) for r in read_csv(tmp_path / "out" / "runs.csv")] == [("central", "ok")]
+
+
+def test_result_files_are_replaced_whole_never_left_truncated(tmp_path, monkeypatch):
+    # a run's tables are rewritten after every run: interrupted while writing them (Ctrl-C, a
+    # full disk) the files keep their last complete content, and no temporary file stays
+    from sensormesh.controller.experiment import driver
+    from sensormesh.controller.experiment import results as results_mod
+    res = results_mod.Results(str(tmp_path / "out"))
+    runs = make_plan([Placement("central", "central"), Placement("edge", "edge")], [])
+    row = {"run": runs[0].id, "placement": "central", "strategy": "central", "network": "-", "repeat": 1,
+           "status": "ok", "reason": "", "devices": {"pc": {"interp": "cpython", "busy": 0.1}},
+           "links": {"board->pc": {"bytes": 10, "bytes_per_s": 1.0}}}
+    res.add(runs[0], row, [(1.0, "out", 0.001, 0.0001)], start=0.0)
+    driver._write_summary(res, res.rows, "t")
+    names = ("runs.csv", "devices.csv", "links.csv", "latency.csv", "summary.md")
+    before = {n: (tmp_path / "out" / n).read_text() for n in names}
+
+    class Cut(Exception):
+        pass
+
+    def cut(*a, **kw):
+        raise Cut()
+    monkeypatch.setattr(results_mod.csv.DictWriter, "writerow", cut)
+    monkeypatch.setattr(results_mod.csv, "writer", cut)
+    with pytest.raises(Cut):
+        res.add(runs[1], dict(row, run=runs[1].id, placement="edge"), [(2.0, "out", 0.002, 0.0001)], start=0.0)
+    monkeypatch.setattr(driver.summary, "markdown", cut)
+    with pytest.raises(Cut):
+        driver._write_summary(res, res.rows, "t")
+    res.close()
+    assert {n: (tmp_path / "out" / n).read_text() for n in names} == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        ["metrics.sqlite", "placements"] + list(names))
+
+
+REMOTE = PIPELINE.replace('local: true%(board)s', 'address: "127.0.0.1:%(port)d"')
+
+
+def test_a_device_that_is_not_local_gets_loopback_under_auto_and_is_refused_in_namespaces(tmp_path):
+    # in namespaces every device runs here: a board at its own address cannot be in one. Under
+    # the default mode (auto) the experiment emulates on loopback, as `up` does, and says why;
+    # --network-mode namespaces is refused before anything starts, not run by run
+    from sensormesh.controller.experiment.driver import resolve_mode
+    from sensormesh.controller.pipeline_file import load_model
+    (tmp_path / "small_steps.py").write_text(STEPS)
+    path = tmp_path / "remote.yaml"
+    path.write_text(REMOTE % {"port": 1})
+    notes = []
+    assert resolve_mode("auto", notes.append, load_model(str(path))) == "loopback"
+    assert notes == ["board not local: true, so the runs emulate the network on loopback (in namespaces "
+                     "every device must run here)"]
+    out = tmp_path / "out"
+    res = cli("experiment", str(path), "--strategies", "central", "--network", "wifi:delay=5ms",
+              "--network-mode", "namespaces", "--out", str(out), cwd=str(tmp_path))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "every device of the file must be local: true (not: board)" in res.stderr
+    assert not out.exists() and "run 1" not in res.stdout
+
+
+def test_namespaces_where_they_cannot_be_built_are_refused_before_the_first_run(tmp_path, monkeypatch):
+    # --network-mode namespaces without root (here: preflight says so): one error before anything
+    # starts, not a failed run for every combination
+    from sensormesh.controller.experiment.driver import ModeError, resolve_mode
+    from sensormesh.netlab import namespaces
+
+    def not_root():
+        raise namespaces.NetLabUnavailable("the network lab needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN); run as root")
+    monkeypatch.setattr(namespaces, "preflight", not_root)
+    with pytest.raises(ModeError, match=r"cannot build network namespaces: the network lab needs root .*"
+                                        r"--network-mode loopback needs no root"):
+        resolve_mode("namespaces", print)
+    notes = []
+    assert resolve_mode("auto", notes.append) == "loopback" and "needs root" in notes[0]
+    assert resolve_mode("loopback", notes.append) == "loopback"

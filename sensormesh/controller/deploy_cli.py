@@ -140,6 +140,12 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
             runner.check_network(model, network)
         except PipelineError as e:
             raise click.BadParameter(str(e), param_hint="--network")
+    if network or network_mode != "auto":
+        from sensormesh.netlab.emulation import EmulationError, check_mode
+        try:
+            check_mode(model, network_mode)
+        except EmulationError as e:
+            raise click.BadParameter(str(e), param_hint="--network-mode")
     listen = None
     if dashboard is not None:
         from sensormesh.controller.observe.dashboard import DashboardError, parse_listen
@@ -237,7 +243,8 @@ def _step_line(sid, s):
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @_timeout
-@click.option("--json", "as_json", is_flag=True, help="Print the raw status of every device as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status of every device as JSON (with --watch: "
+              "JSON Lines, one object per poll with the status and the metrics).")
 @_keys
 @_insecure
 @click.option("--watch", "watch_", is_flag=True,
@@ -261,20 +268,31 @@ def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duratio
         if interval <= 0:
             raise click.BadParameter("must be more than 0", param_hint="--interval")
         obs = observation(model, metrics_out, no_metrics_file)
+        from sensormesh.controller.observe.cli import Terminated
         from sensormesh.controller.observe.top import rates_line
+        term = Terminated()
         seen = {"unreachable": False}
 
         def show(st, areas):
+            if as_json:       # JSON Lines: one object per round, nothing else on stdout
+                seen["unreachable"] = any("error" in s for s in st.values())
+                click.echo(watch_json_line(time.time(), st, areas, obs.store.view()))
+                return
             click.echo("-- %s" % time.strftime("%H:%M:%S"))
             seen["unreachable"] = _show_status(st, areas, as_json, verbose, domains)
             click.echo(rates_line(obs.store.view()))
         try:
             poll_rounds(sup, obs, interval, duration, show)
+        except KeyboardInterrupt:        # SIGTERM while a round was shown: it ends as within one
+            if term.signum is None:
+                raise
         finally:
             sup.close()
             obs.close()
-        if obs.path:
-            click.echo("metrics written to %s" % obs.path)
+            term.restore()
+        if obs.path:      # with --json on stderr: stdout holds the JSON lines only
+            click.echo("metrics written to %s" % obs.path, err=as_json)
+        term.exit_if_hit()
         if seen["unreachable"]:
             sys.exit(1)
         return
@@ -284,6 +302,26 @@ def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duratio
         sup.close()
     if _show_status(st, areas, as_json, verbose, domains):
         sys.exit(1)
+
+
+def watch_json_line(t, st, areas, view):
+    """One round of `status --watch --json` as one line of JSON: the time (Unix seconds), every
+    device's raw status, the affected area in words and the metrics the store derived (devices'
+    load and memory, step and pipe rates, end-to-end latency; null where not known yet)."""
+    import json
+    import math
+
+    def finite(x):
+        if isinstance(x, float):
+            return x if math.isfinite(x) else None
+        if isinstance(x, dict):
+            return {str(k): finite(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [finite(v) for v in x]
+        return x
+    metrics = {k: view.get(k) for k in ("devices", "steps", "pipes", "latency")}
+    return json.dumps(finite({"t": t, "status": st, "affected": list(areas or []), "metrics": metrics}),
+                      sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _state(s):

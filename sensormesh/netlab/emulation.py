@@ -52,6 +52,25 @@ class EmulationError(RuntimeError):
     """The emulated network cannot be built or used; the message says why."""
 
 
+def check_mode(model, mode):
+    """Raise EmulationError when `mode` "namespaces" cannot hold model's network here: a device
+    that is not local (a namespace holds only a device that runs here), or a machine that
+    cannot build namespaces (not root, tools missing). Other modes always can."""
+    if mode != "namespaces":
+        return
+    remote = sorted(d.name for d in model.devices.values() if not d.local) if model is not None else []
+    if remote:
+        raise EmulationError("in network namespaces every device runs here, so every device of the "
+                             "file must be local: true (not: %s); --network-mode loopback keeps the "
+                             "others at their addresses, unshaped" % ", ".join(remote))
+    from sensormesh.netlab import namespaces
+    try:
+        namespaces.preflight()
+    except namespaces.NetLabUnavailable as e:
+        raise EmulationError("cannot build network namespaces: %s (--network-mode loopback needs "
+                             "no root)" % e) from None
+
+
 def network_keys(topology, device):
     """The networks `device` can be dialed in: ("domain D", key D) for its domains and
     ("link A->B", key "A->B") for links into them, as (via, key, domain of the address)."""
@@ -231,6 +250,9 @@ class Emulation:
                                  % ", ".join(remote))
         self.lab = namespaces.NetLab(self.topology, on_create=self.state.add_namespace)
         self.lab.start()
+        if self.lab.stale_removed:    # of dead runs whose record is elsewhere (another directory)
+            self.on_event("removed what an earlier run left behind: %s" % ", ".join(
+                "namespace " + n for n in self.lab.stale_removed))
         for dev in self.local_devices():
             if dev.name not in self.lab.host_domains:
                 raise EmulationError("device %s is in no domain of the network" % dev.name)

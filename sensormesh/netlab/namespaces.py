@@ -231,6 +231,7 @@ class NetLab:
         self._procs = {h: [] for h in self.hosts}
         self._outbuf = {}
         self._started = False
+        self.stale_removed = []
 
     # --- names and addresses ------------------------------------------------------------------
 
@@ -300,7 +301,7 @@ class NetLab:
 
     def start(self):
         preflight()
-        cleanup_stale()
+        self.stale_removed = cleanup_stale()     # names, for the caller to say what it removed
         self._remove_own()
         self._started = True
         try:

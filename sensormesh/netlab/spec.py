@@ -208,6 +208,9 @@ def parse(text):
             values[key] = _bps(text, value)
         else:
             values[key] = _time(text, key, value)
+            if key == "rto" and values[key] <= 0:
+                raise _bad(text, "rto=%s: a loss stalls the connection for a retransmission timeout "
+                                 "longer than 0 (e.g. rto=200ms, TCP's least)" % value)
     cond = Condition(**values)
     if cond.jitter > cond.delay:
         raise _bad(text, "jitter (%s) larger than delay (%s) would need negative delays"

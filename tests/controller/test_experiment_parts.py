@@ -337,3 +337,35 @@ def test_a_placement_file_gets_every_problem_at_once_with_its_line_and_a_suggest
         "  %s:5:8: step big on 'bord' (did you mean 'board'?), which is no device of the pipeline "
         "(devices: board, pc)" % bad,
         "  %s:6:3: 'big' is given twice (first on line 5)" % bad]
+
+
+def test_the_latency_cdf_starts_at_0_ms_and_at_fraction_0(tmp_path, monkeypatch):
+    # the CDF of a run whose latencies lie between 20 and 30 ms: its axis begins at 0 ms (so the
+    # distance from 0 shows) and its curve at fraction 0 (not at 1/n of the first sample)
+    from sensormesh.controller.experiment import plots
+    assert plots.cdf_points([3.0, 1.0, 2.0]) == ([1.0, 1.0, 2.0, 3.0], [0.0, pytest.approx(1 / 3),
+                                                                        pytest.approx(2 / 3), 1.0])
+    drawn = {}
+    real = plots._save
+
+    def save(fig, path):
+        if path.endswith("latency_cdf.png"):
+            ax = fig.axes[0]
+            drawn["xlim"], drawn["ylim"] = ax.get_xlim(), ax.get_ylim()
+            drawn["y0"] = list(ax.lines[0].get_ydata())[0]
+        return real(fig, path)
+    monkeypatch.setattr(plots, "_save", save)
+    row = {"run": "r1", "placement": "edge", "network": "-", "status": "ok", "values_out_per_s": 1.0,
+           "devices": {}, "links": {}}
+    plots.draw(str(tmp_path), [row], {"r1": [0.020 + k / 1000.0 for k in range(11)]}, [])
+    assert drawn["xlim"][0] == 0.0 and drawn["xlim"][1] >= 30.0
+    assert drawn["ylim"][0] == 0.0 and drawn["y0"] == 0.0
+
+
+def test_a_runs_dropped_latency_samples_count_in_its_window():
+    # a board dropped latency samples (not polled in time): the run says how many, counted
+    # like the other counters from the end of the warm-up (4 s) to the end of the duration (8 s)
+    samples = [(t, "device", "b", "b", "latency_dropped", 3 * t) for t in range(0, 11)]
+    samples += [(t, "device", "p", "p", "latency_dropped", 0) for t in range(0, 11)]
+    m = measures.measure(samples, [], 4.0, [], [], {}, {"b": "micropython", "p": "cpython"}, end=8.0)
+    assert m["latency"]["dropped"] == 12

@@ -47,6 +47,8 @@ def test_a_link_units_and_spaces():
     ("boards:rate=10bit", "between 1kbit and 100gbit"),
     ("boards:delay=5ms,jitter=10ms", "jitter (10ms) larger than delay (5ms)"),
     ("boards:delay=90s", "more than 60s"),
+    ("boards:loss=1%,rto=0ms", "rto=0ms: a loss stalls the connection for a retransmission timeout longer than 0"),
+    ("boards:loss=1%,rto=0.0s", "rto=0.0s: a loss stalls"),
     ("a->:delay=1ms", "a link is written FROM->TO"),
     ("bo ards:delay=1ms", "is not a domain name"),
 ])

@@ -136,3 +136,24 @@ def test_after_sigkill_the_next_run_removes_namespaces_and_processes(tmp_path):
     # one still runs now is a race; that they are recorded for the next run is not
     assert recorded(str(tmp_path))["processes"], recorded(str(tmp_path))
     next_run_cleans(tmp_path, "namespaces", rec)
+
+
+@pytest.mark.netns
+def test_namespaces_of_a_dead_run_from_another_directory_are_removed_and_named(tmp_path, monkeypatch):
+    # a run killed in another directory left its namespace and a record this directory does not
+    # have: the next run here still removes the namespace, and says so
+    import subprocess
+    netlab.require()
+    monkeypatch.chdir(tmp_path)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    name = "%s%dr0-h-x" % (netlab.FAMILY, dead.pid)
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    events = []
+    try:
+        with Emulation(load_model(rtt_file(tmp_path)), ["lan:delay=5ms"], mode="namespaces",
+                       on_event=events.append):
+            assert name not in netlab.namespaces()
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    assert "removed what an earlier run left behind: namespace %s" % name in events

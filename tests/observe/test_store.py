@@ -144,6 +144,17 @@ def test_top_renders_the_rows():
     assert "board-1 10.0%" in line and "smooth->pc 2/s" in line and "alarms e2e p50 3 ms" in line
 
 
+def test_the_first_rates_line_shows_a_dash_for_rates_not_known_yet():
+    # one poll gives no rate (a rate needs two): the line of `status --watch` and `up` says "-"
+    # for it rather than a bare device name, and has numbers once a second poll came
+    store, poll = fed()
+    poll.snapshot("board", 10.0, 0, 0, {"avg": step(0, 0, 0)}, {"avg->pc": pipe(0, 0)})
+    line = rates_line(store.view())
+    assert line.startswith("rates: load board - | pipes avg->pc -/s"), line
+    poll.snapshot("board", 11.0, 250_000, 1_000_000, {"avg": step(100, 10, 0)}, {"avg->pc": pipe(10, 400)})
+    assert rates_line(store.view()).startswith("rates: load board 25.0% | pipes avg->pc 10/s")
+
+
 def test_a_restart_is_one_reset_and_one_event_not_one_per_counter():
     """A restart resets every counter of the device at once: the views must get one event saying
     so (not one per counter, which pushes failures and re-routes out of the last events shown)
@@ -235,3 +246,29 @@ def test_a_device_with_its_metrics_off_has_no_loop_load():
     assert "100.0%" not in render_text(v) and "100.0%" not in rates_line(v)
     from sensormesh.controller.observe.prom import exposition
     assert 'sensormesh_device_loop_busy_seconds_total{device="b"}' not in exposition(store)[0].decode()
+
+
+def test_latency_samples_a_device_dropped_are_kept_in_the_file_and_on_metrics(tmp_path):
+    # a device that could not hand out every latency sample counts the ones it dropped
+    # (latency_dropped): the metrics file holds that counter, the view its total since the
+    # controller began watching, and /metrics exports it, so the latency figures say what they miss
+    from sensormesh.controller.observe.prom import exposition
+    for name in ("m.sqlite", "m.csv"):
+        path = str(tmp_path / name)
+        store, poll = fed(files.open_writer(path))
+        poll.subscribers.insert(0, lambda item: item.get("metrics", {}).update(
+            latency_dropped=item["t"] // 10 * 3) if "metrics" in item else None)
+        feed_two(poll)             # t = 10, 11, 12: 3 dropped before the controller watched; 3 more by t = 20
+        poll.snapshot("board-1", 20.0, 300_000, 3_000_000, {}, {}, interp="micropython", mem={})
+        v = store.view()
+        assert v["devices"]["board-1"]["latency_dropped"] == 3
+        body = exposition(store)[0].decode()
+        store.close()
+        assert 'sensormesh_device_latency_samples_dropped_total{device="board-1"} 3.0' in body
+        if name.endswith(".sqlite"):
+            rows = sqlite3.connect(path).execute(
+                "SELECT t, value FROM samples WHERE device='board-1' AND metric='latency_dropped' ORDER BY t").fetchall()
+        else:
+            rows = [(float(r["t"]), float(r["value"])) for r in csv.DictReader(open(path))
+                    if r["device"] == "board-1" and r["metric"] == "latency_dropped"]
+        assert rows == [(10.0, 3), (11.0, 3), (12.0, 3), (20.0, 6)]

@@ -65,7 +65,11 @@ def experiment(file, strategies, placement_specs, networks, no_baseline, network
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise click.ClickException("--out %s exists and is not empty: give a new directory" % out)
     progress = Progress(len(runs), warmup + duration + 4.0)
-    mode = resolve_mode(network_mode, progress.note) if conditions else network_mode
+    from sensormesh.controller.experiment.driver import ModeError
+    try:
+        mode = resolve_mode(network_mode, progress.note, model) if conditions else network_mode
+    except ModeError as e:
+        raise click.BadParameter(str(e), param_hint="--network-mode")
     settings = Settings(duration=duration, warmup=warmup, network_mode=mode, insecure=insecure,
                         keys_dir=keys_dir, timeout=timeout)
     progress.note("experiment %s: %d run(s) of %g s + %g s warm-up (%s), results in %s" % (
@@ -78,6 +82,9 @@ def experiment(file, strategies, placement_specs, networks, no_baseline, network
                                  placement_files=[(p.name, p.path) for p in files])
     except ResultsError as e:
         raise click.ClickException(str(e))
+    except KeyboardInterrupt:       # before the runs began, or a signal after the results were written
+        progress.note("interrupted; results in %s" % out)
+        sys.exit(130)
     import signal
     from sensormesh.controller.experiment.one_run import signal_words
     ok = sum(1 for r in outcome.rows if r["status"] == "ok")

@@ -31,11 +31,28 @@ class Outcome:
         return [r for r in self.rows if r["status"] == "failed"]
 
 
-def resolve_mode(mode, on_note):
+class ModeError(ValueError):
+    """The network mode asked for cannot hold this pipeline's devices; the message says why."""
+
+
+def resolve_mode(mode, on_note, model=None):
     """The network mode every emulated run uses (the baseline too, so they compare): auto means
-    namespaces where they can be built, else loopback, decided once."""
+    namespaces where they can be built, else loopback, decided once. In namespaces every device
+    runs here, so a file with a device that is not `local: true` gets loopback under auto (as
+    `up` does, saying so) and is refused under namespaces (ModeError), before any run starts, as
+    is namespaces on a machine that cannot build them (not root, tools missing)."""
+    from sensormesh.netlab.emulation import EmulationError, check_mode
+    try:
+        check_mode(model, mode)
+    except EmulationError as e:
+        raise ModeError(str(e)) from None
+    remote = sorted(d.name for d in model.devices.values() if not d.local) if model is not None else []
     if mode != "auto":
         return mode
+    if remote:
+        on_note("%s not local: true, so the runs emulate the network on loopback (in namespaces "
+                "every device must run here)" % ", ".join(remote))
+        return "loopback"
     from sensormesh.netlab import namespaces
     try:
         namespaces.preflight()
@@ -43,6 +60,24 @@ def resolve_mode(mode, on_note):
     except namespaces.NetLabUnavailable as e:
         on_note("%s; the runs emulate the network on loopback" % e)
         return "loopback"
+
+
+def clean_leftovers(on_note, mode=None):
+    """Before the first run: remove what an earlier run in this directory left behind when it was
+    killed (its devices, relays, namespaces, temporary files; netlab/state.py) and say what, so
+    that an experiment after a crash starts from a clean machine whether its runs emulate a
+    network or not. In namespaces mode also the namespaces of dead runs of other directories."""
+    from sensormesh.netlab import state
+    removed = state.cleanup_leftovers()
+    if mode == "namespaces":
+        from sensormesh.netlab import namespaces
+        try:
+            removed += ["namespace " + n for n in namespaces.cleanup_stale()]
+        except namespaces.NetLabError:
+            pass                   # the run itself will say what is wrong
+    if removed:
+        on_note("removed what an earlier run left behind: %s" % ", ".join(removed))
+    return removed
 
 
 def run_experiment(file, runs, settings, out, progress=None, on_run=None, on_event=None, argv=None,
@@ -57,6 +92,7 @@ def run_experiment(file, runs, settings, out, progress=None, on_run=None, on_eve
         results.close()
         raise
     progress = progress or Progress(len(runs), settings.warmup + settings.duration + START_STOP)
+    clean_leftovers(progress.note, settings.network_mode)
     outcome = Outcome(out)
     measured = {}                # run id -> latency samples after the warm-up (s)
     title = "Experiment: %s" % file
@@ -81,25 +117,34 @@ def run_experiment(file, runs, settings, out, progress=None, on_run=None, on_eve
     except KeyboardInterrupt:        # between two runs
         outcome.interrupted = True
     finally:
-        _write_summary(results, outcome.rows, title)
         try:
-            outcome.plots = plots.draw(out, outcome.rows, measured, results.devices)
+            _write_summary(results, outcome.rows, title)
+            if interrupts.hits < 2:        # a second Ctrl-C: no plots, out at once
+                outcome.plots = plots.draw(out, outcome.rows, measured, results.devices)
+        except KeyboardInterrupt:          # the second one came while these were written
+            outcome.interrupted = True
         finally:
             results.close()
             interrupts.restore()
             outcome.signal = interrupts.signum
+        if interrupts.hits >= 2:
+            outcome.plots = []
+            progress.note("interrupted again: the plots were left out (summary.md and the CSV files "
+                          "hold every finished run)")
     return outcome
 
 
 class Interrupts:
     """Ctrl-C (SIGINT) and SIGTERM during an experiment: both stop it as Ctrl-C does; `signum`
-    is the first that came. Between runs its handler raises KeyboardInterrupt; during a run
-    `up` has its own, and tells note() (one_run.py). Handlers only in the main thread."""
+    is the first that came, `hits` how many came (a second one skips the plots). Between runs
+    its handler raises KeyboardInterrupt; during a run `up` has its own, and tells note()
+    (one_run.py). Handlers only in the main thread."""
 
     def __init__(self):
         import signal
         import threading
         self.signum = None
+        self.hits = 0
         self.old = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -107,6 +152,7 @@ class Interrupts:
 
     def note(self, signum):
         self.signum = self.signum or signum
+        self.hits += 1
 
     def _on_signal(self, signum, frame):
         self.note(signum)
@@ -120,5 +166,6 @@ class Interrupts:
 
 
 def _write_summary(results, rows, title):
-    with open(results.path("summary.md"), "w") as f:
-        f.write(summary.markdown(rows, results.devices, title))
+    from sensormesh.controller.experiment.results import replace_file
+    text = summary.markdown(rows, results.devices, title)
+    replace_file(results.path("summary.md"), lambda f: f.write(text))

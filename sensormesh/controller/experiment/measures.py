@@ -107,4 +107,8 @@ def measure(samples, latencies, start, sources, sinks, pipes, interp, end=None):
     m["latency"] = latency_ms([lat for t, sink, lat, bound in latencies if t is not None and t >= start])
     bounds = [b for t, sink, lat, b in latencies if t is not None and t >= start and b is not None]
     m["latency"]["bound_ms"] = max(bounds) * 1000.0 if bounds else None
+    # latency samples the devices dropped in the window (not polled in time): the percentiles
+    # rest on latency_n samples and miss these
+    m["latency"]["dropped"] = sum(increase(ser.get(("device", dev, dev, "latency_dropped"), ()))[0]
+                                  for dev in sorted(interp))
     return m

@@ -183,7 +183,8 @@ def run_one(file, run, settings, results, tick=None, on_event=None, interrupts=N
         row.update({"window_s": m["window_s"], "values_in": m["values_in"], "values_out": m["values_out"],
                     "values_in_per_s": m["values_in_per_s"], "values_out_per_s": m["values_out_per_s"],
                     "latency_n": lat["n"], "latency_p50_ms": lat["p50"], "latency_p95_ms": lat["p95"],
-                    "latency_p99_ms": lat["p99"], "latency_bound_ms": lat["bound_ms"], "bytes": m["bytes"],
+                    "latency_p99_ms": lat["p99"], "latency_bound_ms": lat["bound_ms"],
+                    "latency_dropped": lat["dropped"], "bytes": m["bytes"],
                     "bytes_per_s": m["bytes_per_s"], "devices": m["devices"], "links": m["links"]})
     if row["status"] == "failed" and not row["reason"]:
         row["reason"] = "unknown"

@@ -46,11 +46,27 @@ def _panels(plt, n, width=5.0, height=3.4):
 
 
 def _save(fig, path):
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    """Write the figure to a temporary file and rename it to `path` (never a half-written PNG)."""
     import matplotlib.pyplot as plt
-    plt.close(fig)
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    try:
+        fig.tight_layout()
+        fig.savefig(tmp, dpi=DPI, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
+
+
+def cdf_points(values):
+    """The empirical CDF of values as step points (x, fraction of values <= x), starting at
+    fraction 0 at the smallest value: ([x0, x0, x1, ...], [0, 1/n, 2/n, ...])."""
+    xs = sorted(values)
+    if not xs:
+        return [], []
+    return [xs[0]] + xs, [0.0] + [(i + 1) / len(xs) for i in range(len(xs))]
 
 
 def draw(out, rows, latencies, devices):
@@ -69,10 +85,16 @@ def draw(out, rows, latencies, devices):
     # latency CDF
     fig, axes = _panels(plt, len(nets))
     for ax, n in zip(axes, nets):
+        lowest = 0.0
         for p in places:
-            xs = sorted(v * 1000.0 for r in runs(p, n) for v in latencies.get(r["run"], ()))
+            xs, ys = cdf_points(v * 1000.0 for r in runs(p, n) for v in latencies.get(r["run"], ()))
             if xs:
-                ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post", label=p)
+                ax.step(xs, ys, where="post", label=p)
+                lowest = min(lowest, xs[0])
+        # from 0 ms (or the lowest sample: a latency within the clock bounds can be negative),
+        # so the distance from 0 shows, and from fraction 0
+        ax.set_xlim(left=lowest)
+        ax.set_ylim(0, 1.02)
         ax.set_title("network: %s" % n, fontsize=10)
         ax.set_xlabel("end-to-end latency (ms)")
         ax.set_ylabel("fraction of values")

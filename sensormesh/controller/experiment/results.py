@@ -13,6 +13,9 @@
     environment.json  versions (sensormesh, Python, MicroPython, OS), the command and settings
 
 runs.csv is rewritten after every run, so a run cut short (Ctrl-C) leaves the finished ones.
+Every file is written whole to a temporary file beside it and renamed over the old one
+(`replace_file`), so a controller killed or interrupted while writing leaves the previous
+complete file, never a truncated one.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from sensormesh.controller.observe.files import _Batched
 RUN_COLUMNS = ("run", "placement", "strategy", "network", "delay_ms", "repeat", "status", "reason",
                "started", "warmup_s", "duration_s", "window_s", "values_in", "values_out",
                "values_in_per_s", "values_out_per_s", "latency_n", "latency_p50_ms", "latency_p95_ms",
-               "latency_p99_ms", "latency_bound_ms", "bytes", "bytes_per_s", "run_wall_s")
+               "latency_p99_ms", "latency_bound_ms", "latency_dropped", "bytes", "bytes_per_s", "run_wall_s")
 DEVICE_COLUMNS = ("busy", "cpu", "heap_free_min", "rss_max")
 
 SCHEMA = """
@@ -46,6 +49,23 @@ CREATE INDEX IF NOT EXISTS samples_by_run ON samples (run, kind, entity, metric,
 
 class ResultsError(Exception):
     pass
+
+
+def replace_file(path, write, newline=None):
+    """Write `path` at once: write(f) fills a temporary file in the same directory, which then
+    replaces `path` (a rename: a reader, or a run killed meanwhile, sees the old file or the new
+    one, never a part). A failure (or Ctrl-C) while writing leaves the old file and no temporary one."""
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    try:
+        with open(tmp, "w", newline=newline) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 class RunWriter(_Batched):
@@ -84,21 +104,19 @@ class Results:
 
     def __init__(self, out):
         self.out = out
-        self.db = self.latency_file = None
+        self.db = None
+        self.latency_rows = []            # every row of latency.csv below its header
         try:
             os.makedirs(os.path.join(out, "placements"), exist_ok=True)
             self.db = sqlite3.connect(os.path.join(out, "metrics.sqlite"), check_same_thread=False)
             self.db.executescript(SCHEMA)
-            self.latency_file = open(os.path.join(out, "latency.csv"), "w", newline="")
+            self._write_latency()
         except (OSError, sqlite3.Error) as e:
             self.close()
             raise ResultsError("cannot write the results to %s: %s" % (out, _why(e)))
         self.rows = []                    # one dict per finished run
         self.outside = {}                 # step module as the file names it -> its copy (save_inputs)
         self.devices = []                 # device names of the runs.csv columns, in order
-        self.latency_csv = csv.writer(self.latency_file)
-        self.latency_csv.writerow(("run", "placement", "network", "repeat", "phase", "t", "sink",
-                                   "latency_ms", "bound_ms"))
 
     def path(self, *parts):
         return os.path.join(self.out, *parts)
@@ -121,43 +139,54 @@ class Results:
             self.db.execute("UPDATE runs SET status = ? WHERE run = ?", (row["status"], run.id))
         for t, sink, lat, bound in latencies:
             phase = "measure" if start is not None and t >= start else "warmup"
-            self.latency_csv.writerow((run.id, run.placement.name, run.network.name, run.repeat, phase,
-                                       "%.6f" % t, sink, "%.3f" % (lat * 1000.0),
-                                       "" if bound is None else "%.3f" % (bound * 1000.0)))
-        self.latency_file.flush()
+            self.latency_rows.append((run.id, run.placement.name, run.network.name, run.repeat, phase,
+                                      "%.6f" % t, sink, "%.3f" % (lat * 1000.0),
+                                      "" if bound is None else "%.3f" % (bound * 1000.0)))
+        self._write_latency()
         if placement is not None:
-            with open(self.path("placements", run.id + ".json"), "w") as f:
-                json.dump(placement, f, indent=2, sort_keys=True)
+            replace_file(self.path("placements", run.id + ".json"),
+                         lambda f: json.dump(placement, f, indent=2, sort_keys=True))
         self.write_tables()
+
+    def _write_latency(self):
+        def write(f):
+            w = csv.writer(f)
+            w.writerow(("run", "placement", "network", "repeat", "phase", "t", "sink", "latency_ms", "bound_ms"))
+            w.writerows(self.latency_rows)
+        replace_file(self.path("latency.csv"), write, newline="")
 
     def write_tables(self):
         cols = list(RUN_COLUMNS) + ["%s_%s" % (c, d) for d in self.devices for c in DEVICE_COLUMNS]
-        with open(self.path("runs.csv"), "w", newline="") as f:
-            w = csv.DictWriter(f, cols, extrasaction="ignore")
-            w.writeheader()
-            for row in self.rows:
-                flat = {k: _cell(row.get(k)) for k in RUN_COLUMNS}
-                for d, vals in (row.get("devices") or {}).items():
-                    for c in DEVICE_COLUMNS:
-                        flat["%s_%s" % (c, d)] = _cell(vals.get(c))
-                w.writerow(flat)
         key = ("run", "placement", "network", "repeat")
-        with open(self.path("devices.csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(key + ("device", "interp") + DEVICE_COLUMNS)
-            for row in self.rows:
-                for d, vals in (row.get("devices") or {}).items():
-                    w.writerow([row[k] for k in key] + [d, vals.get("interp")] + [_cell(vals.get(c)) for c in DEVICE_COLUMNS])
-        with open(self.path("links.csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(key + ("link", "bytes", "bytes_per_s"))
-            for row in self.rows:
-                for link, vals in sorted((row.get("links") or {}).items()):
-                    w.writerow([row[k] for k in key] + [link, _cell(vals["bytes"]), _cell(vals["bytes_per_s"])])
+        replace_file(self.path("runs.csv"), lambda f: self._runs_csv(f, cols), newline="")
+        replace_file(self.path("devices.csv"), lambda f: self._devices_csv(f, key), newline="")
+        replace_file(self.path("links.csv"), lambda f: self._links_csv(f, key), newline="")
+
+    def _runs_csv(self, f, cols):
+        w = csv.DictWriter(f, cols, extrasaction="ignore")
+        w.writeheader()
+        for row in self.rows:
+            flat = {k: _cell(row.get(k)) for k in RUN_COLUMNS}
+            for d, vals in (row.get("devices") or {}).items():
+                for c in DEVICE_COLUMNS:
+                    flat["%s_%s" % (c, d)] = _cell(vals.get(c))
+            w.writerow(flat)
+
+    def _devices_csv(self, f, key):
+        w = csv.writer(f)
+        w.writerow(key + ("device", "interp") + DEVICE_COLUMNS)
+        for row in self.rows:
+            for d, vals in (row.get("devices") or {}).items():
+                w.writerow([row[k] for k in key] + [d, vals.get("interp")] + [_cell(vals.get(c)) for c in DEVICE_COLUMNS])
+
+    def _links_csv(self, f, key):
+        w = csv.writer(f)
+        w.writerow(key + ("link", "bytes", "bytes_per_s"))
+        for row in self.rows:
+            for link, vals in sorted((row.get("links") or {}).items()):
+                w.writerow([row[k] for k in key] + [link, _cell(vals["bytes"]), _cell(vals["bytes_per_s"])])
 
     def close(self):
-        if self.latency_file is not None:
-            self.latency_file.close()
         if self.db is not None:
             self.db.close()
 
@@ -202,8 +231,7 @@ class Results:
         if self.outside:
             env["step_modules_outside"] = dict(self.outside)
         try:
-            with open(self.path("environment.json"), "w") as f:
-                json.dump(env, f, indent=2, sort_keys=True)
+            replace_file(self.path("environment.json"), lambda f: json.dump(env, f, indent=2, sort_keys=True))
         except OSError as e:
             raise ResultsError("cannot write %s: %s" % (self.path("environment.json"), _why(e)))
         return env

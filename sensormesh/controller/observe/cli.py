@@ -30,6 +30,39 @@ def observation(model, metrics_out, no_file, echo=None, line_every=None):
         raise click.ClickException(str(e))
 
 
+class Terminated:
+    """SIGTERM (a service manager, `kill`) ends `top` and `status --watch` as Ctrl-C does: the
+    first one raises KeyboardInterrupt where the command waits, so the metrics file is finished
+    and the sessions closed; `signum` says it came, and the command then exits 143 (128 + 15,
+    as a shell reports a process ended by SIGTERM). Later ones are only noted, so the clean-up
+    itself is never cut short. Only in the main thread; restore() gives the old handler back."""
+
+    def __init__(self):
+        import signal
+        import threading
+        self.signum = None
+        self.old = None
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        first = self.signum is None
+        self.signum = signum
+        if first:
+            raise KeyboardInterrupt
+
+    def restore(self):
+        import signal
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
+            self.old = None
+
+    def exit_if_hit(self):
+        if self.signum is not None:
+            import sys
+            sys.exit(128 + self.signum)
+
+
 def poll_rounds(sup, obs, interval, duration, on_round):
     """Ask every device for its status each `interval` s (feeding obs), call on_round(st, areas)
     after each round, until `duration` s pass (0: until Ctrl-C). Returns why it ended."""
@@ -84,6 +117,7 @@ def top(file, interval, duration, timeout, keys_dir, insecure, metrics_out, no_m
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
+    term = Terminated()
     try:
         if console.is_terminal:
             with Live(render(obs.store.view()), console=console, refresh_per_second=4, screen=False,
@@ -92,8 +126,13 @@ def top(file, interval, duration, timeout, keys_dir, insecure, metrics_out, no_m
         else:             # output to a file or pipe: the last view once, whole
             poll_rounds(sup, obs, interval, duration, lambda st, areas: None)
             console.print(render(obs.store.view()))
+    except KeyboardInterrupt:
+        if term.signum is None:
+            raise
     finally:
         sup.close()
         obs.close()
+        term.restore()
     if obs.path:
         click.echo("metrics written to %s" % obs.path)
+    term.exit_if_hit()

@@ -11,7 +11,9 @@ PREFIX = "sensormesh_"
 # (store counter, metric name without _total, help, scale to the metric's unit)
 DEVICE_COUNTERS = (("busy_us", "device_loop_busy_seconds", "Time the device's loop spent working, not waiting in poll", 1e-6),
                    ("wall_us", "device_loop_seconds", "Time the device's loop ran (busy or waiting)", 1e-6),
-                   ("cpu_s", "device_cpu_seconds", "CPU time of the device process (CPython devices)", 1.0))
+                   ("cpu_s", "device_cpu_seconds", "CPU time of the device process (CPython devices)", 1.0),
+                   ("latency_dropped", "device_latency_samples_dropped",
+                    "End-to-end latency samples the device dropped because they were not polled in time", 1.0))
 DEVICE_GAUGES = (("busy", "device_busy_ratio", "Share of the last poll interval the device's loop was busy (0..1)"),
                  ("cpu", "device_cpu_ratio", "CPU seconds per second over the last poll interval"),
                  ("heap_free_bytes", "device_heap_free_bytes", "Free heap (MicroPython devices)"),

@@ -110,6 +110,9 @@ class Store:
             wall = self._counter(t, "device", dev, dev, "wall_us", loop.get("wall_us"))
             if busy is not None and wall is not None and wall[0] > 0:
                 self._gauge(t, "device", dev, dev, "busy", min(1.0, busy[0] / wall[0]))
+            # latency samples the device had to drop (its buffer was full between two polls):
+            # kept as a counter, so the latency figures say what they are missing
+            self._counter(t, "device", dev, dev, "latency_dropped", m.get("latency_dropped"))
             cpu = self._counter(t, "device", dev, dev, "cpu_s", mem.get("cpu_s"))
             if cpu is not None:
                 self._gauge(t, "device", dev, dev, "cpu", cpu[1])
@@ -315,7 +318,8 @@ class Store:
                                 "heap_largest": g("device", dev, dev, "heap_largest_bytes"),
                                 "rss": g("device", dev, dev, "rss_bytes"),
                                 "offset": d.get("offset"), "offset_bound": d.get("offset_bound"),
-                                "resets": self.resets.get(dev, 0)}
+                                "resets": self.resets.get(dev, 0),
+                                "latency_dropped": self.totals.get(("device", dev, dev, "latency_dropped"))}
             for dev in devices:
                 devices[dev]["down"] = down.get(dev)
             steps = {}

@@ -115,7 +115,7 @@ def rates_line(view):
         if d.get("down"):
             bits.append("%s DOWN" % name)
         else:
-            bits.append("%s %s" % (name, pct(load)) if load is not None else name)
+            bits.append("%s %s" % (name, pct(load)))      # "-" until two polls gave a rate
     out = []
     for p in view["pipes"]:
         if p["dir"] == "out" or p["dir"] is None:
