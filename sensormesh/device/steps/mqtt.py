@@ -70,9 +70,7 @@ class _Mqtt(Step):
                 raise self.bad("password-env names %r, which is not set on this device" % env)
             c.username_pw_set(user, pw)
         tls = params.get("tls")
-        if tls:
-            if type(tls) is not dict:
-                tls = {}
+        if type(tls) is dict:          # {}: TLS with the system's CAs
             try:
                 c.tls_set(ca_certs=tls.get("ca"), certfile=tls.get("cert"), keyfile=tls.get("key"))
             except Exception as e:
@@ -342,20 +340,22 @@ HA_DEVICE_CLASSES = ("temperature", "humidity", "carbon_dioxide", "distance", "p
 
 
 class MqttIn(_Mqtt):
-    """Subscribes to a topic filter and feeds what arrives into the pipeline: JSON payloads
-    as their value, anything else as text (plain numbers become numbers)."""
+    """Subscribes to a topic filter ({step} and {device} are filled in) and feeds what arrives
+    into the pipeline: JSON payloads as their value, anything else as text (plain numbers
+    become numbers)."""
     TYPE = "mqtt_in"
     ARGS = ["broker", "topic", "qos", "client-id", "username", "password-env", "tls"]
     INPUTS = (0, 0)
 
     def setup(self, params, n_inputs):
         from sensormesh.device.steps.make import choice_param, str_param
-        self.filter = str_param(self, "topic", None)
-        why = topic_problem(self.filter, True)
+        topic = str_param(self, "topic", None)
+        why = topic_problem(topic, True)
         if why:
-            raise self.bad("topic %r %s" % (self.filter, why))
+            raise self.bad("topic %r %s" % (topic, why))
         self.qos = choice_param(self, "qos", 0, (0, 1, 2))
         self._client(params)
+        self.filter = topic.replace("{step}", self.id).replace("{device}", self.device_name)
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.subscribed = False
