@@ -437,3 +437,28 @@ def test_mqtt_in_fills_in_device_and_step_in_its_topic(broker):
         assert s.n_in == 1 and s.n_out == 1
     finally:
         s.close()
+
+
+def test_mqtt_in_counts_nan_and_infinity_where_they_come_in(broker):
+    """Python's json reads NaN and Infinity, which are not JSON: such a payload is counted (and
+    logged) by mqtt_in as a value it could not take, and the step goes on with the next."""
+    s = build_step("mqtt_in", {"broker": "127.0.0.1:%d" % broker, "topic": "nan/t"})
+    got = []
+    s.emit = got.append
+    try:
+        pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-pub-nan")
+        pub.connect("127.0.0.1", broker)
+        pub.loop_start()
+        for payload in ["NaN", "-Infinity", "[1, NaN]", '{"t": 1e999}', "2.5"]:
+            pub.publish("nan/t", payload, qos=1).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+        deadline = time.monotonic() + 10
+        while s.n_in < 5 and time.monotonic() < deadline:
+            s.client.loop(timeout=0.05)
+        st = s.stats()
+        assert (st["in"], st["out"], st["dropped"], st["errors"]) == (5, 1, 4, 4), st
+        assert got == [2.5]
+        assert any("NaN or infinity" in line for line in s.ctx.logs), s.ctx.logs
+    finally:
+        s.close()

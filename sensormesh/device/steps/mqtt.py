@@ -375,7 +375,12 @@ class MqttIn(_Mqtt):
         self.n_in += 1
         raw = msg.payload
         try:
-            value = json.loads(raw)
+            value = json.loads(raw, parse_constant=_not_finite, parse_float=_finite_float)
+        except NotFinite:
+            # NaN and infinity are not JSON (Python's json reads them all the same): no pipe,
+            # callback or file could carry one, so it is counted here, where it came in
+            self.failed(raw, "mqtt_in payload holds NaN or infinity, which JSON cannot carry")
+            return
         except ValueError:
             try:
                 value = raw.decode()
@@ -387,6 +392,21 @@ class MqttIn(_Mqtt):
 
     def put(self, value):
         raise StepError("step '%s': mqtt_in has no inputs" % self.id)
+
+
+class NotFinite(Exception):
+    pass
+
+
+def _not_finite(word):
+    raise NotFinite(word)
+
+
+def _finite_float(text):
+    f = float(text)
+    if f - f != 0:                   # inf (1e999) or nan
+        raise NotFinite(text)
+    return f
 
 
 CLASSES = {"mqtt_out": MqttOut, "mqtt_in": MqttIn}
