@@ -206,12 +206,7 @@ class Param:
             if not isinstance(value, str) or not _FN_REF.match(value):
                 return "must name code as \"module:name\" or \"path/to/file.py:name\", not %s" % _show(value)
         elif k == "points":
-            if not isinstance(value, list) or len(value) < 2 or not all(
-                    isinstance(pt, list) and len(pt) == 2 and all(
-                        _is_number(v) and math.isfinite(v) for v in pt) for pt in value):
-                return "must be two or more [raw, true] number pairs, not %s" % _show(value)
-            if len({pt[0] for pt in value}) < 2:
-                return "needs at least two different raw values to fit a line"
+            return _points_problem(value)
         elif k == "json":
             try:
                 json.dumps(value, allow_nan=False)
@@ -291,6 +286,37 @@ def _tls_problem(value):
     if "key" in value and "cert" not in value:
         return "key needs cert: a client key is used with its certificate"
     return None
+
+
+def _points_problem(value):
+    """None if `value` is a list of [raw, true] pairs a finite line can be fitted through."""
+    if not isinstance(value, list) or len(value) < 2:
+        return "must be two or more [raw, true] number pairs, not %s" % (
+            "a list of %d" % len(value) if isinstance(value, list) else _show(value))
+    for i, pt in enumerate(value):
+        if not (isinstance(pt, list) and len(pt) == 2 and all(
+                _is_number(v) and math.isfinite(v) for v in pt)):
+            return "point %d of %d must be a [raw, true] pair of finite numbers, not %s" % (
+                i + 1, len(value), json.dumps(pt) if _jsonable(pt) else _show(pt))
+    if len({pt[0] for pt in value}) < 2:
+        return "needs at least two different raw values to fit a line (all points have raw %s)" % value[0][0]
+    from sensormesh.device.steps.filters import fit_line
+    try:
+        k, b = fit_line(value)
+    except (ValueError, OverflowError, ZeroDivisionError):
+        k = b = math.nan        # the raw values differ by too little for floating point
+    if not (math.isfinite(k) and math.isfinite(b)):
+        return ("the line through these points is not finite (slope %r, offset %r): raw values this "
+                "close together, or numbers this large, give no usable calibration" % (k, b))
+    return None
+
+
+def _jsonable(v):
+    try:
+        json.dumps(v, allow_nan=False)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _show(v):
