@@ -373,3 +373,92 @@ def test_credentials_from_the_device_environment(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+class StepCtx:
+    """What an MQTT step needs of its device's runtime, for building one step in a test."""
+
+    class _Timer:
+        def cancel(self):
+            pass
+
+    class _Device:
+        name = "pc"
+
+    device = _Device()
+
+    def __init__(self):
+        self.logs = []
+
+    def call_later(self, ms, fn):
+        return self._Timer()
+
+    def log(self, text):
+        self.logs.append(text)
+
+
+def build_step(kind, params):
+    from sensormesh.device.steps.make import build
+    inputs = ["x"] if kind == "mqtt_out" else []
+    return build({"id": "s", "type": kind, "inputs": inputs, "params": params}, StepCtx())
+
+
+@pytest.mark.parametrize("kind", ["mqtt_out", "mqtt_in"])
+def test_empty_tls_object_means_tls_with_the_system_cas(kind, monkeypatch):
+    """`tls: {}` turns TLS on with the defaults; before, an empty object read as "no TLS" and the
+    step talked to the broker in plain text."""
+    calls = []
+
+    def tls_set(self, **kw):
+        calls.append(kw)
+        raise ValueError("TLS asked for")
+
+    monkeypatch.setattr(paho.Client, "tls_set", tls_set)
+    with pytest.raises(Exception) as e:
+        build_step(kind, {"broker": "127.0.0.1:1", "topic": "a/b", "tls": {}})
+    assert calls == [{"ca_certs": None, "certfile": None, "keyfile": None}], str(e.value)
+    assert "tls: TLS asked for" in str(e.value)
+
+
+def test_mqtt_in_fills_in_device_and_step_in_its_topic(broker):
+    """mqtt_in's topic filter takes {device} and {step} as mqtt_out's topic does."""
+    s = build_step("mqtt_in", {"broker": "127.0.0.1:%d" % broker, "topic": "plant/{device}/{step}/#"})
+    try:
+        assert s.filter == "plant/pc/s/#"
+        pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-pub-placeholders")
+        pub.connect("127.0.0.1", broker)
+        pub.loop_start()
+        pub.publish("plant/pc/s/t", "21.5", qos=1).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+        deadline = time.monotonic() + 10
+        while s.n_in == 0 and time.monotonic() < deadline:
+            s.client.loop(timeout=0.05)         # the device loop's poll, run here
+        assert s.n_in == 1 and s.n_out == 1
+    finally:
+        s.close()
+
+
+def test_mqtt_in_counts_nan_and_infinity_where_they_come_in(broker):
+    """Python's json reads NaN and Infinity, which are not JSON: such a payload is counted (and
+    logged) by mqtt_in as a value it could not take, and the step goes on with the next."""
+    s = build_step("mqtt_in", {"broker": "127.0.0.1:%d" % broker, "topic": "nan/t"})
+    got = []
+    s.emit = got.append
+    try:
+        pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-pub-nan")
+        pub.connect("127.0.0.1", broker)
+        pub.loop_start()
+        for payload in ["NaN", "-Infinity", "[1, NaN]", '{"t": 1e999}', "2.5"]:
+            pub.publish("nan/t", payload, qos=1).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+        deadline = time.monotonic() + 10
+        while s.n_in < 5 and time.monotonic() < deadline:
+            s.client.loop(timeout=0.05)
+        st = s.stats()
+        assert (st["in"], st["out"], st["dropped"], st["errors"]) == (5, 1, 4, 4), st
+        assert got == [2.5]
+        assert any("NaN or infinity" in line for line in s.ctx.logs), s.ctx.logs
+    finally:
+        s.close()

@@ -188,6 +188,36 @@ def test_up_names_a_local_device_that_cannot_start(tmp_path):
     assert not os.path.exists(unix_paths(["pc"])[0])
 
 
+def test_up_refuses_a_pipeline_it_cannot_place_before_starting_any_device(tmp_path, monkeypatch):
+    """A placement that cannot be made is refused first: no local device is started (and then
+    stopped again) for a pipeline that could never run."""
+    path = tmp_path / "big.yaml"
+    path.write_text(textwrap.dedent("""\
+        pipeline: big
+        devices:
+          pc: {interpreter: cpython, sensors: [temperature], local: true}
+          board: {interpreter: micropython, local: true}
+        steps:
+          t: {type: source, sensor: temperature}
+          w: {type: window, values: 10000000, agg: list, input: t, on: board}
+        sinks:
+          k: {type: callback, input: w}
+        """))
+    r = cli("up", str(path), "--insecure")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "device 'board': its sources and pinned steps (w) alone need memory" in r.stderr, r.stderr
+    assert "starting" not in r.stdout and "listening" not in r.stdout + r.stderr, r.stdout + r.stderr
+    # from Python too: up() places before it starts the local devices
+    from sensormesh.api import PipelineError, load
+    from sensormesh.controller.local import LocalCluster
+
+    def start(self, *a, **kw):
+        raise AssertionError("a local device was started for a pipeline that cannot be placed")
+    monkeypatch.setattr(LocalCluster, "start", start)
+    with pytest.raises(PipelineError, match="alone need memory"):
+        load(str(path)).up(insecure=True, duration=1)
+
+
 def test_up_refuses_a_file_without_local_devices(tmp_path):
     path = counting_file(tmp_path, local=False, ports={"a": 1, "b": 2, "c": 3})
     r = cli("up", path)

@@ -206,12 +206,7 @@ class Param:
             if not isinstance(value, str) or not _FN_REF.match(value):
                 return "must name code as \"module:name\" or \"path/to/file.py:name\", not %s" % _show(value)
         elif k == "points":
-            if not isinstance(value, list) or len(value) < 2 or not all(
-                    isinstance(pt, list) and len(pt) == 2 and all(
-                        _is_number(v) and math.isfinite(v) for v in pt) for pt in value):
-                return "must be two or more [raw, true] number pairs, not %s" % _show(value)
-            if len({pt[0] for pt in value}) < 2:
-                return "needs at least two different raw values to fit a line"
+            return _points_problem(value)
         elif k == "json":
             try:
                 json.dumps(value, allow_nan=False)
@@ -223,9 +218,25 @@ class Param:
                 return "must map column names to unit symbols, not %s" % _show(value)
         elif k in ("topic", "topic-filter"):
             from sensormesh.device.steps.mqtt import topic_problem
-            why = topic_problem(value, k == "topic-filter")
+            why = topic_problem(value, k == "topic-filter") or _placeholder_problem(value)
             if why:
                 return "%r %s" % (value, why)
+        elif k == "tls":
+            return _tls_problem(value)
+        elif k == "discovery":
+            if isinstance(value, bool):
+                return None
+            from sensormesh.device.steps.mqtt import topic_problem
+            if not isinstance(value, str) or not value:
+                return ("must be true, false or a topic prefix such as \"homeassistant\", not %s"
+                        % _show(value))
+            why = topic_problem(value, False)
+            if not why and (value.startswith("/") or value.endswith("/") or "//" in value):
+                why = "has an empty level; write the prefix without leading or trailing '/'"
+            if not why and ("{" in value or "}" in value):
+                why = "cannot hold placeholders: the discovery prefix is used as written"
+            if why:
+                return "prefix %r %s" % (value, why)
         elif k == "broker":
             host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -234,6 +245,78 @@ class Param:
             if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
                 return "must be a list of column names, not %s" % _show(value)
         return None
+
+
+# The placeholders an MQTT topic may hold: the device a step runs on and the step's id.
+TOPIC_PLACEHOLDERS = ("device", "step")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+# The keys of an MQTT step's `tls` object (docs/integrations.md).
+TLS_KEYS = ("ca", "cert", "key", "insecure")
+
+
+def _placeholder_problem(topic):
+    """None if every {...} in `topic` is a known placeholder, else what is wrong."""
+    unknown = [n for n in _PLACEHOLDER.findall(topic) if n not in TOPIC_PLACEHOLDERS]
+    if unknown:
+        return ("holds the unknown placeholder {%s}; a topic can use {device} (the device the step "
+                "runs on) and {step} (the step's id)" % unknown[0])
+    rest = _PLACEHOLDER.sub("", topic)
+    if "{" in rest or "}" in rest:
+        return "holds an unmatched '{' or '}'; placeholders are written {device} and {step}"
+    return None
+
+
+def _tls_problem(value):
+    """None if `value` is a valid `tls` object ({} for TLS with the system's CAs)."""
+    if not isinstance(value, dict):
+        return ("must be an object with any of %s ({} for TLS with the system's CAs), not %s"
+                % (", ".join(TLS_KEYS), _show(value)))
+    for k in value:
+        if k not in TLS_KEYS:
+            import difflib
+            close = difflib.get_close_matches(str(k), TLS_KEYS, n=1)
+            return "unknown key %r%s; tls takes %s" % (
+                k, " (did you mean %r?)" % close[0] if close else "", ", ".join(TLS_KEYS))
+    for k in ("ca", "cert", "key"):
+        if k in value and (not isinstance(value[k], str) or not value[k]):
+            return "%s must be a file path on the device, not %s" % (k, _show(value[k]))
+    if "insecure" in value and not isinstance(value["insecure"], bool):
+        return "insecure must be true or false, not %s" % _show(value["insecure"])
+    if "key" in value and "cert" not in value:
+        return "key needs cert: a client key is used with its certificate"
+    return None
+
+
+def _points_problem(value):
+    """None if `value` is a list of [raw, true] pairs a finite line can be fitted through."""
+    if not isinstance(value, list) or len(value) < 2:
+        return "must be two or more [raw, true] number pairs, not %s" % (
+            "a list of %d" % len(value) if isinstance(value, list) else _show(value))
+    for i, pt in enumerate(value):
+        if not (isinstance(pt, list) and len(pt) == 2 and all(
+                _is_number(v) and math.isfinite(v) for v in pt)):
+            return "point %d of %d must be a [raw, true] pair of finite numbers, not %s" % (
+                i + 1, len(value), json.dumps(pt) if _jsonable(pt) else _show(pt))
+    if len({pt[0] for pt in value}) < 2:
+        return "needs at least two different raw values to fit a line (all points have raw %s)" % value[0][0]
+    from sensormesh.device.steps.filters import fit_line
+    try:
+        k, b = fit_line(value)
+    except (ValueError, OverflowError, ZeroDivisionError):
+        k = b = math.nan        # the raw values differ by too little for floating point
+    if not (math.isfinite(k) and math.isfinite(b)):
+        return ("the line through these points is not finite (slope %r, offset %r): raw values this "
+                "close together, or numbers this large, give no usable calibration" % (k, b))
+    return None
+
+
+def _jsonable(v):
+    try:
+        json.dumps(v, allow_nan=False)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _show(v):
@@ -911,8 +994,13 @@ class _MqttStep(StepType):
         Param("client-id", "str", doc="default sensormesh-<device>-<step>"),
         Param("username", "str", doc="user name for the broker"),
         Param("password-env", "str", doc="name of an environment variable on the device holding the password"),
-        Param("tls", "json", doc="{ca, cert, key, insecure}: TLS to the broker ({} for the system CAs)"),
+        Param("tls", "tls", doc="{ca, cert, key, insecure}: TLS to the broker ({} for the system CAs)"),
     )
+
+    def check_rules(self, params, n_inputs):
+        if "password-env" in params and "username" not in params:
+            return [("password-env", "needs username: the broker takes a password only with a user name")]
+        return []
 
 
 class MqttOutSink(_MqttStep):
@@ -925,7 +1013,8 @@ class MqttOutSink(_MqttStep):
         Param("retain", "bool", doc="the broker keeps the last message for new subscribers"),
         Param("time-frame", "int", minimum=0, doc="ms per message (0: one message per value)"),
         Param("offline-buffer", "int", minimum=0, doc="values kept while the broker is away (default 10000)"),
-        Param("discovery", "bool", doc="publish Home Assistant discovery config (homeassistant/sensor/...)"),
+        Param("discovery", "discovery", doc="publish Home Assistant discovery config (true: under "
+              "homeassistant/sensor/..., or a topic prefix of your own)"),
         Param("measures", "json", doc="{quantity, unit} for discovery (default: from the sensors)"),
     )
 
@@ -941,7 +1030,8 @@ class MqttInSource(_MqttStep):
     min_inputs = max_inputs = 0
     doc = "values published to an MQTT topic filter (JSON payloads, or text)"
     params = _MqttStep.CONNECTION + (
-        Param("topic", "topic-filter", required=True, doc="topic filter to subscribe to (+ and # allowed)"),
+        Param("topic", "topic-filter", required=True,
+              doc="topic filter to subscribe to (+ and # allowed; {step} and {device} are filled in)"),
         Param("rate", "number", minimum=0, hint=True, doc="expected messages per second (planning)"),
     )
 

@@ -146,6 +146,10 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
             check_mode(model, network_mode)
         except EmulationError as e:
             raise click.BadParameter(str(e), param_hint="--network-mode")
+    try:            # placed before any device starts (or a metrics file is made)
+        placement = model.place(strategy)
+    except PipelineError as e:
+        raise click.ClickException(str(e))
     listen = None
     if dashboard is not None:
         from sensormesh.controller.observe.dashboard import DashboardError, parse_listen
@@ -180,7 +184,8 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
                           on_event=printer.event, on_line=None if quiet_devices else printer.device_line,
                           on_deliver=printer.deliver, on_deployed=deployed, heap=heap, timeout=timeout,
                           keys_dir=keys_dir, insecure=insecure, network=list(network), network_mode=network_mode,
-                          observe=obs, device_metrics=not no_metrics, on_progress=printer.line)
+                          observe=obs, device_metrics=not no_metrics, on_progress=printer.line,
+                          placement=placement)
     except (PipelineError, LocalError, deploying.DeployError) as e:
         raise click.ClickException(str(e))
     except KeyboardInterrupt:

@@ -478,12 +478,31 @@ class Model:
                     bad("unknown device %r" % (s.on,), s, "on")
             if s.requires is not None and (not isinstance(s.requires, str) or s.requires not in INTERPRETERS):
                 bad("must be cpython or micropython, not %r" % (s.requires,), s, "requires")
+        self._check_client_ids(problems)
         self.consumers = {sid: [] for sid in self.steps}
         for s in self.steps.values():
             if isinstance(s.inputs, list):
                 for ref in s.inputs:
                     if isinstance(ref, str) and ref in self.consumers and s.id not in self.consumers[ref]:
                         self.consumers[ref].append(s.id)
+
+    def _check_client_ids(self, problems):
+        """Two MQTT steps with one client id: a broker disconnects the first when the second
+        connects, and the two would push each other out for ever."""
+        seen = {}
+        for s in self.steps.values():
+            if s.type not in ("mqtt_in", "mqtt_out") or not isinstance(s.params, dict):
+                continue
+            cid = s.params.get("client-id")
+            if not isinstance(cid, str) or not cid:
+                continue
+            if cid in seen:
+                problems.append(Problem(
+                    "client id %r is also the one of step %r; each MQTT step needs a client id of its own "
+                    "(a broker disconnects a client when another connects with its id)" % (cid, seen[cid]),
+                    step=s.id, key="client-id", section="steps"))
+            else:
+                seen[cid] = s.id
 
     def _check_cycles(self, problems):
         g = nx.DiGraph()

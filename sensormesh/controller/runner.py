@@ -258,16 +258,17 @@ def check_network(model, specs):
 
 
 def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeout=5.0, creds=None,
-           progress=None, listen=None, **options):
+           progress=None, listen=None, placement=None, **options):
     """Plan and deploy (all or nothing) along the controller's control routes (direct, forwarded
     through gateways, or registered); returns (placement, assignments, Supervisor). `local`:
     {device: address} of devices `up` started. The Supervisor's watch() re-routes around failed
     gateways and its stop() drains the pipes (controller/supervisor/). progress(text) hears how a
     large deployment goes ("deployed 120/201"). listen: "host:port" where devices that must dial
-    out register with the controller (controller/registrations.py)."""
+    out register with the controller (controller/registrations.py). placement: one made already
+    by model.place(strategy, **options) (`up` places before it starts any device)."""
     from sensormesh.controller.supervisor import Supervisor
-    sup = Supervisor(model, strategy, addresses=local or {}, timeout=timeout, place_options=options, creds=creds,
-                     listen=listen)
+    sup = Supervisor(model, strategy if placement is None else placement, addresses=local or {}, timeout=timeout,
+                     place_options=options, creds=creds, listen=listen)
     sup.progress = progress
     if local:       # devices `up` just started: their callbacks number their values from 0
         sup.deliveries.fresh = True
@@ -363,7 +364,7 @@ def _suggest_name(word, options):
 def up(model, strategy="optimal", duration=None, count=None, until=None, on_event=None, on_line=None,
        on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, keys_dir=None,
        insecure=False, network=None, network_mode="auto", observe=None, mpy=True, device_metrics=True,
-       restarts=5, on_progress=None, on_signal=None, **options):
+       restarts=5, on_progress=None, on_signal=None, placement=None, **options):
     """Start the model's local devices, deploy, call the user's callback functions with the
     values that arrive, stop everything (upstream first, draining) and return the final stats.
 
@@ -401,7 +402,10 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     about once a second (default: on_event).
 
     on_signal(signum): called (from the signal handler) when SIGINT or SIGTERM arrives, to tell
-    one from the other; `up` handles both alike."""
+    one from the other; `up` handles both alike.
+
+    placement: model.place(strategy, **options) made already (the CLI places before it makes a
+    metrics file); otherwise `up` places before it starts anything."""
     import contextlib
     check_run_options(strategy, duration, count, until, timeout, options)
     if count and not callback_names(model):
@@ -424,6 +428,10 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
             shown(text)
     for w in model.warnings:          # what `plan` warns of (no sink, a step nobody reads)
         on_event("warning: %s" % w)
+    # Placed before anything starts: a pipeline that cannot be placed is refused without
+    # starting (and then stopping) a single local device or an emulated network.
+    if placement is None:
+        placement = model.place(strategy, **options)
     got = {"n": 0}
     deliver = dispatcher(model, on_deliver or (lambda device, step, values: None))
 
@@ -482,7 +490,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
         # in an emulated network the controller reaches the devices at the network's addresses
         placement, asg, dep = deploy(model, strategy, local=None if emulation else cluster.addresses,
                                      timeout=timeout, creds=creds, progress=on_progress or on_event,
-                                     listen=listen, **options)
+                                     listen=listen, placement=placement, **options)
         if on_deployed is not None:
             on_deployed(placement, asg)
         if observe is not None:

@@ -136,6 +136,8 @@ class Loop:
                 timeout = timers[0].when - self.now()
                 if timeout < 0:
                     timeout = 0
+                elif timeout > 86400000:
+                    timeout = 86400000     # poll() takes a C int: a 30-day timer waits a day at a time
             else:
                 timeout = -1
         if max_wait >= 0:

@@ -52,6 +52,16 @@ def test_filters_load_place_and_reach_the_assignment(tmp_path):
     ("{type: ema, input: t, alpha: 2}", "alpha"),
     ("{type: delta, input: t}", "exactly one of delta"),
     ("{type: calibrate, input: t, points: [[1, 2]]}", "two or more"),
+    # which point is wrong, and why
+    ("{type: calibrate, input: t, points: [[0, 0], [1, 2], [2]]}",
+     "point 3 of 3 must be a [raw, true] pair of finite numbers, not [2]"),
+    ("{type: calibrate, input: t, points: [[0, 0], [1, true], [2, 4]]}",
+     "point 2 of 3 must be a [raw, true] pair of finite numbers, not [1, true]"),
+    ("{type: calibrate, input: t, points: [[3, 0], [3, 2]]}", "all points have raw 3"),
+    # a line whose slope or offset is not finite: raw values a hair apart, or huge numbers
+    ("{type: calibrate, input: t, points: [[0, 0], [1.0e-320, 1.0e+308]]}", "line through these points is not finite"),
+    ("{type: calibrate, input: t, points: [[1.0e+300, 0], [-1.0e+300, 1.0e+300], [0, -1.0e+300]]}",
+     "line through these points is not finite"),
     ("{type: clamp, input: t, min: 5, max: 1}", "must be <= max"),
     ("{type: quantile, input: t, size: 5, q: 1.5}", "q"),
     ("{type: timeout, input: t}", "time"),

@@ -193,6 +193,62 @@ def test_yaml_syntax_error_has_line(write):
        m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
            qos: true, input: t}
      """, 12, "sinks.m.qos", "must be one of 0|1|2, not true"),
+    # MQTT: unknown keys in tls, a tls that is not an object, a bad discovery prefix, unknown
+    # placeholders in topics, a password without a user, one client id for two steps
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
+           tls: {ca: /etc/ca.pem, insecur: true}, input: t}
+     """, 12, "sinks.m.tls", "unknown key 'insecur' (did you mean 'insecure'?); tls takes ca, cert, key, insecure"),
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
+           tls: true, input: t}
+     """, 12, "sinks.m.tls", "must be an object with any of ca, cert, key, insecure"),
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
+           discovery: "ha/#", input: t}
+     """, 12, "sinks.m.discovery", "prefix 'ha/#' contains the wildcard '#'"),
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
+           discovery: 1, input: t}
+     """, 12, "sinks.m.discovery", "must be true, false or a topic prefix"),
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", input: t,
+           topic: "lab/{device}/{stepid}"}
+     """, 12, "sinks.m.topic", "unknown placeholder {stepid}"),
+    ("""\
+     steps:
+       i: {type: mqtt_in, broker: "127.0.0.1:1883",
+           topic: "lab/{dev}/+"}
+     """, 10, "steps.i.topic", "unknown placeholder {dev}"),
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
+           password-env: MQTT_PW, input: t}
+     """, 12, "sinks.m.password-env", "needs username"),
+    ("""\
+     steps:
+       i: {type: mqtt_in, broker: "127.0.0.1:1883", topic: a, client-id: lab}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
+           input: i, client-id: lab}
+     """, 12, "sinks.m.client-id", "client id 'lab' is also the one of step 'i'"),
     # one parameter in both spellings: neither silently wins
     ("""\
      steps:
@@ -558,3 +614,18 @@ def test_devices_at_different_addresses_and_local_ones_without_a_port_are_fine(w
         devices=False))
     # gw1 and gw2 each run an access point at 192.168.4.1: two networks (domains)
     assert set(m.devices) == {"w1", "w2", "w3", "a1", "a2", "both", "gw1", "gw2"}
+
+
+def test_mqtt_connection_options_that_are_right_load(write):
+    """tls: {} (TLS with the system's CAs), a discovery prefix of one's own and {device}/{step}
+    in both steps' topics are accepted and reach the device as written."""
+    m = load_model(write("""\
+     steps:
+       i: {type: mqtt_in, broker: "127.0.0.1:1883", topic: "lab/{device}/{step}/#", tls: {}}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: "lab/{device}/{step}", input: i,
+           tls: {ca: /etc/ca.pem, cert: c.pem, key: k.pem, insecure: false}, discovery: "ha/lab",
+           username: lab, password-env: MQTT_PW}
+     """))
+    assert m.device_params["i"]["tls"] == {} and m.device_params["i"]["topic"] == "lab/{device}/{step}/#"
+    assert m.device_params["m"]["discovery"] == "ha/lab"

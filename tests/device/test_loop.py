@@ -319,6 +319,29 @@ def test_a_cancelled_timer_leaves_the_loop_at_once():
     assert "gone" not in fired and "deadline" not in fired and kept.timers is None
 
 
+def test_a_timer_further_than_2_31_ms_away_waits_and_fires():
+    # A heartbeat or timeout of 30 days: poll() takes its wait as a C int, so CPython raised
+    # OverflowError and MicroPython waited for ever; the loop waits a day at a time instead.
+    loop = transport.Loop()
+
+    class Poll:
+        waits = []
+
+        def poll(self, ms):
+            self.waits.append(ms)
+            return []
+    loop._poll = Poll()
+    loop.running = True
+    fired = []
+    month = 30 * 24 * 3600 * 1000
+    loop.call_later(month, lambda: fired.append("month"))
+    loop.run_once()
+    assert 0 < Poll.waits[0] <= 86400000 and not fired, Poll.waits
+    loop._now += month          # a month passes
+    loop.run_once()
+    assert fired == ["month"] and Poll.waits[1] == 0, Poll.waits
+
+
 def test_poll_event_bits_are_the_numbers_transport_uses():
     # transport.py and connect.py use these numbers as constants (no names kept on a board)
     import select

@@ -70,9 +70,7 @@ class _Mqtt(Step):
                 raise self.bad("password-env names %r, which is not set on this device" % env)
             c.username_pw_set(user, pw)
         tls = params.get("tls")
-        if tls:
-            if type(tls) is not dict:
-                tls = {}
+        if type(tls) is dict:          # {}: TLS with the system's CAs
             try:
                 c.tls_set(ca_certs=tls.get("ca"), certfile=tls.get("cert"), keyfile=tls.get("key"))
             except Exception as e:
@@ -342,20 +340,22 @@ HA_DEVICE_CLASSES = ("temperature", "humidity", "carbon_dioxide", "distance", "p
 
 
 class MqttIn(_Mqtt):
-    """Subscribes to a topic filter and feeds what arrives into the pipeline: JSON payloads
-    as their value, anything else as text (plain numbers become numbers)."""
+    """Subscribes to a topic filter ({step} and {device} are filled in) and feeds what arrives
+    into the pipeline: JSON payloads as their value, anything else as text (plain numbers
+    become numbers)."""
     TYPE = "mqtt_in"
     ARGS = ["broker", "topic", "qos", "client-id", "username", "password-env", "tls"]
     INPUTS = (0, 0)
 
     def setup(self, params, n_inputs):
         from sensormesh.device.steps.make import choice_param, str_param
-        self.filter = str_param(self, "topic", None)
-        why = topic_problem(self.filter, True)
+        topic = str_param(self, "topic", None)
+        why = topic_problem(topic, True)
         if why:
-            raise self.bad("topic %r %s" % (self.filter, why))
+            raise self.bad("topic %r %s" % (topic, why))
         self.qos = choice_param(self, "qos", 0, (0, 1, 2))
         self._client(params)
+        self.filter = topic.replace("{step}", self.id).replace("{device}", self.device_name)
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.subscribed = False
@@ -375,7 +375,12 @@ class MqttIn(_Mqtt):
         self.n_in += 1
         raw = msg.payload
         try:
-            value = json.loads(raw)
+            value = json.loads(raw, parse_constant=_not_finite, parse_float=_finite_float)
+        except NotFinite:
+            # NaN and infinity are not JSON (Python's json reads them all the same): no pipe,
+            # callback or file could carry one, so it is counted here, where it came in
+            self.failed(raw, "mqtt_in payload holds NaN or infinity, which JSON cannot carry")
+            return
         except ValueError:
             try:
                 value = raw.decode()
@@ -387,6 +392,21 @@ class MqttIn(_Mqtt):
 
     def put(self, value):
         raise StepError("step '%s': mqtt_in has no inputs" % self.id)
+
+
+class NotFinite(Exception):
+    pass
+
+
+def _not_finite(word):
+    raise NotFinite(word)
+
+
+def _finite_float(text):
+    f = float(text)
+    if f - f != 0:                   # inf (1e999) or nan
+        raise NotFinite(text)
+    return f
 
 
 CLASSES = {"mqtt_out": MqttOut, "mqtt_in": MqttIn}
