@@ -178,8 +178,11 @@ def _start_error(e, cfg):
 @click.option("--insecure", is_flag=True,
               help="Accept unauthenticated plaintext connections even if keys are configured. Anyone who "
                    "reaches the device may then read it and deploy code to it.")
+@click.option("--register", default=None, metavar="HOST:PORT", callback=lambda ctx, param, v: v and _device_address(
+    ctx, param, v), help="Also dial out to this controller (its --listen) or gateway and keep the connection "
+                         "open to be controlled over it: for a device the controller cannot dial.")
 def worker(port, host, unix_path, name, sensors, config_path, max_conns, identity, trust, revoked,
-           max_handshakes, handshake_timeout, insecure):
+           max_handshakes, handshake_timeout, insecure, register):
     """Start a device (the test server of the original design) with simulated or configured sensors.
 
     With --identity and --trust (or "identity"/"trust" in the config) the device accepts only
@@ -195,7 +198,7 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns, identit
         cfg["unix"] = unix_path
     if name:
         cfg["name"] = name
-    for k, v in (("identity", identity), ("trust", trust), ("revoked", revoked),
+    for k, v in (("identity", identity), ("trust", trust), ("revoked", revoked), ("register", register),
                  ("max_handshakes", max_handshakes), ("handshake_ms", handshake_timeout)):
         if v is not None:
             cfg[k] = v

@@ -14,6 +14,10 @@ import json
 import math
 import re
 
+# The most values a window, sliding window, median or quantile holds: a device refuses more too
+# (steps/make.py), so a size that would take gigabytes is refused before anything is deployed.
+from sensormesh.device.steps.make import MAX_VALUES
+
 NOTHING = object()      # "no default": the parameter is required or optional-and-omitted
 
 # One cpu = one ESP32 core running MicroPython ~ 10,000 trivial step calls per second.
@@ -612,7 +616,8 @@ class WindowStep(StepType):
            "have passed since the window's first value")
     params = (
         Param("time-frame", "int", minimum=0, default=0, doc="ms from the window's first value, 0 = none"),
-        Param("values", "int", minimum=0, default=0, doc="values per window, 0 = none"),
+        Param("values", "int", minimum=0, maximum=MAX_VALUES, default=0,
+              doc="values per window, 0 = none"),
         Param("agg", "choice", choices=AGGREGATES, default="mean", doc="aggregate"),
     )
 
@@ -661,7 +666,7 @@ class SlidingStep(StepType):
     name = "sliding"
     doc = "sliding window over the last `size` values, emitted every `slide` values once full"
     params = (
-        Param("size", "int", required=True, minimum=1, doc="values in the window"),
+        Param("size", "int", required=True, minimum=1, maximum=MAX_VALUES, doc="values in the window"),
         Param("slide", "int", minimum=1, default=1, doc="emit every this many values"),
         Param("agg", "choice", choices=AGGREGATES, default="mean", doc="aggregate"),
     )
@@ -845,7 +850,7 @@ class QuantileStep(StepType):
     name = "quantile"
     doc = "the q-quantile of the last `size` numbers, every `slide` numbers"
     params = (
-        Param("size", "int", required=True, above=0, doc="values in the window"),
+        Param("size", "int", required=True, above=0, maximum=MAX_VALUES, doc="values in the window"),
         Param("slide", "int", above=0, default=1, doc="values between emissions"),
         Param("q", "number", required=True, minimum=0, maximum=1, doc="0.5 is the median"),
     )
@@ -868,7 +873,7 @@ class MedianStep(QuantileStep):
     name = "median"
     doc = "the median of the last `size` numbers, every `slide` numbers"
     params = (
-        Param("size", "int", required=True, above=0, doc="values in the window"),
+        Param("size", "int", required=True, above=0, maximum=MAX_VALUES, doc="values in the window"),
         Param("slide", "int", above=0, default=1, doc="values between emissions"),
     )
 

@@ -36,6 +36,65 @@ _insecure = click.option("--insecure", is_flag=True,
                               "keys: `up --insecure`, a worker without --identity).")
 
 
+def _listen_address(ctx, param, value):
+    """--listen: a TCP HOST:PORT (port 1..65535) the devices that dial out are configured to
+    register at."""
+    if value is None:
+        return None
+    from sensormesh.device.transport import parse_address
+    try:
+        addr = parse_address(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e))
+    if addr[0] != "tcp" or addr[2] == 0:
+        raise click.BadParameter("%r: the controller takes registrations on a TCP HOST:PORT (port 1..65535), "
+                                 "the address the devices' `register` names" % value)
+    return value
+
+
+_listen = click.option("--listen", default=None, metavar="HOST:PORT", callback=_listen_address,
+                       help="Take the registrations of the devices that dial out to the controller (behind "
+                            "a one-way link; their `register` or `worker --register` address) on this "
+                            "address.")
+
+
+def _supervisor(model, listen, **kw):
+    """The Supervisor of status and stop, listening for registrations at `listen` (or None);
+    an address it cannot listen on is said as a ClickException."""
+    from sensormesh.controller.supervisor import Supervisor
+    _note_registering(model, listen)
+    try:
+        sup = Supervisor(model, "optimal", listen=listen, **kw)   # control routes
+    except OSError as e:
+        raise click.ClickException(_listen_error(listen, e))
+    if listen is not None:
+        sup.wait_registrations()
+    return sup
+
+
+def _listen_error(listen, e):
+    import errno
+    import os
+    if getattr(e, "errno", None) == errno.EADDRINUSE:
+        return "cannot listen on %s for registrations: it is in use (give another --listen)" % listen
+    return "cannot listen on %s for registrations: %s" % (listen, os.strerror(e.errno).lower() if e.errno else e)
+
+
+def _note_registering(model, listen):
+    """Without --listen, name the devices that must register with the controller (they dial
+    out): the controller cannot reach them otherwise."""
+    if listen is not None or model.topology is None:
+        return
+    from sensormesh.controller.topology import CONTROLLER
+    names = sorted({hop.dst for route in model.topology.control_routes().values() for hop in route.hops
+                    if hop.src == CONTROLLER and hop.dialer == hop.dst and not model.devices[hop.dst].local})
+    if names:
+        click.echo("note: %s dial%s out to register with the controller; give --listen HOST:PORT, the "
+                   "address %s register%s at" % (", ".join(names), "" if len(names) > 1 else "s",
+                                                 "they" if len(names) > 1 else "it",
+                                                 "" if len(names) > 1 else "s"), err=True)
+
+
 # Above this many devices, the start, placement and stop lines summarise (-v lists every device).
 SUMMARY_AT = runner.SUMMARY_AT
 
@@ -212,23 +271,28 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
 @_keys
 @_insecure
 @_timeout
-def deploy(file, strategy, watch_, duration, keys_dir, insecure, timeout):
+@_listen
+def deploy(file, strategy, watch_, duration, keys_dir, insecure, timeout, listen):
     """Deploy FILE's pipeline to its running devices (replacing what they ran before)."""
     model = _load(file)
     note_unstarted_local(model, file)
     printer = runner.Printer(click.echo, model)
     for w in model.warnings:
         printer.event("warning: %s" % w)
+    _note_registering(model, listen)
     try:
         placement, asg, dep = runner.deploy(model, strategy, timeout=timeout,
-                                            creds=_creds(model, keys_dir, insecure))
+                                            creds=_creds(model, keys_dir, insecure), listen=listen)
     except (PipelineError, deploying.DeployError) as e:
         raise click.ClickException(str(e))
+    except OSError as e:
+        raise click.ClickException(_listen_error(listen, e))
     _show_plan(placement, asg, printer.line)
     if not watch_:
         dep.close()
-        printer.line("deployed and started on %d device(s); `sensormesh status %s` shows them, "
-                     "`sensormesh stop %s` stops them" % (len(asg), file, file))
+        more = " --listen %s" % listen if listen else ""
+        printer.line("deployed and started on %d device(s); `sensormesh status %s%s` shows them, "
+                     "`sensormesh stop %s%s` stops them" % (len(asg), file, more, file, more))
         return
     printer.line("running; values from callback sinks follow (Ctrl-C detaches, the pipeline keeps running)")
     why = runner.watch(dep, runner.dispatcher(model, printer.deliver), printer.event, duration=duration or None)
@@ -258,16 +322,16 @@ def _step_line(sid, s):
 @click.option("--duration", type=Seconds(zero="until Ctrl-C"), default=0,
               help="With --watch: stop after this many seconds (0 = until Ctrl-C).")
 @click.option("-v", "--verbose", is_flag=True, help="Every device with its per-step counts, however many there are.")
+@_listen
 @metrics_options
-def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duration, verbose, metrics_out,
+def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duration, verbose, listen, metrics_out,
            no_metrics_file):
     """Show what every device of FILE runs, with per-step counts, and in words what a failed device
     cuts off (the affected area). Above a dozen devices: counts per domain and state, and the
     devices that are not running (-v: everything). Exit code 1 if a device is unreachable."""
-    from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
     note_unstarted_local(model, file)
-    sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir, insecure))  # control routes
+    sup = _supervisor(model, listen, timeout=timeout, creds=_creds(model, keys_dir, insecure))
     domains = sup.topology.domains_of
     if watch_:
         if interval <= 0:
@@ -415,12 +479,12 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
 @_keys
 @_insecure
 @click.option("-v", "--verbose", is_flag=True, help="Every device with its per-step counts, however many there are.")
-def stop(file, timeout, keys_dir, insecure, verbose):
+@_listen
+def stop(file, timeout, keys_dir, insecure, verbose, listen):
     """Stop the pipeline on every device of FILE (upstream first) and show the final counts."""
-    from sensormesh.controller.supervisor import Supervisor
     model = _load(file)
     note_unstarted_local(model, file)
-    sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir, insecure))  # control routes
+    sup = _supervisor(model, listen, timeout=timeout, creds=_creds(model, keys_dir, insecure))
     try:
         final = sup.stop()
     finally:

@@ -174,9 +174,8 @@ def test_list_window_sizes_are_counted_not_built():
 
 
 @pytest.mark.parametrize("step", [
-    "w: {type: window, values: 99999999999999, agg: list, input: t}",
-    "w: {type: sliding, size: 99999999999999, agg: list, input: t}",
-    "w: {type: sliding, size: 30000000, agg: list, input: t}",
+    "w: {type: sliding, size: 1000000, agg: list, input: g}",
+    "w: {type: sliding, size: 1000000, agg: list, input: t}",
 ])
 def test_plan_of_a_huge_list_window_is_fast_and_says_it_fits_no_device(tmp_path, step):
     path = tmp_path / "big.yaml"
@@ -186,6 +185,24 @@ def test_plan_of_a_huge_list_window_is_fast_and_says_it_fits_no_device(tmp_path,
     assert time.monotonic() - start < 5
     assert r.exit_code == 1 and not isinstance(r.exception, MemoryError), r.output
     assert "big.yaml:7:3: step 'w': needs" in r.output and "bytes, more than any device it can run on has" in r.output
+
+
+@pytest.mark.parametrize("step, key", [
+    ("w: {type: window, values: 99999999999999, agg: list, input: t}", "values"),
+    ("w: {type: window, values: 1000001, agg: mean, input: t}", "values"),
+    ("w: {type: sliding, size: 1000000000, input: t}", "size"),
+    ("w: {type: median, size: 1000000000, input: t}", "size"),
+    ("w: {type: quantile, size: 30000000, q: 0.9, input: t}", "size"),
+])
+def test_window_sizes_beyond_the_bound_are_refused_naming_step_and_parameter(tmp_path, step, key):
+    # a size a device would allocate gigabytes for is refused when the pipeline is loaded,
+    # naming the step and the parameter, before placement looks at any device
+    path = tmp_path / "big.yaml"
+    path.write_text(PLAN_DEVICES + "  %s\nsinks:\n  p: {type: print, input: w}\n" % step)
+    r = CliRunner().invoke(plan, [str(path)])
+    assert r.exit_code == 1, r.output
+    assert "steps.w.%s: must be <= 1000000" % key in r.output, r.output
+    assert catalog.MAX_VALUES == 1000000
 
 
 def test_plan_of_nested_list_windows_is_fast(tmp_path):

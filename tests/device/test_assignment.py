@@ -109,6 +109,15 @@ def test_bad_assignment_named_and_old_one_keeps_running():
         ({"steps": [{"id": "w", "type": "window", "params": {"values": 3, "size": 2}}]},
          "step 'w': unknown parameter 'size' (window takes: "),
         ({"steps": [{"id": "z", "type": "zip", "inputs": ["s"]}]}, "step 'z': zip takes 2 inputs, got 1"),
+        # sizes a device would allocate gigabytes for, from a controller that does not check them
+        ({"steps": [{"id": "w", "type": "sliding", "params": {"size": 10 ** 9}}]},
+         "step 'w': size must be an integer >= 1 and <= 1000000, got 1000000000"),
+        ({"steps": [{"id": "m", "type": "median", "params": {"size": 10 ** 9}}]},
+         "step 'm': size must be an integer >= 1 and <= 1000000"),
+        ({"steps": [{"id": "q", "type": "quantile", "params": {"size": 1000001, "q": 0.5}}]},
+         "step 'q': size must be an integer >= 1 and <= 1000000"),
+        ({"steps": [{"id": "w", "type": "window", "params": {"values": 10 ** 9, "agg": "list"}}]},
+         "step 'w': values must be an integer >= 0 and <= 1000000"),
     ] + [({"steps": [{"id": "o", "type": "pipe_out", "params": params}]}, "step 'o': " + words) for params, words in (
         ({"to": "127.0.0.1:1", "peer": 7}, "peer must be a device name"),
         ({"to": "127.0.0.1:1", "time-frame": -1}, "time-frame must be a non-negative integer"),
@@ -163,6 +172,33 @@ def test_specs_of_the_wrong_shape_are_refused_by_name_and_the_device_deploys_aga
     good2 = {"pipeline": "p", "epoch": 2, "steps": good["steps"]}
     conna.send({"deploy": {"assignment": good2}})
     assert loop.run_until(lambda: [d for d in ca.replies("deployed") if d["epoch"] == 2], 5000), ca.messages[-3:]
+    assert ca.closed is None
+    a.close()
+    b.close()
+
+
+def test_an_epoch_or_pipeline_of_the_wrong_type_is_refused_naming_the_field():
+    # a deployment from another controller: a string epoch or a list pipeline used to be deployed
+    # and carried into every status and stop reply; now refused, the running assignment runs on
+    loop, a, aaddr, b, baddr = two_devices()
+    ca, conna, good = running(loop, aaddr)
+    bads = [({"pipeline": "p", "epoch": "7"}, "epoch must be an integer, not str"),
+            ({"pipeline": "p", "epoch": 1.5}, "epoch must be an integer, not float"),
+            ({"pipeline": "p", "epoch": True}, "epoch must be an integer, not bool"),
+            ({"pipeline": ["p"], "epoch": 3}, "pipeline must be a string, not list"),
+            ({"pipeline": {"p": 1}, "epoch": 3}, "pipeline must be a string, not dict")]
+    for fields, words in bads:
+        asg = dict(fields, steps=good["steps"])
+        n = len(ca.replies("error"))
+        conna.send({"deploy": {"assignment": asg}})
+        assert loop.run_until(lambda: len(ca.replies("error")) > n, 5000), (words, ca.messages[-3:])
+        err = ca.replies("error")[-1]
+        assert err["code"] == "bad-assignment" and words in err["message"], (words, err)
+    before = len(ca.replies("deliver"))
+    assert loop.run_until(lambda: len(ca.replies("deliver")) > before + 2, 5000)
+    conna.send({"status": {}})
+    assert loop.run_until(lambda: ca.replies("status"), 5000)
+    assert ca.replies("status")[-1]["assignment"]["epoch"] == good.get("epoch", 0)
     assert ca.closed is None
     a.close()
     b.close()

@@ -189,6 +189,17 @@ class Supervisor(Control, Watch, Reroute, Recover):
             self.placement = self.model.place(self.strategy, **self._place_options)
         return self.placement
 
+    def wait_registrations(self, devices=None, timeout=None):
+        """Wait (at most timeout seconds, default the Supervisor's) until those of `devices`
+        (default: all) that dial the controller to register have registered; a fresh Supervisor
+        (`sensormesh status|stop --listen`) asks them only then."""
+        devices = list(self.model.devices) if devices is None else devices
+        waiting = [d for d in devices if d in self.paths and self.paths[d].first.startswith(REGISTERED)]
+        if waiting:
+            t = self.timeout if timeout is None else timeout
+            self.loop.run_until(lambda: all(self._link(self.paths[d].first) is not None for d in waiting),
+                                int(t * 1000))
+
     def _hello(self, devices, timeout=None):
         """Open control sessions (parents first); returns {device: error text} for failures."""
         errors = {}
@@ -197,11 +208,7 @@ class Supervisor(Control, Watch, Reroute, Recover):
             if d not in self.paths:
                 errors[d] = "the controller has no control route to %s: %s" % (
                     d, self._why_unreachable(d))
-        waiting = [d for d in devices if d in self.paths and self.paths[d].first.startswith(REGISTERED)]
-        if waiting:      # devices that dial the controller: wait (bounded) until they registered
-            t = self.timeout if timeout is None else timeout
-            self.loop.run_until(lambda: all(self._link(self.paths[d].first) is not None for d in waiting),
-                                int(t * 1000))
+        self.wait_registrations(devices, timeout)
         for level in sorted({depth(d) for d in devices if d in self.paths}):
             batch = []
             for d in devices:

@@ -31,6 +31,13 @@ def check(rt, a):
     specs = a.get("steps")
     if type(specs) is not list:
         raise ValueError("assignment needs a list of steps")
+    # what the status and stop replies carry back (deploy.build keeps them)
+    v = a.get("pipeline")
+    if v is not None and type(v) is not str:
+        raise ValueError("assignment's pipeline must be a string, not %s" % type(v).__name__)
+    v = a.get("epoch", 0)
+    if type(v) is not int:
+        raise ValueError("assignment's epoch must be an integer, not %s" % type(v).__name__)
     runs = free_running(rt, specs)
     nodes = {}
     order = []
