@@ -159,3 +159,24 @@ def test_a_micropython_device_stops_through_its_standard_input(tmp_path, monkeyp
     assert codes == {"board": 0, "pc": 0}, (codes, text)
     assert "standard input closed" in text and "stopped" in text, text
     assert "MemoryError" not in text and took < local.LocalProcess.STDIN_STOP_S, (took, text)
+
+
+def test_stop_names_the_devices_it_had_to_kill(tmp_path):
+    """A device that does not stop within the stop's time is killed (SIGKILL): the cluster says
+    which, rather than leaving the user an exit code -9 to decode."""
+    import signal
+    cl = cluster(tmp_path, ["a", "b"])
+    notes = []
+    cl.on_note = notes.append
+    cl.start(timeout=60)
+    frozen = cl.procs["a"].proc.pid
+    try:
+        os.kill(frozen, signal.SIGSTOP)       # it cannot take its SIGTERM
+    except BaseException:
+        cl.stop()
+        raise
+    codes = cl.stop(timeout=1)
+    assert codes == {"a": -signal.SIGKILL, "b": 0} or codes == {"a": -signal.SIGKILL, "b": -signal.SIGTERM}, codes
+    assert cl.killed == ["a"], cl.killed
+    said = [n for n in notes if "killed" in n]
+    assert said == ["local device a did not stop within 1 s of being asked to: killed (SIGKILL)"], notes

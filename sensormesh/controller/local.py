@@ -271,6 +271,7 @@ class LocalProcess:
 
     # How long a MicroPython device has to stop once its standard input is closed, before SIGINT.
     STDIN_STOP_S = 2.0
+    killed = False     # wait_stopped had to SIGKILL it
 
     def stop(self, timeout=5.0):
         """Ask the device to stop, then SIGKILL after `timeout` seconds; returns the exit code.
@@ -312,6 +313,7 @@ class LocalProcess:
             self.proc.wait(max(0.05, end - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.killed = True     # it did not stop in time (LocalCluster.stop names it)
             self.proc.wait(timeout)
         self._reader.join(timeout)
         self.close_stdin()
@@ -324,6 +326,7 @@ class LocalProcess:
 
 class LocalCluster:
     """Starts the model's `local: true` devices; `addresses` says where the controller reaches them."""
+    killed = ()       # the devices stop() had to SIGKILL
 
     def __init__(self, model, on_line: Callable[[str, str], None] | None = None,
                  micropython: str | None = None, python: str | None = None,
@@ -581,13 +584,18 @@ class LocalCluster:
 
     def stop(self, timeout=5.0):
         """Stop every process this cluster started (by its PID), all at once; returns {device:
-        exit code}. Each has `timeout` seconds from its signal before SIGKILL."""
+        exit code}. Each has `timeout` seconds from its signal before SIGKILL; the devices that
+        had to be killed are named in `killed` (and in a note: on_note)."""
         codes = {}
         for p in self.procs.values():      # all at once: each exits while the others do
             p.ask_to_stop()
         deadline = time.monotonic() + timeout
         for name, p in self.procs.items():
             codes[name] = p.wait_stopped(max(0.1, deadline - time.monotonic()))
+        self.killed = sorted(name for name, p in self.procs.items() if p.killed)
+        if self.killed:
+            self.on_note("local device%s %s did not stop within %g s of being asked to: killed (SIGKILL)"
+                         % ("s" if len(self.killed) > 1 else "", ", ".join(self.killed), timeout))
         for dev in self.devices():
             if dev.name in self.procs:
                 try:

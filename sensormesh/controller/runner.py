@@ -574,7 +574,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
         codes = cluster.stop()
         if emulation is not None:
             emulation.close()
-        bad = {n: c for n, c in codes.items() if c not in (0, None, -15)}
+        killed = getattr(cluster, "killed", [])     # named in the cluster's note already
+        bad = {n: c for n, c in codes.items() if c not in (0, None, -15) and n not in killed}
         if bad:
             on_event("local device(s) ended with errors: %s" % ", ".join(
                 "%s (exit %s)" % kv for kv in sorted(bad.items())))

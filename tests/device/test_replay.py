@@ -523,6 +523,91 @@ def test_a_full_spool_drops_its_oldest_and_the_loss_is_counted_exactly():
     assert missing > 500 and m_in["lost"] == missing, (missing, m_in)
 
 
+def _spool_outage(spool, fault):
+    # a 1500-value outage on a sender with a 200-value buffer and a spool; fault(spool module,
+    # a's pipe_out) runs 700 ms into it. Returns the sink's values and the statuses.
+    from sensormesh.device.runtime import spool as spool_mod
+    net = Net()
+    chain(net, tf=10, buffer=200, rate=1000, spool=spool)
+    a = net.devices["a"]
+    c = net.devices["c"]
+    assert net.run(5000, lambda: len(c.control.values()) >= 300)
+    net.cut("m")
+    net.run(700)
+    undo = fault(spool_mod, a.runtime.pipe_outs["e1"])
+    net.run(800)
+    if undo:
+        undo()
+    net.heal("m")
+    assert net.run(20000, lambda: len(c.control.values()) >= 3000), a.status()["o1"]
+    vals = c.control.values()
+    assert vals == sorted(vals) and len(set(vals)) == len(vals)
+    return vals, a, net.devices["m"].status()["i1"]
+
+
+def test_a_spool_that_cannot_be_written_keeps_the_device_running_and_counts_what_it_drops():
+    # a full disk (ENOSPC) or a folder that is no longer writable: the values stay in memory, the
+    # full buffer drops its oldest (counted as evicted, lost at the receiver), the device runs on
+    for errno in (28, 13):
+        def fault(mod, po):
+            def refuse(name, mode="r"):
+                if "w" in mode:
+                    raise OSError(errno)
+                return open(name, mode)
+            mod.open = refuse
+
+            def undo():
+                del mod.open
+            return undo
+        vals, a, m_in = _spool_outage(65536, fault)
+        missing = vals[-1] + 1 - len(vals)
+        st = a.status()["o1"]
+        assert missing > 300 and m_in["lost"] == missing and st["evicted"] >= missing, (missing, m_in, st)
+        assert st["spool"]["errors"] > 0, st
+        logs = [t for t in a.logs if "cannot write values" in t]
+        assert logs and len(logs) <= 12 and "disk faults so far" in logs[-1], logs
+
+
+def test_a_spool_segment_that_cannot_be_read_back_is_counted_lost_and_delivery_goes_on():
+    import os
+
+    def fault(mod, po):
+        sp = po.tx.spool
+        assert len(sp.segs) >= 2, sp.segs
+        with open(sp.path + "/%d" % sp.segs[1][0], "w") as f:
+            f.write('[12, [1, 2')          # cut short (a disk that filled, a crash)
+        os.remove(sp.path + "/%d" % sp.segs[0][0])
+        return None
+    vals, a, m_in = _spool_outage(65536, fault)
+    missing = vals[-1] + 1 - len(vals)
+    st = a.status()["o1"]
+    assert missing > 100 and m_in["lost"] == missing, (missing, m_in)
+    assert st["spool"]["errors"] == 2 and st["spool"]["values"] == 0, st    # one per segment
+    logs = [t for t in a.logs if "back" in t and "cannot read values" in t]
+    assert len(logs) == 2, a.logs
+
+
+def test_a_new_spool_counts_what_an_earlier_process_left_also_a_truncated_file():
+    import os
+    from pipekit import SPOOL_ROOT
+    from sensormesh.device.runtime import spool as spool_mod
+    where = spool_mod.folder("a", "e1", SPOOL_ROOT)
+    spool_mod._makedirs(where)
+    with open(where + "/0", "w") as f:
+        f.write("[0, [1, 2, 3], null]")
+    with open(where + "/3", "w") as f:
+        f.write("[3, [4, 5")
+    net = Net()
+    chain(net, tf=10, buffer=200, rate=1000, spool=65536)
+    a = net.devices["a"]
+    assert net.run(5000, lambda: len(net.devices["c"].control.values()) >= 100)
+    st = a.status()["o1"]["spool"]
+    assert st["cleared"] == 3 and st["unreadable"] == 1, st
+    logs = [t for t in a.logs if "earlier process left" in t]
+    assert len(logs) == 1 and "cleared 3 values" in logs[0] and "1 files it could not read" in logs[0], a.logs
+    assert os.listdir(where) == []
+
+
 # -- the sink device restarted: each value once at the controller and in a csv file -------
 def test_sink_device_restart_hands_each_value_to_the_controller_once():
     for steps in ([], [{"id": "w", "type": "window", "params": {"values": 4, "agg": "list"}}]):

@@ -875,3 +875,45 @@ def test_a_status_reply_waits_for_a_dial_waiting_for_its_welcome():
     assert "status" in s.conn.sent[0], s.conn.sent
     srv.close()
     a.close()
+
+
+def _raw_dial(loop, host, port, src):
+    """A plain socket from address src to host:port that says nothing (connected without waiting)."""
+    import socket
+    s = socket.socket()
+    s.bind(socket.getaddrinfo(src, 0)[0][-1])
+    s.setblocking(False)
+    try:
+        s.connect(socket.getaddrinfo(host, port)[0][-1])
+    except OSError:
+        pass        # in progress: the device's loop accepts it
+    return s
+
+
+def test_a_flood_from_many_addresses_stays_within_the_slots_and_a_reader_s_frames_are_small():
+    loop = transport.Loop()
+    a = keyed("dev-a", ["counter@100"], loop, max_handshakes=4, handshake_ms=3000)
+    addr = listen(a)
+    host, port = addr.split(":")
+    flood = [_raw_dial(loop, host, int(port), "127.0.0.%d" % (10 + i)) for i in range(6)]
+    assert loop.run_until(lambda: a.security.pending == 4 and a.security.refused.get("busy", 0) == 2, 5000), \
+        (a.security.pending, a.security.refused)
+    assert len(a.security.pending_by) == 4          # one slot each: four addresses
+    # an authenticated reader may not send a frame larger than a request needs
+    for s in flood:
+        s.close()
+    assert loop.run_until(lambda: a.security.pending == 0, 5000)
+    rdr = SecureClient(loop, addr, "reader-1", "dev-a")
+    assert loop.run_until(rdr.ready, 5000) and rdr.error is None, rdr.error
+    rdr.conn.sock.send(b"\x00\x01\x86\xa0" + b"x" * 64)      # announces 100000 bytes
+    assert loop.run_until(lambda: rdr.closed, 5000)
+    err = rdr.errors()[0]
+    assert err["code"] == "protocol" and "exceeds the limit of 16384" in err["message"], err
+    # a controller's session keeps the device's frame limit, and the device serves on
+    ctl = SecureClient(loop, addr, "controller", "dev-a")
+    assert loop.run_until(ctl.ready, 5000) and ctl.error is None, ctl.error
+    ctl.conn.send({"ping": 1})
+    assert loop.run_until(lambda: ctl.messages, 5000) and ctl.messages[0] == {"pong": 1}, ctl.messages
+    roles = [(c.protocol.role, c.decoder.max_frame) for c in a.listeners[0].conns if not c.closed]
+    assert roles == [("controller", a.max_frame)], roles
+    a.close()

@@ -6,7 +6,15 @@
 # number of its first value; each holds the JSON [first, values, meta] (meta: whatever the pipe
 # keeps per value beside it, e.g. when its source read it, or null). Segments leave oldest first:
 # acknowledged, or dropped when a new one would not fit the bound (the pipe counts those values as
-# evicted). A new spool clears what an earlier process left: the numbering it belonged to is gone.
+# evicted). A new spool clears what an earlier process left: the numbering it belonged to is gone
+# (counted as `cleared` and logged, with the files it could not read).
+#
+# Disk faults never reach the steps: a segment that cannot be written (a folder that is not
+# writable, a full disk) drops the oldest segments to make room and tries again, then leaves the
+# values in memory, where the full buffer drops its oldest as without a spool (counted evicted);
+# a segment that cannot be read back (truncated, corrupt, removed) is dropped and its values
+# counted evicted (the receiver counts them lost). Each fault is counted (`errors`) and logged at
+# the 1st, 2nd, 4th, 8th...; after a write fault the spool rests for half a buffer of values.
 import json
 import os
 
@@ -40,17 +48,36 @@ def folder(device, edge, root=None):
 
 
 class Spool:
+    tx = None          # the Sender whose values these are (start())
+    log = None         # fn(text): the pipe's log (start())
+    errors = 0         # disk faults so far
+    rest = 0           # spills to skip after a write fault
+
     def __init__(self, path, limit):
         self.path = path
         self.limit = limit
         self.segs = []     # [first seq, count, bytes], oldest first
         self.bytes = 0
+        self.cleared = 0   # values an earlier process left here
+        self.unreadable = 0
         _makedirs(path)
         for name in os.listdir(path):
+            f = path + "/" + name
             try:
-                os.remove(path + "/" + name)
+                with open(f) as h:
+                    self.cleared += len(json.loads(h.read())[1])
+            except Exception:      # truncated, corrupt, not a file, or no heap to read it
+                self.unreadable += 1
+            try:
+                os.remove(f)
             except OSError:
                 pass
+
+    def fault(self, what, e):
+        self.errors += 1
+        n = self.errors
+        if self.log is not None and n & (n - 1) == 0:
+            self.log("spool %s: %s: %r (%d disk faults so far)" % (self.path, what, e, n))
 
     def first(self):
         return self.segs[0][0] if self.segs else None
@@ -75,18 +102,44 @@ class Spool:
         dropped = 0
         while self.segs and self.bytes + n > self.limit:
             dropped += self._remove(0)
-        with open(self.path + "/%d" % first, "w") as f:
-            f.write(data)
+        name = self.path + "/%d" % first
+        while True:
+            try:
+                with open(name, "w") as f:
+                    f.write(data)
+                break
+            except OSError as e:     # not writable, disk full: room from the oldest, or give up
+                self.fault("cannot write values %d-%d" % (first, first + len(values) - 1), e)
+                try:
+                    os.remove(name)
+                except OSError:
+                    pass
+                if not self.segs:
+                    return -1
+                dropped += self._remove(0)
         self.segs.append([first, len(values), n])
         self.bytes += n
         return dropped
 
     def read(self, seq):
         """(first, values, meta) of the segment holding seq, or None."""
-        for s in self.segs:
+        for i, s in enumerate(self.segs):
             if s[0] <= seq < s[0] + s[1]:
-                with open(self.path + "/%d" % s[0]) as f:
-                    return json.loads(f.read())
+                try:
+                    with open(self.path + "/%d" % s[0]) as f:
+                        seg = json.loads(f.read())
+                    if len(seg[1]) == s[1]:
+                        return seg
+                    e = "%d values instead of %d" % (len(seg[1]), s[1])
+                except Exception as x:   # (MemoryError too: a board then drops it, counted)
+                    e = x
+                self.fault("cannot read values %d-%d back" % (s[0], s[0] + s[1] - 1), e)
+                while i >= 0:            # it and the ones before: the oldest leave first
+                    self._remove(0)
+                    i -= 1
+                if self.tx is not None:
+                    self.tx._forget(self.first() if self.segs else self.tx.mbase)
+                return None
         return None
 
     def _remove(self, i):
@@ -109,12 +162,16 @@ class Spool:
 
     def spill(self, tx):
         """Move the older half of Sender tx's memory buffer here; False if it does not fit."""
+        if self.rest:
+            self.rest -= 1
+            return False
         buf = tx.buf
         k = len(buf) - tx.cap // 2
         first = tx.mbase
         meta = tx.meta_out(first, k) if getattr(tx, "meta_out", None) is not None else None
         dropped = self.write(first, list(buf[:k]), meta)   # buf may be an array (replay.py)
         if dropped < 0:
+            self.rest = tx.cap // 2
             return False
         tx.drop(k)
         tx.mbase += k
@@ -124,8 +181,14 @@ class Spool:
         return True
 
     def stats(self):
-        return {"values": self.values(), "bytes": self.bytes, "limit": self.limit, "segments": len(self.segs),
-                "where": self.path if not MICROPYTHON else "flash:" + self.path}
+        s = {"values": self.values(), "bytes": self.bytes, "limit": self.limit, "segments": len(self.segs),
+             "where": self.path if not MICROPYTHON else "flash:" + self.path}
+        if self.errors:
+            s["errors"] = self.errors
+        if self.cleared or self.unreadable:
+            s["cleared"] = self.cleared
+            s["unreadable"] = self.unreadable
+        return s
 
 
 # -- a pipe_out's side of it (runtime/pipes.py calls start() when a pipe that spools starts) --
@@ -137,7 +200,13 @@ def start(pipe):
     if limit and tx.spool is None:
         try:
             where = folder(pipe.rt.device.name, pipe.edge, getattr(pipe.rt.device, "spool_root", None))
-            tx.spool = Spool(where, limit)
+            sp = tx.spool = Spool(where, limit)
+            sp.tx = tx
+            sp.log = lambda text: pipe.rt.log("pipe %s: %s" % (pipe.edge, text))
+            if sp.cleared or sp.unreadable:
+                sp.log("spool %s: cleared %d values an earlier process left (their numbering is gone)%s"
+                       % (where, sp.cleared, ", and %d files it could not read" % sp.unreadable
+                          if sp.unreadable else ""))
         except OSError as e:
             pipe.last_error = "no spool: %s" % e
             pipe.rt.log("pipe %s: cannot spool to disk (%s); values beyond the buffer will be dropped"

@@ -10,7 +10,7 @@
 import os
 
 from sensormesh.device.compat import unix_time
-from sensormesh.device.secure import load
+from sensormesh.device.secure import READER_MAX_FRAME, load
 from sensormesh.device.secure.basics import (_NONCE, DEFAULT_WINDOW, VERSION, _transcript, replay_at, replay_put,
                                              stamps)
 from sensormesh.device.secure.channel import Channel, b64encode, equal, hmac_sha256
@@ -56,7 +56,10 @@ def handshake(sec, session, conn, msg):
     if ch is None:               # refused: welcome is the HandshakeError
         refuse(sec, session, conn, welcome.code, welcome.message)
         return
-    conn.decoder.max_frame = sec.dev.max_frame
+    # a reader sends small requests only: its frames stay bounded (a controller's deployment
+    # and a device's pipe data may need the device's whole frame limit)
+    m = sec.dev.max_frame
+    conn.decoder.max_frame = READER_MAX_FRAME if done[2][0] == "reader" and m > READER_MAX_FRAME else m
     conn.send(welcome)           # the last plaintext frame of this connection
     conn.channel = ch
     conn.peer_max_frame = wrap_limit(conn.peer_max_frame)   # tokens within the peer's limit
