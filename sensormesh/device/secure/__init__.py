@@ -33,9 +33,6 @@ from sensormesh.device.compat import MICROPYTHON, collect, from_mpy
 
 # Largest frame accepted before the handshake: a hello is about 250 bytes.
 HELLO_MAX_FRAME = 4096
-# Largest frame a reader may send once authenticated (its requests are small): a reader's key
-# cannot make a device buffer a frame of the device's own limit (4 MiB on CPython).
-READER_MAX_FRAME = 16384
 DEFAULT_HANDSHAKE_MS = 10000 if MICROPYTHON else 5000
 DEFAULT_MAX_HANDSHAKES = 2 if MICROPYTHON else 16
 

@@ -10,11 +10,16 @@
 import os
 
 from sensormesh.device.compat import unix_time
-from sensormesh.device.secure import READER_MAX_FRAME, load
+from sensormesh.device.secure import load
 from sensormesh.device.secure.basics import (_NONCE, DEFAULT_WINDOW, VERSION, _transcript, replay_at, replay_put,
                                              stamps)
 from sensormesh.device.secure.channel import Channel, b64encode, equal, hmac_sha256
 from sensormesh.device.secure.welcome import keys, raw, wrap_limit
+
+# Largest frame a reader may send once authenticated (its requests are small): a reader's key
+# cannot make a device buffer a frame of the device's own limit (4 MiB on CPython). Kept here,
+# loaded per hello, rather than in secure/__init__.py, which a keyed board keeps resident.
+READER_MAX_FRAME = 16384
 
 
 def refuse(sec, session, conn, code, message):
