@@ -130,10 +130,17 @@ def pipe_paths(order, inputs_of, nodes):
             up = reach(sid, inputs)
             roots = [j for j in up if not inputs.get(j)]
             if len(roots) == 1 and getattr(nodes.get(roots[0]), "PIPE", None) == "in":
-                fed_by[sid] = nodes[roots[0]]
-                if pipe == "out":
-                    n.fed_by = nodes[roots[0]]
-                    n.relay = inputs.get(sid) == [roots[0]]
+                for j in up:
+                    if getattr(nodes.get(j), "frame", 0):
+                        # a time window: a replay regroups its inputs, so the same number would
+                        # name another window (the receiver would drop new inputs as duplicates):
+                        # it takes no numbering back, its receiver counts a new run (at-least-once)
+                        break
+                else:
+                    fed_by[sid] = nodes[roots[0]]
+                    if pipe == "out":
+                        n.fed_by = nodes[roots[0]]
+                        n.relay = inputs.get(sid) == [roots[0]]
             elif pipe == "out" and len(roots) > 1:
                 for j in roots:
                     if getattr(nodes.get(j), "PIPE", None) == "in":
