@@ -100,7 +100,8 @@ def _note_registering(model, listen):
         return
     from sensormesh.controller.topology import CONTROLLER
     names = sorted({hop.dst for route in model.topology.control_routes().values() for hop in route.hops
-                    if hop.src == CONTROLLER and hop.dialer == hop.dst and not model.devices[hop.dst].local})
+                    if hop.src == CONTROLLER and hop.dialer == hop.dst and hop.dst in model.devices
+                    and not model.devices[hop.dst].local})
     if names:
         click.echo("note: %s dial%s out to register with the controller; give --listen HOST:PORT, the "
                    "address %s register%s at" % (", ".join(names), "" if len(names) > 1 else "s",
