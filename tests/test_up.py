@@ -58,9 +58,9 @@ def windows_from(out):
     return [json.loads(line.split(None, 1)[1]) for line in out.splitlines() if line.startswith("windows ")]
 
 
-def unix_paths(names):
+def unix_paths(names, pipeline="count"):
     from sensormesh.controller.model import default_unix_path
-    return [default_unix_path(n) for n in names]
+    return [default_unix_path(n, pipeline) for n in names]
 
 
 def assert_exact(windows):
@@ -103,7 +103,7 @@ def test_up_ctrl_c_stops_the_pipeline_then_the_devices(tmp_path):
             windows += line.startswith("windows ")
         assert windows >= 3, "".join(lines)
         # secure by default: a plaintext client is refused, the controller's key is accepted
-        plain = cli("client", "unix:" + unix_paths("a")[0], "--sensor", "counter", "--count", "1", timeout=30)
+        plain = cli("client", "unix:" + unix_paths("a", "endless")[0], "--sensor", "counter", "--count", "1", timeout=30)
         assert plain.returncode == 1 and "plaintext-refused" in plain.stderr, plain.stderr
         st = cli("status", path, timeout=60)
         assert st.returncode == 0 and "c: running pipeline endless" in st.stdout, st.stdout + st.stderr
@@ -126,7 +126,7 @@ def test_up_ctrl_c_stops_the_pipeline_then_the_devices(tmp_path):
     assert "stopping (interrupted)" in out and "stopped; per device" in out
     got = [x for w in windows_from(out) for x in w]
     assert got == [[2 * i, i] for i in range(len(got))]
-    for path_ in unix_paths("abc"):
+    for path_ in unix_paths("abc", "endless"):
         assert not os.path.exists(path_)
 
 
@@ -185,7 +185,7 @@ def test_up_names_a_local_device_that_cannot_start(tmp_path):
     r = cli("up", str(path))
     assert r.returncode == 1
     assert "local device pc (cpython) exited" in r.stderr and "missing.csv" in r.stderr
-    assert not os.path.exists(unix_paths(["pc"])[0])
+    assert not os.path.exists(unix_paths(["pc"], "bad")[0])
 
 
 def test_up_refuses_a_pipeline_it_cannot_place_before_starting_any_device(tmp_path, monkeypatch):
@@ -283,7 +283,7 @@ def test_commands_say_where_a_local_device_without_address_is_looked_for(tmp_pat
         assert notes == ["! pc%d is local: true without an address: commands reach it at unix:%s, the socket "
                          "`sensormesh up` makes for the directory it runs in, and nothing listens there; run "
                          "this command in the directory where `sensormesh up loc.yaml` runs (this is %s)"
-                         % (os.getpid(), os.path.join(run_dir_of(tmp_path), "pc%d.sock" % os.getpid()),
+                         % (os.getpid(), os.path.join(run_dir_of(tmp_path), "loc", "pc%d.sock" % os.getpid()),
                             tmp_path)], r.stderr
 
 

@@ -15,8 +15,9 @@ import math
 import re
 
 # The most values a window, sliding window, median or quantile holds: a device refuses more too
-# (steps/make.py), so a size that would take gigabytes is refused before anything is deployed.
-from sensormesh.device.steps.make import MAX_VALUES
+# (steps/make.py, steps/spec_errors.py), so a size that would take gigabytes is refused before
+# anything is deployed.
+from sensormesh.device.steps.spec_errors import MAX_VALUES
 
 NOTHING = object()      # "no default": the parameter is required or optional-and-omitted
 

@@ -58,6 +58,19 @@ _listen = click.option("--listen", default=None, metavar="HOST:PORT", callback=_
                             "address.")
 
 
+def _watch_only(watch_, *options):
+    """Refuse the options that mean something only with --watch when they are given without it
+    (options: their parameter names)."""
+    if watch_:
+        return
+    ctx = click.get_current_context()
+    given = [o for o in options if ctx.get_parameter_source(o) not in (None, click.core.ParameterSource.DEFAULT)]
+    if given:
+        flags = ["--" + o.replace("_", "-") for o in given]
+        raise click.UsageError("%s work%s only with --watch" % (
+            ", ".join(flags), "s" if len(flags) == 1 else ""))
+
+
 def _supervisor(model, listen, **kw):
     """The Supervisor of status and stop, listening for registrations at `listen` (or None);
     an address it cannot listen on is said as a ClickException."""
@@ -87,7 +100,8 @@ def _note_registering(model, listen):
         return
     from sensormesh.controller.topology import CONTROLLER
     names = sorted({hop.dst for route in model.topology.control_routes().values() for hop in route.hops
-                    if hop.src == CONTROLLER and hop.dialer == hop.dst and not model.devices[hop.dst].local})
+                    if hop.src == CONTROLLER and hop.dialer == hop.dst and hop.dst in model.devices
+                    and not model.devices[hop.dst].local})
     if names:
         click.echo("note: %s dial%s out to register with the controller; give --listen HOST:PORT, the "
                    "address %s register%s at" % (", ".join(names), "" if len(names) > 1 else "s",
@@ -274,6 +288,7 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
 @_listen
 def deploy(file, strategy, watch_, duration, keys_dir, insecure, timeout, listen):
     """Deploy FILE's pipeline to its running devices (replacing what they ran before)."""
+    _watch_only(watch_, "duration")
     model = _load(file)
     note_unstarted_local(model, file)
     printer = runner.Printer(click.echo, model)
@@ -329,6 +344,7 @@ def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duratio
     """Show what every device of FILE runs, with per-step counts, and in words what a failed device
     cuts off (the affected area). Above a dozen devices: counts per domain and state, and the
     devices that are not running (-v: everything). Exit code 1 if a device is unreachable."""
+    _watch_only(watch_, "interval", "duration", "metrics_out", "no_metrics_file")
     model = _load(file)
     note_unstarted_local(model, file)
     sup = _supervisor(model, listen, timeout=timeout, creds=_creds(model, keys_dir, insecure))
@@ -398,7 +414,9 @@ def _state(s):
     "down" (no answer), else its assignment's state."""
     if "error" in s:
         return "busy" if s.get("busy") else "without keys" if s.get("plaintext") else "down"
-    return (s.get("assignment") or {}).get("state", "empty")
+    a = s.get("assignment") or {}
+    state = a.get("state", "empty")
+    return "stopped" if state == "empty" and a.get("pipeline") else state
 
 
 def status_counts(st, domains_of):
@@ -449,6 +467,8 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
         state = a.get("state", "empty")
         if brief and state == "running" and not s.get("errors"):
             continue
+        if state == "empty" and a.get("pipeline"):
+            state = "stopped:"      # a device whose pipeline was stopped keeps its name and epoch
         head = "%s: %s" % (name, state)
         if a.get("pipeline"):
             head += " pipeline %s epoch %s" % (a["pipeline"], a.get("epoch"))

@@ -81,12 +81,25 @@ def run_dir():
 _RUN_DIRS = {}
 
 
-def default_unix_path(device_name):
-    """Where a `local: true` device listens for pipes when its entry gives no `unix` path.
+def default_unix_path(device_name, pipeline=None):
+    """Where a `local: true` device of `pipeline` listens for pipes when its entry gives no
+    `unix` path: a folder per pipeline in the working directory's run_dir(), so two pipelines
+    with a device of the same name run side by side.
 
     `sensormesh up` starts local devices with this path; assignments address same-host peers
     with "unix:" + this path."""
-    return os.path.join(run_dir(), "%s.sock" % device_name)
+    if pipeline is None:
+        return os.path.join(run_dir(), "%s.sock" % device_name)
+    return os.path.join(run_dir(), _pipeline_folder(pipeline), "%s.sock" % device_name)
+
+
+def _pipeline_folder(pipeline):
+    """A pipeline's folder name: its name when that is a short plain file name, else a hash of it
+    (a Unix socket's path has room for about 100 bytes)."""
+    name = str(pipeline)
+    if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,31}", name):
+        return name
+    return "p-" + hashlib.sha1(name.encode()).hexdigest()[:10]
 
 
 def _suggest(word, options):
@@ -96,6 +109,8 @@ def _suggest(word, options):
 
 class Device:
     """One device of the inventory: what it runs, what it can take, where it is reached."""
+
+    pipeline = None     # the name of the pipeline whose model holds it (Model sets it)
 
     def __init__(self, name, interpreter="cpython", cpu=None, memory=None, sensors=(), address=None,
                  unix=None, local=False, description=None, origin=None, addresses=None, heap=None):
@@ -234,7 +249,7 @@ class Device:
         if self.unix:
             return self.unix
         if self.local:
-            return default_unix_path(self.name)
+            return default_unix_path(self.name, self.pipeline)
         return None
 
     @property
@@ -345,6 +360,9 @@ class Model:
         self.name = name
         self.step_list = list(steps)
         self.device_list = list(devices)
+        for d in self.device_list:
+            if isinstance(d, Device):
+                d.pipeline = name       # its default Unix socket is the pipeline's (unix_path)
         self.callbacks = dict(callbacks or {})
         self.network = network          # the raw `network:` section, if any
         self.topology = topology        # topology.Topology built from it, if that module exists

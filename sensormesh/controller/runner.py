@@ -174,6 +174,18 @@ def _device_steps(st, verbose):
     return ", ".join(parts) or "nothing ran"
 
 
+def _device_line(dev, st, verbose):
+    """What a stop made of one device: its error, its final counts, or, when nothing ran as the
+    stop came, that its pipeline had stopped before (or that nothing was ever deployed)."""
+    if "error" in st:
+        return _error(dev, st)
+    if st.get("state") == "empty":
+        if st.get("pipeline"):
+            return "already stopped (pipeline %s epoch %s)" % (st["pipeline"], st.get("epoch"))
+        return "nothing deployed"
+    return _device_steps(st, verbose)
+
+
 def _error(dev, st):
     """A device's error in a summary line that already names it ("pc: ...", not "pc: pc: ...")."""
     text = st["error"]
@@ -201,9 +213,7 @@ def summary(final: dict[str, dict], verbose=False) -> list[str]:
     ended well are one line with their counts summed ("200 devices b000 .. b199: t# 2000>2000,
     ..."); a device that failed, dropped values or lost deliveries keeps a line of its own."""
     if verbose or len(final) <= SUMMARY_AT:
-        return ["%s: %s" % (dev, _error(dev, final[dev]) if "error" in final[dev]
-                             else _device_steps(final[dev], verbose))
-                for dev in sorted(final)]
+        return ["%s: %s" % (dev, _device_line(dev, final[dev], verbose)) for dev in sorted(final)]
     groups, alone = {}, []
     for dev in sorted(final):
         st = final[dev]
@@ -224,8 +234,7 @@ def summary(final: dict[str, dict], verbose=False) -> list[str]:
             sums.append("%s %s" % (k, _counts(_total([list(p.values())[i] for p in per]))))
         lines.append("%d devices %s .. %s: %s in all" % (len(devs), devs[0], devs[-1], ", ".join(sums)))
     for dev in sorted(alone):
-        st = final[dev]
-        lines.append("%s: %s" % (dev, _error(dev, st) if "error" in st else _device_steps(st, False)))
+        lines.append("%s: %s" % (dev, _device_line(dev, final[dev], False)))
     lines.append("(-v lists every device and step)")
     return lines
 

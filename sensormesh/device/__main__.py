@@ -15,6 +15,7 @@ def main(argv=None, config=None):
     # and the configuration dict (the identity's and trust store's paths, the sensor specs:
     # about 1 KB on a board with keys) are freed before the device runs.
     from sensormesh.device import boot
+    cfg = None
     try:
         cfg = boot.config(argv, config)
         boot = None
@@ -22,7 +23,7 @@ def main(argv=None, config=None):
         cfg = None
     except Exception as e:
         from sensormesh.device import boot
-        boot.refused(e)     # a bad configuration or a failed start: logged, and exits
+        boot.refused(e, cfg)    # a bad configuration or a failed start: logged, and exits
         raise
     try:
         dev.run()

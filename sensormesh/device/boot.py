@@ -55,15 +55,19 @@ def read_config(path):
     return cfg
 
 
-def refused(e):
+def refused(e, cfg=None):
     """__main__.main could not start the device because of e: a bad configuration (exit status
-    2) or a failed start (an OSError, 1) is logged and exits; the caller raises anything else."""
+    2) or a failed start (an OSError, 1: an address it cannot listen on named, from its
+    configuration cfg) is logged and exits; the caller raises anything else."""
     from sensormesh.device.core import log
     from sensormesh.device.sensors import SensorError   # (a device without sensors keeps no sensors package)
     if isinstance(e, (SensorError, ValueError)):
         log("device", "configuration error: %s" % e)
         sys.exit(2)
     if isinstance(e, OSError):
+        if cfg:     # (its words are options.py's, loaded for them: a running device never has them)
+            from sensormesh.device.options import start_error
+            e = start_error(e, cfg)
         log("device", "cannot start: %s" % e)
         sys.exit(1)
 

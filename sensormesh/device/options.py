@@ -86,3 +86,22 @@ def config(argv):
     on signals set up (CPython): what __main__.main runs when it has no configuration file."""
     stop_on_signals()
     return config_from_args(parse_args(argv))
+
+
+def start_error(e, cfg):
+    """A failed start's OSError e in words that name the address the device could not listen on
+    (its TCP address is opened first; a Unix socket's stale file is removed before it is bound),
+    as `sensormesh worker` says it; e itself when it is about something else (a key file)."""
+    import errno
+    from sensormesh.device.compat import errno_of
+    code = errno_of(e)
+    where = "%s:%s" % (cfg.get("host"), cfg.get("port"))
+    # (MicroPython's errno module lacks some names: Linux's numbers stand in)
+    if code == getattr(errno, "EADDRINUSE", 98):
+        return "%s is in use: another device or program listens there (give another --port)" % where
+    if code == getattr(errno, "EADDRNOTAVAIL", 99):
+        return "cannot listen on %s: %s is not an address of this machine (--host): %s" % (where, cfg.get("host"), e)
+    if cfg.get("unix") and code in (getattr(errno, "ENOENT", 2), getattr(errno, "ENOTDIR", 20),
+                                    getattr(errno, "EACCES", 13)) and not getattr(e, "filename", None):
+        return "cannot listen on unix:%s (--unix): %s" % (cfg["unix"], e)
+    return e

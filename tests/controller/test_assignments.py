@@ -135,7 +135,7 @@ def test_addresses_unix_on_one_host_tcp_otherwise():
     pl = mesh().plan("central")
     # a and b are both local: unix; b has its own path, a gets the default one
     assert pl.address("a", "b") == "unix:/run/sm-b.sock"
-    assert pl.address("b", "a") == "unix:" + default_unix_path("a")
+    assert pl.address("b", "a") == "unix:" + default_unix_path("a", "mesh")
     # micropython boards and other hosts: TCP
     assert pl.address("esp-1", "a") == "127.0.0.1:7001"
     assert pl.address("a", "c") == "192.168.0.9:7000"
@@ -306,3 +306,27 @@ def test_buffer_and_spool_hints_reach_the_pipe():
     p2.source("gyro").print(on="pc")
     out = [s for s in p2.plan("edge").assignments()["esp"]["steps"] if s["type"] == "pipe_out"][0]
     assert "buffer" not in out["params"] and "spool" not in out["params"]   # the device's defaults
+
+
+def test_two_pipelines_with_a_device_of_the_same_name_have_their_own_unix_sockets():
+    # before, both pipelines' local "pc" listened on <run dir>/pc.sock: the second `up` found it
+    # taken, and `status` of one reached the other's device
+    def model(name):
+        p = Pipeline(name)
+        p.device("pc", cpu=4, local=True, sensors=["counter"])
+        p.device("pc2", cpu=4, local=True)
+        p.source("counter", on="pc").callback(print, on="pc2")
+        return p
+    plan_one = model("one").plan("central")
+    one, two = model("one").model(), model("two").model()
+    assert one.devices["pc"].unix_path != two.devices["pc"].unix_path
+    assert one.devices["pc"].unix_path == default_unix_path("pc", "one")
+    assert os.path.dirname(one.devices["pc"].unix_path) == os.path.dirname(one.devices["pc2"].unix_path)
+    # assignments address the pipeline's own socket
+    pl = plan_one
+    assert set(pl.address(a, b) for a, b in (("pc", "pc2"), ("pc2", "pc"))) <= {
+        "unix:" + one.devices["pc"].unix_path, "unix:" + one.devices["pc2"].unix_path}
+    # a name that is no plain file name, or a long one, gets a folder named by its hash
+    odd = default_unix_path("pc", "../x y/" + "z" * 200)
+    assert os.path.dirname(os.path.dirname(odd)) == os.path.dirname(os.path.dirname(one.devices["pc"].unix_path))
+    assert len(odd) < 100 and ".." not in odd

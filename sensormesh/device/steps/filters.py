@@ -188,9 +188,9 @@ class Quantile(Step):
     what = "quantile needs numbers"
 
     def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import MAX_VALUES, int_param
+        from sensormesh.device.steps.make import int_param
         from sensormesh.device.steps.more_params import num_param
-        self.size = int_param(self, "size", None, 1, MAX_VALUES)
+        self.size = int_param(self, "size", None, 1)
         self.slide = int_param(self, "slide", 1, 1)
         self.q = num_param(self, "q", 0.5 if self.TYPE == "median" else None)
         if not 0 <= self.q <= 1:

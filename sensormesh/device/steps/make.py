@@ -10,10 +10,6 @@ from sensormesh.device.steps import StepError, nowhere, rare_call
 
 STEPS = "sensormesh.device.steps."    # the package of the families
 AGGS = ("mean", "min", "max", "sum", "count", "list")   # aggregates of window and sliding
-# the most values a window, sliding window, median or quantile holds (`values`, `size`): a
-# deployment from any controller cannot make a device allocate more (the controller's catalog
-# checks the same bound when it plans)
-MAX_VALUES = 1000000
 
 
 def no_ctx_call():
@@ -22,8 +18,7 @@ def no_ctx_call():
     pass
 
 
-def int_param(step, name, default, least, most=0):
-    # most: the largest value taken (0: no bound)
+def int_param(step, name, default, least):
     v = step.params.get(name, default)
     if v is None:
         raise step.bad("%s needs parameter '%s'" % (step.TYPE, name))
@@ -33,9 +28,10 @@ def int_param(step, name, default, least, most=0):
                 v = int(v)
         except (OverflowError, ValueError):
             pass
-    if type(v) is not int or v < least or most and v > most:
-        raise step.bad("%s must be an integer >= %d%s, got %r"
-                       % (name, least, " and <= %d" % most if most else "", v))
+    # the values a window holds ("size", "values") are bounded (spec_errors.MAX_VALUES): an
+    # assignment from any controller cannot make a device allocate gigabytes
+    if type(v) is not int or v < least or v > 1000000 and name in ("size", "values"):
+        raise rare_call(STEPS + "spec_errors", "integer", step, name, least, v)
     return v
 
 
@@ -82,7 +78,7 @@ def user_setup(step, params, n_inputs):
 def window_setup(step, params, n_inputs):
     """window (windows.py): its parameters checked, its state set up, its put chosen."""
     step.frame = int_param(step, "time-frame", 0, 0)
-    step.n = int_param(step, "values", 0, 0, MAX_VALUES)
+    step.n = int_param(step, "values", 0, 0)
     if not (step.frame or step.n):
         raise step.bad("window needs time-frame or values > 0")
     step.agg = agg = choice_param(step, "agg", "mean", AGGS)

@@ -25,8 +25,8 @@ class Sliding(Step):
     ARGS = ["size", "slide", "agg"]
 
     def setup(self, params, n_inputs):
-        from sensormesh.device.steps.make import AGGS, MAX_VALUES, choice_param, int_param
-        self.size = int_param(self, "size", None, 1, MAX_VALUES)
+        from sensormesh.device.steps.make import AGGS, choice_param, int_param
+        self.size = int_param(self, "size", None, 1)
         self.slide = int_param(self, "slide", 1, 1)
         self.agg = choice_param(self, "agg", "mean", AGGS)
         self.what = "sliding %s needs numbers" % self.agg

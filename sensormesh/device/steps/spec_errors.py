@@ -5,6 +5,17 @@
 from sensormesh.device.steps import StepError, rare_call
 
 
+# The most values a window, sliding window, median or quantile holds (its "values", its "size"):
+# make.int_param refuses more; the controller's catalog has the same bound.
+MAX_VALUES = 1000000
+
+
+def integer(step, name, least, v):
+    """The StepError of integer parameter `name` of step, which make.int_param found wrong."""
+    most = " and <= %d" % MAX_VALUES if name in ("size", "values") else ""
+    return step.bad("%s must be an integer >= %d%s, got %r" % (name, least, most, v))
+
+
 def short(value):
     # the value as a refusal shows it (base.py's, loaded for the call)
     return rare_call("sensormesh.device.steps.base", "short", value)
