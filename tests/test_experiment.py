@@ -553,3 +553,34 @@ def test_namespaces_where_they_cannot_be_built_are_refused_before_the_first_run(
     notes = []
     assert resolve_mode("auto", notes.append) == "loopback" and "needs root" in notes[0]
     assert resolve_mode("loopback", notes.append) == "loopback"
+
+
+def test_a_second_ctrl_c_while_the_stopped_run_is_recorded_keeps_its_row(tmp_path, monkeypatch):
+    # the first Ctrl-C stops the run while it watches; the second comes while the run's numbers
+    # are being worked out: the run is still recorded (as interrupted), only the plots are skipped
+    import signal
+    from sensormesh.controller.experiment import one_run
+    monkeypatch.chdir(tmp_path)
+    file = pipeline(tmp_path)
+    runs = make_plan([Placement("central", "central"), Placement("edge", "edge")], [])
+    real = one_run.measures.measure
+
+    def measure(*args, **kw):
+        signal.raise_signal(signal.SIGINT)
+        return real(*args, **kw)
+    monkeypatch.setattr(one_run.measures, "measure", measure)
+
+    class FirstCtrlC(Progress):
+        sent = False
+
+        def tick(self, force=False):
+            if not self.sent and self.t_run is not None and self.now() - self.t_run > 1.0:
+                self.sent = True
+                signal.raise_signal(signal.SIGINT)
+            return super().tick(force)
+    out = io.StringIO()
+    outcome = run_experiment(file, runs, Settings(duration=30.0, warmup=0.0, insecure=True),
+                             str(tmp_path / "out"), progress=FirstCtrlC(len(runs), 5.0, out=out, tty=True))
+    assert outcome.interrupted and outcome.plots == []
+    assert [(r["placement"], r["status"]) for r in read_csv(tmp_path / "out" / "runs.csv")] == [("central", "interrupted")]
+    assert "interrupted again: the plots were left out" in out.getvalue()

@@ -50,6 +50,11 @@ def test_plan_refuses_mistakes():
         make_plan([E, parse_placement("edge=x.yaml")], [])
     with pytest.raises(PlanError, match="given twice"):
         make_plan([C], [parse_condition("a:delay=1ms"), parse_condition("a:delay=1ms")])
+    # the same condition spelled differently would run twice, under two names, as if it differed
+    with pytest.raises(PlanError, match="'a:delay=1ms;b:loss=1%' and 'b: loss=0.01 ; a:delay=1000us' "
+                                        "are the same condition: give it once"):
+        make_plan([C], [parse_condition("a:delay=1ms;b:loss=1%"), parse_condition("b: loss=0.01 ; a:delay=1000us")])
+    assert len(make_plan([C], [parse_condition("a:delay=1ms"), parse_condition("a:delay=2ms")])) == 3
     assert parse_placement("mixed=p.yaml") == Placement("mixed", "optimal", "p.yaml")
 
 

@@ -272,3 +272,22 @@ def test_latency_samples_a_device_dropped_are_kept_in_the_file_and_on_metrics(tm
             rows = [(float(r["t"]), float(r["value"])) for r in csv.DictReader(open(path))
                     if r["device"] == "board-1" and r["metric"] == "latency_dropped"]
         assert rows == [(10.0, 3), (11.0, 3), (12.0, 3), (20.0, 6)]
+
+
+def test_a_csv_metrics_file_of_an_earlier_run_is_replaced_and_other_csv_files_are_refused(tmp_path):
+    # `--metrics-out data.csv` naming the user's own CSV file must not overwrite it, as a
+    # database with other tables is not; the metrics CSV of an earlier run is replaced
+    path = str(tmp_path / "run.csv")
+    for n in (5, 2):
+        store, poll = fed(files.open_writer(path))
+        for i in range(n):
+            poll.snapshot("board", 10.0 + i, i, 10 * i, {"s": step(i, i)}, {})
+        store.close()
+    rows = list(csv.DictReader(open(path)))
+    assert len([r for r in rows if r["entity"] == "s" and r["metric"] == "in"]) == 2
+    mine = tmp_path / "data.csv"
+    mine.write_text("time,temperature\n1,20.5\n")
+    with pytest.raises(files.FileError, match=r"data\.csv is a CSV file with other columns \(time,temperature\), "
+                                              r"not a sensormesh metrics file"):
+        files.open_writer(str(mine))
+    assert mine.read_text() == "time,temperature\n1,20.5\n"

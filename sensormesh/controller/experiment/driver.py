@@ -117,20 +117,23 @@ def run_experiment(file, runs, settings, out, progress=None, on_run=None, on_eve
     except KeyboardInterrupt:        # between two runs
         outcome.interrupted = True
     finally:
+        cut = interrupts.hits >= 2
         try:
             _write_summary(results, outcome.rows, title)
             if interrupts.hits < 2:        # a second Ctrl-C: no plots, out at once
+                interrupts.abortable = True
                 outcome.plots = plots.draw(out, outcome.rows, measured, results.devices)
-        except KeyboardInterrupt:          # the second one came while these were written
-            outcome.interrupted = True
+        except KeyboardInterrupt:          # a signal came while these were written
+            outcome.interrupted = cut = True
         finally:
+            interrupts.abortable = False
             results.close()
             interrupts.restore()
             outcome.signal = interrupts.signum
-        if interrupts.hits >= 2:
+        if cut:
             outcome.plots = []
-            progress.note("interrupted again: the plots were left out (summary.md and the CSV files "
-                          "hold every finished run)")
+            progress.note("%s: the plots were left out (summary.md and the CSV files hold every "
+                          "finished run)" % ("interrupted again" if interrupts.hits >= 2 else "interrupted"))
     return outcome
 
 
@@ -145,6 +148,7 @@ class Interrupts:
         import threading
         self.signum = None
         self.hits = 0
+        self.abortable = False      # while the plots are drawn: a signal ends them
         self.old = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -156,7 +160,10 @@ class Interrupts:
 
     def _on_signal(self, signum, frame):
         self.note(signum)
-        raise KeyboardInterrupt
+        # the first stops the experiment; a later one only ends the plots (`abortable`), so it
+        # never cuts short the recording of the run that was stopped
+        if self.hits == 1 or self.abortable:
+            raise KeyboardInterrupt
 
     def restore(self):
         import signal

@@ -89,6 +89,18 @@ def parse_condition(text):
     return Condition(text, specs)
 
 
+def _meaning(cond):
+    """What a condition does, whatever its spelling (spaces, units, order of its specs), or None
+    when a spec does not parse (the caller refuses it with its own message)."""
+    from sensormesh.netlab.spec import NetworkSpecError, parse
+    try:
+        return frozenset((spec.target, tuple(None if v is None else float("%.9g" % v)
+                                             for v in spec.condition.to_dict().values()))
+                         for spec in map(parse, cond.specs))
+    except NetworkSpecError:
+        return None
+
+
 def make_plan(placements, conditions, repeat=1, baseline=True):
     """[Run] for every placement x condition x repeat: conditions outermost, so a user sees one
     network condition for every placement before the next (and a run cut short by Ctrl-C
@@ -106,6 +118,12 @@ def make_plan(placements, conditions, repeat=1, baseline=True):
     dup = sorted({n for n in seen if seen.count(n) > 1})
     if dup:
         raise PlanError("--network %s given twice" % ", ".join(repr(d) for d in dup))
+    meant = {}
+    for c in conds:         # the same condition written differently would run twice under two names
+        key = _meaning(c)
+        if key is not None and key in meant:
+            raise PlanError("--network %r and %r are the same condition: give it once" % (meant[key], c.name))
+        meant.setdefault(key, c.name)
     if not conds:
         conds = [Condition(PLAIN, ())]
     elif baseline and NONE not in seen:

@@ -142,12 +142,29 @@ class CsvWriter(_Batched):
     def __init__(self, path):
         super().__init__(path)
         _parent(path)
+        self._refuse_other(path)
         try:
             self.f = open(path, "w", newline="")
         except OSError as e:
             raise FileError("cannot write the metrics file %s: %s" % (path, e))
         self.w = csv.writer(self.f)
         self.w.writerow(CSV_COLUMNS)
+
+    @staticmethod
+    def _refuse_other(path):
+        """The metrics file of an earlier run by that name is replaced; a CSV file that holds
+        anything else (its first line is not this header) is not touched, as a database with
+        other tables is not."""
+        try:
+            with open(path, newline="") as f:
+                first = f.readline()
+        except FileNotFoundError:
+            return
+        except (OSError, UnicodeDecodeError) as e:
+            raise FileError("cannot read %s to check it is a metrics file: %s" % (path, e))
+        if first and first.rstrip("\r\n") != ",".join(CSV_COLUMNS):
+            raise FileError("%s is a CSV file with other columns (%s), not a sensormesh metrics file: "
+                            "give --metrics-out another file name" % (path, first.strip()[:60]))
 
     def meta(self, **kv):
         for k, v in kv.items():
