@@ -67,8 +67,12 @@ def dial_address(device, domain, inventory):
         return addrs[None]
     if domain is None and addrs:   # same host: any of its addresses
         return next(iter(addrs.values()))
-    raise RoutingError("device %s has no address in domain %s (it has: %s)"
-                       % (device, domain, ", ".join(sorted(str(d) for d in addrs))))
+    from sensormesh.controller.names import domains_text
+    if not addrs:
+        raise RoutingError("device %s has no address at all: give it `address: host:port` (or "
+                           "`addresses:` per domain), or mark it `local: true`" % device)
+    raise RoutingError("device %s has no address %s (it has addresses in %s only)"
+                       % (device, domains_text([domain]).replace("domain", "in domain", 1), domains_text(addrs)))
 
 
 def hop_address(device, hop, inventory):

@@ -267,7 +267,7 @@ class Supervisor(Control, Watch, Reroute, Recover):
         errors = self._hello(self.control_devices(list(asg)))
         if errors:
             self.close()
-            raise SupervisorError("; ".join(errors[d] for d in sorted(errors)))
+            raise SupervisorError(unreachable_text(errors))
         if epoch is None:
             # newer than whatever the devices run, even for two deployments in one second:
             # pipes refuse peers of another epoch, so old connections never join the new one
@@ -588,3 +588,14 @@ class Supervisor(Control, Watch, Reroute, Recover):
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def unreachable_text(errors):
+    """{device: why it cannot be reached} as one message: each reason for a few devices; for
+    more, how many, their names in short ("board-1..board-40") and the first device's reason."""
+    from sensormesh.controller.names import name_list, natural_sorted
+    order = natural_sorted(errors)
+    if len(order) <= 3:
+        return "; ".join(errors[d] for d in order)
+    return "%d devices cannot be reached: %s; the first: %s" % (
+        len(order), name_list(order), errors[order[0]])
