@@ -249,6 +249,32 @@ def test_yaml_syntax_error_has_line(write):
        m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
            input: i, client-id: lab}
      """, 12, "sinks.m.client-id", "client id 'lab' is also the one of step 'i'"),
+    # csv columns: none, one twice, one the values do not have; a unit for no column
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+     sinks:
+       f: {type: csv, path: f.csv, input: t, columns: []}
+     """, 11, "sinks.f.columns", "must be a non-empty list of column names, not an empty list"),
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+     sinks:
+       f: {type: csv, path: f.csv, input: t, columns: [humidity, temperature, humidity]}
+     """, 11, "sinks.f.columns", "column 'humidity' is given twice"),
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+     sinks:
+       f: {type: csv, path: f.csv, input: t, columns: [humidity, temprature]}
+     """, 11, "sinks.f.columns", "unknown column 'temprature' (did you mean 'temperature'?): the input's "
+                                 "values have the keys humidity, temperature"),
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+     sinks:
+       f: {type: csv, path: f.csv, input: t, columns: [humidity], units: {temperature: C}}
+     """, 11, "sinks.f.units", "'temperature' is not a column of this file (its columns: humidity)"),
     # one parameter in both spellings: neither silently wins
     ("""\
      steps:
