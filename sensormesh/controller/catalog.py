@@ -223,6 +223,11 @@ class Param:
                 return "%r %s" % (value, why)
         elif k == "tls":
             return _tls_problem(value)
+        elif k == "measures":
+            if not isinstance(value, dict) or not all(
+                    k2 in ("quantity", "unit") and isinstance(v, str) and v for k2, v in value.items()):
+                return ("must be an object with a quantity and a unit as text, such as "
+                        "{quantity: temperature, unit: \"°C\"}, not %s" % _show(value))
         elif k == "discovery":
             if isinstance(value, bool):
                 return None
@@ -1050,7 +1055,7 @@ class MqttOutSink(_MqttStep):
         Param("offline-buffer", "int", minimum=0, doc="values kept while the broker is away (default 10000)"),
         Param("discovery", "discovery", doc="publish Home Assistant discovery config (true: under "
               "homeassistant/sensor/..., or a topic prefix of your own)"),
-        Param("measures", "json", doc="{quantity, unit} for discovery (default: from the sensors)"),
+        Param("measures", "measures", doc="{quantity, unit} for discovery (default: from the sensors)"),
     )
 
     def flow(self, params, hints, ins, ctx=None):

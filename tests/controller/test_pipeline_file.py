@@ -249,6 +249,13 @@ def test_yaml_syntax_error_has_line(write):
        m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
            input: i, client-id: lab}
      """, 12, "sinks.m.client-id", "client id 'lab' is also the one of step 'i'"),
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
+           discovery: true, measures: 5, input: t}
+     """, 12, "sinks.m.measures", "must be an object with a quantity and a unit as text"),
     # csv columns: none, one twice, one the values do not have; a unit for no column
     ("""\
      steps:
