@@ -35,6 +35,7 @@
 import math
 import time
 
+from sensormesh.controller.names import name_list
 from sensormesh.controller.errors import PlacementError, Problem
 
 STRATEGIES = ("central", "edge", "optimal")
@@ -718,8 +719,8 @@ def _no_route(setup, link, reach, u, v, cand):
                 return Problem(text + (": " + why if why else ""), step=step, device=da)
     sid = u if u not in setup.fixed else v
     return Problem("no device it can run on (%s) has a route %s %s (on %s)" % (
-        ", ".join(setup.cand[sid]), "from its input" if sid == v else "to",
-        u if sid == v else v, ", ".join(cand[u] if sid == v else cand[v])), step=sid)
+        name_list(setup.cand[sid]), "from its input" if sid == v else "to",
+        u if sid == v else v, name_list(cand[u] if sid == v else cand[v])), step=sid)
 
 
 def _central(setup, link):

@@ -50,3 +50,14 @@ def test_many_unreachable_devices_make_one_short_message():
                     "127.0.0.1:21001 is not reachable: refused")
     two = {k: errors[k] for k in ("board-10", "board-2")}
     assert unreachable_text(two) == errors["board-2"] + "; " + errors["board-10"]
+
+
+def test_other_messages_list_devices_the_same_short_way():
+    from sensormesh.controller import deploy
+    from sensormesh.controller.supervisor import brief_names
+    fleet = ["board-%d" % i for i in range(1, 201)]
+    assert brief_names(fleet) == "board-1..board-200"
+    with pytest.raises(deploy.DeployError) as e:
+        deploy.deploy({n: {} for n in fleet}, {})
+    assert str(e.value) == ("no address for device(s): board-1..board-200; give each `address: host:port` "
+                            "or mark it `local: true`")

@@ -83,11 +83,10 @@ MEMORY_PAUSE = 0.5
 
 
 def brief_names(names, most=6):
-    """"a, b, c" for a few names; "a, b, c, d, e, f and 194 more" for many."""
-    names = list(names)
-    if len(names) <= most:
-        return ", ".join(names)
-    return "%s and %d more" % (", ".join(names[:most]), len(names) - most)
+    """"a, b, c" for a few names; runs as "board-1..board-40"; "200 devices: a, b, ... and 195
+    more" for many (names.name_list)."""
+    from sensormesh.controller.names import name_list
+    return name_list(names, shown=most)
 
 
 class Supervisor(Control, Watch, Reroute, Recover):
@@ -239,7 +238,10 @@ class Supervisor(Control, Watch, Reroute, Recover):
             return self.path_errors[d]
         if self.topology.control_route(d) is None:
             return "the network: section gives it no control route"
-        return "it is behind %s, which failed" % ", ".join(sorted(self.failed)) if self.failed else "unknown"
+        if not self.failed:
+            return "unknown"
+        from sensormesh.controller.names import name_list
+        return "it is behind %s, which failed" % name_list(self.failed)
 
     def control_devices(self, devices):
         """devices plus every gateway their control goes through, parents first."""
