@@ -282,6 +282,13 @@ def test_yaml_syntax_error_has_line(write):
      sinks:
        f: {type: csv, path: f.csv, input: t, columns: [humidity], units: {temperature: C}}
      """, 11, "sinks.f.units", "'temperature' is not a column of this file (its columns: humidity)"),
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+     sinks:
+       f: {type: csv, path: out.csv, input: t}
+       g: {type: csv, path: out.csv, input: t}
+     """, 12, "sinks.g.path", "path 'out.csv' is also the file of step 'f'"),
     # one parameter in both spellings: neither silently wins
     ("""\
      steps:
@@ -662,3 +669,14 @@ def test_mqtt_connection_options_that_are_right_load(write):
      """))
     assert m.device_params["i"]["tls"] == {} and m.device_params["i"]["topic"] == "lab/{device}/{step}/#"
     assert m.device_params["m"]["discovery"] == "ha/lab"
+
+
+def test_two_csv_sinks_may_share_a_path_on_different_devices_they_are_pinned_to(write):
+    m = load_model(write("""\
+     steps:
+       t: {type: source, sensor: dht11}
+     sinks:
+       f: {type: csv, path: out.csv, input: t, on: esp-1}
+       g: {type: csv, path: out.csv, input: t, on: laptop}
+     """))
+    assert m.device_params["f"]["path"] == m.device_params["g"]["path"] == "out.csv"
