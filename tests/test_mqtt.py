@@ -462,3 +462,24 @@ def test_mqtt_in_counts_nan_and_infinity_where_they_come_in(broker):
         assert any("NaN or infinity" in line for line in s.ctx.logs), s.ctx.logs
     finally:
         s.close()
+
+
+def test_a_nan_in_a_time_frame_costs_that_value_only(broker):
+    """mqtt_out with a time-frame: a value JSON cannot carry is counted and left out, and the
+    other values of its frame are published (before, the whole frame went, counted as one)."""
+    sub = Subscriber(broker, "frames/#")
+    s = build_step("mqtt_out", {"broker": "127.0.0.1:%d" % broker, "topic": "frames/x", "time-frame": 1000,
+                                "qos": 1})
+    try:
+        for v in (1, float("nan"), 2.5, float("inf")):
+            s.put(v)
+        s.flush()
+        deadline = time.monotonic() + 10
+        while not sub.got and time.monotonic() < deadline:
+            s.client.loop(timeout=0.05)
+        assert sub.wait(1)[0] == ("frames/x", [1, 2.5])
+        st = s.stats()
+        assert (st["in"], st["out"], st["published"], st["dropped"], st["errors"]) == (4, 2, 2, 2, 2), st
+    finally:
+        s.close()
+        sub.close()

@@ -266,8 +266,20 @@ class MqttOut(_Mqtt):
         try:
             payload = json.dumps(frame, allow_nan=False)
         except Exception:
-            self.failed(frame)
-            return
+            # a value JSON cannot carry (NaN, infinity, an object) costs itself, counted, not
+            # the frame it is in
+            good = []
+            for v in frame:
+                try:
+                    json.dumps(v, allow_nan=False)
+                except Exception:
+                    self.failed(v)
+                    continue
+                good.append(v)
+            if not good:
+                return
+            frame = good
+            payload = json.dumps(frame, allow_nan=False)
         self._send(payload, len(frame))
 
     def _send(self, payload, n):
