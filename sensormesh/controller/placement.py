@@ -487,9 +487,13 @@ class _Setup:
                                         % ("/".join(sorted(interps)), why, "/".join(sorted(by_interp))), step=sid))
                 continue
             if not cand:
+                groups = {}         # one reason, its devices in short (names.py)
+                for d in every:
+                    groups.setdefault(_down_text(self.down[d]), []).append(d)
                 problems.append(Problem("needs %s (%s) and every such device is down: %s"
                                         % ("/".join(sorted(interps)), why,
-                                           ", ".join("%s %s" % (d, _down_text(self.down[d])) for d in every)),
+                                           "; ".join("%s %s" % (name_list(devs), text)
+                                                     for text, devs in sorted(groups.items()))),
                                         step=sid))
                 continue
             fits = [d for d in cand if self.cpu[sid] <= self.cap_cpu[d] and self.mem[sid] <= self.cap_mem[d]]
