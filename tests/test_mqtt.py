@@ -397,10 +397,10 @@ class StepCtx:
         self.logs.append(text)
 
 
-def build_step(kind, params):
+def build_step(kind, params, sid="s"):
     from sensormesh.device.steps.make import build
     inputs = ["x"] if kind == "mqtt_out" else []
-    return build({"id": "s", "type": kind, "inputs": inputs, "params": params}, StepCtx())
+    return build({"id": sid, "type": kind, "inputs": inputs, "params": params}, StepCtx())
 
 
 @pytest.mark.parametrize("kind", ["mqtt_out", "mqtt_in"])
@@ -480,6 +480,24 @@ def test_a_nan_in_a_time_frame_costs_that_value_only(broker):
         assert sub.wait(1)[0] == ("frames/x", [1, 2.5])
         st = s.stats()
         assert (st["in"], st["out"], st["published"], st["dropped"], st["errors"]) == (4, 2, 2, 2, 2), st
+    finally:
+        s.close()
+        sub.close()
+
+
+def test_discovery_object_id_holds_only_what_home_assistant_takes(broker):
+    """A step id with '.' (allowed by sensormesh) gives an object id with '_': Home Assistant
+    ignores a discovery config whose topic's object id holds anything but [A-Za-z0-9_-]."""
+    sub = Subscriber(broker, "homeassistant/#")
+    s = build_step("mqtt_out", {"broker": "127.0.0.1:%d" % broker, "topic": "lab/x", "discovery": True},
+                   sid="room.temp")
+    try:
+        deadline = time.monotonic() + 10
+        while not sub.got and time.monotonic() < deadline:
+            s.client.loop(timeout=0.05)
+        topic, cfg = sub.wait(1)[0]
+        assert topic == "homeassistant/sensor/sensormesh_pc_room_temp/config", topic
+        assert cfg["unique_id"] == "sensormesh_pc_room_temp" and cfg["name"] == "room.temp"
     finally:
         s.close()
         sub.close()
