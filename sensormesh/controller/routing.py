@@ -48,7 +48,9 @@ def hop_domain(hop):
     (the dialer is in A, the listener in B), "same host" -> None."""
     via = hop.via
     if via.startswith("domain "):
-        return via[len("domain "):]
+        from sensormesh.controller.names import Unnamed, is_unnamed
+        name = via[len("domain "):]
+        return Unnamed(name) if is_unnamed(via) else name     # messages: "(in no named domain)"
     if via.startswith("link "):
         _, _, dst = via[len("link "):].partition("->")
         return dst
@@ -67,12 +69,16 @@ def dial_address(device, domain, inventory):
         return addrs[None]
     if domain is None and addrs:   # same host: any of its addresses
         return next(iter(addrs.values()))
-    from sensormesh.controller.names import domains_text
+    from sensormesh.controller.names import NO_DOMAIN, domains_text
     if not addrs:
         raise RoutingError("device %s has no address at all: give it `address: host:port` (or "
                            "`addresses:` per domain), or mark it `local: true`" % device)
-    raise RoutingError("device %s has no address %s (it has addresses in %s only)"
-                       % (device, domains_text([domain]).replace("domain", "in domain", 1), domains_text(addrs)))
+    here = domains_text([domain])
+    if here == NO_DOMAIN:
+        raise RoutingError("device %s has no address outside named domains: give it `address: host:port` "
+                           "(it has addresses only in %s)" % (device, domains_text(addrs)))
+    raise RoutingError("device %s has no address in %s (it has addresses in %s only)"
+                       % (device, here, domains_text(addrs)))
 
 
 def hop_address(device, hop, inventory):

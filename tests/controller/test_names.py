@@ -61,3 +61,13 @@ def test_other_messages_list_devices_the_same_short_way():
         deploy.deploy({n: {} for n in fleet}, {})
     assert str(e.value) == ("no address for device(s): board-1..board-200; give each `address: host:port` "
                             "or mark it `local: true`")
+
+
+def test_a_device_with_addresses_only_for_named_domains_in_a_file_without_network():
+    from sensormesh.controller.routing import hop_address
+    topo = Topology.single_domain(["a", "b"])
+    hop = topo.route("a", "b").hops[0]
+    with pytest.raises(RoutingError) as e:
+        hop_address("b", hop, {"b": {"addresses": {"lab": "10.0.0.1:7000"}}})
+    assert str(e.value) == ("device b has no address outside named domains: give it `address: host:port` "
+                            "(it has addresses only in domain lab)")
