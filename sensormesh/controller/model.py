@@ -503,6 +503,17 @@ class Model:
                     step=s.id, key="client-id", section="steps"))
             else:
                 seen[cid] = s.id
+        # an explicit id may also be the default (sensormesh-<device>-<step>) of another step
+        for s in self.steps.values():
+            if s.type not in ("mqtt_in", "mqtt_out") or not isinstance(s.params, dict) or s.params.get("client-id"):
+                continue
+            for d in self.devices:
+                other = seen.get("sensormesh-%s-%s" % (d, s.id))
+                if other is not None and other != s.id:
+                    problems.append(Problem(
+                        "client id %r is the one step %r gets by default on device %r; give %r another"
+                        % ("sensormesh-%s-%s" % (d, s.id), s.id, d, other),
+                        step=other, key="client-id", section="steps"))
         files = {}
         for s in self.steps.values():
             if s.type != "csv" or not isinstance(s.params, dict) or not isinstance(s.params.get("path"), str):

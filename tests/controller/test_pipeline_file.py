@@ -256,6 +256,13 @@ def test_yaml_syntax_error_has_line(write):
        m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
            discovery: true, measures: 5, input: t}
      """, 12, "sinks.m.measures", "must be an object with a quantity and a unit as text"),
+    ("""\
+     steps:
+       i: {type: mqtt_in, broker: "127.0.0.1:1883", topic: a}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
+           input: i, client-id: sensormesh-laptop-i}
+     """, 12, "sinks.m.client-id", "client id 'sensormesh-laptop-i' is the one step 'i' gets by default"),
     # csv columns: none, one twice, one the values do not have; a unit for no column
     ("""\
      steps:
