@@ -397,10 +397,10 @@ class StepCtx:
         self.logs.append(text)
 
 
-def build_step(kind, params):
+def build_step(kind, params, sid="s"):
     from sensormesh.device.steps.make import build
     inputs = ["x"] if kind == "mqtt_out" else []
-    return build({"id": "s", "type": kind, "inputs": inputs, "params": params}, StepCtx())
+    return build({"id": sid, "type": kind, "inputs": inputs, "params": params}, StepCtx())
 
 
 @pytest.mark.parametrize("kind", ["mqtt_out", "mqtt_in"])
@@ -462,3 +462,42 @@ def test_mqtt_in_counts_nan_and_infinity_where_they_come_in(broker):
         assert any("NaN or infinity" in line for line in s.ctx.logs), s.ctx.logs
     finally:
         s.close()
+
+
+def test_a_nan_in_a_time_frame_costs_that_value_only(broker):
+    """mqtt_out with a time-frame: a value JSON cannot carry is counted and left out, and the
+    other values of its frame are published (before, the whole frame went, counted as one)."""
+    sub = Subscriber(broker, "frames/#")
+    s = build_step("mqtt_out", {"broker": "127.0.0.1:%d" % broker, "topic": "frames/x", "time-frame": 1000,
+                                "qos": 1})
+    try:
+        for v in (1, float("nan"), 2.5, float("inf")):
+            s.put(v)
+        s.flush()
+        deadline = time.monotonic() + 10
+        while not sub.got and time.monotonic() < deadline:
+            s.client.loop(timeout=0.05)
+        assert sub.wait(1)[0] == ("frames/x", [1, 2.5])
+        st = s.stats()
+        assert (st["in"], st["out"], st["published"], st["dropped"], st["errors"]) == (4, 2, 2, 2, 2), st
+    finally:
+        s.close()
+        sub.close()
+
+
+def test_discovery_object_id_holds_only_what_home_assistant_takes(broker):
+    """A step id with '.' (allowed by sensormesh) gives an object id with '_': Home Assistant
+    ignores a discovery config whose topic's object id holds anything but [A-Za-z0-9_-]."""
+    sub = Subscriber(broker, "homeassistant/#")
+    s = build_step("mqtt_out", {"broker": "127.0.0.1:%d" % broker, "topic": "lab/x", "discovery": True},
+                   sid="room.temp")
+    try:
+        deadline = time.monotonic() + 10
+        while not sub.got and time.monotonic() < deadline:
+            s.client.loop(timeout=0.05)
+        topic, cfg = sub.wait(1)[0]
+        assert topic == "homeassistant/sensor/sensormesh_pc_room_temp/config", topic
+        assert cfg["unique_id"] == "sensormesh_pc_room_temp" and cfg["name"] == "room.temp"
+    finally:
+        s.close()
+        sub.close()

@@ -351,7 +351,7 @@ class Stream:
     def mqtt_out(self, broker, topic, id=None, on=None, requires=None, **options):
         """Publish every value (or every time_frame ms as one array) to an MQTT topic.
 
-        options: qos, retain, client_id, username, password_env, tls, time_frame, buffer,
+        options: qos, retain, client_id, username, password_env, tls, time_frame, offline_buffer,
         discovery (Home Assistant) and placement hints."""
         params = {"broker": broker, "topic": topic}
         params.update(options)

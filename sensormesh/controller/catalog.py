@@ -228,6 +228,11 @@ class Param:
                 return "%r %s" % (value, why)
         elif k == "tls":
             return _tls_problem(value)
+        elif k == "measures":
+            if not isinstance(value, dict) or not all(
+                    k2 in ("quantity", "unit") and isinstance(v, str) and v for k2, v in value.items()):
+                return ("must be an object with a quantity and a unit as text, such as "
+                        "{quantity: temperature, unit: \"°C\"}, not %s" % _show(value))
         elif k == "discovery":
             if isinstance(value, bool):
                 return None
@@ -247,8 +252,14 @@ class Param:
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 return "must be \"HOST:PORT\", not %s" % _show(value)
         elif k == "columns":
-            if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
-                return "must be a list of column names, not %s" % _show(value)
+            if not isinstance(value, list) or not value or not all(isinstance(c, str) and c for c in value):
+                return "must be a non-empty list of column names, not %s" % (
+                    "an empty list" if value == [] else _show(value))
+            seen = set()
+            for c in value:
+                if c in seen:
+                    return "column %r is given twice; each column once" % c
+                seen.add(c)
         return None
 
 
@@ -990,6 +1001,35 @@ class CsvSink(SinkStep):
     def buffer_memory(self, params, ins, out):
         return 512.0
 
+    def check_values(self, params, ins):
+        """Columns the input's values do not have (their cells would always be empty), and units
+        for columns the file does not have, when a representative value is known."""
+        import difflib
+        s = ins[0].sample if ins else None
+        problems = []
+        cols = params.get("columns")
+        if isinstance(s, dict):
+            keys = sorted(map(str, s))
+            for c in cols or ():
+                if c not in keys:
+                    close = difflib.get_close_matches(c, keys, n=1)
+                    problems.append(("columns", "unknown column %r%s: the input's values have the keys %s"
+                                     % (c, " (did you mean %r?)" % close[0] if close else "", ", ".join(keys))))
+                    break
+            written = cols or keys
+        elif s is not None and not isinstance(s, (list, tuple, Repeated)):
+            written = cols or ["value"]
+        else:
+            written = cols
+        units = params.get("units")
+        if isinstance(units, dict) and written is not None:
+            for c in units:
+                if c not in written:
+                    problems.append(("units", "%r is not a column of this file (its columns: %s)"
+                                     % (c, ", ".join(written))))
+                    break
+        return problems
+
 
 class _MqttStep(StepType):
     interpreters = frozenset({"cpython"})
@@ -1021,7 +1061,7 @@ class MqttOutSink(_MqttStep):
         Param("offline-buffer", "int", minimum=0, doc="values kept while the broker is away (default 10000)"),
         Param("discovery", "discovery", doc="publish Home Assistant discovery config (true: under "
               "homeassistant/sensor/..., or a topic prefix of your own)"),
-        Param("measures", "json", doc="{quantity, unit} for discovery (default: from the sensors)"),
+        Param("measures", "measures", doc="{quantity, unit} for discovery (default: from the sensors)"),
     )
 
     def flow(self, params, hints, ins, ctx=None):

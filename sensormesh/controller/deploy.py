@@ -20,6 +20,7 @@ from typing import Callable
 
 import networkx as nx
 
+from sensormesh.controller.names import name_list
 from sensormesh.device import codec
 from sensormesh.client import Client, DeviceError
 from sensormesh.controller.deliveries import Deliveries
@@ -235,7 +236,8 @@ def deploy(assignments: dict[str, dict], addresses: dict[str, str], timeout: flo
     """
     missing = [n for n in assignments if n not in addresses]
     if missing:
-        raise DeployError("no address for device(s): " + ", ".join(sorted(missing)))
+        raise DeployError("no address for device(s): %s; give each `address: host:port` or mark it "
+                          "`local: true`" % name_list(missing))
     order = device_order(assignments, addresses)
     sessions: dict[str, DeviceSession] = {}
     aside: list[tuple[str, dict]] = []     # messages that came before a reply: watch() takes them

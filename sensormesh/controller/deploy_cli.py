@@ -13,6 +13,7 @@ import click
 
 from sensormesh.controller import deploy as deploying
 from sensormesh.controller import runner
+from sensormesh.controller import names
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.cli_files import Count, Seconds
 from sensormesh.controller.cli_files import credentials_for as _creds
@@ -348,7 +349,7 @@ def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duratio
     model = _load(file)
     note_unstarted_local(model, file)
     sup = _supervisor(model, listen, timeout=timeout, creds=_creds(model, keys_dir, insecure))
-    domains = sup.topology.domains_of
+    domains = names.named_domains_of(sup.topology)
     if watch_:
         if interval <= 0:
             raise click.BadParameter("must be more than 0", param_hint="--interval")
@@ -433,7 +434,7 @@ def status_counts(st, domains_of):
             doms = sorted(domains_of(name))
         except KeyError:
             doms = []
-        for d in doms or ["(no domain)"]:
+        for d in doms or [names.NO_DOMAIN]:
             members.setdefault(d, []).append(name)
     lines = ["%d devices: %s" % (len(st), counts(st))]
     lines += ["  %s: %s" % (d, counts(members[d])) for d in sorted(members)]

@@ -521,6 +521,30 @@ class Model:
                     step=s.id, key="client-id", section="steps"))
             else:
                 seen[cid] = s.id
+        # an explicit id may also be the default (sensormesh-<device>-<step>) of another step
+        for s in self.steps.values():
+            if s.type not in ("mqtt_in", "mqtt_out") or not isinstance(s.params, dict) or s.params.get("client-id"):
+                continue
+            for d in self.devices:
+                other = seen.get("sensormesh-%s-%s" % (d, s.id))
+                if other is not None and other != s.id:
+                    problems.append(Problem(
+                        "client id %r is the one step %r gets by default on device %r; give %r another"
+                        % ("sensormesh-%s-%s" % (d, s.id), s.id, d, other),
+                        step=other, key="client-id", section="steps"))
+        files = {}
+        for s in self.steps.values():
+            if s.type != "csv" or not isinstance(s.params, dict) or not isinstance(s.params.get("path"), str):
+                continue
+            path = s.params["path"]
+            other = next((o for o in files.get(path, ()) if not (
+                isinstance(o.on, str) and isinstance(s.on, str) and o.on != s.on)), None)
+            if other is not None:
+                problems.append(Problem(
+                    "path %r is also the file of step %r; two csv sinks writing one file would mix their "
+                    "rows (give each its own path, or pin them to different devices with on:)" % (path, other.id),
+                    step=s.id, key="path", section="steps"))
+            files.setdefault(path, []).append(s)
 
     def _check_cycles(self, problems):
         g = nx.DiGraph()

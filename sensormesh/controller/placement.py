@@ -35,6 +35,7 @@
 import math
 import time
 
+from sensormesh.controller.names import name_list
 from sensormesh.controller.errors import PlacementError, Problem
 
 STRATEGIES = ("central", "edge", "optimal")
@@ -486,9 +487,13 @@ class _Setup:
                                         % ("/".join(sorted(interps)), why, "/".join(sorted(by_interp))), step=sid))
                 continue
             if not cand:
+                groups = {}         # one reason, its devices in short (names.py)
+                for d in every:
+                    groups.setdefault(_down_text(self.down[d]), []).append(d)
                 problems.append(Problem("needs %s (%s) and every such device is down: %s"
                                         % ("/".join(sorted(interps)), why,
-                                           ", ".join("%s %s" % (d, _down_text(self.down[d])) for d in every)),
+                                           "; ".join("%s %s" % (name_list(devs), text)
+                                                     for text, devs in sorted(groups.items()))),
                                         step=sid))
                 continue
             fits = [d for d in cand if self.cpu[sid] <= self.cap_cpu[d] and self.mem[sid] <= self.cap_mem[d]]
@@ -718,8 +723,8 @@ def _no_route(setup, link, reach, u, v, cand):
                 return Problem(text + (": " + why if why else ""), step=step, device=da)
     sid = u if u not in setup.fixed else v
     return Problem("no device it can run on (%s) has a route %s %s (on %s)" % (
-        ", ".join(setup.cand[sid]), "from its input" if sid == v else "to",
-        u if sid == v else v, ", ".join(cand[u] if sid == v else cand[v])), step=sid)
+        name_list(setup.cand[sid]), "from its input" if sid == v else "to",
+        u if sid == v else v, name_list(cand[u] if sid == v else cand[v])), step=sid)
 
 
 def _central(setup, link):

@@ -48,7 +48,9 @@ def hop_domain(hop):
     (the dialer is in A, the listener in B), "same host" -> None."""
     via = hop.via
     if via.startswith("domain "):
-        return via[len("domain "):]
+        from sensormesh.controller.names import Unnamed, is_unnamed
+        name = via[len("domain "):]
+        return Unnamed(name) if is_unnamed(via) else name     # messages: "(in no named domain)"
     if via.startswith("link "):
         _, _, dst = via[len("link "):].partition("->")
         return dst
@@ -67,8 +69,16 @@ def dial_address(device, domain, inventory):
         return addrs[None]
     if domain is None and addrs:   # same host: any of its addresses
         return next(iter(addrs.values()))
-    raise RoutingError("device %s has no address in domain %s (it has: %s)"
-                       % (device, domain, ", ".join(sorted(str(d) for d in addrs))))
+    from sensormesh.controller.names import NO_DOMAIN, domains_text
+    if not addrs:
+        raise RoutingError("device %s has no address at all: give it `address: host:port` (or "
+                           "`addresses:` per domain), or mark it `local: true`" % device)
+    here = domains_text([domain])
+    if here == NO_DOMAIN:
+        raise RoutingError("device %s has no address outside named domains: give it `address: host:port` "
+                           "(it has addresses only in %s)" % (device, domains_text(addrs)))
+    raise RoutingError("device %s has no address in %s (it has addresses in %s only)"
+                       % (device, here, domains_text(addrs)))
 
 
 def hop_address(device, hop, inventory):

@@ -10,6 +10,7 @@ import re
 import time
 from typing import Callable
 
+from sensormesh.controller.names import name_list
 from sensormesh.controller import deploy as deploying
 from sensormesh.controller.errors import PipelineError
 
@@ -488,7 +489,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
             cluster.config[name] = dict(cluster.config.get(name) or {}, register=address)
         if regs:
             on_event("the controller cannot dial %s: %s dial%s out and register%s (%s)" % (
-                ", ".join(sorted(regs)), "it" if len(regs) == 1 else "they", "s" if len(regs) == 1 else "",
+                name_list(regs), "it" if len(regs) == 1 else "they", "s" if len(regs) == 1 else "",
                 "s" if len(regs) == 1 else "",
                 "; ".join("%s with %s at %s" % (n, regs[n][0], regs[n][1]) for n in sorted(regs))))
         cluster.start(timeout=max(30.0, timeout), progress=on_progress or on_event)
@@ -539,7 +540,7 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
                 looked["next"] = time.monotonic() + min(TEND_MOST, TEND_PER_DEVICE * len(cluster.procs))
                 gone = tend()
                 if gone:
-                    why["why"] = "local devices exited: " + ", ".join(gone)
+                    why["why"] = "local devices exited: " + name_list(gone)
             return bool(why)
 
         def ending():

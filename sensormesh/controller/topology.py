@@ -28,6 +28,8 @@ from typing import Mapping
 
 import networkx as nx
 
+from sensormesh.controller.names import NO_DOMAIN, Unnamed, domains_text, is_unnamed, name_list
+
 
 def _suggest(word, options):
     """' (did you mean 'x'?)' for the option closest to a misspelt name, or ''."""
@@ -165,7 +167,8 @@ class Hop:
         return self.dialer == self.dst
 
     def __str__(self):
-        return "%s dials %s (%s)" % (self.dialer, self.listener, self.via)
+        via = NO_DOMAIN[1:-1] if is_unnamed(self.via) else self.via
+        return "%s dials %s (%s)" % (self.dialer, self.listener, via)
 
 
 @dataclass(frozen=True)
@@ -304,8 +307,12 @@ class Topology:
         return _parse(data, device_names, tuple(path))[1]
 
     @classmethod
-    def single_domain(cls, device_names, name=DEFAULT_DOMAIN):
-        """The network of a file without `network:`: everyone reaches everyone directly."""
+    def single_domain(cls, device_names, name=None):
+        """The network of a file without `network:`: everyone reaches everyone directly. Its
+        domain is DEFAULT_DOMAIN, a name the user never wrote: messages say such a device is
+        "(in no named domain)" (names.py)."""
+        if name is None:
+            name = Unnamed(DEFAULT_DOMAIN)
         return cls([Domain(name, tuple(device_names))], (), [name])
 
     def to_dict(self):
@@ -368,7 +375,10 @@ class Topology:
         if a == b or (CONTROLLER in (a, b) and self.controller_host in (a, b)):
             opts.append((0, True, True, "same host"))
         for name in sorted(da & db):
-            opts.append((self.domains[name].cost, True, True, "domain " + name))
+            via = "domain " + name
+            if is_unnamed(name):
+                via = Unnamed(via)      # routing reads it as any via; messages as no domain
+            opts.append((self.domains[name].cost, True, True, via))
         for (src, dst), link in sorted(self._links_by_pair.items()):
             via = "link %s->%s" % (src, dst)
             if src in da and dst in db:
@@ -442,8 +452,8 @@ class Topology:
         if self.route(src, dst) is not None:
             return None
         def where(d):
-            doms = sorted(self.domains_of(d))
-            return "%s (domain%s %s)" % (d, "s" if len(doms) > 1 else "", ", ".join(doms))
+            text = domains_text(self.domains_of(d))
+            return "%s %s" % (d, text if text == NO_DOMAIN else "(%s)" % text)
         return ("no route from %s to %s: no gateway (a device in two domains) or link joins "
                 "their domains, directly or through other domains; the controller does not "
                 "relay data" % (where(src), where(dst)))
@@ -666,7 +676,7 @@ class Impact:
             and not self.lost_steps
 
     def lines(self):
-        out = ["%s %s down" % (_join(self.failed), "is" if len(self.failed) == 1 else "are")]
+        out = ["%s %s down" % (name_list(self.failed, last=" and "), "is" if len(self.failed) == 1 else "are")]
         out += [a.sentence for a in self.areas]
         for dev, r in self.rerouted_control.items():
             out.append("control of %s now goes %s" % (dev, r.explain()))
@@ -696,8 +706,8 @@ def _area_sentence(topo, members, cut):
         groups.setdefault(tuple(sorted(topo.domains_of(m))), []).append(m)
     parts = []
     for doms, devs in groups.items():
-        parts.append("%s in domain%s %s" % (", ".join(devs), "s" if len(doms) > 1 else "",
-                                            ", ".join(doms)))
+        text = domains_text(doms)
+        parts.append("%s %s" % (name_list(devs), text if text == NO_DOMAIN else "in " + text))
     many = len(members) > 1
     text = "%s %s unreachable from the controller" % (" and ".join(parts),
                                                        "are" if many else "is")
@@ -707,7 +717,7 @@ def _area_sentence(topo, members, cut):
         if len(cut) == 1:
             text += ": %s only %s %s is down" % ("their" if many else "its", kind, cut[0])
         else:
-            text += ": %s %ss %s are down" % ("their" if many else "its", kind, _join(cut))
+            text += ": %s %ss %s are down" % ("their" if many else "its", kind, name_list(cut, last=" and "))
     return text
 
 

@@ -249,6 +249,53 @@ def test_yaml_syntax_error_has_line(write):
        m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
            input: i, client-id: lab}
      """, 12, "sinks.m.client-id", "client id 'lab' is also the one of step 'i'"),
+    ("""\
+     steps:
+       t: {type: source, sensor: temperature}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
+           discovery: true, measures: 5, input: t}
+     """, 12, "sinks.m.measures", "must be an object with a quantity and a unit as text"),
+    ("""\
+     steps:
+       i: {type: mqtt_in, broker: "127.0.0.1:1883", topic: a}
+     sinks:
+       m: {type: mqtt_out, broker: "127.0.0.1:1883", topic: t,
+           input: i, client-id: sensormesh-laptop-i}
+     """, 12, "sinks.m.client-id", "client id 'sensormesh-laptop-i' is the one step 'i' gets by default"),
+    # csv columns: none, one twice, one the values do not have; a unit for no column
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+     sinks:
+       f: {type: csv, path: f.csv, input: t, columns: []}
+     """, 11, "sinks.f.columns", "must be a non-empty list of column names, not an empty list"),
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+     sinks:
+       f: {type: csv, path: f.csv, input: t, columns: [humidity, temperature, humidity]}
+     """, 11, "sinks.f.columns", "column 'humidity' is given twice"),
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+     sinks:
+       f: {type: csv, path: f.csv, input: t, columns: [humidity, temprature]}
+     """, 11, "sinks.f.columns", "unknown column 'temprature' (did you mean 'temperature'?): the input's "
+                                 "values have the keys humidity, temperature"),
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+     sinks:
+       f: {type: csv, path: f.csv, input: t, columns: [humidity], units: {temperature: C}}
+     """, 11, "sinks.f.units", "'temperature' is not a column of this file (its columns: humidity)"),
+    ("""\
+     steps:
+       t: {type: source, sensor: dht11}
+     sinks:
+       f: {type: csv, path: out.csv, input: t}
+       g: {type: csv, path: out.csv, input: t}
+     """, 12, "sinks.g.path", "path 'out.csv' is also the file of step 'f'"),
     # one parameter in both spellings: neither silently wins
     ("""\
      steps:
@@ -629,3 +676,14 @@ def test_mqtt_connection_options_that_are_right_load(write):
      """))
     assert m.device_params["i"]["tls"] == {} and m.device_params["i"]["topic"] == "lab/{device}/{step}/#"
     assert m.device_params["m"]["discovery"] == "ha/lab"
+
+
+def test_two_csv_sinks_may_share_a_path_on_different_devices_they_are_pinned_to(write):
+    m = load_model(write("""\
+     steps:
+       t: {type: source, sensor: dht11}
+     sinks:
+       f: {type: csv, path: out.csv, input: t, on: esp-1}
+       g: {type: csv, path: out.csv, input: t, on: laptop}
+     """))
+    assert m.device_params["f"]["path"] == m.device_params["g"]["path"] == "out.csv"

@@ -158,3 +158,17 @@ def test_yaml_other_syntax_errors_point_where_pyyaml_found_them(tmp_path):
     with pytest.raises(PipelineFileError) as e:
         load_model(path)
     assert str(e.value) == "%s:2:7: YAML syntax error: mapping values are not allowed here" % path
+
+
+def test_a_fleet_that_is_down_is_named_in_short_by_reason():
+    p = Pipeline("x")
+    p.device("esp", interpreter="micropython", sensors=["gyro"], address="127.0.0.1:7000")
+    down = {}
+    for i in range(1, 41):
+        p.device("pi-%d" % i, address="127.0.0.1:%d" % (7100 + i))
+        down["pi-%d" % i] = "failed"
+    p.device("pc", address="127.0.0.1:7001")
+    down["pc"] = "no answer"
+    p.source("gyro", id="g").map("builtins:abs", id="m", requires="cpython").print(id="o", on="esp")
+    text = error_of(lambda: p.model().place("edge", down=down))
+    assert "every such device is down: pi-1..pi-40 down (failed); pc down (no answer)" in text, text

@@ -83,11 +83,10 @@ MEMORY_PAUSE = 0.5
 
 
 def brief_names(names, most=6):
-    """"a, b, c" for a few names; "a, b, c, d, e, f and 194 more" for many."""
-    names = list(names)
-    if len(names) <= most:
-        return ", ".join(names)
-    return "%s and %d more" % (", ".join(names[:most]), len(names) - most)
+    """"a, b, c" for a few names; runs as "board-1..board-40"; "200 devices: a, b, ... and 195
+    more" for many (names.name_list)."""
+    from sensormesh.controller.names import name_list
+    return name_list(names, shown=most)
 
 
 class Supervisor(Control, Watch, Reroute, Recover):
@@ -246,7 +245,10 @@ class Supervisor(Control, Watch, Reroute, Recover):
             return self.path_errors[d]
         if self.topology.control_route(d) is None:
             return "the network: section gives it no control route"
-        return "it is behind %s, which failed" % ", ".join(sorted(self.failed)) if self.failed else "unknown"
+        if not self.failed:
+            return "unknown"
+        from sensormesh.controller.names import name_list
+        return "it is behind %s, which failed" % name_list(self.failed)
 
     def control_devices(self, devices):
         """devices plus every gateway their control goes through, parents first."""
@@ -274,7 +276,7 @@ class Supervisor(Control, Watch, Reroute, Recover):
         errors = self._hello(self.control_devices(list(asg)))
         if errors:
             self.close()
-            raise SupervisorError("; ".join(errors[d] for d in sorted(errors)))
+            raise SupervisorError(unreachable_text(errors))
         if epoch is None:
             # newer than whatever the devices run, even for two deployments in one second:
             # pipes refuse peers of another epoch, so old connections never join the new one
@@ -595,3 +597,14 @@ class Supervisor(Control, Watch, Reroute, Recover):
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def unreachable_text(errors):
+    """{device: why it cannot be reached} as one message: each reason for a few devices; for
+    more, how many, their names in short ("board-1..board-40") and the first device's reason."""
+    from sensormesh.controller.names import name_list, natural_sorted
+    order = natural_sorted(errors)
+    if len(order) <= 3:
+        return "; ".join(errors[d] for d in order)
+    return "%d devices cannot be reached: %s; the first: %s" % (
+        len(order), name_list(order), errors[order[0]])

@@ -6,6 +6,7 @@ The supervisor's driver (reroute.py, recover.py) carries the decisions out.
 """
 from __future__ import annotations
 
+from sensormesh.controller.names import name_list
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.routing import hop_edge_id
 from sensormesh.controller.topology import Route
@@ -103,8 +104,8 @@ def replan(old, failed, link, place_again):
         try:
             pl = place_again(link)
             if not _needs(pl, failed):
-                return pl, "placed again without %s" % ", ".join(sorted(failed))
-            note = "placing the lost steps again would still need %s" % ", ".join(sorted(failed))
+                return pl, "placed again without %s" % name_list(failed)
+            note = "placing the lost steps again would still need %s" % name_list(failed)
         except PipelineError as e:
             note = "the lost steps cannot be placed again: %s" % e
 
@@ -121,7 +122,7 @@ def recovery_plan(back, failed, original, current, link, place_again):
     the original placement. Otherwise the pipeline placed again without the still failed
     devices, or (when that still needs one of them, or cannot be done without them: a step
     pinned to one) the current placement unchanged, the steps on the devices back included."""
-    names = ", ".join(back)
+    names = name_list(back)
     if not failed and original is not None:
         return original, "%s back: the placement before the failures" % names
     try:
@@ -130,11 +131,11 @@ def recovery_plan(back, failed, original, current, link, place_again):
         # a step pinned to a device still failed (a source on its board) cannot be placed
         # anywhere else: the others take their places again, that one waits for its device
         return current, "%s back; steps stay where they are (the pipeline cannot be placed again without %s: %s)" % (
-            names, ", ".join(sorted(failed)), " ".join(str(e).split()))
+            names, name_list(failed), " ".join(str(e).split()))
     if _needs(pl, failed):
         return current, "%s back; steps stay where they are (placing them again would need %s)" % (
-            names, ", ".join(sorted(failed)))
-    return pl, "%s back: placed again without %s" % (names, ", ".join(sorted(failed)))
+            names, name_list(failed))
+    return pl, "%s back: placed again without %s" % (names, name_list(failed))
 
 
 def pipe_losses(placement, final, failed):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from sensormesh.controller.names import name_list
 from sensormesh.controller.deploy import device_order
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.keys import add_pipe_peers
@@ -118,7 +119,7 @@ class Reroute:
         alive = [d for d in self.paths if not self.health.down(d)]
         changed = replace.changed_devices(self.assignments, new_asg, alive, self.deployed)
         if impact is not None and impact.lost_steps and not how.startswith("placed again"):
-            self._event("steps lost with %s stay down: %s" % (", ".join(sorted(self.failed)), how))
+            self._event("steps lost with %s stay down: %s" % (name_list(self.failed), how))
             for line in self._pinned_waiting(impact.lost_steps):
                 self._event(line)
         if not changed:

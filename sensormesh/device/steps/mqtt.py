@@ -225,7 +225,9 @@ class MqttOut(_Mqtt):
 
     def _announce(self):
         # Home Assistant MQTT discovery: one sensor entity per sink, with its unit
-        uid = "sensormesh_%s_%s" % (self.device_name, self.id)
+        # Home Assistant takes [A-Za-z0-9_-] in a discovery topic's object id and ignores a
+        # config elsewhere; step ids and device names may also hold '.'
+        uid = _object_id("sensormesh_%s_%s" % (self.device_name, self.id))
         prefix = "homeassistant" if self.discovery is True else str(self.discovery)
         cfg = {"name": self.id, "unique_id": uid, "state_topic": self.topic,
                "device": {"identifiers": ["sensormesh_" + self.device_name], "name": self.device_name,
@@ -266,8 +268,20 @@ class MqttOut(_Mqtt):
         try:
             payload = json.dumps(frame, allow_nan=False)
         except Exception:
-            self.failed(frame)
-            return
+            # a value JSON cannot carry (NaN, infinity, an object) costs itself, counted, not
+            # the frame it is in
+            good = []
+            for v in frame:
+                try:
+                    json.dumps(v, allow_nan=False)
+                except Exception:
+                    self.failed(v)
+                    continue
+                good.append(v)
+            if not good:
+                return
+            frame = good
+            payload = json.dumps(frame, allow_nan=False)
         self._send(payload, len(frame))
 
     def _send(self, payload, n):
@@ -392,6 +406,13 @@ class MqttIn(_Mqtt):
 
     def put(self, value):
         raise StepError("step '%s': mqtt_in has no inputs" % self.id)
+
+
+def _object_id(text):
+    out = []
+    for ch in text:
+        out.append(ch if ch.isalnum() and ch.isascii() or ch in "_-" else "_")
+    return "".join(out)
 
 
 class NotFinite(Exception):
