@@ -276,20 +276,27 @@ def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeo
     return sup.placement, sup.assignments, sup
 
 
+# why `up` or a watch ended when the devices report the pipeline stopped or replaced by
+# someone else (Supervisor.elsewhere)
+ELSEWHERE = "stopped from elsewhere"
+
+
 def watch(dep, on_deliver, on_event, duration=None):
-    """Show a deployment's deliveries until `duration` seconds pass or Ctrl-C/SIGTERM (which
-    end the watch between two messages). Returns why it ended: "duration" or "interrupted"."""
+    """Show a deployment's deliveries until `duration` seconds pass, Ctrl-C/SIGTERM (which
+    end the watch between two messages) or the devices report the pipeline stopped or replaced
+    by someone else. Returns why it ended: "duration", "interrupted" or ELSEWHERE."""
     deadline = None if not duration else time.monotonic() + duration
     signals = _Interrupts()
     signals.mode = "flag"
     try:
-        dep.watch(on_deliver, lambda: signals.hit or (deadline is not None and time.monotonic() >= deadline),
+        dep.watch(on_deliver, lambda: signals.hit or bool(dep.elsewhere) or
+                  (deadline is not None and time.monotonic() >= deadline),
                   on_event=on_event,
                   cut_short=lambda: "interrupted" if signals.hit else (
                       "duration" if deadline is not None and time.monotonic() >= deadline else None))
     finally:
         signals.restore()
-    return "interrupted" if signals.hit else "duration"
+    return "interrupted" if signals.hit else ELSEWHERE if dep.elsewhere else "duration"
 
 
 class _Interrupts:
@@ -518,6 +525,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
                 observe.tick()
             if signals.hit:
                 why["why"] = "interrupted"
+            elif dep.elsewhere:
+                why["why"] = ELSEWHERE
             elif until is not None and until():
                 why["why"] = "until"
             elif count and got["n"] >= count:
@@ -554,6 +563,15 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
             signals.mode = "raise"
             if observe is not None:
                 observe.detach()       # no more metrics requests while the devices stop
+        if why.get("why") == ELSEWHERE:
+            # someone else stopped (or replaced) the pipeline: stopping it again would stop
+            # what another controller deployed, and the stop there has the final counts
+            on_event("the pipeline was %s (a `sensormesh stop` or `deploy` in another terminal, for "
+                     "example): up ends without stopping it again" % ELSEWHERE)
+            for name, m in dep.pending:
+                deploying.dispatch(name, m, counted, on_event)
+            dep.pending = []
+            return {}
         on_event("stopping (%s)" % why.get("why", "?"))
         try:
             final = dep.stop()
