@@ -8,7 +8,9 @@ is failed any more, else the pipeline placed again without what is still failed.
 """
 from __future__ import annotations
 
+from sensormesh.controller.deploy import device_order
 from sensormesh.controller.errors import PipelineError
+from sensormesh.controller.keys import add_pipe_peers
 from sensormesh.controller.supervisor import replace
 
 
@@ -93,6 +95,7 @@ class Recover:
         self._control_back(back, before)
         # a device that is back restarted (it runs nothing) or was cut off (it runs an old epoch):
         # either way it starts afresh
+        had = {d: self.assignments.get(d) for d in back if d in self.deployed}
         for d in back:
             if d in self.deployed:
                 self._stop_to_redeploy(d)
@@ -107,7 +110,42 @@ class Recover:
             self._event("%s is back but the pipeline cannot be placed again: %s; the rest keeps running"
                         % (", ".join(back), e))
             return
+        if self._deploy_alone(back, had, new_pl, how):
+            return
         self._redeploy(new_pl, how)
+
+    def _deploy_alone(self, back, had, new_pl, how):
+        """When the pipeline goes on exactly as it runs (every other device keeps its assignment
+        at the running epoch) and the devices back get the assignments they had, only they are
+        deployed again, at that epoch: their senders, which kept every value not acknowledged,
+        dial them again and replay it (docs/reliability.md), and nothing else stops. Before, the
+        whole pipeline piped to a sink board that came back was stopped and deployed again at a
+        new epoch. Returns False when the plan changes anything else (then _redeploy does)."""
+        if any(had.get(d) is None for d in back):
+            return False
+        new_asg = add_pipe_peers(new_pl.assignments(epoch=self.epoch, include_empty=False))
+        running = dict(self.assignments, **had)
+        if new_asg != running or any(d not in self.deployed for d in new_asg if d not in had):
+            return False
+        order = device_order(had)
+        for phase, ask in (("deploy", lambda d: self._deploy_all([d], had)[d]),
+                           ("start", lambda d: self._wait([self._send(d, {"start": {}}, ("started",))])[0])):
+            for d in order:
+                r = ask(d)
+                if r.error is not None:
+                    self._event("%s back: %s failed on %s: %s" % (", ".join(back), phase, d, r.error))
+                    self._suspect(d, r.error)
+                    return True
+        for d in order:
+            self.assignments[d] = had[d]
+            self.deployed.add(d)
+        self.placement = new_pl
+        self.recoveries += 1
+        self._event("deployed %s again at epoch %d, %s (%s; the rest kept running: %s senders "
+                    "send again what %s had not acknowledged)" % (
+                        ", ".join(order), self.epoch, "its own assignment" if len(order) == 1 else "their own assignments",
+                        how, "its" if len(order) == 1 else "their", "it" if len(order) == 1 else "they"))
+        return True
 
     def _recovery_plan(self, back):
         """(placement, how) for the network with the devices that came back."""
