@@ -141,6 +141,7 @@ class Recover:
             self.deployed.add(d)
         self.placement = new_pl
         self.recoveries += 1
+        self._overflow_while_down(order, running)
         self._event("deployed %s again at epoch %d, %s (%s; the rest kept running: %s senders "
                     "send again what %s had not acknowledged)" % (
                         ", ".join(order), self.epoch, "its own assignment" if len(order) == 1 else "their own assignments",
@@ -153,3 +154,40 @@ class Recover:
         current = self.place()
         return replace.recovery_plan(back, failed, self._original, current, self._degraded_link(failed),
                                      lambda link: self._place_with(link, current))
+
+    def _overflow_while_down(self, back, running):
+        """Before the devices in back take their pipes again: the senders' pipe_outs to them
+        whose replay buffer overflowed (asked for their status). A device that restarted has no
+        count of what it had taken, so the values that left a buffer unacknowledged are reported
+        here, as the redeployment of the senders reports them (reroute.py)."""
+        into = {}           # hop edge -> (receiving device back, sender, the sender's step id)
+        for d in back:
+            for st in running[d].get("steps", []):
+                if st.get("type") == "pipe_in":
+                    into[(st.get("params") or {}).get("edge")] = d
+        senders = {}
+        for s, asg in running.items():
+            if s in back or self.health.down(s) or s not in self.deployed:
+                continue
+            for st in asg.get("steps", []):
+                e = (st.get("params") or {}).get("edge")
+                if st.get("type") == "pipe_out" and e in into:
+                    senders.setdefault(s, []).append((e, into[e], st.get("id")))
+        if not senders:
+            return
+        names = sorted(senders)
+        for s, r in zip(names, self._wait([self._send(s, {"status": {}}, ("status",)) for s in names])):
+            if r.error is not None:
+                continue
+            steps = ((r.reply.get("status") or {}).get("assignment") or {}).get("steps") or {}
+            for e, d, sid in senders[s]:
+                o = steps.get(sid)
+                if not isinstance(o, dict) or not o.get("evicted"):
+                    continue
+                ev, dropped = o["evicted"], o.get("dropped", 0)
+                self.losses.append({"edge": e, "src": s, "dst": d, "evicted": ev, "dropped": dropped})
+                self._event("edge %s (%s -> %s): the replay buffer of %s overflowed while %s was down: %d "
+                            "value%s left it unacknowledged so far, %d of them never sent, and those are lost "
+                            "(more may follow until %s has caught up; %s restarted and counts none of them: "
+                            "the `dropped` of %s's pipe does, in the final counts)"
+                            % (e, s, d, s, d, ev, "" if ev == 1 else "s", dropped, d, d, s))
