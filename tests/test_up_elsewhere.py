@@ -112,3 +112,47 @@ def test_up_ended_by_sigterm_stops_the_pipeline_and_exits_143(tmp_path):
     assert "stopping (interrupted)" in out and "stopped; per device" in out, out
     took = int(re.search(r"b: k (\d+)>", out).group(1))
     assert values(out) == list(range(took))
+
+
+def test_deploy_watch_detaches_when_stopped_elsewhere_and_exits_143_on_sigterm(tmp_path, devices):
+    from procs import free_port
+    ports = {n: free_port() for n in "ab"}
+    devices("cpython", ["--port", str(ports["a"]), "--name", "a", "--sensors", "counter@200"])
+    devices("cpython", ["--port", str(ports["b"]), "--name", "b", "--sensors", ""])
+    path = tmp_path / "watched.yaml"
+    path.write_text(textwrap.dedent("""\
+        pipeline: watched
+        devices:
+          a: {interpreter: cpython, sensors: ["counter@200"], address: "127.0.0.1:%d"}
+          b: {interpreter: cpython, address: "127.0.0.1:%d"}
+        steps:
+          n: {type: source, sensor: counter, on: a}
+        sinks:
+          k: {type: callback, input: n, on: b}
+        """) % (ports["a"], ports["b"]))
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
+
+    def watch():
+        return subprocess.Popen([sys.executable, "-m", "sensormesh.cli", "deploy", str(path), "--watch"],
+                                cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for how in ("stop", "sigterm"):
+        p = watch()
+        lines = []
+        try:
+            read_until_values(p, lines, 20)
+            if how == "stop":
+                st = subprocess.run([sys.executable, "-m", "sensormesh.cli", "stop", str(path)], cwd=str(tmp_path),
+                                    env=env, capture_output=True, text=True, timeout=60)
+                assert st.returncode == 0, st.stdout + st.stderr
+            else:
+                p.send_signal(signal.SIGTERM)
+            code = read_to_end(p, lines)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        out = "".join(lines)
+        if how == "stop":
+            assert code == 0 and "detached: the pipeline was stopped or replaced from elsewhere" in out, out
+        else:
+            assert code == 143 and "detached (interrupted); the pipeline keeps running" in out, out

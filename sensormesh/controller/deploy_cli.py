@@ -301,12 +301,16 @@ def deploy(file, strategy, watch_, duration, keys_dir, insecure, timeout, listen
                      "`sensormesh stop %s%s` stops them" % (len(asg), file, more, file, more))
         return
     printer.line("running; values from callback sinks follow (Ctrl-C detaches, the pipeline keeps running)")
-    why = runner.watch(dep, runner.dispatcher(model, printer.deliver), printer.event, duration=duration or None)
+    came = []
+    why = runner.watch(dep, runner.dispatcher(model, printer.deliver), printer.event, duration=duration or None,
+                       on_signal=came.append)
     dep.close()
     if why == runner.ELSEWHERE:
         printer.line("detached: the pipeline was stopped or replaced from elsewhere")
     else:
         printer.line("detached (%s); the pipeline keeps running" % why)
+    if came and came[0] == signal.SIGTERM:
+        sys.exit(128 + signal.SIGTERM)      # as `up`, `top` and `status --watch`
 
 
 def _step_line(sid, s):

@@ -281,12 +281,13 @@ def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeo
 ELSEWHERE = "stopped from elsewhere"
 
 
-def watch(dep, on_deliver, on_event, duration=None):
+def watch(dep, on_deliver, on_event, duration=None, on_signal=None):
     """Show a deployment's deliveries until `duration` seconds pass, Ctrl-C/SIGTERM (which
     end the watch between two messages) or the devices report the pipeline stopped or replaced
-    by someone else. Returns why it ended: "duration", "interrupted" or ELSEWHERE."""
+    by someone else. Returns why it ended: "duration", "interrupted" or ELSEWHERE.
+    on_signal(signum): told which signal came (SIGINT or SIGTERM)."""
     deadline = None if not duration else time.monotonic() + duration
-    signals = _Interrupts()
+    signals = _Interrupts(on_signal)
     signals.mode = "flag"
     try:
         dep.watch(on_deliver, lambda: signals.hit or bool(dep.elsewhere) or
@@ -377,7 +378,9 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
 
     Ends after `duration` seconds, after `count` callback values, when until() is true, when every
     local device has exited past its restart limit (a device that exits is started again, with
-    backoff, and given its steps back), or on Ctrl-C (KeyboardInterrupt is not re-raised). on_event(text) gets
+    backoff, and given its steps back), on Ctrl-C (KeyboardInterrupt is not re-raised), or when
+    the devices report the pipeline stopped or replaced from elsewhere (`sensormesh stop FILE` in
+    another terminal: then it stops nothing itself but its local devices and returns {}). on_event(text) gets
     notes and failures; on_line(device, line) the local devices' output (default: discarded);
     on_deliver(device, step, values) the values of callback sinks without a function in
     model.callbacks; on_deployed(placement, assignments) is called once everything runs.
