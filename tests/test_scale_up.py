@@ -101,14 +101,21 @@ def test_100_boards_under_up_all_values_arrive_and_a_killed_board_is_found(tmp_p
                     st["phase"] = "killed"
                 return False
             if st["phase"] == "killed":
-                if "%s failed" % victim in text and "redeployed" in text.split("%s failed" % victim, 1)[1]:
+                after = text.split("%s failed" % victim, 1)[1] if "%s failed" % victim in text else ""
+                # the board alone gets its steps back (the PC runs on), or everything at a new epoch
+                if "deployed %s again" % victim in after or "redeployed" in after:
                     st["phase"] = "back"
                     st["epoch"] = sup.epoch
-                    sup.last_status.pop("pc", None)      # counters of the new epoch only
+                    # the board's input on the PC must count values again from here
+                    st["victim_in"] = {k: n for k, n in pc_inputs(sup).items() if k.startswith("in:w%03d" % (N // 2))
+                                       and "deployed %s again" % victim in after}
+                    assert st["victim_in"] or "redeployed" in after, pc_inputs(sup)
+                    sup.last_status.pop("pc", None)      # counters after the board came back only
                 return False
             if st["phase"] == "back":
                 pc = sup.last_status.get("pc") or {}
-                if (pc.get("assignment") or {}).get("epoch") == st["epoch"] and all_inputs_counted(sup):
+                grew = all(pc_inputs(sup).get(k, 0) > n for k, n in st["victim_in"].items())
+                if (pc.get("assignment") or {}).get("epoch") == st["epoch"] and all_inputs_counted(sup) and grew:
                     st["phase"] = "done"
                     return True
         return False

@@ -6,6 +6,7 @@
 #   stop FILE     stop the pipeline on every device of the file (upstream first)
 #
 # Registered in sensormesh/cli.py. The work is done by runner.py, shared with the Python API.
+import signal
 import sys
 import time
 
@@ -248,6 +249,7 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
     printer.line("starting %d local device(s): %s" % (len(local), _device_list(local, heap, verbose)))
 
     first = {}
+    came = []       # the signals that ended the run: SIGTERM makes the exit status 143
 
     def deployed(placement, asg):
         first["epoch"] = next((a.get("epoch") for a in asg.values()), None)
@@ -259,12 +261,12 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
                           on_deliver=printer.deliver, on_deployed=deployed, heap=heap, timeout=timeout,
                           keys_dir=keys_dir, insecure=insecure, network=list(network), network_mode=network_mode,
                           observe=obs, device_metrics=not no_metrics, on_progress=printer.line,
-                          placement=placement)
+                          placement=placement, on_signal=came.append)
     except (PipelineError, LocalError, deploying.DeployError) as e:
         raise click.ClickException(str(e))
     except KeyboardInterrupt:
         printer.line("interrupted while starting; every local device was stopped")
-        sys.exit(130)
+        sys.exit(128 + (came[0] if came else signal.SIGINT))
     finally:
         if dash is not None:
             dash.stop()
@@ -275,6 +277,10 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
         printer.line(runner.summary_header(final, first.get("epoch")))
         for line in runner.summary(final, verbose):
             printer.line("  " + line)
+    if came and came[0] == signal.SIGTERM:
+        # Ctrl-C is how `up` is meant to end (exit 0); SIGTERM (`kill`, a service manager) ends
+        # it the same clean way, with 143 (128 + 15) as a shell reports it, like `top`
+        sys.exit(128 + signal.SIGTERM)
 
 
 @click.command()
@@ -311,9 +317,16 @@ def deploy(file, strategy, watch_, duration, keys_dir, insecure, timeout, listen
                      "`sensormesh stop %s%s` stops them" % (len(asg), file, more, file, more))
         return
     printer.line("running; values from callback sinks follow (Ctrl-C detaches, the pipeline keeps running)")
-    why = runner.watch(dep, runner.dispatcher(model, printer.deliver), printer.event, duration=duration or None)
+    came = []
+    why = runner.watch(dep, runner.dispatcher(model, printer.deliver), printer.event, duration=duration or None,
+                       on_signal=came.append)
     dep.close()
-    printer.line("detached (%s); the pipeline keeps running" % why)
+    if why == runner.ELSEWHERE:
+        printer.line("detached: the pipeline was stopped or replaced from elsewhere")
+    else:
+        printer.line("detached (%s); the pipeline keeps running" % why)
+    if came and came[0] == signal.SIGTERM:
+        sys.exit(128 + signal.SIGTERM)      # as `up`, `top` and `status --watch`
 
 
 def _step_line(sid, s):

@@ -286,20 +286,28 @@ def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeo
     return sup.placement, sup.assignments, sup
 
 
-def watch(dep, on_deliver, on_event, duration=None):
-    """Show a deployment's deliveries until `duration` seconds pass or Ctrl-C/SIGTERM (which
-    end the watch between two messages). Returns why it ended: "duration" or "interrupted"."""
+# why `up` or a watch ended when the devices report the pipeline stopped or replaced by
+# someone else (Supervisor.elsewhere)
+ELSEWHERE = "stopped from elsewhere"
+
+
+def watch(dep, on_deliver, on_event, duration=None, on_signal=None):
+    """Show a deployment's deliveries until `duration` seconds pass, Ctrl-C/SIGTERM (which
+    end the watch between two messages) or the devices report the pipeline stopped or replaced
+    by someone else. Returns why it ended: "duration", "interrupted" or ELSEWHERE.
+    on_signal(signum): told which signal came (SIGINT or SIGTERM)."""
     deadline = None if not duration else time.monotonic() + duration
-    signals = _Interrupts()
+    signals = _Interrupts(on_signal)
     signals.mode = "flag"
     try:
-        dep.watch(on_deliver, lambda: signals.hit or (deadline is not None and time.monotonic() >= deadline),
+        dep.watch(on_deliver, lambda: signals.hit or bool(dep.elsewhere) or
+                  (deadline is not None and time.monotonic() >= deadline),
                   on_event=on_event,
                   cut_short=lambda: "interrupted" if signals.hit else (
                       "duration" if deadline is not None and time.monotonic() >= deadline else None))
     finally:
         signals.restore()
-    return "interrupted" if signals.hit else "duration"
+    return "interrupted" if signals.hit else ELSEWHERE if dep.elsewhere else "duration"
 
 
 class _Interrupts:
@@ -380,7 +388,9 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
 
     Ends after `duration` seconds, after `count` callback values, when until() is true, when every
     local device has exited past its restart limit (a device that exits is started again, with
-    backoff, and given its steps back), or on Ctrl-C (KeyboardInterrupt is not re-raised). on_event(text) gets
+    backoff, and given its steps back), on Ctrl-C (KeyboardInterrupt is not re-raised), or when
+    the devices report the pipeline stopped or replaced from elsewhere (`sensormesh stop FILE` in
+    another terminal: then it stops nothing itself but its local devices and returns {}). on_event(text) gets
     notes and failures; on_line(device, line) the local devices' output (default: discarded);
     on_deliver(device, step, values) the values of callback sinks without a function in
     model.callbacks; on_deployed(placement, assignments) is called once everything runs.
@@ -528,6 +538,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
                 observe.tick()
             if signals.hit:
                 why["why"] = "interrupted"
+            elif dep.elsewhere:
+                why["why"] = ELSEWHERE
             elif until is not None and until():
                 why["why"] = "until"
             elif count and got["n"] >= count:
@@ -564,6 +576,15 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
             signals.mode = "raise"
             if observe is not None:
                 observe.detach()       # no more metrics requests while the devices stop
+        if why.get("why") == ELSEWHERE:
+            # someone else stopped (or replaced) the pipeline: stopping it again would stop
+            # what another controller deployed, and the stop there has the final counts
+            on_event("the pipeline was %s (a `sensormesh stop` or `deploy` in another terminal, for "
+                     "example): up ends without stopping it again" % ELSEWHERE)
+            for name, m in dep.pending:
+                deploying.dispatch(name, m, counted, on_event)
+            dep.pending = []
+            return {}
         on_event("stopping (%s)" % why.get("why", "?"))
         try:
             final = dep.stop()

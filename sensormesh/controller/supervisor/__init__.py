@@ -487,6 +487,9 @@ class Supervisor(Control, Watch, Reroute, Recover):
         hear of it (a broken listener does not stop the redeployment)."""
         for fn in list(self.on_stopping):
             self._tell(fn, d)
+        # its status may say "stopped" or show another epoch until it runs ours again: not
+        # someone else's doing (watch.py, _check_running)
+        self.stopped_here.add(d)
         # keep: the pipes of the new deployment carry the old numbering and replay buffers on
         r = self._wait([self._send(d, {"stop": {"keep": True}}, ("stopped",))])[0]
         if r.error is None:

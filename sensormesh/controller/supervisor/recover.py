@@ -8,7 +8,9 @@ is failed any more, else the pipeline placed again without what is still failed.
 """
 from __future__ import annotations
 
+from sensormesh.controller.deploy import device_order
 from sensormesh.controller.errors import PipelineError
+from sensormesh.controller.keys import add_pipe_peers
 from sensormesh.controller.supervisor import replace
 
 
@@ -93,6 +95,7 @@ class Recover:
         self._control_back(back, before)
         # a device that is back restarted (it runs nothing) or was cut off (it runs an old epoch):
         # either way it starts afresh
+        had = {d: self.assignments.get(d) for d in back if d in self.deployed}
         for d in back:
             if d in self.deployed:
                 self._stop_to_redeploy(d)
@@ -107,7 +110,43 @@ class Recover:
             self._event("%s is back but the pipeline cannot be placed again: %s; the rest keeps running"
                         % (", ".join(back), e))
             return
+        if self._deploy_alone(back, had, new_pl, how):
+            return
         self._redeploy(new_pl, how)
+
+    def _deploy_alone(self, back, had, new_pl, how):
+        """When the pipeline goes on exactly as it runs (every other device keeps its assignment
+        at the running epoch) and the devices back get the assignments they had, only they are
+        deployed again, at that epoch: their senders, which kept every value not acknowledged,
+        dial them again and replay it (docs/reliability.md), and nothing else stops. Before, the
+        whole pipeline piped to a sink board that came back was stopped and deployed again at a
+        new epoch. Returns False when the plan changes anything else (then _redeploy does)."""
+        if any(had.get(d) is None for d in back):
+            return False
+        new_asg = add_pipe_peers(new_pl.assignments(epoch=self.epoch, include_empty=False))
+        running = dict(self.assignments, **had)
+        if new_asg != running or any(d not in self.deployed for d in new_asg if d not in had):
+            return False
+        order = device_order(had)
+        for phase, ask in (("deploy", lambda d: self._deploy_all([d], had)[d]),
+                           ("start", lambda d: self._wait([self._send(d, {"start": {}}, ("started",))])[0])):
+            for d in order:
+                r = ask(d)
+                if r.error is not None:
+                    self._event("%s back: %s failed on %s: %s" % (", ".join(back), phase, d, r.error))
+                    self._suspect(d, r.error)
+                    return True
+        for d in order:
+            self.assignments[d] = had[d]
+            self.deployed.add(d)
+        self.placement = new_pl
+        self.recoveries += 1
+        self._overflow_while_down(order, running)
+        self._event("deployed %s again at epoch %d, %s (%s; the rest kept running: %s senders "
+                    "send again what %s had not acknowledged)" % (
+                        ", ".join(order), self.epoch, "its own assignment" if len(order) == 1 else "their own assignments",
+                        how, "its" if len(order) == 1 else "their", "it" if len(order) == 1 else "they"))
+        return True
 
     def _recovery_plan(self, back):
         """(placement, how) for the network with the devices that came back."""
@@ -115,3 +154,40 @@ class Recover:
         current = self.place()
         return replace.recovery_plan(back, failed, self._original, current, self._degraded_link(failed),
                                      lambda link: self._place_with(link, current))
+
+    def _overflow_while_down(self, back, running):
+        """Before the devices in back take their pipes again: the senders' pipe_outs to them
+        whose replay buffer overflowed (asked for their status). A device that restarted has no
+        count of what it had taken, so the values that left a buffer unacknowledged are reported
+        here, as the redeployment of the senders reports them (reroute.py)."""
+        into = {}           # hop edge -> (receiving device back, sender, the sender's step id)
+        for d in back:
+            for st in running[d].get("steps", []):
+                if st.get("type") == "pipe_in":
+                    into[(st.get("params") or {}).get("edge")] = d
+        senders = {}
+        for s, asg in running.items():
+            if s in back or self.health.down(s) or s not in self.deployed:
+                continue
+            for st in asg.get("steps", []):
+                e = (st.get("params") or {}).get("edge")
+                if st.get("type") == "pipe_out" and e in into:
+                    senders.setdefault(s, []).append((e, into[e], st.get("id")))
+        if not senders:
+            return
+        names = sorted(senders)
+        for s, r in zip(names, self._wait([self._send(s, {"status": {}}, ("status",)) for s in names])):
+            if r.error is not None:
+                continue
+            steps = ((r.reply.get("status") or {}).get("assignment") or {}).get("steps") or {}
+            for e, d, sid in senders[s]:
+                o = steps.get(sid)
+                if not isinstance(o, dict) or not o.get("evicted"):
+                    continue
+                ev, dropped = o["evicted"], o.get("dropped", 0)
+                self.losses.append({"edge": e, "src": s, "dst": d, "evicted": ev, "dropped": dropped})
+                self._event("edge %s (%s -> %s): the replay buffer of %s overflowed while %s was down: %d "
+                            "value%s left it unacknowledged so far, %d of them never sent, and those are lost "
+                            "(more may follow until %s has caught up; %s restarted and counts none of them: "
+                            "the `dropped` of %s's pipe does, in the final counts)"
+                            % (e, s, d, s, d, ev, "" if ev == 1 else "s", dropped, d, d, s))

@@ -57,6 +57,9 @@ class Watch:
         self._on_deliver = None
         self._on_event = None
         self.pending = []         # (device, message) delivered before watch() had a callback
+        self.elsewhere = {}       # device -> what it reports instead of our running pipeline
+        self._poll_epoch = {}     # device -> the epoch it had been given when its poll left
+        self.stopped_here = set()  # devices this supervisor stopped to redeploy, until seen running again
         self.deliveries = Deliveries()   # callback values taken once, confirmed to the devices
         self.detector = Detector(self.interval, self.timeout, **self._detector_options)
         self.tasks = [
@@ -134,6 +137,7 @@ class Watch:
         for d in det.due(now):
             if self.health.down(d):
                 continue
+            self._poll_epoch[d] = (self.assignments.get(d) or {}).get("epoch")
             req = self._send(d, {"status": {}}, ("status",))
             det.sent(d, now)
             self._pings[d] = req
@@ -147,12 +151,48 @@ class Watch:
             del self._pings[d]
         if req.error is None or req.code == "busy":
             self.detector.answered(d, req.t_done)   # (busy: it answered, it had no room for this poll)
+            if req.error is None:
+                self._check_running(d, req.reply, self._poll_epoch.pop(d, None))
         elif req.link_lost:
             self.detector.forget(d)          # a closed link suspects its own end (control.py)
         elif not req.expired:
             self.detector.forget(d)          # refused, unreachable, cannot connect: a suspect now
             self._suspect(d, req.error)
         # expired: the detector has counted it as a miss already (its deadline is shorter)
+
+    def _check_running(self, d, reply, epoch):
+        """A status answer from d, polled while it had been given `epoch`: one that says the
+        pipeline is stopped there, or that d runs another pipeline or epoch, means someone else
+        stopped or replaced it (`sensormesh stop FILE`, a `deploy`, from another terminal). It
+        is noted in self.elsewhere (once per device) and reported; the watcher decides what
+        to do (`up` ends). Not while the supervisor itself stops and deploys devices, nor for a
+        device whose epoch changed since the poll left (its own redeployment) or that restarted
+        (it runs nothing at all: the failure path handles it)."""
+        asg = self.assignments.get(d)
+        if self._on_event is None or self.health.busy or d not in self.deployed or asg is None \
+                or self.health.down(d) or d in self.elsewhere or epoch is None or asg.get("epoch") != epoch:
+            return
+        a = ((reply or {}).get("status") or {}).get("assignment")
+        if not isinstance(a, dict) or a.get("pipeline") is None:
+            return
+        ours = (asg.get("pipeline"), epoch)
+        theirs = (a.get("pipeline"), a.get("epoch"))
+        if d in self.stopped_here:      # stopped by this supervisor (a redeployment left unfinished)
+            if theirs == ours and a.get("state") == "running":
+                self.stopped_here.discard(d)
+            return
+        if theirs == ours:
+            if a.get("state") != "empty":
+                return        # running (or, for a moment, deployed and not yet started)
+            why = "%s reports pipeline %s stopped" % (d, ours[0])
+        elif a.get("state") == "empty":
+            why = "%s reports pipeline %s (epoch %s) stopped instead of %s (epoch %s)" % (
+                d, theirs[0], theirs[1], ours[0], ours[1])
+        else:
+            why = "%s runs pipeline %s (epoch %s), deployed from elsewhere, instead of %s (epoch %s)" % (
+                d, theirs[0], theirs[1], ours[0], ours[1])
+        self.elsewhere[d] = why
+        self._event("stopped from elsewhere: " + why)
 
     def _check_pings(self, now):
         """Polls past the detector's deadline count as misses; enough in a row make a suspect."""
