@@ -629,3 +629,28 @@ def test_mqtt_connection_options_that_are_right_load(write):
      """))
     assert m.device_params["i"]["tls"] == {} and m.device_params["i"]["topic"] == "lab/{device}/{step}/#"
     assert m.device_params["m"]["discovery"] == "ha/lab"
+
+
+def test_every_problem_of_the_network_section_is_reported_at_once(write):
+    """Like the steps' problems, all of a broken network: section's are named, each at its line
+    (before: only the first, so a user fixed them one run at a time)."""
+    e = error(write("""\
+        network:
+          controller: [office]
+          domains:
+            office: [esp-1, laptop, ghost]
+            field: {devices: [laptop], cost: -1}
+          links:
+            - {from: office, to: office}
+        steps:
+          t: {type: source, sensor: dht11}
+        sinks:
+          o: {type: print, input: t}
+        """))
+    text = str(e)
+    assert "3 problems in" in text, text
+    for words in ("unknown device 'ghost'", "cost must be a positive number, got -1",
+                  "link from domain 'office' to itself"):
+        assert words in text, (words, text)
+    assert [p.path[:3] for p in e.problems] == [("network", "domains", "office"), ("network", "domains", "field"),
+                                                 ("network", "links", 0)], e.problems
