@@ -199,7 +199,7 @@ def test_up_refuses_a_pipeline_it_cannot_place_before_starting_any_device(tmp_pa
           board: {interpreter: micropython, local: true}
         steps:
           t: {type: source, sensor: temperature}
-          w: {type: window, values: 10000000, agg: list, input: t, on: board}
+          w: {type: window, values: 1000000, agg: list, input: t, on: board}
         sinks:
           k: {type: callback, input: w}
         """))
