@@ -425,7 +425,9 @@ def _steps(doc, data):
                     aliases.setdefault(sid, {})[canon] = k
                 params[canon] = v
             on = entry.get("on")
-            if on is not None and not isinstance(on, str):
+            if isinstance(on, bool):
+                on = "true" if on else "false"     # as written (YAML reads `on: true` as a boolean)
+            elif on is not None and not isinstance(on, str):
                 on = str(on)
             steps.append(Step(sid, t, params, inputs, on=on, requires=entry.get("requires"),
                               origin="%s:%s:%s" % ((doc.filename,) + doc.where(path))))

@@ -654,3 +654,21 @@ def test_every_problem_of_the_network_section_is_reported_at_once(write):
         assert words in text, (words, text)
     assert [p.path[:3] for p in e.problems] == [("network", "domains", "office"), ("network", "domains", "field"),
                                                  ("network", "links", 0)], e.problems
+
+
+def test_a_step_pinned_to_a_device_named_true_finds_it(tmp_path):
+    """Device names are read as written; `on: true` names the device `true` too (before: 'True')."""
+    path = tmp_path / "t.yaml"
+    path.write_text(textwrap.dedent("""\
+        devices:
+          true: {interpreter: cpython, address: "127.0.0.1:7001", sensors: [temperature]}
+        steps:
+          t: {type: source, sensor: temperature, on: true}
+        sinks:
+          o: {type: print, input: t}
+        """))
+    m = load_model(str(path))
+    assert m.steps["t"].on == "true" and list(m.devices) == ["true"]
+    path.write_text(path.read_text().replace("  true: {", "  pc: {"))
+    e = error(str(path))
+    assert "unknown device 'true'" in str(e), str(e)
