@@ -82,7 +82,7 @@ def _device_address(ctx, param, value):
 
 
 # What a worker's configuration file may hold, by key: the JSON types its value may have.
-_WORKER_KEY_TYPES = {"name": (str,), "host": (str,), "unix": (str,), "register": (str,),
+_WORKER_KEY_TYPES = {"name": (str,), "port": (int,), "host": (str,), "unix": (str,), "register": (str,),
                      "identity": (str, dict), "trust": (str, dict), "revoked": (str, dict, list),
                      "max_conns": (int,), "max_handshakes": (int,), "handshake_ms": (int,),
                      "insecure": (bool,), "metrics": (bool,), "exit_with_stdin": (bool,)}
@@ -120,6 +120,8 @@ def worker_config(path):
         if v is not None and type(v) not in types:
             raise click.ClickException("%s: \"%s\" must be %s, not %s" % (
                 path, key, " or ".join(_JSON_TYPE[t] for t in types), _json_type(v)))
+    if cfg.get("port") is not None and not 0 <= cfg["port"] <= 65535:
+        raise click.ClickException("%s: \"port\" must be a TCP port, 0..65535, not %d" % (path, cfg["port"]))
     if "max_conns" in cfg and cfg["max_conns"] is not None and cfg["max_conns"] < 1:
         raise click.ClickException("%s: \"max_conns\" must be at least 1, not %d" % (path, cfg["max_conns"]))
     sensors = cfg.get("sensors")
@@ -155,10 +157,11 @@ def _start_error(e, cfg):
 
 
 @main.command()
-@click.option("--port", type=PORT, default=7000, show_default=True, help="TCP port to listen on (0 = any free port).")
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--port", type=PORT, default=None,
+              help="TCP port to listen on (0 = any free port)  [default: the --config file's \"port\", else 7000]")
+@click.option("--host", default=None,
               help="Address to listen on; 0.0.0.0 for every interface (other machines then reach the device: "
-                   "give it keys, see docs/security.md).")
+                   "give it keys, see docs/security.md)  [default: the --config file's \"host\", else 127.0.0.1]")
 @click.option("--unix", "unix_path", default=None, help="Also listen on this Unix socket path.")
 @click.option("--name", default=None, help="Device name (default: worker-PORT).")
 @click.option("--sensors", default=None,
@@ -192,8 +195,11 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns, identit
     cfg = {}
     if config_path:
         cfg = worker_config(config_path)
+    # an option overrides the file, the file the defaults
+    if port is None:
+        port = cfg.get("port") if cfg.get("port") is not None else 7000
     cfg["port"] = port
-    cfg["host"] = host
+    cfg["host"] = host or cfg.get("host") or "127.0.0.1"
     if unix_path:
         cfg["unix"] = unix_path
     if name:

@@ -162,6 +162,8 @@ def test_worker_refuses_out_of_range_port_and_max_conns(args, words):
     ('{"unix": 5}', '"unix" must be a string, not an integer'),
     ('{"register": [1]}', '"register" must be a string, not an array'),
     ('{"max_conns": 0}', '"max_conns" must be at least 1'),
+    ('{"port": "x"}', '"port" must be an integer, not a string'),
+    ('{"port": 70000}', '"port" must be a TCP port, 0..65535, not 70000'),
     ('{"prot": 7001, "sensors": ["dht11"]}', 'unknown key "prot" (did you mean "port"?); known: controller,'),
     ('{"nmae": "x", "hots": "0.0.0.0"}', 'unknown keys "hots" (did you mean "host"?), "nmae" (did you mean "name"?)'),
 ])
@@ -171,6 +173,20 @@ def test_worker_names_what_is_wrong_with_its_config_file(tmp_path, text, words):
     r = run_cli("worker", "--port", "0", "--config", str(cfg), timeout=30)
     refused(r, "Error: %s: " % cfg, words)
     assert r.returncode == 1 and "listening" not in r.stdout, r.stdout
+
+
+def test_worker_listens_where_its_config_file_says_unless_an_option_overrides(devices, tmp_path):
+    """The file's "port" and "host" are used (before: always 7000 on 127.0.0.1); --port wins."""
+    from procs import free_port
+    port, other = free_port(), free_port()
+    cfg = tmp_path / "dev.json"
+    cfg.write_text(json.dumps({"name": "cfgdev", "port": port, "host": "127.0.0.1", "sensors": ["counter"]}))
+    p = devices("cpython", ["--config", str(cfg)])
+    assert "cfgdev listening on tcp 127.0.0.1:%d " % port in p.wait_line("listening on"), p
+    r = run_client("127.0.0.1:%d" % port, "--sensor", "counter", "--count", "1")
+    assert r.returncode == 0, r.stderr
+    q = devices("cpython", ["--config", str(cfg), "--port", str(other)])
+    assert "listening on tcp 127.0.0.1:%d " % other in q.wait_line("listening on")
 
 
 def test_client_names_the_field_an_identity_file_lacks(tmp_path, port):

@@ -39,7 +39,9 @@ def test_deploy_status_and_stop_take_the_registration_of_a_worker_that_dials_out
         r = cli.invoke(deploy, [path, "--insecure", "--timeout", "20", "--listen", listen])
         assert r.exit_code == 0, r.output
         assert "deployed and started on 1 device(s)" in r.output, r.output
-        assert "`sensormesh status %s --listen %s` shows them" % (path, listen) in r.output, r.output
+        # the hint names the options status and stop need, --insecure too (before: left out)
+        assert "`sensormesh status %s --listen %s --insecure` shows them" % (path, listen) in r.output, r.output
+        assert "`sensormesh stop %s --listen %s --insecure` stops them" % (path, listen) in r.output, r.output
         # a fresh controller waits for the device to register again, then asks it
         r = cli.invoke(status, [path, "--insecure", "--timeout", "20", "--listen", listen])
         assert r.exit_code == 0 and "a: running pipeline reg epoch" in r.output and "n: in" in r.output, r.output

@@ -6,6 +6,7 @@
 #   stop FILE     stop the pipeline on every device of the file (upstream first)
 #
 # Registered in sensormesh/cli.py. The work is done by runner.py, shared with the Python API.
+import shlex
 import signal
 import sys
 import time
@@ -312,7 +313,9 @@ def deploy(file, strategy, watch_, duration, keys_dir, insecure, timeout, listen
     _show_plan(placement, asg, printer.line)
     if not watch_:
         dep.close()
-        more = " --listen %s" % listen if listen else ""
+        # the options status and stop need to reach the same devices the same way
+        more = "".join(" %s %s" % (o, shlex.quote(str(v))) for o, v in (("--keys", keys_dir), ("--listen", listen)) if v)
+        more += " --insecure" if insecure else ""
         printer.line("deployed and started on %d device(s); `sensormesh status %s%s` shows them, "
                      "`sensormesh stop %s%s` stops them" % (len(asg), file, more, file, more))
         return

@@ -332,9 +332,15 @@ def _topology(doc, data, devices):
     build = getattr(cls, "from_dict", None)
     if not callable(build):
         return network, None
+    names = [d.name for d in devices]
+    check = getattr(cls, "check", None)
     try:
-        return network, build(network, [d.name for d in devices])
+        errors = check(network, names) if callable(check) else []    # every problem, not only the first
+        if not errors:
+            return network, build(network, names)
     except (ValueError, TypeError, KeyError) as e:
+        errors = [e]
+    for e in errors:
         path = getattr(e, "path", None) or getattr(e, "key_path", None) or getattr(e, "key", None) or ()
         if isinstance(path, str):
             path = tuple(int(p) if p.isdigit() else p for p in path.split(".") if p)
@@ -343,7 +349,7 @@ def _topology(doc, data, devices):
             path = ("network",) + path
         msg = getattr(e, "message", None) or (e.args[0] if e.args else str(e))
         doc.problem(str(msg), path)
-        return network, None
+    return network, None
 
 
 def _topology_module():
@@ -419,7 +425,9 @@ def _steps(doc, data):
                     aliases.setdefault(sid, {})[canon] = k
                 params[canon] = v
             on = entry.get("on")
-            if on is not None and not isinstance(on, str):
+            if isinstance(on, bool):
+                on = "true" if on else "false"     # as written (YAML reads `on: true` as a boolean)
+            elif on is not None and not isinstance(on, str):
                 on = str(on)
             steps.append(Step(sid, t, params, inputs, on=on, requires=entry.get("requires"),
                               origin="%s:%s:%s" % ((doc.filename,) + doc.where(path))))

@@ -687,3 +687,46 @@ def test_two_csv_sinks_may_share_a_path_on_different_devices_they_are_pinned_to(
        g: {type: csv, path: out.csv, input: t, on: laptop}
      """))
     assert m.device_params["f"]["path"] == m.device_params["g"]["path"] == "out.csv"
+
+
+def test_every_problem_of_the_network_section_is_reported_at_once(write):
+    """Like the steps' problems, all of a broken network: section's are named, each at its line
+    (before: only the first, so a user fixed them one run at a time)."""
+    e = error(write("""\
+        network:
+          controller: [office]
+          domains:
+            office: [esp-1, laptop, ghost]
+            field: {devices: [laptop], cost: -1}
+          links:
+            - {from: office, to: office}
+        steps:
+          t: {type: source, sensor: dht11}
+        sinks:
+          o: {type: print, input: t}
+        """))
+    text = str(e)
+    assert "3 problems in" in text, text
+    for words in ("unknown device 'ghost'", "cost must be a positive number, got -1",
+                  "link from domain 'office' to itself"):
+        assert words in text, (words, text)
+    assert [p.path[:3] for p in e.problems] == [("network", "domains", "office"), ("network", "domains", "field"),
+                                                 ("network", "links", 0)], e.problems
+
+
+def test_a_step_pinned_to_a_device_named_true_finds_it(tmp_path):
+    """Device names are read as written; `on: true` names the device `true` too (before: 'True')."""
+    path = tmp_path / "t.yaml"
+    path.write_text(textwrap.dedent("""\
+        devices:
+          true: {interpreter: cpython, address: "127.0.0.1:7001", sensors: [temperature]}
+        steps:
+          t: {type: source, sensor: temperature, on: true}
+        sinks:
+          o: {type: print, input: t}
+        """))
+    m = load_model(str(path))
+    assert m.steps["t"].on == "true" and list(m.devices) == ["true"]
+    path.write_text(path.read_text().replace("  true: {", "  pc: {"))
+    e = error(str(path))
+    assert "unknown device 'true'" in str(e), str(e)

@@ -469,7 +469,11 @@ class Supervisor(Control, Watch, Reroute, Recover):
                 if d in refused and refused[d].endswith(NOT_DIALED):
                     out[d] = {"error": refused[d]}
                 elif d in refused:
-                    out[d] = {"error": "%s does not accept the controller over %s: %s" % (d, how, refused[d])}
+                    why = refused[d]
+                    if self.creds is None and "plaintext-refused" in why:
+                        # a keyed device asked in plaintext: say what to give
+                        why += "; %s runs with keys: give the controller's key store (--keys DIR)" % d
+                    out[d] = {"error": "%s does not accept the controller over %s: %s" % (d, how, why)}
                 elif d in garbled:
                     # something answers at its address, but not as a sensormesh device does
                     out[d] = {"error": "%s does not answer as a sensormesh device over %s: %s"
