@@ -189,6 +189,18 @@ class MetricsPoller:
         if self.running:
             self._ask(device)
 
+    def ask_all_now(self):
+        """Ask every watched device's metrics now, outside the slots (the first view of `top` and
+        `status --watch` then shows every device, not only the first slot's)."""
+        if self.running:
+            for d in self.devices():
+                if d not in self._asked:
+                    self._ask(d)
+
+    def pending(self) -> bool:
+        """True while a metrics request is out."""
+        return bool(self._asked)
+
     def _ask(self, device):
         t_sent = time.monotonic()
 
