@@ -122,3 +122,6 @@ def test_status_watch_json_first_line_holds_every_device(devices, tmp_path):
     first = json.loads(text.splitlines()[0])
     assert sorted(first["status"]) == ["a", "b", "c"]
     assert sorted(first["metrics"]["devices"]) == ["a", "b", "c"], first["metrics"]["devices"]
+    # one snapshot each so far: no rate yet (never one over a sliver of a poll interval)
+    assert all(d["busy"] is None for d in first["metrics"]["devices"].values()), first["metrics"]["devices"]
+    assert all(s["in_per_s"] is None for s in first["metrics"]["steps"]), first["metrics"]["steps"]
