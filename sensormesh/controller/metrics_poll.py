@@ -189,6 +189,22 @@ class MetricsPoller:
         if self.running:
             self._ask(device)
 
+    def ask_all_now(self):
+        """Ask every watched device that has no snapshot yet for its metrics now, outside the
+        slots (the first view of `top` and `status --watch` then shows every device, not only the
+        first slot's), and begin the next round a whole period from now, so that no device is
+        asked again sooner and no rate spans less than a period."""
+        if self.running:
+            for d in self.devices():
+                if d not in self._asked and d not in self.latest:
+                    self._ask(d)
+            self.slots.slot = 0
+            self._next = time.monotonic() + self.period()
+
+    def pending(self) -> bool:
+        """True while a metrics request is out."""
+        return bool(self._asked)
+
     def _ask(self, device):
         t_sent = time.monotonic()
 

@@ -92,3 +92,36 @@ def test_status_watch_json_prints_one_json_object_per_line_per_poll(devices, tmp
     assert all(r["status"]["a"]["name"] == "a" for r in rounds), rounds[0]["status"]
     assert "a" in rounds[-1]["metrics"]["devices"]
     assert "metrics written to %s" % out in err
+
+
+def test_status_watch_json_first_line_holds_every_device(devices, tmp_path):
+    """The poller spreads its requests over the period; the first line must still show the metrics
+    of every device that answers, not only those of the first slot."""
+    ports = [free_port() for _ in range(3)]
+    for name, port in zip("abc", ports):
+        devices("cpython", ["--port", str(port), "--name", name, "--sensors", "counter"])
+    f = tmp_path / "w3.yaml"
+    f.write_text(textwrap.dedent("""
+        pipeline: watched3
+        devices:
+          a: {address: "127.0.0.1:%d", sensors: [counter]}
+          b: {address: "127.0.0.1:%d", sensors: [counter]}
+          c: {address: "127.0.0.1:%d", sensors: [counter]}
+        steps:
+          s: {type: source, sensor: counter, rate: 20, on: a}
+        sinks:
+          k: {type: print, input: s, on: a}
+        """ % tuple(ports)))
+    p = Proc([sys.executable, "-m", "sensormesh.cli", "status", str(f), "--watch", "--json",
+              "--interval", "5", "--duration", "1", "--insecure", "--no-metrics-file"], cwd=str(tmp_path))
+    try:
+        assert p.p.wait(60) == 0
+        text = p.p.stdout.read()
+    finally:
+        p.stop()
+    first = json.loads(text.splitlines()[0])
+    assert sorted(first["status"]) == ["a", "b", "c"]
+    assert sorted(first["metrics"]["devices"]) == ["a", "b", "c"], first["metrics"]["devices"]
+    # one snapshot each so far: no rate yet (never one over a sliver of a poll interval)
+    assert all(d["busy"] is None for d in first["metrics"]["devices"].values()), first["metrics"]["devices"]
+    assert all(s["in_per_s"] is None for s in first["metrics"]["steps"]), first["metrics"]["steps"]

@@ -69,12 +69,16 @@ def poll_rounds(sup, obs, interval, duration, on_round):
     obs.attach(sup)
     end = time.monotonic() + duration if duration else None
     probed = time.monotonic()
+    first = True
     try:
         while True:
             if time.monotonic() - probed >= max(LOOK_AGAIN, interval):
                 probed = time.monotonic()
                 sup.look_again()        # a device found down that answers again is watched again
             st, areas = sup.status()
+            if first:               # the first round shows every device that answers, not one slot's
+                first = False
+                obs.settle()
             obs.tick()
             on_round(st, areas)
             nxt = time.monotonic() + interval

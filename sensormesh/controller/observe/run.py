@@ -118,6 +118,19 @@ class Observation:
             self._placement = pl
             self.store.set_info(placement=placement_info(self.model, pl))
 
+    def settle(self, timeout=None):
+        """Ask every watched device's metrics at once and wait (the loop turning) until each has
+        answered or failed, at most `timeout` s (the supervisor's): the first round of `top` and
+        `status --watch` then holds every device, not only those of the first of the poller's slots."""
+        if self.poller is None or not hasattr(self.poller, "ask_all_now"):
+            return
+        self.poller.ask_all_now()
+        deadline = time.monotonic() + (timeout if timeout is not None else getattr(self.sup, "timeout", 5.0))
+        while self.poller.pending() and time.monotonic() < deadline:
+            self.sup.loop.run_once(20)
+            self.sup._expire()
+        self.fallback.poll()
+
     def tick(self):
         """Called from the controller's loop: take new snapshots, print the line when it is due."""
         if self.poller is None:
