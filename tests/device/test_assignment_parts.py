@@ -283,6 +283,10 @@ def test_missing_extra_and_wrong_parts_are_errors_and_the_old_assignment_keeps_r
         assert "error" in r and r["error"]["code"] == code and words in r["error"]["message"], (words, r)
         assert getattr(dev.runtime, "incoming", None) is None and dev.runtime.epoch == 1
 
+    # part 1 of another assignment after part 0: the refusal names the one being received
+    assert "received" in answer(loop, c, msgs[0])
+    refused(changed(msgs[1]["deploy-part"], "id", "other-9"), "bad-part",
+            "assignment big-9 was being received here (its part 1 of %d was due; dropped too)" % len(msgs))
     # part 2 after part 0: a part is missing
     assert "received" in answer(loop, c, msgs[0])
     refused(msgs[2], "bad-part", "where part 1 of %d" % len(msgs))

@@ -76,6 +76,9 @@ def receive(rt, session, body):
         cur = rt.incoming = Incoming(session, ident, of, size)
     elif cur is None or cur.session is not session or cur.id != ident:
         why = getattr(rt, "parts_dropped", None) if cur is None else None
+        if cur is not None and cur.session is session:    # another assignment's part
+            why = ("assignment %s was being received here (its part %d of %d was due; dropped too)"
+                   % (cur.id, len(cur.texts), cur.of))
         why = why or "no assignment is being received on this session"
         drop(rt, session, "bad-part", "part %d of assignment %s arrived, but %s; nothing applied" % (k, ident, why))
         return None
