@@ -125,26 +125,14 @@ class Runtime(Rarely):
         elif key == "delivered":
             where = "delivery"    # loaded while there are callbacks
         name = "on_" + key.replace("-", "_")
-        if where == "stop":
-            return lambda session, body: self.stopping(session, body, name)
+        if where == "stop":     # a part at a time, each part's code alone (closes.py, stop.py)
+            return lambda session, body: self.stopped(session, self.rare(
+                where, name, session, *self.rare("closes", "closed", body)))
         return lambda session, body: self.stopped(session, self.rare(where, name, session, body))
 
-    def stopping(self, session, body, name):
-        """A stop or an undeploy, a part at a time so that no two parts' code shares a board's
-        heap: every node flushes its last values (their frames sealed with only the running
-        code loaded), closes (closes.py), their counts are gathered (report.py), then stop.py
-        lets the nodes go (name: its on_stop or on_undeploy) and the reply leaves (stopped)."""
-        keep = type(body) is dict and body.get("keep") is True
-        final = again = None
-        if self.nodes:
-            self.flush_nodes(body)
-            again = rare_call("sensormesh.device.runtime.closes", "close_nodes", self, keep)
-            final = self.status()
-        self.stopped(session, self.rare("stop", name, session, final, keep, again))
-
     def flush_nodes(self, body):
-        """Every node flushes its last values, upstream first (a stop's first part, and a
-        teardown's before a new deployment). Returns body."""
+        """Every node flushes its last values, upstream first (a stop's first part: their
+        frames are sealed with only the running code and closes.py loaded). Returns body."""
         for i in self.order:
             try:
                 self.nodes[i].flush()

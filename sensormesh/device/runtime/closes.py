@@ -1,9 +1,23 @@
-# Closing every node of the running assignment, upstream first: for a stop or an undeploy
-# (Runtime.stopping) and for the teardown before a new deployment or at the device's exit
-# (stop.py). Each node's close loads its family's code for the call (steps/__init__.py,
-# Rarely), and a pipe's close flushes and closes its connection: with the status gathered after
-# it, a board's fullest moment. So this small module is all the stop has loaded then; stop.py's
-# code (the rest of the stop) loads once the nodes are closed and their counts taken.
+# A stop's or an undeploy's first parts, and the closing of every node of the running
+# assignment that the teardown before a new deployment or at a device's exit also runs
+# (stop.py). A stop is a board's fullest moment: each node's close loads its family's code for
+# the call (steps/__init__.py, Rarely), a pipe's close flushes and closes its connection, and the
+# counts gathered after them load report.py. So a stop runs a part at a time (Runtime.handler):
+# this small module flushes, closes and counts the nodes, and stop.py's code (letting the nodes
+# go, the final counts) loads once this module is let go.
+
+
+def closed(rt, body):
+    """A stop's first parts: every node flushes its last values, upstream first, then closes;
+    their counts are gathered. Returns (final counts or None when nothing runs, keep, the closes
+    that found no heap free) for stop.on_stop.
+    {"stop": {"keep": true}}: a new deployment follows (the controller moves the pipeline)."""
+    keep = type(body) is dict and body.get("keep") is True
+    if not rt.nodes:
+        return None, keep, None
+    rt.flush_nodes(body)
+    again = close_nodes(rt, keep)
+    return rt.status(), keep, again
 
 
 def close_nodes(rt, keep):

@@ -4,9 +4,9 @@
 # board running .mpy files (Runtime.rare). A stop is when a board's heap is fullest (every node
 # flushes and closes, each pipe's connection closes, and the stopped reply with every step's
 # counts is built and sealed), so a stop loads each part's code only while it runs: the nodes
-# flush with the running code alone (Runtime.flush_nodes), close with closes.py alone, their
-# counts are gathered with report.py alone (Runtime.stopping), then this module lets the nodes
-# go, and the reply is sealed and sent once it is let go too (Runtime.stopped, replies.py).
+# flush, close and are counted with closes.py loaded (and report.py for the counts), then this
+# module lets the nodes go, and the reply is sealed and sent once it is let go too
+# (Runtime.handler, Runtime.stopped, replies.py).
 import sys
 
 from sensormesh.device.compat import forget
@@ -17,11 +17,11 @@ _PIPES = "sensormesh.device.runtime.pipes"
 
 
 def on_stop(rt, session, final, keep, again):
-    """A stop's or an undeploy's last part (Runtime.stopping flushed and closed every node and
+    """A stop's or an undeploy's last part (closes.closed flushed and closed every node and
     took their counts before this module loaded): the pipeline's final counts, which the
     runtime sends as the reply once this module's code is garbage (Runtime.stopped).
-    {"stop": {"keep": true}}: a new deployment follows (the controller moves the pipeline);
-    the pipes of its edges carry on the numbering and replay buffers of these."""
+    keep ({"stop": {"keep": true}}): a new deployment follows (the controller moves the
+    pipeline); the pipes of its edges carry on the numbering and replay buffers of these."""
     if final is None:           # nothing was running
         if not keep:
             rt.carry = {}
