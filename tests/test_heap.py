@@ -584,6 +584,75 @@ def test_a_deployment_from_mpy_loads_its_stages_one_at_a_time(tmp_path):
     run_on_the_mpy_package(tmp_path, STAGES_APART)
 
 
+STOP_APART = """\
+import builtins, sys
+sys.path.insert(0, %r)
+from sensormesh.device.compat import from_mpy
+from sensormesh.device.core import Device
+assert from_mpy(), "not running from the .mpy bundle"
+""" + FAKE_SESSION.replace("%", "%%") + """
+
+import json
+Conn.peer_max_frame = 16384       # the stopped reply leaves as payloads (replies.py)
+def send_payload(self, p):
+    self.sent.append(json.loads(bytes(p)))
+Conn.send_payload = send_payload
+
+# a stop's parts (Runtime.handler): the nodes' closes and counts (closes.py, the code each close loads),
+# the counts (report.py), the nodes let go (stop.py), the reply (replies.py)
+PARTS = ("runtime.closes", "runtime.report", "runtime.stop", "replies")
+CLOSE_CODE = ("runtime.sources", "steps.base", "runtime.pipe_counts", "closing")
+stopping = [False]
+seen = []       # (module imported, the stop's parts loaded then)
+_import = builtins.__import__
+def traced(name, *args):
+    m = _import(name, *args)
+    short = name[18:]
+    if stopping[0] and short in PARTS + CLOSE_CODE:
+        seen.append((short, [p for p in PARTS if "sensormesh.device." + p in sys.modules]))
+    return m
+builtins.__import__ = traced
+
+dev = Device("stopper", ["counter"])
+s = Session()
+dev.dispatch(s, "deploy", {"assignment": {"pipeline": "p", "epoch": 1, "steps": [
+    {"id": "c", "type": "source", "params": {"sensor": "counter", "rate": 10}},
+    {"id": "w", "type": "window", "params": {"values": 4, "agg": "mean"}, "inputs": ["c"]},
+    {"id": "o", "type": "pipe_out", "params": {"edge": "e", "to": "127.0.0.1:1"}, "inputs": ["w"]}]}})
+assert s.conn.sent and "deployed" in s.conn.sent[-1], s.conn.sent
+stopping[0] = True
+s = Session()
+dev.dispatch(s, "stop", {})
+stopping[0] = False
+stopped = [m for m in s.conn.sent if type(m) is dict and "stopped" in m]
+assert stopped and stopped[0]["stopped"]["state"] == "stopped", s.conn.sent
+assert set(stopped[0]["stopped"]["steps"]) == {"c", "w", "o"}, stopped
+assert dev.runtime.state == "empty" and dev.runtime.nodes == {}
+mods = [m for m, _ in seen]
+for part in ("runtime.closes", "runtime.report", "runtime.stop", "replies"):
+    assert part in mods, (part, seen)
+assert mods.index("runtime.closes") < mods.index("runtime.report") < mods.index("runtime.stop") < mods.index("replies"), seen
+for m, loaded in seen:
+    # stop.py and the reply each alone; the nodes' flushes, closes and counts beside closes.py only
+    if m in ("runtime.stop", "replies"):
+        assert loaded == [m], (m, loaded, seen)
+    elif m == "runtime.report":
+        assert loaded == ["runtime.closes", m], (m, loaded, seen)
+    else:
+        assert loaded in ([], ["runtime.closes"]), (m, loaded, seen)
+print("ok")
+"""
+
+
+def test_a_stop_from_mpy_loads_its_parts_one_at_a_time(tmp_path):
+    """A stop is a board's fullest moment: every node flushes and closes (each pipe's connection
+    flushed and closed), their counts are gathered, the nodes let go and the stopped reply sealed.
+    Before, stop.py's code (all of the stop's but the counts') stayed loaded while the nodes
+    closed and their counts were gathered: now the small closes.py does that, and stop.py loads
+    once it is let go."""
+    run_on_the_mpy_package(tmp_path, STOP_APART)
+
+
 SHORT_FIRST_DEPLOYMENT = """\
 import gc, sys
 sys.path.insert(0, %r)

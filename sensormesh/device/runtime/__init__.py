@@ -125,15 +125,14 @@ class Runtime(Rarely):
         elif key == "delivered":
             where = "delivery"    # loaded while there are callbacks
         name = "on_" + key.replace("-", "_")
-        if where == "stop":     # the nodes' last values leave before stop.py's code is loaded
-            return lambda session, body: self.stopped(session, self.rare(where, name, session,
-                                                                         self.flush_nodes(body)))
+        if where == "stop":     # a part at a time, each part's code alone (closes.py, stop.py)
+            return lambda session, body: self.stopped(session, self.rare(
+                where, name, session, *self.rare("closes", "closed", body)))
         return lambda session, body: self.stopped(session, self.rare(where, name, session, body))
 
     def flush_nodes(self, body):
-        """A stop's first part: every node flushes its last values, upstream first (their frames
-        are sealed while only the running code is loaded; stop.on_stop then closes the nodes
-        and flushes none again). Returns body."""
+        """Every node flushes its last values, upstream first (a stop's first part: their
+        frames are sealed with only the running code and closes.py loaded). Returns body."""
         for i in self.order:
             try:
                 self.nodes[i].flush()
