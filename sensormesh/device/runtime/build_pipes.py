@@ -10,6 +10,9 @@ from sensormesh.device.steps import rare_call
 
 # Says what is wrong with a pipe's parameters these checks refuse (loaded for that only).
 ERRORS = "sensormesh.device.runtime.pipe_errors"
+# steps whose timers emit or leave out values: a replay after a restart goes through them faster
+# than the values came, so what they emit differs (the numbering cannot be taken back after them)
+TIMED = ("throttle", "heartbeat", "timeout", "debounce")
 
 
 def make_pipes(rt, built):
@@ -131,9 +134,11 @@ def pipe_paths(order, inputs_of, nodes):
             roots = [j for j in up if not inputs.get(j)]
             if len(roots) == 1 and getattr(nodes.get(roots[0]), "PIPE", None) == "in":
                 for j in up:
-                    if getattr(nodes.get(j), "frame", 0):
-                        # a time window: a replay regroups its inputs, so the same number would
-                        # name another window (the receiver would drop new inputs as duplicates):
+                    u = nodes.get(j)
+                    if getattr(u, "frame", 0) or getattr(u, "TYPE", None) in TIMED:
+                        # a time window, or a step whose timer emits or drops (beats, markers): a
+                        # replay comes faster than the values were read, so the same number would
+                        # name another value (the receiver would drop new inputs as duplicates):
                         # it takes no numbering back, its receiver counts a new run (at-least-once)
                         break
                 else:

@@ -26,6 +26,7 @@ class Throttle(Step):
         self.n_in += 1
         self.last = value
         if self.timer is None:
+            self._hold()
             self.timer = self.ctx.call_later(self.interval, self._release)
 
     def _release(self):
@@ -34,7 +35,10 @@ class Throttle(Step):
         if value is not NONE:
             self.last = NONE
             self.n_out += 1
-            self.emit(value)
+            try:
+                self.emit(value)
+            finally:
+                self._let_go()  # even when the emit raised (Window._close says why)
 
     def flush(self):
         if self.mode == "latest" and self.timer is not None:
