@@ -32,3 +32,22 @@ def test_forward_with_a_timeout_that_is_not_milliseconds_is_refused_by_name():
         assert c.replies("pong") == [3], c.messages
     finally:
         d.close()
+
+
+def test_a_pipe_whose_epoch_is_not_a_number_says_so():
+    # {"epoch": "1"} is not epoch 1: the refusal must show the difference, not "belongs to
+    # epoch 1; this device runs epoch 1"
+    loop = transport.Loop()
+    d = Device("rx", [], loop=loop)
+    addr = listen(d)
+    try:
+        asg = {"pipeline": "p", "epoch": 1, "steps": [
+            {"id": "i1", "type": "pipe_in", "params": {"edge": "e1"}},
+            {"id": "k", "type": "callback", "params": {}, "inputs": ["i1"]}]}
+        c = _ask(loop, addr, {"deploy": {"assignment": asg}}, "deployed")
+        assert c.replies("deployed"), c.messages
+        c = _ask(loop, addr, {"pipe": {"edge": "e1", "epoch": "1", "from": "tx", "seq": 0, "run": 1}}, "seq")
+        err = c.replies("error")[0]
+        assert err["code"] == "stale-epoch" and "epoch '1'" in err["message"], err
+    finally:
+        d.close()
