@@ -26,8 +26,8 @@ class Throttle(Step):
         self.n_in += 1
         self.last = value
         if self.timer is None:
-            self._hold()
             self.timer = self.ctx.call_later(self.interval, self._release)
+            self._hold()        # after the timer: a timer that found no heap holds nothing
 
     def _release(self):
         self.timer = None
