@@ -740,6 +740,28 @@ def test_csv_names_dict_columns_that_come_after_plain_values():
     os.remove(path)
 
 
+def test_csv_restarted_after_plain_values_writes_the_late_header_where_it_was_due():
+    # A restarted sink takes its position back from the upstream's mark and skips the replayed
+    # rows the file holds; the header the first dict brings must count there exactly as it did
+    # in the first process, or the bytes no longer match and the file is cut in the wrong place.
+    path = tmp_path("late_restart")
+    spec = {"id": "c", "type": "csv", "params": {"path": path}, "inputs": ["i"]}
+    c = build(spec, FakeCtx())
+    c.push(7)
+    mark = c.position()                 # acknowledged here; the rest is replayed after the kill
+    later = [{"t": 1, "h": 40}, 8, {"t": 2, "h": 41}]
+    for v in later:
+        c.push(v)
+    c.flush()                           # then the process is killed
+    c2 = build(spec, FakeCtx())
+    c2.adopt(mark[0], mark[1])
+    for v in later + [{"t": 3, "h": 42}]:
+        c2.push(v)
+    c2.close()
+    assert read(path) == "7\nh,t\n40,1\n8\n41,2\n42,3\n", repr(read(path))
+    os.remove(path)
+
+
 def test_csv_bad_params():
     spec_error("csv", {}, 1, "path")
     spec_error("csv", {"path": "/nonexistent-dir/x.csv"}, 1, "cannot open", "nonexistent")

@@ -172,7 +172,9 @@ class Csv(Step):
 
     # -- position (acknowledged pipes: runtime/pipes.py checkpoints) -----------------------------
     def position(self):
-        return [self.pos, 0]
+        # 1: the file began with rows without columns and the first dict's header is still due
+        # (adopt() takes it back, so a restarted device writes the same bytes)
+        return [self.pos, 1 if self.late_head else 0]
 
     def acked(self):
         return self.flushed
@@ -197,7 +199,7 @@ class Csv(Step):
         self.pos = self.flushed = pos
         self.skip_to = self.size
         self.header_due = pos == 0
-        self.late_head = False
+        self.late_head = pos > 0 and run == 1
 
     def flush(self):
         if self.f is not None:
