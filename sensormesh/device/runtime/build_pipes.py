@@ -10,9 +10,6 @@ from sensormesh.device.steps import rare_call
 
 # Says what is wrong with a pipe's parameters these checks refuse (loaded for that only).
 ERRORS = "sensormesh.device.runtime.pipe_errors"
-# steps whose timers emit or leave out values: a replay after a restart goes through them faster
-# than the values came, so what they emit differs (the numbering cannot be taken back after them)
-TIMED = ("throttle", "heartbeat", "timeout", "debounce")
 
 
 def make_pipes(rt, built):
@@ -134,12 +131,12 @@ def pipe_paths(order, inputs_of, nodes):
             roots = [j for j in up if not inputs.get(j)]
             if len(roots) == 1 and getattr(nodes.get(roots[0]), "PIPE", None) == "in":
                 for j in up:
-                    u = nodes.get(j)
-                    if getattr(u, "frame", 0) or getattr(u, "TYPE", None) in TIMED:
-                        # a time window, or a step whose timer emits or drops (beats, markers): a
-                        # replay comes faster than the values were read, so the same number would
-                        # name another value (the receiver would drop new inputs as duplicates):
-                        # it takes no numbering back, its receiver counts a new run (at-least-once)
+                    if getattr(nodes.get(j), "frame", 0):
+                        # a time window, or a step whose timer emits or leaves out values
+                        # (throttle, heartbeat, timeout, debounce: `frame` set in their class): a
+                        # replay comes faster than the values did, so the same number would name
+                        # another value (the receiver would drop new inputs as duplicates): it
+                        # takes no numbering back, its receiver counts a new run (at-least-once)
                         break
                 else:
                     fed_by[sid] = nodes[roots[0]]
