@@ -42,15 +42,7 @@ def throttle_setup(step, params, n_inputs):
     from sensormesh.device.steps.make import choice_param, int_param
     step.interval = int_param(step, "interval", None, 1)
     step.mode = choice_param(step, "mode", "latest", ("first", "latest"))
-    if step.mode == "latest":
-        # it holds the last value of its interval: acknowledged pipes wait for it (pipes.py)
-        from sensormesh.device.steps.make import no_ctx_call
-        step.HOLDS = True
-        step._hold = getattr(step.ctx, "hold", no_ctx_call)
-        step._let_go = getattr(step.ctx, "release", no_ctx_call)
-        step.put = step._put_latest
-    else:
-        step.put = step._put_first
+    step.put = step._put_latest if step.mode == "latest" else step._put_first
 
 
 def changes_setup(step, params, n_inputs):

@@ -28,7 +28,6 @@ class Throttle(Step):
         self.last = value
         if self.timer is None:
             self.timer = self.ctx.call_later(self.interval, self._release)
-            self._hold()        # after the timer: a timer that found no heap holds nothing
 
     def _release(self):
         self.timer = None
@@ -36,10 +35,7 @@ class Throttle(Step):
         if value is not NONE:
             self.last = NONE
             self.n_out += 1
-            try:
-                self.emit(value)
-            finally:
-                self._let_go()  # even when the emit raised (Window._close says why)
+            self.emit(value)
 
     def flush(self):
         if self.mode == "latest" and self.timer is not None:
