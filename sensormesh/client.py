@@ -20,6 +20,8 @@ class DeviceError(Exception):
     """The device answered with an error control message."""
 
     def __init__(self, err):
+        if type(err) is not dict:       # a peer that is not a sensormesh device, or a broken one
+            err = {"code": "malformed", "message": "the peer sent an error that is not an object: %s" % repr(err)[:200]}
         super().__init__("%s: %s" % (err.get("code"), err.get("message")))
         self.code = err.get("code")
         self.message = err.get("message")

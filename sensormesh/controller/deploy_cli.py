@@ -481,6 +481,9 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
                                         else "UNREACHABLE", s["error"]))
             continue
         a = s.get("assignment") or {}
+        if not isinstance(a, dict):     # not as a sensormesh device answers: shown as it came
+            click.echo("%s: its status holds an assignment that is not an object: %s" % (name, repr(a)[:120]))
+            continue
         state = a.get("state", "empty")
         if brief and state == "running" and not s.get("errors"):
             continue
@@ -496,7 +499,8 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
         click.echo(head)
         if brief:
             continue
-        for sid, step in (a.get("steps") or {}).items():
+        steps = a.get("steps") or {}
+        for sid, step in (steps.items() if isinstance(steps, dict) else [("steps", steps)]):
             click.echo("    " + _step_line(sid, step))
         if a.get("steps_omitted"):
             click.echo("    (%d steps: their counts were left out: %s)"

@@ -183,6 +183,11 @@ class Forwarder:
             return
         target = body["to"]
         timeout = body.get("timeout", CONNECT_MS)
+        if type(timeout) is not int or not 0 <= timeout <= 86400000:
+            session.conn.send({"error": {"code": "bad-request",
+                                         "message": "forward timeout must be a whole number of ms "
+                                                    "from 0 to 86400000, got %r" % (timeout,)}})
+            return
         payload = token.encode() if token is not None else None
         reg = self.registered.get(target)
         if reg is not None:

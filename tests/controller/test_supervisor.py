@@ -567,3 +567,74 @@ def test_status_names_the_protocol_error_of_something_else_at_a_device_address(t
         done.set()
         t.join(5)
         listener.close()
+
+
+def test_status_names_a_status_reply_that_is_not_an_object(tmp_path):
+    """A device (or something posing as one) whose status reply is not an object: status says
+    so for that device, instead of failing with an AttributeError."""
+    import json
+    import socket
+    import struct
+    import threading
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.2)
+    done = threading.Event()
+
+    def frames(c):
+        buf = b""
+        while True:
+            while len(buf) >= 4 and len(buf) >= 4 + struct.unpack("!I", buf[:4])[0]:
+                n = struct.unpack("!I", buf[:4])[0]
+                yield json.loads(buf[4:4 + n])
+                buf = buf[4 + n:]
+            data = c.recv(65536)
+            if not data:
+                return
+            buf += data
+
+    def send(c, msg):
+        b = json.dumps(msg).encode()
+        c.sendall(struct.pack("!I", len(b)) + b)
+
+    def serve():
+        while not done.is_set():
+            try:
+                c, _ = listener.accept()
+            except OSError:
+                continue
+            with c:
+                c.settimeout(5)
+                try:
+                    for msg in frames(c):
+                        if "hello" in msg or "info" in msg:
+                            send(c, {"info": {"name": "web", "version": "0.1.0", "implementation": "cpython",
+                                              "sensors": {"counter": {"kind": "counter", "rate": 10.0}},
+                                              "max-frame": 16384}})
+                        elif "status" in msg:
+                            send(c, {"status": "all fine"})
+                except (OSError, ValueError):
+                    pass
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    f = tmp_path / "p.yaml"
+    f.write_text(NOT_A_DEVICE % {"port": listener.getsockname()[1]})
+    sup = Supervisor(load_model(str(f)), "edge", timeout=3.0)
+    try:
+        st, _ = sup.status()
+        err = st["web"]["error"]
+        assert "status" in err and "not an object" in err and "'all fine'" in err, err
+    finally:
+        sup.close()
+        done.set()
+        t.join(5)
+        listener.close()
+
+
+def test_status_lines_of_a_status_with_odd_parts_name_them(capsys):
+    from sensormesh.controller.deploy_cli import _show_status
+    _show_status({"a": {"assignment": "x"}, "b": {"assignment": {"state": "running", "steps": [1]}}}, [], False)
+    out = capsys.readouterr().out
+    assert "a: its status holds an assignment that is not an object: 'x'" in out, out
+    assert "b: running" in out and "steps: [1]" in out, out

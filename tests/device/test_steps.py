@@ -717,6 +717,51 @@ def test_csv_columns_lists_scalars_and_quoting():
     os.remove(path)
 
 
+def test_csv_names_dict_columns_that_come_after_plain_values():
+    # A plain value first (a marker, a number) must not cost the dicts after it their header:
+    # the columns of the first dict are named in a header row just before its row.
+    path = tmp_path("late")
+    c = build({"id": "c", "type": "csv", "params": {"path": path}, "inputs": ["i"]}, FakeCtx())
+    c.push(7)
+    c.push([1, 2])
+    c.push({"t": 1, "h": 40})
+    c.push(8)
+    c.push({"t": 2, "h": 41})
+    c.close()
+    assert read(path) == "7\n1,2\nh,t\n40,1\n8\n41,2\n", repr(read(path))
+    os.remove(path)
+    # with a unit for plain values: their header first, then the dicts' own
+    c = build({"id": "c", "type": "csv", "inputs": ["i"],
+               "params": {"path": path, "units": {"value": "cm", "t": "s"}}}, FakeCtx())
+    c.push(12.5)
+    c.push({"t": 1})
+    c.close()
+    assert read(path) == "value [cm]\n12.5\nt [s]\n1\n", repr(read(path))
+    os.remove(path)
+
+
+def test_csv_restarted_after_plain_values_writes_the_late_header_where_it_was_due():
+    # A restarted sink takes its position back from the upstream's mark and skips the replayed
+    # rows the file holds; the header the first dict brings must count there exactly as it did
+    # in the first process, or the bytes no longer match and the file is cut in the wrong place.
+    path = tmp_path("late_restart")
+    spec = {"id": "c", "type": "csv", "params": {"path": path}, "inputs": ["i"]}
+    c = build(spec, FakeCtx())
+    c.push(7)
+    mark = c.position()                 # acknowledged here; the rest is replayed after the kill
+    later = [{"t": 1, "h": 40}, 8, {"t": 2, "h": 41}]
+    for v in later:
+        c.push(v)
+    c.flush()                           # then the process is killed
+    c2 = build(spec, FakeCtx())
+    c2.adopt(mark[0], mark[1])
+    for v in later + [{"t": 3, "h": 42}]:
+        c2.push(v)
+    c2.close()
+    assert read(path) == "7\nh,t\n40,1\n8\n41,2\n42,3\n", repr(read(path))
+    os.remove(path)
+
+
 def test_csv_bad_params():
     spec_error("csv", {}, 1, "path")
     spec_error("csv", {"path": "/nonexistent-dir/x.csv"}, 1, "cannot open", "nonexistent")

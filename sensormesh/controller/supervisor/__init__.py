@@ -427,7 +427,12 @@ class Supervisor(Control, Watch, Reroute, Recover):
                 self._wait(list(reqs.values()))
                 for d, r in reqs.items():
                     if r.error is None:
-                        out[d] = r.reply["status"]
+                        got = r.reply["status"]
+                        if type(got) is not dict:
+                            # it answers, but not as a sensormesh device does
+                            got = {"error": "%s answered its status request with a status that is not "
+                                            "an object: %s" % (d, repr(got)[:120])}
+                        out[d] = got
                     elif r.code == "busy":
                         # it answered, so it is up: it had no room for this request now (a board
                         # short of heap for a handshake, a device at its connection limit)
@@ -586,7 +591,8 @@ class Supervisor(Control, Watch, Reroute, Recover):
                 if r.error is not None:
                     waits.pop(d)
                     continue
-                steps = (r.reply["status"].get("assignment") or {}).get("steps") or {}
+                got = r.reply["status"]
+                steps = ((got.get("assignment") or {}).get("steps") or {}) if type(got) is dict else {}
                 left = [(e, p) for e, p in waits[d] if (steps.get(p) or {}).get("in", 0) < sent[e]]
                 if left:
                     waits[d] = left

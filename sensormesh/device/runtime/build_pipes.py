@@ -132,9 +132,11 @@ def pipe_paths(order, inputs_of, nodes):
             if len(roots) == 1 and getattr(nodes.get(roots[0]), "PIPE", None) == "in":
                 for j in up:
                     if getattr(nodes.get(j), "frame", 0):
-                        # a time window: a replay regroups its inputs, so the same number would
-                        # name another window (the receiver would drop new inputs as duplicates):
-                        # it takes no numbering back, its receiver counts a new run (at-least-once)
+                        # a time window, or a step whose timer emits or leaves out values
+                        # (throttle, heartbeat, timeout, debounce: `frame` set in their class): a
+                        # replay comes faster than the values did, so the same number would name
+                        # another value (the receiver would drop new inputs as duplicates): it
+                        # takes no numbering back, its receiver counts a new run (at-least-once)
                         break
                 else:
                     fed_by[sid] = nodes[roots[0]]

@@ -44,7 +44,7 @@ def _attach(rt, session, body, table, what):
         return
     ep = body.get("epoch")
     if ep is not None and ep != rt.epoch:
-        session.fail(session.conn, "stale-epoch", "edge %r belongs to epoch %s; this device runs epoch %s"
+        session.fail(session.conn, "stale-epoch", "edge %r belongs to epoch %r; this device runs epoch %s"
                      % (edge, ep, rt.epoch))
         return
     session.kind = "pipe"

@@ -235,6 +235,7 @@ class Heartbeat(Step):
     new came (a dashboard or broker then sees the sensor is alive)."""
     TYPE = "heartbeat"
     ARGS = ["interval"]
+    frame = 1      # its timer decides what leaves: no numbering taken back after it (build_pipes.py)
 
     def setup(self, params, n_inputs):
         from sensormesh.device.steps.make import int_param
@@ -276,6 +277,7 @@ class Debounce(Step):
     the last value emitted: a bouncing button or touch pad gives one value per press."""
     TYPE = "debounce"
     ARGS = ["time"]
+    frame = 1      # its timer decides what leaves: no numbering taken back after it (build_pipes.py)
     HOLDS = True   # a candidate waits for its time: acknowledged pipes wait for it (pipes.py)
 
     def setup(self, params, n_inputs):
@@ -340,6 +342,7 @@ class Timeout(Step):
     last one (again after the next silence). Default marker: {"timeout": time}."""
     TYPE = "timeout"
     ARGS = ["time", "marker"]
+    frame = 1      # its timer decides what leaves: no numbering taken back after it (build_pipes.py)
 
     def setup(self, params, n_inputs):
         from sensormesh.device.steps.make import int_param

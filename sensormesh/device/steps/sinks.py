@@ -89,6 +89,7 @@ class Csv(Step):
         except OSError:
             size = 0
         self.header_due = size == 0
+        self.late_head = False      # rows without columns began the file: no header yet
         try:
             self.f = open(self.path, "ab")
         except OSError as e:
@@ -115,20 +116,24 @@ class Csv(Step):
         if self.f is None:
             raise OSError("file closed")
         cols = self.columns
+        head = self.header_due
         if type(value) is dict:
             if cols is None:
                 cols = self.columns = sorted(value)
+                head = head or self.late_head   # rows without names came first: name them now
             cells = [_cell(value.get(c)) for c in cols]
         elif type(value) is list or type(value) is tuple:
             cells = [_cell(x) for x in value]
         else:
             cells = [_cell(value)]
         text = ",".join(cells) + "\n"
-        if self.header_due:
-            self.header_due = False
-            if cols is None and self.units is not None and "value" in self.units and len(cells) == 1:
-                text = self._head("value") + "\n" + text
-            elif cols is not None:
+        if head:
+            self.header_due = self.late_head = False
+            if cols is None:
+                self.late_head = True       # the first dict's columns get their header row
+                if self.units is not None and "value" in self.units and len(cells) == 1:
+                    text = self._head("value") + "\n" + text
+            else:
                 text = ",".join([self._head(c) for c in cols]) + "\n" + text
         data = text.encode()
         if self.skip_to >= 0:
@@ -167,7 +172,9 @@ class Csv(Step):
 
     # -- position (acknowledged pipes: runtime/pipes.py checkpoints) -----------------------------
     def position(self):
-        return [self.pos, 0]
+        # 1: the file began with rows without columns and the first dict's header is still due
+        # (adopt() takes it back, so a restarted device writes the same bytes)
+        return [self.pos, 1 if self.late_head else 0]
 
     def acked(self):
         return self.flushed
@@ -192,6 +199,7 @@ class Csv(Step):
         self.pos = self.flushed = pos
         self.skip_to = self.size
         self.header_due = pos == 0
+        self.late_head = pos > 0 and run == 1
 
     def flush(self):
         if self.f is not None:

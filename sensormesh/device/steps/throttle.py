@@ -11,6 +11,7 @@ class Throttle(Step):
     ARGS = ["interval", "mode"]
     timer = None
     last = NONE
+    frame = 1      # its timer decides what leaves: no numbering taken back after it (build_pipes.py)
 
     def _put_first(self, value):
         self.n_in += 1
