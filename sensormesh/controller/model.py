@@ -9,6 +9,7 @@
 # interpreters it can run on, and for sources the device that has the sensor.
 import difflib
 import hashlib
+import math
 import os
 import re
 import tempfile
@@ -142,8 +143,10 @@ class Device:
             out.append(("interpreter", "must be cpython or micropython, not %r" % (self.interpreter,)))
         for key in ("cpu", "memory"):
             v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 out.append((key, "must be a positive number, not %r" % (v,)))
+            elif not math.isfinite(v):
+                out.append((key, "must be a finite positive number, not %r" % (v,)))
         if self.heap is not None:
             if self.interpreter != "micropython":
                 out.append(("heap", "applies to MicroPython devices only (the heap of the board a device "
@@ -203,8 +206,9 @@ class Device:
                             % (kind, _suggest(kind, catalog.SENSOR_RATES), ", ".join(sorted(catalog.SENSOR_RATES)))))
                 continue
             rate = spec.get("rate")
-            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0):
-                out.append((key, "rate must be a number >= 0, not %r" % (rate,)))
+            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                     or not 0 <= rate < math.inf):
+                out.append((key, "rate must be a finite number >= 0, not %r" % (rate,)))
                 continue
             if spec["name"] in names:
                 out.append((key, "two sensors named %r on one device" % spec["name"]))

@@ -420,6 +420,27 @@ def test_device_errors_point_into_devices(write):
     assert msgs["devices.esp.address"][0] == 2 and "required" in msgs["devices.esp.address"][1]
 
 
+def test_a_device_capacity_or_sensor_rate_that_is_not_a_finite_number_is_refused(write):
+    # YAML's .nan and .inf are floats: they used to pass the "positive number" checks and give
+    # a plan of "nan%" CPU and "nan B/s" of traffic
+    e = error(write("""\
+        devices:
+          esp:
+            interpreter: micropython
+            cpu: .nan
+            memory: .inf
+            address: "10.0.0.1:7000"
+            sensors: ["a=temperature@inf", {name: b, kind: hall, rate: .nan}]
+        steps:
+          t: {type: source, sensor: dht11}
+        """, devices=False))
+    msgs = {".".join(map(str, p.path)): (p.line, p.message) for p in e.problems}
+    assert msgs["devices.esp.cpu"] == (4, "must be a positive number, not nan")
+    assert msgs["devices.esp.memory"] == (5, "must be a finite positive number, not inf")
+    assert msgs["devices.esp.sensors.0"] == (7, "rate must be a finite number >= 0, not inf")
+    assert msgs["devices.esp.sensors.1"] == (7, "rate must be a finite number >= 0, not nan")
+
+
 def test_all_problems_reported_at_once(write):
     e = error(write("""\
         steps:
