@@ -456,6 +456,10 @@ class Model:
         def bad(msg, step, key=None):
             problems.append(Problem(msg, step=step.id, key=key, section="steps"))
 
+        if not self.step_list:
+            problems.append(Problem("the pipeline has no steps: add a source and what reads it "
+                                    "(p.source(...), or steps: in a file)", key="steps", section="steps"))
+
         for s in self.step_list:
             if not isinstance(s.id, str) or not STEP_ID.match(s.id):
                 problems.append(Problem("step ids start with a letter or '_' and hold letters, digits, "

@@ -198,6 +198,17 @@ def model(*steps):
     return Model("m", list(steps), devices())
 
 
+def test_a_pipeline_without_steps_is_a_model_error_not_a_solver_crash():
+    # p.plan() of an empty pipeline used to end in scipy's "`c` must be a one-dimensional array"
+    for strategy in ("central", "edge", "optimal"):
+        p = Pipeline("empty")
+        inventory(p)
+        with pytest.raises(ModelError, match="the pipeline has no steps"):
+            p.plan(strategy)
+    with pytest.raises(ModelError, match="the pipeline has no steps"):
+        Pipeline("empty").validate()
+
+
 def test_dangling_input_names_the_step():
     with pytest.raises(ModelError) as e:
         model(Step("s", "source", {"sensor": "temperature"}), Step("w", "window", {"values": 2}, ["sx"]))
