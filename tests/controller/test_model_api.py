@@ -100,6 +100,12 @@ def test_sink_has_no_output():
     s = p.source("temperature").print()
     with pytest.raises(ModelError, match="sink has no output"):
         s.map(S.fahrenheit)
+    # every stream method, not only some: `.callback(f).callback(g)` was a bare AttributeError
+    for name in ("callback", "alarm", "throttle", "merge", "sliding", "then", "changes", "ema", "mqtt_out"):
+        with pytest.raises(ModelError, match="sink has no output to %s" % name):
+            getattr(s, name)
+    with pytest.raises(AttributeError):
+        s.no_such_thing
 
 
 def test_duplicate_ids_and_devices():
