@@ -469,7 +469,17 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
         for line in status_counts(st, domains_of):
             click.echo(line)
         click.echo("(-v lists every device with its steps)")
-    for name in sorted(st):
+
+    def kind_of(s):
+        return "BUSY" if s.get("busy") else "PLAINTEXT" if s.get("plaintext") else "UNREACHABLE"
+    order = names.natural_sorted(st) if brief else sorted(st)
+    # brief: of each kind of device that did not answer, the first few with their reasons, then
+    # the others by name in one line (a fleet that is not started is hundreds of devices down)
+    kinds = {}
+    for name in order:
+        if "error" in st[name]:
+            kinds.setdefault(kind_of(st[name]), []).append(name)
+    for name in order:
         s = st[name]
         if as_json:
             if "error" in s:
@@ -477,8 +487,15 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
             continue
         if "error" in s:
             unreachable.append(name)
-            click.echo("%s: %s (%s)" % (name, "BUSY" if s.get("busy") else "PLAINTEXT" if s.get("plaintext")
-                                        else "UNREACHABLE", s["error"]))
+            kind = kind_of(s)
+            same = kinds[kind]
+            if brief and len(same) > names.SHOWN and name in same[names.SHOWN - 1:]:
+                if name == same[names.SHOWN - 1]:
+                    rest = same[names.SHOWN - 1:]
+                    click.echo("and %d more %s (-v gives each one's reason): %s"
+                               % (len(rest), kind, names.name_list(rest, shown=2 * names.SHOWN)))
+                continue
+            click.echo("%s: %s (%s)" % (name, kind, s["error"]))
             continue
         a = s.get("assignment") or {}
         state = a.get("state", "empty")

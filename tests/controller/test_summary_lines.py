@@ -1,4 +1,5 @@
 # Large inventories: the start and placement lines of `up` give counts, -v lists everything.
+import os
 import types
 
 from sensormesh.controller.deploy_cli import _device_list, _show_plan
@@ -144,3 +145,51 @@ def test_stop_summary_shows_the_values_a_pipe_in_lost():
     from sensormesh.controller.deploy_cli import _step_line
     assert _step_line("in:n->mid", {"in": 5, "out": 5, "lost": 3, "connected": True}) == \
         "in:n->mid: in 5, out 5, lost 3, connected True"
+
+
+def test_status_of_a_fleet_that_is_down_names_a_few_and_counts_the_rest(capsys):
+    """A fleet nobody started: the first few down devices with their reasons, the others in one
+    line by name, and an affected area of a few lines, not one per device, edge and step."""
+    from sensormesh.controller.deploy_cli import _show_status
+    from sensormesh.controller.topology import Topology
+    boards = ["b%d" % i for i in range(300)]
+    st = {n: {"error": "%s is down: it does not answer" % n} for n in boards + ["pc"]}
+    topo = Topology.single_domain(boards + ["pc"])
+    impact = topo.affected_by(boards + ["pc"], [("w%d->pc" % i, "b%d" % i, "pc") for i in range(300)],
+                              dict([("t%d" % i, "b%d" % i) for i in range(300)] + [("all", "pc")]))
+    assert _show_status(st, impact.lines(), False, False, lambda n: set()) is True
+    out = capsys.readouterr().out.splitlines()
+    assert out[3:9] == ["b0: UNREACHABLE (b0 is down: it does not answer)",
+                        "b1: UNREACHABLE (b1 is down: it does not answer)",
+                        "b2: UNREACHABLE (b2 is down: it does not answer)",
+                        "b3: UNREACHABLE (b3 is down: it does not answer)",
+                        "b4: UNREACHABLE (b4 is down: it does not answer)",
+                        "and 296 more UNREACHABLE (-v gives each one's reason): b5..b299, pc"], out
+    area = out[out.index("affected area:") + 1:]
+    assert area[0] == "  b0..b299 and pc are down"
+    assert area[1:6] == ["  edge w%d->pc (b%d -> pc): b%d and pc are down; their steps must be placed elsewhere"
+                         % (i, i, i) for i in range(5)], area
+    assert area[6:] == ["  and 295 more edges to or from the failed devices; their steps must be placed elsewhere",
+                        "  steps lost with the failed devices: 301 steps: t0 (b0), t1 (b1), t2 (b2), t3 (b3), "
+                        "t4 (b4) and 296 more"], area
+    # -v: every one
+    _show_status(st, [], False, True, lambda n: set())
+    assert len(capsys.readouterr().out.splitlines()) == 301
+
+
+def test_commands_name_the_local_devices_nothing_serves_in_one_line(tmp_path, monkeypatch, capsys):
+    from sensormesh.controller.cli_files import note_unstarted_local
+    from sensormesh.controller.pipeline_file import load_model
+    lines = ["pipeline: fleet-%d" % os.getpid(), "devices:"]
+    lines += ["  s%d: {sensors: [temperature], local: true}" % i for i in range(200)]
+    lines += ["  pc: {local: true}", "steps:", "  t: {type: source, sensor: temperature, on: s0}",
+              "sinks:", "  o: {type: print, input: t, on: pc}"]
+    (tmp_path / "fleet.yaml").write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    model = load_model("fleet.yaml")
+    note_unstarted_local(model, "fleet.yaml")
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["! pc and s0..s199 are local: true without an address: commands reach them at their unix "
+                   "sockets in %s/, the sockets `sensormesh up` makes for the directory it runs in, and nothing "
+                   "listens there; run this command in the directory where `sensormesh up fleet.yaml` runs "
+                   "(this is %s)" % (os.path.dirname(model.devices["pc"].unix_path), os.getcwd())], err
