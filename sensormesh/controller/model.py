@@ -18,6 +18,7 @@ import networkx as nx
 
 from sensormesh.controller import catalog, units
 from sensormesh.controller.errors import ModelError, Problem, ShippingError
+from sensormesh.controller.names import name_list
 from sensormesh.controller.shipping import INTERPRETERS, CodeShipper, pack
 
 STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -499,7 +500,7 @@ class Model:
             if s.on is not None and (not isinstance(s.on, str) or s.on not in self.devices):
                 if self.devices:
                     bad("unknown device %r%s; devices: %s" % (s.on, _suggest(s.on, self.devices),
-                                                              ", ".join(self.devices)), s, "on")
+                                                              name_list(self.devices)), s, "on")
                 elif self.device_list or not isinstance(s.on, str):
                     bad("unknown device %r" % (s.on,), s, "on")
             if s.requires is not None and (not isinstance(s.requires, str) or s.requires not in INTERPRETERS):
@@ -635,11 +636,11 @@ class Model:
                 kinds = sorted({x["name"] for d in self.devices.values() for x in d.sensors}
                                | {x["kind"] for d in self.devices.values() for x in d.sensors})
                 problems.append(Problem("no device has sensor %r%s (sensors in the inventory: %s)"
-                                        % (ref, _suggest(ref, kinds), ", ".join(kinds) or "none"),
+                                        % (ref, _suggest(ref, kinds), name_list(kinds, what="sensors")),
                                         step=s.id, key="sensor", section="steps"))
             elif len(found) > 1:
                 problems.append(Problem("sensor %r is on %d devices (%s); say which with on:"
-                                        % (ref, len(found), ", ".join(d.name for d, _ in found)),
+                                        % (ref, len(found), name_list(d.name for d, _ in found)),
                                         step=s.id, key="sensor", section="steps"))
             else:
                 self.source_device[s.id] = found[0][0].name

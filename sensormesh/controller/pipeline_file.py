@@ -315,8 +315,7 @@ def _devices(doc, data):
                 bad = True
         if bad:
             continue
-        line, _ = doc.where(path)
-        devices.append(Device(str(name), origin="%s:%s" % (os.path.basename(doc.filename), line), **entry))
+        devices.append(Device(str(name), origin="%s:%s:%s" % ((doc.filename,) + doc.where(path)), **entry))
     return devices
 
 

@@ -375,3 +375,16 @@ def test_plan_refuses_placement_options_out_of_range_as_the_command_does(kw, mes
         p.plan("optimal", **kw)
     assert str(e.value) == message
     assert p.plan("optimal", time_limit=5, cpu_headroom=0.05, mip_rel_gap=0).device_of["print"] == "pc"
+
+
+def test_a_fleets_devices_are_named_in_short_in_model_errors():
+    p = Pipeline("fleet")
+    for i in range(300):
+        p.device("d%d" % i, sensors=["temperature"], local=True)
+    p.source("temperature", id="t").callback(print, id="o", on="dx")
+    with pytest.raises(ModelError) as e:
+        p.model()
+    text = str(e.value)
+    assert "sensor 'temperature' is on 300 devices (d0..d299); say which with on:" in text, text
+    assert "unknown device 'dx'; devices: d0..d299" in text, text
+    assert len(text) < 400, text
