@@ -202,6 +202,8 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
     Metrics are collected while it runs (a line of rates every few seconds; every sample in
     .sensormesh/metrics-<pipeline>-<time>.sqlite unless --metrics-out/--no-metrics-file)."""
     from sensormesh.controller.local import LocalError
+    if insecure and keys_dir is not None:       # as deploy, status, stop and top say it
+        raise click.UsageError("--insecure runs the local devices without keys: give it or --keys, not both")
     model = _load(file)
     printer = runner.Printer(click.echo, model)
     local = [d for d in model.devices.values() if d.local]
