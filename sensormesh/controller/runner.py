@@ -428,6 +428,9 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     metrics file); otherwise `up` places before it starts anything."""
     import contextlib
     check_run_options(strategy, duration, count, until, timeout, options)
+    if insecure and keys_dir is not None:
+        raise PipelineError("insecure: runs the local devices without keys, so keys_dir %r would go unused; "
+                            "give one of them, not both" % (keys_dir,))
     if count and not callback_names(model):
         raise PipelineError("count: pipeline %s has no callback sink, so no values to count; stop it "
                             "with a duration instead" % model.name)

@@ -27,3 +27,13 @@ def test_up_refuses_insecure_with_keys_as_deploy_status_stop_and_top_do(tmp_path
         assert r.exit_code == 2, (command, r.output)
         assert "give it or --keys, not both" in r.output, (command, r.output)
     assert not (tmp_path / ".sensormesh").exists()      # nothing was started or written
+
+
+def test_pipeline_up_refuses_insecure_with_keys_dir_before_starting(tmp_path, monkeypatch):
+    import pytest
+    from sensormesh.api import PipelineError, load
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loc.yaml").write_text(LOCAL)
+    with pytest.raises(PipelineError, match="insecure: runs the local devices without keys, so keys_dir 'store' "
+                                            "would go unused; give one of them, not both"):
+        load("loc.yaml").up(duration=1, insecure=True, keys_dir="store")
