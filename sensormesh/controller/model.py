@@ -140,6 +140,9 @@ class Device:
         out = []
         if not isinstance(self.name, str) or not DEVICE_NAME.match(self.name):
             out.append(("name", "device names are letters, digits, '_', '.', '-'; not %r" % (self.name,)))
+        elif self.name == "controller":     # topology.CONTROLLER: it names the controller in routes
+            out.append(("name", "a device may not be called 'controller': the name is reserved for the "
+                                "controller in routes; give the device another name"))
         if not isinstance(self.interpreter, str) or self.interpreter not in INTERPRETERS:
             out.append(("interpreter", "must be cpython or micropython, not %r" % (self.interpreter,)))
         for key in ("cpu", "memory"):

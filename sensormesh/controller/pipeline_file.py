@@ -454,7 +454,7 @@ def _file_problem(doc, p, section_of, aliases):
                 path = path + ("sensors", int(k[8:-1]))
             else:
                 path = path + (k,)
-        doc.problem(p.message, path, prefer_value=True, device=p.device, key=p.key)
+        doc.problem(p.message, path, prefer_value=p.key != "name", device=p.device, key=p.key)
     else:
         doc.problem(p.message, (p.key,) if p.key in TOP_KEYS else (), key=p.key)
 

@@ -388,3 +388,8 @@ def test_a_fleets_devices_are_named_in_short_in_model_errors():
     assert "sensor 'temperature' is on 300 devices (d0..d299); say which with on:" in text, text
     assert "unknown device 'dx'; devices: d0..d299" in text, text
     assert len(text) < 400, text
+
+
+def test_a_device_called_controller_is_refused_at_the_call():
+    with pytest.raises(ModelError, match="a device may not be called 'controller': the name is reserved"):
+        Pipeline("x").device("controller", local=True)

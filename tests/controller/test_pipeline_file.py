@@ -441,6 +441,22 @@ def test_a_device_capacity_or_sensor_rate_that_is_not_a_finite_number_is_refused
     assert msgs["devices.esp.sensors.1"] == (7, "rate must be a finite number >= 0, not nan")
 
 
+def test_a_device_called_controller_is_refused_at_its_name_also_without_a_network(write):
+    # without a network: section it used to load, and `up` ended in an AttributeError traceback
+    e = error(write("""\
+        devices:
+          controller: {sensors: ["counter@5"], local: true}
+          pc: {local: true}
+        steps:
+          t: {type: source, sensor: counter}
+        sinks:
+          o: {type: callback, input: t, on: pc}
+        """, devices=False))
+    assert [(p.line, p.column, p.message) for p in e.problems] == [
+        (2, 3, "a device may not be called 'controller': the name is reserved for the controller in routes; "
+               "give the device another name")]
+
+
 def test_all_problems_reported_at_once(write):
     e = error(write("""\
         steps:
