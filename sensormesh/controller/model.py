@@ -63,6 +63,9 @@ def heap_bytes(text):
     return n
 
 
+# The longest Unix socket path Linux takes (sun_path holds 108 bytes with the closing NUL).
+MAX_SOCKET_PATH = 107
+
 LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost")
 
 
@@ -91,8 +94,17 @@ def default_unix_path(device_name, pipeline=None):
     `sensormesh up` starts local devices with this path; assignments address same-host peers
     with "unix:" + this path."""
     if pipeline is None:
-        return os.path.join(run_dir(), "%s.sock" % device_name)
-    return os.path.join(run_dir(), _pipeline_folder(pipeline), "%s.sock" % device_name)
+        return os.path.join(run_dir(), "%s.sock" % _socket_name(device_name))
+    return os.path.join(run_dir(), _pipeline_folder(pipeline), "%s.sock" % _socket_name(device_name))
+
+
+def _socket_name(device_name):
+    """A device's socket file name: its name when short, else its first letters and a hash of
+    it (a long device name, valid as it is, would not fit a Unix socket's path)."""
+    name = str(device_name)
+    if len(name) <= 32:
+        return name
+    return "%s-%s" % (name[:16], hashlib.sha1(name.encode()).hexdigest()[:10])
 
 
 def _pipeline_folder(pipeline):
@@ -164,6 +176,9 @@ class Device:
             out.append(("local", "must be true or false, not %r" % (self.local,)))
         if self.unix is not None and (not isinstance(self.unix, str) or not self.unix):
             out.append(("unix", "must be a socket path, not %r" % (self.unix,)))
+        elif self.unix is not None and len(self.unix.encode()) > MAX_SOCKET_PATH:
+            out.append(("unix", "%s is %d bytes long; a Unix socket's path has room for %d: give a shorter one"
+                        % (self.unix, len(self.unix.encode()), MAX_SOCKET_PATH)))
         if self.address is None and not self.addresses:
             if not self.local:
                 out.append(("address", "is required (host:port) unless the device is local: true"))
