@@ -215,8 +215,9 @@ def summary(final: dict[str, dict], verbose=False) -> list[str]:
     ..."); a device that failed, dropped values or lost deliveries keeps a line of its own."""
     if verbose or len(final) <= SUMMARY_AT:
         return ["%s: %s" % (dev, _device_line(dev, final[dev], verbose)) for dev in sorted(final)]
+    from sensormesh.controller.names import natural_sorted
     groups, alone = {}, []
-    for dev in sorted(final):
+    for dev in natural_sorted(final):       # s2 before s10: a group is named by its first and last
         st = final[dev]
         steps = _steps(st)
         if "error" in st or not steps or st.get("lost_deliveries") or \
@@ -234,7 +235,7 @@ def summary(final: dict[str, dict], verbose=False) -> list[str]:
         for i, k in enumerate(kinds):
             sums.append("%s %s" % (k, _counts(_total([list(p.values())[i] for p in per]))))
         lines.append("%d devices %s .. %s: %s in all" % (len(devs), devs[0], devs[-1], ", ".join(sums)))
-    for dev in sorted(alone):
+    for dev in natural_sorted(alone):
         lines.append("%s: %s" % (dev, _device_line(dev, final[dev], False)))
     lines.append("(-v lists every device and step)")
     return lines

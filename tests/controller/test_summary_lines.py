@@ -193,3 +193,13 @@ def test_commands_name_the_local_devices_nothing_serves_in_one_line(tmp_path, mo
                    "sockets in %s/, the sockets `sensormesh up` makes for the directory it runs in, and nothing "
                    "listens there; run this command in the directory where `sensormesh up fleet.yaml` runs "
                    "(this is %s)" % (os.path.dirname(model.devices["pc"].unix_path), os.getcwd())], err
+
+
+def test_a_group_of_numbered_devices_is_named_by_its_first_and_last_in_number_order():
+    # "200 devices s0 .. s99" (text order) named the group wrongly
+    from sensormesh.controller.runner import summary
+    final = {"s%d" % i: {"steps": {"t%d" % i: {"in": 3, "out": 3}}} for i in range(200)}
+    final["s10"] = {"error": "not stopped: it failed"}
+    final["s9"]["steps"]["t9"]["dropped"] = 1
+    assert summary(final) == ["198 devices s0 .. s199: t# 594>594 in all", "s9: t9 3>3 (1 dropped)",
+                              "s10: not stopped: it failed", "(-v lists every device and step)"]
