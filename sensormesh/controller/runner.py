@@ -10,7 +10,7 @@ import re
 import time
 from typing import Callable
 
-from sensormesh.controller.names import name_list
+from sensormesh.controller.names import SHOWN, name_list
 from sensormesh.controller import deploy as deploying
 from sensormesh.controller.errors import PipelineError
 
@@ -235,7 +235,15 @@ def summary(final: dict[str, dict], verbose=False) -> list[str]:
         for i, k in enumerate(kinds):
             sums.append("%s %s" % (k, _counts(_total([list(p.values())[i] for p in per]))))
         lines.append("%d devices %s .. %s: %s in all" % (len(devs), devs[0], devs[-1], ", ".join(sums)))
+    failed = [d for d in natural_sorted(alone) if "error" in final[d]]
+    shown = set(failed[:SHOWN - 1]) if len(failed) > SHOWN else set(failed)
     for dev in natural_sorted(alone):
+        if "error" in final[dev] and dev not in shown:
+            if dev == failed[SHOWN - 1]:    # a fleet that is down: the first few, then the others by name
+                rest = failed[SHOWN - 1:]
+                lines.append("and %d more devices with errors (-v gives each one's): %s"
+                             % (len(rest), name_list(rest, shown=2 * SHOWN)))
+            continue
         lines.append("%s: %s" % (dev, _device_line(dev, final[dev], False)))
     lines.append("(-v lists every device and step)")
     return lines

@@ -203,3 +203,13 @@ def test_a_group_of_numbered_devices_is_named_by_its_first_and_last_in_number_or
     final["s9"]["steps"]["t9"]["dropped"] = 1
     assert summary(final) == ["198 devices s0 .. s199: t# 594>594 in all", "s9: t9 3>3 (1 dropped)",
                               "s10: not stopped: it failed", "(-v lists every device and step)"]
+
+
+def test_stop_of_a_fleet_that_is_down_names_a_few_errors_and_the_rest_by_name():
+    # each of 300 unreachable devices had a line of its own
+    from sensormesh.controller.runner import summary
+    final = {"s%d" % i: {"error": "cannot reach s%d" % i} for i in range(300)}
+    final["pc"] = {"steps": {"m": {"in": 3, "out": 3}}}
+    assert summary(final) == ["pc: m 3>3"] + ["s%d: cannot reach s%d" % (i, i) for i in range(5)] + [
+        "and 295 more devices with errors (-v gives each one's): s5..s299", "(-v lists every device and step)"]
+    assert len(summary(final, verbose=True)) == 301
