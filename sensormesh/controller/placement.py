@@ -35,7 +35,7 @@
 import math
 import time
 
-from sensormesh.controller.names import name_list
+from sensormesh.controller.names import SHOWN, name_list
 from sensormesh.controller.errors import PlacementError, Problem
 
 STRATEGIES = ("central", "edge", "optimal")
@@ -180,7 +180,8 @@ class Placement:
         """The placement as text: steps, links, device loads."""
         out = [_table(("step", "type", "device", "why"), self.rows())]
         if self.traffic:
-            rows = [(a, b, format_rate(t), ", ".join(p.edge for p in self.pipes if (a, b) in zip(p.route, p.route[1:])))
+            rows = [(a, b, format_rate(t), _few([p.edge for p in self.pipes if (a, b) in zip(p.route, p.route[1:])],
+                                                "pipes"))
                     for (a, b), t in sorted(self.traffic.items(), key=lambda kv: -kv[1])]
             out.append(_table(("from", "to", "traffic", "pipes"), rows))
         else:
@@ -532,6 +533,14 @@ class _Setup:
 def _largest(model, cand, setup):
     d = max(cand, key=lambda x: (setup.cap_cpu[x], setup.cap_mem[x]))
     return "%s: %s units/s, %s bytes" % (d, _amount(setup.cap_cpu[d]), _amount(setup.cap_mem[d]))
+
+
+def _few(items, what):
+    """A table cell listing items: all of a few; of many (a gateway carrying a fleet's pipes) the
+    first five and how many more, so the table keeps its width."""
+    if len(items) <= SHOWN:
+        return ", ".join(items)
+    return "%d %s: %s, ... and %d more" % (len(items), what, ", ".join(items[:SHOWN - 1]), len(items) - SHOWN + 1)
 
 
 def _amount(x):

@@ -587,8 +587,8 @@ class Topology:
         for d in self.domains.values():
             extra = "  [controller]" if d.name in self.controller_domains else ""
             cost = "" if d.cost == DEFAULT_COST else " (cost %g)" % d.cost
-            lines.append("  %-*s %s%s%s" % (width, d.name + ":", ", ".join(d.devices) or "-",
-                                            cost, extra))
+            members = ", ".join(d.devices) if len(d.devices) <= SHOWN else name_list(d.devices, shown=2 * SHOWN)
+            lines.append("  %-*s %s%s%s" % (width, d.name + ":", members or "-", cost, extra))
         if self.links:
             lines.append("links (one-way, from dials into to):")
             for l in self.links:

@@ -213,3 +213,25 @@ def test_stop_of_a_fleet_that_is_down_names_a_few_errors_and_the_rest_by_name():
     assert summary(final) == ["pc: m 3>3"] + ["s%d: cannot reach s%d" % (i, i) for i in range(5)] + [
         "and 295 more devices with errors (-v gives each one's): s5..s299", "(-v lists every device and step)"]
     assert len(summary(final, verbose=True)) == 301
+
+
+def test_plan_of_a_fleet_behind_a_gateway_keeps_its_tables_narrow(tmp_path):
+    # the traffic table listed the gateway's 100 pipes in one cell (a row of ~1000 characters,
+    # and every column as wide), the domains every board
+    from sensormesh.controller.pipeline_file import load_model
+    n = 100
+    lines = ["pipeline: fleet", "devices:"]
+    lines += ['  s%d: {interpreter: micropython, sensors: ["temperature@1"], local: true}' % i for i in range(n)]
+    lines += ["  gw: {local: true}", "  pc: {local: true}", "network:", "  controller: [office]", "  domains:",
+              "    field: [%s, gw]" % ", ".join("s%d" % i for i in range(n)), "    office: [gw, pc]", "steps:"]
+    lines += ["  t%d: {type: source, sensor: temperature, on: s%d}" % (i, i) for i in range(n)]
+    lines += ["  m: {type: merge, inputs: [%s], on: pc}" % ", ".join("t%d" % i for i in range(n)),
+              "sinks:", "  o: {type: callback, input: m, on: pc}"]
+    (tmp_path / "fleet.yaml").write_text("\n".join(lines) + "\n")
+    model = load_model(str(tmp_path / "fleet.yaml"))
+    text = model.place("edge").table()
+    row = next(ln for ln in text.splitlines() if ln.startswith("gw "))
+    assert row.split(None, 4)[4] == "100 pipes: t0->pc, t1->pc, t2->pc, t3->pc, t4->pc, ... and 95 more", row
+    assert max(len(ln) for ln in text.splitlines()) < 200
+    described = model.topology.describe()
+    assert "  field:  gw, s0..s99" in described and "  office: gw, pc  [controller]" in described, described
