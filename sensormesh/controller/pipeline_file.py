@@ -71,7 +71,17 @@ class _Doc:
             raise PipelineFileError(self.filename, self.problems)
 
     def parse(self, text):
-        loader = _Loader(text)
+        try:
+            loader = _Loader(text)
+        except yaml.reader.ReaderError as e:
+            # a character YAML does not take (a NUL, a control character: often a binary file)
+            before = text[:e.position]
+            line, col = before.count("\n") + 1, e.position - (before.rfind("\n") + 1) + 1
+            raise PipelineFileError(self.filename, [FileProblem(
+                "a character YAML does not take here (code %#x: %s); is this a text file?"
+                % (e.character, "a NUL byte" if e.character == 0 else "a control character"
+                   if e.character < 0x20 or 0x7f <= e.character < 0xa0 else "not a printable character"),
+                line, col)]) from None
         try:
             node = loader.get_single_node()
             if node is None:

@@ -457,6 +457,19 @@ def test_a_device_called_controller_is_refused_at_its_name_also_without_a_networ
                "give the device another name")]
 
 
+def test_a_character_yaml_does_not_take_is_named_at_its_place_not_a_traceback(tmp_path):
+    # PyYAML's ReaderError came out of the loader's constructor, outside the error handling
+    for text, where, what in (('pipeline: x\nsteps:\n  t: {type: source}\n\x00', (4, 1), "code 0x0: a NUL byte"),
+                              ('pipeline: x\nsteps:\n  t: {type: sou\x07rce}\n', (3, 16), "code 0x7: a control character"),
+                              ('pipeline: x\ufffe\n', (1, 12), "code 0xfffe: not a printable character")):
+        path = tmp_path / "p.yaml"
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(PipelineFileError) as e:
+            load_model(str(path))
+        assert str(e.value) == "%s:%d:%d: a character YAML does not take here (%s); is this a text file?" % (
+            (path,) + where + (what,))
+
+
 def test_all_problems_reported_at_once(write):
     e = error(write("""\
         steps:
