@@ -510,6 +510,25 @@ def test_fn_path_is_relative_to_the_pipeline_file(tmp_path):
     assert "def half(x):" in m.code_for(["h"])["user_mine"]
 
 
+def test_a_fn_file_that_exits_at_import_or_names_no_function_is_a_named_error(tmp_path):
+    # a script that runs its main() (argparse, sys.exit) at import used to end `sensormesh plan`
+    # with the script's exit status and no word; a constant was "a function without source"
+    (tmp_path / "script.py").write_text("import sys\ndef f(x):\n    return x\nsys.exit(3)\n")
+    (tmp_path / "consts.py").write_text("LIMIT = 5\n")
+    for fn, said in (("script.py:f", "steps.h.fn: importing script.py ran code that ended the program (sys.exit(3)); "
+                                     "keep a script's own code under `if __name__ == \"__main__\":`"),
+                     ("consts.py:LIMIT", "steps.h.fn: LIMIT in consts.py is 5 (of type int), not a function or class")):
+        (tmp_path / "p.yaml").write_text(DEVICES + textwrap.dedent("""\
+            steps:
+              t: {type: source, sensor: temperature}
+              h: {type: map, fn: "%s", input: t}
+            sinks:
+              o: {type: print, input: h}
+            """ % fn))
+        e = error(str(tmp_path / "p.yaml"))
+        assert str(e) == "%s:10:22: %s" % (tmp_path / "p.yaml", said), str(e)
+
+
 def test_inventory_from_file_for_the_api(write):
     path = write("")
     p = Pipeline("api")
