@@ -293,6 +293,14 @@ def _read(path):
     if not isinstance(data, dict):
         doc.problem("a pipeline file is a mapping with %s, not a %s" % (", ".join(TOP_KEYS), type(data).__name__), ())
         doc.fail()
+    steps = data.get("steps")
+    if "strategy" in data and "devices" not in data and isinstance(steps, dict) and steps \
+            and all(isinstance(v, str) for v in steps.values()):
+        # strategy: and steps: step -> device: an experiment's placement file, not a pipeline
+        doc.problem("this is a placement file (strategy: and steps: step -> device), which `sensormesh "
+                    "experiment FILE --placement NAME=THIS_FILE` takes beside a pipeline file; give a pipeline "
+                    "file (devices:, steps:, sinks:) here", ("strategy",))
+        doc.fail()
     for key in data:
         if key not in TOP_KEYS:
             doc.problem("unknown top-level key %r%s; known: %s" % (key, _suggest(key, TOP_KEYS), ", ".join(TOP_KEYS)),

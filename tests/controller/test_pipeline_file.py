@@ -529,6 +529,15 @@ def test_a_fn_file_that_exits_at_import_or_names_no_function_is_a_named_error(tm
         assert str(e) == "%s:10:22: %s" % (tmp_path / "p.yaml", said), str(e)
 
 
+def test_a_placement_file_given_as_a_pipeline_is_named_as_one():
+    # `sensormesh plan examples/experiments/mixed.yaml` gave seven problems about step mappings
+    path = os.path.join(ROOT, "examples", "experiments", "mixed.yaml")
+    e = error(path)
+    assert len(e.problems) == 1 and (e.line, e.column) == (3, 1)
+    assert "this is a placement file (strategy: and steps: step -> device), which `sensormesh experiment FILE " \
+           "--placement NAME=THIS_FILE` takes beside a pipeline file" in str(e), str(e)
+
+
 def test_inventory_from_file_for_the_api(write):
     path = write("")
     p = Pipeline("api")
