@@ -398,7 +398,7 @@ class SinkStep:
         self.id = id
 
     def __getattr__(self, name):
-        if name in ("map", "filter", "window", "field", "zip", "print", "csv", "sink"):
+        if not name.startswith("_") and callable(getattr(Stream, name, None)):
             raise ModelError(Problem("a sink has no output to %s (%s)" % (name, _caller()[0]), step=self.id))
         raise AttributeError(name)
 

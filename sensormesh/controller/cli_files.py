@@ -19,15 +19,27 @@ def load_or_exit(file):
 
 
 def note_unstarted_local(model, file):
-    """Tell (on stderr) about each `local: true` device without an address that nothing serves
+    """Tell (on stderr) about the `local: true` devices without an address that nothing serves
     here: deploy, status, stop and top reach such a device at the Unix socket `sensormesh up`
-    makes for the directory it runs in, so from another directory it only looks down."""
-    for d in model.devices.values():
-        if d.local and d.main_address is None and not d.unix and not os.path.exists(d.unix_path):
-            click.echo("! %s is local: true without an address: commands reach it at unix:%s, the socket "
-                       "`sensormesh up` makes for the directory it runs in, and nothing listens there; run "
-                       "this command in the directory where `sensormesh up %s` runs (this is %s)"
-                       % (d.name, d.unix_path, file, os.getcwd()), err=True)
+    makes for the directory it runs in, so from another directory it only looks down. One line
+    for all of them: a fleet of local devices is one mistake, not hundreds."""
+    from sensormesh.controller.names import name_list
+    missing = [d for d in model.devices.values()
+               if d.local and d.main_address is None and not d.unix and not os.path.exists(d.unix_path)]
+    if not missing:
+        return
+    advice = ("`sensormesh up` makes for the directory it runs in, and nothing listens there; run this command "
+              "in the directory where `sensormesh up %s` runs (this is %s)" % (file, os.getcwd()))
+    if len(missing) == 1:
+        d = missing[0]
+        click.echo("! %s is local: true without an address: commands reach it at unix:%s, the socket %s"
+                   % (d.name, d.unix_path, advice), err=True)
+        return
+    folders = sorted({os.path.dirname(d.unix_path) for d in missing})
+    where = ("unix sockets in %s/" % folders[0] if len(folders) == 1
+             else "unix sockets (%s)" % ", ".join("unix:" + d.unix_path for d in missing[:3]) + ", ...")
+    click.echo("! %s are local: true without an address: commands reach them at their %s, the sockets %s"
+               % (name_list([d.name for d in missing], last=" and "), where, advice), err=True)
 
 
 def credentials_for(model, keys_dir, insecure=False):

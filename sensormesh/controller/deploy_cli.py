@@ -202,6 +202,8 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
     Metrics are collected while it runs (a line of rates every few seconds; every sample in
     .sensormesh/metrics-<pipeline>-<time>.sqlite unless --metrics-out/--no-metrics-file)."""
     from sensormesh.controller.local import LocalError
+    if insecure and keys_dir is not None:       # as deploy, status, stop and top say it
+        raise click.UsageError("--insecure runs the local devices without keys: give it or --keys, not both")
     model = _load(file)
     printer = runner.Printer(click.echo, model)
     local = [d for d in model.devices.values() if d.local]
@@ -469,7 +471,17 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
         for line in status_counts(st, domains_of):
             click.echo(line)
         click.echo("(-v lists every device with its steps)")
-    for name in sorted(st):
+
+    def kind_of(s):
+        return "BUSY" if s.get("busy") else "PLAINTEXT" if s.get("plaintext") else "UNREACHABLE"
+    order = names.natural_sorted(st) if brief else sorted(st)
+    # brief: of each kind of device that did not answer, the first few with their reasons, then
+    # the others by name in one line (a fleet that is not started is hundreds of devices down)
+    kinds = {}
+    for name in order:
+        if "error" in st[name]:
+            kinds.setdefault(kind_of(st[name]), []).append(name)
+    for name in order:
         s = st[name]
         if as_json:
             if "error" in s:
@@ -477,8 +489,15 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
             continue
         if "error" in s:
             unreachable.append(name)
-            click.echo("%s: %s (%s)" % (name, "BUSY" if s.get("busy") else "PLAINTEXT" if s.get("plaintext")
-                                        else "UNREACHABLE", s["error"]))
+            kind = kind_of(s)
+            same = kinds[kind]
+            if brief and len(same) > names.SHOWN and name in same[names.SHOWN - 1:]:
+                if name == same[names.SHOWN - 1]:
+                    rest = same[names.SHOWN - 1:]
+                    click.echo("and %d more %s (-v gives each one's reason): %s"
+                               % (len(rest), kind, names.name_list(rest, shown=2 * names.SHOWN)))
+                continue
+            click.echo("%s: %s (%s)" % (name, kind, s["error"]))
             continue
         a = s.get("assignment") or {}
         if not isinstance(a, dict):     # not as a sensormesh device answers: shown as it came

@@ -9,6 +9,7 @@
 # interpreters it can run on, and for sources the device that has the sensor.
 import difflib
 import hashlib
+import math
 import os
 import re
 import tempfile
@@ -17,6 +18,7 @@ import networkx as nx
 
 from sensormesh.controller import catalog, units
 from sensormesh.controller.errors import ModelError, Problem, ShippingError
+from sensormesh.controller.names import name_list
 from sensormesh.controller.shipping import INTERPRETERS, CodeShipper, pack
 
 STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -61,6 +63,9 @@ def heap_bytes(text):
     return n
 
 
+# The longest Unix socket path Linux takes (sun_path holds 108 bytes with the closing NUL).
+MAX_SOCKET_PATH = 107
+
 LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]", "ip6-localhost")
 
 
@@ -89,8 +94,17 @@ def default_unix_path(device_name, pipeline=None):
     `sensormesh up` starts local devices with this path; assignments address same-host peers
     with "unix:" + this path."""
     if pipeline is None:
-        return os.path.join(run_dir(), "%s.sock" % device_name)
-    return os.path.join(run_dir(), _pipeline_folder(pipeline), "%s.sock" % device_name)
+        return os.path.join(run_dir(), "%s.sock" % _socket_name(device_name))
+    return os.path.join(run_dir(), _pipeline_folder(pipeline), "%s.sock" % _socket_name(device_name))
+
+
+def _socket_name(device_name):
+    """A device's socket file name: its name when short, else its first letters and a hash of
+    it (a long device name, valid as it is, would not fit a Unix socket's path)."""
+    name = str(device_name)
+    if len(name) <= 32:
+        return name
+    return "%s-%s" % (name[:16], hashlib.sha1(name.encode()).hexdigest()[:10])
 
 
 def _pipeline_folder(pipeline):
@@ -138,12 +152,17 @@ class Device:
         out = []
         if not isinstance(self.name, str) or not DEVICE_NAME.match(self.name):
             out.append(("name", "device names are letters, digits, '_', '.', '-'; not %r" % (self.name,)))
+        elif self.name == "controller":     # topology.CONTROLLER: it names the controller in routes
+            out.append(("name", "a device may not be called 'controller': the name is reserved for the "
+                                "controller in routes; give the device another name"))
         if not isinstance(self.interpreter, str) or self.interpreter not in INTERPRETERS:
             out.append(("interpreter", "must be cpython or micropython, not %r" % (self.interpreter,)))
         for key in ("cpu", "memory"):
             v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 out.append((key, "must be a positive number, not %r" % (v,)))
+            elif not math.isfinite(v):
+                out.append((key, "must be a finite positive number, not %r" % (v,)))
         if self.heap is not None:
             if self.interpreter != "micropython":
                 out.append(("heap", "applies to MicroPython devices only (the heap of the board a device "
@@ -157,6 +176,9 @@ class Device:
             out.append(("local", "must be true or false, not %r" % (self.local,)))
         if self.unix is not None and (not isinstance(self.unix, str) or not self.unix):
             out.append(("unix", "must be a socket path, not %r" % (self.unix,)))
+        elif self.unix is not None and len(self.unix.encode()) > MAX_SOCKET_PATH:
+            out.append(("unix", "%s is %d bytes long; a Unix socket's path has room for %d: give a shorter one"
+                        % (self.unix, len(self.unix.encode()), MAX_SOCKET_PATH)))
         if self.address is None and not self.addresses:
             if not self.local:
                 out.append(("address", "is required (host:port) unless the device is local: true"))
@@ -203,8 +225,9 @@ class Device:
                             % (kind, _suggest(kind, catalog.SENSOR_RATES), ", ".join(sorted(catalog.SENSOR_RATES)))))
                 continue
             rate = spec.get("rate")
-            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0):
-                out.append((key, "rate must be a number >= 0, not %r" % (rate,)))
+            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                     or not 0 <= rate < math.inf):
+                out.append((key, "rate must be a finite number >= 0, not %r" % (rate,)))
                 continue
             if spec["name"] in names:
                 out.append((key, "two sensors named %r on one device" % spec["name"]))
@@ -452,6 +475,10 @@ class Model:
         def bad(msg, step, key=None):
             problems.append(Problem(msg, step=step.id, key=key, section="steps"))
 
+        if not self.step_list:
+            problems.append(Problem("the pipeline has no steps: add a source and what reads it "
+                                    "(p.source(...), or steps: in a file)", key="steps", section="steps"))
+
         for s in self.step_list:
             if not isinstance(s.id, str) or not STEP_ID.match(s.id):
                 problems.append(Problem("step ids start with a letter or '_' and hold letters, digits, "
@@ -491,7 +518,7 @@ class Model:
             if s.on is not None and (not isinstance(s.on, str) or s.on not in self.devices):
                 if self.devices:
                     bad("unknown device %r%s; devices: %s" % (s.on, _suggest(s.on, self.devices),
-                                                              ", ".join(self.devices)), s, "on")
+                                                              name_list(self.devices)), s, "on")
                 elif self.device_list or not isinstance(s.on, str):
                     bad("unknown device %r" % (s.on,), s, "on")
             if s.requires is not None and (not isinstance(s.requires, str) or s.requires not in INTERPRETERS):
@@ -627,11 +654,11 @@ class Model:
                 kinds = sorted({x["name"] for d in self.devices.values() for x in d.sensors}
                                | {x["kind"] for d in self.devices.values() for x in d.sensors})
                 problems.append(Problem("no device has sensor %r%s (sensors in the inventory: %s)"
-                                        % (ref, _suggest(ref, kinds), ", ".join(kinds) or "none"),
+                                        % (ref, _suggest(ref, kinds), name_list(kinds, what="sensors")),
                                         step=s.id, key="sensor", section="steps"))
             elif len(found) > 1:
                 problems.append(Problem("sensor %r is on %d devices (%s); say which with on:"
-                                        % (ref, len(found), ", ".join(d.name for d, _ in found)),
+                                        % (ref, len(found), name_list(d.name for d, _ in found)),
                                         step=s.id, key="sensor", section="steps"))
             else:
                 self.source_device[s.id] = found[0][0].name

@@ -71,7 +71,17 @@ class _Doc:
             raise PipelineFileError(self.filename, self.problems)
 
     def parse(self, text):
-        loader = _Loader(text)
+        try:
+            loader = _Loader(text)
+        except yaml.reader.ReaderError as e:
+            # a character YAML does not take (a NUL, a control character: often a binary file)
+            before = text[:e.position]
+            line, col = before.count("\n") + 1, e.position - (before.rfind("\n") + 1) + 1
+            raise PipelineFileError(self.filename, [FileProblem(
+                "a character YAML does not take here (code %#x: %s); is this a text file?"
+                % (e.character, "a NUL byte" if e.character == 0 else "a control character"
+                   if e.character < 0x20 or 0x7f <= e.character < 0xa0 else "not a printable character"),
+                line, col)]) from None
         try:
             node = loader.get_single_node()
             if node is None:
@@ -283,6 +293,14 @@ def _read(path):
     if not isinstance(data, dict):
         doc.problem("a pipeline file is a mapping with %s, not a %s" % (", ".join(TOP_KEYS), type(data).__name__), ())
         doc.fail()
+    steps = data.get("steps")
+    if "strategy" in data and "devices" not in data and isinstance(steps, dict) and steps \
+            and all(isinstance(v, str) for v in steps.values()):
+        # strategy: and steps: step -> device: an experiment's placement file, not a pipeline
+        doc.problem("this is a placement file (strategy: and steps: step -> device), which `sensormesh "
+                    "experiment FILE --placement NAME=THIS_FILE` takes beside a pipeline file; give a pipeline "
+                    "file (devices:, steps:, sinks:) here", ("strategy",))
+        doc.fail()
     for key in data:
         if key not in TOP_KEYS:
             doc.problem("unknown top-level key %r%s; known: %s" % (key, _suggest(key, TOP_KEYS), ", ".join(TOP_KEYS)),
@@ -315,8 +333,7 @@ def _devices(doc, data):
                 bad = True
         if bad:
             continue
-        line, _ = doc.where(path)
-        devices.append(Device(str(name), origin="%s:%s" % (os.path.basename(doc.filename), line), **entry))
+        devices.append(Device(str(name), origin="%s:%s:%s" % ((doc.filename,) + doc.where(path)), **entry))
     return devices
 
 
@@ -455,7 +472,7 @@ def _file_problem(doc, p, section_of, aliases):
                 path = path + ("sensors", int(k[8:-1]))
             else:
                 path = path + (k,)
-        doc.problem(p.message, path, prefer_value=True, device=p.device, key=p.key)
+        doc.problem(p.message, path, prefer_value=p.key != "name", device=p.device, key=p.key)
     else:
         doc.problem(p.message, (p.key,) if p.key in TOP_KEYS else (), key=p.key)
 

@@ -35,7 +35,7 @@
 import math
 import time
 
-from sensormesh.controller.names import name_list
+from sensormesh.controller.names import SHOWN, name_list
 from sensormesh.controller.errors import PlacementError, Problem
 
 STRATEGIES = ("central", "edge", "optimal")
@@ -180,7 +180,8 @@ class Placement:
         """The placement as text: steps, links, device loads."""
         out = [_table(("step", "type", "device", "why"), self.rows())]
         if self.traffic:
-            rows = [(a, b, format_rate(t), ", ".join(p.edge for p in self.pipes if (a, b) in zip(p.route, p.route[1:])))
+            rows = [(a, b, format_rate(t), _few([p.edge for p in self.pipes if (a, b) in zip(p.route, p.route[1:])],
+                                                "pipes"))
                     for (a, b), t in sorted(self.traffic.items(), key=lambda kv: -kv[1])]
             out.append(_table(("from", "to", "traffic", "pipes"), rows))
         else:
@@ -366,10 +367,10 @@ def check_relay_loads(setup, placement):
         if cpu > setup.cap_cpu[d] + 1e-6 or mem > setup.cap_mem[d] + 1e-6:
             relayed = [p.edge for p in placement.pipes if d in p.route[1:-1]]
             raise PlacementError(Problem(
-                "%s: relaying %s on top of its steps needs %.0f of %.0f CPU units/s and %.0f of %.0f "
+                "%s: relaying %s on top of its steps needs %s of %s CPU units/s and %s of %s "
                 "bytes; try --strategy optimal, which counts relays" % (
-                    placement.strategy, ", ".join(relayed) or "nothing", cpu, setup.cap_cpu[d], mem,
-                    setup.cap_mem[d]), device=d))
+                    placement.strategy, name_list(relayed, what="pipes") if relayed else "nothing",
+                    _amount(cpu), _amount(setup.cap_cpu[d]), _amount(mem), _amount(setup.cap_mem[d])), device=d))
 
 
 def evaluate(model, device_of, link=default_link):
@@ -498,8 +499,8 @@ class _Setup:
                 continue
             fits = [d for d in cand if self.cpu[sid] <= self.cap_cpu[d] and self.mem[sid] <= self.cap_mem[d]]
             if not fits:
-                problems.append(Problem("needs %.0f CPU units/s and %.0f bytes, more than any device it can "
-                                        "run on has (largest: %s)" % (self.cpu[sid], self.mem[sid],
+                problems.append(Problem("needs %s CPU units/s and %s bytes, more than any device it can "
+                                        "run on has (largest: %s)" % (_amount(self.cpu[sid]), _amount(self.mem[sid]),
                                                                        _largest(model, cand, self)), step=sid))
                 continue
             self.cand[sid] = fits
@@ -513,13 +514,13 @@ class _Setup:
         for d in model.devices:
             over = []
             if self.fixed_cpu[d] > self.cap_cpu[d]:
-                over.append("CPU %.0f of %.0f units/s" % (self.fixed_cpu[d], self.cap_cpu[d]))
+                over.append("CPU %s of %s units/s" % (_amount(self.fixed_cpu[d]), _amount(self.cap_cpu[d])))
             if self.fixed_mem[d] > self.cap_mem[d]:
-                over.append("memory %.0f of %.0f bytes" % (self.fixed_mem[d], self.cap_mem[d]))
+                over.append("memory %s of %s bytes" % (_amount(self.fixed_mem[d]), _amount(self.cap_mem[d])))
             if over:
                 steps = [s for s, x in self.fixed.items() if x == d]
                 problems.append(Problem("its sources and pinned steps (%s) alone need %s"
-                                        % (", ".join(steps), " and ".join(over)), device=d))
+                                        % (name_list(steps, what="steps"), " and ".join(over)), device=d))
         if problems:
             raise PlacementError(problems)
         self.free = [s for s in model.order if s not in self.fixed]
@@ -531,7 +532,21 @@ class _Setup:
 
 def _largest(model, cand, setup):
     d = max(cand, key=lambda x: (setup.cap_cpu[x], setup.cap_mem[x]))
-    return "%s: %.0f units/s, %.0f bytes" % (d, setup.cap_cpu[d], setup.cap_mem[d])
+    return "%s: %s units/s, %s bytes" % (d, _amount(setup.cap_cpu[d]), _amount(setup.cap_mem[d]))
+
+
+def _few(items, what):
+    """A table cell listing items: all of a few; of many (a gateway carrying a fleet's pipes) the
+    first five and how many more, so the table keeps its width."""
+    if len(items) <= SHOWN:
+        return ", ".join(items)
+    return "%d %s: %s, ... and %d more" % (len(items), what, ", ".join(items[:SHOWN - 1]), len(items) - SHOWN + 1)
+
+
+def _amount(x):
+    """A number of CPU units or bytes for a message: whole, and short when it is huge (a source
+    whose rate is 1e300 needs 1e+300 units, not three hundred digits)."""
+    return "%.0f" % x if abs(x) < 1e15 else "%.3g" % x
 
 
 def place(model, strategy="optimal", link=None, cpu_headroom=CPU_HEADROOM, time_limit=60.0,
@@ -564,12 +579,17 @@ def _check_options(cpu_headroom, time_limit, mip_rel_gap):
 
 
 def _locate(model, problems):
-    """Give each problem about a step the place the step is defined; True if any changed."""
+    """Give each problem about a step the place the step is defined, and each problem about a
+    device alone the place of its inventory entry; True if any changed."""
     changed = False
     for p in problems:
+        if p.origin is not None:
+            continue
         s = model.steps.get(p.step) if p.step is not None else None
-        if s is not None and s.origin and p.origin is None:
-            p.origin = s.origin
+        d = model.devices.get(p.device) if p.step is None and isinstance(p.device, str) else None
+        where = s.origin if s is not None else getattr(d, "origin", None)
+        if where:
+            p.origin = where
             changed = True
     return changed
 
@@ -739,10 +759,10 @@ def _central(setup, link):
         d = next(x for x in rank if m.devices[x].interpreter in interps)
         if not setup.fits(load_cpu, load_mem, sid, d):
             raise PlacementError(Problem(
-                "central: %s cannot also take step %r: it would need %.0f of %.0f CPU units/s and %.0f "
-                "of %.0f bytes; try --strategy edge or optimal"
-                % (d, sid, load_cpu[d] + setup.cpu[sid], setup.cap_cpu[d], load_mem[d] + setup.mem[sid],
-                   setup.cap_mem[d]), step=sid, device=d))
+                "central: %s cannot also take step %r: it would need %s of %s CPU units/s and %s "
+                "of %s bytes; try --strategy edge or optimal"
+                % (d, sid, _amount(load_cpu[d] + setup.cpu[sid]), _amount(setup.cap_cpu[d]),
+                   _amount(load_mem[d] + setup.mem[sid]), _amount(setup.cap_mem[d])), step=sid, device=d))
         load_cpu[d] += setup.cpu[sid]
         load_mem[d] += setup.mem[sid]
         device_of[sid] = d
@@ -1007,8 +1027,9 @@ def _infeasible(setup):
     spare_mem = sum(setup.cap_mem[d] - setup.fixed_mem[d] for d in m.devices)
     biggest = max(setup.free, key=lambda s: setup.cpu[s]) if setup.free else None
     return Problem(
-        "no placement fits the CPU and memory limits: steps to place need %.0f CPU units/s and %.0f "
-        "bytes; the devices have %.0f units/s and %.0f bytes to spare (at %d%% CPU), not all of it where "
-        "the steps can run%s" % (free_cpu, free_mem, spare_cpu, spare_mem, round(100 * setup.cpu_headroom),
-                                  "; the largest is step %r (%.0f units/s)" % (biggest, setup.cpu[biggest])
+        "no placement fits the CPU and memory limits: steps to place need %s CPU units/s and %s "
+        "bytes; the devices have %s units/s and %s bytes to spare (at %d%% CPU), not all of it where "
+        "the steps can run%s" % (_amount(free_cpu), _amount(free_mem), _amount(spare_cpu), _amount(spare_mem),
+                                 round(100 * setup.cpu_headroom),
+                                 "; the largest is step %r (%s units/s)" % (biggest, _amount(setup.cpu[biggest]))
                                   if biggest else ""), step=biggest)

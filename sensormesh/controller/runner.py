@@ -10,7 +10,7 @@ import re
 import time
 from typing import Callable
 
-from sensormesh.controller.names import name_list
+from sensormesh.controller.names import SHOWN, name_list
 from sensormesh.controller import deploy as deploying
 from sensormesh.controller.errors import PipelineError
 
@@ -215,8 +215,9 @@ def summary(final: dict[str, dict], verbose=False) -> list[str]:
     ..."); a device that failed, dropped values or lost deliveries keeps a line of its own."""
     if verbose or len(final) <= SUMMARY_AT:
         return ["%s: %s" % (dev, _device_line(dev, final[dev], verbose)) for dev in sorted(final)]
+    from sensormesh.controller.names import natural_sorted
     groups, alone = {}, []
-    for dev in sorted(final):
+    for dev in natural_sorted(final):       # s2 before s10: a group is named by its first and last
         st = final[dev]
         steps = _steps(st)
         if "error" in st or not steps or st.get("lost_deliveries") or \
@@ -234,7 +235,15 @@ def summary(final: dict[str, dict], verbose=False) -> list[str]:
         for i, k in enumerate(kinds):
             sums.append("%s %s" % (k, _counts(_total([list(p.values())[i] for p in per]))))
         lines.append("%d devices %s .. %s: %s in all" % (len(devs), devs[0], devs[-1], ", ".join(sums)))
-    for dev in sorted(alone):
+    failed = [d for d in natural_sorted(alone) if "error" in final[d]]
+    shown = set(failed[:SHOWN - 1]) if len(failed) > SHOWN else set(failed)
+    for dev in natural_sorted(alone):
+        if "error" in final[dev] and dev not in shown:
+            if dev == failed[SHOWN - 1]:    # a fleet that is down: the first few, then the others by name
+                rest = failed[SHOWN - 1:]
+                lines.append("and %d more devices with errors (-v gives each one's): %s"
+                             % (len(rest), name_list(rest, shown=2 * SHOWN)))
+            continue
         lines.append("%s: %s" % (dev, _device_line(dev, final[dev], False)))
     lines.append("(-v lists every device and step)")
     return lines
@@ -428,6 +437,9 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     metrics file); otherwise `up` places before it starts anything."""
     import contextlib
     check_run_options(strategy, duration, count, until, timeout, options)
+    if insecure and keys_dir is not None:
+        raise PipelineError("insecure: runs the local devices without keys, so keys_dir %r would go unused; "
+                            "give one of them, not both" % (keys_dir,))
     if count and not callback_names(model):
         raise PipelineError("count: pipeline %s has no callback sink, so no values to count; stop it "
                             "with a duration instead" % model.name)

@@ -318,6 +318,13 @@ class CodeShipper:
             except Exception as e:
                 del sys.modules[pyname]
                 raise ShippingError("%simporting %s failed: %s: %s" % (where, path, type(e).__name__, e))
+            except SystemExit as e:
+                # a script's main() run at import (argparse, sys.exit): it must not end the
+                # controller's command silently with the script's exit status
+                del sys.modules[pyname]
+                raise ShippingError("%simporting %s ran code that ended the program (sys.exit(%r)); keep a "
+                                    "script's own code under `if __name__ == \"__main__\":`"
+                                    % (where, path, e.code)) from None
             self._file_modules[real] = mod
         if not hasattr(mod, name):
             names = sorted(n for n, v in vars(mod).items()
@@ -325,7 +332,11 @@ class CodeShipper:
                            and getattr(v, "__module__", None) == mod.__name__)
             raise ShippingError("%s%s has no %r (its functions and classes: %s)"
                                 % (where, path, name, ", ".join(names) or "none"))
-        return getattr(mod, name)
+        found = getattr(mod, name)
+        if not callable(found):
+            raise ShippingError("%s%s in %s is %s (of type %s), not a function or class"
+                                % (where, name, path, _short_repr(found), type(found).__name__))
+        return found
 
     # internals -----------------------------------------------------------------------------
 
@@ -617,3 +628,8 @@ def _global_names(obj, node):
     if isinstance(obj, type):
         names.discard(obj.__name__)
     return names
+
+
+def _short_repr(v):
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."

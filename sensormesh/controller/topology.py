@@ -28,7 +28,7 @@ from typing import Mapping
 
 import networkx as nx
 
-from sensormesh.controller.names import NO_DOMAIN, Unnamed, domains_text, is_unnamed, name_list
+from sensormesh.controller.names import NO_DOMAIN, SHOWN, Unnamed, domains_text, is_unnamed, name_list
 
 
 def _suggest(word, options):
@@ -587,8 +587,8 @@ class Topology:
         for d in self.domains.values():
             extra = "  [controller]" if d.name in self.controller_domains else ""
             cost = "" if d.cost == DEFAULT_COST else " (cost %g)" % d.cost
-            lines.append("  %-*s %s%s%s" % (width, d.name + ":", ", ".join(d.devices) or "-",
-                                            cost, extra))
+            members = ", ".join(d.devices) if len(d.devices) <= SHOWN else name_list(d.devices, shown=2 * SHOWN)
+            lines.append("  %-*s %s%s%s" % (width, d.name + ":", members or "-", cost, extra))
         if self.links:
             lines.append("links (one-way, from dials into to):")
             for l in self.links:
@@ -680,17 +680,38 @@ class Impact:
         out += [a.sentence for a in self.areas]
         for dev, r in self.rerouted_control.items():
             out.append("control of %s now goes %s" % (dev, r.explain()))
-        out += [e.sentence for e in self.edges if e.status != "ok"]
+        # A fleet's failure touches hundreds of edges and steps: each kind of edge shows its
+        # first few sentences and counts the rest, each list of steps its first few steps.
+        total, shown = {}, {}
+        for e in self.edges:
+            total[e.status] = total.get(e.status, 0) + 1
+        for e in self.edges:
+            if e.status == "ok":
+                continue
+            shown[e.status] = shown.get(e.status, 0) + 1
+            if total[e.status] <= SHOWN or shown[e.status] < SHOWN:
+                out.append(e.sentence)
+        for status, rest in (("rerouted", "with an alternative route"), ("cut", "with no route left"),
+                             ("lost", "to or from the failed devices; their steps must be placed elsewhere")):
+            if total.get(status, 0) > SHOWN:
+                out.append("and %d more edges %s" % (total[status] - SHOWN + 1, rest))
         if self.lost_steps:
-            out.append("steps lost with the failed devices: " + ", ".join(
-                "%s (%s)" % (s, d) for s, d in self.lost_steps.items()))
+            out.append("steps lost with the failed devices: " + _first_few(
+                ["%s (%s)" % (s, d) for s, d in self.lost_steps.items()], "steps"))
         if self.orphaned_steps:
-            out.append("steps the controller can no longer reach (they may still run): "
-                       + ", ".join("%s (%s)" % (s, d) for s, d in self.orphaned_steps.items()))
+            out.append("steps the controller can no longer reach (they may still run): " + _first_few(
+                ["%s (%s)" % (s, d) for s, d in self.orphaned_steps.items()], "steps"))
         return out
 
     def __str__(self):
         return "\n".join(self.lines())
+
+
+def _first_few(items, what):
+    """"a, b, c", or past SHOWN items "600 steps: a, b, c, d, e and 595 more", in their order."""
+    if len(items) <= SHOWN:
+        return ", ".join(items)
+    return "%d %s: %s and %d more" % (len(items), what, ", ".join(items[:SHOWN - 1]), len(items) - SHOWN + 1)
 
 
 def _join(names):

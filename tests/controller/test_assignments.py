@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 import shipping_samples as S
-from sensormesh.api import Pipeline, merge
+from sensormesh.api import ModelError, Pipeline, merge
 from sensormesh.controller.model import default_unix_path
 from sensormesh.controller.placement import default_time_frame
 from sensormesh.controller.plan_cli import plan
@@ -330,3 +330,21 @@ def test_two_pipelines_with_a_device_of_the_same_name_have_their_own_unix_socket
     odd = default_unix_path("pc", "../x y/" + "z" * 200)
     assert os.path.dirname(os.path.dirname(odd)) == os.path.dirname(os.path.dirname(one.devices["pc"].unix_path))
     assert len(odd) < 100 and ".." not in odd
+
+
+def test_a_long_device_name_still_gets_a_socket_path_that_fits():
+    # a 100-letter device name is valid; its local device used to stop at start with
+    # "AF_UNIX path too long"
+    long_name = "d" * 100
+    path = default_unix_path(long_name, "z" * 32)
+    assert len(path.encode()) <= 107 and os.path.basename(path).startswith("d" * 16)
+    assert path != default_unix_path("d" * 99, "z" * 32)
+    assert default_unix_path("pc", "one").endswith(os.sep + "one" + os.sep + "pc.sock")
+
+
+def test_a_unix_path_too_long_for_a_socket_is_refused():
+    p = Pipeline("x")
+    with pytest.raises(ModelError, match="unix: /tmp/%s.sock is 115 bytes long; a Unix socket's path has room for "
+                                         "107: give a shorter one" % ("u" * 105)):
+        p.device("pc", local=True, unix="/tmp/%s.sock" % ("u" * 105))
+    p.device("pc", local=True, unix="/tmp/%s.sock" % ("u" * 97))     # 107 bytes: fits

@@ -145,7 +145,9 @@ def test_a_failed_runs_reason_keeps_several_problems_apart(tmp_path):
         model.place("central")
     assert str(e.value).startswith("2 problems:\n")
     reason = _reason(e.value)
-    assert reason.startswith("2 problems: device 'b1': ") and "; device 'b2': " in reason, reason
+    where = str(tmp_path / "two.yaml")
+    assert reason.startswith("2 problems: %s:3:3: device 'b1': " % where) and \
+        "; %s:4:3: device 'b2': " % where in reason, reason
     assert "\n" not in reason and "  " not in reason
     assert _reason(ValueError("")) == "ValueError"
 

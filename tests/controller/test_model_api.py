@@ -100,6 +100,12 @@ def test_sink_has_no_output():
     s = p.source("temperature").print()
     with pytest.raises(ModelError, match="sink has no output"):
         s.map(S.fahrenheit)
+    # every stream method, not only some: `.callback(f).callback(g)` was a bare AttributeError
+    for name in ("callback", "alarm", "throttle", "merge", "sliding", "then", "changes", "ema", "mqtt_out"):
+        with pytest.raises(ModelError, match="sink has no output to %s" % name):
+            getattr(s, name)
+    with pytest.raises(AttributeError):
+        s.no_such_thing
 
 
 def test_duplicate_ids_and_devices():
@@ -196,6 +202,17 @@ def devices():
 
 def model(*steps):
     return Model("m", list(steps), devices())
+
+
+def test_a_pipeline_without_steps_is_a_model_error_not_a_solver_crash():
+    # p.plan() of an empty pipeline used to end in scipy's "`c` must be a one-dimensional array"
+    for strategy in ("central", "edge", "optimal"):
+        p = Pipeline("empty")
+        inventory(p)
+        with pytest.raises(ModelError, match="the pipeline has no steps"):
+            p.plan(strategy)
+    with pytest.raises(ModelError, match="the pipeline has no steps"):
+        Pipeline("empty").validate()
 
 
 def test_dangling_input_names_the_step():
@@ -358,3 +375,21 @@ def test_plan_refuses_placement_options_out_of_range_as_the_command_does(kw, mes
         p.plan("optimal", **kw)
     assert str(e.value) == message
     assert p.plan("optimal", time_limit=5, cpu_headroom=0.05, mip_rel_gap=0).device_of["print"] == "pc"
+
+
+def test_a_fleets_devices_are_named_in_short_in_model_errors():
+    p = Pipeline("fleet")
+    for i in range(300):
+        p.device("d%d" % i, sensors=["temperature"], local=True)
+    p.source("temperature", id="t").callback(print, id="o", on="dx")
+    with pytest.raises(ModelError) as e:
+        p.model()
+    text = str(e.value)
+    assert "sensor 'temperature' is on 300 devices (d0..d299); say which with on:" in text, text
+    assert "unknown device 'dx'; devices: d0..d299" in text, text
+    assert len(text) < 400, text
+
+
+def test_a_device_called_controller_is_refused_at_the_call():
+    with pytest.raises(ModelError, match="a device may not be called 'controller': the name is reserved"):
+        Pipeline("x").device("controller", local=True)

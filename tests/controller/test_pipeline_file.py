@@ -420,6 +420,56 @@ def test_device_errors_point_into_devices(write):
     assert msgs["devices.esp.address"][0] == 2 and "required" in msgs["devices.esp.address"][1]
 
 
+def test_a_device_capacity_or_sensor_rate_that_is_not_a_finite_number_is_refused(write):
+    # YAML's .nan and .inf are floats: they used to pass the "positive number" checks and give
+    # a plan of "nan%" CPU and "nan B/s" of traffic
+    e = error(write("""\
+        devices:
+          esp:
+            interpreter: micropython
+            cpu: .nan
+            memory: .inf
+            address: "10.0.0.1:7000"
+            sensors: ["a=temperature@inf", {name: b, kind: hall, rate: .nan}]
+        steps:
+          t: {type: source, sensor: dht11}
+        """, devices=False))
+    msgs = {".".join(map(str, p.path)): (p.line, p.message) for p in e.problems}
+    assert msgs["devices.esp.cpu"] == (4, "must be a positive number, not nan")
+    assert msgs["devices.esp.memory"] == (5, "must be a finite positive number, not inf")
+    assert msgs["devices.esp.sensors.0"] == (7, "rate must be a finite number >= 0, not inf")
+    assert msgs["devices.esp.sensors.1"] == (7, "rate must be a finite number >= 0, not nan")
+
+
+def test_a_device_called_controller_is_refused_at_its_name_also_without_a_network(write):
+    # without a network: section it used to load, and `up` ended in an AttributeError traceback
+    e = error(write("""\
+        devices:
+          controller: {sensors: ["counter@5"], local: true}
+          pc: {local: true}
+        steps:
+          t: {type: source, sensor: counter}
+        sinks:
+          o: {type: callback, input: t, on: pc}
+        """, devices=False))
+    assert [(p.line, p.column, p.message) for p in e.problems] == [
+        (2, 3, "a device may not be called 'controller': the name is reserved for the controller in routes; "
+               "give the device another name")]
+
+
+def test_a_character_yaml_does_not_take_is_named_at_its_place_not_a_traceback(tmp_path):
+    # PyYAML's ReaderError came out of the loader's constructor, outside the error handling
+    for text, where, what in (('pipeline: x\nsteps:\n  t: {type: source}\n\x00', (4, 1), "code 0x0: a NUL byte"),
+                              ('pipeline: x\nsteps:\n  t: {type: sou\x07rce}\n', (3, 16), "code 0x7: a control character"),
+                              ('pipeline: x\ufffe\n', (1, 12), "code 0xfffe: not a printable character")):
+        path = tmp_path / "p.yaml"
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(PipelineFileError) as e:
+            load_model(str(path))
+        assert str(e.value) == "%s:%d:%d: a character YAML does not take here (%s); is this a text file?" % (
+            (path,) + where + (what,))
+
+
 def test_all_problems_reported_at_once(write):
     e = error(write("""\
         steps:
@@ -458,6 +508,34 @@ def test_fn_path_is_relative_to_the_pipeline_file(tmp_path):
         os.chdir(cwd)
     assert m.steps["h"].params["fn"] == "user_mine:half"
     assert "def half(x):" in m.code_for(["h"])["user_mine"]
+
+
+def test_a_fn_file_that_exits_at_import_or_names_no_function_is_a_named_error(tmp_path):
+    # a script that runs its main() (argparse, sys.exit) at import used to end `sensormesh plan`
+    # with the script's exit status and no word; a constant was "a function without source"
+    (tmp_path / "script.py").write_text("import sys\ndef f(x):\n    return x\nsys.exit(3)\n")
+    (tmp_path / "consts.py").write_text("LIMIT = 5\n")
+    for fn, said in (("script.py:f", "steps.h.fn: importing script.py ran code that ended the program (sys.exit(3)); "
+                                     "keep a script's own code under `if __name__ == \"__main__\":`"),
+                     ("consts.py:LIMIT", "steps.h.fn: LIMIT in consts.py is 5 (of type int), not a function or class")):
+        (tmp_path / "p.yaml").write_text(DEVICES + textwrap.dedent("""\
+            steps:
+              t: {type: source, sensor: temperature}
+              h: {type: map, fn: "%s", input: t}
+            sinks:
+              o: {type: print, input: h}
+            """ % fn))
+        e = error(str(tmp_path / "p.yaml"))
+        assert str(e) == "%s:10:22: %s" % (tmp_path / "p.yaml", said), str(e)
+
+
+def test_a_placement_file_given_as_a_pipeline_is_named_as_one():
+    # `sensormesh plan examples/experiments/mixed.yaml` gave seven problems about step mappings
+    path = os.path.join(ROOT, "examples", "experiments", "mixed.yaml")
+    e = error(path)
+    assert len(e.problems) == 1 and (e.line, e.column) == (3, 1)
+    assert "this is a placement file (strategy: and steps: step -> device), which `sensormesh experiment FILE " \
+           "--placement NAME=THIS_FILE` takes beside a pipeline file" in str(e), str(e)
 
 
 def test_inventory_from_file_for_the_api(write):

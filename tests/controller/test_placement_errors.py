@@ -172,3 +172,35 @@ def test_a_fleet_that_is_down_is_named_in_short_by_reason():
     p.source("gyro", id="g").map("builtins:abs", id="m", requires="cpython").print(id="o", on="esp")
     text = error_of(lambda: p.model().place("edge", down=down))
     assert "every such device is down: pi-1..pi-40 down (failed); pc down (no answer)" in text, text
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_device_its_fixed_steps_overload_is_named_at_its_entry_in_short_numbers(tmp_path, strategy):
+    # the error about a device alone used to have no file:line:col, and a source's huge rate
+    # gave a number of three hundred digits
+    path = write(tmp_path, """\
+        pipeline: over
+        devices:
+          pc: {address: "127.0.0.1:7001"}
+          esp: {interpreter: micropython, sensors: ["t=temperature@1e300"], address: "127.0.0.1:7002"}
+        steps:
+          t: {type: source, sensor: t}
+        sinks:
+          out: {type: print, input: t, on: pc}
+        """)
+    text = error_of(lambda: load_model(path).place(strategy))
+    assert text.splitlines()[1:] == [
+        "  %s:3:3: device 'pc': its sources and pinned steps (out) alone need CPU 3e+300 of 160000 units/s" % path,
+        "  %s:4:3: device 'esp': its sources and pinned steps (t) alone need CPU 1e+300 of 8000 units/s" % path,
+    ], text
+
+
+def test_the_fixed_steps_of_an_overloaded_device_are_named_in_short(tmp_path):
+    lines = ["pipeline: fleet", "devices:", '  pc: {address: "127.0.0.1:7000", cpu: 0.01}']
+    lines += ['  s%d: {sensors: [temperature], address: "127.0.0.1:%d"}' % (i, 7001 + i) for i in range(100)]
+    lines += ["steps:"] + ["  t%d: {type: source, sensor: temperature, on: s%d}" % (i, i) for i in range(100)]
+    lines += ["sinks:"] + ["  out%d: {type: print, input: t%d, on: pc}" % (i, i) for i in range(100)]
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    text = error_of(lambda: load_model(path).place("edge"))
+    assert text.startswith("%s:3:3: device 'pc': its sources and pinned steps (out0..out99) alone need CPU "
+                           % path), text

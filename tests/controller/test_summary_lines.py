@@ -1,4 +1,5 @@
 # Large inventories: the start and placement lines of `up` give counts, -v lists everything.
+import os
 import types
 
 from sensormesh.controller.deploy_cli import _device_list, _show_plan
@@ -144,3 +145,93 @@ def test_stop_summary_shows_the_values_a_pipe_in_lost():
     from sensormesh.controller.deploy_cli import _step_line
     assert _step_line("in:n->mid", {"in": 5, "out": 5, "lost": 3, "connected": True}) == \
         "in:n->mid: in 5, out 5, lost 3, connected True"
+
+
+def test_status_of_a_fleet_that_is_down_names_a_few_and_counts_the_rest(capsys):
+    """A fleet nobody started: the first few down devices with their reasons, the others in one
+    line by name, and an affected area of a few lines, not one per device, edge and step."""
+    from sensormesh.controller.deploy_cli import _show_status
+    from sensormesh.controller.topology import Topology
+    boards = ["b%d" % i for i in range(300)]
+    st = {n: {"error": "%s is down: it does not answer" % n} for n in boards + ["pc"]}
+    topo = Topology.single_domain(boards + ["pc"])
+    impact = topo.affected_by(boards + ["pc"], [("w%d->pc" % i, "b%d" % i, "pc") for i in range(300)],
+                              dict([("t%d" % i, "b%d" % i) for i in range(300)] + [("all", "pc")]))
+    assert _show_status(st, impact.lines(), False, False, lambda n: set()) is True
+    out = capsys.readouterr().out.splitlines()
+    assert out[3:9] == ["b0: UNREACHABLE (b0 is down: it does not answer)",
+                        "b1: UNREACHABLE (b1 is down: it does not answer)",
+                        "b2: UNREACHABLE (b2 is down: it does not answer)",
+                        "b3: UNREACHABLE (b3 is down: it does not answer)",
+                        "b4: UNREACHABLE (b4 is down: it does not answer)",
+                        "and 296 more UNREACHABLE (-v gives each one's reason): b5..b299, pc"], out
+    area = out[out.index("affected area:") + 1:]
+    assert area[0] == "  b0..b299 and pc are down"
+    assert area[1:6] == ["  edge w%d->pc (b%d -> pc): b%d and pc are down; their steps must be placed elsewhere"
+                         % (i, i, i) for i in range(5)], area
+    assert area[6:] == ["  and 295 more edges to or from the failed devices; their steps must be placed elsewhere",
+                        "  steps lost with the failed devices: 301 steps: t0 (b0), t1 (b1), t2 (b2), t3 (b3), "
+                        "t4 (b4) and 296 more"], area
+    # -v: every one
+    _show_status(st, [], False, True, lambda n: set())
+    assert len(capsys.readouterr().out.splitlines()) == 301
+
+
+def test_commands_name_the_local_devices_nothing_serves_in_one_line(tmp_path, monkeypatch, capsys):
+    from sensormesh.controller.cli_files import note_unstarted_local
+    from sensormesh.controller.pipeline_file import load_model
+    lines = ["pipeline: fleet-%d" % os.getpid(), "devices:"]
+    lines += ["  s%d: {sensors: [temperature], local: true}" % i for i in range(200)]
+    lines += ["  pc: {local: true}", "steps:", "  t: {type: source, sensor: temperature, on: s0}",
+              "sinks:", "  o: {type: print, input: t, on: pc}"]
+    (tmp_path / "fleet.yaml").write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    model = load_model("fleet.yaml")
+    note_unstarted_local(model, "fleet.yaml")
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["! pc and s0..s199 are local: true without an address: commands reach them at their unix "
+                   "sockets in %s/, the sockets `sensormesh up` makes for the directory it runs in, and nothing "
+                   "listens there; run this command in the directory where `sensormesh up fleet.yaml` runs "
+                   "(this is %s)" % (os.path.dirname(model.devices["pc"].unix_path), os.getcwd())], err
+
+
+def test_a_group_of_numbered_devices_is_named_by_its_first_and_last_in_number_order():
+    # "200 devices s0 .. s99" (text order) named the group wrongly
+    from sensormesh.controller.runner import summary
+    final = {"s%d" % i: {"steps": {"t%d" % i: {"in": 3, "out": 3}}} for i in range(200)}
+    final["s10"] = {"error": "not stopped: it failed"}
+    final["s9"]["steps"]["t9"]["dropped"] = 1
+    assert summary(final) == ["198 devices s0 .. s199: t# 594>594 in all", "s9: t9 3>3 (1 dropped)",
+                              "s10: not stopped: it failed", "(-v lists every device and step)"]
+
+
+def test_stop_of_a_fleet_that_is_down_names_a_few_errors_and_the_rest_by_name():
+    # each of 300 unreachable devices had a line of its own
+    from sensormesh.controller.runner import summary
+    final = {"s%d" % i: {"error": "cannot reach s%d" % i} for i in range(300)}
+    final["pc"] = {"steps": {"m": {"in": 3, "out": 3}}}
+    assert summary(final) == ["pc: m 3>3"] + ["s%d: cannot reach s%d" % (i, i) for i in range(5)] + [
+        "and 295 more devices with errors (-v gives each one's): s5..s299", "(-v lists every device and step)"]
+    assert len(summary(final, verbose=True)) == 301
+
+
+def test_plan_of_a_fleet_behind_a_gateway_keeps_its_tables_narrow(tmp_path):
+    # the traffic table listed the gateway's 100 pipes in one cell (a row of ~1000 characters,
+    # and every column as wide), the domains every board
+    from sensormesh.controller.pipeline_file import load_model
+    n = 100
+    lines = ["pipeline: fleet", "devices:"]
+    lines += ['  s%d: {interpreter: micropython, sensors: ["temperature@1"], local: true}' % i for i in range(n)]
+    lines += ["  gw: {local: true}", "  pc: {local: true}", "network:", "  controller: [office]", "  domains:",
+              "    field: [%s, gw]" % ", ".join("s%d" % i for i in range(n)), "    office: [gw, pc]", "steps:"]
+    lines += ["  t%d: {type: source, sensor: temperature, on: s%d}" % (i, i) for i in range(n)]
+    lines += ["  m: {type: merge, inputs: [%s], on: pc}" % ", ".join("t%d" % i for i in range(n)),
+              "sinks:", "  o: {type: callback, input: m, on: pc}"]
+    (tmp_path / "fleet.yaml").write_text("\n".join(lines) + "\n")
+    model = load_model(str(tmp_path / "fleet.yaml"))
+    text = model.place("edge").table()
+    row = next(ln for ln in text.splitlines() if ln.startswith("gw "))
+    assert row.split(None, 4)[4] == "100 pipes: t0->pc, t1->pc, t2->pc, t3->pc, t4->pc, ... and 95 more", row
+    assert max(len(ln) for ln in text.splitlines()) < 200
+    described = model.topology.describe()
+    assert "  field:  gw, s0..s99" in described and "  office: gw, pc  [controller]" in described, described

@@ -291,3 +291,22 @@ def test_a_csv_metrics_file_of_an_earlier_run_is_replaced_and_other_csv_files_ar
                                               r"not a sensormesh metrics file"):
         files.open_writer(str(mine))
     assert mine.read_text() == "time,temperature\n1,20.5\n"
+
+
+def test_the_rates_line_of_a_fleet_stays_a_line():
+    # 200 boards used to give a line of ~7000 characters every five seconds
+    devices = {"s%d" % i: {"busy": 0.001 * (i % 7)} for i in range(200)}
+    devices["pc"] = {"busy": 0.205}
+    devices["s7"] = {"down": True}
+    devices["s8"] = {"down": True}
+    pipes = [{"dir": "out", "edge": "w%d->pc" % i, "values_per_s": 0.5, "delay_s": 0.001 * (i == 42) or 0.0002}
+             for i in range(200)]
+    pipes += [{"dir": "in", "edge": "w%d->pc" % i, "values_per_s": 0.5, "delay_s": None} for i in range(200)]
+    view = {"devices": devices, "pipes": pipes, "latency": {"out": {"p50": 0.002, "p99": 0.004}}}
+    line = rates_line(view)
+    assert line == ("rates: load 201 devices, busiest pc 20.5%, s6 0.6%, s13 0.6%, median 0.3%, DOWN s7, s8 | "
+                    "pipes 200 pipes 100/s in all, longest delay w42->pc 1 ms | out e2e p50 2 ms p99 4 ms"), line
+    # a few devices: each one, as before
+    few = {"devices": {"board": {"busy": 0.25}, "pc": {"down": True}},
+           "pipes": [{"dir": "out", "edge": "avg->pc", "values_per_s": 10, "delay_s": None}], "latency": {}}
+    assert rates_line(few) == "rates: load board 25.0%, pc DOWN | pipes avg->pc 10/s"

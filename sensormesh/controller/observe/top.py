@@ -8,6 +8,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from sensormesh.controller.names import name_list, natural_key
+
 
 def num(v, unit="", digits=3):
     if v is None:
@@ -106,19 +108,51 @@ def render_text(view, width=140, title=None):
     return buf.getvalue()
 
 
+# Above this many devices (or pipes) the line of rates gives a summary, not every one of them.
+MANY = 12
+
+
 def rates_line(view):
-    """One short line for `sensormesh up`: load per device, values/s per pipe, latency."""
-    bits = []
-    for name in sorted(view["devices"]):
-        d = view["devices"][name]
-        load = d.get("busy") if d.get("busy") is not None else d.get("cpu")
-        if d.get("down"):
-            bits.append("%s DOWN" % name)
+    """One short line for `sensormesh up`: load per device, values/s per pipe, latency. A fleet
+    (more than MANY devices or pipes) gets the busiest few, the devices down and totals, so the
+    line stays a line."""
+    devices = view["devices"]
+
+    def load_of(d):
+        return d.get("busy") if d.get("busy") is not None else d.get("cpu")
+    pipes = [p for p in view["pipes"] if p["dir"] == "out" or p["dir"] is None]
+    if len(devices) > MANY:
+        down = [n for n, d in devices.items() if d.get("down")]
+        loads = sorted(((load_of(d), n) for n, d in devices.items() if not d.get("down") and load_of(d) is not None),
+                       key=lambda x: (-x[0], natural_key(x[1])))
+        head = "%d devices" % len(devices)
+        if loads:
+            mid = sorted(x[0] for x in loads)[len(loads) // 2]
+            head += ", busiest %s, median %s" % (", ".join("%s %s" % (n, pct(v)) for v, n in loads[:3]), pct(mid))
         else:
-            bits.append("%s %s" % (name, pct(load)))      # "-" until two polls gave a rate
+            head += " -"
+        if down:
+            head += ", DOWN %s" % name_list(down)
+        bits = [head]
+    else:
+        bits = []
+        for name in sorted(devices):
+            d = devices[name]
+            if d.get("down"):
+                bits.append("%s DOWN" % name)
+            else:
+                bits.append("%s %s" % (name, pct(load_of(d))))      # "-" until two polls gave a rate
     out = []
-    for p in view["pipes"]:
-        if p["dir"] == "out" or p["dir"] is None:
+    if len(pipes) > MANY:
+        rates = [p["values_per_s"] for p in pipes if p["values_per_s"] is not None]
+        s = "%d pipes %s/s in all" % (len(pipes), num(sum(rates)) if rates else "-")
+        late = [p for p in pipes if p["delay_s"] is not None]
+        if late:
+            worst = max(late, key=lambda p: p["delay_s"])
+            s += ", longest delay %s %s" % (worst["edge"], seconds(worst["delay_s"]))
+        out.append(s)
+    else:
+        for p in pipes:
             s = "%s %s/s" % (p["edge"], num(p["values_per_s"]))
             if p["delay_s"] is not None:
                 s += " %s" % seconds(p["delay_s"])

@@ -57,7 +57,7 @@ from sensormesh.device import codec
 from sensormesh.controller.deploy import start_waves
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.keys import add_pipe_peers
-from sensormesh.controller.supervisor.control import (HANDSHAKE_CODES, NOT_DIALED, PLAINTEXT, REGISTERED, Control,
+from sensormesh.controller.supervisor.control import (HANDSHAKE_CODES, NO_LISTENER, NOT_DIALED, PLAINTEXT, REGISTERED, Control,
                                                       ControlPath, Request, SupervisorError, session_failed)
 from sensormesh.controller.supervisor.health import Health
 from sensormesh.controller.supervisor.recover import Recover
@@ -412,6 +412,7 @@ class Supervisor(Control, Watch, Reroute, Recover):
         out = {}
         refused = {}                  # device -> why it refused the controller's secure session
         garbled = {}                  # device -> the protocol error its answer was
+        unregistered = {}             # device -> why: it must register and nothing listens here
         for _ in range(len(devices) + 1):
             todo = [d for d in self.control_devices(devices)
                     if d in self.paths and d not in out and d not in self.failed]
@@ -452,6 +453,8 @@ class Supervisor(Control, Watch, Reroute, Recover):
                             refused[d] = r.error
                         elif "protocol error: " in r.error:
                             garbled[d] = r.error[r.error.index("protocol error: "):]
+                        elif r.error.endswith("(%s)" % NO_LISTENER):
+                            unregistered[d] = r.error
             if not new_failed:
                 break
             self.health.fail({d: "no answer to a status request (%s)" % silent[d] for d in new_failed})
@@ -483,6 +486,8 @@ class Supervisor(Control, Watch, Reroute, Recover):
                     # something answers at its address, but not as a sensormesh device does
                     out[d] = {"error": "%s does not answer as a sensormesh device over %s: %s"
                               % (d, how, garbled[d])}
+                elif d in unregistered:
+                    out[d] = {"error": unregistered[d]}     # not known to be down: it could not be asked
                 else:
                     out[d] = {"error": "%s is down: it does not answer over %s" % (d, how)}
             elif d not in out:

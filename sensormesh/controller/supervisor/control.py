@@ -30,6 +30,9 @@ HANDSHAKE_CODES = ("unknown-key", "bad-signature", "stale-timestamp", "replay", 
 FORWARD_OVERHEAD = 256
 
 REGISTERED = "registered:"        # link key prefix of a device that dialed in to register
+# said of a device that must register when the controller takes no registrations
+NO_LISTENER = "it dials out to register, and nothing listens for registrations here: give --listen HOST:PORT, " \
+              "the address it registers at"
 NOT_DIALED = "not connecting"     # ends the error of a device the controller's trust store refuses
 
 
@@ -368,6 +371,8 @@ class Control:
         if link is None:
             why = self.links[path.first].closed if path.first in self.links else \
                 "%s has not registered with the controller" % device
+            if path.first not in self.links and self._listener is None and path.first.startswith(REGISTERED):
+                why += " (%s)" % NO_LISTENER
             req.finish(error="cannot reach %s (%s): %s" % (device, path.describe(), why))
             return req
         self.queues.setdefault(device, deque()).append(req)
