@@ -200,3 +200,22 @@ def test_up_with_a_dashboard_says_in_the_terminal_when_graphviz_is_missing(tmp_p
         assert r.returncode == 0, r.stdout + r.stderr
         assert r.stdout.startswith("dashboard: http://127.0.0.1:")
         assert (note in r.stdout) == (not has_dot), r.stdout
+
+
+def test_graph_gives_every_svg_id_once_when_a_pipe_feeds_two_steps_through_a_relay():
+    import collections
+    import re
+    info = {"devices": ["a", "b", "g"], "interp": {"a": "cpython", "b": "micropython", "g": "cpython"},
+            "steps": {"src": {"type": "source", "inputs": []}, "m": {"type": "map", "inputs": ["src"]},
+                      "k1": {"type": "callback", "inputs": ["m"]}, "k2": {"type": "print", "inputs": ["m"]}},
+            "order": ["src", "m", "k1", "k2"], "device_of": {"src": "a", "m": "a", "k1": "b", "k2": "b"},
+            "pipes": [{"edge": "m->b", "producer": "m", "src": "a", "dst": "b", "consumers": ["k1", "k2"],
+                       "route": ["a", "g", "b"]}]}
+    dot = to_dot(info)
+    # the hop to the relay is drawn once, then one arrow to each consumer
+    assert dot.count('"s:m" -> "r:g:m->b"') == 1
+    assert dot.count('"r:g:m->b" -> "s:k1"') == 1 and dot.count('"r:g:m->b" -> "s:k2"') == 1
+    svg = html.unescape(render_svg(info))
+    ids = collections.Counter(re.findall(r' id="([^"]+)"', svg))
+    assert ids["pipe:m->b"] == 1
+    assert [i for i, n in ids.items() if n > 1] == []
