@@ -45,6 +45,10 @@ def learned_placement(model, store):
             continue
         hop = hops.setdefault(edge, {}).setdefault(k, [None, None])
         hop[0 if p.get("dir") == "out" else 1] = dev
+    readers = {}
+    for sid in model.order:
+        for i in dict.fromkeys(model.steps[sid].inputs):
+            readers.setdefault(i, []).append(sid)
     pipes = []
     for edge in sorted(hops):
         producer, _, dst = edge.rpartition("->")
@@ -57,8 +61,7 @@ def learned_placement(model, store):
                 route.append(a or device_of.get(producer))
             route.append(b)
         route[-1] = route[-1] or dst
-        consumers = [sid for sid in model.order if producer in model.steps[sid].inputs
-                     and device_of.get(sid) == dst]
+        consumers = [sid for sid in readers.get(producer, ()) if device_of.get(sid) == dst]
         pipes.append({"edge": edge, "producer": producer, "src": route[0], "dst": dst,
                       "consumers": consumers, "route": route})
     return {"device_of": device_of, "pipes": pipes, "strategy": None}
@@ -91,6 +94,7 @@ class Observation:
         self.fallback = None
         self._placement = None
         self._learned = None
+        self._seen = None
         self.names = {sid: (s.params or {}).get("name") or sid for sid, s in model.steps.items()}
         # what each sink's values measure (controller/units.py), shown beside its latest value
         from sensormesh.controller import units
@@ -159,6 +163,11 @@ class Observation:
         elif pl is None and self.sup is not None:
             # `top` and `status --watch` did not place the pipeline: where its steps run and the
             # pipes' routes are learned from what the devices report, for the views and the file
+            with self.store.lock:
+                seen = (dict(self.store.steps), {k: dict(v) for k, v in self.store.pipes.items()})
+            if seen == self._seen:
+                return                      # nothing new reported: the same placement
+            self._seen = seen
             learned = learned_placement(self.model, self.store)
             if learned is not None and learned != self._learned:
                 self._learned = learned
