@@ -27,8 +27,17 @@ LAZY_COMMANDS = {
 
 class _Commands(click.Group):
     """A group whose controller commands are imported on first use (LAZY_COMMANDS). A Ctrl-C
-    while one loads ends as click ends any interrupted command ("Aborted!", exit status 1),
-    not in a traceback."""
+    that no command handles itself (one while a command loads, reads its file or checks its
+    options) ends with "Aborted!" and exit status 130 (128 + SIGINT, as a shell reports it and
+    as `experiment` and `up` exit after a Ctrl-C they handle), not in a traceback, and not with
+    status 1, which means a failure."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\nAborted!", err=True)
+            sys.exit(130)
 
     def list_commands(self, ctx):
         return sorted(set(self.commands) | set(LAZY_COMMANDS))

@@ -420,6 +420,21 @@ def test_empty_tls_object_means_tls_with_the_system_cas(kind, monkeypatch):
     assert "tls: TLS asked for" in str(e.value)
 
 
+@pytest.mark.parametrize("kind", ["mqtt_out", "mqtt_in"])
+def test_a_tls_file_that_is_not_there_is_named(kind, tmp_path):
+    """A `tls` file missing on the device is named with its key; before, the deployment was
+    refused with the TLS library's "tls: [Errno 2] No such file or directory", naming no file."""
+    cert = tmp_path / "client.pem"
+    cert.write_text("not read: the missing CA file is found first")
+    for tls, says in [({"ca": str(tmp_path / "ca.pem")}, "tls: ca file %r is not a file on this device"
+                       % str(tmp_path / "ca.pem")),
+                      ({"cert": str(cert), "key": str(tmp_path)}, "tls: key file %r is not a file on this device"
+                       % str(tmp_path))]:
+        with pytest.raises(Exception) as e:
+            build_step(kind, {"broker": "127.0.0.1:1", "topic": "a/b", "tls": tls})
+        assert says in str(e.value), str(e.value)
+
+
 def test_mqtt_in_fills_in_device_and_step_in_its_topic(broker):
     """mqtt_in's topic filter takes {device} and {step} as mqtt_out's topic does."""
     s = build_step("mqtt_in", {"broker": "127.0.0.1:%d" % broker, "topic": "plant/{device}/{step}/#"})

@@ -103,7 +103,9 @@ def remove_recorded(data):
     """End the recorded processes, delete the recorded namespaces and files. Returns a list of
     what was removed, in words."""
     done = []
-    procs = data.get("processes") or []
+    # only the processes that still ran are named: one that had exited by itself (a relay
+    # exits when its controller is gone) was not removed by this clean-up
+    procs = [e for e in data.get("processes") or [] if same_process(e)]
     left = _end(procs)
     done += ["process %d (%s)" % (e["pid"], e.get("what", "?")) for e in procs if e not in left]
     names = data.get("namespaces") or []

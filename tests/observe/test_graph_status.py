@@ -200,3 +200,63 @@ def test_up_with_a_dashboard_says_in_the_terminal_when_graphviz_is_missing(tmp_p
         assert r.returncode == 0, r.stdout + r.stderr
         assert r.stdout.startswith("dashboard: http://127.0.0.1:")
         assert (note in r.stdout) == (not has_dot), r.stdout
+
+
+def test_graph_gives_every_svg_id_once_when_a_pipe_feeds_two_steps_through_a_relay():
+    import collections
+    import re
+    info = {"devices": ["a", "b", "g"], "interp": {"a": "cpython", "b": "micropython", "g": "cpython"},
+            "steps": {"src": {"type": "source", "inputs": []}, "m": {"type": "map", "inputs": ["src"]},
+                      "k1": {"type": "callback", "inputs": ["m"]}, "k2": {"type": "print", "inputs": ["m"]}},
+            "order": ["src", "m", "k1", "k2"], "device_of": {"src": "a", "m": "a", "k1": "b", "k2": "b"},
+            "pipes": [{"edge": "m->b", "producer": "m", "src": "a", "dst": "b", "consumers": ["k1", "k2"],
+                       "route": ["a", "g", "b"]}]}
+    dot = to_dot(info)
+    # the hop to the relay is drawn once, then one arrow to each consumer
+    assert dot.count('"s:m" -> "r:g:m->b"') == 1
+    assert dot.count('"r:g:m->b" -> "s:k1"') == 1 and dot.count('"r:g:m->b" -> "s:k2"') == 1
+    svg = html.unescape(render_svg(info))
+    ids = collections.Counter(re.findall(r' id="([^"]+)"', svg))
+    assert ids["pipe:m->b"] == 1
+    assert [i for i, n in ids.items() if n > 1] == []
+
+
+def test_top_and_status_watch_write_where_the_steps_run_learned_from_the_devices(tmp_path):
+    """`top` and `status --watch` do not place the pipeline themselves: the metrics file's
+    placement (and the views) must still say which step runs where and each pipe's route, as
+    the devices report them, not an empty step map."""
+    import json
+    import sqlite3
+    from types import SimpleNamespace
+
+    from fakepoll import FakePoller, pipe, step
+    from sensormesh.controller.observe.run import Observation
+
+    model = load_model(TWO_DOMAINS)
+    pl = model.place("optimal")
+    want = placement_info(model, pl)
+    assert any(len(p["route"]) > 2 for p in want["pipes"])
+    db = str(tmp_path / "watch.sqlite")
+    obs = Observation(model, out=db)
+    obs.sup = SimpleNamespace(placement=None)          # as under top / status --watch
+    obs.poller = obs.fallback = SimpleNamespace(poll=lambda: None)
+    poll = FakePoller()
+    poll.subscribe(obs.store.feed)
+    obs.tick()
+    ends = {d: {} for d in model.devices}
+    for hop, (a, b) in hop_peers(pl).items():
+        ends[a][hop] = pipe(5, 100, direction="out", peer=b)
+        ends[b][hop] = pipe(5, 100, direction="in", peer=a)
+    for dev in model.devices:
+        steps = {sid: step(5, 5) for sid, d in pl.device_of.items() if d == dev}
+        steps.update({"%s:%s" % ("out" if e["dir"] == "out" else "in", h): step(5, 5) for h, e in ends[dev].items()})
+        poll.snapshot(dev, 10.0, 0, 0, steps, ends[dev])
+    obs.tick()
+    obs.close()
+    got = json.loads(dict(sqlite3.connect(db).execute("select key, value from run").fetchall())["placement"])
+    assert got["device_of"] == want["device_of"]
+    key = lambda p: p["edge"]
+    assert sorted(({k: p[k] for k in ("edge", "producer", "src", "dst", "route")} for p in got["pipes"]), key=key) == \
+        sorted(({k: p[k] for k in ("edge", "producer", "src", "dst", "route")} for p in want["pipes"]), key=key)
+    assert {p["edge"]: sorted(p["consumers"]) for p in got["pipes"]} == \
+        {p["edge"]: sorted(p["consumers"]) for p in want["pipes"]}

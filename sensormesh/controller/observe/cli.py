@@ -27,6 +27,8 @@ def observation(model, metrics_out, no_file, echo=None, line_every=None):
         return Observation(model, out=False if no_file else metrics_out, echo=echo,
                            line_every=line_every or LINE_EVERY)
     except files.FileError as e:
+        if metrics_out and not no_file:     # the option's value is refused, as a usage error (exit 2)
+            raise click.BadParameter(str(e), param_hint="--metrics-out")
         raise click.ClickException(str(e))
 
 

@@ -53,6 +53,11 @@ def _parent(path):
     try:
         os.makedirs(d, exist_ok=True)
     except OSError as e:
+        blocker = d
+        while blocker != os.path.dirname(blocker) and not os.path.lexists(blocker):
+            blocker = os.path.dirname(blocker)
+        if os.path.lexists(blocker) and not os.path.isdir(blocker):
+            raise FileError("cannot create %s for the metrics file: %s is a file, not a folder" % (d, blocker))
         raise FileError("cannot create %s for the metrics file: %s" % (d, e))
 
 

@@ -54,12 +54,14 @@ def to_dot(info, device_of=None):
                 lines.append("  %s -> %s;" % (_q("s:" + i), _q("s:" + sid)))
     for p in info.get("pipes") or []:
         hops = ["s:" + p["producer"]] + ["r:%s:%s" % (d, p["edge"]) for d in p["route"][1:-1]]
-        for c in p["consumers"]:
-            chain = hops + ["s:" + c]
-            for k, (a, b) in enumerate(zip(chain, chain[1:])):
-                # the label holds the live rate later; its placeholder reserves room for it
-                label = ', label="no rate yet   ", fontcolor="#94a3b8", id=%s' % _q("pipe:" + p["edge"]) if k == 0 else ""
-                lines.append('  %s -> %s [color="#2563eb", penwidth=2, style=bold%s];' % (_q(a), _q(b), label))
+        # the hops up to the receiving device are drawn once, then one arrow to each consumer;
+        # only the pipe's first arrow carries its id and label (the live rate), so an id is
+        # never given twice when a pipe feeds several steps
+        arrows = list(zip(hops, hops[1:])) + [(hops[-1], "s:" + c) for c in dict.fromkeys(p["consumers"])]
+        for k, (a, b) in enumerate(arrows):
+            # the label holds the live rate later; its placeholder reserves room for it
+            label = ', label="no rate yet   ", fontcolor="#94a3b8", id=%s' % _q("pipe:" + p["edge"]) if k == 0 else ""
+            lines.append('  %s -> %s [color="#2563eb", penwidth=2, style=bold%s];' % (_q(a), _q(b), label))
     lines.append("}")
     return "\n".join(lines)
 

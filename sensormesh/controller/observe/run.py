@@ -26,6 +26,47 @@ def placement_info(model, placement):
     return info
 
 
+def learned_placement(model, store):
+    """{"device_of", "pipes"} of a pipeline that runs already, from the steps and pipe ends the
+    devices report to the store (a pipe "<edge>" or its hops "<edge>@1", "<edge>@2", ... give
+    the route), or None while no device has reported one of the pipeline's steps."""
+    with store.lock:
+        steps = dict(store.steps)
+        ends = dict(store.pipes)
+    device_of = {sid: dev for sid, dev in steps.items() if sid in model.steps}
+    if not device_of:
+        return None
+    hops = {}          # edge -> {hop number: [sender, receiver]}
+    for (dev, eid), p in ends.items():
+        edge, _, k = eid.partition("@")
+        try:
+            k = int(k) if k else 1
+        except ValueError:
+            continue
+        hop = hops.setdefault(edge, {}).setdefault(k, [None, None])
+        hop[0 if p.get("dir") == "out" else 1] = dev
+    readers = {}
+    for sid in model.order:
+        for i in dict.fromkeys(model.steps[sid].inputs):
+            readers.setdefault(i, []).append(sid)
+    pipes = []
+    for edge in sorted(hops):
+        producer, _, dst = edge.rpartition("->")
+        if producer not in model.steps:
+            continue
+        route = []
+        for k in sorted(hops[edge]):
+            a, b = hops[edge][k]
+            if not route:
+                route.append(a or device_of.get(producer))
+            route.append(b)
+        route[-1] = route[-1] or dst
+        consumers = [sid for sid in readers.get(producer, ()) if device_of.get(sid) == dst]
+        pipes.append({"edge": edge, "producer": producer, "src": route[0], "dst": dst,
+                      "consumers": consumers, "route": route})
+    return {"device_of": device_of, "pipes": pipes, "strategy": None}
+
+
 def make_poller(sup, model):
     """The poller that feeds the store for this Supervisor: every device's metrics and clock
     (controller/metrics_poll.py)."""
@@ -52,6 +93,8 @@ class Observation:
         self.poller = None
         self.fallback = None
         self._placement = None
+        self._learned = None
+        self._seen = None
         self.names = {sid: (s.params or {}).get("name") or sid for sid, s in model.steps.items()}
         # what each sink's values measure (controller/units.py), shown beside its latest value
         from sensormesh.controller import units
@@ -117,6 +160,20 @@ class Observation:
         if pl is not None and pl is not self._placement:
             self._placement = pl
             self.store.set_info(placement=placement_info(self.model, pl))
+        elif pl is None and self.sup is not None:
+            # `top` and `status --watch` did not place the pipeline: where its steps run and the
+            # pipes' routes are learned from what the devices report, for the views and the file
+            with self.store.lock:
+                seen = (dict(self.store.steps), {k: dict(v) for k, v in self.store.pipes.items()})
+            if seen == self._seen:
+                return                      # nothing new reported: the same placement
+            self._seen = seen
+            learned = learned_placement(self.model, self.store)
+            if learned is not None and learned != self._learned:
+                self._learned = learned
+                info = placement_info(self.model, None)
+                info.update(learned)
+                self.store.set_info(placement=info)
 
     def settle(self, timeout=None):
         """Ask every watched device's metrics at once and wait (the loop turning) until each has

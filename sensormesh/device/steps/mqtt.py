@@ -71,6 +71,9 @@ class _Mqtt(Step):
             c.username_pw_set(user, pw)
         tls = params.get("tls")
         if type(tls) is dict:          # {}: TLS with the system's CAs
+            for k in ("ca", "cert", "key"):     # named here: the TLS library's error names no file
+                if tls.get(k) is not None and not os.path.isfile(tls[k]):
+                    raise self.bad("tls: %s file %r is not a file on this device" % (k, tls[k]))
             try:
                 c.tls_set(ca_certs=tls.get("ca"), certfile=tls.get("cert"), keyfile=tls.get("key"))
             except Exception as e:
