@@ -502,3 +502,100 @@ def test_status_is_answered_without_loading_control_py():
     assert dev.loop.run_until(lambda: c.closed is not None, 5000)
     assert c.messages[-1]["error"]["code"] == "unknown-message" and "status" in c.messages[-1]["error"]["message"]
     dev.close()
+
+
+class Flaky:
+    """A sensor that counts 0, 1, 2... and raises (unplugged) while its `down` flag is set."""
+    RATE_HZ = 0
+
+    def __init__(self):
+        self.n = 0
+        self.down = False
+
+    def get(self):
+        if self.down:
+            raise OSError(19, "ENODEV")
+        n = self.n
+        self.n = n + 1
+        return n
+
+
+def values_of(c):
+    out = []
+    for m in c.messages:
+        if type(m) is list:
+            out += m
+    return out
+
+
+def status_of(dev, addr):
+    c = Collector()
+    conn = transport.dial(dev.loop, addr, c)
+    conn.send({"status": {}})
+    assert dev.loop.run_until(lambda: c.replies("status"), 5000)
+    conn.close()
+    return c.replies("status")[0]
+
+
+def test_a_sensor_that_fails_mid_stream_is_counted_named_and_read_again():
+    # Before: the read's exception ended the stream's timer: the client got nothing more and no
+    # word, the connection stayed open, and the log named no sensor.
+    for rate, tf in ((0, 0), (0, 20), (200, 0), (200, 20)):
+        dev, addr = setup(["counter@200"])
+        flaky = Flaky()
+        dev.sensors["flaky"] = (flaky, rate)
+        lines = []
+        dev.log = lines.append
+        c, conn = request(dev, addr, {"sensor": "flaky", "time-frame": tf})
+        other, oconn = request(dev, addr, {"sensor": "counter"})
+        assert dev.loop.run_until(lambda: len(values_of(c)) >= 5, 5000), (rate, tf)
+        flaky.down = True
+        n = flaky.n
+        assert dev.loop.run_until(lambda: [s for s in dev.streams if s.failed >= 2], 5000), (rate, tf)
+        st = [s for s in status_of(dev, addr)["streams"] if s["sensor"] == "flaky"][0]
+        assert st["failed"] >= 2, st
+        assert "OSError" in st["last_error"], st
+        assert [ln for ln in lines if "sensor flaky: read failed: OSError" in ln], lines
+        # the other stream and the device go on; the failing stream reads again once plugged in
+        k = len(values_of(other))
+        assert dev.loop.run_until(lambda: len(values_of(other)) >= k + 3, 5000)
+        flaky.down = False
+        assert dev.loop.run_until(lambda: len(values_of(c)) >= n + 3, 5000), (rate, tf)
+        got = values_of(c)
+        assert got == list(range(len(got))), (rate, tf, got)    # nothing read was lost
+        assert c.closed is None and dev.errors == 0, (c.closed, dev.errors)
+        conn.close()
+        oconn.close()
+        dev.close()
+
+
+class WithNaN:
+    RATE_HZ = 0
+
+    def __init__(self):
+        self.n = 0
+
+    def get(self):
+        n = self.n
+        self.n = n + 1
+        return float("nan") if n % 3 == 1 else n
+
+
+def test_a_value_json_cannot_carry_is_sent_as_null_and_the_stream_goes_on():
+    # Before: a NaN from a sensor (a CSV cell "nan") raised in the send: the stream stopped
+    # silently, and a batched frame holding it was lost whole.
+    for rate, tf in ((0, 0), (0, 20), (200, 0), (200, 20)):
+        dev, addr = setup([])
+        dev.sensors["w"] = (WithNaN(), rate)
+        lines = []
+        dev.log = lines.append
+        c, conn = request(dev, addr, {"sensor": "w", "time-frame": tf})
+        assert dev.loop.run_until(lambda: len(values_of(c)) >= 9, 5000), (rate, tf)
+        got = values_of(c)
+        assert got == [None if i % 3 == 1 else i for i in range(len(got))], (rate, tf, got[:12])
+        st = [s for s in status_of(dev, addr)["streams"] if s["sensor"] == "w"][0]
+        assert st["nulled"] >= 3 and st["failed"] == 0, st
+        assert [ln for ln in lines if "sensor w: a value cannot travel" in ln], lines
+        assert dev.errors == 0
+        conn.close()
+        dev.close()
