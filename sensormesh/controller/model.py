@@ -9,6 +9,7 @@
 # interpreters it can run on, and for sources the device that has the sensor.
 import difflib
 import hashlib
+import math
 import os
 import re
 import tempfile
@@ -203,7 +204,8 @@ class Device:
                             % (kind, _suggest(kind, catalog.SENSOR_RATES), ", ".join(sorted(catalog.SENSOR_RATES)))))
                 continue
             rate = spec.get("rate")
-            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0):
+            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0
+                                     or not math.isfinite(rate)):
                 out.append((key, "rate must be a number >= 0, not %r" % (rate,)))
                 continue
             if spec["name"] in names:

@@ -599,3 +599,26 @@ def test_a_value_json_cannot_carry_is_sent_as_null_and_the_stream_goes_on():
         assert dev.errors == 0
         conn.close()
         dev.close()
+
+
+def test_a_sensor_rate_that_is_not_a_number_of_0_or_more_is_refused_by_name():
+    # Before: "dht11@-5" gave one value and then nothing, "counter@nan" raised in every stream
+    # that read it, and a configuration file's "rate": "10" failed in the first request.
+    from sensormesh.device.sensors import SensorError
+    for specs, shown in ((["dht11@-5"], "-5.0"), (["counter@nan"], "nan"), (["c=counter@inf"], "inf"),
+                         ([{"kind": "counter", "rate": "10"}], "'10'"),
+                         ([{"kind": "counter", "name": "n", "rate": True}], "True"),
+                         ([{"kind": "counter", "rate": -1}], "-1")):
+        try:
+            Device("t", specs)
+        except SensorError as e:
+            name = specs[0]["name"] if type(specs[0]) is dict and "name" in specs[0] else None
+            words = "rate must be a number of samples per second, 0 or more"
+            assert words in str(e) and str(e).endswith("not " + shown), (specs, str(e))
+            if name:
+                assert ("sensor %r" % name) in str(e), str(e)
+        else:
+            raise AssertionError("accepted %r" % (specs,))
+    dev = Device("t", ["counter@0", "counter2=counter@2.5", {"kind": "clock", "rate": 10}])
+    assert dev.sensors["counter"][1] == 0 and dev.sensors["counter2"][1] == 2.5 and dev.sensors["clock"][1] == 10
+    dev.close()

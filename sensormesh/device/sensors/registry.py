@@ -107,10 +107,15 @@ def measures(sensor):
 
 
 def rate_of(sensor, spec):
-    """Samples per second to read this sensor at: the spec's "rate" or the class's RATE_HZ."""
+    """Samples per second to read this sensor at: the spec's "rate" or the class's RATE_HZ; a
+    SensorError when the spec's is not a number of 0 or more (a negative one read once and
+    stopped, NaN ended the stream that read it)."""
     r = spec.get("rate") if type(spec) is dict else None
     if r is None:
-        r = getattr(sensor, "RATE_HZ", 10)
+        return getattr(sensor, "RATE_HZ", 10)
+    if type(r) not in (int, float) or r != r or r - r != 0 or r < 0:   # (r - r: not 0 for infinity)
+        raise SensorError("sensor %r: rate must be a number of samples per second, 0 or more (0: as fast as "
+                          "it is read), not %r" % (spec.get("name") or spec.get("kind"), r))
     return r
 
 
@@ -123,8 +128,14 @@ def add(dev, specs):
         if type(spec) is str:
             spec = parse_spec(spec)
         obj = make(spec)
+        try:
+            rate = rate_of(obj, spec)
+        except SensorError:
+            if hasattr(obj, "close"):
+                obj.close()
+            raise
         name = spec.get("name") or spec["kind"]
         if name in dev.sensors:
             raise SensorError("sensor name %r is configured twice" % name)
-        dev.sensors[name] = (obj, rate_of(obj, spec))
+        dev.sensors[name] = (obj, rate)
         dev.sensor_kinds[name] = spec.get("kind", name)
