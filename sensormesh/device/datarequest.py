@@ -256,16 +256,18 @@ class Stream:
         elif conn.writable():
             frame = self.frame
             append = frame.append
-            for _ in range(BATCH_BURST):
-                append(read())
-            if len(frame) >= MAX_FRAME_VALUES:
-                self._send_frame()
-            now = self.loop.now()
-            if now >= self.deadline:
-                self._send_frame()
-                self.deadline += self.tf
-                if self.deadline <= now:
-                    self.deadline = now + self.tf
+            try:
+                for _ in range(BATCH_BURST):
+                    append(read())
+            finally:    # (also when a read raised: what was read leaves in its time frame)
+                if len(frame) >= MAX_FRAME_VALUES:
+                    self._send_frame()
+                now = self.loop.now()
+                if now >= self.deadline:
+                    self._send_frame()
+                    self.deadline += self.tf
+                    if self.deadline <= now:
+                        self.deadline = now + self.tf
         if conn.writable():
             self.timer = self.loop.call_later(0, self._tick_cb)
         # else: wait for on_drain

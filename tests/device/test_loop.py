@@ -510,10 +510,10 @@ class Flaky:
 
     def __init__(self):
         self.n = 0
-        self.down = False
+        self.down_at = None     # it is unplugged once it has given this many values
 
     def get(self):
-        if self.down:
+        if self.down_at is not None and self.n >= self.down_at:
             raise OSError(19, "ENODEV")
         n = self.n
         self.n = n + 1
@@ -549,17 +549,18 @@ def test_a_sensor_that_fails_mid_stream_is_counted_named_and_read_again():
         c, conn = request(dev, addr, {"sensor": "flaky", "time-frame": tf})
         other, oconn = request(dev, addr, {"sensor": "counter"})
         assert dev.loop.run_until(lambda: len(values_of(c)) >= 5, 5000), (rate, tf)
-        flaky.down = True
-        n = flaky.n
+        n = flaky.down_at = flaky.n + 10     # unplugged in the middle of a run of reads
         assert dev.loop.run_until(lambda: [s for s in dev.streams if s.failed >= 2], 5000), (rate, tf)
         st = [s for s in status_of(dev, addr)["streams"] if s["sensor"] == "flaky"][0]
         assert st["failed"] >= 2, st
         assert "OSError" in st["last_error"], st
         assert [ln for ln in lines if "sensor flaky: read failed: OSError" in ln], lines
+        # what was read before it failed still leaves, in its time frame
+        assert dev.loop.run_until(lambda: len(values_of(c)) >= n, 5000), (rate, tf, len(values_of(c)), n)
         # the other stream and the device go on; the failing stream reads again once plugged in
         k = len(values_of(other))
         assert dev.loop.run_until(lambda: len(values_of(other)) >= k + 3, 5000)
-        flaky.down = False
+        flaky.down_at = None
         assert dev.loop.run_until(lambda: len(values_of(c)) >= n + 3, 5000), (rate, tf)
         got = values_of(c)
         assert got == list(range(len(got))), (rate, tf, got)    # nothing read was lost
