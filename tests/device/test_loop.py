@@ -623,3 +623,24 @@ def test_a_sensor_rate_that_is_not_a_number_of_0_or_more_is_refused_by_name():
     dev = Device("t", ["counter@0", "counter2=counter@2.5", {"kind": "clock", "rate": 10}])
     assert dev.sensors["counter"][1] == 0 and dev.sensors["counter2"][1] == 2.5 and dev.sensors["clock"][1] == 10
     dev.close()
+
+
+def test_bad_sensor_specs_are_refused_naming_the_sensor_and_the_problem():
+    # Before: a text seed hung the start building a string billions of characters long; a text
+    # counter start failed every read; a kind that is not a string or a driver that is a list
+    # ended in a traceback; a sensor named 7 broke every sorted list of the device's sensors
+    from sensormesh.device.sensors import SensorError
+    for spec, words in (({"kind": "temperature", "seed": "abc"}, "sensor 'temperature': seed must be a whole number, not 'abc'"),
+                        ({"kind": "counter", "name": "c", "start": "x"}, "sensor 'c': start must be a whole number, not 'x'"),
+                        ({"kind": 5, "driver": "esp32"}, "kind must be a string, not 5"),
+                        ({"kind": "co2", "driver": ["a"]}, "sensor 'co2': unknown sensor driver ['a']"),
+                        ({"kind": "co2", "name": 7}, "sensor 7: name must be a string"),
+                        ({"kind": "csv"}, "sensor 'csv': a CSV replay needs \"path\""),
+                        ({"kind": "temperature", "name": "t", "pin": 4}, "sensor 't': bad parameters for the sim temperature driver"),
+                        (7, "a sensor spec is a \"KIND@HZ\" string or an object with a \"kind\", not 7")):
+        try:
+            Device("t", [spec])
+        except SensorError as e:
+            assert words in str(e), (spec, str(e))
+        else:
+            raise AssertionError("accepted %r" % (spec,))
