@@ -160,3 +160,28 @@ def test_a_byte_order_mark_is_not_part_of_the_first_cell():
     finally:
         _gone(p)
         _gone(q)
+
+
+def test_a_column_number_the_file_does_not_have_is_refused():
+    # Before: column 7 of a file of two columns replayed null for every row, and a column that
+    # is not a name or a number ended in a TypeError
+    p = _file("1,2\n3,4\n")
+    q = _file("a,b\n1,2\n")
+    try:
+        for path, column, words in ((p, 7, "no column 7 (2 columns, numbered from 0)"), (p, -1, "no column -1"),
+                                    (p, [1], "no column [1]"), (q, 2, "no column 2 (columns: a, b)")):
+            try:
+                make({"name": "rec", "kind": "csv", "path": path, "column": column})
+            except SensorError as e:
+                assert words in str(e) and "sensor 'rec'" in str(e), str(e)
+            else:
+                raise AssertionError("column %r accepted" % (column,))
+        s = make({"kind": "csv", "path": p, "column": 1})
+        assert [s.get(), s.get(), s.get()] == [2, 4, 2]
+        s.close()
+        s = make({"kind": "csv", "path": q, "column": "1"})
+        assert s.get() == 2
+        s.close()
+    finally:
+        _gone(p)
+        _gone(q)

@@ -112,11 +112,14 @@ class CsvReplay:
                 self.idx = self.names.index(column)
             else:
                 try:
-                    self.idx = int(column)
+                    self.idx = int(column) if type(column) in (int, str) else -1
                 except ValueError:
+                    self.idx = -1
+                if not 0 <= self.idx < len(cells):   # (before: null for every row)
                     self.close()
-                    raise ValueError("CSV file %r has no column %r (columns: %s)"
-                                     % (path, column, ", ".join(self.names or [])))
+                    raise ValueError("CSV file %r has no column %r (%s)" % (
+                        path, column, "columns: " + ", ".join(self.names) if self.names
+                        else "%d columns, numbered from 0" % len(cells)))
 
     def _next_or_close(self):
         try:
