@@ -109,6 +109,11 @@ def make(spec):
         return cls(**params)
     except TypeError as e:
         raise SensorError("sensor %r: bad parameters for the %s %s driver: %s" % (name, driver, kind, e))
+    except (SensorError, ValueError) as e:      # a driver's refusal (no part on the bus, a bad range)
+        raise type(e)("sensor %r: %s" % (name, e))
+    except OSError as e:                        # the hardware's: not a listening address of the device
+        raise SensorError("sensor %r: the %s %s driver failed to start: %s: %s"
+                          % (name, driver, kind, type(e).__name__, e))
 
 
 def measures(sensor):
