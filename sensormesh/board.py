@@ -114,9 +114,11 @@ def package_json_text(base=BASE):
 
 # -- device configuration --------------------------------------------------------------
 
-def driver_params(kind, base=BASE):
-    """Constructor parameter names of the esp32 driver for kind, read from its source."""
-    path = os.path.join(base, "sensormesh", "device", "sensors", "esp32", kind + ".py")
+def driver_params(kind, base=BASE, driver="esp32"):
+    """Constructor parameter names of the esp32 (or sim) driver for kind, read from its source."""
+    if not isinstance(kind, str) or not kind or "/" in kind or kind.startswith("."):
+        return None
+    path = os.path.join(base, "sensormesh", "device", "sensors", driver, kind + ".py")
     if not os.path.exists(path):
         return None
     cls_name = kind[0].upper() + kind[1:]
@@ -127,7 +129,25 @@ def driver_params(kind, base=BASE):
             for item in node.body:
                 if isinstance(item, ast.FunctionDef) and item.name == "__init__":
                     return [a.arg for a in item.args.args[1:]] + [a.arg for a in item.args.kwonlyargs]
-            return []
+            # a simulated sensor without its own constructor takes its base's: the seed
+            return ["seed"] if any(getattr(b, "id", None) == "Simulated" for b in node.bases) else []
+    return None
+
+
+# the drivers a sensor spec may name, and the parameters of a CSV replay (sensors/csvreplay.py)
+DRIVERS = ("esp32", "sim", "csv")
+CSV_PARAMS = ("path", "column", "loop", "header", "seed")
+CSV_ALL = list(CSV_PARAMS)
+
+
+def _rate_problem(rate):
+    """Why a spec's "rate" (samples per second) is not one, or None."""
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate != rate or rate in (float("inf"), -float("inf")):
+        return "rate must be a number of samples per second (0: as fast as it is read), not %s" % json.dumps(rate)
+    if rate < 0:
+        return "rate must not be negative (0: as fast as it is read), not %s" % json.dumps(rate)
     return None
 
 
@@ -145,20 +165,48 @@ def check_sensors(sensors, base=BASE):
     names = set()
     used = {}
     problems = []
+    from sensormesh.device.sensors.registry import SIM_KINDS, SensorError, parse_spec
     for i, spec in enumerate(sensors):
-        if isinstance(spec, str):
-            spec = {"kind": spec}
-        if not isinstance(spec, dict) or not spec.get("kind"):
-            problems.append("sensor %d: a sensor spec is an object with at least \"kind\"" % (i + 1))
+        if isinstance(spec, str):   # the command line's form, as sensors.make() reads it
+            try:
+                spec = parse_spec(spec)
+            except SensorError as e:
+                problems.append("sensor %d: %s" % (i + 1, e))
+                continue
+        if not isinstance(spec, dict) or not spec.get("kind") or not isinstance(spec["kind"], str):
+            problems.append("sensor %d: a sensor spec is an object with at least \"kind\" (a string)" % (i + 1))
             continue
         spec = dict(spec)
         spec.setdefault("driver", "esp32")
         spec.setdefault("name", spec["kind"])
         name = spec["name"]
+        if not isinstance(name, str) or not name:
+            problems.append("sensor %d: \"name\" must be a string, not %s" % (i + 1, json.dumps(name)))
+            continue
         if name in names:
             problems.append("sensor name %r is used twice" % name)
         names.add(name)
-        if spec["driver"] == "esp32":
+        why = _rate_problem(spec.get("rate"))
+        if why:
+            problems.append("sensor %r: %s" % (name, why))
+        driver = spec["driver"]
+        if driver not in DRIVERS:
+            problems.append("sensor %r: unknown driver %s%s (there are: %s)"
+                            % (name, json.dumps(driver), _suggest(driver, DRIVERS), ", ".join(DRIVERS)))
+            out.append(spec)
+            continue
+        if driver == "csv" or spec["kind"] == "csv":
+            params = CSV_ALL
+            if not isinstance(spec.get("path"), str) or not spec["path"]:
+                problems.append("sensor %r: a CSV replay needs \"path\", the file on the board" % name)
+        elif driver == "sim":
+            params = driver_params(spec["kind"], base, "sim") if spec["kind"] in SIM_KINDS else None
+            if params is None:
+                problems.append("sensor %r: no simulated sensor of kind %r%s (there are: %s)"
+                                % (name, spec["kind"], _suggest(spec["kind"], SIM_KINDS), ", ".join(SIM_KINDS)))
+                out.append(spec)
+                continue
+        else:
             params = driver_params(spec["kind"], base)
             if params is None:
                 problems.append("sensor %r: no esp32 driver for kind %r%s (there are: %s)"
@@ -166,10 +214,12 @@ def check_sensors(sensors, base=BASE):
                                    ", ".join(esp32_kinds(base))))
                 out.append(spec)
                 continue
-            for k in spec:
-                if k not in ("name", "kind", "driver", "rate") and k not in params:
-                    problems.append("sensor %r: the %s driver has no parameter %r%s (it takes: %s)"
-                                    % (name, spec["kind"], k, _suggest(k, params), ", ".join(params) or "none"))
+        for k in spec:
+            if k not in ("name", "kind", "driver", "rate") and k not in params:
+                what = spec["kind"] if driver == "esp32" else "csv" if params is CSV_ALL else "simulated " + spec["kind"]
+                problems.append("sensor %r: the %s driver has no parameter %r%s (it takes: %s)"
+                                % (name, what, k, _suggest(k, params), ", ".join(params) or "none"))
+        if driver == "esp32":
             for k in PIN_PARAMS:
                 if k not in spec:
                     continue

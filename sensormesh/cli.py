@@ -220,7 +220,7 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns, identit
     if insecure:
         cfg["insecure"] = True
     if cfg.get("identity") is None or cfg.get("insecure"):
-        cfg.setdefault("name", "worker-%d" % port)
+        cfg.setdefault("name", "worker-%d" % port if port else "worker")   # (port 0: the one it gets)
     if sensors is not None:
         cfg["sensors"] = [s.strip() for s in sensors.split(",") if s.strip()]
     if max_conns:
@@ -228,6 +228,8 @@ def worker(port, host, unix_path, name, sensors, config_path, max_conns, identit
     try:
         dev = device.start(cfg)
     except SensorError as e:
+        if config_path and sensors is None:     # the file's sensors: the file is named
+            raise click.ClickException("%s: %s" % (config_path, e))
         raise click.ClickException("sensor configuration: %s" % e)
     except ValueError as e:
         raise click.ClickException("configuration: %s" % e)

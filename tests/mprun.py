@@ -2,6 +2,7 @@
 # on the MicroPython unix port. A test is a module-level function named test_*; it passes if it
 # returns without raising. Usage: micropython tests/mprun.py [module ...]
 # Prints one line per test and a closing "N passed, N failed" line; exits 1 on any failure.
+import gc
 import os
 import sys
 
@@ -40,6 +41,7 @@ def main(argv):
             fn = getattr(mod, attr)
             if not callable(fn):
                 continue
+            gc.collect()    # each test starts on a collected heap, as its own process would
             try:
                 fn()
                 passed += 1

@@ -165,11 +165,36 @@ def test_device_config_fills_defaults_and_placeholders(monkeypatch):
     ({"name": "x", "port": 99999}, '"port" must be a TCP port, 0..65535'),
     ({"name": "x", "port": "7000"}, '"port" must be a TCP port'),
     ({"name": "x", "max_conns": 0}, '"max_conns" must be at least 1'),
+    # specs that a board would only refuse when it boots (and then reset, again and again)
+    ({"name": "x", "sensors": [{"kind": "tempreature", "driver": "sim"}]},
+     "no simulated sensor of kind 'tempreature' (did you mean 'temperature'?)"),
+    ({"name": "x", "sensors": [{"kind": "temperature", "driver": "simm"}]}, "unknown driver \"simm\" (did you mean 'sim'?)"),
+    ({"name": "x", "sensors": [{"kind": "temperature", "driver": "sim", "pin": 3}]},
+     "the simulated temperature driver has no parameter 'pin' (it takes: seed)"),
+    ({"name": "x", "sensors": [{"kind": "temperature", "rate": -1}]}, "rate must not be negative"),
+    ({"name": "x", "sensors": [{"kind": "temperature", "rate": "10"}]}, "rate must be a number of samples per second"),
+    ({"name": "x", "sensors": [{"kind": "temperature", "rate": float("nan")}]}, "rate must be a number"),
+    ({"name": "x", "sensors": ["temperature@-5"]}, "rate must not be negative"),
+    ({"name": "x", "sensors": ["temprature"]}, "no esp32 driver for kind 'temprature'"),
+    ({"name": "x", "sensors": [{"kind": "csv", "driver": "csv"}]}, 'a CSV replay needs "path"'),
+    ({"name": "x", "sensors": [{"kind": "csv", "path": "/d.csv", "colum": 1}]},
+     "the csv driver has no parameter 'colum' (did you mean 'column'?)"),
+    ({"name": "x", "sensors": [{"kind": "poti", "name": 5}]}, '"name" must be a string, not 5'),
 ])
 def test_bad_configurations_are_refused_with_reasons(cfg, words):
     with pytest.raises(board.BoardError) as e:
         board.device_config(cfg, ROOT)
     assert words in str(e.value)
+
+
+def test_a_sensor_spec_string_is_read_as_the_command_line_reads_it():
+    out = board.device_config({"name": "x", "sensors": ["temperature@20", "knob=poti", "r=csv:/d.csv@5",
+                                                        {"kind": "counter", "driver": "sim", "start": 3}]}, ROOT)
+    assert out["sensors"] == [
+        {"kind": "temperature", "name": "temperature", "rate": 20.0, "driver": "esp32"},
+        {"kind": "poti", "name": "knob", "driver": "esp32"},
+        {"kind": "csv", "driver": "csv", "rate": 5.0, "path": "/d.csv", "name": "r"},
+        {"kind": "counter", "driver": "sim", "start": 3, "name": "counter"}]
 
 
 def test_driver_params_come_from_the_driver_source():

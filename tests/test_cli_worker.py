@@ -166,6 +166,10 @@ def test_worker_refuses_out_of_range_port_and_max_conns(args, words):
     ('{"port": 70000}', '"port" must be a TCP port, 0..65535, not 70000'),
     ('{"prot": 7001, "sensors": ["dht11"]}', 'unknown key "prot" (did you mean "port"?); known: controller,'),
     ('{"nmae": "x", "hots": "0.0.0.0"}', 'unknown keys "hots" (did you mean "host"?), "nmae" (did you mean "name"?)'),
+    # the sensors' problems name the file too (before: "sensor configuration: ...")
+    ('{"sensors": [{"kind": "temperature", "seed": "x"}]}', "sensor 'temperature': seed must be a whole number"),
+    ('{"sensors": ["dht11@-5"]}', "sensor 'dht11': rate must be a number of samples per second, 0 or more"),
+    ('{"sensors": ["lava"]}', "unknown simulated sensor 'lava'"),
 ])
 def test_worker_names_what_is_wrong_with_its_config_file(tmp_path, text, words):
     cfg = tmp_path / "dev.json"
@@ -173,6 +177,14 @@ def test_worker_names_what_is_wrong_with_its_config_file(tmp_path, text, words):
     r = run_cli("worker", "--port", "0", "--config", str(cfg), timeout=30)
     refused(r, "Error: %s: " % cfg, words)
     assert r.returncode == 1 and "listening" not in r.stdout, r.stdout
+
+
+def test_a_worker_on_port_0_is_named_after_the_port_it_got(devices):
+    # before: every worker started with --port 0 was named worker-0
+    p = devices("cpython", ["--port", "0", "--sensors", "counter"])
+    line = p.wait_line("listening on")
+    port = int(line.rsplit(":", 1)[1].split()[0])
+    assert ("worker-%d listening on tcp 127.0.0.1:%d " % (port, port)) in line, line
 
 
 def test_worker_listens_where_its_config_file_says_unless_an_option_overrides(devices, tmp_path):

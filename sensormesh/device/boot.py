@@ -107,8 +107,8 @@ def start(cfg):
             lst = listen_tcp(dev, host, port)
             if port == 0:
                 port = transport.bound_port(lst)
-        if dev.name == "device":          # unnamed, on a port chosen now: named after it
-            dev.name = "device-%d" % port
+        if dev.name in ("device", "worker"):     # unnamed, on a port chosen now: named after it
+            dev.name = "%s-%d" % (dev.name, port)
         # the bound port is in this line: whoever started the device reads it (no port races)
         announce(dev, "tcp %s:%d" % (host, port))
     if cfg.get("unix"):

@@ -7,7 +7,7 @@
 #   0 or missing = as many as the sensor gives. The time frame has precedence: when it expires,
 #   what was gathered is sent even if fewer than x. With time-frame 0 it has no effect.
 # Frames are laid on a fixed grid (start + k * time-frame), so they do not drift.
-from sensormesh.device.codec import MAX_FRAME_VALUES   # a larger time frame leaves as several arrays
+from sensormesh.device.codec import MAX_FRAME_VALUES, ProtocolError   # a larger time frame leaves as several arrays
 from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.schedule import grid_due, wait_ms
 
@@ -107,13 +107,24 @@ def serve(dev, session, body):
         control.peer_limit(dev, conn, mf)
     session.kind = "stream"
     stream = Stream(dev.loop, conn, sensor, rate, tf, vpf)
+    stream.name = name
+    stream.log = dev.log
     session.stream = stream
     dev.streams.append(stream)
     stream.start()
 
 
 class Stream:
-    """Reads one sensor on a schedule and sends time frames to one connection."""
+    """Reads one sensor on a schedule and sends time frames to one connection. A read that
+    raises (a sensor unplugged, a CSV row that is not text) gives no value: it is counted in
+    `failed`, named in `last_error` and logged (the 1st, 2nd, 4th... time, with the sensor's
+    name), and the stream reads on at its next slot, so a sensor plugged back in is read again."""
+
+    name = None      # the sensor's name on the device (serve sets it)
+    log = None       # the device's log function (serve sets it)
+    failed = 0       # reads that raised
+    nulled = 0       # values sent as null: JSON cannot carry them, or too large for the client
+    last_error = None
 
     def __init__(self, loop, conn, sensor, rate, time_frame, values_per_frame):
         self.loop = loop
@@ -153,16 +164,45 @@ class Stream:
             self.timer = None
 
     def stats(self):
-        return {"values": self.sent_values, "frames": self.sent_frames,
-                "skipped": self.skipped, "missed": self.missed}
+        st = {"sensor": self.name, "values": self.sent_values, "frames": self.sent_frames,
+              "skipped": self.skipped, "missed": self.missed, "failed": self.failed,
+              "nulled": self.nulled}
+        if self.last_error:
+            st["last_error"] = self.last_error
+        return st
 
     def _send_frame(self):
         frame = self.frame
         if frame:
             self.frame = []
-            self.conn.send(frame)
+            try:
+                self.conn.send(frame)
+            except ProtocolError:       # a value in it cannot travel: null in its place
+                self.conn.send(self._nulled(frame))
             self.sent_values += len(frame)
             self.sent_frames += 1
+
+    def _nulled(self, frame):
+        """frame with null for each value JSON cannot carry (NaN, infinity) or that is larger
+        than the client's frames, as a pipe sends them; counted in `nulled` and logged."""
+        from sensormesh.device.codec import payloads
+        limit = self.conn.peer_max_frame
+        out = []
+        why = None
+        for v in frame:
+            try:
+                payloads([v], limit)
+            except ProtocolError as e:
+                why = str(e)
+                v = None
+                n = self.nulled = self.nulled + 1
+                if self.log and n & (n - 1) == 0:
+                    self.log("sensor %s: a value cannot travel (%s); sent as null (%d so far)"
+                             % (self.name, why, n))
+            out.append(v)
+        if why is None:
+            raise ProtocolError("frame cannot be sent")   # not because of one value: a failure
+        return out
 
     def on_drain(self):
         if self.running and self.period == 0 and self.timer is None:
@@ -172,10 +212,27 @@ class Stream:
         self.timer = None
         if not self.running or self.conn.closed:
             return
-        if self.period:
-            self._periodic()
-        else:
-            self._free_run()
+        try:
+            if self.period:
+                self._periodic()
+            else:
+                self._free_run()
+        except Exception as e:     # the sensor's read raised: that slot gives no value
+            self._failed(e)
+
+    def _failed(self, e):
+        self._count_failed(e)
+        if self.running and not self.conn.closed and self.timer is None:
+            # the slots still due, then on schedule (a free-running sensor: after a
+            # millisecond, not in a busy loop)
+            self.timer = self.loop.call_later(0 if self.period else 1, self._tick_cb)
+
+    def _count_failed(self, e):
+        n = self.failed = self.failed + 1
+        self.last_error = "%s: %s" % (type(e).__name__, e)
+        if self.log and n & (n - 1) == 0:
+            self.log("sensor %s: read failed: %s (%d so far; the stream to %s reads on)"
+                     % (self.name, self.last_error, n, self.conn.peer))
 
     def _free_run(self):
         conn = self.conn
@@ -184,24 +241,33 @@ class Stream:
             # One value per frame: the original design's "send every value individually".
             send = conn.send
             n = 0
-            while n < BURST and conn.writable():
-                send([read()])
+            v = None
+            try:
+                while n < BURST and conn.writable():
+                    v = read()
+                    send([v])
+                    n += 1
+            except ProtocolError:       # v cannot travel: null in its place
+                send(self._nulled([v]))
                 n += 1
-            self.sent_values += n
-            self.sent_frames += n
+            finally:        # (a read that raised ends the burst: what was sent is counted)
+                self.sent_values += n
+                self.sent_frames += n
         elif conn.writable():
             frame = self.frame
             append = frame.append
-            for _ in range(BATCH_BURST):
-                append(read())
-            if len(frame) >= MAX_FRAME_VALUES:
-                self._send_frame()
-            now = self.loop.now()
-            if now >= self.deadline:
-                self._send_frame()
-                self.deadline += self.tf
-                if self.deadline <= now:
-                    self.deadline = now + self.tf
+            try:
+                for _ in range(BATCH_BURST):
+                    append(read())
+            finally:    # (also when a read raised: what was read leaves in its time frame)
+                if len(frame) >= MAX_FRAME_VALUES:
+                    self._send_frame()
+                now = self.loop.now()
+                if now >= self.deadline:
+                    self._send_frame()
+                    self.deadline += self.tf
+                    if self.deadline <= now:
+                        self.deadline = now + self.tf
         if conn.writable():
             self.timer = self.loop.call_later(0, self._tick_cb)
         # else: wait for on_drain
@@ -232,7 +298,11 @@ class Stream:
                 if n >= MAX_FRAME_VALUES or (self.vpf and n >= self.vpf):
                     self._send_frame()
             else:
-                conn.send([read()])
+                v = read()
+                try:
+                    conn.send([v])
+                except ProtocolError:   # v cannot travel: null in its place
+                    conn.send(self._nulled([v]))
                 self.sent_values += 1
                 self.sent_frames += 1
         if tf and now >= self.deadline:

@@ -131,6 +131,14 @@ def test_bad_device_entries():
     p.device("f", local=True)     # a local device needs no address
 
 
+@pytest.mark.parametrize("spec", ["temperature@nan", "temperature@inf", "temperature@-1",
+                                  {"kind": "temperature", "rate": float("inf")}, {"kind": "temperature", "rate": "5"}])
+def test_a_sensor_rate_that_is_not_a_finite_number_of_0_or_more_is_refused(spec):
+    # (a device refuses to start with it: the controller says so before starting one)
+    with pytest.raises(ModelError, match="rate must be a finite number >= 0"):
+        Pipeline("x").device("d", local=True, sensors=[spec])
+
+
 def test_unknown_device_and_sensors_are_model_errors():
     p = Pipeline("x")
     inventory(p)

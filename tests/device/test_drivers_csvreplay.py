@@ -99,3 +99,89 @@ def test_empty_headerless_and_unknown_column_files_are_refused_by_name():
             assert False, "unknown column accepted"
     finally:
         _gone(p)
+
+
+def _bytes_file(data):
+    path = "/tmp/sensormesh-test-csvreplay-%s.csv" % "".join("%02x" % c for c in os.urandom(6))
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def test_a_file_that_is_not_utf8_is_named_with_what_to_do():
+    # Before: MicroPython said "configuration error: sensor 'c': " (UnicodeError has no text);
+    # CPython named a codec and a byte position, not the file
+    p = _bytes_file(b"t \xb0C,h\n1,2\n")
+    try:
+        try:
+            make("c=csv:" + p)
+        except SensorError as e:
+            assert str(e) == "sensor 'c': CSV file %r: a line is not UTF-8 text (save the file as UTF-8)" % p, str(e)
+        else:
+            raise AssertionError("accepted")
+    finally:
+        _gone(p)
+
+
+def test_a_line_that_is_not_utf8_is_skipped_counted_by_the_reader_and_the_replay_goes_on():
+    # Before, on CPython: every read after such a line failed (the text decoder stays broken),
+    # so the rest of the file, the loop back to the top included, was never read again
+    rows = b"".join(b"%d\n" % i for i in range(3000))
+    p = _bytes_file(b"v\n" + rows + b"5\xb0\n7\n")
+    try:
+        s = make({"kind": "csv", "path": p})
+        got = [s.get() for _ in range(3000)]
+        assert got == list(range(3000))
+        try:
+            s.get()
+        except ValueError as e:
+            assert "a line is not UTF-8 text" in str(e) and p in str(e), str(e)
+        else:
+            raise AssertionError("a bad line read as a value")
+        assert s.get() == 7
+        assert s.get() == 0      # from the top again
+        s.close()
+    finally:
+        _gone(p)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_cell():
+    # Before: a spreadsheet's "CSV UTF-8" named the first column "\ufefftemp" (or read the first
+    # value of a headerless file as text)
+    p = _bytes_file(b"\xef\xbb\xbftemp,hum\n21.5,40\n")
+    q = _bytes_file(b"\xef\xbb\xbf21.5\n22\n")
+    try:
+        s = make({"kind": "csv", "path": p, "loop": False})
+        assert s.names == ["temp", "hum"] and s.get() == {"temp": 21.5, "hum": 40}
+        s.close()
+        s = make({"kind": "csv", "path": q})
+        assert [s.get(), s.get(), s.get()] == [21.5, 22, 21.5]
+        s.close()
+    finally:
+        _gone(p)
+        _gone(q)
+
+
+def test_a_column_number_the_file_does_not_have_is_refused():
+    # Before: column 7 of a file of two columns replayed null for every row, and a column that
+    # is not a name or a number ended in a TypeError
+    p = _file("1,2\n3,4\n")
+    q = _file("a,b\n1,2\n")
+    try:
+        for path, column, words in ((p, 7, "no column 7 (2 columns, numbered from 0)"), (p, -1, "no column -1"),
+                                    (p, [1], "no column [1]"), (q, 2, "no column 2 (columns: a, b)")):
+            try:
+                make({"name": "rec", "kind": "csv", "path": path, "column": column})
+            except SensorError as e:
+                assert words in str(e) and "sensor 'rec'" in str(e), str(e)
+            else:
+                raise AssertionError("column %r accepted" % (column,))
+        s = make({"kind": "csv", "path": p, "column": 1})
+        assert [s.get(), s.get(), s.get()] == [2, 4, 2]
+        s.close()
+        s = make({"kind": "csv", "path": q, "column": "1"})
+        assert s.get() == 2
+        s.close()
+    finally:
+        _gone(p)
+        _gone(q)

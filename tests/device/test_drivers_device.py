@@ -69,3 +69,40 @@ def test_device_streams_board_sensor_values():
         assert abs(gyro[0]["temp"] - 24.0) < 0.01
     finally:
         dev.close()
+
+
+def test_an_unplugged_gyro_is_counted_and_named_and_streams_again_once_plugged_back():
+    # The MPU-6050 leaves the bus while a client streams it: each read fails (ENODEV), is counted
+    # in the stream's status and logged with the sensor's name; the poti's stream goes on; the
+    # gyro's values come again once it is back. Before: the first failed read ended the stream
+    # silently and left its connection open.
+    mpu = _board()
+    dev = Device("board", BOARD)
+    lines = []
+    dev.log = lines.append
+    addr = listen(dev)
+    try:
+        g = Collector()
+        gconn = transport.dial(dev.loop, addr, g)
+        gconn.send({"data-request": {"sensor": "g"}})
+        p = Collector()
+        pconn = transport.dial(dev.loop, addr, p)
+        pconn.send({"data-request": {"sensor": "p"}})
+
+        def got(c):
+            return sum(len(m) for m in c.messages if type(m) is list)
+        assert dev.loop.run_until(lambda: got(g) >= 3, 5000)
+        del machine.fake_i2c(0).parts[0x68]            # unplugged
+        stream = [s for s in dev.streams if s.name == "g"][0]
+        assert dev.loop.run_until(lambda: stream.failed >= 3, 5000)
+        n, k = got(g), got(p)
+        assert dev.loop.run_until(lambda: got(p) >= k + 5, 5000)   # the other sensor goes on
+        assert stream.stats()["failed"] >= 3 and "OSError" in stream.stats()["last_error"], stream.stats()
+        assert [ln for ln in lines if ln.startswith("sensor g: read failed: OSError")], lines
+        machine.fake_i2c(0).attach(0x68, mpu)          # plugged back in
+        assert dev.loop.run_until(lambda: got(g) >= n + 3, 5000)
+        assert g.closed is None and p.closed is None and dev.errors == 0
+        gconn.close()
+        pconn.close()
+    finally:
+        dev.close()

@@ -80,7 +80,10 @@ def test_missing_or_wrong_chip_is_a_clear_error():
     e = raises(SensorError, make, {"kind": "gyro", "driver": "esp32"})
     assert "0x70" in str(e)
     _setup()
-    raises(ValueError, make, {"kind": "gyro", "driver": "esp32", "accel_range": 3})
+    e = raises(ValueError, make, {"kind": "gyro", "driver": "esp32", "accel_range": 3})
+    assert str(e).startswith("sensor 'gyro': accel_range must be one of 2, 4, 8, 16"), str(e)   # the sensor named
+    e = raises(SensorError, make, {"name": "imu", "kind": "gyro", "driver": "esp32", "address": 0x42})
+    assert str(e).startswith("sensor 'imu': no MPU-6050 answers at I2C address 0x42"), str(e)
     raises(ValueError, make, {"kind": "gyro", "driver": "esp32", "gyro_range": 300})
 
 

@@ -502,3 +502,145 @@ def test_status_is_answered_without_loading_control_py():
     assert dev.loop.run_until(lambda: c.closed is not None, 5000)
     assert c.messages[-1]["error"]["code"] == "unknown-message" and "status" in c.messages[-1]["error"]["message"]
     dev.close()
+
+
+class Flaky:
+    """A sensor that counts 0, 1, 2... and raises (unplugged) while its `down` flag is set."""
+    RATE_HZ = 0
+
+    def __init__(self):
+        self.n = 0
+        self.down_at = None     # it is unplugged once it has given this many values
+
+    def get(self):
+        if self.down_at is not None and self.n >= self.down_at:
+            raise OSError(19, "ENODEV")
+        n = self.n
+        self.n = n + 1
+        return n
+
+
+def values_of(c):
+    out = []
+    for m in c.messages:
+        if type(m) is list:
+            out += m
+    return out
+
+
+def status_of(dev, addr):
+    c = Collector()
+    conn = transport.dial(dev.loop, addr, c)
+    conn.send({"status": {}})
+    assert dev.loop.run_until(lambda: c.replies("status"), 5000)
+    conn.close()
+    return c.replies("status")[0]
+
+
+def test_a_sensor_that_fails_mid_stream_is_counted_named_and_read_again():
+    # Before: the read's exception ended the stream's timer: the client got nothing more and no
+    # word, the connection stayed open, and the log named no sensor.
+    for rate, tf in ((0, 0), (0, 20), (200, 0), (200, 20)):
+        dev, addr = setup(["counter@200"])
+        flaky = Flaky()
+        dev.sensors["flaky"] = (flaky, rate)
+        lines = []
+        dev.log = lines.append
+        c, conn = request(dev, addr, {"sensor": "flaky", "time-frame": tf})
+        other, oconn = request(dev, addr, {"sensor": "counter"})
+        assert dev.loop.run_until(lambda: len(values_of(c)) >= 5, 5000), (rate, tf)
+        n = flaky.down_at = flaky.n + 10     # unplugged in the middle of a run of reads
+        assert dev.loop.run_until(lambda: [s for s in dev.streams if s.failed >= 2], 5000), (rate, tf)
+        st = [s for s in status_of(dev, addr)["streams"] if s["sensor"] == "flaky"][0]
+        assert st["failed"] >= 2, st
+        assert "OSError" in st["last_error"], st
+        assert [ln for ln in lines if "sensor flaky: read failed: OSError" in ln], lines
+        # what was read before it failed still leaves, in its time frame
+        assert dev.loop.run_until(lambda: len(values_of(c)) >= n, 5000), (rate, tf, len(values_of(c)), n)
+        # the other stream and the device go on; the failing stream reads again once plugged in
+        k = len(values_of(other))
+        assert dev.loop.run_until(lambda: len(values_of(other)) >= k + 3, 5000)
+        flaky.down_at = None
+        assert dev.loop.run_until(lambda: len(values_of(c)) >= n + 3, 5000), (rate, tf)
+        got = values_of(c)
+        assert got == list(range(len(got))), (rate, tf, got)    # nothing read was lost
+        assert c.closed is None and dev.errors == 0, (c.closed, dev.errors)
+        conn.close()
+        oconn.close()
+        dev.close()
+
+
+class WithNaN:
+    RATE_HZ = 0
+
+    def __init__(self):
+        self.n = 0
+
+    def get(self):
+        n = self.n
+        self.n = n + 1
+        return float("nan") if n % 3 == 1 else n
+
+
+def test_a_value_json_cannot_carry_is_sent_as_null_and_the_stream_goes_on():
+    # Before: a NaN from a sensor (a CSV cell "nan") raised in the send: the stream stopped
+    # silently, and a batched frame holding it was lost whole.
+    for rate, tf in ((0, 0), (0, 20), (200, 0), (200, 20)):
+        dev, addr = setup([])
+        dev.sensors["w"] = (WithNaN(), rate)
+        lines = []
+        dev.log = lines.append
+        c, conn = request(dev, addr, {"sensor": "w", "time-frame": tf})
+        assert dev.loop.run_until(lambda: len(values_of(c)) >= 9, 5000), (rate, tf)
+        got = values_of(c)
+        assert got == [None if i % 3 == 1 else i for i in range(len(got))], (rate, tf, got[:12])
+        st = [s for s in status_of(dev, addr)["streams"] if s["sensor"] == "w"][0]
+        assert st["nulled"] >= 3 and st["failed"] == 0, st
+        assert [ln for ln in lines if "sensor w: a value cannot travel" in ln], lines
+        assert dev.errors == 0
+        conn.close()
+        dev.close()
+
+
+def test_a_sensor_rate_that_is_not_a_number_of_0_or_more_is_refused_by_name():
+    # Before: "dht11@-5" gave one value and then nothing, "counter@nan" raised in every stream
+    # that read it, and a configuration file's "rate": "10" failed in the first request.
+    from sensormesh.device.sensors import SensorError
+    for specs, shown in ((["dht11@-5"], "-5.0"), (["counter@nan"], "nan"), (["c=counter@inf"], "inf"),
+                         ([{"kind": "counter", "rate": "10"}], "'10'"),
+                         ([{"kind": "counter", "name": "n", "rate": True}], "True"),
+                         ([{"kind": "counter", "rate": -1}], "-1")):
+        try:
+            Device("t", specs)
+        except SensorError as e:
+            name = specs[0]["name"] if type(specs[0]) is dict and "name" in specs[0] else None
+            words = "rate must be a number of samples per second, 0 or more"
+            assert words in str(e) and str(e).endswith("not " + shown), (specs, str(e))
+            if name:
+                assert ("sensor %r" % name) in str(e), str(e)
+        else:
+            raise AssertionError("accepted %r" % (specs,))
+    dev = Device("t", ["counter@0", "counter2=counter@2.5", {"kind": "clock", "rate": 10}])
+    assert dev.sensors["counter"][1] == 0 and dev.sensors["counter2"][1] == 2.5 and dev.sensors["clock"][1] == 10
+    dev.close()
+
+
+def test_bad_sensor_specs_are_refused_naming_the_sensor_and_the_problem():
+    # Before: a text seed hung the start building a string billions of characters long; a text
+    # counter start failed every read; a kind that is not a string or a driver that is a list
+    # ended in a traceback; a sensor named 7 broke every sorted list of the device's sensors
+    from sensormesh.device.sensors import SensorError
+    for spec, words in (({"kind": "temperature", "seed": "abc"}, "sensor 'temperature': seed must be a whole number, not 'abc'"),
+                        ({"kind": "counter", "name": "c", "start": "x"}, "sensor 'c': start must be a whole number, not 'x'"),
+                        ({"kind": 5, "driver": "esp32"}, "kind must be a string, not 5"),
+                        ({"kind": "co2", "driver": ["a"]}, "sensor 'co2': unknown sensor driver ['a']"),
+                        ({"kind": "co2", "name": 7}, "sensor 7: name must be a string"),
+                        ({"kind": "csv"}, "sensor 'csv': a CSV replay needs \"path\""),
+                        ({"kind": "temperature", "name": "t", "pin": 4}, "sensor 't': bad parameters for the sim temperature driver"),
+                        (7, "a sensor spec is a \"KIND@HZ\" string or an object with a \"kind\", not 7")):
+        try:
+            Device("t", [spec])
+        except SensorError as e:
+            assert words in str(e), (spec, str(e))
+        else:
+            raise AssertionError("accepted %r" % (spec,))

@@ -5,7 +5,8 @@
 # header (or a list when there is no header). An unquoted cell that reads as a number is a number,
 # `true`/`false` are booleans, an empty cell is None (null); a quoted cell stays text, with `""`
 # read as `"`. A header cell `name [unit]`, as the csv sink writes it, names the column `name`.
-# A row is one line: a quoted cell cannot span lines.
+# A row is one line: a quoted cell cannot span lines. Each line is decoded on its own (the file
+# is opened in binary): a line that is not UTF-8 fails its read alone, and the next one reads.
 
 
 def _cell(text):
@@ -79,13 +80,17 @@ class CsvReplay:
         self.path = path
         self.loop = loop
         try:
-            self.f = open(path)
+            self.f = open(path, "rb")   # each line decoded on its own: a bad one is skipped
         except OSError as e:
             raise OSError("cannot open CSV file %r: %s" % (path, e))
-        first = self._line()
+        first = self._next_or_close()
         if first is None:
             self.close()
             raise ValueError("CSV file %r has no rows" % path)
+        start = 0
+        if first[:1] == "\ufeff":    # a byte order mark (a spreadsheet's "CSV UTF-8"): not a cell's
+            first = first[1:]
+            start = 3
         cells = _cells(first)
         if header is None:   # a header when a cell of the first row is text
             header = False
@@ -93,10 +98,10 @@ class CsvReplay:
                 if type(c) is str:
                     header = True
         self.names = [_name(c) for c in cells] if header else None
-        self.body = self.f.tell() if header else 0   # where the data rows start
+        self.body = self.f.tell() if header else start   # where the data rows start
         if not header:
-            self.f.seek(0)
-        elif self._line() is None:
+            self.f.seek(start)
+        elif self._next_or_close() is None:
             self.close()
             raise ValueError("CSV file %r has a header but no data rows" % path)
         else:
@@ -107,11 +112,21 @@ class CsvReplay:
                 self.idx = self.names.index(column)
             else:
                 try:
-                    self.idx = int(column)
+                    self.idx = int(column) if type(column) in (int, str) else -1
                 except ValueError:
+                    self.idx = -1
+                if not 0 <= self.idx < len(cells):   # (before: null for every row)
                     self.close()
-                    raise ValueError("CSV file %r has no column %r (columns: %s)"
-                                     % (path, column, ", ".join(self.names or [])))
+                    raise ValueError("CSV file %r has no column %r (%s)" % (
+                        path, column, "columns: " + ", ".join(self.names) if self.names
+                        else "%d columns, numbered from 0" % len(cells)))
+
+    def _next_or_close(self):
+        try:
+            return self._line()
+        except ValueError:
+            self.close()
+            raise
 
     def _line(self):
         """The next line that is not blank, without its end, or None at the end of the file."""
@@ -119,6 +134,10 @@ class CsvReplay:
             ln = self.f.readline()
             if not ln:
                 return None
+            try:
+                ln = ln.decode()
+            except UnicodeError:    # (MicroPython's says nothing: the file and what to do)
+                raise ValueError("CSV file %r: a line is not UTF-8 text (save the file as UTF-8)" % self.path)
             ln = ln.rstrip("\r\n")
             if ln.strip():
                 return ln

@@ -60,37 +60,60 @@ def make(spec):
     """Build a sensor object from a spec dict: {"name", "kind", "driver"?, ...params}."""
     if type(spec) is str:
         spec = parse_spec(spec)
+    if type(spec) is not dict:
+        raise SensorError("a sensor spec is a \"KIND@HZ\" string or an object with a \"kind\", not %r" % (spec,))
     kind = spec.get("kind")
     if not kind:
         raise SensorError("sensor spec %r has no kind" % (spec,))
+    name = spec.get("name") or kind
+    if type(kind) is not str:
+        raise SensorError("sensor %r: kind must be a string, not %r" % (name, kind))
+    if type(name) is not str:
+        raise SensorError("sensor %r: name must be a string" % (name,))
     driver = spec.get("driver", "sim")
     params = {}
     for k in spec:
         if k not in ("name", "kind", "driver", "rate"):
             params[k] = spec[k]
     if driver == "csv" or kind == "csv":
+        if "path" not in params:
+            raise SensorError("sensor %r: a CSV replay needs \"path\", the file to replay" % name)
         from sensormesh.device.sensors import csvreplay
         try:
             return csvreplay.CsvReplay(**params)
         except (OSError, ValueError, TypeError) as e:   # a missing or unreadable file names itself
-            raise SensorError("sensor %r: %s" % (spec.get("name") or kind, e))
-    pkg = _DRIVER_PACKAGES.get(driver)
+            raise SensorError("sensor %r: %s" % (name, e))
+    pkg = _DRIVER_PACKAGES.get(driver) if type(driver) is str else None
     if pkg is None:
-        raise SensorError("unknown sensor driver %r (known: %s)" % (driver, ", ".join(sorted(_DRIVER_PACKAGES) + ["csv"])))
-    if driver == "sim" and kind not in SIM_KINDS:
-        raise SensorError("unknown simulated sensor %r (known: %s)" % (kind, ", ".join(SIM_KINDS)))
+        raise SensorError("sensor %r: unknown sensor driver %r (known: %s)"
+                          % (name, driver, ", ".join(sorted(_DRIVER_PACKAGES) + ["csv"])))
+    if driver == "sim":
+        if kind not in SIM_KINDS:
+            raise SensorError("unknown simulated sensor %r (known: %s)" % (kind, ", ".join(SIM_KINDS)))
+        for k in ("seed", "start"):     # (a text seed made a string billions of characters long)
+            v = params.get(k)
+            if v is not None and type(v) is not int:
+                raise SensorError("sensor %r: %s must be a whole number, not %r" % (name, k, v))
     modname = pkg + "." + kind
     try:
         mod = _import(modname)
-    except ImportError as e:
-        raise SensorError("no %s driver for sensor %r (%s)" % (driver, kind, e))
+    except (ImportError, AttributeError) as e:   # (the unix port's machine module has no Pin)
+        raise SensorError("sensor %r: no %s driver for kind %r (%s: %s)%s"
+                          % (name, driver, kind, type(e).__name__, e,
+                             " (the esp32 drivers need a board's machine module: on a computer use \"sim\")"
+                             if driver == "esp32" and ("machine" in str(e) or "Pin" in str(e)) else ""))
     cls = getattr(mod, kind[0].upper() + kind[1:], None)
     if cls is None:
         raise SensorError("driver module %s has no class %s" % (modname, kind[0].upper() + kind[1:]))
     try:
         return cls(**params)
     except TypeError as e:
-        raise SensorError("bad parameters for %s sensor %r: %s" % (driver, kind, e))
+        raise SensorError("sensor %r: bad parameters for the %s %s driver: %s" % (name, driver, kind, e))
+    except (SensorError, ValueError) as e:      # a driver's refusal (no part on the bus, a bad range)
+        raise type(e)("sensor %r: %s" % (name, e))
+    except OSError as e:                        # the hardware's: not a listening address of the device
+        raise SensorError("sensor %r: the %s %s driver failed to start: %s: %s"
+                          % (name, driver, kind, type(e).__name__, e))
 
 
 def measures(sensor):
@@ -107,10 +130,15 @@ def measures(sensor):
 
 
 def rate_of(sensor, spec):
-    """Samples per second to read this sensor at: the spec's "rate" or the class's RATE_HZ."""
+    """Samples per second to read this sensor at: the spec's "rate" or the class's RATE_HZ; a
+    SensorError when the spec's is not a number of 0 or more (a negative one read once and
+    stopped, NaN ended the stream that read it)."""
     r = spec.get("rate") if type(spec) is dict else None
     if r is None:
-        r = getattr(sensor, "RATE_HZ", 10)
+        return getattr(sensor, "RATE_HZ", 10)
+    if type(r) not in (int, float) or r != r or r - r != 0 or r < 0:   # (r - r: not 0 for infinity)
+        raise SensorError("sensor %r: rate must be a number of samples per second, 0 or more (0: as fast as "
+                          "it is read), not %r" % (spec.get("name") or spec.get("kind"), r))
     return r
 
 
@@ -123,8 +151,14 @@ def add(dev, specs):
         if type(spec) is str:
             spec = parse_spec(spec)
         obj = make(spec)
+        try:
+            rate = rate_of(obj, spec)
+        except SensorError:
+            if hasattr(obj, "close"):
+                obj.close()
+            raise
         name = spec.get("name") or spec["kind"]
         if name in dev.sensors:
             raise SensorError("sensor name %r is configured twice" % name)
-        dev.sensors[name] = (obj, rate_of(obj, spec))
+        dev.sensors[name] = (obj, rate)
         dev.sensor_kinds[name] = spec.get("kind", name)
