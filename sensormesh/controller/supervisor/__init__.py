@@ -57,8 +57,8 @@ from sensormesh.device import codec
 from sensormesh.controller.deploy import start_waves
 from sensormesh.controller.errors import PipelineError
 from sensormesh.controller.keys import add_pipe_peers
-from sensormesh.controller.supervisor.control import (HANDSHAKE_CODES, NO_LISTENER, NOT_DIALED, PLAINTEXT, REGISTERED, Control,
-                                                      ControlPath, Request, SupervisorError, session_failed)
+from sensormesh.controller.supervisor.control import (HANDSHAKE_CODES, NO_LISTENER, NOT_DIALED, PLAINTEXT,
+                                                      REGISTERED, Control, ControlPath, Request, SupervisorError, session_failed)
 from sensormesh.controller.supervisor.health import Health
 from sensormesh.controller.supervisor.recover import Recover
 from sensormesh.controller.supervisor.reroute import Reroute
