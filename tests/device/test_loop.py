@@ -644,3 +644,14 @@ def test_bad_sensor_specs_are_refused_naming_the_sensor_and_the_problem():
             assert words in str(e), (spec, str(e))
         else:
             raise AssertionError("accepted %r" % (spec,))
+
+
+def test_two_sensors_of_one_name_are_refused_saying_how_to_name_them():
+    # two CSV replays without names are both named "csv"
+    from sensormesh.device.sensors import SensorError
+    try:
+        Device("t", ["counter", "counter@5"])
+    except SensorError as e:
+        assert str(e) == "sensor name 'counter' is configured twice (name each one: NAME=KIND or NAME=csv:PATH)", str(e)
+    else:
+        raise AssertionError("accepted")

@@ -159,6 +159,6 @@ def add(dev, specs):
             raise
         name = spec.get("name") or spec["kind"]
         if name in dev.sensors:
-            raise SensorError("sensor name %r is configured twice" % name)
+            raise SensorError("sensor name %r is configured twice (name each one: NAME=KIND or NAME=csv:PATH)" % name)
         dev.sensors[name] = (obj, rate)
         dev.sensor_kinds[name] = spec.get("kind", name)
