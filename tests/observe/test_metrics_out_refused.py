@@ -20,8 +20,8 @@ sinks:
 """
 
 
-@pytest.mark.parametrize("command", [["up", "--duration", "1", "--insecure"], ["top", "--insecure"],
-                                     ["status", "--watch", "--insecure"]])
+@pytest.mark.parametrize("command", [["up", "--duration", "1", "--insecure"], ["top", "--duration", "1", "--insecure"],
+                                     ["status", "--watch", "--duration", "1", "--insecure"]])
 def test_an_unusable_metrics_out_is_a_usage_error(tmp_path, command, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "p.yaml").write_text(FILE)
@@ -39,3 +39,17 @@ def test_an_unusable_metrics_out_is_a_usage_error(tmp_path, command, monkeypatch
         assert "Invalid value for --metrics-out" in r.output and says in r.output, r.output
         assert "starting" not in r.output
     assert not (tmp_path / "m.txt").exists()
+
+
+@pytest.mark.parametrize("command", [["up", "--duration", "1", "--insecure"], ["top", "--duration", "1", "--insecure"],
+                                     ["status", "--watch", "--duration", "1", "--insecure"]])
+def test_metrics_out_with_no_metrics_file_is_refused(tmp_path, command, monkeypatch):
+    """Both options at once contradict each other; before, --metrics-out was silently ignored
+    and the run wrote no file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.yaml").write_text(FILE)
+    r = CliRunner().invoke(main, [command[0], "p.yaml"] + command[1:] + ["--metrics-out", "m.csv",
+                                                                         "--no-metrics-file"])
+    assert r.exit_code == 2, (r.exit_code, r.output)
+    assert "--metrics-out" in r.output and "--no-metrics-file asks for none" in r.output, r.output
+    assert "starting" not in r.output

@@ -23,6 +23,9 @@ def metrics_options(f):
 def observation(model, metrics_out, no_file, echo=None, line_every=None):
     from sensormesh.controller.observe import files
     from sensormesh.controller.observe.run import LINE_EVERY, Observation
+    if no_file and metrics_out:
+        raise click.BadParameter("names a file and --no-metrics-file asks for none: give one of the two",
+                                 param_hint="--metrics-out")
     try:
         return Observation(model, out=False if no_file else metrics_out, echo=echo,
                            line_every=line_every or LINE_EVERY)
