@@ -165,7 +165,8 @@ def test_a_publisher_feeds_a_csv_sink(broker, tmp_path):
     assert p.returncode == 0, "".join(lines)
     rows = out.read_text().splitlines()
     # plain numbers arrive as numbers, JSON as its value (an object's field), other text as text
-    assert rows == ["21.5", "22", "23", "24.25", "hello"], rows
+    # the dict after plain values: its column named in a header row just before its row
+    assert rows == ["21.5", "22", "t", "23", "24.25", "hello"], rows
 
 
 def test_unreachable_broker_is_a_clear_deploy_error(tmp_path):

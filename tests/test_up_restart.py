@@ -107,8 +107,15 @@ def run_chain(tmp_path, interp, kills, limit=5):
                 state["seen"] = list(state["after"][-5:])
                 return True
             return False
+    lines = []
+
+    def on_line(device, line):
+        with lock:
+            lines.append("%s| %s" % (device, line))
     runner.up(model, duration=90, until=until, on_event=on_event, on_deliver=on_deliver,
-              keys_dir=str(tmp_path / "keys"), timeout=5.0, restarts=limit)
+              on_line=on_line, keys_dir=str(tmp_path / "keys"), timeout=5.0, restarts=limit)
+    # what the devices said, after the events, for a failing assertion's message
+    events.append("-- the devices' last lines:\n" + "\n".join(lines[-60:]))
     return events, values, state
 
 
