@@ -24,8 +24,9 @@ from sensormesh.controller.cli_files import note_unstarted_local
 from sensormesh.controller.observe.cli import metrics_options, observation, poll_rounds
 from sensormesh.controller.placement import STRATEGIES
 
-_strategy = click.option("--strategy", "-s", type=click.Choice(STRATEGIES), default="optimal", show_default=True,
-                         help="Placement strategy (see `sensormesh plan`).")
+_strategy = click.option("--strategy", "-s", type=click.Choice(STRATEGIES), default=None,
+                         help="Placement strategy (see `sensormesh plan`; default: optimal, or edge when "
+                              "optimal's problem is too large).")
 _timeout = click.option("--timeout", type=Seconds(), default=5.0, show_default=True,
                         help="Seconds to wait for each device's answers.")
 
@@ -80,7 +81,7 @@ def _supervisor(model, listen, **kw):
     from sensormesh.controller.supervisor import Supervisor
     _note_registering(model, listen)
     try:
-        sup = Supervisor(model, "optimal", listen=listen, **kw)   # control routes
+        sup = Supervisor(model, None, listen=listen, **kw)   # control routes; the default strategy
     except OSError as e:
         raise click.ClickException(_listen_error(listen, e))
     if listen is not None:
@@ -312,6 +313,8 @@ def deploy(file, strategy, watch_, duration, keys_dir, insecure, timeout, listen
         raise click.ClickException(str(e))
     except OSError as e:
         raise click.ClickException(_listen_error(listen, e))
+    if placement.fallback:
+        printer.event("warning: %s" % placement.fallback)
     _show_plan(placement, asg, printer.line)
     if not watch_:
         dep.close()
