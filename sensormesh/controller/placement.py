@@ -633,6 +633,8 @@ def _place(model, strategy, link, cpu_headroom, time_limit, mip_rel_gap, reduce,
         chosen = _callbacks_to_room(setup, device_of, strategy, link)
         all_reasons.update(chosen)
         pl = Placement(model, strategy, device_of, all_reasons, link, cpu_headroom, solver)
+    except TooLarge:
+        raise               # not a route problem: nothing was placed (and the search takes seconds)
     except PlacementError:
         # a strategy fails where it notices; say why no placement can have a route, when that is it
         cause = _route_cause(setup, link)
@@ -796,21 +798,33 @@ def _edge(setup, link):
     load_cpu, load_mem = dict(setup.fixed_cpu), dict(setup.fixed_mem)
     device_of = dict(setup.fixed)
     reasons = {}
+    hop_cost = {}       # (a, b) -> link(a, b)'s cost or None: a fleet asks for the same pairs often
+
+    def cost_of(a, b):
+        if (a, b) not in hop_cost:
+            r = link(a, b)
+            hop_cost[(a, b)] = None if r is None else r[0]
+        return hop_cost[(a, b)]
     for sid in setup.free:
         s = m.steps[sid]
         ins = sorted(dict.fromkeys(s.inputs), key=lambda i: -m.flows[i].traffic)
         in_devs = [device_of[i] for i in ins]
         best, best_key = None, None
-        for d in setup.cand[sid]:
+        here = in_devs[0] if in_devs and len(set(in_devs)) == 1 else None
+        # every input on one device with room: nothing is cheaper (no traffic) nor comes before
+        # it (its inputs' own device), so the search over every device would pick it too
+        first = [here] if here in setup.cand[sid] and setup.fits(load_cpu, load_mem, sid, here) \
+            and cost_of(here, here) == 0 else setup.cand[sid]
+        for d in first:
             if not setup.fits(load_cpu, load_mem, sid, d):
                 continue
             cost = 0.0
             for i in ins:
-                r = link(device_of[i], d)
-                if r is None:
+                c = cost_of(device_of[i], d)
+                if c is None:
                     cost = None
                     break
-                cost += m.flows[i].traffic * r[0]
+                cost += m.flows[i].traffic * c
             if cost is None:
                 continue
             spare = 1.0 - (load_cpu[d] + setup.cpu[sid]) / setup.cap_cpu[d] if setup.cap_cpu[d] else 0.0

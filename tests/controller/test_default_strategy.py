@@ -110,3 +110,58 @@ def test_the_supervisor_defaults_to_the_same_strategy(small_limit, fleet_file):
         assert sup.place().strategy == "edge" and sup.place().fallback
     finally:
         sup.close()
+
+
+def test_the_fallback_does_not_search_for_a_route_cause(small_limit, fleet_file, monkeypatch):
+    # optimal being too large is not a route problem: the search for one takes seconds in a fleet
+    def no_search(*a):
+        raise AssertionError("searched for a route cause")
+    monkeypatch.setattr(placement_mod, "_route_cause", no_search)
+    assert place(load_model(fleet_file)).strategy == "edge"
+    with pytest.raises(PlacementError):
+        place(load_model(fleet_file), "optimal")
+
+
+# -- large fleets place in well under a second ---------------------------------------------------
+
+def test_direct_routes_skip_the_path_search_and_equal_it(fleet_file, monkeypatch):
+    import networkx as nx
+    from sensormesh.controller import topology as topo
+    m = load_model(fleet_file)
+    devices = list(m.devices)
+    full = {}
+    for a in devices:
+        for b in devices:
+            view = nx.subgraph_view(m.topology._graph, filter_node=lambda n: n != topo.CONTROLLER)
+            full[(a, b)] = m.topology._route_from_nodes(nx.shortest_path(view, a, b, weight="w"))
+    searched = []
+    real = nx.shortest_path
+
+    def counted(*a, **kw):
+        searched.append(a[1:3])
+        return real(*a, **kw)
+    monkeypatch.setattr(topo.nx, "shortest_path", counted)
+    fresh = load_model(fleet_file).topology
+    for (a, b), r in full.items():
+        if a != b:
+            assert fresh.route(a, b) == r, (a, b)
+    # only a board and the PC (through the gateway) need a search; every other pair shares a domain
+    assert searched and all({a, b} & {"pc"} and {a, b} - {"pc", "gw"} for a, b in searched), searched
+
+
+def test_edge_asks_the_route_of_each_pair_once_and_skips_the_search_where_all_inputs_are(
+        fleet_file, monkeypatch):
+    m = load_model(fleet_file)
+    asked = []
+    real = type(m.topology).link
+
+    def link(self, a, b):
+        asked.append((a, b))
+        return real(self, a, b)
+    monkeypatch.setattr(type(m.topology), "link", link)
+    before = len(asked)
+    pl = place(m, "edge")
+    edge_calls = len(asked) - before
+    assert pl.device_of["m0"] == "b0"      # with its input, as before
+    # 4 boards' maps and windows sit with their inputs: they ask one pair each, not all 6 devices
+    assert edge_calls < 4 * 2 * len(m.devices), edge_calls
