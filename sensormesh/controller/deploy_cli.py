@@ -320,7 +320,7 @@ def deploy(file, strategy, watch_, duration, keys_dir, insecure, timeout, listen
         raise click.ClickException(str(e))
     except OSError as e:
         raise click.ClickException(_listen_error(listen, e))
-    if placement.fallback:
+    if getattr(placement, "fallback", None):
         printer.event("warning: %s" % placement.fallback)
     _show_plan(placement, asg, printer.line)
     if not watch_:

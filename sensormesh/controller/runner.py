@@ -464,7 +464,7 @@ def up(model, strategy=None, duration=None, count=None, until=None, on_event=Non
     # starting (and then stopping) a single local device or an emulated network.
     if placement is None:
         placement = model.place(strategy, **options)
-    if placement.fallback:            # no strategy chosen and optimal's problem too large
+    if getattr(placement, "fallback", None):     # no strategy chosen and optimal's problem too large
         on_event("warning: %s" % placement.fallback)
     got = {"n": 0}
     deliver = dispatcher(model, on_deliver or (lambda device, step, values: None))
