@@ -184,15 +184,15 @@ class Pipeline:
         """Check the graph without an inventory; returns the warnings."""
         return self.model(require_devices=bool(self._devices)).warnings
 
-    def plan(self, strategy="optimal", **options):
+    def plan(self, strategy=None, **options):
         """Place the steps on the devices: a placement.Placement."""
         return self.model().place(strategy, **options)
 
-    def assignments(self, strategy="optimal", epoch=0, **options):
+    def assignments(self, strategy=None, epoch=0, **options):
         """{device: assignment dict} for the given strategy."""
         return self.plan(strategy, **options).assignments(epoch=epoch)
 
-    def up(self, strategy="optimal", duration=None, count=None, until=None, on_event=None, **options):
+    def up(self, strategy=None, duration=None, count=None, until=None, on_event=None, **options):
         """Run the pipeline on this machine: start the devices marked local=True (MicroPython
         ones on the unix port when `micropython` is installed), deploy, call the callback
         functions as values arrive, and stop everything after `duration` seconds, `count`
@@ -443,7 +443,7 @@ class FilePipeline(Pipeline):
     def validate(self):
         return self._model.warnings
 
-    def up(self, strategy="optimal", duration=None, count=None, until=None, on_event=None, **options):
+    def up(self, strategy=None, duration=None, count=None, until=None, on_event=None, **options):
         """As Pipeline.up; the values of a callback sink `callbacks` gives no function for are
         printed one per line (`name  value`), as `sensormesh up` prints them."""
         if "on_deliver" not in options:

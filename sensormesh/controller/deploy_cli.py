@@ -24,8 +24,15 @@ from sensormesh.controller.cli_files import note_unstarted_local
 from sensormesh.controller.observe.cli import metrics_options, observation, poll_rounds
 from sensormesh.controller.placement import STRATEGIES
 
-_strategy = click.option("--strategy", "-s", type=click.Choice(STRATEGIES), default="optimal", show_default=True,
-                         help="Placement strategy (see `sensormesh plan`).")
+_strategy = click.option("--strategy", "-s", type=click.Choice(STRATEGIES), default=None,
+                         help="Placement strategy (see `sensormesh plan`; default: optimal, or edge when "
+                              "optimal's problem is too large).")
+# status and stop place the pipeline only to know where its steps run: the strategy it was
+# deployed with gives the same placement
+_deployed_strategy = click.option(
+    "--strategy", "-s", type=click.Choice(STRATEGIES), default=None,
+    help="The strategy the pipeline was deployed with (up's or deploy's --strategy), to know where "
+         "its steps run (default: as up and deploy: optimal, or edge when optimal's problem is too large).")
 _timeout = click.option("--timeout", type=Seconds(), default=5.0, show_default=True,
                         help="Seconds to wait for each device's answers.")
 
@@ -74,13 +81,14 @@ def _watch_only(watch_, *options):
             ", ".join(flags), "s" if len(flags) == 1 else ""))
 
 
-def _supervisor(model, listen, **kw):
-    """The Supervisor of status and stop, listening for registrations at `listen` (or None);
+def _supervisor(model, listen, strategy=None, **kw):
+    """The Supervisor of status and stop, listening for registrations at `listen` (or None),
+    placing with `strategy` (None: the default one) when it needs to know where steps run;
     an address it cannot listen on is said as a ClickException."""
     from sensormesh.controller.supervisor import Supervisor
     _note_registering(model, listen)
     try:
-        sup = Supervisor(model, "optimal", listen=listen, **kw)   # control routes
+        sup = Supervisor(model, strategy, listen=listen, **kw)   # control routes
     except OSError as e:
         raise click.ClickException(_listen_error(listen, e))
     if listen is not None:
@@ -312,11 +320,14 @@ def deploy(file, strategy, watch_, duration, keys_dir, insecure, timeout, listen
         raise click.ClickException(str(e))
     except OSError as e:
         raise click.ClickException(_listen_error(listen, e))
+    if getattr(placement, "fallback", None):
+        printer.event("warning: %s" % placement.fallback)
     _show_plan(placement, asg, printer.line)
     if not watch_:
         dep.close()
         # the options status and stop need to reach the same devices the same way
-        more = "".join(" %s %s" % (o, shlex.quote(str(v))) for o, v in (("--keys", keys_dir), ("--listen", listen)) if v)
+        more = "".join(" %s %s" % (o, shlex.quote(str(v))) for o, v in (("--keys", keys_dir), ("--listen", listen),
+                                                                         ("--strategy", strategy)) if v)
         more += " --insecure" if insecure else ""
         printer.line("deployed and started on %d device(s); `sensormesh status %s%s` shows them, "
                      "`sensormesh stop %s%s` stops them" % (len(asg), file, more, file, more))
@@ -357,16 +368,17 @@ def _step_line(sid, s):
               help="With --watch: stop after this many seconds (0 = until Ctrl-C).")
 @click.option("-v", "--verbose", is_flag=True, help="Every device with its per-step counts, however many there are.")
 @_listen
+@_deployed_strategy
 @metrics_options
-def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duration, verbose, listen, metrics_out,
-           no_metrics_file):
+def status(file, timeout, as_json, keys_dir, insecure, watch_, interval, duration, verbose, listen, strategy,
+           metrics_out, no_metrics_file):
     """Show what every device of FILE runs, with per-step counts, and in words what a failed device
     cuts off (the affected area). Above a dozen devices: counts per domain and state, and the
     devices that are not running (-v: everything). Exit code 1 if a device is unreachable."""
     _watch_only(watch_, "interval", "duration", "metrics_out", "no_metrics_file")
     model = _load(file)
     note_unstarted_local(model, file)
-    sup = _supervisor(model, listen, timeout=timeout, creds=_creds(model, keys_dir, insecure))
+    sup = _supervisor(model, listen, strategy, timeout=timeout, creds=_creds(model, keys_dir, insecure))
     domains = names.named_domains_of(sup.topology)
     if watch_:
         if interval <= 0:
@@ -540,11 +552,12 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
 @_insecure
 @click.option("-v", "--verbose", is_flag=True, help="Every device with its per-step counts, however many there are.")
 @_listen
-def stop(file, timeout, keys_dir, insecure, verbose, listen):
+@_deployed_strategy
+def stop(file, timeout, keys_dir, insecure, verbose, listen, strategy):
     """Stop the pipeline on every device of FILE (upstream first) and show the final counts."""
     model = _load(file)
     note_unstarted_local(model, file)
-    sup = _supervisor(model, listen, timeout=timeout, creds=_creds(model, keys_dir, insecure))
+    sup = _supervisor(model, listen, strategy, timeout=timeout, creds=_creds(model, keys_dir, insecure))
     try:
         final = sup.stop()
     finally:

@@ -753,7 +753,7 @@ class Model:
         d.update(params)
         return d
 
-    def place(self, strategy="optimal", **options):
+    def place(self, strategy=None, **options):
         """Placement of this model on its devices; see placement.place."""
         from sensormesh.controller.placement import place
         return place(self, strategy=strategy, **options)

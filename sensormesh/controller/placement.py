@@ -40,6 +40,12 @@ from sensormesh.controller.errors import PlacementError, Problem
 
 STRATEGIES = ("central", "edge", "optimal")
 
+# The strategy used when none is chosen (strategy=None, no --strategy): optimal, unless its
+# problem is too large to build (more than PAIR_LIMIT pair variables), then FALLBACK, and the
+# Placement's `fallback` says why. A strategy chosen by name is never replaced.
+DEFAULT_STRATEGY = "optimal"
+FALLBACK_STRATEGY = "edge"
+
 # Placement fills a device's CPU up to this fraction of its estimate: the estimates are rough
 # and a device that runs at 100% falls behind on pipes and control messages.
 CPU_HEADROOM = 0.8
@@ -156,6 +162,7 @@ class Placement:
         self.link = link
         self.cpu_headroom = cpu_headroom
         self.solver = solver or {}
+        self.fallback = None     # why the default strategy was replaced by this one (or None)
         self.pipes, self.objective = evaluate(model, self.device_of, link)
         self.traffic = {}
         for p in self.pipes:
@@ -549,16 +556,28 @@ def _amount(x):
     return "%.0f" % x if abs(x) < 1e15 else "%.3g" % x
 
 
-def place(model, strategy="optimal", link=None, cpu_headroom=CPU_HEADROOM, time_limit=60.0,
+def place(model, strategy=None, link=None, cpu_headroom=CPU_HEADROOM, time_limit=60.0,
           mip_rel_gap=1e-4, reduce=True, down=None):
     """Place `model`'s steps on its devices. Returns a Placement; raises PlacementError.
+
+    strategy: "central", "edge" or "optimal"; None (not chosen): optimal, or edge when optimal's
+    problem is too large (more than PAIR_LIMIT device-pair variables), and then the Placement's
+    `fallback` says so in a sentence (None otherwise).
 
     down: devices that must get nothing ({device: why} or a set), e.g. the supervisor's failed
     ones; a step pinned there, or a source whose sensor only such a device has, is an error.
     Every error names the step and where it is defined (file:line:col or module.py:line)."""
     _check_options(cpu_headroom, time_limit, mip_rel_gap)
     try:
-        return _place(model, strategy, link, cpu_headroom, time_limit, mip_rel_gap, reduce, down)
+        if strategy is not None:
+            return _place(model, strategy, link, cpu_headroom, time_limit, mip_rel_gap, reduce, down)
+        try:
+            return _place(model, DEFAULT_STRATEGY, link, cpu_headroom, time_limit, mip_rel_gap, reduce, down)
+        except TooLarge as e:
+            pl = _place(model, FALLBACK_STRATEGY, link, cpu_headroom, time_limit, mip_rel_gap, reduce, down)
+            pl.fallback = ("placed with the %s strategy: the default, %s, would need %s; choose a "
+                           "strategy with --strategy" % (FALLBACK_STRATEGY, DEFAULT_STRATEGY, e.why))
+            return pl
     except PlacementError as e:
         if not _locate(model, e.problems):
             raise
@@ -614,6 +633,8 @@ def _place(model, strategy, link, cpu_headroom, time_limit, mip_rel_gap, reduce,
         chosen = _callbacks_to_room(setup, device_of, strategy, link)
         all_reasons.update(chosen)
         pl = Placement(model, strategy, device_of, all_reasons, link, cpu_headroom, solver)
+    except TooLarge:
+        raise               # not a route problem: nothing was placed (and the search takes seconds)
     except PlacementError:
         # a strategy fails where it notices; say why no placement can have a route, when that is it
         cause = _route_cause(setup, link)
@@ -777,21 +798,33 @@ def _edge(setup, link):
     load_cpu, load_mem = dict(setup.fixed_cpu), dict(setup.fixed_mem)
     device_of = dict(setup.fixed)
     reasons = {}
+    hop_cost = {}       # (a, b) -> link(a, b)'s cost or None: a fleet asks for the same pairs often
+
+    def cost_of(a, b):
+        if (a, b) not in hop_cost:
+            r = link(a, b)
+            hop_cost[(a, b)] = None if r is None else r[0]
+        return hop_cost[(a, b)]
     for sid in setup.free:
         s = m.steps[sid]
         ins = sorted(dict.fromkeys(s.inputs), key=lambda i: -m.flows[i].traffic)
         in_devs = [device_of[i] for i in ins]
         best, best_key = None, None
-        for d in setup.cand[sid]:
+        here = in_devs[0] if in_devs and len(set(in_devs)) == 1 else None
+        # every input on one device with room: nothing is cheaper (no traffic) nor comes before
+        # it (its inputs' own device), so the search over every device would pick it too
+        first = [here] if here in setup.cand[sid] and setup.fits(load_cpu, load_mem, sid, here) \
+            and cost_of(here, here) == 0 else setup.cand[sid]
+        for d in first:
             if not setup.fits(load_cpu, load_mem, sid, d):
                 continue
             cost = 0.0
             for i in ins:
-                r = link(device_of[i], d)
-                if r is None:
+                c = cost_of(device_of[i], d)
+                if c is None:
                     cost = None
                     break
-                cost += m.flows[i].traffic * r[0]
+                cost += m.flows[i].traffic * c
             if cost is None:
                 continue
             spare = 1.0 - (load_cpu[d] + setup.cpu[sid]) / setup.cap_cpu[d] if setup.cap_cpu[d] else 0.0
@@ -881,15 +914,43 @@ def _is_uniform(link):
     return getattr(link, "uniform", False)
 
 
+class TooLarge(PlacementError):
+    """The optimal strategy's problem is too large to build; `why` says how large in words."""
+
+    def __init__(self, problem, why):
+        super().__init__(problem)
+        self.why = why
+
+
+def _pair_count(m, cand):
+    """(how many pair variables the non-uniform formulation would have, before links leave any
+    out; the step whose pairs take the count over PAIR_LIMIT, or None)."""
+    n, over = 0, None
+    for u in m.order:
+        vs = m.consumers[u]
+        if vs:
+            n += len(cand[u]) * len({d for v in vs for d in cand[v]})
+            if over is None and n > PAIR_LIMIT:
+                over = u
+    return n, over
+
+
 def _optimal(setup, link, time_limit, mip_rel_gap, reduce):
-    # scipy and numpy load here, for the optimal strategy only: a command that places nothing or
-    # places otherwise starts without them, half a second sooner and 60 MB smaller
-    import numpy as np
-    from scipy import sparse
-    from scipy.optimize import Bounds, LinearConstraint, milp
     m = setup.model
     uniform = _is_uniform(link)
     cand = _reduce_candidates(setup) if (uniform and reduce) else dict(setup.cand)
+    if not uniform:
+        pairs, over = _pair_count(m, cand)
+        if over is not None:    # said before anything is built: that would take seconds
+            raise TooLarge(Problem(
+                "optimal with this link function needs more than %d device-pair variables; "
+                "pin more steps, or use --strategy edge" % PAIR_LIMIT, step=over),
+                "%d device-pair variables here, more than its limit of %d" % (pairs, PAIR_LIMIT))
+    # scipy and numpy load here, for an optimal problem that is built: a command that places
+    # nothing or places otherwise starts without them, half a second sooner and 60 MB smaller
+    import numpy as np
+    from scipy import sparse
+    from scipy.optimize import Bounds, LinearConstraint, milp
     t0 = time.perf_counter()
 
     # variables: x[s,d]
@@ -933,7 +994,6 @@ def _optimal(setup, link, time_limit, mip_rel_gap, reduce):
             mem_terms[d].append((i, setup.mem[s]))
     unit = getattr(link, "unit_cost", 1)
 
-    pair_count = 0
     for u in m.order:
         vs = m.consumers[u]
         traffic = m.flows[u].traffic
@@ -961,11 +1021,6 @@ def _optimal(setup, link, time_limit, mip_rel_gap, reduce):
                                 e.append((xi[(u, d)], 1.0))
                             row(e, 0.0, np.inf)
         else:
-            pair_count += len(cand[u]) * len({d for v in vs for d in cand[v]})
-            if pair_count > PAIR_LIMIT:
-                raise PlacementError(Problem(
-                    "optimal with this link function needs more than %d device-pair variables; "
-                    "pin more steps, or use --strategy edge" % PAIR_LIMIT, step=u))
             zi = {}
             for a in cand[u]:
                 for v in vs:

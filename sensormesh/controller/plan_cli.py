@@ -27,9 +27,10 @@ def _fraction(ctx, param, value):
 
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--strategy", "-s", type=click.Choice(STRATEGIES), default="optimal", show_default=True,
+@click.option("--strategy", "-s", type=click.Choice(STRATEGIES), default=None,
               help="central: all on the strongest device; edge: next to the sources; "
-                   "optimal: least traffic (ILP).")
+                   "optimal: least traffic (ILP). Default: optimal, or edge (with a warning) when "
+                   "optimal's problem is too large.")
 @click.option("--assignments", "show_assignments", is_flag=True,
               help="Also print the assignment each device would get (JSON).")
 @click.option("--time-limit", type=float, default=60.0, show_default=True, callback=_seconds,
@@ -51,6 +52,8 @@ def plan(file, strategy, show_assignments, time_limit, headroom):
                    "every device pair counts as one hop")
     for w in model.warnings:
         click.echo("warning: %s" % w)
+    if placement.fallback:
+        click.echo("warning: %s" % placement.fallback)
     click.echo("")
     click.echo(placement.table())
     describe = getattr(model.topology, "describe", None)

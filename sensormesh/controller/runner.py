@@ -276,7 +276,7 @@ def check_network(model, specs):
         raise PipelineError(str(e)) from None
 
 
-def deploy(model, strategy="optimal", local: dict[str, str] | None = None, timeout=5.0, creds=None,
+def deploy(model, strategy=None, local: dict[str, str] | None = None, timeout=5.0, creds=None,
            progress=None, listen=None, placement=None, **options):
     """Plan and deploy (all or nothing) along the controller's control routes (direct, forwarded
     through gateways, or registered); returns (placement, assignments, Supervisor). `local`:
@@ -359,7 +359,7 @@ def check_run_options(strategy, duration, count, until, timeout, options):
     for an unknown keyword) naming the argument and what it takes."""
     import inspect
     from sensormesh.controller.placement import STRATEGIES, place
-    if strategy not in STRATEGIES:
+    if strategy is not None and strategy not in STRATEGIES:
         raise PipelineError("strategy: unknown strategy %r; use one of %s" % (strategy, ", ".join(STRATEGIES)))
     if duration is not None and not (_number(duration) and duration >= 0):
         raise PipelineError("duration: give a number of seconds of 0 or more (0 or None: until "
@@ -388,7 +388,7 @@ def _suggest_name(word, options):
     return " (did you mean %r?)" % close[0] if close else ""
 
 
-def up(model, strategy="optimal", duration=None, count=None, until=None, on_event=None, on_line=None,
+def up(model, strategy=None, duration=None, count=None, until=None, on_event=None, on_line=None,
        on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, keys_dir=None,
        insecure=False, network=None, network_mode="auto", observe=None, mpy=True, device_metrics=True,
        restarts=5, on_progress=None, on_signal=None, placement=None, **options):
@@ -464,6 +464,8 @@ def up(model, strategy="optimal", duration=None, count=None, until=None, on_even
     # starting (and then stopping) a single local device or an emulated network.
     if placement is None:
         placement = model.place(strategy, **options)
+    if getattr(placement, "fallback", None):     # no strategy chosen and optimal's problem too large
+        on_event("warning: %s" % placement.fallback)
     got = {"n": 0}
     deliver = dispatcher(model, on_deliver or (lambda device, step, values: None))
 

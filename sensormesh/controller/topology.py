@@ -423,8 +423,14 @@ class Topology:
             raise ValueError("data routes are between devices; use control_route()")
         key = (src, dst)
         if key not in self._route_cache:
+            hop = None if src == dst else self._hop(src, dst)
             if src == dst:
                 r = Route((src,))
+            elif hop is not None:
+                # a direct connection: one hop weighs more than all costs together, so no route
+                # of several hops is cheaper, and the cheapest one-hop option is the one _hop
+                # picks (as _route_from_nodes would); a fleet asks this for every pair of devices
+                r = Route((src, dst), (hop,))
             else:
                 view = nx.subgraph_view(self._graph, filter_node=lambda n: n != CONTROLLER)
                 try:

@@ -122,7 +122,7 @@ def top(file, interval, duration, timeout, keys_dir, insecure, metrics_out, no_m
     model = _load(file)
     note_unstarted_local(model, file)
     obs = observation(model, metrics_out, no_metrics_file)
-    sup = Supervisor(model, "optimal", timeout=timeout, creds=_creds(model, keys_dir, insecure))
+    sup = Supervisor(model, None, timeout=timeout, creds=_creds(model, keys_dir, insecure))
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)

@@ -93,7 +93,9 @@ class Supervisor(Control, Watch, Reroute, Recover):
     """Deploys a model's placement along the control routes, watches it, re-routes on failure.
 
     model: a controller Model (its `topology`, or one domain when it has no `network:`).
-    placement: a Placement, or a strategy name ("central", "edge", "optimal") to place with.
+    placement: a Placement, or a strategy name ("central", "edge", "optimal") to place with, or
+        None: the default strategy (placement.place: optimal, or edge when optimal's problem is
+        too large).
     addresses: {device: "host:port" | "unix:PATH"} the controller dials for that device's own
         control session (overrides the inventory, e.g. ports chosen by `sensormesh up`).
     timeout: seconds any one wait may take. interval: seconds between two status polls of a
@@ -109,7 +111,7 @@ class Supervisor(Control, Watch, Reroute, Recover):
         gateways relaying its tokens; a device that registers with the controller is the server
         of the handshake on the connection it opened."""
 
-    def __init__(self, model, placement="optimal", addresses=None, timeout=DEFAULT_TIMEOUT,
+    def __init__(self, model, placement=None, addresses=None, timeout=DEFAULT_TIMEOUT,
                  interval=PING_INTERVAL, listen=None, epoch=None, place_options=None, creds=None,
                  watch_budget=None, max_interval=None):
         self.model = model
@@ -117,7 +119,7 @@ class Supervisor(Control, Watch, Reroute, Recover):
         self.topology = model.topology if model.topology is not None else \
             Topology.single_domain(list(model.devices))
         self._place_options = dict(place_options or {})
-        if isinstance(placement, str):
+        if placement is None or isinstance(placement, str):
             self.strategy = placement
             self.placement = None
         else:
