@@ -82,3 +82,55 @@ def test_the_status_command_prints_status_refused_not_unreachable(capsys):
     out = capsys.readouterr().out
     assert "a: STATUS REFUSED (%s)" % err in out and "UNREACHABLE" not in out, out
     assert status_counts(st, lambda n: [])[0] == "2 devices: 1 running, 1 status refused"
+
+
+class _Detector:
+    def __init__(self):
+        self.answers = []
+        self.forgotten = []
+
+    def answered(self, d, t):
+        self.answers.append(d)
+
+    def forget(self, d):
+        self.forgotten.append(d)
+
+
+class _Watching:
+    """What Watch._poll_done uses of a watching supervisor."""
+
+    def __init__(self):
+        self._pings = {}
+        self._poll_epoch = {}
+        self.refusing = {}
+        self.detector = _Detector()
+        self.suspects = []
+        self.events = []
+
+    def _suspect(self, d, why):
+        self.suspects.append((d, why))
+
+    def _event(self, text):
+        self.events.append(text)
+
+    def _check_running(self, d, reply, epoch):
+        pass
+
+
+def test_a_watching_controller_counts_an_error_answer_to_its_poll_as_life_and_says_it_once():
+    from sensormesh.controller.supervisor.control import Request
+    from sensormesh.controller.supervisor.watch import Watch
+    w = _Watching()
+    for _ in range(3):                  # every poll refused alike: one event, no suspicion
+        r = Request("a", ("status",), 0)
+        r.finish(error="a: " + WHY, code=CODE, answered=True)
+        Watch._poll_done(w, "a", r)
+    assert w.detector.answers == ["a"] * 3 and w.suspects == [], (w.detector.answers, w.suspects)
+    assert w.events == ["a is up, but refused its status request: %s (code %s)" % (WHY, CODE)], w.events
+    ok = Request("a", ("status",), 0)
+    ok.finish(reply={"status": {}})
+    Watch._poll_done(w, "a", ok)
+    r = Request("a", ("status",), 0)
+    r.finish(error="a: " + WHY, code=CODE, answered=True)
+    Watch._poll_done(w, "a", r)         # refused again after a status: said again
+    assert len(w.events) == 2 and w.suspects == [], w.events
