@@ -442,9 +442,11 @@ def watch_json_line(t, st, areas, view):
 
 def _state(s):
     """A device's state for the counts: "busy" (it answered without room for the request),
-    "down" (no answer), else its assignment's state."""
+    "status refused" (it answered its status request with an error), "down" (no answer), else
+    its assignment's state."""
     if "error" in s:
-        return "busy" if s.get("busy") else "without keys" if s.get("plaintext") else "down"
+        return "busy" if s.get("busy") else "without keys" if s.get("plaintext") else \
+            "status refused" if s.get("refused") else "down"
     a = s.get("assignment") or {}
     state = a.get("state", "empty")
     return "stopped" if state == "empty" and a.get("pipeline") else state
@@ -485,7 +487,8 @@ def _show_status(st, areas, as_json, verbose=False, domains_of=None):
         click.echo("(-v lists every device with its steps)")
 
     def kind_of(s):
-        return "BUSY" if s.get("busy") else "PLAINTEXT" if s.get("plaintext") else "UNREACHABLE"
+        return "BUSY" if s.get("busy") else "PLAINTEXT" if s.get("plaintext") else \
+            "STATUS REFUSED" if s.get("refused") else "UNREACHABLE"
     order = names.natural_sorted(st) if brief else sorted(st)
     # brief: of each kind of device that did not answer, the first few with their reasons, then
     # the others by name in one line (a fleet that is not started is hundreds of devices down)

@@ -762,6 +762,51 @@ def test_csv_restarted_after_plain_values_writes_the_late_header_where_it_was_du
     os.remove(path)
 
 
+def test_csv_restarted_takes_its_columns_back_from_the_header_not_the_first_replayed_dict():
+    # Dicts whose keys change: the rows follow the columns of the first dict (its header). A
+    # restarted sink must write the replayed rows as the file holds them, with those columns,
+    # whatever keys the first replayed dict has, or the bytes no longer match and the file is
+    # cut in the wrong place. Header cells with units and quotes are read back too.
+    for units, head in ((None, 'a,"b,x"'), ({"a": "s"}, 'a [s],"b,x"')):
+        path = tmp_path("cols_restart")
+        spec = {"id": "c", "type": "csv", "params": {"path": path}, "inputs": ["i"]}
+        if units:
+            spec["params"]["units"] = units
+        c = build(spec, FakeCtx())
+        c.push(0)                           # a plain value first: the header comes late
+        c.push({"a": 1, "b,x": 2})
+        mark = c.position()                 # acknowledged here; the rest is replayed after the kill
+        later = [{"a": 3, "b,x": 4, "c": 5}, {"a": 6, "b,x": 7}]
+        for v in later:
+            c.push(v)
+        c.flush()                           # then the process is killed
+        c2 = build(spec, FakeCtx())
+        c2.adopt(mark[0], mark[1])
+        for v in later + [{"c": 0, "a": 8, "b,x": 9}]:
+            c2.push(v)
+        c2.close()
+        want = "0\n%s\n1,2\n3,4\n6,7\n8,9\n" % head
+        assert read(path) == want, (units, repr(read(path)))
+        assert c2.stats().get("skipped") == 2, c2.stats()
+        os.remove(path)
+
+
+def test_csv_restarted_with_a_header_it_cannot_read_back_says_so():
+    path = tmp_path("long_head")
+    cols = ["k%04d" % i for i in range(300)]          # a header over the bound read back
+    spec = {"id": "c", "type": "csv", "params": {"path": path}, "inputs": ["i"]}
+    c = build(spec, FakeCtx())
+    c.push(dict([(k, 1) for k in cols]))
+    mark = c.position()
+    c.close()
+    ctx = FakeCtx()
+    c2 = build(spec, ctx)
+    c2.adopt(mark[0], mark[1])
+    c2.close()
+    assert c2.columns is None and ctx.logs and "cannot read its columns back" in str(ctx.logs), ctx.logs
+    os.remove(path)
+
+
 def test_csv_bad_params():
     spec_error("csv", {}, 1, "path")
     spec_error("csv", {"path": "/nonexistent-dir/x.csv"}, 1, "cannot open", "nonexistent")

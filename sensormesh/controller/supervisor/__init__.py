@@ -447,6 +447,14 @@ class Supervisor(Control, Watch, Reroute, Recover):
                         # controller, with keys, does not talk to it; nothing is lost with it
                         out[d] = {"error": r.error[len(d) + 2:] if r.error.startswith(d + ": ") else r.error,
                                   "plaintext": True}
+                    elif r.answered and r.code not in HANDSHAKE_CODES:
+                        # it answered with an error object instead of its status: it is up (not
+                        # counted as failed, as a suspect that answers a probe is not), only its
+                        # status is not known; say what it answered, with its code
+                        said = r.error[len(d) + 2:] if r.error.startswith(d + ": ") else r.error
+                        out[d] = {"error": "%s is up, but refused its status request: %s (code %s)"
+                                  % (d, said, r.code if r.code is not None else "none given"),
+                                  "refused": {"code": r.code, "message": said}}
                     else:
                         new_failed.add(d)
                         silent[d] = r.error[len(d) + 2:] if r.error.startswith(d + ": ") else r.error

@@ -44,7 +44,7 @@ class Request:
     """One control message sent to one device, waiting for a reply with one of `keys`."""
 
     __slots__ = ("device", "keys", "deadline", "reply", "error", "done", "link_lost", "expired", "t_done", "on_done",
-                 "code")
+                 "code", "answered")
 
     def __init__(self, device, keys, deadline):
         self.device = device
@@ -58,8 +58,10 @@ class Request:
         self.t_done = None          # time.monotonic() when the reply (or the error) came
         self.on_done = None         # fn(request), called once when it is done (metrics, clock sync)
         self.code = None            # the code of the device's error answer ("out-of-memory", ...)
+        # the device itself answered (its reply, or its error answer): it is up, whatever it said
+        self.answered = False
 
-    def finish(self, reply=None, error=None, link_lost=False, expired=False, code=None):
+    def finish(self, reply=None, error=None, link_lost=False, expired=False, code=None, answered=False):
         if not self.done:
             self.t_done = time.monotonic()
             self.done = True
@@ -68,6 +70,7 @@ class Request:
             self.link_lost = link_lost
             self.expired = expired
             self.code = code
+            self.answered = answered or reply is not None
             if self.on_done is not None:
                 self.on_done(self)
 
@@ -517,7 +520,7 @@ class Control:
 
         def answered(r):
             if r.error is not None:
-                whole.finish(error=r.error, link_lost=r.link_lost, code=r.code)
+                whole.finish(error=r.error, link_lost=r.link_lost, code=r.code, answered=r.answered)
             elif last:
                 whole.finish(reply=r.reply)
             else:
@@ -661,9 +664,9 @@ class Control:
                         self._fail_queue(dev, runs_without_keys(dev), code=PLAINTEXT)
                     elif code in HANDSHAKE_CODES:
                         head.finish(error="%s: %s" % (dev, session_failed(e["code"], e.get("message"))), code=code)
-                    else:
+                    else:       # the device's own error answer to this request
                         head.finish(error="%s: %s" % (dev, e.get("message", e) if isinstance(e, dict) else e),
-                                    code=code)
+                                    code=code, answered=code != "unreachable")
                 else:
                     head.finish(reply=msg)
                 return

@@ -58,6 +58,7 @@ class Watch:
         self._on_event = None
         self.pending = []         # (device, message) delivered before watch() had a callback
         self.elsewhere = {}       # device -> what it reports instead of our running pipeline
+        self.refusing = {}        # device -> the error it last answered a status poll with
         self._poll_epoch = {}     # device -> the epoch it had been given when its poll left
         self.stopped_here = set()  # devices this supervisor stopped to redeploy, until seen running again
         self.deliveries = Deliveries()   # callback values taken once, confirmed to the devices
@@ -152,7 +153,17 @@ class Watch:
         if req.error is None or req.code == "busy":
             self.detector.answered(d, req.t_done)   # (busy: it answered, it had no room for this poll)
             if req.error is None:
+                self.refusing.pop(d, None)
                 self._check_running(d, req.reply, self._poll_epoch.pop(d, None))
+        elif req.answered:
+            # it answered its poll with an error object: up (a sign of life, not a suspicion);
+            # said once, and again when what it answers changes
+            self.detector.answered(d, req.t_done)
+            said = req.error[len(d) + 2:] if req.error.startswith(d + ": ") else req.error
+            if self.refusing.get(d) != (req.code, said):
+                self.refusing[d] = (req.code, said)
+                self._event("%s is up, but refused its status request: %s (code %s)"
+                            % (d, said, req.code if req.code is not None else "none given"))
         elif req.link_lost:
             self.detector.forget(d)          # a closed link suspects its own end (control.py)
         elif not req.expired:

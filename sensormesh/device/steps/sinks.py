@@ -90,6 +90,7 @@ class Csv(Step):
             size = 0
         self.header_due = size == 0
         self.late_head = False      # rows without columns began the file: no header yet
+        self.head_at = -1           # where the header naming self.columns starts (bytes), if known
         try:
             self.f = open(self.path, "ab")
         except OSError as e:
@@ -134,6 +135,7 @@ class Csv(Step):
                 if self.units is not None and "value" in self.units and len(cells) == 1:
                     text = self._head("value") + "\n" + text
             else:
+                self.head_at = self.pos     # a restart reads its columns back from there
                 text = ",".join([self._head(c) for c in cols]) + "\n" + text
         data = text.encode()
         if self.skip_to >= 0:
@@ -172,9 +174,10 @@ class Csv(Step):
 
     # -- position (acknowledged pipes: runtime/pipes.py checkpoints) -----------------------------
     def position(self):
-        # 1: the file began with rows without columns and the first dict's header is still due
-        # (adopt() takes it back, so a restarted device writes the same bytes)
-        return [self.pos, 1 if self.late_head else 0]
+        # 1: the file began with rows without columns and the first dict's header is still due;
+        # 2 + N: the header naming the columns of the dict rows starts at byte N (adopt() takes
+        # either back, so a restarted device writes the same bytes)
+        return [self.pos, 1 if self.late_head else self.head_at + 2 if self.head_at >= 0 else 0]
 
     def acked(self):
         return self.flushed
@@ -200,6 +203,10 @@ class Csv(Step):
         self.skip_to = self.size
         self.header_due = pos == 0
         self.late_head = pos > 0 and run == 1
+        if type(run) is int and 2 <= run < pos + 2 and self.columns is None:
+            # rarely needed (once, at a restart): its code is loaded for the call only
+            from sensormesh.device.steps import rare_call
+            rare_call("sensormesh.device.steps.csv_head", "read_columns", self, run - 2)
 
     def flush(self):
         if self.f is not None:
