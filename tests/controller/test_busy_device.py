@@ -3,29 +3,14 @@ connection limit) is up: `status` says it is busy, with its words, and does not 
 failed; a watching controller counts its answer as a sign of life, not as a suspicion. The busy
 device here is a stand-in on a loop of its own (in a thread) that answers every control message
 with the error a board sends; b is a real CPython device on the same loop."""
-import threading
-
 import pytest
 
-from sensormesh.controller.pipeline_file import load_model
 from sensormesh.controller.supervisor import Supervisor
 from sensormesh.controller.supervisor.control import Request
 from sensormesh.controller.supervisor.watch import Watch
-from sensormesh.device import boot, transport
-from sensormesh.device.core import Device
+from tests.controller.standin import standin_and_b
 
 BUSY = "no memory free for a handshake now; try again later"
-
-FILE = """
-pipeline: busy
-devices:
-  a: {address: "%(a)s"}
-  b: {sensors: ["counter@0"], address: "%(b)s"}
-steps:
-  s: {type: source, sensor: counter, rate: 50, on: b}
-sinks:
-  k: {type: callback, input: s, on: b, name: out}
-"""
 
 
 class Busy:
@@ -38,25 +23,8 @@ class Busy:
 
 @pytest.fixture
 def busy_and_b(tmp_path):
-    loop = transport.Loop()
-    busy = transport.listen_tcp(loop, "127.0.0.1", 0, Busy)
-    b = Device("b", ["counter@0"], loop=loop)
-    lst = boot.listen_tcp(b, "127.0.0.1", 0)
-    addrs = {"a": "127.0.0.1:%d" % busy.sock.getsockname()[1],
-             "b": "127.0.0.1:%d" % lst.sock.getsockname()[1]}
-
-    def tick():               # the loop turns at least every 50 ms, so that loop.stop() takes effect
-        loop.call_later(50, tick)
-    tick()
-    t = threading.Thread(target=loop.run, daemon=True)
-    t.start()
-    f = tmp_path / "busy.yaml"
-    f.write_text(FILE % addrs)
-    yield load_model(str(f))
-    loop.stop()
-    t.join(10)
-    busy.close()
-    b.close()
+    with standin_and_b(tmp_path, Busy, 'busy') as model:
+        yield model
 
 
 def test_status_says_a_busy_device_is_busy_and_does_not_count_it_failed(busy_and_b):

@@ -3,28 +3,13 @@ answered. `status` says so, with the device's code and message, instead of calli
 does not count it as failed (nothing is re-placed for it). The refusing device here is a
 stand-in on a loop of its own (in a thread) that answers every status request with an error and
 keeps its connection open; b is a real CPython device on the same loop."""
-import threading
-
 import pytest
 
-from sensormesh.controller.pipeline_file import load_model
 from sensormesh.controller.supervisor import Supervisor
-from sensormesh.device import boot, transport
-from sensormesh.device.core import Device
+from tests.controller.standin import standin_and_b
 
 CODE = "out-of-memory"
 WHY = "no memory free for the status reply"
-
-FILE = """
-pipeline: refused
-devices:
-  a: {address: "%(a)s"}
-  b: {sensors: ["counter@0"], address: "%(b)s"}
-steps:
-  s: {type: source, sensor: counter, rate: 50, on: b}
-sinks:
-  k: {type: callback, input: s, on: b, name: out}
-"""
 
 
 class Refusing:
@@ -37,25 +22,8 @@ class Refusing:
 
 @pytest.fixture
 def refusing_and_b(tmp_path):
-    loop = transport.Loop()
-    refusing = transport.listen_tcp(loop, "127.0.0.1", 0, Refusing)
-    b = Device("b", ["counter@0"], loop=loop)
-    lst = boot.listen_tcp(b, "127.0.0.1", 0)
-    addrs = {"a": "127.0.0.1:%d" % refusing.sock.getsockname()[1],
-             "b": "127.0.0.1:%d" % lst.sock.getsockname()[1]}
-
-    def tick():               # the loop turns at least every 50 ms, so that loop.stop() takes effect
-        loop.call_later(50, tick)
-    tick()
-    t = threading.Thread(target=loop.run, daemon=True)
-    t.start()
-    f = tmp_path / "refused.yaml"
-    f.write_text(FILE % addrs)
-    yield load_model(str(f))
-    loop.stop()
-    t.join(10)
-    refusing.close()
-    b.close()
+    with standin_and_b(tmp_path, Refusing, 'refused') as model:
+        yield model
 
 
 def test_status_says_the_device_is_up_and_refused_with_its_code_and_message(refusing_and_b):
