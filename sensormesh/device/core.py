@@ -137,6 +137,8 @@ class Device:
     """A device: its sensors, its listeners, and the dispatch of every control message (the
     rare ones answered by control.py, loaded for each)."""
 
+    waiting = None    # a status or stopped reply waiting for heap free to be sent (replies.py)
+
     def __init__(self, name="device", sensor_specs=None, max_conns=DEFAULT_MAX_CONNS,
                  max_frame=codec.DEFAULT_MAX_FRAME, loop=None):
         self.name = name
@@ -198,6 +200,8 @@ class Device:
 
     # -- control messages ---------------------------------------------------------------
     def dispatch(self, session, key, body):
+        if self.waiting is not None:
+            self.waiting(True)     # a reply waiting for heap goes first (replies.py)
         if key in RUNTIME_MESSAGES:
             if key == "deploy" and self.security is not None:
                 self.security.prepare(body, session)   # while the heap is low (secure/keys.py)

@@ -6,23 +6,28 @@ from sensormesh.device import codec
 from sensormesh.device.schedule import sparse
 
 
-# A stopped reply that finds no heap free is tried once more this long after, with its counts:
-# nothing runs after a stop, and by then the connections it closed have let go of their buffers
-# and the frames it flushed have left (a stop is a board's fullest moment). A status reply,
-# made while the pipeline runs, is not held back: its counts give way at once.
-STOPPED_AGAIN_MS = 50
+# A reply that finds no heap free (to be made or to be sealed) is tried again this long after,
+# then this long after that, and so on, with its per-step counts; only when the last try finds
+# none too do the counts give way. A board's heap is fullest for moments: a stop (every node
+# flushes and closes, each connection lets go of its buffers), the first values after a
+# deployment, a burst of frames to seal. 600 ms in all: the controller counts a status poll
+# unanswered for two seconds as missed (and status.py may have waited for a handshake first). While a reply waits, the device answers nothing
+# else first: a control message that comes meanwhile sends the waiting reply at once (whole
+# if the heap has room by then, cut otherwise) before it is handled (Device.dispatch), so the
+# replies on a connection keep the order of its requests.
+AGAIN_MS = (50, 150, 400)
 
 
-def send_stats(rt, conn, key, st, ps=None, n=-1, again=False):
-    """Send a status or stopped reply (rt: the device's runtime, None if it has none). When it does not fit the link (the per-step counts of
-    hundreds of steps, over a board's small frames or a keyed link), or a board's heap has no
-    block free for it now (for a stopped reply: now and STOPPED_AGAIN_MS later), the per-step
-    counts give way to their number ("steps_omitted") and the reply says why. A board logs the
-    1st, 2nd, 4th... reply it had to cut for memory.
+def send_stats(rt, conn, key, st, ps=None, n=-1, tries=0):
+    """Send a status or stopped reply (rt: the device's runtime, None if it has none). When it
+    does not fit the link (the per-step counts of hundreds of steps, over a board's small frames
+    or a keyed link), or a board's heap has no block free for it now and at each of the later
+    tries (AGAIN_MS), the per-step counts give way to their number ("steps_omitted") and the
+    reply says why. A board logs the 1st, 2nd, 4th... reply it had to cut for memory.
     The reply's text is made first, then the per-step counts' dicts are let go (the text has
     them) before it is sealed and queued: a keyed reply's token is the largest buffer a running
-    board makes, and needs the room. (A stopped reply tried again: ps, its payloads not sent
-    yet, or None if they were not made; n, its number of steps.)"""
+    board makes, and needs the room. (A reply tried again: ps, its payloads not sent yet, or
+    None if they were not made; n, its number of steps; tries, the tries before this one.)"""
     if rt is None:
         conn.send({key: st})
         return
@@ -41,9 +46,9 @@ def send_stats(rt, conn, key, st, ps=None, n=-1, again=False):
     except codec.ProtocolError as e:
         why = str(e)
     except MemoryError:
-        if key == "stopped" and not again and not conn.closed:
+        if tries < len(AGAIN_MS) and not conn.closed:
             try:
-                rt.loop.call_later(STOPPED_AGAIN_MS, lambda: send_stats(rt, conn, key, st, ps, n, True))
+                wait(rt, conn, key, st, ps, n, tries)
                 return
             except MemoryError:
                 pass
@@ -59,3 +64,22 @@ def send_stats(rt, conn, key, st, ps=None, n=-1, again=False):
     a["steps"] = {}
     a["omitted_because"] = why
     conn.send({key: st})
+
+
+def wait(rt, conn, key, st, ps, n, tries):
+    """Hold the reply for its next try (AGAIN_MS[tries] from now) as the device's waiting
+    reply: a control message that comes first calls it at once, for its last try."""
+    dev = rt.device
+
+    def again(last=False):
+        if dev.waiting is again:
+            dev.waiting = None
+            try:
+                send_stats(rt, conn, key, st, ps, n, len(AGAIN_MS) if last else tries + 1)
+            except MemoryError as e:
+                if not last:
+                    raise           # the loop's (a timer's error is logged and counted)
+                dev._on_loop_error(e, key + " reply")   # the message that came is handled still
+
+    dev.waiting = again
+    rt.loop.call_later(AGAIN_MS[tries], again)

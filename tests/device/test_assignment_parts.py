@@ -122,13 +122,34 @@ class _Later:
         self.due.append((ms, fn))
 
 
+class _Device:
+    """What replies.py asks of the device: where a waiting reply is kept, the loop's error log."""
+    waiting = None
+
+    def __init__(self):
+        self.errors = []
+
+    def _on_loop_error(self, exc, where):
+        self.errors.append((where, exc))
+
+
 class _Runtime:
     def __init__(self):
         self.logs = []
         self.loop = _Later()
+        self.device = _Device()
 
     def log(self, text):
         self.logs.append(text)
+
+    def run_timers(self):
+        """Fire the timers set, in order, until none is left; their delays (ms)."""
+        waited = []
+        while self.loop.due:
+            ms, fn = self.loop.due.pop(0)
+            waited.append(ms)
+            fn()
+        return waited
 
 
 class _ShortOfMemory:
@@ -155,30 +176,29 @@ class _ShortOfMemory:
 def test_a_reply_without_memory_for_its_counts_comes_without_them_and_says_why():
     from sensormesh.device import replies as report   # a status or stopped reply: replies.send_stats
     rt = _Runtime()
+    tries = 1 + len(report.AGAIN_MS)
     for n, key in enumerate(("status", "stopped", "status", "status")):
-        conn = _ShortOfMemory(1 if key == "status" else 2)   # a stopped reply is tried once more
+        conn = _ShortOfMemory(tries)     # no heap at any try: the counts give way
         st = {"assignment": {"pipeline": "p", "epoch": 3, "state": "running",
                              "steps": {"t": {"out": 5}, "out:e": {"in": 5, "out": 5}}}}
         report.send_stats(rt, conn, key, st)
-        if key == "stopped":
-            assert conn.sent == [] and len(rt.loop.due) == 1
-            ms, fn = rt.loop.due.pop()
-            assert ms == report.STOPPED_AGAIN_MS
-            fn()
-        assert len(conn.sent) == 1, conn.sent
+        assert conn.sent == [] and rt.device.waiting is not None
+        assert rt.run_timers() == list(report.AGAIN_MS)
+        assert len(conn.sent) == 1 and rt.device.waiting is None, conn.sent
         a = conn.sent[0][key]["assignment"]
         assert a["steps"] == {} and a["steps_omitted"] == 2 and a["epoch"] == 3, a
         assert "no memory" in a["omitted_because"], a
     # logged sparsely: the 1st, 2nd and 4th
     assert len(rt.logs) == 3 and "status reply sent without its per-step counts" in rt.logs[0], rt.logs
     assert "(4 so far)" in rt.logs[-1], rt.logs
-    # with memory for it, the whole reply goes
+    # with memory for it, the whole reply goes at once
     conn = _ShortOfMemory(0)
     report.send_stats(rt, conn, "status", {"assignment": {"steps": {"t": {"out": 1}}}})
-    assert conn.sent == [{"status": {"assignment": {"steps": {"t": {"out": 1}}}}}]
+    assert conn.sent == [{"status": {"assignment": {"steps": {"t": {"out": 1}}}}}] and rt.loop.due == []
     # short of memory for the cut reply too: the MemoryError is the caller's (the loop logs it)
+    report.send_stats(rt, _ShortOfMemory(tries + 1), "status", {"assignment": {"steps": {}}})
     try:
-        report.send_stats(rt, _ShortOfMemory(2), "status", {"assignment": {"steps": {}}})
+        rt.run_timers()
         raise AssertionError("no MemoryError")
     except MemoryError:
         pass
@@ -242,31 +262,60 @@ def test_a_source_whose_close_finds_no_memory_stops_sampling_and_the_stop_goes_o
     assert rt.logs == []
 
 
-def test_a_stopped_reply_that_finds_no_heap_goes_whole_a_moment_later():
-    """A stop is a board's fullest moment and nothing runs after it: a stopped reply that finds
-    no heap free, to be made or to be sealed, is tried once more STOPPED_AGAIN_MS later with
-    its per-step counts. A status reply is not held back."""
+def test_a_reply_that_finds_no_heap_goes_whole_a_moment_later():
+    """A board's heap is fullest for moments (a stop, the first values of a deployment): a
+    status or stopped reply that finds no heap free, to be made or to be sealed, is tried again
+    AGAIN_MS later with its per-step counts."""
     from sensormesh.device import replies as report
-    for fails in (1, 2):     # 1: its seal finds no heap; 2: and the seal tried again once more
+    for key in ("stopped", "status"):
+        for fails in range(1, len(report.AGAIN_MS) + 1):
+            rt = _Runtime()
+            conn = _ShortOfMemory(fails)
+            st = {"state": "stopped", "epoch": 4, "steps": {"t": {"out": 9}, "w": {"in": 9, "out": 3}}}
+            report.send_stats(rt, conn, key, st)
+            assert conn.sent == []
+            assert rt.run_timers() == list(report.AGAIN_MS[:fails])
+            assert conn.sent == [{key: {"state": "stopped", "epoch": 4,
+                                        "steps": {"t": {"out": 9}, "w": {"in": 9, "out": 3}}}}], conn.sent
+            assert rt.logs == [] and getattr(rt, "replies_cut", 0) == 0 and rt.device.waiting is None
+
+
+class _Session:
+    def __init__(self, conn):
+        self.conn = conn
+
+
+def test_a_message_that_comes_while_a_reply_waits_is_answered_after_it():
+    """Replies keep the order of the requests: a control message that comes while a reply
+    waits for heap sends that reply first (whole if there is room by then, cut if not)."""
+    from sensormesh.device import replies as report
+    for fails in (1, 2):       # 2: no room at the second try either
+        dev = Device("b", sensor_specs=[])
         rt = _Runtime()
+        rt.device = dev
         conn = _ShortOfMemory(fails)
-        st = {"state": "stopped", "epoch": 4, "steps": {"t": {"out": 9}, "w": {"in": 9, "out": 3}}}
-        report.send_stats(rt, conn, "stopped", st)
-        assert conn.sent == [] and len(rt.loop.due) == 1
-        rt.loop.due.pop()[1]()
+        report.send_stats(rt, conn, "status", {"steps": {"t": {"out": 9}}})
+        assert conn.sent == [] and dev.waiting is not None
+        dev.dispatch(_Session(conn), "ping", {"n": 1})
+        assert dev.waiting is None and len(conn.sent) == 2, conn.sent
+        assert conn.sent[1] == {"pong": {"n": 1}}
         if fails == 1:
-            assert conn.sent == [{"stopped": {"state": "stopped", "epoch": 4,
-                                              "steps": {"t": {"out": 9}, "w": {"in": 9, "out": 3}}}}], conn.sent
-            assert rt.logs == [] and getattr(rt, "replies_cut", 0) == 0
+            assert conn.sent[0] == {"status": {"steps": {"t": {"out": 9}}}}
         else:
-            assert conn.sent == [{"stopped": {"state": "stopped", "epoch": 4, "steps": {}, "steps_omitted": 2,
-                                              "omitted_because": "the device had no memory free for them now"}}]
-        assert rt.loop.due == []
-    # a status reply goes at once, cut
+            assert conn.sent[0]["status"]["steps_omitted"] == 1 and rt.logs, conn.sent
+        # the timer set for the next try finds the reply sent: it does nothing
+        rt.run_timers()
+        assert len(conn.sent) == 2
+    # no heap even for the cut reply: the loop's error log has it, and the message is answered
+    dev = Device("b", sensor_specs=[])
     rt = _Runtime()
-    conn = _ShortOfMemory(1)
-    report.send_stats(rt, conn, "status", {"steps": {"t": {"out": 1}}})
-    assert rt.loop.due == [] and conn.sent[0]["status"]["steps_omitted"] == 1
+    rt.device = dev
+    errors = []
+    dev._on_loop_error = lambda e, where: errors.append(where)
+    conn = _ShortOfMemory(3)
+    report.send_stats(rt, conn, "status", {"steps": {"t": {"out": 9}}})
+    dev.dispatch(_Session(conn), "ping", {"n": 2})
+    assert errors == ["status reply"] and conn.sent == [{"pong": {"n": 2}}], (errors, conn.sent)
 
 
 def test_missing_extra_and_wrong_parts_are_errors_and_the_old_assignment_keeps_running():
