@@ -653,6 +653,15 @@ class Control:
             self.last_status[dev] = msg["status"]
         if q:
             head = q[0]
+            if type(msg) is dict and "error" not in msg and not any(k in msg for k in head.keys):
+                # A device may answer out of order (a reply it holds for a moment, waiting for a
+                # handshake to end or for heap free, while it answers the next request): the
+                # reply is the oldest waiting request's that takes its key.
+                later = next((r for r in q if any(k in msg for k in r.keys)), None)
+                if later is not None:
+                    q.remove(later)
+                    later.finish(reply=msg)
+                    return
             if type(msg) is dict and ("error" in msg or any(k in msg for k in head.keys)):
                 q.popleft()
                 if "error" in msg:
