@@ -4,6 +4,8 @@ counter sensor) share one loop, run in a thread; the pipeline file names both.""
 import contextlib
 import threading
 
+import pytest
+
 from sensormesh.controller.pipeline_file import load_model
 from sensormesh.device import boot, transport
 from sensormesh.device.core import Device
@@ -43,3 +45,12 @@ def standin_and_b(tmp_path, protocol, name):
         t.join(10)
         standin.close()
         b.close()
+
+
+def standin_fixture(protocol, name):
+    """A pytest fixture giving the model of standin_and_b(protocol) while both serve."""
+    @pytest.fixture
+    def model(tmp_path):
+        with standin_and_b(tmp_path, protocol, name) as m:
+            yield m
+    return model

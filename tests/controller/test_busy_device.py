@@ -3,12 +3,10 @@ connection limit) is up: `status` says it is busy, with its words, and does not 
 failed; a watching controller counts its answer as a sign of life, not as a suspicion. The busy
 device here is a stand-in on a loop of its own (in a thread) that answers every control message
 with the error a board sends; b is a real CPython device on the same loop."""
-import pytest
-
 from sensormesh.controller.supervisor import Supervisor
 from sensormesh.controller.supervisor.control import Request
 from sensormesh.controller.supervisor.watch import Watch
-from tests.controller.standin import standin_and_b
+from tests.controller.standin import standin_fixture
 
 BUSY = "no memory free for a handshake now; try again later"
 
@@ -21,10 +19,7 @@ class Busy:
         conn.close_after_flush("busy")
 
 
-@pytest.fixture
-def busy_and_b(tmp_path):
-    with standin_and_b(tmp_path, Busy, 'busy') as model:
-        yield model
+busy_and_b = standin_fixture(Busy, 'busy')
 
 
 def test_status_says_a_busy_device_is_busy_and_does_not_count_it_failed(busy_and_b):

@@ -3,10 +3,8 @@ handshake ends or until its heap has room, and answers the next request meanwhil
 controller takes each reply for the request waiting for its key, not for whichever request
 is oldest. The answering device here is a stand-in that holds every status request until the
 next message comes, then answers that message first."""
-import pytest
-
 from sensormesh.controller.supervisor import Supervisor
-from tests.controller.standin import standin_and_b
+from tests.controller.standin import standin_fixture
 
 
 class Late:
@@ -27,10 +25,7 @@ class Late:
                 self.held = None
 
 
-@pytest.fixture
-def late_and_b(tmp_path):
-    with standin_and_b(tmp_path, Late, "late") as model:
-        yield model
+late_and_b = standin_fixture(Late, "late")
 
 
 def test_a_reply_that_comes_after_a_later_request_is_answered_goes_to_its_own_request(late_and_b):

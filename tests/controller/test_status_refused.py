@@ -3,10 +3,8 @@ answered. `status` says so, with the device's code and message, instead of calli
 does not count it as failed (nothing is re-placed for it). The refusing device here is a
 stand-in on a loop of its own (in a thread) that answers every status request with an error and
 keeps its connection open; b is a real CPython device on the same loop."""
-import pytest
-
 from sensormesh.controller.supervisor import Supervisor
-from tests.controller.standin import standin_and_b
+from tests.controller.standin import standin_fixture
 
 CODE = "out-of-memory"
 WHY = "no memory free for the status reply"
@@ -20,10 +18,7 @@ class Refusing:
             conn.send({"error": {"code": CODE, "message": WHY}})
 
 
-@pytest.fixture
-def refusing_and_b(tmp_path):
-    with standin_and_b(tmp_path, Refusing, 'refused') as model:
-        yield model
+refusing_and_b = standin_fixture(Refusing, 'refused')
 
 
 def test_status_says_the_device_is_up_and_refused_with_its_code_and_message(refusing_and_b):
