@@ -7,14 +7,14 @@ from sensormesh.device.schedule import sparse
 
 
 # A reply that finds no heap free (to be made or to be sealed) is tried again this long after,
-# then this long after that, and so on, with its per-step counts; only when the last try finds
-# none too do the counts give way. A board's heap is fullest for moments: a stop (every node
-# flushes and closes, each connection lets go of its buffers), the first values after a
-# deployment, a burst of frames to seal. 600 ms in all: the controller counts a status poll
-# unanswered for two seconds as missed (and status.py may have waited for a handshake first). While a reply waits, the device answers nothing
-# else first: a control message that comes meanwhile sends the waiting reply at once (whole
-# if the heap has room by then, cut otherwise) before it is handled (Device.dispatch), so the
-# replies on a connection keep the order of its requests.
+# then this long after that, with its per-step counts (its text, once made, is held meanwhile);
+# only when the last try finds none too do the counts give way. A board's heap is fullest for
+# moments: a stop (every node flushes and closes, each connection lets go of its buffers), the
+# first values sealed after a pipe's handshake. 600 ms in all: a controller counts a status poll
+# unanswered for two seconds as missed (and status.py may have waited for a handshake first).
+# While a reply waits, a control message that comes sends it at once (whole if the heap has
+# room by then, cut otherwise) before it is handled (Device.dispatch), so the replies on a
+# connection keep the order of its requests.
 AGAIN_MS = (50, 150, 400)
 
 
