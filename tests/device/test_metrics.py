@@ -316,3 +316,51 @@ def test_a_window_output_carries_the_origin_of_the_oldest_sampled_value_it_held(
         assert ticks_diff(t1, first) >= 0
     assert m["steps"]["m"]["timed"] > 0 and m["steps"]["w"]["timed"] > 0
     a.close()
+
+
+class _NoHeapConn:
+    """A pipe's connection with no heap free to seal anything."""
+    connecting = False
+    closed = False
+
+    def __init__(self):
+        self.tries = 0
+
+    def send(self, msg):
+        self.tries += 1
+        raise MemoryError("memory allocation failed, allocating 320 bytes")
+
+
+class _TimerLoop:
+    def __init__(self):
+        self.due = []
+
+    def call_later(self, ms, fn):
+        t = (ms, fn)
+        self.due.append(t)
+        return t
+
+
+class _Out:
+    def __init__(self, conn):
+        self.conn = conn
+
+
+class _TimerRuntime:
+    def __init__(self, conn):
+        self.loop = _TimerLoop()
+        self.sources = []
+        self.pipe_outs = {"e": _Out(conn)}
+
+
+def test_a_round_trip_probe_with_no_heap_is_left_out_and_the_sample_timer_comes_again():
+    """A board's heap is full for a moment when the sample timer probes a pipe's round trip:
+    that probe is left out, and the timer's next turn is set all the same (before, the
+    MemoryError left the timer unset, and the board sampled nothing for the rest of its run)."""
+    conn = _NoHeapConn()
+    rt = _TimerRuntime(conn)
+    p = [rt, (), probe_wiring.RTT_EVERY - 1, [], 0, False, None, 0, {}, None]
+    probe_wiring.timer(p)
+    assert conn.tries == 1                     # the round trip was probed, and found no heap
+    assert len(rt.loop.due) == 1 and p[9] is rt.loop.due[0]
+    assert rt.loop.due[0][0] == probe_wiring.SAMPLE_MS

@@ -32,19 +32,25 @@ _COUNTS = const(10)
 def timer(p):
     """A turn of the sample timer (p: the probe list, probe.py): marks the next value of every
     source to be sampled, probes the pipes' round trips every RTT_EVERY turns, and comes again
-    SAMPLE_MS later (until the runtime's teardown stops it: probe.run(p, None, False))."""
+    SAMPLE_MS later (until the runtime's teardown stops it: probe.run(p, None, False)). The
+    next turn is set first, so a turn that finds no heap free comes again all the same; a
+    round-trip probe with no heap to be sealed is left out (that pipe's next one is RTT_EVERY
+    turns later)."""
     rt = p[_RT]
+    p[_TIMER] = rt.loop.call_later(SAMPLE_MS, probe.once(p, None, None))
     for s in rt.sources:
         if s not in p[_HELD]:     # its next value is processed sampled, read now and here
+            s.emit = probe.once(p, s, s.wired)   # (made first: one with no heap is not marked)
             p[_HELD][s] = None
-            s.emit = probe.once(p, s, s.wired)
     p[_N] += 1
     if p[_N] % RTT_EVERY == 0:
         for o in rt.pipe_outs.values():
             conn = o.conn
             if conn is not None and not conn.connecting and not conn.closed:
-                conn.send({"rtt": ticks_us()})   # a round-trip probe (pipes.py)
-    p[_TIMER] = rt.loop.call_later(SAMPLE_MS, probe.once(p, None, None))
+                try:
+                    conn.send({"rtt": ticks_us()})   # a round-trip probe (pipes.py)
+                except MemoryError:
+                    pass
 
 
 def run(p, node, value, origin):
