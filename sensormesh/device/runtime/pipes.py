@@ -117,8 +117,12 @@ class PipeOut(Rarely):
             # The value is taken (in the replay buffer); an array or a request that found no heap
             # free to be sealed leaves later, with the next value or time frame. Raised on, it
             # unwound through the steps and the pipe_in feeding them, and the rest of that
-            # pipe_in's frame never reached them.
-            self.last_error = NO_HEAP_TO_SEND
+            # pipe_in's frame never reached them. (Saying so grows the pipe's dict the first
+            # time: with no heap for that either, its counts still show the values waiting.)
+            try:
+                self.last_error = NO_HEAP_TO_SEND
+            except MemoryError:
+                pass
 
     def heap_check(self):
         """The replay buffer grew by HEAP_CHECK values: with too little heap free, its bound
