@@ -5,7 +5,9 @@ pinned window. For mid on CPython and on the MicroPython unix port: the time fro
 to the first value at the sink (cold start, the baseline), then `--kills` times: mid is killed
 with SIGKILL (by PID) and the time until the first value at the sink that was read after the
 kill (restart backoff 0.5 s + the process starting + the supervisor noticing, probing and
-redeploying). The ratio is resume / cold start, both measured in this run.
+redeploying). The ratio is resume / cold start, both measured in this run. Also counted: the
+pipe connections the restarted mid took and refused (`unknown-edge`) while it waited for its
+deployment, each one a handshake on both ends.
 
     python benchmarks/bench_restart.py [--kills 3]
 """
@@ -37,12 +39,18 @@ def measure(interp, kills):
         f.write_text(textwrap.dedent(CHAIN % {"interp": interp}))
         model = load_model(str(f))
         lock = threading.Lock()
-        st = {"t0": time.monotonic(), "first": None, "kill_at": None, "n": 0, "resumes": [], "redeployed": False}
+        st = {"t0": time.monotonic(), "first": None, "kill_at": None, "n": 0, "resumes": [], "redeployed": False,
+              "refused": 0, "refusals": [], "last": -1}
 
         def on_event(text):
             with lock:
-                if st["kill_at"] is not None and text.startswith("redeployed"):
+                if st["kill_at"] is not None and "mid answers again" in text:
                     st["redeployed"] = True
+
+        def on_line(device, line):
+            if device == "mid" and "unknown-edge" in line:
+                with lock:
+                    st["refused"] += 1
 
         def on_deliver(device, step, vals):
             now = time.monotonic()
@@ -50,8 +58,15 @@ def measure(interp, kills):
                 st["n"] += len(vals)
                 if st["first"] is None:
                     st["first"] = now - st["t0"]
-                if st["kill_at"] is not None and st["redeployed"]:
+                newer = vals and vals[-1] > st["last"]
+                if st["kill_at"] is None and vals:
+                    st["last"] = vals[-1]
+                # resumed: mid answers again and a sum newer than any before the kill arrives
+                # (values in flight when mid died, or recomputed from readings sent again, are not)
+                if st["kill_at"] is not None and st["redeployed"] and newer:
+                    st["last"] = vals[-1]
                     st["resumes"].append(now - st["kill_at"])
+                    st["refusals"].append(st["refused"])
                     st["kill_at"] = None
 
         def until():
@@ -65,10 +80,11 @@ def measure(interp, kills):
                         st["kill_at"] = time.monotonic()
                         st["redeployed"] = False
                         st["n"] = 0
+                        st["refused"] = 0
                 return False
         runner.up(model, duration=30 + 20 * kills, until=until, on_event=on_event,
-                  on_deliver=on_deliver, keys_dir=str(d / "keys"), timeout=5.0)
-        return st["first"], st["resumes"]
+                  on_deliver=on_deliver, on_line=on_line, keys_dir=str(d / "keys"), timeout=5.0)
+        return st["first"], st["resumes"], st["refusals"]
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -78,14 +94,16 @@ def main():
     ap.add_argument("--kills", type=int, default=3)
     a = ap.parse_args()
     interps = ["cpython"] + (["micropython"] if shutil.which("micropython") else [])
-    print("%-12s %16s %22s %22s %8s" % ("mid runs on", "cold start (s)", "resume min (s)", "resume median (s)", "ratio"))
+    print("%-12s %16s %16s %18s %8s %22s" % ("mid runs on", "cold start (s)", "resume min (s)",
+                                             "resume median (s)", "ratio", "refused dials (each)"))
     for interp in interps:
-        first, resumes = measure(interp, a.kills)
+        first, resumes, refusals = measure(interp, a.kills)
         if not resumes:
-            print("%-12s %16.2f %22s" % (interp, first, "did not resume"))
+            print("%-12s %16.2f %16s" % (interp, first, "did not resume"))
             continue
         med = statistics.median(resumes)
-        print("%-12s %16.2f %22.2f %22.2f %8.2f" % (interp, first, min(resumes), med, med / first))
+        print("%-12s %16.2f %16.2f %18.2f %8.2f %22s" % (interp, first, min(resumes), med, med / first,
+                                                        ", ".join(str(n) for n in refusals)))
 
 
 if __name__ == "__main__":

@@ -39,12 +39,18 @@ def sparse(n):
 # Pauses between dials of a pipe whose other end is gone. At most 1 s: a restarted device
 # gets its values back within a second of listening again (a refused dial costs little).
 RETRY_MS = (100, 200, 500, 1000)
+# A pipe that keeps failing logs its first failure and then every this many.
+LOG_EVERY_REDIALS = 10
 
 
 def redial_delay(pipe):
     """ms a pipe (either end) waits before it dials again, counted in pipe.redials: RETRY_MS in
-    turn, then its last one; a connection that comes up sets redials to 0, so a link that dropped
-    after working is redialed quickly again."""
+    turn, then its last one. The count starts over once the other end shows it took the link
+    (a pipe_out: an acknowledgement, or the receiver saying where it stands; a pipe_in: the
+    sender's announcement), so a link that dropped after working is redialed quickly again. A
+    connection that comes up and is refused ("unknown-edge" while the other end waits for its
+    deployment) does not start it over: on a keyed link each dial costs both ends a handshake,
+    and such a pipe dialed ten times a second for as long as the refusal lasted."""
     n = pipe.redials
     pipe.redials = n + 1
     return RETRY_MS[n] if n < len(RETRY_MS) else RETRY_MS[-1]

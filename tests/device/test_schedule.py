@@ -59,6 +59,7 @@ class FakeRuntime:
         self.device = FakeDevice(sensors)
         self.epoch = 1
         self.logs = []
+        self.joint = False       # no joined inputs (a pipe_in's announcement asks)
 
     def log(self, text):
         self.logs.append(text)
@@ -92,8 +93,30 @@ def test_pipe_in_redials_quickly_again_after_a_connection_that_worked():
     p = pipe_in(rt, "in:e", {"edge": "e", "from": "127.0.0.1:1", "peer": "x"})
     p.start()
     assert drops(p, rt, len(RETRY_MS) + 1) == list(RETRY_MS) + [RETRY_MS[-1]]
-    p.on_connect(rt.device.dialed[-1])        # the pull is up again
+    conn = rt.device.dialed[-1]               # the pull is up again: the sender says where it stands
+    p.on_message(conn, {"seq": [0, 7]})
     assert drops(p, rt, 2) == [RETRY_MS[0], RETRY_MS[1]]
+
+
+def test_pipe_in_whose_pull_is_refused_each_time_keeps_backing_off_and_logs_now_and_then():
+    # A sender not deployed yet (or restarted, waiting for its assignment) answers each pull
+    # with "unknown-edge" once the connection is up: that is no link that worked, so the
+    # pauses keep growing instead of a dial every 100 ms for as long as the refusal lasts.
+    rt = FakeRuntime()
+    p = pipe_in(rt, "in:e", {"edge": "e", "from": "127.0.0.1:1", "peer": "x"})
+    p.start()
+    waits = []
+    for _ in range(24):
+        conn = rt.device.dialed[-1]
+        p.on_message(conn, {"error": {"code": "unknown-edge", "message": "no pipe_out for edge 'e'"}})
+        p.on_close(conn, "unknown-edge")
+        waits.append(run_next(rt.loop))
+    assert waits == list(RETRY_MS) + [RETRY_MS[-1]] * (24 - len(RETRY_MS)), waits
+    said = [t for t in rt.logs if "peer says" in t]
+    assert 1 < len(said) <= 3, rt.logs       # the first, then every LOG_EVERY_REDIALS
+    assert p.last_error == "no pipe_out for edge 'e'"
+    p.on_message(rt.device.dialed[-1], {"seq": [0, 7]})     # taken at last
+    assert drops(p, rt, 1) == [RETRY_MS[0]]
 
 
 def test_pipe_out_redials_quickly_again_after_a_connection_that_worked():
@@ -102,8 +125,37 @@ def test_pipe_out_redials_quickly_again_after_a_connection_that_worked():
     p.start()
     assert run_next(rt.loop) == 0 and len(rt.device.dialed) == 1   # it dials on the next loop turn
     assert drops(p, rt, len(RETRY_MS) + 1) == list(RETRY_MS) + [RETRY_MS[-1]]
-    p.on_connect(rt.device.dialed[-1])
+    conn = rt.device.dialed[-1]
+    p.on_connect(conn)
     assert run_next(rt.loop) == 0      # what waits in its buffer leaves on the next loop turn
+    p.on_message(conn, {"ack": 0})     # the receiver took the link
+    assert drops(p, rt, 1) == [RETRY_MS[0]]
+
+
+def test_pipe_out_whose_receiver_refuses_the_edge_keeps_backing_off_and_logs_now_and_then():
+    # The receiver, restarted and waiting for its deployment, takes each connection (and a
+    # keyed one's handshake) and then refuses the edge: each such dial costs both ends a
+    # handshake, so the pauses keep growing as they do for a dial that fails outright.
+    rt = FakeRuntime()
+    p = pipe_out(rt, "out:e", {"edge": "e", "to": "127.0.0.1:1", "peer": "x"})
+    p.start()
+    assert run_next(rt.loop) == 0
+    waits = []
+    for _ in range(24):
+        conn = rt.device.dialed[-1]
+        p.on_connect(conn)
+        assert run_next(rt.loop) == 0
+        p.on_message(conn, {"error": {"code": "unknown-edge", "message": "no pipe_in for edge 'e'"}})
+        p.on_close(conn, "unknown-edge")
+        waits.append(run_next(rt.loop))
+    assert waits == list(RETRY_MS) + [RETRY_MS[-1]] * (24 - len(RETRY_MS)), waits
+    refused = [t for t in rt.logs if "refused" in t]
+    assert 1 < len(refused) <= 3, rt.logs
+    assert len(rt.logs) <= 8, rt.logs       # not a line per dial
+    conn = rt.device.dialed[-1]            # deployed at last: it says where it stands
+    p.on_connect(conn)
+    run_next(rt.loop)
+    p.on_message(conn, {"frame-values": 256})
     assert drops(p, rt, 1) == [RETRY_MS[0]]
 
 

@@ -3,6 +3,7 @@
 from sensormesh.device.compat import forget
 from sensormesh.device.runtime.probe import MAX_STAMPS
 from sensormesh.device.runtime.receiver import ACK_MS
+from sensormesh.device.schedule import LOG_EVERY_REDIALS
 from sensormesh.device.steps import Outlet
 
 
@@ -14,7 +15,7 @@ class PipeIn(Outlet):
     # What a running pipe_in does rarely (connections, announcements, marks) is in
     # pipe_in_links.py, loaded per call (steps/__init__.py, Rarely)
     RARE_IN = "sensormesh.device.runtime.pipe_in_links"
-    RARE = ["take_over", "start", "_dial", "attach", "_announce", "adopt_marks", "_ack_soon", "on_connect",
+    RARE = ["take_over", "start", "_dial", "attach", "_announce", "adopt_marks", "_ack_soon",
             "_retire", "on_close", "untaken_said"]
     # its counts and its end (a status reply's, a stop's): pipe_in_counts.py, so that those
     # moments, a board's fullest, load only that
@@ -39,7 +40,9 @@ class PipeIn(Outlet):
         elif "error" in msg:
             err = msg["error"]
             self.last_error = err.get("message") if type(err) is dict else str(err)
-            self.rt.log("pipe %s: peer says %s" % (self.edge, self.last_error))
+            n = self.redials    # a refusal that lasts is logged now and then (schedule.py)
+            if n == 0 or n % LOG_EVERY_REDIALS == 0:
+                self.rt.log("pipe %s: peer says %s" % (self.edge, self.last_error))
         else:
             self._metrics_message(conn, msg)
 

@@ -80,6 +80,7 @@ def _announce(pi, s):
     if type(s) is not list or len(s) < 2:
         raise ValueError("a seq announcement is [seq, run, mark, buffer], got %r" % (s,))
     first = pi.rx.announce(s[0], s[1])
+    pi.redials = 0       # the sender took the link (schedule.redial_delay)
     pi.parked = []       # the sender goes on from where it says: what was held comes again
     mark = s[2] if len(s) > 2 else None
     cap = s[3] if len(s) > 3 else None
@@ -134,10 +135,6 @@ def _ack_soon(pi, seq):
         from sensormesh.device.steps import rare_call
         rare_call(delivery.RARE_IN, "hurry_outlets", pi.rt)
     pi._maybe_ack()
-
-
-def on_connect(pi, conn):
-    pi.redials = 0       # a link that drops after working is redialed quickly again
 
 
 def _retire(pi, conn):

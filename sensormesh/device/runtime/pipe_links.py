@@ -6,12 +6,7 @@
 # (steps/__init__.py, Rarely): this module is loaded per call and forgotten after it on a board
 # running .mpy files. Each function takes the PipeOut first.
 from sensormesh.device.codec import MAX_FRAME_VALUES
-from sensormesh.device.schedule import redial_delay
-
-# A pipe_out that keeps failing logs its 1st redial and then every this many. (Here, not in
-# pipes.py: a connection that closes after a stop, once pipes.py is forgotten, calls on_close,
-# which must not load pipes.py again for it.)
-LOG_EVERY_REDIALS = 10
+from sensormesh.device.schedule import LOG_EVERY_REDIALS, redial_delay
 
 
 def bound_back(po, free):
@@ -74,7 +69,8 @@ def on_connect(po, conn):
     po.dialing = None
     po.connects += 1
     po.asked = False
-    po.redials = 0       # a link that drops after working is redialed quickly again
+    # (redials starts over at the receiver's first word, not here: one that refuses the edge
+    # answers after the connection, and a keyed one's handshake, came up: schedule.py)
     # What waits in the buffer leaves on the next loop turn, once this module's code and the
     # dial's (connect.py, the handshake's) are garbage: a board's heap is at its fullest here,
     # and sealing the first arrays on top of it could find no room.
@@ -85,6 +81,7 @@ def on_connect(po, conn):
 def on_control(po, conn, msg):
     """A control object on the pipe other than an acknowledgement or a round-trip probe."""
     if "expect" in msg:
+        po.redials = 0      # the receiver took the link (schedule.redial_delay)
         e = msg["expect"]
         tx = po.tx
         if type(e) is list and len(e) == 2 and tx.unsent():
@@ -94,13 +91,16 @@ def on_control(po, conn, msg):
                 conn.send(po._seq())   # the next array starts further on
     elif "frame-values" in msg:
         # the receiver takes arrays of at most this many values (a board: its own limit)
+        po.redials = 0
         v = msg["frame-values"]
         if type(v) is int and v > 0:
             po.fv_max = po.fv = v if v < MAX_FRAME_VALUES else MAX_FRAME_VALUES
     elif "error" in msg:
         err = msg["error"]
         po.last_error = err.get("message") if type(err) is dict else str(err)
-        po.rt.log("pipe %s to %s refused: %s" % (po.edge, po.to, po.last_error))
+        n = po.redials      # a refusal that lasts is logged as its redials are (on_close)
+        if n == 0 or n % LOG_EVERY_REDIALS == 0:
+            po.rt.log("pipe %s to %s refused: %s" % (po.edge, po.to, po.last_error))
 
 
 def on_close(po, conn, reason):

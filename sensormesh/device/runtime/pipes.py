@@ -296,6 +296,7 @@ class PipeOut(Rarely):
             return
         if "ack" in msg:
             tx = self.tx
+            self.redials = 0     # the receiver took the link (schedule.redial_delay)
             if tx.ack(msg["ack"], msg.get("mark")):
                 if self.fv < MAX_FRAME_VALUES:
                     # the receiver took values: arrays as large as it said it takes, or ours

@@ -1,0 +1,111 @@
+"""How often a pipe dials a receiver that takes the connection and refuses the edge (restarted, or
+not deployed yet), and how soon values flow once the receiver is deployed.
+
+Two local devices on loopback (plaintext; with keys each connection is also a handshake on both
+ends): a sender deployed alone, piping a counter to a receiver that has no assignment, so it
+refuses every connection with `unknown-edge`. After --wait seconds the benchmark reads the
+sender's `connects` (connections that came up, each refused), then deploys the receiver and
+times the first value at its callback sink. Both interpreters on either end. --against DIR runs
+another checkout's device code the same way in the same run (alternating rounds): the baseline.
+
+    python benchmarks/bench_refused_dials.py [--wait 5] [--rounds 3] [--against ../other-checkout]
+"""
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from procs import Proc, free_port  # noqa: E402
+from sensormesh.controller import mpy_cache  # noqa: E402
+from sensormesh.controller.deploy import deploy, status  # noqa: E402
+from sensormesh.controller.model import DEFAULT_HEAP  # noqa: E402
+
+
+def argv(code, interp, port, name, sensors):
+    args = ["--port", str(port), "--name", name, "--sensors", sensors]
+    if interp == "micropython":
+        folder, _ = mpy_cache.bundle(root=os.path.join(code, ".sensormesh", "mpy-cache"), base=code)
+        return [shutil.which("micropython"), "-X", "heapsize=" + DEFAULT_HEAP,
+                os.path.join(folder, mpy_cache.LAUNCHER)] + args
+    return [sys.executable, "-m", "sensormesh.cli", "worker"] + args
+
+
+def one(code, sender, receiver, wait):
+    """(connections refused in `wait` s, seconds from the receiver's deployment to its first value)"""
+    ports = {"a": free_port(), "c": free_port()}
+    env = {"PYTHONPATH": code}
+    procs = [Proc(argv(code, sender, ports["a"], "a", "counter@50"), cwd=code, env=env),
+             Proc(argv(code, receiver, ports["c"], "c", ""), cwd=code, env=env)]
+    try:
+        for p in procs:
+            p.wait_line("listening on")
+        addr = {n: "127.0.0.1:%d" % p for n, p in ports.items()}
+        first = deploy({"a": {"pipeline": "rd", "epoch": 1, "steps": [
+            {"id": "s", "type": "source", "params": {"sensor": "counter"}},
+            {"id": "o", "type": "pipe_out", "params": {"edge": "e", "to": addr["c"], "time-frame": 20},
+             "inputs": ["s"]}]}}, {"a": addr["a"]})
+        try:
+            time.sleep(wait)      # the refusals go on meanwhile (a benchmark's measuring window)
+            refused = status({"a": addr["a"]})["a"]["assignment"]["steps"]["o"]["connects"]
+            second = deploy({"c": {"pipeline": "rd", "epoch": 1, "steps": [
+                {"id": "i", "type": "pipe_in", "params": {"edge": "e"}},
+                {"id": "k", "type": "callback", "params": {"name": "got"}, "inputs": ["i"]}]}}, {"c": addr["c"]})
+            t0 = time.monotonic()
+            got = []
+            try:
+                second.watch(lambda dev, step, values: got.extend(values), until=lambda: bool(got), timeout=30)
+                took = time.monotonic() - t0 if got else None
+                second.stop()
+            finally:
+                second.close()
+        finally:
+            first.stop()
+            first.close()
+        return refused, took
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--wait", type=float, default=5.0, help="seconds the receiver refuses (default 5)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--against", help="another checkout whose device code is the baseline")
+    a = ap.parse_args()
+    codes = [("this checkout", ROOT)] + ([("baseline: " + a.against, os.path.abspath(a.against))] if a.against else [])
+    pairs = [("cpython", "micropython"), ("micropython", "cpython")] if shutil.which("micropython") \
+        else [("cpython", "cpython")]
+    res = {}
+    for r in range(a.rounds):
+        for pair in pairs:
+            for label, code in (codes if r % 2 == 0 else codes[::-1]):
+                res.setdefault((pair, label), []).append(one(code, pair[0], pair[1], a.wait))
+                print("round %d: %s -> %s, %s: %s" % (r + 1, pair[0], pair[1], label, res[(pair, label)][-1]),
+                      file=sys.stderr, flush=True)
+    print("%d s of refusals, %d rounds, medians (min-max)" % (a.wait, a.rounds))
+    print("%-26s %-40s %22s %26s %8s" % ("sender -> receiver", "device code", "connections refused",
+                                         "first value after deploy", "ratio"))
+    for pair in pairs:
+        base = None
+        for label, _ in codes[::-1]:
+            rows = res[(pair, label)]
+            n = [x[0] for x in rows]
+            t = [x[1] for x in rows if x[1] is not None]
+            med = statistics.median(n)
+            if base is None:
+                base = med
+            print("%-26s %-40s %22s %26s %8.2f" % (
+                "%s -> %s" % pair, label, "%g (%d-%d)" % (med, min(n), max(n)),
+                "%.2f s (%.2f-%.2f)" % (statistics.median(t), min(t), max(t)) if t else "none arrived",
+                med / base if base else 0))
+
+
+if __name__ == "__main__":
+    main()
