@@ -152,6 +152,10 @@ def test_pipe_out_whose_receiver_refuses_the_edge_keeps_backing_off_and_logs_now
     refused = [t for t in rt.logs if "refused" in t]
     assert 1 < len(refused) <= 3, rt.logs
     assert len(rt.logs) <= 8, rt.logs       # not a line per dial
+    # its status says why, not only that the connection closed
+    assert p.last_error == "no pipe_in for edge 'e'", p.last_error
+    assert "pipe e to 127.0.0.1:1: no pipe_in for edge 'e'; retrying in 100 ms" in rt.logs, rt.logs
+    assert getattr(p, "refused_by", None) is None     # no closed connection held
     conn = rt.device.dialed[-1]            # deployed at last: it says where it stands
     p.on_connect(conn)
     run_next(rt.loop)

@@ -98,6 +98,7 @@ def on_control(po, conn, msg):
     elif "error" in msg:
         err = msg["error"]
         po.last_error = err.get("message") if type(err) is dict else str(err)
+        po.refused_by = conn    # its close keeps this reason (on_close)
         n = po.redials      # a refusal that lasts is logged as its redials are (on_close)
         if n == 0 or n % LOG_EVERY_REDIALS == 0:
             po.rt.log("pipe %s to %s refused: %s" % (po.edge, po.to, po.last_error))
@@ -106,6 +107,9 @@ def on_control(po, conn, msg):
 def on_close(po, conn, reason):
     if reason is None:    # a close the pipe found itself (pipes._send): the transport said none
         reason = "connection closed"
+    if getattr(po, "refused_by", None) is conn:
+        po.refused_by = None
+        reason = po.last_error   # the receiver's reason, not "closed by peer"
     if conn is not po.conn and conn is not po.dialing:
         return    # a connection this pipe had already let go
     if po.running and po.to:

@@ -86,7 +86,8 @@ class PipeOut(Rarely):
     first = 0       # values the edge's sender had sent before this deployment (install.take_over)
     # State a pipe has only once something rare happened has no class default either (a smaller
     # class dict): the code that sets it reads it with getattr(po, name, default): spool_limit and
-    # spool_timer (a pipe that spools: spool.py), last_error (a connection lost or refused),
+    # spool_timer (a pipe that spools: spool.py), last_error (a connection lost or refused) and
+    # refused_by (the connection the receiver refused, until it closes: pipe_links.py),
     # bytes_prev (bytes sent on earlier connections), resent (values sent again), rtt_us (the
     # last round trip measured: the metrics probe's)
 
