@@ -36,8 +36,9 @@ def sparse(n):
     return n > 0 and n & (n - 1) == 0
 
 
-# Pauses between dials of a pipe whose other end is gone. At most 1 s: a restarted device
-# gets its values back within a second of listening again (a refused dial costs little).
+# Pauses between dials of a pipe whose other end is gone or refuses it. At most 1 s: a
+# restarted device gets its values back within a second of listening again (or of being
+# deployed again).
 RETRY_MS = (100, 200, 500, 1000)
 # A pipe that keeps failing logs its first failure and then every this many.
 LOG_EVERY_REDIALS = 10
