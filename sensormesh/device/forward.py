@@ -33,6 +33,7 @@
 #     momentarily not (the device is redialing).
 from sensormesh.device import codec, transport
 from sensormesh.device.compat import MICROPYTHON
+from sensormesh.device.schedule import LOG_EVERY_REDIALS
 
 CONNECT_MS = 5000
 # Redial delays of a registration (ms): slower than a pipe's and up to 5 s, since every redial
@@ -43,7 +44,8 @@ RETRY_MS = (200, 500, 1000, 2000, 5000)
 class Redial:
     """Backoff for a connection that is dialed again when it drops: the delays of `table` in
     turn, then its last one; `connected()` starts over, so a link that dropped after working
-    is redialed quickly again."""
+    is redialed quickly again (a registration: once the upstream said "registered"; one it
+    refuses goes on backing off)."""
 
     def __init__(self, table):
         self.table = table
@@ -343,15 +345,18 @@ class Registration:
             self.conn.decoder.max_frame = HELLO_MAX_FRAME
         self.conn.send({"register": {"name": self.dev.name}})
 
-    def on_connect(self, conn):
-        self.redial.connected()
-        self.dev.log("registered with %s" % self.upstream)
-
     def on_message(self, conn, msg):
         if type(msg) is dict and ("registered" in msg or "error" in msg) and self.session.handler is None \
                 and self.session.role is None:
-            if "error" in msg:   # the upstream's answer to our register
-                self.dev.log("registration with %s refused: %s" % (self.upstream, msg["error"]))
+            # the upstream's answer to our register: only a "registered" starts the redial
+            # pauses over (a connection that came up to be refused is no link that worked)
+            if "registered" in msg:
+                self.redial.connected()
+                self.dev.log("registered with %s" % self.upstream)
+            else:
+                n = self.redial.tries   # a refusal that lasts is logged now and then
+                if n == 0 or n % LOG_EVERY_REDIALS == 0:
+                    self.dev.log("registration with %s refused: %s" % (self.upstream, msg["error"]))
             return
         self.session.on_message(conn, msg)
 

@@ -281,3 +281,44 @@ def test_source_counts_missed_slots_after_a_stall():
     assert s.stats()["missed"] == 499
     assert s.stats()["out"] == 3
 
+
+
+def test_a_registration_its_upstream_refuses_keeps_backing_off_until_it_is_registered():
+    # The upstream takes each connection and refuses the register (here: a name longer than
+    # the gateway takes). That is no link that worked: the pauses keep growing and the refusal
+    # is logged now and then, not at every dial; a "registered" starts them over.
+    from loopkit import listen
+    from sensormesh.device import forward, transport
+    from sensormesh.device.core import Device
+    loop = transport.Loop()
+    gw = Device("gw", [], loop=loop)
+    addr = listen(gw)
+    fw = forward.forwarder(gw)
+    calls = []
+    take = fw.register
+
+    def counting(session, body):
+        calls.append(loop.now())
+        take(session, body)
+    fw.register = counting
+    keep = forward.NAME_MAX, forward.RETRY_MS
+    forward.NAME_MAX = 3
+    forward.RETRY_MS = (50, 100, 200, 400, 800)
+    dev = Device("dev-r", [], loop=loop)
+    logs = []
+    dev.log = logs.append
+    try:
+        reg = forward.register(dev, addr)
+        assert loop.run_until(lambda: len(calls) >= 4, 10000), calls
+        waited = calls[3] - calls[0]
+        assert waited >= 0.75 * (50 + 100 + 200), (calls, logs)    # (3 x 50 ms before)
+        refused = [t for t in logs if "refused" in t]
+        assert len(refused) == 1 and "bad-request" in refused[0], logs
+        assert not [t for t in logs if t.startswith("registered with")], logs
+        forward.NAME_MAX = keep[0]              # the upstream takes it now
+        assert loop.run_until(lambda: [t for t in logs if t.startswith("registered with")], 10000), logs
+        assert reg.redial.tries == 0 and "dev-r" in fw.registered
+    finally:
+        forward.NAME_MAX, forward.RETRY_MS = keep
+        dev.close()
+        gw.close()
