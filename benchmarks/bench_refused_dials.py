@@ -5,16 +5,22 @@ Two local devices on loopback (plaintext; with keys each connection is also a ha
 ends): a sender deployed alone, piping a counter to a receiver that has no assignment, so it
 refuses every connection with `unknown-edge`. After --wait seconds the benchmark reads the
 sender's `connects` (connections that came up, each refused), then deploys the receiver and
-times the first value at its callback sink. Both interpreters on either end. --against DIR runs
-another checkout's device code the same way in the same run (alternating rounds): the baseline.
+times the first value at its callback sink. Both interpreters on either end.
+Then the same for a registration: a device started with `--register` dials an upstream (here a
+loopback listener of the benchmark) that answers every register with an error and closes; the
+connections the upstream took in --wait seconds are counted.
+--against DIR runs another checkout's device code the same way in the same run (alternating
+rounds): the baseline.
 
     python benchmarks/bench_refused_dials.py [--wait 5] [--rounds 3] [--against ../other-checkout]
 """
 import argparse
 import os
 import shutil
+import socket
 import statistics
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,6 +31,7 @@ from procs import Proc, free_port  # noqa: E402
 from sensormesh.controller import mpy_cache  # noqa: E402
 from sensormesh.controller.deploy import deploy, status  # noqa: E402
 from sensormesh.controller.model import DEFAULT_HEAP  # noqa: E402
+from sensormesh.device import codec  # noqa: E402
 
 
 def argv(code, interp, port, name, sensors):
@@ -73,6 +80,46 @@ def one(code, sender, receiver, wait):
             p.stop()
 
 
+def refused_registrations(code, interp, wait):
+    """Connections a refusing upstream took from a registering device in `wait` s."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    took = []
+    done = threading.Event()
+
+    def serve():
+        while not done.is_set():
+            try:
+                c, _ = srv.accept()
+            except socket.timeout:
+                continue
+            took.append(time.monotonic())
+            c.settimeout(2)
+            try:
+                c.recv(4096)        # its register
+                c.sendall(codec.encode({"error": {"code": "bad-request", "message": "not here"}}))
+            except OSError:
+                pass
+            c.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    args = argv(code, interp, free_port(), "r", "") + ["--register", "127.0.0.1:%d" % srv.getsockname()[1]]
+    p = Proc(args, cwd=code, env={"PYTHONPATH": code})
+    try:
+        p.wait_line("listening on")
+        t0 = time.monotonic()
+        time.sleep(wait)            # the refusals go on meanwhile (the measuring window)
+        return sum(1 for x in took if x <= t0 + wait)
+    finally:
+        done.set()
+        p.stop()
+        t.join(5)
+        srv.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--wait", type=float, default=5.0, help="seconds the receiver refuses (default 5)")
@@ -89,6 +136,12 @@ def main():
                 res.setdefault((pair, label), []).append(one(code, pair[0], pair[1], a.wait))
                 print("round %d: %s -> %s, %s: %s" % (r + 1, pair[0], pair[1], label, res[(pair, label)][-1]),
                       file=sys.stderr, flush=True)
+    regs = {}
+    interps = ["cpython"] + (["micropython"] if shutil.which("micropython") else [])
+    for r in range(a.rounds):
+        for interp in interps:
+            for label, code in (codes if r % 2 == 0 else codes[::-1]):
+                regs.setdefault((interp, label), []).append(refused_registrations(code, interp, a.wait))
     print("%d s of refusals, %d rounds, medians (min-max)" % (a.wait, a.rounds))
     print("%-26s %-40s %22s %26s %8s" % ("sender -> receiver", "device code", "connections refused",
                                          "first value after deploy", "ratio"))
@@ -105,6 +158,17 @@ def main():
                 "%s -> %s" % pair, label, "%g (%d-%d)" % (med, min(n), max(n)),
                 "%.2f s (%.2f-%.2f)" % (statistics.median(t), min(t), max(t)) if t else "none arrived",
                 med / base if base else 0))
+    print()
+    print("%-26s %-40s %22s %8s" % ("registering device", "device code", "connections refused", "ratio"))
+    for interp in interps:
+        base = None
+        for label, _ in codes[::-1]:
+            n = regs[(interp, label)]
+            med = statistics.median(n)
+            if base is None:
+                base = med
+            print("%-26s %-40s %22s %8.2f" % (interp, label, "%g (%d-%d)" % (med, min(n), max(n)),
+                                              med / base if base else 0))
 
 
 if __name__ == "__main__":
