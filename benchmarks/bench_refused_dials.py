@@ -120,6 +120,24 @@ def refused_registrations(code, interp, wait):
         srv.close()
 
 
+def alternating(rounds, codes, cases, measure):
+    """{(case, label): [measure(code, case), ...]}: each case over every checkout, the checkouts'
+    order swapped every other round."""
+    out = {}
+    for r in range(rounds):
+        for case in cases:
+            for label, code in (codes if r % 2 == 0 else codes[::-1]):
+                out.setdefault((case, label), []).append(measure(code, case))
+                print("round %d: %s, %s: %s" % (r + 1, case, label, out[(case, label)][-1]),
+                      file=sys.stderr, flush=True)
+    return out
+
+
+def spread(xs, fmt="%g", unit=""):
+    """'median[unit] (min-max)'"""
+    return ("%s%s (%s-%s)" % (fmt, unit, fmt, fmt)) % (statistics.median(xs), min(xs), max(xs))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--wait", type=float, default=5.0, help="seconds the receiver refuses (default 5)")
@@ -127,48 +145,29 @@ def main():
     ap.add_argument("--against", help="another checkout whose device code is the baseline")
     a = ap.parse_args()
     codes = [("this checkout", ROOT)] + ([("baseline: " + a.against, os.path.abspath(a.against))] if a.against else [])
-    pairs = [("cpython", "micropython"), ("micropython", "cpython")] if shutil.which("micropython") \
-        else [("cpython", "cpython")]
-    res = {}
-    for r in range(a.rounds):
-        for pair in pairs:
-            for label, code in (codes if r % 2 == 0 else codes[::-1]):
-                res.setdefault((pair, label), []).append(one(code, pair[0], pair[1], a.wait))
-                print("round %d: %s -> %s, %s: %s" % (r + 1, pair[0], pair[1], label, res[(pair, label)][-1]),
-                      file=sys.stderr, flush=True)
-    regs = {}
-    interps = ["cpython"] + (["micropython"] if shutil.which("micropython") else [])
-    for r in range(a.rounds):
-        for interp in interps:
-            for label, code in (codes if r % 2 == 0 else codes[::-1]):
-                regs.setdefault((interp, label), []).append(refused_registrations(code, interp, a.wait))
+    mp = bool(shutil.which("micropython"))
+    pairs = [("cpython", "micropython"), ("micropython", "cpython")] if mp else [("cpython", "cpython")]
+    interps = ["cpython"] + (["micropython"] if mp else [])
+    pipes = alternating(a.rounds, codes, pairs, lambda code, pair: one(code, pair[0], pair[1], a.wait))
+    regs = alternating(a.rounds, codes, interps, lambda code, interp: refused_registrations(code, interp, a.wait))
     print("%d s of refusals, %d rounds, medians (min-max)" % (a.wait, a.rounds))
     print("%-26s %-40s %22s %26s %8s" % ("sender -> receiver", "device code", "connections refused",
                                          "first value after deploy", "ratio"))
     for pair in pairs:
-        base = None
+        base = statistics.median(x[0] for x in pipes[(pair, codes[-1][0])])
         for label, _ in codes[::-1]:
-            rows = res[(pair, label)]
-            n = [x[0] for x in rows]
-            t = [x[1] for x in rows if x[1] is not None]
-            med = statistics.median(n)
-            if base is None:
-                base = med
-            print("%-26s %-40s %22s %26s %8.2f" % (
-                "%s -> %s" % pair, label, "%g (%d-%d)" % (med, min(n), max(n)),
-                "%.2f s (%.2f-%.2f)" % (statistics.median(t), min(t), max(t)) if t else "none arrived",
-                med / base if base else 0))
+            n = [x[0] for x in pipes[(pair, label)]]
+            t = [x[1] for x in pipes[(pair, label)] if x[1] is not None]
+            print("%-26s %-40s %22s %26s %8.2f" % ("%s -> %s" % pair, label, spread(n),
+                                                   spread(t, "%.2f", " s") if t else "none arrived",
+                                                   statistics.median(n) / base if base else 0))
     print()
     print("%-26s %-40s %22s %8s" % ("registering device", "device code", "connections refused", "ratio"))
     for interp in interps:
-        base = None
+        base = statistics.median(regs[(interp, codes[-1][0])])
         for label, _ in codes[::-1]:
             n = regs[(interp, label)]
-            med = statistics.median(n)
-            if base is None:
-                base = med
-            print("%-26s %-40s %22s %8.2f" % (interp, label, "%g (%d-%d)" % (med, min(n), max(n)),
-                                              med / base if base else 0))
+            print("%-26s %-40s %22s %8.2f" % (interp, label, spread(n), statistics.median(n) / base if base else 0))
 
 
 if __name__ == "__main__":
