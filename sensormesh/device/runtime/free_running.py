@@ -84,7 +84,7 @@ def room(rt, n):
     for p in rt.pipe_outs.values():
         tx = p.tx
         if tx.acks and tx.spool is None:
-            free = tx.cap - len(tx.buf)
+            free = tx.cap - tx.kept
             if free < n:
                 n = free if free > 1 else 1
     return n
