@@ -39,25 +39,29 @@ class Source(Outlet):
         self.timer = None
         if not self.running:
             return
-        due = grid_due(self, self.rt.loop.now())
-        while due > 0 and self.running:
-            self.taken += 1
-            due -= 1
-            try:
-                v = self.read()
-            except Exception as e:
+        try:
+            due = grid_due(self, self.rt.loop.now())
+            while due > 0 and self.running:
+                self.taken += 1
+                due -= 1
                 try:
-                    self._read_failed(e)    # counted and logged (sources.py, loaded for it)
-                except MemoryError:
-                    self.errors += 1        # no room for that code now: counted only
-                continue
-            self.n_out += 1
-            self.emit(v)
-            if self.limit and self.n_out >= self.limit:
-                self.running = False
-        if self.running:
-            self.timer = self.rt.loop.call_later(
-                wait_ms(self.t0 + self.taken * self.period, self.rt.loop.now()), self._tick)
+                    v = self.read()
+                except Exception as e:
+                    try:
+                        self._read_failed(e)    # counted and logged (sources.py, loaded for it)
+                    except MemoryError:
+                        self.errors += 1        # no room for that code now: counted only
+                    continue
+                self.n_out += 1
+                self.emit(v)
+                if self.limit and self.n_out >= self.limit:
+                    self.running = False
+        finally:
+            # a step that could not take a value (a board short of heap) raises to the loop,
+            # which counts and logs it; the source keeps its schedule all the same
+            if self.running:
+                self.timer = self.rt.loop.call_later(
+                    wait_ms(self.t0 + self.taken * self.period, self.rt.loop.now()), self._tick)
 
 
 class Runtime(Rarely):

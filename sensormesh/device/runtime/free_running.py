@@ -22,9 +22,13 @@ class FreeSource(Source):
             return
         if backlogged(self.rt):
             return  # resume_sources() calls us again when the pipes drain
-        self._burst()
-        if self.running:
-            self.timer = self.rt.loop.call_later(0, self._tick)
+        try:
+            self._burst()
+        finally:
+            # a step that could not take the run (a board short of heap) raises to the loop,
+            # which counts and logs it; the source reads on all the same
+            if self.running:
+                self.timer = self.rt.loop.call_later(0, self._tick)
 
     def _burst(self):
         # A free-running source reads a run of values per loop turn and hands the list on at
