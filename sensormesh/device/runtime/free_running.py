@@ -88,7 +88,7 @@ def room(rt, n):
     for p in rt.pipe_outs.values():
         tx = p.tx
         if tx.acks and tx.spool is None:
-            free = tx.cap - tx.kept
+            free = tx.cap - len(tx.buf)
             if free < n:
                 n = free if free > 1 else 1
     return n

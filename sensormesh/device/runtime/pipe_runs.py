@@ -19,7 +19,7 @@ class PipeOutRuns(PipeOut):
         n = len(values)
         if self.tf and not self.lineage and tx.unsent() + n < MAX_FRAME_VALUES and add_many(tx, values):
             self.n_in += n
-            if tx.kept >= self.roomy:
+            if len(tx.buf) >= self.roomy:
                 self.heap_check()
             if tx.full():
                 self._send()        # nothing more joins the time frame before an acknowledgement
@@ -34,9 +34,13 @@ class PipeOutRuns(PipeOut):
 def add_many(tx, values):
     """Add a run of values to the replay buffer of Sender tx if it holds them all; False (nothing
     added) if not."""
-    if tx.kept + len(values) > tx.cap:
+    buf = tx.buf
+    if len(buf) + len(values) > tx.cap:
         return False
-    put = tx.put
-    for v in values:
-        put(v)
+    if type(buf) is not list:
+        for v in values:
+            if type(v) is not float:
+                tx.buf = buf = list(buf)
+                break
+    buf.extend(values)
     return True

@@ -103,7 +103,7 @@ class PipeOut(Rarely):
         tx = self.tx
         tx.add(value)
         try:
-            if tx.kept >= self.roomy:
+            if len(tx.buf) >= self.roomy:
                 self.heap_check()
             if self.tf:
                 if tx.unsent() >= MAX_FRAME_VALUES or tx.full():
@@ -129,7 +129,7 @@ class PipeOut(Rarely):
         """The replay buffer grew by HEAP_CHECK values: with too little heap free, its bound
         comes down to what it holds (module notes)."""
         tx = self.tx
-        n = tx.kept
+        n = len(tx.buf)
         self.roomy = n + HEAP_CHECK
         if _mem_free is None or n >= tx.cap or _mem_free() >= HEAP_RESERVE:
             return
@@ -302,7 +302,7 @@ class PipeOut(Rarely):
                 if self.fv < MAX_FRAME_VALUES:
                     # the receiver took values: arrays as large as it said it takes, or ours
                     self.fv = getattr(self, "fv_max", MAX_FRAME_VALUES)
-                self.roomy = tx.kept + HEAP_CHECK
+                self.roomy = len(tx.buf) + HEAP_CHECK
                 if tx.cap < self.bound and _mem_free() >= HEAP_RISE:
                     self.bound_back(_mem_free())   # the heap has room again (module notes): pipe_links.py
                 self.asked = False

@@ -40,26 +40,15 @@
 import os
 from array import array
 
-from sensormesh.device.compat import MICROPYTHON
 from sensormesh.device.steps import Rarely
 
 
-# The replay buffer keeps its values in chunks of at most CHUNK values each, oldest first, so that
-# it never asks the heap for one block the size of the whole buffer: a burst of a few hundred
-# values, or a buffer of 1000, takes blocks of a few hundred bytes, which a fragmented board heap
-# still has, where one list or array of them needed kilobytes in one piece (and a list never gave
-# them back). Acknowledged values leave chunk by chunk. A chunk holds numbers compactly: while
-# every value in it is a float it is an array of this port's floats (8 bytes a value on the unix
-# port, 4 on an ESP32, instead of a pointer and a float object each), and a list as soon as
-# another value joins (ints, bools, strings, lists: they come out exactly as they went in). 'f'
-# where a float is single precision (ESP32), so that a value comes back from the array bit for
-# bit; 'd' elsewhere.
-# Every chunk but the last holds exactly CHUNK values (the first counts those already gone, head),
-# so the value at a position is found without a search. A board's chunk is 512 bytes at most on
-# the unix port (256 on an ESP32); CPython takes larger ones.
+# The replay buffer holds numbers compactly: while every value in it is a float it is an array
+# of this port's floats (8 bytes a value on the unix port, 4 on an ESP32, instead of a pointer
+# and a float object each), and a list as soon as another value joins (ints, bools, strings,
+# lists: they come out exactly as they went in). 'f' where a float is single precision (ESP32),
+# so that a value comes back from the array bit for bit; 'd' elsewhere.
 FLOATS = "f" if array("f", [0.1])[0] == 0.1 else "d"
-CHUNK = 64 if MICROPYTHON else 1024
-_FULL = bytes(CHUNK)     # Sender.last when a new value needs a new chunk
 
 
 def new_run():
@@ -94,83 +83,44 @@ class Sender(Rarely):
         self.cap = cap if cap > 0 else 1
         self.run = run
         self.acks = acks      # False: values leave the buffer when sent (no replay, no acks)
-        self.chunks = []      # values from seq `mbase` on, oldest first, CHUNK a chunk at most
-        self.last = _FULL     # chunks[-1], or _FULL when there is none
-        self.head = 0         # values at the start of chunks[0] already gone
-        self.kept = 0         # values in memory: seq mbase .. mbase + kept - 1
+        self.buf = []         # values from seq `mbase` on, oldest first
         self.base = 0         # everything before base is acknowledged (or evicted)
-        self.mbase = 0        # seq of the oldest value in memory; base..mbase-1 are in the spool
+        self.mbase = 0        # seq of buf[0]; base..mbase-1 are in the spool
         self.sent = 0         # seq of the next value to send on the current connection
         self.high = 0         # every value before this seq has been sent (or dropped)
         self.once = 0         # values sent at least once
 
     def next_seq(self):
-        return self.mbase + self.kept
+        return self.mbase + len(self.buf)
 
     def unsent(self):
-        return self.mbase + self.kept - self.sent
+        return self.mbase + len(self.buf) - self.sent
 
     def held(self):
-        return self.mbase + self.kept - self.base
+        return self.mbase + len(self.buf) - self.base
 
     def full(self):
-        return self.kept >= self.cap
+        return len(self.buf) >= self.cap
 
     def add(self, value):
-        last = self.last
-        if len(last) < CHUNK and (type(value) is float or type(last) is list):
-            last.append(value)       # the usual case, without a call
-            self.kept += 1
-        else:
-            self.put(value)
-        if self.kept > self.cap:
+        buf = self.buf
+        if type(value) is float:
+            if not buf and type(buf) is list:
+                self.buf = buf = array(FLOATS)   # an empty buffer takes floats compactly
+        elif type(buf) is not list:
+            self.buf = buf = list(buf)           # a value that is not a float: a list again
+        buf.append(value)
+        if len(buf) > self.cap:
             if self.spool is None or not self.spool.spill(self):
-                self.evict(self.kept - self.cap)
-
-    def put(self, value):
-        """Append value to the memory buffer (no bound: add() keeps that)."""
-        ch = self.chunks
-        last = self.last
-        if len(last) < CHUNK:
-            if type(value) is not float and type(last) is not list:
-                ch[-1] = last = list(last)       # a value that is not a float: a list again
-        else:
-            last = array(FLOATS) if type(value) is float else []   # floats compactly
-            ch.append(last)
-        self.last = last
-        last.append(value)
-        self.kept += 1
-
-    def values(self, i, n):
-        """A list of the n values in memory from the i-th on (i = 0: seq mbase; i + n <= kept)."""
-        out = []
-        j = i + self.head
-        c = j // CHUNK
-        j -= c * CHUNK
-        ch = self.chunks
-        while len(out) < n:
-            out.extend(ch[c][j:j + n - len(out)])
-            c += 1
-            j = 0
-        return out
-
-    def clear(self):
-        """Forget the values in memory (the numbering is the caller's)."""
-        self.chunks = []
-        self.last = _FULL
-        self.head = self.kept = 0
+                self.evict(len(buf) - self.cap)
 
     def drop(self, k):
         """Remove the k oldest values in memory."""
-        if k >= self.kept:
-            self.clear()
-            return
-        self.kept -= k
-        h = self.head + k
-        if h >= CHUNK:
-            del self.chunks[:h // CHUNK]
-            h %= CHUNK
-        self.head = h
+        buf = self.buf
+        if type(buf) is list:
+            del buf[:k]
+        else:
+            buf[:k] = buf[:0]    # MicroPython's array deletes no slice: assign an empty one
 
     def _forget(self, new_base):
         """Values before new_base left the buffer unacknowledged (beyond the bound)."""
@@ -188,8 +138,8 @@ class Sender(Rarely):
 
     def evict(self, k):
         """Drop the k oldest values in memory (beyond the bound, no room in a spool)."""
-        if k > self.kept:
-            k = self.kept
+        if k > len(self.buf):
+            k = len(self.buf)
         if self.spool is not None:
             self.spool.clear()
         self.drop(k)
@@ -208,18 +158,18 @@ class Sender(Rarely):
                 self.meta_in(seg[2])
         else:
             i = self.sent - self.mbase
-            n = self.kept - i
+            n = len(self.buf) - i
             if n > limit:
                 n = limit
             if n <= 0:
                 return None
-            ch = self.chunks
-            if (i == 0 and n == self.kept and not self.acks and len(ch) == 1 and self.head == 0
-                    and type(ch[0]) is list):
-                out = ch[0]      # the whole buffer leaves: its one list goes as it is
-                self.clear()
+            if i == 0 and n == len(self.buf) and not self.acks and type(self.buf) is list:
+                out = self.buf
+                self.buf = []
             else:
-                out = self.values(i, n)
+                out = self.buf[i:i + n]
+                if type(out) is not list:
+                    out = list(out)
                 if not self.acks:
                     self.drop(n)
         n = len(out)

@@ -30,7 +30,7 @@ def adopt(tx, seq, run):
     tx.base = tx.mbase = tx.sent = tx.high = seq
     tx.run = run
     tx.adopted = True
-    tx.clear()
+    tx.buf = []
     if tx.spool is not None:
         tx.spool.clear()
     tx.mark = None

@@ -165,10 +165,11 @@ class Spool:
         if self.rest:
             self.rest -= 1
             return False
-        k = tx.kept - tx.cap // 2
+        buf = tx.buf
+        k = len(buf) - tx.cap // 2
         first = tx.mbase
         meta = tx.meta_out(first, k) if getattr(tx, "meta_out", None) is not None else None
-        dropped = self.write(first, tx.values(0, k), meta)
+        dropped = self.write(first, list(buf[:k]), meta)   # buf may be an array (replay.py)
         if dropped < 0:
             self.rest = tx.cap // 2
             return False
