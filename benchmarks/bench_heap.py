@@ -40,6 +40,16 @@
 # the smallest of each shown. --against DIR measures another checkout's device package (e.g. a
 # worktree of main) in the same run, as the baseline:
 #     python3 benchmarks/bench_heap.py --metrics [--repeat 3] [--against ../main]
+# Rounds (--rounds N runs only this part): the keyed deployed device run N times under 96K and,
+# as the baseline, N times under the default heap of local MicroPython devices, the two heaps
+# alternating; per heap, how many runs were clean (every value arrived, nothing short of heap),
+# how many ran to their end with a shortfall the device named (a status reply without its
+# per-step counts, a flush that found no block to seal its frame), and how many failed. A heap
+# this close to the device's need is met in some runs and not in others, so a bisection's one
+# run per heap cannot tell; this part says how often:
+#     python3 benchmarks/bench_heap.py --rounds 20 [--heaps 96,112] [--slow-peer 0.8] [--logs DIR]
+# --slow-peer S: the CPython device takes S seconds to answer each hello (a loaded PC); --logs DIR
+# keeps the output of every run that was not clean (DIR/round-N-HEAPK.log).
 # Every interpreter runs in the package's own folder, so that it imports the .mpy files (a
 # checkout's working directory would put its .py sources first on MicroPython's path).
 import os
@@ -136,6 +146,7 @@ class Bench:
         self.memory_error = False  # did the last run's devices run out of heap?
         self.row = None           # the row being bisected
         self.cut = 0              # replies cut short for memory in the last run (replies_cut)
+        self.got = 0              # values the sink received in the last deployed run
         self.cuts = {}            # (row, heap) -> replies cut short in the run that fit
 
     def model(self, heap, text=PIPELINE):
@@ -188,9 +199,9 @@ class Bench:
             shutil.rmtree(run, ignore_errors=True)
         return ok
 
-    def deployed(self, heap, mpy, keyed, every_family=False, micropython=None):
+    def deployed(self, heap, mpy, keyed, every_family=False, micropython=None, events=None):
         model, run = self.model(heap)
-        events = []
+        events = [] if events is None else events
         got = []
         try:   # a device's own MemoryError is in its output (on_line), a failed start's in the events
             runner.up(model, count=self.count, duration=40, heap="%dK" % heap, mpy=mpy,
@@ -204,6 +215,7 @@ class Bench:
             shutil.rmtree(run, ignore_errors=True)
         self.memory_error = any(short_of_memory(str(e)) for e in events)
         self.cut = replies_cut(events)
+        self.got = len(got)
         return len(got) >= self.count and not self.memory_error
 
     def receiving(self, heap):
@@ -659,7 +671,93 @@ def print_phases(rows, mods, what="Keyed deployed device"):
     print("device modules resident at steady state: %s" % (mods or "-"))
 
 
+SLOW_PEER = """import os, time
+from sensormesh.device import secure
+_handshake = secure.Security.handshake
+def handshake(self, session, conn, msg):
+    time.sleep(float(os.environ["SENSORMESH_BENCH_SLOW_HELLO"]))
+    return _handshake(self, session, conn, msg)
+secure.Security.handshake = handshake
+"""
+
+
+def rounds(n, heaps, slow=None, logs=None):
+    """Run the keyed deployed device n times under each of `heaps` (KB), alternating; per heap
+    {"clean", "cut", "failed"} counts and the first lines of each failed run's shortfall."""
+    tmp = tempfile.mkdtemp(prefix="sensormesh-bench-heap-")
+    saved = dict((k, os.environ.get(k)) for k in ("PYTHONPATH", "SENSORMESH_BENCH_SLOW_HELLO"))
+    if slow:     # the CPython device's process runs this first (sitecustomize)
+        site = os.path.join(tmp, "site")
+        os.mkdir(site)
+        with open(os.path.join(site, "sitecustomize.py"), "w") as f:
+            f.write(SLOW_PEER)
+        os.environ["PYTHONPATH"] = os.pathsep.join([site, ROOT] + [p for p in [saved["PYTHONPATH"]] if p])
+        os.environ["SENSORMESH_BENCH_SLOW_HELLO"] = str(slow)
+    out = dict((h, {"clean": 0, "cut": 0, "failed": 0, "where": []}) for h in heaps)
+    b = Bench(10, os.path.join(tmp, "keys"), tmp)
+    t0 = time.monotonic()
+    try:
+        for i in range(n):
+            for h in heaps:
+                events = []
+                ok = b.deployed(h, True, True, events=events)
+                short = [str(e) for e in events if short_of_memory(str(e))]
+                r = out[h]
+                if logs and not ok:
+                    os.makedirs(logs, exist_ok=True)
+                    with open(os.path.join(logs, "round-%d-%dK.log" % (i + 1, h)), "w") as f:
+                        f.write("\n".join(str(e) for e in events) + "\n")
+                if ok:
+                    r["clean"] += 1
+                elif b.got >= b.count and any("stopped" in str(e) for e in events):
+                    r["cut"] += 1
+                    r["where"].append(short[0] if short else "?")
+                else:
+                    r["failed"] += 1
+                    r["where"].append(short[0] if short else (str(events[-1]) if events else "?"))
+                print("round %d/%d, %d KB: %s (%.0f s)" % (i + 1, n, h, "clean" if ok else "short" if short else "failed",
+                                                          time.monotonic() - t0), file=sys.stderr)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def print_rounds(out, n, base, slow):
+    print("Keyed deployed device (source -> shipped map -> window -> pipe out, .mpy, keys), %d runs per heap,"
+          % n)
+    print("the heaps alternating%s. clean = every value arrived and the device never ran short of heap;"
+          % (", the CPython device answering each hello after %s s" % slow if slow else ""))
+    print("cut = it ran to its end, its values arrived, but it named a shortfall (a reply without its counts,")
+    print("a frame it could not seal); failed = values missing or the device did not stop when told.")
+    print()
+    print("%8s %7s %5s %8s %12s" % ("heap", "clean", "cut", "failed", "clean/base"))
+    print("-" * 44)
+    b = out[base]["clean"]
+    for h in sorted(out):
+        r = out[h]
+        print("%6d K %4d/%d %5d %8d %12s" % (h, r["clean"], n, r["cut"], r["failed"],
+                                           "%.2f" % (r["clean"] / float(b)) if b else "-"))
+    for h in sorted(out):
+        for line in out[h]["where"][:5]:
+            print("  %d K: %s" % (h, line[:150]))
+
+
 def main(argv):
+    if "--rounds" in argv:
+        from sensormesh.controller.model import DEFAULT_HEAP, heap_bytes
+        n = int(argv[argv.index("--rounds") + 1])
+        base = heap_bytes(DEFAULT_HEAP) // 1024
+        heaps = ([int(h) for h in argv[argv.index("--heaps") + 1].split(",")] if "--heaps" in argv
+                 else [TARGET_KB, base])
+        slow = float(argv[argv.index("--slow-peer") + 1]) if "--slow-peer" in argv else None
+        logs = argv[argv.index("--logs") + 1] if "--logs" in argv else None
+        print_rounds(rounds(n, heaps, slow, logs), n, base if base in heaps else heaps[-1], slow)
+        return 0
     if "-h" in argv or "--help" in argv:     # the notes at the top of this file
         with open(os.path.abspath(__file__)) as f:
             for line in f:

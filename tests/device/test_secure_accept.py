@@ -291,3 +291,55 @@ def test_a_hello_that_finds_no_heap_for_its_code_closes_its_connection():
     c = SecureClient(loop, addr, "controller", "dev-a")
     assert loop.run_until(c.ready, 5000) and c.error is None and c.cs.done, c.error
     a.close()
+
+
+def _failing(names, after=0):
+    """A secure.load that raises MemoryError for the modules `names` once `after` loads of them
+    have passed; returns (load, restore)."""
+    from sensormesh.device import secure
+    real = secure.load
+    seen = [0]
+
+    def load(name):
+        if name in names:
+            seen[0] += 1
+            if seen[0] > after:
+                raise MemoryError("no heap")
+        return real(name)
+
+    def restore():
+        secure.load = real
+    secure.load = load
+    return restore
+
+
+def test_a_handshake_whose_end_finds_no_heap_frees_its_slot_and_answers():
+    """Once a connection holds its slot, basics.py and refused.py cannot be loaded any more (the
+    heap is full): a keyed hello is still welcomed and a plaintext request still refused with a
+    closed connection (not left waiting), and no slot stays counted: every later handshake would
+    have been refused as busy."""
+    from sensormesh.device.core import Device  # noqa: F401  (keyed() makes it)
+    loop = transport.Loop()
+    a = keyed("dev-a", [], loop)
+    addr = listen(a)
+    errors = []
+    loop.on_error = lambda e, fn: errors.append(e)
+    restore = _failing(("basics", "refused"))
+    try:
+        c = SecureClient(loop, addr, "controller", "dev-a")
+        assert loop.run_until(c.ready, 5000) and c.error is None and c.cs.done, (c.error, c.messages)
+    finally:
+        restore()
+    restore = _failing(("basics", "refused"))
+    try:
+        from loopkit import Collector
+        p = Collector()
+        conn = transport.dial(loop, addr, p)
+        conn.send({"data-request": {"sensor": "counter"}})
+        assert loop.run_until(lambda: p.closed, 5000), p.messages
+    finally:
+        restore()
+    assert a.security.pending == 0 and a.security.pending_by == {}, (a.security.pending, errors)
+    assert errors == [], errors
+    c.conn.close()
+    a.close()

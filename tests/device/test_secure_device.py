@@ -749,6 +749,51 @@ def test_no_memory_to_wait_for_the_welcome_closes_that_dial_which_is_made_again(
     b.close()
 
 
+def test_no_memory_for_the_hellos_code_closes_the_connection_the_dial_opened():
+    """A board with no heap free for the hello's code (loading dial_hello.py fails) right after
+    the pipe's connection was opened: that connection closes at once. Before, it stayed open
+    with no protocol, and what its peer then sent (a refusal for want of a hello) raised an
+    AttributeError on every read. The pipe dials again and every value arrives in order."""
+    from sensormesh.device import secure
+    loop = transport.Loop()
+    b, baddr, cb = _receiver(loop)
+    a, ca, logs = _deployed_sender(loop, baddr)
+    errors = []
+    loop.on_error = lambda e, fn: errors.append(e)
+    real_load = secure.load
+    failed, opened = [], []
+
+    def load(name):
+        if name == "dial_hello" and not failed:      # the first dial finds no heap free for it
+            failed.append(name)
+            raise MemoryError("memory allocation failed")
+        return real_load(name)
+    had = "dial" in transport.__dict__
+    real_transport_dial = transport.dial
+
+    def dial(*args, **kw):
+        conn = real_transport_dial(*args, **kw)
+        opened.append(conn)
+        return conn
+    transport.dial = dial
+    secure.load = load
+    try:
+        ca.conn.send({"start": {}})
+        assert loop.run_until(lambda: len(delivered(cb)) >= 50, 15000), (len(delivered(cb)), logs)
+    finally:
+        secure.load = real_load
+        if had:
+            transport.dial = real_transport_dial
+        else:
+            del transport.dial
+    assert failed and len(opened) >= 2, opened
+    assert opened[0].closed, "the connection of the dial that found no heap is still open"
+    assert delivered(cb) == list(range(50))
+    assert all(isinstance(e, MemoryError) for e in errors), errors
+    a.close()
+    b.close()
+
+
 def test_a_peer_revoked_after_the_deployment_is_refused_by_the_pipes_dial():
     """What a deployment prepared for a pipe's dial is used only while the trust store is the
     one it came from: a trust file changed in between (the peer revoked) is read again at the

@@ -142,11 +142,14 @@ class Security:
         the handshake's loads."""
         dev = self.dev
         conn = transport.dial(dev.loop, address, None, dev.max_frame)
-        d = load("dial_hello").dial(self, conn, protocol, peer, first)
-        if d is not None:
-            try:
+        try:
+            d = load("dial_hello").dial(self, conn, protocol, peer, first)
+            if d is not None:
                 load("dial_wait").wait(d)
-            except MemoryError:
-                conn.close()      # (its hello unsent) the pipe, told by the MemoryError, dials again
-                raise
+        except MemoryError:
+            # no heap for the hello's code, its hello or the wait's: closed (it has no protocol
+            # yet, so nothing could take what its peer sends); the pipe, told by the
+            # MemoryError, dials again
+            conn.close("no memory free for the handshake with %s" % (peer,))
+            raise
         return conn
