@@ -659,6 +659,19 @@ def _deployed_sender(loop, baddr, trust_src=None):
     return a, ca, logs
 
 
+def _short_once(real_load, module):
+    """A secure.load whose first load of `module` finds no heap free (a MemoryError), and the
+    list that records it."""
+    failed = []
+
+    def load(name):
+        if name == module and not failed:
+            failed.append(name)
+            raise MemoryError("memory allocation failed")
+        return real_load(name)
+    return load, failed
+
+
 def test_no_memory_for_the_welcomes_check_closes_only_that_dial_which_is_made_again():
     """A board with no heap free to check the pipe's welcome (loading welcome.py fails) closes that
     connection only, saying so; the pipe dials again and every value arrives in order, and the
@@ -715,13 +728,7 @@ def test_no_memory_to_wait_for_the_welcome_closes_that_dial_which_is_made_again(
     real_dial = a.security.dial
     real_load = secure.load
     dials = []
-    failed = []
-
-    def load(name):
-        if name == "dial_wait" and not failed:      # the first dial finds no heap free for it
-            failed.append(name)
-            raise MemoryError("memory allocation failed")
-        return real_load(name)
+    load, failed = _short_once(real_load, "dial_wait")     # the first dial finds no heap free for it
 
     def dial(*args):
         try:
@@ -761,13 +768,8 @@ def test_no_memory_for_the_hellos_code_closes_the_connection_the_dial_opened():
     errors = []
     loop.on_error = lambda e, fn: errors.append(e)
     real_load = secure.load
-    failed, opened = [], []
-
-    def load(name):
-        if name == "dial_hello" and not failed:      # the first dial finds no heap free for it
-            failed.append(name)
-            raise MemoryError("memory allocation failed")
-        return real_load(name)
+    opened = []
+    load, failed = _short_once(real_load, "dial_hello")    # the first dial finds no heap free for it
     had = "dial" in transport.__dict__
     real_transport_dial = transport.dial
 
