@@ -339,8 +339,14 @@ class Connection:
 
     def release(self):
         """A secure dial's session is up (secure/dialer.py): send what was held meanwhile, then
-        the protocol's on_connect (connect.release)."""
-        _connect().release(self)
+        the protocol's on_connect (connect.release). With no heap free for that code, closed
+        (its dialer dials again) rather than up but never taken."""
+        try:
+            c = _connect()
+        except MemoryError:
+            self.close("no memory free for a frame")
+            raise
+        c.release(self)
 
     def writable(self):
         """True while the producer may add more output. After a False, on_drain(conn) follows

@@ -343,3 +343,54 @@ def test_a_handshake_whose_end_finds_no_heap_frees_its_slot_and_answers():
     assert errors == [], errors
     c.conn.close()
     a.close()
+
+
+def test_a_connection_whose_slot_finds_no_heap_is_closed_at_once():
+    """A connection is accepted when admit.py, the code of its pre-authentication slot, cannot
+    be loaded (a MemoryError): it is closed at once rather than left open without a slot, a
+    deadline or the small frame limit of a hello; nothing escapes to the loop, no slot stays
+    counted, and the next connection, with heap for it, is welcomed."""
+    loop = transport.Loop()
+    a = keyed("dev-a", [], loop)
+    addr = listen(a)
+    errors = []
+    loop.on_error = lambda e, fn: errors.append(e)
+    from loopkit import Collector
+    restore = _failing(("admit",))
+    try:
+        p = Collector()
+        transport.dial(loop, addr, p)
+        assert loop.run_until(lambda: p.closed, 5000), p.messages
+    finally:
+        restore()
+    assert errors == [] and a.security.pending == 0 and a.security.pending_by == {}, (errors, a.security.pending)
+    c = SecureClient(loop, addr, "controller", "dev-a")
+    assert loop.run_until(c.ready, 5000) and c.error is None and c.cs.done, (c.error, c.messages)
+    c.conn.close()
+    a.close()
+
+
+def test_a_hello_whose_slot_finds_no_heap_to_be_released_closes_and_the_slot_frees_at_its_deadline():
+    """The hello arrives, but admit.py, needed to release the connection's pre-authentication
+    slot, cannot be loaded any more (a MemoryError): the connection is closed at once (before,
+    it stayed open, the MemoryError escaping on every message), and the slot is released at its
+    deadline, so later handshakes are not refused as busy for good."""
+    loop = transport.Loop()
+    a = keyed("dev-a", [], loop)
+    a.security.handshake_ms = 2000
+    addr = listen(a)
+    errors = []
+    loop.on_error = lambda e, fn: errors.append(e)
+    restore = _failing(("admit",), after=1)     # its slot is taken; its release finds no heap
+    try:
+        c = SecureClient(loop, addr, "controller", "dev-a")
+        assert loop.run_until(lambda: c.closed, 1000), "still open before its deadline"
+        assert not c.cs.done and a.security.pending == 1
+    finally:
+        restore()
+    assert loop.run_until(lambda: a.security.pending == 0, 4000), a.security.pending
+    assert a.security.pending_by == {} and all(isinstance(e, MemoryError) for e in errors), errors
+    c = SecureClient(loop, addr, "controller", "dev-a")
+    assert loop.run_until(c.ready, 5000) and c.error is None and c.cs.done, (c.error, c.messages)
+    c.conn.close()
+    a.close()

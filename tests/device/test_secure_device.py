@@ -796,6 +796,53 @@ def test_no_memory_for_the_hellos_code_closes_the_connection_the_dial_opened():
     b.close()
 
 
+def test_no_memory_to_take_a_dials_session_closes_it_and_the_pipe_dials_again():
+    """The pipe's session is up (its welcome checked), but the code that hands the connection
+    to the pipe (connect.py: what waited is sent, then the pipe's on_connect) finds no heap
+    free: that connection closes at once. Before, it stayed up but was never taken, and the
+    pipe's values waited until something else closed it. The pipe dials again and every value
+    arrives in order."""
+    loop = transport.Loop()
+    b, baddr, cb = _receiver(loop)
+    a, ca, logs = _deployed_sender(loop, baddr)
+    errors = []
+    loop.on_error = lambda e, fn: errors.append(e)
+    real_release, real_connect = transport.Connection.release, transport._connect
+    releasing, failed, opened = [], [], []
+
+    def release(conn):
+        releasing.append(conn)
+        try:
+            return real_release(conn)
+        finally:
+            releasing.pop()
+
+    def connect():
+        if releasing and not failed:      # the first release of a dial's session
+            failed.append(releasing[-1])
+            raise MemoryError("memory allocation failed")
+        return real_connect()
+    real_dial = a.security.dial
+
+    def dial(*args):
+        conn = real_dial(*args)
+        opened.append(conn)
+        return conn
+    a.security.dial = dial
+    transport.Connection.release, transport._connect = release, connect
+    try:
+        ca.conn.send({"start": {}})
+        assert loop.run_until(lambda: len(delivered(cb)) >= 50, 15000), (len(delivered(cb)), logs)
+    finally:
+        transport.Connection.release, transport._connect = real_release, real_connect
+    assert failed and failed[0] is opened[0] and len(opened) >= 2, (failed, opened)
+    assert opened[0].closed, "the session that found no heap to be taken is still open"
+    assert delivered(cb) == list(range(50))
+    assert errors and all(isinstance(e, MemoryError) for e in errors), errors
+    a.close()
+    b.close()
+
+
 def test_a_peer_revoked_after_the_deployment_is_refused_by_the_pipes_dial():
     """What a deployment prepared for a pipe's dial is used only while the trust store is the
     one it came from: a trust file changed in between (the peer revoked) is read again at the

@@ -81,13 +81,18 @@ class Security:
         load("trust").configure(self, cfg)
 
     # -- accepted connections (admit.py) ---------------------------------------------------
-    def on_open(self, session, conn):
-        if from_mpy():
+    def on_open(self, session, conn, now=False):
+        if not now and from_mpy():
             # a board forgetting code: on this loop turn, once the code that accepted the
             # connection (accepting.py) has returned, so admit.py never shares the heap with it
-            self.dev.loop.call_soon(lambda: conn.closed or load("admit").hold(self, session, conn))
-        else:
+            self.dev.loop.call_soon(lambda: conn.closed or self.on_open(session, conn, True))
+            return
+        try:
             load("admit").hold(self, session, conn)
+        except MemoryError:
+            # no heap for its slot's code: closed, not left open without a slot, a deadline
+            # and a hello's frame limit (its peer dials again)
+            conn.close("busy")
 
     def release(self, session):
         """The connection is no longer a handshake in progress (closed)."""
@@ -99,11 +104,13 @@ class Security:
         """The first message of an accepted connection: a hello, or a refusal (accept.py), its
         slot released first (admit.py forgotten then, unless another connection waits for its
         hello: it does not share the heap with the server side)."""
-        self.release(session)
         try:
+            self.release(session)
             a = load("accept")
         except MemoryError:
-            conn.close("busy")     # no heap for the hello's code now: the peer dials again
+            # no heap for the hello's code now: the peer dials again (a slot that admit.py found
+            # no heap to release is released at its deadline)
+            conn.close("busy")
             return
         a.handshake(self, session, conn, msg)
 
