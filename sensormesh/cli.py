@@ -340,7 +340,8 @@ def client(address, sensor, time_frame, values_per_time_frame, count, timeout, i
         else:
             if not answered:
                 click.echo("error: %s closed the connection without a word: is it a sensormesh device "
-                           "(the right port)?" % address, err=True)
+                           "(the right port)? A board with no memory free for a connection also "
+                           "closes it so; try again later" % address, err=True)
                 sys.exit(1)
             if count:
                 click.echo("error: %s closed the stream after %d of %d data message%s" % (
