@@ -659,6 +659,25 @@ def _deployed_sender(loop, baddr, trust_src=None):
     return a, ca, logs
 
 
+def _record_dials(a):
+    """The connections device a's pipes dial from now on, in order (a list that grows)."""
+    real_dial = a.security.dial
+    dials = []
+
+    def dial(*args):
+        conn = real_dial(*args)
+        dials.append(conn)
+        return conn
+    a.security.dial = dial
+    return dials
+
+
+def _start_until_delivered(loop, ca, cb, logs, n=50):
+    """Start the sender's pipeline (its controller's client ca) and wait for n values at cb."""
+    ca.conn.send({"start": {}})
+    assert loop.run_until(lambda: len(delivered(cb)) >= n, 15000), (len(delivered(cb)), logs)
+
+
 def _short_once(real_load, module):
     """A secure.load whose first load of `module` finds no heap free (a MemoryError), and the
     list that records it."""
@@ -679,8 +698,7 @@ def test_no_memory_for_the_welcomes_check_closes_only_that_dial_which_is_made_ag
     loop = transport.Loop()
     b, baddr, cb = _receiver(loop)
     a, ca, logs = _deployed_sender(loop, baddr)
-    real_dial = a.security.dial
-    dials = []
+    dials = _record_dials(a)
     from sensormesh.device import secure
     real_load = secure.load
 
@@ -688,12 +706,6 @@ def test_no_memory_for_the_welcomes_check_closes_only_that_dial_which_is_made_ag
         if name == "welcome" and len(dials) == 1:      # the first dial's welcome finds no heap free
             raise MemoryError("memory allocation failed")
         return real_load(name)
-
-    def dial(*args):
-        conn = real_dial(*args)
-        dials.append(conn)
-        return conn
-    a.security.dial = dial
     # the dial's protocol (dial_wait.py) loads welcome.py for the welcome: with secure.load, which it
     # takes from the package when it is imported (on a board, at each dial), or kept from before
     import sys
@@ -702,8 +714,7 @@ def test_no_memory_for_the_welcomes_check_closes_only_that_dial_which_is_made_ag
     if waits is not None:
         waits.load = load
     try:
-        ca.conn.send({"start": {}})
-        assert loop.run_until(lambda: len(delivered(cb)) >= 50, 15000), (len(delivered(cb)), logs)
+        _start_until_delivered(loop, ca, cb, logs)
     finally:
         secure.load = real_load
         if waits is not None:
@@ -808,7 +819,7 @@ def test_no_memory_to_take_a_dials_session_closes_it_and_the_pipe_dials_again():
     errors = []
     loop.on_error = lambda e, fn: errors.append(e)
     real_release, real_connect = transport.Connection.release, transport._connect
-    releasing, failed, opened = [], [], []
+    releasing, failed = [], []
 
     def release(conn):
         releasing.append(conn)
@@ -822,17 +833,10 @@ def test_no_memory_to_take_a_dials_session_closes_it_and_the_pipe_dials_again():
             failed.append(releasing[-1])
             raise MemoryError("memory allocation failed")
         return real_connect()
-    real_dial = a.security.dial
-
-    def dial(*args):
-        conn = real_dial(*args)
-        opened.append(conn)
-        return conn
-    a.security.dial = dial
+    opened = _record_dials(a)
     transport.Connection.release, transport._connect = release, connect
     try:
-        ca.conn.send({"start": {}})
-        assert loop.run_until(lambda: len(delivered(cb)) >= 50, 15000), (len(delivered(cb)), logs)
+        _start_until_delivered(loop, ca, cb, logs)
     finally:
         transport.Connection.release, transport._connect = real_release, real_connect
     assert failed and failed[0] is opened[0] and len(opened) >= 2, (failed, opened)
