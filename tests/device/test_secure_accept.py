@@ -394,3 +394,38 @@ def test_a_hello_whose_slot_finds_no_heap_to_be_released_closes_and_the_slot_fre
     assert loop.run_until(c.ready, 5000) and c.error is None and c.cs.done, (c.error, c.messages)
     c.conn.close()
     a.close()
+
+
+def test_a_slot_whose_deadline_finds_no_heap_counts_nothing():
+    """A connection's pre-authentication slot is being taken when its deadline's timer finds no
+    heap (a MemoryError): the connection is closed, and no slot stays counted (before, the
+    counts came first: the slot stayed taken with no deadline to release it, and a board, with
+    two slots, refused every later handshake as busy after two such connections)."""
+    loop = transport.Loop()
+    a = keyed("dev-a", [], loop)
+    addr = listen(a)
+    errors = []
+    loop.on_error = lambda e, fn: errors.append(e)
+    from loopkit import Collector
+    real = loop.call_later
+    short = []
+
+    def call_later(ms, fn):
+        if ms == a.security.handshake_ms and len(short) < 3:    # the slot's deadline
+            short.append(ms)
+            raise MemoryError("no heap")
+        return real(ms, fn)
+    loop.call_later = call_later
+    try:
+        for _ in range(3):
+            p = Collector()
+            transport.dial(loop, addr, p)
+            assert loop.run_until(lambda: p.closed, 5000), p.messages
+    finally:
+        loop.call_later = real
+    assert len(short) == 3 and a.security.pending == 0 and a.security.pending_by == {}, \
+        (short, a.security.pending, a.security.pending_by)
+    c = SecureClient(loop, addr, "controller", "dev-a")
+    assert loop.run_until(c.ready, 5000) and c.error is None and c.cs.done, (c.error, c.messages)
+    c.conn.close()
+    a.close()

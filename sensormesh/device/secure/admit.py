@@ -43,12 +43,20 @@ def hold(sec, session, conn):
                    "(limit %d per address); try again later" % (host, sec.dev.name,
                                                                per_host(sec.max_handshakes)))
     else:
+        # what may need heap first (attributes, the deadline's timer, the host's entry), the
+        # counts last: a MemoryError on the way leaves no slot counted that nothing releases
+        session.hs_host = host
+        t = sec.dev.loop.call_later(sec.handshake_ms, lambda: _expire(sec, session))
+        try:
+            session.hs = t
+            sec.pending_by[host] = mine + 1
+        except MemoryError:
+            session.hs = None
+            t.cancel()
+            raise
         sec.pending += 1
         admitting[0] += 1
-        sec.pending_by[host] = mine + 1
-        session.hs_host = host
         conn.decoder.max_frame = HELLO_MAX_FRAME
-        session.hs = sec.dev.loop.call_later(sec.handshake_ms, lambda: _expire(sec, session))
         return
     idle()
 
