@@ -251,6 +251,38 @@ def test_link_cut_replays_exactly_once():
     assert a["dropped"] == 0 and a["connects"] >= 2, a
 
 
+def test_a_dial_that_finds_no_heap_even_to_set_its_next_try_is_made_again_by_the_next_value():
+    """A pipe's dial finds no heap free (a MemoryError), and neither does the timer of its next
+    try: the pipe then had no connection, no dial and no timer, and its values waited for ever
+    (the buffer full, then dropped). Now the next value (or time frame) that comes to it dials
+    again; every value arrives exactly once."""
+    for tf in (0, 20):
+        net = Net()
+        chain(net, tf=tf)
+        a = net.devices["a"]
+        real_dial, real_later = a.dial, a.loop.call_later
+        short = []
+
+        def dial(*args):
+            if not short:
+                short.append("dial")
+                raise MemoryError("memory allocation failed")
+            return real_dial(*args)
+
+        def call_later(ms, fn):
+            if short == ["dial"]:      # the next try's timer, set by the dial that failed
+                short.append("timer")
+                raise MemoryError("memory allocation failed")
+            return real_later(ms, fn)
+        a.dial, a.loop.call_later = dial, call_later
+        c = net.devices["c"]
+        _run_through_memory_errors(net, lambda: len(c.control.values()) >= 2000)
+        assert len(c.control.values()) >= 2000, (tf, short, a.status()["o1"], a.logs)
+        assert short == ["dial", "timer"]
+        _exactly_once(c.control.values(), 2000)
+        assert a.status()["o1"]["dropped"] == 0
+
+
 def test_middle_device_restart_loses_and_repeats_nothing():
     for steps in ([], [{"id": "w", "type": "window", "params": {"values": 4, "agg": "list"}}]):
         net = Net()

@@ -291,6 +291,39 @@ def test_window_time_frame_expires_by_timer():
     assert s["in"] == 4 and s["out"] == 2 and s["open"] == 0
 
 
+def test_a_time_window_whose_timer_finds_no_heap_sets_it_with_its_next_value():
+    """The first value of a time window comes when there is no heap free for the window's timer
+    (a MemoryError): the value is counted, and the next value sets the timer, so the window
+    closes and emits. Before, the window stayed open with no timer: it never emitted again, and
+    held its device's checkpoints (and with them every acknowledgement) for good."""
+    for agg, want in (("mean", 3.0), ("sum", 9), ("min", 1), ("max", 6), ("count", 3), ("list", [1, 2, 6])):
+        w, out, ctx = make("window", {"time-frame": 1000, "agg": agg})
+        real = ctx.call_later
+        short = []
+
+        def call_later(ms, fn):
+            if not short:
+                short.append(ms)
+                raise MemoryError("memory allocation failed")
+            return real(ms, fn)
+        ctx.call_later = call_later
+        try:
+            w.push(1)
+        except MemoryError:
+            pass
+        assert short == [1000] and out == []
+        ctx.advance(300)
+        w.push(2)
+        w.push(6)
+        ctx.advance(1000)        # 1000 ms after the value that set the timer
+        assert out == [want], (agg, out)
+        w.push(10)               # the next window opens as usual
+        ctx.advance(1000)
+        assert out[1:] == [[10] if agg == "list" else (1 if agg == "count" else 10)], (agg, out)
+        s = w.stats()
+        assert s["in"] == 4 and s["out"] == 2 and s["open"] == 0, (agg, s)
+
+
 def test_window_values_or_time_whichever_first():
     w, out, ctx = make("window", {"time-frame": 100, "values": 3, "agg": "sum"})
     feed(w, [1, 2, 3])        # full before the timer: timer cancelled

@@ -108,7 +108,7 @@ class PipeOut(Rarely):
             if self.tf:
                 if tx.unsent() >= MAX_FRAME_VALUES or tx.full():
                     self._send()        # an array's worth, or nothing more joins before an ack
-            elif self.conn is not None or self.dialing is not None:
+            elif self.conn is not None or self.dialing is not None or self.retry_timer is None:
                 self._send()
             if tx.dropped != self.logged_drops:
                 self._dropped()
@@ -191,7 +191,11 @@ class PipeOut(Rarely):
         """Send what is not sent yet, while the connection takes it."""
         conn = self.conn
         c = conn or self.dialing
-        if c is not None and c.closed:
+        if c is None:
+            if self.retry_timer is None and self.to and self.running:
+                self._dial()   # its last dial found no heap even for the timer of its next try
+            return
+        if c.closed:
             # It closed while the heap had no room for on_close's code (pipe_links.py, loaded
             # for it), so the pipe still holds it: let it go now and dial again. The values wait
             # in the buffer; short of memory again, the next value or frame tries once more.

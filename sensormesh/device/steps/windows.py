@@ -21,7 +21,8 @@ class Window(Step):
         self.acc = 0 if (agg == "sum" or agg == "mean") else ([] if agg == "list" else None)
 
     # Each _put_* (here and in window_aggs.py) counts the value inline and calls _edge only when the window opens or fills
-    # (k == 1 or k == n): one call per value, not two.
+    # (k == 1 or k == n), or when a time window has no timer (it found no heap when the window
+    # opened): one call per value, not two.
     def _put_sum(self, value):
         try:
             self.acc += value
@@ -29,20 +30,23 @@ class Window(Step):
             self.failed(value)
             return
         k = self.k = self.k + 1
-        if k == 1 or k == self.n:
+        if k == 1 or k == self.n or self.timer is None and self.frame:
             self._edge(k)
 
     def _edge(self, k):
-        # the value just counted opened the window (k == 1) or filled it (k == n)
+        # the value just counted opened the window (k == 1), filled it (k == n), or came to an
+        # open time window whose timer found no heap free when it opened (it is set now: a
+        # window left without one would never close, and would hold its device's checkpoints)
         if k == self.n:
             if k == 1:
                 self._hold()
             self._close()
-        elif k == 1:
+            return
+        if k == 1:
             self._hold()
-            if self.frame:
-                # the time frame's end closes it (_close cancels the timer that fired: no harm)
-                self.timer = self.ctx.call_later(self.frame, self._close)
+        if self.frame:
+            # the time frame's end closes it (_close cancels the timer that fired: no harm)
+            self.timer = self.ctx.call_later(self.frame, self._close)
 
     def _close(self):
         k = self.k
