@@ -283,6 +283,34 @@ def test_a_dial_that_finds_no_heap_even_to_set_its_next_try_is_made_again_by_the
         assert a.status()["o1"]["dropped"] == 0
 
 
+def test_a_source_whose_timer_finds_no_heap_is_set_going_again_by_its_pipe():
+    """A source's next reading is due, but its timer finds no heap free (a MemoryError): the
+    source had no timer left and read nothing more for the rest of the run. Now its pipe sets it
+    going again (at its next acknowledgement or time frame); every value arrives once, in order."""
+    for tf in (0, 20):
+        net = Net()
+        chain(net, tf=tf)
+        a = net.devices["a"]
+        src = a.runtime.sources[0]
+        real_tick, real_later = src._tick, a.loop.call_later
+        short = []
+
+        def tick():
+            real_tick()
+        src._tick = tick      # the timer its finished tick sets calls this one
+
+        def call_later(ms, fn):
+            if fn is tick and not short and len(net.devices["c"].control.values()) >= 200:
+                short.append(ms)
+                raise MemoryError("memory allocation failed")
+            return real_later(ms, fn)
+        a.loop.call_later = call_later
+        c = net.devices["c"]
+        _run_through_memory_errors(net, lambda: len(c.control.values()) >= 2000)
+        assert short and len(c.control.values()) >= 2000, (tf, short, a.status())
+        _exactly_once(c.control.values(), 2000)
+
+
 def test_middle_device_restart_loses_and_repeats_nothing():
     for steps in ([], [{"id": "w", "type": "window", "params": {"values": 4, "agg": "list"}}]):
         net = Net()

@@ -58,8 +58,9 @@ class Source(Outlet):
                     self.running = False
         finally:
             # a step that could not take a value (a board short of heap) raises to the loop,
-            # which counts and logs it; the source keeps its schedule all the same
-            if self.running:
+            # which counts and logs it; the source keeps its schedule all the same (a timer that
+            # finds no heap free itself: resume_sources sets it going again)
+            if self.running and self.timer is None:
                 self.timer = self.rt.loop.call_later(
                     wait_ms(self.t0 + self.taken * self.period, self.rt.loop.now()), self._tick)
 
@@ -198,10 +199,13 @@ class Runtime(Rarely):
     # -- running ------------------------------------------------------------------------
     def resume_sources(self):
         """The pipes took values or got acknowledgements: free-running sources, which wait
-        while a pipe is backlogged, read again (free_running.py)."""
+        while a pipe is backlogged, read again (free_running.py), and a source left without a
+        timer (it found no heap free) reads what is due and sets its timer again."""
         for s in self.sources:
             if not s.period:
                 s.resume()
+            elif s.timer is None and s.running:
+                s._tick()
 
     def outputs_acked(self):
         for p in self.pipe_ins.values():
