@@ -177,6 +177,31 @@ def test_heartbeat_keeps_one_timer_on_a_fast_stream():
     assert out == list(range(50))
 
 
+def test_heartbeat_keeps_beating_after_a_beat_that_found_no_heap_downstream():
+    """A beat's value finds no heap free downstream (the emit raises a MemoryError): the next
+    beat's timer was set first, so the heartbeat goes on beating while the input is silent
+    (before, it stopped until the next value came, which is when a heartbeat matters least)."""
+    s, out, ctx = make("heartbeat", {"interval": 100})
+    feed(s, [1])
+    real = s.emit
+    short = []
+
+    def emit(v):
+        if not short:
+            short.append(v)
+            raise MemoryError("memory allocation failed")
+        real(v)
+    s.emit = emit
+    try:
+        ctx.advance(100)
+    except MemoryError:
+        pass
+    assert short == [1] and out == [1]
+    ctx.advance(300)
+    assert out == [1, 1, 1, 1], out
+    assert len(ctx.pending()) == 1
+
+
 # -- debounce ------------------------------------------------------------------------------------
 def test_debounce_one_value_per_press():
     s, out, ctx = make("debounce", {"time": 50})
@@ -212,6 +237,36 @@ def test_debounce_sampled_input_and_flush():
     s.flush()               # stopping emits the candidate instead of losing it
     assert out == [5, 7]
     s.close()
+    assert not ctx.pending()
+
+
+def test_debounce_whose_timer_found_no_heap_sets_it_with_the_next_value():
+    """The candidate's timer is set again when its time is not up (the value changed meanwhile),
+    and that finds no heap free (a MemoryError): the next reading of the same value sets it, so
+    the candidate is emitted. Before, a steady input never set it again: the candidate waited
+    for ever, holding its device's checkpoints."""
+    s, out, ctx = make("debounce", {"time": 50})
+    feed(s, [1])            # t=0: candidate 1, its timer at t=50
+    ctx.advance(30)
+    feed(s, [0])            # t=30: the input changed: 0 is the candidate now, since t=30
+    real = ctx.call_later
+    short = []
+
+    def call_later(ms, fn):
+        if not short:
+            short.append(ms)
+            raise MemoryError("memory allocation failed")
+        return real(ms, fn)
+    ctx.call_later = call_later
+    try:
+        ctx.advance(20)     # t=50: the timer finds 0 waiting 20 ms of its 50: set again, no heap
+    except MemoryError:
+        pass
+    assert short == [30] and out == [] and not ctx.pending()
+    for _ in range(10):     # the input keeps reading 0
+        feed(s, [0])
+        ctx.advance(10)
+    assert out == [0], out
     assert not ctx.pending()
 
 

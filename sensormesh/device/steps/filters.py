@@ -257,12 +257,15 @@ class Heartbeat(Step):
     def _due(self):
         self.timer = None
         wait = self.interval - (self.ctx.now() - self.at)
-        if wait <= 0:
-            self.at = self.ctx.now()
-            self.beats += 1          # counted apart: "out" stays the values passed through
-            self.emit(self.last)
-            wait = self.interval
-        self.timer = self.ctx.call_later(wait, self._due)
+        if wait > 0:
+            self.timer = self.ctx.call_later(wait, self._due)
+            return
+        self.at = self.ctx.now()
+        # the next beat's timer first: a beat that finds no heap free downstream raises (the
+        # loop logs it) and the heartbeat goes on beating
+        self.timer = self.ctx.call_later(self.interval, self._due)
+        self.beats += 1          # counted apart: "out" stays the values passed through
+        self.emit(self.last)
 
     # close(): base.close cancels the timer
 
@@ -293,7 +296,11 @@ class Debounce(Step):
     def put(self, value):
         self.n_in += 1
         if self.cand is not NONE and value == self.cand:
-            return             # unchanged: the candidate keeps its time
+            # unchanged: the candidate keeps its time (and gets its timer, if setting it again
+            # found no heap free)
+            if self.timer is None:
+                self.timer = self.ctx.call_later(0, self._due)
+            return
         if self.cand is NONE:
             if value == self.sent:
                 return         # back to what was emitted: nothing to wait for
