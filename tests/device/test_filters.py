@@ -3,7 +3,7 @@
 # `micropython tests/mprun.py test_filters` on the unix port. Time moves only on ctx.advance().
 import sys
 
-from test_steps import FakeCtx, feed, make, spec_error
+from test_steps import FakeCtx, feed, make, no_heap_for_next_timer, spec_error
 
 
 def close(a, b, eps=1e-9):
@@ -249,15 +249,7 @@ def test_debounce_whose_timer_found_no_heap_sets_it_with_the_next_value():
     feed(s, [1])            # t=0: candidate 1, its timer at t=50
     ctx.advance(30)
     feed(s, [0])            # t=30: the input changed: 0 is the candidate now, since t=30
-    real = ctx.call_later
-    short = []
-
-    def call_later(ms, fn):
-        if not short:
-            short.append(ms)
-            raise MemoryError("memory allocation failed")
-        return real(ms, fn)
-    ctx.call_later = call_later
+    short = no_heap_for_next_timer(ctx)
     try:
         ctx.advance(20)     # t=50: the timer finds 0 waiting 20 ms of its 50: set again, no heap
     except MemoryError:

@@ -69,6 +69,21 @@ class FakeCtx:
         self.logs.append(text)
 
 
+def no_heap_for_next_timer(ctx):
+    """ctx's next call_later raises a MemoryError (no heap free for a timer), once; returns the
+    list that records the delay it was asked for."""
+    real = ctx.call_later
+    short = []
+
+    def call_later(ms, fn):
+        if not short:
+            short.append(ms)
+            raise MemoryError("memory allocation failed")
+        return real(ms, fn)
+    ctx.call_later = call_later
+    return short
+
+
 def make(kind, params=None, inputs=1, ctx=None):
     """Build a step of `kind` with `inputs` inputs, its output collected into a list."""
     ctx = ctx or FakeCtx()
@@ -298,15 +313,7 @@ def test_a_time_window_whose_timer_finds_no_heap_sets_it_with_its_next_value():
     held its device's checkpoints (and with them every acknowledgement) for good."""
     for agg, want in (("mean", 3.0), ("sum", 9), ("min", 1), ("max", 6), ("count", 3), ("list", [1, 2, 6])):
         w, out, ctx = make("window", {"time-frame": 1000, "agg": agg})
-        real = ctx.call_later
-        short = []
-
-        def call_later(ms, fn):
-            if not short:
-                short.append(ms)
-                raise MemoryError("memory allocation failed")
-            return real(ms, fn)
-        ctx.call_later = call_later
+        short = no_heap_for_next_timer(ctx)
         try:
             w.push(1)
         except MemoryError:
