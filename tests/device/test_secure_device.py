@@ -752,8 +752,7 @@ def test_no_memory_to_wait_for_the_welcome_closes_that_dial_which_is_made_again(
     a.security.dial = dial
     secure.load = load
     try:
-        ca.conn.send({"start": {}})
-        assert loop.run_until(lambda: len(delivered(cb)) >= 50, 15000), (len(delivered(cb)), logs)
+        _start_until_delivered(loop, ca, cb, logs)
     finally:
         secure.load = real_load
     assert failed and dials[0] is None and len(dials) >= 2, dials
@@ -791,8 +790,7 @@ def test_no_memory_for_the_hellos_code_closes_the_connection_the_dial_opened():
     transport.dial = dial
     secure.load = load
     try:
-        ca.conn.send({"start": {}})
-        assert loop.run_until(lambda: len(delivered(cb)) >= 50, 15000), (len(delivered(cb)), logs)
+        _start_until_delivered(loop, ca, cb, logs)
     finally:
         secure.load = real_load
         if had:
