@@ -78,7 +78,7 @@ def user_setup(step, params, n_inputs):
 def window_setup(step, params, n_inputs):
     """window (windows.py): its parameters checked, its state set up, its put chosen."""
     step.frame = int_param(step, "time-frame", 0, 0)
-    step.n = int_param(step, "values", 0, 0)
+    step.n = step.edge = int_param(step, "values", 0, 0)
     if not (step.frame or step.n):
         raise step.bad("window needs time-frame or values > 0")
     step.agg = agg = choice_param(step, "agg", "mean", AGGS)

@@ -18,7 +18,7 @@ class OtherAggWindow(Window):
             self.failed(value)
             return
         k = self.k = self.k + 1
-        if k == 1 or k == self.n or self.timer is None and self.frame:
+        if k == 1 or k == self.edge:
             self._edge(k)
 
     def _put_max(self, value):
@@ -31,18 +31,18 @@ class OtherAggWindow(Window):
             self.failed(value)
             return
         k = self.k = self.k + 1
-        if k == 1 or k == self.n or self.timer is None and self.frame:
+        if k == 1 or k == self.edge:
             self._edge(k)
 
     def _put_list(self, value):
         self.acc.append(value)
         k = self.k = self.k + 1
-        if k == 1 or k == self.n or self.timer is None and self.frame:
+        if k == 1 or k == self.edge:
             self._edge(k)
 
     def _put_count(self, value):
         k = self.k = self.k + 1
-        if k == 1 or k == self.n or self.timer is None and self.frame:
+        if k == 1 or k == self.edge:
             self._edge(k)
 
 

@@ -21,8 +21,8 @@ class Window(Step):
         self.acc = 0 if (agg == "sum" or agg == "mean") else ([] if agg == "list" else None)
 
     # Each _put_* (here and in window_aggs.py) counts the value inline and calls _edge only when the window opens or fills
-    # (k == 1 or k == n), or when a time window has no timer (it found no heap when the window
-    # opened): one call per value, not two.
+    # (k == 1 or k == edge, which is n but for a value after a timer that found no heap free):
+    # one call per value, not two.
     def _put_sum(self, value):
         try:
             self.acc += value
@@ -30,13 +30,12 @@ class Window(Step):
             self.failed(value)
             return
         k = self.k = self.k + 1
-        if k == 1 or k == self.n or self.timer is None and self.frame:
+        if k == 1 or k == self.edge:
             self._edge(k)
 
     def _edge(self, k):
-        # the value just counted opened the window (k == 1), filled it (k == n), or came to an
-        # open time window whose timer found no heap free when it opened (it is set now: a
-        # window left without one would never close, and would hold its device's checkpoints)
+        # the value just counted opened the window (k == 1), filled it (k == n), or is the
+        # next one after its timer found no heap free (k == edge)
         if k == self.n:
             if k == 1:
                 self._hold()
@@ -44,9 +43,13 @@ class Window(Step):
             return
         if k == 1:
             self._hold()
-        if self.frame:
-            # the time frame's end closes it (_close cancels the timer that fired: no harm)
+        if self.frame and self.timer is None:
+            # the time frame's end closes it (_close cancels the timer that fired: no harm).
+            # Until the timer is made the next value comes here too: a window left without
+            # one would never close, and would hold its device's checkpoints.
+            self.edge = k + 1
             self.timer = self.ctx.call_later(self.frame, self._close)
+            self.edge = self.n
 
     def _close(self):
         k = self.k
