@@ -66,6 +66,13 @@ def short_on_a(monkeypatch, times):
 built = []
 
 
+def values_flow(sup):
+    """The deployment started, three values reach the callback sink."""
+    got = []
+    sup.watch(lambda dev, step, vals: got.extend(vals), lambda: len(got) >= 3, timeout=30)
+    assert len(got) >= 3
+
+
 def test_a_device_short_of_memory_is_asked_again_and_runs(two, monkeypatch):
     model, devs = two
     tries = short_on_a(monkeypatch, 1)
@@ -77,9 +84,7 @@ def test_a_device_short_of_memory_is_asked_again_and_runs(two, monkeypatch):
         assert sup.deployed == {"a", "b"} and len(tries) == 2
         assert any("a had no memory free for its assignment; asking again, one at a time (1 of 2)" in e
                    for e in events), events
-        got = []
-        sup.watch(lambda dev, step, vals: got.extend(vals), lambda: len(got) >= 3, timeout=30)
-        assert len(got) >= 3
+        values_flow(sup)
     finally:
         sup.stop()
         sup.close()
@@ -123,9 +128,7 @@ def test_a_device_whose_answer_found_no_memory_is_found_deployed_not_sent_its_as
         assert failed and sup.deployed == {"a", "b"}
         assert len(tries) == 1, tries                      # built once
         assert any("a had its assignment in place" in e for e in events), events
-        got = []
-        sup.watch(lambda dev, step, vals: got.extend(vals), lambda: len(got) >= 3, timeout=30)
-        assert len(got) >= 3
+        values_flow(sup)
     finally:
         sup.stop()
         sup.close()
