@@ -345,7 +345,9 @@ class Supervisor(Control, Watch, Reroute, Recover):
             return self._send(d, {"status": {}}, ("status",))
         still = []
         for d, r in self._fan_out(short, ask, None).items():
-            st = ((r.reply or {}).get("status") or {}).get("assignment") or {} if r.error is None else {}
+            st = {}
+            if r.error is None:
+                st = ((r.reply or {}).get("status") or {}).get("assignment") or {}
             if (st.get("state") == "deployed" and st.get("pipeline") == asg[d].get("pipeline")
                     and st.get("epoch") == asg[d].get("epoch")):
                 reqs[d] = r

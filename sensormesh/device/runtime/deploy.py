@@ -38,7 +38,6 @@ def on_deploy(rt, session, body):
         rt.log("deployment %s epoch %s already in place: answered again" % (rt.pipeline, rt.epoch))
         session.conn.send({"deployed": {"pipeline": rt.pipeline, "epoch": rt.epoch, "steps": len(rt.order)}})
         return
-    a = None
     # the garbage of what came before is collected first (building needs free blocks)
     collect()
     old_code = rt.code

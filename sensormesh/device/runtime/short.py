@@ -1,8 +1,8 @@
 # A deployment refused. One that ran out of heap (Runtime.deploy): refused saying so
 # ("out-of-memory") instead of leaving the controller waiting; the controller tries it again,
 # alone. Loaded only then, once what the deployment loaded is gone (Rarely), so a deployment that
-# fits never loads it; one whose reply alone found no heap is in place, and says so. A bad assignment (deploy.py): refused naming the problem
-# ("bad-assignment"), loaded for that only.
+# fits never loads it; one whose reply alone found no heap is in place, and says so. A bad
+# assignment (deploy.py): refused naming the problem ("bad-assignment"), loaded for that only.
 import sys
 
 from sensormesh.device.compat import MICROPYTHON, collect, forget
