@@ -157,8 +157,8 @@ class Runtime(Rarely):
         that module, refuses it saying so (short.py, once what it loaded is gone)."""
         try:
             self.rare("deploy", "on_deploy", session, body)
-        except MemoryError as e:
-            self.rare("short", "refuse", session, e)
+        except MemoryError:
+            self.rare("short", "refuse", session)
 
     def rare(self, where, name, *args):
         """Call <where>.<name>(self, *args), where is a module of this package a running

@@ -21,8 +21,9 @@
 # .mpy files (Runtime.rare, steps.rare_call, compat.forget), and so is this one after the
 # deployment. A bad assignment is refused naming the problem ("bad-assignment", short.py) and
 # the running one goes on; one that runs out of heap raises MemoryError to Runtime.deploy, which
-# refuses it ("out-of-memory", short.py). That includes the reply itself, when its frame finds
-# no heap once the assignment is in place: the controller asks again, and that same assignment
+# refuses it ("out-of-memory", short.py). When only the reply's frame finds no heap, the
+# assignment in place, probe_plan.py says so ("out-of-memory" too): the controller finds it by
+# its status, or asks again, and that same assignment
 # (its pipeline and epoch, not yet started, asked by a session it already answers) is answered
 # at once, not built a second time beside itself.
 from sensormesh.device.compat import collect, forget

@@ -1,25 +1,17 @@
 # A deployment refused. One that ran out of heap (Runtime.deploy): refused saying so
 # ("out-of-memory") instead of leaving the controller waiting; the controller tries it again,
 # alone. Loaded only then, once what the deployment loaded is gone (Rarely), so a deployment that
-# fits never loads it; one whose reply alone found no heap is in place, and says so. A bad
-# assignment (deploy.py): refused naming the problem ("bad-assignment"), loaded for that only.
+# fits never loads it. A bad assignment (deploy.py): refused naming the problem
+# ("bad-assignment"), loaded for that only.
 import sys
 
 from sensormesh.device.compat import MICROPYTHON, collect, forget
 
 
-def refuse(rt, session, e=None):
+def refuse(rt, session):
     """Refuse the deployment; the running assignment, if any, runs on. With nothing running, the
     step families and pipe modules the deployment loaded go too, so that this reply, and the
-    controller's next try, find the heap the deployment found. e: the MemoryError; its text
-    "answer" (probe_plan.py) when only the reply found no heap, the assignment in place."""
-    if e is not None and e.args and e.args[0] == "answer":
-        collect()
-        text = ("no memory free to answer; its assignment (epoch %s) is in place: its status says so"
-                % rt.epoch)
-        rt.log("deployed, not answered: " + text)
-        session.conn.send({"error": {"code": "out-of-memory", "message": text}})
-        return
+    controller's next try, find the heap the deployment found."""
     if rt.state == "empty":
         for name in list(sys.modules):
             if name.startswith("sensormesh.device.steps.") or name.startswith("sensormesh.device.runtime."):
