@@ -366,49 +366,6 @@ def test_a_device_refuses_an_assignment_when_even_the_deployment_code_finds_no_m
     b.close()
 
 
-def test_a_deployment_whose_reply_found_no_memory_is_answered_when_asked_again_not_built_twice():
-    # the assignment is in place when its reply's frame finds no heap (made to: the device's
-    # send of that one reply fails): the controller is told "out-of-memory" and asks again, and
-    # the same assignment is answered at once, its nodes the ones already built; a newer epoch
-    # is built as before; started, values flow
-    loop = transport.Loop()
-    a = Device("a", ["counter@0"], loop=loop)
-    c, conn = control(loop, listen(a))
-    asg = {"pipeline": "p", "epoch": 1, "steps": [
-        {"id": "s", "type": "source", "params": {"sensor": "counter", "rate": 200}},
-        {"id": "k", "type": "callback", "params": {}, "inputs": ["s"]}]}
-    send = transport.Connection.send
-    failed = []
-
-    def short_once(self, msg):
-        if type(msg) is dict and "deployed" in msg and not failed:
-            failed.append(msg)
-            raise MemoryError("memory allocation failed, allocating 320 bytes")
-        return send(self, msg)
-    transport.Connection.send = short_once
-    try:
-        conn.send({"deploy": {"assignment": asg}})
-        assert loop.run_until(lambda: c.replies("error"), 5000), c.messages[-3:]
-    finally:
-        transport.Connection.send = send
-    err = c.replies("error")[-1]
-    assert failed and err["code"] == "out-of-memory", c.messages[-3:]
-    assert "no memory free to answer; its assignment (epoch 1) is in place" in err["message"], err
-    assert c.replies("deployed") == []
-    nodes = a.runtime.nodes
-    conn.send({"deploy": {"assignment": asg}})
-    assert loop.run_until(lambda: c.replies("deployed"), 5000), c.messages[-3:]
-    assert c.replies("deployed")[-1] == {"pipeline": "p", "epoch": 1, "steps": 2}
-    assert a.runtime.nodes is nodes
-    conn.send({"deploy": {"assignment": dict(asg, epoch=2)}})
-    assert loop.run_until(lambda: len(c.replies("deployed")) == 2, 5000), c.messages[-3:]
-    assert c.replies("deployed")[-1]["epoch"] == 2 and a.runtime.nodes is not nodes
-    conn.send({"start": {}})
-    assert loop.run_until(lambda: len(c.replies("deliver")) >= 2, 5000), c.messages[-3:]
-    conn.close()
-    a.close()
-
-
 def test_the_counts_are_gathered_without_loading_a_module_per_node():
     # a status reply's counts (a source's, a window's own stats on top of a step's, a callback's)
     # are runtime/report.py's: none of the modules of the nodes' other rare methods loads for them

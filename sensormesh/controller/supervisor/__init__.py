@@ -326,35 +326,12 @@ class Supervisor(Control, Watch, Reroute, Recover):
             short = [d for d in devices if d in reqs and reqs[d].code == "out-of-memory"]
             if not short or any(r.error is not None and r.code != "out-of-memory" for r in reqs.values()):
                 break
-            short = self._placed_after_all(short, asg, reqs)
-            if not short:
-                break
             self._event("%s had no memory free for %s assignment; asking again, one at a time (%d of %d)" % (
                 brief_names(short), "its" if len(short) == 1 else "their", attempt, MEMORY_RETRIES))
             self.loop.run_until(lambda: False, int(1000 * MEMORY_PAUSE * attempt))
             reqs.update(self._fan_out(short, send, "deployed", retry=("out-of-memory",), limit=1,
                                       done_before=len(devices) - len(short), total=len(devices)))
         return reqs
-
-    def _placed_after_all(self, short, asg, reqs):
-        """A device can answer "out-of-memory" with its assignment in place: only the reply found
-        no heap. Those whose status names the assignment sent, deployed, are done (reqs[d]
-        becomes that status request) rather than sent it again (a large frame for a board
-        short of heap). Returns the devices still short."""
-        def ask(d):
-            return self._send(d, {"status": {}}, ("status",))
-        still = []
-        for d, r in self._fan_out(short, ask, None).items():
-            st = {}
-            if r.error is None:
-                st = ((r.reply or {}).get("status") or {}).get("assignment") or {}
-            if (st.get("state") == "deployed" and st.get("pipeline") == asg[d].get("pipeline")
-                    and st.get("epoch") == asg[d].get("epoch")):
-                reqs[d] = r
-                self._event("%s had its assignment in place; only its answer had found no memory" % d)
-            else:
-                still.append(d)
-        return still
 
     def _fan_out(self, devices, send, what, done_before=0, total=None, retry=(), limit=None):
         """send(d) -> Request for each device, at most `fan_out` (or limit) waiting for their

@@ -21,11 +21,7 @@
 # .mpy files (Runtime.rare, steps.rare_call, compat.forget), and so is this one after the
 # deployment. A bad assignment is refused naming the problem ("bad-assignment", short.py) and
 # the running one goes on; one that runs out of heap raises MemoryError to Runtime.deploy, which
-# refuses it ("out-of-memory", short.py). When only the reply's frame finds no heap, the
-# assignment in place, probe_plan.py says so ("out-of-memory" too): the controller finds it by
-# its status, or asks again, and that same assignment
-# (its pipeline and epoch, not yet started, asked by a session it already answers) is answered
-# at once, not built a second time beside itself.
+# refuses it ("out-of-memory", short.py).
 from sensormesh.device.compat import collect, forget
 from sensormesh.device.steps import rare_call
 
@@ -33,12 +29,6 @@ STEPS = "sensormesh.device.steps."    # the package of make.py, more_params.py a
 
 
 def on_deploy(rt, session, body):
-    a = body.get("assignment") if type(body) is dict else None
-    if (rt.state == "deployed" and type(a) is dict and a.get("pipeline") == rt.pipeline
-            and a.get("epoch", 0) == rt.epoch and session in rt.subscribers):
-        rt.log("deployment %s epoch %s already in place: answered again" % (rt.pipeline, rt.epoch))
-        session.conn.send({"deployed": {"pipeline": rt.pipeline, "epoch": rt.epoch, "steps": len(rt.order)}})
-        return
     # the garbage of what came before is collected first (building needs free blocks)
     collect()
     old_code = rt.code

@@ -22,17 +22,7 @@ def finish(rt, session, body, built):
             rt.confirmed = True
     n = len(rt.order)
     rt.log("deployed %s epoch %s: %d steps" % (rt.pipeline, rt.epoch, n))
-    try:
-        session.conn.send({"deployed": {"pipeline": rt.pipeline, "epoch": rt.epoch, "steps": n}})
-    except MemoryError:
-        # in place, unanswered: said so ("out-of-memory", smaller than the reply once the
-        # garbage is collected; else Runtime.deploy refuses it); the controller finds it by its
-        # status, or asks again and is answered at once (deploy.py)
-        from sensormesh.device.compat import collect
-        collect()
-        text = "no memory free to answer; its assignment (epoch %s) is in place: its status says so" % rt.epoch
-        rt.log("deployed, not answered: " + text)
-        session.conn.send({"error": {"code": "out-of-memory", "message": text}})
+    session.conn.send({"deployed": {"pipeline": rt.pipeline, "epoch": rt.epoch, "steps": n}})
 
 
 def install(rt, nodes, links):
