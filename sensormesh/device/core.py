@@ -167,13 +167,16 @@ class Device:
         n = self.errors = self.errors + 1
         if n > _LOGGED_ERRORS and n & (n - 1):
             return      # counted (status: "errors"); a handler failing on every turn floods no log
-        self.log("error in %s: %s: %s%s" % (getattr(where, "__name__", where), type(exc).__name__, exc,
-                 "" if n < _LOGGED_ERRORS else " (%d so far; more logged at every doubling)" % n))
-        if MICROPYTHON:
-            sys.print_exception(exc)
-        else:
-            import traceback
-            traceback.print_exception(type(exc), exc, exc.__traceback__)
+        try:     # a report that finds no heap is counted only: it must not end the loop
+            self.log("error in %s: %s: %s%s" % (getattr(where, "__name__", where), type(exc).__name__, exc,
+                     "" if n < _LOGGED_ERRORS else " (%d so far; more logged at every doubling)" % n))
+            if MICROPYTHON:
+                sys.print_exception(exc)
+            else:
+                import traceback
+                traceback.print_exception(type(exc), exc, exc.__traceback__)
+        except MemoryError:
+            pass
 
     def dial(self, address, protocol, peer, first):
         """Open a connection to another device and send `first`; with keys, as this device's

@@ -70,6 +70,7 @@ class Loop:
     halt = False
     # Defaults a loop's own dict holds only once they are set (a dict of 12 entries or fewer).
     running = False
+    short = 0           # MemoryErrors that reached run() itself
     on_error = None     # fn(exc, where) for errors raised by handlers
     timing = True       # measure the time waited in poll() (boot.set_metrics turns it off)
 
@@ -182,7 +183,7 @@ class Loop:
             dirty = self._dirty
             self._dirty = []
             for c in dirty:
-                c.flush()
+                self._guard(c.flush, None)    # one connection's shortfall strands no other
 
     def _guard(self, fn, arg):
         try:
@@ -201,7 +202,12 @@ class Loop:
     def run(self):
         self.running = True
         while self.running:
-            self.run_once()
+            try:
+                self.run_once()
+            except MemoryError:
+                # a shortfall outside every handler's guard (a flush): what this turn left undone
+                # waits for the next (sockets still ready, output still queued); the device goes on
+                self.short += 1
 
     def stop(self):
         self.running = False

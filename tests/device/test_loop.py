@@ -655,3 +655,67 @@ def test_two_sensors_of_one_name_are_refused_saying_how_to_name_them():
         assert str(e) == "sensor name 'counter' is configured twice (name each one: NAME=KIND or NAME=csv:PATH)", str(e)
     else:
         raise AssertionError("accepted")
+
+
+def test_a_memory_error_in_reporting_an_error_does_not_end_the_loop():
+    # A handler fails and the report of its failure finds no heap either (the log line's text is
+    # the allocation that fails on a full board): the error is counted, the loop runs on.
+    dev = Device("t", [])
+    ran = []
+
+    def short_log(text):
+        raise MemoryError
+
+    def broken():
+        raise ValueError("broken handler")
+
+    dev.log = short_log
+    dev.loop.call_later(1, broken)
+    dev.loop.call_later(5, lambda: ran.append(1))
+    dev.loop.call_later(10, dev.loop.stop)
+    dev.loop.call_later(3000, dev.loop.stop)      # bound: the test never hangs
+    dev.loop.run()
+    assert dev.errors == 1, dev.errors
+    assert ran == [1]
+    dev.close()
+
+
+def test_a_memory_error_outside_every_guard_is_counted_and_the_loop_goes_on():
+    # The loop's own error hook is where an error escapes every handler's guard: a MemoryError
+    # there reaches run(), which counts it and turns again (a board's main loop must not end).
+    loop = transport.Loop()
+    seen = []
+
+    def hook(exc, where):
+        seen.append(type(exc).__name__)
+        raise MemoryError
+
+    def broken():
+        raise ValueError("broken handler")
+
+    loop.on_error = hook
+    loop.call_later(1, broken)
+    loop.call_later(5, lambda: seen.append("later"))
+    loop.call_later(10, loop.stop)
+    loop.call_later(3000, loop.stop)
+    loop.run()
+    assert seen == ["ValueError", "later"], seen
+    assert loop.short == 1, loop.short
+
+
+def test_other_errors_from_outside_every_guard_still_end_the_loop():
+    # only a shortfall is ridden out: a bug in the loop's own hook is not hidden
+    loop = transport.Loop()
+
+    def hook(exc, where):
+        raise RuntimeError("hook bug")
+
+    loop.on_error = hook
+    loop.call_later(1, lambda: 1 / 0)
+    loop.call_later(3000, loop.stop)
+    try:
+        loop.run()
+    except RuntimeError as e:
+        assert "hook bug" in str(e)
+    else:
+        assert False, "the loop ran on past a bug in its error hook"
