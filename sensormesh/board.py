@@ -9,6 +9,9 @@
 #    shadow the new .mpy), makes the folders, copies the files, removes keys an earlier
 #    deployment left in :keys (unless the configuration names key files already on the board),
 #    copies --keys, and resets the board.
+# With --romfs the modules go instead into the board's ROMFS partition (`mpremote romfs
+# deploy`): MicroPython runs a .mpy file there in place, without copying its bytecode to the
+# heap (firmware with a ROMFS partition; docs/boards.md).
 # `--dry-run` prints every command of both steps and runs none. The device configuration
 # format and the wiring of each sensor are in docs/boards.md.
 #
@@ -50,6 +53,7 @@ HOST_MODULES = (
 
 # Where things go on the board's filesystem.
 CONFIG_FILE = "device.json"
+ROMFS_DIR = "romfs"     # build_dir/romfs: what `--romfs` puts in the board's ROMFS partition
 KEYS_DIR = "keys"
 DEFAULT_PORT = 7000
 
@@ -440,20 +444,25 @@ def compile_argv(mpy_cross, target, rel, source, lines=False):
 
 
 def plan(cfg, port, build_dir, base=BASE, compile=True, mpy_cross="mpy-cross",
-         mpremote="mpremote", keys_dir=None, lines=False):
+         mpremote="mpremote", keys_dir=None, lines=False, romfs=False):
     """Every step of a deployment, in order, without running any:
-    ("write", local path, text) | ("compile", argv) | ("copy", local, local) |
-    ("board", argv, may_fail). Returns (steps, board configuration)."""
+    ("clear", local folder) | ("write", local path, text) | ("compile", argv) |
+    ("copy", local, local) | ("board", argv, may_fail). With romfs the modules are built into build_dir/romfs and go
+    into the board's ROMFS partition. Returns (steps, board configuration)."""
     board_cfg = device_config(cfg, base)
+    if romfs and not compile:
+        raise BoardError("--romfs runs precompiled .mpy files in place; .py sources would be compiled "
+                         "into the heap on every start, so --romfs and --source do not go together")
     fs = os.path.join(build_dir, "fs")
-    steps = []
+    rom = os.path.join(build_dir, ROMFS_DIR)
+    steps = [("clear", rom)] if romfs else []    # the image is the whole folder: nothing stale in it
     files = device_files(base)
     if not files:
         raise BoardError("no device modules found under %s" % base)
     remote = []
     for f in files:
         target = compiled_name(f) if compile else f
-        local = os.path.join(fs, target)
+        local = os.path.join(rom if romfs else fs, target)
         if compile:
             steps.append(("compile", compile_argv(mpy_cross, local, f, os.path.join(base, f), lines)))
         else:
@@ -476,7 +485,11 @@ def plan(cfg, port, build_dir, base=BASE, compile=True, mpy_cross="mpy-cross",
     steps.append(("write", os.path.join(fs, "main.py"), MAIN_PY))
     conn = [mpremote, "connect", port]
     steps.append(("board", conn + ["fs", "rm", "-r", ":sensormesh"], True))
-    dirs = sorted(set(r.rpartition("/")[0] for r in remote if "/" in r))
+    if romfs:
+        # the old folder is gone from the flash (the working directory comes first on sys.path,
+        # so it would shadow /rom); the whole image replaces the partition's
+        steps.append(("board", conn + ["romfs", "--no-mpy", "deploy", rom], False))
+    dirs = [] if romfs else sorted(set(r.rpartition("/")[0] for r in remote if "/" in r))
     for d in _with_parents(dirs):
         steps.append(("board", conn + ["fs", "mkdir", ":" + d], True))
     for d in dirs:
@@ -537,6 +550,10 @@ def _expected_failure(argv, output):
     return bool(words) and words in output
 
 
+ROMFS_HINT = ("\n--romfs needs firmware with a ROMFS partition large enough for the package "
+              "(`mpremote romfs query` shows it; docs/boards.md); without one, deploy without --romfs")
+
+
 # mpy-cross processes at once (a deployment's compile steps, the local devices' cache): the whole
 # package compiles in about 2 s
 COMPILE_JOBS = 4
@@ -571,7 +588,9 @@ def execute(steps, runner=run_command, echo=print, may_fail_runner=run_captured)
         if compiles:
             _compile_all(compiles, runner)
             compiles = []
-        if what == "write":
+        if what == "clear":
+            shutil.rmtree(step[1], ignore_errors=True)
+        elif what == "write":
             os.makedirs(os.path.dirname(step[1]), exist_ok=True)
             with open(step[1], "w") as f:
                 f.write(step[2])
@@ -590,7 +609,8 @@ def execute(steps, runner=run_command, echo=print, may_fail_runner=run_captured)
                 continue
             rc = runner(step[1])
             if rc != 0:
-                raise BoardError("board command failed (exit %d): %s" % (rc, " ".join(step[1])))
+                raise BoardError("board command failed (exit %d): %s%s" % (
+                    rc, " ".join(step[1]), ROMFS_HINT if "romfs" in step[1] else ""))
     if compiles:
         _compile_all(compiles, runner)
 
@@ -599,7 +619,9 @@ def describe(steps):
     """The plan as shell-like lines, for --dry-run."""
     lines = []
     for step in steps:
-        if step[0] == "write":
+        if step[0] == "clear":
+            lines.append("rm -r %s" % step[1])
+        elif step[0] == "write":
             lines.append("write %s (%d bytes)" % (step[1], len(step[2])))
         elif step[0] == "copy":
             lines.append("cp %s %s" % (step[1], step[2]))
@@ -650,10 +672,13 @@ def board():
 @click.option("--source", is_flag=True, help="Copy .py source instead of precompiled .mpy files.")
 @click.option("--lines", is_flag=True,
               help="Keep line numbers in the .mpy files (tracebacks name the line; about 6% more heap for code).")
+@click.option("--romfs", is_flag=True,
+              help="Put the package into the board's ROMFS partition, where its .mpy files run in place "
+                   "(about a third less heap for code; firmware with a ROMFS partition, see docs/boards.md).")
 @click.option("--mpy-cross", "mpy_cross", default=None, help="mpy-cross to compile with (match the firmware's version).")
 @click.option("--mpremote", default=None, help="mpremote command to use.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; build and copy nothing.")
-def deploy(port, config_path, build_dir, keys_dir, source, lines, mpy_cross, mpremote, dry_run):
+def deploy(port, config_path, build_dir, keys_dir, source, lines, romfs, mpy_cross, mpremote, dry_run):
     """Build the device package and copy it with its configuration onto the board at PORT."""
     try:
         cfg = load_config(config_path)
@@ -668,7 +693,8 @@ def deploy(port, config_path, build_dir, keys_dir, source, lines, mpy_cross, mpr
             click.echo("# %s cannot leave out line numbers (-X no-source-lines): the .mpy files keep them"
                        % mpy_cross)
         steps, board_cfg = plan(cfg, port, build_dir, compile=not source, mpy_cross=mpy_cross,
-                                mpremote=mpremote or _find_tool("mpremote"), keys_dir=keys_dir, lines=lines)
+                                mpremote=mpremote or _find_tool("mpremote"), keys_dir=keys_dir, lines=lines,
+                                romfs=romfs)
         mpy_check = not source and not dry_run
         if mpy_check:
             from sensormesh import board_mpy

@@ -360,6 +360,37 @@ def test_failed_copy_stops_the_deployment(tmp_path):
     assert ["mpremote", "connect", "/dev/ttyUSB0", "reset"] not in calls
 
 
+def test_plan_romfs_builds_an_image_folder_and_deploys_it_into_the_partition(tmp_path):
+    steps, cfg = board.plan(CONFIG, "/dev/ttyUSB0", str(tmp_path), ROOT, romfs=True)
+    rom = os.path.join(str(tmp_path), "romfs")
+    fs = os.path.join(str(tmp_path), "fs")
+    assert steps[0] == ("clear", rom)           # nothing stale from an earlier build goes into the image
+    targets = [s[1][2] for s in steps if s[0] == "compile"]
+    assert sorted(os.path.relpath(t, rom) for t in targets) == sorted(
+        board.compiled_name(f) for f in board.device_files(ROOT))
+    conn = ["mpremote", "connect", "/dev/ttyUSB0"]
+    cmds = [(s[1], s[2]) for s in steps if s[0] == "board"]
+    # the flash copy of an earlier deployment goes (it would shadow /rom), the image goes in whole
+    assert cmds[0] == (conn + ["fs", "rm", "-r", ":sensormesh"], True)
+    assert cmds[1] == (conn + ["romfs", "--no-mpy", "deploy", rom], False)
+    assert not [c for c in cmds if c[0][3:5] == ["fs", "mkdir"]]
+    copies = [c[0] for c in cmds if c[0][3:5] == ["fs", "cp"]]
+    assert copies == [conn + ["fs", "cp", os.path.join(fs, "device.json"), os.path.join(fs, "boot.py"),
+                              os.path.join(fs, "main.py"), ":"]]
+    assert cmds[-1] == (conn + ["reset"], False)
+    with pytest.raises(board.BoardError, match="--romfs and --source do not go together"):
+        board.plan(CONFIG, "/dev/ttyUSB0", str(tmp_path), ROOT, compile=False, romfs=True)
+
+
+def test_romfs_build_leaves_nothing_stale_in_the_image_folder(tmp_path):
+    stale = tmp_path / "romfs" / "sensormesh" / "device" / "gone.mpy"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"M")
+    steps, _ = board.plan({"name": "b"}, "-", str(tmp_path), ROOT, romfs=True)
+    board.execute([s for s in steps if s[0] not in ("board", "compile")], echo=lambda text: None)
+    assert not stale.exists()
+
+
 def test_cli_dry_run_prints_plan_and_touches_nothing(tmp_path):
     cfgfile = tmp_path / "device.json"
     cfgfile.write_text(json.dumps(CONFIG))

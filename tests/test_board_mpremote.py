@@ -50,11 +50,11 @@ class SimBoard:
     """python -m sensormesh.fakehw.serialboard as a child: its first stdout line is the serial
     port, the rest the board's console, collected by a thread so waits never block the board."""
 
-    def __init__(self, flash, heap=BOARD_HEAP):
+    def __init__(self, flash, heap=BOARD_HEAP, romfs=None):
         self.flash = str(flash)
         self.p = subprocess.Popen(
             [sys.executable, "-m", "sensormesh.fakehw.serialboard", "--flash", self.flash, "--console", "-",
-             "--timeout", "600", "--heap", heap],
+             "--timeout", "600", "--heap", heap] + (["--romfs", romfs] if romfs else []),
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=dict(os.environ, PYTHONPATH=ROOT, PATH=BIN + os.pathsep + os.environ.get("PATH", "")))
         self.text = ""
@@ -301,6 +301,87 @@ def test_board_deploy_with_real_mpremote_boots_and_serves(simboard, tmp_path):
     assert len(lines) == 2
     for line in lines:
         assert json.loads(line) == [pytest.approx((CHIP_F - 32) / 1.8 + OFFSET)]
+
+
+# A keyed board serving data requests (the test above) needs 80-88K of heap when its package lies
+# in files on the flash (its .mpy bytecode is copied into the heap), 56-64K when it lies in a
+# ROMFS partition (run in place; benchmarks/bench_romfs_heap.py, docs/performance.md).
+# ROMFS_HEAP lies between, 8K from either.
+ROMFS_HEAP = "72K"
+ROMFS_PARTITION = "256K"
+
+
+@needs_tools
+@pytest.mark.micropython
+def test_board_deploy_romfs_runs_the_package_in_place_in_less_heap(tmp_path):
+    """--romfs puts the package into the board's ROMFS partition with the real mpremote; the
+    board boots from /rom and serves a keyed client in a heap its flash files do not fit in."""
+    from sensormesh.controller.keys import KeyStore
+    store = KeyStore(str(tmp_path / "store"))
+    store.init()
+    store.issue("rom-board", "device")
+    store.export("rom-board", str(tmp_path / "export"))
+    port = free_port()
+    cfg = {"name": "rom-board", "host": "127.0.0.1", "port": port, "restart_after_s": -1,
+           "sensors": [{"name": "chip", "kind": "temperature", "offset": OFFSET}]}
+
+    sim = SimBoard(tmp_path / "flash", heap=ROMFS_HEAP, romfs=ROMFS_PARTITION)
+    try:
+        flash = sim.flash
+        os.makedirs(os.path.join(flash, "sensormesh"))       # an earlier file deployment's folder
+        with open(os.path.join(flash, "sensormesh", "__init__.py"), "w") as f:
+            f.write("raise ImportError('the flash copy shadows the ROMFS one')\n")
+        at = sim.mark()
+        r = deploy(sim, cfg, tmp_path, "--keys", str(tmp_path / "export"), "--romfs")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "ROMFS image deployed" in r.stdout
+        sim.wait_for("sensormesh device rom-board listening on tcp 127.0.0.1:%d (authenticated)" % port,
+                     at, BOOT_TIMEOUT_S)
+        # the flash holds the configuration and keys only; the package is the partition's image
+        assert flash_files(flash) == ["boot.py", "device.json", "keys/identity.json", "keys/trust.json", "main.py"]
+        image = open(os.path.join(flash + ".romfs", "partition0"), "rb").read()
+        assert image[:3] == b"\xd2\xcd\x31"
+        for f in board.device_files(ROOT):
+            assert board.compiled_name(f).rpartition("/")[2].encode() in image, f
+        try:
+            c = keyed_client(port, str(tmp_path / "store"), "rom-board")
+        except Exception as e:
+            raise AssertionError("keyed connection failed (%r); the board console showed:\n%s"
+                                 % (e, sim.text[at:][-4000:]))
+        try:
+            c.request_data("chip")
+            value = next(c.messages())
+        finally:
+            c.close()
+        assert value == [pytest.approx((CHIP_F - 32) / 1.8 + OFFSET)]
+        # the modules came from the partition
+        r = sim.mpremote("exec", "import sensormesh.device.core as c; print('from', c.__file__)")
+        assert "from /rom/sensormesh/device/core.mpy" in r.stdout
+    finally:
+        sim.stop()
+
+    # the same board and heap with the package in files on its flash: no room to start
+    sim = SimBoard(tmp_path / "flash2", heap=ROMFS_HEAP)
+    try:
+        at = sim.mark()
+        r = deploy(sim, cfg, tmp_path, "--keys", str(tmp_path / "export"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        sim.wait_for("MemoryError", at, BOOT_TIMEOUT_S)
+        assert "listening" not in sim.text[at:]
+    finally:
+        sim.stop()
+
+
+@needs_tools
+@pytest.mark.micropython
+def test_board_deploy_romfs_says_when_the_board_has_no_partition(simboard, tmp_path):
+    cfg = {"name": "plain", "host": "127.0.0.1", "port": free_port()}
+    r = deploy(simboard, cfg, tmp_path, "--romfs")
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "ROMFS is not enabled on this device" in out
+    assert "--romfs needs firmware with a ROMFS partition" in out
+    assert flash_files(simboard.flash) == []
 
 
 @needs_tools

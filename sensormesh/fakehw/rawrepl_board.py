@@ -1,7 +1,7 @@
 # A simulated board's REPL, run by the MicroPython unix port (started by serialboard.py, which
 # puts it behind a pseudo-terminal). Not a device module: never deployed.
 #
-#     micropython rawrepl_board.py FLASH_DIR MODE [HEAP]   MODE: power | soft | raw
+#     micropython rawrepl_board.py FLASH_DIR MODE [HEAP [ROMFS]]   MODE: power | soft | raw
 #
 # What a board does, and so does this:
 # - its flash is the filesystem root: FLASH_DIR is mounted at "/" (os.VfsPosix), the working
@@ -11,8 +11,16 @@
 # - at start it runs boot.py, then main.py unless the reset came from the raw REPL (MODE raw),
 #   then it waits in the friendly REPL (or in the raw REPL after a raw-mode soft reset);
 # - REPL code, boot.py and main.py share one globals dict (the board's __main__);
-# - with HEAP (bytes), the board's code finds that much heap free after boot, however much
-#   this program and the simulated firmware modules take (see limit_heap).
+# - with HEAP (bytes, 0: no limit), the board's code finds that much heap free after boot,
+#   however much this program and the simulated firmware modules take (see limit_heap);
+# - with ROMFS (bytes), the board has a ROMFS partition of that size (MicroPython's read-only
+#   filesystem whose .mpy files run in place, without their bytecode copied to the heap):
+#   `vfs.rom_ioctl` serves `mpremote romfs query|deploy`, the partition is kept in the file
+#   FLASH_DIR.romfs/partition0 (it outlives resets, as flash does; the folder is mounted at
+#   /.romfs, beside the firmware's /.fw), and a valid image found there at start
+#   is mounted at /rom, with /rom and /rom/lib on sys.path, as firmware with ROMFS does. A board
+#   maps its partition from flash; this port cannot map a file, so the partition is read into a
+#   bytearray before the heap is measured and, like the firmware modules, takes none of HEAP.
 #
 # Console: stdin is a non-blocking pipe, stdout the console output (serialboard.py relays both
 # to the pseudo-terminal). Protocol, as MicroPython's pyexec.c speaks it:
@@ -40,11 +48,20 @@ EXIT_EOF = 13           # the console went away (serialboard.py stopped)
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 PASTE_WINDOW = 128      # as boards with the default 256-byte stdin buffer (half of it)
 FIRMWARE_MOUNT = "/.fw"
+PARTITION_MOUNT = "/.romfs"
+PARTITION_FILE = "partition0"
 # Modules a board has in its firmware (C or frozen, no Python heap): here they are Python, so
 # they are loaded before the heap is measured, and do not count against the board's heap.
 FIRMWARE = ("machine", "machine_extra", "esp32", "dht", "network")
+ROMFS_HEADER = b"\xd2\xcd\x31"
+ROM_MOUNT = "/rom"
+ROM_BLOCK = 4096        # erase block of the simulated partition (an ESP32's flash sector)
+ROM_MIN_WRITE = 4
+ENODEV = 19
+EINVAL = 22
 BALLAST_MIN = 64
-_ballast = []
+BALLAST_MAX = 512
+_ballast = [None] * BALLAST_MAX
 
 _out = sys.stdout.buffer
 _in = sys.stdin.buffer
@@ -129,21 +146,151 @@ class Flash:
         return self.v.statvfs(path)
 
 
-def setup(flash):
+class RomPartition:
+    """The board's ROMFS partition: `size` bytes kept in the file `path` (erased flash reads
+    0xff), and the `vfs` module a board with ROMFS has: the built-in one plus rom_ioctl."""
+
+    def __init__(self, path, size):
+        self.path = path
+        self.data = bytearray(size)
+        try:
+            with open(path, "rb") as f:
+                f.readinto(self.data)
+        except OSError:
+            self.erase(0, size)
+
+    def erase(self, start, length):
+        mv = memoryview(self.data)
+        ff = b"\xff" * 256
+        end = start + length
+        while start < end:
+            n = min(256, end - start)
+            mv[start:start + n] = ff[:n]
+            start += n
+
+    def valid(self):
+        return self.data[:3] == ROMFS_HEADER
+
+    def rom_ioctl(self, op, *args):
+        """MicroPython's vfs.rom_ioctl for one partition: 1 how many partitions, 2 the partition
+        (a memoryview), 3 erase before writing (whole partition, or offset and length), 4 write
+        bytes at an offset, 5 writing done (kept in the file), 6 the erase block size; a negative
+        errno otherwise."""
+        if op == 1:
+            return 1
+        if args and args[0] != 0:
+            return -ENODEV
+        if op == 2:
+            return memoryview(self.data)
+        if op == 3:
+            start, length = (args[1], args[2]) if len(args) > 2 else (0, len(self.data))
+            if start < 0 or start + length > len(self.data):
+                return -EINVAL
+            _umount_rom()
+            self.erase(start, length)
+            return ROM_MIN_WRITE
+        if op == 4:
+            off, buf = args[1], args[2]
+            if off < 0 or off + len(buf) > len(self.data):
+                return -EINVAL
+            memoryview(self.data)[off:off + len(buf)] = buf
+            return 0
+        if op == 5:
+            with open(self.path, "wb") as f:
+                f.write(self.data)
+            return 0
+        if op == 6:
+            return ROM_BLOCK
+        return -EINVAL
+
+
+class VfsWithRom:
+    """What `import vfs` gives on a board whose firmware has ROMFS (sys.modules["vfs"])."""
+
+    def __init__(self, real, part):
+        for name in ("mount", "umount", "VfsRom", "VfsPosix"):
+            setattr(self, name, getattr(real, name))
+        self.rom_ioctl = part.rom_ioctl
+
+
+def _umount_rom():
+    try:
+        os.umount(ROM_MOUNT)
+    except OSError:
+        pass
+
+
+def setup(flash, romfs=0):
     fw = __file__.rpartition("/")[0] or "."
     if not fw.startswith("/"):
         fw = os.getcwd() + "/" + fw
+    keep = flash + ".romfs"
+    if romfs:
+        try:
+            os.mkdir(keep)          # (a host path: made before "/" is the flash)
+        except OSError:
+            pass
     os.umount("/")
     os.mount(os.VfsPosix(fw), FIRMWARE_MOUNT, readonly=True)
+    part = None
+    if romfs:
+        os.mount(os.VfsPosix(keep), PARTITION_MOUNT)
+        part = RomPartition(PARTITION_MOUNT + "/" + PARTITION_FILE, romfs)
     os.mount(Flash(flash), "/")
     os.chdir("/")
     sys.path[:] = ["", ".frozen", "/lib", FIRMWARE_MOUNT]
+    if part is not None:
+        import vfs
+        sys.modules["vfs"] = VfsWithRom(vfs, part)
+        if part.valid():
+            try:
+                vfs.mount(vfs.VfsRom(memoryview(part.data)), ROM_MOUNT)
+                sys.path[1:1] = [ROM_MOUNT, ROM_MOUNT + "/lib"]
+            except OSError as e:
+                sys.stderr.write("romfs: the image in the partition does not mount (%r)\n" % (e,))
+
+
+def _take_all():
+    """Fill _ballast with every free block, largest first (halving a size that does not fit).
+    Returns how many. Its own frame (as _size and _refill): the block objects it handled leave no
+    stale pointers in the caller's frame, which the collector would take for live ones."""
+    import gc
+    size = gc.mem_free()
+    n = 0
+    while n < BALLAST_MAX and size >= BALLAST_MIN:
+        try:
+            _ballast[n] = bytearray(size)
+            n += 1
+        except MemoryError:
+            size //= 2
+    return n
+
+
+def _largest(n):
+    """The index of the largest block still held (None when none is); allocates nothing."""
+    best = None
+    size = 0
+    for k in range(n):
+        if _ballast[k] is not None and len(_ballast[k]) > size:
+            best = k
+            size = len(_ballast[k])
+    return best
+
+
+def _refill(k, size):
+    try:
+        _ballast[k] = bytearray(size)
+    except MemoryError:
+        pass
 
 
 def limit_heap(heap):
     """Leave the board's code heap bytes free, as a board has after boot: load the firmware's
     modules, then hold the rest of the process's heap (serialboard.py gives it some extra) in
-    ballast blocks. Blocks halve when a size does not fit (the heap has holes); bounded."""
+    ballast blocks. Every free block is taken, then the largest are given back until heap bytes
+    are free, and what is over taken again from the last one: the board's heap lies in as few
+    pieces as the simulation's own objects allow (one, when the largest block holds it).
+    Bounded: at most BALLAST_MAX blocks."""
     import gc
     for name in FIRMWARE:
         try:
@@ -151,16 +298,22 @@ def limit_heap(heap):
         except ImportError:
             pass
     gc.collect()
-    left = gc.mem_free() - heap
-    if left < 0:
-        sys.stderr.write("heap: %d bytes short of %d after loading the REPL and firmware\n" % (-left, heap))
-    size = left
-    while left >= BALLAST_MIN and size >= BALLAST_MIN:
-        try:
-            _ballast.append(bytearray(min(size, left)))
-            left -= min(size, left)
-        except MemoryError:
-            size //= 2
+    if gc.mem_free() < heap:
+        sys.stderr.write("heap: %d bytes short of %d after loading the REPL and firmware\n"
+                         % (heap - gc.mem_free(), heap))
+        return
+    n = _take_all()
+    last = None
+    while gc.mem_free() < heap:
+        k = _largest(n)
+        if k is None:
+            break
+        last = k
+        _ballast[k] = None
+        gc.collect()
+    over = gc.mem_free() - heap
+    if last is not None and over >= BALLAST_MIN:
+        _refill(last, over)
     gc.collect()
 
 
@@ -322,9 +475,10 @@ def run_line(g, text):
 
 def main():
     flash, mode = sys.argv[1], sys.argv[2]
-    setup(flash)
-    if len(sys.argv) > 3:
-        limit_heap(int(sys.argv[3]))
+    heap = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    setup(flash, int(sys.argv[4]) if len(sys.argv) > 4 else 0)
+    if heap:
+        limit_heap(heap)
     g = {"__name__": "__main__"}
     raw = mode == "raw"
     try:

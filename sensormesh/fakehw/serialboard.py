@@ -1,11 +1,12 @@
 # A simulated MicroPython board on a pseudo-terminal, for trying `mpremote` and
 # `sensormesh board deploy` without hardware (CPython only; not a device module).
 #
-#     python -m sensormesh.fakehw.serialboard --flash DIR [--heap 256K] [--console FILE]
+#     python -m sensormesh.fakehw.serialboard --flash DIR [--heap 256K] [--romfs 256K] [--console FILE]
 #
 # prints the board's serial port (a /dev/pts/N path) on its first line, then runs until
 # stopped (SIGTERM, Ctrl-C) or --timeout. `mpremote connect /dev/pts/N ...` then talks to it
-# as to a board on USB: the raw REPL, raw-paste mode, `fs`, `exec`, `soft-reset`, `reset`.
+# as to a board on USB: the raw REPL, raw-paste mode, `fs`, `exec`, `soft-reset`, `reset`,
+# and with --romfs `romfs query` and `romfs deploy` (a ROMFS partition, kept in DIR.romfs/).
 #
 # The board itself is rawrepl_board.py running on the MicroPython unix port, with DIR as the
 # root of its filesystem (the flash). This process holds the pseudo-terminal's master side and
@@ -42,6 +43,7 @@ STOP_WAIT_S = 3.0
 # this much on top of --heap, and rawrepl_board.py holds what is left over --heap as ballast,
 # so the board's own code finds the heap asked for free (tests/test_board_mpremote.py checks).
 REPL_HEAP = 64 * 1024
+ROMFS_SLACK = 128 * 1024
 
 
 def heap_bytes(text):
@@ -70,10 +72,11 @@ def _die_with_parent():
 class SerialBoard:
     """The pseudo-terminal, the flash folder and the board process behind them."""
 
-    def __init__(self, flash, micropython="micropython", heap=None, console=None, echo=None):
+    def __init__(self, flash, micropython="micropython", heap=None, console=None, echo=None, romfs=None):
         self.flash = os.path.abspath(flash)
         self.micropython = micropython
         self.heap = heap
+        self.romfs = romfs              # size of the board's ROMFS partition ("256K"), or None
         self.console = console          # a binary file getting all board output, or None
         self.echo = echo or (lambda text: None)
         self.master, self._slave = os.openpty()
@@ -93,11 +96,15 @@ class SerialBoard:
 
     def start(self, mode="power"):
         argv = [self.micropython]
+        rom = heap_bytes(self.romfs) if self.romfs else 0
         if self.heap:
-            argv += ["-X", "heapsize=%d" % (heap_bytes(self.heap) + REPL_HEAP)]
-        argv += [BOARD_PROGRAM, self.flash, mode]
-        if self.heap:
-            argv.append(str(heap_bytes(self.heap)))
+            # the partition is read into the process's heap (rawrepl_board.py), not the board's,
+            # with room to spare: the board's heap must be one free block, not the holes the
+            # partition leaves (the ballast takes what is over)
+            argv += ["-X", "heapsize=%d" % (heap_bytes(self.heap) + REPL_HEAP + (rom + ROMFS_SLACK if rom else 0))]
+        argv += [BOARD_PROGRAM, self.flash, mode, str(heap_bytes(self.heap) if self.heap else 0)]
+        if rom:
+            argv.append(str(rom))
         r, w = os.pipe()
         os.set_blocking(r, False)       # the board reads what is there, never waits for a count
         os.set_blocking(w, False)
@@ -262,17 +269,21 @@ def main(argv=None):
     ap.add_argument("--heap", default=None,
                     help="the MicroPython heap the board's code finds free after boot, e.g. 96K (default: the "
                          "unix port's, with the simulated REPL and firmware in it)")
+    ap.add_argument("--romfs", default=None,
+                    help="give the board a ROMFS partition of this size, e.g. 256K, for `mpremote romfs "
+                         "deploy` (kept in FLASH.romfs/; default: none, as stock ESP32 firmware)")
     ap.add_argument("--micropython", default=None, help="the MicroPython unix port to run (default: micropython)")
     ap.add_argument("--console", default=None,
                     help="append everything the board prints to this file (-: to stdout, after the port line)")
     ap.add_argument("--timeout", type=float, default=0, help="stop after this many seconds (0: never)")
     ap.add_argument("--quiet", action="store_true", help="no board events on stderr")
     a = ap.parse_args(argv)
-    if a.heap:
-        try:
-            heap_bytes(a.heap)
-        except ValueError as e:
-            ap.error(str(e))
+    for size in (a.heap, a.romfs):
+        if size:
+            try:
+                heap_bytes(size)
+            except ValueError as e:
+                ap.error(str(e))
     os.makedirs(a.flash, exist_ok=True)
     mp = a.micropython or _find_micropython()
     console = None
@@ -281,7 +292,7 @@ def main(argv=None):
     elif a.console:
         console = open(a.console, "ab")
     echo = None if a.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
-    board = SerialBoard(a.flash, mp, a.heap, console, echo)
+    board = SerialBoard(a.flash, mp, a.heap, console, echo, romfs=a.romfs)
 
     def stop(signum, frame):
         raise KeyboardInterrupt
