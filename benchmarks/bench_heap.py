@@ -7,14 +7,16 @@
 #   keyed receiving  with keys, the CPython device samples and pipes to the board (window, callback
 #                    sink): an accepted connection's handshake on top of a deployment;
 #   demo boards      the README demo (examples/pipelines/rotary_alarm.yaml) with keys, both boards;
-# each from the precompiled package (.mpy, as `up` and a board run it), with two baselines
-# measured in the same run: the .py sources, and (deployed devices) the .mpy package importing
-# every step family at start (what a device paid before steps loaded on demand). A run passes when every
+# each from the precompiled package's .mpy files (a board with the package in files on its flash),
+# with two baselines measured in the same run: the .py sources, and (deployed devices) the .mpy
+# package importing every step family at start (what a device paid before steps loaded on demand);
+# and from the same .mpy files as a ROMFS image run in place (`up`'s default, a board with
+# the package in its ROMFS partition: --form romfs), against the .mpy files. A run passes when every
 # wanted value arrives and no device reported a MemoryError; a run that failed with no sign of
 # running out of heap (a missed deadline on a loaded machine) is run once more. Then the heap after each import
 # (gc.mem_alloc() after gc.collect(), a fresh interpreter with a roomy heap): where it goes.
 #     python3 benchmarks/bench_heap.py [--count 10] [--lo 32] [--hi 320] [--step 4] [--only idle|deployed|keyed+deployed|"keyed receiving"|"demo boards"]
-#                                      [--form .mpy|.py|all]
+#                                      [--form .mpy|.py|all|romfs]
 # Phases (--phases runs only this part): the keyed deployed device under a roomy heap (256K) with a
 # launcher that wraps the device's entry points (nothing in the package changes) and prints the
 # live heap (gc.mem_alloc() after gc.collect()), the free heap and its largest free block after
@@ -148,6 +150,15 @@ class Bench:
         self.cut = 0              # replies cut short for memory in the last run (replies_cut)
         self.got = 0              # values the sink received in the last deployed run
         self.cuts = {}            # (row, heap) -> replies cut short in the run that fit
+        self.romfs = False        # run the board from the package's ROMFS image, not its .mpy files
+
+    def from_romfs(self, fits, *args):
+        """fits(*args) with the board running the package from its ROMFS image."""
+        self.romfs = True
+        try:
+            return fits(*args)
+        finally:
+            self.romfs = False
 
     def model(self, heap, text=PIPELINE):
         run = tempfile.mkdtemp(dir=self.tmp)
@@ -179,7 +190,7 @@ class Bench:
         model, run = self.model(heap)
         model.devices["pc"].local = False   # only the board starts
         model.devices["pc"].address = "127.0.0.1:1"
-        cl = LocalCluster(model, micropython=self.mp, heap="%dK" % heap, mpy=mpy)
+        cl = LocalCluster(model, micropython=self.mp, heap="%dK" % heap, mpy=mpy, romfs=self.romfs)
         ok = False
         try:
             cl.start(timeout=30)
@@ -204,7 +215,7 @@ class Bench:
         events = [] if events is None else events
         got = []
         try:   # a device's own MemoryError is in its output (on_line), a failed start's in the events
-            runner.up(model, count=self.count, duration=40, heap="%dK" % heap, mpy=mpy,
+            runner.up(model, count=self.count, duration=40, heap="%dK" % heap, mpy=mpy, romfs=self.romfs,
                       micropython=micropython or (self.wrapper() if every_family else self.mp),
                       insecure=not keyed, keys_dir=self.keys_dir, timeout=10,
                       on_event=events.append, on_deliver=lambda d, s, v: got.extend(v),
@@ -238,7 +249,7 @@ class Bench:
             got.extend(values)
             seen.add(step)
         try:
-            runner.up(model, count=self.count, duration=40, heap="%dK" % heap, mpy=True,
+            runner.up(model, count=self.count, duration=40, heap="%dK" % heap, mpy=True, romfs=self.romfs,
                       micropython=self.mp, keys_dir=self.keys_dir, timeout=10,
                       on_event=events.append, on_deliver=deliver,
                       on_line=lambda d, line: events.append(line))
@@ -625,7 +636,7 @@ def demo_phases(bench):
 def _traced(bench, wrapper, model, run, devices):
     lines = []
     try:
-        runner.up(model, duration=10, heap="256K", mpy=True, micropython=wrapper, keys_dir=bench.keys_dir,
+        runner.up(model, duration=10, heap="256K", mpy=True, romfs=False, micropython=wrapper, keys_dir=bench.keys_dir,
                   timeout=10, on_event=lambda e: None, on_line=lambda d, line: lines.append((d, line)))
     finally:
         shutil.rmtree(run, ignore_errors=True)
@@ -816,6 +827,11 @@ def main(argv):
         ("keyed+deployed", "all", lambda h: b.deployed(h, True, True, True)),
         ("keyed receiving", ".mpy", b.receiving),
         ("demo boards", ".mpy", b.demo),
+        ("idle", "romfs", lambda h: b.from_romfs(b.idle, h, True)),
+        ("deployed", "romfs", lambda h: b.from_romfs(b.deployed, h, True, False)),
+        ("keyed+deployed", "romfs", lambda h: b.from_romfs(b.deployed, h, True, True)),
+        ("keyed receiving", "romfs", lambda h: b.from_romfs(b.receiving, h)),
+        ("demo boards", "romfs", lambda h: b.from_romfs(b.demo, h)),
     ]
     found = {}
     t0 = time.monotonic()
@@ -841,6 +857,8 @@ def main(argv):
     print("  .mpy  the precompiled package, as `sensormesh up` and a board run it")
     print("  .py   baseline: the same device importing the .py sources (the compiler runs on the device)")
     print("  all   baseline: .mpy, importing every step family at start (no loading on demand)")
+    print("  romfs the same .mpy files as a ROMFS image, run in place (`up`'s default, `board deploy --romfs`):")
+    print("        the heap the device code finds free, the image held outside it as a board's flash")
     print()
 
     def kb(name, form):
@@ -850,15 +868,20 @@ def main(argv):
     def ratio(name, form):
         a, c = found.get((name, ".mpy")), found.get((name, form))
         return "%.2f" % (a / float(c)) if a and c else "-"
+    def ratio_romfs(name):
+        a, c = found.get((name, "romfs")), found.get((name, ".mpy"))
+        return "%.2f" % (a / float(c)) if a and c else "-"
     w = 16
-    print("%-*s %9s %8s %9s %9s %9s %10s" % (w, "device", ".mpy", "of 96K", ".py", "all", ".mpy/.py", ".mpy/all"))
-    print("-" * (w + 62))
+    print("%-*s %9s %8s %9s %9s %9s %10s %9s %11s" % (w, "device", ".mpy", "of 96K", ".py", "all", ".mpy/.py",
+                                                    ".mpy/all", "romfs", "romfs/.mpy"))
+    print("-" * (w + 84))
     for name in ("idle", "deployed", "keyed+deployed", "keyed receiving", "demo boards"):
         if only and only != name:
             continue
         m = found.get((name, ".mpy"))
-        print("%-*s %9s %8s %9s %9s %9s %10s" % (w, name, kb(name, ".mpy"), "%.2f" % (m / float(TARGET_KB)) if m else "-",
-                                              kb(name, ".py"), kb(name, "all"), ratio(name, ".py"), ratio(name, "all")))
+        print("%-*s %9s %8s %9s %9s %9s %10s %9s %11s" % (
+            w, name, kb(name, ".mpy"), "%.2f" % (m / float(TARGET_KB)) if m else "-", kb(name, ".py"),
+            kb(name, "all"), ratio(name, ".py"), ratio(name, "all"), kb(name, "romfs"), ratio_romfs(name)))
     for (name, form), v in sorted(found.items()):
         n = b.cuts.get(((name, form), v), 0) if v else 0
         if n:

@@ -30,15 +30,19 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from procs import Proc, free_port  # noqa: E402
 from sensormesh.controller import mpy_cache  # noqa: E402
 from sensormesh.controller.deploy import deploy, status  # noqa: E402
-from sensormesh.controller.model import DEFAULT_HEAP  # noqa: E402
 from sensormesh.device import codec  # noqa: E402
+
+
+# The MicroPython devices run from the checkout's .mpy files (both checkouts compared alike) under a
+# heap every role fits in from files.
+HEAP = "112K"
 
 
 def argv(code, interp, port, name, sensors):
     args = ["--port", str(port), "--name", name, "--sensors", sensors]
     if interp == "micropython":
         folder, _ = mpy_cache.bundle(root=os.path.join(code, ".sensormesh", "mpy-cache"), base=code)
-        return [shutil.which("micropython"), "-X", "heapsize=" + DEFAULT_HEAP,
+        return [shutil.which("micropython"), "-X", "heapsize=" + HEAP,
                 os.path.join(folder, mpy_cache.LAUNCHER)] + args
     return [sys.executable, "-m", "sensormesh.cli", "worker"] + args
 

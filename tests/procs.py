@@ -25,13 +25,18 @@ def need_micropython():
 
 
 def device_argv(interp, args, heap=None):
-    """A MicroPython device runs as `sensormesh up` runs one: the precompiled package under the
-    default heap of a MicroPython device (or `heap`), so these tests prove the budget too."""
+    """A MicroPython device runs as `sensormesh up` runs one: the precompiled package (from its
+    ROMFS image, the default) under the default heap of a MicroPython device (or `heap`), so
+    these tests prove the budget too."""
     if interp == "micropython":
-        from sensormesh.controller.model import DEFAULT_HEAP
+        from sensormesh.controller.local import micropython_command
+        from sensormesh.controller.model import DEFAULT_HEAP, DEFAULT_ROMFS
         from sensormesh.controller.mpy_cache import LAUNCHER, bundle
         folder, _ = bundle(base=ROOT)
-        return [need_micropython(), "-X", "heapsize=" + (heap or DEFAULT_HEAP), os.path.join(folder, LAUNCHER)] + list(args)
+        argv, env = micropython_command(need_micropython(), heap or DEFAULT_HEAP, DEFAULT_ROMFS, folder,
+                                        os.path.join(folder, LAUNCHER))
+        # `env` execs the unix port in its place: the PID is the device's
+        return ["env"] + ["%s=%s" % kv for kv in sorted(env.items())] + argv + list(args)
     return [sys.executable, "-m", "sensormesh.cli", "worker"] + list(args)
 
 

@@ -19,6 +19,7 @@ from sensormesh.controller import mpy_cache, runner
 from sensormesh.controller.errors import PipelineFileError
 from sensormesh.controller.local import LocalCluster, LocalError, LocalProcess
 from sensormesh.controller.model import DEFAULT_HEAP, Device, heap_bytes
+from sensormesh.controller.mpy_cache import HEAP_ENV, ROMFS_ENV, ROMFS_IMAGE, ROMFS_SLACK
 from sensormesh.controller.pipeline_file import load_model
 
 
@@ -60,8 +61,11 @@ def test_heap_on_a_cpython_device_is_refused(tmp_path):
     assert "p.yaml:3" in text and "heap" in text and "MicroPython devices only" in text
 
 
-def test_the_heap_of_a_local_micropython_device_is_its_heapsize(tmp_path):
-    """LocalCluster passes each device's own heap (and --heap overrides all of them)."""
+def test_the_heap_of_a_local_micropython_device_is_its_boards(tmp_path):
+    """LocalCluster gives each device its own heap (--heap overrides all of them): from the
+    package's ROMFS image (the default) the board's heap is what the launcher leaves free, the
+    process getting the image and ROMFS_SLACK on top; from files (romfs: false, or --no-romfs)
+    it is -X heapsize itself."""
     need_micropython()
     path = tmp_path / "p.yaml"
     path.write_text(textwrap.dedent("""\
@@ -69,22 +73,69 @@ def test_the_heap_of_a_local_micropython_device_is_its_heapsize(tmp_path):
         devices:
           small: {interpreter: micropython, local: true, unix: "%s/small.sock", sensors: [counter]}
           big: {interpreter: micropython, local: true, unix: "%s/big.sock", heap: 160K, sensors: [counter]}
+          filed: {interpreter: micropython, local: true, unix: "%s/filed.sock", romfs: false, sensors: [counter]}
         steps:
           s: {type: source, sensor: counter, on: small}
         sinks:
           out: {type: callback, input: s}
-        """ % (tmp_path, tmp_path)))
+        """ % (tmp_path, tmp_path, tmp_path)))
     model = load_model(str(path))
-    for override, want in ((None, {"small": DEFAULT_HEAP, "big": "160K"}), ("200K", {"small": "200K", "big": "200K"})):
-        cl = LocalCluster(model, heap=override)
+    assert model.devices["filed"].to_dict()["romfs"] is False and "romfs" not in model.devices["small"].to_dict()
+    cases = ((None, None, {"small": DEFAULT_HEAP, "big": "160K", "filed": DEFAULT_HEAP}, {"filed"}),
+             ("200K", None, {"small": "200K", "big": "200K", "filed": "200K"}, {"filed"}),
+             (None, False, {"small": DEFAULT_HEAP, "big": "160K", "filed": DEFAULT_HEAP}, {"small", "big", "filed"}),
+             (None, True, {"small": DEFAULT_HEAP, "big": "160K", "filed": DEFAULT_HEAP}, set()))
+    for override, romfs, want, from_files in cases:
+        cl = LocalCluster(model, heap=override, romfs=romfs)
         try:
             cl.start()
-            got = {n: p.argv[p.argv.index("-X") + 1] for n, p in cl.procs.items()}
-            assert got == {n: "heapsize=" + h for n, h in want.items()}
-            for p in cl.procs.values():    # from the precompiled package, not the sources
+            image = os.path.getsize(os.path.join(cl.bundle[0], ROMFS_IMAGE))
+            for n, p in cl.procs.items():
+                heapsize = int(heap_bytes(p.argv[p.argv.index("-X") + 1].split("=", 1)[1]))
+                board = heap_bytes(want[n])
+                if n in from_files:
+                    assert heapsize == board and ROMFS_ENV not in p.env, n
+                else:
+                    assert p.env[HEAP_ENV] == str(board), n
+                    assert p.env[ROMFS_ENV] == os.path.join(cl.bundle[0], ROMFS_IMAGE)
+                    assert heapsize == board + image + ROMFS_SLACK, n
+                # from the precompiled package, not the sources
                 assert p.env["MICROPYPATH"].split(os.pathsep)[0] == cl.bundle[0]
         finally:
             cl.stop()
+
+
+def test_romfs_is_a_micropython_devices_yes_or_no():
+    assert Device("b", interpreter="micropython").romfs is True
+    assert Device("pc", interpreter="cpython").romfs is None
+    probs = Device("b", interpreter="micropython", romfs="yes", local=True).problems()
+    assert probs == [("romfs", "must be true or false, not 'yes'")]
+    probs = Device("pc", interpreter="cpython", romfs=True, local=True).problems()
+    assert [k for k, _ in probs] == ["romfs"] and "MicroPython devices only" in probs[0][1]
+
+
+def test_the_launcher_leaves_exactly_the_boards_heap_free_with_the_package_in_place(tmp_path):
+    """The launcher's first lines, run as a local device runs them: the modules come from the
+    ROMFS image at /rom, and the device code finds its board's heap free."""
+    from sensormesh.controller.local import micropython_command
+    from sensormesh.controller.mpy_cache import LAUNCHER, LAUNCHER_BOARD, bundle
+    folder, _ = bundle(base=ROOT)
+    for heap in ("64K", "96K"):
+        argv, env = micropython_command(need_micropython(), heap, True, folder, os.path.join(folder, LAUNCHER))
+        script = tmp_path / "probe.py"
+        script.write_text("import os\nimport sys\n" + LAUNCHER_BOARD + textwrap.dedent("""\
+            import gc
+            gc.collect()
+            free = gc.mem_free()
+            import sensormesh.device.core as core
+            print("free", free, "from", core.__file__)
+            """))
+        r = subprocess.run(argv[:-1] + [str(script)], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, MICROPYPATH=folder, **env))
+        assert r.returncode == 0, r.stderr
+        words = r.stdout.split()
+        assert abs(int(words[1]) - heap_bytes(heap)) < 1024, (heap, r.stdout)
+        assert words[3].startswith(("/rom/sensormesh/device/core.mpy", "/.smrom/sensormesh/device/core.mpy"))
 
 
 # -- the precompiled package ----------------------------------------------------------------
@@ -123,8 +174,14 @@ def test_mpy_cache_compiles_once_reuses_and_rebuilds_when_a_source_changes(tmp_p
     assert built
     files = _mpy_files(first)
     assert "run_device.py" in files          # the launcher; everything else is compiled
-    assert all(f.endswith(".mpy") for f in files if f != "run_device.py")
+    assert all(f.endswith(".mpy") for f in files if f not in ("run_device.py", "package.romfs"))
     assert "sensormesh/device/core.mpy" in files and "sensormesh/device/steps/windows.mpy" in files
+    assert "board_memory.mpy" in files       # the launcher's helper, beside it
+    # the same .mpy files as one ROMFS image, for devices whose board runs the package from ROMFS
+    image = open(os.path.join(first, "package.romfs"), "rb").read()
+    assert image[:3] == b"\xd2\xcd\x31"
+    core = open(os.path.join(first, "sensormesh/device/core.mpy"), "rb").read()
+    assert core in image and b"board_memory" not in image and b"run_device" not in image
 
     again, built = mpy_cache.bundle(root=root, base=base)
     assert (again, built) == (first, False)
@@ -330,22 +387,23 @@ FNS = "def fahrenheit(c):\n    return c * 1.8 + 32\n"
 
 def test_keyed_deployment_on_a_micropython_device_under_the_default_heap(tmp_path, monkeypatch):
     """source -> shipped map -> window -> pipe out on the MicroPython device (keys, as `up`
-    deploys by default, from the precompiled package, under -X heapsize=DEFAULT_HEAP); a CPython
-    device rounds the values and its callback sink gets them. The board runs out of heap nowhere:
-    not while it takes the deployment, dials its keyed pipe, answers the status polls whole, nor
-    while it stops and sends its final counts."""
+    deploys by default, from the precompiled package's ROMFS image, under DEFAULT_HEAP); a
+    CPython device rounds the values and its callback sink gets them. The board runs out of heap
+    nowhere: not while it takes the deployment, dials its keyed pipe, answers the status polls
+    whole, nor while it stops and sends its final counts."""
     keyed_deployment(tmp_path, monkeypatch, None)
 
 
 def test_a_keyed_deployment_under_96k_runs_to_its_end(tmp_path, monkeypatch):
-    """The same deployment under 96K, the heap of an ESP32 without PSRAM with WiFi up, given as
+    """The same deployment with the package in files (`romfs: false`: each module's bytecode
+    in the heap) under -X heapsize=96K, the heap of an ESP32 without PSRAM with WiFi up, given as
     the board's `heap`. At this heap the board is at its edge: in some runs a status reply
     finds no block free for its per-step counts, or a last flush in the stop none for its frame
     (how often is measured by `bench_heap.py --rounds`). What must hold on every run: the board
     takes the deployment, its values reach the CPython device's sink, it stops when told and
     sends its final counts, and every error it reports is a shortfall of heap that it names,
     never a second fault caused by one."""
-    keyed_deployment(tmp_path, monkeypatch, "96K", strict=False)
+    keyed_deployment(tmp_path, monkeypatch, "96K", strict=False, romfs=False)
 
 
 # The same deployment under 96K with a CPython device slow to answer each hello (a loaded PC)
@@ -353,7 +411,7 @@ def test_a_keyed_deployment_under_96k_runs_to_its_end(tmp_path, monkeypatch):
 # never recovers (docs/performance.md; `benchmarks/bench_heap.py --rounds 20 --slow-peer 0.8`).
 
 
-def keyed_deployment(tmp_path, monkeypatch, heap, strict=True):
+def keyed_deployment(tmp_path, monkeypatch, heap, strict=True, romfs=None):
     need_micropython()
     (tmp_path / "fns.py").write_text(FNS + "\n\ndef rounded(v):\n    return round(v, 2)\n")
     path = tmp_path / "p.yaml"
@@ -369,7 +427,7 @@ def keyed_deployment(tmp_path, monkeypatch, heap, strict=True):
           late:   {type: map, fn: "fns.py:rounded", input: avg, on: pc}
         sinks:
           got: {type: callback, input: late}
-        """ % {"t": tmp_path, "heap": ", heap: %s" % heap if heap else ""}))
+        """ % {"t": tmp_path, "heap": (", heap: %s" % heap if heap else "") + (", romfs: false" if romfs is False else "")}))
     model = load_model(str(path))
     clusters = []
     start = LocalCluster.start
@@ -383,8 +441,12 @@ def keyed_deployment(tmp_path, monkeypatch, heap, strict=True):
               on_event=events.append, on_line=lambda d, line: lines.append((d, line)),
               on_deliver=lambda d, s, v: got.extend(v),
               on_deployed=lambda placement, asg: placed.update(asg))
-    argv = clusters[0].procs["board"].argv
-    assert argv[1:3] == ["-X", "heapsize=" + (heap or DEFAULT_HEAP)] and argv[3].endswith("run_device.py")
+    proc = clusters[0].procs["board"]
+    assert proc.argv[3].endswith("run_device.py")
+    if romfs is False:
+        assert proc.argv[1:3] == ["-X", "heapsize=" + (heap or DEFAULT_HEAP)] and ROMFS_ENV not in proc.env
+    else:
+        assert proc.env[HEAP_ENV] == str(heap_bytes(heap or DEFAULT_HEAP)) and ROMFS_ENV in proc.env
     board = [line for d, line in lines if d == "board"]
     assert any("listening on" in line and "(authenticated)" in line for line in board), board
     short = [i for i, line in enumerate(board) if "MemoryError" in line or "memory allocation failed" in line

@@ -56,15 +56,16 @@ class Pipeline:
     # -- inventory ---------------------------------------------------------------------------
 
     def device(self, name, interpreter="cpython", cpu=None, memory=None, sensors=(), address=None,
-               unix=None, local=False, description=None, addresses=None, heap=None):
+               unix=None, local=False, description=None, addresses=None, heap=None, romfs=None):
         """Add a device to the inventory; returns the Device. heap: a MicroPython device's
-        Python heap (e.g. "96K"; default 112K), which `up` gives a local one."""
+        Python heap (e.g. "96K", the default), which `up` gives a local one; romfs: whether its
+        board runs the package from a ROMFS partition (default True) or from files (False)."""
         where, _ = _caller()
         if any(d.name == name for d in self._devices):
             raise ModelError(Problem("two devices with this name (%s)" % where, device=name))
         d = Device(name, interpreter=interpreter, cpu=cpu, memory=memory, sensors=sensors, address=address,
                    unix=unix, local=local, description=description, origin=where, addresses=addresses,
-                   heap=heap)
+                   heap=heap, romfs=romfs)
         probs = d.problems()
         if probs:
             raise ModelError([Problem("%s (%s)" % (m, where) if where else m, device=name, key=k)

@@ -145,10 +145,14 @@ def _show_plan(placement, asg, out, verbose=False):
     out("placement (%s), %d devices: %s (-v lists every device)" % (placement.strategy, len(steps), "; ".join(parts)))
 
 
-def _device_list(local, heap, verbose):
-    """"board-1 (micropython, heap 96K), pc (cpython)", or counts for a large inventory."""
+def _device_list(local, heap, verbose, romfs=None):
+    """"board-1 (micropython, heap 96K), pc (cpython)", or counts for a large inventory; a
+    MicroPython device that runs the package from files, not from ROMFS, says so."""
     def what(d):
-        return d.interpreter if d.interpreter != "micropython" else "micropython, heap %s" % (heap or d.heap)
+        if d.interpreter != "micropython":
+            return d.interpreter
+        files = (d.romfs if romfs is None else romfs) is False
+        return "micropython, heap %s%s" % (heap or d.heap, ", package in files" if files else "")
     if verbose or len(local) <= SUMMARY_AT:
         return ", ".join("%s (%s)" % (d.name, what(d)) for d in local)
     counts = {}
@@ -179,7 +183,11 @@ def _heap_option(value):
 @click.option("--quiet-devices", is_flag=True, help="Do not show the local devices' own output.")
 @click.option("--heap", default=None, callback=lambda ctx, param, v: _heap_option(v),
               help="Heap of every local MicroPython device for this run, e.g. 128K (default: each device's "
-                   "`heap` in the file, 112K if it has none).")
+                   "`heap` in the file, 96K if it has none).")
+@click.option("--romfs/--no-romfs", "romfs", default=None,
+              help="Run every local MicroPython device as a board with the package in a ROMFS partition "
+                   "(run in place) or in files on its flash (default: each device's `romfs` in the file, "
+                   "ROMFS if it has none).")
 @click.option("--keys", "keys_dir", default=None, type=click.Path(file_okay=False),
               help="Key store for the local devices' and the controller's keys (default: .sensormesh/keys).")
 @click.option("--insecure", is_flag=True,
@@ -203,8 +211,8 @@ def _heap_option(value):
               help="Serve a live web dashboard (and Prometheus /metrics) here; HOST defaults to 127.0.0.1, "
                    "PORT 0 picks a free port.")
 @click.option("-v", "--verbose", is_flag=True, help="List every device in the start, placement and stop lines.")
-def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure, network, network_mode, no_metrics,
-       timeout, metrics_out, no_metrics_file, rates_every, dashboard, verbose):
+def up(file, strategy, duration, count, quiet_devices, heap, romfs, keys_dir, insecure, network, network_mode,
+       no_metrics, timeout, metrics_out, no_metrics_file, rates_every, dashboard, verbose):
     """Start FILE's local devices, deploy the pipeline, show sink values live; Ctrl-C stops everything.
 
     Metrics are collected while it runs (a line of rates every few seconds; every sample in
@@ -257,7 +265,7 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
         from sensormesh.controller.observe.graph import missing_note
         if missing_note():
             printer.event(missing_note())
-    printer.line("starting %d local device(s): %s" % (len(local), _device_list(local, heap, verbose)))
+    printer.line("starting %d local device(s): %s" % (len(local), _device_list(local, heap, verbose, romfs)))
 
     first = {}
     came = []       # the signals that ended the run: SIGTERM makes the exit status 143
@@ -269,7 +277,7 @@ def up(file, strategy, duration, count, quiet_devices, heap, keys_dir, insecure,
     try:
         final = runner.up(model, strategy, duration=duration or None, count=count or None,
                           on_event=printer.event, on_line=None if quiet_devices else printer.device_line,
-                          on_deliver=printer.deliver, on_deployed=deployed, heap=heap, timeout=timeout,
+                          on_deliver=printer.deliver, on_deployed=deployed, heap=heap, romfs=romfs, timeout=timeout,
                           keys_dir=keys_dir, insecure=insecure, network=list(network), network_mode=network_mode,
                           observe=obs, device_metrics=not no_metrics, on_progress=printer.line,
                           placement=placement, on_signal=came.append)

@@ -5,8 +5,12 @@ its libraries); a MicroPython device runs the same command on the unix port
 (`micropython -m sensormesh.device`), standing in for an ESP32 board,
 or on CPython with a warning when `micropython` is not installed. A MicroPython device runs from
 the precompiled device package (mpy_cache.py), as a board does, under the heap of the board it
-stands for (its inventory `heap`, default 112K: `micropython -X heapsize=112K`); when it runs out
-of heap the controller says which device, under which heap, and how to give it more. Each process gets its own
+stands for (its inventory `heap`, default 96K). A board with a ROMFS partition (the inventory's
+`romfs`, the default) runs the package from the partition's image, in place: the process reads
+the image, then holds back all of its heap but the board's (mpy_cache.py); `romfs: false` runs
+it from the .mpy files under `micropython -X heapsize=<heap>`, as a board with the package in
+files on its flash. When a device runs out of heap the controller says which device, under
+which heap, and how to give it more. Each process gets its own
 session (so a Ctrl-C in the terminal reaches the controller only, which stops the pipeline in
 order before the processes), listens on its Unix socket and on a loopback TCP port, and has its
 output relayed line by line, prefixed with the device name. Startup waits for the device's
@@ -33,7 +37,8 @@ import time
 from typing import Callable
 
 from sensormesh.controller.model import LOOPBACK, heap_bytes
-from sensormesh.controller.mpy_cache import MpyCacheError, bundle, link
+from sensormesh.controller.mpy_cache import (HEAP_ENV, ROMFS_ENV, ROMFS_IMAGE, ROMFS_SLACK, MpyCacheError, bundle,
+                                             link)
 from sensormesh.device.core import DEFAULT_MAX_CONNS
 
 import sensormesh
@@ -324,6 +329,27 @@ class LocalProcess:
             self.proc.stdin.close()
 
 
+def micropython_command(micropython, heap, romfs, modules, launcher):
+    """(argv without the device's own arguments, environment to add) of a MicroPython device
+    under `heap` (its board's, or None: the port's default) from `modules` (the folder on
+    MICROPYPATH) through `launcher` (None: `-m sensormesh.device`, the sources). With romfs and
+    the package's ROMFS image in `modules`, it runs as a board with the package in its ROMFS
+    partition: the process reads the image into its heap first, then holds back all of it but
+    the board's heap (mpy_cache.LAUNCHER_BOARD), so -X heapsize is the board's heap plus the
+    image plus ROMFS_SLACK."""
+    argv = [micropython]
+    env = {}
+    image = os.path.join(modules, ROMFS_IMAGE) if launcher else None
+    if heap and romfs and image and os.path.exists(image):
+        argv += ["-X", "heapsize=%d" % (heap_bytes(heap) + os.path.getsize(image) + ROMFS_SLACK)]
+        env[ROMFS_ENV] = image
+        env[HEAP_ENV] = str(heap_bytes(heap))
+    elif heap:
+        argv += ["-X", "heapsize=" + heap]
+    argv += [launcher] if launcher else ["-m", "sensormesh.device"]
+    return argv, env
+
+
 class LocalCluster:
     """Starts the model's `local: true` devices; `addresses` says where the controller reaches them."""
     killed = ()       # the devices stop() had to SIGKILL
@@ -331,9 +357,11 @@ class LocalCluster:
     def __init__(self, model, on_line: Callable[[str, str], None] | None = None,
                  micropython: str | None = None, python: str | None = None,
                  heap: str | None = None, workdir: str | None = None, config: dict | None = None,
-                 network=None, on_note: Callable[[str], None] | None = None, mpy: bool = True):
-        """heap: overrides every MicroPython device's own `heap`; mpy=False runs them from the
-        .py sources (far more heap: the compiler runs on the device)."""
+                 network=None, on_note: Callable[[str], None] | None = None, mpy: bool = True,
+                 romfs: bool | None = None):
+        """heap: overrides every MicroPython device's own `heap`; romfs: every MicroPython
+        device's own `romfs` (False: the package from .mpy files, as on a board's flash);
+        mpy=False runs them from the .py sources (far more heap: the compiler runs on the device)."""
         self.model = model
         # an emulated network (sensormesh/netlab/emulation.py): where each device listens, the
         # command that puts it into its part of the network, and a record of its PID
@@ -343,6 +371,7 @@ class LocalCluster:
         self.micropython = micropython if micropython is not None else shutil.which("micropython")
         self.python = python or sys.executable
         self.heap = heap
+        self.romfs = romfs
         self.mpy = mpy
         self.bundle = None          # (folder on MICROPYPATH, launcher) of the precompiled package, once built
         self.started = False
@@ -438,14 +467,11 @@ class LocalCluster:
         heap = None
         if interp == "micropython" and self.micropython:
             heap = self.heap or dev.heap
-            argv = [self.micropython]
-            if heap:
-                argv += ["-X", "heapsize=" + heap]
             modules, launcher = self._micropython_path()
-            if launcher:
-                argv += [launcher, "--config", cfg_path]
-            else:
-                argv += ["-m", "sensormesh.device", "--config", cfg_path]
+            argv, more = micropython_command(self.micropython, heap, dev.romfs if self.romfs is None else self.romfs,
+                                             modules, launcher)
+            env.update(more)
+            argv += ["--config", cfg_path]
             env["MICROPYPATH"] = modules + os.pathsep + ".frozen"
         else:
             if interp == "micropython":

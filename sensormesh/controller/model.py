@@ -31,19 +31,20 @@ DEVICE_DEFAULTS = {
     "cpython": {"cpu": 20, "memory": 256 * 1024 * 1024},
 }
 
-DEVICE_KEYS = ("interpreter", "cpu", "memory", "heap", "sensors", "address", "addresses", "unix", "local", "description")
-# The Python heap a MicroPython device has: `sensormesh up` runs a local one on the unix port with
-# `micropython -X heapsize=<heap>`, so every local run proves that the device's pipeline fits.
-# The default is what the device package needs today on the (64-bit) unix port with keys and a
-# deployment (96K for source -> map -> window -> pipe out, 98K for a board receiving a CPython
-# device's keyed pipe, 96K for the README demo's boards; benchmarks/bench_heap.py,
-# docs/performance.md), with a margin for a second controller session (`sensormesh status`)
-# accepted while a pipeline runs, and for the heavier boards of the test suite (a 1 kHz source,
-# a board in the middle of a chain, many handshakes), which all pass under it. The target of an
-# ESP32 without PSRAM is 96K: met by a keyed deployed board and the README demo's boards
-# (tests/test_heap.py runs one under it), not yet by every board of the test suite.
-# CPython devices take no heap setting.
-DEFAULT_HEAP = "112K"
+DEVICE_KEYS = ("interpreter", "cpu", "memory", "heap", "romfs", "sensors", "address", "addresses", "unix", "local",
+               "description")
+# The Python heap a MicroPython device has: `sensormesh up` runs a local one on the unix port under
+# exactly this heap, so every local run proves that the device's pipeline fits. 96K is what an
+# ESP32 without PSRAM has free with WiFi up. A board runs the package either from a ROMFS partition
+# (`romfs`, the default: its .mpy files run in place from flash, and the heap holds only the
+# objects they make; `sensormesh board deploy --romfs`) or from .mpy files on its flash (`romfs:
+# false`: each module's bytecode is copied into the heap, about a third more heap for code). The
+# whole test suite runs its boards from ROMFS under 96K. From files a keyed board running a
+# deployment fits 96K, but not every role of the test suite (a board relaying a keyed pipe in the
+# middle of a chain needs more than 104K on this 64-bit port; benchmarks/bench_heap.py,
+# docs/performance.md): give such a board `heap: 112K`. CPython devices take neither setting.
+DEFAULT_HEAP = "96K"
+DEFAULT_ROMFS = True
 HEAP_UNITS = {"": 1, "K": 1024, "M": 1024 * 1024}
 MIN_HEAP = 16 * 1024      # below this MicroPython does not even start the device package
 
@@ -127,10 +128,11 @@ class Device:
     pipeline = None     # the name of the pipeline whose model holds it (Model sets it)
 
     def __init__(self, name, interpreter="cpython", cpu=None, memory=None, sensors=(), address=None,
-                 unix=None, local=False, description=None, origin=None, addresses=None, heap=None):
+                 unix=None, local=False, description=None, origin=None, addresses=None, heap=None, romfs=None):
         self.name = name
         self.interpreter = interpreter
         self.heap = DEFAULT_HEAP if heap is None and interpreter == "micropython" else heap
+        self.romfs = DEFAULT_ROMFS if romfs is None and interpreter == "micropython" else romfs
         # (an interpreter that is no name, a list say, is a problem() below, not a crash here)
         defaults = DEVICE_DEFAULTS.get(interpreter if isinstance(interpreter, str) else None,
                                        DEVICE_DEFAULTS["cpython"])
@@ -172,6 +174,13 @@ class Device:
                     heap_bytes(self.heap)
                 except ValueError as e:
                     out.append(("heap", str(e)))
+        if self.romfs is not None:
+            if self.interpreter != "micropython":
+                out.append(("romfs", "applies to MicroPython devices only (whether the board a device "
+                                     "stands for runs the package from a ROMFS partition); a %s device "
+                                     "takes none" % self.interpreter))
+            elif not isinstance(self.romfs, bool):
+                out.append(("romfs", "must be true or false, not %r" % (self.romfs,)))
         if not isinstance(self.local, bool):
             out.append(("local", "must be true or false, not %r" % (self.local,)))
         if self.unix is not None and (not isinstance(self.unix, str) or not self.unix):
@@ -293,6 +302,8 @@ class Device:
         for k in ("heap", "address", "addresses", "unix", "description"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
+        if self.romfs is not None and self.romfs != DEFAULT_ROMFS:
+            d["romfs"] = self.romfs
         if self.local:
             d["local"] = True
         return d

@@ -12,6 +12,11 @@ SENSORMESH_MPY_LINES=1 compiles with them, into a folder of its own (the flags a
 key). Concurrent runs are safe: each builds into a private temporary folder and renames it into
 place in one step; whoever comes second discards its copy and uses the first. Folders not used
 for a day are removed.
+
+Each folder also holds the package as a ROMFS image (ROMFS_IMAGE, made by mpremote's ROMFS
+builder from the same .mpy files) and BOARD_MEMORY compiled beside the launcher: a local device
+whose board has a ROMFS partition (the inventory's `romfs`, the default) runs the package from
+that image, in place, under exactly its board's heap (see LAUNCHER_BOARD).
 """
 from __future__ import annotations
 
@@ -46,6 +51,24 @@ LAUNCHER = "run_device.py"
 # the user's: relative paths in a device's configuration (a CSV file, a file sink) mean what they
 # meant. Where SHORT_ROOT exists on this machine, or a port has no VfsPosix, the paths stay long.
 SHORT_ROOT = "/s"
+# A board with a ROMFS partition maps it from flash and runs the .mpy files in it in place: their
+# bytecode and constants stay in flash, and its Python heap is what is free after boot. A local
+# device standing for such a board gets ROMFS_ENV (the image) and HEAP_ENV (its board's heap,
+# bytes) in its environment; the launcher's next lines (LAUNCHER_BOARD) then mount the image at
+# ROM_ROOT (where a board's firmware mounts it; ROM_ROOT_OTHER where this machine has a /rom),
+# first on sys.path, and hold back all the process's heap but HEAP_ENV bytes
+# (BOARD_MEMORY, from sensormesh/fakehw/: the unix port cannot map a file, so the image is read
+# into the process's heap before that, and `up` gives the process the image's size on top of the
+# board's heap, with ROMFS_SLACK to spare). Without ROMFS_ENV the device runs from the .mpy files
+# under `-X heapsize` = its board's heap, as a board with the package in files on its flash.
+ROMFS_IMAGE = "package.romfs"
+ROM_ROOT = "/rom"
+ROM_ROOT_OTHER = "/.smrom"
+BOARD_MEMORY = "board_memory.mpy"
+BOARD_MEMORY_SOURCE = os.path.join(BASE, "sensormesh", "fakehw", "board_memory.py")
+ROMFS_ENV = "SENSORMESH_ROMFS"
+HEAP_ENV = "SENSORMESH_BOARD_HEAP"
+ROMFS_SLACK = 128 * 1024
 SHORT_PATHS = """# Runs the precompiled sensormesh device package (made by sensormesh up).
 import os
 import sys
@@ -74,6 +97,26 @@ except (AttributeError, OSError):   # a port without os.mount or VfsPosix
     pass
 del _short_paths
 """ % {"root": SHORT_ROOT}
+LAUNCHER_BOARD = """
+def _board():
+    image = os.getenv("%(romfs)s")
+    if not image:
+        return
+    import board_memory
+    at = "%(rom)s"
+    try:
+        os.stat(at)
+        at = "%(rom_other)s"      # taken on this machine
+    except OSError:
+        pass
+    board_memory.map_romfs(image, at)
+    if not board_memory.limit_heap(int(os.getenv("%(heap)s"))):
+        sys.stderr.write("sensormesh: less heap free than the board's after mapping its ROMFS image\\n")
+
+
+_board()
+del _board
+""" % {"romfs": ROMFS_ENV, "heap": HEAP_ENV, "rom": ROM_ROOT, "rom_other": ROM_ROOT_OTHER}
 # How the launcher runs the device: `run_device.py --config PATH` (how sensormesh up starts it)
 # runs that configuration file as a board's main.py runs its device.json, without the option
 # parser (options.py: about 25 names a device would keep for good, which a board never has);
@@ -88,7 +131,7 @@ if len(sys.argv) == 3 and sys.argv[1] == "--config":
 else:
     main()
 """
-LAUNCHER_TEXT = SHORT_PATHS + LAUNCHER_MAIN
+LAUNCHER_TEXT = SHORT_PATHS + LAUNCHER_BOARD + LAUNCHER_MAIN
 
 
 class MpyCacheError(Exception):
@@ -119,6 +162,8 @@ def bundle_key(files, base, version, lines=False):
     """Hash of the mpy-cross version, its flags and every source's path and bytes."""
     flags = "" if lines else " ".join(NO_SOURCE_LINES)
     h = hashlib.sha256(version.encode() + b"\0" + flags.encode() + b"\0" + LAUNCHER_TEXT.encode())
+    with open(BOARD_MEMORY_SOURCE, "rb") as f:
+        h.update(b"\0" + f.read())
     for rel in files:
         with open(os.path.join(base, rel), "rb") as f:
             data = f.read()
@@ -159,6 +204,12 @@ def bundle(root=None, base=BASE, mpy_cross=None, lines=None):
         with ThreadPoolExecutor(COMPILE_JOBS) as pool:
             for job in [pool.submit(_compile, mpy_cross, base, rel, tmp, lines) for rel in files]:
                 job.result()
+        romfs_image(tmp, os.path.join(tmp, ROMFS_IMAGE))     # (only sensormesh/ is there yet)
+        r = subprocess.run([mpy_cross, "-o", os.path.join(tmp, BOARD_MEMORY), "-s", "board_memory",
+                            BOARD_MEMORY_SOURCE], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise MpyCacheError("mpy-cross cannot compile %s: %s" % (BOARD_MEMORY_SOURCE,
+                                                                     (r.stderr or r.stdout).strip()))
         with open(os.path.join(tmp, LAUNCHER), "w") as f:
             f.write(LAUNCHER_TEXT)
         try:
@@ -175,6 +226,22 @@ def bundle(root=None, base=BASE, mpy_cross=None, lines=None):
     return target, True
 
 
+def romfs_image(folder, out):
+    """Write the ROMFS image of everything in `folder` (mpremote's builder, the one `mpremote
+    romfs deploy` uses; the .mpy files as they are) to `out`; MpyCacheError without mpremote."""
+    import contextlib
+    import io
+    try:
+        from mpremote.romfs import make_romfs
+    except ImportError as e:
+        raise MpyCacheError("cannot build the ROMFS image of the device package: %s (pip install mpremote)" % e)
+    with contextlib.redirect_stdout(io.StringIO()):     # (it draws the folder's tree)
+        data = make_romfs(folder, mpy_cross=False)
+    with open(out, "wb") as f:
+        f.write(data)
+    return len(data)
+
+
 def link(folder, into):
     """Make `into` (a run's own temporary folder) a short way to the package in `folder` (a
     bundle): a symlink `sensormesh` to the bundle's and the launcher beside it. Returns the
@@ -189,7 +256,8 @@ def link(folder, into):
     '/s/sensormesh/device/boot.mpy'. Where no symlink can be made, the bundle itself is the
     answer (mounted the same way)."""
     try:
-        os.symlink(os.path.join(folder, "sensormesh"), os.path.join(into, "sensormesh"))
+        for name in ("sensormesh", ROMFS_IMAGE, BOARD_MEMORY):
+            os.symlink(os.path.join(folder, name), os.path.join(into, name))
         launcher = os.path.join(into, LAUNCHER)
         with open(launcher, "w") as f:
             f.write(LAUNCHER_TEXT)

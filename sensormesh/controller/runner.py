@@ -391,7 +391,7 @@ def _suggest_name(word, options):
 def up(model, strategy=None, duration=None, count=None, until=None, on_event=None, on_line=None,
        on_deliver=None, on_deployed=None, micropython=None, heap=None, timeout=5.0, keys_dir=None,
        insecure=False, network=None, network_mode="auto", observe=None, mpy=True, device_metrics=True,
-       restarts=5, on_progress=None, on_signal=None, placement=None, **options):
+       restarts=5, on_progress=None, on_signal=None, placement=None, romfs=None, **options):
     """Start the model's local devices, deploy, call the user's callback functions with the
     values that arrive, stop everything (upstream first, draining) and return the final stats.
 
@@ -422,7 +422,8 @@ def up(model, strategy=None, duration=None, count=None, until=None, on_event=Non
     observe: an observe.run.Observation to feed while watching (metrics, sink values, events).
 
     Local MicroPython devices run from the precompiled device package (mpy=False: from the .py
-    sources) under their inventory `heap` (default 112K); `heap` here overrides it for all.
+    sources) under their inventory `heap` (default 96K), from the package's ROMFS image or its files
+    as their inventory `romfs` says (default: ROMFS); `heap` and `romfs` here override them for all.
 
     restarts: how many times a local device that exits is started again within a minute
     (0: never).
@@ -488,7 +489,7 @@ def up(model, strategy=None, duration=None, count=None, until=None, on_event=Non
     if not device_metrics:
         config = {d.name: dict(config.get(d.name) or {}, metrics=False) for d in model.devices.values() if d.local}
     cluster = LocalCluster(model, on_line=on_line, micropython=micropython, heap=heap, config=config,
-                           network=emulation, on_note=on_event, mpy=mpy)
+                           network=emulation, on_note=on_event, mpy=mpy, romfs=romfs)
     cluster.restart_limit = restarts
     dep = None
     listen = None       # the controller's listener for devices that register (registrations.py)

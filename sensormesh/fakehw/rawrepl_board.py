@@ -40,6 +40,8 @@ import os
 import select
 import sys
 
+import board_memory     # (from this folder: the script's own comes first on sys.path)
+
 EXIT_SOFT = 10          # soft reset from the friendly REPL: next start runs main.py
 EXIT_SOFT_RAW = 11      # soft reset in the raw REPL: next start skips main.py, stays raw
 EXIT_HARD = 12          # machine.reset(): power-on start, pending console input dropped
@@ -59,9 +61,6 @@ ROM_BLOCK = 4096        # erase block of the simulated partition (an ESP32's fla
 ROM_MIN_WRITE = 4
 ENODEV = 19
 EINVAL = 22
-BALLAST_MIN = 64
-BALLAST_MAX = 512
-_ballast = [None] * BALLAST_MAX
 
 _out = sys.stdout.buffer
 _in = sys.stdin.buffer
@@ -250,47 +249,10 @@ def setup(flash, romfs=0):
                 sys.stderr.write("romfs: the image in the partition does not mount (%r)\n" % (e,))
 
 
-def _take_all():
-    """Fill _ballast with every free block, largest first (halving a size that does not fit).
-    Returns how many. Its own frame (as _size and _refill): the block objects it handled leave no
-    stale pointers in the caller's frame, which the collector would take for live ones."""
-    import gc
-    size = gc.mem_free()
-    n = 0
-    while n < BALLAST_MAX and size >= BALLAST_MIN:
-        try:
-            _ballast[n] = bytearray(size)
-            n += 1
-        except MemoryError:
-            size //= 2
-    return n
-
-
-def _largest(n):
-    """The index of the largest block still held (None when none is); allocates nothing."""
-    best = None
-    size = 0
-    for k in range(n):
-        if _ballast[k] is not None and len(_ballast[k]) > size:
-            best = k
-            size = len(_ballast[k])
-    return best
-
-
-def _refill(k, size):
-    try:
-        _ballast[k] = bytearray(size)
-    except MemoryError:
-        pass
-
-
 def limit_heap(heap):
     """Leave the board's code heap bytes free, as a board has after boot: load the firmware's
-    modules, then hold the rest of the process's heap (serialboard.py gives it some extra) in
-    ballast blocks. Every free block is taken, then the largest are given back until heap bytes
-    are free, and what is over taken again from the last one: the board's heap lies in as few
-    pieces as the simulation's own objects allow (one, when the largest block holds it).
-    Bounded: at most BALLAST_MAX blocks."""
+    modules (C on a board, no Python heap), then hold the rest of the process's heap
+    (serialboard.py gives it some extra) back (board_memory.limit_heap)."""
     import gc
     for name in FIRMWARE:
         try:
@@ -298,23 +260,9 @@ def limit_heap(heap):
         except ImportError:
             pass
     gc.collect()
-    if gc.mem_free() < heap:
+    if not board_memory.limit_heap(heap):
         sys.stderr.write("heap: %d bytes short of %d after loading the REPL and firmware\n"
                          % (heap - gc.mem_free(), heap))
-        return
-    n = _take_all()
-    last = None
-    while gc.mem_free() < heap:
-        k = _largest(n)
-        if k is None:
-            break
-        last = k
-        _ballast[k] = None
-        gc.collect()
-    over = gc.mem_free() - heap
-    if last is not None and over >= BALLAST_MIN:
-        _refill(last, over)
-    gc.collect()
 
 
 def execute(g, code, name):

@@ -5,8 +5,9 @@ import types
 from sensormesh.controller.deploy_cli import _device_list, _show_plan
 
 
-def dev(name, interp, heap=None):
-    return types.SimpleNamespace(name=name, interpreter=interp, heap=heap)
+def dev(name, interp, heap=None, romfs=None):
+    return types.SimpleNamespace(name=name, interpreter=interp, heap=heap,
+                                 romfs=True if romfs is None and interp == "micropython" else romfs)
 
 
 def test_start_line_counts_a_large_inventory():
@@ -16,6 +17,11 @@ def test_start_line_counts_a_large_inventory():
     assert full.count("micropython") == 200 and "b199 (micropython, heap 96K)" in full
     small = [dev("a", "cpython"), dev("b", "micropython", "128K")]
     assert _device_list(small, None, False) == "a (cpython), b (micropython, heap 128K)"
+    # a board running the package from files, not ROMFS, says so (--no-romfs: all of them)
+    mixed = [dev("a", "micropython", "96K"), dev("b", "micropython", "112K", romfs=False)]
+    assert _device_list(mixed, None, False) == "a (micropython, heap 96K), b (micropython, heap 112K, package in files)"
+    assert _device_list(mixed, None, False, False) == ("a (micropython, heap 96K, package in files), "
+                                                       "b (micropython, heap 112K, package in files)")
 
 
 def test_placement_line_groups_devices_by_what_they_run():
