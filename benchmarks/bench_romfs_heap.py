@@ -33,7 +33,6 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from sensormesh.controller.mpy_cache import bundle  # noqa: E402
 
-BIN = os.path.dirname(sys.executable)
 # The device modules a keyed board running source -> shipped map -> window -> pipe out keeps
 # (bench_heap.py --phases lists them at steady state).
 RESIDENT = ("codec compat core runtime runtime.pipes runtime.probe runtime.replay schedule secure "
@@ -63,11 +62,8 @@ micropython.qstr_info()
 
 
 def tool(name):
-    found = shutil.which(name)
-    if found:
-        return found
-    here = os.path.join(BIN, name)
-    return here if os.path.exists(here) else name
+    from test_board_mpremote import _tool
+    return _tool(name) or name
 
 
 def import_heap(mode, where):

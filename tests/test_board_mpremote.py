@@ -148,6 +148,21 @@ def deploy(sim, cfg, tmp_path, *extra):
         env=dict(os.environ, PYTHONPATH=ROOT))
 
 
+def keyed_chip_value(sim, port, store, name, at):
+    """The first value of a keyed data request for sensor `chip` of the board `name` at port (the
+    board's console since `at` in the error when the connection fails)."""
+    try:
+        c = keyed_client(port, store, name)
+    except Exception as e:
+        raise AssertionError("keyed connection failed (%r); the board console showed:\n%s"
+                             % (e, sim.text[at:][-4000:]))
+    try:
+        c.request_data("chip")
+        return next(c.messages())
+    finally:
+        c.close()
+
+
 def flash_files(flash):
     out = []
     for d, dirs, files in os.walk(flash):
@@ -275,17 +290,8 @@ def test_board_deploy_with_real_mpremote_boots_and_serves(simboard, tmp_path):
             assert a.read() == b.read(), f
     assert json.loads(open(os.path.join(flash, "device.json")).read())["identity"] == "keys/identity.json"
 
-    try:
-        c = keyed_client(port, str(tmp_path / "store"), "sim-board")
-    except Exception as e:
-        raise AssertionError("keyed connection failed (%r); the board console showed:\n%s"
-                             % (e, simboard.text[at:][-4000:]))
-    try:
-        c.request_data("chip")
-        value = next(c.messages())
-    finally:
-        c.close()
-    assert value == [pytest.approx((CHIP_F - 32) / 1.8 + OFFSET)]
+    assert keyed_chip_value(simboard, port, str(tmp_path / "store"), "sim-board", at) == [
+        pytest.approx((CHIP_F - 32) / 1.8 + OFFSET)]
 
     # again, without keys, onto the running board: mpremote interrupts it, the keys go
     at = simboard.mark()
@@ -343,17 +349,8 @@ def test_board_deploy_romfs_runs_the_package_in_place_in_less_heap(tmp_path):
         assert image[:3] == b"\xd2\xcd\x31"
         for f in board.device_files(ROOT):
             assert board.compiled_name(f).rpartition("/")[2].encode() in image, f
-        try:
-            c = keyed_client(port, str(tmp_path / "store"), "rom-board")
-        except Exception as e:
-            raise AssertionError("keyed connection failed (%r); the board console showed:\n%s"
-                                 % (e, sim.text[at:][-4000:]))
-        try:
-            c.request_data("chip")
-            value = next(c.messages())
-        finally:
-            c.close()
-        assert value == [pytest.approx((CHIP_F - 32) / 1.8 + OFFSET)]
+        assert keyed_chip_value(sim, port, str(tmp_path / "store"), "rom-board", at) == [
+            pytest.approx((CHIP_F - 32) / 1.8 + OFFSET)]
         # the modules came from the partition
         r = sim.mpremote("exec", "import sensormesh.device.core as c; print('from', c.__file__)")
         assert "from /rom/sensormesh/device/core.mpy" in r.stdout
