@@ -148,6 +148,19 @@ def deploy(sim, cfg, tmp_path, *extra):
         env=dict(os.environ, PYTHONPATH=ROOT))
 
 
+def keyed_board_config(tmp_path, name):
+    """A key store in tmp_path/store with the device `name`, its keys exported to tmp_path/export,
+    and (port, configuration) of a board serving the simulated chip temperature on that port."""
+    from sensormesh.controller.keys import KeyStore
+    store = KeyStore(str(tmp_path / "store"))
+    store.init()
+    store.issue(name, "device")
+    store.export(name, str(tmp_path / "export"))
+    port = free_port()
+    return port, {"name": name, "host": "127.0.0.1", "port": port, "restart_after_s": -1,
+                  "sensors": [{"name": "chip", "kind": "temperature", "offset": OFFSET}]}
+
+
 def keyed_chip_value(sim, port, store, name, at):
     """The first value of a keyed data request for sensor `chip` of the board `name` at port (the
     board's console since `at` in the error when the connection fails)."""
@@ -260,19 +273,12 @@ def test_friendly_repl_evaluates_lines(simboard):
 def test_board_deploy_with_real_mpremote_boots_and_serves(simboard, tmp_path):
     """Deploy with keys onto a board with leftovers, then again without keys while the first
     deployment runs: each time the board boots from its flash and serves."""
-    from sensormesh.controller.keys import KeyStore
     flash = simboard.flash
     for stale in ("sensormesh/old_module.py", "sensormesh/sensors/gone.mpy", "keys/old_identity.json"):
         os.makedirs(os.path.dirname(os.path.join(flash, stale)), exist_ok=True)
         with open(os.path.join(flash, stale), "w") as f:
             f.write("# left over from an earlier deployment\n")
-    store = KeyStore(str(tmp_path / "store"))
-    store.init()
-    store.issue("sim-board", "device")
-    store.export("sim-board", str(tmp_path / "export"))
-    port = free_port()
-    cfg = {"name": "sim-board", "host": "127.0.0.1", "port": port, "restart_after_s": -1,
-           "sensors": [{"name": "chip", "kind": "temperature", "offset": OFFSET}]}
+    port, cfg = keyed_board_config(tmp_path, "sim-board")
 
     at = simboard.mark()
     r = deploy(simboard, cfg, tmp_path, "--keys", str(tmp_path / "export"))
@@ -322,14 +328,7 @@ ROMFS_PARTITION = "256K"
 def test_board_deploy_romfs_runs_the_package_in_place_in_less_heap(tmp_path):
     """--romfs puts the package into the board's ROMFS partition with the real mpremote; the
     board boots from /rom and serves a keyed client in a heap its flash files do not fit in."""
-    from sensormesh.controller.keys import KeyStore
-    store = KeyStore(str(tmp_path / "store"))
-    store.init()
-    store.issue("rom-board", "device")
-    store.export("rom-board", str(tmp_path / "export"))
-    port = free_port()
-    cfg = {"name": "rom-board", "host": "127.0.0.1", "port": port, "restart_after_s": -1,
-           "sensors": [{"name": "chip", "kind": "temperature", "offset": OFFSET}]}
+    port, cfg = keyed_board_config(tmp_path, "rom-board")
 
     sim = SimBoard(tmp_path / "flash", heap=ROMFS_HEAP, romfs=ROMFS_PARTITION)
     try:
