@@ -16,7 +16,7 @@
 # running out of heap (a missed deadline on a loaded machine) is run once more. Then the heap after each import
 # (gc.mem_alloc() after gc.collect(), a fresh interpreter with a roomy heap): where it goes.
 #     python3 benchmarks/bench_heap.py [--count 10] [--lo 32] [--hi 320] [--step 4] [--only idle|deployed|keyed+deployed|"keyed receiving"|"demo boards"]
-#                                      [--form .mpy|.py|all|romfs]
+#                                      [--form .mpy|.py|all|romfs, or several: --form .mpy,romfs]
 # Phases (--phases runs only this part): the keyed deployed device under a roomy heap (256K) with a
 # launcher that wraps the device's entry points (nothing in the package changes) and prints the
 # live heap (gc.mem_alloc() after gc.collect()), the free heap and its largest free block after
@@ -217,7 +217,7 @@ class Bench:
         try:   # a device's own MemoryError is in its output (on_line), a failed start's in the events
             runner.up(model, count=self.count, duration=40, heap="%dK" % heap, mpy=mpy, romfs=self.romfs,
                       micropython=micropython or (self.wrapper() if every_family else self.mp),
-                      insecure=not keyed, keys_dir=self.keys_dir, timeout=10,
+                      insecure=not keyed, keys_dir=self.keys_dir if keyed else None, timeout=10,
                       on_event=events.append, on_deliver=lambda d, s, v: got.extend(v),
                       on_line=lambda d, line: events.append(line))
         except Exception as e:     # a device that could not start or take the deployment
@@ -811,7 +811,7 @@ def main(argv):
         return int(argv[argv.index(name) + 1]) if name in argv else default
     count, lo, hi, step = opt("--count", 10), opt("--lo", 32), opt("--hi", 320), opt("--step", 4)
     only = argv[argv.index("--only") + 1] if "--only" in argv else None
-    form_only = argv[argv.index("--form") + 1] if "--form" in argv else None
+    form_only = set(argv[argv.index("--form") + 1].split(",")) if "--form" in argv else None
     tmp = tempfile.mkdtemp(prefix="sensormesh-bench-heap-")
     keys_dir = os.path.join(tmp, "keys")
     b = Bench(count, keys_dir, tmp)
@@ -837,7 +837,7 @@ def main(argv):
     t0 = time.monotonic()
     try:
         for name, form, fits in rows:
-            if (only and only != name) or (form_only and form_only != form):
+            if (only and only != name) or (form_only and form not in form_only):
                 continue
             b.row = (name, form)
             found[(name, form)] = b.smallest(fits, lo, hi, step)

@@ -105,6 +105,35 @@ def test_the_heap_of_a_local_micropython_device_is_its_boards(tmp_path):
             cl.stop()
 
 
+def test_without_mpremote_the_devices_run_from_files_and_up_says_so(tmp_path, monkeypatch):
+    """No ROMFS builder (mpremote missing): the bundle has no image, and a device whose board
+    has ROMFS runs from the .mpy files under -X heapsize=<heap>, with one note saying why."""
+    need_micropython()
+    monkeypatch.setenv(mpy_cache.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(mpy_cache, "can_build_romfs", lambda: False)
+    path = tmp_path / "p.yaml"
+    path.write_text(textwrap.dedent("""\
+        pipeline: h
+        devices:
+          a: {interpreter: micropython, local: true, unix: "%s/a.sock", sensors: [counter]}
+          b: {interpreter: micropython, local: true, unix: "%s/b.sock", sensors: [counter]}
+        steps:
+          s: {type: source, sensor: counter, on: a}
+        sinks:
+          out: {type: callback, input: s}
+        """ % (tmp_path, tmp_path)))
+    cl = LocalCluster(load_model(str(path)))
+    try:
+        cl.start()
+        assert not os.path.exists(os.path.join(cl.bundle[0], ROMFS_IMAGE))
+        for p in cl.procs.values():
+            assert p.argv[1:3] == ["-X", "heapsize=" + DEFAULT_HEAP] and ROMFS_ENV not in p.env
+        said = [n for n in cl.notes if "no ROMFS image" in n]
+        assert len(said) == 1 and "pip install mpremote" in said[0]
+    finally:
+        cl.stop()
+
+
 def test_romfs_is_a_micropython_devices_yes_or_no():
     assert Device("b", interpreter="micropython").romfs is True
     assert Device("pc", interpreter="cpython").romfs is None

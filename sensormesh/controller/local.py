@@ -372,6 +372,7 @@ class LocalCluster:
         self.python = python or sys.executable
         self.heap = heap
         self.romfs = romfs
+        self._said_no_image = False
         self.mpy = mpy
         self.bundle = None          # (folder on MICROPYPATH, launcher) of the precompiled package, once built
         self.started = False
@@ -468,9 +469,14 @@ class LocalCluster:
         if interp == "micropython" and self.micropython:
             heap = self.heap or dev.heap
             modules, launcher = self._micropython_path()
-            argv, more = micropython_command(self.micropython, heap, dev.romfs if self.romfs is None else self.romfs,
-                                             modules, launcher)
+            romfs = dev.romfs if self.romfs is None else self.romfs
+            argv, more = micropython_command(self.micropython, heap, romfs, modules, launcher)
             env.update(more)
+            if romfs and heap and launcher and ROMFS_ENV not in more and not self._said_no_image:
+                self._said_no_image = True
+                self.notes.append("the device package has no ROMFS image (mpremote's ROMFS builder is missing: "
+                                  "pip install mpremote): the MicroPython devices run from its .mpy files under "
+                                  "-X heapsize=<heap>, which takes more heap than from ROMFS")
             argv += ["--config", cfg_path]
             env["MICROPYPATH"] = modules + os.pathsep + ".frozen"
         else:

@@ -161,7 +161,8 @@ def keep_lines():
 def bundle_key(files, base, version, lines=False):
     """Hash of the mpy-cross version, its flags and every source's path and bytes."""
     flags = "" if lines else " ".join(NO_SOURCE_LINES)
-    h = hashlib.sha256(version.encode() + b"\0" + flags.encode() + b"\0" + LAUNCHER_TEXT.encode())
+    h = hashlib.sha256(version.encode() + b"\0" + flags.encode() + b"\0" + LAUNCHER_TEXT.encode()
+                       + (b"\0romfs" if can_build_romfs() else b""))   # mpremote installed later: rebuilt
     with open(BOARD_MEMORY_SOURCE, "rb") as f:
         h.update(b"\0" + f.read())
     for rel in files:
@@ -204,7 +205,8 @@ def bundle(root=None, base=BASE, mpy_cross=None, lines=None):
         with ThreadPoolExecutor(COMPILE_JOBS) as pool:
             for job in [pool.submit(_compile, mpy_cross, base, rel, tmp, lines) for rel in files]:
                 job.result()
-        romfs_image(tmp, os.path.join(tmp, ROMFS_IMAGE))     # (only sensormesh/ is there yet)
+        if can_build_romfs():
+            romfs_image(tmp, os.path.join(tmp, ROMFS_IMAGE))     # (only sensormesh/ is there yet)
         r = subprocess.run([mpy_cross, "-o", os.path.join(tmp, BOARD_MEMORY), "-s", "board_memory",
                             BOARD_MEMORY_SOURCE], capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
@@ -224,6 +226,16 @@ def bundle(root=None, base=BASE, mpy_cross=None, lines=None):
         raise
     _prune(root, keep=key)
     return target, True
+
+
+def can_build_romfs():
+    """Is mpremote's ROMFS builder here? (Without it the bundle has no ROMFS image and local
+    devices run from the .mpy files; `up` says so.)"""
+    try:
+        import mpremote.romfs  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def romfs_image(folder, out):
