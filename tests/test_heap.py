@@ -148,6 +148,8 @@ def test_the_launcher_leaves_exactly_the_boards_heap_free_with_the_package_in_pl
     ROMFS image at /rom, and the device code finds its board's heap free."""
     from sensormesh.controller.local import micropython_command
     from sensormesh.controller.mpy_cache import LAUNCHER, LAUNCHER_BOARD, bundle
+    from sensormesh.fakehw import board_memory
+    assert (board_memory.ROMFS_ENV, board_memory.HEAP_ENV) == (ROMFS_ENV, HEAP_ENV)
     folder, _ = bundle(base=ROOT)
     for heap in ("64K", "96K"):
         argv, env = micropython_command(need_micropython(), heap, True, folder, os.path.join(folder, LAUNCHER))

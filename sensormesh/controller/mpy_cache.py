@@ -54,19 +54,17 @@ SHORT_ROOT = "/s"
 # A board with a ROMFS partition maps it from flash and runs the .mpy files in it in place: their
 # bytecode and constants stay in flash, and its Python heap is what is free after boot. A local
 # device standing for such a board gets ROMFS_ENV (the image) and HEAP_ENV (its board's heap,
-# bytes) in its environment; the launcher's next lines (LAUNCHER_BOARD) then mount the image at
-# ROM_ROOT (where a board's firmware mounts it; ROM_ROOT_OTHER where this machine has a /rom),
-# first on sys.path, and hold back all the process's heap but HEAP_ENV bytes
-# (BOARD_MEMORY, from sensormesh/fakehw/: the unix port cannot map a file, so the image is read
+# bytes) in its environment; the launcher's next lines (LAUNCHER_BOARD) then have BOARD_MEMORY
+# (sensormesh/fakehw/board_memory.py, compiled beside the launcher) mount the image at /rom (where
+# a board's firmware mounts it; /.smrom where this machine has a /rom), first on sys.path, and
+# hold back all the process's heap but HEAP_ENV bytes (the unix port cannot map a file, so the image is read
 # into the process's heap before that, and `up` gives the process the image's size on top of the
 # board's heap, with ROMFS_SLACK to spare). Without ROMFS_ENV the device runs from the .mpy files
 # under `-X heapsize` = its board's heap, as a board with the package in files on its flash.
 ROMFS_IMAGE = "package.romfs"
-ROM_ROOT = "/rom"
-ROM_ROOT_OTHER = "/.smrom"
 BOARD_MEMORY = "board_memory.mpy"
 BOARD_MEMORY_SOURCE = os.path.join(BASE, "sensormesh", "fakehw", "board_memory.py")
-ROMFS_ENV = "SENSORMESH_ROMFS"
+ROMFS_ENV = "SENSORMESH_ROMFS"       # (board_memory.boot reads both)
 HEAP_ENV = "SENSORMESH_BOARD_HEAP"
 ROMFS_SLACK = 128 * 1024
 SHORT_PATHS = """# Runs the precompiled sensormesh device package (made by sensormesh up).
@@ -97,26 +95,12 @@ except (AttributeError, OSError):   # a port without os.mount or VfsPosix
     pass
 del _short_paths
 """ % {"root": SHORT_ROOT}
-LAUNCHER_BOARD = """
-def _board():
-    image = os.getenv("%(romfs)s")
-    if not image:
-        return
+# (Kept to two names in the launcher: a device started from files compiles the launcher too, and
+# keeps every name in it interned for as long as it runs.)
+LAUNCHER_BOARD = """if os.getenv("%(romfs)s"):
     import board_memory
-    at = "%(rom)s"
-    try:
-        os.stat(at)
-        at = "%(rom_other)s"      # taken on this machine
-    except OSError:
-        pass
-    board_memory.map_romfs(image, at)
-    if not board_memory.limit_heap(int(os.getenv("%(heap)s"))):
-        sys.stderr.write("sensormesh: less heap free than the board's after mapping its ROMFS image\\n")
-
-
-_board()
-del _board
-""" % {"romfs": ROMFS_ENV, "heap": HEAP_ENV, "rom": ROM_ROOT, "rom_other": ROM_ROOT_OTHER}
+    board_memory.boot()
+""" % {"romfs": ROMFS_ENV}
 # How the launcher runs the device: `run_device.py --config PATH` (how sensormesh up starts it)
 # runs that configuration file as a board's main.py runs its device.json, without the option
 # parser (options.py: about 25 names a device would keep for good, which a board never has);

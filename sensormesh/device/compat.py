@@ -14,10 +14,12 @@ MICROPYTHON = sys.implementation.name == "micropython"
 # being spread between the garbage of imports and streams, which leaves free blocks large
 # enough for a frame. Measured (benchmarks/bench_heap_streams.py, docs/performance.md): the two-stream
 # device needs about 14 KB less heap. This module is the first one every device module
-# imports, so it runs before the runtime's imports. Heaps over 512 KB keep MicroPython's default.
+# imports, so it runs before the runtime's imports. Heaps over 512 KB keep MicroPython's default,
+# and so does a threshold set before (a launcher that holds the heap to a board's sets it for that
+# board's heap).
 if MICROPYTHON:
     import gc
-    if gc.mem_free() + gc.mem_alloc() <= 512 * 1024:
+    if gc.threshold() < 0 and gc.mem_free() + gc.mem_alloc() <= 512 * 1024:
         gc.threshold((gc.mem_free() + gc.mem_alloc()) // 12)
 
 if MICROPYTHON:

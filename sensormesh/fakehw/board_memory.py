@@ -12,8 +12,16 @@
 #   it in place (their bytecode is not copied to the heap). The unix port cannot map a file, so
 #   the image is read into a bytearray, which must happen before limit_heap: like the firmware,
 #   it is then not part of the board's heap.
+# - boot(): both, as `sensormesh up`'s launcher asks for a local device whose board has the package
+#   in a ROMFS partition (the image's path and the board's heap in its environment).
 import gc
+import os
 import sys
+
+ROMFS_ENV = "SENSORMESH_ROMFS"          # the same names as controller/mpy_cache.py's
+HEAP_ENV = "SENSORMESH_BOARD_HEAP"
+ROM_ROOT = "/rom"                       # where a board's firmware mounts its ROMFS partition
+ROM_ROOT_OTHER = "/.smrom"              # where this machine has a /rom of its own
 
 BALLAST_MIN = 64        # smaller holes stay free (a board's heap has such crumbs too)
 BALLAST_MAX = 512       # blocks at most: bounded work, and the list never grows
@@ -55,8 +63,10 @@ def _refill(k, size):
 
 
 def limit_heap(heap):
-    """Hold back all of the process's free heap but `heap` bytes. False (and nothing held back)
-    when less than that is free."""
+    """Hold back all of the process's free heap but `heap` bytes, and collect garbage after every
+    twelfth of it is allocated, as the device package does on a board of that heap (compat.py;
+    it keeps a threshold set before). False (and nothing held back) when less than that is free."""
+    gc.threshold(heap // 12)
     gc.collect()
     if gc.mem_free() < heap:
         return False
@@ -79,7 +89,6 @@ def limit_heap(heap):
 def map_romfs(path, at):
     """Mount the ROMFS image in the file `path` at `at` and put `at` first on sys.path, as a
     board's firmware mounts its partition. OSError when the file is missing or no image."""
-    import os
     import vfs
     size = os.stat(path)[6]
     data = bytearray(size)
@@ -88,3 +97,17 @@ def map_romfs(path, at):
     vfs.mount(vfs.VfsRom(memoryview(data)), at)
     _image.append(data)
     sys.path.insert(0, at)
+
+
+def boot():
+    """The package from the ROMFS image named by ROMFS_ENV, mounted at /rom, and the heap held
+    to HEAP_ENV bytes (a local device standing for a board with the package in ROMFS)."""
+    at = ROM_ROOT
+    try:
+        os.stat(at)
+        at = ROM_ROOT_OTHER
+    except OSError:
+        pass
+    map_romfs(os.getenv(ROMFS_ENV), at)
+    if not limit_heap(int(os.getenv(HEAP_ENV))):
+        sys.stderr.write("sensormesh: less heap free than the board's after mapping its ROMFS image\n")
