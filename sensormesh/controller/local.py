@@ -471,6 +471,8 @@ class LocalCluster:
             modules, launcher = self._micropython_path()
             romfs = dev.romfs if self.romfs is None else self.romfs
             argv, more = micropython_command(self.micropython, heap, romfs, modules, launcher)
+            for k in (ROMFS_ENV, HEAP_ENV):     # (never inherited: only what this device's board has)
+                env.pop(k, None)
             env.update(more)
             if romfs and heap and launcher and ROMFS_ENV not in more and not self._said_no_image:
                 self._said_no_image = True
