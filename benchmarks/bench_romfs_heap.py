@@ -18,7 +18,6 @@ package from files (a board's flash), measured in the same run:
     python benchmarks/bench_romfs_heap.py [--lo 32] [--hi 128] [--step 8] [--no-boards]
 """
 import argparse
-import json
 import os
 import shutil
 import subprocess
