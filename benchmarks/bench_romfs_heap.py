@@ -30,7 +30,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from sensormesh.controller.mpy_cache import bundle  # noqa: E402
+from sensormesh.controller.mpy_cache import bundle, romfs_image  # noqa: E402
 
 # The device modules a keyed board running source -> shipped map -> window -> pipe out keeps
 # (bench_heap.py --phases lists them at steady state).
@@ -74,17 +74,6 @@ def import_heap(mode, where):
     live = int(r.stdout.split("live", 1)[1].split()[0])
     names = int(r.stdout.split("n_qstr=", 1)[1].split(",")[0])
     return live, names
-
-
-def romfs_image(folder, out):
-    import contextlib
-    import io
-    from mpremote.romfs import make_romfs
-    with contextlib.redirect_stdout(io.StringIO()):      # (it draws the folder's tree)
-        data = make_romfs(folder, mpy_cross=False)
-    with open(out, "wb") as f:
-        f.write(data)
-    return len(data)
 
 
 def board_serves(tmp, heap_k, romfs, keys):

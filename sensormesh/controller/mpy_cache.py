@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sensormesh.board import (BASE, COMPILE_JOBS, LINES_ENV, NO_SOURCE_LINES, _find_tool, compile_argv,
                               compiled_name, device_files, drops_lines, source_name)
+from sensormesh.fakehw.board_memory import HEAP_ENV, ROMFS_ENV, ROMFS_SLACK  # noqa: F401 (local.py's too)
 
 CACHE_ENV = "SENSORMESH_MPY_CACHE"       # overrides the cache folder (tests, read-only checkouts)
 DEFAULT_DIR = os.path.join(".sensormesh", "mpy-cache")
@@ -64,9 +65,6 @@ SHORT_ROOT = "/s"
 ROMFS_IMAGE = "package.romfs"
 BOARD_MEMORY = "board_memory.mpy"
 BOARD_MEMORY_SOURCE = os.path.join(BASE, "sensormesh", "fakehw", "board_memory.py")
-ROMFS_ENV = "SENSORMESH_ROMFS"       # (board_memory.boot reads both)
-HEAP_ENV = "SENSORMESH_BOARD_HEAP"
-ROMFS_SLACK = 128 * 1024
 SHORT_PATHS = """# Runs the precompiled sensormesh device package (made by sensormesh up).
 import os
 import sys

@@ -18,8 +18,14 @@ import gc
 import os
 import sys
 
-ROMFS_ENV = "SENSORMESH_ROMFS"          # the same names as controller/mpy_cache.py's
+# What `sensormesh up` puts in a local device's environment (controller/mpy_cache.py and local.py
+# use these names): the image's path and the board's heap in bytes.
+ROMFS_ENV = "SENSORMESH_ROMFS"
 HEAP_ENV = "SENSORMESH_BOARD_HEAP"
+# Heap a process standing for a board with ROMFS gets beyond the board's heap and the image (up's
+# local devices, the simulated board): room for the board's heap to be one free block rather than
+# the holes the image leaves; the ballast takes what is over.
+ROMFS_SLACK = 128 * 1024
 ROM_ROOT = "/rom"                       # where a board's firmware mounts its ROMFS partition
 ROM_ROOT_OTHER = "/.smrom"              # where this machine has a /rom of its own
 

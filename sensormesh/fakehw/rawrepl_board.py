@@ -56,7 +56,6 @@ PARTITION_FILE = "partition0"
 # they are loaded before the heap is measured, and do not count against the board's heap.
 FIRMWARE = ("machine", "machine_extra", "esp32", "dht", "network")
 ROMFS_HEADER = b"\xd2\xcd\x31"
-ROM_MOUNT = "/rom"
 ROM_BLOCK = 4096        # erase block of the simulated partition (an ESP32's flash sector)
 ROM_MIN_WRITE = 4
 ENODEV = 19
@@ -214,7 +213,7 @@ class VfsWithRom:
 
 def _umount_rom():
     try:
-        os.umount(ROM_MOUNT)
+        os.umount(board_memory.ROM_ROOT)
     except OSError:
         pass
 
@@ -243,8 +242,8 @@ def setup(flash, romfs=0):
         sys.modules["vfs"] = VfsWithRom(vfs, part)
         if part.valid():
             try:
-                vfs.mount(vfs.VfsRom(memoryview(part.data)), ROM_MOUNT)
-                sys.path[1:1] = [ROM_MOUNT, ROM_MOUNT + "/lib"]
+                vfs.mount(vfs.VfsRom(memoryview(part.data)), board_memory.ROM_ROOT)
+                sys.path[1:1] = [board_memory.ROM_ROOT, board_memory.ROM_ROOT + "/lib"]
             except OSError as e:
                 sys.stderr.write("romfs: the image in the partition does not mount (%r)\n" % (e,))
 

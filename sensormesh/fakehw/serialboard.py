@@ -27,6 +27,8 @@ import sys
 import time
 import tty
 
+from sensormesh.fakehw.board_memory import ROMFS_SLACK
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BOARD_PROGRAM = os.path.join(HERE, "rawrepl_board.py")
 
@@ -43,7 +45,6 @@ STOP_WAIT_S = 3.0
 # this much on top of --heap, and rawrepl_board.py holds what is left over --heap as ballast,
 # so the board's own code finds the heap asked for free (tests/test_board_mpremote.py checks).
 REPL_HEAP = 64 * 1024
-ROMFS_SLACK = 128 * 1024
 
 
 def heap_bytes(text):
